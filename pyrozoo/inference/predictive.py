@@ -1,0 +1,171 @@
+"""Vectorized evaluation of a Pyro model at posterior draws.
+
+Pyro's ``Predictive`` reshapes draws without looking at event dimensions and draws every site it is not given from
+the prior, so the zoo computes the two things every result needs itself:
+
+* the pointwise log-likelihood ``log p(obs_i | theta_s)`` of every observed site, shape ``(draws, *obs_batch)``;
+* posterior-predictive draws of the observed sites (``poutine.uncondition``).
+
+Both trace the model once per chunk of draws, with the draws stacked along a plate to the left of the model's own
+plates. Models with *enumerated* discrete latents must marginalize them instead: they pass their own
+``log_likelihood_fn`` to the engines (see ``pyrozoo.models.regime_scm`` for an example).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+
+Model = Callable[..., Any]
+
+
+def trace_model(model: Model, model_kwargs: Mapping[str, Any]) -> poutine.Trace:
+    """One trace of ``model(**model_kwargs)`` with log-probabilities filled in."""
+    tr = poutine.trace(model).get_trace(**model_kwargs)
+    return tr
+
+
+def max_plate_nesting(trace: poutine.Trace) -> int:
+    """Number of batch dimensions the model's vectorized plates use (0 if none)."""
+    dims = [
+        -frame.dim
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def latent_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the non-observed sample sites, leaving out ``_``-prefixed auxiliary sites and sites marked for
+    enumeration (those are summed out, never drawn)."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not name.startswith("_")
+        and not site["infer"].get("enumerate")
+    ]
+
+
+def observed_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the observed sample sites."""
+    return [name for name, site in trace.nodes.items() if site["type"] == "sample" and site["is_observed"]]
+
+
+def site_dims(trace: poutine.Trace, name: str) -> list[str]:
+    """ArviZ dimension names of one site: the plate names of its batch dims, then ``{name}_dim_k`` for events."""
+    site = trace.nodes[name]
+    value = site["value"]
+    event_dim = site["fn"].event_dim
+    batch_ndim = value.dim() - event_dim
+    plates = {frame.dim: frame.name for frame in site["cond_indep_stack"] if frame.vectorized}
+    dims = [plates.get(i - batch_ndim, f"{name}_dim_{i}") for i in range(batch_ndim)]
+    dims += [f"{name}_dim_{batch_ndim + j}" for j in range(event_dim)]
+    return dims
+
+
+def _reshape_for_plate(trace: poutine.Trace, draws: Mapping[str, torch.Tensor], nesting: int) -> dict:
+    """Put the draw dimension of each latent at batch dim ``-(nesting + 1)`` (left of the model's plates)."""
+    out = {}
+    for name, value in draws.items():
+        if name not in trace.nodes:
+            continue
+        proto = trace.nodes[name]["value"]
+        event_dim = trace.nodes[name]["fn"].event_dim
+        batch_ndim = proto.dim() - event_dim
+        s = value.shape[0]
+        out[name] = value.reshape((s,) + (1,) * (nesting - batch_ndim) + tuple(proto.shape))
+    return out
+
+
+def _vectorized_trace(
+    model: Model,
+    draws: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any],
+    proto: poutine.Trace,
+    nesting: int,
+    uncondition: bool,
+) -> poutine.Trace:
+    num = next(iter(draws.values())).shape[0]
+    conditioned = poutine.condition(model, _reshape_for_plate(proto, draws, nesting))
+    if uncondition:
+        conditioned = poutine.uncondition(conditioned)
+
+    def vectorized(**kwargs):
+        with pyro.plate("_draws", num, dim=-(nesting + 1)):
+            return conditioned(**kwargs)
+
+    return poutine.trace(vectorized).get_trace(**model_kwargs)
+
+
+def _per_draw(t: torch.Tensor, num: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Bring a tensor shaped ``(num or 1, 1, ..., 1, *shape)`` to ``(num, *shape)``."""
+    lead = t.dim() - len(shape)
+    t = t.reshape((int(np.prod(t.shape[:lead], dtype=np.int64)),) + tuple(t.shape[lead:]))
+    return t.expand((num,) + tuple(shape))
+
+
+def _flatten_draws(posterior: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+    first = next(iter(posterior.values()))
+    chains, draws = first.shape[:2]
+    flat = {k: v.reshape((chains * draws,) + tuple(v.shape[2:])) for k, v in posterior.items()}
+    return flat, (chains, draws)
+
+
+@torch.no_grad()
+def pointwise_log_likelihood(
+    model: Model,
+    posterior: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any],
+    *,
+    chunk_size: int = 1000,
+) -> dict[str, np.ndarray]:
+    """``log p(y_i | theta_{c,d})`` for every observed site; arrays of shape ``(chain, draw, *obs_batch)``.
+
+    ``posterior`` maps latent site names to tensors of shape ``(chain, draw, *site_shape)`` on the model's device.
+    """
+    return _evaluate(model, posterior, model_kwargs, chunk_size, predictive=False)
+
+
+@torch.no_grad()
+def posterior_predictive(
+    model: Model,
+    posterior: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any],
+    *,
+    chunk_size: int = 1000,
+) -> dict[str, np.ndarray]:
+    """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``."""
+    return _evaluate(model, posterior, model_kwargs, chunk_size, predictive=True)
+
+
+def _evaluate(model, posterior, model_kwargs, chunk_size, predictive):
+    flat, (chains, draws) = _flatten_draws(posterior)
+    first_draw = {k: v[0] for k, v in flat.items()}
+    proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
+    nesting = max_plate_nesting(proto)
+    names = observed_sites(proto)
+    total = chains * draws
+    pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, total, chunk_size):
+        chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
+        num = next(iter(chunk.values())).shape[0]
+        tr = _vectorized_trace(model, chunk, model_kwargs, proto, nesting, uncondition=predictive)
+        for n in names:
+            site, proto_site = tr.nodes[n], proto.nodes[n]
+            shape = tuple(proto_site["value"].shape)
+            if predictive:
+                out = _per_draw(site["value"], num, shape)
+            else:
+                batch = shape[: len(shape) - proto_site["fn"].event_dim]
+                out = _per_draw(site["fn"].log_prob(site["value"]), num, batch)
+            pieces[n].append(out.detach().cpu().numpy())
+    return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}

@@ -1,0 +1,114 @@
+"""The one result type every engine returns, and its conversion to ``arviz.InferenceData``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import arviz as az
+import numpy as np
+import torch
+
+from pyrozoo.errors import PyrozooError
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+@dataclass
+class Result:
+    """Posterior draws and everything needed to diagnose and reproduce a run.
+
+    Array conventions (all NumPy, on the host):
+
+    * ``posterior[name]``: ``(chain, draw, *site_shape)``;
+    * ``sample_stats[name]``: ``(chain, draw)`` (``diverging``, ``step_size``, ``acceptance_rate``, ``lp``, ...);
+    * ``log_likelihood[obs]``: ``(chain, draw, *obs_batch)``: pointwise, marginal over any enumerated latents;
+    * ``posterior_predictive[obs]``: ``(chain, draw, *obs_shape)``, filled on request;
+    * ``fit_stats[name]``: 1-D traces of the fitting procedure (``loss`` per SVI step, EM objective ...).
+
+    ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
+    draw more posterior samples where the engine has one (not saved).
+    """
+
+    inference: str
+    posterior: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    log_likelihood: dict[str, np.ndarray] = field(default_factory=dict)
+    observed_data: dict[str, np.ndarray] = field(default_factory=dict)
+    posterior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
+    fit_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    dims: dict[str, list[str]] = field(default_factory=dict)
+    coords: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    wall_time: float = float("nan")
+    model: str = ""
+    guide: Any = None
+    predictive_fn: Callable[[Result], dict[str, np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive"):
+            setattr(self, group, {k: _to_numpy(v) for k, v in getattr(self, group).items()})
+        self.fit_stats = {k: _to_numpy(v) for k, v in self.fit_stats.items()}
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.posterior.values())).shape[0] if self.posterior else 0
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
+
+    def draws(self, name: str, *, flat: bool = True) -> np.ndarray:
+        """Draws of one latent, flattened over (chain, draw) unless ``flat=False``."""
+        if name not in self.posterior:
+            raise PyrozooError(f"name: no posterior site {name!r}; sites are {', '.join(self.posterior)}")
+        v = self.posterior[name]
+        return v.reshape((-1,) + v.shape[2:]) if flat else v
+
+    def add_posterior_predictive(self) -> None:
+        """Fill ``posterior_predictive`` with the engine's predictive function (no-op if already filled)."""
+        if self.posterior_predictive:
+            return
+        if self.predictive_fn is None:
+            raise PyrozooError("posterior_predictive: this result has no predictive function to draw from")
+        self.posterior_predictive = {k: _to_numpy(v) for k, v in self.predictive_fn(self).items()}
+
+    def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:
+        """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data
+        (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a ``fit_stats`` group."""
+        if posterior_predictive:
+            self.add_posterior_predictive()
+        dims = {k: v for k, v in self.dims.items()}
+        idata = az.from_dict(
+            posterior=self.posterior or None,
+            sample_stats=self.sample_stats or None,
+            log_likelihood=self.log_likelihood or None,
+            observed_data=self.observed_data or None,
+            posterior_predictive=(self.posterior_predictive or None) if posterior_predictive else None,
+            dims=dims,
+            coords=self.coords or None,
+            attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
+                   "wall_time": float(self.wall_time)},
+        )
+        if self.fit_stats:
+            import xarray as xr
+
+            ds = xr.Dataset({k: (f"{k}_step", v) for k, v in self.fit_stats.items()})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # non-standard group name
+                idata.add_groups({"fit_stats": ds})
+        return idata
+
+
+def stack_chains(per_chain: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Stack a list of ``{name: (draw, ...)}`` dicts into ``{name: (chain, draw, ...)}``."""
+    names = per_chain[0].keys()
+    return {n: np.stack([_to_numpy(c[n]) for c in per_chain]) for n in names}

@@ -1,0 +1,189 @@
+"""Stochastic variational inference: ELBO choice, optimizer and schedule, early stop, checkpoint and resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.optim
+import pyro.poutine as poutine
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
+from pyrozoo.inference.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.predictive import latent_sites, max_plate_nesting, trace_model
+from pyrozoo.inference.progress import progress_bar
+from pyrozoo.inference.result import Result
+from pyrozoo.validation import check_choice, check_int, check_positive
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
+OPTIMIZERS = ("adam", "clipped_adam")
+
+
+def make_optimizer(name: str, lr: float, *, lr_decay: float = 1.0, num_steps: int = 1,
+                   clip_norm: float = 10.0) -> pyro.optim.PyroOptim:
+    """Adam or ClippedAdam; the learning rate decays geometrically to ``lr * lr_decay`` over ``num_steps``.
+
+    ``lr_decay=1`` keeps it constant. The schedule is ``lr_t = lr * lr_decay ** (t / num_steps)``.
+    """
+    check_choice("optimizer", name, OPTIMIZERS)
+    check_positive("lr", lr)
+    check_positive("lr_decay", lr_decay)
+    gamma = lr_decay ** (1.0 / max(num_steps, 1))
+    if name == "clipped_adam":
+        return pyro.optim.ClippedAdam({"lr": lr, "lrd": gamma, "clip_norm": clip_norm})
+    if lr_decay == 1.0:
+        return pyro.optim.Adam({"lr": lr})
+    return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": gamma})
+
+
+def _plateau(losses: list[float], window: int, rel_tol: float) -> bool:
+    """True when the mean loss of the last ``window`` steps improved on the window before by < ``rel_tol``."""
+    if len(losses) < 2 * window:
+        return False
+    prev = sum(losses[-2 * window : -window]) / window
+    cur = sum(losses[-window:]) / window
+    return (prev - cur) < rel_tol * max(abs(prev), 1e-12)
+
+
+def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
+                    num_samples: int) -> dict[str, torch.Tensor]:
+    """``num_samples`` draws of the model's latents ``names`` from ``guide``, each shaped ``(1, S, ...)``."""
+    with torch.no_grad():
+        draws: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for _ in range(num_samples):
+            tr = poutine.trace(guide).get_trace(**model_kwargs)
+            for n in names:
+                draws[n].append(tr.nodes[n]["value"].detach())
+    return {n: torch.stack(v).unsqueeze(0) for n, v in draws.items()}
+
+
+def _kwargs_device(model_kwargs: Mapping[str, Any]) -> torch.device:
+    for v in model_kwargs.values():
+        if isinstance(v, torch.Tensor):
+            return v.device
+    return torch.device("cpu")
+
+
+def run_svi(
+    model: Callable,
+    guide: Callable,
+    model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    num_steps: int = 2000,
+    elbo: str = "trace",
+    num_particles: int = 1,
+    optimizer: str = "adam",
+    lr: float = 0.01,
+    lr_decay: float = 1.0,
+    clip_norm: float = 10.0,
+    early_stop_window: int | None = None,
+    early_stop_rel_tol: float = 1e-4,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    num_samples: int = 1000,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: bool = True,
+    log_likelihood_fn: LogLikelihoodFn | None = None,
+    callback: Callable[[int, float], None] | None = None,
+    model_name: str = "",
+    config: Mapping[str, Any] | None = None,
+) -> Result:
+    """Fit ``guide`` to ``model(**model_kwargs)`` by maximizing the ELBO, then draw ``num_samples`` from it.
+
+    ``elbo``: ``trace`` (Trace_ELBO), ``meanfield`` (TraceMeanField_ELBO, analytic KL where available) or ``enum``
+    (TraceEnum_ELBO: discrete sites marked ``infer={"enumerate": "parallel"}`` are summed out exactly;
+    ``max_plate_nesting`` is read off the model). Minibatching is the model's business: plates with
+    ``subsample_size`` scale the likelihood by N / batch.
+
+    ``checkpoint``: a file written every ``checkpoint_every`` steps (and at the end) holding param store, optimizer
+    and RNG state; ``resume=True`` continues from it, giving the same parameters as an uninterrupted run.
+    ``callback(step, loss)`` is called after every step (raise from it to stop).
+    """
+    model_kwargs = dict(model_kwargs or {})
+    check_choice("elbo", elbo, ELBOS)
+    num_steps = check_int("num_steps", num_steps, minimum=0)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_particles = check_int("num_particles", num_particles, minimum=1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
+    if early_stop_window is not None:
+        check_int("early_stop_window", early_stop_window, minimum=1)
+    if resume and checkpoint is None:
+        raise PyrozooError("resume: needs a checkpoint path")
+    if resume and not Path(checkpoint).exists():
+        raise PyrozooError(f"checkpoint: {checkpoint} does not exist, nothing to resume")
+
+    set_seed(seed)
+    proto = trace_model(model, model_kwargs)
+    nesting = max_plate_nesting(proto)
+    elbo_kwargs: dict[str, Any] = {"num_particles": num_particles, "max_plate_nesting": nesting}
+    if num_particles > 1:
+        elbo_kwargs["vectorize_particles"] = True
+    loss_fn = ELBOS[elbo](**elbo_kwargs)
+    optim = make_optimizer(optimizer, lr, lr_decay=lr_decay, num_steps=num_steps, clip_norm=clip_norm)
+    svi = SVI(model, guide, optim, loss_fn)
+
+    # Set the guide up (it may draw initial values) before any RNG state is restored.
+    with poutine.block(), torch.no_grad():
+        guide(**model_kwargs)
+    losses: list[float] = []
+    start_step = 0
+    if resume:
+        state = load_checkpoint(checkpoint)
+        start_step, losses = int(state["step"]), list(state["losses"])
+        device = device or _kwargs_device(model_kwargs)
+        restore_checkpoint(state, optim, device)
+
+    t0 = time.perf_counter()
+    bar = progress_bar(num_steps, f"svi[{elbo}]", progress)
+    bar.update(start_step)
+    step = start_step
+    try:
+        for step in range(start_step, num_steps):
+            loss = svi.step(**model_kwargs)
+            if not math.isfinite(loss):
+                raise PyrozooError(f"svi: the loss became {loss} at step {step}; lower lr or check the data")
+            losses.append(loss)
+            if isinstance(optim, pyro.optim.lr_scheduler.PyroLRScheduler):
+                optim.step()
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if checkpoint is not None and (step + 1) % checkpoint_every == 0:
+                save_checkpoint(checkpoint, step=step + 1, optimizer=optim, losses=losses)
+            if callback is not None:
+                callback(step + 1, loss)
+            if early_stop_window and _plateau(losses, early_stop_window, early_stop_rel_tol):
+                break
+    finally:
+        bar.close()
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, step=len(losses), optimizer=optim, losses=losses)
+    fit_time = time.perf_counter() - t0
+
+    names = latent_sites(proto)
+    posterior = draw_from_guide(guide, model_kwargs, names, num_samples)
+    params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
+    return assemble_result(
+        f"svi-{elbo}",
+        model,
+        model_kwargs,
+        posterior,
+        fit_stats={"loss": losses},
+        params=params,
+        log_likelihood_fn=log_likelihood_fn,
+        guide=guide,
+        seed=seed,
+        wall_time=fit_time,
+        config=config,
+        model_name=model_name,
+    )

@@ -1,0 +1,95 @@
+"""Input checks shared by every model: each raises :class:`PyrozooError` naming the argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrozoo.errors import PyrozooError
+
+
+def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
+    """Convert array-like input to a float tensor, or say which argument could not be converted.
+
+    Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
+    """
+    try:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"{name}: expected a numeric array, got {type(value).__name__} ({exc})") from None
+    if dtype is None:
+        keep = isinstance(value, torch.Tensor) and t.is_floating_point()
+        dtype = t.dtype if keep else torch.get_default_dtype()
+    return t.to(dtype=dtype, device=device)
+
+
+def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
+    """Raise if ``value`` holds NaN or inf, saying how many and where the first one is."""
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise PyrozooError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(arr[first]) else "inf"
+        raise PyrozooError(
+            f"{name}: expected finite values, found {int(bad.sum())} non-finite ({kind} at index {first})"
+        )
+
+
+def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | None]) -> None:
+    """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length)."""
+    shape = tuple(shape)
+    got = tuple(value.shape)
+    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
+        want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+        raise PyrozooError(f"{name}: expected shape {want}, got {got}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise unless every entry of ``value`` is a finite number > 0."""
+    arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
+
+
+def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
+    """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise PyrozooError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise PyrozooError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise unless ``value`` is one of ``choices``, listing them."""
+    choices = list(choices)
+    if value not in choices:
+        raise PyrozooError(f"{name}: expected one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Raise if ``given`` has keys outside ``allowed`` (a misspelt option should never be ignored)."""
+    allowed = set(allowed)
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise PyrozooError(
+            f"{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or '(none)'}"
+        )
+
+
+def check_probability(name: str, value: float, *, open_interval: bool = False) -> None:
+    """Raise unless ``value`` is in [0, 1] (or (0, 1) when ``open_interval``)."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (0 < value < 1 if open_interval else 0 <= value <= 1)
+    if not ok:
+        rng = "(0, 1)" if open_interval else "[0, 1]"
+        raise PyrozooError(f"{name}: expected a number in {rng}, got {value!r}")
