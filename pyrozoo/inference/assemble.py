@@ -46,8 +46,8 @@ def assemble_result(
     enumerated discrete latents must pass one that marginalizes them.
     """
     first = {k: v[0, 0] for k, v in posterior.items()}
+    obs = observed_sites(trace_model(model, model_kwargs))  # before conditioning marks latents observed
     proto = trace_model(poutine.condition(model, first), model_kwargs)
-    obs = observed_sites(proto)
     observed = {n: proto.nodes[n]["value"] for n in obs}
     dims = {n: site_dims(proto, n) for n in list(posterior) + obs if n in proto.nodes}
     if log_likelihood_fn is not None:

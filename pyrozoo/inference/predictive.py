@@ -20,6 +20,7 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.util import site_is_subsample
 
 Model = Callable[..., Any]
 
@@ -52,12 +53,17 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
         and not site["is_observed"]
         and not name.startswith("_")
         and not site["infer"].get("enumerate")
+        and not site_is_subsample(site)
     ]
 
 
 def observed_sites(trace: poutine.Trace) -> list[str]:
     """Names of the observed sample sites."""
-    return [name for name, site in trace.nodes.items() if site["type"] == "sample" and site["is_observed"]]
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
+    ]
 
 
 def site_dims(trace: poutine.Trace, name: str) -> list[str]:
@@ -149,10 +155,10 @@ def posterior_predictive(
 
 def _evaluate(model, posterior, model_kwargs, chunk_size, predictive):
     flat, (chains, draws) = _flatten_draws(posterior)
+    names = observed_sites(trace_model(model, model_kwargs))
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
-    names = observed_sites(proto)
     total = chains * draws
     pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, total, chunk_size):

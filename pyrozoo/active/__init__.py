@@ -1,0 +1,1 @@
+"""Batch active learning: acquisitions over any zoo posterior and the labelling loop."""

@@ -1,0 +1,50 @@
+"""The ``pyrozoo`` command. Subcommands live in :mod:`pyrozoo.commands`, one module each, discovered on start.
+
+Bad input of any kind ends in one line on stderr (``pyrozoo: error: ...``) and exit status 2, with no traceback
+and no run directory left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from collections.abc import Sequence
+
+from pyrozoo.errors import PyrozooError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PyrozooError(f"{self.prog.removeprefix('pyrozoo ')}: {message}" if " " in self.prog else message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import pyrozoo.commands as commands
+
+    parser = _Parser(prog="pyrozoo", description="A model zoo for Pyro: run, diagnose and sweep zoo models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}").add_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+    except PyrozooError as exc:
+        print(f"pyrozoo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyrozoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

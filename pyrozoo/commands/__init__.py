@@ -1,0 +1,1 @@
+"""``pyrozoo`` subcommands: each module defines ``add_command(subparsers)``."""

@@ -1,0 +1,38 @@
+"""``pyrozoo diagnose RUN_DIR``: ArviZ summary, convergence warnings, trace and posterior plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diagnose", help="summarize a saved run and plot its traces")
+    p.add_argument("run_dir", help="a directory written by `pyrozoo run`")
+    p.add_argument("--var", action="append", default=None, help="variables to include (repeatable)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pyrozoo.evaluation.diagnostics import convergence_warnings, save_plots, summary
+    from pyrozoo.inference.rundir import load_run
+
+    run = load_run(args.run_dir)
+    idata = run["idata"]
+    table = summary(idata, var_names=args.var)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    warnings = convergence_warnings(table)
+    if idata.posterior.sizes.get("chain", 1) < 2:
+        print("note: one chain only (r_hat needs several); ESS is within-chain")
+    for line in warnings:
+        print(f"warning: {line}")
+    if not warnings:
+        print("no convergence warnings (r_hat <= 1.01, bulk and tail ESS >= 400)")
+    if args.plots:
+        for path in save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var):
+            print(f"plot: {path}")
+    return 0

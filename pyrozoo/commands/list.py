@@ -1,0 +1,22 @@
+"""``pyrozoo list``: the registered models, their inferences and datasets."""
+
+from __future__ import annotations
+
+import argparse
+
+from pyrozoo import registry
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list the zoo's models")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    for name in registry.names():
+        entry = registry.get(name)
+        data = ", ".join(["simulated", *entry.datasets])
+        print(f"{name:<16} inference: {', '.join(entry.inferences):<28} data: {data}")
+        if entry.description:
+            print(f"{'':<16} {entry.description}")
+    return 0

@@ -1,0 +1,92 @@
+"""``pyrozoo run MODEL``: fit one model and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pyrozoo.config import RunConfig, read_toml, tomllib
+from pyrozoo.errors import PyrozooError
+
+# flag -> RunConfig field, for the shared settings (flag names follow Pyro's examples)
+FLAGS = {
+    "inference": ("--inference", str, "engine (default: the model's first)"),
+    "num_samples": ("--num-samples", int, "posterior draws per chain"),
+    "warmup_steps": ("--warmup-steps", int, "MCMC/Gibbs warmup iterations"),
+    "num_chains": ("--num-chains", int, "chains"),
+    "steps": ("--steps", int, "SVI/optimizer steps"),
+    "lr": ("--lr", float, "learning rate"),
+    "seed": ("--seed", int, "random seed"),
+    "device": ("--device", str, "auto | cpu | cuda | cuda:N"),
+    "dataset": ("--dataset", str, "a shipped dataset instead of the simulator"),
+}
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="fit a zoo model and save the run")
+    p.add_argument("model", nargs="?", help="model name (see `pyrozoo list`); may come from --config")
+    for dest, (flag, typ, help_) in FLAGS.items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    p.add_argument("--config", help="TOML file with run settings and an [options] table")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option (repeatable), e.g. -o n=1000")
+    p.add_argument("--out", help="run directory (default: runs/MODEL/TIMESTAMP-INFERENCE-seedN)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--jit", action="store_true", default=None, help="jit-compile NUTS/HMC")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument("--posterior-predictive", action="store_true", default=None,
+                   help="add a posterior_predictive group to idata.nc")
+    p.set_defaults(handler=handle)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a TOML value (number, bool, string, array), else as a plain string."""
+    if "=" not in text:
+        raise PyrozooError(f"--option: expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    data: dict[str, Any] = read_toml(args.config) if args.config else {}
+    if args.model is not None:
+        if "model" in data and data["model"] != args.model:
+            raise PyrozooError(f"model: the command line says {args.model!r} but {args.config} says {data['model']!r}")
+        data["model"] = args.model
+    if "model" not in data:
+        raise PyrozooError("model: name a model (`pyrozoo list` shows them) or give a --config with model = ...")
+    for dest in [*FLAGS, "jit", "progress", "posterior_predictive"]:
+        value = getattr(args, dest)
+        if value is not None:
+            data[dest] = value
+    options = dict(data.get("options", {}))
+    options.update(parse_option(o) for o in args.option)
+    data["options"] = options
+    return RunConfig.from_dict(data, source=args.config or "config")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pyrozoo.evaluation.diagnostics import convergence_warnings, summary
+    from pyrozoo.runner import run_model
+
+    config = config_from_args(args)
+    output = run_model(config, out=args.out, overwrite=args.overwrite)
+    result = output.result
+    print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
+    idata = result.to_inference_data()
+    if result.num_chains * result.num_draws > 1:
+        table = summary(idata)
+        cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
+        print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
+        if result.num_chains > 1:
+            for line in convergence_warnings(table):
+                print(f"warning: {line}")
+    if output.metrics:
+        shown = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:12]))
+    print(f"saved to {output.out}")
+    return 0

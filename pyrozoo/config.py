@@ -1,0 +1,79 @@
+"""Run configuration: defaults < TOML file < command-line flags, validated before any work starts."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import DEVICES
+from pyrozoo.validation import check_int, check_keys, check_positive
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by every model; model-specific settings live in ``options`` (see ``ZooModel.options``)."""
+
+    model: str
+    inference: str | None = None  # None: the entry's default (first listed)
+    seed: int = 0
+    device: str = "auto"
+    num_samples: int = 1000
+    warmup_steps: int = 500
+    num_chains: int = 4
+    steps: int = 2000
+    lr: float | None = None  # None: the entry's default
+    jit: bool = False
+    progress: bool = True
+    dataset: str | None = None  # None: the entry's simulator
+    posterior_predictive: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> RunConfig:
+        """Check types and ranges of the shared settings; return self."""
+        check_int("seed", self.seed)
+        check_int("num_samples", self.num_samples, minimum=1)
+        check_int("warmup_steps", self.warmup_steps)
+        check_int("num_chains", self.num_chains, minimum=1)
+        check_int("steps", self.steps)
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
+            raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {self.device!r}")
+        for flag in ("jit", "progress", "posterior_predictive"):
+            if not isinstance(getattr(self, flag), bool):
+                raise PyrozooError(f"{flag}: expected true or false, got {getattr(self, flag)!r}")
+        if not isinstance(self.options, dict):
+            raise PyrozooError(f"options: expected a table of model options, got {self.options!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (TOML-writable: ``None`` values dropped)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build from a dict (e.g. parsed TOML), rejecting unknown keys."""
+        check_keys(source, data, [f.name for f in fields(cls)])
+        if "model" not in data:
+            raise PyrozooError(f"{source}: missing key 'model'")
+        return cls(**data)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, turning I/O and syntax problems into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PyrozooError(f"config: file {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise PyrozooError(f"config: {path} is not valid TOML ({exc})") from None

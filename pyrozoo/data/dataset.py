@@ -1,0 +1,36 @@
+"""The dataset type every zoo entry consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Dataset:
+    """Data for one zoo model.
+
+    The model is called as ``model(**inputs, **observed, **options)``; leaving ``observed`` out gives the prior
+    predictive (the ``obs=None`` convention). ``truth`` holds the generating parameters when the data are
+    simulated; ``meta`` anything else (column names, scaling, train/test split ...).
+    """
+
+    name: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, torch.Tensor] = field(default_factory=dict)
+    truth: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def model_kwargs(self, observed: bool = True) -> dict[str, Any]:
+        """Keyword arguments for the model: inputs, plus the observed sites unless ``observed=False``."""
+        return {**self.inputs, **(self.observed if observed else {})}
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with every tensor in ``inputs`` and ``observed`` moved to ``device``."""
+
+        def move(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+
+        return Dataset(self.name, move(self.inputs), move(self.observed), dict(self.truth), dict(self.meta))

@@ -1,0 +1,1 @@
+"""Diagnostics (ArviZ), metrics and plots."""

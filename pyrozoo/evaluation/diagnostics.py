@@ -1,0 +1,67 @@
+"""Posterior diagnostics with ArviZ: summary table, convergence warnings, trace and posterior plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+
+
+def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.DataFrame:
+    """ArviZ summary: mean, sd, HDI, MCSE of mean and sd, bulk and tail ESS, r_hat (rank-normalized split-R-hat)."""
+    import logging
+
+    # With one chain ArviZ logs a shape warning for r_hat (left NaN); the CLI says so in words instead.
+    logger = logging.getLogger("arviz")
+    level = logger.level
+    if idata.posterior.sizes.get("chain", 1) < 2:
+        logger.setLevel(logging.ERROR)
+    try:
+        return az.summary(idata, var_names=var_names, kind="all", round_to="none")
+    finally:
+        logger.setLevel(level)
+
+
+def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> list[str]:
+    """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``."""
+    out = []
+    for name, row in table.iterrows():
+        if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
+            out.append(f"{name}: r_hat {row['r_hat']:.3f} > {rhat_max}")
+        for col in ("ess_bulk", "ess_tail"):
+            if np.isfinite(row.get(col, np.nan)) and row[col] < ess_min:
+                out.append(f"{name}: {col} {row[col]:.0f} < {ess_min}")
+    return out
+
+
+def min_ess(idata: az.InferenceData, var_names: list[str] | None = None) -> float:
+    """The smallest bulk ESS over all scalar components of the posterior."""
+    ess = az.ess(idata, var_names=var_names, method="bulk")
+    return float(min(float(np.min(ess[v].values)) for v in ess.data_vars))
+
+
+def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str] | None = None,
+               max_vars: int = 8) -> list[Path]:
+    """Trace and posterior plots as PNG under ``out_dir``; at most ``max_vars`` variables (first ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = var_names or list(idata.posterior.data_vars)[:max_vars]
+    paths = []
+    for kind, fn in (("trace", az.plot_trace), ("posterior", az.plot_posterior)):
+        axes = fn(idata, var_names=names, compact=True) if kind == "trace" else fn(idata, var_names=names)
+        fig = np.asarray(axes).ravel()[0].figure
+        path = out_dir / f"{kind}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

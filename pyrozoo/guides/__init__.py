@@ -1,0 +1,1 @@
+"""Guides matching the zoo models (structured, amortized, SWAG, collapsed, ...)."""

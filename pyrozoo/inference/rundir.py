@@ -1,0 +1,109 @@
+"""Run directories: ``config.toml``, ``idata.nc``, ``metrics.json``, ``params.pt``, written whole or not at all.
+
+Everything is written into a hidden temporary sibling directory which is renamed onto ``out`` only when every file
+is complete, so an interrupted or failed run never leaves a half-written run directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import numpy as np
+import tomli_w
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.result import Result
+
+RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
+
+
+def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Raise if ``out`` exists (unless ``overwrite``) or its parent cannot be created; nothing is written."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise PyrozooError(f"out: {out} already exists; choose another --out or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise PyrozooError(f"out: {out} exists and is not a directory")
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _tomlable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_tomlable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_run(
+    result: Result,
+    out: str | os.PathLike,
+    *,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    posterior_predictive: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``result`` as a run directory at ``out`` atomically; return its path."""
+    out = check_out_dir(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        cfg = dict(config if config is not None else result.config)
+        with (tmp / "config.toml").open("wb") as fh:
+            tomli_w.dump(_tomlable(cfg), fh)
+        idata = result.to_inference_data(posterior_predictive=posterior_predictive)
+        idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
+        payload = {"wall_time": result.wall_time, "inference": result.inference, "seed": result.seed,
+                   **dict(metrics or {})}
+        (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
+        torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},
+                   tmp / "params.pt")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a run directory: ``{"idata", "metrics", "config", "params"}``."""
+    from pyrozoo.config import tomllib
+
+    path = Path(path)
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if not path.is_dir() or missing:
+        raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing) or 'all'})")
+    with (path / "config.toml").open("rb") as fh:
+        config = tomllib.load(fh)
+    return {
+        "idata": az.from_netcdf(str(path / "idata.nc"), engine="h5netcdf"),
+        "metrics": json.loads((path / "metrics.json").read_text()),
+        "config": config,
+        "params": torch.load(path / "params.pt", map_location="cpu", weights_only=False),
+    }

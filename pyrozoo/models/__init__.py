@@ -1,0 +1,1 @@
+"""The zoo: one module per model family; each registers its entries on import."""

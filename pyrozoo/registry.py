@@ -1,0 +1,111 @@
+"""Name -> zoo entry. Each model module registers its entries with :func:`register`; importing
+:mod:`pyrozoo.models` loads them all, so adding a model is adding a module under ``pyrozoo/models/``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.result import Result
+from pyrozoo.validation import check_keys
+
+
+@dataclass
+class ZooModel:
+    """What the CLI, the sweep runner and the shared tests need to treat every model the same way.
+
+    * ``model``: the Pyro model, called as ``model(**dataset.model_kwargs(), **options)``;
+    * ``simulate(seed, **options) -> Dataset``: the paper's generator;
+    * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``);
+    * ``inferences``: engine names, the first is the default;
+    * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
+    * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
+    * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``;
+    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs).
+    """
+
+    name: str
+    model: Callable[..., Any]
+    simulate: Callable[..., Dataset]
+    fit: Callable[[Dataset, RunConfig], Result]
+    inferences: tuple[str, ...]
+    metrics: Callable[[Result, Dataset], dict[str, float]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    datasets: Mapping[str, Callable[..., Dataset]] = field(default_factory=dict)
+    tiny: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def check_config(self, config: RunConfig) -> RunConfig:
+        """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
+        config.validate()
+        if config.inference is None:
+            config.inference = self.inferences[0]
+        if config.inference not in self.inferences:
+            raise PyrozooError(
+                f"inference: {self.name} supports {', '.join(self.inferences)}; got {config.inference!r}"
+            )
+        check_keys(f"options for {self.name}", config.options, self.options)
+        if config.dataset is not None and config.dataset not in self.datasets:
+            known = ", ".join(self.datasets) or "none (simulated data only)"
+            raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
+        return config
+
+    def merged_options(self, config: RunConfig) -> dict[str, Any]:
+        """Entry defaults overridden by the config's options."""
+        return {**self.options, **config.options}
+
+    def load_data(self, config: RunConfig) -> Dataset:
+        """The config's dataset: a shipped one by name, else the simulator with the run's seed."""
+        opts = self.merged_options(config)
+        if config.dataset is not None:
+            return self.datasets[config.dataset](config.seed, **opts)
+        return self.simulate(config.seed, **opts)
+
+
+_REGISTRY: dict[str, Callable[[], ZooModel]] = {}
+_LOADED = False
+
+
+def register(name: str) -> Callable[[Callable[[], ZooModel]], Callable[[], ZooModel]]:
+    """Decorator registering a factory ``() -> ZooModel`` under ``name``."""
+
+    def deco(factory: Callable[[], ZooModel]) -> Callable[[], ZooModel]:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise RuntimeError(f"zoo entry {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    import pyrozoo.models as models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"{models.__name__}.{info.name}")
+    _LOADED = True
+
+
+def names() -> list[str]:
+    """Registered entry names, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ZooModel:
+    """The entry registered as ``name``; an unknown name is a :class:`PyrozooError` listing the known ones."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise PyrozooError(f"model: unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    entry = _REGISTRY[name]()
+    entry.name = name
+    return entry
