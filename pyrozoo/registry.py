@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyrozoo.config import RunConfig
@@ -27,7 +28,9 @@ class ZooModel:
     * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
     * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``;
-    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs).
+    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs);
+    * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
+      before it is published.
     """
 
     name: str
@@ -40,6 +43,7 @@ class ZooModel:
     datasets: Mapping[str, Callable[..., Dataset]] = field(default_factory=dict)
     tiny: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    artifacts: Callable[[Result, Dataset, Path], None] | None = None
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""

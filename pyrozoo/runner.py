@@ -50,6 +50,10 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     result.config = config.to_dict()
     metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
     if save:
+        artifacts = None
+        if entry.artifacts is not None:
+            def artifacts(tmp: Path) -> None:
+                entry.artifacts(result, dataset, tmp)
         save_run(result, out_path, config=result.config, metrics=metrics,
-                 posterior_predictive=config.posterior_predictive, overwrite=overwrite)
+                 posterior_predictive=config.posterior_predictive, overwrite=overwrite, artifacts=artifacts)
     return RunOutput(result, metrics, out_path)

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,11 @@ def save_run(
     metrics: Mapping[str, Any] | None = None,
     posterior_predictive: bool = False,
     overwrite: bool = False,
+    artifacts: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``result`` as a run directory at ``out`` atomically; return its path."""
+    """Write ``result`` as a run directory at ``out`` atomically; return its path.
+
+    ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -82,6 +85,8 @@ def save_run(
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
         torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},
                    tmp / "params.pt")
+        if artifacts is not None:
+            artifacts(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
