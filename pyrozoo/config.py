@@ -33,6 +33,7 @@ class RunConfig:
     jit: bool = False
     progress: bool = True
     dataset: str | None = None  # None: the entry's simulator
+    data: str | None = None  # a user's data file (CSV), read by the entry's ``from_file``
     posterior_predictive: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -29,6 +29,7 @@ class ZooModel:
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
     * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``;
     * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs);
+    * ``from_file(path, seed, **options) -> Dataset``: optional reader of a user's data file (``--data``);
     * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
       before it is published.
     """
@@ -44,6 +45,7 @@ class ZooModel:
     tiny: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     artifacts: Callable[[Result, Dataset, Path], None] | None = None
+    from_file: Callable[..., Dataset] | None = None
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
@@ -55,6 +57,12 @@ class ZooModel:
                 f"inference: {self.name} supports {', '.join(self.inferences)}; got {config.inference!r}"
             )
         check_keys(f"options for {self.name}", config.options, self.options)
+        if config.data is not None and config.dataset is not None:
+            raise PyrozooError("data: give either a data file or a shipped dataset name, not both")
+        if config.data is not None and self.from_file is None:
+            raise PyrozooError(f"data: {self.name} does not read data files; use --dataset or its simulator")
+        if config.data is not None and not Path(config.data).is_file():
+            raise PyrozooError(f"data: file {config.data} does not exist")
         if config.dataset is not None and config.dataset not in self.datasets:
             known = ", ".join(self.datasets) or "none (simulated data only)"
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
@@ -65,8 +73,10 @@ class ZooModel:
         return {**self.options, **config.options}
 
     def load_data(self, config: RunConfig) -> Dataset:
-        """The config's dataset: a shipped one by name, else the simulator with the run's seed."""
+        """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed."""
         opts = self.merged_options(config)
+        if config.data is not None:
+            return self.from_file(config.data, config.seed, **opts)
         if config.dataset is not None:
             return self.datasets[config.dataset](config.seed, **opts)
         return self.simulate(config.seed, **opts)

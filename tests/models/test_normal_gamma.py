@@ -1,0 +1,133 @@
+"""Normal–Gamma: every inference path against the exact posterior (2-D quadrature) and the exact mean-field optimum."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+from pyrozoo import registry
+from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
+from pyrozoo.models.normal_gamma import (
+    GIBBS_KERNEL,
+    cavi_fixed_point,
+    make_dataset,
+    normal_gamma_model,
+    posterior_moments_quadrature,
+    simulate_normal_gamma,
+    sufficient_stats,
+)
+
+PRIOR = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = simulate_normal_gamma(3, n=100, mu_true=1.0, sigma_true=2.0)
+    exact = posterior_moments_quadrature(ds.observed["x"].numpy(), **PRIOR)
+    return ds, exact
+
+
+def fit(ds, inference, **cfg):
+    entry = registry.get("normal-gamma")
+    config = entry.check_config(RunConfig(model="normal-gamma", inference=inference, progress=False, **cfg))
+    return entry.fit(ds, config)
+
+
+def assert_matches_exact(result, exact, k=4.0):
+    """Posterior mean and sd of mu and beta within k Monte Carlo standard errors of the quadrature values."""
+    idata = result.to_inference_data()
+    for name in ("mu", "beta"):
+        mean_mcse = float(az.mcse(idata, var_names=[name], method="mean")[name])
+        sd_mcse = float(az.mcse(idata, var_names=[name], method="sd")[name])
+        draws = result.draws(name)
+        assert abs(draws.mean() - exact[name][0]) < k * mean_mcse, (name, draws.mean(), exact[name], mean_mcse)
+        assert abs(draws.std() - exact[name][1]) < k * sd_mcse, (name, draws.std(), exact[name], sd_mcse)
+
+
+def test_quadrature_matches_conjugate_limit():
+    """With a flat-ish prior on mu and known-precision conditional, quadrature agrees with the Gibbs conditionals'
+    fixed relation: E[mu] ~ xbar, and E[beta] ~ (a + n/2) / (b + ss/2 + ...) to O(1/n)."""
+    x = np.random.default_rng(0).normal(3.0, 0.5, size=400)
+    ex = posterior_moments_quadrature(x, **PRIOR)
+    assert ex["mu"][0] == pytest.approx(x.mean(), abs=1e-3)
+    ss = ((x - x.mean()) ** 2).sum()
+    assert ex["beta"][0] == pytest.approx((1 + 200) / (1 + ss / 2), rel=0.01)
+    assert ex["mu"][1] == pytest.approx(x.std() / np.sqrt(400), rel=0.02)
+
+
+def test_gibbs_matches_exact_posterior(data):
+    ds, exact = data
+    res = fit(ds, "gibbs", num_samples=2000, warmup_steps=200, num_chains=4)
+    assert res.posterior["mu"].shape == (4, 2000)
+    assert_matches_exact(res, exact)
+    rhat = az.rhat(res.to_inference_data())
+    assert float(rhat["mu"]) < 1.01 and float(rhat["beta"]) < 1.01
+
+
+def test_nuts_matches_exact_posterior(data):
+    ds, exact = data
+    res = fit(ds, "nuts", num_samples=400, warmup_steps=200, num_chains=4)
+    assert_matches_exact(res, exact)
+    rhat = az.rhat(res.to_inference_data())
+    assert float(rhat["mu"]) < 1.01 and float(rhat["beta"]) < 1.01
+    assert res.sample_stats["diverging"].shape == (4, 400)
+    assert not res.sample_stats["diverging"].any()
+    assert 0.5 < res.sample_stats["acceptance_rate"].mean() <= 1.0
+
+
+def test_svi_reaches_mean_field_optimum(data):
+    """The guide family contains the CAVI optimum, so SVI must land on it; its means are then within 0.1 posterior
+    sd of the exact posterior means (mean-field is exact in the means to O(1/n) here)."""
+    ds, exact = data
+    res = fit(ds, "svi", steps=2000, num_samples=4000)
+    cavi = cavi_fixed_point(ds.observed["x"].numpy(), **PRIOR)
+    p = {k: float(v) for k, v in res.params.items()}
+    assert p["q_mu_loc"] == pytest.approx(cavi["mu_loc"], abs=0.1 * cavi["mu_scale"])
+    assert p["q_mu_scale"] == pytest.approx(cavi["mu_scale"], rel=0.1)
+    assert p["q_beta_conc"] / p["q_beta_rate"] == pytest.approx(cavi["beta_conc"] / cavi["beta_rate"], rel=0.03)
+    assert p["q_beta_conc"] == pytest.approx(cavi["beta_conc"], rel=0.25)
+    for name in ("mu", "beta"):
+        assert abs(res.draws(name).mean() - exact[name][0]) < 0.15 * exact[name][1]
+    assert "fit_stats" in res.to_inference_data().groups()
+
+
+def test_gibbs_conditionals_are_vectorized_over_chains(data):
+    ds, _ = data
+    d = sufficient_stats(ds)
+    state = GIBBS_KERNEL.init(7, d)
+    state = GIBBS_KERNEL.sweep(state, d)
+    assert state["mu"].shape == (7,) and state["beta"].shape == (7,)
+    assert (state["beta"] > 0).all()
+    assert GIBBS_KERNEL.log_joint(state, d).shape == (7,)
+
+
+def test_log_joint_matches_pyro_model(data):
+    """The Gibbs kernel's log joint equals the Pyro model's log density at the same point."""
+    import pyro.poutine as poutine
+
+    ds, _ = data
+    d = sufficient_stats(ds)
+    state = {"mu": torch.tensor([0.7], dtype=torch.float64), "beta": torch.tensor([0.3], dtype=torch.float64)}
+    cond = poutine.condition(normal_gamma_model, {"mu": state["mu"][0], "beta": state["beta"][0]})
+    lp = poutine.trace(cond).get_trace(**ds.model_kwargs()).log_prob_sum()
+    assert float(GIBBS_KERNEL.log_joint(state, d)[0]) == pytest.approx(float(lp), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "x,prior,match",
+    [
+        ([1.0, float("nan"), 2.0], {}, "x: expected finite"),
+        ([1.0, float("inf"), 2.0], {}, "x: expected finite"),
+        ([[1.0, 2.0], [3.0, 4.0]], {}, "x: expected shape"),
+        ([1.0], {}, "at least 2"),
+        ([1.0, 2.0], {"mu_scale": 0.0}, "mu_scale"),
+        ([1.0, 2.0], {"a": -1.0}, "a: expected"),
+        ([1.0, 2.0], {"b": float("nan")}, "b: expected"),
+    ],
+)
+def test_bad_input(x, prior, match):
+    with pytest.raises(PyrozooError, match=match):
+        make_dataset(x, **prior)
