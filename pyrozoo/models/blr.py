@@ -1,0 +1,270 @@
+"""Conjugate Bayesian linear regression (Normal–Gamma prior on weights and noise precision).
+
+    tau ~ Gamma(a0, b0)                      (noise precision; fixed to 1 / noise^2 when ``noise > 0``)
+    w | tau ~ N(0, prior_scale^2 / tau * I_D)
+    y_i | w, tau ~ N(x_i^T w, 1 / tau)
+
+The posterior is closed form (Normal–Gamma): with Lam = I / prior_scale^2 + X^T X,
+
+    w | tau, y ~ N(mu, Lam^{-1} / tau),   mu = Lam^{-1} X^T y
+    tau | y ~ Gamma(a0 + N / 2, b0 + (y^T y - mu^T Lam mu) / 2)
+
+so the predictive of a new y at x is Student-t with 2 a_N degrees of freedom, location x^T mu and squared scale
+(b_N / a_N) (1 + x^T Lam^{-1} x); with known noise it is N(x^T mu, noise^2 (1 + x^T Lam^{-1} x)).
+
+The ``exact`` engine draws i.i.d. from this posterior; ``nuts`` runs Pyro's NUTS on the same model, as a check.
+Real data (Boston, Concrete) are standardized (inputs and response) and get a leading intercept column.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.from_config import mcmc_from_config
+from pyrozoo.inference.result import Result
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
+
+PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
+# response column of each shipped regression dataset
+RESPONSES = {"boston": "medv", "concrete": "compressive_strength"}
+
+
+def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: float = 1.0, a0: float = 2.0,
+              b0: float = 1.0, noise: float = 0.0) -> torch.Tensor:
+    """The Pyro model; ``x`` is the (N, D) design (intercept column included), ``y=None`` gives the prior predictive.
+    ``noise > 0`` fixes the noise sd (no ``tau`` site); ``noise == 0`` puts a Gamma(a0, b0) prior on the precision."""
+    opts = {"dtype": x.dtype, "device": x.device}
+    n, d = x.shape
+    if noise > 0:
+        tau = torch.tensor(float(noise) ** -2, **opts)
+    else:
+        tau = pyro.sample("tau", dist.Gamma(torch.tensor(float(a0), **opts), torch.tensor(float(b0), **opts)))
+    with pyro.plate("feature", d):
+        w = pyro.sample("w", dist.Normal(torch.zeros((), **opts), prior_scale * tau.rsqrt()))
+    with pyro.plate("obs_id", n):
+        return pyro.sample("y", dist.Normal((w.unsqueeze(-2) * x).sum(-1), tau.rsqrt()), obs=y)
+
+
+def check_prior(prior_scale: float, a0: float, b0: float, noise: float) -> None:
+    """Raise unless ``prior_scale``, ``a0``, ``b0`` are > 0 and ``noise`` >= 0 (0: unknown noise)."""
+    check_positive("prior_scale", prior_scale)
+    check_positive("a0", a0)
+    check_positive("b0", b0)
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise PyrozooError(f"noise: expected a number >= 0 (0 = unknown, Gamma prior on the precision), got {noise!r}")
+
+
+@dataclass
+class BLRPosterior:
+    """The closed-form posterior. ``cov_unit`` is Lam^{-1} (the covariance of w is ``cov_unit / tau``); with known
+    noise ``tau`` is fixed and ``a``, ``b`` are ``inf`` (their ratio is meaningless)."""
+
+    mean: torch.Tensor  # (D,)
+    cov_unit: torch.Tensor  # (D, D)
+    a: float
+    b: float
+    noise: float  # > 0: known noise sd; 0: Gamma(a, b) posterior on tau
+
+    @property
+    def known_noise(self) -> bool:
+        return self.noise > 0
+
+    @property
+    def tau_hat(self) -> float:
+        """Posterior mean of the noise precision (the plug-in value for closed-form inner products)."""
+        return self.noise**-2 if self.known_noise else self.a / self.b
+
+    @property
+    def noise_var_hat(self) -> float:
+        """Plug-in noise variance: noise^2, or E[1/tau] = b / (a - 1) (b / a when a <= 1)."""
+        if self.known_noise:
+            return self.noise**2
+        return self.b / (self.a - 1) if self.a > 1 else self.b / self.a
+
+    @property
+    def cov(self) -> torch.Tensor:
+        """Posterior covariance of w at the plug-in precision: Lam^{-1} / tau_hat."""
+        return self.cov_unit / self.tau_hat
+
+    def predictive(self, x: torch.Tensor) -> torch.distributions.Distribution:
+        """Predictive of y at the rows of ``x``: Student-t (unknown noise) or Normal (known noise)."""
+        x = x.to(self.mean.dtype)
+        loc = x @ self.mean
+        quad = ((x @ self.cov_unit) * x).sum(-1)
+        if self.known_noise:
+            return torch.distributions.Normal(loc, self.noise * (1 + quad).sqrt())
+        df = torch.full_like(loc, 2 * self.a)
+        return torch.distributions.StudentT(df, loc, (self.b / self.a * (1 + quad)).sqrt())
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``num_samples`` i.i.d. draws ``{"w": (S, D), "tau": (S,)}`` from the posterior (on the mean's device)."""
+        opts = {"dtype": self.mean.dtype, "device": self.mean.device}
+        if self.known_noise:
+            tau = torch.full((num_samples,), self.noise**-2, **opts)
+        else:
+            # torch's Gamma sampler takes no generator: seed NumPy's from the generator's stream instead
+            seed = None if generator is None else int(torch.randint(2**62, (1,), generator=generator,
+                                                                    device=generator.device))
+            tau = torch.from_numpy(np.random.default_rng(seed).gamma(self.a, 1 / self.b, num_samples)).to(**opts)
+        chol = torch.linalg.cholesky(self.cov_unit)
+        z = torch.randn(num_samples, self.mean.shape[0], generator=generator, **opts)
+        w = self.mean + (z @ chol.T) * tau.rsqrt()[:, None]
+        return {"w": w, "tau": tau}
+
+
+def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, a0: float = 2.0, b0: float = 1.0,
+                  noise: float = 0.0) -> BLRPosterior:
+    """Closed-form posterior (float64, Cholesky solves). See the module docstring for the formulas."""
+    x64, y64 = x.to(torch.float64), y.to(torch.float64)
+    d = x64.shape[1]
+    lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) / prior_scale**2
+    chol = torch.linalg.cholesky(lam)
+    cov_unit = torch.cholesky_inverse(chol)
+    cov_unit = 0.5 * (cov_unit + cov_unit.T)
+    mean = torch.cholesky_solve((x64.T @ y64)[:, None], chol)[:, 0]
+    if noise > 0:
+        return BLRPosterior(mean, cov_unit, math.inf, math.inf, float(noise))
+    resid = float(y64 @ y64 - mean @ (lam @ mean))
+    return BLRPosterior(mean, cov_unit, a0 + 0.5 * y64.shape[0], b0 + 0.5 * max(resid, 0.0), 0.0)
+
+
+def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", truth: dict | None = None,
+                 meta: dict | None = None, dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
+    """Validate a design ``x`` (N, D) and response ``y`` (N,) and pack them with the prior as a :class:`Dataset`."""
+    prior = {**PRIOR_DEFAULTS, **prior}
+    check_prior(**prior)
+    x = as_tensor("x", x, dtype=dtype)
+    y = as_tensor("y", y, dtype=dtype)
+    check_shape("x", x, (None, None))
+    check_shape("y", y, (x.shape[0],))
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise PyrozooError(f"x: expected at least one row and one column, got shape {tuple(x.shape)}")
+    check_finite("x", x)
+    check_finite("y", y)
+    dev = resolve_device(device)
+    inputs = {"x": x.to(dev), **{k: float(v) for k, v in prior.items()}}
+    return Dataset(name, inputs=inputs, observed={"y": y.to(dev)}, truth=dict(truth or {}), meta=dict(meta or {}))
+
+
+def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
+                 **prior: float) -> Dataset:
+    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)."""
+    n = check_int("n", n, minimum=2)
+    d = check_int("d", d, minimum=1)
+    check_positive("noise_true", noise_true)
+    gen = torch.Generator().manual_seed(int(seed))
+    x = torch.cat([torch.ones(n, 1, dtype=torch.float64),
+                   torch.randn(n, d, generator=gen, dtype=torch.float64)], dim=1)
+    w = torch.randn(d + 1, generator=gen, dtype=torch.float64)
+    y = x @ w + noise_true * torch.randn(n, generator=gen, dtype=torch.float64)
+    truth = {"w": w.numpy(), "tau": noise_true**-2}
+    return make_dataset(x, y, name="blr-sim", device=device, truth=truth, **prior)
+
+
+def load_regression_frame(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Raw features, response and feature names of a shipped regression dataset (``boston`` or ``concrete``)."""
+    if name not in RESPONSES:
+        raise PyrozooError(f"dataset: expected one of {', '.join(RESPONSES)}; got {name!r}")
+    df = load_rdataset(name)
+    ycol = RESPONSES[name]
+    feats = [c for c in df.columns if c != ycol]
+    return df[feats].to_numpy(dtype=float), df[ycol].to_numpy(dtype=float), feats
+
+
+def standardized_design(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(x - mean) / scale with a leading intercept column of ones."""
+    return np.hstack([np.ones((x.shape[0], 1)), (x - mean) / scale])
+
+
+def _load_shipped(name: str, seed: int, device: Any, prior: dict[str, float]) -> Dataset:
+    x, y, feats = load_regression_frame(name)
+    xm, xs = x.mean(0), x.std(0)
+    ym, ys = y.mean(), y.std()
+    meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys)}
+    return make_dataset(standardized_design(x, xm, xs), (y - ym) / ys, name=name, device=device, meta=meta, **prior)
+
+
+def load_boston(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+    """Boston housing (506 x 13, ``MASS/Boston``): median value on the standardized features."""
+    return _load_shipped("boston", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
+
+
+def load_concrete(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+    """Concrete compressive strength (1030 x 8, ``modeldata/concrete``) on the standardized features."""
+    return _load_shipped("concrete", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
+
+
+def _prior_of(dataset: Dataset) -> dict[str, float]:
+    return {k: float(dataset.inputs[k]) for k in PRIOR_DEFAULTS}
+
+
+def fit_exact(dataset: Dataset, config: RunConfig) -> Result:
+    """``num_chains`` x ``num_samples`` i.i.d. draws from the closed-form posterior, wrapped in a Result."""
+    set_seed(config.seed)
+    start = time.perf_counter()
+    x, y = dataset.inputs["x"], dataset.observed["y"]
+    post = blr_posterior(x, y, **_prior_of(dataset))
+    gen = torch.Generator(device=x.device).manual_seed(config.seed)
+    s = post.sample(config.num_chains * config.num_samples, generator=gen)
+    shape = (config.num_chains, config.num_samples)
+    posterior = {"w": s["w"].to(x.dtype).reshape(*shape, -1)}
+    if not post.known_noise:
+        posterior["tau"] = s["tau"].to(x.dtype).reshape(shape)
+    wall = time.perf_counter() - start
+    params = {"mean": post.mean.cpu(), "cov_unit": post.cov_unit.cpu(), "a": post.a, "b": post.b}
+    return assemble_result("exact", blr_model, dataset.model_kwargs(), posterior, params=params, seed=config.seed,
+                           wall_time=wall, config=config.to_dict(), model_name=config.model)
+
+
+def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
+    """Run ``config.inference``: ``exact`` (closed-form draws) or ``nuts``."""
+    if config.inference == "exact":
+        return fit_exact(dataset, config)
+    return mcmc_from_config(blr_model, dataset.model_kwargs(), config)
+
+
+def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Largest |posterior mean - exact mean| of w in exact posterior sds, the same for tau, and in-sample RMSE."""
+    x, y = dataset.inputs["x"], dataset.observed["y"]
+    post = blr_posterior(x, y, **_prior_of(dataset))
+    w = result.draws("w")
+    sd = np.sqrt(np.diag(post.cov_unit.cpu().numpy()) * post.noise_var_hat)  # marginal posterior sd of w
+    out = {"w_max_z_vs_exact": float(np.max(np.abs(w.mean(0) - post.mean.cpu().numpy()) / sd))}
+    if not post.known_noise:
+        tau = result.draws("tau")
+        out["tau_mean"] = float(tau.mean())
+        out["tau_z_vs_exact"] = float((tau.mean() - post.a / post.b) / (math.sqrt(post.a) / post.b))
+    pred = x.cpu().numpy() @ w.mean(0)
+    out["rmse_in_sample"] = float(np.sqrt(np.mean((pred - y.cpu().numpy()) ** 2)))
+    return out
+
+
+@register("blr")
+def blr_entry() -> ZooModel:
+    return ZooModel(
+        name="blr",
+        model=blr_model,
+        simulate=simulate_blr,
+        fit=fit_blr,
+        inferences=("exact", "nuts"),
+        metrics=blr_metrics,
+        options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS},
+        datasets={"boston": load_boston, "concrete": load_concrete},
+        tiny={"num_samples": 40, "warmup_steps": 40, "num_chains": 2, "options": {"n": 50, "d": 3}},
+        description="Conjugate Bayesian linear regression (Normal-Gamma; exact draws or NUTS); base of active learning",
+    )
