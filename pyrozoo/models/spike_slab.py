@@ -1,0 +1,523 @@
+"""Spike-and-slab linear regression: one Pyro model, four inferences (EM, Gibbs/SSVS, enumerated SVI, NUTS).
+
+Model (conjugate form by default; see :mod:`pyrozoo.models.spike_slab_prior` for the hyperparameters)::
+
+    sigma^2 ~ InverseGamma(nu / 2, nu lam / 2),   theta ~ Beta(a0, b0)
+    gamma_d ~ Bernoulli(theta),   w_d | gamma_d, sigma^2 ~ N(0, sigma^2 v_{gamma_d})   (v0 = spike_var < v1 = slab_var)
+    y_i ~ N(x_i^T w, sigma^2)
+
+``gamma`` is marked for parallel enumeration: SVI (``TraceEnum_ELBO``) and NUTS sum it out exactly, and inclusion
+probabilities are Rao-Blackwellized, P(gamma_d = 1 | y) = E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws.
+The model works on standardized X and centred y (:func:`make_dataset`); :class:`SpikeSlabRegression` is the
+scikit-learn-style estimator that does this for the user and maps coefficients back to the original scale.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.gibbs import run_gibbs
+from pyrozoo.inference.result import Result
+from pyrozoo.models.spike_slab_em import fit_emvs, fit_hard_em, ridge_inverse
+from pyrozoo.models.spike_slab_gibbs import gibbs_data, inclusion_log_odds, ssvs_kernel
+from pyrozoo.models.spike_slab_prior import (
+    PRIOR_KEYS,
+    SpikeSlabPrior,
+    StandardizedData,
+    as_prior,
+    standardize,
+)
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import check_choice, check_int, check_positive
+
+INFERENCES = ("em", "gibbs", "svi", "nuts")
+EM_VARIANTS = ("emvs", "hard")
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def spike_slab_model(
+    X: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    spike_var: float = 0.01,
+    slab_var: float = 10.0,
+    a0: float = 1.0,
+    b0: float = 1.0,
+    nu: float = 1.0,
+    lam: float = 1.0,
+    conjugate: bool = True,
+) -> torch.Tensor:
+    """Pyro model on standardized ``X`` (n, p) and centred ``y`` (n,); ``y=None`` draws from the prior predictive.
+
+    Plates: ``feature`` (p) for gamma and w, ``obs_id`` (n) for y. gamma is enumerated in parallel by SVI/NUTS.
+    """
+    opts = {"dtype": X.dtype, "device": X.device}
+    n, p = X.shape
+    half_nu = torch.tensor(0.5 * nu, **opts)
+    sigma2 = pyro.sample("sigma2", dist.InverseGamma(half_nu, half_nu * lam))
+    theta = pyro.sample("theta", dist.Beta(torch.tensor(a0, **opts), torch.tensor(b0, **opts)))
+    with pyro.plate("feature", p, dim=-1):
+        gamma = pyro.sample("gamma", dist.Bernoulli(theta), infer={"enumerate": "parallel"})
+        var = spike_var + gamma * (slab_var - spike_var)
+        if conjugate:
+            var = var * sigma2
+        w = pyro.sample("w", dist.Normal(torch.zeros((), **opts), var.sqrt()))
+    mean = (X @ w.unsqueeze(-1)).squeeze(-1)  # w may carry extra batch dims on the left of its feature dim
+    with pyro.plate("obs_id", n, dim=-1):
+        return pyro.sample("y", dist.Normal(mean, sigma2.sqrt().unsqueeze(-1)), obs=y)
+
+
+def pointwise_loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """log N(y_i; x_i^T w, sigma^2) at every draw, shape (chain, draw, n). y does not depend on gamma given w, so
+    this is already the log-likelihood marginal over the enumerated gamma."""
+    X, y = model_kwargs["X"], model_kwargs["y"]
+    w = torch.as_tensor(posterior["w"], dtype=X.dtype, device=X.device)
+    s2 = torch.as_tensor(posterior["sigma2"], dtype=X.dtype, device=X.device)
+    mean = w @ X.T  # (C, S, n)
+    ll = dist.Normal(mean, s2.sqrt().unsqueeze(-1)).log_prob(y)
+    return {"y": ll.detach().cpu().numpy()}
+
+
+def rao_blackwell_inclusion(w: torch.Tensor, sigma2: torch.Tensor, theta: torch.Tensor,
+                            prior: SpikeSlabPrior) -> torch.Tensor:
+    """P(gamma_d = 1 | w_d, sigma^2, theta) at every draw (same leading shape as ``w``)."""
+    return torch.sigmoid(inclusion_log_odds(w, sigma2, theta, prior))
+
+
+# ------------------------------------------------------------------------------------------------- simulators
+def ar1_design(n: int, p: int, rho: float, gen: torch.Generator) -> torch.Tensor:
+    """Rows N(0, Sigma) with Sigma_ij = rho^|i-j| (rho = 0: independent columns)."""
+    Z = torch.randn(n, p, generator=gen, dtype=torch.float64)
+    if rho == 0:
+        return Z
+    X = torch.empty_like(Z)
+    X[:, 0] = Z[:, 0]
+    c = math.sqrt(1 - rho**2)
+    for j in range(1, p):
+        X[:, j] = rho * X[:, j - 1] + c * Z[:, j]
+    return X
+
+
+def equicorrelated_design(n: int, p: int, rho: float, gen: torch.Generator) -> torch.Tensor:
+    """Rows N(0, (1 - rho) I + rho 1 1^T): x_ij = sqrt(rho) z_i + sqrt(1 - rho) e_ij."""
+    common = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    return math.sqrt(rho) * common + math.sqrt(1 - rho) * torch.randn(n, p, generator=gen, dtype=torch.float64)
+
+
+def simulate_emvs_design(seed: int, *, n: int = 100, p: int = 1000, rho: float = 0.6,
+                         noise_sd: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EMVS design: w = (1.5, 2, 2.5, 0, ..., 0), AR(1) correlated columns (rho), unit noise. Returns X, y, w."""
+    n, p = check_int("n", n, minimum=2), check_int("p", p, minimum=3)
+    gen = torch.Generator().manual_seed(int(seed))
+    X = ar1_design(n, p, rho, gen)
+    w = torch.zeros(p, dtype=torch.float64)
+    w[:3] = torch.tensor([1.5, 2.0, 2.5], dtype=torch.float64)
+    y = X @ w + noise_sd * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X.numpy(), y.numpy(), w.numpy()
+
+
+EQUICORR_SIGNALS = (0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def simulate_equicorrelated_design(seed: int, *, n: int = 200, p: int = 50, rho: float = 0.5, noise_sd: float = 1.0,
+                                   num_signals: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equicorrelated columns (rho), the first ``num_signals`` coefficients non-zero (cycling through 0.5, 0.75,
+    1, 1.5, 2), unit noise. Returns X, y, w."""
+    n, p = check_int("n", n, minimum=2), check_int("p", p, minimum=1)
+    num_signals = check_int("num_signals", num_signals, minimum=0)
+    if num_signals > p:
+        raise PyrozooError(f"num_signals: expected at most p = {p}, got {num_signals}")
+    gen = torch.Generator().manual_seed(int(seed))
+    X = equicorrelated_design(n, p, rho, gen)
+    w = torch.zeros(p, dtype=torch.float64)
+    for j in range(num_signals):
+        w[j] = EQUICORR_SIGNALS[j % len(EQUICORR_SIGNALS)]
+    y = X @ w + noise_sd * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X.numpy(), y.numpy(), w.numpy()
+
+
+DESIGNS = {"equicorrelated": simulate_equicorrelated_design, "emvs": simulate_emvs_design}
+
+
+def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu", w_true: Any = None,
+                 **prior: Any) -> Dataset:
+    """Validate and standardize (X, y), attach the prior; ``truth['w']`` is on the standardized scale."""
+    prior_obj = as_prior(prior)
+    dev = resolve_device(device)
+    data = standardize(X, y, device=dev)
+    truth = {}
+    if w_true is not None:
+        w_t = torch.as_tensor(np.asarray(w_true, dtype=np.float64), device=dev)
+        truth = {"w": (w_t * data.x_scale).cpu().numpy(), "gamma": (w_t != 0).cpu().numpy().astype(float)}
+    return Dataset(name, inputs={"X": data.X, **prior_obj.to_dict()}, observed={"y": data.y}, truth=truth,
+                   meta={"x_mean": data.x_mean.cpu().numpy(), "x_scale": data.x_scale.cpu().numpy(),
+                         "y_mean": data.y_mean})
+
+
+def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
+                        noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
+                        **prior: Any) -> Dataset:
+    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs)."""
+    check_choice("design", design, DESIGNS)
+    check_choice("em_variant", em_variant, EM_VARIANTS)
+    check_positive("noise_sd", noise_sd)
+    if design == "emvs":
+        X, y, w = simulate_emvs_design(seed, n=n, p=p, rho=rho, noise_sd=noise_sd)
+    else:
+        X, y, w = simulate_equicorrelated_design(seed, n=n, p=p, rho=rho, noise_sd=noise_sd,
+                                                 num_signals=num_signals)
+    return make_dataset(X, y, name=f"spike-slab-{design}", device=device, w_true=w, **prior)
+
+
+def dataset_to_standardized(dataset: Dataset) -> tuple[StandardizedData, SpikeSlabPrior]:
+    X, y = dataset.inputs["X"], dataset.observed["y"]
+    prior = as_prior({k: dataset.inputs[k] for k in PRIOR_KEYS})
+    meta = dataset.meta
+    data = StandardizedData(X, y, torch.as_tensor(meta.get("x_mean", np.zeros(X.shape[1])), device=X.device),
+                            torch.as_tensor(meta.get("x_scale", np.ones(X.shape[1])), device=X.device),
+                            float(meta.get("y_mean", 0.0)), X.T @ X, X.T @ y, y @ y)
+    return data, prior
+
+
+# ------------------------------------------------------------------------------------------- fitting (Results)
+def _finish(result: Result, prior: SpikeSlabPrior) -> Result:
+    """Add the Rao-Blackwellized inclusion probabilities as posterior variable ``inclusion_prob``."""
+    w = torch.as_tensor(result.posterior["w"])
+    s2 = torch.as_tensor(result.posterior["sigma2"])
+    th = torch.as_tensor(result.posterior["theta"])
+    result.posterior["inclusion_prob"] = rao_blackwell_inclusion(w, s2, th, prior).numpy()
+    result.dims["inclusion_prob"] = ["feature"]
+    for name in ("w", "gamma"):
+        if name in result.posterior:
+            result.dims[name] = ["feature"]
+    result.dims["y"] = ["obs_id"]
+    return result
+
+
+def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "emvs", num_samples: int = 1000,
+              seed: int = 0, ladder: Any = None, max_iter: int = 500, model_kwargs: dict | None = None,
+              model_name: str = "spike-slab", config: dict | None = None) -> tuple[Result, dict[str, Any]]:
+    """EM fixed point plus ``num_samples`` draws from the Gaussian posterior of w given it (one chain).
+
+    EMVS: w ~ N(w_hat, sigma^2 (X^T X + D*)^{-1}) around the mode, gamma ~ Bernoulli(p*);
+    hard EM: w ~ N(mu, sigma^2 (X^T X + K^{-1})^{-1}) given the 0/1 gamma. sigma^2, theta are held at the estimate.
+    """
+    check_choice("em_variant", variant, EM_VARIANTS)
+    set_seed(seed)
+    if variant == "emvs":
+        fit = fit_emvs(data, prior, ladder=ladder, max_iter=max_iter)
+        penalty, mean, probs = fit.d_star, fit.w, fit.inclusion
+        sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
+    else:
+        fit = fit_hard_em(data, prior, max_iter=max_iter)
+        penalty, mean, probs = 1.0 / prior.variances(fit.gamma), fit.w_mean, fit.gamma
+        sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
+    scale = 1.0 if prior.conjugate else sigma2
+    cov = ridge_inverse(data, penalty, scale=scale) * (sigma2 if prior.conjugate else 1.0)
+    cov = 0.5 * (cov + cov.T)
+    draws = _mvn_draws(mean, cov, num_samples)
+    opts = {"dtype": data.X.dtype, "device": data.X.device}
+    posterior = {
+        "w": draws.unsqueeze(0),
+        "sigma2": torch.full((1, num_samples), sigma2, **opts),
+        "theta": torch.full((1, num_samples), theta, **opts),
+        "gamma": torch.bernoulli(probs.expand(1, num_samples, -1).contiguous()),
+    }
+    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
+    result = assemble_result(f"em-{variant}", spike_slab_model, kwargs, posterior, log_likelihood_fn=pointwise_loglik,
+                             seed=seed, wall_time=wall, config=config, model_name=model_name,
+                             params={"w": mean.cpu(), "sigma2": sigma2, "theta": theta, "inclusion": probs.cpu()})
+    result.posterior["inclusion_prob"] = probs.expand(1, num_samples, -1).cpu().numpy()
+    result.dims.update({"inclusion_prob": ["feature"], "w": ["feature"], "gamma": ["feature"], "y": ["obs_id"]})
+    result.sample_stats["em_converged"] = np.full((1, num_samples), conv)
+    summary = {"w": mean, "cov": cov, "inclusion": probs, "sigma2": sigma2, "theta": theta, "iterations": iters,
+               "converged": conv, "fit": fit}
+    return result, summary
+
+
+def _mvn_draws(mean: torch.Tensor, cov: torch.Tensor, num: int) -> torch.Tensor:
+    """Draws from N(mean, cov) via a jittered Cholesky (cov is PSD up to round-off)."""
+    p = mean.shape[0]
+    jitter = 1e-12 * float(cov.diagonal().mean().clamp(min=1e-30))
+    eye = torch.eye(p, dtype=cov.dtype, device=cov.device)
+    for _ in range(6):
+        L, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+        if int(info) == 0:
+            break
+        jitter *= 100
+    z = torch.randn(num, p, dtype=cov.dtype, device=cov.device)
+    return mean + z @ L.T
+
+
+def gibbs_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: int = 1000, warmup_steps: int = 500,
+                 num_chains: int = 8, thin: int = 1, seed: int = 0, progress: bool = False,
+                 model_kwargs: dict | None = None, model_name: str = "spike-slab",
+                 config: dict | None = None) -> Result:
+    """SSVS through the shared Gibbs engine, ``num_chains`` chains vectorized."""
+    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
+    result = run_gibbs(ssvs_kernel(prior), gibbs_data(data, prior), model=spike_slab_model, model_kwargs=kwargs,
+                       num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains, thin=thin,
+                       seed=seed, progress=progress, log_likelihood_fn=pointwise_loglik, model_name=model_name,
+                       config=config)
+    return _finish(result, prior)
+
+
+# ------------------------------------------------------------------------------------------ sklearn estimator
+class SpikeSlabRegression:
+    """Spike-and-slab linear regression with a scikit-learn-style interface.
+
+    ``SpikeSlabRegression(inference="em" | "gibbs" | "svi" | "nuts", seed=0, device="cpu", **prior_options).fit(X, y)``
+
+    X is standardized column-wise (mean 0, population sd 1) and y centred internally; the intercept is mean(y) and
+    the fitted attributes are on the original scale of X:
+
+    * ``coef_`` (p,): posterior mean of w (EMVS: the posterior mode of w; hard EM: E[w | gamma_hat, sigma^2_hat]);
+    * ``intercept_``; ``sigma2_`` (posterior mean or estimate of the noise variance);
+    * ``inclusion_probabilities_`` (p,): P(gamma_d = 1 | y) (EMVS: p*_d at the fixed point; hard EM: 0/1 gamma);
+    * ``coef_cov_`` (p, p): posterior covariance of w (EM: the Gaussian posterior of w given p* / gamma);
+    * ``selected_`` (p,) bool: the median-probability model (inclusion probability > 0.5);
+    * ``result_``: the :class:`~pyrozoo.inference.result.Result` (``result_.to_inference_data()``).
+
+    Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
+    ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (default: the sample variance of y, so the
+    InverseGamma prior is centred on the scale of y), ``conjugate`` (True). Sampler settings: ``num_samples``,
+    ``warmup_steps``, ``num_chains``, ``steps`` (SVI), ``em_variant`` ("emvs" or "hard"), ``ladder`` (EMVS spike
+    variances), ``max_iter``.
+    """
+
+    def __init__(self, inference: str = "em", *, seed: int = 0, device: str = "cpu", num_samples: int = 1000,
+                 warmup_steps: int = 500, num_chains: int = 4, steps: int = 2000, lr: float = 0.02,
+                 em_variant: str = "emvs", ladder: Any = None, max_iter: int = 500, progress: bool = False,
+                 **prior_options: Any) -> None:
+        check_choice("inference", inference, INFERENCES)
+        check_choice("em_variant", em_variant, EM_VARIANTS)
+        for name, val in (("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)):
+            check_int(name, val, minimum=1)
+        check_int("warmup_steps", warmup_steps)
+        check_int("steps", steps)
+        check_int("seed", seed)
+        resolve_device(device)
+        lam = prior_options.pop("lam", None)
+        self.prior_options = dict(prior_options)
+        as_prior(self.prior_options, lam=1.0 if lam is None else lam)  # validate now, before any data
+        self.lam = lam
+        self.inference, self.seed, self.device = inference, seed, device
+        self.num_samples, self.warmup_steps, self.num_chains = num_samples, warmup_steps, num_chains
+        self.steps, self.lr, self.em_variant, self.ladder = steps, lr, em_variant, ladder
+        self.max_iter, self.progress = max_iter, progress
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"inference": self.inference, "seed": self.seed, "device": self.device,
+                "num_samples": self.num_samples, "warmup_steps": self.warmup_steps, "num_chains": self.num_chains,
+                "steps": self.steps, "lr": self.lr, "em_variant": self.em_variant, "ladder": self.ladder,
+                "max_iter": self.max_iter, "progress": self.progress, "lam": self.lam, **self.prior_options}
+
+    def set_params(self, **params: Any) -> SpikeSlabRegression:
+        merged = {**self.get_params(), **params}
+        self.__init__(**merged)
+        return self
+
+    def fit(self, X: Any, y: Any) -> SpikeSlabRegression:
+        """Validate (X, y), standardize, run the chosen inference; returns self."""
+        dev = resolve_device(self.device)
+        data = standardize(X, y, device=dev)
+        lam = float(self.lam) if self.lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
+        prior = as_prior(self.prior_options, lam=lam)
+        self.prior_, self.n_features_in_ = prior, data.p
+        kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
+        if self.inference == "em":
+            result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
+                                        seed=self.seed, ladder=self.ladder, max_iter=self.max_iter,
+                                        model_kwargs=kwargs)
+            w_std, cov_std = summary["w"], summary["cov"]
+            probs, sigma2 = summary["inclusion"], summary["sigma2"]
+            self.em_fit_ = summary["fit"]
+            self._draws_std = None
+        else:
+            if self.inference == "gibbs":
+                result = gibbs_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
+                                      num_chains=self.num_chains, seed=self.seed, progress=self.progress,
+                                      model_kwargs=kwargs)
+            else:
+                from pyrozoo.models.spike_slab_pyro import nuts_result, svi_result
+
+                if self.inference == "svi":
+                    result = svi_result(data, prior, steps=self.steps, lr=self.lr, num_samples=self.num_samples,
+                                        seed=self.seed, progress=self.progress, model_kwargs=kwargs)
+                else:
+                    result = nuts_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
+                                         num_chains=self.num_chains, seed=self.seed, progress=self.progress,
+                                         model_kwargs=kwargs)
+            w_draws = torch.as_tensor(result.draws("w"), dtype=data.X.dtype, device=dev)
+            w_std = w_draws.mean(0)
+            cov_std = torch.cov(w_draws.T).reshape(data.p, data.p)
+            probs = torch.as_tensor(result.draws("inclusion_prob")).mean(0)
+            sigma2 = float(result.draws("sigma2").mean())
+            self._draws_std = w_draws
+        scale = data.x_scale
+        self.coef_ = (w_std / scale).cpu().numpy()
+        self.coef_cov_ = (cov_std / scale[:, None] / scale[None, :]).cpu().numpy()
+        self.intercept_ = float(data.y_mean - float(data.x_mean @ (w_std / scale)))
+        self.inclusion_probabilities_ = torch.as_tensor(probs).cpu().numpy().astype(float)
+        self.selected_ = self.inclusion_probabilities_ > 0.5
+        self.sigma2_ = float(sigma2)
+        self.result_ = result
+        self._x_mean, self._x_scale, self._y_mean = data.x_mean, scale, data.y_mean
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise PyrozooError("SpikeSlabRegression: call fit(X, y) before using the fitted model")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Posterior mean prediction intercept_ + X coef_ (original scale)."""
+        self._check_fitted()
+        Xn = np.asarray(X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
+        if Xn.ndim != 2 or Xn.shape[1] != self.n_features_in_:
+            raise PyrozooError(f"X: expected shape (any, {self.n_features_in_}), got {Xn.shape}")
+        if not np.all(np.isfinite(Xn)):
+            raise PyrozooError("X: expected finite values, found NaN or inf")
+        return self.intercept_ + Xn @ self.coef_
+
+    def sample_coef(self, num_samples: int) -> np.ndarray:
+        """(num_samples, p) draws of w on the original scale: MCMC/SVI draws (resampled when more are asked for
+        than were kept), EM: the Gaussian posterior N(coef_, coef_cov_)."""
+        self._check_fitted()
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        if self._draws_std is None:
+            mean = torch.as_tensor(self.coef_)
+            cov = torch.as_tensor(self.coef_cov_)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + 1)
+                return _mvn_draws(mean, 0.5 * (cov + cov.T), num_samples).numpy()
+        draws = self._draws_std.cpu()
+        total = draws.shape[0]
+        if num_samples <= total:
+            idx = torch.randperm(total, generator=gen)[:num_samples]
+        else:
+            idx = torch.randint(total, (num_samples,), generator=gen)
+        return (draws[idx] / self._x_scale.cpu()).numpy()
+
+    def score(self, X: Any, y: Any) -> float:
+        """R^2 of the prediction (scikit-learn's regressor score)."""
+        y = np.asarray(y, dtype=float).ravel()
+        resid = y - self.predict(X)
+        return float(1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+# ----------------------------------------------------------------------------------------------- zoo entry
+def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
+    """Run ``config.inference`` (em, gibbs, svi, nuts) on a standardized dataset."""
+    data, prior = dataset_to_standardized(dataset)
+    kwargs = dataset.model_kwargs()
+    variant = config.options.get("em_variant", "emvs")
+    common = {"seed": config.seed, "model_kwargs": kwargs, "model_name": config.model, "config": config.to_dict()}
+    if config.inference == "em":
+        result, _ = em_result(data, prior, variant=variant, num_samples=config.num_samples, **common)
+        return result
+    if config.inference == "gibbs":
+        return gibbs_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
+                            num_chains=config.num_chains, progress=config.progress, **common)
+    from pyrozoo.models.spike_slab_pyro import nuts_result, svi_result
+
+    if config.inference == "svi":
+        return svi_result(data, prior, steps=config.steps, lr=config.lr or 0.02, num_samples=config.num_samples,
+                          progress=config.progress, **common)
+    return nuts_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
+                       num_chains=config.num_chains, progress=config.progress, **common)
+
+
+def spike_slab_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Selection F1 of the median-probability model, coefficient RMSE (standardized scale), sigma^2, wall time."""
+    probs = result.draws("inclusion_prob").mean(0)
+    w = result.draws("w").mean(0)
+    out = {"wall_time": float(result.wall_time), "sigma2_mean": float(result.draws("sigma2").mean()),
+           "num_selected": float((probs > 0.5).sum())}
+    if "w" in dataset.truth:
+        out.update(selection_metrics(probs > 0.5, dataset.truth["w"] != 0))
+        out["coef_rmse"] = float(np.sqrt(np.mean((w - dataset.truth["w"]) ** 2)))
+    return out
+
+
+def selection_metrics(selected: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of a selected set against the true support (F1 = 1 when both are empty)."""
+    selected, true = np.asarray(selected, bool), np.asarray(true, bool)
+    tp = float((selected & true).sum())
+    fp, fn = float((selected & ~true).sum()), float((~selected & true).sum())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def plot_inclusion_probabilities(probs: Any, *, truth: Any = None, names: Any = None, ax: Any = None,
+                                 title: str = "Posterior inclusion probabilities"):
+    """Stem plot of P(gamma_d = 1 | y) with the 0.5 line of the median-probability model; true signals (if given)
+    are marked in a second colour. Returns the matplotlib Axes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    probs = np.asarray(probs, dtype=float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, min(0.12 * probs.size, 16.0)), 3.2))
+    idx = np.arange(probs.size)
+    ax.vlines(idx, 0, probs, color="tab:blue", lw=1.2)
+    ax.plot(idx, probs, "o", color="tab:blue", ms=3, label="inclusion probability")
+    if truth is not None:
+        t = np.asarray(truth, dtype=bool)
+        ax.plot(idx[t], probs[t], "o", color="tab:red", ms=5, label="true signal")
+    ax.axhline(0.5, color="grey", ls="--", lw=0.8, label="median-probability threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("feature")
+    ax.set_ylabel("P(gamma_d = 1 | y)")
+    if names is not None and probs.size <= 40:
+        ax.set_xticks(idx, list(names), rotation=90)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=7)
+    return ax
+
+
+def spike_slab_artifacts(result: Result, dataset: Dataset, out_dir: Path) -> None:
+    """plots/inclusion_probabilities.png in the run directory."""
+    import matplotlib.pyplot as plt
+
+    plots = Path(out_dir) / "plots"
+    plots.mkdir(exist_ok=True)
+    ax = plot_inclusion_probabilities(result.draws("inclusion_prob").mean(0),
+                                      truth=dataset.truth.get("gamma"), title=f"{result.inference}: inclusion")
+    ax.figure.tight_layout()
+    ax.figure.savefig(plots / "inclusion_probabilities.png", dpi=100)
+    plt.close(ax.figure)
+
+
+@register("spike-slab")
+def spike_slab_entry() -> ZooModel:
+    return ZooModel(
+        name="spike-slab",
+        model=spike_slab_model,
+        simulate=simulate_spike_slab,
+        fit=fit_spike_slab,
+        inferences=("em", "gibbs"),
+        metrics=spike_slab_metrics,
+        options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
+                 "em_variant": "emvs", **SpikeSlabPrior().to_dict()},
+        tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 30,
+              "options": {"n": 40, "p": 4, "num_signals": 2}},
+        description="Spike-and-slab linear regression: EMVS/EM, SSVS Gibbs, enumerated SVI and NUTS",
+        artifacts=spike_slab_artifacts,
+    )

@@ -1,0 +1,247 @@
+"""EM for spike-and-slab regression, two forms, both through the shared :func:`pyrozoo.inference.run_em`.
+
+**Hard-gamma EM** (the seed homework): w is the missing data, Theta = (gamma, sigma^2, theta) are estimated.
+With K = diag(v_{gamma_d}) and A = X^T X + K^{-1}:
+
+    E-step:  w | Theta, y ~ N(mu, sigma^2 A^{-1}),   mu = A^{-1} X^T y
+    M-step:  sigma^2 = (|y - X mu|^2 + mu^T K^{-1} mu + p sigma^2_old + nu lam) / (n + p + nu + 2)
+             gamma_d = argmax_{g in {0,1}}  g log theta + (1-g) log(1-theta) - E[w_d^2] / (2 sigma^2 v_g) - log(v_g)/2
+             theta   = (sum_d gamma_d + a0 - 1) / (p + a0 + b0 - 2)
+
+(``p sigma^2_old`` is tr((X^T X + K^{-1}) E[w w^T]) minus its mean part: tr((X^T X + K^{-1}) sigma^2 A^{-1}) = p
+sigma^2.) The M-step is a conditional maximization in the order sigma^2, gamma, theta (an ECM step).
+
+**EMVS** (Rockova & George 2014): gamma is the missing data, (w, sigma^2, theta) are estimated.
+
+    E-step:  p*_d = theta N(w_d; 0, s v1) / (theta N(w_d; 0, s v1) + (1 - theta) N(w_d; 0, s v0)),  s = sigma^2
+             d*_d = E[1 / v_{gamma_d}] = p*_d / v1 + (1 - p*_d) / v0
+    M-step:  w = (X^T X + D*)^{-1} X^T y,   sigma^2 = (|y - X w|^2 + w^T D* w + nu lam) / (n + p + nu + 2),
+             theta = (sum p* + a0 - 1) / (p + a0 + b0 - 2)
+
+(for the independent prior s = 1 in the E-step, w = (X^T X / sigma^2 + D*)^{-1} X^T y / sigma^2 and
+sigma^2 = (|y - X w|^2 + nu lam) / (n + nu + 2)). The spike variance is walked up a ladder v0_1 < ... < v0 with
+each fit warm-started at the previous one. When p > n the linear solves use the Woodbury identity,
+(X^T X + D)^{-1} X^T y = D^{-1} X^T (I_n + X D^{-1} X^T)^{-1} y, costing O(n^2 p) instead of O(p^3).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from pyrozoo.inference.em import run_em
+from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
+from pyrozoo.validation import check_int, check_positive
+
+
+def ridge_solve(data: StandardizedData, penalty: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """(X^T X / scale + diag(penalty))^{-1} X^T y / scale, by Cholesky (p <= n) or Woodbury (p > n)."""
+    X, y = data.X, data.y
+    if data.p <= data.n:
+        A = data.XtX / scale + torch.diag(penalty)
+        L = torch.linalg.cholesky(A)
+        return torch.cholesky_solve((data.Xty / scale).unsqueeze(-1), L).squeeze(-1)
+    # Woodbury: with E = diag(1 / penalty), (X^T X / s + E^{-1})^{-1} X^T y / s = E X^T (s I + X E X^T)^{-1} y.
+    e = 1.0 / penalty
+    M = (X * e) @ X.T
+    M.diagonal().add_(scale)
+    L = torch.linalg.cholesky(M)
+    alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
+    return e * (X.T @ alpha)
+
+
+def ridge_inverse(data: StandardizedData, penalty: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """(X^T X / scale + diag(penalty))^{-1} as a dense (p, p) matrix (Woodbury when p > n)."""
+    if data.p <= data.n:
+        A = data.XtX / scale + torch.diag(penalty)
+        return torch.cholesky_inverse(torch.linalg.cholesky(A))
+    X = data.X
+    e = 1.0 / penalty
+    XE = X * e
+    M = XE @ X.T
+    M.diagonal().add_(scale)
+    L = torch.linalg.cholesky(M)
+    B = torch.cholesky_solve(XE, L)  # (n, p) = M^{-1} X E
+    return torch.diag(e) - XE.T @ B
+
+
+def ridge_inverse_diag(data: StandardizedData, penalty: torch.Tensor) -> torch.Tensor:
+    """diag((X^T X + diag(penalty))^{-1}) without forming the p x p inverse when p > n."""
+    if data.p <= data.n:
+        return ridge_inverse(data, penalty).diagonal()
+    X = data.X
+    e = 1.0 / penalty
+    XE = X * e
+    M = XE @ X.T
+    M.diagonal().add_(1.0)
+    L = torch.linalg.cholesky(M)
+    B = torch.cholesky_solve(XE, L)
+    return e - (XE * B).sum(0)
+
+
+# ---------------------------------------------------------------------------------------------------------- EMVS
+@dataclass
+class EMVSFit:
+    """EMVS fixed point at the last spike variance of the ladder, and the path along the ladder."""
+
+    w: torch.Tensor
+    sigma2: float
+    theta: float
+    inclusion: torch.Tensor  # p*_d at the fixed point
+    d_star: torch.Tensor
+    spike_var: float
+    converged: bool
+    iterations: int
+    wall_time: float
+    path: list[dict] = field(default_factory=list)
+
+
+def emvs_e_step(w: torch.Tensor, sigma2: float, theta: float, prior: SpikeSlabPrior,
+                spike_var: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """p*_d = P(gamma_d = 1 | w_d, sigma^2, theta) and d*_d = E[1 / v_{gamma_d}]."""
+    s = sigma2 if prior.conjugate else 1.0
+    v0, v1 = spike_var, prior.slab_var
+    log_odds = (math.log(theta) - math.log1p(-theta) - 0.5 * math.log(v1 / v0)
+                - 0.5 * w**2 / s * (1.0 / v1 - 1.0 / v0))
+    pstar = torch.sigmoid(log_odds)
+    return pstar, pstar / v1 + (1.0 - pstar) / v0
+
+
+def emvs_m_step(pstar: torch.Tensor, d_star: torch.Tensor, sigma2_old: float, data: StandardizedData,
+                prior: SpikeSlabPrior) -> tuple[torch.Tensor, float, float]:
+    """Closed-form maximizers of the expected complete-data log posterior: w, then sigma^2, then theta."""
+    n, p = data.n, data.p
+    if prior.conjugate:
+        w = ridge_solve(data, d_star)
+        rss = float(((data.y - data.X @ w) ** 2).sum())
+        sigma2 = (rss + float((d_star * w**2).sum()) + prior.nu * prior.lam) / (n + p + prior.nu + 2)
+    else:
+        w = ridge_solve(data, d_star, scale=sigma2_old)
+        rss = float(((data.y - data.X @ w) ** 2).sum())
+        sigma2 = (rss + prior.nu * prior.lam) / (n + prior.nu + 2)
+    theta = (float(pstar.sum()) + prior.a0 - 1.0) / (p + prior.a0 + prior.b0 - 2.0)
+    theta = min(max(theta, 1e-10), 1.0 - 1e-10)
+    return w, sigma2, theta
+
+
+def default_ladder(spike_var: float, steps: int = 8, span: float = 100.0) -> list[float]:
+    """Geometric ladder of ``steps`` spike variances from spike_var / span up to spike_var."""
+    if steps <= 1:
+        return [spike_var]
+    return [spike_var / span ** (1 - k / (steps - 1)) for k in range(steps)]
+
+
+def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[float] | None = None,
+             max_iter: int = 500, tol: float = 1e-6, init: dict | None = None) -> EMVSFit:
+    """EMVS along a ladder of spike variances (default :func:`default_ladder`), each warm-started at the previous
+    fixed point. The first fit starts from the ridge estimate under the slab, theta = 0.5, sigma^2 = var(y).
+    Returns the fixed point at the last spike variance (which should be ``prior.spike_var``)."""
+    max_iter = check_int("max_iter", max_iter, minimum=1)
+    check_positive("tol", tol)
+    ladder = list(ladder) if ladder is not None else default_ladder(prior.spike_var)
+    for v0 in ladder:
+        check_positive("ladder", v0)
+        if v0 >= prior.slab_var:
+            from pyrozoo.errors import PyrozooError
+
+            raise PyrozooError(f"ladder: every spike variance must be below slab_var={prior.slab_var}, got {v0}")
+    t0 = time.perf_counter()
+    dev, dt = data.X.device, data.X.dtype
+    if init is None:
+        sigma2 = max(float(data.yty) / data.n, 1e-8)
+        pen = torch.full((data.p,), 1.0 / prior.slab_var, device=dev, dtype=dt)
+        w = ridge_solve(data, pen, scale=1.0 if prior.conjugate else sigma2)
+        params = {"w": w, "sigma2": sigma2, "theta": 0.5}
+    else:
+        params = {"w": init["w"].to(device=dev, dtype=dt), "sigma2": float(init["sigma2"]),
+                  "theta": float(init["theta"])}
+    path, converged, iterations = [], False, 0
+    for v0 in ladder:
+        def e_step(par, _d, v0=v0):
+            pstar, d_star = emvs_e_step(par["w"], par["sigma2"], par["theta"], prior, v0)
+            return {"pstar": pstar, "d_star": d_star, "sigma2_old": par["sigma2"]}
+
+        def m_step(ex, d):
+            w, s2, th = emvs_m_step(ex["pstar"], ex["d_star"], ex["sigma2_old"], d, prior)
+            return {"w": w, "sigma2": s2, "theta": th}
+
+        fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
+        params = fit.params
+        converged, iterations = fit.converged, iterations + fit.iterations
+        path.append({"spike_var": v0, "w": params["w"].clone(), "inclusion": fit.expectations["pstar"].clone(),
+                     "sigma2": params["sigma2"], "theta": params["theta"], "iterations": fit.iterations,
+                     "converged": fit.converged})
+    pstar, d_star = emvs_e_step(params["w"], params["sigma2"], params["theta"], prior, ladder[-1])
+    return EMVSFit(params["w"], params["sigma2"], params["theta"], pstar, d_star, ladder[-1], converged,
+                   iterations, time.perf_counter() - t0, path)
+
+
+# ------------------------------------------------------------------------------------------------- hard-gamma EM
+@dataclass
+class HardEMFit:
+    """Fixed point of the homework's EM: 0/1 gamma, sigma^2, theta, and the Gaussian posterior of w given them."""
+
+    gamma: torch.Tensor
+    sigma2: float
+    theta: float
+    w_mean: torch.Tensor
+    w_second_moment: torch.Tensor  # E[w_d^2] under the E-step posterior
+    converged: bool
+    iterations: int
+    wall_time: float
+
+
+def hard_e_step(gamma: torch.Tensor, sigma2: float, data: StandardizedData,
+                prior: SpikeSlabPrior) -> dict[str, torch.Tensor | float]:
+    """Posterior mean of w and E[w_d^2] given (gamma, sigma^2) under the conjugate prior."""
+    kinv = 1.0 / prior.variances(gamma)
+    mu = ridge_solve(data, kinv)
+    diag = ridge_inverse_diag(data, kinv)
+    return {"mu": mu, "ew2": mu**2 + sigma2 * diag, "kinv": kinv, "sigma2_old": sigma2}
+
+
+def hard_m_step(ex: dict, data: StandardizedData, prior: SpikeSlabPrior,
+                theta_old: float) -> dict[str, torch.Tensor | float]:
+    """sigma^2, then gamma, then theta (see the module docstring)."""
+    n, p = data.n, data.p
+    mu, kinv = ex["mu"], ex["kinv"]
+    rss = float(((data.y - data.X @ mu) ** 2).sum())
+    sigma2 = (rss + float((kinv * mu**2).sum()) + p * ex["sigma2_old"] + prior.nu * prior.lam) / (
+        n + p + prior.nu + 2)
+    v0, v1 = prior.spike_var, prior.slab_var
+    theta_c = min(max(theta_old, 1e-10), 1 - 1e-10)
+    score1 = math.log(theta_c) - ex["ew2"] / (2 * sigma2 * v1) - 0.5 * math.log(v1)
+    score0 = math.log1p(-theta_c) - ex["ew2"] / (2 * sigma2 * v0) - 0.5 * math.log(v0)
+    gamma = (score1 > score0).to(mu.dtype)
+    theta = (float(gamma.sum()) + prior.a0 - 1.0) / (p + prior.a0 + prior.b0 - 2.0)
+    return {"gamma": gamma, "sigma2": sigma2, "theta": min(max(theta, 1e-10), 1 - 1e-10)}
+
+
+def fit_hard_em(data: StandardizedData, prior: SpikeSlabPrior, *, max_iter: int = 500, tol: float = 1e-8,
+                init: dict | None = None) -> HardEMFit:
+    """The homework's EM (conjugate prior), started from gamma = 1 (all slab), theta = 0.5, sigma^2 = var(y)."""
+    if not prior.conjugate:
+        from pyrozoo.errors import PyrozooError
+
+        raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior; use 'emvs'")
+    t0 = time.perf_counter()
+    dev, dt = data.X.device, data.X.dtype
+    params = init or {"gamma": torch.ones(data.p, device=dev, dtype=dt),
+                      "sigma2": max(float(data.yty) / data.n, 1e-8), "theta": 0.5}
+
+    def e_step(par, d):
+        ex = hard_e_step(par["gamma"], par["sigma2"], d, prior)
+        ex["theta_old"] = par["theta"]
+        return ex
+
+    def m_step(ex, d):
+        return hard_m_step(ex, d, prior, ex["theta_old"])
+
+    fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
+    par, ex = fit.params, fit.expectations
+    return HardEMFit(par["gamma"], par["sigma2"], par["theta"], ex["mu"], ex["ew2"], fit.converged,
+                     fit.iterations, time.perf_counter() - t0)

@@ -1,0 +1,155 @@
+"""Spike-and-slab regression: the prior's hyperparameters and the standardized data every algorithm reads.
+
+Prior (conjugate form, the default)::
+
+    sigma^2 ~ InverseGamma(nu / 2, nu * lam / 2)
+    theta   ~ Beta(a0, b0)
+    gamma_d ~ Bernoulli(theta)                                 d = 1..p
+    w_d | gamma_d, sigma^2 ~ N(0, sigma^2 * v_{gamma_d}),     v_0 = spike_var (small) < v_1 = slab_var (large)
+    y_i | w, sigma^2 ~ N(x_i^T w, sigma^2)
+
+The independent (non-conjugate) variant drops the sigma^2 factor from the prior of w: w_d ~ N(0, v_{gamma_d}).
+All algorithms work on standardized columns of X (mean 0, sd 1) and centred y; the intercept is y's mean and
+coefficients are mapped back to the original scale of X by the estimator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import as_tensor, check_finite, check_positive
+
+
+@dataclass(frozen=True)
+class SpikeSlabPrior:
+    """Hyperparameters: ``spike_var`` (v0) < ``slab_var`` (v1), Beta(``a0``, ``b0``) on theta, InverseGamma(nu/2,
+    nu*lam/2) on sigma^2; ``conjugate`` scales the prior variance of w by sigma^2."""
+
+    spike_var: float = 0.01
+    slab_var: float = 10.0
+    a0: float = 1.0
+    b0: float = 1.0
+    nu: float = 1.0
+    lam: float = 1.0
+    conjugate: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("spike_var", "slab_var", "a0", "b0", "nu", "lam"):
+            check_positive(name, getattr(self, name))
+        if not self.spike_var < self.slab_var:
+            raise PyrozooError(
+                f"spike_var: expected the spike variance to be smaller than the slab variance "
+                f"(slab_var={self.slab_var!r}), got spike_var={self.spike_var!r}"
+            )
+        if not isinstance(self.conjugate, bool):
+            raise PyrozooError(f"conjugate: expected true or false, got {self.conjugate!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def variances(self, gamma: torch.Tensor) -> torch.Tensor:
+        """Prior variance factor v_{gamma_d} for 0/1 (or soft) ``gamma``: v0 + gamma (v1 - v0)."""
+        return self.spike_var + gamma * (self.slab_var - self.spike_var)
+
+    def log_odds_offset(self) -> float:
+        """-0.5 log(v1 / v0): the Gaussian normalizers' part of log N(w; 0, s v1) - log N(w; 0, s v0)."""
+        return -0.5 * math.log(self.slab_var / self.spike_var)
+
+
+PRIOR_KEYS = tuple(f for f in SpikeSlabPrior.__dataclass_fields__)
+
+
+@dataclass
+class StandardizedData:
+    """Standardized design ``X`` (n, p), centred ``y`` (n,), the column means/scales and y's mean, and the
+    sufficient statistics ``XtX`` (when p <= n or small), ``Xty``, ``yty``."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    x_mean: torch.Tensor
+    x_scale: torch.Tensor
+    y_mean: float
+    XtX: torch.Tensor
+    Xty: torch.Tensor
+    yty: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def p(self) -> int:
+        return int(self.X.shape[1])
+
+
+def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+    t = as_tensor(name, value, dtype=dtype)
+    check_finite(name, t)
+    return t.to(device) if device is not None else t
+
+
+def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors."""
+    Xt = as_tensor("X", X, dtype=dtype)
+    if Xt.dim() != 2:
+        raise PyrozooError(f"X: expected a 2-D array (n, p), got shape {tuple(Xt.shape)}")
+    n, p = Xt.shape
+    if p == 0:
+        raise PyrozooError("X: expected at least one column (p >= 1), got p = 0")
+    if n < 2:
+        raise PyrozooError(f"X: expected at least 2 rows, got {n}")
+    check_finite("X", Xt)
+    yt = as_tensor("y", y, dtype=dtype)
+    if yt.dim() == 2 and yt.shape[1] == 1:
+        yt = yt[:, 0]
+    if yt.dim() != 1:
+        raise PyrozooError(f"y: expected a 1-D array of length n = {n}, got shape {tuple(yt.shape)}")
+    if yt.shape[0] != n:
+        raise PyrozooError(f"y: expected length n = {n} (rows of X), got length {yt.shape[0]}")
+    check_finite("y", yt)
+    sd = Xt.std(dim=0)
+    scale = Xt.abs().amax(dim=0).clamp(min=1.0)
+    const = (sd <= 1e-10 * scale).nonzero().flatten().tolist()
+    if const:
+        raise PyrozooError(
+            f"X: column(s) {const[:10]}{' ...' if len(const) > 10 else ''} are constant; "
+            "remove them (the intercept is fitted separately)"
+        )
+    dev = torch.device(device) if device is not None else Xt.device
+    return Xt.to(dev), yt.to(dev)
+
+
+def standardize(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None) -> StandardizedData:
+    """Validate, then centre and scale the columns of X (population sd) and centre y."""
+    Xt, yt = validate_xy(X, y, dtype=dtype, device=device)
+    x_mean = Xt.mean(dim=0)
+    x_scale = Xt.std(dim=0, unbiased=False)
+    Xs = (Xt - x_mean) / x_scale
+    y_mean = float(yt.mean())
+    yc = yt - y_mean
+    return StandardizedData(Xs, yc, x_mean, x_scale, y_mean, Xs.T @ Xs, Xs.T @ yc, yc @ yc)
+
+
+def as_prior(prior: SpikeSlabPrior | dict[str, Any] | None = None, **overrides: Any) -> SpikeSlabPrior:
+    """A :class:`SpikeSlabPrior` from an instance, a dict of hyperparameters, or keyword overrides."""
+    if isinstance(prior, SpikeSlabPrior):
+        base = prior.to_dict()
+    else:
+        base = dict(prior or {})
+    base.update(overrides)
+    unknown = sorted(set(base) - set(PRIOR_KEYS))
+    if unknown:
+        raise PyrozooError(f"prior: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(PRIOR_KEYS)}")
+    return SpikeSlabPrior(**base)
+
+
+def numpy_out(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
