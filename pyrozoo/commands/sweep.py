@@ -1,0 +1,52 @@
+"""``pyrozoo sweep SWEEP.toml``: run a grid of zoo runs on a local process pool or on Ray, resuming where it stopped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a TOML grid of runs (local pool or Ray); re-running resumes")
+    p.add_argument("spec", help="sweep file (see docs/sweeps.md and examples/sweep.toml)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or Ray")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local instance)")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per Ray task for CUDA cells (default 1)")
+    p.add_argument("--out", default=None, help="output root (default: [sweep].out or runs/sweeps/NAME)")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many missing cells, then stop")
+    p.add_argument("--skip-failed", dest="retry_failed", action="store_false",
+                   help="do not retry cells that failed before")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no line per finished cell")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pyrozoo.sweep.runner import cell_status, run_sweep
+    from pyrozoo.sweep.spec import load_spec
+
+    spec = load_spec(args.spec, out=args.out)
+    if args.dry_run:
+        for cell in spec.cells:
+            print(f"{cell_status(spec.out, cell):8s} {cell.key}")
+        print(f"{len(spec.cells)} cells in {spec.out}")
+        return 0
+
+    def on_done(outcome, done, total):
+        if args.quiet:
+            return
+        tail = f"  {outcome.error}" if outcome.error else ""
+        print(f"[{done}/{total}] {outcome.status:6s} {outcome.key} ({outcome.wall_time:.1f} s){tail}", flush=True)
+
+    summary = run_sweep(spec, backend=args.backend, jobs=args.jobs, address=args.address,
+                        gpus_per_task=args.gpus_per_task, retry_failed=args.retry_failed, limit=args.limit,
+                        on_done=on_done)
+    print(f"sweep {spec.name}: {summary.total} cells, {summary.skipped} already done, {summary.ok} ran ok, "
+          f"{summary.failed} failed, {summary.wall_time:.1f} s; runs in {summary.out}")
+    if summary.failed:
+        print(f"failed runs are recorded in {summary.out}/**/*.failed/ (error.txt, traceback.txt); "
+              f"re-run the sweep to retry them", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,359 @@
+"""Executing sweep cells: one cell is one :func:`pyrozoo.runner.run_model` call writing one run directory.
+
+Resume and failure records, independent of the backend:
+
+* a cell whose run directory ``OUT/KEY`` is complete (``config.toml``, ``idata.nc``, ``metrics.json``,
+  ``params.pt``) is done and skipped on re-run; run directories appear atomically (``save_run`` renames a finished
+  temporary directory), so killing a sweep at any moment loses no completed run and leaves no half-written one;
+* a cell that raises writes ``OUT/KEY.failed/`` (``error.txt``, ``traceback.txt``, ``config.toml``,
+  ``failure.json``), a marker, not a run directory: the next run of the sweep retries it and removes the marker
+  when it succeeds; the other cells carry on;
+* a completed run whose stored config differs from the cell's config (the sweep file changed under it) is an
+  error before anything runs, never silently reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pyrozoo.config import tomllib
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.sweep.spec import Cell, SweepSpec
+
+FAILED_SUFFIX = ".failed"
+MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
+# settings that do not change a run's result: a completed run is reused even if they differ
+IGNORED_ON_RESUME = ("progress",)
+
+
+@dataclass
+class CellOutcome:
+    """What became of one cell: ``status`` is ``ok``, ``failed`` or ``skipped`` (already complete)."""
+
+    key: str
+    status: str
+    wall_time: float = 0.0
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepSummary:
+    """Counts and outcomes of one invocation of a sweep."""
+
+    out: Path
+    total: int
+    skipped: int
+    outcomes: list[CellOutcome]
+    wall_time: float
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> int:
+        return sum(o.status == "ok" for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return sum(o.status == "failed" for o in self.outcomes)
+
+
+def run_path(root: Path, cell: Cell) -> Path:
+    return Path(root) / cell.key
+
+
+def failed_path(root: Path, cell: Cell) -> Path:
+    return Path(root) / (cell.key + FAILED_SUFFIX)
+
+
+def is_complete(path: Path) -> bool:
+    """A finished run directory: every file of :data:`pyrozoo.inference.rundir.RUN_FILES` is there."""
+    return path.is_dir() and all((path / f).is_file() for f in RUN_FILES)
+
+
+def cell_status(root: Path, cell: Cell) -> str:
+    """``done`` (complete run directory), ``failed`` (failure marker) or ``pending``."""
+    if is_complete(run_path(root, cell)):
+        return "done"
+    if failed_path(root, cell).is_dir():
+        return "failed"
+    return "pending"
+
+
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    # TOML and JSON round trips agree on numbers, strings, bools, tables and arrays, so compare through JSON
+    data = {k: v for k, v in config.items() if k not in IGNORED_ON_RESUME and v is not None}
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
+    """Raise if a completed run directory holds a different config than its cell now asks for."""
+    conflicts = []
+    for cell in cells:
+        path = run_path(root, cell)
+        if not is_complete(path):
+            if path.exists():
+                conflicts.append(f"{cell.key} (exists but is not a complete run directory)")
+            continue
+        with (path / "config.toml").open("rb") as fh:
+            stored = tomllib.load(fh)
+        if _comparable(stored) != _comparable(cell.config):
+            old, new = _comparable(stored), _comparable(cell.config)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            conflicts.append(f"{cell.key} (differs in {', '.join(diff)})")
+    if conflicts:
+        shown = "; ".join(conflicts[:5]) + (f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+        raise PyrozooError(f"out: {root} holds runs made with other settings: {shown}. Use another --out or delete "
+                           f"those run directories")
+
+
+def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` (relative path -> bytes) into a temporary sibling and rename it onto ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        for rel, data in files.items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_failure(root: Path, cell: Cell, error: str, tb: str, wall_time: float) -> Path:
+    """Record a failed cell in ``OUT/KEY.failed/`` (replacing an older record)."""
+    info = {"key": cell.key, "error": error, "wall_time": wall_time,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": os.uname().nodename}
+    files = {
+        "error.txt": (error + "\n").encode(),
+        "traceback.txt": tb.encode(),
+        "config.toml": tomli_w.dumps(cell.config).encode(),
+        "failure.json": json.dumps(info, indent=2).encode(),
+    }
+    dest = failed_path(root, cell)
+    _write_dir_atomically(dest, files)
+    return dest
+
+
+def _clear_failure(root: Path, cell: Cell) -> None:
+    shutil.rmtree(failed_path(root, cell), ignore_errors=True)
+
+
+def _fit(cell: Cell, out: Path) -> dict[str, Any]:
+    """Run the cell's config into ``out``; return its metrics as stored in ``metrics.json``."""
+    from pyrozoo.inference.device import set_seed
+    from pyrozoo.runner import run_model
+
+    config = cell.run_config()
+    set_seed(config.seed)  # engines seed themselves; this also covers simulators that draw from the global RNG
+    run_model(config, out=out, save=True)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def execute_cell(cell: Cell, root: str | Path) -> CellOutcome:
+    """Run one cell in this process, writing ``OUT/KEY`` (or its failure record). Only ``KeyboardInterrupt`` and
+    other non-``Exception`` exits escape; any error of the run becomes a failure record."""
+    root = Path(root)
+    t0 = time.perf_counter()
+    try:
+        metrics = _fit(cell, run_path(root, cell))
+    except Exception as exc:
+        wall = time.perf_counter() - t0
+        error = f"{type(exc).__name__}: {exc}"
+        write_failure(root, cell, error, traceback.format_exc(), wall)
+        return CellOutcome(cell.key, "failed", wall, error=error)
+    _clear_failure(root, cell)
+    return CellOutcome(cell.key, "ok", time.perf_counter() - t0, metrics=metrics)
+
+
+def execute_cell_portable(cell: Cell) -> dict[str, Any]:
+    """Run one cell into a private temporary directory and return its files as bytes (or the error).
+
+    For backends whose workers may sit on other machines (Ray): the driver, the only writer of the output tree,
+    stores the payload with :func:`store_payload`, so no shared file system is needed."""
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="pyrozoo-cell-"))
+    try:
+        out = tmp / "run"
+        try:
+            metrics = _fit(cell, out)
+        except Exception as exc:
+            return {"key": cell.key, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(), "wall_time": time.perf_counter() - t0}
+        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        return {"key": cell.key, "status": "ok", "files": files, "metrics": metrics,
+                "wall_time": time.perf_counter() - t0}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def store_payload(root: str | Path, cell: Cell, payload: Mapping[str, Any]) -> CellOutcome:
+    """Write a payload from :func:`execute_cell_portable` as ``OUT/KEY`` or as its failure record."""
+    root = Path(root)
+    if payload["status"] == "ok":
+        _write_dir_atomically(run_path(root, cell), payload["files"])
+        _clear_failure(root, cell)
+        return CellOutcome(cell.key, "ok", payload["wall_time"], metrics=payload["metrics"])
+    write_failure(root, cell, payload["error"], payload["traceback"], payload["wall_time"])
+    return CellOutcome(cell.key, "failed", payload["wall_time"], error=payload["error"])
+
+
+# ---- the sweep as a whole --------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(root: Path) -> Path:
+    """One sweep process per output directory: ``OUT/.sweep.lock`` holds the owner's pid; a stale lock (its
+    process is gone, e.g. after a kill) is taken over."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+                raise PyrozooError(f"out: another sweep (pid {pid}) is writing to {root}; wait for it or remove "
+                                   f"{lock} if that process is not a sweep") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {os.uname().nodename}\n")
+        return lock
+    raise PyrozooError(f"out: could not take the lock {lock}")
+
+
+def clean_stale_temporaries(root: Path) -> int:
+    """Remove hidden ``.NAME.*.tmp`` directories left by runs that were killed mid-write (safe under the lock)."""
+    n = 0
+    for tmp in root.rglob(".*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            n += 1
+    return n
+
+
+def write_manifest(spec: SweepSpec, root: Path) -> None:
+    """``OUT/sweep.json``: the sweep's name, source and every cell's key, axes and config (for reports)."""
+    data = {"name": spec.name, "source": spec.source,
+            "cells": [{"key": c.key, "axes": c.axes, "config": c.config} for c in spec.cells]}
+    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, root / MANIFEST)
+
+
+Backend = Callable[[Sequence[Cell], Path, Callable[[CellOutcome], None]], None]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    backend: str = "local",
+    jobs: int = 1,
+    address: str | None = None,
+    gpus_per_task: float | None = None,
+    retry_failed: bool = True,
+    limit: int | None = None,
+    on_done: Callable[[CellOutcome, int, int], None] | None = None,
+) -> SweepSummary:
+    """Run every cell of ``spec`` that is not complete yet on ``backend`` (``local`` or ``ray``).
+
+    Everything that can be checked is checked first (backend, jobs, address, resumability); then the output
+    directory is locked, stale temporaries are removed, the manifest is written and the pending cells run. ``limit``
+    runs at most that many pending cells (chunked sweeps under a time limit). ``on_done(outcome, done, total)`` is
+    called in the driver as each cell finishes."""
+    from pyrozoo.validation import check_choice, check_int
+
+    check_choice("backend", backend, ("local", "ray"))
+    jobs = check_int("jobs", jobs, minimum=1)
+    if limit is not None:
+        limit = check_int("limit", limit, minimum=1)
+    if gpus_per_task is not None and not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):
+        raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
+    if backend == "local" and address is not None:
+        raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
+    root = Path(spec.out)
+    if root.exists() and not root.is_dir():
+        raise PyrozooError(f"out: {root} exists and is not a directory")
+    check_resumable(root, spec.cells)
+    if backend == "local":
+        from pyrozoo.inference.device import resolve_device
+
+        for device in sorted({c.config.get("device", "auto") for c in spec.cells}):
+            resolve_device(device)  # CUDA asked for on a machine without it fails here, not in every cell
+    t0 = time.perf_counter()
+    statuses = {c.key: cell_status(root, c) for c in spec.cells}
+    pending = [c for c in spec.cells
+               if statuses[c.key] == "pending" or (retry_failed and statuses[c.key] == "failed")]
+    if limit is not None:
+        pending = pending[:limit]
+    skipped = sum(s == "done" for s in statuses.values())
+    outcomes: list[CellOutcome] = []
+
+    def done(outcome: CellOutcome) -> None:
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome, len(outcomes), len(pending))
+
+    if backend == "ray":
+        from pyrozoo.sweep.ray_backend import connect
+
+        ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
+    lock = acquire_lock(root)
+    interrupted = False
+    try:
+        clean_stale_temporaries(root)
+        write_manifest(spec, root)
+        if pending:
+            if backend == "local":
+                from pyrozoo.sweep.local import run_local
+
+                run_local(pending, root, done, jobs=jobs)
+            else:
+                ray_session.run(pending, root, done)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if backend == "ray":
+            ray_session.close()
+        lock.unlink(missing_ok=True)
+        if interrupted:
+            print(f"sweep interrupted: {len(outcomes)} of {len(pending)} pending runs finished and are kept; "
+                  f"run the sweep again to do the rest")
+    return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0)
+
+
+def summary_dict(summary: SweepSummary) -> dict[str, Any]:
+    """Plain-data form (for logs and tests)."""
+    return {"out": str(summary.out), "total": summary.total, "skipped": summary.skipped, "ok": summary.ok,
+            "failed": summary.failed, "wall_time": summary.wall_time,
+            "outcomes": [asdict(o) for o in summary.outcomes]}

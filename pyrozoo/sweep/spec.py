@@ -1,0 +1,253 @@
+"""The sweep file: a grid of runs (models x datasets/scenarios x seeds x inference options) declared in TOML.
+
+```toml
+[sweep]
+name = "normal-gamma-demo"    # optional; also the default output directory runs/sweeps/NAME
+out = "runs/sweeps/demo"      # optional; the command line's --out wins
+seeds = [0, 1, 2]             # a list of seeds, or an integer N meaning 0, 1, ..., N-1
+tiny = false                  # start every cell from its model's `tiny` settings (smoke sweeps)
+
+[defaults]                    # RunConfig settings for every cell (not model or seed)
+device = "cpu"
+num_samples = 500
+
+[grid]                        # axes shared by every model: RunConfig fields, each a non-empty list
+num_chains = [2, 4]
+
+[[models]]                    # one block per model (a model may appear twice, then give each a `label`)
+name = "normal-gamma"
+inference = "gibbs"           # single RunConfig values override [defaults]
+options = { n = 200 }         # fixed model options
+[models.grid]                 # this model's axes (override [grid] on the same key)
+inference = ["gibbs", "svi"]
+[models.grid.options]         # model options as axes
+sigma_true = [0.5, 2.0]
+```
+
+Every cell is one :class:`~pyrozoo.config.RunConfig`; all of them are built and checked against their registry
+entry (unknown keys, bad values, unknown model/inference/dataset/option) before anything runs. Each cell's run
+directory is ``OUT/LABEL/INFERENCE[_AXIS=VALUE...]_seedS``: readable and the same on every re-run, which is what
+makes a sweep resumable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pyrozoo import registry
+from pyrozoo.config import RunConfig, tomllib
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int, check_keys
+
+SWEEP_KEYS = ("name", "out", "seeds", "tiny")
+# RunConfig fields a sweep may set; model and seed come from [[models]] and [sweep].seeds, options have own tables.
+CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name not in ("model", "seed", "options"))
+MODEL_KEYS = ("name", "label", "options", "grid", *CONFIG_FIELDS)
+_SCALAR = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the sweep: a run directory ``key`` (relative to the sweep's output root) and its config."""
+
+    key: str
+    config: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+    def run_config(self) -> RunConfig:
+        return RunConfig.from_dict(dict(self.config), source=f"cell {self.key}")
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: its name, output root, and the cells in a fixed order."""
+
+    name: str
+    out: Path
+    cells: list[Cell]
+    source: str = "sweep"
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+
+def _check_axis(where: str, values: Any) -> list[Any]:
+    if not isinstance(values, list) or not values:
+        raise PyrozooError(f"{where}: expected a non-empty list of values, got {values!r}")
+    for v in values:
+        if not isinstance(v, _SCALAR):
+            raise PyrozooError(f"{where}: expected numbers, strings or booleans, got {v!r}")
+    if len({repr(v) for v in values}) != len(values):
+        raise PyrozooError(f"{where}: values repeat in {values!r}")
+    return list(values)
+
+
+def _check_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """Single RunConfig values (no lists: those belong under a grid table)."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, list):
+            raise PyrozooError(f"{where}.{key}: expected a single value, got a list; put the values to sweep "
+                               f"under a grid table ([grid] or [models.grid])")
+        if key in ("inference", "device", "dataset") and not isinstance(value, str):
+            raise PyrozooError(f"{where}.{key}: expected a string, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _table(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PyrozooError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, list):
+        if not value:
+            raise PyrozooError("sweep.seeds: expected a non-empty list of integers >= 0, got []")
+        seeds = [check_int("sweep.seeds", s) for s in value]
+        if len(set(seeds)) != len(seeds):
+            raise PyrozooError(f"sweep.seeds: seeds repeat in {value!r}")
+        return seeds
+    return list(range(check_int("sweep.seeds", value, minimum=1)))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.+\-]+")
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = _UNSAFE.sub("-", str(value)).strip("-.")
+    return text or "x"
+
+
+def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
+    """``LABEL/INFERENCE[_AXIS=VALUE...]_seedS`` (axes other than inference in declared order)."""
+    parts = [_slug(config["inference"])]
+    parts += [f"{_slug(k.removeprefix('options.'))}={_slug(v)}" for k, v in axes.items() if k != "inference"]
+    parts.append(f"seed{config['seed']}")
+    return f"{_slug(label)}/{'_'.join(parts)}"
+
+
+def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None) -> SweepSpec:
+    """Validate a parsed sweep file and expand it into cells; every problem is a :class:`PyrozooError` naming the
+    key. ``out`` overrides ``[sweep].out``."""
+    check_keys(source, data, ("sweep", "defaults", "grid", "models"))
+    sweep = _table("sweep", data.get("sweep", {}))
+    check_keys("sweep", sweep, SWEEP_KEYS)
+    name = sweep.get("name", Path(source).stem if source != "sweep" else "sweep")
+    if not isinstance(name, str) or not name.strip():
+        raise PyrozooError(f"sweep.name: expected a non-empty string, got {name!r}")
+    out_dir = out if out is not None else sweep.get("out", Path("runs") / "sweeps" / _slug(name))
+    if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
+        raise PyrozooError(f"sweep.out: expected a directory path, got {out_dir!r}")
+    seeds = _seeds(sweep.get("seeds", [0]))
+    tiny = sweep.get("tiny", False)
+    if not isinstance(tiny, bool):
+        raise PyrozooError(f"sweep.tiny: expected true or false, got {tiny!r}")
+
+    defaults = dict(_table("defaults", data.get("defaults", {})))
+    check_keys("defaults", defaults, (*CONFIG_FIELDS, "options"))
+    default_options = dict(_table("defaults.options", defaults.pop("options", {})))
+    defaults = _check_settings("defaults", defaults)
+    grid = _table("grid", data.get("grid", {}))
+    check_keys("grid", grid, CONFIG_FIELDS)
+    global_axes = {k: _check_axis(f"grid.{k}", v) for k, v in grid.items()}
+
+    models = data.get("models")
+    if models is None:
+        raise PyrozooError(f"{source}: no [[models]] block; name at least one model to sweep")
+    if not isinstance(models, list) or not models:
+        raise PyrozooError(f"models: expected one or more [[models]] tables, got {models!r}")
+
+    cells: list[Cell] = []
+    labels: set[str] = set()
+    for i, block in enumerate(models):
+        where = f"models[{i}]"
+        block = dict(_table(where, block))
+        check_keys(where, block, MODEL_KEYS)
+        if "name" not in block:
+            raise PyrozooError(f"{where}: missing key 'name' (a model from `pyrozoo list`)")
+        model = block.pop("name")
+        if not isinstance(model, str):
+            raise PyrozooError(f"{where}.name: expected a model name, got {model!r}")
+        try:
+            entry = registry.get(model)
+        except PyrozooError as exc:
+            raise PyrozooError(f"{where}.name: {exc}") from None
+        label = block.pop("label", model)
+        if not isinstance(label, str) or not label.strip():
+            raise PyrozooError(f"{where}.label: expected a non-empty string, got {label!r}")
+        if label in labels:
+            raise PyrozooError(f"{where}: label {label!r} is used twice; give each [[models]] block its own label")
+        labels.add(label)
+        options = {**default_options, **_table(f"{where}.options", block.pop("options", {}))}
+        model_grid = dict(_table(f"{where}.grid", block.pop("grid", {})))
+        option_grid = _table(f"{where}.grid.options", model_grid.pop("options", {}))
+        check_keys(f"{where}.grid", model_grid, CONFIG_FIELDS)
+        check_keys(f"{where}.grid.options", option_grid, entry.options)
+        axes = {**global_axes, **{k: _check_axis(f"{where}.grid.{k}", v) for k, v in model_grid.items()}}
+        axes.update({f"options.{k}": _check_axis(f"{where}.grid.options.{k}", v) for k, v in option_grid.items()})
+        settings = _check_settings(where, block)
+
+        base: dict[str, Any] = {}
+        tiny_options: dict[str, Any] = {}
+        if tiny:
+            base = dict(entry.tiny)
+            tiny_options = dict(base.pop("options", {}))
+        base.update(defaults)
+        base.update(settings)
+        names = list(axes)
+        for combo in itertools.product(*(axes[k] for k in names)):
+            chosen = dict(zip(names, combo, strict=True))
+            for seed in seeds:
+                cfg = {**base, "model": model, "seed": seed,
+                       "options": {**tiny_options, **options}}
+                for k, v in chosen.items():
+                    if k.startswith("options."):
+                        cfg["options"][k.removeprefix("options.")] = v
+                    else:
+                        cfg[k] = v
+                cfg.setdefault("progress", False)
+                try:
+                    run_cfg = entry.check_config(RunConfig.from_dict(cfg, source=where))
+                except TypeError as exc:  # a value of the wrong kind that the dataclass itself rejects
+                    raise PyrozooError(f"{where}: {exc}") from None
+                except PyrozooError as exc:
+                    raise PyrozooError(f"{where} ({model}, seed {seed}"
+                                       + "".join(f", {k}={v!r}" for k, v in chosen.items())
+                                       + f"): {exc}") from None
+                full = run_cfg.to_dict()
+                cells.append(Cell(cell_key(label, full, chosen), full, chosen))
+
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.key in seen:
+            raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r}; give the [[models]] "
+                               f"blocks distinct labels or make their values distinct")
+        seen[cell.key] = cell
+    return SweepSpec(name=name, out=Path(out_dir), cells=cells, source=source)
+
+
+def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
+    """Read and validate a sweep file (see the module docstring for the format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PyrozooError(f"sweep: file {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise PyrozooError(f"sweep: {path} is not valid TOML ({exc})") from None
+    return parse_spec(data, source=str(path), out=out)
+
+
+def describe(cells: Sequence[Cell]) -> str:
+    """One line per cell (for ``--dry-run``)."""
+    return "\n".join(cell.key for cell in cells)
