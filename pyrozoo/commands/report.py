@@ -1,0 +1,34 @@
+"""``pyrozoo report RUNS_DIR``: one table of config + metrics across runs, grouped means and SEs, plots."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="tabulate and plot the runs below a directory (e.g. a sweep's output)")
+    p.add_argument("runs_dir", help="directory holding run directories (searched recursively)")
+    p.add_argument("--out", default=None, help="where to write the report (default RUNS_DIR/report)")
+    p.add_argument("--by", action="append", default=None, metavar="COLUMN",
+                   help="group by this column (repeatable; default: model, label and every varying setting)")
+    p.add_argument("--metric", action="append", default=None, help="only this metric (repeatable)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pyrozoo.sweep.report import build_report, to_markdown
+
+    report = build_report(args.runs_dir, out=args.out, by=args.by, metrics=args.metric, plots=args.plots)
+    counts = report.runs["status"].value_counts().to_dict()
+    print(f"{len(report.runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if not report.summary.empty:
+        cols = list(report.summary.columns)
+        shown = cols[: max(cols.index("n") + 1, 1) + 8]  # the group keys, n and the first few metrics
+        print(to_markdown(report.summary[shown]))
+    failed = report.runs[report.runs["status"] == "failed"]
+    for row in failed.itertuples(index=False):
+        print(f"failed: {row.run}: {getattr(row, 'error', '')}")
+    for path in report.files:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,341 @@
+"""Reports across run directories: one pandas table of config + metrics, grouped means with standard errors, and
+the standard plots per model family.
+
+Every complete run directory below the root counts (a sweep's or a set of ``pyrozoo run`` outputs), plus the
+sweep's failure records and, from ``sweep.json``, the cells not run yet. Only ``config.toml`` and ``metrics.json``
+are read, so a report over thousands of runs is quick.
+
+Grouping: runs that share every setting except the seed form a group (the setting columns that vary across the
+runs, plus ``model`` and the sweep ``label``); for each numeric metric the group's mean and standard error
+``sd / sqrt(n)`` (sample sd, ``ddof=1``; NaN for a group of one) are reported with ``n``.
+
+Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
+against every other varying setting (``alpha``, ``inference``, ``n`` ...): group means with +-1 SE error bars over
+the individual runs; numeric settings on a numeric axis (log scale when positive and spanning >= 100x), the rest
+as categories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pyrozoo.config import tomllib
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
+
+ID_COLUMNS = ("run", "status", "label", "model", "inference", "dataset", "seed")
+# settings that never define a group (they do not change what is estimated) or are bookkeeping
+NOT_SETTINGS = {"run", "status", "label", "seed", "progress", "error"}
+METRIC_BOOKKEEPING = {"seed", "inference"}  # repeated from the config in metrics.json
+MAX_METRICS_PER_FIGURE = 12
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, list):
+        out[prefix] = json.dumps(value)  # arrays stay one cell (a grouping key must be hashable)
+    else:
+        out[prefix] = value
+
+
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    _flatten("", config, row)
+    return row
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def collect_runs(root: str | Path) -> pd.DataFrame:
+    """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending), the
+    ``label`` (first path component), the config (options as ``options.KEY``) and the metrics."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PyrozooError(f"runs_dir: {root} is not a directory")
+    rows: list[dict[str, Any]] = []
+    metric_names: list[str] = []
+    seen: set[str] = set()
+    for marker in sorted(root.rglob("metrics.json")):
+        run = marker.parent
+        rel = run.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not all((run / f).is_file() for f in RUN_FILES):
+            continue  # temporaries of runs in progress, incomplete directories
+        config = _read_toml(run / "config.toml")
+        try:
+            metrics = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            continue
+        row = {"run": rel.as_posix(), "status": "ok", "label": rel.parts[0] if len(rel.parts) > 1 else rel.name}
+        row.update(_config_row(config))
+        for k, v in metrics.items():
+            if k in METRIC_BOOKKEEPING and k in row:
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
+                row[k] = np.nan if v is None else v
+                if k not in metric_names:
+                    metric_names.append(k)
+        rows.append(row)
+        seen.add(row["run"])
+    for marker in sorted(root.rglob(f"*{FAILED_SUFFIX}")):
+        if not marker.is_dir() or not (marker / "error.txt").is_file():
+            continue
+        rel = marker.relative_to(root).as_posix().removesuffix(FAILED_SUFFIX)
+        if rel in seen:
+            continue
+        config = _read_toml(marker / "config.toml") if (marker / "config.toml").is_file() else {}
+        row = {"run": rel, "status": "failed", "label": rel.split("/")[0],
+               "error": (marker / "error.txt").read_text().strip().splitlines()[0][:200]}
+        row.update(_config_row(config))
+        rows.append(row)
+        seen.add(rel)
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        for cell in json.loads(manifest.read_text()).get("cells", []):
+            if cell["key"] not in seen:
+                row = {"run": cell["key"], "status": "pending", "label": cell["key"].split("/")[0]}
+                row.update(_config_row(cell["config"]))
+                rows.append(row)
+    if not rows:
+        raise PyrozooError(f"runs_dir: no run directories (config.toml + metrics.json + idata.nc + params.pt) "
+                           f"below {root}")
+    table = pd.DataFrame(rows)
+    first = [c for c in ID_COLUMNS if c in table.columns]
+    settings = sorted(c for c in table.columns if c not in first and c not in metric_names and c != "error")
+    rest = [c for c in ("error",) if c in table.columns]
+    table = table[first + settings + rest + [m for m in metric_names if m in table.columns]]
+    table.attrs["metrics"] = [m for m in metric_names if m in table.columns]
+    return table.sort_values("run", kind="stable").reset_index(drop=True)
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    return list(table.attrs.get("metrics", []))
+
+
+def varying_settings(table: pd.DataFrame) -> list[str]:
+    """Setting columns whose value differs between runs (the seed and bookkeeping excluded)."""
+    metrics = set(metric_columns(table))
+    out = []
+    for col in table.columns:
+        if col in metrics or col in NOT_SETTINGS:
+            continue
+        if table[col].astype(str).nunique(dropna=False) > 1:
+            out.append(col)
+    return out
+
+
+def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """``by`` if given (checked), else model and label plus every varying setting."""
+    if by:
+        unknown = [c for c in by if c not in table.columns]
+        if unknown:
+            raise PyrozooError(f"by: unknown column(s) {', '.join(unknown)}; columns: {', '.join(table.columns)}")
+        return list(by)
+    cols = ["model", "label"] + [c for c in varying_settings(table) if c not in ("model", "label")]
+    return [c for c in cols if c in table.columns]
+
+
+def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
+                    metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, standard error (``sd / sqrt(n)``, ``ddof=1``) and count per group over the completed runs."""
+    ok = table[table["status"] == "ok"]
+    if ok.empty:
+        raise PyrozooError("report: no completed runs to summarize")
+    keys = group_columns(table, by)
+    metrics = list(metrics) if metrics else [m for m in metric_columns(table) if m not in keys]
+    # NaN keys (a setting some models lack) would drop runs from groupby; show them as "-"
+    frame = ok[keys + metrics].copy()
+    for k in keys:
+        frame[k] = frame[k].astype(object).where(frame[k].notna(), "-")
+    grouped = frame.groupby(keys, sort=True, dropna=False)
+    out = grouped.size().rename("n").to_frame()
+    for m in metrics:
+        values = grouped[m]
+        out[f"{m}_mean"] = values.mean()
+        out[f"{m}_se"] = values.std(ddof=1) / np.sqrt(values.count())
+    return out.reset_index()
+
+
+def to_markdown(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub-flavoured Markdown table (written here: pandas' ``to_markdown`` needs ``tabulate``, which is not
+    a dependency)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+# ---- plots --------------------------------------------------------------------------------------------------------
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _series_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    return ", ".join(f"{k.removeprefix('options.')}={v}" for k, v in zip(keys, values, strict=True)) or "all"
+
+
+def _figure(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return plt, fig, list(axes.flat[:n])
+
+
+def _plot_vs_seed(runs: pd.DataFrame, metrics: list[str], settings: list[str], title: str, path: Path) -> Path:
+    plt, fig, axes = _figure(len(metrics))
+    groups = list(runs.groupby(settings, sort=True, dropna=False)) if settings else [((), runs)]
+    for ax, m in zip(axes, metrics, strict=True):
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            g = g.sort_values("seed")
+            ax.plot(g["seed"], g[m], marker="o", ms=3, lw=1, label=_series_label(settings, key))
+        ax.set_xlabel("seed")
+        ax.set_ylabel(m)
+    if 1 < len(groups) <= 12:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: list[str], title: str,
+                     path: Path) -> Path:
+    runs = runs[runs[axis].notna()]  # runs without this setting (another block of the sweep) are not on this axis
+    plt, fig, axes = _figure(len(metrics))
+    x_all = runs[axis]
+    numeric = _is_numeric(x_all)
+    if numeric:
+        x_of = {v: float(v) for v in x_all.unique()}
+    else:
+        cats = sorted(x_all.astype(str).unique())
+        x_of = {v: float(cats.index(str(v))) for v in x_all.unique()}
+    groups = list(runs.groupby(others, sort=True, dropna=False)) if others else [((), runs)]
+    width = 0.25 if not numeric and len(groups) > 1 else 0.0
+    for ax, m in zip(axes, metrics, strict=True):
+        for j, (key, g) in enumerate(groups):
+            key = key if isinstance(key, tuple) else (key,)
+            shift = (j - (len(groups) - 1) / 2) * width / max(1, len(groups) - 1) if width else 0.0
+            xs = g[axis].map(x_of).to_numpy(dtype=float) + shift
+            ax.scatter(xs, g[m], s=8, alpha=0.35, color=f"C{j % 10}")
+            stats = g.groupby(axis, sort=True)[m].agg(["mean", "std", "count"])
+            xm = np.array([x_of[v] for v in stats.index], dtype=float) + shift
+            se = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
+            order = np.argsort(xm)
+            ax.errorbar(xm[order], stats["mean"].to_numpy()[order], yerr=se.to_numpy()[order], marker="o", ms=4,
+                        capsize=3, lw=1, color=f"C{j % 10}", label=_series_label(others, key))
+        if numeric:
+            vals = np.array(sorted(x_of.values()))
+            if vals.min() > 0 and vals.max() / vals.min() >= 100:
+                ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 6 else 0, fontsize=8)
+        ax.set_xlabel(axis.removeprefix("options."))
+        ax.set_ylabel(m)
+    if 1 < len(groups) <= 12:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(title + "  (mean +- 1 SE over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+
+
+def plot_report(table: pd.DataFrame, out: Path, metrics: Sequence[str] | None = None) -> list[Path]:
+    """Per model: ``plots/MODEL/metrics_vs_seed.png`` and ``plots/MODEL/metrics_vs_SETTING.png`` for every setting
+    that varies within the model. Metrics constant within a model are left out; at most
+    :data:`MAX_METRICS_PER_FIGURE` per figure unless ``metrics`` names them."""
+    ok = table[table["status"] == "ok"]
+    paths: list[Path] = []
+    for model, runs in ok.groupby("model", sort=True):
+        runs = runs.dropna(axis=1, how="all")
+        chosen = [m for m in (metrics or metric_columns(table)) if m in runs.columns]
+        chosen = [m for m in chosen if runs[m].nunique() > 1]
+        if not metrics:
+            chosen = chosen[:MAX_METRICS_PER_FIGURE]
+        if not chosen:
+            continue
+        sub = runs.copy()
+        sub.attrs["metrics"] = chosen
+        settings = [c for c in varying_settings(sub) if c != "model"]
+        folder = out / "plots" / _safe(str(model))
+        folder.mkdir(parents=True, exist_ok=True)
+        if sub["seed"].nunique() > 1:
+            paths.append(_plot_vs_seed(sub, chosen, settings, f"{model}: metrics vs seed",
+                                       folder / "metrics_vs_seed.png"))
+        for axis in settings:
+            others = [c for c in settings if c != axis]
+            name = _safe(axis.removeprefix("options."))
+            paths.append(_plot_vs_setting(sub, chosen, axis, others, f"{model}: metrics vs {axis}",
+                                          folder / f"metrics_vs_{name}.png"))
+    return paths
+
+
+@dataclass
+class Report:
+    """The tables and the files written."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    files: list[Path] = field(default_factory=list)
+
+
+def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequence[str] | None = None,
+                 metrics: Sequence[str] | None = None, plots: bool = True) -> Report:
+    """Collect the runs below ``root`` and write ``runs.csv``/``runs.md``, ``summary.csv``/``summary.md`` and the
+    plots into ``out`` (default ``ROOT/report``)."""
+    table = collect_runs(root)
+    if metrics:
+        unknown = [m for m in metrics if m not in metric_columns(table)]
+        if unknown:
+            raise PyrozooError(f"metric: unknown metric(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(metric_columns(table)) or '(none)'}")
+    summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()
+    out = Path(out) if out is not None else Path(root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    table.to_csv(out / "runs.csv", index=False)
+    (out / "runs.md").write_text(to_markdown(table))
+    files += [out / "runs.csv", out / "runs.md"]
+    if not summary.empty:
+        summary.to_csv(out / "summary.csv", index=False)
+        (out / "summary.md").write_text(to_markdown(summary))
+        files += [out / "summary.csv", out / "summary.md"]
+        if plots:
+            files += plot_report(table, out, metrics=metrics)
+    return Report(table, summary, files)
