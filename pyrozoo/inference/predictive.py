@@ -79,16 +79,20 @@ def site_dims(trace: poutine.Trace, name: str) -> list[str]:
 
 
 def _reshape_for_plate(trace: poutine.Trace, draws: Mapping[str, torch.Tensor], nesting: int) -> dict:
-    """Put the draw dimension of each latent at batch dim ``-(nesting + 1)`` (left of the model's plates)."""
+    """Put the draw dimension of each latent left of the model's plates, at batch dim ``-(nesting + 1)``.
+
+    Sites inside plates keep their batch dims aligned with those plates. Global sites follow Pyro's ``Predictive``
+    convention, ``(S, 1, ..., *value_shape)`` padded to ``nesting`` dims *including* event dims, so that the usual
+    vectorized code (``X @ w.unsqueeze(-1)``) lines the draws up with the plates.
+    """
     out = {}
     for name, value in draws.items():
         if name not in trace.nodes:
             continue
         proto = trace.nodes[name]["value"]
-        event_dim = trace.nodes[name]["fn"].event_dim
-        batch_ndim = proto.dim() - event_dim
-        s = value.shape[0]
-        out[name] = value.reshape((s,) + (1,) * (nesting - batch_ndim) + tuple(proto.shape))
+        batch_ndim = proto.dim() - trace.nodes[name]["fn"].event_dim
+        pad = nesting - batch_ndim if batch_ndim else max(0, nesting - proto.dim())
+        out[name] = value.reshape((value.shape[0],) + (1,) * pad + tuple(proto.shape))
     return out
 
 
@@ -154,24 +158,61 @@ def posterior_predictive(
 
 
 def _evaluate(model, posterior, model_kwargs, chunk_size, predictive):
+    """Vectorized over draws when the model allows it (checked on the first draw against an unvectorized trace),
+    else one trace per draw."""
     flat, (chains, draws) = _flatten_draws(posterior)
     names = observed_sites(trace_model(model, model_kwargs))
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
-    total = chains * draws
+    try:
+        pieces = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive)
+        if not predictive and not _first_draw_agrees(pieces, proto, names):
+            raise ValueError("vectorized log-likelihood disagrees with the per-draw trace")
+    except (RuntimeError, ValueError, IndexError):
+        pieces = _evaluate_loop(model, flat, model_kwargs, proto, names, predictive)
+    return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}
+
+
+def _site_output(site, proto_site, num, predictive):
+    shape = tuple(proto_site["value"].shape)
+    if predictive:
+        return _per_draw(site["value"], num, shape)
+    batch = shape[: len(shape) - proto_site["fn"].event_dim]
+    return _per_draw(site["fn"].log_prob(site["value"]), num, batch)
+
+
+def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive):
+    total = next(iter(flat.values())).shape[0]
     pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, total, chunk_size):
         chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
         num = next(iter(chunk.values())).shape[0]
         tr = _vectorized_trace(model, chunk, model_kwargs, proto, nesting, uncondition=predictive)
         for n in names:
-            site, proto_site = tr.nodes[n], proto.nodes[n]
-            shape = tuple(proto_site["value"].shape)
-            if predictive:
-                out = _per_draw(site["value"], num, shape)
-            else:
-                batch = shape[: len(shape) - proto_site["fn"].event_dim]
-                out = _per_draw(site["fn"].log_prob(site["value"]), num, batch)
+            out = _site_output(tr.nodes[n], proto.nodes[n], num, predictive)
             pieces[n].append(out.detach().cpu().numpy())
-    return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}
+    return pieces
+
+
+def _first_draw_agrees(pieces, proto, names) -> bool:
+    for n in names:
+        site = proto.nodes[n]
+        ref = site["fn"].log_prob(site["value"]).detach().cpu().numpy()
+        got = pieces[n][0][0]
+        if ref.shape != got.shape and ref.size != 1:
+            ref = np.broadcast_to(ref, got.shape)
+        if not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
+            return False
+    return True
+
+
+def _evaluate_loop(model, flat, model_kwargs, proto, names, predictive):
+    total = next(iter(flat.values())).shape[0]
+    pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    run = poutine.uncondition(model) if predictive else model
+    for i in range(total):
+        tr = trace_model(poutine.condition(run, {k: v[i] for k, v in flat.items()}), model_kwargs)
+        for n in names:
+            pieces[n].append(_site_output(tr.nodes[n], proto.nodes[n], 1, predictive).detach().cpu().numpy())
+    return pieces

@@ -1,0 +1,97 @@
+"""SVI engine: exact resume from checkpoints, schedules, early stopping, argument checks."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoNormal
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.svi import make_optimizer, run_svi
+
+
+def model(x=None, n=20):
+    loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("obs_id", n):
+        pyro.sample("x", dist.Normal(loc, scale), obs=x)
+
+
+X = torch.linspace(-1.0, 3.0, 20)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer,lr_decay", [("adam", 1.0), ("adam", 0.1), ("clipped_adam", 0.1)])
+def test_resume_reproduces_uninterrupted_run(tmp_path, optimizer, lr_decay):
+    kw = dict(num_steps=60, lr=0.05, lr_decay=lr_decay, optimizer=optimizer, seed=3, progress=False,
+              num_samples=5)
+    full = run_svi(model, AutoNormal(model), {"x": X}, **kw)
+
+    ckpt = tmp_path / "svi.ckpt"
+
+    def kill_at_40(step, loss):
+        if step == 40:
+            raise Killed
+
+    pyro.clear_param_store()
+    with pytest.raises(Killed):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, checkpoint_every=20, callback=kill_at_40, **kw)
+    pyro.clear_param_store()
+    resumed = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, checkpoint_every=20, resume=True, **kw)
+
+    assert resumed.fit_stats["loss"].shape == (60,)
+    assert torch.allclose(torch.as_tensor(resumed.fit_stats["loss"]), torch.as_tensor(full.fit_stats["loss"]))
+    for name, value in full.params.items():
+        assert torch.equal(resumed.params[name], value), name
+
+
+def test_lr_schedule_decays_geometrically():
+    opt = make_optimizer("adam", 0.1, lr_decay=0.01, num_steps=100)
+    assert isinstance(opt, pyro.optim.lr_scheduler.PyroLRScheduler)
+    loc = pyro.param("p", torch.zeros(1))
+    for _ in range(100):
+        (loc**2).sum().backward()
+        opt([loc.unconstrained()])
+        opt.step()
+    lr = next(iter(opt.optim_objs.values())).get_last_lr()[0]
+    assert lr == pytest.approx(0.1 * 0.01, rel=1e-6)
+
+
+def test_early_stop_on_plateau():
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=5000, lr=0.05, early_stop_window=100,
+                  early_stop_rel_tol=1e-2, progress=False, num_samples=10)
+    assert 200 <= len(res.fit_stats["loss"]) < 5000
+
+
+def test_posterior_draws_and_log_likelihood_shapes():
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=200, lr=0.05, progress=False, num_samples=30)
+    assert res.posterior["loc"].shape == (1, 30)
+    assert res.log_likelihood["x"].shape == (1, 30, 20)
+    idata = res.to_inference_data(posterior_predictive=True)
+    assert idata.posterior_predictive["x"].shape == (1, 30, 20)
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "obs_id")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"elbo": "bogus"}, "elbo"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"lr": -1.0}, "lr"),
+        ({"num_steps": -3}, "num_steps"),
+        ({"resume": True}, "checkpoint"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(PyrozooError, match=match):
+        run_svi(model, AutoNormal(model), {"x": X}, progress=False, **kwargs)
+
+
+def test_resume_without_checkpoint_file(tmp_path):
+    with pytest.raises(PyrozooError, match="does not exist"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=tmp_path / "none.ckpt", resume=True, progress=False)
