@@ -183,6 +183,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
 
 def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels."""
+    results = results.reset_index(drop=True)
     last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
     g = last.groupby(["dataset", "acquisition"])
     out = g[metric].agg(["mean", "std", "count"])

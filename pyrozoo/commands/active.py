@@ -1,0 +1,60 @@
+"""``pyrozoo active``: batch active learning with a zoo posterior, one or more acquisitions, several seeds.
+
+    pyrozoo active --model blr --dataset boston --acquisition acs-fw --batch-size 10 --budget 100 --seeds 10
+
+Writes ``results.csv`` (one row per round), ``summary.csv`` (final RMSE/NLL with standard errors) and
+``learning_curves.png`` into ``--out`` (default ``runs/active/DATASET-TIMESTAMP``) and prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pyrozoo.errors import PyrozooError
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    from pyrozoo.active.loop import ACQUISITIONS, ACTIVE_MODELS, DATASETS
+
+    p = sub.add_parser("active", help="batch active learning (ACS-FW, BALD, MaxEnt, random) over a zoo posterior")
+    p.add_argument("--model", default="blr", help=f"posterior model: {', '.join(ACTIVE_MODELS)}")
+    p.add_argument("--dataset", default="boston", help=f"pool and test data: {', '.join(DATASETS)}")
+    p.add_argument("--acquisition", default="acs-fw",
+                   help=f"comma-separated, or 'all': {', '.join(ACQUISITIONS)}")
+    p.add_argument("--batch-size", type=int, default=10, help="points acquired per round (b)")
+    p.add_argument("--budget", type=int, default=100, help="labels acquired after the initial set")
+    p.add_argument("--init-size", type=int, default=20, help="initial labelled points")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (split and initial set), 0..N-1")
+    p.add_argument("--num-projections", type=int, default=100, help="J for acs-fw-projection")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pyrozoo.active.loop import ACQUISITIONS, plot_learning_curves, run_experiment, summarize
+    from pyrozoo.validation import check_int
+
+    acqs = list(ACQUISITIONS) if args.acquisition == "all" else [a.strip() for a in args.acquisition.split(",")]
+    seeds = check_int("seeds", args.seeds, minimum=1)
+    out = Path(args.out) if args.out else Path("runs/active") / f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and any(out.iterdir()):
+        raise PyrozooError(f"out: {out} exists and is not empty; choose another --out")
+    results = run_experiment(args.dataset, acqs, range(seeds), model=args.model, init_size=args.init_size,
+                             batch_size=args.batch_size, budget=args.budget, num_projections=args.num_projections,
+                             test_fraction=args.test_fraction, device=args.device, progress=args.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv", index=False)
+    table = summarize(results, "rmse").merge(summarize(results, "nll")[["acquisition", "nll", "se"]],
+                                             on="acquisition", suffixes=("_rmse", "_nll"))
+    table.to_csv(out / "summary.csv", index=False)
+    plot_learning_curves(results, out / "learning_curves.png")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for note in sorted(set(results["note"]) - {""}):
+        print(f"note: {note}")
+    print(f"saved to {out}")
+    return 0

@@ -1,0 +1,102 @@
+"""The active-learning loop, the experiment table, the plot and the `pyrozoo active` command."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from pyrozoo.active.acs_fw import ACSFW
+from pyrozoo.active.loop import (
+    load_problem,
+    make_acquisition,
+    plot_learning_curves,
+    run_active_learning,
+    run_experiment,
+    summarize,
+)
+from pyrozoo.cli import main
+from pyrozoo.errors import PyrozooError
+
+
+class _Spy(ACSFW):
+    """Records every pool it is shown and the rows it picks."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pool_sizes, self.picked = [], []
+
+    def _select(self, posterior, x_pool, batch_size, generator):
+        batch = super()._select(posterior, x_pool, batch_size, generator)
+        self.pool_sizes.append(x_pool.shape[0])
+        self.picked.append(x_pool[batch.indices])
+        return batch
+
+
+@pytest.mark.parametrize("kw", [{}, {"inner_product": "projection", "num_projections": 30}])
+def test_batches_come_from_the_unlabelled_pool_only(kw):
+    problem = load_problem("synthetic", 0)
+    spy = _Spy(**kw)
+    df = run_active_learning(problem, spy, init_size=15, batch_size=8, budget=40, seed=0, progress=False)
+    n = problem.x_pool.shape[0]
+    acquired = torch.tensor([0] + [p.shape[0] for p in spy.picked]).cumsum(0)
+    # the pool shown each round is everything not yet labelled ...
+    assert spy.pool_sizes == [n - 15 - int(a) for a in acquired[:-1]]
+    # ... and rows picked are never picked again (rows of continuous data are distinct)
+    rows = torch.cat(spy.picked)
+    assert torch.unique(rows, dim=0).shape[0] == rows.shape[0] == 40
+    assert set(df.columns) >= {"acquisition", "seed", "round", "num_labelled", "rmse", "nll", "selected"}
+    assert df["num_labelled"].iloc[-1] == 55 and df["num_labelled"].is_monotonic_increasing
+    assert (df["selected"].iloc[1:] <= 8).all()
+    assert df[["rmse", "nll"]].notna().all().all()
+
+
+def test_experiment_table_summary_and_plot(tmp_path):
+    df = run_experiment("boston", ["acs-fw", "random"], [0, 1], init_size=20, batch_size=10, budget=30,
+                        progress=False)
+    assert set(df["acquisition"]) == {"acs-fw", "random"} and set(df["seed"]) == {0, 1}
+    table = summarize(df)
+    assert list(table["seeds"]) == [2, 2] and (table["num_labelled"] == 50).all()
+    assert (table["rmse"] > 0).all() and (table["se"] >= 0).all()
+    assert plot_learning_curves(df, tmp_path / "lc.png").stat().st_size > 0
+    # same seed: same split and initial set for every acquisition, so round 0 is shared
+    first = df[df["round"] == 0].groupby("seed")["rmse"].nunique()
+    assert (first == 1).all()
+
+
+def test_bad_input():
+    problem = load_problem("synthetic", 0)
+    acq = make_acquisition("acs-fw")
+    n = problem.x_pool.shape[0]
+    with pytest.raises(PyrozooError, match="batch_size"):
+        run_active_learning(problem, acq, init_size=20, batch_size=n, budget=n, progress=False)
+    with pytest.raises(PyrozooError, match="budget: expected at least the batch size 10"):
+        run_active_learning(problem, acq, batch_size=10, budget=5, progress=False)
+    with pytest.raises(PyrozooError, match="budget"):
+        run_active_learning(problem, acq, init_size=20, batch_size=10, budget=n, progress=False)
+    empty = type(problem)("empty", problem.x_pool[:0], problem.y_pool[:0], problem.x_test, problem.y_test)
+    with pytest.raises(PyrozooError, match="empty"):
+        run_active_learning(empty, acq, progress=False)
+    with pytest.raises(PyrozooError, match="num_projections"):
+        make_acquisition("acs-fw-projection", num_projections=0)
+    with pytest.raises(PyrozooError, match="acquisition"):
+        make_acquisition("coreset")
+    with pytest.raises(PyrozooError, match="dataset"):
+        load_problem("iris", 0)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "al"
+    args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "acs-fw,bald,maxent,random",
+            "--batch-size", "10", "--budget", "20", "--seeds", "2", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} == {"results.csv", "summary.csv", "learning_curves.png"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["acquisition"]) == {"acs-fw", "bald", "maxent", "random"}
+    assert "acs-fw" in capsys.readouterr().out
+    bad = ["active", "--out", str(tmp_path / "x"), "--no-progress"]
+    assert main([*bad, "--batch-size", "100000"]) == 2
+    assert main([*bad, "--budget", "5"]) == 2
+    assert main([*bad, "--acquisition", "acs-fw-projection", "--num-projections", "0"]) == 2
+    assert main([*bad, "--model", "gp"]) == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""Random projections and closed-form inner products for Bayesian linear regression.
+
+With known noise the weighted Euclidean inner product E_theta[L_n L_m] has an exact feature map; the J-projection
+estimate must converge to it (errors within 5 Monte Carlo standard errors, shrinking as J grows). The closed-form
+weighted Fisher product is checked against autograd gradients of L_n at posterior draws."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyrozoo.active.posteriors import BLRPoolPosterior, SampledRegressionPosterior
+from pyrozoo.active.projections import projected_embedding
+from pyrozoo.errors import PyrozooError
+
+
+def _problem(noise: float = 0.7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.ones(25, 1), torch.randn(25, 2, generator=g)], 1).double()
+    y = x @ torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64) + noise * torch.randn(25, generator=g).double()
+    pool = torch.cat([torch.ones(6, 1), 2 * torch.randn(6, 2, generator=g)], 1).double()
+    return BLRPoolPosterior.fit(x, y, prior_scale=1.5, noise=noise), pool
+
+
+def _ln_at_draws(post: BLRPoolPosterior, pool: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """L_n(theta_j) (J, M) for draws w (J, D), written out from the definition (known noise)."""
+    s2 = post.post.noise**2
+    mean, var, ent = post.predictive(pool)
+    f = w @ pool.T
+    return -0.5 * math.log(2 * math.pi * s2) - (var + (mean - f) ** 2) / (2 * s2) + ent
+
+
+def test_projection_inner_products_converge_to_closed_form():
+    post, pool = _problem()
+    exact = post.closed_form_embedding(pool, "euclidean")
+    k_exact = exact @ exact.T
+    errors = {}
+    for j in (100, 20000):
+        gen = torch.Generator().manual_seed(1)
+        proj = projected_embedding(post, pool, j, generator=gen)
+        assert proj.shape == (6, j)
+        k_hat = proj @ proj.T
+        # Monte Carlo standard error of each entry from the per-draw products
+        ln = proj * math.sqrt(j)
+        prods = ln[:, None, :] * ln[None, :, :]
+        se = prods.std(-1) / math.sqrt(j)
+        assert ((k_hat - k_exact).abs() <= 5 * se + 1e-12).all()
+        errors[j] = float(((k_hat - k_exact).abs() / k_exact.abs().max()).max())
+    assert errors[20000] < errors[100]
+    assert errors[20000] < 0.05
+
+
+def test_euclidean_closed_form_matches_definition_by_monte_carlo():
+    """The same check without going through projected_embedding: L_n written out at exact draws."""
+    post, pool = _problem(noise=0.3, seed=2)
+    gen = torch.Generator().manual_seed(3)
+    w = post.post.sample(40000, generator=gen)["w"]
+    ln = _ln_at_draws(post, pool, w)
+    prods = ln[:, :, None] * ln[:, None, :]
+    k_mc, se = prods.mean(0), prods.std(0) / math.sqrt(w.shape[0])
+    phi = post.closed_form_embedding(pool, "euclidean")
+    assert ((k_mc - phi @ phi.T).abs() <= 5 * se).all()
+
+
+def test_fisher_closed_form_matches_autograd_monte_carlo():
+    post, pool = _problem(noise=0.5, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    w = post.post.sample(20000, generator=gen)["w"].requires_grad_(True)
+    ln = _ln_at_draws(post, pool, w)
+    grads = torch.stack([torch.autograd.grad(ln[:, n].sum(), w, retain_graph=True)[0] for n in range(pool.shape[0])])
+    prods = torch.einsum("njd,mjd->jnm", grads, grads)
+    k_mc, se = prods.mean(0), prods.std(0) / math.sqrt(w.shape[0])
+    phi = post.closed_form_embedding(pool, "fisher")
+    assert ((k_mc - phi @ phi.T).abs() <= 5 * se + 1e-12).all()
+    # and the paper's formula directly: (x_n . x_m)(x_n^T Sigma x_m) / s^4
+    sigma = post.post.cov
+    direct = (pool @ pool.T) * (pool @ sigma @ pool.T) / post.post.noise**4
+    torch.testing.assert_close(phi @ phi.T, direct)
+
+
+def test_sampled_posterior_projections_and_moments():
+    """A posterior known only by stored draws (e.g. from NUTS) gives the same predictive moments."""
+    post, pool = _problem(seed=6)
+    gen = torch.Generator().manual_seed(7)
+    w = post.post.sample(50000, generator=gen)["w"]
+    sampled = SampledRegressionPosterior(lambda x: w @ x.T, post.post.noise**2, w.shape[0])
+    m_s, v_s, h_s = sampled.predictive(pool)
+    m, v, h = post.predictive(pool)
+    f = w @ pool.T
+    assert ((m_s - m).abs() <= 5 * f.std(0) / math.sqrt(w.shape[0])).all()
+    torch.testing.assert_close(v_s, v, rtol=0.03, atol=0)
+    proj = projected_embedding(sampled, pool, 500, generator=torch.Generator().manual_seed(8))
+    assert proj.shape == (6, 500) and torch.isfinite(proj).all()
+    with pytest.raises(PyrozooError, match="num_projections"):
+        projected_embedding(sampled, pool, 60000)
+
+
+@pytest.mark.parametrize("j", [0, -3, 2.5])
+def test_num_projections_below_one_is_an_error(j):
+    post, pool = _problem()
+    with pytest.raises(PyrozooError, match="num_projections"):
+        projected_embedding(post, pool, j)

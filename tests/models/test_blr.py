@@ -1,0 +1,108 @@
+"""Conjugate Bayesian linear regression: closed form against independent algebra and Monte Carlo; NUTS (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyrozoo import registry
+from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
+from pyrozoo.models.blr import blr_posterior, load_boston, make_dataset, simulate_blr
+
+
+def _data(seed=0, n=40, d=3):
+    ds = simulate_blr(seed, n=n, d=d, noise_true=0.7)
+    return ds.inputs["x"], ds.observed["y"]
+
+
+def test_known_noise_posterior_equals_gaussian_conditioning():
+    """Independent algebra: condition the joint Gaussian of (w, y) on y."""
+    x, y = _data()
+    s0, noise = 1.3, 0.7
+    post = blr_posterior(x, y, prior_scale=s0, noise=noise)
+    prior_cov = (s0 * noise) ** 2 * torch.eye(x.shape[1], dtype=torch.float64)  # w | tau ~ N(0, s0^2 / tau)
+    cov_yy = x @ prior_cov @ x.T + noise**2 * torch.eye(x.shape[0], dtype=torch.float64)
+    gain = prior_cov @ x.T @ torch.linalg.inv(cov_yy)
+    torch.testing.assert_close(post.mean, gain @ y)
+    torch.testing.assert_close(post.cov, prior_cov - gain @ x @ prior_cov)
+
+
+def test_unknown_noise_gamma_posterior():
+    """b_N written the other way: b0 + |y - X mu|^2 / 2 + mu^T Lam0 mu / 2."""
+    x, y = _data(1)
+    post = blr_posterior(x, y, prior_scale=2.0, a0=2.0, b0=1.5)
+    resid = y - x @ post.mean
+    b_alt = 1.5 + 0.5 * float(resid @ resid) + 0.5 * float(post.mean @ post.mean) / 4.0
+    assert post.a == 2.0 + x.shape[0] / 2
+    assert post.b == pytest.approx(b_alt, rel=1e-10)
+
+
+def test_exact_draws_and_student_t_predictive_by_monte_carlo():
+    x, y = _data(2)
+    post = blr_posterior(x, y)
+    s = post.sample(40000, generator=torch.Generator().manual_seed(0))
+    w, tau = s["w"], s["tau"]
+    se_w = w.std(0) / math.sqrt(40000)
+    assert ((w.mean(0) - post.mean).abs() <= 5 * se_w).all()
+    assert abs(float(tau.mean()) - post.a / post.b) <= 5 * float(tau.std()) / math.sqrt(40000)
+    # Var(w) = b / (a - 1) Lam^{-1} for the Student-t marginal
+    torch.testing.assert_close(w.var(0), torch.diag(post.cov_unit) * post.b / (post.a - 1), rtol=0.05, atol=0)
+    # log predictive density at new points = log E[N(y | x w, 1/tau)]
+    xn = x[:4] + 0.3
+    yn = torch.tensor([0.1, -1.0, 2.0, 0.5], dtype=torch.float64)
+    comp = torch.distributions.Normal(w @ xn.T, tau.rsqrt()[:, None]).log_prob(yn)
+    mc = torch.logsumexp(comp, 0) - math.log(40000)
+    torch.testing.assert_close(post.predictive(xn).log_prob(yn), mc, atol=0.02, rtol=0)
+
+
+def test_registry_fit_exact_and_metrics():
+    entry = registry.get("blr")
+    cfg = entry.check_config(RunConfig(model="blr", num_samples=500, num_chains=2, progress=False, device="cpu"))
+    data = entry.load_data(cfg)
+    result = entry.fit(data, cfg)
+    assert result.posterior["w"].shape == (2, 500, 6) and result.posterior["tau"].shape == (2, 500)
+    m = entry.metrics(result, data)
+    # posterior-mean errors in posterior sds: Monte Carlo sd of a 1000-draw mean is 1 / sqrt(1000)
+    assert m["w_max_z_vs_exact"] * math.sqrt(1000) < 5
+    assert abs(m["tau_z_vs_exact"]) * math.sqrt(1000) < 5
+    idata = result.to_inference_data()
+    assert idata.log_likelihood["y"].shape == (2, 500, 200)
+
+
+def test_boston_loader_standardizes():
+    ds = load_boston(0)
+    x, y = ds.inputs["x"], ds.observed["y"]
+    assert x.shape == (506, 14) and torch.all(x[:, 0] == 1)
+    assert abs(float(y.mean())) < 1e-10 and abs(float(y.std(unbiased=False)) - 1) < 1e-10
+
+
+def test_bad_input():
+    x, y = _data()
+    with pytest.raises(PyrozooError, match="x: expected finite"):
+        make_dataset(torch.where(x > 1, torch.nan, x), y)
+    with pytest.raises(PyrozooError, match="y: expected shape"):
+        make_dataset(x, y[:-1])
+    with pytest.raises(PyrozooError, match="prior_scale"):
+        make_dataset(x, y, prior_scale=0.0)
+    with pytest.raises(PyrozooError, match="noise"):
+        make_dataset(x, y, noise=-1.0)
+    with pytest.raises(PyrozooError, match="n: expected"):
+        simulate_blr(0, n=1)
+
+
+@pytest.mark.slow
+def test_nuts_agrees_with_exact_posterior():
+    entry = registry.get("blr")
+    cfg = entry.check_config(RunConfig(model="blr", inference="nuts", num_samples=600, warmup_steps=300,
+                                       num_chains=1, progress=False, device="cpu", options={"n": 60, "d": 2}))
+    data = entry.load_data(cfg)
+    result = entry.fit(data, cfg)
+    post = blr_posterior(data.inputs["x"], data.observed["y"])
+    w = result.draws("w")
+    sd = np.sqrt(np.diag(post.cov_unit.numpy()) * post.b / (post.a - 1))
+    # NUTS draws are autocorrelated: allow 5 sds of an effective sample size of ~150
+    assert np.all(np.abs(w.mean(0) - post.mean.numpy()) < 5 * sd / math.sqrt(150))
