@@ -17,7 +17,12 @@ from pyrozoo.errors import PyrozooError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (and exit 2) instead of the usage block."""
+    """argparse that reports a usage error in one line (and exit 2) instead of the usage block, and takes no
+    abbreviated flags (a misspelt ``--num-chain`` must be an error, not a silent match)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise PyrozooError(f"{self.prog.removeprefix('pyrozoo ')}: {message}" if " " in self.prog else message)

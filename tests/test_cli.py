@@ -1,0 +1,113 @@
+"""The command line: runs end to end, and every kind of bad input gives one line, exit 2, and no run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyrozoo.cli import main
+from pyrozoo.inference.rundir import load_run
+
+TINY = ["--num-samples", "50", "--warmup-steps", "20", "--num-chains", "2", "--no-progress", "--device", "cpu"]
+
+
+def test_run_then_diagnose(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(out), "--posterior-predictive", *TINY]) == 0
+    run = load_run(out)
+    assert set(run["idata"].groups()) >= {"posterior", "sample_stats", "log_likelihood", "observed_data",
+                                          "posterior_predictive"}
+    assert run["idata"].log_likelihood["x"].shape == (2, 50, 100)
+    assert run["config"]["model"] == "normal-gamma" and run["config"]["inference"] == "gibbs"
+    assert "mu_mean" in run["metrics"]
+    capsys.readouterr()
+    assert main(["diagnose", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "r_hat" in text and "ess_bulk" in text
+    assert (out / "plots" / "trace.png").stat().st_size > 1000
+    assert (out / "plots" / "posterior.png").stat().st_size > 1000
+
+
+def test_config_file_and_options(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('model = "normal-gamma"\ninference = "gibbs"\nseed = 4\nnum_samples = 30\nnum_chains = 2\n'
+                   'progress = false\n[options]\nn = 40\nmu_true = 3.0\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--out", str(out), "-o", "n=60"]) == 0
+    run = load_run(out)
+    assert run["config"]["seed"] == 4 and run["config"]["options"] == {"n": 60, "mu_true": 3.0}
+    assert run["idata"].observed_data["x"].shape == (60,)
+
+
+def test_data_file_and_existing_out(tmp_path):
+    data = tmp_path / "x.csv"
+    data.write_text("x\n1.0\n2.5\n3.0\n0.2\n1.1\n")
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), *TINY]) == 0
+    assert json.loads((out / "metrics.json").read_text())["inference"] == "gibbs"
+    assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), *TINY]) == 2  # exists
+    assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), "--overwrite", *TINY]) == 0
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+BAD = {
+    "nan in data": (lambda t: ["--data", _write(t, "nan.csv", "x\n1\nnan\n2\n")], "x: expected finite"),
+    "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")], "x: expected finite"),
+    "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")], "x: expected shape"),
+    "missing file": (lambda t: ["--data", str(t / "nope.csv")], "does not exist"),
+    "unknown model": (lambda t: ["--model-is-positional"], None),
+    "unknown inference": (lambda t: ["--inference", "vi"], "inference: normal-gamma supports"),
+    "unknown option": (lambda t: ["-o", "mu_sclae=1"], "unknown key"),
+    "bad config key": (lambda t: ["--config", _write(t, "c.toml", 'model = "normal-gamma"\nnum_sample = 3\n')],
+                       "unknown key"),
+    "malformed toml": (lambda t: ["--config", _write(t, "m.toml", "model = \n")], "not valid TOML"),
+    "non-positive prior scale": (lambda t: ["-o", "mu_scale=0"], "mu_scale: expected a finite value > 0"),
+    "negative gamma rate": (lambda t: ["-o", "b=-2"], "b: expected a finite value > 0"),
+    "bad device": (lambda t: ["--device", "tpu"], "device"),
+    "bad flag": (lambda t: ["--num-chain", "2"], "unrecognized arguments"),
+    "negative samples": (lambda t: ["--num-samples", "0"], "num_samples"),
+    "unknown dataset": (lambda t: ["--dataset", "iris"], "dataset: normal-gamma knows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(case, tmp_path, capsys):
+    make_args, match = BAD[case]
+    out = tmp_path / "out"
+    extra = make_args(tmp_path)
+    if case == "unknown model":
+        argv, match = ["run", "normal-gama", "--out", str(out), "--no-progress"], "unknown model 'normal-gama'"
+    else:
+        argv = ["run", "normal-gamma", "--out", str(out), "--no-progress", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyrozoo: error: "), err
+    assert match in err[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_failure_during_fit_leaves_nothing(tmp_path, monkeypatch):
+    from pyrozoo import registry
+
+    entry = registry.get("normal-gamma")
+
+    def boom(dataset, config):
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(registry, "get", lambda name: type(entry)(**{**entry.__dict__, "fit": boom}))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        main(["run", "normal-gamma", "--out", str(out), *TINY])
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    assert "normal-gamma" in capsys.readouterr().out
