@@ -1,0 +1,113 @@
+"""Local backend: runs, resume after a kill, failure records, config conflicts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.sweep.runner import cell_status, run_sweep
+from pyrozoo.sweep.spec import load_spec
+
+
+def _metrics(root, cell):
+    return json.loads((root / cell.key / "metrics.json").read_text())
+
+
+def test_sweep_runs_every_cell_and_a_rerun_skips_them(write_spec, sweep_text, tmp_path):
+    spec = load_spec(write_spec(sweep_text()), out=tmp_path / "out")
+    summary = run_sweep(spec, jobs=1)
+    assert (summary.total, summary.skipped, summary.ok, summary.failed) == (4, 0, 4, 0)
+    for cell in spec.cells:
+        assert all((spec.out / cell.key / f).is_file() for f in RUN_FILES)
+        m = _metrics(spec.out, cell)
+        assert m["seed"] == cell.config["seed"] and m["inference"] == cell.config["inference"]
+        # the run is a real fit: the posterior mean of mu is within 5 posterior sds of the exact one
+        assert abs(m["mu_z_vs_exact"]) < 5
+    manifest = json.loads((spec.out / "sweep.json").read_text())
+    assert [c["key"] for c in manifest["cells"]] == [c.key for c in spec.cells]
+    assert not (spec.out / ".sweep.lock").exists()
+    stamps = {c.key: (spec.out / c.key / "idata.nc").stat().st_mtime_ns for c in spec.cells}
+    again = run_sweep(spec, jobs=1)
+    assert (again.skipped, again.ok, again.failed, again.outcomes) == (4, 0, 0, [])
+    assert stamps == {c.key: (spec.out / c.key / "idata.nc").stat().st_mtime_ns for c in spec.cells}
+
+
+def test_failed_run_is_recorded_the_rest_finish_and_a_rerun_retries_only_it(write_spec, sweep_text, tmp_path):
+    # sigma_true < 0 passes the grid's checks (option names and types) but the simulator rejects it at run time
+    text = sweep_text(seeds="[0]", extra="""
+        [models.grid.options]
+        sigma_true = [-1.0, 2.0]
+        """)
+    spec = load_spec(write_spec(text), out=tmp_path / "out")
+    summary = run_sweep(spec, jobs=1)
+    assert (summary.ok, summary.failed) == (2, 1)
+    (bad,) = [c for c in spec.cells if c.config["options"].get("sigma_true") == -1.0]
+    marker = spec.out / (bad.key + ".failed")
+    assert not (spec.out / bad.key).exists() and marker.is_dir()
+    assert "sigma_true: expected a finite value > 0" in (marker / "error.txt").read_text()
+    assert "Traceback" in (marker / "traceback.txt").read_text()
+    assert (marker / "config.toml").is_file() and json.loads((marker / "failure.json").read_text())["key"] == bad.key
+    assert cell_status(spec.out, bad) == "failed"
+    again = run_sweep(spec, jobs=1)
+    assert [o.key for o in again.outcomes] == [bad.key] and again.skipped == 2
+    assert run_sweep(spec, jobs=1, retry_failed=False).outcomes == []
+
+
+def test_changed_settings_under_existing_runs_are_an_error_before_running(write_spec, sweep_text, tmp_path):
+    out = tmp_path / "out"
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=out)
+    run_sweep(spec, jobs=1, limit=1)
+    assert len(list(out.glob("*/*_seed0"))) == 1
+    edited = sweep_text(seeds="[0]").replace('device = "cpu"', 'device = "cpu"\nnum_samples = 45')
+    changed = load_spec(write_spec(edited), out=out)
+    with pytest.raises(PyrozooError, match=r"holds runs made with other settings: ng-gibbs/gibbs_seed0 \(differs in "
+                                           r"num_samples\)"):
+        run_sweep(changed, jobs=1)
+    assert len(list(out.glob("*/*_seed0"))) == 1  # nothing else ran
+
+
+def test_killed_sweep_resumes_with_only_the_missing_runs(write_spec, sweep_text, tmp_path):
+    """SIGKILL a sweep (in its own process) after its first completed run; the re-run does exactly the rest."""
+    path = write_spec(sweep_text(seeds="[0, 1]"))
+    out = tmp_path / "out"
+    spec = load_spec(path, out=out)
+    proc = subprocess.Popen([sys.executable, "-m", "pyrozoo.cli", "sweep", str(path), "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(cell_status(out, c) == "done" for c in spec.cells):
+                break
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = {c.key for c in spec.cells if cell_status(out, c) == "done"}
+    assert 1 <= len(done_before) < len(spec.cells), "the sweep should have been killed midway"
+    stamps = {k: (out / k / "idata.nc").stat().st_mtime_ns for k in done_before}
+    summary = run_sweep(spec, jobs=1)  # the killed process's stale lock is taken over
+    assert summary.skipped == len(done_before)
+    assert {o.key for o in summary.outcomes} == {c.key for c in spec.cells} - done_before
+    assert all(o.status == "ok" for o in summary.outcomes)
+    assert all(cell_status(out, c) == "done" for c in spec.cells)
+    assert stamps == {k: (out / k / "idata.nc").stat().st_mtime_ns for k in done_before}
+    assert not list(out.rglob("*.tmp")) and not (out / ".sweep.lock").exists()
+
+
+def test_a_live_sweep_holds_the_output_directory(write_spec, sweep_text, tmp_path):
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+    spec.out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (spec.out / ".sweep.lock").write_text(f"{sleeper.pid} host\n")
+        with pytest.raises(PyrozooError, match=f"another sweep \\(pid {sleeper.pid}\\) is writing"):
+            run_sweep(spec, jobs=1)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

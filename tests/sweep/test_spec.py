@@ -1,0 +1,125 @@
+"""The sweep file: expansion into cells, and every kind of bad input rejected before anything runs."""
+
+import pytest
+
+from pyrozoo.cli import main
+from pyrozoo.errors import PyrozooError
+from pyrozoo.sweep.spec import load_spec, parse_spec
+
+VALID = {
+    "sweep": {"name": "grid", "seeds": 3, "out": "somewhere"},
+    "defaults": {"device": "cpu", "num_samples": 40},
+    "grid": {"num_chains": [1, 2]},
+    "models": [
+        {"name": "normal-gamma", "label": "ng", "options": {"n": 60},
+         "grid": {"inference": ["gibbs", "svi"], "options": {"sigma_true": [0.5, 2.0]}}},
+    ],
+}
+
+
+def _with(**changes):
+    data = {k: (dict(v) if isinstance(v, dict) else [dict(m) for m in v]) for k, v in VALID.items()}
+    for path, value in changes.items():
+        *heads, last = path.split("__")
+        target = data
+        for h in heads:
+            target = target[int(h)] if h.isdigit() else target[h]
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return data
+
+
+def test_grid_expands_to_every_combination_with_readable_keys():
+    spec = parse_spec(VALID)
+    assert spec.name == "grid" and str(spec.out) == "somewhere"
+    assert len(spec) == 2 * 2 * 2 * 3  # num_chains x inference x sigma_true x seeds
+    keys = [c.key for c in spec.cells]
+    assert len(set(keys)) == len(keys)
+    assert "ng/gibbs_num_chains=1_sigma_true=0.5_seed0" in keys
+    cell = next(c for c in spec.cells if c.key == "ng/svi_num_chains=2_sigma_true=2.0_seed2")
+    assert cell.config["inference"] == "svi" and cell.config["num_chains"] == 2 and cell.config["seed"] == 2
+    assert cell.config["options"] == {"n": 60, "sigma_true": 2.0}
+    assert cell.config["num_samples"] == 40 and cell.config["device"] == "cpu" and cell.config["progress"] is False
+    assert cell.axes == {"num_chains": 2, "inference": "svi", "options.sigma_true": 2.0}
+
+
+def test_tiny_settings_and_model_overrides():
+    spec = parse_spec({"sweep": {"seeds": [4], "tiny": True},
+                       "models": [{"name": "normal-gamma", "inference": "nuts", "num_samples": 7}]})
+    (cell,) = spec.cells
+    assert cell.key == "normal-gamma/nuts_seed4"
+    assert cell.config["num_samples"] == 7 and cell.config["warmup_steps"] == 30  # model value beats tiny
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"extra": 1}, "unknown key(s) extra"),
+    ({"sweep__seed": [1]}, "sweep: unknown key(s) seed"),
+    ({"sweep__seeds": [1, 1]}, "seeds repeat"),
+    ({"sweep__seeds": [-1]}, "sweep.seeds: expected an integer >= 0"),
+    ({"sweep__seeds": 0}, "sweep.seeds: expected an integer >= 1"),
+    ({"sweep__tiny": "yes"}, "sweep.tiny: expected true or false"),
+    ({"defaults__num_sample": 3}, "defaults: unknown key(s) num_sample"),
+    ({"defaults__num_samples": 0}, "num_samples: expected an integer >= 1"),
+    ({"defaults__num_samples": "many"}, "num_samples: expected an integer"),
+    ({"defaults__device": "tpu"}, "device: expected one of auto, cpu, cuda"),
+    ({"defaults__inference": ["gibbs", "svi"]}, "defaults.inference: expected a single value, got a list"),
+    ({"grid__num_chains": []}, "grid.num_chains: expected a non-empty list"),
+    ({"grid__num_chains": 2}, "grid.num_chains: expected a non-empty list"),
+    ({"grid__model": ["normal-gamma"]}, "grid: unknown key(s) model"),
+    ({"models": []}, "models: expected one or more"),
+    ({"models": None}, "no [[models]] block"),
+    ({"models__0__name": "no-such-model"}, "models[0].name: model: unknown model 'no-such-model'"),
+    ({"models__0__name": None}, "models[0]: missing key 'name'"),
+    ({"models__0__grid": {"inference": ["gibbs", "laplace"]}}, "supports gibbs, nuts, hmc, svi; got 'laplace'"),
+    ({"models__0__grid": {"options": {"alpha": [1, 2]}}}, "models[0].grid.options: unknown key(s) alpha"),
+    ({"models__0__options": {"alpha": 1}}, "options for normal-gamma: unknown key(s) alpha"),
+    ({"models__0__dataset": "iris"}, "dataset: normal-gamma knows boston-medv; got 'iris'"),
+    ({"models__0__grid": {"lr": [0.1, -1.0]}}, "lr: expected a finite value > 0"),
+])
+def test_bad_input_is_a_clear_error(changes, message):
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_with(**changes))
+    assert message in str(info.value)
+
+
+def test_duplicate_labels_are_rejected():
+    block = {"name": "normal-gamma"}
+    with pytest.raises(PyrozooError, match="label 'normal-gamma' is used twice"):
+        parse_spec({"models": [block, dict(block)]})
+
+
+def test_malformed_toml_and_missing_file(write_spec, tmp_path):
+    bad = write_spec('[sweep\nseeds = [0, 1]\n')
+    with pytest.raises(PyrozooError, match="is not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(PyrozooError, match="does not exist"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_cli_reports_bad_input_in_one_line_and_writes_nothing(write_spec, tmp_path, capsys):
+    spec = write_spec('[sweep]\nseeds = 2\n[[models]]\nname = "no-such-model"\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyrozoo: error: models[0].name: model: unknown model 'no-such-model'")
+    assert "\n" not in err and not out.exists()
+    malformed = write_spec("[[models]]\nname = normal-gamma\n", name="bad.toml")
+    assert main(["sweep", str(malformed), "--out", str(out)]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err and not out.exists()
+    assert main(["sweep", str(spec), "--jobs", "0", "--out", str(out)]) == 2  # model checked first, still an error
+    good = write_spec('[sweep]\nseeds = 1\n[[models]]\nname = "normal-gamma"\n', name="good.toml")
+    assert main(["sweep", str(good), "--jobs", "0", "--out", str(out)]) == 2
+    assert "jobs: expected an integer >= 1, got 0" in capsys.readouterr().err and not out.exists()
+    assert main(["sweep", str(good), "--address", "localhost:1", "--out", str(out)]) == 2
+    assert "only the ray backend" in capsys.readouterr().err and not out.exists()
+
+
+def test_dry_run_lists_cells(write_spec, tmp_path, capsys):
+    spec = write_spec('[sweep]\nseeds = 2\n[[models]]\nname = "normal-gamma"\n[models.grid]\n'
+                      'inference = ["gibbs", "svi"]\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:2] == ["pending  normal-gamma/gibbs_seed0", "pending  normal-gamma/gibbs_seed1"]
+    assert lines[-1].startswith("4 cells in")
