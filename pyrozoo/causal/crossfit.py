@@ -1,0 +1,131 @@
+"""Repeated K-fold cross-fitting: out-of-fold predictions of nuisance functions for any number of targets.
+
+For repeat r = 1..R the rows are split at random into K folds I_1..I_K; for each fold k a fresh copy of the
+learner is fitted on the other folds and predicts the rows of I_k:
+
+    m_hat_r(x_i) = learner fitted on {j not in I_k(i)} evaluated at x_i.
+
+Every row thus gets R out-of-fold predictions, one per split, which the final stage (partialling out, DoubleML's
+"dml2" pooled regression) and the diagnostics (kurtosis of the treatment residual across splits) consume. The module
+knows nothing about causal models: :func:`crossfit_predict` serves any target (outcome, treatment, squared
+residuals, effect curves ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int
+
+Learner = Any  # an object with fit(X, y, **row_kwargs) -> self and predict(X, **row_kwargs) -> (n,)
+
+
+@dataclass
+class CrossFitPredictions:
+    """``predictions[target]``: (R, n) out-of-fold predictions; ``folds``: (R, n) fold id of each row per repeat."""
+
+    predictions: dict[str, np.ndarray]
+    folds: np.ndarray
+    learners: dict[str, list[list[Learner]]] = field(default_factory=dict)
+
+    @property
+    def n_repeats(self) -> int:
+        return int(self.folds.shape[0])
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.folds.max()) + 1
+
+
+def make_folds(n: int, n_folds: int = 5, n_repeats: int = 1, seed: int = 0) -> np.ndarray:
+    """(R, n) integer array: the fold of each row in each of ``n_repeats`` independent random K-fold splits."""
+    n_folds = check_int("n_folds", n_folds, minimum=2)
+    n_repeats = check_int("n_repeats", n_repeats, minimum=1)
+    if n < n_folds:
+        raise PyrozooError(f"n_folds: expected at most as many folds as rows ({n}), got {n_folds}")
+    rng = np.random.default_rng(seed)
+    folds = np.empty((n_repeats, n), dtype=np.int64)
+    for r in range(n_repeats):
+        kf = KFold(n_splits=n_folds, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
+        for k, (_, test) in enumerate(kf.split(np.zeros(n))):
+            folds[r, test] = k
+    return folds
+
+
+def fresh_learner(learner: Learner | Callable[[], Learner]) -> Learner:
+    """An unfitted copy: ``learner()`` for a factory, scikit-learn's ``clone`` for estimators, else a deep copy."""
+    if isinstance(learner, type) or (callable(learner) and not hasattr(learner, "fit")):
+        return learner()
+    try:
+        from sklearn.base import clone
+
+        return clone(learner)
+    except TypeError:
+        return copy.deepcopy(learner)
+
+
+def crossfit_predict(
+    learner: Learner | Callable[[], Learner] | Mapping[str, Any],
+    features: np.ndarray | Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+    *,
+    n_folds: int = 5,
+    n_repeats: int = 1,
+    seed: int = 0,
+    folds: np.ndarray | None = None,
+    row_kwargs: Mapping[str, np.ndarray] | None = None,
+    keep_learners: bool = False,
+) -> CrossFitPredictions:
+    """Out-of-fold predictions of every target in ``targets`` (name -> (n,) or (R, n) array).
+
+    ``learner`` (or a mapping target -> learner) is copied fresh for each fit; ``features`` is one (n, d) design or
+    a mapping target -> design. A target given as (R, n) uses row r in repeat r (e.g. squared residuals that differ
+    by split). ``row_kwargs`` are per-row arrays (e.g. ``groups``) sliced and passed to ``fit`` and ``predict``.
+    ``folds`` (R, n) reuses a split (so several targets, or several calls, share it); otherwise it is drawn from
+    ``seed``.
+    """
+    targets = {k: np.asarray(v, dtype=np.float64) for k, v in targets.items()}
+    if not targets:
+        raise PyrozooError("targets: expected at least one target to predict")
+    design = features if isinstance(features, Mapping) else {k: features for k in targets}
+    n = next(iter(targets.values())).shape[-1]
+    for k, v in targets.items():
+        if k not in design:
+            raise PyrozooError(f"features: no design matrix given for target {k!r}")
+        if v.shape[-1] != n or design[k].shape[0] != n:
+            raise PyrozooError(f"targets: {k!r} has {v.shape[-1]} rows and its design {design[k].shape[0]}; "
+                               f"expected {n}")
+    if folds is None:
+        folds = make_folds(n, n_folds, n_repeats, seed)
+    folds = np.asarray(folds)
+    if folds.ndim != 2 or folds.shape[1] != n:
+        raise PyrozooError(f"folds: expected shape (repeats, {n}), got {folds.shape}")
+    R, K = folds.shape[0], int(folds.max()) + 1
+    row_kwargs = {k: np.asarray(v) for k, v in (row_kwargs or {}).items()}
+    preds = {k: np.empty((R, n)) for k in targets}
+    fitted: dict[str, list[list[Learner]]] = {k: [] for k in targets}
+    for name, target in targets.items():
+        base = learner[name] if isinstance(learner, Mapping) else learner
+        X = design[name]
+        for r in range(R):
+            yr = target[r] if target.ndim == 2 else target
+            kept = []
+            for k in range(K):
+                test = folds[r] == k
+                train = ~test
+                est = fresh_learner(base)
+                est.fit(X[train], yr[train], **{a: v[train] for a, v in row_kwargs.items()})
+                preds[name][r, test] = np.asarray(
+                    est.predict(X[test], **{a: v[test] for a, v in row_kwargs.items()}), dtype=np.float64
+                ).reshape(-1)
+                if keep_learners:
+                    kept.append(est)
+            fitted[name].append(kept)
+    return CrossFitPredictions(preds, folds, fitted if keep_learners else {})

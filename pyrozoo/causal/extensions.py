@@ -1,0 +1,170 @@
+"""The talk's extensions of the partially linear model, each a building block the estimator switches on:
+
+* random intercepts by group (``RandomInterceptLearner``): E[y | x, j] = f(x) + a_j, a_j ~ N(0, tau^2), fitted by
+  backfitting f and the shrunken group means (BLUPs) with tau^2 and sigma^2 by the method of moments;
+* interference (``kernel_weights``, ``interference_features``, ``select_bandwidth``): other units' covariates
+  (and through them their expected treatments) averaged with kernel weights
+  rho_ii'(nu) = exp(-(x_i1 - x_i'1)^2 / nu) / sum_{i'' != i} exp(-(x_i1 - x_i''1)^2 / nu),
+  the bandwidth nu chosen by cross-validated prediction error;
+* heteroskedastic treatment (``treatment_variance``): t = g(x) + g2(x) v~ + v, i.e. Var(t | x) = s^2(x) is modelled
+  (continuous: a cross-fitted regression of squared treatment residuals on the basis; binary: g(x)(1 - g(x))) and
+  the final stage weights unit i by 1 / s^2(x_i), which turns the variance-weighted regression coefficient
+  E[s^2(x) theta(x)] / E[s^2(x)] into the average effect E[theta(x)].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pyrozoo.causal.crossfit import Learner, crossfit_predict, fresh_learner
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int
+
+
+class RandomInterceptLearner:
+    """Wraps a learner of f(x) with random intercepts a_j by group: y = f(x) + a_{j[i]} + e.
+
+    Backfitting (``n_iter`` rounds): fit f on y - a, then a_j = sum_{i in j} r_i / (n_j + sigma^2 / tau^2) with
+    r = y - f(x); sigma^2 is the pooled within-group variance of r and tau^2 = max(0, var of group means -
+    sigma^2 / mean n_j) (one-way ANOVA moments). Groups unseen in ``fit`` predict a = 0 (the prior mean). Written
+    by hand because no installed package fits a random intercept around an arbitrary learner.
+    """
+
+    def __init__(self, base: Learner, n_iter: int = 3) -> None:
+        self.base = base
+        self.n_iter = n_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> RandomInterceptLearner:
+        if groups is None:
+            raise PyrozooError("groups: RandomInterceptLearner needs a group id per row")
+        codes, inv = np.unique(np.asarray(groups), return_inverse=True)
+        a = np.zeros(len(codes))
+        est = None
+        for _ in range(check_int("n_iter", self.n_iter, minimum=1)):
+            est = fresh_learner(self.base)
+            est.fit(X, y - a[inv])
+            r = y - np.asarray(est.predict(X), dtype=np.float64).reshape(-1)
+            a, self.tau2_, self.sigma2_ = _blup(r, inv, len(codes))
+        self.learner_ = est
+        self.effects_ = dict(zip(codes.tolist(), a.tolist(), strict=True))
+        return self
+
+    def predict(self, X: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        f = np.asarray(self.learner_.predict(X), dtype=np.float64).reshape(-1)
+        if groups is None:
+            return f
+        return f + np.array([self.effects_.get(g, 0.0) for g in np.asarray(groups).tolist()])
+
+
+def _blup(r: np.ndarray, inv: np.ndarray, m: int) -> tuple[np.ndarray, float, float]:
+    n_j = np.bincount(inv, minlength=m).astype(float)
+    sums = np.bincount(inv, weights=r, minlength=m)
+    means = sums / np.maximum(n_j, 1)
+    within = ((r - means[inv]) ** 2).sum() / max(len(r) - m, 1)
+    tau2 = max(0.0, float(np.var(means[n_j > 0], ddof=1)) - within / float(n_j[n_j > 0].mean())) if m > 1 else 0.0
+    if tau2 <= 0:
+        return np.zeros(m), 0.0, within
+    return sums / (n_j + within / tau2), tau2, within
+
+
+def kernel_weights(x: np.ndarray, nu: float, *, chunk: int = 2048) -> np.ndarray:
+    """(n, n) rho with rho_ii' = exp(-(x_i - x_i')^2 / nu) / sum_{i'' != i} exp(-(x_i - x_i'')^2 / nu), rho_ii = 0.
+
+    Rows are normalized in log space (a softmax with the diagonal masked), so small bandwidths do not underflow."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if not nu > 0:
+        raise PyrozooError(f"nu: expected a bandwidth > 0, got {nu!r}")
+    n = x.shape[0]
+    if n < 2:
+        raise PyrozooError(f"x: interference needs at least 2 units, got {n}")
+    out = np.empty((n, n))
+    for s in range(0, n, chunk):
+        logits = -((x[s:s + chunk, None] - x[None, :]) ** 2) / nu
+        idx = np.arange(s, min(s + chunk, n))
+        logits[idx - s, idx] = -np.inf
+        logits -= logits.max(axis=1, keepdims=True)
+        w = np.exp(logits)
+        out[s:s + chunk] = w / w.sum(axis=1, keepdims=True)
+    return out
+
+
+def interference_features(X: np.ndarray, nu: float, *, column: int = 0) -> np.ndarray:
+    """Kernel-weighted averages of the other units' covariates, rho [z_j, z_j^2, z_j z_k] (j < k), standardized,
+    with z the standardized covariates and rho = kernel_weights(x_column, nu).
+
+    Other units' *treatments* enter through their expectation: E[sum_i' rho_ii' t_i' | X] = rho g(X) lies in this
+    span when g does, and the remainder rho v (others' treatment noise) is independent of unit i's treatment. The
+    raw average rho t is deliberately not a feature: in a finite sample it is S/(n-1) - t_i/(n-1) for a flat
+    kernel (S the total), so a learner fitted across units recovers t_i from it and partialling out breaks.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    p = Z.shape[1]
+    cols = [Z, Z**2] + [Z[:, [j]] * Z[:, [k]] for j in range(p) for k in range(j + 1, p)]
+    F = kernel_weights(X[:, column], nu) @ np.concatenate(cols, axis=1)
+    sd = F.std(0)
+    keep = sd > 1e-10
+    return ((F - F.mean(0)) / np.where(keep, sd, 1.0))[:, keep]
+
+
+def default_bandwidths(x: np.ndarray) -> tuple[float, ...]:
+    """A log grid of bandwidths relative to the variance of the kernel's covariate."""
+    v = float(np.var(x)) or 1.0
+    return tuple(v * s for s in (0.05, 0.2, 0.8, 3.2))
+
+
+def select_bandwidth(
+    learner: Learner,
+    basis: np.ndarray,
+    X: np.ndarray,
+    t: np.ndarray,
+    y: np.ndarray,
+    bandwidths: Sequence[float],
+    folds: np.ndarray,
+    *,
+    column: int = 0,
+    row_kwargs: dict[str, Any] | None = None,
+) -> tuple[float, dict[float, float]]:
+    """The bandwidth minimizing the cross-validated error of both nuisances, each relative to its variance:
+    score(nu) = MSE_y(nu) / Var(y) + MSE_t(nu) / Var(t), with out-of-fold predictions on ``folds`` (1, n)."""
+    scores = {}
+    for nu in bandwidths:
+        F = np.concatenate([basis, interference_features(X, nu, column=column)], axis=1)
+        cf = crossfit_predict(learner, F, {"y": y, "t": t}, folds=folds[:1], row_kwargs=row_kwargs)
+        scores[float(nu)] = float(((cf.predictions["y"][0] - y) ** 2).mean() / y.var()
+                                  + ((cf.predictions["t"][0] - t) ** 2).mean() / t.var())
+    best = min(scores, key=scores.get)
+    return best, scores
+
+
+def treatment_variance(
+    t_resid: np.ndarray,
+    features: np.ndarray,
+    learner: Learner,
+    folds: np.ndarray,
+    *,
+    binary: bool = False,
+    t_hat: np.ndarray | None = None,
+    trim: float = 0.01,
+    floor: float = 0.25,
+    row_kwargs: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """(R, n) conditional treatment variance s^2(x_i) per split.
+
+    Binary treatment: s^2 = p(1 - p) with p = t_hat clipped to [trim, 1 - trim]. Continuous: a cross-fitted
+    regression of |v_hat| on ``features`` on the same folds, s^2 = (pi / 2) * fit^2 (E|v| = s sqrt(2 / pi) for
+    Gaussian v; absolute residuals are far less heavy-tailed than squared ones, so the fit is stabler), floored at
+    ``floor`` times the mean of v_hat^2 (a linear fit can cross zero)."""
+    t_resid = np.atleast_2d(t_resid)
+    if binary:
+        if t_hat is None:
+            raise PyrozooError("t_hat: the binary treatment variance needs the fitted propensities")
+        p = np.clip(np.atleast_2d(t_hat), trim, 1 - trim)
+        return p * (1 - p)
+    cf = crossfit_predict(learner, features, {"abs_v": np.abs(t_resid)}, folds=folds, row_kwargs=row_kwargs)
+    s2 = 0.5 * np.pi * np.clip(cf.predictions["abs_v"], 0.0, None) ** 2
+    lo = floor * (t_resid**2).mean(axis=1, keepdims=True)
+    return np.maximum(s2, lo)

@@ -1,0 +1,345 @@
+"""Partially linear causal effects (PLCE) with machine-learned controls (Ratkovic 2023; Chernozhukov et al. 2018).
+
+Model:  y_i = theta t_i + f(x_i) + e_i,   t_i = g(x_i) + v_i.
+
+With m(x) = E[y | x] = theta g(x) + f(x), the cross-fitted residuals ry_i = y_i - m_hat(x_i) and
+rt_i = t_i - g_hat(x_i) (see :mod:`pyrozoo.causal.crossfit`) give the residual-on-residual ("partialling out")
+estimate and its HC3 sandwich variance, per split r:
+
+    theta_r = sum_i w_i rt_i ry_i / sum_i w_i rt_i^2,
+    V_r = sum_i w_i^2 rt_i^2 u_i^2 / (1 - h_i)^2 / (sum_i w_i rt_i^2)^2,  u_i = ry_i - theta_r rt_i,
+    h_i = w_i rt_i^2 / sum_j w_j rt_j^2,
+
+with w_i = 1 (homoskedastic treatment model) or w_i = 1 / Var(t | x_i) (heteroskedastic treatment model, which
+targets the average effect E[theta(x)] when effects are heterogeneous). Splits are aggregated as DoubleML does:
+theta = median_r theta_r, se^2 = median_r (V_r + (theta_r - theta)^2). The "feasible model" of the talk regresses
+y on [1, t, m_hat(x), g_hat(x)] by (weighted) least squares, with the HC3 sandwich, aggregated the same way.
+
+Nuisances are fitted on a spline + interaction basis of x (:mod:`pyrozoo.causal.basis`) with the spike-and-slab
+regression (EM) by default; any object with fit/predict may be injected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.causal.crossfit import CrossFitPredictions, crossfit_predict, make_folds
+from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, sensitivity
+from pyrozoo.causal.extensions import (
+    RandomInterceptLearner,
+    default_bandwidths,
+    interference_features,
+    select_bandwidth,
+    treatment_variance,
+)
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
+
+TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
+SE_TYPES = ("hc3", "cluster")
+
+
+class SpikeSlabLearner(RegressorMixin, BaseEstimator):
+    """The default nuisance learner: :class:`pyrozoo.models.spike_slab.SpikeSlabRegression` fitted by EM on a
+    centred and scaled outcome (predictions are mapped back), so one prior suits outcomes on any scale."""
+
+    def __init__(self, seed: int = 0, device: str = "cpu", prior_options: dict | None = None) -> None:
+        self.seed = seed
+        self.device = device
+        self.prior_options = prior_options
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> SpikeSlabLearner:
+        from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+        y = np.asarray(y, dtype=np.float64)
+        self.y_loc_, sd = float(y.mean()), float(y.std())
+        self.y_scale_ = sd if sd > 0 else 1.0
+        opts = dict(self.prior_options or {})
+        # num_samples=1: only the posterior mode is used, so skip drawing a large posterior sample
+        self.est_ = SpikeSlabRegression(inference="em", seed=self.seed, device=self.device, num_samples=1,
+                                        **opts).fit(
+            np.asarray(X, dtype=np.float64), (y - self.y_loc_) / self.y_scale_)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        pred = self.est_.predict(np.asarray(X, dtype=np.float64))
+        pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+        return self.y_loc_ + self.y_scale_ * pred.reshape(-1)
+
+
+def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
+            clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares coefficients and their HC3 sandwich covariance (or the cluster-robust CR1 one when
+    ``clusters`` is given). With Xw = sqrt(w) X, yw = sqrt(w) y, u = yw - Xw b, h = diag(Xw (Xw'Xw)^-1 Xw'):
+    V = (Xw'Xw)^-1 Xw' diag(u^2 / (1 - h)^2) Xw (Xw'Xw)^-1. Written by hand (a few lines of linear algebra) so
+    the estimator does not depend on statsmodels; the tests compare it with statsmodels."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    sw = np.ones(len(y)) if w is None else np.sqrt(np.asarray(w, dtype=np.float64))
+    Xw, yw = X * sw[:, None], np.asarray(y, dtype=np.float64) * sw
+    bread = np.linalg.pinv(Xw.T @ Xw)
+    b = bread @ Xw.T @ yw
+    u = yw - Xw @ b
+    if clusters is None:
+        h = np.einsum("ij,jk,ik->i", Xw, bread, Xw)
+        s = Xw * (u / np.clip(1 - h, 1e-8, None))[:, None]
+        meat = s.T @ s
+    else:
+        codes, inv = np.unique(clusters, return_inverse=True)
+        G, n, k = len(codes), X.shape[0], X.shape[1]
+        sums = np.zeros((G, k))
+        np.add.at(sums, inv, Xw * u[:, None])
+        meat = sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))
+    return b, bread @ meat @ bread
+
+
+def aggregate_splits(thetas: np.ndarray, variances: np.ndarray) -> tuple[float, float]:
+    """DoubleML's aggregation over repeated splits: the median estimate and
+    se = sqrt(median(V_r + (theta_r - median)^2))."""
+    theta = float(np.median(thetas))
+    return theta, float(math.sqrt(np.median(variances + (thetas - theta) ** 2)))
+
+
+class PLCE:
+    """Partially linear causal effect estimator, scikit-learn style: ``PLCE(...).fit(y, t, X, groups=None)``.
+
+    Parameters
+    ----------
+    learner: nuisance learner (fit/predict object, scikit-learn estimator or factory); default spike-and-slab EM.
+    basis: ``"spline"`` (splines per covariate + pairwise interactions), ``"linear"`` (standardized x only), or a
+        transformer with fit/transform.
+    n_knots, degree, interactions: settings of the spline basis.
+    n_folds, n_repeats: K folds, R random splits.
+    treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
+        weight by its inverse; continuous or binary treatment).
+    random_effects: random intercepts by ``groups`` in both nuisances; ``None`` means on when groups are given.
+    interference: add kernel-weighted averages of other units' treatments and covariates to the nuisances.
+    interference_column: covariate the kernel distance uses; bandwidth: fixed nu or ``None`` to learn it from
+        ``bandwidths`` (default a log grid relative to that covariate's variance).
+    se_type: ``"hc3"`` or ``"cluster"`` (cluster-robust by ``groups``); alpha: 1 - confidence level.
+    """
+
+    def __init__(self, learner: Any = None, *, basis: Any = "spline", n_knots: int = 5, degree: int = 3,
+                 interactions: bool | str = "quadratic", n_folds: int = 5, n_repeats: int = 5,
+                 treatment_model: str = "homoskedastic", random_effects: bool | None = None,
+                 interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
+                 bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
+                 seed: int = 0, device: str = "cpu") -> None:
+        self.learner = learner
+        self.basis = basis
+        self.n_knots = n_knots
+        self.degree = degree
+        self.interactions = interactions
+        self.n_folds = n_folds
+        self.n_repeats = n_repeats
+        self.treatment_model = treatment_model
+        self.random_effects = random_effects
+        self.interference = interference
+        self.interference_column = interference_column
+        self.bandwidth = bandwidth
+        self.bandwidths = bandwidths
+        self.se_type = se_type
+        self.alpha = alpha
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------------ validation
+    def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        check_int("n_folds", self.n_folds, minimum=2)
+        check_int("n_repeats", self.n_repeats, minimum=1)
+        check_choice("treatment_model", self.treatment_model, TREATMENT_MODELS)
+        check_choice("se_type", self.se_type, SE_TYPES)
+        check_probability("alpha", self.alpha, open_interval=True)
+        y = _vector("y", y)
+        t = _vector("t", t)
+        X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[1] == 0:
+            raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
+        check_finite("X", X)
+        n = y.shape[0]
+        if t.shape[0] != n or X.shape[0] != n:
+            raise PyrozooError(f"t, X: expected {n} rows like y, got t with {t.shape[0]} and X with {X.shape[0]}")
+        if n < self.n_folds:
+            raise PyrozooError(f"n_folds: {self.n_folds} folds need at least as many rows; got {n} rows")
+        if n < 2 * self.n_folds:
+            raise PyrozooError(f"y: {n} rows leave fewer than 2 per fold with n_folds={self.n_folds}; "
+                               "use fewer folds or more data")
+        if not np.var(t) > 0:
+            raise PyrozooError(f"t: the treatment has no variance (every value is {t[0]!r}); nothing to estimate")
+        if not 0 <= self.interference_column < X.shape[1]:
+            raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "
+                               f"got {self.interference_column}")
+        if self.bandwidth is not None and not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0):
+            raise PyrozooError(f"bandwidth: expected a number > 0 or None (learned), got {self.bandwidth!r}")
+        use_re = self.random_effects if self.random_effects is not None else groups is not None
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.ndim != 1 or groups.shape[0] != n:
+                raise PyrozooError(f"groups: expected one group id per row ({n}), got shape {groups.shape}")
+            if pd.isna(pd.Series(groups)).any():
+                raise PyrozooError("groups: expected a group id for every row, found missing values")
+            sizes = pd.Series(groups).value_counts()
+            if use_re and (sizes <= 1).all():
+                raise PyrozooError(f"groups: every group has a single row ({len(sizes)} groups); random effects "
+                                   "need groups with at least 2 rows")
+        elif use_re:
+            raise PyrozooError("groups: random_effects=True needs a group id per row")
+        if self.se_type == "cluster" and groups is None:
+            raise PyrozooError("se_type: 'cluster' needs groups to cluster on")
+        return y, t, X, (groups if groups is not None else None)
+
+    # ------------------------------------------------------------------ fit
+    def _base_learner(self) -> Any:
+        if self.learner is not None:
+            return self.learner
+        return SpikeSlabLearner(seed=self.seed, device=self.device)
+
+    def fit(self, y: Any, t: Any, X: Any, groups: Any = None) -> PLCE:
+        """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model."""
+        self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        y, t, X, groups = self._check(y, t, X, groups)
+        n = y.shape[0]
+        use_re = self.random_effects if self.random_effects is not None else groups is not None
+        base = self._base_learner()
+        if isinstance(self.basis, str):
+            check_choice("basis", self.basis, ("spline", "linear"))
+            if self.basis == "spline":
+                tf = SplineInteractionBasis(n_knots=self.n_knots, degree=self.degree, interactions=self.interactions)
+            else:
+                tf = None
+        else:
+            tf = self.basis
+        B = tf.fit_transform(X) if tf is not None else (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+        self.basis_ = tf
+        folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
+        learner = RandomInterceptLearner(base) if use_re else base
+        row_kwargs = {"groups": groups} if use_re else None
+        design = B
+        self.bandwidth_, self.bandwidth_scores_ = None, {}
+        if self.interference:
+            xcol = X[:, self.interference_column]
+            if self.bandwidth is None:
+                grid = self.bandwidths if self.bandwidths is not None else default_bandwidths(xcol)
+                self.bandwidth_, self.bandwidth_scores_ = select_bandwidth(
+                    learner, B, X, t, y, grid, folds, column=self.interference_column, row_kwargs=row_kwargs)
+            else:
+                self.bandwidth_ = float(self.bandwidth)
+            design = np.concatenate(
+                [B, interference_features(X, self.bandwidth_, column=self.interference_column)], axis=1)
+        cf = crossfit_predict(learner, design, {"y": y, "t": t}, folds=folds, row_kwargs=row_kwargs)
+        m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
+        ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
+        self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
+        if self.treatment_model == "heteroskedastic":
+            s2 = treatment_variance(rt, design, base, folds, binary=self.binary_treatment_, t_hat=g_hat)
+            w = 1.0 / s2
+            w = w / w.mean(axis=1, keepdims=True)
+        else:
+            s2, w = None, np.ones_like(rt)
+        clusters = groups if self.se_type == "cluster" else None
+        R = folds.shape[0]
+        th, var, th_f, var_f = (np.empty(R) for _ in range(4))
+        for r in range(R):
+            b, V = wls_hc3(rt[r], ry[r], w[r], clusters=clusters)
+            th[r], var[r] = b[0], V[0, 0]
+            Z = np.column_stack([np.ones(n), t, m_hat[r], g_hat[r]])
+            b, V = wls_hc3(Z, y, w[r], clusters=clusters)
+            th_f[r], var_f[r] = b[1], V[1, 1]
+        self.crossfit_: CrossFitPredictions = cf
+        self.y_resid_, self.t_resid_, self.weights_, self.treatment_variance_ = ry, rt, w, s2
+        self.y_hat_, self.t_hat_ = m_hat, g_hat
+        self.thetas_, self.variances_ = th, var
+        self.thetas_feasible_, self.variances_feasible_ = th_f, var_f
+        self.theta_, self.se_ = aggregate_splits(th, var)
+        self.theta_feasible_, self.se_feasible_ = aggregate_splits(th_f, var_f)
+        self.n_, self.n_features_basis_ = n, design.shape[1]
+        self.random_effects_ = use_re
+        self.groups_ = groups
+        self._y, self._t, self._X = y, t, X
+        return self
+
+    # ------------------------------------------------------------------ reporting
+    def _fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise PyrozooError("PLCE: call fit(y, t, X) first")
+
+    @property
+    def ci_(self) -> tuple[float, float]:
+        self._fitted()
+        z = stats.norm.ppf(1 - self.alpha / 2)
+        return self.theta_ - z * self.se_, self.theta_ + z * self.se_
+
+    def summary(self) -> pd.DataFrame:
+        """One row per estimator (partialling out, feasible model): estimate, std. error, z, p-value, CI."""
+        self._fitted()
+        z = stats.norm.ppf(1 - self.alpha / 2)
+        lo, hi = f"ci_{100 * self.alpha / 2:g}%", f"ci_{100 * (1 - self.alpha / 2):g}%"
+        rows = {}
+        for name, est, se in (("PLCE", self.theta_, self.se_), ("PLCE (feasible)", self.theta_feasible_,
+                                                                self.se_feasible_)):
+            rows[name] = {"estimate": est, "std_err": se, "z": est / se, "p_value": 2 * stats.norm.sf(abs(est / se)),
+                          lo: est - z * se, hi: est + z * se}
+        out = pd.DataFrame.from_dict(rows, orient="index")
+        out.attrs.update(n=self.n_, n_folds=self.n_folds, n_repeats=self.n_repeats, se_type=self.se_type,
+                         treatment_model=self.treatment_model, random_effects=self.random_effects_,
+                         interference=self.interference, bandwidth=self.bandwidth_)
+        return out
+
+    def positivity(self) -> tuple[np.ndarray, dict[str, float]]:
+        """Per-unit kurtosis of the treatment residual across the R splits and its summary."""
+        self._fitted()
+        kappa = positivity_kurtosis(self.t_resid_)
+        return kappa, positivity_summary(kappa, self.t_resid_.shape[0])
+
+    def plot_positivity(self, path: str) -> Any:
+        """Write the positivity plot (kurtosis against fitted treatment) to ``path``."""
+        from pyrozoo.causal.diagnostics import plot_positivity
+
+        kappa, _ = self.positivity()
+        return plot_positivity(kappa, self.t_hat_.mean(0), self._t, path, n_splits=self.t_resid_.shape[0])
+
+    def sensitivity(self, *, q: float = 1.0, alpha: float | None = None) -> dict[str, Any]:
+        """Cinelli-Hazlett partial R^2 and robustness values of the partialling-out estimate (df = n - 1)."""
+        self._fitted()
+        return sensitivity(self.theta_, self.se_, self.n_ - 1, q=q, alpha=self.alpha if alpha is None else alpha)
+
+    def final_stage_data(self) -> dict[str, np.ndarray]:
+        """Residuals averaged over the R splits (and the mean weights) for the Bayesian final stage."""
+        self._fitted()
+        return {"t_resid": self.t_resid_.mean(0), "y_resid": self.y_resid_.mean(0), "weights": self.weights_.mean(0)}
+
+    def posterior(self, *, inference: str = "nuts", num_samples: int = 1000, warmup_steps: int = 500,
+                  num_chains: int = 2, steps: int = 2000, seed: int | None = None, progress: bool = False) -> Any:
+        """Run the Pyro final stage (:mod:`pyrozoo.models.plce`) on the residuals; return a shared ``Result``."""
+        from pyrozoo.models.plce import fit_final_stage, make_final_stage_dataset
+
+        from pyrozoo.config import RunConfig
+
+        data = make_final_stage_dataset(self, device=self.device)
+        cfg = RunConfig(model="plce", inference=inference, num_samples=num_samples, warmup_steps=warmup_steps,
+                        num_chains=num_chains, steps=steps, seed=self.seed if seed is None else seed,
+                        progress=progress, device=self.device)
+        return fit_final_stage(data, cfg.validate())
+
+
+def _vector(name: str, v: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"{name}: expected a numeric vector, got {type(v).__name__} ({exc})") from None
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1:
+        raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
+    check_finite(name, arr)
+    return arr
