@@ -38,6 +38,18 @@ def test_sweep_runs_every_cell_and_a_rerun_skips_them(write_spec, sweep_text, tm
     assert stamps == {c.key: (spec.out / c.key / "idata.nc").stat().st_mtime_ns for c in spec.cells}
 
 
+def test_process_pool_gives_the_same_results_as_running_in_process(write_spec, sweep_text, tmp_path):
+    path = write_spec(sweep_text())
+    inline, pool = load_spec(path, out=tmp_path / "inline"), load_spec(path, out=tmp_path / "pool")
+    assert run_sweep(inline, jobs=1).ok == 4
+    summary = run_sweep(pool, jobs=2)
+    assert (summary.ok, summary.failed) == (4, 0)
+    for cell in inline.cells:
+        a, b = _metrics(inline.out, cell), _metrics(pool.out, cell)
+        a.pop("wall_time"), b.pop("wall_time")
+        assert a == b
+
+
 def test_failed_run_is_recorded_the_rest_finish_and_a_rerun_retries_only_it(write_spec, sweep_text, tmp_path):
     # sigma_true < 0 passes the grid's checks (option names and types) but the simulator rejects it at run time
     text = sweep_text(seeds="[0]", extra="""
