@@ -78,7 +78,7 @@ def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, 
 
 
 def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
-                    variance: torch.Tensor, noise: torch.Tensor, jitter: float = 1e-10) -> tuple:
+                    variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0) -> tuple:
     """(L, alpha) with L L^T = K + sigma^2 I and alpha = (K + sigma^2 I)^-1 y."""
     K = kernel_matrix(kernel, X, X, lengthscale, variance)
     Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
@@ -88,7 +88,7 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
 
 
 def exact_log_marginal(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
-                       variance: torch.Tensor, noise: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
+                       variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0) -> torch.Tensor:
     """log N(y | 0, K + sigma^2 I) = -1/2 y^T alpha - sum log diag L - N/2 log 2 pi."""
     L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
                                jitter=jitter)
@@ -97,7 +97,7 @@ def exact_log_marginal(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengths
 
 def exact_posterior(X: torch.Tensor, y: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
                     lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, full_cov: bool = False,
-                    include_noise: bool = False, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+                    include_noise: bool = False, jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance (``full_cov``) or variance of p(f_* | y) at ``Xnew`` (of y_* with ``include_noise``)."""
     L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
                                jitter=jitter)

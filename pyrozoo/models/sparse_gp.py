@@ -103,7 +103,7 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
                     method: str = "vfe", lengthscale: torch.Tensor | float = 1.0,
                     variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float = 0.1,
                     noiseless: bool = False, noise_floor: float = 1e-6, learn: bool = False,
-                    batch_size: int | None = None, jitter: float = 1e-10) -> torch.Tensor:
+                    batch_size: int | None = None, jitter: float = 1e-6) -> torch.Tensor:
     """u ~ N(0, K_uu); y_i | u in plate ``obs_id`` (subsampled to ``batch_size``) as in the module docstring.
 
     ``learn=True`` registers Z and the hyperparameters as ``pyro.param`` (positive constraints), initialized at
@@ -144,7 +144,7 @@ def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict
     u = posterior["u"].to(X)
     with torch.no_grad():
         L = jitter_cholesky(kernel_matrix(kernel, h["Z"], h["Z"], h["lengthscale"], h["variance"]),
-                            jitter=model_kwargs.get("jitter", 1e-10), name="K_uu (pseudo-inputs)")
+                            jitter=model_kwargs.get("jitter", 1e-6), name="K_uu (pseudo-inputs)")
         out = []
         for s in range(0, X.shape[0], chunk_size):
             Kuf = kernel_matrix(kernel, h["Z"], X[s:s + chunk_size], h["lengthscale"], h["variance"])
@@ -158,7 +158,7 @@ def sparse_log_marginal(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, ke
                         method: str = "vfe", lengthscale: torch.Tensor, variance: torch.Tensor,
                         noise: torch.Tensor, noiseless: bool = False, noise_floor: float = 1e-6,
                         chunk_size: int = 16384, checkpoint: bool | None = None,
-                        jitter: float = 1e-10) -> torch.Tensor:
+                        jitter: float = 1e-6) -> torch.Tensor:
     """The FITC log marginal likelihood or the VFE bound (differentiable in Z and the hyperparameters)."""
     nz = _effective_noise(noise, variance, noiseless, noise_floor)
     stats = sparse_gp_stats(X, y, Z, kind=kernel, lengthscale=lengthscale, variance=variance, noise=nz,
@@ -221,7 +221,7 @@ def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, 
 
 def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.Tensor, Xnew: torch.Tensor, *,
                     kernel: str, lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
-                    include_noise: bool = False, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+                    include_noise: bool = False, jitter: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2)."""
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
     Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
@@ -235,7 +235,7 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                   variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
                   ard: bool = False, chunk_size: int = 16384, checkpoint: bool | None = None,
-                  jitter: float = 1e-10) -> SparseGPFit:
+                  jitter: float = 1e-6) -> SparseGPFit:
     """Maximize the FITC marginal likelihood / VFE bound over Z and log-hyperparameters with Adam (``steps``
     iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout."""
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
