@@ -95,6 +95,7 @@ def run_svi(
     progress: bool = True,
     log_likelihood_fn: LogLikelihoodFn | None = None,
     callback: Callable[[int, float], None] | None = None,
+    train_kwargs: Mapping[str, Any] | None = None,
     model_name: str = "",
     config: Mapping[str, Any] | None = None,
 ) -> Result:
@@ -107,7 +108,9 @@ def run_svi(
 
     ``checkpoint``: a file written every ``checkpoint_every`` steps (and at the end) holding param store, optimizer
     and RNG state; ``resume=True`` continues from it, giving the same parameters as an uninterrupted run.
-    ``callback(step, loss)`` is called after every step (raise from it to stop).
+    ``callback(step, loss)`` is called after every step (raise from it to stop). ``train_kwargs`` are passed to
+    model and guide during the optimization steps only, e.g. ``{"subsample_size": 256}`` for a model whose data
+    plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
@@ -143,13 +146,14 @@ def run_svi(
         device = device or _kwargs_device(model_kwargs)
         restore_checkpoint(state, optim, device)
 
+    step_kwargs = {**model_kwargs, **dict(train_kwargs or {})}
     t0 = time.perf_counter()
     bar = progress_bar(num_steps, f"svi[{elbo}]", progress)
     bar.update(start_step)
     step = start_step
     try:
         for step in range(start_step, num_steps):
-            loss = svi.step(**model_kwargs)
+            loss = svi.step(**step_kwargs)
             if not math.isfinite(loss):
                 raise PyrozooError(f"svi: the loss became {loss} at step {step}; lower lr or check the data")
             losses.append(loss)

@@ -95,3 +95,23 @@ def test_bad_arguments(kwargs, match):
 def test_resume_without_checkpoint_file(tmp_path):
     with pytest.raises(PyrozooError, match="does not exist"):
         run_svi(model, AutoNormal(model), {"x": X}, checkpoint=tmp_path / "none.ckpt", resume=True, progress=False)
+
+
+def minibatch_model(x, subsample_size=None):
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    with pyro.plate("obs_id", x.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("x", dist.Normal(loc, 1.0), obs=x[idx])
+
+
+def test_minibatch_svi_matches_conjugate_posterior():
+    """Plate subsampling scales the likelihood by N / batch: the fitted q(loc) must match the exact posterior
+    N(sum x / (n + 1/100), 1 / (n + 1/100)) up to minibatch noise; the log-likelihood covers all rows."""
+    torch.manual_seed(1)
+    x = 2.0 + torch.randn(400)
+    guide = AutoNormal(minibatch_model)
+    res = run_svi(minibatch_model, guide, {"x": x}, train_kwargs={"subsample_size": 40}, num_steps=1500, lr=0.03,
+                  lr_decay=0.05, progress=False, num_samples=200, seed=0)
+    prec = 400 + 1e-2
+    exact_mean, exact_sd = float(x.sum()) / prec, prec**-0.5
+    assert abs(float(res.params["AutoNormal.locs.loc"]) - exact_mean) < 0.5 * exact_sd
+    assert res.log_likelihood["x"].shape == (1, 200, 400)
