@@ -322,9 +322,8 @@ class PLCE:
     def posterior(self, *, inference: str = "nuts", num_samples: int = 1000, warmup_steps: int = 500,
                   num_chains: int = 2, steps: int = 2000, seed: int | None = None, progress: bool = False) -> Any:
         """Run the Pyro final stage (:mod:`pyrozoo.models.plce`) on the residuals; return a shared ``Result``."""
-        from pyrozoo.models.plce import fit_final_stage, make_final_stage_dataset
-
         from pyrozoo.config import RunConfig
+        from pyrozoo.models.plce import fit_final_stage, make_final_stage_dataset
 
         data = make_final_stage_dataset(self, device=self.device)
         cfg = RunConfig(model="plce", inference=inference, num_samples=num_samples, warmup_steps=warmup_steps,
