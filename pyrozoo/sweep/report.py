@@ -154,7 +154,7 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise PyrozooError("report: no completed runs to summarize")
-    keys = group_columns(table, by)
+    keys = group_columns(ok, by)  # settings that vary among the completed runs
     metrics = list(metrics) if metrics else [m for m in metric_columns(table) if m not in keys]
     # NaN keys (a setting some models lack) would drop runs from groupby; show them as "-"
     frame = ok[keys + metrics].copy()

@@ -117,13 +117,13 @@ def _seeds(value: Any) -> list[int]:
     return list(range(check_int("sweep.seeds", value, minimum=1)))
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9.+\-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]+")
 
 
 def _slug(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    text = _UNSAFE.sub("-", str(value)).strip("-.")
+    text = _UNSAFE.sub("-", str(value)).lstrip(".")  # keep a sign ("-1.0"); no hidden names
     return text or "x"
 
 

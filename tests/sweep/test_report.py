@@ -1,0 +1,113 @@
+"""pyrozoo report: the runs table, grouped means and standard errors, Markdown/CSV files and plots."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyrozoo.cli import main
+from pyrozoo.errors import PyrozooError
+from pyrozoo.sweep.report import build_report, collect_runs, grouped_summary, to_markdown
+from pyrozoo.sweep.runner import run_sweep
+from pyrozoo.sweep.spec import load_spec
+
+SWEEP = """
+[sweep]
+name = "report-test"
+seeds = 3
+tiny = true
+
+[defaults]
+device = "cpu"
+
+[[models]]
+name = "normal-gamma"
+inference = "gibbs"
+[models.grid.options]
+n = [20, 80]
+sigma_true = [-1.0, 2.0]
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """3 seeds x n in {20, 80} x sigma_true in {-1 (fails), 2}; one of the good cells left pending."""
+    root = tmp_path_factory.mktemp("report")
+    path = root / "sweep.toml"
+    path.write_text(SWEEP)
+    spec = load_spec(path, out=root / "runs")
+    good = [c for c in spec.cells if c.config["options"]["sigma_true"] > 0]
+    bad = [c for c in spec.cells if c.config["options"]["sigma_true"] < 0]
+    spec.cells = bad[:1] + good[:-1] + bad[1:] + good[-1:]  # the last good cell is pending (limit below)
+    run_sweep(spec, jobs=1, limit=len(spec.cells) - 1)
+    spec.cells = bad + good
+    return spec, good[-1]
+
+
+def test_runs_table_has_every_run_with_status_config_and_metrics(swept):
+    spec, pending = swept
+    table = collect_runs(spec.out)
+    assert len(table) == 12
+    counts = table["status"].value_counts().to_dict()
+    assert counts == {"ok": 5, "failed": 6, "pending": 1}
+    assert table.loc[table["status"] == "pending", "run"].tolist() == [pending.key]
+    assert {"model", "inference", "seed", "options.n", "options.sigma_true", "mu_mean", "wall_time"} <= set(table)
+    failed = table[table["status"] == "failed"]
+    assert failed["error"].str.contains("sigma_true").all() and failed["mu_mean"].isna().all()
+    for row in table[table["status"] == "ok"].itertuples():
+        stored = json.loads((spec.out / row.run / "metrics.json").read_text())
+        assert row.mu_mean == stored["mu_mean"] and row.seed == stored["seed"]
+
+
+def test_grouped_means_and_standard_errors(swept):
+    spec, _ = swept
+    table = collect_runs(spec.out)
+    summary = grouped_summary(table)
+    # failed and pending runs are not in the groups; sigma_true has only one completed value, so groups are by n
+    assert summary["options.n"].tolist() == [20, 80] and summary["n"].tolist() == [3, 2]
+    for n_obs, row in zip((20, 80), summary.itertuples(), strict=True):
+        values = [json.loads((spec.out / r / "metrics.json").read_text())["mu_mean"]
+                  for r in table.loc[(table["status"] == "ok") & (table["options.n"] == n_obs), "run"]]
+        assert math.isclose(row.mu_mean_mean, np.mean(values), rel_tol=1e-12)
+        assert math.isclose(row.mu_mean_se, np.std(values, ddof=1) / math.sqrt(len(values)), rel_tol=1e-12)
+    by_seed = grouped_summary(table, by=["seed"], metrics=["mu_mean"])
+    assert list(by_seed.columns) == ["seed", "n", "mu_mean_mean", "mu_mean_se"]
+    with pytest.raises(PyrozooError, match="by: unknown column"):
+        grouped_summary(table, by=["alpha"])
+
+
+def test_report_files_and_plots(swept, tmp_path):
+    spec, _ = swept
+    report = build_report(spec.out, out=tmp_path / "rep")
+    names = {p.relative_to(tmp_path / "rep").as_posix() for p in report.files}
+    assert {"runs.csv", "runs.md", "summary.csv", "summary.md"} <= names
+    assert {"plots/normal-gamma/metrics_vs_seed.png", "plots/normal-gamma/metrics_vs_n.png"} <= names
+    for p in report.files:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert len(pd.read_csv(tmp_path / "rep" / "runs.csv")) == 12
+    md = (tmp_path / "rep" / "summary.md").read_text().splitlines()
+    assert md[0].startswith("| model | label | options.n | n | ") and md[1].startswith("|---|") and len(md) == 4
+    with pytest.raises(PyrozooError, match="metric: unknown metric"):
+        build_report(spec.out, out=tmp_path / "x", metrics=["nope"])
+
+
+def test_report_cli(swept, tmp_path, capsys):
+    spec, _ = swept
+    assert main(["report", str(spec.out), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_mean"]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs: 6 failed, 5 ok, 1 pending" in out and "| n | mu_mean_mean | mu_mean_se |" in out
+    assert "failed: normal-gamma/gibbs_n=20_sigma_true=-1.0_seed0: PyrozooError: sigma_true" in out
+    assert not (tmp_path / "r" / "plots").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "runs_dir:" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run directories" in capsys.readouterr().err
+
+
+def test_markdown_table():
+    df = pd.DataFrame({"a": ["x|y", "z"], "b": [1.23456789, float("nan")]})
+    assert to_markdown(df) == "| a | b |\n|---|---|\n| x\\|y | 1.235 |\n| z |  |\n"
