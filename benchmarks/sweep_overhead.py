@@ -1,0 +1,137 @@
+"""Sweep wall time with 1 vs 2 local workers, and the Ray backend's overhead per task.
+
+    python benchmarks/sweep_overhead.py                  # 16-run sweep, 3 repetitions, Ray overhead over 16 tasks
+    python benchmarks/sweep_overhead.py --reps 1 --no-ray
+
+Part 1 runs the same 16-cell sweep (normal-gamma, Gibbs, 4 chains, ``--num-samples`` draws, 2 data sizes x 8 seeds)
+into a fresh directory with ``--jobs 1`` (in process), ``--jobs 2`` (spawned pool) and, unless ``--no-ray``, the
+Ray backend on a local 2-CPU instance started beforehand; it prints the median wall time of each and the speed-up.
+
+Part 2 measures what Ray adds to one cell: with a 1-CPU local instance and warm workers, each cell is submitted
+alone and waited for; overhead = (submit -> files written by the driver) - (the cell's own run time inside the
+task). Also the round trip of an empty task and ``ray.init`` itself. Medians over ``--tasks`` cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pyrozoo.sweep.runner import execute_cell, run_sweep, store_payload
+from pyrozoo.sweep.spec import parse_spec
+
+
+def sweep_spec(out: Path, num_samples: int, seeds: int = 8):
+    return parse_spec({
+        "sweep": {"name": "bench", "seeds": seeds},
+        "defaults": {"device": "cpu", "num_chains": 4, "num_samples": num_samples, "warmup_steps": num_samples // 4},
+        "models": [{"name": "normal-gamma", "inference": "gibbs", "grid": {"options": {"n": [100, 1000]}}}],
+    }, out=out)
+
+
+def time_sweep(backend: str, jobs: int, num_samples: int, reps: int) -> list[float]:
+    times = []
+    for _ in range(reps):
+        tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+        try:
+            spec = sweep_spec(tmp / "runs", num_samples)
+            t0 = time.perf_counter()
+            summary = run_sweep(spec, backend=backend, jobs=jobs)
+            times.append(time.perf_counter() - t0)
+            assert summary.ok == len(spec.cells) == 16, summary
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return times
+
+
+def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
+    import ray
+
+    from pyrozoo.sweep.ray_backend import _ray_cell
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    init_s = time.perf_counter() - t0
+
+    @ray.remote(num_cpus=1)
+    def noop() -> None:
+        return None
+
+    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-ray-"))
+    try:
+        spec = sweep_spec(tmp / "runs", num_samples, seeds=max(1, (tasks + 1) // 2))
+        cells = spec.cells[:tasks]
+        t0 = time.perf_counter()
+        ray.get(remote.remote(cells[0]))  # warm-up: the worker imports torch, pyro and pyrozoo once
+        first_s = time.perf_counter() - t0
+        noop_s = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            ray.get(noop.remote())
+            noop_s.append(time.perf_counter() - t0)
+        overhead, inside, inline = [], [], []
+        for cell in cells:
+            t0 = time.perf_counter()
+            payload = ray.get(remote.remote(cell))
+            store_payload(spec.out, cell, payload)
+            overhead.append(time.perf_counter() - t0 - payload["wall_time"])
+            inside.append(payload["wall_time"])
+            t0 = time.perf_counter()  # the same cell in this process, for scale
+            execute_cell(cell, tmp / "inline")
+            inline.append(time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"ray.init (s)": init_s, "first task incl. worker imports (s)": first_s,
+            "empty task round trip (ms)": 1e3 * statistics.median(noop_s),
+            "overhead per cell task (ms)": 1e3 * statistics.median(overhead),
+            "overhead p90 (ms)": 1e3 * sorted(overhead)[int(0.9 * (len(overhead) - 1))],
+            "cell run time inside the task (ms)": 1e3 * statistics.median(inside),
+            "same cell in process (ms)": 1e3 * statistics.median(inline)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each 16-run sweep (median reported)")
+    parser.add_argument("--num-samples", type=int, default=2000, help="Gibbs draws per chain in each cell")
+    parser.add_argument("--tasks", type=int, default=16, help="cells for the per-task Ray overhead")
+    parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray measurements")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"# {platform.node()}: {torch.get_num_threads()} torch thread(s) in the driver, python "
+          f"{platform.python_version()}, torch {torch.__version__}")
+    rows = [("local, --jobs 1 (in process)", time_sweep("local", 1, args.num_samples, args.reps)),
+            ("local, --jobs 2 (process pool)", time_sweep("local", 2, args.num_samples, args.reps))]
+    if args.ray:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:  # the instance is started before timing; the sweep reuses it (startup is reported in part 2)
+            rows.append(("ray, local instance, 2 CPUs", time_sweep("ray", 1, args.num_samples, args.reps)))
+        finally:
+            ray.shutdown()
+    base = statistics.median(rows[0][1])
+    print(f"\n16-run sweep (normal-gamma gibbs, 4 chains x {args.num_samples} draws, n in 100/1000 x 8 seeds), "
+          f"{args.reps} rep(s)")
+    print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 |\n|---|---|---|---|")
+    for name, times in rows:
+        med = statistics.median(times)
+        print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x |")
+    if args.ray:
+        stats = ray_overhead(args.num_samples, args.tasks)
+        print(f"\nRay overhead per task (1-CPU local instance, warm worker, {args.tasks} cells one at a time)")
+        print("| quantity | value |\n|---|---|")
+        for k, v in stats.items():
+            print(f"| {k} | {v:.1f} |" if v >= 10 else f"| {k} | {v:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
