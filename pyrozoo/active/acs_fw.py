@@ -13,9 +13,10 @@ The batch is the support of w: at most b points, fewer when a vertex is revisite
 stay in the polytope; since the objective is a convex quadratic along the segment and gamma = 0 leaves it unchanged,
 ||L - L(w)||^2 never increases.
 
-The inner products enter only through an embedding matrix Phi (M, K) with <L_n, L_m> = phi_n . phi_m: a closed-form
-feature map (weighted Fisher / weighted Euclidean for Bayesian linear regression, K = D^2) or J random
-projections (K = J). Every step is then O(M K) and nothing of size M x M is ever formed.
+The inner products enter only through a :class:`~pyrozoo.active.base.PoolKernel`: the norms, the row sums <L_n, L>
+and one column per step. Closed forms (weighted Fisher / weighted Euclidean for Bayesian linear regression) give a
+column in O(M D); J random projections give an embedding Phi (M, J) and a column in O(M J). Nothing of size M x M
+is ever formed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrozoo.active.base import Acquisition, Batch
+from pyrozoo.active.base import Acquisition, Batch, EmbeddingKernel, PoolKernel
 from pyrozoo.active.projections import check_num_projections, projected_embedding
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_int
@@ -43,44 +44,52 @@ class FrankWolfeResult:
     vertices: torch.Tensor  # the vertex chosen at each step (repeats possible)
 
 
-def frank_wolfe(embedding: torch.Tensor, num_steps: int) -> FrankWolfeResult:
-    """Run ``num_steps`` Frank–Wolfe iterations on min ||L - Phi^T w||^2 over the sigma-scaled simplex.
+def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfeResult:
+    """Run ``num_steps`` Frank–Wolfe iterations on min ||L - L(w)||^2 over the sigma-scaled simplex.
 
-    ``embedding`` is Phi (M, K); computation is in float64. Rows with zero norm carry no information and are never
+    ``kernel`` gives the inner products (a :class:`PoolKernel`, or an embedding Phi (M, K)). Everything is
+    expressed through g = K 1 (g_n = <L_n, L>), h = K w (h_n = <L_n, L(w)>) and one new column K[:, f] per step:
+
+        <d, L - L(w)> = s (g_f - h_f) - (w.g - w.h),   ||d||^2 = s^2 K_ff - 2 s h_f + w.h,   s = sigma / sigma_f
+        ||L - L(w)||^2 = 1.g - 2 w.g + w.h
+
+    so a step costs one column, O(M) for closed forms. Rows with zero norm carry no information and are never
     chosen (if every row is zero the first point is returned)."""
     num_steps = check_int("num_steps", num_steps, minimum=1)
-    phi = embedding.to(torch.float64)
-    m = phi.shape[0]
-    sig_n = phi.norm(dim=1)
+    if isinstance(kernel, torch.Tensor):
+        kernel = EmbeddingKernel(kernel)
+    sq = kernel.diag().to(torch.float64).clamp(min=0)
+    sig_n = sq.sqrt()
     sig = sig_n.sum()
     usable = sig_n > 1e-12 * max(float(sig_n.max()), 1e-300)
-    target = phi.sum(0)  # L
-    lw = torch.zeros_like(target)  # L(w)
-    w = torch.zeros(m, dtype=torch.float64, device=phi.device)
-    objective = [float((target - lw) @ (target - lw))]
-    vertices: list[int] = []
     safe_sig = torch.where(usable, sig_n, torch.ones_like(sig_n))
+    g = kernel.row_sums().to(torch.float64)
+    total = g.sum()
+    h = torch.zeros_like(g)
+    w = torch.zeros_like(g)
+    objective = [float(total)]
+    vertices: list[int] = []
+    minus_inf = torch.full_like(g, -torch.inf)
     for _ in range(num_steps):
-        resid = target - lw
-        scores = (phi @ resid) / safe_sig
-        scores = torch.where(usable, scores, torch.full_like(scores, -torch.inf))
-        f = int(torch.argmax(scores))
+        f = int(torch.argmax(torch.where(usable, (g - h) / safe_sig, minus_inf)))
         vertices.append(f)
         if not bool(usable[f]):
             w[f] = 1.0
             break
-        scale = sig / sig_n[f]
-        d = scale * phi[f] - lw
-        dd = d @ d
-        gamma = torch.clamp((d @ resid) / dd, 0.0, 1.0) if dd > 0 else torch.zeros((), dtype=torch.float64)
+        s = sig / sig_n[f]
+        wg, wh = w @ g, w @ h
+        num = s * (g[f] - h[f]) - (wg - wh)
+        den = s * s * sq[f] - 2 * s * h[f] + wh
+        gamma = torch.clamp(num / den, 0.0, 1.0) if den > 0 else torch.zeros((), dtype=torch.float64)
+        col = kernel.column(f).to(torch.float64)
         w = (1 - gamma) * w
-        w[f] += gamma * scale
-        lw = lw + gamma * d
-        objective.append(float((target - lw) @ (target - lw)))
+        w[f] += gamma * s
+        h = (1 - gamma) * h + gamma * s * col
+        objective.append(float(total - 2 * (w @ g) + w @ h))
     order = list(dict.fromkeys(v for v in vertices if w[v] > 0))
-    support = torch.tensor(order, dtype=torch.long, device=phi.device)
+    support = torch.tensor(order, dtype=torch.long, device=g.device)
     if support.numel() == 0:  # gamma was 0 at every step: keep the first vertex so a batch is never empty
-        support = torch.tensor(vertices[:1], dtype=torch.long, device=phi.device)
+        support = torch.tensor(vertices[:1], dtype=torch.long, device=g.device)
     return FrankWolfeResult(w, support, torch.tensor(objective, dtype=torch.float64),
                             torch.tensor(vertices, dtype=torch.long))
 
@@ -99,25 +108,29 @@ class ACSFW(Acquisition):
         self.num_projections = check_num_projections(num_projections)
         self.name = "acs-fw" if inner_product == "auto" else f"acs-fw-{inner_product}"
 
-    def embedding(self, posterior, x_pool: torch.Tensor,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, str]:
-        """The (M, K) embedding Phi of the pool and the inner product actually used."""
+    def kernel(self, posterior, x_pool: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[PoolKernel, str]:
+        """The pool's inner products and the inner product actually used."""
         kind = self.inner_product
         if kind in ("auto", "fisher", "euclidean"):
-            phi = posterior.closed_form_embedding(x_pool, "fisher" if kind == "auto" else kind)
-            if phi is not None:
-                return phi, "fisher" if kind == "auto" else kind
+            want = "fisher" if kind == "auto" else kind
+            oracle = posterior.closed_form_kernel(x_pool, want) if hasattr(posterior, "closed_form_kernel") else None
+            if oracle is None and hasattr(posterior, "closed_form_embedding"):
+                phi = posterior.closed_form_embedding(x_pool, want)
+                oracle = None if phi is None else EmbeddingKernel(phi)
+            if oracle is not None:
+                return oracle, want
             if kind != "auto":
                 raise PyrozooError(f"inner_product: {type(posterior).__name__} has no closed-form {kind!r} inner "
                                    "product; use 'projection'")
-        return projected_embedding(posterior, x_pool, self.num_projections, generator), "projection"
+        phi = projected_embedding(posterior, x_pool, self.num_projections, generator)
+        return EmbeddingKernel(phi), "projection"
 
     def _select(self, posterior, x_pool: torch.Tensor, batch_size: int,
                 generator: torch.Generator | None) -> Batch:
         start = time.perf_counter()
-        phi, kind = self.embedding(posterior, x_pool, generator)
-        fw = frank_wolfe(phi, batch_size)
+        oracle, kind = self.kernel(posterior, x_pool, generator)
+        fw = frank_wolfe(oracle, batch_size)
         return Batch(indices=fw.support, requested=batch_size, acquisition=self.name, weights=fw.weights,
                      objective=fw.objective,
-                     info={"inner_product": kind, "embedding_dim": int(phi.shape[1]),
-                           "vertices": fw.vertices, "seconds": time.perf_counter() - start})
+                     info={"inner_product": kind, "vertices": fw.vertices, "seconds": time.perf_counter() - start})

@@ -66,3 +66,36 @@ class Acquisition(ABC):
     def _select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int,
                 generator: torch.Generator | None) -> Batch:
         """The acquisition proper; inputs are already validated."""
+
+
+class PoolKernel(ABC):
+    """The inner products <L_n, L_m> over a pool, as Frank–Wolfe needs them: the diagonal (sigma_n^2), the row
+    sums <L_n, L> with L = sum_m L_m, and single columns <L_n, L_f> on demand. Never an M x M matrix."""
+
+    @abstractmethod
+    def diag(self) -> torch.Tensor:
+        """(M,) squared norms sigma_n^2."""
+
+    @abstractmethod
+    def row_sums(self) -> torch.Tensor:
+        """(M,) <L_n, L>."""
+
+    @abstractmethod
+    def column(self, f: int) -> torch.Tensor:
+        """(M,) <L_n, L_f>."""
+
+
+class EmbeddingKernel(PoolKernel):
+    """Inner products of the rows of an embedding Phi (M, K) (random projections, or any explicit feature map)."""
+
+    def __init__(self, phi: torch.Tensor) -> None:
+        self.phi = phi.to(torch.float64)
+
+    def diag(self) -> torch.Tensor:
+        return (self.phi * self.phi).sum(1)
+
+    def row_sums(self) -> torch.Tensor:
+        return self.phi @ self.phi.sum(0)
+
+    def column(self, f: int) -> torch.Tensor:
+        return self.phi @ self.phi[f]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from pyrozoo.active.base import EmbeddingKernel, PoolKernel
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.models.blr import BLRPosterior, blr_posterior
@@ -53,6 +54,12 @@ class RegressionPosterior(ABC):
         """Rows phi_n with <L_n, L_m> = phi_n . phi_m exactly, or ``None`` where no closed form exists."""
         return None
 
+    def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
+        """The closed-form inner products as a :class:`~pyrozoo.active.base.PoolKernel` (default: from the
+        embedding), or ``None``."""
+        phi = self.closed_form_embedding(x, inner_product)
+        return None if phi is None else EmbeddingKernel(phi)
+
 
 class BLRPoolPosterior(RegressionPosterior):
     """Conjugate Bayesian linear regression (:mod:`pyrozoo.models.blr`), everything in closed form.
@@ -61,13 +68,13 @@ class BLRPoolPosterior(RegressionPosterior):
     of w at the plug-in precision tau_hat = E[tau | D] (exact when the noise is known), Lam^{-1} = C C^T:
 
     * weighted Fisher: <L_n, L_m>_F = tau_hat (x_n^T x_m)(x_n^T Lam^{-1} x_m) = phi_n . phi_m with
-      phi_n = sqrt(tau_hat) x_n (x) C^T x_n  (Kronecker product, D^2 features);
+      phi_n = sqrt(tau_hat) x_n (x) C^T x_n  (a Kronecker product; D (D + 1) / 2 features after symmetrizing);
     * weighted Euclidean: with u_n = C^T x_n, a_n = |u_n|^2, L_n = 1/2 log(1 + a_n) - a_n / 2 - z_n^2 / 2 where
       z = sqrt(tau_hat) x^T (w - mu) is Gaussian with Cov(z_n, z_m) = u_n . u_m, so
       <L_n, L_m>_2 = e_n e_m + (u_n . u_m)^2 / 2,  e_n = 1/2 log(1 + a_n) - a_n, i.e.
-      phi_n = [e_n, vec(u_n u_n^T) / sqrt 2]  (1 + D^2 features).
+      phi_n = [e_n, vec(u_n u_n^T) / sqrt 2]  (1 + D (D + 1) / 2 features after symmetrizing).
 
-    Both maps make Frank–Wolfe O(pool x D^2) in memory instead of O(pool^2) for a Gram matrix.
+    Both maps make Frank–Wolfe O(pool x D^2) in memory and time instead of O(pool^2) for a Gram matrix.
     """
 
     def __init__(self, post: BLRPosterior) -> None:
@@ -103,17 +110,64 @@ class BLRPoolPosterior(RegressionPosterior):
         return self.post.predictive(self._x(x)).log_prob(y.to(self.post.mean.dtype))
 
     def closed_form_embedding(self, x: torch.Tensor, inner_product: str) -> torch.Tensor | None:
+        if inner_product not in ("fisher", "euclidean"):
+            return None
         x = self._x(x)
-        chol = torch.linalg.cholesky(self.post.cov_unit)
-        u = x @ chol  # rows u_n = C^T x_n
-        m = x.shape[0]
+        # Rotate to the eigenbasis of Lam^{-1} = V diag(lam) V^T: with xt = V^T x both products are sums over
+        # pairs (i, j) of symmetric terms xt_i xt_j, so only the D (D + 1) / 2 pairs i <= j need a feature.
+        lam, vecs = torch.linalg.eigh(self.post.cov_unit)
+        lam = lam.clamp(min=0)
+        xt = x @ vecs
+        i, j = torch.triu_indices(x.shape[1], x.shape[1], device=x.device)
+        off = (i != j).to(x.dtype)
         if inner_product == "fisher":
-            return math.sqrt(self.post.tau_hat) * (x[:, :, None] * u[:, None, :]).reshape(m, -1)
-        if inner_product == "euclidean":
-            a = (u * u).sum(-1)
-            e = 0.5 * torch.log1p(a) - a
-            return torch.cat([e[:, None], (u[:, :, None] * u[:, None, :]).reshape(m, -1) / math.sqrt(2)], dim=1)
-        return None
+            # tau_hat (x_n . x_m)(x_n^T Lam^{-1} x_m) = tau_hat sum_{i,j} lam_j P_n,ij P_m,ij,  P = xt xt^T
+            weight = torch.where(i == j, lam[i], lam[i] + lam[j]).sqrt() * math.sqrt(self.post.tau_hat)
+            return xt[:, i] * xt[:, j] * weight
+        ut = xt * lam.sqrt()  # u_n in the rotated basis: u_n . u_m = x_n^T Lam^{-1} x_m
+        a = (ut * ut).sum(-1)
+        e = 0.5 * torch.log1p(a) - a
+        # (u_n . u_m)^2 / 2 = sum_{i,j} (u_ni u_nj)(u_mi u_mj) / 2: weight 1/sqrt(2) on i = j, 1 on i < j
+        weight = off + (1 - off) / math.sqrt(2)
+        return torch.cat([e[:, None], ut[:, i] * ut[:, j] * weight], dim=1)
+
+
+    def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
+        if inner_product not in ("fisher", "euclidean"):
+            return None
+        return _BLRKernel(self._x(x), self.post.cov_unit, self.post.tau_hat, inner_product)
+
+
+class _BLRKernel(PoolKernel):
+    """The BLR inner products in O(M D^2) once and O(M D) per column (the embedding route costs O(M D^2) per
+    column): with A = Lam^{-1}, S = X^T X over the pool and U = X C (A = C C^T),
+
+    * Fisher: K_nm = tau_hat (x_n . x_m)(x_n^T A x_m); row sums tau_hat x_n^T S A x_n;
+    * Euclidean: K_nm = e_n e_m + (u_n . u_m)^2 / 2; row sums e_n sum(e) + u_n^T (U^T U) u_n / 2.
+    """
+
+    def __init__(self, x: torch.Tensor, cov_unit: torch.Tensor, tau_hat: float, kind: str) -> None:
+        self.x, self.kind, self.tau = x, kind, tau_hat
+        self.xa = x @ cov_unit  # rows A x_n
+        self.quad = (self.xa * x).sum(1)  # x_n^T A x_n
+        if kind == "euclidean":
+            self.u = x @ torch.linalg.cholesky(cov_unit)
+            self.e = 0.5 * torch.log1p(self.quad) - self.quad
+
+    def diag(self) -> torch.Tensor:
+        if self.kind == "fisher":
+            return self.tau * (self.x * self.x).sum(1) * self.quad
+        return self.e**2 + 0.5 * self.quad**2
+
+    def row_sums(self) -> torch.Tensor:
+        if self.kind == "fisher":
+            return self.tau * ((self.x @ (self.x.T @ self.x)) * self.xa).sum(1)
+        return self.e * self.e.sum() + 0.5 * ((self.u @ (self.u.T @ self.u)) * self.u).sum(1)
+
+    def column(self, f: int) -> torch.Tensor:
+        if self.kind == "fisher":
+            return self.tau * (self.x @ self.x[f]) * (self.x @ self.xa[f])
+        return self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
 
 
 class SampledRegressionPosterior(RegressionPosterior):

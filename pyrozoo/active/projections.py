@@ -21,7 +21,7 @@ import torch
 
 from pyrozoo.validation import check_int
 
-CHUNK = 4096
+CHUNK = 16384
 
 
 def check_num_projections(num_projections: int) -> int:
@@ -36,14 +36,18 @@ def projected_embedding(posterior, x: torch.Tensor, num_projections: int,
     num_projections = check_num_projections(num_projections)
     rows = []
     # one set of theta_j for the whole pool: draw a seed for the chunks from the caller's generator
-    seed = int(torch.randint(2**62, (1,), generator=generator,
-                             device=generator.device if generator is not None else "cpu"))
+    dev = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=dev))
+    scale = 1.0 / math.sqrt(num_projections)
     for start in range(0, x.shape[0], CHUNK):
         xc = x[start:start + CHUNK]
-        g = torch.Generator(device=generator.device if generator is not None else "cpu").manual_seed(seed)
+        g = torch.Generator(device=dev).manual_seed(seed)
         f, noise_var = posterior.function_draws(xc, num_projections, generator=g)  # (J, m), (J,)
         mean, var, entropy = posterior.predictive(xc)
-        f, noise_var = f.to(mean.dtype), noise_var.to(mean.dtype)[:, None]
-        ell = -0.5 * torch.log(2 * math.pi * noise_var) - (var + (mean - f) ** 2) / (2 * noise_var)
-        rows.append(((ell + entropy) / math.sqrt(num_projections)).T)
-    return torch.cat(rows, dim=0)
+        noise_var = noise_var.to(mean.dtype)
+        # L_n(theta_j) = c_j - k_j (v_n + (m_n - f_jn)^2) + H_n, built in place on an (m, J) buffer
+        c = -0.5 * torch.log(2 * math.pi * noise_var)
+        k = 0.5 / noise_var
+        out = f.to(mean.dtype).T.neg().add_(mean[:, None]).square_().add_(var[:, None]).mul_(-k)
+        rows.append(out.add_(c).add_(entropy[:, None]).mul_(scale))
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
