@@ -51,7 +51,7 @@ def encoder_logits(enc: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Te
 def _encoder_params(x: torch.Tensor, hidden: int, init: Mapping[str, torch.Tensor] | None) -> dict:
     start = init_encoder(x.shape[-1], hidden, dtype=x.dtype, device=x.device)
     if init:
-        start.update({k: v.to(x) for k, v in init.items() if k in start})
+        start.update({k: v.to(x).detach().clone() for k, v in init.items() if k in start})
     return {k: pyro.param(k, v) for k, v in start.items()}
 
 
@@ -76,12 +76,14 @@ def make_amortized_guide(hidden: int = 32) -> Callable[..., None]:
     Its starting weights come from ``init`` (the model's keyword argument) when given."""
 
     def guide(x: torch.Tensor | None = None, *, n: int | None = None,
-              init: Mapping[str, torch.Tensor] | None = None, **_: Any) -> None:
+              init: Mapping[str, torch.Tensor] | None = None, subsample_size: int | None = None,
+              **_: Any) -> None:
         if x is None:
             raise ValueError("the amortized guide needs data x")
         enc = _encoder_params(x, hidden, init)
-        with pyro.plate("obs_id", x.shape[0]):
-            pyro.sample("z", dist.Categorical(logits=encoder_logits(enc, x)), infer={"enumerate": "parallel"})
+        with pyro.plate("obs_id", x.shape[0], subsample_size=subsample_size) as idx:
+            xb = x[idx] if subsample_size is not None else x
+            pyro.sample("z", dist.Categorical(logits=encoder_logits(enc, xb)), infer={"enumerate": "parallel"})
 
     return guide
 

@@ -335,10 +335,16 @@ def all_means(p: Mapping[str, torch.Tensor], x: torch.Tensor, parents: torch.Ten
     if "W_obs" in p:
         mask = parents.to(x.dtype)
         return p["loc_obs"] + x @ (p["W_obs"] * mask), p["loc_int"] + x @ (p["W_int"] * mask)
+    # All nodes and both versions in one batched matmul per layer: (2, N, n, N + 1) -> (2, N, n).
     N = x.shape[-1]
-    mu0 = torch.stack([node_mean(p, i, x, 0.0, parents) for i in range(N)], -1)
-    mu1 = torch.stack([node_mean(p, i, x, 1.0, parents) for i in range(N)], -1)
-    return mu0, mu1
+    mask = parents.to(x.dtype).T  # (N, N): row i = parents of i
+    xin = (x.unsqueeze(0) * mask.unsqueeze(1)).unsqueeze(0).expand(2, N, -1, -1)
+    flag = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device).view(2, 1, 1, 1).expand(2, N, x.shape[0], 1)
+    h = torch.relu(torch.cat([xin, flag], -1) @ p["W1"] + p["b1"].unsqueeze(1))
+    h = torch.relu(h @ p["W2"] + p["b2"].unsqueeze(1))
+    h = torch.relu(h @ p["W3"] + p["b3"].unsqueeze(1))
+    out = (h @ p["w_out"].unsqueeze(-1)).squeeze(-1) + p["b_out"].unsqueeze(-1)
+    return out[0].T, out[1].T
 
 
 def component_log_lik(p: Mapping[str, torch.Tensor], x: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
@@ -368,7 +374,9 @@ def _model_params(parents: torch.Tensor, mechanism: str, hidden: int, learn_weig
                   init: Mapping[str, torch.Tensor] | None, dtype: torch.dtype, device: Any) -> dict:
     start = init_params(parents, mechanism, hidden, dtype=dtype, device=device)
     if init:
-        start.update({k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in init.items() if k in start})
+        # cloned: pyro.param turns its initial value into a leaf that requires grad (the caller's tensor stays as is)
+        start.update({k: torch.as_tensor(v, dtype=dtype, device=device).detach().clone()
+                      for k, v in init.items() if k in start})
     p = {}
     for k, v in start.items():
         if k == "regime_weights":
@@ -378,6 +386,12 @@ def _model_params(parents: torch.Tensor, mechanism: str, hidden: int, learn_weig
         else:
             p[k] = pyro.param(k, v)
     return p
+
+
+def _is_data(value: torch.Tensor | None, obs: torch.Tensor) -> bool:
+    """Whether a site returned the observed column (and not a draw: uncondition, do())."""
+    return value is not None and value.shape == obs.shape and (value.data_ptr() == obs.data_ptr()
+                                                               or torch.equal(value, obs))
 
 
 def regime_scm_model(
@@ -392,12 +406,14 @@ def regime_scm_model(
     learn_weights: bool = True,
     params: Mapping[str, torch.Tensor] | None = None,
     init: Mapping[str, torch.Tensor] | None = None,
+    subsample_size: int | None = None,
 ) -> torch.Tensor:
     """z_n ~ Categorical(pi) (enumerated), then x_{n,i} ~ Normal(mu_i^{[z_n == i+1]}(pa), s_i^{[z_n == i+1]}) in
     topological order; one sample site per variable (named by its column) so ``poutine.do`` can intervene on it.
 
     ``params`` fixes the mechanisms (e.g. a fitted result's) instead of ``pyro.param``; ``init`` sets the starting
-    values of the ``pyro.param``s. ``x=None`` with ``n`` samples the SCM ancestrally. Returns the (n, N) sample.
+    values of the ``pyro.param``s. ``x=None`` with ``n`` samples the SCM ancestrally. ``subsample_size`` draws a
+    random minibatch of rows per call (the likelihood is scaled by n / batch). Returns the (n, N) sample.
     """
     ref = x if x is not None else (next(iter(params.values())) if params else parents.float())
     dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
@@ -410,17 +426,27 @@ def regime_scm_model(
     else:
         p = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in params.items()}
     cols: list[torch.Tensor | None] = [None] * N
-    with pyro.plate("obs_id", n):
+    means: tuple[torch.Tensor, torch.Tensor] | None = None
+    with pyro.plate("obs_id", n, subsample_size=subsample_size) as idx:
+        if x is not None and subsample_size is not None:
+            x = x[idx]
+        observed_cols = [x[:, i] for i in range(N)] if x is not None else [None] * N
         z = pyro.sample("z", dist.Categorical(p["regime_weights"]), infer={"enumerate": "parallel"})
         for i in order:
-            filled = [c if c is not None else torch.zeros((), dtype=dtype, device=device) for c in cols]
-            xin = torch.stack(torch.broadcast_tensors(*filled), dim=-1)
             hit = z == i + 1
-            # both versions on the data, then select: under enumeration z is (K, 1) and the MLP runs twice, not K times
-            loc = torch.where(hit, node_mean(p, i, xin, 1.0, parents), node_mean(p, i, xin, 0.0, parents))
+            pa = torch.nonzero(parents[:, i]).flatten().tolist()
+            if x is not None and all(_is_data(cols[j], observed_cols[j]) for j in pa):
+                # parents are the data (inference): every mechanism at once, both versions, then select; under
+                # enumeration z is (K, 1) and each version is evaluated once, not K times
+                means = all_means(p, x, parents) if means is None else means
+                mu0, mu1 = means[0][:, i], means[1][:, i]
+            else:  # ancestral sampling, do(), posterior predictive: parents are draws
+                filled = [c if c is not None else torch.zeros((), dtype=dtype, device=device) for c in cols]
+                xin = torch.stack(torch.broadcast_tensors(*filled), dim=-1)
+                mu0, mu1 = node_mean(p, i, xin, 0.0, parents), node_mean(p, i, xin, 1.0, parents)
+            loc = torch.where(hit, mu1, mu0)
             scale = torch.where(hit, p["scale_int"][i], p["scale_obs"][i])
-            obs = x[:, i] if x is not None else None
-            cols[i] = pyro.sample(names[i], dist.Normal(loc, scale), obs=obs)
+            cols[i] = pyro.sample(names[i], dist.Normal(loc, scale), obs=observed_cols[i])
     return torch.stack(torch.broadcast_tensors(*cols), dim=-1)
 
 
@@ -522,8 +548,9 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
 
 
 def pretrain_mlp(x: torch.Tensor, parents: torch.Tensor, r: torch.Tensor, hidden: int, *, steps: int = 300,
-                 lr: float = 0.01, seed: int = 0) -> dict:
-    """Maximize sum_nk r_nk log p(x_n | z_n = k) over MLP mechanisms and scales with Adam (full batch)."""
+                 lr: float = 0.01, batch_size: int = 1024, seed: int = 0) -> dict:
+    """Maximize sum_nk r_nk log p(x_n | z_n = k) over MLP mechanisms and scales with Adam on random minibatches
+    of ``batch_size`` rows (the generalized M-step of EM with the responsibilities held fixed)."""
     gen = torch.Generator().manual_seed(int(seed))
     p = init_params(parents, "mlp", hidden, dtype=x.dtype, device=x.device, generator=gen)
     p["regime_weights"] = r.mean(0).to(x.dtype)
@@ -532,9 +559,11 @@ def pretrain_mlp(x: torch.Tensor, parents: torch.Tensor, r: torch.Tensor, hidden
         raw[k] = torch.zeros_like(raw[k], requires_grad=True)
     opt = torch.optim.Adam(list(raw.values()), lr=lr)
     r = r.to(x.dtype)
+    n = x.shape[0]
     for _ in range(steps):
+        idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(x.device)
         cur = {**raw, "scale_obs": raw["scale_obs"].exp(), "scale_int": raw["scale_int"].exp()}
-        loss = -(r * component_log_lik(cur, x, parents)).sum() / x.shape[0]
+        loss = -(r[idx] * component_log_lik(cur, x[idx], parents)).sum() / idx.numel()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -614,8 +643,8 @@ def fit_gumbel_softmax(dataset: Dataset, *, steps: int, lr: float = 1e-3, temper
 # Fitting: em | enum | amortized | gumbel, all ending in one Result
 # --------------------------------------------------------------------------------------------------------------
 
-FIT_DEFAULTS = {"restarts": 4, "em_iters": 200, "pretrain_steps": 300, "temperature": 0.5, "kl_cycles": 5,
-                "kl_ratio": 0.5, "batch_size": 64}
+FIT_DEFAULTS = {"restarts": 4, "em_iters": 200, "pretrain_steps": 400, "subsample_size": 0, "temperature": 0.5,
+                "kl_cycles": 5, "kl_ratio": 0.5, "batch_size": 64}
 
 
 def _param_store_values(names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -679,10 +708,15 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             init = dict(params)
             if inference == "amortized":
                 init.update(distill_encoder(x, r, hidden=inp["hidden"], seed=config.seed))
-                guide = make_amortized_guide(inp["hidden"])
-            svi = run_svi(regime_scm_model, guide, {**model_kwargs, "init": init}, num_steps=config.steps,
-                          elbo="enum", lr=config.lr or 0.005, num_samples=1, seed=config.seed,
-                          progress=config.progress, early_stop_window=50, early_stop_rel_tol=1e-6,
+                guide = make_amortized_guide(inp["hidden"])  # shares the model's subsample through the plate
+            # subsample_size 0: full batch for linear mechanisms (EM already sits at the optimum, minibatch noise
+            # would only move away from it), minibatches of 1024 for MLPs (a full-batch MLP step costs ~0.5 s)
+            sub = o["subsample_size"] or (1024 if inp["mechanism"] == "mlp" else 0)
+            sub = sub if 0 < sub < x.shape[0] else None
+            svi = run_svi(regime_scm_model, guide, {**model_kwargs, "init": init, "subsample_size": sub},
+                          num_steps=config.steps, elbo="enum", lr=config.lr or 0.005, num_samples=1,
+                          seed=config.seed, progress=config.progress,
+                          early_stop_window=None if sub else 50, early_stop_rel_tol=1e-6,
                           log_likelihood_fn=lambda post, kw: {})
             fit_stats["loss"] = svi.fit_stats["loss"]
             params = _param_store_values(list(params))

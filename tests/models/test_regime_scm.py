@@ -1,0 +1,303 @@
+"""Regime SCM: exact enumerated ELBO vs a hand-computed mixture likelihood, regime recovery against the oracle,
+do()-sampling against closed-form interventional means, the simulator's design, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+from scipy.stats import norm
+
+from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
+from pyrozoo.guides.regime_scm import (
+    cyclical_kl_weight,
+    encoder_logits,
+    exact_enumeration_guide,
+    init_encoder,
+    make_amortized_guide,
+)
+from pyrozoo.models.regime_scm import (
+    all_means,
+    fit_em,
+    fit_regime_scm,
+    init_params,
+    make_regime_dataset,
+    map_regime,
+    marginal_log_lik,
+    mechanisms_table,
+    regime_metrics,
+    regime_scm_model,
+    regime_table,
+    sample_do,
+    simulate_regime_data,
+)
+
+
+def _random_params(parents: torch.Tensor, mechanism: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    p = init_params(parents, mechanism, 4, dtype=torch.float64, generator=gen)
+    N = parents.shape[0]
+    if mechanism == "linear":
+        for k in ("W_obs", "W_int"):
+            p[k] = torch.randn(N, N, generator=gen, dtype=torch.float64)  # non-edges must be ignored
+        p["loc_obs"] = torch.randn(N, generator=gen, dtype=torch.float64)
+        p["loc_int"] = p["loc_obs"] + 3.0
+    p["scale_obs"] = 0.5 + torch.rand(N, generator=gen, dtype=torch.float64)
+    p["scale_int"] = 0.5 + torch.rand(N, generator=gen, dtype=torch.float64)
+    w = torch.rand(N + 1, generator=gen, dtype=torch.float64) + 0.1
+    p["regime_weights"] = w / w.sum()
+    return p
+
+
+def _hand_mixture_loglik(p, x, parents, mechanism):
+    """log sum_k pi_k prod_i N(x_i; mu_i^{[k == i+1]}, s_i^{[k == i+1]}), term by term with scipy."""
+    x = x.numpy()
+    n, N = x.shape
+    out = np.zeros(n)
+    for s in range(n):
+        terms = []
+        for k in range(N + 1):
+            lp = math.log(float(p["regime_weights"][k]))
+            for i in range(N):
+                pa = [j for j in range(N) if parents[j, i]]
+                ver = "int" if k == i + 1 else "obs"
+                if mechanism == "linear":
+                    mu = float(p[f"loc_{ver}"][i]) + sum(float(p[f"W_{ver}"][j, i]) * x[s, j] for j in pa)
+                else:
+                    h = np.zeros(N + 1)
+                    h[pa] = x[s, pa]
+                    h[N] = 1.0 if ver == "int" else 0.0
+                    for layer in ("1", "2", "3"):
+                        h = np.maximum(h @ p[f"W{layer}"][i].numpy() + p[f"b{layer}"][i].numpy(), 0)
+                    mu = float(h @ p["w_out"][i].numpy() + p["b_out"][i].numpy())
+                lp += norm.logpdf(x[s, i], mu, float(p[f"scale_{ver}"][i]))
+            terms.append(lp)
+        out[s] = np.logaddexp.reduce(terms)
+    return out
+
+
+def _tiny_case(mechanism: str):
+    parents = torch.zeros(3, 3, dtype=torch.bool)
+    parents[0, 1] = parents[0, 2] = parents[1, 2] = True  # x0 -> x1 -> x2, x0 -> x2
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    kw = {"parents": parents, "order": [0, 1, 2], "names": ["a", "b", "c"], "mechanism": mechanism, "hidden": 4}
+    return parents, x, kw
+
+
+@pytest.mark.parametrize("mechanism", ["linear", "mlp"])
+def test_enumerated_elbo_equals_hand_computed_mixture_loglik(mechanism):
+    parents, x, kw = _tiny_case(mechanism)
+    p = _random_params(parents, mechanism)
+    exact = _hand_mixture_loglik(p, x, parents, mechanism)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    loss = elbo.loss(regime_scm_model, exact_enumeration_guide, x, init=p, **kw)
+    np.testing.assert_allclose(-loss, exact.sum(), rtol=1e-10)
+    np.testing.assert_allclose(marginal_log_lik(p, x, parents).numpy(), exact, rtol=1e-10)
+    # with fixed params the model must give the same number (the path do() and predictive use)
+    pyro.clear_param_store()
+    loss_fixed = elbo.loss(regime_scm_model, exact_enumeration_guide, x, params=p, **kw)
+    np.testing.assert_allclose(-loss_fixed, exact.sum(), rtol=1e-10)
+
+
+def test_amortized_elbo_is_exact_expectation_over_z():
+    parents, x, kw = _tiny_case("linear")
+    p = _random_params(parents, "linear")
+    enc = init_encoder(3, 5, dtype=torch.float64, seed=2)
+    q = torch.softmax(encoder_logits(enc, x), -1)
+    from pyrozoo.models.regime_scm import component_log_lik
+
+    joint = component_log_lik(p, x, parents) + p["regime_weights"].log()
+    expected = (q * (joint - q.log())).sum()
+    loss = TraceEnum_ELBO(max_plate_nesting=1).loss(regime_scm_model, make_amortized_guide(5), x,
+                                                    init={**p, **enc}, **kw)
+    np.testing.assert_allclose(-loss, float(expected), rtol=1e-10)
+    assert float(expected) <= _hand_mixture_loglik(p, x, parents, "linear").sum() + 1e-9  # ELBO <= log p(x)
+
+
+def test_simulator_follows_the_report_design():
+    ds = simulate_regime_data(3, n_vars=10, n_samples=20000)
+    t = ds.truth
+    g = ds.meta["graph"]
+    assert nx.is_directed_acyclic_graph(g) and g.number_of_nodes() == 10
+    w = t["W"][t["W"] != 0]
+    assert np.all((np.abs(w) >= 0.1) & (np.abs(w) <= 1.0))
+    z = t["regime"]
+    # 20% observational: binomial sd sqrt(.2 * .8 / 20000) = 0.0028; 5 sd tolerance
+    assert abs((z == 0).mean() - 0.2) < 5 * math.sqrt(0.16 / 20000)
+    assert set(np.unique(z)) == set(range(11))
+    # residual of each mechanism: N(0, 1) when not intervened, N(5, 1) when intervened
+    x = ds.observed["x"].double().numpy()
+    res = x - x @ t["W"]
+    for i in range(10):
+        hit = z == i + 1
+        assert abs(res[hit, i].mean() - 5.0) < 5 / math.sqrt(hit.sum())
+        assert abs(res[~hit, i].std() - 1.0) < 0.05
+    x2 = simulate_regime_data(3, n_vars=10, n_samples=20000).observed["x"]
+    assert torch.equal(ds.observed["x"], x2)  # seeded
+
+
+def test_em_recovers_regimes_and_observational_regime_like_the_oracle():
+    ds = simulate_regime_data(0, n_vars=6, n_samples=3000, shift=5.0)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False, seed=0))
+    m = regime_metrics(res, ds)
+    assert m["observational_identified"] == 1.0
+    assert m["ari"] >= m["oracle_ari"] - 0.02 and m["ari"] > 0.8  # chance is 0
+    assert m["exact_accuracy"] > 0.95
+    assert abs(m["mse_ratio_mean"] - 1.0) < 0.05
+    # EM never decreases the marginal log-likelihood
+    ll = np.asarray(res.fit_stats["em_loglik"])
+    assert np.all(np.diff(ll) >= -1e-6 * np.abs(ll[:-1]))
+    # learned weights on the true edges (MC error ~ 1/sqrt(n) ~ 0.02)
+    table = mechanisms_table(res, ds)
+    names = ds.inputs["names"]
+    W = ds.truth["W"]
+    for j, i in zip(*np.nonzero(W), strict=True):
+        got = table[(table.variable == names[i]) & (table.version == "obs")][f"w[{names[j]}]"].item()
+        assert abs(got - W[j, i]) < 0.1
+    reg = regime_table(res, ds)
+    assert reg.label[0] == "observational" and np.allclose(reg.mean_shift[1:], 5.0, atol=0.5)
+
+
+def test_enum_svi_keeps_the_em_optimum_and_result_has_marginal_loglik():
+    ds = simulate_regime_data(1, n_vars=4, n_samples=800)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=60, progress=False))
+    idata = res.to_inference_data()
+    ll = idata.log_likelihood["x"]
+    assert ll.dims == ("chain", "draw", "obs_id") and ll.shape == (1, 1, 800)
+    p = {k: torch.as_tensor(v) for k, v in res.params.items() if k != "regime_probs"}
+    np.testing.assert_allclose(ll.values[0, 0], marginal_log_lik(p, ds.observed["x"], ds.inputs["parents"]).numpy(),
+                               rtol=1e-5)
+    assert idata.posterior["regime_probs"].dims == ("chain", "draw", "obs_id", "regime")
+    np.testing.assert_allclose(idata.posterior["regime_probs"].sum("regime"), 1.0, rtol=1e-5)
+    # the ELBO is the marginal log-likelihood, and SVI started at the EM optimum does not leave it
+    assert abs(-res.fit_stats["loss"][0] - res.fit_stats["em_loglik"][-1]) < 1e-3 * abs(res.fit_stats["loss"][0])
+    assert ll.values.sum() >= res.fit_stats["em_loglik"][-1] - 1e-3 * abs(res.fit_stats["em_loglik"][-1])
+    assert (map_regime(res) == idata.posterior["regime_probs"].values[0, 0].argmax(-1)).all()
+
+
+def test_do_sampling_changes_only_descendants_and_matches_closed_form():
+    ds = simulate_regime_data(1, n_vars=5, n_samples=2000)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    g = ds.meta["graph"]
+    target = max(g.nodes, key=lambda v: len(nx.descendants(g, v)))
+    desc = nx.descendants(g, target)
+    assert desc, "the test graph needs a node with descendants"
+    S = 4000
+    base = sample_do(res, ds, {}, num_samples=S, seed=5)
+    do = sample_do(res, ds, {target: 3.0}, num_samples=S, seed=5)
+    assert (do[target] == 3.0).all()
+    for v in g.nodes:
+        if v != target and v not in desc:
+            assert np.array_equal(base[v].to_numpy(), do[v].to_numpy()), v  # same noise, untouched
+    # closed form: E[x | do(target = 3)] in the observational regime, propagated in topological order
+    p = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in res.params.items() if k != "regime_probs"}
+    names = ds.inputs["names"]
+    mean = np.zeros(len(names))
+    for i in ds.inputs["order"]:
+        if names[i] == target:
+            mean[i] = 3.0
+            continue
+        mean[i] = float(p["loc_obs"][i]) + sum(float(p["W_obs"][j, i]) * mean[j]
+                                              for j in range(len(names)) if ds.inputs["parents"][j, i])
+    for v in desc:
+        i = names.index(v)
+        sd = do[v].std()
+        assert abs(do[v].mean() - mean[i]) < 4 * sd / math.sqrt(S), v
+        assert not np.array_equal(base[v].to_numpy(), do[v].to_numpy())
+
+
+def test_dataframe_and_adjacency_inputs():
+    ds = simulate_regime_data(2, n_vars=3, n_samples=100)
+    df = pd.DataFrame(ds.observed["x"].numpy(), columns=ds.inputs["names"])
+    a = make_regime_dataset(df, ds.meta["graph"])
+    adj = nx.to_numpy_array(ds.meta["graph"], nodelist=list(df.columns))
+    b = make_regime_dataset(df.to_numpy(), adj, columns=list(df.columns))
+    assert torch.equal(a.inputs["parents"], b.inputs["parents"]) and a.inputs["order"] == b.inputs["order"]
+    tr = pyro.poutine.trace(regime_scm_model).get_trace(**a.model_kwargs(observed=False))
+    assert tr.nodes[df.columns[0]]["value"].shape == (100,)
+
+
+def _bad(match, *args, **kwargs):
+    with pytest.raises(PyrozooError, match=match):
+        make_regime_dataset(*args, **kwargs)
+
+
+def test_bad_input_is_rejected_before_fitting():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    cyc = nx.DiGraph([("a", "b"), ("b", "c"), ("c", "a")])
+    _bad("graph: expected a DAG, found the cycle", pd.DataFrame(x, columns=list("abc")), cyc)
+    _bad("graph: expected a DAG", x, np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]]))
+    _bad("graph: nodes do not match the data columns.*missing from the graph: c.*not in the data: d",
+         pd.DataFrame(x, columns=list("abc")), nx.DiGraph([("a", "b"), ("b", "d")]))
+    _bad(r"graph: expected a 3 x 3 adjacency", x, np.zeros((2, 2)))
+    xn = x.copy()
+    xn[7, 1] = np.nan
+    _bad("x: expected finite values, 1 row.*row 7", xn, np.zeros((3, 3)))
+    _bad("x: expected at least 2 variables", x[:, :1], np.zeros((1, 1)))
+    _bad("graph: expected a directed graph", pd.DataFrame(x, columns=list("abc")), nx.Graph([("a", "b")]))
+    _bad("mechanism", x, np.zeros((3, 3)), mechanism="gp")
+    ds = make_regime_dataset(x, np.zeros((3, 3)))
+    with pytest.raises(PyrozooError, match="em has closed-form M-steps only"):
+        ds.inputs["mechanism"] = "mlp"
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+
+
+def test_do_rejects_unknown_variables():
+    ds = simulate_regime_data(0, n_vars=3, n_samples=200)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    with pytest.raises(PyrozooError, match="interventions: unknown variable"):
+        sample_do(res, ds, {"nope": 1.0})
+    with pytest.raises(PyrozooError, match="regime"):
+        sample_do(res, ds, {}, regime=9)
+
+
+def test_restarts_pick_the_best_initial_loglik():
+    ds = simulate_regime_data(4, n_vars=5, n_samples=1500)
+    x, par = ds.observed["x"], ds.inputs["parents"]
+    _, info = fit_em(x, par, restarts=4, seed=0)
+    assert info["chosen"] == int(np.argmax(info["restart_logliks"]))
+    assert info["loglik"][-1] >= max(info["restart_logliks"]) - 1e-6
+
+
+def test_cyclical_kl_schedule():
+    w = [cyclical_kl_weight(t, 100, cycles=5, ratio=0.5) for t in range(100)]
+    assert w[0] == 0.0 and w[5] == 0.5 and w[10] == 1.0 and w[19] == 1.0 and w[20] == 0.0
+    assert max(w) == 1.0 and sum(x == 0.0 for x in w) == 5
+
+
+def test_mlp_mechanism_means_agree_with_per_node_path():
+    ds = simulate_regime_data(0, n_vars=4, n_samples=50, nonlinear=True, mechanism="mlp", hidden=6)
+    x, par = ds.observed["x"].double(), ds.inputs["parents"]
+    p = init_params(par, "mlp", 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    from pyrozoo.models.regime_scm import node_mean
+
+    mu0, mu1 = all_means(p, x, par)
+    for i in range(4):
+        torch.testing.assert_close(mu0[:, i], node_mean(p, i, x, 0.0, par))
+        torch.testing.assert_close(mu1[:, i], node_mean(p, i, x, 1.0, par))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("inference", ["enum", "amortized"])
+def test_full_size_linear_reaches_oracle(inference):
+    ds = simulate_regime_data(0)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference=inference, steps=200, progress=False))
+    m = regime_metrics(res, ds)
+    assert m["ari"] >= m["oracle_ari"] - 0.01 and m["observational_identified"] == 1.0
+    assert m["mse_ratio_max"] < 1.05
+
+
+@pytest.mark.slow
+def test_nonlinear_mlp_reaches_oracle():
+    ds = simulate_regime_data(0, nonlinear=True, mechanism="mlp")
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=300, progress=False))
+    m = regime_metrics(res, ds)
+    assert m["ari"] >= m["oracle_ari"] - 0.01 and m["observational_identified"] == 1.0
+    assert m["mse_ratio_max"] < 1.05
