@@ -133,10 +133,12 @@ def connect(address: str | None = None, *, cells: Sequence[Cell] = (), gpus_per_
     ray = import_ray()
     owned = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "logging_level": logging.WARNING, "configure_logging": True}
-        if address is None:
-            kwargs["num_cpus"] = num_cpus
+        kwargs: dict[str, Any] = {}
+        if address is None:  # a new local instance
+            kwargs = {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False,
+                      "logging_level": logging.WARNING}
+        elif not address.startswith("ray://"):  # Ray Client (ray://) accepts none of these
+            kwargs = {"log_to_driver": False, "logging_level": logging.WARNING}
         t0 = time.perf_counter()
         try:
             ray.init(address=address, **kwargs)

@@ -323,7 +323,8 @@ def run_sweep(
         if on_done is not None:
             on_done(outcome, len(outcomes), len(pending))
 
-    if backend == "ray":
+    ray_session = None
+    if backend == "ray" and pending:
         from pyrozoo.sweep.ray_backend import connect
 
         ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
@@ -337,13 +338,13 @@ def run_sweep(
                 from pyrozoo.sweep.local import run_local
 
                 run_local(pending, root, done, jobs=jobs)
-            else:
+            elif ray_session is not None:
                 ray_session.run(pending, root, done)
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        if backend == "ray":
+        if ray_session is not None:
             ray_session.close()
         lock.unlink(missing_ok=True)
         if interrupted:

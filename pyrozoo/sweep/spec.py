@@ -76,6 +76,14 @@ class SweepSpec:
         return len(self.cells)
 
 
+def _check_type(where: str, key: str, value: Any) -> None:
+    """The kinds RunConfig's own checks take for granted (ranges and choices are checked by RunConfig/entry)."""
+    if key in ("inference", "device", "dataset") and not isinstance(value, str):
+        raise PyrozooError(f"{where}: expected a string, got {value!r}")
+    if key == "lr" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise PyrozooError(f"{where}: expected a number > 0, got {value!r}")
+
+
 def _check_axis(where: str, values: Any) -> list[Any]:
     if not isinstance(values, list) or not values:
         raise PyrozooError(f"{where}: expected a non-empty list of values, got {values!r}")
@@ -84,6 +92,10 @@ def _check_axis(where: str, values: Any) -> list[Any]:
             raise PyrozooError(f"{where}: expected numbers, strings or booleans, got {v!r}")
     if len({repr(v) for v in values}) != len(values):
         raise PyrozooError(f"{where}: values repeat in {values!r}")
+    key = where.rsplit(".", 1)[-1]
+    if ".options." not in where:
+        for v in values:
+            _check_type(where, key, v)
     return list(values)
 
 
@@ -94,8 +106,7 @@ def _check_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, list):
             raise PyrozooError(f"{where}.{key}: expected a single value, got a list; put the values to sweep "
                                f"under a grid table ([grid] or [models.grid])")
-        if key in ("inference", "device", "dataset") and not isinstance(value, str):
-            raise PyrozooError(f"{where}.{key}: expected a string, got {value!r}")
+        _check_type(f"{where}.{key}", key, value)
         out[key] = value
     return out
 
@@ -217,12 +228,13 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 cfg.setdefault("progress", False)
                 try:
                     run_cfg = entry.check_config(RunConfig.from_dict(cfg, source=where))
-                except TypeError as exc:  # a value of the wrong kind that the dataclass itself rejects
-                    raise PyrozooError(f"{where}: {exc}") from None
                 except PyrozooError as exc:
                     raise PyrozooError(f"{where} ({model}, seed {seed}"
                                        + "".join(f", {k}={v!r}" for k, v in chosen.items())
                                        + f"): {exc}") from None
+                except (TypeError, ValueError) as exc:  # a value of a kind the checks could not even compare
+                    raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
+                                       f"({exc})") from None
                 full = run_cfg.to_dict()
                 cells.append(Cell(cell_key(label, full, chosen), full, chosen))
 
