@@ -27,7 +27,7 @@ import torch
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_finite, check_int, check_probability
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_probability
 
 
 def _labels(name: str, value: Any, n: int) -> np.ndarray:
@@ -154,53 +154,64 @@ def digits_task(
     seed: int,
     *,
     train_corr: float = 0.95,
+    context: str = "digits",
     n_context: int = 400,
     background: float = 0.5,
     noise: float = 0.1,
-    protected_on_target: bool = True,
+    protected_on_target: bool = False,
     threshold: int = 5,
-    fractions: tuple[float, float, float] = (0.5, 0.2, 0.3),
+    fractions: tuple[float, float, float, float] = (0.4, 0.15, 0.15, 0.3),
 ) -> Dataset:
-    """The digits task (see the module docstring): the 1797 digits are split (stratified by digit, seeded) into
-    training / probe / test parts by ``fractions``; target ``digit < threshold``; ``n_context`` background-only
-    context images form the context-labelled part of the training set."""
+    """The digits task (see the module docstring). The 1797 digits are split (stratified by digit, seeded) into
+    target-labelled training / context pool / probe / test parts by ``fractions``; target ``digit < threshold``.
+
+    The context-labelled part of the training set carries only the protected label: ``context="digits"`` renders
+    the context pool's digits with a colour drawn independently of the digit (their target labels are not used);
+    ``context="blank"`` uses ``n_context`` background-only images instead (the closest analogue of the paper's
+    scene images, but a weaker teacher for the adversary). ``protected_on_target`` also gives the adversary the
+    colour of the target-labelled rows; there the colour agrees with the target 95% of the time, so the adversary
+    can read it off the digit, and removing *that* would remove the target too (off by default)."""
     from sklearn.datasets import load_digits
 
     check_probability("train_corr", train_corr)
     n_context = check_int("n_context", n_context)
+    check_choice("context", context, ("digits", "blank"))
     check_int("threshold", threshold, minimum=1)
     if threshold > 9:
         raise PyrozooError(f"threshold: expected an integer in 1..9 (target is digit < threshold), got {threshold}")
     for name, v in (("background", background), ("noise", noise)):
-        if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
             raise PyrozooError(f"{name}: expected a finite number >= 0, got {v!r}")
     if not isinstance(protected_on_target, bool):
         raise PyrozooError(f"protected_on_target: expected true or false, got {protected_on_target!r}")
     fr = np.asarray(fractions, dtype=float)
-    if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
-        raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
+    if fr.shape != (4,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
+        raise PyrozooError(f"fractions: expected four positive numbers summing to 1, got {fractions!r}")
 
     rng = np.random.default_rng(int(seed))
     digits = load_digits()
     ink = (digits.images / 16.0).astype(np.float32)
     label = digits.target
-    train, probe, test = [], [], []
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    cuts = np.cumsum(fr)[:-1]
     for d in range(10):  # stratified split
         idx = rng.permutation(np.flatnonzero(label == d))
-        a, b = int(round(fr[0] * idx.size)), int(round((fr[0] + fr[1]) * idx.size))
-        train.append(idx[:a])
-        probe.append(idx[a:b])
-        test.append(idx[b:])
-    train, probe, test = (np.sort(np.concatenate(s)) for s in (train, probe, test))
+        for k, piece in enumerate(np.split(idx, np.round(cuts * idx.size).astype(int))):
+            parts[k].append(piece)
+    train, pool, probe, test = (np.sort(np.concatenate(s)) for s in parts)
     target = (label < threshold).astype(np.int64)
 
     c_train = _context_for(target[train], train_corr, rng)
     x_train = render_digits(ink[train], c_train, rng, background=background, noise=noise)
-    # context-labelled part: background-only images (no digit), no target label
-    c_ctx = rng.integers(0, 2, n_context)
-    x_ctx = render_digits(np.zeros((n_context, 8, 8), np.float32), c_ctx, rng, background=background, noise=noise)
+    if context == "digits":
+        c_ctx = rng.integers(0, 2, pool.size)
+        x_ctx = render_digits(ink[pool], c_ctx, rng, background=background, noise=noise)
+    else:
+        c_ctx = rng.integers(0, 2, n_context)
+        x_ctx = render_digits(np.zeros((n_context, 8, 8), np.float32), c_ctx, rng, background=background,
+                              noise=noise)
     x = np.concatenate([x_train, x_ctx])
-    y = np.concatenate([target[train], -np.ones(n_context, np.int64)])
+    y = np.concatenate([target[train], -np.ones(c_ctx.size, np.int64)])
     p = np.concatenate([c_train if protected_on_target else -np.ones(train.size, np.int64), c_ctx])
 
     splits = {}
@@ -208,9 +219,9 @@ def digits_task(
                              ("test_decorrelated", test, 0.5), ("test_reversed", test, 1.0 - train_corr)):
         c = _context_for(target[idx], corr, rng) if corr != 0.5 else rng.integers(0, 2, idx.size)
         splits[split] = {"x": render_digits(ink[idx], c, rng, background=background, noise=noise),
-                         "y": target[idx], "p": c, "digit": label[idx]}
+                         "y": target[idx], "p": c}
     meta = {"target_name": f"digit < {threshold}", "protected_name": "background colour",
-            "train_corr": float(train_corr), "digit_train": label[train]}
+            "train_corr": float(train_corr), "digit_test": label[test]}
     return make_agnostic_data(x, y, p, name="agnostic-digits", splits=splits, leakage_split="test_decorrelated",
                               meta=meta)
 

@@ -217,7 +217,8 @@ def agnostic_model(
 
     with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
         z = net.extractor(x[target_idx[i]])
-        with poutine.scale(scale=1.0 - a):
+        # Pyro scales must be > 0: at alpha = 1 the target term has weight 0, i.e. it is masked out
+        with poutine.scale(scale=1.0 - a) if a < 1 else poutine.mask(mask=False):
             pyro.sample("y", dist.Categorical(logits=_linear(z, w_y, b_y)), obs=None if y is None else y[i])
 
     n_p = protected_idx.shape[0]

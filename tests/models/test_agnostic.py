@@ -1,0 +1,218 @@
+"""Agnostic classifier: gradient reversal layer, eq. (1) gradients, alpha = 0 is a plain classifier, data tasks, bad
+input, and (seeded) a high alpha removes the protected concept from the features as seen by a fresh probe."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task, make_agnostic_data
+from pyrozoo.errors import PyrozooError
+from pyrozoo.models.agnostic import (
+    AgnosticNetwork,
+    AlphaSchedule,
+    agnostic_entry,
+    agnostic_model,
+    check_alpha,
+    grad_reverse,
+    load_digits_task,
+    pointwise_log_likelihood,
+)
+
+
+# ------------------------------------------------------------------------------------------ gradient reversal
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 2.5])
+def test_gradient_reversal_is_identity_forward_and_negates_gradient(lam):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    out = grad_reverse(x, lam)
+    assert torch.equal(out, x)
+    (out * w).sum().backward()
+    assert torch.allclose(x.grad, -lam * w)
+
+
+def test_gradient_reversal_inside_a_composite_function():
+    """d/dx f(R(g(x))) = -lam f'(g(x)) g'(x): compare with the plain chain rule."""
+    x = torch.linspace(-1, 1, 7, dtype=torch.float64, requires_grad=True)
+    (torch.sin(grad_reverse(x**2, 0.7))).sum().backward()
+    assert torch.allclose(x.grad, -0.7 * torch.cos(x.detach() ** 2) * 2 * x.detach())
+
+
+# --------------------------------------------------------------------------------------- eq. (1) gradients
+def _small_task():
+    """A tiny two-part table task: 12 target rows (3 with protected labels), 8 context rows."""
+    gen = np.random.default_rng(0)
+    x = gen.standard_normal((20, 4)).astype(np.float32)
+    y = np.r_[gen.integers(0, 2, 12), -np.ones(8)]
+    p = np.r_[-np.ones(9), gen.integers(0, 2, 3), gen.integers(0, 2, 8)]
+    y[:2], p[-2:] = (0, 1), (0, 1)  # both classes present
+    data = make_agnostic_data(x, y, p)
+    torch.manual_seed(0)
+    data.inputs["net"] = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=5, hidden=6).double()
+    data.inputs["x"] = data.inputs["x"].double()
+    data.inputs["protected_weight"] = data.inputs["protected_weight"].double()
+    return data
+
+
+def _heads(data):
+    pyro.set_rng_seed(1)
+    tr = poutine.trace(agnostic_model).get_trace(**data.model_kwargs(observed=False))
+    return {k: tr.nodes[k]["value"].detach() for k in ("w_y", "b_y", "w_p", "b_p")}
+
+
+def _extractor_grad(loss, net):
+    net.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.reshape(-1) for p in net.extractor.parameters()])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_extractor_gradient_is_eq1(alpha):
+    """With the heads fixed, the extractor's gradient of the model's negative log joint equals the gradient of
+    (1 - alpha) CE_y - alpha sum_j w_j CE_p^j computed by hand in plain torch (no Pyro, no reversal layer)."""
+    data = _small_task()
+    kw, net, heads = data.model_kwargs(), data.inputs["net"], _heads(data)
+    tr = poutine.trace(poutine.condition(agnostic_model, heads)).get_trace(**{**kw, "alpha": alpha})
+    tr.compute_log_prob()  # scaled and masked, as the ELBO sees them
+    obs_lp = tr.nodes["y"]["log_prob"].sum() + tr.nodes["p"]["log_prob"].sum()
+    got = _extractor_grad(-obs_lp, net)
+
+    z_t = net.extractor(kw["x"][kw["target_idx"]])
+    ce_y = F.cross_entropy(z_t @ heads["w_y"].T + heads["b_y"], kw["y"], reduction="sum")
+    z_p = net.adversary(net.extractor(kw["x"][kw["protected_idx"]]))
+    ce_p = F.cross_entropy(z_p @ heads["w_p"].T + heads["b_p"], kw["p"], reduction="none")
+    want = _extractor_grad((1 - alpha) * ce_y - alpha * (kw["protected_weight"] * ce_p).sum(), net)
+    assert torch.allclose(got, want, atol=1e-10)
+
+
+def test_alpha_zero_is_a_plain_classifier():
+    """At alpha = 0 the ELBO's gradients for the extractor and the target head's variational parameters equal
+    those of a plain Bayesian classifier (the same model with no protected rows), at the same guide draws."""
+    from pyro.infer import TraceMeanField_ELBO
+
+    from pyrozoo.models.agnostic import make_agnostic_guide
+
+    data = _small_task()
+    kw = {**data.model_kwargs(), "alpha": 0.0}
+    plain_kw = {**kw, "protected_idx": kw["protected_idx"][:0], "p": kw["p"][:0],
+                "protected_weight": kw["protected_weight"][:0]}
+    grads = []
+    for kwargs in (kw, plain_kw):
+        pyro.clear_param_store()
+        guide = make_agnostic_guide(agnostic_model)
+        pyro.set_rng_seed(3)
+        loss = TraceMeanField_ELBO().differentiable_loss(agnostic_model, guide, **kwargs)
+        names = [n for n in pyro.get_param_store() if "extractor" in n or n.endswith("w_y") or n.endswith("b_y")]
+        params = [pyro.param(n).unconstrained() for n in names]
+        grads.append(dict(zip(names, torch.autograd.grad(loss, params), strict=True)))
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) >= 8
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-8), name
+
+
+def test_alpha_schedules():
+    lin = AlphaSchedule(0.8, "linear", ramp=0.5, progress=0.0)
+    assert float(lin) == 0.0 and lin.value(0.25) == pytest.approx(0.4) and lin.value(0.9) == pytest.approx(0.8)
+    dann = AlphaSchedule(1.0, "dann")
+    for q in (0.0, 0.1, 0.5, 1.0):
+        assert dann.value(q) == pytest.approx(2 / (1 + math.exp(-10 * q)) - 1)
+    assert AlphaSchedule(0.3, "constant").value(0.0) == 0.3
+
+
+# ------------------------------------------------------------------------------------------------ data tasks
+def test_digits_task_shapes_and_correlations():
+    data = digits_task(0)
+    x, splits = data.inputs["x"], data.meta["splits"]
+    assert x.shape[1:] == (2, 8, 8) and data.inputs["num_classes"] == 2 and data.inputs["num_protected"] == 2
+    # two-part training set: target-labelled rows carry no protected label by default, context rows no target
+    assert not set(data.inputs["target_idx"].tolist()) & set(data.inputs["protected_idx"].tolist())
+    # the background colour is the channel with more mass on the background
+    def colour(imgs):
+        return (imgs[:, 1] - imgs[:, 0]).mean((-1, -2)) > 0
+
+    y_train = data.observed["y"]
+    c_train = colour(x[data.inputs["target_idx"]]).long()
+    agree = (c_train == y_train).float().mean()
+    n = y_train.numel()
+    assert abs(float(agree) - 0.95) < 4 * math.sqrt(0.95 * 0.05 / n)
+    for name, rate in (("test_correlated", 0.95), ("test_decorrelated", 0.5), ("test_reversed", 0.05),
+                       ("probe", 0.5)):
+        part = splits[name]
+        assert torch.equal(colour(part["x"]).long(), part["p"])  # rendering matches the label
+        m = part["y"].numel()
+        assert abs(float((part["p"] == part["y"]).float().mean()) - rate) < 4 * math.sqrt(0.25 / m)
+
+
+def test_cps1985_task():
+    data = cps1985_task(0)
+    assert data.inputs["x"].dim() == 2 and "gender" not in " ".join(data.meta["feature_names"])
+    y, p = data.observed["y"], data.observed["p"]
+    assert set(y.tolist()) == {0, 1} and set(p.tolist()) == {0, 1}
+    sizes = [data.inputs["x"].shape[0]] + [s["x"].shape[0] for s in data.meta["splits"].values()]
+    assert sum(sizes) == 534
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "high", True])
+def test_alpha_outside_unit_interval(alpha):
+    with pytest.raises(PyrozooError, match="alpha"):
+        check_alpha(alpha)
+    with pytest.raises(PyrozooError, match="alpha"):
+        load_digits_task(0, alpha=alpha)
+
+
+def test_alpha_checked_before_fitting():
+    entry = agnostic_entry()
+    cfg = RunConfig(model="agnostic", device="cpu", progress=False, steps=1, options={"alpha": 2.0})
+    with pytest.raises(PyrozooError, match=r"alpha: expected a number in \[0, 1\]"):
+        entry.load_data(entry.check_config(cfg))
+
+
+def test_target_labels_with_one_class():
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(PyrozooError, match="y: expected target labels with at least 2 classes, got only class 1"):
+        make_agnostic_data(x, np.ones(10), np.r_[np.zeros(5), np.ones(5)])
+
+
+def test_protected_labels_missing_for_all_rows():
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    y = np.r_[np.zeros(5), np.ones(5)]
+    for p in (None, -np.ones(10), np.full(10, np.nan)):
+        with pytest.raises(PyrozooError, match="p: protected labels are missing for all rows"):
+            make_agnostic_data(x, y, p)
+
+
+def test_other_bad_labels():
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    y = np.r_[np.zeros(5), np.ones(5)]
+    with pytest.raises(PyrozooError, match="p: expected protected labels with at least 2 classes"):
+        make_agnostic_data(x, y, np.zeros(10))
+    with pytest.raises(PyrozooError, match="y: expected 10 labels"):
+        make_agnostic_data(x, y[:4], y)
+    with pytest.raises(PyrozooError, match="non-integers"):
+        make_agnostic_data(x, y + 0.5, y)
+    with pytest.raises(PyrozooError, match="x: expected finite"):
+        make_agnostic_data(np.full((10, 3), np.inf), y, y)
+
+
+# ---------------------------------------------------------------------------------------- log-likelihood
+def test_pointwise_log_likelihood_matches_categorical():
+    data = _small_task()
+    kw = data.model_kwargs()
+    heads = _heads(data)
+    post = {k: v.expand((1, 3) + v.shape).clone() for k, v in heads.items()}
+    ll = pointwise_log_likelihood(post, kw)
+    net = data.inputs["net"]
+    with torch.no_grad():
+        logits = net.extractor(kw["x"][kw["target_idx"]]) @ heads["w_y"].T + heads["b_y"]
+        want = torch.log_softmax(logits, -1).gather(-1, kw["y"][:, None]).squeeze(-1)
+    assert ll["y"].shape == (1, 3, kw["y"].numel()) and ll["p"].shape == (1, 3, kw["p"].numel())
+    assert np.allclose(ll["y"][0, 2], want.numpy(), atol=1e-10)
