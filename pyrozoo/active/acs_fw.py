@@ -60,32 +60,37 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
         kernel = EmbeddingKernel(kernel)
     sq = kernel.diag().to(torch.float64).clamp(min=0)
     sig_n = sq.sqrt()
-    sig = sig_n.sum()
+    sig = float(sig_n.sum())
     usable = sig_n > 1e-12 * max(float(sig_n.max()), 1e-300)
-    safe_sig = torch.where(usable, sig_n, torch.ones_like(sig_n))
+    all_usable = bool(usable.all())
+    inv_sig = torch.where(usable, 1.0 / torch.where(usable, sig_n, torch.ones_like(sig_n)), torch.zeros_like(sig_n))
     g = kernel.row_sums().to(torch.float64)
-    total = g.sum()
+    total = float(g.sum())
     h = torch.zeros_like(g)
     w = torch.zeros_like(g)
-    objective = [float(total)]
+    wg = wh = 0.0  # w . g and w . h, kept as Python floats
+    objective = [total]
     vertices: list[int] = []
-    minus_inf = torch.full_like(g, -torch.inf)
     for _ in range(num_steps):
-        f = int(torch.argmax(torch.where(usable, (g - h) / safe_sig, minus_inf)))
+        scores = (g - h).mul_(inv_sig)
+        if not all_usable:
+            scores.masked_fill_(~usable, -torch.inf)
+        f = int(torch.argmax(scores))
         vertices.append(f)
         if not bool(usable[f]):
             w[f] = 1.0
             break
-        s = sig / sig_n[f]
-        wg, wh = w @ g, w @ h
-        num = s * (g[f] - h[f]) - (wg - wh)
-        den = s * s * sq[f] - 2 * s * h[f] + wh
-        gamma = torch.clamp(num / den, 0.0, 1.0) if den > 0 else torch.zeros((), dtype=torch.float64)
+        s = sig / float(sig_n[f])
+        g_f, h_f = float(g[f]), float(h[f])
+        num = s * (g_f - h_f) - (wg - wh)
+        den = s * s * float(sq[f]) - 2 * s * h_f + wh
+        gamma = min(max(num / den, 0.0), 1.0) if den > 0 else 0.0
         col = kernel.column(f).to(torch.float64)
-        w = (1 - gamma) * w
+        w.mul_(1 - gamma)
         w[f] += gamma * s
-        h = (1 - gamma) * h + gamma * s * col
-        objective.append(float(total - 2 * (w @ g) + w @ h))
+        h.mul_(1 - gamma).add_(col, alpha=gamma * s)
+        wg, wh = float(w @ g), float(w @ h)
+        objective.append(total - 2 * wg + wh)
     order = list(dict.fromkeys(v for v in vertices if w[v] > 0))
     support = torch.tensor(order, dtype=torch.long, device=g.device)
     if support.numel() == 0:  # gamma was 0 at every step: keep the first vertex so a batch is never empty

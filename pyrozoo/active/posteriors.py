@@ -150,6 +150,7 @@ class _BLRKernel(PoolKernel):
         self.x, self.kind, self.tau = x, kind, tau_hat
         self.xa = x @ cov_unit  # rows A x_n
         self.quad = (self.xa * x).sum(1)  # x_n^T A x_n
+        self.pair = torch.stack([x, self.xa], dim=2)  # (M, D, 2): one matmul gives X x_f and X A x_f
         if kind == "euclidean":
             self.u = x @ torch.linalg.cholesky(cov_unit)
             self.e = 0.5 * torch.log1p(self.quad) - self.quad
@@ -166,43 +167,51 @@ class _BLRKernel(PoolKernel):
 
     def column(self, f: int) -> torch.Tensor:
         if self.kind == "fisher":
-            return self.tau * (self.x @ self.x[f]) * (self.x @ self.xa[f])
+            both = self.x @ self.pair[f]
+            return both[:, 0].mul_(both[:, 1]).mul_(self.tau)
         return self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
 
 
 class SampledRegressionPosterior(RegressionPosterior):
-    """A posterior known only through S stored draws: ``draw_fn(x)`` gives f_s(x) (S, M) at every draw and
-    ``noise_var`` (S,) (or a scalar) the noise variance of each draw.
+    """A posterior known only through S stored draws. ``draw_fn(x)`` gives either f_s(x) (S, M), with ``noise_var``
+    the noise variance of each draw ((S,) or a scalar), or a pair (f_s(x), noise variance (S, M)) for
+    heteroscedastic models (e.g. a BNN with a variance head; ``noise_var`` then unused).
 
     The predictive is the S-component Gaussian mixture; its mean and variance are exact, its entropy has no closed
     form and is replaced by that of the moment-matched Gaussian (an upper bound; exact when the mixture is Gaussian).
     """
 
-    def __init__(self, draw_fn: Callable[[torch.Tensor], torch.Tensor], noise_var: torch.Tensor | float,
-                 num_draws: int) -> None:
+    def __init__(self, draw_fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+                 noise_var: torch.Tensor | float | None, num_draws: int) -> None:
         self.draw_fn = draw_fn
         self.num_draws = check_int("num_draws", num_draws, minimum=1)
-        self.noise_var = torch.as_tensor(noise_var)
-        if self.noise_var.dim() == 0:
-            self.noise_var = self.noise_var.expand(self.num_draws)
-        if self.noise_var.shape != (self.num_draws,) or not bool((self.noise_var > 0).all()):
-            raise PyrozooError(f"noise_var: expected a positive scalar or {self.num_draws} positive values, "
-                               f"got shape {tuple(self.noise_var.shape)}")
+        self.noise_var = None
+        if noise_var is not None:
+            nv = torch.as_tensor(noise_var)
+            nv = nv.expand(self.num_draws) if nv.dim() == 0 else nv
+            if nv.shape != (self.num_draws,) or not bool((nv > 0).all()):
+                raise PyrozooError(f"noise_var: expected a positive scalar or {self.num_draws} positive values, "
+                                   f"got shape {tuple(nv.shape)}")
+            self.noise_var = nv
 
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.draw_fn(x)
-        return f, self.noise_var.to(dtype=f.dtype, device=f.device)
+        """f (S, M) and noise variances (S, M) or (S, 1)."""
+        out = self.draw_fn(x)
+        if isinstance(out, tuple):
+            return out[0], out[1]
+        if self.noise_var is None:
+            raise PyrozooError("noise_var: draw_fn returned only function values; give noise_var")
+        return out, self.noise_var.to(dtype=out.dtype, device=out.device)[:, None]
 
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f, nv = self._draws(x)
         mean = f.mean(0)
-        var = nv.mean() + f.var(0, unbiased=False)
+        var = nv.mean(0).expand_as(mean) + f.var(0, unbiased=False)
         return mean, var, 0.5 * (LOG_2PI_E + var.log())
 
     def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
-        f, nv = self._draws(x[:1])
-        h = 0.5 * (LOG_2PI_E + nv.log()).mean()
-        return h.expand(x.shape[0]).clone()
+        f, nv = self._draws(x)
+        return (0.5 * (LOG_2PI_E + nv.log())).mean(0).expand(x.shape[0]).clone()
 
     def function_draws(self, x: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,12 +220,27 @@ class SampledRegressionPosterior(RegressionPosterior):
                                f"got {num_samples}")
         f, nv = self._draws(x)
         idx = torch.randperm(self.num_draws, generator=generator, device="cpu")[:num_samples].to(f.device)
-        return f[idx], nv[idx]
+        nv = nv[idx]
+        return f[idx], nv[:, 0] if nv.shape[1] == 1 else nv
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         f, nv = self._draws(x)
-        comp = torch.distributions.Normal(f, nv.sqrt()[:, None]).log_prob(y.to(f.dtype))
+        comp = torch.distributions.Normal(f, nv.sqrt()).log_prob(y.to(f.dtype))
         return torch.logsumexp(comp, 0) - math.log(self.num_draws)
+
+
+def from_per_draw_moments(posterior: object) -> SampledRegressionPosterior:
+    """Adapter for any fitted posterior with ``per_draw_moments(x) -> (mean (S, M), variance (S, M))`` and
+    ``num_draws`` (the zoo BNN's SWAG/VI/MAP posteriors): per-draw Gaussian predictives, heteroscedastic noise."""
+    if not hasattr(posterior, "per_draw_moments") or not hasattr(posterior, "num_draws"):
+        raise PyrozooError(f"posterior: expected an object with per_draw_moments and num_draws, "
+                           f"got {type(posterior).__name__}")
+
+    def draw_fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, v = posterior.per_draw_moments(x)
+        return m.to(torch.float64), v.to(torch.float64)
+
+    return SampledRegressionPosterior(draw_fn, None, int(posterior.num_draws))
 
 
 def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPosterior:

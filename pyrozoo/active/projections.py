@@ -6,7 +6,7 @@ theta_j ~ p(theta | D), the J-vector
     L^_n = J^{-1/2} [L_n(theta_1), ..., L_n(theta_J)]
 
 gives an unbiased estimate L^_n . L^_m of the weighted Euclidean inner product E_theta[L_n(theta) L_m(theta)].
-For y | theta ~ N(f_theta(x), s_theta^2) the expectation over the predictive (mean m_n, variance v_n) is exact:
+For y | theta ~ N(f_theta(x), s_theta(x)^2) the expectation over the predictive (mean m_n, variance v_n) is exact:
 
     E_{y_n}[log N(y_n | f, s^2)] = -1/2 log(2 pi s^2) - (v_n + (m_n - f)^2) / (2 s^2).
 
@@ -45,6 +45,8 @@ def projected_embedding(posterior, x: torch.Tensor, num_projections: int,
         f, noise_var = posterior.function_draws(xc, num_projections, generator=g)  # (J, m), (J,)
         mean, var, entropy = posterior.predictive(xc)
         noise_var = noise_var.to(mean.dtype)
+        if noise_var.dim() == 2:  # heteroscedastic: (J, m) -> (m, J)
+            noise_var = noise_var.T
         # L_n(theta_j) = c_j - k_j (v_n + (m_n - f_jn)^2) + H_n, built in place on an (m, J) buffer
         c = -0.5 * torch.log(2 * math.pi * noise_var)
         k = 0.5 / noise_var

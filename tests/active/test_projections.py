@@ -102,3 +102,31 @@ def test_num_projections_below_one_is_an_error(j):
     post, pool = _problem()
     with pytest.raises(PyrozooError, match="num_projections"):
         projected_embedding(post, pool, j)
+
+
+def test_heteroscedastic_draws_follow_the_definition():
+    """Per-draw, per-point noise (a BNN with a variance head): L^_n written out by hand."""
+    from pyrozoo.active.posteriors import from_per_draw_moments
+
+    g = torch.Generator().manual_seed(9)
+    pool = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    a = torch.randn(50, 2, generator=g, dtype=torch.float64)
+
+    class Stub:
+        num_draws = 50
+
+        def per_draw_moments(self, x):
+            return a @ x.T, 0.1 + (x**2).sum(1) * torch.linspace(0.5, 2, 50, dtype=torch.float64)[:, None]
+
+    post = from_per_draw_moments(Stub())
+    proj = projected_embedding(post, pool, 50, generator=torch.Generator().manual_seed(0))
+    f, nv = Stub().per_draw_moments(pool)
+    idx = torch.randperm(50, generator=torch.Generator().manual_seed(
+        int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(0)))))
+    f, nv = f[idx], nv[idx]
+    mean, var, ent = post.predictive(pool)
+    ell = -0.5 * torch.log(2 * math.pi * nv) - (var + (mean - f) ** 2) / (2 * nv) + ent
+    torch.testing.assert_close(proj, ell.T / math.sqrt(50))
+    torch.testing.assert_close(var, nv.mean(0) + f.var(0, unbiased=False))
+    with pytest.raises(PyrozooError, match="per_draw_moments"):
+        from_per_draw_moments(object())

