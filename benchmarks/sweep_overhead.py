@@ -15,7 +15,9 @@ task). Also the round trip of an empty task and ``ray.init`` itself. Medians ove
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import shutil
 import statistics
 import tempfile
@@ -32,23 +34,30 @@ def sweep_spec(out: Path, num_samples: int, seeds: int = 8):
     return parse_spec({
         "sweep": {"name": "bench", "seeds": seeds},
         "defaults": {"device": "cpu", "num_chains": 4, "num_samples": num_samples, "warmup_steps": num_samples // 4},
-        "models": [{"name": "normal-gamma", "inference": "gibbs", "grid": {"options": {"n": [100, 1000]}}}],
+        "models": [{"name": "normal-gamma", "inference": "gibbs", "grid": {"options": {"n": [20, 100]}}}],
     }, out=out)
 
 
-def time_sweep(backend: str, jobs: int, num_samples: int, reps: int) -> list[float]:
-    times = []
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (pool workers; not Ray's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def time_sweep(backend: str, jobs: int, num_samples: int, reps: int) -> tuple[list[float], list[float]]:
+    times, cpus = [], []
     for _ in range(reps):
         tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
         try:
             spec = sweep_spec(tmp / "runs", num_samples)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             summary = run_sweep(spec, backend=backend, jobs=jobs)
             times.append(time.perf_counter() - t0)
+            cpus.append(_cpu() - c0)
             assert summary.ok == len(spec.cells) == 16, summary
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return times
+    return times, cpus
 
 
 def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
@@ -101,13 +110,14 @@ def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each 16-run sweep (median reported)")
-    parser.add_argument("--num-samples", type=int, default=2000, help="Gibbs draws per chain in each cell")
+    parser.add_argument("--num-samples", type=int, default=1000, help="Gibbs draws per chain in each cell")
     parser.add_argument("--tasks", type=int, default=16, help="cells for the per-task Ray overhead")
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray measurements")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"# {platform.node()}: {torch.get_num_threads()} torch thread(s) in the driver, python "
           f"{platform.python_version()}, torch {torch.__version__}")
+    load0 = f"{os.getloadavg()[0]:.1f}"
     rows = [("local, --jobs 1 (in process)", time_sweep("local", 1, args.num_samples, args.reps)),
             ("local, --jobs 2 (process pool)", time_sweep("local", 2, args.num_samples, args.reps))]
     if args.ray:
@@ -118,13 +128,16 @@ def main() -> None:
             rows.append(("ray, local instance, 2 CPUs", time_sweep("ray", 1, args.num_samples, args.reps)))
         finally:
             ray.shutdown()
-    base = statistics.median(rows[0][1])
-    print(f"\n16-run sweep (normal-gamma gibbs, 4 chains x {args.num_samples} draws, n in 100/1000 x 8 seeds), "
+    base = statistics.median(rows[0][1][0])
+    print(f"\n16-run sweep (normal-gamma gibbs, 4 chains x {args.num_samples} draws, n in 20/100 x 8 seeds), "
           f"{args.reps} rep(s)")
-    print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 |\n|---|---|---|---|")
-    for name, times in rows:
+    print(f"load average (1 min) before: {load0}, after: {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores")
+    print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 | CPU s, driver + pool (median) |")
+    print("|---|---|---|---|---|")
+    for name, (times, cpus) in rows:
         med = statistics.median(times)
-        print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x |")
+        cpu = "n/a (Ray's workers)" if name.startswith("ray") else f"{statistics.median(cpus):.1f}"
+        print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x | {cpu} |")
     if args.ray:
         stats = ray_overhead(args.num_samples, args.tasks)
         print(f"\nRay overhead per task (1-CPU local instance, warm worker, {args.tasks} cells one at a time)")

@@ -19,6 +19,8 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.sweep.runner import CellOutcome, execute_cell
 from pyrozoo.sweep.spec import Cell
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
 
 def threads_per_worker(jobs: int) -> int:
     """Cores shared evenly between ``jobs`` workers (at least one thread each)."""
@@ -44,9 +46,18 @@ def run_local(cells: Sequence[Cell], root: Path, on_done: Callable[[CellOutcome]
             on_done(execute_cell(cell, root))
         return
     ctx = multiprocessing.get_context("spawn")
+    threads = threads_per_worker(jobs)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads_per_worker(jobs),))
-    futures = {pool.submit(execute_cell, cell, root): cell for cell in cells}
+                               initargs=(threads,))
+    # OpenMP/BLAS read their thread counts when loaded, before the initializer runs: pass them by environment
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: str(threads) for k, v in saved.items() if v is None})
+    try:
+        futures = {pool.submit(execute_cell, cell, root): cell for cell in cells}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
     try:
         remaining = set(futures)
         while remaining:

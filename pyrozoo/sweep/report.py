@@ -193,8 +193,16 @@ def _is_numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
+def _value_text(v: Any) -> str:
+    if isinstance(v, float):
+        return "default" if math.isnan(v) else (str(int(v)) if v.is_integer() else f"{v:g}")
+    return str(v)
+
+
 def _series_label(keys: Sequence[str], values: Sequence[Any]) -> str:
-    return ", ".join(f"{k.removeprefix('options.')}={v}" for k, v in zip(keys, values, strict=True)) or "all"
+    """``n=50, inference=gibbs``; a setting a run does not have (NaN) reads ``default``."""
+    return ", ".join(f"{k.removeprefix('options.')}={_value_text(v)}"
+                     for k, v in zip(keys, values, strict=True)) or "all"
 
 
 def _figure(n: int):
