@@ -223,7 +223,7 @@ class PLCE:
         B = tf.fit_transform(X) if tf is not None else (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
         self.basis_ = tf
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
-        learner = RandomInterceptLearner(base) if use_re else base
+        learner = RandomInterceptLearner(base, n_iter=2) if use_re else base
         row_kwargs = {"groups": groups} if use_re else None
         design = B
         self.bandwidth_, self.bandwidth_scores_ = None, {}
@@ -231,8 +231,8 @@ class PLCE:
             xcol = X[:, self.interference_column]
             if self.bandwidth is None:
                 grid = self.bandwidths if self.bandwidths is not None else default_bandwidths(xcol)
-                self.bandwidth_, self.bandwidth_scores_ = select_bandwidth(
-                    learner, B, X, t, y, grid, folds, column=self.interference_column, row_kwargs=row_kwargs)
+                self.bandwidth_, self.bandwidth_scores_ = select_bandwidth(B, X, t, y, grid,
+                                                                           column=self.interference_column)
             else:
                 self.bandwidth_ = float(self.bandwidth)
             design = np.concatenate(

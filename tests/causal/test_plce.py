@@ -1,0 +1,334 @@
+"""PLCE: cross-fitting, basis, HC3, aggregation, oracle comparison, extensions, diagnostics, Pyro final stage, CLI,
+bad input. Tolerances are stated next to each check with where they come from."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.causal.crossfit import crossfit_predict, make_folds
+from pyrozoo.causal.diagnostics import positivity_kurtosis, robustness_value, sensitivity
+from pyrozoo.causal.extensions import RandomInterceptLearner, kernel_weights
+from pyrozoo.causal.plce import PLCE, aggregate_splits, wls_hc3
+from pyrozoo.causal.simulate import simulate_plce
+from pyrozoo.errors import PyrozooError
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def fast_learner():
+    """Ridge with a closed-form LOO choice of penalty: 10x faster than the default spike-slab EM, used where a test
+    is about the estimator's structure rather than the learner (the default learner is exercised by the oracle,
+    bad-input, final-stage and CLI tests and by the benchmark)."""
+    from sklearn.linear_model import RidgeCV
+
+    return RidgeCV(alphas=np.logspace(-3, 3, 13))
+
+
+def linear_design(seed: int, n: int = 1000, theta: float = 1.0):
+    """y = theta t + x'beta + e, t = x'gamma + v with known linear f and g."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5))
+    t = X @ np.array([1.0, -0.5, 0.5, 0.0, 0.0]) + rng.standard_normal(n)
+    y = theta * t + X @ np.array([1.0, 1.0, 0.0, -1.0, 0.0]) + rng.standard_normal(n)
+    return y, t, X
+
+
+# ---------------------------------------------------------------- building blocks
+def test_folds_partition_rows_and_differ_between_repeats():
+    folds = make_folds(103, n_folds=5, n_repeats=3, seed=1)
+    assert folds.shape == (3, 103)
+    for r in range(3):
+        counts = np.bincount(folds[r])
+        assert counts.sum() == 103 and counts.max() - counts.min() <= 1
+    assert not np.array_equal(folds[0], folds[1])
+
+
+def test_crossfit_predictions_are_out_of_fold():
+    """A 1-nearest-neighbour learner reproduces a training row exactly; out of fold it cannot, because every
+    x is distinct and y is pure noise."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 2)), rng.standard_normal(60)
+    cf = crossfit_predict(KNeighborsRegressor(n_neighbors=1), X, {"y": y, "y2": np.stack([y, 2 * y])},
+                          n_folds=3, n_repeats=2, seed=0)
+    assert cf.predictions["y"].shape == (2, 60) and cf.n_repeats == 2 and cf.n_folds == 3
+    assert not np.isclose(cf.predictions["y"], y[None]).any()
+    # a target given per repeat uses its own row: repeat 1 predicts 2y
+    nn_train = cf.predictions["y2"][1] / 2
+    assert np.allclose(nn_train, cf.predictions["y"][1])
+
+
+def test_basis_columns_and_span():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.standard_normal(300), rng.standard_normal(300), rng.integers(0, 2, 300)])
+    lin = SplineInteractionBasis(n_knots=4, degree=3, interactions="linear").fit(X)
+    B = lin.transform(X)
+    # 2 splined covariates x (n_knots + degree - 2) columns, 1 dummy, 3 pairwise products
+    assert B.shape == (300, 2 * 5 + 1 + 3)
+    assert np.allclose(B.mean(0), 0, atol=1e-10) and np.allclose(B.std(0), 1)
+    quad = SplineInteractionBasis(n_knots=4, interactions="quadratic").fit_transform(X)
+    # extra: z1^2 z2, z1 z2^2, z1^2 z2^2 for the continuous pair; z^2 * dummy for the two mixed pairs
+    assert quad.shape[1] == B.shape[1] + 3 + 2
+    # x1^2 x2 lies in the quadratic span: least squares reproduces it
+    target = X[:, 0] ** 2 * X[:, 1]
+    A = np.column_stack([np.ones(300), quad])
+    resid = target - A @ np.linalg.lstsq(A, target, rcond=None)[0]
+    assert resid.var() < 1e-6 * target.var()
+
+
+def test_wls_hc3_matches_statsmodels():
+    sm = pytest.importorskip("statsmodels.api")
+    rng = np.random.default_rng(3)
+    X = np.column_stack([np.ones(200), rng.standard_normal((200, 2))])
+    y = X @ [1.0, 2.0, -1.0] + rng.standard_normal(200) * (1 + np.abs(X[:, 1]))
+    w = rng.uniform(0.5, 2.0, 200)
+    b, V = wls_hc3(X, y, w)
+    ref = sm.WLS(y, X, weights=w).fit(cov_type="HC3")
+    assert np.allclose(b, ref.params, rtol=1e-10)
+    assert np.allclose(V, ref.cov_params(), rtol=1e-8)
+    g = np.arange(200) // 10
+    _, Vc = wls_hc3(X, y, w, clusters=g)
+    refc = sm.WLS(y, X, weights=w).fit(cov_type="cluster", cov_kwds={"groups": g})
+    assert np.allclose(Vc, refc.cov_params(), rtol=1e-8)
+
+
+def test_aggregate_splits_is_doubleml_median_rule():
+    th, var = np.array([1.0, 1.2, 0.9]), np.array([0.01, 0.02, 0.015])
+    theta, se = aggregate_splits(th, var)
+    assert theta == 1.0
+    assert se == pytest.approx(math.sqrt(np.median(var + (th - 1.0) ** 2)))
+
+
+def test_random_intercepts_recover_group_means():
+    """Constant f: the BLUP of a_j is n_j / (n_j + s2/tau2) times the group mean of y - f; with 50 rows a group
+    and s2 = 1, tau2 = 4 the shrinkage is 0.995, so the recovered a_j are the group means up to 1% ."""
+    from sklearn.dummy import DummyRegressor
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 50)
+    a = 2 * rng.standard_normal(20)
+    y = a[g] + rng.standard_normal(1000)
+    est = RandomInterceptLearner(DummyRegressor()).fit(np.zeros((1000, 1)), y, groups=g)
+    fitted = est.predict(np.zeros((1000, 1)), groups=g)
+    means = pd.Series(y).groupby(g).mean().to_numpy()
+    assert np.allclose(fitted[::50], means, atol=0.02 * np.abs(means).max() + 0.01)
+    assert 2.0 < est.tau2_ < 8.0  # tau2 = 4 from 20 groups: sd of the moment estimate ~ 4 sqrt(2/19) = 1.3
+
+
+def test_kernel_weights_rows_sum_to_one_without_self():
+    x = np.random.default_rng(0).standard_normal(50)
+    rho = kernel_weights(x, 0.7, chunk=16)
+    assert np.allclose(rho.sum(1), 1) and np.allclose(np.diag(rho), 0)
+    i, j = 3, 7
+    ref = np.exp(-((x[i] - x[j]) ** 2) / 0.7) / sum(np.exp(-((x[i] - x[k]) ** 2) / 0.7) for k in range(50) if k != i)
+    assert rho[i, j] == pytest.approx(ref)
+
+
+def test_simulator_design():
+    d = simulate_plce(0, "combined", n=1000)
+    x = d.latent
+    assert np.allclose(d.X[:, 0], x[:, 0] - 0.5 * x[:, 1]) and np.allclose(d.X[:, 2:], x[:, 2:])
+    assert np.bincount(d.groups).tolist() == [20] * 50
+    assert d.flags == {"heterogeneous": True, "heteroskedastic": True, "random_effects": True, "interference": True}
+    base = simulate_plce(0, "baseline", n=20000)
+    resid = base.t - base.latent[:, 0]
+    assert resid.var() == pytest.approx(1.0, abs=0.05)  # sd of a sample variance at n=20000: 0.01
+    het = simulate_plce(0, "heterogeneity", n=20000)
+    v = het.t - het.latent[:, 0]
+    assert v.var() == pytest.approx(1.0, abs=0.06)  # E[(x1^2 + 1) / 2] = 1; sd ~ 0.015
+
+
+# ---------------------------------------------------------------- estimator
+def test_linear_design_matches_oracle_ols():
+    """With f and g linear, PLCE (spike-slab nuisances on the standardized covariates) and the oracle OLS of y on
+    [1, t, X] estimate the same theta up to o(1/sqrt(n)): their difference is a small fraction of the oracle SE
+    (about 0.1 SE at n = 1000, by a 40-replication check with this learner); we allow 0.5 SE."""
+    for seed in (0, 1):
+        y, t, X = linear_design(seed)
+        est = PLCE(basis="linear", n_repeats=2, seed=seed).fit(y, t, X)
+        b, V = wls_hc3(np.column_stack([np.ones(len(y)), t, X]), y)
+        se = math.sqrt(V[1, 1])
+        assert abs(est.theta_ - b[1]) < 0.5 * se
+        assert est.se_ == pytest.approx(se, rel=0.15)
+        assert abs(est.theta_feasible_ - b[1]) < 0.5 * se
+        assert abs(est.theta_ - 1.0) < 4 * se
+
+
+def test_summary_table_and_ci():
+    y, t, X = linear_design(2, n=300)
+    est = PLCE(basis="linear", n_folds=3, n_repeats=2).fit(y, t, pd.DataFrame(X, columns=list("abcde")))
+    table = est.summary()
+    assert list(table.index) == ["PLCE", "PLCE (feasible)"]
+    assert {"estimate", "std_err", "z", "p_value", "ci_2.5%", "ci_97.5%"} <= set(table.columns)
+    lo, hi = est.ci_
+    assert table.loc["PLCE", "ci_2.5%"] == pytest.approx(lo) and hi - lo == pytest.approx(2 * 1.959964 * est.se_)
+
+
+def test_heteroskedastic_treatment_model_moves_toward_average_effect():
+    """y = t x1^2 + e with Var(t | x) = (x1^2 + 1) / 2: unweighted partialling out converges to the variance-weighted
+    effect E[s^2 theta] / E[s^2] = (E x1^4 + E x1^2) / 2 = 2; weighting by 1 / s^2 targets E[theta] = 1."""
+    d = simulate_plce(11, "heterogeneity")
+    plain = PLCE(fast_learner(), n_repeats=1, seed=1).fit(d.y, d.t, d.X)
+    het = PLCE(fast_learner(), n_repeats=1, seed=1, treatment_model="heteroskedastic").fit(d.y, d.t, d.X)
+    assert plain.theta_ > 1.4
+    assert abs(het.theta_ - 1.0) < abs(plain.theta_ - 1.0) - 0.3
+
+
+def test_random_effects_remove_group_confounding():
+    """The same a_j enters t and y: ignoring groups converges to 1 + Var(a) / Var(t | x) = 1 + 1/2 = 1.5."""
+    d = simulate_plce(12, "random_effects")
+    plain = PLCE(fast_learner(), n_repeats=1, seed=1).fit(d.y, d.t, d.X)
+    re = PLCE(fast_learner(), n_repeats=1, seed=1).fit(d.y, d.t, d.X, groups=d.groups)
+    assert plain.theta_ > 1.3
+    assert abs(re.theta_ - 1.0) < 4 * re.se_
+    assert abs(re.theta_ - 1.0) < abs(plain.theta_ - 1.0) - 0.2
+
+
+def test_interference_terms_move_toward_truth_when_controls_are_linear():
+    """With a linear basis the smooth interference terms (others' x1^2 and treatments) are omitted confounders; the
+    learned kernel averages of others' covariates restore them and move the estimate toward 1."""
+    d = simulate_plce(13, "interference")
+    plain = PLCE(fast_learner(), basis="linear", n_repeats=1, seed=1).fit(d.y, d.t, d.X)
+    inter = PLCE(fast_learner(), basis="linear", n_repeats=1, seed=1, interference=True).fit(d.y, d.t, d.X)
+    assert abs(inter.theta_ - 1.0) < abs(plain.theta_ - 1.0)
+    assert inter.bandwidth_ in inter.bandwidth_scores_
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_positivity_kurtosis_formula_and_gaussian_reference():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((5, 20000))
+    kappa = positivity_kurtosis(v)
+    i = 7
+    assert kappa[i] == pytest.approx((v[:, i] ** 4).mean() / ((v[:, i] ** 2).mean()) ** 2)
+    # E[kappa] = 3S / (S + 2) exactly for i.i.d. Gaussian residuals (Dirichlet moments); S = 5 -> 15/7.
+    # The sd of kappa is about 0.8, so the mean of 20000 units is within 0.02 (> 3 MC sds).
+    assert kappa.mean() == pytest.approx(15 / 7, abs=0.02)
+    assert np.all((kappa >= 1 - 1e-12) & (kappa <= 5 + 1e-12))
+
+
+def test_robustness_value_matches_cinelli_hazlett_darfur():
+    """Cinelli & Hazlett (2020), Darfur example: t = 4.18, df = 783 -> partial R^2 = 2.2%, RV = 13.9%,
+    RV_{alpha=0.05} = 7.6% (their Table 1, rounded to 0.1%)."""
+    s = sensitivity(0.0973, 0.0233, 783)
+    assert s["partial_r2_treatment"] == pytest.approx(0.022, abs=0.0006)
+    assert s["rv_q"] == pytest.approx(0.139, abs=0.0006)
+    assert s["rv_q_alpha"] == pytest.approx(0.076, abs=0.0006)
+    assert robustness_value(0.5, 100, alpha=0.05) == 0.0
+
+
+def test_positivity_plot_is_written(tmp_path):
+    y, t, X = linear_design(4, n=200)
+    est = PLCE(basis="linear", n_folds=2, n_repeats=3).fit(y, t, X)
+    kappa, summary = est.positivity()
+    assert kappa.shape == (200,) and summary["kurtosis_max"] <= 3 + 1e-9
+    path = est.plot_positivity(str(tmp_path / "pos.png"))
+    assert path.stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case,message", [
+    ("constant_t", "no variance"),
+    ("nan_y", "NaN"),
+    ("nan_x", "NaN"),
+    ("singleton_groups", "single row"),
+    ("few_rows", "folds"),
+    ("length", "rows"),
+    ("treatment_model", "treatment_model"),
+])
+def test_bad_input_is_rejected_before_work(case, message):
+    y, t, X = linear_design(0, n=50)
+    groups, kw = None, {}
+    if case == "constant_t":
+        t = np.full(50, 2.0)
+    elif case == "nan_y":
+        y[3] = np.nan
+    elif case == "nan_x":
+        X[5, 1] = np.nan
+    elif case == "singleton_groups":
+        groups = np.arange(50)
+    elif case == "few_rows":
+        y, t, X = y[:4], t[:4], X[:4]
+    elif case == "length":
+        t = t[:40]
+    elif case == "treatment_model":
+        kw = {"treatment_model": "quantum"}
+
+    class Exploding:
+        def fit(self, *a, **k):
+            raise AssertionError("fit must not start on bad input")
+
+        def predict(self, *a, **k):
+            raise AssertionError
+
+    with pytest.raises(PyrozooError, match=message):
+        PLCE(Exploding(), **kw).fit(y, t, X, groups=groups)
+
+
+# ---------------------------------------------------------------- Pyro final stage
+@pytest.mark.parametrize("inference", ["nuts", "svi"])
+def test_final_stage_posterior_matches_closed_form(inference):
+    """Vague prior, n = 400: the posterior of theta is N(theta_wls, s^2 / sum w rt^2) up to O(1/n). NUTS with 400
+    draws (ESS > 200) has MC error < 0.07 sd in the mean and < 5% in the sd; we allow 0.2 sd and 15%. SVI's
+    mean-field Normal is exact for theta here up to its optimization noise: 0.25 sd and 20%."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import final_stage_reference, fit_final_stage, make_final_stage_dataset
+
+    y, t, X = linear_design(5, n=400)
+    est = PLCE(basis="linear", n_repeats=1, seed=0).fit(y, t, X)
+    data = make_final_stage_dataset(est)
+    cfg = RunConfig(model="plce", inference=inference, num_samples=400, warmup_steps=200, num_chains=1,
+                    steps=800, progress=False, seed=0).validate()
+    result = fit_final_stage(data, cfg)
+    ref = final_stage_reference(data)
+    draws = result.draws("theta")
+    assert abs(draws.mean() - ref["theta_mean"]) < (0.2 if inference == "nuts" else 0.25) * ref["theta_sd"]
+    tol = 0.15 if inference == "nuts" else 0.2
+    assert draws.std() == pytest.approx(ref["theta_sd"], rel=tol)
+    idata = result.to_inference_data()
+    assert idata.log_likelihood["y_resid"].shape[-1] == 400
+    assert torch.isfinite(torch.as_tensor(idata.log_likelihood["y_resid"].values)).all()
+
+
+def test_cli_plce_on_a_csv_file(tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    y, t, X = linear_design(6, n=300)
+    df = pd.DataFrame(X, columns=[f"c{j}" for j in range(5)])
+    df["wage"], df["training"] = y, t
+    df["site"] = np.repeat(["a", "b", "c"], 100)
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    code = main(["plce", "--data", str(path), "--outcome", "wage", "--treatment", "training", "--n-repeats", "2",
+                 "--n-folds", "3", "--num-samples", "60", "--inference", "nuts", "--out", str(tmp_path / "run")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "PLCE (HC3)" in out and "posterior [nuts]" in out
+    assert (tmp_path / "run" / "summary.csv").is_file() and (tmp_path / "run" / "positivity.png").is_file()
+    assert main(["plce", "--data", str(path), "--outcome", "nope", "--treatment", "training"]) == 2
+
+
+# ---------------------------------------------------------------- slow: coverage
+@pytest.mark.slow
+def test_coverage_on_a_small_design():
+    """Baseline design at n = 400, 100 replications: 95% intervals should cover theta = 1 in [0.89, 0.99] of them
+    (binomial sd at 0.95 and 100 reps: 0.022; the band is about -2.7 / +1.8 sds)."""
+    hits = 0
+    for rep in range(100):
+        d = simulate_plce(500 + rep, "baseline", n=400)
+        est = PLCE(n_repeats=1, seed=rep).fit(d.y, d.t, d.X)
+        lo, hi = est.ci_
+        hits += lo <= 1.0 <= hi
+    assert 0.89 <= hits / 100 <= 0.99
