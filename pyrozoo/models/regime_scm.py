@@ -707,7 +707,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             guide = exact_enumeration_guide
             init = dict(params)
             if inference == "amortized":
-                init.update(distill_encoder(x, r, hidden=inp["hidden"], seed=config.seed))
+                init.update(distill_encoder(x, r, hidden=inp["hidden"], steps=o["pretrain_steps"], seed=config.seed))
                 guide = make_amortized_guide(inp["hidden"])  # shares the model's subsample through the plate
             # subsample_size 0: full batch for linear mechanisms (EM already sits at the optimum, minibatch noise
             # would only move away from it), minibatches of 1024 for MLPs (a full-batch MLP step costs ~0.5 s)
@@ -716,7 +716,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             svi = run_svi(regime_scm_model, guide, {**model_kwargs, "init": init, "subsample_size": sub},
                           num_steps=config.steps, elbo="enum", lr=config.lr or 0.005, num_samples=1,
                           seed=config.seed, progress=config.progress,
-                          early_stop_window=None if sub else 50, early_stop_rel_tol=1e-6,
+                          early_stop_window=None if sub else 20, early_stop_rel_tol=1e-5,
                           log_likelihood_fn=lambda post, kw: {})
             fit_stats["loss"] = svi.fit_stats["loss"]
             params = _param_store_values(list(params))
