@@ -144,6 +144,17 @@ def select_bandwidth(
     return best, scores
 
 
+def white_features(X: np.ndarray) -> np.ndarray:
+    """[z_j, z_j^2, z_j z_k (j < k)] of the standardized covariates: the regressors of White's (1980) auxiliary
+    regression for heteroskedasticity, the default design of the treatment-variance model."""
+    X = np.asarray(X, dtype=np.float64)
+    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    p = Z.shape[1]
+    cols = [Z, Z**2] + [Z[:, [j]] * Z[:, [k]] for j in range(p) for k in range(j + 1, p)]
+    F = np.concatenate(cols, axis=1)
+    return F[:, F.std(0) > 1e-12]
+
+
 def treatment_variance(
     t_resid: np.ndarray,
     features: np.ndarray,

@@ -39,6 +39,7 @@ from pyrozoo.causal.extensions import (
     interference_features,
     select_bandwidth,
     treatment_variance,
+    white_features,
 )
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
@@ -120,7 +121,8 @@ class PLCE:
     n_knots, degree, interactions: settings of the spline basis.
     n_folds, n_repeats: K folds, R random splits.
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
-        weight by its inverse; continuous or binary treatment).
+        weight by its inverse; continuous or binary treatment). ``variance_learner``: learner of v_hat^2 on the
+        nuisance design; default OLS on White's regressors (covariates, squares, cross products).
     random_effects: random intercepts by ``groups`` in both nuisances; ``None`` means on when groups are given.
     interference: add kernel-weighted averages of other units' treatments and covariates to the nuisances.
     interference_column: covariate the kernel distance uses; bandwidth: fixed nu or ``None`` to learn it from
@@ -133,7 +135,7 @@ class PLCE:
                  treatment_model: str = "homoskedastic", random_effects: bool | None = None,
                  interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
                  bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
-                 seed: int = 0, device: str = "cpu") -> None:
+                 variance_learner: Any = None, seed: int = 0, device: str = "cpu") -> None:
         self.learner = learner
         self.basis = basis
         self.n_knots = n_knots
@@ -149,6 +151,7 @@ class PLCE:
         self.bandwidths = bandwidths
         self.se_type = se_type
         self.alpha = alpha
+        self.variance_learner = variance_learner
         self.seed = seed
         self.device = device
 
@@ -242,7 +245,15 @@ class PLCE:
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
         if self.treatment_model == "heteroskedastic":
-            s2 = treatment_variance(rt, design, base, folds, binary=self.binary_treatment_, t_hat=g_hat)
+            if self.variance_learner is None:
+                # White's auxiliary regression: OLS of v_hat^2 on covariates, squares and cross products (unshrunk,
+                # so the weights are not pulled toward equal weights, which would leave part of the bias)
+                from sklearn.linear_model import LinearRegression
+
+                v_learner, v_design = LinearRegression(), white_features(X)
+            else:
+                v_learner, v_design = self.variance_learner, design
+            s2 = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_, t_hat=g_hat)
             w = 1.0 / s2
             w = w / w.mean(axis=1, keepdims=True)
         else:
