@@ -1,11 +1,12 @@
 """Sweep wall time with 1 vs 2 local workers, and the Ray backend's overhead per task.
 
-    python benchmarks/sweep_overhead.py                  # 16-run sweep, 3 repetitions, Ray overhead over 16 tasks
+    python benchmarks/sweep_overhead.py                  # 16-run sweep, 3 repetitions, Ray overhead over 12 tasks
     python benchmarks/sweep_overhead.py --reps 1 --no-ray
 
-Part 1 runs the same 16-cell sweep (normal-gamma, Gibbs, 4 chains, ``--num-samples`` draws, 2 data sizes x 8 seeds)
-into a fresh directory with ``--jobs 1`` (in process), ``--jobs 2`` (spawned pool) and, unless ``--no-ray``, the
-Ray backend on a local 2-CPU instance started beforehand; it prints the median wall time of each and the speed-up.
+Part 1 runs the same 16-cell sweep (normal-gamma by NUTS, 2 sequential chains of ``--num-samples`` draws after
+half as many warmup steps, n in {20, 100} x 8 seeds: about 3 CPU-seconds a cell) into a fresh directory with
+``--jobs 1`` (in process), ``--jobs 2`` (spawned pool) and, unless ``--no-ray``, the Ray backend on a local 2-CPU
+instance started beforehand; it prints the median wall time of each, the speed-up and the CPU time used.
 
 Part 2 measures what Ray adds to one cell: with a 1-CPU local instance and warm workers, each cell is submitted
 alone and waited for; overhead = (submit -> files written by the driver) - (the cell's own run time inside the
@@ -30,11 +31,14 @@ from pyrozoo.sweep.runner import execute_cell, run_sweep, store_payload
 from pyrozoo.sweep.spec import parse_spec
 
 
-def sweep_spec(out: Path, num_samples: int, seeds: int = 8):
+def sweep_spec(out: Path, inference: str, num_samples: int, seeds: int = 8):
+    """normal-gamma, ``inference`` (2 chains of NUTS or 4 of Gibbs), n in {20, 100} x ``seeds`` seeds."""
+    chains = 4 if inference == "gibbs" else 2
     return parse_spec({
         "sweep": {"name": "bench", "seeds": seeds},
-        "defaults": {"device": "cpu", "num_chains": 4, "num_samples": num_samples, "warmup_steps": num_samples // 4},
-        "models": [{"name": "normal-gamma", "inference": "gibbs", "grid": {"options": {"n": [20, 100]}}}],
+        "defaults": {"device": "cpu", "num_chains": chains, "num_samples": num_samples,
+                     "warmup_steps": num_samples // 2},
+        "models": [{"name": "normal-gamma", "inference": inference, "grid": {"options": {"n": [20, 100]}}}],
     }, out=out)
 
 
@@ -44,12 +48,12 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_sweep(backend: str, jobs: int, num_samples: int, reps: int) -> tuple[list[float], list[float]]:
+def time_sweep(backend: str, jobs: int, inference: str, num_samples: int, reps: int) -> tuple[list[float], list[float]]:
     times, cpus = [], []
     for _ in range(reps):
         tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
         try:
-            spec = sweep_spec(tmp / "runs", num_samples)
+            spec = sweep_spec(tmp / "runs", inference, num_samples)
             t0, c0 = time.perf_counter(), _cpu()
             summary = run_sweep(spec, backend=backend, jobs=jobs)
             times.append(time.perf_counter() - t0)
@@ -76,7 +80,7 @@ def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
     remote = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
     tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-ray-"))
     try:
-        spec = sweep_spec(tmp / "runs", num_samples, seeds=max(1, (tasks + 1) // 2))
+        spec = sweep_spec(tmp / "runs", "gibbs", num_samples, seeds=max(1, (tasks + 1) // 2))
         cells = spec.cells[:tasks]
         t0 = time.perf_counter()
         ray.get(remote.remote(cells[0]))  # warm-up: the worker imports torch, pyro and pyrozoo once
@@ -110,27 +114,32 @@ def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each 16-run sweep (median reported)")
-    parser.add_argument("--num-samples", type=int, default=1000, help="Gibbs draws per chain in each cell")
-    parser.add_argument("--tasks", type=int, default=16, help="cells for the per-task Ray overhead")
+    parser.add_argument("--inference", default="nuts", choices=("nuts", "gibbs"), help="engine of the 16-run sweep")
+    parser.add_argument("--num-samples", type=int, default=200, help="draws per chain in the 16-run sweep's cells "
+                        "(warmup: half as many)")
+    parser.add_argument("--tasks", type=int, default=12, help="cells for the per-task Ray overhead")
+    parser.add_argument("--task-samples", type=int, default=1000, help="Gibbs draws per chain in those cells")
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray measurements")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"# {platform.node()}: {torch.get_num_threads()} torch thread(s) in the driver, python "
           f"{platform.python_version()}, torch {torch.__version__}")
     load0 = f"{os.getloadavg()[0]:.1f}"
-    rows = [("local, --jobs 1 (in process)", time_sweep("local", 1, args.num_samples, args.reps)),
-            ("local, --jobs 2 (process pool)", time_sweep("local", 2, args.num_samples, args.reps))]
+    rows = [("local, --jobs 1 (in process)", time_sweep("local", 1, args.inference, args.num_samples, args.reps)),
+            ("local, --jobs 2 (process pool)", time_sweep("local", 2, args.inference, args.num_samples, args.reps))]
     if args.ray:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:  # the instance is started before timing; the sweep reuses it (startup is reported in part 2)
-            rows.append(("ray, local instance, 2 CPUs", time_sweep("ray", 1, args.num_samples, args.reps)))
+            times = time_sweep("ray", 1, args.inference, args.num_samples, args.reps)
+            rows.append(("ray, local instance, 2 CPUs", times))
         finally:
             ray.shutdown()
     base = statistics.median(rows[0][1][0])
-    print(f"\n16-run sweep (normal-gamma gibbs, 4 chains x {args.num_samples} draws, n in 20/100 x 8 seeds), "
-          f"{args.reps} rep(s)")
+    chains = 4 if args.inference == "gibbs" else 2
+    print(f"\n16-run sweep (normal-gamma {args.inference}, {chains} chains x ({args.num_samples} + "
+          f"{args.num_samples // 2} warmup), n in 20/100 x 8 seeds), {args.reps} rep(s)")
     print(f"load average (1 min) before: {load0}, after: {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores")
     print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 | CPU s, driver + pool (median) |")
     print("|---|---|---|---|---|")
@@ -139,8 +148,9 @@ def main() -> None:
         cpu = "n/a (Ray's workers)" if name.startswith("ray") else f"{statistics.median(cpus):.1f}"
         print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x | {cpu} |")
     if args.ray:
-        stats = ray_overhead(args.num_samples, args.tasks)
-        print(f"\nRay overhead per task (1-CPU local instance, warm worker, {args.tasks} cells one at a time)")
+        stats = ray_overhead(args.task_samples, args.tasks)
+        print(f"\nRay overhead per task (1-CPU local instance, warm worker, {args.tasks} Gibbs cells of 4 x "
+              f"{args.task_samples} draws, one at a time)")
         print("| quantity | value |\n|---|---|")
         for k, v in stats.items():
             print(f"| {k} | {v:.1f} |" if v >= 10 else f"| {k} | {v:.2f} |")
