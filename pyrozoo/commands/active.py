@@ -2,7 +2,7 @@
 
     pyrozoo active --model blr --dataset boston --acquisition acs-fw --batch-size 10 --budget 100 --seeds 10
 
-Writes ``results.csv`` (one row per round), ``summary.csv`` (final RMSE/NLL with standard errors) and
+Writes ``results.csv`` (one row per round), ``summary.csv`` (final RMSE or accuracy, and NLL, with standard errors) and
 ``learning_curves.png`` into ``--out`` (default ``runs/active/DATASET-TIMESTAMP``) and prints the summary.
 """
 
@@ -49,10 +49,11 @@ def handle(args: argparse.Namespace) -> int:
                              test_fraction=args.test_fraction, device=args.device, progress=args.progress)
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
-    table = summarize(results, "rmse").merge(summarize(results, "nll")[["acquisition", "nll", "se"]],
-                                             on="acquisition", suffixes=("_rmse", "_nll"))
+    metric = "accuracy" if "accuracy" in results.columns else "rmse"
+    table = summarize(results, metric).merge(summarize(results, "nll")[["acquisition", "nll", "se"]],
+                                             on="acquisition", suffixes=(f"_{metric}", "_nll"))
     table.to_csv(out / "summary.csv", index=False)
-    plot_learning_curves(results, out / "learning_curves.png")
+    plot_learning_curves(results, out / "learning_curves.png", metric)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for note in sorted(set(results["note"]) - {""}):
         print(f"note: {note}")

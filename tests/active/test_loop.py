@@ -87,12 +87,12 @@ def test_bad_input():
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "al"
-    args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "acs-fw,bald,maxent,random",
-            "--batch-size", "10", "--budget", "20", "--seeds", "2", "--out", str(out), "--no-progress"]
+    args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "acs-fw,random",
+            "--batch-size", "10", "--budget", "20", "--seeds", "1", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     assert {p.name for p in out.iterdir()} == {"results.csv", "summary.csv", "learning_curves.png"}
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["acquisition"]) == {"acs-fw", "bald", "maxent", "random"}
+    assert set(summary["acquisition"]) == {"acs-fw", "random"}
     assert "acs-fw" in capsys.readouterr().out
     bad = ["active", "--out", str(tmp_path / "x"), "--no-progress"]
     assert main([*bad, "--batch-size", "100000"]) == 2
