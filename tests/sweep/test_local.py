@@ -123,3 +123,16 @@ def test_a_live_sweep_holds_the_output_directory(write_spec, sweep_text, tmp_pat
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_interrupt_keeps_finished_runs_and_releases_the_lock(write_spec, sweep_text, tmp_path, capsys):
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+
+    def stop(outcome, done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, jobs=1, on_done=stop)
+    assert "1 of 2 pending runs finished and are kept" in capsys.readouterr().out
+    assert [cell_status(spec.out, c) for c in spec.cells] == ["done", "pending"]
+    assert not (spec.out / ".sweep.lock").exists()
