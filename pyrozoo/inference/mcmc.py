@@ -57,6 +57,7 @@ def run_mcmc(
     jit_compile: bool = False,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
+    init_strategy: Callable | None = None,
     seed: int = 0,
     progress: bool = True,
     log_likelihood_fn: LogLikelihoodFn | None = None,
@@ -68,6 +69,7 @@ def run_mcmc(
     Chains run sequentially in this process (Pyro's multiprocess chains hang in notebooks and on some platforms);
     each continues the seeded RNG stream, so a seed fixes all chains. Discrete sites marked for enumeration are
     summed out (``max_plate_nesting`` is read off the model). ``jit_compile`` traces the potential energy once.
+    ``init_strategy`` (e.g. ``pyro.infer.autoguide.init_to_value(values=...)``) replaces Pyro's default start.
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("kernel", kernel, KERNELS)
@@ -85,6 +87,8 @@ def run_mcmc(
                                 "target_accept_prob": target_accept_prob, "max_plate_nesting": nesting}
         if kernel == "nuts":
             opts["max_tree_depth"] = max_tree_depth
+        if init_strategy is not None:
+            opts["init_strategy"] = init_strategy
         k = KERNELS[kernel](model, **opts)
         recorder = _StatsRecorder()
         mcmc = MCMC(k, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
