@@ -91,7 +91,8 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
         h.mul_(1 - gamma).add_(col, alpha=gamma * s)
         wg, wh = float(w @ g), float(w @ h)
         objective.append(total - 2 * wg + wh)
-    order = list(dict.fromkeys(v for v in vertices if w[v] > 0))
+    positive = (w[torch.tensor(vertices, device=w.device)] > 0).tolist()
+    order = list(dict.fromkeys(v for v, keep in zip(vertices, positive, strict=True) if keep))
     support = torch.tensor(order, dtype=torch.long, device=g.device)
     if support.numel() == 0:  # gamma was 0 at every step: keep the first vertex so a batch is never empty
         support = torch.tensor(vertices[:1], dtype=torch.long, device=g.device)

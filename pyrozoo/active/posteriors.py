@@ -160,7 +160,6 @@ class _BLRKernel(PoolKernel):
         self.x, self.kind, self.tau = x, kind, tau_hat
         self.xa = x @ cov_unit  # rows A x_n
         self.quad = (self.xa * x).sum(1)  # x_n^T A x_n
-        self.pair = torch.stack([x, self.xa], dim=2)  # (M, D, 2): one matmul gives X x_f and X A x_f
         if kind == "euclidean":
             self.u = x @ torch.linalg.cholesky(cov_unit)
             self.e = 0.5 * torch.log1p(self.quad) - self.quad
@@ -177,8 +176,8 @@ class _BLRKernel(PoolKernel):
 
     def column(self, f: int) -> torch.Tensor:
         if self.kind == "fisher":
-            both = self.x @ self.pair[f]
-            return both[:, 0].mul_(both[:, 1]).mul_(self.tau)
+            xf = self.x[f]
+            return torch.mv(self.x, xf).mul_(torch.mv(self.xa, xf)).mul_(self.tau)
         return self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
 
 
@@ -229,7 +228,8 @@ class SampledRegressionPosterior(RegressionPosterior):
             raise PyrozooError(f"num_projections: expected at most the {self.num_draws} stored posterior draws, "
                                f"got {num_samples}")
         f, nv = self._draws(x)
-        idx = torch.randperm(self.num_draws, generator=generator, device="cpu")[:num_samples].to(f.device)
+        gdev = generator.device if generator is not None else "cpu"
+        idx = torch.randperm(self.num_draws, generator=generator, device=gdev)[:num_samples].to(f.device)
         nv = nv[idx]
         return f[idx], nv[:, 0] if nv.shape[1] == 1 else nv
 
@@ -359,8 +359,9 @@ class ProbitPoolPosterior(RegressionPosterior):
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws of the latent z = x^T w (J, M); the second output (a unit 'noise') is unused for probit."""
         chol = torch.linalg.cholesky(self.cov)
+        gdev = generator.device if generator is not None else self.mean.device
         eps = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
-                          device=self.mean.device)
+                          device=gdev).to(self.mean.device)
         w = self.mean + eps @ chol.T
         return w @ x.to(self.mean.dtype).T, torch.ones(num_samples, dtype=self.mean.dtype, device=self.mean.device)
 

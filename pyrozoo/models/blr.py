@@ -122,7 +122,10 @@ class BLRPosterior:
                                                                     device=generator.device))
             tau = torch.from_numpy(np.random.default_rng(seed).gamma(self.a, 1 / self.b, num_samples)).to(**opts)
         chol = torch.linalg.cholesky(self.cov_unit)
-        z = torch.randn(num_samples, self.mean.shape[0], generator=generator, **opts)
+        # noise from the generator's device (a CPU generator may drive a CUDA posterior), then onto the mean's
+        gdev = generator.device if generator is not None else self.mean.device
+        z = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
+                        device=gdev).to(self.mean.device)
         w = self.mean + (z @ chol.T) * tau.rsqrt()[:, None]
         return {"w": w, "tau": tau}
 
