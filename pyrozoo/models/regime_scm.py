@@ -54,7 +54,7 @@ from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
+from pyrozoo.validation import as_tensor, check_choice, check_int, check_probability
 
 MECHANISMS = ("linear", "mlp")
 RESERVED = {"z"}
@@ -762,7 +762,6 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
             "loc_obs": ["variable"], "loc_int": ["variable"], "W_obs": ["parent", "variable"],
             "W_int": ["parent", "variable"], "b_out": ["variable"]}
     result.dims.update({k: v for k, v in dims.items() if k in posterior or k == "x"})
-    result.log_likelihood  # noqa: B018 (already (1, 1, n))
     result.dims.setdefault("x", ["obs_id", "variable"])
     return result
 
@@ -906,7 +905,6 @@ def regime_scm_entry() -> ZooModel:
 
 
 __all__ = [
-    "check_positive",
     "component_log_lik",
     "fit_em",
     "fit_regime_scm",
