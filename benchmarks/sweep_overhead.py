@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_overhead.py                  # 16-run sweep, 3 repetitions, Ray overhead over 12 tasks
     python benchmarks/sweep_overhead.py --reps 1 --no-ray
+    python benchmarks/sweep_overhead.py --backends "" --tasks 8       # only the Ray per-task overhead
 
 Part 1 runs the same 16-cell sweep (normal-gamma by NUTS, 2 sequential chains of ``--num-samples`` draws after
 half as many warmup steps, n in {20, 100} x 8 seeds: about 3 CPU-seconds a cell) into a fresh directory with
@@ -120,34 +121,49 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=12, help="cells for the per-task Ray overhead")
     parser.add_argument("--task-samples", type=int, default=1000, help="Gibbs draws per chain in those cells")
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray measurements")
+    parser.add_argument("--backends", default="jobs1,jobs2,ray",
+                        help="comma list of jobs1, jobs2, ray for part 1 (empty: skip part 1)")
+    parser.add_argument("--no-overhead", dest="overhead", action="store_false", help="skip part 2")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"# {platform.node()}: {torch.get_num_threads()} torch thread(s) in the driver, python "
           f"{platform.python_version()}, torch {torch.__version__}")
     load0 = f"{os.getloadavg()[0]:.1f}"
-    rows = [("local, --jobs 1 (in process)", time_sweep("local", 1, args.inference, args.num_samples, args.reps)),
-            ("local, --jobs 2 (process pool)", time_sweep("local", 2, args.inference, args.num_samples, args.reps))]
-    if args.ray:
-        import ray
+    backends = [b for b in args.backends.split(",") if b]
+    if not args.ray:
+        backends = [b for b in backends if b != "ray"]
+    rows = []
+    for b in backends:
+        if b == "jobs1":
+            rows.append(("local, --jobs 1 (in process)",
+                         time_sweep("local", 1, args.inference, args.num_samples, args.reps)))
+        elif b == "jobs2":
+            rows.append(("local, --jobs 2 (process pool)",
+                         time_sweep("local", 2, args.inference, args.num_samples, args.reps)))
+        elif b == "ray":
+            import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:  # the instance is started before timing; the sweep reuses it (startup is reported in part 2)
-            times = time_sweep("ray", 1, args.inference, args.num_samples, args.reps)
-            rows.append(("ray, local instance, 2 CPUs", times))
-        finally:
-            ray.shutdown()
-    base = statistics.median(rows[0][1][0])
-    chains = 4 if args.inference == "gibbs" else 2
-    print(f"\n16-run sweep (normal-gamma {args.inference}, {chains} chains x ({args.num_samples} + "
-          f"{args.num_samples // 2} warmup), n in 20/100 x 8 seeds), {args.reps} rep(s)")
-    print(f"load average (1 min) before: {load0}, after: {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores")
-    print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 | CPU s, driver + pool (median) |")
-    print("|---|---|---|---|---|")
-    for name, (times, cpus) in rows:
-        med = statistics.median(times)
-        cpu = "n/a (Ray's workers)" if name.startswith("ray") else f"{statistics.median(cpus):.1f}"
-        print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x | {cpu} |")
-    if args.ray:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:  # the instance is started before timing; the sweep reuses it (startup is reported in part 2)
+                times = time_sweep("ray", 1, args.inference, args.num_samples, args.reps)
+                rows.append(("ray, local instance, 2 CPUs", times))
+            finally:
+                ray.shutdown()
+        else:
+            parser.error(f"--backends: unknown {b!r}")
+    base = statistics.median(rows[0][1][0]) if rows else float("nan")
+    if rows:
+        chains = 4 if args.inference == "gibbs" else 2
+        print(f"\n16-run sweep (normal-gamma {args.inference}, {chains} chains x ({args.num_samples} + "
+              f"{args.num_samples // 2} warmup), n in 20/100 x 8 seeds), {args.reps} rep(s)")
+        print(f"load average (1 min) before: {load0}, after: {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores")
+        print("| backend | median wall (s) | all (s) | speed-up vs --jobs 1 | CPU s, driver + pool (median) |")
+        print("|---|---|---|---|---|")
+        for name, (times, cpus) in rows:
+            med = statistics.median(times)
+            cpu = "n/a (Ray's workers)" if name.startswith("ray") else f"{statistics.median(cpus):.1f}"
+            print(f"| {name} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times)} | {base / med:.2f}x | {cpu} |")
+    if args.ray and args.overhead:
         stats = ray_overhead(args.task_samples, args.tasks)
         print(f"\nRay overhead per task (1-CPU local instance, warm worker, {args.tasks} Gibbs cells of 4 x "
               f"{args.task_samples} draws, one at a time)")
