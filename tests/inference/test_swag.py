@@ -1,0 +1,104 @@
+"""SWAG: the collector's statistics, sampling, and the posterior of Bayesian linear regression."""
+
+from __future__ import annotations
+
+import math
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.guides.swag import SWAGGuide
+from pyrozoo.inference.swag import SWAGCollector, SWAGPosterior, run_swag
+
+
+def test_collector_matches_batch_statistics():
+    gen = torch.Generator().manual_seed(0)
+    thetas = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    col = SWAGCollector(4, rank=5)
+    for t in thetas:
+        col.collect(t)
+    assert torch.allclose(col.mean, thetas.mean(0), atol=1e-12)
+    assert torch.allclose(col.sq_mean, (thetas**2).mean(0), atol=1e-12)
+    assert len(col.deviations) == 5
+    running = [thetas[: i + 1].mean(0) for i in range(30)]
+    assert torch.allclose(col.deviations[-1], thetas[-1] - running[-1], atol=1e-12)
+    assert torch.allclose(col.deviations[0], thetas[25] - running[25], atol=1e-12)
+    post = col.posterior(scale=1.0)
+    D = torch.stack(col.deviations, 1)
+    expected = torch.diag(thetas.var(0, unbiased=False)) / 2 + D @ D.T / (2 * 4)
+    assert torch.allclose(post.covariance(), expected, atol=1e-12)
+    diag = col.posterior(diagonal=True, scale=0.5)
+    assert torch.allclose(diag.covariance(), 0.5 * torch.diag(thetas.var(0, unbiased=False)), atol=1e-12)
+
+
+def test_samples_have_the_stated_covariance_and_guide_sites():
+    gen = torch.Generator().manual_seed(1)
+    post = SWAGPosterior(torch.arange(3.0, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64),
+                         torch.randn(3, 4, generator=gen, dtype=torch.float64), scale=0.5)
+    n = 200_000
+    draws = post.sample(n, generator=gen)
+    cov = post.covariance()
+    # sd of a sample covariance entry: sqrt((S_ii S_jj + S_ij^2) / n); 5 sds
+    tol = 5 * ((cov.diagonal()[:, None] * cov.diagonal()[None] + cov**2) / n).sqrt()
+    assert ((torch.cov(draws.T) - cov).abs() < tol).all()
+    guide = SWAGGuide(post, {"a": (1,), "b": (2,)}, dtype=torch.float64)
+    tr = poutine.trace(guide).get_trace()
+    assert tr.nodes["a"]["value"].shape == (1,) and tr.nodes["b"]["value"].shape == (2,)
+    with pytest.raises(PyrozooError, match="site_shapes"):
+        SWAGGuide(post, {"a": (2,)})
+
+
+def test_too_few_iterates_is_an_error():
+    col = SWAGCollector(2, rank=3)
+    col.collect(torch.zeros(2))
+    with pytest.raises(PyrozooError, match="at least 2"):
+        col.posterior()
+
+
+def _linear_regression(n: int = 200, p: int = 3, sigma: float = 1.0, tau: float = 10.0, seed: int = 0):
+    """Orthogonal design with X^T X = n I, so the exact posterior N(mu, Sigma) is isotropic:
+    Sigma = 1 / a I, a = n / sigma^2 + 1 / tau^2, mu = X^T y / (sigma^2 a)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, p, generator=gen, dtype=torch.float64))
+    X = q * math.sqrt(n)
+    y = X @ torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64) + sigma * torch.randn(n, generator=gen,
+                                                                                         dtype=torch.float64)
+    a = n / sigma**2 + 1 / tau**2
+    return X, y, X.T @ y / (sigma**2 * a), 1.0 / a
+
+
+def test_swag_recovers_the_linear_regression_posterior():
+    """Constant-lr SGD with i.i.d. minibatches of size B is an AR(1) process around the mode: on U (the negative log
+    posterior) with step eps, theta' - mu = (1 - eps a)(theta - mu) - eps xi, Cov(xi) = C = N^2 / (B sigma^2) I
+    (per-example gradient covariance I / sigma^2 for this design). Its stationary variance eps C / (2a - eps a^2)
+    equals the posterior's 1 / a when eps = 2 / (C + a) (Mandt et al. 2017): SWAG should then recover mean and
+    covariance. Tolerances: 4 Monte Carlo sds of the SWA estimates (effective sample size from the AR(1)
+    autocorrelation at the collection lag), plus 5% for the theory's approximations (residual variance, O(B/N))."""
+    N, B, sigma = 200, 10, 1.0
+    X, y, mu, v = _linear_regression(N, sigma=sigma)
+    a = 1.0 / v
+    eps = 2.0 / (N**2 / (B * sigma**2) + a)
+    lr = eps * N  # the loss below is U / N
+
+    def loss(theta, idx):
+        return 0.5 * ((y[idx] - X[idx] @ theta) ** 2).mean() / sigma**2 + 0.5 * (theta**2).sum() / (100.0 * N)
+
+    collect_every, swa_epochs = 20, 800
+    run = run_swag(loss, mu.clone(), N, epochs=5, swa_epochs=swa_epochs, batch_size=B, lr=lr, swa_lr=lr,
+                   momentum=0.0, rank=100, with_replacement=True, seed=3)
+    rho = (1 - eps * a) ** collect_every
+    n_eff = run.collector.count * (1 - rho) / (1 + rho)
+    # mean: within 4 sds of the SWA average
+    assert ((run.collector.mean - mu).abs() < 4 * math.sqrt(v / n_eff) + 0.05 * math.sqrt(v)).all()
+    # SWAG-diagonal, scale 1: the variance of the iterates
+    diag = run.collector.posterior(diagonal=True, scale=1.0).covariance()
+    tol_var = 4 * math.sqrt(2 / n_eff) + 0.05
+    assert ((diag.diagonal() / v - 1).abs() < tol_var).all(), diag.diagonal() / v
+    # SWAG (low-rank + diagonal, scale 1): the rank-100 part adds sampling noise sqrt(2 / 100) per entry
+    full = run.collector.posterior(scale=1.0).covariance()
+    tol_full = 0.5 * tol_var + 0.5 * 4 * math.sqrt(2 / 100)
+    assert ((full.diagonal() / v - 1).abs() < tol_full).all(), full.diagonal() / v
+    off = full - torch.diag(full.diagonal())
+    assert (off.abs() / v < 0.5 * 4 * math.sqrt(1 / 100)).all()
