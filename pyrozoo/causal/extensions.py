@@ -7,7 +7,7 @@
   rho_ii'(nu) = exp(-(x_i1 - x_i'1)^2 / nu) / sum_{i'' != i} exp(-(x_i1 - x_i''1)^2 / nu),
   the bandwidth nu chosen by leave-one-out prediction error;
 * heteroskedastic treatment (``treatment_variance``): t = g(x) + g2(x) v~ + v, i.e. Var(t | x) = s^2(x) is modelled
-  (continuous: a cross-fitted regression of squared treatment residuals on the basis; binary: g(x)(1 - g(x))) and
+  (continuous: a cross-fitted regression of squared treatment residuals; binary: g(x)(1 - g(x))) and
   the final stage weights unit i by 1 / s^2(x_i), which turns the variance-weighted regression coefficient
   E[s^2(x) theta(x)] / E[s^2(x)] into the average effect E[theta(x)].
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from pyrozoo.causal.crossfit import Learner, crossfit_predict, fresh_learner
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int
+from pyrozoo.validation import check_choice, check_int
 
 
 class RandomInterceptLearner:
@@ -170,16 +170,18 @@ def treatment_variance(
 ) -> np.ndarray:
     """(R, n) conditional treatment variance s^2(x_i) per split.
 
-    Binary treatment: s^2 = p(1 - p) with p = t_hat clipped to [trim, 1 - trim]. Continuous: a cross-fitted
-    regression of |v_hat| on ``features`` on the same folds, s^2 = (pi / 2) * fit^2 (E|v| = s sqrt(2 / pi) for
-    Gaussian v; absolute residuals are far less heavy-tailed than squared ones, so the fit is stabler), floored at
-    ``floor`` times the mean of v_hat^2 (a linear fit can cross zero)."""
+    Binary treatment: s^2 = p(1 - p) with p = t_hat clipped to [trim, 1 - trim]. Continuous, ``target="squared"``
+    (default): a cross-fitted regression of v_hat^2 on ``features`` on the same folds (unbiased for s^2 when s^2 is
+    in the span); ``target="absolute"``: a regression of |v_hat|, s^2 = (pi / 2) fit^2 (E|v| = s sqrt(2 / pi) for
+    Gaussian v; less heavy-tailed, but biased under non-Gaussian v). Floored at ``floor`` times the mean of v_hat^2
+    (a linear fit can cross zero)."""
     t_resid = np.atleast_2d(t_resid)
     if binary:
         if t_hat is None:
             raise PyrozooError("t_hat: the binary treatment variance needs the fitted propensities")
         p = np.clip(np.atleast_2d(t_hat), trim, 1 - trim)
         return p * (1 - p)
+    check_choice("target", target, ("squared", "absolute"))
     if target == "squared":
         cf = crossfit_predict(learner, features, {"v2": t_resid**2}, folds=folds, row_kwargs=row_kwargs)
         s2 = cf.predictions["v2"]

@@ -30,6 +30,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learner", default="spike_slab", help="spike_slab | ridge | lasso")
     p.add_argument("--inference", default="nuts", help="final-stage engine: nuts | svi")
     p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000, help="SVI steps (with --inference svi)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="also save a run directory here")
@@ -51,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
         options.update(outcome=args.outcome, treatment=args.treatment, controls=args.controls, groups=args.groups)
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
                        num_samples=args.num_samples, warmup_steps=min(500, args.num_samples), num_chains=1,
-                       steps=1000, progress=False, data=args.data, dataset=args.dataset, options=options)
+                       steps=args.steps, progress=False, data=args.data, dataset=args.dataset, options=options)
     output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite)
     est = output.metrics
     table = _table(output)
