@@ -76,7 +76,8 @@ def spike_slab_model(
         w = pyro.sample("w", dist.Normal(torch.zeros((), **opts), var.sqrt()))
     mean = (X @ w.unsqueeze(-1)).squeeze(-1)  # w may carry extra batch dims on the left of its feature dim
     with pyro.plate("obs_id", n, dim=-1):
-        return pyro.sample("y", dist.Normal(mean, sigma2.sqrt().unsqueeze(-1)), obs=y)
+        # sigma2 is a scalar, or (..., 1) under vectorized particles (the trailing 1 stands for this plate)
+        return pyro.sample("y", dist.Normal(mean, sigma2.sqrt()), obs=y)
 
 
 def pointwise_loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -168,10 +169,11 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
 
 def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
                         noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
-                        **prior: Any) -> Dataset:
+                        nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
     """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs)."""
     check_choice("design", design, DESIGNS)
     check_choice("em_variant", em_variant, EM_VARIANTS)
+    check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
     check_positive("noise_sd", noise_sd)
     if design == "emvs":
         X, y, w = simulate_emvs_design(seed, n=n, p=p, rho=rho, noise_sd=noise_sd)
@@ -207,17 +209,19 @@ def _finish(result: Result, prior: SpikeSlabPrior) -> Result:
 
 
 def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "emvs", num_samples: int = 1000,
-              seed: int = 0, ladder: Any = None, max_iter: int = 500, model_kwargs: dict | None = None,
+              seed: int = 0, ladder: Any = None, select: bool = True, max_iter: int = 500,
+              model_kwargs: dict | None = None,
               model_name: str = "spike-slab", config: dict | None = None) -> tuple[Result, dict[str, Any]]:
     """EM fixed point plus ``num_samples`` draws from the Gaussian posterior of w given it (one chain).
 
-    EMVS: w ~ N(w_hat, sigma^2 (X^T X + D*)^{-1}) around the mode, gamma ~ Bernoulli(p*);
+    EMVS: w ~ N(w_hat, sigma^2 (X^T X + D*)^{-1}) around the mode, gamma ~ Bernoulli(p*); with ``select`` (and
+    the conjugate prior) the rung of the spike-variance ladder with the best EMVS score log g(gamma) is reported;
     hard EM: w ~ N(mu, sigma^2 (X^T X + K^{-1})^{-1}) given the 0/1 gamma. sigma^2, theta are held at the estimate.
     """
     check_choice("em_variant", variant, EM_VARIANTS)
     set_seed(seed)
     if variant == "emvs":
-        fit = fit_emvs(data, prior, ladder=ladder, max_iter=max_iter)
+        fit = fit_emvs(data, prior, ladder=ladder, select=select and prior.conjugate, max_iter=max_iter)
         penalty, mean, probs = fit.d_star, fit.w, fit.inclusion
         sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
     else:
@@ -299,8 +303,8 @@ class SpikeSlabRegression:
 
     def __init__(self, inference: str = "em", *, seed: int = 0, device: str = "cpu", num_samples: int = 1000,
                  warmup_steps: int = 500, num_chains: int = 4, steps: int = 2000, lr: float = 0.02,
-                 em_variant: str = "emvs", ladder: Any = None, max_iter: int = 500, progress: bool = False,
-                 **prior_options: Any) -> None:
+                 em_variant: str = "emvs", ladder: Any = None, em_select: bool = True, max_iter: int = 500,
+                 progress: bool = False, **prior_options: Any) -> None:
         check_choice("inference", inference, INFERENCES)
         check_choice("em_variant", em_variant, EM_VARIANTS)
         for name, val in (("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)):
@@ -316,12 +320,14 @@ class SpikeSlabRegression:
         self.inference, self.seed, self.device = inference, seed, device
         self.num_samples, self.warmup_steps, self.num_chains = num_samples, warmup_steps, num_chains
         self.steps, self.lr, self.em_variant, self.ladder = steps, lr, em_variant, ladder
+        self.em_select = bool(em_select)
         self.max_iter, self.progress = max_iter, progress
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"inference": self.inference, "seed": self.seed, "device": self.device,
                 "num_samples": self.num_samples, "warmup_steps": self.warmup_steps, "num_chains": self.num_chains,
                 "steps": self.steps, "lr": self.lr, "em_variant": self.em_variant, "ladder": self.ladder,
+                "em_select": self.em_select,
                 "max_iter": self.max_iter, "progress": self.progress, "lam": self.lam, **self.prior_options}
 
     def set_params(self, **params: Any) -> SpikeSlabRegression:
@@ -339,8 +345,8 @@ class SpikeSlabRegression:
         kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
         if self.inference == "em":
             result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
-                                        seed=self.seed, ladder=self.ladder, max_iter=self.max_iter,
-                                        model_kwargs=kwargs)
+                                        seed=self.seed, ladder=self.ladder, select=self.em_select,
+                                        max_iter=self.max_iter, model_kwargs=kwargs)
             w_std, cov_std = summary["w"], summary["cov"]
             probs, sigma2 = summary["inclusion"], summary["sigma2"]
             self.em_fit_ = summary["fit"]
@@ -437,7 +443,8 @@ def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
         return svi_result(data, prior, steps=config.steps, lr=config.lr or 0.02, num_samples=config.num_samples,
                           progress=config.progress, **common)
     return nuts_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
-                       num_chains=config.num_chains, progress=config.progress, **common)
+                       num_chains=config.num_chains, progress=config.progress, jit_compile=config.jit,
+                       max_tree_depth=config.options.get("nuts_max_tree_depth", 10), **common)
 
 
 def spike_slab_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
@@ -512,12 +519,12 @@ def spike_slab_entry() -> ZooModel:
         model=spike_slab_model,
         simulate=simulate_spike_slab,
         fit=fit_spike_slab,
-        inferences=("em", "gibbs"),
+        inferences=("em", "gibbs", "svi", "nuts"),
         metrics=spike_slab_metrics,
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
-                 "em_variant": "emvs", **SpikeSlabPrior().to_dict()},
+                 "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict()},
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 30,
-              "options": {"n": 40, "p": 4, "num_signals": 2}},
+              "options": {"n": 40, "p": 4, "num_signals": 2, "nuts_max_tree_depth": 4}},
         description="Spike-and-slab linear regression: EMVS/EM, SSVS Gibbs, enumerated SVI and NUTS",
         artifacts=spike_slab_artifacts,
     )

@@ -128,21 +128,49 @@ def emvs_m_step(pstar: torch.Tensor, d_star: torch.Tensor, sigma2_old: float, da
     return w, sigma2, theta
 
 
-def default_ladder(spike_var: float, steps: int = 8, span: float = 100.0) -> list[float]:
-    """Geometric ladder of ``steps`` spike variances from spike_var / span up to spike_var."""
+def default_ladder(spike_var: float, steps: int = 8, span: float = 100.0, above: float = 1.0) -> list[float]:
+    """Geometric ladder of ``steps`` spike variances from spike_var / span up to spike_var * above."""
     if steps <= 1:
         return [spike_var]
-    return [spike_var / span ** (1 - k / (steps - 1)) for k in range(steps)]
+    lo, hi = math.log(spike_var / span), math.log(spike_var * above)
+    return [math.exp(lo + (hi - lo) * k / (steps - 1)) for k in range(steps)]
+
+
+def log_g(gamma: torch.Tensor, data: StandardizedData, prior: SpikeSlabPrior) -> float:
+    """EMVS's model score log g(gamma) = log p(y | gamma) + log p(gamma) under the conjugate prior with a point-mass
+    spike (v0 -> 0), the same criterion for every rung of the ladder:
+
+        log p(y | gamma) = -1/2 log|I + v1 X_g X_g^T| - (n + nu)/2 log(nu lam + y^T (I + v1 X_g X_g^T)^{-1} y) + c
+        log p(gamma)     = log B(a0 + k, b0 + p - k) - log B(a0, b0)
+
+    computed on the n x n matrix (O(n^2 k)), so it stays cheap when p is large."""
+    sel = gamma > 0.5
+    Xg = data.X[:, sel]
+    n, k, p = data.n, int(sel.sum()), data.p
+    M = prior.slab_var * (Xg @ Xg.T)
+    M.diagonal().add_(1.0)
+    L = torch.linalg.cholesky(M)
+    quad = float(data.y @ torch.cholesky_solve(data.y.unsqueeze(-1), L).squeeze(-1))
+    logml = -float(L.diagonal().log().sum()) - 0.5 * (n + prior.nu) * math.log(prior.nu * prior.lam + quad)
+    a0, b0 = prior.a0, prior.b0
+    log_prior = math.lgamma(a0 + k) + math.lgamma(b0 + p - k) - math.lgamma(a0 + b0 + p)
+    return logml + log_prior
 
 
 def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[float] | None = None,
-             max_iter: int = 500, tol: float = 1e-6, init: dict | None = None) -> EMVSFit:
+             select: bool = False, max_iter: int = 500, tol: float = 1e-6, init: dict | None = None) -> EMVSFit:
     """EMVS along a ladder of spike variances (default :func:`default_ladder`), each warm-started at the previous
     fixed point. The first fit starts from the ridge estimate under the slab, theta = 0.5, sigma^2 = var(y).
-    Returns the fixed point at the last spike variance (which should be ``prior.spike_var``)."""
+
+    ``select=False``: the fixed point at the last spike variance of the ladder. ``select=True`` (EMVS's model
+    selection, conjugate prior only): the rung whose median-probability model has the highest :func:`log_g`
+    (ties: the larger spike variance, i.e. the sparser rung); the default ladder then spans spike_var / 100 to
+    spike_var * 10."""
     max_iter = check_int("max_iter", max_iter, minimum=1)
     check_positive("tol", tol)
-    ladder = list(ladder) if ladder is not None else default_ladder(prior.spike_var)
+    if ladder is None:
+        ladder = default_ladder(prior.spike_var, above=10.0 if select else 1.0)
+    ladder = list(ladder)
     for v0 in ladder:
         check_positive("ladder", v0)
         if v0 >= prior.slab_var:
@@ -172,12 +200,20 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
         fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
         params = fit.params
         converged, iterations = fit.converged, iterations + fit.iterations
-        path.append({"spike_var": v0, "w": params["w"].clone(), "inclusion": fit.expectations["pstar"].clone(),
+        pstar = fit.expectations["pstar"]
+        path.append({"spike_var": v0, "w": params["w"].clone(), "inclusion": pstar.clone(),
                      "sigma2": params["sigma2"], "theta": params["theta"], "iterations": fit.iterations,
-                     "converged": fit.converged})
-    pstar, d_star = emvs_e_step(params["w"], params["sigma2"], params["theta"], prior, ladder[-1])
-    return EMVSFit(params["w"], params["sigma2"], params["theta"], pstar, d_star, ladder[-1], converged,
-                   iterations, time.perf_counter() - t0, path)
+                     "converged": fit.converged,
+                     "log_g": log_g(pstar, data, prior) if select and prior.conjugate else float("nan")})
+    best = len(path) - 1
+    if select and prior.conjugate:
+        scores = [r["log_g"] for r in path]
+        best = max(range(len(path)), key=lambda i: (round(scores[i], 9), i))
+    chosen = path[best]
+    pstar, d_star = emvs_e_step(chosen["w"], chosen["sigma2"], chosen["theta"], prior, chosen["spike_var"])
+    return EMVSFit(chosen["w"], chosen["sigma2"], chosen["theta"], pstar, d_star, chosen["spike_var"],
+                   converged if best == len(path) - 1 else chosen["converged"], iterations,
+                   time.perf_counter() - t0, path)
 
 
 # ------------------------------------------------------------------------------------------------- hard-gamma EM
