@@ -1,14 +1,13 @@
 """Guides over the inducing values u = f(Z) of the sparse GP (``pyrozoo.models.sparse_gp``).
 
-* :func:`optimal_qu`: the optimal q(u) in closed form. With the whitened statistics of
-  :func:`~pyrozoo.models.gp_linalg.sparse_gp_stats` (K_uu = L L^T, B = V Lambda^-1 V^T, b = V Lambda^-1 y,
-  I + B = L_B L_B^T, c = L_B^-1 b), the whitened v = L^-1 u has q(v) = N(L_B^-T c, (L_B L_B^T)^-1), so
+* :func:`optimal_qu`: the optimal q(u) in closed form. With the statistics of
+  :func:`~pyrozoo.models.gp_linalg.sparse_gp_stats` (Bt = K_uf Lambda^-1 K_fu, r = K_uf Lambda^-1 y) and
+  S = (K_uu + Bt)^-1 = (L_A L_A^T)^-1:
 
-      q(u) = N(L L_B^-T c, L (I + B)^-1 L^T).
+      q(u) = N(K_uu S r, K_uu S K_uu).
 
   For FITC this is the exact posterior p(u | y) of the FITC model; for VFE (Lambda = sigma^2 I) it is Titsias'
-  optimal q(u) = N(sigma^-2 K_uu S K_uf y, K_uu S K_uu), S = (K_uu + sigma^-2 K_uf K_fu)^-1, at which the ELBO
-  equals the collapsed bound.
+  optimal q(u) = N(sigma^-2 K_uu S K_uf y, K_uu S K_uu), at which the ELBO equals the collapsed bound.
 * :func:`make_fixed_qu_guide`: a guide drawing u from a given Gaussian (used to draw from the optimal q(u)).
 * :func:`make_free_qu_guide`: a free Gaussian q(u) = N(m, S S^T) with ``pyro.param`` m and lower-triangular S,
   fitted by (minibatch) SVI jointly with the model's pseudo-inputs and hyperparameters (Hensman et al. 2013).
@@ -29,17 +28,12 @@ from pyrozoo.models.gp_linalg import SparseStats, jitter_cholesky
 
 def optimal_qu(stats: SparseStats) -> tuple[torch.Tensor, torch.Tensor]:
     """(loc, scale_tril) of the optimal q(u) (see module docstring); cost O(M^3)."""
-    M = stats.B.shape[-1]
-    eye = torch.eye(M, dtype=stats.B.dtype, device=stats.B.device)
-    LB = jitter_cholesky(eye + stats.B, name="I + V Lambda^-1 V^T")
-    c = torch.linalg.solve_triangular(LB, stats.b.unsqueeze(-1), upper=False)
-    v_mean = torch.linalg.solve_triangular(LB.T, c, upper=True).squeeze(-1)
-    loc = stats.L @ v_mean
-    # cov = L LB^-T LB^-1 L^T; R = L LB^-T is not triangular, so factor the M x M covariance once
-    R = torch.linalg.solve_triangular(LB, stats.L.T, upper=False).T
-    cov = R @ R.T
+    Kuu = stats.L @ stats.L.T
+    R = torch.linalg.solve_triangular(stats.LA, Kuu, upper=False)  # L_A^-1 K_uu
+    c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False)
+    loc = (R.T @ c).squeeze(-1)
+    cov = R.T @ R
     return loc, jitter_cholesky(0.5 * (cov + cov.T), jitter=1e-12, max_tries=10, name="q(u) covariance")
-
 
 def make_fixed_qu_guide(loc: torch.Tensor, scale_tril: torch.Tensor) -> Callable[..., torch.Tensor]:
     """A guide whose only site is u ~ N(loc, scale_tril scale_tril^T) (no parameters)."""

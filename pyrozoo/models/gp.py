@@ -146,7 +146,8 @@ def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str
     Lf = jitter_cholesky(K + jitter * var * torch.eye(n, **opts), name="K (training inputs)")
     f = pyro.sample("f", dist.MultivariateNormal(torch.zeros(n, **opts), scale_tril=Lf))
     with pyro.plate("obs_id", n):
-        return pyro.sample("y", dist.Normal(f, nz.sqrt()), obs=y)
+        loc = f.squeeze(-2) if f.dim() >= 3 else f  # f vectorized as (S, 1, N): its last batch dim is this plate's
+        return pyro.sample("y", dist.Normal(loc, nz.sqrt()), obs=y)
 
 
 def gp_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -10,11 +10,15 @@
   chunks of the inputs so that K_uf is never held whole (memory O(chunk M + M^2) with ``checkpoint=True``,
   else O(N M) for the autograd graph); no N x N matrix is ever formed.
 
-Notation (whitened): K_uu = L L^T, V = L^-1 K_uf (M x N), Q_ff = V^T V, Lambda = diag(lambda_i). FITC has
-lambda_i = k_ii - q_ii + sigma^2; VFE has lambda_i = sigma^2 plus the trace term
--(1 / 2 sigma^2) sum_i (k_ii - q_ii). With B = V Lambda^-1 V^T, L_B = chol(I + B), c = L_B^-1 V Lambda^-1 y:
+Notation: K_uu = L L^T, Q_ff = K_fu K_uu^-1 K_uf, Lambda = diag(lambda_i). FITC has lambda_i = k_ii - q_ii + sigma^2;
+VFE has lambda_i = sigma^2 plus the trace term -(1 / 2 sigma^2) sum_i (k_ii - q_ii). With
+Bt = K_uf Lambda^-1 K_fu, r = K_uf Lambda^-1 y and K_uu + Bt = L_A L_A^T (matrix determinant lemma and Woodbury):
 
-    log N(y | 0, Q_ff + Lambda) = -1/2 [N log 2 pi + sum log lambda_i + 2 sum log diag L_B + y^T Lambda^-1 y - c^T c]
+    log N(y | 0, Q_ff + Lambda) = -1/2 [N log 2 pi + sum log lambda_i + 2 sum log diag L_A - 2 sum log diag L
+                                        + y^T Lambda^-1 y - |L_A^-1 r|^2]
+
+Everything is formed from K_uu + Bt and K_uu separately, never from K_uu^-1 Bt K_uu^-1 (which would multiply the
+rounding error by cond(K_uu)^2).
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
     with the relative jitter max(jitter, 1e-10) * growth^k, k = 0..max_tries-1, and then raises
     :class:`PyrozooError` naming ``name`` and the largest jitter tried.
     """
+    if not (math.isfinite(jitter) and jitter >= 0):
+        raise PyrozooError(f"jitter: expected a finite number >= 0 (relative to the mean diagonal), got {jitter!r}")
     scale = A.diagonal(dim1=-2, dim2=-1).mean().detach().abs().clamp(min=torch.finfo(A.dtype).tiny)
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     L, info = torch.linalg.cholesky_ex(A + (jitter * scale) * eye if jitter > 0 else A)
@@ -157,11 +163,11 @@ class _FITCChunk(torch.autograd.Function):
 
 @dataclass
 class SparseStats:
-    """Whitened sufficient statistics of the sparse marginal likelihood (see module docstring)."""
+    """Sufficient statistics of the sparse marginal likelihood (see module docstring)."""
 
     L: torch.Tensor  # chol(K_uu), M x M
-    B: torch.Tensor  # V Lambda^-1 V^T, M x M
-    b: torch.Tensor  # V Lambda^-1 y, M
+    LA: torch.Tensor  # chol(K_uu + K_uf Lambda^-1 K_fu), M x M
+    r: torch.Tensor  # K_uf Lambda^-1 y, M
     logdet_lambda: torch.Tensor  # sum log lambda_i
     quad_lambda: torch.Tensor  # y^T Lambda^-1 y
     trace: torch.Tensor  # sum_i (k_ii - q_ii) (VFE trace term; 0 for FITC)
@@ -169,11 +175,8 @@ class SparseStats:
 
     def log_marginal(self, method: str, noise: torch.Tensor) -> torch.Tensor:
         """FITC: log N(y | 0, Q_ff + Lambda); VFE: log N(y | 0, Q_ff + sigma^2 I) - trace / (2 sigma^2)."""
-        M = self.B.shape[-1]
-        eye = torch.eye(M, dtype=self.B.dtype, device=self.B.device)
-        LB = jitter_cholesky(eye + self.B, name="I + V Lambda^-1 V^T")
-        c = torch.linalg.solve_triangular(LB, self.b.unsqueeze(-1), upper=False).squeeze(-1)
-        logdet = self.logdet_lambda + 2.0 * LB.diagonal().log().sum()
+        c = torch.linalg.solve_triangular(self.LA, self.r.unsqueeze(-1), upper=False).squeeze(-1)
+        logdet = self.logdet_lambda + 2.0 * (self.LA.diagonal().log().sum() - self.L.diagonal().log().sum())
         out = -0.5 * (self.n * math.log(2 * math.pi) + logdet + self.quad_lambda - (c * c).sum())
         if method == "vfe":
             out = out - 0.5 * self.trace / noise
@@ -189,11 +192,10 @@ def _chunk_vfe(Xc, yc, Z, lengthscale, variance, kind):
     return _Gram.apply(kernel_matrix(kind, Z, Xc, lengthscale, variance), yc)
 
 
-def _whiten(L: torch.Tensor, A: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L^-1 A L^-T, L^-1 r), symmetrized."""
-    LiA = torch.linalg.solve_triangular(L, A, upper=False)
-    Aw = torch.linalg.solve_triangular(L, LiA.T, upper=False)
-    return 0.5 * (Aw + Aw.T), torch.linalg.solve_triangular(L, r.unsqueeze(-1), upper=False).squeeze(-1)
+def _factor_posterior(Kuu: torch.Tensor, Bt: torch.Tensor) -> torch.Tensor:
+    """chol(K_uu + Bt), symmetrized first (a bounded jitter only if rounding made it indefinite)."""
+    A = Kuu + 0.5 * (Bt + Bt.T)
+    return jitter_cholesky(A, name="K_uu + K_uf Lambda^-1 K_fu")
 
 
 def sparse_gp_stats(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kind: str, lengthscale: torch.Tensor,
@@ -203,9 +205,10 @@ def sparse_gp_stats(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kind: 
     O(chunk M + M^2) with ``checkpoint=True`` (each chunk's K_uf is recomputed in the backward pass instead of
     stored; default: on when N > 4 chunks), else O(N M).
 
-    Both methods accumulate unwhitened M x M sums per chunk (matrix products, which run faster on CPU than the
-    per-chunk triangular solves of the whitened form) and whiten once at the end: B = L^-1 Bt L^-T. FITC uses
-    P = K_uu^-1 for q_ii = k_i^T P k_i; VFE needs only Bt = K_uf K_fu and tr(K_uu^-1 Bt) for its trace term.
+    Both methods accumulate M x M sums per chunk (matrix products, which run faster on CPU than the per-chunk
+    triangular solves of a whitened form); the marginal likelihood then needs only chol(K_uu) and
+    chol(K_uu + Bt). FITC uses P = K_uu^-1 for q_ii = k_i^T P k_i; VFE needs only Bt = K_uf K_fu / sigma^2 and
+    tr(K_uu^-1 K_uf K_fu) for its trace term.
     ``jitter`` (relative to the mean of diag K_uu) is always added to K_uu, as in pyro.contrib.gp and GPyTorch.
     """
     n = X.shape[0]
@@ -215,6 +218,7 @@ def sparse_gp_stats(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kind: 
         checkpoint = n > 4 * chunk_size
     Kuu = kernel_matrix(kind, Z, Z, lengthscale, variance)
     L = jitter_cholesky(Kuu, jitter=jitter, name="K_uu (pseudo-inputs)")
+    Kuu = L @ L.T  # the jittered matrix that L factors
     M = Z.shape[0]
     zero = torch.zeros((), dtype=X.dtype, device=X.device)
     Bt = torch.zeros(M, M, dtype=X.dtype, device=X.device)
@@ -228,12 +232,12 @@ def sparse_gp_stats(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kind: 
             args = (X[s:s + chunk_size], y[s:s + chunk_size], Z, P, lengthscale, variance, noise, kind)
             out = _checkpoint(_chunk_fitc, *args, use_reentrant=False) if use_ckpt else _chunk_fitc(*args)
             Bt, r, logdet, quad = Bt + out[0], r + out[1], logdet + out[2], quad + out[3]
-        B, b = _whiten(L, Bt, r)
-        return SparseStats(L, B, b, logdet, quad, zero, n)
+        return SparseStats(L, _factor_posterior(Kuu, Bt), r, logdet, quad, zero, n)
     for s in range(0, n, chunk_size):
         args = (X[s:s + chunk_size], y[s:s + chunk_size], Z, lengthscale, variance, kind)
         out = _checkpoint(_chunk_vfe, *args, use_reentrant=False) if use_ckpt else _chunk_vfe(*args)
         Bt, r = Bt + out[0], r + out[1]
-    Aw, bw = _whiten(L, Bt, r)
-    trace = (n * variance - Aw.diagonal().sum()).clamp(min=0.0)
-    return SparseStats(L, Aw / noise, bw / noise, n * noise.log(), (y * y).sum() / noise, trace, n)
+    # tr(K_uu^-1 K_uf K_fu) by one cholesky_solve (M^3)
+    trace = (n * variance - torch.cholesky_solve(Bt, L).diagonal().sum()).clamp(min=0.0)
+    return SparseStats(L, _factor_posterior(Kuu, Bt / noise), r / noise, n * noise.log(), (y * y).sum() / noise,
+                       trace, n)

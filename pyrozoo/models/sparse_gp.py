@@ -125,6 +125,8 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
         Kuf = kernel_matrix(kernel, Z, X[idx], ls, var)
         A = torch.cholesky_solve(Kuf, L)  # K_uu^-1 K_uf, M x b
         mean = u @ A
+        if mean.dim() >= 3:  # u vectorized as (S, 1, M): its last batch dim is this plate's slot
+            mean = mean.squeeze(-2)
         t = (var - (Kuf * A).sum(0)).clamp(min=0.0)
         yb = None if y is None else y[idx]
         if method == "fitc":
@@ -199,20 +201,17 @@ class SparseGPFit:
 def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
                        lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
                        include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """v_* = L^-1 k_u*, w_* = L_B^-1 v_*: mean w_*^T c, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+    """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
     Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype)
     Xnew = Xnew.to(Z.device)
     if Xnew.shape[1] != Z.shape[1]:
         raise PyrozooError(f"Xnew: expected {Z.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
-    M = Z.shape[0]
-    eye = torch.eye(M, dtype=Z.dtype, device=Z.device)
-    LB = jitter_cholesky(eye + stats.B, name="I + V Lambda^-1 V^T")
-    c = torch.linalg.solve_triangular(LB, stats.b.unsqueeze(-1), upper=False).squeeze(-1)
+    c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False).squeeze(-1)
     means, vars_ = [], []
     for s in range(0, Xnew.shape[0], chunk_size):
         Kus = kernel_matrix(kernel, Z, Xnew[s:s + chunk_size], lengthscale, variance)
         V = torch.linalg.solve_triangular(stats.L, Kus, upper=False)
-        W = torch.linalg.solve_triangular(LB, V, upper=False)
+        W = torch.linalg.solve_triangular(stats.LA, Kus, upper=False)
         means.append(W.T @ c)
         vars_.append((variance - (V * V).sum(0) + (W * W).sum(0)).clamp(min=0.0))
     mean, var = torch.cat(means), torch.cat(vars_)

@@ -1,0 +1,180 @@
+"""Exact GP: kernels vs pyro.contrib.gp, posterior and marginal likelihood vs an independent dense computation
+(SciPy), type-II ML vs SciPy's optimizer, NUTS vs quadrature (slow), bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro.contrib.gp as pgp
+import pytest
+import scipy.optimize
+import scipy.stats
+import torch
+
+from pyrozoo.cli import main
+from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
+from pyrozoo.models.gp import (
+    exact_log_marginal,
+    exact_posterior,
+    fit_gp,
+    fit_type2,
+    make_gp_dataset,
+    simulate_gp,
+    simulate_regression,
+)
+from pyrozoo.models.gp_linalg import jitter_cholesky, kernel_matrix
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small dense problems: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def t(v):
+    return torch.tensor(v, dtype=DT)
+
+
+@pytest.mark.parametrize("kind,cls", [("rbf", pgp.kernels.RBF), ("matern32", pgp.kernels.Matern32),
+                                      ("matern52", pgp.kernels.Matern52)])
+def test_kernels_match_pyro_contrib_gp(kind, cls):
+    X, Z = torch.randn(9, 3, dtype=DT), torch.randn(6, 3, dtype=DT)
+    ls, var = t([0.5, 1.0, 2.0]), t(1.7)
+    ref = cls(3, variance=var, lengthscale=ls)
+    assert torch.allclose(kernel_matrix(kind, X, Z, ls, var), ref(X, Z).detach(), atol=1e-10)
+    assert torch.allclose(kernel_matrix(kind, X, X, ls, var), ref(X).detach(), atol=1e-10)
+
+
+def _dense_reference(X, y, Xs, ls, var, noise):
+    """Textbook GP formulas in NumPy/SciPy (Rasmussen & Williams, alg. 2.1 via generic solves)."""
+    Xn, yn, Xsn = (a.numpy() for a in (X, y, Xs))
+
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2 / ls**2).sum(-1)
+        return var * np.exp(-0.5 * d2)
+
+    Ky = k(Xn, Xn) + noise * np.eye(len(yn))
+    mean = k(Xsn, Xn) @ np.linalg.solve(Ky, yn)
+    cov = k(Xsn, Xsn) - k(Xsn, Xn) @ np.linalg.solve(Ky, k(Xn, Xsn))
+    logml = scipy.stats.multivariate_normal(np.zeros(len(yn)), Ky).logpdf(yn)
+    return mean, cov, logml
+
+
+def test_exact_posterior_and_marginal_match_dense_reference():
+    X, y, Xs, _ = simulate_regression(0, n=25, n_test=7, input_dim=2)
+    ls, var, noise = 0.8, 1.3, 0.05
+    mean, cov, logml = _dense_reference(X, y, Xs, ls, var, noise)
+    h = {"lengthscale": t(ls), "variance": t(var), "noise": t(noise)}
+    m, c = exact_posterior(X, y, Xs, kernel="rbf", full_cov=True, **h)
+    m2, v2 = exact_posterior(X, y, Xs, kernel="rbf", **h)
+    assert np.allclose(m.numpy(), mean, atol=1e-9)
+    assert np.allclose(c.numpy(), cov, atol=1e-9)
+    assert np.allclose(v2.numpy(), np.diag(cov), atol=1e-9) and torch.equal(m, m2)
+    assert abs(float(exact_log_marginal(X, y, kernel="rbf", **h)) - logml) < 1e-8
+
+
+def test_noiseless_gp_interpolates():
+    X, y, _, _ = simulate_regression(1, n=12, n_test=1, input_dim=1, noise_sd=0.0)
+    m, v = exact_posterior(X, y, X, kernel="matern52", lengthscale=t(1.0), variance=t(1.0), noise=t(0.0))
+    assert torch.allclose(m, y, atol=1e-6)
+    assert (v >= 0).all() and float(v.max()) < 1e-6
+
+
+def test_type2_ml_reaches_scipy_optimum():
+    X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
+
+    def nlml(logp):
+        p = torch.tensor(logp, dtype=DT, requires_grad=True)
+        v = -exact_log_marginal(X, y, kernel="rbf", lengthscale=p[0].exp(), variance=p[1].exp(), noise=p[2].exp())
+        v.backward()
+        return float(v.detach()), p.grad.numpy()
+
+    ref = scipy.optimize.minimize(nlml, np.zeros(3), jac=True, method="L-BFGS-B", options={"gtol": 1e-9})
+    fit = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=300, lr=0.1)
+    assert fit["losses"][-1] == pytest.approx(ref.fun, abs=1e-6)
+    assert fit["losses"][-1] < fit["losses"][0]
+
+
+def test_type2_fit_result_has_pointwise_log_likelihood():
+    ds = simulate_gp(0, n=20, n_test=30)
+    cfg = RunConfig(model="gp", inference="type2", steps=30, num_samples=40, progress=False)
+    res = fit_gp(ds, cfg)
+    idata = res.to_inference_data()
+    ll = idata.log_likelihood["y"]
+    assert ll.dims == ("chain", "draw", "obs_id") and ll.shape == (1, 40, 20)
+    f = torch.as_tensor(res.posterior["f"][0, 3])
+    expect = torch.distributions.Normal(f, res.params["noise"].sqrt()).log_prob(ds.observed["y"])
+    assert np.allclose(ll.values[0, 3], expect.numpy(), atol=1e-10)
+
+
+def _quadrature_posterior_means(X, y, priors, grid=28):
+    """E[log theta | y] under the collapsed model by brute-force 3-D quadrature over the log-hyperparameters."""
+    axes = [torch.linspace(loc - 4.5 * sc, loc + 4.5 * sc, grid, dtype=DT) for loc, sc in
+            (priors["lengthscale"], priors["variance"], priors["noise"])]
+    L1, L2, L3 = torch.meshgrid(*axes, indexing="ij")
+    logp = torch.empty_like(L1)
+    for idx in np.ndindex(*L1.shape):
+        ls, var, nz = math.exp(L1[idx]), math.exp(L2[idx]), math.exp(L3[idx])
+        lp = float(exact_log_marginal(X, y, kernel="rbf", lengthscale=t(ls), variance=t(var), noise=t(nz)))
+        for name, val in zip(("lengthscale", "variance", "noise"), (L1[idx], L2[idx], L3[idx]), strict=True):
+            loc, sc = priors[name]
+            lp += float(scipy.stats.norm(loc, sc).logpdf(float(val)))  # Normal on log theta (Jacobian included)
+        logp[idx] = lp
+    w = torch.exp(logp - logp.max())
+    w = w / w.sum()
+    return [float((w * L).sum()) for L in (L1, L2, L3)], [float((w * L**2).sum()) for L in (L1, L2, L3)]
+
+
+@pytest.mark.slow
+def test_nuts_matches_quadrature_posterior():
+    X, y, _, _ = simulate_regression(3, n=8, n_test=1, input_dim=1)
+    priors = {"lengthscale": (0.0, 0.7), "variance": (0.0, 0.7), "noise": (-2.0, 0.7)}
+    means, sq = _quadrature_posterior_means(X, y, priors)
+    ds = make_gp_dataset(X, y, priors=priors)
+    cfg = RunConfig(model="gp", inference="nuts", num_samples=600, warmup_steps=300, num_chains=2, progress=False)
+    res = fit_gp(ds, cfg)
+    import arviz as az
+
+    idata = res.to_inference_data()
+    for i, name in enumerate(("lengthscale", "variance", "noise")):
+        logd = np.log(res.draws(name).reshape(-1))
+        sd = math.sqrt(sq[i] - means[i] ** 2)
+        ess = float(az.ess(np.log(idata.posterior[name]))[name].values.min())
+        assert abs(logd.mean() - means[i]) < 4 * sd / math.sqrt(ess), name
+
+
+def test_jitter_cholesky_bounded_then_clear_error():
+    A = torch.ones(4, 4, dtype=DT)  # rank 1: needs jitter
+    L = jitter_cholesky(A)
+    assert torch.allclose(L @ L.T, A, atol=1e-4)
+    with pytest.raises(PyrozooError, match="not positive definite even with jitter"):
+        jitter_cholesky(-torch.eye(3, dtype=DT), name="test matrix")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"X": [[0.0], [float("nan")]], "y": [0.0, 1.0]}, "X: expected finite"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, float("nan")]}, "y: expected finite"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0, 2.0]}, "y: expected shape"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "lengthscale": -1.0}, "lengthscale"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "lengthscale": [1.0, 2.0, 3.0]}, "lengthscale"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "noise": -0.1}, "noise"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "variance": 0.0}, "variance"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "kernel": "cosine"}, "kernel"),
+])
+def test_bad_input_is_a_clear_error(kwargs, match):
+    with pytest.raises(PyrozooError, match=match):
+        make_gp_dataset(**kwargs)
+
+
+def test_cli_rejects_negative_noise(tmp_path, capsys):
+    rc = main(["run", "gp", "-o", "noise=-1.0", "--out", str(tmp_path / "r"), "--no-progress", "--steps", "2"])
+    assert rc == 2
+    assert "noise" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
