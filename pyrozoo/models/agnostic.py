@@ -31,6 +31,7 @@ Schedule: the paper raises alpha slowly during training; ``alpha_t = alpha * s(t
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
 from torch import nn
 
@@ -47,8 +49,11 @@ from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.from_config import svi_from_config
+from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.predictive import latent_sites, trace_model
+from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
+from pyrozoo.inference.svi import draw_from_guide
 from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
 
@@ -78,9 +83,10 @@ def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------- networks
 class ConvFeatures(nn.Module):
     """``G_f`` for small images: two conv3 + ReLU + 2x2 max-pool blocks (a scaled-down version of the paper's
-    VGG-style extractor), then a linear layer to ``feature_dim`` and tanh. Bounded features matter: with
-    unbounded ones the extractor can "win" the min-max game by inflating feature norms so that the adversary is
-    confidently wrong, which destroys the target signal too."""
+    VGG-style extractor), then a linear layer to ``feature_dim`` and a LayerNorm without affine parameters.
+    Normalized features matter: with unbounded ones (ReLU) the extractor can "win" the min-max game by inflating
+    feature norms so that the adversary is confidently wrong, which destroys the target signal too; saturating
+    ones (tanh) freeze the game once they saturate."""
 
     def __init__(self, in_channels: int, image_size: int, feature_dim: int = 16, channels: int = 8):
         super().__init__()
@@ -88,7 +94,8 @@ class ConvFeatures(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * channels * side * side, feature_dim), nn.Tanh(),
+            nn.Flatten(), nn.Linear(2 * channels * side * side, feature_dim),
+            nn.LayerNorm(feature_dim, elementwise_affine=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,11 +103,12 @@ class ConvFeatures(nn.Module):
 
 
 class MLPFeatures(nn.Module):
-    """``G_f`` for tables: Linear-ReLU-Linear-tanh (bounded features, see :class:`ConvFeatures`)."""
+    """``G_f`` for tables: Linear-ReLU-Linear-LayerNorm (normalized features, see :class:`ConvFeatures`)."""
 
     def __init__(self, in_features: int, feature_dim: int = 16, hidden: int = 32):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.Tanh())
+        self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim),
+                                  nn.LayerNorm(feature_dim, elementwise_affine=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -286,8 +294,8 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 
 
 # ----------------------------------------------------------------------------------------------- entry glue
-MODEL_OPTIONS = {"alpha": 0.8, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
-                 "hidden": 32, "batch_size": 0}
+MODEL_OPTIONS = {"alpha": 0.5, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
+                 "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1}
 DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": True}
 
 
@@ -301,6 +309,11 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     check_int("feature_dim", opts["feature_dim"], minimum=1)
     check_int("hidden", opts["hidden"], minimum=1)
     check_int("batch_size", opts["batch_size"])
+    check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))
+    if isinstance(opts["momentum"], bool) or not isinstance(opts["momentum"], (int, float)) or not (
+            0 <= opts["momentum"] < 1):
+        raise PyrozooError(f"momentum: expected a number in [0, 1), got {opts['momentum']!r}")
+    check_positive("lr_decay", opts["lr_decay"])
     return opts
 
 
@@ -323,9 +336,79 @@ def load_cps1985_task(seed: int, **options: Any) -> Dataset:
     return attach_network(cps1985_task(seed), feature_dim=opts["feature_dim"], hidden=opts["hidden"])
 
 
+def run_agnostic_svi(
+    model: Any,
+    guide: Any,
+    model_kwargs: dict[str, Any],
+    *,
+    schedule: AlphaSchedule,
+    num_steps: int,
+    lr: float = 0.1,
+    optimizer: str = "sgd",
+    momentum: float = 0.5,
+    lr_decay: float = 0.1,
+    num_samples: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+    model_name: str = "agnostic",
+) -> Result:
+    """SVI for the min-max problem of eq. (1): ``TraceMeanField_ELBO`` on the model and guide scaled by ``1 / n``
+    (``n`` target rows, so ``lr`` acts on the per-row mean loss), SGD with momentum (the paper's optimizer) or Adam,
+    the learning rate decaying geometrically to ``lr * lr_decay``; ``schedule.progress`` follows ``t / T``.
+
+    Why not the shared ``run_svi``: the shared engine offers Adam only, and with Adam the gradient-reversal game
+    cycles on a strong linear cue (the extractor flips the encoding of the protected concept instead of removing
+    it; Adam's per-parameter normalization also cancels the alpha scaling of the reversed gradient). Plain SGD
+    keeps the relative scales of eq. (1) and, with the decaying rate, lets the game settle."""
+    check_choice("optimizer", optimizer, ("sgd", "adam"))
+    num_steps = check_int("num_steps", num_steps, minimum=0)
+    check_positive("lr", lr)
+    check_positive("lr_decay", lr_decay)
+    set_seed(seed)
+    n = max(int(model_kwargs["target_idx"].shape[0]), 1)
+    scaled_model, scaled_guide = poutine.scale(model, 1.0 / n), poutine.scale(guide, 1.0 / n)
+    gamma = lr_decay ** (1.0 / max(num_steps, 1))
+    if optimizer == "sgd":
+        optim_args = {"optimizer": torch.optim.SGD, "optim_args": {"lr": lr, "momentum": momentum}, "gamma": gamma}
+    else:
+        optim_args = {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": gamma}
+    optim = pyro.optim.ExponentialLR(optim_args)
+    svi = SVI(scaled_model, scaled_guide, optim, TraceMeanField_ELBO())
+    with poutine.block(), torch.no_grad():
+        guide(**model_kwargs)  # set the guide up before any step
+    losses, alphas = [], []
+    t0 = time.perf_counter()
+    bar = progress_bar(num_steps, "svi[agnostic]", progress)
+    try:
+        for step in range(num_steps):
+            schedule.progress = step / max(num_steps, 1)
+            alphas.append(float(schedule))
+            loss = svi.step(**model_kwargs)
+            if not math.isfinite(loss):
+                raise PyrozooError(f"svi: the loss became {loss} at step {step}; lower lr")
+            losses.append(loss * n)
+            optim.step()
+            bar.update(1)
+    finally:
+        bar.close()
+        schedule.progress = 1.0
+    wall = time.perf_counter() - t0
+    full = {**model_kwargs, "batch_size": None}
+    names = latent_sites(trace_model(model, full))
+    posterior = draw_from_guide(guide, full, names, num_samples)
+    params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
+    return assemble_result(
+        f"svi-{optimizer}", model, full, posterior, fit_stats={"loss": losses, "alpha": alphas}, params=params,
+        log_likelihood_fn=pointwise_log_likelihood, guide=guide, seed=seed, wall_time=wall, config=config,
+        model_name=model_name,
+    )
+
+
 def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> Result:
-    """Train the agnostic classifier by SVI (TraceMeanField_ELBO, Adam) with the alpha schedule; the result's
-    posterior holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer)."""
+    """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule; the result's posterior
+    holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer) and the guide's
+    variational parameters."""
     opts = check_model_options(config.options)
     kwargs = dataset.model_kwargs()
     if "net" not in kwargs:
@@ -337,28 +420,13 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
     kwargs.update(alpha=schedule, prior_scale=float(opts["prior_scale"]),
                   batch_size=int(opts["batch_size"]) or None)
-    steps = max(config.steps, 1)
-
-    def advance(step: int, loss: float) -> None:
-        schedule.progress = step / steps
-
-    try:
-        result = svi_from_config(agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, config,
-                                 elbo="meanfield", default_lr=0.01, callback=advance,
-                                 log_likelihood_fn=pointwise_log_likelihood)
-    finally:
-        schedule.progress = 1.0
-    if kwargs["batch_size"] is not None:
-        # run_svi assembled the result on a minibatch trace; rebuild it on the full data so that observed_data
-        # and the pointwise log-likelihood cover every row
-        full = {**kwargs, "batch_size": None}
-        posterior = {k: torch.as_tensor(v, device=x.device) for k, v in result.posterior.items()}
-        result = assemble_result(result.inference, agnostic_model, full, posterior, fit_stats=result.fit_stats,
-                                 params=result.params, log_likelihood_fn=pointwise_log_likelihood,
-                                 guide=result.guide, seed=result.seed, wall_time=result.wall_time,
-                                 config=result.config, model_name=result.model)
-    result.fit_stats["alpha"] = np.array([schedule.value(t / steps) for t in range(len(result.fit_stats["loss"]))])
-    return result
+    default_lr = 0.1 if opts["optimizer"] == "sgd" else 0.01
+    return run_agnostic_svi(
+        agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, schedule=schedule,
+        num_steps=config.steps, lr=config.lr if config.lr is not None else default_lr, optimizer=opts["optimizer"],
+        momentum=float(opts["momentum"]), lr_decay=float(opts["lr_decay"]), num_samples=config.num_samples,
+        seed=config.seed, progress=config.progress, config=config.to_dict(), model_name=config.model,
+    )
 
 
 @torch.no_grad()
