@@ -588,11 +588,13 @@ def regime_scm_relaxed_model(
     hidden: int = 32,
     temperature: float = 0.5,
     kl_scale: float = 1.0,
+    unit_scale: bool = True,
     init: Mapping[str, torch.Tensor] | None = None,
     **_: Any,
 ) -> None:
     """The report's decoder: z ~ RelaxedOneHotCategorical(T, uniform) (its site scaled by ``kl_scale``), and
-    x_i ~ Normal(mu_i(pa_i, z_{i+1}), s_i) with the observed parents fed in (autoregressive, teacher-forced)."""
+    x_i ~ Normal(mu_i(pa_i, z_{i+1}), s_i) with the observed parents fed in (autoregressive, teacher-forced);
+    s_i = 1 as in the report (``unit_scale``), else learned."""
     N = parents.shape[0]
     p = _model_params(parents.to(x.device), mechanism, hidden, False, init, x.dtype, x.device)
     uniform = torch.full((N + 1,), 1.0 / (N + 1), dtype=x.dtype, device=x.device)
@@ -603,6 +605,7 @@ def regime_scm_relaxed_model(
             flag = z[..., i + 1]
             loc = node_mean(p, i, x, flag, parents.to(x.device))
             scale = p["scale_obs"][i] + flag * (p["scale_int"][i] - p["scale_obs"][i])
+            scale = torch.ones_like(scale) if unit_scale else scale
             pyro.sample(names[i], dist.Normal(loc, scale), obs=x[:, i])
 
 
