@@ -151,7 +151,7 @@ def main() -> None:
                 ray.shutdown()
         else:
             parser.error(f"--backends: unknown {b!r}")
-    base = statistics.median(rows[0][1][0]) if rows else float("nan")
+    base = next((statistics.median(t) for name, (t, _) in rows if "--jobs 1" in name), float("nan"))
     if rows:
         chains = 4 if args.inference == "gibbs" else 2
         print(f"\n16-run sweep (normal-gamma {args.inference}, {chains} chains x ({args.num_samples} + "
