@@ -22,7 +22,7 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.posteriors import BLRPoolPosterior, ProbitPoolPosterior, RegressionPosterior
+from pyrozoo.active.posteriors import BLRPoolPosterior, GPPoolPosterior, ProbitPoolPosterior, RegressionPosterior
 from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -37,6 +37,7 @@ DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regr
 ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
     "blr": (BLRPoolPosterior.fit, "regression"),
     "probit": (ProbitPoolPosterior.fit, "classification"),
+    "gp": (GPPoolPosterior.fit, "regression"),
 }
 
 

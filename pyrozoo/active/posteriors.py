@@ -413,3 +413,110 @@ class _ProbitFisherKernel(PoolKernel):
 
     def column(self, f: int) -> torch.Tensor:
         return self._block(f)[0]
+
+
+class GPPoolPosterior(RegressionPosterior):
+    """Exact GP regression (:mod:`pyrozoo.models.gp`): hyperparameters by type-II maximum likelihood on the labelled
+    set, then the closed-form posterior of f with Gaussian noise sigma^2.
+
+    With C the posterior covariance of f over the pool and a_n = C_nn / sigma^2, L_n(f) = 1/2 log(1 + a_n) - a_n / 2
+    - (f_n - m_n)^2 / (2 sigma^2), so the weighted Euclidean inner product is closed form,
+
+        <L_n, L_m>_2 = e_n e_m + C_nm^2 / (2 sigma^4),   e_n = 1/2 log(1 + a_n) - a_n,
+
+    a column costs O(M N) (N labelled points); the row sums need every C_nm (O(M^2 N) time, computed in row blocks,
+    O(M x block) memory). The weighted Fisher product in function space is diagonal (each L_n depends on f_n only),
+    so it is not offered. ``function_draws`` samples f jointly over the pool (O(M^2) memory; for projections on
+    moderate pools only)."""
+
+    BLOCK = 512
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, hyper: dict[str, torch.Tensor], kernel: str) -> None:
+        from pyrozoo.models.gp import exact_gp_factor
+
+        self.x, self.y, self.hyper, self.kernel = x.to(torch.float64), y.to(torch.float64), hyper, kernel
+        self.chol, self.alpha = exact_gp_factor(self.x, self.y, kernel=kernel, **hyper)
+        self.noise_var = float(hyper["noise"])
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, *, kernel: str = "rbf", steps: int = 150,
+            lr: float = 0.05) -> GPPoolPosterior:
+        """Type-II ML (Adam on the log marginal likelihood, :func:`pyrozoo.models.gp.fit_type2`) from unit
+        lengthscale, signal variance 1 and noise variance 0.1 (inputs and response standardized)."""
+        from pyrozoo.models.gp import fit_type2
+
+        x64, y64 = x.to(torch.float64), y.to(torch.float64)
+        fitted = fit_type2(x64, y64, kernel=kernel, lengthscale=1.0, variance=1.0, noise=0.1, steps=steps, lr=lr)
+        hyper = {k: fitted[k] for k in ("lengthscale", "variance", "noise")}
+        return cls(x64, y64, hyper, kernel)
+
+    def _kern(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        from pyrozoo.models.gp_linalg import kernel_matrix
+
+        return kernel_matrix(self.kernel, a, b, self.hyper["lengthscale"], self.hyper["variance"])
+
+    def _solve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean at x and V = L^{-1} K(X, x) (N, M)."""
+        kfs = self._kern(self.x, x)
+        return kfs.T @ self.alpha, torch.linalg.solve_triangular(self.chol, kfs, upper=False)
+
+    def latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of f at the rows of x."""
+        x = x.to(torch.float64)
+        mean, v = self._solve(x)
+        var = (self.hyper["variance"] - (v * v).sum(0)).clamp(min=0.0)
+        return mean, var
+
+    def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, var = self.latent(x)
+        var = var + self.noise_var
+        return mean, var, 0.5 * (LOG_2PI_E + var.log())
+
+    def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), 0.5 * (LOG_2PI_E + math.log(self.noise_var)), dtype=torch.float64,
+                          device=self.x.device)
+
+    def function_draws(self, x: torch.Tensor, num_samples: int,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from pyrozoo.models.gp_linalg import jitter_cholesky
+
+        x = x.to(torch.float64)
+        mean, v = self._solve(x)
+        cov = self._kern(x, x) - v.T @ v
+        chol = jitter_cholesky(0.5 * (cov + cov.T), jitter=1e-10, max_tries=10, name="GP posterior over the pool")
+        gdev = generator.device if generator is not None else x.device
+        eps = torch.randn(num_samples, x.shape[0], generator=generator, dtype=torch.float64, device=gdev)
+        f = mean + eps.to(x.device) @ chol.T
+        return f, torch.full((num_samples,), self.noise_var, dtype=torch.float64, device=x.device)
+
+    def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mean, var, _ = self.predictive(x)
+        return torch.distributions.Normal(mean, var.sqrt()).log_prob(y.to(torch.float64))
+
+    def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
+        return _GPEuclideanKernel(self, x.to(torch.float64)) if inner_product == "euclidean" else None
+
+
+class _GPEuclideanKernel(PoolKernel):
+    def __init__(self, post: GPPoolPosterior, x: torch.Tensor) -> None:
+        self.post, self.x = post, x
+        _, self.v = post._solve(x)  # (N, M)
+        a = (post.hyper["variance"] - (self.v * self.v).sum(0)).clamp(min=0.0) / post.noise_var
+        self.a = a
+        self.e = 0.5 * torch.log1p(a) - a
+        self.scale = 0.5 / post.noise_var**2
+
+    def _cov(self, rows: slice) -> torch.Tensor:
+        return self.post._kern(self.x[rows], self.x) - self.v[:, rows].T @ self.v
+
+    def diag(self) -> torch.Tensor:
+        return self.e**2 + self.scale * (self.a * self.post.noise_var) ** 2
+
+    def row_sums(self) -> torch.Tensor:
+        m = self.x.shape[0]
+        step = GPPoolPosterior.BLOCK
+        quad = torch.cat([(self._cov(slice(i, min(i + step, m))) ** 2).sum(1) for i in range(0, m, step)])
+        return self.e * self.e.sum() + self.scale * quad
+
+    def column(self, f: int) -> torch.Tensor:
+        return self.e * self.e[f] + self.scale * self._cov(slice(f, f + 1))[0] ** 2
