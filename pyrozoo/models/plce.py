@@ -247,7 +247,8 @@ def plce_entry() -> ZooModel:
         datasets={"lalonde": load_lalonde},
         from_file=plce_from_file,
         tiny={"num_samples": 50, "warmup_steps": 50, "num_chains": 1, "steps": 50,
-              "options": {"n": 200, "n_folds": 2, "n_repeats": 2, "interactions": "linear", "n_knots": 3}},
+              "options": {"n": 150, "n_folds": 2, "n_repeats": 2, "interactions": "linear", "n_knots": 3,
+                          "learner": "ridge"}},
         artifacts=plce_artifacts,
         description="Partially linear causal effect: cross-fitted spike-slab nuisances, HC3 + Bayesian final stage",
     )
