@@ -118,17 +118,17 @@ class ACSFW(Acquisition):
                generator: torch.Generator | None = None) -> tuple[PoolKernel, str]:
         """The pool's inner products and the inner product actually used."""
         kind = self.inner_product
-        if kind in ("auto", "fisher", "euclidean"):
-            want = "fisher" if kind == "auto" else kind
+        wanted = ("fisher", "euclidean") if kind == "auto" else (kind,) if kind != "projection" else ()
+        for want in wanted:
             oracle = posterior.closed_form_kernel(x_pool, want) if hasattr(posterior, "closed_form_kernel") else None
             if oracle is None and hasattr(posterior, "closed_form_embedding"):
                 phi = posterior.closed_form_embedding(x_pool, want)
                 oracle = None if phi is None else EmbeddingKernel(phi)
             if oracle is not None:
                 return oracle, want
-            if kind != "auto":
-                raise PyrozooError(f"inner_product: {type(posterior).__name__} has no closed-form {kind!r} inner "
-                                   "product; use 'projection'")
+        if kind not in ("auto", "projection"):
+            raise PyrozooError(f"inner_product: {type(posterior).__name__} has no closed-form {kind!r} inner "
+                               "product; use 'projection'")
         phi = projected_embedding(posterior, x_pool, self.num_projections, generator)
         return EmbeddingKernel(phi), "projection"
 
