@@ -215,7 +215,8 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     """EM fixed point plus ``num_samples`` draws from the Gaussian posterior of w given it (one chain).
 
     EMVS: w ~ N(w_hat, sigma^2 (X^T X + D*)^{-1}) around the mode, gamma ~ Bernoulli(p*); with ``select`` (and
-    the conjugate prior) the rung of the spike-variance ladder with the best EMVS score log g(gamma) is reported;
+    the conjugate prior) the rung of the spike-variance ladder with the best EMVS score log g(gamma) is chosen and
+    w, sigma^2 are the posterior given its median-probability model (:func:`selected_model_posterior`);
     hard EM: w ~ N(mu, sigma^2 (X^T X + K^{-1})^{-1}) given the 0/1 gamma. sigma^2, theta are held at the estimate.
     """
     check_choice("em_variant", variant, EM_VARIANTS)
@@ -228,8 +229,11 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
         fit = fit_hard_em(data, prior, max_iter=max_iter)
         penalty, mean, probs = 1.0 / prior.variances(fit.gamma), fit.w_mean, fit.gamma
         sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
-    scale = 1.0 if prior.conjugate else sigma2
-    cov = ridge_inverse(data, penalty, scale=scale) * (sigma2 if prior.conjugate else 1.0)
+    if variant == "emvs" and select and prior.conjugate:
+        mean, cov, sigma2 = selected_model_posterior(data, prior, probs > 0.5)
+    else:
+        scale = 1.0 if prior.conjugate else sigma2
+        cov = ridge_inverse(data, penalty, scale=scale) * (sigma2 if prior.conjugate else 1.0)
     cov = 0.5 * (cov + cov.T)
     draws = _mvn_draws(mean, cov, num_samples)
     opts = {"dtype": data.X.dtype, "device": data.X.device}
@@ -249,6 +253,27 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     summary = {"w": mean, "cov": cov, "inclusion": probs, "sigma2": sigma2, "theta": theta, "iterations": iters,
                "converged": conv, "fit": fit}
     return result, summary
+
+
+def selected_model_posterior(data: StandardizedData, prior: SpikeSlabPrior,
+                             selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Posterior of w given the selected model under the point-mass spike that EMVS's score log g(gamma) uses:
+    w_g | y ~ (Student-t with) mean A^{-1} X_g^T y, A = X_g^T X_g + I / v1, covariance E[sigma^2 | y] A^{-1},
+    E[sigma^2 | y] = (nu lam + y^T y - y^T X_g A^{-1} X_g^T y) / (n + nu - 2); the other coefficients are 0."""
+    p, n = data.p, data.n
+    opts = {"dtype": data.X.dtype, "device": data.X.device}
+    mean, cov = torch.zeros(p, **opts), torch.zeros(p, p, **opts)
+    Xg = data.X[:, selected]
+    A = Xg.T @ Xg
+    A.diagonal().add_(1.0 / prior.slab_var)
+    L = torch.linalg.cholesky(A)
+    b = Xg.T @ data.y
+    m = torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1)
+    sigma2 = (prior.nu * prior.lam + float(data.yty - b @ m)) / max(n + prior.nu - 2.0, 1.0)
+    idx = selected.nonzero().flatten()
+    mean[idx] = m
+    cov[idx.unsqueeze(-1), idx] = sigma2 * torch.cholesky_inverse(L)
+    return mean, cov, sigma2
 
 
 def _mvn_draws(mean: torch.Tensor, cov: torch.Tensor, num: int) -> torch.Tensor:
@@ -287,7 +312,8 @@ class SpikeSlabRegression:
     X is standardized column-wise (mean 0, population sd 1) and y centred internally; the intercept is mean(y) and
     the fitted attributes are on the original scale of X:
 
-    * ``coef_`` (p,): posterior mean of w (EMVS: the posterior mode of w; hard EM: E[w | gamma_hat, sigma^2_hat]);
+    * ``coef_`` (p,): posterior mean of w (EMVS: E[w | y, selected model], or the EMVS mode of w with
+      ``em_select=False``; hard EM: E[w | gamma_hat, sigma^2_hat]);
     * ``intercept_``; ``sigma2_`` (posterior mean or estimate of the noise variance);
     * ``inclusion_probabilities_`` (p,): P(gamma_d = 1 | y) (EMVS: p*_d at the fixed point; hard EM: 0/1 gamma);
     * ``coef_cov_`` (p, p): posterior covariance of w (EM: the Gaussian posterior of w given p* / gamma);

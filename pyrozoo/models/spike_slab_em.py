@@ -164,12 +164,12 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
 
     ``select=False``: the fixed point at the last spike variance of the ladder. ``select=True`` (EMVS's model
     selection, conjugate prior only): the rung whose median-probability model has the highest :func:`log_g`
-    (ties: the larger spike variance, i.e. the sparser rung); the default ladder then spans spike_var / 100 to
-    spike_var * 10."""
+    (ties: the larger spike variance, i.e. the sparser rung); the default ladder then has 10 rungs from
+    spike_var / 100 to spike_var * 100."""
     max_iter = check_int("max_iter", max_iter, minimum=1)
     check_positive("tol", tol)
     if ladder is None:
-        ladder = default_ladder(prior.spike_var, above=10.0 if select else 1.0)
+        ladder = default_ladder(prior.spike_var, steps=10, above=100.0) if select else default_ladder(prior.spike_var)
     ladder = list(ladder)
     for v0 in ladder:
         check_positive("ladder", v0)

@@ -49,7 +49,9 @@ def exact_posterior(data: StandardizedData, prior: SpikeSlabPrior, *, chunk: int
         v = prior.spike_var + g * (prior.slab_var - prior.spike_var)
         A = XtX.expand(g.shape[0], p, p).clone()
         A.diagonal(dim1=-2, dim2=-1).add_(1.0 / v)
-        L = torch.linalg.cholesky(A)
+        L, info = torch.linalg.cholesky_ex(A)  # A is positive definite by construction
+        if bool((info != 0).any()):
+            raise PyrozooError("X: X^T X + D^{-1} is not numerically positive definite; check the scaling of X")
         m = torch.cholesky_solve(b.expand(g.shape[0], p).unsqueeze(-1), L).squeeze(-1)
         S = yty - (b * m).sum(-1)
         logdetA = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)

@@ -46,7 +46,9 @@ def _precision(state: State, d: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _draw_chol(state: State, d: Mapping[str, Any]) -> torch.Tensor:
-    return torch.linalg.cholesky(_precision(state, d))
+    # A = X^T X (/ sigma^2) + diag(1 / v) is positive definite by construction. cholesky_ex skips the error check,
+    # which with several CPU threads made the batched call ~1000x slower (20 ms vs 5 us for 8 x 6 x 6) here.
+    return torch.linalg.cholesky_ex(_precision(state, d))[0]
 
 
 def _draw_sigma2_collapsed(state: State, d: Mapping[str, Any]) -> torch.Tensor:

@@ -242,7 +242,7 @@ def test_nuts_enumerated_matches_exact_inclusion(small):
 
     data, _ = small
     ex = exact_posterior(data, PRIOR)
-    res = nuts_result(data, PRIOR, num_samples=500, warmup_steps=300, num_chains=2, seed=1)
+    res = nuts_result(data, PRIOR, num_samples=300, warmup_steps=150, num_chains=1, seed=1)
     q = res.posterior["inclusion_prob"]
     tol = _mcse_tolerance(q)
     assert np.all(np.abs(q.reshape(-1, data.p).mean(0) - ex["inclusion"].numpy()) < tol)
