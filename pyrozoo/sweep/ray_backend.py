@@ -143,8 +143,10 @@ def connect(address: str | None = None, *, cells: Sequence[Cell] = (), gpus_per_
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            hint = ("; if the cluster uses token authentication (Ray >= 2.5x), export its token as RAY_AUTH_TOKEN "
+                    "or RAY_AUTH_TOKEN_PATH, or run on a cluster node with --address auto") if address else ""
             raise PyrozooError(f"address: could not connect to Ray at {address or 'a new local instance'!r} "
-                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){hint}") from None
         owned = True
         logging.getLogger(__name__).info("ray.init took %.1f s", time.perf_counter() - t0)
     resources = ray.cluster_resources()
