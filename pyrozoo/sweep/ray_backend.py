@@ -143,7 +143,7 @@ def connect(address: str | None = None, *, cells: Sequence[Cell] = (), gpus_per_
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            hint = ("; if the cluster uses token authentication (Ray >= 2.5x), export its token as RAY_AUTH_TOKEN "
+            hint = ("; if the cluster uses token authentication, export its token as RAY_AUTH_TOKEN "
                     "or RAY_AUTH_TOKEN_PATH, or run on a cluster node with --address auto") if address else ""
             raise PyrozooError(f"address: could not connect to Ray at {address or 'a new local instance'!r} "
                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){hint}") from None
