@@ -76,7 +76,7 @@ def _mp_density(t: float, b: list[float], cdf: bool) -> float:
 
 
 def uniform_sum_density(t: torch.Tensor, half_widths: torch.Tensor, *, cdf: bool = False,
-                        rel_tol: float = 1e-9, abs_tol: float = 1e-13, chunk: int = 2048) -> torch.Tensor:
+                        rel_tol: float = 1e-4, abs_tol: float = 1e-6, chunk: int = 2048) -> torch.Tensor:
     """Density (or CDF) at ``t`` (shape ``(R,)``) of a sum of independent centred uniforms with ``half_widths``
     (shape ``(R, m)``, zeros allowed), exactly, in float64. See the module docstring for the formula.
 

@@ -1,0 +1,122 @@
+"""BNN entry: model shapes, data loaders, bad input, and the fitted posterior's public methods."""
+
+from __future__ import annotations
+
+import math
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyrozoo import registry
+from pyrozoo.config import RunConfig
+from pyrozoo.data.uci import load_uci, uci_split
+from pyrozoo.errors import PyrozooError
+from pyrozoo.models.bnn import MLPLayout, bnn_model, build_posterior, fit_bnn, mlp_forward, train_bnn
+
+FAST = {"hidden": 8, "epochs": 30, "swa_epochs": 15, "rank": 5, "batch_size": 16}
+
+
+def _toy(n: int = 80, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 4 - 2
+    y = torch.sin(X[:, 0]) + 0.1 * X[:, 1] + 0.2 * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def training():
+    X, y = _toy()
+    return X, y, train_bnn(X, y, seed=0, **FAST)
+
+
+def test_model_prior_predictive_and_log_density():
+    X = torch.randn(7, 3)
+    tr = poutine.trace(bnn_model).get_trace(X, hidden=5, depth=2)
+    assert tr.nodes["y"]["value"].shape == (7,)
+    assert tr.nodes["w0"]["value"].shape == (5, 3) and tr.nodes["w1"]["value"].shape == (5, 5)
+    tr = poutine.trace(bnn_model).get_trace(X, torch.zeros(7), hidden=5)
+    assert math.isfinite(float(tr.log_prob_sum()))
+
+
+def test_mean_head_index_is_the_mean_output_layer():
+    layout = MLPLayout(3, 4, 1)
+    theta = torch.randn(layout.num_params)
+    X = torch.randn(6, 3)
+    idx = layout.mean_head_index()
+    assert idx.numel() == 5
+    for j in idx.tolist():  # moving a mean-head weight changes the mean only, linearly
+        bumped = theta.clone()
+        bumped[j] += 1.0
+        m0, v0 = mlp_forward(layout.unflatten(theta), X, 1)
+        m1, v1 = mlp_forward(layout.unflatten(bumped), X, 1)
+        assert torch.equal(v0, v1) and not torch.equal(m0, m1)
+
+
+def test_uci_loaders_and_splits():
+    X, y, cols = load_uci("boston")
+    assert X.shape == (506, 13) and y.shape == (506,) and "lstat" in cols
+    s = uci_split("concrete", 3)
+    assert s.X_train.shape == (927, 8) and s.X_test.shape == (103, 8)
+    assert s.X_train.mean(0).abs().max() < 1e-5 and abs(float(s.y_train.std()) - 1) < 1e-5
+    assert not torch.equal(uci_split("concrete", 4).y_test, s.y_test)
+
+
+@pytest.mark.parametrize("kind", ["swag", "swag-diag", "ciber", "collapsed-gaussian", "map"])
+def test_posterior_public_methods(training, kind):
+    X, y, tr = training
+    post = build_posterior(tr, kind, num_samples=12, num_collapsed=4)
+    Xn = X[:5]
+    mean, var = post.predictive_moments(Xn)
+    assert mean.shape == (5,) and (var > 0).all()
+    # sample_predictive draws from the same predictive: mean and variance within 5 Monte Carlo sds
+    n = 20000
+    draws = post.sample_predictive(Xn, n, generator=torch.Generator().manual_seed(1))
+    assert draws.shape == (n, 5)
+    assert ((draws.mean(0) - mean).abs() < 5 * (var / n).sqrt()).all()
+    assert ((draws.var(0) / var - 1).abs() < 5 * math.sqrt(2 / n) * 2).all()  # kurtosis allowance x2
+    lpd = post.log_predictive_density(Xn, y[:5], defensive_weight=1e-6)
+    assert lpd.shape == (5,) and torch.isfinite(lpd).all()
+
+
+def test_ciber_predictive_integrates_to_one_in_data_units(training):
+    X, y, tr = training
+    post = build_posterior(tr, "ciber", num_samples=5, num_collapsed=4)
+    mean, var = post.predictive_moments(X[:1])
+    grid = torch.linspace(float(mean) - 8 * float(var.sqrt()), float(mean) + 8 * float(var.sqrt()), 4001,
+                          dtype=torch.float64)
+    dens = post.log_predictive_density(X[:1].expand(len(grid), -1), grid).exp()
+    assert float(torch.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-4)
+    assert float(torch.trapezoid(dens * grid, grid)) == pytest.approx(float(mean), abs=1e-3 * float(var.sqrt()))
+
+
+def test_bad_input_is_rejected_before_fitting():
+    X, y = _toy(20)
+    bad = X.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(PyrozooError, match=r"X: expected finite values.*NaN at index \(3, 1\)"):
+        fit_bnn(bad, y, **FAST)
+    with pytest.raises(PyrozooError, match="y: expected 20 values"):
+        fit_bnn(X, y[:-1], **FAST)
+    with pytest.raises(PyrozooError, match="num_collapsed: ciber integrates at most 12"):
+        fit_bnn(X, y, posterior="ciber", num_collapsed=13, **FAST)
+    with pytest.raises(PyrozooError, match="posterior: expected one of"):
+        fit_bnn(X, y, posterior="laplace", **FAST)
+    with pytest.raises(PyrozooError, match="dataset: expected one of boston, concrete"):
+        uci_split("iris")
+    entry = registry.get("bnn")
+    with pytest.raises(PyrozooError, match="dataset: bnn knows boston, concrete"):
+        entry.check_config(RunConfig(model="bnn", dataset="yacht"))
+
+
+def test_cli_runs_on_boston(tmp_path):
+    from pyrozoo.cli import main
+
+    args = ["run", "bnn", "--dataset", "boston", "--inference", "ciber", "--out", str(tmp_path / "r"),
+            "--no-progress", "--device", "cpu", "--steps", "5", "--num-samples", "4", "-o", "swa_epochs=3",
+            "-o", "hidden=8", "-o", "rank=3", "-o", "num_collapsed=3"]
+    assert main(args) == 0
+    import json
+
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert math.isfinite(metrics["test_rmse"]) and metrics["test_rmse"] > 0
