@@ -33,11 +33,28 @@ from pyrozoo.validation import check_choice, check_int, check_probability
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
 DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regression",
             "breast-cancer": "classification"}
+def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> RegressionPosterior:
+    """The zoo BNN (:mod:`pyrozoo.models.bnn`, SWAG-diagonal posterior by default, 30 hidden units, 200 + 50 SWA
+    epochs) as a sample-based adapter. The loop's designs carry an intercept column; the BNN has its own biases,
+    so that constant column is dropped."""
+    from pyrozoo.active.posteriors import from_per_draw_moments
+    from pyrozoo.models.bnn import fit_bnn
+
+    opts = {"posterior": "swag-diag", "hidden": 30, "epochs": 200, "swa_epochs": 50, "num_samples": 30, **options}
+    drop = bool((x[:, 0] == 1).all())
+    post = fit_bnn((x[:, 1:] if drop else x).double(), y.double(), **opts)
+    adapter = from_per_draw_moments(post)
+    inner = adapter.draw_fn
+    adapter.draw_fn = lambda xx: inner(xx[:, 1:] if drop else xx)
+    return adapter
+
+
 # model name -> (fit(x, y, **options) -> posterior adapter, task)
 ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
     "blr": (BLRPoolPosterior.fit, "regression"),
     "probit": (ProbitPoolPosterior.fit, "classification"),
     "gp": (GPPoolPosterior.fit, "regression"),
+    "bnn": (fit_bnn_pool, "regression"),
 }
 
 

@@ -98,5 +98,20 @@ def test_cli(tmp_path, capsys):
     assert main([*bad, "--batch-size", "100000"]) == 2
     assert main([*bad, "--budget", "5"]) == 2
     assert main([*bad, "--acquisition", "acs-fw-projection", "--num-projections", "0"]) == 2
-    assert main([*bad, "--model", "gp"]) == 2
+    assert main([*bad, "--model", "nosuch"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bnn_posterior_through_projections():
+    """The zoo BNN (SWAG-diagonal) as a sample-based adapter: tiny training, one ACS-FW batch, one loop round."""
+    problem = load_problem("synthetic", 0)
+    opts = {"hidden": 8, "epochs": 10, "swa_epochs": 10, "num_samples": 20}
+    from pyrozoo.active.loop import fit_bnn_pool
+
+    post = fit_bnn_pool(problem.x_pool[:40], problem.y_pool[:40], **opts)
+    batch = ACSFW("auto", num_projections=20).select(post, problem.x_pool[40:200], 5)
+    assert batch.info["inner_product"] == "projection" and 1 <= batch.num_selected <= 5
+    df = run_active_learning(problem, make_acquisition("acs-fw", 20), model="bnn", model_options=opts,
+                             init_size=20, batch_size=10, budget=10, progress=False)
+    assert df["num_labelled"].iloc[-1] == 30 and df["rmse"].notna().all()
