@@ -66,12 +66,12 @@ def summarize(rows: list[dict], task: str, alphas: list[float]) -> dict[float, d
     return out
 
 
-def verdict(stats: dict[float, dict[str, tuple[float, float]]], task: str) -> None:
+def verdict(stats: dict[float, dict[str, tuple[float, float]]], task: str) -> float | None:
     """The issue's targets: at the best alpha, fresh-probe protected accuracy within 3 points of chance while the
     decorrelated target accuracy beats the alpha = 0 model's. Best alpha: among alpha > 0 whose decorrelated target
     accuracy beats alpha = 0, the one with the least probe leakage (max of the two probes minus chance)."""
     if task != "digits" or 0.0 not in stats:
-        return
+        return None
     base = stats[0.0]["test_decorrelated_target_acc"][0]
 
     def excess(a):
@@ -81,7 +81,7 @@ def verdict(stats: dict[float, dict[str, tuple[float, float]]], task: str) -> No
     better = [a for a in stats if a > 0 and stats[a]["test_decorrelated_target_acc"][0] > base]
     pool = better or [a for a in stats if a > 0]
     if not pool:
-        return
+        return None
     best = min(pool, key=excess)
     s = stats[best]
     print(f"\nbest alpha = {best:.1f}: decorrelated target acc {s['test_decorrelated_target_acc'][0]:.3f} "
@@ -89,6 +89,7 @@ def verdict(stats: dict[float, dict[str, tuple[float, float]]], task: str) -> No
           f"fresh-probe protected acc LR {s['probe_logreg_acc'][0]:.3f}, MLP {s['probe_mlp_acc'][0]:.3f}, "
           f"chance {s['probe_chance'][0]:.3f} -> excess {100 * excess(best):.1f} points "
           f"({'within' if excess(best) <= 0.03 else 'NOT within'} 3 points of chance)")
+    return best
 
 
 def plot_grid(stats, task: str, out: Path, title: str) -> Path:
@@ -170,8 +171,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--num-samples", type=int, default=50)
-    ap.add_argument("--saliency-alpha", type=float, default=None, help="high alpha for the saliency figure "
-                    "(default: the largest alpha of the grid below 1)")
+    ap.add_argument("--saliency-alpha", type=float, default=None, help="alpha compared with alpha = 0 in the "
+                    "saliency figure (default: the best alpha of the grid, see verdict)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/figures")
@@ -180,7 +181,6 @@ def main() -> None:
     alphas = [round(float(a), 3) for a in args.alphas.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    hi = args.saliency_alpha if args.saliency_alpha is not None else max([a for a in alphas if a < 1] or alphas)
     rows, keep = [], {}
     t0 = time.perf_counter()
     for seed in range(args.seeds):
@@ -188,7 +188,7 @@ def main() -> None:
             metrics, data = run_one(args.task, a, seed, args)
             metrics["alpha"] = a
             rows.append(metrics)
-            if seed == 0 and a in (0.0, hi):
+            if seed == 0:
                 keep[a] = data
             print(f"# alpha {a:.1f} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                                                                 if k.endswith(("target_acc", "logreg_acc", "mlp_acc"))),
@@ -200,10 +200,11 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     stats = summarize(rows, args.task, alphas)
-    verdict(stats, args.task)
+    best = verdict(stats, args.task)
+    hi = args.saliency_alpha if args.saliency_alpha is not None else best
     title = f"agnostic classifier, {args.task}: mean ± sd over {args.seeds} seeds ({args.steps} steps)"
     print(f"figure: {plot_grid(stats, args.task, out, title)}")
-    if args.task == "digits" and 0.0 in keep and hi in keep and hi != 0.0:
+    if args.task == "digits" and hi is not None and 0.0 in keep and hi in keep and hi != 0.0:
         print(f"figure: {plot_saliency(keep[0.0], keep[hi], hi, out)}")
 
 

@@ -1,0 +1,80 @@
+"""Fresh-probe leakage and group-fairness metrics against hand computations and known cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.evaluation.probes import demographic_parity_difference, equalized_odds_difference, probe_leakage
+
+
+def test_demographic_parity_by_hand():
+    y_pred = np.array([1, 1, 0, 0, 1, 0, 0, 0])
+    group = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # P(yhat=1 | g=0) = 2/4, P(yhat=1 | g=1) = 1/4
+    assert demographic_parity_difference(y_pred, group) == pytest.approx(0.25)
+    assert demographic_parity_difference(np.ones(8), group) == 0.0
+
+
+def test_equalized_odds_by_hand():
+    y_true = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    y_pred = np.array([1, 0, 1, 0, 1, 1, 0, 0])
+    group = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # TPR: g0 1/2, g1 2/2 -> gap 0.5; FPR: g0 1/2, g1 0/2 -> gap 0.5
+    assert equalized_odds_difference(y_true, y_pred, group) == pytest.approx(0.5)
+    y_pred2 = np.array([1, 1, 0, 0, 1, 1, 1, 0])  # TPR gap 0, FPR gap 0.5
+    assert equalized_odds_difference(y_true, y_pred2, group) == pytest.approx(0.5)
+    assert equalized_odds_difference(y_true, y_true, group) == 0.0  # perfect predictions satisfy equalized odds
+
+
+def test_fairness_bad_input():
+    with pytest.raises(PyrozooError, match="at least 2 groups"):
+        demographic_parity_difference(np.ones(4), np.zeros(4))
+    with pytest.raises(PyrozooError, match="same length"):
+        equalized_odds_difference(np.ones(3), np.ones(4), np.array([0, 1, 0, 1]))
+
+
+def test_probe_on_independent_features_is_near_chance():
+    """Features independent of the label: both probes' accuracy is a Binomial(n, 1/2) / n draw; allow 4 sd."""
+    rng = np.random.default_rng(0)
+    n = 600
+    f_tr, f_ev = rng.standard_normal((n, 8)), rng.standard_normal((n, 8))
+    p_tr, p_ev = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    out = probe_leakage(f_tr, p_tr, f_ev, p_ev, seed=0)
+    tol = 4 * math.sqrt(0.25 / n)
+    assert abs(out["logreg_acc"] - 0.5) < tol and abs(out["mlp_acc"] - 0.5) < tol
+    assert out["chance"] == pytest.approx(np.bincount(p_ev).max() / n)
+
+
+def test_probe_detects_linear_and_nonlinear_leakage():
+    rng = np.random.default_rng(1)
+    n = 600
+    p_tr, p_ev = rng.integers(0, 2, n), rng.integers(0, 2, n)
+
+    def linear(p):
+        return np.c_[p + 0.3 * rng.standard_normal(p.size), rng.standard_normal((p.size, 3))]
+
+    out = probe_leakage(linear(p_tr), p_tr, linear(p_ev), p_ev, seed=0)
+    assert out["logreg_acc"] > 0.9 and out["mlp_acc"] > 0.9
+
+    def xor(p):  # XOR of two signs: a half-plane gets at most 3 of the 4 clusters right (75%), the MLP all
+        a = rng.choice([-1.0, 1.0], p.size)
+        b = a * np.where(p == 1, 1.0, -1.0)
+        return np.c_[a, b] + 0.1 * rng.standard_normal((p.size, 2))
+
+    out = probe_leakage(xor(p_tr), p_tr, xor(p_ev), p_ev, seed=0)
+    assert out["logreg_acc"] < 0.75 + 4 * math.sqrt(0.75 * 0.25 / n)
+    assert out["mlp_acc"] > 0.95 and out["mlp_acc"] > out["logreg_acc"] + 0.15
+
+
+def test_probe_bad_input():
+    f = np.zeros((10, 2))
+    with pytest.raises(PyrozooError, match="at least 2 protected classes"):
+        probe_leakage(f, np.zeros(10), f, np.zeros(10))
+    with pytest.raises(PyrozooError, match="expected 10 labels"):
+        probe_leakage(f, np.zeros(9), f, np.zeros(10))
+    with pytest.raises(PyrozooError, match="expected 2 columns"):
+        probe_leakage(f, np.r_[np.zeros(5), np.ones(5)], np.zeros((10, 3)), np.zeros(10))
