@@ -149,7 +149,7 @@ def ciber_sample(center: torch.Tensor, box_half_widths: torch.Tensor, sigma: tor
     shape = (num_samples, *box_half_widths.shape)
     u = (2 * torch.rand(shape, generator=generator, dtype=box_half_widths.dtype, device=box_half_widths.device) - 1)
     v = torch.rand((2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype, device=sigma.device)
-    return center + (u * box_half_widths).sum(-1) + 0.5 * r * sigma * (v[0] + v[1] - 1)
+    return center + (u * box_half_widths).sum(-1) + r * sigma * (v[0] + v[1] - 1)  # V1 + V2, each U(-r s/2, r s/2)
 
 
 def gaussian_collapsed_moments(center: torch.Tensor, phi: torch.Tensor, cov: torch.Tensor,

@@ -56,11 +56,11 @@ def _example(k: int = 8, seed: int = 0):
 def test_density_integrates_to_one_and_matches_moments():
     center, box, sigma = _example()
     half = float(box.sum() + TRIANGULAR_R * sigma)
-    y = torch.linspace(float(center) - half - 0.1, float(center) + half + 0.1, 40001, dtype=torch.float64)
+    y = torch.linspace(float(center) - half - 0.1, float(center) + half + 0.1, 8001, dtype=torch.float64)
     p = ciber_density(y, center, box, sigma)
-    assert float(torch.trapezoid(p, y)) == pytest.approx(1.0, abs=1e-8)
+    assert float(torch.trapezoid(p, y)) == pytest.approx(1.0, abs=1e-7)
     mean, var = ciber_moments(center, box, sigma)
-    assert float(torch.trapezoid(p * y, y)) == pytest.approx(float(mean), abs=1e-8)
+    assert float(torch.trapezoid(p * y, y)) == pytest.approx(float(mean), abs=1e-7)
     assert float(torch.trapezoid(p * (y - mean) ** 2, y)) == pytest.approx(float(var), rel=1e-6)
 
 
@@ -127,7 +127,8 @@ def test_gaussian_conditional_and_collapsed_predictive_match_dense_formulas():
     ref_cov = cov[collapsed][:, collapsed] - S_cs @ torch.linalg.solve(S_ss, S_cs.T)
     assert torch.allclose(cm, ref_mean, atol=1e-12) and torch.allclose(cc, ref_cov, atol=1e-12)
     phi = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
-    m, v = gaussian_collapsed_moments(torch.tensor(1.0, dtype=torch.float64), phi, cc, torch.tensor(0.3))
+    m, v = gaussian_collapsed_moments(torch.tensor(1.0, dtype=torch.float64), phi, cc,
+                                      torch.tensor(0.3, dtype=torch.float64))
     assert float(v) == pytest.approx(float(phi @ cc @ phi + 0.09), rel=1e-12)
     assert float(m) == 1.0
 

@@ -85,7 +85,7 @@ def test_swag_recovers_the_linear_regression_posterior():
     def loss(theta, idx):
         return 0.5 * ((y[idx] - X[idx] @ theta) ** 2).mean() / sigma**2 + 0.5 * (theta**2).sum() / (100.0 * N)
 
-    collect_every, swa_epochs = 20, 800
+    collect_every, swa_epochs = 20, 500
     run = run_swag(loss, mu.clone(), N, epochs=5, swa_epochs=swa_epochs, batch_size=B, lr=lr, swa_lr=lr,
                    momentum=0.0, rank=100, with_replacement=True, seed=3)
     rho = (1 - eps * a) ** collect_every
