@@ -294,7 +294,7 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 
 
 # ----------------------------------------------------------------------------------------------- entry glue
-MODEL_OPTIONS = {"alpha": 0.5, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
+MODEL_OPTIONS = {"alpha": 0.3, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
                  "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1}
 DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": True}
 
@@ -476,6 +476,6 @@ def agnostic_entry() -> ZooModel:
         metrics=agnostic_metrics,
         options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
         datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},
-        tiny={"num_samples": 10, "steps": 15, "options": {"n_context": 50}},
+        tiny={"num_samples": 5, "steps": 8},
         description="Agnostic classifier: gradient-reversal adversary removes a protected concept (Jia et al. 2018)",
     )
