@@ -270,9 +270,6 @@ def write_manifest(spec: SweepSpec, root: Path) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
-Backend = Callable[[Sequence[Cell], Path, Callable[[CellOutcome], None]], None]
-
-
 def run_sweep(
     spec: SweepSpec,
     *,
