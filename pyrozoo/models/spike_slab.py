@@ -550,7 +550,7 @@ def spike_slab_entry() -> ZooModel:
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
                  "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict()},
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 30,
-              "options": {"n": 40, "p": 4, "num_signals": 2, "nuts_max_tree_depth": 4}},
+              "options": {"n": 40, "p": 4, "num_signals": 2, "nuts_max_tree_depth": 3}},
         description="Spike-and-slab linear regression: EMVS/EM, SSVS Gibbs, enumerated SVI and NUTS",
         artifacts=spike_slab_artifacts,
     )
