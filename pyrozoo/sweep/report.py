@@ -299,7 +299,7 @@ def plot_report(table: pd.DataFrame, out: Path, metrics: Sequence[str] | None = 
         if not chosen:
             continue
         sub = runs.copy()
-        sub.attrs["metrics"] = chosen
+        sub.attrs["metrics"] = metric_columns(table)  # every metric, chosen or not, is no setting
         settings = [c for c in varying_settings(sub) if c != "model"]
         folder = out / "plots" / _safe(str(model))
         folder.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,10 @@ def test_report_cli(swept, tmp_path, capsys):
 def test_markdown_table():
     df = pd.DataFrame({"a": ["x|y", "z"], "b": [1.23456789, float("nan")]})
     assert to_markdown(df) == "| a | b |\n|---|---|\n| x\\|y | 1.235 |\n| z |  |\n"
+
+
+def test_only_settings_get_a_plot_even_when_metrics_are_chosen(swept, tmp_path):
+    spec, _ = swept
+    report = build_report(spec.out, out=tmp_path / "rep", metrics=["mu_mean"])
+    pngs = sorted(p.name for p in report.files if p.suffix == ".png")
+    assert pngs == ["metrics_vs_n.png", "metrics_vs_seed.png"]
