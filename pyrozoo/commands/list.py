@@ -15,8 +15,6 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     for name in registry.names():
         entry = registry.get(name)
-        data = ", ".join(["simulated", *entry.datasets])
-        print(f"{name:<16} inference: {', '.join(entry.inferences):<28} data: {data}")
-        if entry.description:
-            print(f"{'':<16} {entry.description}")
+        print(f"{name:<14} {entry.description}")
+        print(f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {', '.join(['simulated', *entry.datasets])}")
     return 0
