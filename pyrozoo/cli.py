@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PyrozooError as exc:
         print(f"pyrozoo: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("pyrozoo: interrupted", file=sys.stderr)
         return 130
