@@ -38,7 +38,6 @@ def test_sweep_runs_every_cell_and_a_rerun_skips_them(write_spec, sweep_text, tm
     assert stamps == {c.key: (spec.out / c.key / "idata.nc").stat().st_mtime_ns for c in spec.cells}
 
 
-@pytest.mark.slow  # two spawned workers importing torch/pyro/arviz: ~50 s on the shared 2-core box
 def test_process_pool_gives_the_same_results_as_running_in_process(write_spec, sweep_text, tmp_path):
     path = write_spec(sweep_text())
     inline, pool = load_spec(path, out=tmp_path / "inline"), load_spec(path, out=tmp_path / "pool")

@@ -35,7 +35,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow  # starting Ray and its workers took ~50 s on the shared 2-core box (over the ~30 s default budget)
 def test_ray_and_local_backends_give_the_same_metrics(local_ray, write_spec, sweep_text, tmp_path):
     """2 models x 2 seeds on a local Ray instance (2 CPUs) and on the local backend: identical results. (The local
     process pool is checked against the in-process path in test_local.py.)"""
@@ -64,7 +63,6 @@ def test_ray_and_local_backends_give_the_same_metrics(local_ray, write_spec, swe
     assert [o.key for o in run_sweep(spec, backend="ray").outcomes] == [failed.key]
 
 
-@pytest.mark.slow  # needs a Ray instance (~17 s to start on the shared box)
 def test_cuda_cells_on_a_cluster_without_gpus_are_rejected(local_ray, write_spec, sweep_text, tmp_path):
     spec = load_spec(write_spec(sweep_text(seeds="[0]").replace('device = "cpu"', 'device = "cuda"')),
                      out=tmp_path / "out")
