@@ -114,8 +114,10 @@ class SWAGRun:
 
 def swa_learning_rate(epoch: int, *, lr: float, swa_lr: float, swa_start: int) -> float:
     """Izmailov et al.'s schedule: lr for the first half of the pre-SWA phase, a linear decay to swa_lr until
-    ``swa_start``, then constant swa_lr."""
-    t = epoch / max(swa_start, 1)
+    ``swa_start``, then constant swa_lr (from ``swa_start`` on, also when ``swa_start`` is 0)."""
+    if epoch >= swa_start:
+        return swa_lr
+    t = epoch / swa_start
     if t <= 0.5:
         factor = 1.0
     elif t <= 0.9:

@@ -10,7 +10,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.swag import SWAGGuide
-from pyrozoo.inference.swag import SWAGCollector, SWAGPosterior, run_swag
+from pyrozoo.inference.swag import SWAGCollector, SWAGPosterior, run_swag, swa_learning_rate
 
 
 def test_collector_matches_batch_statistics():
@@ -48,6 +48,13 @@ def test_samples_have_the_stated_covariance_and_guide_sites():
     assert tr.nodes["a"]["value"].shape == (1,) and tr.nodes["b"]["value"].shape == (2,)
     with pytest.raises(PyrozooError, match="site_shapes"):
         SWAGGuide(post, {"a": (2,)})
+
+
+def test_swa_schedule_uses_swa_lr_in_every_collecting_epoch():
+    assert swa_learning_rate(0, lr=0.1, swa_lr=0.01, swa_start=10) == 0.1
+    assert swa_learning_rate(7, lr=0.1, swa_lr=0.01, swa_start=10) == pytest.approx(0.1 - 0.09 * 0.2 / 0.4)
+    for epoch, start in ((10, 10), (12, 10), (0, 0), (3, 0)):  # collecting epochs: epoch >= swa_start
+        assert swa_learning_rate(epoch, lr=0.1, swa_lr=0.01, swa_start=start) == 0.01
 
 
 def test_too_few_iterates_is_an_error():
