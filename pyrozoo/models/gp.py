@@ -189,14 +189,20 @@ def sample_exact_posterior_f(X: torch.Tensor, y: torch.Tensor, num: int, *, kern
     return mean + torch.randn(num, X.shape[0], dtype=X.dtype, device=X.device) @ Lc.T
 
 
+def initial_lengthscale(lengthscale: Any, X: torch.Tensor, *, ard: bool = False) -> torch.Tensor:
+    """The starting lengthscale as a fresh 1-D tensor on X's dtype and device: one value per input column when
+    ``ard`` is set or when ``lengthscale`` already has one per column (never silently cut to its first value),
+    else a single shared value."""
+    ls0 = torch.as_tensor(lengthscale, dtype=X.dtype, device=X.device).reshape(-1)
+    return ls0.expand(X.shape[1]).clone() if ard or ls0.numel() > 1 else ls0.clone()
+
+
 def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
               steps: int = 200, lr: float = 0.05, ard: bool = False) -> dict[str, Any]:
     """Type-II maximum likelihood: Adam on the log-hyperparameters maximizing :func:`exact_log_marginal`.
 
     Returns the fitted hyperparameters (tensors) and the trace of -log p(y | theta) per step."""
-    d = X.shape[1]
-    ls0 = torch.as_tensor(lengthscale, dtype=X.dtype, device=X.device)
-    ls0 = ls0.expand(d).clone() if ard else ls0.reshape(-1)[:1].clone()
+    ls0 = initial_lengthscale(lengthscale, X, ard=ard)
     raw = {
         "lengthscale": ls0.log().requires_grad_(),
         "variance": torch.as_tensor(variance, dtype=X.dtype, device=X.device).log().requires_grad_(),

@@ -40,7 +40,14 @@ from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import set_seed
 from pyrozoo.inference.from_config import svi_from_config
 from pyrozoo.inference.result import Result
-from pyrozoo.models.gp import check_gp_data, check_hyper, gaussian_nlpd, hyper_tensor, simulate_regression
+from pyrozoo.models.gp import (
+    check_gp_data,
+    check_hyper,
+    gaussian_nlpd,
+    hyper_tensor,
+    initial_lengthscale,
+    simulate_regression,
+)
 from pyrozoo.models.gp_linalg import KERNELS, METHODS, SparseStats, jitter_cholesky, kernel_matrix, sparse_gp_stats
 from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_shape
@@ -241,10 +248,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                                   kernel=kernel, noiseless=noiseless)
     steps = check_int("steps", steps)
     opts = {"dtype": X.dtype, "device": X.device}
-    d = X.shape[1]
-    ls0 = torch.as_tensor(lengthscale, **opts)
-    ls0 = ls0.expand(d).clone() if ard else ls0.reshape(-1)[:1].clone()
-    raw = {"lengthscale": ls0.log(), "variance": torch.as_tensor(variance, **opts).log(),
+    raw = {"lengthscale": initial_lengthscale(lengthscale, X, ard=ard).log(),
+           "variance": torch.as_tensor(variance, **opts).log(),
            "noise": torch.as_tensor(noise, **opts).clamp(min=1e-300).log()}
     Zp = Z.clone()
     params = []
@@ -368,8 +373,7 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
                                log_likelihood_fn=sparse_log_likelihood, guide=guide, seed=config.seed,
                                wall_time=wall, config=config.to_dict(), model_name=config.model)
     # svi: start q(u) at the optimal q(u) of the initial Z and hyperparameters
-    ls0 = inp["lengthscale"].reshape(-1)[:1]
-    ls0 = ls0.expand(X.shape[1]).clone() if dataset.meta.get("ard", False) else ls0
+    ls0 = initial_lengthscale(inp["lengthscale"], X, ard=dataset.meta.get("ard", False))
     init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
                          **base)
     loc, tril = optimal_qu(init.stats)

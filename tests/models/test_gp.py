@@ -178,3 +178,15 @@ def test_cli_rejects_negative_noise(tmp_path, capsys):
     assert rc == 2
     assert "noise" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_per_column_lengthscale_is_kept_without_ard_flag():
+    """A lengthscale with one value per input column must not be cut to its first value when ``ard`` is unset."""
+    from pyrozoo.models.sparse_gp import fit_sparse_gp
+
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=2)
+    fit = fit_type2(X, y, kernel="rbf", lengthscale=[0.3, 3.0], variance=1.0, noise=0.1, steps=0)
+    assert torch.allclose(fit["lengthscale"], t([0.3, 3.0]))
+    sp = fit_sparse_gp(X, y, X[:5], lengthscale=[0.3, 3.0], steps=0)
+    assert torch.allclose(sp.lengthscale, t([0.3, 3.0]))
+    assert fit_type2(X, y, kernel="rbf", lengthscale=0.5, variance=1.0, noise=0.1, steps=0)["lengthscale"].shape == (1,)
