@@ -62,7 +62,7 @@ def exact_posterior(data: StandardizedData, prior: SpikeSlabPrior, *, chunk: int
     logml, m, ainv_diag, S = torch.cat(logml), torch.cat(means), torch.cat(vars_), torch.cat(S_all)
     k = pats.sum(-1)
     a0, b0 = prior.a0, prior.b0
-    log_prior = (torch.lgamma(a0 + k) + torch.lgamma(b0 + p - k) - torch.lgamma(torch.tensor(a0 + b0 + p))
+    log_prior = (torch.lgamma(a0 + k) + torch.lgamma(b0 + p - k) - math.lgamma(a0 + b0 + p)
                  - (math.lgamma(a0) + math.lgamma(b0) - math.lgamma(a0 + b0)))
     log_post = logml + log_prior
     post = torch.softmax(log_post, 0)
