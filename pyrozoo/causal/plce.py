@@ -164,7 +164,11 @@ class PLCE:
         check_probability("alpha", self.alpha, open_interval=True)
         y = _vector("y", y)
         t = _vector("t", t)
-        X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
+        try:
+            X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PyrozooError(f"X: expected numeric covariates (encode text columns, e.g. with pd.get_dummies), "
+                               f"got {exc}") from None
         if X.ndim == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape[1] == 0:

@@ -247,6 +247,7 @@ def test_positivity_plot_is_written(tmp_path):
     ("few_rows", "folds"),
     ("length", "rows"),
     ("treatment_model", "treatment_model"),
+    ("text_x", "numeric covariates"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -265,6 +266,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         t = t[:40]
     elif case == "treatment_model":
         kw = {"treatment_model": "quantum"}
+    elif case == "text_x":
+        X = pd.DataFrame(X, columns=list("abcde")).assign(site=["u", "v"] * 25)
 
     class Exploding:
         def fit(self, *a, **k):
