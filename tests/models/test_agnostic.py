@@ -263,4 +263,11 @@ def test_feature_saliency_of_a_linear_extractor():
     maps = feature_saliency(ext, x)
     want = lin.weight[0].detach().abs().reshape(2, 4, 4).amax(0).numpy()
     assert maps.shape == (5, 4, 4) and np.allclose(maps, want[None], atol=1e-6)
-    assert list(least_correlated(maps, -maps, k=2)) != []
+    # least_correlated ranks images by the correlation of their two maps: flip one image's second map and it
+    # comes first (correlation -1), a noisy copy second, the unchanged ones (correlation 1) after them
+    rng = np.random.default_rng(0)
+    a = rng.random((5, 4, 4))
+    b = a.copy()
+    b[3] = -a[3]
+    b[1] = a[1] + 0.5 * rng.random((4, 4))
+    assert least_correlated(a, b, k=2).tolist() == [3, 1]
