@@ -54,7 +54,7 @@ from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_probability
+from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
 
 MECHANISMS = ("linear", "mlp")
 RESERVED = {"z"}
@@ -668,6 +668,18 @@ def _warm_start(dataset: Dataset, *, restarts: int, em_iters: int, pretrain_step
     return {k: v.to(x.dtype) for k, v in params.items()}, r.to(x.dtype), info
 
 
+def _check_fit_options(o: dict[str, Any]) -> dict[str, Any]:
+    """The fitting options of :data:`FIT_DEFAULTS`, checked before any work (a zero batch or restart count would
+    otherwise fail deep inside Pyro or be silently replaced)."""
+    o = dict(o)
+    for k, lo in (("restarts", 1), ("em_iters", 1), ("pretrain_steps", 0), ("subsample_size", 0),
+                  ("kl_cycles", 1), ("batch_size", 1)):
+        o[k] = check_int(k, o[k], minimum=lo)
+    check_positive("temperature", o["temperature"])
+    check_probability("kl_ratio", o["kl_ratio"])
+    return o
+
+
 def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     """Fit with ``config.inference``:
 
@@ -681,7 +693,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     The result's posterior holds the point estimates as one chain of one draw (plus the per-sample regime
     posterior ``regime_probs``); its log-likelihood is the exact marginal over z.
     """
-    o = {**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}}
+    o = _check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}})
     inference = config.inference or "enum"
     inp = dataset.inputs
     x = dataset.observed["x"]

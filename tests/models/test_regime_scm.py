@@ -308,3 +308,12 @@ def test_fixed_mixture_weights_stay_uniform():
     res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=10, progress=False))
     np.testing.assert_allclose(res.params["regime_weights"], np.full(4, 0.25), rtol=1e-6)
     assert "regime_weights" not in pyro.get_param_store()
+
+
+@pytest.mark.parametrize("opt,value", [("batch_size", 0), ("restarts", 0), ("em_iters", -1), ("temperature", 0.0),
+                                       ("kl_ratio", 1.5), ("subsample_size", 2.5)])
+def test_bad_fit_options_are_clear_errors(opt, value):
+    ds = simulate_regime_data(0, n_vars=3, n_samples=100)
+    with pytest.raises(PyrozooError, match=opt):
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference="gumbel", steps=2, progress=False),
+                       **{opt: value})
