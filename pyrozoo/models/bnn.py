@@ -430,9 +430,17 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
     All arguments are validated before any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
     check_int("num_collapsed", num_collapsed, minimum=1)
+    check_int("num_samples", num_samples, minimum=1)
+    check_positive("scale", scale)
+    # the mean head holds hidden + 1 weights (in_dim + 1 without hidden layers): checked here, not after training
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
                            f"(2^(k+2) terms per value), got {num_collapsed}")
+    if posterior == "ciber" and check_int("depth", train_options.get("depth", 1)) > 0:
+        head = check_int("hidden", train_options.get("hidden", 50), minimum=1) + 1
+        if num_collapsed > head:
+            raise PyrozooError(f"num_collapsed: ciber integrates at most the {head} mean-head weights (hidden + 1), "
+                               f"got {num_collapsed}")
     if posterior in ("swag", "ciber", "collapsed-gaussian") and train_options.get("rank", 20) < 2:
         raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {train_options.get('rank')}")
     training = train_bnn(X, y, **train_options)

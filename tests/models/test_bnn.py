@@ -100,6 +100,20 @@ def test_bad_input_is_rejected_before_fitting():
         fit_bnn(X, y[:-1], **FAST)
     with pytest.raises(PyrozooError, match="num_collapsed: ciber integrates at most 12"):
         fit_bnn(X, y, posterior="ciber", num_collapsed=13, **FAST)
+    # caught before the SGD/SWA trajectory, not after it (hidden=3: a mean head of 4 weights)
+    import pyrozoo.models.bnn as bnn_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("train_bnn ran before the arguments were validated")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bnn_module, "train_bnn", no_training)
+        with pytest.raises(PyrozooError, match=r"num_collapsed: .* at most the 4 mean-head weights \(hidden \+ 1\)"):
+            fit_bnn(X, y, posterior="ciber", num_collapsed=5, **{**FAST, "hidden": 3})
+        with pytest.raises(PyrozooError, match="scale: expected"):
+            fit_bnn(X, y, scale=-1.0, **FAST)
+        with pytest.raises(PyrozooError, match="num_samples: expected"):
+            fit_bnn(X, y, num_samples=0, **FAST)
     with pytest.raises(PyrozooError, match="posterior: expected one of"):
         fit_bnn(X, y, posterior="laplace", **FAST)
     with pytest.raises(PyrozooError, match="dataset: expected one of boston, concrete"):
