@@ -38,20 +38,27 @@ from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
 from pyrozoo.validation import check_int, check_positive
 
 
+def _woodbury_factor(data: StandardizedData, penalty: torch.Tensor,
+                     scale: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For p > n, with E = diag(1 / penalty): e = 1 / penalty, X E and the Cholesky factor of scale I + X E X^T
+    (n x n), the pieces every Woodbury solve below needs."""
+    e = 1.0 / penalty
+    XE = data.X * e
+    M = XE @ data.X.T
+    M.diagonal().add_(scale)
+    return e, XE, torch.linalg.cholesky(M)
+
+
 def ridge_solve(data: StandardizedData, penalty: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """(X^T X / scale + diag(penalty))^{-1} X^T y / scale, by Cholesky (p <= n) or Woodbury (p > n)."""
-    X, y = data.X, data.y
     if data.p <= data.n:
         A = data.XtX / scale + torch.diag(penalty)
         L = torch.linalg.cholesky(A)
         return torch.cholesky_solve((data.Xty / scale).unsqueeze(-1), L).squeeze(-1)
     # Woodbury: with E = diag(1 / penalty), (X^T X / s + E^{-1})^{-1} X^T y / s = E X^T (s I + X E X^T)^{-1} y.
-    e = 1.0 / penalty
-    M = (X * e) @ X.T
-    M.diagonal().add_(scale)
-    L = torch.linalg.cholesky(M)
-    alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
-    return e * (X.T @ alpha)
+    e, _, L = _woodbury_factor(data, penalty, scale)
+    alpha = torch.cholesky_solve(data.y.unsqueeze(-1), L).squeeze(-1)
+    return e * (data.X.T @ alpha)
 
 
 def ridge_inverse(data: StandardizedData, penalty: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -59,12 +66,7 @@ def ridge_inverse(data: StandardizedData, penalty: torch.Tensor, scale: float | 
     if data.p <= data.n:
         A = data.XtX / scale + torch.diag(penalty)
         return torch.cholesky_inverse(torch.linalg.cholesky(A))
-    X = data.X
-    e = 1.0 / penalty
-    XE = X * e
-    M = XE @ X.T
-    M.diagonal().add_(scale)
-    L = torch.linalg.cholesky(M)
+    e, XE, L = _woodbury_factor(data, penalty, scale)
     B = torch.cholesky_solve(XE, L)  # (n, p) = M^{-1} X E
     return torch.diag(e) - XE.T @ B
 
@@ -73,12 +75,7 @@ def ridge_inverse_diag(data: StandardizedData, penalty: torch.Tensor) -> torch.T
     """diag((X^T X + diag(penalty))^{-1}) without forming the p x p inverse when p > n."""
     if data.p <= data.n:
         return ridge_inverse(data, penalty).diagonal()
-    X = data.X
-    e = 1.0 / penalty
-    XE = X * e
-    M = XE @ X.T
-    M.diagonal().add_(1.0)
-    L = torch.linalg.cholesky(M)
+    e, XE, L = _woodbury_factor(data, penalty, 1.0)
     B = torch.cholesky_solve(XE, L)
     return e - (XE * B).sum(0)
 
