@@ -3,8 +3,9 @@
 * MaxEnt scores a pool point by the predictive entropy H[y | x, D];
 * BALD by the mutual information between y and the parameters, H[y | x, D] - E_theta H[y | x, theta];
 both take the b highest scores (ties broken by pool position), so they ignore correlations within the batch.
-For homoscedastic Gaussian regression with a Gaussian predictive the two rank identically (both grow with the
-predictive variance); they differ with unknown noise (Student-t predictive) and for sample-based posteriors.
+For homoscedastic regression with a closed-form Gaussian or Student-t predictive (BLR with known or unknown noise,
+GP) the two rank identically: E_theta H[y | x, theta] is the same for every pool point and the predictive entropy
+grows with its scale. They differ for sample-based and heteroscedastic posteriors and for classification.
 """
 
 from __future__ import annotations
