@@ -101,10 +101,7 @@ def interference_features(X: np.ndarray, nu: float, *, column: int = 0) -> np.nd
     kernel (S the total), so a learner fitted across units recovers t_i from it and partialling out breaks.
     """
     X = np.asarray(X, dtype=np.float64)
-    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-    p = Z.shape[1]
-    cols = [Z, Z**2] + [Z[:, [j]] * Z[:, [k]] for j in range(p) for k in range(j + 1, p)]
-    F = kernel_weights(X[:, column], nu) @ np.concatenate(cols, axis=1)
+    F = kernel_weights(X[:, column], nu) @ white_features(X)
     sd = F.std(0)
     keep = sd > 1e-10
     return ((F - F.mean(0)) / np.where(keep, sd, 1.0))[:, keep]
