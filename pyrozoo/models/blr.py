@@ -30,7 +30,7 @@ import torch
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
-from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.data.uci import load_uci
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import resolve_device, set_seed
@@ -40,8 +40,6 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
-# response column of each shipped regression dataset
-RESPONSES = {"boston": "medv", "concrete": "compressive_strength"}
 
 
 def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: float = 1.0, a0: float = 2.0,
@@ -180,13 +178,9 @@ def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5
 
 
 def load_regression_frame(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Raw features, response and feature names of a shipped regression dataset (``boston`` or ``concrete``)."""
-    if name not in RESPONSES:
-        raise PyrozooError(f"dataset: expected one of {', '.join(RESPONSES)}; got {name!r}")
-    df = load_rdataset(name)
-    ycol = RESPONSES[name]
-    feats = [c for c in df.columns if c != ycol]
-    return df[feats].to_numpy(dtype=float), df[ycol].to_numpy(dtype=float), feats
+    """Raw features, response and feature names of a shipped regression dataset (``boston`` or ``concrete``);
+    the shared loader :func:`pyrozoo.data.uci.load_uci`."""
+    return load_uci(name)
 
 
 def standardized_design(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
