@@ -310,6 +310,8 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
     if X_test is not None:
         Xt, yt = check_gp_data(X_test, y_test)
+        if Xt.shape[1] != X.shape[1]:
+            raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
         meta.update(X_test=Xt, y_test=yt)
     inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
               "lengthscale": hyper_tensor("lengthscale", lengthscale, X),

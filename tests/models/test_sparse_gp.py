@@ -207,6 +207,8 @@ def test_collapsed_entry_result_and_idata():
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "noise": 0.0}, "noise"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "noiseless": True, "method": "vfe"}, "noiseless"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "method": "dtc"}, "method"),
+    ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "X_test": [[0.0, 1.0]], "y_test": [0.0]},
+     "X_test: expected 1 columns"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, match):
     with pytest.raises(PyrozooError, match=match):
