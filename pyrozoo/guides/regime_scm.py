@@ -21,6 +21,8 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
+from pyrozoo.errors import PyrozooError
+
 ENC_LAYERS = ("enc_W1", "enc_b1", "enc_W2", "enc_b2", "enc_W3", "enc_b3", "enc_Wout", "enc_bout")
 
 
@@ -79,7 +81,7 @@ def make_amortized_guide(hidden: int = 32) -> Callable[..., None]:
               init: Mapping[str, torch.Tensor] | None = None, subsample_size: int | None = None,
               **_: Any) -> None:
         if x is None:
-            raise ValueError("the amortized guide needs data x")
+            raise PyrozooError("x: the amortized guide q(z | x) needs the data, got None")
         enc = _encoder_params(x, hidden, init)
         with pyro.plate("obs_id", x.shape[0], subsample_size=subsample_size) as idx:
             xb = x[idx] if subsample_size is not None else x
