@@ -147,8 +147,10 @@ def ciber_sample(center: torch.Tensor, box_half_widths: torch.Tensor, sigma: tor
                  *, r: float = TRIANGULAR_R, generator: torch.Generator | None = None) -> torch.Tensor:
     """Monte Carlo draws from the same predictive (uniform box weights, triangular noise): ``(num_samples, *batch)``."""
     shape = (num_samples, *box_half_widths.shape)
-    u = (2 * torch.rand(shape, generator=generator, dtype=box_half_widths.dtype, device=box_half_widths.device) - 1)
-    v = torch.rand((2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype, device=sigma.device)
+    gdev = generator.device if generator is not None else box_half_widths.device  # a CPU generator may drive CUDA
+    u = (2 * torch.rand(shape, generator=generator, dtype=box_half_widths.dtype, device=gdev) - 1)
+    v = torch.rand((2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype, device=gdev)
+    u, v = u.to(box_half_widths.device), v.to(sigma.device)
     return center + (u * box_half_widths).sum(-1) + r * sigma * (v[0] + v[1] - 1)  # V1 + V2, each U(-r s/2, r s/2)
 
 

@@ -91,8 +91,10 @@ class SWAGPosterior:
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(num_samples, P)`` draws."""
         d, L = self.factors()
-        z1 = torch.randn(num_samples, self.num_params, generator=generator, dtype=d.dtype, device=d.device)
-        z2 = torch.randn(num_samples, L.shape[1], generator=generator, dtype=d.dtype, device=d.device)
+        # noise on the generator's device (a CPU generator may drive a CUDA posterior), then onto the mean's
+        gdev = generator.device if generator is not None else d.device
+        z1 = torch.randn(num_samples, self.num_params, generator=generator, dtype=d.dtype, device=gdev).to(d.device)
+        z2 = torch.randn(num_samples, L.shape[1], generator=generator, dtype=d.dtype, device=gdev).to(d.device)
         return self.mean + z1 * d.sqrt() + z2 @ L.T
 
     def transform(self, z: torch.Tensor) -> torch.Tensor:

@@ -334,9 +334,9 @@ def train_bnn(
     check_positive("prior_scale", prior_scale)
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = torch.device(device) if device is not None else X.device
-    x_mean, x_std, y_mean, y_std = torch.zeros(X.shape[1]), torch.ones(X.shape[1]), 0.0, 1.0
+    x_mean, x_std, y_mean, y_std = torch.zeros_like(X[0]), torch.ones_like(X[0]), 0.0, 1.0  # on X's device
     if standardize:
-        x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones(()))
+        x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones_like(X[0]))
         y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
     Xs = ((X - x_mean) / x_std).to(device=device, dtype=torch.float32)
     ys = ((y - y_mean) / y_std).to(device=device, dtype=torch.float32)
@@ -411,10 +411,11 @@ def build_posterior(
     # the stored draws carry a draw of w_c from its conditional, so they are draws of the joint q(w_s) q(w_c | w_s)
     if posterior == "ciber":
         half = math.sqrt(3.0) * cond_cov.diagonal().clamp_min(0).sqrt()
-        w_c = cond_mean + (2 * torch.rand(cond_mean.shape, generator=gen, dtype=cond_mean.dtype) - 1) * half
+        u = torch.rand(cond_mean.shape, generator=gen, dtype=cond_mean.dtype).to(device)  # gen is a CPU generator
+        w_c = cond_mean + (2 * u - 1) * half
     else:
-        chol = torch.linalg.cholesky(cond_cov + 1e-12 * torch.eye(len(collapsed), dtype=cond_cov.dtype))
-        w_c = cond_mean + torch.randn(cond_mean.shape, generator=gen, dtype=cond_mean.dtype) @ chol.T
+        chol = torch.linalg.cholesky(cond_cov + 1e-12 * torch.eye(len(collapsed), dtype=cond_cov.dtype, device=device))
+        w_c = cond_mean + torch.randn(cond_mean.shape, generator=gen, dtype=cond_mean.dtype).to(device) @ chol.T
     draws = draws.clone()
     draws[:, collapsed] = w_c
     extras["fit_time"] = run.wall_time + time.perf_counter() - t0

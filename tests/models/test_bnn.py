@@ -134,3 +134,17 @@ def test_cli_runs_on_boston(tmp_path):
 
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert math.isfinite(metrics["test_rmse"]) and metrics["test_rmse"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["swag", "ciber", "collapsed-gaussian"])
+def test_fit_on_cuda_with_cpu_generators(kind):
+    """Data on the GPU (as `pyrozoo run --device cuda` moves it), unstandardized as the zoo entry fits it: the CPU
+    generators that seed the draws must not clash with CUDA tensors."""
+    X, y = _toy(40)
+    post = fit_bnn(X.cuda(), y.cuda(), posterior=kind, num_samples=6, num_collapsed=3, standardize=False,
+                   **{**FAST, "epochs": 4, "swa_epochs": 4, "rank": 3})
+    assert post.draws.device.type == "cuda"
+    draws = post.sample_predictive(X[:3].cuda(), 50, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (50, 3) and torch.isfinite(draws).all()
+    assert torch.isfinite(post.log_predictive_density(X[:3].cuda(), y[:3].cuda(), defensive_weight=1e-6)).all()
