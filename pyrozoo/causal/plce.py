@@ -183,7 +183,8 @@ class PLCE:
             raise PyrozooError(f"y: {n} rows leave fewer than 2 per fold with n_folds={self.n_folds}; "
                                "use fewer folds or more data")
         if not np.var(t) > 0:
-            raise PyrozooError(f"t: the treatment has no variance (every value is {t[0]!r}); nothing to estimate")
+            raise PyrozooError(f"t: the treatment has no variance (every value is {float(t[0])!r}); "
+                               "nothing to estimate")
         if not 0 <= self.interference_column < X.shape[1]:
             raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "
                                f"got {self.interference_column}")
