@@ -50,7 +50,7 @@ from pyrozoo.models.gp import (
 )
 from pyrozoo.models.gp_linalg import KERNELS, METHODS, SparseStats, jitter_cholesky, kernel_matrix, sparse_gp_stats
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_shape
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_positive, check_shape
 
 HYPER = ("lengthscale", "variance", "noise")
 
@@ -247,6 +247,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
     steps = check_int("steps", steps)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    check_positive("lr", lr)
     opts = {"dtype": X.dtype, "device": X.device}
     raw = {"lengthscale": initial_lengthscale(lengthscale, X, ard=ard).log(),
            "variance": torch.as_tensor(variance, **opts).log(),

@@ -233,3 +233,11 @@ def test_demo_run_writes_the_fit_plot(tmp_path):
     rc = main(["run", "sparse-gp", "--out", str(out), "--no-progress", "--steps", "30", "--num-samples", "10",
                "-o", "n=300", "-o", "m=8"])
     assert rc == 0 and (out / "fit.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("kwargs,match", [({"chunk_size": 0}, "chunk_size"), ({"lr": float("nan")}, "lr"),
+                                          ({"lr": -0.1}, "lr")])
+def test_bad_fit_settings_are_clear_errors(kwargs, match):
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
+    with pytest.raises(PyrozooError, match=match):
+        fit_sparse_gp(X, y, X[:4], steps=2, **kwargs)
