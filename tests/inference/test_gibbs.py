@@ -57,6 +57,10 @@ def test_chains_are_independent_and_seeded():
 def test_thinning_keeps_every_kth_sweep():
     res = run_gibbs(KERNEL, DATA, num_samples=10, warmup_steps=5, num_chains=2, thin=3, seed=0, progress=False)
     assert res.posterior["x"].shape == (2, 10)
+    # a kernel that counts its sweeps: the kept draws are sweeps warmup + thin, warmup + 2 thin, ...
+    counter = GibbsKernel(init=lambda c, d: {"k": torch.zeros(c)}, conditionals={"k": lambda s, d: s["k"] + 1})
+    res = run_gibbs(counter, {}, num_samples=4, warmup_steps=5, num_chains=2, thin=3, seed=0, progress=False)
+    assert np.array_equal(res.posterior["k"], np.tile([8.0, 11.0, 14.0, 17.0], (2, 1)))
 
 
 @pytest.mark.parametrize("kwargs,match", [({"num_chains": 0}, "num_chains"), ({"thin": 0}, "thin"),
