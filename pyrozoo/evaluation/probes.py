@@ -28,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_finite
 
 
 def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +38,7 @@ def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np
         raise PyrozooError(f"{name} features: expected a 2-D array (rows, features), got shape {f.shape}")
     if f.shape[0] != y.shape[0]:
         raise PyrozooError(f"{name} labels: expected {f.shape[0]} labels (one per row), got {y.shape[0]}")
-    if not np.isfinite(f).all():
-        raise PyrozooError(f"{name} features: expected finite values")
+    check_finite(f"{name} features", f)
     return f, y
 
 

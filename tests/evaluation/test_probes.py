@@ -76,5 +76,7 @@ def test_probe_bad_input():
         probe_leakage(f, np.zeros(10), f, np.zeros(10))
     with pytest.raises(PyrozooError, match="expected 10 labels"):
         probe_leakage(f, np.zeros(9), f, np.zeros(10))
+    with pytest.raises(PyrozooError, match="eval features: expected finite values, found 1 non-finite"):
+        probe_leakage(f, np.r_[np.zeros(5), np.ones(5)], np.r_[f[:9], [[np.nan, 0.0]]], np.zeros(10))
     with pytest.raises(PyrozooError, match="expected 2 columns"):
         probe_leakage(f, np.r_[np.zeros(5), np.ones(5)], np.zeros((10, 3)), np.zeros(10))
