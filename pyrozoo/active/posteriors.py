@@ -430,6 +430,7 @@ class GPPoolPosterior(RegressionPosterior):
     moderate pools only)."""
 
     BLOCK = 512
+    joint_function_draws = True  # f is drawn jointly over the inputs: projections must not chunk the pool
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, hyper: dict[str, torch.Tensor], kernel: str) -> None:
         from pyrozoo.models.gp import exact_gp_factor

@@ -34,15 +34,18 @@ def check_num_projections(num_projections: int) -> int:
 def projected_embedding(posterior, x: torch.Tensor, num_projections: int,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """The (M, J) matrix with rows L^_n for the pool ``x`` under ``posterior`` (a
-    :class:`~pyrozoo.active.posteriors.RegressionPosterior`). The same J draws are used for every row."""
+    :class:`~pyrozoo.active.posteriors.RegressionPosterior`). The same J draws are used for every row: for
+    parametric posteriors the chunks re-draw the same theta_j from one seed; a posterior whose draws are joint
+    over the inputs (``joint_function_draws = True``, a GP) is drawn over the whole pool at once."""
     num_projections = check_num_projections(num_projections)
     rows = []
     # one set of theta_j for the whole pool: draw a seed for the chunks from the caller's generator
     dev = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(2**62, (1,), generator=generator, device=dev))
     scale = 1.0 / math.sqrt(num_projections)
-    for start in range(0, x.shape[0], CHUNK):
-        xc = x[start:start + CHUNK]
+    chunk = max(x.shape[0], 1) if getattr(posterior, "joint_function_draws", False) else CHUNK
+    for start in range(0, x.shape[0], chunk):
+        xc = x[start:start + chunk]
         g = torch.Generator(device=dev).manual_seed(seed)
         ell = posterior.expected_log_likelihood(xc, num_projections, generator=g)  # (m, J)
         entropy = posterior.predictive(xc)[2]

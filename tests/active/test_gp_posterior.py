@@ -56,3 +56,18 @@ def test_type2_fit_runs_and_improves_the_marginal_likelihood():
                                                                      ("noise", 0.1))}
     assert exact_log_marginal(post.x, post.y, kernel="rbf", **fitted.hyper) > exact_log_marginal(
         post.x, post.y, kernel="rbf", **start)
+
+
+def test_projections_do_not_split_a_gp_pool_into_independent_chunks(monkeypatch):
+    """A GP draws f jointly over the inputs, so chunking the pool (as done for parametric posteriors) would break
+    the cross-chunk covariance: with a tiny chunk size the embedding must still reproduce the closed form."""
+    import pyrozoo.active.projections as projections
+
+    post, pool = _fitted()
+    gram = (lambda k: torch.stack([k.column(f) for f in range(8)], 1))(post.closed_form_kernel(pool, "euclidean"))
+    monkeypatch.setattr(projections, "CHUNK", 3)
+    j = 20000
+    proj = projected_embedding(post, pool, j, generator=torch.Generator().manual_seed(1))
+    ln = proj * math.sqrt(j)
+    se = (ln[:, None, :] * ln[None, :, :]).std(-1) / math.sqrt(j)
+    assert ((proj @ proj.T - gram).abs() <= 5 * se + 1e-12).all()
