@@ -42,6 +42,8 @@ def handle(args: argparse.Namespace) -> int:
     acqs = list(ACQUISITIONS) if args.acquisition == "all" else [a.strip() for a in args.acquisition.split(",")]
     seeds = check_int("seeds", args.seeds, minimum=1)
     out = Path(args.out) if args.out else Path("runs/active") / f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise PyrozooError(f"out: expected a directory, got the file {out}; choose another --out")
     if out.exists() and any(out.iterdir()):
         raise PyrozooError(f"out: {out} exists and is not empty; choose another --out")
     results = run_experiment(args.dataset, acqs, range(seeds), model=args.model, init_size=args.init_size,

@@ -99,6 +99,9 @@ def test_cli(tmp_path, capsys):
     assert main([*bad, "--budget", "5"]) == 2
     assert main([*bad, "--acquisition", "acs-fw-projection", "--num-projections", "0"]) == 2
     assert main([*bad, "--model", "nosuch"]) == 2
+    (tmp_path / "afile").write_text("")
+    assert main(["active", "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
+    assert main(["active", "--out", str(out), "--no-progress"]) == 2  # not empty
     assert "error" in capsys.readouterr().err
 
 
