@@ -185,10 +185,12 @@ class PLCE:
         if not np.var(t) > 0:
             raise PyrozooError(f"t: the treatment has no variance (every value is {float(t[0])!r}); "
                                "nothing to estimate")
+        check_int("interference_column", self.interference_column)
         if not 0 <= self.interference_column < X.shape[1]:
             raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "
                                f"got {self.interference_column}")
-        if self.bandwidth is not None and not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0):
+        if self.bandwidth is not None and (isinstance(self.bandwidth, bool)
+                                           or not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0)):
             raise PyrozooError(f"bandwidth: expected a number > 0 or None (learned), got {self.bandwidth!r}")
         use_re = self.random_effects if self.random_effects is not None else groups is not None
         if groups is not None:

@@ -248,6 +248,8 @@ def test_positivity_plot_is_written(tmp_path):
     ("length", "rows"),
     ("treatment_model", "treatment_model"),
     ("text_x", "numeric covariates"),
+    ("interference_column", "interference_column"),
+    ("bandwidth", "bandwidth"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -266,6 +268,10 @@ def test_bad_input_is_rejected_before_work(case, message):
         t = t[:40]
     elif case == "treatment_model":
         kw = {"treatment_model": "quantum"}
+    elif case == "interference_column":
+        kw = {"interference": True, "interference_column": "x1"}
+    elif case == "bandwidth":
+        kw = {"interference": True, "bandwidth": True}
     elif case == "text_x":
         X = pd.DataFrame(X, columns=list("abcde")).assign(site=["u", "v"] * 25)
 
