@@ -39,11 +39,12 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check types and ranges of the shared settings; return self."""
-        check_int("seed", self.seed)
-        check_int("num_samples", self.num_samples, minimum=1)
-        check_int("warmup_steps", self.warmup_steps)
-        check_int("num_chains", self.num_chains, minimum=1)
-        check_int("steps", self.steps)
+        # integral floats from TOML (seed = 2.0) become ints, so every engine sees the same value
+        self.seed = check_int("seed", self.seed)
+        self.num_samples = check_int("num_samples", self.num_samples, minimum=1)
+        self.warmup_steps = check_int("warmup_steps", self.warmup_steps)
+        self.num_chains = check_int("num_chains", self.num_chains, minimum=1)
+        self.steps = check_int("steps", self.steps)
         if self.lr is not None:
             check_positive("lr", self.lr)
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):

@@ -52,8 +52,11 @@ def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int
 
 def check_positive(name: str, value: Any) -> None:
     """Raise unless every entry of ``value`` is a finite number > 0."""
-    arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+    try:
+        arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}") from None
+    if isinstance(value, bool) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 

@@ -73,6 +73,10 @@ BAD = {
     "bad flag": (lambda t: ["--num-chain", "2"], "unrecognized arguments"),
     "negative samples": (lambda t: ["--num-samples", "0"], "num_samples"),
     "unknown dataset": (lambda t: ["--dataset", "iris"], "dataset: normal-gamma knows"),
+    "non-numeric lr in config": (lambda t: ["--config", _write(t, "lr.toml", 'model = "normal-gamma"\nlr = "x"\n')],
+                                 "lr: expected a finite value > 0"),
+    "options not a table": (lambda t: ["--config", _write(t, "o.toml", 'model = "normal-gamma"\noptions = 3\n')],
+                            "options: expected a table"),
 }
 
 
@@ -111,3 +115,23 @@ def test_failure_during_fit_leaves_nothing(tmp_path, monkeypatch):
 def test_list(capsys):
     assert main(["list"]) == 0
     assert "normal-gamma" in capsys.readouterr().out
+
+
+def test_integral_float_settings_from_toml_become_ints(tmp_path):
+    cfg = _write(tmp_path, "f.toml", 'model = "normal-gamma"\nseed = 2.0\nnum_samples = 20.0\nnum_chains = 2\n'
+                 'warmup_steps = 10\nprogress = false\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", cfg, "--out", str(out)]) == 0
+    run = load_run(out)
+    assert run["config"]["seed"] == 2 and isinstance(run["config"]["seed"], int)
+    assert run["idata"].posterior["mu"].shape == (2, 20)
+
+
+def test_diagnose_unknown_var_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--var", "nope", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "var: no posterior variable(s) nope" in err[0], err
+    assert main(["diagnose", str(out), "--var", "mu", "--no-plots"]) == 0

@@ -64,7 +64,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, dest)
         if value is not None:
             data[dest] = value
-    options = dict(data.get("options", {}))
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise PyrozooError(f"options: expected a table of model options ([options]), got {options!r}")
+    options = dict(options)
     options.update(parse_option(o) for o in args.option)
     data["options"] = options
     return RunConfig.from_dict(data, source=args.config or "config")

@@ -21,6 +21,13 @@ def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.D
     level = logger.level
     if idata.posterior.sizes.get("chain", 1) < 2:
         logger.setLevel(logging.ERROR)
+    if var_names:
+        unknown = [v for v in var_names if v.removeprefix("~") not in idata.posterior.data_vars]
+        if unknown:
+            from pyrozoo.errors import PyrozooError
+
+            raise PyrozooError(f"var: no posterior variable(s) {', '.join(unknown)}; the posterior has "
+                               f"{', '.join(map(str, idata.posterior.data_vars))}")
     try:
         return az.summary(idata, var_names=var_names, kind="all", round_to="none")
     finally:
