@@ -15,7 +15,7 @@ import torch
 
 from pyrozoo.data.shipped import load_rdataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_probability
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
 
@@ -66,8 +66,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     the training part (constant columns keep sd 1)."""
     X, y = check_regression_data(X, y)
     check_int("split", split)
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise PyrozooError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    check_probability("test_fraction", test_fraction, open_interval=True)
     n = X.shape[0]
     n_test = max(1, int(round(test_fraction * n)))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split)))
