@@ -238,7 +238,9 @@ def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     out = g[metric].agg(["mean", "std", "count"])
     out["se"] = out["std"] / np.sqrt(out["count"])
     out["num_labelled"] = g["num_labelled"].mean()
-    out["select_seconds"] = results.groupby(["dataset", "acquisition"])["select_seconds"].median()
+    # median over the rounds that selected a batch (round 0 is the initial fit, with select_seconds = 0)
+    selecting = results[results["requested"] > 0]
+    out["select_seconds"] = selecting.groupby(["dataset", "acquisition"])["select_seconds"].median()
     return out.drop(columns="std").rename(columns={"mean": metric, "count": "seeds"}).reset_index()
 
 

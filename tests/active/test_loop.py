@@ -58,6 +58,10 @@ def test_experiment_table_summary_and_plot(tmp_path):
     table = summarize(df)
     assert list(table["seeds"]) == [2, 2] and (table["num_labelled"] == 50).all()
     assert (table["rmse"] > 0).all() and (table["se"] >= 0).all()
+    # selection time: the median over selecting rounds only (round 0 is the initial fit, recorded as 0 s)
+    for acq, sec in zip(table["acquisition"], table["select_seconds"], strict=True):
+        expected = df[(df["acquisition"] == acq) & (df["round"] > 0)]["select_seconds"].median()
+        assert sec == expected and sec > 0
     assert plot_learning_curves(df, tmp_path / "lc.png").stat().st_size > 0
     # same seed: same split and initial set for every acquisition, so round 0 is shared
     first = df[df["round"] == 0].groupby("seed")["rmse"].nunique()
