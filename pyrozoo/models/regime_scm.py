@@ -57,9 +57,11 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
 
 MECHANISMS = ("linear", "mlp")
-RESERVED = {"z"}
 LINEAR_PARAMS = ("loc_obs", "W_obs", "loc_int", "W_int")
 MLP_LAYERS = ("W1", "b1", "W2", "b2", "W3", "b3", "w_out", "b_out")
+# site names the model and guides already use: a column (= sample site) with one of these names would clash in
+# the trace ("Multiple sample sites named ..." / "... is already in the trace as a param") only once fitting starts
+RESERVED = {"z", "obs_id", "scale_obs", "scale_int", "regime_weights", *LINEAR_PARAMS, *MLP_LAYERS, *ENC_LAYERS}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -164,7 +166,8 @@ def make_regime_dataset(
         raise PyrozooError("columns: names must be unique")
     clash = RESERVED & {str(c) for c in columns}
     if clash:
-        raise PyrozooError(f"columns: {', '.join(sorted(clash))} is reserved for the regime latent; rename it")
+        raise PyrozooError(f"columns: {', '.join(sorted(clash))} clashes with a site name of the model (the regime "
+                           "latent, its plate or a parameter); rename the column")
     _check_rows(arr)
     parents = _graph_to_parents(graph, columns)
     g = nx.DiGraph(parents.numpy().astype(int))
