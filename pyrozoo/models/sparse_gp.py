@@ -205,14 +205,20 @@ class SparseGPFit:
                                   chunk_size=chunk_size)
 
 
-def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
-                       lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
-                       include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+def _check_new_inputs(Xnew: Any, Z: torch.Tensor) -> torch.Tensor:
+    """Prediction inputs as a finite (n, d) tensor on Z's dtype and device, d = Z's width."""
     Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype)
     Xnew = Xnew.to(Z.device)
     if Xnew.shape[1] != Z.shape[1]:
         raise PyrozooError(f"Xnew: expected {Z.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    return Xnew
+
+
+def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
+                       lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
+                       include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+    Xnew = _check_new_inputs(Xnew, Z)
     c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False).squeeze(-1)
     means, vars_ = [], []
     for s in range(0, Xnew.shape[0], chunk_size):
@@ -229,6 +235,7 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
                     kernel: str, lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
                     include_noise: bool = False, jitter: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2)."""
+    Xnew = _check_new_inputs(Xnew, Z)
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
     Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
     A = torch.cholesky_solve(Kus, L)

@@ -241,3 +241,16 @@ def test_bad_fit_settings_are_clear_errors(kwargs, match):
     X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
     with pytest.raises(PyrozooError, match=match):
         fit_sparse_gp(X, y, X[:4], steps=2, **kwargs)
+
+
+def test_predict_rejects_inputs_of_the_wrong_width():
+    from pyrozoo.models.sparse_gp import predict_from_qu
+
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
+    fit = fit_sparse_gp(X, y, X[:4], steps=0)
+    loc, tril = optimal_qu(fit.stats)
+    with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
+        fit.predict(torch.zeros(3, 2, dtype=DT))
+    with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
+        predict_from_qu(loc, tril, fit.Z, torch.zeros(3, 2, dtype=DT), kernel="rbf", lengthscale=fit.lengthscale,
+                        variance=fit.variance, noise=fit.noise)
