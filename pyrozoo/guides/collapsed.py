@@ -20,7 +20,8 @@ symmetric form p(t) = 1 / (2 (m-1)! prod w) sum_s prod(s) g(t + s.b), g(x) = sgn
 bounded by (|t| + sum b)^{m-1} instead of (2 sum b)^{m-1}, gaining about 2^{m-1} in cancellation. Each value comes
 with a rounding-error bound (machine eps times the sum of absolute terms); values whose bound exceeds
 ``rel_tol`` relative are recomputed exactly-rounded with mpmath at the needed precision. Components narrower than
-``1e-9`` of the widest are dropped (a box of width w changes the density by O((w / W)^2) relative, < 1e-15).
+``1e-9`` of the widest are dropped (a box of width w changes the density by O((w / W)^2) where it is smooth
+and by O(w / W) of the peak next to a kink of the piecewise polynomial: < 1e-9 of the peak either way).
 The predictive mean is exact and simple: E[y] = c + phi . mu (all components symmetric), and
 Var[y] = sum_j b_j^2 / 3 + (r sigma)^2 / 6.
 
