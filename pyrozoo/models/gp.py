@@ -335,6 +335,10 @@ def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
     (mixture mean and variance by the law of total variance, using at most 200 draws)."""
     X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
     opts = {"dtype": X.dtype, "device": X.device}
+    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype)
+    Xnew = Xnew.to(X.device)
+    if Xnew.shape[1] != X.shape[1]:
+        raise PyrozooError(f"Xnew: expected {X.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
     with torch.no_grad():
         if result.inference == "type2":
             hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}

@@ -190,3 +190,14 @@ def test_per_column_lengthscale_is_kept_without_ard_flag():
     sp = fit_sparse_gp(X, y, X[:5], lengthscale=[0.3, 3.0], steps=0)
     assert torch.allclose(sp.lengthscale, t([0.3, 3.0]))
     assert fit_type2(X, y, kernel="rbf", lengthscale=0.5, variance=1.0, noise=0.1, steps=0)["lengthscale"].shape == (1,)
+
+
+def test_predict_from_result_rejects_inputs_of_the_wrong_width():
+    from pyrozoo.models.gp import predict_from_result
+
+    ds = simulate_gp(0, n=15, n_test=5)
+    res = fit_gp(ds, RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False))
+    mean, var = predict_from_result(res, ds, torch.zeros(4, 1, dtype=DT))
+    assert mean.shape == var.shape == (4,) and (var > 0).all()
+    with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
+        predict_from_result(res, ds, torch.zeros(4, 2, dtype=DT))
