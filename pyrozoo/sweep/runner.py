@@ -325,7 +325,12 @@ def run_sweep(
         from pyrozoo.sweep.ray_backend import connect
 
         ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
-    lock = acquire_lock(root)
+    try:
+        lock = acquire_lock(root)
+    except BaseException:  # another sweep owns the directory: do not leave a Ray instance behind
+        if ray_session is not None:
+            ray_session.close()
+        raise
     interrupted = False
     try:
         clean_stale_temporaries(root)

@@ -94,3 +94,25 @@ def test_gpu_requests_follow_the_cell_device():
     assert session.task_options(cell("cpu")) == {"num_cpus": 1, "num_gpus": 0}
     no_gpus = RaySession(None, owned=False, cpus_per_task=1, gpus_per_task=1, cluster_gpus=0)
     assert no_gpus.task_options(cell("auto")) == {"num_cpus": 1, "num_gpus": 0}
+
+
+def test_a_held_lock_closes_the_ray_session_it_opened(write_spec, sweep_text, tmp_path, monkeypatch):
+    """run_sweep connects to Ray before taking the output directory's lock: when the lock is held by another live
+    sweep, the session (e.g. a local Ray instance it started) must be closed, not leaked."""
+    import os
+
+    import pyrozoo.sweep.ray_backend as ray_backend
+
+    closed = []
+
+    class FakeSession:
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(ray_backend, "connect", lambda *a, **k: FakeSession())
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+    spec.out.mkdir()
+    (spec.out / ".sweep.lock").write_text(f"{os.getppid()} host\n")  # a live process that is not this one
+    with pytest.raises(PyrozooError, match="another sweep"):
+        run_sweep(spec, backend="ray")
+    assert closed == [True]
