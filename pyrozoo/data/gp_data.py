@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.data.uci import load_uci
 from pyrozoo.validation import check_int
 
 
@@ -15,9 +15,7 @@ def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
     """A seeded train/test split of concrete with inputs and target standardized by the training moments;
     returns X_train (n, 8), y_train, X_test, y_test."""
     seed = check_int("seed", seed)
-    df = load_rdataset("concrete")
-    y = df["compressive_strength"].to_numpy(dtype=float)
-    X = df.drop(columns=["compressive_strength"]).to_numpy(dtype=float)
+    X, y, _ = load_uci("concrete")
     X[:, -1] = np.log(X[:, -1])  # age in days is heavily skewed
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y))
