@@ -162,8 +162,10 @@ def make_regime_dataset(
     columns = list(range(arr.shape[1])) if columns is None else list(columns)
     if len(columns) != arr.shape[1]:
         raise PyrozooError(f"columns: expected {arr.shape[1]} names (one per column of x), got {len(columns)}")
-    if len(set(columns)) != len(columns):
-        raise PyrozooError("columns: names must be unique")
+    if len(set(columns)) != len(columns) or len({str(c) for c in columns}) != len(columns):
+        # the site names are str(column): 0 and "0" would be two columns but one site
+        raise PyrozooError(f"columns: expected unique names (as strings, they name the model's sites), "
+                           f"got {[str(c) for c in columns]}")
     clash = RESERVED & {str(c) for c in columns}
     if clash:
         raise PyrozooError(f"columns: {', '.join(sorted(clash))} clashes with a site name of the model (the regime "

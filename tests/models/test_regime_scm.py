@@ -243,6 +243,8 @@ def test_bad_input_is_rejected_before_fitting():
     _bad("x: expected at least 2 variables", x[:, :1], np.zeros((1, 1)))
     _bad("graph: expected a directed graph", pd.DataFrame(x, columns=list("abc")), nx.Graph([("a", "b")]))
     _bad("mechanism", x, np.zeros((3, 3)), mechanism="gp")
+    _bad("columns: expected unique names", x, np.zeros((3, 3)), columns=[0, "0", "c"])
+    _bad("columns: expected unique names", x, np.zeros((3, 3)), columns=["a", "a", "c"])
     for reserved in ("z", "obs_id", "W_obs", "scale_int", "regime_weights", "enc_W1"):
         _bad(f"columns: {reserved} clashes with a site name", pd.DataFrame(x, columns=[reserved, "b", "c"]),
              np.zeros((3, 3)))
