@@ -97,6 +97,22 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(case, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
+def test_out_under_a_file_fails_before_fitting(tmp_path, capsys, monkeypatch):
+    from pyrozoo import registry
+
+    entry = registry.get("normal-gamma")
+
+    def never(dataset, config):
+        raise AssertionError("fit must not start")
+
+    monkeypatch.setattr(registry, "get", lambda name: type(entry)(**{**entry.__dict__, "fit": never}))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", "normal-gamma", "--out", str(blocker / "sub" / "run"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"out: {blocker} is not a directory" in err[0], err
+
+
 def test_failure_during_fit_leaves_nothing(tmp_path, monkeypatch):
     from pyrozoo import registry
 

@@ -33,6 +33,13 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         raise PyrozooError(f"out: {out} already exists; choose another --out or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise PyrozooError(f"out: {out} exists and is not a directory")
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PyrozooError(f"out: {parent} is not a directory, so {out} cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PyrozooError(f"out: no permission to create {out} under {parent}")
     return out
 
 
