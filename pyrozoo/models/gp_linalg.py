@@ -84,8 +84,8 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
     """Lower Cholesky factor of the symmetric matrix ``A`` (batched allowed) with bounded jitter.
 
     Factors ``A + jitter * mean(diag A) * I`` (``jitter=0``: ``A`` itself); if that is not positive definite, retries
-    with the relative jitter max(jitter, 1e-10) * growth^k, k = 0..max_tries-1, and then raises
-    :class:`PyrozooError` naming ``name`` and the largest jitter tried.
+    with the relative jitter jitter * growth^k (``jitter=0``: 1e-10 * growth^(k-1)), k = 1..max_tries, and then
+    raises :class:`PyrozooError` naming ``name`` and the largest jitter tried.
     """
     if not (math.isfinite(jitter) and jitter >= 0):
         raise PyrozooError(f"jitter: expected a finite number >= 0 (relative to the mean diagonal), got {jitter!r}")
@@ -94,7 +94,7 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
     L, info = torch.linalg.cholesky_ex(A + (jitter * scale) * eye if jitter > 0 else A)
     if not bool((info != 0).any()):
         return L
-    eps = max(jitter, 1e-10)
+    eps = jitter * growth if jitter > 0 else 1e-10  # the first retry must differ from the failed attempt
     for _ in range(max_tries):
         L, info = torch.linalg.cholesky_ex(A + (eps * scale) * eye)
         if not bool((info != 0).any()):

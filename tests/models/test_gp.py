@@ -156,6 +156,12 @@ def test_jitter_cholesky_bounded_then_clear_error():
     assert torch.allclose(L @ L.T, A, atol=1e-4)
     with pytest.raises(PyrozooError, match="not positive definite even with jitter"):
         jitter_cholesky(-torch.eye(3, dtype=DT), name="test matrix")
+    # every retry is larger than the failed first attempt: jitter 1e-3 on a matrix that needs ~1e-2 succeeds
+    B = torch.diag(t([1.0, 1.0, -0.005]))
+    L = jitter_cholesky(B, jitter=1e-3, max_tries=1)
+    assert torch.allclose(L @ L.T, B + 1e-2 * B.diagonal().mean() * torch.eye(3, dtype=DT))
+    with pytest.raises(PyrozooError, match=r"jitter 1\.0e-02 x mean diagonal after 1 retries"):
+        jitter_cholesky(-torch.eye(3, dtype=DT), jitter=1e-3, max_tries=1)
 
 
 @pytest.mark.parametrize("kwargs,match", [
