@@ -297,9 +297,9 @@ def run_sweep(
         raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
     if backend == "local" and address is not None:
         raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
-    root = Path(spec.out)
-    if root.exists() and not root.is_dir():
-        raise PyrozooError(f"out: {root} exists and is not a directory")
+    from pyrozoo.inference.rundir import check_out_dir
+
+    root = check_out_dir(spec.out, overwrite=True)  # a directory, or creatable (an existing one is resumed)
     check_resumable(root, spec.cells)
     if backend == "local":
         from pyrozoo.inference.device import resolve_device

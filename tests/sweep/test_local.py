@@ -136,3 +136,14 @@ def test_interrupt_keeps_finished_runs_and_releases_the_lock(write_spec, sweep_t
     assert "1 of 2 pending runs finished and are kept" in capsys.readouterr().out
     assert [cell_status(spec.out, c) for c in spec.cells] == ["done", "pending"]
     assert not (spec.out / ".sweep.lock").exists()
+
+
+def test_out_under_a_file_is_a_clear_error(write_spec, sweep_text, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=blocker / "sweep")
+    with pytest.raises(PyrozooError, match="is not a directory"):
+        run_sweep(spec, jobs=1)
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=blocker)
+    with pytest.raises(PyrozooError, match="exists and is not a directory"):
+        run_sweep(spec, jobs=1)
