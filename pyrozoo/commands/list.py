@@ -16,5 +16,6 @@ def handle(args: argparse.Namespace) -> int:
     for name in registry.names():
         entry = registry.get(name)
         print(f"{name:<14} {entry.description}")
-        print(f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {', '.join(['simulated', *entry.datasets])}")
+        data = ", ".join(["simulated", *entry.datasets])
+        print(f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {data}")
     return 0
