@@ -158,16 +158,25 @@ def posterior_predictive(
 
 
 def _evaluate(model, posterior, model_kwargs, chunk_size, predictive):
-    """Vectorized over draws when the model allows it (checked on the first draw against an unvectorized trace),
-    else one trace per draw."""
+    """Vectorized over draws when the model allows it, else one trace per draw.
+
+    The vectorized log-likelihood is checked against unvectorized traces at the first and the last draw, so a model
+    whose draws line up wrongly under the draws plate falls back to the loop instead of giving wrong values.
+    Predictive draws are random and cannot be compared; they use the same layout the log-likelihood check passed,
+    and fall back to the loop whenever that check fails."""
     flat, (chains, draws) = _flatten_draws(posterior)
     names = observed_sites(trace_model(model, model_kwargs))
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
     try:
+        if predictive:  # validate the vectorized layout on the log-likelihood first
+            loglik = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, False)
         pieces = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive)
-        if not predictive and not _first_draw_agrees(pieces, proto, names):
+        check = loglik if predictive else pieces
+        last = {k: v[-1] for k, v in flat.items()}
+        last_proto = trace_model(poutine.condition(model, last), model_kwargs)
+        if not (_draw_agrees(check, proto, names, 0) and _draw_agrees(check, last_proto, names, -1)):
             raise ValueError("vectorized log-likelihood disagrees with the per-draw trace")
     except (RuntimeError, ValueError, IndexError):
         pieces = _evaluate_loop(model, flat, model_kwargs, proto, names, predictive)
@@ -195,11 +204,12 @@ def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk
     return pieces
 
 
-def _first_draw_agrees(pieces, proto, names) -> bool:
+def _draw_agrees(pieces, proto, names, index: int) -> bool:
+    """Does the vectorized log-likelihood of draw ``index`` (0 or -1) match ``proto``, a trace at that draw?"""
     for n in names:
         site = proto.nodes[n]
         ref = site["fn"].log_prob(site["value"]).detach().cpu().numpy()
-        got = pieces[n][0][0]
+        got = pieces[n][index][index]
         if ref.shape != got.shape and ref.size != 1:
             ref = np.broadcast_to(ref, got.shape)
         if not np.allclose(got, ref, rtol=1e-4, atol=1e-5):

@@ -58,3 +58,21 @@ def test_site_helpers():
     assert site_dims(tr, "y") == ["obs_id"]
     assert site_dims(tr, "w") == ["w_dim_0"]
     assert site_dims(tr, "shift") == ["groups", "shift_dim_1"]
+
+
+def first_element_model(y=None):
+    """Not vectorizable in a way the shapes reveal: under the draws plate it uses draw 0's loc for every draw."""
+    loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", 3):
+        pyro.sample("y", dist.Normal(loc.reshape(-1)[0], 1.0), obs=y)
+
+
+def test_wrongly_vectorizing_model_falls_back_to_per_draw_traces():
+    y = torch.tensor([0.5, -1.0, 2.0])
+    post = {"loc": torch.tensor([[0.0, 1.0, -2.0, 3.0]])}
+    ll = pointwise_log_likelihood(first_element_model, post, {"y": y})
+    for d in range(4):
+        np.testing.assert_allclose(ll["y"][0, d], dist.Normal(post["loc"][0, d], 1.0).log_prob(y).numpy(), rtol=1e-6)
+    pp = posterior_predictive(first_element_model, post, {"y": y})
+    assert pp["y"].shape == (1, 4, 3)
+    assert abs(pp["y"][0, 3].mean() - pp["y"][0, 2].mean()) > 1.0  # draws 2 and 3 are 5 apart, noise sd 1/sqrt(3)
