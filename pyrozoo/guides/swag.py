@@ -18,6 +18,15 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.swag import SWAGPosterior
 
 
+def unflatten_sites(theta: torch.Tensor, site_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Split flat vectors ``(..., P)`` into ``{site: (..., *shape)}``, sites taken in ``site_shapes`` order."""
+    out, start = {}, 0
+    for name, shape in site_shapes.items():
+        size = math.prod(shape)
+        out[name] = theta[..., start:start + size].reshape(*theta.shape[:-1], *shape)
+        start += size
+    return out
+
 class SWAGGuide:
     """``guide(*args, **kwargs)`` for a model whose latent sites are ``site_shapes`` (name -> shape, in the order
     the flat SWAG vector concatenates them)."""
@@ -34,12 +43,7 @@ class SWAGGuide:
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split ``(..., P)`` flat vectors into ``{site: (..., *shape)}``."""
-        out, start = {}, 0
-        for name, shape in self.site_shapes.items():
-            size = math.prod(shape)
-            out[name] = theta[..., start:start + size].reshape(*theta.shape[:-1], *shape)
-            start += size
-        return out
+        return unflatten_sites(theta, self.site_shapes)
 
     def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         d, L = self.posterior.factors()

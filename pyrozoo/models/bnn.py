@@ -47,7 +47,7 @@ from pyrozoo.guides.collapsed import (
     conditional_gaussian,
     gaussian_collapsed_moments,
 )
-from pyrozoo.guides.swag import SWAGGuide
+from pyrozoo.guides.swag import SWAGGuide, unflatten_sites
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import set_seed
 from pyrozoo.inference.result import Result
@@ -90,12 +90,7 @@ class MLPLayout:
         return sum(math.prod(s) for s in self.sites.values())
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, start = {}, 0
-        for name, shape in self.sites.items():
-            size = math.prod(shape)
-            out[name] = theta[..., start:start + size].reshape(*theta.shape[:-1], *shape)
-            start += size
-        return out
+        return unflatten_sites(theta, self.sites)
 
     def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = params["b_out"].shape[:-1]
