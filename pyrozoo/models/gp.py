@@ -120,12 +120,13 @@ def gaussian_nlpd(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> flo
 def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
              lengthscale: torch.Tensor | float = 1.0, variance: torch.Tensor | float = 1.0,
              noise: torch.Tensor | float = 0.1, priors: dict[str, tuple[float, float]] | None = None,
-             jitter: float = 1e-8) -> torch.Tensor:
+             jitter: float = 1e-8, ard: bool = True) -> torch.Tensor:
     """f ~ N(0, K + jitter I) (site ``f``, one event of size N), y_i ~ N(f_i, sigma^2) in plate ``obs_id``.
 
     ``priors`` maps hyperparameter names to LogNormal (loc, scale); those become latent sites (``lengthscale`` has
-    one entry per input column, in plate ``feature``); the others are the given values. ``noise`` must be > 0 here:
-    the observation site needs a density (use :func:`exact_posterior` with ``noise=0`` for interpolation).
+    one entry per input column in plate ``feature``, or one shared entry without ``ard``); the others are the given
+    values. ``noise`` must be > 0 here: the observation site needs a density (use :func:`exact_posterior` with
+    ``noise=0`` for interpolation).
     """
     opts = {"dtype": X.dtype, "device": X.device}
     n, d = X.shape
@@ -135,7 +136,7 @@ def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str
         if name in priors:
             loc, scale = (torch.tensor(float(v), **opts) for v in priors[name])
             if name == "lengthscale":
-                with pyro.plate("feature", d):
+                with pyro.plate("feature", d if ard else 1):
                     hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
             else:
                 hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
@@ -161,13 +162,16 @@ def gp_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str
 
 
 def gp_collapsed_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
-                       priors: dict[str, tuple[float, float]] | None = None, **_: Any) -> torch.Tensor:
-    """The NUTS target: hyperparameters with LogNormal priors, y ~ N(0, K + sigma^2 I) (f integrated out)."""
+                       priors: dict[str, tuple[float, float]] | None = None, ard: bool = True,
+                       **_: Any) -> torch.Tensor:
+    """The NUTS target: hyperparameters with LogNormal priors, y ~ N(0, K + sigma^2 I) (f integrated out).
+
+    With ``ard`` one lengthscale per input column (plate ``feature``), otherwise one shared lengthscale."""
     opts = {"dtype": X.dtype, "device": X.device}
     n, d = X.shape
     loc = {k: torch.tensor(float(v[0]), **opts) for k, v in priors.items()}
     sc = {k: torch.tensor(float(v[1]), **opts) for k, v in priors.items()}
-    with pyro.plate("feature", d):
+    with pyro.plate("feature", d if ard else 1):
         ls = pyro.sample("lengthscale", dist.LogNormal(loc["lengthscale"], sc["lengthscale"]))
     var = pyro.sample("variance", dist.LogNormal(loc["variance"], sc["variance"]))
     nz = pyro.sample("noise", dist.LogNormal(loc["noise"], sc["noise"]))
@@ -313,7 +317,9 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                                        "neg_log_marginal": torch.tensor(fit["losses"][-1])},
                                seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model)
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
-    mc = mcmc_from_config(gp_collapsed_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors}, config)
+    ard = bool(dataset.meta.get("ard", False))
+    mc = mcmc_from_config(gp_collapsed_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard},
+                          config)
     post = {k: torch.as_tensor(mc.posterior[k], dtype=X.dtype, device=X.device) for k in HYPER}
     chains, draws = post["variance"].shape[:2]
     fs = []
@@ -323,7 +329,8 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                 fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, lengthscale=post["lengthscale"][c, s],
                                                    variance=post["variance"][c, s], noise=post["noise"][c, s])[0])
     post["f"] = torch.stack(fs).reshape(chains, draws, -1)
-    return assemble_result("nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors}, post,
+    return assemble_result("nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard},
+                           post,
                            sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
                            wall_time=mc.wall_time,
                            config=config.to_dict(), model_name=config.model)
@@ -356,17 +363,27 @@ def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
         return mean, vars_.mean(0) + means.var(0, unbiased=False)
 
 
+def hyper_metrics(name: str, value: Any) -> dict[str, float]:
+    """``{name: v}`` for a single value; ``{name_0: v_0, ..., name_{d-1}: v_{d-1}}`` for one per input column (ARD),
+    so that no entry of an ARD lengthscale vector is dropped or averaged away."""
+    v = np.asarray(torch.as_tensor(value).detach().cpu(), dtype=float).reshape(-1)
+    if v.size == 1:
+        return {name: float(v[0])}
+    return {f"{name}_{j}": float(x) for j, x in enumerate(v)}
+
+
 def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Test NLPD and RMSE (when the dataset has a test set) and the hyperparameters (fitted or posterior means)."""
+    """Test NLPD and RMSE (when the dataset has a test set) and the hyperparameters (fitted or posterior means;
+    one entry per input column for ARD lengthscales)."""
     out: dict[str, float] = {}
     if result.inference == "type2":
         for k in HYPER:
-            v = result.params[k]
-            out[k] = float(v.reshape(-1)[0]) if v.numel() else float("nan")
+            out.update(hyper_metrics(k, result.params[k]))
         out["neg_log_marginal"] = float(result.params["neg_log_marginal"])
     else:
         for k in HYPER:
-            out[f"{k}_mean"] = float(np.mean(result.draws(k)))
+            draws = np.asarray(result.draws(k), dtype=float)  # (S,) or (S, d)
+            out.update(hyper_metrics(f"{k}_mean", draws.mean(0)))
     if "X_test" in dataset.meta:
         Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
         mean, var = predict_from_result(result, dataset, Xt.to(dataset.inputs["X"].device))

@@ -44,6 +44,7 @@ from pyrozoo.models.gp import (
     check_gp_data,
     check_hyper,
     gaussian_nlpd,
+    hyper_metrics,
     hyper_tensor,
     initial_lengthscale,
     simulate_regression,
@@ -424,7 +425,7 @@ def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     h = _fitted(result, dataset)
     out = {"M": float(h["Z"].shape[0]), "N": float(dataset.inputs["X"].shape[0]),
            "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
-           "noise": float(h["noise"]), "lengthscale": float(h["lengthscale"].reshape(-1)[0])}
+           "noise": float(h["noise"]), **hyper_metrics("lengthscale", h["lengthscale"])}
     if "X_test" in dataset.meta:
         mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])
         yt = dataset.meta["y_test"].to(mean)

@@ -201,3 +201,34 @@ def test_predict_from_result_rejects_inputs_of_the_wrong_width():
     assert mean.shape == var.shape == (4,) and (var > 0).all()
     with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
         predict_from_result(res, ds, torch.zeros(4, 2, dtype=DT))
+
+
+@pytest.mark.parametrize("ard", [False, True])
+def test_nuts_lengthscale_follows_ard_and_metrics_keep_every_entry(ard):
+    """NUTS samples one shared lengthscale without ``ard`` and one per column with it; the metrics report every
+    entry (``lengthscale_mean_j``) instead of the first one or an average over columns."""
+    from pyrozoo.models.gp import gp_metrics
+
+    ds = simulate_gp(0, n=12, n_test=4, input_dim=2, ard=ard)
+    cfg = RunConfig(model="gp", inference="nuts", num_samples=4, warmup_steps=4, num_chains=1, progress=False)
+    res = fit_gp(ds, cfg)
+    draws = np.asarray(res.draws("lengthscale"))
+    assert draws.shape == ((4, 2) if ard else (4, 1))
+    m = gp_metrics(res, ds)
+    if ard:
+        assert "lengthscale_mean" not in m
+        assert [m["lengthscale_mean_0"], m["lengthscale_mean_1"]] == pytest.approx(draws.mean(0).tolist())
+    else:
+        assert m["lengthscale_mean"] == pytest.approx(float(draws.mean()))
+    assert np.isfinite(res.to_inference_data().log_likelihood["y"].values).all()
+
+
+def test_type2_metrics_report_each_ard_lengthscale():
+    from pyrozoo.models.gp import gp_metrics
+
+    ds = simulate_gp(1, n=20, n_test=5, input_dim=2, ard=True)
+    res = fit_gp(ds, RunConfig(model="gp", inference="type2", steps=5, num_samples=2, progress=False))
+    m = gp_metrics(res, ds)
+    ls = res.params["lengthscale"].reshape(-1)
+    assert ls.numel() == 2 and "lengthscale" not in m
+    assert [m["lengthscale_0"], m["lengthscale_1"]] == pytest.approx(ls.tolist())
