@@ -1,0 +1,451 @@
+"""Partial effect curves: heterogeneous, nonlinear effects of a continuous treatment with curvewise conformal bands
+(Ratkovic 2023; Ratkovic & Tingley 2023, "Estimation and Inference on Nonlinear and Heterogeneous Effects").
+
+Model:  y_i = theta(t_i, x_i) + f(x_i) + e_i,   t_i = g(x_i) + v_i;   target tau(t_i, x_i) = d theta(t_i, x_i) / d t_i.
+
+Estimator (one split r of the R repeated K-fold splits of :mod:`pyrozoo.causal.crossfit`):
+
+1. Nuisances, cross-fitted as in PLCE: m_hat(x) = E[y | x] and g_hat(x) = E[t | x], each a spike-and-slab (EM)
+   regression on the spline + interaction basis b(x) of :mod:`pyrozoo.causal.basis` (skipped without covariates).
+2. Treatment basis phi(t, x) = [N(t), N(t) z_1, ..., N(t) z_p] with N a natural cubic spline in the standardized
+   treatment u = (t - mean) / sd (knots at quantiles of u, boundary knots at the extremes, linear beyond them) and
+   z_j the standardized covariates (``heterogeneity="spline"``; ``"linear"`` keeps only u z_j, ``"none"`` none):
+
+       N_1(u) = u,  N_{k+2}(u) = d_k(u) - d_{K-1}(u),  d_k(u) = ((u - k_k)_+^3 - (u - k_K)_+^3) / (k_K - k_k).
+
+3. Final stage: a spike-and-slab regression (EMVS, the Gaussian posterior of the coefficients around the EM mode) of
+   y on D = [phi(t, x), b(x), m_hat(x), g_hat(x)]: beta_hat = posterior mean, Sigma = posterior covariance.
+4. Partial effect by differentiating the fitted basis in t (forward-mode autograd, :meth:`TreatmentBasis.jacobian`):
+   G_i = d phi(t_i, x_i) / d t_i,  tau_hat_i = G_i beta_hat,  V_hat_i = G_i Sigma G_i^T (Sigma's phi block).
+5. Splits are aggregated as in PLCE: tau_hat_i = median_r tau_r,i, V_hat_i = median_r (V_r,i + (tau_r,i - tau_hat_i)^2).
+6. Band tau_hat_i +- C sqrt(V_hat_i) with C calibrated by :mod:`pyrozoo.causal.conformal` (held-out residuals,
+   sign-flipped pseudo-outcomes around the fit, refits, smallest C reaching average coverage 1 - alpha).
+
+Average partial effect APE = (1/n) sum_i tau_hat_i with se^2 = Gbar Sigma Gbar^T + s^2_tau / n (Gbar the mean
+gradient, s^2_tau the sample variance of tau_hat_i: the second term is the sampling variability of the (t, x)
+population the APE averages over). Curves over a grid of t hold x at given values or average over the observed x.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
+from pyrozoo.causal.crossfit import crossfit_predict, make_folds
+from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_splits
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
+from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
+
+HETEROGENEITY = ("spline", "linear", "none")
+MIN_DISTINCT_TREATMENT = 3
+
+
+# ------------------------------------------------------------------------------------------- treatment basis
+def natural_spline_basis(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Natural cubic spline basis without the constant, (n, K - 1): [u, N_3(u), ..., N_K(u)] (ESL eq. 5.4-5.5).
+
+    A differentiable torch function of ``u`` (piecewise polynomial; ``relu`` has the right derivative off the knots
+    and the cubic pieces join with continuous second derivatives, so autograd is exact everywhere)."""
+    K = knots.shape[0]
+    cols = [u]
+    if K >= 3:
+        last = knots[-1]
+
+        def d(k: int) -> torch.Tensor:
+            return (torch.relu(u - knots[k]) ** 3 - torch.relu(u - last) ** 3) / (last - knots[k])
+
+        dK1 = d(K - 2)
+        cols += [d(k) - dK1 for k in range(K - 2)]
+    return torch.stack(cols, dim=-1)
+
+
+def natural_spline_derivative(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Analytic d/du of :func:`natural_spline_basis` (used in the tests to check the autograd Jacobian)."""
+    K = knots.shape[0]
+    cols = [torch.ones_like(u)]
+    if K >= 3:
+        last = knots[-1]
+
+        def dd(k: int) -> torch.Tensor:
+            return 3 * (torch.relu(u - knots[k]) ** 2 - torch.relu(u - last) ** 2) / (last - knots[k])
+
+        dK1 = dd(K - 2)
+        cols += [dd(k) - dK1 for k in range(K - 2)]
+    return torch.stack(cols, dim=-1)
+
+
+class TreatmentBasis:
+    """phi(t, x): the natural spline N(u) of the standardized treatment and its interactions with the standardized
+    covariates. ``fit(t, X)`` learns the scalings and knots; ``features`` / ``jacobian`` evaluate on any device."""
+
+    def __init__(self, n_knots: int = 5, heterogeneity: str = "spline") -> None:
+        self.n_knots = n_knots
+        self.heterogeneity = heterogeneity
+
+    def fit(self, t: np.ndarray, X: np.ndarray | None = None) -> TreatmentBasis:
+        check_int("n_knots", self.n_knots, minimum=2)
+        check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
+        t = np.asarray(t, dtype=np.float64)
+        self.t_loc_, self.t_scale_ = float(t.mean()), float(t.std()) or 1.0
+        u = (t - self.t_loc_) / self.t_scale_
+        # boundary knots at the extremes (linear only outside the data), interior ones at equally spaced quantiles
+        self.knots_ = np.unique(np.quantile(u, np.linspace(0.0, 1.0, self.n_knots)))
+        self.p_ = 0 if X is None else X.shape[1]
+        if X is not None:
+            self.x_loc_ = X.mean(axis=0)
+            sd = X.std(axis=0)
+            self.x_scale_ = np.where(sd > 0, sd, 1.0)
+        return self
+
+    @property
+    def n_spline(self) -> int:
+        return len(self.knots_) - 1
+
+    @property
+    def n_features(self) -> int:
+        per = {"spline": self.n_spline, "linear": 1, "none": 0}[self.heterogeneity]
+        return self.n_spline + per * self.p_
+
+    def _z(self, X: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+        if self.p_ == 0 or self.heterogeneity == "none":
+            return None
+        if X is None:
+            raise PyrozooError(f"X: the basis was fitted with {self.p_} covariates; pass them")
+        opts = {"dtype": ref.dtype, "device": ref.device}
+        return (X.to(**opts) - torch.as_tensor(self.x_loc_, **opts)) / torch.as_tensor(self.x_scale_, **opts)
+
+    def features(self, t: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        """phi(t, x) for rows (t_i, x_i): (n, n_features), a differentiable function of t."""
+        opts = {"dtype": t.dtype, "device": t.device}
+        u = (t - self.t_loc_) / self.t_scale_
+        N = natural_spline_basis(u, torch.as_tensor(self.knots_, **opts))
+        Z = self._z(X, t)
+        if Z is None:
+            return N
+        if self.heterogeneity == "linear":
+            return torch.cat([N, u.unsqueeze(-1) * Z], dim=-1)
+        return torch.cat([N, (N.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(t.shape[0], -1)], dim=-1)
+
+    def jacobian(self, t: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        """G_i = d phi(t_i, x_i) / d t_i, (n, n_features), by forward-mode autograd: row i depends on t_i only, so
+        the Jacobian-vector product with a vector of ones is the row-wise derivative."""
+        from torch.func import jvp
+
+        _, G = jvp(lambda tt: self.features(tt, X), (t,), (torch.ones_like(t),))
+        return G
+
+
+# ------------------------------------------------------------------------------------------------ estimator
+class EffectCurve:
+    """Partial effect curve estimator: ``EffectCurve(...).fit(y, t, X=None)``, ``.curve(grid)``, ``.summary()``.
+
+    Parameters
+    ----------
+    n_knots: knots of the natural spline in t (boundary knots included); heterogeneity: ``"spline"`` (each covariate
+        times the whole t-spline), ``"linear"`` (t times each covariate) or ``"none"``.
+    n_knots_x, interactions: the control basis b(x) (:class:`~pyrozoo.causal.basis.SplineInteractionBasis`).
+    learner: nuisance learner for m(x), g(x) (fit/predict object or factory); default spike-and-slab EM.
+    n_folds, n_repeats: K folds and R random splits of the cross-fitting.
+    n_pseudo: pseudo-datasets of the conformal calibration (0: no calibration, C = z_{1-alpha/2}).
+    alpha: 1 - level of the band and of the APE interval.
+    num_samples: posterior draws of the final-stage coefficients kept in ``result_``.
+    prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
+    """
+
+    def __init__(self, *, n_knots: int = 6, heterogeneity: str = "spline", n_knots_x: int = 5,
+                 interactions: bool | str = "linear", learner: Any = None, n_folds: int = 5, n_repeats: int = 1,
+                 n_pseudo: int = 20, alpha: float = 0.05, num_samples: int = 200, seed: int = 0,
+                 device: str = "cpu", prior_options: dict | None = None) -> None:
+        self.n_knots = n_knots
+        self.heterogeneity = heterogeneity
+        self.n_knots_x = n_knots_x
+        self.interactions = interactions
+        self.learner = learner
+        self.n_folds = n_folds
+        self.n_repeats = n_repeats
+        self.n_pseudo = n_pseudo
+        self.alpha = alpha
+        self.num_samples = num_samples
+        self.seed = seed
+        self.device = device
+        self.prior_options = prior_options
+
+    # ------------------------------------------------------------------ validation
+    def _check(self, y: Any, t: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        check_probability("alpha", self.alpha, open_interval=True)
+        check_int("n_knots", self.n_knots, minimum=2)
+        check_int("n_knots_x", self.n_knots_x, minimum=2)
+        check_int("n_folds", self.n_folds, minimum=2)
+        check_int("n_repeats", self.n_repeats, minimum=1)
+        check_int("n_pseudo", self.n_pseudo, minimum=0)
+        check_int("num_samples", self.num_samples, minimum=1)
+        check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
+        resolve_device(self.device)
+        y, t = _vector("y", y), _vector("t", t)
+        n = y.shape[0]
+        if X is not None:
+            try:
+                X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise PyrozooError(f"X: expected numeric covariates (encode text columns, e.g. with "
+                                   f"pd.get_dummies), got {exc}") from None
+            if X.ndim == 1:
+                X = X[:, None]
+            if X.ndim != 2 or X.shape[1] == 0:
+                raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
+            check_finite("X", X)
+            if X.shape[0] != n:
+                raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
+        if t.shape[0] != n:
+            raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
+        distinct = np.unique(t)
+        if distinct.size < MIN_DISTINCT_TREATMENT:
+            raise PyrozooError(
+                f"t: the partial effect curve needs a continuous treatment (at least {MIN_DISTINCT_TREATMENT} "
+                f"distinct values); got {distinct.size} ({', '.join(f'{v:g}' for v in distinct)}). For a binary "
+                "treatment use PLCE: pyrozoo.causal.PLCE or `pyrozoo run plce`")
+        if n < 2 * self.n_folds:
+            raise PyrozooError(f"y: {n} rows leave fewer than 2 per fold with n_folds={self.n_folds}")
+        return y, t, X
+
+    # ------------------------------------------------------------------ pieces
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=resolve_device(self.device))
+
+    def _final_fit(self, D: np.ndarray, y: np.ndarray, num_samples: int = 1) -> Any:
+        """Spike-and-slab EM (posterior around the EMVS mode) of the centred, scaled y on D."""
+        from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+        loc, sd = float(y.mean()), float(y.std()) or 1.0
+        reg = SpikeSlabRegression(inference="em", em_select=False, seed=self.seed, device=str(self.device),
+                                  num_samples=num_samples, **(self.prior_options or {}))
+        reg.fit(D, (y - loc) / sd)
+        reg.y_loc_, reg.y_sd_ = loc, sd
+        return reg
+
+    def _effect(self, reg: Any, G: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """tau = G beta, V = diag(G Sigma G^T) on the outcome's scale; also (beta, Sigma) of the phi block."""
+        q = G.shape[1]
+        beta = reg.coef_[:q] * reg.y_sd_
+        Sigma = reg.coef_cov_[:q, :q] * reg.y_sd_**2
+        return G @ beta, np.einsum("ij,jk,ik->i", G, Sigma, G), beta, Sigma
+
+    def _design(self, Phi: np.ndarray, r: int) -> np.ndarray:
+        if self.Bx_ is None:
+            return Phi
+        return np.column_stack([Phi, self.Bx_, self.m_hat_[r], self.g_hat_[r]])
+
+    def _predict(self, reg: Any, D: np.ndarray) -> np.ndarray:
+        return reg.y_loc_ + reg.y_sd_ * reg.predict(D)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
+        """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band."""
+        self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        y, t, X = self._check(y, t, X)
+        n = y.shape[0]
+        folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
+        if X is not None:
+            self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions)
+            self.Bx_ = self.x_basis_.fit_transform(X)
+            learner = self.learner if self.learner is not None else SpikeSlabLearner(seed=self.seed,
+                                                                                     device=str(self.device))
+            cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds)
+            self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
+        else:
+            self.x_basis_, self.Bx_, self.m_hat_, self.g_hat_ = None, None, None, None
+        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity).fit(t, X)
+        tt = self._tensor(t)
+        Xt = self._tensor(X) if X is not None else None
+        Phi = self.basis_.features(tt, Xt).cpu().numpy()
+        G = self.basis_.jacobian(tt, Xt).cpu().numpy()
+        R = folds.shape[0]
+        taus, vars_, self.coefs_, self.covs_, self.final_ = np.empty((R, n)), np.empty((R, n)), [], [], []
+        for r in range(R):
+            reg = self._final_fit(self._design(Phi, r), y, num_samples=self.num_samples if r == 0 else 1)
+            taus[r], vars_[r], beta, Sigma = self._effect(reg, G)
+            self.coefs_.append(beta)
+            self.covs_.append(Sigma)
+            self.final_.append(reg)
+        self.taus_, self.variances_ = taus, vars_
+        self.tau_ = np.median(taus, axis=0)
+        self.var_ = np.median(vars_ + (taus - self.tau_) ** 2, axis=0)
+        self.se_ = np.sqrt(self.var_)
+        self.folds_, self.jacobian_, self.design_ = folds, G, self._design(Phi, 0)
+        self._y, self._t, self._X, self.n_ = y, t, X, n
+        self.calibration_ = self._calibrate() if self.n_pseudo > 0 else None
+        self.C_ = self.critical_value(self.alpha)
+        self.ape_, self.ape_se_ = self._ape()
+        return self
+
+    def _calibrate(self) -> ConformalCalibration:
+        """Held-out residuals of the final stage on split 0's folds, then :func:`calibrate_band` (module docs)."""
+        D, y, G, fold = self.design_, self._y, self.jacobian_, self.folds_[0]
+        resid = np.empty_like(y)
+        for k in range(int(fold.max()) + 1):
+            test = fold == k
+            reg = self._final_fit(D[~test], y[~test])
+            resid[test] = y[test] - self._predict(reg, D[test])
+        mu = self._predict(self.final_[0], D)
+
+        def refit(y_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            tau_b, var_b, _, _ = self._effect(self._final_fit(D, y_star), G)
+            return tau_b, var_b
+
+        self.heldout_residuals_ = resid
+        return calibrate_band(refit, mu, resid, self.taus_[0], n_pseudo=self.n_pseudo, seed=self.seed + 1)
+
+    def _ape(self) -> tuple[float, float]:
+        gbar = self.jacobian_.mean(axis=0)
+        est = self.taus_.mean(axis=1)
+        var = np.array([gbar @ S @ gbar for S in self.covs_]) + self.taus_.var(axis=1, ddof=1) / self.n_
+        return aggregate_splits(est, var)
+
+    # ------------------------------------------------------------------ reporting
+    def _fitted(self) -> None:
+        if not hasattr(self, "tau_"):
+            raise PyrozooError("EffectCurve: call fit(y, t, X) first")
+
+    def critical_value(self, alpha: float | None = None, *, calibrated: bool = True) -> float:
+        """C_{1-alpha/2}: conformally calibrated (:mod:`pyrozoo.causal.conformal`), or z_{1-alpha/2}."""
+        alpha = self.alpha if alpha is None else alpha
+        check_probability("alpha", alpha, open_interval=True)
+        if calibrated and getattr(self, "calibration_", None) is not None:
+            return self.calibration_.critical_value(alpha)
+        return float(stats.norm.ppf(1 - alpha / 2))
+
+    def band(self, alpha: float | None = None, *, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per-observation band tau_hat_i -+ C sqrt(V_hat_i)."""
+        self._fitted()
+        c = self.critical_value(alpha, calibrated=calibrated)
+        return self.tau_ - c * self.se_, self.tau_ + c * self.se_
+
+    def effects(self) -> pd.DataFrame:
+        """One row per observation: t, tau_hat, its posterior sd, the calibrated and the Wald band."""
+        self._fitted()
+        lo, hi = self.band()
+        wlo, whi = self.band(calibrated=False)
+        return pd.DataFrame({"t": self._t, "estimate": self.tau_, "std_err": self.se_, "lower": lo, "upper": hi,
+                             "lower_wald": wlo, "upper_wald": whi})
+
+    def curve(self, grid: Any = None, x: Any = None, *, alpha: float | None = None, num: int = 50) -> pd.DataFrame:
+        """The effect curve over a grid of t: tau(g, x) at covariates ``x`` ((p,) or rows (m, p) averaged over), or
+        averaged over the observed covariates when ``x`` is None (a partial-dependence curve of the slope).
+        ``grid`` defaults to ``num`` points between the 2.5% and 97.5% quantiles of t."""
+        self._fitted()
+        if grid is None:
+            grid = np.linspace(*np.quantile(self._t, [0.025, 0.975]), num)
+        grid = _vector("grid", grid)
+        if self._X is None:
+            if x is not None:
+                raise PyrozooError("x: the model was fitted without covariates; leave x=None")
+            rows = None
+        else:
+            rows = self._X if x is None else np.atleast_2d(np.asarray(x, dtype=np.float64))
+            if rows.shape[1] != self._X.shape[1]:
+                raise PyrozooError(f"x: expected {self._X.shape[1]} covariate values per row, got {rows.shape[1]}")
+            check_finite("x", rows)
+        m = 1 if rows is None else rows.shape[0]
+        tt = self._tensor(np.repeat(grid, m))
+        Xt = None if rows is None else self._tensor(np.tile(rows, (grid.size, 1)))
+        Gbar = self.basis_.jacobian(tt, Xt).cpu().numpy().reshape(grid.size, m, -1).mean(axis=1)
+        est = np.stack([Gbar @ b for b in self.coefs_])
+        var = np.stack([np.einsum("ij,jk,ik->i", Gbar, S, Gbar) for S in self.covs_])
+        mid = np.median(est, axis=0)
+        se = np.sqrt(np.median(var + (est - mid) ** 2, axis=0))
+        c, z = self.critical_value(alpha), self.critical_value(alpha, calibrated=False)
+        return pd.DataFrame({"t": grid, "estimate": mid, "std_err": se, "lower": mid - c * se, "upper": mid + c * se,
+                             "lower_wald": mid - z * se, "upper_wald": mid + z * se})
+
+    def summary(self) -> pd.DataFrame:
+        """The average partial effect (estimate, std. error, z, p-value, CI) with the band's constants in ``attrs``."""
+        self._fitted()
+        z = stats.norm.ppf(1 - self.alpha / 2)
+        lo, hi = f"ci_{100 * self.alpha / 2:g}%", f"ci_{100 * (1 - self.alpha / 2):g}%"
+        est, se = self.ape_, self.ape_se_
+        out = pd.DataFrame.from_dict({"average partial effect": {
+            "estimate": est, "std_err": se, "z": est / se, "p_value": 2 * stats.norm.sf(abs(est / se)),
+            lo: est - z * se, hi: est + z * se}}, orient="index")
+        out.attrs.update(self.band_summary())
+        return out
+
+    def band_summary(self) -> dict[str, float]:
+        """The band's constants (calibrated C, z), mean width and the pseudo-world coverage of both."""
+        self._fitted()
+        c, z = self.critical_value(), self.critical_value(calibrated=False)
+        out = {"alpha": self.alpha, "C": c, "z": z, "mean_band_width": float(2 * c * self.se_.mean()),
+               "mean_wald_width": float(2 * z * self.se_.mean()), "n": self.n_, "n_pseudo": self.n_pseudo,
+               "n_repeats": self.n_repeats}
+        if self.calibration_ is not None:
+            out["pseudo_coverage_calibrated"] = self.calibration_.pseudo_coverage(c)
+            out["pseudo_coverage_wald"] = self.calibration_.pseudo_coverage(z)
+        return out
+
+    def posterior_effects(self) -> np.ndarray:
+        """Posterior draws of tau at the observations, (num_samples, n), from split 0's coefficient draws."""
+        self._fitted()
+        reg = self.final_[0]
+        q = self.jacobian_.shape[1]
+        draws = reg.sample_coef(self.num_samples)[:, :q] * reg.y_sd_
+        return draws @ self.jacobian_.T
+
+    def plot(self, path: str | None = None, *, truth: Any = None, grid: Any = None, ax: Any = None) -> Any:
+        """Curve with the calibrated band (shaded), the Wald band (dashed), the per-observation estimates (dots) and
+        the data's t as a rug; ``truth``: optional callable grid -> true averaged curve. Returns the Axes."""
+        return plot_effect_curve(self, path, truth=truth, grid=grid, ax=ax)
+
+
+def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any = None, grid: Any = None,
+                      ax: Any = None) -> Any:
+    """See :meth:`EffectCurve.plot`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cur = est.curve(grid)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(est._t, est.tau_, ".", color="0.6", ms=2.5, alpha=0.6, label="tau_hat at each observation")
+    pct = 100 * (1 - est.alpha)
+    ax.fill_between(cur["t"], cur["lower"], cur["upper"], color="tab:blue", alpha=0.25,
+                    label=f"{pct:g}% calibrated band (C = {est.critical_value():.2f})")
+    ax.plot(cur["t"], cur["lower_wald"], "--", color="tab:blue", lw=0.8,
+            label=f"Wald band (z = {est.critical_value(calibrated=False):.2f})")
+    ax.plot(cur["t"], cur["upper_wald"], "--", color="tab:blue", lw=0.8)
+    ax.plot(cur["t"], cur["estimate"], color="tab:blue", lw=2, label="effect curve (averaged over x)")
+    if truth is not None:
+        ax.plot(cur["t"], truth(cur["t"].to_numpy()), color="tab:red", lw=1.5, label="true curve")
+    ax.plot(est._t, np.full_like(est._t, ax.get_ylim()[0]), "|", color="k", ms=4, alpha=0.3)
+    ax.set_xlabel("treatment t")
+    ax.set_ylabel("partial effect d theta / d t")
+    ax.set_title(f"Partial effect curve (APE {est.ape_:.3f} +- {est.ape_se_:.3f})")
+    ax.legend(fontsize=7, loc="best")
+    if path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+        plt.close(ax.figure)
+    return ax
+
+
+def _vector(name: str, v: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"{name}: expected a numeric vector, got {type(v).__name__} ({exc})") from None
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1:
+        raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
+__all__ = ["EffectCurve", "TreatmentBasis", "natural_spline_basis", "natural_spline_derivative",
+           "plot_effect_curve"]
