@@ -111,6 +111,23 @@ def test_ill_conditioned_widths_are_computed_accurately():
     assert float(p2) == pytest.approx(0.5 * (1.4 - 1.3) / 0.8, rel=1e-6)
 
 
+def test_merged_equal_width_pair_matches_the_full_sign_sum():
+    """A pair of equal widths uses 3 offsets (1, -2, 1) instead of 4 signs: same values as the plain 2^m sum."""
+    from pyrozoo.guides.collapsed import _sign_table
+
+    gen = torch.Generator().manual_seed(5)
+    widths = 0.1 + torch.rand(40, 6, generator=gen, dtype=torch.float64)
+    widths[:, 4] = widths[:, 5]  # the pair
+    t = 1.5 * torch.randn(40, generator=gen, dtype=torch.float64)
+    merged = uniform_sum_density(t, widths)
+    M, coef = _sign_table(6, -1)
+    assert _sign_table(6, 4)[0].shape[0] == 3 * 2**4
+    x = t[:, None] + widths @ M.T
+    plain = (coef * x.abs() ** 5).sum(-1) / (2 * math.factorial(5) * (2 * widths).prod(-1))  # odd power: |x|^5
+    plain = torch.where(t.abs() >= widths.sum(-1), torch.zeros_like(plain), plain)
+    assert torch.allclose(merged, plain, rtol=1e-10, atol=1e-12)
+
+
 def test_gaussian_conditional_and_collapsed_predictive_match_dense_formulas():
     gen = torch.Generator().manual_seed(2)
     P, K = 7, 3
