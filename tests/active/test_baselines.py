@@ -56,3 +56,40 @@ def test_bad_input(fitted):
             acq.select(post, pool[:0], 1)
         with pytest.raises(PyrozooError, match="batch_size"):
             acq.select(post, pool, 0)
+
+
+def test_bald_and_maxent_rank_differently_with_heteroscedastic_noise():
+    """Per-point noise variance v_n and epistemic variance e_n of f (Gaussian across draws): the mutual information
+    is I(y; f | x_n) = 1/2 log(1 + e_n / v_n) and the predictive entropy 1/2 log(2 pi e (v_n + e_n)), so BALD and
+    MaxEnt order the pool differently. The expected orders come from these formulas, not from the adapter."""
+    from pyrozoo.active.posteriors import SampledRegressionPosterior
+
+    g = torch.Generator().manual_seed(11)
+    m, s = 60, 400
+    v = torch.exp(2 * torch.randn(m, generator=g, dtype=torch.float64))  # noise variance, spread over e^+-4
+    e = torch.exp(2 * torch.randn(m, generator=g, dtype=torch.float64))  # epistemic variance of f
+    z = torch.randn(s, m, generator=g, dtype=torch.float64)
+    z = (z - z.mean(0)) / z.std(0, unbiased=False)  # exactly mean 0, variance 1 over the draws
+    centre = torch.randn(m, generator=g, dtype=torch.float64)
+    f = centre + e.sqrt() * z
+    pool = torch.arange(m, dtype=torch.float64)[:, None]  # the adapter only indexes by row
+    post = SampledRegressionPosterior(lambda x: (f[:, x[:, 0].long()], v[x[:, 0].long()].expand(s, -1)), None, s)
+    mi = 0.5 * torch.log1p(e / v)
+    entropy = 0.5 * torch.log(2 * math.pi * math.e * (v + e))
+    b = 8
+    bald, maxent = BALD().select(post, pool, b), MaxEntropy().select(post, pool, b)
+    torch.testing.assert_close(bald.scores, mi)
+    torch.testing.assert_close(maxent.scores, entropy)
+    assert bald.indices.tolist() == torch.argsort(mi, descending=True)[:b].tolist()
+    assert maxent.indices.tolist() == torch.argsort(entropy, descending=True)[:b].tolist()
+    # the two acquisitions disagree here (the test would be vacuous otherwise) ...
+    assert len(set(bald.indices.tolist()) & set(maxent.indices.tolist())) <= b // 2
+    # ... and BALD prefers epistemic over aleatoric spread: of two points with the same predictive variance, the
+    # one whose variance is mostly noise scores lower
+    pair = SampledRegressionPosterior(
+        lambda x: (torch.stack([f[:, 0] * 0 + torch.sqrt(torch.tensor(1.5, dtype=torch.float64)) * z[:, 0],
+                                f[:, 0] * 0 + torch.sqrt(torch.tensor(0.5, dtype=torch.float64)) * z[:, 0]], 1),
+                   torch.tensor([[0.5, 1.5]], dtype=torch.float64).expand(s, -1)), None, s)
+    two = torch.zeros(2, 1, dtype=torch.float64)
+    assert BALD().select(pair, two, 1).indices.tolist() == [0]
+    torch.testing.assert_close(MaxEntropy().select(pair, two, 2).scores[0], MaxEntropy().select(pair, two, 2).scores[1])
