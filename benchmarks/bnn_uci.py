@@ -18,6 +18,7 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict
     s = uci_split(name, split)
     t0 = time.perf_counter()
     training = train_bnn(s.X_train, s.y_train, standardize=False, epochs=args.epochs, swa_epochs=args.swa_epochs,
-                         batch_size=args.batch_size, lr=args.lr, swa_lr=args.swa_lr, rank=args.rank, seed=split)
+                         batch_size=args.batch_size, lr=args.lr, swa_lr=args.swa_lr, rank=args.rank, seed=split,
+                         val_fraction=args.val_fraction, prior_scale=args.prior_scale)
     train_time = time.perf_counter() - t0
     out = {}
     yt = s.y_test.double()
@@ -45,12 +47,18 @@ def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict
         t1 = time.perf_counter()
         post = build_posterior(training, method, num_samples=args.num_samples, num_collapsed=args.num_collapsed,
                                vi_steps=args.vi_steps)
-        mean, _ = post.predictive_moments(s.X_test)
-        nll = float(post.moment_matched_nll(s.X_test, s.y_test).mean()) + math.log(s.y_std)
+        elapsed = time.perf_counter() - t1
+        raw = replace(post, noise_scale=1.0, defensive_weight=0.0)  # as trained: tau = 1, no defensive part
+        mean, _ = post.predictive_moments(s.X_test)  # tau does not move the mean
+        lpd_raw = raw.log_predictive_density(s.X_test, s.y_test)
         lpd = post.log_predictive_density(s.X_test, s.y_test)
-        row = {"rmse": float(((mean - yt) ** 2).mean().sqrt()) * s.y_std, "nll": nll,
-               "nll_exact": float(-lpd.mean()) + math.log(s.y_std), "outside": float((~torch.isfinite(lpd)).sum()),
-               "time": train_time + time.perf_counter() - t1}
+        log_sd = math.log(s.y_std)
+        row = {"rmse": float(((mean - yt) ** 2).mean().sqrt()) * s.y_std,
+               "nll": float(raw.moment_matched_nll(s.X_test, s.y_test).mean()) + log_sd,
+               "nll_exact": float(-lpd_raw.mean()) + log_sd, "outside": float((~torch.isfinite(lpd_raw)).sum()),
+               "nll_cal": float(post.moment_matched_nll(s.X_test, s.y_test).mean()) + log_sd,
+               "nll_exact_cal": float(-lpd.mean()) + log_sd, "tau": post.noise_scale,
+               "lam": post.defensive_weight, "time": train_time + elapsed}
         out[method] = row
     return out
 
@@ -71,18 +79,26 @@ def uci_table(args: argparse.Namespace) -> None:
             res = run_split(name, split, args)
             for m in METHODS:
                 rows[m].append(res[m])
-            print(f"# {name} split {split}: " + ", ".join(f"{m} {res[m]['rmse']:.3f}/{res[m]['nll']:.3f}"
-                                                       for m in METHODS), flush=True)
+            print(f"# {name} split {split} (rmse/nll mm/nll exact/calibrated exact): " + ", ".join(
+                f"{m} {res[m]['rmse']:.3f}/{res[m]['nll']:.3f}/{res[m]['nll_exact']:.3f}/{res[m]['nll_exact_cal']:.3f}"
+                for m in METHODS), flush=True)
         print(f"\n{name}: {args.splits} splits (RMSE and NLL in original units, mean +- s.e.)")
-        print("| method | test RMSE | test NLL (moment-matched) | test NLL (exact predictive) | s / split |")
-        print("|---|---|---|---|---|")
+        cal = args.val_fraction > 0
+        print("| method | test RMSE | test NLL (moment-matched) | test NLL (exact predictive) |"
+              + (" NLL mm, calibrated | NLL exact, calibrated | tau | lambda |" if cal else "") + " s / split |")
+        print("|---" * (9 if cal else 5) + "|")
         for m in METHODS:
             r = rows[m]
             exact = summarize([x["nll_exact"] for x in r])
             if m == "ciber":
                 exact += f"; {int(sum(x['outside'] for x in r))} test points off the support"
-            print(f"| {m} | {summarize([x['rmse'] for x in r])} | {summarize([x['nll'] for x in r])} | {exact} | "
-                  f"{statistics.median(x['time'] for x in r):.1f} |")
+            extra = ""
+            if cal:
+                lam = statistics.median(x["lam"] for x in r) if m == "ciber" else float("nan")
+                extra = (f" {summarize([x['nll_cal'] for x in r])} | {summarize([x['nll_exact_cal'] for x in r])} |"
+                         f" {statistics.median(x['tau'] for x in r):.2f} | {lam:.0e} |")
+            print(f"| {m} | {summarize([x['rmse'] for x in r])} | {summarize([x['nll'] for x in r])} | {exact} |"
+                  f"{extra} {statistics.median(x['time'] for x in r):.1f} |")
         a = ANCHORS[name]
         print(f"| published CIBER | {a['ciber']} | | | |\n| published subspace inference | {a['subspace']} | | | |",
               flush=True)
@@ -91,7 +107,8 @@ def uci_table(args: argparse.Namespace) -> None:
 def speed(args: argparse.Namespace) -> None:
     """Exact CIBER density for one w_s at ``n`` test points against naive Monte Carlo over the collapsed box (the
     triangular likelihood evaluated at box draws): MC needs N = (sd / (mean * 1e-3))^2 draws per point to reach
-    1e-3 relative sd; we time it with that N (measured from a pilot) and report the median of 5 repeats each."""
+    1e-3 relative sd; we time it with that N (measured from a pilot) and report the median of 21 (exact) and
+    ``--speed-repeats`` (Monte Carlo) repeats."""
     gen = torch.Generator().manual_seed(0)
     n, k = args.speed_points, args.num_collapsed
     box = 0.05 + 0.3 * torch.rand(n, k, generator=gen, dtype=torch.float64)
@@ -116,11 +133,11 @@ def speed(args: argparse.Namespace) -> None:
     vals = (1 / a - (y - f).abs() / a**2).clamp_min(0)
     rel_sd = (vals.std(0) / vals.mean(0)).median().item()
     need = int(math.ceil((rel_sd / 1e-3) ** 2))
-    te = statistics.median(_time(exact) for _ in range(5))
+    te = statistics.median(_time(exact) for _ in range(21))
     tm = statistics.median(_time(lambda: mc(need)) for _ in range(args.speed_repeats))
     ref = exact()
     err = ((mc(need) - ref).abs() / ref).median().item()
-    print(f"\nspeed: {n} test points, k = {k} collapsed weights (2^{k + 2} terms), float64, 1 thread")
+    print(f"\nspeed: {n} test points, k = {k} collapsed weights (3 * 2^{k} terms), float64, 1 thread")
     print("| predictor | draws per point | median time (s) | median rel. error vs exact |")
     print("|---|---|---|---|")
     print(f"| exact (inclusion-exclusion) | - | {te:.4f} | 0 |")
@@ -150,6 +167,9 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=30)
     p.add_argument("--num-collapsed", type=int, default=10)
     p.add_argument("--vi-steps", type=int, default=2000)
+    p.add_argument("--prior-scale", type=float, default=1.0)
+    p.add_argument("--val-fraction", type=float, default=1 / 9,
+                   help="held-out share of the training part for the noise scale tau and CIBER's lambda (0: none)")
     p.add_argument("--speed-points", type=int, default=50)
     p.add_argument("--speed-repeats", type=int, default=3)
     p.add_argument("--speed-only", action="store_true")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -54,7 +54,7 @@ from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import check_choice, check_int, check_positive
+from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
 LOG_VAR_RANGE = (-12.0, 8.0)  # clamp of the log-variance head (standardized units), for numerical safety only
@@ -63,6 +63,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "hidden": 50, "depth": 1, "prior_scale": 1.0,  # architecture and prior
     "swa_epochs": 100, "batch_size": 32, "swa_lr": 0.005, "momentum": 0.9, "rank": 20, "scale": 0.5,  # SWAG
     "num_collapsed": 10, "defensive_weight": 1e-6,  # CIBER
+    "val_fraction": 0.0,  # > 0: hold out rows to choose the noise scale (and CIBER's defensive weight)
     "split": 0, "test_fraction": 0.1, "n": 300,  # data: UCI split number; simulator size
 }
 
@@ -173,6 +174,8 @@ class BNNPosterior:
     y_std: float = 1.0
     guide: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    noise_scale: float = 1.0  # tau: sigma(x) -> tau sigma(x) in every likelihood (chosen on validation data)
+    defensive_weight: float = 0.0  # lambda: ciber's per-draw density mixed with lambda of its moment-matched Gaussian
 
     @property
     def num_draws(self) -> int:
@@ -191,7 +194,7 @@ class BNNPosterior:
         mean = (torch.einsum("...i,...ni->...n", params["w_out"][..., 0, :], h) + params["b_out"][..., 0:1])
         log_var = (torch.einsum("...i,...ni->...n", params["w_out"][..., 1, :], h)
                    + params["b_out"][..., 1:2]).clamp(*LOG_VAR_RANGE)
-        sigma = (0.5 * log_var).exp().double()
+        sigma = self.noise_scale * (0.5 * log_var).exp().double()
         out = {"mean": mean.double(), "var": sigma**2, "sigma": sigma}
         if self.collapsed is None:
             return out
@@ -223,24 +226,27 @@ class BNNPosterior:
         mean = m.mean(0)
         return mean, (v + (m - mean) ** 2).mean(0)
 
-    def pointwise_log_likelihood(self, X: Any, y: Any, *, defensive_weight: float = 0.0) -> torch.Tensor:
+    def pointwise_log_likelihood(self, X: Any, y: Any, *, defensive_weight: float | None = None) -> torch.Tensor:
         """log p(y_i | x_i, draw s), ``(S, n)`` (data units). For ``ciber`` the exact collapsed density with a
-        triangular likelihood (zero outside its support); ``defensive_weight`` > 0 mixes in that weight of the
-        moment-matched Gaussian so that the log stays finite."""
+        triangular likelihood (zero outside its support); ``defensive_weight`` > 0 (default: the posterior's own,
+        see :func:`calibrate_noise`) mixes in that weight of the draw's moment-matched Gaussian, which keeps the
+        draw's mean and variance and makes the log finite (the paper's evaluation adds a small constant density
+        epsilon over the range of y for the same purpose)."""
+        if defensive_weight is None:
+            defensive_weight = self.defensive_weight
         Xs = self._prep(X)
         ys = (torch.as_tensor(y, dtype=torch.float64, device=self.draws.device) - self.y_mean) / self.y_std
         pd = self._per_draw(Xs)
         gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
         if self.kind == "ciber":
-            dens = ciber_density(ys, pd["center"], pd["box"], pd["sigma"])
-            if defensive_weight > 0:
-                dens = (1 - defensive_weight) * dens + defensive_weight * gauss.exp()
-            ll = dens.log()
+            ll = ciber_density(ys, pd["center"], pd["box"], pd["sigma"]).log()
+            if defensive_weight > 0:  # in log space: the Gaussian part may underflow far out
+                ll = torch.logaddexp(ll + math.log1p(-defensive_weight), gauss + math.log(defensive_weight))
         else:
             ll = gauss
         return ll - math.log(self.y_std)
 
-    def log_predictive_density(self, X: Any, y: Any, *, defensive_weight: float = 0.0) -> torch.Tensor:
+    def log_predictive_density(self, X: Any, y: Any, *, defensive_weight: float | None = None) -> torch.Tensor:
         """log p(y_i | x_i, D) = log mean_s p(y_i | x_i, draw s), ``(n,)``."""
         ll = self.pointwise_log_likelihood(X, y, defensive_weight=defensive_weight)
         return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
@@ -259,6 +265,10 @@ class BNNPosterior:
         if self.kind == "ciber":
             y = torch.stack([ciber_sample(pd["center"][i], pd["box"][i], pd["sigma"][i], 1, generator=generator)[0]
                              for i in idx.tolist()])
+            if self.defensive_weight > 0:  # the mixture's Gaussian part (same mean and variance per draw)
+                z = torch.randn(num_samples, y.shape[-1], generator=generator, dtype=torch.float64).to(y.device)
+                u = torch.rand(num_samples, 1, generator=generator, dtype=torch.float64).to(y.device)
+                y = torch.where(u < self.defensive_weight, pd["mean"][idx] + pd["var"][idx].sqrt() * z, y)
         else:
             z = torch.randn(num_samples, pd["mean"].shape[-1], generator=generator, dtype=torch.float64)
             y = pd["mean"][idx] + pd["var"][idx].sqrt() * z.to(self.draws.device)
@@ -300,6 +310,8 @@ class BNNTraining:
     y: torch.Tensor
     scaling: dict[str, Any]
     options: dict[str, Any]
+    X_val: torch.Tensor | None = None  # held-out rows in the units the data came in (None: no validation part)
+    y_val: torch.Tensor | None = None
 
 
 def train_bnn(
@@ -317,18 +329,32 @@ def train_bnn(
     momentum: float = 0.9,
     rank: int = 20,
     standardize: bool = True,
+    val_fraction: float = 0.0,
     seed: int = 0,
     progress: bool = False,
     device: Any = None,
 ) -> BNNTraining:
-    """SGD on the negative log posterior with the SWA schedule, collecting SWAG moments (validates first)."""
+    """SGD on the negative log posterior with the SWA schedule, collecting SWAG moments (validates first).
+
+    ``val_fraction`` > 0 holds out that seeded random fraction of the rows (the reference implementation's 8:1
+    train/validation split is 1/9): the network is fit to the rest, and :func:`build_posterior` chooses the noise
+    scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`)."""
     X, y = check_regression_data(X, y)
+    if val_fraction:
+        check_probability("val_fraction", val_fraction, open_interval=True)
     hidden = check_int("hidden", hidden, minimum=1)
     depth = check_int("depth", depth, minimum=0)
     rank = check_int("rank", rank, minimum=0)
     check_positive("prior_scale", prior_scale)
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = torch.device(device) if device is not None else X.device
+    X_val = y_val = None
+    if val_fraction:
+        n_val = max(1, int(round(val_fraction * X.shape[0])))
+        if X.shape[0] - n_val < 2:
+            raise PyrozooError(f"val_fraction: leaves {X.shape[0] - n_val} training rows of {X.shape[0]}, need >= 2")
+        perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(int(seed) + 7919)).to(X.device)
+        X_val, y_val, X, y = X[perm[:n_val]], y[perm[:n_val]], X[perm[n_val:]], y[perm[n_val:]]
     x_mean, x_std, y_mean, y_std = torch.zeros_like(X[0]), torch.ones_like(X[0]), 0.0, 1.0  # on X's device
     if standardize:
         x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones_like(X[0]))
@@ -343,8 +369,37 @@ def train_bnn(
                    swa_epochs=swa_epochs, batch_size=batch_size, lr=lr, swa_lr=swa_lr, momentum=momentum,
                    rank=rank, seed=seed, progress=progress)
     options = {"hidden": hidden, "depth": depth, "prior_scale": float(prior_scale), "seed": seed,
-               "progress": progress}
-    return BNNTraining(layout, run, Xs, ys, scaling, options)
+               "progress": progress, "val_fraction": float(val_fraction)}
+    return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val)
+
+
+NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0)
+DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
+
+
+def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales: tuple[float, ...] = NOISE_SCALES,
+                    defensive_weights: tuple[float, ...] = DEFENSIVE_WEIGHTS) -> BNNPosterior:
+    """The posterior with the noise scale tau (sigma(x) -> tau sigma(x)) and, for ``ciber``, the defensive weight
+    lambda that maximize the mean log predictive density of held-out rows (a grid search; other kinds ignore
+    lambda). The network and its draws are unchanged. The choice and the grid's scores go to ``extras``."""
+    weights = defensive_weights if post.kind == "ciber" else (post.defensive_weight,)
+    scores: dict[tuple[float, float], float] = {}
+    for tau in noise_scales:
+        cand = replace(post, noise_scale=float(tau), defensive_weight=0.0)
+        Xs = cand._prep(X_val)
+        ys = (torch.as_tensor(y_val, dtype=torch.float64, device=cand.draws.device) - cand.y_mean) / cand.y_std
+        pd = cand._per_draw(Xs)
+        gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
+        exact = ciber_density(ys, pd["center"], pd["box"], pd["sigma"]).log() if post.kind == "ciber" else gauss
+        for lam in weights:  # one density evaluation per tau, every lambda mixes it with the Gaussian
+            ll = exact if post.kind != "ciber" or lam <= 0 else torch.logaddexp(
+                exact + math.log1p(-lam), gauss + math.log(lam))
+            lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0]) - math.log(cand.y_std)  # data units
+            scores[(float(tau), float(lam))] = float(lpd.mean())
+    best = max(scores, key=lambda key: scores[key])
+    extras = {**post.extras, "calibration": {"noise_scale": best[0], "defensive_weight": best[1],
+                                             "val_lpd": scores[best], "grid": scores}}
+    return replace(post, noise_scale=best[0], defensive_weight=best[1], extras=extras)
 
 
 def build_posterior(
@@ -356,8 +411,27 @@ def build_posterior(
     num_samples: int = 30,
     vi_steps: int = 2000,
     vi_lr: float = 0.01,
+    calibrate: bool | None = None,
 ) -> BNNPosterior:
-    """The ``posterior`` of the module docstring from one SGD/SWA trajectory (VI starts from its last iterate)."""
+    """The ``posterior`` of the module docstring from one SGD/SWA trajectory (VI starts from its last iterate).
+
+    ``calibrate`` (default: when the training run held out validation rows) picks the noise scale and CIBER's
+    defensive weight on the validation rows (:func:`calibrate_noise`)."""
+    if calibrate is None:
+        calibrate = training.X_val is not None
+    elif calibrate and training.X_val is None:
+        raise PyrozooError("calibrate: needs validation rows, train with val_fraction > 0")
+    post = _build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
+                            vi_steps=vi_steps, vi_lr=vi_lr)
+    if calibrate:
+        t0 = time.perf_counter()
+        post = calibrate_noise(post, training.X_val, training.y_val)
+        post.extras["fit_time"] += time.perf_counter() - t0
+    return post
+
+
+def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num_collapsed: int, num_samples: int,
+                     vi_steps: int, vi_lr: float) -> BNNPosterior:
     check_choice("posterior", posterior, POSTERIORS)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     num_collapsed = check_int("num_collapsed", num_collapsed, minimum=1)
@@ -490,9 +564,9 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
         batch_size=opts["batch_size"], lr=config.lr if config.lr is not None else 0.01, swa_lr=opts["swa_lr"],
         momentum=opts["momentum"], rank=opts["rank"], scale=opts["scale"], num_collapsed=opts["num_collapsed"],
         num_samples=config.num_samples, vi_steps=config.steps, standardize=False, seed=config.seed,
-        progress=config.progress,
+        progress=config.progress, val_fraction=opts["val_fraction"],
     )
-    weight = float(opts["defensive_weight"])
+    weight = post.defensive_weight if post.defensive_weight > 0 else float(opts["defensive_weight"])
 
     def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
         ll = post.pointwise_log_likelihood(X, y, defensive_weight=weight)

@@ -90,6 +90,59 @@ def test_ciber_predictive_integrates_to_one_in_data_units(training):
     assert float(torch.trapezoid(dens * grid, grid)) == pytest.approx(float(mean), abs=1e-3 * float(var.sqrt()))
 
 
+def test_validation_calibration_of_noise_scale_and_defensive_weight():
+    """val_fraction holds out rows (disjoint from the fit); calibrate_noise maximizes the held-out log predictive
+    density over its grid, and the chosen posterior reproduces the recorded score."""
+    X, y = _toy(90, seed=3)
+    tr = train_bnn(X, y, seed=1, val_fraction=0.2, **{**FAST, "epochs": 20, "swa_epochs": 10})
+    assert tr.X_val.shape == (18, 2) and tr.X.shape == (72, 2)
+    rows = {tuple(r) for r in X.tolist()}
+    assert {tuple(r) for r in tr.X_val.tolist()} <= rows
+    fit_rows = {tuple(r) for r in (tr.X.double() * tr.scaling["x_std"].double() + tr.scaling["x_mean"].double())
+                .tolist()}
+    assert len(fit_rows) == 72
+    for kind in ("ciber", "swag"):
+        post = build_posterior(tr, kind, num_samples=8, num_collapsed=4)
+        cal = post.extras["calibration"]
+        assert (post.noise_scale, post.defensive_weight) == max(cal["grid"], key=cal["grid"].get)
+        lpd = post.log_predictive_density(tr.X_val, tr.y_val)
+        assert float(lpd.mean()) == pytest.approx(cal["val_lpd"], rel=1e-9)
+        assert cal["val_lpd"] >= cal["grid"][(1.0, post.defensive_weight)]  # tau = 1 was a candidate
+        if kind == "swag":
+            assert post.defensive_weight == 0.0 and len(cal["grid"]) == 8
+    # validation targets drawn from the same predictive with the noise 1.5x wider: the grid search finds tau = 1.5
+    # (with 720 rows the scale's MLE has sd ~ 1.5 / sqrt(2 * 720) = 0.04; the neighbours 1.25, 1.75 are > 6 sd off)
+    from dataclasses import replace
+
+    from pyrozoo.models.bnn import calibrate_noise
+
+    swag = build_posterior(tr, "swag", num_samples=8, calibrate=False)
+    Xv = tr.X_val.repeat(40, 1)
+    yv = replace(swag, noise_scale=1.5).sample_predictive(Xv, 1, generator=torch.Generator().manual_seed(4))[0]
+    assert calibrate_noise(swag, Xv, yv).noise_scale == 1.5
+
+
+def test_defensive_mixture_keeps_the_predictive_moments(training):
+    from dataclasses import replace
+
+    X, y, tr = training
+    post = build_posterior(tr, "ciber", num_samples=6, num_collapsed=4)
+    mixed = replace(post, defensive_weight=0.3)
+    m0, v0 = post.predictive_moments(X[:4])
+    m1, v1 = mixed.predictive_moments(X[:4])
+    assert torch.equal(m0, m1) and torch.equal(v0, v1)
+    n = 20000
+    draws = mixed.sample_predictive(X[:4], n, generator=torch.Generator().manual_seed(2))
+    assert ((draws.mean(0) - m1).abs() < 5 * (v1 / n).sqrt()).all()
+    assert ((draws.var(0) / v1 - 1).abs() < 5 * math.sqrt(2 / n) * 2).all()
+    # the log density is the log of the mixture (1 - lam) ciber + lam gauss, per draw
+    far = y[:4] + 50.0  # far outside the triangular support: only the Gaussian part is left
+    ll = mixed.pointwise_log_likelihood(X[:4], far)
+    md, vd = mixed.per_draw_moments(X[:4])
+    gauss = torch.distributions.Normal(md, vd.sqrt()).log_prob(far.double()) + math.log(0.3)
+    assert torch.allclose(ll, gauss, rtol=1e-9)
+
+
 def test_bad_input_is_rejected_before_fitting():
     X, y = _toy(20)
     bad = X.clone()
@@ -116,6 +169,10 @@ def test_bad_input_is_rejected_before_fitting():
             fit_bnn(X, y, num_samples=0, **FAST)
     with pytest.raises(PyrozooError, match="posterior: expected one of"):
         fit_bnn(X, y, posterior="laplace", **FAST)
+    with pytest.raises(PyrozooError, match=r"val_fraction: expected a number in \(0, 1\)"):
+        fit_bnn(X, y, val_fraction=1.5, **FAST)
+    with pytest.raises(PyrozooError, match="calibrate: needs validation rows"):
+        build_posterior(train_bnn(X, y, **{**FAST, "epochs": 2, "swa_epochs": 2}), "swag", calibrate=True)
     with pytest.raises(PyrozooError, match="dataset: expected one of boston, concrete"):
         uci_split("iris")
     entry = registry.get("bnn")
