@@ -345,6 +345,24 @@ def test_cli_plce_on_a_csv_file(tmp_path, capsys):
     assert main(["plce", "--data", str(path), "--outcome", "nope", "--treatment", "training"]) == 2
 
 
+def test_lalonde_honours_columns_and_groups(capsys):
+    """--dataset lalonde: the column options are honoured (they were silently ignored); the experimental benchmark
+    is attached only to the re78-on-treat effect; a missing column is a clear error before fitting."""
+    from pyrozoo.cli import main
+    from pyrozoo.models.plce import load_lalonde
+
+    fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1}
+    data = load_lalonde(0, groups="race", **fast)
+    est = data.meta["plce"]
+    assert est.random_effects_ and est.groups_ is not None and set(est.groups_) == {"white", "black", "hispan"}
+    assert "race_black" not in data.meta["columns"] and data.truth == {"experimental_benchmark": 1794.0}
+    other = load_lalonde(0, outcome="re75", **fast)
+    assert other.meta["outcome"] == "re75" and other.truth == {} and "re75" not in other.meta["columns"]
+    assert not np.allclose(other.meta["plce"]._y, est._y)
+    assert main(["plce", "--dataset", "lalonde", "--outcome", "wage"]) == 2
+    assert "wage" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- slow: coverage
 @pytest.mark.slow
 def test_coverage_on_a_small_design():
