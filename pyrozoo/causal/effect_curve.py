@@ -15,7 +15,7 @@ Estimator (one split r of the R repeated K-fold splits of :mod:`pyrozoo.causal.c
 
 3. Final stage: a spike-and-slab regression (EMVS, the Gaussian posterior of the coefficients around the EM mode) of
    y on D = [phi(t, x), b(x), m_hat(x), g_hat(x)]: beta_hat = posterior mean, Sigma = posterior covariance.
-4. Partial effect by differentiating the fitted basis in t (forward-mode autograd, :meth:`TreatmentBasis.jacobian`):
+4. Partial effect by differentiating the fitted basis in t (:meth:`TreatmentBasis.jacobian`, checked against autograd):
    G_i = d phi(t_i, x_i) / d t_i,  tau_hat_i = G_i beta_hat,  V_hat_i = G_i Sigma G_i^T (Sigma's phi block).
 5. Splits are aggregated as in PLCE: tau_hat_i = median_r tau_r,i, V_hat_i = median_r (V_r,i + (tau_r,i - tau_hat_i)^2).
 6. Band tau_hat_i +- C sqrt(V_hat_i) with C calibrated by :mod:`pyrozoo.causal.conformal` (held-out residuals,
@@ -67,7 +67,7 @@ def natural_spline_basis(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
 
 
 def natural_spline_derivative(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
-    """Analytic d/du of :func:`natural_spline_basis` (used in the tests to check the autograd Jacobian)."""
+    """Analytic d/du of :func:`natural_spline_basis` (the tests check it against torch.autograd)."""
     K = knots.shape[0]
     cols = [torch.ones_like(u)]
     if K >= 3:
@@ -134,12 +134,19 @@ class TreatmentBasis:
         return torch.cat([N, (N.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(t.shape[0], -1)], dim=-1)
 
     def jacobian(self, t: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
-        """G_i = d phi(t_i, x_i) / d t_i, (n, n_features), by forward-mode autograd: row i depends on t_i only, so
-        the Jacobian-vector product with a vector of ones is the row-wise derivative."""
-        from torch.func import jvp
-
-        _, G = jvp(lambda tt: self.features(tt, X), (t,), (torch.ones_like(t),))
-        return G
+        """G_i = d phi(t_i, x_i) / d t_i, (n, n_features): the analytic derivative of the spline (chain rule through
+        u = (t - mean) / sd, product rule for the interactions). The tests check it against torch.autograd on
+        :meth:`features`; autograd is not used here because forward-mode AD / ``torch.func`` import torch's
+        compiler stack on first use (seconds), and reverse mode needs one backward pass per column."""
+        opts = {"dtype": t.dtype, "device": t.device}
+        u = (t - self.t_loc_) / self.t_scale_
+        dN = natural_spline_derivative(u, torch.as_tensor(self.knots_, **opts)) / self.t_scale_
+        Z = self._z(X, t)
+        if Z is None:
+            return dN
+        if self.heterogeneity == "linear":
+            return torch.cat([dN, Z / self.t_scale_], dim=-1)
+        return torch.cat([dN, (dN.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(t.shape[0], -1)], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------ estimator
