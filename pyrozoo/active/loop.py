@@ -49,12 +49,21 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
     return adapter
 
 
+def fit_neural_linear(x: torch.Tensor, y: torch.Tensor, **options: Any) -> RegressionPosterior:
+    """BLR on a small MLP's learned last hidden layer (:mod:`pyrozoo.active.neural_linear`), re-learned at every
+    refit; the network's seed is the loop's seed unless ``options`` set one."""
+    from pyrozoo.active.neural_linear import NeuralLinearPosterior
+
+    return NeuralLinearPosterior.fit(x, y, **options)
+
+
 # model name -> (fit(x, y, **options) -> posterior adapter, task)
 ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
     "blr": (BLRPoolPosterior.fit, "regression"),
     "probit": (ProbitPoolPosterior.fit, "classification"),
     "gp": (GPPoolPosterior.fit, "regression"),
     "bnn": (fit_bnn_pool, "regression"),
+    "neural-linear": (fit_neural_linear, "regression"),
 }
 
 
@@ -160,6 +169,8 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
     fit = ACTIVE_MODELS[model][0]
     classify = problem.task == "classification"
     opts = dict(model_options or {})
+    if model == "neural-linear":
+        opts.setdefault("seed", seed)
     n = problem.x_pool.shape[0]
     gen = torch.Generator().manual_seed(seed)
     labelled = torch.zeros(n, dtype=torch.bool)
