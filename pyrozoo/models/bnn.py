@@ -17,7 +17,9 @@ Posteriors (``inference`` of the zoo entry, ``posterior`` of :func:`fit_bnn`):
 * ``vi``: mean-field Gaussian VI (Pyro ``AutoNormal``), started at the MAP weights.
 
 :class:`BNNPosterior` is the fitted posterior: ``predictive_moments(X)``, ``sample_predictive(X, S)``,
-``log_predictive_density(X, y)`` on new inputs, in the units the data came in.
+``log_predictive_density(X, y)`` on new inputs, in the units the data came in. With ``val_fraction`` > 0 the noise
+scale tau (sigma(x) -> tau sigma(x)) and CIBER's defensive weight are chosen on held-out rows
+(:func:`calibrate_noise`).
 """
 
 from __future__ import annotations
