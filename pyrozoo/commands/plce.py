@@ -19,8 +19,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--scenario", help="simulate one of the talk's designs instead "
                      "(baseline, heterogeneity, random_effects, interference, combined)")
     src.add_argument("--dataset", help="a shipped dataset (lalonde)")
-    p.add_argument("--outcome", default="y", help="outcome column (default y)")
-    p.add_argument("--treatment", default="t", help="treatment column (default t)")
+    p.add_argument("--outcome", default="y", help="outcome column (default y; re78 with --dataset lalonde)")
+    p.add_argument("--treatment", default="t", help="treatment column (default t; treat with --dataset lalonde)")
     p.add_argument("--controls", default="", help="comma-separated control columns (default: all other columns)")
     p.add_argument("--groups", default="", help="group id column (random intercepts)")
     p.add_argument("--treatment-model", default="homoskedastic", choices=("homoskedastic", "heteroskedastic"))

@@ -48,6 +48,7 @@ OPTIONS: dict[str, Any] = {
     # estimator
     "learner": "spike_slab", "n_folds": 5, "n_repeats": 5, "n_knots": 5, "interactions": "quadratic",
     "treatment_model": "homoskedastic", "random_effects": "auto", "interference": False, "se_type": "hc3",
+    "refit": "union",
     # columns for --data / --dataset
     "outcome": "y", "treatment": "t", "controls": "", "groups": "",
     # final-stage prior: sd of theta in units of sd(ry) / sd(rt)
@@ -127,7 +128,7 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
                 interactions=options.get("interactions", "quadratic"),
                 treatment_model=options.get("treatment_model", "homoskedastic"),
                 random_effects=None if re_opt == "auto" else re_opt, interference=options.get("interference", False),
-                se_type=options.get("se_type", "hc3"), seed=seed, device=dev)
+                se_type=options.get("se_type", "hc3"), refit=options.get("refit", "union"), seed=seed, device=dev)
 
 
 def make_final_stage_dataset(est: PLCE, *, name: str = "plce", device: Any = "cpu", theta_scale: float = 10.0,
