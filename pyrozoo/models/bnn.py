@@ -375,7 +375,7 @@ def train_bnn(
     return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val)
 
 
-NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0)
+NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
 
 

@@ -12,7 +12,7 @@ from pyrozoo import registry
 from pyrozoo.config import RunConfig
 from pyrozoo.data.uci import load_uci, uci_split
 from pyrozoo.errors import PyrozooError
-from pyrozoo.models.bnn import MLPLayout, bnn_model, build_posterior, fit_bnn, mlp_forward, train_bnn
+from pyrozoo.models.bnn import NOISE_SCALES, MLPLayout, bnn_model, build_posterior, fit_bnn, mlp_forward, train_bnn
 
 FAST = {"hidden": 8, "epochs": 30, "swa_epochs": 15, "rank": 5, "batch_size": 16}
 
@@ -109,7 +109,7 @@ def test_validation_calibration_of_noise_scale_and_defensive_weight():
         assert float(lpd.mean()) == pytest.approx(cal["val_lpd"], rel=1e-9)
         assert cal["val_lpd"] >= cal["grid"][(1.0, post.defensive_weight)]  # tau = 1 was a candidate
         if kind == "swag":
-            assert post.defensive_weight == 0.0 and len(cal["grid"]) == 8
+            assert post.defensive_weight == 0.0 and len(cal["grid"]) == len(NOISE_SCALES)
     # validation targets drawn from the same predictive with the noise 1.5x wider: the grid search finds tau = 1.5
     # (with 720 rows the scale's MLE has sd ~ 1.5 / sqrt(2 * 720) = 0.04; the neighbours 1.25, 1.75 are > 6 sd off)
     from dataclasses import replace
