@@ -40,7 +40,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
 from torch import nn
 
@@ -58,6 +58,7 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
+EXTRACTOR_LOSSES = ("reversal", "confusion")
 HEAD_SITES = ("w_y", "b_y", "w_p", "b_p")
 
 
@@ -117,23 +118,38 @@ class MLPFeatures(nn.Module):
 class AgnosticNetwork(nn.Module):
     """The point-estimated parts: the extractor ``G_f`` and the adversary's hidden layer ``h``."""
 
-    def __init__(self, extractor: nn.Module, feature_dim: int, adversary_hidden: int = 32):
+    def __init__(self, extractor: nn.Module, feature_dim: int, adversary_hidden: int = 32, adversary_layers: int = 1,
+                 standardize: bool = False):
         super().__init__()
         self.extractor = extractor
-        self.adversary = nn.Sequential(nn.Linear(feature_dim, adversary_hidden), nn.ReLU())
+        layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim, affine=False)] if standardize else []
+        width = feature_dim
+        for _ in range(adversary_layers):
+            layers += [nn.Linear(width, adversary_hidden), nn.ReLU()]
+            width = adversary_hidden
+        self.adversary = nn.Sequential(*layers)
         self.feature_dim = int(feature_dim)
-        self.adversary_hidden = int(adversary_hidden)
+        self.adversary_hidden = int(adversary_hidden) if adversary_layers else int(feature_dim)
+        self.adversary_layers = int(adversary_layers)
 
     @classmethod
-    def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32) -> AgnosticNetwork:
-        """Convolutional extractor for ``(N, C, H, W)`` images, MLP for ``(N, F)`` tables."""
+    def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32,
+                   adversary_layers: int = 1, standardize: bool = False) -> AgnosticNetwork:
+        """Convolutional extractor for ``(N, C, H, W)`` images, MLP for ``(N, F)`` tables; the adversary's body
+        is ``adversary_layers`` Linear-ReLU layers of width ``hidden`` (0: a linear adversary)."""
         if x.dim() == 4:
             extractor = ConvFeatures(x.shape[1], x.shape[-1], feature_dim)
         elif x.dim() == 2:
             extractor = MLPFeatures(x.shape[1], feature_dim, hidden)
         else:
             raise PyrozooError(f"x: expected images (N, C, H, W) or a table (N, F), got shape {tuple(x.shape)}")
-        return cls(extractor, feature_dim, hidden).to(device=x.device)
+        return cls(extractor, feature_dim, hidden, adversary_layers, standardize).to(device=x.device)
+
+    def reset_adversary(self) -> None:
+        """Re-draw the adversary body's weights (a fresh adversary; seed torch's RNG first)."""
+        for m in self.adversary.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Re-draw every layer's initial weights from torch's RNG (seed it first)."""
@@ -208,10 +224,16 @@ def agnostic_model(
     alpha: float | AlphaSchedule = 0.5,
     prior_scale: float = 1.0,
     batch_size: int | None = None,
+    protected_features: torch.Tensor | None = None,
+    extractor_loss: str = "reversal",
 ) -> None:
     """The Pyro model (see the module docstring). ``y`` (target labels of the rows ``target_idx``) and ``p``
     (protected labels of the rows ``protected_idx``) are observed when given, drawn otherwise. ``batch_size``
-    subsamples both plates (the likelihood is rescaled by Pyro)."""
+    subsamples both plates (the likelihood is rescaled by Pyro).
+
+    ``protected_features`` (frozen ``G_f`` outputs of the protected rows, ``(n_p, D)``) turns the model into the
+    adversary's own problem (eq. 3 with ``G_f`` fixed): the target plate is left out and the protected plate reads
+    the given features, so only ``h, W_p, b_p`` get gradients."""
     a = float(alpha)
     pyro.module("agnostic_net", net)
     ref = x
@@ -223,18 +245,28 @@ def agnostic_model(
     w_p = pyro.sample("w_p", dist.Normal(zero, s).expand([num_protected, H]).to_event(2))
     b_p = pyro.sample("b_p", dist.Normal(zero, s).expand([num_protected]).to_event(1))
 
-    with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
-        z = net.extractor(x[target_idx[i]])
-        # Pyro scales must be > 0: at alpha = 1 the target term has weight 0, i.e. it is masked out
-        with poutine.scale(scale=1.0 - a) if a < 1 else poutine.mask(mask=False):
-            pyro.sample("y", dist.Categorical(logits=_linear(z, w_y, b_y)), obs=None if y is None else y[i])
+    if protected_features is None:
+        with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
+            z = net.extractor(x[target_idx[i]])
+            # Pyro scales must be > 0: at alpha = 1 the target term has weight 0, i.e. it is masked out
+            with poutine.scale(scale=1.0 - a) if a < 1 else poutine.mask(mask=False):
+                pyro.sample("y", dist.Categorical(logits=_linear(z, w_y, b_y)), obs=None if y is None else y[i])
 
     n_p = protected_idx.shape[0]
     if n_p == 0:
         return
     weight = protected_weight if protected_weight is not None else torch.ones(n_p, dtype=ref.dtype, device=ref.device)
     with pyro.plate("protected_id", n_p, subsample_size=batch_size, device=ref.device) as j:
-        h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), a))
+        if protected_features is not None:
+            h = net.adversary(protected_features[j])
+        elif extractor_loss == "reversal":
+            h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), a))
+        else:  # confusion: the adversary learns from detached features, the extractor from the factor below
+            z_p = net.extractor(x[protected_idx[j]])
+            h = net.adversary(z_p.detach())
+            if a > 0:
+                logp = torch.log_softmax(_linear(net.adversary(z_p), w_p, b_p), -1)
+                pyro.factor("confusion", a * weight[j] * logp.mean(-1))
         with poutine.scale(scale=weight[j]):
             pyro.sample("p", dist.Categorical(logits=_linear(h, w_p, b_p)), obs=None if p is None else p[j])
 
@@ -295,7 +327,9 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 
 # ----------------------------------------------------------------------------------------------- entry glue
 MODEL_OPTIONS = {"alpha": 0.3, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
-                 "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1}
+                 "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1,
+                 "adv_steps": 5, "adv_lr": 0.01, "adv_layers": 1, "adv_reset": 0, "adv_retrain": 100, "clip_norm": 0.0,
+                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "reversal"}
 DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": True}
 
 
@@ -314,12 +348,26 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
             0 <= opts["momentum"] < 1):
         raise PyrozooError(f"momentum: expected a number in [0, 1), got {opts['momentum']!r}")
     check_positive("lr_decay", opts["lr_decay"])
+    for name in ("adv_steps", "adv_layers", "adv_reset", "adv_retrain"):
+        check_int(name, opts[name])
+    check_positive("adv_lr", opts["adv_lr"])
+    check_choice("extractor_loss", opts["extractor_loss"], EXTRACTOR_LOSSES)
+    if not isinstance(opts["adv_standardize"], bool):
+        raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
+    wd = opts["adv_weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
+        raise PyrozooError(f"adv_weight_decay: expected a number >= 0, got {wd!r}")
+    c = opts["clip_norm"]
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c >= 0:
+        raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {c!r}")
     return opts
 
 
-def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32) -> Dataset:
+def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32, adv_layers: int = 1,
+                   adv_standardize: bool = True) -> Dataset:
     """Add the (untrained) network matching the inputs to ``data.inputs['net']``."""
-    data.inputs["net"] = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden)
+    data.inputs["net"] = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden,
+                                                    adversary_layers=adv_layers, standardize=adv_standardize)
     return data
 
 
@@ -327,13 +375,20 @@ def load_digits_task(seed: int, **options: Any) -> Dataset:
     """The digits task with its network; ``options`` are the entry's options."""
     opts = check_model_options(options)
     task = {k: options[k] for k in DIGITS_OPTIONS if k in options}
-    return attach_network(digits_task(seed, **task), feature_dim=opts["feature_dim"], hidden=opts["hidden"])
+    return attach_network(digits_task(seed, **task), feature_dim=opts["feature_dim"], hidden=opts["hidden"],
+                          adv_layers=opts["adv_layers"], adv_standardize=opts["adv_standardize"])
 
 
 def load_cps1985_task(seed: int, **options: Any) -> Dataset:
     """The CPS1985 wage task (protected: gender) with its network; digit-task options are ignored."""
     opts = check_model_options(options)
-    return attach_network(cps1985_task(seed), feature_dim=opts["feature_dim"], hidden=opts["hidden"])
+    return attach_network(cps1985_task(seed), feature_dim=opts["feature_dim"], hidden=opts["hidden"],
+                          adv_layers=opts["adv_layers"], adv_standardize=opts["adv_standardize"])
+
+
+def _adversary_param_names(names: list[str]) -> set[str]:
+    """Param-store names of the adversary: its body ``h`` and the variational parameters of ``W_p, b_p``."""
+    return {n for n in names if n.startswith("agnostic_net$$$adversary") or n.endswith((".w_p", ".b_p"))}
 
 
 def run_agnostic_svi(
@@ -347,6 +402,13 @@ def run_agnostic_svi(
     optimizer: str = "sgd",
     momentum: float = 0.5,
     lr_decay: float = 0.1,
+    adv_steps: int = 5,
+    adv_lr: float = 0.01,
+    adv_reset: int = 0,
+    adv_retrain: int = 100,
+    adv_weight_decay: float = 0.0,
+    clip_norm: float = 0.0,
+    callback: Any = None,
     num_samples: int = 100,
     seed: int = 0,
     progress: bool = True,
@@ -357,49 +419,127 @@ def run_agnostic_svi(
     (``n`` target rows, so ``lr`` acts on the per-row mean loss), SGD with momentum (the paper's optimizer) or Adam,
     the learning rate decaying geometrically to ``lr * lr_decay``; ``schedule.progress`` follows ``t / T``.
 
-    Why not the shared ``run_svi``: the shared engine offers Adam only, and with Adam the gradient-reversal game
-    cycles on a strong linear cue (the extractor flips the encoding of the protected concept instead of removing
-    it; Adam's per-parameter normalization also cancels the alpha scaling of the reversed gradient). Plain SGD
-    keeps the relative scales of eq. (1) and, with the decaying rate, lets the game settle."""
+    Two update schemes:
+
+    * ``adv_steps = 0``: one joint step per iteration through the gradient reversal layer (the paper's single SGD
+      procedure); the adversary ``(h, W_p, b_p)`` takes the same optimizer as everything else.
+    * ``adv_steps = k > 0`` (default, two-timescale): each iteration first takes ``k`` Adam steps (rate ``adv_lr``)
+      of the adversary alone on the frozen features of all protected rows (``protected_features``, minibatches of
+      ``batch_size``), then one step of ``G_f`` and ``G_y`` through the reversal layer with the adversary held
+      fixed. Every ``adv_reset`` iterations (0: never) the adversary is re-initialized and trained ``adv_retrain``
+      steps on the frozen features, so the extractor faces a fresh, converged probe rather than the adversary it
+      has co-adapted with. ``clip_norm > 0`` clips the extractor/target step's gradient norm.
+
+    ``callback(step)``, if given, is called after every iteration (monitoring).
+
+    Why a second scheme: with a single simultaneous step the extractor only has to fool the *current* adversary;
+    on a strong linear cue it flips the encoding of the protected concept instead of removing it, and a fresh
+    probe still reads it. Against an adversary kept near its best response, the extractor's objective approaches
+    ``max_f min_p L_p = H(p | G_f(x))``, whose maximizer is a representation independent of ``p``.
+
+    Why not the shared ``run_svi``: the shared engine offers Adam only, and with Adam on the extractor the game
+    cycles on this cue (Adam's per-parameter normalization also cancels the alpha scaling of the reversed
+    gradient). Plain SGD keeps the relative scales of eq. (1) and, with the decaying rate, lets the game settle."""
     check_choice("optimizer", optimizer, ("sgd", "adam"))
     num_steps = check_int("num_steps", num_steps, minimum=0)
+    adv_steps = check_int("adv_steps", adv_steps)
+    adv_reset = check_int("adv_reset", adv_reset)
+    adv_retrain = check_int("adv_retrain", adv_retrain)
     check_positive("lr", lr)
     check_positive("lr_decay", lr_decay)
+    check_positive("adv_lr", adv_lr)
+    if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not clip_norm >= 0:
+        raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {clip_norm!r}")
     set_seed(seed)
     n = max(int(model_kwargs["target_idx"].shape[0]), 1)
     scaled_model, scaled_guide = poutine.scale(model, 1.0 / n), poutine.scale(guide, 1.0 / n)
     gamma = lr_decay ** (1.0 / max(num_steps, 1))
-    if optimizer == "sgd":
-        optim_args = {"optimizer": torch.optim.SGD, "optim_args": {"lr": lr, "momentum": momentum}, "gamma": gamma}
-    else:
-        optim_args = {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": gamma}
-    optim = pyro.optim.ExponentialLR(optim_args)
-    svi = SVI(scaled_model, scaled_guide, optim, TraceMeanField_ELBO())
     with poutine.block(), torch.no_grad():
         guide(**model_kwargs)  # set the guide up before any step
+    elbo = TraceMeanField_ELBO()
+    store = pyro.get_param_store()
+    with poutine.block(), poutine.trace(param_only=True) as param_capture:
+        elbo.differentiable_loss(scaled_model, scaled_guide, **model_kwargs)  # registers the network's params
+    names = sorted(param_capture.trace.nodes)
+    adv_names = _adversary_param_names(names) if adv_steps > 0 else set()
+    main_params = [store.get_param(k).unconstrained() for k in names if k not in adv_names]
+    adv_params = [store.get_param(k).unconstrained() for k in names if k in adv_names]
+    opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    opt_kw = {"lr": lr, "momentum": momentum} if optimizer == "sgd" else {"lr": lr}
+    main_opt = opt_cls(main_params, **opt_kw)
+    main_sched = torch.optim.lr_scheduler.ExponentialLR(main_opt, gamma)
+    net: AgnosticNetwork = model_kwargs["net"]
+    adv_opt = torch.optim.AdamW(adv_params, lr=adv_lr, weight_decay=adv_weight_decay) if adv_params else None
+    init_adv = {k: store.get_param(k).unconstrained().detach().clone() for k in adv_names}
+
+    p_idx, p_obs, p_weight = model_kwargs["protected_idx"], model_kwargs.get("p"), model_kwargs.get("protected_weight")
+    n_p = int(p_idx.shape[0])
+    adv_rows = min(n_p, 2 * int(model_kwargs.get("batch_size") or n_p))
+
+    def train_adversary(k_steps: int) -> None:
+        """``k_steps`` full-batch steps of the adversary on the frozen features of ``adv_rows`` random protected rows
+        (their eq.-1 weights rescaled by ``n_p / adv_rows`` so the loss estimates the full one)."""
+        rows = torch.randperm(n_p, device=p_idx.device)[:adv_rows]
+        with torch.no_grad():
+            feats = net.features(model_kwargs["x"][p_idx[rows]])
+        weight = torch.ones(n_p, dtype=feats.dtype, device=feats.device) if p_weight is None else p_weight
+        adv_kwargs = {**model_kwargs, "protected_features": feats, "protected_idx": p_idx[rows],
+                      "p": None if p_obs is None else p_obs[rows], "protected_weight": weight[rows] * (n_p / adv_rows),
+                      "batch_size": None}
+        for _ in range(k_steps):
+            adv_opt.zero_grad()
+            elbo.differentiable_loss(scaled_model, scaled_guide, **adv_kwargs).backward()
+            adv_opt.step()
+
+    def reset_adversary() -> None:
+        nonlocal adv_opt
+        net.reset_adversary()
+        with torch.no_grad():
+            for k, v in init_adv.items():
+                if not k.startswith("agnostic_net$$$"):
+                    store.get_param(k).unconstrained().copy_(v)
+        adv_opt = torch.optim.AdamW(adv_params, lr=adv_lr, weight_decay=adv_weight_decay)
+
     losses, alphas = [], []
     t0 = time.perf_counter()
+    net.train()  # a standardizing adversary uses batch statistics while training, running ones afterwards
     bar = progress_bar(num_steps, "svi[agnostic]", progress)
     try:
         for step in range(num_steps):
             schedule.progress = step / max(num_steps, 1)
             alphas.append(float(schedule))
-            loss = svi.step(**model_kwargs)
-            if not math.isfinite(loss):
-                raise PyrozooError(f"svi: the loss became {loss} at step {step}; lower lr")
-            losses.append(loss * n)
-            optim.step()
+            if adv_opt is not None:
+                if adv_reset and step > 0 and step % adv_reset == 0:
+                    reset_adversary()
+                    train_adversary(adv_retrain)
+                train_adversary(adv_steps)
+            main_opt.zero_grad()
+            loss = elbo.differentiable_loss(scaled_model, scaled_guide, **model_kwargs)
+            if not torch.isfinite(loss):
+                raise PyrozooError(f"svi: the loss became {float(loss)} at step {step}; lower lr")
+            loss.backward()
+            if clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(main_params, clip_norm)
+            main_opt.step()
+            main_sched.step()
+            losses.append(float(loss.detach()) * n)
+            if callback is not None:
+                callback(step)
             bar.update(1)
     finally:
         bar.close()
         schedule.progress = 1.0
+        net.eval()
+        for prm in main_params + adv_params:
+            prm.grad = None
     wall = time.perf_counter() - t0
     full = {**model_kwargs, "batch_size": None}
     names = latent_sites(trace_model(model, full))
     posterior = draw_from_guide(guide, full, names, num_samples)
     params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
+    tag = f"svi-{optimizer}" + (f"-adv{adv_steps}" if adv_steps else "")
     return assemble_result(
-        f"svi-{optimizer}", model, full, posterior, fit_stats={"loss": losses, "alpha": alphas}, params=params,
+        tag, model, full, posterior, fit_stats={"loss": losses, "alpha": alphas}, params=params,
         log_likelihood_fn=pointwise_log_likelihood, guide=guide, seed=seed, wall_time=wall, config=config,
         model_name=model_name,
     )
@@ -419,12 +559,15 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     net.reset_parameters()
     schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
     kwargs.update(alpha=schedule, prior_scale=float(opts["prior_scale"]),
-                  batch_size=int(opts["batch_size"]) or None)
+                  batch_size=int(opts["batch_size"]) or None, extractor_loss=opts["extractor_loss"])
     default_lr = 0.1 if opts["optimizer"] == "sgd" else 0.01
     return run_agnostic_svi(
         agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, schedule=schedule,
         num_steps=config.steps, lr=config.lr if config.lr is not None else default_lr, optimizer=opts["optimizer"],
-        momentum=float(opts["momentum"]), lr_decay=float(opts["lr_decay"]), num_samples=config.num_samples,
+        momentum=float(opts["momentum"]), lr_decay=float(opts["lr_decay"]), adv_steps=int(opts["adv_steps"]),
+        adv_lr=float(opts["adv_lr"]), adv_reset=int(opts["adv_reset"]), adv_retrain=int(opts["adv_retrain"]),
+        clip_norm=float(opts["clip_norm"]), adv_weight_decay=float(opts["adv_weight_decay"]),
+        num_samples=config.num_samples,
         seed=config.seed, progress=config.progress, config=config.to_dict(), model_name=config.model,
     )
 
