@@ -8,6 +8,8 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
+
 RHAT_MAX = 1.01
 ESS_MIN = 400
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

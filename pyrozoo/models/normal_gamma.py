@@ -162,7 +162,7 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     x = np.asarray(x, dtype=np.float64)
     n, xbar = x.size, x.mean()
     ss = ((x - xbar) ** 2).sum()
-    var = max(ss / n, 1e-300)
+    var = (2 * b + ss) / (2 * a + n)  # 1 / E[beta | x] approx.; > 0 even for constant data (ss = 0)
     mu_sd, logb_sd = math.sqrt(var / n), math.sqrt(2.0 / n)
     for _ in range(5):
         mu = xbar + np.linspace(-width, width, grid) * mu_sd * 1.5
@@ -215,10 +215,12 @@ def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
         return mcmc_from_config(normal_gamma_model, kwargs, config)
     x = dataset.observed["x"]
     # Start at the data's moments with a broad q(beta) (mean 1/var, concentration 2). The variance of q(beta) has a
-    # weak, noisy gradient: 32 vectorized particles and a decaying lr let it reach the CAVI optimum.
+    # weak, noisy gradient: 32 vectorized particles and a decaying lr let it reach the CAVI optimum. var is the
+    # posterior-style (2b + SS) / (2a + n), which stays > 0 when every x is equal (SS = 0).
+    n, a, b = x.numel(), float(kwargs["a"]), float(kwargs["b"])
+    var = (2 * b + float(((x - x.mean()) ** 2).sum())) / (2 * a + n)
     guide = make_normal_gamma_guide(
-        {"mu_loc": float(x.mean()), "mu_scale": float(x.std() / math.sqrt(x.numel())), "beta_conc": 2.0,
-         "beta_rate": 2.0 * float(x.var())}
+        {"mu_loc": float(x.mean()), "mu_scale": math.sqrt(var / n), "beta_conc": 2.0, "beta_rate": 2.0 * var}
     )
     return svi_from_config(normal_gamma_model, guide, kwargs, config, elbo="meanfield", default_lr=0.1,
                            lr_decay=0.01, num_particles=32)

@@ -131,3 +131,21 @@ def test_log_joint_matches_pyro_model(data):
 def test_bad_input(x, prior, match):
     with pytest.raises(PyrozooError, match=match):
         make_dataset(x, **prior)
+
+
+def test_constant_data_is_a_proper_posterior_for_every_engine():
+    """Equal observations (SS = 0) still give a proper posterior, beta | x ~ ... with E[beta] ~ (a + n/2) / b for a
+    diffuse mu prior. Quadrature and SVI used to divide by the sample variance (a NaN grid and a zero guide scale)."""
+    x = np.full(6, 1.5)
+    ex = posterior_moments_quadrature(x, **PRIOR)
+    assert np.isfinite([*ex["mu"], *ex["beta"]]).all()
+    assert ex["mu"][0] == pytest.approx(1.5, abs=1e-3)
+    ds = make_dataset(x, **PRIOR)
+    gibbs = fit(ds, "gibbs", num_samples=2000, warmup_steps=100, num_chains=2)
+    assert_matches_exact(gibbs, ex)
+    svi = fit(ds, "svi", steps=1500, num_samples=2000)
+    cavi = cavi_fixed_point(x, **PRIOR)
+    p = {k: float(v) for k, v in svi.params.items()}
+    assert np.isfinite(list(p.values())).all()
+    assert p["q_mu_loc"] == pytest.approx(cavi["mu_loc"], abs=0.2 * cavi["mu_scale"])
+    assert p["q_beta_conc"] / p["q_beta_rate"] == pytest.approx(cavi["beta_conc"] / cavi["beta_rate"], rel=0.1)
