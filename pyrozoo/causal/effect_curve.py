@@ -224,7 +224,7 @@ class EffectCurve:
 
     # ------------------------------------------------------------------ pieces
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=resolve_device(self.device))
+        return torch.as_tensor(np.array(a, dtype=np.float64), device=resolve_device(self.device))  # a copy: inputs may be read-only
 
     def _final_fit(self, D: np.ndarray, y: np.ndarray, num_samples: int = 1) -> Any:
         """Spike-and-slab EM (posterior around the EMVS mode) of the centred, scaled y on D."""

@@ -1,0 +1,268 @@
+"""Partial effect curves: the treatment basis and its derivative, the conformal calibration, the estimator on designs
+with a known curve, the zoo entry's tau draws, the CLI, and bad input. Tolerances are stated next to each check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from scipy.interpolate import make_interp_spline
+from threadpoolctl import threadpool_limits
+
+from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
+from pyrozoo.causal.effect_curve import (
+    EffectCurve,
+    TreatmentBasis,
+    natural_spline_basis,
+    natural_spline_derivative,
+)
+from pyrozoo.causal.effect_curve_sim import simulate_effect_curve
+from pyrozoo.errors import PyrozooError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small linear algebra (EM's Cholesky solves on ~50 columns) is several times faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def ridge():
+    from sklearn.linear_model import RidgeCV
+
+    return RidgeCV(alphas=np.logspace(-3, 3, 13))
+
+
+# ---------------------------------------------------------------- treatment basis
+def test_natural_spline_spans_the_natural_interpolating_spline():
+    """scipy's natural cubic interpolating spline through the knots lies in span{1, N(u)}: least squares on a fine
+    grid reproduces it to round-off (1e-8 relative), an independent check of the basis formula."""
+    knots = torch.tensor([-2.0, -0.7, 0.1, 0.9, 2.3], dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(5)
+    ref = make_interp_spline(knots.numpy(), values, k=3, bc_type="natural")
+    u = torch.linspace(-2.0, 2.3, 400, dtype=torch.float64)
+    B = torch.cat([torch.ones(400, 1, dtype=torch.float64), natural_spline_basis(u, knots)], dim=1).numpy()
+    coef, *_ = np.linalg.lstsq(B, ref(u.numpy()), rcond=None)
+    assert np.max(np.abs(B @ coef - ref(u.numpy()))) < 1e-8 * np.max(np.abs(values))
+
+
+def test_natural_spline_is_linear_beyond_the_boundary_knots():
+    knots = torch.tensor([-1.0, 0.0, 0.5, 1.5], dtype=torch.float64)
+    u = torch.tensor([2.0, 3.0, 5.0, -2.0, -4.0], dtype=torch.float64)
+    d = natural_spline_derivative(u, knots)
+    assert torch.allclose(d[0], d[1]) and torch.allclose(d[1], d[2])
+    assert torch.allclose(d[3], d[4])
+
+
+@pytest.mark.parametrize("heterogeneity", ["spline", "linear", "none"])
+def test_analytic_jacobian_matches_autograd(heterogeneity):
+    """G = d phi(t_i, x_i) / d t_i analytically (used by the estimator) equals reverse-mode autograd of the basis,
+    column by column, to float64 round-off; knots are avoided by the random draws (measure zero)."""
+    rng = np.random.default_rng(1)
+    t, X = rng.standard_normal(60), rng.standard_normal((60, 3))
+    basis = TreatmentBasis(n_knots=5, heterogeneity=heterogeneity).fit(t, X)
+    tt = torch.tensor(t, requires_grad=True)
+    Xt = torch.tensor(X)
+    F = basis.features(tt, Xt)
+    assert F.shape == (60, basis.n_features)
+    auto = torch.stack([torch.autograd.grad(F[:, c].sum(), tt, retain_graph=True)[0] for c in range(F.shape[1])],
+                       dim=1)
+    analytic = basis.jacobian(tt.detach(), Xt)
+    assert torch.allclose(auto, analytic, atol=1e-10, rtol=1e-10)
+
+
+# ---------------------------------------------------------------- conformal calibration
+def test_critical_value_uses_the_conformal_rank():
+    """Scores 1..N: the smallest c with average coverage >= 1 - alpha is the ceil((N + 1)(1 - alpha))-th score."""
+    cal = ConformalCalibration(np.arange(1.0, 101.0).reshape(4, 25))
+    assert cal.critical_value(0.10) == math.ceil(101 * 0.9)
+    assert cal.pseudo_coverage(cal.critical_value(0.10)) >= 0.9
+    assert cal.critical_value(0.001) == 100.0  # the rank saturates at the largest score
+
+
+def test_calibration_recovers_z_when_the_variance_is_exact():
+    """OLS slope with the exact classical variance: the pseudo-world scores are |N(0, 1)|, so C_{0.95} -> 1.645.
+    Quantile MC error with B = 400 pseudo-datasets (one slope each): sqrt(0.9 * 0.1 / 400) / (2 phi(1.645)) = 0.073;
+    tolerance 4 x that, plus the sign-flip residuals being slightly larger than the errors (n = 400)."""
+    rng = np.random.default_rng(2)
+    n = 400
+    x = rng.standard_normal(n)
+    Z = np.column_stack([np.ones(n), x])
+    y = 1.0 + 2.0 * x + rng.standard_normal(n)
+    bread = np.linalg.inv(Z.T @ Z)
+
+    def fit(yy):
+        b = bread @ Z.T @ yy
+        s2 = np.sum((yy - Z @ b) ** 2) / (n - 2)
+        return np.full(n, b[1]), np.full(n, s2 * bread[1, 1])
+
+    tau, _ = fit(y)
+    cal = calibrate_band(fit, Z @ (bread @ Z.T @ y), y - Z @ (bread @ Z.T @ y), tau, n_pseudo=400, seed=3)
+    assert abs(cal.critical_value(0.10) - stats.norm.ppf(0.95)) < 0.35
+
+
+# ---------------------------------------------------------------- estimator
+def test_linear_in_t_design_gives_a_flat_curve_at_the_true_slope():
+    """y = 1.5 t + x1 + e with a confounded t: the curve averaged over x is flat at 1.5 up to noise: the calibrated
+    band contains 1.5 at every grid point (2.5%-97.5% quantiles of t), no point is more than 4 standard errors away,
+    and the APE's interval (3 se) contains 1.5. (The spline terms are shrunk, not removed, so the curve wiggles
+    within its band: up to ~0.15 in the outer deciles at n = 1000.)"""
+    d = simulate_effect_curve(0, "linear", n=1000, slope=1.5)
+    est = EffectCurve(learner=ridge(), n_pseudo=5, seed=0).fit(d.y, d.t, d.X)
+    cur = est.curve(num=25)
+    assert np.all((cur["lower"] <= 1.5) & (1.5 <= cur["upper"]))
+    assert np.all(np.abs(cur["estimate"] - 1.5) < 4 * cur["std_err"])
+    assert abs(est.ape_ - 1.5) < 3 * est.ape_se_
+    assert np.mean(np.abs(est.tau_ - 1.5)) < 0.2
+
+
+def test_average_coverage_on_the_talk_design():
+    """y = t^2 / 2 + e (tau = t), n = 300, 20 replications: the calibrated 90% band's average coverage of the true
+    curve is within 0.08 of 0.90 (per-replication coverage has sd ~0.1, so the mean over 20 has MC sd ~0.025; 0.08
+    is about 3 MC sd) and RMSE of tau_hat is below 0.35 (its typical value at this n is ~0.2)."""
+    cov, cov_z, rmse = [], [], []
+    for rep in range(20):
+        d = simulate_effect_curve(100 + rep, "talk", n=300)
+        est = EffectCurve(n_pseudo=10, seed=rep).fit(d.y, d.t)
+        lo, hi = est.band(0.10)
+        cov.append(np.mean((lo <= d.tau) & (d.tau <= hi)))
+        lo, hi = est.band(0.10, calibrated=False)
+        cov_z.append(np.mean((lo <= d.tau) & (d.tau <= hi)))
+        rmse.append(np.sqrt(np.mean((est.tau_ - d.tau) ** 2)))
+    print(f"average coverage 90%: calibrated {np.mean(cov):.3f}, Wald {np.mean(cov_z):.3f}; RMSE {np.mean(rmse):.3f}")
+    assert abs(np.mean(cov) - 0.90) < 0.08
+    assert np.mean(rmse) < 0.35
+
+
+@pytest.fixture(scope="module")
+def heterogeneous_fit():
+    with threadpool_limits(1):
+        d = simulate_effect_curve(5, "heterogeneous", n=800)
+        est = EffectCurve(learner=ridge(), n_pseudo=3, seed=5).fit(d.y, d.t, d.X)
+    return d, est
+
+
+def test_curve_holds_covariates_fixed(heterogeneous_fit):
+    """tau = t + x1: curves at x1 = +1 and x1 = -1 (other covariates 0) differ by 2 at every t, and each has slope 1
+    in t; tolerances 4 standard errors of the difference / 0.3 on the fitted slope (n = 800)."""
+    d, est = heterogeneous_fit
+    grid = np.linspace(-1.0, 1.0, 9)
+    hi = est.curve(grid, x=[1.0, 0, 0, 0, 0])
+    lo = est.curve(grid, x=[-1.0, 0, 0, 0, 0])
+    diff = hi["estimate"] - lo["estimate"]
+    assert np.all(np.abs(diff - 2.0) < 4 * np.sqrt(hi["std_err"] ** 2 + lo["std_err"] ** 2))
+    slope = np.polyfit(grid, hi["estimate"], 1)[0]
+    assert abs(slope - 1.0) < 0.3
+    avg = est.curve(grid)
+    assert np.all(np.abs(avg["estimate"] - d.true_curve(grid)) < 4 * avg["std_err"])
+
+
+def test_reports_and_plot(heterogeneous_fit, tmp_path):
+    d, est = heterogeneous_fit
+    table = est.summary()
+    assert list(table.index) == ["average partial effect"]
+    assert table.attrs["C"] > 0 and table.attrs["z"] == pytest.approx(1.959964, abs=1e-5)
+    eff = est.effects()
+    assert len(eff) == len(d.y) and (eff["lower"] <= eff["upper"]).all()
+    draws = est.posterior_effects()
+    assert draws.shape == (est.num_samples, len(d.y))
+    est.plot(str(tmp_path / "curve.png"), truth=d.true_curve)
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_entry_tau_draws_match_the_estimator():
+    """The zoo entry's EM Result: posterior mean of tau equals the estimator's tau_hat within 4 MC errors
+    (S = 400 Gaussian draws: sd(tau_i) / sqrt(S)), and InferenceData has tau on obs_id and a log_likelihood."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    entry = registry.get("effect-curve")
+    cfg = entry.check_config(RunConfig(model="effect-curve", inference="em", num_samples=400, device="cpu",
+                                       progress=False, options={"n": 300, "n_pseudo": 2}))
+    data = entry.load_data(cfg)
+    result = entry.fit(data, cfg)
+    est = data.meta["effect_curve"]
+    tau = result.draws("tau")
+    assert np.all(np.abs(tau.mean(0) - est.taus_[0]) < 4 * tau.std(0) / math.sqrt(400) + 1e-9)
+    np.testing.assert_allclose(tau.std(0), np.sqrt(est.variances_[0]), rtol=0.25)
+    idata = result.to_inference_data()
+    assert "obs_id" in idata.posterior["tau"].dims and "log_likelihood" in idata.groups()
+    metrics = entry.metrics(result, data)
+    assert 0 <= metrics["coverage_calibrated"] <= 1 and metrics["rmse_tau"] < 0.5
+
+
+def test_cli_on_a_two_column_file(tmp_path):
+    """A CSV with only the outcome and the treatment runs without covariates and writes the curve and the plot."""
+    from pyrozoo.cli import main
+
+    d = simulate_effect_curve(3, "talk", n=200)
+    pd.DataFrame({"y": d.y, "t": d.t}).to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "run"
+    assert main(["run", "effect-curve", "--data", str(tmp_path / "d.csv"), "--out", str(out), "--no-progress",
+                 "--num-samples", "20", "-o", "n_pseudo=2"]) == 0
+    cur = pd.read_csv(out / "curve.csv")
+    assert {"t", "estimate", "lower", "upper"} <= set(cur.columns)
+    assert (out / "plots" / "effect_curve.png").exists()
+
+
+# ---------------------------------------------------------------- bad input
+def test_binary_treatment_points_to_plce():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, 100).astype(float)
+    with pytest.raises(PyrozooError, match=r"t: .*continuous treatment.*PLCE"):
+        EffectCurve().fit(rng.standard_normal(100), t, rng.standard_normal((100, 2)))
+
+
+@pytest.mark.parametrize("where", ["y", "t", "X"])
+def test_nan_is_rejected(where):
+    rng = np.random.default_rng(0)
+    y, t, X = rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2))
+    {"y": y, "t": t, "X": X[:, 0]}[where][3] = np.nan
+    with pytest.raises(PyrozooError, match=rf"^{where}: .*(NaN|finite)"):
+        EffectCurve().fit(y, t, X)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 1.5, -0.1])
+def test_alpha_outside_unit_interval_is_rejected(alpha):
+    rng = np.random.default_rng(0)
+    with pytest.raises(PyrozooError, match="alpha"):
+        EffectCurve(alpha=alpha).fit(rng.standard_normal(50), rng.standard_normal(50))
+
+
+def test_other_bad_input():
+    rng = np.random.default_rng(0)
+    y, t = rng.standard_normal(50), rng.standard_normal(50)
+    with pytest.raises(PyrozooError, match="t: expected 50"):
+        EffectCurve().fit(y, t[:40])
+    with pytest.raises(PyrozooError, match="heterogeneity"):
+        EffectCurve(heterogeneity="cubic").fit(y, t)
+    with pytest.raises(PyrozooError, match="call fit"):
+        EffectCurve().curve()
+    est = EffectCurve(n_pseudo=0).fit(y, t)
+    with pytest.raises(PyrozooError, match="x: the model was fitted without covariates"):
+        est.curve(x=[1.0])
+    with pytest.raises(PyrozooError, match="alpha"):
+        est.band(alpha=2.0)
+
+
+@pytest.mark.slow
+def test_average_coverage_heterogeneous_design_n1000():
+    """Five covariates, tau = t + x1, n = 1000, 20 replications with the default (spike-slab) nuisances: calibrated
+    90% and 95% bands within 0.05 of nominal (about 3 MC sd of the mean of 20 per-replication coverages)."""
+    cov90, cov95 = [], []
+    for rep in range(20):
+        d = simulate_effect_curve(200 + rep, "heterogeneous", n=1000)
+        est = EffectCurve(seed=rep).fit(d.y, d.t, d.X)
+        for a, store in ((0.10, cov90), (0.05, cov95)):
+            lo, hi = est.band(a)
+            store.append(np.mean((lo <= d.tau) & (d.tau <= hi)))
+    assert abs(np.mean(cov90) - 0.90) < 0.05
+    assert abs(np.mean(cov95) - 0.95) < 0.05
