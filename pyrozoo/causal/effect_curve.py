@@ -224,7 +224,8 @@ class EffectCurve:
 
     # ------------------------------------------------------------------ pieces
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.array(a, dtype=np.float64), device=resolve_device(self.device))  # a copy: inputs may be read-only
+        # a copy: the inputs may be read-only arrays, which torch warns about
+        return torch.as_tensor(np.array(a, dtype=np.float64), device=resolve_device(self.device))
 
     def _final_fit(self, D: np.ndarray, y: np.ndarray, num_samples: int = 1) -> Any:
         """Spike-and-slab EM (posterior around the EMVS mode) of the centred, scaled y on D."""
