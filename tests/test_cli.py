@@ -40,6 +40,15 @@ def test_config_file_and_options(tmp_path):
     assert run["idata"].observed_data["x"].shape == (60,)
 
 
+def test_pyro_example_flag_spellings(tmp_path):
+    """``--num-steps`` and ``--learning-rate`` (as in Pyro's examples) set the same fields as ``--steps``/``--lr``."""
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "7", "--learning-rate", "0.02",
+                 "--num-samples", "5", "--no-progress", "--out", str(out)]) == 0
+    cfg = load_run(out)["config"]
+    assert cfg["steps"] == 7 and cfg["lr"] == 0.02
+
+
 def test_data_file_and_existing_out(tmp_path):
     data = tmp_path / "x.csv"
     data.write_text("x\n1.0\n2.5\n3.0\n0.2\n1.1\n")

@@ -9,6 +9,7 @@ from pyrozoo.config import RunConfig, read_toml, tomllib
 from pyrozoo.errors import PyrozooError
 
 # flag -> RunConfig field, for the shared settings (flag names follow Pyro's examples)
+ALIASES = {"steps": ("--num-steps",), "lr": ("--learning-rate",)}  # the other spellings Pyro's examples use
 FLAGS = {
     "inference": ("--inference", str, "engine (default: the model's first)"),
     "num_samples": ("--num-samples", int, "posterior draws per chain"),
@@ -27,7 +28,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="fit a zoo model and save the run")
     p.add_argument("model", nargs="?", help="model name (see `pyrozoo list`); may come from --config")
     for dest, (flag, typ, help_) in FLAGS.items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+        p.add_argument(flag, *ALIASES.get(dest, ()), dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--config", help="TOML file with run settings and an [options] table")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -o n=1000")
