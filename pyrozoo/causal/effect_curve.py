@@ -404,6 +404,19 @@ class EffectCurve:
         draws = reg.sample_coef(self.num_samples)[:, :q] * reg.y_sd_
         return draws @ self.jacobian_.T
 
+    def result(self) -> Any:
+        """Split 0's final-stage :class:`~pyrozoo.inference.result.Result` (EM, ``num_samples`` Gaussian draws of the
+        standardized coefficients) with the partial effects added as posterior variable ``tau`` (dim ``obs_id``);
+        ``to_inference_data()`` has the pointwise log-likelihood of the final-stage regression."""
+        self._fitted()
+        reg = self.final_[0]
+        res = reg.result_
+        q = self.jacobian_.shape[1]
+        w = np.asarray(res.posterior["w"])[..., :q] / reg._x_scale.cpu().numpy()[:q]
+        res.posterior["tau"] = reg.y_sd_ * w @ self.jacobian_.T
+        res.dims["tau"] = ["obs_id"]
+        return res
+
     def plot(self, path: str | None = None, *, truth: Any = None, grid: Any = None, ax: Any = None) -> Any:
         """Curve with the calibrated band (shaded), the Wald band (dashed), the per-observation estimates (dots) and
         the data's t as a rug; ``truth``: optional callable grid -> true averaged curve. Returns the Axes."""

@@ -174,6 +174,11 @@ def test_reports_and_plot(heterogeneous_fit, tmp_path):
     assert len(eff) == len(d.y) and (eff["lower"] <= eff["upper"]).all()
     draws = est.posterior_effects()
     assert draws.shape == (est.num_samples, len(d.y))
+    idata = est.result().to_inference_data()
+    assert idata.posterior["tau"].shape == (1, est.num_samples, len(d.y)) and "log_likelihood" in idata.groups()
+    tau_mean = idata.posterior["tau"].values.reshape(est.num_samples, -1).mean(0)
+    sd = np.sqrt(est.variances_[0])
+    assert np.all(np.abs(tau_mean - est.taus_[0]) < 5 * sd / math.sqrt(est.num_samples) + 1e-9)
     est.plot(str(tmp_path / "curve.png"), truth=d.true_curve)
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
