@@ -166,7 +166,19 @@ def uniform_sum_density(t: torch.Tensor, half_widths: torch.Tensor, *, cdf: bool
             # recompute where the rounding bound exceeds rel_tol relative and abs_tol / (support width) absolute
             bad = (err > rel_tol * val.abs()) & (err > abs_tol / (2 * total)) & ~outside
             if bool(bad.any()):
-                for i in r[bad].tolist():
+                # first the one-sided form at -|t| (p(t) = p(-t); F(t) = 1 - F(-t)): in the tails, where the
+                # symmetric form cancels, only the few offsets beyond the lower edge contribute, all of one sign
+                rb = bad.nonzero().squeeze(-1)
+                xb = torch.addmm(-tr[rb].abs()[:, None], b[rb], M.T, beta=1)
+                q = _ipow_(xb.clamp_min(0), k) if k > 0 else (xb > 0).to(xb)  # (x)_+^k
+                half = scale[rb] / 2  # k! prod w
+                v1 = (q @ coef) / half
+                e1 = eps * (m + 2 * k + 2) * (q @ abs_coef) / half
+                if cdf:
+                    v1 = torch.where(tr[rb] > 0, 1 - v1, v1)
+                ok = (e1 <= rel_tol * v1.abs()) | (e1 <= abs_tol / (2 * total[rb]))
+                out[r[rb[ok]]] = v1[ok]
+                for i in r[rb[~ok]].tolist():  # still ill-conditioned: exactly rounded with mpmath
                     out[i] = _mp_density(float(t64[i]), b64[i, :m].tolist(), cdf)
     return out.clamp_min(0.0) if not cdf else out.clamp(0.0, 1.0)
 
