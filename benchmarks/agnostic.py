@@ -37,7 +37,7 @@ COLUMNS = {
 
 def run_one(task: str, alpha: float, seed: int, args: argparse.Namespace):
     entry = agnostic_entry()
-    options = {"alpha": alpha}
+    options = {**args.option, "alpha": alpha}
     cfg = RunConfig(model="agnostic", device=args.device, progress=False, steps=args.steps, seed=seed,
                     num_samples=args.num_samples, dataset=task, options=options)
     entry.check_config(cfg)
@@ -164,11 +164,27 @@ def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4) -> P
     return path
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as int, float, true/false or text."""
+    key, _, value = text.partition("=")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="digits", choices=("digits", "cps1985"))
     ap.add_argument("--alphas", default=",".join(f"{a / 10:.1f}" for a in range(11)))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed_start .. seed_start+seeds-1)")
+    ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                    help="an entry option for every run, e.g. -o extractor_loss=reversal -o adv_steps=0")
+    ap.add_argument("--merge", default=None, help="comma-separated runs CSVs of earlier invocations (e.g. other "
+                    "seed ranges) to summarize together with this one; --seeds 0 only merges")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--num-samples", type=int, default=50)
     ap.add_argument("--saliency-alpha", type=float, default=None, help="alpha compared with alpha = 0 in the "
@@ -178,31 +194,39 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/figures")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.option = dict(parse_option(o) for o in args.option)
     alphas = [round(float(a), 3) for a in args.alphas.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, keep = [], {}
     t0 = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         for a in alphas:
             metrics, data = run_one(args.task, a, seed, args)
             metrics["alpha"] = a
             rows.append(metrics)
-            if seed == 0:
+            if seed == args.seed_start:
                 keep[a] = data
             print(f"# alpha {a:.1f} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                                                                 if k.endswith(("target_acc", "logreg_acc", "mlp_acc"))),
                   flush=True)
     print(f"\n{args.task}: {len(alphas)} alphas x {args.seeds} seeds, {args.steps} steps each, "
           f"{time.perf_counter() - t0:.0f} s total\n")
-    with (out / f"agnostic_{args.task}_runs.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
-        writer.writeheader()
-        writer.writerows(rows)
+    suffix = f"_seeds{args.seed_start}-{args.seed_start + args.seeds - 1}" if args.seed_start or args.merge else ""
+    if rows:
+        with (out / f"agnostic_{args.task}_runs{suffix}.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
+            writer.writeheader()
+            writer.writerows(rows)
+    for path in (args.merge.split(",") if args.merge else []):
+        with open(path, newline="") as fh:
+            rows += [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+    seeds = sorted({int(r["seed"]) for r in rows})
+    print(f"summary over {len(seeds)} seeds: {seeds}")
     stats = summarize(rows, args.task, alphas)
     best = verdict(stats, args.task)
     hi = args.saliency_alpha if args.saliency_alpha is not None else best
-    title = f"agnostic classifier, {args.task}: mean ± sd over {args.seeds} seeds ({args.steps} steps)"
+    title = f"agnostic classifier, {args.task}: mean ± sd over {len(seeds)} seeds ({args.steps} steps)"
     print(f"figure: {plot_grid(stats, args.task, out, title)}")
     if args.task == "digits" and hi is not None and 0.0 in keep and hi in keep and hi != 0.0:
         print(f"figure: {plot_saliency(keep[0.0], keep[hi], hi, out)}")
