@@ -19,6 +19,14 @@ argmax as ``alpha * L_p``; its scale is irrelevant to the saddle point and a fix
 sharp at small alpha), and ``G_y`` descends ``(1 - alpha) dL_y``. At ``alpha = 0`` the extractor and ``G_y``
 get exactly the gradients of a plain classifier.
 
+``extractor_loss="confusion"`` (the entry's default) replaces the reversed gradient by the confusion objective
+of Tzeng et al. (2015) / Alvi et al. (2018): ``G_f`` descends ``(1 - alpha) dL_y + alpha dC`` with
+``C = sum_j w_j (-(1/K) sum_k log G_p(G_f(x_j))_k)``, the cross-entropy of the (fixed) adversary against the
+uniform distribution, while the adversary still learns ``L_p`` on detached features. Why: against a confident
+adversary the reversed gradient ``-alpha dL_p`` vanishes (``dL_p / dlogits = softmax - onehot -> 0``), and the
+extractor stalls with the concept intact; ``dC / dlogits = softmax - 1/K`` does not vanish. Both have the same
+fixed point: a representation from which the best adversary predicts ``p`` at chance.
+
 Bayesian vs point estimates: the two **output layers** ``W_y, b_y, W_p, b_p`` are Bayesian, with priors
 ``Normal(0, prior_scale)`` and a mean-field Normal guide (``AutoNormal``, trained with ``TraceMeanField_ELBO``:
 analytic KL); ``G_f`` (convolutional for images, MLP for tables) and the adversary's hidden layer ``h`` are point
@@ -264,8 +272,10 @@ def agnostic_model(
         else:  # confusion: the adversary learns from detached features, the extractor from the factor below
             z_p = net.extractor(x[protected_idx[j]])
             h = net.adversary(z_p.detach())
-            if a > 0:
-                logp = torch.log_softmax(_linear(net.adversary(z_p), w_p, b_p), -1)
+            if a > 0:  # the adversary's weights are held fixed in this term (detached): only G_f is pushed
+                frozen = {k: v.detach() for k, v in net.adversary.named_parameters()}
+                h_f = torch.func.functional_call(net.adversary, frozen, (z_p,))
+                logp = torch.log_softmax(_linear(h_f, w_p.detach(), b_p.detach()), -1)
                 pyro.factor("confusion", a * weight[j] * logp.mean(-1))
         with poutine.scale(scale=weight[j]):
             pyro.sample("p", dist.Categorical(logits=_linear(h, w_p, b_p)), obs=None if p is None else p[j])

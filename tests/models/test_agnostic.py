@@ -326,3 +326,31 @@ def test_two_timescale_training_updates_only_the_adversary_in_its_phase():
         moved = float((v.detach() - before[k]).abs().max())
         assert (moved > 1e-4) if k.startswith("adversary") else (moved < 1e-9), (k, moved)
     assert result.inference == "svi-sgd-adv3"
+
+
+def test_confusion_loss_gradient():
+    """extractor_loss='confusion': the extractor's gradient of the model's negative log joint is that of
+    (1 - alpha) CE_y + alpha sum_j w_j CE(adversary_j, uniform) (plain torch), the adversary's weights get only
+    the gradient of its own cross-entropy (features detached)."""
+    data = _small_task()
+    kw, net, heads = data.model_kwargs(), data.inputs["net"], _heads(data)
+    alpha = 0.4
+    tr = poutine.trace(poutine.condition(agnostic_model, heads)).get_trace(**{**kw, "alpha": alpha,
+                                                                             "extractor_loss": "confusion"})
+    tr.compute_log_prob()
+    obs_lp = tr.nodes["y"]["log_prob"].sum() + tr.nodes["p"]["log_prob"].sum() + tr.nodes["confusion"]["log_prob"].sum()
+    got = _extractor_grad(-obs_lp, net)
+    got_adv = [g.clone() for g in (p.grad for p in net.adversary.parameters())]
+
+    z_t = net.extractor(kw["x"][kw["target_idx"]])
+    ce_y = F.cross_entropy(z_t @ heads["w_y"].T + heads["b_y"], kw["y"], reduction="sum")
+    z_p = net.extractor(kw["x"][kw["protected_idx"]])
+    logp = torch.log_softmax(net.adversary(z_p) @ heads["w_p"].T + heads["b_p"], -1)
+    conf = -(kw["protected_weight"] * logp.mean(-1)).sum()
+    want = _extractor_grad((1 - alpha) * ce_y + alpha * conf, net)
+    assert torch.allclose(got, want, atol=1e-10)
+    net.zero_grad()
+    ce_p = F.cross_entropy(net.adversary(z_p.detach()) @ heads["w_p"].T + heads["b_p"], kw["p"], reduction="none")
+    (kw["protected_weight"] * ce_p).sum().backward()
+    for g, p in zip(got_adv, net.adversary.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-10)
