@@ -43,7 +43,7 @@ import torch
 from pyrozoo.errors import PyrozooError
 
 TRIANGULAR_R = 2.2970  # argmin_r || N(0,1) - Tri(0, r) ||_2, derived in tests/guides/test_collapsed.py
-MAX_COLLAPSED = 12  # 2^(12 + 2) inclusion-exclusion terms per value
+MAX_COLLAPSED = 12  # 3 * 2^12 inclusion-exclusion terms per value (the triangle adds 3 offsets)
 _DROP_REL = 1e-9
 
 

@@ -443,7 +443,7 @@ def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num
     head = layout.mean_head_index().numel()
     if posterior == "ciber" and num_collapsed > min(MAX_COLLAPSED, head):
         raise PyrozooError(f"num_collapsed: ciber integrates at most {min(MAX_COLLAPSED, head)} mean-head weights "
-                           f"exactly (2^(k+2) terms per value), got {num_collapsed}")
+                           f"exactly (3 * 2^k terms per value), got {num_collapsed}")
     if posterior in ("swag", "ciber", "collapsed-gaussian") and run.collector.rank < 2:
         raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {run.collector.rank}")
     t0 = time.perf_counter()
@@ -507,7 +507,7 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
     # the mean head holds hidden + 1 weights (in_dim + 1 without hidden layers): checked here, not after training
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
-                           f"(2^(k+2) terms per value), got {num_collapsed}")
+                           f"(3 * 2^k terms per value), got {num_collapsed}")
     if posterior == "ciber" and check_int("depth", train_options.get("depth", 1)) > 0:
         head = check_int("hidden", train_options.get("hidden", 50), minimum=1) + 1
         if num_collapsed > head:
