@@ -8,7 +8,8 @@ Estimator (one split r of the R repeated K-fold splits of :mod:`pyrozoo.causal.c
 1. Nuisances, cross-fitted as in PLCE: m_hat(x) = E[y | x] and g_hat(x) = E[t | x], each a spike-and-slab (EM)
    regression on the spline + interaction basis b(x) of :mod:`pyrozoo.causal.basis` (skipped without covariates).
 2. Treatment basis phi(t, x) = [N(t), N(t) z_1, ..., N(t) z_p] with N a natural cubic spline in the standardized
-   treatment u = (t - mean) / sd (knots at quantiles of u, boundary knots at the extremes, linear beyond them) and
+   treatment u = (t - mean) / sd (knots at quantiles of u, boundary knots at the extremes, linear beyond them;
+   ``spline="cubic"``: the unrestricted cubic spline [u, u^2, u^3, (u - k_j)_+^3], linear beyond the data) and
    z_j the standardized covariates (``heterogeneity="spline"``; ``"linear"`` keeps only u z_j, ``"none"`` none):
 
        N_1(u) = u,  N_{k+2}(u) = d_k(u) - d_{K-1}(u),  d_k(u) = ((u - k_k)_+^3 - (u - k_K)_+^3) / (k_K - k_k).
@@ -81,17 +82,43 @@ def natural_spline_derivative(u: torch.Tensor, knots: torch.Tensor) -> torch.Ten
     return torch.stack(cols, dim=-1)
 
 
+def cubic_spline_basis(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Unrestricted cubic regression spline without the constant, (n, K + 1): [u, u^2, u^3, (u - k_j)_+^3] for the
+    K - 2 interior knots, continued linearly outside [k_1, k_K] (f(c) + (u - c) f'(c), c = clamp(u)), so the slope
+    is constant beyond the data. Unlike the natural spline it does not force f'' = 0 at the boundary knots, which
+    biases the slope of a curved dose-response near the extremes of t. Differentiable in ``u`` (autograd-exact)."""
+    lo, hi = knots[0], knots[-1]
+    c = torch.minimum(torch.maximum(u, lo), hi)
+    inner = knots[1:-1]
+    F = torch.cat([torch.stack([c, c**2, c**3], dim=-1), torch.relu(c.unsqueeze(-1) - inner) ** 3], dim=-1)
+    return F + (u - c).unsqueeze(-1) * cubic_spline_derivative(c, knots)
+
+
+def cubic_spline_derivative(u: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Analytic d/du of :func:`cubic_spline_basis` (the derivative at the clamped point beyond the boundary)."""
+    c = torch.minimum(torch.maximum(u, knots[0]), knots[-1])
+    inner = knots[1:-1]
+    return torch.cat([torch.stack([torch.ones_like(c), 2 * c, 3 * c**2], dim=-1),
+                      3 * torch.relu(c.unsqueeze(-1) - inner) ** 2], dim=-1)
+
+
+SPLINES = {"natural": (natural_spline_basis, natural_spline_derivative),
+           "cubic": (cubic_spline_basis, cubic_spline_derivative)}
+
+
 class TreatmentBasis:
     """phi(t, x): the natural spline N(u) of the standardized treatment and its interactions with the standardized
     covariates. ``fit(t, X)`` learns the scalings and knots; ``features`` / ``jacobian`` evaluate on any device."""
 
-    def __init__(self, n_knots: int = 5, heterogeneity: str = "spline") -> None:
+    def __init__(self, n_knots: int = 5, heterogeneity: str = "spline", spline: str = "natural") -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
+        self.spline = spline
 
     def fit(self, t: np.ndarray, X: np.ndarray | None = None) -> TreatmentBasis:
         check_int("n_knots", self.n_knots, minimum=2)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
+        check_choice("spline", self.spline, SPLINES)
         t = np.asarray(t, dtype=np.float64)
         self.t_loc_, self.t_scale_ = float(t.mean()), float(t.std()) or 1.0
         u = (t - self.t_loc_) / self.t_scale_
@@ -106,7 +133,8 @@ class TreatmentBasis:
 
     @property
     def n_spline(self) -> int:
-        return len(self.knots_) - 1
+        K = len(self.knots_)
+        return K - 1 if self.spline == "natural" else 3 + max(K - 2, 0)
 
     @property
     def n_features(self) -> int:
@@ -125,7 +153,7 @@ class TreatmentBasis:
         """phi(t, x) for rows (t_i, x_i): (n, n_features), a differentiable function of t."""
         opts = {"dtype": t.dtype, "device": t.device}
         u = (t - self.t_loc_) / self.t_scale_
-        N = natural_spline_basis(u, torch.as_tensor(self.knots_, **opts))
+        N = SPLINES[self.spline][0](u, torch.as_tensor(self.knots_, **opts))
         Z = self._z(X, t)
         if Z is None:
             return N
@@ -140,7 +168,7 @@ class TreatmentBasis:
         compiler stack on first use (seconds), and reverse mode needs one backward pass per column."""
         opts = {"dtype": t.dtype, "device": t.device}
         u = (t - self.t_loc_) / self.t_scale_
-        dN = natural_spline_derivative(u, torch.as_tensor(self.knots_, **opts)) / self.t_scale_
+        dN = SPLINES[self.spline][1](u, torch.as_tensor(self.knots_, **opts)) / self.t_scale_
         Z = self._z(X, t)
         if Z is None:
             return dN
@@ -155,8 +183,10 @@ class EffectCurve:
 
     Parameters
     ----------
-    n_knots: knots of the natural spline in t (boundary knots included); heterogeneity: ``"spline"`` (each covariate
+    n_knots: knots of the spline in t (boundary knots included); heterogeneity: ``"spline"`` (each covariate
         times the whole t-spline), ``"linear"`` (t times each covariate) or ``"none"``.
+    spline: ``"natural"`` (default: f'' = 0 at the extremes of t, so the slope flattens there) or ``"cubic"``
+        (unrestricted cubic regression spline, linear only outside the data; less tail bias, more columns).
     n_knots_x, interactions: the control basis b(x) (:class:`~pyrozoo.causal.basis.SplineInteractionBasis`).
     learner: nuisance learner for m(x), g(x) (fit/predict object or factory); default spike-and-slab EM.
     n_folds, n_repeats: K folds and R random splits of the cross-fitting.
@@ -166,12 +196,13 @@ class EffectCurve:
     prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
     """
 
-    def __init__(self, *, n_knots: int = 6, heterogeneity: str = "spline", n_knots_x: int = 5,
+    def __init__(self, *, n_knots: int = 6, heterogeneity: str = "spline", spline: str = "natural", n_knots_x: int = 5,
                  interactions: bool | str = "linear", learner: Any = None, n_folds: int = 5, n_repeats: int = 1,
                  n_pseudo: int = 20, alpha: float = 0.05, num_samples: int = 200, seed: int = 0,
                  device: str = "cpu", prior_options: dict | None = None) -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
+        self.spline = spline
         self.n_knots_x = n_knots_x
         self.interactions = interactions
         self.learner = learner
@@ -194,6 +225,7 @@ class EffectCurve:
         check_int("n_pseudo", self.n_pseudo, minimum=0)
         check_int("num_samples", self.num_samples, minimum=1)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
+        check_choice("spline", self.spline, SPLINES)
         resolve_device(self.device)
         y, t = _vector("y", y), _vector("t", t)
         n = y.shape[0]
@@ -269,7 +301,7 @@ class EffectCurve:
             self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
         else:
             self.x_basis_, self.Bx_, self.m_hat_, self.g_hat_ = None, None, None, None
-        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity).fit(t, X)
+        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity, self.spline).fit(t, X)
         tt = self._tensor(t)
         Xt = self._tensor(X) if X is not None else None
         Phi = self.basis_.features(tt, Xt).cpu().numpy()
@@ -468,5 +500,5 @@ def _vector(name: str, v: Any) -> np.ndarray:
     return arr
 
 
-__all__ = ["EffectCurve", "TreatmentBasis", "natural_spline_basis", "natural_spline_derivative",
-           "plot_effect_curve"]
+__all__ = ["EffectCurve", "TreatmentBasis", "cubic_spline_basis", "cubic_spline_derivative", "natural_spline_basis",
+           "natural_spline_derivative", "plot_effect_curve"]

@@ -38,8 +38,8 @@ OPTIONS: dict[str, Any] = {
     # simulator
     "design": "talk", "n": 1000, "slope": 1.0,
     # estimator
-    "n_knots": 6, "heterogeneity": "spline", "n_knots_x": 5, "interactions": "linear", "learner": "spike_slab",
-    "n_folds": 5, "n_repeats": 1, "n_pseudo": 20, "alpha": 0.05,
+    "n_knots": 6, "heterogeneity": "spline", "spline": "natural", "n_knots_x": 5, "interactions": "linear",
+    "learner": "spike_slab", "n_folds": 5, "n_repeats": 1, "n_pseudo": 20, "alpha": 0.05,
     # columns for --data / --dataset
     "outcome": "y", "treatment": "t", "controls": "",
 }
@@ -55,7 +55,8 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> EffectCurv
         from sklearn.linear_model import RidgeCV
 
         learner = RidgeCV(alphas=np.logspace(-3, 3, 13))
-    return EffectCurve(n_knots=opts["n_knots"], heterogeneity=opts["heterogeneity"], n_knots_x=opts["n_knots_x"],
+    return EffectCurve(n_knots=opts["n_knots"], heterogeneity=opts["heterogeneity"], spline=opts["spline"],
+                       n_knots_x=opts["n_knots_x"],
                        interactions=opts["interactions"], learner=learner, n_folds=opts["n_folds"],
                        n_repeats=opts["n_repeats"], n_pseudo=opts["n_pseudo"], alpha=opts["alpha"], seed=seed,
                        device=str(resolve_device(device)))

@@ -15,10 +15,12 @@ from threadpoolctl import threadpool_limits
 
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.effect_curve import (
+    SPLINES,
     EffectCurve,
     TreatmentBasis,
+    cubic_spline_basis,
+    cubic_spline_derivative,
     natural_spline_basis,
-    natural_spline_derivative,
 )
 from pyrozoo.causal.effect_curve_sim import simulate_effect_curve
 from pyrozoo.errors import PyrozooError
@@ -54,21 +56,37 @@ def test_natural_spline_spans_the_natural_interpolating_spline():
     assert np.max(np.abs(B @ coef - ref(u.numpy()))) < 1e-8 * np.max(np.abs(values))
 
 
-def test_natural_spline_is_linear_beyond_the_boundary_knots():
+@pytest.mark.parametrize("spline", ["natural", "cubic"])
+def test_spline_is_linear_beyond_the_boundary_knots(spline):
     knots = torch.tensor([-1.0, 0.0, 0.5, 1.5], dtype=torch.float64)
     u = torch.tensor([2.0, 3.0, 5.0, -2.0, -4.0], dtype=torch.float64)
-    d = natural_spline_derivative(u, knots)
+    d = SPLINES[spline][1](u, knots)
     assert torch.allclose(d[0], d[1]) and torch.allclose(d[1], d[2])
     assert torch.allclose(d[3], d[4])
+    f = SPLINES[spline][0](u, knots)
+    assert torch.allclose(f[1] - f[0], d[0] * 1.0) and torch.allclose(f[3] - f[4], d[3] * 2.0)
 
 
+def test_cubic_spline_reproduces_a_quadratic():
+    """The unrestricted cubic spline contains u^2 exactly inside the knots: the slope of theta = u^2 / 2 is u."""
+    rng = np.random.default_rng(4)
+    u = torch.tensor(np.sort(rng.uniform(-2, 2, 200)))
+    knots = torch.tensor([-2.0, -0.5, 0.6, 2.0], dtype=torch.float64)
+    B = torch.cat([torch.ones(200, 1, dtype=torch.float64), cubic_spline_basis(u, knots)], dim=1).numpy()
+    coef, *_ = np.linalg.lstsq(B, 0.5 * u.numpy() ** 2, rcond=None)
+    slope = cubic_spline_derivative(u, knots).numpy() @ coef[1:]
+    np.testing.assert_allclose(slope, u.numpy(), atol=1e-8)
+
+
+@pytest.mark.parametrize("spline", ["natural", "cubic"])
 @pytest.mark.parametrize("heterogeneity", ["spline", "linear", "none"])
-def test_analytic_jacobian_matches_autograd(heterogeneity):
+def test_analytic_jacobian_matches_autograd(heterogeneity, spline):
     """G = d phi(t_i, x_i) / d t_i analytically (used by the estimator) equals reverse-mode autograd of the basis,
     column by column, to float64 round-off; knots are avoided by the random draws (measure zero)."""
     rng = np.random.default_rng(1)
     t, X = rng.standard_normal(60), rng.standard_normal((60, 3))
-    basis = TreatmentBasis(n_knots=5, heterogeneity=heterogeneity).fit(t, X)
+    basis = TreatmentBasis(n_knots=5, heterogeneity=heterogeneity, spline=spline).fit(t, X)
+    t = np.concatenate([t[:-4], [-9.0, -5.0, 4.0, 7.0]])  # include points beyond the boundary knots
     tt = torch.tensor(t, requires_grad=True)
     Xt = torch.tensor(X)
     F = basis.features(tt, Xt)
