@@ -18,6 +18,7 @@ Mean +- standard error over splits.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -92,16 +93,33 @@ def summarize(values: list[float]) -> str:
 
 
 def uci_table(args: argparse.Namespace) -> None:
+    stored: list[dict] = []
+    for path in args.merge or []:  # per-split rows of earlier runs (--rows-out), e.g. splits 0-4 and 5-9
+        with open(path) as f:
+            stored += [json.loads(line) for line in f if line.strip()]
     for name in args.datasets:
         rows: dict[str, list[dict[str, float]]] = {}
-        for split in range(args.splits):
+        done = {}
+        for rec in stored:
+            if rec["dataset"] == name:
+                done[rec["split"]] = rec["rows"]
+        for split in sorted(done):
+            for m, row in done[split].items():
+                rows.setdefault(m, []).append(row)
+        for split in range(args.first_split, args.first_split + args.splits):
+            if split in done:
+                continue
             res = run_split(name, split, args)
+            if args.rows_out:
+                with open(args.rows_out, "a") as f:
+                    f.write(json.dumps({"dataset": name, "split": split, "rows": res}) + "\n")
             for m, row in res.items():
                 rows.setdefault(m, []).append(row)
             print(f"# {name} split {split} (rmse/nll mm/nll exact/calibrated exact): " + ", ".join(
                 f"{m} {res[m]['rmse']:.3f}/{res[m]['nll']:.3f}/{res[m]['nll_exact']:.3f}/{res[m]['nll_exact_cal']:.3f}"
                 for m in res), flush=True)
-        print(f"\n{name}: {args.splits} splits (RMSE and NLL in original units, mean +- s.e.)")
+        n_splits = len(next(iter(rows.values()))) if rows else 0
+        print(f"\n{name}: {n_splits} splits (RMSE and NLL in original units, mean +- s.e.)")
         cal = args.val_fraction > 0
         print("| method | test RMSE | test NLL (moment-matched) | test NLL (exact predictive) |"
               + (" NLL mm, calibrated | NLL exact, calibrated | tau | lambda |" if cal else "") + " s / split |")
@@ -176,6 +194,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["boston", "concrete"])
     p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--first-split", type=int, default=0, help="run splits first-split .. first-split + splits - 1")
+    p.add_argument("--rows-out", help="append each split's rows to this JSON-lines file")
+    p.add_argument("--merge", nargs="*", help="JSON-lines files of earlier runs: their splits enter the table")
     p.add_argument("--epochs", type=int, default=400)
     p.add_argument("--swa-epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=32)
