@@ -228,24 +228,26 @@ def test_pointwise_log_likelihood_matches_categorical():
 
 
 # -------------------------------------------------------------------------------------- end to end (seeded)
+def _fit_digits(alpha: float, lr: float | None = None, **options) -> tuple[dict, object]:
+    entry = agnostic_entry()
+    cfg = entry.check_config(RunConfig(model="agnostic", device="cpu", progress=False, steps=400, num_samples=20,
+                                       seed=0, lr=lr, options={**options, "alpha": alpha}))
+    data = entry.load_data(cfg)
+    result = entry.fit(data, cfg)
+    idata = result.to_inference_data()
+    assert idata.log_likelihood["y"].shape == (1, 20, data.observed["y"].numel())
+    return entry.metrics(result, data), result
+
+
 @pytest.mark.slow
 def test_high_alpha_lowers_fresh_probe_leakage_on_digits():
-    """Seeded: the protected concept (background colour) is far less recoverable by a fresh logistic probe from
-    the alpha = 0.3 features than from the alpha = 0 (plain classifier) features, and the decorrelated target
-    accuracy improves (the plain classifier leans on the colour shortcut). Two 400-step fits: ~45 s, hence slow."""
-    entry = agnostic_entry()
-    out = {}
-    for alpha in (0.0, 0.3):
-        cfg = entry.check_config(RunConfig(model="agnostic", device="cpu", progress=False, steps=400, num_samples=20,
-                                           seed=0, options={"alpha": alpha}))
-        data = entry.load_data(cfg)
-        result = entry.fit(data, cfg)
-        out[alpha] = entry.metrics(result, data)
-        idata = result.to_inference_data()
-        assert idata.log_likelihood["y"].shape == (1, 20, data.observed["y"].numel())
-    assert out[0.0]["probe_logreg_acc"] > 0.95  # the plain classifier's features encode the colour
-    assert out[0.3]["probe_logreg_acc"] < out[0.0]["probe_logreg_acc"] - 0.05
-    assert out[0.3]["test_decorrelated_target_acc"] > out[0.0]["test_decorrelated_target_acc"] + 0.05
+    """Seeded, default (two-timescale, confusion) scheme: the background colour is far less recoverable by fresh
+    probes from the alpha = 0.8 features than from the alpha = 0 (plain classifier) features. Two 400-step fits."""
+    out = {alpha: _fit_digits(alpha)[0] for alpha in (0.0, 0.8)}
+    assert out[0.0]["probe_logreg_acc"] > 0.85 and out[0.0]["probe_mlp_acc"] > 0.85  # the colour is encoded
+    for probe in ("probe_logreg_acc", "probe_mlp_acc"):
+        assert out[0.8][probe] < out[0.0][probe] - 0.2
+        assert out[0.8][probe] < 0.7
 
 
 def test_feature_saliency_of_a_linear_extractor():
