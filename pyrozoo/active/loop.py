@@ -257,7 +257,9 @@ def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
 
 def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str = "rmse") -> Path:
     """``metric`` against the number of labels, one line (mean +- 1 se over seeds) per acquisition and one panel
-    per dataset. Rounds are aligned by index (ACS-FW may acquire fewer than b points in a round)."""
+    per dataset. ACS-FW may acquire fewer than b points in a round (and then runs an extra round), so each run's
+    metric is carried forward onto the grid init, init + b, ..., budget (the model a run had with at most that many
+    labels) before averaging over seeds; aligning by round index would average unequal label counts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,12 +269,20 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str = 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         sub = results[results["dataset"] == ds]
+        lo, hi = int(sub["num_labelled"].min()), int(sub["num_labelled"].max())
+        step = int(sub["requested"].max()) if int(sub["requested"].max()) > 0 else max(hi - lo, 1)
+        grid = np.unique(np.append(np.arange(lo, hi + 1, step), hi))
         for acq, grp in sub.groupby("acquisition", sort=False):
-            stats = grp.groupby("round").agg(x=("num_labelled", "mean"), m=(metric, "mean"), s=(metric, "std"),
-                                             c=(metric, "count"))
-            se = stats["s"].fillna(0) / np.sqrt(stats["c"])
-            ax.plot(stats["x"], stats["m"], marker="o", ms=3, label=acq)
-            ax.fill_between(stats["x"], stats["m"] - se, stats["m"] + se, alpha=0.2)
+            curves = []
+            for _, run in grp.groupby("seed"):
+                run = run.sort_values("round")
+                pos = np.searchsorted(run["num_labelled"].to_numpy(), grid, side="right") - 1
+                curves.append(np.where(pos >= 0, run[metric].to_numpy()[np.clip(pos, 0, None)], np.nan))
+            vals = np.array(curves)
+            m = np.nanmean(vals, 0)
+            se = np.nanstd(vals, 0, ddof=1) / np.sqrt(vals.shape[0]) if vals.shape[0] > 1 else np.zeros_like(m)
+            ax.plot(grid, m, marker="o", ms=3, label=acq)
+            ax.fill_between(grid, m - se, m + se, alpha=0.2)
         ax.set_title(ds)
         ax.set_xlabel("labelled points")
         ax.set_ylabel(f"test {metric}")
