@@ -224,9 +224,16 @@ class EffectCurve:
         check_int("n_repeats", self.n_repeats, minimum=1)
         check_int("n_pseudo", self.n_pseudo, minimum=0)
         check_int("num_samples", self.num_samples, minimum=1)
+        check_int("seed", self.seed, minimum=0)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
         resolve_device(self.device)
+        if self.prior_options is not None:  # validate the final stage's prior now, not after the nuisance fits
+            from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+            if not isinstance(self.prior_options, dict):
+                raise PyrozooError(f"prior_options: expected a dict, got {type(self.prior_options).__name__}")
+            SpikeSlabRegression(inference="em", num_samples=1, **self.prior_options)
         y, t = _vector("y", y), _vector("t", t)
         n = y.shape[0]
         if X is not None:
@@ -242,6 +249,12 @@ class EffectCurve:
             check_finite("X", X)
             if X.shape[0] != n:
                 raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
+            const = np.flatnonzero(np.ptp(X, axis=0) == 0) if n > 0 else np.array([], dtype=int)
+            if const.size:
+                names = getattr(self, "feature_names_", None)
+                cols = [names[j] for j in const] if names else const.tolist()
+                raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted "
+                                   "separately)")
         if t.shape[0] != n:
             raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
         distinct = np.unique(t)

@@ -276,6 +276,40 @@ def test_other_bad_input():
         est.band(alpha=2.0)
 
 
+@pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
+                                  "prior_options", "device"])
+def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
+    """Wrong shapes, mismatched lengths, a constant covariate and invalid settings raise PyrozooError naming the
+    argument, in the validation step: the nuisance cross-fitting is never reached (it would raise if called)."""
+    import pyrozoo.causal.effect_curve as ec
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("cross-fitting started before the input was validated")
+
+    monkeypatch.setattr(ec, "crossfit_predict", no_work)
+    rng = np.random.default_rng(0)
+    y, t, X = rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2))
+    kwargs, match = {}, None
+    if case == "X rows":
+        X, match = X[:40], r"^X: expected 50 rows"
+    elif case == "X 3-D":
+        X, match = X[:, :, None], r"^X: expected a 2-D array"
+    elif case == "y 2-D":
+        y, match = np.column_stack([y, y]), r"^y: expected a 1-D vector"
+    elif case == "constant column":
+        X, match = pd.DataFrame({"a": X[:, 0], "one": 1.0}), r"^X: column\(s\) \['one'\] are constant"
+    elif case == "text column":
+        X, match = pd.DataFrame({"a": X[:, 0], "s": ["u"] * 50}), r"^X: expected numeric covariates"
+    elif case == "seed":
+        kwargs, match = {"seed": -1}, r"^seed: "
+    elif case == "prior_options":
+        kwargs, match = {"prior_options": {"slab_var": -1.0}}, r"^slab_var: "
+    else:
+        kwargs, match = {"device": "tpu"}, r"^device: "
+    with pytest.raises(PyrozooError, match=match):
+        EffectCurve(**kwargs).fit(y, t, X)
+
+
 @pytest.mark.slow
 def test_average_coverage_heterogeneous_design_n1000():
     """Five covariates, tau = t + x1, n = 1000, 20 replications with the default (spike-slab) nuisances: calibrated
