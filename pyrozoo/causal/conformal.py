@@ -11,11 +11,15 @@ Calibration by a parametric-conformal bootstrap in which the fitted curve plays 
    nuisance folds (the "estimated residuals" of conformal inference: honest, out-of-fold).
 2. For b = 1..B, pseudo-outcomes y*_b,i = mu_hat(t_i, x_i) + s_b,i r_i with Rademacher signs s_b,i (wild bootstrap:
    keeps each observation's residual scale, so heteroskedasticity carries over); the pseudo-truth is tau_hat.
-3. Refit the final stage on y*_b (same design and folds): tau*_b,i and V*_b,i; scores z_b,i = |tau*_b,i - tau_hat_i|
-   / sqrt(V*_b,i).
-4. Average coverage of the band with constant c in the pseudo-world is A(c) = (1 / (B n)) sum_b,i 1{z_b,i <= c}; the
-   calibrated C_{1-alpha/2} is the smallest c with A(c) >= 1 - alpha, i.e. the ceil((N + 1)(1 - alpha))-th smallest
-   of the N = B n scores (the split-conformal rank, which keeps the finite-sample guarantee for exchangeable scores).
+3. Refit the final stage on y*_b (same design, all observations): tau*_b,i and V*_b,i; scores
+   z_b,i = |tau*_b,i - tau_hat_i| / sqrt(V*_b,i).
+4. Average coverage of the band with constant c in the pseudo-world is A(c) = (1 / (B n)) sum_b,i 1{z_b,i <= c}. The
+   calibrated C_{1-alpha/2} is the ceil((N + 1)(1 - alpha))-th smallest of the N = B n scores (the split-conformal
+   rank); it is at least the smallest c with A(c) >= 1 - alpha (the ceil(N (1 - alpha))-th score) and exceeds it by
+   at most one rank. When that rank exceeds N (alpha < 1 / (N + 1)) the largest score is returned, where conformal
+   inference would give an unbounded band. The scores of one pseudo-dataset share a refit, so they are not
+   exchangeable and the rank carries no finite-sample guarantee here; coverage of the true curve is checked by
+   simulation.
 
 C depends on alpha only through the quantile, so one set of scores serves every level. Both C and the uncalibrated
 z_{1-alpha/2} are reported; the benchmark checks coverage of the *true* curve by simulation.
@@ -43,7 +47,8 @@ class ConformalCalibration:
     scores: np.ndarray
 
     def critical_value(self, alpha: float) -> float:
-        """Smallest C whose band covers the pseudo-truth at >= 100 (1 - alpha)% of the (b, i) pairs."""
+        """The ceil((N + 1)(1 - alpha))-th smallest of the N pooled scores (capped at the largest): a C whose band
+        covers the pseudo-truth at >= 100 (1 - alpha)% of the (b, i) pairs (module docstring, step 4)."""
         check_probability("alpha", alpha, open_interval=True)
         flat = np.sort(self.scores.reshape(-1))
         N = flat.size

@@ -19,8 +19,8 @@ Estimator (one split r of the R repeated K-fold splits of :mod:`pyrozoo.causal.c
 4. Partial effect by differentiating the fitted basis in t (:meth:`TreatmentBasis.jacobian`, checked against autograd):
    G_i = d phi(t_i, x_i) / d t_i,  tau_hat_i = G_i beta_hat,  V_hat_i = G_i Sigma G_i^T (Sigma's phi block).
 5. Splits are aggregated as in PLCE: tau_hat_i = median_r tau_r,i, V_hat_i = median_r (V_r,i + (tau_r,i - tau_hat_i)^2).
-6. Band tau_hat_i +- C sqrt(V_hat_i) with C calibrated by :mod:`pyrozoo.causal.conformal` (held-out residuals,
-   sign-flipped pseudo-outcomes around the fit, refits, smallest C reaching average coverage 1 - alpha).
+6. Band tau_hat_i +- C sqrt(V_hat_i) with C calibrated by :mod:`pyrozoo.causal.conformal` on split 0 (held-out
+   residuals, sign-flipped pseudo-outcomes around the fit, refits, the conformal rank of the pooled scores).
 
 Average partial effect APE = (1/n) sum_i tau_hat_i with se^2 = Gbar Sigma Gbar^T + s^2_tau / n (Gbar the mean
 gradient, s^2_tau the sample variance of tau_hat_i: the second term is the sampling variability of the (t, x)
@@ -107,8 +107,9 @@ SPLINES = {"natural": (natural_spline_basis, natural_spline_derivative),
 
 
 class TreatmentBasis:
-    """phi(t, x): the natural spline N(u) of the standardized treatment and its interactions with the standardized
-    covariates. ``fit(t, X)`` learns the scalings and knots; ``features`` / ``jacobian`` evaluate on any device."""
+    """phi(t, x): the spline N(u) of the standardized treatment (natural or unrestricted cubic) and its interactions
+    with the standardized covariates. ``fit(t, X)`` learns the scalings and knots; ``features`` / ``jacobian``
+    evaluate on any device."""
 
     def __init__(self, n_knots: int = 5, heterogeneity: str = "spline", spline: str = "natural") -> None:
         self.n_knots = n_knots
@@ -192,7 +193,8 @@ class EffectCurve:
     n_folds, n_repeats: K folds and R random splits of the cross-fitting.
     n_pseudo: pseudo-datasets of the conformal calibration (0: no calibration, C = z_{1-alpha/2}).
     alpha: 1 - level of the band and of the APE interval.
-    num_samples: posterior draws of the final-stage coefficients kept in ``result_``.
+    num_samples: Gaussian posterior draws of split 0's final-stage coefficients (``result()``,
+        ``posterior_effects()``).
     prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
     """
 
