@@ -396,16 +396,22 @@ class EffectCurve:
         ``grid`` defaults to ``num`` points between the 2.5% and 97.5% quantiles of t."""
         self._fitted()
         if grid is None:
-            grid = np.linspace(*np.quantile(self._t, [0.025, 0.975]), num)
+            grid = np.linspace(*np.quantile(self._t, [0.025, 0.975]), check_int("num", num, minimum=1))
         grid = _vector("grid", grid)
+        if grid.size == 0:
+            raise PyrozooError("grid: expected at least one treatment value")
         if self._X is None:
             if x is not None:
                 raise PyrozooError("x: the model was fitted without covariates; leave x=None")
             rows = None
         else:
-            rows = self._X if x is None else np.atleast_2d(np.asarray(x, dtype=np.float64))
-            if rows.shape[1] != self._X.shape[1]:
-                raise PyrozooError(f"x: expected {self._X.shape[1]} covariate values per row, got {rows.shape[1]}")
+            try:
+                rows = self._X if x is None else np.atleast_2d(np.asarray(x, dtype=np.float64))
+            except (TypeError, ValueError) as exc:
+                raise PyrozooError(f"x: expected numeric covariate values, got {exc}") from None
+            if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] != self._X.shape[1]:
+                raise PyrozooError(f"x: expected {self._X.shape[1]} covariate values per row (a vector or rows), got "
+                                   f"shape {rows.shape}")
             check_finite("x", rows)
         m = 1 if rows is None else rows.shape[0]
         tt = self._tensor(np.repeat(grid, m))

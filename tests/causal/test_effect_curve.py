@@ -274,6 +274,21 @@ def test_other_bad_input():
         est.curve(x=[1.0])
     with pytest.raises(PyrozooError, match="alpha"):
         est.band(alpha=2.0)
+    with pytest.raises(PyrozooError, match="^grid: expected at least one"):
+        est.curve([])
+    with pytest.raises(PyrozooError, match="^grid: .*NaN|^grid: .*finite"):
+        est.curve([0.0, np.nan])
+    with pytest.raises(PyrozooError, match="^num: "):
+        est.curve(num=0)
+
+
+def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
+    _, est = heterogeneous_fit
+    for bad in ([1.0, 0.0], np.zeros((2, 3)), np.zeros((2, 5, 1)), []):
+        with pytest.raises(PyrozooError, match=r"^x: expected 5 covariate values per row"):
+            est.curve([0.0, 1.0], x=bad)
+    with pytest.raises(PyrozooError, match=r"^x: expected numeric"):
+        est.curve([0.0], x=["a", "b", "c", "d", "e"])
 
 
 @pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
