@@ -201,6 +201,47 @@ def test_reports_and_plot(heterogeneous_fit, tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_same_seed_same_result_and_device_auto():
+    """Same seed: identical folds, fits and pseudo-datasets, so identical curve, band and APE; ``device="auto"`` (the
+    GPU where there is one, float64) agrees to 1e-6; another seed changes the folds and the Rademacher signs."""
+    d = simulate_effect_curve(7, "heterogeneous", n=200)
+
+    def fit(seed, device="cpu"):
+        return EffectCurve(learner=ridge(), heterogeneity="linear", n_repeats=2, n_pseudo=3, seed=seed,
+                           device=device).fit(d.y, d.t, d.X)
+
+    a, b, c = fit(3), fit(3), fit(3, "auto")
+    for attr in ("tau_", "se_", "taus_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+        np.testing.assert_allclose(getattr(c, attr), getattr(a, attr), rtol=1e-6, atol=1e-9)
+    assert (a.C_, a.ape_, a.ape_se_) == (b.C_, b.ape_, b.ape_se_)
+    np.testing.assert_array_equal(a.curve(num=7)["estimate"], b.curve(num=7)["estimate"])
+    np.testing.assert_array_equal(a.posterior_effects(), b.posterior_effects())
+    other = fit(4)
+    assert other.C_ != a.C_ and not np.array_equal(other.tau_, a.tau_)
+
+
+def test_split_aggregation_and_ape_standard_error():
+    """R = 2 splits: the splits' nuisances differ, tau_hat is their median (the mean of two) and V_hat the median of
+    V_r + (tau_r - tau_hat)^2 (PLCE's rule). The APE's posterior part Gbar Sigma Gbar^T is the variance of the mean
+    of the posterior draws of tau (S = 4000 Gaussian draws: relative MC sd of a variance sqrt(2 / S) = 0.022; 5x
+    that), and with R = 1 se^2 adds s^2_tau / n."""
+    d = simulate_effect_curve(8, "heterogeneous", n=300)
+    est = EffectCurve(learner=ridge(), heterogeneity="linear", n_repeats=2, n_pseudo=0, seed=1,
+                      num_samples=4000).fit(d.y, d.t, d.X)
+    assert est.taus_.shape == (2, 300) and np.max(np.abs(est.taus_[0] - est.taus_[1])) > 1e-6
+    np.testing.assert_allclose(est.tau_, est.taus_.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(est.var_, np.mean(est.variances_ + (est.taus_ - est.tau_) ** 2, axis=0), rtol=1e-12)
+    gbar = est.jacobian_.mean(0)
+    post_var = est.posterior_effects().mean(1).var()
+    assert abs(post_var / (gbar @ est.covs_[0] @ gbar) - 1) < 0.11
+    one = EffectCurve(learner=ridge(), heterogeneity="linear", n_pseudo=0, seed=1).fit(d.y, d.t, d.X)
+    gbar = one.jacobian_.mean(0)
+    expected = gbar @ one.covs_[0] @ gbar + one.tau_.var(ddof=1) / 300
+    assert one.ape_ == pytest.approx(one.tau_.mean(), rel=1e-12)
+    assert one.ape_se_ == pytest.approx(math.sqrt(expected), rel=1e-12)
+
+
 def test_entry_tau_draws_match_the_estimator():
     """The zoo entry's EM Result: posterior mean of tau equals the estimator's tau_hat within 4 MC errors
     (S = 400 Gaussian draws: sd(tau_i) / sqrt(S)), and InferenceData has tau on obs_id and a log_likelihood."""
