@@ -132,10 +132,19 @@ def test_linear_in_t_design_gives_a_flat_curve_at_the_true_slope():
     """y = 1.5 t + x1 + e with a confounded t: the curve averaged over x is flat at 1.5 up to noise: the calibrated
     band contains 1.5 at every grid point (2.5%-97.5% quantiles of t), no point is more than 4 standard errors away,
     and the APE's interval (3 se) contains 1.5. (The spline terms are shrunk, not removed, so the curve wiggles
-    within its band: up to ~0.15 in the outer deciles at n = 1000.)"""
+    within its band: up to ~0.15 in the outer deciles at n = 1000.) Flat: the least-squares trend of the curve over
+    the grid, a linear functional w^T Gbar beta, is within 4 of its own posterior standard errors
+    sqrt(w^T Gbar Sigma Gbar^T w) of 0 (about 0.05 here; the talk design's curve would have trend 1)."""
     d = simulate_effect_curve(0, "linear", n=1000, slope=1.5)
     est = EffectCurve(learner=ridge(), n_pseudo=5, seed=0).fit(d.y, d.t, d.X)
     cur = est.curve(num=25)
+    grid = cur["t"].to_numpy()
+    w = (grid - grid.mean()) / np.sum((grid - grid.mean()) ** 2)
+    Gbar = est.basis_.jacobian(torch.tensor(np.repeat(grid, 1000)), torch.tensor(np.tile(d.X, (25, 1))))
+    Gbar = Gbar.numpy().reshape(25, 1000, -1).mean(axis=1)
+    np.testing.assert_allclose(Gbar @ est.coefs_[0], cur["estimate"], rtol=1e-10)
+    trend, trend_se = w @ cur["estimate"].to_numpy(), math.sqrt(w @ Gbar @ est.covs_[0] @ Gbar.T @ w)
+    assert abs(trend) < 4 * trend_se and trend_se < 0.1
     assert np.all((cur["lower"] <= 1.5) & (1.5 <= cur["upper"]))
     assert np.all(np.abs(cur["estimate"] - 1.5) < 4 * cur["std_err"])
     assert abs(est.ape_ - 1.5) < 3 * est.ape_se_
