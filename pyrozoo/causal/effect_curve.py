@@ -29,6 +29,7 @@ population the APE averages over). Curves over a grid of t hold x at given value
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -303,6 +304,7 @@ class EffectCurve:
     # ------------------------------------------------------------------ fit
     def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
         """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band."""
+        start = time.perf_counter()
         self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
         y, t, X = self._check(y, t, X)
         n = y.shape[0]
@@ -324,7 +326,10 @@ class EffectCurve:
         R = folds.shape[0]
         taus, vars_, self.coefs_, self.covs_, self.final_ = np.empty((R, n)), np.empty((R, n)), [], [], []
         for r in range(R):
-            reg = self._final_fit(self._design(Phi, r), y, num_samples=self.num_samples if r == 0 else 1)
+            if r > 0 and self.Bx_ is None:  # no covariates: the splits only differ in their (absent) nuisances
+                reg = self.final_[0]
+            else:
+                reg = self._final_fit(self._design(Phi, r), y, num_samples=self.num_samples if r == 0 else 1)
             taus[r], vars_[r], beta, Sigma = self._effect(reg, G)
             self.coefs_.append(beta)
             self.covs_.append(Sigma)
@@ -338,6 +343,7 @@ class EffectCurve:
         self.calibration_ = self._calibrate() if self.n_pseudo > 0 else None
         self.C_ = self.critical_value(self.alpha)
         self.ape_, self.ape_se_ = self._ape()
+        self.wall_time_ = time.perf_counter() - start
         return self
 
     def _calibrate(self) -> ConformalCalibration:

@@ -270,6 +270,7 @@ def test_entry_tau_draws_match_the_estimator():
     assert "obs_id" in idata.posterior["tau"].dims and "log_likelihood" in idata.groups()
     metrics = entry.metrics(result, data)
     assert 0 <= metrics["coverage_calibrated"] <= 1 and metrics["rmse_tau"] < 0.5
+    assert metrics["estimator_wall_time"] == est.wall_time_ > 0
 
 
 def test_cli_on_a_two_column_file(tmp_path):
