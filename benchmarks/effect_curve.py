@@ -37,7 +37,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from pyrozoo.causal.effect_curve import EffectCurve
-from pyrozoo.causal.effect_curve_sim import DESIGNS, simulate_effect_curve
+from pyrozoo.causal.effect_curve_sim import DESIGNS, EffectCurveData, simulate_effect_curve
 
 warnings.filterwarnings("ignore")
 LEVELS = (0.10, 0.05)
@@ -53,19 +53,24 @@ def coverage_row(tau: np.ndarray, est: np.ndarray, bands: dict[float, tuple[np.n
     return row
 
 
-def run_effect_curve(d, seed: int, n_pseudo: int, spline: str = "natural", n_knots: int = 6) -> list[dict]:
+def effect_curve_tag(spline: str = "natural", n_knots: int = 6) -> str:
+    return "EffectCurve" if (spline, n_knots) == ("natural", 6) else f"EffectCurve[{spline},{n_knots}]"
+
+
+def run_effect_curve(d: EffectCurveData, seed: int, n_pseudo: int, spline: str = "natural",
+                     n_knots: int = 6) -> list[dict]:
     t0 = time.perf_counter()
     est = EffectCurve(n_pseudo=n_pseudo, seed=seed, spline=spline, n_knots=n_knots).fit(d.y, d.t, d.X)
     wall = time.perf_counter() - t0
     cal = coverage_row(d.tau, est.tau_, {a: est.band(a) for a in LEVELS})
     wald = coverage_row(d.tau, est.tau_, {a: est.band(a, calibrated=False) for a in LEVELS})
     cal.update(C90=est.critical_value(0.10), C95=est.critical_value(0.05))
-    tag = "EffectCurve" if (spline, n_knots) == ("natural", 6) else f"EffectCurve[{spline},{n_knots}]"
+    tag = effect_curve_tag(spline, n_knots)
     return [{"method": f"{tag} (conformal C)", "wall": wall, **cal},
             {"method": f"{tag} (C = z)", "wall": wall, **wald}]
 
 
-def run_causal_forest(d, seed: int) -> list[dict]:
+def run_causal_forest(d: EffectCurveData, seed: int) -> list[dict]:
     from econml.dml import CausalForestDML
     from sklearn.ensemble import RandomForestRegressor
 
@@ -117,7 +122,7 @@ def krls_derivatives(t: np.ndarray, X: np.ndarray | None, y: np.ndarray,
     return deriv, var
 
 
-def run_krls(d, seed: int) -> list[dict]:
+def run_krls(d: EffectCurveData, seed: int) -> list[dict]:
     t0 = time.perf_counter()
     tau, var = krls_derivatives(d.t, d.X, d.y)
     wall = time.perf_counter() - t0
@@ -158,7 +163,8 @@ def main() -> None:
     ap.add_argument("--n-knots", type=int, default=6, help="EffectCurve's knots in t (boundary included)")
     ap.add_argument("--seed", type=int, default=0, help="first replication seed")
     ap.add_argument("--out", default="benchmarks/effect_curve_results.csv",
-                    help="per-replication rows (appended as they finish; existing (design, rep, method) are skipped)")
+                    help="per-replication rows (appended as they finish; existing (design, rep, method) are skipped, "
+                         "so use a fresh file for another --n or --n-pseudo)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     designs = [s.strip() for s in args.designs.split(",") if s.strip()]
@@ -174,6 +180,12 @@ def main() -> None:
     if out.exists():
         prev = pd.read_csv(out)
         done = {(r.design, int(r.rep), r.key) for r in prev.itertuples()}
+        # rows are skipped by (design, rep, key) alone: refuse to mix EffectCurve settings in one file, which would
+        # skip every fit and summarize the other setting's rows
+        tag = effect_curve_tag(args.spline, args.n_knots)
+        other = {m.split(" (")[0] for m in prev.loc[prev.key == "effect_curve", "method"]} - {tag}
+        if "effect_curve" in methods and other:
+            raise SystemExit(f"--out {out}: holds {', '.join(sorted(other))} rows, not {tag}; use another --out")
     with threadpool_limits(1):
         for rep in range(args.seed, args.seed + args.reps):
             for dname in designs:
