@@ -27,21 +27,24 @@ DESIGNS = ("talk", "heterogeneous", "linear")
 
 @dataclass
 class EffectCurveData:
-    """y, t (n,), X (n, p) or None, the true partial effect tau (n,) at the observed (t, x), and the design name."""
+    """y, t (n,), X (n, p) or None, the true partial effect tau (n,) at the observed (t, x), the design name and
+    the slope of the ``linear`` design."""
 
     y: np.ndarray
     t: np.ndarray
     X: np.ndarray | None
     tau: np.ndarray
     design: str
+    slope: float = 1.0
 
-    def true_curve(self, grid: Any, x: Any = None, slope: float = 1.0) -> np.ndarray:
-        """tau on a grid of t: at fixed covariates ``x`` (a (p,) vector), else averaged over the observed X."""
+    def true_curve(self, grid: Any, x: Any = None, slope: float | None = None) -> np.ndarray:
+        """tau on a grid of t: at fixed covariates ``x`` (a (p,) vector), else averaged over the observed X.
+        ``slope`` overrides the simulated slope of the ``linear`` design (default: the one it was drawn with)."""
         grid = np.asarray(grid, dtype=np.float64).reshape(-1)
         if self.design == "talk":
             return grid.copy()
         if self.design == "linear":
-            return np.full_like(grid, slope)
+            return np.full_like(grid, self.slope if slope is None else slope)
         x1 = float(np.asarray(x, dtype=np.float64).reshape(-1)[0]) if x is not None else float(self.X[:, 0].mean())
         return grid + x1
 
@@ -60,7 +63,7 @@ def simulate_effect_curve(seed: int, design: str = "talk", *, n: int = 1000, slo
     if design == "linear":
         t = 0.5 * x1 + rng.standard_normal(n)
         y = slope * t + x1 + rng.standard_normal(n)
-        return EffectCurveData(y=y, t=t, X=X, tau=np.full(n, float(slope)), design=design)
+        return EffectCurveData(y=y, t=t, X=X, tau=np.full(n, float(slope)), design=design, slope=float(slope))
     t = 0.5 * x1 + 0.25 * (x2**2 - 1) + rng.standard_normal(n)
     y = 0.5 * t**2 + t * x1 + 0.5 * x1**2 + x2 + 0.5 * x3 + rng.standard_normal(n)
     return EffectCurveData(y=y, t=t, X=X, tau=t + x1, design=design)

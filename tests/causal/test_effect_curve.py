@@ -138,6 +138,7 @@ def test_linear_in_t_design_gives_a_flat_curve_at_the_true_slope():
     d = simulate_effect_curve(0, "linear", n=1000, slope=1.5)
     est = EffectCurve(learner=ridge(), n_pseudo=5, seed=0).fit(d.y, d.t, d.X)
     cur = est.curve(num=25)
+    np.testing.assert_array_equal(d.true_curve(cur["t"]), np.full(25, 1.5))
     grid = cur["t"].to_numpy()
     w = (grid - grid.mean()) / np.sum((grid - grid.mean()) ** 2)
     Gbar = est.basis_.jacobian(torch.tensor(np.repeat(grid, 1000)), torch.tensor(np.tile(d.X, (25, 1))))
