@@ -5,8 +5,9 @@ After cross-fitting the nuisances (when the data are loaded), the final stage is
 (:func:`pyrozoo.models.spike_slab.spike_slab_model`) of the standardized outcome on the standardized design
 D = [phi(t, x), b(x), m_hat(x), g_hat(x)] (plates ``feature`` and ``obs_id``). Either engine (``em``: EMVS and the
 Gaussian posterior around its mode, as the estimator uses; ``gibbs``: SSVS) gives draws of w; each draw maps to the
-partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) (G = d phi / d t, the basis's autograd Jacobian), stored as
-posterior variable ``tau`` with dim ``obs_id``. The calibrated band (conformal C) comes from the estimator.
+partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) (G = d phi / d t, the basis's analytic Jacobian, tested
+against autograd), stored as posterior variable ``tau`` with dim ``obs_id``. The calibrated band (conformal C) comes
+from the estimator.
 
 Entry ``effect-curve``: ``pyrozoo run effect-curve`` (the talk's design y = t^2/2 + e), ``-o design=heterogeneous``
 (five covariates, tau = t + x1), ``--dataset cps1985`` (log wage on years of experience, CPS 1985), ``--data
