@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -91,7 +92,8 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
 
 def check_probability(name: str, value: float, *, open_interval: bool = False) -> None:
     """Raise unless ``value`` is in [0, 1] (or (0, 1) when ``open_interval``)."""
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    # numbers.Real takes numpy scalars (np.float32 is not a float subclass); bool is excluded on purpose
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (0 < value < 1 if open_interval else 0 <= value <= 1)
     if not ok:
         rng = "(0, 1)" if open_interval else "[0, 1]"

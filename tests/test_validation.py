@@ -1,0 +1,27 @@
+"""The shared input checks accept numpy scalars and name the argument when they reject a value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_probability
+
+
+@pytest.mark.parametrize("value", [0.05, np.float32(0.1), np.float64(0.5), 0.999])
+def test_probability_accepts_python_and_numpy_reals(value):
+    check_probability("alpha", value, open_interval=True)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5, float("nan"), True, "0.1", None])
+def test_probability_outside_the_open_interval_is_a_clear_error(value):
+    with pytest.raises(PyrozooError, match=r"alpha: expected a number in \(0, 1\)"):
+        check_probability("alpha", value, open_interval=True)
+
+
+def test_closed_interval_keeps_its_ends():
+    check_probability("p", 0)
+    check_probability("p", 1.0)
+    with pytest.raises(PyrozooError, match=r"p: expected a number in \[0, 1\]"):
+        check_probability("p", 1.01)
