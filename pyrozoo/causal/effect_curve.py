@@ -40,6 +40,7 @@ from scipy import stats
 from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import crossfit_predict, make_folds
+from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -237,19 +238,10 @@ class EffectCurve:
             if not isinstance(self.prior_options, dict):
                 raise PyrozooError(f"prior_options: expected a dict, got {type(self.prior_options).__name__}")
             SpikeSlabRegression(inference="em", num_samples=1, **self.prior_options)
-        y, t = _vector("y", y), _vector("t", t)
+        y, t = numeric_vector("y", y), numeric_vector("t", t)
         n = y.shape[0]
         if X is not None:
-            try:
-                X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise PyrozooError(f"X: expected numeric covariates (encode text columns, e.g. with "
-                                   f"pd.get_dummies), got {exc}") from None
-            if X.ndim == 1:
-                X = X[:, None]
-            if X.ndim != 2 or X.shape[1] == 0:
-                raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
-            check_finite("X", X)
+            X = covariate_matrix(X)
             if X.shape[0] != n:
                 raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
             const = np.flatnonzero(np.ptp(X, axis=0) == 0) if n > 0 else np.array([], dtype=int)
@@ -403,7 +395,7 @@ class EffectCurve:
         self._fitted()
         if grid is None:
             grid = np.linspace(*np.quantile(self._t, [0.025, 0.975]), check_int("num", num, minimum=1))
-        grid = _vector("grid", grid)
+        grid = numeric_vector("grid", grid)
         if grid.size == 0:
             raise PyrozooError("grid: expected at least one treatment value")
         if self._X is None:
@@ -513,18 +505,6 @@ def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any =
         ax.figure.savefig(path, dpi=100)
         plt.close(ax.figure)
     return ax
-
-
-def _vector(name: str, v: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PyrozooError(f"{name}: expected a numeric vector, got {type(v).__name__} ({exc})") from None
-    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-    if arr.ndim != 1:
-        raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
-    check_finite(name, arr)
-    return arr
 
 
 __all__ = ["EffectCurve", "TreatmentBasis", "cubic_spline_basis", "cubic_spline_derivative", "natural_spline_basis",

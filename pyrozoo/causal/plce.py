@@ -41,8 +41,9 @@ from pyrozoo.causal.extensions import (
     treatment_variance,
     white_features,
 )
+from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
+from pyrozoo.validation import check_choice, check_int, check_probability
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
@@ -236,18 +237,9 @@ class PLCE:
         check_probability("alpha", self.alpha, open_interval=True)
         check_choice("refit", self.refit, REFITS)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
-        y = _vector("y", y)
-        t = _vector("t", t)
-        try:
-            X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise PyrozooError(f"X: expected numeric covariates (encode text columns, e.g. with pd.get_dummies), "
-                               f"got {exc}") from None
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.ndim != 2 or X.shape[1] == 0:
-            raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
-        check_finite("X", X)
+        y = numeric_vector("y", y)
+        t = numeric_vector("t", t)
+        X = covariate_matrix(X)
         n = y.shape[0]
         if t.shape[0] != n or X.shape[0] != n:
             raise PyrozooError(f"t, X: expected {n} rows like y, got t with {t.shape[0]} and X with {X.shape[0]}")
@@ -430,13 +422,3 @@ class PLCE:
         return fit_final_stage(data, cfg.validate())
 
 
-def _vector(name: str, v: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PyrozooError(f"{name}: expected a numeric vector, got {type(v).__name__} ({exc})") from None
-    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-    if arr.ndim != 1:
-        raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
-    check_finite(name, arr)
-    return arr

@@ -1,0 +1,40 @@
+"""Input conversion shared by the causal estimators (PLCE, effect curves): numeric vectors and covariate matrices
+with clear errors naming the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_finite
+
+
+def numeric_vector(name: str, v: Any) -> np.ndarray:
+    """``v`` as a finite float64 vector; an (n, 1) or (1, n) array is flattened, anything else not 1-D is an error."""
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"{name}: expected a numeric vector, got {type(v).__name__} ({exc})") from None
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1:
+        raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
+def covariate_matrix(X: Any) -> np.ndarray:
+    """``X`` (array or numeric DataFrame) as a finite float64 (n, p) matrix with p >= 1; a vector is one column."""
+    try:
+        X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"X: expected numeric covariates (encode text columns, e.g. with pd.get_dummies), "
+                           f"got {exc}") from None
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
+    check_finite("X", X)
+    return X
