@@ -102,7 +102,19 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the replication that crosses this wall-time budget and summarize what ran")
     ap.add_argument("--out", default="benchmarks/plce_sim_results.csv")
+    ap.add_argument("--from-csv", default=None,
+                    help="comma-separated result CSVs of earlier runs (disjoint --seed offsets): pool and summarize "
+                         "them, run nothing")
     args = ap.parse_args()
+    if args.from_csv:
+        files = args.from_csv.split(",")
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            ap.error(f"--from-csv: no such file(s): {', '.join(missing)}")
+        pooled = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(summarize(pooled).round(3).to_string())
+        return
     torch.set_num_threads(1)
     scenarios, methods = args.scenarios.split(","), args.methods.split(",")
     rows = []
