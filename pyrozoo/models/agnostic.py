@@ -67,6 +67,7 @@ from pyrozoo.validation import check_choice, check_int, check_positive, check_pr
 
 SCHEDULES = ("linear", "dann", "constant")
 EXTRACTOR_LOSSES = ("reversal", "confusion")
+TARGET_WEIGHTS = ("one_minus_alpha", "one")
 HEAD_SITES = ("w_y", "b_y", "w_p", "b_p")
 
 
@@ -179,6 +180,7 @@ class AlphaSchedule:
     kind: str = "linear"
     ramp: float = 0.5
     progress: float = 1.0
+    hold: bool = False  # True: alpha_t = 0 (the adversary's warm-up)
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
@@ -188,6 +190,8 @@ class AlphaSchedule:
             self.kind = "constant"
 
     def value(self, progress: float | None = None) -> float:
+        if self.hold and progress is None:
+            return 0.0
         q = self.progress if progress is None else float(progress)
         q = min(max(q, 0.0), 1.0)
         if self.kind == "constant":
@@ -200,6 +204,19 @@ class AlphaSchedule:
 
     def __float__(self) -> float:
         return self.value()
+
+
+def target_weight_value(target_weight: Any, alpha: float) -> float:
+    """The target term's weight ``w_t``: ``1 - alpha`` for ``"one_minus_alpha"`` (eq. 1), 1 for ``"one"``, or the
+    given number in (0, 1] whatever alpha is (the adversarial term keeps weight alpha)."""
+    if isinstance(target_weight, str):
+        check_choice("target_weight", target_weight, TARGET_WEIGHTS)
+        return 1.0 if target_weight == "one" else 1.0 - alpha
+    if isinstance(target_weight, bool) or not isinstance(target_weight, (int, float)) or not (
+            0.0 < float(target_weight) <= 1.0):
+        raise PyrozooError(f"target_weight: expected 'one_minus_alpha', 'one' or a number in (0, 1], "
+                           f"got {target_weight!r}")
+    return float(target_weight)
 
 
 def check_alpha(alpha: Any) -> float:
@@ -234,6 +251,7 @@ def agnostic_model(
     batch_size: int | None = None,
     protected_features: torch.Tensor | None = None,
     extractor_loss: str = "reversal",
+    target_weight: str | float = "one_minus_alpha",
 ) -> None:
     """The Pyro model (see the module docstring). ``y`` (target labels of the rows ``target_idx``) and ``p``
     (protected labels of the rows ``protected_idx``) are observed when given, drawn otherwise. ``batch_size``
@@ -241,8 +259,12 @@ def agnostic_model(
 
     ``protected_features`` (frozen ``G_f`` outputs of the protected rows, ``(n_p, D)``) turns the model into the
     adversary's own problem (eq. 3 with ``G_f`` fixed): the target plate is left out and the protected plate reads
-    the given features, so only ``h, W_p, b_p`` get gradients."""
+    the given features, so only ``h, W_p, b_p`` get gradients.
+
+    ``target_weight`` is the weight of the target term: ``"one_minus_alpha"`` (eq. 1), ``"one"`` (weight 1 at every
+    alpha, so only the adversarial term grows with alpha) or a number in (0, 1] (a fixed weight)."""
     a = float(alpha)
+    w_t = target_weight_value(target_weight, a)
     pyro.module("agnostic_net", net)
     ref = x
     D, H = net.feature_dim, net.adversary_hidden
@@ -256,8 +278,8 @@ def agnostic_model(
     if protected_features is None:
         with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
             z = net.extractor(x[target_idx[i]])
-            # Pyro scales must be > 0: at alpha = 1 the target term has weight 0, i.e. it is masked out
-            with poutine.scale(scale=1.0 - a) if a < 1 else poutine.mask(mask=False):
+            # Pyro scales must be > 0: a target weight of 0 (alpha = 1 under eq. 1) masks the term out
+            with poutine.scale(scale=w_t) if w_t > 0 else poutine.mask(mask=False):
                 pyro.sample("y", dist.Categorical(logits=_linear(z, w_y, b_y)), obs=None if y is None else y[i])
 
     n_p = protected_idx.shape[0]
@@ -339,7 +361,8 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 MODEL_OPTIONS = {"alpha": 0.8, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
                  "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1,
                  "adv_steps": 5, "adv_lr": 0.01, "adv_layers": 1, "adv_reset": 100, "adv_retrain": 50, "clip_norm": 1.0,
-                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "confusion"}
+                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "confusion",
+                 "target_weight": "one_minus_alpha", "adversary_warmup": 0}
 DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": False}
 
 
@@ -362,6 +385,10 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
         check_int(name, opts[name])
     check_positive("adv_lr", opts["adv_lr"])
     check_choice("extractor_loss", opts["extractor_loss"], EXTRACTOR_LOSSES)
+    target_weight_value(opts["target_weight"], 0.0)
+    if not isinstance(opts["adversary_warmup"], int) or isinstance(opts["adversary_warmup"], bool) or \
+            opts["adversary_warmup"] < 0:
+        raise PyrozooError(f"adversary_warmup: expected an integer >= 0, got {opts['adversary_warmup']!r}")
     if not isinstance(opts["adv_standardize"], bool):
         raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
     wd = opts["adv_weight_decay"]
@@ -444,6 +471,7 @@ def run_agnostic_svi(
     adv_retrain: int = 100,
     adv_weight_decay: float = 0.0,
     clip_norm: float = 0.0,
+    adversary_warmup: int = 0,
     callback: Any = None,
     num_samples: int = 100,
     seed: int = 0,
@@ -466,6 +494,10 @@ def run_agnostic_svi(
       steps on the frozen features, so the extractor faces a fresh, converged probe rather than the adversary it
       has co-adapted with. ``clip_norm > 0`` clips the extractor/target step's gradient norm.
 
+    ``adversary_warmup = N`` trains ``G_f`` and ``G_y`` alone for the first ``N`` iterations (alpha held at 0, the
+    adversary not trained); then the adversary is trained ``adv_retrain`` steps on the frozen features and the alpha
+    schedule runs over the remaining ``num_steps - N`` iterations.
+
     ``callback(step)``, if given, is called after every iteration (monitoring).
 
     Why a second scheme: with a single simultaneous step the extractor only has to fool the *current* adversary;
@@ -486,6 +518,7 @@ def run_agnostic_svi(
     check_positive("adv_lr", adv_lr)
     if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not clip_norm >= 0:
         raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {clip_norm!r}")
+    warm = min(check_int("adversary_warmup", adversary_warmup, minimum=0), num_steps)
     set_seed(seed)
     n = max(int(model_kwargs["target_idx"].shape[0]), 1)
     scaled_model, scaled_guide = poutine.scale(model, 1.0 / n), poutine.scale(guide, 1.0 / n)
@@ -550,10 +583,15 @@ def run_agnostic_svi(
     bar = progress_bar(num_steps, "svi[agnostic]", progress)
     try:
         for step in range(num_steps):
-            schedule.progress = step / max(num_steps, 1)
+            if step < warm:  # warm-up: G_f and G_y alone
+                schedule.progress, schedule.hold = 0.0, True
+            else:
+                schedule.progress, schedule.hold = (step - warm) / max(num_steps - warm, 1), False
             alphas.append(float(schedule))
-            if adv_opt is not None:
-                if adv_reset and step > 0 and step % adv_reset == 0:
+            if adv_opt is not None and step >= warm:
+                if warm and step == warm:
+                    train_adversary(adv_retrain)
+                elif adv_reset and step > warm and (step - warm) % adv_reset == 0:
                     reset_adversary()
                     train_adversary(adv_retrain)
                 train_adversary(adv_steps)
@@ -572,7 +610,7 @@ def run_agnostic_svi(
             bar.update(1)
     finally:
         bar.close()
-        schedule.progress = 1.0
+        schedule.progress, schedule.hold = 1.0, False
         net.eval()
         for prm in main_params + adv_params:
             prm.grad = None
@@ -603,7 +641,8 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     net.reset_parameters()
     schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
     kwargs.update(alpha=schedule, prior_scale=float(opts["prior_scale"]),
-                  batch_size=int(opts["batch_size"]) or None, extractor_loss=opts["extractor_loss"])
+                  batch_size=int(opts["batch_size"]) or None, extractor_loss=opts["extractor_loss"],
+                  target_weight=opts["target_weight"])
     default_lr = 0.3 if opts["optimizer"] == "sgd" else 0.01
     return run_agnostic_svi(
         agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, schedule=schedule,
@@ -611,7 +650,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
         momentum=float(opts["momentum"]), lr_decay=float(opts["lr_decay"]), adv_steps=int(opts["adv_steps"]),
         adv_lr=float(opts["adv_lr"]), adv_reset=int(opts["adv_reset"]), adv_retrain=int(opts["adv_retrain"]),
         clip_norm=float(opts["clip_norm"]), adv_weight_decay=float(opts["adv_weight_decay"]),
-        num_samples=config.num_samples,
+        adversary_warmup=int(opts["adversary_warmup"]), num_samples=config.num_samples,
         seed=config.seed, progress=config.progress, config=config.to_dict(), model_name=config.model,
     )
 

@@ -356,3 +356,59 @@ def test_confusion_loss_gradient():
     (kw["protected_weight"] * ce_p).sum().backward()
     for g, p in zip(got_adv, net.adversary.parameters(), strict=True):
         assert torch.allclose(g, p.grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.0])
+def test_target_weight_one_gradient(alpha):
+    """target_weight='one': the extractor's gradient is that of CE_y + alpha sum_j w_j CE(adversary_j, uniform),
+    i.e. the target term keeps weight 1 at every alpha (also at alpha = 1, where eq. 1 masks it out)."""
+    data = _small_task()
+    kw, net, heads = data.model_kwargs(), data.inputs["net"], _heads(data)
+    tr = poutine.trace(poutine.condition(agnostic_model, heads)).get_trace(
+        **{**kw, "alpha": alpha, "extractor_loss": "confusion", "target_weight": "one"})
+    tr.compute_log_prob()
+    obs_lp = tr.nodes["y"]["log_prob"].sum() + tr.nodes["p"]["log_prob"].sum() + tr.nodes["confusion"]["log_prob"].sum()
+    got = _extractor_grad(-obs_lp, net)
+    z_t = net.extractor(kw["x"][kw["target_idx"]])
+    ce_y = F.cross_entropy(z_t @ heads["w_y"].T + heads["b_y"], kw["y"], reduction="sum")
+    z_p = net.extractor(kw["x"][kw["protected_idx"]])
+    logp = torch.log_softmax(net.adversary(z_p) @ heads["w_p"].T + heads["b_p"], -1)
+    conf = -(kw["protected_weight"] * logp.mean(-1)).sum()
+    assert torch.allclose(got, _extractor_grad(ce_y + alpha * conf, net), atol=1e-10)
+
+
+def test_adversary_warmup_holds_alpha_at_zero_and_leaves_the_adversary_alone():
+    """adversary_warmup = N: for the first N iterations alpha_t = 0 and the adversary is not trained; afterwards the
+    schedule ramps over the remaining iterations (seeded, tiny task)."""
+    from pyrozoo.models.agnostic import make_agnostic_guide, run_agnostic_svi
+
+    pyro.clear_param_store()
+    data = _small_task()
+    kw = {**data.model_kwargs(), "alpha": 0.5, "batch_size": 4, "extractor_loss": "confusion"}
+    net = kw["net"]
+    before = {k: v.detach().clone() for k, v in net.named_parameters() if k.startswith("adversary")}
+    schedule = AlphaSchedule(0.5, "linear", 0.5)
+    kw["alpha"] = schedule
+    result = run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule,
+                              num_steps=3, lr=0.05, adv_steps=2, adversary_warmup=3, num_samples=2, progress=False,
+                              seed=0)
+    assert np.all(result.fit_stats["alpha"] == 0.0)
+    for k, v in net.named_parameters():
+        if k.startswith("adversary"):
+            assert torch.equal(v.detach(), before[k]), k
+    pyro.clear_param_store()
+    schedule = AlphaSchedule(0.5, "linear", 0.5)
+    kw["alpha"] = schedule
+    result = run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule,
+                              num_steps=6, lr=0.05, adv_steps=2, adversary_warmup=2, num_samples=2, progress=False,
+                              seed=0)
+    assert np.allclose(result.fit_stats["alpha"], [0.0, 0.0, 0.0, 0.25, 0.5, 0.5])
+    assert float(schedule) == 0.5  # the fitted model is evaluated at the target alpha
+    assert any(not torch.equal(v.detach(), before[k]) for k, v in net.named_parameters() if k in before)
+
+
+@pytest.mark.parametrize("option", [{"target_weight": "half"}, {"adversary_warmup": -1},
+                                    {"adversary_warmup": 1.5}])
+def test_bad_target_weight_or_warmup(option):
+    with pytest.raises(PyrozooError, match=next(iter(option))):
+        load_digits_task(0, **option)
