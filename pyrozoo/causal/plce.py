@@ -420,5 +420,3 @@ class PLCE:
                         num_chains=num_chains, steps=steps, seed=self.seed if seed is None else seed,
                         progress=progress, device=self.device)
         return fit_final_stage(data, cfg.validate())
-
-
