@@ -20,3 +20,17 @@ def _seed_and_clean():
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small dense problems (GP solves, EM's Cholesky on ~50 columns, small convolutions): one torch thread and one
+    BLAS thread avoid OpenMP spin-waits on a shared 2-core machine. Opt in per module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)

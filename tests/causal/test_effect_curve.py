@@ -25,15 +25,7 @@ from pyrozoo.causal.effect_curve import (
 from pyrozoo.causal.effect_curve_sim import simulate_effect_curve
 from pyrozoo.errors import PyrozooError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small linear algebra (EM's Cholesky solves on ~50 columns) is several times faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def ridge():

@@ -29,7 +29,7 @@ from pyrozoo.models.gp_linalg import jitter_cholesky, kernel_matrix
 DT = torch.float64
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def t(v):

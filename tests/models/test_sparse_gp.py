@@ -28,7 +28,7 @@ from pyrozoo.models.sparse_gp import (
 DT = torch.float64
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def t(v):
