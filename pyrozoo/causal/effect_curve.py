@@ -41,7 +41,7 @@ from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import crossfit_predict, make_folds
 from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
-from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_splits
+from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
@@ -327,8 +327,7 @@ class EffectCurve:
             self.covs_.append(Sigma)
             self.final_.append(reg)
         self.taus_, self.variances_ = taus, vars_
-        self.tau_ = np.median(taus, axis=0)
-        self.var_ = np.median(vars_ + (taus - self.tau_) ** 2, axis=0)
+        self.tau_, self.var_ = aggregate_split_arrays(taus, vars_)
         self.se_ = np.sqrt(self.var_)
         self.folds_, self.jacobian_, self.design_ = folds, G, self._design(Phi, 0)
         self._y, self._t, self._X, self.n_ = y, t, X, n

@@ -164,11 +164,18 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     return CrossFitPredictions(preds, cf.folds, {}), done / (R * K)
 
 
+def aggregate_split_arrays(thetas: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DoubleML's aggregation over repeated splits along axis 0 of (R, ...) arrays, element by element: the median
+    estimate theta and the variance median_r(V_r + (theta_r - theta)^2)."""
+    thetas, variances = np.asarray(thetas, dtype=np.float64), np.asarray(variances, dtype=np.float64)
+    theta = np.median(thetas, axis=0)
+    return theta, np.median(variances + (thetas - theta) ** 2, axis=0)
+
+
 def aggregate_splits(thetas: np.ndarray, variances: np.ndarray) -> tuple[float, float]:
-    """DoubleML's aggregation over repeated splits: the median estimate and
-    se = sqrt(median(V_r + (theta_r - median)^2))."""
-    theta = float(np.median(thetas))
-    return theta, float(math.sqrt(np.median(variances + (thetas - theta) ** 2)))
+    """:func:`aggregate_split_arrays` for one scalar estimate per split: (theta, se)."""
+    theta, var = aggregate_split_arrays(thetas, variances)
+    return float(theta), float(math.sqrt(var))
 
 
 class PLCE:
