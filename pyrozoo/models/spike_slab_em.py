@@ -140,15 +140,27 @@ def log_g(gamma: torch.Tensor, data: StandardizedData, prior: SpikeSlabPrior) ->
         log p(y | gamma) = -1/2 log|I + v1 X_g X_g^T| - (n + nu)/2 log(nu lam + y^T (I + v1 X_g X_g^T)^{-1} y) + c
         log p(gamma)     = log B(a0 + k, b0 + p - k) - log B(a0, b0)
 
-    computed on the n x n matrix (O(n^2 k)), so it stays cheap when p is large."""
+    computed on the n x n matrix (O(n^2 k)) when k > n, so it stays cheap when p is large; when k <= n on the
+    k x k matrix A = X_g^T X_g + I / v1 (O(k^3), from the cached X^T X), by the determinant lemma
+    |I_n + v1 X_g X_g^T| = v1^k |A| and the Woodbury identity y^T (.)^{-1} y = y^T y - b^T A^{-1} b, b = X_g^T y."""
     sel = gamma > 0.5
-    Xg = data.X[:, sel]
     n, k, p = data.n, int(sel.sum()), data.p
-    M = prior.slab_var * (Xg @ Xg.T)
-    M.diagonal().add_(1.0)
-    L = torch.linalg.cholesky(M)
-    quad = float(data.y @ torch.cholesky_solve(data.y.unsqueeze(-1), L).squeeze(-1))
-    logml = -float(L.diagonal().log().sum()) - 0.5 * (n + prior.nu) * math.log(prior.nu * prior.lam + quad)
+    if k <= n:
+        idx = sel.nonzero().flatten()
+        A = data.XtX[idx.unsqueeze(-1), idx]
+        A.diagonal().add_(1.0 / prior.slab_var)
+        L = torch.linalg.cholesky(A)
+        b = data.Xty[idx]
+        quad = float(data.yty - b @ torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1))
+        half_logdet = float(L.diagonal().log().sum()) + 0.5 * k * math.log(prior.slab_var)
+    else:
+        Xg = data.X[:, sel]
+        M = prior.slab_var * (Xg @ Xg.T)
+        M.diagonal().add_(1.0)
+        L = torch.linalg.cholesky(M)
+        quad = float(data.y @ torch.cholesky_solve(data.y.unsqueeze(-1), L).squeeze(-1))
+        half_logdet = float(L.diagonal().log().sum())
+    logml = -half_logdet - 0.5 * (n + prior.nu) * math.log(prior.nu * prior.lam + quad)
     a0, b0 = prior.a0, prior.b0
     log_prior = math.lgamma(a0 + k) + math.lgamma(b0 + p - k) - math.lgamma(a0 + b0 + p)
     return logml + log_prior
