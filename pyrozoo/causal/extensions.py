@@ -134,7 +134,7 @@ def select_bandwidth(
         F = np.concatenate([basis, interference_features(X, nu, column=column)], axis=1)
         score = 0.0
         for target in (y, t):
-            fit = RidgeCV(alphas=np.logspace(-3, 3, 13), scoring="neg_mean_squared_error").fit(F, target)
+            fit = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(F, target)  # LOO mean squared error
             score += -float(fit.best_score_) / float(np.var(target))
         scores[float(nu)] = score
     best = min(scores, key=scores.get)

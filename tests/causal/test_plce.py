@@ -88,6 +88,22 @@ def test_basis_columns_and_span():
     assert resid.var() < 1e-6 * target.var()
 
 
+def test_spike_slab_learner_matches_the_spike_slab_estimator():
+    """The nuisance learner's fast path (EMVS + selected-model posterior without a Result) gives the predictions of
+    SpikeSlabRegression(inference="em") on the standardized outcome, to round-off."""
+    from pyrozoo.causal.plce import SpikeSlabLearner
+    from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+    y, t, X = linear_design(3, n=300)
+    B = SplineInteractionBasis().fit_transform(X)
+    fast = SpikeSlabLearner().fit(B, y)
+    ys = (y - y.mean()) / y.std()
+    ref = SpikeSlabRegression(inference="em", num_samples=1).fit(B, ys)
+    np.testing.assert_allclose(fast.predict(B), y.mean() + y.std() * ref.predict(B), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(fast.selected_, ref.selected_)
+    assert 0 < fast.selected_.sum() < B.shape[1]
+
+
 def test_wls_hc3_matches_statsmodels():
     sm = pytest.importorskip("statsmodels.api")
     rng = np.random.default_rng(3)
