@@ -29,7 +29,7 @@ import torch
 
 from pyrozoo.data.uci import uci_split
 from pyrozoo.guides.collapsed import TRIANGULAR_R, ciber_density
-from pyrozoo.models.bnn import build_posterior, train_bnn
+from pyrozoo.models.bnn import TAIL_WEIGHTS, build_posterior, train_bnn
 
 METHODS = ("map", "swag-diag", "swag", "ciber", "collapsed-gaussian", "vi")
 ANCHORS = {  # published test RMSE: CIBER (Zeng & Van den Broeck), subspace inference (Izmailov et al. 2020)
@@ -38,7 +38,11 @@ ANCHORS = {  # published test RMSE: CIBER (Zeng & Van den Broeck), subspace infe
 }
 
 
-FLOOR = 0.01  # the "ciber, lambda >= 0.01" row: the same grid search restricted to lambda >= FLOOR
+# extra CIBER rows, each the same validation grid search restricted to a subset of (tau, lambda, box, rho):
+CIBER_ROWS = {
+    "ciber, box 1": lambda key: key[2] == 1.0 and key[3] == 0.0,  # boxes +-sqrt(3) sd only (the earlier default)
+    "ciber + tail (ours)": lambda key: True,  # our triangle mixture: rho from TAIL_WEIGHTS as well
+}
 
 
 def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -59,15 +63,21 @@ def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict
             post = build_posterior(tr_full, method, calibrate=False, **kw)
             posts = {method: post}
         else:
-            chosen = build_posterior(tr_val, method, **kw)  # tau (and lambda) chosen on the held-out rows
-            cal = chosen.extras["calibration"]
+            # tau (and for ciber lambda, box scale, tail weight) chosen on the held-out rows
+            tails = TAIL_WEIGHTS if method == "ciber" and args.tail_rows else (0.0,)
+            chosen = build_posterior(tr_val, method, tail_weights=tails, **kw)
+            grid = chosen.extras["calibration"]["grid"]
             post = build_posterior(tr_full, method, calibrate=False, **kw) if tr_full is not tr_val else chosen
-            posts = {method: replace(post, noise_scale=cal["noise_scale"], defensive_weight=cal["defensive_weight"])}
-            if method == "ciber":
-                floor = max((key for key in cal["grid"] if key[1] >= FLOOR), key=cal["grid"].get)
-                posts[f"ciber, lambda >= {FLOOR}"] = replace(post, noise_scale=floor[0], defensive_weight=floor[1])
+            subsets = {method: lambda key: key[3] == 0.0}  # the library default: the paper's triangle
+            if method == "ciber" and args.tail_rows:
+                subsets.update(CIBER_ROWS)
+            posts = {}
+            for label, keep in subsets.items():
+                best = max((key for key in grid if keep(key)), key=grid.get)
+                posts[label] = replace(post, noise_scale=best[0], defensive_weight=best[1], box_scale=best[2],
+                                       tail_weight=best[3])
         elapsed = time.perf_counter() - t1
-        raw = replace(post, noise_scale=1.0, defensive_weight=0.0)  # as trained: tau = 1, no defensive part
+        raw = replace(post, noise_scale=1.0, defensive_weight=0.0, box_scale=1.0, tail_weight=0.0)  # as trained
         for label, cal_post in posts.items():
             mean, _ = raw.predictive_moments(s.X_test)  # tau and lambda do not move the mean
             lpd_raw = raw.log_predictive_density(s.X_test, s.y_test)
@@ -79,7 +89,8 @@ def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict
                 "nll_exact": float(-lpd_raw.mean()) + log_sd, "outside": float((~torch.isfinite(lpd_raw)).sum()),
                 "nll_cal": float(cal_post.moment_matched_nll(s.X_test, s.y_test).mean()) + log_sd,
                 "nll_exact_cal": float(-lpd.mean()) + log_sd, "tau": cal_post.noise_scale,
-                "lam": cal_post.defensive_weight, "time": train_time + elapsed}
+                "lam": cal_post.defensive_weight, "box": cal_post.box_scale, "rho": cal_post.tail_weight,
+                "time": train_time + elapsed}
     return out
 
 
@@ -122,17 +133,21 @@ def uci_table(args: argparse.Namespace) -> None:
         print(f"\n{name}: {n_splits} splits (RMSE and NLL in original units, mean +- s.e.)")
         cal = args.val_fraction > 0
         print("| method | test RMSE | test NLL (moment-matched) | test NLL (exact predictive) |"
-              + (" NLL mm, calibrated | NLL exact, calibrated | tau | lambda |" if cal else "") + " s / split |")
-        print("|---" * (9 if cal else 5) + "|")
+              + (" NLL mm, calibrated | NLL exact, calibrated | tau | lambda | box | rho |" if cal else "")
+              + " s / split |")
+        print("|---" * (11 if cal else 5) + "|")
         for m, r in rows.items():
             exact = summarize([x["nll_exact"] for x in r])
             if m.startswith("ciber"):
                 exact += f"; {int(sum(x['outside'] for x in r))} test points off the support"
             extra = ""
             if cal:
-                lam = statistics.median(x["lam"] for x in r) if m.startswith("ciber") else float("nan")
+                ciber = m.startswith("ciber")
+                med = {key: statistics.median(x.get(key, d) for x in r)
+                       for key, d in (("lam", 0.0), ("box", 1.0), ("rho", 0.0))}
                 extra = (f" {summarize([x['nll_cal'] for x in r])} | {summarize([x['nll_exact_cal'] for x in r])} |"
-                         f" {statistics.median(x['tau'] for x in r):.2f} | {lam:.0e} |")
+                         f" {statistics.median(x['tau'] for x in r):.2f} |"
+                         + (f" {med['lam']:.0e} | {med['box']:.1f} | {med['rho']:.2f} |" if ciber else " | | |"))
             print(f"| {m} | {summarize([x['rmse'] for x in r])} | {summarize([x['nll'] for x in r])} | {exact} |"
                   f"{extra} {statistics.median(x['time'] for x in r):.1f} |")
         a = ANCHORS[name]
@@ -213,6 +228,8 @@ def main() -> None:
                    help="keep the network fit without the held-out rows (default: refit on the whole training part)")
     p.add_argument("--val-fraction", type=float, default=1 / 9,
                    help="held-out share of the training part for the noise scale tau and CIBER's lambda (0: none)")
+    p.add_argument("--no-tail-rows", dest="tail_rows", action="store_false",
+                   help="skip the extra CIBER rows (box 1 only; our triangle mixture with the tail weight grid)")
     p.add_argument("--speed-points", type=int, default=50)
     p.add_argument("--speed-repeats", type=int, default=3)
     p.add_argument("--speed-only", action="store_true")

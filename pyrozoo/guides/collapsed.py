@@ -28,6 +28,11 @@ and by O(w / W) of the peak next to a kink of the piecewise polynomial: < 1e-9 o
 The predictive mean is exact and simple: E[y] = c + phi . mu (all components symmetric), and
 Var[y] = sum_j b_j^2 / 3 + (r sigma)^2 / 6.
 
+Triangle mixture (our variant, not in the paper): the triangle has no tails, so a residual beyond r sigma has
+likelihood 0. ``tail_weight`` rho > 0 uses (1 - rho) Tri(r sigma) + rho Tri(3 r sigma) instead: a fixed scale
+mixture of triangles, still piecewise linear, so the predictive is the rho-mixture of two exact densities of the
+form above (same cost per component); its variance gains (r sigma)^2 / 6 * rho (3^2 - 1).
+
 Gaussian variant: q(w_c | w_s) = N(mu, Sigma) and a Gaussian likelihood give p(y | x, w_s) =
 N(c + phi . mu, phi^T Sigma phi + sigma^2) in closed form.
 """
@@ -43,6 +48,7 @@ import torch
 from pyrozoo.errors import PyrozooError
 
 TRIANGULAR_R = 2.2970  # argmin_r || N(0,1) - Tri(0, r) ||_2, derived in tests/guides/test_collapsed.py
+TAIL_WIDTH = 3.0  # our triangle-mixture variant: the tail triangle is 3x as wide (module docstring)
 MAX_COLLAPSED = 12  # 3 * 2^12 inclusion-exclusion terms per value (the triangle adds 3 offsets)
 _DROP_REL = 1e-9
 
@@ -184,9 +190,31 @@ def uniform_sum_density(t: torch.Tensor, half_widths: torch.Tensor, *, cdf: bool
 
 
 def ciber_density(y: torch.Tensor, center: torch.Tensor, box_half_widths: torch.Tensor, sigma: torch.Tensor,
-                  *, r: float = TRIANGULAR_R) -> torch.Tensor:
+                  *, r: float = TRIANGULAR_R, tail_weight: float = 0.0, tail_width: float = TAIL_WIDTH) -> torch.Tensor:
     """p(y | x, w_s) exactly: ``y``, ``center`` = c(x) + phi . mu and ``sigma`` broadcast to a common shape
-    ``batch``; ``box_half_widths`` = |phi_j| a_j has shape ``batch + (k,)``. Returns float64 densities."""
+    ``batch``; ``box_half_widths`` = |phi_j| a_j has shape ``batch + (k,)``. Returns float64 densities.
+
+    ``tail_weight`` rho > 0 (our variant, not the paper's): the likelihood is the scale mixture of triangles
+    (1 - rho) Tri(r sigma) + rho Tri(tail_width r sigma), still piecewise linear, so the predictive is the same
+    mixture of two exact box-spline densities."""
+    rho = _check_tail(tail_weight, tail_width)
+    out = _ciber_density(y, center, box_half_widths, sigma, r)
+    if rho > 0:
+        out = (1 - rho) * out + rho * _ciber_density(y, center, box_half_widths, tail_width * sigma, r)
+    return out
+
+
+def _check_tail(tail_weight: float, tail_width: float) -> float:
+    rho = float(tail_weight)
+    if not 0.0 <= rho < 1.0:
+        raise PyrozooError(f"tail_weight: expected a number in [0, 1), got {tail_weight!r}")
+    if not float(tail_width) >= 1.0:
+        raise PyrozooError(f"tail_width: expected a number >= 1, got {tail_width!r}")
+    return rho
+
+
+def _ciber_density(y: torch.Tensor, center: torch.Tensor, box_half_widths: torch.Tensor, sigma: torch.Tensor,
+                   r: float) -> torch.Tensor:
     batch = torch.broadcast_shapes(y.shape, center.shape, sigma.shape, box_half_widths.shape[:-1])
     k = box_half_widths.shape[-1]
     if k > MAX_COLLAPSED:
@@ -199,21 +227,30 @@ def ciber_density(y: torch.Tensor, center: torch.Tensor, box_half_widths: torch.
 
 
 def ciber_moments(center: torch.Tensor, box_half_widths: torch.Tensor, sigma: torch.Tensor,
-                  *, r: float = TRIANGULAR_R) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact mean and variance of the CIBER predictive for one w_s: (center, sum b^2 / 3 + (r sigma)^2 / 6)."""
-    var = (box_half_widths**2).sum(-1) / 3 + (r * sigma) ** 2 / 6
+                  *, r: float = TRIANGULAR_R, tail_weight: float = 0.0,
+                  tail_width: float = TAIL_WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact mean and variance of the CIBER predictive for one w_s: (center, sum b^2 / 3 + (r sigma)^2 / 6 *
+    (1 - rho + rho tail_width^2)) (rho = ``tail_weight``, 0 for the paper's single triangle)."""
+    rho = _check_tail(tail_weight, tail_width)
+    var = (box_half_widths**2).sum(-1) / 3 + (r * sigma) ** 2 / 6 * (1 - rho + rho * tail_width**2)
     return center, var
 
 
 def ciber_sample(center: torch.Tensor, box_half_widths: torch.Tensor, sigma: torch.Tensor, num_samples: int,
-                 *, r: float = TRIANGULAR_R, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Monte Carlo draws from the same predictive (uniform box weights, triangular noise): ``(num_samples, *batch)``."""
+                 *, r: float = TRIANGULAR_R, tail_weight: float = 0.0, tail_width: float = TAIL_WIDTH,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Monte Carlo draws from the same predictive (uniform box weights, triangular noise, the wide triangle with
+    probability ``tail_weight``): ``(num_samples, *batch)``."""
+    rho = _check_tail(tail_weight, tail_width)
     shape = (num_samples, *box_half_widths.shape)
     gdev = generator.device if generator is not None else box_half_widths.device  # a CPU generator may drive CUDA
     u = (2 * torch.rand(shape, generator=generator, dtype=box_half_widths.dtype, device=gdev) - 1)
-    v = torch.rand((2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype, device=gdev)
+    v = torch.rand((3 if rho > 0 else 2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype,
+                   device=gdev)
     u, v = u.to(box_half_widths.device), v.to(sigma.device)
-    return center + (u * box_half_widths).sum(-1) + r * sigma * (v[0] + v[1] - 1)  # V1 + V2, each U(-r s/2, r s/2)
+    scale = torch.where(v[2] < rho, tail_width, 1.0) if rho > 0 else 1.0
+    # V1 + V2, each U(-r s/2, r s/2), s = sigma (or tail_width sigma for the tail component)
+    return center + (u * box_half_widths).sum(-1) + r * scale * sigma * (v[0] + v[1] - 1)
 
 
 def gaussian_collapsed_moments(center: torch.Tensor, phi: torch.Tensor, cov: torch.Tensor,

@@ -43,6 +43,7 @@ from pyrozoo.data.uci import RegressionSplit, check_regression_data, split_regre
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.collapsed import (
     MAX_COLLAPSED,
+    TAIL_WIDTH,
     ciber_density,
     ciber_moments,
     ciber_sample,
@@ -178,6 +179,8 @@ class BNNPosterior:
     extras: dict[str, Any] = field(default_factory=dict)
     noise_scale: float = 1.0  # tau: sigma(x) -> tau sigma(x) in every likelihood (chosen on validation data)
     defensive_weight: float = 0.0  # lambda: ciber's per-draw density mixed with lambda of its moment-matched Gaussian
+    box_scale: float = 1.0  # ciber: box half-widths box_scale * sqrt(3) sd (1: the conditional's variances)
+    tail_weight: float = 0.0  # ciber: rho of the wide triangle (our triangle-mixture variant; 0: the paper's triangle)
 
     @property
     def num_draws(self) -> int:
@@ -209,9 +212,9 @@ class BNNPosterior:
         center = out["mean"] - (phi * w_c[:, None, :]).sum(-1) + (phi * self.cond_mean[:, None, :]).sum(-1)
         out.update(center=center, phi=phi)
         if self.kind == "ciber":
-            half = math.sqrt(3.0) * self.cond_cov.diagonal().clamp_min(0).sqrt()
+            half = self.box_scale * math.sqrt(3.0) * self.cond_cov.diagonal().clamp_min(0).sqrt()
             out["box"] = phi.abs() * half
-            out["mean"], out["var"] = ciber_moments(center, out["box"], sigma)
+            out["mean"], out["var"] = ciber_moments(center, out["box"], sigma, tail_weight=self.tail_weight)
         else:
             out["mean"], out["var"] = gaussian_collapsed_moments(center, phi, self.cond_cov, sigma)
         return out
@@ -241,7 +244,7 @@ class BNNPosterior:
         pd = self._per_draw(Xs)
         gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
         if self.kind == "ciber":
-            ll = ciber_density(ys, pd["center"], pd["box"], pd["sigma"]).log()
+            ll = ciber_density(ys, pd["center"], pd["box"], pd["sigma"], tail_weight=self.tail_weight).log()
             if defensive_weight > 0:  # in log space: the Gaussian part may underflow far out
                 ll = torch.logaddexp(ll + math.log1p(-defensive_weight), gauss + math.log(defensive_weight))
         else:
@@ -265,8 +268,8 @@ class BNNPosterior:
         pd = self._per_draw(self._prep(X))
         idx = torch.randint(self.num_draws, (num_samples,), generator=generator).to(self.draws.device)
         if self.kind == "ciber":
-            y = torch.stack([ciber_sample(pd["center"][i], pd["box"][i], pd["sigma"][i], 1, generator=generator)[0]
-                             for i in idx.tolist()])
+            y = torch.stack([ciber_sample(pd["center"][i], pd["box"][i], pd["sigma"][i], 1,
+                                          tail_weight=self.tail_weight, generator=generator)[0] for i in idx.tolist()])
             if self.defensive_weight > 0:  # the mixture's Gaussian part (same mean and variance per draw)
                 z = torch.randn(num_samples, y.shape[-1], generator=generator, dtype=torch.float64).to(y.device)
                 u = torch.rand(num_samples, 1, generator=generator, dtype=torch.float64).to(y.device)
@@ -377,31 +380,57 @@ def train_bnn(
 
 NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
+# ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
+# the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
+BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+TAIL_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)  # rho grid of our triangle-mixture variant (opt-in: tail_weights=...)
 
 
 def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales: tuple[float, ...] = NOISE_SCALES,
-                    defensive_weights: tuple[float, ...] = DEFENSIVE_WEIGHTS) -> BNNPosterior:
+                    defensive_weights: tuple[float, ...] = DEFENSIVE_WEIGHTS,
+                    box_scales: tuple[float, ...] = BOX_SCALES,
+                    tail_weights: tuple[float, ...] = (0.0,)) -> BNNPosterior:
     """The posterior with the noise scale tau (sigma(x) -> tau sigma(x)) and, for ``ciber``, the defensive weight
-    lambda that maximize the mean log predictive density of held-out rows (a grid search; other kinds ignore
-    lambda). The network and its draws are unchanged. The choice and the grid's scores go to ``extras``."""
-    weights = defensive_weights if post.kind == "ciber" else (post.defensive_weight,)
-    scores: dict[tuple[float, float], float] = {}
+    lambda, the box scale and the tail weight rho (our triangle mixture; default grid (0,): the paper's triangle)
+    that maximize the mean log predictive density of held-out rows (a grid search; other kinds use tau only).
+    The network and its draws are unchanged. The choice and the grid's scores go to ``extras["calibration"]``
+    (grid keys: (tau, lambda, box_scale, rho))."""
+    ciber = post.kind == "ciber"
+    weights = defensive_weights if ciber else (post.defensive_weight,)
+    boxes = box_scales if ciber else (post.box_scale,)
+    rhos = tail_weights if ciber else (post.tail_weight,)
+    for rho in rhos:
+        if not 0.0 <= float(rho) < 1.0:
+            raise PyrozooError(f"tail_weights: expected numbers in [0, 1), got {rho!r}")
+    for box in boxes:
+        check_positive("box_scales", box)
+    scores: dict[tuple[float, float, float, float], float] = {}
+    ys = (torch.as_tensor(y_val, dtype=torch.float64, device=post.draws.device) - post.y_mean) / post.y_std
     for tau in noise_scales:
-        cand = replace(post, noise_scale=float(tau), defensive_weight=0.0)
-        Xs = cand._prep(X_val)
-        ys = (torch.as_tensor(y_val, dtype=torch.float64, device=cand.draws.device) - cand.y_mean) / cand.y_std
-        pd = cand._per_draw(Xs)
-        gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
-        exact = ciber_density(ys, pd["center"], pd["box"], pd["sigma"]).log() if post.kind == "ciber" else gauss
-        for lam in weights:  # one density evaluation per tau, every lambda mixes it with the Gaussian
-            ll = exact if post.kind != "ciber" or lam <= 0 else torch.logaddexp(
-                exact + math.log1p(-lam), gauss + math.log(lam))
-            lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0]) - math.log(cand.y_std)  # data units
-            scores[(float(tau), float(lam))] = float(lpd.mean())
+        for box in boxes:
+            cand = replace(post, noise_scale=float(tau), defensive_weight=0.0, box_scale=float(box), tail_weight=0.0)
+            pd = cand._per_draw(cand._prep(X_val))
+            if ciber:  # one density evaluation per (tau, box, component); rho and lambda only mix them
+                narrow = ciber_density(ys, pd["center"], pd["box"], pd["sigma"])
+                wide = (ciber_density(ys, pd["center"], pd["box"], TAIL_WIDTH * pd["sigma"])
+                        if any(r > 0 for r in rhos) else narrow)
+            for rho in rhos:
+                if ciber:
+                    _, var = ciber_moments(pd["center"], pd["box"], pd["sigma"], tail_weight=rho)
+                    gauss = dist.Normal(pd["center"], var.sqrt()).log_prob(ys)
+                    exact = ((1 - rho) * narrow + rho * wide).log()
+                else:
+                    exact = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
+                for lam in weights:
+                    ll = exact if not ciber or lam <= 0 else torch.logaddexp(
+                        exact + math.log1p(-lam), gauss + math.log(lam))
+                    lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0]) - math.log(cand.y_std)  # data units
+                    scores[(float(tau), float(lam), float(box), float(rho))] = float(lpd.mean())
     best = max(scores, key=lambda key: scores[key])
-    extras = {**post.extras, "calibration": {"noise_scale": best[0], "defensive_weight": best[1],
-                                             "val_lpd": scores[best], "grid": scores}}
-    return replace(post, noise_scale=best[0], defensive_weight=best[1], extras=extras)
+    extras = {**post.extras, "calibration": {"noise_scale": best[0], "defensive_weight": best[1], "box_scale": best[2],
+                                             "tail_weight": best[3], "val_lpd": scores[best], "grid": scores}}
+    return replace(post, noise_scale=best[0], defensive_weight=best[1], box_scale=best[2], tail_weight=best[3],
+                   extras=extras)
 
 
 def build_posterior(
@@ -414,11 +443,13 @@ def build_posterior(
     vi_steps: int = 2000,
     vi_lr: float = 0.01,
     calibrate: bool | None = None,
+    tail_weights: tuple[float, ...] = (0.0,),
 ) -> BNNPosterior:
     """The ``posterior`` of the module docstring from one SGD/SWA trajectory (VI starts from its last iterate).
 
     ``calibrate`` (default: when the training run held out validation rows) picks the noise scale and CIBER's
-    defensive weight on the validation rows (:func:`calibrate_noise`)."""
+    defensive weight, box scale (and, with ``tail_weights`` other than (0,), the tail weight of our triangle mixture)
+    on the validation rows (:func:`calibrate_noise`)."""
     if calibrate is None:
         calibrate = training.X_val is not None
     elif calibrate and training.X_val is None:
@@ -427,7 +458,7 @@ def build_posterior(
                             vi_steps=vi_steps, vi_lr=vi_lr)
     if calibrate:
         t0 = time.perf_counter()
-        post = calibrate_noise(post, training.X_val, training.y_val)
+        post = calibrate_noise(post, training.X_val, training.y_val, tail_weights=tail_weights)
         post.extras["fit_time"] += time.perf_counter() - t0
     return post
 

@@ -10,6 +10,7 @@ from scipy import optimize
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.collapsed import (
+    TAIL_WIDTH,
     TRIANGULAR_R,
     ciber_density,
     ciber_moments,
@@ -97,6 +98,57 @@ def test_density_agrees_with_a_million_monte_carlo_draws():
     mean, var = ciber_moments(center, box, sigma)
     assert abs(float(y.mean() - mean)) < 5 * math.sqrt(float(var) / n)
     assert abs(float(y.var() / var) - 1) < 5 * math.sqrt(2 / n) * 1.2
+
+
+def test_triangle_mixture_integrates_to_one_and_matches_monte_carlo():
+    """Our tail variant (1 - rho) Tri(r sigma) + rho Tri(3 r sigma): quadrature (mass, mean, variance) and an
+    independent reference of 10^6 draws per component (box weights but the widest drawn, the widest box and the
+    triangle integrated through the triangular CDF, control variates as above), 1e-3 relative."""
+    center, box, sigma = _example()
+    rho = 0.2
+    half = float(box.sum() + TAIL_WIDTH * TRIANGULAR_R * sigma)
+    y = torch.linspace(float(center) - half - 0.1, float(center) + half + 0.1, 16001, dtype=torch.float64)
+    p = ciber_density(y, center, box, sigma, tail_weight=rho)
+    assert float(torch.trapezoid(p, y)) == pytest.approx(1.0, abs=1e-7)
+    mean, var = ciber_moments(center, box, sigma, tail_weight=rho)
+    assert float(torch.trapezoid(p * y, y)) == pytest.approx(float(mean), abs=1e-7)
+    assert float(torch.trapezoid(p * (y - mean) ** 2, y)) == pytest.approx(float(var), rel=1e-6)
+    # support: beyond the narrow triangle's reach only the wide component is left (positive density)
+    far = center + box.sum() + TRIANGULAR_R * sigma + 0.5
+    assert float(ciber_density(far, center, box, sigma)) == 0.0
+    assert float(ciber_density(far, center, box, sigma, tail_weight=rho)) > 0.0
+    points = torch.tensor([0.3, -0.4, 1.0, 1.6, 4.0], dtype=torch.float64)  # 4.0: the wide triangle only
+    exact = ciber_density(points, center, box, sigma, tail_weight=rho)
+    j = int(box.argmax())
+    rest, b1 = torch.cat([box[:j], box[j + 1:]]), box[j]
+    n = 1_000_000
+    gen = torch.Generator().manual_seed(2)
+    S = ((2 * torch.rand(n, len(rest), generator=gen, dtype=torch.float64) - 1) * rest).sum(-1)
+    z = points[None] - center - S[:, None]
+    val = sum(w * (_triangular_cdf(z + b1, a) - _triangular_cdf(z - b1, a)) / (2 * b1)
+              for w, a in ((1 - rho, TRIANGULAR_R * sigma), (rho, TAIL_WIDTH * TRIANGULAR_R * sigma)))
+    m2 = (rest**2).sum() / 3
+    m4 = (rest**4).sum() / 5 + 3 * (m2**2 - (rest**4).sum() / 9)
+    cv = torch.stack([S, S**2 - m2, S**4 - m4], -1)
+    beta = torch.linalg.lstsq(cv - cv.mean(0), val - val.mean(0)).solution
+    resid = val - cv @ beta
+    est, sd = resid.mean(0), resid.std(0) / math.sqrt(n)
+    assert (sd / exact < 2.5e-4).all()
+    assert ((est - exact).abs() / exact < 1e-3).all(), (est - exact) / exact
+    # the sampler draws the wide component with probability rho: mean, variance and the tail mass beyond 2.0
+    draws = ciber_sample(center, box, sigma, n, tail_weight=rho, generator=gen)
+    assert abs(float(draws.mean() - mean)) < 5 * math.sqrt(float(var) / n)
+    assert abs(float(draws.var() / var) - 1) < 5 * math.sqrt(2 / n) * 1.5
+    tail = float(torch.trapezoid(torch.where(y > 2.0, p, 0.0), y))
+    assert abs(float((draws > 2.0).double().mean()) - tail) < 5 * math.sqrt(tail / n)
+
+
+def test_triangle_mixture_bad_arguments():
+    center, box, sigma = _example()
+    with pytest.raises(PyrozooError, match="tail_weight"):
+        ciber_density(center, center, box, sigma, tail_weight=1.0)
+    with pytest.raises(PyrozooError, match="tail_width"):
+        ciber_moments(center, box, sigma, tail_weight=0.1, tail_width=0.5)
 
 
 def test_ill_conditioned_widths_are_computed_accurately():

@@ -12,7 +12,17 @@ from pyrozoo import registry
 from pyrozoo.config import RunConfig
 from pyrozoo.data.uci import load_uci, uci_split
 from pyrozoo.errors import PyrozooError
-from pyrozoo.models.bnn import NOISE_SCALES, MLPLayout, bnn_model, build_posterior, fit_bnn, mlp_forward, train_bnn
+from pyrozoo.models.bnn import (
+    BOX_SCALES,
+    NOISE_SCALES,
+    TAIL_WEIGHTS,
+    MLPLayout,
+    bnn_model,
+    build_posterior,
+    fit_bnn,
+    mlp_forward,
+    train_bnn,
+)
 
 FAST = {"hidden": 8, "epochs": 30, "swa_epochs": 15, "rank": 5, "batch_size": 16}
 
@@ -104,12 +114,22 @@ def test_validation_calibration_of_noise_scale_and_defensive_weight():
     for kind in ("ciber", "swag"):
         post = build_posterior(tr, kind, num_samples=8, num_collapsed=4)
         cal = post.extras["calibration"]
-        assert (post.noise_scale, post.defensive_weight) == max(cal["grid"], key=cal["grid"].get)
+        assert (post.noise_scale, post.defensive_weight, post.box_scale, post.tail_weight) == max(
+            cal["grid"], key=cal["grid"].get)
         lpd = post.log_predictive_density(tr.X_val, tr.y_val)
         assert float(lpd.mean()) == pytest.approx(cal["val_lpd"], rel=1e-9)
-        assert cal["val_lpd"] >= cal["grid"][(1.0, post.defensive_weight)]  # tau = 1 was a candidate
+        assert cal["val_lpd"] >= cal["grid"][(1.0, post.defensive_weight, 1.0, 0.0)]  # tau = 1, box 1 candidates
         if kind == "swag":
             assert post.defensive_weight == 0.0 and len(cal["grid"]) == len(NOISE_SCALES)
+        else:  # the paper's triangle unless the tail grid is asked for; every box scale tried
+            assert post.tail_weight == 0.0 and {key[2] for key in cal["grid"]} == set(BOX_SCALES)
+    # our triangle mixture: the tail weight joins the grid; the chosen posterior reproduces its score
+    mix = build_posterior(tr, "ciber", num_samples=8, num_collapsed=4, tail_weights=TAIL_WEIGHTS)
+    cal = mix.extras["calibration"]
+    assert {key[3] for key in cal["grid"]} == set(TAIL_WEIGHTS)
+    assert float(mix.log_predictive_density(tr.X_val, tr.y_val).mean()) == pytest.approx(cal["val_lpd"], rel=1e-9)
+    plain = max(v for key, v in cal["grid"].items() if key[3] == 0.0)
+    assert cal["val_lpd"] >= plain
     # validation targets drawn from the same predictive with the noise 1.5x wider: the grid search finds tau = 1.5
     # (with 720 rows the scale's MLE has sd ~ 1.5 / sqrt(2 * 720) = 0.04; the neighbours 1.25, 1.75 are > 6 sd off)
     from dataclasses import replace
