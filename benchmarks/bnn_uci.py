@@ -6,12 +6,14 @@ and the speed of exact collapsed prediction against Monte Carlo of the same accu
     python benchmarks/bnn_uci.py --speed-only
 
 Per split: 1/9 of the training part is held out (``--val-fraction``, the reference code's 8:1 split) to choose the
-noise scale tau of every method and CIBER's defensive weight lambda on it. One SGD/SWA trajectory is shared by MAP
-(its last iterate), SWAG-diag, SWAG, CIBER and the collapsed Gaussian (the fit time of each is the trajectory's time
-plus its own); VI (AutoNormal) starts from the MAP weights. Metrics in original units: test RMSE of the predictive
-mean; test NLL with the moment-matched Gaussian predictive (Izmailov et al.'s protocol for SWAG, used for every
-method) and with each method's own predictive density, both as trained (tau = 1, lambda = 0: CIBER's bounded support
-can give an infinite NLL) and calibrated; for CIBER the number of test points outside its support.
+noise scale tau of every method and CIBER's defensive weight lambda and box scale on it (rows "ciber, box 1": box
+scale fixed at 1; "ciber + tail (ours)": our triangle-mixture likelihood, its tail weight rho chosen there too).
+One SGD/SWA trajectory is shared by MAP (its last iterate), SWAG-diag, SWAG, CIBER and the collapsed Gaussian (the
+fit time of each is the trajectory's time plus its own); VI (AutoNormal) starts from the MAP weights. Metrics in
+original units: test RMSE of the predictive mean; test NLL with the moment-matched Gaussian predictive (Izmailov et
+al.'s protocol for SWAG, used for every method) and with each method's own predictive density, both as trained
+(tau = 1, lambda = 0, box 1: CIBER's bounded support can give an infinite NLL) and calibrated; for CIBER the number
+of test points outside its support.
 Mean +- standard error over splits.
 """
 
