@@ -159,6 +159,7 @@ def digits_task(
     background: float = 0.5,
     noise: float = 0.1,
     protected_on_target: bool = False,
+    context_copies: int = 1,
     threshold: int = 5,
     fractions: tuple[float, float, float, float] = (0.4, 0.15, 0.15, 0.3),
 ) -> Dataset:
@@ -170,11 +171,14 @@ def digits_task(
     ``context="blank"`` uses ``n_context`` background-only images instead (the closest analogue of the paper's
     scene images, but a weaker teacher for the adversary). ``protected_on_target`` also gives the adversary the
     colour of the target-labelled rows; there the colour agrees with the target 95% of the time, so the adversary
-    can read it off the digit, and removing *that* would remove the target too (off by default)."""
+    can read it off the digit, and removing *that* would remove the target too (off by default).
+    ``context_copies = k`` renders each context-pool digit ``k`` times with alternating colours (k = 2: every digit
+    in both colours, so in the context part the colour is the only difference between the two classes)."""
     from sklearn.datasets import load_digits
 
     check_probability("train_corr", train_corr)
     n_context = check_int("n_context", n_context)
+    context_copies = check_int("context_copies", context_copies, minimum=1)
     check_choice("context", context, ("digits", "blank"))
     check_int("threshold", threshold, minimum=1)
     if threshold > 9:
@@ -204,8 +208,10 @@ def digits_task(
     c_train = _context_for(target[train], train_corr, rng)
     x_train = render_digits(ink[train], c_train, rng, background=background, noise=noise)
     if context == "digits":
-        c_ctx = rng.integers(0, 2, pool.size)
-        x_ctx = render_digits(ink[pool], c_ctx, rng, background=background, noise=noise)
+        first = rng.integers(0, 2, pool.size)
+        c_ctx = np.concatenate([(first + k) % 2 for k in range(context_copies)])
+        x_ctx = render_digits(np.tile(ink[pool], (context_copies, 1, 1)), c_ctx, rng, background=background,
+                              noise=noise)
     else:
         c_ctx = rng.integers(0, 2, n_context)
         x_ctx = render_digits(np.zeros((n_context, 8, 8), np.float32), c_ctx, rng, background=background,

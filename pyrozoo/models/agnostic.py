@@ -66,8 +66,9 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
-EXTRACTOR_LOSSES = ("reversal", "confusion")
+EXTRACTOR_LOSSES = ("reversal", "confusion", "moments")
 TARGET_WEIGHTS = ("one_minus_alpha", "one")
+ADVERSARY_WEIGHTS = ("alpha", "odds")
 HEAD_SITES = ("w_y", "b_y", "w_p", "b_p")
 
 
@@ -219,6 +220,22 @@ def target_weight_value(target_weight: Any, alpha: float) -> float:
     return float(target_weight)
 
 
+def adversary_weight_value(adversary_weight: str, alpha: float | AlphaSchedule, cap: float = 10.0) -> float:
+    """The adversarial term's weight ``w_a`` at the schedule's current point: ``"alpha"`` gives ``alpha_t`` (eq. 1);
+    ``"odds"`` gives ``s_t * min(alpha / (1 - alpha), cap)`` (``cap`` at alpha = 1), where ``s_t = alpha_t / alpha``
+    is the schedule's ramp. With ``target_weight="one"`` the odds weight keeps eq. 1's ratio of the two terms,
+    ``alpha : (1 - alpha)``, without shrinking the target term."""
+    check_choice("adversary_weight", adversary_weight, ADVERSARY_WEIGHTS)
+    a_t = float(alpha)
+    if adversary_weight == "alpha":
+        return a_t
+    base = check_alpha(alpha)
+    if base == 0.0:
+        return 0.0
+    odds = cap if base >= 1.0 else min(base / (1.0 - base), cap)
+    return odds * a_t / base
+
+
 def check_alpha(alpha: Any) -> float:
     """Raise unless ``alpha`` is a number in [0, 1]."""
     if isinstance(alpha, AlphaSchedule):
@@ -252,6 +269,8 @@ def agnostic_model(
     protected_features: torch.Tensor | None = None,
     extractor_loss: str = "reversal",
     target_weight: str | float = "one_minus_alpha",
+    adversary_weight: str = "alpha",
+    max_adversary_weight: float = 10.0,
 ) -> None:
     """The Pyro model (see the module docstring). ``y`` (target labels of the rows ``target_idx``) and ``p``
     (protected labels of the rows ``protected_idx``) are observed when given, drawn otherwise. ``batch_size``
@@ -262,9 +281,12 @@ def agnostic_model(
     the given features, so only ``h, W_p, b_p`` get gradients.
 
     ``target_weight`` is the weight of the target term: ``"one_minus_alpha"`` (eq. 1), ``"one"`` (weight 1 at every
-    alpha, so only the adversarial term grows with alpha) or a number in (0, 1] (a fixed weight)."""
-    a = float(alpha)
-    w_t = target_weight_value(target_weight, a)
+    alpha, so only the adversarial term grows with alpha) or a number in (0, 1] (a fixed weight).
+    ``adversary_weight`` is the weight of the adversarial term (the GRL's lambda, or the confusion factor's scale):
+    ``"alpha"`` (eq. 1) or ``"odds"`` (``alpha / (1 - alpha)``, capped at ``max_adversary_weight``); see
+    :func:`adversary_weight_value`."""
+    w_t = target_weight_value(target_weight, float(alpha))
+    a = adversary_weight_value(adversary_weight, alpha, max_adversary_weight)
     pyro.module("agnostic_net", net)
     ref = x
     D, H = net.feature_dim, net.adversary_hidden
@@ -286,9 +308,15 @@ def agnostic_model(
     if n_p == 0:
         return
     weight = protected_weight if protected_weight is not None else torch.ones(n_p, dtype=ref.dtype, device=ref.device)
+    if extractor_loss == "moments" and protected_features is None and p is not None and a > 0:
+        # closed-form best response of a standardized linear/quadratic adversary (all protected rows at once)
+        gap = moment_gap(net.extractor(x[protected_idx]), p, weight)
+        pyro.factor("moments", -a * target_idx.shape[0] * gap)
     with pyro.plate("protected_id", n_p, subsample_size=batch_size, device=ref.device) as j:
         if protected_features is not None:
             h = net.adversary(protected_features[j])
+        elif extractor_loss == "moments":
+            h = net.adversary(net.extractor(x[protected_idx[j]]).detach())
         elif extractor_loss == "reversal":
             h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), a))
         else:  # confusion: the adversary learns from detached features, the extractor from the factor below
@@ -301,6 +329,35 @@ def agnostic_model(
                 pyro.factor("confusion", a * weight[j] * logp.mean(-1))
         with poutine.scale(scale=weight[j]):
             pyro.sample("p", dist.Categorical(logits=_linear(h, w_p, b_p)), obs=None if p is None else p[j])
+
+
+def moment_gap(z: torch.Tensor, p: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """How far the protected classes' feature distributions are apart in their first two moments, on features
+    standardized over all rows (as the fresh probes see them):
+
+        gap = sum_k pi_k [ ||m_k - m||^2 + ||C_k - C||_F^2 / D ],
+
+    ``m_k, C_k`` the weighted mean and covariance of class ``k``, ``m, C`` the pooled ones, ``pi_k`` the class
+    shares. ``gap = 0`` iff every class has the pooled mean and covariance: then no linear probe (and no quadratic
+    discriminant) separates the classes. Its gradient vanishes at that point, so unlike a trained adversary it
+    does not keep pushing a representation that is already agnostic."""
+    w = torch.ones(z.shape[0], dtype=z.dtype, device=z.device) if weight is None else weight.to(z.dtype)
+    w = w / w.sum()
+    mean = (w[:, None] * z).sum(0)
+    sd = ((w[:, None] * (z - mean) ** 2).sum(0) + 1e-5).sqrt()
+    u = (z - mean) / sd
+    pooled = (w[:, None] * u).T @ u
+    gap = z.new_zeros(())
+    for k in torch.unique(p):
+        wk = w * (p == k).to(z.dtype)
+        share = wk.sum()
+        if share <= 0:
+            continue
+        wk = wk / share
+        mk = (wk[:, None] * u).sum(0)
+        ck = (wk[:, None] * (u - mk)).T @ (u - mk)
+        gap = gap + share * ((mk ** 2).sum() + ((ck - pooled) ** 2).sum() / z.shape[1])
+    return gap
 
 
 def make_agnostic_guide(model: Any = agnostic_model, init_scale: float = 0.05) -> AutoNormal:
@@ -358,12 +415,14 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 
 
 # ----------------------------------------------------------------------------------------------- entry glue
-MODEL_OPTIONS = {"alpha": 0.8, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
+MODEL_OPTIONS = {"alpha": 1.0, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
                  "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1,
                  "adv_steps": 5, "adv_lr": 0.01, "adv_layers": 1, "adv_reset": 100, "adv_retrain": 50, "clip_norm": 1.0,
-                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "confusion",
-                 "target_weight": "one_minus_alpha", "adversary_warmup": 0}
-DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": False}
+                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "moments",
+                 "target_weight": "one", "adversary_warmup": 0, "adversary_weight": "odds",
+                 "max_adversary_weight": 100.0}
+DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": False,
+                  "context_copies": 2}
 
 
 def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
@@ -386,6 +445,8 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     check_positive("adv_lr", opts["adv_lr"])
     check_choice("extractor_loss", opts["extractor_loss"], EXTRACTOR_LOSSES)
     target_weight_value(opts["target_weight"], 0.0)
+    check_choice("adversary_weight", opts["adversary_weight"], ADVERSARY_WEIGHTS)
+    check_positive("max_adversary_weight", opts["max_adversary_weight"])
     if not isinstance(opts["adversary_warmup"], int) or isinstance(opts["adversary_warmup"], bool) or \
             opts["adversary_warmup"] < 0:
         raise PyrozooError(f"adversary_warmup: expected an integer >= 0, got {opts['adversary_warmup']!r}")
@@ -642,7 +703,8 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
     kwargs.update(alpha=schedule, prior_scale=float(opts["prior_scale"]),
                   batch_size=int(opts["batch_size"]) or None, extractor_loss=opts["extractor_loss"],
-                  target_weight=opts["target_weight"])
+                  target_weight=opts["target_weight"], adversary_weight=opts["adversary_weight"],
+                  max_adversary_weight=float(opts["max_adversary_weight"]))
     default_lr = 0.3 if opts["optimizer"] == "sgd" else 0.01
     return run_agnostic_svi(
         agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, schedule=schedule,

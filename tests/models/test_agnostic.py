@@ -405,3 +405,101 @@ def test_adversary_warmup_holds_alpha_at_zero_and_leaves_the_adversary_alone():
 def test_bad_target_weight_or_warmup(option):
     with pytest.raises(PyrozooError, match=next(iter(option))):
         load_digits_task(0, **option)
+
+
+# ---------------------------------------------------- odds weighting, moment-matching extractor loss (default)
+def test_adversary_weight_odds_and_cap():
+    """adversary_weight='odds': w_a = alpha / (1 - alpha), capped, times the schedule's ramp; 'alpha' is eq. 1's."""
+    from pyrozoo.models.agnostic import adversary_weight_value
+
+    for alpha, want in ((0.0, 0.0), (0.5, 1.0), (0.75, 3.0), (0.9, 9.0), (0.99, 20.0), (1.0, 20.0)):
+        assert adversary_weight_value("odds", alpha, cap=20.0) == pytest.approx(want)
+        assert adversary_weight_value("alpha", alpha) == pytest.approx(alpha)
+    half_way = AlphaSchedule(0.8, "linear", 0.5, progress=0.125)  # ramp at 1/4: alpha_t = 0.2
+    assert adversary_weight_value("odds", half_way, cap=100.0) == pytest.approx(4.0 * 0.25)
+    assert adversary_weight_value("alpha", half_way) == pytest.approx(0.2)
+    with pytest.raises(PyrozooError, match="adversary_weight"):
+        adversary_weight_value("huge", 0.5)
+
+
+def _moment_gap_numpy(z, p):
+    u = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+    pooled = u.T @ u / len(u)
+    gap = 0.0
+    for k in np.unique(p):
+        uk = u[p == k]
+        mk = uk.mean(0)
+        ck = (uk - mk).T @ (uk - mk) / len(uk)
+        gap += len(uk) / len(u) * ((mk**2).sum() + ((ck - pooled) ** 2).sum() / z.shape[1])
+    return gap
+
+
+def test_moment_gap_against_numpy_and_zero_at_independence():
+    """moment_gap equals an independent numpy computation; it is 0, with a zero gradient, when both protected
+    classes hold the same feature rows, and it grows with a mean shift between the classes."""
+    from pyrozoo.models.agnostic import moment_gap
+
+    gen = np.random.default_rng(3)
+    z = gen.standard_normal((40, 5))
+    p = gen.integers(0, 2, 40)
+    got = moment_gap(torch.as_tensor(z), torch.as_tensor(p))
+    assert float(got) == pytest.approx(_moment_gap_numpy(z, p), rel=1e-10)
+    twin = torch.as_tensor(np.r_[z[:20], z[:20]], dtype=torch.float64).requires_grad_(True)
+    labels = torch.as_tensor(np.r_[np.zeros(20), np.ones(20)]).long()
+    gap = moment_gap(twin, labels)
+    gap.backward()
+    assert float(gap.detach()) < 1e-20 and float(twin.grad.abs().max()) < 1e-10
+    shifted = [float(moment_gap(torch.as_tensor(np.r_[z[:20], z[:20] + d]), labels)) for d in (0.1, 0.5, 1.0)]
+    assert 0 < shifted[0] < shifted[1] < shifted[2]
+
+
+def test_moments_extractor_gradient():
+    """extractor_loss='moments' with target_weight='one', adversary_weight='odds': the extractor's gradient is that
+    of CE_y + w_a * n * moment_gap(G_f(x_protected), p) (w_a = alpha / (1 - alpha) = 3); the protected likelihood
+    trains the adversary on detached features only."""
+    from pyrozoo.models.agnostic import moment_gap
+
+    data = _small_task()
+    kw, net, heads = data.model_kwargs(), data.inputs["net"], _heads(data)
+    opts = {"alpha": 0.75, "extractor_loss": "moments", "target_weight": "one", "adversary_weight": "odds"}
+    tr = poutine.trace(poutine.condition(agnostic_model, heads)).get_trace(**{**kw, **opts})
+    tr.compute_log_prob()
+    obs_lp = tr.nodes["y"]["log_prob"].sum() + tr.nodes["p"]["log_prob"].sum() + tr.nodes["moments"]["log_prob"].sum()
+    got = _extractor_grad(-obs_lp, net)
+    z_t = net.extractor(kw["x"][kw["target_idx"]])
+    ce_y = F.cross_entropy(z_t @ heads["w_y"].T + heads["b_y"], kw["y"], reduction="sum")
+    gap = moment_gap(net.extractor(kw["x"][kw["protected_idx"]]), kw["p"], kw["protected_weight"])
+    want = _extractor_grad(ce_y + 3.0 * kw["target_idx"].numel() * gap, net)
+    assert torch.allclose(got, want, atol=1e-10)
+
+
+def test_context_copies_render_each_context_digit_in_both_colours():
+    one, two = digits_task(0), digits_task(0, context_copies=2)
+    n_ctx = one.inputs["protected_idx"].numel()
+    assert two.inputs["protected_idx"].numel() == 2 * n_ctx
+    assert torch.equal(one.inputs["target_idx"], two.inputs["target_idx"])
+    x = two.inputs["x"][two.inputs["protected_idx"]]
+    colour = ((x[:, 1] - x[:, 0]).mean((-1, -2)) > 0).long()
+    p = two.observed["p"]
+    assert torch.equal(colour, p) and torch.equal(p[:n_ctx], 1 - p[n_ctx:])
+    ink = x.min(1).values  # both channels carry the ink: the same digit in both halves, up to pixel noise
+    assert float((ink[:n_ctx] - ink[n_ctx:]).abs().mean()) < 0.2
+
+
+@pytest.mark.parametrize("option", [{"adversary_weight": "huge"}, {"max_adversary_weight": 0.0},
+                                    {"extractor_loss": "mmd"}, {"context_copies": 0}])
+def test_bad_weighting_options(option):
+    with pytest.raises(PyrozooError, match=next(iter(option))):
+        load_digits_task(0, **option)
+
+
+@pytest.mark.slow
+def test_default_scheme_meets_both_targets_on_digits_seed0():
+    """Seeded (seed 0), the default scheme at alpha = 1 (moment matching, weight 100, target weight 1): the fresh
+    probes read the colour within 5 points of chance, and the decorrelated target accuracy beats the alpha = 0
+    plain classifier's by more than 10 points. Two 400-step fits."""
+    out = {alpha: _fit_digits(alpha)[0] for alpha in (0.0, 1.0)}
+    hi = out[1.0]
+    assert max(hi["probe_logreg_acc"], hi["probe_mlp_acc"]) - hi["probe_chance"] < 0.05
+    assert hi["test_decorrelated_target_acc"] > out[0.0]["test_decorrelated_target_acc"] + 0.1
+    assert out[0.0]["probe_logreg_acc"] > 0.85  # the plain classifier encodes the colour
