@@ -164,26 +164,30 @@ def treatment_variance(
     floor: float = 0.25,
     row_kwargs: dict[str, Any] | None = None,
     target: str = "squared",
-) -> np.ndarray:
+    return_raw: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """(R, n) conditional treatment variance s^2(x_i) per split.
 
     Binary treatment: s^2 = p(1 - p) with p = t_hat clipped to [trim, 1 - trim]. Continuous, ``target="squared"``
     (default): a cross-fitted regression of v_hat^2 on ``features`` on the same folds (unbiased for s^2 when s^2 is
     in the span); ``target="absolute"``: a regression of |v_hat|, s^2 = (pi / 2) fit^2 (E|v| = s sqrt(2 / pi) for
     Gaussian v; less heavy-tailed, but biased under non-Gaussian v). Floored at ``floor`` times the mean of v_hat^2
-    (a linear fit can cross zero)."""
+    (a linear fit can cross zero). ``return_raw=True`` returns (s2, the unfloored cross-fitted fit of v_hat^2) for
+    the squared target (None otherwise), so the caller can carry the variance model's noise into the SE."""
     t_resid = np.atleast_2d(t_resid)
     if binary:
         if t_hat is None:
             raise PyrozooError("t_hat: the binary treatment variance needs the fitted propensities")
         p = np.clip(np.atleast_2d(t_hat), trim, 1 - trim)
-        return p * (1 - p)
+        return (p * (1 - p), None) if return_raw else p * (1 - p)
     check_choice("target", target, ("squared", "absolute"))
+    raw = None
     if target == "squared":
         cf = crossfit_predict(learner, features, {"v2": t_resid**2}, folds=folds, row_kwargs=row_kwargs)
-        s2 = cf.predictions["v2"]
+        s2 = raw = cf.predictions["v2"]
     else:
         cf = crossfit_predict(learner, features, {"abs_v": np.abs(t_resid)}, folds=folds, row_kwargs=row_kwargs)
         s2 = 0.5 * np.pi * np.clip(cf.predictions["abs_v"], 0.0, None) ** 2
     lo = floor * (t_resid**2).mean(axis=1, keepdims=True)
-    return np.maximum(s2, lo)
+    s2 = np.maximum(s2, lo)
+    return (s2, raw) if return_raw else s2

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,16 +100,39 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
         return self.y_loc_ + self.y_scale_ * pred.reshape(-1)
 
 
+@dataclass
+class WeightModel:
+    """A final-stage weight w_i = 1 / s2_i estimated by least squares, s2 = Z gamma (``Z`` with its intercept
+    column), so its estimation noise can be carried into the sandwich (:func:`wls_hc3`): ``resid`` = v_hat^2 - Z
+    gamma_hat (the variance regression's residuals), ``active`` = rows whose s2 is not at the floor (there dw/dgamma
+    = 0)."""
+
+    Z: np.ndarray
+    resid: np.ndarray
+    active: np.ndarray
+
+
 def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
-            clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            clusters: np.ndarray | None = None,
+            weight_model: WeightModel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares coefficients and their HC3 sandwich covariance (or the cluster-robust CR1 one when
     ``clusters`` is given). With Xw = sqrt(w) X, yw = sqrt(w) y, u = yw - Xw b, h = diag(Xw (Xw'Xw)^-1 Xw'):
     V = (Xw'Xw)^-1 Xw' diag(u^2 / (1 - h)^2) Xw (Xw'Xw)^-1. Written by hand (a few lines of linear algebra) so
-    the estimator does not depend on statsmodels; the tests compare it with statsmodels."""
+    the estimator does not depend on statsmodels; the tests compare it with statsmodels.
+
+    ``weight_model`` (w = 1 / Z gamma_hat, gamma_hat by least squares; ``w`` must then be exactly 1 / s2, not
+    rescaled): stacked estimating equations (Newey & McFadden 1994, sec. 6) add the first-order effect of
+    gamma_hat to each row's influence,
+        phi_i = (X'WX)^-1 w_i x_i r_i / (1 - h_i) + C z_i e_i,
+        C = db/dgamma (Z'Z)^-1,  db/dgamma = -(X'WX)^-1 sum_i a_i w_i^2 r_i x_i z_i',
+    with r = y - X b, e the variance regression's residuals, a_i = 1 unless s2_i is floored; V = sum_i phi_i
+    phi_i' (summed within clusters first when ``clusters`` is given). Under heterogeneous effects the weighted
+    coefficient moves with the weights at first order, so treating them as known understates the variance."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
-    sw = np.ones(len(y)) if w is None else np.sqrt(np.asarray(w, dtype=np.float64))
+    w_arr = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    sw = np.sqrt(w_arr)
     Xw, yw = X * sw[:, None], np.asarray(y, dtype=np.float64) * sw
     bread = np.linalg.pinv(Xw.T @ Xw)
     b = bread @ Xw.T @ yw
@@ -116,14 +140,23 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     if clusters is None:
         h = np.einsum("ij,jk,ik->i", Xw, bread, Xw)
         s = Xw * (u / np.clip(1 - h, 1e-8, None))[:, None]
-        meat = s.T @ s
     else:
-        codes, inv = np.unique(clusters, return_inverse=True)
-        G, n, k = len(codes), X.shape[0], X.shape[1]
-        sums = np.zeros((G, k))
-        np.add.at(sums, inv, Xw * u[:, None])
-        meat = sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))
-    return b, bread @ meat @ bread
+        s = Xw * u[:, None]
+    phi = s @ bread  # (n, k) rows of the influence of b (bread is symmetric)
+    if weight_model is not None:
+        Z = np.asarray(weight_model.Z, dtype=np.float64)
+        r = np.asarray(y, dtype=np.float64) - X @ b
+        g = (np.asarray(weight_model.active, dtype=np.float64) * w_arr**2 * r)[:, None] * X
+        db_dgamma = -bread @ (g.T @ Z)
+        C = db_dgamma @ np.linalg.pinv(Z.T @ Z)
+        phi = phi + (Z * np.asarray(weight_model.resid, dtype=np.float64)[:, None]) @ C.T
+    if clusters is None:
+        return b, phi.T @ phi
+    codes, inv = np.unique(clusters, return_inverse=True)
+    G, n, k = len(codes), X.shape[0], X.shape[1]
+    sums = np.zeros((G, k))
+    np.add.at(sums, inv, phi)
+    return b, sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))
 
 
 def _selection(learner: Any) -> np.ndarray | None:
@@ -207,6 +240,10 @@ class PLCE:
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
         weight by its inverse; continuous or binary treatment). ``variance_learner``: learner of v_hat^2 on the
         nuisance design; default OLS on White's regressors (covariates, squares, cross products).
+        ``weight_uncertainty`` (default True): with that default variance model and a continuous treatment, the SE
+        carries the noise of the estimated weights (stacked estimating equations, see :func:`wls_hc3`); under
+        heterogeneous effects the weighted estimate moves with the weights at first order, and treating them as
+        known made the HC3 SE ~40% too small in the talk's heterogeneity design (see docs/plce.md).
     random_effects: random intercepts by ``groups`` in both nuisances; ``None`` means on when groups are given.
     interference: add kernel-weighted averages of other units' treatments and covariates to the nuisances.
     interference_column: covariate the kernel distance uses; bandwidth: fixed nu or ``None`` to learn it from
@@ -228,8 +265,8 @@ class PLCE:
                  treatment_model: str = "homoskedastic", random_effects: bool | None = None,
                  interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
                  bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
-                 variance_learner: Any = None, refit: str = "union", max_refit_fraction: float = 0.25, seed: int = 0,
-                 device: str = "cpu") -> None:
+                 variance_learner: Any = None, weight_uncertainty: bool = True, refit: str = "union",
+                 max_refit_fraction: float = 0.25, seed: int = 0, device: str = "cpu") -> None:
         self.learner = learner
         self.basis = basis
         self.n_knots = n_knots
@@ -246,6 +283,7 @@ class PLCE:
         self.se_type = se_type
         self.alpha = alpha
         self.variance_learner = variance_learner
+        self.weight_uncertainty = weight_uncertainty
         self.refit = refit
         self.max_refit_fraction = max_refit_fraction
         self.seed = seed
@@ -260,6 +298,8 @@ class PLCE:
         check_probability("alpha", self.alpha, open_interval=True)
         check_choice("refit", self.refit, REFITS)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
+        if not isinstance(self.weight_uncertainty, (bool, np.bool_)):
+            raise PyrozooError(f"weight_uncertainty: expected True or False, got {self.weight_uncertainty!r}")
         y = numeric_vector("y", y)
         t = numeric_vector("t", t)
         X = covariate_matrix(X)
@@ -346,6 +386,7 @@ class PLCE:
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
+        weight_models: list[WeightModel] | None = None
         if self.treatment_model == "heteroskedastic":
             if self.variance_learner is None:
                 # White's auxiliary regression: OLS of v_hat^2 on covariates, squares and cross products (unshrunk,
@@ -355,19 +396,26 @@ class PLCE:
                 v_learner, v_design = LinearRegression(), white_features(X)
             else:
                 v_learner, v_design = self.variance_learner, design
-            s2 = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_, t_hat=g_hat)
+            s2, raw = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_, t_hat=g_hat,
+                                         return_raw=True)
             w = 1.0 / s2
             w = w / w.mean(axis=1, keepdims=True)
+            if self.weight_uncertainty and raw is not None and self.variance_learner is None:
+                # the default variance model is least squares on [1, White's regressors]: carry its noise into the SE
+                Zv = np.column_stack([np.ones(n), v_design])
+                weight_models = [WeightModel(Zv, rt[r] ** 2 - raw[r], raw[r] >= s2[r]) for r in range(len(rt))]
         else:
             s2, w = None, np.ones_like(rt)
         clusters = groups if self.se_type == "cluster" else None
         R = folds.shape[0]
         th, var, th_f, var_f = (np.empty(R) for _ in range(4))
         for r in range(R):
-            b, V = wls_hc3(rt[r], ry[r], w[r], clusters=clusters)
+            # with a weight model, wls_hc3 needs the weights 1 / s2 themselves (b is unchanged by their scale)
+            w_r, wm = (1.0 / s2[r], weight_models[r]) if weight_models is not None else (w[r], None)
+            b, V = wls_hc3(rt[r], ry[r], w_r, clusters=clusters, weight_model=wm)
             th[r], var[r] = b[0], V[0, 0]
             Z = np.column_stack([np.ones(n), t, m_hat[r], g_hat[r]])
-            b, V = wls_hc3(Z, y, w[r], clusters=clusters)
+            b, V = wls_hc3(Z, y, w_r, clusters=clusters, weight_model=wm)
             th_f[r], var_f[r] = b[1], V[1, 1]
         self.crossfit_: CrossFitPredictions = cf
         self.y_resid_, self.t_resid_, self.weights_, self.treatment_variance_ = ry, rt, w, s2
