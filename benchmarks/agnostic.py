@@ -8,6 +8,8 @@ The peer is the alpha = 0 model (a plain Bayesian classifier), measured in the s
     python benchmarks/agnostic.py                        # full protocol: alpha 0, 0.1, ..., 1 x 10 seeds
     python benchmarks/agnostic.py --seeds 3 --steps 300  # reduced (see benchmarks/RESULTS.md)
     python benchmarks/agnostic.py --task cps1985 --alphas 0,0.3,0.5,0.7 --seeds 5
+    python benchmarks/agnostic.py --seeds 3 -o target_weight=one_minus_alpha -o adversary_weight=alpha \
+        -o extractor_loss=confusion -o context_copies=1          # the previous (eq. 1, confusion) scheme
 
 Prints a table (mean +- sd over seeds) and writes ``agnostic_<task>_runs.csv`` and the figures (PNG) to ``--out``.
 """

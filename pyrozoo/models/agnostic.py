@@ -27,6 +27,18 @@ adversary the reversed gradient ``-alpha dL_p`` vanishes (``dL_p / dlogits = sof
 extractor stalls with the concept intact; ``dC / dlogits = softmax - 1/K`` does not vanish. Both have the same
 fixed point: a representation from which the best adversary predicts ``p`` at chance.
 
+**Default scheme** (the issue-9 improvement pass; the paper's is selectable): ``G_f`` and ``G_y`` descend
+
+    w_t L_y + w_a(alpha) * n * gap(G_f(x_context), p),    w_t = 1,   w_a = min(alpha / (1 - alpha), cap)
+
+(``target_weight="one"``, ``adversary_weight="odds"``, ``extractor_loss="moments"``). The ratio of the two weights
+is eq. 1's ``alpha : (1 - alpha)``; only the overall scale differs, so the target term is never shrunk to
+``1 - alpha``. ``gap`` (:func:`moment_gap`) is the distance between the protected classes' first two moments of the
+standardized features: the closed-form best response of a standardized linear / quadratic-discriminant
+adversary. Its gradient vanishes once the features are agnostic (a trained adversary's confusion gradient does
+not: it keeps moving the features, and at weights > 1 the target was no longer learned). The adversary ``G_p`` is
+still trained (two-timescale, on frozen features) and its accuracy reported.
+
 Bayesian vs point estimates: the two **output layers** ``W_y, b_y, W_p, b_p`` are Bayesian, with priors
 ``Normal(0, prior_scale)`` and a mean-field Normal guide (``AutoNormal``, trained with ``TraceMeanField_ELBO``:
 analytic KL); ``G_f`` (convolutional for images, MLP for tables) and the adversary's hidden layer ``h`` are point
