@@ -95,15 +95,18 @@ def test_extractor_gradient_is_eq1(alpha):
     assert torch.allclose(got, want, atol=1e-10)
 
 
-def test_alpha_zero_is_a_plain_classifier():
+@pytest.mark.parametrize("scheme", [{}, {"extractor_loss": "moments", "target_weight": "one",
+                                         "adversary_weight": "odds", "max_adversary_weight": 100.0}])
+def test_alpha_zero_is_a_plain_classifier(scheme):
     """At alpha = 0 the ELBO's gradients for the extractor and the target head's variational parameters equal
-    those of a plain Bayesian classifier (the same model with no protected rows), at the same guide draws."""
+    those of a plain Bayesian classifier (the same model with no protected rows), at the same guide draws; under
+    eq. 1's scheme and under the entry's default (odds weight, moment matching)."""
     from pyro.infer import TraceMeanField_ELBO
 
     from pyrozoo.models.agnostic import make_agnostic_guide
 
     data = _small_task()
-    kw = {**data.model_kwargs(), "alpha": 0.0}
+    kw = {**data.model_kwargs(), "alpha": 0.0, **scheme}
     plain_kw = {**kw, "protected_idx": kw["protected_idx"][:0], "p": kw["p"][:0],
                 "protected_weight": kw["protected_weight"][:0]}
     grads = []
