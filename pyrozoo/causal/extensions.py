@@ -165,6 +165,7 @@ def treatment_variance(
     row_kwargs: dict[str, Any] | None = None,
     target: str = "squared",
     return_raw: bool = False,
+    clip_to_train: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """(R, n) conditional treatment variance s^2(x_i) per split.
 
@@ -183,10 +184,12 @@ def treatment_variance(
     check_choice("target", target, ("squared", "absolute"))
     raw = None
     if target == "squared":
-        cf = crossfit_predict(learner, features, {"v2": t_resid**2}, folds=folds, row_kwargs=row_kwargs)
+        cf = crossfit_predict(learner, features, {"v2": t_resid**2}, folds=folds, row_kwargs=row_kwargs,
+                              clip_to_train=clip_to_train)
         s2 = raw = cf.predictions["v2"]
     else:
-        cf = crossfit_predict(learner, features, {"abs_v": np.abs(t_resid)}, folds=folds, row_kwargs=row_kwargs)
+        cf = crossfit_predict(learner, features, {"abs_v": np.abs(t_resid)}, folds=folds, row_kwargs=row_kwargs,
+                              clip_to_train=clip_to_train)
         s2 = 0.5 * np.pi * np.clip(cf.predictions["abs_v"], 0.0, None) ** 2
     lo = floor * (t_resid**2).mean(axis=1, keepdims=True)
     s2 = np.maximum(s2, lo)

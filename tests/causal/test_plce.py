@@ -104,6 +104,23 @@ def test_spike_slab_learner_matches_the_spike_slab_estimator():
     assert 0 < fast.selected_.sum() < B.shape[1]
 
 
+def test_held_out_columns_are_clipped_to_the_training_range():
+    """crossfit_predict(clip_to_train=True) predicts each held-out row from its columns clipped to the training
+    folds' range; on the talk's heterogeneity design (data set 2251: a unit at x1* = -4.2, x2* = 3.9, far outside
+    the training range of the z1^2 z2^2 column) the unclipped fit gave a treatment residual of -31 and theta 1.57
+    (SE 6.8); clipped, theta is within 2 SE of 1 and no residual is absurd."""
+    from pyrozoo.causal.crossfit import clip_to_range
+
+    X_train = np.array([[0.0, 1.0], [2.0, 3.0]])
+    np.testing.assert_array_equal(clip_to_range(np.array([[-1.0, 2.0], [5.0, 9.0]]), X_train),
+                                  [[0.0, 2.0], [2.0, 3.0]])
+    d = simulate_plce(2251, "heterogeneity")
+    est = PLCE(n_repeats=1, seed=2251, treatment_model="heteroskedastic", interference=True).fit(
+        d.y, d.t, d.X, groups=d.groups)
+    assert est.clip_to_train and np.abs(est.t_resid_).max() < 8
+    assert abs(est.theta_ - 1.0) < 2 * est.se_ and est.se_ < 0.2
+
+
 def test_wls_hc3_matches_statsmodels():
     sm = pytest.importorskip("statsmodels.api")
     rng = np.random.default_rng(3)
@@ -312,6 +329,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("interference_column", "interference_column"),
     ("bandwidth", "bandwidth"),
     ("weight_uncertainty", "weight_uncertainty"),
+    ("clip_to_train", "clip_to_train"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -336,6 +354,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"interference": True, "bandwidth": True}
     elif case == "weight_uncertainty":
         kw = {"treatment_model": "heteroskedastic", "weight_uncertainty": "yes"}
+    elif case == "clip_to_train":
+        kw = {"clip_to_train": None}
     elif case == "text_x":
         X = pd.DataFrame(X, columns=list("abcde")).assign(site=["u", "v"] * 25)
 
