@@ -18,8 +18,8 @@ Posteriors (``inference`` of the zoo entry, ``posterior`` of :func:`fit_bnn`):
 
 :class:`BNNPosterior` is the fitted posterior: ``predictive_moments(X)``, ``sample_predictive(X, S)``,
 ``log_predictive_density(X, y)`` on new inputs, in the units the data came in. With ``val_fraction`` > 0 the noise
-scale tau (sigma(x) -> tau sigma(x)) and CIBER's defensive weight are chosen on held-out rows
-(:func:`calibrate_noise`).
+scale tau (sigma(x) -> tau sigma(x)) and CIBER's defensive weight and box scale (and, opt-in, the tail weight of
+our triangle-mixture likelihood) are chosen on held-out rows (:func:`calibrate_noise`).
 """
 
 from __future__ import annotations
@@ -185,6 +185,17 @@ class BNNPosterior:
     @property
     def num_draws(self) -> int:
         return self.draws.shape[0]
+
+    def weight_draws(self) -> torch.Tensor:
+        """``(S, P)`` draws of all weights from the posterior the predictive uses. ``draws`` holds w_c drawn from the
+        box at ``box_scale`` 1 (the predictive itself only uses the conditional's mean and box); for ``ciber`` they
+        are stretched here to the box at ``box_scale``."""
+        if self.kind != "ciber" or self.box_scale == 1.0:
+            return self.draws
+        draws = self.draws.clone()
+        mu = self.cond_mean.to(draws.dtype)
+        draws[:, self.collapsed] = mu + (draws[:, self.collapsed] - mu) * self.box_scale
+        return draws
 
     def _prep(self, X: Any) -> torch.Tensor:
         X = torch.as_tensor(X, dtype=self.draws.dtype, device=self.draws.device)
@@ -605,7 +616,7 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
         ll = post.pointwise_log_likelihood(X, y, defensive_weight=weight)
         return {"y": ll.reshape(1, *ll.shape).cpu().numpy()}
 
-    sites = post.layout.unflatten(post.draws)
+    sites = post.layout.unflatten(post.weight_draws())
     draws = {k: v.unsqueeze(0).to(X.dtype) for k, v in sites.items()}
     result = assemble_result(config.inference, bnn_model, dataset.model_kwargs(), draws,
                              fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,

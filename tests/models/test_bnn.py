@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pyro.poutine as poutine
 import pytest
@@ -19,6 +20,7 @@ from pyrozoo.models.bnn import (
     MLPLayout,
     bnn_model,
     build_posterior,
+    calibrate_noise,
     fit_bnn,
     mlp_forward,
     train_bnn,
@@ -123,8 +125,15 @@ def test_validation_calibration_of_noise_scale_and_defensive_weight():
             assert post.defensive_weight == 0.0 and len(cal["grid"]) == len(NOISE_SCALES)
         else:  # the paper's triangle unless the tail grid is asked for; every box scale tried
             assert post.tail_weight == 0.0 and {key[2] for key in cal["grid"]} == set(BOX_SCALES)
+    # weight_draws: the stored w_c stretched to the chosen box (inside it, and wider than box 1 allows)
+    base = build_posterior(tr, "ciber", num_samples=8, num_collapsed=4, calibrate=False)
+    wide = replace(base, box_scale=3.0)
+    half = math.sqrt(3.0) * base.cond_cov.diagonal().sqrt()
+    dev = wide.weight_draws().double()[:, wide.collapsed] - wide.cond_mean
+    assert (dev.abs() <= 3 * half * (1 + 1e-5)).all() and (dev.abs() > half * (1 + 1e-3)).any()
+    assert torch.equal(base.weight_draws(), base.draws)
     # our triangle mixture: the tail weight joins the grid; the chosen posterior reproduces its score
-    mix = build_posterior(tr, "ciber", num_samples=8, num_collapsed=4, tail_weights=TAIL_WEIGHTS)
+    mix = calibrate_noise(base, tr.X_val, tr.y_val, box_scales=(1.0, 3.0), tail_weights=TAIL_WEIGHTS)
     cal = mix.extras["calibration"]
     assert {key[3] for key in cal["grid"]} == set(TAIL_WEIGHTS)
     assert float(mix.log_predictive_density(tr.X_val, tr.y_val).mean()) == pytest.approx(cal["val_lpd"], rel=1e-9)
@@ -132,10 +141,6 @@ def test_validation_calibration_of_noise_scale_and_defensive_weight():
     assert cal["val_lpd"] >= plain
     # validation targets drawn from the same predictive with the noise 1.5x wider: the grid search finds tau = 1.5
     # (with 720 rows the scale's MLE has sd ~ 1.5 / sqrt(2 * 720) = 0.04; the neighbours 1.25, 1.75 are > 6 sd off)
-    from dataclasses import replace
-
-    from pyrozoo.models.bnn import calibrate_noise
-
     swag = build_posterior(tr, "swag", num_samples=8, calibrate=False)
     Xv = tr.X_val.repeat(40, 1)
     yv = replace(swag, noise_scale=1.5).sample_predictive(Xv, 1, generator=torch.Generator().manual_seed(4))[0]
