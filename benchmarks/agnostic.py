@@ -125,7 +125,7 @@ def plot_grid(stats, task: str, out: Path, title: str) -> Path:
     return path
 
 
-def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4) -> Path:
+def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4, suffix: str = "") -> Path:
     """Fig. 4 analogue: decorrelated test images, the most-informative-pixel map at alpha = 0 and at alpha_hi."""
     import matplotlib
 
@@ -158,7 +158,7 @@ def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4) -> P
     fig.suptitle(f"saliency mass on background: {share_lo:.2f} (alpha 0) vs {share_hi:.2f} (alpha {alpha_hi:.1f})",
                  fontsize=7)
     fig.tight_layout()
-    path = out / "agnostic_digits_saliency.png"
+    path = out / f"agnostic_digits_saliency{suffix}.png"  # the suffix keeps seed-range runs from overwriting it
     fig.savefig(path)
     plt.close(fig)
     print(f"saliency mass on background pixels (all decorrelated test images): alpha 0 {share_lo:.3f}, "
@@ -231,7 +231,7 @@ def main() -> None:
     title = f"agnostic classifier, {args.task}: mean ± sd over {len(seeds)} seeds ({args.steps} steps)"
     print(f"figure: {plot_grid(stats, args.task, out, title)}")
     if args.task == "digits" and hi is not None and 0.0 in keep and hi in keep and hi != 0.0:
-        print(f"figure: {plot_saliency(keep[0.0], keep[hi], hi, out)}")
+        print(f"figure: {plot_saliency(keep[0.0], keep[hi], hi, out, suffix=suffix)}")
 
 
 if __name__ == "__main__":
