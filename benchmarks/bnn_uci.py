@@ -2,8 +2,10 @@
 and the speed of exact collapsed prediction against Monte Carlo of the same accuracy.
 
     python benchmarks/bnn_uci.py --splits 20                      # the full protocol
-    python benchmarks/bnn_uci.py --splits 5 --vi-steps 500        # what fits a shared CPU (RESULTS.md)
+    python benchmarks/bnn_uci.py --splits 5 --first-split 5 --vi-steps 500 --no-speed --rows-out rows_5.jsonl
+    python benchmarks/bnn_uci.py --splits 20 --no-speed --merge rows_0.jsonl rows_5.jsonl ...   # pieces (RESULTS.md)
     python benchmarks/bnn_uci.py --speed-only
+    python benchmarks/bnn_uci.py --validation-only --datasets concrete --splits 3 --epochs 200   # recipe pilot
 
 Per split: 1/9 of the training part is held out (``--val-fraction``, the reference code's 8:1 split) to choose the
 noise scale tau of every method and CIBER's defensive weight lambda and box scale on it (rows "ciber, box 1": box
