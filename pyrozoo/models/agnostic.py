@@ -19,13 +19,13 @@ argmax as ``alpha * L_p``; its scale is irrelevant to the saddle point and a fix
 sharp at small alpha), and ``G_y`` descends ``(1 - alpha) dL_y``. At ``alpha = 0`` the extractor and ``G_y``
 get exactly the gradients of a plain classifier.
 
-``extractor_loss="confusion"`` (the entry's default) replaces the reversed gradient by the confusion objective
-of Tzeng et al. (2015) / Alvi et al. (2018): ``G_f`` descends ``(1 - alpha) dL_y + alpha dC`` with
-``C = sum_j w_j (-(1/K) sum_k log G_p(G_f(x_j))_k)``, the cross-entropy of the (fixed) adversary against the
-uniform distribution, while the adversary still learns ``L_p`` on detached features. Why: against a confident
+``extractor_loss="confusion"`` (the default before the moment-matching scheme below) replaces the reversed gradient
+by the confusion objective of Tzeng et al. (2015) / Alvi et al. (2018): ``G_f`` descends ``(1 - alpha) dL_y + alpha
+dC`` with ``C = sum_j w_j (-(1/K) sum_k log G_p(G_f(x_j))_k)``, the cross-entropy of the (fixed) adversary against
+the uniform distribution, while the adversary still learns ``L_p`` on detached features. Why: against a confident
 adversary the reversed gradient ``-alpha dL_p`` vanishes (``dL_p / dlogits = softmax - onehot -> 0``), and the
-extractor stalls with the concept intact; ``dC / dlogits = softmax - 1/K`` does not vanish. Both have the same
-fixed point: a representation from which the best adversary predicts ``p`` at chance.
+extractor stalls with the concept intact; ``dC / dlogits = softmax - 1/K`` does not vanish. Both have the same fixed
+point: a representation from which the best adversary predicts ``p`` at chance.
 
 **Default scheme** (the issue-9 improvement pass; the paper's is selectable): ``G_f`` and ``G_y`` descend
 

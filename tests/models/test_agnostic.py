@@ -237,7 +237,7 @@ def _fit_digits(alpha: float, lr: float | None = None, **options) -> tuple[dict,
 
 @pytest.mark.slow
 def test_high_alpha_lowers_fresh_probe_leakage_on_digits():
-    """Seeded, default (two-timescale, confusion) scheme: the background colour is far less recoverable by fresh
+    """Seeded, default scheme (odds weight, moment matching): the background colour is far less recoverable by fresh
     probes from the alpha = 0.8 features than from the alpha = 0 (plain classifier) features. Two 400-step fits."""
     out = {alpha: _fit_digits(alpha)[0] for alpha in (0.0, 0.8)}
     assert out[0.0]["probe_logreg_acc"] > 0.85 and out[0.0]["probe_mlp_acc"] > 0.85  # the colour is encoded
