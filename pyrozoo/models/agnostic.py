@@ -29,15 +29,18 @@ point: a representation from which the best adversary predicts ``p`` at chance.
 
 **Default scheme** (the issue-9 improvement pass; the paper's is selectable): ``G_f`` and ``G_y`` descend
 
-    w_t L_y + w_a(alpha) * n * gap(G_f(x_context), p),    w_t = 1,   w_a = min(alpha / (1 - alpha), cap)
+    w_t L_y + w_a(alpha) * n * gap(G_f(x_context), p) - alpha_t L_p(GRL),
+    w_t = 1,   w_a = min(alpha / (1 - alpha), cap)
 
-(``target_weight="one"``, ``adversary_weight="odds"``, ``extractor_loss="moments"``). The ratio of the two weights
+(``target_weight="one"``, ``adversary_weight="odds"``, ``extractor_loss="moments+reversal"``): the trained adversary
+still pushes ``G_f`` through the reversal layer at eq. 1's weight ``alpha_t``, and the moment term is added at the
+odds weight (``extractor_loss="moments"`` drops the reversal term). The ratio of the two weights
 is eq. 1's ``alpha : (1 - alpha)``; only the overall scale differs, so the target term is never shrunk to
 ``1 - alpha``. ``gap`` (:func:`moment_gap`) is the distance between the protected classes' first two moments of the
 standardized features: the closed-form best response of a standardized linear / quadratic-discriminant
 adversary. Its gradient vanishes once the features are agnostic (a trained adversary's confusion gradient does
 not: it keeps moving the features, and at weights > 1 the target was no longer learned). The adversary ``G_p`` is
-still trained (two-timescale, on frozen features) and its accuracy reported.
+trained two-timescale on frozen features, as in the other schemes.
 
 Bayesian vs point estimates: the two **output layers** ``W_y, b_y, W_p, b_p`` are Bayesian, with priors
 ``Normal(0, prior_scale)`` and a mean-field Normal guide (``AutoNormal``, trained with ``TraceMeanField_ELBO``:
@@ -78,7 +81,7 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
-EXTRACTOR_LOSSES = ("reversal", "confusion", "moments")
+EXTRACTOR_LOSSES = ("reversal", "confusion", "moments", "moments+reversal")
 TARGET_WEIGHTS = ("one_minus_alpha", "one")
 ADVERSARY_WEIGHTS = ("alpha", "odds")
 HEAD_SITES = ("w_y", "b_y", "w_p", "b_p")
@@ -320,7 +323,7 @@ def agnostic_model(
     if n_p == 0:
         return
     weight = protected_weight if protected_weight is not None else torch.ones(n_p, dtype=ref.dtype, device=ref.device)
-    if extractor_loss == "moments" and protected_features is None and p is not None and a > 0:
+    if extractor_loss.startswith("moments") and protected_features is None and p is not None and a > 0:
         # closed-form best response of a standardized linear/quadratic adversary (all protected rows at once)
         gap = moment_gap(net.extractor(x[protected_idx]), p, weight)
         pyro.factor("moments", -a * target_idx.shape[0] * gap)
@@ -329,6 +332,8 @@ def agnostic_model(
             h = net.adversary(protected_features[j])
         elif extractor_loss == "moments":
             h = net.adversary(net.extractor(x[protected_idx[j]]).detach())
+        elif extractor_loss == "moments+reversal":  # the moment gap above plus the GRL at eq. 1's weight alpha_t
+            h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), float(alpha)))
         elif extractor_loss == "reversal":
             h = net.adversary(grad_reverse(net.extractor(x[protected_idx[j]]), a))
         else:  # confusion: the adversary learns from detached features, the extractor from the factor below
@@ -430,7 +435,7 @@ def pointwise_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: d
 MODEL_OPTIONS = {"alpha": 1.0, "schedule": "linear", "ramp": 0.5, "prior_scale": 1.0, "feature_dim": 16,
                  "hidden": 32, "batch_size": 128, "optimizer": "sgd", "momentum": 0.5, "lr_decay": 0.1,
                  "adv_steps": 5, "adv_lr": 0.01, "adv_layers": 1, "adv_reset": 100, "adv_retrain": 50, "clip_norm": 1.0,
-                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "moments",
+                 "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "moments+reversal",
                  "target_weight": "one", "adversary_warmup": 0, "adversary_weight": "odds",
                  "max_adversary_weight": 100.0}
 DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": False,
