@@ -97,6 +97,33 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(["scenario", "method"], sort=False)[list(df.columns)].apply(agg)
 
 
+def _with_data_seed(path: str) -> pd.DataFrame:
+    """A result CSV with the data seed of each row (seed offset from the run's .json + 1000 rep + scenario index;
+    NaN when the .json is missing), so runs with different --seed offsets can be matched data set by data set."""
+    df = pd.read_csv(path)
+    meta = Path(path).with_suffix(".json")
+    offset = json.loads(meta.read_text())["args"]["seed"] if meta.is_file() else np.nan
+    df["data_seed"] = offset + 1000 * df["rep"] + df["scenario"].map({s: i for i, s in enumerate(SCENARIOS)})
+    return df
+
+
+def paired_rmse(df: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """RMSE of methods a and b per scenario on the data sets both estimated (first row per data seed and method),
+    with the mean difference of squared errors a - b and its Monte Carlo standard error."""
+    df = df.dropna(subset=["data_seed"]).drop_duplicates(["scenario", "method", "data_seed"])
+    out = {}
+    for sc, g in df.groupby("scenario", sort=False):
+        wide = g.pivot(index="data_seed", columns="method", values="estimate")
+        if a not in wide or b not in wide:
+            continue
+        both = wide[[a, b]].dropna()
+        ea, eb = both[a] - 1.0, both[b] - 1.0  # every scenario's true effect is 1
+        d = ea**2 - eb**2
+        out[sc] = {"data_sets": len(both), f"rmse {a}": np.sqrt((ea**2).mean()), f"rmse {b}": np.sqrt((eb**2).mean()),
+                   "mse diff": d.mean(), "mse diff mcse": d.std(ddof=1) / np.sqrt(len(d))}
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=200)
@@ -108,6 +135,9 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the replication that crosses this wall-time budget and summarize what ran")
     ap.add_argument("--out", default="benchmarks/plce_sim_results.csv")
+    ap.add_argument("--paired", default=None,
+                    help="with --from-csv: 'A,B' compares the RMSE of methods A and B on the data sets both ran "
+                         "(matched by data seed, which needs each CSV's .json)")
     ap.add_argument("--from-csv", default=None,
                     help="comma-separated result CSVs of earlier runs (disjoint --seed offsets): pool and summarize "
                          "them, run nothing")
@@ -117,9 +147,11 @@ def main() -> None:
         missing = [f for f in files if not Path(f).is_file()]
         if missing:
             ap.error(f"--from-csv: no such file(s): {', '.join(missing)}")
-        pooled = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+        pooled = pd.concat([_with_data_seed(f) for f in files], ignore_index=True)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summarize(pooled).round(3).to_string())
+            if args.paired:
+                print(paired_rmse(pooled, *args.paired.split(",")).round(4).to_string())
         return
     torch.set_num_threads(1)
     scenarios, methods = args.scenarios.split(","), args.methods.split(",")
