@@ -69,6 +69,25 @@ def _triangular_cdf(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 0, (x + a).clamp_min(0) ** 2 / (2 * a * a), 1 - (a - x).clamp_min(0) ** 2 / (2 * a * a))
 
 
+def _monte_carlo_density(points, center, box, components, n: int, seed: int):
+    """Reference density at ``points`` and its sample sd: 10^6 draws of all box weights but the widest; the widest
+    box and each triangle ``(weight, half-width a)`` of ``components`` integrated through the triangular CDF
+    (p = E[sum_c w_c (F_c(z + b_1) - F_c(z - b_1)) / (2 b_1)]), with control variates S, S^2, S^4 (S the sum of the
+    drawn uniforms, known moments)."""
+    j = int(box.argmax())
+    rest, b1 = torch.cat([box[:j], box[j + 1:]]), box[j]
+    gen = torch.Generator().manual_seed(seed)
+    S = ((2 * torch.rand(n, len(rest), generator=gen, dtype=torch.float64) - 1) * rest).sum(-1)
+    z = points[None] - center - S[:, None]
+    val = sum(w * (_triangular_cdf(z + b1, a) - _triangular_cdf(z - b1, a)) / (2 * b1) for w, a in components)
+    m2 = (rest**2).sum() / 3
+    m4 = (rest**4).sum() / 5 + 3 * (m2**2 - (rest**4).sum() / 9)
+    cv = torch.stack([S, S**2 - m2, S**4 - m4], -1)
+    beta = torch.linalg.lstsq(cv - cv.mean(0), val - val.mean(0)).solution
+    resid = val - cv @ beta
+    return resid.mean(0), resid.std(0) / math.sqrt(n), gen
+
+
 def test_density_agrees_with_a_million_monte_carlo_draws():
     """Independent reference: 10^6 draws of all box weights but the widest; the widest box and the triangular
     noise are integrated by hand (p = E[(F_T(z + b_1) - F_T(z - b_1)) / (2 b_1)], F_T the triangular CDF), with
@@ -77,20 +96,8 @@ def test_density_agrees_with_a_million_monte_carlo_draws():
     center, box, sigma = _example()
     points = torch.tensor([0.3, 0.0, 0.6, -0.2, 1.0], dtype=torch.float64)
     exact = ciber_density(points, center, box, sigma)
-    j = int(box.argmax())
-    rest, b1 = torch.cat([box[:j], box[j + 1:]]), box[j]
     n = 1_000_000
-    gen = torch.Generator().manual_seed(1)
-    S = ((2 * torch.rand(n, len(rest), generator=gen, dtype=torch.float64) - 1) * rest).sum(-1)
-    a = TRIANGULAR_R * sigma
-    z = points[None] - center - S[:, None]
-    val = (_triangular_cdf(z + b1, a) - _triangular_cdf(z - b1, a)) / (2 * b1)
-    m2 = (rest**2).sum() / 3
-    m4 = (rest**4).sum() / 5 + 3 * (m2**2 - (rest**4).sum() / 9)
-    cv = torch.stack([S, S**2 - m2, S**4 - m4], -1)
-    beta = torch.linalg.lstsq(cv - cv.mean(0), val - val.mean(0)).solution
-    resid = val - cv @ beta
-    est, sd = resid.mean(0), resid.std(0) / math.sqrt(n)
+    est, sd, gen = _monte_carlo_density(points, center, box, [(1.0, TRIANGULAR_R * sigma)], n, seed=1)
     assert (sd / exact < 2.5e-4).all()
     assert ((est - exact).abs() / exact < 1e-3).all(), (est - exact) / exact
     # and the plain sampler draws from the same law (mean and variance, 5 MC sds)
@@ -119,20 +126,9 @@ def test_triangle_mixture_integrates_to_one_and_matches_monte_carlo():
     assert float(ciber_density(far, center, box, sigma, tail_weight=rho)) > 0.0
     points = torch.tensor([0.3, -0.4, 1.0, 1.6, 4.0], dtype=torch.float64)  # 4.0: the wide triangle only
     exact = ciber_density(points, center, box, sigma, tail_weight=rho)
-    j = int(box.argmax())
-    rest, b1 = torch.cat([box[:j], box[j + 1:]]), box[j]
     n = 1_000_000
-    gen = torch.Generator().manual_seed(2)
-    S = ((2 * torch.rand(n, len(rest), generator=gen, dtype=torch.float64) - 1) * rest).sum(-1)
-    z = points[None] - center - S[:, None]
-    val = sum(w * (_triangular_cdf(z + b1, a) - _triangular_cdf(z - b1, a)) / (2 * b1)
-              for w, a in ((1 - rho, TRIANGULAR_R * sigma), (rho, TAIL_WIDTH * TRIANGULAR_R * sigma)))
-    m2 = (rest**2).sum() / 3
-    m4 = (rest**4).sum() / 5 + 3 * (m2**2 - (rest**4).sum() / 9)
-    cv = torch.stack([S, S**2 - m2, S**4 - m4], -1)
-    beta = torch.linalg.lstsq(cv - cv.mean(0), val - val.mean(0)).solution
-    resid = val - cv @ beta
-    est, sd = resid.mean(0), resid.std(0) / math.sqrt(n)
+    components = [(1 - rho, TRIANGULAR_R * sigma), (rho, TAIL_WIDTH * TRIANGULAR_R * sigma)]
+    est, sd, gen = _monte_carlo_density(points, center, box, components, n, seed=2)
     assert (sd / exact < 2.5e-4).all()
     assert ((est - exact).abs() / exact < 1e-3).all(), (est - exact) / exact
     # the sampler draws the wide component with probability rho: mean, variance and the tail mass beyond 2.0
