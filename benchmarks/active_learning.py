@@ -57,7 +57,8 @@ def accuracy(args: argparse.Namespace) -> pd.DataFrame:
     for model in args.models.split(","):
         for ds in args.datasets.split(","):
             start = time.perf_counter()
-            res = run_experiment(ds, acqs, seeds, model=model, init_size=args.init_size,
+            opts = {"hidden": tuple(int(h) for h in args.nl_hidden.split(","))} if model == "neural-linear" else None
+            res = run_experiment(ds, acqs, seeds, model=model, model_options=opts, init_size=args.init_size,
                                  batch_size=args.batch_size, budget=args.budget,
                                  num_projections=args.num_projections, progress=False)
             frames.append(res.assign(model=model))
@@ -163,6 +164,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=40)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--from-csv", nargs="+", help="summarize these saved per-round CSVs (from --out) instead")
+    p.add_argument("--nl-hidden", default="30", help="neural-linear hidden layer sizes, e.g. 30,30 (the reference "
+                   "code's depth); default one layer of 30")
     p.add_argument("--init-size", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--budget", type=int, default=100)

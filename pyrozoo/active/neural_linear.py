@@ -25,6 +25,11 @@ standardized). With 20-120 labels the stronger shrinkage of the unscaled units h
 features fit the few labels too closely (overconfident BLR), so ``"mse"`` without standardizing is the default. On
 a smooth 2-D test function with 80 labels the ranking turns (see tests/active/test_neural_linear.py).
 
+Depth: one hidden layer of 30 units by default. The reference code's UCI feature extractor has two
+(``hidden=(30, 30)``; it also normalizes batches and trains on the BLR's predictive likelihood, neither done here).
+With two layers every acquisition's final Boston RMSE is the same or worse, BALD's most (benchmarks/RESULTS.md,
+issue 8), so the default stays at one.
+
 The features are re-learned from scratch at every refit (the active-learning loop refits after each batch). The
 network is trained in float32 (the default dtype) on the inputs' device; the BLR on its features runs in float64.
 """
