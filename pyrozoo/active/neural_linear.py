@@ -27,8 +27,8 @@ a smooth 2-D test function with 80 labels the ranking turns (see tests/active/te
 
 Depth: one hidden layer of 30 units by default. The reference code's UCI feature extractor has two
 (``hidden=(30, 30)``; it also normalizes batches and trains on the BLR's predictive likelihood, neither done here).
-With two layers every acquisition's final Boston RMSE is the same or worse, BALD's most (benchmarks/RESULTS.md,
-issue 8), so the default stays at one.
+With two layers the best final RMSE on each benchmark dataset is worse, and on Boston the ranking changes mainly
+because BALD gets worse (benchmarks/RESULTS.md, issue 8), so the default stays at one.
 
 The features are re-learned from scratch at every refit (the active-learning loop refits after each batch). The
 network is trained in float32 (the default dtype) on the inputs' device; the BLR on its features runs in float64.
