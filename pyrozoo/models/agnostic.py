@@ -464,9 +464,7 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     target_weight_value(opts["target_weight"], 0.0)
     check_choice("adversary_weight", opts["adversary_weight"], ADVERSARY_WEIGHTS)
     check_positive("max_adversary_weight", opts["max_adversary_weight"])
-    if not isinstance(opts["adversary_warmup"], int) or isinstance(opts["adversary_warmup"], bool) or \
-            opts["adversary_warmup"] < 0:
-        raise PyrozooError(f"adversary_warmup: expected an integer >= 0, got {opts['adversary_warmup']!r}")
+    opts["adversary_warmup"] = check_int("adversary_warmup", opts["adversary_warmup"], minimum=0)
     if not isinstance(opts["adv_standardize"], bool):
         raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
     wd = opts["adv_weight_decay"]
