@@ -19,6 +19,7 @@ projection variant is also compared with BALD computed from the same J posterior
     python benchmarks/active_learning.py --seeds 10 --reps 5  # quick
     python benchmarks/active_learning.py --models neural-linear --datasets boston --seeds 10 \
         --classification-seeds 0 --skip-timing            # one dataset, neural-linear only
+    python benchmarks/active_learning.py --models neural-linear --nl-recipe reference ...   # reference training
 """
 
 from __future__ import annotations
@@ -57,12 +58,18 @@ def accuracy(args: argparse.Namespace) -> pd.DataFrame:
     for model in args.models.split(","):
         for ds in args.datasets.split(","):
             start = time.perf_counter()
-            opts = {"hidden": tuple(int(h) for h in args.nl_hidden.split(","))} if model == "neural-linear" else None
+            opts, label = None, model
+            if model == "neural-linear":
+                opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
+                if args.nl_hidden:
+                    opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
+                if args.nl_recipe != "mlp":  # keep the recipes apart in pooled tables and plot names
+                    label = f"{model}-{args.nl_recipe}"
             res = run_experiment(ds, acqs, seeds, model=model, model_options=opts, init_size=args.init_size,
                                  batch_size=args.batch_size, budget=args.budget,
                                  num_projections=args.num_projections, progress=False)
-            frames.append(res.assign(model=model))
-            print(f"[{model} {ds}: {time.perf_counter() - start:.1f} s]", file=sys.stderr, flush=True)
+            frames.append(res.assign(model=label))
+            print(f"[{label} {ds}: {time.perf_counter() - start:.1f} s]", file=sys.stderr, flush=True)
     return report(pd.concat(frames, ignore_index=True), args)
 
 
@@ -164,8 +171,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=40)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--from-csv", nargs="+", help="summarize these saved per-round CSVs (from --out) instead")
-    p.add_argument("--nl-hidden", default="30", help="neural-linear hidden layer sizes, e.g. 30,30 (the reference "
-                   "code's depth); default one layer of 30")
+    p.add_argument("--nl-hidden", default=None, help="neural-linear hidden layer sizes, e.g. 30,30; default: the "
+                   "recipe's (mlp: 30; reference: 30,30)")
+    p.add_argument("--nl-recipe", default="mlp", choices=("mlp", "reference"),
+                   help="neural-linear training: mlp (squared error, full batch, 400 Adam steps) or reference (the "
+                   "paper's code: batch norm, BLR predictive likelihood, minibatches, cosine schedule)")
+    p.add_argument("--nl-epochs", type=int, default=100, help="epochs of the reference recipe (the code's: 1000)")
     p.add_argument("--init-size", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--budget", type=int, default=100)

@@ -15,7 +15,12 @@ from pyro.distributions import MultivariateStudentT
 
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.loop import load_problem, make_acquisition, run_active_learning
-from pyrozoo.active.neural_linear import NeuralLinearPosterior, blr_log_marginal
+from pyrozoo.active.neural_linear import (
+    NeuralLinearPosterior,
+    _reference_batch_size,
+    blr_log_marginal,
+    blr_predictive_log_likelihood,
+)
 from pyrozoo.active.posteriors import BLRPoolPosterior
 from pyrozoo.active.projections import projected_embedding
 from pyrozoo.errors import PyrozooError
@@ -132,6 +137,102 @@ def test_loop_with_neural_linear_is_reproducible():
     problem = load_problem("synthetic", 0)
     opts = {"hidden": (8,), "steps": 40}
     runs = [run_active_learning(problem, make_acquisition("acs-fw-euclidean"), model="neural-linear",
+                                model_options=opts, init_size=20, batch_size=10, budget=20, seed=3, progress=False)
+            for _ in range(2)]
+    assert runs[0]["rmse"].tolist() == runs[1]["rmse"].tolist()
+    assert runs[0]["num_labelled"].iloc[-1] <= 40 and runs[0][["rmse", "nll"]].notna().all().all()
+
+
+# --- the reference recipe (batch norm, BLR predictive likelihood, minibatches, cosine schedule) ---
+
+REF_SMALL = {"recipe": "reference", "hidden": (8, 8), "epochs": 15}
+
+
+def test_reference_loss_is_the_blr_predictive_log_likelihood():
+    """The training loss's pointwise terms equal the Student-t predictive of :mod:`pyrozoo.models.blr` fitted on
+    the same features (an independent code path: cholesky_inverse covariance, torch StudentT on its scale)."""
+    g = torch.Generator().manual_seed(3)
+    phi = torch.randn(15, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(15, generator=g, dtype=torch.float64)
+    phi_e, y_e = phi[[2, 7, 11]], y[[2, 7, 11]]
+    for s, a0, b0 in ((1.0, 1.0, 1.0), (0.7, 2.5, 0.4)):
+        ours = blr_predictive_log_likelihood(phi, y, phi_e, y_e, prior_scale=s, a0=a0, b0=b0)
+        ref = BLRPoolPosterior.fit(phi, y, prior_scale=s, a0=a0, b0=b0).log_predictive_density(phi_e, y_e)
+        torch.testing.assert_close(ours, ref)
+    # and it is differentiable in the features (the gradient flows through the posterior)
+    phi_r = phi.clone().requires_grad_()
+    blr_predictive_log_likelihood(phi_r, y, phi_r[:4], y[:4]).sum().backward()
+    assert phi_r.grad is not None and bool(torch.isfinite(phi_r.grad).all()) and float(phi_r.grad.abs().sum()) > 0
+
+
+def test_reference_batch_size_rule():
+    # N / 2 for a power of two, else the largest power of two below N / 2; at least 2 (batch statistics)
+    assert [_reference_batch_size(n) for n in (2, 3, 8, 20, 30, 32, 60, 120, 130)] == [2, 2, 4, 8, 8, 16, 16, 32, 64]
+
+
+def test_reference_recipe_features_are_the_batch_normalized_network():
+    """phi(x) on the labelled rows equals torch.nn's Linear -> BatchNorm1d (training mode) -> ReLU stack with the
+    learned weights, and the head is the conjugate BLR on [1, phi] with the recipe's a0 = b0 = 1."""
+    x, y = _data(40)
+    post = NeuralLinearPosterior.fit(x, y, seed=1, **REF_SMALL)
+    assert post.bn_stats is not None and len(post.layers) == 6
+    mods = []
+    for w, gam, bet in zip(post.layers[0::3], post.layers[1::3], post.layers[2::3], strict=True):
+        lin = torch.nn.Linear(w.shape[0], w.shape[1], bias=False)
+        bn = torch.nn.BatchNorm1d(w.shape[1], eps=1e-5)
+        with torch.no_grad():
+            lin.weight.copy_(w.T)
+            bn.weight.copy_(gam)
+            bn.bias.copy_(bet)
+        mods += [lin, bn, torch.nn.ReLU()]
+    net = torch.nn.Sequential(*mods).train()
+    with torch.no_grad():
+        h = net(x.float()).double()
+    phi = post.features(x)
+    torch.testing.assert_close(phi[:, 1:], h, atol=1e-5, rtol=1e-4)
+    ref = BLRPoolPosterior.fit(phi, y, a0=1.0, b0=1.0)
+    torch.testing.assert_close(post.blr.post.mean, ref.post.mean)
+    assert post.blr.post.a == 1.0 + 0.5 * 40
+
+
+def test_reference_recipe_learns_and_is_reproducible():
+    x, y = _data(80)
+    xt, yt = _data(400, seed=1)
+    nl = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(16, 16), epochs=80, seed=0)
+    ones = torch.ones(x.shape[0], 1, dtype=torch.float64)
+    lin = BLRPoolPosterior.fit(torch.cat([ones, x], 1), y)
+    rmse_nl = float((nl.predictive(xt)[0] - yt).pow(2).mean().sqrt())
+    rmse_lin = float((lin.predictive(torch.cat([torch.ones(400, 1, dtype=torch.float64), xt], 1))[0] - yt)
+                     .pow(2).mean().sqrt())
+    assert rmse_nl < 0.6 * rmse_lin
+    pool = _data(300, seed=5)[0]
+    a = NeuralLinearPosterior.fit(x[:40], y[:40], seed=7, **REF_SMALL)
+    b = NeuralLinearPosterior.fit(x[:40], y[:40], seed=7, **REF_SMALL)
+    c = NeuralLinearPosterior.fit(x[:40], y[:40], seed=8, **REF_SMALL)
+    assert all(torch.equal(p, q) for p, q in zip(a.layers, b.layers, strict=True))
+    assert not torch.equal(a.layers[0], c.layers[0])
+    for acq in (ACSFW("euclidean"), ACSFW("projection", 10)):
+        ba = acq.select(a, pool, 10, generator=torch.Generator().manual_seed(0))
+        bb = acq.select(b, pool, 10, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(ba.indices, bb.indices) and 1 <= ba.num_selected <= 10
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"recipe": "keras"}, "recipe"), ({"recipe": "reference", "epochs": 0}, "epochs"),
+    ({"recipe": "reference", "hidden": 30}, "hidden"),
+])
+def test_reference_bad_input(kw, match):
+    x, y = _data(10)
+    with pytest.raises(PyrozooError, match=match):
+        NeuralLinearPosterior.fit(x, y, **kw)
+    with pytest.raises(PyrozooError, match="at least 2 labelled rows"):
+        NeuralLinearPosterior.fit(x[:1], y[:1], recipe="reference")
+
+
+def test_loop_with_the_reference_recipe_is_reproducible():
+    problem = load_problem("synthetic", 0)
+    opts = {"recipe": "reference", "hidden": (8, 8), "epochs": 5}
+    runs = [run_active_learning(problem, make_acquisition("acs-fw-projection", 10), model="neural-linear",
                                 model_options=opts, init_size=20, batch_size=10, budget=20, seed=3, progress=False)
             for _ in range(2)]
     assert runs[0]["rmse"].tolist() == runs[1]["rmse"].tolist()
