@@ -37,6 +37,7 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
 from pyrozoo.active.loop import plot_learning_curves, run_experiment, simulate_clustered, summarize
+from pyrozoo.active.neural_linear import NeuralLinearPosterior
 from pyrozoo.active.posteriors import BLRPoolPosterior, SampledRegressionPosterior
 from pyrozoo.models.blr import standardized_design
 
@@ -128,12 +129,20 @@ def timing(args: argparse.Namespace) -> None:
     design = torch.as_tensor(standardized_design(x, x.mean(0), x.std(0)))
     yt = torch.as_tensor(y)
     fit_y = (yt[:100] - yt[:100].mean()) / yt[:100].std()
-    post = BLRPoolPosterior.fit(design[:100], fit_y)
     pool = design[100:]
+    if args.timing_model == "neural-linear":  # BLR on features learned from 100 labels; selection includes phi(x)
+        opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
+        if args.nl_hidden:
+            opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
+        post = NeuralLinearPosterior.fit(design[:100], fit_y, seed=0, **opts)
+        blr, feat = post.blr, post.features
+    else:
+        post = BLRPoolPosterior.fit(design[:100], fit_y)
+        blr, feat = post, (lambda xx: xx)
     j = args.num_projections
-    draws = post.post.sample(j, generator=torch.Generator().manual_seed(0))
+    draws = blr.post.sample(j, generator=torch.Generator().manual_seed(0))
     w, nv = draws["w"], 1.0 / draws["tau"]
-    sampled = SampledRegressionPosterior(lambda xx: w @ xx.T, nv, j)  # BALD from J posterior draws
+    sampled = SampledRegressionPosterior(lambda xx: w @ feat(xx).T, nv, j)  # BALD from J posterior draws
     cases = [("bald (closed form)", BALD(), post), ("maxent (closed form)", MaxEntropy(), post),
              ("random", RandomAcquisition(), post), ("acs-fw fisher (closed form)", ACSFW("fisher"), post),
              ("acs-fw euclidean (closed form)", ACSFW("euclidean"), post),
@@ -154,8 +163,9 @@ def timing(args: argparse.Namespace) -> None:
     ratio = {name: statistics.median(a / b for a, b in zip(t, times["bald (closed form)"], strict=True))
              for name, t in times.items()}
     ref = med["bald (closed form)"]
-    print(f"\nSelecting a batch of {args.batch_size} from a pool of {pool.shape[0]} ({pool.shape[1]} features), "
-          f"median of {args.reps} (torch threads: {torch.get_num_threads()})")
+    print(f"\nSelecting a batch of {args.batch_size} from a pool of {pool.shape[0]} ({pool.shape[1]} columns; "
+          f"model {args.timing_model}, {blr.post.mean.shape[0]} BLR features), median of {args.reps} "
+          f"(torch threads: {torch.get_num_threads()})")
     print(f"  {'acquisition':34s} {'ms':>9s} {'x BALD':>8s} {'median per-rep ratio':>21s}")
     for name, t in med.items():
         print(f"  {name:34s} {1e3 * t:9.2f} {t / ref:8.2f} {ratio[name]:21.2f}")
@@ -183,6 +193,8 @@ def main() -> None:
     p.add_argument("--num-projections", type=int, default=100)
     p.add_argument("--pool-size", type=int, default=10000)
     p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--timing-model", default="blr", choices=("blr", "neural-linear"),
+                   help="posterior for the speed part (neural-linear: --nl-* options, fitted on 100 labels)")
     p.add_argument("--out", default=None, help="folder for the per-round CSV and the learning-curve plot")
     p.add_argument("--classification-seeds", type=int, default=10, help="seeds for the probit part (0: skip)")
     p.add_argument("--skip-accuracy", action="store_true")
