@@ -37,17 +37,21 @@ class RandomInterceptLearner:
         self.base = base
         self.n_iter = n_iter
 
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> RandomInterceptLearner:
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
+            sample_weight: np.ndarray | None = None) -> RandomInterceptLearner:
+        """Backfit f and the BLUPs; ``sample_weight`` (precision weights, row i has noise variance sigma^2 / w_i) is
+        passed to the base learner's ``fit`` and weights the group sums (a_j = sum w r / (sum w + sigma^2 / tau^2))."""
         if groups is None:
             raise PyrozooError("groups: RandomInterceptLearner needs a group id per row")
         codes, inv = np.unique(np.asarray(groups), return_inverse=True)
         a = np.zeros(len(codes))
         est = None
+        kw = {} if sample_weight is None else {"sample_weight": sample_weight}
         for _ in range(check_int("n_iter", self.n_iter, minimum=1)):
             est = fresh_learner(self.base)
-            est.fit(X, y - a[inv])
+            est.fit(X, y - a[inv], **kw)
             r = y - np.asarray(est.predict(X), dtype=np.float64).reshape(-1)
-            a, self.tau2_, self.sigma2_ = _blup(r, inv, len(codes))
+            a, self.tau2_, self.sigma2_ = _blup(r, inv, len(codes), sample_weight)
         self.learner_ = est
         self.effects_ = dict(zip(codes.tolist(), a.tolist(), strict=True))
         return self
@@ -59,15 +63,17 @@ class RandomInterceptLearner:
         return f + np.array([self.effects_.get(g, 0.0) for g in np.asarray(groups).tolist()])
 
 
-def _blup(r: np.ndarray, inv: np.ndarray, m: int) -> tuple[np.ndarray, float, float]:
+def _blup(r: np.ndarray, inv: np.ndarray, m: int,
+          w: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     n_j = np.bincount(inv, minlength=m).astype(float)
-    sums = np.bincount(inv, weights=r, minlength=m)
-    means = sums / np.maximum(n_j, 1)
-    within = ((r - means[inv]) ** 2).sum() / max(len(r) - m, 1)
-    tau2 = max(0.0, float(np.var(means[n_j > 0], ddof=1)) - within / float(n_j[n_j > 0].mean())) if m > 1 else 0.0
+    w_j = n_j if w is None else np.bincount(inv, weights=w, minlength=m)
+    sums = np.bincount(inv, weights=r if w is None else w * r, minlength=m)
+    means = sums / np.maximum(w_j, 1e-12)
+    within = ((r - means[inv]) ** 2 if w is None else w * (r - means[inv]) ** 2).sum() / max(len(r) - m, 1)
+    tau2 = max(0.0, float(np.var(means[n_j > 0], ddof=1)) - within / float(w_j[n_j > 0].mean())) if m > 1 else 0.0
     if tau2 <= 0:
         return np.zeros(m), 0.0, within
-    return sums / (n_j + within / tau2), tau2, within
+    return sums / (w_j + within / tau2), tau2, within
 
 
 def kernel_weights(x: np.ndarray, nu: float, *, chunk: int = 2048) -> np.ndarray:

@@ -49,6 +49,7 @@ from pyrozoo.validation import check_choice, check_int, check_probability
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
 REFITS = ("union", "union_ols", "none")
+FINAL_STAGES = ("wls", "orthogonal")
 
 
 class SpikeSlabLearner(RegressorMixin, BaseEstimator):
@@ -168,7 +169,8 @@ def _selection(learner: Any) -> np.ndarray | None:
 
 def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: np.ndarray,
                 groups: np.ndarray | None = None, *, max_fraction: float = 0.25,
-                ridge: bool = False, clip: bool = False) -> tuple[CrossFitPredictions, float]:
+                ridge: bool = False, clip: bool = False,
+                sample_weight: np.ndarray | None = None) -> tuple[CrossFitPredictions, float]:
     """Post-double-selection refit of cross-fitted nuisances (Belloni, Chernozhukov & Hansen 2014).
 
     In repeat r and fold k, with S = S_y u S_t the columns selected by the learners of E[y | x] and E[t | x] on the
@@ -180,6 +182,8 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     is first-order insensitive to a column missed by one of the two selections. A fold whose learners expose no
     selection, or whose union exceeds ``max_fraction`` x (training rows), keeps the learner's predictions.
     ``clip``: held-out columns are clipped to their training range first (see :func:`clip_to_range`).
+    ``sample_weight`` ((R, n) or (n,)): precision weights of the rows for both refits (weighted least squares /
+    ridge, weighted BLUPs), renormalized to mean 1 on each training set (see ``PLCE(weighted_nuisances=...)``).
     Returns the new predictions and the share of (repeat, fold) cells refitted. Needs ``keep_learners=True``."""
     from sklearn.linear_model import LinearRegression, RidgeCV
 
@@ -190,6 +194,8 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     preds = {k: v.copy() for k, v in cf.predictions.items()}
     done = 0
     R, K = cf.folds.shape[0], cf.n_folds
+    sw_all = None if sample_weight is None else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64),
+                                                                 cf.folds.shape)
     for r in range(R):
         for k in range(K):
             sy, st = _selection(cf.learners["y"][r][k]), _selection(cf.learners["t"][r][k])
@@ -198,23 +204,72 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
             if sy is None or st is None or (sy | st).sum() > max_fraction * train.sum():
                 continue
             S = sy | st
+            fit_kw = {} if sw_all is None else {"sample_weight": sw_all[r, train] / sw_all[r, train].mean()}
             for name, target in (("y", y), ("t", t)):
                 if S.any():
                     base = RidgeCV(alphas=np.logspace(-2, 4, 13)) if ridge else LinearRegression()
                     est = RandomInterceptLearner(base, n_iter=2) if groups is not None else base
                     kw_tr = {"groups": groups[train]} if groups is not None else {}
                     kw_te = {"groups": groups[test]} if groups is not None else {}
-                    est.fit(design[train][:, S], target[train], **kw_tr)
+                    est.fit(design[train][:, S], target[train], **kw_tr, **fit_kw)
                     X_test = design[test][:, S]
                     if clip:
                         X_test = clip_to_range(X_test, design[train][:, S])
                     preds[name][r, test] = est.predict(X_test, **kw_te)
                 elif groups is None:
-                    preds[name][r, test] = target[train].mean()
+                    preds[name][r, test] = (target[train].mean() if sw_all is None
+                                            else np.average(target[train], weights=sw_all[r, train]))
                 else:
                     continue  # nothing selected: keep the learner's random-intercept fit
             done += 1
     return CrossFitPredictions(preds, cf.folds, {}), done / (R * K)
+
+
+def varying_effect(ry: np.ndarray, rt: np.ndarray, features: np.ndarray, folds: np.ndarray,
+                   w: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
+    """Cross-fitted varying coefficient th(x) (the R-learner of Nie & Wager 2021): on the training folds, ridge
+    regression (penalty by efficient leave-one-out error, no intercept) of ry on rt * [1, features] with weights
+    ``w``, i.e. min_b sum_i w_i (ry_i - rt_i [1, f_i]'b)^2 + alpha |b|^2; th(x_i) = [1, f_i]'b on the held-out fold
+    (its features clipped to the training range). One split: ``ry``, ``rt``, ``folds``, ``w`` are (n,)."""
+    from sklearn.linear_model import RidgeCV
+
+    D = np.column_stack([np.ones(len(ry)), np.asarray(features, dtype=np.float64)])
+    w = np.ones(len(ry)) if w is None else np.asarray(w, dtype=np.float64)
+    th = np.empty(len(ry))
+    for k in range(int(folds.max()) + 1):
+        test = folds == k
+        train = ~test
+        fit = RidgeCV(alphas=np.logspace(-3, 3, 13), fit_intercept=False).fit(
+            rt[train, None] * D[train], ry[train], sample_weight=w[train] / w[train].mean())
+        th[test] = (clip_to_range(D[test], D[train]) if clip else D[test]) @ fit.coef_
+    return th
+
+
+def orthogonal_effect(ry: np.ndarray, rt: np.ndarray, w: np.ndarray, th: np.ndarray, *,
+                      clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """Average effect from the orthogonal (doubly robust) score of the partially linear model with a varying
+    effect theta(x) (one split):
+
+        theta = mean_i th_i + sum_i w_i rt_i (ry_i - th_i rt_i) / sum_i w_i rt_i^2,
+
+    with th = th(x_i) a cross-fitted fit of theta(x) (:func:`varying_effect`) and w_i = 1 / s2_hat(x_i). With true
+    residuals E[w rt (ry - th rt) | x] = w s2 (theta(x) - th(x)), so the estimate targets E[theta(x)] whatever the
+    weights, and its bias from weight errors is a product of two errors, E[(theta - th)(r - E r)] / E r with
+    r = s2 / s2_hat, instead of first order as in the weighted residual-on-residual coefficient (which it equals
+    when th is constant). Variance: the empirical variance of the influence
+        psi_i = th_i - mean(th) + n w_i rt_i (ry_i - th_i rt_i - c rt_i) / sum_j w_j rt_j^2,  c = theta - mean(th),
+    summed within ``clusters`` when given; returns (theta, variance)."""
+    n = len(ry)
+    den = float((w * rt**2).sum())
+    c = float((w * rt * (ry - th * rt)).sum()) / den
+    theta = float(th.mean()) + c
+    psi = (th - th.mean()) + n * w * rt * (ry - th * rt - c * rt) / den
+    if clusters is None:
+        return theta, float((psi**2).sum()) / (n * (n - 1))
+    _, inv = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(inv, weights=psi)
+    G = len(sums)
+    return theta, float((sums**2).sum()) / n**2 * G / max(G - 1, 1)
 
 
 def aggregate_split_arrays(thetas: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -275,8 +330,8 @@ class PLCE:
                  interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
                  bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
                  variance_learner: Any = None, weight_uncertainty: bool = True, refit: str = "union",
-                 max_refit_fraction: float = 0.25, clip_to_train: bool = True, seed: int = 0,
-                 device: str = "cpu") -> None:
+                 max_refit_fraction: float = 0.25, clip_to_train: bool = True, weighted_nuisances: bool = False,
+                 final_stage: str = "wls", seed: int = 0, device: str = "cpu") -> None:
         self.learner = learner
         self.basis = basis
         self.n_knots = n_knots
@@ -295,6 +350,8 @@ class PLCE:
         self.variance_learner = variance_learner
         self.weight_uncertainty = weight_uncertainty
         self.clip_to_train = clip_to_train
+        self.weighted_nuisances = weighted_nuisances
+        self.final_stage = final_stage
         self.refit = refit
         self.max_refit_fraction = max_refit_fraction
         self.seed = seed
@@ -308,8 +365,9 @@ class PLCE:
         check_choice("se_type", self.se_type, SE_TYPES)
         check_probability("alpha", self.alpha, open_interval=True)
         check_choice("refit", self.refit, REFITS)
+        check_choice("final_stage", self.final_stage, FINAL_STAGES)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
-        for name in ("weight_uncertainty", "clip_to_train"):
+        for name in ("weight_uncertainty", "clip_to_train", "weighted_nuisances"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise PyrozooError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         y = numeric_vector("y", y)
@@ -388,11 +446,11 @@ class PLCE:
                 self.bandwidth_ = float(self.bandwidth)
             design = np.concatenate(
                 [B, interference_features(X, self.bandwidth_, column=self.interference_column)], axis=1)
-        cf = crossfit_predict(learner, design, {"y": y, "t": t}, folds=folds, row_kwargs=row_kwargs,
-                              keep_learners=self.refit != "none", clip_to_train=self.clip_to_train)
-        self.refit_share_ = 0.0
+        cf_learned = crossfit_predict(learner, design, {"y": y, "t": t}, folds=folds, row_kwargs=row_kwargs,
+                                      keep_learners=self.refit != "none", clip_to_train=self.clip_to_train)
+        cf, self.refit_share_ = cf_learned, 0.0
         if self.refit != "none":
-            cf, self.refit_share_ = union_refit(cf, design, y, t, groups if use_re else None,
+            cf, self.refit_share_ = union_refit(cf_learned, design, y, t, groups if use_re else None,
                                                 max_fraction=self.max_refit_fraction,
                                                 ridge=self.refit == "union", clip=self.clip_to_train)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
@@ -416,16 +474,32 @@ class PLCE:
                 # the default variance model is least squares on [1, White's regressors]: carry its noise into the SE
                 Zv = np.column_stack([np.ones(n), v_design])
                 weight_models = [WeightModel(Zv, rt[r] ** 2 - raw[r], raw[r] >= s2[r]) for r in range(len(rt))]
+            if self.weighted_nuisances and self.refit != "none":
+                # second pass: refit both nuisances on the union with the same precision weights 1 / s2 as the final
+                # stage (the cross-fitted analogue of one weighted regression y ~ theta t + basis, by
+                # Frisch-Waugh-Lovell); see the class docstring for why
+                cf, self.refit_share_ = union_refit(cf_learned, design, y, t, groups if use_re else None,
+                                                    max_fraction=self.max_refit_fraction,
+                                                    ridge=self.refit == "union", clip=self.clip_to_train,
+                                                    sample_weight=1.0 / s2)
+                m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
+                ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         else:
             s2, w = None, np.ones_like(rt)
         clusters = groups if self.se_type == "cluster" else None
         R = folds.shape[0]
         th, var, th_f, var_f = (np.empty(R) for _ in range(4))
+        th_x = np.full((R, n), np.nan)
         for r in range(R):
             # with a weight model, wls_hc3 needs the weights 1 / s2 themselves (b is unchanged by their scale)
             w_r, wm = (1.0 / s2[r], weight_models[r]) if weight_models is not None else (w[r], None)
-            b, V = wls_hc3(rt[r], ry[r], w_r, clusters=clusters, weight_model=wm)
-            th[r], var[r] = b[0], V[0, 0]
+            if self.final_stage == "orthogonal":
+                w_o = 1.0 / s2[r] if s2 is not None else np.ones(n)
+                th_x[r] = varying_effect(ry[r], rt[r], white_features(X), folds[r], w_o, clip=self.clip_to_train)
+                th[r], var[r] = orthogonal_effect(ry[r], rt[r], w_o, th_x[r], clusters=clusters)
+            else:
+                b, V = wls_hc3(rt[r], ry[r], w_r, clusters=clusters, weight_model=wm)
+                th[r], var[r] = b[0], V[0, 0]
             Z = np.column_stack([np.ones(n), t, m_hat[r], g_hat[r]])
             b, V = wls_hc3(Z, y, w_r, clusters=clusters, weight_model=wm)
             th_f[r], var_f[r] = b[1], V[1, 1]
@@ -433,6 +507,7 @@ class PLCE:
         self.y_resid_, self.t_resid_, self.weights_, self.treatment_variance_ = ry, rt, w, s2
         self.y_hat_, self.t_hat_ = m_hat, g_hat
         self.thetas_, self.variances_ = th, var
+        self.effect_function_ = th_x if self.final_stage == "orthogonal" else None
         self.thetas_feasible_, self.variances_feasible_ = th_f, var_f
         self.theta_, self.se_ = aggregate_splits(th, var)
         self.theta_feasible_, self.se_feasible_ = aggregate_splits(th_f, var_f)

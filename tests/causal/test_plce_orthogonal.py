@@ -1,0 +1,126 @@
+"""PLCE pass 4 options: the orthogonal (doubly robust) final stage with a cross-fitted varying effect, and the
+weighted second-pass nuisance refit. Tolerances are stated next to each check with where they come from."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from pyrozoo.causal.crossfit import make_folds
+from pyrozoo.causal.extensions import RandomInterceptLearner
+from pyrozoo.causal.plce import PLCE, orthogonal_effect, varying_effect, wls_hc3
+from pyrozoo.causal.simulate import simulate_plce
+from pyrozoo.errors import PyrozooError
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def test_orthogonal_effect_equals_wls_for_a_constant_effect_function():
+    """With th(x) = c constant, mean(th) + sum w rt (ry - c rt) / sum w rt^2 is the WLS coefficient for any c, and
+    the influence-function variance is the HC0 sandwich times n / (n - 1) (HC3 differs by the leverage terms,
+    O(1/n) here: within 2%)."""
+    rng = np.random.default_rng(0)
+    n = 500
+    rt = rng.standard_normal(n)
+    ry = 1.3 * rt + rng.standard_normal(n) * (1 + np.abs(rt))
+    w = rng.uniform(0.5, 2.0, n)
+    b, V = wls_hc3(rt, ry, w)
+    for c in (0.0, 0.7, 5.0):
+        theta, var = orthogonal_effect(ry, rt, w, np.full(n, c))
+        assert theta == pytest.approx(b[0], abs=1e-12)
+        assert math.sqrt(var) == pytest.approx(math.sqrt(V[0, 0]), rel=0.02)
+    g = np.arange(n) // 10
+    theta_c, var_c = orthogonal_effect(ry, rt, w, np.full(n, 0.7), clusters=g)
+    _, Vc = wls_hc3(rt, ry, w, clusters=g)
+    assert theta_c == pytest.approx(b[0], abs=1e-12)
+    assert math.sqrt(var_c) == pytest.approx(math.sqrt(Vc[0, 0]), rel=0.02)  # CR1 vs n/(n-1)-free: O(1/n)
+
+
+def test_orthogonal_score_removes_the_weight_error_bias():
+    """Heterogeneous effect theta(x) = 1 + 3 x^2 (average 2 for x ~ U(-1, 1)), Var(v | x) = s2 = 0.2 + 2 x^2, and
+    wrong weights 1 / s2_hat with s2_hat = s2 exp(x^2), which down-weight the units with large effects. The weighted
+    residual-on-residual coefficient then targets E[theta s2 / s2_hat] / E[s2 / s2_hat] = 1.76 (not 2): over 300
+    data sets (n = 400) its mean is > 10 MCSE below 2. The orthogonal score with a cross-fitted R-learner th(x) on
+    [1, x, x^2] is unbiased up to a product of errors: its mean is within 3 MCSE of 2, and its mean SE matches the
+    sd of the estimates within 15% (MC error of an sd from 300 draws ~4%)."""
+    rng = np.random.default_rng(1)
+    n, reps = 400, 300
+    folds = make_folds(n, 5, 1, seed=0)[0]
+    wls, orth, ses = [], [], []
+    for _ in range(reps):
+        x = rng.uniform(-1, 1, n)
+        s2 = 0.2 + 2 * x**2
+        v = np.sqrt(s2) * rng.standard_normal(n)
+        ry = (1 + 3 * x**2) * v + 0.5 * rng.standard_normal(n)
+        w = 1.0 / (s2 * np.exp(x**2))
+        wls.append(float((w * v * ry).sum() / (w * v**2).sum()))
+        th = varying_effect(ry, v, np.column_stack([x, x**2]), folds, w)
+        est, var = orthogonal_effect(ry, v, w, th)
+        orth.append(est)
+        ses.append(math.sqrt(var))
+    wls, orth = np.array(wls), np.array(orth)
+    mcse = orth.std(ddof=1) / math.sqrt(reps)
+    assert wls.mean() < 2 - 10 * wls.std(ddof=1) / math.sqrt(reps)
+    assert abs(orth.mean() - 2) < 3 * mcse
+    assert np.mean(ses) == pytest.approx(orth.std(ddof=1), rel=0.15)
+
+
+def test_weighted_random_intercepts():
+    """Unit weights reproduce the unweighted fit exactly; a heavily weighted row pulls its group's intercept to its
+    own residual (a_j = sum w r / (sum w + s2 / tau2) with one weight 1e6 -> that row's residual)."""
+    from sklearn.dummy import DummyRegressor
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(10), 20)
+    y = 2 * rng.standard_normal(10)[g] + rng.standard_normal(200)
+    X = np.zeros((200, 1))
+    plain = RandomInterceptLearner(DummyRegressor()).fit(X, y, groups=g)
+    ones = RandomInterceptLearner(DummyRegressor()).fit(X, y, groups=g, sample_weight=np.ones(200))
+    np.testing.assert_allclose(plain.predict(X, groups=g), ones.predict(X, groups=g), rtol=0, atol=1e-12)
+    w = np.ones(200)
+    w[3] = 1e6
+    heavy = RandomInterceptLearner(DummyRegressor(), n_iter=1).fit(X, y, groups=g, sample_weight=w)
+    f = heavy.learner_.predict(X[:1])[0]
+    assert heavy.effects_[0] == pytest.approx(y[3] - f, abs=1e-3)
+
+
+def test_weighted_orthogonal_plce_on_the_heterogeneity_design():
+    """One data set of the talk's heterogeneity design (true average effect 1) with the default learner: the
+    pass-4 configuration runs end to end, exposes the cross-fitted effect function, and its interval covers 1
+    within 3 SE; theta(x) = x1^2 (latent x1), so th(x) correlates with x1^2 clearly (> 0.5)."""
+    d = simulate_plce(7, "heterogeneity")
+    est = PLCE(n_repeats=1, seed=7, treatment_model="heteroskedastic", weighted_nuisances=True,
+               final_stage="orthogonal").fit(d.y, d.t, d.X)
+    assert est.effect_function_.shape == (1, len(d.y))
+    assert abs(est.theta_ - 1.0) < 3 * est.se_ and est.se_ < 0.3
+    assert np.corrcoef(est.effect_function_[0], d.latent[:, 0] ** 2)[0, 1] > 0.5
+    table = est.summary()
+    assert table.loc["PLCE", "estimate"] == pytest.approx(est.theta_)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"final_stage": "dr"}, "final_stage"),
+    ({"weighted_nuisances": "yes"}, "weighted_nuisances"),
+])
+def test_bad_options_are_rejected_before_work(kw, message):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    t = X[:, 0] + rng.standard_normal(50)
+    y = t + rng.standard_normal(50)
+
+    class Exploding:
+        def fit(self, *a, **k):
+            raise AssertionError("fit must not start on bad input")
+
+        def predict(self, *a, **k):
+            raise AssertionError
+
+    with pytest.raises(PyrozooError, match=message):
+        PLCE(Exploding(), **kw).fit(y, t, X)
