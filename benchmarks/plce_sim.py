@@ -85,7 +85,7 @@ def doubleml(d, seed: int, learner: str, n_repeats: int) -> tuple[float, float]:
 
 METHODS = {
     "PLCE": lambda d, s, r: plce(d, s, r),
-    "PLCE (weighted, orthogonal)": lambda d, s, r: plce_weighted_orthogonal(d, s, r),
+    "PLCE (weighted+orthogonal)": lambda d, s, r: plce_weighted_orthogonal(d, s, r),
     "PLCE (no extensions)": lambda d, s, r: plce_plain(d, s, r),
     "OLS": lambda d, s, r: ols(d),
     "DoubleML lasso": lambda d, s, r: doubleml(d, s, "lasso", r),
