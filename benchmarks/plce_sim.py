@@ -60,6 +60,14 @@ def plce_weighted_orthogonal(d, seed: int, n_repeats: int) -> tuple[float, float
     return est.theta_, est.se_
 
 
+def plce_unweighted(d, seed: int, n_repeats: int) -> tuple[float, float]:
+    """PLCE's benchmark configuration without the heteroskedastic treatment model (random intercepts and learned
+    interference kept): isolates what the estimated weights cost where the truth is homoskedastic."""
+    est = PLCE(n_repeats=n_repeats, interference=True, seed=seed)
+    est.fit(d.y, d.t, d.X, groups=d.groups)
+    return est.theta_, est.se_
+
+
 def plce_plain(d, seed: int, n_repeats: int) -> tuple[float, float]:
     est = PLCE(n_repeats=n_repeats, seed=seed).fit(d.y, d.t, d.X)
     return est.theta_, est.se_
@@ -87,6 +95,7 @@ METHODS = {
     "PLCE": lambda d, s, r: plce(d, s, r),
     "PLCE (weighted+orthogonal)": lambda d, s, r: plce_weighted_orthogonal(d, s, r),
     "PLCE (no extensions)": lambda d, s, r: plce_plain(d, s, r),
+    "PLCE (unweighted)": lambda d, s, r: plce_unweighted(d, s, r),
     "OLS": lambda d, s, r: ols(d),
     "DoubleML lasso": lambda d, s, r: doubleml(d, s, "lasso", r),
     "DoubleML RF": lambda d, s, r: doubleml(d, s, "rf", r),
