@@ -47,6 +47,20 @@ def test_log_marginal_is_the_student_t_evidence():
     torch.testing.assert_close(blr_log_marginal(phi, y, prior_scale=s, a0=a0, b0=b0), ref)
 
 
+def _with_intercept(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.ones(x.shape[0], 1, dtype=torch.float64), x], 1)
+
+
+def _test_rmse(post, x, y, xt, yt) -> float:
+    return float((post.predictive(xt)[0] - yt).pow(2).mean().sqrt())
+
+
+def _linear_test_rmse(x, y, xt, yt) -> float:
+    """Test RMSE of the conjugate BLR on the raw inputs plus an intercept (the baseline learned features must beat)."""
+    lin = BLRPoolPosterior.fit(_with_intercept(x), y)
+    return float((lin.predictive(_with_intercept(xt))[0] - yt).pow(2).mean().sqrt())
+
+
 @pytest.mark.parametrize(("objective", "standardize"), [
     ("mse", True), ("marginal", False), pytest.param("marginal", True, marks=pytest.mark.slow)])
 def test_learned_features_beat_a_linear_model(objective, standardize):
@@ -54,12 +68,7 @@ def test_learned_features_beat_a_linear_model(objective, standardize):
     xt, yt = _data(400, seed=1)
     nl = NeuralLinearPosterior.fit(x, y, hidden=(16,), steps=250, lr=0.02, objective=objective, standardize=standardize,
                                    seed=0)
-    ones = torch.ones(x.shape[0], 1, dtype=torch.float64)
-    lin = BLRPoolPosterior.fit(torch.cat([ones, x], 1), y)
-    rmse_nl = float((nl.predictive(xt)[0] - yt).pow(2).mean().sqrt())
-    rmse_lin = float((lin.predictive(torch.cat([torch.ones(400, 1, dtype=torch.float64), xt], 1))[0] - yt)
-                     .pow(2).mean().sqrt())
-    assert rmse_nl < 0.6 * rmse_lin
+    assert _test_rmse(nl, x, y, xt, yt) < 0.6 * _linear_test_rmse(x, y, xt, yt)
     # the last layer is exactly the conjugate BLR on the learned features
     ref = BLRPoolPosterior.fit(nl.features(x), y)
     torch.testing.assert_close(nl.blr.post.mean, ref.post.mean)
@@ -199,12 +208,7 @@ def test_reference_recipe_learns_and_is_reproducible():
     x, y = _data(80)
     xt, yt = _data(400, seed=1)
     nl = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(16, 16), epochs=80, seed=0)
-    ones = torch.ones(x.shape[0], 1, dtype=torch.float64)
-    lin = BLRPoolPosterior.fit(torch.cat([ones, x], 1), y)
-    rmse_nl = float((nl.predictive(xt)[0] - yt).pow(2).mean().sqrt())
-    rmse_lin = float((lin.predictive(torch.cat([torch.ones(400, 1, dtype=torch.float64), xt], 1))[0] - yt)
-                     .pow(2).mean().sqrt())
-    assert rmse_nl < 0.6 * rmse_lin
+    assert _test_rmse(nl, x, y, xt, yt) < 0.6 * _linear_test_rmse(x, y, xt, yt)
     pool = _data(300, seed=5)[0]
     a = NeuralLinearPosterior.fit(x[:40], y[:40], seed=7, **REF_SMALL)
     b = NeuralLinearPosterior.fit(x[:40], y[:40], seed=7, **REF_SMALL)

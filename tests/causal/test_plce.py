@@ -330,6 +330,8 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("bandwidth", "bandwidth"),
     ("weight_uncertainty", "weight_uncertainty"),
     ("clip_to_train", "clip_to_train"),
+    ("final_stage", "final_stage"),
+    ("weighted_nuisances", "weighted_nuisances"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -356,6 +358,10 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"treatment_model": "heteroskedastic", "weight_uncertainty": "yes"}
     elif case == "clip_to_train":
         kw = {"clip_to_train": None}
+    elif case == "final_stage":
+        kw = {"final_stage": "dr"}
+    elif case == "weighted_nuisances":
+        kw = {"weighted_nuisances": "yes"}
     elif case == "text_x":
         X = pd.DataFrame(X, columns=list("abcde")).assign(site=["u", "v"] * 25)
 

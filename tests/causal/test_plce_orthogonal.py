@@ -13,7 +13,6 @@ from pyrozoo.causal.crossfit import make_folds
 from pyrozoo.causal.extensions import RandomInterceptLearner
 from pyrozoo.causal.plce import PLCE, orthogonal_effect, varying_effect, wls_hc3
 from pyrozoo.causal.simulate import simulate_plce
-from pyrozoo.errors import PyrozooError
 
 
 @pytest.fixture(autouse=True)
@@ -103,24 +102,3 @@ def test_weighted_orthogonal_plce_on_the_heterogeneity_design():
     assert np.corrcoef(est.effect_function_[0], d.latent[:, 0] ** 2)[0, 1] > 0.5
     table = est.summary()
     assert table.loc["PLCE", "estimate"] == pytest.approx(est.theta_)
-
-
-@pytest.mark.parametrize("kw,message", [
-    ({"final_stage": "dr"}, "final_stage"),
-    ({"weighted_nuisances": "yes"}, "weighted_nuisances"),
-])
-def test_bad_options_are_rejected_before_work(kw, message):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 3))
-    t = X[:, 0] + rng.standard_normal(50)
-    y = t + rng.standard_normal(50)
-
-    class Exploding:
-        def fit(self, *a, **k):
-            raise AssertionError("fit must not start on bad input")
-
-        def predict(self, *a, **k):
-            raise AssertionError
-
-    with pytest.raises(PyrozooError, match=message):
-        PLCE(Exploding(), **kw).fit(y, t, X)
