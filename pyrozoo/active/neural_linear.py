@@ -159,6 +159,32 @@ def _bn_stats(layers: Sequence[torch.Tensor], x: torch.Tensor, activation: str
     return stats
 
 
+def _train_mlp(x: torch.Tensor, y: torch.Tensor, hidden: Sequence[int], activation: str, objective: str, steps: int,
+               lr: float, weight_decay: float, standardize: bool, generator: torch.Generator, prior_scale: float,
+               a0: float, b0: float) -> list[torch.Tensor]:
+    """The default recipe (module docstring): full-batch Adam on the squared error of a linear head (``"mse"``) or
+    on minus the BLR log marginal likelihood of the features (``"marginal"``); returns the hidden layers."""
+    sizes = [x.shape[1], *hidden] + ([1] if objective == "mse" else [])
+    params = _init_layers(sizes, generator, x.device)
+    body = params[:-2] if objective == "mse" else params
+    n = x.shape[0]
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        h = _hidden(body, x, activation)
+        if objective == "marginal":
+            phi = _design(h, *_standardize(h, standardize))
+            loss = -blr_log_marginal(phi, y, prior_scale=prior_scale, a0=a0, b0=b0) / n
+        else:
+            pred = torch.addmm(params[-1], h, params[-2])[:, 0]
+            loss = ((pred - y) ** 2).mean()
+        if weight_decay > 0:
+            loss = loss + 0.5 * weight_decay / n * sum((w * w).sum() for w in body[0::2])
+        loss.backward()
+        opt.step()
+    return body
+
+
 def _train_reference(x: torch.Tensor, y: torch.Tensor, hidden: Sequence[int], activation: str, epochs: int,
                      lr: float, weight_decay: float, generator: torch.Generator, prior_scale: float, a0: float,
                      b0: float) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -293,36 +319,16 @@ class NeuralLinearPosterior(RegressionPosterior):
         if recipe == "reference":
             body, stats = _train_reference(xf, yf, hidden, activation, epochs, lr, weight_decay, gen, prior_scale,
                                            a0, b0)
-            with torch.no_grad():
-                h = _hidden_bn(body, xf, activation, stats).double()
-            mean, scale = _standardize(h, False)
-            blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale, a0=a0,
-                                       b0=b0, noise=noise)
-            return cls(body, activation, mean, scale, blr, stats)
-        sizes = [x.shape[1], *hidden] + ([1] if objective == "mse" else [])
-        params = _init_layers(sizes, gen, x.device)
-        body = params[:-2] if objective == "mse" else params
-        n = x.shape[0]
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            h = _hidden(body, xf, activation)
-            if objective == "marginal":
-                phi = _design(h, *_standardize(h, standardize))
-                loss = -blr_log_marginal(phi, yf, prior_scale=prior_scale, a0=a0, b0=b0) / n
-            else:
-                pred = torch.addmm(params[-1], h, params[-2])[:, 0]
-                loss = ((pred - yf) ** 2).mean()
-            if weight_decay > 0:
-                loss = loss + 0.5 * weight_decay / n * sum((w * w).sum() for w in body[0::2])
-            loss.backward()
-            opt.step()
+            standardize = False
+        else:
+            body, stats = _train_mlp(xf, yf, hidden, activation, objective, steps, lr, weight_decay, standardize, gen,
+                                     prior_scale, a0, b0), None
         with torch.no_grad():
-            h = _hidden(body, xf, activation).double()
+            h = (_hidden(body, xf, activation) if stats is None else _hidden_bn(body, xf, activation, stats)).double()
         mean, scale = _standardize(h, standardize)
         blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale, a0=a0,
                                    b0=b0, noise=noise)
-        return cls(body, activation, mean, scale, blr)
+        return cls(body, activation, mean, scale, blr, stats)
 
     # Everything else is the BLR's on the features.
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
