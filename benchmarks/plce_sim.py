@@ -40,46 +40,31 @@ def ols(d) -> tuple[float, float]:
     return float(b[1]), float(np.sqrt(V[1, 1]))
 
 
+# PLCE's configuration in this benchmark (the same in every scenario)
+BENCHMARK_CONFIG = {"treatment_model": "heteroskedastic", "interference": True}
+
+
+def plce_fit(d, seed: int, n_repeats: int, *, groups: bool = True, **options) -> PLCE:
+    """PLCE with ``options`` (R = ``n_repeats`` splits, the simulator's group ids unless ``groups=False``)."""
+    return PLCE(n_repeats=n_repeats, seed=seed, **options).fit(d.y, d.t, d.X, groups=d.groups if groups else None)
+
+
 def plce(d, seed: int, n_repeats: int) -> dict[str, tuple[float, float]]:
     """PLCE aggregated over the R splits; with R > 1 also its first split alone ("PLCE, split 1"), which is
     exactly the R = 1 estimate with the same seed (the splits are drawn in sequence), so one run gives both."""
-    est = PLCE(n_repeats=n_repeats, treatment_model="heteroskedastic", interference=True, seed=seed)
-    est.fit(d.y, d.t, d.X, groups=d.groups)
+    est = plce_fit(d, seed, n_repeats, **BENCHMARK_CONFIG)
     out = {"PLCE": (est.theta_, est.se_)}
     if n_repeats > 1:
         out["PLCE, split 1"] = (float(est.thetas_[0]), float(np.sqrt(est.variances_[0])))
     return out
 
 
-def plce_weighted_orthogonal(d, seed: int, n_repeats: int) -> tuple[float, float]:
-    """PLCE's benchmark configuration plus the pass-4 options: weighted second-pass nuisance refit and the
-    orthogonal final stage with a cross-fitted varying effect (see docs/plce.md)."""
-    est = PLCE(n_repeats=n_repeats, treatment_model="heteroskedastic", interference=True, seed=seed,
-               weighted_nuisances=True, final_stage="orthogonal")
-    est.fit(d.y, d.t, d.X, groups=d.groups)
-    return est.theta_, est.se_
-
-
-def plce_unweighted(d, seed: int, n_repeats: int) -> tuple[float, float]:
-    """PLCE's benchmark configuration without the heteroskedastic treatment model (random intercepts and learned
-    interference kept): isolates what the estimated weights cost where the truth is homoskedastic."""
-    est = PLCE(n_repeats=n_repeats, interference=True, seed=seed)
-    est.fit(d.y, d.t, d.X, groups=d.groups)
-    return est.theta_, est.se_
-
-
-def plce_no_refit(d, seed: int, n_repeats: int) -> tuple[float, float]:
-    """PLCE's benchmark configuration with ``refit="none"``: each nuisance keeps its own spike-and-slab fit instead of
-    the ridge refit on the union of both selections (the union's shared columns make the two fits' errors
-    correlated, which biases the weighted final stage when the effect varies)."""
-    est = PLCE(n_repeats=n_repeats, treatment_model="heteroskedastic", interference=True, seed=seed, refit="none")
-    est.fit(d.y, d.t, d.X, groups=d.groups)
-    return est.theta_, est.se_
-
-
-def plce_plain(d, seed: int, n_repeats: int) -> tuple[float, float]:
-    est = PLCE(n_repeats=n_repeats, seed=seed).fit(d.y, d.t, d.X)
-    return est.theta_, est.se_
+def plce_variant(**options):
+    """A method computing PLCE with ``options`` instead of the benchmark configuration: (d, seed, R) -> (theta, se)."""
+    def method(d, seed: int, n_repeats: int) -> tuple[float, float]:
+        est = plce_fit(d, seed, n_repeats, **options)
+        return est.theta_, est.se_
+    return method
 
 
 def doubleml(d, seed: int, learner: str, n_repeats: int) -> tuple[float, float]:
@@ -101,11 +86,15 @@ def doubleml(d, seed: int, learner: str, n_repeats: int) -> tuple[float, float]:
 
 
 METHODS = {
-    "PLCE": lambda d, s, r: plce(d, s, r),
-    "PLCE (weighted+orthogonal)": lambda d, s, r: plce_weighted_orthogonal(d, s, r),
-    "PLCE (no extensions)": lambda d, s, r: plce_plain(d, s, r),
-    "PLCE (unweighted)": lambda d, s, r: plce_unweighted(d, s, r),
-    "PLCE (no refit)": lambda d, s, r: plce_no_refit(d, s, r),
+    "PLCE": plce,
+    # the pass-4 options: weighted second-pass nuisance refit and the orthogonal final stage (docs/plce.md)
+    "PLCE (weighted+orthogonal)": plce_variant(**BENCHMARK_CONFIG, weighted_nuisances=True, final_stage="orthogonal"),
+    # spike-and-slab + union refit only, no groups
+    "PLCE (no extensions)": plce_variant(groups=False),
+    # without the heteroskedastic treatment model: what the estimated weights cost where the truth is homoskedastic
+    "PLCE (unweighted)": plce_variant(interference=True),
+    # refit="none": each nuisance keeps its own fit instead of the ridge refit on the union of both selections
+    "PLCE (no refit)": plce_variant(**BENCHMARK_CONFIG, refit="none"),
     "OLS": lambda d, s, r: ols(d),
     "DoubleML lasso": lambda d, s, r: doubleml(d, s, "lasso", r),
     "DoubleML RF": lambda d, s, r: doubleml(d, s, "rf", r),
