@@ -459,9 +459,10 @@ class PLCE:
                                       keep_learners=self.refit != "none", clip_to_train=self.clip_to_train)
         cf, self.refit_share_ = cf_learned, 0.0
         if self.refit != "none":
-            cf, self.refit_share_ = union_refit(cf_learned, design, y, t, groups if use_re else None,
-                                                max_fraction=self.max_refit_fraction,
-                                                ridge=self.refit == "union", clip=self.clip_to_train)
+            refit_args = (cf_learned, design, y, t, groups if use_re else None)
+            refit_kw = {"max_fraction": self.max_refit_fraction, "ridge": self.refit == "union",
+                        "clip": self.clip_to_train}
+            cf, self.refit_share_ = union_refit(*refit_args, **refit_kw)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
@@ -487,10 +488,7 @@ class PLCE:
                 # second pass: refit both nuisances on the union with the same precision weights 1 / s2 as the final
                 # stage (the cross-fitted analogue of one weighted regression y ~ theta t + basis, by
                 # Frisch-Waugh-Lovell); see the class docstring for why
-                cf, self.refit_share_ = union_refit(cf_learned, design, y, t, groups if use_re else None,
-                                                    max_fraction=self.max_refit_fraction,
-                                                    ridge=self.refit == "union", clip=self.clip_to_train,
-                                                    sample_weight=1.0 / s2)
+                cf, self.refit_share_ = union_refit(*refit_args, **refit_kw, sample_weight=1.0 / s2)
                 m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
                 ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         else:
