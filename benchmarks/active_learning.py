@@ -46,6 +46,14 @@ ACS = ("acs-fw", "acs-fw-euclidean", "acs-fw-projection")
 BASELINES = ("bald", "maxent", "random")
 
 
+def neural_linear_options(args: argparse.Namespace) -> dict:
+    """NeuralLinearPosterior.fit options from the --nl-* flags (hidden sizes: the recipe's default unless given)."""
+    opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
+    if args.nl_hidden:
+        opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
+    return opts
+
+
 def accuracy(args: argparse.Namespace) -> pd.DataFrame:
     if args.from_csv:  # summarize saved per-round tables (e.g. seed ranges run separately) without running
         results = pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in args.from_csv],
@@ -61,9 +69,7 @@ def accuracy(args: argparse.Namespace) -> pd.DataFrame:
             start = time.perf_counter()
             opts, label = None, model
             if model == "neural-linear":
-                opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
-                if args.nl_hidden:
-                    opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
+                opts = neural_linear_options(args)
                 if args.nl_recipe != "mlp":  # keep the recipes apart in pooled tables and plot names
                     label = f"{model}-{args.nl_recipe}"
             res = run_experiment(ds, acqs, seeds, model=model, model_options=opts, init_size=args.init_size,
@@ -131,10 +137,7 @@ def timing(args: argparse.Namespace) -> None:
     fit_y = (yt[:100] - yt[:100].mean()) / yt[:100].std()
     pool = design[100:]
     if args.timing_model == "neural-linear":  # BLR on features learned from 100 labels; selection includes phi(x)
-        opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
-        if args.nl_hidden:
-            opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
-        post = NeuralLinearPosterior.fit(design[:100], fit_y, seed=0, **opts)
+        post = NeuralLinearPosterior.fit(design[:100], fit_y, seed=0, **neural_linear_options(args))
         blr, feat = post.blr, post.features
     else:
         post = BLRPoolPosterior.fit(design[:100], fit_y)
