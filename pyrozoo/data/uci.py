@@ -25,8 +25,9 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     check_choice("dataset", name, UCI_TARGETS)
     df = load_rdataset(name)
     target = UCI_TARGETS[name]
-    X = df.drop(columns=[target]).to_numpy(dtype=np.float64)
-    return X, df[target].to_numpy(dtype=np.float64), [c for c in df.columns if c != target]
+    # np.array copies: pandas' copy-on-write hands out read-only views, which torch warns about
+    X = np.array(df.drop(columns=[target]), dtype=np.float64)
+    return X, np.array(df[target], dtype=np.float64), [c for c in df.columns if c != target]
 
 
 @dataclass
