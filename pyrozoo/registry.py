@@ -14,7 +14,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_keys
+from pyrozoo.validation import check_keys, check_option_types
 
 
 @dataclass
@@ -57,6 +57,7 @@ class ZooModel:
                 f"inference: {self.name} supports {', '.join(self.inferences)}; got {config.inference!r}"
             )
         check_keys(f"options for {self.name}", config.options, self.options)
+        check_option_types(f"option of {self.name}", config.options, self.options)
         if config.data is not None and config.dataset is not None:
             raise PyrozooError("data: give either a data file or a shipped dataset name, not both")
         if config.data is not None and self.from_file is None:

@@ -90,6 +90,31 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
         )
 
 
+def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise if a value in ``given`` has a different kind than its default in ``defaults``: a bool default takes
+    only true/false, an int default only integers, a float default numbers (or a list of numbers, for per-column
+    values such as ARD lengthscales). Defaults of other types (strings, None) are left to the model, which checks
+    the choices itself. Run before any work, so a typo such as ``-o hidden=abc`` never reaches a model."""
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    for key, value in given.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, numbers.Integral):
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, numbers.Real):
+            ok = is_number(value) or (isinstance(value, (list, tuple)) and len(value) > 0
+                                      and all(is_number(v) for v in value))
+            want = "a number"
+        else:
+            continue
+        if not ok:
+            raise PyrozooError(f"{key}: {name} expects {want} (default {default!r}), got {value!r}")
+
+
 def check_probability(name: str, value: float, *, open_interval: bool = False) -> None:
     """Raise unless ``value`` is in [0, 1] (or (0, 1) when ``open_interval``)."""
     # numbers.Real takes numpy scalars (np.float32 is not a float subclass); bool is excluded on purpose

@@ -86,6 +86,8 @@ BAD = {
                                  "lr: expected a finite value > 0"),
     "options not a table": (lambda t: ["--config", _write(t, "o.toml", 'model = "normal-gamma"\noptions = 3\n')],
                             "options: expected a table"),
+    "text for a number option": (lambda t: ["-o", "mu_true=abc"], "mu_true: option of normal-gamma expects a number"),
+    "float for an int option": (lambda t: ["-o", "n=1.5"], "n: option of normal-gamma expects an integer"),
 }
 
 

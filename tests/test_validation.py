@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_probability
+from pyrozoo.validation import check_option_types, check_probability
 
 
 @pytest.mark.parametrize("value", [0.05, np.float32(0.1), np.float64(0.5), 0.999])
@@ -25,3 +25,28 @@ def test_closed_interval_keeps_its_ends():
     check_probability("p", 1.0)
     with pytest.raises(PyrozooError, match=r"p: expected a number in \[0, 1\]"):
         check_probability("p", 1.01)
+
+
+DEFAULTS = {"flag": False, "count": 3, "scale": 1.0, "kind": "rbf"}
+
+
+@pytest.mark.parametrize("given", [{"flag": True}, {"count": 7}, {"scale": 2}, {"scale": 0.5}, {"scale": [1.0, 2]},
+                                   {"kind": "matern"}, {"kind": 3}])
+def test_option_types_accept_values_of_the_defaults_kind(given):
+    check_option_types("option", given, DEFAULTS)  # strings are left to the model's own choice check
+
+
+@pytest.mark.parametrize(("given", "match"), [
+    ({"flag": "maybe"}, "flag: option expects true or false"),
+    ({"flag": 1}, "flag: option expects true or false"),
+    ({"count": "abc"}, "count: option expects an integer"),
+    ({"count": 1.5}, "count: option expects an integer"),
+    ({"count": True}, "count: option expects an integer"),
+    ({"scale": "abc"}, "scale: option expects a number"),
+    ({"scale": False}, "scale: option expects a number"),
+    ({"scale": []}, "scale: option expects a number"),
+    ({"scale": [1.0, "x"]}, "scale: option expects a number"),
+])
+def test_option_of_the_wrong_kind_is_a_clear_error(given, match):
+    with pytest.raises(PyrozooError, match=match):
+        check_option_types("option", given, DEFAULTS)
