@@ -62,6 +62,8 @@ class ZooModel:
             raise PyrozooError("data: give either a data file or a shipped dataset name, not both")
         if config.data is not None and self.from_file is None:
             raise PyrozooError(f"data: {self.name} does not read data files; use --dataset or its simulator")
+        if config.data is not None and Path(config.data).is_dir():
+            raise PyrozooError(f"data: {config.data} is a directory; expected a data file (CSV)")
         if config.data is not None and not Path(config.data).is_file():
             raise PyrozooError(f"data: file {config.data} does not exist")
         if config.dataset is not None and config.dataset not in self.datasets:

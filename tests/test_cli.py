@@ -70,6 +70,7 @@ BAD = {
     "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")], "x: expected finite"),
     "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")], "x: expected shape"),
     "missing file": (lambda t: ["--data", str(t / "nope.csv")], "does not exist"),
+    "data is a directory": (lambda t: ["--data", str(t)], "is a directory; expected a data file"),
     "unknown model": (lambda t: ["--model-is-positional"], None),
     "unknown inference": (lambda t: ["--inference", "vi"], "inference: normal-gamma supports"),
     "unknown option": (lambda t: ["-o", "mu_sclae=1"], "unknown key"),
@@ -162,3 +163,8 @@ def test_diagnose_unknown_var_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "var: no posterior variable(s) nope" in err[0], err
     assert main(["diagnose", str(out), "--var", "mu", "--no-plots"]) == 0
+
+
+def test_diagnose_a_missing_path_says_so(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err

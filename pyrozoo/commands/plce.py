@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from pyrozoo.errors import PyrozooError
 
@@ -60,8 +61,11 @@ def handle(args: argparse.Namespace) -> int:
     sens = {k: est[k] for k in ("rv_q", "rv_q_alpha", "partial_r2") if k in est}
     print("sensitivity: " + ", ".join(f"{k}={v:.3g}" for k, v in sens.items()))
     if "kurtosis_share_flagged" in est:
-        print(f"positivity: mean kurtosis {est['kurtosis_mean']:.3g}, "
-              f"share of units flagged {est['kurtosis_share_flagged']:.3g}")
+        if math.isfinite(est["kurtosis_share_flagged"]):
+            print(f"positivity: mean kurtosis {est['kurtosis_mean']:.3g}, "
+                  f"share of units flagged {est['kurtosis_share_flagged']:.3g}")
+        else:  # the kurtosis is taken across the R splits
+            print("positivity: not computed (needs --n-repeats 2 or more)")
     if output.out is not None:
         print(f"saved to {output.out}")
     return 0

@@ -108,6 +108,8 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     from pyrozoo.config import tomllib
 
     path = Path(path)
+    if not path.exists():
+        raise PyrozooError(f"run: {path} does not exist")
     missing = [f for f in RUN_FILES if not (path / f).is_file()]
     if not path.is_dir() or missing:
         raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing) or 'all'})")
