@@ -68,7 +68,9 @@ def run_local(cells: Sequence[Cell], root: Path, on_done: Callable[[CellOutcome]
                 except BrokenProcessPool:
                     raise PyrozooError(
                         f"a worker process died (out of memory or a crash) while running {futures[fut].key} or a "
-                        f"cell beside it; the completed runs are kept, run the sweep again to resume") from None
+                        f"cell beside it; the completed runs are kept, run the sweep again to resume (when "
+                        f"run_sweep is called from a script with jobs > 1, the script needs an "
+                        f"`if __name__ == \"__main__\":` guard: the workers are spawned and import it)") from None
     except BaseException:
         for fut in futures:
             fut.cancel()
