@@ -184,6 +184,16 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         raise PyrozooError(f"{source}: no column(s) {', '.join(missing)}; columns are {known}")
     if not cols:
         raise PyrozooError(f"{source}: no control columns left besides outcome and treatment")
+    for c in cols:  # a text column that is mostly numbers is a typo, not categories: do not expand it into dummies
+        col = df[c]
+        if not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            parsed = pd.to_numeric(col, errors="coerce")
+            bad = parsed.isna() & col.notna()
+            if bad.any() and parsed.notna().sum() > col.notna().sum() / 2:
+                row = int(bad.idxmax())
+                raise PyrozooError(f"{source}: control column {c!r} is mostly numeric but has non-numeric values "
+                                   f"(first at row {row}: {col[row]!r}); fix them, or make every value text to use "
+                                   f"the column as categories")
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
     if X.isna().any().any():
         bad = X.columns[X.isna().any()].tolist()

@@ -453,3 +453,16 @@ def test_coverage_on_a_small_design():
         lo, hi = est.ci_
         hits += lo <= 1.0 <= hi
     assert 0.89 <= hits / 100 <= 0.99
+
+
+def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
+    """A control column of numbers with one stray text cell used to become hundreds of dummy columns; now it is a
+    clear error naming the column, row and value. All-text columns still become dummies."""
+    from pyrozoo.models.plce import frame_to_arrays
+
+    df = pd.DataFrame({"y": [1.0, 2, 3, 4], "t": [0.0, 1, 0, 1], "x": ["1.5", "2.5", "abc", "0.5"],
+                       "site": ["a", "b", "a", "c"]})
+    with pytest.raises(PyrozooError, match=r"control column 'x' is mostly numeric .* row 2: 'abc'"):
+        frame_to_arrays(df, "y", "t")
+    _, _, X, _ = frame_to_arrays(df.drop(columns="x"), "y", "t")
+    assert list(X.columns) == ["site_b", "site_c"]
