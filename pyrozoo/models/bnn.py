@@ -24,6 +24,7 @@ our triangle-mixture likelihood) are chosen on held-out rows (:func:`calibrate_n
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -52,12 +53,12 @@ from pyrozoo.guides.collapsed import (
 )
 from pyrozoo.guides.swag import SWAGGuide, unflatten_sites
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
+from pyrozoo.validation import check_choice, check_int, check_keys, check_positive, check_probability
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
 LOG_VAR_RANGE = (-12.0, 8.0)  # clamp of the log-variance head (standardized units), for numerical safety only
@@ -362,8 +363,16 @@ def train_bnn(
     depth = check_int("depth", depth, minimum=0)
     rank = check_int("rank", rank, minimum=0)
     check_positive("prior_scale", prior_scale)
+    # the SGD schedule's own checks (run_swag) come after the data are moved: repeat the cheap ones here
+    check_int("epochs", epochs)
+    check_int("swa_epochs", swa_epochs, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_positive("lr", lr)
+    check_positive("swa_lr", swa_lr)
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise PyrozooError(f"momentum: expected a number in [0, 1), got {momentum!r}")
     layout = MLPLayout(X.shape[1], hidden, depth)
-    device = torch.device(device) if device is not None else X.device
+    device = resolve_device(device) if device is not None else X.device
     X_val = y_val = None
     if val_fraction:
         n_val = max(1, int(round(val_fraction * X.shape[0])))
@@ -388,6 +397,9 @@ def train_bnn(
                "progress": progress, "val_fraction": float(val_fraction)}
     return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val)
 
+
+# the keyword arguments fit_bnn passes on to train_bnn
+TRAIN_OPTIONS = tuple(k for k in inspect.signature(train_bnn).parameters if k not in ("X", "y"))
 
 NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
@@ -543,9 +555,14 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
     ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
     All arguments are validated before any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
+    check_keys("train_options", train_options, TRAIN_OPTIONS)
     check_int("num_collapsed", num_collapsed, minimum=1)
     check_int("num_samples", num_samples, minimum=1)
     check_positive("scale", scale)
+    if posterior == "vi":
+        check_int("vi_steps", vi_steps, minimum=1)
+        check_positive("vi_lr", vi_lr)
+    rank = check_int("rank", train_options.get("rank", 20))
     # the mean head holds hidden + 1 weights (in_dim + 1 without hidden layers): checked here, not after training
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
@@ -555,8 +572,8 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
         if num_collapsed > head:
             raise PyrozooError(f"num_collapsed: ciber integrates at most the {head} mean-head weights (hidden + 1), "
                                f"got {num_collapsed}")
-    if posterior in ("swag", "ciber", "collapsed-gaussian") and train_options.get("rank", 20) < 2:
-        raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {train_options.get('rank')}")
+    if posterior in ("swag", "ciber", "collapsed-gaussian") and rank < 2:
+        raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {rank}")
     training = train_bnn(X, y, **train_options)
     return build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
                            vi_steps=vi_steps, vi_lr=vi_lr)

@@ -192,6 +192,20 @@ def test_bad_input_is_rejected_before_fitting():
             fit_bnn(X, y, scale=-1.0, **FAST)
         with pytest.raises(PyrozooError, match="num_samples: expected"):
             fit_bnn(X, y, num_samples=0, **FAST)
+        with pytest.raises(PyrozooError, match="vi_steps: expected an integer >= 1"):
+            fit_bnn(X, y, posterior="vi", vi_steps=-1, **FAST)
+        with pytest.raises(PyrozooError, match="rank: expected an integer"):
+            fit_bnn(X, y, **{**FAST, "rank": "abc"})
+        with pytest.raises(PyrozooError, match="train_options: unknown key"):
+            fit_bnn(X, y, banana=1, **FAST)
+    # the SGD settings and the device are checked before the data move (they were raw torch errors)
+    with pytest.raises(PyrozooError, match=r"momentum: expected a number in \[0, 1\)"):
+        train_bnn(X, y, **{**FAST, "momentum": -1.0})
+    with pytest.raises(PyrozooError, match="device: expected one of auto"):
+        fit_bnn(X, y, device="banana", **FAST)
+    if not torch.cuda.is_available():
+        with pytest.raises(PyrozooError, match="CUDA is not available"):
+            fit_bnn(X, y, device="cuda", **FAST)
     with pytest.raises(PyrozooError, match="posterior: expected one of"):
         fit_bnn(X, y, posterior="laplace", **FAST)
     with pytest.raises(PyrozooError, match=r"val_fraction: expected a number in \(0, 1\)"):
