@@ -37,7 +37,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_free_qu_guide, optimal_qu
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.from_config import svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.models.gp import (
@@ -249,11 +249,17 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                   variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
                   ard: bool = False, chunk_size: int = 16384, checkpoint: bool | None = None,
-                  jitter: float = 1e-6) -> SparseGPFit:
+                  jitter: float = 1e-6, device: Any = None) -> SparseGPFit:
     """Maximize the FITC marginal likelihood / VFE bound over Z and log-hyperparameters with Adam (``steps``
-    iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout."""
+    iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout.
+    ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are (numpy: CPU)."""
+    dev = resolve_device(device) if device is not None else None
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
+    if dev is not None:
+        X, y, Z = X.to(dev), y.to(dev), Z.to(dev)
+    if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
+        raise PyrozooError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
     steps = check_int("steps", steps)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_positive("lr", lr)

@@ -230,7 +230,9 @@ def test_demo_run_writes_the_fit_plot(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [({"chunk_size": 0}, "chunk_size"), ({"lr": float("nan")}, "lr"),
-                                          ({"lr": -0.1}, "lr")])
+                                          ({"lr": -0.1}, "lr"), ({"noise_floor": -1.0}, "noise_floor"),
+                                          ({"noise_floor": "x"}, "noise_floor"),
+                                          ({"device": "banana"}, "device: expected one of auto")])
 def test_bad_fit_settings_are_clear_errors(kwargs, match):
     X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
     with pytest.raises(PyrozooError, match=match):
@@ -248,3 +250,16 @@ def test_predict_rejects_inputs_of_the_wrong_width():
     with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
         predict_from_qu(loc, tril, fit.Z, torch.zeros(3, 2, dtype=DT), kernel="rbf", lengthscale=fit.lengthscale,
                         variance=fit.variance, noise=fit.noise)
+
+
+def test_device_auto_matches_the_default_placement():
+    """``device="auto"`` is CPU on a machine without CUDA and gives the same fit as leaving the tensors where they
+    are; asking for CUDA where there is none is a clear error."""
+    X, y, _, _ = simulate_regression(0, n=40, n_test=1, input_dim=1)
+    a = fit_sparse_gp(X, y, X[:4], steps=3)
+    b = fit_sparse_gp(X, y, X[:4], steps=3, device="auto")
+    assert b.Z.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert torch.equal(a.Z, b.Z) and a.losses == b.losses
+        with pytest.raises(PyrozooError, match="CUDA is not available"):
+            fit_sparse_gp(X, y, X[:4], steps=1, device="cuda")
