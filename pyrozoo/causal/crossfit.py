@@ -71,6 +71,15 @@ def fresh_learner(learner: Learner | Callable[[], Learner]) -> Learner:
         return copy.deepcopy(learner)
 
 
+def check_learner(name: str, learner: Any) -> None:
+    """Raise unless ``learner`` is an estimator with ``fit`` and ``predict`` or a factory (class or zero-argument
+    callable) of one; checked before any fitting."""
+    is_estimator = callable(getattr(learner, "fit", None)) and callable(getattr(learner, "predict", None))
+    if not (is_estimator or isinstance(learner, type) or (callable(learner) and not hasattr(learner, "fit"))):
+        raise PyrozooError(f"{name}: expected an estimator with fit(X, y) and predict(X) (e.g. scikit-learn's "
+                           f"RidgeCV()) or a factory of one, got {learner!r}")
+
+
 def crossfit_predict(
     learner: Learner | Callable[[], Learner] | Mapping[str, Any],
     features: np.ndarray | Mapping[str, np.ndarray],
@@ -94,6 +103,8 @@ def crossfit_predict(
     ``clip_to_train=True`` clips each held-out design column to the range it has in the training folds before
     predicting (:func:`clip_to_range`), so a fit on polynomial or interaction columns does not extrapolate.
     """
+    for key, base in (learner.items() if isinstance(learner, Mapping) else [("learner", learner)]):
+        check_learner("learner" if key == "learner" else f"learner[{key!r}]", base)
     targets = {k: np.asarray(v, dtype=np.float64) for k, v in targets.items()}
     if not targets:
         raise PyrozooError("targets: expected at least one target to predict")

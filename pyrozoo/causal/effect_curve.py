@@ -39,7 +39,7 @@ from scipy import stats
 
 from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
-from pyrozoo.causal.crossfit import crossfit_predict, make_folds
+from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
 from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
@@ -296,6 +296,8 @@ class EffectCurve:
     # ------------------------------------------------------------------ fit
     def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
         """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band."""
+        if self.learner is not None:
+            check_learner("learner", self.learner)
         start = time.perf_counter()
         self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
         y, t, X = self._check(y, t, X)

@@ -32,7 +32,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from pyrozoo.causal.basis import SplineInteractionBasis
-from pyrozoo.causal.crossfit import CrossFitPredictions, clip_to_range, crossfit_predict, make_folds
+from pyrozoo.causal.crossfit import CrossFitPredictions, check_learner, clip_to_range, crossfit_predict, make_folds
 from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, sensitivity
 from pyrozoo.causal.extensions import (
     RandomInterceptLearner,
@@ -425,6 +425,8 @@ class PLCE:
 
     def fit(self, y: Any, t: Any, X: Any, groups: Any = None) -> PLCE:
         """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model."""
+        if self.learner is not None:
+            check_learner("learner", self.learner)
         self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
         y, t, X, groups = self._check(y, t, X, groups)
         n = y.shape[0]

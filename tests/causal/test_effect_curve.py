@@ -382,3 +382,9 @@ def test_average_coverage_heterogeneous_design_n1000():
             store.append(np.mean((lo <= d.tau) & (d.tau <= hi)))
     assert abs(np.mean(cov90) - 0.90) < 0.05
     assert abs(np.mean(cov95) - 0.95) < 0.05
+
+
+def test_a_learner_without_fit_and_predict_is_a_clear_error():
+    d = simulate_effect_curve(0, "talk", n=60)
+    with pytest.raises(PyrozooError, match="learner: expected an estimator with fit"):
+        EffectCurve(learner="ridge").fit(d.y, d.t)

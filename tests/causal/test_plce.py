@@ -466,3 +466,15 @@ def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
         frame_to_arrays(df, "y", "t")
     _, _, X, _ = frame_to_arrays(df.drop(columns="x"), "y", "t")
     assert list(X.columns) == ["site_b", "site_c"]
+
+
+def test_a_learner_without_fit_and_predict_is_a_clear_error():
+    from sklearn.linear_model import RidgeCV
+
+    y, t, X = linear_design(1, n=60)
+    with pytest.raises(PyrozooError, match="learner: expected an estimator with fit"):
+        PLCE("banana", n_folds=2, n_repeats=1).fit(y, t, X)
+    from pyrozoo.causal.crossfit import crossfit_predict
+
+    with pytest.raises(PyrozooError, match=r"learner\['t'\]: expected an estimator"):
+        crossfit_predict({"y": RidgeCV(), "t": 3}, X, {"y": y, "t": t}, n_folds=2)
