@@ -135,7 +135,12 @@ def crossfit_predict(
                 test = folds[r] == k
                 train = ~test
                 est = fresh_learner(base)
-                est.fit(X[train], yr[train], **{a: v[train] for a, v in row_kwargs.items()})
+                try:
+                    est.fit(X[train], yr[train], **{a: v[train] for a, v in row_kwargs.items()})
+                except PyrozooError as err:  # say where: the learner sees the design (basis), not the user's X
+                    raise PyrozooError(f"cross-fit of {name!r}, repeat {r}, fold {k} ({int(train.sum())} training rows "
+                                       f"x {X.shape[1]} design columns): {err}; with few rows, use fewer folds or "
+                                       f"a smaller basis") from None
                 X_test = clip_to_range(X[test], X[train]) if clip_to_train else X[test]
                 preds[name][r, test] = np.asarray(
                     est.predict(X_test, **{a: v[test] for a, v in row_kwargs.items()}), dtype=np.float64

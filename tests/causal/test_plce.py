@@ -478,3 +478,15 @@ def test_a_learner_without_fit_and_predict_is_a_clear_error():
 
     with pytest.raises(PyrozooError, match=r"learner\['t'\]: expected an estimator"):
         crossfit_predict({"y": RidgeCV(), "t": 3}, X, {"y": y, "t": t}, n_folds=2)
+
+
+def test_a_learner_error_in_the_cross_fit_says_where():
+    """Too few rows for the spline basis: the learner's complaint about constant design columns is reported with
+    the target, fold, and training-set size, so it is not read as a complaint about the user's own X."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 3))
+    t = X[:, 0] + rng.standard_normal(8)
+    y = t + rng.standard_normal(8)
+    with pytest.raises(PyrozooError, match=r"cross-fit of 'y', repeat 0, fold 0 \(4 training rows x \d+ design "
+                                           r"columns\): X: column\(s\) .* constant"):
+        PLCE(n_folds=2, n_repeats=1).fit(y, t, X)
