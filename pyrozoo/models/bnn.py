@@ -58,7 +58,7 @@ from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import check_choice, check_int, check_keys, check_positive, check_probability
+from pyrozoo.validation import check_choice, check_finite, check_int, check_keys, check_positive, check_probability
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
 LOG_VAR_RANGE = (-12.0, 8.0)  # clamp of the log-variance head (standardized units), for numerical safety only
@@ -202,6 +202,7 @@ class BNNPosterior:
         X = torch.as_tensor(X, dtype=self.draws.dtype, device=self.draws.device)
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
             raise PyrozooError(f"X: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
+        check_finite("X", X)
         return (X - self.x_mean) / self.x_std
 
     def _per_draw(self, Xs: torch.Tensor) -> dict[str, torch.Tensor]:

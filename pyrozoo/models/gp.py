@@ -32,7 +32,15 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.models.gp_linalg import KERNELS, jitter_cholesky, kernel_matrix
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_positive, check_shape
+from pyrozoo.validation import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_int,
+    check_keys,
+    check_positive,
+    check_shape,
+)
 
 HYPER = ("lengthscale", "variance", "noise")
 
@@ -256,6 +264,12 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     check_choice("kernel", kernel, KERNELS)
     X, y = check_gp_data(X, y)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
+    if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
+        check_keys("priors", priors, HYPER)
+        for key, pair in priors.items():
+            ok = isinstance(pair, (tuple, list)) and len(pair) == 2
+            if not ok or not np.isfinite(np.asarray(pair, dtype=float)).all() or not float(pair[1]) > 0:
+                raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
     if X_test is not None:
         Xt, yt = check_gp_data(X_test, y_test)

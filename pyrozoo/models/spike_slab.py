@@ -446,7 +446,10 @@ class SpikeSlabRegression:
     def score(self, X: Any, y: Any) -> float:
         """R^2 of the prediction (scikit-learn's regressor score)."""
         y = np.asarray(y, dtype=float).ravel()
-        resid = y - self.predict(X)
+        pred = self.predict(X)
+        if y.shape != pred.shape:
+            raise PyrozooError(f"y: expected {pred.shape[0]} values like the rows of X, got {y.shape[0]}")
+        resid = y - pred
         return float(1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum())
 
 

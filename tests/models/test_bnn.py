@@ -244,3 +244,12 @@ def test_fit_on_cuda_with_cpu_generators(kind):
     draws = post.sample_predictive(X[:3].cuda(), 50, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (50, 3) and torch.isfinite(draws).all()
     assert torch.isfinite(post.log_predictive_density(X[:3].cuda(), y[:3].cuda(), defensive_weight=1e-6)).all()
+
+
+def test_predictions_reject_non_finite_inputs():
+    X, y = _toy(20)
+    post = fit_bnn(X, y, **{**FAST, "epochs": 2, "swa_epochs": 2})
+    bad = X[:3].clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(PyrozooError, match="X: expected finite values"):
+        post.predictive_moments(bad)

@@ -232,3 +232,12 @@ def test_type2_metrics_report_each_ard_lengthscale():
     ls = res.params["lengthscale"].reshape(-1)
     assert ls.numel() == 2 and "lengthscale" not in m
     assert [m["lengthscale_0"], m["lengthscale_1"]] == pytest.approx(ls.tolist())
+
+
+@pytest.mark.parametrize(("priors", "match"), [({"banana": (0.0, 1.0)}, "priors: unknown key"),
+                                               ({"noise": (0.0, -1.0)}, "priors: 'noise' expected a LogNormal"),
+                                               ({"variance": 1.0}, "priors: 'variance' expected a LogNormal")])
+def test_bad_hyperparameter_priors_are_clear_errors(priors, match):
+    X = torch.linspace(0, 1, 10, dtype=torch.float64)[:, None]
+    with pytest.raises(PyrozooError, match=match):
+        make_gp_dataset(X, torch.sin(X[:, 0]), priors=priors)

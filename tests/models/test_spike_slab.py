@@ -264,3 +264,13 @@ def test_svi_enumerated_close_to_exact_inclusion(small):
     assert np.abs(res.draws("w").mean(0) - ex["w_mean"].numpy()).max() < 0.1
     loss = res.fit_stats["loss"]
     assert np.mean(loss[-50:]) <= np.mean(loss[:50]) + 1.0
+
+
+def test_score_rejects_y_of_the_wrong_length():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = X[:, 0] + 0.1 * rng.standard_normal(40)
+    est = SpikeSlabRegression(inference="em", seed=0).fit(X, y)
+    assert est.score(X, y) > 0.9
+    with pytest.raises(PyrozooError, match="y: expected 40 values like the rows of X, got 5"):
+        est.score(X, y[:5])
