@@ -32,6 +32,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_int
 
 INNER_PRODUCTS = ("fisher", "euclidean", "projection")
+DEFAULT_NUM_PROJECTIONS = 100
 
 
 @dataclass
@@ -103,20 +104,43 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
 class ACSFW(Acquisition):
     """ACS-FW batch selection.
 
-    ``inner_product``: ``"fisher"`` or ``"euclidean"`` use the posterior's closed-form embedding (Bayesian linear
-    regression); ``"projection"`` uses ``num_projections`` (J) random projections and works for any adapter that
-    gives posterior function draws. ``"auto"`` takes the closed-form Fisher product where there is one, else
-    projections."""
+    ``inner_product``: ``"fisher"`` or ``"euclidean"`` use the posterior's closed-form inner product (BLR,
+    neural-linear, probit Fisher, GP Euclidean); ``"projection"`` uses ``num_projections`` (J) random projections and
+    works for any adapter that gives posterior function draws. ``"auto"`` takes the closed-form Fisher product where
+    there is one, else the closed-form Euclidean one, else projections (sample-based posteriors).
 
-    def __init__(self, inner_product: str = "auto", num_projections: int = 100) -> None:
+    ``num_projections`` left as None means :data:`DEFAULT_NUM_PROJECTIONS`, capped at the posterior's number of
+    stored draws (``max_function_draws``, e.g. a :class:`~pyrozoo.active.posteriors.SampledRegressionPosterior`);
+    the batch's ``note`` says when it was capped. An explicit J larger than the stored draws is an error."""
+
+    def __init__(self, inner_product: str = "auto", num_projections: int | None = None) -> None:
         check_choice("inner_product", inner_product, ("auto", *INNER_PRODUCTS))
         self.inner_product = inner_product
-        self.num_projections = check_num_projections(num_projections)
+        self.explicit_num_projections = num_projections is not None
+        self.num_projections = (DEFAULT_NUM_PROJECTIONS if num_projections is None
+                                else check_num_projections(num_projections))
         self.name = "acs-fw" if inner_product == "auto" else f"acs-fw-{inner_product}"
+
+    def projections_for(self, posterior) -> tuple[int, str]:
+        """J to use with ``posterior`` and a note ("" unless the default was capped at its stored draws). Raises
+        before any work if an explicit J exceeds them."""
+        stored = getattr(posterior, "max_function_draws", None)
+        if stored is None or self.num_projections <= stored:
+            return self.num_projections, ""
+        if self.explicit_num_projections:
+            raise PyrozooError(f"num_projections: expected at most the {stored} stored posterior draws, "
+                               f"got {self.num_projections}")
+        return stored, (f"{self.name}: num_projections {stored} (the posterior's stored draws) instead of the "
+                        f"default {self.num_projections}")
 
     def kernel(self, posterior, x_pool: torch.Tensor,
                generator: torch.Generator | None = None) -> tuple[PoolKernel, str]:
         """The pool's inner products and the inner product actually used."""
+        oracle, kind, _ = self._kernel(posterior, x_pool, generator)
+        return oracle, kind
+
+    def _kernel(self, posterior, x_pool: torch.Tensor,
+                generator: torch.Generator | None) -> tuple[PoolKernel, str, dict]:
         kind = self.inner_product
         wanted = ("fisher", "euclidean") if kind == "auto" else (kind,) if kind != "projection" else ()
         for want in wanted:
@@ -125,18 +149,21 @@ class ACSFW(Acquisition):
                 phi = posterior.closed_form_embedding(x_pool, want)
                 oracle = None if phi is None else EmbeddingKernel(phi)
             if oracle is not None:
-                return oracle, want
+                return oracle, want, {}
         if kind not in ("auto", "projection"):
             raise PyrozooError(f"inner_product: {type(posterior).__name__} has no closed-form {kind!r} inner "
                                "product; use 'projection'")
-        phi = projected_embedding(posterior, x_pool, self.num_projections, generator)
-        return EmbeddingKernel(phi), "projection"
+        num_projections, note = self.projections_for(posterior)
+        phi = projected_embedding(posterior, x_pool, num_projections, generator)
+        return EmbeddingKernel(phi), "projection", ({"num_projections": num_projections, "note": note} if note
+                                                    else {"num_projections": num_projections})
 
     def _select(self, posterior, x_pool: torch.Tensor, batch_size: int,
                 generator: torch.Generator | None) -> Batch:
         start = time.perf_counter()
-        oracle, kind = self.kernel(posterior, x_pool, generator)
+        oracle, kind, extra = self._kernel(posterior, x_pool, generator)
         fw = frank_wolfe(oracle, batch_size)
         return Batch(indices=fw.support, requested=batch_size, acquisition=self.name, weights=fw.weights,
                      objective=fw.objective,
-                     info={"inner_product": kind, "vertices": fw.vertices, "seconds": time.perf_counter() - start})
+                     info={"inner_product": kind, "vertices": fw.vertices, **extra,
+                           "seconds": time.perf_counter() - start})

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int
+from pyrozoo.validation import check_finite, check_int
 
 
 @dataclass
@@ -32,10 +32,14 @@ class Batch:
 
     @property
     def note(self) -> str:
+        """Why the batch is not what was asked for, or how a default was adapted (``info["note"]``); else ""."""
+        notes = []
         if self.num_selected < self.requested:
-            return (f"{self.acquisition}: {self.num_selected} distinct points for a requested batch of "
-                    f"{self.requested} (Frank-Wolfe revisited points already in the support)")
-        return ""
+            notes.append(f"{self.acquisition}: {self.num_selected} distinct points for a requested batch of "
+                         f"{self.requested} (Frank-Wolfe revisited points already in the support)")
+        if self.info.get("note"):
+            notes.append(str(self.info["note"]))
+        return "; ".join(notes)
 
 
 def check_pool(x_pool: torch.Tensor, batch_size: int) -> int:
@@ -51,6 +55,23 @@ def check_pool(x_pool: torch.Tensor, batch_size: int) -> int:
     return batch_size
 
 
+def check_select_args(posterior: Any, x_pool: torch.Tensor, batch_size: int,
+                      generator: torch.Generator | None) -> int:
+    """Everything :meth:`Acquisition.select` checks before any work: the pool and batch size (:func:`check_pool`),
+    finite pool values, the pool's number of features against the posterior's ``input_dim`` (where the posterior
+    knows it) and the generator; returns batch_size."""
+    batch_size = check_pool(x_pool, batch_size)
+    if not bool(torch.isfinite(x_pool).all()):  # on the pool's device; the message is built only on failure
+        check_finite("x_pool", x_pool)
+    dim = getattr(posterior, "input_dim", None)
+    if dim is not None and x_pool.shape[1] != dim:
+        raise PyrozooError(f"x_pool: expected {dim} features per row (the posterior's input dimension), got "
+                           f"{x_pool.shape[1]} (pool shape {tuple(x_pool.shape)})")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise PyrozooError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    return batch_size
+
+
 class Acquisition(ABC):
     """Chooses a batch from an unlabelled pool given a fitted posterior (see :mod:`pyrozoo.active.posteriors`)."""
 
@@ -58,8 +79,9 @@ class Acquisition(ABC):
 
     def select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int, *,
                generator: torch.Generator | None = None) -> Batch:
-        """Validate the pool and batch size, then pick at most ``batch_size`` distinct pool positions."""
-        batch_size = check_pool(x_pool, batch_size)
+        """Validate the arguments (:func:`check_select_args`), then pick at most ``batch_size`` distinct pool
+        positions."""
+        batch_size = check_select_args(posterior, x_pool, batch_size, generator)
         return self._select(posterior, x_pool, batch_size, generator)
 
     @abstractmethod

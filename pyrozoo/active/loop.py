@@ -67,10 +67,12 @@ ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
 }
 
 
-def make_acquisition(name: str, num_projections: int = 100) -> Acquisition:
-    """An acquisition by name (see :data:`ACQUISITIONS`)."""
+def make_acquisition(name: str, num_projections: int | None = None) -> Acquisition:
+    """An acquisition by name (see :data:`ACQUISITIONS`). ``num_projections`` None: ACS-FW's default J (100, capped at
+    a sample-based posterior's stored draws; see :class:`~pyrozoo.active.acs_fw.ACSFW`)."""
     check_choice("acquisition", name, ACQUISITIONS)
-    num_projections = check_num_projections(num_projections)
+    if num_projections is not None:
+        num_projections = check_num_projections(num_projections)
     if name.startswith("acs-fw"):
         return ACSFW("auto" if name == "acs-fw" else name.removeprefix("acs-fw-"), num_projections)
     return {"bald": BALD, "maxent": MaxEntropy, "random": RandomAcquisition}[name]()
@@ -217,7 +219,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
 
 def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[int], *, model: str = "blr",
                    model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
-                   budget: int = 100, num_projections: int = 100, test_fraction: float = 0.2,
+                   budget: int = 100, num_projections: int | None = None, test_fraction: float = 0.2,
                    device: Any = "cpu", progress: bool = True) -> pd.DataFrame:
     """Every acquisition on every seed (seed s: split s and initial labelled set s, shared by all acquisitions).
     All arguments are validated before the first fit."""

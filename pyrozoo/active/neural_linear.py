@@ -258,6 +258,10 @@ class NeuralLinearPosterior(RegressionPosterior):
         self.blr = blr
         self.bn_stats = bn_stats  # per-layer (mean, variance) of the reference recipe's batch norms, else None
 
+    @property
+    def input_dim(self) -> int:
+        return int(self.layers[0].shape[0])
+
     def _h(self, x: torch.Tensor) -> torch.Tensor:
         w0 = self.layers[0]
         x = x.to(dtype=w0.dtype, device=w0.device)

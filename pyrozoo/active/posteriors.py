@@ -27,14 +27,42 @@ from pyrozoo.active.base import EmbeddingKernel, PoolKernel
 from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
-from pyrozoo.models.blr import BLRPosterior, blr_posterior
-from pyrozoo.validation import check_int
+from pyrozoo.models.blr import PRIOR_DEFAULTS, BLRPosterior, blr_posterior, check_prior
+from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_keys, check_positive
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
 
+def check_fit_data(x, y, *, binary: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled set every ``fit`` takes, checked before any work: ``x`` (N, D) with N, D >= 1 and ``y`` (N,),
+    array-like (tensors, NumPy arrays, lists), finite; ``binary``: labels in {0, 1}. Returns both as float64 tensors
+    (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results)."""
+    x = as_tensor("x", x, dtype=torch.float64)
+    y = as_tensor("y", y, dtype=torch.float64, device=x.device)
+    if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise PyrozooError(f"x: expected a 2-D array (rows, features) with at least one row and one column, got "
+                           f"shape {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise PyrozooError(f"y: expected shape ({x.shape[0]},) (one response per row of x), got {tuple(y.shape)}")
+    check_finite("x", x)
+    check_finite("y", y)
+    if binary:
+        bad = y[(y != 0) & (y != 1)]
+        if bad.numel():
+            shown = ", ".join(f"{v:g}" for v in bad.unique()[:5].tolist())
+            raise PyrozooError(f"y: expected class labels 0 or 1, got {bad.numel()} other value(s) ({shown})")
+    return x, y
+
+
 class RegressionPosterior(ABC):
-    """A fitted posterior over regression functions with Gaussian observation noise."""
+    """A fitted posterior over regression functions with Gaussian observation noise.
+
+    ``input_dim``: the number of input features the posterior expects (acquisitions check the pool against it), or
+    None where unknown; ``max_function_draws``: the most distinct posterior draws ``function_draws`` can give (None:
+    unlimited)."""
+
+    input_dim: int | None = None
+    max_function_draws: int | None = None
 
     @abstractmethod
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,9 +118,18 @@ class BLRPoolPosterior(RegressionPosterior):
     def __init__(self, post: BLRPosterior) -> None:
         self.post = post
 
+    @property
+    def input_dim(self) -> int:
+        return int(self.post.mean.shape[0])
+
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, **prior: float) -> BLRPoolPosterior:
-        """Closed-form posterior of ``y`` on the design ``x`` (see :func:`pyrozoo.models.blr.blr_posterior`)."""
+        """Closed-form posterior of ``y`` on the design ``x`` (see :func:`pyrozoo.models.blr.blr_posterior`);
+        ``prior``: ``prior_scale``, ``a0``, ``b0`` (> 0), ``noise`` (>= 0). Checked before any work
+        (:func:`check_fit_data`)."""
+        check_keys("prior", prior, PRIOR_DEFAULTS)
+        check_prior(**{**PRIOR_DEFAULTS, **prior})
+        x, y = check_fit_data(x, y)
         return cls(blr_posterior(x, y, **prior))
 
     def _x(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,26 +228,48 @@ class SampledRegressionPosterior(RegressionPosterior):
     """
 
     def __init__(self, draw_fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
-                 noise_var: torch.Tensor | float | None, num_draws: int) -> None:
+                 noise_var: torch.Tensor | float | None, num_draws: int, *, input_dim: int | None = None) -> None:
+        if not callable(draw_fn):
+            raise PyrozooError(f"draw_fn: expected a function of x, got {type(draw_fn).__name__}")
         self.draw_fn = draw_fn
         self.num_draws = check_int("num_draws", num_draws, minimum=1)
+        self.input_dim = None if input_dim is None else check_int("input_dim", input_dim, minimum=1)
         self.noise_var = None
         if noise_var is not None:
             nv = torch.as_tensor(noise_var)
             nv = nv.expand(self.num_draws) if nv.dim() == 0 else nv
-            if nv.shape != (self.num_draws,) or not bool((nv > 0).all()):
-                raise PyrozooError(f"noise_var: expected a positive scalar or {self.num_draws} positive values, "
-                                   f"got shape {tuple(nv.shape)}")
+            if nv.shape != (self.num_draws,):
+                raise PyrozooError(f"noise_var: expected a positive scalar or {self.num_draws} positive values "
+                                   f"(one per draw), got shape {tuple(nv.shape)}")
+            bad = ~(torch.isfinite(nv) & (nv > 0))
+            if bool(bad.any()):
+                raise PyrozooError(f"noise_var: expected finite values > 0 (noise variances), got "
+                                   f"{int(bad.sum())} that are not (first: {float(nv[bad][0]):g})")
             self.noise_var = nv
 
+    @property
+    def max_function_draws(self) -> int:
+        return self.num_draws
+
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f (S, M) and noise variances (S, M) or (S, 1)."""
+        """f (S, M) and noise variances (S, M) or (S, 1); raises unless draw_fn gave num_draws draws at the M
+        inputs."""
         out = self.draw_fn(x)
-        if isinstance(out, tuple):
-            return out[0], out[1]
+        f, nv = out if isinstance(out, tuple) else (out, None)
+        want = (self.num_draws, x.shape[0])
+        if not isinstance(f, torch.Tensor) or tuple(f.shape) != want:
+            got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise PyrozooError(f"draw_fn: expected function values of shape {want} (num_draws = {self.num_draws} "
+                               f"draws at {x.shape[0]} inputs), got {got}")
+        if nv is not None:
+            if not isinstance(nv, torch.Tensor) or tuple(nv.shape) not in (want, (self.num_draws, 1)):
+                got = tuple(nv.shape) if isinstance(nv, torch.Tensor) else type(nv).__name__
+                raise PyrozooError(f"draw_fn: expected noise variances of shape {want} (or ({self.num_draws}, 1)) "
+                                   f"with the function values, got {got}")
+            return f, nv
         if self.noise_var is None:
             raise PyrozooError("noise_var: draw_fn returned only function values; give noise_var")
-        return out, self.noise_var.to(dtype=out.dtype, device=out.device)[:, None]
+        return f, self.noise_var.to(dtype=f.dtype, device=f.device)[:, None]
 
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f, nv = self._draws(x)
@@ -267,7 +326,7 @@ def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPost
     def draw_fn(x: torch.Tensor) -> torch.Tensor:
         return w.to(x.device) @ x.to(torch.float64).T
 
-    return SampledRegressionPosterior(draw_fn, noise_var, w.shape[0])
+    return SampledRegressionPosterior(draw_fn, noise_var, w.shape[0], input_dim=w.shape[1])
 
 
 def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -314,10 +373,18 @@ class ProbitPoolPosterior(RegressionPosterior):
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
         self.mean, self.cov = mean, cov
 
+    @property
+    def input_dim(self) -> int:
+        return int(self.mean.shape[0])
+
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, iters: int = 50) -> ProbitPoolPosterior:
-        """Laplace approximation at the MAP (Newton iterations with the exact Hessian, float64)."""
-        x64, q = x.to(torch.float64), 2 * y.to(torch.float64) - 1  # q = +-1
+        """Laplace approximation at the MAP (Newton iterations with the exact Hessian, float64). ``y``: labels 0/1;
+        ``prior_scale`` > 0; ``iters`` >= 1. Checked before any work (:func:`check_fit_data`)."""
+        check_positive("prior_scale", prior_scale)
+        iters = check_int("iters", iters, minimum=1)
+        x, y = check_fit_data(x, y, binary=True)
+        x64, q = x, 2 * y - 1  # q = +-1
         d = x64.shape[1]
         w = torch.zeros(d, dtype=torch.float64, device=x.device)
         prec0 = torch.eye(d, dtype=torch.float64, device=x.device) / prior_scale**2
@@ -432,6 +499,10 @@ class GPPoolPosterior(RegressionPosterior):
     BLOCK = 512
     joint_function_draws = True  # f is drawn jointly over the inputs: projections must not chunk the pool
 
+    @property
+    def input_dim(self) -> int:
+        return int(self.x.shape[1])
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, hyper: dict[str, torch.Tensor], kernel: str) -> None:
         from pyrozoo.models.gp import exact_gp_factor
 
@@ -443,10 +514,16 @@ class GPPoolPosterior(RegressionPosterior):
     def fit(cls, x: torch.Tensor, y: torch.Tensor, *, kernel: str = "rbf", steps: int = 150,
             lr: float = 0.05) -> GPPoolPosterior:
         """Type-II ML (Adam on the log marginal likelihood, :func:`pyrozoo.models.gp.fit_type2`) from unit
-        lengthscale, signal variance 1 and noise variance 0.1 (inputs and response standardized)."""
+        lengthscale, signal variance 1 and noise variance 0.1 (inputs and response standardized). ``kernel``: one of
+        :data:`pyrozoo.models.gp_linalg.KERNELS`; ``steps`` >= 0 Adam steps; ``lr`` > 0. Checked before any work
+        (:func:`check_fit_data`)."""
         from pyrozoo.models.gp import fit_type2
+        from pyrozoo.models.gp_linalg import KERNELS
 
-        x64, y64 = x.to(torch.float64), y.to(torch.float64)
+        check_choice("kernel", kernel, KERNELS)
+        steps = check_int("steps", steps, minimum=0)
+        check_positive("lr", lr)
+        x64, y64 = check_fit_data(x, y)
         fitted = fit_type2(x64, y64, kernel=kernel, lengthscale=1.0, variance=1.0, noise=0.1, steps=steps, lr=lr)
         hyper = {k: fitted[k] for k in ("lengthscale", "variance", "noise")}
         return cls(x64, y64, hyper, kernel)

@@ -1,0 +1,252 @@
+"""Bad input to the active-learning posteriors and acquisitions is a clear PyrozooError before any work; array-like
+input is converted; ACS-FW's default number of projections fits a posterior with few stored draws."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyrozoo.active.acs_fw import ACSFW
+from pyrozoo.active.loop import make_acquisition
+from pyrozoo.active.posteriors import (
+    BLRPoolPosterior,
+    GPPoolPosterior,
+    ProbitPoolPosterior,
+    SampledRegressionPosterior,
+    check_fit_data,
+)
+from pyrozoo.errors import PyrozooError
+
+
+def _regression(n=30, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.ones(n, 1), torch.randn(n, d - 1, generator=g)], 1).double()
+    y = x.sum(1) + 0.3 * torch.randn(n, generator=g).double()
+    return x, y
+
+
+def _classification(n=40, seed=0):
+    x, f = _regression(n, 3, seed)
+    return x, (f > f.median()).double()
+
+
+def _with_nan(x):
+    x = x.clone()
+    x[2, 1] = float("nan")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------------- probit
+
+
+@pytest.mark.parametrize("labels", [lambda y: 2 * y - 1, lambda y: 5 * y])
+def test_probit_rejects_labels_outside_0_1(labels):
+    x, y = _classification()
+    with pytest.raises(PyrozooError, match=r"y: expected class labels 0 or 1"):
+        ProbitPoolPosterior.fit(x, labels(y))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x, y: (_with_nan(x), y), r"x: expected finite values"),
+    (lambda x, y: (x, y[:-1]), r"y: expected shape \(40,\)"),
+    (lambda x, y: (x[:, 1], y), r"x: expected a 2-D array"),
+    (lambda x, y: (x[:0], y[:0]), r"x: expected a 2-D array .* at least one row"),
+])
+def test_probit_bad_data(change, match):
+    with pytest.raises(PyrozooError, match=match):
+        ProbitPoolPosterior.fit(*change(*_classification()))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_probit_prior_scale_must_be_positive(scale):
+    with pytest.raises(PyrozooError, match="prior_scale"):
+        ProbitPoolPosterior.fit(*_classification(), prior_scale=scale)
+
+
+def test_probit_accepts_numpy_and_lists_with_the_same_result():
+    x, y = _classification()
+    ref = ProbitPoolPosterior.fit(x, y)
+    for xx, yy in ((x.numpy(), y.numpy()), (x.tolist(), y.long().tolist()), (x, y.long())):
+        post = ProbitPoolPosterior.fit(xx, yy)
+        assert torch.equal(post.mean, ref.mean) and torch.equal(post.cov, ref.cov)
+
+
+# ------------------------------------------------------------------------------------------------------------- BLR
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x, y: (_with_nan(x), y), r"x: expected finite values"),
+    (lambda x, y: (x, torch.where(torch.arange(30) == 4, torch.inf, y)), r"y: expected finite values"),
+    (lambda x, y: (x, y[:-1]), r"y: expected shape \(30,\)"),
+    (lambda x, y: (x[:, 1], y), r"x: expected a 2-D array"),
+    (lambda x, y: (x[:0], y[:0]), r"x: expected a 2-D array .* at least one row"),
+    (lambda x, y: ("abc", y), r"x: expected a numeric array"),
+])
+def test_blr_bad_data(change, match):
+    with pytest.raises(PyrozooError, match=match):
+        BLRPoolPosterior.fit(*change(*_regression()))
+
+
+@pytest.mark.parametrize("prior, match", [
+    ({"banana": 1.0}, r"prior: unknown key\(s\) banana; allowed: a0, b0, noise, prior_scale"),
+    ({"prior_scale": 0.0}, "prior_scale"),
+    ({"prior_scale": -1.0}, "prior_scale"),
+    ({"a0": -1.0}, "a0"),
+    ({"b0": 0.0}, "b0"),
+    ({"noise": -1.0}, "noise"),
+])
+def test_blr_bad_prior(prior, match):
+    with pytest.raises(PyrozooError, match=match):
+        BLRPoolPosterior.fit(*_regression(), **prior)
+
+
+def test_blr_accepts_numpy_and_lists_with_the_same_result():
+    x, y = _regression()
+    ref = BLRPoolPosterior.fit(x, y, noise=0.5).post
+    for xx, yy in ((x.numpy(), y.numpy()), (x.tolist(), y.tolist())):
+        post = BLRPoolPosterior.fit(xx, yy, noise=0.5).post
+        assert torch.equal(post.mean, ref.mean) and torch.equal(post.cov_unit, ref.cov_unit)
+
+
+# -------------------------------------------------------------------------------------------------------------- GP
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x, y: (_with_nan(x), y), r"x: expected finite values"),
+    (lambda x, y: (x, y[:-1]), r"y: expected shape \(30,\)"),
+    (lambda x, y: (x[:, 1], y), r"x: expected a 2-D array"),
+])
+def test_gp_bad_data(change, match):
+    with pytest.raises(PyrozooError, match=match):
+        GPPoolPosterior.fit(*change(*_regression()), steps=2)
+
+
+@pytest.mark.parametrize("opts, match", [
+    ({"lr": -1.0}, "lr"), ({"lr": 0.0}, "lr"), ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"),
+    ({"kernel": "cosine"}, "kernel"),
+])
+def test_gp_bad_options(opts, match):
+    with pytest.raises(PyrozooError, match=match):
+        GPPoolPosterior.fit(*_regression(), **{"steps": 2, **opts})
+
+
+def test_gp_accepts_numpy_with_the_same_result():
+    x, y = _regression()
+    ref = GPPoolPosterior.fit(x, y, steps=5)
+    post = GPPoolPosterior.fit(x.numpy(), y.numpy(), steps=5)
+    assert torch.equal(post.alpha, ref.alpha) and post.input_dim == 3
+
+
+# ---------------------------------------------------------------------------------------------------- acquisitions
+
+
+def _posteriors():
+    x, y = _regression()
+    w = BLRPoolPosterior.fit(x, y).post.sample(50, generator=torch.Generator().manual_seed(1))["w"]
+    return {
+        "blr": BLRPoolPosterior.fit(x, y),
+        "probit": ProbitPoolPosterior.fit(*_classification()),
+        "gp": GPPoolPosterior.fit(x, y, steps=2),
+        "sampled": SampledRegressionPosterior(lambda xx: w @ xx.T.double(), 0.25, 50, input_dim=3),
+    }
+
+
+NAMES = ("acs-fw", "acs-fw-projection", "bald", "maxent", "random")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pool_with_nan_is_an_error(name):
+    pool = _regression(20, 3, seed=3)[0]
+    pool[5, 2] = float("nan")
+    for post in _posteriors().values():
+        with pytest.raises(PyrozooError, match=r"x_pool: expected finite values.*NaN at index \(5, 2\)"):
+            make_acquisition(name, 10).select(post, pool, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pool_with_wrong_number_of_features_is_an_error(name):
+    pool = _regression(20, 5, seed=3)[0]
+    for post in _posteriors().values():
+        with pytest.raises(PyrozooError, match=r"x_pool: expected 3 features .* got 5"):
+            make_acquisition(name, 10).select(post, pool, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generator_must_be_a_torch_generator(name):
+    pool = _regression(20, 3, seed=3)[0]
+    with pytest.raises(PyrozooError, match="generator: expected a torch.Generator or None, got int"):
+        make_acquisition(name).select(_posteriors()["blr"], pool, 3, generator=5)
+
+
+# ------------------------------------------------------------------------- ACS-FW defaults with few stored draws
+
+
+def _few_draws(num_draws=5):
+    x, y = _regression()
+    w = BLRPoolPosterior.fit(x, y).post.sample(num_draws, generator=torch.Generator().manual_seed(2))["w"]
+    return SampledRegressionPosterior(lambda xx: w @ xx.T.double(), 0.25, num_draws)
+
+
+@pytest.mark.parametrize("make", [lambda: make_acquisition("acs-fw"), lambda: make_acquisition("acs-fw-projection"),
+                                  lambda: ACSFW(), lambda: ACSFW("projection")])
+def test_default_num_projections_is_capped_at_the_stored_draws(make):
+    pool = _regression(40, 3, seed=4)[0]
+    batch = make().select(_few_draws(5), pool, 4, generator=torch.Generator().manual_seed(0))
+    assert batch.info["inner_product"] == "projection" and batch.info["num_projections"] == 5
+    assert "num_projections 5 (the posterior's stored draws) instead of the default 100" in batch.note
+    assert 1 <= batch.num_selected <= 4
+
+
+def test_capped_default_equals_explicit_j():
+    pool = _regression(40, 3, seed=4)[0]
+    post = _few_draws(5)
+    a = ACSFW().select(post, pool, 4, generator=torch.Generator().manual_seed(0))
+    b = ACSFW(num_projections=5).select(post, pool, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
+    assert "stored draws" not in b.note and "note" not in b.info
+
+
+def test_explicit_num_projections_above_the_stored_draws_is_an_error():
+    pool = _regression(40, 3, seed=4)[0]
+    with pytest.raises(PyrozooError, match="num_projections: expected at most the 5 stored posterior draws, got 6"):
+        make_acquisition("acs-fw", 6).select(_few_draws(5), pool, 4)
+    with pytest.raises(PyrozooError, match="got 100"):
+        ACSFW("projection", 100).select(_few_draws(5), pool, 4)
+
+
+def test_default_num_projections_unchanged_where_draws_are_unlimited():
+    pool = _regression(40, 3, seed=4)[0]
+    post = _posteriors()["blr"]
+    batch = ACSFW("projection").select(post, pool, 4, generator=torch.Generator().manual_seed(0))
+    assert batch.info["num_projections"] == 100 and "stored draws" not in batch.note
+
+
+# ------------------------------------------------------------------------------------------ SampledRegressionPosterior
+
+
+@pytest.mark.parametrize("noise_var", [-1.0, 0.0, [0.1, -0.2, 0.3], float("nan")])
+def test_sampled_noise_var_sign(noise_var):
+    with pytest.raises(PyrozooError, match=r"noise_var: expected finite values > 0"):
+        SampledRegressionPosterior(lambda xx: torch.zeros(3, xx.shape[0]), noise_var, 3)
+
+
+def test_sampled_noise_var_shape():
+    with pytest.raises(PyrozooError, match=r"noise_var: expected .* 3 positive values .* got shape \(2,\)"):
+        SampledRegressionPosterior(lambda xx: torch.zeros(3, xx.shape[0]), [0.1, 0.2], 3)
+
+
+def test_sampled_draw_fn_must_give_num_draws_draws():
+    pool = torch.randn(10, 2)
+    post = SampledRegressionPosterior(lambda xx: torch.randn(5, xx.shape[0]), 0.5, 3)
+    with pytest.raises(PyrozooError, match=r"draw_fn: expected function values of shape \(3, 10\).*got \(5, 10\)"):
+        post.predictive(pool)
+    het = SampledRegressionPosterior(lambda xx: (torch.randn(3, xx.shape[0]), torch.ones(4, xx.shape[0])), None, 3)
+    with pytest.raises(PyrozooError, match=r"draw_fn: expected noise variances of shape \(3, 10\)"):
+        het.predictive(pool)
+
+
+def test_check_fit_data_converts_and_keeps_tensors():
+    x, y = _regression()
+    xx, yy = check_fit_data(x, y)
+    assert xx is x and yy is y  # float64 tensors pass through untouched
+    xx, yy = check_fit_data(np.asarray(x.float()), y.float().tolist())
+    assert xx.dtype == torch.float64 and torch.equal(xx, x.float().double())
