@@ -384,7 +384,12 @@ class PLCE:
         X = covariate_matrix(X)
         n = y.shape[0]
         if t.shape[0] != n or X.shape[0] != n:
-            raise PyrozooError(f"t, X: expected {n} rows like y, got t with {t.shape[0]} and X with {X.shape[0]}")
+            raise PyrozooError(f"y, t, X: expected the same number of rows, got {n}, {t.shape[0]} and {X.shape[0]}")
+        const = np.flatnonzero(np.ptp(X, axis=0) == 0) if n > 0 else np.array([], dtype=int)
+        if const.size:
+            names = self.feature_names_
+            cols = [names[j] for j in const] if names else const.tolist()
+            raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")
         if n < self.n_folds:
             raise PyrozooError(f"n_folds: {self.n_folds} folds need at least as many rows; got {n} rows")
         if n < 2 * self.n_folds:

@@ -332,6 +332,8 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("clip_to_train", "clip_to_train"),
     ("final_stage", "final_stage"),
     ("weighted_nuisances", "weighted_nuisances"),
+    ("constant_x", r"X: column\(s\) \['c'\] are constant"),
+    ("short_y", "y, t, X: expected the same number of rows, got 40, 50 and 50"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -364,6 +366,10 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"weighted_nuisances": "yes"}
     elif case == "text_x":
         X = pd.DataFrame(X, columns=list("abcde")).assign(site=["u", "v"] * 25)
+    elif case == "constant_x":
+        X = pd.DataFrame(X, columns=list("abcde")).assign(c=1.0)
+    elif case == "short_y":
+        y = y[:40]
 
     class Exploding:
         def fit(self, *a, **k):
