@@ -196,6 +196,19 @@ def test_default_num_projections_is_capped_at_the_stored_draws(make):
     assert 1 <= batch.num_selected <= 4
 
 
+def test_default_acs_fw_on_a_bnn_with_five_draws():
+    """The QA's case: the zoo BNN's SWAG posterior with 5 stored draws through from_per_draw_moments."""
+    from pyrozoo.active.posteriors import from_per_draw_moments
+    from pyrozoo.models.bnn import fit_bnn
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 2, generator=g).double()
+    post = fit_bnn(x, x.sum(1), posterior="swag-diag", hidden=4, epochs=5, swa_epochs=5, num_samples=5)
+    batch = make_acquisition("acs-fw").select(from_per_draw_moments(post), torch.randn(50, 2, generator=g).double(),
+                                              3, generator=g)
+    assert batch.info["num_projections"] == 5 and "stored draws" in batch.note
+
+
 def test_capped_default_equals_explicit_j():
     pool = _regression(40, 3, seed=4)[0]
     post = _few_draws(5)
