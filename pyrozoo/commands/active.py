@@ -27,7 +27,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=100, help="labels acquired after the initial set")
     p.add_argument("--init-size", type=int, default=20, help="initial labelled points")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (split and initial set), 0..N-1")
-    p.add_argument("--num-projections", type=int, default=100, help="J for acs-fw-projection")
+    p.add_argument("--num-projections", type=int, default=None,
+                   help="J for acs-fw-projection (default 100, capped at a sample-based posterior's stored draws)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", help="output directory")

@@ -122,3 +122,14 @@ def test_bnn_posterior_through_projections():
     df = run_active_learning(problem, make_acquisition("acs-fw", 20), model="bnn", model_options=opts,
                              init_size=20, batch_size=10, budget=10, progress=False)
     assert df["num_labelled"].iloc[-1] == 30 and df["rmse"].notna().all()
+
+
+def test_cli_default_acs_fw_on_the_bnn_uses_its_stored_draws(tmp_path, capsys):
+    """The documented `pyrozoo active --model bnn --acquisition acs-fw`: the BNN stores 30 draws, so the default
+    J = 100 projections is capped at 30 (with a note) instead of failing; an explicit J = 100 still fails."""
+    args = ["active", "--model", "bnn", "--dataset", "boston", "--acquisition", "acs-fw", "--batch-size", "5",
+            "--budget", "5", "--seeds", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "num_projections 30" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "b"), "--num-projections", "100"]) == 2
+    assert "at most the 30 stored posterior draws" in capsys.readouterr().err
