@@ -153,20 +153,25 @@ def _posteriors():
 NAMES = ("acs-fw", "acs-fw-projection", "bald", "maxent", "random")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_pool_with_nan_is_an_error(name):
+def _nan_pool():
     pool = _regression(20, 3, seed=3)[0]
     pool[5, 2] = float("nan")
-    for post in _posteriors().values():
-        with pytest.raises(PyrozooError, match=r"x_pool: expected finite values.*NaN at index \(5, 2\)"):
-            make_acquisition(name, 10).select(post, pool, 3)
+    return pool
+
+
+BAD_POOLS = {
+    "nan": (_nan_pool, r"x_pool: expected finite values.*NaN at index \(5, 2\)"),
+    "five features": (lambda: _regression(20, 5, seed=3)[0], r"x_pool: expected 3 features .* got 5"),
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_pool_with_wrong_number_of_features_is_an_error(name):
-    pool = _regression(20, 5, seed=3)[0]
+@pytest.mark.parametrize("case", sorted(BAD_POOLS))
+def test_a_bad_pool_is_an_error_for_every_posterior(name, case):
+    make_pool, match = BAD_POOLS[case]
+    pool = make_pool()
     for post in _posteriors().values():
-        with pytest.raises(PyrozooError, match=r"x_pool: expected 3 features .* got 5"):
+        with pytest.raises(PyrozooError, match=match):
             make_acquisition(name, 10).select(post, pool, 3)
 
 
