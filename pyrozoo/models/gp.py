@@ -267,8 +267,11 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
         check_keys("priors", priors, HYPER)
         for key, pair in priors.items():
-            ok = isinstance(pair, (tuple, list)) and len(pair) == 2
-            if not ok or not np.isfinite(np.asarray(pair, dtype=float)).all() or not float(pair[1]) > 0:
+            try:
+                loc, scale = (float(v) for v in pair) if isinstance(pair, (tuple, list)) else (None, None)
+            except (TypeError, ValueError):
+                loc = scale = None
+            if loc is None or not math.isfinite(loc) or not (math.isfinite(scale) and scale > 0):
                 raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
     if X_test is not None:
