@@ -46,7 +46,7 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         X = _as_matrix(X)
         check_int("n_knots", self.n_knots, minimum=2)
         check_int("degree", self.degree, minimum=1)
-        self.interactions_ = _interaction_kind(self.interactions)
+        self.interactions_ = interaction_kind(self.interactions)
         n, p = X.shape
         self.n_features_in_ = p
         self.loc_ = X.mean(axis=0)
@@ -102,7 +102,8 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         return out[:, self.keep_]
 
 
-def _interaction_kind(value: bool | str) -> str:
+def interaction_kind(value: bool | str) -> str:
+    """``interactions`` as one of none, linear, quadratic (True means linear, False/None none); raises otherwise."""
     if value is True:
         return "linear"
     if value is False or value is None:

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.causal.basis import SplineInteractionBasis, interaction_kind
 from pyrozoo.causal.crossfit import CrossFitPredictions, check_learner, clip_to_range, crossfit_predict, make_folds
 from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, sensitivity
 from pyrozoo.causal.extensions import (
@@ -370,6 +370,11 @@ class PLCE:
     def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         check_int("n_folds", self.n_folds, minimum=2)
         check_int("n_repeats", self.n_repeats, minimum=1)
+        if isinstance(self.basis, str):  # the spline options are checked even where basis="linear" ignores them
+            check_choice("basis", self.basis, ("spline", "linear"))
+            check_int("n_knots", self.n_knots, minimum=2)
+            check_int("degree", self.degree, minimum=1)
+            interaction_kind(self.interactions)
         check_choice("treatment_model", self.treatment_model, TREATMENT_MODELS)
         check_choice("se_type", self.se_type, SE_TYPES)
         check_probability("alpha", self.alpha, open_interval=True)

@@ -334,6 +334,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("weighted_nuisances", "weighted_nuisances"),
     ("constant_x", r"X: column\(s\) \['c'\] are constant"),
     ("short_y", "y, t, X: expected the same number of rows, got 40, 50 and 50"),
+    ("linear_basis_options", "interactions: expected none, linear or quadratic"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -370,6 +371,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         X = pd.DataFrame(X, columns=list("abcde")).assign(c=1.0)
     elif case == "short_y":
         y = y[:40]
+    elif case == "linear_basis_options":
+        kw = {"basis": "linear", "interactions": "banana"}
 
     class Exploding:
         def fit(self, *a, **k):
