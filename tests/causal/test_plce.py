@@ -173,6 +173,10 @@ def test_aggregate_splits_is_doubleml_median_rule():
     theta, se = aggregate_splits(th, var)
     assert theta == 1.0
     assert se == pytest.approx(math.sqrt(np.median(var + (th - 1.0) ** 2)))
+    # values where the rule differs from median(V) + median((theta_r - theta)^2) (0.01) and from median(V) (0):
+    # V + d^2 = (0.05, 0.04, 0.01), so the median rule gives 0.04
+    theta, se = aggregate_splits(th, np.array([0.05, 0.0, 0.0]))
+    assert theta == 1.0 and se**2 == pytest.approx(0.04, rel=1e-12)
 
 
 def test_random_intercepts_recover_group_means():

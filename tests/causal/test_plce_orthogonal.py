@@ -42,6 +42,28 @@ def test_orthogonal_effect_equals_wls_for_a_constant_effect_function():
     assert math.sqrt(var_c) == pytest.approx(math.sqrt(Vc[0, 0]), rel=0.02)  # CR1 vs n/(n-1)-free: O(1/n)
 
 
+def test_orthogonal_variance_is_the_exact_sandwich_for_a_constant_effect_function():
+    """With th = c the score is psi_i = n w_i rt_i u_i / sum w rt^2 (u = ry - b rt), so the variance is exactly the
+    HC0 sandwich times n / (n - 1), and with clusters the CR sandwich sum_g (sum_g w rt u)^2 / (sum w rt^2)^2 times
+    G / (G - 1) (float64 round-off only: rel 1e-10)."""
+    rng = np.random.default_rng(1)
+    n = 200
+    rt = rng.standard_normal(n)
+    ry = 0.8 * rt + rng.standard_normal(n) * (1 + rt**2)
+    w = rng.uniform(0.5, 2.0, n)
+    den = (w * rt**2).sum()
+    b = (w * rt * ry).sum() / den
+    u = ry - b * rt
+    hc0 = (w**2 * rt**2 * u**2).sum() / den**2
+    _, var = orthogonal_effect(ry, rt, w, np.full(n, 0.3))
+    assert var == pytest.approx(hc0 * n / (n - 1), rel=1e-10)
+    g = np.arange(n) // 8
+    G = g.max() + 1
+    sums = np.bincount(g, weights=w * rt * u)
+    _, var_c = orthogonal_effect(ry, rt, w, np.full(n, 0.3), clusters=g)
+    assert var_c == pytest.approx((sums**2).sum() / den**2 * G / (G - 1), rel=1e-10)
+
+
 def test_orthogonal_score_removes_the_weight_error_bias():
     """Heterogeneous effect theta(x) = 1 + 3 x^2 (average 2 for x ~ U(-1, 1)), Var(v | x) = s2 = 0.2 + 2 x^2, and
     wrong weights 1 / s2_hat with s2_hat = s2 exp(x^2), which down-weight the units with large effects. The weighted
