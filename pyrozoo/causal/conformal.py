@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_int, check_probability
@@ -58,10 +57,6 @@ class ConformalCalibration:
     def pseudo_coverage(self, c: float) -> float:
         """A(c): the pseudo-world average coverage of the band with constant c."""
         return float(np.mean(self.scores <= c))
-
-    def wald_pseudo_coverage(self, alpha: float) -> float:
-        """A(z_{1-alpha/2}): how the uncalibrated band does in the pseudo-world."""
-        return self.pseudo_coverage(float(stats.norm.ppf(1 - alpha / 2)))
 
 
 def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_hat: np.ndarray, *,

@@ -106,3 +106,16 @@ def test_nuts_agrees_with_exact_posterior():
     sd = np.sqrt(np.diag(post.cov_unit.numpy()) * post.b / (post.a - 1))
     # NUTS draws are autocorrelated: allow 5 sds of an effective sample size of ~150
     assert np.all(np.abs(w.mean(0) - post.mean.numpy()) < 5 * sd / math.sqrt(150))
+
+
+def test_plug_in_noise_variance_is_the_inverse_gamma_mean():
+    """tau | D ~ Gamma(a, rate b), so E[sigma^2 | D] = E[1 / tau] = b / (a - 1): the mean of scipy's inverse gamma
+    with shape a and scale b (independent reference, float64 round-off only)."""
+    from scipy import stats
+
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -0.5, 0.2], dtype=torch.float64) + 0.3 * torch.randn(
+        30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    post = blr_posterior(x, y)
+    assert post.noise_var_hat == pytest.approx(stats.invgamma(post.a, scale=post.b).mean(), rel=1e-10)
+    assert blr_posterior(x, y, noise=0.3).noise_var_hat == pytest.approx(0.09, rel=1e-12)

@@ -20,6 +20,7 @@ from pyrozoo.models.gp import (
     exact_posterior,
     fit_gp,
     fit_type2,
+    gaussian_nlpd,
     make_gp_dataset,
     simulate_gp,
     simulate_regression,
@@ -241,3 +242,14 @@ def test_bad_hyperparameter_priors_are_clear_errors(priors, match):
     X = torch.linspace(0, 1, 10, dtype=torch.float64)[:, None]
     with pytest.raises(PyrozooError, match=match):
         make_gp_dataset(X, torch.sin(X[:, 0]), priors=priors)
+
+
+def test_gaussian_nlpd_matches_scipy():
+    """The test-NLPD metric: mean of -log N(y | m, v), against scipy's normal log density (round-off only)."""
+    from scipy import stats
+
+    gen = torch.Generator().manual_seed(0)
+    y, m = torch.randn(50, generator=gen, dtype=DT), torch.randn(50, generator=gen, dtype=DT)
+    v = torch.rand(50, generator=gen, dtype=DT) * 2 + 0.1
+    ref = -stats.norm.logpdf(y.numpy(), m.numpy(), np.sqrt(v.numpy())).mean()
+    assert gaussian_nlpd(y, m, v) == pytest.approx(ref, rel=1e-12)
