@@ -109,3 +109,35 @@ def test_swag_recovers_the_linear_regression_posterior():
     assert ((full.diagonal() / v - 1).abs() < tol_full).all(), full.diagonal() / v
     off = full - torch.diag(full.diagonal())
     assert (off.abs() / v < 0.5 * 4 * math.sqrt(1 / 100)).all()
+
+
+def test_transform_of_standard_normals_has_the_swag_mean_and_covariance():
+    """transform(z), z ~ N(0, I_{P+K}) (the map SWAGGuide applies), has mean theta_bar and covariance
+    scale * (diag(v) / 2 + D D^T / (2 (K - 1))), the SWAG formula evaluated here from the iterates themselves (batch
+    mean and variance, deviations from the running means), not from the posterior's factors. The iterates are spread
+    (sd 4 to 6) so the diagonal part d = scale * v / 2 is far from 1 (asserted > 2): a draw scaled by d instead of
+    sqrt(d) has a variance off by d^2 - d > 2, many Monte Carlo sds. Tolerances: 5 Monte Carlo sds with
+    n = 100000 draws, sqrt(S_ii / n) for a mean entry and sqrt((S_ii S_jj + S_ij^2) / n) for a covariance entry."""
+    gen = torch.Generator().manual_seed(7)
+    P, K, T, scale = 3, 4, 60, 0.5
+    sd = torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64)
+    thetas = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + sd * torch.randn(T, P, generator=gen,
+                                                                                   dtype=torch.float64)
+    col = SWAGCollector(P, rank=K)
+    for t in thetas:
+        col.collect(t)
+    post = col.posterior(scale=scale)
+
+    mean = thetas.mean(0)
+    var = (thetas**2).mean(0) - mean**2
+    running = torch.cumsum(thetas, 0) / torch.arange(1, T + 1, dtype=torch.float64)[:, None]
+    D = (thetas - running)[-K:].T  # (P, K): the last K deviations from the mean at collection time
+    cov = scale * (torch.diag(var) / 2 + D @ D.T / (2 * (K - 1)))
+    assert (scale * var / 2 > 2).all()  # the diagonal part is large enough to tell d from sqrt(d)
+
+    n = 100_000
+    draws = post.transform(torch.randn(n, P + K, generator=gen, dtype=torch.float64))
+    assert draws.shape == (n, P)
+    assert ((draws.mean(0) - mean).abs() < 5 * (cov.diagonal() / n).sqrt()).all()
+    tol = 5 * ((cov.diagonal()[:, None] * cov.diagonal()[None] + cov**2) / n).sqrt()
+    assert ((torch.cov(draws.T) - cov).abs() < tol).all(), (torch.cov(draws.T), cov)

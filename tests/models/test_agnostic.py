@@ -463,6 +463,50 @@ def test_moment_gap_against_numpy_and_zero_at_independence():
     assert 0 < shifted[0] < shifted[1] < shifted[2]
 
 
+def test_weighted_moment_gap_is_the_unweighted_gap_of_the_repeated_rows():
+    """moment_gap's row weights are frequency weights: it normalizes them to w_i / sum w and uses them in the pooled
+    mean and sd, the class shares pi_k and the class moments, so integer weights w_i must give exactly the
+    unweighted gap (the numpy reference above, population moments) of the rows repeated w_i times (float64, rel
+    1e-10). The weights are unequal across the classes so that unweighted class shares or an unweighted sd differ."""
+    from pyrozoo.models.agnostic import moment_gap
+
+    gen = np.random.default_rng(5)
+    z = gen.standard_normal((30, 4)) * np.array([1.0, 2.0, 0.5, 3.0]) + np.array([0.0, 1.0, -2.0, 0.5])
+    p = gen.integers(0, 2, 30)
+    w = np.where(p == 1, gen.integers(2, 4, 30), gen.integers(1, 3, 30))  # in {1, 2, 3}, heavier on class 1
+    assert set(np.unique(w)) == {1, 2, 3} and set(np.unique(p)) == {0, 1}
+    want = _moment_gap_numpy(np.repeat(z, w, axis=0), np.repeat(p, w))
+    got = moment_gap(torch.as_tensor(z), torch.as_tensor(p), torch.as_tensor(w))
+    assert got.dtype == torch.float64
+    assert float(got) == pytest.approx(want, rel=1e-10)
+    # the weights matter here: the unweighted gap of the original rows is not the answer
+    assert abs(_moment_gap_numpy(z, p) - want) > 1e-3 * want
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.6])
+def test_reversal_extractor_gradient_uses_the_adversary_weight(alpha):
+    """extractor_loss='reversal' with adversary_weight='odds': the reversal layer's lambda is the adversary weight
+    a = alpha / (1 - alpha) (not alpha), so with the heads fixed the extractor's gradient of the model's negative log
+    joint is that of (1 - alpha) CE_y - a sum_j w_j CE_p^j, computed by hand in plain torch (no Pyro, no reversal
+    layer); a != alpha at both alphas."""
+    data = _small_task()
+    kw, net, heads = data.model_kwargs(), data.inputs["net"], _heads(data)
+    a = alpha / (1 - alpha)
+    assert abs(a - alpha) > 0.1
+    tr = poutine.trace(poutine.condition(agnostic_model, heads)).get_trace(
+        **{**kw, "alpha": alpha, "extractor_loss": "reversal", "adversary_weight": "odds"})
+    tr.compute_log_prob()
+    obs_lp = tr.nodes["y"]["log_prob"].sum() + tr.nodes["p"]["log_prob"].sum()
+    got = _extractor_grad(-obs_lp, net)
+
+    z_t = net.extractor(kw["x"][kw["target_idx"]])
+    ce_y = F.cross_entropy(z_t @ heads["w_y"].T + heads["b_y"], kw["y"], reduction="sum")
+    z_p = net.adversary(net.extractor(kw["x"][kw["protected_idx"]]))
+    ce_p = F.cross_entropy(z_p @ heads["w_p"].T + heads["b_p"], kw["p"], reduction="none")
+    want = _extractor_grad((1 - alpha) * ce_y - a * (kw["protected_weight"] * ce_p).sum(), net)
+    assert torch.allclose(got, want, atol=1e-10)
+
+
 @pytest.mark.parametrize(("loss", "alpha"), [("moments", 0.75), ("moments+reversal", 0.3), ("moments+reversal", 0.75)])
 def test_moments_extractor_gradient(loss, alpha):
     """With target_weight='one', adversary_weight='odds': under extractor_loss='moments' the extractor's gradient is
