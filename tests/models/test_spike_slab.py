@@ -15,6 +15,7 @@ import arviz as az
 import numpy as np
 import pytest
 import torch
+from scipy import optimize, stats
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.spike_slab import (
@@ -134,6 +135,127 @@ def test_hard_em_fixed_point_satisfies_its_updates(small):
     assert torch.equal(new["gamma"], fit.gamma)
     assert new["sigma2"] == pytest.approx(fit.sigma2, rel=1e-6) and new["theta"] == pytest.approx(fit.theta)
     assert fit.gamma[w_true != 0].bool().all()  # the homework's EM keeps every signal (it may keep a null too)
+
+
+# M-steps against a numerical maximization of the objective they claim to maximize (tiny problem, n = 20, p = 3).
+# Prior with a0, b0 != 1 and nu, lam != 1 so that every hyperparameter enters the updates.
+M_PRIOR = as_prior(spike_var=0.05, slab_var=5.0, a0=2.0, b0=3.0, nu=3.0, lam=0.5)
+
+
+def _tiny_standardized():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(20, 3))
+    y = X @ np.array([1.0, 0.05, 0.4]) + 0.7 * rng.normal(size=20)
+    return standardize(X, y)
+
+
+def _maximize(objective, x0):
+    """argmax of a torch objective by BFGS with autograd gradients (float64, tight gradient tolerance)."""
+    def neg(u):
+        ut = torch.tensor(u, dtype=torch.float64, requires_grad=True)
+        val = -objective(ut)
+        (g,) = torch.autograd.grad(val, ut)
+        return float(val.detach()), g.numpy()
+
+    res = optimize.minimize(neg, np.asarray(x0, dtype=float), jac=True, method="BFGS", options={"gtol": 1e-11})
+    assert np.abs(res.jac).max() < 1e-7, res
+    return res.x
+
+
+@pytest.mark.parametrize("conjugate", [True, False])
+def test_emvs_m_step_maximizes_the_expected_complete_data_log_posterior(conjugate):
+    """Q(w, s, theta) = log N(y; X w, s I) + sum_d E_{p*}[log N(w_d; 0, c v_gamma_d)] + log IG(s; nu/2, nu lam/2)
+    + sum_d E_{p*}[log Bern(gamma_d; theta)] + log Beta(theta; a0, b0), with c = s (conjugate) or 1 (independent),
+    written here with torch.distributions and maximized with scipy BFGS; p* from an E-step computed here with
+    Normal densities. Conjugate: the joint maximizer; independent (ECM): w at s = sigma^2_old, then s at that w.
+    The M-step's w, sigma^2 and theta must equal the numerical optimum at rtol 1e-5."""
+    data = _tiny_standardized()
+    prior = as_prior(M_PRIOR, conjugate=conjugate)
+    X, y = data.X, data.y
+
+    def f64(value):
+        return torch.tensor(value, dtype=torch.float64)
+
+    v0, v1 = f64(prior.spike_var), f64(prior.slab_var)
+    w_old, s_old, theta_old = f64([0.8, 0.03, 0.2]), 0.6, 0.4
+    c_old = f64(s_old if conjugate else 1.0)
+    Nrm = torch.distributions.Normal
+    slab = theta_old * Nrm(f64(0.0), (c_old * v1).sqrt()).log_prob(w_old).exp()
+    spike = (1 - theta_old) * Nrm(f64(0.0), (c_old * v0).sqrt()).log_prob(w_old).exp()
+    pstar = slab / (slab + spike)
+    assert 0.01 < float(pstar.min()) and float(pstar.max()) < 0.9999  # a genuinely soft E-step
+    d_star = pstar / v1 + (1 - pstar) / v0
+
+    def Q(w, s, theta):
+        c = s if conjugate else torch.ones_like(s)
+        prior_w = (pstar * Nrm(f64(0.0), (c * v1).sqrt()).log_prob(w)
+                   + (1 - pstar) * Nrm(f64(0.0), (c * v0).sqrt()).log_prob(w))
+        return (Nrm(X @ w, s.sqrt()).log_prob(y).sum() + prior_w.sum()
+                + torch.distributions.InverseGamma(f64(prior.nu / 2), f64(prior.nu * prior.lam / 2)).log_prob(s)
+                + (pstar * theta.log() + (1 - pstar) * torch.log1p(-theta)).sum()
+                + torch.distributions.Beta(f64(prior.a0), f64(prior.b0)).log_prob(theta))
+
+    def unpack(u):
+        return u[:3], u[3].exp(), torch.sigmoid(u[4])
+
+    if conjugate:
+        opt = _maximize(lambda u: Q(*unpack(u)), [0.0] * 5)
+        w_opt, s_opt, theta_opt = opt[:3], math.exp(opt[3]), 1 / (1 + math.exp(-opt[4]))
+    else:
+        w_opt = _maximize(lambda u: Q(u, f64(s_old), f64(0.5)), [0.0] * 3)
+        s_opt = math.exp(_maximize(lambda u: Q(f64(w_opt), u[0].exp(), f64(0.5)), [0.0])[0])
+        theta_opt = 1 / (1 + math.exp(-_maximize(lambda u: Q(f64(w_opt), f64(s_opt), torch.sigmoid(u[0])), [0.0])[0]))
+    w, sigma2, theta = emvs_m_step(pstar, d_star, s_old, data, prior)
+    np.testing.assert_allclose(w.numpy(), w_opt, rtol=1e-5)
+    assert sigma2 == pytest.approx(s_opt, rel=1e-5)
+    assert theta == pytest.approx(theta_opt, rel=1e-5)
+
+
+def test_hard_m_step_maximizes_the_expected_complete_data_log_posterior():
+    """The hard-gamma ECM step. E-step computed here with numpy: w | gamma_old, s_old ~ N(mu, S), S = s_old A^{-1},
+    A = X^T X + K^{-1}. Q(s, gamma, theta) = E_w[log N(y; X w, s I)] + sum_d E_w[log N(w_d; 0, s v_gamma_d)]
+    + log IG(s; nu/2, nu lam/2) + sum_d log Bern(gamma_d; theta) + log Beta(theta; a0, b0), the expectations from
+    the full S (E|y - X w|^2 = |y - X mu|^2 + tr(X S X^T), E[w_d^2] = mu_d^2 + S_dd). In the M-step's order:
+    sigma^2 maximizes Q at (gamma_old, theta_old) (scipy bounded scalar search on log s), gamma at (sigma^2_new,
+    theta_old) (all 2^3 patterns enumerated), theta at gamma_new (scipy scalar search). sigma^2 and theta must
+    match at rtol 1e-5, gamma exactly; the E-step's mean and E[w_d^2] must match the numpy ones at rtol 1e-10."""
+    data = _tiny_standardized()
+    prior = M_PRIOR
+    X, y = data.X.numpy(), data.y.numpy()
+    n, p = X.shape
+    v = np.array([prior.spike_var, prior.slab_var])
+    gamma_old, s_old, theta_old = np.array([1.0, 0.0, 1.0]), 0.6, 0.4
+    K = v[gamma_old.astype(int)]
+    A = X.T @ X + np.diag(1.0 / K)
+    mu = np.linalg.solve(A, X.T @ y)
+    S = s_old * np.linalg.inv(A)
+    e_rss = ((y - X @ mu) ** 2).sum() + np.trace(X @ S @ X.T)
+    ew2 = mu**2 + np.diag(S)
+
+    def Q(s, gamma, theta):
+        vg = v[np.asarray(gamma).astype(int)]
+        return (-0.5 * n * np.log(2 * np.pi * s) - e_rss / (2 * s)
+                + (-0.5 * np.log(2 * np.pi * s * vg) - ew2 / (2 * s * vg)).sum()
+                + stats.invgamma.logpdf(s, prior.nu / 2, scale=prior.nu * prior.lam / 2)
+                + stats.bernoulli.logpmf(gamma, theta).sum() + stats.beta.logpdf(theta, prior.a0, prior.b0))
+
+    def argmax_scalar(f, lo, hi):
+        return optimize.minimize_scalar(lambda u: -f(u), bounds=(lo, hi), method="bounded",
+                                        options={"xatol": 1e-12}).x
+
+    s_opt = math.exp(argmax_scalar(lambda u: Q(math.exp(u), gamma_old, theta_old), -10.0, 5.0))
+    patterns = [np.array([(c >> d) & 1 for d in range(p)], dtype=float) for c in range(2**p)]
+    gamma_opt = max(patterns, key=lambda g: Q(s_opt, g, theta_old))
+    theta_opt = 1 / (1 + math.exp(-argmax_scalar(lambda u: Q(s_opt, gamma_opt, 1 / (1 + math.exp(-u))), -20, 20)))
+
+    ex = hard_e_step(torch.tensor(gamma_old), s_old, data, prior)
+    np.testing.assert_allclose(ex["mu"].numpy(), mu, rtol=1e-10)
+    np.testing.assert_allclose(ex["ew2"].numpy(), ew2, rtol=1e-10)
+    new = hard_m_step(ex, data, prior, theta_old)
+    assert new["sigma2"] == pytest.approx(s_opt, rel=1e-5)
+    np.testing.assert_array_equal(new["gamma"].numpy(), gamma_opt)
+    assert not np.array_equal(gamma_opt, gamma_old)  # the gamma step is not a no-op here
+    assert new["theta"] == pytest.approx(theta_opt, rel=1e-5)
 
 
 def test_woodbury_matches_direct_solves():
