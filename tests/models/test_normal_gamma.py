@@ -149,3 +149,37 @@ def test_constant_data_is_a_proper_posterior_for_every_engine():
     assert np.isfinite(list(p.values())).all()
     assert p["q_mu_loc"] == pytest.approx(cavi["mu_loc"], abs=0.2 * cavi["mu_scale"])
     assert p["q_beta_conc"] / p["q_beta_rate"] == pytest.approx(cavi["beta_conc"] / cavi["beta_rate"], rel=0.1)
+
+
+def test_cavi_fixed_point_maximizes_the_closed_form_elbo():
+    """The mean-field ELBO of q(mu) = N(m, 1/lam) q(beta) = Gamma(alpha, rate), written here in closed form
+    (E[beta] = alpha/rate, E[log beta] = digamma(alpha) - log rate, Gaussian and Gamma entropies) and maximized by
+    scipy (BFGS on m, log lam, log alpha, log rate), must be at the CAVI fixed point (rtol 1e-5; the prior a, b and
+    mu0 are not the defaults so every term enters)."""
+    from scipy import optimize, special
+
+    x = simulate_normal_gamma(4, n=30, mu_true=1.0, sigma_true=2.0).observed["x"].numpy()
+    prior = {"mu0": 0.5, "mu_scale": 3.0, "a": 2.0, "b": 1.5}
+    n, xbar = x.size, x.mean()
+    ss = ((x - xbar) ** 2).sum()
+    s0sq = prior["mu_scale"] ** 2
+
+    def neg_elbo(u):
+        m, lam, alpha, rate = u[0], np.exp(u[1]), np.exp(u[2]), np.exp(u[3])
+        e_beta, e_log_beta = alpha / rate, special.digamma(alpha) - np.log(rate)
+        lik = 0.5 * n * (e_log_beta - np.log(2 * np.pi)) - 0.5 * e_beta * (ss + n * ((xbar - m) ** 2 + 1 / lam))
+        p_mu = -0.5 * np.log(2 * np.pi * s0sq) - ((m - prior["mu0"]) ** 2 + 1 / lam) / (2 * s0sq)
+        p_beta = (prior["a"] * np.log(prior["b"]) - special.gammaln(prior["a"]) + (prior["a"] - 1) * e_log_beta
+                  - prior["b"] * e_beta)
+        h_mu = 0.5 * np.log(2 * np.pi * np.e / lam)
+        h_beta = alpha - np.log(rate) + special.gammaln(alpha) + (1 - alpha) * special.digamma(alpha)
+        return -(lik + p_mu + p_beta + h_mu + h_beta)
+
+    res = optimize.minimize(neg_elbo, np.array([xbar, 0.0, np.log(n / 2), np.log(ss / 2)]), method="BFGS",
+                            options={"gtol": 1e-10})
+    m, lam, alpha, rate = res.x[0], np.exp(res.x[1]), np.exp(res.x[2]), np.exp(res.x[3])
+    cavi = cavi_fixed_point(x, **prior)
+    assert cavi["mu_loc"] == pytest.approx(m, rel=1e-5)
+    assert cavi["mu_scale"] == pytest.approx(lam**-0.5, rel=1e-5)
+    assert cavi["beta_conc"] == pytest.approx(alpha, rel=1e-5)
+    assert cavi["beta_rate"] == pytest.approx(rate, rel=1e-5)
