@@ -389,3 +389,28 @@ def test_a_learner_without_fit_and_predict_is_a_clear_error():
     d = simulate_effect_curve(0, "talk", n=60)
     with pytest.raises(PyrozooError, match="learner: expected an estimator with fit"):
         EffectCurve(learner="ridge").fit(d.y, d.t)
+
+
+def test_curve_aggregates_three_splits_by_median():
+    """R = 3 splits (with R <= 2 the median is the mean): at one covariate row x0 the curve is, per grid point g,
+    estimate = median_r(G b_r) and se = sqrt(median_r(G S_r G' + (G b_r - estimate)^2)) with G the basis's jacobian
+    at (g, x0) and b_r, S_r the stored per-split coefficients and covariances (the module docstring's rule 5),
+    recomputed here with numpy to 1e-10 relative; the mean-based estimate and the se without the spread term differ
+    from these by far more than that (so the check can tell them apart)."""
+    d = simulate_effect_curve(3, "heterogeneous", n=200)
+    est = EffectCurve(learner=ridge(), heterogeneity="linear", n_repeats=3, n_pseudo=0, seed=2).fit(d.y, d.t, d.X)
+    assert len(est.coefs_) == 3 and len(est.covs_) == 3
+    grid = np.linspace(np.quantile(d.t, 0.1), np.quantile(d.t, 0.9), 7)
+    x0 = d.X[0]
+    cur = est.curve(grid, x=x0)
+    tt = torch.tensor(grid, dtype=torch.float64)
+    Xt = torch.tensor(np.tile(x0, (grid.size, 1)), dtype=torch.float64)
+    G = est.basis_.jacobian(tt, Xt).numpy()
+    per = np.array([[G[g] @ b for g in range(grid.size)] for b in est.coefs_])
+    var = np.array([[G[g] @ S @ G[g] for g in range(grid.size)] for S in est.covs_])
+    mid = np.median(per, axis=0)
+    se = np.sqrt(np.median(var + (per - mid) ** 2, axis=0))
+    np.testing.assert_allclose(cur["estimate"], mid, rtol=1e-10)
+    np.testing.assert_allclose(cur["std_err"], se, rtol=1e-10)
+    assert np.max(np.abs(per.mean(0) - mid) / np.abs(mid)) > 1e-6
+    assert np.max(np.abs(np.sqrt(np.median(var, axis=0)) - se) / se) > 1e-6

@@ -503,3 +503,92 @@ def test_a_learner_error_in_the_cross_fit_says_where():
     with pytest.raises(PyrozooError, match=r"cross-fit of 'y', repeat 0, fold 0 \(4 training rows x \d+ design "
                                            r"columns\): X: column\(s\) .* constant"):
         PLCE(n_folds=2, n_repeats=1).fit(y, t, X)
+
+
+# ---------------------------------------------------------------- building blocks against hand-written references
+def test_interference_features_match_an_explicit_loop():
+    """n = 6 units at unevenly spaced x (so rho is not symmetric): each feature row is sum_{i' != i} rho_ii' w_i'
+    with rho_ii' = exp(-(x_i - x_i')^2 / nu) / sum_{i'' != i} exp(-(x_i - x_i'')^2 / nu) and w = [z1, z2, z1^2,
+    z2^2, z1 z2] of the standardized covariates (np.std, ddof 0), the columns then standardized the same way. Written
+    as Python loops; agreement to 1e-12 absolute (round-off on O(1) values)."""
+    from pyrozoo.causal.extensions import interference_features
+
+    x = [0.0, 0.1, 0.35, 1.0, 1.8, 3.2]
+    X = np.array([[x[i], v] for i, v in enumerate([0.5, -1.2, 0.3, 2.0, -0.4, 0.9])])
+    nu = 0.7
+    n = 6
+    cols = []
+    for j in range(2):
+        m = sum(X[i, j] for i in range(n)) / n
+        s = math.sqrt(sum((X[i, j] - m) ** 2 for i in range(n)) / n)
+        cols.append([(X[i, j] - m) / s for i in range(n)])
+    z1, z2 = cols
+    W = [[z1[i], z2[i], z1[i] ** 2, z2[i] ** 2, z1[i] * z2[i]] for i in range(n)]
+    F = np.zeros((n, 5))
+    for i in range(n):
+        den = sum(math.exp(-((x[i] - x[k]) ** 2) / nu) for k in range(n) if k != i)
+        for k in range(n):
+            if k != i:
+                F[i] += math.exp(-((x[i] - x[k]) ** 2) / nu) / den * np.array(W[k])
+    ref = (F - F.mean(0)) / F.std(0)
+    rho = kernel_weights(X[:, 0], nu)
+    assert np.max(np.abs(rho - rho.T)) > 0.1  # the test can tell rho from rho.T
+    np.testing.assert_allclose(interference_features(X, nu), ref, rtol=0, atol=1e-12)
+
+
+def test_blup_matches_one_way_anova_moments_by_hand():
+    """3 groups of 4 fixed residuals (rows interleaved): sigma^2 = pooled within-group variance (divisor n - m = 9),
+    tau^2 = max(0, var of the group means with ddof = 1 - sigma^2 / 4) and a_j = sum_{i in j} r_i / (4 + sigma^2 /
+    tau^2), computed by hand (the RandomInterceptLearner docstring); agreement to 1e-12 relative."""
+    from pyrozoo.causal.extensions import _blup
+
+    groups = [[1.0, 1.5, 0.5, 1.2], [-1.0, -0.6, -1.4, -0.8], [3.0, 2.5, 3.4, 2.9]]
+    r = np.array([groups[i % 3][i // 3] for i in range(12)])
+    inv = np.array([i % 3 for i in range(12)])
+    means = [sum(g) / 4 for g in groups]
+    sigma2 = sum((v - means[j]) ** 2 for j, g in enumerate(groups) for v in g) / (12 - 3)
+    grand = sum(means) / 3
+    tau2 = max(0.0, sum((m - grand) ** 2 for m in means) / 2 - sigma2 / 4)
+    assert tau2 > 0
+    a = [sum(g) / (4 + sigma2 / tau2) for g in groups]
+    a_hat, tau2_hat, sigma2_hat = _blup(r, inv, 3)
+    assert tau2_hat == pytest.approx(tau2, rel=1e-12)
+    assert sigma2_hat == pytest.approx(sigma2, rel=1e-12)
+    np.testing.assert_allclose(a_hat, a, rtol=1e-12)
+
+
+def test_positivity_summary_threshold_and_share_by_hand():
+    """S = 5: threshold = g + (S - g) / 2 with the Gaussian reference g = 3S / (S + 2) = 15/7 (the docstring), i.e.
+    25/7 = 3.571...; the flagged share is (kappa > threshold).mean() over the finite kappa (NaN dropped). kappa
+    3.6 and 3.8 lie between 25/7 and 4 (the threshold with g = 3), so the share tells the two apart. Exact to 1e-12."""
+    from pyrozoo.causal.diagnostics import positivity_summary
+
+    kappa = np.array([1.2, 2.9, 3.6, 3.8, 4.5, np.nan])
+    S = 5
+    g = 3 * S / (S + 2)
+    thr = g + 0.5 * (S - g)
+    assert thr == pytest.approx(25 / 7, rel=1e-12)
+    out = positivity_summary(kappa, S)
+    assert out["kurtosis_threshold"] == pytest.approx(thr, rel=1e-12)
+    finite = kappa[np.isfinite(kappa)]
+    assert out["kurtosis_share_flagged"] == pytest.approx((finite > thr).mean(), rel=1e-12)
+    assert out["kurtosis_share_flagged"] == pytest.approx(0.6, rel=1e-12)
+    assert out["kurtosis_mean"] == pytest.approx(finite.mean(), rel=1e-12)
+    assert out["kurtosis_max"] == 4.5
+
+
+def test_treatment_variance_floor_is_per_split():
+    """2 splits x 5 units, a learner that predicts 1e-9 everywhere (below any floor): s2[r, i] = floor *
+    mean_i(v_hat[r, i]^2), the mean over the units of split r (the docstring's floor), a different value per split
+    row. Exact to 1e-12 relative."""
+    from sklearn.dummy import DummyRegressor
+
+    from pyrozoo.causal.extensions import treatment_variance
+
+    v = np.array([[0.5, -1.0, 2.0, 0.1, -0.3], [1.5, 0.2, -0.7, -2.5, 0.9]])
+    folds = np.array([[0, 1, 0, 1, 0], [1, 0, 0, 1, 1]])
+    feats = np.arange(10.0).reshape(5, 2)
+    s2 = treatment_variance(v, feats, DummyRegressor(strategy="constant", constant=1e-9), folds, floor=0.25)
+    expected = np.array([[0.25 * sum(a * a for a in row) / 5] * 5 for row in v.tolist()])
+    assert expected[0, 0] != pytest.approx(expected[1, 0])
+    np.testing.assert_allclose(s2, expected, rtol=1e-12)
