@@ -80,3 +80,16 @@ def test_probe_bad_input():
         probe_leakage(f, np.r_[np.zeros(5), np.ones(5)], np.r_[f[:9], [[np.nan, 0.0]]], np.zeros(10))
     with pytest.raises(PyrozooError, match="expected 2 columns"):
         probe_leakage(f, np.r_[np.zeros(5), np.ones(5)], np.zeros((10, 3)), np.zeros(10))
+
+
+def test_max_excess_counts_the_mlp_probe_on_xor_leakage():
+    """The protected label is the XOR of the signs of two features: no linear probe beats chance, a small MLP does.
+    ``max_excess`` must equal max(logreg_acc, mlp_acc) - chance from the same result (atol 1e-12) and so the MLP's
+    excess; seeded data (600 train / 400 eval rows) and probes."""
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(1000, 3))
+    g = ((F[:, 0] > 0) ^ (F[:, 1] > 0)).astype(int)
+    out = probe_leakage(F[:600], g[:600], F[600:], g[600:], seed=0, mlp_hidden=16)
+    assert out["mlp_acc"] > out["logreg_acc"] + 0.2
+    assert out["max_excess"] == pytest.approx(max(out["logreg_acc"], out["mlp_acc"]) - out["chance"], abs=1e-12)
+    assert out["max_excess"] == pytest.approx(out["mlp_acc"] - out["chance"], abs=1e-12)

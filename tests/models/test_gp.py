@@ -253,3 +253,33 @@ def test_gaussian_nlpd_matches_scipy():
     v = torch.rand(50, generator=gen, dtype=DT) * 2 + 0.1
     ref = -stats.norm.logpdf(y.numpy(), m.numpy(), np.sqrt(v.numpy())).mean()
     assert gaussian_nlpd(y, m, v) == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("ard", [True, False])
+def test_nuts_target_log_density_by_hand(ard):
+    """The NUTS target ``gp_collapsed_model`` (what ``fit_gp`` hands to NUTS) at fixed hyperparameters, with a
+    distinct LogNormal prior per hyperparameter, equals sum of torch LogNormal log-densities of each hyperparameter
+    under its own prior + log N(y | 0, K + sigma^2 I) written out here (RBF by hand, torch MultivariateNormal).
+    atol 1e-10 (a prior swapped between hyperparameters changes the density by O(1))."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.gp import gp_collapsed_model
+
+    X, y, _, _ = simulate_regression(5, n=12, n_test=1, input_dim=2)
+    priors = {"lengthscale": (0.3, 0.6), "variance": (-0.4, 1.2), "noise": (-2.5, 0.8)}
+    ls = torch.tensor([0.7, 1.9], dtype=DT) if ard else torch.tensor([1.1], dtype=DT)
+    var, noise = torch.tensor(1.6, dtype=DT), torch.tensor(0.09, dtype=DT)
+    cond = poutine.condition(gp_collapsed_model, data={"lengthscale": ls, "variance": var, "noise": noise})
+    tr = poutine.trace(cond).get_trace(X, y, kernel_name="rbf", priors=priors, ard=ard)
+    got = tr.log_prob_sum()
+
+    def lognormal(name, value):
+        loc, scale = priors[name]
+        return torch.distributions.LogNormal(torch.tensor(loc, dtype=DT), torch.tensor(scale, dtype=DT)) \
+            .log_prob(value).sum()
+
+    r2 = (((X[:, None, :] - X[None, :, :]) / ls) ** 2).sum(-1)
+    K = var * torch.exp(-0.5 * r2) + noise * torch.eye(X.shape[0], dtype=DT)
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(X.shape[0], dtype=DT), covariance_matrix=K)
+    want = lognormal("lengthscale", ls) + lognormal("variance", var) + lognormal("noise", noise) + mvn.log_prob(y)
+    assert float(got) == pytest.approx(float(want), abs=1e-10)

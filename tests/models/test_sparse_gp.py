@@ -263,3 +263,26 @@ def test_device_auto_matches_the_default_placement():
         assert torch.equal(a.Z, b.Z) and a.losses == b.losses
         with pytest.raises(PyrozooError, match="CUDA is not available"):
             fit_sparse_gp(X, y, X[:4], steps=1, device="cuda")
+
+
+def test_predict_from_qu_at_optimal_qu_equals_collapsed_predictive():
+    """VFE (Titsias 2009): with the optimal q(u) = N(m, S) (``optimal_qu``), the q(u) predictive
+    a_*^T m, k_** - q_** + a_*^T S a_* coincides with the collapsed predictive (``predict_from_stats`` via the fit's
+    ``predict``). Reference: the collapsed predictive; n = 20, M = 4, 1-D RBF, float64, atol 1e-8 on mean and
+    variance (drops the q(u) variance term or the mean otherwise)."""
+    from pyrozoo.models.sparse_gp import predict_from_qu
+
+    X, y, _, _ = simulate_regression(7, n=20, n_test=1, input_dim=1)
+    Z = X[:4].clone()
+    fit = fit_sparse_gp(X, y, Z, kernel="rbf", method="vfe", lengthscale=0.8, variance=1.3, noise=0.05, steps=0)
+    loc, tril = optimal_qu(fit.stats)
+    Xs = torch.linspace(-3.5, 3.5, 15, dtype=DT).unsqueeze(-1)
+    for include_noise in (False, True):
+        m_c, v_c = fit.predict(Xs, include_noise=include_noise)
+        m_q, v_q = predict_from_qu(loc, tril, fit.Z, Xs, kernel="rbf", lengthscale=fit.lengthscale,
+                                   variance=fit.variance, noise=fit.effective_noise, include_noise=include_noise)
+        assert torch.allclose(m_q, m_c, rtol=0, atol=1e-8)
+        assert torch.allclose(v_q, v_c, rtol=0, atol=1e-8)
+    # the q(u) variance term is not negligible here, so the check has power
+    assert float((tril.T @ torch.cholesky_solve(kernel_matrix("rbf", fit.Z, Xs, fit.lengthscale, fit.variance),
+                                                fit.stats.L)).pow(2).sum(0).max()) > 1e-3

@@ -1,0 +1,57 @@
+"""Convergence warnings and minimum ESS against hand-written expectations and ArviZ."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyrozoo.evaluation.diagnostics import ESS_MIN, RHAT_MAX, convergence_warnings, min_ess
+
+
+def test_convergence_warnings_lists_exactly_the_failing_parameters():
+    """Thresholds r_hat > 1.01 and ESS < 400 (module constants). Reference: the expected lines written out by hand
+    for a table with r_hat 1.02 / 1.005 / exactly 1.01 and ESS 100 / 500 / exactly 400 (exact list equality)."""
+    assert RHAT_MAX == 1.01 and ESS_MIN == 400
+    table = pd.DataFrame(
+        {"r_hat": [1.02, 1.005, 1.01, np.nan], "ess_bulk": [100.0, 500.0, 400.0, 50.0],
+         "ess_tail": [500.0, 100.0, 400.0, 900.0]},
+        index=["a", "b", "edge", "one_chain"])
+    assert convergence_warnings(table) == [
+        "a: r_hat 1.020 > 1.01",
+        "a: ess_bulk 100 < 400",
+        "b: ess_tail 100 < 400",
+        "one_chain: ess_bulk 50 < 400",
+    ]
+    assert convergence_warnings(table, rhat_max=1.03, ess_min=50) == []
+    assert convergence_warnings(table, rhat_max=1.0, ess_min=401) == [
+        "a: r_hat 1.020 > 1.0", "a: ess_bulk 100 < 401",
+        "b: r_hat 1.005 > 1.0", "b: ess_tail 100 < 401",
+        "edge: r_hat 1.010 > 1.0", "edge: ess_bulk 400 < 401", "edge: ess_tail 400 < 401",
+        "one_chain: ess_bulk 50 < 401",
+    ]
+
+
+def _ar1(rng, shape, phi):
+    x = np.empty(shape)
+    x[..., 0] = rng.normal(size=shape[:-1]) / np.sqrt(1 - phi**2)
+    for t in range(1, shape[-1]):
+        x[..., t] = phi * x[..., t - 1] + rng.normal(size=shape[:-1])
+    return x
+
+
+def test_min_ess_is_the_smallest_bulk_ess():
+    """2 chains x 200 seeded AR(1) draws (phi 0.9 for a 3-vector ``w``, phi 0.3 and a heavy tail for ``s``).
+    Reference: the minimum over components of ``az.ess(method="bulk")``, rtol 1e-12; the tail ESS minimum differs."""
+    rng = np.random.default_rng(4)
+    w = np.moveaxis(_ar1(rng, (2, 3, 200), 0.9), 1, -1)  # (chain, draw, 3)
+    s = np.exp(_ar1(rng, (2, 200), 0.3)) ** 3
+    idata = az.from_dict(posterior={"w": w, "s": s})
+    bulk = az.ess(idata, method="bulk")
+    want = min(float(bulk[v].values.min()) for v in bulk.data_vars)
+    assert min_ess(idata) == pytest.approx(want, rel=1e-12)
+    tail = az.ess(idata, method="tail")
+    assert abs(min(float(tail[v].values.min()) for v in tail.data_vars) - want) > 1e-3 * want
+    only_s = float(bulk["s"].values.min())
+    assert min_ess(idata, var_names=["s"]) == pytest.approx(only_s, rel=1e-12)
