@@ -521,9 +521,7 @@ class GPPoolPosterior(RegressionPosterior):
         from pyrozoo.models.gp_linalg import KERNELS
 
         check_choice("kernel", kernel, KERNELS)
-        steps = check_int("steps", steps, minimum=0)
-        check_positive("lr", lr)
-        x64, y64 = check_fit_data(x, y)
+        x64, y64 = check_fit_data(x, y)  # steps and lr: fit_type2 checks them before its first step
         fitted = fit_type2(x64, y64, kernel=kernel, lengthscale=1.0, variance=1.0, noise=0.1, steps=steps, lr=lr)
         hyper = {k: fitted[k] for k in ("lengthscale", "variance", "noise")}
         return cls(x64, y64, hyper, kernel)

@@ -364,14 +364,6 @@ def train_bnn(
     depth = check_int("depth", depth, minimum=0)
     rank = check_int("rank", rank, minimum=0)
     check_positive("prior_scale", prior_scale)
-    # the SGD schedule's own checks (run_swag) come after the data are moved: repeat the cheap ones here
-    check_int("epochs", epochs)
-    check_int("swa_epochs", swa_epochs, minimum=1)
-    check_int("batch_size", batch_size, minimum=1)
-    check_positive("lr", lr)
-    check_positive("swa_lr", swa_lr)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise PyrozooError(f"momentum: expected a number in [0, 1), got {momentum!r}")
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = resolve_device(device) if device is not None else X.device
     X_val = y_val = None

@@ -214,6 +214,8 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     """Type-II maximum likelihood: Adam on the log-hyperparameters maximizing :func:`exact_log_marginal`.
 
     Returns the fitted hyperparameters (tensors) and the trace of -log p(y | theta) per step."""
+    steps = check_int("steps", steps)
+    check_positive("lr", lr)
     ls0 = initial_lengthscale(lengthscale, X, ard=ard)
     raw = {
         "lengthscale": ls0.log().requires_grad_(),
