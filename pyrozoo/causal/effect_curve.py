@@ -40,7 +40,7 @@ from scipy import stats
 from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
-from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -244,12 +244,7 @@ class EffectCurve:
             X = covariate_matrix(X)
             if X.shape[0] != n:
                 raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
-            const = np.flatnonzero(np.ptp(X, axis=0) == 0) if n > 0 else np.array([], dtype=int)
-            if const.size:
-                names = getattr(self, "feature_names_", None)
-                cols = [names[j] for j in const] if names else const.tolist()
-                raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted "
-                                   "separately)")
+            check_no_constant_columns(X, getattr(self, "feature_names_", None))
         if t.shape[0] != n:
             raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
         distinct = np.unique(t)

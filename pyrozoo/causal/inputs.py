@@ -38,3 +38,12 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
     check_finite("X", X)
     return X
+
+
+def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> None:
+    """Raise if a column of ``X`` (n, p) is constant, naming it (by ``names`` when given, else by position): the
+    estimators fit their own intercept, and a constant covariate only makes their bases singular."""
+    const = np.flatnonzero(np.ptp(X, axis=0) == 0) if X.shape[0] > 0 else np.array([], dtype=int)
+    if const.size:
+        cols = [names[j] for j in const] if names else const.tolist()
+        raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")

@@ -42,7 +42,7 @@ from pyrozoo.causal.extensions import (
     treatment_variance,
     white_features,
 )
-from pyrozoo.causal.inputs import covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_int, check_probability
 
@@ -390,11 +390,7 @@ class PLCE:
         n = y.shape[0]
         if t.shape[0] != n or X.shape[0] != n:
             raise PyrozooError(f"y, t, X: expected the same number of rows, got {n}, {t.shape[0]} and {X.shape[0]}")
-        const = np.flatnonzero(np.ptp(X, axis=0) == 0) if n > 0 else np.array([], dtype=int)
-        if const.size:
-            names = self.feature_names_
-            cols = [names[j] for j in const] if names else const.tolist()
-            raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")
+        check_no_constant_columns(X, self.feature_names_)
         if n < self.n_folds:
             raise PyrozooError(f"n_folds: {self.n_folds} folds need at least as many rows; got {n} rows")
         if n < 2 * self.n_folds:
@@ -442,8 +438,7 @@ class PLCE:
         n = y.shape[0]
         use_re = self.random_effects if self.random_effects is not None else groups is not None
         base = self._base_learner()
-        if isinstance(self.basis, str):
-            check_choice("basis", self.basis, ("spline", "linear"))
+        if isinstance(self.basis, str):  # checked in _check
             if self.basis == "spline":
                 tf = SplineInteractionBasis(n_knots=self.n_knots, degree=self.degree, interactions=self.interactions)
             else:
