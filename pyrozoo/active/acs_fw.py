@@ -134,13 +134,9 @@ class ACSFW(Acquisition):
                         f"default {self.num_projections}")
 
     def kernel(self, posterior, x_pool: torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[PoolKernel, str]:
-        """The pool's inner products and the inner product actually used."""
-        oracle, kind, _ = self._kernel(posterior, x_pool, generator)
-        return oracle, kind
-
-    def _kernel(self, posterior, x_pool: torch.Tensor,
-                generator: torch.Generator | None) -> tuple[PoolKernel, str, dict]:
+               generator: torch.Generator | None = None) -> tuple[PoolKernel, str, dict]:
+        """The pool's inner products, the inner product actually used, and what the batch's ``info`` records about
+        it (the number of projections, and a note when the default was capped)."""
         kind = self.inner_product
         wanted = ("fisher", "euclidean") if kind == "auto" else (kind,) if kind != "projection" else ()
         for want in wanted:
@@ -155,13 +151,13 @@ class ACSFW(Acquisition):
                                "product; use 'projection'")
         num_projections, note = self.projections_for(posterior)
         phi = projected_embedding(posterior, x_pool, num_projections, generator)
-        return EmbeddingKernel(phi), "projection", ({"num_projections": num_projections, "note": note} if note
-                                                    else {"num_projections": num_projections})
+        info = {"num_projections": num_projections, **({"note": note} if note else {})}
+        return EmbeddingKernel(phi), "projection", info
 
     def _select(self, posterior, x_pool: torch.Tensor, batch_size: int,
                 generator: torch.Generator | None) -> Batch:
         start = time.perf_counter()
-        oracle, kind, extra = self._kernel(posterior, x_pool, generator)
+        oracle, kind, extra = self.kernel(posterior, x_pool, generator)
         fw = frank_wolfe(oracle, batch_size)
         return Batch(indices=fw.support, requested=batch_size, acquisition=self.name, weights=fw.weights,
                      objective=fw.objective,

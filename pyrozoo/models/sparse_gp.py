@@ -256,13 +256,13 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     dev = resolve_device(device) if device is not None else None
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
-    if dev is not None:
-        X, y, Z = X.to(dev), y.to(dev), Z.to(dev)
     if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
         raise PyrozooError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
     steps = check_int("steps", steps)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_positive("lr", lr)
+    if dev is not None:  # every check done: move the data
+        X, y, Z = X.to(dev), y.to(dev), Z.to(dev)
     opts = {"dtype": X.dtype, "device": X.device}
     raw = {"lengthscale": initial_lengthscale(lengthscale, X, ard=ard).log(),
            "variance": torch.as_tensor(variance, **opts).log(),
