@@ -31,17 +31,43 @@ from pyrozoo.models.blr import load_regression_frame, standardized_design
 from pyrozoo.validation import check_choice, check_int, check_probability
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
+BNN_POOL_STEPS = 2000  # SGD steps of fit_bnn_pool's default schedule
 DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regression",
             "breast-cancer": "classification"}
+
+
 def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> RegressionPosterior:
-    """The zoo BNN (:mod:`pyrozoo.models.bnn`, SWAG-diagonal posterior by default, 30 hidden units, 200 + 50 SWA
-    epochs) as a sample-based adapter. The loop's designs carry an intercept column; the BNN has its own biases,
-    so that constant column is dropped."""
+    """The zoo BNN (:mod:`pyrozoo.models.bnn`, SWAG-diagonal posterior by default, 30 hidden units) as a sample-based
+    adapter. The loop's designs carry an intercept column; the BNN has its own biases, so that constant column is
+    dropped.
+
+    The defaults are set for labelled sets of 20-120 rows, where the UCI recipe (lr 0.01, prior N(0, 1), a
+    per-epoch schedule) lets the variance head collapse and SGD diverge (the training loss climbs):
+    - about 2000 SGD steps whatever the number of rows (epochs from the batches per epoch), 1/5 of them in the SWA
+      phase, at lr 0.003 -> 0.0015;
+    - prior N(0, 0.3^2) on the weights, which keeps the heteroscedastic likelihood bounded on 20 rows;
+    - no re-standardization: the loop already standardized the inputs on all inputs and the response on the
+      initial labels, and a column's sd on 20 rows can be 8x smaller than on the pool;
+    - with 18 rows or more, the noise scale is calibrated on a held-out ninth (:func:`~pyrozoo.models.bnn.
+      calibrate_noise`); otherwise the training noise is kept.
+    ``options`` override any of these (keyword arguments of :func:`~pyrozoo.models.bnn.fit_bnn`)."""
     from pyrozoo.active.posteriors import from_per_draw_moments
     from pyrozoo.models.bnn import fit_bnn
 
-    opts = {"posterior": "swag-diag", "hidden": 30, "epochs": 200, "swa_epochs": 50, "num_samples": 30, **options}
     drop = bool((x[:, 0] == 1).all())
+    n = x.shape[0]
+    opts: dict[str, Any] = {"posterior": "swag-diag", "hidden": 30, "num_samples": 30, "lr": 0.003,
+                            "swa_lr": 0.0015, "prior_scale": 0.3, "standardize": False, "batch_size": 32,
+                            "val_fraction": 1 / 9 if n >= 18 else 0.0, **options}
+    if "epochs" not in options or "swa_epochs" not in options:  # a step budget: epochs from the batches per epoch
+        batch = check_int("batch_size", opts["batch_size"], minimum=1)
+        held = 0
+        if opts["val_fraction"]:
+            check_probability("val_fraction", opts["val_fraction"], open_interval=True)
+            held = max(1, int(round(opts["val_fraction"] * n)))  # train_bnn's held-out count
+        per_epoch = math.ceil(max(n - held, 1) / batch)
+        opts.setdefault("epochs", math.ceil(BNN_POOL_STEPS * 4 / 5 / per_epoch))
+        opts.setdefault("swa_epochs", math.ceil(BNN_POOL_STEPS / 5 / per_epoch))
     post = fit_bnn((x[:, 1:] if drop else x).double(), y.double(), **opts)
     adapter = from_per_draw_moments(post)
     inner = adapter.draw_fn
@@ -171,7 +197,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
     fit = ACTIVE_MODELS[model][0]
     classify = problem.task == "classification"
     opts = dict(model_options or {})
-    if model == "neural-linear":
+    if model in ("neural-linear", "bnn"):
         opts.setdefault("seed", seed)
     n = problem.x_pool.shape[0]
     gen = torch.Generator().manual_seed(seed)
