@@ -6,7 +6,8 @@ batch 10, budget 100, ``--seeds`` seeds (seed s: random 80/20 split s and initia
 acquisition). Final test RMSE (original units) with standard errors over seeds, and the paired difference to random
 (same split and initial set) with its standard error. Published anchors (Pinsler et al. 2019, Boston, neural-linear
 model) are printed beside the neural-linear rows (and, for reference, the linear ones). ``--models`` picks the
-posterior models (default both), ``--acquisitions`` the acquisitions.
+posterior models (default ``blr,neural-linear``; also ``bnn``, the zoo's SWAG-diagonal BNN, whose ACS-FW uses
+projections from its ``--bnn-draws`` stored draws), ``--acquisitions`` the acquisitions.
 
 Part 1b (classification): Bayesian probit with a Laplace posterior on the breast-cancer pool (scikit-learn),
 same protocol, test accuracy and NLL.
@@ -20,6 +21,8 @@ projection variant is also compared with BALD computed from the same J posterior
     python benchmarks/active_learning.py --models neural-linear --datasets boston --seeds 10 \
         --classification-seeds 0 --skip-timing            # one dataset, neural-linear only
     python benchmarks/active_learning.py --models neural-linear --nl-recipe reference ...   # reference training
+    python benchmarks/active_learning.py --models bnn --acquisitions acs-fw,bald,maxent,random --skip-timing \
+        --classification-seeds 0 --seeds 10                                                # the BNN adapter
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def accuracy(args: argparse.Namespace) -> pd.DataFrame:
         for ds in args.datasets.split(","):
             start = time.perf_counter()
             opts, label = None, model
+            if model == "bnn" and args.bnn_draws != 30:
+                opts, label = {"num_samples": args.bnn_draws}, f"bnn-{args.bnn_draws}draws"
             if model == "neural-linear":
                 opts = neural_linear_options(args)
                 if args.nl_recipe != "mlp":  # keep the recipes apart in pooled tables and plot names
@@ -186,6 +191,8 @@ def main() -> None:
     p.add_argument("--from-csv", nargs="+", help="summarize these saved per-round CSVs (from --out) instead")
     p.add_argument("--nl-hidden", default=None, help="neural-linear hidden layer sizes, e.g. 30,30; default: the "
                    "recipe's (mlp: 30; reference: 30,30)")
+    p.add_argument("--bnn-draws", type=int, default=30,
+                   help="bnn: SWAG draws stored per fit (ACS-FW's default J is capped at this number)")
     p.add_argument("--nl-recipe", default="mlp", choices=("mlp", "reference"),
                    help="neural-linear training: mlp (squared error, full batch, 400 Adam steps) or reference (the "
                    "paper's code: batch norm, BLR predictive likelihood, minibatches, cosine schedule)")
