@@ -59,6 +59,22 @@ def test_data_file_and_existing_out(tmp_path):
     assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), "--overwrite", *TINY]) == 0
 
 
+def test_overwrite_replaces_only_run_directories(tmp_path, capsys):
+    """--overwrite must not delete a directory that is not a run: its files stay, exit 2, one line."""
+    keep = tmp_path / "precious"
+    (keep / "sub").mkdir(parents=True)
+    (keep / "notes.txt").write_text("mine")
+    (keep / "sub" / "data.csv").write_text("x\n1\n")
+    assert main(["run", "normal-gamma", "--out", str(keep), "--overwrite", *TINY]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "mine" and (keep / "sub" / "data.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # no temporary sibling left
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", "normal-gamma", "--out", str(empty), "--overwrite", *TINY]) == 0
+    assert (empty / "idata.nc").exists()
+
+
 def _write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)

@@ -26,13 +26,27 @@ from pyrozoo.inference.result import Result
 RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
 
 
-def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Raise if ``out`` exists (unless ``overwrite``) or its parent cannot be created; nothing is written."""
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding a run (its ``config.toml`` and ``idata.nc``)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.toml").is_file() and (path / "idata.nc").is_file()
+
+
+def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Raise if ``out`` exists or its parent cannot be created; nothing is written.
+
+    ``overwrite``: an existing ``out`` may be replaced if it is an empty directory or a run directory
+    (:func:`is_run_dir`), never another directory, whose files would be deleted. ``resume``: an existing directory is
+    accepted as it is (a sweep's root, whose finished cells are kept)."""
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not (overwrite or resume):
         raise PyrozooError(f"out: {out} already exists; choose another --out or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise PyrozooError(f"out: {out} exists and is not a directory")
+    if out.exists() and overwrite and not resume and any(out.iterdir()) and not is_run_dir(out):
+        raise PyrozooError(f"out: {out} is not a run directory (no config.toml and idata.nc) and is not empty; "
+                           f"--overwrite only replaces run directories, so its files are left alone. Choose another "
+                           f"--out or delete it yourself")
     parent = out.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

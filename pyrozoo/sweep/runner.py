@@ -299,7 +299,7 @@ def run_sweep(
         raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
     from pyrozoo.inference.rundir import check_out_dir
 
-    root = check_out_dir(spec.out, overwrite=True)  # a directory, or creatable (an existing one is resumed)
+    root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)
     check_resumable(root, spec.cells)
     if backend == "local":
         from pyrozoo.inference.device import resolve_device
