@@ -49,6 +49,13 @@ def test_pyro_example_flag_spellings(tmp_path):
     assert cfg["steps"] == 7 and cfg["lr"] == 0.02
 
 
+def test_chains_that_do_not_apply_are_named(tmp_path, capsys):
+    """SVI gives one set of draws: asking for 3 chains says so instead of passing in silence."""
+    assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "5", "--num-samples", "5",
+                 "--num-chains", "3", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "--num-chains 3 did not apply" in capsys.readouterr().out
+
+
 def test_data_file_and_existing_out(tmp_path):
     data = tmp_path / "x.csv"
     data.write_text("x\n1.0\n2.5\n3.0\n0.2\n1.1\n")

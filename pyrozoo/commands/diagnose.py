@@ -17,7 +17,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pyrozoo.evaluation.diagnostics import convergence_warnings, save_plots, summary
+    from pyrozoo.evaluation.diagnostics import convergence_warnings, sampler_warnings, save_plots, summary
     from pyrozoo.inference.rundir import load_run
 
     run = load_run(args.run_dir)
@@ -25,13 +25,13 @@ def handle(args: argparse.Namespace) -> int:
     table = summary(idata, var_names=args.var)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
-    warnings = convergence_warnings(table)
+    warnings = sampler_warnings(idata) + convergence_warnings(table)
     if idata.posterior.sizes.get("chain", 1) < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
     for line in warnings:
         print(f"warning: {line}")
     if not warnings:
-        print("no convergence warnings (r_hat <= 1.01, bulk and tail ESS >= 400)")
+        print("no convergence warnings (no divergences or stuck chains, r_hat <= 1.01, bulk and tail ESS >= 400)")
     if args.plots:
         for path in save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var):
             print(f"plot: {path}")

@@ -75,21 +75,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import convergence_warnings, summary
+    from pyrozoo.evaluation.diagnostics import convergence_warnings, sampler_warnings, summary
     from pyrozoo.runner import run_model
 
     config = config_from_args(args)
     output = run_model(config, out=args.out, overwrite=args.overwrite)
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
+    if config.num_chains > 1 and result.num_chains == 1:
+        print(f"note: {result.inference} gives one set of draws, so --num-chains {config.num_chains} did not apply "
+              f"(r_hat needs an MCMC or Gibbs inference with several chains)")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:
         table = summary(idata)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
-        if result.num_chains > 1:
-            for line in convergence_warnings(table):
-                print(f"warning: {line}")
+        lines = sampler_warnings(idata) + (convergence_warnings(table) if result.num_chains > 1 else [])
+        for line in lines:
+            print(f"warning: {line}")
     if output.metrics:
         shown = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:12]))

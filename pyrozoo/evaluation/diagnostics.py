@@ -12,14 +12,16 @@ from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path br
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+ACCEPT_MIN = 0.05
 
 
 def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.DataFrame:
     """ArviZ summary: mean, sd, HDI, MCSE of mean and sd, bulk and tail ESS, r_hat (rank-normalized split-R-hat)."""
     import logging
 
-    # With one chain ArviZ logs a shape warning for r_hat (left NaN); the CLI says so in words instead.
-    logger = logging.getLogger("arviz")
+    # With one chain ArviZ logs a shape warning for r_hat (left NaN); the CLI says so in words instead. ArviZ logs
+    # through its own Logger object (az._log), which is not the one logging.getLogger("arviz") returns.
+    logger = getattr(az, "_log", None) or logging.getLogger("arviz")
     level = logger.level
     if idata.posterior.sizes.get("chain", 1) < 2:
         logger.setLevel(logging.ERROR)
@@ -45,6 +47,29 @@ def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess
         for col in ("ess_bulk", "ess_tail"):
             if np.isfinite(row.get(col, np.nan)) and row[col] < ess_min:
                 out.append(f"{name}: {col} {row[col]:.0f} < {ess_min}")
+    return out
+
+
+def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN) -> list[str]:
+    """What the summary table cannot show: divergent transitions (``sample_stats.diverging``) and chains whose mean
+    acceptance rate is below ``accept_min`` (a stuck chain repeats one draw, and ArviZ still reports a full ESS)."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None:
+        return []
+    out = []
+    if "diverging" in stats:
+        div = np.asarray(stats["diverging"].values, dtype=bool)
+        if div.any():
+            per_chain = ", ".join(f"chain {c}: {int(n)}" for c, n in enumerate(div.reshape(div.shape[0], -1).sum(1)))
+            out.append(f"{int(div.sum())} of {div.size} transitions divergent ({per_chain}); raise --warmup-steps "
+                       f"or reparameterize")
+    if "acceptance_rate" in stats:
+        acc = np.asarray(stats["acceptance_rate"].values, dtype=float)
+        acc = acc.reshape(acc.shape[0], -1).mean(1)
+        for c, a in enumerate(acc):
+            if np.isfinite(a) and a < accept_min:
+                out.append(f"chain {c}: mean acceptance rate {a:.3g} < {accept_min}: the chain is stuck, its draws "
+                           f"repeat one value")
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 
 from pyrozoo.inference.predictive import (
     Model,
+    check_likelihood_sites,
     observed_sites,
     pointwise_log_likelihood,
     posterior_predictive,
@@ -46,7 +47,9 @@ def assemble_result(
     enumerated discrete latents must pass one that marginalizes them.
     """
     first = {k: v[0, 0] for k, v in posterior.items()}
-    obs = observed_sites(trace_model(model, model_kwargs))  # before conditioning marks latents observed
+    model_trace = trace_model(model, model_kwargs)
+    check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
+    obs = observed_sites(model_trace)  # before conditioning marks latents observed
     proto = trace_model(poutine.condition(model, first), model_kwargs)
     observed = {n: proto.nodes[n]["value"] for n in obs}
     dims = {n: site_dims(proto, n) for n in list(posterior) + obs if n in proto.nodes}

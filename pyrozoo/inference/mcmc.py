@@ -12,7 +12,7 @@ from pyro.infer import HMC, MCMC, NUTS
 
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import set_seed
-from pyrozoo.inference.predictive import max_plate_nesting, trace_model
+from pyrozoo.inference.predictive import check_likelihood_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_int, check_probability
 
@@ -78,7 +78,9 @@ def run_mcmc(
     num_chains = check_int("num_chains", num_chains, minimum=1)
     check_probability("target_accept_prob", target_accept_prob, open_interval=True)
     set_seed(seed)
-    nesting = max_plate_nesting(trace_model(model, model_kwargs))
+    proto = trace_model(model, model_kwargs)
+    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+    nesting = max_plate_nesting(proto)
 
     t0 = time.perf_counter()
     per_chain, stats = [], []

@@ -13,14 +13,18 @@ plates. Models with *enumerated* discrete latents must marginalize them instead:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
+
+from pyrozoo.errors import PyrozooError
 
 Model = Callable[..., Any]
 
@@ -57,13 +61,56 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
     ]
 
 
+def is_factor_site(site: dict) -> bool:
+    """Whether a sample site is a ``pyro.factor`` term (an observed ``Unit`` distribution): a log-density added to
+    the joint, not data."""
+    fn = site["fn"]
+    while hasattr(fn, "base_dist"):  # masked, independent or expanded wrappers
+        fn = fn.base_dist
+    return isinstance(fn, dist.Unit)
+
+
 def observed_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the observed sample sites."""
+    """Names of the observed sample sites (``pyro.factor`` terms are not data and are left out)."""
     return [
         name
         for name, site in trace.nodes.items()
         if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
+        and not is_factor_site(site)
     ]
+
+
+def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool, warn: bool = True) -> None:
+    """Raise (or warn) on model structures whose pointwise log-likelihood would be missing or wrong, given one
+    ``trace`` of the model on its data:
+
+    * no observed site and no ``pyro.factor`` term: the data never enter the model (``obs=`` forgotten) -- error;
+    * sites marked for enumeration without a ``log_likelihood_fn``: the generic path would score the observations
+      at one drawn value of the discrete latent instead of summing it out -- error;
+    * an observed site of several values whose log-probability is one number (``.to_event`` over the data, no
+      plate): ``az.loo`` would see a single observation -- warning (unless not ``warn``), as the model is valid.
+
+    The engines call it before fitting (errors only) and :func:`~pyrozoo.inference.assemble.assemble_result` again
+    (with the warning), which also covers fits that do not go through an engine."""
+    sample = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+    obs = observed_sites(trace)
+    if not obs and not any(is_factor_site(s) for s in sample.values()):
+        raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
+                           "pyro.sample(name, dist, obs=value) (with obs=None as the model's default)")
+    if custom_log_likelihood:
+        return
+    enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
+    if enumerated:
+        raise PyrozooError(f"model: site(s) {', '.join(enumerated)} are marked for enumeration, so the pointwise "
+                           f"log-likelihood must sum them out; pass a log_likelihood_fn to the engine (see "
+                           f"pyrozoo.models.regime_scm)")
+    for name in obs if warn else ():
+        site = sample[name]
+        if site["value"].numel() > 1 and len(site["fn"].batch_shape) == 0:
+            warnings.warn(f"model: observed site {name!r} holds {site['value'].numel()} values but its "
+                          f"log-probability is one number (an event over the data, e.g. .to_event or a "
+                          f"multivariate likelihood); log_likelihood has one entry per draw and az.loo sees one "
+                          f"observation. Put the observations in a pyro.plate for pointwise values", stacklevel=3)
 
 
 def site_dims(trace: poutine.Trace, name: str) -> list[str]:

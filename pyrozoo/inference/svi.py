@@ -18,7 +18,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from pyrozoo.inference.device import set_seed
-from pyrozoo.inference.predictive import latent_sites, max_plate_nesting, trace_model
+from pyrozoo.inference.predictive import check_likelihood_sites, latent_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_int, check_positive
@@ -127,6 +127,7 @@ def run_svi(
 
     set_seed(seed)
     proto = trace_model(model, model_kwargs)
+    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
     nesting = max_plate_nesting(proto)
     elbo_kwargs: dict[str, Any] = {"num_particles": num_particles, "max_plate_nesting": nesting}
     if num_particles > 1:

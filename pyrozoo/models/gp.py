@@ -337,8 +337,10 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                                seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model)
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))
+    # the hyperparameter chain's own log-likelihood (one joint number per draw) is not needed: the result's is
+    # gp_log_likelihood at the f draws below
     mc = mcmc_from_config(gp_collapsed_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard},
-                          config)
+                          config, log_likelihood_fn=lambda posterior, model_kwargs: {})
     post = {k: torch.as_tensor(mc.posterior[k], dtype=X.dtype, device=X.device) for k in HYPER}
     chains, draws = post["variance"].shape[:2]
     fs = []

@@ -55,3 +55,23 @@ def test_min_ess_is_the_smallest_bulk_ess():
     assert abs(min(float(tail[v].values.min()) for v in tail.data_vars) - want) > 1e-3 * want
     only_s = float(bulk["s"].values.min())
     assert min_ess(idata, var_names=["s"]) == pytest.approx(only_s, rel=1e-12)
+
+
+def test_sampler_warnings_report_divergences_and_stuck_chains():
+    """Divergences and a stuck chain (acceptance ~0, one repeated draw: ArviZ still reports a full ESS) are named;
+    a healthy run gives none."""
+    from pyrozoo.evaluation.diagnostics import sampler_warnings
+
+    rng = np.random.default_rng(0)
+    diverging = np.zeros((2, 30), dtype=bool)
+    diverging[1, :29] = True
+    acc = np.full((2, 30), 0.85)
+    acc[1] = 1e-61
+    post = {"mu": np.stack([rng.normal(size=30), np.full(30, 0.3)])}
+    idata = az.from_dict(posterior=post, sample_stats={"diverging": diverging, "acceptance_rate": acc})
+    lines = sampler_warnings(idata)
+    assert lines[0].startswith("29 of 60 transitions divergent (chain 0: 0, chain 1: 29)")
+    assert len(lines) == 2 and lines[1].startswith("chain 1: mean acceptance rate 1e-61")
+    ok = az.from_dict(posterior=post, sample_stats={"diverging": np.zeros((2, 30), bool), "acceptance_rate": acc[:1]
+                                                    .repeat(2, 0)})
+    assert sampler_warnings(ok) == [] and sampler_warnings(az.from_dict(posterior=post)) == []

@@ -76,3 +76,84 @@ def test_wrongly_vectorizing_model_falls_back_to_per_draw_traces():
     pp = posterior_predictive(first_element_model, post, {"y": y})
     assert pp["y"].shape == (1, 4, 3)
     assert abs(pp["y"][0, 3].mean() - pp["y"][0, 2].mean()) > 1.0  # draws 2 and 3 are 5 apart, noise sd 1/sqrt(3)
+
+
+# ----------------------------------------------------------------- model structures the log-likelihood cannot use
+def forgot_obs(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", 5):
+        pyro.sample("x", dist.Normal(mu, 1.0))  # obs= forgotten: x is a latent and the data are ignored
+
+
+def mixture(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", 5):
+        z = pyro.sample("z", dist.Bernoulli(0.1), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(mu, 1.0 + 9.0 * z), obs=x)
+
+
+def event_over_data(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(mu, 1.0).expand([5]).to_event(1), obs=x)
+
+
+def with_factor(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", 5):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+    pyro.factor("penalty", -(mu**2))
+
+
+def test_forgotten_obs_fails_before_sampling():
+    import pytest
+
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.inference.mcmc import run_mcmc
+    from pyrozoo.inference.svi import run_svi
+
+    kwargs = {"x": torch.zeros(5)}
+    with pytest.raises(PyrozooError, match="no observed sample site"):
+        run_mcmc(forgot_obs, kwargs, num_samples=10**6, warmup_steps=10**6)  # would take hours if it sampled
+    with pytest.raises(PyrozooError, match="no observed sample site"):
+        run_svi(forgot_obs, pyro.infer.autoguide.AutoNormal(forgot_obs), kwargs, num_steps=10**6)
+
+
+def test_enumerated_latent_needs_a_log_likelihood_fn():
+    """The generic path would score x at one drawn z instead of summing z out: an error, before any sampling, and
+    in assemble_result for fits that bypass the engines. With a log_likelihood_fn the run goes through."""
+    import pytest
+
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.inference.assemble import assemble_result
+    from pyrozoo.inference.mcmc import run_mcmc
+
+    x = torch.tensor([0.1, -0.3, 8.0, 0.2, 0.0])
+    with pytest.raises(PyrozooError, match="z are marked for enumeration"):
+        run_mcmc(mixture, {"x": x}, num_samples=10**6, warmup_steps=10**6)
+    with pytest.raises(PyrozooError, match="log_likelihood_fn"):
+        assemble_result("em", mixture, {"x": x}, {"mu": torch.zeros(1, 2)})
+
+    def marginal(post, kw):
+        mu = post["mu"].unsqueeze(-1)
+        comp = torch.stack([dist.Normal(mu, 1.0).log_prob(kw["x"]) + np.log(0.9),
+                            dist.Normal(mu, 10.0).log_prob(kw["x"]) + np.log(0.1)])
+        return {"x": torch.logsumexp(comp, 0).numpy()}
+
+    res = assemble_result("em", mixture, {"x": x}, {"mu": torch.zeros(1, 2)}, log_likelihood_fn=marginal)
+    assert res.log_likelihood["x"].shape == (1, 2, 5)
+
+
+def test_event_over_the_data_warns_and_factor_terms_are_not_data():
+    import pytest
+
+    from pyrozoo.inference.assemble import assemble_result
+    from pyrozoo.inference.predictive import observed_sites
+
+    x = torch.randn(5)
+    with pytest.warns(UserWarning, match="log-probability is one number"):
+        res = assemble_result("nuts", event_over_data, {"x": x}, {"mu": torch.zeros(1, 3)})
+    assert res.log_likelihood["x"].shape == (1, 3)  # one value per draw: what the warning says
+    tr = trace_model(with_factor, {"x": x})
+    assert tr.nodes["penalty"]["is_observed"] and observed_sites(tr) == ["x"]
+    res = assemble_result("nuts", with_factor, {"x": x}, {"mu": torch.zeros(1, 3)})
+    assert set(res.observed_data) == {"x"} and set(res.log_likelihood) == {"x"}
