@@ -9,7 +9,7 @@ from typing import Any
 
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.rundir import check_out_dir, save_run
 
@@ -45,6 +45,7 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     out_path = None
     if save:
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
+    set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
     result = entry.fit(dataset, config)
     result.config = config.to_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -27,6 +28,20 @@ def test_run_then_diagnose(tmp_path, capsys):
     assert "r_hat" in text and "ess_bulk" in text
     assert (out / "plots" / "trace.png").stat().st_size > 1000
     assert (out / "plots" / "posterior.png").stat().st_size > 1000
+
+
+def test_diagnose_names_a_one_draw_point_estimate(tmp_path, capsys):
+    """bnn's map stores one draw: diagnose prints its values and says sd, r_hat, ESS and loo do not apply, with no
+    numpy warnings and no ESS 'convergence' lines."""
+    out = tmp_path / "map"
+    assert main(["run", "bnn", "--inference", "map", "--num-steps", "3", "-o", "hidden=4", "-o", "swa_epochs=2",
+                 "-o", "n=40", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["diagnose", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "one draw (a point estimate)" in text and "warning:" not in text
 
 
 def test_config_file_and_options(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 
@@ -17,21 +18,34 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pyrozoo.evaluation.diagnostics import convergence_warnings, sampler_warnings, save_plots, summary
+    from pyrozoo.evaluation.diagnostics import convergence_warnings, sampler_warnings, summary
     from pyrozoo.inference.rundir import load_run
 
     run = load_run(args.run_dir)
     idata = run["idata"]
-    table = summary(idata, var_names=args.var)
+    one_draw = idata.posterior.sizes.get("chain", 1) * idata.posterior.sizes.get("draw", 1) == 1
+    with warnings.catch_warnings():
+        if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
+            warnings.simplefilter("ignore", RuntimeWarning)
+        table = summary(idata, var_names=args.var)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
-    warnings = sampler_warnings(idata) + convergence_warnings(table)
+    if one_draw:
+        print("note: one draw (a point estimate): sd, r_hat, ESS and az.loo/az.waic do not apply")
+        return _plots(idata, args)
+    lines = sampler_warnings(idata) + convergence_warnings(table)
     if idata.posterior.sizes.get("chain", 1) < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
-    for line in warnings:
+    for line in lines:
         print(f"warning: {line}")
-    if not warnings:
+    if not lines:
         print("no convergence warnings (no divergences or stuck chains, r_hat <= 1.01, bulk and tail ESS >= 400)")
+    return _plots(idata, args)
+
+
+def _plots(idata, args: argparse.Namespace) -> int:
+    from pyrozoo.evaluation.diagnostics import save_plots
+
     if args.plots:
         for path in save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var):
             print(f"plot: {path}")
