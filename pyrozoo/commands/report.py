@@ -26,6 +26,10 @@ def handle(args: argparse.Namespace) -> int:
         cols = list(report.summary.columns)
         shown = cols[: max(cols.index("n") + 1, 1) + 8]  # the group keys, n and the first few metrics
         print(to_markdown(report.summary[shown]))
+    stale = int((report.runs["status"] == "stale").sum())
+    if stale:
+        print(f"note: {stale} run directories are not cells of the sweep any more (sweep.json); they are listed in "
+              f"runs.csv as stale and left out of the summary")
     failed = report.runs[report.runs["status"] == "failed"]
     for row in failed.itertuples(index=False):
         print(f"failed: {row.run}: {getattr(row, 'error', '')}")

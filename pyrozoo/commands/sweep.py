@@ -24,11 +24,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.sweep.runner import cell_status, run_sweep
+    from pyrozoo.sweep.runner import cell_status, check_resumable, run_sweep
     from pyrozoo.sweep.spec import load_spec
 
     spec = load_spec(args.spec, out=args.out)
     if args.dry_run:
+        check_resumable(spec.out, spec.cells)  # what a real run would refuse, the dry run refuses too
         for cell in spec.cells:
             print(f"{cell_status(spec.out, cell):8s} {cell.key}")
         print(f"{len(spec.cells)} cells in {spec.out}")
@@ -43,9 +44,12 @@ def handle(args: argparse.Namespace) -> int:
     summary = run_sweep(spec, backend=args.backend, jobs=args.jobs, address=args.address,
                         gpus_per_task=args.gpus_per_task, retry_failed=args.retry_failed, limit=args.limit,
                         on_done=on_done)
+    left = [f"{summary.failed_before} failed earlier and skipped"] if summary.failed_before else []
+    left += [f"{summary.pending} still pending (--limit)"] if summary.pending else []
     print(f"sweep {spec.name}: {summary.total} cells, {summary.skipped} already done, {summary.ok} ran ok, "
-          f"{summary.failed} failed, {summary.wall_time:.1f} s; runs in {summary.out}")
-    if summary.failed:
+          f"{summary.failed} failed{''.join(', ' + x for x in left)}, {summary.wall_time:.1f} s; runs in "
+          f"{summary.out}")
+    if summary.failed or summary.failed_before:
         print(f"failed runs are recorded in {summary.out}/**/*.failed/ (error.txt, traceback.txt); "
               f"re-run the sweep to retry them", file=sys.stderr)
         return 1

@@ -57,6 +57,16 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     return out
 
 
+def temp_sibling(out: Path) -> Path:
+    """A hidden temporary directory next to ``out`` with the permissions ``mkdir`` would give it under the umask
+    (``tempfile.mkdtemp`` makes it 0700, and renaming it onto ``out`` would keep that)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -94,7 +104,7 @@ def save_run(
     ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_sibling(out)
     try:
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:

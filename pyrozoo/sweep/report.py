@@ -61,8 +61,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending), the
-    ``label`` (first path component), the config (options as ``options.KEY``) and the metrics."""
+    """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending; ``stale``
+    for a run directory that the sweep's ``sweep.json`` no longer lists), the ``label`` (first path component), the
+    config (options as ``options.KEY``) and the metrics."""
     root = Path(root)
     if not root.is_dir():
         raise PyrozooError(f"runs_dir: {root} is not a directory")
@@ -104,7 +105,12 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         seen.add(rel)
     manifest = root / MANIFEST
     if manifest.is_file():
-        for cell in json.loads(manifest.read_text()).get("cells", []):
+        cells = json.loads(manifest.read_text()).get("cells", [])
+        current = {cell["key"] for cell in cells}
+        for row in rows:  # runs of an earlier version of the sweep (an axis or seed since removed): shown, not
+            if row["run"] not in current:  # counted, since they may repeat a current cell's config and seed
+                row["status"] = "stale"
+        for cell in cells:
             if cell["key"] not in seen:
                 row = {"run": cell["key"], "status": "pending", "label": cell["key"].split("/")[0]}
                 row.update(_config_row(cell["config"]))

@@ -29,7 +29,7 @@ import tomli_w
 
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.inference.rundir import RUN_FILES, temp_sibling
 from pyrozoo.sweep.spec import Cell, SweepSpec
 
 FAILED_SUFFIX = ".failed"
@@ -60,6 +60,8 @@ class SweepSummary:
     outcomes: list[CellOutcome]
     wall_time: float
     interrupted: bool = False
+    failed_before: int = 0  # cells that had failed before and were not retried (retry_failed=False)
+    pending: int = 0  # cells left for a later invocation (limit)
 
     @property
     def ok(self) -> int:
@@ -122,7 +124,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
 def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:
     """Write ``files`` (relative path -> bytes) into a temporary sibling and rename it onto ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = temp_sibling(dest)
     try:
         for rel, data in files.items():
             target = tmp / rel
@@ -234,7 +236,7 @@ def acquire_lock(root: Path) -> Path:
     lock = root / LOCK
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # rw for whom the umask allows
         except FileExistsError:
             try:
                 pid = int(lock.read_text().split()[0])
@@ -310,9 +312,11 @@ def run_sweep(
     statuses = {c.key: cell_status(root, c) for c in spec.cells}
     pending = [c for c in spec.cells
                if statuses[c.key] == "pending" or (retry_failed and statuses[c.key] == "failed")]
+    waiting = len(pending)
     if limit is not None:
         pending = pending[:limit]
     skipped = sum(s == "done" for s in statuses.values())
+    failed_before = 0 if retry_failed else sum(s == "failed" for s in statuses.values())
     outcomes: list[CellOutcome] = []
 
     def done(outcome: CellOutcome) -> None:
@@ -352,7 +356,8 @@ def run_sweep(
         if interrupted:
             print(f"sweep interrupted: {len(outcomes)} of {len(pending)} pending runs finished and are kept; "
                   f"run the sweep again to do the rest")
-    return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0)
+    return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
+                        failed_before=failed_before, pending=waiting - len(pending))
 
 
 def summary_dict(summary: SweepSummary) -> dict[str, Any]:

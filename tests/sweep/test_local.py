@@ -68,7 +68,48 @@ def test_failed_run_is_recorded_the_rest_finish_and_a_rerun_retries_only_it(writ
     assert cell_status(spec.out, bad) == "failed"
     again = run_sweep(spec, jobs=1)
     assert [o.key for o in again.outcomes] == [bad.key] and again.skipped == 2
-    assert run_sweep(spec, jobs=1, retry_failed=False).outcomes == []
+    skipped = run_sweep(spec, jobs=1, retry_failed=False)
+    assert skipped.outcomes == [] and skipped.failed_before == 1  # counted, so the CLI can say so and exit 1
+
+
+def test_cli_counts_skipped_failures_and_limited_cells(write_spec, sweep_text, tmp_path, capsys):
+    """--skip-failed must not look like a complete sweep (exit 1, named); --limit names what is left (exit 0)."""
+    from pyrozoo.cli import main
+
+    text = sweep_text(seeds="[0]", extra="""
+        [models.grid.options]
+        sigma_true = [-1.0, 2.0]
+        """)
+    path, out = write_spec(text), str(tmp_path / "out")
+    assert main(["sweep", str(path), "--out", out, "--limit", "1", "-q"]) == 0
+    assert "2 still pending (--limit)" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--out", out, "-q"]) == 1  # the sigma_true = -1 cell fails
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--out", out, "--skip-failed", "-q"]) == 1
+    assert "1 failed earlier and skipped" in capsys.readouterr().out
+
+
+def test_dry_run_refuses_what_a_run_would_refuse(write_spec, sweep_text, tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    out = str(tmp_path / "out")
+    assert main(["sweep", str(write_spec(sweep_text(seeds="[0]"))), "--out", out, "--limit", "1", "-q"]) == 0
+    edited = sweep_text(seeds="[0]").replace('device = "cpu"', 'device = "cpu"\nnum_samples = 45')
+    capsys.readouterr()
+    assert main(["sweep", str(write_spec(edited, "edited.toml")), "--out", out, "--dry-run"]) == 2
+    assert "holds runs made with other settings" in capsys.readouterr().err
+
+
+def test_run_directories_follow_the_umask(write_spec, sweep_text, tmp_path):
+    """mkdtemp's 0700 must not survive the rename: a run directory is as readable as mkdir would make it."""
+    old = os.umask(0o022)
+    try:
+        spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+        run_sweep(spec, jobs=1, limit=1)
+    finally:
+        os.umask(old)
+    (run,) = [d for d in (spec.out).glob("*/*_seed0")]
+    assert run.stat().st_mode & 0o777 == 0o755
 
 
 def test_changed_settings_under_existing_runs_are_an_error_before_running(write_spec, sweep_text, tmp_path):

@@ -118,3 +118,19 @@ def test_only_settings_get_a_plot_even_when_metrics_are_chosen(swept, tmp_path):
     report = build_report(spec.out, out=tmp_path / "rep", metrics=["mu_mean"])
     pngs = sorted(p.name for p in report.files if p.suffix == ".png")
     assert pngs == ["metrics_vs_n.png", "metrics_vs_seed.png"]
+
+
+def test_runs_the_sweep_no_longer_lists_are_stale_not_counted(tmp_path, capsys):
+    """Narrowing the n axis to [80] leaves the n = 20 directories beside the sweep's cells: they are shown as stale
+    and left out of the summary (a removed axis would re-run a config under a new key, and count it twice)."""
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.replace("sigma_true = [-1.0, 2.0]", "sigma_true = [2.0]").replace("seeds = 3", "seeds = 2"))
+    run_sweep(load_spec(path, out=tmp_path / "runs"), jobs=1)
+    path.write_text(SWEEP.replace("n = [20, 80]\nsigma_true = [-1.0, 2.0]", "n = [80]\nsigma_true = [2.0]")
+                    .replace("seeds = 3", "seeds = 2"))
+    run_sweep(load_spec(path, out=tmp_path / "runs"), jobs=1)
+    table = collect_runs(tmp_path / "runs")
+    assert table.loc[table["status"] == "stale", "run"].str.contains("n=20").tolist() == [True, True]
+    assert (table["status"] == "ok").sum() == 2 and grouped_summary(table)["n"].tolist() == [2]
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    assert "2 run directories are not cells of the sweep any more" in capsys.readouterr().out
