@@ -90,7 +90,9 @@ def _check_axis(where: str, values: Any) -> list[Any]:
     for v in values:
         if not isinstance(v, _SCALAR):
             raise PyrozooError(f"{where}: expected numbers, strings or booleans, got {v!r}")
-    if len({repr(v) for v in values}) != len(values):
+    # by value, as the runs would see them: 1 and 1.0 are one setting (bools stay apart from 0 and 1)
+    same = {(type(v) is bool, v if isinstance(v, (bool, str)) else float(v)) for v in values}
+    if len(same) != len(values):
         raise PyrozooError(f"{where}: values repeat in {values!r}")
     key = where.rsplit(".", 1)[-1]
     if ".options." not in where:
@@ -191,7 +193,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         try:
             entry = registry.get(model)
         except PyrozooError as exc:
-            raise PyrozooError(f"{where}.name: {exc}") from None
+            raise PyrozooError(f"{where}.name: {str(exc).removeprefix('model: ')}") from None
         label = block.pop("label", model)
         if not isinstance(label, str) or not label.strip():
             raise PyrozooError(f"{where}.label: expected a non-empty string, got {label!r}")

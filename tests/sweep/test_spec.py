@@ -70,10 +70,11 @@ def test_tiny_settings_and_model_overrides():
     ({"grid__model": ["normal-gamma"]}, "grid: unknown key(s) model"),
     ({"models": []}, "models: expected one or more"),
     ({"models": None}, "no [[models]] block"),
-    ({"models__0__name": "no-such-model"}, "models[0].name: model: unknown model 'no-such-model'"),
+    ({"models__0__name": "no-such-model"}, "models[0].name: unknown model 'no-such-model'"),
     ({"models__0__name": None}, "models[0]: missing key 'name'"),
     ({"models__0__grid": {"inference": ["gibbs", "laplace"]}}, "supports gibbs, nuts, hmc, svi; got 'laplace'"),
     ({"models__0__grid": {"options": {"alpha": [1, 2]}}}, "models[0].grid.options: unknown key(s) alpha"),
+    ({"models__0__grid": {"options": {"sigma_true": [1, 1.0]}}}, "values repeat in [1, 1.0]"),
     ({"models__0__options": {"alpha": 1}}, "options for normal-gamma: unknown key(s) alpha"),
     ({"models__0__dataset": "iris"}, "dataset: normal-gamma knows boston-medv; got 'iris'"),
     ({"models__0__grid": {"lr": [0.1, -1.0]}}, "lr: expected a finite value > 0"),
@@ -103,7 +104,7 @@ def test_cli_reports_bad_input_in_one_line_and_writes_nothing(write_spec, tmp_pa
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pyrozoo: error: models[0].name: model: unknown model 'no-such-model'")
+    assert err.startswith("pyrozoo: error: models[0].name: unknown model 'no-such-model'")
     assert "\n" not in err and not out.exists()
     malformed = write_spec("[[models]]\nname = normal-gamma\n", name="bad.toml")
     assert main(["sweep", str(malformed), "--out", str(out)]) == 2
