@@ -22,10 +22,14 @@ def handle(args: argparse.Namespace) -> int:
     report = build_report(args.runs_dir, out=args.out, by=args.by, metrics=args.metric, plots=args.plots)
     counts = report.runs["status"].value_counts().to_dict()
     print(f"{len(report.runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if not report.summary.empty:
-        cols = list(report.summary.columns)
-        shown = cols[: max(cols.index("n") + 1, 1) + 8]  # the group keys, n and the first few metrics
-        print(to_markdown(report.summary[shown]))
+    if not report.summary.empty:  # per model, its own first metrics (models of one sweep report different ones)
+        summary = report.summary
+        cols = list(summary.columns)
+        keys, metrics = cols[: cols.index("n") + 1], cols[cols.index("n") + 1:]
+        parts = summary.groupby("model", sort=False) if "model" in summary.columns else [(None, summary)]
+        for _, part in parts:
+            own = [m for m in metrics if part[m].notna().any()][:8]
+            print(to_markdown(part[keys + own]))
     stale = int((report.runs["status"] == "stale").sum())
     if stale:
         print(f"note: {stale} run directories are not cells of the sweep any more (sweep.json); they are listed in "
