@@ -103,8 +103,11 @@ def save_run(
 
     ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(out)
+    except OSError as exc:  # e.g. under /sys or /proc, which os.access lets root through
+        raise PyrozooError(f"out: cannot create {out}: {exc.strerror or exc}") from None
     try:
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:

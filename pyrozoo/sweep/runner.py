@@ -232,7 +232,10 @@ def _pid_alive(pid: int) -> bool:
 def acquire_lock(root: Path) -> Path:
     """One sweep process per output directory: ``OUT/.sweep.lock`` holds the owner's pid; a stale lock (its
     process is gone, e.g. after a kill) is taken over."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. under /sys or /proc, which os.access lets root through
+        raise PyrozooError(f"out: cannot create {root}: {exc.strerror or exc}") from None
     lock = root / LOCK
     for _ in range(2):
         try:
