@@ -134,3 +134,21 @@ def test_runs_the_sweep_no_longer_lists_are_stale_not_counted(tmp_path, capsys):
     assert (table["status"] == "ok").sum() == 2 and grouped_summary(table)["n"].tolist() == [2]
     assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
     assert "2 run directories are not cells of the sweep any more" in capsys.readouterr().out
+
+
+def test_console_table_shows_each_models_own_metrics(tmp_path, capsys):
+    """Two models with different metrics: each gets a table with its own columns (the first model's columns used
+    to be shown for every row, empty for the second model)."""
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nname = "mm"\nseeds = 2\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                    '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n'
+                    '[[models]]\nname = "blr"\ninference = "exact"\n')
+    run_sweep(load_spec(path, out=tmp_path / "runs"), jobs=1)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.startswith("| model")]
+    assert len(heads) == 2
+    by_model = {lines[i + 2].split("|")[1].strip(): (lines[i], lines[i + 2]) for i in heads}
+    assert "beta_mean_mean" in by_model["normal-gamma"][0] and "rmse_in_sample_mean" in by_model["blr"][0]
+    assert not any("nan" in row.lower() for _, row in by_model.values())
