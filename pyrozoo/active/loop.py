@@ -52,7 +52,7 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
       calibrate_noise`); otherwise the training noise is kept.
     ``options`` override any of these (keyword arguments of :func:`~pyrozoo.models.bnn.fit_bnn`)."""
     from pyrozoo.active.posteriors import from_per_draw_moments
-    from pyrozoo.models.bnn import fit_bnn
+    from pyrozoo.models.bnn import fit_bnn, held_out_rows
 
     drop = bool((x[:, 0] == 1).all())
     n = x.shape[0]
@@ -61,11 +61,7 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
                             "val_fraction": 1 / 9 if n >= 18 else 0.0, **options}
     if "epochs" not in options or "swa_epochs" not in options:  # a step budget: epochs from the batches per epoch
         batch = check_int("batch_size", opts["batch_size"], minimum=1)
-        held = 0
-        if opts["val_fraction"]:
-            check_probability("val_fraction", opts["val_fraction"], open_interval=True)
-            held = max(1, int(round(opts["val_fraction"] * n)))  # train_bnn's held-out count
-        per_epoch = math.ceil(max(n - held, 1) / batch)
+        per_epoch = math.ceil(max(n - held_out_rows(n, opts["val_fraction"]), 1) / batch)
         opts.setdefault("epochs", math.ceil(BNN_POOL_STEPS * 4 / 5 / per_epoch))
         opts.setdefault("swa_epochs", math.ceil(BNN_POOL_STEPS / 5 / per_epoch))
     post = fit_bnn((x[:, 1:] if drop else x).double(), y.double(), **opts)

@@ -332,6 +332,15 @@ class BNNTraining:
     y_val: torch.Tensor | None = None
 
 
+def held_out_rows(n: int, val_fraction: float) -> int:
+    """How many of ``n`` rows :func:`train_bnn` holds out for calibration: max(1, round(val_fraction * n)) for
+    ``val_fraction`` in (0, 1) (checked), 0 when it is 0."""
+    if not val_fraction:
+        return 0
+    check_probability("val_fraction", val_fraction, open_interval=True)
+    return max(1, int(round(val_fraction * n)))
+
+
 def train_bnn(
     X: Any,
     y: Any,
@@ -358,8 +367,7 @@ def train_bnn(
     train/validation split is 1/9): the network is fit to the rest, and :func:`build_posterior` chooses the noise
     scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`)."""
     X, y = check_regression_data(X, y)
-    if val_fraction:
-        check_probability("val_fraction", val_fraction, open_interval=True)
+    n_val = held_out_rows(X.shape[0], val_fraction)
     hidden = check_int("hidden", hidden, minimum=1)
     depth = check_int("depth", depth, minimum=0)
     rank = check_int("rank", rank, minimum=0)
@@ -367,8 +375,7 @@ def train_bnn(
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = resolve_device(device) if device is not None else X.device
     X_val = y_val = None
-    if val_fraction:
-        n_val = max(1, int(round(val_fraction * X.shape[0])))
+    if n_val:
         if X.shape[0] - n_val < 2:
             raise PyrozooError(f"val_fraction: leaves {X.shape[0] - n_val} training rows of {X.shape[0]}, need >= 2")
         perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(int(seed) + 7919)).to(X.device)
