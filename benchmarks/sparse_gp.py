@@ -45,7 +45,7 @@ class Pyrozoo:
         self.name, self.method = f"pyrozoo {method.upper()}", method
         self.X, self.y, self.chunk = X, y, chunk_size
         self.Z = Z0.clone().requires_grad_()
-        self.raw = [torch.tensor(math.log(v), dtype=DT).requires_grad_() for v in (ls, var, noise)]
+        self.raw = [torch.tensor(math.log(v), dtype=DT, device=X.device).requires_grad_() for v in (ls, var, noise)]
         self.params = [self.Z, *self.raw]
 
     def hyper(self):
@@ -75,9 +75,10 @@ class PyroSGPR:
         pyro.settings.set(module_local_params=True)
         pyro.clear_param_store()
         self.name = f"pyro {method.upper()}"
-        kern = gp.kernels.RBF(X.shape[1], variance=torch.tensor(var, dtype=DT), lengthscale=torch.tensor(ls, dtype=DT))
-        self.gpr = gp.models.SparseGPRegression(X, y, kern, Z0.clone(), noise=torch.tensor(noise, dtype=DT),
-                                                approx=method.upper(), jitter=1e-6)
+        dev = dict(dtype=DT, device=X.device)
+        kern = gp.kernels.RBF(X.shape[1], variance=torch.tensor(var, **dev), lengthscale=torch.tensor(ls, **dev))
+        self.gpr = gp.models.SparseGPRegression(X, y, kern, Z0.clone(), noise=torch.tensor(noise, **dev),
+                                                approx=method.upper(), jitter=1e-6).to(X.device)
         self.loss_fn = pyro.infer.Trace_ELBO().differentiable_loss
         self.params = list(self.gpr.parameters())
 
@@ -114,7 +115,7 @@ class GPyTorchSGPR:
             def forward(self, x):
                 return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-        self.model = SGPR().to(DT)
+        self.model = SGPR().to(DT).to(X.device)
         self.model.covar_module.base_kernel.base_kernel.lengthscale = ls
         self.model.covar_module.base_kernel.outputscale = var
         lik.noise = noise
@@ -155,12 +156,20 @@ def _nlml_pyrozoo(X, y, state, method):
                                           variance=var, noise=nz))
 
 
+def _sync(device: torch.device) -> None:
+    """CUDA kernels run asynchronously: wait for them before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def section_speed(args) -> list[dict]:
     rows = []
+    device = torch.device(args.device)
     for d in args.dims:
         X, y, Xt, yt = simulate_regression(args.seed, n=args.n, n_test=args.n_test, input_dim=d, noise_sd=0.2)
         gen = torch.Generator().manual_seed(args.seed + 7)
         Z0 = X[torch.randperm(args.n, generator=gen)[: args.m]].clone()
+        X, y, Xt, yt, Z0 = (t.to(device) for t in (X, y, Xt, yt, Z0))
         init = dict(ls=1.0, var=1.0, noise=0.1)
         impls = [Pyrozoo(X, y, Z0, "fitc", chunk_size=args.chunk, **init), PyroSGPR(X, y, Z0, "fitc", **init),
                  Pyrozoo(X, y, Z0, "vfe", chunk_size=args.chunk, **init), PyroSGPR(X, y, Z0, "vfe", **init)]
@@ -172,11 +181,13 @@ def section_speed(args) -> list[dict]:
         last = {}
         for _ in range(args.steps):  # round-robin: each implementation does one step in turn
             for im, opt in zip(impls, opts, strict=True):
+                _sync(device)
                 t0 = time.perf_counter()
                 opt.zero_grad()
                 loss = im.loss()
                 loss.backward()
                 opt.step()
+                _sync(device)
                 times[im.name].append(time.perf_counter() - t0)
                 last[im.name] = float(loss.detach())
         for im in impls:
@@ -185,8 +196,8 @@ def section_speed(args) -> list[dict]:
                 final = float(im.loss().detach())
             mean, var = im.predict(Xt)
             ts = times[im.name][1:] or times[im.name]
-            rows.append({"d": d, "impl": im.name, "nlml_init": init_nlml[im.name], "nlml_final": final,
-                         "nlml_final_by_pyrozoo": _nlml_pyrozoo(X, y, im.state(), method),
+            rows.append({"device": str(device), "d": d, "impl": im.name, "nlml_init": init_nlml[im.name],
+                         "nlml_final": final, "nlml_final_by_pyrozoo": _nlml_pyrozoo(X, y, im.state(), method),
                          "test_nlpd": gaussian_nlpd(yt, mean, var), "sec_per_iter": statistics.median(ts)})
     return rows
 
@@ -273,6 +284,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="speed section only: cpu, cuda or cuda:N")
     p.add_argument("--chunk", type=int, default=16384)
     p.add_argument("--no-gpytorch", action="store_true")
     p.add_argument("--big-n", type=int, default=1_000_000)
@@ -286,11 +298,12 @@ def main() -> None:
         print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d, args.chunk)))
         return
     sections = args.sections.split(",")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64")
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64{gpu}")
     if "speed" in sections:
         rows = section_speed(args)
         print(f"\n## speed: N={args.n}, M={args.m}, {args.steps} Adam steps (lr {args.lr}), test N={args.n_test}")
-        print(_table(rows, ["d", "impl", "nlml_init", "nlml_final", "nlml_final_by_pyrozoo", "test_nlpd",
+        print(_table(rows, ["device", "d", "impl", "nlml_init", "nlml_final", "nlml_final_by_pyrozoo", "test_nlpd",
                             "sec_per_iter"]))
         for d in args.dims:
             by = {r["impl"]: r for r in rows if r["d"] == d}

@@ -20,14 +20,17 @@ from pyrozoo.config import RunConfig
 from pyrozoo.inference.rundir import RUN_FILES
 
 ENTRIES = registry.names()
+# Every contract check runs on the CPU, and again on CUDA where a GPU is present (CI has none; a GPU machine runs
+# the same file unchanged).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(name, inf) for name in ENTRIES for inf in registry.get(name).inferences]
 
 
-def tiny_config(name: str, inference: str | None = None) -> RunConfig:
+def tiny_config(name: str, inference: str | None = None, device: str = "cpu") -> RunConfig:
     entry = registry.get(name)
     tiny = dict(entry.tiny)
     options = tiny.pop("options", {})
-    cfg = RunConfig(model=name, inference=inference, device="cpu", progress=False, options=options, **tiny)
+    cfg = RunConfig(model=name, inference=inference, device=device, progress=False, options=options, **tiny)
     return entry.check_config(cfg)
 
 
@@ -42,11 +45,14 @@ def test_prior_predictive_and_log_density(name):
     assert math.isfinite(float(tr.log_prob_sum().detach()))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,inference", CASES)
-def test_every_inference_runs_and_has_log_likelihood(name, inference):
+def test_every_inference_runs_and_has_log_likelihood(name, inference, device):
     entry = registry.get(name)
-    cfg = tiny_config(name, inference)
+    cfg = tiny_config(name, inference, device)
     data = entry.load_data(cfg)
+    tensors = [v for v in data.model_kwargs().values() if isinstance(v, torch.Tensor)]
+    assert all(t.device.type == device for t in tensors), "load_data must put the data on the config's device"
     result = entry.fit(data, cfg)
     idata = result.to_inference_data()
     assert "posterior" in idata.groups() and "log_likelihood" in idata.groups()
@@ -59,11 +65,12 @@ def test_every_inference_runs_and_has_log_likelihood(name, inference):
         assert isinstance(metrics, dict)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ENTRIES)
-def test_cli_runs_with_tiny_settings(name, tmp_path):
+def test_cli_runs_with_tiny_settings(name, device, tmp_path):
     entry = registry.get(name)
-    cfg = tiny_config(name)
-    args = ["run", name, "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu", "--seed", "1"]
+    cfg = tiny_config(name, device=device)
+    args = ["run", name, "--out", str(tmp_path / "run"), "--no-progress", "--device", device, "--seed", "1"]
     for key, flag in (("num_samples", "--num-samples"), ("warmup_steps", "--warmup-steps"),
                       ("num_chains", "--num-chains"), ("steps", "--steps")):
         args += [flag, str(getattr(cfg, key))]
