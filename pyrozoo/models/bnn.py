@@ -648,7 +648,8 @@ def bnn_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
     y_std = float(dataset.meta["y_std"])
     mean, _ = post.predictive_moments(Xt)
-    out = {"test_rmse": float(((mean - yt.double()) ** 2).mean().sqrt()) * y_std,
+    yt = yt.to(mean)  # meta stays on the CPU when `run --device cuda` moves the training data
+    out = {"test_rmse": float(((mean - yt) ** 2).mean().sqrt()) * y_std,
            "test_nll": float(post.moment_matched_nll(Xt, yt).mean()) + math.log(y_std),
            "fit_time": float(post.extras["fit_time"])}
     lpd = post.log_predictive_density(Xt, yt)

@@ -161,7 +161,10 @@ def test_vfe_elbo_at_optimal_qu_equals_collapsed_bound():
     lp_u, lq_u = mtr.nodes["u"]["log_prob"].reshape(-1), gtr.nodes["u"]["log_prob"].reshape(-1)
     per = lp_u + mtr.nodes["y"]["log_prob"].reshape(S, -1).sum(-1) - lq_u
     assert per.shape == (S,)
-    assert torch.allclose(per, torch.full_like(per, bound), atol=1e-7, rtol=0)
+    # exact in exact arithmetic; the residual is float64 rounding in terms of size ~30 through K_uu's inverse
+    # (5.5e-8 on one CPU, above 1e-7 on another), whereas a wrong q(u) moves each draw by O(1)
+    err = float((per - bound).abs().max())
+    assert err < 1e-6, err
 
 
 def test_svi_free_qu_approaches_the_collapsed_bound():
