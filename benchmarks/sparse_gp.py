@@ -32,6 +32,7 @@ torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
 
 from pyrozoo.models.gp import exact_posterior, fit_type2, gaussian_nlpd, simulate_regression  # noqa: E402
+from pyrozoo.models.gp_linalg import CPU_CHUNK_ROWS  # noqa: E402
 from pyrozoo.models.sparse_gp import fit_sparse_gp, sparse_log_marginal  # noqa: E402
 
 DT = torch.float64
@@ -232,7 +233,7 @@ def section_big(args) -> list[dict]:
     rows = []
     for method in ("fitc", "vfe"):
         cmd = [sys.executable, __file__, "--_big-child", method, "--big-n", str(args.big_n), "--m", str(args.m),
-               "--chunk", str(args.chunk), "--big-d", str(args.big_d)]
+               "--chunk", str(args.chunk or CPU_CHUNK_ROWS), "--big-d", str(args.big_d)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
@@ -285,7 +286,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="speed section only: cpu, cuda or cuda:N")
-    p.add_argument("--chunk", type=int, default=16384)
+    p.add_argument("--chunk", type=int, default=None,
+                   help="rows per chunk (default: the library's default_chunk_size; 16384 on CPU)")
     p.add_argument("--no-gpytorch", action="store_true")
     p.add_argument("--big-n", type=int, default=1_000_000)
     p.add_argument("--big-d", type=int, default=1)
@@ -295,7 +297,7 @@ def main() -> None:
     p.add_argument("--_big-child", dest="big_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.big_child:
-        print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d, args.chunk)))
+        print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d, args.chunk or CPU_CHUNK_ROWS)))
         return
     sections = args.sections.split(",")
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
@@ -321,7 +323,7 @@ def main() -> None:
     if "big" in sections:
         rows = section_big(args)
         print(f"\n## big: one NLML + gradient evaluation, N={args.big_n}, M={args.m}, d={args.big_d}, "
-              f"chunk {args.chunk}, checkpointed chunks")
+              f"chunk {args.chunk or CPU_CHUNK_ROWS}, checkpointed chunks")
         print(_table(rows, ["method", "n", "m", "d", "sec", "peak_rss_gib", "rss_before_eval_gib", "nlml",
                             "grad_finite"]))
         sys.stdout.flush()

@@ -167,7 +167,7 @@ def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict
 def sparse_log_marginal(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kernel: str = "rbf",
                         method: str = "vfe", lengthscale: torch.Tensor, variance: torch.Tensor,
                         noise: torch.Tensor, noiseless: bool = False, noise_floor: float = 1e-6,
-                        chunk_size: int = 16384, checkpoint: bool | None = None,
+                        chunk_size: int | None = None, checkpoint: bool | None = None,
                         jitter: float = 1e-6) -> torch.Tensor:
     """The FITC log marginal likelihood or the VFE bound (differentiable in Z and the hyperparameters)."""
     nz = _effective_noise(noise, variance, noiseless, noise_floor)
@@ -248,18 +248,21 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
 def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0,
                   variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
-                  ard: bool = False, chunk_size: int = 16384, checkpoint: bool | None = None,
+                  ard: bool = False, chunk_size: int | None = None, checkpoint: bool | None = None,
                   jitter: float = 1e-6, device: Any = None) -> SparseGPFit:
     """Maximize the FITC marginal likelihood / VFE bound over Z and log-hyperparameters with Adam (``steps``
     iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout.
-    ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are (numpy: CPU)."""
+    ``chunk_size``: rows of X per chunk of K_uf (``None``: :func:`~pyrozoo.models.gp_linalg.default_chunk_size`,
+    larger on CUDA). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are
+    (numpy: CPU)."""
     dev = resolve_device(device) if device is not None else None
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
     if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
         raise PyrozooError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
     steps = check_int("steps", steps)
-    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    if chunk_size is not None:  # None: default_chunk_size for the data's device
+        chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_positive("lr", lr)
     if dev is not None:  # every check done: move the data
         X, y, Z = X.to(dev), y.to(dev), Z.to(dev)

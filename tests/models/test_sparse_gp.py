@@ -15,7 +15,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, optimal_qu
 from pyrozoo.models.gp import exact_log_marginal, exact_posterior, simulate_regression
-from pyrozoo.models.gp_linalg import kernel_matrix, sparse_gp_stats
+from pyrozoo.models.gp_linalg import CPU_CHUNK_ROWS, default_chunk_size, kernel_matrix, sparse_gp_stats
 from pyrozoo.models.sparse_gp import (
     fit_sparse_entry,
     fit_sparse_gp,
@@ -99,6 +99,31 @@ def test_chunked_objective_and_gradient_match_dense_formula(method, checkpoint):
     assert v_chunk == pytest.approx(v_dense, abs=1e-8)
     for a, b in zip(g_chunk, g_dense, strict=True):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-7)
+
+
+def test_default_chunk_size_is_16384_rows_on_cpu():
+    assert default_chunk_size(10**6, 256, torch.device("cpu")) == CPU_CHUNK_ROWS == 16384
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["fitc", "vfe"])
+def test_cuda_default_chunk_matches_cpu_sized_chunks(method):
+    """On CUDA the default takes larger chunks (at least 16384 rows, at most N); value and gradient are those of
+    16384-row chunks up to float64 summation order."""
+    X, y, _, _ = simulate_regression(3, n=40000, n_test=1, input_dim=3)
+    X, y = X.cuda(), y.cuda()
+    hyp = {k: v.cuda() for k, v in HYP.items()}
+    assert 16384 <= default_chunk_size(40000, 64, X.device) <= 40000
+
+    def value_and_grad(chunk):
+        Z = X[:64].clone().requires_grad_()
+        v = sparse_log_marginal(X, y, Z, method=method, chunk_size=chunk, **hyp)
+        v.backward()
+        return float(v.detach()), Z.grad
+
+    (v0, g0), (v1, g1) = value_and_grad(None), value_and_grad(16384)
+    assert v0 == pytest.approx(v1, rel=1e-10)
+    assert torch.allclose(g0, g1, rtol=1e-8, atol=1e-8 * float(g1.abs().max()))
 
 
 def test_noiseless_fitc_matches_dense_formula_and_variances_nonnegative():
