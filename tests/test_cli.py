@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
@@ -161,6 +162,26 @@ def test_out_under_a_file_fails_before_fitting(tmp_path, capsys, monkeypatch):
     assert main(["run", "normal-gamma", "--out", str(blocker / "sub" / "run"), *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"out: {blocker} is not a directory" in err[0], err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_on_a_pseudo_file_system_fails_before_fitting(tmp_path, capsys, monkeypatch):
+    """Root passes os.access everywhere; /proc refuses the directory anyway. The probe finds it before the fit,
+    and in a writable parent it leaves nothing behind."""
+    from pyrozoo import registry
+    from pyrozoo.inference.rundir import check_out_dir
+
+    entry = registry.get("normal-gamma")
+
+    def never(dataset, config):
+        raise AssertionError("fit must not start")
+
+    monkeypatch.setattr(registry, "get", lambda name: type(entry)(**{**entry.__dict__, "fit": never}))
+    assert main(["run", "normal-gamma", "--out", "/proc/pyrozoo-no-such-dir/run", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out: cannot create /proc/pyrozoo-no-such-dir/run under /proc" in err[0], err
+    check_out_dir(tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_during_fit_leaves_nothing(tmp_path, monkeypatch):

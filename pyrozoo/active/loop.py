@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,14 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.posteriors import BLRPoolPosterior, GPPoolPosterior, ProbitPoolPosterior, RegressionPosterior
+from pyrozoo.active.neural_linear import NeuralLinearPosterior
+from pyrozoo.active.posteriors import (
+    BLRPoolPosterior,
+    GPPoolPosterior,
+    ProbitPoolPosterior,
+    RegressionPosterior,
+    SampledRegressionPosterior,
+)
 from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -31,6 +38,7 @@ from pyrozoo.models.blr import load_regression_frame, standardized_design
 from pyrozoo.validation import check_choice, check_int, check_probability
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
+CLOSED_FORM_ACQUISITIONS = {"acs-fw-fisher": "fisher", "acs-fw-euclidean": "euclidean"}
 BNN_POOL_STEPS = 2000  # SGD steps of fit_bnn_pool's default schedule
 DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regression",
             "breast-cancer": "classification"}
@@ -74,19 +82,40 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
 def fit_neural_linear(x: torch.Tensor, y: torch.Tensor, **options: Any) -> RegressionPosterior:
     """BLR on a small MLP's learned last hidden layer (:mod:`pyrozoo.active.neural_linear`), re-learned at every
     refit; the network's seed is the loop's seed unless ``options`` set one."""
-    from pyrozoo.active.neural_linear import NeuralLinearPosterior
-
     return NeuralLinearPosterior.fit(x, y, **options)
 
 
-# model name -> (fit(x, y, **options) -> posterior adapter, task)
-ACTIVE_MODELS: dict[str, tuple[Callable[..., RegressionPosterior], str]] = {
-    "blr": (BLRPoolPosterior.fit, "regression"),
-    "probit": (ProbitPoolPosterior.fit, "classification"),
-    "gp": (GPPoolPosterior.fit, "regression"),
-    "bnn": (fit_bnn_pool, "regression"),
-    "neural-linear": (fit_neural_linear, "regression"),
+class ActiveModel(NamedTuple):
+    fit: Callable[..., RegressionPosterior]  # fit(x, y, **options) -> posterior adapter
+    task: str  # "regression" or "classification"
+    posterior: type[RegressionPosterior]  # what ``fit`` returns (its ``closed_forms`` decide the ACS-FW variants)
+
+
+ACTIVE_MODELS: dict[str, ActiveModel] = {
+    "blr": ActiveModel(BLRPoolPosterior.fit, "regression", BLRPoolPosterior),
+    "probit": ActiveModel(ProbitPoolPosterior.fit, "classification", ProbitPoolPosterior),
+    "gp": ActiveModel(GPPoolPosterior.fit, "regression", GPPoolPosterior),
+    "bnn": ActiveModel(fit_bnn_pool, "regression", SampledRegressionPosterior),
+    "neural-linear": ActiveModel(fit_neural_linear, "regression", NeuralLinearPosterior),
 }
+
+
+def applicable_acquisitions(model: str) -> tuple[str, ...]:
+    """:data:`ACQUISITIONS` that work with ``model``'s posterior: all but the closed-form ACS-FW variants it lacks
+    (``acs-fw`` itself falls back to projections)."""
+    check_choice("model", model, ACTIVE_MODELS)
+    forms = ACTIVE_MODELS[model].posterior.closed_forms
+    return tuple(a for a in ACQUISITIONS if a not in CLOSED_FORM_ACQUISITIONS or CLOSED_FORM_ACQUISITIONS[a] in forms)
+
+
+def check_acquisitions_for_model(acquisitions: Sequence[str], model: str) -> None:
+    """Raise, naming the alternatives, if an acquisition needs a closed form that ``model``'s posterior lacks."""
+    usable = applicable_acquisitions(model)
+    for a in acquisitions:
+        if a in CLOSED_FORM_ACQUISITIONS and a not in usable:
+            raise PyrozooError(f"acquisition: {a!r} needs the closed-form {CLOSED_FORM_ACQUISITIONS[a]} inner product, "
+                               f"which the {model!r} posterior does not have; usable with {model!r}: "
+                               f"{', '.join(usable)}")
 
 
 def make_acquisition(name: str, num_projections: int | None = None) -> Acquisition:
@@ -155,9 +184,9 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
 def check_model_task(model: str, task: str) -> None:
     """Raise unless ``model`` is known and fits the dataset's task (regression or classification)."""
     check_choice("model", model, ACTIVE_MODELS)
-    if ACTIVE_MODELS[model][1] != task:
-        fits = [m for m, (_, t) in ACTIVE_MODELS.items() if t == task]
-        raise PyrozooError(f"model: {model!r} is a {ACTIVE_MODELS[model][1]} model but the dataset is a {task} task; "
+    if ACTIVE_MODELS[model].task != task:
+        fits = [m for m, entry in ACTIVE_MODELS.items() if entry.task == task]
+        raise PyrozooError(f"model: {model!r} is a {ACTIVE_MODELS[model].task} model but the dataset is a {task} task; "
                            f"use {', '.join(fits)}")
 
 
@@ -190,7 +219,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, mod
     check_model_task(model, problem.task)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
     seed = check_int("seed", seed)
-    fit = ACTIVE_MODELS[model][0]
+    fit = ACTIVE_MODELS[model].fit
     classify = problem.task == "classification"
     opts = dict(model_options or {})
     if model in ("neural-linear", "bnn"):
@@ -254,6 +283,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     check_choice("model", model, ACTIVE_MODELS)
     check_choice("dataset", dataset, DATASETS)
     check_model_task(model, DATASETS[dataset])
+    check_acquisitions_for_model(acquisitions, model)
     frames = []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)

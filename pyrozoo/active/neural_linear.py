@@ -249,6 +249,8 @@ def _design(h: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.T
 class NeuralLinearPosterior(RegressionPosterior):
     """BLR on learned MLP features; see the module docstring. Build with :meth:`fit`."""
 
+    closed_forms = BLRPoolPosterior.closed_forms  # the BLR closed forms on the learned features
+
     def __init__(self, layers: list[torch.Tensor], activation: str, feature_mean: torch.Tensor,
                  feature_scale: torch.Tensor, blr: BLRPoolPosterior,
                  bn_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:

@@ -59,10 +59,12 @@ class RegressionPosterior(ABC):
 
     ``input_dim``: the number of input features the posterior expects (acquisitions check the pool against it), or
     None where unknown; ``max_function_draws``: the most distinct posterior draws ``function_draws`` can give (None:
-    unlimited)."""
+    unlimited); ``closed_forms``: the ACS-FW inner products (``"fisher"``, ``"euclidean"``) that
+    ``closed_form_kernel`` answers exactly (the others need random projections)."""
 
     input_dim: int | None = None
     max_function_draws: int | None = None
+    closed_forms: tuple[str, ...] = ()
 
     @abstractmethod
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,6 +116,8 @@ class BLRPoolPosterior(RegressionPosterior):
 
     Both maps make Frank–Wolfe O(pool x D^2) in memory and time instead of O(pool^2) for a Gram matrix.
     """
+
+    closed_forms = ("fisher", "euclidean")
 
     def __init__(self, post: BLRPosterior) -> None:
         self.post = post
@@ -368,6 +372,8 @@ class ProbitPoolPosterior(RegressionPosterior):
     (O(M^2) time, O(M) memory per row block); use projections for large pools.
     """
 
+    closed_forms = ("fisher",)
+
     likelihood = "bernoulli"
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
@@ -495,6 +501,8 @@ class GPPoolPosterior(RegressionPosterior):
     O(M x block) memory). The weighted Fisher product in function space is diagonal (each L_n depends on f_n only),
     so it is not offered. ``function_draws`` samples f jointly over the pool (O(M^2) memory; for projections on
     moderate pools only)."""
+
+    closed_forms = ("euclidean",)
 
     BLOCK = 512
     joint_function_draws = True  # f is drawn jointly over the inputs: projections must not chunk the pool

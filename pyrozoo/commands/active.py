@@ -22,7 +22,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="blr", help=f"posterior model: {', '.join(ACTIVE_MODELS)}")
     p.add_argument("--dataset", default="boston", help=f"pool and test data: {', '.join(DATASETS)}")
     p.add_argument("--acquisition", default="acs-fw",
-                   help=f"comma-separated, or 'all': {', '.join(ACQUISITIONS)}")
+                   help=f"comma-separated, or 'all' (those the model supports): {', '.join(ACQUISITIONS)}")
     p.add_argument("--batch-size", type=int, default=10, help="points acquired per round (b)")
     p.add_argument("--budget", type=int, default=100, help="labels acquired after the initial set")
     p.add_argument("--init-size", type=int, default=20, help="initial labelled points")
@@ -30,17 +30,19 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-projections", type=int, default=None,
                    help="J for acs-fw-projection (default 100, capped at a sample-based posterior's stored draws)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--out", help="output directory")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.active.loop import ACQUISITIONS, plot_learning_curves, run_experiment, summarize
+    from pyrozoo.active.loop import applicable_acquisitions, plot_learning_curves, run_experiment, summarize
     from pyrozoo.validation import check_int
 
-    acqs = list(ACQUISITIONS) if args.acquisition == "all" else [a.strip() for a in args.acquisition.split(",")]
+    # 'all': every acquisition this model's posterior supports (no closed-form ACS-FW variant it lacks)
+    acqs = (list(applicable_acquisitions(args.model)) if args.acquisition == "all"
+            else [a.strip() for a in args.acquisition.split(",")])
     seeds = check_int("seeds", args.seeds, minimum=1)
     out = Path(args.out) if args.out else Path("runs/active") / f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and not out.is_dir():

@@ -54,6 +54,12 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
         raise PyrozooError(f"out: {parent} is not a directory, so {out} cannot be created")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PyrozooError(f"out: no permission to create {out} under {parent}")
+    # os.access says yes to root everywhere, also on read-only or pseudo file systems (/sys, /proc, a read-only
+    # mount): create and remove one empty directory there, so that such a path fails now, not after the fit
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".pyrozoo-probe.", dir=parent))
+    except OSError as exc:
+        raise PyrozooError(f"out: cannot create {out} under {parent} ({exc.strerror or exc})") from None
     return out
 
 

@@ -8,6 +8,7 @@ import torch
 
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.loop import (
+    applicable_acquisitions,
     load_problem,
     make_acquisition,
     plot_learning_curves,
@@ -107,6 +108,39 @@ def test_cli(tmp_path, capsys):
     assert main(["active", "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
     assert main(["active", "--out", str(out), "--no-progress"]) == 2  # not empty
     assert "error" in capsys.readouterr().err
+
+
+def test_all_means_the_acquisitions_the_model_supports(tmp_path, capsys, monkeypatch):
+    """A GP has the closed-form Euclidean product only: 'all' leaves out acs-fw-fisher, and naming it is an error
+    before any fit (it used to fail at the first selection, after the initial fits)."""
+    from pyrozoo.active import loop
+
+    assert applicable_acquisitions("gp") == ("acs-fw", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent",
+                                             "random")
+    assert applicable_acquisitions("probit") == ("acs-fw", "acs-fw-fisher", "acs-fw-projection", "bald", "maxent",
+                                                 "random")
+    assert applicable_acquisitions("bnn") == ("acs-fw", "acs-fw-projection", "bald", "maxent", "random")
+    assert applicable_acquisitions("blr") == loop.ACQUISITIONS
+    for model in ("blr", "probit", "gp", "neural-linear"):  # the declared closed forms are the ones that answer
+        forms = loop.ACTIVE_MODELS[model].posterior.closed_forms
+        problem = load_problem("breast-cancer" if model == "probit" else "synthetic", 0)
+        x, y = problem.x_pool[:30], problem.y_pool[:30]
+        post = loop.ACTIVE_MODELS[model].fit(x, y, **({"steps": 5} if model == "gp" else {}))
+        for kind in ("fisher", "euclidean"):
+            assert (post.closed_form_kernel(problem.x_pool[30:60], kind) is not None) == (kind in forms), (model, kind)
+
+    def never(*args, **kwargs):
+        raise AssertionError("no fit may start")
+
+    monkeypatch.setitem(loop.ACTIVE_MODELS, "gp", loop.ACTIVE_MODELS["gp"]._replace(fit=never))
+    with pytest.raises(PyrozooError, match="'acs-fw-fisher' needs the closed-form fisher inner product, which the "
+                                           "'gp' posterior does not have; usable with 'gp': acs-fw, acs-fw-euclidean"):
+        loop.run_experiment("synthetic", ["random", "acs-fw-fisher"], [0], model="gp", progress=False)
+    out = tmp_path / "al"
+    args = ["active", "--model", "probit", "--dataset", "breast-cancer", "--acquisition", "all", "--batch-size", "5",
+            "--budget", "5", "--seeds", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert set(pd.read_csv(out / "summary.csv")["acquisition"]) == set(applicable_acquisitions("probit"))
 
 
 @pytest.mark.slow
