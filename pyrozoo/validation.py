@@ -61,6 +61,13 @@ def check_positive(name: str, value: Any) -> None:
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 
+def check_nonnegative(name: str, value: Any) -> None:
+    """Raise unless ``value`` is one finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(value) and value >= 0):
+        raise PyrozooError(f"{name}: expected a finite number >= 0, got {value!r}")
+
+
 def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
     """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -44,13 +44,16 @@ def make_optimizer(name: str, lr: float, *, lr_decay: float = 1.0, num_steps: in
     return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": gamma})
 
 
-def _plateau(losses: list[float], window: int, rel_tol: float) -> bool:
-    """True when the mean loss of the last ``window`` steps improved on the window before by < ``rel_tol``."""
+def loss_plateau(losses: list[float], window: int, rel_tol: float, *, settled: bool = False) -> bool:
+    """True when the mean loss of the last ``window`` steps improved on the window before by < ``rel_tol``
+    (relative). ``settled``: for deterministic objectives, true only when the two window means differ by less than
+    that in either direction, so that an optimizer still oscillating upwards is not stopped."""
     if len(losses) < 2 * window:
         return False
     prev = sum(losses[-2 * window : -window]) / window
     cur = sum(losses[-window:]) / window
-    return (prev - cur) < rel_tol * max(abs(prev), 1e-12)
+    change = abs(prev - cur) if settled else prev - cur
+    return change < rel_tol * max(abs(prev), 1e-12 if not settled else 1.0)
 
 
 def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
@@ -167,7 +170,7 @@ def run_svi(
                 save_checkpoint(checkpoint, step=step + 1, optimizer=optim, losses=losses)
             if callback is not None:
                 callback(step + 1, loss)
-            if early_stop_window and _plateau(losses, early_stop_window, early_stop_rel_tol):
+            if early_stop_window and loss_plateau(losses, early_stop_window, early_stop_rel_tol):
                 break
     finally:
         bar.close()

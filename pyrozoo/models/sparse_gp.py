@@ -40,7 +40,9 @@ from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.from_config import svi_from_config
 from pyrozoo.inference.result import Result
+from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp import (
+    PLATEAU_WINDOW,
     check_gp_data,
     check_hyper,
     gaussian_nlpd,
@@ -51,7 +53,15 @@ from pyrozoo.models.gp import (
 )
 from pyrozoo.models.gp_linalg import KERNELS, METHODS, SparseStats, jitter_cholesky, kernel_matrix, sparse_gp_stats
 from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_positive, check_shape
+from pyrozoo.validation import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_shape,
+)
 
 HYPER = ("lengthscale", "variance", "noise")
 
@@ -249,17 +259,19 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                   variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
                   ard: bool = False, chunk_size: int | None = None, checkpoint: bool | None = None,
-                  jitter: float = 1e-6, device: Any = None) -> SparseGPFit:
+                  jitter: float = 1e-6, rel_tol: float = 1e-9, device: Any = None) -> SparseGPFit:
     """Maximize the FITC marginal likelihood / VFE bound over Z and log-hyperparameters with Adam (``steps``
-    iterations, ``steps=0`` keeps the initial values), all inputs validated first; float64 throughout.
+    iterations at most, ``steps=0`` keeps the initial values; stops earlier once the mean loss of 50 steps differs
+    from the 50 before by less than ``rel_tol`` x max(|loss|, 1), ``rel_tol=0`` runs every step), all inputs
+    validated first; float64 throughout.
     ``chunk_size``: rows of X per chunk of K_uf (``None``: :func:`~pyrozoo.models.gp_linalg.default_chunk_size`,
     larger on CUDA). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are
     (numpy: CPU)."""
     dev = resolve_device(device) if device is not None else None
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
-    if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
-        raise PyrozooError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
+    check_nonnegative("noise_floor", noise_floor)
+    check_nonnegative("rel_tol", rel_tol)
     steps = check_int("steps", steps)
     if chunk_size is not None:  # None: default_chunk_size for the data's device
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
@@ -291,6 +303,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+            if rel_tol and loss_plateau(losses, PLATEAU_WINDOW, rel_tol, settled=True):
+                break
     with torch.no_grad():
         hyper = {k: v.detach().exp() for k, v in raw.items()}
         Zf = Zp.detach()

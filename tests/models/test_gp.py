@@ -25,7 +25,7 @@ from pyrozoo.models.gp import (
     simulate_gp,
     simulate_regression,
 )
-from pyrozoo.models.gp_linalg import jitter_cholesky, kernel_matrix
+from pyrozoo.models.gp_linalg import gaussian_log_density, jitter_cholesky, kernel_matrix
 
 DT = torch.float64
 
@@ -75,6 +75,41 @@ def test_exact_posterior_and_marginal_match_dense_reference():
     assert abs(float(exact_log_marginal(X, y, kernel="rbf", **h)) - logml) < 1e-8
 
 
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_marginal_gradient_matches_autograd_through_a_dense_mvn(kernel):
+    """exact_log_marginal's hand-written backward (d/dA = (alpha alpha^T - A^-1) / 2) against autograd through
+    torch's MultivariateNormal on the same K + noise I, for ARD lengthscales, variance, noise and y."""
+    X, y, _, _ = simulate_regression(3, n=40, n_test=1, input_dim=3)
+
+    def value_and_grads(fn):
+        raw = [torch.tensor([0.1, -0.2, 0.3], dtype=DT, requires_grad=True),
+               torch.tensor(0.2, dtype=DT, requires_grad=True), torch.tensor(-2.5, dtype=DT, requires_grad=True)]
+        yy = y.clone().requires_grad_()
+        v = fn(yy, *(r.exp() for r in raw))
+        v.backward()
+        return float(v.detach()), [r.grad for r in raw] + [yy.grad]
+
+    def dense(yy, ls, var, nz):
+        Ky = kernel_matrix(kernel, X, X, ls, var) + nz * torch.eye(X.shape[0], dtype=DT)
+        return torch.distributions.MultivariateNormal(torch.zeros_like(yy), covariance_matrix=Ky).log_prob(yy)
+
+    v0, g0 = value_and_grads(lambda yy, ls, var, nz: exact_log_marginal(X, yy, kernel=kernel, lengthscale=ls,
+                                                                        variance=var, noise=nz))
+    v1, g1 = value_and_grads(dense)
+    assert v0 == pytest.approx(v1, rel=1e-12)
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_gaussian_log_density_passes_gradcheck():
+    """Finite differences through a symmetric parametrization A = B B^T + I (the formula assumes symmetric dA)."""
+    gen = torch.Generator().manual_seed(0)
+    B = torch.randn(6, 6, dtype=DT, generator=gen).requires_grad_()
+    y = torch.randn(6, dtype=DT, generator=gen).requires_grad_()
+    fn = lambda B, y: gaussian_log_density(B @ B.T + torch.eye(6, dtype=DT), y)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (B, y))
+
+
 def test_noiseless_gp_interpolates():
     X, y, _, _ = simulate_regression(1, n=12, n_test=1, input_dim=1, noise_sd=0.0)
     m, v = exact_posterior(X, y, X, kernel="matern52", lengthscale=t(1.0), variance=t(1.0), noise=t(0.0))
@@ -95,6 +130,19 @@ def test_type2_ml_reaches_scipy_optimum():
     fit = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=300, lr=0.1)
     assert fit["losses"][-1] == pytest.approx(ref.fun, abs=1e-6)
     assert fit["losses"][-1] < fit["losses"][0]
+
+
+def test_type2_stops_once_the_marginal_likelihood_settles():
+    """The default stop ends a long fit early at the optimum that running every step reaches; bad rel_tol is an
+    error before any step."""
+    X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
+    kw = dict(kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=2000, lr=0.1)
+    early, full = fit_type2(X, y, **kw), fit_type2(X, y, rel_tol=0.0, **kw)
+    assert len(full["losses"]) == 2001 and len(early["losses"]) < 1000
+    assert early["losses"][-1] == pytest.approx(full["losses"][-1], abs=1e-6)
+    for bad in (-1e-9, float("nan"), "x"):
+        with pytest.raises(PyrozooError, match="rel_tol: expected a finite number >= 0"):
+            fit_type2(X, y, rel_tol=bad, **kw)
 
 
 def test_type2_fit_result_has_pointwise_log_likelihood():
