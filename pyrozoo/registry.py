@@ -31,7 +31,8 @@ class ZooModel:
     * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs);
     * ``from_file(path, seed, **options) -> Dataset``: optional reader of a user's data file (``--data``);
     * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
-      before it is published.
+      before it is published;
+    * ``list_options``: number options that may also be given as a list (one value per input column).
     """
 
     name: str
@@ -46,6 +47,7 @@ class ZooModel:
     description: str = ""
     artifacts: Callable[[Result, Dataset, Path], None] | None = None
     from_file: Callable[..., Dataset] | None = None
+    list_options: tuple[str, ...] = ()
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
@@ -57,7 +59,7 @@ class ZooModel:
                 f"inference: {self.name} supports {', '.join(self.inferences)}; got {config.inference!r}"
             )
         check_keys(f"options for {self.name}", config.options, self.options)
-        check_option_types(f"option of {self.name}", config.options, self.options)
+        config.options = check_option_types(f"option of {self.name}", config.options, self.options, self.list_options)
         if config.data is not None and config.dataset is not None:
             raise PyrozooError("data: give either a data file or a shipped dataset name, not both")
         if config.data is not None and self.from_file is None:

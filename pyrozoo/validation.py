@@ -97,29 +97,37 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
         )
 
 
-def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """Raise if a value in ``given`` has a different kind than its default in ``defaults``: a bool default takes
-    only true/false, an int default only integers, a float default numbers (or a list of numbers, for per-column
-    values such as ARD lengthscales). Defaults of other types (strings, None) are left to the model, which checks
-    the choices itself. Run before any work, so a typo such as ``-o hidden=abc`` never reaches a model."""
+def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any],
+                       list_options: Iterable[str] = ()) -> dict[str, Any]:
+    """Check each value in ``given`` against the kind of its default in ``defaults`` and return the options with
+    integral floats made ints: a bool default takes only true/false, an int default integers (``30.0`` counts, as
+    for the run's own integer settings), a float default numbers, and a list of numbers where the key is in
+    ``list_options`` (per-column values such as ARD lengthscales). Defaults of other types (strings, None) are left
+    to the model, which checks the choices itself. Run before any work, so a typo such as ``-o hidden=abc`` never
+    reaches a model."""
 
     def is_number(v: Any) -> bool:
         return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
+    list_options = set(list_options)
+    out = dict(given)
     for key, value in given.items():
         default = defaults.get(key)
         if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
         elif isinstance(default, numbers.Integral):
+            if isinstance(value, float) and value.is_integer():
+                out[key] = value = int(value)
             ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
         elif isinstance(default, numbers.Real):
-            ok = is_number(value) or (isinstance(value, (list, tuple)) and len(value) > 0
+            ok = is_number(value) or (key in list_options and isinstance(value, (list, tuple)) and len(value) > 0
                                       and all(is_number(v) for v in value))
-            want = "a number"
+            want = "a number or a list of numbers" if key in list_options else "a number"
         else:
             continue
         if not ok:
             raise PyrozooError(f"{key}: {name} expects {want} (default {default!r}), got {value!r}")
+    return out
 
 
 def check_probability(name: str, value: float, *, open_interval: bool = False) -> None:

@@ -128,6 +128,8 @@ BAD = {
                             "options: expected a table"),
     "text for a number option": (lambda t: ["-o", "mu_true=abc"], "mu_true: option of normal-gamma expects a number"),
     "float for an int option": (lambda t: ["-o", "n=1.5"], "n: option of normal-gamma expects an integer"),
+    "list for a number option": (lambda t: ["-o", "mu_true=[1, 2]"],
+                                 "mu_true: option of normal-gamma expects a number"),
 }
 
 

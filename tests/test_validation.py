@@ -33,7 +33,15 @@ DEFAULTS = {"flag": False, "count": 3, "scale": 1.0, "kind": "rbf"}
 @pytest.mark.parametrize("given", [{"flag": True}, {"count": 7}, {"scale": 2}, {"scale": 0.5}, {"scale": [1.0, 2]},
                                    {"kind": "matern"}, {"kind": 3}])
 def test_option_types_accept_values_of_the_defaults_kind(given):
-    check_option_types("option", given, DEFAULTS)  # strings are left to the model's own choice check
+    # strings are left to the model's own choice check; lists only for the declared per-column options
+    assert check_option_types("option", given, DEFAULTS, list_options=("scale",)) == given
+
+
+def test_integral_floats_become_ints_and_lists_need_a_declaration():
+    out = check_option_types("option", {"count": 30.0, "scale": 2.0}, DEFAULTS)
+    assert out == {"count": 30, "scale": 2.0} and type(out["count"]) is int
+    with pytest.raises(PyrozooError, match=r"scale: option expects a number \(default 1.0\), got \[1.0, 2\]"):
+        check_option_types("option", {"scale": [1.0, 2]}, DEFAULTS)
 
 
 @pytest.mark.parametrize(("given", "match"), [
@@ -49,4 +57,4 @@ def test_option_types_accept_values_of_the_defaults_kind(given):
 ])
 def test_option_of_the_wrong_kind_is_a_clear_error(given, match):
     with pytest.raises(PyrozooError, match=match):
-        check_option_types("option", given, DEFAULTS)
+        check_option_types("option", given, DEFAULTS, list_options=("scale",))
