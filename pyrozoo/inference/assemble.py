@@ -57,6 +57,7 @@ def assemble_result(
         loglik = dict(log_likelihood_fn(posterior, model_kwargs))
     else:
         loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size)
+    constant, constant_dims = constant_data(model_kwargs, observed, dims)
     post_tensors = dict(posterior)
 
     def predictive_fn(_: Result) -> dict[str, np.ndarray]:
@@ -69,7 +70,8 @@ def assemble_result(
         log_likelihood=loglik,
         observed_data=observed,
         fit_stats=dict(fit_stats or {}),
-        dims=dims,
+        constant_data=constant,
+        dims={**constant_dims, **dims},
         params=dict(params or {}),
         config=dict(config or {}),
         seed=seed,
@@ -78,3 +80,28 @@ def assemble_result(
         guide=guide,
         predictive_fn=predictive_fn,
     )
+
+
+def constant_data(model_kwargs: Mapping[str, Any], observed: Mapping[str, torch.Tensor],
+                  dims: Mapping[str, list[str]]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """The model's tensor inputs that are not observed values, for ArviZ's ``constant_data`` group, with dims.
+
+    A leading axis as long as an observed site's first plate takes that plate's name (``obs_id``), so that x and y
+    line up for ``az.plot_lm`` and friends; other axes are ``{name}_dim_k``."""
+    plates = {}
+    for name, value in observed.items():
+        site_dims = dims.get(name, [])
+        if value.dim() and site_dims and not site_dims[0].startswith(f"{name}_dim_"):
+            plates.setdefault(int(value.shape[0]), site_dims[0])
+    out, out_dims = {}, {}
+    for key, value in model_kwargs.items():
+        if not isinstance(value, torch.Tensor) or key in observed or key in dims:
+            continue
+        if any(value is v or (value.shape == v.shape and torch.equal(value, v)) for v in observed.values()):
+            continue  # the observations under another keyword name
+        out[key] = value
+        names = [f"{key}_dim_{i}" for i in range(value.dim())]
+        if value.dim() and int(value.shape[0]) in plates:
+            names[0] = plates[int(value.shape[0])]
+        out_dims[key] = names
+    return out, out_dims

@@ -31,7 +31,8 @@ class Result:
     * ``sample_stats[name]``: ``(chain, draw)`` (``diverging``, ``step_size``, ``acceptance_rate``, ``lp``, ...);
     * ``log_likelihood[obs]``: ``(chain, draw, *obs_batch)``: pointwise, marginal over any enumerated latents;
     * ``posterior_predictive[obs]``: ``(chain, draw, *obs_shape)``, filled on request;
-    * ``fit_stats[name]``: 1-D traces of the fitting procedure (``loss`` per SVI step, EM objective ...).
+    * ``fit_stats[name]``: 1-D traces of the fitting procedure (``loss`` per SVI step, EM objective ...);
+    * ``constant_data[name]``: the model's non-observed tensor inputs (covariates X, fixed hyperparameters).
 
     ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
     draw more posterior samples where the engine has one (not saved).
@@ -44,6 +45,7 @@ class Result:
     observed_data: dict[str, np.ndarray] = field(default_factory=dict)
     posterior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
     fit_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    constant_data: dict[str, np.ndarray] = field(default_factory=dict)
     dims: dict[str, list[str]] = field(default_factory=dict)
     coords: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +57,8 @@ class Result:
     predictive_fn: Callable[[Result], dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
-        for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive"):
+        for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive",
+                      "constant_data"):
             setattr(self, group, {k: _to_numpy(v) for k, v in getattr(self, group).items()})
         self.fit_stats = {k: _to_numpy(v) for k, v in self.fit_stats.items()}
 
@@ -83,8 +86,9 @@ class Result:
         self.posterior_predictive = {k: _to_numpy(v) for k, v in self.predictive_fn(self).items()}
 
     def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:
-        """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data
-        (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a ``fit_stats`` group."""
+        """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data,
+        constant_data (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a
+        ``fit_stats`` group."""
         if posterior_predictive:
             self.add_posterior_predictive()
         dims = {k: v for k, v in self.dims.items()}
@@ -94,6 +98,7 @@ class Result:
             log_likelihood=self.log_likelihood or None,
             observed_data=self.observed_data or None,
             posterior_predictive=(self.posterior_predictive or None) if posterior_predictive else None,
+            constant_data=self.constant_data or None,
             dims=dims,
             coords=self.coords or None,
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
