@@ -339,11 +339,11 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
             f = sample_exact_posterior_f(X, y, config.num_samples, kernel=kernel, **hyper)
         wall = time.perf_counter() - t0
         kwargs = {"X": X, "y": y, "kernel_name": kernel, **hyper}
-        return assemble_result("type2", gp_model, kwargs, {"f": f.unsqueeze(0)}, log_likelihood_fn=gp_log_likelihood,
-                               fit_stats={"loss": fit["losses"][:-1]},
-                               params={**{k: v.cpu() for k, v in hyper.items()},
-                                       "neg_log_marginal": torch.tensor(fit["losses"][-1])},
-                               seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model)
+        return _f_along_obs(assemble_result(
+            "type2", gp_model, kwargs, {"f": f.unsqueeze(0)}, log_likelihood_fn=gp_log_likelihood,
+            fit_stats={"loss": fit["losses"][:-1]},
+            params={**{k: v.cpu() for k, v in hyper.items()}, "neg_log_marginal": torch.tensor(fit["losses"][-1])},
+            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model))
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))
     # the hyperparameter chain's own log-likelihood (one joint number per draw) is not needed: the result's is
@@ -359,11 +359,17 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                 fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, lengthscale=post["lengthscale"][c, s],
                                                    variance=post["variance"][c, s], noise=post["noise"][c, s])[0])
     post["f"] = torch.stack(fs).reshape(chains, draws, -1)
-    return assemble_result("nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard},
-                           post,
-                           sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
-                           wall_time=mc.wall_time,
-                           config=config.to_dict(), model_name=config.model)
+    return _f_along_obs(assemble_result(
+        "nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard}, post,
+        sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
+        wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model))
+
+
+def _f_along_obs(result: Result) -> Result:
+    """f is one multivariate site (its event axis would be ``f_dim_0``), but each entry is f(x_i) of observation i:
+    name the axis ``obs_id`` as y's plate, so ArviZ lines f, y and X up."""
+    result.dims["f"] = ["obs_id"]
+    return result
 
 
 def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
