@@ -47,6 +47,9 @@ def _plots(idata, args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import save_plots
 
     if args.plots:
-        for path in save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var):
+        paths, notes = save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var)
+        for note in notes:
+            print(f"note: {note}")
+        for path in paths:
             print(f"plot: {path}")
     return 0

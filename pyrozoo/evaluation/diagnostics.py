@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -80,8 +81,10 @@ def min_ess(idata: az.InferenceData, var_names: list[str] | None = None) -> floa
 
 
 def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str] | None = None,
-               max_vars: int = 8) -> list[Path]:
-    """Trace and posterior plots as PNG under ``out_dir``; at most ``max_vars`` variables (first ones)."""
+               max_vars: int = 8, max_entries: int = 8) -> tuple[list[Path], list[str]]:
+    """Trace and posterior plots as PNG under ``out_dir``: at most ``max_vars`` variables (the first ones), and of a
+    vector or matrix variable its first ``max_entries`` entries (ArviZ would draw one panel per entry: 824 for a
+    GP's f). Returns the paths and one note per variable cut that way."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,12 +93,32 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = var_names or list(idata.posterior.data_vars)[:max_vars]
+    post, notes = _first_entries(idata.posterior[names], max_entries)
     paths = []
     for kind, fn in (("trace", az.plot_trace), ("posterior", az.plot_posterior)):
-        axes = fn(idata, var_names=names, compact=True) if kind == "trace" else fn(idata, var_names=names)
+        axes = fn(post, compact=True) if kind == "trace" else fn(post)
         fig = np.asarray(axes).ravel()[0].figure
         path = out_dir / f"{kind}.png"
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
-    return paths
+    return paths, notes
+
+
+def _first_entries(post: Any, max_entries: int) -> tuple[Any, list[str]]:
+    """``post`` (an xarray Dataset) cut to at most ``max_entries`` entries per variable: its first dim beyond
+    (chain, draw) keeps up to ``max_entries`` values, the next ones what is left of the budget (at least one)."""
+    keep: dict[str, int] = {}
+    for name in post.data_vars:
+        budget = max_entries
+        for dim in [d for d in post[name].dims if d not in ("chain", "draw")]:
+            k = max(1, min(post.sizes[dim], budget))
+            keep[dim] = min(keep.get(dim, k), k)
+            budget = max(1, budget // k)
+    cut = post.isel({d: slice(0, k) for d, k in keep.items()})
+    notes = []
+    for name in post.data_vars:
+        full, shown = int(np.prod(post[name].shape[2:])), int(np.prod(cut[name].shape[2:]))
+        if shown < full:
+            notes.append(f"plots show the first {shown} of the {full} entries of {name}")
+    return cut, notes

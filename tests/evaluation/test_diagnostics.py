@@ -75,3 +75,20 @@ def test_sampler_warnings_report_divergences_and_stuck_chains():
     ok = az.from_dict(posterior=post, sample_stats={"diverging": np.zeros((2, 30), bool), "acceptance_rate": acc[:1]
                                                     .repeat(2, 0)})
     assert sampler_warnings(ok) == [] and sampler_warnings(az.from_dict(posterior=post)) == []
+
+
+def test_plots_cut_long_variables_to_their_first_entries(tmp_path):
+    """A GP-sized vector would make ArviZ draw one panel per entry (and warn past 40): plots show the first 8
+    entries of each variable and say so, scalars are untouched."""
+    import warnings
+
+    from pyrozoo.evaluation.diagnostics import save_plots
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"f": rng.normal(size=(2, 50, 824)), "W": rng.normal(size=(2, 50, 3, 5)),
+                                    "s": rng.normal(size=(2, 50))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        paths, notes = save_plots(idata, tmp_path)
+    assert [p.name for p in paths] == ["trace.png", "posterior.png"] and all(p.stat().st_size > 0 for p in paths)
+    assert notes == ["plots show the first 8 of the 824 entries of f", "plots show the first 6 of the 15 entries of W"]
