@@ -42,6 +42,28 @@ def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
         )
 
 
+def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dtype: torch.dtype = torch.float64,
+             min_rows: int = 1, vector_is_column: bool = False) -> tuple[torch.Tensor, Any]:
+    """Regression data checked before any work: ``X`` a finite (N, D) array with N >= ``min_rows`` and D >= 1 (a
+    1-D ``X`` read as one column when ``vector_is_column``), ``y`` (if given) a finite (N,) array. Both come back
+    as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came."""
+    X = as_tensor(x_name, X, dtype=dtype)
+    if vector_is_column and X.dim() == 1:
+        X = X.unsqueeze(-1)
+    if X.dim() != 2 or X.shape[0] < min_rows or X.shape[1] < 1:
+        rows = "one row" if min_rows == 1 else f"{min_rows} rows"
+        raise PyrozooError(f"{x_name}: expected a 2-D array (rows, features) with at least {rows} and one column, "
+                           f"got shape {tuple(X.shape)}")
+    check_finite(x_name, X)
+    if y is not None:
+        y = as_tensor(y_name, y, dtype=dtype, device=X.device)
+        if y.shape != (X.shape[0],):
+            raise PyrozooError(f"{y_name}: expected shape ({X.shape[0]},) (one value per row of {x_name}), got "
+                               f"{tuple(y.shape)}")
+        check_finite(y_name, y)
+    return X, y
+
+
 def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | None]) -> None:
     """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length)."""
     shape = tuple(shape)

@@ -28,7 +28,7 @@ from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.models.blr import PRIOR_DEFAULTS, BLRPosterior, blr_posterior, check_prior
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_keys, check_positive
+from pyrozoo.validation import check_choice, check_int, check_keys, check_positive, check_xy
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
@@ -37,15 +37,7 @@ def check_fit_data(x, y, *, binary: bool = False) -> tuple[torch.Tensor, torch.T
     """The labelled set every ``fit`` takes, checked before any work: ``x`` (N, D) with N, D >= 1 and ``y`` (N,),
     array-like (tensors, NumPy arrays, lists), finite; ``binary``: labels in {0, 1}. Returns both as float64 tensors
     (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results)."""
-    x = as_tensor("x", x, dtype=torch.float64)
-    y = as_tensor("y", y, dtype=torch.float64, device=x.device)
-    if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise PyrozooError(f"x: expected a 2-D array (rows, features) with at least one row and one column, got "
-                           f"shape {tuple(x.shape)}")
-    if y.shape != (x.shape[0],):
-        raise PyrozooError(f"y: expected shape ({x.shape[0]},) (one response per row of x), got {tuple(y.shape)}")
-    check_finite("x", x)
-    check_finite("y", y)
+    x, y = check_xy(x, y, x_name="x")
     if binary:
         bad = y[(y != 0) & (y != 1)]
         if bad.numel():

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
-from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_probability
+from pyrozoo.validation import check_choice, check_int, check_probability, check_xy
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
 
@@ -46,19 +45,7 @@ class RegressionSplit:
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work."""
-    X = as_tensor("X", X, dtype=torch.float64)
-    y = as_tensor("y", y, dtype=torch.float64)
-    if X.dim() != 2:
-        raise PyrozooError(f"X: expected a 2-D array (n, d), got shape {tuple(X.shape)}")
-    if y.dim() != 1:
-        raise PyrozooError(f"y: expected a 1-D array (n,), got shape {tuple(y.shape)}")
-    if X.shape[0] != y.shape[0]:
-        raise PyrozooError(f"y: expected {X.shape[0]} values to match the rows of X, got {y.shape[0]}")
-    if X.shape[0] < 4:
-        raise PyrozooError(f"X: expected at least 4 rows, got {X.shape[0]}")
-    check_finite("X", X)
-    check_finite("y", y)
-    return X, y
+    return check_xy(X, y, min_rows=4)
 
 
 def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0.1,

@@ -36,12 +36,11 @@ from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
-    check_finite,
     check_int,
     check_keys,
     check_nonnegative,
     check_positive,
-    check_shape,
+    check_xy,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
@@ -60,18 +59,7 @@ def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool =
 
 def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, Any]:
     """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1)."""
-    X = as_tensor("X", X, dtype=dtype)
-    if X.dim() == 1:
-        X = X.unsqueeze(-1)
-    check_shape("X", X, (None, None))
-    if X.shape[0] < 1 or X.shape[1] < 1:
-        raise PyrozooError(f"X: expected at least one row and one column, got shape {tuple(X.shape)}")
-    check_finite("X", X)
-    if y is not None:
-        y = as_tensor("y", y, dtype=dtype, device=X.device)
-        check_shape("y", y, (X.shape[0],))
-        check_finite("y", y)
-    return X, y
+    return check_xy(X, y, dtype=dtype, vector_is_column=True)
 
 
 def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
