@@ -176,21 +176,23 @@ def run_swag(
             rate = swa_learning_rate(epoch, lr=lr, swa_lr=swa_lr, swa_start=epochs)
             for g in opt.param_groups:
                 g["lr"] = rate
+            # the epoch's indices go to the device in one copy, and the loss is summed there: no host-device
+            # synchronization inside the step loop (one per epoch, for the finiteness check)
             if with_replacement:
-                batches = [torch.randint(num_data, (batch_size,), generator=gen) for _ in range(steps_per_epoch)]
+                batches = torch.randint(num_data, (steps_per_epoch, batch_size), generator=gen).to(device).unbind(0)
             else:
-                batches = list(torch.randperm(num_data, generator=gen).split(batch_size))
-            acc = 0.0
+                batches = torch.randperm(num_data, generator=gen).to(device).split(batch_size)
+            acc = torch.zeros((), dtype=torch.float64, device=device)
             for idx in batches:
                 opt.zero_grad()
-                loss = loss_fn(theta, idx.to(device))
+                loss = loss_fn(theta, idx)
                 loss.backward()
                 opt.step()
-                acc += float(loss.detach())
+                acc += loss.detach().double()
                 step += 1
                 if epoch >= epochs and step % collect_every == 0:
                     collector.collect(theta)
-            losses.append(acc / len(batches))
+            losses.append(float(acc) / len(batches))
             if not math.isfinite(losses[-1]):
                 raise PyrozooError(f"swag: the loss became {losses[-1]} in epoch {epoch}; lower lr")
             bar.update(1)
