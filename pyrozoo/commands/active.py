@@ -30,7 +30,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-projections", type=int, default=None,
                    help="J for acs-fw-projection (default 100, capped at a sample-based posterior's stored draws)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+    # default cpu, not auto: pools of a few hundred rows are launch-bound on a GPU; on an H100 every model ran
+    # slower than on 2 CPU cores (benchmarks/RESULTS.md, "On an NVIDIA H100")
+    p.add_argument("--device", default="cpu", help="cpu (default: faster at these sizes) | auto | cuda | cuda:N")
     p.add_argument("--out", help="output directory")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(handler=handle)

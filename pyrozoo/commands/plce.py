@@ -33,7 +33,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--steps", type=int, default=1000, help="SVI steps (with --inference svi)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu (default: the nuisance learners run on the CPU) | auto | cuda")
     p.add_argument("--out", help="also save a run directory here")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=handle)
