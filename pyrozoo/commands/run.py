@@ -75,14 +75,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import convergence_warnings, sampler_warnings, summary
+    from pyrozoo.evaluation.diagnostics import (
+        constant_components,
+        convergence_warnings,
+        ess_threshold,
+        sampler_warnings,
+        shown_warnings,
+        summary,
+    )
     from pyrozoo.runner import run_model
 
     config = config_from_args(args)
     output = run_model(config, out=args.out, overwrite=args.overwrite)
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
-    if config.num_chains > 1 and result.num_chains == 1:
+    asked_chains = args.num_chains is not None or (args.config and "num_chains" in read_toml(args.config))
+    if asked_chains and config.num_chains > 1 and result.num_chains == 1:  # not for the default of 4
         print(f"note: {result.inference} gives one set of draws, so --num-chains {config.num_chains} did not apply "
               f"(r_hat needs an MCMC or Gibbs inference with several chains)")
     idata = result.to_inference_data()
@@ -90,8 +98,13 @@ def handle(args: argparse.Namespace) -> int:
         table = summary(idata)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
-        lines = sampler_warnings(idata) + (convergence_warnings(table) if result.num_chains > 1 else [])
-        for line in lines:
+        lines = sampler_warnings(idata) + (convergence_warnings(table, ess_min=ess_threshold(result.num_chains))
+                                           if result.num_chains > 1 else [])
+        fixed = constant_components(table)
+        if fixed:
+            print(f"note: the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: "
+              f"{', '.join(fixed)}")
+        for line in shown_warnings(lines):
             print(f"warning: {line}")
     if output.metrics:
         shown = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,23 @@ from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path br
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+ESS_PER_CHAIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain (400 for the usual 4 chains)
 ACCEPT_MIN = 0.05
+
+
+def ess_threshold(num_chains: int) -> int:
+    """The ESS below which a parameter is flagged: :data:`ESS_PER_CHAIN` per chain. A flat 400 flags about half of
+    the components of 400 independent draws (exact or SVI posteriors), whose ESS scatters around 400."""
+    return ESS_PER_CHAIN * max(int(num_chains), 1)
+
+
+def constant_components(table: pd.DataFrame) -> list[str]:
+    """Variables (names without the ``[...]`` index) with a component whose draws are all equal (sd 0): quantities
+    an engine fixed at a point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing."""
+    if "sd" not in table.columns:
+        return []
+    names = [str(n).split("[")[0] for n, sd in table["sd"].items() if np.isfinite(sd) and sd == 0]
+    return list(dict.fromkeys(names))
 
 
 def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.DataFrame:
@@ -34,21 +51,36 @@ def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.D
             raise PyrozooError(f"var: no posterior variable(s) {', '.join(unknown)}; the posterior has "
                                f"{', '.join(map(str, idata.posterior.data_vars))}")
     try:
-        return az.summary(idata, var_names=var_names, kind="all", round_to="none")
+        with warnings.catch_warnings():
+            # numpy's "invalid value" from the ESS of a component that never moves; said in words instead
+            # (constant_components)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return az.summary(idata, var_names=var_names, kind="all", round_to="none")
     finally:
         logger.setLevel(level)
 
 
 def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> list[str]:
-    """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``."""
+    """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``;
+    components that never move (sd 0, see :func:`constant_components`) are left out."""
     out = []
     for name, row in table.iterrows():
+        if np.isfinite(row.get("sd", np.nan)) and row["sd"] == 0:
+            continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {row['r_hat']:.3f} > {rhat_max}")
         for col in ("ess_bulk", "ess_tail"):
             if np.isfinite(row.get(col, np.nan)) and row[col] < ess_min:
                 out.append(f"{name}: {col} {row[col]:.0f} < {ess_min}")
     return out
+
+
+def shown_warnings(lines: list[str], limit: int = 12) -> list[str]:
+    """At most ``limit`` warning lines, then one line counting the rest (a short chain of a 40-vector gives 80)."""
+    if len(lines) <= limit:
+        return list(lines)
+    more = len(lines) - limit
+    return [*lines[:limit], f"... and {more} more like these (`pyrozoo diagnose RUN_DIR` prints the whole table)"]
 
 
 def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN) -> list[str]:
@@ -94,15 +126,39 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     out_dir.mkdir(parents=True, exist_ok=True)
     names = var_names or list(idata.posterior.data_vars)[:max_vars]
     post, notes = _first_entries(idata.posterior[names], max_entries)
+    still = _near_constant(post)
+    if still:  # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError)
+        notes.append(f"not plotted, the same in every draw up to rounding: {', '.join(still)}")
+        post = post.drop_vars(still)
     paths = []
+    if not post.data_vars:
+        return paths, notes
     for kind, fn in (("trace", az.plot_trace), ("posterior", az.plot_posterior)):
-        axes = fn(post, compact=True) if kind == "trace" else fn(post)
+        try:
+            axes = fn(post, compact=True) if kind == "trace" else fn(post)
+        except (ValueError, OverflowError, KeyError) as exc:  # a plot is a convenience: say why, go on
+            plt.close("all")
+            notes.append(f"ArviZ could not draw the {kind} plot ({type(exc).__name__}: {exc})")
+            continue
         fig = np.asarray(axes).ravel()[0].figure
         path = out_dir / f"{kind}.png"
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths, notes
+
+
+def _near_constant(post: Any) -> list[str]:
+    """Variables with an entry whose draws span less than 1e-9 of their magnitude (at least 1e-12)."""
+    out = []
+    for name in post.data_vars:
+        v = np.asarray(post[name].values, dtype=float)
+        v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
+        span = v.max(0) - v.min(0)
+        scale = np.maximum(np.abs(v).max(0) * 1e-9, 1e-12)
+        if np.any(span < scale):
+            out.append(str(name))
+    return out
 
 
 def _first_entries(post: Any, max_entries: int) -> tuple[Any, list[str]]:

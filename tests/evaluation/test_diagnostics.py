@@ -92,3 +92,34 @@ def test_plots_cut_long_variables_to_their_first_entries(tmp_path):
         paths, notes = save_plots(idata, tmp_path)
     assert [p.name for p in paths] == ["trace.png", "posterior.png"] and all(p.stat().st_size > 0 for p in paths)
     assert notes == ["plots show the first 8 of the 824 entries of f", "plots show the first 6 of the 15 entries of W"]
+
+
+def test_variables_that_never_move_are_named_not_warned_about_or_plotted(tmp_path):
+    """EM fixes sigma2 at a point estimate, and an inclusion probability can sit at 1 up to rounding (a range of
+    2e-15 made ArviZ's density estimate raise): both are named in notes; no ESS warning, no traceback."""
+    import warnings
+
+    from pyrozoo.evaluation.diagnostics import constant_components, ess_threshold, save_plots, summary
+
+    rng = np.random.default_rng(1)
+    near_one = 1.0 - rng.uniform(0, 2e-15, size=(2, 100, 1))
+    idata = az.from_dict(posterior={"w": rng.normal(size=(2, 100, 2)), "sigma2": np.full((2, 100), 0.7),
+                                    "incl": np.concatenate([rng.uniform(size=(2, 100, 2)), near_one], -1)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = summary(idata)
+    assert constant_components(table) == ["sigma2"]
+    assert not [w for w in convergence_warnings(table, ess_min=ess_threshold(2)) if w.startswith("sigma2")]
+    assert ess_threshold(4) == ESS_MIN and ess_threshold(1) == 100
+    paths, notes = save_plots(idata, tmp_path)
+    assert [p.name for p in paths] == ["trace.png", "posterior.png"]
+    assert notes == ["not plotted, the same in every draw up to rounding: sigma2, incl"]
+
+
+def test_long_warning_lists_are_cut_with_a_count():
+    from pyrozoo.evaluation.diagnostics import shown_warnings
+
+    lines = [f"w[{i}]: r_hat 1.2 > 1.01" for i in range(30)]
+    assert shown_warnings(lines[:12]) == lines[:12]
+    out = shown_warnings(lines)
+    assert out[:12] == lines[:12] and len(out) == 13 and out[-1].startswith("... and 18 more like these")
