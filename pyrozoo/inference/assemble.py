@@ -57,7 +57,8 @@ def assemble_result(
         loglik = dict(log_likelihood_fn(posterior, model_kwargs))
     else:
         loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size)
-    constant, constant_dims = constant_data(model_kwargs, observed, dims)
+    sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
+    constant, constant_dims = constant_data(model_kwargs, observed, dims, sizes, fitted=set(params or {}))
     post_tensors = dict(posterior)
 
     def predictive_fn(_: Result) -> dict[str, np.ndarray]:
@@ -83,25 +84,35 @@ def assemble_result(
 
 
 def constant_data(model_kwargs: Mapping[str, Any], observed: Mapping[str, torch.Tensor],
-                  dims: Mapping[str, list[str]]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
-    """The model's tensor inputs that are not observed values, for ArviZ's ``constant_data`` group, with dims.
+                  dims: Mapping[str, list[str]], sizes: Mapping[str, tuple[int, ...]], *,
+                  fitted: set[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """The model's tensor inputs for ArviZ's ``constant_data`` group, with dims: not the observations, and not the
+    values an engine fitted (``fitted``: its ``params``, e.g. type-II hyperparameters).
 
-    A leading axis as long as an observed site's first plate takes that plate's name (``obs_id``), so that x and y
-    line up for ``az.plot_lm`` and friends; other axes are ``{name}_dim_k``."""
-    plates = {}
-    for name, value in observed.items():
-        site_dims = dims.get(name, [])
-        if value.dim() and site_dims and not site_dims[0].startswith(f"{name}_dim_"):
-            plates.setdefault(int(value.shape[0]), site_dims[0])
+    Axes take the names the posterior and the data already use, so that xarray lines them up: the leading axis as
+    long as an observed site's plate takes that plate's name (``obs_id``), and any axis as long as exactly one other
+    named axis (a plate such as ``feature``) takes that name; the rest are ``{name}_dim_k``. ``sizes`` holds the
+    per-draw shapes of the posterior and observed sites that ``dims`` names."""
+    obs_plates, named = {}, {}
+    for site, names_of_site in dims.items():
+        shape = sizes.get(site, ())
+        for k, dim in enumerate(names_of_site[:len(shape)]):
+            if dim.startswith(f"{site}_dim_"):
+                continue
+            if site in observed and k == 0:
+                obs_plates.setdefault(shape[0], dim)
+            named.setdefault(shape[k], set()).add(dim)
     out, out_dims = {}, {}
     for key, value in model_kwargs.items():
-        if not isinstance(value, torch.Tensor) or key in observed or key in dims:
+        if not isinstance(value, torch.Tensor) or key in observed or key in dims or key in fitted:
             continue
         if any(value is v or (value.shape == v.shape and torch.equal(value, v)) for v in observed.values()):
             continue  # the observations under another keyword name
-        out[key] = value
         names = [f"{key}_dim_{i}" for i in range(value.dim())]
-        if value.dim() and int(value.shape[0]) in plates:
-            names[0] = plates[int(value.shape[0])]
-        out_dims[key] = names
+        for k, n in enumerate(value.shape):
+            if k == 0 and n in obs_plates:
+                names[0] = obs_plates[n]
+            elif len(named.get(n, ())) == 1 and next(iter(named[n])) not in names:
+                names[k] = next(iter(named[n]))
+        out[key], out_dims[key] = value, names
     return out, out_dims

@@ -98,12 +98,18 @@ class Result:
             log_likelihood=self.log_likelihood or None,
             observed_data=self.observed_data or None,
             posterior_predictive=(self.posterior_predictive or None) if posterior_predictive else None,
-            constant_data=self.constant_data or None,
             dims=dims,
             coords=self.coords or None,
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
                    "wall_time": float(self.wall_time)},
         )
+        if self.constant_data:
+            import xarray as xr
+
+            # built here, not by az.from_dict, which makes a 0-d setting a length-1 array with a made-up axis
+            ds = xr.Dataset({k: (dims.get(k, [f"{k}_dim_{i}" for i in range(np.ndim(v))])[:np.ndim(v)], v)
+                             for k, v in self.constant_data.items()})
+            idata.add_groups({"constant_data": ds})
         if self.fit_stats:
             import xarray as xr
 

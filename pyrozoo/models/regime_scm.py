@@ -774,14 +774,26 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
                                                           "regime_probs": probs.cpu()},
                              seed=config.seed, wall_time=wall, config=config.to_dict(), model_name="regime-scm")
     names = inp["names"]
+    # One observed variable x (obs_id, variable) for ArviZ beside the per-variable sites: the log-likelihood is
+    # joint over the variables (marginal over the regime), and the posterior predictive gets the same stacked x,
+    # so az.loo and az.plot_ppc both find it. The data are not constant data.
     result.observed_data["x"] = x.detach().cpu().numpy()
+    result.constant_data.pop("x", None)
+    per_site = result.predictive_fn
+
+    def predictive_fn(res: Result) -> dict[str, np.ndarray]:
+        out = dict(per_site(res))
+        out["x"] = np.stack([np.asarray(out[n]) for n in names], -1)
+        return out
+
+    result.predictive_fn = predictive_fn
     result.coords = {"regime": ["observational"] + [f"do({c})" for c in names], "variable": list(names),
                      "parent": list(names)}
     dims = {"regime_probs": ["obs_id", "regime"], "encoder_probs": ["obs_id", "regime"], "x": ["obs_id", "variable"],
             "regime_weights": ["regime"], "scale_obs": ["variable"], "scale_int": ["variable"],
             "loc_obs": ["variable"], "loc_int": ["variable"], "W_obs": ["parent", "variable"],
-            "W_int": ["parent", "variable"], "b_out": ["variable"]}
-    result.dims.update({k: v for k, v in dims.items() if k in posterior or k == "x"})
+            "W_int": ["parent", "variable"], "b_out": ["variable"], "parents": ["parent", "variable"]}
+    result.dims.update({k: v for k, v in dims.items() if k in posterior or k in ("x", "parents")})
     result.dims.setdefault("x", ["obs_id", "variable"])
     return result
 

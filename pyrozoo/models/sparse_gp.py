@@ -403,10 +403,10 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
                   "noise": fit.noise, **base}
         params = {"Z": fit.Z, "lengthscale": fit.lengthscale, "variance": fit.variance, "noise": fit.noise,
                   "qu_loc": loc, "qu_scale_tril": tril, "log_marginal": torch.tensor(fit.log_marginal())}
-        return assemble_result(f"collapsed-{fit.method}", sparse_gp_model, kwargs, {"u": u.unsqueeze(0)},
-                               fit_stats={"loss": fit.losses}, params={k: v.cpu() for k, v in params.items()},
-                               log_likelihood_fn=sparse_log_likelihood, guide=guide, seed=config.seed,
-                               wall_time=wall, config=config.to_dict(), model_name=config.model)
+        return _u_along_inducing(assemble_result(
+            f"collapsed-{fit.method}", sparse_gp_model, kwargs, {"u": u.unsqueeze(0)}, fit_stats={"loss": fit.losses},
+            params={k: v.cpu() for k, v in params.items()}, log_likelihood_fn=sparse_log_likelihood, guide=guide,
+            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model))
     # svi: start q(u) at the optimal q(u) of the initial Z and hyperparameters
     ls0 = initial_lengthscale(inp["lengthscale"], X, ard=dataset.meta.get("ard", False))
     init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
@@ -420,6 +420,12 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(
         X, y, store["Z"].detach(), lengthscale=store["lengthscale"].detach(), variance=store["variance"].detach(),
         noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)))
+    return _u_along_inducing(result)
+
+
+def _u_along_inducing(result: Result) -> Result:
+    """u = f(Z) is one multivariate site: name its axis ``inducing`` (one entry per pseudo-input), not ``u_dim_0``."""
+    result.dims["u"] = ["inducing"]
     return result
 
 

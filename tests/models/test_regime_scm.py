@@ -233,6 +233,12 @@ def test_enum_svi_keeps_the_em_optimum_and_result_has_marginal_loglik():
     assert abs(-res.fit_stats["loss"][0] - res.fit_stats["em_loglik"][-1]) < 1e-3 * abs(res.fit_stats["loss"][0])
     assert ll.values.sum() >= res.fit_stats["em_loglik"][-1] - 1e-3 * abs(res.fit_stats["em_loglik"][-1])
     assert (map_regime(res) == idata.posterior["regime_probs"].values[0, 0].argmax(-1)).all()
+    # one observed x for ArviZ, and the posterior predictive has it too (az.plot_ppc's default var_names); the data
+    # are not constant data, the graph is
+    full = res.to_inference_data(posterior_predictive=True)
+    assert full.posterior_predictive["x"].dims == ("chain", "draw", "obs_id", "variable")
+    assert full.observed_data["x"].dims == ("obs_id", "variable")
+    assert "x" not in full.constant_data and full.constant_data["parents"].dims == ("parent", "variable")
 
 
 def test_do_sampling_changes_only_descendants_and_matches_closed_form():
