@@ -14,6 +14,7 @@ Resume and failure records, independent of the backend:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -256,14 +257,27 @@ def acquire_lock(root: Path) -> Path:
     raise PyrozooError(f"out: could not take the lock {lock}")
 
 
-def clean_stale_temporaries(root: Path) -> int:
-    """Remove hidden ``.NAME.*.tmp`` directories left by runs that were killed mid-write (safe under the lock)."""
+def clean_stale_temporaries(root: Path, cells: Sequence[Cell]) -> int:
+    """Remove the hidden ``.NAME.*.tmp`` directories that runs of these cells left when killed mid-write (safe
+    under the lock): only next to a cell's run or failure directory and named after it, never other folders."""
     n = 0
-    for tmp in root.rglob(".*.tmp"):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-            n += 1
+    for cell in cells:
+        for dest in (run_path(root, cell), failed_path(root, cell)):
+            if not dest.parent.is_dir():
+                continue
+            for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    n += 1
     return n
+
+
+def check_sweep_root(root: Path) -> None:
+    """Raise if ``root`` is an existing directory with files that no sweep wrote (no ``sweep.json`` or lock): a
+    sweep writes and cleans inside its root, so it must not adopt someone else's folder."""
+    if root.is_dir() and any(root.iterdir()) and not ((root / MANIFEST).is_file() or (root / LOCK).exists()):
+        raise PyrozooError(f"out: {root} is not a sweep's output directory (no {MANIFEST}) and is not empty; "
+                           f"choose another --out (a new or empty directory, or an earlier sweep's)")
 
 
 def write_manifest(spec: SweepSpec, root: Path) -> None:
@@ -305,6 +319,7 @@ def run_sweep(
     from pyrozoo.inference.rundir import check_out_dir
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)
+    check_sweep_root(root)
     check_resumable(root, spec.cells)
     if backend == "local":
         from pyrozoo.inference.device import resolve_device
@@ -340,7 +355,7 @@ def run_sweep(
         raise
     interrupted = False
     try:
-        clean_stale_temporaries(root)
+        clean_stale_temporaries(root, spec.cells)
         write_manifest(spec, root)
         if pending:
             if backend == "local":

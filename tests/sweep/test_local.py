@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from pyrozoo.cli import main
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import RUN_FILES
 from pyrozoo.sweep.runner import cell_status, run_sweep
@@ -188,3 +189,29 @@ def test_out_under_a_file_is_a_clear_error(write_spec, sweep_text, tmp_path):
     spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=blocker)
     with pytest.raises(PyrozooError, match="exists and is not a directory"):
         run_sweep(spec, jobs=1)
+
+
+def test_a_folder_that_no_sweep_wrote_is_refused_and_left_alone(write_spec, sweep_text, tmp_path, capsys):
+    """A sweep cleans temporaries under its root, so it must not adopt someone else's folder; and the cleanup only
+    touches the temporaries its own cells' runs leave (named after the cell), not other hidden *.tmp folders."""
+    from pyrozoo.sweep.runner import clean_stale_temporaries
+
+    other = tmp_path / "project"
+    (other / ".build.tmp").mkdir(parents=True)
+    (other / ".build.tmp" / "data.txt").write_text("important")
+    path = write_spec(sweep_text(seeds="[0]"))
+    spec = load_spec(path, out=other)
+    with pytest.raises(PyrozooError, match="is not a sweep's output directory"):
+        run_sweep(spec, jobs=1)
+    assert main(["sweep", str(path), "--out", str(other), "--dry-run"]) == 2
+    assert (other / ".build.tmp" / "data.txt").read_text() == "important"
+    assert sorted(p.name for p in other.iterdir()) == [".build.tmp"]
+
+    out = tmp_path / "out"
+    spec = load_spec(path, out=out)
+    cell = spec.cells[0]
+    parent = (out / cell.key).parent
+    (parent / f".{(out / cell.key).name}.abc123.tmp").mkdir(parents=True)  # what a killed run leaves
+    (out / "unrelated" / ".keep.tmp").mkdir(parents=True)
+    assert clean_stale_temporaries(out, spec.cells) == 1
+    assert (out / "unrelated" / ".keep.tmp").is_dir()
