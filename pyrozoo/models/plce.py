@@ -172,11 +172,17 @@ def simulate_plce_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> 
 def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: str | list[str] = "",
                     groups: str = "", *, source: str = "data") -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
     """Outcome, treatment, controls (all other columns when empty; text columns become dummies) and groups."""
+    if outcome == treatment:
+        raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
     used = {outcome, treatment, *([groups] if groups else [])}
+    clash = [c for c in controls if c in used]
+    if clash:  # the effect of t on y "adjusted for" y or t itself is no estimate at all
+        raise PyrozooError(f"controls: {', '.join(map(repr, clash))} is the outcome, treatment or group column; "
+                           f"controls must be other columns")
     cols = controls or [c for c in df.columns if c not in used]
     missing = [c for c in cols if c not in df.columns]
     if missing:

@@ -481,6 +481,24 @@ def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
     assert list(X.columns) == ["site_b", "site_c"]
 
 
+def test_outcome_treatment_and_controls_must_be_different_columns(tmp_path, capsys):
+    """The same column as outcome and treatment crashed after the fit (division by a zero standard error); the
+    outcome or treatment among the controls gave a nonsense estimate with exit 0. Both are errors before work."""
+    from pyrozoo.cli import main
+    from pyrozoo.models.plce import frame_to_arrays
+
+    df = pd.DataFrame({"y": [1.0, 2, 3, 4], "t": [0.0, 1, 0, 1], "a": [0.5, 0.1, 0.3, 0.2]})
+    with pytest.raises(PyrozooError, match="treatment: the column 'y' is also the outcome"):
+        frame_to_arrays(df, "y", "y")
+    for controls in ("y", "t,a"):
+        with pytest.raises(PyrozooError, match="controls: .* is the outcome, treatment or group column"):
+            frame_to_arrays(df, "y", "t", controls)
+    csv = tmp_path / "d.csv"
+    df.to_csv(csv, index=False)
+    assert main(["plce", "--data", str(csv), "--outcome", "y", "--treatment", "y"]) == 2
+    assert "treatment: the column 'y' is also the outcome" in capsys.readouterr().err
+
+
 def test_a_learner_without_fit_and_predict_is_a_clear_error():
     from sklearn.linear_model import RidgeCV
 
