@@ -238,7 +238,11 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                     raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
                                        f"({exc})") from None
                 full = run_cfg.to_dict()
-                cells.append(Cell(cell_key(label, full, chosen), full, chosen))
+                # name the cell after the values the run will use (n = 30.0 is checked into 30), so that a later
+                # sweep file that writes 30 finds the same run directory
+                used = {k: full["options"][k.removeprefix("options.")] if k.startswith("options.") else full[k]
+                        for k in chosen}
+                cells.append(Cell(cell_key(label, full, used), full, used))
 
     seen: dict[str, Cell] = {}
     for cell in cells:

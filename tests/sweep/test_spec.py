@@ -45,6 +45,18 @@ def test_grid_expands_to_every_combination_with_readable_keys():
     assert cell.axes == {"num_chains": 2, "inference": "svi", "options.sigma_true": 2.0}
 
 
+def test_cells_are_named_after_the_values_the_runs_use():
+    """n = 30.0 is checked into the integer 30: the run directory says n=30 (it said n=30.0, so a later file
+    writing 30 redid the same run), for option axes and run settings alike."""
+    data = _with(**{"models__0__grid": {"inference": ["gibbs"], "options": {"n": [30.0, 40]}},
+                    "grid": {"num_chains": [2.0]}})
+    spec = parse_spec(data)
+    keys = {c.key for c in spec.cells}
+    assert "ng/gibbs_num_chains=2_n=30_seed0" in keys and "ng/gibbs_num_chains=2_n=40_seed0" in keys
+    cell = next(c for c in spec.cells if c.key == "ng/gibbs_num_chains=2_n=30_seed0")
+    assert cell.axes["options.n"] == 30 and type(cell.axes["options.n"]) is int and cell.config["options"]["n"] == 30
+
+
 def test_tiny_settings_and_model_overrides():
     spec = parse_spec({"sweep": {"seeds": [4], "tiny": True},
                        "models": [{"name": "normal-gamma", "inference": "nuts", "num_samples": 7}]})
