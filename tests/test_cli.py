@@ -233,3 +233,27 @@ def test_diagnose_unknown_var_is_one_line(tmp_path, capsys):
 def test_diagnose_a_missing_path_says_so(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path / "nope")]) == 2
     assert "nope does not exist" in capsys.readouterr().err
+
+
+def test_damaged_run_files_and_a_report_over_a_file_are_one_line_errors(tmp_path, capsys):
+    """A truncated idata.nc, a hand-broken config.toml or an empty metrics.json gave library tracebacks."""
+    import shutil
+
+    good = tmp_path / "good"
+    assert main(["run", "normal-gamma", "--inference", "gibbs", "--out", str(good), *TINY]) == 0
+    for name, text in (("idata.nc", "garbage"), ("config.toml", "model = "), ("metrics.json", "")):
+        broken = tmp_path / f"broken-{name}"
+        shutil.copytree(good, broken)
+        (broken / name).write_text(text)
+        capsys.readouterr()
+        assert main(["diagnose", str(broken), "--no-plots"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"run: {broken / name} cannot be read" in err[0], err
+    # the report lists the damaged runs and reports the rest
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable: broken-config.toml: TOMLDecodeError" in out and "unreadable: broken-metrics.json" in out
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["report", str(tmp_path), "--out", str(afile)]) == 2
+    assert "out: " in capsys.readouterr().err and afile.read_text() == ""

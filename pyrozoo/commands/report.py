@@ -34,9 +34,9 @@ def handle(args: argparse.Namespace) -> int:
     if stale:
         print(f"note: {stale} run directories are not cells of the sweep any more (sweep.json); they are listed in "
               f"runs.csv as stale and left out of the summary")
-    failed = report.runs[report.runs["status"] == "failed"]
+    failed = report.runs[report.runs["status"].isin(["failed", "unreadable"])]
     for row in failed.itertuples(index=False):
-        print(f"failed: {row.run}: {getattr(row, 'error', '')}")
+        print(f"{row.status}: {row.run}: {getattr(row, 'error', '')}")
     for path in report.files:
         print(f"wrote {path}")
     return 0

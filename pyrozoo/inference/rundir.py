@@ -146,11 +146,18 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     missing = [f for f in RUN_FILES if not (path / f).is_file()]
     if not path.is_dir() or missing:
         raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing) or 'all'})")
-    with (path / "config.toml").open("rb") as fh:
-        config = tomllib.load(fh)
-    return {
-        "idata": az.from_netcdf(str(path / "idata.nc"), engine="h5netcdf"),
-        "metrics": json.loads((path / "metrics.json").read_text()),
-        "config": config,
-        "params": torch.load(path / "params.pt", map_location="cpu", weights_only=False),
+    readers = {
+        "config.toml": lambda f: tomllib.loads(f.read_text()),
+        "idata.nc": lambda f: az.from_netcdf(str(f), engine="h5netcdf"),
+        "metrics.json": lambda f: json.loads(f.read_text()),
+        "params.pt": lambda f: torch.load(f, map_location="cpu", weights_only=False),
     }
+    out = {}
+    for name, read in readers.items():
+        try:
+            out[name.split(".")[0]] = read(path / name)
+        except Exception as exc:  # a damaged file (truncated copy, edited by hand): name it, no library traceback
+            detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+            raise PyrozooError(f"run: {path / name} cannot be read ({type(exc).__name__}: {detail}); rerun or "
+                               f"restore it") from None
+    return out

@@ -61,9 +61,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending; ``stale``
-    for a run directory that the sweep's ``sweep.json`` no longer lists), the ``label`` (first path component), the
-    config (options as ``options.KEY``) and the metrics."""
+    """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending;
+    ``unreadable`` for a damaged config.toml or metrics.json; ``stale`` for a run directory that the sweep's
+    ``sweep.json`` no longer lists), the ``label`` (first path component), the config (options as ``options.KEY``)
+    and the metrics."""
     root = Path(root)
     if not root.is_dir():
         raise PyrozooError(f"runs_dir: {root} is not a directory")
@@ -75,12 +76,16 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         rel = run.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not all((run / f).is_file() for f in RUN_FILES):
             continue  # temporaries of runs in progress, incomplete directories
-        config = _read_toml(run / "config.toml")
+        label = rel.parts[0] if len(rel.parts) > 1 else rel.name
         try:
+            config = _read_toml(run / "config.toml")
             metrics = json.loads(marker.read_text())
-        except json.JSONDecodeError:
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:  # listed as damaged, the rest reported
+            rows.append({"run": rel.as_posix(), "status": "unreadable", "label": label,
+                         "error": f"{type(exc).__name__}: {exc}"[:200]})
+            seen.add(rel.as_posix())
             continue
-        row = {"run": rel.as_posix(), "status": "ok", "label": rel.parts[0] if len(rel.parts) > 1 else rel.name}
+        row = {"run": rel.as_posix(), "status": "ok", "label": label}
         row.update(_config_row(config))
         for k, v in metrics.items():
             if k in METRIC_BOOKKEEPING and k in row:
@@ -339,9 +344,14 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
         if unknown:
             raise PyrozooError(f"metric: unknown metric(s) {', '.join(unknown)}; known: "
                                f"{', '.join(metric_columns(table)) or '(none)'}")
-    summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()
     out = Path(out) if out is not None else Path(root) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise PyrozooError(f"out: {out} is a file; the report needs a directory (choose another --out)")
+    summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PyrozooError(f"out: cannot create {out} ({exc.strerror or exc})") from None
     files = []
     table.to_csv(out / "runs.csv", index=False)
     (out / "runs.md").write_text(to_markdown(table))
