@@ -257,3 +257,13 @@ def test_damaged_run_files_and_a_report_over_a_file_are_one_line_errors(tmp_path
     afile.write_text("")
     assert main(["report", str(tmp_path), "--out", str(afile)]) == 2
     assert "out: " in capsys.readouterr().err and afile.read_text() == ""
+
+
+def test_list_with_a_name_shows_that_models_options(capsys):
+    """The option names and defaults were only discoverable by passing a wrong key."""
+    assert main(["list", "gp"]) == 0
+    out = capsys.readouterr().out
+    assert "inference: type2, nuts (default type2)" in out and "--dataset concrete" in out
+    assert "  lengthscale  1.0" in out and "or a list (one per input column)" in out and "  ard " in out
+    assert main(["list", "nosuch"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err

@@ -18,7 +18,8 @@ from pyrozoo.errors import PyrozooError
 def add_command(sub: argparse._SubParsersAction) -> None:
     from pyrozoo.active.loop import ACQUISITIONS, ACTIVE_MODELS, DATASETS
 
-    p = sub.add_parser("active", help="batch active learning (ACS-FW, BALD, MaxEnt, random) over a zoo posterior")
+    p = sub.add_parser("active", help="batch active learning (ACS-FW, BALD, MaxEnt, random) over a zoo posterior",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="blr", help=f"posterior model: {', '.join(ACTIVE_MODELS)}")
     p.add_argument("--dataset", default="boston", help=f"pool and test data: {', '.join(DATASETS)}")
     p.add_argument("--acquisition", default="acs-fw",

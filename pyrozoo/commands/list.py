@@ -1,4 +1,4 @@
-"""``pyrozoo list``: the registered models, their inferences and datasets."""
+"""``pyrozoo list [MODEL]``: the registered models, their inferences and datasets; with a name, its options."""
 
 from __future__ import annotations
 
@@ -8,14 +8,33 @@ from pyrozoo import registry
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list the zoo's models")
+    p = sub.add_parser("list", help="list the zoo's models (with a name: that model's options and defaults)")
+    p.add_argument("model", nargs="?", help="a model name: show its options (-o KEY=VALUE) and their defaults")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _show(args.model)
     for name in registry.names():
         entry = registry.get(name)
         print(f"{name:<14} {entry.description}")
         data = ", ".join(["simulated", *entry.datasets])
         print(f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {data}")
+    print("`pyrozoo list MODEL` shows a model's options")
+    return 0
+
+
+def _show(name: str) -> int:
+    entry = registry.get(name)  # an unknown name is a one-line error listing the known ones
+    print(f"{name}: {entry.description}")
+    print(f"inference: {', '.join(entry.inferences)} (default {entry.inferences[0]})")
+    print(f"data: simulated (default), --dataset {', --dataset '.join(entry.datasets) or '(none shipped)'}"
+          + (", --data FILE.csv" if entry.from_file is not None else ""))
+    print("options (-o KEY=VALUE, or [options] in a config or sweep file):")
+    width = max((len(k) for k in entry.options), default=0)
+    for key, default in entry.options.items():
+        kind = type(default).__name__ if default is not None else "any"
+        extra = " or a list (one per input column)" if key in entry.list_options else ""
+        print(f"  {key:<{width}}  {default!r:<12} ({kind}{extra})")
     return 0
