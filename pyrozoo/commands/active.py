@@ -33,7 +33,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     # default cpu, not auto: pools of a few hundred rows are launch-bound on a GPU; on an H100 every model ran
     # slower than on 2 CPU cores (benchmarks/RESULTS.md, "On an NVIDIA H100")
-    p.add_argument("--device", default="cpu", help="cpu (default: faster at these sizes) | auto | cuda | cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu (faster at these pool sizes) | auto | cuda | cuda:N")
     p.add_argument("--out", help="output directory")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(handler=handle)
