@@ -27,9 +27,13 @@ def handle(args: argparse.Namespace) -> int:
         cols = list(summary.columns)
         keys, metrics = cols[: cols.index("n") + 1], cols[cols.index("n") + 1:]
         parts = summary.groupby("model", sort=False) if "model" in summary.columns else [(None, summary)]
-        for _, part in parts:
-            own = [m for m in metrics if part[m].notna().any()][:8]
-            print(to_markdown(part[keys + own]))
+        for model, part in parts:
+            own = [m for m in metrics if part[m].notna().any()]
+            print(to_markdown(part[keys + own[:8]]))
+            rest = list(dict.fromkeys(c.removesuffix("_mean").removesuffix("_se") for c in own[8:]))
+            if rest:
+                print(f"(more in summary.md{f' for {model}' if model else ''}: {', '.join(rest[:4])}"
+                      f"{f' and {len(rest) - 4} more' if len(rest) > 4 else ''}; --metric NAME picks what is shown)")
     stale = int((report.runs["status"] == "stale").sum())
     if stale:
         print(f"note: {stale} run directories are not cells of the sweep any more (sweep.json); they are listed in "
