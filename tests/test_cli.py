@@ -109,9 +109,12 @@ def _write(tmp_path, name, text):
 
 
 BAD = {
-    "nan in data": (lambda t: ["--data", _write(t, "nan.csv", "x\n1\nnan\n2\n")], "x: expected finite"),
-    "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")], "x: expected finite"),
-    "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")], "x: expected shape"),
+    "nan in data": (lambda t: ["--data", _write(t, "nan.csv", "x\n1\nnan\n2\n")],
+                    "nan.csv: column 'x' has 1 missing or non-finite value(s) (first at data row 2: nan)"),
+    "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")],
+                    "column 'x' has 1 missing or non-finite"),
+    "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")],
+                    "two.csv has 2 columns (a, b); pick one with -o column=NAME"),
     "missing file": (lambda t: ["--data", str(t / "nope.csv")], "does not exist"),
     "data is a directory": (lambda t: ["--data", str(t)], "is a directory; expected a data file"),
     "unknown model": (lambda t: ["--model-is-positional"], None),

@@ -104,7 +104,7 @@ def read_normal_gamma_file(path: str, seed: int, *, column: str = "", device: An
     df = read_table(path)
     if not column:
         if df.shape[1] != 1:
-            raise PyrozooError(f"x: expected shape (any,): one column in {path}, got {df.shape[1]} columns; "
+            raise PyrozooError(f"data: {path} has {df.shape[1]} columns ({', '.join(map(str, df.columns))}); "
                                "pick one with -o column=NAME")
         column = str(df.columns[0])
     x = numeric_column(df, column, source=str(path))
