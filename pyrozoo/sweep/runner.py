@@ -371,8 +371,9 @@ def run_sweep(
         if ray_session is not None:
             ray_session.close()
         lock.unlink(missing_ok=True)
-        if interrupted:
-            print(f"sweep interrupted: {len(outcomes)} of {len(pending)} pending runs finished and are kept; "
+        if interrupted:  # counted on disk: workers may have finished runs whose results never reached us
+            kept = sum(cell_status(root, c) == "done" for c in pending)
+            print(f"sweep interrupted: {kept} of {len(pending)} pending runs finished and are kept; "
                   f"run the sweep again to do the rest")
     return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
                         failed_before=failed_before, pending=waiting - len(pending))
