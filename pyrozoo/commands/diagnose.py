@@ -18,14 +18,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pyrozoo.evaluation.diagnostics import (
-        constant_components,
-        convergence_warnings,
-        ess_threshold,
-        sampler_warnings,
-        shown_warnings,
-        summary,
-    )
+    from pyrozoo.evaluation.diagnostics import check_lines, ess_threshold, summary
     from pyrozoo.inference.rundir import load_run
 
     run = load_run(args.run_dir)
@@ -41,19 +34,16 @@ def handle(args: argparse.Namespace) -> int:
         print("note: one draw (a point estimate): sd, r_hat, ESS and az.loo/az.waic do not apply")
         return _plots(idata, args)
     chains = idata.posterior.sizes.get("chain", 1)
-    ess_min = ess_threshold(chains)
-    lines = sampler_warnings(idata) + convergence_warnings(table, ess_min=ess_min)
     if chains < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
-    fixed = constant_components(table)
-    if fixed:
-        print(f"note: the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: "
-              f"{', '.join(fixed)}")
-    for line in shown_warnings(lines):
+    notes, lines = check_lines(idata, table)
+    for line in notes:
+        print(f"note: {line}")
+    for line in lines:
         print(f"warning: {line}")
     if not lines:
         print(f"no convergence warnings (no divergences or stuck chains, r_hat <= 1.01, bulk and tail ESS >= "
-              f"{ess_min}, i.e. 100 per chain)")
+              f"{ess_threshold(chains)}, i.e. 100 per chain)")
     return _plots(idata, args)
 
 

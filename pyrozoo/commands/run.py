@@ -75,14 +75,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import (
-        constant_components,
-        convergence_warnings,
-        ess_threshold,
-        sampler_warnings,
-        shown_warnings,
-        summary,
-    )
+    from pyrozoo.evaluation.diagnostics import check_lines, summary
     from pyrozoo.runner import run_model
 
     config = config_from_args(args)
@@ -98,13 +91,10 @@ def handle(args: argparse.Namespace) -> int:
         table = summary(idata)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
-        lines = sampler_warnings(idata) + (convergence_warnings(table, ess_min=ess_threshold(result.num_chains))
-                                           if result.num_chains > 1 else [])
-        fixed = constant_components(table)
-        if fixed:
-            print(f"note: the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: "
-              f"{', '.join(fixed)}")
-        for line in shown_warnings(lines):
+        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1)
+        for line in notes:
+            print(f"note: {line}")
+        for line in lines:
             print(f"warning: {line}")
     if output.metrics:
         shown = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}

@@ -80,7 +80,22 @@ def shown_warnings(lines: list[str], limit: int = 12) -> list[str]:
     if len(lines) <= limit:
         return list(lines)
     more = len(lines) - limit
-    return [*lines[:limit], f"... and {more} more like these (`pyrozoo diagnose RUN_DIR` prints the whole table)"]
+    return [*lines[:limit], f"... and {more} more like these (in the summary table; `pyrozoo diagnose RUN_DIR` "
+                            f"prints it whole)"]
+
+
+def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bool = True) -> tuple[list[str],
+                                                                                                     list[str]]:
+    """The notes and warnings printed under a summary table by ``pyrozoo run`` and ``pyrozoo diagnose``: components
+    that never move (a note), divergences and stuck chains, and with ``convergence`` r_hat and ESS at
+    :func:`ess_threshold`; at most :func:`shown_warnings` warning lines."""
+    chains = idata.posterior.sizes.get("chain", 1)
+    lines = sampler_warnings(idata)
+    if convergence:
+        lines += convergence_warnings(table, ess_min=ess_threshold(chains))
+    fixed = constant_components(table)
+    notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {', '.join(fixed)}"]
+    return (notes if fixed else []), shown_warnings(lines)
 
 
 def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN) -> list[str]:
