@@ -109,6 +109,7 @@ def _write(tmp_path, name, text):
 
 
 BAD = {
+    "empty out": (lambda t: ["--out", ""], "out: expected a directory path, got ''"),
     "nan in data": (lambda t: ["--data", _write(t, "nan.csv", "x\n1\nnan\n2\n")],
                     "nan.csv: column 'x' has 1 missing or non-finite value(s) (first at data row 2: nan)"),
     "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")],

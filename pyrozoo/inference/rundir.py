@@ -38,6 +38,8 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     ``overwrite``: an existing ``out`` may be replaced if it is an empty directory or a run directory
     (:func:`is_run_dir`), never another directory, whose files would be deleted. ``resume``: an existing directory is
     accepted as it is (a sweep's root, whose finished cells are kept)."""
+    if not str(out).strip():
+        raise PyrozooError(f"out: expected a directory path, got {str(out)!r}")
     out = Path(out)
     if out.exists() and not (overwrite or resume):
         raise PyrozooError(f"out: {out} already exists; choose another --out or pass --overwrite")
