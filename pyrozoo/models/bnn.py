@@ -639,6 +639,20 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
                              fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,
                              seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
                              model_name=config.model)
+    return _name_weight_axes(result, post.layout)
+
+
+def _name_weight_axes(result: Result, layout: MLPLayout) -> Result:
+    """ArviZ axes of the weights: ``unit{i}`` for layer i's hidden units, ``feature`` for the inputs (as X's
+    columns in constant_data), ``output`` (mean, log_var) for the two heads; instead of ``w0_dim_0`` and so on."""
+    prev = "feature"
+    for i in range(layout.depth):
+        result.dims[f"w{i}"], result.dims[f"b{i}"] = [f"unit{i}", prev], [f"unit{i}"]
+        prev = f"unit{i}"
+    result.dims["w_out"], result.dims["b_out"] = ["output", prev], ["output"]
+    result.coords = {**result.coords, "output": ["mean", "log_var"]}
+    if "X" in result.constant_data:
+        result.dims["X"] = ["obs_id", "feature"]
     return result
 
 

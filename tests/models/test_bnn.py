@@ -253,3 +253,16 @@ def test_predictions_reject_non_finite_inputs():
     bad[1, 0] = float("nan")
     with pytest.raises(PyrozooError, match="X: expected finite values"):
         post.predictive_moments(bad)
+
+
+def test_weight_axes_are_named_for_arviz():
+    """w0 is (unit0, feature) like X's (obs_id, feature) columns; the two heads are labelled mean and log_var."""
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model="bnn", inference="swag-diag", device="cpu", progress=False, num_samples=4,
+                              steps=4, options={"n": 30, "hidden": 5, "swa_epochs": 3, "batch_size": 16}), save=False)
+    idata = out.result.to_inference_data()
+    assert idata.posterior["w0"].dims == ("chain", "draw", "unit0", "feature")
+    assert idata.posterior["w_out"].dims == ("chain", "draw", "output", "unit0")
+    assert list(idata.posterior["output"].values) == ["mean", "log_var"]
+    assert idata.constant_data["X"].dims == ("obs_id", "feature")
