@@ -57,8 +57,7 @@ def assemble_result(
         loglik = dict(log_likelihood_fn(posterior, model_kwargs))
     else:
         loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size)
-    sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
-    constant, constant_dims = constant_data(model_kwargs, observed, dims, sizes, fitted=set(params or {}))
+    constant, constant_dims = constant_data(model_kwargs, posterior, observed, dims, fitted=set(params or {}))
     post_tensors = dict(posterior)
 
     def predictive_fn(_: Result) -> dict[str, np.ndarray]:
@@ -83,16 +82,17 @@ def assemble_result(
     )
 
 
-def constant_data(model_kwargs: Mapping[str, Any], observed: Mapping[str, torch.Tensor],
-                  dims: Mapping[str, list[str]], sizes: Mapping[str, tuple[int, ...]], *,
+def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch.Tensor],
+                  observed: Mapping[str, torch.Tensor], dims: Mapping[str, list[str]], *,
                   fitted: set[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """The model's tensor inputs for ArviZ's ``constant_data`` group, with dims: not the observations, and not the
     values an engine fitted (``fitted``: its ``params``, e.g. type-II hyperparameters).
 
     Axes take the names the posterior and the data already use, so that xarray lines them up: the leading axis as
     long as an observed site's plate takes that plate's name (``obs_id``), and any axis as long as exactly one other
-    named axis (a plate such as ``feature``) takes that name; the rest are ``{name}_dim_k``. ``sizes`` holds the
-    per-draw shapes of the posterior and observed sites that ``dims`` names."""
+    named axis (a plate such as ``feature``) takes that name; the rest are ``{name}_dim_k``. ``posterior`` draws are
+    ``(chain, draw, ...)``, so their per-draw shapes drop the first two axes."""
+    sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
     obs_plates, named = {}, {}
     for site, names_of_site in dims.items():
         shape = sizes.get(site, ())
