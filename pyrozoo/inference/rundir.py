@@ -6,6 +6,7 @@ is complete, so an interrupted or failed run never leaves a half-written run dir
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -66,13 +67,20 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
 
 
 def temp_sibling(out: Path) -> Path:
-    """A hidden temporary directory next to ``out`` with the permissions ``mkdir`` would give it under the umask
-    (``tempfile.mkdtemp`` makes it 0700, and renaming it onto ``out`` would keep that)."""
+    """A hidden temporary directory ``.NAME.XXXX.tmp`` next to ``out`` with the permissions ``mkdir`` would give it
+    under the umask (``tempfile.mkdtemp`` makes it 0700, and renaming it onto ``out`` would keep that)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)  # reading the umask means setting it; restored at once
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     return tmp
+
+
+def stale_temp_siblings(out: Path) -> list[Path]:
+    """The directories :func:`temp_sibling` made for ``out`` that are still there (a writer killed mid-write)."""
+    if not out.parent.is_dir():
+        return []
+    return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if p.is_dir()]
 
 
 def _jsonable(value: Any) -> Any:

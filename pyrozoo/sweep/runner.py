@@ -14,7 +14,6 @@ Resume and failure records, independent of the backend:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import tomli_w
 
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import RUN_FILES, temp_sibling
+from pyrozoo.inference.rundir import RUN_FILES, stale_temp_siblings, temp_sibling
 from pyrozoo.sweep.spec import Cell, SweepSpec
 
 FAILED_SUFFIX = ".failed"
@@ -263,12 +262,9 @@ def clean_stale_temporaries(root: Path, cells: Sequence[Cell]) -> int:
     n = 0
     for cell in cells:
         for dest in (run_path(root, cell), failed_path(root, cell)):
-            if not dest.parent.is_dir():
-                continue
-            for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
-                if tmp.is_dir():
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    n += 1
+            for tmp in stale_temp_siblings(dest):
+                shutil.rmtree(tmp, ignore_errors=True)
+                n += 1
     return n
 
 
