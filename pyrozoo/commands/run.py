@@ -53,8 +53,9 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    data: dict[str, Any] = read_toml(args.config) if args.config else {}
+def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> RunConfig:
+    """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it."""
+    data: dict[str, Any] = dict(file_data)
     if args.model is not None:
         if "model" in data and data["model"] != args.model:
             raise PyrozooError(f"model: the command line says {args.model!r} but {args.config} says {data['model']!r}")
@@ -78,11 +79,12 @@ def handle(args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import check_lines, summary
     from pyrozoo.runner import run_model
 
-    config = config_from_args(args)
+    file_data = read_toml(args.config) if args.config else {}
+    config = config_from_args(args, file_data)
     output = run_model(config, out=args.out, overwrite=args.overwrite)
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
-    asked_chains = args.num_chains is not None or (args.config and "num_chains" in read_toml(args.config))
+    asked_chains = args.num_chains is not None or "num_chains" in file_data
     if asked_chains and config.num_chains > 1 and result.num_chains == 1:  # not for the default of 4
         print(f"note: {result.inference} gives one set of draws, so --num-chains {config.num_chains} did not apply "
               f"(r_hat needs an MCMC or Gibbs inference with several chains)")
