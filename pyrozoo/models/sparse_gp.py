@@ -51,7 +51,15 @@ from pyrozoo.models.gp import (
     initial_lengthscale,
     simulate_regression,
 )
-from pyrozoo.models.gp_linalg import KERNELS, METHODS, SparseStats, jitter_cholesky, kernel_matrix, sparse_gp_stats
+from pyrozoo.models.gp_linalg import (
+    KERNELS,
+    METHODS,
+    SparseStats,
+    default_chunk_size,
+    jitter_cholesky,
+    kernel_matrix,
+    sparse_gp_stats,
+)
 from pyrozoo.registry import ZooModel, register
 from pyrozoo.validation import (
     as_tensor,
@@ -278,6 +286,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     check_positive("lr", lr)
     if dev is not None:  # every check done: move the data
         X, y, Z = X.to(dev), y.to(dev), Z.to(dev)
+    if chunk_size is None:  # once, not at every step (on CUDA it asks the driver for the free memory)
+        chunk_size = default_chunk_size(X.shape[0], Z.shape[0], X.device)
     opts = {"dtype": X.dtype, "device": X.device}
     raw = {"lengthscale": initial_lengthscale(lengthscale, X, ard=ard).log(),
            "variance": torch.as_tensor(variance, **opts).log(),
