@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,10 @@ class ZooModel:
     * ``from_file(path, seed, **options) -> Dataset``: optional reader of a user's data file (``--data``);
     * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
       before it is published;
-    * ``list_options``: number options that may also be given as a list (one value per input column).
+    * ``list_options``: number options that may also be given as a list (one value per input column);
+    * ``data_options``: option -> the data sources that read it (``"simulator"``, ``"file"`` for ``--data``, or a
+      shipped dataset's name). Unlisted options are model options that apply whatever the data. A listed option
+      given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``).
     """
 
     name: str
@@ -48,6 +51,7 @@ class ZooModel:
     artifacts: Callable[[Result, Dataset, Path], None] | None = None
     from_file: Callable[..., Dataset] | None = None
     list_options: tuple[str, ...] = ()
+    data_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
@@ -71,7 +75,22 @@ class ZooModel:
         if config.dataset is not None and config.dataset not in self.datasets:
             known = ", ".join(self.datasets) or "none (simulated data only)"
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
+        source = data_source(config.data, config.dataset)
+        unused = self.unused_options(config.options, source)
+        if unused:
+            by_readers: dict[tuple[str, ...], list[str]] = {}
+            for k in unused:
+                by_readers.setdefault(tuple(self.data_options[k]), []).append(k)
+            parts = [f"{', '.join(keys)} {'applies' if len(keys) == 1 else 'apply'} only to "
+                     f"{_or(describe_source(s) for s in readers)}" for readers, keys in by_readers.items()]
+            one = len(unused) == 1
+            raise PyrozooError(f"options: {'; '.join(parts)}; with {describe_source(source)} "
+                               f"{'it' if one else 'they'} would have no effect (remove {'it' if one else 'them'})")
         return config
+
+    def unused_options(self, options: Mapping[str, Any], source: str) -> list[str]:
+        """The keys of ``options`` that data source ``source`` (see :func:`data_source`) would ignore."""
+        return [k for k in options if source not in self.data_options.get(k, (source,))]
 
     def merged_options(self, config: RunConfig) -> dict[str, Any]:
         """Entry defaults overridden by the config's options."""
@@ -85,6 +104,23 @@ class ZooModel:
         if config.dataset is not None:
             return self.datasets[config.dataset](config.seed, **opts)
         return self.simulate(config.seed, **opts)
+
+
+def data_source(data: Any, dataset: str | None) -> str:
+    """Where a run's data come from: ``"file"`` (a ``--data`` path), a shipped dataset's name, or ``"simulator"``."""
+    if data is not None:
+        return "file"
+    return dataset if dataset is not None else "simulator"
+
+
+def describe_source(source: str) -> str:
+    """A data source in words, for messages."""
+    return {"simulator": "the simulated data", "file": "a data file (--data)"}.get(source, f"dataset {source!r}")
+
+
+def _or(words: Iterable[str]) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 _REGISTRY: dict[str, Callable[[], ZooModel]] = {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
 from pyrozoo.runner import run_model
 
 
@@ -30,3 +33,30 @@ def test_a_simulator_on_the_global_rng_is_reproducible(monkeypatch):
                                   progress=False), save=False)
         data.append(np.asarray(out.result.observed_data["x"]))
     assert np.array_equal(data[0], data[1]) and not np.array_equal(data[0], data[2])
+
+
+def test_options_a_data_source_would_ignore_are_an_error_before_any_work(tmp_path):
+    """A simulator size with a shipped dataset, or a data-file column with the simulator, would be silently ignored:
+    each is an error that names the option and the data source, and nothing is written."""
+    cases = [
+        (RunConfig(model="blr", dataset="boston", options={"n": 30}), "n applies only to the simulated data"),
+        (RunConfig(model="normal-gamma", options={"column": "x"}), "column applies only to a data file (--data)"),
+        (RunConfig(model="agnostic", dataset="cps1985", options={"train_corr": 0.9}),
+         "train_corr applies only to the simulated data or dataset 'digits'"),
+    ]
+    for config, message in cases:
+        with pytest.raises(PyrozooError, match=re.escape(message)):
+            run_model(config, out=tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+    # the same options where they apply pass the check
+    registry.get("agnostic").check_config(RunConfig(model="agnostic", dataset="digits", options={"train_corr": 0.9}))
+    registry.get("plce").check_config(RunConfig(model="plce", dataset="lalonde", options={"outcome": "re78"}))
+
+
+def test_every_data_option_names_a_known_option_and_source():
+    for name in registry.names():
+        entry = registry.get(name)
+        sources = {"simulator", *entry.datasets, *(("file",) if entry.from_file is not None else ())}
+        for key, readers in entry.data_options.items():
+            assert key in entry.options, (name, key)
+            assert readers and set(readers) <= sources, (name, key, readers)

@@ -20,10 +20,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--scenario", help="simulate one of the talk's designs instead "
                      "(baseline, heterogeneity, random_effects, interference, combined)")
     src.add_argument("--dataset", help="a shipped dataset (lalonde)")
-    p.add_argument("--outcome", default="y", help="outcome column (default y; re78 with --dataset lalonde)")
-    p.add_argument("--treatment", default="t", help="treatment column (default t; treat with --dataset lalonde)")
-    p.add_argument("--controls", default="", help="comma-separated control columns (default: all other columns)")
-    p.add_argument("--groups", default="", help="group id column (random intercepts)")
+    p.add_argument("--outcome", help="outcome column (default y; re78 with --dataset lalonde)")
+    p.add_argument("--treatment", help="treatment column (default t; treat with --dataset lalonde)")
+    p.add_argument("--controls", help="comma-separated control columns (default: all other columns)")
+    p.add_argument("--groups", help="group id column (random intercepts)")
     p.add_argument("--treatment-model", default="homoskedastic", choices=("homoskedastic", "heteroskedastic"))
     p.add_argument("--interference", action="store_true", help="learn kernel-weighted interference terms")
     p.add_argument("--n-folds", type=int, default=5)
@@ -49,8 +49,9 @@ def handle(args: argparse.Namespace) -> int:
                "n_folds": args.n_folds, "n_repeats": args.n_repeats, "learner": args.learner}
     if args.scenario is not None:
         options["scenario"] = args.scenario
-    else:
-        options.update(outcome=args.outcome, treatment=args.treatment, controls=args.controls, groups=args.groups)
+    # column flags only when given: with --scenario they are an error (the simulated design has its own columns)
+    columns = {"outcome": args.outcome, "treatment": args.treatment, "controls": args.controls, "groups": args.groups}
+    options.update({k: v for k, v in columns.items() if v is not None})
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
                        num_samples=args.num_samples, warmup_steps=min(500, args.num_samples), num_chains=1,
                        steps=args.steps, progress=False, data=args.data, dataset=args.dataset, options=options)

@@ -779,6 +779,7 @@ def agnostic_entry() -> ZooModel:
         metrics=agnostic_metrics,
         options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
         datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},
+        data_options={k: ("simulator", "digits") for k in DIGITS_OPTIONS},
         tiny={"num_samples": 5, "steps": 8},
         description="Agnostic classifier: gradient-reversal adversary removes a protected concept (Jia et al. 2018)",
     )

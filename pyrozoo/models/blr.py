@@ -262,6 +262,7 @@ def blr_entry() -> ZooModel:
         metrics=blr_metrics,
         options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS},
         datasets={"boston": load_boston, "concrete": load_concrete},
+        data_options={k: ("simulator",) for k in ("n", "d", "noise_true")},
         tiny={"num_samples": 40, "warmup_steps": 40, "num_chains": 2, "options": {"n": 50, "d": 3}},
         description="Conjugate Bayesian linear regression (Normal-Gamma; exact draws or NUTS); base of active learning",
     )

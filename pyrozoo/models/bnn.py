@@ -683,6 +683,7 @@ def bnn_entry() -> ZooModel:
         metrics=bnn_metrics,
         options=dict(DEFAULT_OPTIONS),
         datasets={"boston": _uci_loader("boston"), "concrete": _uci_loader("concrete")},
+        data_options={"n": ("simulator",)},
         tiny={"num_samples": 6, "steps": 8, "options": {"n": 40, "hidden": 6, "swa_epochs": 4, "num_collapsed": 3,
                                                         "rank": 3, "batch_size": 16}},
         description="Heteroscedastic Bayesian MLP: SWAG, SWAG-diag, collapsed CIBER and Gaussian, VI, MAP (UCI data)",

@@ -195,6 +195,9 @@ def effect_curve_entry() -> ZooModel:
         options=OPTIONS,
         datasets={"cps1985": load_cps1985},
         from_file=effect_curve_from_file,
+        # cps1985 has fixed columns (log wage on experience)
+        data_options={**{k: ("simulator",) for k in ("design", "n", "slope")},
+                      **{k: ("file",) for k in ("outcome", "treatment", "controls")}},
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 20,
               "options": {"design": "heterogeneous", "n": 120, "n_folds": 2, "n_pseudo": 2, "n_knots": 4,
                           "n_knots_x": 3, "heterogeneity": "linear", "learner": "ridge"}},

@@ -429,6 +429,8 @@ def gp_entry() -> ZooModel:
         options={"n": 60, "n_test": 200, "input_dim": 1, "noise_sd": 0.2, "kernel": "rbf", "lengthscale": 1.0,
                  "variance": 1.0, "noise": 0.1, "ard": False},
         datasets={"concrete": load_concrete_gp},
+        # concrete has its own size and columns and always learns one lengthscale per column
+        data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
         list_options=("lengthscale",),  # one per input column (ARD)
         tiny={"num_samples": 6, "warmup_steps": 6, "num_chains": 1, "steps": 15, "options": {"n": 10, "n_test": 20}},
         description="Exact GP regression (RBF/Matern): type-II ML or NUTS over hyperparameters, exact f posterior",

@@ -299,6 +299,8 @@ def plce_entry() -> ZooModel:
         options=OPTIONS,
         datasets={"lalonde": load_lalonde},
         from_file=plce_from_file,
+        data_options={**{k: ("simulator",) for k in ("scenario", "n")},
+                      **{k: ("file", "lalonde") for k in ("outcome", "treatment", "controls", "groups")}},
         tiny={"num_samples": 50, "warmup_steps": 50, "num_chains": 1, "steps": 50,
               "options": {"n": 150, "n_folds": 2, "n_repeats": 2, "interactions": "linear", "n_knots": 3,
                           "learner": "ridge"}},

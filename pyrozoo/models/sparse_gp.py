@@ -519,6 +519,7 @@ def sparse_gp_entry() -> ZooModel:
         metrics=sparse_gp_metrics,
         options=dict(SPARSE_OPTIONS),
         datasets={"concrete": load_concrete_sparse},
+        data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
         list_options=("lengthscale",),  # one per input column (ARD)
         tiny={"num_samples": 10, "steps": 15, "options": {"n": 100, "m": 6, "n_test": 50}},
         description="Sparse GP with learned pseudo-inputs (FITC / VFE): collapsed bound or SVI with free q(u)",

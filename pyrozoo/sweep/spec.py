@@ -228,6 +228,11 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                     else:
                         cfg[k] = v
                 cfg.setdefault("progress", False)
+                # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them
+                source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
+                for k in entry.unused_options(tiny_options, source):
+                    if k not in options and f"options.{k}" not in chosen:
+                        del cfg["options"][k]
                 try:
                     run_cfg = entry.check_config(RunConfig.from_dict(cfg, source=where))
                 except PyrozooError as exc:

@@ -450,6 +450,9 @@ def test_lalonde_honours_columns_and_groups(capsys):
     assert not np.allclose(other.meta["plce"]._y, est._y)
     assert main(["plce", "--dataset", "lalonde", "--outcome", "wage"]) == 2
     assert "wage" in capsys.readouterr().err
+    # a column flag with a simulated design would be ignored: an error before any fit
+    assert main(["plce", "--scenario", "baseline", "--groups", "g"]) == 2
+    assert "groups applies only to a data file (--data) or dataset 'lalonde'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- slow: coverage

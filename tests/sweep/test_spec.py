@@ -65,6 +65,18 @@ def test_tiny_settings_and_model_overrides():
     assert cell.config["num_samples"] == 7 and cell.config["warmup_steps"] == 30  # model value beats tiny
 
 
+def test_tiny_simulator_sizes_are_dropped_for_shipped_data():
+    """blr's tiny settings shrink its simulator (n, d); a tiny sweep over a shipped dataset drops them rather than
+    failing on options that dataset would ignore, while a user's own simulator option is still an error."""
+    spec = parse_spec({"sweep": {"tiny": True},
+                       "models": [{"name": "blr", "dataset": "boston"}, {"name": "blr", "label": "sim"}]})
+    shipped, simulated = spec.cells
+    assert "n" not in shipped.config["options"] and "d" not in shipped.config["options"]
+    assert simulated.config["options"]["n"] == 50
+    with pytest.raises(PyrozooError, match="n applies only to the simulated data; with dataset 'boston'"):
+        parse_spec({"sweep": {"tiny": True}, "models": [{"name": "blr", "dataset": "boston", "options": {"n": 30}}]})
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"extra": 1}, "unknown key(s) extra"),
     ({"sweep__seed": [1]}, "sweep: unknown key(s) seed"),
@@ -89,6 +101,8 @@ def test_tiny_settings_and_model_overrides():
     ({"models__0__grid": {"options": {"sigma_true": [1, 1.0]}}}, "values repeat in [1, 1.0]"),
     ({"models__0__options": {"alpha": 1}}, "options for normal-gamma: unknown key(s) alpha"),
     ({"models__0__dataset": "iris"}, "dataset: normal-gamma knows boston-medv; got 'iris'"),
+    ({"models__0__dataset": "boston-medv", "models__0__options": {"mu_true": 3.0}},
+     "mu_true, sigma_true apply only to the simulated data; with dataset 'boston-medv' they would have no effect"),
     ({"models__0__grid": {"lr": [0.1, -1.0]}}, "lr: expected a finite value > 0"),
 ])
 def test_bad_input_is_a_clear_error(changes, message):
