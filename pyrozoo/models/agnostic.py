@@ -721,7 +721,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
                   target_weight=opts["target_weight"], adversary_weight=opts["adversary_weight"],
                   max_adversary_weight=float(opts["max_adversary_weight"]))
     default_lr = 0.3 if opts["optimizer"] == "sgd" else 0.01
-    return run_agnostic_svi(
+    result = run_agnostic_svi(
         agnostic_model, guide or make_agnostic_guide(agnostic_model), kwargs, schedule=schedule,
         num_steps=config.steps, lr=config.lr if config.lr is not None else default_lr, optimizer=opts["optimizer"],
         momentum=float(opts["momentum"]), lr_decay=float(opts["lr_decay"]), adv_steps=int(opts["adv_steps"]),
@@ -730,6 +730,18 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
         adversary_warmup=int(opts["adversary_warmup"]), num_samples=config.num_samples,
         seed=config.seed, progress=config.progress, config=config.to_dict(), model_name=config.model,
     )
+    return _name_axes(result, x.dim())
+
+
+def _name_axes(result: Result, x_ndim: int) -> Result:
+    """ArviZ axes instead of ``w_y_dim_0`` and so on: ``class`` and ``feature`` (G_f's outputs) for the target head,
+    ``protected_class`` and ``adversary_unit`` for the adversary's head; ``row`` (target and protected rows
+    together, as ``target_idx`` / ``protected_idx`` index them) and the image or table axes for ``x``."""
+    result.dims.update(w_y=["class", "feature"], b_y=["class"], w_p=["protected_class", "adversary_unit"],
+                       b_p=["protected_class"])
+    if "x" in result.constant_data:
+        result.dims["x"] = ["row", "channel", "height", "width"] if x_ndim == 4 else ["row", "column"]
+    return result
 
 
 @torch.no_grad()

@@ -242,6 +242,19 @@ def test_pointwise_log_likelihood_matches_categorical():
     assert np.allclose(ll["y"][0, 2], want.numpy(), atol=1e-10)
 
 
+def test_inference_data_names_the_axes():
+    """The heads' weights and x carry named ArviZ axes (not ``w_y_dim_0``), for the image and the table task."""
+    entry = agnostic_entry()
+    for dataset, x_dims in (("digits", ("row", "channel", "height", "width")), ("cps1985", ("row", "column"))):
+        cfg = entry.check_config(RunConfig(model="agnostic", dataset=dataset, progress=False, steps=3, num_samples=2))
+        idata = entry.fit(entry.load_data(cfg), cfg).to_inference_data()
+        post = idata.posterior
+        assert post["w_y"].dims[2:] == ("class", "feature") and post["b_y"].dims[2:] == ("class",)
+        assert post["w_p"].dims[2:] == ("protected_class", "adversary_unit")
+        assert post["b_p"].dims[2:] == ("protected_class",)
+        assert idata.constant_data["x"].dims == x_dims
+
+
 # -------------------------------------------------------------------------------------- end to end (seeded)
 def _fit_digits(alpha: float, lr: float | None = None, **options) -> tuple[dict, object]:
     entry = agnostic_entry()
