@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 
+import numpy as np
 import pytest
 
 from pyrozoo.cli import main
@@ -29,6 +30,36 @@ def test_run_then_diagnose(tmp_path, capsys):
     assert "r_hat" in text and "ess_bulk" in text
     assert (out / "plots" / "trace.png").stat().st_size > 1000
     assert (out / "plots" / "posterior.png").stat().st_size > 1000
+    assert not (out / "plots" / "energy.png").exists()  # Gibbs has no Hamiltonian
+
+
+def test_nuts_run_has_energy_and_diagnose_plots_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--inference", "nuts", "--out", str(out), *TINY]) == 0
+    energy = load_run(out)["idata"].sample_stats["energy"]
+    assert energy.shape == (2, 50) and np.isfinite(energy.values).all()
+    capsys.readouterr()
+    assert main(["diagnose", str(out)]) == 0
+    assert (out / "plots" / "energy.png").stat().st_size > 1000
+
+
+def test_diagnose_does_not_judge_independent_draws_by_ess(tmp_path, capsys):
+    """50 SVI guide draws are independent: ESS below the 100-per-chain threshold says nothing about the fit, so
+    diagnose says so instead of warning (a Gibbs chain without sample_stats is still judged: engine tag gibbs)."""
+    from pyrozoo.evaluation.diagnostics import is_markov_chain
+
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--inference", "svi", "--steps", "50", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "independent draws from the fitted posterior" in text and "warning:" not in text
+    import arviz as az
+
+    post = {"mu": np.zeros((2, 10))}
+    assert is_markov_chain(az.from_dict(posterior=post, attrs={"inference": "gibbs"}))
+    assert not is_markov_chain(az.from_dict(posterior=post, attrs={"inference": "em-emvs"}))
+    assert is_markov_chain(az.from_dict(posterior=post, sample_stats={"lp": np.zeros((2, 10))}))  # no tag
 
 
 def test_diagnose_names_a_one_draw_point_estimate(tmp_path, capsys):

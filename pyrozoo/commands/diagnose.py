@@ -18,7 +18,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pyrozoo.evaluation.diagnostics import check_lines, ess_threshold, summary
+    from pyrozoo.evaluation.diagnostics import BFMI_MIN, check_lines, ess_threshold, is_markov_chain, summary
     from pyrozoo.inference.rundir import load_run
 
     run = load_run(args.run_dir)
@@ -34,15 +34,20 @@ def handle(args: argparse.Namespace) -> int:
         print("note: one draw (a point estimate): sd, r_hat, ESS and az.loo/az.waic do not apply")
         return _plots(idata, args)
     chains = idata.posterior.sizes.get("chain", 1)
-    if chains < 2:
+    independent = not is_markov_chain(idata)
+    if independent:
+        print("note: independent draws from the fitted posterior (no Markov chain), so r_hat and ESS do not measure "
+              "convergence; an optimizer's loss trace is in the fit_stats group")
+    elif chains < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
-    notes, lines = check_lines(idata, table)
+    notes, lines = check_lines(idata, table, convergence=not independent, where="in the summary table above")
     for line in notes:
         print(f"note: {line}")
     for line in lines:
         print(f"warning: {line}")
-    if not lines:
-        print(f"no convergence warnings (no divergences or stuck chains, r_hat <= 1.01, bulk and tail ESS >= "
+    if not lines and not independent:
+        bfmi = f", E-BFMI >= {BFMI_MIN}" if "energy" in idata.sample_stats else ""
+        print(f"no convergence warnings (no divergences or stuck chains{bfmi}, r_hat <= 1.01, bulk and tail ESS >= "
               f"{ess_threshold(chains)}, i.e. 100 per chain)")
     return _plots(idata, args)
 

@@ -93,7 +93,8 @@ def handle(args: argparse.Namespace) -> int:
         table = summary(idata)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
-        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1)
+        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1,
+                                   where="`pyrozoo diagnose RUN_DIR` prints the whole table")
         for line in notes:
             print(f"note: {line}")
         for line in lines:

@@ -16,6 +16,7 @@ RHAT_MAX = 1.01
 ESS_MIN = 400
 ESS_PER_CHAIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain (400 for the usual 4 chains)
 ACCEPT_MIN = 0.05
+BFMI_MIN = 0.3  # Betancourt (2016) / Stan: E-BFMI below 0.3 means momentum resampling explores the energy poorly
 
 
 def ess_threshold(num_chains: int) -> int:
@@ -75,32 +76,48 @@ def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess
     return out
 
 
-def shown_warnings(lines: list[str], limit: int = 12) -> list[str]:
+def shown_warnings(lines: list[str], limit: int = 12, where: str = "in the summary table") -> list[str]:
     """At most ``limit`` warning lines, then one line counting the rest (a short chain of a 40-vector gives 80)."""
     if len(lines) <= limit:
         return list(lines)
-    more = len(lines) - limit
-    return [*lines[:limit], f"... and {more} more like these (in the summary table; `pyrozoo diagnose RUN_DIR` "
-                            f"prints it whole)"]
+    return [*lines[:limit], f"... and {len(lines) - limit} more like these ({where})"]
 
 
-def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bool = True) -> tuple[list[str],
-                                                                                                     list[str]]:
+MARKOV_ENGINES = ("nuts", "hmc", "gibbs")
+
+
+def is_markov_chain(idata: az.InferenceData) -> bool:
+    """Whether the draws come from a Markov chain (NUTS, HMC, Gibbs), so that r_hat and ESS measure convergence.
+    Draws from a fitted approximation or a closed form (SVI guide, SWAG, type-II GP, exact BLR) are independent by
+    construction. Read from the engine tag the run stores in ``idata.attrs["inference"]`` (``nuts``,
+    ``svi-meanfield`` ...); without one, a ``sample_stats`` group stands for a chain."""
+    tag = getattr(idata, "attrs", {}).get("inference")
+    if tag is None:
+        return getattr(idata, "sample_stats", None) is not None
+    return str(tag).split("-")[0] in MARKOV_ENGINES
+
+
+def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bool = True,
+                where: str = "in the summary table") -> tuple[list[str], list[str]]:
     """The notes and warnings printed under a summary table by ``pyrozoo run`` and ``pyrozoo diagnose``: components
     that never move (a note), divergences and stuck chains, and with ``convergence`` r_hat and ESS at
-    :func:`ess_threshold`; at most :func:`shown_warnings` warning lines."""
+    :func:`ess_threshold`; at most :func:`shown_warnings` warning lines, the last one saying ``where`` the rest
+    are."""
     chains = idata.posterior.sizes.get("chain", 1)
     lines = sampler_warnings(idata)
     if convergence:
         lines += convergence_warnings(table, ess_min=ess_threshold(chains))
     fixed = constant_components(table)
     notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {', '.join(fixed)}"]
-    return (notes if fixed else []), shown_warnings(lines)
+    return (notes if fixed else []), shown_warnings(lines, where=where)
 
 
-def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN) -> list[str]:
-    """What the summary table cannot show: divergent transitions (``sample_stats.diverging``) and chains whose mean
-    acceptance rate is below ``accept_min`` (a stuck chain repeats one draw, and ArviZ still reports a full ESS)."""
+def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN,
+                     bfmi_min: float = BFMI_MIN) -> list[str]:
+    """What the summary table cannot show: divergent transitions (``sample_stats.diverging``), chains whose mean
+    acceptance rate is below ``accept_min`` (a stuck chain repeats one draw, and ArviZ still reports a full ESS),
+    and chains whose energy Bayesian fraction of missing information, E-BFMI = sum (E_n - E_{n-1})^2 /
+    sum (E_n - mean E)^2 (``az.bfmi`` on ``sample_stats.energy``), is below ``bfmi_min``."""
     stats = getattr(idata, "sample_stats", None)
     if stats is None:
         return []
@@ -118,6 +135,13 @@ def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN)
             if np.isfinite(a) and a < accept_min:
                 out.append(f"chain {c}: mean acceptance rate {a:.3g} < {accept_min}: the chain is stuck, its draws "
                            f"repeat one value")
+    if "energy" in stats and stats["energy"].sizes.get("draw", 0) > 2:
+        energy = np.asarray(stats["energy"].values, dtype=float)
+        if np.isfinite(energy).all() and (energy.std(axis=1) > 0).all():
+            for c, b in enumerate(np.atleast_1d(az.bfmi(energy))):
+                if b < bfmi_min:
+                    out.append(f"chain {c}: E-BFMI {b:.3g} < {bfmi_min}: the sampler explores the energy poorly "
+                               f"(heavy tails or a funnel); reparameterize")
     return out
 
 
@@ -145,12 +169,16 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     if still:  # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError)
         notes.append(f"not plotted, the same in every draw up to rounding: {', '.join(still)}")
         post = post.drop_vars(still)
+    plots: list[tuple[str, Any]] = []
+    if post.data_vars:
+        plots += [("trace", lambda: az.plot_trace(post, compact=True)), ("posterior", lambda: az.plot_posterior(post))]
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and "energy" in stats:  # NUTS/HMC: marginal energy vs energy transitions (E-BFMI)
+        plots.append(("energy", lambda: az.plot_energy(idata)))
     paths = []
-    if not post.data_vars:
-        return paths, notes
-    for kind, fn in (("trace", az.plot_trace), ("posterior", az.plot_posterior)):
+    for kind, draw in plots:
         try:
-            axes = fn(post, compact=True) if kind == "trace" else fn(post)
+            axes = draw()
         except (ValueError, OverflowError, KeyError) as exc:  # a plot is a convenience: say why, go on
             plt.close("all")
             notes.append(f"ArviZ could not draw the {kind} plot ({type(exc).__name__}: {exc})")

@@ -16,18 +16,51 @@ from pyrozoo.inference.predictive import check_likelihood_sites, max_plate_nesti
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_int, check_probability
 
-KERNELS = {"nuts": NUTS, "hmc": HMC}
+
+class _RecordsEnergy:
+    """Keeps the Hamiltonian at the start of each transition, H_n = U(q_{n-1}) + K(r_n) with r_n the freshly drawn
+    momentum, for ArviZ's ``energy`` (``az.bfmi``, ``az.plot_energy``).
+
+    Pyro computes H_n inside ``sample`` but does not keep it, so this mixin wraps the kernel's kinetic energy: the
+    first evaluation in each ``sample`` call is that of r_n (Pyro 1.9's NUTS and HMC compute H_n before any
+    leapfrog step), and the start point's potential energy is cached on the kernel by then."""
+
+    def sample(self, params):
+        self._energy_start = None
+        self._energy_pending = True
+        return super().sample(params)
+
+    def _kinetic_energy(self, r_unscaled):
+        kinetic = super()._kinetic_energy(r_unscaled)
+        if getattr(self, "_energy_pending", False):
+            self._energy_pending = False
+            if self._potential_energy_last is not None:
+                self._energy_start = kinetic + self._potential_energy_last
+        return kinetic
+
+
+class EnergyNUTS(_RecordsEnergy, NUTS):
+    """Pyro's NUTS, keeping each transition's starting Hamiltonian as ``_energy_start``."""
+
+
+class EnergyHMC(_RecordsEnergy, HMC):
+    """Pyro's HMC, keeping each transition's starting Hamiltonian as ``_energy_start``."""
+
+
+KERNELS = {"nuts": EnergyNUTS, "hmc": EnergyHMC}
 
 
 class _StatsRecorder:
-    """MCMC ``hook_fn`` recording per-draw divergence, step size, acceptance probability and log density.
+    """MCMC ``hook_fn`` recording per-draw divergence, step size, acceptance probability, log density and energy.
 
     Pyro keeps only running summaries on the kernel; the per-draw acceptance probability is recovered from the
-    running mean: a_n = n * m_n - (n - 1) * m_{n-1}.
+    running mean: a_n = n * m_n - (n - 1) * m_{n-1}. ``energy`` is the starting Hamiltonian of the transition
+    that produced the draw (:class:`_RecordsEnergy`).
     """
 
     def __init__(self) -> None:
-        self.stats: dict[str, list[float]] = {"diverging": [], "step_size": [], "acceptance_rate": [], "lp": []}
+        self.stats: dict[str, list[float]] = {"diverging": [], "step_size": [], "acceptance_rate": [], "lp": [],
+                                              "energy": []}
         self._prev_mean = 0.0
         self._prev_div = 0
 
@@ -44,6 +77,8 @@ class _StatsRecorder:
         self.stats["step_size"].append(float(kernel.step_size))
         pe = kernel._potential_energy_last
         self.stats["lp"].append(float(-pe) if pe is not None else float("nan"))
+        energy = getattr(kernel, "_energy_start", None)
+        self.stats["energy"].append(float(energy) if energy is not None else float("nan"))
 
 
 def run_mcmc(
@@ -103,6 +138,8 @@ def run_mcmc(
     posterior = {n: torch.stack([c[n] for c in per_chain]) for n in per_chain[0]}
     sample_stats = {k: np.array([s[k] for s in stats]) for k in stats[0]}
     sample_stats["diverging"] = sample_stats["diverging"].astype(bool)
+    if np.isnan(sample_stats["energy"]).any():  # a model with no latent sites (nothing to integrate)
+        del sample_stats["energy"]
     return assemble_result(
         kernel,
         model,

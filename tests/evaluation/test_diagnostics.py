@@ -57,6 +57,19 @@ def test_min_ess_is_the_smallest_bulk_ess():
     assert min_ess(idata, var_names=["s"]) == pytest.approx(only_s, rel=1e-12)
 
 
+def test_sampler_warnings_report_low_e_bfmi():
+    """A chain whose energy is a slow random walk (E-BFMI ~ 0) is named; independent energies (E-BFMI ~ 2 for iid
+    draws, since E (E_n - E_{n-1})^2 = 2 Var E) are not."""
+    from pyrozoo.evaluation.diagnostics import sampler_warnings
+
+    rng = np.random.default_rng(1)
+    energy = np.stack([rng.normal(size=400), np.cumsum(rng.normal(size=400))])
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 400))}, sample_stats={"energy": energy})
+    (line,) = sampler_warnings(idata)
+    assert line.startswith("chain 1: E-BFMI ") and "< 0.3" in line
+    assert az.bfmi(energy)[0] == pytest.approx(2.0, rel=0.2)
+
+
 def test_sampler_warnings_report_divergences_and_stuck_chains():
     """Divergences and a stuck chain (acceptance ~0, one repeated draw: ArviZ still reports a full ESS) are named;
     a healthy run gives none."""
