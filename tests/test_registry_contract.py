@@ -18,6 +18,7 @@ from pyrozoo import registry
 from pyrozoo.cli import main
 from pyrozoo.config import RunConfig
 from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.predictive import check_likelihood_sites
 from pyrozoo.inference.rundir import RUN_FILES
 
 ENTRIES = registry.names()
@@ -43,6 +44,24 @@ def test_prior_predictive_and_log_density(name):
     prior_trace = poutine.trace(entry.model).get_trace(**data.model_kwargs(observed=False))
     assert any(s["type"] == "sample" for s in prior_trace.nodes.values())
     tr = poutine.trace(entry.model).get_trace(**data.model_kwargs())
+    assert math.isfinite(float(tr.log_prob_sum().detach()))
+
+
+DATASET_CASES = [(name, ds) for name in ENTRIES for ds in registry.get(name).datasets]
+
+
+@pytest.mark.parametrize("name,dataset", DATASET_CASES)
+def test_every_shipped_dataset_loads_into_a_valid_model(name, dataset):
+    """The tiny runs use the simulator: here each shipped dataset is loaded (with the tiny options it reads) and the
+    model traced on it passes the engines' structure checks with a finite log density."""
+    entry = registry.get(name)
+    tiny = dict(entry.tiny)
+    options = tiny.pop("options", {})
+    options = {k: v for k, v in options.items() if k not in entry.unused_options(options, dataset)}
+    cfg = entry.check_config(RunConfig(model=name, dataset=dataset, progress=False, options=options, **tiny))
+    data = entry.load_data(cfg)
+    tr = poutine.trace(entry.model).get_trace(**data.model_kwargs())
+    check_likelihood_sites(tr, custom_log_likelihood=True, warn=False)
     assert math.isfinite(float(tr.log_prob_sum().detach()))
 
 

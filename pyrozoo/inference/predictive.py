@@ -87,6 +87,9 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
     * no observed site and no ``pyro.factor`` term: the data never enter the model (``obs=`` forgotten) -- error;
     * sites marked for enumeration without a ``log_likelihood_fn``: the generic path would score the observations
       at one drawn value of the discrete latent instead of summing it out -- error;
+    * a sample site with a batch dim of size > 1 that no ``pyro.plate`` declares (``Normal(zeros(d), 1)`` without
+      ``.to_event(1)`` or a plate): Pyro's SVI fails on it deep inside the first step while NUTS runs on, and its
+      ArviZ axis would be ``w_dim_0`` -- error;
     * an observed site of several values whose log-probability is one number (``.to_event`` over the data, no
       plate): ``az.loo`` would see a single observation -- warning (unless not ``warn``), as the model is valid.
 
@@ -97,6 +100,20 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
     if not obs and not any(is_factor_site(s) for s in sample.values()):
         raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
                            "pyro.sample(name, dist, obs=value) (with obs=None as the model's default)")
+    for name, site in sample.items():
+        if is_factor_site(site):
+            continue
+        plates = {frame.dim for frame in site["cond_indep_stack"] if frame.vectorized}
+        shape = site["fn"].batch_shape
+        loose = [(i - len(shape), n) for i, n in enumerate(shape) if n > 1 and i - len(shape) not in plates]
+        if loose:
+            dim, size = loose[-1]
+            trailing = next((k for k in range(len(shape)) if -1 - k in plates), len(shape))  # dims .to_event can take
+            event = f" or make the dims part of one event with .to_event({trailing})" if dim >= -trailing else ""
+            raise PyrozooError(
+                f"model: site {name!r} has batch shape {tuple(shape)}, but no pyro.plate declares its dim {dim} (size "
+                f"{size}); put the site in a pyro.plate at that dim (independent values: named ArviZ axes, pointwise "
+                f"log-likelihood){event}")
     if custom_log_likelihood:
         return
     enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]

@@ -118,6 +118,37 @@ def test_forgotten_obs_fails_before_sampling():
         run_svi(forgot_obs, pyro.infer.autoguide.AutoNormal(forgot_obs), kwargs, num_steps=10**6)
 
 
+def undeclared_batch_latent(x=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0))  # neither a plate nor .to_event(1)
+    with pyro.plate("obs_id", 5):
+        pyro.sample("x", dist.Normal(w.sum(), 1.0), obs=x)
+
+
+def undeclared_batch_data(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", 5):
+        pyro.sample("x", dist.Normal(mu, 1.0).expand([3, 5]), obs=x)  # dim -2 has no plate, and -1 has one
+
+
+def test_a_batch_dim_without_a_plate_fails_the_same_way_in_both_engines_before_any_work():
+    """Pyro's SVI fails on such a site inside its first step with a shape error while NUTS runs on (and ArviZ would
+    name the axis w_dim_0): both engines now raise the same one-line error, saying which fix applies."""
+    import pytest
+
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.inference.mcmc import run_mcmc
+    from pyrozoo.inference.svi import run_svi
+
+    for model, x, message in (
+            (undeclared_batch_latent, torch.zeros(5), r"site 'w' has batch shape \(3,\).*dim -1.*\.to_event\(1\)"),
+            (undeclared_batch_data, torch.zeros(3, 5), r"site 'x' has batch shape \(3, 5\).*dim -2 \(size 3\)")):
+        with pytest.raises(PyrozooError, match=message) as info:
+            run_mcmc(model, {"x": x}, num_samples=10**6, warmup_steps=10**6)
+        assert model is undeclared_batch_latent or "to_event" not in str(info.value)  # dim -2 cannot become an event
+        with pytest.raises(PyrozooError, match=message):
+            run_svi(model, pyro.infer.autoguide.AutoNormal(model), {"x": x}, num_steps=10**6)
+
+
 def test_enumerated_latent_needs_a_log_likelihood_fn():
     """The generic path would score x at one drawn z instead of summing z out: an error, before any sampling, and
     in assemble_result for fits that bypass the engines. With a log_likelihood_fn the run goes through."""
