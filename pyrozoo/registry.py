@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +133,21 @@ def register(name: str) -> Callable[[Callable[[], ZooModel]], Callable[[], ZooMo
 
     def deco(factory: Callable[[], ZooModel]) -> Callable[[], ZooModel]:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise RuntimeError(f"zoo entry {name!r} registered twice")
+            first = _REGISTRY[name]
+            raise RuntimeError(f"zoo entry {name!r} registered twice: by {first.__module__}.{first.__qualname__} and "
+                               f"by {factory.__module__}.{factory.__qualname__}; give the copied entry a new name")
         _REGISTRY[name] = factory
         return factory
 
     return deco
+
+
+def _where(exc: BaseException) -> str:
+    """``file, line N`` of the error: a syntax error's own position, else the innermost traceback frame."""
+    if isinstance(exc, SyntaxError):
+        return f"{exc.filename}, line {exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "unknown place"
 
 
 def _load_all() -> None:
@@ -146,7 +157,12 @@ def _load_all() -> None:
     import pyrozoo.models as models
 
     for info in pkgutil.iter_modules(models.__path__):
-        importlib.import_module(f"{models.__name__}.{info.name}")
+        module = f"{models.__name__}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # one broken model module must say where, not end every command in a traceback
+            raise PyrozooError(f"model module {module} failed to import ({type(exc).__name__}: {exc}; at "
+                               f"{_where(exc)}); fix it, or move it out of pyrozoo/models/") from exc
     _LOADED = True
 
 

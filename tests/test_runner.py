@@ -60,3 +60,39 @@ def test_every_data_option_names_a_known_option_and_source():
         for key, readers in entry.data_options.items():
             assert key in entry.options, (name, key)
             assert readers and set(readers) <= sources, (name, key, readers)
+
+
+def test_a_second_entry_under_a_taken_name_names_both_modules(monkeypatch):
+    registry.names()  # loads every entry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def blr_copy():  # a copied module that kept the original's name
+        raise AssertionError("never built")
+
+    with pytest.raises(RuntimeError, match=r"'blr' registered twice: by pyrozoo\.models\.blr\.blr_entry and by "
+                                           r"tests?\.?.*blr_copy"):
+        registry.register("blr")(blr_copy)
+
+
+def test_an_unparsable_csv_is_a_one_line_error(tmp_path):
+    from pyrozoo.data.shipped import read_table
+
+    path = tmp_path / "bad.csv"
+    path.write_text("x\n1\n2\n3,4\n")
+    with pytest.raises(PyrozooError) as info:
+        read_table(str(path))
+    assert "\n" not in str(info.value) and "could not read" in str(info.value)
+
+
+def test_a_broken_model_module_is_a_one_line_error_naming_the_file(monkeypatch, tmp_path, capsys):
+    import pyrozoo.models as models
+    from pyrozoo.cli import main
+
+    (tmp_path / "broken_copy.py").write_text("import torch\n\nx = undefined_name + 1\n")
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_LOADED", False)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    assert main(["run", "normal-gamma"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pyrozoo.models.broken_copy failed to import (NameError" in err
+    assert f"{tmp_path / 'broken_copy.py'}, line 3" in err

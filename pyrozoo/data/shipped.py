@@ -32,7 +32,8 @@ def read_table(path: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise PyrozooError(f"data: could not read {path} as CSV ({exc})") from None
+        reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
+        raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
 
 
 def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):

@@ -106,7 +106,11 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
     chains = idata.posterior.sizes.get("chain", 1)
     lines = sampler_warnings(idata)
     if convergence:
-        lines += convergence_warnings(table, ess_min=ess_threshold(chains))
+        draws = idata.posterior.sizes.get("draw", 1)
+        if draws < ESS_PER_CHAIN:  # every component would be flagged: say it once, keep the r_hat checks
+            lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
+                         f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
+        lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0)
     fixed = constant_components(table)
     notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {', '.join(fixed)}"]
     return (notes if fixed else []), shown_warnings(lines, where=where)

@@ -136,3 +136,19 @@ def test_long_warning_lists_are_cut_with_a_count():
     assert shown_warnings(lines[:12]) == lines[:12]
     out = shown_warnings(lines)
     assert out[:12] == lines[:12] and len(out) == 13 and out[-1].startswith("... and 18 more like these")
+
+
+def test_short_chains_get_one_line_about_ess_not_one_per_component():
+    """30 draws per chain can never show an ESS of 100 per chain: one line says so (and which flag to raise) while
+    r_hat is still checked; 200 draws are judged component by component."""
+    from pyrozoo.evaluation.diagnostics import check_lines, summary
+
+    rng = np.random.default_rng(2)
+    short = az.from_dict(posterior={"w": rng.normal(size=(2, 30, 5)), "drift": np.stack([rng.normal(size=30),
+                                                                                        rng.normal(size=30) + 5])})
+    _, lines = check_lines(short, summary(short))
+    assert lines[0].startswith("only 30 draws per chain") and "--num-samples" in lines[0]
+    assert not any("ess_" in line for line in lines) and any(line.startswith("drift: r_hat") for line in lines)
+    long = az.from_dict(posterior={"w": np.cumsum(rng.normal(size=(2, 200)), axis=1)})  # a random walk: low ESS
+    _, lines = check_lines(long, summary(long))
+    assert any(line.startswith("w: ess_bulk") for line in lines) and not any("draws per chain" in x for x in lines)
