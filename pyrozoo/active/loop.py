@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +40,7 @@ from pyrozoo.validation import check_choice, check_int, check_probability
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
 CLOSED_FORM_ACQUISITIONS = {"acs-fw-fisher": "fisher", "acs-fw-euclidean": "euclidean"}
 BNN_POOL_STEPS = 2000  # SGD steps of fit_bnn_pool's default schedule
+BNN_POOL_DRAWS = 30  # SWAG draws fit_bnn_pool stores by default (the most projections ACS-FW can take from them)
 DATASETS = {"boston": "regression", "concrete": "regression", "synthetic": "regression",
             "breast-cancer": "classification"}
 
@@ -64,7 +65,7 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
 
     drop = bool((x[:, 0] == 1).all())
     n = x.shape[0]
-    opts: dict[str, Any] = {"posterior": "swag-diag", "hidden": 30, "num_samples": 30, "lr": 0.003,
+    opts: dict[str, Any] = {"posterior": "swag-diag", "hidden": 30, "num_samples": BNN_POOL_DRAWS, "lr": 0.003,
                             "swa_lr": 0.0015, "prior_scale": 0.3, "standardize": False, "batch_size": 32,
                             "val_fraction": 1 / 9 if n >= 18 else 0.0, **options}
     if "epochs" not in options or "swa_epochs" not in options:  # a step budget: epochs from the batches per epoch
@@ -89,15 +90,43 @@ class ActiveModel(NamedTuple):
     fit: Callable[..., RegressionPosterior]  # fit(x, y, **options) -> posterior adapter
     task: str  # "regression" or "classification"
     posterior: type[RegressionPosterior]  # what ``fit`` returns (its ``closed_forms`` decide the ACS-FW variants)
+    min_labels: int = 1  # the fewest labelled rows ``fit`` accepts
+    stored_draws: Callable[[Mapping[str, Any]], int] | None = None  # model options -> draws kept (None: unlimited)
 
 
 ACTIVE_MODELS: dict[str, ActiveModel] = {
     "blr": ActiveModel(BLRPoolPosterior.fit, "regression", BLRPoolPosterior),
     "probit": ActiveModel(ProbitPoolPosterior.fit, "classification", ProbitPoolPosterior),
     "gp": ActiveModel(GPPoolPosterior.fit, "regression", GPPoolPosterior),
-    "bnn": ActiveModel(fit_bnn_pool, "regression", SampledRegressionPosterior),
+    # fit_bnn's split needs 4 rows
+    "bnn": ActiveModel(fit_bnn_pool, "regression", SampledRegressionPosterior, min_labels=4,
+                       stored_draws=lambda opts: int(opts.get("num_samples", BNN_POOL_DRAWS))),
     "neural-linear": ActiveModel(fit_neural_linear, "regression", NeuralLinearPosterior),
 }
+
+
+def uses_projections(acquisition: str, model: str) -> bool:
+    """Whether ``acquisition`` takes random projections (J draws) on ``model``'s posterior: ``acs-fw-projection``
+    always, ``acs-fw`` where the posterior has no closed-form inner product."""
+    return acquisition == "acs-fw-projection" or (acquisition == "acs-fw"
+                                                   and not ACTIVE_MODELS[model].posterior.closed_forms)
+
+
+def check_num_projections_for_model(acquisitions: Sequence[str], model: str, num_projections: int | None,
+                                    model_options: Mapping[str, Any] | None = None) -> None:
+    """Raise before any fit if an explicit J would be ignored (no acquisition takes projections on this model) or
+    exceeds the draws the model's posterior stores."""
+    if num_projections is None:
+        return
+    if not any(uses_projections(a, model) for a in acquisitions):
+        raise PyrozooError(f"num_projections: none of {', '.join(acquisitions)} takes random projections on the "
+                           f"{model!r} posterior (acs-fw-projection does, and acs-fw on a posterior without closed "
+                           f"forms); leave it out")
+    draws = ACTIVE_MODELS[model].stored_draws
+    stored = draws(model_options or {}) if draws is not None else None
+    if stored is not None and num_projections > stored:
+        raise PyrozooError(f"num_projections: expected at most the {stored} posterior draws the {model!r} model "
+                           f"stores, got {num_projections}")
 
 
 def applicable_acquisitions(model: str) -> tuple[str, ...]:
@@ -277,6 +306,9 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     acqs = [make_acquisition(a, num_projections) for a in acquisitions]
     if not acqs:
         raise PyrozooError("acquisition: expected at least one acquisition")
+    repeated = sorted({a for a in acquisitions if list(acquisitions).count(a) > 1})
+    if repeated:
+        raise PyrozooError(f"acquisition: {', '.join(repeated)} given more than once; name each acquisition once")
     seeds = [check_int("seed", s) for s in seeds]
     if not seeds:
         raise PyrozooError("seeds: expected at least one seed")
@@ -284,6 +316,11 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     check_choice("dataset", dataset, DATASETS)
     check_model_task(model, DATASETS[dataset])
     check_acquisitions_for_model(acquisitions, model)
+    check_num_projections_for_model(acquisitions, model, num_projections, model_options)
+    min_labels = ACTIVE_MODELS[model].min_labels
+    if check_int("init_size", init_size, minimum=1) < min_labels:
+        raise PyrozooError(f"init_size: the {model!r} model needs at least {min_labels} labelled points to fit, "
+                           f"got {init_size}")
     frames = []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)

@@ -2,8 +2,9 @@
 
     pyrozoo active --model blr --dataset boston --acquisition acs-fw --batch-size 10 --budget 100 --seeds 10
 
-Writes ``results.csv`` (one row per round), ``summary.csv`` (final RMSE or accuracy, and NLL, with standard errors) and
-``learning_curves.png`` into ``--out`` (default ``runs/active/DATASET-TIMESTAMP``) and prints the summary.
+Writes ``config.toml`` (the settings), ``results.csv`` (one row per round), ``summary.csv`` (final RMSE or accuracy,
+and NLL, with standard errors, in the order the acquisitions were named) and ``learning_curves.png`` into ``--out``
+(default ``runs/active/MODEL-DATASET-TIMESTAMP``), all at once when the run is complete, and prints the summary.
 """
 
 from __future__ import annotations
@@ -47,23 +48,74 @@ def handle(args: argparse.Namespace) -> int:
     acqs = (list(applicable_acquisitions(args.model)) if args.acquisition == "all"
             else [a.strip() for a in args.acquisition.split(",")])
     seeds = check_int("seeds", args.seeds, minimum=1)
-    out = Path(args.out) if args.out else Path("runs/active") / f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and not out.is_dir():
-        raise PyrozooError(f"out: expected a directory, got the file {out}; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        raise PyrozooError(f"out: {out} exists and is not empty; choose another --out")
+    out = _check_out(args)
     results = run_experiment(args.dataset, acqs, range(seeds), model=args.model, init_size=args.init_size,
                              batch_size=args.batch_size, budget=args.budget, num_projections=args.num_projections,
                              test_fraction=args.test_fraction, device=args.device, progress=args.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(out / "results.csv", index=False)
     metric = "accuracy" if "accuracy" in results.columns else "rmse"
     table = summarize(results, metric).merge(summarize(results, "nll")[["acquisition", "nll", "se"]],
                                              on="acquisition", suffixes=(f"_{metric}", "_nll"))
-    table.to_csv(out / "summary.csv", index=False)
-    plot_learning_curves(results, out / "learning_curves.png", metric)
+    table = table.set_index("acquisition").loc[acqs].reset_index()  # in the order asked for
+    settings = {"model": args.model, "dataset": args.dataset, "acquisitions": acqs, "seeds": seeds,
+                "init_size": args.init_size, "batch_size": args.batch_size, "budget": args.budget,
+                "test_fraction": args.test_fraction, "device": args.device,
+                **({"num_projections": args.num_projections} if args.num_projections is not None else {})}
+
+    def write(tmp: Path) -> None:
+        import tomli_w
+
+        (tmp / "config.toml").write_text(tomli_w.dumps(settings))
+        results.to_csv(tmp / "results.csv", index=False)
+        table.to_csv(tmp / "summary.csv", index=False)
+        plot_learning_curves(results, tmp / "learning_curves.png", metric)
+
+    out = _publish(out, write, numbered=args.out is None)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for note in sorted(set(results["note"]) - {""}):
         print(f"note: {note}")
     print(f"saved to {out}")
     return 0
+
+
+def _check_out(args: argparse.Namespace) -> Path:
+    """``--out`` checked before any fit (an empty directory may be reused); the default is
+    ``runs/active/MODEL-DATASET-TIMESTAMP``."""
+    from pyrozoo.inference.rundir import check_out_dir
+
+    if args.out is None:
+        return check_out_dir(Path("runs/active") / f"{args.model}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                             resume=True)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PyrozooError(f"out: expected a directory, got the file {out}; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        raise PyrozooError(f"out: {out} exists and is not empty; choose another --out")
+    return check_out_dir(out, resume=out.is_dir())
+
+
+def _publish(out: Path, write, *, numbered: bool) -> Path:
+    """Write the files into a hidden sibling and rename it onto ``out`` only when all are there, so an interrupted
+    run leaves no half-written directory. A default name already taken (another run in the same second) gets a
+    ``-2``, ``-3`` ... suffix instead of being written over."""
+    import os
+    import shutil
+
+    from pyrozoo.inference.rundir import temp_sibling
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out)
+    base = out.name
+    try:
+        write(tmp)
+        for k in range(2, 1000):
+            try:
+                os.rename(tmp, out)  # onto a missing or empty directory only
+                return out
+            except OSError as exc:
+                if not (numbered and out.is_dir() and any(out.iterdir())):
+                    raise PyrozooError(f"out: cannot create {out} ({exc.strerror or exc})") from None
+                out = out.with_name(f"{base}-{k}")
+        raise PyrozooError(f"out: could not find a free name next to {out}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -17,6 +17,7 @@ from pyrozoo.active.loop import (
     summarize,
 )
 from pyrozoo.cli import main
+from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 
 
@@ -95,19 +96,52 @@ def test_cli(tmp_path, capsys):
     args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "acs-fw,random",
             "--batch-size", "10", "--budget", "20", "--seeds", "1", "--out", str(out), "--no-progress"]
     assert main(args) == 0
-    assert {p.name for p in out.iterdir()} == {"results.csv", "summary.csv", "learning_curves.png"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "results.csv", "summary.csv", "learning_curves.png"}
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["acquisition"]) == {"acs-fw", "random"}
+    assert list(summary["acquisition"]) == ["acs-fw", "random"]  # the order asked for
+    assert tomllib.loads((out / "config.toml").read_text())["model"] == "blr"
     assert "acs-fw" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*.tmp"))  # the hidden temporary directory was renamed into place
     bad = ["active", "--out", str(tmp_path / "x"), "--no-progress"]
-    assert main([*bad, "--batch-size", "100000"]) == 2
-    assert main([*bad, "--budget", "5"]) == 2
-    assert main([*bad, "--acquisition", "acs-fw-projection", "--num-projections", "0"]) == 2
-    assert main([*bad, "--model", "nosuch"]) == 2
-    (tmp_path / "afile").write_text("")
+    for extra, message in ((["--batch-size", "100000"], "batch_size"), (["--budget", "5"], "budget"),
+                           (["--acquisition", "acs-fw-projection", "--num-projections", "0"], "num_projections"),
+                           (["--model", "nosuch"], "model"),
+                           (["--acquisition", "random,bald,random"], "random given more than once"),
+                           (["--acquisition", "bald", "--num-projections", "10"], "none of bald takes random"),
+                           (["--model", "bnn", "--init-size", "2"], "needs at least 4 labelled points"),
+                           (["--out", str(tmp_path / "afile" / "sub")], "is not a directory")):
+        (tmp_path / "afile").write_text("")
+        assert main([*bad, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / "x").exists()
     assert main(["active", "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
     assert main(["active", "--out", str(out), "--no-progress"]) == 2  # not empty
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_output_appears_at_once_and_default_names_never_collide(tmp_path, monkeypatch):
+    """An interrupt while the files are written leaves no directory and no temporary; two runs that start in the same
+    second under the default name get two directories."""
+    from pyrozoo.active import loop
+    from pyrozoo.commands import active
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(active.time, "strftime", lambda fmt: "20260101-000000")
+    args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "random", "--batch-size", "5",
+            "--budget", "5", "--no-progress"]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "plot_learning_curves", interrupted)
+        assert main(args) == 130
+    root = tmp_path / "runs" / "active"
+    assert not any(root.iterdir())
+    assert main(args) == 0 and main(args) == 0
+    names = sorted(p.name for p in root.iterdir())
+    assert names == ["blr-concrete-20260101-000000", "blr-concrete-20260101-000000-2"]
+    assert all((root / n / "summary.csv").is_file() for n in names)
 
 
 def test_all_means_the_acquisitions_the_model_supports(tmp_path, capsys, monkeypatch):
@@ -206,10 +240,11 @@ def test_bnn_adapter_schedule_counts_steps_not_epochs(monkeypatch):
 
 def test_cli_default_acs_fw_on_the_bnn_uses_its_stored_draws(tmp_path, capsys):
     """The documented `pyrozoo active --model bnn --acquisition acs-fw`: the BNN stores 30 draws, so the default
-    J = 100 projections is capped at 30 (with a note) instead of failing; an explicit J = 100 still fails."""
+    J = 100 projections is capped at 30 (with a note) instead of failing; an explicit J = 100 still fails, before
+    any fit."""
     args = ["active", "--model", "bnn", "--dataset", "boston", "--acquisition", "acs-fw", "--batch-size", "5",
             "--budget", "5", "--seeds", "1", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert "num_projections 30" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "b"), "--num-projections", "100"]) == 2
-    assert "at most the 30 stored posterior draws" in capsys.readouterr().err
+    assert "at most the 30 posterior draws the 'bnn' model stores" in capsys.readouterr().err
