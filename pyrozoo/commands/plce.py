@@ -29,6 +29,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--n-repeats", type=int, default=5)
     p.add_argument("--learner", default="spike_slab", help="spike_slab | ridge | lasso")
+    p.add_argument("--n-knots", type=int, help="spline knots per continuous control (default 5)")
+    p.add_argument("--interactions", help="pairwise terms of the basis: quadratic (default) | linear | none")
     p.add_argument("--inference", default="nuts", help="final-stage engine: nuts | svi")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--steps", type=int, default=1000, help="SVI steps (with --inference svi)")
@@ -36,10 +38,16 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default: the nuisance learners run on the CPU) | auto | cuda")
     p.add_argument("--out", help="also save a run directory here")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="accepted like the other commands' flag (plce shows no progress bar)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     from pyrozoo.config import RunConfig
     from pyrozoo.runner import run_model
 
@@ -50,12 +58,21 @@ def handle(args: argparse.Namespace) -> int:
     if args.scenario is not None:
         options["scenario"] = args.scenario
     # column flags only when given: with --scenario they are an error (the simulated design has its own columns)
-    columns = {"outcome": args.outcome, "treatment": args.treatment, "controls": args.controls, "groups": args.groups}
-    options.update({k: v for k, v in columns.items() if v is not None})
+    given = {"outcome": args.outcome, "treatment": args.treatment, "controls": args.controls, "groups": args.groups,
+             "n_knots": args.n_knots, "interactions": args.interactions}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if args.overwrite and args.out is None:
+        raise PyrozooError("overwrite: --overwrite replaces an --out directory; give --out too")
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
                        num_samples=args.num_samples, warmup_steps=min(500, args.num_samples), num_chains=1,
                        steps=args.steps, progress=False, data=args.data, dataset=args.dataset, options=options)
-    output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite)
+    with warnings.catch_warnings(record=True) as caught:  # sklearn's lasso warns once per unconverged fit
+        warnings.simplefilter("always", ConvergenceWarning)
+        output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     est = output.metrics
     table = _table(output)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
@@ -67,6 +84,9 @@ def handle(args: argparse.Namespace) -> int:
                   f"share of units flagged {est['kurtosis_share_flagged']:.3g}")
         else:  # the kurtosis is taken across the R splits
             print("positivity: not computed (needs --n-repeats 2 or more)")
+    if unconverged:
+        print(f"note: {unconverged} nuisance fit(s) stopped before sklearn's convergence tolerance "
+              f"(ConvergenceWarning); the estimate uses them as they are")
     if output.out is not None:
         print(f"saved to {output.out}")
     return 0

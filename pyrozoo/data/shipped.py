@@ -30,10 +30,16 @@ def load_rdataset(name: str) -> pd.DataFrame:
 def read_table(path: str) -> pd.DataFrame:
     """Read a user's CSV file (header row expected), with one clear error if it cannot be parsed."""
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path, skipinitialspace=True)  # "y, t, x1" names the columns y, t and x1
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
         raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
+    if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
+        raise PyrozooError(f"data: {path} reads as one column named {str(df.columns[0])!r}; pyrozoo reads comma-"
+                           f"separated files (convert it, e.g. pandas.read_csv(path, sep=';').to_csv(new_path))")
+    if df.shape[0] == 0:
+        raise PyrozooError(f"data: {path} has a header row but no data rows")
+    return df
 
 
 def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):
@@ -42,8 +48,10 @@ def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):
         raise PyrozooError(f"{source}: no column {column!r}; columns are {', '.join(map(str, df.columns))}")
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() & df[column].notna()
-    if bad.any():
-        raise PyrozooError(f"{source}: column {column!r} has non-numeric values (first at row {int(bad.idxmax())})")
+    if bad.any():  # rows are counted as data rows from 1 (the header is not one), as for missing values below
+        first = int(np.argmax(bad.to_numpy()))
+        raise PyrozooError(f"{source}: column {column!r} has non-numeric values (first at data row {first + 1}: "
+                           f"{df[column].iloc[first]!r})")
     missing = ~np.isfinite(values.to_numpy(dtype=float))
     if missing.any():  # named here, by column and data row, before a model sees it as an anonymous tensor
         first = int(np.argmax(missing))

@@ -7,7 +7,8 @@ enter the regression
     theta ~ N(0, theta_scale^2),  sigma ~ HalfNormal(2),
     ry_i | theta, sigma ~ N(theta rt_i, (sigma sd(ry))^2 / w_i)   for i in plate "obs_id"
 
-(sigma in units of sd(ry), so NUTS and SVI meet O(1) scales whatever the outcome's units).
+(sigma in units of sd(ry), an O(1) scale whatever the outcome's units; theta keeps the outcome's units per unit of
+treatment, which NUTS handles by adapting its mass matrix during warmup and the SVI guide by its preconditioning).
 
 With the vague default prior the posterior of theta is close to N(theta_wls, sigma^2 / sum_i w_i rt_i^2): the
 classical (model-based) WLS variance, which agrees with the HC3 sandwich when the errors are homoskedastic given
@@ -62,7 +63,7 @@ def plce_final_stage_model(t_resid: torch.Tensor, weights: torch.Tensor, theta_s
     """ry_i ~ N(theta rt_i, (sigma y_scale)^2 / w_i), theta ~ N(0, theta_scale^2), sigma ~ HalfNormal(2).
 
     ``sigma`` is the residual sd in units of ``y_scale`` = sd(ry), so the sampler meets an O(1) noise scale whatever
-    the outcome's units (dollars of earnings ...)."""
+    the outcome's units (dollars of earnings ...); theta keeps the outcome's units."""
     theta = pyro.sample("theta", dist.Normal(torch.zeros_like(theta_scale), theta_scale))
     sigma = pyro.sample("sigma", dist.HalfNormal(2.0 * torch.ones_like(y_scale)))
     with pyro.plate("obs_id", t_resid.shape[0]):
@@ -149,7 +150,7 @@ def make_final_stage_dataset(est: PLCE, *, name: str = "plce", device: Any = "cp
                    meta={"plce": est, **(meta or {})})
 
 
-def _fit_and_pack(name: str, y: np.ndarray, t: np.ndarray, X: np.ndarray, groups: np.ndarray | None, seed: int,
+def _fit_and_pack(name: str, y: np.ndarray, t: np.ndarray, X: Any, groups: np.ndarray | None, seed: int,
                   device: Any, options: dict[str, Any], truth: dict | None = None,
                   meta: dict | None = None) -> Dataset:
     est = make_estimator(seed, device, **options)
@@ -178,6 +179,9 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     t = numeric_column(df, treatment, source=source)
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
+    repeated = sorted({c for c in controls if controls.count(c) > 1})
+    if repeated:  # a repeated column is a collinear copy that still moves the penalized fits
+        raise PyrozooError(f"controls: {', '.join(map(repr, repeated))} named more than once; name each column once")
     used = {outcome, treatment, *([groups] if groups else [])}
     clash = [c for c in controls if c in used]
     if clash:  # the effect of t on y "adjusted for" y or t itself is no estimate at all
@@ -196,14 +200,23 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
             parsed = pd.to_numeric(col, errors="coerce")
             bad = parsed.isna() & col.notna()
             if bad.any() and parsed.notna().sum() > col.notna().sum() / 2:
-                row = int(bad.idxmax())
+                row = int(np.argmax(bad.to_numpy()))
                 raise PyrozooError(f"{source}: control column {c!r} is mostly numeric but has non-numeric values "
-                                   f"(first at row {row}: {col[row]!r}); fix them, or make every value text to use "
-                                   f"the column as categories")
+                                   f"(first at data row {row + 1}: {col.iloc[row]!r}); fix them, or make every "
+                                   f"value text to use the column as categories")
+            levels = col.nunique()
+            if levels > 10 and levels > col.notna().sum() / 2:  # one dummy per level: an id or a date, not a category
+                raise PyrozooError(f"{source}: control column {c!r} is text with {levels} distinct values in "
+                                   f"{int(col.notna().sum())} rows, which would become {levels - 1} dummy columns; "
+                                   f"it looks like an identifier or a date: leave it out (--controls) or recode it")
+    # before the dummies: get_dummies turns a missing category into the reference level without a trace
+    missing_cols = [c for c in cols if df[c].isna().any()]
+    if missing_cols:
+        c = missing_cols[0]
+        row = int(np.flatnonzero(df[c].isna().to_numpy())[0])
+        raise PyrozooError(f"{source}: control column(s) {', '.join(map(repr, missing_cols))} have missing values "
+                           f"(first: {c!r} at data row {row + 1}); fill or drop those rows")
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
-    if X.isna().any().any():
-        bad = X.columns[X.isna().any()].tolist()
-        raise PyrozooError(f"{source}: control column(s) {', '.join(bad)} have missing values (NaN)")
     g = None
     if groups:
         if groups not in df.columns:
@@ -218,8 +231,7 @@ def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any)
     opts = {**OPTIONS, **options}
     y, t, X, g = frame_to_arrays(read_table(path), opts["outcome"], opts["treatment"], opts["controls"],
                                  opts["groups"], source=f"data {path}")
-    return _fit_and_pack(Path(path).stem, y, t, X.to_numpy(), g, seed, device, opts,
-                         meta={"columns": list(X.columns)})
+    return _fit_and_pack(Path(path).stem, y, t, X, g, seed, device, opts, meta={"columns": list(X.columns)})
 
 
 LALONDE_CONTROLS = "age,educ,race,married,nodegree,re74,re75"
@@ -241,7 +253,7 @@ def load_lalonde(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
                                             if c not in {outcome, treatment, groups})
     y, t, X, g = frame_to_arrays(load_rdataset("lalonde"), outcome, treatment, controls, groups, source="lalonde")
     truth = {"experimental_benchmark": EXPERIMENTAL_BENCHMARK} if (outcome, treatment) == ("re78", "treat") else {}
-    return _fit_and_pack("lalonde", y, t, X.to_numpy(), g, seed, device, opts, truth=truth,
+    return _fit_and_pack("lalonde", y, t, X, g, seed, device, opts, truth=truth,
                          meta={"columns": list(X.columns), "outcome": outcome, "treatment": treatment})
 
 

@@ -434,6 +434,42 @@ def test_cli_plce_on_a_csv_file(tmp_path, capsys):
     assert main(["plce", "--data", str(path), "--outcome", "nope", "--treatment", "training"]) == 2
 
 
+def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, capsys):
+    """Each of these used to pass silently, fail mid-fit, or name a position instead of a column."""
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(0)
+    n = 120
+    base = pd.DataFrame({"y": rng.normal(size=n), "t": rng.normal(size=n), "x1": rng.normal(size=n),
+                         "site": rng.choice(["a", "b", "c"], n)})
+    cases = {
+        "missing_category": (base.assign(site=base["site"].where(np.arange(n) != 6)), [],
+                             "'site' have missing values (first: 'site' at data row 7)"),
+        "constant": (base.assign(const=1.0), [], "X: column(s) ['const'] are constant"),
+        "identifier": (base.assign(person=[f"p{i}" for i in range(n)]), [], "'person' is text with 120 distinct"),
+        "repeated": (base, ["--controls", "x1,x1,site"], "controls: 'x1' named more than once"),
+        "typo": (base.assign(x2=np.where(np.arange(n) == 4, "1.2.3", rng.normal(size=n).astype(str))), [],
+                 "'x2' is mostly numeric but has non-numeric values (first at data row 5: '1.2.3')"),
+    }
+    for name, (df, extra, message) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        df.to_csv(path, index=False)
+        assert main(["plce", "--data", str(path), "--outcome", "y", "--treatment", "t", *extra]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (name, err)
+    (tmp_path / "semi.csv").write_text("y;t;x1\n1;2;3\n")
+    (tmp_path / "header.csv").write_text("y,t,x1\n")
+    (tmp_path / "spaces.csv").write_text("y, t, x1\n" + "".join(f"{i}, {i % 7}, {i % 5}\n" for i in range(40)))
+    for name, message in (("semi", "reads as one column named 'y;t;x1'"), ("header", "no data rows")):
+        assert main(["plce", "--data", str(tmp_path / f"{name}.csv"), "--outcome", "y", "--treatment", "t"]) == 2
+        assert message in capsys.readouterr().err
+    from pyrozoo.data.shipped import read_table
+
+    assert list(read_table(str(tmp_path / "spaces.csv")).columns) == ["y", "t", "x1"]
+    assert main(["plce", "--scenario", "baseline", "--overwrite"]) == 2
+    assert "--overwrite replaces an --out directory" in capsys.readouterr().err
+
+
 def test_lalonde_honours_columns_and_groups(capsys):
     """--dataset lalonde: the column options are honoured (they were silently ignored); the experimental benchmark
     is attached only to the re78-on-treat effect; a missing column is a clear error before fitting."""
@@ -478,7 +514,7 @@ def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
 
     df = pd.DataFrame({"y": [1.0, 2, 3, 4], "t": [0.0, 1, 0, 1], "x": ["1.5", "2.5", "abc", "0.5"],
                        "site": ["a", "b", "a", "c"]})
-    with pytest.raises(PyrozooError, match=r"control column 'x' is mostly numeric .* row 2: 'abc'"):
+    with pytest.raises(PyrozooError, match=r"control column 'x' is mostly numeric .* data row 3: 'abc'"):
         frame_to_arrays(df, "y", "t")
     _, _, X, _ = frame_to_arrays(df.drop(columns="x"), "y", "t")
     assert list(X.columns) == ["site_b", "site_c"]
