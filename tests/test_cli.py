@@ -302,3 +302,14 @@ def test_list_with_a_name_shows_that_models_options(capsys):
     assert "  lengthscale  1.0" in out and "or a list (one per input column)" in out and "  ard " in out
     assert main(["list", "nosuch"]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err
+
+
+def test_text_options_take_the_text_as_typed(tmp_path):
+    """-o column=true names the column "true": TOML would read it as a boolean, but the option is text."""
+    path = tmp_path / "d.csv"
+    path.write_text("true,2020\n" + "".join(f"{0.1 * i},{i}\n" for i in range(30)))
+    for column in ("true", "2020"):
+        out = tmp_path / column
+        assert main(["run", "normal-gamma", "--data", str(path), "-o", f"column={column}", "--out", str(out),
+                     *TINY]) == 0
+        assert load_run(out)["config"]["options"]["column"] == column

@@ -70,7 +70,15 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
     if not isinstance(options, dict):
         raise PyrozooError(f"options: expected a table of model options ([options]), got {options!r}")
     options = dict(options)
-    options.update(parse_option(o) for o in args.option)
+    given = [parse_option(o) for o in args.option]
+    if given:
+        from pyrozoo import registry
+
+        defaults = registry.get(data["model"]).options  # an unknown model is the usual one-line error
+        for text, (key, value) in zip(args.option, given, strict=True):
+            # text options take the text as typed: -o outcome=true names the column "true", not the boolean
+            options[key] = (text.split("=", 1)[1].strip() if isinstance(defaults.get(key), str)
+                            and not isinstance(value, str) else value)
     data["options"] = options
     return RunConfig.from_dict(data, source=args.config or "config")
 
