@@ -12,6 +12,7 @@ import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from pyrozoo.errors import PyrozooError
 
@@ -38,8 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        """Our own warnings (a model whose log-likelihood is one number, ...) as one ``pyrozoo: warning:`` line,
+        like the errors; other libraries' warnings in Python's usual form, which says where they come from."""
+        if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+            print(f"pyrozoo: warning: {message}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
@@ -51,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyrozoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import os
 import warnings
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 
 from pyrozoo.cli import main
@@ -313,3 +315,29 @@ def test_text_options_take_the_text_as_typed(tmp_path):
         assert main(["run", "normal-gamma", "--data", str(path), "-o", f"column={column}", "--out", str(out),
                      *TINY]) == 0
         assert load_run(out)["config"]["options"]["column"] == column
+
+
+def event_over_data_model(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    pyro.sample("x", dist.Normal(mu, 1.0).expand([100]).to_event(1), obs=x)
+
+
+def test_our_warnings_are_one_pyrozoo_line(tmp_path, capsys, monkeypatch):
+    """A model warning (here: one log-likelihood number for all the data) is printed like the errors, as one
+    `pyrozoo: warning:` line, not as Python's `file:line: UserWarning` pointing into pyrozoo's own code."""
+    import dataclasses
+
+    from pyrozoo import registry
+    from pyrozoo.inference.from_config import mcmc_from_config
+
+    base = registry.get("normal-gamma")
+
+    def fit(dataset, config):
+        return mcmc_from_config(event_over_data_model, {"x": dataset.observed["x"]}, config)
+
+    monkeypatch.setitem(registry._REGISTRY, "event-model", lambda: dataclasses.replace(
+        base, model=event_over_data_model, fit=fit, inferences=("nuts",), metrics=None))
+    assert main(["run", "event-model", "--num-samples", "20", "--warmup-steps", "10", "--num-chains", "1",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "pyrozoo: warning: model: observed site 'x' holds 100 values" in err and "UserWarning" not in err
