@@ -16,11 +16,20 @@ from pathlib import Path
 from pyrozoo.errors import PyrozooError
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults only: no "(default: None)" for optional values, no "(default: True)" for a --no-* flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     from pyrozoo.active.loop import ACQUISITIONS, ACTIVE_MODELS, DATASETS
 
     p = sub.add_parser("active", help="batch active learning (ACS-FW, BALD, MaxEnt, random) over a zoo posterior",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsShown)
     p.add_argument("--model", default="blr", help=f"posterior model: {', '.join(ACTIVE_MODELS)}")
     p.add_argument("--dataset", default="boston", help=f"pool and test data: {', '.join(DATASETS)}")
     p.add_argument("--acquisition", default="acs-fw",
@@ -35,7 +44,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     # default cpu, not auto: pools of a few hundred rows are launch-bound on a GPU; on an H100 every model ran
     # slower than on 2 CPU cores (benchmarks/RESULTS.md, "On an NVIDIA H100")
     p.add_argument("--device", default="cpu", help="cpu (faster at these pool sizes) | auto | cuda | cuda:N")
-    p.add_argument("--out", help="output directory")
+    p.add_argument("--out", help="output directory (default runs/active/MODEL-DATASET-TIMESTAMP)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(handler=handle)
 

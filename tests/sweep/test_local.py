@@ -87,7 +87,9 @@ def test_cli_counts_skipped_failures_and_limited_cells(write_spec, sweep_text, t
     assert main(["sweep", str(path), "--out", out, "-q"]) == 1  # the sigma_true = -1 cell fails
     capsys.readouterr()
     assert main(["sweep", str(path), "--out", out, "--skip-failed", "-q"]) == 1
-    assert "1 failed earlier and skipped" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "1 failed earlier and skipped" in captured.out
+    assert "skipped (failed earlier, --skip-failed): " in captured.err and "sigma_true=-1" in captured.err
 
 
 def test_dry_run_refuses_what_a_run_would_refuse(write_spec, sweep_text, tmp_path, capsys):
