@@ -340,8 +340,11 @@ class EffectCurve:
         resid = np.empty_like(y)
         for k in range(int(fold.max()) + 1):
             test = fold == k
-            reg = self._final_fit(D[~test], y[~test])
-            resid[test] = y[test] - self._predict(reg, D[test])
+            # a rare category's dummy can be constant on a fold's training rows (cps1985 with 2 folds): its
+            # coefficient is not identified there, so that fit leaves the column out
+            keep = np.ptp(D[~test], axis=0) > 0
+            reg = self._final_fit(D[~test][:, keep], y[~test])
+            resid[test] = y[test] - self._predict(reg, D[test][:, keep])
         mu = self._predict(self.final_[0], D)
 
         def refit(y_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

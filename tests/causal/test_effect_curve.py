@@ -414,3 +414,13 @@ def test_curve_aggregates_three_splits_by_median():
     np.testing.assert_allclose(cur["std_err"], se, rtol=1e-10)
     assert np.max(np.abs(per.mean(0) - mid) / np.abs(mid)) > 1e-6
     assert np.max(np.abs(np.sqrt(np.median(var, axis=0)) - se) / se) > 1e-6
+
+
+def test_calibration_folds_leave_out_a_dummy_constant_on_their_training_rows():
+    """cps1985 with 2 folds: a rare category's dummy is constant on one fold's training rows, which failed the
+    held-out final-stage fit ("column(s) [185] are constant"); that fit now leaves the column out."""
+    from pyrozoo.models.effect_curve import load_cps1985
+
+    data = load_cps1985(0, n_folds=2, n_pseudo=2)
+    est = data.meta["effect_curve"]
+    assert np.isfinite(est.heldout_residuals_).all() and est.calibration_ is not None
