@@ -105,6 +105,9 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
             continue
         plates = {frame.dim for frame in site["cond_indep_stack"] if frame.vectorized}
         shape = site["fn"].batch_shape
+        value = site["value"]
+        if isinstance(value, torch.Tensor) and value.dim() > site["fn"].event_dim:  # obs=x broadcasting a scalar dist
+            shape = torch.broadcast_shapes(shape, value.shape[:value.dim() - site["fn"].event_dim])
         loose = [(i - len(shape), n) for i, n in enumerate(shape) if n > 1 and i - len(shape) not in plates]
         if loose:
             dim, size = loose[-1]

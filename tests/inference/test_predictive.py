@@ -130,6 +130,11 @@ def undeclared_batch_data(x=None):
         pyro.sample("x", dist.Normal(mu, 1.0).expand([3, 5]), obs=x)  # dim -2 has no plate, and -1 has one
 
 
+def undeclared_batch_obs(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(mu, 1.0), obs=x)  # a scalar distribution broadcast over 5 observations
+
+
 def test_a_batch_dim_without_a_plate_fails_the_same_way_in_both_engines_before_any_work():
     """Pyro's SVI fails on such a site inside its first step with a shape error while NUTS runs on (and ArviZ would
     name the axis w_dim_0): both engines now raise the same one-line error, saying which fix applies."""
@@ -141,10 +146,11 @@ def test_a_batch_dim_without_a_plate_fails_the_same_way_in_both_engines_before_a
 
     for model, x, message in (
             (undeclared_batch_latent, torch.zeros(5), r"site 'w' has batch shape \(3,\).*dim -1.*\.to_event\(1\)"),
-            (undeclared_batch_data, torch.zeros(3, 5), r"site 'x' has batch shape \(3, 5\).*dim -2 \(size 3\)")):
+            (undeclared_batch_data, torch.zeros(3, 5), r"site 'x' has batch shape \(3, 5\).*dim -2 \(size 3\)"),
+            (undeclared_batch_obs, torch.zeros(5), r"site 'x' has batch shape \(5,\).*dim -1 \(size 5\)")):
         with pytest.raises(PyrozooError, match=message) as info:
             run_mcmc(model, {"x": x}, num_samples=10**6, warmup_steps=10**6)
-        assert model is undeclared_batch_latent or "to_event" not in str(info.value)  # dim -2 cannot become an event
+        assert model is not undeclared_batch_data or "to_event" not in str(info.value)  # dim -2 cannot be an event
         with pytest.raises(PyrozooError, match=message):
             run_svi(model, pyro.infer.autoguide.AutoNormal(model), {"x": x}, num_steps=10**6)
 
