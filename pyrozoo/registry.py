@@ -107,6 +107,13 @@ class ZooModel:
         return self.simulate(config.seed, **opts)
 
 
+def checked_config(name: str, config: RunConfig) -> RunConfig:
+    """``config`` after the checks :func:`~pyrozoo.runner.run_model` makes (inference among entry ``name``'s, known
+    options of the right types, data source), for a family's fit function called directly from Python, where a
+    misspelt or missing inference would otherwise fall through to another engine. Idempotent."""
+    return get(name).check_config(config)
+
+
 def data_source(data: Any, dataset: str | None) -> str:
     """Where a run's data come from: ``"file"`` (a ``--data`` path), a shipped dataset's name, or ``"simulator"``."""
     if data is not None:

@@ -96,3 +96,27 @@ def test_a_broken_model_module_is_a_one_line_error_naming_the_file(monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pyrozoo.models.broken_copy failed to import (NameError" in err
     assert f"{tmp_path / 'broken_copy.py'}, line 3" in err
+
+
+def test_a_family_fit_called_directly_gets_run_models_checks():
+    """fit_gp(ds, RunConfig(model="gp", inference="mcmc")) used to fall through to NUTS (and a misspelt option was
+    dropped): each entry's fit now checks the config first, before it touches the data."""
+    for name in registry.names():
+        entry = registry.get(name)
+        with pytest.raises(PyrozooError, match="inference: "):
+            entry.fit(None, RunConfig(model=name, inference="no-such-engine"))
+        with pytest.raises(PyrozooError, match="unknown key"):
+            entry.fit(None, RunConfig(model=name, options={"no_such_option": 1}))
+
+
+def test_regime_scm_fit_takes_the_configs_options_and_refuses_misspelt_keywords():
+    from pyrozoo.models.regime_scm import fit_regime_scm
+
+    entry = registry.get("regime-scm")
+    config = entry.check_config(RunConfig(model="regime-scm", inference="em", progress=False,
+                                          options={"n_vars": 3, "n_samples": 300, "restarts": 1, "em_iters": 2}))
+    data = entry.load_data(config)
+    result = fit_regime_scm(data, config)
+    assert len(result.fit_stats["em_loglik"]) == 2  # em_iters from the config (the default runs 4 here)
+    with pytest.raises(PyrozooError, match="unknown key.*restart"):
+        fit_regime_scm(data, config, restart=1)

@@ -77,8 +77,8 @@ from pyrozoo.inference.predictive import latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import draw_from_guide
-from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import check_choice, check_int, check_positive, check_probability
+from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
 EXTRACTOR_LOSSES = ("reversal", "confusion", "moments", "moments+reversal")
@@ -409,7 +409,8 @@ def predict_proba(net: AgnosticNetwork, x: torch.Tensor, posterior: dict[str, An
     """Posterior-predictive class probabilities ``(N, classes)``: the softmax averaged over head draws."""
     ref = next(net.parameters())
     heads = _flat_heads(posterior, ref.device, ref.dtype)
-    return head_logits(net, x.to(ref.device, ref.dtype), heads, which).softmax(-1).mean(0)
+    x = as_tensor("x", x, dtype=ref.dtype, device=ref.device)  # arrays as well as tensors
+    return head_logits(net, x, heads, which).softmax(-1).mean(0)
 
 
 @torch.no_grad()
@@ -707,6 +708,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule; the result's posterior
     holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer) and the guide's
     variational parameters."""
+    config = checked_config("agnostic", config)  # a direct call gets run_model's checks
     opts = check_model_options(config.options)
     kwargs = dataset.model_kwargs()
     if "net" not in kwargs:

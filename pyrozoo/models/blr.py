@@ -36,7 +36,7 @@ from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
@@ -230,6 +230,7 @@ def fit_exact(dataset: Dataset, config: RunConfig) -> Result:
 
 def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference``: ``exact`` (closed-form draws) or ``nuts``."""
+    config = checked_config("blr", config)  # a direct call gets run_model's checks
     if config.inference == "exact":
         return fit_exact(dataset, config)
     return mcmc_from_config(blr_model, dataset.model_kwargs(), config)

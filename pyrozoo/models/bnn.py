@@ -57,8 +57,17 @@ from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
-from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import check_choice, check_finite, check_int, check_keys, check_positive, check_probability
+from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.validation import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_int,
+    check_keys,
+    check_positive,
+    check_probability,
+    check_shape,
+)
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
 LOG_VAR_RANGE = (-12.0, 8.0)  # clamp of the log-variance head (standardized units), for numerical safety only
@@ -199,7 +208,7 @@ class BNNPosterior:
         return draws
 
     def _prep(self, X: Any) -> torch.Tensor:
-        X = torch.as_tensor(X, dtype=self.draws.dtype, device=self.draws.device)
+        X = as_tensor("X", X, dtype=self.draws.dtype, device=self.draws.device)  # tensors, arrays, DataFrames
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
             raise PyrozooError(f"X: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
         check_finite("X", X)
@@ -252,8 +261,9 @@ class BNNPosterior:
         epsilon over the range of y for the same purpose)."""
         if defensive_weight is None:
             defensive_weight = self.defensive_weight
+        check_defensive_weight(defensive_weight)
         Xs = self._prep(X)
-        ys = (torch.as_tensor(y, dtype=torch.float64, device=self.draws.device) - self.y_mean) / self.y_std
+        ys = (self._targets(y, Xs.shape[0]) - self.y_mean) / self.y_std
         pd = self._per_draw(Xs)
         gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
         if self.kind == "ciber":
@@ -272,7 +282,14 @@ class BNNPosterior:
     def moment_matched_nll(self, X: Any, y: Any) -> torch.Tensor:
         """-log N(y; E, Var) with the predictive's exact mean and variance (Izmailov et al.'s SWAG test NLL), (n,)."""
         mean, var = self.predictive_moments(X)
-        return -dist.Normal(mean, var.sqrt()).log_prob(torch.as_tensor(y, dtype=mean.dtype, device=mean.device))
+        return -dist.Normal(mean, var.sqrt()).log_prob(self._targets(y, mean.shape[0]).to(mean.dtype))
+
+    def _targets(self, y: Any, n: int) -> torch.Tensor:
+        """``y`` as a finite ``(n,)`` float64 tensor: a column (n, 1) or a single value would broadcast silently."""
+        y = as_tensor("y", y, dtype=torch.float64, device=self.draws.device)
+        check_shape("y", y, (n,))
+        check_finite("y", y)
+        return y
 
     def sample_predictive(self, X: Any, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(num_samples, n)`` draws of y from the posterior predictive (a draw index, then the per-draw
@@ -403,6 +420,13 @@ TRAIN_OPTIONS = tuple(k for k in inspect.signature(train_bnn).parameters if k no
 
 NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
+
+
+def check_defensive_weight(weight: Any) -> float:
+    """The weight of CIBER's defensive Gaussian component, in [0, 1) (1 would leave no collapsed density)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
+        raise PyrozooError(f"defensive_weight: expected a number in [0, 1), got {weight!r}")
+    return float(weight)
 # ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
 # the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
 BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -617,7 +641,9 @@ def _uci_loader(name: str):
 def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase
     (and SVI steps for ``vi``), ``config.num_samples`` = posterior draws S."""
+    config = checked_config("bnn", config)  # a direct call gets run_model's checks
     opts = {**DEFAULT_OPTIONS, **config.options}
+    check_defensive_weight(opts["defensive_weight"])  # before training, not after it
     X, y = dataset.inputs["X"], dataset.observed["y"]
     post = fit_bnn(
         X, y, posterior=config.inference, hidden=opts["hidden"], depth=opts["depth"],
@@ -627,7 +653,7 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
         num_samples=config.num_samples, vi_steps=config.steps, standardize=False, seed=config.seed,
         progress=config.progress, val_fraction=opts["val_fraction"],
     )
-    weight = post.defensive_weight if post.defensive_weight > 0 else float(opts["defensive_weight"])
+    weight = post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"])
 
     def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
         ll = post.pointwise_log_likelihood(X, y, defensive_weight=weight)

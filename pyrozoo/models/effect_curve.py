@@ -32,7 +32,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.result import Result
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import check_choice
 
 OPTIONS: dict[str, Any] = {
@@ -133,6 +133,7 @@ def tau_draws(result: Result, dataset: Dataset) -> np.ndarray:
 
 def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
     """EM (the estimator's engine) or Gibbs on the final stage; adds ``tau`` (dim ``obs_id``) to the posterior."""
+    config = checked_config("effect-curve", config)  # a direct call gets run_model's checks
     data, prior = dataset_to_standardized(dataset)
     common = {"seed": config.seed, "model_kwargs": dataset.model_kwargs(), "model_name": config.model,
               "config": config.to_dict()}

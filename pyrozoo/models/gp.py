@@ -32,7 +32,7 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_cholesky, kernel_matrix
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -57,9 +57,11 @@ def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool =
     return t
 
 
-def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, Any]:
-    """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1)."""
-    return check_xy(X, y, dtype=dtype, vector_is_column=True)
+def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64, x_name: str = "X",
+                  y_name: str = "y") -> tuple[torch.Tensor, Any]:
+    """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1). Errors name the arguments
+    ``x_name`` and ``y_name`` (``Xnew`` when predicting)."""
+    return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name)
 
 
 def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
@@ -274,7 +276,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
                 raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
     if X_test is not None:
-        Xt, yt = check_gp_data(X_test, y_test)
+        Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
         if Xt.shape[1] != X.shape[1]:
             raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
         meta.update(X_test=Xt, y_test=yt)
@@ -314,6 +316,7 @@ def _hyper_kwargs(dataset: Dataset) -> dict[str, Any]:
 def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     """``type2``: fitted hyperparameters, then num_samples draws of f from the exact posterior (one chain);
     ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw."""
+    config = checked_config("gp", config)  # a direct call gets run_model's checks
     X, y = dataset.inputs["X"], dataset.observed["y"]
     kernel = dataset.inputs["kernel_name"]
     if config.inference == "type2":
@@ -366,7 +369,7 @@ def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
     (mixture mean and variance by the law of total variance, using at most 200 draws)."""
     X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
     opts = {"dtype": X.dtype, "device": X.device}
-    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype)
+    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype, x_name="Xnew")
     Xnew = Xnew.to(X.device)
     if Xnew.shape[1] != X.shape[1]:
         raise PyrozooError(f"Xnew: expected {X.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")

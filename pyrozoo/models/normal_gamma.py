@@ -29,7 +29,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, svi_from_config
 from pyrozoo.inference.gibbs import GibbsKernel
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
 
 PRIOR_DEFAULTS = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
@@ -207,6 +207,7 @@ def cavi_fixed_point(x: Any, *, mu0: float = 0.0, mu_scale: float = 10.0, a: flo
 
 def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (gibbs, nuts, hmc or svi) on ``dataset``."""
+    config = checked_config("normal-gamma", config)  # a direct call gets run_model's checks
     kwargs = dataset.model_kwargs()
     if config.inference == "gibbs":
         return gibbs_from_config(GIBBS_KERNEL, sufficient_stats(dataset), config, model=normal_gamma_model,

@@ -40,7 +40,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import check_choice, check_positive
 
 OPTIONS: dict[str, Any] = {
@@ -259,6 +259,7 @@ def load_lalonde(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
 
 def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
     """NUTS or SVI (the reference-preconditioned Gaussian guide) on the final-stage model."""
+    config = checked_config("plce", config)  # a direct call gets run_model's checks
     kwargs = dataset.model_kwargs()
     if config.inference == "nuts":
         return mcmc_from_config(plce_final_stage_model, kwargs, config)

@@ -53,8 +53,8 @@ from pyrozoo.inference.device import set_seed
 from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
-from pyrozoo.registry import ZooModel, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
+from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.validation import as_tensor, check_choice, check_int, check_keys, check_positive, check_probability
 
 MECHANISMS = ("linear", "mlp")
 LINEAR_PARAMS = ("loc_obs", "W_obs", "loc_int", "W_int")
@@ -698,6 +698,9 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     The result's posterior holds the point estimates as one chain of one draw (plus the per-sample regime
     posterior ``regime_probs``); its log-likelihood is the exact marginal over z.
     """
+    config = checked_config("regime-scm", config)  # a direct call gets run_model's checks
+    opts = {**config.options, **opts}  # keyword arguments override the config's options
+    check_keys("options of regime-scm", opts, regime_scm_entry().options)  # a misspelt keyword is not dropped
     o = _check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}})
     inference = config.inference or "enum"
     inp = dataset.inputs
@@ -918,7 +921,7 @@ def regime_scm_entry() -> ZooModel:
         return simulate_regime_data(seed, **{k: v for k, v in opts.items() if k not in FIT_DEFAULTS})
 
     def fit(dataset: Dataset, config: RunConfig) -> Result:
-        return fit_regime_scm(dataset, config, **config.options)
+        return fit_regime_scm(dataset, config)
 
     return ZooModel(
         name="regime-scm",

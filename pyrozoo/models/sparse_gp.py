@@ -60,7 +60,7 @@ from pyrozoo.models.gp_linalg import (
     kernel_matrix,
     sparse_gp_stats,
 )
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -226,7 +226,7 @@ class SparseGPFit:
 
 def _check_new_inputs(Xnew: Any, Z: torch.Tensor) -> torch.Tensor:
     """Prediction inputs as a finite (n, d) tensor on Z's dtype and device, d = Z's width."""
-    Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype)
+    Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype, x_name="Xnew")
     Xnew = Xnew.to(Z.device)
     if Xnew.shape[1] != Z.shape[1]:
         raise PyrozooError(f"Xnew: expected {Z.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
@@ -352,7 +352,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
     if batch_size is not None:
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
     if X_test is not None:
-        Xt, yt = check_gp_data(X_test, y_test)
+        Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
         if Xt.shape[1] != X.shape[1]:
             raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
         meta.update(X_test=Xt, y_test=yt)
@@ -395,6 +395,7 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
 
 def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u)."""
+    config = checked_config("sparse-gp", config)  # a direct call gets run_model's checks
     inp = dict(dataset.inputs)
     X, y = inp["X"], dataset.observed["y"]
     set_seed(config.seed)
@@ -452,9 +453,12 @@ def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Ten
                                include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive mean and variance at ``Xnew`` under the fitted q(u) and hyperparameters."""
     h = _fitted(result, dataset)
+    Xnew, _ = check_gp_data(Xnew, dtype=h["Z"].dtype, x_name="Xnew")  # arrays, tensors, DataFrames; finite
+    if Xnew.shape[1] != h["Z"].shape[1]:
+        raise PyrozooError(f"Xnew: expected {h['Z'].shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
     nz = _effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)
     with torch.no_grad():
-        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew.to(h["Z"]),
+        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew.to(h["Z"].device),
                                kernel=dataset.inputs["kernel"], lengthscale=h["lengthscale"], variance=h["variance"],
                                noise=nz, include_noise=include_noise)
 

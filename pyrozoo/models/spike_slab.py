@@ -39,7 +39,7 @@ from pyrozoo.models.spike_slab_prior import (
     as_prior,
     standardize,
 )
-from pyrozoo.registry import ZooModel, register
+from pyrozoo.registry import ZooModel, checked_config, register
 from pyrozoo.validation import check_choice, check_int, check_positive
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
@@ -175,6 +175,11 @@ def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 2
     check_choice("em_variant", em_variant, EM_VARIANTS)
     check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
     check_positive("noise_sd", noise_sd)
+    # the AR(1) correlation rho^|i-j| needs |rho| < 1; an equicorrelation matrix is PSD for rho in [0, 1)
+    number = isinstance(rho, (int, float)) and not isinstance(rho, bool)
+    if not (number and ((-1 < rho < 1) if design == "emvs" else (0 <= rho < 1))):
+        rng = "(-1, 1)" if design == "emvs" else "[0, 1)"
+        raise PyrozooError(f"rho: expected a correlation in {rng} for the {design} design, got {rho!r}")
     if design == "emvs":
         X, y, w = simulate_emvs_design(seed, n=n, p=p, rho=rho, noise_sd=noise_sd)
     else:
@@ -333,11 +338,14 @@ class SpikeSlabRegression:
                  progress: bool = False, **prior_options: Any) -> None:
         check_choice("inference", inference, INFERENCES)
         check_choice("em_variant", em_variant, EM_VARIANTS)
-        for name, val in (("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)):
-            check_int(name, val, minimum=1)
-        check_int("warmup_steps", warmup_steps)
-        check_int("steps", steps)
-        check_int("seed", seed)
+        # check_int returns integral floats (100.0) as ints: keep what it returns
+        num_samples, num_chains, max_iter = (check_int(name, val, minimum=1) for name, val in (
+            ("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)))
+        warmup_steps, steps, seed = check_int("warmup_steps", warmup_steps), check_int("steps", steps), check_int(
+            "seed", seed)
+        for name, flag in (("em_select", em_select), ("progress", progress)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise PyrozooError(f"{name}: expected True or False, got {flag!r}")
         resolve_device(device)
         lam = prior_options.pop("lam", None)
         self.prior_options = dict(prior_options)
@@ -456,6 +464,7 @@ class SpikeSlabRegression:
 # ----------------------------------------------------------------------------------------------- zoo entry
 def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (em, gibbs, svi, nuts) on a standardized dataset."""
+    config = checked_config("spike-slab", config)  # a direct call gets run_model's checks
     data, prior = dataset_to_standardized(dataset)
     kwargs = dataset.model_kwargs()
     variant = config.options.get("em_variant", "emvs")

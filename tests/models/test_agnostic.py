@@ -242,6 +242,16 @@ def test_pointwise_log_likelihood_matches_categorical():
     assert np.allclose(ll["y"][0, 2], want.numpy(), atol=1e-10)
 
 
+def test_predict_proba_takes_numpy_inputs():
+    from pyrozoo.models.agnostic import predict_proba
+
+    data = _small_task()
+    heads = {k: v.expand((1, 2) + v.shape).clone() for k, v in _heads(data).items()}
+    x = data.inputs["x"][:4]
+    net = data.inputs["net"]
+    assert torch.allclose(predict_proba(net, x.numpy(), heads), predict_proba(net, x, heads))
+
+
 def test_inference_data_names_the_axes():
     """The heads' weights and x carry named ArviZ axes (not ``w_y_dim_0``), for the image and the table task."""
     entry = agnostic_entry()

@@ -266,3 +266,26 @@ def test_weight_axes_are_named_for_arviz():
     assert idata.posterior["w_out"].dims == ("chain", "draw", "output", "unit0")
     assert list(idata.posterior["output"].values) == ["mean", "log_var"]
     assert idata.constant_data["X"].dims == ("obs_id", "feature")
+
+
+def test_posterior_methods_check_y_and_take_dataframes():
+    """A column y (n, 1) used to broadcast to an (n, n) NLL, a single value to every row, NaN to a torch error; a
+    DataFrame X worked for fitting but not for prediction; a defensive weight of 1 failed with a math domain error."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.models.bnn import fit_bnn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=40)
+    post = fit_bnn(X, y, posterior="ciber", hidden=5, epochs=5, swa_epochs=3, num_samples=4, num_collapsed=3)
+    assert torch.allclose(post.predictive_moments(pd.DataFrame(X[:3]))[0], post.predictive_moments(X[:3])[0])
+    for bad, message in ((y[:5, None], r"y: expected shape \(5\), got \(5, 1\)"), (y[:1], r"got \(1,\)"),
+                         (np.r_[y[:4], np.nan], "y: expected finite values")):
+        for method in (post.moment_matched_nll, post.log_predictive_density):
+            with pytest.raises(PyrozooError, match=message):
+                method(X[:5], bad)
+    for weight in (1.0, -0.5, True):
+        with pytest.raises(PyrozooError, match=r"defensive_weight: expected a number in \[0, 1\)"):
+            post.log_predictive_density(X[:5], y[:5], defensive_weight=weight)

@@ -324,3 +324,21 @@ def test_predict_from_qu_at_optimal_qu_equals_collapsed_predictive():
     # the q(u) variance term is not negligible here, so the check has power
     assert float((tril.T @ torch.cholesky_solve(kernel_matrix("rbf", fit.Z, Xs, fit.lengthscale, fit.variance),
                                                 fit.stats.L)).pow(2).sum(0).max()) > 1e-3
+
+
+def test_prediction_from_a_result_takes_arrays_and_names_xnew():
+    from pyrozoo import registry
+    from pyrozoo.models.sparse_gp import sparse_predict_from_result
+
+    entry = registry.get("sparse-gp")
+    cfg = entry.check_config(RunConfig(model="sparse-gp", progress=False, steps=5, num_samples=2,
+                                       options={"n": 60, "m": 4, "n_test": 10}))
+    data = entry.load_data(cfg)
+    result = entry.fit(data, cfg)
+    Xnew = np.linspace(-1, 1, 3)[:, None]
+    mean, var = sparse_predict_from_result(result, data, Xnew)  # a NumPy array failed with .to
+    assert torch.allclose(mean, sparse_predict_from_result(result, data, torch.as_tensor(Xnew))[0])
+    with pytest.raises(PyrozooError, match="Xnew: expected finite values"):
+        sparse_predict_from_result(result, data, np.array([[0.0], [np.nan]]))
+    with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
+        sparse_predict_from_result(result, data, np.zeros((2, 3)))

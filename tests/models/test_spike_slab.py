@@ -439,3 +439,22 @@ def test_sigma2_conditional_matches_its_inverse_gamma(conjugate):
     ref = stats.invgamma(0.5 * (n + prior.nu), scale=0.5 * (prior.nu * prior.lam + S))
     assert s2.mean() == pytest.approx(ref.mean(), rel=1e-2)
     assert s2.var() == pytest.approx(ref.var(), rel=1e-2)
+
+
+def test_constructor_and_design_settings_are_checked_before_any_fit():
+    """num_samples=100.0 passed the check but reached torch as a float after the EM fit; em_select="no" became True;
+    rho outside the design's correlation range failed in math.sqrt."""
+    from pyrozoo.models.spike_slab import SpikeSlabRegression, simulate_spike_slab
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    reg = SpikeSlabRegression(num_samples=30.0).fit(X, X[:, 0] + 0.1 * rng.normal(size=40))
+    assert reg.num_samples == 30 and type(reg.num_samples) is int
+    for kw, message in (({"em_select": "no"}, "em_select: expected True or False"),
+                        ({"progress": 1}, "progress: expected True or False")):
+        with pytest.raises(PyrozooError, match=message):
+            SpikeSlabRegression(**kw)
+    for design, rho in (("equicorrelated", 1.5), ("equicorrelated", -0.2), ("emvs", 1.0), ("emvs", -1)):
+        with pytest.raises(PyrozooError, match=f"rho: expected a correlation in .* for the {design} design"):
+            simulate_spike_slab(0, design=design, rho=rho, n=20, p=5)
+    assert simulate_spike_slab(0, design="emvs", rho=-0.5, n=20, p=5).inputs["X"].shape == (20, 5)
