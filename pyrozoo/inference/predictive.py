@@ -87,9 +87,10 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
     * no observed site and no ``pyro.factor`` term: the data never enter the model (``obs=`` forgotten) -- error;
     * sites marked for enumeration without a ``log_likelihood_fn``: the generic path would score the observations
       at one drawn value of the discrete latent instead of summing it out -- error;
-    * a sample site with a batch dim of size > 1 that no ``pyro.plate`` declares (``Normal(zeros(d), 1)`` without
+    * a latent site with a batch dim of size > 1 that no ``pyro.plate`` declares (``Normal(zeros(d), 1)`` without
       ``.to_event(1)`` or a plate): Pyro's SVI fails on it deep inside the first step while NUTS runs on, and its
-      ArviZ axis would be ``w_dim_0`` -- error;
+      ArviZ axis would be ``w_dim_0`` -- error. Observed sites are left alone: both engines handle data without a
+      plate, and the pointwise log-likelihood keeps one value per observation;
     * an observed site of several values whose log-probability is one number (``.to_event`` over the data, no
       plate): ``az.loo`` would see a single observation -- warning (unless not ``warn``), as the model is valid.
 
@@ -101,22 +102,19 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
         raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
                            "pyro.sample(name, dist, obs=value) (with obs=None as the model's default)")
     for name, site in sample.items():
-        if is_factor_site(site):
+        if is_factor_site(site) or site["is_observed"]:
             continue
         plates = {frame.dim for frame in site["cond_indep_stack"] if frame.vectorized}
         shape = site["fn"].batch_shape
-        value = site["value"]
-        if isinstance(value, torch.Tensor) and value.dim() > site["fn"].event_dim:  # obs=x broadcasting a scalar dist
-            shape = torch.broadcast_shapes(shape, value.shape[:value.dim() - site["fn"].event_dim])
         loose = [(i - len(shape), n) for i, n in enumerate(shape) if n > 1 and i - len(shape) not in plates]
         if loose:
             dim, size = loose[-1]
             trailing = next((k for k in range(len(shape)) if -1 - k in plates), len(shape))  # dims .to_event can take
             event = f" or make the dims part of one event with .to_event({trailing})" if dim >= -trailing else ""
             raise PyrozooError(
-                f"model: site {name!r} has batch shape {tuple(shape)}, but no pyro.plate declares its dim {dim} (size "
-                f"{size}); put the site in a pyro.plate at that dim (independent values: named ArviZ axes, pointwise "
-                f"log-likelihood){event}")
+                f"model: latent site {name!r} has batch shape {tuple(shape)}, but no pyro.plate declares its dim "
+                f"{dim} (size {size}); put the site in a pyro.plate at that dim (independent values: named ArviZ "
+                f"axes){event}")
     if custom_log_likelihood:
         return
     enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
@@ -126,7 +124,10 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
                            f"pyrozoo.models.regime_scm)")
     for name in obs if warn else ():
         site = sample[name]
-        if site["value"].numel() > 1 and len(site["fn"].batch_shape) == 0:
+        value, fn = site["value"], site["fn"]
+        # obs=x under a scalar distribution broadcasts: its log-probability still has one value per observation
+        batch = torch.broadcast_shapes(fn.batch_shape, value.shape[:max(value.dim() - fn.event_dim, 0)])
+        if value.numel() > 1 and len(batch) == 0:
             warnings.warn(f"model: observed site {name!r} holds {site['value'].numel()} values but its "
                           f"log-probability is one number (an event over the data, e.g. .to_event or a "
                           f"multivariate likelihood); log_likelihood has one entry per draw and az.loo sees one "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -124,20 +126,20 @@ def undeclared_batch_latent(x=None):
         pyro.sample("x", dist.Normal(w.sum(), 1.0), obs=x)
 
 
-def undeclared_batch_data(x=None):
-    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+def undeclared_batch_latent_in_a_plate(x=None):
     with pyro.plate("obs_id", 5):
-        pyro.sample("x", dist.Normal(mu, 1.0).expand([3, 5]), obs=x)  # dim -2 has no plate, and -1 has one
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([3, 5]))  # dim -2 (size 3) has no plate
+        pyro.sample("x", dist.Normal(z.sum(0), 1.0), obs=x)
 
 
-def undeclared_batch_obs(x=None):
+def plateless_data(x=None):
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
     pyro.sample("x", dist.Normal(mu, 1.0), obs=x)  # a scalar distribution broadcast over 5 observations
 
 
 def test_a_batch_dim_without_a_plate_fails_the_same_way_in_both_engines_before_any_work():
-    """Pyro's SVI fails on such a site inside its first step with a shape error while NUTS runs on (and ArviZ would
-    name the axis w_dim_0): both engines now raise the same one-line error, saying which fix applies."""
+    """Pyro's SVI fails on such a latent site inside its first step with a shape error while NUTS runs on (and
+    ArviZ would name the axis w_dim_0): both engines raise the same one-line error, saying which fix applies."""
     import pytest
 
     from pyrozoo.errors import PyrozooError
@@ -146,13 +148,21 @@ def test_a_batch_dim_without_a_plate_fails_the_same_way_in_both_engines_before_a
 
     for model, x, message in (
             (undeclared_batch_latent, torch.zeros(5), r"site 'w' has batch shape \(3,\).*dim -1.*\.to_event\(1\)"),
-            (undeclared_batch_data, torch.zeros(3, 5), r"site 'x' has batch shape \(3, 5\).*dim -2 \(size 3\)"),
-            (undeclared_batch_obs, torch.zeros(5), r"site 'x' has batch shape \(5,\).*dim -1 \(size 5\)")):
+            (undeclared_batch_latent_in_a_plate, torch.zeros(5),
+             r"site 'z' has batch shape \(3, 5\).*dim -2 \(size 3\)")):
         with pytest.raises(PyrozooError, match=message) as info:
             run_mcmc(model, {"x": x}, num_samples=10**6, warmup_steps=10**6)
-        assert model is not undeclared_batch_data or "to_event" not in str(info.value)  # dim -2 cannot be an event
+        assert model is undeclared_batch_latent or "to_event" not in str(info.value)  # dim -2 cannot be an event
         with pytest.raises(PyrozooError, match=message):
             run_svi(model, pyro.infer.autoguide.AutoNormal(model), {"x": x}, num_steps=10**6)
+    # data without a plate is left alone: both engines handle it, one log-likelihood value per observation
+    for run in (lambda: run_mcmc(plateless_data, {"x": torch.zeros(5)}, num_samples=5, warmup_steps=5,
+                                 num_chains=1, progress=False),
+                lambda: run_svi(plateless_data, pyro.infer.autoguide.AutoNormal(plateless_data), {"x": torch.zeros(5)},
+                                num_steps=5, num_samples=5, progress=False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # and no "one log-probability for all the data" warning: it is not
+            assert run().log_likelihood["x"].shape == (1, 5, 5)
 
 
 def test_enumerated_latent_needs_a_log_likelihood_fn():
