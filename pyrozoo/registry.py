@@ -34,6 +34,7 @@ class ZooModel:
     * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
       before it is published;
     * ``list_options``: number options that may also be given as a list (one value per input column);
+    * ``text_options``: options whose values are always text (column names): ``-o outcome=true`` keeps the text;
     * ``data_options``: option -> the data sources that read it (``"simulator"``, ``"file"`` for ``--data``, or a
       shipped dataset's name). Unlisted options are model options that apply whatever the data. A listed option
       given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``).
@@ -53,6 +54,7 @@ class ZooModel:
     from_file: Callable[..., Dataset] | None = None
     list_options: tuple[str, ...] = ()
     data_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    text_options: tuple[str, ...] = ()
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""

@@ -315,6 +315,14 @@ def test_text_options_take_the_text_as_typed(tmp_path):
         assert main(["run", "normal-gamma", "--data", str(path), "-o", f"column={column}", "--out", str(out),
                      *TINY]) == 0
         assert load_run(out)["config"]["options"]["column"] == column
+    # only column names are kept as text: other options with a text default also take booleans or numbers
+    from pyrozoo.cli import build_parser
+    from pyrozoo.commands.run import config_from_args
+
+    for model, option, value in (("plce", "random_effects=true", True), ("agnostic", "target_weight=0.5", 0.5),
+                                 ("plce", 'controls=["a", "b"]', ["a", "b"]), ("plce", "outcome=2020", "2020")):
+        args = build_parser().parse_args(["run", model, "-o", option])
+        assert config_from_args(args, {}).options[option.split("=")[0]] == value, option
 
 
 def event_over_data_model(x=None):

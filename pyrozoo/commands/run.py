@@ -74,11 +74,11 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
     if given:
         from pyrozoo import registry
 
-        defaults = registry.get(data["model"]).options  # an unknown model is the usual one-line error
+        text_options = registry.get(data["model"]).text_options  # an unknown model is the usual one-line error
         for text, (key, value) in zip(args.option, given, strict=True):
-            # text options take the text as typed: -o outcome=true names the column "true", not the boolean
-            options[key] = (text.split("=", 1)[1].strip() if isinstance(defaults.get(key), str)
-                            and not isinstance(value, str) else value)
+            # column names take the text as typed: -o outcome=true names the column "true", not the boolean
+            options[key] = (text.split("=", 1)[1].strip() if key in text_options
+                            and isinstance(value, (bool, int, float)) else value)
     data["options"] = options
     return RunConfig.from_dict(data, source=args.config or "config")
 

@@ -197,6 +197,7 @@ def effect_curve_entry() -> ZooModel:
         datasets={"cps1985": load_cps1985},
         from_file=effect_curve_from_file,
         # cps1985 has fixed columns (log wage on experience)
+        text_options=("outcome", "treatment", "controls"),
         data_options={**{k: ("simulator",) for k in ("design", "n", "slope")},
                       **{k: ("file",) for k in ("outcome", "treatment", "controls")}},
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 20,

@@ -255,6 +255,7 @@ def normal_gamma_entry() -> ZooModel:
         options={"n": 100, "mu_true": 1.0, "sigma_true": 2.0, "column": "", **PRIOR_DEFAULTS},
         datasets={"boston-medv": load_boston_medv},
         from_file=read_normal_gamma_file,
+        text_options=("column",),
         data_options={"n": ("simulator",), "mu_true": ("simulator",), "sigma_true": ("simulator",),
                       "column": ("file",)},
         tiny={"num_samples": 50, "warmup_steps": 30, "num_chains": 2, "steps": 30},

@@ -312,6 +312,7 @@ def plce_entry() -> ZooModel:
         options=OPTIONS,
         datasets={"lalonde": load_lalonde},
         from_file=plce_from_file,
+        text_options=("outcome", "treatment", "controls", "groups"),
         data_options={**{k: ("simulator",) for k in ("scenario", "n")},
                       **{k: ("file", "lalonde") for k in ("outcome", "treatment", "controls", "groups")}},
         tiny={"num_samples": 50, "warmup_steps": 50, "num_chains": 1, "steps": 50,
