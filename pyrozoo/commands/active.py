@@ -87,8 +87,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _check_out(args: argparse.Namespace) -> Path:
-    """``--out`` checked before any fit (an empty directory may be reused); the default is
-    ``runs/active/MODEL-DATASET-TIMESTAMP``."""
+    """``--out`` checked before any fit (an empty directory may be reused, also ``.`` or a link to one); the default
+    is ``runs/active/MODEL-DATASET-TIMESTAMP``."""
     from pyrozoo.inference.rundir import check_out_dir
 
     if args.out is None:
@@ -99,13 +99,17 @@ def _check_out(args: argparse.Namespace) -> Path:
         raise PyrozooError(f"out: expected a directory, got the file {out}; choose another --out")
     if out.exists() and any(out.iterdir()):
         raise PyrozooError(f"out: {out} exists and is not empty; choose another --out")
+    if out.exists():  # `.`, a link or a mount point cannot be renamed onto: files go into the real directory
+        out = out.resolve()
     return check_out_dir(out, resume=out.is_dir())
 
 
 def _publish(out: Path, write, *, numbered: bool) -> Path:
-    """Write the files into a hidden sibling and rename it onto ``out`` only when all are there, so an interrupted
-    run leaves no half-written directory. A default name already taken (another run in the same second) gets a
-    ``-2``, ``-3`` ... suffix instead of being written over."""
+    """Write the files into a hidden sibling, then publish them only when all are there, so an interrupted run
+    leaves nothing half-written: a new ``out`` is the sibling renamed; an existing empty directory receives the
+    files. A default name already taken (another run in the same second) gets ``-2``, ``-3`` ... instead of being
+    written over. Once the files are complete they are never deleted: if publishing fails, the error says where
+    they are."""
     import os
     import shutil
 
@@ -113,18 +117,26 @@ def _publish(out: Path, write, *, numbered: bool) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out)
-    base = out.name
     try:
         write(tmp)
-        for k in range(2, 1000):
-            try:
-                os.rename(tmp, out)  # onto a missing or empty directory only
-                return out
-            except OSError as exc:
-                if not (numbered and out.is_dir() and any(out.iterdir())):
-                    raise PyrozooError(f"out: cannot create {out} ({exc.strerror or exc})") from None
-                out = out.with_name(f"{base}-{k}")
-        raise PyrozooError(f"out: could not find a free name next to {out}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    base = out.name
+    try:
+        for k in range(2, 1000):
+            if out.is_dir() and not any(out.iterdir()):  # an empty directory: move the files in
+                for f in sorted(tmp.iterdir(), key=lambda f: f.name == "summary.csv"):  # the summary last
+                    os.replace(f, out / f.name)
+                tmp.rmdir()
+                return out
+            if not out.exists():
+                os.rename(tmp, out)
+                return out
+            if not numbered:
+                raise FileExistsError(f"{out} was filled by something else during the run")
+            out = out.with_name(f"{base}-{k}")
+        raise FileExistsError(f"no free name like {base}-N")
+    except OSError as exc:
+        raise PyrozooError(f"out: cannot publish the results as {out} ({exc.strerror or exc}); they are complete in "
+                           f"{tmp}") from None

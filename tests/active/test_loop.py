@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -248,3 +250,35 @@ def test_cli_default_acs_fw_on_the_bnn_uses_its_stored_draws(tmp_path, capsys):
     assert "num_projections 30" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "b"), "--num-projections", "100"]) == 2
     assert "at most the 30 posterior draws the 'bnn' model stores" in capsys.readouterr().err
+
+
+def test_cli_out_may_be_dot_or_a_link_and_complete_results_are_never_deleted(tmp_path, monkeypatch, capsys):
+    """`--out .` in an empty directory and a link to an empty directory used to fail after the fits (a directory
+    in use cannot be renamed onto), deleting the results; the files now go into the directory. If publishing fails
+    anyway (the directory was filled during the run), the error says where the complete results are."""
+    from pyrozoo.commands import active
+
+    args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "random", "--batch-size", "5",
+            "--budget", "5", "--no-progress"]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main([*args, "--out", "."]) == 0
+    assert (here / "summary.csv").is_file() and not list(tmp_path.glob(".*.tmp"))
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    assert main([*args, "--out", str(tmp_path / "link")]) == 0
+    assert (tmp_path / "target" / "summary.csv").is_file()
+
+    def filled_meanwhile(out, write, *, numbered):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "other.txt").write_text("")
+        return publish(out, write, numbered=numbered)
+
+    publish = active._publish
+    monkeypatch.setattr(active, "_publish", filled_meanwhile)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    kept = err.rsplit("they are complete in ", 1)[1].strip()
+    assert (tmp_path / "new" / "other.txt").is_file() and (Path(kept) / "summary.csv").is_file()
