@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -47,9 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        """Our own warnings (a model whose log-likelihood is one number, ...) as one ``pyrozoo: warning:`` line,
-        like the errors; other libraries' warnings in Python's usual form, which says where they come from."""
-        if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+        """Our own warnings (UserWarnings pyrozoo raises: a model whose log-likelihood is one number, ...) as one
+        ``pyrozoo: warning:`` line, like the errors; anything else (a NumPy RuntimeWarning in our code, another
+        library's warning) in Python's usual form, which says what and where."""
+        if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(_PACKAGE_DIR + os.sep):
             print(f"pyrozoo: warning: {message}", file=file or sys.stderr)
         else:
             previous(message, category, filename, lineno, file, line)

@@ -141,8 +141,10 @@ def register(name: str) -> Callable[[Callable[[], ZooModel]], Callable[[], ZooMo
     """Decorator registering a factory ``() -> ZooModel`` under ``name``."""
 
     def deco(factory: Callable[[], ZooModel]) -> Callable[[], ZooModel]:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            first = _REGISTRY[name]
+        first = _REGISTRY.get(name)
+        same = first is not None and (first.__module__, first.__qualname__) == (factory.__module__,
+                                                                                factory.__qualname__)
+        if first is not None and first is not factory and not same:  # same: a module imported again
             raise RuntimeError(f"zoo entry {name!r} registered twice: by {first.__module__}.{first.__qualname__} and "
                                f"by {factory.__module__}.{factory.__qualname__}; give the copied entry a new name")
         _REGISTRY[name] = factory
@@ -151,12 +153,15 @@ def register(name: str) -> Callable[[Callable[[], ZooModel]], Callable[[], ZooMo
     return deco
 
 
-def _where(exc: BaseException) -> str:
-    """``file, line N`` of the error: a syntax error's own position, else the innermost traceback frame."""
+def _where(exc: BaseException, module: str) -> str:
+    """``file, line N`` of the error: a syntax error's own position, else the innermost traceback frame in
+    ``module``'s own file (not in a library it called), else the innermost frame."""
     if isinstance(exc, SyntaxError):
         return f"{exc.filename}, line {exc.lineno}"
     frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "unknown place"
+    own = [f for f in frames if Path(f.filename).stem == module.rsplit(".", 1)[-1]]
+    frame = (own or frames or [None])[-1]
+    return f"{frame.filename}, line {frame.lineno}" if frame is not None else "unknown place"
 
 
 def _load_all() -> None:
@@ -171,7 +176,7 @@ def _load_all() -> None:
             importlib.import_module(module)
         except Exception as exc:  # one broken model module must say where, not end every command in a traceback
             raise PyrozooError(f"model module {module} failed to import ({type(exc).__name__}: {exc}; at "
-                               f"{_where(exc)}); fix it, or move it out of pyrozoo/models/") from exc
+                               f"{_where(exc, module)}); fix it, or move it out of pyrozoo/models/") from exc
     _LOADED = True
 
 

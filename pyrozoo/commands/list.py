@@ -25,9 +25,6 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-_SOURCE_FLAGS = {"simulator": "simulated data", "file": "--data"}
-
-
 def _show(name: str) -> int:
     entry = registry.get(name)  # an unknown name is a one-line error listing the known ones
     print(f"{name}: {entry.description}")
@@ -40,7 +37,6 @@ def _show(name: str) -> int:
         kind = type(default).__name__ if default is not None else "any"
         extra = " or a list (one per input column)" if key in entry.list_options else ""
         if key in entry.data_options:
-            sources = (_SOURCE_FLAGS.get(s, f"--dataset {s}") for s in entry.data_options[key])
-            extra += "; only with " + " or ".join(sources)
+            extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
         print(f"  {key:<{width}}  {default!r:<12} ({kind}{extra})")
     return 0

@@ -60,7 +60,7 @@ def handle(args: argparse.Namespace) -> int:
     # column flags only when given: with --scenario they are an error (the simulated design has its own columns)
     given = {"outcome": args.outcome, "treatment": args.treatment, "controls": args.controls, "groups": args.groups,
              "n_knots": args.n_knots, "interactions": args.interactions}
-    options.update({k: v for k, v in given.items() if v is not None})
+    options.update({k: v for k, v in given.items() if v not in (None, "")})  # "" is each column flag's default
     if args.overwrite and args.out is None:
         raise PyrozooError("overwrite: --overwrite replaces an --out directory; give --out too")
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
