@@ -26,7 +26,10 @@ def test_run_then_diagnose(tmp_path, capsys):
     assert run["idata"].log_likelihood["x"].shape == (2, 50, 100)
     assert run["config"]["model"] == "normal-gamma" and run["config"]["inference"] == "gibbs"
     assert "mu_mean" in run["metrics"]
-    capsys.readouterr()
+    assert "warning: only 50 draws per chain" in capsys.readouterr().out  # Gibbs: a Markov chain, judged
+    exact = tmp_path / "exact"
+    assert main(["run", "blr", "--out", str(exact), *TINY]) == 0
+    assert "warning" not in capsys.readouterr().out  # 2 x 50 independent exact draws are not judged by ESS
     assert main(["diagnose", str(out)]) == 0
     text = capsys.readouterr().out
     assert "r_hat" in text and "ess_bulk" in text

@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import check_lines, summary
+    from pyrozoo.evaluation.diagnostics import check_lines, is_markov_chain, summary
     from pyrozoo.runner import run_model
 
     file_data = read_toml(args.config) if args.config else {}
@@ -101,7 +101,8 @@ def handle(args: argparse.Namespace) -> int:
         table = summary(idata)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
-        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1,
+        # r_hat and ESS judge Markov chains; several chains of independent draws (exact blr) are not judged
+        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1 and is_markov_chain(idata),
                                    where="`pyrozoo diagnose RUN_DIR` prints the whole table")
         for line in notes:
             print(f"note: {line}")
