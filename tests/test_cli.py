@@ -76,9 +76,10 @@ def test_diagnose_names_a_one_draw_point_estimate(tmp_path, capsys):
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        assert main(["diagnose", str(out), "--no-plots"]) == 0
+        assert main(["diagnose", str(out)]) == 0
     text = capsys.readouterr().out
     assert "one draw (a point estimate)" in text and "warning:" not in text
+    assert not (out / "plots").exists()  # no empty plots folder and no notes about plots never drawn
 
 
 def test_config_file_and_options(tmp_path):

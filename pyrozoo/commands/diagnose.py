@@ -31,13 +31,14 @@ def handle(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if one_draw:
-        print("note: one draw (a point estimate): sd, r_hat, ESS and az.loo/az.waic do not apply")
-        return _plots(idata, args)
+        print("note: one draw (a point estimate): sd, r_hat, ESS, az.loo/az.waic and trace or density plots do not "
+              "apply")
+        return 0
     chains = idata.posterior.sizes.get("chain", 1)
     independent = not is_markov_chain(idata)
     if independent:
         print("note: independent draws from the fitted posterior (no Markov chain), so r_hat and ESS do not measure "
-              "convergence; an optimizer's loss trace is in the fit_stats group")
+              "convergence; an optimizer's loss trace, where the engine has one, is in the fit_stats group")
     elif chains < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
     notes, lines = check_lines(idata, table, convergence=not independent, where="in the summary table above")

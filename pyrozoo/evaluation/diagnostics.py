@@ -25,13 +25,26 @@ def ess_threshold(num_chains: int) -> int:
     return ESS_PER_CHAIN * max(int(num_chains), 1)
 
 
+def _never_moves(row: pd.Series) -> bool:
+    """A summary row whose draws are all equal up to rounding (sd below 1e-9 of the value's magnitude): EM's sigma^2
+    has sd 1e-16, not 0, and an inclusion probability at 1 a range of 2e-15."""
+    sd, mean = row.get("sd", np.nan), row.get("mean", 0.0)
+    return bool(np.isfinite(sd) and sd <= 1e-9 * max(abs(mean) if np.isfinite(mean) else 0.0, 1e-3))
+
+
 def constant_components(table: pd.DataFrame) -> list[str]:
-    """Variables (names without the ``[...]`` index) with a component whose draws are all equal (sd 0): quantities
-    an engine fixed at a point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing."""
+    """Components whose draws are all equal up to rounding (:func:`_never_moves`): quantities an engine fixed at a
+    point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. A variable is named whole
+    when every component is, else its components are (``gamma[1]``)."""
     if "sd" not in table.columns:
         return []
-    names = [str(n).split("[")[0] for n, sd in table["sd"].items() if np.isfinite(sd) and sd == 0]
-    return list(dict.fromkeys(names))
+    fixed = {str(n) for n, row in table.iterrows() if _never_moves(row)}
+    out: list[str] = []
+    for var in dict.fromkeys(str(n).split("[")[0] for n in table.index):
+        rows = [str(n) for n in table.index if str(n).split("[")[0] == var]
+        hit = [r for r in rows if r in fixed]
+        out += [var] if hit and len(hit) == len(rows) else hit
+    return out
 
 
 def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.DataFrame:
@@ -63,10 +76,10 @@ def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.D
 
 def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> list[str]:
     """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``;
-    components that never move (sd 0, see :func:`constant_components`) are left out."""
+    components that never move (see :func:`constant_components`) are left out."""
     out = []
     for name, row in table.iterrows():
-        if np.isfinite(row.get("sd", np.nan)) and row["sd"] == 0:
+        if _never_moves(row):
             continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {row['r_hat']:.3f} > {rhat_max}")
@@ -169,10 +182,10 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     out_dir.mkdir(parents=True, exist_ok=True)
     names = var_names or list(idata.posterior.data_vars)[:max_vars]
     post, notes = _first_entries(idata.posterior[names], max_entries)
-    still = _near_constant(post)
-    if still:  # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError)
+    # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError): leave such entries out
+    post, still = _drop_constant_entries(post)
+    if still:
         notes.append(f"not plotted, the same in every draw up to rounding: {', '.join(still)}")
-        post = post.drop_vars(still)
     plots: list[tuple[str, Any]] = []
     if post.data_vars:
         plots += [("trace", lambda: az.plot_trace(post, compact=True)), ("posterior", lambda: az.plot_posterior(post))]
@@ -182,7 +195,9 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     paths = []
     for kind, draw in plots:
         try:
-            axes = draw()
+            with warnings.catch_warnings():  # a stuck chain (already warned about) is one value per chain
+                warnings.filterwarnings("ignore", message="Your data appears to have a single value")
+                axes = draw()
         except (ValueError, OverflowError, KeyError) as exc:  # a plot is a convenience: say why, go on
             plt.close("all")
             notes.append(f"ArviZ could not draw the {kind} plot ({type(exc).__name__}: {exc})")
@@ -195,17 +210,25 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
     return paths, notes
 
 
-def _near_constant(post: Any) -> list[str]:
-    """Variables with an entry whose draws span less than 1e-9 of their magnitude (at least 1e-12)."""
+def _drop_constant_entries(post: Any) -> tuple[Any, list[str]]:
+    """``post`` without the entries whose draws span less than 1e-9 of their magnitude (at least 1e-12), and their
+    names: a variable goes whole when all its entries are constant; a vector keeps its moving entries (on an axis
+    renamed ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
     out = []
-    for name in post.data_vars:
+    for name in list(post.data_vars):
         v = np.asarray(post[name].values, dtype=float)
         v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
-        span = v.max(0) - v.min(0)
-        scale = np.maximum(np.abs(v).max(0) * 1e-9, 1e-12)
-        if np.any(span < scale):
+        const = (v.max(0) - v.min(0)) < np.maximum(np.abs(v).max(0) * 1e-9, 1e-12)
+        if not np.any(const):
+            continue
+        axes = [d for d in post[name].dims if d not in ("chain", "draw")]
+        if np.all(const) or len(axes) != 1:
+            post = post.drop_vars(name)
             out.append(str(name))
-    return out
+            continue
+        post[name] = post[name].isel({axes[0]: np.flatnonzero(~const)}).rename({axes[0]: f"{axes[0]}_moving"})
+        out += [f"{name}[{i}]" for i in np.flatnonzero(const)]
+    return post, out
 
 
 def _first_entries(post: Any, max_entries: int) -> tuple[Any, list[str]]:

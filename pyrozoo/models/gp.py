@@ -358,8 +358,11 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
 
 def _f_along_obs(result: Result) -> Result:
     """f is one multivariate site (its event axis would be ``f_dim_0``), but each entry is f(x_i) of observation i:
-    name the axis ``obs_id`` as y's plate, so ArviZ lines f, y and X up."""
+    name the axis ``obs_id`` as y's plate, so ArviZ lines f, y and X up; X's columns are ``feature`` (as the NUTS
+    run's per-column lengthscale names them)."""
     result.dims["f"] = ["obs_id"]
+    if "X" in result.constant_data:
+        result.dims["X"] = ["obs_id", "feature"]
     return result
 
 

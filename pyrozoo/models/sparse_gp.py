@@ -435,8 +435,11 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
 
 
 def _u_along_inducing(result: Result) -> Result:
-    """u = f(Z) is one multivariate site: name its axis ``inducing`` (one entry per pseudo-input), not ``u_dim_0``."""
+    """u = f(Z) is one multivariate site: name its axis ``inducing`` (one entry per pseudo-input), not ``u_dim_0``;
+    X's axes are ``obs_id`` and ``feature`` (not ``X_dim_1``)."""
     result.dims["u"] = ["inducing"]
+    if "X" in result.constant_data:
+        result.dims["X"] = ["obs_id", "feature"]
     return result
 
 

@@ -172,12 +172,13 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     for k in keys:
         frame[k] = frame[k].astype(object).where(frame[k].notna(), "-")
     grouped = frame.groupby(keys, sort=True, dropna=False)
-    out = grouped.size().rename("n").to_frame()
+    columns = {"n": grouped.size()}
     for m in metrics:
         values = grouped[m]
-        out[f"{m}_mean"] = values.mean()
-        out[f"{m}_se"] = values.std(ddof=1) / np.sqrt(values.count())
-    return out.reset_index()
+        columns[f"{m}_mean"] = values.mean()
+        columns[f"{m}_se"] = values.std(ddof=1) / np.sqrt(values.count())
+    # built at once: adding ~100 metric columns one by one made pandas warn about a fragmented frame
+    return pd.concat(columns, axis=1).reset_index()
 
 
 def to_markdown(table: pd.DataFrame, floatfmt: str = ".4g") -> str:

@@ -152,7 +152,7 @@ def test_type2_fit_result_has_pointwise_log_likelihood():
     idata = res.to_inference_data()
     ll = idata.log_likelihood["y"]
     assert ll.dims == ("chain", "draw", "obs_id") and ll.shape == (1, 40, 20)
-    assert idata.posterior["f"].dims == ll.dims and idata.constant_data["X"].dims[0] == "obs_id"
+    assert idata.posterior["f"].dims == ll.dims and idata.constant_data["X"].dims == ("obs_id", "feature")
     f = torch.as_tensor(res.posterior["f"][0, 3])
     expect = torch.distributions.Normal(f, res.params["noise"].sqrt()).log_prob(ds.observed["y"])
     assert np.allclose(ll.values[0, 3], expect.numpy(), atol=1e-10)

@@ -336,6 +336,7 @@ def test_prediction_from_a_result_takes_arrays_and_names_xnew():
     data = entry.load_data(cfg)
     result = entry.fit(data, cfg)
     Xnew = np.linspace(-1, 1, 3)[:, None]
+    assert result.to_inference_data().constant_data["X"].dims == ("obs_id", "feature")  # was X_dim_1
     mean, var = sparse_predict_from_result(result, data, Xnew)  # a NumPy array failed with .to
     assert torch.allclose(mean, sparse_predict_from_result(result, data, torch.as_tensor(Xnew))[0])
     with pytest.raises(PyrozooError, match="Xnew: expected finite values"):
