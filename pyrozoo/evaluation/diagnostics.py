@@ -203,6 +203,9 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
             notes.append(f"ArviZ could not draw the {kind} plot ({type(exc).__name__}: {exc})")
             continue
         fig = np.asarray(axes).ravel()[0].figure
+        with warnings.catch_warnings():  # titles off the tick labels of the row above; a tight fit may not exist
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
         path = out_dir / f"{kind}.png"
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
