@@ -152,5 +152,8 @@ def test_console_table_shows_each_models_own_metrics(tmp_path, capsys):
     by_model = {lines[i + 2].split("|")[1].strip(): (lines[i], lines[i + 2]) for i in heads}
     assert "beta_mean_mean" in by_model["normal-gamma"][0] and "rmse_in_sample_mean" in by_model["blr"][0]
     assert not any("nan" in row.lower() for _, row in by_model.values())
+    # blr's simulator options (options.d, options.n ...) are settings normal-gamma lacks: not in its table as "-"
+    assert "options.d" in by_model["blr"][0] and "options.d" not in by_model["normal-gamma"][0]
+    assert "| - |" not in by_model["normal-gamma"][1]
     # normal-gamma has more metrics than the console shows: the rest are named, not dropped in silence
     assert any(line.startswith("(more in summary.md for normal-gamma: ") for line in lines)
