@@ -36,10 +36,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"{len(spec.cells)} cells in {spec.out}")
         return 0
 
-    ran: set[str] = set()
-
     def on_done(outcome, done, total):
-        ran.add(outcome.key)
         if args.quiet:
             return
         tail = f"  {outcome.error}" if outcome.error else ""
@@ -53,9 +50,8 @@ def handle(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name}: {summary.total} cells, {summary.skipped} already done, {summary.ok} ran ok, "
           f"{summary.failed} failed{''.join(', ' + x for x in left)}, {summary.wall_time:.1f} s; runs in "
           f"{summary.out}")
-    if summary.failed_before:
-        skipped = [c.key for c in spec.cells if c.key not in ran and cell_status(spec.out, c) == "failed"]
-        print(f"skipped (failed earlier, --skip-failed): {', '.join(skipped)}", file=sys.stderr)
+    if summary.skipped_failures:
+        print(f"skipped (failed earlier, --skip-failed): {', '.join(summary.skipped_failures)}", file=sys.stderr)
     if summary.failed or summary.failed_before:
         print(f"failed runs are recorded in {summary.out}/**/*.failed/ (error.txt, traceback.txt); "
               f"re-run the sweep to retry them", file=sys.stderr)

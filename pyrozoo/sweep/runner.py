@@ -60,8 +60,13 @@ class SweepSummary:
     outcomes: list[CellOutcome]
     wall_time: float
     interrupted: bool = False
-    failed_before: int = 0  # cells that had failed before and were not retried (retry_failed=False)
+    skipped_failures: list[str] = field(default_factory=list)  # keys of earlier failures not retried
     pending: int = 0  # cells left for a later invocation (limit)
+
+    @property
+    def failed_before(self) -> int:
+        """Cells that had failed before and were not retried (``retry_failed=False``)."""
+        return len(self.skipped_failures)
 
     @property
     def ok(self) -> int:
@@ -330,7 +335,7 @@ def run_sweep(
     if limit is not None:
         pending = pending[:limit]
     skipped = sum(s == "done" for s in statuses.values())
-    failed_before = 0 if retry_failed else sum(s == "failed" for s in statuses.values())
+    skipped_failures = [] if retry_failed else [k for k, s in statuses.items() if s == "failed"]
     outcomes: list[CellOutcome] = []
 
     def done(outcome: CellOutcome) -> None:
@@ -372,7 +377,7 @@ def run_sweep(
             print(f"sweep interrupted: {kept} of {len(pending)} pending runs finished and are kept; "
                   f"run the sweep again to do the rest")
     return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
-                        failed_before=failed_before, pending=waiting - len(pending))
+                        skipped_failures=skipped_failures, pending=waiting - len(pending))
 
 
 def summary_dict(summary: SweepSummary) -> dict[str, Any]:
