@@ -25,11 +25,17 @@ def ess_threshold(num_chains: int) -> int:
     return ESS_PER_CHAIN * max(int(num_chains), 1)
 
 
+def _negligible(spread: Any, magnitude: Any) -> Any:
+    """Whether a spread of draws (sd, or max - min) is rounding: at most 1e-9 of the value's magnitude, floored at
+    1e-3 (so at most 1e-12 for values near 0). EM's sigma^2 has sd 1e-16, not 0, and an inclusion probability at 1
+    a range of 2e-15. One rule for the summary notes, the warnings and the plots."""
+    return spread <= 1e-9 * np.maximum(magnitude, 1e-3)
+
+
 def _never_moves(row: pd.Series) -> bool:
-    """A summary row whose draws are all equal up to rounding (sd below 1e-9 of the value's magnitude): EM's sigma^2
-    has sd 1e-16, not 0, and an inclusion probability at 1 a range of 2e-15."""
+    """A summary row whose draws are all equal up to rounding (:func:`_negligible` of its sd and mean)."""
     sd, mean = row.get("sd", np.nan), row.get("mean", 0.0)
-    return bool(np.isfinite(sd) and sd <= 1e-9 * max(abs(mean) if np.isfinite(mean) else 0.0, 1e-3))
+    return bool(np.isfinite(sd) and _negligible(sd, abs(mean) if np.isfinite(mean) else 0.0))
 
 
 def constant_components(table: pd.DataFrame) -> list[str]:
@@ -214,14 +220,14 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
 
 
 def _drop_constant_entries(post: Any) -> tuple[Any, list[str]]:
-    """``post`` without the entries whose draws span less than 1e-9 of their magnitude (at least 1e-12), and their
-    names: a variable goes whole when all its entries are constant; a vector keeps its moving entries (on an axis
-    renamed ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
+    """``post`` without the entries whose draws span a :func:`_negligible` range, and their names: a variable goes
+    whole when all its entries are constant; a vector keeps its moving entries (on an axis renamed
+    ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
     out = []
     for name in list(post.data_vars):
         v = np.asarray(post[name].values, dtype=float)
         v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
-        const = (v.max(0) - v.min(0)) < np.maximum(np.abs(v).max(0) * 1e-9, 1e-12)
+        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0))
         if not np.any(const):
             continue
         axes = [d for d in post[name].dims if d not in ("chain", "draw")]
