@@ -83,6 +83,12 @@ def check_positive(name: str, value: Any) -> None:
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 
+def check_bool(name: str, value: Any) -> None:
+    """Raise unless ``value`` is True or False (a NumPy bool counts; ``"no"`` or 1 would pass a ``bool()`` cast)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise PyrozooError(f"{name}: expected True or False, got {value!r}")
+
+
 def check_nonnegative(name: str, value: Any) -> None:
     """Raise unless ``value`` is one finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (

@@ -58,3 +58,13 @@ def test_integral_floats_become_ints_and_lists_need_a_declaration():
 def test_option_of_the_wrong_kind_is_a_clear_error(given, match):
     with pytest.raises(PyrozooError, match=match):
         check_option_types("option", given, DEFAULTS, list_options=("scale",))
+
+
+def test_bool_flags_take_python_and_numpy_bools_only():
+    from pyrozoo.validation import check_bool
+
+    for ok in (True, False, np.bool_(True)):
+        check_bool("flag", ok)
+    for bad in ("no", 1, 0.0, None):
+        with pytest.raises(PyrozooError, match="flag: expected True or False"):
+            check_bool("flag", bad)

@@ -44,7 +44,7 @@ from pyrozoo.causal.extensions import (
 )
 from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_choice, check_int, check_probability
+from pyrozoo.validation import check_bool, check_choice, check_int, check_probability
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
@@ -382,8 +382,7 @@ class PLCE:
         check_choice("final_stage", self.final_stage, FINAL_STAGES)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
         for name in ("weight_uncertainty", "clip_to_train", "weighted_nuisances"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise PyrozooError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         y = numeric_vector("y", y)
         t = numeric_vector("t", t)
         X = covariate_matrix(X)

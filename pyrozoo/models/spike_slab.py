@@ -40,7 +40,7 @@ from pyrozoo.models.spike_slab_prior import (
     standardize,
 )
 from pyrozoo.registry import ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_int, check_positive
+from pyrozoo.validation import check_bool, check_choice, check_int, check_positive
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
@@ -343,9 +343,8 @@ class SpikeSlabRegression:
             ("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)))
         warmup_steps, steps, seed = check_int("warmup_steps", warmup_steps), check_int("steps", steps), check_int(
             "seed", seed)
-        for name, flag in (("em_select", em_select), ("progress", progress)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise PyrozooError(f"{name}: expected True or False, got {flag!r}")
+        check_bool("em_select", em_select)
+        check_bool("progress", progress)
         resolve_device(device)
         lam = prior_options.pop("lam", None)
         self.prior_options = dict(prior_options)
