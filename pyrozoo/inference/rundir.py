@@ -12,7 +12,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,26 @@ def temp_sibling(out: Path) -> Path:
     return tmp
 
 
+@contextmanager
+def replaced_atomically(dest: Path, *, what: str = "out") -> Iterator[Path]:
+    """Yield an empty :func:`temp_sibling` of ``dest`` to write into. When the block ends normally, the sibling
+    replaces ``dest`` (an older ``dest`` is removed first); when it raises, the sibling is removed and ``dest`` is
+    left as it was. A sibling that cannot be created is a :class:`PyrozooError` naming the argument ``what``."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(dest)
+    except OSError as exc:  # e.g. under /sys or /proc, which os.access lets root through
+        raise PyrozooError(f"{what}: cannot create {dest}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def stale_temp_siblings(out: Path) -> list[Path]:
     """The directories :func:`temp_sibling` made for ``out`` that are still there (a writer killed mid-write)."""
     if not out.parent.is_dir():
@@ -119,12 +140,7 @@ def save_run(
 
     ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(out)
-    except OSError as exc:  # e.g. under /sys or /proc, which os.access lets root through
-        raise PyrozooError(f"out: cannot create {out}: {exc.strerror or exc}") from None
-    try:
+    with replaced_atomically(out) as tmp:
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:
             tomli_w.dump(_tomlable(cfg), fh)
@@ -137,12 +153,6 @@ def save_run(
                    tmp / "params.pt")
         if artifacts is not None:
             artifacts(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

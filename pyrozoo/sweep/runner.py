@@ -29,7 +29,7 @@ import tomli_w
 
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import RUN_FILES, stale_temp_siblings, temp_sibling
+from pyrozoo.inference.rundir import RUN_FILES, replaced_atomically, stale_temp_siblings
 from pyrozoo.sweep.spec import Cell, SweepSpec
 
 FAILED_SUFFIX = ".failed"
@@ -128,19 +128,11 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
 
 def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:
     """Write ``files`` (relative path -> bytes) into a temporary sibling and rename it onto ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(dest)
-    try:
+    with replaced_atomically(dest, what="sweep out") as tmp:
         for rel, data in files.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_failure(root: Path, cell: Cell, error: str, tb: str, wall_time: float) -> Path:
