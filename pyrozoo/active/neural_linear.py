@@ -65,7 +65,7 @@ from pyrozoo.active.base import PoolKernel
 from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
-from pyrozoo.validation import check_choice, check_int, check_positive
+from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive
 
 OBJECTIVES = ("marginal", "mse")
 RECIPES = ("mlp", "reference")
@@ -312,11 +312,9 @@ class NeuralLinearPosterior(RegressionPosterior):
             raise PyrozooError(f"x: the reference recipe needs at least 2 labelled rows (batch statistics), got "
                                f"{x.shape[0]}")
         check_positive("lr", lr)
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise PyrozooError(f"weight_decay: expected a number >= 0, got {weight_decay!r}")
+        check_nonnegative("weight_decay", weight_decay)
         seed = check_int("seed", seed)
-        if not isinstance(standardize, bool):
-            raise PyrozooError(f"standardize: expected True or False, got {standardize!r}")
+        check_bool("standardize", standardize)
         check_prior(prior_scale, a0, b0, noise)
 
         dtype = torch.get_default_dtype()

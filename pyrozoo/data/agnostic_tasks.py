@@ -27,7 +27,7 @@ import torch
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_choice, check_finite, check_int, check_probability
+from pyrozoo.validation import as_tensor, check_bool, check_choice, check_finite, check_int, check_probability
 
 
 def _labels(name: str, value: Any, n: int) -> np.ndarray:
@@ -186,8 +186,7 @@ def digits_task(
     for name, v in (("background", background), ("noise", noise)):
         if isinstance(v, bool) or not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
             raise PyrozooError(f"{name}: expected a finite number >= 0, got {v!r}")
-    if not isinstance(protected_on_target, bool):
-        raise PyrozooError(f"protected_on_target: expected true or false, got {protected_on_target!r}")
+    check_bool("protected_on_target", protected_on_target)
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (4,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
         raise PyrozooError(f"fractions: expected four positive numbers summing to 1, got {fractions!r}")

@@ -78,7 +78,7 @@ from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import draw_from_guide
 from pyrozoo.registry import ZooModel, checked_config, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_positive, check_probability
+from pyrozoo.validation import as_tensor, check_choice, check_int, check_nonnegative, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
 EXTRACTOR_LOSSES = ("reversal", "confusion", "moments", "moments+reversal")
@@ -469,8 +469,7 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(opts["adv_standardize"], bool):
         raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
     wd = opts["adv_weight_decay"]
-    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
-        raise PyrozooError(f"adv_weight_decay: expected a number >= 0, got {wd!r}")
+    check_nonnegative("adv_weight_decay", wd)
     c = opts["clip_norm"]
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not c >= 0:
         raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {c!r}")

@@ -54,7 +54,15 @@ from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.registry import ZooModel, checked_config, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_keys, check_positive, check_probability
+from pyrozoo.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_positive,
+    check_probability,
+)
 
 MECHANISMS = ("linear", "mlp")
 LINEAR_PARAMS = ("loc_obs", "W_obs", "loc_int", "W_int")
@@ -141,8 +149,7 @@ def make_regime_dataset(
     """
     check_choice("mechanism", mechanism, MECHANISMS)
     hidden = check_int("hidden", hidden, minimum=1)
-    if not isinstance(learn_weights, bool):
-        raise PyrozooError(f"learn_weights: expected true or false, got {learn_weights!r}")
+    check_bool("learn_weights", learn_weights)
     if isinstance(x, pd.DataFrame):
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")
@@ -249,8 +256,7 @@ def simulate_regime_data(
     check_probability("obs_frac", obs_frac)
     if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
         raise PyrozooError(f"shift: expected a finite number, got {shift!r}")
-    if not isinstance(nonlinear, bool):
-        raise PyrozooError(f"nonlinear: expected true or false, got {nonlinear!r}")
+    check_bool("nonlinear", nonlinear)
     rng = np.random.default_rng(int(seed))
     und = nx.gnp_random_graph(n_vars, edge_prob, seed=int(rng.integers(2**31)))
     perm = rng.permutation(n_vars)  # position of each node in a random causal order

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from pyro.distributions import MultivariateStudentT
@@ -125,13 +126,21 @@ def test_fixed_seed_gives_the_same_network_and_batch():
 @pytest.mark.parametrize(("kw", "match"), [
     ({"hidden": ()}, "hidden"), ({"hidden": (0,)}, "hidden"), ({"objective": "elbo"}, "objective"),
     ({"activation": "gelu"}, "activation"), ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"),
-    ({"weight_decay": -0.1}, "weight_decay"), ({"standardize": "yes"}, "standardize"),
+    ({"weight_decay": -0.1}, "weight_decay"), ({"weight_decay": True}, "weight_decay"),
+    ({"standardize": "yes"}, "standardize"),
     ({"prior_scale": 0.0}, "prior_scale"), ({"noise": -1.0}, "noise"),
 ])
 def test_bad_input(kw, match):
     x, y = _data(10)
     with pytest.raises(PyrozooError, match=match):
         NeuralLinearPosterior.fit(x, y, **kw)
+
+
+def test_numpy_flags_and_numbers_are_accepted():
+    x, y = _data(10)
+    a = NeuralLinearPosterior.fit(x, y, steps=5, standardize=np.bool_(True), weight_decay=np.float64(0.5))
+    b = NeuralLinearPosterior.fit(x, y, steps=5, standardize=True, weight_decay=0.5)
+    assert torch.equal(a.predictive(x)[0], b.predictive(x)[0])
 
 
 def test_bad_shapes():
