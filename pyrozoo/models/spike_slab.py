@@ -199,16 +199,31 @@ def dataset_to_standardized(dataset: Dataset) -> tuple[StandardizedData, SpikeSl
 
 
 # ------------------------------------------------------------------------------------------- fitting (Results)
+def _stored_probabilities(probs: Any) -> np.ndarray:
+    """Inclusion probabilities as stored in the posterior: within 1e-12 of 1 they are 1 (sigmoid rounding). ArviZ's
+    density plots fail on an entry whose draws span a few ulps below 1 ("Too many bins for data range"), and an
+    exactly constant entry is one they handle."""
+    probs = torch.as_tensor(probs).detach().cpu().numpy().astype(float)
+    return np.where(probs > 1.0 - 1e-12, 1.0, probs)
+
+
+def _stored_indicators(gamma: Any) -> np.ndarray:
+    """0/1 inclusion indicators as integers, so that ArviZ treats them as discrete (histograms, not densities)."""
+    return np.rint(torch.as_tensor(gamma).detach().cpu().numpy()).astype(np.int64)
+
+
 def _finish(result: Result, prior: SpikeSlabPrior) -> Result:
     """Add the Rao-Blackwellized inclusion probabilities as posterior variable ``inclusion_prob``."""
     w = torch.as_tensor(result.posterior["w"])
     s2 = torch.as_tensor(result.posterior["sigma2"])
     th = torch.as_tensor(result.posterior["theta"])
-    result.posterior["inclusion_prob"] = rao_blackwell_inclusion(w, s2, th, prior).numpy()
+    result.posterior["inclusion_prob"] = _stored_probabilities(rao_blackwell_inclusion(w, s2, th, prior))
     result.dims["inclusion_prob"] = ["feature"]
     for name in ("w", "gamma"):
         if name in result.posterior:
             result.dims[name] = ["feature"]
+    if "gamma" in result.posterior:
+        result.posterior["gamma"] = _stored_indicators(result.posterior["gamma"])
     result.dims["y"] = ["obs_id"]
     return result
 
@@ -252,7 +267,8 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     result = assemble_result(f"em-{variant}", spike_slab_model, kwargs, posterior, log_likelihood_fn=pointwise_loglik,
                              seed=seed, wall_time=wall, config=config, model_name=model_name,
                              params={"w": mean.cpu(), "sigma2": sigma2, "theta": theta, "inclusion": probs.cpu()})
-    result.posterior["inclusion_prob"] = probs.expand(1, num_samples, -1).cpu().numpy()
+    result.posterior["inclusion_prob"] = _stored_probabilities(probs.expand(1, num_samples, -1))
+    result.posterior["gamma"] = _stored_indicators(result.posterior["gamma"])
     result.dims.update({"inclusion_prob": ["feature"], "w": ["feature"], "gamma": ["feature"], "y": ["obs_id"]})
     result.sample_stats["em_converged"] = np.full((1, num_samples), conv)
     summary = {"w": mean, "cov": cov, "inclusion": probs, "sigma2": sigma2, "theta": theta, "iterations": iters,
