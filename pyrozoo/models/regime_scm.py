@@ -783,16 +783,19 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
                                                           "regime_probs": probs.cpu()},
                              seed=config.seed, wall_time=wall, config=config.to_dict(), model_name="regime-scm")
     names = inp["names"]
-    # One observed variable x (obs_id, variable) for ArviZ beside the per-variable sites: the log-likelihood is
-    # joint over the variables (marginal over the regime), and the posterior predictive gets the same stacked x,
-    # so az.loo and az.plot_ppc both find it. The data are not constant data.
+    # One observed variable x (obs_id, variable) for ArviZ instead of the model's per-variable sites x1..xN: the
+    # log-likelihood is joint over the variables (marginal over the regime), and the posterior predictive gets the
+    # same stacked x, so az.loo and az.plot_ppc both find it and the data are stored once (one variable's panel:
+    # az.plot_ppc(idata, coords={"variable": ["x1"]})). The data are not constant data.
+    for n in names:
+        result.observed_data.pop(n, None)
     result.observed_data["x"] = x.detach().cpu().numpy()
     result.constant_data.pop("x", None)
     per_site = result.predictive_fn
 
     def predictive_fn(res: Result) -> dict[str, np.ndarray]:
         out = dict(per_site(res))
-        out["x"] = np.stack([np.asarray(out[n]) for n in names], -1)
+        out["x"] = np.stack([np.asarray(out.pop(n)) for n in names], -1)
         return out
 
     result.predictive_fn = predictive_fn

@@ -238,6 +238,8 @@ def test_enum_svi_keeps_the_em_optimum_and_result_has_marginal_loglik():
     full = res.to_inference_data(posterior_predictive=True)
     assert full.posterior_predictive["x"].dims == ("chain", "draw", "obs_id", "variable")
     assert full.observed_data["x"].dims == ("obs_id", "variable")
+    # stored once: not also as the model's per-variable sites x1, x2, ...
+    assert list(full.observed_data.data_vars) == ["x"] and list(full.posterior_predictive.data_vars) == ["x"]
     assert "x" not in full.constant_data and full.constant_data["parents"].dims == ("parent", "variable")
 
 
