@@ -35,7 +35,8 @@ class Result:
     * ``constant_data[name]``: the model's non-observed tensor inputs (covariates X, fixed hyperparameters).
 
     ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
-    draw more posterior samples where the engine has one (not saved).
+    draw more posterior samples where the engine has one (not saved); ``attrs`` notes (text) added to the
+    InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group.
     """
 
     inference: str
@@ -55,6 +56,7 @@ class Result:
     model: str = ""
     guide: Any = None
     predictive_fn: Callable[[Result], dict[str, np.ndarray]] | None = None
+    attrs: dict[str, str] = field(default_factory=dict)  # notes for the InferenceData's attributes
 
     def __post_init__(self) -> None:
         for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive",
@@ -101,7 +103,7 @@ class Result:
             dims=dims,
             coords=self.coords or None,
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
-                   "wall_time": float(self.wall_time)},
+                   "wall_time": float(self.wall_time), **self.attrs},
         )
         if self.constant_data:
             import xarray as xr

@@ -665,6 +665,13 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
                              fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,
                              seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
                              model_name=config.model)
+    if post.collapsed is not None:
+        # PSIS-LOO on these values is Rao-Blackwellized over w_c; recomputing the likelihood from the posterior
+        # group's w_out (which keeps the SWAG draws of w_c) gives the uncollapsed value instead
+        result.attrs["log_likelihood"] = (
+            f"collapsed: log p(y | x, w_s) with {post.collapsed.numel()} mean-head weights w_c integrated out exactly "
+            f"under their conditional ({'uniform box, triangular likelihood' if post.kind == 'ciber' else 'Gaussian'})"
+            f"; w_out in the posterior group holds their SWAG draws, which this log-likelihood does not use")
     return _name_weight_axes(result, post.layout)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import arviz as az
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -266,6 +267,23 @@ def test_weight_axes_are_named_for_arviz():
     assert idata.posterior["w_out"].dims == ("chain", "draw", "output", "unit0")
     assert list(idata.posterior["output"].values) == ["mean", "log_var"]
     assert idata.constant_data["X"].dims == ("obs_id", "feature")
+
+
+@pytest.mark.parametrize("kind", ["ciber", "swag"])
+def test_a_collapsed_log_likelihood_says_so_in_the_attributes(kind, tmp_path):
+    """ciber's stored log-likelihood integrates the collapsed weights out, so it is not the density at the posterior
+    group's w_out draws; the InferenceData's attributes say so (and survive netCDF), an uncollapsed one says nothing."""
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model="bnn", inference=kind, device="cpu", progress=False, num_samples=4, steps=4,
+                              options={"n": 30, "hidden": 5, "swa_epochs": 3, "batch_size": 16,
+                                       "num_collapsed": 3}), save=False)
+    out.result.to_inference_data().to_netcdf(str(tmp_path / "idata.nc"))
+    note = az.from_netcdf(str(tmp_path / "idata.nc")).attrs.get("log_likelihood")
+    if kind == "swag":
+        assert note is None
+    else:
+        assert note.startswith("collapsed: log p(y | x, w_s) with 3 mean-head weights"), note
 
 
 def test_posterior_methods_check_y_and_take_dataframes():
