@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.models.blr import load_regression_frame, standardized_design
-from pyrozoo.validation import check_choice, check_int, check_probability
+from pyrozoo.validation import as_tensor, check_bool, check_choice, check_int, check_probability, check_xy
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
 CLOSED_FORM_ACQUISITIONS = {"acs-fw-fisher": "fisher", "acs-fw-euclidean": "euclidean"}
@@ -160,7 +160,9 @@ def make_acquisition(name: str, num_projections: int | None = None) -> Acquisiti
 
 @dataclass
 class ActiveProblem:
-    """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column."""
+    """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column.
+    The arrays may be tensors, NumPy arrays, pandas objects or lists: :func:`run_active_learning` checks them
+    (:func:`check_problem`) and works on float64 tensor copies."""
 
     name: str
     x_pool: torch.Tensor
@@ -222,7 +224,7 @@ def check_model_task(model: str, task: str) -> None:
 def check_loop_args(pool_size: int, init_size: int, batch_size: int, budget: int) -> tuple[int, int, int]:
     """Raise unless 1 <= init_size < pool, 1 <= batch_size <= budget and init_size + budget <= pool."""
     if pool_size == 0:
-        raise PyrozooError("pool: the pool is empty; nothing to label")
+        raise PyrozooError("x_pool: the pool is empty (0 rows); nothing to label")
     init_size = check_int("init_size", init_size, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     budget = check_int("budget", budget, minimum=1)
@@ -239,15 +241,79 @@ def check_loop_args(pool_size: int, init_size: int, batch_size: int, budget: int
     return init_size, batch_size, budget
 
 
-def run_active_learning(problem: ActiveProblem, acquisition: Acquisition, *, model: str = "blr",
+TASKS = ("regression", "classification")
+
+
+def _check_labels(name: str, y: torch.Tensor) -> None:
+    """Raise unless every entry of ``y`` is a class label 0 or 1, naming the first other value's row."""
+    bad = torch.nonzero((y != 0) & (y != 1)).squeeze(1)
+    if bad.numel():
+        row = int(bad[0])
+        raise PyrozooError(f"{name}: expected class labels 0 or 1, got {float(y[row]):g} at row {row} "
+                           f"({bad.numel()} such row(s))")
+
+
+def check_problem(problem: ActiveProblem) -> ActiveProblem:
+    """A user-built :class:`ActiveProblem` checked before any work, as a new problem of float64 tensors (the test set
+    on the pool's device; the caller's problem is left as it is). Array-likes (NumPy, pandas, lists) are converted.
+    ``x_pool`` (N, D) and ``y_pool`` (N,) finite, ``x_test`` (M, D) with the pool's D columns and ``y_test`` (M,)
+    finite, M >= 1; a classification task takes labels 0 or 1 only, with both classes in the pool. Every error
+    names the field and, for a bad value, its row in the array as given (the pool before any labelling)."""
+    if not isinstance(problem, ActiveProblem):
+        raise PyrozooError(f"problem: expected an ActiveProblem, got {type(problem).__name__}")
+    if not isinstance(problem.name, str):
+        raise PyrozooError(f"name: expected a string, got {type(problem.name).__name__}")
+    check_choice("task", problem.task, TASKS)
+    x_pool, y_pool = check_xy(problem.x_pool, problem.y_pool, x_name="x_pool", y_name="y_pool", min_rows=0)
+    x_test = as_tensor("x_test", problem.x_test, dtype=torch.float64, device=x_pool.device)
+    x_test, y_test = check_xy(x_test, problem.y_test, x_name="x_test", y_name="y_test")
+    if x_test.shape[1] != x_pool.shape[1]:
+        raise PyrozooError(f"x_test: expected {x_pool.shape[1]} columns (as x_pool), got {x_test.shape[1]} "
+                           f"(shape {tuple(x_test.shape)})")
+    if problem.task == "classification":
+        _check_labels("y_pool", y_pool)
+        _check_labels("y_test", y_test)
+        if y_pool.numel() and bool((y_pool == y_pool[0]).all()):
+            raise PyrozooError(f"y_pool: expected both classes 0 and 1 in a classification pool, got only class "
+                               f"{float(y_pool[0]):g} ({y_pool.numel()} rows)")
+    return replace(problem, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test)
+
+
+def resolve_acquisition(acquisition: Acquisition | str, model: str) -> Acquisition:
+    """An :class:`~pyrozoo.active.base.Acquisition`, or a name from :data:`ACQUISITIONS` made into one (as the CLI
+    does, with the default J); raise if it needs a closed form that ``model``'s posterior lacks."""
+    if isinstance(acquisition, str):
+        acquisition = make_acquisition(acquisition)
+    elif not isinstance(acquisition, Acquisition):
+        raise PyrozooError(f"acquisition: expected an Acquisition or one of {', '.join(ACQUISITIONS)}; got "
+                           f"{type(acquisition).__name__}")
+    check_acquisitions_for_model([acquisition.name], model)
+    return acquisition
+
+
+def check_min_labels(model: str, init_size: int) -> int:
+    """Return ``init_size`` as an int, or raise unless it is at least the labelled rows ``model`` needs to fit."""
+    min_labels = ACTIVE_MODELS[model].min_labels
+    if check_int("init_size", init_size, minimum=1) < min_labels:
+        raise PyrozooError(f"init_size: the {model!r} model needs at least {min_labels} labelled points to fit, "
+                           f"got {init_size}")
+    return int(init_size)
+
+
+def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, *, model: str = "blr",
                         model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
                         budget: int = 100, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """One run: label ``init_size`` random pool points, then acquire batches until ``budget`` more are labelled,
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
-    test RMSE and NLL (original units)."""
+    test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
+    from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`) before any fit."""
+    problem = check_problem(problem)
     check_model_task(model, problem.task)
+    acquisition = resolve_acquisition(acquisition, model)
+    check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
     seed = check_int("seed", seed)
+    check_bool("progress", progress)
     fit = ACTIVE_MODELS[model].fit
     classify = problem.task == "classification"
     opts = dict(model_options or {})
@@ -317,10 +383,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     check_model_task(model, DATASETS[dataset])
     check_acquisitions_for_model(acquisitions, model)
     check_num_projections_for_model(acquisitions, model, num_projections, model_options)
-    min_labels = ACTIVE_MODELS[model].min_labels
-    if check_int("init_size", init_size, minimum=1) < min_labels:
-        raise PyrozooError(f"init_size: the {model!r} model needs at least {min_labels} labelled points to fit, "
-                           f"got {init_size}")
+    check_min_labels(model, init_size)
     frames = []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)
