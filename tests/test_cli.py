@@ -48,6 +48,23 @@ def test_nuts_run_has_energy_and_diagnose_plots_it(tmp_path, capsys):
     assert (out / "plots" / "energy.png").stat().st_size > 1000
 
 
+def test_diagnose_prints_a_bounded_table_and_one_chain_claims_no_r_hat(tmp_path, capsys):
+    """A per-observation latent gives a row per observation: the table is cut at --max-rows (0: all) and says so.
+    With one chain r_hat is not computed, so the all-clear line does not claim it."""
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(out), "--num-samples", "1000", "--warmup-steps", "100",
+                 "--num-chains", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--no-plots", "--max-rows", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "note: the first 1 of 2 rows; --max-rows 0 prints all" in text
+    assert "no convergence warnings" in text and "r_hat" not in text.split("no convergence warnings")[1]
+    assert main(["diagnose", str(out), "--no-plots", "--max-rows", "0"]) == 0
+    assert "note: the first" not in capsys.readouterr().out
+    assert main(["diagnose", str(out), "--max-rows", "-1"]) == 2
+    assert "--max-rows: expected a number of rows >= 0" in capsys.readouterr().err
+
+
 def test_diagnose_does_not_judge_independent_draws_by_ess(tmp_path, capsys):
     """50 SVI guide draws are independent: ESS below the 100-per-chain threshold says nothing about the fit, so
     diagnose says so instead of warning (a Gibbs chain without sample_stats is still judged: engine tag gibbs)."""
@@ -106,7 +123,7 @@ def test_chains_that_do_not_apply_are_named(tmp_path, capsys):
     """SVI gives one set of draws: asking for 3 chains says so instead of passing in silence."""
     assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "5", "--num-samples", "5",
                  "--num-chains", "3", "--no-progress", "--out", str(tmp_path / "run")]) == 0
-    assert "--num-chains 3 did not apply" in capsys.readouterr().out
+    assert "num_chains = 3 did not apply" in capsys.readouterr().out
     # not asked: the default of 4 chains is not worth a note
     assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "5", "--num-samples", "5",
                  "--no-progress", "--out", str(tmp_path / "run2")]) == 0
@@ -121,6 +138,15 @@ def test_data_file_and_existing_out(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["inference"] == "gibbs"
     assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), *TINY]) == 2  # exists
     assert main(["run", "normal-gamma", "--data", str(data), "--out", str(out), "--overwrite", *TINY]) == 0
+
+
+def test_out_that_is_a_file_is_not_offered_overwrite(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["run", "normal-gamma", "--out", str(target), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a directory" in err and "--overwrite" not in err
+    assert target.read_text() == "mine"
 
 
 def test_overwrite_replaces_only_run_directories(tmp_path, capsys):

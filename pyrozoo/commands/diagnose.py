@@ -6,12 +6,18 @@ import argparse
 import warnings
 from pathlib import Path
 
+from pyrozoo.errors import PyrozooError
+
+MAX_ROWS = 60  # a per-observation latent (regime-scm's regime_probs) has a row per observation and component
+
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diagnose", help="summarize a saved run and plot its traces")
     p.add_argument("run_dir", help="a directory written by `pyrozoo run`")
     p.add_argument("--var", action="append", default=None, help="variables to include (repeatable)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS,
+                   help=f"rows of the summary table to print (default {MAX_ROWS}; 0: all)")
     p.set_defaults(handler=handle)
 
 
@@ -21,6 +27,8 @@ def handle(args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import BFMI_MIN, check_lines, ess_threshold, is_markov_chain, summary
     from pyrozoo.inference.rundir import load_run
 
+    if args.max_rows < 0:
+        raise PyrozooError(f"--max-rows: expected a number of rows >= 0 (0: all), got {args.max_rows}")
     run = load_run(args.run_dir)
     idata = run["idata"]
     one_draw = idata.posterior.sizes.get("chain", 1) * idata.posterior.sizes.get("draw", 1) == 1
@@ -28,8 +36,12 @@ def handle(args: argparse.Namespace) -> int:
         if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
             warnings.simplefilter("ignore", RuntimeWarning)
         table = summary(idata, var_names=args.var)
+    shown = table if args.max_rows == 0 else table.head(args.max_rows)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
+    if len(shown) < len(table):
+        print(f"note: the first {len(shown)} of {len(table):,} rows; --max-rows 0 prints all, --var NAME picks "
+              f"variables (the warnings below cover every row)")
     if one_draw:
         print("note: one draw (a point estimate): sd, r_hat, ESS, az.loo/az.waic and trace or density plots do not "
               "apply")
@@ -48,7 +60,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"warning: {line}")
     if not lines and not independent:
         bfmi = f", E-BFMI >= {BFMI_MIN}" if "energy" in idata.sample_stats else ""
-        print(f"no convergence warnings (no divergences or stuck chains{bfmi}, r_hat <= 1.01, bulk and tail ESS >= "
+        rhat = ", r_hat <= 1.01" if chains > 1 else ""
+        print(f"no convergence warnings (no divergences or stuck chains{bfmi}{rhat}, bulk and tail ESS >= "
               f"{ess_threshold(chains)}, i.e. 100 per chain)")
     return _plots(idata, args)
 

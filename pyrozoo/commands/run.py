@@ -94,7 +94,7 @@ def handle(args: argparse.Namespace) -> int:
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
     asked_chains = args.num_chains is not None or "num_chains" in file_data
     if asked_chains and config.num_chains > 1 and result.num_chains == 1:  # not for the default of 4
-        print(f"note: {result.inference} gives one set of draws, so --num-chains {config.num_chains} did not apply "
+        print(f"note: {result.inference} gives one set of draws, so num_chains = {config.num_chains} did not apply "
               f"(r_hat needs an MCMC or Gibbs inference with several chains)")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:

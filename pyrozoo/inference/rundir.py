@@ -43,10 +43,10 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     if not str(out).strip():
         raise PyrozooError(f"out: expected a directory path, got {str(out)!r}")
     out = Path(out)
+    if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
+        raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and not (overwrite or resume):
         raise PyrozooError(f"out: {out} already exists; choose another --out or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and overwrite and not resume and any(out.iterdir()) and not is_run_dir(out):
         raise PyrozooError(f"out: {out} is not a run directory (no config.toml and idata.nc) and is not empty; "
                            f"--overwrite only replaces run directories, so its files are left alone. Choose another "
