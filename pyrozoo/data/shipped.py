@@ -39,7 +39,26 @@ def read_table(path: str) -> pd.DataFrame:
                            f"separated files (convert it, e.g. pandas.read_csv(path, sep=';').to_csv(new_path))")
     if df.shape[0] == 0:
         raise PyrozooError(f"data: {path} has a header row but no data rows")
+    _check_unique_header(path)
     return df
+
+
+def _check_unique_header(path: str) -> None:
+    """Raise if the header row names a column twice: pandas renames the copy (``y`` -> ``y.1``), which then passes
+    as one more column (an outcome or treatment taken among the controls) without a trace."""
+    header = pd.read_csv(path, skipinitialspace=True, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(v) for v in header.iloc[0]] if header.shape[0] else []
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        if name != "":  # blank names become distinct 'Unnamed: k' columns
+            seen.setdefault(name, []).append(i)
+    repeated = {name: pos for name, pos in seen.items() if len(pos) > 1}
+    if repeated:
+        listed = "; ".join(f"{name!r} (columns {', '.join(map(str, pos))})" for name, pos in repeated.items())
+        first = next(iter(repeated))
+        raise PyrozooError(f"data: {path} has repeated column name(s) in its header row: {listed}; each copy would be "
+                           f"read as an extra column ({first!r} renamed to {first + '.1'!r}): give every column a "
+                           f"distinct name")
 
 
 def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):
