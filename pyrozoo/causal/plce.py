@@ -129,6 +129,8 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     with r = y - X b, e the variance regression's residuals, a_i = 1 unless s2_i is floored; V = sum_i phi_i
     phi_i' (summed within clusters first when ``clusters`` is given). Under heterogeneous effects the weighted
     coefficient moves with the weights at first order, so treating them as known understates the variance."""
+    if clusters is not None:
+        check_cluster_count("clusters", clusters)
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
@@ -158,6 +160,16 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     sums = np.zeros((G, k))
     np.add.at(sums, inv, phi)
     return b, sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))
+
+
+def check_cluster_count(name: str, clusters: Any) -> None:
+    """Raise unless ``clusters`` has at least 2 distinct ids: the cluster-robust (CR1) variance sums the scores
+    within each cluster, and with a single cluster that sum is zero by the normal equations (SE ~1e-17, a zero-width
+    interval), while its small-sample factor G / (G - 1) is undefined."""
+    n_clusters = len(pd.unique(np.asarray(clusters).reshape(-1)))
+    if n_clusters < 2:
+        raise PyrozooError(f"{name}: cluster-robust standard errors (se_type='cluster') need at least 2 clusters; got "
+                           f"{n_clusters} distinct group id(s)")
 
 
 def _selection(learner: Any) -> np.ndarray | None:
@@ -259,6 +271,8 @@ def orthogonal_effect(ry: np.ndarray, rt: np.ndarray, w: np.ndarray, th: np.ndar
     when th is constant). Variance: the empirical variance of the influence
         psi_i = th_i - mean(th) + n w_i rt_i (ry_i - th_i rt_i - c rt_i) / sum_j w_j rt_j^2,  c = theta - mean(th),
     summed within ``clusters`` when given; returns (theta, variance)."""
+    if clusters is not None:
+        check_cluster_count("clusters", clusters)
     n = len(ry)
     den = float((w * rt**2).sum())
     c = float((w * rt * (ry - th * rt)).sum()) / den
@@ -420,6 +434,8 @@ class PLCE:
             raise PyrozooError("groups: random_effects=True needs a group id per row")
         if self.se_type == "cluster" and groups is None:
             raise PyrozooError("se_type: 'cluster' needs groups to cluster on")
+        if self.se_type == "cluster":
+            check_cluster_count("groups", groups)
         return y, t, X, (groups if groups is not None else None)
 
     # ------------------------------------------------------------------ fit

@@ -137,6 +137,20 @@ def test_wls_hc3_matches_statsmodels():
     assert np.allclose(Vc, refc.cov_params(), rtol=1e-8)
 
 
+def test_cluster_robust_variance_needs_two_clusters():
+    """With one cluster the summed score is zero by the normal equations (variance ~1e-33) and CR1's G / (G - 1) is
+    undefined: the building blocks refuse it too, naming the argument; two clusters give a positive variance."""
+    from pyrozoo.causal.plce import orthogonal_effect
+
+    rng = np.random.default_rng(4)
+    rt, ry, w = rng.standard_normal(40), rng.standard_normal(40), np.ones(40)
+    with pytest.raises(PyrozooError, match=r"^clusters: .* at least 2 clusters; got 1 distinct"):
+        wls_hc3(rt, ry, w, clusters=np.full(40, "a"))
+    with pytest.raises(PyrozooError, match=r"^clusters: .* at least 2 clusters; got 1 distinct"):
+        orthogonal_effect(ry, rt, w, np.zeros(40), clusters=np.zeros(40))
+    assert wls_hc3(rt, ry, w, clusters=np.arange(40) % 2)[1][0, 0] > 1e-6
+
+
 def test_stacked_sandwich_carries_the_estimated_weights():
     """Two-step WLS with weights 1 / s2_hat, s2_hat by OLS of v^2 on [1, x^2], and a heterogeneous effect
     theta(x) = 1 + 3 x^2 (so the weighted estimate moves with the weights at first order). Over 600 Monte Carlo
@@ -339,6 +353,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("constant_x", r"X: column\(s\) \['c'\] are constant"),
     ("short_y", "y, t, X: expected the same number of rows, got 40, 50 and 50"),
     ("linear_basis_options", "interactions: expected none, linear or quadratic"),
+    ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -377,6 +392,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         y = y[:40]
     elif case == "linear_basis_options":
         kw = {"basis": "linear", "interactions": "banana"}
+    elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
+        groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
 
     class Exploding:
         def fit(self, *a, **k):
