@@ -104,10 +104,10 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
 
 def interaction_kind(value: bool | str) -> str:
     """``interactions`` as one of none, linear, quadratic (True means linear, False/None none); raises otherwise."""
-    if value is True:
-        return "linear"
-    if value is False or value is None:
+    if value is None:
         return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "linear" if value else "none"
     if value not in ("none", "linear", "quadratic"):
         raise PyrozooError(f"interactions: expected none, linear or quadratic (or a bool), got {value!r}")
     return value

@@ -395,8 +395,10 @@ class PLCE:
         check_choice("refit", self.refit, REFITS)
         check_choice("final_stage", self.final_stage, FINAL_STAGES)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
-        for name in ("weight_uncertainty", "clip_to_train", "weighted_nuisances"):
+        for name in ("interference", "weight_uncertainty", "clip_to_train", "weighted_nuisances"):
             check_bool(name, getattr(self, name))
+        if self.random_effects is not None:  # None: on when groups are given
+            check_bool("random_effects", self.random_effects)
         y = numeric_vector("y", y)
         t = numeric_vector("t", t)
         X = covariate_matrix(X)

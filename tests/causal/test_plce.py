@@ -81,6 +81,10 @@ def test_basis_columns_and_span():
     quad = SplineInteractionBasis(n_knots=4, interactions="quadratic").fit_transform(X)
     # extra: z1^2 z2, z1 z2^2, z1^2 z2^2 for the continuous pair; z^2 * dummy for the two mixed pairs
     assert quad.shape[1] == B.shape[1] + 3 + 2
+    # a NumPy bool counts as a bool (as for check_bool); a string that is not a kind names the argument
+    assert SplineInteractionBasis(n_knots=4, interactions=np.True_).fit_transform(X).shape == B.shape
+    with pytest.raises(PyrozooError, match="^interactions: expected none, linear or quadratic"):
+        SplineInteractionBasis(interactions="no").fit(X)
     # x1^2 x2 lies in the quadratic span: least squares reproduces it
     target = X[:, 0] ** 2 * X[:, 1]
     A = np.column_stack([np.ones(300), quad])
@@ -353,6 +357,8 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("constant_x", r"X: column\(s\) \['c'\] are constant"),
     ("short_y", "y, t, X: expected the same number of rows, got 40, 50 and 50"),
     ("linear_basis_options", "interactions: expected none, linear or quadratic"),
+    ("interference_text", r"^interference: expected True or False, got 'no'"),
+    ("random_effects_text", r"^random_effects: expected True or False, got 'no'"),
     ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
@@ -392,6 +398,10 @@ def test_bad_input_is_rejected_before_work(case, message):
         y = y[:40]
     elif case == "linear_basis_options":
         kw = {"basis": "linear", "interactions": "banana"}
+    elif case == "interference_text":  # ran with interference ("no" is truthy)
+        kw = {"interference": "no"}
+    elif case == "random_effects_text":  # was "groups: random_effects=True needs a group id per row"
+        kw = {"random_effects": "no"}
     elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
         groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
 
