@@ -22,6 +22,7 @@ regression (EM) by default; any object with fit/predict may be injected.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ from pyrozoo.causal.extensions import (
 )
 from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_bool, check_choice, check_int, check_probability
+from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
@@ -307,7 +308,7 @@ class PLCE:
     ----------
     learner: nuisance learner (fit/predict object, scikit-learn estimator or factory); default spike-and-slab EM.
     basis: ``"spline"`` (splines per covariate + pairwise interactions), ``"linear"`` (standardized x only), or a
-        transformer with fit/transform.
+        transformer with fit_transform (scikit-learn's TransformerMixin).
     n_knots, degree, interactions: settings of the spline basis.
     n_folds, n_repeats: K folds, R random splits.
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
@@ -384,11 +385,15 @@ class PLCE:
     def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         check_int("n_folds", self.n_folds, minimum=2)
         check_int("n_repeats", self.n_repeats, minimum=1)
+        check_int("seed", self.seed, minimum=0)
         if isinstance(self.basis, str):  # the spline options are checked even where basis="linear" ignores them
             check_choice("basis", self.basis, ("spline", "linear"))
             check_int("n_knots", self.n_knots, minimum=2)
             check_int("degree", self.degree, minimum=1)
             interaction_kind(self.interactions)
+        elif not callable(getattr(self.basis, "fit_transform", None)):
+            raise PyrozooError(f"basis: expected 'spline', 'linear' or a transformer with fit_transform(X), "
+                               f"got {self.basis!r}")
         check_choice("treatment_model", self.treatment_model, TREATMENT_MODELS)
         check_choice("se_type", self.se_type, SE_TYPES)
         check_probability("alpha", self.alpha, open_interval=True)
@@ -418,9 +423,17 @@ class PLCE:
         if not 0 <= self.interference_column < X.shape[1]:
             raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "
                                f"got {self.interference_column}")
-        if self.bandwidth is not None and (isinstance(self.bandwidth, bool)
-                                           or not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0)):
-            raise PyrozooError(f"bandwidth: expected a number > 0 or None (learned), got {self.bandwidth!r}")
+        if self.bandwidth is not None:
+            if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, numbers.Real):  # NumPy scalars too
+                raise PyrozooError(f"bandwidth: expected a number > 0 or None (learned), got {self.bandwidth!r}")
+            check_positive("bandwidth", self.bandwidth)
+        bw = self.bandwidths
+        if bw is not None:
+            listed = isinstance(bw, (Sequence, np.ndarray, pd.Series)) and not isinstance(bw, (str, bytes))
+            if not listed or len(bw) == 0 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in bw):
+                raise PyrozooError(f"bandwidths: expected a non-empty list of numbers > 0 (or None: a grid from the "
+                                   f"data), got {bw!r}")
+            check_positive("bandwidths", list(bw))
         use_re = self.random_effects if self.random_effects is not None else groups is not None
         if groups is not None:
             groups = np.asarray(groups)
@@ -450,6 +463,8 @@ class PLCE:
         """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model."""
         if self.learner is not None:
             check_learner("learner", self.learner)
+        if self.variance_learner is not None:
+            check_learner("variance_learner", self.variance_learner)
         self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
         y, t, X, groups = self._check(y, t, X, groups)
         n = y.shape[0]

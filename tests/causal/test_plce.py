@@ -359,6 +359,13 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("linear_basis_options", "interactions: expected none, linear or quadratic"),
     ("interference_text", r"^interference: expected True or False, got 'no'"),
     ("random_effects_text", r"^random_effects: expected True or False, got 'no'"),
+    ("bandwidths_empty", r"^bandwidths: expected a non-empty list of numbers > 0"),
+    ("bandwidths_text", r"^bandwidths: expected a non-empty list of numbers > 0 .*got 'abc'"),
+    ("bandwidths_negative", r"^bandwidths: expected a finite value > 0"),
+    ("seed_negative", r"^seed: expected an integer >= 0, got -1"),
+    ("seed_text", r"^seed: expected an integer >= 0, got 'a'"),
+    ("basis_number", r"^basis: expected 'spline', 'linear' or a transformer with fit_transform\(X\), got 3"),
+    ("variance_learner", r"^variance_learner: expected an estimator with fit"),
     ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
@@ -402,6 +409,20 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"interference": "no"}
     elif case == "random_effects_text":  # was "groups: random_effects=True needs a group id per row"
         kw = {"random_effects": "no"}
+    elif case == "bandwidths_empty":  # were raw ValueError / TypeError from the bandwidth search
+        kw = {"interference": True, "bandwidths": []}
+    elif case == "bandwidths_text":
+        kw = {"interference": True, "bandwidths": "abc"}
+    elif case == "bandwidths_negative":
+        kw = {"interference": True, "bandwidths": [0.1, -1.0]}
+    elif case == "seed_negative":  # were NumPy's raw errors
+        kw = {"seed": -1}
+    elif case == "seed_text":
+        kw = {"seed": "a"}
+    elif case == "basis_number":
+        kw = {"basis": 3}
+    elif case == "variance_learner":  # was reported as "learner:" after the nuisance fits
+        kw = {"treatment_model": "heteroskedastic", "variance_learner": 3}
     elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
         groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
 
@@ -575,6 +596,21 @@ def test_a_learner_without_fit_and_predict_is_a_clear_error():
 
     with pytest.raises(PyrozooError, match=r"learner\['t'\]: expected an estimator"):
         crossfit_predict({"y": RidgeCV(), "t": 3}, X, {"y": y, "t": t}, n_folds=2)
+
+
+def test_numpy_scalars_are_accepted_as_bandwidth_and_seed():
+    """np.float32(0.5) was rejected as "bandwidth: expected a number > 0"; an integral float seed reached NumPy's
+    generator, which refuses 2.0."""
+    y, t, X = linear_design(5, n=80)
+    est = PLCE(fast_learner(), basis="linear", n_folds=2, n_repeats=1, interference=True,
+               bandwidth=np.float32(0.5)).fit(y, t, X)
+    assert est.bandwidth_ == 0.5
+    grid = PLCE(fast_learner(), basis="linear", n_folds=2, n_repeats=1, interference=True,
+                bandwidths=np.array([0.5, 2.0], dtype=np.float32)).fit(y, t, X)
+    assert grid.bandwidth_ in (0.5, 2.0)
+    assert np.array_equal(make_folds(30, 3, 2, seed=2.0), make_folds(30, 3, 2, seed=np.int64(2)))
+    with pytest.raises(PyrozooError, match=r"^seed: expected an integer >= 0, got 1.5"):
+        make_folds(30, 3, 2, seed=1.5)
 
 
 def test_a_learner_error_in_the_cross_fit_says_where():
