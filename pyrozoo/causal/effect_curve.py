@@ -40,7 +40,7 @@ from scipy import stats
 from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
-from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
@@ -244,17 +244,17 @@ class EffectCurve:
             X = covariate_matrix(X)
             if X.shape[0] != n:
                 raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
-            check_no_constant_columns(X, getattr(self, "feature_names_", None))
         if t.shape[0] != n:
             raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
+        check_enough_rows(n, self.n_folds)  # before the checks a single row would fail (constant X, one t value)
+        if X is not None:
+            check_no_constant_columns(X, getattr(self, "feature_names_", None))
         distinct = np.unique(t)
         if distinct.size < MIN_DISTINCT_TREATMENT:
             raise PyrozooError(
                 f"t: the partial effect curve needs a continuous treatment (at least {MIN_DISTINCT_TREATMENT} "
                 f"distinct values); got {distinct.size} ({', '.join(f'{v:g}' for v in distinct)}). For a binary "
                 "treatment use PLCE: pyrozoo.causal.PLCE or `pyrozoo run plce`")
-        if n < 2 * self.n_folds:
-            raise PyrozooError(f"y: {n} rows leave fewer than 2 per fold with n_folds={self.n_folds}")
         return y, t, X
 
     # ------------------------------------------------------------------ pieces

@@ -40,6 +40,13 @@ def covariate_matrix(X: Any) -> np.ndarray:
     return X
 
 
+def check_enough_rows(n: int, n_folds: int) -> None:
+    """Raise unless the ``n`` rows give every one of the ``n_folds`` cross-fitting folds at least 2 rows."""
+    if n < 2 * n_folds:
+        raise PyrozooError(f"y: too few rows: cross-fitting with n_folds={n_folds} needs at least {2 * n_folds} rows "
+                           f"(2 per fold), got {n}; use fewer folds or more data")
+
+
 def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> None:
     """Raise if a column of ``X`` (n, p) is constant, naming it (by ``names`` when given, else by position): the
     estimators fit their own intercept, and a constant covariate only makes their bases singular."""

@@ -43,7 +43,7 @@ from pyrozoo.causal.extensions import (
     treatment_variance,
     white_features,
 )
-from pyrozoo.causal.inputs import check_no_constant_columns, covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
 
@@ -410,12 +410,8 @@ class PLCE:
         n = y.shape[0]
         if t.shape[0] != n or X.shape[0] != n:
             raise PyrozooError(f"y, t, X: expected the same number of rows, got {n}, {t.shape[0]} and {X.shape[0]}")
+        check_enough_rows(n, self.n_folds)  # before the constant-column check: one row makes every column constant
         check_no_constant_columns(X, self.feature_names_)
-        if n < self.n_folds:
-            raise PyrozooError(f"n_folds: {self.n_folds} folds need at least as many rows; got {n} rows")
-        if n < 2 * self.n_folds:
-            raise PyrozooError(f"y: {n} rows leave fewer than 2 per fold with n_folds={self.n_folds}; "
-                               "use fewer folds or more data")
         if not np.var(t) > 0:
             raise PyrozooError(f"t: the treatment has no variance (every value is {float(t[0])!r}); "
                                "nothing to estimate")

@@ -216,6 +216,9 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         row = int(np.flatnonzero(df[c].isna().to_numpy())[0])
         raise PyrozooError(f"{source}: control column(s) {', '.join(map(repr, missing_cols))} have missing values "
                            f"(first: {c!r} at data row {row + 1}); fill or drop those rows")
+    for c in cols:  # an inf, by column and data row as for y and t (not as an index into the dummy-coded matrix)
+        if pd.api.types.is_numeric_dtype(df[c]):
+            numeric_column(df, c, source=source)
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
     g = None
     if groups:

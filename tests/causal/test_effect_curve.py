@@ -281,6 +281,23 @@ def test_cli_on_a_two_column_file(tmp_path):
     assert (out / "plots" / "effect_curve.png").exists()
 
 
+def test_cli_data_file_problems_name_the_rows_and_the_column(tmp_path, capsys):
+    """A one-row file was reported as constant columns, an inf in a control as "X ... index (5, 0)"."""
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.standard_normal((40, 4)), columns=["y", "t", "x1", "x2"])
+    cases = {"one_row": (df.head(1), "y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows (2 per "
+                                     "fold), got 1;"),
+             "inf": (df.assign(x2=np.where(np.arange(40) == 5, -np.inf, df["x2"])),
+                     "column 'x2' has 1 missing or non-finite value(s) (first at data row 6: -inf)")}
+    for name, (frame, message) in cases.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        assert main(["run", "effect-curve", "--data", str(tmp_path / f"{name}.csv"), "--no-progress"]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (name, err)
+
+
 # ---------------------------------------------------------------- bad input
 def test_binary_treatment_points_to_plce():
     rng = np.random.default_rng(0)
@@ -337,7 +354,7 @@ def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
 
 
 @pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
-                                  "prior_options", "device"])
+                                  "prior_options", "device", "one row", "one row without X"])
 def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     """Wrong shapes, mismatched lengths, a constant covariate and invalid settings raise PyrozooError naming the
     argument, in the validation step: the nuisance cross-fitting is never reached (it would raise if called)."""
@@ -364,6 +381,9 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
         kwargs, match = {"seed": -1}, r"^seed: "
     elif case == "prior_options":
         kwargs, match = {"prior_options": {"slab_var": -1.0}}, r"^slab_var: "
+    elif case.startswith("one row"):  # was "X: column(s) [0, 1] are constant" / "t: ... continuous treatment"
+        y, t, X = y[:1], t[:1], None if case.endswith("without X") else X[:1]
+        match = r"^y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows \(2 per fold\), got 1;"
     else:
         kwargs, match = {"device": "tpu"}, r"^device: "
     with pytest.raises(PyrozooError, match=match):

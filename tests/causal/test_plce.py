@@ -366,6 +366,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("seed_text", r"^seed: expected an integer >= 0, got 'a'"),
     ("basis_number", r"^basis: expected 'spline', 'linear' or a transformer with fit_transform\(X\), got 3"),
     ("variance_learner", r"^variance_learner: expected an estimator with fit"),
+    ("one_row", r"^y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows \(2 per fold\), got 1;"),
     ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
@@ -423,6 +424,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"basis": 3}
     elif case == "variance_learner":  # was reported as "learner:" after the nuisance fits
         kw = {"treatment_model": "heteroskedastic", "variance_learner": 3}
+    elif case == "one_row":  # was "X: column(s) [...] are constant" (every column of one row is)
+        y, t, X = y[:1], t[:1], X[:1]
     elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
         groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
 
@@ -494,6 +497,10 @@ def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, caps
         "missing_category": (base.assign(site=base["site"].where(np.arange(n) != 6)), [],
                              "'site' have missing values (first: 'site' at data row 7)"),
         "constant": (base.assign(const=1.0), [], "X: column(s) ['const'] are constant"),
+        "one_row": (base.head(1), [], "y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows (2 per "
+                                      "fold), got 1;"),
+        "inf": (base.assign(x1=np.where(np.arange(n) == 5, np.inf, base["x1"])), [],
+                "column 'x1' has 1 missing or non-finite value(s) (first at data row 6: inf)"),
         "identifier": (base.assign(person=[f"p{i}" for i in range(n)]), [], "'person' is text with 120 distinct"),
         "repeated": (base, ["--controls", "x1,x1,site"], "controls: 'x1' named more than once"),
         "typo": (base.assign(x2=np.where(np.arange(n) == 4, "1.2.3", rng.normal(size=n).astype(str))), [],
