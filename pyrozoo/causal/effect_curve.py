@@ -476,12 +476,26 @@ class EffectCurve:
 def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any = None, grid: Any = None,
                       ax: Any = None) -> Any:
     """See :meth:`EffectCurve.plot`."""
+    if truth is not None and not callable(truth):
+        raise PyrozooError(f"truth: expected a function grid -> true curve values (or None), got {truth!r}")
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     cur = est.curve(grid)
+    true_curve = None
+    if truth is not None:  # checked before a figure is opened
+        values = truth(cur["t"].to_numpy())
+        try:
+            true_curve = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PyrozooError(f"truth: expected truth(grid) to return numbers, got {values!r}") from None
+        if true_curve.ndim == 0:
+            true_curve = np.full(len(cur), float(true_curve))
+        if true_curve.shape != (len(cur),):
+            raise PyrozooError(f"truth: expected one value per grid point ({len(cur)},), got shape "
+                               f"{true_curve.shape}")
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(est._t, est.tau_, ".", color="0.6", ms=2.5, alpha=0.6, label="tau_hat at each observation")
@@ -492,8 +506,8 @@ def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any =
             label=f"Wald band (z = {est.critical_value(calibrated=False):.2f})")
     ax.plot(cur["t"], cur["upper_wald"], "--", color="tab:blue", lw=0.8)
     ax.plot(cur["t"], cur["estimate"], color="tab:blue", lw=2, label="effect curve (averaged over x)")
-    if truth is not None:
-        ax.plot(cur["t"], truth(cur["t"].to_numpy()), color="tab:red", lw=1.5, label="true curve")
+    if true_curve is not None:
+        ax.plot(cur["t"], true_curve, color="tab:red", lw=1.5, label="true curve")
     ax.plot(est._t, np.full_like(est._t, ax.get_ylim()[0]), "|", color="k", ms=4, alpha=0.3)
     ax.set_xlabel("treatment t")
     ax.set_ylabel("partial effect d theta / d t")

@@ -204,6 +204,24 @@ def test_reports_and_plot(heterogeneous_fit, tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_plot_rejects_a_truth_that_is_not_a_curve(heterogeneous_fit):
+    """truth=3 raised a raw TypeError ('int' object is not callable) from inside matplotlib's plotting."""
+    import matplotlib.pyplot as plt
+
+    _, est = heterogeneous_fit
+    open_before = plt.get_fignums()
+    with pytest.raises(PyrozooError, match=r"^truth: expected a function grid -> true curve values \(or None\), got 3"):
+        est.plot(truth=3)
+    with pytest.raises(PyrozooError, match=r"^truth: expected one value per grid point \(50,\), got shape \(2,\)"):
+        est.plot(truth=lambda g: np.zeros(2))
+    with pytest.raises(PyrozooError, match=r"^truth: expected truth\(grid\) to return numbers, got 'abc'"):
+        est.plot(truth=lambda g: "abc")
+    assert plt.get_fignums() == open_before  # refused before a figure was opened
+    ax = est.plot(truth=lambda g: 1.0)  # a constant curve is broadcast over the grid
+    assert len(ax.lines[-2].get_ydata()) == 50
+    plt.close(ax.figure)
+
+
 def test_same_seed_same_result_and_device_auto():
     """Same seed: identical folds, fits and pseudo-datasets, so identical curve, band and APE; ``device="auto"`` (the
     GPU where there is one, float64) agrees to 1e-6; another seed changes the folds and the Rademacher signs."""
