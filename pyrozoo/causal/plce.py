@@ -45,6 +45,7 @@ from pyrozoo.causal.extensions import (
 )
 from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
@@ -67,7 +68,6 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
         selected model: the numbers of ``SpikeSlabRegression(inference="em").fit(X, y).coef_`` (the test checks
         that), computed without assembling its ``Result`` (Pyro trace, posterior draws, InferenceData), which a
         nuisance fit never uses and which cost ~15% of a PLCE fit."""
-        from pyrozoo.inference.device import resolve_device
         from pyrozoo.models.spike_slab import selected_model_posterior
         from pyrozoo.models.spike_slab_em import fit_emvs
         from pyrozoo.models.spike_slab_prior import as_prior, standardize
@@ -386,6 +386,7 @@ class PLCE:
         check_int("n_folds", self.n_folds, minimum=2)
         check_int("n_repeats", self.n_repeats, minimum=1)
         check_int("seed", self.seed, minimum=0)
+        resolve_device(self.device)  # was reported from inside the first nuisance fit, with a hint about few rows
         if isinstance(self.basis, str):  # the spline options are checked even where basis="linear" ignores them
             check_choice("basis", self.basis, ("spline", "linear"))
             check_int("n_knots", self.n_knots, minimum=2)

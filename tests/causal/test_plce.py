@@ -367,6 +367,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("basis_number", r"^basis: expected 'spline', 'linear' or a transformer with fit_transform\(X\), got 3"),
     ("variance_learner", r"^variance_learner: expected an estimator with fit"),
     ("one_row", r"^y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows \(2 per fold\), got 1;"),
+    ("device", r"^device: expected one of auto, cpu, cuda"),
     ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
@@ -426,6 +427,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"treatment_model": "heteroskedastic", "variance_learner": 3}
     elif case == "one_row":  # was "X: column(s) [...] are constant" (every column of one row is)
         y, t, X = y[:1], t[:1], X[:1]
+    elif case == "device":  # was raised from inside the first nuisance fit (the learner is injected here)
+        kw = {"device": "gpu"}
     elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
         groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
 
