@@ -17,6 +17,12 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_keys, check_option_types
 
+# RunConfig's engine settings, and the sets the shared engines read (``ZooModel.settings`` maps inferences to them)
+SETTINGS = ("num_samples", "warmup_steps", "num_chains", "steps", "lr", "jit")
+MCMC_SETTINGS = ("num_samples", "warmup_steps", "num_chains", "jit")
+GIBBS_SETTINGS = ("num_samples", "warmup_steps", "num_chains")
+SVI_SETTINGS = ("steps", "lr", "num_samples")
+
 
 @dataclass
 class ZooModel:
@@ -38,6 +44,9 @@ class ZooModel:
     * ``data_options``: option -> the data sources that read it (``"simulator"``, ``"file"`` for ``--data``, or a
       shipped dataset's name). Unlisted options are model options that apply whatever the data. A listed option
       given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``).
+    * ``settings``: inference -> the engine settings of :data:`SETTINGS` it reads (an inference not listed reads
+      them all). The others are left out of the recorded config (so ``config.toml`` says what ran, and a sweep axis
+      over them is refused for that inference), and ``pyrozoo run`` names them when they were given.
     """
 
     name: str
@@ -55,6 +64,7 @@ class ZooModel:
     list_options: tuple[str, ...] = ()
     data_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     text_options: tuple[str, ...] = ()
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
@@ -90,6 +100,16 @@ class ZooModel:
             raise PyrozooError(f"options: {'; '.join(parts)}; with {describe_source(source)} "
                                f"{'it' if one else 'they'} would have no effect (remove {'it' if one else 'them'})")
         return config
+
+    def unread_settings(self, inference: str) -> tuple[str, ...]:
+        """The engine settings (:data:`SETTINGS`) that ``inference`` does not read."""
+        reads = self.settings.get(inference, SETTINGS)
+        return tuple(k for k in SETTINGS if k not in reads)
+
+    def recorded_config(self, config: RunConfig) -> dict[str, Any]:
+        """``config`` as a plain dict for ``config.toml``, without the settings its inference does not read."""
+        unread = self.unread_settings(config.inference)
+        return {k: v for k, v in config.to_dict().items() if k not in unread}
 
     def unused_options(self, options: Mapping[str, Any], source: str) -> list[str]:
         """The keys of ``options`` that data source ``source`` (see :func:`data_source`) would ignore."""

@@ -48,7 +48,7 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
     result = entry.fit(dataset, config)
-    result.config = config.to_dict()
+    result.config = entry.recorded_config(config)  # what ran: without the settings the inference does not read
     metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
     if save:
         artifacts = None

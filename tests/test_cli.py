@@ -123,11 +123,19 @@ def test_chains_that_do_not_apply_are_named(tmp_path, capsys):
     """SVI gives one set of draws: asking for 3 chains says so instead of passing in silence."""
     assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "5", "--num-samples", "5",
                  "--num-chains", "3", "--no-progress", "--out", str(tmp_path / "run")]) == 0
-    assert "num_chains = 3 did not apply" in capsys.readouterr().out
+    assert "note: normal-gamma's svi does not read num_chains, so it did not apply" in capsys.readouterr().out
+    assert "num_chains" not in load_run(tmp_path / "run")["config"]  # the record says what ran
     # not asked: the default of 4 chains is not worth a note
     assert main(["run", "normal-gamma", "--inference", "svi", "--num-steps", "5", "--num-samples", "5",
                  "--no-progress", "--out", str(tmp_path / "run2")]) == 0
     assert "did not apply" not in capsys.readouterr().out
+    # Gibbs reads no optimizer settings: given in the file and as flags, they are named and left out of the record
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('model = "normal-gamma"\nlr = 0.5\nsteps = 7\n')
+    assert main(["run", "--config", str(cfg), "--jit", *TINY, "--out", str(tmp_path / "run3")]) == 0
+    assert "note: normal-gamma's gibbs does not read steps, lr, jit, so they did not apply" in capsys.readouterr().out
+    recorded = load_run(tmp_path / "run3")["config"]
+    assert not {"steps", "lr", "jit"} & set(recorded) and recorded["num_chains"] == 2
 
 
 def test_data_file_and_existing_out(tmp_path):

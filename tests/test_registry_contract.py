@@ -97,3 +97,35 @@ def test_cli_runs_with_tiny_settings(name, device, tmp_path):
     assert main(args) == 0
     assert {p.name for p in (tmp_path / "run").iterdir()} >= set(RUN_FILES)
     assert entry.name == name
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_declared_settings_name_the_entrys_inferences_and_known_settings(name):
+    entry = registry.get(name)
+    assert set(entry.settings) <= set(entry.inferences)
+    for inference, reads in entry.settings.items():
+        assert set(reads) <= set(registry.SETTINGS), (inference, reads)
+
+
+CHANGED = {"num_samples": 7, "warmup_steps": 13, "num_chains": 3, "steps": 9, "lr": 0.0123, "jit": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,inference", [c for c in CASES if registry.get(c[0]).unread_settings(c[1])])
+def test_settings_an_inference_does_not_read_leave_its_result_unchanged(name, inference):
+    """``ZooModel.settings`` is what keeps unread settings out of config.toml and sweep grids: changing every
+    setting declared unread must give the same draws."""
+    entry = registry.get(name)
+    unread = entry.unread_settings(inference)
+    results = []
+    for changed in (False, True):
+        cfg = tiny_config(name, inference)
+        if changed:
+            for key in unread:
+                setattr(cfg, key, CHANGED[key])
+        results.append(entry.fit(entry.load_data(cfg), cfg))
+    base, other = results
+    assert set(base.posterior) == set(other.posterior)
+    for key in base.posterior:
+        a, b = base.posterior[key], other.posterior[key]
+        assert a.shape == b.shape and (a == b).all(), (key, unread)

@@ -84,6 +84,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
 
 
 def handle(args: argparse.Namespace) -> int:
+    from pyrozoo import registry
     from pyrozoo.evaluation.diagnostics import check_lines, is_markov_chain, summary
     from pyrozoo.runner import run_model
 
@@ -92,10 +93,14 @@ def handle(args: argparse.Namespace) -> int:
     output = run_model(config, out=args.out, overwrite=args.overwrite)
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
-    asked_chains = args.num_chains is not None or "num_chains" in file_data
-    if asked_chains and config.num_chains > 1 and result.num_chains == 1:  # not for the default of 4
-        print(f"note: {result.inference} gives one set of draws, so num_chains = {config.num_chains} did not apply "
-              f"(r_hat needs an MCMC or Gibbs inference with several chains)")
+    # settings given (flags or the file; not the defaults) that this inference does not read
+    unread = registry.get(config.model).unread_settings(config.inference)
+    ignored = [k for k in unread if getattr(args, k, None) is not None or k in file_data]
+    if ignored:
+        it, them = ("it", "it") if len(ignored) == 1 else ("they", "them")
+        hint = " (r_hat needs an MCMC or Gibbs inference with several chains)" if "num_chains" in ignored else ""
+        print(f"note: {config.model}'s {config.inference} does not read {', '.join(ignored)}, so {it} did not "
+              f"apply; config.toml leaves {them} out{hint}")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:
         table = summary(idata)

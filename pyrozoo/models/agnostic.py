@@ -77,7 +77,7 @@ from pyrozoo.inference.predictive import latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import draw_from_guide
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import as_tensor, check_choice, check_int, check_nonnegative, check_positive, check_probability
 
 SCHEDULES = ("linear", "dann", "constant")
@@ -789,6 +789,7 @@ def agnostic_entry() -> ZooModel:
         simulate=load_digits_task,
         fit=fit_agnostic,
         inferences=("svi",),
+        settings={"svi": SVI_SETTINGS},
         metrics=agnostic_metrics,
         options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
         datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},

@@ -36,7 +36,7 @@ from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
@@ -260,6 +260,7 @@ def blr_entry() -> ZooModel:
         simulate=simulate_blr,
         fit=fit_blr,
         inferences=("exact", "nuts"),
+        settings={"exact": ("num_samples", "num_chains"), "nuts": MCMC_SETTINGS},
         metrics=blr_metrics,
         options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS},
         datasets={"boston": load_boston, "concrete": load_concrete},

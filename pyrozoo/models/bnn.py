@@ -57,7 +57,7 @@ from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -713,6 +713,7 @@ def bnn_entry() -> ZooModel:
         simulate=simulate_bnn_data,
         fit=fit_bnn_entry,
         inferences=POSTERIORS,
+        settings={**{k: SVI_SETTINGS for k in POSTERIORS}, "map": ("steps", "lr")},
         metrics=bnn_metrics,
         options=dict(DEFAULT_OPTIONS),
         datasets={"boston": _uci_loader("boston"), "concrete": _uci_loader("concrete")},

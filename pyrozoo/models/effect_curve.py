@@ -32,7 +32,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.result import Result
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_choice
 
 OPTIONS: dict[str, Any] = {
@@ -192,6 +192,7 @@ def effect_curve_entry() -> ZooModel:
         simulate=simulate_effect_curve_dataset,
         fit=fit_effect_curve,
         inferences=("em", "gibbs"),
+        settings={"em": ("num_samples",), "gibbs": GIBBS_SETTINGS},
         metrics=effect_curve_metrics,
         options=OPTIONS,
         datasets={"cps1985": load_cps1985},

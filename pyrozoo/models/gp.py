@@ -32,7 +32,7 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_cholesky, kernel_matrix
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -431,6 +431,7 @@ def gp_entry() -> ZooModel:
         simulate=simulate_gp,
         fit=fit_gp,
         inferences=("type2", "nuts"),
+        settings={"type2": SVI_SETTINGS, "nuts": MCMC_SETTINGS},
         metrics=gp_metrics,
         options={"n": 60, "n_test": 200, "input_dim": 1, "noise_sd": 0.2, "kernel": "rbf", "lengthscale": 1.0,
                  "variance": 1.0, "noise": 0.1, "ard": False},

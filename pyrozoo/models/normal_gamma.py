@@ -29,7 +29,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, svi_from_config
 from pyrozoo.inference.gibbs import GibbsKernel
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
 
 PRIOR_DEFAULTS = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
@@ -251,6 +251,7 @@ def normal_gamma_entry() -> ZooModel:
         simulate=simulate_normal_gamma,
         fit=fit_normal_gamma,
         inferences=("gibbs", "nuts", "hmc", "svi"),
+        settings={"gibbs": GIBBS_SETTINGS, "nuts": MCMC_SETTINGS, "hmc": MCMC_SETTINGS, "svi": SVI_SETTINGS},
         metrics=normal_gamma_metrics,
         options={"n": 100, "mu_true": 1.0, "sigma_true": 2.0, "column": "", **PRIOR_DEFAULTS},
         datasets={"boston-medv": load_boston_medv},

@@ -40,7 +40,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_choice, check_positive
 
 OPTIONS: dict[str, Any] = {
@@ -311,6 +311,7 @@ def plce_entry() -> ZooModel:
         simulate=simulate_plce_dataset,
         fit=fit_final_stage,
         inferences=("nuts", "svi"),
+        settings={"nuts": MCMC_SETTINGS, "svi": SVI_SETTINGS},
         metrics=plce_metrics,
         options=OPTIONS,
         datasets={"lalonde": load_lalonde},

@@ -938,6 +938,7 @@ def regime_scm_entry() -> ZooModel:
         simulate=simulate,
         fit=fit,
         inferences=("enum", "amortized", "gumbel", "em"),
+        settings={"enum": ("steps", "lr"), "amortized": ("steps", "lr"), "gumbel": ("steps", "lr"), "em": ()},
         metrics=regime_metrics,
         options={"n_vars": 10, "n_samples": 10000, "edge_prob": 0.3, "shift": 5.0, "obs_frac": 0.2,
                  "nonlinear": False, "mechanism": "linear", "hidden": 32, "learn_weights": True, **FIT_DEFAULTS},

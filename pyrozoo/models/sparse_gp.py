@@ -60,7 +60,7 @@ from pyrozoo.models.gp_linalg import (
     kernel_matrix,
     sparse_gp_stats,
 )
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -523,6 +523,7 @@ def sparse_gp_entry() -> ZooModel:
         simulate=simulate_sparse_gp,
         fit=fit_sparse_entry,
         inferences=("collapsed", "svi"),
+        settings={"collapsed": SVI_SETTINGS, "svi": SVI_SETTINGS},
         metrics=sparse_gp_metrics,
         options=dict(SPARSE_OPTIONS),
         datasets={"concrete": load_concrete_sparse},

@@ -39,7 +39,7 @@ from pyrozoo.models.spike_slab_prior import (
     as_prior,
     standardize,
 )
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_bool, check_choice, check_int, check_positive
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
@@ -573,6 +573,7 @@ def spike_slab_entry() -> ZooModel:
         simulate=simulate_spike_slab,
         fit=fit_spike_slab,
         inferences=("em", "gibbs", "svi", "nuts"),
+        settings={"em": ("num_samples",), "gibbs": GIBBS_SETTINGS, "svi": SVI_SETTINGS, "nuts": MCMC_SETTINGS},
         metrics=spike_slab_metrics,
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
                  "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict()},
