@@ -100,8 +100,14 @@ def cell_status(root: Path, cell: Cell) -> str:
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    # TOML and JSON round trips agree on numbers, strings, bools, tables and arrays, so compare through JSON
-    data = {k: v for k, v in config.items() if k not in IGNORED_ON_RESUME and v is not None}
+    # TOML and JSON round trips agree on numbers, strings, bools, tables and arrays, so compare through JSON.
+    # Settings the inference does not read are not part of the run (config.toml leaves them out; older run
+    # directories recorded them)
+    from pyrozoo import registry
+
+    entry = registry.get(config["model"])
+    unread = entry.unread_settings(config.get("inference") or entry.inferences[0])
+    data = {k: v for k, v in config.items() if k not in IGNORED_ON_RESUME and k not in unread and v is not None}
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
