@@ -9,7 +9,7 @@ from typing import Any
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import DEVICES
-from pyrozoo.validation import check_int, check_keys, check_positive
+from pyrozoo.validation import check_int, check_keys, check_path, check_positive, check_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +46,11 @@ class RunConfig:
         self.num_chains = check_int("num_chains", self.num_chains, minimum=1)
         self.steps = check_int("steps", self.steps)
         if self.lr is not None:
-            check_positive("lr", self.lr)
+            check_positive("lr", self.lr)  # a quoted TOML number (lr = "0.01") is text, refused here
+        if self.data is not None:
+            check_path("data", self.data, what="a data file path")
+        if self.dataset is not None:
+            check_text("dataset", self.dataset)
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {self.device!r}")
         for flag in ("jit", "progress", "posterior_predictive"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,7 +18,10 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     """Convert array-like input to a float tensor, or say which argument could not be converted.
 
     Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
+    A ``dtype`` that is not a floating torch dtype is refused (an integer one would truncate the data).
     """
+    if dtype is not None:
+        check_float_dtype("dtype", dtype)
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:
@@ -64,6 +68,21 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
     return X, y
 
 
+def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
+    """Raise unless the sum of squares of the (finite) ``value`` is finite in its own dtype. Data as large as 1e200
+    are finite, but their sufficient statistics (sum of squares, n * mean^2) overflow to inf and a fit would run on
+    NaNs; the message says how large the data are and to rescale them."""
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    with np.errstate(over="ignore"):
+        total = np.square(arr).sum(dtype=arr.dtype)
+    if not np.isfinite(total):
+        big = float(np.abs(arr).max())
+        unit = 10.0 ** math.floor(math.log10(big))
+        raise PyrozooError(f"{name}: the sum of squares overflows {arr.dtype} (largest |value| {big:.3g}), so the "
+                           f"fit's statistics would be inf; rescale the data (e.g. divide by {unit:.0e}) and scale "
+                           "the results back")
+
+
 def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | None]) -> None:
     """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length)."""
     shape = tuple(shape)
@@ -73,14 +92,73 @@ def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int
         raise PyrozooError(f"{name}: expected shape {want}, got {got}")
 
 
-def check_positive(name: str, value: Any) -> None:
-    """Raise unless every entry of ``value`` is a finite number > 0."""
+def _refuse(name: str, value: Any, want: str) -> PyrozooError:
+    got = f"the string {value!r}" if isinstance(value, (str, bytes)) else repr(value)
+    return PyrozooError(f"{name}: expected {want}, got {got}")
+
+
+def real_array(name: str, value: Any, *, want: str = "a number or an array of numbers") -> np.ndarray:
+    """``value`` (a number, NumPy scalar, or list/array/tensor of numbers) as a float64 array; raise naming ``name``
+    and ``want`` for anything else. Strings, bools and None are refused even where ``float()`` would read them
+    (``"0.01"`` from a quoted TOML value would otherwise pass a check and fail later inside torch)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise _refuse(name, value, want)
+        return value.detach().cpu().to(torch.float64).numpy()
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+        raise _refuse(name, value, want)
     try:
-        arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
-    except (TypeError, ValueError):
-        raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}") from None
-    if isinstance(value, bool) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists
+        raise _refuse(name, value, want) from None
+    if arr.dtype.kind == "O":  # mixed lists: only real numbers (0-d tensors included), no text or bools
+        items = arr.reshape(-1)
+        if not all((isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)))
+                   or (isinstance(v, torch.Tensor) and v.numel() == 1 and v.dtype != torch.bool
+                       and not v.is_complex()) for v in items):
+            raise _refuse(name, value, want)
+        arr = np.array([float(v) for v in items], dtype=np.float64).reshape(arr.shape)
+    elif arr.dtype.kind not in "iuf":  # bool arrays, text, complex, datetimes
+        raise _refuse(name, value, want)
+    return arr.astype(np.float64)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise unless every entry of ``value`` is a finite number > 0 (numbers, NumPy scalars, arrays and tensors of
+    numbers; never strings or bools)."""
+    arr = real_array(name, value, want="a finite value > 0")
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float, or raise unless it is one finite real number (a NumPy scalar or a 0-d tensor
+    counts; a list, a string such as ``"1.0"``, a bool or NaN does not)."""
+    arr = real_array(name, value, want="a finite number")
+    if arr.ndim != 0 or not math.isfinite(float(arr)):
+        raise _refuse(name, value, "a finite number")
+    return float(arr)
+
+
+def check_float_dtype(name: str, dtype: Any) -> torch.dtype:
+    """Return ``dtype`` unless it is not a floating torch dtype (``torch.int64`` would truncate data to integers,
+    the string ``"float32"`` is not a torch dtype)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise PyrozooError(f"{name}: expected a floating torch dtype such as torch.float32 or torch.float64, "
+                           f"got {dtype!r}")
+    return dtype
+
+
+def check_text(name: str, value: Any) -> None:
+    """Raise unless ``value`` is a non-empty string (a name, such as a shipped dataset's)."""
+    if not isinstance(value, str) or not value.strip():
+        raise PyrozooError(f"{name}: expected a name (text), got {value!r}")
+
+
+def check_path(name: str, value: Any, *, what: str = "a path") -> None:
+    """Raise unless ``value`` is a non-empty path: a string or an ``os.PathLike`` (not a number or a list)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
+        raise PyrozooError(f"{name}: expected {what}, got {value!r}")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -106,6 +184,21 @@ def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
     if value < minimum:
         raise PyrozooError(f"{name}: expected an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_dataset(name: str, dataset: Any, model: str, *, inputs: Iterable[str] = (), observed: Iterable[str] = (),
+                  made_by: str = "") -> None:
+    """Raise unless ``dataset`` is a :class:`~pyrozoo.data.dataset.Dataset` holding the ``inputs`` and ``observed``
+    entries that ``model``'s fit reads (another family's dataset would otherwise fail with a KeyError deep inside
+    the fit); ``made_by`` names the function that builds the right kind."""
+    ins, obs = getattr(dataset, "inputs", None), getattr(dataset, "observed", None)
+    want = f"a {model} dataset" + (f" (built by {made_by})" if made_by else "")
+    if not isinstance(ins, Mapping) or not isinstance(obs, Mapping):
+        raise PyrozooError(f"{name}: expected {want}, got {type(dataset).__name__}")
+    missing = [k for k in inputs if k not in ins] + [k for k in observed if k not in obs]
+    if missing:
+        raise PyrozooError(f"{name}: expected {want}; {getattr(dataset, 'name', '?')!r} lacks "
+                           f"{', '.join(missing)}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:

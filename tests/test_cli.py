@@ -203,6 +203,11 @@ BAD = {
     "unknown dataset": (lambda t: ["--dataset", "iris"], "dataset: normal-gamma knows"),
     "non-numeric lr in config": (lambda t: ["--config", _write(t, "lr.toml", 'model = "normal-gamma"\nlr = "x"\n')],
                                  "lr: expected a finite value > 0"),
+    "numeric lr quoted in config": (lambda t: ["--config", _write(t, "lq.toml", 'model = "normal-gamma"\n'
+                                                                  'inference = "svi"\nlr = "0.01"\n')],
+                                    "lr: expected a finite value > 0, got the string '0.01'"),
+    "data not a path in config": (lambda t: ["--config", _write(t, "d.toml", 'model = "normal-gamma"\ndata = 3\n')],
+                                  "data: expected a data file path, got 3"),
     "options not a table": (lambda t: ["--config", _write(t, "o.toml", 'model = "normal-gamma"\noptions = 3\n')],
                             "options: expected a table"),
     "text for a number option": (lambda t: ["-o", "mu_true=abc"], "mu_true: option of normal-gamma expects a number"),

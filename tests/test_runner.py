@@ -127,3 +127,16 @@ def test_regime_scm_fit_takes_the_configs_options_and_refuses_misspelt_keywords(
     assert len(result.fit_stats["em_loglik"]) == 2  # em_iters from the config (the default runs 4 here)
     with pytest.raises(PyrozooError, match="unknown key.*restart"):
         fit_regime_scm(data, config, restart=1)
+
+
+@pytest.mark.parametrize(("config", "kwargs", "message"), [
+    (RunConfig(model="blr", lr="0.1"), {}, "lr: expected a finite value > 0, got the string '0.1'"),
+    (RunConfig(model="normal-gamma", data=3), {}, "data: expected a data file path, got 3"),
+    (RunConfig(model="blr", dataset=1), {}, "dataset: expected a name (text), got 1"),
+    (RunConfig(model="blr"), {"out": 3}, "out: expected a directory path, got 3"),
+])
+def test_wrong_types_in_the_run_settings_are_clear_errors(config, kwargs, message):
+    """A number as text, a number as the data path or the output directory: one clear error, not a TypeError from
+    torch's Adam or pathlib."""
+    with pytest.raises(PyrozooError, match=re.escape(message)):
+        run_model(config, **kwargs) if kwargs else run_model(config, save=False)

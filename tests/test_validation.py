@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_option_types, check_probability
@@ -68,3 +69,79 @@ def test_bool_flags_take_python_and_numpy_bools_only():
     for bad in ("no", 1, 0.0, None):
         with pytest.raises(PyrozooError, match="flag: expected True or False"):
             check_bool("flag", bad)
+
+
+@pytest.mark.parametrize("value", [0.01, 3, np.float32(0.5), np.int64(2), [1.0, 2], np.array([0.5, 1.5]),
+                                   torch.tensor(2.0)])
+def test_positive_accepts_numbers_numpy_scalars_and_arrays(value):
+    from pyrozoo.validation import check_positive
+
+    check_positive("lr", value)
+
+
+@pytest.mark.parametrize("value", ["0.01", b"1", True, np.bool_(True), None, [1.0, "2"], ["1", "2"], [True, False],
+                                   0.0, -1, float("nan"), float("inf"), [1.0, -2.0], 1 + 2j])
+def test_positive_refuses_text_bools_and_non_positive_values(value):
+    # numeric strings used to be converted by float() and passed, then failed inside torch (Adam's lr <= check)
+    from pyrozoo.validation import check_positive
+
+    with pytest.raises(PyrozooError, match=r"lr: expected a finite value > 0"):
+        check_positive("lr", value)
+
+
+def test_text_is_named_as_a_string():
+    from pyrozoo.validation import check_positive
+
+    with pytest.raises(PyrozooError, match=r"lr: expected a finite value > 0, got the string '0\.01'"):
+        check_positive("lr", "0.01")
+
+
+def test_real_is_one_finite_number():
+    from pyrozoo.validation import check_real
+
+    assert check_real("mu0", np.float32(1.5)) == 1.5 and check_real("mu0", torch.tensor(-2.0)) == -2.0
+    assert check_real("mu0", 3) == 3.0
+    for bad in ("1.0", True, None, float("nan"), [1.0], np.zeros(2)):
+        with pytest.raises(PyrozooError, match="mu0: expected a finite number"):
+            check_real("mu0", bad)
+
+
+def test_float_dtype_refuses_integer_dtypes_and_strings():
+    from pyrozoo.validation import as_tensor, check_float_dtype
+
+    for ok in (torch.float32, torch.float64, torch.float16):
+        assert check_float_dtype("dtype", ok) is ok
+    for bad in (torch.int64, torch.bool, "float32", np.float64, None):
+        with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+            check_float_dtype("dtype", bad)
+    with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+        as_tensor("x", [0.5, 1.5], dtype=torch.int64)  # would have truncated to [0, 1]
+
+
+def test_path_and_text_checks():
+    from pathlib import Path
+
+    from pyrozoo.validation import check_path, check_text
+
+    check_path("data", "a.csv")
+    check_path("data", Path("a.csv"))
+    for bad in (3, None, "", "  ", ["a.csv"]):
+        with pytest.raises(PyrozooError, match="data: expected a path"):
+            check_path("data", bad)
+    check_text("dataset", "boston")
+    for bad in (1, "", None):
+        with pytest.raises(PyrozooError, match="dataset: expected a name"):
+            check_text("dataset", bad)
+
+
+def test_dataset_check_names_the_missing_entries():
+    from pyrozoo.data.dataset import Dataset
+    from pyrozoo.validation import check_dataset
+
+    ds = Dataset("blr-sim", inputs={"x": 1}, observed={"y": 2})
+    check_dataset("dataset", ds, "blr", inputs=("x",), observed=("y",))
+    with pytest.raises(PyrozooError, match=r"dataset: expected a gp dataset \(built by make_gp_dataset\); "
+                                           r"'blr-sim' lacks X, kernel_name"):
+        check_dataset("dataset", ds, "gp", inputs=("X", "kernel_name"), observed=("y",), made_by="make_gp_dataset")
+    with pytest.raises(PyrozooError, match="dataset: expected a gp dataset, got dict"):
+        check_dataset("dataset", {"X": 1}, "gp", inputs=("X",))

@@ -24,6 +24,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
+from pyrozoo.validation import check_path
 
 RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
 
@@ -40,8 +41,7 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     ``overwrite``: an existing ``out`` may be replaced if it is an empty directory or a run directory
     (:func:`is_run_dir`), never another directory, whose files would be deleted. ``resume``: an existing directory is
     accepted as it is (a sweep's root, whose finished cells are kept)."""
-    if not str(out).strip():
-        raise PyrozooError(f"out: expected a directory path, got {str(out)!r}")
+    check_path("out", out, what="a directory path")
     out = Path(out)
     if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
         raise PyrozooError(f"out: {out} exists and is not a directory")
