@@ -35,12 +35,16 @@ from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_chole
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
+    check_bool,
     check_choice,
+    check_dataset,
+    check_float_dtype,
     check_int,
     check_keys,
     check_nonnegative,
     check_positive,
     check_xy,
+    real_array,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
@@ -64,18 +68,32 @@ def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64, 
     return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name)
 
 
+def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"X_test", "y_test"}`` checked like the training data (same columns as ``X``), or ``{}`` when neither is
+    given; one without the other is an error (the test metrics need both)."""
+    if X_test is None and y_test is None:
+        return {}
+    if X_test is None or y_test is None:
+        given, missing = ("X_test", "y_test") if y_test is None else ("y_test", "X_test")
+        raise PyrozooError(f"{missing}: expected together with {given} (the test NLPD and RMSE need both), got None")
+    Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
+    if Xt.shape[1] != X.shape[1]:
+        raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
+    return {"X_test": Xt, "y_test": yt}
+
+
 def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
     """lengthscale > 0 (scalar or one per input column), variance > 0, noise >= 0 (> 0 unless allowed)."""
-    ls = np.asarray(lengthscale.detach().cpu() if isinstance(lengthscale, torch.Tensor) else lengthscale, float)
+    ls = real_array("lengthscale", lengthscale, want="a finite value > 0")  # no strings ("1.0") or bools
     if ls.ndim > 1 or (ls.ndim == 1 and ls.shape[0] not in (1, input_dim)):
         raise PyrozooError(f"lengthscale: expected a scalar or {input_dim} values (one per input column), "
                            f"got shape {ls.shape}")
     check_positive("lengthscale", ls)
     check_positive("variance", variance)
-    nz = float(noise.detach().cpu() if isinstance(noise, torch.Tensor) else noise)
-    if not math.isfinite(nz) or nz < 0 or (nz == 0 and not allow_zero_noise):
-        want = ">= 0" if allow_zero_noise else "> 0"
-        raise PyrozooError(f"noise: expected a finite variance {want}, got {noise!r}")
+    want = "a finite variance >= 0" if allow_zero_noise else "a finite variance > 0"
+    nz = real_array("noise", noise, want=want).reshape(-1)
+    if nz.size != 1 or not math.isfinite(nz[0]) or nz[0] < 0 or (nz[0] == 0 and not allow_zero_noise):
+        raise PyrozooError(f"noise: expected {want}, got {noise!r}")
 
 
 def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
@@ -250,8 +268,8 @@ def simulate_regression(seed: int, *, n: int, n_test: int = 200, input_dim: int 
     n = check_int("n", n, minimum=1)
     n_test = check_int("n_test", n_test, minimum=1)
     input_dim = check_int("input_dim", input_dim, minimum=1)
-    if not (isinstance(noise_sd, (int, float)) and math.isfinite(noise_sd) and noise_sd >= 0):
-        raise PyrozooError(f"noise_sd: expected a finite number >= 0, got {noise_sd!r}")
+    check_nonnegative("noise_sd", noise_sd)
+    check_float_dtype("dtype", dtype)
     gen = torch.Generator().manual_seed(int(seed))
     X = 6.0 * torch.rand(n + n_test, input_dim, generator=gen, dtype=dtype) - 3.0
     y = _true_function(X) + noise_sd * torch.randn(n + n_test, generator=gen, dtype=dtype)
@@ -263,6 +281,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
                     ard: bool = False, priors: dict | None = None, truth: dict | None = None) -> Dataset:
     """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``)."""
     check_choice("kernel", kernel, KERNELS)
+    check_bool("ard", ard)
     X, y = check_gp_data(X, y)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
@@ -275,11 +294,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
             if loc is None or not math.isfinite(loc) or not (math.isfinite(scale) and scale > 0):
                 raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
-    if X_test is not None:
-        Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
-        if Xt.shape[1] != X.shape[1]:
-            raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
-        meta.update(X_test=Xt, y_test=yt)
+    meta.update(check_test_set(X_test, y_test, X))
     ref = X
     inputs = {"X": X, "kernel_name": kernel, "lengthscale": hyper_tensor("lengthscale", lengthscale, ref),
               "variance": hyper_tensor("variance", variance, ref), "noise": hyper_tensor("noise", noise, ref)}
@@ -317,6 +332,8 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     """``type2``: fitted hyperparameters, then num_samples draws of f from the exact posterior (one chain);
     ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw."""
     config = checked_config("gp", config)  # a direct call gets run_model's checks
+    check_dataset("dataset", dataset, "gp", inputs=("X", "kernel_name", *HYPER), observed=("y",),
+                  made_by="make_gp_dataset")
     X, y = dataset.inputs["X"], dataset.observed["y"]
     kernel = dataset.inputs["kernel_name"]
     if config.inference == "type2":

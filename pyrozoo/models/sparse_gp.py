@@ -45,6 +45,7 @@ from pyrozoo.models.gp import (
     PLATEAU_WINDOW,
     check_gp_data,
     check_hyper,
+    check_test_set,
     gaussian_nlpd,
     hyper_metrics,
     hyper_tensor,
@@ -63,7 +64,9 @@ from pyrozoo.models.gp_linalg import (
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
+    check_bool,
     check_choice,
+    check_dataset,
     check_finite,
     check_int,
     check_nonnegative,
@@ -79,6 +82,7 @@ def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, varia
     """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z)."""
     check_choice("method", method, METHODS)
     check_choice("kernel", kernel, KERNELS)
+    check_bool("noiseless", noiseless)
     X, y = check_gp_data(X, y)
     Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device)
     if Z.dim() == 1:
@@ -218,7 +222,8 @@ class SparseGPFit:
 
     def predict(self, Xnew: torch.Tensor, *, include_noise: bool = False,
                 chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictive mean and variance of f_* (of y_* with ``include_noise``) at ``Xnew``, O(M^2) per point."""
+        """Predictive mean and variance of f_* (of y_* with ``include_noise``) at ``Xnew``, O(M^2) per point, in
+        chunks of ``chunk_size`` rows."""
         return predict_from_stats(self.stats, self.Z, Xnew, kernel=self.kernel, lengthscale=self.lengthscale,
                                   variance=self.variance, noise=self.effective_noise, include_noise=include_noise,
                                   chunk_size=chunk_size)
@@ -237,6 +242,8 @@ def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, 
                        lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
                        include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
     """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+    check_bool("include_noise", include_noise)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     Xnew = _check_new_inputs(Xnew, Z)
     c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False).squeeze(-1)
     means, vars_ = [], []
@@ -254,6 +261,7 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
                     kernel: str, lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
                     include_noise: bool = False, jitter: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2)."""
+    check_bool("include_noise", include_noise)
     Xnew = _check_new_inputs(Xnew, Z)
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
     Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
@@ -280,6 +288,11 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                                   kernel=kernel, noiseless=noiseless)
     check_nonnegative("noise_floor", noise_floor)
     check_nonnegative("rel_tol", rel_tol)
+    check_nonnegative("jitter", jitter)
+    for flag, value in (("learn_Z", learn_Z), ("learn_hyper", learn_hyper), ("ard", ard)):
+        check_bool(flag, value)
+    if checkpoint is not None:  # None: sparse_gp_stats decides
+        check_bool("checkpoint", checkpoint)
     steps = check_int("steps", steps)
     if chunk_size is not None:  # None: default_chunk_size for the data's device
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
@@ -351,11 +364,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
                                   method=method, kernel=kernel, noiseless=noiseless)
     if batch_size is not None:
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
-    if X_test is not None:
-        Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
-        if Xt.shape[1] != X.shape[1]:
-            raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
-        meta.update(X_test=Xt, y_test=yt)
+    meta.update(check_test_set(X_test, y_test, X))
     inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
               "lengthscale": hyper_tensor("lengthscale", lengthscale, X),
               "variance": hyper_tensor("variance", variance, X),
@@ -375,10 +384,11 @@ def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim
                        ard: bool = False) -> Dataset:
     """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
     noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch."""
+    check_bool("ard", ard)
     X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
     return make_sparse_dataset(X, y, m=m, seed=seed, kernel=kernel, method=method, lengthscale=lengthscale,
                                variance=variance, noise=noise, noiseless=noiseless, batch_size=batch_size or None,
-                               X_test=Xt, y_test=yt, truth={"noise": noise_sd**2}, ard=bool(ard))
+                               X_test=Xt, y_test=yt, truth={"noise": noise_sd**2}, ard=ard)
 
 
 def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method: str = "vfe",
@@ -396,6 +406,8 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
 def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u)."""
     config = checked_config("sparse-gp", config)  # a direct call gets run_model's checks
+    check_dataset("dataset", dataset, "sparse-gp", observed=("y",), made_by="make_sparse_dataset",
+                  inputs=("X", "Z", "kernel", "method", "noiseless", "batch_size", *HYPER))
     inp = dict(dataset.inputs)
     X, y = inp["X"], dataset.observed["y"]
     set_seed(config.seed)

@@ -12,6 +12,7 @@ import scipy.optimize
 import scipy.stats
 import torch
 
+from pyrozoo import registry
 from pyrozoo.cli import main
 from pyrozoo.config import RunConfig
 from pyrozoo.errors import PyrozooError
@@ -217,10 +218,34 @@ def test_jitter_cholesky_bounded_then_clear_error():
     ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "noise": -0.1}, "noise"),
     ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "variance": 0.0}, "variance"),
     ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "kernel": "cosine"}, "kernel"),
+    # numbers as text used to be converted (float("1.0")); a string flag passed as True
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "variance": "1.0"}, "variance: expected a finite value > 0, got the str"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "lengthscale": "1.0"}, "lengthscale: expected a finite value > 0"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "noise": "0.1"}, "noise: expected a finite variance > 0, got the str"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "ard": "no"}, "ard: expected True or False, got 'no'"),
+    # a test set without its targets was accepted, then the metrics failed with an AttributeError
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "X_test": [[0.5]]}, "y_test: expected together with X_test"),
+    ({"X": [[0.0], [1.0]], "y": [0.0, 1.0], "y_test": [0.5]}, "X_test: expected together with y_test"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, match):
     with pytest.raises(PyrozooError, match=match):
         make_gp_dataset(**kwargs)
+
+
+def test_fitting_another_familys_dataset_is_a_clear_error():
+    """A blr dataset given to the gp fit used to fail with KeyError 'X'."""
+    blr_ds = registry.get("blr").simulate(0, n=20)
+    with pytest.raises(PyrozooError, match=r"dataset: expected a gp dataset \(built by make_gp_dataset\); "
+                                           r"'blr-sim' lacks X"):
+        registry.get("gp").fit(blr_ds, RunConfig(model="gp", inference="type2", steps=3))
+
+
+def test_simulated_regression_checks_dtype_and_noise():
+    with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+        simulate_regression(0, n=5, dtype=torch.int64)
+    with pytest.raises(PyrozooError, match="noise_sd: expected a finite number >= 0"):
+        simulate_regression(0, n=5, noise_sd="0.2")
+    assert simulate_regression(0, n=5, noise_sd=np.float32(0.2))[0].shape == (5, 1)  # numpy scalars are numbers
 
 
 def test_cli_rejects_negative_noise(tmp_path, capsys):

@@ -231,6 +231,12 @@ def test_collapsed_entry_result_and_idata():
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "method": "dtc"}, "method"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "X_test": [[0.0, 1.0]], "y_test": [0.0]},
      "X_test: expected 1 columns"),
+    ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "X_test": [[0.0]]},
+     "y_test: expected together with X_test"),
+    ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "noiseless": "no", "method": "fitc"},
+     "noiseless: expected True or False, got 'no'"),
+    ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 2, "variance": "1.0"},
+     "variance: expected a finite value > 0, got the string '1.0'"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, match):
     with pytest.raises(PyrozooError, match=match):
@@ -270,11 +276,40 @@ def test_fit_stops_once_the_bound_settles():
 @pytest.mark.parametrize("kwargs,match", [({"chunk_size": 0}, "chunk_size"), ({"lr": float("nan")}, "lr"),
                                           ({"lr": -0.1}, "lr"), ({"noise_floor": -1.0}, "noise_floor"),
                                           ({"noise_floor": "x"}, "noise_floor"), ({"rel_tol": -1e-9}, "rel_tol"),
-                                          ({"device": "banana"}, "device: expected one of auto")])
+                                          ({"device": "banana"}, "device: expected one of auto"),
+                                          # text used to pass: lr and variance then failed inside torch, the flags
+                                          # were read as True
+                                          ({"lr": "0.05"}, "lr: expected a finite value > 0, got the string"),
+                                          ({"variance": "1.0"}, "variance: expected a finite value > 0"),
+                                          ({"noiseless": "no", "method": "fitc"}, "noiseless: expected True or False"),
+                                          ({"ard": "no"}, "ard: expected True or False"),
+                                          ({"learn_Z": "no"}, "learn_Z: expected True or False"),
+                                          ({"learn_hyper": 1}, "learn_hyper: expected True or False"),
+                                          ({"checkpoint": "x"}, "checkpoint: expected True or False"),
+                                          ({"jitter": -1.0}, "jitter: expected a finite number >= 0")])
 def test_bad_fit_settings_are_clear_errors(kwargs, match):
     X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
     with pytest.raises(PyrozooError, match=match):
         fit_sparse_gp(X, y, X[:4], steps=2, **kwargs)
+
+
+def test_predict_checks_its_settings():
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=1)
+    fit = fit_sparse_gp(X, y, X[:4], steps=0)
+    with pytest.raises(PyrozooError, match="chunk_size: expected an integer >= 1, got 0"):  # was a range() error
+        fit.predict(X[:3], chunk_size=0)
+    with pytest.raises(PyrozooError, match="include_noise: expected True or False"):
+        fit.predict(X[:3], include_noise="no")
+    assert fit.predict(X[:3], chunk_size=2)[0].shape == (3,)
+
+
+def test_fitting_another_familys_dataset_is_a_clear_error():
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    with pytest.raises(PyrozooError, match=r"dataset: expected a sparse-gp dataset .*lacks X"):
+        registry.get("sparse-gp").fit(registry.get("blr").simulate(0, n=20),
+                                      RunConfig(model="sparse-gp", inference="collapsed", steps=2))
 
 
 def test_predict_rejects_inputs_of_the_wrong_width():
