@@ -30,7 +30,17 @@ from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, s
 from pyrozoo.inference.gibbs import GibbsKernel
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
+from pyrozoo.validation import (
+    as_tensor,
+    check_finite,
+    check_float_dtype,
+    check_int,
+    check_keys,
+    check_positive,
+    check_real,
+    check_shape,
+    check_squares_finite,
+)
 
 PRIOR_DEFAULTS = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
 
@@ -57,24 +67,34 @@ def normal_gamma_model(
 
 
 def check_prior(mu0: float, mu_scale: float, a: float, b: float) -> None:
-    """Raise unless ``mu0`` is finite and ``mu_scale``, ``a``, ``b`` are > 0."""
-    if not math.isfinite(float(mu0)):
-        raise PyrozooError(f"mu0: expected a finite number, got {mu0!r}")
+    """Raise unless ``mu0`` is a finite number and ``mu_scale``, ``a``, ``b`` are > 0."""
+    check_real("mu0", mu0)
     check_positive("mu_scale", mu_scale)
     check_positive("a", a)
     check_positive("b", b)
 
 
-def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", truth: dict | None = None,
-                 dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
-    """Validate ``x`` (1-D, finite, at least 2 values) and the prior, and pack them as a :class:`Dataset`."""
-    prior = {**PRIOR_DEFAULTS, **prior}
-    check_prior(**prior)
+def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int = 2) -> torch.Tensor:
+    """``x`` as a 1-D ``dtype`` tensor of at least ``min_n`` finite values whose sum of squares is finite in that
+    dtype (|x| near 1e308, or 1e38 in float32, would make the sufficient statistics inf)."""
     x = as_tensor("x", x, dtype=dtype)
     check_shape("x", x, (None,))
-    if x.shape[0] < 2:
-        raise PyrozooError(f"x: expected at least 2 observations, got {x.shape[0]}")
+    if x.shape[0] < min_n:
+        raise PyrozooError(f"x: expected at least {min_n} observation{'s' * (min_n > 1)}, got {x.shape[0]}")
     check_finite("x", x)
+    check_squares_finite("x", x)
+    return x
+
+
+def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", truth: dict | None = None,
+                 dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
+    """Validate ``x`` (1-D, finite, at least 2 values, a finite sum of squares), the prior (keys ``mu0``,
+    ``mu_scale``, ``a``, ``b``) and ``dtype`` (floating), and pack them as a :class:`Dataset`."""
+    check_keys("prior", prior, PRIOR_DEFAULTS)
+    check_float_dtype("dtype", dtype)
+    prior = {**PRIOR_DEFAULTS, **prior}
+    check_prior(**prior)
+    x = check_observations(x, dtype=dtype)
     dev = resolve_device(device)
     inputs = {k: torch.tensor(float(v), dtype=dtype, device=dev) for k, v in prior.items()}
     inputs["n"] = int(x.shape[0])
@@ -156,23 +176,33 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
                                  b: float = 1.0, grid: int = 1201, width: float = 12.0) -> dict[str, tuple]:
     """Exact posterior mean and sd of mu and beta by 2-D quadrature over (mu, log beta).
 
-    The grid is centred on the data's moments and spans ``width`` approximate posterior sds each way; it is widened
-    (up to 4 doublings) until at most 1e-12 of the mass sits on its border, else the function raises.
+    The grid is centred on the mean-field optimum (:func:`cavi_fixed_point`: the data's moments unless the prior
+    dominates, as for data on a scale far beyond ``mu_scale``) and spans ``width`` approximate posterior sds each
+    way; it is widened
+    (up to 4 doublings) until at most 1e-12 of the mass sits on its border, else the function raises. ``x``: at least
+    one finite value (sum of squares finite in float64); the prior as in :func:`check_prior`; all checked first.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = check_observations(x, min_n=1).numpy()
+    check_prior(mu0, mu_scale, a, b)
+    grid = check_int("grid", grid, minimum=3)
+    check_positive("width", width)
     n, xbar = x.size, x.mean()
     ss = ((x - xbar) ** 2).sum()
-    var = (2 * b + ss) / (2 * a + n)  # 1 / E[beta | x] approx.; > 0 even for constant data (ss = 0)
-    mu_sd, logb_sd = math.sqrt(var / n), math.sqrt(2.0 / n)
+    q = _cavi(n, xbar, ss, mu0=mu0, mu_scale=mu_scale, a=a, b=b, iters=200)  # > 0 even for constant data (ss = 0)
+    mu_sd, logb_sd = q["mu_scale"], math.sqrt(2.0 / n)
     for _ in range(5):
-        mu = xbar + np.linspace(-width, width, grid) * mu_sd * 1.5
-        logb = -math.log(var) + np.linspace(-width, width, grid) * logb_sd * 1.5
-        beta = np.exp(logb)
-        M, B = np.meshgrid(mu, beta, indexing="ij")
+        mu = q["mu_loc"] + np.linspace(-width, width, grid) * mu_sd * 1.5
+        logb = math.log(q["beta_conc"] / q["beta_rate"]) + np.linspace(-width, width, grid) * logb_sd * 1.5
+        M, LB = np.meshgrid(mu, logb, indexing="ij")
+        B = np.exp(LB)  # may underflow to 0 for data of huge scale: log beta is taken from LB, never log(B)
         # log prior + log likelihood + log|d beta / d log beta|
-        lp = (-0.5 * ((M - mu0) / mu_scale) ** 2 + (a - 1) * np.log(B) - b * B
-              + 0.5 * n * np.log(B) - 0.5 * B * (ss + n * (xbar - M) ** 2) + np.log(B))
-        w = np.exp(lp - lp.max())
+        lp = (-0.5 * ((M - mu0) / mu_scale) ** 2 + (a - 1) * LB - b * B
+              + 0.5 * n * LB - 0.5 * B * (ss + n * (xbar - M) ** 2) + LB)
+        top = lp.max()
+        if not np.isfinite(top):  # widening cannot help (it used to run up to a 19201^2 grid, then report nan)
+            raise PyrozooError(f"quadrature: the log posterior is {top} on the whole grid; the data's scale "
+                               f"(mean {xbar:.3g}, sum of squares {ss:.3g}) is out of float64's reach, rescale x")
+        w = np.exp(lp - top)
         w /= w.sum()
         border = w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
         if border <= 1e-12:
@@ -183,7 +213,8 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     out = {}
     for name, val in (("mu", M), ("beta", B)):
         mean = float((w * val).sum())
-        out[name] = (mean, float(math.sqrt((w * (val - mean) ** 2).sum())))
+        scale = float(np.abs(val).max()) or 1.0  # beta near 1e-300 (data of huge scale): its square would underflow
+        out[name] = (mean, scale * float(math.sqrt((w * ((val - mean) / scale) ** 2).sum())))
     return out
 
 
@@ -191,10 +222,18 @@ def cavi_fixed_point(x: Any, *, mu0: float = 0.0, mu_scale: float = 10.0, a: flo
                      iters: int = 1000) -> dict[str, float]:
     """The optimal mean-field q(mu) = N(m, 1/lam), q(beta) = Gamma(alpha, rate) by coordinate ascent (CAVI):
     lam = 1/s0^2 + n E[beta], m = (mu0/s0^2 + E[beta] n xbar)/lam, alpha = a + n/2,
-    rate = b + (ss + n((xbar - m)^2 + 1/lam))/2."""
-    x = np.asarray(x, dtype=np.float64)
+    rate = b + (ss + n((xbar - m)^2 + 1/lam))/2. ``x`` (at least one finite value), the prior and ``iters`` (>= 1)
+    are checked first."""
+    x = check_observations(x, min_n=1).numpy()
+    check_prior(mu0, mu_scale, a, b)
+    iters = check_int("iters", iters, minimum=1)
     n, xbar = x.size, x.mean()
-    ss = ((x - xbar) ** 2).sum()
+    return _cavi(n, xbar, ((x - xbar) ** 2).sum(), mu0=mu0, mu_scale=mu_scale, a=a, b=b, iters=iters)
+
+
+def _cavi(n: int, xbar: float, ss: float, *, mu0: float, mu_scale: float, a: float, b: float,
+          iters: int) -> dict[str, float]:
+    """:func:`cavi_fixed_point` on checked sufficient statistics."""
     prec0 = mu_scale**-2
     alpha, rate = a + n / 2, b + ss / 2
     for _ in range(iters):
@@ -208,6 +247,7 @@ def cavi_fixed_point(x: Any, *, mu0: float = 0.0, mu_scale: float = 10.0, a: flo
 def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (gibbs, nuts, hmc or svi) on ``dataset``."""
     config = checked_config("normal-gamma", config)  # a direct call gets run_model's checks
+    check_squares_finite("x", dataset.observed["x"])  # a Dataset built by hand skipped make_dataset's checks
     kwargs = dataset.model_kwargs()
     if config.inference == "gibbs":
         return gibbs_from_config(GIBBS_KERNEL, sufficient_stats(dataset), config, model=normal_gamma_model,

@@ -126,11 +126,69 @@ def test_log_joint_matches_pyro_model(data):
         ([1.0, 2.0], {"mu_scale": 0.0}, "mu_scale"),
         ([1.0, 2.0], {"a": -1.0}, "a: expected"),
         ([1.0, 2.0], {"b": float("nan")}, "b: expected"),
+        ([1.0, 2.0], {"mu0": "1"}, "mu0: expected a finite number, got the string '1'"),
+        ([1.0, 2.0], {"mu_0": 1.0}, r"prior: unknown key\(s\) mu_0; allowed: a, b, mu0, mu_scale"),
+        ([1.0, 2.0], {"dtype": torch.int64}, "dtype: expected a floating torch dtype"),
+        ([1.0, 2.0], {"dtype": "float32"}, "dtype: expected a floating torch dtype"),
+        # finite, but the sum of squares is inf: the fit used to run on it and the metrics took 81 s to report nan
+        ([1e308, -1e308, 3.0], {}, r"x: the sum of squares overflows float64 .*rescale the data"),
+        ([1e200, -1e200, 3.0], {}, "x: the sum of squares overflows float64"),
+        ([1e30, -1e30, 3.0], {"dtype": torch.float32}, "x: the sum of squares overflows float32"),
     ],
 )
 def test_bad_input(x, prior, match):
     with pytest.raises(PyrozooError, match=match):
         make_dataset(x, **prior)
+
+
+def test_a_float32_dtype_keeps_the_values():
+    assert make_dataset([0.5, 1.5, 2.7], dtype=torch.float32).observed["x"].tolist() == pytest.approx([0.5, 1.5, 2.7])
+
+
+@pytest.mark.parametrize("fn", [posterior_moments_quadrature, cavi_fixed_point])
+@pytest.mark.parametrize(("x", "kwargs", "match"), [
+    ([], {}, "x: expected at least 1 observation, got 0"),  # quadrature: ZeroDivisionError, cavi: NaN
+    ([1.0, float("nan"), 2.0], {}, "x: expected finite values"),  # quadrature: hung > 60 s, cavi: NaN
+    (["a", "b"], {}, "x: expected a numeric array"),
+    ([1.0, 2.0, 3.0], {"a": -1.0}, "a: expected a finite value > 0"),  # was accepted
+    ([1.0, 2.0, 3.0], {"mu_scale": "10"}, "mu_scale: expected a finite value > 0"),
+    ([1.0, 2.0, 3.0], {"mu0": float("inf")}, "mu0: expected a finite number"),
+    ([1e200, -1e200, 3.0], {}, "x: the sum of squares overflows"),
+])
+def test_reference_values_check_their_input_first(fn, x, kwargs, match):
+    with pytest.raises(PyrozooError, match=match):
+        fn(x, **kwargs)
+
+
+def test_reference_values_check_their_own_settings():
+    with pytest.raises(PyrozooError, match="grid: expected an integer >= 3"):
+        posterior_moments_quadrature([1.0, 2.0], grid=1)
+    with pytest.raises(PyrozooError, match="width: expected a finite value > 0"):
+        posterior_moments_quadrature([1.0, 2.0], width=0.0)
+    with pytest.raises(PyrozooError, match="iters: expected an integer >= 1"):
+        cavi_fixed_point([1.0, 2.0], iters=0)
+
+
+def test_quadrature_of_data_far_beyond_the_prior_scale_is_quick_and_finite():
+    """Data near 1e150 with mu ~ N(0, 10^2): the prior dominates mu, so the posterior sits near mu0, far from the
+    data's mean. The grid used to be centred on the mean and widened to 19201^2 (over a minute) before failing; it
+    is centred on the mean-field optimum now."""
+    import time
+
+    t0 = time.perf_counter()
+    ex = posterior_moments_quadrature([1e150, 1.1e150, 0.9e150], **PRIOR)
+    assert time.perf_counter() - t0 < 10
+    assert ex["mu"][0] == pytest.approx(0.0, abs=0.1) and ex["mu"][1] == pytest.approx(10.0, rel=1e-3)
+    assert 0 < ex["beta"][0] < 1e-290 and 0 < ex["beta"][1] < 1e-290  # the sd used to underflow to 0
+
+
+def test_a_data_file_whose_squares_overflow_fails_before_the_fit(tmp_path):
+    from pyrozoo.runner import run_model
+
+    path = tmp_path / "huge.csv"
+    path.write_text("x\n1e308\n-1e308\n3\n")
+    with pytest.raises(PyrozooError, match="x: the sum of squares overflows float64"):
+        run_model(RunConfig(model="normal-gamma", data=str(path), progress=False), save=False)
 
 
 def test_constant_data_is_a_proper_posterior_for_every_engine():
