@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.uci import load_uci
-from pyrozoo.validation import check_int
+from pyrozoo.validation import check_float_dtype, check_int
 
 
 def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
@@ -15,6 +15,7 @@ def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
     """A seeded train/test split of concrete with inputs and target standardized by the training moments;
     returns X_train (n, 8), y_train, X_test, y_test."""
     seed = check_int("seed", seed)
+    check_float_dtype("dtype", dtype)
     X, y, _ = load_uci("concrete")
     X[:, -1] = np.log(X[:, -1])  # age in days is heavily skewed
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
-from pyrozoo.validation import check_choice, check_int, check_probability, check_xy
+from pyrozoo.validation import check_choice, check_float_dtype, check_int, check_probability, check_xy
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
 
@@ -52,6 +52,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
                      dtype: torch.dtype = torch.float32, device: Any = "cpu") -> RegressionSplit:
     """Random ``1 - test_fraction`` / ``test_fraction`` split number ``split`` (seeded permutation), standardized with
     the training part (constant columns keep sd 1)."""
+    check_float_dtype("dtype", dtype)
     X, y = check_regression_data(X, y)
     check_int("split", split)
     check_probability("test_fraction", test_fraction, open_interval=True)

@@ -37,7 +37,15 @@ from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import as_tensor, check_finite, check_int, check_positive, check_shape
+from pyrozoo.validation import (
+    as_tensor,
+    check_finite,
+    check_float_dtype,
+    check_int,
+    check_keys,
+    check_positive,
+    check_shape,
+)
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
 
@@ -146,7 +154,10 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
 
 def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", truth: dict | None = None,
                  meta: dict | None = None, dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
-    """Validate a design ``x`` (N, D) and response ``y`` (N,) and pack them with the prior as a :class:`Dataset`."""
+    """Validate a design ``x`` (N, D) and response ``y`` (N,) and pack them with the prior as a :class:`Dataset`
+    (``dtype``: a floating torch dtype; ``prior``: keys ``prior_scale``, ``a0``, ``b0``, ``noise``)."""
+    check_float_dtype("dtype", dtype)
+    check_keys("prior", prior, PRIOR_DEFAULTS)
     prior = {**PRIOR_DEFAULTS, **prior}
     check_prior(**prior)
     x = as_tensor("x", x, dtype=dtype)

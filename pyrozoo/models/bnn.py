@@ -62,6 +62,7 @@ from pyrozoo.validation import (
     as_tensor,
     check_choice,
     check_finite,
+    check_float_dtype,
     check_int,
     check_keys,
     check_positive,
@@ -141,6 +142,7 @@ class HeteroscedasticMLP(PyroModule):
     def __init__(self, in_dim: int, hidden: int = 50, depth: int = 1, prior_scale: float = 1.0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        check_float_dtype("dtype", dtype)
         self.layout = MLPLayout(in_dim, hidden, depth)
         for name, shape in self.layout.sites.items():
             zero = torch.zeros(shape, device=device, dtype=dtype)

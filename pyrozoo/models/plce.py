@@ -41,7 +41,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_positive
+from pyrozoo.validation import check_choice, check_float_dtype, check_positive
 
 OPTIONS: dict[str, Any] = {
     # simulator (the talk's design)
@@ -137,6 +137,7 @@ def make_final_stage_dataset(est: PLCE, *, name: str = "plce", device: Any = "cp
                              dtype: torch.dtype = torch.float64) -> Dataset:
     """Pack a fitted estimator's residuals as the final stage's :class:`Dataset` (float64: outcomes such as
     earnings in dollars make float32 sums of squares lose digits)."""
+    check_float_dtype("dtype", dtype)
     data = est.final_stage_data()
     dev = resolve_device(device)
 

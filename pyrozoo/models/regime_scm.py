@@ -58,6 +58,7 @@ from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_choice,
+    check_float_dtype,
     check_int,
     check_keys,
     check_positive,
@@ -150,6 +151,7 @@ def make_regime_dataset(
     check_choice("mechanism", mechanism, MECHANISMS)
     hidden = check_int("hidden", hidden, minimum=1)
     check_bool("learn_weights", learn_weights)
+    check_float_dtype("dtype", dtype)  # torch.int64 truncated the data to integers
     if isinstance(x, pd.DataFrame):
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")
@@ -299,6 +301,7 @@ def simulate_regime_data(
 def init_params(parents: torch.Tensor, mechanism: str, hidden: int, *, dtype: torch.dtype = torch.float32,
                 device: Any = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Starting values: zero linear maps / a small random MLP, unit scales, uniform regime weights."""
+    check_float_dtype("dtype", dtype)
     N = parents.shape[0]
     opts = {"dtype": dtype, "device": device}
     p: dict[str, torch.Tensor] = {

@@ -92,6 +92,15 @@ def test_bad_input():
         make_dataset(x, y, noise=-1.0)
     with pytest.raises(PyrozooError, match="n: expected"):
         simulate_blr(0, n=1)
+    # an integer dtype truncated the data; a string one raised torch's TypeError; a misspelt prior key a TypeError
+    for dtype in (torch.int64, "float32"):
+        with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+            make_dataset(x, y, dtype=dtype)
+    with pytest.raises(PyrozooError, match=r"prior: unknown key\(s\) prior_sd"):
+        make_dataset(x, y, prior_sd=2.0)
+    with pytest.raises(PyrozooError, match="prior_scale: expected a finite value > 0, got the string '2'"):
+        make_dataset(x, y, prior_scale="2")
+    assert make_dataset(x, y, dtype=torch.float32).inputs["x"].dtype == torch.float32
 
 
 @pytest.mark.slow

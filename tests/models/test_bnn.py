@@ -169,6 +169,14 @@ def test_defensive_mixture_keeps_the_predictive_moments(training):
     assert torch.allclose(ll, gauss, rtol=1e-9)
 
 
+def test_network_dtype_must_be_floating():
+    from pyrozoo.models.bnn import HeteroscedasticMLP
+
+    for dtype in (torch.int64, "float32"):
+        with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+            HeteroscedasticMLP(2, hidden=3, dtype=dtype)
+
+
 def test_bad_input_is_rejected_before_fitting():
     X, y = _toy(20)
     bad = X.clone()

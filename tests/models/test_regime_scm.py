@@ -309,6 +309,11 @@ def test_bad_input_is_rejected_before_fitting():
     for reserved in ("z", "obs_id", "W_obs", "scale_int", "regime_weights", "enc_W1"):
         _bad(f"columns: {reserved} clashes with a site name", pd.DataFrame(x, columns=[reserved, "b", "c"]),
              np.zeros((3, 3)))
+    # an integer dtype truncated the data to integers (and the fit ran on them); a string one was torch's TypeError
+    _bad("dtype: expected a floating torch dtype", x, np.zeros((3, 3)), dtype=torch.int64)
+    _bad("dtype: expected a floating torch dtype", x, np.zeros((3, 3)), dtype="float32")
+    with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
+        init_params(torch.zeros(3, 3, dtype=torch.bool), "linear", 4, dtype=torch.int32)
     ds = make_regime_dataset(x, np.zeros((3, 3)))
     with pytest.raises(PyrozooError, match="em has closed-form M-steps only"):
         ds.inputs["mechanism"] = "mlp"
