@@ -60,6 +60,7 @@ from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
+    check_bool,
     check_choice,
     check_finite,
     check_float_dtype,
@@ -386,6 +387,8 @@ def train_bnn(
     train/validation split is 1/9): the network is fit to the rest, and :func:`build_posterior` chooses the noise
     scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`)."""
     X, y = check_regression_data(X, y)
+    check_bool("standardize", standardize)  # "no" was read as True
+    check_bool("progress", progress)
     n_val = held_out_rows(X.shape[0], val_fraction)
     hidden = check_int("hidden", hidden, minimum=1)
     depth = check_int("depth", depth, minimum=0)
@@ -501,7 +504,9 @@ def build_posterior(
     on the validation rows (:func:`calibrate_noise`)."""
     if calibrate is None:
         calibrate = training.X_val is not None
-    elif calibrate and training.X_val is None:
+    else:  # "no" used to be read as True and reported as a missing validation set
+        check_bool("calibrate", calibrate)
+    if calibrate and training.X_val is None:
         raise PyrozooError("calibrate: needs validation rows, train with val_fraction > 0")
     post = _build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
                             vi_steps=vi_steps, vi_lr=vi_lr)

@@ -221,6 +221,18 @@ def test_bad_input_is_rejected_before_fitting():
         fit_bnn(X, y, val_fraction=1.5, **FAST)
     with pytest.raises(PyrozooError, match="calibrate: needs validation rows"):
         build_posterior(train_bnn(X, y, **{**FAST, "epochs": 2, "swa_epochs": 2}), "swag", calibrate=True)
+
+
+def test_flags_take_true_or_false_only(training):
+    """standardize="no" was read as True (the data were standardized); calibrate="no" was read as True and reported
+    as missing validation rows."""
+    X, y, tr = training
+    for flag in ("standardize", "progress"):
+        with pytest.raises(PyrozooError, match=f"{flag}: expected True or False, got 'no'"):
+            train_bnn(X, y, **{**FAST, flag: "no"})
+    with pytest.raises(PyrozooError, match="calibrate: expected True or False, got 'no'"):
+        build_posterior(tr, "swag", calibrate="no")
+    assert build_posterior(tr, "swag", num_samples=2, calibrate=False).noise_scale == 1.0
     with pytest.raises(PyrozooError, match="dataset: expected one of boston, concrete"):
         uci_split("iris")
     entry = registry.get("bnn")
