@@ -19,6 +19,7 @@ protected concept only on rows with a protected label.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,15 @@ import torch
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_bool, check_choice, check_finite, check_int, check_probability
+from pyrozoo.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_keys,
+    check_probability,
+)
 
 
 def _labels(name: str, value: Any, n: int) -> np.ndarray:
@@ -89,7 +98,15 @@ def make_agnostic_data(
         raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {int(p_classes[0])}")
     num_classes, num_protected = int(y_classes.max()) + 1, int(p_classes.max()) + 1
     checked_splits: dict[str, dict[str, torch.Tensor]] = {}
+    if splits is not None and not isinstance(splits, Mapping):
+        raise PyrozooError(f"splits: expected a mapping {{name: {{'x', 'y', 'p'}}}}, got {type(splits).__name__}")
     for split, parts in (splits or {}).items():
+        # a split without inputs was KeyError 'x'; an array instead of the {x, y, p} table an IndexError
+        if not isinstance(parts, Mapping):
+            raise PyrozooError(f"splits[{split}]: expected a mapping with keys x, y, p, got {type(parts).__name__}")
+        check_keys(f"splits[{split}]", parts, ("x", "y", "p"))
+        if parts.get("x") is None:
+            raise PyrozooError(f"splits[{split}]: expected inputs under 'x' (held-out rows to evaluate), got none")
         xs = as_tensor(f"splits[{split}].x", parts["x"], dtype=torch.float32)
         if tuple(xs.shape[1:]) != tuple(x.shape[1:]):
             raise PyrozooError(f"splits[{split}].x: expected rows shaped {tuple(x.shape[1:])}, "

@@ -63,6 +63,7 @@ from pyrozoo.validation import (
     check_keys,
     check_positive,
     check_probability,
+    check_real,
 )
 
 MECHANISMS = ("linear", "mlp")
@@ -866,10 +867,26 @@ def mechanisms_table(result: Result, dataset: Dataset) -> pd.DataFrame:
 def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, float], *, num_samples: int = 1000,
               regime: int = 0, seed: int = 0) -> pd.DataFrame:
     """Samples of the fitted SCM in regime ``regime`` (default observational) under ``do(var = value)`` for each
-    item of ``interventions``, via ``pyro.poutine.do``; only descendants of the intervened variables change."""
+    item of ``interventions``, via ``pyro.poutine.do``; only descendants of the intervened variables change.
+
+    A variable is named by its column (``1`` for column 1 of an array-built dataset) or by its site name (the
+    column as text, ``"1"``); each value must be one finite number."""
     names = list(dataset.inputs["names"])
-    unknown = sorted(set(interventions) - set(names))
-    if unknown:
+    columns = list(dataset.meta.get("columns", names))
+    if not isinstance(interventions, Mapping):
+        raise PyrozooError(f"interventions: expected a mapping {{variable: value}}, got {type(interventions).__name__}")
+    data_values: dict[str, float] = {}
+    unknown = []
+    for key, value in interventions.items():
+        if isinstance(key, str) and key in names:
+            site = key
+        elif key in columns:  # the column label itself (an int for an array-built dataset)
+            site = names[columns.index(key)]
+        else:
+            unknown.append(repr(key))
+            continue
+        data_values[site] = check_real(f"interventions[{key!r}]", value)
+    if unknown:  # repr: an int key used to break this message itself (join of non-strings)
         raise PyrozooError(f"interventions: unknown variable(s) {', '.join(unknown)}; variables are {', '.join(names)}")
     num_samples = check_int("num_samples", num_samples, minimum=1)
     K = len(names) + 1
@@ -880,7 +897,7 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
     dtype = p["regime_weights"].dtype
     kw = {k: v for k, v in dataset.inputs.items() if k != "n"}
     model = partial(regime_scm_model, params=p, n=num_samples, **kw)
-    data = {v: torch.full((num_samples,), float(val), dtype=dtype) for v, val in interventions.items()}
+    data = {v: torch.full((num_samples,), val, dtype=dtype) for v, val in data_values.items()}
     pyro.set_rng_seed(seed)
     with torch.no_grad():
         conditioned = poutine.condition(model, {"z": torch.full((num_samples,), regime, dtype=torch.long)})

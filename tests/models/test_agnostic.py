@@ -227,6 +227,21 @@ def test_other_bad_labels():
         make_agnostic_data(np.full((10, 3), np.inf), y, y)
 
 
+def test_bad_held_out_splits():
+    """A split without x was KeyError 'x', an array in place of the {x, y, p} table an IndexError."""
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    y = np.r_[np.zeros(5), np.ones(5)]
+    cases = [({"test": {"y": y}}, r"splits\[test\]: expected inputs under 'x'"),
+             ({"test": x}, r"splits\[test\]: expected a mapping with keys x, y, p, got ndarray"),
+             ({"test": {"x": x, "labels": y}}, r"splits\[test\]: unknown key\(s\) labels"),
+             ([("test", {"x": x})], "splits: expected a mapping")]
+    for splits, match in cases:
+        with pytest.raises(PyrozooError, match=match):
+            make_agnostic_data(x, y, y, splits=splits)
+    ds = make_agnostic_data(x, y, y, splits={"test": {"x": x, "y": y}})
+    assert set(ds.meta["splits"]["test"]) == {"x", "y"}
+
+
 # ---------------------------------------------------------------------------------------- log-likelihood
 def test_pointwise_log_likelihood_matches_categorical():
     data = _small_task()

@@ -327,6 +327,26 @@ def test_do_rejects_unknown_variables():
         sample_do(res, ds, {"nope": 1.0})
     with pytest.raises(PyrozooError, match="regime"):
         sample_do(res, ds, {}, regime=9)
+    # a NaN or a word as the value was a torch / float() error
+    for value in (float("nan"), "high", [1.0, 2.0]):
+        with pytest.raises(PyrozooError, match=r"interventions\['x1'\]: expected a finite number"):
+            sample_do(res, ds, {"x1": value}, num_samples=5)
+
+
+def test_do_on_an_array_built_dataset_takes_the_column_or_its_name():
+    """Columns of an array are 0..N-1 and the sites are named "0".."N-1": {1: 1.0} used to raise a TypeError from
+    inside the unknown-variable message; both spellings now intervene on column 1."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(120)
+    b = 0.8 * a + rng.standard_normal(120)
+    c = -0.5 * b + rng.standard_normal(120)
+    ds = make_regime_dataset(np.c_[a, b, c], np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]]))
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=5, progress=False))
+    by_column = sample_do(res, ds, {1: 2.5}, num_samples=20, seed=1)
+    by_name = sample_do(res, ds, {"1": 2.5}, num_samples=20, seed=1)
+    assert (by_column["1"] == 2.5).all() and by_column.equals(by_name)
+    with pytest.raises(PyrozooError, match="interventions: unknown variable.*7; variables are 0, 1, 2"):
+        sample_do(res, ds, {7: 1.0})
 
 
 def test_restarts_pick_the_best_initial_loglik():
