@@ -24,12 +24,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.sweep.runner import cell_status, check_resumable, check_sweep_root, run_sweep
+    from pyrozoo.sweep.runner import adopt_earlier_keys, cell_status, check_resumable, check_sweep_root, run_sweep
     from pyrozoo.sweep.spec import load_spec
 
     spec = load_spec(args.spec, out=args.out)
     if args.dry_run:
         check_sweep_root(spec.out)  # what a real run would refuse, the dry run refuses too
+        spec.cells = adopt_earlier_keys(spec.out, spec.cells)
         check_resumable(spec.out, spec.cells)
         for cell in spec.cells:
             print(f"{cell_status(spec.out, cell):8s} {cell.key}")

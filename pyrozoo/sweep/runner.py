@@ -21,7 +21,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,21 @@ def cell_status(root: Path, cell: Cell) -> str:
     if failed_path(root, cell).is_dir():
         return "failed"
     return "pending"
+
+
+def adopt_earlier_keys(root: Path, cells: Sequence[Cell]) -> list[Cell]:
+    """``cells`` with each cell renamed to an earlier name of its run directory (``Cell.earlier_keys``: written by
+    a version that did not normalise float options, ``mu_true=1`` for ``mu_true=1.0``) when only that one exists
+    under ``root`` (a run directory or a failure record): the older sweep's runs are resumed, not redone."""
+    out = []
+    for cell in cells:
+        if cell.earlier_keys and not (run_path(root, cell).exists() or failed_path(root, cell).exists()):
+            for key in cell.earlier_keys:
+                if (Path(root) / key).exists() or (Path(root) / (key + FAILED_SUFFIX)).exists():
+                    cell = replace(cell, key=key, earlier_keys=())
+                    break
+        out.append(cell)
+    return out
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,6 +334,7 @@ def run_sweep(
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)
     check_sweep_root(root)
+    spec.cells = adopt_earlier_keys(root, spec.cells)
     check_resumable(root, spec.cells)
     if backend == "local":
         from pyrozoo.inference.device import resolve_device

@@ -27,12 +27,14 @@ sigma_true = [0.5, 2.0]
 Every cell is one :class:`~pyrozoo.config.RunConfig`; all of them are built and checked against their registry
 entry (unknown keys, bad values, unknown model/inference/dataset/option) before anything runs. Each cell's run
 directory is ``OUT/LABEL/INFERENCE[_AXIS=VALUE...]_seedS``: readable and the same on every re-run, which is what
-makes a sweep resumable.
+makes a sweep resumable. Values are normalised to the declared kind first (``n = 30.0`` -> 30 for an integer
+option, ``mu_true = 1`` -> 1.0 for a float one), so either spelling names the same directory.
 """
 
 from __future__ import annotations
 
 import itertools
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -58,6 +60,9 @@ class Cell:
     key: str
     config: dict[str, Any]
     axes: dict[str, Any] = field(default_factory=dict)
+    # earlier names of this cell's run directory (before float options were normalised: ``mu_true=1``), so that
+    # the runs of an older sweep are found again (see :func:`pyrozoo.sweep.runner.adopt_earlier_keys`)
+    earlier_keys: tuple[str, ...] = ()
 
     def run_config(self) -> RunConfig:
         return RunConfig.from_dict(dict(self.config), source=f"cell {self.key}")
@@ -138,6 +143,62 @@ def _slug(value: Any) -> str:
         return str(value).lower()
     text = _UNSAFE.sub("-", str(value)).lstrip(".")  # keep a sign ("-1.0"); no hidden names
     return text or "x"
+
+
+# RunConfig settings declared as floats (the model options' kinds come from their registry defaults)
+FLOAT_SETTINGS = ("lr",)
+
+
+def _is_float_default(default: Any) -> bool:
+    return isinstance(default, numbers.Real) and not isinstance(default, numbers.Integral)
+
+
+def _as_float(value: Any) -> Any:
+    """An integer (not a bool) as a float, a list of them element-wise; anything else unchanged."""
+    if isinstance(value, list):
+        return [_as_float(v) for v in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def normalise_floats(config: Mapping[str, Any], option_defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the integers given for float settings made floats (``mu_true = 1`` -> ``1.0``), as integral
+    floats for integer settings are made integers by the checks: one value, one spelling, one run directory."""
+    out = dict(config)
+    for key in FLOAT_SETTINGS:
+        if key in out:
+            out[key] = _as_float(out[key])
+    out["options"] = {k: _as_float(v) if _is_float_default(option_defaults.get(k)) else v
+                      for k, v in config.get("options", {}).items()}
+    return out
+
+
+def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any]) -> dict[str, Any]:
+    """Each axis's value as ``config`` holds it."""
+    return {k: config["options"][k.removeprefix("options.")] if k.startswith("options.") else config[k]
+            for k in axes}
+
+
+def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any],
+                  option_defaults: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names this cell's run directory had before float settings were normalised: a float axis value that is
+    a whole number was named as the sweep file wrote it (``mu_true=1`` for 1, ``mu_true=1.0`` for 1.0), so each
+    such axis may read either way (every combination for up to 4 such axes, else all of them as integers)."""
+    whole = [k for k, v in axes.items() if isinstance(v, float) and v.is_integer()
+             and (k in FLOAT_SETTINGS or (k.startswith("options.")
+                                          and _is_float_default(option_defaults.get(k.removeprefix("options.")))))]
+    if not whole:
+        return ()
+    subsets = ([c for r in range(1, len(whole) + 1) for c in itertools.combinations(whole, r)] if len(whole) <= 4
+               else [tuple(whole)])
+    key = cell_key(label, config, axes)
+    out = []
+    for subset in subsets:
+        earlier = cell_key(label, config, {k: int(v) if k in subset else v for k, v in axes.items()})
+        if earlier != key and earlier not in out:
+            out.append(earlier)
+    return tuple(out)
 
 
 def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
@@ -242,12 +303,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 except (TypeError, ValueError) as exc:  # a value of a kind the checks could not even compare
                     raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
                                        f"({exc})") from None
-                full = run_cfg.to_dict()
-                # name the cell after the values the run will use (n = 30.0 is checked into 30), so that a later
-                # sweep file that writes 30 finds the same run directory
-                used = {k: full["options"][k.removeprefix("options.")] if k.startswith("options.") else full[k]
-                        for k in chosen}
-                cells.append(Cell(cell_key(label, full, used), full, used))
+                full = normalise_floats(run_cfg.to_dict(), entry.options)
+                # name the cell after the values the run will use (n = 30.0 is checked into 30, mu_true = 1 into
+                # 1.0), so that a later sweep file that writes 30 or 1.0 finds the same run directory
+                used = _axis_values(full, chosen)
+                key = cell_key(label, full, used)
+                cells.append(Cell(key, full, used, earlier_keys=_earlier_keys(label, full, used, entry.options)))
 
     seen: dict[str, Cell] = {}
     for cell in cells:

@@ -217,3 +217,28 @@ def test_a_folder_that_no_sweep_wrote_is_refused_and_left_alone(write_spec, swee
     (out / "unrelated" / ".keep.tmp").mkdir(parents=True)
     assert clean_stale_temporaries(out, spec.cells) == 1
     assert (out / "unrelated" / ".keep.tmp").is_dir()
+
+
+def test_runs_named_by_an_older_version_are_resumed_not_redone(write_spec, sweep_text, tmp_path, capsys):
+    """Before float options were normalised, `mu_true = [1]` named its runs mu_true=1; a sweep that now writes 1.0
+    (or 1) finds them under that name instead of re-running them beside it."""
+    text = sweep_text(seeds="[0]").split("[[models]]")[0] + (
+        '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n[models.grid.options]\nmu_true = [1.0, 2.0]\n')
+    out = tmp_path / "out"
+    first = load_spec(write_spec(text), out=out)
+    assert run_sweep(first, jobs=1, limit=1).ok == 1
+    new = out / "normal-gamma" / "gibbs_mu_true=1.0_seed0"
+    old = out / "normal-gamma" / "gibbs_mu_true=1_seed0"
+    new.rename(old)  # what the older version wrote for mu_true = [1, 2]
+    stamp = (old / "idata.nc").stat().st_mtime_ns
+    as_ints = write_spec(text.replace("[1.0, 2.0]", "[1, 2]"), "ints.toml")
+    assert main(["sweep", str(as_ints), "--out", str(out), "--dry-run"]) == 0
+    assert "done     normal-gamma/gibbs_mu_true=1_seed0" in capsys.readouterr().out
+    again = load_spec(as_ints, out=out)
+    summary = run_sweep(again, jobs=1)
+    assert (summary.skipped, summary.ok) == (1, 1) and not new.exists()
+    assert (old / "idata.nc").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in old.parent.iterdir()) == ["gibbs_mu_true=1_seed0", "gibbs_mu_true=2.0_seed0"]
+    keys = [c["key"] for c in json.loads((out / "sweep.json").read_text())["cells"]]
+    assert keys == ["normal-gamma/gibbs_mu_true=1_seed0", "normal-gamma/gibbs_mu_true=2.0_seed0"]
+

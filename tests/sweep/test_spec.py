@@ -150,3 +150,22 @@ def test_dry_run_lists_cells(write_spec, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[:2] == ["pending  normal-gamma/gibbs_seed0", "pending  normal-gamma/gibbs_seed1"]
     assert lines[-1].startswith("4 cells in")
+
+
+def test_float_options_are_named_and_stored_as_floats_however_written():
+    """mu_true's default is a float: 1 and 1.0 are one value, one config and one run directory (only integer
+    options were normalised, so `mu_true = [1, 2]` then `[1.0, 2.0]` re-ran everything under new names)."""
+    as_ints = parse_spec(_with(**{"models__0__grid": {"inference": ["gibbs"], "options": {"mu_true": [1, 2]}}}))
+    as_floats = parse_spec(_with(**{"models__0__grid": {"inference": ["gibbs"], "options": {"mu_true": [1.0, 2]}}}))
+    assert [c.key for c in as_ints.cells] == [c.key for c in as_floats.cells]
+    assert "ng/gibbs_num_chains=1_mu_true=1.0_seed0" in {c.key for c in as_ints.cells}
+    for a, b in zip(as_ints.cells, as_floats.cells, strict=True):
+        assert a.config == b.config and type(a.config["options"]["mu_true"]) is float
+        assert type(a.axes["options.mu_true"]) is float
+    # the name an older version gave a cell written with an integer, so that its runs are found again
+    cell = next(c for c in as_ints.cells if c.key == "ng/gibbs_num_chains=1_mu_true=1.0_seed0")
+    assert cell.earlier_keys == ("ng/gibbs_num_chains=1_mu_true=1_seed0",)
+    fixed = parse_spec(_with(**{"models__0__options": {"n": 60, "mu_true": 3}}))
+    assert all(type(c.config["options"]["mu_true"]) is float for c in fixed.cells)
+    # integer options stay integers, text options text
+    assert type(fixed.cells[0].config["options"]["n"]) is int
