@@ -3,7 +3,9 @@
 ``jobs=1`` runs the cells one after another in this process (no start-up cost). With ``jobs > 1`` the workers are
 *spawned*, not forked: forking a process that has already used torch's OpenMP thread pool can deadlock the child.
 Each worker gets ``cpu_count // jobs`` torch threads so that N workers do not oversubscribe the cores. Workers write
-their run directories themselves (same machine, same file system; writes are atomic per run).
+their run directories themselves (same machine, same file system; writes are atomic per run). A cell goes to the
+pool only when a worker is free; on Ctrl-C no further cell starts and the workers are terminated (and waited for)
+before the sweep counts the finished runs and releases its lock.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -29,51 +31,85 @@ def threads_per_worker(jobs: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
+    import signal
+    import threading
     import warnings
 
     import torch
+    from tqdm import tqdm
 
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it and stops the workers itself
+    # (a worker's own KeyboardInterrupt would be sent back as a result and the worker would take the next cell)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a named multiprocessing semaphore that a terminated worker cannot unlink (Python's
+    # resource tracker then warns of leaked semaphores); the cells run without progress bars, a thread lock does
+    tqdm.set_lock(threading.RLock())
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(threads)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, timeout: float = 10.0) -> None:
+    """Terminate the pool's worker processes and wait until they are gone (a run they were writing is left as a
+    hidden temporary, never as a run directory), then shut the pool down."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_local(cells: Sequence[Cell], root: Path, on_done: Callable[[CellOutcome], None], *, jobs: int = 1) -> None:
     """Run ``cells`` with ``jobs`` processes, calling ``on_done`` in this process as each one finishes.
 
-    On ``KeyboardInterrupt`` the cells not started are cancelled and the workers stopped; finished runs stay."""
+    A cell is handed to the pool only when a worker is free, so on ``KeyboardInterrupt`` (or any error in the
+    driver) no further cell starts; the workers are then terminated and waited for before this returns: when it
+    raises, nothing writes below ``root`` any more. Finished runs stay."""
     if jobs == 1:
         for cell in cells:
             on_done(execute_cell(cell, root))
         return
     ctx = multiprocessing.get_context("spawn")
     threads = threads_per_worker(jobs)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads,))
+    workers = min(jobs, len(cells))
     # OpenMP/BLAS read their thread counts when loaded, before the initializer runs: pass them by environment
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: str(threads) for k, v in saved.items() if v is None})
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    queue = iter(cells)
+    running: dict[Future, Cell] = {}
+
+    def submit_next() -> None:
+        cell = next(queue, None)
+        if cell is not None:
+            running[pool.submit(execute_cell, cell, root)] = cell
+
     try:
-        futures = {pool.submit(execute_cell, cell, root): cell for cell in cells}
+        for _ in range(workers):
+            submit_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cell = running.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    raise PyrozooError(
+                        f"a worker process died (out of memory or a crash) while running {cell.key} or a "
+                        f"cell beside it; the completed runs are kept, run the sweep again to resume (when "
+                        f"run_sweep is called from a script with jobs > 1, the script needs an "
+                        f"`if __name__ == \"__main__\":` guard: the workers are spawned and import it)") from None
+                on_done(outcome)
+                submit_next()
+    except BaseException:
+        _stop_workers(pool)
+        raise
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
-    try:
-        remaining = set(futures)
-        while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                try:
-                    on_done(fut.result())
-                except BrokenProcessPool:
-                    raise PyrozooError(
-                        f"a worker process died (out of memory or a crash) while running {futures[fut].key} or a "
-                        f"cell beside it; the completed runs are kept, run the sweep again to resume (when "
-                        f"run_sweep is called from a script with jobs > 1, the script needs an "
-                        f"`if __name__ == \"__main__\":` guard: the workers are spawned and import it)") from None
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
     pool.shutdown(wait=True)

@@ -383,13 +383,20 @@ def run_sweep(
         interrupted = True
         raise
     finally:
-        if ray_session is not None:
-            ray_session.close()
-        lock.unlink(missing_ok=True)
-        if interrupted:  # counted on disk: workers may have finished runs whose results never reached us
-            kept = sum(cell_status(root, c) == "done" for c in pending)
+        # the backends return only once their workers are stopped, so nothing writes below root any more: count,
+        # tidy and only then release the lock
+        kept = 0
+        try:
+            if ray_session is not None:
+                ray_session.close()
+            if interrupted:  # counted on disk: workers may have finished runs whose results never reached us
+                kept = sum(cell_status(root, c) == "done" for c in pending)
+                clean_stale_temporaries(root, pending)  # what the stopped workers were writing
+        finally:
+            lock.unlink(missing_ok=True)
+        if interrupted:
             print(f"sweep interrupted: {kept} of {len(pending)} pending runs finished and are kept; "
-                  f"run the sweep again to do the rest")
+                  f"run the sweep again to do the rest", flush=True)
     return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
                         skipped_failures=skipped_failures, pending=waiting - len(pending))
 

@@ -242,3 +242,27 @@ def test_runs_named_by_an_older_version_are_resumed_not_redone(write_spec, sweep
     keys = [c["key"] for c in json.loads((out / "sweep.json").read_text())["cells"]]
     assert keys == ["normal-gamma/gibbs_mu_true=1_seed0", "normal-gamma/gibbs_mu_true=2.0_seed0"]
 
+
+
+def test_interrupt_with_a_pool_starts_no_more_cells_and_stops_the_workers(write_spec, sweep_text, tmp_path,
+                                                                           capsys):
+    """Ctrl-C with --jobs 2: queued cells used to start after the interrupt and workers went on writing after the
+    lock was released and the count was printed."""
+    import multiprocessing
+
+    spec = load_spec(write_spec(sweep_text(seeds="[0, 1, 2]")), out=tmp_path / "out")
+
+    def stop(outcome, done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, jobs=2, on_done=stop)
+    assert multiprocessing.active_children() == []  # the workers are gone before run_sweep returns
+    assert not (spec.out / ".sweep.lock").exists()
+    done = [c.key for c in spec.cells if cell_status(spec.out, c) == "done"]
+    assert f"sweep interrupted: {len(done)} of 6 pending runs finished and are kept" in capsys.readouterr().out
+    assert 1 <= len(done) <= 2 and set(done) <= {spec.cells[0].key, spec.cells[1].key}  # only the first two began
+    time.sleep(1.0)
+    assert [c.key for c in spec.cells if cell_status(spec.out, c) == "done"] == done  # nothing finishes later
+    assert not [p for p in spec.out.rglob(".*") if p.name != "sweep.json"]  # no temporaries left behind
+
