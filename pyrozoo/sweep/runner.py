@@ -135,10 +135,19 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
             if path.exists():
                 conflicts.append(f"{cell.key} (exists but is not a complete run directory)")
             continue
-        with (path / "config.toml").open("rb") as fh:
-            stored = tomllib.load(fh)
-        if _comparable(stored) != _comparable(cell.config):
-            old, new = _comparable(stored), _comparable(cell.config)
+        try:
+            with (path / "config.toml").open("rb") as fh:
+                stored = tomllib.load(fh)
+            old = _comparable(stored)
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # a damaged file
+            conflicts.append(f"{cell.key} (its config.toml is unreadable: {str(exc).splitlines()[0][:80]})")
+            continue
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # TOML, but not a run's config
+            why = f"{type(exc).__name__} {str(exc)[:80]}"
+            conflicts.append(f"{cell.key} (its config.toml is not a run's config: {why})")
+            continue
+        new = _comparable(cell.config)
+        if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             conflicts.append(f"{cell.key} (differs in {', '.join(diff)})")
     if conflicts:

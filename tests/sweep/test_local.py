@@ -266,3 +266,17 @@ def test_interrupt_with_a_pool_starts_no_more_cells_and_stops_the_workers(write_
     assert [c.key for c in spec.cells if cell_status(spec.out, c) == "done"] == done  # nothing finishes later
     assert not [p for p in spec.out.rglob(".*") if p.name != "sweep.json"]  # no temporaries left behind
 
+
+
+def test_a_damaged_config_in_a_run_directory_is_a_clear_error(write_spec, sweep_text, tmp_path, capsys):
+    path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
+    spec = load_spec(path, out=out)
+    run_sweep(spec, jobs=1, limit=1)
+    (out / spec.cells[0].key / "config.toml").write_text("model = [\n")
+    for extra in (["--dry-run"], ["-q"]):
+        assert main(["sweep", str(path), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pyrozoo: error: out: ") and "\n" not in err
+        assert f"{spec.cells[0].key} (its config.toml is unreadable" in err
+    assert cell_status(out, spec.cells[1]) == "pending"  # nothing ran
+
