@@ -339,6 +339,9 @@ def run_sweep(
         raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
     if backend == "local" and address is not None:
         raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
+    if backend == "local" and gpus_per_task is not None:
+        raise PyrozooError("gpus_per_task: only the ray backend shares GPUs between tasks (local cells use the device "
+                           "of their config); drop --gpus-per-task or use --backend ray")
     from pyrozoo.inference.rundir import check_out_dir
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)

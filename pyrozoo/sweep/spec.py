@@ -28,13 +28,15 @@ Every cell is one :class:`~pyrozoo.config.RunConfig`; all of them are built and 
 entry (unknown keys, bad values, unknown model/inference/dataset/option) before anything runs. Each cell's run
 directory is ``OUT/LABEL/INFERENCE[_AXIS=VALUE...]_seedS``: readable and the same on every re-run, which is what
 makes a sweep resumable. Values are normalised to the declared kind first (``n = 30.0`` -> 30 for an integer
-option, ``mu_true = 1`` -> 1.0 for a float one), so either spelling names the same directory.
+option, ``mu_true = 1`` -> 1.0 for a float one), so either spelling names the same directory. A relative ``data``
+path is relative to the sweep file's directory.
 """
 
 from __future__ import annotations
 
 import itertools
 import numbers
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -174,10 +176,11 @@ def normalise_floats(config: Mapping[str, Any], option_defaults: Mapping[str, An
     return out
 
 
-def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any]) -> dict[str, Any]:
-    """Each axis's value as ``config`` holds it."""
-    return {k: config["options"][k.removeprefix("options.")] if k.startswith("options.") else config[k]
-            for k in axes}
+def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any], written_data: Any) -> dict[str, Any]:
+    """Each axis's value as ``config`` holds it; a data file as written in the sweep file (the config holds its
+    resolved path), so that the run directory's name does not depend on where the sweep file lies."""
+    return {k: config["options"][k.removeprefix("options.")] if k.startswith("options.")
+            else written_data if k == "data" else config[k] for k in axes}
 
 
 def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any],
@@ -209,9 +212,12 @@ def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> 
     return f"{_slug(label)}/{'_'.join(parts)}"
 
 
-def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None) -> SweepSpec:
+def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None,
+               base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a parsed sweep file and expand it into cells; every problem is a :class:`PyrozooError` naming the
-    key. ``out`` overrides ``[sweep].out``."""
+    key. ``out`` overrides ``[sweep].out``. A relative ``data`` path is taken relative to ``base_dir`` (the sweep
+    file's directory, from :func:`load_spec`) and stored as an absolute path; without ``base_dir``, relative to the
+    current directory as given."""
     check_keys(source, data, ("sweep", "defaults", "grid", "models"))
     sweep = _table("sweep", data.get("sweep", {}))
     check_keys("sweep", sweep, SWEEP_KEYS)
@@ -220,7 +226,8 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         raise PyrozooError(f"sweep.name: expected a non-empty string, got {name!r}")
     out_dir = out if out is not None else sweep.get("out", Path("runs") / "sweeps" / _slug(name))
     if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
-        raise PyrozooError(f"sweep.out: expected a directory path, got {out_dir!r}")
+        what = "out: expected a directory path (--out)" if out is not None else "sweep.out: expected a directory path"
+        raise PyrozooError(f"{what}, got {out_dir!r}")
     seeds = _seeds(sweep.get("seeds", [0]))
     tiny = sweep.get("tiny", False)
     if not isinstance(tiny, bool):
@@ -289,6 +296,10 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                     else:
                         cfg[k] = v
                 cfg.setdefault("progress", False)
+                written_data = cfg.get("data")
+                if base_dir is not None and isinstance(written_data, str) and written_data.strip() \
+                        and not Path(written_data).expanduser().is_absolute():
+                    cfg["data"] = os.path.normpath(Path(base_dir).absolute() / written_data)
                 # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them
                 source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
                 for k in entry.unused_options(tiny_options, source):
@@ -306,7 +317,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 full = normalise_floats(run_cfg.to_dict(), entry.options)
                 # name the cell after the values the run will use (n = 30.0 is checked into 30, mu_true = 1 into
                 # 1.0), so that a later sweep file that writes 30 or 1.0 finds the same run directory
-                used = _axis_values(full, chosen)
+                used = _axis_values(full, chosen, written_data)
                 key = cell_key(label, full, used)
                 cells.append(Cell(key, full, used, earlier_keys=_earlier_keys(label, full, used, entry.options)))
 
@@ -329,7 +340,7 @@ def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise PyrozooError(f"sweep: {path} is not valid TOML ({exc})") from None
-    return parse_spec(data, source=str(path), out=out)
+    return parse_spec(data, source=str(path), out=out, base_dir=path.parent)
 
 
 def describe(cells: Sequence[Cell]) -> str:

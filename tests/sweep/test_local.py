@@ -280,3 +280,11 @@ def test_a_damaged_config_in_a_run_directory_is_a_clear_error(write_spec, sweep_
         assert f"{spec.cells[0].key} (its config.toml is unreadable" in err
     assert cell_status(out, spec.cells[1]) == "pending"  # nothing ran
 
+
+
+def test_gpus_per_task_is_for_the_ray_backend_only(write_spec, sweep_text, tmp_path, capsys):
+    path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
+    with pytest.raises(PyrozooError, match="gpus_per_task: only the ray backend"):
+        run_sweep(load_spec(path, out=out), jobs=1, gpus_per_task=0.5)
+    assert main(["sweep", str(path), "--out", str(out), "--gpus-per-task", "1"]) == 2
+    assert "drop --gpus-per-task or use --backend ray" in capsys.readouterr().err and not out.exists()

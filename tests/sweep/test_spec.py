@@ -169,3 +169,27 @@ def test_float_options_are_named_and_stored_as_floats_however_written():
     assert all(type(c.config["options"]["mu_true"]) is float for c in fixed.cells)
     # integer options stay integers, text options text
     assert type(fixed.cells[0].config["options"]["n"]) is int
+
+
+def test_relative_data_path_is_read_from_the_sweep_files_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "obs.csv").write_text("y\n1.0\n2.5\n0.5\n")
+    (folder / "sweep.toml").write_text('[sweep]\nname = "d"\n[[models]]\nname = "normal-gamma"\n'
+                                       'options = { column = "y" }\n[models.grid]\ndata = ["obs.csv"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # obs.csv is not in the current directory
+    (cell,) = load_spec(folder / "sweep.toml").cells
+    assert cell.config["data"] == str(folder / "obs.csv")
+    assert cell.key == "normal-gamma/gibbs_data=obs.csv_seed0"  # named as written, not by the absolute path
+    monkeypatch.chdir(folder)
+    assert load_spec("sweep.toml").cells[0].config["data"] == str(folder / "obs.csv")
+
+
+def test_empty_out_on_the_command_line_names_out(write_spec, tmp_path, capsys):
+    good = write_spec('[sweep]\nseeds = 1\n[[models]]\nname = "normal-gamma"\n')
+    assert main(["sweep", str(good), "--out", ""]) == 2
+    assert capsys.readouterr().err.startswith("pyrozoo: error: out: expected a directory path (--out), got ''")
+    with pytest.raises(PyrozooError, match="sweep.out: expected a directory path"):
+        parse_spec({"sweep": {"out": " "}, "models": [{"name": "normal-gamma"}]})
