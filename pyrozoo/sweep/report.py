@@ -5,8 +5,9 @@ Every complete run directory below the root counts (a sweep's or a set of ``pyro
 sweep's failure records and, from ``sweep.json``, the cells not run yet. Only ``config.toml`` and ``metrics.json``
 are read, so a report over thousands of runs is quick.
 
-Grouping: runs that share every setting except the seed form a group (the setting columns that vary across the
-runs, plus ``model`` and the sweep ``label``); for each numeric metric the group's mean and standard error
+Grouping: runs that share every recorded setting except the seed form a group (the setting columns that vary
+across the runs, plus ``model`` and, for a sweep's runs, its ``label``; never the names of the directories, so the
+directory level given does not change the groups); for each numeric metric the group's mean and standard error
 ``sd / sqrt(n)`` (sample sd, ``ddof=1``; NaN for a group of one) are reported with ``n``.
 
 Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
@@ -60,66 +61,147 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.load(fh)
 
 
+def _damage(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+def read_manifest(sweep_root: Path) -> list[dict[str, Any]]:
+    """The cells listed in ``SWEEP_ROOT/sweep.json`` (each with a ``key`` and a ``config``); a damaged file is a
+    :class:`PyrozooError` naming it."""
+    path = sweep_root / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+        cells = data["cells"] if isinstance(data, dict) else None
+        if not isinstance(cells, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("config", {}), dict)
+                for c in cells):
+            raise ValueError("expected {\"cells\": [{\"key\": ..., \"config\": {...}}, ...]}")
+    except (OSError, ValueError, KeyError) as exc:
+        raise PyrozooError(f"runs_dir: {path} is damaged ({_damage(exc)}); running the sweep again rewrites it, or "
+                           f"delete it to report the runs without the sweep's cell list") from None
+    return cells
+
+
+def _sweep_roots(root: Path) -> list[Path]:
+    """The sweeps whose runs may lie below ``root``: directories with a ``sweep.json`` below it, and the nearest at
+    or above it (a report of one label folder of a sweep); deepest first."""
+    found = [m.parent for m in root.rglob(MANIFEST)
+             if m.is_file() and not any(p.startswith(".") for p in m.relative_to(root).parts)]
+    for parent in (root, *root.absolute().parents):
+        if (parent / MANIFEST).is_file():
+            found.append(root if parent == root else parent)
+            break
+    unique = {p.absolute(): p for p in found}
+    return sorted(unique.values(), key=lambda p: len(p.absolute().parts), reverse=True)
+
+
+def _owner(path: Path, sweeps: list[Path]) -> tuple[Path | None, str | None]:
+    """The sweep that ``path`` (a run directory or failure record) belongs to and its key in that sweep."""
+    absolute = path.absolute()
+    for sweep in sweeps:
+        try:
+            key = absolute.relative_to(sweep.absolute())
+        except ValueError:
+            continue
+        if key.parts:
+            return sweep, key.as_posix()
+    return None, None
+
+
+def _label(key: str | None) -> Any:
+    """A sweep's ``[[models]]`` label is the first component of its cell keys; runs outside a sweep have none."""
+    return key.split("/")[0] if key and "/" in key else np.nan
+
+
+def _run_name(root: Path, path: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return rel if rel != "." else path.absolute().name  # RUNS_DIR itself is a run directory
+
+
 def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending;
     ``unreadable`` for a damaged config.toml or metrics.json; ``stale`` for a run directory that the sweep's
-    ``sweep.json`` no longer lists), the ``label`` (first path component), the config (options as ``options.KEY``)
-    and the metrics."""
+    ``sweep.json`` no longer lists), the ``label`` (a sweep's ``[[models]]`` label, taken from the sweep's layout
+    ``OUT/LABEL/...``; empty for runs that no sweep wrote), the config (options as ``options.KEY``) and the metrics.
+
+    What a run is grouped by comes from what it recorded (config.toml) and from the sweep it belongs to, never from
+    the names of the directories above it, so a report of ``runs``, of ``runs/MODEL`` or of one sweep's folder
+    gives the same rows the same labels."""
     root = Path(root)
     if not root.is_dir():
         raise PyrozooError(f"runs_dir: {root} is not a directory")
+    sweeps = _sweep_roots(root)
+    manifests = {sweep: read_manifest(sweep) for sweep in sweeps}  # damaged ones stop the report before any work
     rows: list[dict[str, Any]] = []
+    owners: list[tuple[Path | None, str | None]] = []
     metric_names: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # (absolute) run paths
     for marker in sorted(root.rglob("metrics.json")):
         run = marker.parent
         rel = run.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not all((run / f).is_file() for f in RUN_FILES):
             continue  # temporaries of runs in progress, incomplete directories
-        label = rel.parts[0] if len(rel.parts) > 1 else rel.name
+        owner = _owner(run, sweeps)
+        base = {"run": _run_name(root, run), "label": _label(owner[1])}
         try:
             config = _read_toml(run / "config.toml")
             metrics = json.loads(marker.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:  # listed as damaged, the rest reported
-            rows.append({"run": rel.as_posix(), "status": "unreadable", "label": label,
-                         "error": f"{type(exc).__name__}: {exc}"[:200]})
-            seen.add(rel.as_posix())
-            continue
-        row = {"run": rel.as_posix(), "status": "ok", "label": label}
-        row.update(_config_row(config))
-        for k, v in metrics.items():
-            if k in METRIC_BOOKKEEPING and k in row:
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
-                row[k] = np.nan if v is None else v
-                if k not in metric_names:
-                    metric_names.append(k)
-        rows.append(row)
-        seen.add(row["run"])
+            if not isinstance(metrics, dict):
+                raise ValueError(f"expected a JSON object of metrics, got {type(metrics).__name__}")
+        except (OSError, ValueError) as exc:  # listed as damaged, the rest reported
+            rows.append({**base, "status": "unreadable", "error": _damage(exc)})
+        else:
+            row = {**base, "status": "ok"}
+            row.update(_config_row(config))
+            for k, v in metrics.items():
+                if k in METRIC_BOOKKEEPING and k in row:
+                    continue
+                if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
+                    row[k] = np.nan if v is None else v
+                    if k not in metric_names:
+                        metric_names.append(k)
+            rows.append(row)
+        owners.append(owner)
+        seen.add(str(run.absolute()))
+    configs = {(sweep, cell["key"]): cell.get("config", {}) for sweep, cells in manifests.items() for cell in cells}
     for marker in sorted(root.rglob(f"*{FAILED_SUFFIX}")):
         if not marker.is_dir() or not (marker / "error.txt").is_file():
             continue
-        rel = marker.relative_to(root).as_posix().removesuffix(FAILED_SUFFIX)
-        if rel in seen:
+        run = marker.with_name(marker.name.removesuffix(FAILED_SUFFIX))
+        if str(run.absolute()) in seen or any(p.startswith(".") for p in marker.relative_to(root).parts):
             continue
-        config = _read_toml(marker / "config.toml") if (marker / "config.toml").is_file() else {}
-        row = {"run": rel, "status": "failed", "label": rel.split("/")[0],
-               "error": (marker / "error.txt").read_text().strip().splitlines()[0][:200]}
+        owner = _owner(run, sweeps)
+        try:
+            error = ((marker / "error.txt").read_text(errors="replace").strip().splitlines() or ["(no message)"])[0]
+        except OSError as exc:
+            error = f"(error.txt unreadable: {_damage(exc)})"
+        try:
+            config = _read_toml(marker / "config.toml") if (marker / "config.toml").is_file() else {}
+        except (OSError, ValueError) as exc:  # the sweep's own record of the cell stands in for a damaged copy
+            config = configs.get(owner, {})
+            error += f" (its config.toml is unreadable: {_damage(exc)})"
+        row = {"run": _run_name(root, run), "status": "failed", "label": _label(owner[1]), "error": error[:300]}
         row.update(_config_row(config))
         rows.append(row)
-        seen.add(rel)
-    manifest = root / MANIFEST
-    if manifest.is_file():
-        cells = json.loads(manifest.read_text()).get("cells", [])
+        owners.append(owner)
+        seen.add(str(run.absolute()))
+    for sweep, cells in manifests.items():
         current = {cell["key"] for cell in cells}
-        for row in rows:  # runs of an earlier version of the sweep (an axis or seed since removed): shown, not
-            if row["run"] not in current:  # counted, since they may repeat a current cell's config and seed
-                row["status"] = "stale"
+        for row, (owned_by, key) in zip(rows, owners, strict=True):  # runs of an earlier version of the sweep (an
+            if owned_by == sweep and key not in current:  # axis or seed since removed): shown, not counted, since
+                row["status"] = "stale"  # they may repeat a current cell's config and seed
         for cell in cells:
-            if cell["key"] not in seen:
-                row = {"run": cell["key"], "status": "pending", "label": cell["key"].split("/")[0]}
-                row.update(_config_row(cell["config"]))
-                rows.append(row)
+            path = sweep / cell["key"]
+            if str(path.absolute()) in seen:
+                continue
+            try:
+                rel = path.absolute().relative_to(root.absolute())
+            except ValueError:
+                continue  # a cell of the sweep above root that lies outside it
+            row = {"run": rel.as_posix(), "status": "pending", "label": _label(cell["key"])}
+            row.update(_config_row(cell.get("config", {})))
+            rows.append(row)
+            seen.add(str(path.absolute()))
     if not rows:
         raise PyrozooError(f"runs_dir: no run directories (config.toml + metrics.json + idata.nc + params.pt) "
                            f"below {root}")
@@ -148,15 +230,28 @@ def varying_settings(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def _unique(name: str, values: Sequence[str] | None) -> list[str]:
+    """``values`` once each, in order (``--metric m --metric m`` is one metric), checked to be names."""
+    values = [] if values is None else [values] if isinstance(values, str) else list(values)
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise PyrozooError(f"{name}: expected column names, got {v!r}")
+    return list(dict.fromkeys(values))
+
+
 def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
-    """``by`` if given (checked), else model and label plus every varying setting."""
+    """``by`` if given (checked; a column named twice counts once), else model and label plus every varying
+    setting (the label only where some run has one: runs that no sweep wrote have none)."""
+    by = _unique("by", by)
     if by:
         unknown = [c for c in by if c not in table.columns]
         if unknown:
             raise PyrozooError(f"by: unknown column(s) {', '.join(unknown)}; columns: {', '.join(table.columns)}")
-        return list(by)
+        if "n" in by:
+            raise PyrozooError("by: 'n' is the summary's group-size column; group by other columns")
+        return by
     cols = ["model", "label"] + [c for c in varying_settings(table) if c not in ("model", "label")]
-    return [c for c in cols if c in table.columns]
+    return [c for c in cols if c in table.columns and (c != "label" or table[c].notna().any())]
 
 
 def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
@@ -166,7 +261,12 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     if ok.empty:
         raise PyrozooError("report: no completed runs to summarize")
     keys = group_columns(ok, by)  # settings that vary among the completed runs
-    metrics = list(metrics) if metrics else [m for m in metric_columns(table) if m not in keys]
+    metrics = _unique("metric", metrics)
+    both = [m for m in metrics if m in keys]
+    if both:
+        raise PyrozooError(f"metric: {', '.join(both)} is also a --by column; a column is either summarized or "
+                           f"grouped by")
+    metrics = metrics or [m for m in metric_columns(table) if m not in keys]
     # NaN keys (a setting some models lack) would drop runs from groupby; show them as "-"
     frame = ok[keys + metrics].copy()
     for k in keys:

@@ -157,3 +157,65 @@ def test_console_table_shows_each_models_own_metrics(tmp_path, capsys):
     assert "| - |" not in by_model["normal-gamma"][1]
     # normal-gamma has more metrics than the console shows: the rest are named, not dropped in silence
     assert any(line.startswith("(more in summary.md for normal-gamma: ") for line in lines)
+
+
+def _plain_run(out, seed, inference="gibbs"):
+    """What `pyrozoo run normal-gamma --seed S` writes (tiny settings)."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    config = RunConfig(model="normal-gamma", inference=inference, seed=seed, device="cpu", num_samples=50,
+                       warmup_steps=30, num_chains=2, progress=False)
+    run_model(config, out=out, save=True)
+
+
+
+def test_plain_runs_are_grouped_by_their_settings_at_any_directory_level(tmp_path):
+    """`pyrozoo run` twice (seeds 0 and 1): reported from runs/ or from runs/normal-gamma/, the two runs form one
+    group of n = 2 (the directory names used to become labels when RUNS_DIR held the runs directly)."""
+    runs = tmp_path / "runs"
+    _plain_run(runs / "normal-gamma" / "20250101-000000-gibbs-seed0", 0)
+    _plain_run(runs / "normal-gamma" / "20250101-000100-gibbs-seed1", 1)
+    for root in (runs, runs / "normal-gamma"):
+        table = collect_runs(root)
+        assert table["label"].isna().all() and (table["status"] == "ok").all()
+        summary = grouped_summary(table, metrics=["mu_mean"])
+        assert list(summary.columns) == ["model", "n", "mu_mean_mean", "mu_mean_se"]
+        assert summary["n"].tolist() == [2] and summary["mu_mean_se"].notna().all()
+
+
+
+def test_a_sweep_reported_from_any_level_keeps_its_labels_and_cells(swept, tmp_path):
+    spec, pending = swept
+    whole = collect_runs(spec.out)
+    above = collect_runs(spec.out.parent)  # the folder that holds the sweep
+    assert (above["label"] == "normal-gamma").all()
+    assert above["status"].value_counts().to_dict() == whole["status"].value_counts().to_dict()
+    one_label = collect_runs(spec.out / "normal-gamma")  # a label folder: its sweep.json is above it
+    assert (one_label["label"] == "normal-gamma").all() and len(one_label) == 12
+    assert one_label.loc[one_label["status"] == "pending", "run"].tolist() == [pending.key.split("/", 1)[1]]
+
+
+
+def test_damaged_sweep_files_are_one_line_errors_or_listed(swept, tmp_path, capsys):
+    import shutil
+
+    spec, _ = swept
+    root = tmp_path / "runs"
+    shutil.copytree(spec.out, root)
+    failed = next(root.rglob("*.failed"))
+    (failed / "config.toml").write_text("options = {\n")
+    (failed / "error.txt").write_text("")
+    table = collect_runs(root)
+    row = table[table["run"] == failed.relative_to(root).as_posix().removesuffix(".failed")].iloc[0]
+    assert row["status"] == "failed" and "config.toml is unreadable" in row["error"]
+    assert row["options.sigma_true"] == -1.0  # from the sweep's own record of the cell
+    ok_run = root / table.loc[table["status"] == "ok", "run"].iloc[0]
+    (ok_run / "metrics.json").write_text("[1, 2]")
+    assert (collect_runs(root)["status"] == "unreadable").sum() == 1
+    (root / "sweep.json").write_text('{"cells": [')
+    assert main(["report", str(root), "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pyrozoo: error: runs_dir: {root / 'sweep.json'} is damaged") and "\n" not in err
+    assert not (root / "report").exists()
+
