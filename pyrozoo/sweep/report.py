@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,32 +438,99 @@ class Report:
     files: list[Path] = field(default_factory=list)
 
 
+# what a report writes into its directory, and nothing else: the files of an earlier report that the new one does
+# not write again (summary.* once no run is complete, a plot whose axis is gone) are removed, other files never
+REPORT_INDEX = ".pyrozoo-report.json"  # the files the last report wrote there
+_TABLES = ("runs.csv", "runs.md", "summary.csv", "summary.md")
+
+
+def _is_report_file(rel: str) -> bool:
+    parts = rel.split("/")
+    if len(parts) == 1:
+        return parts[0] in _TABLES
+    return (len(parts) == 3 and parts[0] == "plots" and parts[1] not in ("", ".", "..")
+            and parts[2].startswith("metrics_vs_") and parts[2].endswith(".png"))
+
+
+def _earlier_report_files(out: Path) -> set[str]:
+    """The files an earlier report wrote into ``out``: from its index, or (a report written before there was an
+    index) the report's own file names, if ``runs.csv`` and ``runs.md`` say a report was written there."""
+    try:
+        listed = json.loads((out / REPORT_INDEX).read_text())
+        names = listed.get("files", []) if isinstance(listed, dict) else []
+        return {n for n in names if isinstance(n, str) and _is_report_file(n)}
+    except (OSError, ValueError):
+        pass
+    if not ((out / "runs.csv").is_file() and (out / "runs.md").is_file()):
+        return set()
+    found = {name for name in _TABLES if (out / name).is_file()}
+    found |= {p.relative_to(out).as_posix() for p in out.glob("plots/*/metrics_vs_*.png") if p.is_file()}
+    return found
+
+
+def _replace_report(out: Path, tmp: Path, written: list[str]) -> None:
+    """Move the new report's files from ``tmp`` into ``out`` and remove what only the earlier report had."""
+    earlier = _earlier_report_files(out)
+    for rel in written:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, out / rel)
+    for rel in sorted(earlier - set(written)):
+        (out / rel).unlink(missing_ok=True)
+        if "/" in rel:  # plots/MODEL/NAME.png: its folders go too once empty (a folder holding anything else stays)
+            for folder in ((out / rel).parent, out / "plots"):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+    index = out / f".{REPORT_INDEX}.tmp-{os.getpid()}"
+    index.write_text(json.dumps({"files": written}, indent=1))
+    os.replace(index, out / REPORT_INDEX)
+
+
 def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequence[str] | None = None,
                  metrics: Sequence[str] | None = None, plots: bool = True) -> Report:
     """Collect the runs below ``root`` and write ``runs.csv``/``runs.md``, ``summary.csv``/``summary.md`` and the
-    plots into ``out`` (default ``ROOT/report``)."""
+    plots into ``out`` (default ``ROOT/report``).
+
+    Everything is checked and computed first and the files are written into a hidden temporary folder inside
+    ``out``, then moved into place: a failing report changes nothing, and a new report replaces the files of the
+    previous one as a whole (files that it did not write itself are left alone)."""
     table = collect_runs(root)
+    metrics = _unique("metric", metrics)
+    by = _unique("by", by)
     if metrics:
         unknown = [m for m in metrics if m not in metric_columns(table)]
         if unknown:
             raise PyrozooError(f"metric: unknown metric(s) {', '.join(unknown)}; known: "
                                f"{', '.join(metric_columns(table)) or '(none)'}")
-    out = Path(out) if out is not None else Path(root) / "report"
+    if out is None:
+        if all((Path(root) / f).is_file() for f in RUN_FILES):
+            holder = Path(root).absolute().parent
+            raise PyrozooError(f"out: {root} is itself a run directory and the report would be written inside it; "
+                               f"pass --out DIR, or report the directory that holds it ({holder})")
+        out = Path(root) / "report"
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise PyrozooError(f"out: {out} is a file; the report needs a directory (choose another --out)")
     summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
     except OSError as exc:
         raise PyrozooError(f"out: cannot create {out} ({exc.strerror or exc})") from None
-    files = []
-    table.to_csv(out / "runs.csv", index=False)
-    (out / "runs.md").write_text(to_markdown(table))
-    files += [out / "runs.csv", out / "runs.md"]
-    if not summary.empty:
-        summary.to_csv(out / "summary.csv", index=False)
-        (out / "summary.md").write_text(to_markdown(summary))
-        files += [out / "summary.csv", out / "summary.md"]
-        if plots:
-            files += plot_report(table, out, metrics=metrics)
-    return Report(table, summary, files)
+    try:
+        written = ["runs.csv", "runs.md"]
+        table.to_csv(tmp / "runs.csv", index=False)
+        (tmp / "runs.md").write_text(to_markdown(table))
+        if not summary.empty:
+            summary.to_csv(tmp / "summary.csv", index=False)
+            (tmp / "summary.md").write_text(to_markdown(summary))
+            written += ["summary.csv", "summary.md"]
+            if plots:
+                written += [p.relative_to(tmp).as_posix() for p in plot_report(table, tmp, metrics=metrics)]
+        _replace_report(out, tmp, written)
+    except OSError as exc:
+        raise PyrozooError(f"out: cannot write the report into {out} ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Report(table, summary, [out / rel for rel in written])

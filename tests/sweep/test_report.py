@@ -219,3 +219,66 @@ def test_damaged_sweep_files_are_one_line_errors_or_listed(swept, tmp_path, caps
     assert err.startswith(f"pyrozoo: error: runs_dir: {root / 'sweep.json'} is damaged") and "\n" not in err
     assert not (root / "report").exists()
 
+
+
+def test_repeated_metric_and_by_count_once_and_bad_ones_write_nothing(swept, tmp_path, capsys):
+    spec, _ = swept
+    out = tmp_path / "rep"
+    assert main(["report", str(spec.out), "--out", str(out), "--no-plots", "--metric", "mu_mean",
+                 "--metric", "mu_mean", "--by", "label", "--by", "label"]) == 0
+    assert "| label | n | mu_mean_mean | mu_mean_se |" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "summary.csv").columns) == ["label", "n", "mu_mean_mean", "mu_mean_se"]
+    fresh = tmp_path / "fresh"
+    assert main(["report", str(spec.out), "--out", str(fresh), "--by", "mu_mean", "--metric", "mu_mean"]) == 2
+    assert "metric: mu_mean is also a --by column" in capsys.readouterr().err and not fresh.exists()
+
+
+
+def test_a_new_report_replaces_the_files_of_the_last_one_and_only_those(swept, tmp_path):
+    import shutil
+
+    spec, _ = swept
+    root = tmp_path / "runs"
+    shutil.copytree(spec.out, root)
+    out = root / "report"
+    first = build_report(root)
+    assert (out / "summary.csv").is_file() and (out / "plots" / "normal-gamma" / "metrics_vs_n.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "plots" / "normal-gamma" / "annotated.png").write_bytes(b"mine")
+    build_report(root, plots=False)  # the plots of the first report go, files the report did not write stay
+    assert (out / "notes.txt").read_text() == "mine" and (out / "plots" / "normal-gamma" / "annotated.png").exists()
+    assert not list(out.glob("plots/*/metrics_vs_*.png")) and (out / "summary.csv").is_file()
+    for p in first.files:
+        if p.suffix == ".png":
+            assert not p.exists()
+    for run in list(root.glob("*/*")):
+        if run.is_dir() and not run.name.endswith(".failed") and run.parent.name != "report":
+            shutil.rmtree(run)  # no completed run left
+    report = build_report(root)
+    assert (report.runs["status"] == "ok").sum() == 0
+    assert sorted(p.name for p in out.iterdir()) == [".pyrozoo-report.json", "notes.txt", "plots", "runs.csv",
+                                                    "runs.md"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".report-")]  # no temporaries left
+
+
+
+def test_a_report_written_before_the_index_is_replaced_too(swept, tmp_path):
+    spec, _ = swept
+    out = tmp_path / "old"
+    build_report(spec.out, out=out)
+    (out / ".pyrozoo-report.json").unlink()  # as an older version left it
+    stale_plot = out / "plots" / "normal-gamma" / "metrics_vs_gone.png"
+    stale_plot.write_bytes(b"old")
+    build_report(spec.out, out=out, plots=False)
+    assert not stale_plot.exists() and not (out / "plots").exists() and (out / "summary.md").is_file()
+
+
+
+def test_a_single_run_directory(tmp_path, capsys):
+    run = tmp_path / "runs" / "normal-gamma" / "20250101-000000-gibbs-seed0"
+    _plain_run(run, 0)
+    assert main(["report", str(run)]) == 2
+    assert "is itself a run directory" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml", "idata.nc", "metrics.json", "params.pt"]
+    report = build_report(run, out=tmp_path / "one", plots=False)
+    assert report.runs["run"].tolist() == [run.name] and report.summary["n"].tolist() == [1]
