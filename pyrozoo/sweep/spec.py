@@ -314,6 +314,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 except (TypeError, ValueError) as exc:  # a value of a kind the checks could not even compare
                     raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
                                        f"({exc})") from None
+                unread = [k for k in chosen if k in entry.unread_settings(run_cfg.inference) and len(axes[k]) > 1]
+                if unread:
+                    k = unread[0]
+                    raise PyrozooError(f"{where}: {model}'s {run_cfg.inference} does not read {k}, so the grid axis "
+                                       f"{k} = {axes[k]!r} would repeat one run under {len(axes[k])} names; give "
+                                       f"{run_cfg.inference} a [[models]] block of its own without that axis")
                 full = normalise_floats(run_cfg.to_dict(), entry.options)
                 # name the cell after the values the run will use (n = 30.0 is checked into 30, mu_true = 1 into
                 # 1.0), so that a later sweep file that writes 30 or 1.0 finds the same run directory

@@ -8,8 +8,8 @@ from pyrozoo.sweep.spec import load_spec, parse_spec
 
 VALID = {
     "sweep": {"name": "grid", "seeds": 3, "out": "somewhere"},
-    "defaults": {"device": "cpu", "num_samples": 40},
-    "grid": {"num_chains": [1, 2]},
+    "defaults": {"device": "cpu", "num_chains": 2},
+    "grid": {"num_samples": [30, 40]},
     "models": [
         {"name": "normal-gamma", "label": "ng", "options": {"n": 60},
          "grid": {"inference": ["gibbs", "svi"], "options": {"sigma_true": [0.5, 2.0]}}},
@@ -34,15 +34,24 @@ def _with(**changes):
 def test_grid_expands_to_every_combination_with_readable_keys():
     spec = parse_spec(VALID)
     assert spec.name == "grid" and str(spec.out) == "somewhere"
-    assert len(spec) == 2 * 2 * 2 * 3  # num_chains x inference x sigma_true x seeds
+    assert len(spec) == 2 * 2 * 2 * 3  # num_samples x inference x sigma_true x seeds
     keys = [c.key for c in spec.cells]
     assert len(set(keys)) == len(keys)
-    assert "ng/gibbs_num_chains=1_sigma_true=0.5_seed0" in keys
-    cell = next(c for c in spec.cells if c.key == "ng/svi_num_chains=2_sigma_true=2.0_seed2")
-    assert cell.config["inference"] == "svi" and cell.config["num_chains"] == 2 and cell.config["seed"] == 2
+    assert "ng/gibbs_num_samples=30_sigma_true=0.5_seed0" in keys
+    cell = next(c for c in spec.cells if c.key == "ng/svi_num_samples=40_sigma_true=2.0_seed2")
+    assert cell.config["inference"] == "svi" and cell.config["num_samples"] == 40 and cell.config["seed"] == 2
     assert cell.config["options"] == {"n": 60, "sigma_true": 2.0}
-    assert cell.config["num_samples"] == 40 and cell.config["device"] == "cpu" and cell.config["progress"] is False
-    assert cell.axes == {"num_chains": 2, "inference": "svi", "options.sigma_true": 2.0}
+    assert cell.config["num_chains"] == 2 and cell.config["device"] == "cpu" and cell.config["progress"] is False
+    assert cell.axes == {"num_samples": 40, "inference": "svi", "options.sigma_true": 2.0}
+
+
+def test_an_axis_the_inference_does_not_read_is_refused():
+    """num_chains x svi would run the same SVI fit under two names (and report it as two settings)."""
+    with pytest.raises(PyrozooError, match=r"normal-gamma's svi does not read num_chains, so the grid axis "
+                                           r"num_chains = \[1, 2\] would repeat one run under 2 names"):
+        parse_spec(_with(grid={"num_chains": [1, 2]}))
+    # one value, or an axis every inference of the block reads, is fine
+    assert len(parse_spec(_with(grid={"num_chains": [3]}))) == 2 * 2 * 3
 
 
 def test_cells_are_named_after_the_values_the_runs_use():
@@ -85,8 +94,8 @@ def test_tiny_simulator_sizes_are_dropped_for_shipped_data():
     ({"sweep__seeds": 0}, "sweep.seeds: expected an integer >= 1"),
     ({"sweep__tiny": "yes"}, "sweep.tiny: expected true or false"),
     ({"defaults__num_sample": 3}, "defaults: unknown key(s) num_sample"),
-    ({"defaults__num_samples": 0}, "num_samples: expected an integer >= 1"),
-    ({"defaults__num_samples": "many"}, "num_samples: expected an integer"),
+    ({"defaults__num_chains": 0}, "num_chains: expected an integer >= 1"),
+    ({"defaults__num_chains": "many"}, "num_chains: expected an integer"),
     ({"defaults__device": "tpu"}, "device: expected one of auto, cpu, cuda"),
     ({"defaults__inference": ["gibbs", "svi"]}, "defaults.inference: expected a single value, got a list"),
     ({"grid__num_chains": []}, "grid.num_chains: expected a non-empty list"),
@@ -103,7 +112,7 @@ def test_tiny_simulator_sizes_are_dropped_for_shipped_data():
     ({"models__0__dataset": "iris"}, "dataset: normal-gamma knows boston-medv; got 'iris'"),
     ({"models__0__dataset": "boston-medv", "models__0__options": {"mu_true": 3.0}},
      "mu_true, sigma_true apply only to the simulated data; with dataset 'boston-medv' they would have no effect"),
-    ({"models__0__grid": {"lr": [0.1, -1.0]}}, "lr: expected a finite value > 0"),
+    ({"models__0__grid": {"inference": ["svi"], "lr": [0.1, -1.0]}}, "lr: expected a finite value > 0"),
 ])
 def test_bad_input_is_a_clear_error(changes, message):
     with pytest.raises(PyrozooError) as info:
@@ -158,13 +167,13 @@ def test_float_options_are_named_and_stored_as_floats_however_written():
     as_ints = parse_spec(_with(**{"models__0__grid": {"inference": ["gibbs"], "options": {"mu_true": [1, 2]}}}))
     as_floats = parse_spec(_with(**{"models__0__grid": {"inference": ["gibbs"], "options": {"mu_true": [1.0, 2]}}}))
     assert [c.key for c in as_ints.cells] == [c.key for c in as_floats.cells]
-    assert "ng/gibbs_num_chains=1_mu_true=1.0_seed0" in {c.key for c in as_ints.cells}
+    assert "ng/gibbs_num_samples=30_mu_true=1.0_seed0" in {c.key for c in as_ints.cells}
     for a, b in zip(as_ints.cells, as_floats.cells, strict=True):
         assert a.config == b.config and type(a.config["options"]["mu_true"]) is float
         assert type(a.axes["options.mu_true"]) is float
     # the name an older version gave a cell written with an integer, so that its runs are found again
-    cell = next(c for c in as_ints.cells if c.key == "ng/gibbs_num_chains=1_mu_true=1.0_seed0")
-    assert cell.earlier_keys == ("ng/gibbs_num_chains=1_mu_true=1_seed0",)
+    cell = next(c for c in as_ints.cells if c.key == "ng/gibbs_num_samples=30_mu_true=1.0_seed0")
+    assert cell.earlier_keys == ("ng/gibbs_num_samples=30_mu_true=1_seed0",)
     fixed = parse_spec(_with(**{"models__0__options": {"n": 60, "mu_true": 3}}))
     assert all(type(c.config["options"]["mu_true"]) is float for c in fixed.cells)
     # integer options stay integers, text options text
