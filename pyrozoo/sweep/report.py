@@ -35,6 +35,7 @@ from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import RUN_FILES
 from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
+from pyrozoo.sweep.spec import canonical_config
 
 ID_COLUMNS = ("run", "status", "label", "model", "inference", "dataset", "seed")
 # settings that never define a group (they do not change what is estimated) or are bookkeeping
@@ -54,8 +55,10 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    # one spelling, so that runs recorded before and after a change of spelling (unread settings left out, 1 vs
+    # 1.0, a relative data path) fall in one group
     row: dict[str, Any] = {}
-    _flatten("", config, row)
+    _flatten("", canonical_config(config), row)
     return row
 
 

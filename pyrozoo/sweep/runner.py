@@ -30,7 +30,7 @@ import tomli_w
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import RUN_FILES, replaced_atomically, stale_temp_siblings
-from pyrozoo.sweep.spec import Cell, SweepSpec
+from pyrozoo.sweep.spec import Cell, SweepSpec, canonical_config
 
 FAILED_SUFFIX = ".failed"
 MANIFEST = "sweep.json"
@@ -115,14 +115,9 @@ def adopt_earlier_keys(root: Path, cells: Sequence[Cell]) -> list[Cell]:
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    # TOML and JSON round trips agree on numbers, strings, bools, tables and arrays, so compare through JSON.
-    # Settings the inference does not read are not part of the run (config.toml leaves them out; older run
-    # directories recorded them)
-    from pyrozoo import registry
-
-    entry = registry.get(config["model"])
-    unread = entry.unread_settings(config.get("inference") or entry.inferences[0])
-    data = {k: v for k, v in config.items() if k not in IGNORED_ON_RESUME and k not in unread and v is not None}
+    # one spelling (canonical_config), then through JSON: TOML and JSON round trips agree on numbers, strings,
+    # bools, tables and arrays
+    data = {k: v for k, v in canonical_config(config).items() if k not in IGNORED_ON_RESUME}
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 

@@ -176,6 +176,24 @@ def normalise_floats(config: Mapping[str, Any], option_defaults: Mapping[str, An
     return out
 
 
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A planned or recorded run config in one spelling, for telling runs apart (resume checks, report groups):
+    without the settings its inference does not read (run directories before 2026-11-26 recorded them), with float
+    settings and options as floats, a relative ``data`` path made absolute from the working directory (sweep files
+    before 2026-11-26 stored it as written, now it is stored absolute) and ``None`` values dropped. A config naming
+    no known model is returned as it is."""
+    try:
+        entry = registry.get(config["model"])
+    except (KeyError, TypeError, PyrozooError):
+        return dict(config)
+    unread = entry.unread_settings(config.get("inference") or entry.inferences[0])
+    out = normalise_floats({k: v for k, v in config.items() if k not in unread and v is not None}, entry.options)
+    data = out.get("data")
+    if isinstance(data, str) and data.strip():
+        out["data"] = os.path.normpath(os.path.abspath(os.path.expanduser(data)))
+    return out
+
+
 def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any], written_data: Any) -> dict[str, Any]:
     """Each axis's value as ``config`` holds it; a data file as written in the sweep file (the config holds its
     resolved path), so that the run directory's name does not depend on where the sweep file lies."""

@@ -282,3 +282,34 @@ def test_a_single_run_directory(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == ["config.toml", "idata.nc", "metrics.json", "params.pt"]
     report = build_report(run, out=tmp_path / "one", plots=False)
     assert report.runs["run"].tolist() == [run.name] and report.summary["n"].tolist() == [1]
+
+
+def test_runs_recorded_in_an_older_spelling_join_the_same_group(tmp_path):
+    """config.toml files from before 2026-11-26 hold the settings svi does not read (num_chains, warmup_steps, jit),
+    integers for float options and relative data paths: one run recorded that way and one recorded now are the
+    same setting, for the report and for a sweep's resume check."""
+    import tomli_w
+
+    from pyrozoo.config import tomllib
+    from pyrozoo.sweep.runner import _comparable
+
+    runs = tmp_path / "runs"
+    old, new = runs / "normal-gamma" / "old-seed0", runs / "normal-gamma" / "new-seed1"
+    _plain_run(old, 0, inference="svi")
+    _plain_run(new, 1, inference="svi")
+    cfg = tomllib.loads((old / "config.toml").read_text())
+    assert "num_chains" not in cfg  # what is recorded now
+    cfg.update(num_chains=2, warmup_steps=30, jit=False)
+    cfg.setdefault("options", {})["mu0"] = 0  # a float option written as an integer
+    (old / "config.toml").write_text(tomli_w.dumps(cfg))
+    now = tomllib.loads((new / "config.toml").read_text())
+    now.setdefault("options", {})["mu0"] = 0.0  # the same value written as a float
+    (new / "config.toml").write_text(tomli_w.dumps(now))
+    summary = grouped_summary(collect_runs(runs), metrics=["mu_mean"])
+    assert summary["n"].tolist() == [2], summary
+    assert _comparable(cfg) == _comparable({**now, "seed": 0})
+    data = tmp_path / "x.csv"
+    data.write_text("x\n1\n2\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)  # a relative data path (as older sweeps stored it) is the same file as the absolute one
+        assert _comparable({**cfg, "data": "x.csv"}) == _comparable({**cfg, "data": str(data)})
