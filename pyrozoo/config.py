@@ -46,7 +46,7 @@ class RunConfig:
         self.num_chains = check_int("num_chains", self.num_chains, minimum=1)
         self.steps = check_int("steps", self.steps)
         if self.lr is not None:
-            check_positive("lr", self.lr)  # a quoted TOML number (lr = "0.01") is text, refused here
+            check_positive("lr", self.lr, scalar=True)  # a quoted TOML number (lr = "0.01") or a list is refused
         if self.data is not None:
             check_path("data", self.data, what="a data file path")
         if self.dataset is not None:

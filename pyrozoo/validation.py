@@ -69,9 +69,10 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
 
 
 def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
-    """Raise unless the sum of squares of the (finite) ``value`` is finite in its own dtype. Data as large as 1e200
+    """Raise unless ``value`` is finite and its sum of squares is finite in its own dtype. Data as large as 1e200
     are finite, but their sufficient statistics (sum of squares, n * mean^2) overflow to inf and a fit would run on
     NaNs; the message says how large the data are and to rescale them."""
+    check_finite(name, value)  # NaN/inf first: their sums say nothing about the scale
     arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     with np.errstate(over="ignore"):
         total = np.square(arr).sum(dtype=arr.dtype)
@@ -123,11 +124,11 @@ def real_array(name: str, value: Any, *, want: str = "a number or an array of nu
     return arr.astype(np.float64)
 
 
-def check_positive(name: str, value: Any) -> None:
+def check_positive(name: str, value: Any, *, scalar: bool = False) -> None:
     """Raise unless every entry of ``value`` is a finite number > 0 (numbers, NumPy scalars, arrays and tensors of
-    numbers; never strings or bools)."""
+    numbers; never strings or bools); with ``scalar``, unless it is one such number (a list is refused)."""
     arr = real_array(name, value, want="a finite value > 0")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+    if (scalar and arr.ndim != 0) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 

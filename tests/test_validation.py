@@ -145,3 +145,17 @@ def test_dataset_check_names_the_missing_entries():
         check_dataset("dataset", ds, "gp", inputs=("X", "kernel_name"), observed=("y",), made_by="make_gp_dataset")
     with pytest.raises(PyrozooError, match="dataset: expected a gp dataset, got dict"):
         check_dataset("dataset", {"X": 1}, "gp", inputs=("X",))
+
+
+def test_check_positive_scalar_refuses_lists_and_keeps_numpy_scalars():
+    from pyrozoo.config import RunConfig
+    from pyrozoo.validation import check_positive
+
+    for ok in (0.5, 2, np.float32(0.5), torch.tensor(0.5)):
+        check_positive("v", ok, scalar=True)
+    check_positive("v", [0.5, 1.0])  # arrays are fine where one value per column is meant
+    for bad in ([0.5], [], "0.5"):
+        with pytest.raises(PyrozooError, match="v: expected a finite value > 0"):
+            check_positive("v", bad, scalar=True)
+    with pytest.raises(PyrozooError, match=r"lr: expected a finite value > 0, got \[0.01\]"):
+        RunConfig(model="normal-gamma", lr=[0.01]).validate()  # failed inside torch's optimizer before

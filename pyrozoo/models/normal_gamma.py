@@ -69,9 +69,9 @@ def normal_gamma_model(
 def check_prior(mu0: float, mu_scale: float, a: float, b: float) -> None:
     """Raise unless ``mu0`` is a finite number and ``mu_scale``, ``a``, ``b`` are > 0."""
     check_real("mu0", mu0)
-    check_positive("mu_scale", mu_scale)
-    check_positive("a", a)
-    check_positive("b", b)
+    check_positive("mu_scale", mu_scale, scalar=True)
+    check_positive("a", a, scalar=True)
+    check_positive("b", b, scalar=True)
 
 
 def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int = 2) -> torch.Tensor:
@@ -105,7 +105,7 @@ def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigm
                           device: Any = "cpu", column: str = "", **prior: float) -> Dataset:
     """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset."""
     n = check_int("n", n, minimum=2)
-    check_positive("sigma_true", sigma_true)
+    check_positive("sigma_true", sigma_true, scalar=True)
     gen = torch.Generator().manual_seed(int(seed))
     x = mu_true + sigma_true * torch.randn(n, generator=gen, dtype=torch.float64)
     truth = {"mu": float(mu_true), "beta": 1.0 / float(sigma_true) ** 2}
@@ -185,7 +185,7 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     x = check_observations(x, min_n=1).numpy()
     check_prior(mu0, mu_scale, a, b)
     grid = check_int("grid", grid, minimum=3)
-    check_positive("width", width)
+    check_positive("width", width, scalar=True)
     n, xbar = x.size, x.mean()
     ss = ((x - xbar) ** 2).sum()
     q = _cavi(n, xbar, ss, mu0=mu0, mu_scale=mu_scale, a=a, b=b, iters=200)  # > 0 even for constant data (ss = 0)
