@@ -53,7 +53,9 @@ def handle(args: argparse.Namespace) -> int:
               "convergence; an optimizer's loss trace, where the engine has one, is in the fit_stats group")
     elif chains < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
-    notes, lines = check_lines(idata, table, convergence=not independent, where="in the summary table above")
+    where = ("in the summary table above" if len(shown) == len(table)
+             else "in the whole table: --max-rows 0 prints it")
+    notes, lines = check_lines(idata, table, convergence=not independent, where=where)
     for line in notes:
         print(f"note: {line}")
     for line in lines:

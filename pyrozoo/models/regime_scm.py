@@ -878,6 +878,9 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
     data_values: dict[str, float] = {}
     unknown = []
     for key, value in interventions.items():
+        if isinstance(key, (bool, np.bool_)):  # True == 1 would name column 1
+            unknown.append(repr(key))
+            continue
         if isinstance(key, str) and key in names:
             site = key
         elif key in columns:  # the column label itself (an int for an array-built dataset)
@@ -885,6 +888,9 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
         else:
             unknown.append(repr(key))
             continue
+        if site in data_values:
+            raise PyrozooError(f"interventions: variable {site!r} is named twice (as a column label and as its site "
+                               f"name); give one value for it")
         data_values[site] = check_real(f"interventions[{key!r}]", value)
     if unknown:  # repr: an int key used to break this message itself (join of non-strings)
         raise PyrozooError(f"interventions: unknown variable(s) {', '.join(unknown)}; variables are {', '.join(names)}")

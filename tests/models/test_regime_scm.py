@@ -347,6 +347,10 @@ def test_do_on_an_array_built_dataset_takes_the_column_or_its_name():
     assert (by_column["1"] == 2.5).all() and by_column.equals(by_name)
     with pytest.raises(PyrozooError, match="interventions: unknown variable.*7; variables are 0, 1, 2"):
         sample_do(res, ds, {7: 1.0})
+    with pytest.raises(PyrozooError, match="interventions: unknown variable.*True"):  # True == 1 named column 1
+        sample_do(res, ds, {True: 1.0})
+    with pytest.raises(PyrozooError, match="variable '1' is named twice"):  # the last value used to win
+        sample_do(res, ds, {1: 2.5, "1": 9.0})
 
 
 def test_restarts_pick_the_best_initial_loglik():
