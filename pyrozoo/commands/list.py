@@ -29,6 +29,12 @@ def _show(name: str) -> int:
     entry = registry.get(name)  # an unknown name is a one-line error listing the known ones
     print(f"{name}: {entry.description}")
     print(f"inference: {', '.join(entry.inferences)} (default {entry.inferences[0]})")
+    print("run settings each reads (the others do not apply to it):")
+    width = max(len(i) for i in entry.inferences)
+    for inference in entry.inferences:
+        unread = entry.unread_settings(inference)
+        reads = [k for k in registry.SETTINGS if k not in unread]
+        print(f"  {inference:<{width}}  {', '.join(reads) or '(none)'}")
     print(f"data: simulated (default), --dataset {', --dataset '.join(entry.datasets) or '(none shipped)'}"
           + (", --data FILE.csv" if entry.from_file is not None else ""))
     print("options (-o KEY=VALUE, or [options] in a config or sweep file):")
