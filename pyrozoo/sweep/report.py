@@ -34,6 +34,7 @@ import pandas as pd
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.registry import SETTINGS
 from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
 from pyrozoo.sweep.spec import canonical_config
 
@@ -224,14 +225,32 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     return list(table.attrs.get("metrics", []))
 
 
+def _unread(row: pd.Series, setting: str) -> bool:
+    """Whether the run in ``row`` has ``setting`` left out because its inference does not read it (a blank lr of
+    an inference that reads lr is the entry's default, a value of its own)."""
+    from pyrozoo import registry
+
+    try:
+        entry = registry.get(row["model"])
+    except (KeyError, TypeError, PyrozooError):
+        return False
+    inference = row.get("inference")
+    inference = inference if isinstance(inference, str) else entry.inferences[0]
+    return setting in entry.unread_settings(inference)
+
+
 def varying_settings(table: pd.DataFrame) -> list[str]:
-    """Setting columns whose value differs between runs (the seed and bookkeeping excluded)."""
+    """Setting columns whose value differs between runs (the seed and bookkeeping excluded; a run setting left out
+    because the run's inference does not read it is no value of its own)."""
     metrics = set(metric_columns(table))
     out = []
     for col in table.columns:
         if col in metrics or col in NOT_SETTINGS:
             continue
-        if table[col].astype(str).nunique(dropna=False) > 1:
+        values = table[col]
+        if col in SETTINGS:  # blank where the run's inference does not read it: not a value of its own
+            values = values[[not _unread(row, col) for _, row in table.iterrows()]]
+        if values.astype(str).nunique(dropna=False) > 1:
             out.append(col)
     return out
 

@@ -313,3 +313,24 @@ def test_runs_recorded_in_an_older_spelling_join_the_same_group(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)  # a relative data path (as older sweeps stored it) is the same file as the absolute one
         assert _comparable({**cfg, "data": "x.csv"}) == _comparable({**cfg, "data": str(data)})
+
+
+def test_a_setting_one_inference_does_not_read_is_not_a_varying_setting(tmp_path):
+    """gibbs and svi runs: svi's record leaves out warmup_steps, num_chains and jit and gibbs's leaves out steps
+    and lr; those blanks are no values of their own, so only the inference varies (they made four one-point
+    plots and four summary columns)."""
+    from pyrozoo.sweep.report import varying_settings
+
+    runs = tmp_path / "runs"
+    for seed, inference in ((0, "gibbs"), (1, "gibbs"), (0, "svi"), (1, "svi")):
+        _plain_run(runs / f"{inference}-{seed}", seed, inference=inference)
+    table = collect_runs(runs)
+    assert varying_settings(table) == ["inference"]
+    assert grouped_summary(table, metrics=["mu_mean"])["n"].tolist() == [2, 2]
+    # but svi with its default lr (left blank) and svi with lr = 0.05 are two settings
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    run_model(RunConfig(model="normal-gamma", inference="svi", seed=0, device="cpu", num_samples=50, lr=0.05,
+                        progress=False), out=runs / "svi-lr", save=True)
+    assert varying_settings(collect_runs(runs)) == ["inference", "lr"]
