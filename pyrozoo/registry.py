@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -66,6 +67,21 @@ class ZooModel:
     text_options: tuple[str, ...] = ()
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # an author's slip in ``settings`` would otherwise make config.toml drop settings that ran, and the CLI say
+        # that they did not apply
+        for inference, reads in self.settings.items():
+            if inference not in self.inferences:
+                raise PyrozooError(f"settings of {self.name}: {inference!r} is not one of its inferences "
+                                   f"({', '.join(self.inferences)})")
+            if isinstance(reads, str) or not all(isinstance(k, str) for k in reads):
+                raise PyrozooError(f"settings of {self.name}: {inference!r} expected a tuple of setting names, got "
+                                   f"{reads!r}")
+            unknown = [k for k in reads if k not in SETTINGS]
+            if unknown:
+                raise PyrozooError(f"settings of {self.name}: {inference!r} names unknown setting(s) "
+                                   f"{', '.join(unknown)}; the run settings are {', '.join(SETTINGS)}")
+
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
         config.validate()
@@ -123,10 +139,22 @@ class ZooModel:
         """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed."""
         opts = self.merged_options(config)
         if config.data is not None:
-            return self.from_file(config.data, config.seed, **opts)
-        if config.dataset is not None:
-            return self.datasets[config.dataset](config.seed, **opts)
-        return self.simulate(config.seed, **opts)
+            loader, args, what = self.from_file, (config.data, config.seed), "from_file"
+        elif config.dataset is not None:
+            loader, args, what = self.datasets[config.dataset], (config.seed,), f"the loader of {config.dataset!r}"
+        else:
+            loader, args, what = self.simulate, (config.seed,), "the simulator"
+        try:
+            signature = inspect.signature(loader)
+        except (TypeError, ValueError):  # no signature to read (some builtins): the call will tell
+            signature = None
+        if signature is not None:
+            try:  # the call's signature only: a TypeError raised inside the loader is its own
+                signature.bind(*args, **opts)
+            except TypeError as exc:
+                raise PyrozooError(f"{self.name}: {what} does not take the entry's options ({exc}); every loader "
+                                   f"is called with all of them, so it must accept **options") from None
+        return loader(*args, **opts)
 
 
 def checked_config(name: str, config: RunConfig) -> RunConfig:

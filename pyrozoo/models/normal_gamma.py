@@ -254,6 +254,8 @@ def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
                                  model_kwargs=kwargs)
     if config.inference in ("nuts", "hmc"):
         return mcmc_from_config(normal_gamma_model, kwargs, config)
+    if config.inference != "svi":  # an inference added to the entry but not here must not fall through to SVI
+        raise PyrozooError(f"inference: fit_normal_gamma has no engine for {config.inference!r}")
     x = dataset.observed["x"]
     # Start at the data's moments with a broad q(beta) (mean 1/var, concentration 2). The variance of q(beta) has a
     # weak, noisy gradient: 32 vectorized particles and a decaying lr let it reach the CAVI optimum. var is the
