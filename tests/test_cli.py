@@ -388,7 +388,7 @@ def test_our_warnings_are_one_pyrozoo_line(tmp_path, capsys, monkeypatch):
         return mcmc_from_config(event_over_data_model, {"x": dataset.observed["x"]}, config)
 
     monkeypatch.setitem(registry._REGISTRY, "event-model", lambda: dataclasses.replace(
-        base, model=event_over_data_model, fit=fit, inferences=("nuts",), metrics=None))
+        base, model=event_over_data_model, fit=fit, inferences=("nuts",), settings={}, metrics=None))
     assert main(["run", "event-model", "--num-samples", "20", "--warmup-steps", "10", "--num-chains", "1",
                  "--no-progress", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err

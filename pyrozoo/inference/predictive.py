@@ -89,8 +89,8 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
       at one drawn value of the discrete latent instead of summing it out -- error;
     * a latent site with a batch dim of size > 1 that no ``pyro.plate`` declares (``Normal(zeros(d), 1)`` without
       ``.to_event(1)`` or a plate): Pyro's SVI fails on it deep inside the first step while NUTS runs on, and its
-      ArviZ axis would be ``w_dim_0`` -- error. Observed sites are left alone: both engines handle data without a
-      plate, and the pointwise log-likelihood keeps one value per observation;
+      ArviZ axis would be ``w_dim_0`` -- error. The same for an observed site (its batch shape broadcast with the
+      data's): SVI fails on it with Pyro's "invalid log_prob shape", and its ArviZ axis would be ``y_dim_0``;
     * an observed site of several values whose log-probability is one number (``.to_event`` over the data, no
       plate): ``az.loo`` would see a single observation -- warning (unless not ``warn``), as the model is valid.
 
@@ -102,19 +102,25 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
         raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
                            "pyro.sample(name, dist, obs=value) (with obs=None as the model's default)")
     for name, site in sample.items():
-        if is_factor_site(site) or site["is_observed"]:
+        if is_factor_site(site):
             continue
         plates = {frame.dim for frame in site["cond_indep_stack"] if frame.vectorized}
         shape = site["fn"].batch_shape
+        kind = "latent"
+        if site["is_observed"]:  # obs= under a scalar distribution broadcasts to the data's batch shape
+            value = site["value"]
+            shape = torch.broadcast_shapes(shape, value.shape[:max(value.dim() - site["fn"].event_dim, 0)])
+            kind = "observed"
         loose = [(i - len(shape), n) for i, n in enumerate(shape) if n > 1 and i - len(shape) not in plates]
         if loose:
             dim, size = loose[-1]
             trailing = next((k for k in range(len(shape)) if -1 - k in plates), len(shape))  # dims .to_event can take
             event = f" or make the dims part of one event with .to_event({trailing})" if dim >= -trailing else ""
+            what = ("independent values: named ArviZ axes" if kind == "latent"
+                    else "one log-likelihood value per observation, as az.loo needs")
             raise PyrozooError(
-                f"model: latent site {name!r} has batch shape {tuple(shape)}, but no pyro.plate declares its dim "
-                f"{dim} (size {size}); put the site in a pyro.plate at that dim (independent values: named ArviZ "
-                f"axes){event}")
+                f"model: {kind} site {name!r} has batch shape {tuple(shape)}, but no pyro.plate declares its dim "
+                f"{dim} (size {size}); put the site in a pyro.plate at that dim ({what}){event}")
     if custom_log_likelihood:
         return
     enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
