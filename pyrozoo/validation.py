@@ -14,14 +14,32 @@ import torch
 from pyrozoo.errors import PyrozooError
 
 
+def _text_items(value: Any) -> list[Any]:
+    """The strings among the entries of array-like ``value``."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged: the conversion below says so
+        return []
+    if arr.dtype.kind in "US":
+        return arr.reshape(-1).tolist()
+    if arr.dtype.kind == "O":
+        return [v for v in arr.reshape(-1) if isinstance(v, (str, bytes))]
+    return []
+
+
 def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
     """Convert array-like input to a float tensor, or say which argument could not be converted.
 
     Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
-    A ``dtype`` that is not a floating torch dtype is refused (an integer one would truncate the data).
+    A ``dtype`` that is not a floating torch dtype is refused (an integer one would truncate the data), and so is
+    text, even text NumPy would read as numbers (``["1", "2"]``: a column read as strings is a mistake upstream).
     """
     if dtype is not None:
         check_float_dtype("dtype", dtype)
+    text = [] if isinstance(value, torch.Tensor) else _text_items(value)  # np.array(["1"], float) reads text
+    if text:
+        raise PyrozooError(f"{name}: expected a numeric array, got text values (e.g. {text[0]!r}); convert the "
+                           f"data to numbers first")
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:

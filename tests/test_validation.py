@@ -159,3 +159,15 @@ def test_check_positive_scalar_refuses_lists_and_keeps_numpy_scalars():
             check_positive("v", bad, scalar=True)
     with pytest.raises(PyrozooError, match=r"lr: expected a finite value > 0, got \[0.01\]"):
         RunConfig(model="normal-gamma", lr=[0.01]).validate()  # failed inside torch's optimizer before
+
+
+def test_as_tensor_refuses_text_that_numpy_would_read_as_numbers():
+    import pandas as pd
+
+    from pyrozoo.validation import as_tensor
+
+    for text in (["1", "2"], np.array(["1.5"]), pd.DataFrame({"a": ["1", "2"]}), [1.0, "2"]):
+        with pytest.raises(PyrozooError, match="x: expected a numeric array, got text values"):
+            as_tensor("x", text)
+    assert as_tensor("x", pd.DataFrame({"a": [1, 2]})).shape == (2, 1)
+    assert torch.isnan(as_tensor("x", np.array([1.0, None], dtype=object))[1])  # missing values stay for check_finite

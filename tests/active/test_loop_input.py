@@ -101,7 +101,8 @@ def _bad_regression():
                        r"x_test: expected finite values.*\(NaN at index \(3, 1\)\)"),
         "text x_pool": ((np.full((60, 9), "a"), y_pool, x_test, y_test), r"x_pool: expected a numeric array"),
         "text y_test": (
-            (x_pool, y_pool, x_test, pd.Series(["a"] * 30)), r"y_test: expected a numeric array, got Series"),
+            (x_pool, y_pool, x_test, pd.Series(["a"] * 30)),
+            r"y_test: expected a numeric array, got text values \(e.g. .a.\)"),
     }
 
 
