@@ -350,7 +350,8 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
         return _f_along_obs(assemble_result(
             "type2", gp_model, kwargs, {"f": f.unsqueeze(0)}, log_likelihood_fn=gp_log_likelihood,
             fit_stats={"loss": fit["losses"][:-1]},
-            params={**{k: v.cpu() for k, v in hyper.items()}, "neg_log_marginal": torch.tensor(fit["losses"][-1])},
+            params={**{k: v.cpu() for k, v in hyper.items()},
+                    "neg_log_marginal": torch.tensor(fit["losses"][-1], dtype=torch.float64)},
             seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model))
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))

@@ -425,7 +425,8 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
         kwargs = {"X": X, "y": y, "Z": fit.Z, "lengthscale": fit.lengthscale, "variance": fit.variance,
                   "noise": fit.noise, **base}
         params = {"Z": fit.Z, "lengthscale": fit.lengthscale, "variance": fit.variance, "noise": fit.noise,
-                  "qu_loc": loc, "qu_scale_tril": tril, "log_marginal": torch.tensor(fit.log_marginal())}
+                  "qu_loc": loc, "qu_scale_tril": tril,
+                  "log_marginal": torch.tensor(fit.log_marginal(), dtype=torch.float64)}
         return _u_along_inducing(assemble_result(
             f"collapsed-{fit.method}", sparse_gp_model, kwargs, {"u": u.unsqueeze(0)}, fit_stats={"loss": fit.losses},
             params={k: v.cpu() for k, v in params.items()}, log_likelihood_fn=sparse_log_likelihood, guide=guide,
@@ -442,7 +443,7 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     store = pyro.get_param_store()
     result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(
         X, y, store["Z"].detach(), lengthscale=store["lengthscale"].detach(), variance=store["variance"].detach(),
-        noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)))
+        noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)), dtype=torch.float64)
     return _u_along_inducing(result)
 
 

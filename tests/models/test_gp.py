@@ -357,3 +357,16 @@ def test_nuts_target_log_density_by_hand(ard):
     mvn = torch.distributions.MultivariateNormal(torch.zeros(X.shape[0], dtype=DT), covariance_matrix=K)
     want = lognormal("lengthscale", ls) + lognormal("variance", var) + lognormal("noise", noise) + mvn.log_prob(y)
     assert float(got) == pytest.approx(float(want), abs=1e-10)
+
+
+@pytest.mark.parametrize("model,inference,key", [("gp", "type2", "neg_log_marginal"),
+                                                 ("sparse-gp", "collapsed", "log_marginal"),
+                                                 ("sparse-gp", "svi", "log_marginal")])
+def test_the_stored_marginal_likelihood_keeps_float64(model, inference, key):
+    """It was a float32 tensor (308.7713623046875): digits lost when comparing FITC/VFE with the exact value."""
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model=model, inference=inference, steps=3, num_samples=3, progress=False,
+                              options={"n": 40}), save=False)
+    assert out.result.params[key].dtype == torch.float64
+    assert out.metrics[key] == float(out.result.params[key])
