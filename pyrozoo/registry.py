@@ -48,6 +48,8 @@ class ZooModel:
     * ``settings``: inference -> the engine settings of :data:`SETTINGS` it reads (an inference not listed reads
       them all). The others are left out of the recorded config (so ``config.toml`` says what ran, and a sweep axis
       over them is refused for that inference), and ``pyrozoo run`` names them when they were given.
+    * ``inference_options``: option -> the inferences that read it (unlisted options: all of them). Given with
+      another inference it is an error, as for ``data_options`` (gp's type-II starting values under ``nuts``).
     """
 
     name: str
@@ -66,6 +68,7 @@ class ZooModel:
     data_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     text_options: tuple[str, ...] = ()
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    inference_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # an author's slip in ``settings`` would otherwise make config.toml drop settings that ran, and the CLI say
@@ -81,6 +84,10 @@ class ZooModel:
             if unknown:
                 raise PyrozooError(f"settings of {self.name}: {inference!r} names unknown setting(s) "
                                    f"{', '.join(unknown)}; the run settings are {', '.join(SETTINGS)}")
+        for option, readers in self.inference_options.items():
+            if option not in self.options or isinstance(readers, str) or not set(readers) <= set(self.inferences):
+                raise PyrozooError(f"inference_options of {self.name}: {option!r} -> {readers!r} must map one of its "
+                                   f"options to a tuple of its inferences ({', '.join(self.inferences)})")
 
     def check_config(self, config: RunConfig) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
@@ -104,6 +111,13 @@ class ZooModel:
         if config.dataset is not None and config.dataset not in self.datasets:
             known = ", ".join(self.datasets) or "none (simulated data only)"
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
+        ignored = [k for k in config.options if config.inference not in self.inference_options.get(k, self.inferences)]
+        if ignored:
+            readers = sorted({i for k in ignored for i in self.inference_options[k]}, key=self.inferences.index)
+            one = len(ignored) == 1
+            raise PyrozooError(f"options: {', '.join(ignored)} {'applies' if one else 'apply'} only to {self.name}'s "
+                               f"{_or(readers)}; with {config.inference} {'it' if one else 'they'} would have no "
+                               f"effect (remove {'it' if one else 'them'})")
         source = data_source(config.data, config.dataset)
         unused = self.unused_options(config.options, source)
         if unused:

@@ -346,6 +346,7 @@ def test_list_with_a_name_shows_that_models_options(capsys):
     assert "inference: type2, nuts (default type2)" in out and "--dataset concrete" in out
     assert "  lengthscale  1.0" in out and "or a list (one per input column)" in out and "  ard " in out
     assert "  type2  num_samples, steps, lr\n  nuts   num_samples, warmup_steps, num_chains, jit\n" in out
+    assert "  noise        0.1          (float; only with inference type2)" in out
     assert main(["list", "nosuch"]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err
 

@@ -126,6 +126,43 @@ def test_a_simulator_without_options_is_named_not_a_type_error():
         entry.load_data(entry.check_config(RunConfig(model="normal-gamma")))
 
 
+def test_an_option_one_inference_does_not_read_is_an_error_before_any_work():
+    from pyrozoo.errors import PyrozooError
+
+    entry = registry.get("gp")
+    with pytest.raises(PyrozooError, match="options: lengthscale, noise apply only to gp's type2; with nuts they "
+                                           "would have no effect"):
+        entry.check_config(RunConfig(model="gp", inference="nuts", options={"lengthscale": 2.0, "noise": 0.5}))
+    entry.check_config(RunConfig(model="gp", inference="type2", options={"lengthscale": 2.0, "noise": 0.5}))
+    base = registry.get("normal-gamma")
+    with pytest.raises(PyrozooError, match="inference_options of normal-gamma: 'n' -> \\('laplace',\\) must map"):
+        type(base)(**{**base.__dict__, "inference_options": {"n": ("laplace",)}})
+
+
+OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size": 7}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,inference,option", [
+    (name, inf, opt) for name in ENTRIES for opt, readers in registry.get(name).inference_options.items()
+    for inf in registry.get(name).inferences if inf not in readers])
+def test_an_option_declared_for_other_inferences_leaves_this_ones_draws_unchanged(name, inference, option,
+                                                                                 monkeypatch):
+    """What keeps ``inference_options`` honest: the option, let through (the entry's declaration lifted), does
+    not change the draws."""
+    import dataclasses
+
+    entry = dataclasses.replace(registry.get(name), inference_options={})
+    monkeypatch.setitem(registry._REGISTRY, name, lambda: entry)  # the fit's own checked_config reads the registry
+    cfg = tiny_config(name, inference)
+    base = entry.fit(entry.load_data(cfg), cfg)
+    cfg = tiny_config(name, inference)
+    cfg.options = {**cfg.options, option: OPTION_CHANGES[option]}
+    other = entry.fit(entry.load_data(cfg), cfg)
+    for key in base.posterior:
+        assert (base.posterior[key] == other.posterior[key]).all(), f"{option} changed {key} under {inference}"
+
+
 CHANGED = {"num_samples": 7, "warmup_steps": 13, "num_chains": 3, "steps": 9, "lr": 0.0123, "jit": True}
 
 

@@ -44,5 +44,7 @@ def _show(name: str) -> int:
         extra = " or a list (one per input column)" if key in entry.list_options else ""
         if key in entry.data_options:
             extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
+        if key in entry.inference_options:
+            extra += "; only with inference " + " or ".join(entry.inference_options[key])
         print(f"  {key:<{width}}  {default!r:<12} ({kind}{extra})")
     return 0

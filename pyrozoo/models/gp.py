@@ -457,6 +457,8 @@ def gp_entry() -> ZooModel:
         # concrete has its own size and columns and always learns one lengthscale per column
         data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
         list_options=("lengthscale",),  # one per input column (ARD)
+        # the type-II fit's starting values; NUTS samples the hyperparameters from their priors
+        inference_options={k: ("type2",) for k in ("lengthscale", "variance", "noise")},
         tiny={"num_samples": 6, "warmup_steps": 6, "num_chains": 1, "steps": 15, "options": {"n": 10, "n_test": 20}},
         description="Exact GP regression (RBF/Matern): type-II ML or NUTS over hyperparameters, exact f posterior",
     )

@@ -542,6 +542,7 @@ def sparse_gp_entry() -> ZooModel:
         datasets={"concrete": load_concrete_sparse},
         data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
         list_options=("lengthscale",),  # one per input column (ARD)
+        inference_options={"batch_size": ("svi",)},  # the collapsed bound uses every row at each step
         tiny={"num_samples": 10, "steps": 15, "options": {"n": 100, "m": 6, "n_test": 50}},
         description="Sparse GP with learned pseudo-inputs (FITC / VFE): collapsed bound or SVI with free q(u)",
         artifacts=sparse_gp_artifacts,
