@@ -484,7 +484,9 @@ def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     h = _fitted(result, dataset)
     out = {"M": float(h["Z"].shape[0]), "N": float(dataset.inputs["X"].shape[0]),
            "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
-           "noise": float(h["noise"]), **hyper_metrics("lengthscale", h["lengthscale"])}
+           # the noise the model used: noiseless runs use their floor, not the noise option
+           "noise": float(_effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)),
+           **hyper_metrics("lengthscale", h["lengthscale"])}
     if "X_test" in dataset.meta:
         mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])
         yt = dataset.meta["y_test"].to(mean)

@@ -378,3 +378,13 @@ def test_prediction_from_a_result_takes_arrays_and_names_xnew():
         sparse_predict_from_result(result, data, np.array([[0.0], [np.nan]]))
     with pytest.raises(PyrozooError, match="Xnew: expected 1 columns"):
         sparse_predict_from_result(result, data, np.zeros((2, 3)))
+
+
+def test_a_noiseless_fit_reports_the_noise_it_used():
+    """FITC with noiseless=True uses a floor of 1e-6 x variance; its metrics said the noise option (0.3)."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model="sparse-gp", inference="collapsed", steps=3, num_samples=3, progress=False,
+                              options={"n": 60, "method": "fitc", "noiseless": True, "noise": 0.3}), save=False)
+    assert out.metrics["noise"] == pytest.approx(1e-6 * out.metrics["variance"], rel=1e-12)
