@@ -714,6 +714,11 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     o = _check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}})
     inference = config.inference or "enum"
     inp = dataset.inputs
+    for key in ("mechanism", "hidden", "learn_weights"):  # fixed when the dataset is built, not by the fit
+        if key in opts and key in inp and opts[key] != inp[key]:
+            raise PyrozooError(f"{key}: the dataset was built with {key}={inp[key]!r} and the fit cannot change it; "
+                               f"got {opts[key]!r} in the options. Build the dataset with it instead "
+                               f"(make_regime_dataset(..., {key}={opts[key]!r}))")
     x = dataset.observed["x"]
     if inference == "em" and inp["mechanism"] != "linear":
         raise PyrozooError("inference: em has closed-form M-steps only for mechanism='linear'; use enum for mlp")

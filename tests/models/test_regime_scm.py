@@ -412,3 +412,16 @@ def test_bad_fit_options_are_clear_errors(opt, value):
     with pytest.raises(PyrozooError, match=opt):
         fit_regime_scm(ds, RunConfig(model="regime-scm", inference="gumbel", steps=2, progress=False),
                        **{opt: value})
+
+
+def test_options_fixed_by_the_dataset_are_not_silently_ignored_by_the_fit():
+    """fit_regime_scm(ds, RunConfig(options={"mechanism": "mlp"})) on a linear dataset ran a linear fit."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(100)
+    ds = make_regime_dataset(np.c_[a, 0.8 * a + rng.standard_normal(100)], np.array([[0, 1], [0, 0]]))
+    for key, value in (("mechanism", "mlp"), ("learn_weights", False), ("hidden", 4)):
+        with pytest.raises(PyrozooError, match=f"{key}: the dataset was built with {key}="):
+            fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False, options={key: value}))
+    # the value the dataset already has is fine
+    fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=2, progress=False,
+                                 options={"mechanism": "linear", "restarts": 1, "em_iters": 5}))
