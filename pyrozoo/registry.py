@@ -113,22 +113,13 @@ class ZooModel:
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
         ignored = [k for k in config.options if config.inference not in self.inference_options.get(k, self.inferences)]
         if ignored:
-            readers = sorted({i for k in ignored for i in self.inference_options[k]}, key=self.inferences.index)
-            one = len(ignored) == 1
-            raise PyrozooError(f"options: {', '.join(ignored)} {'applies' if one else 'apply'} only to {self.name}'s "
-                               f"{_or(readers)}; with {config.inference} {'it' if one else 'they'} would have no "
-                               f"effect (remove {'it' if one else 'them'})")
+            raise _no_effect(ignored, self.inference_options, lambda readers: f"{self.name}'s {_or(readers)}",
+                             config.inference)
         source = data_source(config.data, config.dataset)
         unused = self.unused_options(config.options, source)
         if unused:
-            by_readers: dict[tuple[str, ...], list[str]] = {}
-            for k in unused:
-                by_readers.setdefault(tuple(self.data_options[k]), []).append(k)
-            parts = [f"{', '.join(keys)} {'applies' if len(keys) == 1 else 'apply'} only to "
-                     f"{_or(describe_source(s) for s in readers)}" for readers, keys in by_readers.items()]
-            one = len(unused) == 1
-            raise PyrozooError(f"options: {'; '.join(parts)}; with {describe_source(source)} "
-                               f"{'it' if one else 'they'} would have no effect (remove {'it' if one else 'them'})")
+            raise _no_effect(unused, self.data_options, lambda readers: _or(describe_source(s) for s in readers),
+                             describe_source(source))
         return config
 
     def unread_settings(self, inference: str) -> tuple[str, ...]:
@@ -136,10 +127,14 @@ class ZooModel:
         reads = self.settings.get(inference, SETTINGS)
         return tuple(k for k in SETTINGS if k not in reads)
 
+    def without_unread_settings(self, config: Mapping[str, Any], inference: str) -> dict[str, Any]:
+        """``config`` (a plain dict) without the settings ``inference`` does not read."""
+        unread = self.unread_settings(inference)
+        return {k: v for k, v in config.items() if k not in unread}
+
     def recorded_config(self, config: RunConfig) -> dict[str, Any]:
         """``config`` as a plain dict for ``config.toml``, without the settings its inference does not read."""
-        unread = self.unread_settings(config.inference)
-        return {k: v for k, v in config.to_dict().items() if k not in unread}
+        return self.without_unread_settings(config.to_dict(), config.inference)
 
     def unused_options(self, options: Mapping[str, Any], source: str) -> list[str]:
         """The keys of ``options`` that data source ``source`` (see :func:`data_source`) would ignore."""
@@ -188,6 +183,20 @@ def data_source(data: Any, dataset: str | None) -> str:
 def describe_source(source: str) -> str:
     """A data source in words, for messages."""
     return {"simulator": "the simulated data", "file": "a data file (--data)"}.get(source, f"dataset {source!r}")
+
+
+def _no_effect(keys: list[str], readers_of: Mapping[str, Iterable[str]], describe: Callable[[tuple[str, ...]], str],
+               given: str) -> PyrozooError:
+    """``options: K apply only to R; with G they would have no effect (remove them)``, the ``keys`` grouped by
+    who reads them (``readers_of[key]``, put in words by ``describe``): the error for options that data source or
+    inference ``given`` would ignore."""
+    by_readers: dict[tuple[str, ...], list[str]] = {}
+    for k in keys:
+        by_readers.setdefault(tuple(readers_of[k]), []).append(k)
+    parts = [f"{', '.join(group)} {'applies' if len(group) == 1 else 'apply'} only to {describe(readers)}"
+             for readers, group in by_readers.items()]
+    it, them = ("it", "it") if len(keys) == 1 else ("they", "them")
+    return PyrozooError(f"options: {'; '.join(parts)}; with {given} {it} would have no effect (remove {them})")
 
 
 def _or(words: Iterable[str]) -> str:

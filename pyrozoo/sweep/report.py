@@ -225,31 +225,38 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     return list(table.attrs.get("metrics", []))
 
 
-def _unread(row: pd.Series, setting: str) -> bool:
-    """Whether the run in ``row`` has ``setting`` left out because its inference does not read it (a blank lr of
-    an inference that reads lr is the entry's default, a value of its own)."""
+def _unread_settings(table: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Per run (row), the settings left out because its inference does not read them (a blank lr of an inference
+    that reads lr is the entry's default, a value of its own); looked up once per model and inference."""
     from pyrozoo import registry
 
-    try:
-        entry = registry.get(row["model"])
-    except (KeyError, TypeError, PyrozooError):
-        return False
-    inference = row.get("inference")
-    inference = inference if isinstance(inference, str) else entry.inferences[0]
-    return setting in entry.unread_settings(inference)
+    known: dict[tuple[Any, Any], tuple[str, ...]] = {}
+    out = []
+    for model, inference in zip(table.get("model", [None] * len(table)),
+                                table.get("inference", [None] * len(table)), strict=True):
+        if (model, inference) not in known:
+            try:
+                entry = registry.get(model)
+                known[model, inference] = entry.unread_settings(
+                    inference if isinstance(inference, str) else entry.inferences[0])
+            except (KeyError, TypeError, PyrozooError):
+                known[model, inference] = ()
+        out.append(known[model, inference])
+    return out
 
 
 def varying_settings(table: pd.DataFrame) -> list[str]:
     """Setting columns whose value differs between runs (the seed and bookkeeping excluded; a run setting left out
     because the run's inference does not read it is no value of its own)."""
     metrics = set(metric_columns(table))
+    unread = _unread_settings(table)
     out = []
     for col in table.columns:
         if col in metrics or col in NOT_SETTINGS:
             continue
         values = table[col]
         if col in SETTINGS:  # blank where the run's inference does not read it: not a value of its own
-            values = values[[not _unread(row, col) for _, row in table.iterrows()]]
+            values = values[[col not in u for u in unread]]
         if values.astype(str).nunique(dropna=False) > 1:
             out.append(col)
     return out

@@ -186,8 +186,9 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
         entry = registry.get(config["model"])
     except (KeyError, TypeError, PyrozooError):
         return dict(config)
-    unread = entry.unread_settings(config.get("inference") or entry.inferences[0])
-    out = normalise_floats({k: v for k, v in config.items() if k not in unread and v is not None}, entry.options)
+    kept = entry.without_unread_settings({k: v for k, v in config.items() if v is not None},
+                                         config.get("inference") or entry.inferences[0])
+    out = normalise_floats(kept, entry.options)
     data = out.get("data")
     if isinstance(data, str) and data.strip():
         out["data"] = os.path.normpath(os.path.abspath(os.path.expanduser(data)))
