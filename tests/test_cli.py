@@ -390,7 +390,8 @@ def test_our_warnings_are_one_pyrozoo_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setitem(registry._REGISTRY, "event-model", lambda: dataclasses.replace(
         base, model=event_over_data_model, fit=fit, inferences=("nuts",), settings={}, metrics=None))
+    # on the CPU: the model's constants are CPU tensors (a CUDA run of it is the next test's error)
     assert main(["run", "event-model", "--num-samples", "20", "--warmup-steps", "10", "--num-chains", "1",
-                 "--no-progress", "--out", str(tmp_path / "run")]) == 0
+                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "pyrozoo: warning: model: observed site 'x' holds 100 values" in err and "UserWarning" not in err

@@ -140,3 +140,29 @@ def test_wrong_types_in_the_run_settings_are_clear_errors(config, kwargs, messag
     torch's Adam or pathlib."""
     with pytest.raises(PyrozooError, match=re.escape(message)):
         run_model(config, **kwargs) if kwargs else run_model(config, save=False)
+
+
+def test_a_model_with_tensors_on_two_devices_is_told_what_to_change(monkeypatch, tmp_path):
+    """A copied model that builds a constant with torch.tensor(...) on the CPU while `--device cuda` moved its data
+    failed with torch's bare "Expected all tensors to be on the same device" (seen on an H100): now one PyrozooError
+    that says to create tensors on the inputs' device or to run on the CPU, and no run directory. Other runtime
+    errors pass through unchanged. (The GPU check runs the real thing; here the fit raises torch's message.)"""
+    base = registry.get("normal-gamma")
+    message = "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+
+    def fit(dataset, config):
+        raise RuntimeError(message)
+
+    monkeypatch.setitem(registry._REGISTRY, "two-devices", lambda: dataclasses.replace(base, fit=fit))
+    out = tmp_path / "run"
+    with pytest.raises(PyrozooError, match=r"model 'two-devices': its tensors are on two devices \(Expected all "
+                                           r".*device=x.device.*--device cpu") as info:
+        run_model(RunConfig(model="two-devices", inference="gibbs", device="cpu"), out=out)
+    assert isinstance(info.value.__cause__, RuntimeError) and not out.exists()
+
+    def other(dataset, config):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setitem(registry._REGISTRY, "two-devices", lambda: dataclasses.replace(base, fit=other))
+    with pytest.raises(RuntimeError, match="^CUDA out of memory$"):
+        run_model(RunConfig(model="two-devices", inference="gibbs", device="cpu"), out=out)
