@@ -25,12 +25,21 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.sweep.runner import adopt_earlier_keys, cell_status, check_resumable, check_sweep_root, run_sweep
+    from pyrozoo.sweep.runner import (
+        adopt_earlier_keys,
+        cell_status,
+        check_resumable,
+        check_run_options,
+        check_sweep_root,
+        run_sweep,
+    )
     from pyrozoo.sweep.spec import load_spec
 
     spec = load_spec(args.spec, out=args.out)
-    if args.dry_run:
-        check_sweep_root(spec.out)  # what a real run would refuse, the dry run refuses too
+    if args.dry_run:  # what a real run would refuse, the dry run refuses too
+        check_run_options(backend=args.backend, jobs=args.jobs, address=args.address,
+                          gpus_per_task=args.gpus_per_task, limit=args.limit)
+        check_sweep_root(spec.out)
         spec.cells = adopt_earlier_keys(spec.out, spec.cells)
         check_resumable(spec.out, spec.cells)
         for cell in spec.cells:

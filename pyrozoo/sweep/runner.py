@@ -307,6 +307,26 @@ def write_manifest(spec: SweepSpec, root: Path) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
+def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | None = None,
+                      gpus_per_task: float | None = None, limit: int | None = None) -> tuple[int, int | None]:
+    """The checks of :func:`run_sweep`'s own arguments, before anything is read or written (``--dry-run`` makes them
+    too): returns ``jobs`` and ``limit`` as ints."""
+    from pyrozoo.validation import check_choice, check_int
+
+    check_choice("backend", backend, ("local", "ray"))
+    jobs = check_int("jobs", jobs, minimum=1)
+    if limit is not None:
+        limit = check_int("limit", limit, minimum=1)
+    if gpus_per_task is not None and not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):
+        raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
+    if backend == "local" and address is not None:
+        raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
+    if backend == "local" and gpus_per_task is not None:
+        raise PyrozooError("gpus_per_task: only the ray backend shares GPUs between tasks (local cells use the device "
+                           "of their config); drop --gpus-per-task or use --backend ray")
+    return jobs, limit
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -324,19 +344,8 @@ def run_sweep(
     directory is locked, stale temporaries are removed, the manifest is written and the pending cells run. ``limit``
     runs at most that many pending cells (chunked sweeps under a time limit). ``on_done(outcome, done, total)`` is
     called in the driver as each cell finishes."""
-    from pyrozoo.validation import check_choice, check_int
-
-    check_choice("backend", backend, ("local", "ray"))
-    jobs = check_int("jobs", jobs, minimum=1)
-    if limit is not None:
-        limit = check_int("limit", limit, minimum=1)
-    if gpus_per_task is not None and not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):
-        raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
-    if backend == "local" and address is not None:
-        raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
-    if backend == "local" and gpus_per_task is not None:
-        raise PyrozooError("gpus_per_task: only the ray backend shares GPUs between tasks (local cells use the device "
-                           "of their config); drop --gpus-per-task or use --backend ray")
+    jobs, limit = check_run_options(backend=backend, jobs=jobs, address=address, gpus_per_task=gpus_per_task,
+                                    limit=limit)
     from pyrozoo.inference.rundir import check_out_dir
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)

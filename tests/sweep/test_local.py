@@ -101,6 +101,12 @@ def test_dry_run_refuses_what_a_run_would_refuse(write_spec, sweep_text, tmp_pat
     capsys.readouterr()
     assert main(["sweep", str(write_spec(edited, "edited.toml")), "--out", out, "--dry-run"]) == 2
     assert "holds runs made with other settings" in capsys.readouterr().err
+    # the run's own arguments too: --address and --gpus-per-task need the ray backend, --jobs 0 is no pool
+    for extra, message in ((["--address", "auto"], "address: only the ray backend"),
+                           (["--gpus-per-task", "1"], "gpus_per_task: only the ray backend"),
+                           (["--jobs", "0"], "jobs: "), (["--limit", "0"], "limit: ")):
+        assert main(["sweep", str(write_spec(sweep_text(seeds="[0]"))), "--out", out, "--dry-run", *extra]) == 2
+        assert message in capsys.readouterr().err, extra
 
 
 def test_run_directories_follow_the_umask(write_spec, sweep_text, tmp_path):
