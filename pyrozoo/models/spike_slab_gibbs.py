@@ -115,6 +115,22 @@ def _init(num_chains: int, d: Mapping[str, Any]) -> State:
             "w": torch.zeros((num_chains, d["p"]), **opts)}
 
 
+def log_joint(state: State, d: Mapping[str, Any]) -> torch.Tensor:
+    """log p(y, w, gamma, theta, sigma^2) of :func:`spike_slab_model` at each chain's state, shape (C,): the
+    ``lp`` sample stat (the model's sites in their own, constrained, space; gamma not summed out)."""
+    prior: SpikeSlabPrior = d["prior"]
+    sigma2, theta, gamma, w = state["sigma2"], state["theta"], state["gamma"], state["w"]
+    dist = torch.distributions
+    half_nu = torch.full_like(sigma2, 0.5 * prior.nu)
+    lp = dist.Gamma(half_nu, half_nu * prior.lam).log_prob(1.0 / sigma2) - 2.0 * sigma2.log()  # InvGamma density
+    lp = lp + dist.Beta(torch.full_like(theta, prior.a0), torch.full_like(theta, prior.b0)).log_prob(theta)
+    lp = lp + (gamma * theta.log()[:, None] + (1 - gamma) * (-theta).log1p()[:, None]).sum(-1)
+    var = prior.variances(gamma) * (sigma2[:, None] if prior.conjugate else 1.0)
+    lp = lp + dist.Normal(torch.zeros_like(w), var.sqrt()).log_prob(w).sum(-1)
+    resid = d["y"] - w @ d["X"].T  # (C, n)
+    return lp - 0.5 * d["n"] * (2 * torch.pi * sigma2).log() - 0.5 * (resid**2).sum(-1) / sigma2
+
+
 def ssvs_kernel(prior: SpikeSlabPrior) -> GibbsKernel:
     """The SSVS kernel for ``prior`` (conjugate or independent form)."""
     if prior.conjugate:
@@ -123,4 +139,5 @@ def ssvs_kernel(prior: SpikeSlabPrior) -> GibbsKernel:
     else:
         conditionals = {"_chol": _draw_chol, "w": _draw_w, "sigma2": _draw_sigma2_given_w,
                         "gamma": _draw_gamma, "theta": _draw_theta}
-    return GibbsKernel(init=_init, conditionals=conditionals, record=("w", "sigma2", "theta", "gamma"))
+    return GibbsKernel(init=_init, conditionals=conditionals, log_joint=log_joint,
+                       record=("w", "sigma2", "theta", "gamma"))
