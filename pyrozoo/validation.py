@@ -227,6 +227,16 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise PyrozooError(f"{name}: expected one of {', '.join(map(str, choices))}; got {value!r}")
 
 
+def check_unique(name: str, values: Iterable[Any], *, what: str = "name", quote: bool = False) -> None:
+    """Raise if a value of ``values`` comes more than once (a repeated column or acquisition is not a second one),
+    naming the repeated ones (``repr``-quoted with ``quote``)."""
+    values = list(values)
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        listed = ", ".join(map(repr if quote else str, repeated))
+        raise PyrozooError(f"{name}: {listed} given more than once; name each {what} once")
+
+
 def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Raise if ``given`` has keys outside ``allowed`` (a misspelt option should never be ignored)."""
     allowed = set(allowed)

@@ -35,7 +35,15 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.models.blr import load_regression_frame, standardized_design
-from pyrozoo.validation import as_tensor, check_bool, check_choice, check_int, check_probability, check_xy
+from pyrozoo.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_int,
+    check_probability,
+    check_unique,
+    check_xy,
+)
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
 CLOSED_FORM_ACQUISITIONS = {"acs-fw-fisher": "fisher", "acs-fw-euclidean": "euclidean"}
@@ -372,9 +380,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     acqs = [make_acquisition(a, num_projections) for a in acquisitions]
     if not acqs:
         raise PyrozooError("acquisition: expected at least one acquisition")
-    repeated = sorted({a for a in acquisitions if list(acquisitions).count(a) > 1})
-    if repeated:
-        raise PyrozooError(f"acquisition: {', '.join(repeated)} given more than once; name each acquisition once")
+    check_unique("acquisition", acquisitions, what="acquisition")
     seeds = [check_int("seed", s) for s in seeds]
     if not seeds:
         raise PyrozooError("seeds: expected at least one seed")

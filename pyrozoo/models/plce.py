@@ -41,7 +41,7 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_float_dtype, check_positive
+from pyrozoo.validation import check_choice, check_float_dtype, check_positive, check_unique
 
 OPTIONS: dict[str, Any] = {
     # simulator (the talk's design)
@@ -180,9 +180,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     t = numeric_column(df, treatment, source=source)
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
-    repeated = sorted({c for c in controls if controls.count(c) > 1})
-    if repeated:  # a repeated column is a collinear copy that still moves the penalized fits
-        raise PyrozooError(f"controls: {', '.join(map(repr, repeated))} named more than once; name each column once")
+    check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
     used = {outcome, treatment, *([groups] if groups else [])}
     clash = [c for c in controls if c in used]
     if clash:  # the effect of t on y "adjusted for" y or t itself is no estimate at all

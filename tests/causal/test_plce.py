@@ -505,7 +505,7 @@ def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, caps
         "inf": (base.assign(x1=np.where(np.arange(n) == 5, np.inf, base["x1"])), [],
                 "column 'x1' has 1 missing or non-finite value(s) (first at data row 6: inf)"),
         "identifier": (base.assign(person=[f"p{i}" for i in range(n)]), [], "'person' is text with 120 distinct"),
-        "repeated": (base, ["--controls", "x1,x1,site"], "controls: 'x1' named more than once"),
+        "repeated": (base, ["--controls", "x1,x1,site"], "controls: 'x1' given more than once; name each column once"),
         "typo": (base.assign(x2=np.where(np.arange(n) == 4, "1.2.3", rng.normal(size=n).astype(str))), [],
                  "'x2' is mostly numeric but has non-numeric values (first at data row 5: '1.2.3')"),
     }
