@@ -186,6 +186,21 @@ def check_bool(name: str, value: Any) -> None:
         raise PyrozooError(f"{name}: expected True or False, got {value!r}")
 
 
+def check_interval(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False,
+                   high_open: bool = False, hint: str = "") -> float:
+    """Return ``value`` as a float, or raise unless it is one real number (NumPy scalars too, not bool or NaN) in
+    the interval from ``low`` to ``high`` (each end closed unless ``*_open``); ``hint`` follows the range."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+    ok = ok and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        if math.isinf(high):
+            span = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise PyrozooError(f"{name}: expected a number {span}{hint}, got {value!r}")
+    return float(value)
+
+
 def check_nonnegative(name: str, value: Any) -> None:
     """Raise unless ``value`` is one finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (

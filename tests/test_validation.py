@@ -171,3 +171,17 @@ def test_as_tensor_refuses_text_that_numpy_would_read_as_numbers():
             as_tensor("x", text)
     assert as_tensor("x", pd.DataFrame({"a": [1, 2]})).shape == (2, 1)
     assert torch.isnan(as_tensor("x", np.array([1.0, None], dtype=object))[1])  # missing values stay for check_finite
+
+
+def test_check_interval_takes_real_numbers_in_range_and_says_the_range():
+    from pyrozoo.validation import check_interval
+
+    assert check_interval("momentum", np.float32(0.5), 0.0, 1.0, high_open=True) == 0.5
+    assert check_interval("clip_norm", 0, 0.0) == 0.0 and isinstance(check_interval("c", 3, 0.0), float)
+    for value in (1.0, True, float("nan"), "0.5", None, -0.1):
+        with pytest.raises(PyrozooError, match=r"^momentum: expected a number in \[0, 1\), got "):
+            check_interval("momentum", value, 0.0, 1.0, high_open=True)
+    with pytest.raises(PyrozooError, match=r"^clip_norm: expected a number >= 0 \(0: no clipping\), got -1$"):
+        check_interval("clip_norm", -1, 0.0, hint=" (0: no clipping)")
+    with pytest.raises(PyrozooError, match=r"^w: expected a number in \(0, 1\], got 0$"):
+        check_interval("w", 0, 0.0, 1.0, low_open=True)

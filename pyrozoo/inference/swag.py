@@ -23,7 +23,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.progress import progress_bar
-from pyrozoo.validation import check_finite, check_int, check_positive
+from pyrozoo.validation import check_finite, check_int, check_interval, check_positive
 
 
 class SWAGCollector:
@@ -156,8 +156,7 @@ def run_swag(
     batch_size = min(check_int("batch_size", batch_size, minimum=1), num_data)
     check_positive("lr", lr)
     check_positive("swa_lr", swa_lr)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise PyrozooError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+    check_interval("momentum", momentum, 0.0, 1.0, high_open=True)
     check_finite("theta_init", theta_init)
     steps_per_epoch = math.ceil(num_data / batch_size)
     collect_every = steps_per_epoch if collect_every is None else check_int("collect_every", collect_every, minimum=1)

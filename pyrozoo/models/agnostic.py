@@ -78,7 +78,15 @@ from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import draw_from_guide
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import as_tensor, check_choice, check_int, check_nonnegative, check_positive, check_probability
+from pyrozoo.validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_interval,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+)
 
 SCHEDULES = ("linear", "dann", "constant")
 EXTRACTOR_LOSSES = ("reversal", "confusion", "moments", "moments+reversal")
@@ -228,11 +236,8 @@ def target_weight_value(target_weight: Any, alpha: float) -> float:
     if isinstance(target_weight, str):
         check_choice("target_weight", target_weight, TARGET_WEIGHTS)
         return 1.0 if target_weight == "one" else 1.0 - alpha
-    if isinstance(target_weight, bool) or not isinstance(target_weight, (int, float)) or not (
-            0.0 < float(target_weight) <= 1.0):
-        raise PyrozooError(f"target_weight: expected 'one_minus_alpha', 'one' or a number in (0, 1], "
-                           f"got {target_weight!r}")
-    return float(target_weight)
+    return check_interval("target_weight", target_weight, 0.0, 1.0, low_open=True,
+                          hint=" (or 'one_minus_alpha', 'one')")
 
 
 def adversary_weight_value(adversary_weight: str, alpha: float | AlphaSchedule, cap: float = 10.0) -> float:
@@ -255,9 +260,7 @@ def check_alpha(alpha: Any) -> float:
     """Raise unless ``alpha`` is a number in [0, 1]."""
     if isinstance(alpha, AlphaSchedule):
         return alpha.alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= float(alpha) <= 1.0):
-        raise PyrozooError(f"alpha: expected a number in [0, 1] (the target/protected trade-off), got {alpha!r}")
-    return float(alpha)
+    return check_interval("alpha", alpha, 0.0, 1.0, hint=" (the target/protected trade-off)")
 
 
 # ---------------------------------------------------------------------------------------------- Pyro model
@@ -454,9 +457,7 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     check_int("hidden", opts["hidden"], minimum=1)
     check_int("batch_size", opts["batch_size"])
     check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))
-    if isinstance(opts["momentum"], bool) or not isinstance(opts["momentum"], (int, float)) or not (
-            0 <= opts["momentum"] < 1):
-        raise PyrozooError(f"momentum: expected a number in [0, 1), got {opts['momentum']!r}")
+    check_interval("momentum", opts["momentum"], 0.0, 1.0, high_open=True)
     check_positive("lr_decay", opts["lr_decay"])
     for name in ("adv_steps", "adv_layers", "adv_reset", "adv_retrain"):
         check_int(name, opts[name])
@@ -470,9 +471,7 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
         raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
     wd = opts["adv_weight_decay"]
     check_nonnegative("adv_weight_decay", wd)
-    c = opts["clip_norm"]
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c >= 0:
-        raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {c!r}")
+    check_interval("clip_norm", opts["clip_norm"], 0.0, hint=" (0: no clipping)")
     return opts
 
 
@@ -592,8 +591,7 @@ def run_agnostic_svi(
     check_positive("lr", lr)
     check_positive("lr_decay", lr_decay)
     check_positive("adv_lr", adv_lr)
-    if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not clip_norm >= 0:
-        raise PyrozooError(f"clip_norm: expected a number >= 0 (0: no clipping), got {clip_norm!r}")
+    check_interval("clip_norm", clip_norm, 0.0, hint=" (0: no clipping)")
     warm = min(check_int("adversary_warmup", adversary_warmup, minimum=0), num_steps)
     set_seed(seed)
     n = max(int(model_kwargs["target_idx"].shape[0]), 1)

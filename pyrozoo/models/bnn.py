@@ -65,6 +65,7 @@ from pyrozoo.validation import (
     check_finite,
     check_float_dtype,
     check_int,
+    check_interval,
     check_keys,
     check_positive,
     check_probability,
@@ -429,9 +430,7 @@ DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
 
 def check_defensive_weight(weight: Any) -> float:
     """The weight of CIBER's defensive Gaussian component, in [0, 1) (1 would leave no collapsed density)."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
-        raise PyrozooError(f"defensive_weight: expected a number in [0, 1), got {weight!r}")
-    return float(weight)
+    return check_interval("defensive_weight", weight, 0.0, 1.0, high_open=True)
 # ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
 # the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
 BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -452,8 +451,7 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
     boxes = box_scales if ciber else (post.box_scale,)
     rhos = tail_weights if ciber else (post.tail_weight,)
     for rho in rhos:
-        if not 0.0 <= float(rho) < 1.0:
-            raise PyrozooError(f"tail_weights: expected numbers in [0, 1), got {rho!r}")
+        check_interval("tail_weights", rho, 0.0, 1.0, high_open=True)
     for box in boxes:
         check_positive("box_scales", box)
     scores: dict[tuple[float, float, float, float], float] = {}
