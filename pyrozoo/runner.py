@@ -12,7 +12,7 @@ import torch
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.rundir import check_out_dir, save_run
 
@@ -47,6 +47,7 @@ def _device_hint(error: RuntimeError, model: str, device: torch.device) -> Excep
         f"x.new_tensor(0.0)), or run with --device cpu")
 
 
+@keeps_caller_state
 def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = True,
               overwrite: bool = False) -> RunOutput:
     """Validate ``config``, load or simulate the data, fit, score and (if ``save``) write the run directory.

@@ -32,7 +32,7 @@ from pyrozoo.active.posteriors import (
 )
 from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.models.blr import load_regression_frame, standardized_design
 from pyrozoo.validation import (
@@ -308,6 +308,7 @@ def check_min_labels(model: str, init_size: int) -> int:
     return int(init_size)
 
 
+@keeps_caller_state
 def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, *, model: str = "blr",
                         model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
                         budget: int = 100, seed: int = 0, progress: bool = True) -> pd.DataFrame:
@@ -371,6 +372,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     return pd.DataFrame(rows)
 
 
+@keeps_caller_state
 def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[int], *, model: str = "blr",
                    model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
                    budget: int = 100, num_projections: int | None = None, test_fraction: float = 0.2,

@@ -43,7 +43,7 @@ from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
 from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
 
 HETEROGENEITY = ("spline", "linear", "none")
@@ -289,6 +289,7 @@ class EffectCurve:
         return reg.y_loc_ + reg.y_sd_ * reg.predict(D)
 
     # ------------------------------------------------------------------ fit
+    @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
         """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band."""
         if self.learner is not None:

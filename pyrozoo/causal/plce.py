@@ -45,7 +45,7 @@ from pyrozoo.causal.extensions import (
 )
 from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
@@ -63,6 +63,7 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
         self.device = device
         self.prior_options = prior_options
 
+    @keeps_caller_state
     def fit(self, X: np.ndarray, y: np.ndarray) -> SpikeSlabLearner:
         """EMVS with its model selection over the spike-variance ladder, then the posterior mean of w given the
         selected model: the numbers of ``SpikeSlabRegression(inference="em").fit(X, y).coef_`` (the test checks
@@ -456,6 +457,7 @@ class PLCE:
             return self.learner
         return SpikeSlabLearner(seed=self.seed, device=self.device)
 
+    @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any, groups: Any = None) -> PLCE:
         """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model."""
         if self.learner is not None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
 import pyro
 import torch
 
@@ -38,3 +45,42 @@ def set_seed(seed: int) -> None:
         raise PyrozooError(f"seed: expected an integer >= 0, got {seed!r}")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_nesting = threading.local()
+
+
+def keeps_caller_state(fn: F) -> F:
+    """For public functions that take a ``seed`` (and so call :func:`set_seed`): when ``fn`` returns or raises, the
+    caller's Python, NumPy and torch (CPU, and CUDA if it was in use) RNG states are put back, and the param-store
+    entries the caller had are there again (the fit's own entries win a name clash).
+
+    Without this a loop ``X = np.random.randn(...); est.fit(X, y)`` drew the same X after the first fit, as
+    scikit-learn's ``random_state`` never does, and a fit emptied the user's ``pyro.param`` store. Nested calls
+    restore only at the outermost one, so what runs inside (and every seeded result) is unchanged."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_nesting, "depth", 0):
+            return fn(*args, **kwargs)
+        python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        store = pyro.get_param_store().get_state()
+        _nesting.depth = 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _nesting.depth = 0
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            torch.set_rng_state(torch_state)
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+            now = pyro.get_param_store()
+            gone = [name for name in store["params"] if name not in now]
+            if gone:
+                now.set_state({"params": {n: store["params"][n] for n in gone},
+                               "constraints": {n: store["constraints"][n] for n in gone}})
+
+    return wrapper  # type: ignore[return-value]

@@ -16,7 +16,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_int
@@ -47,6 +47,7 @@ class GibbsKernel:
         return state
 
 
+@keeps_caller_state
 def run_gibbs(
     kernel: GibbsKernel,
     data: Mapping[str, Any],

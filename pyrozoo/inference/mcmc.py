@@ -11,7 +11,7 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import check_likelihood_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_int, check_probability
@@ -81,6 +81,7 @@ class _StatsRecorder:
         self.stats["energy"].append(float(energy) if energy is not None else float("nan"))
 
 
+@keeps_caller_state
 def run_mcmc(
     model: Callable,
     model_kwargs: Mapping[str, Any] | None = None,

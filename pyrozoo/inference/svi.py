@@ -17,7 +17,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import check_likelihood_sites, latent_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
@@ -75,6 +75,7 @@ def _kwargs_device(model_kwargs: Mapping[str, Any]) -> torch.device:
     return torch.device("cpu")
 
 
+@keeps_caller_state
 def run_svi(
     model: Callable,
     guide: Callable,

@@ -53,7 +53,7 @@ from pyrozoo.guides.collapsed import (
 )
 from pyrozoo.guides.swag import SWAGGuide, unflatten_sites
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
@@ -362,6 +362,7 @@ def held_out_rows(n: int, val_fraction: float) -> int:
     return max(1, int(round(val_fraction * n)))
 
 
+@keeps_caller_state
 def train_bnn(
     X: Any,
     y: Any,
@@ -483,6 +484,7 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
                    extras=extras)
 
 
+@keeps_caller_state
 def build_posterior(
     training: BNNTraining,
     posterior: str = "swag",
@@ -577,6 +579,7 @@ def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num
                         cond_cov=cond_cov, guide=guide, extras=extras, **scaling)
 
 
+@keeps_caller_state
 def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_collapsed: int = 10,
             num_samples: int = 30, vi_steps: int = 2000, vi_lr: float = 0.01, **train_options: Any) -> BNNPosterior:
     """Fit a heteroscedastic BNN to ``X`` (n, d), ``y`` (n,) and return its ``posterior`` (module docstring).

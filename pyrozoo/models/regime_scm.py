@@ -49,7 +49,7 @@ from pyrozoo.guides.regime_scm import (
     make_gumbel_guide,
 )
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
@@ -695,6 +695,7 @@ def _check_fit_options(o: dict[str, Any]) -> dict[str, Any]:
     return o
 
 
+@keeps_caller_state
 def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     """Fit with ``config.inference``:
 
@@ -869,6 +870,7 @@ def mechanisms_table(result: Result, dataset: Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@keeps_caller_state
 def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, float], *, num_samples: int = 1000,
               regime: int = 0, seed: int = 0) -> pd.DataFrame:
     """Samples of the fitted SCM in regime ``regime`` (default observational) under ``do(var = value)`` for each

@@ -37,7 +37,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_free_qu_guide, optimal_qu
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.from_config import svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import loss_plateau
@@ -271,6 +271,7 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
     return A.T @ qu_loc, var + noise if include_noise else var
 
 
+@keeps_caller_state
 def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0,
                   variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,

@@ -27,7 +27,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
 from pyrozoo.inference.result import Result
 from pyrozoo.models.spike_slab_em import fit_emvs, fit_hard_em, ridge_inverse
@@ -384,6 +384,7 @@ class SpikeSlabRegression:
         self.__init__(**merged)
         return self
 
+    @keeps_caller_state
     def fit(self, X: Any, y: Any) -> SpikeSlabRegression:
         """Validate (X, y), standardize, run the chosen inference; returns self."""
         dev = resolve_device(self.device)

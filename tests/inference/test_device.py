@@ -1,0 +1,113 @@
+"""Seeded public functions leave the caller's random state and param store as they found them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrozoo.config import RunConfig
+from pyrozoo.inference.device import keeps_caller_state, set_seed
+
+
+def _normal_model(x=None):
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0), 10.0))
+    with pyro.plate("obs_id", 20):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def _x():
+    return torch.linspace(-1.0, 1.0, 20)
+
+
+def _mcmc():
+    from pyrozoo.inference.mcmc import run_mcmc
+
+    run_mcmc(_normal_model, {"x": _x()}, num_samples=5, warmup_steps=5, num_chains=1, seed=3, progress=False)
+
+
+def _svi():
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.svi import run_svi
+
+    run_svi(_normal_model, AutoNormal(_normal_model), {"x": _x()}, num_steps=5, num_samples=5, seed=3,
+            progress=False)
+
+
+def _run_model():
+    from pyrozoo.runner import run_model
+
+    run_model(RunConfig(model="normal-gamma", inference="gibbs", num_samples=20, warmup_steps=5, num_chains=1,
+                        progress=False), save=False)
+
+
+def _spike_slab():
+    from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+    X = np.linspace(-1, 1, 60).reshape(20, 3)
+    SpikeSlabRegression("gibbs", num_samples=20, warmup_steps=5, num_chains=1, seed=3).fit(X, X[:, 0])
+
+
+def _fit_bnn():
+    from pyrozoo.models.bnn import fit_bnn
+
+    X = torch.linspace(-1, 1, 30)[:, None]
+    fit_bnn(X, X[:, 0], posterior="swag", hidden=4, epochs=2, swa_epochs=3, rank=2, num_samples=3, seed=3)
+
+
+@pytest.mark.parametrize("call", [_mcmc, _svi, _run_model, _spike_slab, _fit_bnn])
+def test_a_seeded_call_leaves_the_callers_rng_and_param_store(call):
+    """A simulation loop `X = np.random.randn(...); fit(X)` drew the same X after every fit (each fit reseeded the
+    global RNGs), and a fit emptied the user's `pyro.param` store. The next draws of Python, NumPy and torch are
+    the ones the caller would have had without the call, and the caller's own param is still there."""
+    set_seed(11)
+    expected = (random.random(), np.random.rand(), torch.rand(()).item())
+    set_seed(11)
+    mine = pyro.param("my_loc", torch.tensor(2.5))
+    call()
+    assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
+    assert pyro.get_param_store()["my_loc"] is mine
+
+
+def test_seeded_results_are_unchanged_and_nested_calls_restore_once():
+    """The same seed still gives the same draws whatever the caller's state; inside a kept call a nested kept call
+    does not restore (what runs inside is as before), and an exception restores too."""
+
+    @keeps_caller_state
+    def draw(seed):
+        set_seed(seed)
+        return torch.rand(3)
+
+    @keeps_caller_state
+    def outer():
+        set_seed(5)
+        draw(1)
+        return torch.rand(())  # continues after draw(1)'s draws: the nested call restored nothing
+
+    set_seed(0)
+    a = draw(1)
+    torch.rand(7)
+    assert torch.equal(draw(1), a)
+    set_seed(5)
+    torch.rand(3)
+    ref = torch.rand(())
+    set_seed(1)
+    torch.rand(3)
+    after_draw = torch.rand(())
+    assert outer().item() == after_draw.item() and after_draw.item() != ref.item()
+
+    @keeps_caller_state
+    def broken():
+        set_seed(9)
+        raise ValueError("inside")
+
+    set_seed(2)
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match="inside"):
+        broken()
+    assert torch.equal(torch.get_rng_state(), state)
