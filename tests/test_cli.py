@@ -395,3 +395,38 @@ def test_our_warnings_are_one_pyrozoo_line(tmp_path, capsys, monkeypatch):
                  "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "pyrozoo: warning: model: observed site 'x' holds 100 values" in err and "UserWarning" not in err
+
+
+def test_diagnose_a_gibbs_run_without_sample_stats(tmp_path, capsys, monkeypatch):
+    """A GibbsKernel without log_joint writes no sample_stats group (a model author's kernel may have none):
+    diagnose failed on it with AttributeError; it now judges the chains and gives the all-clear without E-BFMI."""
+    import dataclasses
+
+    from pyrozoo.models import normal_gamma
+
+    monkeypatch.setattr(normal_gamma, "GIBBS_KERNEL", dataclasses.replace(normal_gamma.GIBBS_KERNEL, log_joint=None))
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(out), "--num-samples", "1000", "--warmup-steps", "100",
+                 "--num-chains", "2", "--no-progress", "--device", "cpu"]) == 0
+    assert "sample_stats" not in load_run(out)["idata"].groups()
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "no convergence warnings" in text and "E-BFMI" not in text and "r_hat <= 1.01" in text
+
+
+def test_run_says_how_many_metrics_it_left_out(tmp_path, capsys, monkeypatch):
+    """The run line shows 12 metrics; the others are in metrics.json, and the line says how many (it stopped
+    at 12 in silence)."""
+    import dataclasses
+
+    from pyrozoo import registry
+
+    base = registry.get("normal-gamma")
+    monkeypatch.setitem(registry._REGISTRY, "many-metrics", lambda: dataclasses.replace(
+        base, metrics=lambda result, dataset: {f"m{i}": float(i) for i in range(15)}))
+    out = tmp_path / "run"
+    assert main(["run", "many-metrics", "--out", str(out), *TINY]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("metrics: ")][0]
+    assert line.endswith("m11=11 (3 more in metrics.json)") and "m12" not in line
+    assert {f"m{i}" for i in range(15)} <= set(load_run(out)["metrics"])

@@ -17,7 +17,7 @@ import torch
 from pyrozoo import registry
 from pyrozoo.cli import main
 from pyrozoo.config import RunConfig
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import resolve_device, set_seed
 from pyrozoo.inference.predictive import check_likelihood_sites
 from pyrozoo.inference.rundir import RUN_FILES
 
@@ -155,9 +155,11 @@ def test_an_option_declared_for_other_inferences_leaves_this_ones_draws_unchange
     entry = dataclasses.replace(registry.get(name), inference_options={})
     monkeypatch.setitem(registry._REGISTRY, name, lambda: entry)  # the fit's own checked_config reads the registry
     cfg = tiny_config(name, inference)
+    set_seed(cfg.seed)  # as run_model does before the data
     base = entry.fit(entry.load_data(cfg), cfg)
     cfg = tiny_config(name, inference)
     cfg.options = {**cfg.options, option: OPTION_CHANGES[option]}
+    set_seed(cfg.seed)
     other = entry.fit(entry.load_data(cfg), cfg)
     for key in base.posterior:
         assert (base.posterior[key] == other.posterior[key]).all(), f"{option} changed {key} under {inference}"
@@ -173,10 +175,12 @@ def test_settings_an_inference_does_not_read_leave_its_result_unchanged(name, in
     setting declared unread must give the same draws."""
     entry = registry.get(name)
     cfg = tiny_config(name, inference)
+    set_seed(cfg.seed)  # as run_model does: a simulator may draw from the global RNG (docs/adding-a-model.md)
     base = entry.fit(entry.load_data(cfg), cfg)
     for setting in entry.unread_settings(inference):  # one at a time, so a failure names the setting
         cfg = tiny_config(name, inference)
         setattr(cfg, setting, CHANGED[setting])
+        set_seed(cfg.seed)
         other = entry.fit(entry.load_data(cfg), cfg)
         assert set(base.posterior) == set(other.posterior), setting
         for key in base.posterior:

@@ -61,7 +61,8 @@ def handle(args: argparse.Namespace) -> int:
     for line in lines:
         print(f"warning: {line}")
     if not lines and not independent:
-        bfmi = f", E-BFMI >= {BFMI_MIN}" if "energy" in idata.sample_stats else ""
+        stats = getattr(idata, "sample_stats", None)  # a Gibbs kernel without log_joint writes no sample_stats
+        bfmi = f", E-BFMI >= {BFMI_MIN}" if stats is not None and "energy" in stats else ""
         rhat = ", r_hat <= 1.01" if chains > 1 else ""
         print(f"no convergence warnings (no divergences or stuck chains{bfmi}{rhat}, bulk and tail ESS >= "
               f"{ess_threshold(chains)}, i.e. 100 per chain)")

@@ -114,7 +114,9 @@ def handle(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"warning: {line}")
     if output.metrics:
-        shown = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
-        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:12]))
+        numbers = [(k, v) for k, v in output.metrics.items() if isinstance(v, (int, float))]
+        more = len(output.metrics) - min(len(numbers), 12)
+        tail = f" ({more} more in metrics.json)" if more and output.out is not None else ""
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in numbers[:12]) + tail)
     print(f"saved to {output.out}")
     return 0
