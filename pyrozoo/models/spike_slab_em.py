@@ -266,17 +266,40 @@ def hard_m_step(ex: dict, data: StandardizedData, prior: SpikeSlabPrior,
     return {"gamma": gamma, "sigma2": sigma2, "theta": min(max(theta, 1e-10), 1 - 1e-10)}
 
 
+def hard_em_start(data: StandardizedData, prior: SpikeSlabPrior) -> dict[str, torch.Tensor | float]:
+    """The hard EM's starting point: gamma = 1 (all slab), theta = 0.5 and, when p < n, the residual variance of
+    the all-slab fit mu_1 = (X^T X + I / v1)^{-1} X^T y,
+
+        sigma^2_0 = |y - X mu_1|^2 / (n - df),   df = tr(X A_1^{-1} X^T) = p - tr(A_1^{-1}) / v1   (< p < n),
+
+    else (p >= n, no residual degrees of freedom) var(y) = y^T y / n. Starting at var(y) when the signal is strong
+    inflated E[w_d^2] = mu_d^2 + sigma^2 (A^{-1})_dd of every null in the first gamma step, all features stayed in,
+    and theta's update went to 1, where log(1 - theta) keeps every feature in for good."""
+    dev, dt = data.X.device, data.X.dtype
+    var_y = max(float(data.yty) / data.n, 1e-8)
+    sigma2 = var_y
+    if data.p < data.n:
+        pen = torch.full((data.p,), 1.0 / prior.slab_var, device=dev, dtype=dt)
+        mu = ridge_solve(data, pen)
+        df = data.p - float(ridge_inverse_diag(data, pen).sum()) / prior.slab_var
+        sigma2 = max(float(((data.y - data.X @ mu) ** 2).sum()) / (data.n - df), 1e-8 * var_y)
+    return {"gamma": torch.ones(data.p, device=dev, dtype=dt), "sigma2": sigma2, "theta": 0.5}
+
+
 def fit_hard_em(data: StandardizedData, prior: SpikeSlabPrior, *, max_iter: int = 500, tol: float = 1e-8,
                 init: dict | None = None) -> HardEMFit:
-    """The homework's EM (conjugate prior), started from gamma = 1 (all slab), theta = 0.5, sigma^2 = var(y)."""
+    """The homework's EM (conjugate prior), started from :func:`hard_em_start` (all slab, theta = 0.5, sigma^2 the
+    all-slab fit's residual variance when p < n, var(y) otherwise) unless ``init`` is given.
+
+    The gamma step compares E[w_d^2] under the current gamma's posterior, so a feature in the slab keeps its
+    unshrunk mean: the EM is a local search from its start. When p >= n the all-slab posterior variance of w is
+    dominated by the slab's prior, E[w_d^2] ~ sigma^2 v1, and every feature stays in; use EMVS there."""
     if not prior.conjugate:
         from pyrozoo.errors import PyrozooError
 
         raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior; use 'emvs'")
     t0 = time.perf_counter()
-    dev, dt = data.X.device, data.X.dtype
-    params = init or {"gamma": torch.ones(data.p, device=dev, dtype=dt),
-                      "sigma2": max(float(data.yty) / data.n, 1e-8), "theta": 0.5}
+    params = init or hard_em_start(data, prior)
 
     def e_step(par, d):
         ex = hard_e_step(par["gamma"], par["sigma2"], d, prior)
