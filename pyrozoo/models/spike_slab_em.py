@@ -166,15 +166,33 @@ def log_g(gamma: torch.Tensor, data: StandardizedData, prior: SpikeSlabPrior) ->
     return logml + log_prior
 
 
+def select_rung(path: Sequence[dict], rtol: float = 1e-9) -> int:
+    """Index of EMVS's chosen rung: the highest ``log_g``; among rungs within ``rtol`` (relative) of it, the one
+    with the smallest ``spike_var``.
+
+    log g scores the median-probability model under a point-mass spike (v0 -> 0), so rungs that select the same
+    model tie, and a stretch of the ladder usually does. Those rungs are equally sparse as models; what differs is
+    their p*: a larger v0 moves every p*_d towards 1/2 (the spike N(0, s v0) is less separated from the slab
+    N(0, s v1)), for the nulls and the signals alike, and the smallest tied v0 is the one closest to the point mass
+    the score assumes. Taking the largest tied v0 (v0 = v1 / 10 at the top of the default ladder) reported p* = 0.46
+    on nulls whose exact inclusion is 0.07, and 0.57 on a signal whose exact inclusion is 1."""
+    scores = [float(r["log_g"]) for r in path]
+    top = max(scores)
+    tied = [i for i, sc in enumerate(scores) if sc >= top - rtol * max(1.0, abs(top))]
+    return min(tied, key=lambda i: float(path[i]["spike_var"]))
+
+
 def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[float] | None = None,
              select: bool = False, max_iter: int = 500, tol: float = 1e-6, init: dict | None = None) -> EMVSFit:
     """EMVS along a ladder of spike variances (default :func:`default_ladder`), each warm-started at the previous
     fixed point. The first fit starts from the ridge estimate under the slab, theta = 0.5, sigma^2 = var(y).
 
     ``select=False``: the fixed point at the last spike variance of the ladder. ``select=True`` (EMVS's model
-    selection, conjugate prior only): the rung whose median-probability model has the highest :func:`log_g`
-    (ties: the larger spike variance, i.e. the sparser rung); the default ladder then has 10 rungs from
-    spike_var / 100 to spike_var * 100."""
+    selection, conjugate prior only): the rung whose median-probability model has the highest :func:`log_g`; the
+    default ladder then has 10 rungs from spike_var / 100 to spike_var * 100. Ties (scores within 1e-9 relative:
+    rungs that select the same model, as a stretch of the ladder usually does) go to the smallest spike variance,
+    whose p* are the most decisive (:func:`select_rung`); a larger spike variance gives a sparser model only where
+    the models differ, and then the score decides."""
     max_iter = check_int("max_iter", max_iter, minimum=1)
     check_positive("tol", tol)
     if ladder is None:
@@ -214,10 +232,7 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
                      "sigma2": params["sigma2"], "theta": params["theta"], "iterations": fit.iterations,
                      "converged": fit.converged,
                      "log_g": log_g(pstar, data, prior) if select and prior.conjugate else float("nan")})
-    best = len(path) - 1
-    if select and prior.conjugate:
-        scores = [r["log_g"] for r in path]
-        best = max(range(len(path)), key=lambda i: (round(scores[i], 9), i))
+    best = select_rung(path) if select and prior.conjugate else len(path) - 1
     chosen = path[best]
     pstar, d_star = emvs_e_step(chosen["w"], chosen["sigma2"], chosen["theta"], prior, chosen["spike_var"])
     return EMVSFit(chosen["w"], chosen["sigma2"], chosen["theta"], pstar, d_star, chosen["spike_var"],

@@ -538,3 +538,35 @@ def test_hard_em_selects_the_exact_median_model():
     est = SpikeSlabRegression(inference="em", em_variant="hard", num_samples=50).fit(X, y)
     np.testing.assert_array_equal(est.selected_, median)
     assert est.em_fit_.converged and 0 < est.em_fit_.theta < 1
+
+
+def test_emvs_inclusion_probabilities_are_decisive_like_the_exact_posterior():
+    """Signal x 4: every rung of the default ladder selects the true model, so all score the same log g; the tie went
+    to the largest spike variance (v1 / 10), whose p* put 0.46 on each null (exact: 0.07) and 0.95 on a signal.
+    EMVS's p* are P(gamma_d = 1 | the mode) under a continuous spike, not the exact marginals, so they are not held
+    to the exact values; they must give the same median model and sit at least half-way from 0.5 to the exact side
+    (nulls < 0.25, signals > 0.75)."""
+    X, y, w = _scaled_design(signal=4.0)
+    data, prior = _estimator_prior(X, y)
+    exact = exact_posterior(data, prior)["inclusion"].numpy()
+    assert np.all(exact[w == 0] < 0.1) and np.all(exact[w != 0] > 0.999)
+    est = SpikeSlabRegression(inference="em", num_samples=50).fit(X, y)
+    probs = est.inclusion_probabilities_
+    np.testing.assert_array_equal(est.selected_, exact > 0.5)
+    assert np.all(probs[w == 0] < 0.25) and np.all(probs[w != 0] > 0.75), probs
+    # the chosen rung: the best score, and among the rungs tied with it the smallest spike variance
+    path = est.em_fit_.path
+    top = max(r["log_g"] for r in path)
+    tied = [r["spike_var"] for r in path if r["log_g"] >= top - 1e-9 * abs(top)]
+    assert len(tied) > 1 and est.em_fit_.spike_var == min(tied)
+
+
+def test_select_rung_takes_the_best_score_then_the_smallest_tied_spike_variance():
+    from pyrozoo.models.spike_slab_em import select_rung
+
+    def rung(v0, score):
+        return {"spike_var": v0, "log_g": score, "inclusion": torch.tensor([0.5])}
+
+    assert select_rung([rung(0.1, -3.0), rung(0.01, -3.0), rung(1.0, -3.0)]) == 1  # not the ladder's order
+    assert select_rung([rung(0.001, -5.0), rung(0.01, -3.0), rung(0.1, -3.0 + 1e-12)]) == 1
+    assert select_rung([rung(0.001, -5.0), rung(0.01, -3.0), rung(0.1, -2.0)]) == 2  # a better score wins
