@@ -189,14 +189,17 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
 
     ``select=False``: the fixed point at the last spike variance of the ladder. ``select=True`` (EMVS's model
     selection, conjugate prior only): the rung whose median-probability model has the highest :func:`log_g`; the
-    default ladder then has 10 rungs from spike_var / 100 to spike_var * 100. Ties (scores within 1e-9 relative:
-    rungs that select the same model, as a stretch of the ladder usually does) go to the smallest spike variance,
-    whose p* are the most decisive (:func:`select_rung`); a larger spike variance gives a sparser model only where
-    the models differ, and then the score decides."""
+    default ladder then has those of the 10 rungs from spike_var / 100 to spike_var * 100 that are below slab_var.
+    Ties (scores within 1e-9 relative: rungs that select the same model, as a stretch of the ladder usually does)
+    go to the smallest spike variance, whose p* are the most decisive (:func:`select_rung`); a larger spike
+    variance gives a sparser model only where the models differ, and then the score decides."""
     max_iter = check_int("max_iter", max_iter, minimum=1)
     check_positive("tol", tol)
     if ladder is None:
-        ladder = default_ladder(prior.spike_var, steps=10, above=100.0) if select else default_ladder(prior.spike_var)
+        if select:  # the rungs of spike_var / 100 .. spike_var * 100 below the slab variance
+            ladder = [v0 for v0 in default_ladder(prior.spike_var, steps=10, above=100.0) if v0 < prior.slab_var]
+        else:
+            ladder = default_ladder(prior.spike_var)
     ladder = list(ladder)
     for v0 in ladder:
         check_positive("ladder", v0)

@@ -570,3 +570,13 @@ def test_select_rung_takes_the_best_score_then_the_smallest_tied_spike_variance(
     assert select_rung([rung(0.1, -3.0), rung(0.01, -3.0), rung(1.0, -3.0)]) == 1  # not the ladder's order
     assert select_rung([rung(0.001, -5.0), rung(0.01, -3.0), rung(0.1, -3.0 + 1e-12)]) == 1
     assert select_rung([rung(0.001, -5.0), rung(0.01, -3.0), rung(0.1, -2.0)]) == 2  # a better score wins
+
+
+def test_default_selection_ladder_stays_below_the_slab_variance():
+    """slab_var <= 100 spike_var: the default ladder's top rungs (up to spike_var * 100) reached the slab variance and
+    fit failed with 'ladder: every spike variance must be below slab_var' for a ladder the user never gave."""
+    X, y, w = _scaled_design()
+    est = SpikeSlabRegression(inference="em", slab_var=1.0, num_samples=20).fit(X, y)
+    ladder = [r["spike_var"] for r in est.em_fit_.path]
+    assert max(ladder) < 1.0 and len(ladder) == 9  # the rung at spike_var * 100 = 1.0 is left out
+    np.testing.assert_array_equal(est.selected_, w != 0)
