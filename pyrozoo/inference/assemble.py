@@ -58,11 +58,7 @@ def assemble_result(
     else:
         loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size)
     constant, constant_dims = constant_data(model_kwargs, posterior, observed, dims, fitted=set(params or {}))
-    post_tensors = dict(posterior)
-
-    def predictive_fn(_: Result) -> dict[str, np.ndarray]:
-        return posterior_predictive(model, post_tensors, model_kwargs, chunk_size=chunk_size)
-
+    predictive_fn = PosteriorPredictive(model, dict(posterior), dict(model_kwargs), chunk_size)
     return Result(
         inference=inference,
         posterior=dict(posterior),
@@ -80,6 +76,20 @@ def assemble_result(
         guide=guide,
         predictive_fn=predictive_fn,
     )
+
+
+class PosteriorPredictive:
+    """A :class:`Result`'s ``predictive_fn``: draws of the observed sites at every posterior draw,
+    ``posterior_predictive(model, posterior, model_kwargs)``. A module-level class holding its state, not a closure,
+    so that a ``Result`` pickles (it does when ``model`` is a module-level function and the tensors are on the
+    host or a device the unpickling process has)."""
+
+    def __init__(self, model: Model, posterior: Mapping[str, torch.Tensor], model_kwargs: Mapping[str, Any],
+                 chunk_size: int = 1000) -> None:
+        self.model, self.posterior, self.model_kwargs, self.chunk_size = model, posterior, model_kwargs, chunk_size
+
+    def __call__(self, result: Result | None = None) -> dict[str, np.ndarray]:
+        return posterior_predictive(self.model, self.posterior, self.model_kwargs, chunk_size=self.chunk_size)
 
 
 def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch.Tensor],

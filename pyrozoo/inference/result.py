@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,11 @@ class Result:
     ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
     draw more posterior samples where the engine has one (not saved); ``attrs`` notes (text) added to the
     InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group.
+
+    A ``Result`` pickles. ``guide`` and ``predictive_fn`` are kept when the standard pickle can store them (the
+    :class:`~pyrozoo.inference.assemble.PosteriorPredictive` of a module-level model can); one that it cannot (a
+    closure, a lambda, a locally defined model) is left out, and on the unpickled copy it is ``None``:
+    :meth:`add_posterior_predictive` then says so. Every array, dim, coord, param and setting is kept.
     """
 
     inference: str
@@ -64,6 +71,35 @@ class Result:
             setattr(self, group, {k: _to_numpy(v) for k, v in getattr(self, group).items()})
         self.fit_stats = {k: _to_numpy(v) for k, v in self.fit_stats.items()}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle state: the guide or predictive function that the standard pickle cannot store is left out."""
+        state = dict(self.__dict__)
+        dropped = list(state.get("_dropped_on_pickle", []))
+        for name in ("guide", "predictive_fn"):
+            value = state.get(name)
+            if value is None:
+                continue
+            try:
+                pickle.dumps(value)
+            except Exception:  # a probe: whatever stops the standard pickle (AttributeError for a local object)
+                state[name] = None
+                dropped.append(name)
+        if dropped:
+            state["_dropped_on_pickle"] = sorted(set(dropped))
+        return state
+
+    def __copy__(self) -> Result:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict) -> Result:
+        """A deep copy keeps the guide and predictive function (copy would otherwise go through __getstate__)."""
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     @property
     def num_chains(self) -> int:
         return next(iter(self.posterior.values())).shape[0] if self.posterior else 0
@@ -84,7 +120,9 @@ class Result:
         if self.posterior_predictive:
             return
         if self.predictive_fn is None:
-            raise PyrozooError("posterior_predictive: this result has no predictive function to draw from")
+            why = (" (it could not be pickled and was left out when this Result was)"
+                   if "predictive_fn" in getattr(self, "_dropped_on_pickle", ()) else "")
+            raise PyrozooError(f"posterior_predictive: this result has no predictive function to draw from{why}")
         self.posterior_predictive = {k: _to_numpy(v) for k, v in self.predictive_fn(self).items()}
 
     def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:

@@ -1,10 +1,12 @@
-"""assemble_result: the constant_data group holds the model's non-observed tensor inputs, aligned with the data."""
+"""assemble_result: the constant_data group holds the model's non-observed tensor inputs, aligned with the data;
+the Result pickles."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 
 from pyrozoo.inference.assemble import assemble_result
@@ -49,3 +51,61 @@ def test_observations_under_another_keyword_are_not_constant_data():
     X, y = torch.ones(4, 2), torch.zeros(4)
     idata = assemble_result("test", model, {"X": X, "target": y}, {"w": torch.zeros(1, 2, 2)}).to_inference_data()
     assert set(idata.constant_data.data_vars) == {"X"}
+
+
+# ------------------------------------------------------------------------------------------------------ pickle
+def _spike_slab_result():
+    from pyrozoo.models.spike_slab import pointwise_loglik, spike_slab_model
+
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.randn(9, 3, generator=gen, dtype=torch.float64), torch.randn(9, generator=gen, dtype=torch.float64)
+    posterior = {"w": torch.randn(2, 4, 3, generator=gen, dtype=torch.float64),
+                 "sigma2": torch.rand(2, 4, generator=gen, dtype=torch.float64) + 0.5,
+                 "theta": torch.full((2, 4), 0.3, dtype=torch.float64)}
+    return assemble_result("test", spike_slab_model, {"X": X, "y": y, "spike_var": 0.01, "slab_var": 10.0},
+                           posterior, log_likelihood_fn=pointwise_loglik, seed=3)
+
+
+def test_result_pickles_with_its_predictive_function():
+    """The predictive function was a closure ("Can't pickle local object 'assemble_result.<locals>.predictive_fn'");
+    the unpickled copy has every array and draws the same posterior predictive under the same seed."""
+    import pickle
+
+    result = _spike_slab_result()
+    copy = pickle.loads(pickle.dumps(result))
+    for group in ("posterior", "log_likelihood", "observed_data", "constant_data"):
+        assert getattr(copy, group).keys() == getattr(result, group).keys()
+        for k, v in getattr(result, group).items():
+            np.testing.assert_array_equal(getattr(copy, group)[k], v)
+    assert copy.dims == result.dims and copy.seed == 3 and copy.inference == "test"
+    pyro.set_rng_seed(7)
+    result.add_posterior_predictive()
+    pyro.set_rng_seed(7)
+    copy.add_posterior_predictive()
+    assert copy.posterior_predictive["y"].shape == (2, 4, 9)
+    np.testing.assert_array_equal(copy.posterior_predictive["y"], result.posterior_predictive["y"])
+
+
+def test_unpicklable_guide_and_predictive_are_left_out_and_said_so():
+    """A closure (SVI's structured guide, a wrapped predictive function) cannot go through the standard pickle: the
+    Result pickles without it, and add_posterior_predictive names the reason. A deep copy keeps both."""
+    import copy
+    import pickle
+
+    from pyrozoo.errors import PyrozooError
+
+    result = _spike_slab_result()
+    inner = result.predictive_fn
+
+    def wrapped(res):
+        return inner(res)
+
+    result.predictive_fn, result.guide = wrapped, lambda **kw: None
+    clone = pickle.loads(pickle.dumps(result))
+    assert clone.guide is None and clone.predictive_fn is None
+    np.testing.assert_array_equal(clone.posterior["w"], result.posterior["w"])
+    with pytest.raises(PyrozooError, match="could not be pickled"):
+        clone.add_posterior_predictive()
+    assert result.predictive_fn is wrapped  # pickling does not touch the original
+    deep = copy.deepcopy(result)
+    assert deep.predictive_fn is wrapped and deep.guide is result.guide

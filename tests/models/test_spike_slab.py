@@ -580,3 +580,21 @@ def test_default_selection_ladder_stays_below_the_slab_variance():
     ladder = [r["spike_var"] for r in est.em_fit_.path]
     assert max(ladder) < 1.0 and len(ladder) == 9  # the rung at spike_var * 100 = 1.0 is left out
     np.testing.assert_array_equal(est.selected_, w != 0)
+
+
+@pytest.mark.parametrize("inference", ["em", "svi"])
+def test_fitted_estimator_pickles_and_predicts_the_same(inference):
+    """pickle.dumps(est) failed on the Result's predictive closure. SVI's structured guide is a closure too: it is
+    left out of the pickle (the Result says so), and everything the estimator predicts with is kept."""
+    import pickle
+
+    X, y, _ = _scaled_design()
+    est = SpikeSlabRegression(inference=inference, num_samples=40, steps=20, seed=1).fit(X, y)
+    copy = pickle.loads(pickle.dumps(est))
+    X_new = np.random.default_rng(5).standard_normal((7, 6))
+    np.testing.assert_array_equal(copy.predict(X_new), est.predict(X_new))
+    np.testing.assert_array_equal(copy.inclusion_probabilities_, est.inclusion_probabilities_)
+    np.testing.assert_array_equal(copy.sample_coef(30), est.sample_coef(30))
+    np.testing.assert_array_equal(copy.result_.to_inference_data().posterior["w"].values,
+                                  est.result_.to_inference_data().posterior["w"].values)
+    assert copy.result_.predictive_fn is not None
