@@ -22,6 +22,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import NotFittedError
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -44,6 +46,8 @@ from pyrozoo.validation import check_bool, check_choice, check_int, check_positi
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
+ESTIMATOR_SETTINGS = ("inference", "seed", "device", "num_samples", "warmup_steps", "num_chains", "steps", "lr",
+                      "em_variant", "ladder", "em_select", "max_iter", "progress")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -325,10 +329,12 @@ def gibbs_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: 
 
 
 # ------------------------------------------------------------------------------------------ sklearn estimator
-class SpikeSlabRegression:
-    """Spike-and-slab linear regression with a scikit-learn-style interface.
+class SpikeSlabRegression(RegressorMixin, BaseEstimator):
+    """Spike-and-slab linear regression, a scikit-learn regressor (``Pipeline``, ``clone``, ``cross_val_score``,
+    ``GridSearchCV`` over any setting or prior option, ``check_is_fitted``, pickle).
 
-    ``SpikeSlabRegression(inference="em" | "gibbs" | "svi" | "nuts", seed=0, device="cpu", **prior_options).fit(X, y)``
+    ``SpikeSlabRegression(inference="em" | "gibbs" | "svi" | "nuts", seed=0, device="cpu", spike_var=..., ...)``
+    ``.fit(X, y)``
 
     X is standardized column-wise (mean 0, population sd 1) and y centred internally; the intercept is mean(y) and
     the fitted attributes are on the original scale of X:
@@ -339,22 +345,32 @@ class SpikeSlabRegression:
     * ``inclusion_probabilities_`` (p,): P(gamma_d = 1 | y) (EMVS: p*_d at the fixed point; hard EM: 0/1 gamma);
     * ``coef_cov_`` (p, p): posterior covariance of w (EM: the Gaussian posterior of w given p* / gamma);
     * ``selected_`` (p,) bool: the median-probability model (inclusion probability > 0.5);
+    * ``n_features_in_``;
     * ``result_``: the :class:`~pyrozoo.inference.result.Result` (``result_.to_inference_data()``).
 
     Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
-    ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (default: the sample variance of y, so the
+    ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (None: the sample variance of y, so the
     InverseGamma prior is centred on the scale of y), ``conjugate`` (True). Sampler settings: ``num_samples``,
     ``warmup_steps``, ``num_chains``, ``steps`` (SVI), ``em_variant`` ("emvs" or "hard"), ``ladder`` (EMVS spike
-    variances), ``max_iter``.
+    variances), ``max_iter``. Every one is a constructor parameter (``get_params`` lists them all); the constructor
+    and :meth:`set_params` check them and raise :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) on a bad
+    value or an unknown name.
     """
 
     def __init__(self, inference: str = "em", *, seed: int = 0, device: str = "cpu", num_samples: int = 1000,
                  warmup_steps: int = 500, num_chains: int = 4, steps: int = 2000, lr: float = 0.02,
                  em_variant: str = "emvs", ladder: Any = None, em_select: bool = True, max_iter: int = 500,
-                 progress: bool = False, **prior_options: Any) -> None:
+                 progress: bool = False, spike_var: float = 0.01, slab_var: float = 10.0, a0: float = 1.0,
+                 b0: float = 1.0, nu: float = 1.0, lam: float | None = None, conjugate: bool = True,
+                 **unknown: Any) -> None:
+        # **unknown only turns a misspelt option into the PyrozooError below; scikit-learn's get_params ignores it
+        if unknown:
+            raise PyrozooError(f"SpikeSlabRegression: expected prior options ({', '.join(PRIOR_KEYS)}) or settings "
+                               f"({', '.join(ESTIMATOR_SETTINGS)}), got unknown option(s) {', '.join(sorted(unknown))}")
         check_choice("inference", inference, INFERENCES)
         check_choice("em_variant", em_variant, EM_VARIANTS)
-        # check_int returns integral floats (100.0) as ints: keep what it returns
+        # check_int returns integral floats (100.0) as ints: keep what it returns (an int comes back as itself, so
+        # scikit-learn's clone finds the parameters it passed)
         num_samples, num_chains, max_iter = (check_int(name, val, minimum=1) for name, val in (
             ("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)))
         warmup_steps, steps, seed = check_int("warmup_steps", warmup_steps), check_int("steps", steps), check_int(
@@ -362,26 +378,30 @@ class SpikeSlabRegression:
         check_bool("em_select", em_select)
         check_bool("progress", progress)
         resolve_device(device)
-        lam = prior_options.pop("lam", None)
-        self.prior_options = dict(prior_options)
-        as_prior(self.prior_options, lam=1.0 if lam is None else lam)  # validate now, before any data
-        self.lam = lam
+        prior = {"spike_var": spike_var, "slab_var": slab_var, "a0": a0, "b0": b0, "nu": nu, "conjugate": conjugate}
+        as_prior(prior, lam=1.0 if lam is None else lam)  # validate now, before any data
         self.inference, self.seed, self.device = inference, seed, device
         self.num_samples, self.warmup_steps, self.num_chains = num_samples, warmup_steps, num_chains
         self.steps, self.lr, self.em_variant, self.ladder = steps, lr, em_variant, ladder
         self.em_select = bool(em_select)
         self.max_iter, self.progress = max_iter, progress
+        self.spike_var, self.slab_var, self.a0, self.b0, self.nu = spike_var, slab_var, a0, b0, nu
+        self.lam, self.conjugate = lam, conjugate
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"inference": self.inference, "seed": self.seed, "device": self.device,
-                "num_samples": self.num_samples, "warmup_steps": self.warmup_steps, "num_chains": self.num_chains,
-                "steps": self.steps, "lr": self.lr, "em_variant": self.em_variant, "ladder": self.ladder,
-                "em_select": self.em_select,
-                "max_iter": self.max_iter, "progress": self.progress, "lam": self.lam, **self.prior_options}
+    @property
+    def prior_options(self) -> dict[str, Any]:
+        """The prior options other than ``lam`` (which is fixed only at fit time when None)."""
+        return {k: getattr(self, k) for k in PRIOR_KEYS if k != "lam"}
 
     def set_params(self, **params: Any) -> SpikeSlabRegression:
-        merged = {**self.get_params(), **params}
-        self.__init__(**merged)
+        """Set parameters by name (as scikit-learn's), then run the constructor's checks on the result; an unknown
+        name raises :class:`~pyrozoo.errors.PyrozooError`, a ``ValueError`` as scikit-learn raises."""
+        current = self.get_params(deep=False)
+        unknown = sorted(set(params) - set(current))
+        if unknown:
+            raise PyrozooError(f"set_params: expected parameters of SpikeSlabRegression ({', '.join(current)}), "
+                               f"got {', '.join(map(repr, unknown))}")
+        self.__init__(**{**current, **params})
         return self
 
     @keeps_caller_state
@@ -435,7 +455,8 @@ class SpikeSlabRegression:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise PyrozooError("SpikeSlabRegression: call fit(X, y) before using the fitted model")
+            raise NotFittedSpikeSlabError(
+                "SpikeSlabRegression: expected a fitted estimator, got one that is not fitted; call fit(X, y) first")
 
     def predict(self, X: Any) -> np.ndarray:
         """Posterior mean prediction intercept_ + X coef_ (original scale)."""
@@ -467,14 +488,27 @@ class SpikeSlabRegression:
             idx = torch.randint(total, (num_samples,), generator=gen)
         return (draws[idx] / self._x_scale.cpu()).numpy()
 
-    def score(self, X: Any, y: Any) -> float:
-        """R^2 of the prediction (scikit-learn's regressor score)."""
-        y = np.asarray(y, dtype=float).ravel()
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R^2 of the prediction, 1 - sum_i w_i (y_i - yhat_i)^2 / sum_i w_i (y_i - ybar_w)^2 (scikit-learn's
+        regressor score, ``sample_weight`` w_i = 1 by default)."""
+        from sklearn.metrics import r2_score
+
         pred = self.predict(X)
+        y = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=float).ravel()
         if y.shape != pred.shape:
             raise PyrozooError(f"y: expected {pred.shape[0]} values like the rows of X, got {y.shape[0]}")
-        resid = y - pred
-        return float(1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum())
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=float).ravel()
+            if sample_weight.shape != pred.shape:
+                raise PyrozooError(f"sample_weight: expected {pred.shape[0]} values like the rows of X, got "
+                                   f"{sample_weight.shape[0]}")
+            if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
+                raise PyrozooError("sample_weight: expected finite values >= 0, got a negative or non-finite one")
+        return float(r2_score(y, pred, sample_weight=sample_weight))
+
+
+class NotFittedSpikeSlabError(PyrozooError, NotFittedError):
+    """predict / score / sample_coef before fit: a PyrozooError and scikit-learn's NotFittedError."""
 
 
 # ----------------------------------------------------------------------------------------------- zoo entry

@@ -598,3 +598,77 @@ def test_fitted_estimator_pickles_and_predicts_the_same(inference):
     np.testing.assert_array_equal(copy.result_.to_inference_data().posterior["w"].values,
                                   est.result_.to_inference_data().posterior["w"].values)
     assert copy.result_.predictive_fn is not None
+
+
+# ------------------------------------------------------------------------------------------------ scikit-learn
+def test_estimator_is_a_scikit_learn_regressor():
+    """is_regressor, check_is_fitted, get_params / set_params / clone failed with AttributeError __sklearn_tags__."""
+    from sklearn.base import clone, is_regressor
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    est = SpikeSlabRegression("em", seed=3, num_samples=50, ladder=[1e-4, 1e-3], slab_var=5.0, lam=2.0)
+    assert is_regressor(est)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    with pytest.raises(NotFittedError, match="call fit"):  # also a PyrozooError (test_bad_prior_raises_before_...)
+        est.predict(np.zeros((2, 6)))
+    params = est.get_params()
+    defaults = SpikeSlabPrior().to_dict()
+    assert {k: params[k] for k in defaults} == {**defaults, "slab_var": 5.0, "lam": 2.0}  # every prior option
+    assert params["seed"] == 3 and params["ladder"] == [1e-4, 1e-3] and params["inference"] == "em"
+    assert clone(est).get_params() == params
+    assert SpikeSlabRegression(**params).get_params() == params
+    with pytest.raises(ValueError, match="set_params: expected parameters of SpikeSlabRegression"):
+        est.set_params(unknown=1)
+    with pytest.raises(PyrozooError, match="spike_var"):  # set_params runs the constructor's checks
+        est.set_params(spike_var=10.0)
+    assert est.set_params(num_samples=30.0, a0=2.0).num_samples == 30 and type(est.num_samples) is int
+    assert est.get_params()["a0"] == 2.0 and est.prior_options["a0"] == 2.0
+    X, y, _ = _scaled_design()
+    check_is_fitted(est.fit(X, y))
+
+
+def test_cross_val_score_and_grid_search_in_a_pipeline():
+    """cross_val_score on a StandardScaler pipeline equals R^2 on the same KFold splits computed by hand; GridSearchCV
+    over a prior option (slab_var) scores each value as that hand computation does and refits the best."""
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _ = _scaled_design()
+
+    def by_hand(**prior):
+        out = []
+        for train, test in KFold(3).split(X):
+            scaler = StandardScaler().fit(X[train])
+            reg = SpikeSlabRegression("em", num_samples=20, **prior).fit(scaler.transform(X[train]), y[train])
+            out.append(r2_score(y[test], reg.predict(scaler.transform(X[test]))))
+        return np.array(out)
+
+    scores = cross_val_score(make_pipeline(StandardScaler(), SpikeSlabRegression("em", num_samples=20)), X, y, cv=3)
+    np.testing.assert_allclose(scores, by_hand(), rtol=1e-10)
+    assert np.all(scores > 0.8)
+    grid = GridSearchCV(SpikeSlabRegression("em", num_samples=20), {"slab_var": [1.0, 10.0]}, cv=KFold(3),
+                        error_score="raise").fit(X, y)
+    for i, v in enumerate([1.0, 10.0]):
+        assert grid.cv_results_["mean_test_score"][i] == pytest.approx(by_hand(slab_var=v).mean(), rel=1e-10)
+    assert grid.best_estimator_.slab_var == grid.best_params_["slab_var"]
+    assert grid.best_estimator_.coef_.shape == (6,)
+
+
+def test_score_with_sample_weight_is_scikit_learns_r2():
+    from sklearn.base import RegressorMixin
+    from sklearn.metrics import r2_score
+
+    X, y, _ = _scaled_design()
+    est = SpikeSlabRegression("em", num_samples=20).fit(X, y)
+    wts = np.random.default_rng(2).uniform(0.1, 2.0, size=100)
+    ref = r2_score(y, est.intercept_ + X @ est.coef_, sample_weight=wts)
+    assert est.score(X, y, sample_weight=wts) == pytest.approx(ref, rel=1e-12)
+    assert est.score(X, y, wts) == pytest.approx(RegressorMixin.score(est, X, y, sample_weight=wts), rel=1e-12)
+    assert est.score(X, y) == pytest.approx(r2_score(y, est.predict(X)), rel=1e-12)
+    with pytest.raises(PyrozooError, match="sample_weight: expected 100 values like the rows of X, got 3"):
+        est.score(X, y, sample_weight=[1.0, 2.0, 3.0])
+
