@@ -38,7 +38,8 @@ class Result:
 
     ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
     draw more posterior samples where the engine has one (not saved); ``attrs`` notes (text) added to the
-    InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group.
+    InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group;
+    ``coords`` the ArviZ coordinates by dim name (e.g. ``{"feature": column names}``), applied to every group.
 
     A ``Result`` pickles. ``guide`` and ``predictive_fn`` are kept when the standard pickle can store them (the
     :class:`~pyrozoo.inference.assemble.PosteriorPredictive` of a module-level model can); one that it cannot (a
@@ -147,8 +148,10 @@ class Result:
             import xarray as xr
 
             # built here, not by az.from_dict, which makes a 0-d setting a length-1 array with a made-up axis
-            ds = xr.Dataset({k: (dims.get(k, [f"{k}_dim_{i}" for i in range(np.ndim(v))])[:np.ndim(v)], v)
-                             for k, v in self.constant_data.items()})
+            variables = {k: (dims.get(k, [f"{k}_dim_{i}" for i in range(np.ndim(v))])[:np.ndim(v)], v)
+                         for k, v in self.constant_data.items()}
+            used = {d for names, _ in variables.values() for d in names}
+            ds = xr.Dataset(variables, coords={d: c for d, c in (self.coords or {}).items() if d in used})
             idata.add_groups({"constant_data": ds})
         if self.fit_stats:
             import xarray as xr

@@ -15,6 +15,7 @@ scikit-learn-style estimator that does this for the user and maps coefficients b
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +346,9 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     * ``inclusion_probabilities_`` (p,): P(gamma_d = 1 | y) (EMVS: p*_d at the fixed point; hard EM: 0/1 gamma);
     * ``coef_cov_`` (p, p): posterior covariance of w (EM: the Gaussian posterior of w given p* / gamma);
     * ``selected_`` (p,) bool: the median-probability model (inclusion probability > 0.5);
-    * ``n_features_in_``;
+    * ``n_features_in_``; ``feature_names_in_`` (only when X was a DataFrame with string column names: they are
+      also the ``feature`` coordinate of ``result_.to_inference_data()``, and ``predict`` then refuses a DataFrame
+      whose columns differ from them, renamed or reordered, rather than guess);
     * ``result_``: the :class:`~pyrozoo.inference.result.Result` (``result_.to_inference_data()``).
 
     Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
@@ -406,12 +409,18 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
 
     @keeps_caller_state
     def fit(self, X: Any, y: Any) -> SpikeSlabRegression:
-        """Validate (X, y), standardize, run the chosen inference; returns self."""
+        """Validate (X, y), standardize, run the chosen inference; returns self. A DataFrame's string column names
+        become ``feature_names_in_`` and the result's ``feature`` coordinate."""
+        names = _feature_names(X)
         dev = resolve_device(self.device)
         data = standardize(X, y, device=dev)
         lam = float(self.lam) if self.lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
         prior = as_prior(self.prior_options, lam=lam)
         self.prior_, self.n_features_in_ = prior, data.p
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # a refit on an array forgets the names of an earlier DataFrame
         kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
         if self.inference == "em":
             result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
@@ -449,6 +458,8 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         self.inclusion_probabilities_ = torch.as_tensor(probs).cpu().numpy().astype(float)
         self.selected_ = self.inclusion_probabilities_ > 0.5
         self.sigma2_ = float(sigma2)
+        if names is not None:
+            result.coords["feature"] = names.tolist()
         self.result_ = result
         self._x_mean, self._x_scale, self._y_mean = data.x_mean, scale, data.y_mean
         return self
@@ -458,9 +469,29 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             raise NotFittedSpikeSlabError(
                 "SpikeSlabRegression: expected a fitted estimator, got one that is not fitted; call fit(X, y) first")
 
+    def _check_feature_names(self, X: Any) -> None:
+        """As scikit-learn: a DataFrame's columns must be the fit's, in the fit's order; a warning when only one of
+        fit and predict had names."""
+        names, fitted = _feature_names(X), getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None:
+            if not np.array_equal(names, fitted):
+                missing = [c for c in fitted if c not in set(names)]
+                unexpected = [c for c in names if c not in set(fitted)]
+                detail = (f"missing {missing}, unexpected {unexpected}" if missing or unexpected
+                          else "the same names in another order")
+                raise PyrozooError(f"X: expected the columns seen in fit, in that order, {fitted.tolist()}; got "
+                                   f"{names.tolist()} ({detail})")
+        elif fitted is not None:
+            warnings.warn("X has no feature names, but SpikeSlabRegression was fitted with feature names",
+                          UserWarning, stacklevel=3)
+        elif names is not None:
+            warnings.warn("X has feature names, but SpikeSlabRegression was fitted without feature names",
+                          UserWarning, stacklevel=3)
+
     def predict(self, X: Any) -> np.ndarray:
         """Posterior mean prediction intercept_ + X coef_ (original scale)."""
         self._check_fitted()
+        self._check_feature_names(X)
         Xn = np.asarray(X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
         if Xn.ndim != 2 or Xn.shape[1] != self.n_features_in_:
             raise PyrozooError(f"X: expected shape (any, {self.n_features_in_}), got {Xn.shape}")
@@ -505,6 +536,22 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
                 raise PyrozooError("sample_weight: expected finite values >= 0, got a negative or non-finite one")
         return float(r2_score(y, pred, sample_weight=sample_weight))
+
+
+def _feature_names(X: Any) -> np.ndarray | None:
+    """A DataFrame's column names as an object array when they are all strings (scikit-learn's rule: no names
+    otherwise); mixed string and non-string names are an error, as in scikit-learn."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, (np.ndarray, torch.Tensor)):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    is_str = [isinstance(c, str) for c in names]
+    if names.size and all(is_str):
+        return names
+    if any(is_str):
+        kinds = sorted({type(c).__name__ for c in names})
+        raise PyrozooError(f"X: expected column names that are all strings (or none), got names of types {kinds}")
+    return None
 
 
 class NotFittedSpikeSlabError(PyrozooError, NotFittedError):

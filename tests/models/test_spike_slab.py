@@ -672,3 +672,36 @@ def test_score_with_sample_weight_is_scikit_learns_r2():
     with pytest.raises(PyrozooError, match="sample_weight: expected 100 values like the rows of X, got 3"):
         est.score(X, y, sample_weight=[1.0, 2.0, 3.0])
 
+
+def test_dataframe_feature_names():
+    """fit records feature_names_in_ and n_features_in_ and names the result's feature coordinate; predict refuses a
+    DataFrame whose columns are reordered or renamed (scikit-learn raises too) and warns on a bare array."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    X, y, _ = _scaled_design()
+    cols = ["age", "dose", "bmi", "sex", "site", "year"]
+    df = pd.DataFrame(X, columns=cols)
+    est = SpikeSlabRegression("em", num_samples=20).fit(df, y)
+    assert est.n_features_in_ == 6 and est.feature_names_in_.tolist() == cols
+    idata = est.result_.to_inference_data()
+    for var in ("w", "inclusion_prob", "gamma"):
+        assert idata.posterior[var].coords["feature"].values.tolist() == cols
+    assert idata.constant_data["X"].coords["feature"].values.tolist() == cols
+    assert float(idata.posterior["inclusion_prob"].sel(feature="dose").mean()) == pytest.approx(
+        est.inclusion_probabilities_[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = est.predict(df)
+    with pytest.warns(UserWarning, match="X has no feature names"):
+        np.testing.assert_allclose(est.predict(X), pred)
+    np.testing.assert_allclose(pred, est.intercept_ + X @ est.coef_)
+    with pytest.raises(PyrozooError, match="in another order"):
+        est.predict(df[cols[::-1]])
+    with pytest.raises(PyrozooError, match=r"missing \['year'\], unexpected \['yr'\]"):
+        est.predict(df.rename(columns={"year": "yr"}))
+    with pytest.raises(PyrozooError, match="column names that are all strings"):
+        SpikeSlabRegression("em").fit(pd.DataFrame(X, columns=cols[:5] + [6]), y)
+    est.fit(X, y)  # an array: the names of the earlier fit are dropped
+    assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 6
+    assert "feature" not in est.result_.coords
