@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -84,3 +85,27 @@ def keeps_caller_state(fn: F) -> F:
                                "constraints": {n: store["constraints"][n] for n in gone}})
 
     return wrapper  # type: ignore[return-value]
+
+
+# below this matrix size one intra-op thread is as fast as several on an idle machine, and far faster on a busy one
+SMALL_MATRIX = 256
+
+
+@contextmanager
+def one_thread_if_small(size: int, threshold: int = SMALL_MATRIX) -> Iterator[None]:
+    """Run the block with one torch intra-op thread when its largest matrix dimension ``size`` is below
+    ``threshold``, then restore the caller's thread count.
+
+    For loops of thousands of small factorizations (EM over a ladder of spike variances, its conformal refits)
+    the per-call cost is the OpenMP hand-off, not arithmetic: on the 2-core box under load, an EMVS step took
+    12 ms per ``torch.diag`` of a 30-vector with 2 threads, and the effect-curve fit of cps1985 took 73 s against
+    4.3 s with one thread (benchmarks/RESULTS.md)."""
+    before = torch.get_num_threads()
+    if size >= threshold or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

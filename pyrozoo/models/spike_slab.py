@@ -30,7 +30,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
 from pyrozoo.inference.result import Result
 from pyrozoo.models.spike_slab_em import fit_emvs, fit_hard_em, ridge_inverse
@@ -254,13 +254,14 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
         fit = fit_hard_em(data, prior, max_iter=max_iter)
         penalty, mean, probs = 1.0 / prior.variances(fit.gamma), fit.w_mean, fit.gamma
         sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
-    if variant == "emvs" and select and prior.conjugate:
-        mean, cov, sigma2 = selected_model_posterior(data, prior, probs > 0.5)
-    else:
-        scale = 1.0 if prior.conjugate else sigma2
-        cov = ridge_inverse(data, penalty, scale=scale) * (sigma2 if prior.conjugate else 1.0)
-    cov = 0.5 * (cov + cov.T)
-    draws = _mvn_draws(mean, cov, num_samples)
+    with one_thread_if_small(min(data.n, data.p)):
+        if variant == "emvs" and select and prior.conjugate:
+            mean, cov, sigma2 = selected_model_posterior(data, prior, probs > 0.5)
+        else:
+            scale = 1.0 if prior.conjugate else sigma2
+            cov = ridge_inverse(data, penalty, scale=scale) * (sigma2 if prior.conjugate else 1.0)
+        cov = 0.5 * (cov + cov.T)
+        draws = _mvn_draws(mean, cov, num_samples)
     opts = {"dtype": data.X.dtype, "device": data.X.device}
     posterior = {
         "w": draws.unsqueeze(0),

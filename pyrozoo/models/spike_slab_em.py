@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyrozoo.inference.device import one_thread_if_small
 from pyrozoo.inference.em import run_em
 from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
 from pyrozoo.validation import check_int, check_positive
@@ -207,40 +208,41 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
             from pyrozoo.errors import PyrozooError
 
             raise PyrozooError(f"ladder: every spike variance must be below slab_var={prior.slab_var}, got {v0}")
-    t0 = time.perf_counter()
-    dev, dt = data.X.device, data.X.dtype
-    if init is None:
-        sigma2 = max(float(data.yty) / data.n, 1e-8)
-        pen = torch.full((data.p,), 1.0 / prior.slab_var, device=dev, dtype=dt)
-        w = ridge_solve(data, pen, scale=1.0 if prior.conjugate else sigma2)
-        params = {"w": w, "sigma2": sigma2, "theta": 0.5}
-    else:
-        params = {"w": init["w"].to(device=dev, dtype=dt), "sigma2": float(init["sigma2"]),
-                  "theta": float(init["theta"])}
-    path, converged, iterations = [], False, 0
-    for v0 in ladder:
-        def e_step(par, _d, v0=v0):
-            pstar, d_star = emvs_e_step(par["w"], par["sigma2"], par["theta"], prior, v0)
-            return {"pstar": pstar, "d_star": d_star, "sigma2_old": par["sigma2"]}
+    with one_thread_if_small(min(data.n, data.p)):  # many small solves (one_thread_if_small says why)
+        t0 = time.perf_counter()
+        dev, dt = data.X.device, data.X.dtype
+        if init is None:
+            sigma2 = max(float(data.yty) / data.n, 1e-8)
+            pen = torch.full((data.p,), 1.0 / prior.slab_var, device=dev, dtype=dt)
+            w = ridge_solve(data, pen, scale=1.0 if prior.conjugate else sigma2)
+            params = {"w": w, "sigma2": sigma2, "theta": 0.5}
+        else:
+            params = {"w": init["w"].to(device=dev, dtype=dt), "sigma2": float(init["sigma2"]),
+                      "theta": float(init["theta"])}
+        path, converged, iterations = [], False, 0
+        for v0 in ladder:
+            def e_step(par, _d, v0=v0):
+                pstar, d_star = emvs_e_step(par["w"], par["sigma2"], par["theta"], prior, v0)
+                return {"pstar": pstar, "d_star": d_star, "sigma2_old": par["sigma2"]}
 
-        def m_step(ex, d):
-            w, s2, th = emvs_m_step(ex["pstar"], ex["d_star"], ex["sigma2_old"], d, prior)
-            return {"w": w, "sigma2": s2, "theta": th}
+            def m_step(ex, d):
+                w, s2, th = emvs_m_step(ex["pstar"], ex["d_star"], ex["sigma2_old"], d, prior)
+                return {"w": w, "sigma2": s2, "theta": th}
 
-        fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
-        params = fit.params
-        converged, iterations = fit.converged, iterations + fit.iterations
-        pstar = fit.expectations["pstar"]
-        path.append({"spike_var": v0, "w": params["w"].clone(), "inclusion": pstar.clone(),
-                     "sigma2": params["sigma2"], "theta": params["theta"], "iterations": fit.iterations,
-                     "converged": fit.converged,
-                     "log_g": log_g(pstar, data, prior) if select and prior.conjugate else float("nan")})
-    best = select_rung(path) if select and prior.conjugate else len(path) - 1
-    chosen = path[best]
-    pstar, d_star = emvs_e_step(chosen["w"], chosen["sigma2"], chosen["theta"], prior, chosen["spike_var"])
-    return EMVSFit(chosen["w"], chosen["sigma2"], chosen["theta"], pstar, d_star, chosen["spike_var"],
-                   converged if best == len(path) - 1 else chosen["converged"], iterations,
-                   time.perf_counter() - t0, path)
+            fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
+            params = fit.params
+            converged, iterations = fit.converged, iterations + fit.iterations
+            pstar = fit.expectations["pstar"]
+            path.append({"spike_var": v0, "w": params["w"].clone(), "inclusion": pstar.clone(),
+                         "sigma2": params["sigma2"], "theta": params["theta"], "iterations": fit.iterations,
+                         "converged": fit.converged,
+                         "log_g": log_g(pstar, data, prior) if select and prior.conjugate else float("nan")})
+        best = select_rung(path) if select and prior.conjugate else len(path) - 1
+        chosen = path[best]
+        pstar, d_star = emvs_e_step(chosen["w"], chosen["sigma2"], chosen["theta"], prior, chosen["spike_var"])
+        return EMVSFit(chosen["w"], chosen["sigma2"], chosen["theta"], pstar, d_star, chosen["spike_var"],
+                       converged if best == len(path) - 1 else chosen["converged"], iterations,
+                       time.perf_counter() - t0, path)
 
 
 # ------------------------------------------------------------------------------------------------- hard-gamma EM
@@ -316,18 +318,19 @@ def fit_hard_em(data: StandardizedData, prior: SpikeSlabPrior, *, max_iter: int 
         from pyrozoo.errors import PyrozooError
 
         raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior; use 'emvs'")
-    t0 = time.perf_counter()
-    params = init or hard_em_start(data, prior)
+    with one_thread_if_small(min(data.n, data.p)):  # many small solves (one_thread_if_small says why)
+        t0 = time.perf_counter()
+        params = init or hard_em_start(data, prior)
 
-    def e_step(par, d):
-        ex = hard_e_step(par["gamma"], par["sigma2"], d, prior)
-        ex["theta_old"] = par["theta"]
-        return ex
+        def e_step(par, d):
+            ex = hard_e_step(par["gamma"], par["sigma2"], d, prior)
+            ex["theta_old"] = par["theta"]
+            return ex
 
-    def m_step(ex, d):
-        return hard_m_step(ex, d, prior, ex["theta_old"])
+        def m_step(ex, d):
+            return hard_m_step(ex, d, prior, ex["theta_old"])
 
-    fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
-    par, ex = fit.params, fit.expectations
-    return HardEMFit(par["gamma"], par["sigma2"], par["theta"], ex["mu"], ex["ew2"], fit.converged,
-                     fit.iterations, time.perf_counter() - t0)
+        fit = run_em(e_step, m_step, params, data, max_iter=max_iter, tol=tol)
+        par, ex = fit.params, fit.expectations
+        return HardEMFit(par["gamma"], par["sigma2"], par["theta"], ex["mu"], ex["ew2"], fit.converged,
+                         fit.iterations, time.perf_counter() - t0)

@@ -111,3 +111,22 @@ def test_seeded_results_are_unchanged_and_nested_calls_restore_once():
     with pytest.raises(ValueError, match="inside"):
         broken()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_one_thread_if_small_sets_one_intra_op_thread_only_for_small_work_and_restores():
+    from pyrozoo.inference.device import one_thread_if_small
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread_if_small(30):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with one_thread_if_small(5000):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="inside"):
+            with one_thread_if_small(30):
+                raise ValueError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
