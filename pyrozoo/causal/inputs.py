@@ -1,5 +1,5 @@
 """Input conversion shared by the causal estimators (PLCE, effect curves): numeric vectors and covariate matrices
-with clear errors naming the argument."""
+with clear errors naming the argument, and the check that pandas inputs share one index."""
 
 from __future__ import annotations
 
@@ -9,11 +9,26 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite
+from pyrozoo.validation import _text_items, check_finite
+
+
+def _is_categorical(v: Any) -> bool:
+    return isinstance(getattr(v, "dtype", None), pd.CategoricalDtype)
 
 
 def numeric_vector(name: str, v: Any) -> np.ndarray:
-    """``v`` as a finite float64 vector; an (n, 1) or (1, n) array is flattened, anything else not 1-D is an error."""
+    """``v`` as a finite float64 vector; an (n, 1) or (1, n) array is flattened, anything else not 1-D is an error.
+
+    Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
+    :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
+    amounts: an integer-labelled one would otherwise pass and a text-labelled one fail)."""
+    if _is_categorical(v):
+        raise PyrozooError(f"{name}: expected a numeric vector, got a pandas categorical; convert it to numbers first "
+                           f"(.astype(float) if its categories are amounts)")
+    text = _text_items(v)
+    if text:
+        raise PyrozooError(f"{name}: expected a numeric vector, got text values (e.g. {text[0]!r}); convert the data "
+                           f"to numbers first (pd.to_numeric)")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -26,7 +41,25 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
 
 
 def covariate_matrix(X: Any) -> np.ndarray:
-    """``X`` (array or numeric DataFrame) as a finite float64 (n, p) matrix with p >= 1; a vector is one column."""
+    """``X`` (array or numeric DataFrame) as a finite float64 (n, p) matrix with p >= 1; a vector is one column.
+
+    Numbers and bools only: a text column is refused, even one of numbers stored as text (``"1.5"``, as
+    :func:`pyrozoo.validation.as_tensor` refuses it), and so is every pandas categorical column, whatever its
+    categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
+    encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
+    what the CLI's ``--data`` reader does with text columns."""
+    hint = "encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)"
+    columns = list(X.items()) if isinstance(X, pd.DataFrame) else [(None, X)]
+    categorical = [str(c) for c, col in columns if _is_categorical(col)]
+    if categorical:
+        raise PyrozooError(f"X: expected numeric covariates, got categorical column(s) {categorical} (categories are "
+                           f"labels, not amounts); {hint}")
+    for c, col in columns:
+        text = _text_items(col)
+        if text:
+            where = "" if c is None else f" in column {str(c)!r}"
+            raise PyrozooError(f"X: expected numeric covariates, got text values{where} (e.g. {text[0]!r}); convert "
+                               f"numbers stored as text with pd.to_numeric, {hint}")
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -372,7 +372,8 @@ def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
 
 
 @pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
-                                  "prior_options", "device", "one row", "one row without X"])
+                                  "prior_options", "device", "one row", "one row without X", "numbers as text",
+                                  "categorical column"])
 def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     """Wrong shapes, mismatched lengths, a constant covariate and invalid settings raise PyrozooError naming the
     argument, in the validation step: the nuisance cross-fitting is never reached (it would raise if called)."""
@@ -395,6 +396,11 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
         X, match = pd.DataFrame({"a": X[:, 0], "one": 1.0}), r"^X: column\(s\) \['one'\] are constant"
     elif case == "text column":
         X, match = pd.DataFrame({"a": X[:, 0], "s": ["u"] * 50}), r"^X: expected numeric covariates"
+    elif case == "numbers as text":  # numbers stored as text were read as numbers; as_tensor refuses them
+        t, match = t.astype(str), r"^t: expected a numeric vector, got text values"
+    elif case == "categorical column":  # integer categories were used as an ordinal covariate
+        X = pd.DataFrame({"a": X[:, 0], "c": pd.Categorical(np.arange(50) % 3)})
+        match = r"^X: expected numeric covariates, got categorical column\(s\) \['c'\]"
     elif case == "seed":
         kwargs, match = {"seed": -1}, r"^seed: "
     elif case == "prior_options":

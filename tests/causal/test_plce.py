@@ -369,6 +369,11 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("one_row", r"^y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows \(2 per fold\), got 1;"),
     ("device", r"^device: expected one of auto, cpu, cuda"),
     ("one_cluster", r"^groups: cluster-robust standard errors \(se_type='cluster'\) need at least 2 clusters; got 1 "),
+    ("categorical_int_x", r"^X: expected numeric covariates, got categorical column\(s\) \['site'\]"),
+    ("categorical_text_x", r"^X: expected numeric covariates, got categorical column\(s\) \['site'\]"),
+    ("numbers_as_text_x", r"^X: expected numeric covariates, got text values in column 'a' \(e.g. '"),
+    ("numbers_as_text_t", r"^t: expected a numeric vector, got text values \(e.g. '"),
+    ("categorical_t", r"^t: expected a numeric vector, got a pandas categorical"),
 ])
 def test_bad_input_is_rejected_before_work(case, message):
     y, t, X = linear_design(0, n=50)
@@ -431,6 +436,16 @@ def test_bad_input_is_rejected_before_work(case, message):
         kw = {"device": "gpu"}
     elif case == "one_cluster":  # gave SE 6e-17 and a zero-width interval
         groups, kw = np.zeros(50), {"se_type": "cluster", "random_effects": False}
+    elif case == "categorical_int_x":  # was used as its numbers: an ordinal covariate
+        X = pd.DataFrame(X, columns=list("abcde")).assign(site=pd.Categorical([1, 2, 3, 4, 5] * 10))
+    elif case == "categorical_text_x":
+        X = pd.DataFrame(X, columns=list("abcde")).assign(site=pd.Categorical(["u", "v"] * 25))
+    elif case == "numbers_as_text_x":  # was read as numbers
+        X = pd.DataFrame(X, columns=list("abcde")).assign(a=lambda d: d["a"].map(str))
+    elif case == "numbers_as_text_t":
+        t = pd.Series(t).map(str)
+    elif case == "categorical_t":
+        t = pd.Series(pd.Categorical(np.round(t)))
 
     class Exploding:
         def fit(self, *a, **k):
