@@ -40,7 +40,13 @@ from scipy import stats
 from pyrozoo.causal.basis import SplineInteractionBasis
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
-from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import (
+    check_enough_rows,
+    check_no_constant_columns,
+    check_same_index,
+    covariate_matrix,
+    numeric_vector,
+)
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
@@ -238,6 +244,7 @@ class EffectCurve:
             if not isinstance(self.prior_options, dict):
                 raise PyrozooError(f"prior_options: expected a dict, got {type(self.prior_options).__name__}")
             SpikeSlabRegression(inference="em", num_samples=1, **self.prior_options)
+        check_same_index(y=y, t=t, X=X)  # rows are matched by position: labels must agree
         y, t = numeric_vector("y", y), numeric_vector("t", t)
         n = y.shape[0]
         if X is not None:
@@ -291,7 +298,8 @@ class EffectCurve:
     # ------------------------------------------------------------------ fit
     @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
-        """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band."""
+        """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band. Rows are matched
+        by position: pandas inputs must share one index (:func:`~pyrozoo.causal.inputs.check_same_index`)."""
         if self.learner is not None:
             check_learner("learner", self.learner)
         start = time.perf_counter()

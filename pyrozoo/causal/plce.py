@@ -43,7 +43,13 @@ from pyrozoo.causal.extensions import (
     treatment_variance,
     white_features,
 )
-from pyrozoo.causal.inputs import check_enough_rows, check_no_constant_columns, covariate_matrix, numeric_vector
+from pyrozoo.causal.inputs import (
+    check_enough_rows,
+    check_no_constant_columns,
+    check_same_index,
+    covariate_matrix,
+    numeric_vector,
+)
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
@@ -406,6 +412,7 @@ class PLCE:
             check_bool(name, getattr(self, name))
         if self.random_effects is not None:  # None: on when groups are given
             check_bool("random_effects", self.random_effects)
+        check_same_index(y=y, t=t, X=X, groups=groups)  # rows are matched by position: labels must agree
         y = numeric_vector("y", y)
         t = numeric_vector("t", t)
         X = covariate_matrix(X)
@@ -459,7 +466,8 @@ class PLCE:
 
     @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any, groups: Any = None) -> PLCE:
-        """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model."""
+        """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model. Rows are matched
+        by position: pandas inputs must share one index (:func:`~pyrozoo.causal.inputs.check_same_index`)."""
         if self.learner is not None:
             check_learner("learner", self.learner)
         if self.variance_learner is not None:

@@ -414,6 +414,24 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
         EffectCurve(**kwargs).fit(y, t, X)
 
 
+def test_pandas_inputs_must_share_their_index():
+    """X with the same labels as y and t in another order was fitted row by row; now an error before any fit, while
+    equal indexes give the NumPy result."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 2))
+    t = X[:, 0] + rng.standard_normal(40)
+    y = 0.5 * t**2 + X[:, 1] + rng.standard_normal(40)
+    idx = np.arange(40)[::-1] * 3
+    ys, ts, Xd = pd.Series(y, index=idx), pd.Series(t, index=idx), pd.DataFrame(X, index=idx, columns=["a", "b"])
+    fast = {"learner": ridge(), "n_folds": 2, "n_pseudo": 0, "n_knots": 3, "n_knots_x": 3, "heterogeneity": "linear"}
+    with pytest.raises(PyrozooError, match=r"^y, X: expected pandas inputs with the same index .*X = X.loc\[y.index\]"):
+        EffectCurve(**fast).fit(ys, ts, Xd.sample(frac=1.0, random_state=0))
+    with pytest.raises(PyrozooError, match=r"^y, t: .* got t with other labels"):
+        EffectCurve(**fast).fit(ys, pd.Series(t), None)
+    ape = EffectCurve(**fast).fit(y, t, X).ape_
+    assert EffectCurve(**fast).fit(ys, ts, Xd).ape_ == pytest.approx(ape, rel=1e-12)
+
+
 @pytest.mark.slow
 def test_average_coverage_heterogeneous_design_n1000():
     """Five covariates, tau = t + x1, n = 1000, 20 replications with the default (spike-slab) nuisances: calibrated
