@@ -76,6 +76,8 @@ def handle(args: argparse.Namespace) -> int:
     est = output.metrics
     table = _table(output)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    if "controls" in est:  # --data / --dataset: what was adjusted for (metrics.json has the list too)
+        print("controls: " + ", ".join(map(str, est["controls"])))
     sens = {k: est[k] for k in ("rv_q", "rv_q_alpha", "partial_r2") if k in est}
     print("sensitivity: " + ", ".join(f"{k}={v:.3g}" for k, v in sens.items()))
     if "kurtosis_share_flagged" in est:

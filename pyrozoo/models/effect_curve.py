@@ -90,6 +90,8 @@ def simulate_effect_curve_dataset(seed: int, *, device: Any = "cpu", **options: 
 
 
 def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> tuple[Any, Any, Any]:
+    """y, t and the controls (None when the table has only the outcome and treatment columns), read as PLCE's
+    :func:`~pyrozoo.models.plce.frame_to_arrays` reads them (a blank-header index column is an error there)."""
     used = {opts["outcome"], opts["treatment"]}
     if not opts["controls"] and not [c for c in df.columns if c not in used]:
         from pyrozoo.data.shipped import numeric_column
@@ -105,7 +107,8 @@ def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", **optio
     when the file has only the two)."""
     opts = {**OPTIONS, **options}
     y, t, X = _arrays_from_frame(read_table(path), opts, f"data {path}")
-    return _fit_and_pack(Path(path).stem, y, t, X, seed, device, opts)
+    controls = [] if X is None else X.attrs["controls"]
+    return _fit_and_pack(Path(path).stem, y, t, X, seed, device, opts, meta={"controls": controls})
 
 
 CPS_CONTROLS = "education,ethnicity,region,gender,occupation,sector,union,married"
@@ -118,7 +121,8 @@ def load_cps1985(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     df = load_rdataset("cps1985")
     df = df.assign(log_wage=np.log(df["wage"]))
     y, t, X, _ = frame_to_arrays(df, "log_wage", "experience", CPS_CONTROLS, source="cps1985")
-    return _fit_and_pack("cps1985", y, t, X, seed, device, opts, meta={"columns": list(X.columns)})
+    return _fit_and_pack("cps1985", y, t, X, seed, device, opts,
+                         meta={"columns": list(X.columns), "controls": X.attrs["controls"]})
 
 
 def tau_draws(result: Result, dataset: Dataset) -> np.ndarray:
@@ -147,12 +151,12 @@ def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
     return result
 
 
-def effect_curve_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+def effect_curve_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     """APE and its SE, the band's constants and widths, the estimator's wall time, the engine's posterior mean of tau
-    against the estimator, and, for simulated data, RMSE and average coverage of the true curve (calibrated and Wald
-    bands)."""
+    against the estimator, for simulated data RMSE and average coverage of the true curve (calibrated and Wald
+    bands), and from a file or a dataset ``controls``, the columns adjusted for."""
     est: EffectCurve = dataset.meta["effect_curve"]
-    out: dict[str, float] = {"ape": est.ape_, "ape_se": est.ape_se_, **{k: float(v) for k, v in
+    out: dict[str, Any] = {"ape": est.ape_, "ape_se": est.ape_se_, **{k: float(v) for k, v in
                                                                        est.band_summary().items()}}
     # the estimator (nuisances, final stage, calibration) runs when the data are loaded, outside the engine's
     # wall_time, which covers only the final-stage posterior of the Result
@@ -167,6 +171,8 @@ def effect_curve_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
         for key, cal in (("calibrated", True), ("wald", False)):
             lo, hi = est.band(calibrated=cal)
             out[f"coverage_{key}"] = float(np.mean((lo <= sim.tau) & (sim.tau <= hi)))
+    if "controls" in dataset.meta:
+        out["controls"] = list(dataset.meta["controls"])
     return out
 
 

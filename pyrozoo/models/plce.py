@@ -22,6 +22,7 @@ data are loaded, the chosen engine (svi or nuts) on the final stage.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +172,20 @@ def simulate_plce_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> 
                          seed, device, opts, truth={"theta": sim.theta}, meta={"scenario": opts["scenario"]})
 
 
+def _blank_header_columns(df: pd.DataFrame, columns: list[Any]) -> list[int]:
+    """The 1-based positions of those of ``columns`` whose header was blank: pandas names such a column
+    ``Unnamed: k`` (k its 0-based position), as in a file written by ``DataFrame.to_csv`` with its index."""
+    return [i for i, c in enumerate(df.columns, start=1)
+            if c in columns and isinstance(c, str) and re.fullmatch(r"Unnamed: \d+", c)]
+
+
 def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: str | list[str] = "",
                     groups: str = "", *, source: str = "data") -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
-    """Outcome, treatment, controls (all other columns when empty; text columns become dummies) and groups."""
+    """Outcome, treatment, controls (all other columns when empty; text columns become dummies) and groups.
+
+    The control columns used (before dummy coding) are in ``X.attrs["controls"]``. With the default controls, a
+    column with a blank header (``Unnamed: 0``, the index column of a ``DataFrame.to_csv(path)`` file) is an error:
+    taken as a control it adjusts for the row order; named controls leave it unused."""
     if outcome == treatment:
         raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
     y = numeric_column(df, outcome, source=source)
@@ -187,6 +199,12 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         raise PyrozooError(f"controls: {', '.join(map(repr, clash))} is the outcome, treatment or group column; "
                            f"controls must be other columns")
     cols = controls or [c for c in df.columns if c not in used]
+    blank = [] if controls else _blank_header_columns(df, cols)
+    if blank:
+        which = f"column {blank[0]} has" if len(blank) == 1 else f"columns {', '.join(map(str, blank))} have"
+        raise PyrozooError(f"{source}: {which} no name in its header (a file written by DataFrame.to_csv with its "
+                           f"index?): write it with index=False or name the controls with --controls "
+                           f"(pyrozoo run: -o controls=a,b)")
     missing = [c for c in cols if c not in df.columns]
     if missing:
         known = ", ".join(map(str, df.columns))
@@ -224,7 +242,9 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         if groups not in df.columns:
             raise PyrozooError(f"{source}: no group column {groups!r}")
         g = df[groups].to_numpy()
-    return y, t, X.astype(float), g
+    X = X.astype(float)
+    X.attrs["controls"] = list(cols)  # what was adjusted for, as the file names it (the runs record it)
+    return y, t, X, g
 
 
 def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
@@ -233,7 +253,8 @@ def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any)
     opts = {**OPTIONS, **options}
     y, t, X, g = frame_to_arrays(read_table(path), opts["outcome"], opts["treatment"], opts["controls"],
                                  opts["groups"], source=f"data {path}")
-    return _fit_and_pack(Path(path).stem, y, t, X, g, seed, device, opts, meta={"columns": list(X.columns)})
+    return _fit_and_pack(Path(path).stem, y, t, X, g, seed, device, opts,
+                         meta={"columns": list(X.columns), "controls": X.attrs["controls"]})
 
 
 LALONDE_CONTROLS = "age,educ,race,married,nodegree,re74,re75"
@@ -256,7 +277,8 @@ def load_lalonde(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     y, t, X, g = frame_to_arrays(load_rdataset("lalonde"), outcome, treatment, controls, groups, source="lalonde")
     truth = {"experimental_benchmark": EXPERIMENTAL_BENCHMARK} if (outcome, treatment) == ("re78", "treat") else {}
     return _fit_and_pack("lalonde", y, t, X, g, seed, device, opts, truth=truth,
-                         meta={"columns": list(X.columns), "outcome": outcome, "treatment": treatment})
+                         meta={"columns": list(X.columns), "controls": X.attrs["controls"], "outcome": outcome,
+                               "treatment": treatment})
 
 
 def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
@@ -270,9 +292,10 @@ def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
                            num_particles=4)
 
 
-def plce_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
+def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     """Sandwich estimate and SE (partialling out and feasible model), posterior mean/sd and 95% interval of theta,
-    the closed-form reference, diagnostics, and the error against the truth when simulated."""
+    the closed-form reference, diagnostics, the error against the truth when simulated, and (from a file or a
+    dataset) ``controls``, the columns adjusted for."""
     est: PLCE = dataset.meta["plce"]
     lo, hi = est.ci_
     draws = result.draws("theta")
@@ -288,6 +311,8 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
            **{k: v for k, v in pos.items()}}
     if est.bandwidth_ is not None:
         out["bandwidth"] = est.bandwidth_
+    if "controls" in dataset.meta:  # --data / --dataset: the columns adjusted for, so a run says what it controlled
+        out["controls"] = list(dataset.meta["controls"])
     for key, val in dataset.truth.items():
         out[f"true_{key}"] = float(val)
         out[f"error_vs_{key}"] = est.theta_ - float(val)

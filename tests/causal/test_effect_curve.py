@@ -316,6 +316,27 @@ def test_cli_data_file_problems_name_the_rows_and_the_column(tmp_path, capsys):
         assert message in err and err.count("\n") == 1, (name, err)
 
 
+def test_cli_blank_header_column_and_recorded_controls(tmp_path, capsys):
+    """A file written by df.to_csv(path) has its index as a blank-header first column, which became a control; now an
+    error unless the controls are named, and metrics.json lists the controls used."""
+    import json
+
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(rng.standard_normal((40, 4)), columns=["y", "t", "x1", "x2"])
+    df.to_csv(tmp_path / "indexed.csv")
+    data = ["run", "effect-curve", "--data", str(tmp_path / "indexed.csv"), "--no-progress"]
+    assert main(data) == 2
+    err = capsys.readouterr().err
+    assert "column 1 has no name in its header (a file written by DataFrame.to_csv with its index?)" in err
+    fast = ["--num-samples", "10", "-o", "learner=ridge", "-o", "n_folds=2", "-o", "n_pseudo=0", "-o", "n_knots=3",
+            "-o", "n_knots_x=3", "-o", "heterogeneity=linear"]
+    out = tmp_path / "run"
+    assert main([*data, "-o", "controls=x1,x2", *fast, "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["controls"] == ["x1", "x2"]
+
+
 # ---------------------------------------------------------------- bad input
 def test_binary_treatment_points_to_plce():
     rng = np.random.default_rng(0)

@@ -616,6 +616,39 @@ def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
     assert list(X.columns) == ["site_b", "site_c"]
 
 
+def test_a_blank_header_column_is_an_error_unless_the_controls_are_named(tmp_path, capsys):
+    """df.to_csv(path) writes the index as a first column with a blank header, which pandas reads as 'Unnamed: 0';
+    it became a control (theta 0.79 instead of 1.11 on a sorted file in the QA report). Now an error with the
+    default controls; named controls leave it unused, and the run records the controls it used."""
+    import json
+
+    from pyrozoo.cli import main
+    from pyrozoo.models.plce import frame_to_arrays
+
+    y, t, X = linear_design(7, n=60)
+    df = pd.DataFrame({"y": y, "t": t, "x1": X[:, 0], "site": np.repeat(["a", "b", "c"], 20)})
+    path = tmp_path / "indexed.csv"
+    df.to_csv(path)  # pandas' default writes the index
+    message = ("column 1 has no name in its header (a file written by DataFrame.to_csv with its index?): write it "
+               "with index=False or name the controls with --controls")
+    with pytest.raises(PyrozooError, match=r"^data: column 1 has no name in its header"):
+        frame_to_arrays(pd.read_csv(path), "y", "t")
+    _, _, Xn, _ = frame_to_arrays(pd.read_csv(path), "y", "t", "x1,site")
+    assert Xn.attrs["controls"] == ["x1", "site"] and list(Xn.columns) == ["x1", "site_b", "site_c"]
+    assert frame_to_arrays(df, "y", "t")[2].attrs["controls"] == ["x1", "site"]
+    fast = ["--learner", "ridge", "--n-folds", "2", "--n-repeats", "1", "--inference", "svi", "--steps", "20",
+            "--num-samples", "20"]
+    assert main(["plce", "--data", str(path), *fast]) == 2
+    err = capsys.readouterr().err
+    assert f"data {path}: {message}" in err and err.count("\n") == 1, err
+    assert main(["run", "plce", "--data", str(path), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["plce", "--data", str(path), "--controls", "x1,site", *fast, "--out", str(out)]) == 0
+    assert "controls: x1, site" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["controls"] == ["x1", "site"]
+
+
 def test_outcome_treatment_and_controls_must_be_different_columns(tmp_path, capsys):
     """The same column as outcome and treatment crashed after the fit (division by a zero standard error); the
     outcome or treatment among the controls gave a nonsense estimate with exit 0. Both are errors before work."""
