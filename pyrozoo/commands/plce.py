@@ -99,8 +99,10 @@ def _table(output: object) -> object:
 
     m = output.metrics
     tf, sf = m["theta_feasible"], m["se_feasible"]
-    rows = {"PLCE (HC3)": (m["theta"], m["se_hc3"], m["ci_low"], m["ci_high"]),
-            "PLCE feasible (HC3)": (tf, sf, tf - 1.959964 * sf, tf + 1.959964 * sf),
+    # plce_metrics names the SE by its type; both rows use it (the feasible model's SE is of the same type)
+    key, label = next((k, lab) for k, lab in (("se_hc3", "HC3"), ("se_cluster", "cluster")) if k in m)
+    rows = {f"PLCE ({label})": (m["theta"], m[key], m["ci_low"], m["ci_high"]),
+            f"PLCE feasible ({label})": (tf, sf, tf - 1.959964 * sf, tf + 1.959964 * sf),
             f"posterior [{output.result.inference}]": (m["posterior_mean"], m["posterior_sd"], m["posterior_q2.5"],
                                                        m["posterior_q97.5"])}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "std_err", "ci_2.5%", "ci_97.5%"])

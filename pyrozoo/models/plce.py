@@ -293,16 +293,18 @@ def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
 
 
 def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
-    """Sandwich estimate and SE (partialling out and feasible model), posterior mean/sd and 95% interval of theta,
-    the closed-form reference, diagnostics, the error against the truth when simulated, and (from a file or a
-    dataset) ``controls``, the columns adjusted for."""
+    """Sandwich estimate and SE (partialling out and feasible model; the SE under ``se_hc3`` or, with
+    ``se_type="cluster"``, ``se_cluster``, and the feasible model's of the same type under ``se_feasible``),
+    posterior mean/sd and 95% interval of theta, the closed-form reference, diagnostics, the error against the truth
+    when simulated, and (from a file or a dataset) ``controls``, the columns adjusted for."""
     est: PLCE = dataset.meta["plce"]
     lo, hi = est.ci_
     draws = result.draws("theta")
     ref = final_stage_reference(dataset)
     _, pos = est.positivity()
     sens = est.sensitivity()
-    out = {"theta": est.theta_, "se_hc3": est.se_, "ci_low": lo, "ci_high": hi,
+    # the SE is named by its type (se_hc3 or se_cluster): a cluster-robust SE was reported as se_hc3
+    out = {"theta": est.theta_, f"se_{est.se_type}": est.se_, "ci_low": lo, "ci_high": hi,
            "theta_feasible": est.theta_feasible_, "se_feasible": est.se_feasible_,
            "posterior_mean": float(draws.mean()), "posterior_sd": float(draws.std()),
            "posterior_q2.5": float(np.quantile(draws, 0.025)), "posterior_q97.5": float(np.quantile(draws, 0.975)),

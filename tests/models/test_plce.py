@@ -14,3 +14,36 @@ def test_final_stage_dtype_must_be_floating(dtype):
     # checked before the estimator is touched: an integer dtype would have truncated the residuals
     with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
         make_final_stage_dataset(None, dtype=dtype)
+
+
+def test_the_standard_error_is_named_by_its_type(tmp_path):
+    """-o groups=grp -o se_type=cluster wrote the cluster-robust SE under se_hc3 (metrics.json and the printout)."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.commands.plce import _table
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import frame_to_arrays, make_estimator
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(60)
+    t = x + rng.standard_normal(60)
+    pd.DataFrame({"y": t + x + rng.standard_normal(60), "t": t, "x": x, "grp": np.repeat(np.arange(6), 10)}).to_csv(
+        tmp_path / "d.csv", index=False)
+    fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1, "interactions": "linear", "n_knots": 3}
+    runs = {}
+    for se_type in ("hc3", "cluster"):
+        cfg = RunConfig(model="plce", inference="svi", steps=20, num_samples=20, progress=False,
+                        data=str(tmp_path / "d.csv"),
+                        options={**fast, "groups": "grp", "random_effects": False, "se_type": se_type})
+        runs[se_type] = run_model(cfg, save=False)
+    hc3, cluster = runs["hc3"].metrics, runs["cluster"].metrics
+    assert "se_cluster" not in hc3 and "se_hc3" not in cluster
+    y, t, X, g = frame_to_arrays(pd.read_csv(tmp_path / "d.csv"), "y", "t", groups="grp")
+    est = make_estimator(cfg.seed, **fast, se_type="cluster", random_effects=False).fit(y, t, X, groups=g)
+    assert cluster["se_cluster"] == pytest.approx(est.se_, rel=1e-12)
+    assert hc3["theta"] == pytest.approx(cluster["theta"]) and hc3["se_hc3"] != pytest.approx(cluster["se_cluster"])
+    assert list(_table(runs["cluster"]).index[:2]) == ["PLCE (cluster)", "PLCE feasible (cluster)"]
+    assert list(_table(runs["hc3"]).index[:2]) == ["PLCE (HC3)", "PLCE feasible (HC3)"]
+    assert _table(runs["cluster"]).iloc[0]["std_err"] == cluster["se_cluster"]
