@@ -14,7 +14,7 @@ import torch
 from pyrozoo.errors import PyrozooError
 
 
-def _text_items(value: Any) -> list[Any]:
+def text_items(value: Any) -> list[Any]:
     """The strings among the entries of array-like ``value``."""
     try:
         arr = np.asarray(value)
@@ -36,7 +36,7 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     """
     if dtype is not None:
         check_float_dtype("dtype", dtype)
-    text = [] if isinstance(value, torch.Tensor) else _text_items(value)  # np.array(["1"], float) reads text
+    text = [] if isinstance(value, torch.Tensor) else text_items(value)  # np.array(["1"], float) reads text
     if text:
         raise PyrozooError(f"{name}: expected a numeric array, got text values (e.g. {text[0]!r}); convert the "
                            f"data to numbers first")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import _text_items, check_finite
+from pyrozoo.validation import check_finite, text_items
 
 
 def _is_categorical(v: Any) -> bool:
@@ -25,7 +25,7 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     if _is_categorical(v):
         raise PyrozooError(f"{name}: expected a numeric vector, got a pandas categorical; convert it to numbers first "
                            f"(.astype(float) if its categories are amounts)")
-    text = _text_items(v)
+    text = text_items(v)
     if text:
         raise PyrozooError(f"{name}: expected a numeric vector, got text values (e.g. {text[0]!r}); convert the data "
                            f"to numbers first (pd.to_numeric)")
@@ -55,7 +55,7 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected numeric covariates, got categorical column(s) {categorical} (categories are "
                            f"labels, not amounts); {hint}")
     for c, col in columns:
-        text = _text_items(col)
+        text = text_items(col)
         if text:
             where = "" if c is None else f" in column {str(c)!r}"
             raise PyrozooError(f"X: expected numeric covariates, got text values{where} (e.g. {text[0]!r}); convert "
