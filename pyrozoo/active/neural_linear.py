@@ -62,7 +62,7 @@ from collections.abc import Sequence
 import torch
 
 from pyrozoo.active.base import PoolKernel
-from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior
+from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
 from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive
@@ -286,13 +286,10 @@ class NeuralLinearPosterior(RegressionPosterior):
         as in :func:`pyrozoo.models.blr.blr_posterior`). ``recipe`` (module docstring): ``"mlp"`` uses ``objective``,
         ``steps`` and ``standardize``; ``"reference"`` uses ``epochs`` (and ignores those three). ``hidden``,
         ``weight_decay``, ``a0``, ``b0`` left as None take the recipe's defaults (:data:`RECIPE_DEFAULTS`).
-        Arguments are checked before any work."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 1:
-            raise PyrozooError(f"x: expected a 2-D tensor with at least one row, got "
-                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-            raise PyrozooError(f"y: expected shape ({x.shape[0]},), got "
-                               f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        ``steps=0`` (``epochs=0`` for the reference recipe) trains nothing: the BLR is fitted on the features of the
+        seeded random initialization (random features). ``x`` (N, D) and ``y`` (N,) may be tensors, NumPy arrays or
+        lists; they and every other argument are checked before any work (:func:`check_fit_data`)."""
+        x, y = check_fit_data(x, y)
         check_choice("recipe", recipe, RECIPES)
         defaults = RECIPE_DEFAULTS[recipe]
         hidden = defaults["hidden"] if hidden is None else hidden
@@ -306,8 +303,8 @@ class NeuralLinearPosterior(RegressionPosterior):
             raise PyrozooError("hidden: expected at least one hidden layer size, got none")
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("objective", objective, OBJECTIVES)
-        steps = check_int("steps", steps, minimum=1)
-        epochs = check_int("epochs", epochs, minimum=1)
+        steps = check_int("steps", steps, minimum=0)
+        epochs = check_int("epochs", epochs, minimum=0)
         if recipe == "reference" and x.shape[0] < 2:
             raise PyrozooError(f"x: the reference recipe needs at least 2 labelled rows (batch statistics), got "
                                f"{x.shape[0]}")

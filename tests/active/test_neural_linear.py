@@ -125,7 +125,7 @@ def test_fixed_seed_gives_the_same_network_and_batch():
 
 @pytest.mark.parametrize(("kw", "match"), [
     ({"hidden": ()}, "hidden"), ({"hidden": (0,)}, "hidden"), ({"objective": "elbo"}, "objective"),
-    ({"activation": "gelu"}, "activation"), ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"),
+    ({"activation": "gelu"}, "activation"), ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": -1.0}, "lr"),
     ({"weight_decay": -0.1}, "weight_decay"), ({"weight_decay": True}, "weight_decay"),
     ({"standardize": "yes"}, "standardize"),
     ({"prior_scale": 0.0}, "prior_scale"), ({"noise": -1.0}, "noise"),
@@ -147,8 +147,46 @@ def test_bad_shapes():
     x, y = _data(10)
     with pytest.raises(PyrozooError, match="y: expected shape"):
         NeuralLinearPosterior.fit(x, y[:5])
-    with pytest.raises(PyrozooError, match="x: expected a 2-D tensor"):
+    with pytest.raises(PyrozooError, match="x: expected a 2-D array"):
         NeuralLinearPosterior.fit(x[:, 0], y)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda x, y: (torch.where(torch.arange(20).reshape(10, 2) == 3, torch.nan, x), y),
+     r"x: expected finite values, found 1 non-finite \(NaN at index \(1, 1\)\)"),
+    (lambda x, y: (x, torch.where(torch.arange(10) == 4, torch.inf, y)),
+     r"y: expected finite values, found 1 non-finite \(inf at index \(4,\)\)"),
+    (lambda x, y: (x[:0], y[:0]), "x: expected a 2-D array .* at least one row"),
+    (lambda x, y: ("abc", y), "x: expected a numeric array"),
+])
+def test_bad_data_is_refused_before_training(change, match, monkeypatch):
+    """The shared check_fit_data, before any training (was: NaN/inf found only in the learned features)."""
+    from pyrozoo.active import neural_linear
+
+    def never(*args, **kwargs):
+        raise AssertionError("no training may start")
+
+    monkeypatch.setattr(neural_linear, "_train_mlp", never)
+    with pytest.raises(PyrozooError, match=match):
+        NeuralLinearPosterior.fit(*change(*_data(10)))
+
+
+def test_numpy_and_lists_give_the_tensor_result():
+    x, y = _data(10)
+    ref = NeuralLinearPosterior.fit(x, y, hidden=(4,), steps=3).predictive(x)[0]
+    for xx, yy in ((x.numpy(), y.numpy()), (x.tolist(), y.tolist())):
+        assert torch.equal(NeuralLinearPosterior.fit(xx, yy, hidden=(4,), steps=3).predictive(x)[0], ref)
+
+
+@pytest.mark.parametrize("kw", [{"steps": 0}, {"recipe": "reference", "epochs": 0, "hidden": (4, 4)}])
+def test_zero_training_steps_keep_the_random_features(kw):
+    """steps=0 (epochs=0): the BLR on the seeded initial network's features, a random-feature model."""
+    x, y = _data(10)
+    post = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw})
+    again = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw})
+    trained = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw, "steps": 3, "epochs": 1})
+    assert torch.equal(post.layers[0], again.layers[0]) and not torch.equal(post.layers[0], trained.layers[0])
+    assert bool(torch.isfinite(post.predictive(x)[0]).all())
 
 
 def test_loop_with_neural_linear_is_reproducible():
@@ -231,7 +269,7 @@ def test_reference_recipe_learns_and_is_reproducible():
 
 
 @pytest.mark.parametrize(("kw", "match"), [
-    ({"recipe": "keras"}, "recipe"), ({"recipe": "reference", "epochs": 0}, "epochs"),
+    ({"recipe": "keras"}, "recipe"), ({"recipe": "reference", "epochs": -1}, "epochs"),
     ({"recipe": "reference", "hidden": 30}, "hidden"),
 ])
 def test_reference_bad_input(kw, match):
