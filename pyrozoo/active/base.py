@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
@@ -14,9 +15,10 @@ from pyrozoo.validation import check_finite, check_int
 
 @dataclass
 class Batch:
-    """A selected batch. ``indices`` are positions in the pool handed to :meth:`Acquisition.select` (distinct,
-    in selection order); ``requested`` the batch size asked for. Sparse acquisitions (ACS-FW) may return fewer
-    distinct points than requested: ``num_selected < requested`` and ``note`` says so."""
+    """A selected batch. ``indices`` are positions in the pool handed to :meth:`Acquisition.select` (a 1-D integer
+    tensor of 1 to ``requested`` distinct positions, in selection order; :func:`check_batch`); ``requested`` the
+    batch size asked for. Sparse acquisitions (ACS-FW) may return fewer distinct points than requested:
+    ``num_selected < requested`` and ``note`` says so."""
 
     indices: torch.Tensor
     requested: int
@@ -35,8 +37,9 @@ class Batch:
         """Why the batch is not what was asked for, or how a default was adapted (``info["note"]``); else ""."""
         notes = []
         if self.num_selected < self.requested:
+            why = " (Frank-Wolfe revisited points already in the support)" if self.weights is not None else ""
             notes.append(f"{self.acquisition}: {self.num_selected} distinct points for a requested batch of "
-                         f"{self.requested} (Frank-Wolfe revisited points already in the support)")
+                         f"{self.requested}{why}")
         if self.info.get("note"):
             notes.append(str(self.info["note"]))
         return "; ".join(notes)
@@ -72,6 +75,54 @@ def check_select_args(posterior: Any, x_pool: torch.Tensor, batch_size: int,
     return batch_size
 
 
+def check_batch(batch: Any, pool_size: int, batch_size: int, acquisition: str) -> Batch:
+    """What an acquisition returned for a pool of ``pool_size`` points and a batch of ``batch_size``, checked before
+    anything is labelled: a :class:`Batch` with ``requested == batch_size`` whose ``indices`` are a 1-D integer
+    tensor (a list or NumPy array of integers is converted to a long tensor) of 1 to ``batch_size`` distinct
+    positions in ``0 .. pool_size - 1`` (negative positions are refused, not counted from the end). Returns the
+    batch, with its indices as a long tensor; raises a :class:`PyrozooError` naming ``acquisition`` otherwise (more
+    positions than the batch size would overspend the budget, none would never spend it)."""
+    who = f"acquisition {acquisition!r}"
+    if not isinstance(batch, Batch):
+        raise PyrozooError(f"{who}: expected a Batch, got {type(batch).__name__}")
+    idx = batch.indices
+    if not isinstance(idx, torch.Tensor):
+        try:
+            arr = np.asarray(idx)
+        except (TypeError, ValueError):  # ragged nested lists
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and arr.size == 0):  # [] reads as float
+            raise PyrozooError(f"{who}: expected the batch's indices as a 1-D integer tensor (or a list / NumPy "
+                               f"array of integers), got {type(idx).__name__} of dtype {arr.dtype}")
+        idx = torch.from_numpy(arr.astype(np.int64))
+    if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
+        hint = " (a mask? pass torch.nonzero(mask).squeeze(1))" if idx.dtype == torch.bool else ""
+        raise PyrozooError(f"{who}: expected integer pool positions, got indices of dtype {idx.dtype}{hint}")
+    if idx.dim() != 1:
+        raise PyrozooError(f"{who}: expected a 1-D tensor of pool positions, got shape {tuple(idx.shape)}")
+    n = idx.numel()
+    if n == 0:
+        raise PyrozooError(f"{who}: expected 1 to {batch_size} pool positions, got an empty batch (nothing would "
+                           f"ever be labelled)")
+    if n > batch_size:
+        raise PyrozooError(f"{who}: expected at most {batch_size} pool positions (the batch size), got {n}")
+    idx = idx.long()
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= pool_size:
+        bad = low if low < 0 else high
+        raise PyrozooError(f"{who}: expected pool positions in 0..{pool_size - 1} (the {pool_size} points it was "
+                           f"given), got {bad}")
+    uniq, counts = torch.unique(idx, return_counts=True)
+    if uniq.numel() != n:
+        repeated = uniq[counts > 1].tolist()
+        raise PyrozooError(f"{who}: expected distinct pool positions, got {', '.join(map(str, repeated[:5]))} "
+                           f"more than once")
+    if batch.requested != batch_size:
+        raise PyrozooError(f"{who}: expected Batch.requested = {batch_size} (the batch size asked for), got "
+                           f"{batch.requested!r}")
+    return batch if idx is batch.indices else replace(batch, indices=idx)
+
+
 class Acquisition(ABC):
     """Chooses a batch from an unlabelled pool given a fitted posterior (see :mod:`pyrozoo.active.posteriors`)."""
 
@@ -79,15 +130,17 @@ class Acquisition(ABC):
 
     def select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int, *,
                generator: torch.Generator | None = None) -> Batch:
-        """Validate the arguments (:func:`check_select_args`), then pick at most ``batch_size`` distinct pool
-        positions."""
+        """Validate the arguments (:func:`check_select_args`), then pick 1 to ``batch_size`` distinct pool
+        positions with :meth:`_select`, whose batch is checked (:func:`check_batch`) before it is returned."""
         batch_size = check_select_args(posterior, x_pool, batch_size, generator)
-        return self._select(posterior, x_pool, batch_size, generator)
+        return check_batch(self._select(posterior, x_pool, batch_size, generator), x_pool.shape[0], batch_size,
+                           self.name)
 
     @abstractmethod
     def _select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int,
                 generator: torch.Generator | None) -> Batch:
-        """The acquisition proper; inputs are already validated."""
+        """The acquisition proper; inputs are already validated. Return a :class:`Batch` of 1 to ``batch_size``
+        distinct positions in ``x_pool`` with ``requested=batch_size``."""
 
 
 class PoolKernel(ABC):

@@ -8,9 +8,10 @@ Test RMSE and NLL are reported in the response's original units.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 
 from pyrozoo.active.acs_fw import ACSFW
-from pyrozoo.active.base import Acquisition
+from pyrozoo.active.base import Acquisition, check_batch
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
 from pyrozoo.active.neural_linear import NeuralLinearPosterior
 from pyrozoo.active.posteriors import (
@@ -34,12 +35,13 @@ from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
-from pyrozoo.models.blr import load_regression_frame, standardized_design
+from pyrozoo.models.blr import PRIOR_DEFAULTS, load_regression_frame, standardized_design
 from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_choice,
     check_int,
+    check_keys,
     check_probability,
     check_unique,
     check_xy,
@@ -94,23 +96,63 @@ def fit_neural_linear(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regre
     return NeuralLinearPosterior.fit(x, y, **options)
 
 
+def _keywords(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The named arguments of ``fn`` after the data (``x``, ``y``, or ``X``, ``y``)."""
+    return tuple(name for name, p in inspect.signature(fn).parameters.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in ("x", "X", "y"))
+
+
+def _bnn_options() -> tuple[str, ...]:
+    from pyrozoo.models.bnn import TRAIN_OPTIONS, fit_bnn
+
+    return (*_keywords(fit_bnn), *TRAIN_OPTIONS)
+
+
 class ActiveModel(NamedTuple):
     fit: Callable[..., RegressionPosterior]  # fit(x, y, **options) -> posterior adapter
     task: str  # "regression" or "classification"
     posterior: type[RegressionPosterior]  # what ``fit`` returns (its ``closed_forms`` decide the ACS-FW variants)
     min_labels: int = 1  # the fewest labelled rows ``fit`` accepts
     stored_draws: Callable[[Mapping[str, Any]], int] | None = None  # model options -> draws kept (None: unlimited)
+    # the option names ``fit`` takes (the ``model_options`` keys); None: the named arguments of ``fit`` after x, y
+    options: Callable[[], Iterable[str]] | None = None
 
 
 ACTIVE_MODELS: dict[str, ActiveModel] = {
-    "blr": ActiveModel(BLRPoolPosterior.fit, "regression", BLRPoolPosterior),
-    "probit": ActiveModel(ProbitPoolPosterior.fit, "classification", ProbitPoolPosterior),
-    "gp": ActiveModel(GPPoolPosterior.fit, "regression", GPPoolPosterior),
+    "blr": ActiveModel(BLRPoolPosterior.fit, "regression", BLRPoolPosterior, options=lambda: PRIOR_DEFAULTS),
+    "probit": ActiveModel(ProbitPoolPosterior.fit, "classification", ProbitPoolPosterior,
+                          options=lambda: _keywords(ProbitPoolPosterior.fit)),
+    "gp": ActiveModel(GPPoolPosterior.fit, "regression", GPPoolPosterior,
+                      options=lambda: _keywords(GPPoolPosterior.fit)),
     # fit_bnn's split needs 4 rows
     "bnn": ActiveModel(fit_bnn_pool, "regression", SampledRegressionPosterior, min_labels=4,
-                       stored_draws=lambda opts: int(opts.get("num_samples", BNN_POOL_DRAWS))),
-    "neural-linear": ActiveModel(fit_neural_linear, "regression", NeuralLinearPosterior),
+                       stored_draws=lambda opts: int(opts.get("num_samples", BNN_POOL_DRAWS)), options=_bnn_options),
+    "neural-linear": ActiveModel(fit_neural_linear, "regression", NeuralLinearPosterior,
+                                 options=lambda: _keywords(NeuralLinearPosterior.fit)),
 }
+
+
+def model_option_names(model: str) -> tuple[str, ...]:
+    """The ``model_options`` keys ``model``'s fit takes (:attr:`ActiveModel.options`, else its named arguments)."""
+    entry = ACTIVE_MODELS[model]
+    return tuple(entry.options() if entry.options is not None else _keywords(entry.fit))
+
+
+def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model_options`` as a new dict, checked before any fit: None (no options) or a mapping whose keys are options
+    ``model``'s fit takes (blr: the prior's ``prior_scale``, ``a0``, ``b0``, ``noise``; the others: the keyword
+    arguments of their ``fit``, for bnn :func:`~pyrozoo.models.bnn.fit_bnn`'s and its training options). An unknown
+    key is an error listing the allowed ones, the same for every model. The values are checked by the fit."""
+    if model_options is None:
+        return {}
+    if not isinstance(model_options, Mapping):
+        raise PyrozooError(f"model_options: expected a dict of {model!r} fit options or None, got "
+                           f"{type(model_options).__name__}")
+    for key in model_options:
+        if not isinstance(key, str):
+            raise PyrozooError(f"model_options: expected option names (text) as keys, got {key!r}")
+    check_keys("model_options", model_options, model_option_names(model))
+    return dict(model_options)
 
 
 def uses_projections(acquisition: str, model: str) -> bool:
@@ -315,9 +357,12 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     """One run: label ``init_size`` random pool points, then acquire batches until ``budget`` more are labelled,
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
     test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
-    from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`) before any fit."""
+    from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`,
+    :func:`check_model_options`) before any fit; every batch the acquisition returns is checked
+    (:func:`~pyrozoo.active.base.check_batch`) before its points are labelled."""
     problem = check_problem(problem)
     check_model_task(model, problem.task)
+    opts = check_model_options(model, model_options)
     acquisition = resolve_acquisition(acquisition, model)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
@@ -325,7 +370,6 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     check_bool("progress", progress)
     fit = ACTIVE_MODELS[model].fit
     classify = problem.task == "classification"
-    opts = dict(model_options or {})
     if model in ("neural-linear", "bnn"):
         opts.setdefault("seed", seed)
     n = problem.x_pool.shape[0]
@@ -361,9 +405,10 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
         start = time.perf_counter()
         batch = acquisition.select(post, problem.x_pool[pool_idx.to(problem.x_pool.device)], b, generator=gen)
         seconds = time.perf_counter() - start
+        # Acquisition.select checks its batch; again here for a subclass that overrides select itself. 1 to b
+        # distinct positions in the unlabelled pool: the budget is never overspent and every round labels a point.
+        batch = check_batch(batch, pool_idx.numel(), b, acquisition.name)
         chosen = pool_idx[batch.indices.cpu()]
-        if labelled[chosen].any() or chosen.unique().numel() != chosen.numel():
-            raise RuntimeError(f"{acquisition.name} returned a labelled or repeated point")  # a bug, not bad input
         labelled[chosen] = True
         acquired += chosen.numel()
         bar.update(chosen.numel())
@@ -390,6 +435,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     check_choice("dataset", dataset, DATASETS)
     check_model_task(model, DATASETS[dataset])
     check_acquisitions_for_model(acquisitions, model)
+    model_options = check_model_options(model, model_options)
     check_num_projections_for_model(acquisitions, model, num_projections, model_options)
     check_min_labels(model, init_size)
     frames = []
@@ -403,8 +449,31 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     return pd.concat(frames, ignore_index=True)
 
 
-def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
-    """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels."""
+METRICS = ("rmse", "accuracy", "nll")  # the test scores a run records: rmse (regression) or accuracy, and nll
+
+
+def resolve_metric(results: pd.DataFrame, metric: str | None) -> str:
+    """``metric``, or for None the task's score in ``results`` (``rmse`` for regression, ``accuracy`` for
+    classification); raise listing the scores ``results`` holds if ``metric`` is not one of its columns or the
+    default is ambiguous (both, as in a table that mixes the two tasks) or missing."""
+    available = [m for m in METRICS if m in results.columns]
+    if metric is None:
+        task_scores = [m for m in ("rmse", "accuracy") if m in results.columns]
+        if len(task_scores) == 1:
+            return task_scores[0]
+        held = f"holds {' and '.join(task_scores)}" if task_scores else "has neither rmse nor accuracy"
+        raise PyrozooError(f"metric: expected a metric named for these results, which {held} (metrics: "
+                           f"{', '.join(available) or 'none'}); got None")
+    if metric not in results.columns:
+        raise PyrozooError(f"metric: expected one of the results' metrics {', '.join(available) or '(none)'}; "
+                           f"got {metric!r}")
+    return metric
+
+
+def summarize(results: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels.
+    ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification (:func:`resolve_metric`)."""
+    metric = resolve_metric(results, metric)
     results = results.reset_index(drop=True)
     last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
     g = last.groupby(["dataset", "acquisition"])
@@ -417,11 +486,13 @@ def summarize(results: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     return out.drop(columns="std").rename(columns={"mean": metric, "count": "seeds"}).reset_index()
 
 
-def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str = "rmse") -> Path:
+def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str | None = None) -> Path:
     """``metric`` against the number of labels, one line (mean +- 1 se over seeds) per acquisition and one panel
-    per dataset. ACS-FW may acquire fewer than b points in a round (and then runs an extra round), so each run's
-    metric is carried forward onto the grid init, init + b, ..., budget (the model a run had with at most that many
-    labels) before averaging over seeds; aligning by round index would average unequal label counts."""
+    per dataset; ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification. ACS-FW may
+    acquire fewer than b points in a round (and then runs an extra round), so each run's metric is carried forward
+    onto the grid init, init + b, ..., budget (the model a run had with at most that many labels) before averaging
+    over seeds; aligning by round index would average unequal label counts."""
+    metric = resolve_metric(results, metric)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,0 +1,178 @@
+"""What the loop checks besides the problem: every batch an acquisition returns (a user-defined one may return too
+many, no, repeated or out-of-range positions), ``model_options`` keys before the first fit, and the metric that
+``summarize`` / ``plot_learning_curves`` default to. Small NumPy problems and blr, so every test is quick."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pyrozoo.active import loop
+from pyrozoo.active.base import Acquisition, Batch, check_batch
+from pyrozoo.active.loop import (
+    ACTIVE_MODELS,
+    ActiveProblem,
+    plot_learning_curves,
+    run_active_learning,
+    run_experiment,
+    summarize,
+)
+from pyrozoo.active.posteriors import BLRPoolPosterior
+from pyrozoo.errors import PyrozooError
+
+RUN = {"init_size": 10, "batch_size": 5, "budget": 10, "seed": 0, "progress": False}
+
+
+def _problem(task: str = "regression") -> ActiveProblem:
+    rng = np.random.default_rng(0)
+    x = np.c_[np.ones(60), rng.standard_normal((60, 3))]
+    y = x.sum(1) + 0.1 * rng.standard_normal(60)
+    if task == "classification":
+        y = (y > 1).astype(float)
+    return ActiveProblem("t", x[:50], y[:50], x[50:], y[50:], task)
+
+
+class Custom(Acquisition):
+    """Returns ``make(pool_size, b)``; fails the test (instead of hanging) after 20 calls."""
+
+    name = "mine"
+
+    def __init__(self, make) -> None:
+        self.make, self.calls = make, 0
+
+    def _select(self, post, x, b, g):
+        self.calls += 1
+        assert self.calls <= 20, "the loop did not advance"
+        return self.make(x.shape[0], b)
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Every model's fit fails the test: bad settings must be refused before any work."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("no fit may start")
+
+    for name, entry in ACTIVE_MODELS.items():
+        monkeypatch.setitem(ACTIVE_MODELS, name, entry._replace(fit=never))
+    monkeypatch.setattr(loop, "load_problem", never)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+@pytest.mark.parametrize("make, match", [
+    # more than b: was labelled silently, 10 -> 18 -> 23 on a budget of 10
+    (lambda m, b: Batch(torch.arange(b + 3), b, "mine"), r"at most 5 pool positions \(the batch size\), got 8"),
+    # none: the loop never advanced
+    (lambda m, b: Batch(torch.arange(0), b, "mine"), r"1 to 5 pool positions, got an empty batch"),
+    (lambda m, b: Batch([], b, "mine"), r"1 to 5 pool positions, got an empty batch"),
+    (lambda m, b: Batch(torch.tensor([0, m]), b, "mine"), r"pool positions in 0\.\.39 .*, got 40"),
+    # negative positions used to count from the end of the pool, silently
+    (lambda m, b: Batch(torch.tensor([-1, 0]), b, "mine"), r"pool positions in 0\.\.39 .*, got -1"),
+    (lambda m, b: Batch(torch.tensor([0.0, 1.0]), b, "mine"), r"integer pool positions, got .*float32"),
+    (lambda m, b: Batch([0.0, 1.5], b, "mine"), r"the batch's indices as a 1-D integer tensor .*float64"),
+    (lambda m, b: Batch(torch.arange(m) < 2, b, "mine"), r"integer pool positions, got .*torch\.bool \(a mask\?"),
+    (lambda m, b: Batch(torch.tensor([[0, 1]]), b, "mine"), r"a 1-D tensor of pool positions, got shape"),
+    (lambda m, b: Batch(torch.tensor([3, 1, 3]), b, "mine"), r"distinct pool positions, got 3 more than once"),
+    (lambda m, b: Batch(torch.tensor([0, 1]), 2, "mine"), r"Batch\.requested = 5 .*, got 2"),
+    (lambda m, b: [0, 1], r"a Batch, got list"),
+])
+def test_a_bad_batch_is_refused_naming_the_acquisition(make, match):
+    with pytest.raises(PyrozooError, match=r"^acquisition 'mine': expected " + match):
+        run_active_learning(_problem(), Custom(make), **RUN)
+
+
+def test_select_itself_checks_the_batch():
+    post = BLRPoolPosterior.fit(_problem().x_pool[:10], _problem().y_pool[:10])
+    pool = torch.as_tensor(_problem().x_pool)
+    with pytest.raises(PyrozooError, match=r"acquisition 'mine': expected at most 3 pool positions"):
+        Custom(lambda m, b: Batch(torch.arange(b + 1), b, "mine")).select(post, pool, 3)
+    batch = Custom(lambda m, b: Batch(np.array([4, 2], dtype=np.int32), b, "mine")).select(post, pool, 3)
+    assert batch.indices.dtype == torch.long and batch.indices.tolist() == [4, 2]
+
+
+def test_the_loop_checks_a_subclass_that_overrides_select():
+    class Raw(Custom):
+        def select(self, post, x, b, *, generator=None):
+            return self._select(post, x, b, generator)
+
+    with pytest.raises(PyrozooError, match=r"acquisition 'mine': expected distinct pool positions"):
+        run_active_learning(_problem(), Raw(lambda m, b: Batch(torch.zeros(2, dtype=torch.long), b, "mine")), **RUN)
+
+
+@pytest.mark.parametrize("convert", [lambda i: i.tolist(), lambda i: i.numpy(), lambda i: i.int()])
+def test_lists_and_numpy_indices_give_the_tensor_result(convert):
+    ref = run_active_learning(_problem(), Custom(lambda m, b: Batch(torch.arange(b) * 2, b, "mine")), **RUN)
+    got = run_active_learning(_problem(), Custom(lambda m, b: Batch(convert(torch.arange(b) * 2), b, "mine")), **RUN)
+    pd.testing.assert_frame_equal(got.drop(columns="select_seconds"), ref.drop(columns="select_seconds"))
+    assert list(got["num_labelled"]) == [10, 15, 20]
+
+
+def test_a_smaller_batch_is_allowed_and_noted():
+    df = run_active_learning(_problem(), Custom(lambda m, b: Batch(torch.arange(min(b, 3)), b, "mine")), **RUN)
+    assert list(df["num_labelled"]) == [10, 13, 16, 19, 20]  # the budget is spent exactly
+    assert list(df["requested"]) == [0, 5, 5, 4, 1] and list(df["selected"]) == [0, 3, 3, 3, 1]
+    assert df["note"].iloc[1] == "mine: 3 distinct points for a requested batch of 5"  # no Frank-Wolfe reason
+
+
+def test_check_batch_keeps_a_good_tensor_batch():
+    batch = Batch(torch.tensor([2, 0]), 3, "x")
+    assert check_batch(batch, 5, 3, "x") is batch
+
+
+# ------------------------------------------------------------------------------------------------ model_options
+
+
+@pytest.mark.parametrize("model, allowed", [
+    ("blr", "a0, b0, noise, prior_scale"),
+    ("gp", "kernel, lr, steps"),
+    ("neural-linear", "a0, activation, b0, epochs, hidden, .*, weight_decay"),
+    ("bnn", "batch_size, depth, .*, num_samples, posterior, .*, vi_steps"),
+    ("probit", "iters, prior_scale"),
+])
+def test_unknown_model_options_are_refused_before_any_fit(model, allowed, no_fit):
+    """One message for every model (gp, probit and neural-linear were a TypeError at the first fit; bnn named
+    train_options)."""
+    task = "classification" if model == "probit" else "regression"
+    match = rf"^model_options: unknown key\(s\) foo; allowed: {allowed}$"
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(_problem(task), "random", model=model, model_options={"foo": 1}, **RUN)
+    dataset = "breast-cancer" if model == "probit" else "synthetic"
+    with pytest.raises(PyrozooError, match=match):
+        run_experiment(dataset, ["random"], [0], model=model, model_options={"foo": 1}, progress=False)
+
+
+def test_model_options_must_be_a_mapping_of_names(no_fit):
+    with pytest.raises(PyrozooError, match=r"model_options: expected a dict of 'gp' fit options or None, got list"):
+        run_active_learning(_problem(), "random", model="gp", model_options=["steps"], **RUN)
+    with pytest.raises(PyrozooError, match=r"model_options: expected option names \(text\) as keys, got 1"):
+        run_active_learning(_problem(), "random", model_options={1: 2}, **RUN)
+
+
+def test_known_model_options_reach_the_fit():
+    a = run_active_learning(_problem(), "random", model_options={"noise": 0.5}, **RUN)
+    b = run_active_learning(_problem(), "random", **RUN)
+    assert not np.allclose(a["nll"], b["nll"])
+
+
+# ------------------------------------------------------------------------------------------------ metric
+
+
+def test_summary_and_plot_default_to_the_task_metric(tmp_path):
+    cls = run_active_learning(_problem("classification"), "random", model="probit", **RUN)
+    reg = run_active_learning(_problem(), "random", **RUN)
+    assert "accuracy" in summarize(cls).columns and "rmse" in summarize(reg).columns  # was KeyError 'rmse'
+    pd.testing.assert_frame_equal(summarize(cls), summarize(cls, "accuracy"))
+    assert plot_learning_curves(cls, tmp_path / "c.png").stat().st_size > 0
+    assert plot_learning_curves(reg, tmp_path / "r.png").stat().st_size > 0
+    for fn in (lambda m: summarize(cls, m), lambda m: plot_learning_curves(cls, tmp_path / "x.png", m)):
+        with pytest.raises(PyrozooError, match=r"metric: expected one of the results' metrics accuracy, nll; "
+                                               r"got 'rmse'"):
+            fn("rmse")
+    both = pd.concat([cls, reg], ignore_index=True)
+    with pytest.raises(PyrozooError, match=r"metric: expected a metric named .* holds rmse and accuracy"):
+        summarize(both)
+    assert not (tmp_path / "x.png").exists()
