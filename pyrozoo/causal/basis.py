@@ -5,9 +5,18 @@ For controls x_i in R^p the expansion is
     b(x_i) = [ s_1(x_i1), ..., s_p(x_ip),  z_ij * z_ik  (j < k) ]
 
 where s_j is scikit-learn's ``SplineTransformer`` basis (quantile knots, the constant direction dropped so the
-columns are not collinear with the intercept) and z_j the standardized covariate. Covariates with few distinct
-values (binary indicators, small counts) are not splined: they enter as the standardized column itself. Every output
-column is standardized with the training data's moments, so a single prior scale suits all coefficients.
+columns are not collinear with the intercept) and z_j the standardized covariate. With ``linear=True`` (or
+``"raw"``) each spline block is preceded by z_j itself, s_j(x) -> [z_j, s_j(x)]; with ``linear="orthogonal"`` by
+z_j and the block residualized on [1, z_j] in the training rows, s_j(x) -> [z_j, s_j(x) - a_j - z_j b_j]. The span
+is unchanged either way (x lies in the span of the cubic B-splines and the intercept), but a linear effect of x_j
+is then one column a sparse selector can keep whole, instead of a combination of ~6 correlated spline columns of
+which it may keep only some; the orthogonal form also keeps the selector's shrinkage from sharing that effect
+between z_j and the spline columns (on a linear design with spike-and-slab nuisances, only it helped: see
+benchmarks/plce_linear_bias.py).
+
+Covariates with few distinct values (binary indicators, small counts) are not splined: they enter as the
+standardized column itself. Every output column is standardized with the training data's moments, so a single
+prior scale suits all coefficients.
 """
 
 from __future__ import annotations
@@ -31,21 +40,29 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
     {z_j, z_j^2} with {z_k, z_k^2} for j < k (so x1^2 x2 and the like are in the span), ``"none"`` (or False)
     none; ``min_unique`` is the number of distinct values below which a
     covariate enters linearly instead of through splines; ``squares`` adds z_j^2 for linear-only covariates
-    with more than two values.
+    with more than two values; ``linear`` (default False; ``"none"``, ``True``/``"raw"``, ``"orthogonal"``) adds
+    the standardized covariate z_j as a column just before each splined covariate's spline block, and with
+    ``"orthogonal"`` replaces the block by its residuals on [1, z_j] (least-squares coefficients from the training
+    rows, applied to any rows). One more column per splined covariate; the block's span is unchanged, so the
+    columns are exactly collinear (raw: z_j with the intercept and the splines; orthogonal: the residualized splines
+    among themselves): fine for the shrinkage and ridge fits that use the basis, not for unpenalized least squares
+    on the whole block.
     """
 
     def __init__(self, n_knots: int = 5, degree: int = 3, interactions: bool | str = "quadratic", min_unique: int = 6,
-                 squares: bool = False) -> None:
+                 squares: bool = False, linear: bool | str = False) -> None:
         self.n_knots = n_knots
         self.degree = degree
         self.interactions = interactions
         self.min_unique = min_unique
         self.squares = squares
+        self.linear = linear
 
     def fit(self, X: Any, y: Any = None) -> SplineInteractionBasis:
         X = _as_matrix(X)
         check_int("n_knots", self.n_knots, minimum=2)
         check_int("degree", self.degree, minimum=1)
+        self.linear_ = linear_kind(self.linear)
         self.interactions_ = interaction_kind(self.interactions)
         n, p = X.shape
         self.n_features_in_ = p
@@ -59,6 +76,12 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
             st = SplineTransformer(n_knots=self.n_knots, degree=self.degree, knots="quantile",
                                    extrapolation="linear", include_bias=False)
             self.splines_[j] = st.fit(X[:, [j]])
+        self.spline_proj_ = {}
+        if self.linear_ == "orthogonal":  # least-squares coefficients of each spline column on [1, z_j] (training rows)
+            Z = (X - self.loc_) / self.scale_
+            for j in self.spline_cols_:
+                A = np.column_stack([np.ones(n), Z[:, j]])
+                self.spline_proj_[j] = np.linalg.lstsq(A, self.splines_[j].transform(X[:, [j]]), rcond=None)[0]
         raw = self._raw(X)
         self.out_loc_ = raw.mean(axis=0)
         out_scale = raw.std(axis=0)
@@ -71,7 +94,12 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         blocks = []
         for j in range(X.shape[1]):
             if j in self.splines_:
-                blocks.append(self.splines_[j].transform(X[:, [j]]))
+                S = self.splines_[j].transform(X[:, [j]])
+                if self.linear_ != "none":
+                    blocks.append(Z[:, [j]])
+                if j in self.spline_proj_:
+                    S = S - np.column_stack([np.ones(len(X)), Z[:, j]]) @ self.spline_proj_[j]
+                blocks.append(S)
             else:
                 blocks.append(Z[:, [j]])
                 if self.squares and len(np.unique(X[:, j])) > 2:
@@ -110,6 +138,17 @@ def interaction_kind(value: bool | str) -> str:
         return "linear" if value else "none"
     if value not in ("none", "linear", "quadratic"):
         raise PyrozooError(f"interactions: expected none, linear or quadratic (or a bool), got {value!r}")
+    return value
+
+
+def linear_kind(value: bool | str) -> str:
+    """``linear`` as one of none, raw, orthogonal (True means raw, False/None none); raises otherwise."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "raw" if value else "none"
+    if value not in ("none", "raw", "orthogonal"):
+        raise PyrozooError(f"linear: expected none, raw or orthogonal (or a bool), got {value!r}")
     return value
 
 

@@ -1,0 +1,108 @@
+"""SplineInteractionBasis's ``linear`` option: z_j next to each spline block (raw or with the block residualized on
+[1, z_j]). Tolerances are stated next to each check with where they come from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.errors import PyrozooError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+
+
+def mixed_covariates(seed: int, n: int = 300) -> np.ndarray:
+    """Two continuous covariates (splined) and one dummy (enters linearly in every variant)."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.standard_normal(n), rng.exponential(size=n), rng.integers(0, 2, n)])
+
+
+@pytest.mark.parametrize("linear", [True, "raw", "orthogonal"])
+def test_linear_option_adds_one_standardized_column_per_splined_covariate(linear):
+    X = mixed_covariates(0)
+    base = SplineInteractionBasis(n_knots=4, interactions="linear").fit(X)
+    opt = SplineInteractionBasis(n_knots=4, interactions="linear", linear=linear).fit(X)
+    B0, B = base.transform(X), opt.transform(X)
+    # 2 splined covariates: one extra column each; the dummy and the 3 products are unchanged
+    assert B.shape == (300, B0.shape[1] + 2)
+    assert np.allclose(B.mean(0), 0, atol=1e-10) and np.allclose(B.std(0), 1)
+    # block layout: [z1, s_1 (5 columns), z2, s_2 (5), dummy, products]; z_j is the covariate standardized with
+    # the training mean and (population) sd, to round-off
+    width = 1 + (4 + 3 - 2)
+    for j in range(2):
+        z = (X[:, j] - X[:, j].mean()) / X[:, j].std()
+        np.testing.assert_allclose(B[:, j * width], z, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(B[:, 2 * width:], B0[:, 2 * (width - 1):], rtol=0, atol=1e-12)
+    # new rows are standardized with the training moments, not their own
+    Xn = mixed_covariates(1, n=50) * 2.0 + 1.0
+    np.testing.assert_allclose(opt.transform(Xn)[:, 0], (Xn[:, 0] - X[:, 0].mean()) / X[:, 0].std(), rtol=0,
+                               atol=1e-12)
+
+
+def test_linear_option_keeps_the_span_and_default_is_unchanged():
+    X = mixed_covariates(2)
+    default = SplineInteractionBasis().fit_transform(X)
+    np.testing.assert_array_equal(SplineInteractionBasis(linear=False).fit_transform(X), default)
+    np.testing.assert_array_equal(SplineInteractionBasis(linear="none").fit_transform(X), default)
+    ones = np.ones((len(X), 1))
+    for linear in (True, "orthogonal"):
+        B = SplineInteractionBasis(linear=linear).fit_transform(X)
+        # the same column space as the default (x lies in the span of the cubic B-splines and the intercept):
+        # least squares on either reproduces every column of the other (residual variance < 1e-10, round-off)
+        for P, Q in ((B, default), (default, B)):
+            A = np.column_stack([ones, P])
+            resid = Q - A @ np.linalg.lstsq(A, Q, rcond=None)[0]
+            assert resid.var(0).max() < 1e-10
+
+
+def test_orthogonal_spline_block_is_uncorrelated_with_its_covariate():
+    X = mixed_covariates(3)
+    opt = SplineInteractionBasis(n_knots=5, linear="orthogonal").fit(X)
+    B = opt.transform(X)
+    width = 1 + (5 + 3 - 2)
+    for j in range(2):
+        z, S = B[:, j * width], B[:, j * width + 1:(j + 1) * width]
+        # residualized on [1, z_j] in the training rows: correlation 0 to round-off (1e-10)
+        assert np.abs(S.T @ z / len(z)).max() < 1e-10
+        # but not trivially: each residualized column still carries the curvature of x_j (|corr with z^2| > 0.1)
+        assert np.abs(np.corrcoef(np.column_stack([z**2, S]).T)[0, 1:]).max() > 0.1
+
+
+def test_linear_option_rejects_unknown_values():
+    with pytest.raises(PyrozooError, match="^linear: expected none, raw or orthogonal"):
+        SplineInteractionBasis(linear="yes").fit(mixed_covariates(0))
+    with pytest.raises(PyrozooError, match="^linear: expected none, raw or orthogonal"):
+        SplineInteractionBasis(linear=1).fit(mixed_covariates(0))
+
+
+def test_orthogonal_option_recovers_a_linear_nuisance_better():
+    """On a tiny linear design (g(x) = .7 x1 - .4 x2, unit noise, 300 training rows), the spike-and-slab nuisance
+    on the basis with linear="orthogonal" keeps z1 and z2 as single columns and is closer to g on fresh rows than
+    on the default basis, where the linear effect is spread over ~6 correlated spline columns per covariate and the
+    selector kept none of them in 4 of these 8 fits (MSE ~ Var g = 0.65). Measured over these 8 seeds: mean squared
+    error to g 0.049 (orthogonal) vs 0.374 (default) and 0.231 (linear=True, not asserted: worse than the default on
+    2 seeds). The assertion asks for half the default's mean (measured: 0.13x) and that the option is not worse by
+    more than 0.005 on any seed (measured: better on all 8)."""
+    from pyrozoo.causal.plce import SpikeSlabLearner
+
+    mse = {False: [], "orthogonal": []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        X, Xn = rng.standard_normal((300, 5)), rng.standard_normal((2000, 5))
+        g = lambda A: 0.7 * A[:, 0] - 0.4 * A[:, 1]  # noqa: E731
+        t = g(X) + rng.standard_normal(300)
+        for linear in mse:
+            basis = SplineInteractionBasis(linear=linear).fit(X)
+            fit = SpikeSlabLearner().fit(basis.transform(X), t)
+            mse[linear].append(float(np.mean((fit.predict(basis.transform(Xn)) - g(Xn)) ** 2)))
+    default, option = np.array(mse[False]), np.array(mse["orthogonal"])
+    assert option.mean() < 0.5 * default.mean(), (option, default)
+    assert (option - default).max() < 0.005, (option, default)
