@@ -130,3 +130,15 @@ def test_one_thread_if_small_sets_one_intra_op_thread_only_for_small_work_and_re
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_seeded_call_leaves_the_callers_cuda_rng():
+    """The CUDA generator is put back too (run on the GPU machine; CI has none)."""
+    from pyrozoo.inference.mcmc import run_mcmc
+
+    torch.manual_seed(4)
+    expected = torch.rand(3, device="cuda")
+    torch.manual_seed(4)
+    run_mcmc(_normal_model, {"x": _x().cuda()}, num_samples=5, warmup_steps=5, num_chains=1, seed=3, progress=False)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
