@@ -72,7 +72,7 @@ from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
@@ -529,6 +529,7 @@ def _adversary_param_names(names: list[str]) -> set[str]:
     return {n for n in names if n.startswith("agnostic_net$$$adversary") or n.endswith((".w_p", ".b_p"))}
 
 
+@keeps_caller_state
 def run_agnostic_svi(
     model: Any,
     guide: Any,
@@ -701,6 +702,7 @@ def run_agnostic_svi(
     )
 
 
+@keeps_caller_state
 def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> Result:
     """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule; the result's posterior
     holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer) and the guide's

@@ -33,7 +33,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.uci import load_uci
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import resolve_device, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
@@ -221,6 +221,7 @@ def _prior_of(dataset: Dataset) -> dict[str, float]:
     return {k: float(dataset.inputs[k]) for k in PRIOR_DEFAULTS}
 
 
+@keeps_caller_state
 def fit_exact(dataset: Dataset, config: RunConfig) -> Result:
     """``num_chains`` x ``num_samples`` i.i.d. draws from the closed-form posterior, wrapped in a Result."""
     set_seed(config.seed)
@@ -239,6 +240,7 @@ def fit_exact(dataset: Dataset, config: RunConfig) -> Result:
                            wall_time=wall, config=config.to_dict(), model_name=config.model)
 
 
+@keeps_caller_state
 def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference``: ``exact`` (closed-form draws) or ``nuts``."""
     config = checked_config("blr", config)  # a direct call gets run_model's checks

@@ -646,6 +646,7 @@ def _uci_loader(name: str):
     return load
 
 
+@keeps_caller_state
 def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase
     (and SVI steps for ``vi``), ``config.num_samples`` = posterior draws S."""

@@ -28,7 +28,7 @@ from pyrozoo.causal.effect_curve_sim import DESIGNS, simulate_effect_curve
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, read_table
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.result import Result
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
@@ -135,6 +135,7 @@ def tau_draws(result: Result, dataset: Dataset) -> np.ndarray:
     return reg.y_sd_ * w @ G.T
 
 
+@keeps_caller_state
 def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
     """EM (the estimator's engine) or Gibbs on the final stage; adds ``tau`` (dim ``obs_id``) to the posterior."""
     config = checked_config("effect-curve", config)  # a direct call gets run_model's checks

@@ -27,7 +27,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import set_seed
+from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import loss_plateau
@@ -328,6 +328,7 @@ def _hyper_kwargs(dataset: Dataset) -> dict[str, Any]:
     return {k: dataset.inputs[k] for k in ("kernel_name", *HYPER)}
 
 
+@keeps_caller_state
 def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     """``type2``: fitted hyperparameters, then num_samples draws of f from the exact posterior (one chain);
     ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw."""

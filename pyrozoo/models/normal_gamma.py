@@ -25,7 +25,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, svi_from_config
 from pyrozoo.inference.gibbs import GibbsKernel
 from pyrozoo.inference.result import Result
@@ -244,6 +244,7 @@ def _cavi(n: int, xbar: float, ss: float, *, mu0: float, mu_scale: float, a: flo
     return {"mu_loc": m, "mu_scale": lam**-0.5, "beta_conc": alpha, "beta_rate": rate}
 
 
+@keeps_caller_state
 def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (gibbs, nuts, hmc or svi) on ``dataset``."""
     config = checked_config("normal-gamma", config)  # a direct call gets run_model's checks

@@ -38,7 +38,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.device import resolve_device
+from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
@@ -281,6 +281,7 @@ def load_lalonde(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
                                "treatment": treatment})
 
 
+@keeps_caller_state
 def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
     """NUTS or SVI (the reference-preconditioned Gaussian guide) on the final-stage model."""
     config = checked_config("plce", config)  # a direct call gets run_model's checks

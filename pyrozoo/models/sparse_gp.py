@@ -404,6 +404,7 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
                                batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)
 
 
+@keeps_caller_state
 def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u)."""
     config = checked_config("sparse-gp", config)  # a direct call gets run_model's checks

@@ -233,6 +233,7 @@ def _finish(result: Result, prior: SpikeSlabPrior) -> Result:
     return result
 
 
+@keeps_caller_state
 def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "emvs", num_samples: int = 1000,
               seed: int = 0, ladder: Any = None, select: bool = True, max_iter: int = 500,
               model_kwargs: dict | None = None,
@@ -317,6 +318,7 @@ def _mvn_draws(mean: torch.Tensor, cov: torch.Tensor, num: int) -> torch.Tensor:
     return mean + z @ L.T
 
 
+@keeps_caller_state
 def gibbs_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: int = 1000, warmup_steps: int = 500,
                  num_chains: int = 8, thin: int = 1, seed: int = 0, progress: bool = False,
                  model_kwargs: dict | None = None, model_name: str = "spike-slab",
@@ -560,6 +562,7 @@ class NotFittedSpikeSlabError(PyrozooError, NotFittedError):
 
 
 # ----------------------------------------------------------------------------------------------- zoo entry
+@keeps_caller_state
 def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (em, gibbs, svi, nuts) on a standardized dataset."""
     config = checked_config("spike-slab", config)  # a direct call gets run_model's checks
