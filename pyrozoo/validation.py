@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,6 +70,7 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
     """Regression data checked before any work: ``X`` a finite (N, D) array with N >= ``min_rows`` and D >= 1 (a
     1-D ``X`` read as one column when ``vector_is_column``), ``y`` (if given) a finite (N,) array. Both come back
     as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came."""
+    check_same_index(**{x_name: X, y_name: y})  # rows are paired by position: pandas labels must agree
     X = as_tensor(x_name, X, dtype=dtype)
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)
@@ -84,6 +86,39 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
                                f"{tuple(y.shape)}")
         check_finite(y_name, y)
     return X, y
+
+
+def check_same_index(**inputs: Any) -> None:
+    """Raise if two or more of ``inputs`` (name -> value) are pandas objects (Series, DataFrame) of the same length
+    whose indexes differ, as sets of labels or in order, naming them. The estimators match rows by position, as
+    scikit-learn does, so a DataFrame whose rows are in another order than the outcome's would be fitted row by row
+    against the wrong outcome without a trace; an error is better than guessing an alignment. Equal indexes pass,
+    and so do NumPy arrays next to pandas objects; lengths are left to the row-count checks."""
+    if "pandas" not in sys.modules:  # no pandas object can exist; pandas is not imported for this check alone
+        return
+    import pandas as pd
+
+    framed = [(name, v.index) for name, v in inputs.items() if isinstance(v, (pd.Series, pd.DataFrame))]
+    if len(framed) < 2:
+        return
+    ref, ref_index = framed[0]
+    differ = [(name, index) for name, index in framed[1:]
+              if len(index) == len(ref_index) and not index.equals(ref_index)]
+    if not differ:
+        return
+    name, index = differ[0]
+    extra = index[~index.isin(ref_index)]
+    if len(extra) == 0 and ref_index.isin(index).all():
+        how = "the same labels in another order"
+    else:
+        label = extra[0] if len(extra) else ref_index[~ref_index.isin(index)][0]
+        label = label.item() if isinstance(label, np.generic) else label  # 160, not np.int64(160)
+        side = f"{name}'s index but not {ref}'s" if len(extra) else f"{ref}'s index but not {name}'s"
+        how = f"other labels ({label!r} is in {side})"
+    names = ", ".join([ref, *(n for n, _ in differ)])
+    raise PyrozooError(f"{names}: expected pandas inputs with the same index (rows are matched by position, not by "
+                       f"label), got {name} with {how}; align them first, e.g. {name} = {name}.loc[{ref}.index], or "
+                       f"drop the labels of every input with .reset_index(drop=True)")
 
 
 def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:

@@ -185,3 +185,24 @@ def test_check_interval_takes_real_numbers_in_range_and_says_the_range():
         check_interval("clip_norm", -1, 0.0, hint=" (0: no clipping)")
     with pytest.raises(PyrozooError, match=r"^w: expected a number in \(0, 1\], got 0$"):
         check_interval("w", 0, 0.0, 1.0, low_open=True)
+
+
+def test_regression_data_with_pandas_labels_in_another_order_is_an_error():
+    """fit_sparse_gp / fit_bnn paired a DataFrame's rows with a Series' values by position even when their labels
+    were in another order (a QA pass: log marginal -293.7 instead of -230.2); check_xy now refuses that, as the
+    causal estimators do, and keeps equal indexes and NumPy next to pandas."""
+    import pandas as pd
+
+    from pyrozoo.models.sparse_gp import fit_sparse_gp
+    from pyrozoo.validation import check_xy
+
+    df = pd.DataFrame({"a": np.arange(6.0), "b": np.arange(6.0) ** 2}, index=range(100, 106))
+    ys = pd.Series(np.arange(6.0), index=df.index)
+    X, y = check_xy(df, ys)
+    assert X.shape == (6, 2) and torch.equal(y, torch.arange(6.0, dtype=torch.float64))
+    check_xy(df, ys.to_numpy())
+    with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index .* the same labels "
+                                           r"in another order"):
+        check_xy(df.iloc[::-1], ys)
+    with pytest.raises(PyrozooError, match="same index"):
+        fit_sparse_gp(df.iloc[::-1], ys, df.iloc[:3], steps=0)

@@ -82,7 +82,7 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
         batch = check_int("batch_size", opts["batch_size"], minimum=1)
         per_epoch = math.ceil(max(n - held_out_rows(n, opts["val_fraction"]), 1) / batch)
         opts.setdefault("epochs", math.ceil(BNN_POOL_STEPS * 4 / 5 / per_epoch))
-        opts.setdefault("swa_epochs", math.ceil(BNN_POOL_STEPS / 5 / per_epoch))
+        opts.setdefault("swa_epochs", max(2, math.ceil(BNN_POOL_STEPS / 5 / per_epoch)))  # SWAG needs 2 iterates
     post = fit_bnn((x[:, 1:] if drop else x).double(), y.double(), **opts)
     adapter = from_per_draw_moments(post)
     inner = adapter.draw_fn

@@ -43,14 +43,13 @@ from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
 from pyrozoo.causal.inputs import (
     check_enough_rows,
     check_no_constant_columns,
-    check_same_index,
     covariate_matrix,
     numeric_vector,
 )
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.validation import check_choice, check_finite, check_int, check_probability
+from pyrozoo.validation import check_choice, check_finite, check_int, check_probability, check_same_index
 
 HETEROGENEITY = ("spline", "linear", "none")
 MIN_DISTINCT_TREATMENT = 3
@@ -299,7 +298,7 @@ class EffectCurve:
     @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any = None) -> EffectCurve:
         """Cross-fit the nuisances, fit the final stage per split, differentiate, calibrate the band. Rows are matched
-        by position: pandas inputs must share one index (:func:`~pyrozoo.causal.inputs.check_same_index`)."""
+        by position: pandas inputs must share one index (:func:`~pyrozoo.validation.check_same_index`)."""
         if self.learner is not None:
             check_learner("learner", self.learner)
         start = time.perf_counter()

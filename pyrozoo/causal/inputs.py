@@ -1,5 +1,5 @@
 """Input conversion shared by the causal estimators (PLCE, effect curves): numeric vectors and covariate matrices
-with clear errors naming the argument, and the check that pandas inputs share one index."""
+with clear errors naming the argument (the check that pandas inputs share one index is validation.check_same_index)."""
 
 from __future__ import annotations
 
@@ -87,32 +87,3 @@ def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> 
     if const.size:
         cols = [names[j] for j in const] if names else const.tolist()
         raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")
-
-
-def check_same_index(**inputs: Any) -> None:
-    """Raise if two or more of ``inputs`` (name -> value) are pandas objects (Series, DataFrame) of the same length
-    whose indexes differ, as sets of labels or in order, naming them. The estimators match rows by position, as
-    scikit-learn does, so a DataFrame whose rows are in another order than the outcome's would be fitted row by row
-    against the wrong outcome without a trace; an error is better than guessing an alignment. Equal indexes pass,
-    and so do NumPy arrays next to pandas objects; lengths are left to the row-count checks."""
-    framed = [(name, v.index) for name, v in inputs.items() if isinstance(v, (pd.Series, pd.DataFrame))]
-    if len(framed) < 2:
-        return
-    ref, ref_index = framed[0]
-    differ = [(name, index) for name, index in framed[1:]
-              if len(index) == len(ref_index) and not index.equals(ref_index)]
-    if not differ:
-        return
-    name, index = differ[0]
-    extra = index[~index.isin(ref_index)]
-    if len(extra) == 0 and ref_index.isin(index).all():
-        how = "the same labels in another order"
-    else:
-        label = extra[0] if len(extra) else ref_index[~ref_index.isin(index)][0]
-        label = label.item() if isinstance(label, np.generic) else label  # 160, not np.int64(160)
-        side = f"{name}'s index but not {ref}'s" if len(extra) else f"{ref}'s index but not {name}'s"
-        how = f"other labels ({label!r} is in {side})"
-    names = ", ".join([ref, *(n for n, _ in differ)])
-    raise PyrozooError(f"{names}: expected pandas inputs with the same index (rows are matched by position, not by "
-                       f"label), got {name} with {how}; align them first, e.g. {name} = {name}.loc[{ref}.index], or "
-                       f"drop the labels of every input with .reset_index(drop=True)")

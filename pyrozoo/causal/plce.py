@@ -46,13 +46,12 @@ from pyrozoo.causal.extensions import (
 from pyrozoo.causal.inputs import (
     check_enough_rows,
     check_no_constant_columns,
-    check_same_index,
     covariate_matrix,
     numeric_vector,
 )
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability
+from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability, check_same_index
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
@@ -467,7 +466,7 @@ class PLCE:
     @keeps_caller_state
     def fit(self, y: Any, t: Any, X: Any, groups: Any = None) -> PLCE:
         """Cross-fit the nuisances, then estimate theta by partialling out and by the feasible model. Rows are matched
-        by position: pandas inputs must share one index (:func:`~pyrozoo.causal.inputs.check_same_index`)."""
+        by position: pandas inputs must share one index (:func:`~pyrozoo.validation.check_same_index`)."""
         if self.learner is not None:
             check_learner("learner", self.learner)
         if self.variance_learner is not None:

@@ -395,6 +395,8 @@ def train_bnn(
     hidden = check_int("hidden", hidden, minimum=1)
     depth = check_int("depth", depth, minimum=0)
     rank = check_int("rank", rank, minimum=0)
+    # one iterate is collected per SWA epoch, and SWAG's moments need two (checked here, not after the SGD run)
+    swa_epochs = check_int("swa_epochs", swa_epochs, minimum=2)
     check_positive("prior_scale", prior_scale)
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = resolve_device(device) if device is not None else X.device
@@ -599,10 +601,13 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
                            f"(3 * 2^k terms per value), got {num_collapsed}")
-    if posterior == "ciber" and check_int("depth", train_options.get("depth", 1)) > 0:
-        head = check_int("hidden", train_options.get("hidden", 50), minimum=1) + 1
+    if posterior == "ciber":
+        if check_int("depth", train_options.get("depth", 1)) > 0:
+            head, what = check_int("hidden", train_options.get("hidden", 50), minimum=1) + 1, "hidden + 1"
+        else:  # no hidden layer: the mean head reads the inputs
+            head, what = check_regression_data(X, y)[0].shape[1] + 1, "input columns + 1"
         if num_collapsed > head:
-            raise PyrozooError(f"num_collapsed: ciber integrates at most the {head} mean-head weights (hidden + 1), "
+            raise PyrozooError(f"num_collapsed: ciber integrates at most the {head} mean-head weights ({what}), "
                                f"got {num_collapsed}")
     if posterior in ("swag", "ciber", "collapsed-gaussian") and rank < 2:
         raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {rank}")

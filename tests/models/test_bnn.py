@@ -327,3 +327,18 @@ def test_posterior_methods_check_y_and_take_dataframes():
     for weight in (1.0, -0.5, True):
         with pytest.raises(PyrozooError, match=r"defensive_weight: expected a number in \[0, 1\)"):
             post.log_predictive_density(X[:5], y[:5], defensive_weight=weight)
+
+
+def test_fit_bnn_refuses_what_would_fail_after_training_before_it():
+    """swa_epochs=1 (one collected iterate) and, without a hidden layer, more collapsed weights than input columns
+    + 1 were errors only after the whole SGD run (the second one citing the cost limit instead of the real one)."""
+    import time
+
+    X, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
+    t0 = time.perf_counter()
+    with pytest.raises(PyrozooError, match=r"^swa_epochs: expected an integer >= 2"):
+        fit_bnn(X, y, epochs=10_000, swa_epochs=1)
+    with pytest.raises(PyrozooError, match=r"^num_collapsed: ciber integrates at most the 4 mean-head weights "
+                                           r"\(input columns \+ 1\), got 5"):
+        fit_bnn(X, y, posterior="ciber", depth=0, num_collapsed=5, epochs=10_000)
+    assert time.perf_counter() - t0 < 5  # no training ran
