@@ -130,26 +130,25 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         return out[:, self.keep_]
 
 
-def interaction_kind(value: bool | str) -> str:
-    """``interactions`` as one of none, linear, quadratic (True means linear, False/None none); raises otherwise."""
+def _switch(name: str, value: bool | str | None, choices: tuple[str, ...], on: str) -> str:
+    """A switch given as a bool or one of ``choices``: False/None is "none", True is ``on``; raises otherwise."""
     if value is None:
         return "none"
     if isinstance(value, (bool, np.bool_)):
-        return "linear" if value else "none"
-    if value not in ("none", "linear", "quadratic"):
-        raise PyrozooError(f"interactions: expected none, linear or quadratic (or a bool), got {value!r}")
+        return on if value else "none"
+    if value not in choices:
+        raise PyrozooError(f"{name}: expected {', '.join(choices[:-1])} or {choices[-1]} (or a bool), got {value!r}")
     return value
+
+
+def interaction_kind(value: bool | str) -> str:
+    """``interactions`` as one of none, linear, quadratic (True means linear, False/None none); raises otherwise."""
+    return _switch("interactions", value, ("none", "linear", "quadratic"), "linear")
 
 
 def linear_kind(value: bool | str) -> str:
     """``linear`` as one of none, raw, orthogonal (True means raw, False/None none); raises otherwise."""
-    if value is None:
-        return "none"
-    if isinstance(value, (bool, np.bool_)):
-        return "raw" if value else "none"
-    if value not in ("none", "raw", "orthogonal"):
-        raise PyrozooError(f"linear: expected none, raw or orthogonal (or a bool), got {value!r}")
-    return value
+    return _switch("linear", value, ("none", "raw", "orthogonal"), "raw")
 
 
 def _as_matrix(X: Any) -> np.ndarray:
