@@ -58,12 +58,15 @@ from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_choice,
+    check_dataset,
     check_float_dtype,
     check_int,
     check_keys,
     check_positive,
     check_probability,
     check_real,
+    check_squares_finite,
+    text_items,
 )
 
 MECHANISMS = ("linear", "mlp")
@@ -71,6 +74,8 @@ LINEAR_PARAMS = ("loc_obs", "W_obs", "loc_int", "W_int")
 MLP_LAYERS = ("W1", "b1", "W2", "b2", "W3", "b3", "w_out", "b_out")
 # site names the model and guides already use: a column (= sample site) with one of these names would clash in
 # the trace ("Multiple sample sites named ..." / "... is already in the trace as a param") only once fitting starts
+# what make_regime_dataset puts in a dataset's inputs and the fit and do()-sampling read
+DATASET_INPUTS = ("parents", "order", "names", "n", "mechanism", "hidden", "learn_weights")
 RESERVED = {"z", "obs_id", "scale_obs", "scale_int", "regime_weights", *LINEAR_PARAMS, *MLP_LAYERS, *ENC_LAYERS}
 
 
@@ -146,8 +151,9 @@ def make_regime_dataset(
 
     ``x``: a ``pandas.DataFrame`` (its columns name the variables) or an (n, N) array (``columns`` names them,
     default 0..N-1). ``graph``: ``networkx.DiGraph`` whose nodes are exactly the columns, or an N x N adjacency.
-    Raises :class:`PyrozooError` for fewer than 2 variables or 2 rows, NaN/inf rows, a graph that is not a DAG or
-    whose nodes differ from the columns.
+    Raises :class:`PyrozooError` for fewer than 2 variables or 2 rows, NaN/inf rows, text or categorical columns,
+    data whose squares overflow ``dtype`` (1e19 in float32: pass ``dtype=torch.float64`` or rescale), a graph that
+    is not a DAG or whose nodes differ from the columns.
     """
     check_choice("mechanism", mechanism, MECHANISMS)
     hidden = check_int("hidden", hidden, minimum=1)
@@ -157,6 +163,15 @@ def make_regime_dataset(
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")
         columns = list(x.columns)
+        categorical = [str(c) for c, col in x.items() if isinstance(col.dtype, pd.CategoricalDtype)]
+        if categorical:  # integer categories would be read as amounts, text ones refused
+            raise PyrozooError(f"x: expected numeric columns, got categorical column(s) {categorical} (categories are "
+                               f"labels, not amounts); convert them with .astype(float) if the categories are amounts")
+        for c, col in x.items():  # to_numpy(dtype=float) parses "1.5" as a number
+            text = text_items(col)
+            if text:
+                raise PyrozooError(f"x: expected numeric columns, got text values in column {str(c)!r} (e.g. "
+                                   f"{text[0]!r}); convert numbers stored as text with pd.to_numeric")
         try:
             arr = x.to_numpy(dtype=float)
         except (TypeError, ValueError):
@@ -185,6 +200,12 @@ def make_regime_dataset(
     g = nx.DiGraph(parents.numpy().astype(int))
     order = list(nx.lexicographical_topological_sort(g))
     xt = torch.as_tensor(np.array(arr, dtype=np.float64), dtype=dtype)
+    try:  # data as large as 1e19 are finite in float32 but their squares are not: the fit's likelihoods were NaN
+        check_squares_finite("x", xt)
+    except PyrozooError as exc:
+        if dtype == torch.float64:
+            raise
+        raise PyrozooError(f"{exc}; or pass dtype=torch.float64 to make_regime_dataset (x as {dtype})") from None
     inputs = {
         "parents": parents,
         "order": order,
@@ -194,7 +215,8 @@ def make_regime_dataset(
         "hidden": hidden,
         "learn_weights": learn_weights,
     }
-    meta = {"columns": columns, "graph": nx.relabel_nodes(g, dict(enumerate(columns)))}
+    meta = {"columns": columns, "graph": nx.relabel_nodes(g, dict(enumerate(columns))),
+            "from_dataframe": isinstance(x, pd.DataFrame)}
     return Dataset(name, inputs=inputs, observed={"x": xt}, truth=dict(truth or {}), meta=meta)
 
 
@@ -714,6 +736,8 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     check_keys("options of regime-scm", opts, regime_scm_entry().options)  # a misspelt keyword is not dropped
     o = _check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}})
     inference = config.inference or "enum"
+    check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS,
+                  observed=("x",), made_by="make_regime_dataset")
     inp = dataset.inputs
     for key in ("mechanism", "hidden", "learn_weights"):  # fixed when the dataset is built, not by the fit
         if key in opts and key in inp and opts[key] != inp[key]:
@@ -870,6 +894,31 @@ def mechanisms_table(result: Result, dataset: Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _check_fitted_on(result: Result, dataset: Dataset) -> None:
+    """Raise unless ``result`` is a regime-scm fit and ``dataset`` has the variables, graph and mechanism it was
+    fitted on (another dataset's parents and names used to fail deep inside the model with a RuntimeError)."""
+    params = getattr(result, "params", None)
+    if not isinstance(result, Result) or not isinstance(params, Mapping) or "regime_weights" not in params:
+        raise PyrozooError(f"result: expected a fitted regime-scm result (from fit_regime_scm), got "
+                           f"{type(result).__name__}")
+    check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS, made_by="make_regime_dataset")
+    inp = dataset.inputs
+    fitted = [str(v) for v in result.coords.get("variable", [])]
+    if list(inp["names"]) != fitted:
+        raise PyrozooError(f"dataset: expected the variables the result was fitted on ({', '.join(fitted)}), got "
+                           f"{', '.join(map(str, inp['names']))}")
+    fitted_parents = result.constant_data.get("parents")
+    if fitted_parents is not None and not np.array_equal(np.asarray(fitted_parents, dtype=bool),
+                                                         inp["parents"].cpu().numpy().astype(bool)):
+        raise PyrozooError("dataset: expected the graph the result was fitted on, got a different graph over the "
+                           "same variables")
+    fit = {"mechanism": "linear"} if "W_obs" in params else {"mechanism": "mlp", "hidden": np.shape(params["W1"])[-1]}
+    given = {k: inp[k] for k in fit}
+    if given != fit:
+        raise PyrozooError(f"dataset: expected the result's {', '.join(f'{k}={v!r}' for k, v in fit.items())}, got "
+                           f"{', '.join(f'{k}={v!r}' for k, v in given.items())}")
+
+
 @keeps_caller_state
 def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, float], *, num_samples: int = 1000,
               regime: int = 0, seed: int = 0) -> pd.DataFrame:
@@ -877,7 +926,13 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
     item of ``interventions``, via ``pyro.poutine.do``; only descendants of the intervened variables change.
 
     A variable is named by its column (``1`` for column 1 of an array-built dataset) or by its site name (the
-    column as text, ``"1"``); each value must be one finite number."""
+    column as text, ``"1"``); each value must be one finite number. ``dataset`` must hold the variables, graph and
+    mechanism ``result`` was fitted on.
+
+    The returned DataFrame has one column per variable, labelled as the data were: a DataFrame-built dataset gives
+    its variables' names as text, an array-built one its column labels (0..N-1 unless ``columns`` named them)."""
+    seed = check_int("seed", seed)
+    _check_fitted_on(result, dataset)
     names = list(dataset.inputs["names"])
     columns = list(dataset.meta.get("columns", names))
     if not isinstance(interventions, Mapping):
@@ -915,7 +970,8 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
     with torch.no_grad():
         conditioned = poutine.condition(model, {"z": torch.full((num_samples,), regime, dtype=torch.long)})
         xs = poutine.do(conditioned, data=data)()
-    return pd.DataFrame(xs.cpu().numpy(), columns=names)
+    labels = names if dataset.meta.get("from_dataframe", True) else columns
+    return pd.DataFrame(xs.cpu().numpy(), columns=labels)
 
 
 def oracle_regimes(dataset: Dataset) -> np.ndarray:

@@ -344,13 +344,71 @@ def test_do_on_an_array_built_dataset_takes_the_column_or_its_name():
     res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=5, progress=False))
     by_column = sample_do(res, ds, {1: 2.5}, num_samples=20, seed=1)
     by_name = sample_do(res, ds, {"1": 2.5}, num_samples=20, seed=1)
-    assert (by_column["1"] == 2.5).all() and by_column.equals(by_name)
+    # an array has no column names: the samples come back labelled as the dataset's columns (0, 1, 2), the keys the
+    # interventions use, not as the site names "0".."2"; a DataFrame-built dataset keeps its names, here "0".."2"
+    assert list(by_column.columns) == [0, 1, 2]
+    assert (by_column[1] == 2.5).all() and by_column.equals(by_name)
+    from_frame = make_regime_dataset(pd.DataFrame(np.c_[a, b, c]), np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]]))
+    assert list(sample_do(res, from_frame, {1: 2.5}, num_samples=5).columns) == ["0", "1", "2"]
     with pytest.raises(PyrozooError, match="interventions: unknown variable.*7; variables are 0, 1, 2"):
         sample_do(res, ds, {7: 1.0})
     with pytest.raises(PyrozooError, match="interventions: unknown variable.*True"):  # True == 1 named column 1
         sample_do(res, ds, {True: 1.0})
     with pytest.raises(PyrozooError, match="variable '1' is named twice"):  # the last value used to win
         sample_do(res, ds, {1: 2.5, "1": 9.0})
+
+
+def _three_vars(n=120, scale=1.0):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(n)
+    b = 0.8 * a + rng.standard_normal(n) + np.r_[np.zeros(n - n // 3), 5 * np.ones(n // 3)]
+    df = pd.DataFrame({"a": a, "b": b, "c": -0.5 * b + rng.standard_normal(n)}) * scale
+    return df, nx.DiGraph([("a", "b"), ("b", "c")])
+
+
+def test_data_whose_squares_overflow_the_dtype_are_refused():
+    """Data at 1e19 are finite in float32 but their squares (1e38 each) are not: the EM fit got the mechanisms right
+    while every regime probability and log-likelihood was NaN, and regime_table put every row in "observational".
+    The data are refused in float32 rather than fitted in float64 behind the user's back (the dtype is the user's
+    choice, and results in another dtype than asked would surprise); in float64, as the message says, they fit."""
+    df, g = _three_vars(scale=1e19)
+    _bad(r"x: the sum of squares overflows float32.*dtype=torch\.float64", df, g)
+    cfg = RunConfig(model="regime-scm", inference="em", progress=False)
+    ds = make_regime_dataset(df, g, dtype=torch.float64)
+    res = fit_regime_scm(ds, cfg)
+    assert np.isfinite(np.asarray(res.params["regime_probs"])).all() and np.isfinite(res.log_likelihood["x"]).all()
+    unscaled = make_regime_dataset(df / 1e19, g)  # the fit is scale-free: the same split as the data at unit scale
+    split = regime_table(fit_regime_scm(unscaled, cfg), unscaled)["n_assigned"]
+    assert regime_table(res, ds)["n_assigned"].equals(split) and split[0] < len(df)
+
+
+def test_text_and_categorical_columns_are_refused():
+    """to_numpy(dtype=float) parsed numbers stored as text and read integer categories as amounts."""
+    df, g = _three_vars(n=20)
+    _bad(r"x: expected numeric columns, got text values in column 'a'.*pd\.to_numeric",
+         df.assign(a=df.a.astype(str)), g)
+    _bad(r"x: expected numeric columns, got categorical column\(s\) \['a'\] \(categories are labels",
+         df.assign(a=pd.Categorical(np.arange(20) % 3)), g)
+
+
+def test_do_and_fit_check_their_arguments_first():
+    df, g = _three_vars()
+    ds = make_regime_dataset(df, g)
+    with pytest.raises(PyrozooError, match="dataset: expected a regime-scm dataset .*got object"):
+        fit_regime_scm(object(), RunConfig(model="regime-scm", inference="em"))  # was an AttributeError
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    with pytest.raises(PyrozooError, match="seed: expected an integer >= 0, got None"):  # TypeError in random.py
+        sample_do(res, ds, {"b": 1.0}, seed=None)
+    # another dataset's variables were a RuntimeError deep in the model; another graph or mechanism sampled wrongly
+    other = make_regime_dataset(df.assign(d=df.c), nx.DiGraph([("a", "b"), ("b", "c"), ("c", "d")]))
+    with pytest.raises(PyrozooError, match=r"dataset: expected the variables the result was fitted on \(a, b, c\)"):
+        sample_do(res, other, {"b": 1.0})
+    with pytest.raises(PyrozooError, match="dataset: expected the graph the result was fitted on"):
+        sample_do(res, make_regime_dataset(df, nx.DiGraph([("a", "b"), ("a", "c")])), {"b": 1.0})
+    with pytest.raises(PyrozooError, match="dataset: expected the result's mechanism='linear', got mechanism='mlp'"):
+        sample_do(res, make_regime_dataset(df, g, mechanism="mlp"), {"b": 1.0})
+    with pytest.raises(PyrozooError, match="result: expected a fitted regime-scm result"):
+        sample_do(object(), ds, {"b": 1.0})
 
 
 def test_restarts_pick_the_best_initial_loglik():
