@@ -121,6 +121,24 @@ def check_same_index(**inputs: Any) -> None:
                        f"drop the labels of every input with .reset_index(drop=True)")
 
 
+def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
+    """Raise if ``value`` (a DataFrame, Series or array) holds a pandas categorical column or text, even numbers
+    stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), naming the column; ``hint`` follows
+    the message. Categories are labels, not amounts: integer ones would otherwise pass as an ordered number while
+    text ones failed."""
+    items = list(value.items()) if hasattr(value, "items") and hasattr(value, "columns") else [(None, value)]
+    categorical = [str(c) for c, col in items if type(getattr(col, "dtype", None)).__name__ == "CategoricalDtype"]
+    if categorical:
+        what = "a pandas categorical" if categorical == ["None"] else f"categorical column(s) {categorical}"
+        raise PyrozooError(f"{name}: expected numbers, got {what} (categories are labels, not amounts){hint}")
+    for c, col in items:
+        text = text_items(col)
+        if text:
+            where = "" if c is None else f" in column {str(c)!r}"
+            raise PyrozooError(f"{name}: expected numbers, got text values{where} (e.g. {text[0]!r}); convert numbers "
+                               f"stored as text with pd.to_numeric{hint}")
+
+
 def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
     """Raise unless ``value`` is finite and its sum of squares is finite in its own dtype. Data as large as 1e200
     are finite, but their sufficient statistics (sum of squares, n * mean^2) overflow to inf and a fit would run on

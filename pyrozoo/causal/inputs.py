@@ -9,11 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, text_items
-
-
-def _is_categorical(v: Any) -> bool:
-    return isinstance(getattr(v, "dtype", None), pd.CategoricalDtype)
+from pyrozoo.validation import check_finite, check_numeric_columns
 
 
 def numeric_vector(name: str, v: Any) -> np.ndarray:
@@ -22,13 +18,7 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
     amounts: an integer-labelled one would otherwise pass and a text-labelled one fail)."""
-    if _is_categorical(v):
-        raise PyrozooError(f"{name}: expected a numeric vector, got a pandas categorical; convert it to numbers first "
-                           f"(.astype(float) if its categories are amounts)")
-    text = text_items(v)
-    if text:
-        raise PyrozooError(f"{name}: expected a numeric vector, got text values (e.g. {text[0]!r}); convert the data "
-                           f"to numbers first (pd.to_numeric)")
+    check_numeric_columns(name, v, hint="; .astype(float) if the categories are amounts")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -48,18 +38,7 @@ def covariate_matrix(X: Any) -> np.ndarray:
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
     what the CLI's ``--data`` reader does with text columns."""
-    hint = "encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)"
-    columns = list(X.items()) if isinstance(X, pd.DataFrame) else [(None, X)]
-    categorical = [str(c) for c, col in columns if _is_categorical(col)]
-    if categorical:
-        raise PyrozooError(f"X: expected numeric covariates, got categorical column(s) {categorical} (categories are "
-                           f"labels, not amounts); {hint}")
-    for c, col in columns:
-        text = text_items(col)
-        if text:
-            where = "" if c is None else f" in column {str(c)!r}"
-            raise PyrozooError(f"X: expected numeric covariates, got text values{where} (e.g. {text[0]!r}); convert "
-                               f"numbers stored as text with pd.to_numeric, {hint}")
+    check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -62,11 +62,11 @@ from pyrozoo.validation import (
     check_float_dtype,
     check_int,
     check_keys,
+    check_numeric_columns,
     check_positive,
     check_probability,
     check_real,
     check_squares_finite,
-    text_items,
 )
 
 MECHANISMS = ("linear", "mlp")
@@ -163,15 +163,7 @@ def make_regime_dataset(
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")
         columns = list(x.columns)
-        categorical = [str(c) for c, col in x.items() if isinstance(col.dtype, pd.CategoricalDtype)]
-        if categorical:  # integer categories would be read as amounts, text ones refused
-            raise PyrozooError(f"x: expected numeric columns, got categorical column(s) {categorical} (categories are "
-                               f"labels, not amounts); convert them with .astype(float) if the categories are amounts")
-        for c, col in x.items():  # to_numpy(dtype=float) parses "1.5" as a number
-            text = text_items(col)
-            if text:
-                raise PyrozooError(f"x: expected numeric columns, got text values in column {str(c)!r} (e.g. "
-                                   f"{text[0]!r}); convert numbers stored as text with pd.to_numeric")
+        check_numeric_columns("x", x, hint="; .astype(float) if the categories are amounts")
         try:
             arr = x.to_numpy(dtype=float)
         except (TypeError, ValueError):

@@ -416,12 +416,12 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     elif case == "constant column":
         X, match = pd.DataFrame({"a": X[:, 0], "one": 1.0}), r"^X: column\(s\) \['one'\] are constant"
     elif case == "text column":
-        X, match = pd.DataFrame({"a": X[:, 0], "s": ["u"] * 50}), r"^X: expected numeric covariates"
+        X, match = pd.DataFrame({"a": X[:, 0], "s": ["u"] * 50}), r"^X: expected numbers, got text values in column 's'"
     elif case == "numbers as text":  # numbers stored as text were read as numbers; as_tensor refuses them
-        t, match = t.astype(str), r"^t: expected a numeric vector, got text values"
+        t, match = t.astype(str), r"^t: expected numbers, got text values"
     elif case == "categorical column":  # integer categories were used as an ordinal covariate
         X = pd.DataFrame({"a": X[:, 0], "c": pd.Categorical(np.arange(50) % 3)})
-        match = r"^X: expected numeric covariates, got categorical column\(s\) \['c'\]"
+        match = r"^X: expected numbers, got categorical column\(s\) \['c'\]"
     elif case == "seed":
         kwargs, match = {"seed": -1}, r"^seed: "
     elif case == "prior_options":

@@ -385,9 +385,9 @@ def test_data_whose_squares_overflow_the_dtype_are_refused():
 def test_text_and_categorical_columns_are_refused():
     """to_numpy(dtype=float) parsed numbers stored as text and read integer categories as amounts."""
     df, g = _three_vars(n=20)
-    _bad(r"x: expected numeric columns, got text values in column 'a'.*pd\.to_numeric",
+    _bad(r"x: expected numbers, got text values in column 'a'.*pd\.to_numeric",
          df.assign(a=df.a.astype(str)), g)
-    _bad(r"x: expected numeric columns, got categorical column\(s\) \['a'\] \(categories are labels",
+    _bad(r"x: expected numbers, got categorical column\(s\) \['a'\] \(categories are labels",
          df.assign(a=pd.Categorical(np.arange(20) % 3)), g)
 
 
