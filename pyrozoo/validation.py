@@ -127,9 +127,10 @@ def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
     the message. Categories are labels, not amounts: integer ones would otherwise pass as an ordered number while
     text ones failed."""
     items = list(value.items()) if hasattr(value, "items") and hasattr(value, "columns") else [(None, value)]
-    categorical = [str(c) for c, col in items if type(getattr(col, "dtype", None)).__name__ == "CategoricalDtype"]
+    categorical = [c for c, col in items if type(getattr(col, "dtype", None)).__name__ == "CategoricalDtype"]
     if categorical:
-        what = "a pandas categorical" if categorical == ["None"] else f"categorical column(s) {categorical}"
+        what = ("a pandas categorical" if categorical == [None]
+                else f"categorical column(s) {[str(c) for c in categorical]}")
         raise PyrozooError(f"{name}: expected numbers, got {what} (categories are labels, not amounts){hint}")
     for c, col in items:
         text = text_items(col)
