@@ -350,10 +350,5 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
 
 
 def check_probability(name: str, value: float, *, open_interval: bool = False) -> None:
-    """Raise unless ``value`` is in [0, 1] (or (0, 1) when ``open_interval``)."""
-    # numbers.Real takes numpy scalars (np.float32 is not a float subclass); bool is excluded on purpose
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (0 < value < 1 if open_interval else 0 <= value <= 1)
-    if not ok:
-        rng = "(0, 1)" if open_interval else "[0, 1]"
-        raise PyrozooError(f"{name}: expected a number in {rng}, got {value!r}")
+    """Raise unless ``value`` is in [0, 1] (or (0, 1) when ``open_interval``): :func:`check_interval`."""
+    check_interval(name, value, 0.0, 1.0, low_open=open_interval, high_open=open_interval)

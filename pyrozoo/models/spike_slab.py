@@ -14,6 +14,7 @@ scikit-learn-style estimator that does this for the user and maps coefficients b
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from pathlib import Path
@@ -47,8 +48,6 @@ from pyrozoo.validation import check_bool, check_choice, check_int, check_positi
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
-ESTIMATOR_SETTINGS = ("inference", "seed", "device", "num_samples", "warmup_steps", "num_chains", "steps", "lr",
-                      "em_variant", "ladder", "em_select", "max_iter", "progress")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -370,9 +369,11 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
                  b0: float = 1.0, nu: float = 1.0, lam: float | None = None, conjugate: bool = True,
                  **unknown: Any) -> None:
         # **unknown only turns a misspelt option into the PyrozooError below; scikit-learn's get_params ignores it
-        if unknown:
+        if unknown:  # the settings are the constructor's other parameters
+            settings = [k for k in inspect.signature(type(self).__init__).parameters
+                        if k not in (*PRIOR_KEYS, "self", "unknown")]
             raise PyrozooError(f"SpikeSlabRegression: expected prior options ({', '.join(PRIOR_KEYS)}) or settings "
-                               f"({', '.join(ESTIMATOR_SETTINGS)}), got unknown option(s) {', '.join(sorted(unknown))}")
+                               f"({', '.join(settings)}), got unknown option(s) {', '.join(sorted(unknown))}")
         check_choice("inference", inference, INFERENCES)
         check_choice("em_variant", em_variant, EM_VARIANTS)
         # check_int returns integral floats (100.0) as ints: keep what it returns (an int comes back as itself, so
