@@ -46,7 +46,9 @@ import pandas as pd
 VARIANTS = {"default": None, "raw": True, "orthogonal": "orthogonal", "x_only": "x_only",
             # diagnostics of the learner, not basis options: the spike-and-slab selection followed by a greedy
             # add/drop search on EMVS's own model score log g (GreedySpikeSlabLearner below)
-            "default+greedy": None, "orthogonal+greedy": "orthogonal"}
+            "default+greedy": None, "orthogonal+greedy": "orthogonal",
+            # PLCE's default before session 11: the union refit without the covariates forced in
+            "no_linear_controls": None}
 SCENARIO_NAMES = ("baseline", "heterogeneity", "random_effects", "interference", "combined")
 
 
@@ -138,7 +140,8 @@ def _task(args: tuple) -> list[dict]:
             t0 = time.perf_counter()
             reps = {} if n_repeats is None else {"n_repeats": n_repeats}
             learner = greedy_learner() if v.endswith("+greedy") else None
-            est = PLCE(learner, basis=_basis(v), seed=seed, **reps, **kw).fit(*data, **fit_kw)
+            extra = {"linear_controls": False} if v == "no_linear_controls" else {}
+            est = PLCE(learner, basis=_basis(v), seed=seed, **reps, **kw, **extra).fit(*data, **fit_kw)
             rows.append({"part": part, "scenario": scenario, "seed": seed, "variant": v, "estimate": est.theta_,
                          "se": est.se_, "truth": theta, "ols": ols, "ols_se": ols_se,
                          "n_basis": est.n_features_basis_, "seconds": time.perf_counter() - t0})

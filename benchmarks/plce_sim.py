@@ -95,6 +95,8 @@ METHODS = {
     "PLCE (unweighted)": plce_variant(interference=True),
     # refit="none": each nuisance keeps its own fit instead of the ridge refit on the union of both selections
     "PLCE (no refit)": plce_variant(**BENCHMARK_CONFIG, refit="none"),
+    # the union refit without the standardized covariates forced in (the default before session 11)
+    "PLCE (no linear controls)": plce_variant(**BENCHMARK_CONFIG, linear_controls=False),
     "OLS": lambda d, s, r: ols(d),
     "DoubleML lasso": lambda d, s, r: doubleml(d, s, "lasso", r),
     "DoubleML RF": lambda d, s, r: doubleml(d, s, "rf", r),

@@ -188,8 +188,8 @@ def _selection(learner: Any) -> np.ndarray | None:
 
 def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: np.ndarray,
                 groups: np.ndarray | None = None, *, max_fraction: float = 0.25,
-                ridge: bool = False, clip: bool = False,
-                sample_weight: np.ndarray | None = None) -> tuple[CrossFitPredictions, float]:
+                ridge: bool = False, clip: bool = False, sample_weight: np.ndarray | None = None,
+                controls: np.ndarray | None = None) -> tuple[CrossFitPredictions, float]:
     """Post-double-selection refit of cross-fitted nuisances (Belloni, Chernozhukov & Hansen 2014).
 
     In repeat r and fold k, with S = S_y u S_t the columns selected by the learners of E[y | x] and E[t | x] on the
@@ -203,14 +203,21 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     ``clip``: held-out columns are clipped to their training range first (see :func:`clip_to_range`).
     ``sample_weight`` ((R, n) or (n,)): precision weights of the rows for both refits (weighted least squares /
     ridge, weighted BLUPs), renormalized to mean 1 on each training set (see ``PLCE(weighted_nuisances=...)``).
+    ``controls`` ((n, c)): columns in every refit whatever the selections, unpenalized by the ridge refit
+    (:class:`~pyrozoo.causal.partial_ridge.PartialRidgeCV`); a fold where they would take the refit past
+    ``max_fraction`` refits on the union alone.
     Returns the new predictions and the share of (repeat, fold) cells refitted. Needs ``keep_learners=True``."""
     from sklearn.linear_model import LinearRegression, RidgeCV
 
     from pyrozoo.causal.extensions import RandomInterceptLearner
+    from pyrozoo.causal.partial_ridge import DEFAULT_ALPHAS, PartialRidgeCV
 
     if not cf.learners:
         raise PyrozooError("union_refit: the cross-fit must keep its learners (keep_learners=True)")
     preds = {k: v.copy() for k, v in cf.predictions.items()}
+    n_controls = 0 if controls is None else controls.shape[1]
+    if n_controls:
+        design = np.concatenate([controls, design], axis=1)
     done = 0
     R, K = cf.folds.shape[0], cf.n_folds
     sw_all = None if sample_weight is None else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64),
@@ -222,11 +229,16 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
             train = ~test
             if sy is None or st is None or (sy | st).sum() > max_fraction * train.sum():
                 continue
-            S = sy | st
+            # the controls join unless they would push the refit past max_fraction (many covariates, few rows)
+            n_free = n_controls if (sy | st).sum() + n_controls <= max_fraction * train.sum() else 0
+            S = np.concatenate([np.arange(n_controls) < n_free, sy | st])
             fit_kw = {} if sw_all is None else {"sample_weight": sw_all[r, train] / sw_all[r, train].mean()}
             for name, target in (("y", y), ("t", t)):
                 if S.any():
-                    base = RidgeCV(alphas=np.logspace(-2, 4, 13)) if ridge else LinearRegression()
+                    if not ridge:
+                        base = LinearRegression()
+                    else:
+                        base = PartialRidgeCV(n_free=n_free) if n_free else RidgeCV(alphas=DEFAULT_ALPHAS)
                     est = RandomInterceptLearner(base, n_iter=2) if groups is not None else base
                     kw_tr = {"groups": groups[train]} if groups is not None else {}
                     kw_te = {"groups": groups[test]} if groups is not None else {}
@@ -343,6 +355,12 @@ class PLCE:
         the two errors biased theta by -0.06 (1.1 SE); the refit on the union removes that. Least squares on the
         union was unstable under heavy-tailed heteroskedastic noise (one estimate of 3.4 in 25 'combined'
         replications); the LOO ridge keeps the bias fix without that (see docs/plce.md).
+    linear_controls (default True; with a refit): the standardized covariates enter every refit, unpenalized, whatever
+        the learners selected (an "amelioration set" in Belloni, Chernozhukov & Hansen's sense). Why: a confounder
+        that acts linearly is spread over several correlated spline columns, of which the selections keep some; on
+        a linear design (n = 600, 40 data sets) that left the estimate 0.043 (MCSE 0.005) below OLS with the true
+        controls and its coverage at 0.88; with the covariates forced in, the gap is within sampling error (see
+        docs/plce.md and benchmarks/RESULTS.md).
     weighted_nuisances (default False; heteroskedastic model with a refit): refit both nuisances a second time on
         the union with the final stage's weights 1 / s2_hat (weighted ridge and BLUPs). Removes the positive bias
         from nuisance noise shared by the two fits under heterogeneous effects (combined design: +0.16 -> +0.03 with
@@ -360,8 +378,9 @@ class PLCE:
                  interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
                  bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
                  variance_learner: Any = None, weight_uncertainty: bool = True, refit: str = "union",
-                 max_refit_fraction: float = 0.25, clip_to_train: bool = True, weighted_nuisances: bool = False,
-                 final_stage: str = "wls", seed: int = 0, device: str = "cpu") -> None:
+                 max_refit_fraction: float = 0.25, linear_controls: bool = True, clip_to_train: bool = True,
+                 weighted_nuisances: bool = False, final_stage: str = "wls", seed: int = 0,
+                 device: str = "cpu") -> None:
         self.learner = learner
         self.basis = basis
         self.n_knots = n_knots
@@ -384,6 +403,7 @@ class PLCE:
         self.final_stage = final_stage
         self.refit = refit
         self.max_refit_fraction = max_refit_fraction
+        self.linear_controls = linear_controls
         self.seed = seed
         self.device = device
 
@@ -405,6 +425,7 @@ class PLCE:
         check_choice("se_type", self.se_type, SE_TYPES)
         check_probability("alpha", self.alpha, open_interval=True)
         check_choice("refit", self.refit, REFITS)
+        check_bool("linear_controls", self.linear_controls)
         check_choice("final_stage", self.final_stage, FINAL_STAGES)
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
         for name in ("interference", "weight_uncertainty", "clip_to_train", "weighted_nuisances"):
@@ -506,7 +527,9 @@ class PLCE:
         if self.refit != "none":
             refit_args = (cf_learned, design, y, t, groups if use_re else None)
             refit_kw = {"max_fraction": self.max_refit_fraction, "ridge": self.refit == "union",
-                        "clip": self.clip_to_train}
+                        "clip": self.clip_to_train,
+                        "controls": (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+                        if self.linear_controls else None}
             cf, self.refit_share_ = union_refit(*refit_args, **refit_kw)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat

@@ -26,6 +26,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", help="group id column (random intercepts)")
     p.add_argument("--treatment-model", default="homoskedastic", choices=("homoskedastic", "heteroskedastic"))
     p.add_argument("--interference", action="store_true", help="learn kernel-weighted interference terms")
+    p.add_argument("--se-type", default="hc3", choices=("hc3", "cluster"),
+                   help="hc3 (default) | cluster (cluster-robust by --groups)")
+    p.add_argument("--no-linear-controls", dest="linear_controls", action="store_false",
+                   help="do not force the standardized controls into the nuisance refit (the default forces them)")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--n-repeats", type=int, default=5)
     p.add_argument("--learner", default="spike_slab", help="spike_slab | ridge | lasso")
@@ -54,7 +58,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.data is None and args.scenario is None and args.dataset is None:
         raise PyrozooError("plce: give --data FILE (with --outcome and --treatment), --scenario NAME or --dataset")
     options = {"treatment_model": args.treatment_model, "interference": args.interference,
-               "n_folds": args.n_folds, "n_repeats": args.n_repeats, "learner": args.learner}
+               "n_folds": args.n_folds, "n_repeats": args.n_repeats, "learner": args.learner,
+               "se_type": args.se_type, "linear_controls": args.linear_controls}
     if args.scenario is not None:
         options["scenario"] = args.scenario
     # column flags only when given: with --scenario they are an error (the simulated design has its own columns)

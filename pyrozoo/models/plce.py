@@ -50,7 +50,7 @@ OPTIONS: dict[str, Any] = {
     # estimator
     "learner": "spike_slab", "n_folds": 5, "n_repeats": 5, "n_knots": 5, "interactions": "quadratic",
     "treatment_model": "homoskedastic", "random_effects": "auto", "interference": False, "se_type": "hc3",
-    "refit": "union",
+    "refit": "union", "linear_controls": True,
     # columns for --data / --dataset
     "outcome": "y", "treatment": "t", "controls": "", "groups": "",
     # final-stage prior: sd of theta in units of sd(ry) / sd(rt)
@@ -120,7 +120,7 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
     re_opt = options.get("random_effects", "auto")
     if re_opt not in ("auto", True, False):
         raise PyrozooError(f"random_effects: expected auto, true or false, got {re_opt!r}")
-    for flag in ("interference",):
+    for flag in ("interference", "linear_controls"):
         if not isinstance(options.get(flag, False), bool):
             raise PyrozooError(f"{flag}: expected true or false, got {options[flag]!r}")
     check_positive("theta_scale", options.get("theta_scale", 10.0))
@@ -130,7 +130,8 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
                 interactions=options.get("interactions", "quadratic"),
                 treatment_model=options.get("treatment_model", "homoskedastic"),
                 random_effects=None if re_opt == "auto" else re_opt, interference=options.get("interference", False),
-                se_type=options.get("se_type", "hc3"), refit=options.get("refit", "union"), seed=seed, device=dev)
+                se_type=options.get("se_type", "hc3"), refit=options.get("refit", "union"),
+                linear_controls=options.get("linear_controls", True), seed=seed, device=dev)
 
 
 def make_final_stage_dataset(est: PLCE, *, name: str = "plce", device: Any = "cpu", theta_scale: float = 10.0,
