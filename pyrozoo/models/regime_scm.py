@@ -853,7 +853,9 @@ def map_regime(result: Result) -> np.ndarray:
 
 def regime_table(result: Result, dataset: Dataset) -> pd.DataFrame:
     """One row per latent regime: label (observational / do(target)), target variable, fitted weight, samples
-    assigned (MAP), and the intervened-minus-observational mean shift of its target on the samples assigned."""
+    assigned (MAP), and the intervened-minus-observational mean shift of its target on the samples assigned.
+    ``dataset`` must hold the rows, variables, graph and mechanism ``result`` was fitted on."""
+    _check_fitted_on(result, dataset, rows=True)
     names = dataset.inputs["names"]
     p = fitted_params(result)
     x = dataset.observed["x"].cpu().to(torch.float64)
@@ -871,7 +873,9 @@ def regime_table(result: Result, dataset: Dataset) -> pd.DataFrame:
 
 
 def mechanisms_table(result: Result, dataset: Dataset) -> pd.DataFrame:
-    """Linear mechanisms as one row per (variable, version): intercept, scale and parent weights."""
+    """Linear mechanisms as one row per (variable, version): intercept, scale and parent weights. ``dataset`` must
+    hold the variables, graph and mechanism ``result`` was fitted on (its rows are not read)."""
+    _check_fitted_on(result, dataset)
     p = fitted_params(result)
     if "W_obs" not in p:
         raise PyrozooError("mechanisms_table: only linear mechanisms have weights; MLP ones are in result.params")
@@ -886,14 +890,18 @@ def mechanisms_table(result: Result, dataset: Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _check_fitted_on(result: Result, dataset: Dataset) -> None:
+def _check_fitted_on(result: Result, dataset: Dataset, *, rows: bool = False) -> None:
     """Raise unless ``result`` is a regime-scm fit and ``dataset`` has the variables, graph and mechanism it was
-    fitted on (another dataset's parents and names used to fail deep inside the model with a RuntimeError)."""
+    fitted on (another dataset's parents and names used to fail deep inside the model with a RuntimeError); with
+    ``rows`` (callers that pair the result's per-row regime probabilities with the dataset's rows), also as many
+    rows as the result was fitted on."""
     params = getattr(result, "params", None)
-    if not isinstance(result, Result) or not isinstance(params, Mapping) or "regime_weights" not in params:
+    if not isinstance(result, Result) or not isinstance(params, Mapping) or "regime_weights" not in params or (
+            rows and "regime_probs" not in params):
         raise PyrozooError(f"result: expected a fitted regime-scm result (from fit_regime_scm), got "
                            f"{type(result).__name__}")
-    check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS, made_by="make_regime_dataset")
+    check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS, observed=("x",) if rows else (),
+                  made_by="make_regime_dataset")
     inp = dataset.inputs
     fitted = [str(v) for v in result.coords.get("variable", [])]
     if list(inp["names"]) != fitted:
@@ -909,6 +917,11 @@ def _check_fitted_on(result: Result, dataset: Dataset) -> None:
     if given != fit:
         raise PyrozooError(f"dataset: expected the result's {', '.join(f'{k}={v!r}' for k, v in fit.items())}, got "
                            f"{', '.join(f'{k}={v!r}' for k, v in given.items())}")
+    if rows:
+        n_fit, n_given = np.shape(params["regime_probs"])[0], dataset.observed["x"].shape[0]
+        if n_given != n_fit:
+            raise PyrozooError(f"dataset: expected the {n_fit} rows the result was fitted on (its regime "
+                               f"probabilities are per row), got {n_given} rows")
 
 
 @keeps_caller_state
@@ -976,7 +989,8 @@ def regime_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Marginal log-likelihood; with simulated truth also ARI, exact regime-and-target accuracy, whether the
     observational regime is identified (the true observational samples' majority label is 0), the oracle's ARI,
     and per-variable MSE of x against its conditional mean (MAP regime, fitted) over the oracle's (true regime,
-    true mechanisms)."""
+    true mechanisms). ``dataset`` must hold the rows, variables, graph and mechanism ``result`` was fitted on."""
+    _check_fitted_on(result, dataset, rows=True)
     out = {"loglik": float(np.sum(result.log_likelihood["x"])), "wall_time": float(result.wall_time)}
     if "regime" not in dataset.truth:
         return out

@@ -411,6 +411,61 @@ def test_do_and_fit_check_their_arguments_first():
         sample_do(object(), ds, {"b": 1.0})
 
 
+
+@pytest.mark.parametrize("fn", [regime_table, mechanisms_table, regime_metrics])
+def test_tables_and_metrics_refuse_a_dataset_the_result_was_not_fitted_on(fn):
+    """regime_table, mechanisms_table and regime_metrics read the dataset's names, graph and (the table and the
+    metrics) rows next to the result's fit: another dataset's variables or graph gave silently mislabelled or wrong
+    tables, more variables a torch RuntimeError/IndexError, fewer rows an IndexError in regime_table and
+    sklearn's ValueError in regime_metrics; each is now refused up front, as sample_do does."""
+    df, g = _three_vars()
+    ds = make_regime_dataset(df, g)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    renamed = df.rename(columns={"a": "p", "b": "q", "c": "r"})
+    with pytest.raises(PyrozooError, match=r"dataset: expected the variables the result was fitted on \(a, b, c\), "
+                                           r"got p, q, r"):
+        fn(res, make_regime_dataset(renamed, nx.DiGraph([("p", "q"), ("q", "r")])))
+    with pytest.raises(PyrozooError, match=r"dataset: expected the variables .*\(a, b, c\), got a, b, c, d"):
+        fn(res, make_regime_dataset(df.assign(d=df.c), nx.DiGraph([("a", "b"), ("b", "c"), ("c", "d")])))
+    with pytest.raises(PyrozooError, match="dataset: expected the graph the result was fitted on"):
+        fn(res, make_regime_dataset(df, nx.DiGraph([("a", "b"), ("a", "c")])))
+    with pytest.raises(PyrozooError, match="dataset: expected the result's mechanism='linear', got mechanism='mlp'"):
+        fn(res, make_regime_dataset(df, g, mechanism="mlp"))
+    with pytest.raises(PyrozooError, match="dataset: expected a regime-scm dataset .*got object"):
+        fn(res, object())
+    with pytest.raises(PyrozooError, match="result: expected a fitted regime-scm result"):
+        fn(object(), ds)
+    fewer = make_regime_dataset(df.iloc[:60], g)
+    if fn is mechanisms_table:  # reads no rows: the same weights whatever rows the dataset holds
+        assert fn(res, fewer).equals(fn(res, ds))
+    else:
+        with pytest.raises(PyrozooError, match="dataset: expected the 120 rows the result was fitted on .*got 60 rows"):
+            fn(res, fewer)
+
+
+def test_regime_metrics_refuses_simulated_data_with_other_rows():
+    """The same seed gives the same graph at any n_samples: 300 rows against a 200-row fit were sklearn's
+    'inconsistent numbers of samples' ValueError."""
+    ds = simulate_regime_data(0, n_vars=3, n_samples=200)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    more = simulate_regime_data(0, n_vars=3, n_samples=300)
+    assert torch.equal(more.inputs["parents"], ds.inputs["parents"])
+    with pytest.raises(PyrozooError, match="dataset: expected the 200 rows the result was fitted on .*got 300 rows"):
+        regime_metrics(res, more)
+
+
+def test_tables_and_metrics_take_a_rebuilt_matching_dataset():
+    """A dataset rebuilt from the same data and graph (another object) passes the checks and gives
+    the same tables and metrics as the one fitted on."""
+    df, g = _three_vars()
+    ds = make_regime_dataset(df, g)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    again = make_regime_dataset(df.copy(), nx.DiGraph([("a", "b"), ("b", "c")]))
+    pd.testing.assert_frame_equal(regime_table(res, again), regime_table(res, ds))
+    pd.testing.assert_frame_equal(mechanisms_table(res, again), mechanisms_table(res, ds))
+    assert regime_metrics(res, again) == regime_metrics(res, ds)
+    assert regime_table(res, ds)["n_assigned"].sum() == len(df)
+
 def test_restarts_pick_the_best_initial_loglik():
     ds = simulate_regime_data(4, n_vars=5, n_samples=800)
     x, par = ds.observed["x"], ds.inputs["parents"]
