@@ -121,6 +121,23 @@ def check_same_index(**inputs: Any) -> None:
                        f"drop the labels of every input with .reset_index(drop=True)")
 
 
+def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
+    """A DataFrame's column names as an object array when they are all strings (scikit-learn's rule: no names
+    otherwise), for ``feature_names_in_`` and the ArviZ ``feature`` coordinate; mixed string and non-string names
+    are an error, as in scikit-learn."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, (np.ndarray, torch.Tensor)):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    is_str = [isinstance(c, str) for c in names]
+    if names.size and all(is_str):
+        return names
+    if any(is_str):
+        kinds = sorted({type(c).__name__ for c in names})
+        raise PyrozooError(f"{name}: expected column names that are all strings (or none), got names of types {kinds}")
+    return None
+
+
 def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
     """Raise if ``value`` (a DataFrame, Series or array) holds a pandas categorical column or text, even numbers
     stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), naming the column; ``hint`` follows

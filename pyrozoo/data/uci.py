@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
-from pyrozoo.validation import check_choice, check_float_dtype, check_int, check_probability, check_xy
+from pyrozoo.validation import check_choice, check_float_dtype, check_int, check_probability, check_xy, feature_names
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
 
@@ -31,7 +31,8 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 @dataclass
 class RegressionSplit:
-    """Standardized train/test tensors and the scaling that maps predictions back to original units."""
+    """Standardized train/test tensors and the scaling that maps predictions back to original units;
+    ``feature_names``: a DataFrame X's string column names (``None`` for arrays and tensors)."""
 
     X_train: torch.Tensor
     y_train: torch.Tensor
@@ -41,6 +42,7 @@ class RegressionSplit:
     x_std: torch.Tensor
     y_mean: float
     y_std: float
+    feature_names: list[str] | None = None
 
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +55,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     """Random ``1 - test_fraction`` / ``test_fraction`` split number ``split`` (seeded permutation), standardized with
     the training part (constant columns keep sd 1)."""
     check_float_dtype("dtype", dtype)
+    names = feature_names(X)
     X, y = check_regression_data(X, y)
     check_int("split", split)
     check_probability("test_fraction", test_fraction, open_interval=True)
@@ -73,6 +76,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
         X_train=prep((X[train] - x_mean) / x_std), y_train=prep((y[train] - y_mean) / y_std),
         X_test=prep((X[test] - x_mean) / x_std), y_test=prep((y[test] - y_mean) / y_std),
         x_mean=prep(x_mean), x_std=prep(x_std), y_mean=y_mean, y_std=y_std,
+        feature_names=None if names is None else names.tolist(),
     )
 
 

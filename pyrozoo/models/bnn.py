@@ -619,12 +619,16 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
 # --------------------------------------------------------------------------------------------------- zoo entry
 def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, depth: int = 1,
                      prior_scale: float = 1.0) -> Dataset:
-    """Training part as model inputs/observed; test part and the target's scaling in ``meta``."""
+    """Training part as model inputs/observed; test part, the target's scaling and the split's ``feature_names``
+    (when it has them: the result's ``feature`` coordinate) in ``meta``."""
+    meta = {"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std}
+    if split.feature_names is not None:
+        meta["feature_names"] = list(split.feature_names)
     return Dataset(
         name,
         inputs={"X": split.X_train, "hidden": int(hidden), "depth": int(depth), "prior_scale": float(prior_scale)},
         observed={"y": split.y_train},
-        meta={"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std},
+        meta=meta,
     )
 
 
@@ -686,18 +690,21 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
             f"collapsed: log p(y | x, w_s) with {post.collapsed.numel()} mean-head weights w_c integrated out exactly "
             f"under their conditional ({'uniform box, triangular likelihood' if post.kind == 'ciber' else 'Gaussian'})"
             f"; w_out in the posterior group holds their SWAG draws, which this log-likelihood does not use")
-    return _name_weight_axes(result, post.layout)
+    return _name_weight_axes(result, post.layout, dataset.meta.get("feature_names"))
 
 
-def _name_weight_axes(result: Result, layout: MLPLayout) -> Result:
+def _name_weight_axes(result: Result, layout: MLPLayout, feature_names: list[str] | None = None) -> Result:
     """ArviZ axes of the weights: ``unit{i}`` for layer i's hidden units, ``feature`` for the inputs (as X's
-    columns in constant_data), ``output`` (mean, log_var) for the two heads; instead of ``w0_dim_0`` and so on."""
+    columns in constant_data; labelled with ``feature_names`` when given), ``output`` (mean, log_var) for the two
+    heads; instead of ``w0_dim_0`` and so on."""
     prev = "feature"
     for i in range(layout.depth):
         result.dims[f"w{i}"], result.dims[f"b{i}"] = [f"unit{i}", prev], [f"unit{i}"]
         prev = f"unit{i}"
     result.dims["w_out"], result.dims["b_out"] = ["output", prev], ["output"]
     result.coords = {**result.coords, "output": ["mean", "log_var"]}
+    if feature_names is not None:
+        result.coords["feature"] = list(feature_names)
     if "X" in result.constant_data:
         result.dims["X"] = ["obs_id", "feature"]
     return result

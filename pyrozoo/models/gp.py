@@ -44,6 +44,7 @@ from pyrozoo.validation import (
     check_nonnegative,
     check_positive,
     check_xy,
+    feature_names,
     real_array,
 )
 
@@ -279,9 +280,11 @@ def simulate_regression(seed: int, *, n: int, n_test: int = 200, input_dim: int 
 def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", lengthscale: Any = 1.0,
                     variance: float = 1.0, noise: float = 0.1, X_test: Any = None, y_test: Any = None,
                     ard: bool = False, priors: dict | None = None, truth: dict | None = None) -> Dataset:
-    """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``)."""
+    """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``). A
+    DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate."""
     check_choice("kernel", kernel, KERNELS)
     check_bool("ard", ard)
+    names = feature_names(X)
     X, y = check_gp_data(X, y)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
@@ -295,6 +298,8 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
                 raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
     meta.update(check_test_set(X_test, y_test, X))
+    if names is not None:
+        meta["feature_names"] = names.tolist()
     ref = X
     inputs = {"X": X, "kernel_name": kernel, "lengthscale": hyper_tensor("lengthscale", lengthscale, ref),
               "variance": hyper_tensor("variance", variance, ref), "noise": hyper_tensor("noise", noise, ref)}
@@ -353,7 +358,7 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
             fit_stats={"loss": fit["losses"][:-1]},
             params={**{k: v.cpu() for k, v in hyper.items()},
                     "neg_log_marginal": torch.tensor(fit["losses"][-1], dtype=torch.float64)},
-            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model))
+            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model), dataset)
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))
     # the hyperparameter chain's own log-likelihood (one joint number per draw) is not needed: the result's is
@@ -372,16 +377,23 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     return _f_along_obs(assemble_result(
         "nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard}, post,
         sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
-        wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model))
+        wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model), dataset)
 
 
-def _f_along_obs(result: Result) -> Result:
+def _f_along_obs(result: Result, dataset: Dataset) -> Result:
     """f is one multivariate site (its event axis would be ``f_dim_0``), but each entry is f(x_i) of observation i:
     name the axis ``obs_id`` as y's plate, so ArviZ lines f, y and X up; X's columns are ``feature`` (as the NUTS
-    run's per-column lengthscale names them)."""
+    run's per-column lengthscale names them), labelled with the dataset's ``feature_names`` when it has them. A
+    lengthscale shared by several columns (NUTS without ``ard``) is not per column: its axis is
+    ``lengthscale_dim_0``, not a ``feature`` axis of length 1 next to X's."""
     result.dims["f"] = ["obs_id"]
     if "X" in result.constant_data:
         result.dims["X"] = ["obs_id", "feature"]
+    ls = result.posterior.get("lengthscale")
+    if ls is not None and ls.shape[-1] != dataset.inputs["X"].shape[1]:
+        result.dims["lengthscale"] = ["lengthscale_dim_0"]
+    if dataset.meta.get("feature_names") is not None:
+        result.coords["feature"] = list(dataset.meta["feature_names"])
     return result
 
 

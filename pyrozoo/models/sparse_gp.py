@@ -72,6 +72,7 @@ from pyrozoo.validation import (
     check_nonnegative,
     check_positive,
     check_shape,
+    feature_names,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
@@ -354,7 +355,9 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
                         noise: float = 0.1, noiseless: bool = False, batch_size: int | None = None,
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
                         **meta: Any) -> Dataset:
-    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs."""
+    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs. A DataFrame
+    X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate."""
+    names = feature_names(X)
     X, y = check_gp_data(X, y)
     m = check_int("m", m, minimum=1)
     if Z is None:
@@ -366,6 +369,8 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
     if batch_size is not None:
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
     meta.update(check_test_set(X_test, y_test, X))
+    if names is not None:
+        meta["feature_names"] = names.tolist()
     inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
               "lengthscale": hyper_tensor("lengthscale", lengthscale, X),
               "variance": hyper_tensor("variance", variance, X),
@@ -432,7 +437,7 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
         return _u_along_inducing(assemble_result(
             f"collapsed-{fit.method}", sparse_gp_model, kwargs, {"u": u.unsqueeze(0)}, fit_stats={"loss": fit.losses},
             params={k: v.cpu() for k, v in params.items()}, log_likelihood_fn=sparse_log_likelihood, guide=guide,
-            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model))
+            seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model), dataset)
     # svi: start q(u) at the optimal q(u) of the initial Z and hyperparameters
     ls0 = initial_lengthscale(inp["lengthscale"], X, ard=dataset.meta.get("ard", False))
     init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
@@ -446,15 +451,18 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(
         X, y, store["Z"].detach(), lengthscale=store["lengthscale"].detach(), variance=store["variance"].detach(),
         noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)), dtype=torch.float64)
-    return _u_along_inducing(result)
+    return _u_along_inducing(result, dataset)
 
 
-def _u_along_inducing(result: Result) -> Result:
+def _u_along_inducing(result: Result, dataset: Dataset) -> Result:
     """u = f(Z) is one multivariate site: name its axis ``inducing`` (one entry per pseudo-input), not ``u_dim_0``;
-    X's axes are ``obs_id`` and ``feature`` (not ``X_dim_1``)."""
+    X's axes are ``obs_id`` and ``feature`` (not ``X_dim_1``), labelled with the dataset's ``feature_names`` when
+    it has them."""
     result.dims["u"] = ["inducing"]
     if "X" in result.constant_data:
         result.dims["X"] = ["obs_id", "feature"]
+    if dataset.meta.get("feature_names") is not None:
+        result.coords["feature"] = list(dataset.meta["feature_names"])
     return result
 
 

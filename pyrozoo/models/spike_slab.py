@@ -44,7 +44,7 @@ from pyrozoo.models.spike_slab_prior import (
     standardize,
 )
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_bool, check_choice, check_int, check_positive
+from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, feature_names
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
@@ -415,7 +415,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> SpikeSlabRegression:
         """Validate (X, y), standardize, run the chosen inference; returns self. A DataFrame's string column names
         become ``feature_names_in_`` and the result's ``feature`` coordinate."""
-        names = _feature_names(X)
+        names = feature_names(X)
         dev = resolve_device(self.device)
         data = standardize(X, y, device=dev)
         lam = float(self.lam) if self.lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
@@ -476,7 +476,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     def _check_feature_names(self, X: Any) -> None:
         """As scikit-learn: a DataFrame's columns must be the fit's, in the fit's order; a warning when only one of
         fit and predict had names."""
-        names, fitted = _feature_names(X), getattr(self, "feature_names_in_", None)
+        names, fitted = feature_names(X), getattr(self, "feature_names_in_", None)
         if names is not None and fitted is not None:
             if not np.array_equal(names, fitted):
                 missing = [c for c in fitted if c not in set(names)]
@@ -540,22 +540,6 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
                 raise PyrozooError("sample_weight: expected finite values >= 0, got a negative or non-finite one")
         return float(r2_score(y, pred, sample_weight=sample_weight))
-
-
-def _feature_names(X: Any) -> np.ndarray | None:
-    """A DataFrame's column names as an object array when they are all strings (scikit-learn's rule: no names
-    otherwise); mixed string and non-string names are an error, as in scikit-learn."""
-    columns = getattr(X, "columns", None)
-    if columns is None or isinstance(X, (np.ndarray, torch.Tensor)):
-        return None
-    names = np.asarray(list(columns), dtype=object)
-    is_str = [isinstance(c, str) for c in names]
-    if names.size and all(is_str):
-        return names
-    if any(is_str):
-        kinds = sorted({type(c).__name__ for c in names})
-        raise PyrozooError(f"X: expected column names that are all strings (or none), got names of types {kinds}")
-    return None
 
 
 class NotFittedSpikeSlabError(PyrozooError, NotFittedError):

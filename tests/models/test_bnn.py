@@ -342,3 +342,29 @@ def test_fit_bnn_refuses_what_would_fail_after_training_before_it():
                                            r"\(input columns \+ 1\), got 5"):
         fit_bnn(X, y, posterior="ciber", depth=0, num_collapsed=5, epochs=10_000)
     assert time.perf_counter() - t0 < 5  # no training ran
+
+
+@pytest.mark.parametrize("depth", [1, 0])
+def test_dataframe_column_names_are_the_feature_coordinate(depth):
+    """A DataFrame X's string column names travel through split_regression and make_bnn_dataset to the ``feature``
+    axis of the input-layer weights (w0, or w_out without hidden layers) and of X; arrays keep 0, 1, ..."""
+    pd = pytest.importorskip("pandas")
+    from pyrozoo.data.uci import split_regression
+    from pyrozoo.models.bnn import fit_bnn_entry, make_bnn_dataset
+
+    X, y = _toy(40)
+    df, ys = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.Series(y.numpy(), name="target")
+    cfg = RunConfig(model="bnn", inference="swag-diag", device="cpu", progress=False, num_samples=3, steps=3,
+                    options={"hidden": 4, "depth": depth, "swa_epochs": 3, "batch_size": 16})
+    first = "w0" if depth else "w_out"
+    split = split_regression(df, ys)
+    assert split.feature_names == ["age", "dose"]
+    idata = fit_bnn_entry(make_bnn_dataset(split, name="toy", hidden=4, depth=depth), cfg).to_inference_data()
+    assert idata.posterior[first].dims[-1] == "feature"
+    assert idata.posterior[first].coords["feature"].values.tolist() == ["age", "dose"]
+    assert idata.constant_data["X"].coords["feature"].values.tolist() == ["age", "dose"]
+    split = split_regression(X, y)
+    assert split.feature_names is None
+    idata = fit_bnn_entry(make_bnn_dataset(split, name="toy", hidden=4, depth=depth), cfg).to_inference_data()
+    assert idata.posterior[first].coords["feature"].values.tolist() == [0, 1]
+    assert "feature" not in idata.constant_data["X"].coords

@@ -370,3 +370,34 @@ def test_the_stored_marginal_likelihood_keeps_float64(model, inference, key):
                               options={"n": 40}), save=False)
     assert out.result.params[key].dtype == torch.float64
     assert out.metrics[key] == float(out.result.params[key])
+
+
+@pytest.mark.parametrize("ard", [True, False])
+def test_dataframe_column_names_are_the_feature_coordinate(ard):
+    """A DataFrame X's string column names label the ``feature`` axis of X (both inferences) and of the NUTS run's
+    per-column lengthscale; arrays keep the integer positions. A lengthscale shared by the columns (no ``ard``) is
+    not per column: its axis is ``lengthscale_dim_0``, so it cannot clash with X's names."""
+    pd = pytest.importorskip("pandas")
+    X, y, _, _ = simulate_regression(0, n=12, n_test=1, input_dim=2)
+    df, ys = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.Series(y.numpy(), name="target")
+    type2 = RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False)
+    nuts = RunConfig(model="gp", inference="nuts", num_samples=3, warmup_steps=3, num_chains=1, progress=False)
+    ds = make_gp_dataset(df, ys, ard=ard)
+    assert ds.meta["feature_names"] == ["age", "dose"]
+    idata = fit_gp(ds, type2).to_inference_data()
+    assert idata.constant_data["X"].coords["feature"].values.tolist() == ["age", "dose"]
+    idata = fit_gp(ds, nuts).to_inference_data()
+    assert idata.constant_data["X"].coords["feature"].values.tolist() == ["age", "dose"]
+    ls = idata.posterior["lengthscale"]
+    if ard:
+        assert ls.dims == ("chain", "draw", "feature") and ls.coords["feature"].values.tolist() == ["age", "dose"]
+    else:
+        assert ls.dims == ("chain", "draw", "lengthscale_dim_0")
+    arrays = make_gp_dataset(X, y, ard=ard)
+    assert "feature_names" not in arrays.meta
+    idata = fit_gp(arrays, nuts).to_inference_data()
+    assert "feature" not in idata.constant_data["X"].coords
+    if ard:
+        assert idata.posterior["lengthscale"].coords["feature"].values.tolist() == [0, 1]
+    with pytest.raises(PyrozooError, match="X: expected column names that are all strings"):
+        make_gp_dataset(pd.DataFrame(X.numpy(), columns=["age", 1]), y)

@@ -388,3 +388,18 @@ def test_a_noiseless_fit_reports_the_noise_it_used():
     out = run_model(RunConfig(model="sparse-gp", inference="collapsed", steps=3, num_samples=3, progress=False,
                               options={"n": 60, "method": "fitc", "noiseless": True, "noise": 0.3}), save=False)
     assert out.metrics["noise"] == pytest.approx(1e-6 * out.metrics["variance"], rel=1e-12)
+
+
+@pytest.mark.parametrize("inference", ["collapsed", "svi"])
+def test_dataframe_column_names_are_the_feature_coordinate(inference):
+    """A DataFrame X's string column names label the ``feature`` axis of X in constant_data (the only per-column
+    axis in the InferenceData: Z and the lengthscale are params); arrays leave the axis without labels as before."""
+    pd = pytest.importorskip("pandas")
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=2)
+    df, ys = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.Series(y.numpy(), name="target")
+    cfg = RunConfig(model="sparse-gp", inference=inference, steps=3, num_samples=2, progress=False)
+    ds = make_sparse_dataset(df, ys, m=4, ard=True)
+    X_axis = fit_sparse_entry(ds, cfg).to_inference_data().constant_data["X"]
+    assert X_axis.dims == ("obs_id", "feature") and X_axis.coords["feature"].values.tolist() == ["age", "dose"]
+    X_axis = fit_sparse_entry(make_sparse_dataset(X, y, m=4, ard=True), cfg).to_inference_data().constant_data["X"]
+    assert X_axis.dims == ("obs_id", "feature") and "feature" not in X_axis.coords
