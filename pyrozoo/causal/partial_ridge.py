@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import RidgeCV
 
-from pyrozoo.validation import check_int
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int, check_shape
 
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 4, 13))
 
@@ -30,12 +31,20 @@ class PartialRidgeCV(RegressorMixin, BaseEstimator):
         self.alphas = alphas
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> PartialRidgeCV:
-        check_int("n_free", self.n_free, minimum=0)
+        n_free = check_int("n_free", self.n_free, minimum=0)
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
+        check_shape("X", X, (len(y), None))
+        if n_free > X.shape[1]:
+            raise PyrozooError(f"n_free: expected at most the {X.shape[1]} columns of X, got {n_free}")
+        if not len(self.alphas) or min(self.alphas) <= 0:
+            raise PyrozooError(f"alphas: expected one or more penalties > 0, got {self.alphas!r}")
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        check_shape("sample_weight", w, (len(y),))
+        if not np.all(np.isfinite(w) & (w >= 0)):
+            raise PyrozooError("sample_weight: expected finite weights >= 0")
         root = np.sqrt(w)[:, None]
-        A = np.column_stack([np.ones(len(y)), X[:, : self.n_free]])
-        P = X[:, self.n_free:]
+        A = np.column_stack([np.ones(len(y)), X[:, :n_free]])
+        P = X[:, n_free:]
 
         def residual(M: np.ndarray) -> np.ndarray:  # weighted least-squares residual of M on A
             return M - A @ np.linalg.lstsq(root * A, root * M, rcond=None)[0]
@@ -52,4 +61,6 @@ class PartialRidgeCV(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.intercept_ + np.asarray(X, dtype=np.float64) @ self.coef_
+        X = np.asarray(X, dtype=np.float64)
+        check_shape("X", X, (None, len(self.coef_)))
+        return self.intercept_ + X @ self.coef_

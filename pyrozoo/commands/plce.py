@@ -29,7 +29,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--se-type", default="hc3", choices=("hc3", "cluster"),
                    help="hc3 (default) | cluster (cluster-robust by --groups)")
     p.add_argument("--no-linear-controls", dest="linear_controls", action="store_false",
-                   help="do not force the standardized controls into the nuisance refit (the default forces them)")
+                   help="do not force the standardized controls into the nuisance refit (the default forces them; "
+                        "the refit needs the spike_slab learner)")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--n-repeats", type=int, default=5)
     p.add_argument("--learner", default="spike_slab", help="spike_slab | ridge | lasso")

@@ -54,7 +54,17 @@ def test_free_columns_are_not_shrunk():
     assert np.abs(est.penalized_coef_).max() < 1e-8
 
 
-def test_rejects_a_bad_n_free():
-    X, y, _ = data()
-    with pytest.raises(PyrozooError, match="n_free"):
-        PartialRidgeCV(n_free=-1).fit(X, y)
+def test_bad_input_is_refused_before_fitting():
+    X, y, w = data()
+    cases = [({"n_free": -1}, (X, y), {}, "n_free"), ({"n_free": 8}, (X, y), {}, "n_free: expected at most the 7"),
+             ({"alphas": ()}, (X, y), {}, "alphas"), ({"alphas": (0.0,)}, (X, y), {}, "alphas"),
+             ({}, (X[:, 0], y), {}, "X: expected shape"), ({}, (X, y[:-1]), {}, "X: expected shape"),
+             ({}, (X, y), {"sample_weight": -w}, "sample_weight"),
+             ({}, (X, y), {"sample_weight": w[:-1]}, "sample_weight: expected shape")]
+    for kw, args, fit_kw, match in cases:
+        with pytest.raises(PyrozooError, match=match):
+            PartialRidgeCV(**kw).fit(*args, **fit_kw)
+    est = PartialRidgeCV(n_free=2.0).fit(X, y)  # an integral float is an int
+    assert est.free_coef_.shape == (2,)
+    with pytest.raises(PyrozooError, match="X: expected shape"):
+        est.predict(X[:, :3])
