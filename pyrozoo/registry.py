@@ -50,6 +50,9 @@ class ZooModel:
       over them is refused for that inference), and ``pyrozoo run`` names them when they were given.
     * ``inference_options``: option -> the inferences that read it (unlisted options: all of them). Given with
       another inference it is an error, as for ``data_options`` (gp's type-II starting values under ``nuts``).
+    * ``check_options(config)``: optional family checks of the config's options together and with its settings
+      (an option that another one makes unused, a warm-up as long as the run), raising :class:`PyrozooError`; run
+      last in :meth:`check_config`, so before any data are loaded and for every cell of a sweep.
     """
 
     name: str
@@ -69,6 +72,7 @@ class ZooModel:
     text_options: tuple[str, ...] = ()
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inference_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    check_options: Callable[[RunConfig], None] | None = None
 
     def __post_init__(self) -> None:
         # an author's slip in ``settings`` would otherwise make config.toml drop settings that ran, and the CLI say
@@ -120,6 +124,8 @@ class ZooModel:
         if unused:
             raise _no_effect(unused, self.data_options, lambda readers: _or(describe_source(s) for s in readers),
                              describe_source(source))
+        if self.check_options is not None:
+            self.check_options(config)
         return config
 
     def unread_settings(self, inference: str) -> tuple[str, ...]:
