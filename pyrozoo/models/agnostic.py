@@ -54,6 +54,7 @@ Schedule: the paper raises alpha slowly during training; ``alpha_t = alpha * s(t
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,7 @@ from pyrozoo.validation import (
     check_choice,
     check_int,
     check_interval,
+    check_keys,
     check_nonnegative,
     check_positive,
     check_probability,
@@ -270,6 +272,14 @@ def _linear(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (z.unsqueeze(-2) @ w.transpose(-1, -2)).squeeze(-2) + b if w.dim() > 2 else z @ w.T + b
 
 
+def _plate_batch(batch_size: int | None, rows: int) -> int | None:
+    """The subsample size of a plate of ``rows`` rows: ``min(batch_size, rows)``, or ``None`` (every row) when
+    ``batch_size`` is ``None`` or 0. Pyro's plate needs ``subsample_size <= size`` (a larger one failed with
+    "subsample_size does not match len(subsample)"); at ``rows`` it takes every row in order, as ``None`` does. The
+    guide has no plates (its only latent sites, the heads, are global), so there is no second size to match."""
+    return min(int(batch_size), int(rows)) if batch_size else None
+
+
 def agnostic_model(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -292,7 +302,8 @@ def agnostic_model(
 ) -> None:
     """The Pyro model (see the module docstring). ``y`` (target labels of the rows ``target_idx``) and ``p``
     (protected labels of the rows ``protected_idx``) are observed when given, drawn otherwise. ``batch_size``
-    subsamples both plates (the likelihood is rescaled by Pyro).
+    subsamples both plates (the likelihood is rescaled by Pyro): each plate draws ``min(batch_size, rows)`` of its
+    rows, so a plate with fewer rows than ``batch_size`` is used whole; ``None`` or 0: every row (full batch).
 
     ``protected_features`` (frozen ``G_f`` outputs of the protected rows, ``(n_p, D)``) turns the model into the
     adversary's own problem (eq. 3 with ``G_f`` fixed): the target plate is left out and the protected plate reads
@@ -316,7 +327,8 @@ def agnostic_model(
     b_p = pyro.sample("b_p", dist.Normal(zero, s).expand([num_protected]).to_event(1))
 
     if protected_features is None:
-        with pyro.plate("target_id", target_idx.shape[0], subsample_size=batch_size, device=ref.device) as i:
+        n_t = target_idx.shape[0]
+        with pyro.plate("target_id", n_t, subsample_size=_plate_batch(batch_size, n_t), device=ref.device) as i:
             z = net.extractor(x[target_idx[i]])
             # Pyro scales must be > 0: a target weight of 0 (alpha = 1 under eq. 1) masks the term out
             with poutine.scale(scale=w_t) if w_t > 0 else poutine.mask(mask=False):
@@ -330,7 +342,7 @@ def agnostic_model(
         # closed-form best response of a standardized linear/quadratic adversary (all protected rows at once)
         gap = moment_gap(net.extractor(x[protected_idx]), p, weight)
         pyro.factor("moments", -a * target_idx.shape[0] * gap)
-    with pyro.plate("protected_id", n_p, subsample_size=batch_size, device=ref.device) as j:
+    with pyro.plate("protected_id", n_p, subsample_size=_plate_batch(batch_size, n_p), device=ref.device) as j:
         if protected_features is not None:
             h = net.adversary(protected_features[j])
         elif extractor_loss == "moments":
@@ -442,12 +454,27 @@ MODEL_OPTIONS = {"alpha": 1.0, "schedule": "linear", "ramp": 0.5, "prior_scale":
                  "adv_weight_decay": 0.0, "adv_standardize": True, "extractor_loss": "moments+reversal",
                  "target_weight": "one", "adversary_warmup": 0, "adversary_weight": "odds",
                  "max_adversary_weight": 100.0}
-DIGITS_OPTIONS = {"train_corr": 0.95, "n_context": 400, "background": 0.5, "noise": 0.1, "protected_on_target": False,
+# digits_task's n_context (the number of blank context images) is not among them: it applies only to
+# context="blank", a Python argument of digits_task; the entry's context part is the digit pool
+DIGITS_OPTIONS = {"train_corr": 0.95, "background": 0.5, "noise": 0.1, "protected_on_target": False,
                   "context_copies": 2}
 
 
-def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """Validate the model options (alpha in [0, 1], known schedule ...) before any work; return them merged."""
+# options that only the two-timescale adversary (adv_steps > 0) reads; adv_steps = 0 trains it jointly with the rest
+TWO_TIMESCALE_OPTIONS = ("adv_lr", "adv_reset", "adv_retrain", "adv_weight_decay")
+
+
+def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> dict[str, Any]:
+    """Validate the model options (alpha in [0, 1], known schedule, ``lr_decay`` in (0, 1] ...) before any work;
+    return them merged with the defaults.
+
+    With ``steps`` (the run's number of iterations), ``opts`` are a config's options *as given* and the combinations
+    a run would silently ignore are refused as well: ``adversary_warmup >= steps`` (``>= steps - 1`` under a ramped
+    schedule, which is 0 at the first step after the warm-up): alpha_t would be 0 at every step, a plain
+    classifier; ``momentum`` with ``optimizer="adam"`` (SGD's), and ``adv_lr``, ``adv_reset``,
+    ``adv_retrain``, ``adv_weight_decay`` with ``adv_steps=0`` (the two-timescale adversary's). Without ``steps``
+    (the data loaders, which see the entry's defaults merged in) only single values are checked."""
+    given = dict(opts)
     opts = {**MODEL_OPTIONS, **{k: v for k, v in opts.items() if k in MODEL_OPTIONS}}
     check_alpha(opts["alpha"])
     check_choice("schedule", opts["schedule"], SCHEDULES)
@@ -458,7 +485,7 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     check_int("batch_size", opts["batch_size"])
     check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))
     check_interval("momentum", opts["momentum"], 0.0, 1.0, high_open=True)
-    check_positive("lr_decay", opts["lr_decay"])
+    check_lr_decay(opts["lr_decay"])
     for name in ("adv_steps", "adv_layers", "adv_reset", "adv_retrain"):
         check_int(name, opts[name])
     check_positive("adv_lr", opts["adv_lr"])
@@ -472,7 +499,38 @@ def check_model_options(opts: dict[str, Any]) -> dict[str, Any]:
     wd = opts["adv_weight_decay"]
     check_nonnegative("adv_weight_decay", wd)
     check_interval("clip_norm", opts["clip_norm"], 0.0, hint=" (0: no clipping)")
+    if steps is not None:
+        _check_option_combinations(given, opts, check_int("steps", steps))
     return opts
+
+
+def check_lr_decay(lr_decay: Any) -> float:
+    """``lr_decay`` is the factor the learning rate decays to over the run (geometrically): a number in (0, 1]."""
+    return check_interval("lr_decay", lr_decay, 0.0, 1.0, low_open=True,
+                          hint=" (the rate decays geometrically to lr * lr_decay; 1: constant)")
+
+
+def _check_option_combinations(given: dict[str, Any], opts: dict[str, Any], steps: int) -> None:
+    """Refuse the options given (``given``) that the run (merged options ``opts``, ``steps`` iterations) would
+    ignore; see :func:`check_model_options`."""
+    warm = opts["adversary_warmup"]
+    # the schedule restarts at progress 0 after the warm-up, where a ramp (linear with ramp > 0, DANN) gives 0
+    ramped = opts["schedule"] == "dann" or (opts["schedule"] == "linear" and opts["ramp"] > 0)
+    limit = steps - 1 if ramped else steps
+    if warm > 0 and warm >= limit:
+        why = (f"alpha_t is 0 during the warm-up and, under the {opts['schedule']!r} schedule, at the first step "
+               f"after it" if ramped else "alpha_t is 0 during the warm-up")
+        raise PyrozooError(f"adversary_warmup: expected fewer than {limit} warm-up iterations with steps={steps}, "
+                           f"got {warm}; {why}, so alpha would be 0 at every step and the fit a plain classifier")
+    if "momentum" in given and opts["optimizer"] != "sgd":
+        raise PyrozooError(f"momentum: applies only to optimizer='sgd'; with optimizer={opts['optimizer']!r} it "
+                           f"would have no effect (remove it)")
+    unused = [k for k in TWO_TIMESCALE_OPTIONS if k in given]
+    if unused and opts["adv_steps"] == 0:
+        one = len(unused) == 1
+        raise PyrozooError(f"{', '.join(unused)}: {'applies' if one else 'apply'} only to the two-timescale "
+                           f"adversary (adv_steps > 0); with adv_steps=0 {'it' if one else 'they'} would have no "
+                           f"effect (remove {'it' if one else 'them'})")
 
 
 def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32, adv_layers: int = 1,
@@ -484,7 +542,9 @@ def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32, ad
 
 
 def load_digits_task(seed: int, **options: Any) -> Dataset:
-    """The digits task with its network; ``options`` are the entry's options."""
+    """The digits task with its network; ``options`` are the entry's options (an unknown one, such as
+    ``digits_task``'s ``n_context``, is an error rather than dropped)."""
+    check_keys("options for load_digits_task", options, {**MODEL_OPTIONS, **DIGITS_OPTIONS})
     opts = check_model_options(options)
     task = {k: options[k] for k in DIGITS_OPTIONS if k in options}
     return attach_network(digits_task(seed, **task), feature_dim=opts["feature_dim"], hidden=opts["hidden"],
@@ -492,7 +552,9 @@ def load_digits_task(seed: int, **options: Any) -> Dataset:
 
 
 def load_cps1985_task(seed: int, **options: Any) -> Dataset:
-    """The CPS1985 wage task (protected: gender) with its network; digit-task options are ignored."""
+    """The CPS1985 wage task (protected: gender) with its network; digit-task options are ignored (the entry
+    refuses them with this dataset), unknown ones are an error."""
+    check_keys("options for load_cps1985_task", options, {**MODEL_OPTIONS, **DIGITS_OPTIONS})
     opts = check_model_options(options)
     return attach_network(cps1985_task(seed), feature_dim=opts["feature_dim"], hidden=opts["hidden"],
                           adv_layers=opts["adv_layers"], adv_standardize=opts["adv_standardize"])
@@ -522,6 +584,20 @@ def adversary_loss(net: AgnosticNetwork, features: torch.Tensor, p: torch.Tensor
     logits = h @ draws["w_p"].T + draws["b_p"]
     ce = torch.nn.functional.cross_entropy(logits, p, reduction="none")
     return ((weight * ce).sum() + kl) / n
+
+
+def _diverged(error: ValueError, when: str, fix: str) -> PyrozooError | None:
+    """A distribution's argument check that failed during training (``Expected parameter scale ... to satisfy the
+    constraint GreaterThan(lower_bound=0.0), but found invalid values``) as the :class:`PyrozooError` of a diverged
+    run, like a non-finite loss, saying ``when`` (the step, and the adversary's steps or the extractor and target
+    step) and the ``fix``; ``None`` for any other ``ValueError``."""
+    found = re.search(r"Expected parameter (\w+) .*?of distribution (\w+).*?to satisfy the constraint (.+?), but found",
+                      str(error), re.S)
+    if found is None:
+        return None
+    name, family, constraint = found.groups()
+    return PyrozooError(f"svi: training diverged {when}: the {name} of a {family} became invalid (constraint "
+                        f"{constraint}); {fix}")
 
 
 def _adversary_param_names(names: list[str]) -> set[str]:
@@ -557,18 +633,23 @@ def run_agnostic_svi(
 ) -> Result:
     """SVI for the min-max problem of eq. (1): ``TraceMeanField_ELBO`` on the model and guide scaled by ``1 / n``
     (``n`` target rows, so ``lr`` acts on the per-row mean loss), SGD with momentum (the paper's optimizer) or Adam,
-    the learning rate decaying geometrically to ``lr * lr_decay``; ``schedule.progress`` follows ``t / T``.
+    the learning rate decaying geometrically to ``lr * lr_decay`` (``lr_decay`` in (0, 1]; 1: constant);
+    ``schedule.progress`` follows ``t / T``. ``model_kwargs["batch_size"]`` is the minibatch of each plate, clamped
+    to the plate's rows (see :func:`agnostic_model`; ``None`` or 0: full batch).
 
     Two update schemes:
 
     * ``adv_steps = 0``: one joint step per iteration through the gradient reversal layer (the paper's single SGD
       procedure); the adversary ``(h, W_p, b_p)`` takes the same optimizer as everything else.
     * ``adv_steps = k > 0`` (default, two-timescale): each iteration first takes ``k`` Adam steps (rate ``adv_lr``)
-      of the adversary alone on the frozen features of all protected rows (``protected_features``, minibatches of
-      ``batch_size``), then one step of ``G_f`` and ``G_y`` through the reversal layer with the adversary held
-      fixed. Every ``adv_reset`` iterations (0: never) the adversary is re-initialized and trained ``adv_retrain``
-      steps on the frozen features, so the extractor faces a fresh, converged probe rather than the adversary it
-      has co-adapted with. ``clip_norm > 0`` clips the extractor/target step's gradient norm.
+      of the adversary alone on the frozen features (``protected_features``) of ``min(2 * batch_size, n_p)`` random
+      protected rows (all ``n_p`` at full batch), then one step of ``G_f`` and ``G_y`` through the reversal layer
+      with the adversary held fixed. Every ``adv_reset`` iterations (0: never) the adversary is re-initialized and
+      trained ``adv_retrain`` steps on the frozen features, so the extractor faces a fresh, converged probe rather
+      than the adversary it has co-adapted with. ``clip_norm > 0`` clips the extractor/target step's gradient norm.
+
+    A diverging run (a non-finite loss, features or adversary loss, or a parameter that left its range, such as a
+    guide scale that underflowed to 0) stops with a :class:`PyrozooError` that names the rate to lower.
 
     ``adversary_warmup = N`` trains ``G_f`` and ``G_y`` alone for the first ``N`` iterations (alpha held at 0, the
     adversary not trained); then the adversary is trained ``adv_retrain`` steps on the frozen features and the alpha
@@ -590,7 +671,7 @@ def run_agnostic_svi(
     adv_reset = check_int("adv_reset", adv_reset)
     adv_retrain = check_int("adv_retrain", adv_retrain)
     check_positive("lr", lr)
-    check_positive("lr_decay", lr_decay)
+    check_lr_decay(lr_decay)
     check_positive("adv_lr", adv_lr)
     check_interval("clip_norm", clip_norm, 0.0, hint=" (0: no clipping)")
     warm = min(check_int("adversary_warmup", adversary_warmup, minimum=0), num_steps)
@@ -622,12 +703,19 @@ def run_agnostic_svi(
     n_p = int(p_idx.shape[0])
     adv_rows = min(n_p, 2 * int(model_kwargs.get("batch_size") or n_p))
 
-    def train_adversary(k_steps: int) -> None:
+    main_fix = "lower lr" if clip_norm > 0 else "lower lr or set clip_norm > 0 (gradient clipping)"
+
+    def train_adversary(k_steps: int, step: int) -> None:
         """``k_steps`` full-batch steps of the adversary on the frozen features of ``adv_rows`` random protected rows
-        (their eq.-1 weights rescaled by ``n_p / adv_rows`` so the loss estimates the full one)."""
+        (their eq.-1 weights rescaled by ``n_p / adv_rows`` so the loss estimates the full one). A diverged extractor
+        (non-finite features) or adversary (non-finite loss) is a :class:`PyrozooError` naming the rate to lower,
+        raised before the adversary takes a step on it."""
         rows = torch.randperm(n_p, device=p_idx.device)[:adv_rows]
         with torch.no_grad():
             feats = net.features(model_kwargs["x"][p_idx[rows]])
+        if k_steps and not bool(torch.isfinite(feats).all()):
+            raise PyrozooError(f"svi: the features G_f(x) became non-finite at step {step} (the extractor "
+                               f"diverged); {main_fix}")
         weight = torch.ones(n_p, dtype=feats.dtype, device=feats.device) if p_weight is None else p_weight
         adv_kwargs = {**model_kwargs, "protected_features": feats, "protected_idx": p_idx[rows],
                       "p": None if p_obs is None else p_obs[rows], "protected_weight": weight[rows] * (n_p / adv_rows),
@@ -640,6 +728,9 @@ def run_agnostic_svi(
                                       prior_scale=model_kwargs.get("prior_scale", 1.0))
             else:
                 loss = elbo.differentiable_loss(scaled_model, scaled_guide, **adv_kwargs)
+            if not torch.isfinite(loss):
+                raise PyrozooError(f"svi: the adversary's loss became {float(loss.detach())} at step {step}; lower "
+                                   f"adv_lr (the adversary's Adam rate) or lr")
             loss.backward()
             adv_opt.step()
 
@@ -663,17 +754,29 @@ def run_agnostic_svi(
             else:
                 schedule.progress, schedule.hold = (step - warm) / max(num_steps - warm, 1), False
             alphas.append(float(schedule))
-            if adv_opt is not None and step >= warm:
-                if warm and step == warm:
-                    train_adversary(adv_retrain)
-                elif adv_reset and step > warm and (step - warm) % adv_reset == 0:
-                    reset_adversary()
-                    train_adversary(adv_retrain)
-                train_adversary(adv_steps)
-            main_opt.zero_grad()
-            loss = elbo.differentiable_loss(scaled_model, scaled_guide, **model_kwargs)
+            adversary_phase = True
+            try:
+                if adv_opt is not None and step >= warm:
+                    if warm and step == warm:
+                        train_adversary(adv_retrain, step)
+                    elif adv_reset and step > warm and (step - warm) % adv_reset == 0:
+                        reset_adversary()
+                        train_adversary(adv_retrain, step)
+                    train_adversary(adv_steps, step)
+                adversary_phase = False
+                main_opt.zero_grad()
+                loss = elbo.differentiable_loss(scaled_model, scaled_guide, **model_kwargs)
+            except ValueError as exc:
+                # a step with huge or non-finite gradients can leave a parameter outside its range (a NaN loc, a
+                # guide scale that underflowed to 0): the next distribution built on it fails torch's argument check
+                where = "the adversary's steps" if adversary_phase else "the extractor and target step"
+                diverged = _diverged(exc, f"at step {step} ({where})",
+                                     "lower adv_lr (or lr)" if adversary_phase else main_fix)
+                if diverged is None:
+                    raise
+                raise diverged from None
             if not torch.isfinite(loss):
-                raise PyrozooError(f"svi: the loss became {float(loss)} at step {step}; lower lr")
+                raise PyrozooError(f"svi: the loss became {float(loss.detach())} at step {step}; {main_fix}")
             loss.backward()
             if clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(main_params, clip_norm)
@@ -691,8 +794,14 @@ def run_agnostic_svi(
             prm.grad = None
     wall = time.perf_counter() - t0
     full = {**model_kwargs, "batch_size": None}
-    names = latent_sites(trace_model(model, full))
-    posterior = draw_from_guide(guide, full, names, num_samples)
+    try:
+        names = latent_sites(trace_model(model, full))
+        posterior = draw_from_guide(guide, full, names, num_samples)
+    except ValueError as exc:  # the last step left a parameter outside its range
+        diverged = _diverged(exc, f"at its last step ({num_steps - 1})", main_fix)
+        if diverged is None:
+            raise
+        raise diverged from None
     params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
     tag = f"svi-{optimizer}" + (f"-adv{adv_steps}" if adv_steps else "")
     return assemble_result(
@@ -707,7 +816,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule; the result's posterior
     holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer) and the guide's
     variational parameters."""
-    config = checked_config("agnostic", config)  # a direct call gets run_model's checks
+    config = checked_config("agnostic", config)  # a direct call gets run_model's checks (options with steps too)
     opts = check_model_options(config.options)
     kwargs = dataset.model_kwargs()
     if "net" not in kwargs:
@@ -781,6 +890,11 @@ def agnostic_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     return out
 
 
+def _check_run_options(config: RunConfig) -> None:
+    """The entry's ``check_options``: the config's options as given, with its number of steps."""
+    check_model_options(config.options, steps=config.steps)
+
+
 @register("agnostic")
 def agnostic_entry() -> ZooModel:
     return ZooModel(
@@ -794,6 +908,7 @@ def agnostic_entry() -> ZooModel:
         options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
         datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},
         data_options={k: ("simulator", "digits") for k in DIGITS_OPTIONS},
+        check_options=_check_run_options,
         tiny={"num_samples": 5, "steps": 8},
         description="Agnostic classifier: gradient-reversal adversary removes a protected concept (Jia et al. 2018)",
     )

@@ -578,3 +578,226 @@ def test_default_scheme_meets_both_targets_on_digits_seed0():
     assert max(hi["probe_logreg_acc"], hi["probe_mlp_acc"]) - hi["probe_chance"] < 0.05
     assert hi["test_decorrelated_target_acc"] > out[0.0]["test_decorrelated_target_acc"] + 0.1
     assert out[0.0]["probe_logreg_acc"] > 0.85  # the plain classifier encodes the colour
+
+
+# ------------------------------------------------------- QA pass: batch size, n_context, divergence, no-op options
+def _table_data(rows: int = 60, seed: int = 0):
+    """A custom table task with ``rows`` rows, every one target- and protected-labelled (fewer than the default
+    batch_size 128)."""
+    from pyrozoo.models.agnostic import attach_network
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 4))
+    return attach_network(make_agnostic_data(x, rng.integers(0, 2, rows), rng.integers(0, 2, rows)))
+
+
+def _tiny_fit(data, steps: int = 3, lr: float | None = None, **options):
+    from pyrozoo.models.agnostic import fit_agnostic
+
+    cfg = RunConfig(model="agnostic", device="cpu", progress=False, steps=steps, num_samples=2, seed=0, lr=lr,
+                    options=options)
+    return fit_agnostic(data, cfg)
+
+
+def test_plate_batch_is_clamped_to_the_plate():
+    from pyrozoo.models.agnostic import _plate_batch
+
+    assert _plate_batch(None, 60) is None and _plate_batch(0, 60) is None  # full batch
+    assert _plate_batch(128, 60) == 60 and _plate_batch(60, 60) == 60 and _plate_batch(16, 60) == 16
+
+
+def test_default_batch_size_works_on_a_dataset_smaller_than_it():
+    """A custom dataset of 60 rows at the default batch_size (128) crashed in Pyro ("subsample_size does not match
+    len(subsample), 128 vs 60"); each plate now takes min(batch_size, its rows), i.e. the whole plate here, so the
+    fit is the full-batch fit (batch_size=0), draw for draw."""
+    whole = _tiny_fit(_table_data())
+    assert np.all(np.isfinite(whole.fit_stats["loss"]))
+    full = _tiny_fit(_table_data(), batch_size=0)
+    assert np.array_equal(whole.fit_stats["loss"], full.fit_stats["loss"])
+    assert np.array_equal(np.asarray(whole.posterior["w_y"]), np.asarray(full.posterior["w_y"]))
+
+
+def test_model_plates_use_the_clamped_size_and_the_guide_has_none():
+    """Each plate of the model subsamples min(batch_size, rows), and a smaller batch still subsamples. The guide
+    (AutoNormal over the global heads) has no plates, so model and guide cannot disagree on a subsample size; one
+    ELBO evaluation runs at a batch size above both plates."""
+    from pyro.infer import TraceMeanField_ELBO
+
+    from pyrozoo.models.agnostic import make_agnostic_guide
+
+    data = _small_task()  # 12 target rows, 11 protected rows
+    for batch, want in ((100, (12, 11)), (4, (4, 4))):
+        pyro.clear_param_store()
+        kw = {**data.model_kwargs(), "batch_size": batch}
+        tr = poutine.trace(agnostic_model).get_trace(**kw)
+        assert (tr.nodes["target_id"]["value"].numel(), tr.nodes["protected_id"]["value"].numel()) == want
+        guide = make_agnostic_guide(agnostic_model)
+        guide_tr = poutine.trace(guide).get_trace(**kw)
+        assert not guide._prototype_frames and "target_id" not in guide_tr.nodes
+        assert torch.isfinite(TraceMeanField_ELBO().differentiable_loss(agnostic_model, guide, **kw))
+
+
+def test_batch_size_above_the_rows_of_cps1985_runs():
+    """`pyrozoo run agnostic --dataset cps1985 -o batch_size=400` (320 training rows) crashed in Pyro."""
+    from pyrozoo.runner import run_model
+
+    cfg = RunConfig(model="agnostic", dataset="cps1985", device="cpu", progress=False, steps=2, num_samples=2,
+                    options={"batch_size": 400})
+    out = run_model(cfg, save=False)
+    assert np.all(np.isfinite(out.result.fit_stats["loss"]))
+
+
+def test_n_context_is_not_an_entry_option():
+    """n_context counts the background-only context images of digits_task(context='blank'), a Python argument; the
+    entry's context part is the digit pool, so the option was accepted and ignored. It is now unknown to the entry,
+    and digits_task refuses it unless context='blank'."""
+    entry = agnostic_entry()
+    assert "n_context" not in entry.options
+    with pytest.raises(PyrozooError, match=r"unknown key\(s\) n_context"):
+        entry.check_config(RunConfig(model="agnostic", steps=5, options={"n_context": 50}))
+    with pytest.raises(PyrozooError, match=r"unknown key\(s\) n_context"):
+        load_digits_task(0, n_context=50)
+    with pytest.raises(PyrozooError, match=r"n_context: applies only to context='blank'.*no effect"):
+        digits_task(0, n_context=50)
+    blank = digits_task(0, context="blank", n_context=50)
+    assert blank.inputs["protected_idx"].numel() == 50  # protected_on_target=False: the context part only
+    assert digits_task(0, context="blank").inputs["protected_idx"].numel() == 400  # the default
+
+
+def _poisoned_run(poison, **run_options):
+    """run_agnostic_svi on the small task; ``poison(net, store)`` is called after step 0 (the callback), the way a
+    diverging step would leave the parameters."""
+    from pyrozoo.models.agnostic import make_agnostic_guide, run_agnostic_svi
+
+    data = _small_task()
+    schedule = AlphaSchedule(0.5, "constant")
+    kw = {**data.model_kwargs(), "alpha": schedule, "batch_size": 4}
+    net, store = kw["net"], pyro.get_param_store()
+
+    def callback(step):
+        if step == 0:
+            with torch.no_grad():
+                poison(net, store)
+
+    opts = {"lr": 0.01, "adv_steps": 2, "num_samples": 2, "progress": False, "seed": 0, **run_options}
+    return run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule,
+                            num_steps=3, callback=callback, **opts)
+
+
+def _set_scale(site):
+    def poison(net, store):
+        store.get_param(f"AutoNormal.scales.{site}").unconstrained().fill_(-1e6)  # softplus underflows to 0
+    return poison
+
+
+@pytest.mark.parametrize(("poison", "options", "match"), [
+    (lambda net, store: net.extractor.body[0].weight.fill_(float("nan")), {"clip_norm": 1.0},
+     r"svi: the features G_f\(x\) became non-finite at step 1 \(the extractor diverged\); lower lr$"),
+    (lambda net, store: net.adversary[0].weight.fill_(float("inf")), {},
+     r"svi: the adversary's loss became nan at step 1; lower adv_lr"),
+    (_set_scale("w_p"), {}, r"svi: training diverged at step 1 \(the adversary's steps\): the scale of a Normal "
+                            r"became invalid \(constraint GreaterThan\(lower_bound=0\.0\)\); lower adv_lr"),
+    (_set_scale("w_y"), {"adv_steps": 0, "clip_norm": 0.0},
+     r"svi: training diverged at step 1 \(the extractor and target step\): the scale of a Normal became invalid "
+     r".*; lower lr or set clip_norm > 0"),
+])
+def test_a_diverged_parameter_is_a_clear_error(poison, options, match):
+    """A diverging run ended in a raw torch ValueError from adversary_loss (Normal(loc=nan)); every way a step can
+    break the parameters is now the svi error naming the rate to lower, as for a non-finite loss."""
+    with pytest.raises(PyrozooError, match=match):
+        _poisoned_run(poison, **options)
+
+
+def test_divergence_after_the_last_step_is_a_clear_error():
+    """A step that breaks the parameters at the end of the run fails when the posterior is drawn."""
+    from pyrozoo.models.agnostic import make_agnostic_guide, run_agnostic_svi
+
+    def poison(net, store):
+        with torch.no_grad():
+            net.extractor.body[0].weight.fill_(float("nan"))
+
+    data = _small_task()
+    schedule = AlphaSchedule(0.5, "constant")
+    kw = {**data.model_kwargs(), "alpha": schedule}
+    with pytest.raises(PyrozooError, match=r"svi: training diverged at its last step \(0\): the logits of a "
+                                           r"Categorical became invalid"):
+        run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule, num_steps=1,
+                         lr=0.01, num_samples=2, progress=False, callback=lambda step: poison(kw["net"], None))
+
+
+def test_other_value_errors_are_not_reworded():
+    from pyrozoo.models.agnostic import _diverged
+
+    assert _diverged(ValueError("something else"), "at step 3", "lower lr") is None
+
+
+def test_the_qa_repro_of_a_diverging_run_is_a_clear_error():
+    """`pyrozoo run agnostic --steps 30 --lr 1e8 -o clip_norm=0` (here on a 60-row table, and on digits)."""
+    from pyrozoo.runner import run_model
+
+    with pytest.raises(PyrozooError, match=r"^svi: .*(diverged|non-finite).*lower lr or set clip_norm > 0"):
+        _tiny_fit(_table_data(), steps=30, lr=1e8, clip_norm=0.0)
+    with pytest.raises(PyrozooError, match=r"^svi: .*(diverged|non-finite).*lower lr or set clip_norm > 0"):
+        run_model(RunConfig(model="agnostic", device="cpu", progress=False, steps=30, lr=1e8,
+                            options={"clip_norm": 0.0}), save=False)
+
+
+@pytest.mark.parametrize(("options", "steps", "match"), [
+    ({"adversary_warmup": 5, "schedule": "constant"}, 5,
+     r"adversary_warmup: expected fewer than 5 warm-up iterations with steps=5, got 5; alpha_t is 0 during the "
+     r"warm-up, so alpha would be 0 at every step and the fit a plain classifier"),
+    ({"adversary_warmup": 9}, 5, r"adversary_warmup: expected fewer than 4 .* got 9"),
+    # linear (and DANN) schedules restart at alpha_t = 0 after the warm-up: one step short is still a no-op
+    ({"adversary_warmup": 4}, 5, r"adversary_warmup: expected fewer than 4 warm-up iterations with steps=5, got 4; "
+                                 r"alpha_t is 0 during the warm-up and, under the 'linear' schedule, at the first"),
+    ({"adversary_warmup": 4, "schedule": "dann"}, 5, r"adversary_warmup: .*under the 'dann' schedule"),
+    ({"lr_decay": 2.0}, 5, r"lr_decay: expected a number in \(0, 1\] \(the rate decays geometrically"),
+    ({"lr_decay": 0.0}, 5, r"lr_decay: expected a number in \(0, 1\]"),
+    ({"optimizer": "adam", "momentum": 0.9}, 5,
+     r"momentum: applies only to optimizer='sgd'; with optimizer='adam' it would have no effect"),
+    ({"optimizer": "adam", "momentum": 0.5}, 5, r"momentum: applies only"),  # given, even at its default
+    ({"adv_steps": 0, "adv_lr": 0.1}, 5,
+     r"adv_lr: applies only to the two-timescale adversary \(adv_steps > 0\); with adv_steps=0 it would have no"),
+    ({"adv_steps": 0, "adv_reset": 10, "adv_retrain": 5, "adv_weight_decay": 0.1}, 5,
+     r"adv_reset, adv_retrain, adv_weight_decay: apply only to .* they would have no effect \(remove them\)"),
+])
+def test_options_the_run_would_ignore_are_refused_before_any_work(options, steps, match):
+    """check_config (so the CLI and a sweep's cells, before any data are loaded, and a direct fit_agnostic) refuses
+    them."""
+    entry = agnostic_entry()
+    cfg = RunConfig(model="agnostic", device="cpu", progress=False, steps=steps, num_samples=2, options=options)
+    with pytest.raises(PyrozooError, match=match):
+        entry.check_config(cfg)
+    if "lr_decay" not in options:  # a direct fit refuses them too (lr_decay is refused by the loader already)
+        with pytest.raises(PyrozooError, match=match):
+            _tiny_fit(_table_data(), steps=steps, **options)
+
+
+def test_the_combinations_next_to_the_refused_ones_still_run():
+    """optimizer=adam (momentum left at its default), adv_steps=0 alone, the longest warm-ups after which alpha_t
+    leaves 0 (two steps short of the run under the default linear ramp, one step under a constant schedule) and
+    lr_decay = 1 (a constant rate) are valid; the data loaders, which see the defaults merged in, refuse nothing
+    for being at its default."""
+    from pyrozoo.models.agnostic import DIGITS_OPTIONS, MODEL_OPTIONS, check_model_options
+
+    entry = agnostic_entry()
+    for options in ({"optimizer": "adam"}, {"adv_steps": 0}, {"adversary_warmup": 3},
+                    {"adversary_warmup": 4, "schedule": "constant"}, {"adversary_warmup": 4, "ramp": 0.0},
+                    {"lr_decay": 1.0}, {"optimizer": "sgd", "momentum": 0.9}, {"adv_steps": 3, "adv_lr": 0.1}):
+        entry.check_config(RunConfig(model="agnostic", steps=5, options=options))
+    check_model_options({**MODEL_OPTIONS, **DIGITS_OPTIONS, "optimizer": "adam", "adv_steps": 0})
+    result = _tiny_fit(_table_data(), steps=4, adversary_warmup=2, optimizer="adam", lr_decay=1.0)
+    assert np.allclose(result.fit_stats["alpha"], [0.0, 0.0, 0.0, 1.0])  # linear ramp 0.5 over 2 steps
+    result = _tiny_fit(_table_data(), steps=3, adversary_warmup=2, schedule="constant")
+    assert np.allclose(result.fit_stats["alpha"], [0.0, 0.0, 1.0])
+
+
+def test_run_agnostic_svi_refuses_a_growing_rate():
+    from pyrozoo.models.agnostic import make_agnostic_guide, run_agnostic_svi
+
+    data = _small_task()
+    schedule = AlphaSchedule(0.5, "constant")
+    kw = {**data.model_kwargs(), "alpha": schedule}
+    with pytest.raises(PyrozooError, match=r"lr_decay: expected a number in \(0, 1\]"):
+        run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule, num_steps=1,
+                         lr_decay=1.5, progress=False)
