@@ -16,7 +16,8 @@ Basis variants (``SplineInteractionBasis`` with PLCE's default n_knots=5, degree
 ``basis="linear"``, the five standardized covariates; right for the linear design only); ``default+greedy`` and
 ``orthogonal+greedy``: those bases with a diagnostic learner (:func:`greedy_learner`: the spike-and-slab selection
 improved by a greedy search on EMVS's own model score), to separate the basis's share of the bias from the
-learner's. Wall times are per fit on a shared 2-core machine (load 4-8), comparable only within one run.
+learner's; ``no_linear_controls``: the default basis with ``PLCE(linear_controls=False)``, PLCE's default before
+session 11. Wall times are per fit on a shared 2-core machine (load 4-8), comparable only within one run.
 
 The runs recorded on branch res-basis (one thread per process, ``OMP_NUM_THREADS=1``):
 
@@ -26,7 +27,10 @@ The runs recorded on branch res-basis (one thread per process, ``OMP_NUM_THREADS
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --part sim --seeds 20 --seed-offset 250 --jobs 2
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --part sim --seeds 40 --seed-offset 20250 --variants orthogonal --default-from benchmarks/plce_sim_run13_s250.csv --jobs 2 --out benchmarks/plce_linear_bias_sim_b.csv
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --part sim --seeds 20 --seed-offset 250 --variants orthogonal+greedy --default-from benchmarks/plce_sim_run13_s250.csv --jobs 2 --out benchmarks/plce_linear_bias_sim_greedy.csv
-    # tables from the CSVs the runs above write (not committed), no fitting:
+    # session 11: PLCE's default now forces the covariates into the refit (linear_controls=True); the CSVs above
+    # were written before that, so their "default" rows are today's variant no_linear_controls
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/plce_linear_bias.py --part linear --seeds 40 --variants default,no_linear_controls --jobs 2 --out benchmarks/plce_linear_bias_linear_s11.csv
+    # tables from the CSVs the runs above write (committed beside this script), no fitting:
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --from-csv benchmarks/plce_linear_bias_linear.csv,benchmarks/plce_linear_bias_linear_greedy.csv
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --from-csv benchmarks/plce_linear_bias_sim.csv,benchmarks/plce_linear_bias_sim_b.csv,benchmarks/plce_linear_bias_sim_greedy.csv
 """  # noqa: E501
