@@ -4,7 +4,9 @@
   tensors. They compute the same values as ``pyro.contrib.gp.kernels`` (checked in the tests), but take their
   hyperparameters as arguments: the contrib kernels are PyroModules whose parameters go through the global param
   store while they run, which clashes with evaluating them at many posterior draws or at values that the caller
-  owns (SVI params, NUTS draws, a peer library's parameters in the benchmark).
+  owns (SVI params, NUTS draws, a peer library's parameters in the benchmark). Both inputs are centred at one
+  shared point before the squared distances are expanded (:func:`_centred_scaled`), so inputs far from the origin
+  lose no accuracy.
 * :func:`jitter_cholesky`: Cholesky with a bounded number of jitter retries, then a clear :class:`PyrozooError`.
 * :func:`sparse_gp_stats`: the O(N M^2) statistics of the FITC and VFE marginal likelihoods, accumulated over
   chunks of the inputs so that K_uf is never held whole (memory O(chunk M + M^2) with ``checkpoint=True``,
@@ -35,12 +37,29 @@ KERNELS = ("rbf", "matern32", "matern52")
 METHODS = ("fitc", "vfe")
 
 
+def _centred_scaled(X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor) -> tuple:
+    """((X - c) / l, (Z - c) / l) for ONE centre c shared by both inputs: the mean of X's rows, detached.
+
+    Distances are translation-invariant, so any c gives the same kernel in exact arithmetic; the expansion
+    |x|^2 - 2 x.z + |z|^2 below, however, loses about eps |x / l|^2 to cancellation, which for inputs far from 0
+    (1-D x = 1e6 + U(0, 10), l = 1: K off by 1e-4, 1e7: an indefinite "K") is more than the kernel itself. After
+    centring the loss is eps |(x - c) / l|^2, set by the spread of the inputs, not their offset. Detaching c is
+    exact too: the kernel does not depend on c, so its gradient with respect to X, Z and l is the one with c held
+    fixed (and the backward pass skips the mean). Every chunk of the sparse path passes the same first argument
+    (Z, or the training X), so all blocks of one matrix share c. A non-finite mean (NaN or inf among the rows, or
+    rows so large that the sum overflows) falls back to c = 0, so that a bad row spoils only its own entries, as it
+    did without centring. Cost: O((n + m) d) on top of the O(n m d) product."""
+    c = torch.nan_to_num(X.detach().mean(0), nan=0.0, posinf=0.0, neginf=0.0)
+    return (X - c) / lengthscale, (Z - c) / lengthscale
+
+
 def _scaled_sqdist(X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor) -> torch.Tensor:
-    """|(x - z) / l|^2 for all pairs as ONE matmul of augmented inputs [-2x, |x|^2, 1] . [z, 1, |z|^2] (clamped at 0).
+    """|(x - z) / l|^2 for all pairs as ONE matmul of augmented inputs [-2x, |x|^2, 1] . [z, 1, |z|^2] (clamped at 0),
+    on inputs centred by :func:`_centred_scaled`.
 
     Written this way because on CPU the kernel matrix is memory-bound: one (n, d+2) x (d+2, m) product writes the
     n x m matrix once, where the textbook |x|^2 - 2 x.z + |z|^2 makes four n x m passes (forward and backward)."""
-    Xs, Zs = X / lengthscale, Z / lengthscale
+    Xs, Zs = _centred_scaled(X, Z, lengthscale)
     one_x, one_z = torch.ones_like(Xs[:, :1]), torch.ones_like(Zs[:, :1])
     Xa = torch.cat([-2.0 * Xs, (Xs * Xs).sum(-1, keepdim=True), one_x], -1)
     Za = torch.cat([Zs, one_z, (Zs * Zs).sum(-1, keepdim=True)], -1)
@@ -52,10 +71,12 @@ def kernel_matrix(kind: str, X: torch.Tensor, Z: torch.Tensor, lengthscale: torc
     """K[i, j] = k(X_i, Z_j) for X (n, d), Z (m, d); ``lengthscale`` a scalar or (d,) (ARD).
 
     rbf: s^2 exp(-r^2/2); matern32: s^2 (1 + sqrt3 r) exp(-sqrt3 r); matern52: s^2 (1 + sqrt5 r + 5r^2/3) exp(-sqrt5 r).
+    Both inputs are first centred at the mean of X's rows (:func:`_centred_scaled`), so the accuracy depends on
+    the spread of the inputs relative to the lengthscale, not on how far they are from the origin.
     """
     if kind == "rbf":
         # log s^2 - r^2 / 2 from one augmented matmul, then a single exp pass
-        Xs, Zs = X / lengthscale, Z / lengthscale
+        Xs, Zs = _centred_scaled(X, Z, lengthscale)
         one_x, one_z = torch.ones_like(Xs[:, :1]), torch.ones_like(Zs[:, :1])
         Xa = torch.cat([Xs, -0.5 * (Xs * Xs).sum(-1, keepdim=True), one_x], -1)
         Za = torch.cat([Zs, one_z, -0.5 * (Zs * Zs).sum(-1, keepdim=True) + variance.log()], -1)
@@ -100,10 +121,23 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
         if not bool((info != 0).any()):
             return L
         eps *= growth
-    raise PyrozooError(
-        f"{name}: not positive definite even with jitter {eps / growth:.1e} x mean diagonal after {max_tries} "
-        f"retries (size {A.shape[-1]}); check for duplicate inputs, a tiny noise or lengthscale, or use float64"
-    )
+    raise PyrozooError(_not_pd_message(A, name, eps / growth, max_tries))
+
+
+def _not_pd_message(A: torch.Tensor, name: str, jitter: float, tries: int) -> str:
+    """Why the jittered Cholesky failed: non-finite entries, or diagonal entries <= 0 (no covariance has them: a
+    negative or zero variance, never duplicate inputs), before the generic near-singular case."""
+    head = f"{name}: not positive definite even with jitter {jitter:.1e} x mean diagonal after {tries} retries"
+    diag = A.detach().diagonal(dim1=-2, dim2=-1)
+    if not bool(torch.isfinite(A.detach()).all()):
+        return (f"{name}: not positive definite: it holds NaN or inf (size {A.shape[-1]}); check the inputs and the "
+                f"hyperparameters for non-finite values")
+    if bool((diag <= 0).any()):
+        return (f"{head}: {int((diag <= 0).sum())} of its diagonal entries are <= 0 (smallest "
+                f"{float(diag.min()):.3g}), which no covariance has; check that the signal variance and the noise "
+                f"are > 0")
+    return (f"{head} (size {A.shape[-1]}); check for duplicate inputs, a tiny noise or lengthscale, or use "
+            f"float64")
 
 
 class _Gram(torch.autograd.Function):
