@@ -107,19 +107,56 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
     return L, alpha
 
 
-def exact_log_marginal(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
-                       variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0) -> torch.Tensor:
+def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, variance: Any, noise: Any,
+                          jitter: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The checks of :func:`exact_log_marginal` and :func:`exact_posterior`, before any work (those of the sparse
+    path, :func:`~pyrozoo.models.sparse_gp.check_sparse_inputs`): the kernel's name; X (N, d) and y (N,) finite
+    (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a floating tensor keeps its dtype and
+    device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0
+    (:func:`check_hyper`); jitter >= 0. Returns X, y and the hyperparameters as tensors on X's dtype and device
+    (a tensor that already is one is returned as it is, so gradients flow through it)."""
+    check_choice("kernel", kernel, KERNELS)
+    floating = isinstance(X, torch.Tensor) and X.is_floating_point()
+    X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64)
+    check_hyper(lengthscale, variance, noise, X.shape[1])
+    check_nonnegative("jitter", jitter)
+    hyper = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
+             for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
+    if hyper["variance"].numel() != 1:
+        raise PyrozooError(f"variance: expected one value (the signal variance), got shape "
+                           f"{tuple(hyper['variance'].shape)}")
+    return X, y, hyper
+
+
+def exact_log_marginal(X: Any, y: Any, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
+                       jitter: float = 0.0) -> torch.Tensor:
     """log N(y | 0, K + sigma^2 I) = -1/2 y^T alpha - sum log diag L - N/2 log 2 pi, with the closed-form gradient
-    of :func:`~pyrozoo.models.gp_linalg.gaussian_log_density` (type-II fits spend most of their time here)."""
-    K = kernel_matrix(kernel, X, X, lengthscale, variance)
-    Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
+    of :func:`~pyrozoo.models.gp_linalg.gaussian_log_density` (type-II fits spend most of their time here).
+
+    Inputs are checked first (:func:`_checked_exact_inputs`: NumPy arrays are converted, a bad value is a
+    :class:`PyrozooError` naming it); ``noise=0`` is allowed (noiseless, kept positive definite by the jitter)."""
+    X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
+    K = kernel_matrix(kernel, X, X, h["lengthscale"], h["variance"])
+    Ky = K + h["noise"] * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
     return gaussian_log_density(Ky, y, jitter=jitter, name="K + noise I (training inputs)")
 
 
-def exact_posterior(X: torch.Tensor, y: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
-                    lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, full_cov: bool = False,
-                    include_noise: bool = False, jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance (``full_cov``) or variance of p(f_* | y) at ``Xnew`` (of y_* with ``include_noise``)."""
+def exact_posterior(X: Any, y: Any, Xnew: Any, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
+                    full_cov: bool = False, include_noise: bool = False,
+                    jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance (``full_cov``) or variance of p(f_* | y) at ``Xnew`` (of y_* with ``include_noise``).
+
+    Inputs are checked first as in :func:`exact_log_marginal`; ``Xnew`` must be finite with X's columns (a 1-D
+    ``Xnew`` is one column) and comes to X's dtype and device. ``noise=0`` is the noiseless (interpolating)
+    setting."""
+    X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
+    check_bool("full_cov", full_cov)
+    check_bool("include_noise", include_noise)
+    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype, x_name="Xnew")
+    Xnew = Xnew.to(X.device)
+    if Xnew.shape[1] != X.shape[1]:
+        raise PyrozooError(f"Xnew: expected {X.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    lengthscale, variance, noise = h["lengthscale"], h["variance"], h["noise"]
     L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
                                jitter=jitter)
     Kfs = kernel_matrix(kernel, X, Xnew, lengthscale, variance)

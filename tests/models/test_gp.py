@@ -118,6 +118,65 @@ def test_noiseless_gp_interpolates():
     assert (v >= 0).all() and float(v.max()) < 1e-6
 
 
+def _exact_args():
+    X, y, Xs, _ = simulate_regression(5, n=12, n_test=4, input_dim=2)
+    return X, y, Xs, {"kernel": "rbf", "lengthscale": t(1.0), "variance": t(1.0), "noise": t(0.1)}
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"lengthscale": t(-1.0)}, "lengthscale: expected a finite value > 0"),  # used to equal lengthscale +1
+    ({"lengthscale": t([1.0, 2.0, 3.0])}, r"lengthscale: expected a scalar or 2 values"),
+    ({"variance": t(-1.0)}, "variance: expected a finite value > 0"),  # used to blame duplicate inputs
+    ({"variance": t([1.0, 2.0])}, r"variance: expected one value \(the signal variance\), got shape \(2,\)"),
+    ({"noise": t(-1e-12)}, "noise: expected a finite variance >= 0"),  # used to be accepted
+    ({"noise": float("nan")}, "noise: expected a finite variance >= 0"),
+    ({"noise": "0.1"}, "noise: expected a finite variance >= 0, got the string"),
+    ({"kernel": "cosine"}, "kernel: expected one of rbf, matern32, matern52"),
+    ({"jitter": -1.0}, "jitter: expected a finite number >= 0"),
+    ({"X": lambda X, y, Xs: X * float("nan")}, "X: expected finite values"),
+    ({"y": lambda X, y, Xs: y[:5]}, r"y: expected shape \(12,\)"),
+    ({"Xnew": lambda X, y, Xs: Xs * float("nan")}, "Xnew: expected finite values"),  # used to give NaN means
+    # used to raise torch's RuntimeError from the matrix product
+    ({"Xnew": lambda X, y, Xs: torch.zeros(3, 3, dtype=DT)}, "Xnew: expected 2 columns like the training inputs"),
+    ({"full_cov": "yes"}, "full_cov: expected True or False"),
+])
+def test_exact_gp_functions_check_their_inputs(change, match):
+    """exact_posterior and exact_log_marginal check what the sparse path's check_sparse_inputs checks, with the
+    same helpers (check_gp_data, check_hyper), before any work."""
+    X, y, Xs, h = _exact_args()
+    data = {key: change[key](X, y, Xs) if key in change else value for key, value in (("X", X), ("y", y),
+                                                                                        ("Xnew", Xs))}
+    kw = {**h, **{k: v for k, v in change.items() if k not in data}}
+    with pytest.raises(PyrozooError, match=match):
+        exact_posterior(data["X"], data["y"], data["Xnew"], **kw)
+    if "Xnew" not in change and "full_cov" not in change:
+        with pytest.raises(PyrozooError, match=match):
+            exact_log_marginal(data["X"], data["y"], **kw)
+
+
+def test_exact_gp_functions_take_numpy_and_keep_gradients():
+    """NumPy arrays and lists are converted to float64 (the sparse path does the same), a 1-D Xnew is one column,
+    noise=0 stays allowed, a floating tensor keeps its dtype, and a hyperparameter that is already a tensor on X's
+    dtype is used as it is, so the type-II fit's gradients flow."""
+    X, y, Xs, h = _exact_args()
+    m, v = exact_posterior(X, y, Xs, full_cov=True, **h)
+    m_np, v_np = exact_posterior(X.numpy(), y.numpy().tolist(), Xs.numpy(), kernel="rbf", lengthscale=1.0,
+                                 variance=np.float64(1.0), noise=0.1, full_cov=True)
+    assert m_np.dtype == DT and torch.equal(m_np, m) and torch.equal(v_np, v)
+    lml = exact_log_marginal(X, y, **h)
+    assert float(exact_log_marginal(X.numpy(), y.numpy(), kernel="rbf", lengthscale=[1.0, 1.0], variance=1.0,
+                                    noise=0.1)) == pytest.approx(float(lml), rel=1e-14)
+    X1, y1 = X[:, :1], y
+    m1, _ = exact_posterior(X1, y1, Xs[:, 0], kernel="rbf", lengthscale=t(1.0), variance=t(1.0), noise=0.0)
+    assert m1.shape == (4,) and bool(torch.isfinite(m1).all())
+    assert torch.isfinite(exact_log_marginal(X1, y1, kernel="matern32", lengthscale=1.0, variance=1.0, noise=0.0))
+    m32, _ = exact_posterior(X.float(), y.float(), Xs, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1)
+    assert m32.dtype == torch.float32
+    ls = t([0.0, 0.0]).requires_grad_()
+    exact_log_marginal(X, y, kernel="rbf", lengthscale=ls.exp(), variance=t(1.0), noise=t(0.1)).backward()
+    assert ls.grad is not None and bool((ls.grad != 0).all())
+
+
 def test_type2_ml_reaches_scipy_optimum():
     X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
 
