@@ -124,19 +124,41 @@ def check_same_index(**inputs: Any) -> None:
 def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
     """A DataFrame's column names as an object array when they are all strings (scikit-learn's rule: no names
     otherwise), for ``feature_names_in_`` and the ArviZ ``feature`` coordinate; mixed string and non-string names
-    are an error, as in scikit-learn."""
+    are an error, as in scikit-learn, and so is a name given to two columns."""
     columns = getattr(X, "columns", None)
     if columns is None or isinstance(X, (np.ndarray, torch.Tensor)):
         return None
     names = np.asarray(list(columns), dtype=object)
     is_str = [isinstance(c, str) for c in names]
     if names.size and all(is_str):
+        # a repeated name would label two entries of the feature axis alike (ArviZ's summary then fails)
+        check_unique(name, names.tolist(), what="column", quote=True)
         return names
     if any(is_str):
         kinds = sorted({type(c).__name__ for c in names})
         raise PyrozooError(f"{name}: expected column names that are all strings (or none), got names of types {kinds}")
     return None
 
+
+
+def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> None:
+    """Raise if ``X`` is a DataFrame whose string column names (:func:`feature_names`) are not ``fitted``, the names
+    recorded when the model was fitted or the dataset made, in that order: the models read columns by position, so
+    the same columns in another order (or other columns) would be used as the wrong inputs without a trace. Arrays,
+    tensors and DataFrames without string names pass (matched by position, as before), and so does anything when
+    ``fitted`` is None (no names were recorded). ``seen`` says where the names came from (``"in X"``)."""
+    names = feature_names(X, name)
+    if names is None or fitted is None:
+        return
+    fitted = np.asarray(list(fitted), dtype=object)
+    if np.array_equal(names, fitted):
+        return
+    missing = [c for c in fitted if c not in set(names)]
+    unexpected = [c for c in names if c not in set(fitted)]
+    detail = (f"missing {missing}, unexpected {unexpected}" if missing or unexpected
+              else "the same names in another order")
+    raise PyrozooError(f"{name}: expected the columns seen {seen}, in that order, {fitted.tolist()}; got "
+                       f"{names.tolist()} ({detail})")
 
 def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
     """Raise if ``value`` (a DataFrame, Series or array) holds a pandas categorical column or text, even numbers

@@ -206,3 +206,35 @@ def test_regression_data_with_pandas_labels_in_another_order_is_an_error():
         check_xy(df.iloc[::-1], ys)
     with pytest.raises(PyrozooError, match="same index"):
         fit_sparse_gp(df.iloc[::-1], ys, df.iloc[:3], steps=0)
+
+
+def test_check_feature_names_refuses_other_or_reordered_columns_only():
+    """The shared check of gp, sparse-gp, bnn and spike-slab: a DataFrame's string column names must be the recorded
+    ones, in order; arrays, tensors, DataFrames without string names and unrecorded names pass (by position)."""
+    import pandas as pd
+
+    from pyrozoo.validation import check_feature_names
+
+    df = pd.DataFrame(np.zeros((2, 2)), columns=["a", "b"])
+    for ok, fitted in ((df, ["a", "b"]), (df, np.array(["a", "b"], dtype=object)), (df, None),
+                       (df.to_numpy(), ["a", "b"]), (torch.zeros(2, 2), ["a", "b"]),
+                       (pd.DataFrame(np.zeros((2, 2))), ["a", "b"])):
+        check_feature_names(ok, fitted)
+    with pytest.raises(PyrozooError, match=r"^Xnew: expected the columns seen in X, in that order, \['a', 'b'\]; got "
+                                           r"\['b', 'a'\] \(the same names in another order\)$"):
+        check_feature_names(df[["b", "a"]], ["a", "b"], name="Xnew", seen="in X")
+    with pytest.raises(PyrozooError, match=r"^X: expected the columns seen in fit, .* \(missing \['b'\], unexpected "
+                                           r"\['c'\]\)$"):
+        check_feature_names(df.rename(columns={"b": "c"}), ["a", "b"])
+    with pytest.raises(PyrozooError, match=r"missing \['c'\], unexpected \[\]"):
+        check_feature_names(df, ["a", "b", "c"])
+
+
+def test_feature_names_refuses_a_repeated_name():
+    import pandas as pd
+
+    from pyrozoo.validation import feature_names
+
+    assert feature_names(pd.DataFrame(np.zeros((2, 2)), columns=[0, 0])) is None  # no string names: none kept
+    with pytest.raises(PyrozooError, match="^X_test: 'a' given more than once; name each column once$"):
+        feature_names(pd.DataFrame(np.zeros((2, 3)), columns=["a", "b", "a"]), "X_test")

@@ -62,6 +62,7 @@ from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_choice,
+    check_feature_names,
     check_finite,
     check_float_dtype,
     check_int,
@@ -70,6 +71,7 @@ from pyrozoo.validation import (
     check_positive,
     check_probability,
     check_shape,
+    feature_names,
 )
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
@@ -195,6 +197,7 @@ class BNNPosterior:
     defensive_weight: float = 0.0  # lambda: ciber's per-draw density mixed with lambda of its moment-matched Gaussian
     box_scale: float = 1.0  # ciber: box half-widths box_scale * sqrt(3) sd (1: the conditional's variances)
     tail_weight: float = 0.0  # ciber: rho of the wide triangle (our triangle-mixture variant; 0: the paper's triangle)
+    feature_names: list[str] | None = None  # a training DataFrame's string column names: new DataFrames must match
 
     @property
     def num_draws(self) -> int:
@@ -212,6 +215,7 @@ class BNNPosterior:
         return draws
 
     def _prep(self, X: Any) -> torch.Tensor:
+        check_feature_names(X, self.feature_names)  # a DataFrame's columns in another order would be misread
         X = as_tensor("X", X, dtype=self.draws.dtype, device=self.draws.device)  # tensors, arrays, DataFrames
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
             raise PyrozooError(f"X: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
@@ -351,6 +355,7 @@ class BNNTraining:
     options: dict[str, Any]
     X_val: torch.Tensor | None = None  # held-out rows in the units the data came in (None: no validation part)
     y_val: torch.Tensor | None = None
+    feature_names: list[str] | None = None  # a DataFrame X's string column names (the posteriors check new inputs)
 
 
 def held_out_rows(n: int, val_fraction: float) -> int:
@@ -387,7 +392,9 @@ def train_bnn(
 
     ``val_fraction`` > 0 holds out that seeded random fraction of the rows (the reference implementation's 8:1
     train/validation split is 1/9): the network is fit to the rest, and :func:`build_posterior` chooses the noise
-    scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`)."""
+    scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`). A DataFrame X's string
+    column names are kept (``feature_names``): the posteriors refuse a DataFrame with other columns or another order."""
+    names = feature_names(X)
     X, y = check_regression_data(X, y)
     check_bool("standardize", standardize)  # "no" was read as True
     check_bool("progress", progress)
@@ -421,7 +428,8 @@ def train_bnn(
                    rank=rank, seed=seed, progress=progress)
     options = {"hidden": hidden, "depth": depth, "prior_scale": float(prior_scale), "seed": seed,
                "progress": progress, "val_fraction": float(val_fraction)}
-    return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val)
+    return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val,
+                       None if names is None else names.tolist())
 
 
 # the keyword arguments fit_bnn passes on to train_bnn
@@ -512,6 +520,7 @@ def build_posterior(
         raise PyrozooError("calibrate: needs validation rows, train with val_fraction > 0")
     post = _build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
                             vi_steps=vi_steps, vi_lr=vi_lr)
+    post.feature_names = training.feature_names
     if calibrate:
         t0 = time.perf_counter()
         post = calibrate_noise(post, training.X_val, training.y_val, tail_weights=tail_weights)
@@ -671,6 +680,7 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
         num_samples=config.num_samples, vi_steps=config.steps, standardize=False, seed=config.seed,
         progress=config.progress, val_fraction=opts["val_fraction"],
     )
+    post.feature_names = dataset.meta.get("feature_names")  # result.guide checks a DataFrame's columns against them
     weight = post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"])
 
     def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:

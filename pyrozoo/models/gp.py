@@ -38,6 +38,7 @@ from pyrozoo.validation import (
     check_bool,
     check_choice,
     check_dataset,
+    check_feature_names,
     check_float_dtype,
     check_int,
     check_keys,
@@ -69,14 +70,16 @@ def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64, 
     return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name)
 
 
-def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"X_test", "y_test"}`` checked like the training data (same columns as ``X``), or ``{}`` when neither is
-    given; one without the other is an error (the test metrics need both)."""
+def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor, names: Any = None) -> dict[str, torch.Tensor]:
+    """``{"X_test", "y_test"}`` checked like the training data (same columns as ``X``; a DataFrame X_test with the
+    column ``names`` of the training DataFrame, in that order), or ``{}`` when neither is given; one without the other
+    is an error (the test metrics need both)."""
     if X_test is None and y_test is None:
         return {}
     if X_test is None or y_test is None:
         given, missing = ("X_test", "y_test") if y_test is None else ("y_test", "X_test")
         raise PyrozooError(f"{missing}: expected together with {given} (the test NLPD and RMSE need both), got None")
+    check_feature_names(X_test, names, name="X_test", seen="in X")
     Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
     if Xt.shape[1] != X.shape[1]:
         raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
@@ -349,7 +352,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
             if loc is None or not math.isfinite(loc) or not (math.isfinite(scale) and scale > 0):
                 raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
-    meta.update(check_test_set(X_test, y_test, X))
+    meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
         meta["feature_names"] = names.tolist()
     ref = X
@@ -452,9 +455,11 @@ def _f_along_obs(result: Result, dataset: Dataset) -> Result:
 def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
                         include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive mean and variance at ``Xnew``: at the fitted theta (type2) or averaged over NUTS draws
-    (mixture mean and variance by the law of total variance, using at most 200 draws)."""
+    (mixture mean and variance by the law of total variance, using at most 200 draws). A DataFrame ``Xnew`` must have
+    the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
     X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
     opts = {"dtype": X.dtype, "device": X.device}
+    check_feature_names(Xnew, dataset.meta.get("feature_names"), name="Xnew", seen="in the training inputs")
     Xnew, _ = check_gp_data(Xnew, dtype=X.dtype, x_name="Xnew")
     Xnew = Xnew.to(X.device)
     if Xnew.shape[1] != X.shape[1]:

@@ -67,6 +67,7 @@ from pyrozoo.validation import (
     check_bool,
     check_choice,
     check_dataset,
+    check_feature_names,
     check_finite,
     check_int,
     check_nonnegative,
@@ -80,7 +81,9 @@ HYPER = ("lengthscale", "variance", "noise")
 
 def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1,
                         method: str = "vfe", kernel: str = "rbf", noiseless: bool = False) -> tuple:
-    """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z)."""
+    """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z). A DataFrame Z
+    must have a DataFrame X's string column names, in that order."""
+    check_feature_names(Z, feature_names(X), name="Z", seen="in X")
     check_choice("method", method, METHODS)
     check_choice("kernel", kernel, KERNELS)
     check_bool("noiseless", noiseless)
@@ -213,6 +216,7 @@ class SparseGPFit:
     losses: list[float]
     noiseless: bool = False
     noise_floor: float = 1e-6
+    feature_names: list[str] | None = None  # a DataFrame X's string column names: predict checks a DataFrame's
 
     @property
     def effective_noise(self) -> torch.Tensor:
@@ -224,14 +228,16 @@ class SparseGPFit:
     def predict(self, Xnew: torch.Tensor, *, include_noise: bool = False,
                 chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictive mean and variance of f_* (of y_* with ``include_noise``) at ``Xnew``, O(M^2) per point, in
-        chunks of ``chunk_size`` rows."""
+        chunks of ``chunk_size`` rows. A DataFrame ``Xnew`` must have the training DataFrame's columns, in order."""
         return predict_from_stats(self.stats, self.Z, Xnew, kernel=self.kernel, lengthscale=self.lengthscale,
                                   variance=self.variance, noise=self.effective_noise, include_noise=include_noise,
-                                  chunk_size=chunk_size)
+                                  chunk_size=chunk_size, feature_names=self.feature_names)
 
 
-def _check_new_inputs(Xnew: Any, Z: torch.Tensor) -> torch.Tensor:
-    """Prediction inputs as a finite (n, d) tensor on Z's dtype and device, d = Z's width."""
+def _check_new_inputs(Xnew: Any, Z: torch.Tensor, names: Any = None) -> torch.Tensor:
+    """Prediction inputs as a finite (n, d) tensor on Z's dtype and device, d = Z's width; a DataFrame's string
+    column names must be the training inputs' ``names`` (when recorded), in that order."""
+    check_feature_names(Xnew, names, name="Xnew", seen="in the training inputs")
     Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype, x_name="Xnew")
     Xnew = Xnew.to(Z.device)
     if Xnew.shape[1] != Z.shape[1]:
@@ -241,11 +247,13 @@ def _check_new_inputs(Xnew: Any, Z: torch.Tensor) -> torch.Tensor:
 
 def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
                        lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
-                       include_noise: bool = False, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2)."""
+                       include_noise: bool = False, chunk_size: int = 16384,
+                       feature_names: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_* = L^-1 k_u*, w_* = L_A^-1 k_u*: mean w_*^T L_A^-1 r, var k_** - |v_*|^2 + |w_*|^2 (+ sigma^2).
+    ``feature_names``: the training DataFrame's column names, which a DataFrame ``Xnew`` must have, in order."""
     check_bool("include_noise", include_noise)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    Xnew = _check_new_inputs(Xnew, Z)
+    Xnew = _check_new_inputs(Xnew, Z, feature_names)
     c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False).squeeze(-1)
     means, vars_ = [], []
     for s in range(0, Xnew.shape[0], chunk_size):
@@ -260,10 +268,12 @@ def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, 
 
 def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.Tensor, Xnew: torch.Tensor, *,
                     kernel: str, lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
-                    include_noise: bool = False, jitter: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2)."""
+                    include_noise: bool = False, jitter: float = 1e-6,
+                    feature_names: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2).
+    ``feature_names``: the training DataFrame's column names, which a DataFrame ``Xnew`` must have, in order."""
     check_bool("include_noise", include_noise)
-    Xnew = _check_new_inputs(Xnew, Z)
+    Xnew = _check_new_inputs(Xnew, Z, feature_names)
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
     Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
     A = torch.cholesky_solve(Kus, L)
@@ -284,8 +294,9 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     validated first; float64 throughout.
     ``chunk_size``: rows of X per chunk of K_uf (``None``: :func:`~pyrozoo.models.gp_linalg.default_chunk_size`,
     larger on CUDA). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are
-    (numpy: CPU)."""
+    (numpy: CPU). A DataFrame X's string column names are kept as the fit's ``feature_names``."""
     dev = resolve_device(device) if device is not None else None
+    names = feature_names(X)
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
     check_nonnegative("noise_floor", noise_floor)
@@ -338,7 +349,7 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                                 variance=hyper["variance"], noise=nz, method=method, chunk_size=chunk_size,
                                 jitter=jitter)
     return SparseGPFit(Zf, hyper["lengthscale"], hyper["variance"], hyper["noise"], kernel, method, stats, losses,
-                       noiseless, noise_floor)
+                       noiseless, noise_floor, None if names is None else names.tolist())
 
 
 # ----------------------------------------------------------------------------- data and entry
@@ -358,6 +369,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
     """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs. A DataFrame
     X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate."""
     names = feature_names(X)
+    check_feature_names(Z, names, name="Z", seen="in X")
     X, y = check_gp_data(X, y)
     m = check_int("m", m, minimum=1)
     if Z is None:
@@ -368,7 +380,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
                                   method=method, kernel=kernel, noiseless=noiseless)
     if batch_size is not None:
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
-    meta.update(check_test_set(X_test, y_test, X))
+    meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
         meta["feature_names"] = names.tolist()
     inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
@@ -477,14 +489,14 @@ def _fitted(result: Result, dataset: Dataset) -> dict[str, torch.Tensor]:
 
 def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
                                include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive mean and variance at ``Xnew`` under the fitted q(u) and hyperparameters."""
+    """Predictive mean and variance at ``Xnew`` under the fitted q(u) and hyperparameters. A DataFrame ``Xnew`` must
+    have the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
     h = _fitted(result, dataset)
-    Xnew, _ = check_gp_data(Xnew, dtype=h["Z"].dtype, x_name="Xnew")  # arrays, tensors, DataFrames; finite
-    if Xnew.shape[1] != h["Z"].shape[1]:
-        raise PyrozooError(f"Xnew: expected {h['Z'].shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    # arrays, tensors, DataFrames (with the training columns); finite, Z's width
+    Xnew = _check_new_inputs(Xnew, h["Z"], dataset.meta.get("feature_names"))
     nz = _effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)
     with torch.no_grad():
-        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew.to(h["Z"].device),
+        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew,
                                kernel=dataset.inputs["kernel"], lengthscale=h["lengthscale"], variance=h["variance"],
                                noise=nz, include_noise=include_noise)
 

@@ -44,7 +44,7 @@ from pyrozoo.models.spike_slab_prior import (
     standardize,
 )
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, feature_names
+from pyrozoo.validation import check_bool, check_choice, check_feature_names, check_int, check_positive, feature_names
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
@@ -478,13 +478,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         fit and predict had names."""
         names, fitted = feature_names(X), getattr(self, "feature_names_in_", None)
         if names is not None and fitted is not None:
-            if not np.array_equal(names, fitted):
-                missing = [c for c in fitted if c not in set(names)]
-                unexpected = [c for c in names if c not in set(fitted)]
-                detail = (f"missing {missing}, unexpected {unexpected}" if missing or unexpected
-                          else "the same names in another order")
-                raise PyrozooError(f"X: expected the columns seen in fit, in that order, {fitted.tolist()}; got "
-                                   f"{names.tolist()} ({detail})")
+            check_feature_names(X, fitted)
         elif fitted is not None:
             warnings.warn("X has no feature names, but SpikeSlabRegression was fitted with feature names",
                           UserWarning, stacklevel=3)

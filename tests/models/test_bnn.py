@@ -368,3 +368,35 @@ def test_dataframe_column_names_are_the_feature_coordinate(depth):
     idata = fit_bnn_entry(make_bnn_dataset(split, name="toy", hidden=4, depth=depth), cfg).to_inference_data()
     assert idata.posterior[first].coords["feature"].values.tolist() == [0, 1]
     assert "feature" not in idata.constant_data["X"].coords
+
+
+def test_a_dataframe_with_other_columns_than_the_fit_is_refused():
+    """fit_bnn keeps a DataFrame X's string column names; every posterior method reads columns by position, so a
+    DataFrame with those names in another order (QA: predictions moved silently) or with other names is refused.
+    Arrays and tensors pass by position; a zoo run's posterior (result.guide) has the dataset's names."""
+    import pandas as pd
+
+    X, y = _toy(30)
+    df = pd.DataFrame(X.numpy(), columns=["age", "dose"])
+    post = fit_bnn(df, y, **{**FAST, "epochs": 2, "swa_epochs": 3})
+    assert post.feature_names == ["age", "dose"]
+    swapped = r"^X: expected the columns seen in fit, in that order, \['age', 'dose'\]; got \['dose', 'age'\]"
+    for method in (post.predictive_moments, lambda x: post.sample_predictive(x, 2),
+                   lambda x: post.log_predictive_density(x, y[:5])):
+        with pytest.raises(PyrozooError, match=swapped):
+            method(df[["dose", "age"]].iloc[:5])
+    with pytest.raises(PyrozooError, match=r"missing \['dose'\], unexpected \['d'\]"):
+        post.predictive_moments(df.rename(columns={"dose": "d"}))
+    assert torch.equal(post.predictive_moments(df.iloc[:5])[0], post.predictive_moments(X[:5])[0])
+    assert fit_bnn(X, y, **{**FAST, "epochs": 2, "swa_epochs": 3}).feature_names is None
+
+    from pyrozoo.data.uci import split_regression
+    from pyrozoo.models.bnn import fit_bnn_entry, make_bnn_dataset
+
+    cfg = RunConfig(model="bnn", inference="map", device="cpu", progress=False, steps=2,
+                    options={"hidden": 4, "swa_epochs": 2, "batch_size": 16})
+    ds = make_bnn_dataset(split_regression(df, y), name="toy", hidden=4)
+    guide = fit_bnn_entry(ds, cfg).guide
+    assert guide.feature_names == ["age", "dose"]
+    with pytest.raises(PyrozooError, match=swapped):
+        guide.predictive_moments(df[["dose", "age"]])

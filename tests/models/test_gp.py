@@ -460,3 +460,27 @@ def test_dataframe_column_names_are_the_feature_coordinate(ard):
         assert idata.posterior["lengthscale"].coords["feature"].values.tolist() == [0, 1]
     with pytest.raises(PyrozooError, match="X: expected column names that are all strings"):
         make_gp_dataset(pd.DataFrame(X.numpy(), columns=["age", 1]), y)
+
+
+def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
+    """The columns are read by position: a test set or prediction DataFrame with the training names in another
+    order (or other names) was used silently as the wrong inputs (QA repro: test RMSE 0.11 -> 1.1). The same
+    columns pass, and so do arrays (by position, as before)."""
+    pd = pytest.importorskip("pandas")
+    from pyrozoo.models.gp import predict_from_result
+
+    X, y, Xt, yt = simulate_regression(0, n=12, n_test=5, input_dim=2)
+    df, dft = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.DataFrame(Xt.numpy(), columns=["age", "dose"])
+    swapped = r"X_test: expected the columns seen in X, in that order, \['age', 'dose'\]; got \['dose', 'age'\] " \
+              r"\(the same names in another order\)"
+    with pytest.raises(PyrozooError, match=swapped):
+        make_gp_dataset(df, y, X_test=dft[["dose", "age"]], y_test=yt)
+    with pytest.raises(PyrozooError, match=r"X_test: .*got \['age', 'd'\] \(missing \['dose'\], unexpected \['d'\]\)"):
+        make_gp_dataset(df, y, X_test=dft.rename(columns={"dose": "d"}), y_test=yt)
+    ds = make_gp_dataset(df, y, X_test=dft, y_test=yt)
+    assert torch.equal(make_gp_dataset(df, y, X_test=Xt.numpy(), y_test=yt).meta["X_test"], ds.meta["X_test"])
+    result = fit_gp(ds, RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False))
+    with pytest.raises(PyrozooError, match=r"Xnew: expected the columns seen in the training inputs, in that order"):
+        predict_from_result(result, ds, dft[["dose", "age"]])
+    mean, _ = predict_from_result(result, ds, dft)
+    assert torch.equal(mean, predict_from_result(result, ds, Xt)[0])

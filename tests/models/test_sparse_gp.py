@@ -403,3 +403,31 @@ def test_dataframe_column_names_are_the_feature_coordinate(inference):
     assert X_axis.dims == ("obs_id", "feature") and X_axis.coords["feature"].values.tolist() == ["age", "dose"]
     X_axis = fit_sparse_entry(make_sparse_dataset(X, y, m=4, ard=True), cfg).to_inference_data().constant_data["X"]
     assert X_axis.dims == ("obs_id", "feature") and "feature" not in X_axis.coords
+
+
+def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
+    """Pseudo-inputs, test and prediction DataFrames are read by position: the training names in another order were
+    used as the wrong columns without a trace. fit_sparse_gp keeps the names; arrays still pass by position."""
+    pd = pytest.importorskip("pandas")
+    from pyrozoo.models.sparse_gp import sparse_predict_from_result
+
+    X, y, Xt, yt = simulate_regression(0, n=30, n_test=5, input_dim=2)
+    df, dft = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.DataFrame(Xt.numpy(), columns=["age", "dose"])
+    swapped = r"expected the columns seen in {}, in that order, \['age', 'dose'\]; got \['dose', 'age'\]"
+    with pytest.raises(PyrozooError, match="^Z: " + swapped.format("X")):
+        make_sparse_dataset(df, y, Z=df[["dose", "age"]].iloc[:4])
+    with pytest.raises(PyrozooError, match="^Z: " + swapped.format("X")):
+        fit_sparse_gp(df, y, df[["dose", "age"]].iloc[:4], steps=1)
+    with pytest.raises(PyrozooError, match="^X_test: " + swapped.format("X")):
+        make_sparse_dataset(df, y, m=4, X_test=dft[["dose", "age"]], y_test=yt)
+    fit = fit_sparse_gp(df, y, df.iloc[:4], steps=2)
+    assert fit.feature_names == ["age", "dose"] and fit_sparse_gp(X, y, X[:4], steps=0).feature_names is None
+    with pytest.raises(PyrozooError, match="^Xnew: " + swapped.format("the training inputs")):
+        fit.predict(dft[["dose", "age"]])
+    assert torch.equal(fit.predict(dft)[0], fit.predict(Xt)[0])
+    ds = make_sparse_dataset(df, y, m=4, X_test=dft, y_test=yt)
+    result = fit_sparse_entry(ds, RunConfig(model="sparse-gp", inference="collapsed", steps=2, num_samples=2,
+                                            progress=False))
+    with pytest.raises(PyrozooError, match="^Xnew: " + swapped.format("the training inputs")):
+        sparse_predict_from_result(result, ds, dft.rename(columns={"age": "dose", "dose": "age"}))
+    assert torch.equal(sparse_predict_from_result(result, ds, dft)[0], sparse_predict_from_result(result, ds, Xt)[0])

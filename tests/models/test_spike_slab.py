@@ -702,6 +702,9 @@ def test_dataframe_feature_names():
         est.predict(df.rename(columns={"year": "yr"}))
     with pytest.raises(PyrozooError, match="column names that are all strings"):
         SpikeSlabRegression("em").fit(pd.DataFrame(X, columns=cols[:5] + [6]), y)
+    # a repeated name labelled two entries of the feature axis alike: az.summary and `pyrozoo diagnose` then failed
+    with pytest.raises(PyrozooError, match="X: 'age' given more than once; name each column once"):
+        SpikeSlabRegression("em").fit(pd.DataFrame(X, columns=["age", *cols[:5]]), y)
     est.fit(X, y)  # an array: the names of the earlier fit are dropped
     assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 6
     assert "feature" not in est.result_.coords
