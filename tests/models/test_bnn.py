@@ -400,3 +400,12 @@ def test_a_dataframe_with_other_columns_than_the_fit_is_refused():
     assert guide.feature_names == ["age", "dose"]
     with pytest.raises(PyrozooError, match=swapped):
         guide.predictive_moments(df[["dose", "age"]])
+
+
+@pytest.mark.parametrize("name", ["boston", "concrete"])
+def test_uci_splits_carry_the_column_names(name):
+    """--dataset boston|concrete labelled the feature axis 0, 1, ... although load_uci returns the columns."""
+    _, _, cols = load_uci(name)
+    assert uci_split(name, 0).feature_names == cols
+    ds = registry.get("bnn").datasets[name](0)
+    assert ds.meta["feature_names"] == cols and len(cols) == ds.inputs["X"].shape[1]

@@ -484,3 +484,9 @@ def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
         predict_from_result(result, ds, dft[["dose", "age"]])
     mean, _ = predict_from_result(result, ds, dft)
     assert torch.equal(mean, predict_from_result(result, ds, Xt)[0])
+
+
+def test_concrete_labels_the_feature_axis_with_its_columns():
+    ds = registry.get("gp").datasets["concrete"](0)
+    assert ds.meta["feature_names"][:2] == ["cement", "blast_furnace_slag"]
+    assert ds.meta["feature_names"][-1] == "log_age" and len(ds.meta["feature_names"]) == ds.inputs["X"].shape[1]

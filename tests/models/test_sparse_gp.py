@@ -431,3 +431,11 @@ def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
     with pytest.raises(PyrozooError, match="^Xnew: " + swapped.format("the training inputs")):
         sparse_predict_from_result(result, ds, dft.rename(columns={"age": "dose", "dose": "age"}))
     assert torch.equal(sparse_predict_from_result(result, ds, dft)[0], sparse_predict_from_result(result, ds, Xt)[0])
+
+
+def test_concrete_labels_the_feature_axis_with_its_columns():
+    from pyrozoo import registry
+
+    ds = registry.get("sparse-gp").datasets["concrete"](0)
+    assert ds.meta["feature_names"][0] == "cement" and ds.meta["feature_names"][-1] == "log_age"
+    assert len(ds.meta["feature_names"]) == ds.inputs["X"].shape[1]
