@@ -34,6 +34,8 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
     A ``dtype`` that is not a floating torch dtype is refused (an integer one would truncate the data), and so is
     text, even text NumPy would read as numbers (``["1", "2"]``: a column read as strings is a mistake upstream).
+    A pandas Series or DataFrame with missing values (pd.NA, NaN) is refused saying so (pd.NA of a nullable column
+    made NumPy fail with "float() argument must be ... NAType"); other NaN are left to :func:`check_finite`.
     """
     if dtype is not None:
         check_float_dtype("dtype", dtype)
@@ -41,6 +43,11 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     if text:
         raise PyrozooError(f"{name}: expected a numeric array, got text values (e.g. {text[0]!r}); convert the "
                            f"data to numbers first")
+    missing = _pandas_missing(value)  # pd.NA in a nullable DataFrame column cannot even become a float
+    if missing is not None:
+        count, first = missing
+        raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at index "
+                           f"{first}); drop or impute them first")
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:
@@ -49,6 +56,23 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
         keep = isinstance(value, torch.Tensor) and t.is_floating_point()
         dtype = t.dtype if keep else torch.get_default_dtype()
     return t.to(dtype=dtype, device=device)
+
+
+def _is_pandas(value: Any) -> bool:
+    """Whether ``value`` is a pandas Series or DataFrame (without importing pandas for the question)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(value, (pd.Series, pd.DataFrame))
+
+
+def _pandas_missing(value: Any) -> tuple[int, tuple[int, ...]] | None:
+    """How many missing entries (pd.NA, NaN, None) a pandas Series or DataFrame holds and the position of the first,
+    or None when there are none (or ``value`` is not pandas)."""
+    if not _is_pandas(value):
+        return None
+    missing = np.asarray(value.isna())
+    if not missing.any():
+        return None
+    return int(missing.sum()), tuple(int(i) for i in np.argwhere(missing)[0])
 
 
 def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
@@ -69,8 +93,14 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
              min_rows: int = 1, vector_is_column: bool = False) -> tuple[torch.Tensor, Any]:
     """Regression data checked before any work: ``X`` a finite (N, D) array with N >= ``min_rows`` and D >= 1 (a
     1-D ``X`` read as one column when ``vector_is_column``), ``y`` (if given) a finite (N,) array. Both come back
-    as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came."""
+    as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came. pandas
+    categorical columns are refused, even integer ones (:func:`check_numeric_columns`: labels, not amounts)."""
     check_same_index(**{x_name: X, y_name: y})  # rows are paired by position: pandas labels must agree
+    for name, value, hint in ((x_name, X, f"; encode categories, e.g. with pd.get_dummies({x_name}, drop_first=True, "
+                                          "dtype=float)"),
+                              (y_name, y, "; .astype(float) if the categories are amounts")):
+        if _is_pandas(value):
+            check_numeric_columns(name, value, hint=hint)
     X = as_tensor(x_name, X, dtype=dtype)
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)

@@ -238,3 +238,35 @@ def test_feature_names_refuses_a_repeated_name():
     assert feature_names(pd.DataFrame(np.zeros((2, 2)), columns=[0, 0])) is None  # no string names: none kept
     with pytest.raises(PyrozooError, match="^X_test: 'a' given more than once; name each column once$"):
         feature_names(pd.DataFrame(np.zeros((2, 3)), columns=["a", "b", "a"]), "X_test")
+
+
+def test_check_xy_refuses_categorical_columns_and_says_which_values_are_missing():
+    """Integer categories passed as amounts in the regression families (gp, sparse-gp, bnn, active learning); a
+    nullable column with pd.NA failed with "float() argument must be ... NAType". Bools are 0/1, as in the causal
+    estimators' covariate_matrix."""
+    import pandas as pd
+
+    from pyrozoo.validation import check_xy
+
+    df = pd.DataFrame({"a": np.arange(6.0), "b": np.arange(6.0) ** 2})
+    y = np.arange(6.0)
+    with pytest.raises(PyrozooError, match=r"^X: expected numbers, got categorical column\(s\) \['c'\] \(categories "
+                                           r"are labels, not amounts\); encode categories, e.g. with pd.get_dummies"):
+        check_xy(df.assign(c=pd.Categorical([1, 2] * 3)), y)
+    with pytest.raises(PyrozooError, match=r"^y: expected numbers, got a pandas categorical .*\.astype\(float\)"):
+        check_xy(df, pd.Series(pd.Categorical([1, 2] * 3)))
+    with pytest.raises(PyrozooError, match=r"^X: expected numbers, got text values in column 'c'"):
+        check_xy(df.assign(c=["u"] * 6), y)
+    with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 \(pd.NA or NaN, the first at "
+                                           r"index \(5, 1\)\); drop or impute them first$"):
+        check_xy(df.astype("Float64").mask(df > 20), y)
+    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*index \(4,\)"):
+        check_xy(df, pd.Series(y).astype("Float64").mask(pd.Series(y) > 3.5))
+    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*index \(4,\)"):
+        check_xy(df, pd.Series(y).astype("Int64").mask(pd.Series(y) > 3.5))
+    with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 .*index \(2, 0\)"):
+        check_xy(df.mask(df == 2.0), y)  # NaN in a pandas object is a missing value too
+    X, _ = check_xy(df.assign(c=[True, False] * 3), y)
+    assert X[:2, 2].tolist() == [1.0, 0.0]
+    X, _ = check_xy(df.astype("Float64"), pd.Series(y, dtype="Float64"))  # nullable, nothing missing: fine
+    assert X.dtype == torch.float64 and X.shape == (6, 2)

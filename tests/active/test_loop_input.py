@@ -102,7 +102,7 @@ def _bad_regression():
         "text x_pool": ((np.full((60, 9), "a"), y_pool, x_test, y_test), r"x_pool: expected a numeric array"),
         "text y_test": (
             (x_pool, y_pool, x_test, pd.Series(["a"] * 30)),
-            r"y_test: expected a numeric array, got text values \(e.g. .a.\)"),
+            r"y_test: expected numbers, got text values \(e.g. .a.\)"),  # check_xy: check_numeric_columns
     }
 
 

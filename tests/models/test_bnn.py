@@ -402,6 +402,21 @@ def test_a_dataframe_with_other_columns_than_the_fit_is_refused():
         guide.predictive_moments(df[["dose", "age"]])
 
 
+def test_repeated_column_names_and_categorical_columns_are_refused():
+    """Two columns named alike were kept as the feature coordinate, and az.summary / `pyrozoo diagnose` then failed;
+    an integer categorical column was read as amounts."""
+    import pandas as pd
+
+    from pyrozoo.data.uci import split_regression
+
+    X, y = _toy(30)
+    with pytest.raises(PyrozooError, match="X: 'x' given more than once; name each column once"):
+        split_regression(pd.DataFrame(X.numpy(), columns=["x", "x"]), y)
+    df = pd.DataFrame(X.numpy(), columns=["a", "b"]).assign(c=pd.Categorical([1, 2, 3] * 10))
+    with pytest.raises(PyrozooError, match=r"X: expected numbers, got categorical column\(s\) \['c'\]"):
+        fit_bnn(df, y, **FAST)
+
+
 @pytest.mark.parametrize("name", ["boston", "concrete"])
 def test_uci_splits_carry_the_column_names(name):
     """--dataset boston|concrete labelled the feature axis 0, 1, ... although load_uci returns the columns."""

@@ -486,6 +486,19 @@ def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
     assert torch.equal(mean, predict_from_result(result, ds, Xt)[0])
 
 
+def test_repeated_names_and_categorical_columns_are_refused():
+    """A name given to two columns made az.summary and `pyrozoo diagnose` fail on the feature coordinate; an integer
+    categorical column was read as amounts. A bool column is a 0/1 input."""
+    pd = pytest.importorskip("pandas")
+    X, y, _, _ = simulate_regression(0, n=12, n_test=1, input_dim=2)
+    with pytest.raises(PyrozooError, match="X: 'a' given more than once; name each column once"):
+        make_gp_dataset(pd.DataFrame(X.numpy(), columns=["a", "a"]), y, ard=True)
+    df = pd.DataFrame(X.numpy(), columns=["a", "b"])
+    with pytest.raises(PyrozooError, match=r"X: expected numbers, got categorical column\(s\) \['c'\]"):
+        make_gp_dataset(df.assign(c=pd.Categorical([1, 2] * 6)), y)
+    assert make_gp_dataset(df.assign(c=[True, False] * 6), y).inputs["X"][:2, 2].tolist() == [1.0, 0.0]
+
+
 def test_concrete_labels_the_feature_axis_with_its_columns():
     ds = registry.get("gp").datasets["concrete"](0)
     assert ds.meta["feature_names"][:2] == ["cement", "blast_furnace_slag"]
