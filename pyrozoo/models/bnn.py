@@ -736,6 +736,24 @@ def bnn_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     return out
 
 
+# the options only some posteriors read (the others: architecture, prior, SGD/SWA schedule, data and val_fraction,
+# whose noise-scale calibration applies to every posterior, are read by all)
+BNN_INFERENCE_OPTIONS = {
+    "rank": ("swag", "ciber", "collapsed-gaussian"),  # the low-rank part of the SWAG Gaussian (not swag-diag's)
+    "scale": ("swag", "swag-diag", "ciber", "collapsed-gaussian"),  # SWAG's covariance scale
+    "num_collapsed": ("ciber",),  # collapsed-gaussian integrates the whole mean head out
+    "defensive_weight": ("ciber",),  # the only non-Gaussian per-draw likelihood
+}
+
+
+def check_bnn_options(config: RunConfig) -> None:
+    """ciber's defensive weight is chosen on the held-out rows when ``val_fraction`` > 0: a given one is unused."""
+    opts = config.options
+    if "defensive_weight" in opts and opts.get("val_fraction", DEFAULT_OPTIONS["val_fraction"]) > 0:
+        raise PyrozooError("options: defensive_weight has no effect with val_fraction > 0 (ciber then chooses the "
+                           "defensive weight on the held-out rows, from DEFENSIVE_WEIGHTS); remove one of them")
+
+
 @register("bnn")
 def bnn_entry() -> ZooModel:
     return ZooModel(
@@ -749,7 +767,10 @@ def bnn_entry() -> ZooModel:
         options=dict(DEFAULT_OPTIONS),
         datasets={"boston": _uci_loader("boston"), "concrete": _uci_loader("concrete")},
         data_options={"n": ("simulator",)},
-        tiny={"num_samples": 6, "steps": 8, "options": {"n": 40, "hidden": 6, "swa_epochs": 4, "num_collapsed": 3,
-                                                        "rank": 3, "batch_size": 16}},
+        inference_options=BNN_INFERENCE_OPTIONS,
+        check_options=check_bnn_options,
+        # valid for every inference (the collapsed-only options are left at their defaults): hidden 9 gives ciber's
+        # default num_collapsed = 10 its 10 mean-head weights
+        tiny={"num_samples": 6, "steps": 8, "options": {"n": 40, "hidden": 9, "swa_epochs": 4, "batch_size": 16}},
         description="Heteroscedastic Bayesian MLP: SWAG, SWAG-diag, collapsed CIBER and Gaussian, VI, MAP (UCI data)",
     )

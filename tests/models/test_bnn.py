@@ -295,9 +295,10 @@ def test_a_collapsed_log_likelihood_says_so_in_the_attributes(kind, tmp_path):
     group's w_out draws; the InferenceData's attributes say so (and survive netCDF), an uncollapsed one says nothing."""
     from pyrozoo.runner import run_model
 
+    collapsed = {"num_collapsed": 3} if kind == "ciber" else {}  # an option swag would ignore is refused
     out = run_model(RunConfig(model="bnn", inference=kind, device="cpu", progress=False, num_samples=4, steps=4,
-                              options={"n": 30, "hidden": 5, "swa_epochs": 3, "batch_size": 16,
-                                       "num_collapsed": 3}), save=False)
+                              options={"n": 30, "hidden": 5, "swa_epochs": 3, "batch_size": 16, **collapsed}),
+                    save=False)
     out.result.to_inference_data().to_netcdf(str(tmp_path / "idata.nc"))
     note = az.from_netcdf(str(tmp_path / "idata.nc")).attrs.get("log_likelihood")
     if kind == "swag":
@@ -424,3 +425,28 @@ def test_uci_splits_carry_the_column_names(name):
     assert uci_split(name, 0).feature_names == cols
     ds = registry.get("bnn").datasets[name](0)
     assert ds.meta["feature_names"] == cols and len(cols) == ds.inputs["X"].shape[1]
+
+
+@pytest.mark.parametrize("inference,options,match", [
+    ("swag", {"num_collapsed": 12}, r"num_collapsed applies only to bnn's ciber; with swag it would have no effect"),
+    ("collapsed-gaussian", {"num_collapsed": 3}, "num_collapsed applies only to bnn's ciber"),
+    ("swag-diag", {"rank": 5}, "rank applies only to bnn's swag, ciber or collapsed-gaussian"),
+    ("map", {"scale": 0.3}, "scale applies only to bnn's swag, swag-diag, ciber or collapsed-gaussian"),
+    ("vi", {"defensive_weight": 1e-3}, "defensive_weight applies only to bnn's ciber"),
+    ("ciber", {"defensive_weight": 1e-3, "val_fraction": 0.1}, "defensive_weight has no effect with val_fraction > 0"),
+])
+def test_options_another_posterior_reads_are_refused(inference, options, match):
+    """bnn declared no inference_options, so an option only some posteriors read (docs/bnn.md's own example set
+    num_collapsed for swag) passed silently; checked before any data are loaded."""
+    entry = registry.get("bnn")
+    with pytest.raises(PyrozooError, match=match):
+        entry.check_config(RunConfig(model="bnn", dataset="concrete", inference=inference, options=options))
+
+
+def test_options_their_posteriors_read_are_accepted():
+    entry = registry.get("bnn")
+    for inference, options in (("ciber", {"split": 3, "num_collapsed": 12, "rank": 5, "scale": 0.3,  # docs/bnn.md
+                                          "defensive_weight": 1e-3}),
+                               ("ciber", {"val_fraction": 0.1}), ("swag-diag", {"scale": 0.3}),
+                               ("collapsed-gaussian", {"rank": 3}), ("map", {"val_fraction": 0.1, "hidden": 4})):
+        entry.check_config(RunConfig(model="bnn", dataset="concrete", inference=inference, options=options))
