@@ -170,7 +170,6 @@ def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
     return None
 
 
-
 def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> None:
     """Raise if ``X`` is a DataFrame whose string column names (:func:`feature_names`) are not ``fitted``, the names
     recorded when the model was fitted or the dataset made, in that order: the models read columns by position, so
@@ -189,6 +188,7 @@ def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
               else "the same names in another order")
     raise PyrozooError(f"{name}: expected the columns seen {seen}, in that order, {fitted.tolist()}; got "
                        f"{names.tolist()} ({detail})")
+
 
 def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
     """Raise if ``value`` (a DataFrame, Series or array) holds a pandas categorical column or text, even numbers
