@@ -208,6 +208,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             row = {"run": rel.as_posix(), "status": "pending", "label": _label(cell["key"])}
             row.update(_config_row(cell.get("config", {})))
             rows.append(row)
+            owners.append((sweep, cell["key"]))  # the next sweep's stale check walks rows and owners together
             seen.add(str(path.absolute()))
     if not rows:
         raise PyrozooError(f"runs_dir: no run directories (config.toml + metrics.json + idata.nc + params.pt) "

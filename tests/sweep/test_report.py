@@ -136,6 +136,22 @@ def test_runs_the_sweep_no_longer_lists_are_stale_not_counted(tmp_path, capsys):
     assert "2 run directories are not cells of the sweep any more" in capsys.readouterr().out
 
 
+def test_two_sweeps_in_one_folder_one_with_pending_cells(tmp_path, capsys):
+    """A folder holding two sweeps, the second stopped by --limit: one report with every cell (the pending rows
+    used to be left out of the owners that the stale check walks beside the rows, and the report crashed)."""
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nname = "a"\nseeds = 2\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                    '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n')
+    run_sweep(load_spec(path, out=tmp_path / "R" / "a"), jobs=1)
+    run_sweep(load_spec(path, out=tmp_path / "R" / "b"), jobs=1, limit=1)
+    table = collect_runs(tmp_path / "R")
+    assert table["status"].value_counts().to_dict() == {"ok": 3, "pending": 1}
+    assert table.loc[table["status"] == "pending", "run"].str.startswith("b/").all()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "R"), "--no-plots"]) == 0
+    assert "4 runs: 3 ok, 1 pending" in capsys.readouterr().out
+
+
 def test_console_table_shows_each_models_own_metrics(tmp_path, capsys):
     """Two models with different metrics: each gets a table with its own columns (the first model's columns used
     to be shown for every row, empty for the second model)."""
