@@ -430,3 +430,22 @@ def test_run_says_how_many_metrics_it_left_out(tmp_path, capsys, monkeypatch):
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("metrics: ")][0]
     assert line.endswith("m11=11 (3 more in metrics.json)") and "m12" not in line
     assert {f"m{i}" for i in range(15)} <= set(load_run(out)["metrics"])
+
+
+def test_sweep_terminated_by_sigterm_exits_143_and_ctrl_c_130(tmp_path, capsys, monkeypatch):
+    """A sweep turns SIGTERM into an interrupt that carries the signal number: the CLI says so and exits 128 + 15
+    (Ctrl-C stays 130)."""
+    import signal
+
+    import pyrozoo.sweep.runner as runner
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('[sweep]\nname = "t"\ntiny = true\n[[models]]\nname = "normal-gamma"\n')
+    cases = [(runner.Terminated(signal.SIGTERM), 143, "terminated"), (KeyboardInterrupt(), 130, "interrupted")]
+    for exc, code, word in cases:
+        def stop(*args, exc=exc, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(runner, "run_sweep", stop)
+        assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == code
+        assert capsys.readouterr().err.strip() == f"pyrozoo: {word}"

@@ -4,8 +4,9 @@
 *spawned*, not forked: forking a process that has already used torch's OpenMP thread pool can deadlock the child.
 Each worker gets ``cpu_count // jobs`` torch threads so that N workers do not oversubscribe the cores. Workers write
 their run directories themselves (same machine, same file system; writes are atomic per run). A cell goes to the
-pool only when a worker is free; on Ctrl-C no further cell starts and the workers are terminated (and waited for)
-before the sweep counts the finished runs and releases its lock.
+pool only when a worker is free; on Ctrl-C (or SIGTERM to the driver, which ``run_sweep`` turns into the same
+interrupt) no further cell starts and the workers are terminated (and waited for) before the sweep counts the
+finished runs and releases its lock.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def threads_per_worker(jobs: int) -> int:
     return max(1, cores // jobs)
 
 
+def _exit_with_parent(sentinel: int) -> None:
+    from multiprocessing.connection import wait as wait_for
+
+    wait_for([sentinel])  # ready when the parent process has exited
+    os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
     import signal
     import threading
@@ -41,6 +49,14 @@ def _init_worker(threads: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the driver handles it and stops the workers itself
     # (a worker's own KeyboardInterrupt would be sent back as a result and the worker would take the next cell)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the driver stops a worker with SIGTERM (Process.terminate): whatever the driver's own SIGTERM disposition was,
+    # a worker dies of it (an ignored SIGTERM is inherited across exec and would leave it running until the kill)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a driver killed outright (SIGKILL, out of memory) cannot stop its workers, and they would wait on the pool's
+    # queue forever, or finish a cell into OUT after its lock is gone: a worker ends as soon as its driver does
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
     # tqdm's default lock is a named multiprocessing semaphore that a terminated worker cannot unlink (Python's
     # resource tracker then warns of leaked semaphores); the cells run without progress bars, a thread lock does
     tqdm.set_lock(threading.RLock())

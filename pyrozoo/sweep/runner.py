@@ -14,13 +14,16 @@ Resume and failure records, independent of the backend:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -327,6 +330,42 @@ def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | N
     return jobs, limit
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by a sweep's driver: an interrupt like Ctrl-C (so the same cleanup runs), carrying the
+    signal number for the exit status (128 + 15)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in this process, so a
+    terminated sweep stops its workers, removes their temporaries and releases its lock as after Ctrl-C, instead of
+    dying at once and leaving the workers orphaned. A second SIGTERM during that cleanup is ignored (the workers
+    are waited for at most a few seconds each). The previous handler is restored afterwards. Outside the main
+    thread, where Python cannot install signal handlers, nothing changes. The local backend's workers are spawned
+    (a fresh interpreter, no Python handler inherited) and reset SIGTERM to its default, so terminating them still
+    ends them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -373,46 +412,48 @@ def run_sweep(
         if on_done is not None:
             on_done(outcome, len(outcomes), len(pending))
 
-    ray_session = None
-    if backend == "ray" and pending:
-        from pyrozoo.sweep.ray_backend import connect
+    with terminate_as_interrupt():  # SIGTERM (kill, a scheduler's time limit) stops the sweep as Ctrl-C does
+        ray_session = None
+        if backend == "ray" and pending:
+            from pyrozoo.sweep.ray_backend import connect
 
-        ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
-    try:
-        lock = acquire_lock(root)
-    except BaseException:  # another sweep owns the directory: do not leave a Ray instance behind
-        if ray_session is not None:
-            ray_session.close()
-        raise
-    interrupted = False
-    try:
-        clean_stale_temporaries(root, spec.cells)
-        write_manifest(spec, root)
-        if pending:
-            if backend == "local":
-                from pyrozoo.sweep.local import run_local
-
-                run_local(pending, root, done, jobs=jobs)
-            elif ray_session is not None:
-                ray_session.run(pending, root, done)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        # the backends return only once their workers are stopped, so nothing writes below root any more: count,
-        # tidy and only then release the lock
-        kept = 0
+            ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
         try:
+            lock = acquire_lock(root)
+        except BaseException:  # another sweep owns the directory: do not leave a Ray instance behind
             if ray_session is not None:
                 ray_session.close()
-            if interrupted:  # counted on disk: workers may have finished runs whose results never reached us
-                kept = sum(cell_status(root, c) == "done" for c in pending)
-                clean_stale_temporaries(root, pending)  # what the stopped workers were writing
+            raise
+        interrupted: KeyboardInterrupt | None = None
+        try:
+            clean_stale_temporaries(root, spec.cells)
+            write_manifest(spec, root)
+            if pending:
+                if backend == "local":
+                    from pyrozoo.sweep.local import run_local
+
+                    run_local(pending, root, done, jobs=jobs)
+                elif ray_session is not None:
+                    ray_session.run(pending, root, done)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            raise
         finally:
-            lock.unlink(missing_ok=True)
-        if interrupted:
-            print(f"sweep interrupted: {kept} of {len(pending)} pending runs finished and are kept; "
-                  f"run the sweep again to do the rest", flush=True)
+            # the backends return only once their workers are stopped, so nothing writes below root any more: count,
+            # tidy and only then release the lock
+            kept = 0
+            try:
+                if ray_session is not None:
+                    ray_session.close()
+                if interrupted is not None:  # counted on disk: workers may have finished runs never reported to us
+                    kept = sum(cell_status(root, c) == "done" for c in pending)
+                    clean_stale_temporaries(root, pending)  # what the stopped workers were writing
+            finally:
+                lock.unlink(missing_ok=True)
+            if interrupted is not None:
+                how = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
+                print(f"sweep {how}: {kept} of {len(pending)} pending runs finished and are kept; "
+                      f"run the sweep again to do the rest", flush=True)
     return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
                         skipped_failures=skipped_failures, pending=waiting - len(pending))
 

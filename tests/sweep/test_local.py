@@ -274,6 +274,106 @@ def test_interrupt_with_a_pool_starts_no_more_cells_and_stops_the_workers(write_
 
 
 
+def _descendants(pid):
+    """Pids of the live (not zombie) processes below ``pid``, read from /proc (psutil is not a dependency)."""
+    parents = {}
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if fields[0] != "Z":
+                parents[int(stat)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_during_a_sweep_is_an_interrupt_and_the_old_handler_comes_back(write_spec, sweep_text, tmp_path,
+                                                                                 capsys):
+    """In-process (fast) half of the SIGTERM check: the signal raises Terminated, a KeyboardInterrupt, so the
+    Ctrl-C cleanup runs; the handler that was installed before the sweep is back afterwards."""
+    from pyrozoo.sweep.runner import Terminated
+
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+
+    def terminate(outcome, done, total):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in the main thread before this returns
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with pytest.raises(Terminated) as info:
+            run_sweep(spec, jobs=1, on_done=terminate)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert isinstance(info.value, KeyboardInterrupt) and info.value.signum == signal.SIGTERM
+    assert "sweep terminated: 1 of 2 pending runs finished and are kept" in capsys.readouterr().out
+    assert [cell_status(spec.out, c) for c in spec.cells] == ["done", "pending"]
+    assert not (spec.out / ".sweep.lock").exists()
+
+
+@pytest.mark.slow  # two process start-ups (driver, spawned workers): about 30 s each on two busy cores
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, tmp_path, signum):
+    """SIGTERM to `pyrozoo sweep --jobs 2` once a cell is done: the driver exits (128 + 15) after stopping its
+    workers, removing their temporaries and releasing the lock, like Ctrl-C. It used to die at once, leaving the
+    workers orphaned (blocked forever, or finishing cells into OUT after the lock was gone). After SIGKILL, which
+    allows no cleanup, the workers notice that their driver is gone and exit; the lock and any temporary are left
+    for the next start to take over and remove."""
+    path = write_spec(sweep_text(seeds="[0, 1, 2]"))
+    out = tmp_path / "out"
+    spec = load_spec(path, out=out)
+    log, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(log, "w") as stdout, open(err, "w") as stderr:  # not pipes: orphaned workers would hold them open
+        proc = subprocess.Popen([sys.executable, "-m", "pyrozoo.cli", "sweep", str(path), "--out", str(out), "-q",
+                                 "--jobs", "2"], stdout=stdout, stderr=stderr)
+    workers = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(cell_status(out, c) == "done" for c in spec.cells):
+                break
+            time.sleep(0.05)
+        workers = _descendants(proc.pid)
+        assert proc.poll() is None and workers, "the sweep should still be running its workers"
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=60)
+        if signum == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, err.read_text()
+            assert "pyrozoo: terminated" in err.read_text() and "sweep terminated: " in log.read_text()
+        deadline = time.monotonic() + 10  # the resource tracker leaves once the driver has gone
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "worker processes outlived the driver"
+        done = [c.key for c in spec.cells if cell_status(out, c) == "done"]
+        assert 1 <= len(done) < len(spec.cells)
+        if signum == signal.SIGTERM:
+            assert not (out / ".sweep.lock").exists()
+            assert not [p for p in out.rglob(".*")]  # no temporaries left behind
+        time.sleep(1.0)
+        assert [c.key for c in spec.cells if cell_status(out, c) == "done"] == done  # nothing finishes later
+    finally:
+        for pid in [proc.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_a_damaged_config_in_a_run_directory_is_a_clear_error(write_spec, sweep_text, tmp_path, capsys):
     path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
     spec = load_spec(path, out=out)
