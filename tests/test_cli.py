@@ -449,3 +449,15 @@ def test_sweep_terminated_by_sigterm_exits_143_and_ctrl_c_130(tmp_path, capsys, 
         monkeypatch.setattr(runner, "run_sweep", stop)
         assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == code
         assert capsys.readouterr().err.strip() == f"pyrozoo: {word}"
+
+
+def test_a_diverging_svi_run_is_one_line_naming_the_step(tmp_path, capsys):
+    """`pyrozoo run normal-gamma --inference svi --lr 1000` (a sweep's lr axis found it): Adam's first step breaks
+    q(beta)'s rate, and the Gamma's argument check failed with a raw multi-line ValueError and a traceback."""
+    out = tmp_path / "run"
+    code = main(["run", "normal-gamma", "--inference", "svi", "--lr", "1000", "--steps", "20", "--num-samples", "10",
+                 "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err.startswith("pyrozoo: error: svi: training diverged at step ") and err.endswith("; lower lr")
+    assert "\n" not in err

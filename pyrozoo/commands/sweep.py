@@ -50,7 +50,8 @@ def handle(args: argparse.Namespace) -> int:
     def on_done(outcome, done, total):
         if args.quiet:
             return
-        tail = f"  {outcome.error}" if outcome.error else ""
+        # the first line only (a torch error can run to pages of tensor dump); the whole text is in KEY.failed/
+        tail = f"  {(outcome.error.strip().splitlines() or [''])[0]}" if outcome.error else ""
         print(f"[{done}/{total}] {outcome.status:6s} {outcome.key} ({outcome.wall_time:.1f} s){tail}", flush=True)
 
     summary = run_sweep(spec, backend=args.backend, jobs=args.jobs, address=args.address,

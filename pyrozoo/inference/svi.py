@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,6 +55,24 @@ def loss_plateau(losses: list[float], window: int, rel_tol: float, *, settled: b
     cur = sum(losses[-window:]) / window
     change = abs(prev - cur) if settled else prev - cur
     return change < rel_tol * max(abs(prev), 1e-12 if not settled else 1.0)
+
+
+_INVALID_PARAMETER = re.compile(
+    r"Expected parameter (\w+) .*?of distribution (\w+).*?to satisfy the constraint (.+?), but found", re.S)
+
+
+def diverged_error(error: ValueError, when: str, fix: str = "lower lr") -> PyrozooError | None:
+    """A distribution's argument check that failed during training (``Expected parameter scale ... to satisfy the
+    constraint GreaterThan(lower_bound=0.0), but found invalid values`` and a dump of the tensor) as the one-line
+    :class:`PyrozooError` of a diverged run, like a non-finite loss: a step with huge or non-finite gradients left
+    a parameter outside its range (a NaN loc, a scale that underflowed to 0) and the next distribution built on it
+    fails. The message says ``when`` (``at step 12``) and the ``fix``; ``None`` for any other ``ValueError``."""
+    found = _INVALID_PARAMETER.search(str(error))
+    if found is None:
+        return None
+    name, family, constraint = found.groups()
+    return PyrozooError(f"svi: training diverged {when}: the {name} of a {family} became invalid (constraint "
+                        f"{constraint}); {fix}")
 
 
 def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
@@ -156,9 +175,17 @@ def run_svi(
     bar = progress_bar(num_steps, f"svi[{elbo}]", progress)
     bar.update(start_step)
     step = start_step
+    last_step: int | None = None  # the last step of this call that updated the parameters
     try:
         for step in range(start_step, num_steps):
-            loss = svi.step(**step_kwargs)
+            try:
+                loss = svi.step(**step_kwargs)
+            except ValueError as exc:  # the step before broke a parameter (the first one only meets the data)
+                diverged = diverged_error(exc, f"at step {step}") if last_step is not None else None
+                if diverged is None:
+                    raise
+                raise diverged from None
+            last_step = step
             if not math.isfinite(loss):
                 raise PyrozooError(f"svi: the loss became {loss} at step {step}; lower lr or check the data")
             losses.append(loss)
@@ -180,19 +207,25 @@ def run_svi(
     fit_time = time.perf_counter() - t0
 
     names = latent_sites(proto)
-    posterior = draw_from_guide(guide, model_kwargs, names, num_samples)
-    params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
-    return assemble_result(
-        f"svi-{elbo}",
-        model,
-        model_kwargs,
-        posterior,
-        fit_stats={"loss": losses},
-        params=params,
-        log_likelihood_fn=log_likelihood_fn,
-        guide=guide,
-        seed=seed,
-        wall_time=fit_time,
-        config=config,
-        model_name=model_name,
-    )
+    try:
+        posterior = draw_from_guide(guide, model_kwargs, names, num_samples)
+        params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
+        return assemble_result(
+            f"svi-{elbo}",
+            model,
+            model_kwargs,
+            posterior,
+            fit_stats={"loss": losses},
+            params=params,
+            log_likelihood_fn=log_likelihood_fn,
+            guide=guide,
+            seed=seed,
+            wall_time=fit_time,
+            config=config,
+            model_name=model_name,
+        )
+    except ValueError as exc:  # the last step left a parameter outside its range
+        diverged = diverged_error(exc, f"at its last step ({last_step})") if last_step is not None else None
+        if diverged is None:
+            raise
+        raise diverged from None

@@ -54,7 +54,6 @@ Schedule: the paper raises alpha slowly during training; ``alpha_t = alpha * s(t
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,7 @@ from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
-from pyrozoo.inference.svi import draw_from_guide
+from pyrozoo.inference.svi import diverged_error, draw_from_guide
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
@@ -586,20 +585,6 @@ def adversary_loss(net: AgnosticNetwork, features: torch.Tensor, p: torch.Tensor
     return ((weight * ce).sum() + kl) / n
 
 
-def _diverged(error: ValueError, when: str, fix: str) -> PyrozooError | None:
-    """A distribution's argument check that failed during training (``Expected parameter scale ... to satisfy the
-    constraint GreaterThan(lower_bound=0.0), but found invalid values``) as the :class:`PyrozooError` of a diverged
-    run, like a non-finite loss, saying ``when`` (the step, and the adversary's steps or the extractor and target
-    step) and the ``fix``; ``None`` for any other ``ValueError``."""
-    found = re.search(r"Expected parameter (\w+) .*?of distribution (\w+).*?to satisfy the constraint (.+?), but found",
-                      str(error), re.S)
-    if found is None:
-        return None
-    name, family, constraint = found.groups()
-    return PyrozooError(f"svi: training diverged {when}: the {name} of a {family} became invalid (constraint "
-                        f"{constraint}); {fix}")
-
-
 def _adversary_param_names(names: list[str]) -> set[str]:
     """Param-store names of the adversary: its body ``h`` and the variational parameters of ``W_p, b_p``."""
     return {n for n in names if n.startswith("agnostic_net$$$adversary") or n.endswith((".w_p", ".b_p"))}
@@ -770,7 +755,7 @@ def run_agnostic_svi(
                 # a step with huge or non-finite gradients can leave a parameter outside its range (a NaN loc, a
                 # guide scale that underflowed to 0): the next distribution built on it fails torch's argument check
                 where = "the adversary's steps" if adversary_phase else "the extractor and target step"
-                diverged = _diverged(exc, f"at step {step} ({where})",
+                diverged = diverged_error(exc, f"at step {step} ({where})",
                                      "lower adv_lr (or lr)" if adversary_phase else main_fix)
                 if diverged is None:
                     raise
@@ -798,7 +783,7 @@ def run_agnostic_svi(
         names = latent_sites(trace_model(model, full))
         posterior = draw_from_guide(guide, full, names, num_samples)
     except ValueError as exc:  # the last step left a parameter outside its range
-        diverged = _diverged(exc, f"at its last step ({num_steps - 1})", main_fix)
+        diverged = diverged_error(exc, f"at its last step ({num_steps - 1})", main_fix)
         if diverged is None:
             raise
         raise diverged from None

@@ -115,3 +115,44 @@ def test_minibatch_svi_matches_conjugate_posterior():
     exact_mean, exact_sd = float(x.sum()) / prec, prec**-0.5
     assert abs(float(res.params["AutoNormal.locs.loc"]) - exact_mean) < 0.5 * exact_sd
     assert res.log_likelihood["x"].shape == (1, 200, 400)
+
+
+def positive_guide(x=None, n=20):
+    loc_q = pyro.param("loc_q", torch.tensor(0.0))
+    scale_q = pyro.param("scale_q", torch.tensor(1.0), constraint=dist.constraints.positive)
+    pyro.sample("loc", dist.Normal(loc_q, scale_q))
+    pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+
+
+def _break_scale_at(when):
+    """A callback that sets the guide's scale to 0 (exp of -1e6) once ``when`` steps are done."""
+    def callback(step, loss):
+        if step == when:
+            with torch.no_grad():
+                pyro.get_param_store().get_param("scale_q").unconstrained().fill_(-1e6)
+    return callback
+
+
+def test_a_parameter_broken_by_a_step_is_a_one_line_divergence_error():
+    """A step that leaves a parameter outside its range (here a guide scale at 0) used to surface as torch's
+    multi-line ValueError from the next distribution's argument check; now it is the svi error naming the step."""
+    with pytest.raises(PyrozooError, match=r"^svi: training diverged at step 2: the scale of a Normal became invalid "
+                                           r"\(constraint GreaterThan\(lower_bound=0\.0\)\); lower lr$") as info:
+        run_svi(model, positive_guide, {"x": X}, num_steps=5, progress=False, num_samples=5,
+                callback=_break_scale_at(2))
+    assert "\n" not in str(info.value)
+    # broken by the last step: found when the posterior is drawn
+    with pytest.raises(PyrozooError, match=r"^svi: training diverged at its last step \(4\): the scale of a Normal "):
+        run_svi(model, positive_guide, {"x": X}, num_steps=5, progress=False, num_samples=5,
+                callback=_break_scale_at(5))
+
+
+def test_an_invalid_parameter_before_any_step_is_not_called_a_divergence():
+    """No update has been made before the first step: an invalid distribution there is the model's own error."""
+    def bad_guide(x=None, n=20):
+        pyro.sample("loc", dist.Normal(0.0, torch.tensor(-1.0)))
+        pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="Expected parameter scale") as info:
+        run_svi(model, bad_guide, {"x": X}, num_steps=3, progress=False, num_samples=5)
+    assert not isinstance(info.value, PyrozooError)

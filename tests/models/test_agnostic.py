@@ -726,9 +726,9 @@ def test_divergence_after_the_last_step_is_a_clear_error():
 
 
 def test_other_value_errors_are_not_reworded():
-    from pyrozoo.models.agnostic import _diverged
+    from pyrozoo.inference.svi import diverged_error
 
-    assert _diverged(ValueError("something else"), "at step 3", "lower lr") is None
+    assert diverged_error(ValueError("something else"), "at step 3", "lower lr") is None
 
 
 def test_the_qa_repro_of_a_diverging_run_is_a_clear_error():

@@ -394,3 +394,22 @@ def test_gpus_per_task_is_for_the_ray_backend_only(write_spec, sweep_text, tmp_p
         run_sweep(load_spec(path, out=out), jobs=1, gpus_per_task=0.5)
     assert main(["sweep", str(path), "--out", str(out), "--gpus-per-task", "1"]) == 2
     assert "drop --gpus-per-task or use --backend ray" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_failed_cells_line_shows_the_first_line_of_its_error(write_spec, sweep_text, tmp_path, capsys,
+                                                               monkeypatch):
+    """The per-cell line printed the whole error (a torch argument check dumps whole tensors); it shows the first
+    line, and the cell's error.txt keeps the full text."""
+    import pyrozoo.sweep.runner as runner
+
+    def fail(cell, out):
+        raise ValueError("first line\ntensor([[0., 0.],\n        [0., 0.]])")
+
+    monkeypatch.setattr(runner, "_fit", fail)
+    path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(")", 1)[1] for line in lines if " failed " in line] == ["  ValueError: first line"] * 2
+    assert "tensor" not in "\n".join(lines)
+    (marker,) = list(out.glob("ng-gibbs/*.failed"))
+    assert (marker / "error.txt").read_text().strip().endswith("[0., 0.]])")
