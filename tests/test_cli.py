@@ -461,3 +461,19 @@ def test_a_diverging_svi_run_is_one_line_naming_the_step(tmp_path, capsys):
     assert code == 2 and not out.exists()
     assert err.startswith("pyrozoo: error: svi: training diverged at step ") and err.endswith("; lower lr")
     assert "\n" not in err
+
+
+def test_diagnose_an_idata_without_a_posterior_group_is_one_line(tmp_path, capsys):
+    """An idata.nc without a posterior (written by hand, or edited) crashed diagnose with an AttributeError."""
+    import arviz as az
+
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--inference", "gibbs", "--out", str(out), *TINY]) == 0
+    idata = load_run(out)["idata"]
+    rest = az.InferenceData(**{g: idata[g] for g in idata.groups() if g != "posterior"})
+    (out / "idata.nc").unlink()
+    rest.to_netcdf(str(out / "idata.nc"), engine="h5netcdf")
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pyrozoo: error: run: {out / 'idata.nc'} has no posterior group")

@@ -31,6 +31,10 @@ def handle(args: argparse.Namespace) -> int:
         raise PyrozooError(f"--max-rows: expected a number of rows >= 0 (0: all), got {args.max_rows}")
     run = load_run(args.run_dir)
     idata = run["idata"]
+    if "posterior" not in idata.groups():  # an idata.nc that pyrozoo did not write, or one edited since
+        have = ", ".join(idata.groups()) or "none"
+        raise PyrozooError(f"run: {Path(args.run_dir) / 'idata.nc'} has no posterior group (it has: {have}); "
+                           f"there is nothing to diagnose: rerun the run or restore the file")
     one_draw = idata.posterior.sizes.get("chain", 1) * idata.posterior.sizes.get("draw", 1) == 1
     with warnings.catch_warnings():
         if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
