@@ -383,9 +383,20 @@ def _plot_vs_seed(runs: pd.DataFrame, metrics: list[str], settings: list[str], t
     return path
 
 
+def _on_axis(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The runs that have a value on ``axis``: a run without this setting (another block of the sweep, a setting
+    its inference does not read) is not on it, except on the ``dataset`` axis, where a blank is the model's
+    simulator (or a ``--data`` file), labelled as such."""
+    if axis != "dataset":
+        return runs[runs[axis].notna()]
+    from_file = runs["data"].notna() if "data" in runs.columns else pd.Series(False, index=runs.index)
+    blank = np.where(from_file, "data file", "simulator")
+    return runs.assign(dataset=runs["dataset"].where(runs["dataset"].notna(), pd.Series(blank, index=runs.index)))
+
+
 def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: list[str], title: str,
                      path: Path) -> Path:
-    runs = runs[runs[axis].notna()]  # runs without this setting (another block of the sweep) are not on this axis
+    runs = _on_axis(runs, axis)
     plt, fig, axes = _figure(len(metrics))
     x_all = runs[axis]
     numeric = _is_numeric(x_all)

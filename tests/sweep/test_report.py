@@ -350,3 +350,29 @@ def test_a_setting_one_inference_does_not_read_is_not_a_varying_setting(tmp_path
     run_model(RunConfig(model="normal-gamma", inference="svi", seed=0, device="cpu", num_samples=50, lr=0.05,
                         progress=False), out=runs / "svi-lr", save=True)
     assert varying_settings(collect_runs(runs)) == ["inference", "lr"]
+
+
+def test_the_dataset_axis_shows_the_simulator_beside_the_shipped_data(tmp_path):
+    """examples/sweep.toml's shape (simulated runs on an n axis, and Boston): metrics_vs_dataset showed Boston
+    alone, since the simulated runs (no dataset) were dropped like runs without a setting; they are 'simulator'
+    there. On the n axis Boston (no n) is still left out."""
+    from pyrozoo.sweep.report import _on_axis
+
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nname = "ds"\nseeds = 2\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                    '[[models]]\nname = "normal-gamma"\nlabel = "simulated"\ninference = "gibbs"\n'
+                    '[models.grid.options]\nn = [20, 40]\n'
+                    '[[models]]\nname = "normal-gamma"\nlabel = "boston"\ndataset = "boston-medv"\n'
+                    'inference = "gibbs"\n')
+    run_sweep(load_spec(path, out=tmp_path / "runs"), jobs=1)
+    table = collect_runs(tmp_path / "runs")
+    assert (table["status"] == "ok").all() and len(table) == 6
+    on_dataset = _on_axis(table, "dataset")
+    assert on_dataset["dataset"].value_counts().to_dict() == {"simulator": 4, "boston-medv": 2}
+    assert _on_axis(table, "options.n")["label"].eq("simulated").all() and len(_on_axis(table, "options.n")) == 4
+    report = build_report(tmp_path / "runs", out=tmp_path / "rep")
+    names = {p.name for p in report.files}
+    assert {"metrics_vs_dataset.png", "metrics_vs_n.png"} <= names
+    # a run from a data file has no dataset either: it is not the simulator
+    table.loc[table["label"] == "boston", ["dataset", "data"]] = [float("nan"), "medv.csv"]
+    assert _on_axis(table, "dataset")["dataset"].value_counts().to_dict() == {"simulator": 4, "data file": 2}
