@@ -93,8 +93,10 @@ class ZooModel:
                 raise PyrozooError(f"inference_options of {self.name}: {option!r} -> {readers!r} must map one of its "
                                    f"options to a tuple of its inferences ({', '.join(self.inferences)})")
 
-    def check_config(self, config: RunConfig) -> RunConfig:
-        """Validate ``config`` against this entry; fill the default inference. Raises before any work."""
+    def check_config(self, config: RunConfig, *, family: bool = True) -> RunConfig:
+        """Validate ``config`` against this entry; fill the default inference. Raises before any work.
+        ``family=False`` leaves out the entry's ``check_options`` (a sweep runs it itself, to count the grid's
+        cells it refuses)."""
         config.validate()
         if config.inference is None:
             config.inference = self.inferences[0]
@@ -124,7 +126,7 @@ class ZooModel:
         if unused:
             raise _no_effect(unused, self.data_options, lambda readers: _or(describe_source(s) for s in readers),
                              describe_source(source))
-        if self.check_options is not None:
+        if family and self.check_options is not None:
             self.check_options(config)
         return config
 

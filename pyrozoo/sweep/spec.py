@@ -231,6 +231,21 @@ def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> 
     return f"{_slug(label)}/{'_'.join(parts)}"
 
 
+def _refuse_combinations(where: str, model: str, refused: Sequence[tuple[str, PyrozooError]], total: int) -> None:
+    """Raise for the cells of one ``[[models]]`` block that the entry's family check (``check_options``) refused.
+    All of them: the block's own values conflict, said as for any other check. Some of them: the grid crosses
+    values that the model accepts apart but not together, which no single block can express."""
+    what, exc = refused[0]
+    if len(refused) == total:
+        raise PyrozooError(f"{where} ({model}, {what}): {exc}")
+    verb = "is" if len(refused) == 1 else "are"
+    raise PyrozooError(f"{where} ({model}): {len(refused)} of {total} cells {verb} refused, since {model} does not "
+                       f"accept their values together, and a sweep runs only when every cell is accepted (first: "
+                       f"{what}: {exc}); a grid "
+                       f"axis cannot leave a value out of some combinations, so split the grid into separate "
+                       f"[[models]] blocks (each with its own label) that hold only combinations {model} accepts")
+
+
 def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None,
                base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a parsed sweep file and expand it into cells; every problem is a :class:`PyrozooError` naming the
@@ -304,6 +319,8 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         base.update(defaults)
         base.update(settings)
         names = list(axes)
+        refused: list[tuple[str, PyrozooError]] = []  # (the cell, in words; the entry's family check's error)
+        block_cells = 0
         for combo in itertools.product(*(axes[k] for k in names)):
             chosen = dict(zip(names, combo, strict=True))
             for seed in seeds:
@@ -324,15 +341,21 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 for k in entry.unused_options(tiny_options, source):
                     if k not in options and f"options.{k}" not in chosen:
                         del cfg["options"][k]
+                block_cells += 1
+                what = f"seed {seed}" + "".join(f", {k}={v!r}" for k, v in chosen.items())
                 try:
-                    run_cfg = entry.check_config(RunConfig.from_dict(cfg, source=where))
+                    run_cfg = entry.check_config(RunConfig.from_dict(cfg, source=where), family=False)
                 except PyrozooError as exc:
-                    raise PyrozooError(f"{where} ({model}, seed {seed}"
-                                       + "".join(f", {k}={v!r}" for k, v in chosen.items())
-                                       + f"): {exc}") from None
+                    raise PyrozooError(f"{where} ({model}, {what}): {exc}") from None
                 except (TypeError, ValueError) as exc:  # a value of a kind the checks could not even compare
                     raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
                                        f"({exc})") from None
+                if entry.check_options is not None:  # options judged together: counted over the whole block
+                    try:
+                        entry.check_options(run_cfg)
+                    except PyrozooError as exc:
+                        refused.append((what, exc))
+                        continue
                 unread = [k for k in chosen if k in entry.unread_settings(run_cfg.inference) and len(axes[k]) > 1]
                 if unread:
                     k = unread[0]
@@ -345,6 +368,8 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 used = _axis_values(full, chosen, written_data)
                 key = cell_key(label, full, used)
                 cells.append(Cell(key, full, used, earlier_keys=_earlier_keys(label, full, used, entry.options)))
+        if refused:
+            _refuse_combinations(where, model, refused, block_cells)
 
     seen: dict[str, Cell] = {}
     for cell in cells:

@@ -84,6 +84,9 @@ def test_cli_counts_skipped_failures_and_limited_cells(write_spec, sweep_text, t
     path, out = write_spec(text), str(tmp_path / "out")
     assert main(["sweep", str(path), "--out", out, "--limit", "1", "-q"]) == 0
     assert "2 still pending (--limit)" in capsys.readouterr().out
+    # what docs/sweeps.md tells a chunking script to test: --dry-run lists the cells still pending
+    assert main(["sweep", str(path), "--out", out, "--dry-run"]) == 0
+    assert sum(line.startswith("pending ") for line in capsys.readouterr().out.splitlines()) == 2
     assert main(["sweep", str(path), "--out", out, "-q"]) == 1  # the sigma_true = -1 cell fails
     capsys.readouterr()
     assert main(["sweep", str(path), "--out", out, "--skip-failed", "-q"]) == 1

@@ -202,3 +202,35 @@ def test_empty_out_on_the_command_line_names_out(write_spec, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("pyrozoo: error: out: expected a directory path (--out), got ''")
     with pytest.raises(PyrozooError, match="sweep.out: expected a directory path"):
         parse_spec({"sweep": {"out": " "}, "models": [{"name": "normal-gamma"}]})
+
+
+def _agnostic(**block):
+    return {"sweep": {"name": "ag", "seeds": 2, "tiny": True}, "models": [{"name": "agnostic", **block}]}
+
+
+def test_combinations_the_model_refuses_are_counted_and_the_grid_is_told_to_split():
+    """agnostic's family check refuses momentum with optimizer='adam'. A grid crossing optimizer and momentum was
+    refused as a whole on its first such cell with '(remove it)', which no grid axis can do; the error now says how
+    many cells are refused and to split the grid into blocks."""
+    grid = {"grid": {"options": {"optimizer": ["sgd", "adam"], "momentum": [0.0, 0.9]}}}
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_agnostic(**grid))
+    message = str(info.value)
+    assert message.startswith("models[0] (agnostic): 4 of 8 cells are refused, since agnostic does not accept their "
+                              "values together")
+    assert "(first: seed 0, options.optimizer='adam', options.momentum=0.0: momentum: applies only to " in message
+    assert message.endswith("split the grid into separate [[models]] blocks (each with its own label) that hold only "
+                            "combinations agnostic accepts")
+    # one cell of four
+    one = {"grid": {"steps": [8, 100], "options": {"adversary_warmup": [0, 50]}}}
+    with pytest.raises(PyrozooError, match=r"^models\[0\] \(agnostic\): 2 of 8 cells are refused.*first: seed 0, "
+                                           r"steps=8, options.adversary_warmup=50: adversary_warmup: "):
+        parse_spec(_agnostic(**one))
+    # every cell refused: the block's own values conflict, said as before
+    with pytest.raises(PyrozooError, match=r"^models\[0\] \(agnostic, seed 0, options.momentum=0.0\): momentum: "
+                                           r"applies only to optimizer='sgd'.*\(remove it\)$"):
+        parse_spec(_agnostic(options={"optimizer": "adam"}, grid={"options": {"momentum": [0.0, 0.9]}}))
+    # split as advised, it runs
+    split = _agnostic(label="sgd", options={"optimizer": "sgd"}, grid={"options": {"momentum": [0.0, 0.9]}})
+    split["models"].append({"name": "agnostic", "label": "adam", "options": {"optimizer": "adam"}})
+    assert len(parse_spec(split)) == 2 * 2 + 2
