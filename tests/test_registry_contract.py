@@ -139,7 +139,8 @@ def test_an_option_one_inference_does_not_read_is_an_error_before_any_work():
         type(base)(**{**base.__dict__, "inference_options": {"n": ("laplace",)}})
 
 
-OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size": 7}
+OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size": 7,
+                  "rank": 2, "scale": 0.8, "num_collapsed": 2, "defensive_weight": 0.01}  # bnn
 
 
 @pytest.mark.slow
