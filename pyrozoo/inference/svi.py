@@ -61,18 +61,30 @@ _INVALID_PARAMETER = re.compile(
     r"Expected parameter (\w+) .*?of distribution (\w+).*?to satisfy the constraint (.+?), but found", re.S)
 
 
-def diverged_error(error: ValueError, when: str, fix: str = "lower lr") -> PyrozooError | None:
+def diverged_error(error: ValueError, when: str, fix: str = "lower lr", *,
+                   params_finite: bool = False) -> PyrozooError | None:
     """A distribution's argument check that failed during training (``Expected parameter scale ... to satisfy the
-    constraint GreaterThan(lower_bound=0.0), but found invalid values`` and a dump of the tensor) as the one-line
-    :class:`PyrozooError` of a diverged run, like a non-finite loss: a step with huge or non-finite gradients left
-    a parameter outside its range (a NaN loc, a scale that underflowed to 0) and the next distribution built on it
-    fails. The message says ``when`` (``at step 12``) and the ``fix``; ``None`` for any other ``ValueError``."""
+    constraint GreaterThan(lower_bound=0.0), but found invalid values`` and a dump of the tensor) as a one-line
+    :class:`PyrozooError`, like a non-finite loss: a step with huge or non-finite gradients left a parameter
+    outside its range (a NaN loc, a scale that underflowed to 0) and the next distribution built on it fails. The
+    message says ``when`` (``at step 12``) and the ``fix``; ``None`` for any other ``ValueError``.
+    ``params_finite``: every parameter is still finite, so the cause may as well be the data (with minibatches a
+    bad row is met only in its batch, at any step): the message names both."""
     found = _INVALID_PARAMETER.search(str(error))
     if found is None:
         return None
     name, family, constraint = found.groups()
+    if params_finite:
+        return PyrozooError(f"svi: the {name} of a {family} got invalid values {when} (constraint {constraint}): "
+                            f"{fix} if the fit diverged, or check the data (a minibatch meets a bad row only in its "
+                            f"batch)")
     return PyrozooError(f"svi: training diverged {when}: the {name} of a {family} became invalid (constraint "
                         f"{constraint}); {fix}")
+
+
+def _params_finite() -> bool:
+    """Whether every value in Pyro's param store is finite (constrained values, as the model and guide see them)."""
+    return all(bool(torch.isfinite(v).all()) for _, v in pyro.get_param_store().items())
 
 
 def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
@@ -175,13 +187,15 @@ def run_svi(
     bar = progress_bar(num_steps, f"svi[{elbo}]", progress)
     bar.update(start_step)
     step = start_step
-    last_step: int | None = None  # the last step of this call that updated the parameters
+    # the last step that updated the parameters (a resumed run's were updated before its checkpoint)
+    last_step: int | None = start_step - 1 if start_step > 0 else None
     try:
         for step in range(start_step, num_steps):
             try:
                 loss = svi.step(**step_kwargs)
             except ValueError as exc:  # the step before broke a parameter (the first one only meets the data)
-                diverged = diverged_error(exc, f"at step {step}") if last_step is not None else None
+                diverged = (diverged_error(exc, f"at step {step}", params_finite=_params_finite())
+                            if last_step is not None else None)
                 if diverged is None:
                     raise
                 raise diverged from None
@@ -225,7 +239,8 @@ def run_svi(
             model_name=model_name,
         )
     except ValueError as exc:  # the last step left a parameter outside its range
-        diverged = diverged_error(exc, f"at its last step ({last_step})") if last_step is not None else None
+        diverged = (diverged_error(exc, f"after its last step ({last_step})", params_finite=_params_finite())
+                    if last_step is not None else None)
         if diverged is None:
             raise
         raise diverged from None

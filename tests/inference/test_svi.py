@@ -133,18 +133,49 @@ def _break_scale_at(when):
     return callback
 
 
-def test_a_parameter_broken_by_a_step_is_a_one_line_divergence_error():
+def test_a_parameter_broken_by_a_step_is_a_one_line_error():
     """A step that leaves a parameter outside its range (here a guide scale at 0) used to surface as torch's
-    multi-line ValueError from the next distribution's argument check; now it is the svi error naming the step."""
-    with pytest.raises(PyrozooError, match=r"^svi: training diverged at step 2: the scale of a Normal became invalid "
-                                           r"\(constraint GreaterThan\(lower_bound=0\.0\)\); lower lr$") as info:
+    multi-line ValueError from the next distribution's argument check; now it is one svi line naming the step. A
+    scale at 0 is still finite, which a bad data row would give too, so the message names both causes; a NaN
+    parameter is called a divergence."""
+    with pytest.raises(PyrozooError, match=r"^svi: the scale of a Normal got invalid values at step 2 \(constraint "
+                                           r"GreaterThan\(lower_bound=0\.0\)\): lower lr if the fit diverged, or "
+                                           r"check the data") as info:
         run_svi(model, positive_guide, {"x": X}, num_steps=5, progress=False, num_samples=5,
                 callback=_break_scale_at(2))
     assert "\n" not in str(info.value)
     # broken by the last step: found when the posterior is drawn
-    with pytest.raises(PyrozooError, match=r"^svi: training diverged at its last step \(4\): the scale of a Normal "):
+    with pytest.raises(PyrozooError, match=r"^svi: the scale of a Normal got invalid values after its last step "
+                                           r"\(4\)"):
         run_svi(model, positive_guide, {"x": X}, num_steps=5, progress=False, num_samples=5,
                 callback=_break_scale_at(5))
+
+    def nan_loc(step, loss):
+        if step == 2:
+            with torch.no_grad():
+                pyro.get_param_store().get_param("loc_q").unconstrained().fill_(float("nan"))
+
+    with pytest.raises(PyrozooError, match=r"^svi: training diverged at step 2: the loc of a Normal became invalid"):
+        run_svi(model, positive_guide, {"x": X}, num_steps=5, progress=False, num_samples=5, callback=nan_loc)
+
+
+def test_a_bad_row_met_by_a_later_minibatch_is_not_blamed_on_the_learning_rate_alone():
+    """With a minibatch plate a zero scale in one data row is met only when its batch is drawn, at a later step;
+    the parameters are then finite and the message points at the data as well as the rate (a QA pass got 'training
+    diverged ... lower lr' here)."""
+    n = 200
+    x, sig = torch.randn(n), torch.ones(n)
+    sig[137] = 0.0
+    y = 2 * x + 0.1 * torch.randn(n)
+
+    def batch_model(x, y, sig):
+        b = pyro.sample("b", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", n, subsample_size=10) as idx:
+            pyro.sample("obs", dist.Normal(b * x[idx], sig[idx]), obs=y[idx])
+
+    with pytest.raises(PyrozooError, match=r"check the data \(a minibatch meets a bad row only in its batch\)"):
+        run_svi(batch_model, AutoNormal(batch_model), {"x": x, "y": y, "sig": sig}, num_steps=300, progress=False,
+                num_samples=10, seed=0)
 
 
 def test_an_invalid_parameter_before_any_step_is_not_called_a_divergence():
