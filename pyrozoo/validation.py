@@ -166,7 +166,8 @@ def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
         return names
     if any(is_str):
         kinds = sorted({type(c).__name__ for c in names})
-        raise PyrozooError(f"{name}: expected column names that are all strings (or none), got names of types {kinds}")
+        raise PyrozooError(f"{name}: expected column names that are all strings (or none), got names of types {kinds}; "
+                           f"e.g. {name}.columns = {name}.columns.astype(str)")
     return None
 
 

@@ -37,14 +37,15 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.models.blr import PRIOR_DEFAULTS, load_regression_frame, standardized_design
 from pyrozoo.validation import (
-    as_tensor,
     check_bool,
     check_choice,
+    check_feature_names,
     check_int,
     check_keys,
     check_probability,
     check_unique,
     check_xy,
+    feature_names,
 )
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
@@ -315,8 +316,10 @@ def check_problem(problem: ActiveProblem) -> ActiveProblem:
         raise PyrozooError(f"name: expected a string, got {type(problem.name).__name__}")
     check_choice("task", problem.task, TASKS)
     x_pool, y_pool = check_xy(problem.x_pool, problem.y_pool, x_name="x_pool", y_name="y_pool", min_rows=0)
-    x_test = as_tensor("x_test", problem.x_test, dtype=torch.float64, device=x_pool.device)
-    x_test, y_test = check_xy(x_test, problem.y_test, x_name="x_test", y_name="y_test")
+    # the test columns are read by position like the pool's: a DataFrame with them in another order is refused
+    check_feature_names(problem.x_test, feature_names(problem.x_pool, "x_pool"), name="x_test", seen="in x_pool")
+    x_test, y_test = check_xy(problem.x_test, problem.y_test, x_name="x_test", y_name="y_test")
+    x_test, y_test = x_test.to(x_pool.device), y_test.to(x_pool.device)
     if x_test.shape[1] != x_pool.shape[1]:
         raise PyrozooError(f"x_test: expected {x_pool.shape[1]} columns (as x_pool), got {x_test.shape[1]} "
                            f"(shape {tuple(x_test.shape)})")

@@ -159,6 +159,7 @@ def exact_posterior(X: Any, y: Any, Xnew: Any, *, kernel: str, lengthscale: Any,
     Inputs are checked first as in :func:`exact_log_marginal`; ``Xnew`` must be finite with X's columns (a 1-D
     ``Xnew`` is one column) and comes to X's dtype and device. ``noise=0`` is the noiseless (interpolating)
     setting."""
+    check_feature_names(Xnew, feature_names(X), name="Xnew", seen="in X")  # columns are read by position
     X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
     check_bool("full_cov", full_cov)
     check_bool("include_noise", include_noise)

@@ -195,3 +195,22 @@ def test_a_bad_acquisition_is_refused_before_any_fit(acquisition, match, no_fit)
 def test_a_closed_form_the_model_lacks_is_refused_before_any_fit(acquisition, no_fit):
     with pytest.raises(PyrozooError, match=r"'acs-fw-fisher' needs the closed-form fisher inner product.*'gp'"):
         run_active_learning(_regression(), acquisition, model="gp", **RUN)
+
+
+def test_a_test_set_dataframe_is_checked_like_the_pool():
+    """x_test went through as_tensor before check_xy, so a categorical column passed there while the pool refused
+    it, and a DataFrame with the pool's columns in another order was read by position (QA pass)."""
+    rng = np.random.default_rng(0)
+    pool = pd.DataFrame(rng.normal(size=(30, 2)), columns=["a", "b"])
+    test = pd.DataFrame(rng.normal(size=(10, 2)), columns=["a", "b"])
+    y_pool, y_test = pd.Series(rng.normal(size=30)), pd.Series(rng.normal(size=10))
+
+    def problem(x_test):
+        return ActiveProblem(name="t", task="regression", x_pool=pool, y_pool=y_pool, x_test=x_test, y_test=y_test)
+
+    with pytest.raises(PyrozooError, match=r"x_test: expected the columns seen in x_pool, in that order"):
+        check_problem(problem(test[["b", "a"]]))
+    with pytest.raises(PyrozooError, match=r"x_test: expected numbers, got categorical column"):
+        check_problem(problem(test.assign(b=pd.Categorical([1, 2] * 5))))
+    checked = check_problem(problem(test))
+    assert torch.equal(checked.x_test, torch.tensor(test.to_numpy()))

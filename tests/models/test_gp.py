@@ -484,6 +484,13 @@ def test_a_dataframe_with_other_columns_than_the_training_ones_is_refused():
         predict_from_result(result, ds, dft[["dose", "age"]])
     mean, _ = predict_from_result(result, ds, dft)
     assert torch.equal(mean, predict_from_result(result, ds, Xt)[0])
+    hyper = {"kernel": "rbf", "lengthscale": 1.0, "variance": 1.0, "noise": 0.1}
+    with pytest.raises(PyrozooError, match=r"Xnew: expected the columns seen in X, in that order"):
+        exact_posterior(df, y.numpy(), dft[["dose", "age"]], **hyper)
+    assert torch.allclose(exact_posterior(df, y.numpy(), dft, **hyper)[0], exact_posterior(X, y, Xt, **hyper)[0])
+    # mixed string and non-string names: refused with the usual fix
+    with pytest.raises(PyrozooError, match=r"X: expected column names that are all strings .*astype\(str\)"):
+        make_gp_dataset(df.set_axis(["age", 2], axis=1), y)
 
 
 def test_repeated_names_and_categorical_columns_are_refused():
