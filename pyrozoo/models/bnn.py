@@ -749,7 +749,8 @@ BNN_INFERENCE_OPTIONS = {
 def check_bnn_options(config: RunConfig) -> None:
     """ciber's defensive weight is chosen on the held-out rows when ``val_fraction`` > 0: a given one is unused."""
     opts = config.options
-    if "defensive_weight" in opts and opts.get("val_fraction", DEFAULT_OPTIONS["val_fraction"]) > 0:
+    vf = opts.get("val_fraction", DEFAULT_OPTIONS["val_fraction"])  # its own check (a number in [0, 1)) comes later
+    if "defensive_weight" in opts and isinstance(vf, (int, float)) and not isinstance(vf, bool) and vf > 0:
         raise PyrozooError("options: defensive_weight has no effect with val_fraction > 0 (ciber then chooses the "
                            "defensive weight on the held-out rows, from DEFENSIVE_WEIGHTS); remove one of them")
 
