@@ -96,11 +96,7 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
     as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came. pandas
     categorical columns are refused, even integer ones (:func:`check_numeric_columns`: labels, not amounts)."""
     check_same_index(**{x_name: X, y_name: y})  # rows are paired by position: pandas labels must agree
-    for name, value, hint in ((x_name, X, f"; encode categories, e.g. with pd.get_dummies({x_name}, drop_first=True, "
-                                          "dtype=float)"),
-                              (y_name, y, "; .astype(float) if the categories are amounts")):
-        if _is_pandas(value):
-            check_numeric_columns(name, value, hint=hint)
+    check_pandas_numeric(X, y, x_name=x_name, y_name=y_name)
     X = as_tensor(x_name, X, dtype=dtype)
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)
@@ -116,6 +112,16 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
                                f"{tuple(y.shape)}")
         check_finite(y_name, y)
     return X, y
+
+
+def check_pandas_numeric(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y") -> None:
+    """Raise if pandas ``X`` or ``y`` hold categorical or text columns (:func:`check_numeric_columns`: categories
+    are labels, not amounts, even integer ones), with the fix for each; other input passes."""
+    for name, value, hint in ((x_name, X, f"; encode categories, e.g. with pd.get_dummies({x_name}, drop_first=True, "
+                                          "dtype=float)"),
+                              (y_name, y, "; .astype(float) if the categories are amounts")):
+        if _is_pandas(value):
+            check_numeric_columns(name, value, hint=hint)
 
 
 def check_same_index(**inputs: Any) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_finite, check_positive
+from pyrozoo.validation import as_tensor, check_finite, check_pandas_numeric, check_positive
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,9 @@ def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device |
 
 def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors."""
+    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors. pandas
+    categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`)."""
+    check_pandas_numeric(X, y)
     Xt = as_tensor("X", X, dtype=dtype)
     if Xt.dim() != 2:
         raise PyrozooError(f"X: expected a 2-D array (n, p), got shape {tuple(Xt.shape)}")

@@ -705,6 +705,9 @@ def test_dataframe_feature_names():
     # a repeated name labelled two entries of the feature axis alike: az.summary and `pyrozoo diagnose` then failed
     with pytest.raises(PyrozooError, match="X: 'age' given more than once; name each column once"):
         SpikeSlabRegression("em").fit(pd.DataFrame(X, columns=["age", *cols[:5]]), y)
+    # an integer categorical column was read as amounts (gp, bnn and active learning refused it already)
+    with pytest.raises(PyrozooError, match=r"X: expected numbers, got categorical column\(s\) \['age'\]"):
+        SpikeSlabRegression("em").fit(df.assign(age=pd.Categorical(np.arange(len(df)) % 3)), y)
     est.fit(X, y)  # an array: the names of the earlier fit are dropped
     assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 6
     assert "feature" not in est.result_.coords
