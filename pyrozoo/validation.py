@@ -46,8 +46,8 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     missing = _pandas_missing(value)  # pd.NA in a nullable DataFrame column cannot even become a float
     if missing is not None:
         count, first = missing
-        raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at index "
-                           f"{first}); drop or impute them first")
+        raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at {first}); "
+                           f"drop or impute them first")
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:
@@ -64,15 +64,19 @@ def _is_pandas(value: Any) -> bool:
     return pd is not None and isinstance(value, (pd.Series, pd.DataFrame))
 
 
-def _pandas_missing(value: Any) -> tuple[int, tuple[int, ...]] | None:
-    """How many missing entries (pd.NA, NaN, None) a pandas Series or DataFrame holds and the position of the first,
-    or None when there are none (or ``value`` is not pandas)."""
+def _pandas_missing(value: Any) -> tuple[int, str] | None:
+    """How many missing entries (pd.NA, NaN, None) a pandas Series or DataFrame holds and where the first is, by its
+    labels (``row 'r7', column 'x1'``), or None when there are none (or ``value`` is not pandas)."""
     if not _is_pandas(value):
         return None
     missing = np.asarray(value.isna())
     if not missing.any():
         return None
-    return int(missing.sum()), tuple(int(i) for i in np.argwhere(missing)[0])
+    first = np.argwhere(missing)[0]
+    where = f"row {value.index[first[0]]!r}"
+    if missing.ndim == 2:
+        where += f", column {value.columns[first[1]]!r}"
+    return int(missing.sum()), where
 
 
 def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:

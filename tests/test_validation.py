@@ -258,14 +258,17 @@ def test_check_xy_refuses_categorical_columns_and_says_which_values_are_missing(
     with pytest.raises(PyrozooError, match=r"^X: expected numbers, got text values in column 'c'"):
         check_xy(df.assign(c=["u"] * 6), y)
     with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 \(pd.NA or NaN, the first at "
-                                           r"index \(5, 1\)\); drop or impute them first$"):
+                                           r"row 5, column 'b'\); drop or impute them first$"):
         check_xy(df.astype("Float64").mask(df > 20), y)
-    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*index \(4,\)"):
+    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*the first at row 4\)"):
         check_xy(df, pd.Series(y).astype("Float64").mask(pd.Series(y) > 3.5))
-    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*index \(4,\)"):
+    with pytest.raises(PyrozooError, match=r"^y: expected no missing values, found 2 .*the first at row 4\)"):
         check_xy(df, pd.Series(y).astype("Int64").mask(pd.Series(y) > 3.5))
-    with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 .*index \(2, 0\)"):
+    with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 .*row 2, column 'a'\)"):
         check_xy(df.mask(df == 2.0), y)  # NaN in a pandas object is a missing value too
+    labelled = df.set_axis([f"r{i}" for i in range(6)])  # the row's label, not its position
+    with pytest.raises(PyrozooError, match=r"^X: expected no missing values, found 1 .*row 'r2', column 'a'\)"):
+        check_xy(labelled.mask(labelled == 2.0), pd.Series(y, index=labelled.index))
     X, _ = check_xy(df.assign(c=[True, False] * 3), y)
     assert X[:2, 2].tolist() == [1.0, 0.0]
     X, _ = check_xy(df.astype("Float64"), pd.Series(y, dtype="Float64"))  # nullable, nothing missing: fine
