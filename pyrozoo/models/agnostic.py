@@ -470,7 +470,8 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     With ``steps`` (the run's number of iterations), ``opts`` are a config's options *as given* and the combinations
     a run would silently ignore are refused as well: ``adversary_warmup >= steps`` (``>= steps - 1`` under a ramped
     schedule, which is 0 at the first step after the warm-up): alpha_t would be 0 at every step, a plain
-    classifier; ``momentum`` with ``optimizer="adam"`` (SGD's), and ``adv_lr``, ``adv_reset``,
+    classifier; ``momentum`` with ``optimizer="adam"`` (SGD's), ``ramp`` with a schedule other than ``"linear"``,
+    ``max_adversary_weight`` with ``adversary_weight="alpha"``, and ``adv_lr``, ``adv_reset``,
     ``adv_retrain``, ``adv_weight_decay`` with ``adv_steps=0`` (the two-timescale adversary's). Without ``steps``
     (the data loaders, which see the entry's defaults merged in) only single values are checked."""
     given = dict(opts)
@@ -524,6 +525,12 @@ def _check_option_combinations(given: dict[str, Any], opts: dict[str, Any], step
     if "momentum" in given and opts["optimizer"] != "sgd":
         raise PyrozooError(f"momentum: applies only to optimizer='sgd'; with optimizer={opts['optimizer']!r} it "
                            f"would have no effect (remove it)")
+    if "ramp" in given and opts["schedule"] != "linear":
+        raise PyrozooError(f"ramp: applies only to schedule='linear' (the share of the run alpha takes to rise); with "
+                           f"schedule={opts['schedule']!r} it would have no effect (remove it)")
+    if "max_adversary_weight" in given and opts["adversary_weight"] != "odds":
+        raise PyrozooError(f"max_adversary_weight: caps only adversary_weight='odds'; with "
+                           f"adversary_weight={opts['adversary_weight']!r} it would have no effect (remove it)")
     unused = [k for k in TWO_TIMESCALE_OPTIONS if k in given]
     if unused and opts["adv_steps"] == 0:
         one = len(unused) == 1

@@ -760,6 +760,10 @@ def test_the_qa_repro_of_a_diverging_run_is_a_clear_error():
      r"adv_lr: applies only to the two-timescale adversary \(adv_steps > 0\); with adv_steps=0 it would have no"),
     ({"adv_steps": 0, "adv_reset": 10, "adv_retrain": 5, "adv_weight_decay": 0.1}, 5,
      r"adv_reset, adv_retrain, adv_weight_decay: apply only to .* they would have no effect \(remove them\)"),
+    ({"schedule": "dann", "ramp": 0.3}, 5, r"ramp: applies only to schedule='linear' .* with schedule='dann'"),
+    ({"schedule": "constant", "ramp": 0.5}, 5, r"ramp: applies only"),  # given, even at its default
+    ({"adversary_weight": "alpha", "max_adversary_weight": 5.0}, 5,
+     r"max_adversary_weight: caps only adversary_weight='odds'; with adversary_weight='alpha' it would have no"),
 ])
 def test_options_the_run_would_ignore_are_refused_before_any_work(options, steps, match):
     """check_config (so the CLI and a sweep's cells, before any data are loaded, and a direct fit_agnostic) refuses
@@ -783,7 +787,9 @@ def test_the_combinations_next_to_the_refused_ones_still_run():
     entry = agnostic_entry()
     for options in ({"optimizer": "adam"}, {"adv_steps": 0}, {"adversary_warmup": 3},
                     {"adversary_warmup": 4, "schedule": "constant"}, {"adversary_warmup": 4, "ramp": 0.0},
-                    {"lr_decay": 1.0}, {"optimizer": "sgd", "momentum": 0.9}, {"adv_steps": 3, "adv_lr": 0.1}):
+                    {"lr_decay": 1.0}, {"optimizer": "sgd", "momentum": 0.9}, {"adv_steps": 3, "adv_lr": 0.1},
+                    {"schedule": "linear", "ramp": 0.3}, {"schedule": "dann"}, {"adversary_weight": "alpha"},
+                    {"max_adversary_weight": 5.0}):
         entry.check_config(RunConfig(model="agnostic", steps=5, options=options))
     check_model_options({**MODEL_OPTIONS, **DIGITS_OPTIONS, "optimizer": "adam", "adv_steps": 0})
     result = _tiny_fit(_table_data(), steps=4, adversary_warmup=2, optimizer="adam", lr_decay=1.0)
