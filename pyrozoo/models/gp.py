@@ -86,6 +86,18 @@ def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor, names: Any = None)
     return {"X_test": Xt, "y_test": yt}
 
 
+def check_new_inputs(Xnew: Any, ref: torch.Tensor, names: Any = None, *,
+                     seen: str = "in the training inputs") -> torch.Tensor:
+    """Prediction inputs as a finite (n, d) tensor on ``ref``'s dtype and device, d = ``ref``'s width; a DataFrame's
+    string column names must be the training inputs' ``names`` (when recorded), in that order."""
+    check_feature_names(Xnew, names, name="Xnew", seen=seen)
+    Xnew, _ = check_gp_data(Xnew, dtype=ref.dtype, x_name="Xnew")
+    Xnew = Xnew.to(ref.device)
+    if Xnew.shape[1] != ref.shape[1]:
+        raise PyrozooError(f"Xnew: expected {ref.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    return Xnew
+
+
 def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
     """lengthscale > 0 (scalar or one per input column), variance > 0, noise >= 0 (> 0 unless allowed)."""
     ls = real_array("lengthscale", lengthscale, want="a finite value > 0")  # no strings ("1.0") or bools
@@ -159,14 +171,11 @@ def exact_posterior(X: Any, y: Any, Xnew: Any, *, kernel: str, lengthscale: Any,
     Inputs are checked first as in :func:`exact_log_marginal`; ``Xnew`` must be finite with X's columns (a 1-D
     ``Xnew`` is one column) and comes to X's dtype and device. ``noise=0`` is the noiseless (interpolating)
     setting."""
-    check_feature_names(Xnew, feature_names(X), name="Xnew", seen="in X")  # columns are read by position
+    names = feature_names(X)  # a DataFrame Xnew must have them: columns are read by position
     X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
     check_bool("full_cov", full_cov)
     check_bool("include_noise", include_noise)
-    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype, x_name="Xnew")
-    Xnew = Xnew.to(X.device)
-    if Xnew.shape[1] != X.shape[1]:
-        raise PyrozooError(f"Xnew: expected {X.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    Xnew = check_new_inputs(Xnew, X, names, seen="in X")
     return _exact_posterior(X, y, Xnew, kernel, h["lengthscale"], h["variance"], h["noise"], full_cov=full_cov,
                             include_noise=include_noise, jitter=jitter)
 
@@ -460,21 +469,19 @@ def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
     the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
     X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
     opts = {"dtype": X.dtype, "device": X.device}
-    check_feature_names(Xnew, dataset.meta.get("feature_names"), name="Xnew", seen="in the training inputs")
-    Xnew, _ = check_gp_data(Xnew, dtype=X.dtype, x_name="Xnew")
-    Xnew = Xnew.to(X.device)
-    if Xnew.shape[1] != X.shape[1]:
-        raise PyrozooError(f"Xnew: expected {X.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
+    Xnew = check_new_inputs(Xnew, X, dataset.meta.get("feature_names"))
+    # the dataset and the fitted hyperparameters were checked when made: the unchecked posterior, once per draw below
     with torch.no_grad():
         if result.inference == "type2":
             hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
-            return exact_posterior(X, y, Xnew, kernel=kernel, include_noise=include_noise, **hyper)
+            return _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
+                                    include_noise=include_noise)
         draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER}
         idx = torch.linspace(0, draws["noise"].shape[0] - 1, min(200, draws["noise"].shape[0])).long()
         means, vars_ = [], []
         for i in idx.tolist():
-            m, v = exact_posterior(X, y, Xnew, kernel=kernel, include_noise=include_noise,
-                                   **{k: draws[k][i] for k in HYPER})
+            m, v = _exact_posterior(X, y, Xnew, kernel, draws["lengthscale"][i], draws["variance"][i],
+                                    draws["noise"][i], include_noise=include_noise)
             means.append(m)
             vars_.append(v)
         means, vars_ = torch.stack(means), torch.stack(vars_)

@@ -45,6 +45,7 @@ from pyrozoo.models.gp import (
     PLATEAU_WINDOW,
     check_gp_data,
     check_hyper,
+    check_new_inputs,
     check_test_set,
     gaussian_nlpd,
     hyper_metrics,
@@ -234,17 +235,6 @@ class SparseGPFit:
                                   chunk_size=chunk_size, feature_names=self.feature_names)
 
 
-def _check_new_inputs(Xnew: Any, Z: torch.Tensor, names: Any = None) -> torch.Tensor:
-    """Prediction inputs as a finite (n, d) tensor on Z's dtype and device, d = Z's width; a DataFrame's string
-    column names must be the training inputs' ``names`` (when recorded), in that order."""
-    check_feature_names(Xnew, names, name="Xnew", seen="in the training inputs")
-    Xnew, _ = check_gp_data(Xnew, dtype=Z.dtype, x_name="Xnew")
-    Xnew = Xnew.to(Z.device)
-    if Xnew.shape[1] != Z.shape[1]:
-        raise PyrozooError(f"Xnew: expected {Z.shape[1]} columns like the training inputs, got {Xnew.shape[1]}")
-    return Xnew
-
-
 def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, *, kernel: str,
                        lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
                        include_noise: bool = False, chunk_size: int = 16384,
@@ -253,7 +243,7 @@ def predict_from_stats(stats: SparseStats, Z: torch.Tensor, Xnew: torch.Tensor, 
     ``feature_names``: the training DataFrame's column names, which a DataFrame ``Xnew`` must have, in order."""
     check_bool("include_noise", include_noise)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    Xnew = _check_new_inputs(Xnew, Z, feature_names)
+    Xnew = check_new_inputs(Xnew, Z, feature_names)
     c = torch.linalg.solve_triangular(stats.LA, stats.r.unsqueeze(-1), upper=False).squeeze(-1)
     means, vars_ = [], []
     for s in range(0, Xnew.shape[0], chunk_size):
@@ -273,7 +263,7 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
     """Predictive under q(u) = N(m, S S^T): mean a_*^T m, var k_** - q_** + |S^T a_*|^2 (+ sigma^2).
     ``feature_names``: the training DataFrame's column names, which a DataFrame ``Xnew`` must have, in order."""
     check_bool("include_noise", include_noise)
-    Xnew = _check_new_inputs(Xnew, Z, feature_names)
+    Xnew = check_new_inputs(Xnew, Z, feature_names)
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, lengthscale, variance), jitter=jitter, name="K_uu")
     Kus = kernel_matrix(kernel, Z, Xnew, lengthscale, variance)
     A = torch.cholesky_solve(Kus, L)
@@ -493,7 +483,7 @@ def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Ten
     have the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
     h = _fitted(result, dataset)
     # arrays, tensors, DataFrames (with the training columns); finite, Z's width
-    Xnew = _check_new_inputs(Xnew, h["Z"], dataset.meta.get("feature_names"))
+    Xnew = check_new_inputs(Xnew, h["Z"], dataset.meta.get("feature_names"))
     nz = _effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)
     with torch.no_grad():
         return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew,
