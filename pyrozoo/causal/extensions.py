@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pyrozoo.causal.crossfit import Learner, crossfit_predict, fresh_learner
+from pyrozoo.causal.inputs import standardized_columns
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_int
 
@@ -150,8 +151,7 @@ def select_bandwidth(
 def white_features(X: np.ndarray) -> np.ndarray:
     """[z_j, z_j^2, z_j z_k (j < k)] of the standardized covariates: the regressors of White's (1980) auxiliary
     regression for heteroskedasticity, the default design of the treatment-variance model."""
-    X = np.asarray(X, dtype=np.float64)
-    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    Z = standardized_columns(X)
     p = Z.shape[1]
     cols = [Z, Z**2] + [Z[:, [j]] * Z[:, [k]] for j in range(p) for k in range(j + 1, p)]
     F = np.concatenate(cols, axis=1)

@@ -66,3 +66,10 @@ def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> 
     if const.size:
         cols = [names[j] for j in const] if names else const.tolist()
         raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")
+
+
+def standardized_columns(X: np.ndarray) -> np.ndarray:
+    """(X - mean) / sd per column, a constant column left centred (sd taken as 1)."""
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(0)
+    return (X - X.mean(0)) / np.where(sd > 0, sd, 1.0)

@@ -48,6 +48,7 @@ from pyrozoo.causal.inputs import (
     check_no_constant_columns,
     covariate_matrix,
     numeric_vector,
+    standardized_columns,
 )
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
@@ -504,7 +505,8 @@ class PLCE:
                 tf = None
         else:
             tf = self.basis
-        B = tf.fit_transform(X) if tf is not None else (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+        Z = standardized_columns(X)  # basis="linear"'s design and the refit's linear controls
+        B = tf.fit_transform(X) if tf is not None else Z
         self.basis_ = tf
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
         learner = RandomInterceptLearner(base, n_iter=2) if use_re else base
@@ -528,8 +530,7 @@ class PLCE:
             refit_args = (cf_learned, design, y, t, groups if use_re else None)
             refit_kw = {"max_fraction": self.max_refit_fraction, "ridge": self.refit == "union",
                         "clip": self.clip_to_train,
-                        "controls": (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-                        if self.linear_controls else None}
+                        "controls": Z if self.linear_controls else None}
             cf, self.refit_share_ = union_refit(*refit_args, **refit_kw)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
