@@ -122,18 +122,18 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
     return L, alpha
 
 
-def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, variance: Any, noise: Any,
-                          jitter: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, variance: Any, noise: Any, jitter: Any, *,
+                          allow_zero_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The checks of :func:`exact_log_marginal` and :func:`exact_posterior`, before any work (those of the sparse
     path, :func:`~pyrozoo.models.sparse_gp.check_sparse_inputs`): the kernel's name; X (N, d) and y (N,) finite
     (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a floating tensor keeps its dtype and
-    device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0
-    (:func:`check_hyper`); jitter >= 0. Returns X, y and the hyperparameters as tensors on X's dtype and device
-    (a tensor that already is one is returned as it is, so gradients flow through it)."""
+    device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0 (> 0 unless
+    ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0. Returns X, y and the hyperparameters as tensors on
+    X's dtype and device (a tensor that already is one is returned as it is, so gradients flow through it)."""
     check_choice("kernel", kernel, KERNELS)
     floating = isinstance(X, torch.Tensor) and X.is_floating_point()
     X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64)
-    check_hyper(lengthscale, variance, noise, X.shape[1])
+    check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=allow_zero_noise)
     check_nonnegative("jitter", jitter)
     hyper = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
              for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
@@ -295,8 +295,8 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     steps = check_int("steps", steps)
     check_positive("lr", lr)
     check_nonnegative("rel_tol", rel_tol)
-    X, y, _ = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, 0.0)  # once, not at every step
-    check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)  # the loop works on log(noise)
+    # once, not at every step; noise > 0, as the loop works on log(noise)
+    X, y, _ = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, 0.0, allow_zero_noise=False)
     ls0 = initial_lengthscale(lengthscale, X, ard=ard)
     raw = {
         "lengthscale": ls0.log().requires_grad_(),
