@@ -15,7 +15,8 @@ from pyrozoo.inference.device import keeps_caller_state, set_seed
 
 
 def _normal_model(x=None):
-    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0), 10.0))
+    loc = torch.tensor(0.0) if x is None else x.new_zeros(())  # on x's device, so the CUDA test can use it
+    mu = pyro.sample("mu", dist.Normal(loc, 10.0))
     with pyro.plate("obs_id", 20):
         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
 

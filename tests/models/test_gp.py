@@ -177,8 +177,8 @@ def test_exact_gp_functions_take_numpy_and_keep_gradients():
     assert ls.grad is not None and bool((ls.grad != 0).all())
 
 
-def test_type2_ml_reaches_scipy_optimum():
-    X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
+def _scipy_type2_optimum(X: torch.Tensor, y: torch.Tensor) -> float:
+    """min over log(lengthscale, variance, noise) of -log p(y | theta) for the RBF kernel, by L-BFGS-B."""
 
     def nlml(logp):
         p = torch.tensor(logp, dtype=DT, requires_grad=True)
@@ -186,20 +186,26 @@ def test_type2_ml_reaches_scipy_optimum():
         v.backward()
         return float(v.detach()), p.grad.numpy()
 
-    ref = scipy.optimize.minimize(nlml, np.zeros(3), jac=True, method="L-BFGS-B", options={"gtol": 1e-9})
+    return scipy.optimize.minimize(nlml, np.zeros(3), jac=True, method="L-BFGS-B", options={"gtol": 1e-9}).fun
+
+
+def test_type2_ml_reaches_scipy_optimum():
+    X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
     fit = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=300, lr=0.1)
-    assert fit["losses"][-1] == pytest.approx(ref.fun, abs=1e-6)
+    assert fit["losses"][-1] == pytest.approx(_scipy_type2_optimum(X, y), abs=1e-6)
     assert fit["losses"][-1] < fit["losses"][0]
 
 
 def test_type2_stops_once_the_marginal_likelihood_settles():
-    """The default stop ends a long fit early at the optimum that running every step reaches; bad rel_tol is an
-    error before any step."""
+    """The default stop ends a long fit early, at the L-BFGS optimum and no worse than running every step; bad
+    rel_tol is an error before any step. (Not early == full: Adam at lr 0.1 left running spikes now and then, by
+    up to 0.013 in the loss here, so where the full run ends depends on the machine's arithmetic.)"""
     X, y, _, _ = simulate_regression(2, n=30, n_test=1, input_dim=1)
     kw = dict(kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=2000, lr=0.1)
     early, full = fit_type2(X, y, **kw), fit_type2(X, y, rel_tol=0.0, **kw)
     assert len(full["losses"]) == 2001 and len(early["losses"]) < 1000
-    assert early["losses"][-1] == pytest.approx(full["losses"][-1], abs=1e-6)
+    assert early["losses"][-1] == pytest.approx(_scipy_type2_optimum(X, y), abs=1e-6)
+    assert early["losses"][-1] <= full["losses"][-1] + 1e-6
     for bad in (-1e-9, float("nan"), "x"):
         with pytest.raises(PyrozooError, match="rel_tol: expected a finite number >= 0"):
             fit_type2(X, y, rel_tol=bad, **kw)
