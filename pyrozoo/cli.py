@@ -66,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
-    except KeyboardInterrupt as exc:  # Ctrl-C; a sweep also turns SIGTERM into one (with its signal number)
+    except KeyboardInterrupt as exc:  # Ctrl-C; a sweep also turns SIGTERM and SIGHUP into one (with the signal number)
         signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"pyrozoo: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        print(f"pyrozoo: {how}", file=sys.stderr)
         return 128 + int(signum)
     finally:
         warnings.showwarning = previous

@@ -441,7 +441,8 @@ def test_sweep_terminated_by_sigterm_exits_143_and_ctrl_c_130(tmp_path, capsys, 
 
     spec = tmp_path / "s.toml"
     spec.write_text('[sweep]\nname = "t"\ntiny = true\n[[models]]\nname = "normal-gamma"\n')
-    cases = [(runner.Terminated(signal.SIGTERM), 143, "terminated"), (KeyboardInterrupt(), 130, "interrupted")]
+    cases = [(runner.Terminated(signal.SIGTERM), 143, "terminated (SIGTERM)"),
+             (runner.Terminated(signal.SIGHUP), 129, "terminated (SIGHUP)"), (KeyboardInterrupt(), 130, "interrupted")]
     for exc, code, word in cases:
         def stop(*args, exc=exc, **kwargs):
             raise exc

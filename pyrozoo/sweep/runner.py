@@ -330,9 +330,14 @@ def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | N
     return jobs, limit
 
 
+# Signals a sweep's driver treats like Ctrl-C: SIGTERM (kill, a batch system's time limit) and, where the platform
+# has it, SIGHUP (the terminal or ssh session that started the sweep went away).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM received by a sweep's driver: an interrupt like Ctrl-C (so the same cleanup runs), carrying the
-    signal number for the exit status (128 + 15)."""
+    """SIGTERM or SIGHUP received by a sweep's driver: an interrupt like Ctrl-C (so the same cleanup runs), carrying
+    the signal number for the exit status (128 + 15, 128 + 1)."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__(f"terminated by signal {signum}")
@@ -341,13 +346,13 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in this process, so a
-    terminated sweep stops its workers, removes their temporaries and releases its lock as after Ctrl-C, instead of
-    dying at once and leaving the workers orphaned. A second SIGTERM during that cleanup is ignored (the workers
-    are waited for at most a few seconds each). The previous handler is restored afterwards. Outside the main
-    thread, where Python cannot install signal handlers, nothing changes. The local backend's workers are spawned
-    (a fresh interpreter, no Python handler inherited) and reset SIGTERM to its default, so terminating them still
-    ends them."""
+    """While the block runs, SIGTERM or SIGHUP (:data:`STOP_SIGNALS`) raises :class:`Terminated` (a
+    ``KeyboardInterrupt``) in this process, so a terminated sweep stops its workers, removes their temporaries and
+    releases its lock as after Ctrl-C, instead of dying at once and leaving the workers orphaned. A second signal
+    during that cleanup is ignored (the workers are waited for at most a few seconds each). The previous handlers
+    are restored afterwards. Outside the main thread, where Python cannot install signal handlers, nothing changes.
+    The local backend's workers are spawned (a fresh interpreter, no Python handler inherited) and reset SIGTERM to
+    its default, so terminating them still ends them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -359,11 +364,12 @@ def terminate_as_interrupt() -> Iterator[None]:
             fired = True
             raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
 def run_sweep(
@@ -412,7 +418,7 @@ def run_sweep(
         if on_done is not None:
             on_done(outcome, len(outcomes), len(pending))
 
-    with terminate_as_interrupt():  # SIGTERM (kill, a scheduler's time limit) stops the sweep as Ctrl-C does
+    with terminate_as_interrupt():  # SIGTERM / SIGHUP stop the sweep as Ctrl-C does
         ray_session = None
         if backend == "ray" and pending:
             from pyrozoo.sweep.ray_backend import connect

@@ -304,26 +304,31 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
 def test_sigterm_during_a_sweep_is_an_interrupt_and_the_old_handler_comes_back(write_spec, sweep_text, tmp_path,
-                                                                                 capsys):
-    """In-process (fast) half of the SIGTERM check: the signal raises Terminated, a KeyboardInterrupt, so the
-    Ctrl-C cleanup runs; the handler that was installed before the sweep is back afterwards."""
+                                                                                 capsys, signame):
+    """In-process (fast) half of the SIGTERM check: the signal (or SIGHUP, a closed terminal) raises Terminated, a
+    KeyboardInterrupt, so the Ctrl-C cleanup runs; the handler that was installed before the sweep is back
+    afterwards."""
     from pyrozoo.sweep.runner import Terminated
 
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} on this platform")
+    signum = getattr(signal, signame)
     spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
 
     def terminate(outcome, done, total):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler raises in the main thread before this returns
 
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous = signal.signal(signum, signal.SIG_IGN)
     try:
         with pytest.raises(Terminated) as info:
             run_sweep(spec, jobs=1, on_done=terminate)
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signum) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert isinstance(info.value, KeyboardInterrupt) and info.value.signum == signal.SIGTERM
+        signal.signal(signum, previous)
+    assert isinstance(info.value, KeyboardInterrupt) and info.value.signum == signum
     assert "sweep terminated: 1 of 2 pending runs finished and are kept" in capsys.readouterr().out
     assert [cell_status(spec.out, c) for c in spec.cells] == ["done", "pending"]
     assert not (spec.out / ".sweep.lock").exists()
