@@ -21,7 +21,8 @@ DEVICES = ("auto", "cpu", "cuda")
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto" | "cpu" | "cuda" | "cuda:N"`` (or a ``torch.device``) to a ``torch.device``.
 
-    ``auto`` picks CUDA when it is present and the CPU otherwise; asking for CUDA on a machine without it is an error.
+    ``auto`` picks CUDA when it is present and the CPU otherwise; asking for CUDA on a machine without it is an error,
+    and so is a ``cuda:N`` with N beyond the devices present.
     """
     if isinstance(device, torch.device):
         dev = device
@@ -37,6 +38,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PyrozooError(f"device: {device!r} was asked for but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None:  # torch says only later, "invalid device ordinal"
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            present = {0: "none", 1: "cuda:0"}.get(count, f"cuda:0 to cuda:{count - 1}")
+            raise PyrozooError(f"device: {str(dev)!r} asked for, but {count} CUDA device(s) present ({present})")
     return dev
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pyrozoo.config import RunConfig
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 
 
 def _normal_model(x=None):
@@ -143,3 +144,20 @@ def test_a_seeded_call_leaves_the_callers_cuda_rng():
     torch.manual_seed(4)
     run_mcmc(_normal_model, {"x": _x().cuda()}, num_samples=5, warmup_steps=5, num_chains=1, seed=3, progress=False)
     assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+def test_cuda_index_beyond_the_devices_present_is_a_clear_error(monkeypatch):
+    """cuda:7 on a one-GPU machine passed and failed later with torch's "invalid device ordinal"; simulated on the
+    CPU (torch.device("cuda:N") touches no GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(PyrozooError, match=r"^device: 'cuda:7' asked for, but 1 CUDA device\(s\) present \(cuda:0\)$"):
+        resolve_device("cuda:7")
+    with pytest.raises(PyrozooError, match=r"^device: 'cuda:1' asked for, but 1 CUDA device"):
+        resolve_device(torch.device("cuda", 1))
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cuda") == torch.device("cuda")  # no index: the current device
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_device("cuda:3") == torch.device("cuda:3")
+    with pytest.raises(PyrozooError, match=r"4 CUDA device\(s\) present \(cuda:0 to cuda:3\)$"):
+        resolve_device("cuda:4")
