@@ -37,12 +37,14 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from pyrozoo.causal.basis import SplineInteractionBasis
+from pyrozoo.causal.basis import SplineInteractionBasis, interaction_kind
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
 from pyrozoo.causal.inputs import (
+    aligned_covariates,
     check_enough_rows,
     check_no_constant_columns,
+    check_real,
     covariate_matrix,
     numeric_vector,
 )
@@ -203,12 +205,13 @@ class EffectCurve:
     num_samples: Gaussian posterior draws of split 0's final-stage coefficients (``result()``,
         ``posterior_effects()``).
     prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
+    device: ``"auto"`` (or None), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; resolved once by ``fit`` (``device_``).
     """
 
     def __init__(self, *, n_knots: int = 6, heterogeneity: str = "spline", spline: str = "natural", n_knots_x: int = 5,
                  interactions: bool | str = "linear", learner: Any = None, n_folds: int = 5, n_repeats: int = 1,
                  n_pseudo: int = 20, alpha: float = 0.05, num_samples: int = 200, seed: int = 0,
-                 device: str = "cpu", prior_options: dict | None = None) -> None:
+                 device: str | torch.device | None = "cpu", prior_options: dict | None = None) -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
         self.spline = spline
@@ -236,7 +239,8 @@ class EffectCurve:
         check_int("seed", self.seed, minimum=0)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
-        resolve_device(self.device)
+        interaction_kind(self.interactions)  # checked with or without covariates (b(x) is only built with them)
+        self.device_ = resolve_device(self.device)  # the resolved device ("auto"/None -> cpu or cuda) for every fit
         if self.prior_options is not None:  # validate the final stage's prior now, not after the nuisance fits
             from pyrozoo.models.spike_slab import SpikeSlabRegression
 
@@ -266,14 +270,14 @@ class EffectCurve:
     # ------------------------------------------------------------------ pieces
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         # a copy: the inputs may be read-only arrays, which torch warns about
-        return torch.as_tensor(np.array(a, dtype=np.float64), device=resolve_device(self.device))
+        return torch.as_tensor(np.array(a, dtype=np.float64), device=self.device_)
 
     def _final_fit(self, D: np.ndarray, y: np.ndarray, num_samples: int = 1) -> Any:
         """Spike-and-slab EM (posterior around the EMVS mode) of the centred, scaled y on D."""
         from pyrozoo.models.spike_slab import SpikeSlabRegression
 
         loc, sd = float(y.mean()), float(y.std()) or 1.0
-        reg = SpikeSlabRegression(inference="em", em_select=False, seed=self.seed, device=str(self.device),
+        reg = SpikeSlabRegression(inference="em", em_select=False, seed=self.seed, device=str(self.device_),
                                   num_samples=num_samples, **(self.prior_options or {}))
         reg.fit(D, (y - loc) / sd)
         reg.y_loc_, reg.y_sd_ = loc, sd
@@ -303,14 +307,17 @@ class EffectCurve:
             check_learner("learner", self.learner)
         start = time.perf_counter()
         self.feature_names_ = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        framed = [v.index for v in (y, t, X) if isinstance(v, (pd.Series, pd.DataFrame))]
         y, t, X = self._check(y, t, X)
         n = y.shape[0]
+        # the rows' labels for effects(): check_same_index made the pandas inputs' indexes agree
+        self.index_ = framed[0] if framed and len(framed[0]) == n else pd.RangeIndex(n)
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
         if X is not None:
             self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions)
             self.Bx_ = self.x_basis_.fit_transform(X)
-            learner = self.learner if self.learner is not None else SpikeSlabLearner(seed=self.seed,
-                                                                                     device=str(self.device))
+            learner = (self.learner if self.learner is not None
+                       else SpikeSlabLearner(seed=self.seed, device=str(self.device_)))
             cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds)
             self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
         else:
@@ -388,16 +395,19 @@ class EffectCurve:
         return self.tau_ - c * self.se_, self.tau_ + c * self.se_
 
     def effects(self) -> pd.DataFrame:
-        """One row per observation: t, tau_hat, its posterior sd, the calibrated and the Wald band."""
+        """One row per observation: t, tau_hat, its posterior sd, the calibrated and the Wald band; indexed like the
+        pandas inputs of ``fit`` (0..n-1 for arrays)."""
         self._fitted()
         lo, hi = self.band()
         wlo, whi = self.band(calibrated=False)
         return pd.DataFrame({"t": self._t, "estimate": self.tau_, "std_err": self.se_, "lower": lo, "upper": hi,
-                             "lower_wald": wlo, "upper_wald": whi})
+                             "lower_wald": wlo, "upper_wald": whi}, index=self.index_)
 
     def curve(self, grid: Any = None, x: Any = None, *, alpha: float | None = None, num: int = 50) -> pd.DataFrame:
         """The effect curve over a grid of t: tau(g, x) at covariates ``x`` ((p,) or rows (m, p) averaged over), or
         averaged over the observed covariates when ``x`` is None (a partial-dependence curve of the slope).
+        After a fit on a DataFrame, a Series ``x`` is matched to the covariates by its index labels and a DataFrame
+        by its columns (:func:`~pyrozoo.causal.inputs.aligned_covariates`); arrays and lists by position.
         ``grid`` defaults to ``num`` points between the 2.5% and 97.5% quantiles of t."""
         self._fitted()
         if grid is None:
@@ -410,6 +420,9 @@ class EffectCurve:
                 raise PyrozooError("x: the model was fitted without covariates; leave x=None")
             rows = None
         else:
+            x = aligned_covariates("x", x, self.feature_names_)
+            if x is not None:
+                check_real("x", x)
             try:
                 rows = self._X if x is None else np.atleast_2d(np.asarray(x, dtype=np.float64))
             except (TypeError, ValueError) as exc:

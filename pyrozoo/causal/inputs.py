@@ -12,13 +12,38 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_finite, check_numeric_columns
 
 
+def _is_complex(dtype: Any) -> bool:
+    """Whether a NumPy, pandas or torch dtype holds complex numbers."""
+    return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
+
+
+def check_real(name: str, v: Any) -> None:
+    """Raise if ``v`` (array, list, Series, DataFrame or tensor) holds complex numbers, naming the dtype (and the
+    column of a DataFrame): converting to float64 would drop the imaginary part with only a ComplexWarning."""
+    if isinstance(v, pd.DataFrame):
+        bad = [(c, d) for c, d in v.dtypes.items() if _is_complex(d)]
+        if bad:
+            raise PyrozooError(f"{name}: expected real numbers, got {bad[0][1]} in column {str(bad[0][0])!r}")
+        return
+    dtype = getattr(v, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(v).dtype
+        except (TypeError, ValueError):  # ragged input: left to the conversion's own error
+            return
+    if _is_complex(dtype):
+        raise PyrozooError(f"{name}: expected real numbers, got {str(dtype).removeprefix('torch.')}")
+
+
 def numeric_vector(name: str, v: Any) -> np.ndarray:
     """``v`` as a finite float64 vector; an (n, 1) or (1, n) array is flattened, anything else not 1-D is an error.
 
     Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
-    amounts: an integer-labelled one would otherwise pass and a text-labelled one fail)."""
+    amounts: an integer-labelled one would otherwise pass and a text-labelled one fail), and so are complex numbers
+    (:func:`check_real`)."""
     check_numeric_columns(name, v, hint="; .astype(float) if the categories are amounts")
+    check_real(name, v)
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -37,8 +62,9 @@ def covariate_matrix(X: Any) -> np.ndarray:
     :func:`pyrozoo.validation.as_tensor` refuses it), and so is every pandas categorical column, whatever its
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
-    what the CLI's ``--data`` reader does with text columns."""
+    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused (:func:`check_real`)."""
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
+    check_real("X", X)
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -50,6 +76,33 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
     check_finite("X", X)
     return X
+
+
+def _plain(labels: Any) -> list:
+    """Labels as a list of Python values (``0``, not ``np.int64(0)``, in messages)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in labels]
+
+
+def aligned_covariates(name: str, x: Any, names: list | None) -> Any:
+    """``x`` with its covariates in the fitted order ``names``: a Series is matched by its index labels, a DataFrame by
+    its columns (in any order); missing, unknown or repeated names are an error naming them. Arrays, lists, and
+    anything when the fit saw no names (``names`` None), are returned as they are (matched by position)."""
+    if names is None or not isinstance(x, (pd.Series, pd.DataFrame)):
+        return x
+    series = isinstance(x, pd.Series)
+    labels = _plain(x.index if series else x.columns)
+    names = _plain(names)
+    known, given = set(names), set(labels)
+    missing = [c for c in names if c not in given]
+    unexpected = [c for c in labels if c not in known]
+    repeated = sorted({c for c in labels if labels.count(c) > 1}, key=labels.index)
+    if missing or unexpected or repeated:
+        detail = ", ".join(f"{k} {v}" for k, v in (("missing", missing), ("unknown", unexpected),
+                                                   ("repeated", repeated)) if v)
+        what = "index labels" if series else "columns"
+        raise PyrozooError(f"{name}: expected the covariates seen in fit, {names}, as its {what} (in any order); "
+                           f"got {labels} ({detail}); pass {name}.to_numpy() to match by position")
+    return x.reindex(names) if series else x[names]
 
 
 def check_enough_rows(n: int, n_folds: int) -> None:

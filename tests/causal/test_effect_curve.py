@@ -394,7 +394,7 @@ def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
 
 @pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
                                   "prior_options", "device", "one row", "one row without X", "numbers as text",
-                                  "categorical column"])
+                                  "categorical column", "interactions without X", "complex y", "complex X column"])
 def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     """Wrong shapes, mismatched lengths, a constant covariate and invalid settings raise PyrozooError naming the
     argument, in the validation step: the nuisance cross-fitting is never reached (it would raise if called)."""
@@ -404,6 +404,7 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
         raise AssertionError("cross-fitting started before the input was validated")
 
     monkeypatch.setattr(ec, "crossfit_predict", no_work)
+    monkeypatch.setattr(ec.EffectCurve, "_final_fit", no_work)  # reached first where there are no covariates
     rng = np.random.default_rng(0)
     y, t, X = rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2))
     kwargs, match = {}, None
@@ -422,6 +423,13 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     elif case == "categorical column":  # integer categories were used as an ordinal covariate
         X = pd.DataFrame({"a": X[:, 0], "c": pd.Categorical(np.arange(50) % 3)})
         match = r"^X: expected numbers, got categorical column\(s\) \['c'\]"
+    elif case == "interactions without X":  # was accepted (b(x) is only built with covariates); with X an error
+        X, kwargs = None, {"interactions": "cubic"}
+        match = r"^interactions: expected none, linear or quadratic \(or a bool\), got 'cubic'"
+    elif case == "complex y":  # the imaginary part was dropped with only a ComplexWarning
+        y, match = y + 0j, r"^y: expected real numbers, got complex128$"
+    elif case == "complex X column":
+        X, match = pd.DataFrame({"a": X[:, 0], "b": X[:, 1] + 1j}), r"^X: expected real numbers, got complex128 in col"
     elif case == "seed":
         kwargs, match = {"seed": -1}, r"^seed: "
     elif case == "prior_options":
@@ -451,6 +459,68 @@ def test_pandas_inputs_must_share_their_index():
         EffectCurve(**fast).fit(ys, pd.Series(t), None)
     ape = EffectCurve(**fast).fit(y, t, X).ape_
     assert EffectCurve(**fast).fit(ys, ts, Xd).ape_ == pytest.approx(ape, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def named_fit():
+    """A small fit on pandas inputs with named columns and the index 1000..1059."""
+    rng = np.random.default_rng(11)
+    idx = np.arange(1000, 1060)
+    X = pd.DataFrame(rng.standard_normal((60, 3)), columns=["x1", "x2", "x3"], index=idx)
+    t = pd.Series(X["x2"].to_numpy() + rng.standard_normal(60), index=idx)
+    y = t * (1.0 + X["x1"]) + X["x3"] + pd.Series(rng.standard_normal(60), index=idx)
+    fast = {"learner": ridge(), "n_folds": 2, "n_pseudo": 0, "n_knots": 3, "n_knots_x": 3, "heterogeneity": "linear"}
+    return (y, t, X), EffectCurve(**fast).fit(y, t, X)
+
+
+def test_curve_matches_pandas_covariates_by_name(named_fit):
+    """After a fit on a DataFrame, a Series x is matched by its labels and a DataFrame by its columns (any order);
+    a Series with the names reversed was read by position, a wrong answer without a trace. Arrays stay positional,
+    and missing or unknown names are an error."""
+    _, est = named_fit
+    grid = [-0.5, 0.0, 0.5]
+    ref = est.curve(grid, x=[2.0, 0.0, -1.0])["estimate"].to_numpy()
+    by_series = est.curve(grid, x=pd.Series({"x3": -1.0, "x2": 0.0, "x1": 2.0}))["estimate"].to_numpy()
+    rows = pd.DataFrame({"x2": [0.0, 0.0], "x3": [-1.0, -1.0], "x1": [2.0, 2.0]})
+    by_frame = est.curve(grid, x=rows)["estimate"].to_numpy()
+    np.testing.assert_allclose(by_series, ref, rtol=1e-12)
+    np.testing.assert_allclose(by_frame, ref, rtol=1e-12)
+    assert not np.allclose(est.curve(grid, x=[-1.0, 0.0, 2.0])["estimate"], ref)  # the order matters
+    with pytest.raises(PyrozooError, match=r"^x: expected the covariates seen in fit, \['x1', 'x2', 'x3'\], as its "
+                                           r"index labels .*\(missing \['x3'\], unknown \['x4'\]\)"):
+        est.curve(grid, x=pd.Series({"x1": 2.0, "x2": 0.0, "x4": -1.0}))
+    with pytest.raises(PyrozooError, match=r"^x: expected the covariates seen in fit, .* as its columns .*unknown "
+                                           r"\['a', 'b', 'c'\]"):
+        est.curve(grid, x=pd.DataFrame(np.zeros((1, 3)), columns=["a", "b", "c"]))
+
+
+def test_effects_keep_the_index_of_the_pandas_inputs(named_fit):
+    """effects() was indexed 0..n-1 whatever the inputs' index; it now carries their labels (arrays: 0..n-1)."""
+    (y, t, X), est = named_fit
+    eff = est.effects()
+    assert eff.index.equals(y.index)
+    np.testing.assert_array_equal(eff["t"], t.to_numpy())
+    fast = {"n_folds": 2, "n_pseudo": 0, "n_knots": 3}
+    assert EffectCurve(**fast).fit(y, t).effects().index.equals(y.index)  # Series without covariates
+    with_array_y = EffectCurve(learner=ridge(), n_knots_x=3, heterogeneity="linear", **fast).fit(y.to_numpy(), t, X)
+    assert with_array_y.effects().index.equals(X.index)
+    assert EffectCurve(**fast).fit(y.to_numpy(), t.to_numpy()).effects().index.equals(pd.RangeIndex(60))
+
+
+def test_device_none_is_resolved_once_and_passed_on():
+    """device=None passed validation (it means auto) but fit handed str(None) = "None" to the nuisance learner and
+    the final stage, which failed with a misleading hint about too few rows; both now get the resolved device."""
+    from pyrozoo.inference.device import resolve_device
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 2))
+    t = X[:, 0] + rng.standard_normal(40)
+    y = t + X[:, 1] + rng.standard_normal(40)
+    est = EffectCurve(device=None, n_folds=2, n_pseudo=0, n_knots=3, n_knots_x=3, heterogeneity="none").fit(y, t, X)
+    assert est.device_ == resolve_device("auto")
+    assert est.final_[0].device == str(resolve_device("auto"))
+    ref = EffectCurve(device="auto", n_folds=2, n_pseudo=0, n_knots=3, n_knots_x=3, heterogeneity="none").fit(y, t, X)
+    np.testing.assert_array_equal(est.tau_, ref.tau_)
 
 
 @pytest.mark.slow
