@@ -196,7 +196,8 @@ class EffectCurve:
     n_knots: knots of the spline in t (boundary knots included); heterogeneity: ``"spline"`` (each covariate
         times the whole t-spline), ``"linear"`` (t times each covariate) or ``"none"``.
     spline: ``"natural"`` (default: f'' = 0 at the extremes of t, so the slope flattens there) or ``"cubic"``
-        (unrestricted cubic regression spline, linear only outside the data; less tail bias, more columns).
+        (unrestricted cubic regression spline, linear only outside the data; less tail bias, more columns; prefer it
+        when the response may be strongly curved across the range of t, see docs/effect-curve.md).
     n_knots_x, interactions: the control basis b(x) (:class:`~pyrozoo.causal.basis.SplineInteractionBasis`).
     learner: nuisance learner for m(x), g(x) (fit/predict object or factory); default spike-and-slab EM.
     n_folds, n_repeats: K folds and R random splits of the cross-fitting.
