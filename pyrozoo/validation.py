@@ -202,10 +202,10 @@ def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
 
 
 def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
-    """Raise if ``value`` (a DataFrame, Series or array) holds a pandas categorical column or text, even numbers
-    stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), naming the column; ``hint`` follows
-    the message. Categories are labels, not amounts: integer ones would otherwise pass as an ordered number while
-    text ones failed."""
+    """Raise if ``value`` (a DataFrame, Series, array or tensor) holds a pandas categorical column, text, even numbers
+    stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), or complex numbers, naming the column;
+    ``hint`` follows the message (not the complex one's). Categories are labels, not amounts: integer ones would
+    otherwise pass as an ordered number while text ones failed."""
     items = list(value.items()) if hasattr(value, "items") and hasattr(value, "columns") else [(None, value)]
     categorical = [c for c, col in items if type(getattr(col, "dtype", None)).__name__ == "CategoricalDtype"]
     if categorical:
@@ -213,11 +213,25 @@ def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
                 else f"categorical column(s) {[str(c) for c in categorical]}")
         raise PyrozooError(f"{name}: expected numbers, got {what} (categories are labels, not amounts){hint}")
     for c, col in items:
+        where = "" if c is None else f" in column {str(c)!r}"
         text = text_items(col)
         if text:
-            where = "" if c is None else f" in column {str(c)!r}"
             raise PyrozooError(f"{name}: expected numbers, got text values{where} (e.g. {text[0]!r}); convert numbers "
                                f"stored as text with pd.to_numeric{hint}")
+        dtype = _dtype_of(col)
+        # float64 conversion would drop the imaginary part with only a ComplexWarning
+        if bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c":
+            raise PyrozooError(f"{name}: expected real numbers, got {str(dtype).removeprefix('torch.')}{where}")
+
+
+def _dtype_of(value: Any) -> Any:
+    """The dtype of an array, tensor, Series or list (None for ragged input, left to the conversion's own error)."""
+    if hasattr(value, "dtype"):
+        return value.dtype
+    try:
+        return np.asarray(value).dtype
+    except (TypeError, ValueError):
+        return None
 
 
 def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:

@@ -44,14 +44,20 @@ from pyrozoo.causal.inputs import (
     aligned_covariates,
     check_enough_rows,
     check_no_constant_columns,
-    check_real,
     covariate_matrix,
     numeric_vector,
 )
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.validation import check_choice, check_finite, check_int, check_probability, check_same_index
+from pyrozoo.validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_numeric_columns,
+    check_probability,
+    check_same_index,
+)
 
 HETEROGENEITY = ("spline", "linear", "none")
 MIN_DISTINCT_TREATMENT = 3
@@ -423,7 +429,7 @@ class EffectCurve:
         else:
             x = aligned_covariates("x", x, self.feature_names_)
             if x is not None:
-                check_real("x", x)
+                check_numeric_columns("x", x)
             try:
                 rows = self._X if x is None else np.atleast_2d(np.asarray(x, dtype=np.float64))
             except (TypeError, ValueError) as exc:

@@ -12,38 +12,14 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_finite, check_numeric_columns
 
 
-def _is_complex(dtype: Any) -> bool:
-    """Whether a NumPy, pandas or torch dtype holds complex numbers."""
-    return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
-
-
-def check_real(name: str, v: Any) -> None:
-    """Raise if ``v`` (array, list, Series, DataFrame or tensor) holds complex numbers, naming the dtype (and the
-    column of a DataFrame): converting to float64 would drop the imaginary part with only a ComplexWarning."""
-    if isinstance(v, pd.DataFrame):
-        bad = [(c, d) for c, d in v.dtypes.items() if _is_complex(d)]
-        if bad:
-            raise PyrozooError(f"{name}: expected real numbers, got {bad[0][1]} in column {str(bad[0][0])!r}")
-        return
-    dtype = getattr(v, "dtype", None)
-    if dtype is None:
-        try:
-            dtype = np.asarray(v).dtype
-        except (TypeError, ValueError):  # ragged input: left to the conversion's own error
-            return
-    if _is_complex(dtype):
-        raise PyrozooError(f"{name}: expected real numbers, got {str(dtype).removeprefix('torch.')}")
-
-
 def numeric_vector(name: str, v: Any) -> np.ndarray:
     """``v`` as a finite float64 vector; an (n, 1) or (1, n) array is flattened, anything else not 1-D is an error.
 
     Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
     amounts: an integer-labelled one would otherwise pass and a text-labelled one fail), and so are complex numbers
-    (:func:`check_real`)."""
+    (float64 conversion would drop their imaginary part)."""
     check_numeric_columns(name, v, hint="; .astype(float) if the categories are amounts")
-    check_real(name, v)
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -62,9 +38,8 @@ def covariate_matrix(X: Any) -> np.ndarray:
     :func:`pyrozoo.validation.as_tensor` refuses it), and so is every pandas categorical column, whatever its
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
-    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused (:func:`check_real`)."""
+    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused."""
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
-    check_real("X", X)
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:

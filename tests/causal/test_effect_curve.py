@@ -388,7 +388,7 @@ def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
     for bad in ([1.0, 0.0], np.zeros((2, 3)), np.zeros((2, 5, 1)), []):
         with pytest.raises(PyrozooError, match=r"^x: expected 5 covariate values per row"):
             est.curve([0.0, 1.0], x=bad)
-    with pytest.raises(PyrozooError, match=r"^x: expected numeric"):
+    with pytest.raises(PyrozooError, match=r"^x: expected numbers, got text values"):
         est.curve([0.0], x=["a", "b", "c", "d", "e"])
 
 
