@@ -53,7 +53,7 @@ from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
-from pyrozoo.registry import ZooModel, checked_config, register
+from pyrozoo.registry import ZooModel, get, register
 from pyrozoo.validation import (
     as_tensor,
     check_bool,
@@ -70,6 +70,8 @@ from pyrozoo.validation import (
 )
 
 MECHANISMS = ("linear", "mlp")
+# the model options a dataset is built with (make_regime_dataset's); the fit reads them from the dataset
+MODEL_DEFAULTS = {"mechanism": "linear", "hidden": 32, "learn_weights": True}
 LINEAR_PARAMS = ("loc_obs", "W_obs", "loc_int", "W_int")
 MLP_LAYERS = ("W1", "b1", "W2", "b2", "W3", "b3", "w_out", "b_out")
 # site names the model and guides already use: a column (= sample site) with one of these names would clash in
@@ -135,6 +137,14 @@ def _check_rows(x: np.ndarray) -> None:
         )
 
 
+def _check_model_options(mechanism: Any, hidden: Any, learn_weights: Any) -> int:
+    """Raise unless the model options of :data:`MODEL_DEFAULTS` are valid; return ``hidden`` as an int."""
+    check_choice("mechanism", mechanism, MECHANISMS)
+    hidden = check_int("hidden", hidden, minimum=1)
+    check_bool("learn_weights", learn_weights)
+    return hidden
+
+
 def make_regime_dataset(
     x: Any,
     graph: Any,
@@ -155,9 +165,7 @@ def make_regime_dataset(
     data whose squares overflow ``dtype`` (1e19 in float32: pass ``dtype=torch.float64`` or rescale), a graph that
     is not a DAG or whose nodes differ from the columns.
     """
-    check_choice("mechanism", mechanism, MECHANISMS)
-    hidden = check_int("hidden", hidden, minimum=1)
-    check_bool("learn_weights", learn_weights)
+    hidden = _check_model_options(mechanism, hidden, learn_weights)
     check_float_dtype("dtype", dtype)  # torch.int64 truncated the data to integers
     if isinstance(x, pd.DataFrame):
         if columns is not None and list(columns) != list(x.columns):
@@ -709,6 +717,26 @@ def _check_fit_options(o: dict[str, Any]) -> dict[str, Any]:
     return o
 
 
+def check_regime_options(opts: Mapping[str, Any], inference: str) -> dict[str, Any]:
+    """``opts`` merged with the defaults of :data:`FIT_DEFAULTS` and :data:`MODEL_DEFAULTS` and checked before any
+    work: the fitting options, the model options (``mechanism``, ``hidden``, ``learn_weights``) and em's
+    linear-only M-steps. The entry's ``check_options`` runs it on a config's options (``pyrozoo run`` and every
+    sweep cell, before the data are simulated); :func:`fit_regime_scm` on its options with the dataset's model
+    options."""
+    model = {k: opts.get(k, v) for k, v in MODEL_DEFAULTS.items()}
+    model["hidden"] = _check_model_options(**model)
+    if inference == "em" and model["mechanism"] != "linear":
+        raise PyrozooError(f"inference: em has closed-form M-steps only for mechanism='linear', got "
+                           f"mechanism={model['mechanism']!r}; use enum, amortized or gumbel for "
+                           f"{model['mechanism']}")
+    return {**_check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}}), **model}
+
+
+def _check_run_options(config: RunConfig) -> None:
+    """The entry's ``check_options``: :func:`check_regime_options` on the config's options and inference."""
+    check_regime_options(config.options, config.inference)
+
+
 @keeps_caller_state
 def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     """Fit with ``config.inference``:
@@ -723,22 +751,23 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     The result's posterior holds the point estimates as one chain of one draw (plus the per-sample regime
     posterior ``regime_probs``); its log-likelihood is the exact marginal over z.
     """
-    config = checked_config("regime-scm", config)  # a direct call gets run_model's checks
+    entry = get("regime-scm")
+    # a direct call gets run_model's checks; the family's (check_regime_options) come below, once the dataset's
+    # model options are known
+    config = entry.check_config(config, family=False)
     opts = {**config.options, **opts}  # keyword arguments override the config's options
-    check_keys("options of regime-scm", opts, regime_scm_entry().options)  # a misspelt keyword is not dropped
-    o = _check_fit_options({**FIT_DEFAULTS, **{k: v for k, v in opts.items() if k in FIT_DEFAULTS}})
-    inference = config.inference or "enum"
+    check_keys("options of regime-scm", opts, entry.options)  # a misspelt keyword is not dropped
+    inference = config.inference
     check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS,
                   observed=("x",), made_by="make_regime_dataset")
     inp = dataset.inputs
-    for key in ("mechanism", "hidden", "learn_weights"):  # fixed when the dataset is built, not by the fit
+    for key in MODEL_DEFAULTS:  # fixed when the dataset is built, not by the fit
         if key in opts and key in inp and opts[key] != inp[key]:
             raise PyrozooError(f"{key}: the dataset was built with {key}={inp[key]!r} and the fit cannot change it; "
                                f"got {opts[key]!r} in the options. Build the dataset with it instead "
                                f"(make_regime_dataset(..., {key}={opts[key]!r}))")
+    o = check_regime_options({**opts, **{k: inp[k] for k in MODEL_DEFAULTS}}, inference)
     x = dataset.observed["x"]
-    if inference == "em" and inp["mechanism"] != "linear":
-        raise PyrozooError("inference: em has closed-form M-steps only for mechanism='linear'; use enum for mlp")
     if x.shape[0] < inp["parents"].shape[0] + 1:
         raise PyrozooError(f"x: expected at least {inp['parents'].shape[0] + 1} samples to fit, got {x.shape[0]}")
     t0 = time.perf_counter()
@@ -1035,8 +1064,9 @@ def regime_scm_entry() -> ZooModel:
         inferences=("enum", "amortized", "gumbel", "em"),
         settings={"enum": ("steps", "lr"), "amortized": ("steps", "lr"), "gumbel": ("steps", "lr"), "em": ()},
         metrics=regime_metrics,
+        check_options=_check_run_options,
         options={"n_vars": 10, "n_samples": 10000, "edge_prob": 0.3, "shift": 5.0, "obs_frac": 0.2,
-                 "nonlinear": False, "mechanism": "linear", "hidden": 32, "learn_weights": True, **FIT_DEFAULTS},
+                 "nonlinear": False, **MODEL_DEFAULTS, **FIT_DEFAULTS},
         tiny={"steps": 20, "num_samples": 1, "num_chains": 1,
               "options": {"n_vars": 3, "n_samples": 300, "hidden": 8, "restarts": 2, "em_iters": 20,
                           "pretrain_steps": 20}},
@@ -1045,6 +1075,7 @@ def regime_scm_entry() -> ZooModel:
 
 
 __all__ = [
+    "check_regime_options",
     "component_log_lik",
     "fit_em",
     "fit_regime_scm",

@@ -538,3 +538,64 @@ def test_options_fixed_by_the_dataset_are_not_silently_ignored_by_the_fit():
     # the value the dataset already has is fine
     fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=2, progress=False,
                                  options={"mechanism": "linear", "restarts": 1, "em_iters": 5}))
+
+
+REFUSED_OPTIONS = [  # (inference, options, message): what the fit refuses, judged from the config alone
+    ("em", {"mechanism": "mlp"}, r"inference: em has closed-form M-steps only for mechanism='linear', got "
+                                 r"mechanism='mlp'"),
+    ("enum", {"mechanism": "quadratic"}, r"mechanism: expected one of linear, mlp; got 'quadratic'"),
+    ("enum", {"hidden": 0}, r"hidden: expected an integer >= 1, got 0"),
+    ("em", {"restarts": 0}, r"restarts: expected an integer >= 1, got 0"),
+    ("gumbel", {"batch_size": 0}, r"batch_size: expected an integer >= 1, got 0"),
+    ("gumbel", {"kl_ratio": 1.5}, r"kl_ratio: "),
+]
+
+
+@pytest.mark.parametrize("inference,options,message", REFUSED_OPTIONS)
+def test_the_entry_refuses_what_the_fit_refuses_before_any_data(inference, options, message, monkeypatch):
+    """The entry had no check_options: run_model simulated the data before the fit refused these, and a sweep
+    grid holding them ran its other cells and left these as failed cells."""
+    from pyrozoo import registry
+    from pyrozoo.models import regime_scm
+    from pyrozoo.runner import run_model
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were simulated before the options were checked")
+
+    monkeypatch.setattr(regime_scm, "simulate_regime_data", no_data)
+    config = RunConfig(model="regime-scm", inference=inference, progress=False, options=dict(options))
+    with pytest.raises(PyrozooError, match=f"^{message}"):
+        registry.get("regime-scm").check_config(config)
+    with pytest.raises(PyrozooError, match=f"^{message}"):
+        run_model(RunConfig(model="regime-scm", inference=inference, progress=False, options=dict(options)),
+                  save=False)
+
+
+@pytest.mark.parametrize("inference,options,message", REFUSED_OPTIONS)
+def test_a_direct_fit_refuses_them_with_the_same_message(inference, options, message):
+    """fit_regime_scm runs the entry's check (check_regime_options), with the dataset's model options."""
+    model_options = {k: options[k] for k in ("mechanism", "hidden") if k in options}
+    fit_options = {k: v for k, v in options.items() if k not in model_options}
+    config = RunConfig(model="regime-scm", inference=inference, steps=2, progress=False)
+    if model_options.get("mechanism") == "mlp":  # a valid dataset the inference cannot fit
+        with pytest.raises(PyrozooError, match=f"^{message}"):
+            fit_regime_scm(simulate_regime_data(0, n_vars=3, n_samples=50, mechanism="mlp"), config)
+    elif model_options:  # a bad model option: the dataset builder refuses it with the same message
+        with pytest.raises(PyrozooError, match=f"^{message}"):
+            simulate_regime_data(0, n_vars=3, n_samples=50, **model_options)
+    else:
+        ds = simulate_regime_data(0, n_vars=3, n_samples=50)
+        with pytest.raises(PyrozooError, match=f"^{message}"):  # in the config's options
+            fit_regime_scm(ds, RunConfig(model="regime-scm", inference=inference, steps=2, progress=False,
+                                         options=dict(fit_options)))
+        with pytest.raises(PyrozooError, match=f"^{message}"):  # as keyword arguments
+            fit_regime_scm(ds, config, **fit_options)
+
+
+def test_check_regime_options_merges_the_defaults():
+    from pyrozoo.models.regime_scm import FIT_DEFAULTS, MODEL_DEFAULTS, check_regime_options
+
+    assert check_regime_options({}, "enum") == {**FIT_DEFAULTS, **MODEL_DEFAULTS}
+    got = check_regime_options({"restarts": 2.0, "mechanism": "mlp", "n_vars": 3}, "gumbel")
+    assert got["restarts"] == 2 and isinstance(got["restarts"], int) and got["mechanism"] == "mlp"
+    assert "n_vars" not in got  # a simulator option is the simulator's to check
