@@ -234,3 +234,40 @@ def test_combinations_the_model_refuses_are_counted_and_the_grid_is_told_to_spli
     split = _agnostic(label="sgd", options={"optimizer": "sgd"}, grid={"options": {"momentum": [0.0, 0.9]}})
     split["models"].append({"name": "agnostic", "label": "adam", "options": {"optimizer": "adam"}})
     assert len(parse_spec(split)) == 2 * 2 + 2
+
+
+def _regime(**block):
+    return {"sweep": {"name": "b12", "tiny": True}, "models": [{"name": "regime-scm", **block}]}
+
+
+def test_regime_scm_values_its_fit_refuses_are_counted_before_any_cell_runs(write_spec, tmp_path, capsys):
+    """regime-scm had no check_options: em x mechanism='mlp', mechanism='quadratic' and restarts=0 passed the
+    sweep's checks, and their cells failed at run time (.failed/ markers, exit 1) after the others ran."""
+    crossed = {"grid": {"inference": ["em", "enum"], "options": {"mechanism": ["linear", "mlp", "quadratic"]}}}
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_regime(**crossed))
+    message = str(info.value)
+    assert message.startswith("models[0] (regime-scm): 3 of 6 cells are refused, since regime-scm does not accept "
+                              "their values together")
+    assert ("(first: seed 0, inference='em', options.mechanism='mlp': inference: em has closed-form M-steps only "
+            "for mechanism='linear', got mechanism='mlp'") in message
+    with pytest.raises(PyrozooError, match=r"^models\[0\] \(regime-scm\): 2 of 4 cells are refused.*first: seed 0, "
+                                           r"inference='em', options.restarts=0: restarts: expected an integer >= 1, "
+                                           r"got 0\)"):
+        parse_spec(_regime(grid={"inference": ["em", "enum"], "options": {"restarts": [0, 2]}}))
+    with pytest.raises(PyrozooError, match=r"^models\[0\] \(regime-scm, seed 0, options.mechanism='quadratic'\): "
+                                           r"mechanism: expected one of linear, mlp; got 'quadratic'$"):
+        parse_spec(_regime(grid={"options": {"mechanism": ["quadratic"]}}))
+    # the CLI: one line, exit 2, nothing run or written
+    spec = write_spec('[sweep]\nname = "b12"\ntiny = true\n[[models]]\nname = "regime-scm"\n[models.grid]\n'
+                      'inference = ["em", "enum"]\n[models.grid.options]\nmechanism = ["linear", "mlp", "quadratic"]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyrozoo: error: models[0] (regime-scm): 3 of 6 cells are refused")
+    assert "\n" not in err and not out.exists()
+    # split into blocks the model accepts, it is a sweep
+    split = _regime(label="em", grid={"inference": ["em"], "options": {"restarts": [1, 2]}})
+    split["models"].append({"name": "regime-scm", "label": "enum",
+                            "grid": {"inference": ["enum"], "options": {"mechanism": ["linear", "mlp"]}}})
+    assert len(parse_spec(split)) == 2 + 2
