@@ -231,19 +231,34 @@ def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> 
     return f"{_slug(label)}/{'_'.join(parts)}"
 
 
-def _refuse_combinations(where: str, model: str, refused: Sequence[tuple[str, PyrozooError]], total: int) -> None:
+def _refuse_combinations(where: str, model: str, refused: Sequence[tuple[str, PyrozooError]], total: int,
+                         verdicts: Sequence[tuple[dict[str, Any], bool]]) -> None:
     """Raise for the cells of one ``[[models]]`` block that the entry's family check (``check_options``) refused.
-    All of them: the block's own values conflict, said as for any other check. Some of them: the grid crosses
-    values that the model accepts apart but not together, which no single block can express."""
+    All of them: the block's own values conflict, said as for any other check. Some of them: name the grid values
+    refused in every cell that has them (``verdicts``: each cell's axis values and whether it was refused), which
+    the grid should drop, and otherwise say to split the grid, for values the model accepts apart but not
+    together, which no single block can express."""
     what, exc = refused[0]
     if len(refused) == total:
         raise PyrozooError(f"{where} ({model}, {what}): {exc}")
     verb = "is" if len(refused) == 1 else "are"
-    raise PyrozooError(f"{where} ({model}): {len(refused)} of {total} cells {verb} refused, since {model} does not "
-                       f"accept their values together, and a sweep runs only when every cell is accepted (first: "
-                       f"{what}: {exc}); a grid "
-                       f"axis cannot leave a value out of some combinations, so split the grid into separate "
-                       f"[[models]] blocks (each with its own label) that hold only combinations {model} accepts")
+    pairs = list(dict.fromkeys((k, repr(v)) for chosen, _ in verdicts for k, v in chosen.items()))
+    always = [f"{k}={v}" for k, v in pairs
+              if all(bad for chosen, bad in verdicts if repr(chosen.get(k, object())) == v)]
+    split = (f"a grid axis cannot leave a value out of some combinations, so split the grid into separate "
+             f"[[models]] blocks (each with its own label) that hold only combinations {model} accepts")
+    if always:
+        # the refused cells the dropped values do not explain still need the split
+        rest = any(bad and not any(f"{k}={v!r}" in always for k, v in chosen.items()) for chosen, bad in verdicts)
+        them = "it" if len(always) == 1 else "each"
+        fix = (f"{', '.join(always)} {'is' if len(always) == 1 else 'are'} refused in every cell of this block that "
+               f"has {'it' if len(always) == 1 else 'them'}: remove {them} from the grid, or give {them} a [[models]] "
+               f"block of its own (with its own label) without the values it conflicts with"
+               + (f"; for the other refused cells, {split}" if rest else ""))
+    else:
+        fix = split
+    raise PyrozooError(f"{where} ({model}): {len(refused)} of {total} cells {verb} refused, and a sweep runs only "
+                       f"when every cell is accepted (first: {what}: {exc}); {fix}")
 
 
 def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None,
@@ -320,6 +335,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         base.update(settings)
         names = list(axes)
         refused: list[tuple[str, PyrozooError]] = []  # (the cell, in words; the entry's family check's error)
+        verdicts: list[tuple[dict[str, Any], bool]] = []  # (each checked cell's axis values, refused?)
         block_cells = 0
         for combo in itertools.product(*(axes[k] for k in names)):
             chosen = dict(zip(names, combo, strict=True))
@@ -355,7 +371,9 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                         entry.check_options(run_cfg)
                     except PyrozooError as exc:
                         refused.append((what, exc))
+                        verdicts.append((chosen, True))
                         continue
+                    verdicts.append((chosen, False))
                 unread = [k for k in chosen if k in entry.unread_settings(run_cfg.inference) and len(axes[k]) > 1]
                 if unread:
                     k = unread[0]
@@ -369,7 +387,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 key = cell_key(label, full, used)
                 cells.append(Cell(key, full, used, earlier_keys=_earlier_keys(label, full, used, entry.options)))
         if refused:
-            _refuse_combinations(where, model, refused, block_cells)
+            _refuse_combinations(where, model, refused, block_cells, verdicts)
 
     seen: dict[str, Cell] = {}
     for cell in cells:

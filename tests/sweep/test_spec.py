@@ -216,16 +216,23 @@ def test_combinations_the_model_refuses_are_counted_and_the_grid_is_told_to_spli
     with pytest.raises(PyrozooError) as info:
         parse_spec(_agnostic(**grid))
     message = str(info.value)
-    assert message.startswith("models[0] (agnostic): 4 of 8 cells are refused, since agnostic does not accept their "
-                              "values together")
+    assert message.startswith("models[0] (agnostic): 4 of 8 cells are refused, and a sweep runs only when every cell "
+                              "is accepted")
     assert "(first: seed 0, options.optimizer='adam', options.momentum=0.0: momentum: applies only to " in message
-    assert message.endswith("split the grid into separate [[models]] blocks (each with its own label) that hold only "
-                            "combinations agnostic accepts")
+    # adam is refused beside either momentum: said as a value to drop or give its own block
+    assert message.endswith("options.optimizer='adam' is refused in every cell of this block that has it: remove it "
+                            "from the grid, or give it a [[models]] block of its own (with its own label) without the "
+                            "values it conflicts with")
     # one cell of four
     one = {"grid": {"steps": [8, 100], "options": {"adversary_warmup": [0, 50]}}}
     with pytest.raises(PyrozooError, match=r"^models\[0\] \(agnostic\): 2 of 8 cells are refused.*first: seed 0, "
                                            r"steps=8, options.adversary_warmup=50: adversary_warmup: "):
         parse_spec(_agnostic(**one))
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_agnostic(**one))
+    assert str(info.value).endswith("; a grid axis cannot leave a value out of some combinations, so split the grid "
+                                    "into separate [[models]] blocks (each with its own label) that hold only "
+                                    "combinations agnostic accepts")  # no value is refused in all its cells
     # every cell refused: the block's own values conflict, said as before
     with pytest.raises(PyrozooError, match=r"^models\[0\] \(agnostic, seed 0, options.momentum=0.0\): momentum: "
                                            r"applies only to optimizer='sgd'.*\(remove it\)$"):
@@ -247,8 +254,14 @@ def test_regime_scm_values_its_fit_refuses_are_counted_before_any_cell_runs(writ
     with pytest.raises(PyrozooError) as info:
         parse_spec(_regime(**crossed))
     message = str(info.value)
-    assert message.startswith("models[0] (regime-scm): 3 of 6 cells are refused, since regime-scm does not accept "
-                              "their values together")
+    assert message.startswith("models[0] (regime-scm): 3 of 6 cells are refused, and a sweep runs only when every "
+                              "cell is accepted")
+    # quadratic is no mechanism at all; em x mlp is a combination, which only a split grid can leave out
+    assert ("options.mechanism='quadratic' is refused in every cell of this block that has it: remove it from the "
+            "grid") in message
+    assert message.endswith("; for the other refused cells, a grid axis cannot leave a value out of some "
+                            "combinations, so split the grid into separate [[models]] blocks (each with its own "
+                            "label) that hold only combinations regime-scm accepts")
     assert ("(first: seed 0, inference='em', options.mechanism='mlp': inference: em has closed-form M-steps only "
             "for mechanism='linear', got mechanism='mlp'") in message
     with pytest.raises(PyrozooError, match=r"^models\[0\] \(regime-scm\): 2 of 4 cells are refused.*first: seed 0, "
