@@ -216,20 +216,34 @@ _REGISTRY: dict[str, Callable[[], ZooModel]] = {}
 _LOADED = False
 
 
+class NameClash(PyrozooError):
+    """Two factories registered under one name (a copied model module that kept the original's ``@register``)."""
+
+
 def register(name: str) -> Callable[[Callable[[], ZooModel]], Callable[[], ZooModel]]:
-    """Decorator registering a factory ``() -> ZooModel`` under ``name``."""
+    """Decorator registering a factory ``() -> ZooModel`` under ``name``; a name another factory holds already is a
+    :class:`NameClash` naming both modules."""
 
     def deco(factory: Callable[[], ZooModel]) -> Callable[[], ZooModel]:
         first = _REGISTRY.get(name)
         same = first is not None and (first.__module__, first.__qualname__) == (factory.__module__,
                                                                                 factory.__qualname__)
         if first is not None and first is not factory and not same:  # same: a module imported again
-            raise RuntimeError(f"zoo entry {name!r} registered twice: by {first.__module__}.{first.__qualname__} and "
-                               f"by {factory.__module__}.{factory.__qualname__}; give the copied entry a new name")
+            raise NameClash(f"model name {name!r} is registered twice: by {_origin(first)} and by "
+                            f"{_origin(factory)}; give one of them its own name in @register(...)")
         _REGISTRY[name] = factory
         return factory
 
     return deco
+
+
+def _origin(factory: Callable[..., Any]) -> str:
+    """``module (file, line N)`` of a registered factory (the line of its decorator), for messages."""
+    module = getattr(factory, "__module__", None) or "an unknown module"
+    code = getattr(factory, "__code__", None)
+    if code is None:
+        return f"{module}.{getattr(factory, '__qualname__', repr(factory))}"
+    return f"{module} ({code.co_filename}, line {code.co_firstlineno})"
 
 
 def _where(exc: BaseException, module: str) -> str:
@@ -253,6 +267,8 @@ def _load_all() -> None:
         module = f"{models.__name__}.{info.name}"
         try:
             importlib.import_module(module)
+        except NameClash:  # says which modules clash: blaming the one imported second would point at the wrong one
+            raise
         except Exception as exc:  # one broken model module must say where, not end every command in a traceback
             raise PyrozooError(f"model module {module} failed to import ({type(exc).__name__}: {exc}; at "
                                f"{_where(exc, module)}); fix it, or move it out of pyrozoo/models/") from exc

@@ -70,9 +70,35 @@ def test_a_second_entry_under_a_taken_name_names_both_modules(monkeypatch):
     def blr_copy():  # a copied module that kept the original's name
         raise AssertionError("never built")
 
-    with pytest.raises(RuntimeError, match=r"'blr' registered twice: by pyrozoo\.models\.blr\.blr_entry and by "
-                                           r"tests?\.?.*blr_copy"):
+    with pytest.raises(registry.NameClash, match=r"model name 'blr' is registered twice: by pyrozoo\.models\.blr "
+                                                 r"\(.*blr\.py, line \d+\) and by (tests\.)?test_runner \(.*test_runner"
+                                                 r"\.py, line \d+\); give one of them its own name in @register"):
         registry.register("blr")(blr_copy)
+
+
+def test_a_copied_module_that_kept_the_name_names_both_modules_not_the_one_imported_second(monkeypatch, tmp_path,
+                                                                                          capsys):
+    """A copy of a zoo module that sorts first used to make the original's import fail ("model module ... failed to
+    import ... fix it, or move it out"), blaming the zoo's own module; the error now names both files."""
+    import pyrozoo.models as models
+    from pyrozoo.cli import main
+
+    source = "from pyrozoo.registry import register\n\n\n@register('twin')\ndef {0}_entry():\n    pass\n"
+    for stem in ("a_copy", "z_original"):  # the copy is imported first
+        (tmp_path / f"{stem}.py").write_text(source.format(stem))
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    for _ in range(2):  # a second command in the same process: the same error
+        monkeypatch.setattr(registry, "_LOADED", False)
+        for stem in ("a_copy", "z_original"):
+            monkeypatch.delitem(sys.modules, f"pyrozoo.models.{stem}", raising=False)
+        assert main(["list"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "failed to import" not in err, err
+        assert err.endswith(f"model name 'twin' is registered twice: by pyrozoo.models.a_copy "
+                            f"({tmp_path / 'a_copy.py'}, line 4) and by pyrozoo.models.z_original "
+                            f"({tmp_path / 'z_original.py'}, line 4); give one of them its own name in "
+                            f"@register(...)"), err
 
 
 def test_an_unparsable_csv_is_a_one_line_error(tmp_path):
