@@ -75,23 +75,38 @@ class ZooModel:
     check_options: Callable[[RunConfig], None] | None = None
 
     def __post_init__(self) -> None:
-        # an author's slip in ``settings`` would otherwise make config.toml drop settings that ran, and the CLI say
-        # that they did not apply
-        for inference, reads in self.settings.items():
-            if inference not in self.inferences:
-                raise PyrozooError(f"settings of {self.name}: {inference!r} is not one of its inferences "
-                                   f"({', '.join(self.inferences)})")
-            if isinstance(reads, str) or not all(isinstance(k, str) for k in reads):
-                raise PyrozooError(f"settings of {self.name}: {inference!r} expected a tuple of setting names, got "
-                                   f"{reads!r}")
-            unknown = [k for k in reads if k not in SETTINGS]
-            if unknown:
-                raise PyrozooError(f"settings of {self.name}: {inference!r} names unknown setting(s) "
-                                   f"{', '.join(unknown)}; the run settings are {', '.join(SETTINGS)}")
-        for option, readers in self.inference_options.items():
-            if option not in self.options or isinstance(readers, str) or not set(readers) <= set(self.inferences):
-                raise PyrozooError(f"inference_options of {self.name}: {option!r} -> {readers!r} must map one of its "
-                                   f"options to a tuple of its inferences ({', '.join(self.inferences)})")
+        # an author's slip here would otherwise be read wrongly, not refused: a string where a tuple belongs is read
+        # as its characters (``inferences=("nuts")`` offers "n", "u", "t", "s"), a misspelt key restricts nothing,
+        # and a slip in ``settings`` makes config.toml drop settings that ran (and the CLI say they did not apply)
+        self._names(f"inferences of {self.name}", self.inferences, None, "inference", empty=False)
+        options = tuple(self.options)
+        for field_name in ("list_options", "text_options"):
+            self._names(f"{field_name} of {self.name}", getattr(self, field_name), options, "option")
+        sources = ("simulator", *(("file",) if self.from_file is not None else ()), *self.datasets)
+        for field_name, keys, key_kind, values, value_kind, empty in (
+                ("settings", self.inferences, "inference", SETTINGS, "setting", True),
+                ("inference_options", options, "option", self.inferences, "inference", False),
+                ("data_options", options, "option", sources, "data source", False)):
+            mapping = getattr(self, field_name)
+            where = f"{field_name} of {self.name}"
+            if not isinstance(mapping, Mapping):
+                raise PyrozooError(f"{where}: expected a dict of {key_kind} -> {value_kind} names, got {mapping!r}")
+            self._names(where, tuple(mapping), keys, key_kind)
+            for key, names in mapping.items():
+                self._names(f"{where}: {key!r}", names, values, value_kind, empty=empty)
+
+    @staticmethod
+    def _names(where: str, names: Any, known: tuple[str, ...] | None, kind: str, *, empty: bool = True) -> None:
+        """Refuse ``names`` unless a tuple or list of non-empty strings (not one string, whose characters would be
+        taken for the names), each among ``known`` (``None``: any), and not empty unless ``empty``."""
+        if (isinstance(names, str) or not isinstance(names, (tuple, list)) or not (empty or names)
+                or not all(isinstance(n, str) and n for n in names)):
+            raise PyrozooError(f"{where}: expected a {'' if empty else 'non-empty '}tuple of {kind} names, got "
+                               f"{names!r}")
+        unknown = [n for n in names if known is not None and n not in known]
+        if unknown:
+            raise PyrozooError(f"{where}: unknown {kind}(s) {', '.join(map(repr, unknown))}; expected one of "
+                               f"{', '.join(known) or '(none)'}")
 
     def check_config(self, config: RunConfig, *, family: bool = True) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work.
