@@ -29,7 +29,9 @@ SVI_SETTINGS = ("steps", "lr", "num_samples")
 class ZooModel:
     """What the CLI, the sweep runner and the shared tests need to treat every model the same way.
 
-    * ``model``: the Pyro model, called as ``model(**dataset.model_kwargs(), **options)``;
+    * ``model``: the Pyro model, called as ``model(**dataset.model_kwargs())``. No option is passed to it:
+      options reach the model only through the dataset that ``simulate`` or a loader builds from them (an
+      option the model needs goes into the dataset's ``inputs``);
     * ``simulate(seed, **options) -> Dataset``: the paper's generator;
     * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``);
     * ``inferences``: engine names, the first is the default;

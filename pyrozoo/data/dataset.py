@@ -12,9 +12,11 @@ import torch
 class Dataset:
     """Data for one zoo model.
 
-    The model is called as ``model(**inputs, **observed, **options)``; leaving ``observed`` out gives the prior
-    predictive (the ``obs=None`` convention). ``truth`` holds the generating parameters when the data are
-    simulated; ``meta`` anything else (column names, scaling, train/test split ...).
+    The model is called as ``model(**inputs, **observed)`` (:meth:`model_kwargs`); leaving ``observed`` out gives
+    the prior predictive (the ``obs=None`` convention). Options are not passed to the model: they reach it only
+    through the dataset the simulator or loader builds (one the model needs goes into ``inputs``). ``truth`` holds
+    the generating parameters when the data are simulated; ``meta`` anything else (column names, scaling,
+    train/test split ...).
     """
 
     name: str
