@@ -100,8 +100,9 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
 
     Axes take the names the posterior and the data already use, so that xarray lines them up: the leading axis as
     long as an observed site's plate takes that plate's name (``obs_id``), and any axis as long as exactly one other
-    named axis (a plate such as ``feature``) takes that name; the rest are ``{name}_dim_k``. ``posterior`` draws are
-    ``(chain, draw, ...)``, so their per-draw shapes drop the first two axes."""
+    named axis (a plate such as ``feature``) takes that name, leaving out names the tensor's earlier axes took (the
+    observations' plate at n == d); the rest are ``{name}_dim_k``. ``posterior`` draws are ``(chain, draw, ...)``,
+    so their per-draw shapes drop the first two axes."""
     sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
     obs_plates, named = {}, {}
     for site, names_of_site in dims.items():
@@ -122,7 +123,9 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
         for k, n in enumerate(value.shape):
             if k == 0 and n in obs_plates:
                 names[0] = obs_plates[n]
-            elif len(named.get(n, ())) == 1 and next(iter(named[n])) not in names:
-                names[k] = next(iter(named[n]))
+                continue
+            others = named.get(n, set()) - set(names)  # a plate named already (obs_id at n == d) is no candidate
+            if len(others) == 1:
+                names[k] = next(iter(others))
         out[key], out_dims[key] = value, names
     return out, out_dims

@@ -109,3 +109,28 @@ def test_unpicklable_guide_and_predictive_are_left_out_and_said_so():
     assert result.predictive_fn is wrapped  # pickling does not touch the original
     deep = copy.deepcopy(result)
     assert deep.predictive_fn is wrapped and deep.guide is result.guide
+
+
+def test_constant_data_names_the_feature_axis_when_there_are_as_many_observations_as_features():
+    """n == d: the first axis is the observations' plate, so the second can only be ``feature``."""
+    for n, d in [(3, 3), (5, 3)]:
+        X = torch.randn(n, d, generator=torch.Generator().manual_seed(n))
+        result = assemble_result("test", regression, {"X": X, "y": torch.zeros(n)}, {"w": torch.zeros(1, 2, d)})
+        assert result.dims["X"] == ["obs_id", "feature"]
+        assert result.to_inference_data().constant_data["X"].dims == ("obs_id", "feature")
+
+
+def test_constant_data_leaves_an_axis_unnamed_when_two_other_plates_fit():
+    def model(X, G, y=None):
+        with pyro.plate("feature", X.shape[1]):
+            w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1]), 1.0))
+        with pyro.plate("group", G.shape[1]):
+            pyro.sample("g", dist.Normal(torch.zeros(G.shape[1]), 1.0))
+        with pyro.plate("obs_id", X.shape[0]):
+            pyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+    X, G = torch.ones(3, 3), torch.ones(3, 3)
+    result = assemble_result("test", model, {"X": X, "G": G, "y": torch.zeros(3)},
+                             {"w": torch.zeros(1, 2, 3), "g": torch.zeros(1, 2, 3)})
+    assert result.dims["X"] == ["obs_id", "X_dim_1"]  # feature or group: neither is taken
+
