@@ -12,6 +12,7 @@ import torch
 from pyrozoo.inference.predictive import (
     Model,
     check_likelihood_sites,
+    check_posterior_sites,
     observed_sites,
     pointwise_log_likelihood,
     posterior_predictive,
@@ -44,11 +45,14 @@ def assemble_result(
 
     ``posterior`` maps latent names to tensors shaped ``(chain, draw, *site_shape)`` on the model's device.
     ``log_likelihood_fn(posterior, model_kwargs)`` replaces the generic pointwise log-likelihood; models with
-    enumerated discrete latents must pass one that marginalizes them.
+    enumerated discrete latents must pass one that marginalizes them. ``posterior`` must hold every latent site of
+    the model (:func:`~pyrozoo.inference.predictive.check_posterior_sites`; enumerated sites excepted) and may hold
+    other quantities too.
     """
     first = {k: v[0, 0] for k, v in posterior.items()}
     model_trace = trace_model(model, model_kwargs)
     check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
+    check_posterior_sites(model_trace, posterior)
     obs = observed_sites(model_trace)  # before conditioning marks latents observed
     proto = trace_model(poutine.condition(model, first), model_kwargs)
     observed = {n: proto.nodes[n]["value"] for n in obs}

@@ -14,7 +14,7 @@ plates. Models with *enumerated* discrete latents must marginalize them instead:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,21 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
         and not site["infer"].get("enumerate")
         and not site_is_subsample(site)
     ]
+
+
+def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior") -> None:
+    """Raise unless ``names`` (the sites an engine draws) include every :func:`latent_sites` of ``trace``: a latent
+    without draws would be drawn from its prior whenever the model is replayed at the draws, silently biasing the
+    pointwise log-likelihood and the posterior predictive. ``what`` names the source of ``names`` in the message."""
+    names = list(names)
+    latent = latent_sites(trace)
+    missing = [n for n in latent if n not in names]
+    if not missing:
+        return
+    strangers = [n for n in names if n not in trace.nodes]
+    hint = f"; {strangers} are not sites of the model (renamed?)" if strangers else ""
+    raise PyrozooError(f"{what}: no draws of the model's latent site(s) {missing}; expected every latent site "
+                       f"{latent}, got {names}{hint}")
 
 
 def is_factor_site(site: dict) -> bool:

@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 
 
@@ -134,3 +135,37 @@ def test_constant_data_leaves_an_axis_unnamed_when_two_other_plates_fit():
                              {"w": torch.zeros(1, 2, 3), "g": torch.zeros(1, 2, 3)})
     assert result.dims["X"] == ["obs_id", "X_dim_1"]  # feature or group: neither is taken
 
+
+# ------------------------------------------------------------------------------------- posterior vs model latents
+def test_a_posterior_missing_a_model_latent_is_an_error():
+    """A missing latent would be drawn from its prior at every replay of the model: a wrong log-likelihood."""
+    def model(X, y=None):
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("feature", X.shape[1]):
+            w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1]), 1.0))
+        with pyro.plate("obs_id", X.shape[0]):
+            pyro.sample("y", dist.Normal(X @ w, scale), obs=y)
+
+    X, y = torch.ones(4, 2), torch.zeros(4)
+    with pytest.raises(PyrozooError, match=r"^posterior: .*latent site\(s\) \['scale'\]; expected every latent site "
+                                           r"\['scale', 'w'\], got \['w', 'sigma'\]; \['sigma'\] are not sites"):
+        assemble_result("test", model, {"X": X, "y": y}, {"w": torch.zeros(1, 2, 2), "sigma": torch.ones(1, 2)})
+
+
+def test_a_posterior_may_hold_more_than_the_latents_and_needs_no_enumerated_site():
+    def model(X, y=None):
+        with pyro.plate("feature", X.shape[1]):
+            w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[1]), 1.0))
+            pyro.deterministic("w2", w**2)
+        with pyro.plate("obs_id", X.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            pyro.sample("y", dist.Normal(X @ w + z, 1.0), obs=y)
+
+    def loglik(posterior, model_kwargs):
+        return {"y": np.zeros((1, 2, 4))}
+
+    X, y = torch.ones(4, 2), torch.zeros(4)
+    result = assemble_result("test", model, {"X": X, "y": y},
+                             {"w": torch.zeros(1, 2, 2), "w2": torch.zeros(1, 2, 2), "probs": torch.ones(1, 2)},
+                             log_likelihood_fn=loglik)
+    assert set(result.posterior) == {"w", "w2", "probs"}
