@@ -17,6 +17,7 @@ import torch
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.predictive import check_likelihood_sites, check_posterior_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_int
@@ -68,12 +69,18 @@ def run_gibbs(
 
     ``data`` is what the conditionals read (sufficient statistics, design matrices ...). With ``model`` and
     ``model_kwargs`` (the Pyro model the conditionals belong to) the result gets the pointwise log-likelihood and
-    observed data like every other engine; without them the result holds the draws alone.
+    observed data like every other engine; without them the result holds the draws alone. With ``model``, its
+    structure is checked as NUTS and SVI check it, and the recorded blocks must include every latent site of the
+    model (enumerated sites excepted), all before the first sweep.
     """
     num_samples = check_int("num_samples", num_samples, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     thin = check_int("thin", thin, minimum=1)
+    proto = None
+    if model is not None:  # traced before set_seed: the chains' draws stay those of the seed alone
+        proto = trace_model(model, model_kwargs or {})
+        check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
     set_seed(seed)
     t0 = time.perf_counter()
     state = kernel.init(num_chains, data)
@@ -81,6 +88,8 @@ def run_gibbs(
     missing = [n for n in names if n not in state]
     if missing:
         raise PyrozooError(f"record: block(s) {missing} are not in the kernel's state {list(state)}")
+    if proto is not None:
+        check_posterior_sites(proto, names, what="gibbs kernel (recorded blocks)")
     draws = {n: torch.empty((num_samples,) + tuple(state[n].shape), dtype=state[n].dtype,
                             device=state[n].device) for n in names}
     lp = None

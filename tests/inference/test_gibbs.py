@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.gibbs import GibbsKernel, run_gibbs
+from pyrozoo.models import normal_gamma as ng
 
 RHO = 0.9
 
@@ -74,3 +77,57 @@ def test_record_must_name_state_blocks():
     kernel = GibbsKernel(init=_init, conditionals={"x": _x, "y": _y}, record=("z",))
     with pytest.raises(PyrozooError, match="record"):
         run_gibbs(kernel, DATA, num_samples=2, progress=False)
+
+
+# ------------------------------------------------------------------- the model's structure, before the first sweep
+def _no_sweep(state, d):
+    raise AssertionError("a sweep ran before the model was checked")
+
+
+def _normal_gamma_case():
+    ds = ng.simulate_normal_gamma(0, n=30)
+    return ds, ng.sufficient_stats(ds), ds.model_kwargs()
+
+
+def test_a_model_without_observed_site_fails_before_the_first_sweep():
+    _, data, kwargs = _normal_gamma_case()
+
+    def forgot_obs(x=None, *, n=None, mu0=0.0, mu_scale=10.0, a=1.0, b=1.0):
+        mu = pyro.sample("mu", dist.Normal(mu0, mu_scale))
+        beta = pyro.sample("beta", dist.Gamma(a, b))
+        with pyro.plate("obs_id", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, beta.rsqrt()))  # obs=x forgotten
+
+    kernel = GibbsKernel(init=ng._init, conditionals={"mu": _no_sweep, "beta": _no_sweep})
+    with pytest.raises(PyrozooError, match="no observed sample site"):
+        run_gibbs(kernel, data, model=forgot_obs, model_kwargs=kwargs, num_samples=10**6, progress=False)
+
+
+def test_blocks_renamed_away_from_the_models_latents_fail_before_the_first_sweep():
+    """A kernel whose block ``prec`` is the model's ``beta``: replaying the model would draw beta from its prior."""
+    _, data, kwargs = _normal_gamma_case()
+    kernel = GibbsKernel(init=lambda c, d: {"mu": torch.zeros(c, dtype=torch.float64),
+                                            "prec": torch.ones(c, dtype=torch.float64)},
+                         conditionals={"mu": _no_sweep, "prec": _no_sweep})
+    with pytest.raises(PyrozooError, match=r"latent site\(s\) \['beta'\].*\['prec'\] are not sites of the model"):
+        run_gibbs(kernel, data, model=ng.normal_gamma_model, model_kwargs=kwargs, num_samples=10, progress=False)
+
+
+def test_a_record_leaving_out_a_model_latent_is_an_error():
+    _, data, kwargs = _normal_gamma_case()
+    kernel = GibbsKernel(init=ng._init, conditionals={"mu": _no_sweep, "beta": _no_sweep}, record=("mu",))
+    with pytest.raises(PyrozooError, match=r"gibbs kernel.*latent site\(s\) \['beta'\].*got \['mu'\]"):
+        run_gibbs(kernel, data, model=ng.normal_gamma_model, model_kwargs=kwargs, num_samples=10, progress=False)
+
+
+def test_the_model_check_leaves_the_seeded_draws_and_the_callers_state_alone():
+    _, data, kwargs = _normal_gamma_case()
+    bare = run_gibbs(ng.GIBBS_KERNEL, data, num_samples=20, warmup_steps=5, num_chains=2, seed=3, progress=False)
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    full = run_gibbs(ng.GIBBS_KERNEL, data, model=ng.normal_gamma_model, model_kwargs=kwargs, num_samples=20,
+                     warmup_steps=5, num_chains=2, seed=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    for name in ("mu", "beta"):
+        assert np.array_equal(np.asarray(bare.posterior[name]), np.asarray(full.posterior[name]))
+    assert full.log_likelihood["x"].shape == (2, 20, 30)
