@@ -14,12 +14,19 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from pyrozoo.inference.device import keeps_caller_state, set_seed
-from pyrozoo.inference.predictive import check_likelihood_sites, latent_sites, max_plate_nesting, trace_model
+from pyrozoo.inference.predictive import (
+    check_likelihood_sites,
+    check_posterior_sites,
+    latent_sites,
+    max_plate_nesting,
+    trace_model,
+)
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_int, check_positive
@@ -87,13 +94,24 @@ def _params_finite() -> bool:
     return all(bool(torch.isfinite(v).all()) for _, v in pyro.get_param_store().items())
 
 
+def guide_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the sample sites a guide draws, leaving out observed, ``_``-prefixed auxiliary and subsample sites."""
+    return [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+            and not n.startswith("_") and not site_is_subsample(s)]
+
+
 def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
                     num_samples: int) -> dict[str, torch.Tensor]:
-    """``num_samples`` draws of the model's latents ``names`` from ``guide``, each shaped ``(1, S, ...)``."""
+    """``num_samples`` draws of the model's latents ``names`` from ``guide``, each shaped ``(1, S, ...)``; a name the
+    guide does not draw is a :class:`PyrozooError`."""
     with torch.no_grad():
         draws: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         for _ in range(num_samples):
             tr = poutine.trace(guide).get_trace(**model_kwargs)
+            missing = [n for n in names if n not in tr.nodes]
+            if missing:
+                raise PyrozooError(f"guide: no draws of the model's latent site(s) {missing}; expected every latent "
+                                   f"site {names}, got {guide_sites(tr)}")
             for n in names:
                 draws[n].append(tr.nodes[n]["value"].detach())
     return {n: torch.stack(v).unsqueeze(0) for n, v in draws.items()}
@@ -171,9 +189,11 @@ def run_svi(
     optim = make_optimizer(optimizer, lr, lr_decay=lr_decay, num_steps=num_steps, clip_norm=clip_norm)
     svi = SVI(model, guide, optim, loss_fn)
 
-    # Set the guide up (it may draw initial values) before any RNG state is restored.
+    # Set the guide up (it may draw initial values) before any RNG state is restored, and check that it draws every
+    # latent site of the model (TraceEnum_ELBO sums enumerated ones out: latent_sites leaves them out).
     with poutine.block(), torch.no_grad():
-        guide(**model_kwargs)
+        guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
+    check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
     losses: list[float] = []
     start_step = 0
     if resume:

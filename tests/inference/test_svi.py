@@ -187,3 +187,41 @@ def test_an_invalid_parameter_before_any_step_is_not_called_a_divergence():
     with pytest.raises(ValueError, match="Expected parameter scale") as info:
         run_svi(model, bad_guide, {"x": X}, num_steps=3, progress=False, num_samples=5)
     assert not isinstance(info.value, PyrozooError)
+
+
+# ------------------------------------------------------------------ a guide that misses a latent, before training
+def loc_only_guide(x=None, n=20):
+    pyro.sample("loc", dist.Normal(pyro.param("loc_q", torch.tensor(0.0)), 1.0))
+
+
+def test_a_guide_missing_a_model_latent_fails_before_training():
+    steps = []
+    with pytest.raises(PyrozooError, match=r"^guide: .*latent site\(s\) \['scale'\].*got \['loc'\]$"):
+        run_svi(model, loc_only_guide, {"x": X}, num_steps=1000, progress=False,
+                callback=lambda step, loss: steps.append(step))
+    assert steps == []
+
+
+def test_draw_from_guide_names_a_missing_latent():
+    from pyrozoo.inference.svi import draw_from_guide
+
+    with pytest.raises(PyrozooError, match=r"guide: .*\['scale'\]"):
+        draw_from_guide(loc_only_guide, {"x": X}, ["loc", "scale"], 2)
+
+
+def enum_model(x=None, n=20):
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+    with pyro.plate("obs_id", n):
+        z = pyro.sample("z", dist.Bernoulli(p), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(loc * z, 1.0), obs=x)
+
+
+def test_an_enumerated_latent_is_not_asked_of_the_guide():
+    def loglik(posterior, model_kwargs):
+        return {"x": torch.zeros(posterior["loc"].shape[:2] + (20,)).numpy()}
+
+    guide = AutoNormal(pyro.poutine.block(enum_model, hide=["z"]))
+    res = run_svi(enum_model, guide, {"x": X}, elbo="enum", num_steps=3, progress=False, num_samples=4,
+                  log_likelihood_fn=loglik)
+    assert set(res.posterior) == {"p", "loc"}
