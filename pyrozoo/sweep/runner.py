@@ -318,6 +318,10 @@ def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | N
 
     check_choice("backend", backend, ("local", "ray"))
     jobs = check_int("jobs", jobs, minimum=1)
+    if backend == "ray" and jobs != 1:
+        raise PyrozooError(f"jobs: the ray backend schedules by the cluster's resources (a CPU per task, as many "
+                           f"tasks at once as the cluster has CPUs), so expected 1 with it, got {jobs}; drop --jobs "
+                           f"or use --backend local")
     if limit is not None:
         limit = check_int("limit", limit, minimum=1)
     if gpus_per_task is not None and not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):

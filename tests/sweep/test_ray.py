@@ -116,3 +116,16 @@ def test_a_held_lock_closes_the_ray_session_it_opened(write_spec, sweep_text, tm
     with pytest.raises(PyrozooError, match="another sweep"):
         run_sweep(spec, backend="ray")
     assert closed == [True]
+
+
+def test_jobs_is_refused_with_the_ray_backend(write_spec, sweep_text, tmp_path, capsys):
+    """--jobs sized the local pool only and was silently ignored with --backend ray: now an error, like --address
+    with the local backend (Ray runs as many tasks at once as the cluster has CPUs)."""
+    path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
+    with pytest.raises(PyrozooError, match=r"jobs: the ray backend schedules by the cluster's resources .*got 4"):
+        run_sweep(load_spec(path, out=out), backend="ray", jobs=4)
+    for extra in ([], ["--dry-run"]):
+        assert main(["sweep", str(path), "--out", str(out), "--backend", "ray", "--jobs", "4", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pyrozoo: error: jobs: ") and err.endswith("drop --jobs or use --backend local")
+    assert not out.exists()
