@@ -11,20 +11,29 @@
 * Tasks return the run directory's files (:func:`~pyrozoo.sweep.runner.execute_cell_portable`) and the driver
   writes them, so worker nodes need pyrozoo installed but no shared file system. Each finished task is stored as
   it arrives: interrupting the driver loses only the tasks in flight.
+* On an interrupt the tasks in flight are cancelled (their workers killed) and waited for (at most
+  ``CANCEL_WAIT_S``). A killed worker cannot remove the temporary folder it ran its cell in; the folders are named
+  after the session (:func:`~pyrozoo.sweep.runner.cell_temp_prefix`), so :meth:`RaySession.close` removes the
+  session's folders on the driver's machine (all of them with a local instance), and each task first removes the
+  folders of dead workers on its node (:func:`~pyrozoo.sweep.runner.remove_orphaned_temporaries`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.sweep.runner import CellOutcome, store_payload, write_failure
+from pyrozoo.sweep.runner import CellOutcome, remove_session_temporaries, store_payload, write_failure
 from pyrozoo.sweep.spec import Cell
+
+CANCEL_WAIT_S = 10.0  # how long an interrupted driver waits for its cancelled tasks' workers to be gone
 
 
 def import_ray() -> Any:
@@ -64,8 +73,9 @@ def _needs_gpu(device: str, cluster_gpus: float) -> bool:
     return device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
 
 
-def _ray_cell(cell: Cell) -> dict[str, Any]:
-    """The body of a Ray task: match torch's threads to the CPUs Ray assigned, then run the cell."""
+def _ray_cell(cell: Cell, tag: str = "cell") -> dict[str, Any]:
+    """The body of a Ray task: match torch's threads to the CPUs Ray assigned, remove the temporary folders of
+    killed workers on this node, then run the cell (in a temporary folder named after the session ``tag``)."""
     import warnings
 
     import ray
@@ -74,22 +84,25 @@ def _ray_cell(cell: Cell) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=FutureWarning)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    from pyrozoo.sweep.runner import execute_cell_portable
+    from pyrozoo.sweep.runner import execute_cell_portable, remove_orphaned_temporaries
 
-    return execute_cell_portable(cell)
+    remove_orphaned_temporaries()
+    return execute_cell_portable(cell, tag)
 
 
 class RaySession:
     """A connected Ray runtime and the per-task resources; :meth:`run` executes cells, :meth:`close` disconnects
-    (a local instance that this session started is shut down)."""
+    (a local instance that this session started is shut down) and removes what killed tasks left behind. ``tag``
+    names the session's temporary folders (random by default)."""
 
     def __init__(self, ray: Any, *, owned: bool, cpus_per_task: float, gpus_per_task: float,
-                 cluster_gpus: float) -> None:
+                 cluster_gpus: float, tag: str | None = None) -> None:
         self.ray = ray
         self.owned = owned
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.cluster_gpus = cluster_gpus
+        self.tag = tag or uuid.uuid4().hex[:12]
 
     def task_options(self, cell: Cell) -> dict[str, float]:
         gpus = self.gpus_per_task if _needs_gpu(str(cell.config.get("device", "auto")), self.cluster_gpus) else 0
@@ -98,7 +111,7 @@ class RaySession:
     def run(self, cells: Sequence[Cell], root: Path, on_done: Callable[[CellOutcome], None]) -> None:
         ray = self.ray
         remote = ray.remote(max_retries=0)(_ray_cell)
-        refs = {remote.options(**self.task_options(cell)).remote(cell): cell for cell in cells}
+        refs = {remote.options(**self.task_options(cell)).remote(cell, self.tag): cell for cell in cells}
         pending = list(refs)
         try:
             while pending:
@@ -114,13 +127,25 @@ class RaySession:
                         continue
                     on_done(store_payload(root, cell, payload))
         except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            self._cancel(pending)
             raise
 
+    def _cancel(self, refs: Sequence[Any]) -> None:
+        """Cancel the tasks (killing the workers that run them) and wait, at most ``CANCEL_WAIT_S``, until they are
+        gone, so that nothing writes into their temporary folders when :meth:`close` removes them. Best effort: a
+        failure here must not hide the interrupt that got us here."""
+        with contextlib.suppress(Exception):
+            for ref in refs:
+                self.ray.cancel(ref, force=True)
+            if refs:
+                self.ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_WAIT_S)
+
     def close(self) -> None:
-        if self.owned and self.ray.is_initialized():
-            self.ray.shutdown()
+        try:
+            if self.owned and self.ray.is_initialized():
+                self.ray.shutdown()
+        finally:  # the folders of cells whose workers were killed (cancelled, crashed), on this machine
+            remove_session_temporaries(self.tag)
 
 
 def connect(address: str | None = None, *, cells: Sequence[Cell] = (), gpus_per_task: float | None = None,

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import threading
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -209,13 +211,62 @@ def execute_cell(cell: Cell, root: str | Path) -> CellOutcome:
     return CellOutcome(cell.key, "ok", time.perf_counter() - t0, metrics=metrics)
 
 
-def execute_cell_portable(cell: Cell) -> dict[str, Any]:
+# Temporary folders of portable cells: ``pyrozoo-cell-TAG-HOST-PID-RANDOM`` in the worker's temp directory. TAG
+# names the sweep session that ran the cell, HOST (a hash of the node name) and PID the worker process: a worker killed
+# mid-cell (a cancelled Ray task) cannot remove its folder, so the driver removes its session's folders on its own
+# machine, and later cells remove those of dead workers on theirs.
+CELL_TEMP = "pyrozoo-cell-"
+_CELL_TEMP_NAME = re.compile(re.escape(CELL_TEMP) + r"(?P<tag>[0-9a-z]+)-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[^-]+")
+
+
+def _host_id() -> str:
+    return f"{zlib.crc32(os.uname().nodename.encode()):08x}"
+
+
+def cell_temp_prefix(tag: str) -> str:
+    """The name prefix of the temporary folder in which this process runs a portable cell of session ``tag``."""
+    if not re.fullmatch(r"[0-9a-z]+", tag):
+        raise PyrozooError(f"tag: expected lowercase letters and digits, got {tag!r}")
+    return f"{CELL_TEMP}{tag}-{_host_id()}-{os.getpid()}-"
+
+
+def remove_session_temporaries(tag: str) -> int:
+    """Remove the temporary folders that cells of session ``tag`` left in this machine's temp directory (their
+    workers were killed); call it only when none of the session's cells runs any more. Returns how many."""
+    n = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{CELL_TEMP}{tag}-*"):
+        if _CELL_TEMP_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            n += 1
+    return n
+
+
+def remove_orphaned_temporaries() -> int:
+    """Remove the temporary folders of portable cells whose worker process, on this host, is gone (killed mid-cell,
+    e.g. a Ray task cancelled when its sweep was interrupted), of any session. Returns how many."""
+    n, host = 0, _host_id()
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"{CELL_TEMP}*"))
+    except OSError:
+        return 0
+    for path in entries:
+        m = _CELL_TEMP_NAME.fullmatch(path.name)
+        if m and m["host"] == host and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                n += 1
+    return n
+
+
+def execute_cell_portable(cell: Cell, tag: str = "cell") -> dict[str, Any]:
     """Run one cell into a private temporary directory and return its files as bytes (or the error).
 
     For backends whose workers may sit on other machines (Ray): the driver, the only writer of the output tree,
-    stores the payload with :func:`store_payload`, so no shared file system is needed."""
+    stores the payload with :func:`store_payload`, so no shared file system is needed. ``tag`` names the sweep
+    session in the temporary folder's name (:func:`cell_temp_prefix`), so that its driver can remove the folders of
+    cells it cancelled (:func:`remove_session_temporaries`)."""
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="pyrozoo-cell-"))
+    tmp = Path(tempfile.mkdtemp(prefix=cell_temp_prefix(tag)))
     try:
         out = tmp / "run"
         try:

@@ -1,14 +1,28 @@
-"""Ray backend: same metrics as the local pool for the same seeds; clear errors for bad addresses and resources."""
+"""Ray backend: same metrics as the local pool for the same seeds; clear errors for bad addresses and resources;
+interrupts with Ray: cancelled tasks' temporaries removed."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from pyrozoo.cli import main
 from pyrozoo.errors import PyrozooError
 from pyrozoo.sweep.ray_backend import RaySession, connect, probe_address
-from pyrozoo.sweep.runner import run_sweep
+from pyrozoo.sweep.runner import (
+    CELL_TEMP,
+    cell_status,
+    cell_temp_prefix,
+    remove_orphaned_temporaries,
+    remove_session_temporaries,
+    run_sweep,
+)
 from pyrozoo.sweep.spec import Cell, load_spec
 
 
@@ -129,3 +143,61 @@ def test_jobs_is_refused_with_the_ray_backend(write_spec, sweep_text, tmp_path, 
         err = capsys.readouterr().err.strip()
         assert err.startswith("pyrozoo: error: jobs: ") and err.endswith("drop --jobs or use --backend local")
     assert not out.exists()
+
+
+def _cell_temps():
+    return {p.name for p in Path(tempfile.gettempdir()).glob(CELL_TEMP + "*")}
+
+
+def test_temporaries_of_killed_cells_are_removed(tmp_path, monkeypatch):
+    """A Ray task cancelled with force=True (its worker killed) cannot remove its temporary folder: the driver
+    removes its session's folders, and a task removes those of dead workers on its host (any session), never a
+    live worker's, another host's or a folder that is not a cell's."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = cell_temp_prefix("abc")
+    host = mine.split("-")[3]
+    other_host = f"{(int(host, 16) + 1) % 2**32:08x}"
+    names = {
+        "session": mine + "x1",
+        "dead": f"{CELL_TEMP}other-{host}-{dead.pid}-x2",
+        "live": f"{CELL_TEMP}other-{host}-{os.getppid()}-x3",
+        "elsewhere": f"{CELL_TEMP}other-{other_host}-{dead.pid}-x4",
+        "old-style": f"{CELL_TEMP}k4l9s179",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run").mkdir()
+    (tmp_path / f"{CELL_TEMP}abc-{host}-{dead.pid}-file").write_text("not a folder")
+    assert remove_orphaned_temporaries() == 1 and not (tmp_path / names["dead"]).exists()
+    assert remove_session_temporaries("abc") == 1 and not (tmp_path / names["session"]).exists()
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {names["live"], names["elsewhere"], names["old-style"], f"{CELL_TEMP}abc-{host}-{dead.pid}-file"}
+    with pytest.raises(PyrozooError, match="tag: expected lowercase letters and digits, got 'a-b'"):
+        cell_temp_prefix("a-b")
+
+
+def test_interrupt_on_ray_cancels_the_tasks_and_removes_their_temporaries(local_ray, write_spec, sweep_text,
+                                                                          tmp_path, capsys):
+    """Ctrl-C while Ray tasks run: the tasks in flight are cancelled (their workers killed, so their own cleanup never
+    runs) and the driver removes their temporary folders (one per running task used to stay in /tmp)."""
+    spec = load_spec(write_spec(sweep_text(seeds="[0, 1, 2]")), out=tmp_path / "out")
+    before = _cell_temps()
+    seen = []
+
+    def stop(outcome, done, total):  # once another task is running (its temporary folder is there)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen:
+            seen.extend(_cell_temps() - before)
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, backend="ray", on_done=stop)
+    assert seen, "no task was running when the sweep was interrupted"
+    assert _cell_temps() - before == set()
+    assert not (spec.out / ".sweep.lock").exists()
+    done = sum(cell_status(spec.out, c) == "done" for c in spec.cells)
+    assert f"sweep interrupted: {done} of 6 pending runs finished and are kept" in capsys.readouterr().out
+    assert 1 <= done < 6
