@@ -399,29 +399,51 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+class StopSignals:
+    """What :func:`terminate_as_interrupt` gives its block: ``received``, the stop signal that came (``None`` while
+    none did), and :meth:`reinstall`, which installs the handlers again."""
+
+    def __init__(self, install: Callable[[], None] = lambda: None) -> None:
+        self.received: int | None = None
+        self._install = install
+
+    def reinstall(self) -> None:
+        """Install the handlers again (``ray.init`` replaces the SIGTERM handler with its own, which aborts)."""
+        self._install()
+
+
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[StopSignals]:
     """While the block runs, SIGTERM or SIGHUP (:data:`STOP_SIGNALS`) raises :class:`Terminated` (a
     ``KeyboardInterrupt``) in this process, so a terminated sweep stops its workers, removes their temporaries and
     releases its lock as after Ctrl-C, instead of dying at once and leaving the workers orphaned. A second signal
-    during that cleanup is ignored (the workers are waited for at most a few seconds each). The previous handlers
-    are restored afterwards. Outside the main thread, where Python cannot install signal handlers, nothing changes.
-    The local backend's workers are spawned (a fresh interpreter, no Python handler inherited) and reset SIGTERM to
-    its default, so terminating them still ends them."""
+    during that cleanup is ignored (the workers are waited for at most a few seconds each). The handlers that were
+    there on entry are restored afterwards. Outside the main thread, where Python cannot install signal handlers,
+    nothing changes. The local backend's workers are spawned (a fresh interpreter, no Python handler inherited) and
+    reset SIGTERM to its default, so terminating them still ends them.
+
+    The block gets a :class:`StopSignals`: the Ray backend calls its ``reinstall`` once connected (``ray.init``
+    installs SIGTERM handlers of its own; what is restored at the end is still the handler from before the block),
+    and reads ``received`` because Ray turns an exception raised by a signal handler while it waits into a plain
+    ``KeyboardInterrupt``."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield StopSignals()
         return
-    fired = False
 
     def handler(signum: int, frame: object) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
+        if stop.received is None:
+            stop.received = signum
             raise Terminated(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    def install() -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handler)
+
+    stop = StopSignals(install)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    install()
     try:
-        yield
+        yield stop
     finally:
         for signum, old in previous.items():
             signal.signal(signum, signal.SIG_DFL if old is None else old)
@@ -473,12 +495,15 @@ def run_sweep(
         if on_done is not None:
             on_done(outcome, len(outcomes), len(pending))
 
-    with terminate_as_interrupt():  # SIGTERM / SIGHUP stop the sweep as Ctrl-C does
+    with terminate_as_interrupt() as stop:  # SIGTERM / SIGHUP stop the sweep as Ctrl-C does
         ray_session = None
         if backend == "ray" and pending:
             from pyrozoo.sweep.ray_backend import connect
 
-            ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
+            try:
+                ray_session = connect(address, cells=pending, gpus_per_task=gpus_per_task)  # checks before the lock
+            finally:  # ray.init installs SIGTERM handlers of its own (one aborts the driver): ours again
+                stop.reinstall()
         try:
             lock = acquire_lock(root)
         except BaseException:  # another sweep owns the directory: do not leave a Ray instance behind
@@ -498,6 +523,10 @@ def run_sweep(
                     ray_session.run(pending, root, done)
         except KeyboardInterrupt as exc:
             interrupted = exc
+            if stop.received is not None and not isinstance(exc, Terminated):
+                # our handler's Terminated, raised inside ray.wait, comes out as a plain KeyboardInterrupt
+                interrupted = Terminated(stop.received)
+                raise interrupted from exc
             raise
         finally:
             # the backends return only once their workers are stopped, so nothing writes below root any more: count,

@@ -1,8 +1,9 @@
 """Ray backend: same metrics as the local pool for the same seeds; clear errors for bad addresses and resources;
-interrupts with Ray: cancelled tasks' temporaries removed."""
+stop signals and interrupts with Ray: the sweep's own handler, cancelled tasks' temporaries removed."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.sweep.ray_backend import RaySession, connect, probe_address
 from pyrozoo.sweep.runner import (
     CELL_TEMP,
+    Terminated,
     cell_status,
     cell_temp_prefix,
     remove_orphaned_temporaries,
@@ -145,6 +147,50 @@ def test_jobs_is_refused_with_the_ray_backend(write_spec, sweep_text, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_after_ray_took_over_the_handler_still_stops_the_sweep(write_spec, sweep_text, tmp_path,
+                                                                             capsys, monkeypatch, signame):
+    """ray.init installs its own SIGTERM handler over the sweep's (Ray's aborted the driver: exit 134, lock and
+    workers left): run_sweep installs its handler again once connected, turns the plain KeyboardInterrupt that
+    ray.wait makes of the handler's exception back into Terminated (exit 128 + signal), closes the session and
+    restores the handler from before the sweep, not Ray's."""
+    import pyrozoo.sweep.ray_backend as ray_backend
+
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} on this platform")
+    signum = getattr(signal, signame)
+    events = []
+
+    class FakeSession:
+        def run(self, cells, root, on_done):
+            try:
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # the handler raises in the main thread before this returns
+            except KeyboardInterrupt:  # what ray.wait raises when a signal handler raised while it waited
+                raise KeyboardInterrupt from None
+            events.append("not interrupted")
+
+        def close(self):
+            events.append("closed")
+
+    def fake_connect(*args, **kwargs):  # what ray.init does to the handler
+        signal.signal(signum, lambda *a: events.append("ray's handler"))
+        return FakeSession()
+
+    monkeypatch.setattr(ray_backend, "connect", fake_connect)
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+    previous = signal.signal(signum, signal.SIG_IGN)
+    try:
+        with pytest.raises(Terminated) as info:
+            run_sweep(spec, backend="ray")
+        assert signal.getsignal(signum) is signal.SIG_IGN
+    finally:
+        signal.signal(signum, previous)
+    assert info.value.signum == signum and events == ["closed"]
+    assert "sweep terminated: 0 of 2 pending runs finished and are kept" in capsys.readouterr().out
+    assert not (spec.out / ".sweep.lock").exists()
+
+
 def _cell_temps():
     return {p.name for p in Path(tempfile.gettempdir()).glob(CELL_TEMP + "*")}
 
@@ -201,3 +247,69 @@ def test_interrupt_on_ray_cancels_the_tasks_and_removes_their_temporaries(local_
     done = sum(cell_status(spec.out, c) == "done" for c in spec.cells)
     assert f"sweep interrupted: {done} of 6 pending runs finished and are kept" in capsys.readouterr().out
     assert 1 <= done < 6
+
+
+def _descendants(pid):
+    """Pids of the live (not zombie) processes below ``pid``, read from /proc."""
+    parents = {}
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(stat)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # a Ray start-up in a subprocess: about 30 s on two busy cores
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_signalled_ray_sweep_cleans_up_and_exits_128_plus_the_signal(write_spec, sweep_text, tmp_path, signame):
+    """`pyrozoo sweep --backend ray` signalled while its tasks run: it used to abort (exit 134, Ray's SIGTERM trace),
+    leaving its lock, the cancelled tasks' temporaries and Ray's processes. Now: the Ctrl-C cleanup, exit 143/129."""
+    pytest.importorskip("ray")
+    signum = getattr(signal, signame)
+    path, out, tmp = write_spec(sweep_text(seeds="[0, 1, 2]")), tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "RAY_TMPDIR": "/tmp"}  # cells' temporaries here; Ray's where they were
+    log, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(log, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "pyrozoo.cli", "sweep", str(path), "--out", str(out),
+                                 "--backend", "ray"], stdout=stdout, stderr=stderr, env=env)
+    ray_processes = set()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not list(tmp.glob(CELL_TEMP + "*")):
+            time.sleep(0.01)
+        ray_processes = _descendants(proc.pid)
+        assert proc.poll() is None, "the sweep should still be running its tasks"
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=90)
+        assert proc.returncode == 128 + signum, err.read_text()[-2000:]
+        assert f"pyrozoo: terminated ({signame})" in err.read_text() and "sweep terminated: " in log.read_text()
+        assert not (out / ".sweep.lock").exists()
+        assert list(tmp.glob(CELL_TEMP + "*")) == []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in ray_processes):
+            time.sleep(0.2)
+        assert not [p for p in ray_processes if _alive(p)], "Ray's processes outlived the driver"
+    finally:
+        for pid in [proc.pid, *ray_processes]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
