@@ -334,12 +334,21 @@ def acquire_lock(root: Path) -> Path:
 
 def clean_stale_temporaries(root: Path, cells: Sequence[Cell]) -> int:
     """Remove the hidden ``.NAME.*.tmp`` directories that runs of these cells left when killed mid-write (safe
-    under the lock): only next to a cell's run or failure directory and named after it, never other folders."""
+    under the lock): only next to a cell's run or failure directory and named after it, never other folders. Also
+    the empty ``.pyrozoo-probe.*`` directories that ``check_out_dir`` makes and removes at once, left by a run killed
+    in between (a local worker terminated as it began a cell), next to a cell's run directory or in ``root``."""
     n = 0
+    probed = {Path(root)}
     for cell in cells:
         for dest in (run_path(root, cell), failed_path(root, cell)):
             for tmp in stale_temp_siblings(dest):
                 shutil.rmtree(tmp, ignore_errors=True)
+                n += 1
+        probed.add(run_path(root, cell).parent)
+    for folder in probed:
+        for probe in folder.glob(".pyrozoo-probe.*") if folder.is_dir() else ():
+            with contextlib.suppress(OSError):  # only an empty one (a probe holds nothing)
+                probe.rmdir()
                 n += 1
     return n
 

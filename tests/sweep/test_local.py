@@ -223,9 +223,14 @@ def test_a_folder_that_no_sweep_wrote_is_refused_and_left_alone(write_spec, swee
     cell = spec.cells[0]
     parent = (out / cell.key).parent
     (parent / f".{(out / cell.key).name}.abc123.tmp").mkdir(parents=True)  # what a killed run leaves
+    (parent / ".pyrozoo-probe.x1y2z3").mkdir()  # check_out_dir's probe, when the run was killed while probing
+    (parent / ".pyrozoo-probe.full").mkdir()  # not a probe: it holds a file
+    (parent / ".pyrozoo-probe.full" / "data.txt").write_text("important")
     (out / "unrelated" / ".keep.tmp").mkdir(parents=True)
-    assert clean_stale_temporaries(out, spec.cells) == 1
-    assert (out / "unrelated" / ".keep.tmp").is_dir()
+    (out / "unrelated" / ".pyrozoo-probe.abc").mkdir()  # not next to a cell's run directory
+    assert clean_stale_temporaries(out, spec.cells) == 2
+    assert (out / "unrelated" / ".keep.tmp").is_dir() and (out / "unrelated" / ".pyrozoo-probe.abc").is_dir()
+    assert sorted(p.name for p in parent.iterdir()) == [".pyrozoo-probe.full"]
 
 
 def test_runs_named_by_an_older_version_are_resumed_not_redone(write_spec, sweep_text, tmp_path, capsys):
