@@ -194,9 +194,10 @@ def _vectorized_trace(
     uncondition: bool,
 ) -> poutine.Trace:
     num = next(iter(draws.values())).shape[0]
-    conditioned = poutine.condition(model, _reshape_for_plate(proto, draws, nesting))
-    if uncondition:
-        conditioned = poutine.uncondition(conditioned)
+    # uncondition inside condition, as the loop does: the other way round, uncondition also dropped the posterior
+    # draws that condition had just set, and every latent came from its prior
+    conditioned = poutine.condition(poutine.uncondition(model) if uncondition else model,
+                                    _reshape_for_plate(proto, draws, nesting))
 
     def vectorized(**kwargs):
         with pyro.plate("_draws", num, dim=-(nesting + 1)):
@@ -287,6 +288,11 @@ def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk
         chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
         num = next(iter(chunk.values())).shape[0]
         tr = _vectorized_trace(model, chunk, model_kwargs, proto, nesting, uncondition=predictive)
+        if predictive:  # the draws must be the ones replayed (the check above sees only the log-likelihood)
+            for k, v in chunk.items():
+                if k in tr.nodes and k in proto.nodes and not torch.equal(
+                        _per_draw(tr.nodes[k]["value"], num, tuple(proto.nodes[k]["value"].shape)), v):
+                    raise ValueError(f"vectorized predictive did not replay the draws of {k!r}")
         for n in names:
             out = _site_output(tr.nodes[n], proto.nodes[n], num, predictive)
             pieces[n].append(out.detach().cpu().numpy())

@@ -50,6 +50,30 @@ def test_posterior_predictive_uses_each_draw():
     np.testing.assert_allclose(pp["y"][0, :, 0], [0.0, 20.0, -20.0], atol=1e-2)
 
 
+def _line(X, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 10.0))
+    with pyro.plate("obs_id", X.shape[0]):
+        pyro.sample("y", dist.Normal(w * X, 0.01), obs=y)
+
+
+def test_vectorized_posterior_predictive_replays_the_draws(monkeypatch):
+    """A model that vectorizes over draws (no loop fallback): the predictive is drawn at the posterior's w. The
+    vectorized path wrapped condition in uncondition, which dropped the draws too, so w came from its prior (y
+    spread like N(0, 10) * X)."""
+    import pyrozoo.inference.predictive as predictive
+
+    X = torch.linspace(0.0, 1.0, 20)
+    post = {"w": torch.tensor([[3.0, 3.0, -1.0, 0.5]])}
+    loops = []
+    original = predictive._evaluate_loop
+    monkeypatch.setattr(predictive, "_evaluate_loop", lambda *a, **k: loops.append(1) or original(*a, **k))
+    pp = posterior_predictive(_line, post, {"X": X, "y": torch.zeros(20)})
+    assert not loops  # the vectorized path ran
+    assert pp["y"].shape == (1, 4, 20)
+    expected = post["w"][0, :, None].numpy() * X.numpy()
+    np.testing.assert_allclose(pp["y"][0], expected, atol=0.05)  # 5 noise sd
+
+
 def test_site_helpers():
     X, y = torch.randn(7, 3), torch.randn(7)
     tr = trace_model(regression, {"X": X, "y": y})
