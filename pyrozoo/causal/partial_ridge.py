@@ -12,36 +12,86 @@ alpha is made on the residualized problem, which ignores the leverage of the few
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.linear_model import RidgeCV
+import warnings
+from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.linear_model import RidgeCV
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from pyrozoo.causal.inputs import numeric_vector
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int, check_shape
+from pyrozoo.validation import (
+    check_feature_names,
+    check_finite,
+    check_int,
+    check_numeric_columns,
+    feature_names,
+    real_array,
+)
 
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 4, 13))
 
 
+def _matrix(X: Any) -> np.ndarray:
+    """``X`` as a finite float64 (n, p) array with n, p >= 1; sparse matrices, text (even numbers stored as text),
+    pandas categoricals and complex numbers are refused (:func:`~pyrozoo.validation.check_numeric_columns`)."""
+    if sp.issparse(X):
+        raise PyrozooError(f"X: expected a dense array, got a sparse {type(X).__name__}; pass X.toarray()")
+    check_numeric_columns("X", X)
+    try:
+        X = np.asarray(X, dtype=np.float64)  # the memory layout is kept: PLCE's refits pass column-major slices
+    except (TypeError, ValueError) as exc:
+        raise PyrozooError(f"X: expected numbers, got {type(X).__name__} ({exc})") from None
+    if X.ndim != 2:
+        raise PyrozooError(f"X: expected a 2-D array (samples, features), got shape {X.shape}; Reshape your data "
+                           "with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
+    if 0 in X.shape:
+        raise PyrozooError(f"X: expected at least one sample and one feature, got shape {X.shape}")
+    check_finite("X", X)
+    return X
+
+
 class PartialRidgeCV(RegressorMixin, BaseEstimator):
     """Ridge regression whose first ``n_free`` columns (and the intercept) are not penalized; penalty from
-    ``alphas`` by efficient leave-one-out error. Accepts ``sample_weight`` (precision weights)."""
+    ``alphas`` (finite, > 0) by efficient leave-one-out error. Accepts ``sample_weight`` (precision weights).
+
+    A scikit-learn regressor: ``fit`` sets ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame with string
+    column names); ``predict`` raises scikit-learn's ``NotFittedError`` before ``fit`` and refuses another number of
+    columns, or other names or the same ones in another order. Non-finite, text, categorical, complex or sparse data
+    are refused before any work with a :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) naming the
+    argument."""
 
     def __init__(self, n_free: int = 0, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> None:
         self.n_free = n_free
         self.alphas = alphas
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> PartialRidgeCV:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> PartialRidgeCV:
         n_free = check_int("n_free", self.n_free, minimum=0)
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
-        check_shape("X", X, (len(y), None))
+        alphas = real_array("alphas", self.alphas, want="one or more finite penalties > 0").reshape(-1)
+        if not alphas.size or not np.all(np.isfinite(alphas) & (alphas > 0)):  # min() <= 0 let NaN through
+            raise PyrozooError(f"alphas: expected one or more finite penalties > 0, got {self.alphas!r}")
+        if y is None:
+            raise PyrozooError(f"y: {type(self).__name__} requires y to be passed, but the target y is None")
+        feature_names(X)  # a repeated name, or string and other names mixed, is an error (as in scikit-learn)
+        X_in, X, y_in, y = X, _matrix(X), y, numeric_vector("y", y)
+        if np.asarray(y_in).shape[1:] == (1,):  # (n, 1): used flattened, with scikit-learn's warning
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                          "to (n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=2)
+        if len(y) != X.shape[0]:
+            raise PyrozooError(f"y: expected one value per row of X ({X.shape[0]}), got {len(y)}")
         if n_free > X.shape[1]:
             raise PyrozooError(f"n_free: expected at most the {X.shape[1]} columns of X, got {n_free}")
-        if not len(self.alphas) or min(self.alphas) <= 0:
-            raise PyrozooError(f"alphas: expected one or more penalties > 0, got {self.alphas!r}")
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        check_shape("sample_weight", w, (len(y),))
-        if not np.all(np.isfinite(w) & (w >= 0)):
-            raise PyrozooError("sample_weight: expected finite weights >= 0")
+        w = np.ones(len(y)) if sample_weight is None else numeric_vector("sample_weight", sample_weight)
+        if len(w) != len(y):
+            raise PyrozooError(f"sample_weight: expected one weight per row of X ({len(y)}), got {len(w)}")
+        if np.any(w < 0) or not np.any(w > 0):
+            raise PyrozooError(f"sample_weight: expected weights >= 0, not all zero; got min {float(w.min())!r}, "
+                               f"max {float(w.max())!r}")
+        validate_data(self, X_in, skip_check_array=True)  # sets n_features_in_ (and feature_names_in_)
         root = np.sqrt(w)[:, None]
         A = np.column_stack([np.ones(len(y)), X[:, :n_free]])
         P = X[:, n_free:]
@@ -50,7 +100,7 @@ class PartialRidgeCV(RegressorMixin, BaseEstimator):
             return M - A @ np.linalg.lstsq(root * A, root * M, rcond=None)[0]
 
         if P.shape[1]:
-            ridge = RidgeCV(alphas=np.asarray(self.alphas, dtype=np.float64), fit_intercept=False)
+            ridge = RidgeCV(alphas=alphas, fit_intercept=False)
             ridge.fit(residual(P), residual(y[:, None]).reshape(-1), sample_weight=w)
             self.penalized_coef_, self.alpha_ = np.asarray(ridge.coef_, dtype=np.float64).reshape(-1), ridge.alpha_
         else:
@@ -60,7 +110,12 @@ class PartialRidgeCV(RegressorMixin, BaseEstimator):
         self.coef_ = np.concatenate([self.free_coef_, self.penalized_coef_])
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        check_shape("X", X, (None, len(self.coef_)))
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        check_feature_names(X, getattr(self, "feature_names_in_", None))  # same names, same order
+        X_in, X = X, _matrix(X)
+        if X.shape[1] != self.n_features_in_:  # scikit-learn's wording
+            raise PyrozooError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                               f"{self.n_features_in_} features as input")
+        validate_data(self, X_in, reset=False, skip_check_array=True)  # scikit-learn's warning when names come or go
         return self.intercept_ + X @ self.coef_
