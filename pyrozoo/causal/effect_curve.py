@@ -44,6 +44,7 @@ from pyrozoo.causal.inputs import (
     aligned_covariates,
     check_enough_rows,
     check_no_constant_columns,
+    check_varies,
     covariate_matrix,
     numeric_vector,
 )
@@ -264,6 +265,7 @@ class EffectCurve:
         if t.shape[0] != n:
             raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
         check_enough_rows(n, self.n_folds)  # before the checks a single row would fail (constant X, one t value)
+        check_varies("y", y, "an outcome")  # was reported as a constant column of the final stage's own design
         if X is not None:
             check_no_constant_columns(X, getattr(self, "feature_names_", None))
         distinct = np.unique(t)

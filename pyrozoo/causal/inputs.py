@@ -87,6 +87,15 @@ def check_enough_rows(n: int, n_folds: int) -> None:
                            f"(2 per fold), got {n}; use fewer folds or more data")
 
 
+def check_varies(name: str, v: np.ndarray, what: str) -> None:
+    """Raise if the vector ``v`` is constant (``what``: "an outcome", "a treatment"): the residuals are then zero up to
+    rounding, and an estimate from them would report that rounding noise as inference. Exact (peak to peak), so a
+    constant whose mean rounds off its value (0.1 repeated) is caught too."""
+    if v.size and np.ptp(v) == 0:
+        raise PyrozooError(f"{name}: expected {what} that varies, got a constant ({float(v[0])!r}); "
+                           "nothing to estimate")
+
+
 def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> None:
     """Raise if a column of ``X`` (n, p) is constant, naming it (by ``names`` when given, else by position): the
     estimators fit their own intercept, and a constant covariate only makes their bases singular."""

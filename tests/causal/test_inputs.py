@@ -62,3 +62,14 @@ def test_aligned_covariates_names_missing_unknown_and_repeated_labels(x, detail)
     with pytest.raises(PyrozooError, match=rf"^x: expected the covariates seen in fit, \['x1', 'x2', 'x3'\], as its "
                                            rf"{what} \(in any order\); got .*{detail}; pass x.to_numpy\(\) to match"):
         aligned_covariates("x", x, ["x1", "x2", "x3"])
+
+
+def test_check_varies_refuses_a_constant_exactly():
+    """np.var(np.full(50, 0.1)) is 7.7e-34, not 0 (the mean rounds off 0.1): the peak-to-peak test catches it."""
+    from pyrozoo.causal.inputs import check_varies
+
+    for value in (5.0, 0.1, -3e-9):
+        with pytest.raises(PyrozooError, match=rf"^y: expected an outcome that varies, got a constant \({value!r}\); "
+                                               r"nothing to estimate$"):
+            check_varies("y", np.full(50, value), "an outcome")
+    check_varies("y", np.r_[np.full(49, 0.1), 0.1 + 1e-15], "an outcome")  # any variation passes

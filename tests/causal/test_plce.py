@@ -393,7 +393,9 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("case,message", [
-    ("constant_t", "no variance"),
+    ("constant_t", r"^t: expected a treatment that varies, got a constant \(2.0\); nothing to estimate$"),
+    ("constant_t_rounding", r"^t: expected a treatment that varies, got a constant \(0.1\)"),
+    ("constant_y", r"^y: expected an outcome that varies, got a constant \(5.0\); nothing to estimate$"),
     ("nan_y", "NaN"),
     ("nan_x", "NaN"),
     ("singleton_groups", "single row"),
@@ -433,6 +435,10 @@ def test_bad_input_is_rejected_before_work(case, message):
     groups, kw = None, {}
     if case == "constant_t":
         t = np.full(50, 2.0)
+    elif case == "constant_t_rounding":  # np.var(np.full(50, 0.1)) is 7.7e-34 > 0: the old check let it through
+        t = np.full(50, 0.1)
+    elif case == "constant_y":  # was fitted: estimate -1.4e-16, SE 3e-16, p-value 0.63 (rounding noise)
+        y = pd.Series(np.full(50, 5.0))
     elif case == "nan_y":
         y[3] = np.nan
     elif case == "nan_x":
