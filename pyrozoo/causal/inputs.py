@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_numeric_columns
+from pyrozoo.validation import check_finite, check_numeric_columns, check_unique
 
 
 def numeric_vector(name: str, v: Any) -> np.ndarray:
@@ -38,8 +38,11 @@ def covariate_matrix(X: Any) -> np.ndarray:
     :func:`pyrozoo.validation.as_tensor` refuses it), and so is every pandas categorical column, whatever its
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
-    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused."""
+    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused, and so is a DataFrame that
+    gives one name to two columns (a later ``x`` matched by name could not tell them apart)."""
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
+    if isinstance(X, pd.DataFrame) and not X.columns.is_unique:
+        check_unique("X", _plain(X.columns), what="column", quote=True)
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -395,7 +395,7 @@ def test_curve_rejects_covariates_of_the_wrong_shape(heterogeneous_fit):
 @pytest.mark.parametrize("case", ["X rows", "X 3-D", "y 2-D", "constant column", "text column", "seed",
                                   "prior_options", "device", "one row", "one row without X", "numbers as text",
                                   "categorical column", "interactions without X", "complex y", "complex X column",
-                                  "constant y", "constant y without X"])
+                                  "constant y", "constant y without X", "repeated X names"])
 def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     """Wrong shapes, mismatched lengths, a constant covariate and invalid settings raise PyrozooError naming the
     argument, in the validation step: the nuisance cross-fitting is never reached (it would raise if called)."""
@@ -434,6 +434,8 @@ def test_bad_shapes_and_settings_are_rejected_before_any_fit(case, monkeypatch):
     elif case.startswith("constant y"):  # was "X: column(s) [28] are constant", a column of the final stage's design
         y, X = np.full(50, 3.0), None if case.endswith("without X") else X
         match = r"^y: expected an outcome that varies, got a constant \(3.0\); nothing to estimate$"
+    elif case == "repeated X names":  # was fitted; curve(x=X.iloc[:1]) then failed with "repeated ['a']"
+        X, match = pd.DataFrame(X, columns=["a", "a"]), r"^X: 'a' given more than once; name each column once$"
     elif case == "seed":
         kwargs, match = {"seed": -1}, r"^seed: "
     elif case == "prior_options":

@@ -73,3 +73,14 @@ def test_check_varies_refuses_a_constant_exactly():
                                                r"nothing to estimate$"):
             check_varies("y", np.full(50, value), "an outcome")
     check_varies("y", np.r_[np.full(49, 0.1), 0.1 + 1e-15], "an outcome")  # any variation passes
+
+
+@pytest.mark.parametrize(("columns", "listed"), [(["a", "b", "a"], "'a'"), ([0, 1, 0, 1], "0, 1")])
+def test_covariate_matrix_refuses_repeated_column_names(columns, listed):
+    """A DataFrame giving one name to two columns was accepted by PLCE and EffectCurve; a later x matched by name
+    (EffectCurve.curve) then failed. Refused in fit, naming the repeated names (string or not)."""
+    X = pd.DataFrame(np.arange(3.0 * len(columns)).reshape(3, -1), columns=columns)
+    with pytest.raises(PyrozooError, match=rf"^X: {listed} given more than once; name each column once$"):
+        covariate_matrix(X)
+    X.columns = list(range(len(columns)))
+    assert covariate_matrix(X).shape == (3, len(columns))  # unique names pass

@@ -396,6 +396,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("constant_t", r"^t: expected a treatment that varies, got a constant \(2.0\); nothing to estimate$"),
     ("constant_t_rounding", r"^t: expected a treatment that varies, got a constant \(0.1\)"),
     ("constant_y", r"^y: expected an outcome that varies, got a constant \(5.0\); nothing to estimate$"),
+    ("repeated_x_names", r"^X: 'a', 'c' given more than once; name each column once$"),
     ("nan_y", "NaN"),
     ("nan_x", "NaN"),
     ("singleton_groups", "single row"),
@@ -439,6 +440,8 @@ def test_bad_input_is_rejected_before_work(case, message):
         t = np.full(50, 0.1)
     elif case == "constant_y":  # was fitted: estimate -1.4e-16, SE 3e-16, p-value 0.63 (rounding noise)
         y = pd.Series(np.full(50, 5.0))
+    elif case == "repeated_x_names":  # was fitted, the columns of one name told apart only by position
+        X = pd.DataFrame(X, columns=["a", "b", "a", "c", "c"])
     elif case == "nan_y":
         y[3] = np.nan
     elif case == "nan_x":
