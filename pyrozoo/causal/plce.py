@@ -321,8 +321,10 @@ def aggregate_splits(thetas: np.ndarray, variances: np.ndarray) -> tuple[float, 
     return float(theta), float(math.sqrt(var))
 
 
-class PLCE:
-    """Partially linear causal effect estimator, scikit-learn style: ``PLCE(...).fit(y, t, X, groups=None)``.
+class PLCE(BaseEstimator):
+    """Partially linear causal effect estimator, scikit-learn style: ``PLCE(...).fit(y, t, X, groups=None)``; a
+    :class:`sklearn.base.BaseEstimator`, so ``get_params``, ``set_params`` and ``sklearn.base.clone`` work (every
+    parameter below is kept unchanged under its own name and checked by ``fit``).
 
     Parameters
     ----------
