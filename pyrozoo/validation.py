@@ -36,6 +36,8 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     text, even text NumPy would read as numbers (``["1", "2"]``: a column read as strings is a mistake upstream).
     A pandas Series or DataFrame with missing values (pd.NA, NaN) is refused saying so (pd.NA of a nullable column
     made NumPy fail with "float() argument must be ... NAType"); other NaN are left to :func:`check_finite`.
+    Complex numbers are refused (:func:`check_real_dtype`): the conversion would drop their imaginary part with
+    only a ComplexWarning.
     """
     if dtype is not None:
         check_float_dtype("dtype", dtype)
@@ -48,6 +50,7 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
         count, first = missing
         raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at {first}); "
                            f"drop or impute them first")
+    check_real_dtype(name, _dtype_of(value))  # float64 conversion would keep only the real part
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError) as exc:
@@ -218,10 +221,14 @@ def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
         if text:
             raise PyrozooError(f"{name}: expected numbers, got text values{where} (e.g. {text[0]!r}); convert numbers "
                                f"stored as text with pd.to_numeric{hint}")
-        dtype = _dtype_of(col)
-        # float64 conversion would drop the imaginary part with only a ComplexWarning
-        if bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c":
-            raise PyrozooError(f"{name}: expected real numbers, got {str(dtype).removeprefix('torch.')}{where}")
+        check_real_dtype(name, _dtype_of(col), where=where)
+
+
+def check_real_dtype(name: str, dtype: Any, *, where: str = "") -> None:
+    """Raise if ``dtype`` (NumPy or torch) is complex: a float64 conversion would drop the imaginary part with only a
+    ComplexWarning. ``where`` follows the dtype in the message (`` in column 'b'``); other dtypes and None pass."""
+    if bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c":
+        raise PyrozooError(f"{name}: expected real numbers, got {str(dtype).removeprefix('torch.')}{where}")
 
 
 def _dtype_of(value: Any) -> Any:

@@ -273,3 +273,24 @@ def test_check_xy_refuses_categorical_columns_and_says_which_values_are_missing(
     assert X[:2, 2].tolist() == [1.0, 0.0]
     X, _ = check_xy(df.astype("Float64"), pd.Series(y, dtype="Float64"))  # nullable, nothing missing: fine
     assert X.dtype == torch.float64 and X.shape == (6, 2)
+
+
+def test_as_tensor_and_check_xy_refuse_complex_numbers():
+    """A complex array, tensor or list became float64 with only a ComplexWarning, its imaginary part dropped; every
+    model converting through as_tensor (check_xy included) now refuses it, naming the argument and the dtype."""
+    import pandas as pd
+
+    from pyrozoo.validation import as_tensor, check_xy
+
+    for value, dtype in ((np.ones((3, 2)) + 1j, "complex128"), (torch.ones(3, 2, dtype=torch.complex64), "complex64"),
+                         ([[1 + 0j, 2.0], [3.0, 4.0]], "complex128"), (np.ones(3, dtype=np.complex64), "complex64"),
+                         (pd.Series([1.0, 2.0]) + 0j, "complex128")):
+        with pytest.raises(PyrozooError, match=rf"^X: expected real numbers, got {dtype}$"):
+            as_tensor("X", value)
+    X, y = np.ones((4, 2)), np.arange(4.0)
+    with pytest.raises(PyrozooError, match=r"^y: expected real numbers, got complex128$"):
+        check_xy(X, y + 0j)
+    with pytest.raises(PyrozooError, match=r"^X: expected real numbers, got complex128 in column 'b'$"):
+        check_xy(pd.DataFrame({"a": y, "b": y + 1j}), y)
+    assert as_tensor("X", torch.ones(2, dtype=torch.float32)).dtype == torch.float32  # real input as before
+    assert as_tensor("X", [1, 2]).tolist() == [1.0, 2.0]

@@ -711,3 +711,29 @@ def test_dataframe_feature_names():
     est.fit(X, y)  # an array: the names of the earlier fit are dropped
     assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 6
     assert "feature" not in est.result_.coords
+
+
+@pytest.mark.parametrize("where", ["X numpy", "X torch", "X column", "y list", "y torch"])
+def test_fit_refuses_complex_input(where):
+    """Complex X or y triggered only numpy's ComplexWarning and the fit ran on the real part (PLCE refuses it)."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    X, y, _ = _scaled_design()
+    name, dtype, where_text = where[0], "complex128", ""
+    if where == "X numpy":
+        X = X + 1j
+    elif where == "X torch":
+        X = torch.tensor(X, dtype=torch.complex64)
+        dtype = "complex64"
+    elif where == "X column":
+        X = pd.DataFrame(X, columns=list("abcdef")).assign(d=X[:, 3] + 0j)
+        where_text = " in column 'd'"
+    elif where == "y list":
+        y = list(y + 0j)
+    else:
+        y = torch.tensor(y + 0.5j)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(PyrozooError, match=rf"^{name}: expected real numbers, got {dtype}{where_text}$"):
+            SpikeSlabRegression("em", num_samples=20).fit(X, y)
