@@ -44,7 +44,17 @@ from pyrozoo.models.spike_slab_prior import (
     standardize,
 )
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_bool, check_choice, check_feature_names, check_int, check_positive, feature_names
+from pyrozoo.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_feature_names,
+    check_finite,
+    check_int,
+    check_pandas_numeric,
+    check_positive,
+    feature_names,
+)
 
 INFERENCES = ("em", "gibbs", "svi", "nuts")
 EM_VARIANTS = ("emvs", "hard")
@@ -411,20 +421,24 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         self.__init__(**{**current, **params})
         return self
 
+    # fitted attributes that do not end in "_" (the public ones all do, as in scikit-learn)
+    _PRIVATE_FITTED = ("_draws_std", "_x_mean", "_x_scale", "_y_mean")
+
     @keeps_caller_state
     def fit(self, X: Any, y: Any) -> SpikeSlabRegression:
         """Validate (X, y), standardize, run the chosen inference; returns self. A DataFrame's string column names
-        become ``feature_names_in_`` and the result's ``feature`` coordinate."""
+        become ``feature_names_in_`` and the result's ``feature`` coordinate. The fitted attributes are replaced
+        together once the inference has finished: those of an earlier fit that this one does not set (``em_fit_``
+        after a refit by MCMC or SVI, ``feature_names_in_`` after a refit on an array) are removed, and a fit that
+        raises leaves the earlier fit as it was."""
         names = feature_names(X)
         dev = resolve_device(self.device)
         data = standardize(X, y, device=dev)
         lam = float(self.lam) if self.lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
         prior = as_prior(self.prior_options, lam=lam)
-        self.prior_, self.n_features_in_ = prior, data.p
+        fitted: dict[str, Any] = {"prior_": prior, "n_features_in_": data.p}
         if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_  # a refit on an array forgets the names of an earlier DataFrame
+            fitted["feature_names_in_"] = names
         kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
         if self.inference == "em":
             result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
@@ -432,8 +446,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
                                         max_iter=self.max_iter, model_kwargs=kwargs)
             w_std, cov_std = summary["w"], summary["cov"]
             probs, sigma2 = summary["inclusion"], summary["sigma2"]
-            self.em_fit_ = summary["fit"]
-            self._draws_std = None
+            fitted.update(em_fit_=summary["fit"], _draws_std=None)
         else:
             if self.inference == "gibbs":
                 result = gibbs_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
@@ -454,19 +467,27 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             cov_std = torch.cov(w_draws.T).reshape(data.p, data.p)
             probs = torch.as_tensor(result.draws("inclusion_prob")).mean(0)
             sigma2 = float(result.draws("sigma2").mean())
-            self._draws_std = w_draws
+            fitted["_draws_std"] = w_draws
         scale = data.x_scale
-        self.coef_ = (w_std / scale).cpu().numpy()
-        self.coef_cov_ = (cov_std / scale[:, None] / scale[None, :]).cpu().numpy()
-        self.intercept_ = float(data.y_mean - float(data.x_mean @ (w_std / scale)))
-        self.inclusion_probabilities_ = torch.as_tensor(probs).cpu().numpy().astype(float)
-        self.selected_ = self.inclusion_probabilities_ > 0.5
-        self.sigma2_ = float(sigma2)
+        inclusion = torch.as_tensor(probs).cpu().numpy().astype(float)
         if names is not None:
             result.coords["feature"] = names.tolist()
-        self.result_ = result
-        self._x_mean, self._x_scale, self._y_mean = data.x_mean, scale, data.y_mean
+        fitted.update(coef_=(w_std / scale).cpu().numpy(),
+                      coef_cov_=(cov_std / scale[:, None] / scale[None, :]).cpu().numpy(),
+                      intercept_=float(data.y_mean - float(data.x_mean @ (w_std / scale))),
+                      inclusion_probabilities_=inclusion, selected_=inclusion > 0.5, sigma2_=float(sigma2),
+                      result_=result, _x_mean=data.x_mean, _x_scale=scale, _y_mean=data.y_mean)
+        self._clear_fit()
+        for name, value in fitted.items():
+            setattr(self, name, value)
         return self
+
+    def _clear_fit(self) -> None:
+        """Remove every fitted attribute: the public ones end in "_" (scikit-learn's rule, which ``check_is_fitted``
+        reads), the private ones are :attr:`_PRIVATE_FITTED`."""
+        for name in list(vars(self)):
+            if (name.endswith("_") and not name.startswith("_")) or name in self._PRIVATE_FITTED:
+                delattr(self, name)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
@@ -486,15 +507,21 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             warnings.warn("X has feature names, but SpikeSlabRegression was fitted without feature names",
                           UserWarning, stacklevel=3)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Posterior mean prediction intercept_ + X coef_ (original scale)."""
+    def _new_X(self, X: Any) -> np.ndarray:
+        """New ``X`` as a float64 array, after fit's checks (pandas categorical or text columns, text, complex
+        numbers, NaN and inf are refused) and with the fit's number of columns."""
         self._check_fitted()
         self._check_feature_names(X)
-        Xn = np.asarray(X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
+        check_pandas_numeric(X)  # categories are labels, not amounts: fit refuses them, and so does predict
+        Xn = as_tensor("X", X, dtype=torch.float64).cpu().numpy()
         if Xn.ndim != 2 or Xn.shape[1] != self.n_features_in_:
             raise PyrozooError(f"X: expected shape (any, {self.n_features_in_}), got {Xn.shape}")
-        if not np.all(np.isfinite(Xn)):
-            raise PyrozooError("X: expected finite values, found NaN or inf")
+        check_finite("X", Xn)
+        return Xn
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Posterior mean prediction intercept_ + X coef_ (original scale); ``X`` is checked as in :meth:`fit`."""
+        Xn = self._new_X(X)  # first: it says when the estimator is not fitted
         return self.intercept_ + Xn @ self.coef_
 
     def sample_coef(self, num_samples: int) -> np.ndarray:
@@ -523,9 +550,11 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         from sklearn.metrics import r2_score
 
         pred = self.predict(X)
-        y = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=float).ravel()
+        check_pandas_numeric(None, y)  # y as fit checks it: no categorical, text or complex values, no NaN
+        y = as_tensor("y", y, dtype=torch.float64).cpu().numpy().ravel()
         if y.shape != pred.shape:
             raise PyrozooError(f"y: expected {pred.shape[0]} values like the rows of X, got {y.shape[0]}")
+        check_finite("y", y)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=float).ravel()
             if sample_weight.shape != pred.shape:

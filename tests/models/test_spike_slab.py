@@ -713,6 +713,75 @@ def test_dataframe_feature_names():
     assert "feature" not in est.result_.coords
 
 
+# ------------------------------------------------------------------------------------- refits and new-X checks
+def test_refit_keeps_no_fitted_attribute_of_the_earlier_fit(monkeypatch):
+    """An EM fit on 4 columns, then set_params to Gibbs and a fit on 6: em_fit_ still held the 4-column EM fit. A
+    refit now has the attributes of a fresh fit, no more; a fit that raises leaves the earlier fit whole."""
+    import pyrozoo.models.spike_slab as ss
+
+    X, y, _ = _scaled_design()
+    gibbs = {"inference": "gibbs", "num_samples": 40, "warmup_steps": 20, "num_chains": 2}
+    est = SpikeSlabRegression("em", num_samples=20).fit(X[:, :4], y)
+    assert est.em_fit_ is not None and est._draws_std is None
+    est.set_params(**gibbs).fit(X, y)
+    fresh = SpikeSlabRegression(**gibbs).fit(X, y)
+    assert not hasattr(est, "em_fit_") and set(vars(est)) == set(vars(fresh))
+    assert est.n_features_in_ == 6 and est.coef_.shape == (6,) and est._draws_std.shape[1] == 6
+    np.testing.assert_allclose(est.coef_, fresh.coef_)
+    est.set_params(inference="em").fit(X[:, :4], y)  # and back: EM sets em_fit_ again and drops the draws
+    assert est.em_fit_.w.shape == (4,) and est._draws_std is None
+    assert set(vars(est)) == set(vars(SpikeSlabRegression("em", **{k: v for k, v in gibbs.items()
+                                                                    if k != "inference"}).fit(X[:, :4], y)))
+    before = est.coef_.copy()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(ss, "em_result", fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        est.fit(X, y)
+    assert est.n_features_in_ == 4 and est.em_fit_.w.shape == (4,)  # not a mix of the two fits
+    np.testing.assert_array_equal(est.coef_, before)
+    assert est.predict(X[:, :4]).shape == (100,)
+
+
+def test_predict_and_score_check_new_X_as_fit_does():
+    """predict read a categorical column of integers, or numbers cast to strings, as amounts (fit refuses both); a
+    complex X or y lost its imaginary part with a ComplexWarning."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    X, y, _ = _scaled_design()
+    df = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])
+    est = SpikeSlabRegression("em", num_samples=20).fit(df, y)
+    for bad, match in (
+        (df.assign(c=pd.Categorical(np.arange(100) % 3)), r"^X: expected numbers, got categorical column\(s\) \['c'\] "
+                                                          r"\(categories are labels, not amounts\)"),
+        (df.assign(c=df["c"].astype(str)), r"^X: expected numbers, got text values in column 'c'"),
+        (df.assign(c=df["c"] + 1j), r"^X: expected real numbers, got complex128 in column 'c'$"),
+    ):
+        for method in (est.predict, lambda Z: est.score(Z, y)):
+            with pytest.raises(PyrozooError, match=match):
+                method(bad)
+    arr = SpikeSlabRegression("em", num_samples=20).fit(X[:, :3], y)
+    for bad, match in ((X[:, :3] + 1j, r"^X: expected real numbers, got complex128$"),
+                       (torch.tensor(X[:, :3], dtype=torch.complex128), r"^X: expected real numbers, got complex128$"),
+                       (X[:, :3].astype(str), "^X: expected a numeric array, got text values"),
+                       (np.r_[X[:1, :3] * np.nan, X[1:, :3]], r"^X: expected finite values, found 3 non-finite"),
+                       (X[:, :2], r"^X: expected shape \(any, 3\), got \(100, 2\)")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a ComplexWarning is not the answer
+            with pytest.raises(PyrozooError, match=match):
+                arr.predict(bad)
+    for bad_y, match in ((y + 1j, r"^y: expected real numbers, got complex128$"),
+                         (pd.Series(pd.Categorical(np.arange(100) % 3)), "^y: expected numbers, got a pandas categ"),
+                         (np.r_[np.nan, y[1:]], "^y: expected finite values")):
+        with pytest.raises(PyrozooError, match=match):
+            arr.score(X[:, :3], bad_y)
+    np.testing.assert_allclose(est.predict(df.astype("float32")), est.predict(df), rtol=1e-6)  # numbers still pass
+    assert arr.score(torch.tensor(X[:, :3]), y) == pytest.approx(arr.score(X[:, :3], y))
+
+
 @pytest.mark.parametrize("where", ["X numpy", "X torch", "X column", "y list", "y torch"])
 def test_fit_refuses_complex_input(where):
     """Complex X or y triggered only numpy's ComplexWarning and the fit ran on the real part (PLCE refuses it)."""
