@@ -34,7 +34,7 @@ from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
 from pyrozoo.inference.result import Result
-from pyrozoo.models.spike_slab_em import fit_emvs, fit_hard_em, ridge_inverse
+from pyrozoo.models.spike_slab_em import check_ladder, fit_emvs, fit_hard_em, ridge_inverse
 from pyrozoo.models.spike_slab_gibbs import gibbs_data, inclusion_log_odds, ssvs_kernel
 from pyrozoo.models.spike_slab_prior import (
     PRIOR_KEYS,
@@ -366,10 +366,12 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
     ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (None: the sample variance of y, so the
     InverseGamma prior is centred on the scale of y), ``conjugate`` (True). Sampler settings: ``num_samples``,
-    ``warmup_steps``, ``num_chains``, ``steps`` (SVI), ``em_variant`` ("emvs" or "hard"), ``ladder`` (EMVS spike
-    variances), ``max_iter``. Every one is a constructor parameter (``get_params`` lists them all); the constructor
-    and :meth:`set_params` check them and raise :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) on a bad
-    value or an unknown name.
+    ``warmup_steps``, ``num_chains``, ``steps`` and ``lr`` (SVI), ``em_variant`` ("emvs" or "hard"), ``ladder``
+    (EMVS spike variances: None or a non-empty list, each > 0 and below ``slab_var``), ``em_select``, ``max_iter``,
+    ``progress``. Every one is a constructor parameter (``get_params`` lists them all); the constructor and
+    :meth:`set_params` check them, also those the chosen inference does not read, and raise
+    :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) on a bad value or an unknown name. Bool settings take
+    NumPy bools too and keep them as Python bools; integral floats become ints.
     """
 
     def __init__(self, inference: str = "em", *, seed: int = 0, device: str = "cpu", num_samples: int = 1000,
@@ -392,15 +394,21 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             ("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)))
         warmup_steps, steps, seed = check_int("warmup_steps", warmup_steps), check_int("steps", steps), check_int(
             "seed", seed)
-        check_bool("em_select", em_select)
-        check_bool("progress", progress)
+        check_positive("lr", lr, scalar=True)  # only SVI reads it; a bad one failed only at an SVI fit
+        # a NumPy bool counts (a GridSearchCV grid np.array([True, False])) and is kept as a Python bool: clone
+        # finds again what it passes, as for the integers above
+        for name, flag in (("em_select", em_select), ("progress", progress), ("conjugate", conjugate)):
+            check_bool(name, flag)
+        em_select, progress, conjugate = bool(em_select), bool(progress), bool(conjugate)
         resolve_device(device)
         prior = {"spike_var": spike_var, "slab_var": slab_var, "a0": a0, "b0": b0, "nu": nu, "conjugate": conjugate}
         as_prior(prior, lam=1.0 if lam is None else lam)  # validate now, before any data
+        if ladder is not None:  # only EMVS reads it; an empty one failed inside the fit
+            check_ladder(ladder, slab_var)
         self.inference, self.seed, self.device = inference, seed, device
         self.num_samples, self.warmup_steps, self.num_chains = num_samples, warmup_steps, num_chains
         self.steps, self.lr, self.em_variant, self.ladder = steps, lr, em_variant, ladder
-        self.em_select = bool(em_select)
+        self.em_select = em_select
         self.max_iter, self.progress = max_iter, progress
         self.spike_var, self.slab_var, self.a0, self.b0, self.nu = spike_var, slab_var, a0, b0, nu
         self.lam, self.conjugate = lam, conjugate

@@ -30,13 +30,16 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import one_thread_if_small
 from pyrozoo.inference.em import run_em
 from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
-from pyrozoo.validation import check_int, check_positive
+from pyrozoo.validation import check_int, check_positive, real_array
 
 
 def _woodbury_factor(data: StandardizedData, penalty: torch.Tensor,
@@ -126,6 +129,22 @@ def emvs_m_step(pstar: torch.Tensor, d_star: torch.Tensor, sigma2_old: float, da
     return w, sigma2, theta
 
 
+def check_ladder(ladder: Any, slab_var: float) -> list[float]:
+    """``ladder`` as a list of floats; raise unless it is a non-empty list of finite spike variances > 0, each below
+    ``slab_var`` (an empty one failed inside the fit with "max() arg is an empty sequence")."""
+    want = "a non-empty list of spike variances > 0 (or None for the default ladder)"
+    arr = real_array("ladder", ladder, want=want)
+    if arr.ndim != 1 or arr.size == 0:
+        raise PyrozooError(f"ladder: expected {want}, got {ladder!r}")
+    bad = arr[~(np.isfinite(arr) & (arr > 0))]
+    if bad.size:
+        raise PyrozooError(f"ladder: expected spike variances that are finite and > 0, got {float(bad[0])!r}")
+    high = arr[arr >= slab_var]
+    if high.size:
+        raise PyrozooError(f"ladder: expected spike variances below slab_var={slab_var!r}, got {float(high[0])!r}")
+    return arr.tolist()
+
+
 def default_ladder(spike_var: float, steps: int = 8, span: float = 100.0, above: float = 1.0) -> list[float]:
     """Geometric ladder of ``steps`` spike variances from spike_var / span up to spike_var * above."""
     if steps <= 1:
@@ -201,13 +220,7 @@ def fit_emvs(data: StandardizedData, prior: SpikeSlabPrior, *, ladder: Sequence[
             ladder = [v0 for v0 in default_ladder(prior.spike_var, steps=10, above=100.0) if v0 < prior.slab_var]
         else:
             ladder = default_ladder(prior.spike_var)
-    ladder = list(ladder)
-    for v0 in ladder:
-        check_positive("ladder", v0)
-        if v0 >= prior.slab_var:
-            from pyrozoo.errors import PyrozooError
-
-            raise PyrozooError(f"ladder: every spike variance must be below slab_var={prior.slab_var}, got {v0}")
+    ladder = check_ladder(ladder, prior.slab_var)
     with one_thread_if_small(min(data.n, data.p)):  # many small solves (one_thread_if_small says why)
         t0 = time.perf_counter()
         dev, dt = data.X.device, data.X.dtype

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_finite, check_pandas_numeric, check_positive
+from pyrozoo.validation import as_tensor, check_bool, check_finite, check_pandas_numeric, check_positive
 
 
 @dataclass(frozen=True)
 class SpikeSlabPrior:
     """Hyperparameters: ``spike_var`` (v0) < ``slab_var`` (v1), Beta(``a0``, ``b0``) on theta, InverseGamma(nu/2,
-    nu*lam/2) on sigma^2; ``conjugate`` scales the prior variance of w by sigma^2."""
+    nu*lam/2) on sigma^2; ``conjugate`` (True or False, a NumPy bool too) scales the prior variance of w by sigma^2."""
 
     spike_var: float = 0.01
     slab_var: float = 10.0
@@ -47,8 +47,8 @@ class SpikeSlabPrior:
                 f"spike_var: expected the spike variance to be smaller than the slab variance "
                 f"(slab_var={self.slab_var!r}), got spike_var={self.spike_var!r}"
             )
-        if not isinstance(self.conjugate, bool):
-            raise PyrozooError(f"conjugate: expected true or false, got {self.conjugate!r}")
+        check_bool("conjugate", self.conjugate)  # a NumPy bool counts (a GridSearchCV grid of np.array([True, False]))
+        object.__setattr__(self, "conjugate", bool(self.conjugate))  # stored as a Python bool (JSON, configs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -806,3 +806,46 @@ def test_fit_refuses_complex_input(where):
         warnings.simplefilter("error")
         with pytest.raises(PyrozooError, match=rf"^{name}: expected real numbers, got {dtype}{where_text}$"):
             SpikeSlabRegression("em", num_samples=20).fit(X, y)
+
+
+def test_lr_ladder_and_numpy_bools_are_checked_like_the_other_settings():
+    """lr="a" and lr=-1 constructed fine (an error only at an SVI fit); ladder=[] failed inside the fit with
+    "max() arg is an empty sequence"; conjugate=np.False_ was refused while em_select=np.bool_(True) passed, so a
+    GridSearchCV grid {"conjugate": np.array([True, False])} failed."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    for kw, match in (
+        ({"lr": "a"}, r"^lr: expected a finite value > 0, got the string 'a'$"),
+        ({"lr": -1.0}, r"^lr: expected a finite value > 0, got -1.0$"),
+        ({"lr": float("nan")}, r"^lr: expected a finite value > 0"),
+        ({"lr": [0.01]}, r"^lr: expected a finite value > 0, got \[0.01\]$"),
+        ({"ladder": []}, r"^ladder: expected a non-empty list of spike variances > 0 \(or None for the default "
+                         r"ladder\), got \[\]$"),
+        ({"ladder": 0.001}, r"^ladder: expected a non-empty list .*, got 0.001$"),
+        ({"ladder": ["a"]}, r"^ladder: expected a non-empty list .*, got \['a'\]$"),
+        ({"ladder": [1e-3, -1.0]}, r"^ladder: expected spike variances that are finite and > 0, got -1.0$"),
+        ({"ladder": [1e-3, float("inf")]}, r"^ladder: expected spike variances that are finite and > 0, got inf$"),
+        ({"ladder": [1e-3, 20.0]}, r"^ladder: expected spike variances below slab_var=10.0, got 20.0$"),
+        ({"conjugate": "yes"}, r"^conjugate: expected True or False, got 'yes'$"),
+        ({"conjugate": 1}, r"^conjugate: expected True or False, got 1$"),
+    ):
+        with pytest.raises(PyrozooError, match=match):
+            SpikeSlabRegression(**kw)
+        with pytest.raises(PyrozooError, match=match):  # set_params runs the same checks
+            SpikeSlabRegression().set_params(**kw)
+    X, y, _ = _scaled_design()
+    with pytest.raises(PyrozooError, match="^ladder: expected a non-empty list"):  # direct calls too
+        fit_emvs(standardize(X, y), PRIOR, ladder=[])
+    assert SpikeSlabRegression(lr=np.float32(0.05), ladder=np.array([1e-4, 1e-3])).lr == np.float32(0.05)
+    for name in ("conjugate", "em_select", "progress"):
+        for flag in (np.True_, np.False_):
+            est = SpikeSlabRegression(**{name: flag})
+            assert getattr(est, name) is bool(flag)  # kept as a Python bool, so clone finds what it passed
+            assert clone(est).get_params() == est.get_params()
+    prior = SpikeSlabPrior(conjugate=np.False_)
+    assert prior.conjugate is False and prior == SpikeSlabPrior(conjugate=False)
+    for name in ("conjugate", "em_select"):
+        grid = GridSearchCV(SpikeSlabRegression("em", num_samples=20), {name: np.array([True, False])}, cv=KFold(3),
+                            error_score="raise").fit(X, y)
+        assert grid.best_estimator_.coef_.shape == (6,)
