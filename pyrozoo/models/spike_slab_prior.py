@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_bool, check_finite, check_pandas_numeric, check_positive
+from pyrozoo.validation import (
+    as_tensor,
+    check_bool,
+    check_finite,
+    check_pandas_numeric,
+    check_positive,
+    check_same_index,
+)
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,10 @@ def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device |
 def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors. pandas
-    categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`)."""
+    categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X
+    and y whose indexes differ (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position)."""
     check_pandas_numeric(X, y)
+    check_same_index(X=X, y=y)
     Xt = as_tensor("X", X, dtype=dtype)
     if Xt.dim() != 2:
         raise PyrozooError(f"X: expected a 2-D array (n, p), got shape {tuple(Xt.shape)}")

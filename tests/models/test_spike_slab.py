@@ -849,3 +849,14 @@ def test_lr_ladder_and_numpy_bools_are_checked_like_the_other_settings():
         grid = GridSearchCV(SpikeSlabRegression("em", num_samples=20), {name: np.array([True, False])}, cv=KFold(3),
                             error_score="raise").fit(X, y)
         assert grid.best_estimator_.coef_.shape == (6,)
+
+
+def test_fit_refuses_pandas_x_and_y_with_different_indexes():
+    """Rows are paired by position: a y in another row order than X was fitted against the wrong rows silently."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((30, 3)), columns=["a", "b", "c"])
+    y = pd.Series(rng.standard_normal(30))
+    with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index"):
+        SpikeSlabRegression().fit(X, y.iloc[::-1])
