@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrozoo.active.base import Acquisition, Batch, EmbeddingKernel, PoolKernel
+from pyrozoo.active.base import Acquisition, Batch, EmbeddingKernel, PoolKernel, check_posterior_finite
 from pyrozoo.active.projections import check_num_projections, projected_embedding
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_choice, check_int
@@ -55,17 +55,21 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
         ||L - L(w)||^2 = 1.g - 2 w.g + w.h
 
     so a step costs one column, O(M) for closed forms. Rows with zero norm carry no information and are never
-    chosen (if every row is zero the first point is returned)."""
+    chosen (if every row is zero the first point is returned). Non-finite inner products (a posterior that gave NaN
+    or inf) are an error, not a batch."""
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if isinstance(kernel, torch.Tensor):
         kernel = EmbeddingKernel(kernel)
-    sq = kernel.diag().to(torch.float64).clamp(min=0)
+    sq = kernel.diag().to(torch.float64)
+    check_posterior_finite("squared norms (the pool kernel's diag())", sq)
+    sq = sq.clamp(min=0)
     sig_n = sq.sqrt()
     sig = float(sig_n.sum())
     usable = sig_n > 1e-12 * max(float(sig_n.max()), 1e-300)
     all_usable = bool(usable.all())
     inv_sig = torch.where(usable, 1.0 / torch.where(usable, sig_n, torch.ones_like(sig_n)), torch.zeros_like(sig_n))
     g = kernel.row_sums().to(torch.float64)
+    check_posterior_finite("inner products <L_n, L> (the pool kernel's row_sums())", g)
     total = float(g.sum())
     h = torch.zeros_like(g)
     w = torch.zeros_like(g)
@@ -87,6 +91,7 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
         den = s * s * float(sq[f]) - 2 * s * h_f + wh
         gamma = min(max(num / den, 0.0), 1.0) if den > 0 else 0.0
         col = kernel.column(f).to(torch.float64)
+        check_posterior_finite(f"inner products <L_n, L_{f}> (the pool kernel's column({f}))", col)
         w.mul_(1 - gamma)
         w[f] += gamma * s
         h.mul_(1 - gamma).add_(col, alpha=gamma * s)

@@ -45,6 +45,13 @@ class Batch:
         return "; ".join(notes)
 
 
+def check_posterior_finite(what: str, value: torch.Tensor) -> None:
+    """Raise unless ``value``, a quantity a posterior computed (``what``), is finite: NaN or inf there (a diverged
+    fit, a faulty adapter) would otherwise give a wrong batch without an error."""
+    if not bool(torch.isfinite(value).all()):  # on the value's device; the message is built only on failure
+        check_finite(f"posterior {what}", value)
+
+
 def check_pool(x_pool: torch.Tensor, batch_size: int) -> int:
     """Raise unless the pool is a non-empty 2-D tensor and ``1 <= batch_size <= len(pool)``; return batch_size."""
     if not isinstance(x_pool, torch.Tensor) or x_pool.dim() != 2:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from pyrozoo.active.base import Acquisition, Batch
+from pyrozoo.active.base import Acquisition, Batch, check_posterior_finite
 
 
 def _top(scores: torch.Tensor, batch_size: int, name: str) -> Batch:
+    """The ``batch_size`` highest scores; raises if the posterior gave NaN or inf scores (topk would rank them)."""
+    check_posterior_finite(f"{name} scores", scores)
     idx = torch.topk(scores, batch_size, sorted=True).indices
     return Batch(indices=idx, requested=batch_size, acquisition=name, scores=scores)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
-from pyrozoo.active.base import EmbeddingKernel, PoolKernel
+from pyrozoo.active.base import EmbeddingKernel, PoolKernel, check_posterior_finite
 from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
@@ -248,8 +248,8 @@ class SampledRegressionPosterior(RegressionPosterior):
         return self.num_draws
 
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f (S, M) and noise variances (S, M) or (S, 1); raises unless draw_fn gave num_draws draws at the M
-        inputs."""
+        """f (S, M) and noise variances (S, M) or (S, 1); raises unless draw_fn gave num_draws finite draws at the M
+        inputs (and, for heteroscedastic models, finite noise variances > 0)."""
         out = self.draw_fn(x)
         f, nv = out if isinstance(out, tuple) else (out, None)
         want = (self.num_draws, x.shape[0])
@@ -257,11 +257,16 @@ class SampledRegressionPosterior(RegressionPosterior):
             got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise PyrozooError(f"draw_fn: expected function values of shape {want} (num_draws = {self.num_draws} "
                                f"draws at {x.shape[0]} inputs), got {got}")
+        check_posterior_finite("function values from draw_fn", f)
         if nv is not None:
             if not isinstance(nv, torch.Tensor) or tuple(nv.shape) not in (want, (self.num_draws, 1)):
                 got = tuple(nv.shape) if isinstance(nv, torch.Tensor) else type(nv).__name__
                 raise PyrozooError(f"draw_fn: expected noise variances of shape {want} (or ({self.num_draws}, 1)) "
                                    f"with the function values, got {got}")
+            bad = ~(torch.isfinite(nv) & (nv > 0))
+            if bool(bad.any()):
+                raise PyrozooError(f"draw_fn: expected finite noise variances > 0 with the function values, got "
+                                   f"{int(bad.sum())} that are not (first: {float(nv[bad][0]):g})")
             return f, nv
         if self.noise_var is None:
             raise PyrozooError("noise_var: draw_fn returned only function values; give noise_var")
