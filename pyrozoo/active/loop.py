@@ -361,12 +361,16 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
     test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
     from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`,
-    :func:`check_model_options`) before any fit; every batch the acquisition returns is checked
+    :func:`check_model_options`, and an ACS-FW's explicit J with :func:`check_num_projections_for_model`) before any
+    fit; every batch the acquisition returns is checked
     (:func:`~pyrozoo.active.base.check_batch`) before its points are labelled."""
     problem = check_problem(problem)
     check_model_task(model, problem.task)
     opts = check_model_options(model, model_options)
     acquisition = resolve_acquisition(acquisition, model)
+    if isinstance(acquisition, ACSFW) and acquisition.explicit_num_projections:  # J ignored or above the draws
+        kind = "acs-fw" if acquisition.inner_product == "auto" else f"acs-fw-{acquisition.inner_product}"
+        check_num_projections_for_model([kind], model, acquisition.num_projections, opts)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
     seed = check_int("seed", seed)
@@ -440,6 +444,8 @@ def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[in
     check_acquisitions_for_model(acquisitions, model)
     model_options = check_model_options(model, model_options)
     check_num_projections_for_model(acquisitions, model, num_projections, model_options)
+    if num_projections is not None:  # J only where it is used: run_active_learning refuses an explicit J it ignores
+        acqs = [make_acquisition(a, num_projections if uses_projections(a, model) else None) for a in acquisitions]
     check_min_labels(model, init_size)
     frames = []
     for s in seeds:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyrozoo.active import loop
+from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition, Batch, check_batch
 from pyrozoo.active.loop import (
     ACTIVE_MODELS,
@@ -176,3 +177,30 @@ def test_summary_and_plot_default_to_the_task_metric(tmp_path):
     with pytest.raises(PyrozooError, match=r"metric: expected a metric named .* holds rmse and accuracy"):
         summarize(both)
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------- an ACS-FW's explicit J, before any fit
+
+
+@pytest.mark.parametrize("model, acq, match", [
+    ("bnn", lambda: ACSFW(num_projections=50), r"num_projections: expected at most the 30 posterior draws the 'bnn' "
+                                                r"model stores, got 50"),
+    ("blr", lambda: ACSFW(num_projections=7), r"num_projections: none of acs-fw takes random projections on the "
+                                               r"'blr' posterior"),
+    ("blr", lambda: ACSFW("fisher", 7), r"num_projections: none of acs-fw-fisher takes random projections"),
+])
+def test_run_active_learning_checks_an_explicit_num_projections_before_any_fit(no_fit, model, acq, match):
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(_problem(), acq(), model=model, **RUN)
+
+
+def test_an_explicit_num_projections_that_is_used_still_runs():
+    out = run_active_learning(_problem(), ACSFW("projection", 7), model="blr", **RUN)
+    assert out["num_labelled"].iloc[-1] == 20
+
+
+def test_run_experiment_passes_j_only_to_the_acquisitions_that_use_it(monkeypatch):
+    monkeypatch.setattr(loop, "load_problem", lambda name, seed, **kw: _problem())
+    out = run_experiment("boston", ["acs-fw-projection", "acs-fw"], [0], model="blr", num_projections=7,
+                         init_size=10, batch_size=5, budget=10, progress=False)
+    assert sorted(out["acquisition"].unique()) == ["acs-fw", "acs-fw-projection"]
