@@ -425,12 +425,23 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
 
 
 @keeps_caller_state
-def run_experiment(dataset: str, acquisitions: Sequence[str], seeds: Sequence[int], *, model: str = "blr",
+def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Sequence[int], *, model: str = "blr",
                    model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
                    budget: int = 100, num_projections: int | None = None, test_fraction: float = 0.2,
                    device: Any = "cpu", progress: bool = True) -> pd.DataFrame:
     """Every acquisition on every seed (seed s: split s and initial labelled set s, shared by all acquisitions).
-    All arguments are validated before the first fit."""
+    ``acquisitions``: a list of names from :data:`ACQUISITIONS`, or one name (``"random"`` means ``["random"]``);
+    ``seeds``: a sequence of integers (``[0, 1]``, ``range(10)``; a bare int is refused, it could mean seed 3 or 3
+    seeds). All arguments are validated before the first fit."""
+    if isinstance(acquisitions, str):
+        acquisitions = [acquisitions]
+    elif isinstance(acquisitions, (bytes, Mapping)) or not isinstance(acquisitions, Iterable):
+        raise PyrozooError(f"acquisitions: expected an acquisition name or a list of names, got "
+                           f"{type(acquisitions).__name__}")
+    acquisitions = list(acquisitions)
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        raise PyrozooError(f"seeds: expected a sequence of integer seeds (e.g. [0, 1] or range(10)), got "
+                           f"{type(seeds).__name__} {seeds!r}")
     acqs = [make_acquisition(a, num_projections) for a in acquisitions]
     if not acqs:
         raise PyrozooError("acquisition: expected at least one acquisition")

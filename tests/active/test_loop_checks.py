@@ -204,3 +204,24 @@ def test_run_experiment_passes_j_only_to_the_acquisitions_that_use_it(monkeypatc
     out = run_experiment("boston", ["acs-fw-projection", "acs-fw"], [0], model="blr", num_projections=7,
                          init_size=10, batch_size=5, budget=10, progress=False)
     assert sorted(out["acquisition"].unique()) == ["acs-fw", "acs-fw-projection"]
+
+
+# ------------------------------------------------------------------------------ run_experiment's argument types
+
+
+@pytest.mark.parametrize("acquisitions, seeds, match", [
+    (5, [0], r"acquisitions: expected an acquisition name or a list of names, got int"),
+    ({"random": 1}, [0], r"acquisitions: expected an acquisition name or a list of names, got dict"),
+    (["random"], 3, r"seeds: expected a sequence of integer seeds \(e.g. \[0, 1\] or range\(10\)\), got int 3"),
+    (["random"], "01", r"seeds: expected a sequence of integer seeds .* got str '01'"),
+    (["random"], None, r"seeds: expected a sequence of integer seeds .* got NoneType None"),
+])
+def test_run_experiment_argument_types(no_fit, acquisitions, seeds, match):
+    with pytest.raises(PyrozooError, match=match):
+        run_experiment("boston", acquisitions, seeds, progress=False)
+
+
+def test_run_experiment_takes_one_acquisition_name_as_a_list(monkeypatch):
+    monkeypatch.setattr(loop, "load_problem", lambda name, seed, **kw: _problem())
+    out = run_experiment("boston", "random", range(1), init_size=10, batch_size=5, budget=10, progress=False)
+    assert set(out["acquisition"]) == {"random"} and set(out["seed"]) == {0}
