@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_int
+from pyrozoo.validation import as_tensor, check_finite, check_int
 
 
 @dataclass
@@ -52,25 +52,41 @@ def check_posterior_finite(what: str, value: torch.Tensor) -> None:
         check_finite(f"posterior {what}", value)
 
 
-def check_pool(x_pool: torch.Tensor, batch_size: int) -> int:
-    """Raise unless the pool is a non-empty 2-D tensor and ``1 <= batch_size <= len(pool)``; return batch_size."""
-    if not isinstance(x_pool, torch.Tensor) or x_pool.dim() != 2:
-        shape = tuple(x_pool.shape) if isinstance(x_pool, torch.Tensor) else type(x_pool).__name__
-        raise PyrozooError(f"x_pool: expected a 2-D tensor (pool size, features), got {shape}")
+def _posterior_device(posterior: Any) -> torch.device | None:
+    """The device of a tensor the posterior holds (an attribute, or an attribute's attribute), else None."""
+    for value in vars(posterior).values() if hasattr(posterior, "__dict__") else ():
+        for v in (value, *(vars(value).values() if hasattr(value, "__dict__") else ())):
+            if isinstance(v, torch.Tensor):
+                return v.device
+    return None
+
+
+def check_pool(x_pool: Any, batch_size: int, posterior: Any = None) -> tuple[torch.Tensor, int]:
+    """Raise unless the pool is a non-empty 2-D array and ``1 <= batch_size <= len(pool)``; return the pool as a
+    tensor and batch_size. A tensor is returned as it is; a NumPy array, pandas DataFrame or nested list is
+    converted (:func:`~pyrozoo.validation.as_tensor`) to float64 (what the adapters compute in) on the device of a
+    tensor the posterior holds, else the CPU. Posteriors record no feature names, so a DataFrame's columns are
+    matched by position, as a tensor's are."""
+    if not isinstance(x_pool, torch.Tensor):
+        device = _posterior_device(posterior) if posterior is not None else None
+        x_pool = as_tensor("x_pool", x_pool, dtype=torch.float64, device=device)
+    if x_pool.dim() != 2:
+        raise PyrozooError(f"x_pool: expected a 2-D array (pool size, features), got shape {tuple(x_pool.shape)}")
     if x_pool.shape[0] == 0:
         raise PyrozooError("x_pool: the unlabelled pool is empty; nothing left to acquire")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     if batch_size > x_pool.shape[0]:
         raise PyrozooError(f"batch_size: expected at most the pool size {x_pool.shape[0]}, got {batch_size}")
-    return batch_size
+    return x_pool, batch_size
 
 
-def check_select_args(posterior: Any, x_pool: torch.Tensor, batch_size: int,
-                      generator: torch.Generator | None) -> int:
-    """Everything :meth:`Acquisition.select` checks before any work: the pool and batch size (:func:`check_pool`),
-    finite pool values, the pool's number of features against the posterior's ``input_dim`` (where the posterior
-    knows it) and the generator; returns batch_size."""
-    batch_size = check_pool(x_pool, batch_size)
+def check_select_args(posterior: Any, x_pool: Any, batch_size: int,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    """Everything :meth:`Acquisition.select` checks before any work: the pool and batch size (:func:`check_pool`,
+    which converts a NumPy or pandas pool), finite pool values, the pool's number of features against the
+    posterior's ``input_dim`` (where the posterior knows it) and the generator; returns the pool as a tensor and
+    batch_size."""
+    x_pool, batch_size = check_pool(x_pool, batch_size, posterior)
     if not bool(torch.isfinite(x_pool).all()):  # on the pool's device; the message is built only on failure
         check_finite("x_pool", x_pool)
     dim = getattr(posterior, "input_dim", None)
@@ -79,7 +95,7 @@ def check_select_args(posterior: Any, x_pool: torch.Tensor, batch_size: int,
                            f"{x_pool.shape[1]} (pool shape {tuple(x_pool.shape)})")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise PyrozooError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-    return batch_size
+    return x_pool, batch_size
 
 
 def check_batch(batch: Any, pool_size: int, batch_size: int, acquisition: str) -> Batch:
@@ -135,11 +151,12 @@ class Acquisition(ABC):
 
     name: str = "acquisition"
 
-    def select(self, posterior: Any, x_pool: torch.Tensor, batch_size: int, *,
+    def select(self, posterior: Any, x_pool: Any, batch_size: int, *,
                generator: torch.Generator | None = None) -> Batch:
-        """Validate the arguments (:func:`check_select_args`), then pick 1 to ``batch_size`` distinct pool
-        positions with :meth:`_select`, whose batch is checked (:func:`check_batch`) before it is returned."""
-        batch_size = check_select_args(posterior, x_pool, batch_size, generator)
+        """Validate the arguments (:func:`check_select_args`; ``x_pool`` a tensor, NumPy array or DataFrame), then
+        pick 1 to ``batch_size`` distinct pool positions with :meth:`_select`, whose batch is checked
+        (:func:`check_batch`) before it is returned."""
+        x_pool, batch_size = check_select_args(posterior, x_pool, batch_size, generator)
         return check_batch(self._select(posterior, x_pool, batch_size, generator), x_pool.shape[0], batch_size,
                            self.name)
 

@@ -182,6 +182,30 @@ def test_generator_must_be_a_torch_generator(name):
         make_acquisition(name).select(_posteriors()["blr"], pool, 3, generator=5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["numpy", "dataframe", "list"])
+def test_numpy_and_pandas_pools_give_the_tensor_pool_s_batch(name, kind):
+    import pandas as pd
+
+    pool = _regression(25, 3, seed=5)[0]
+    as_kind = {"numpy": lambda t: t.numpy(), "dataframe": lambda t: pd.DataFrame(t.numpy(), columns=["c", "a", "b"]),
+               "list": lambda t: t.tolist()}[kind]
+    for post_name, post in _posteriors().items():
+        ref = make_acquisition(name, 10).select(post, pool, 4, generator=torch.Generator().manual_seed(0))
+        got = make_acquisition(name, 10).select(post, as_kind(pool), 4, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got.indices, ref.indices), post_name
+
+
+@pytest.mark.parametrize("pool, match", [
+    (np.zeros(5), r"x_pool: expected a 2-D array \(pool size, features\), got shape \(5,\)"),
+    (np.array([["a", "b", "c"]] * 4), r"x_pool: expected a numeric array, got text values"),
+    (np.full((4, 3), np.nan), r"x_pool: expected finite values"),
+])
+def test_a_bad_array_pool_is_an_error(pool, match):
+    with pytest.raises(PyrozooError, match=match):
+        make_acquisition("bald").select(_posteriors()["blr"], pool, 2)
+
+
 # ------------------------------------------------------------------------- ACS-FW defaults with few stored draws
 
 
