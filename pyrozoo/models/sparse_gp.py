@@ -445,14 +445,17 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
                          **base)
     loc, tril = optimal_qu(init.stats)
-    kwargs = {**{k: inp[k] for k in ("X", "Z", "variance", "noise", "batch_size")}, "lengthscale": ls0, "y": y,
-              "learn": True, **base}
+    # full data after the fit (log-likelihood, draws): batch_size only for the steps
+    kwargs = {**{k: inp[k] for k in ("X", "Z", "variance", "noise")}, "lengthscale": ls0, "y": y, "learn": True,
+              **base}
     result = svi_from_config(sparse_gp_model, make_free_qu_guide(loc, tril), kwargs, config, elbo="meanfield",
-                             default_lr=0.01, log_likelihood_fn=sparse_log_likelihood)
-    store = pyro.get_param_store()
-    result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(
-        X, y, store["Z"].detach(), lengthscale=store["lengthscale"].detach(), variance=store["variance"].detach(),
-        noise=store["noise"].detach() if "noise" in store else inp["noise"], **base)), dtype=torch.float64)
+                             default_lr=0.01, log_likelihood_fn=sparse_log_likelihood,
+                             train_kwargs={"batch_size": inp["batch_size"]})
+    fitted = {k: result.params[k].to(X) if k in result.params else inp[k] for k in ("Z", *HYPER)}
+    # the replay (posterior predictive, a pickled Result) uses the fitted values, not the global param store
+    result.predictive_fn.model_kwargs = {**kwargs, **fitted, "learn": False}
+    result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(X, y, **fitted, **base)),
+                                                 dtype=torch.float64)
     return _u_along_inducing(result, dataset)
 
 

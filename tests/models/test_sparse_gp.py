@@ -390,6 +390,24 @@ def test_a_noiseless_fit_reports_the_noise_it_used():
     assert out.metrics["noise"] == pytest.approx(1e-6 * out.metrics["variance"], rel=1e-12)
 
 
+def test_svi_posterior_predictive_uses_every_row_and_the_fitted_values():
+    """The svi Result replayed the model with its training kwargs: batch_size subsampled the draws (64 of 300 rows)
+    and learn=True read Z and the hyperparameters from the global param store at call time (another fit's)."""
+    X, y, _, _ = simulate_regression(0, n=300, n_test=1, input_dim=1)
+    Xb, yb, _, _ = simulate_regression(5, n=300, n_test=1, input_dim=1)
+    cfg = RunConfig(model="sparse-gp", inference="svi", steps=200, num_samples=20, lr=0.02, progress=False)
+    res = fit_sparse_entry(make_sparse_dataset(X, y, m=8, batch_size=64), cfg)
+    assert res.log_likelihood["y"].shape == (1, 20, 300)
+    res.add_posterior_predictive()
+    assert res.posterior_predictive["y"].shape == (1, 20, 300)
+    first = res.posterior_predictive["y"].mean((0, 1))
+    assert np.corrcoef(first, y.numpy())[0, 1] > 0.9
+    fit_sparse_entry(make_sparse_dataset(Xb, -yb, m=8, batch_size=64), cfg)  # another fit fills the param store
+    pyro.clear_param_store()
+    res.add_posterior_predictive()
+    assert np.corrcoef(res.posterior_predictive["y"].mean((0, 1)), y.numpy())[0, 1] > 0.9
+
+
 @pytest.mark.parametrize("inference", ["collapsed", "svi"])
 def test_dataframe_column_names_are_the_feature_coordinate(inference):
     """A DataFrame X's string column names label the ``feature`` axis of X in constant_data (the only per-column
