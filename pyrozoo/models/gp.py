@@ -285,6 +285,26 @@ def initial_lengthscale(lengthscale: Any, X: torch.Tensor, *, ard: bool = False)
     return ls0.expand(X.shape[1]).clone() if ard or ls0.numel() > 1 else ls0.clone()
 
 
+def diverged(what: str, step: int, lr: float, got: str) -> PyrozooError:
+    """The one-line error of an Adam fit that ran away at ``step``: names ``lr`` and says to lower it."""
+    return PyrozooError(f"fit: the {what} diverged at step {step} with lr = {lr:g}: expected finite values, got "
+                        f"{got}; lower lr")
+
+
+def check_step(what: str, step: int, lr: float, loss: float | None = None,
+               values: dict[str, torch.Tensor] | None = None) -> None:
+    """Divergence of an Adam fit, checked at each step: a non-finite ``loss``, fitted ``values`` (hyperparameters,
+    pseudo-inputs) that became non-finite, or hyperparameters (all but ``Z``) that under- or overflowed out of the
+    positive normal floats raise :func:`diverged`."""
+    if loss is not None and not math.isfinite(loss):
+        raise diverged(what, step, lr, f"a loss of {loss}")
+    for name, v in (values or {}).items():
+        v = v.detach()
+        bad = ~torch.isfinite(v) if name == "Z" else ~(torch.isfinite(v) & (v >= torch.finfo(v.dtype).tiny))
+        if bool(bad.any()):
+            raise diverged(what, step, lr, f"{name} = {float(v[bad].flatten()[0]):.3g}")
+
+
 def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
               steps: int = 200, lr: float = 0.05, ard: bool = False, rel_tol: float = 1e-9) -> dict[str, Any]:
     """Type-II maximum likelihood: Adam on the log-hyperparameters maximizing :func:`exact_log_marginal`, at most
@@ -305,12 +325,21 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     }
     opt = torch.optim.Adam(list(raw.values()), lr=lr)
     losses = []
-    for _ in range(steps):
+    what = "type-II fit of the GP hyperparameters"
+    for step in range(steps):
         opt.zero_grad()
-        loss = -_exact_log_marginal(X, y, kernel, raw["lengthscale"].exp(), raw["variance"].exp(), raw["noise"].exp())
+        h = {k: v.exp() for k, v in raw.items()}
+        try:
+            loss = -_exact_log_marginal(X, y, kernel, h["lengthscale"], h["variance"], h["noise"])
+        except PyrozooError:  # a NaN or inf in K that step 0 (same inputs) did not have: the last step's doing
+            if step and not bool(torch.isfinite(kernel_matrix(kernel, X, X, h["lengthscale"], h["variance"])).all()):
+                raise diverged(what, step, lr, "NaN or inf in the kernel matrix") from None
+            raise
+        losses.append(float(loss.detach()))
+        check_step(what, step, lr, losses[-1])
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        check_step(what, step, lr, values={k: v.exp() for k, v in raw.items()})
         if rel_tol and loss_plateau(losses, PLATEAU_WINDOW, rel_tol, settled=True):
             break
     with torch.no_grad():

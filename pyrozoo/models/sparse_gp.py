@@ -46,6 +46,7 @@ from pyrozoo.models.gp import (
     check_gp_data,
     check_hyper,
     check_new_inputs,
+    check_step,
     check_test_set,
     gaussian_nlpd,
     hyper_metrics,
@@ -324,11 +325,11 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
         for step in range(steps):
             opt.zero_grad()
             loss = -sparse_log_marginal(X, y, Zp, **{k: v.exp() for k, v in raw.items()}, **kw)
-            if not torch.isfinite(loss):
-                raise PyrozooError(f"fit: the sparse GP objective became {float(loss)} at step {step}; lower lr")
+            losses.append(float(loss.detach()))
+            check_step("sparse GP fit", step, lr, losses[-1])
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            check_step("sparse GP fit", step, lr, values={"Z": Zp, **{k: v.exp() for k, v in raw.items()}})
             if rel_tol and loss_plateau(losses, PLATEAU_WINDOW, rel_tol, settled=True):
                 break
     with torch.no_grad():

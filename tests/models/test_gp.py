@@ -211,6 +211,29 @@ def test_type2_stops_once_the_marginal_likelihood_settles():
             fit_type2(X, y, rel_tol=bad, **kw)
 
 
+def test_a_diverging_type2_fit_says_lower_lr(monkeypatch):
+    """lr 10 ran the variance to 0 and the Cholesky met NaN at step ~79, reported as bad inputs ("check the inputs
+    and the hyperparameters"); each step now checks the loss and the hyperparameters, and a NaN in K at a later step
+    (the inputs passed at step 0) is the fit's divergence too."""
+    import pyrozoo.models.gp as gp
+
+    ds = simulate_gp(0)
+    X, y = ds.inputs["X"], ds.observed["y"]
+    kw = dict(kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=100)
+    with pytest.raises(PyrozooError, match=r"^fit: the type-II .* diverged at step \d+ with lr = 10: .*; lower lr$"):
+        fit_type2(X, y, lr=10.0, **kw)
+    calls = []
+
+    def nan_after_step_0(*args, **kwargs):
+        calls.append(1)
+        K = kernel_matrix(*args, **kwargs)
+        return K if len(calls) < 3 else K * float("nan")
+
+    monkeypatch.setattr(gp, "kernel_matrix", nan_after_step_0)
+    with pytest.raises(PyrozooError, match=r"diverged at step 2 with lr = 0.1: .* got NaN or inf in the kernel matrix"):
+        fit_type2(X, y, lr=0.1, **kw)
+
+
 def test_type2_fit_result_has_pointwise_log_likelihood():
     ds = simulate_gp(0, n=20, n_test=30)
     cfg = RunConfig(model="gp", inference="type2", steps=30, num_samples=40, progress=False)
