@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -285,6 +286,37 @@ def initial_lengthscale(lengthscale: Any, X: torch.Tensor, *, ard: bool = False)
     return ls0.expand(X.shape[1]).clone() if ard or ls0.numel() > 1 else ls0.clone()
 
 
+SCALE_CHECK_ROWS = 256  # rows of X (evenly spaced) in the start-of-fit check of the inputs' scale
+
+
+def warn_input_scale(X: torch.Tensor, kernel: str, lengthscale: torch.Tensor, *, stacklevel: int = 3) -> None:
+    """Warn when the kernel matrix at the initial ``lengthscale`` is numerically diagonal (every off-diagonal entry
+    < 1e-10 of the variance) or constant (all > 1 - 1e-10): the inputs' scale is far from the lengthscale, the
+    lengthscale's gradient (nearly) vanishes and the fit leaves it where it started (flat predictions). Checked on at
+    most :data:`SCALE_CHECK_ROWS` rows; ``stacklevel`` points the warning at the fit's caller."""
+    n = X.shape[0]
+    if n < 2:
+        return
+    Xs = X[torch.linspace(0, n - 1, min(n, SCALE_CHECK_ROWS), device=X.device).round().long()].detach()
+    ls = lengthscale.detach()
+    with torch.no_grad():
+        k = kernel_matrix(kernel, Xs, Xs, ls, torch.ones((), dtype=X.dtype, device=X.device))
+        off = ~torch.eye(Xs.shape[0], dtype=torch.bool, device=X.device)
+        dist_ = torch.cdist(Xs, Xs)[off]
+        k = k[off]
+    if bool((k < 1e-10).all()):
+        shape = "numerically diagonal (every off-diagonal entry < 1e-10 of the variance)"
+    elif bool((k > 1 - 1e-10).all()) and bool((dist_ > 0).any()):
+        shape = "numerically constant (every entry within 1e-10 of the variance)"
+    else:
+        return
+    ls_text = f"{float(ls.flatten()[0]):.3g}" if ls.numel() == 1 else f"{[round(float(v), 3) for v in ls]}"
+    warnings.warn(f"X: the kernel matrix at the initial lengthscale {ls_text} is {shape}: the inputs' median pairwise "
+                  f"distance {float(dist_.median()):.3g} is far from the lengthscale, whose gradient then (nearly) "
+                  f"vanishes; rescale the inputs (e.g. standardize X) or pass a lengthscale of that order",
+                  UserWarning, stacklevel=stacklevel)
+
+
 def diverged(what: str, step: int, lr: float, got: str) -> PyrozooError:
     """The one-line error of an Adam fit that ran away at ``step``: names ``lr`` and says to lower it."""
     return PyrozooError(f"fit: the {what} diverged at step {step} with lr = {lr:g}: expected finite values, got "
@@ -323,6 +355,8 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
         "variance": torch.as_tensor(variance, dtype=X.dtype, device=X.device).log().requires_grad_(),
         "noise": torch.as_tensor(noise, dtype=X.dtype, device=X.device).log().requires_grad_(),
     }
+    if steps:
+        warn_input_scale(X, kernel, ls0)
     opt = torch.optim.Adam(list(raw.values()), lr=lr)
     losses = []
     what = "type-II fit of the GP hyperparameters"

@@ -53,6 +53,7 @@ from pyrozoo.models.gp import (
     hyper_tensor,
     initial_lengthscale,
     simulate_regression,
+    warn_input_scale,
 )
 from pyrozoo.models.gp_linalg import (
     KERNELS,
@@ -320,6 +321,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     kw = {"kernel": kernel, "method": method, "noiseless": noiseless, "noise_floor": noise_floor,
           "chunk_size": chunk_size, "checkpoint": checkpoint, "jitter": jitter}
     losses: list[float] = []
+    if steps and learn_hyper:
+        warn_input_scale(X, kernel, raw["lengthscale"].exp(), stacklevel=4)  # past keeps_caller_state
     if steps and params:
         opt = torch.optim.Adam(params, lr=lr)
         for step in range(steps):

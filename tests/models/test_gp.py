@@ -227,11 +227,34 @@ def test_a_diverging_type2_fit_says_lower_lr(monkeypatch):
     def nan_after_step_0(*args, **kwargs):
         calls.append(1)
         K = kernel_matrix(*args, **kwargs)
-        return K if len(calls) < 3 else K * float("nan")
+        return K if len(calls) < 4 else K * float("nan")  # the input-scale check, steps 0 and 1, then NaN
 
     monkeypatch.setattr(gp, "kernel_matrix", nan_after_step_0)
-    with pytest.raises(PyrozooError, match=r"diverged at step 2 with lr = 0.1: .* got NaN or inf in the kernel matrix"):
+    with pytest.raises(PyrozooError, match=r"diverged at step [1-9]\d* with lr = 0.1: .* got NaN or inf in the kernel"):
         fit_type2(X, y, lr=0.1, **kw)
+
+
+def test_inputs_far_from_the_lengthscale_warn_at_fit_start():
+    """Inputs on a 1e8 scale left the lengthscale at exactly its start (every off-diagonal kernel entry underflowed,
+    its gradient 0) with flat predictions and no word; on a 1e-8 scale the kernel is constant. Both warn now;
+    ordinary inputs, or a lengthscale of the inputs' order, do not."""
+    import warnings
+
+    X, y, _, _ = simulate_regression(0, n=60, n_test=1, input_dim=1)
+    kw = dict(kernel="rbf", variance=1.0, noise=0.1, steps=20)
+    with pytest.warns(UserWarning, match=r"numerically diagonal .* median pairwise distance 1\.\d+e\+08 .* rescale"):
+        fit = fit_type2(X * 1e8, y, lengthscale=1.0, **kw)
+    assert float(fit["lengthscale"]) == 1.0  # what the warning is about
+    with pytest.warns(UserWarning, match=r"numerically constant .* pass a lengthscale of that order"):
+        fit_type2(X * 1e-8, y, lengthscale=1.0, **kw)
+    ds = make_gp_dataset(X * 1e8, y)
+    with pytest.warns(UserWarning, match="numerically diagonal"):
+        fit_gp(ds, RunConfig(model="gp", inference="type2", steps=5, num_samples=2, progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_type2(X, y, lengthscale=1.0, **kw)
+        fit_type2(X * 1e8, y, lengthscale=1e8, **kw)
+        fit_type2(X * 1e8, y, lengthscale=1.0, **{**kw, "steps": 0})  # nothing is fitted
 
 
 def test_type2_fit_result_has_pointwise_log_likelihood():

@@ -390,6 +390,19 @@ def test_a_noiseless_fit_reports_the_noise_it_used():
     assert out.metrics["noise"] == pytest.approx(1e-6 * out.metrics["variance"], rel=1e-12)
 
 
+def test_inputs_far_from_the_lengthscale_warn_at_fit_start():
+    import warnings
+
+    X, y, _, _ = simulate_regression(0, n=100, n_test=1, input_dim=1)
+    with pytest.warns(UserWarning, match=r"numerically diagonal .* rescale the inputs"):
+        fit = fit_sparse_gp(X * 1e8, y, X[:6] * 1e8, steps=10)
+    assert float(fit.lengthscale) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_sparse_gp(X, y, X[:6], steps=10)
+        fit_sparse_gp(X * 1e8, y, X[:6] * 1e8, steps=10, learn_hyper=False)  # the lengthscale is not fitted
+
+
 def test_svi_posterior_predictive_uses_every_row_and_the_fitted_values():
     """The svi Result replayed the model with its training kwargs: batch_size subsampled the draws (64 of 300 rows)
     and learn=True read Z and the hyperparameters from the global param store at call time (another fit's)."""
