@@ -478,3 +478,16 @@ def test_diagnose_an_idata_without_a_posterior_group_is_one_line(tmp_path, capsy
     assert main(["diagnose", str(out), "--no-plots"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"pyrozoo: error: run: {out / 'idata.nc'} has no posterior group")
+
+
+def test_python_dash_m_pyrozoo_runs_the_cli():
+    """`python -m pyrozoo` is the console script's command line (for environments without the script on PATH)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pyrozoo", "list"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "normal-gamma" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "pyrozoo", "run", "no-such-model"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "unknown model" in bad.stderr
