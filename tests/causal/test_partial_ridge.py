@@ -148,6 +148,7 @@ def test_predict_checks_the_fitted_columns_like_scikit_learn():
         refit.predict(X[0])
 
 
+@pytest.mark.filterwarnings("ignore:Skipping check check_array_api_input")  # needs SCIPY_ARRAY_API set
 def test_scikit_learn_estimator_checks():
     """scikit-learn's own estimator checks pass, apart from three about the wording or type of an error: pyrozoo's
     messages name the argument, what was expected and what came (and are ValueErrors, never TypeErrors)."""
