@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,21 @@ def _learner(name: str, seed: int, device: str) -> Any:
     return LassoCV(cv=3, random_state=seed, max_iter=5000)
 
 
+def check_option_effects(options: Mapping[str, Any]) -> None:
+    """Raise for an option that would have no effect with the others: ``linear_controls=false`` joins only the
+    refit of the spike_slab learner's selections (ridge and lasso select nothing; ``refit="none"`` skips it)."""
+    learner, refit = options.get("learner", "spike_slab"), options.get("refit", "union")
+    if options.get("linear_controls", True) is False and (learner != "spike_slab" or refit == "none"):
+        why = f"refit={refit!r} keeps" if refit == "none" else f"learner={learner!r} (no selection to refit) keeps"
+        raise PyrozooError(f"linear_controls: false applies only to the refit of the spike_slab learner's selections; "
+                           f"{why} the learner's own predictions, so it would have no effect (remove it)")
+
+
+def _check_run_options(config: RunConfig) -> None:
+    """The entry's family check (every cell of a sweep, before any data): :func:`check_option_effects`."""
+    check_option_effects({**OPTIONS, **config.options})
+
+
 def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
     """A :class:`PLCE` from the entry's options (validated here, before any work)."""
     re_opt = options.get("random_effects", "auto")
@@ -124,13 +140,15 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
         if not isinstance(options.get(flag, False), bool):
             raise PyrozooError(f"{flag}: expected true or false, got {options[flag]!r}")
     check_positive("theta_scale", options.get("theta_scale", 10.0))
+    check_option_effects(options)
+    learner, refit = options.get("learner", "spike_slab"), options.get("refit", "union")
     dev = str(resolve_device(device))
-    return PLCE(_learner(options.get("learner", "spike_slab"), seed, dev), n_folds=options.get("n_folds", 5),
+    return PLCE(_learner(learner, seed, dev), n_folds=options.get("n_folds", 5),
                 n_repeats=options.get("n_repeats", 5), n_knots=options.get("n_knots", 5),
                 interactions=options.get("interactions", "quadratic"),
                 treatment_model=options.get("treatment_model", "homoskedastic"),
                 random_effects=None if re_opt == "auto" else re_opt, interference=options.get("interference", False),
-                se_type=options.get("se_type", "hc3"), refit=options.get("refit", "union"),
+                se_type=options.get("se_type", "hc3"), refit=refit,
                 linear_controls=options.get("linear_controls", True), seed=seed, device=dev)
 
 
@@ -351,5 +369,6 @@ def plce_entry() -> ZooModel:
               "options": {"n": 150, "n_folds": 2, "n_repeats": 2, "interactions": "linear", "n_knots": 3,
                           "learner": "ridge"}},
         artifacts=plce_artifacts,
+        check_options=_check_run_options,
         description="Partially linear causal effect: cross-fitted spike-slab nuisances, HC3 + Bayesian final stage",
     )

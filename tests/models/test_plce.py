@@ -47,3 +47,21 @@ def test_the_standard_error_is_named_by_its_type(tmp_path):
     assert list(_table(runs["cluster"]).index[:2]) == ["PLCE (cluster)", "PLCE feasible (cluster)"]
     assert list(_table(runs["hc3"]).index[:2]) == ["PLCE (HC3)", "PLCE feasible (HC3)"]
     assert _table(runs["cluster"]).iloc[0]["std_err"] == cluster["se_cluster"]
+
+
+@pytest.mark.parametrize("options", [{"learner": "ridge"}, {"learner": "lasso"}, {"refit": "none"}])
+def test_linear_controls_false_without_a_selection_refit_is_refused(options):
+    """linear_controls joins only the refit of the spike_slab learner's selections: false with ridge, lasso or
+    refit='none' changed nothing (identical tables), so it is refused as the other no-op options are, by the entry
+    (every sweep cell, before any data) and by make_estimator."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import make_estimator
+    from pyrozoo.registry import get
+
+    match = r"^linear_controls: false applies only to the refit of the spike_slab learner's selections; .*no effect"
+    with pytest.raises(PyrozooError, match=match):
+        get("plce").check_config(RunConfig(model="plce", options={**options, "linear_controls": False}))
+    with pytest.raises(PyrozooError, match=match):
+        make_estimator(0, **options, linear_controls=False)
+    make_estimator(0, **options)  # the default (true) is no setting of the user's: accepted
+    make_estimator(0, linear_controls=False)
