@@ -1,6 +1,8 @@
 """Shared helpers for the sweep tests: sweep files with tiny settings on the normal-gamma entry."""
 
+import os
 import textwrap
+import types
 
 import pytest
 
@@ -45,3 +47,36 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+def _descendants(pid: int) -> set[int]:
+    """Pids of the live (not zombie) processes below ``pid``, read from /proc (psutil is not a dependency)."""
+    parents = {}
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if fields[0] != "Z":
+                parents[int(stat)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def proc_tree():
+    """``descendants(pid)`` and ``alive(pid)`` from /proc, for the tests that signal a sweep's driver."""
+    return types.SimpleNamespace(descendants=_descendants, alive=_alive)

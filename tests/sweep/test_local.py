@@ -282,33 +282,6 @@ def test_interrupt_with_a_pool_starts_no_more_cells_and_stops_the_workers(write_
 
 
 
-def _descendants(pid):
-    """Pids of the live (not zombie) processes below ``pid``, read from /proc (psutil is not a dependency)."""
-    parents = {}
-    for stat in os.listdir("/proc"):
-        if stat.isdigit():
-            try:
-                with open(f"/proc/{stat}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            if fields[0] != "Z":
-                parents[int(stat)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
 def test_sigterm_during_a_sweep_is_an_interrupt_and_the_old_handler_comes_back(write_spec, sweep_text, tmp_path,
                                                                                  capsys, signame):
@@ -342,7 +315,7 @@ def test_sigterm_during_a_sweep_is_an_interrupt_and_the_old_handler_comes_back(w
 @pytest.mark.slow  # two process start-ups (driver, spawned workers): about 30 s each on two busy cores
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, tmp_path, signum):
+def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, tmp_path, signum, proc_tree):
     """SIGTERM to `pyrozoo sweep --jobs 2` once a cell is done: the driver exits (128 + 15) after stopping its
     workers, removing their temporaries and releasing the lock, like Ctrl-C. It used to die at once, leaving the
     workers orphaned (blocked forever, or finishing cells into OUT after the lock was gone). After SIGKILL, which
@@ -362,7 +335,7 @@ def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, 
             if any(cell_status(out, c) == "done" for c in spec.cells):
                 break
             time.sleep(0.05)
-        workers = _descendants(proc.pid)
+        workers = proc_tree.descendants(proc.pid)
         assert proc.poll() is None and workers, "the sweep should still be running its workers"
         os.kill(proc.pid, signum)
         proc.wait(timeout=60)
@@ -370,9 +343,9 @@ def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, 
             assert proc.returncode == 128 + signal.SIGTERM, err.read_text()
             assert "pyrozoo: terminated" in err.read_text() and "sweep terminated: " in log.read_text()
         deadline = time.monotonic() + 10  # the resource tracker leaves once the driver has gone
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(proc_tree.alive(p) for p in workers):
             time.sleep(0.1)
-        assert not [p for p in workers if _alive(p)], "worker processes outlived the driver"
+        assert not [p for p in workers if proc_tree.alive(p)], "worker processes outlived the driver"
         done = [c.key for c in spec.cells if cell_status(out, c) == "done"]
         assert 1 <= len(done) < len(spec.cells)
         if signum == signal.SIGTERM:
@@ -382,7 +355,7 @@ def test_a_signalled_pool_sweep_leaves_no_worker_behind(write_spec, sweep_text, 
         assert [c.key for c in spec.cells if cell_status(out, c) == "done"] == done  # nothing finishes later
     finally:
         for pid in [proc.pid, *workers]:
-            if _alive(pid):
+            if proc_tree.alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
 

@@ -249,37 +249,11 @@ def test_interrupt_on_ray_cancels_the_tasks_and_removes_their_temporaries(local_
     assert 1 <= done < 6
 
 
-def _descendants(pid):
-    """Pids of the live (not zombie) processes below ``pid``, read from /proc."""
-    parents = {}
-    for stat in os.listdir("/proc"):
-        if stat.isdigit():
-            try:
-                with open(f"/proc/{stat}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(stat)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow  # a Ray start-up in a subprocess: about 30 s on two busy cores
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
-def test_a_signalled_ray_sweep_cleans_up_and_exits_128_plus_the_signal(write_spec, sweep_text, tmp_path, signame):
+def test_a_signalled_ray_sweep_cleans_up_and_exits_128_plus_the_signal(write_spec, sweep_text, tmp_path, signame,
+                                                                      proc_tree):
     """`pyrozoo sweep --backend ray` signalled while its tasks run: it used to abort (exit 134, Ray's SIGTERM trace),
     leaving its lock, the cancelled tasks' temporaries and Ray's processes. Now: the Ctrl-C cleanup, exit 143/129."""
     pytest.importorskip("ray")
@@ -296,7 +270,7 @@ def test_a_signalled_ray_sweep_cleans_up_and_exits_128_plus_the_signal(write_spe
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None and not list(tmp.glob(CELL_TEMP + "*")):
             time.sleep(0.01)
-        ray_processes = _descendants(proc.pid)
+        ray_processes = proc_tree.descendants(proc.pid)
         assert proc.poll() is None, "the sweep should still be running its tasks"
         os.kill(proc.pid, signum)
         proc.wait(timeout=90)
@@ -305,11 +279,11 @@ def test_a_signalled_ray_sweep_cleans_up_and_exits_128_plus_the_signal(write_spe
         assert not (out / ".sweep.lock").exists()
         assert list(tmp.glob(CELL_TEMP + "*")) == []
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in ray_processes):
+        while time.monotonic() < deadline and any(proc_tree.alive(p) for p in ray_processes):
             time.sleep(0.2)
-        assert not [p for p in ray_processes if _alive(p)], "Ray's processes outlived the driver"
+        assert not [p for p in ray_processes if proc_tree.alive(p)], "Ray's processes outlived the driver"
     finally:
         for pid in [proc.pid, *ray_processes]:
-            if _alive(pid):
+            if proc_tree.alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
