@@ -17,9 +17,9 @@ Posteriors (``inference`` of the zoo entry, ``posterior`` of :func:`fit_bnn`):
 * ``vi``: mean-field Gaussian VI (Pyro ``AutoNormal``), started at the MAP weights.
 
 :class:`BNNPosterior` is the fitted posterior: ``predictive_moments(X)``, ``sample_predictive(X, S)``,
-``log_predictive_density(X, y)`` on new inputs, in the units the data came in. With ``val_fraction`` > 0 the noise
-scale tau (sigma(x) -> tau sigma(x)) and CIBER's defensive weight and box scale (and, opt-in, the tail weight of
-our triangle-mixture likelihood) are chosen on held-out rows (:func:`calibrate_noise`).
+``sample_per_draw(X)``, ``log_predictive_density(X, y)`` on new inputs, in the units the data came in. With
+``val_fraction`` > 0 the noise scale tau (sigma(x) -> tau sigma(x)) and CIBER's defensive weight and box scale (and,
+opt-in, the tail weight of our triangle-mixture likelihood) are chosen on held-out rows (:func:`calibrate_noise`).
 """
 
 from __future__ import annotations
@@ -305,13 +305,27 @@ class BNNPosterior:
         num_samples = check_int("num_samples", num_samples, minimum=1)
         pd = self._per_draw(self._prep(X))
         idx = torch.randint(self.num_draws, (num_samples,), generator=generator).to(self.draws.device)
+        return self._sample_y(pd, idx, self.defensive_weight, generator)
+
+    def sample_per_draw(self, X: Any, *, generator: torch.Generator | None = None,
+                        defensive_weight: float | None = None) -> torch.Tensor:
+        """``(S, n)``: one draw of y given each posterior draw s, in draw order (the per-draw predictive of
+        :meth:`sample_predictive`; ``defensive_weight`` as in :meth:`pointwise_log_likelihood`)."""
+        weight = check_defensive_weight(self.defensive_weight if defensive_weight is None else defensive_weight)
+        pd = self._per_draw(self._prep(X))
+        return self._sample_y(pd, torch.arange(self.num_draws, device=self.draws.device), weight, generator)
+
+    def _sample_y(self, pd: dict[str, torch.Tensor], idx: torch.Tensor, defensive_weight: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        """One y per entry of ``idx`` (draw indices) from that draw's predictive, ``(len(idx), n)``, data units."""
+        num_samples = idx.numel()
         if self.kind == "ciber":
             y = torch.stack([ciber_sample(pd["center"][i], pd["box"][i], pd["sigma"][i], 1,
                                           tail_weight=self.tail_weight, generator=generator)[0] for i in idx.tolist()])
-            if self.defensive_weight > 0:  # the mixture's Gaussian part (same mean and variance per draw)
+            if defensive_weight > 0:  # the mixture's Gaussian part (same mean and variance per draw)
                 z = torch.randn(num_samples, y.shape[-1], generator=generator, dtype=torch.float64).to(y.device)
                 u = torch.rand(num_samples, 1, generator=generator, dtype=torch.float64).to(y.device)
-                y = torch.where(u < self.defensive_weight, pd["mean"][idx] + pd["var"][idx].sqrt() * z, y)
+                y = torch.where(u < defensive_weight, pd["mean"][idx] + pd["var"][idx].sqrt() * z, y)
         else:
             z = torch.randn(num_samples, pd["mean"].shape[-1], generator=generator, dtype=torch.float64)
             y = pd["mean"][idx] + pd["var"][idx].sqrt() * z.to(self.draws.device)
@@ -693,6 +707,8 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
                              fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,
                              seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
                              model_name=config.model)
+    # the posterior's own predictive (tau, collapsed and defensive likelihood), not bnn_model at the weight draws
+    result.predictive_fn = BNNPredictive(post, X, weight, config.seed, y.dtype)
     if post.collapsed is not None:
         # PSIS-LOO on these values is Rao-Blackwellized over w_c; recomputing the likelihood from the posterior
         # group's w_out (which keeps the SWAG draws of w_c) gives the uncollapsed value instead
@@ -701,6 +717,21 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
             f"under their conditional ({'uniform box, triangular likelihood' if post.kind == 'ciber' else 'Gaussian'})"
             f"; w_out in the posterior group holds their SWAG draws, which this log-likelihood does not use")
     return _name_weight_axes(result, post.layout, dataset.meta.get("feature_names"))
+
+
+class BNNPredictive:
+    """The zoo Result's ``predictive_fn``: one y per posterior draw from the fitted posterior's own predictive
+    (:meth:`BNNPosterior.sample_per_draw`: the noise scale, the collapsed and defensive likelihood the
+    log-likelihood uses), ``(1, S, n)`` under ``y``. A module-level class, so that the Result pickles."""
+
+    def __init__(self, post: BNNPosterior, X: torch.Tensor, defensive_weight: float, seed: int,
+                 dtype: torch.dtype) -> None:
+        self.post, self.X, self.defensive_weight, self.seed, self.dtype = post, X, defensive_weight, seed, dtype
+
+    def __call__(self, result: Result | None = None) -> dict[str, np.ndarray]:
+        gen = torch.Generator().manual_seed(int(self.seed))  # the same draws on every call
+        y = self.post.sample_per_draw(self.X, generator=gen, defensive_weight=self.defensive_weight)
+        return {"y": y.to(self.dtype).reshape(1, *y.shape).cpu().numpy()}
 
 
 def _name_weight_axes(result: Result, layout: MLPLayout, feature_names: list[str] | None = None) -> Result:

@@ -450,3 +450,33 @@ def test_options_their_posteriors_read_are_accepted():
                                ("ciber", {"val_fraction": 0.1}), ("swag-diag", {"scale": 0.3}),
                                ("collapsed-gaussian", {"rank": 3}), ("map", {"val_fraction": 0.1, "hidden": 4})):
         entry.check_config(RunConfig(model="bnn", dataset="concrete", inference=inference, options=options))
+
+
+@pytest.mark.parametrize("kind", ["swag", "ciber"])
+def test_posterior_predictive_group_draws_from_the_fitted_predictive(kind):
+    """With val_fraction > 0 the posterior_predictive group ignored the calibrated noise scale tau and the collapsed
+    likelihood (bnn_model at the stored weights); it now draws one y per posterior draw from the posterior's own
+    predictive, so its spread matches predictive_moments (and not the tau = 1 one), and the Result still pickles."""
+    import pickle
+
+    from pyrozoo.runner import run_model
+
+    collapsed = {"num_collapsed": 3} if kind == "ciber" else {}
+    out = run_model(RunConfig(model="bnn", inference=kind, dataset="boston", device="cpu", progress=False,
+                              num_samples=40, steps=60,
+                              options={"hidden": 9, "swa_epochs": 10, "val_fraction": 0.2, **collapsed}), save=False)
+    result, post = out.result, out.result.guide
+    assert post.noise_scale > 1.0  # 1.25 on this split
+    restored = pickle.loads(pickle.dumps(result))  # before drawing: the predictive function must survive pickling
+    idata = restored.to_inference_data(posterior_predictive=True)
+    pp = idata.posterior_predictive["y"]
+    assert pp.dims == ("chain", "draw", "obs_id") and pp.shape == (1, 40, 455)
+    X = torch.as_tensor(result.constant_data["X"])
+    var = float(pp.var(("chain", "draw"), ddof=1).mean())
+    exact = float(post.predictive_moments(X)[1].mean())
+    # what the group drew before: bnn_model's Gaussian at the posterior group's weights (tau 1, nothing collapsed)
+    mean, log_var = mlp_forward({k: torch.as_tensor(v[0]) for k, v in result.posterior.items()}, X.float(),
+                                post.layout.depth)
+    plain = float((log_var.exp().mean(0) + mean.var(0, unbiased=False)).mean())
+    assert var == pytest.approx(exact, rel=0.05) and plain < 0.8 * exact, (var, exact, plain)
+    assert torch.equal(torch.as_tensor(pp.values), torch.as_tensor(result.predictive_fn(result)["y"]))  # seeded
