@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -214,12 +215,12 @@ class BNNPosterior:
         draws[:, self.collapsed] = mu + (draws[:, self.collapsed] - mu) * self.box_scale
         return draws
 
-    def _prep(self, X: Any) -> torch.Tensor:
-        check_feature_names(X, self.feature_names)  # a DataFrame's columns in another order would be misread
-        X = as_tensor("X", X, dtype=self.draws.dtype, device=self.draws.device)  # tensors, arrays, DataFrames
+    def _prep(self, X: Any, name: str = "X") -> torch.Tensor:
+        check_feature_names(X, self.feature_names, name=name)  # a DataFrame's columns in another order: misread
+        X = as_tensor(name, X, dtype=self.draws.dtype, device=self.draws.device)  # tensors, arrays, DataFrames
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
-            raise PyrozooError(f"X: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
-        check_finite("X", X)
+            raise PyrozooError(f"{name}: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
+        check_finite(name, X)
         return (X - self.x_mean) / self.x_std
 
     def _per_draw(self, Xs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -292,11 +293,11 @@ class BNNPosterior:
         mean, var = self.predictive_moments(X)
         return -dist.Normal(mean, var.sqrt()).log_prob(self._targets(y, mean.shape[0]).to(mean.dtype))
 
-    def _targets(self, y: Any, n: int) -> torch.Tensor:
+    def _targets(self, y: Any, n: int, name: str = "y") -> torch.Tensor:
         """``y`` as a finite ``(n,)`` float64 tensor: a column (n, 1) or a single value would broadcast silently."""
-        y = as_tensor("y", y, dtype=torch.float64, device=self.draws.device)
-        check_shape("y", y, (n,))
-        check_finite("y", y)
+        y = as_tensor(name, y, dtype=torch.float64, device=self.draws.device)
+        check_shape(name, y, (n,))
+        check_finite(name, y)
         return y
 
     def sample_predictive(self, X: Any, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -453,9 +454,24 @@ NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
 
 
-def check_defensive_weight(weight: Any) -> float:
+def check_defensive_weight(weight: Any, name: str = "defensive_weight") -> float:
     """The weight of CIBER's defensive Gaussian component, in [0, 1) (1 would leave no collapsed density)."""
-    return check_interval("defensive_weight", weight, 0.0, 1.0, high_open=True)
+    return check_interval(name, weight, 0.0, 1.0, high_open=True)
+
+
+def _check_grid(name: str, values: Any, check: Callable[[str, Any], Any]) -> tuple[float, ...]:
+    """A calibration grid as floats: a non-empty sequence of numbers, each passing ``check(name, value)``."""
+    try:  # a str, a number or a 0-d array is not a grid
+        grid = () if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) else tuple(values)
+    except TypeError:
+        grid = ()
+    if not grid:
+        raise PyrozooError(f"{name}: expected a non-empty sequence of numbers, got {values!r}")
+    for value in grid:
+        check(name, value)
+    return tuple(float(v) for v in grid)
+
+
 # ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
 # the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
 BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -470,21 +486,24 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
     lambda, the box scale and the tail weight rho (our triangle mixture; default grid (0,): the paper's triangle)
     that maximize the mean log predictive density of held-out rows (a grid search; other kinds use tau only).
     The network and its draws are unchanged. The choice and the grid's scores go to ``extras["calibration"]``
-    (grid keys: (tau, lambda, box_scale, rho))."""
+    (grid keys: (tau, lambda, box_scale, rho)). The inputs and every grid (also those the kind does not use) are
+    checked before any work."""
+    Xs = post._prep(X_val, "X_val")
+    ys = (post._targets(y_val, Xs.shape[0], "y_val") - post.y_mean) / post.y_std
+    noise_scales = _check_grid("noise_scales", noise_scales, lambda n, v: check_positive(n, v, scalar=True))
+    defensive_weights = _check_grid("defensive_weights", defensive_weights, lambda n, v: check_defensive_weight(v, n))
+    box_scales = _check_grid("box_scales", box_scales, lambda n, v: check_positive(n, v, scalar=True))
+    tail_weights = _check_grid("tail_weights", tail_weights,
+                               lambda n, v: check_interval(n, v, 0.0, 1.0, high_open=True))
     ciber = post.kind == "ciber"
     weights = defensive_weights if ciber else (post.defensive_weight,)
     boxes = box_scales if ciber else (post.box_scale,)
     rhos = tail_weights if ciber else (post.tail_weight,)
-    for rho in rhos:
-        check_interval("tail_weights", rho, 0.0, 1.0, high_open=True)
-    for box in boxes:
-        check_positive("box_scales", box)
     scores: dict[tuple[float, float, float, float], float] = {}
-    ys = (torch.as_tensor(y_val, dtype=torch.float64, device=post.draws.device) - post.y_mean) / post.y_std
     for tau in noise_scales:
         for box in boxes:
             cand = replace(post, noise_scale=float(tau), defensive_weight=0.0, box_scale=float(box), tail_weight=0.0)
-            pd = cand._per_draw(cand._prep(X_val))
+            pd = cand._per_draw(Xs)  # X_val standardized once: replace keeps x_mean and x_std
             if ciber:  # one density evaluation per (tau, box, component); rho and lambda only mix them
                 narrow = ciber_density(ys, pd["center"], pd["box"], pd["sigma"])
                 wide = (ciber_density(ys, pd["center"], pd["box"], TAIL_WIDTH * pd["sigma"])

@@ -480,3 +480,41 @@ def test_posterior_predictive_group_draws_from_the_fitted_predictive(kind):
     plain = float((log_var.exp().mean(0) + mean.var(0, unbiased=False)).mean())
     assert var == pytest.approx(exact, rel=0.05) and plain < 0.8 * exact, (var, exact, plain)
     assert torch.equal(torch.as_tensor(pp.values), torch.as_tensor(result.predictive_fn(result)["y"]))  # seeded
+
+
+@pytest.mark.parametrize("kind", ["swag", "ciber"])
+@pytest.mark.parametrize("change,match", [
+    ({"y_val": "one"}, r"y_val: expected shape \(6\), got \(1,\)"),  # one y broadcast over the rows
+    ({"y_val": "column"}, r"y_val: expected shape \(6\), got \(6, 1\)"),
+    ({"y_val": "short"}, r"y_val: expected shape \(6\), got \(5,\)"),
+    ({"y_val": "inf"}, r"y_val: expected finite values, found 1 non-finite \(inf"),  # tau 0.8 with val_lpd -inf
+    ({"y_val": "nan"}, r"y_val: expected finite values, found 1 non-finite \(NaN"),
+    ({"X_val": "nan"}, r"X_val: expected finite values"),
+    ({"X_val": "wide"}, r"X_val: expected shape \(n, 2\), got \(6, 3\)"),
+    ({"noise_scales": (-1.0, 1.0)}, r"noise_scales: expected a finite value > 0, got -1.0"),  # was chosen
+    ({"noise_scales": (1.0, math.inf)}, r"noise_scales: expected a finite value > 0, got inf"),
+    ({"noise_scales": ()}, r"noise_scales: expected a non-empty sequence of numbers, got \(\)"),
+    ({"noise_scales": 1.5}, r"noise_scales: expected a non-empty sequence of numbers, got 1.5"),
+    ({"defensive_weights": (1.0,)}, r"defensive_weights: expected a number in \[0, 1\), got 1.0"),  # swag too
+    ({"defensive_weights": []}, r"defensive_weights: expected a non-empty sequence"),
+    ({"box_scales": (0.0,)}, r"box_scales: expected a finite value > 0, got 0.0"),
+    ({"tail_weights": (1.0,)}, r"tail_weights: expected a number in \[0, 1\), got 1.0"),
+])
+def test_calibrate_noise_checks_its_inputs_before_any_work(training, kind, change, match, monkeypatch):
+    """calibrate_noise broadcast one y over the rows, chose tau 0.8 at val_lpd -inf for an inf target, returned a
+    negative tau from its grid and failed with raw errors (math domain error, max() of an empty sequence)."""
+    import pyrozoo.models.bnn as bnn
+
+    X, y, tr = training
+    post = build_posterior(tr, kind, num_samples=4, num_collapsed=3, calibrate=False)
+    Xv, yv = X[:6].clone(), y[:6].clone()
+    bad_y = {"one": yv[:1], "column": yv[:, None], "short": yv[:5],
+             "inf": yv.index_fill(0, torch.tensor([2]), math.inf), "nan": yv.index_fill(0, torch.tensor([0]), math.nan)}
+    bad_x = {"nan": Xv.index_put((torch.tensor([1]), torch.tensor([0])), torch.tensor(math.nan, dtype=Xv.dtype)),
+             "wide": torch.cat([Xv, Xv[:, :1]], 1)}
+    kwargs = {k: v for k, v in change.items() if k not in ("X_val", "y_val")}
+    Xv = bad_x[change["X_val"]] if "X_val" in change else Xv
+    yv = bad_y[change["y_val"]] if "y_val" in change else yv
+    monkeypatch.setattr(bnn.BNNPosterior, "_per_draw", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(PyrozooError, match=match):
+        calibrate_noise(post, Xv, yv, **kwargs)
