@@ -796,11 +796,21 @@ BNN_INFERENCE_OPTIONS = {
 }
 
 
+def _given_number(value: Any) -> bool:
+    """A number (not a bool): the options' own type and range checks come later, these only refuse combinations."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_bnn_options(config: RunConfig) -> None:
-    """ciber's defensive weight is chosen on the held-out rows when ``val_fraction`` > 0: a given one is unused."""
+    """Combinations where a given option is unused: ``hidden`` without hidden layers (``depth`` 0); ciber's
+    defensive weight, chosen on the held-out rows when ``val_fraction`` > 0."""
     opts = config.options
+    depth = opts.get("depth", DEFAULT_OPTIONS["depth"])
+    if "hidden" in opts and _given_number(depth) and depth == 0:
+        raise PyrozooError("options: hidden has no effect with depth 0 (no hidden layers: the outputs read the "
+                           "inputs); remove one of them")
     vf = opts.get("val_fraction", DEFAULT_OPTIONS["val_fraction"])  # its own check (a number in [0, 1)) comes later
-    if "defensive_weight" in opts and isinstance(vf, (int, float)) and not isinstance(vf, bool) and vf > 0:
+    if "defensive_weight" in opts and _given_number(vf) and vf > 0:
         raise PyrozooError("options: defensive_weight has no effect with val_fraction > 0 (ciber then chooses the "
                            "defensive weight on the held-out rows, from DEFENSIVE_WEIGHTS); remove one of them")
 

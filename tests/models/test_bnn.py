@@ -356,7 +356,7 @@ def test_dataframe_column_names_are_the_feature_coordinate(depth):
     X, y = _toy(40)
     df, ys = pd.DataFrame(X.numpy(), columns=["age", "dose"]), pd.Series(y.numpy(), name="target")
     cfg = RunConfig(model="bnn", inference="swag-diag", device="cpu", progress=False, num_samples=3, steps=3,
-                    options={"hidden": 4, "depth": depth, "swa_epochs": 3, "batch_size": 16})
+                    options={"depth": depth, "swa_epochs": 3, "batch_size": 16, **({"hidden": 4} if depth else {})})
     first = "w0" if depth else "w_out"
     split = split_regression(df, ys)
     assert split.feature_names == ["age", "dose"]
@@ -434,6 +434,8 @@ def test_uci_splits_carry_the_column_names(name):
     ("map", {"scale": 0.3}, "scale applies only to bnn's swag, swag-diag, ciber or collapsed-gaussian"),
     ("vi", {"defensive_weight": 1e-3}, "defensive_weight applies only to bnn's ciber"),
     ("ciber", {"defensive_weight": 1e-3, "val_fraction": 0.1}, "defensive_weight has no effect with val_fraction > 0"),
+    ("swag", {"hidden": 8, "depth": 0}, r"options: hidden has no effect with depth 0 \(no hidden layers"),
+    ("map", {"hidden": 8, "depth": 0.0}, "hidden has no effect with depth 0"),
 ])
 def test_options_another_posterior_reads_are_refused(inference, options, match):
     """bnn declared no inference_options, so an option only some posteriors read (docs/bnn.md's own example set
@@ -448,7 +450,8 @@ def test_options_their_posteriors_read_are_accepted():
     for inference, options in (("ciber", {"split": 3, "num_collapsed": 12, "rank": 5, "scale": 0.3,  # docs/bnn.md
                                           "defensive_weight": 1e-3}),
                                ("ciber", {"val_fraction": 0.1}), ("swag-diag", {"scale": 0.3}),
-                               ("collapsed-gaussian", {"rank": 3}), ("map", {"val_fraction": 0.1, "hidden": 4})):
+                               ("collapsed-gaussian", {"rank": 3}), ("map", {"val_fraction": 0.1, "hidden": 4}),
+                               ("swag", {"depth": 0}), ("swag", {"depth": 2, "hidden": 4})):
         entry.check_config(RunConfig(model="bnn", dataset="concrete", inference=inference, options=options))
 
 
