@@ -231,6 +231,28 @@ def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> 
     return f"{_slug(label)}/{'_'.join(parts)}"
 
 
+def _family_checked(entry: registry.ZooModel, cfg: dict[str, Any], run_cfg: RunConfig, tiny_only: Sequence[str],
+                    where: str) -> RunConfig:
+    """``run_cfg`` once the entry's family check (``check_options``) accepts it. The tiny sizes are defaults the
+    user did not choose, so one that the user's options make a no-op (bnn's tiny ``hidden`` with ``depth = 0``)
+    yields: the first tiny-only option (``tiny_only``) whose removal the check accepts is dropped from ``cfg``.
+    Otherwise the check's error is raised."""
+    try:
+        entry.check_options(run_cfg)
+        return run_cfg
+    except PyrozooError as exc:
+        for k in tiny_only:
+            trial = {**cfg, "options": {o: v for o, v in cfg["options"].items() if o != k}}
+            candidate = entry.check_config(RunConfig.from_dict(trial, source=where), family=False)
+            try:
+                entry.check_options(candidate)
+            except PyrozooError:
+                continue
+            del cfg["options"][k]
+            return candidate
+        raise exc from None
+
+
 def _refuse_combinations(where: str, model: str, refused: Sequence[tuple[str, PyrozooError]], total: int,
                          verdicts: Sequence[tuple[dict[str, Any], bool]]) -> None:
     """Raise for the cells of one ``[[models]]`` block that the entry's family check (``check_options``) refused.
@@ -367,8 +389,10 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                     raise PyrozooError(f"{where} ({model}, seed {seed}): a setting has a value of the wrong type "
                                        f"({exc})") from None
                 if entry.check_options is not None:  # options judged together: counted over the whole block
+                    tiny_only = [k for k in tiny_options
+                                 if k in cfg["options"] and k not in options and f"options.{k}" not in chosen]
                     try:
-                        entry.check_options(run_cfg)
+                        run_cfg = _family_checked(entry, cfg, run_cfg, tiny_only, where)
                     except PyrozooError as exc:
                         refused.append((what, exc))
                         verdicts.append((chosen, True))

@@ -284,3 +284,16 @@ def test_regime_scm_values_its_fit_refuses_are_counted_before_any_cell_runs(writ
     split["models"].append({"name": "regime-scm", "label": "enum",
                             "grid": {"inference": ["enum"], "options": {"mechanism": ["linear", "mlp"]}}})
     assert len(parse_spec(split)) == 2 + 2
+
+
+def test_a_tiny_size_the_user_made_a_no_op_yields_to_the_users_options():
+    """bnn's tiny options set hidden = 9; with the user's depth = 0 the family check refused hidden as a no-op that
+    the user never gave. The tiny option is dropped instead; the user's own hidden with depth 0 is still refused."""
+    spec = parse_spec({"sweep": {"name": "b", "seeds": 1, "tiny": True},
+                       "models": [{"name": "bnn", "options": {"depth": 0}}]})
+    (cell,) = spec.cells
+    assert cell.config["options"]["depth"] == 0 and "hidden" not in cell.config["options"]
+    assert cell.config["options"]["n"] == 40  # the other tiny sizes stay
+    with pytest.raises(PyrozooError, match=r"hidden has no effect with depth 0"):
+        parse_spec({"sweep": {"name": "b", "seeds": 1, "tiny": True},
+                    "models": [{"name": "bnn", "options": {"depth": 0, "hidden": 5}}]})
