@@ -41,6 +41,18 @@ def test_unknown_noise_gamma_posterior():
     assert post.b == pytest.approx(b_alt, rel=1e-10)
 
 
+def test_gamma_rate_keeps_its_digits_for_responses_far_from_zero():
+    """b = b0 + (y'y - m' Lam m) / 2 subtracted two ~1e17 numbers for y near 1e8 (b 9 instead of 4.57); the
+    residual form keeps the digits: an offset the (weakly penalized) intercept absorbs leaves b as it was, up to
+    the prior term (1e8 / prior_scale)^2 / 2 = 5e-3."""
+    rng = np.random.default_rng(7)
+    x = torch.tensor(np.hstack([np.ones((10, 1)), rng.normal(size=(10, 1))]))
+    y = torch.tensor(rng.normal(size=10))
+    near, far = (blr_posterior(x, y + off, prior_scale=1e9) for off in (0.0, 1e8))
+    assert far.b == pytest.approx(near.b, abs=1e-2)
+    assert far.b > near.b  # the intercept's prior term
+
+
 def test_exact_draws_and_student_t_predictive_by_monte_carlo():
     x, y = _data(2)
     post = blr_posterior(x, y)
