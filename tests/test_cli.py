@@ -173,6 +173,54 @@ def test_overwrite_replaces_only_run_directories(tmp_path, capsys):
     assert (empty / "idata.nc").exists()
 
 
+def test_overwrite_of_the_current_directory_given_as_dot(tmp_path, monkeypatch, capsys):
+    """`--out . --overwrite` from inside a run directory: "." has no name, so the temporary sibling was made inside
+    the run, which was emptied and never replaced (a traceback, the old run lost). The path is made absolute first."""
+    run = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(run), *TINY]) == 0
+    for out in (".", "./", "../run/."):
+        monkeypatch.chdir(run)  # again: the replaced directory is a new one
+        assert main(["run", "normal-gamma", "--out", out, "--overwrite", *TINY]) == 0, capsys.readouterr().err
+        assert (run / "idata.nc").exists() and (run / "config.toml").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary sibling left
+
+
+def test_a_relative_data_path_is_recorded_resolved_and_the_config_reruns(tmp_path, monkeypatch):
+    """config.toml recorded --data as typed (my.csv), so feeding it back from another directory failed ('file my.csv
+    does not exist'); it records the resolved path now."""
+    import tomllib
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "my.csv").write_text("x\n1.0\n2.5\n0.5\n1.5\n")
+    monkeypatch.chdir(tmp_path / "d")
+    assert main(["run", "normal-gamma", "--data", "my.csv", "-o", "column=x", "--out", "../r1", *TINY]) == 0
+    recorded = tomllib.loads((tmp_path / "r1" / "config.toml").read_text())["data"]
+    assert recorded == str(tmp_path / "d" / "my.csv")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config", "r1/config.toml", "--out", "r2", *TINY]) == 0
+    import json
+
+    first, again = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("r1", "r2"))
+    first.pop("wall_time", None), again.pop("wall_time", None)
+    assert first == again  # the same data, seed and settings
+
+
+def test_boolean_flags_override_the_config_file_both_ways(tmp_path):
+    """jit / progress / posterior_predictive set in the file could not be turned off from the command line."""
+    import argparse
+
+    from pyrozoo.commands.run import add_command, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    file_data = {"model": "normal-gamma", "jit": True, "progress": False, "posterior_predictive": True}
+    args = parser.parse_args(["run", "--no-jit", "--progress", "--no-posterior-predictive"])
+    cfg = config_from_args(args, file_data)
+    assert (cfg.jit, cfg.progress, cfg.posterior_predictive) == (False, True, False)
+    kept = config_from_args(parser.parse_args(["run"]), file_data)  # no flag: the file's values
+    assert (kept.jit, kept.progress, kept.posterior_predictive) == (True, False, True)
+
+
 def _write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)

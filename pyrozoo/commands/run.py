@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from pyrozoo.config import RunConfig, read_toml, tomllib
@@ -34,9 +36,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="model option (repeatable), e.g. -o n=1000")
     p.add_argument("--out", help="run directory (default: runs/MODEL/TIMESTAMP-INFERENCE-seedN)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--jit", action="store_true", default=None, help="jit-compile NUTS/HMC")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
-    p.add_argument("--posterior-predictive", action="store_true", default=None,
+    # --no-X too: a flag overrides the --config file in both directions (jit = true there, --no-jit here)
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None, help="jit-compile NUTS/HMC")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
+    p.add_argument("--posterior-predictive", action=argparse.BooleanOptionalAction, default=None,
                    help="add a posterior_predictive group to idata.nc")
     p.set_defaults(handler=handle)
 
@@ -66,6 +69,10 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
         value = getattr(args, dest)
         if value is not None:
             data[dest] = value
+    written = data.get("data")
+    if isinstance(written, str) and written.strip() and not Path(written).expanduser().is_absolute():
+        # read from the current directory, recorded resolved: the run's config.toml then reruns from anywhere
+        data["data"] = os.path.abspath(Path(written).expanduser())
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise PyrozooError(f"options: expected a table of model options ([options]), got {options!r}")
