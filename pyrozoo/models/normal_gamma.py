@@ -19,6 +19,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.autoguide import init_to_value
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -253,16 +254,19 @@ def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
     if config.inference == "gibbs":
         return gibbs_from_config(GIBBS_KERNEL, sufficient_stats(dataset), config, model=normal_gamma_model,
                                  model_kwargs=kwargs)
-    if config.inference in ("nuts", "hmc"):
-        return mcmc_from_config(normal_gamma_model, kwargs, config)
-    if config.inference != "svi":  # an inference added to the entry but not here must not fall through to SVI
-        raise PyrozooError(f"inference: fit_normal_gamma has no engine for {config.inference!r}")
     x = dataset.observed["x"]
-    # Start at the data's moments with a broad q(beta) (mean 1/var, concentration 2). The variance of q(beta) has a
-    # weak, noisy gradient: 32 vectorized particles and a decaying lr let it reach the CAVI optimum. var is the
-    # posterior-style (2b + SS) / (2a + n), which stays > 0 when every x is equal (SS = 0).
+    # the data's moments; var is the posterior-style (2b + SS) / (2a + n), which stays > 0 when every x is equal
     n, a, b = x.numel(), float(kwargs["a"]), float(kwargs["b"])
     var = (2 * b + float(((x - x.mean()) ** 2).sum())) / (2 * a + n)
+    if config.inference in ("nuts", "hmc"):
+        # Pyro's default start (uniform in (-2, 2) unconstrained) put mu 1e7 prior sds from data offset by 1e8:
+        # the step size collapsed and the chains never arrived. Start at the data's moments instead.
+        start = {"mu": x.mean(), "beta": torch.as_tensor(1.0 / var, dtype=x.dtype, device=x.device)}
+        return mcmc_from_config(normal_gamma_model, kwargs, config, init_strategy=init_to_value(values=start))
+    if config.inference != "svi":  # an inference added to the entry but not here must not fall through to SVI
+        raise PyrozooError(f"inference: fit_normal_gamma has no engine for {config.inference!r}")
+    # Start at the data's moments with a broad q(beta) (mean 1/var, concentration 2). The variance of q(beta) has a
+    # weak, noisy gradient: 32 vectorized particles and a decaying lr let it reach the CAVI optimum.
     guide = make_normal_gamma_guide(
         {"mu_loc": float(x.mean()), "mu_scale": math.sqrt(var / n), "beta_conc": 2.0, "beta_rate": 2.0 * var}
     )
