@@ -95,8 +95,23 @@ def test_diagnose_names_a_one_draw_point_estimate(tmp_path, capsys):
         warnings.simplefilter("error", RuntimeWarning)
         assert main(["diagnose", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "one draw (a point estimate)" in text and "warning:" not in text
+    assert "one draw (a point estimate" in text and "warning:" not in text
     assert not (out / "plots").exists()  # no empty plots folder and no notes about plots never drawn
+
+
+def test_diagnose_tells_a_one_draw_chain_from_a_point_estimate(tmp_path, capsys):
+    """NUTS asked for one draw is a sampler short of draws, not a point estimate: diagnose says to raise
+    --num-samples. Given the idata.nc file instead of its folder, it names the folder to pass."""
+    out = tmp_path / "nuts1"
+    assert main(["run", "normal-gamma", "--inference", "nuts", "--num-samples", "1", "--warmup-steps", "5",
+                 "--num-chains", "1", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "only one draw" in text and "--num-samples" in text and "point estimate" not in text
+    assert main(["diagnose", str(out / "idata.nc")]) == 2
+    err = capsys.readouterr().err
+    assert "idata.nc is a file; expected the run directory" in err and f"pass {out}" in err
 
 
 def test_config_file_and_options(tmp_path):

@@ -47,8 +47,12 @@ def handle(args: argparse.Namespace) -> int:
         print(f"note: the first {len(shown)} of {len(table):,} rows; --max-rows 0 prints all, --var NAME picks "
               f"variables (the warnings below cover every row)")
     if one_draw:
-        print("note: one draw (a point estimate): sd, r_hat, ESS, az.loo/az.waic and trace or density plots do not "
-              "apply")
+        if is_markov_chain(idata):  # a sampler asked for one draw, not a point-estimate engine
+            print("note: only one draw: sd, r_hat, ESS, az.loo/az.waic and trace or density plots need more; rerun "
+                  "with a larger --num-samples")
+        else:
+            print("note: one draw (a point estimate, or --num-samples 1): sd, r_hat, ESS, az.loo and trace or "
+                  "density plots do not apply (az.waic returns the in-sample fit, not an out-of-sample elpd)")
         return 0
     chains = idata.posterior.sizes.get("chain", 1)
     independent = not is_markov_chain(idata)

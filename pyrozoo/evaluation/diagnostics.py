@@ -14,6 +14,7 @@ from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path br
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+MIN_DRAWS = 4  # ArviZ: fewer draws per chain than this and r_hat, ESS and MCSE are NaN
 ESS_PER_CHAIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain (400 for the usual 4 chains)
 ACCEPT_MIN = 0.05
 BFMI_MIN = 0.3  # Betancourt (2016) / Stan: E-BFMI below 0.3 means momentum resampling explores the energy poorly
@@ -61,7 +62,8 @@ def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.D
     # through its own Logger object (az._log), which is not the one logging.getLogger("arviz") returns.
     logger = getattr(az, "_log", None) or logging.getLogger("arviz")
     level = logger.level
-    if idata.posterior.sizes.get("chain", 1) < 2:
+    sizes = idata.posterior.sizes
+    if sizes.get("chain", 1) < 2 or sizes.get("draw", 1) < MIN_DRAWS:
         logger.setLevel(logging.ERROR)
     if var_names:
         unknown = [v for v in var_names if v.removeprefix("~") not in idata.posterior.data_vars]
@@ -126,7 +128,10 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
     lines = sampler_warnings(idata)
     if convergence:
         draws = idata.posterior.sizes.get("draw", 1)
-        if draws < ESS_PER_CHAIN:  # every component would be flagged: say it once, keep the r_hat checks
+        if draws < MIN_DRAWS:  # ArviZ leaves r_hat, ESS and MCSE NaN below 4 draws per chain
+            lines.append(f"only {draws} draws per chain: r_hat, ESS and MCSE need at least {MIN_DRAWS} (left NaN in "
+                         f"the table); raise --num-samples to at least {ESS_PER_CHAIN}")
+        elif draws < ESS_PER_CHAIN:  # every component would be flagged: say it once, keep the r_hat checks
             lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
                          f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
         lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0)

@@ -165,6 +165,9 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PyrozooError(f"run: {path} does not exist")
+    if path.is_file():
+        raise PyrozooError(f"run: {path} is a file; expected the run directory that holds it "
+                           f"({', '.join(RUN_FILES)}): pass {path.parent}")
     missing = [f for f in RUN_FILES if not (path / f).is_file()]
     if not path.is_dir() or missing:
         raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing) or 'all'})")

@@ -157,3 +157,19 @@ def test_short_chains_get_one_line_about_ess_not_one_per_component():
     long = az.from_dict(posterior={"w": np.cumsum(rng.normal(size=(2, 200)), axis=1)})  # a random walk: low ESS
     _, lines = check_lines(long, summary(long))
     assert any(line.startswith("w: ess_bulk") for line in lines) and not any("draws per chain" in x for x in lines)
+
+
+def test_fewer_than_four_draws_per_chain_say_why_r_hat_is_nan(caplog):
+    """Below 4 draws per chain ArviZ leaves r_hat, ESS and MCSE NaN: one line names the minimum, and ArviZ's raw
+    shape-validation log line stays out of the output."""
+    import logging
+
+    from pyrozoo.evaluation.diagnostics import check_lines, summary
+
+    tiny = az.from_dict(posterior={"mu": np.random.default_rng(0).normal(size=(4, 3))})
+    with caplog.at_level(logging.WARNING):
+        table = summary(tiny)
+    assert table["r_hat"].isna().all() and not any("Shape validation" in r.getMessage() for r in caplog.records)
+    _, lines = check_lines(tiny, table)
+    assert lines == ["only 3 draws per chain: r_hat, ESS and MCSE need at least 4 (left NaN in the table); raise "
+                     "--num-samples to at least 100"]
