@@ -10,10 +10,15 @@ Two probes: a logistic regression (linear leakage) and a small MLP (non-linear l
 standardized features.
 
 The fairness metrics follow the usual definitions (fairlearn's, reimplemented here in a few lines rather than
-adding a dependency for two formulas), for binary predictions ``yhat`` and a group label ``g``:
+adding a dependency for two formulas), for predictions ``yhat``, true labels ``Y`` and a group label ``g``, with
+the classes ``c`` and ``y`` running over the labels that occur (any coding: {0, 1}, {1, 2}, text):
 
-    demographic parity difference = max_g P(yhat = 1 | g) - min_g P(yhat = 1 | g)
-    equalized odds difference     = max_{y in {0, 1}} [max_g P(yhat = 1 | Y = y, g) - min_g P(yhat = 1 | Y = y, g)]
+    demographic parity difference = max_c [max_g P(yhat = c | g) - min_g P(yhat = c | g)]
+    equalized odds difference     = max_{y, c} [max_g P(yhat = c | Y = y, g) - min_g P(yhat = c | Y = y, g)]
+
+For two classes they are the usual ones whichever class is called positive (``P(yhat = neg | .) = 1 - P(yhat =
+pos | .)`` has the same gap): the gap in positive rates, and the larger of the true-positive-rate and
+false-positive-rate gaps.
 """
 
 from __future__ import annotations
@@ -84,23 +89,32 @@ def _check_groups(y_pred: np.ndarray, group: np.ndarray, y_true: np.ndarray | No
 
 
 def demographic_parity_difference(y_pred: np.ndarray, group: np.ndarray) -> float:
-    """``max_g P(yhat = 1 | g) - min_g P(yhat = 1 | g)`` (0 = parity)."""
+    """``max_c [max_g P(yhat = c | g) - min_g P(yhat = c | g)]`` over the predicted classes ``c`` (0 = parity);
+    for two classes the gap in positive rates, whatever the coding."""
     y_pred, group = np.asarray(y_pred).reshape(-1), np.asarray(group).reshape(-1)
     _check_groups(y_pred, group)
-    rates = [np.mean(y_pred[group == g] == 1) for g in np.unique(group)]
-    return float(max(rates) - min(rates))
+    gaps = []
+    for c in np.unique(y_pred):
+        rates = [np.mean(y_pred[group == g] == c) for g in np.unique(group)]
+        gaps.append(max(rates) - min(rates))
+    return float(max(gaps))
 
 
 def equalized_odds_difference(y_true: np.ndarray, y_pred: np.ndarray, group: np.ndarray) -> float:
-    """The larger of the between-group gaps in true-positive rate and in false-positive rate (0 = equalized odds).
-    A (true class, group) cell with no rows is left out of that class's gap."""
+    """``max_{y, c} [max_g P(yhat = c | Y = y, g) - min_g P(yhat = c | Y = y, g)]`` over the true classes ``y`` and
+    the predicted classes ``c`` that occur (0 = equalized odds): for two classes the larger of the between-group
+    gaps in true-positive and false-positive rate, whatever the coding ({0, 1}, {1, 2}, text). A (true class,
+    group) cell with no rows is left out of that class's gap."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     group = np.asarray(group).reshape(-1)
     _check_groups(y_pred, group, y_true)
     gaps = []
-    for label in (0, 1):
-        rates = [np.mean(y_pred[(group == g) & (y_true == label)] == 1) for g in np.unique(group)
-                 if np.any((group == g) & (y_true == label))]
-        if len(rates) >= 2:
+    for label in np.unique(y_true):
+        cells = [(group == g) & (y_true == label) for g in np.unique(group)]
+        cells = [cell for cell in cells if cell.any()]
+        if len(cells) < 2:
+            continue
+        for c in np.unique(y_pred):
+            rates = [np.mean(y_pred[cell] == c) for cell in cells]
             gaps.append(max(rates) - min(rates))
     return float(max(gaps)) if gaps else 0.0

@@ -93,3 +93,29 @@ def test_max_excess_counts_the_mlp_probe_on_xor_leakage():
     assert out["mlp_acc"] > out["logreg_acc"] + 0.2
     assert out["max_excess"] == pytest.approx(max(out["logreg_acc"], out["mlp_acc"]) - out["chance"], abs=1e-12)
     assert out["max_excess"] == pytest.approx(out["mlp_acc"] - out["chance"], abs=1e-12)
+
+
+def test_fairness_metrics_do_not_depend_on_the_label_coding():
+    """equalized_odds_difference looped over the true labels (0, 1) and the rates of yhat == 1: with labels {1, 2}
+    it saw only the negatives and dropped the true-positive gap (0 here instead of 0.5); with text labels both
+    metrics were 0."""
+    y_true = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    y_pred = np.array([1, 0, 0, 0, 1, 1, 0, 0])  # TPR: g0 1/2, g1 2/2 -> 0.5; FPR 0 in both groups
+    group = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert equalized_odds_difference(y_true, y_pred, group) == pytest.approx(0.5)
+    assert demographic_parity_difference(y_pred, group) == pytest.approx(0.25)
+    names = np.array(["no", "yes"])
+    for recode in (lambda v: v + 1, lambda v: 1 - v, lambda v: names[v]):
+        assert equalized_odds_difference(recode(y_true), recode(y_pred), group * 5) == pytest.approx(0.5)
+        assert demographic_parity_difference(recode(y_pred), names[group]) == pytest.approx(0.25)
+
+
+def test_fairness_metrics_with_three_classes_by_hand():
+    y_true = np.array([0, 1, 2, 0, 1, 2])
+    y_pred = np.array([0, 1, 1, 0, 1, 2])
+    group = np.array([0, 0, 0, 1, 1, 1])
+    # true class 2: g0 predicts 1, g1 predicts 2 -> P(yhat = 2 | Y = 2, g) is 0 vs 1 (the old loop over the true
+    # classes 0 and 1 said 0)
+    assert equalized_odds_difference(y_true, y_pred, group) == pytest.approx(1.0)
+    # P(yhat = 1 | g): 2/3 vs 1/3; P(yhat = 2 | g): 0 vs 1/3; P(yhat = 0 | g): 1/3 vs 1/3
+    assert demographic_parity_difference(y_pred, group) == pytest.approx(1 / 3)
