@@ -14,12 +14,14 @@
 Both also hold a disjoint **probe** split (context independent of the target) on which fresh leakage probes are
 trained, so that probe accuracy measures what the representation encodes rather than the target it predicts.
 
-Missing labels are written ``-1`` (or NaN): the model sees the target only on rows with a target label and the
-protected concept only on rows with a protected label.
+Missing labels are written ``-1`` (or NaN, None): the model sees the target only on rows with a target label and
+the protected concept only on rows with a protected label. Labels in any integer coding or text are recoded to
+``0..K-1`` (:func:`make_agnostic_data`); the original classes are kept in ``meta``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,24 +42,83 @@ from pyrozoo.validation import (
 )
 
 
-def _labels(name: str, value: Any, n: int) -> np.ndarray:
-    """Integer labels with -1 for missing (NaN or negative), length ``n``; ``None`` means all missing."""
+def _is_missing(v: Any) -> bool:
+    """NaN, None or pandas' NA (without importing pandas for the question)."""
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return True
+    pd = sys.modules.get("pandas")
+    return pd is not None and v is pd.NA
+
+
+NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_)  # bool is an int
+
+
+def _raw_labels(name: str, value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels as given, length ``n``: ``(values, present)``, ``values`` an object array of Python ints or
+    strings, ``present`` the rows that have a label. Missing: -1, NaN, None or pd.NA; ``value=None``: all missing.
+    Integers in any coding (e.g. {1, 2}; integral floats and bools too) or text, not both. Negative numbers other
+    than -1, non-integers and inf are refused, naming one bad value (not the whole array)."""
+    values = np.full(n, None, dtype=object)
     if value is None:
-        return -np.ones(n, dtype=np.int64)
+        return values, np.zeros(n, dtype=bool)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            arr = np.asarray(value, dtype=object)
     except (TypeError, ValueError):
-        raise PyrozooError(f"{name}: expected integer class labels (-1 or NaN for missing), got {value!r}") from None
+        raise PyrozooError(f"{name}: expected a 1-D array of class labels, got {type(value).__name__}") from None
+    arr = arr.reshape(-1)
     if arr.shape[0] != n:
         raise PyrozooError(f"{name}: expected {n} labels (one per row of x), got {arr.shape[0]}")
-    if np.isinf(arr).any():
+    if arr.dtype.kind in "biuf":
+        num = arr.astype(np.float64)
+        present = ~np.isnan(num)
+    else:  # text, or numbers with None / pd.NA (a nullable pandas column)
+        present = np.array([not _is_missing(v) for v in arr], dtype=bool)
+        given = arr[present]
+        text = [v for v in given if isinstance(v, str)]
+        other = [v for v in given if not isinstance(v, (str, *NUMBER_TYPES))]
+        if other:
+            raise PyrozooError(f"{name}: expected class labels (integers or text; NaN or -1 for missing), got a "
+                               f"value of type {type(other[0]).__name__}: {str(other[0])[:40]}")
+        if text and len(text) < len(given):
+            number = next(v for v in given if not isinstance(v, str))
+            raise PyrozooError(f"{name}: expected class labels of one kind, integers or text, got both (e.g. "
+                               f"{number!r} and {text[0]!r})")
+        if text:
+            values[present] = [str(v) for v in given]
+            return values, present
+        num = np.full(n, np.nan)
+        num[present] = np.asarray(given, dtype=np.float64)
+    given = num[present]
+    if np.isinf(given).any():
         raise PyrozooError(f"{name}: expected integer class labels or NaN for missing, found inf")
-    arr = np.where(np.isnan(arr), -1.0, arr)
-    if not np.all(arr == np.round(arr)):
-        bad = arr[arr != np.round(arr)][0]
-        raise PyrozooError(f"{name}: expected integer class labels, got non-integers such as {bad}")
-    arr = arr.astype(np.int64)
-    return np.where(arr < 0, -1, arr)
+    if not np.all(given == np.round(given)):
+        raise PyrozooError(f"{name}: expected integer class labels, got non-integers such as "
+                           f"{given[given != np.round(given)][0]}")
+    if np.any(given < -1):
+        raise PyrozooError(f"{name}: expected class labels >= 0 (-1 or NaN marks a missing label), got "
+                           f"{int(given[given < -1][0])}")
+    present &= num != -1
+    values[present] = num[present].astype(np.int64).tolist()
+    return values, present
+
+
+def _encode(name: str, values: np.ndarray, present: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Codes ``0..K-1`` (the position in ``classes``) for the rows ``present``, -1 elsewhere; a label outside
+    ``classes`` (those of the training rows) is refused."""
+    index = {c: k for k, c in enumerate(classes)}
+    codes = -np.ones(values.shape[0], dtype=np.int64)
+    for i in np.flatnonzero(present):
+        k = index.get(values[i])
+        if k is None:
+            shown = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
+            raise PyrozooError(f"{name}: label {values[i]!r} is not among the classes of the training labels "
+                               f"({shown}); the model has no output for it")
+        codes[i] = k
+    return codes
 
 
 def make_agnostic_data(
@@ -73,31 +134,39 @@ def make_agnostic_data(
     """Validate a training set and pack it as a :class:`Dataset`.
 
     ``x``: inputs, ``(N, ...)`` (images ``(N, C, H, W)`` or tables ``(N, F)``); ``y``: target labels, ``p``:
-    protected labels, each of length ``N`` with ``-1``/NaN where a row has no such label (the paper's two-part
-    training set: target-labelled rows and protected-labelled rows, possibly overlapping). ``splits``: held-out
-    sets ``{name: {"x", "y", "p"}}`` kept in ``meta`` (evaluation only; ``probe`` is where fresh probes train).
+    protected labels, each of length ``N`` with ``-1``/NaN/None where a row has no such label (the paper's two-part
+    training set: target-labelled rows and protected-labelled rows, possibly overlapping). Labels are integers in
+    any coding (``{1, 2}``, ``{0, 5}``) or text: they are recoded to ``0..K-1`` in sorted order of the training
+    rows' classes, kept in ``meta["y_classes"]`` / ``meta["p_classes"]`` (the columns of
+    :func:`~pyrozoo.models.agnostic.predict_proba`).
+
+    ``splits``: held-out sets ``{name: {"x", "y", "p"}}`` kept in ``meta`` (evaluation only). Their labels may be
+    missing on some rows as in training; each metric uses the rows that carry the labels it needs. A split named
+    ``"probe"`` is where fresh leakage probes train (it needs protected labels ``p`` of at least 2 classes), and
+    ``leakage_split`` names the split they are scored on (it needs ``p`` too); the two go together.
 
     Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
-    rows, or no row has a protected label (or they all carry the same one).
+    rows, no row has a protected label (or they all carry the same one), a held-out label is not among the
+    training classes, or the probe and leakage splits are incomplete.
     """
     x = as_tensor("x", x, dtype=torch.float32)
     if x.dim() < 2 or x.shape[0] < 2:
         raise PyrozooError(f"x: expected an array of shape (N >= 2, features...), got shape {tuple(x.shape)}")
     check_finite("x", x)
     n = x.shape[0]
-    y_arr, p_arr = _labels("y", y, n), _labels("p", p, n)
-    target_idx, protected_idx = np.flatnonzero(y_arr >= 0), np.flatnonzero(p_arr >= 0)
-    y_classes = np.unique(y_arr[target_idx])
-    if y_classes.size < 2:
-        got = "no labelled rows" if y_classes.size == 0 else f"only class {int(y_classes[0])}"
+    (y_raw, y_has), (p_raw, p_has) = _raw_labels("y", y, n), _raw_labels("p", p, n)
+    y_classes, p_classes = sorted(set(y_raw[y_has])), sorted(set(p_raw[p_has]))
+    if len(y_classes) < 2:
+        got = "no labelled rows" if not y_classes else f"only class {y_classes[0]!r}"
         raise PyrozooError(f"y: expected target labels with at least 2 classes, got {got}")
-    if protected_idx.size == 0:
+    if not p_classes:
         raise PyrozooError("p: protected labels are missing for all rows; at least some rows need the protected "
                            "concept's label (the adversary learns from them)")
-    p_classes = np.unique(p_arr[protected_idx])
-    if p_classes.size < 2:
-        raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {int(p_classes[0])}")
-    num_classes, num_protected = int(y_classes.max()) + 1, int(p_classes.max()) + 1
+    if len(p_classes) < 2:
+        raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {p_classes[0]!r}")
+    y_arr, p_arr = _encode("y", y_raw, y_has, y_classes), _encode("p", p_raw, p_has, p_classes)
+    target_idx, protected_idx = np.flatnonzero(y_has), np.flatnonzero(p_has)
+    classes = {"y": y_classes, "p": p_classes}
     checked_splits: dict[str, dict[str, torch.Tensor]] = {}
     if splits is not None and not isinstance(splits, Mapping):
         raise PyrozooError(f"splits: expected a mapping {{name: {{'x', 'y', 'p'}}}}, got {type(splits).__name__}")
@@ -115,24 +184,52 @@ def make_agnostic_data(
         check_finite(f"splits[{split}].x", xs)
         entry = {"x": xs}
         for key in ("y", "p"):
-            if parts.get(key) is not None:
-                entry[key] = torch.as_tensor(_labels(f"splits[{split}].{key}", parts[key], xs.shape[0]))
+            raw, has = _raw_labels(f"splits[{split}].{key}", parts.get(key), xs.shape[0])
+            if has.any():  # a label column with no labelled row is as good as none
+                entry[key] = torch.as_tensor(_encode(f"splits[{split}].{key}", raw, has, classes[key]))
         checked_splits[split] = entry
-    if leakage_split is not None and leakage_split not in checked_splits:
-        raise PyrozooError(f"leakage_split: expected one of {', '.join(checked_splits) or '(no splits)'}, "
-                           f"got {leakage_split!r}")
+    _check_probe_splits(checked_splits, leakage_split)
     inputs = {
         "x": x,
         "target_idx": torch.as_tensor(target_idx),
         "protected_idx": torch.as_tensor(protected_idx),
         "protected_weight": torch.as_tensor(_protected_weights(target_idx, protected_idx), dtype=torch.float32),
-        "num_classes": num_classes,
-        "num_protected": num_protected,
+        "num_classes": len(y_classes),
+        "num_protected": len(p_classes),
     }
     observed = {"y": torch.as_tensor(y_arr[target_idx]), "p": torch.as_tensor(p_arr[protected_idx])}
-    info = {"splits": checked_splits, "leakage_split": leakage_split, "kind": "image" if x.dim() == 4 else "table"}
+    info = {"splits": checked_splits, "leakage_split": leakage_split, "kind": "image" if x.dim() == 4 else "table",
+            "y_classes": y_classes, "p_classes": p_classes}
     info.update(meta or {})
     return Dataset(name, inputs=inputs, observed=observed, meta=info)
+
+
+def _check_probe_splits(splits: dict[str, dict[str, torch.Tensor]], leakage_split: str | None) -> None:
+    """The fresh probes train on ``splits["probe"]`` and are scored on ``splits[leakage_split]``: both must be there
+    with protected labels (the probe split of at least 2 classes), or neither (no probe metrics)."""
+    if leakage_split is not None and leakage_split not in splits:
+        raise PyrozooError(f"leakage_split: expected one of {', '.join(splits) or '(no splits)'}, "
+                           f"got {leakage_split!r}")
+    if leakage_split is None:
+        if "probe" in splits:
+            raise PyrozooError("leakage_split: the 'probe' split trains fresh leakage probes, which are scored on "
+                               "the split leakage_split names; got none (name one, e.g. leakage_split='test', or "
+                               "rename the probe split)")
+        return
+    if "probe" not in splits:
+        raise PyrozooError(f"splits: leakage_split={leakage_split!r} scores fresh probes that train on a split "
+                           f"named 'probe', and there is none (add splits['probe'] = {{'x': ..., 'p': ...}}, held-out "
+                           f"rows with protected labels, or leave leakage_split out)")
+    if leakage_split == "probe":
+        raise PyrozooError("leakage_split: expected a split other than 'probe' (the probes train on it; scored there "
+                           "they would measure their fit, not the leakage)")
+    if "p" not in splits["probe"] or torch.unique(splits["probe"]["p"][splits["probe"]["p"] >= 0]).numel() < 2:
+        raise PyrozooError("splits[probe].p: the probe split trains the fresh leakage probes on the protected "
+                           "concept, so it needs protected labels of at least 2 classes; got "
+                           + ("none" if "p" not in splits["probe"] else "one class"))
+    if "p" not in splits[leakage_split]:
+        raise PyrozooError(f"splits[{leakage_split}].p: the leakage split scores the fresh probes against the "
+                           f"protected labels, so it needs them; got none")
 
 
 def _protected_weights(target_idx: np.ndarray, protected_idx: np.ndarray) -> np.ndarray:
@@ -248,7 +345,11 @@ def digits_task(
         splits[split] = {"x": render_digits(ink[idx], c, rng, background=background, noise=noise),
                          "y": target[idx], "p": c}
     meta = {"target_name": f"digit < {threshold}", "protected_name": "background colour",
-            "train_corr": float(train_corr), "digit_test": label[test]}
+            "train_corr": float(train_corr), "digit_test": label[test],
+            # what the entry's digits options rendered (fit_agnostic refuses a config that asks for other values)
+            "digits_options": {"train_corr": float(train_corr), "background": float(background),
+                               "noise": float(noise), "protected_on_target": bool(protected_on_target),
+                               "context_copies": int(context_copies)}}
     return make_agnostic_data(x, y, p, name="agnostic-digits", splits=splits, leakage_split="test_decorrelated",
                               meta=meta)
 

@@ -1,0 +1,88 @@
+"""make_agnostic_data with a user's own labels: any integer coding or text recoded to 0..K-1 (the original classes
+kept), missing labels in held-out splits, and the probe / leakage splits checked up front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pyrozoo.data.agnostic_tasks import make_agnostic_data
+from pyrozoo.errors import PyrozooError
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((12, 3))
+Y01 = np.r_[np.zeros(6), np.ones(6)].astype(int)
+P01 = np.tile([0, 1], 6)
+
+
+@pytest.mark.parametrize(("y", "p", "y_classes", "p_classes"), [
+    (Y01 + 1, P01 * 5, [1, 2], [0, 5]),
+    (np.where(Y01 == 1, "hi", "lo"), np.where(P01 == 1, "m", "f"), ["hi", "lo"], ["f", "m"]),
+    (pd.Series(Y01 + 1), pd.Series(P01 * 5, dtype="Int64"), [1, 2], [0, 5]),
+    (pd.Series(np.where(Y01 == 1, "hi", "lo"), dtype="category"), P01.astype(bool), ["hi", "lo"], [0, 1]),
+])
+def test_labels_in_any_coding_are_recoded_to_0_to_k_minus_1(y, p, y_classes, p_classes):
+    """y in {1, 2}, p in {0, 5} made num_classes = max + 1 phantom classes (3 and 6); text was refused."""
+    data = make_agnostic_data(X, y, p, splits={"test": {"x": X, "y": y, "p": p}})
+    assert data.inputs["num_classes"] == 2 and data.inputs["num_protected"] == 2
+    assert data.meta["y_classes"] == y_classes and data.meta["p_classes"] == p_classes
+    y_codes = torch.as_tensor([y_classes.index(v) for v in np.asarray(y).tolist()])
+    assert torch.equal(data.observed["y"], y_codes)
+    assert torch.equal(data.meta["splits"]["test"]["y"], y_codes)
+    assert set(data.observed["p"].tolist()) == {0, 1}
+
+
+def test_missing_labels_in_text_and_nullable_columns():
+    y = pd.Series(np.where(Y01 == 1, "hi", "lo"), dtype=object)
+    y[0] = None
+    p = pd.Series(P01 * 5, dtype="Int64")
+    p[1] = pd.NA
+    data = make_agnostic_data(X, y, p)
+    assert data.inputs["target_idx"].tolist() == list(range(1, 12))
+    assert 1 not in data.inputs["protected_idx"].tolist() and data.inputs["protected_idx"].numel() == 11
+
+
+def test_held_out_labels_keep_missing_rows_and_must_be_training_classes():
+    y_test = (Y01 + 1).astype(float)
+    y_test[:3] = np.nan
+    data = make_agnostic_data(X, Y01 + 1, P01, splits={"test": {"x": X, "y": y_test, "p": np.full(12, np.nan)}})
+    assert data.meta["splits"]["test"]["y"].tolist() == [-1, -1, -1] + (Y01[3:]).tolist()
+    assert "p" not in data.meta["splits"]["test"]  # no labelled row: as if not given
+    with pytest.raises(PyrozooError, match=r"splits\[test\]\.y: label 3 is not among the classes of the training "
+                                           r"labels \(1, 2\)"):
+        make_agnostic_data(X, Y01 + 1, P01, splits={"test": {"x": X, "y": Y01 + 2}})
+
+
+def test_bad_labels_get_short_messages():
+    """Text labels were refused with the repr of the whole Series; now text is accepted, and what is refused is
+    named by one value."""
+    long = pd.Series(["a"] * 5000 + [1.5] * 5000)
+    for value, match in ((long, r"y: expected class labels of one kind, integers or text, got both \(e\.g\. 1\.5 "
+                                r"and 'a'\)"),
+                         (pd.Series([object()] * 10000), "y: expected class labels .* got a value of type object"),
+                         (np.r_[np.full(5000, -2), np.ones(5000)], r"y: expected class labels >= 0 \(-1 or NaN marks "
+                                                                   r"a missing label\), got -2")):
+        with pytest.raises(PyrozooError, match=match) as info:
+            make_agnostic_data(np.zeros((10000, 2)), value, np.tile([0, 1], 5000))
+        assert len(str(info.value)) < 200
+
+
+def test_probe_and_leakage_splits_are_checked_up_front():
+    """A probe split without p was accepted and agnostic_metrics raised a bare KeyError 'p' later; a leakage split
+    without a probe split (or the other way round) silently dropped the probe metrics."""
+    full = {"x": X, "y": Y01, "p": P01}
+    cases = [({"probe": {"x": X, "y": Y01}, "test": full}, "test", r"splits\[probe\]\.p: the probe split .* needs "
+                                                                   r"protected labels of at least 2 classes; got none"),
+             ({"probe": {"x": X, "p": np.zeros(12)}, "test": full}, "test", r"splits\[probe\]\.p: .* got one class"),
+             ({"test": full}, "test", r"splits: leakage_split='test' scores fresh probes that train on a split named "
+                                      r"'probe', and there is none"),
+             ({"probe": full, "test": full}, None, "leakage_split: the 'probe' split trains fresh leakage probes"),
+             ({"probe": full}, "probe", "leakage_split: expected a split other than 'probe'"),
+             ({"probe": full, "test": {"x": X, "y": Y01}}, "test", r"splits\[test\]\.p: the leakage split scores")]
+    for splits, leak, match in cases:
+        with pytest.raises(PyrozooError, match=match):
+            make_agnostic_data(X, Y01, P01, splits=splits, leakage_split=leak)
+    ok = make_agnostic_data(X, Y01, P01, splits={"probe": {"x": X, "p": P01}, "test": full}, leakage_split="test")
+    assert ok.meta["leakage_split"] == "test"
