@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pyrozoo.config import RunConfig
-from pyrozoo.models.agnostic import agnostic_entry
+from pyrozoo.models.agnostic import agnostic_entry, fitted_network
 
 COLUMNS = {
     "digits": [("test_correlated_target_acc", "target corr"), ("test_decorrelated_target_acc", "target decorr"),
@@ -49,7 +49,7 @@ def run_one(task: str, alpha: float, seed: int, args: argparse.Namespace):
     fit_s = time.perf_counter() - t0
     metrics = entry.metrics(result, data)
     metrics.update(seed=seed, fit_s=fit_s)
-    return metrics, data
+    return metrics, data, fitted_network(result, data)  # the fit trains a copy; data's network stays untrained
 
 
 def summarize(rows: list[dict], task: str, alphas: list[float]) -> dict[float, dict[str, tuple[float, float]]]:
@@ -125,8 +125,9 @@ def plot_grid(stats, task: str, out: Path, title: str) -> Path:
     return path
 
 
-def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4, suffix: str = "") -> Path:
-    """Fig. 4 analogue: decorrelated test images, the most-informative-pixel map at alpha = 0 and at alpha_hi."""
+def plot_saliency(data_lo, net_lo, net_hi, alpha_hi: float, out: Path, k: int = 4, suffix: str = "") -> Path:
+    """Fig. 4 analogue: decorrelated test images, the most-informative-pixel map of the network fitted at alpha = 0
+    (``net_lo``) and at alpha_hi (``net_hi``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,8 +137,8 @@ def plot_saliency(data_lo, data_hi, alpha_hi: float, out: Path, k: int = 4, suff
 
     part = data_lo.meta["splits"]["test_decorrelated"]
     x = part["x"]
-    maps_lo = feature_saliency(data_lo.inputs["net"].extractor, x)
-    maps_hi = feature_saliency(data_hi.inputs["net"].extractor, x)
+    maps_lo = feature_saliency(net_lo.extractor, x)
+    maps_hi = feature_saliency(net_hi.extractor, x)
     ink = x.numpy().min(1)  # both channels carry the ink; the background sits in one of them
     idx = least_correlated(maps_lo, maps_hi, k)
     fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5), dpi=80)
@@ -204,11 +205,11 @@ def main() -> None:
     t0 = time.perf_counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
         for a in alphas:
-            metrics, data = run_one(args.task, a, seed, args)
+            metrics, data, net = run_one(args.task, a, seed, args)
             metrics["alpha"] = a
             rows.append(metrics)
             if seed == args.seed_start:
-                keep[a] = data
+                keep[a] = (data, net)
             print(f"# alpha {a:.1f} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                                                                 if k.endswith(("target_acc", "logreg_acc", "mlp_acc"))),
                   flush=True)
@@ -231,7 +232,7 @@ def main() -> None:
     title = f"agnostic classifier, {args.task}: mean ± sd over {len(seeds)} seeds ({args.steps} steps)"
     print(f"figure: {plot_grid(stats, args.task, out, title)}")
     if args.task == "digits" and hi is not None and 0.0 in keep and hi in keep and hi != 0.0:
-        print(f"figure: {plot_saliency(keep[0.0], keep[hi], hi, out, suffix=suffix)}")
+        print(f"figure: {plot_saliency(keep[0.0][0], keep[0.0][1], keep[hi][1], hi, out, suffix=suffix)}")
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ Schedule: the paper raises alpha slowly during training; ``alpha_t = alpha * s(t
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +74,7 @@ from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.predictive import latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
@@ -81,6 +83,7 @@ from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
+    check_finite,
     check_int,
     check_interval,
     check_keys,
@@ -153,7 +156,7 @@ class AgnosticNetwork(nn.Module):
     """The point-estimated parts: the extractor ``G_f`` and the adversary's hidden layer ``h``."""
 
     def __init__(self, extractor: nn.Module, feature_dim: int, adversary_hidden: int = 32, adversary_layers: int = 1,
-                 standardize: bool = False):
+                 standardize: bool = False, input_shape: tuple[int, ...] | None = None):
         super().__init__()
         self.extractor = extractor
         layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim, affine=False)] if standardize else []
@@ -165,6 +168,11 @@ class AgnosticNetwork(nn.Module):
         self.feature_dim = int(feature_dim)
         self.adversary_hidden = int(adversary_hidden) if adversary_layers else int(feature_dim)
         self.adversary_layers = int(adversary_layers)
+        # what it was built with, so that fit_agnostic can refuse options that ask for another network
+        self.hidden, self.standardize = int(adversary_hidden), bool(standardize)
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)  # one row's shape
+        # True for the untrained network attach_network puts on a dataset: fit_agnostic trains a copy of it
+        self.template = False
 
     @classmethod
     def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32,
@@ -177,7 +185,8 @@ class AgnosticNetwork(nn.Module):
             extractor = MLPFeatures(x.shape[1], feature_dim, hidden)
         else:
             raise PyrozooError(f"x: expected images (N, C, H, W) or a table (N, F), got shape {tuple(x.shape)}")
-        return cls(extractor, feature_dim, hidden, adversary_layers, standardize).to(device=x.device)
+        return cls(extractor, feature_dim, hidden, adversary_layers, standardize,
+                   input_shape=tuple(x.shape[1:])).to(device=x.device)
 
     def reset_adversary(self) -> None:
         """Re-draw the adversary body's weights (a fresh adversary; seed torch's RNG first)."""
@@ -418,12 +427,95 @@ def head_logits(net: AgnosticNetwork, x: torch.Tensor, heads: dict[str, torch.Te
     return torch.cat(out, dim=1)
 
 
+NET_PREFIX = "agnostic_net$$$"  # pyro.module's name for the network's parameters (and, in a Result, its buffers)
+
+
+def _network_of(dataset: Dataset) -> AgnosticNetwork:
+    """``dataset.inputs["net"]``, or a :class:`PyrozooError` saying how to attach one."""
+    if not isinstance(dataset, Dataset):
+        raise PyrozooError(f"data: expected the Dataset the result was fitted on, got {type(dataset).__name__}")
+    net = dataset.inputs.get("net")
+    if not isinstance(net, AgnosticNetwork):
+        raise PyrozooError("dataset: expected an AgnosticNetwork in inputs['net'] (use load_digits_task or "
+                           f"attach_network(data)), got {type(net).__name__}")
+    return net
+
+
+def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
+    """The network ``result`` fitted: a copy of ``dataset``'s (untrained) network holding the result's parameters
+    and buffers (``result.params``), in eval mode, on the device of ``dataset``'s inputs. :func:`fit_agnostic`
+    trains a copy and leaves the dataset's network as it is, so every Result of one dataset keeps its own fit."""
+    template = _network_of(dataset)
+    if not isinstance(result, Result):
+        raise PyrozooError(f"result: expected the Result of fit_agnostic, got {type(result).__name__}")
+    state = {k[len(NET_PREFIX):]: torch.as_tensor(v) for k, v in result.params.items() if k.startswith(NET_PREFIX)}
+    if not state:
+        raise PyrozooError("result: expected the fitted network's parameters in result.params (a Result of "
+                           "fit_agnostic), found none")
+    net = copy.deepcopy(template)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PyrozooError(f"result: its fitted network does not match the dataset's network ({first}); score a "
+                           f"Result with the dataset it was fitted on") from None
+    net.template = False
+    return net.to(dataset.inputs["x"].device).eval()
+
+
+def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
+    """``x`` as a finite tensor of rows shaped like the network's inputs, on its device."""
+    ref = next(net.parameters())
+    x = as_tensor(name, x, dtype=ref.dtype, device=ref.device)  # arrays and DataFrames as well as tensors
+    row = getattr(net, "input_shape", None)
+    if row is not None and tuple(x.shape) == row:
+        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}), got one row of shape "
+                           f"{tuple(x.shape)}; pass x[None] (or x.reshape(1, -1)) for a single row")
+    if row is not None and tuple(x.shape[1:]) != row:
+        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}) like the training inputs, "
+                           f"got shape {tuple(x.shape)}")
+    if x.dim() < 2:
+        raise PyrozooError(f"{name}: expected an array of rows (N, features...), got shape {tuple(x.shape)}")
+    check_finite(name, x)
+    return x
+
+
 @torch.no_grad()
-def predict_proba(net: AgnosticNetwork, x: torch.Tensor, posterior: dict[str, Any], which: str = "y") -> torch.Tensor:
-    """Posterior-predictive class probabilities ``(N, classes)``: the softmax averaged over head draws."""
+def predict_proba(net: AgnosticNetwork | Result, x: Any, posterior: dict[str, Any] | None = None, which: str = "y",
+                  *, data: Dataset | None = None) -> torch.Tensor:
+    """Posterior-predictive class probabilities ``(N, classes)``: the softmax averaged over head draws,
+
+        P(y = k | x) = (1/S) sum_s softmax(W_y^s G_f(x) + b_y^s)_k      (``which="p"``: the adversary's head),
+
+    column ``k`` being class ``data.meta["y_classes"][k]`` (``"p_classes"`` for ``which="p"``).
+
+    ``predict_proba(result, x, data=data)`` scores with the result's own fitted network (:func:`fitted_network`)
+    and head draws; ``predict_proba(net, x, posterior)`` with a given network and draws (``result.posterior``).
+    ``x``: rows shaped like the training inputs, finite."""
+    check_choice("which", which, ("y", "p"))
+    if isinstance(net, Result):
+        if posterior is not None:
+            raise PyrozooError("posterior: with a Result the head draws are its own (result.posterior); leave "
+                               "posterior out")
+        if data is None:
+            raise PyrozooError("data: expected the Dataset the result was fitted on (its network's architecture), "
+                               "got none: predict_proba(result, x, data=data)")
+        net, posterior = fitted_network(net, data), net.posterior
+    elif data is not None:
+        raise PyrozooError("data: applies only with a Result (predict_proba(result, x, data=data)); with a network "
+                           "it would have no effect (remove it)")
+    if not isinstance(net, AgnosticNetwork):
+        raise PyrozooError(f"net: expected a Result of fit_agnostic or an AgnosticNetwork, got {type(net).__name__}")
+    if getattr(net, "template", False):
+        raise PyrozooError("net: this is the dataset's untrained network (attach_network); fit_agnostic trains a "
+                           "copy and leaves it as it is. Use the Result: predict_proba(result, x, data=data), or "
+                           "fitted_network(result, data)")
+    if not isinstance(posterior, Mapping) or any(k not in posterior for k in HEAD_SITES):
+        raise PyrozooError(f"posterior: expected draws of the heads {', '.join(HEAD_SITES)} (result.posterior), got "
+                           f"{type(posterior).__name__ if not isinstance(posterior, Mapping) else sorted(posterior)}")
+    x = _check_rows("x", x, net)
     ref = next(net.parameters())
     heads = _flat_heads(posterior, ref.device, ref.dtype)
-    x = as_tensor("x", x, dtype=ref.dtype, device=ref.device)  # arrays as well as tensors
     return head_logits(net, x, heads, which).softmax(-1).mean(0)
 
 
@@ -541,9 +633,14 @@ def _check_option_combinations(given: dict[str, Any], opts: dict[str, Any], step
 
 def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32, adv_layers: int = 1,
                    adv_standardize: bool = True) -> Dataset:
-    """Add the (untrained) network matching the inputs to ``data.inputs['net']``."""
-    data.inputs["net"] = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden,
-                                                    adversary_layers=adv_layers, standardize=adv_standardize)
+    """Add the (untrained) network matching the inputs to ``data.inputs['net']``: the architecture that
+    :func:`fit_agnostic` copies and trains (the dataset's network itself stays untrained, so one dataset serves any
+    number of fits; :func:`fitted_network` gives a Result's trained one). The network options of a later fit
+    (``feature_dim``, ``hidden``, ``adv_layers``, ``adv_standardize``) must agree with these."""
+    net = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden,
+                                     adversary_layers=adv_layers, standardize=adv_standardize)
+    net.template = True  # fit_agnostic trains a copy; predict_proba refuses this untrained one
+    data.inputs["net"] = net
     return data
 
 
@@ -795,6 +892,8 @@ def run_agnostic_svi(
             raise
         raise diverged from None
     params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
+    # with the buffers (a standardizing adversary's running moments) the network's whole state is in the Result
+    params.update({NET_PREFIX + k: v.detach().cpu() for k, v in net.named_buffers()})
     tag = f"svi-{optimizer}" + (f"-adv{adv_steps}" if adv_steps else "")
     return assemble_result(
         tag, model, full, posterior, fit_stats={"loss": losses, "alpha": alphas}, params=params,
@@ -805,16 +904,25 @@ def run_agnostic_svi(
 
 @keeps_caller_state
 def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> Result:
-    """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule; the result's posterior
-    holds draws of the Bayesian heads, ``params`` the point estimates (extractor, adversary layer) and the guide's
-    variational parameters."""
+    """Train the agnostic classifier (:func:`run_agnostic_svi`) with the alpha schedule on ``config.device``
+    (``"auto"``: CUDA when present); the result's posterior holds draws of the Bayesian heads, ``params`` the point
+    estimates (the network's parameters and buffers, the guide's variational parameters).
+
+    The dataset's network (``inputs["net"]``) is the architecture: a copy of it is trained, so the dataset is left
+    as it was and each Result keeps its own network (:func:`fitted_network`, used by :func:`agnostic_metrics` and
+    :func:`predict_proba`). Options that would change a network already built (``feature_dim``, ``hidden``,
+    ``adv_layers``, ``adv_standardize``) or data already rendered (the digits options) are refused when they
+    disagree with the dataset, before any work."""
     config = checked_config("agnostic", config)  # a direct call gets run_model's checks (options with steps too)
     opts = check_model_options(config.options)
-    kwargs = dataset.model_kwargs()
-    if "net" not in kwargs:
-        raise PyrozooError("dataset: expected inputs['net'] (use load_digits_task / attach_network)")
+    template = _network_of(dataset)
+    _check_options_match_data(config.options, dataset, template)
+    device = resolve_device(config.device)
+    kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dataset.model_kwargs().items()}
     x = kwargs["x"]
-    net = kwargs["net"].to(x.device)
+    net = copy.deepcopy(template).to(device)
+    net.template = False
+    kwargs["net"] = net
     pyro.set_rng_seed(config.seed)
     net.reset_parameters()
     schedule = AlphaSchedule(float(opts["alpha"]), opts["schedule"], float(opts["ramp"]), progress=0.0)
@@ -835,6 +943,39 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     return _name_axes(result, x.dim())
 
 
+# option -> the AgnosticNetwork attribute it built
+NETWORK_OPTIONS = {"feature_dim": "feature_dim", "hidden": "hidden", "adv_layers": "adversary_layers",
+                   "adv_standardize": "standardize"}
+
+
+def _check_options_match_data(given: dict[str, Any], dataset: Dataset, net: AgnosticNetwork) -> None:
+    """Refuse the options given (``given``, a config's options as given) that the fit would ignore: a network
+    option other than what the dataset's network was built with (they take effect in :func:`attach_network` /
+    the loaders), and a digits option given with data the digits task did not render, or with another value than
+    it rendered them with (``meta["digits_options"]``)."""
+    for option, attr in NETWORK_OPTIONS.items():
+        if option in given and given[option] != getattr(net, attr, given[option]):
+            raise PyrozooError(
+                f"{option}: the dataset's network was built with {option}={getattr(net, attr)!r}, got "
+                f"{given[option]!r}; network options take effect when the network is built: attach_network(data, "
+                f"{option}={given[option]!r}) (or leave the option out)")
+    digits = [k for k in DIGITS_OPTIONS if k in given]
+    if not digits:
+        return
+    rendered = dataset.meta.get("digits_options")
+    if rendered is None:
+        one = len(digits) == 1
+        raise PyrozooError(
+            f"{', '.join(digits)}: {'applies' if one else 'apply'} only to the digits task (load_digits_task renders "
+            f"its images with {'it' if one else 'them'}); with dataset {dataset.name!r} {'it' if one else 'they'} "
+            f"would have no effect (remove {'it' if one else 'them'})")
+    for k in digits:
+        if given[k] != rendered.get(k):
+            raise PyrozooError(f"{k}: the digits dataset was rendered with {k}={rendered.get(k)!r}, got {given[k]!r}; "
+                               f"render it with that value (load_digits_task(seed, {k}={given[k]!r})) or leave the "
+                               f"option out")
+
+
 def _name_axes(result: Result, x_ndim: int) -> Result:
     """ArviZ axes instead of ``w_y_dim_0`` and so on: ``class`` and ``feature`` (G_f's outputs) for the target head,
     ``protected_class`` and ``adversary_unit`` for the adversary's head; ``row`` (target and protected rows
@@ -850,33 +991,54 @@ def _name_axes(result: Result, x_ndim: int) -> Result:
 def agnostic_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Target accuracy on every held-out split; the adversary's own protected accuracy; leakage by fresh probes
     (logistic regression and a small MLP trained on frozen features of the probe split, scored on the leakage
-    split); demographic-parity and equalized-odds differences of the target predictions (tabular task)."""
+    split); demographic-parity and equalized-odds differences of the target predictions (tabular task).
+
+    Scored with the result's own fitted network (:func:`fitted_network`), so any number of fits of one dataset can
+    be scored in any order. A held-out row without a label counts only in the metrics that do not need it: target
+    accuracy uses the rows with a target label, the adversary's accuracy, the probes (and their chance rate) and
+    the demographic-parity difference those with a protected label, the equalized-odds difference those with both."""
     from pyrozoo.evaluation.probes import demographic_parity_difference, equalized_odds_difference, probe_leakage
 
-    net: AgnosticNetwork = dataset.inputs["net"]
+    net = fitted_network(result, dataset)
     ref = next(net.parameters())
     splits = dataset.meta.get("splits", {})
     alpha = dict(result.config.get("options", {})).get("alpha", MODEL_OPTIONS["alpha"])
     out: dict[str, float] = {"alpha": check_alpha(alpha)}
     x = dataset.inputs["x"]
-    prob = predict_proba(net, x[dataset.inputs["target_idx"]], result.posterior, "y")
-    out["train_target_acc"] = float((prob.argmax(-1).cpu() == dataset.observed["y"].cpu()).float().mean())
+
+    def predict(xs: torch.Tensor, which: str) -> torch.Tensor:
+        return predict_proba(net, xs.to(ref.device, ref.dtype), result.posterior, which).argmax(-1).cpu()
+
+    def accuracy(pred: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> float:
+        return float((pred[rows] == labels[rows]).float().mean())
+
+    pred = predict(x[dataset.inputs["target_idx"]], "y")
+    out["train_target_acc"] = float((pred == dataset.observed["y"].cpu()).float().mean())
+    table = dataset.meta.get("kind") == "table"
     for name, part in splits.items():
-        xs = part["x"].to(ref.device, ref.dtype)
-        if "y" in part and name != "probe":
-            pred = predict_proba(net, xs, result.posterior, "y").argmax(-1).cpu()
-            out[f"{name}_target_acc"] = float((pred == part["y"]).float().mean())
-            if "p" in part and dataset.meta.get("kind") == "table":
-                out[f"{name}_dp_diff"] = demographic_parity_difference(pred.numpy(), part["p"].numpy())
-                out[f"{name}_eo_diff"] = equalized_odds_difference(part["y"].numpy(), pred.numpy(), part["p"].numpy())
-        if "p" in part and name != "probe":
-            pred_p = predict_proba(net, xs, result.posterior, "p").argmax(-1).cpu()
-            out[f"{name}_adversary_acc"] = float((pred_p == part["p"]).float().mean())
+        if name == "probe":
+            continue
+        has_y = part["y"] >= 0 if "y" in part else None
+        has_p = part["p"] >= 0 if "p" in part else None
+        if has_y is not None or (has_p is not None and table):
+            pred = predict(part["x"], "y")
+        if has_y is not None and has_y.any():
+            out[f"{name}_target_acc"] = accuracy(pred, part["y"], has_y)
+        if has_p is not None and table and part["p"][has_p].unique().numel() >= 2:
+            out[f"{name}_dp_diff"] = demographic_parity_difference(pred[has_p].numpy(), part["p"][has_p].numpy())
+            both = has_p & has_y if has_y is not None else None
+            if both is not None and part["p"][both].unique().numel() >= 2:
+                out[f"{name}_eo_diff"] = equalized_odds_difference(part["y"][both].numpy(), pred[both].numpy(),
+                                                                   part["p"][both].numpy())
+        if has_p is not None and has_p.any():
+            out[f"{name}_adversary_acc"] = accuracy(predict(part["x"], "p"), part["p"], has_p)
     leak = dataset.meta.get("leakage_split")
     if leak is not None and "probe" in splits:
-        f_probe = net.features(splits["probe"]["x"].to(ref.device, ref.dtype)).cpu().numpy()
-        f_eval = net.features(splits[leak]["x"].to(ref.device, ref.dtype)).cpu().numpy()
-        probes = probe_leakage(f_probe, splits["probe"]["p"].numpy(), f_eval, splits[leak]["p"].numpy(),
+        probe, scored = splits["probe"], splits[leak]
+        rows_probe, rows_leak = probe["p"] >= 0, scored["p"] >= 0
+        f_probe = net.features(probe["x"][rows_probe].to(ref.device, ref.dtype)).cpu().numpy()
+        f_eval = net.features(scored["x"][rows_leak].to(ref.device, ref.dtype)).cpu().numpy()
+        probes = probe_leakage(f_probe, probe["p"][rows_probe].numpy(), f_eval, scored["p"][rows_leak].numpy(),
                                seed=int(result.seed or 0))
         out.update({f"probe_{k}": v for k, v in probes.items()})
     return out

@@ -807,3 +807,198 @@ def test_run_agnostic_svi_refuses_a_growing_rate():
     with pytest.raises(PyrozooError, match=r"lr_decay: expected a number in \(0, 1\]"):
         run_agnostic_svi(agnostic_model, make_agnostic_guide(agnostic_model), kw, schedule=schedule, num_steps=1,
                          lr_decay=1.5, progress=False)
+
+
+# ----------------------------------------------- QA pass: a user's own data (results, labels, options, device)
+def _user_arrays(seed: int = 0, n: int = 120):
+    """A table task: target y (column a), protected p (column b), and probe / test splits of 60 and 80 rows."""
+    rng = np.random.default_rng(seed)
+
+    def part(rows):
+        y, p = rng.integers(0, 2, rows), rng.integers(0, 2, rows)
+        x = np.c_[y + 0.5 * rng.standard_normal(rows), p + 0.3 * rng.standard_normal(rows),
+                  rng.standard_normal((rows, 2))]
+        return x, y, p
+
+    return part(n), part(60), part(80)
+
+
+def _user_data(train, probe, test, *, code=lambda v: v, pcode=lambda v: v, **network):
+    from pyrozoo.models.agnostic import attach_network
+
+    (x, y, p), (xp, _, pp), (xt, yt, pt) = train, probe, test
+    data = make_agnostic_data(x, code(y), pcode(p), leakage_split="test",
+                              splits={"probe": {"x": xp, "p": pcode(pp)},
+                                      "test": {"x": xt, "y": code(yt), "p": pcode(pt)}})
+    return attach_network(data, **{"feature_dim": 6, "hidden": 8, **network})
+
+
+def _user_fit(data, steps: int = 20, **options):
+    from pyrozoo.models.agnostic import fit_agnostic
+
+    cfg = RunConfig(model="agnostic", device="cpu", progress=False, steps=steps, num_samples=4, seed=0,
+                    options=options)
+    return fit_agnostic(data, cfg)
+
+
+def test_each_result_scores_with_its_own_network():
+    """fit_agnostic retrained data.inputs['net'] in place and agnostic_metrics / predict_proba read it, so after an
+    alpha = 1 fit the alpha = 0 Result reported the alpha = 1 network's leakage. Now an alpha grid over one dataset
+    gives the numbers of a fresh dataset per alpha, and the dataset's network stays untrained."""
+    from pyrozoo.models.agnostic import agnostic_metrics, predict_proba
+
+    arrays = _user_arrays()
+    data = _user_data(*arrays)
+    before = {k: v.clone() for k, v in data.inputs["net"].state_dict().items()}
+    grid = {alpha: _user_fit(data, alpha=alpha) for alpha in (0.0, 1.0)}
+    assert all(torch.equal(v, before[k]) for k, v in data.inputs["net"].state_dict().items())
+    x_test = arrays[2][0]
+    for alpha, result in grid.items():
+        fresh = _user_data(*arrays)
+        alone = _user_fit(fresh, alpha=alpha)
+        assert agnostic_metrics(result, data) == agnostic_metrics(alone, fresh)
+        for which in ("y", "p"):
+            assert torch.equal(predict_proba(result, x_test, which=which, data=data),
+                               predict_proba(alone, x_test, which=which, data=fresh))
+    assert agnostic_metrics(grid[0.0], data) != agnostic_metrics(grid[1.0], data)
+
+
+def test_missing_held_out_labels_count_only_in_the_metrics_that_need_them():
+    """NaN labels in held-out splits became -1 and were scored as errors (target accuracy) or as a class -1
+    (fairness, probes, chance). Each metric now equals the one computed on only the rows with the labels it needs."""
+    from pyrozoo.models.agnostic import agnostic_metrics, attach_network
+
+    train, (xp, _, pp), (xt, yt, pt) = _user_arrays()
+    yt_nan, pt_nan, pp_nan = yt.astype(float), pt.astype(float), pp.astype(float)
+    yt_nan[:20], pt_nan[20:40], pp_nan[:10] = np.nan, np.nan, np.nan
+    data = attach_network(make_agnostic_data(*train, leakage_split="test", splits={
+        "probe": {"x": xp, "p": pp_nan}, "test": {"x": xt, "y": yt_nan, "p": pt_nan}}), feature_dim=6, hidden=8)
+    result = _user_fit(data, alpha=0.0)
+    got = agnostic_metrics(result, data)
+    with_y, with_p, both = np.r_[20:80], np.r_[0:20, 40:80], np.r_[40:80]
+    parts = make_agnostic_data(*train, leakage_split="b", splits={
+        "probe": {"x": xp[10:], "p": pp[10:]}, "a": {"x": xt[with_y], "y": yt[with_y]},
+        "b": {"x": xt[with_p], "p": pt[with_p]}, "c": {"x": xt[both], "y": yt[both], "p": pt[both]}})
+    parts.inputs["net"] = data.inputs["net"]
+    want = agnostic_metrics(result, parts)
+    assert got["test_target_acc"] == want["a_target_acc"]
+    assert got["test_adversary_acc"] == want["b_adversary_acc"]
+    assert got["test_dp_diff"] == want["b_dp_diff"] and got["test_eo_diff"] == want["c_eo_diff"]
+    for key in ("logreg_acc", "mlp_acc", "chance", "max_excess"):
+        assert got[f"probe_{key}"] == want[f"probe_{key}"]
+
+
+@pytest.mark.parametrize(("code", "pcode"), [(lambda v: v + 1, lambda v: 5 * v),
+                                             (lambda v: np.where(v == 1, "yes", "no"),
+                                              lambda v: np.where(v == 1, "m", "f"))])
+def test_labels_in_another_coding_give_the_same_fit_and_scores(code, pcode):
+    """y in {1, 2} and p in {0, 5} made phantom classes (predict_proba had 3 columns, the adversary 6) and
+    eo_diff dropped the true-positive gap; text labels were refused. Recoded, the fit is the 0/1 fit."""
+    from pyrozoo.models.agnostic import agnostic_metrics, predict_proba
+
+    arrays = _user_arrays()
+    plain, coded = _user_data(*arrays), _user_data(*arrays, code=code, pcode=pcode)
+    r_plain, r_coded = _user_fit(plain, alpha=0.5), _user_fit(coded, alpha=0.5)
+    assert agnostic_metrics(r_coded, coded) == agnostic_metrics(r_plain, plain)
+    x_test = arrays[2][0]
+    prob = predict_proba(r_coded, x_test, data=coded)
+    assert prob.shape == (80, 2) and torch.equal(prob, predict_proba(r_plain, x_test, data=plain))
+    assert predict_proba(r_coded, x_test, which="p", data=coded).shape == (80, 2)
+    # 'no' < 'yes': sorted, so code 1 (column 1) is the original 1 in both codings
+    assert coded.meta["y_classes"][1] == code(np.array([1]))[0]
+
+
+def test_network_and_digits_options_that_would_be_ignored_are_refused():
+    """feature_dim, hidden, adv_layers, adv_standardize given to fit_agnostic with a dataset whose network was
+    already built (and the digits options with a user's data) were accepted and ignored."""
+    data = _user_data(*_user_arrays())  # feature_dim 6, hidden 8, adv_layers 1, adv_standardize True
+    for option, value in (("feature_dim", 4), ("hidden", 16), ("adv_layers", 2), ("adv_standardize", False)):
+        with pytest.raises(PyrozooError, match=rf"{option}: the dataset's network was built with {option}=.*, got "
+                                               rf"{value}; .* attach_network\(data, {option}={value}\)"):
+            _user_fit(data, steps=1, **{option: value})
+    assert _user_fit(data, steps=1, feature_dim=6, hidden=8, adv_layers=1).fit_stats["loss"].size == 1
+    with pytest.raises(PyrozooError, match=r"train_corr, context_copies: apply only to the digits task .* with dataset "
+                                           r"'agnostic-custom' they would have no effect"):
+        _user_fit(data, steps=1, train_corr=0.9, context_copies=2)
+    digits = load_digits_task(0, train_corr=0.9)  # called directly: digits_task's context_copies default, 1
+    with pytest.raises(PyrozooError, match=r"train_corr: the digits dataset was rendered with train_corr=0\.9, got "
+                                           r"0\.8"):
+        _user_fit(digits, steps=1, train_corr=0.8)
+    with pytest.raises(PyrozooError, match=r"context_copies: the digits dataset was rendered with context_copies=1"):
+        _user_fit(digits, steps=1, context_copies=2)
+    assert _user_fit(digits, steps=1, train_corr=0.9, context_copies=1).fit_stats["loss"].size == 1
+
+
+def test_run_config_device_is_resolved_and_used(monkeypatch):
+    """RunConfig.device was never read: device='cuda' on a CPU-only machine ran on the CPU silently."""
+    import pyrozoo.models.agnostic as agn
+
+    asked, placed, original = [], [], agn.run_agnostic_svi
+
+    def resolve(device):
+        asked.append(device)
+        return torch.device("cpu")
+
+    def spy(model, guide, model_kwargs, **kw):
+        placed.append((model_kwargs["x"].device, next(model_kwargs["net"].parameters()).device))
+        return original(model, guide, model_kwargs, **kw)
+
+    monkeypatch.setattr(agn, "resolve_device", resolve)
+    monkeypatch.setattr(agn, "run_agnostic_svi", spy)
+    data = _user_data(*_user_arrays())
+    agn.fit_agnostic(data, RunConfig(model="agnostic", progress=False, steps=1, num_samples=2))
+    assert asked == ["auto"] and placed == [(torch.device("cpu"), torch.device("cpu"))]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused_before_any_work():
+    from pyrozoo.models.agnostic import fit_agnostic
+
+    data = _user_data(*_user_arrays())
+    with pytest.raises(PyrozooError, match="device: 'cuda' was asked for but CUDA is not available"):
+        fit_agnostic(data, RunConfig(model="agnostic", device="cuda", progress=False, steps=1, num_samples=2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_cuda_fits_on_the_gpu_and_scores():
+    from pyrozoo.models.agnostic import agnostic_metrics, fit_agnostic
+
+    data = _user_data(*_user_arrays())
+    result = fit_agnostic(data, RunConfig(model="agnostic", device="cuda", progress=False, steps=3, num_samples=2))
+    assert result.predictive_fn.model_kwargs["x"].device.type == "cuda"
+    assert np.isfinite(agnostic_metrics(result, data)["test_target_acc"])
+
+
+def test_predict_proba_input_checks():
+    """Wrong column count, a 1-D row and an unknown `which` gave torch errors or KeyError, NaN rows NaN output;
+    the dataset's untrained network (what the QA reproducer passed) would now score silently with random weights."""
+    from pyrozoo.models.agnostic import fitted_network, predict_proba
+
+    arrays = _user_arrays()
+    data = _user_data(*arrays)
+    result = _user_fit(data, steps=2)
+    x = arrays[2][0]
+    nan_rows = x.copy()
+    nan_rows[3, 1] = np.nan
+    cases = [((result, x[:, :3]), {"data": data}, r"x: expected rows shaped \(N, 4\) like the training inputs, got "
+                                                  r"shape \(80, 3\)"),
+             ((result, x[0]), {"data": data}, r"x: expected rows shaped \(N, 4\), got one row of shape \(4,\); "
+                                              r"pass x\[None\]"),
+             ((result, nan_rows), {"data": data}, r"x: expected finite values, found 1 non-finite \(NaN at index "
+                                                  r"\(3, 1\)\)"),
+             ((result, x), {"data": data, "which": "z"}, "which: expected one of y, p; got 'z'"),
+             ((result, x), {}, r"data: expected the Dataset the result was fitted on .* got none"),
+             ((result, x, result.posterior), {"data": data}, "posterior: with a Result the head draws are its own"),
+             ((data.inputs["net"], x, result.posterior), {}, "net: this is the dataset's untrained network"),
+             ((fitted_network(result, data), x, result.posterior), {"data": data}, "data: applies only with a Result"),
+             ((fitted_network(result, data), x, {"w_y": 0}), {}, "posterior: expected draws of the heads")]
+    for args, kwargs, match in cases:
+        with pytest.raises(PyrozooError, match=match):
+            predict_proba(*args, **kwargs)
+    assert predict_proba(result, x[:1], data=data).shape == (1, 2)
+    assert torch.equal(predict_proba(fitted_network(result, data), x, result.posterior),
+                       predict_proba(result, x, data=data))
+    other = _user_data(*arrays, feature_dim=5)
+    with pytest.raises(PyrozooError, match="result: its fitted network does not match the dataset's network"):
+        predict_proba(result, x, data=other)
+
