@@ -1002,3 +1002,16 @@ def test_predict_proba_input_checks():
     with pytest.raises(PyrozooError, match="result: its fitted network does not match the dataset's network"):
         predict_proba(result, x, data=other)
 
+
+def test_the_docs_python_example_runs():
+    """docs/agnostic.md's "Your own data" block, as written but with 5 steps instead of 300."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "agnostic.md").read_text()
+    section = text.split("## Your own data (Python)")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "steps=300" in code
+    namespace: dict = {}
+    exec(compile(code.replace("steps=300", "steps=5"), "docs/agnostic.md", "exec"), namespace)
+    assert namespace["proba"].shape == (3, 2) and namespace["data"].meta["y_classes"] == ["high", "low"]
