@@ -29,8 +29,8 @@ def handle(args: argparse.Namespace) -> int:
         parts = summary.groupby("model", sort=False) if "model" in summary.columns else [(None, summary)]
         for model, part in parts:
             own = [m for m in metrics if part[m].notna().any()]
-            # settings only other models have are "-" in every row of this model's table: leave them out
-            own_keys = [k for k in keys if k in ("model", "n") or (part[k].astype(str) != "-").any()]
+            # settings only other models have are blank in every row of this model's table: leave them out
+            own_keys = [k for k in keys if k in ("model", "n") or part[k].notna().any()]
             print(to_markdown(part[own_keys + own[:8]]))
             rest = list(dict.fromkeys(c.removesuffix("_mean").removesuffix("_se") for c in own[8:]))
             if rest:

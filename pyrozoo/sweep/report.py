@@ -13,7 +13,11 @@ directory level given does not change the groups); for each numeric metric the g
 Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
 against every other varying setting (``alpha``, ``inference``, ``n`` ...): group means with +-1 SE error bars over
 the individual runs; numeric settings on a numeric axis (log scale when positive and spanning >= 100x), the rest
-as categories.
+as categories. A legend names a blank setting by what it stands for (``dataset=simulator``, ``lr=default``) and
+leaves out one that does not apply to the series (``n`` beside a shipped dataset).
+
+Blank cells (a setting a run lacks, a metric it did not record) are empty in both CSV files and ``-`` in the
+Markdown tables; settings recorded as integers stay integers (nullable ``Int64``) where some runs lack them.
 """
 
 from __future__ import annotations
@@ -213,13 +217,25 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     if not rows:
         raise PyrozooError(f"runs_dir: no run directories (config.toml + metrics.json + idata.nc + params.pt) "
                            f"below {root}")
-    table = pd.DataFrame(rows)
+    table = _integer_columns(pd.DataFrame(rows), rows, metric_names)
     first = [c for c in ID_COLUMNS if c in table.columns]
     settings = sorted(c for c in table.columns if c not in first and c not in metric_names and c != "error")
     rest = [c for c in ("error",) if c in table.columns]
     table = table[first + settings + rest + [m for m in metric_names if m in table.columns]]
     table.attrs["metrics"] = [m for m in metric_names if m in table.columns]
     return table.sort_values("run", kind="stable").reset_index(drop=True)
+
+
+def _integer_columns(table: pd.DataFrame, rows: list[dict[str, Any]], metrics: list[str]) -> pd.DataFrame:
+    """Settings recorded as integers (``num_chains``, ``options.n``) stay integers where some runs lack them (pandas
+    would make them floats, 2.0, to hold NaN): nullable ``Int64`` columns, blank (``<NA>``) where a run has none."""
+    for col in table.columns:
+        if col in metrics or not table[col].isna().any():
+            continue
+        values = [row[col] for row in rows if col in row and not (isinstance(row[col], float) and math.isnan(row[col]))]
+        if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+            table[col] = table[col].astype("Int64")
+    return table
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
@@ -300,10 +316,8 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
         raise PyrozooError(f"metric: {', '.join(both)} is also a --by column; a column is either summarized or "
                            f"grouped by")
     metrics = metrics or [m for m in metric_columns(table) if m not in keys]
-    # NaN keys (a setting some models lack) would drop runs from groupby; show them as "-"
-    frame = ok[keys + metrics].copy()
-    for k in keys:
-        frame[k] = frame[k].astype(object).where(frame[k].notna(), "-")
+    # a blank key (a setting some runs lack) is a group of its own (dropna=False), left blank in the table
+    frame = ok[keys + metrics]
     grouped = frame.groupby(keys, sort=True, dropna=False)
     columns = {"n": grouped.size()}
     for m in metrics:
@@ -314,15 +328,18 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     return pd.concat(columns, axis=1).reset_index()
 
 
+MISSING = "-"  # a blank cell (a setting a run does not have, a metric a run did not record) in the printed tables
+
+
 def to_markdown(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
     """A GitHub-flavoured Markdown table (written here: pandas' ``to_markdown`` needs ``tabulate``, which is not
-    a dependency)."""
+    a dependency); blank cells (NaN, ``<NA>``, None) read :data:`MISSING`."""
 
     def fmt(v: Any) -> str:
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return MISSING
         if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
+            return format(v, floatfmt)
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     head = "| " + " | ".join(str(c) for c in table.columns) + " |"
@@ -340,14 +357,84 @@ def _is_numeric(values: pd.Series) -> bool:
 
 def _value_text(v: Any) -> str:
     if isinstance(v, float):
-        return "default" if math.isnan(v) else (str(int(v)) if v.is_integer() else f"{v:g}")
+        return str(int(v)) if v.is_integer() else f"{v:g}"
     return str(v)
 
 
-def _series_label(keys: Sequence[str], values: Sequence[Any]) -> str:
-    """``n=50, inference=gibbs``; a setting a run does not have (NaN) reads ``default``."""
-    return ", ".join(f"{k.removeprefix('options.')}={_value_text(v)}"
-                     for k, v in zip(keys, values, strict=True)) or "all"
+def _sources(runs: pd.DataFrame) -> pd.Series:
+    """Where each run's data came from, as :func:`pyrozoo.registry.data_source` names it: ``file`` (a ``--data``
+    file), its ``dataset``, else ``simulator`` (the model's simulator)."""
+    from_file = runs["data"].notna() if "data" in runs.columns else pd.Series(False, index=runs.index)
+    source = pd.Series(np.where(from_file, "file", "simulator"), index=runs.index, dtype=object)
+    if "dataset" not in runs.columns:
+        return source
+    return source.where(runs["dataset"].isna() | from_file, runs["dataset"].astype(object))
+
+
+def _source_words(runs: pd.DataFrame) -> pd.Series:
+    """Each run's data source in the words of the dataset axis (``simulator``, ``data file``, a dataset's name)."""
+    return _sources(runs).replace({"file": "data file"})
+
+
+def _applies(column: str, model: Any, inference: Any, source: str) -> bool:
+    """Whether setting ``column`` means anything for a run of ``model`` by ``inference`` on data ``source``
+    (``simulator``, ``file`` or a dataset's name): a simulator option does not for a shipped dataset, an engine
+    setting does not for an inference that does not read it, ``data`` only for a data file. Unknown models: yes."""
+    from pyrozoo import registry
+
+    if column == "data":
+        return source == "file"
+    try:
+        entry = registry.get(model)
+    except (KeyError, TypeError, PyrozooError):
+        return True
+    inference = inference if isinstance(inference, str) else entry.inferences[0]
+    if column in SETTINGS:
+        return column not in entry.unread_settings(inference)
+    if column.startswith("options."):
+        key = column.removeprefix("options.")
+        return (source in entry.data_options.get(key, (source,))
+                and inference in entry.inference_options.get(key, (inference,)))
+    return True
+
+
+def _blank_text(column: str, runs: pd.DataFrame) -> str | None:
+    """What a blank ``column`` stands for in a plot series of ``runs``: on ``dataset`` where the data came from
+    (``simulator``, as on the dataset axis, or ``data file``); ``None`` (nothing to say) for a setting that applies
+    to none of the runs (``n``, a simulator option, beside a shipped dataset; ``lr`` for gibbs); else ``default``
+    (the entry's default of a setting left out)."""
+    if column == "dataset":
+        return "/".join(sorted(_source_words(runs).unique()))
+    sources = _sources(runs)
+    models = runs["model"] if "model" in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+    inferences = runs["inference"] if "inference" in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+    kinds = set(zip(models, inferences, sources, strict=True))  # each looked up once (an entry is built per lookup)
+    if not any(_applies(column, m, i, s) for m, i, s in kinds):
+        return None
+    return "default"
+
+
+def _series_label(keys: Sequence[str], values: Sequence[Any], runs: pd.DataFrame) -> str:
+    """The legend entry of the series of ``runs`` that share ``values`` of the settings ``keys``:
+    ``inference=gibbs, n=50``. A blank value says what it stands for (see :func:`_blank_text`): ``dataset=simulator``,
+    ``lr=default``; a setting that does not apply to these runs is left out (Boston runs have no ``n``)."""
+    parts, absent = [], []
+    for k, v in zip(keys, values, strict=True):
+        name = k.removeprefix("options.")
+        text = _blank_text(k, runs) if pd.isna(v) else _value_text(v)
+        if text is None:
+            absent.append(f"{name}=n/a")
+        else:
+            parts.append(f"{name}={text}")
+    return ", ".join(parts or absent) or "all"
+
+
+def _series(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """The series of a plot of ``runs``: one per combination of the ``keys`` settings, with its legend label."""
+    if not keys:
+        return [("all", runs)]
+    return [(_series_label(keys, key if isinstance(key, tuple) else (key,), g), g)
+            for key, g in runs.groupby(list(keys), sort=True, dropna=False)]
 
 
 def _figure(n: int):
@@ -366,12 +453,12 @@ def _figure(n: int):
 
 def _plot_vs_seed(runs: pd.DataFrame, metrics: list[str], settings: list[str], title: str, path: Path) -> Path:
     plt, fig, axes = _figure(len(metrics))
-    groups = list(runs.groupby(settings, sort=True, dropna=False)) if settings else [((), runs)]
+    groups = _series(runs, settings)
     for ax, m in zip(axes, metrics, strict=True):
-        for key, g in groups:
-            key = key if isinstance(key, tuple) else (key,)
+        for label, g in groups:
             g = g.sort_values("seed")
-            ax.plot(g["seed"], g[m], marker="o", ms=3, lw=1, label=_series_label(settings, key))
+            ax.plot(g["seed"].to_numpy(dtype=float), g[m].to_numpy(dtype=float), marker="o", ms=3, lw=1,
+                    label=label)
         ax.set_xlabel("seed")
         ax.set_ylabel(m)
     if 1 < len(groups) <= 12:
@@ -389,9 +476,7 @@ def _on_axis(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
     simulator (or a ``--data`` file), labelled as such."""
     if axis != "dataset":
         return runs[runs[axis].notna()]
-    from_file = runs["data"].notna() if "data" in runs.columns else pd.Series(False, index=runs.index)
-    blank = np.where(from_file, "data file", "simulator")
-    return runs.assign(dataset=runs["dataset"].where(runs["dataset"].notna(), pd.Series(blank, index=runs.index)))
+    return runs.assign(dataset=_source_words(runs))
 
 
 def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: list[str], title: str,
@@ -405,11 +490,10 @@ def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: 
     else:
         cats = sorted(x_all.astype(str).unique())
         x_of = {v: float(cats.index(str(v))) for v in x_all.unique()}
-    groups = list(runs.groupby(others, sort=True, dropna=False)) if others else [((), runs)]
+    groups = _series(runs, others)
     width = 0.25 if not numeric and len(groups) > 1 else 0.0
     for ax, m in zip(axes, metrics, strict=True):
-        for j, (key, g) in enumerate(groups):
-            key = key if isinstance(key, tuple) else (key,)
+        for j, (label, g) in enumerate(groups):
             shift = (j - (len(groups) - 1) / 2) * width / max(1, len(groups) - 1) if width else 0.0
             xs = g[axis].map(x_of).to_numpy(dtype=float) + shift
             ax.scatter(xs, g[m], s=8, alpha=0.35, color=f"C{j % 10}")
@@ -418,7 +502,7 @@ def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: 
             se = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
             order = np.argsort(xm)
             ax.errorbar(xm[order], stats["mean"].to_numpy()[order], yerr=se.to_numpy()[order], marker="o", ms=4,
-                        capsize=3, lw=1, color=f"C{j % 10}", label=_series_label(others, key))
+                        capsize=3, lw=1, color=f"C{j % 10}", label=label)
         if numeric:
             vals = np.array(sorted(x_of.values()))
             if vals.min() > 0 and vals.max() / vals.min() >= 100:

@@ -109,8 +109,10 @@ def test_report_cli(swept, tmp_path, capsys):
 
 
 def test_markdown_table():
-    df = pd.DataFrame({"a": ["x|y", "z"], "b": [1.23456789, float("nan")]})
-    assert to_markdown(df) == "| a | b |\n|---|---|\n| x\\|y | 1.235 |\n| z |  |\n"
+    """Blank cells (NaN, a nullable integer's <NA>, None) read "-" in the printed tables; integers stay integers."""
+    df = pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")],
+                       "c": pd.array([2, None], dtype="Int64")})
+    assert to_markdown(df) == "| a | b | c |\n|---|---|---|\n| x\\|y | 1.235 | 2 |\n| - | - | - |\n"
 
 
 def test_only_settings_get_a_plot_even_when_metrics_are_chosen(swept, tmp_path):
@@ -376,3 +378,122 @@ def test_the_dataset_axis_shows_the_simulator_beside_the_shipped_data(tmp_path):
     # a run from a data file has no dataset either: it is not the simulator
     table.loc[table["label"] == "boston", ["dataset", "data"]] = [float("nan"), "medv.csv"]
     assert _on_axis(table, "dataset")["dataset"].value_counts().to_dict() == {"simulator": 4, "data file": 2}
+
+
+ENGINES = """
+[sweep]
+name = "engines"
+seeds = 2
+tiny = true
+
+[defaults]
+device = "cpu"
+
+[[models]]
+name = "normal-gamma"
+label = "simulated"
+[models.grid]
+inference = ["gibbs", "svi"]
+[models.grid.options]
+n = [20, 40]
+
+[[models]]
+name = "normal-gamma"
+label = "boston"
+dataset = "boston-medv"
+inference = "gibbs"
+"""
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """examples/sweep.toml's shape, small: simulated runs by gibbs and svi on an n axis, and gibbs on Boston; the
+    report written with plots."""
+    root = tmp_path_factory.mktemp("engines")
+    (root / "sweep.toml").write_text(ENGINES)
+    run_sweep(load_spec(root / "sweep.toml", out=root / "runs"), jobs=1)
+    return root / "runs", build_report(root / "runs", out=root / "rep")
+
+
+def _legends(table):
+    """The legend labels of each plot of the model, as plot_report builds them."""
+    from pyrozoo.sweep.report import _on_axis, _series, varying_settings
+
+    ok = table[table["status"] == "ok"]
+    settings = [c for c in varying_settings(ok) if c != "model"]
+    out = {"seed": [label for label, _ in _series(ok, settings)]}
+    for axis in settings:
+        out[axis] = [label for label, _ in _series(_on_axis(ok, axis), [c for c in settings if c != axis])]
+    return out
+
+
+def test_legends_say_what_a_blank_setting_stands_for(engines):
+    """Boston runs have no n (it applies to the simulated data only): their series said `n=default` on the dataset
+    plot; the simulated runs' blank dataset said `dataset=default` on the n plot, where the dataset axis and these
+    docs say `simulator`."""
+    runs, report = engines
+    legends = _legends(report.runs)
+    assert legends["dataset"] == ["inference=gibbs, n=20", "inference=gibbs, n=40", "inference=gibbs",
+                                  "inference=svi, n=20", "inference=svi, n=40"]
+    assert legends["options.n"] == ["inference=gibbs, dataset=simulator", "inference=svi, dataset=simulator"]
+    assert legends["inference"] == ["dataset=boston-medv", "dataset=simulator, n=20", "dataset=simulator, n=40"]
+    assert "inference=gibbs, dataset=boston-medv" in legends["seed"]
+    assert not any("default" in label for labels in legends.values() for label in labels)
+    assert {"metrics_vs_dataset.png", "metrics_vs_n.png", "metrics_vs_seed.png"} <= {p.name for p in report.files}
+
+
+def test_a_blank_setting_that_applies_reads_default_one_that_does_not_is_left_out(engines):
+    from pyrozoo.sweep.report import _series_label
+
+    _, report = engines
+    ok = report.runs[report.runs["status"] == "ok"]
+    svi = ok[ok["inference"] == "svi"]
+    nan = float("nan")
+    # svi reads lr (blank: the entry's default) but not num_chains (blank: not applicable)
+    assert _series_label(["inference", "lr", "num_chains"], ("svi", nan, pd.NA), svi) == "inference=svi, lr=default"
+    # a simulated run with n left out ran with the default n; a Boston run has none
+    simulated = ok[ok["label"] == "simulated"]
+    assert _series_label(["options.n"], (nan,), simulated) == "n=default"
+    boston = ok[ok["label"] == "boston"]
+    assert _series_label(["options.n"], (pd.NA,), boston) == "n=n/a"  # nothing else to name the series by
+    assert _series_label(["dataset", "options.n"], (nan, 20), simulated) == "dataset=simulator, n=20"
+    from_file = simulated.assign(data="/tmp/x.csv")
+    assert _series_label(["dataset", "data"], (nan, "/tmp/x.csv"), from_file) == "dataset=data file, data=/tmp/x.csv"
+
+
+def test_integer_settings_stay_integers_and_blanks_are_empty_in_both_csvs(engines):
+    """options.n (blank for Boston) was written 20.0, and num_chains/warmup_steps (blank for svi) 2.0 and 30.0, by
+    NaN promotion; summary.csv wrote blanks as "-", runs.csv as empty cells."""
+    _, report = engines
+    out = report.files[0].parent
+    table = report.runs
+    for col in ("options.n", "num_chains", "warmup_steps", "steps"):
+        assert table[col].dtype == "Int64", col
+    runs_csv = pd.read_csv(out / "runs.csv", dtype=str, keep_default_na=False)
+    boston_gibbs = runs_csv[runs_csv["label"] == "boston"].iloc[0]
+    svi = runs_csv[runs_csv["inference"] == "svi"].iloc[0]
+    assert boston_gibbs["options.n"] == "" and boston_gibbs["num_chains"] == "2"
+    assert boston_gibbs["warmup_steps"] == "30" and boston_gibbs["steps"] == ""
+    assert svi["options.n"] in ("20", "40") and svi["num_chains"] == "" and svi["steps"] == "30"
+    summary_csv = pd.read_csv(out / "summary.csv", dtype=str, keep_default_na=False)
+    assert summary_csv["options.n"].tolist() == ["", "20", "40", "20", "40"]
+    assert summary_csv["dataset"].tolist() == ["boston-medv", "", "", "", ""]
+    assert not (summary_csv == "-").any().any() and not (runs_csv == "-").any().any()
+    # both read back with plain read_csv: a blank is NaN in each
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["options.n"].isna().tolist() == [True, False, False, False, False]
+    assert pd.read_csv(out / "runs.csv")["num_chains"].isna().sum() == 4  # the svi runs
+    # the printed tables: integers, and "-" for a blank
+    md = (out / "summary.md").read_text().splitlines()
+    assert md[2].startswith("| normal-gamma | boston | gibbs | boston-medv | - | 2 |")
+    assert md[3].startswith("| normal-gamma | simulated | gibbs | - | 20 | 2 |")
+    assert "20.0" not in "\n".join(md) and "| 2.0 |" not in (out / "runs.md").read_text()
+
+
+def test_report_console_prints_integers_and_blanks_as_dashes(engines, tmp_path, capsys):
+    runs, _ = engines
+    assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_mean"]) == 0
+    out = capsys.readouterr().out
+    assert "| model | label | inference | dataset | options.n | n | mu_mean_mean | mu_mean_se |" in out
+    assert "| normal-gamma | boston | gibbs | boston-medv | - | 2 |" in out
+    assert "| normal-gamma | simulated | svi | - | 40 | 2 |" in out
