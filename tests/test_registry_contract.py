@@ -173,7 +173,9 @@ def test_an_option_one_inference_does_not_read_is_an_error_before_any_work():
 
 
 OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size": 7,
-                  "rank": 2, "scale": 0.8, "num_collapsed": 2, "defensive_weight": 0.01}  # bnn
+                  "rank": 2, "scale": 0.8, "num_collapsed": 2, "defensive_weight": 0.01,  # bnn
+                  "restarts": 2, "em_iters": 7, "learn_weights": False, "subsample_size": 50,  # regime-scm
+                  "pretrain_steps": 7, "hidden": 5, "temperature": 0.7, "kl_cycles": 2, "kl_ratio": 0.3}
 
 
 @pytest.mark.slow

@@ -31,11 +31,12 @@ def test_distinct_names_that_look_like_pandas_copies_are_kept(tmp_path):
     assert list(read_table(str(path)).columns) == ["y", "y.1", "t", "Unnamed: 3"]
 
 
-@pytest.mark.parametrize("model", ["plce", "effect-curve", "normal-gamma"])
+@pytest.mark.parametrize("model", ["plce", "effect-curve", "normal-gamma", "regime-scm"])
 def test_every_data_file_reader_rejects_a_repeated_header(tmp_path, model):
-    """The --data readers of plce, effect-curve and normal-gamma share read_table, so they share the check."""
+    """The --data readers of plce, effect-curve, normal-gamma and regime-scm share read_table, so they share the
+    check."""
     path = tmp_path / "dup.csv"
     path.write_text("y,t,x1,y\n" + ROWS)
-    options = {"column": "x1"} if model == "normal-gamma" else {}
+    options = {"normal-gamma": {"column": "x1"}, "regime-scm": {"graph": "x1->t->y"}}.get(model, {})
     with pytest.raises(PyrozooError, match=r"repeated column name\(s\) in its header row: 'y'"):
         registry.get(model).from_file(str(path), 0, **options)

@@ -4,6 +4,8 @@ do()-sampling against closed-form interventional means, the simulator's design, 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -295,7 +297,7 @@ def test_bad_input_is_rejected_before_fitting():
     cyc = nx.DiGraph([("a", "b"), ("b", "c"), ("c", "a")])
     _bad("graph: expected a DAG, found the cycle", pd.DataFrame(x, columns=list("abc")), cyc)
     _bad("graph: expected a DAG", x, np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]]))
-    _bad("graph: nodes do not match the data columns.*missing from the graph: c.*not in the data: d",
+    _bad("graph: nodes do not match the data columns.*missing from the graph: 'c'.*not in the data: 'd'",
          pd.DataFrame(x, columns=list("abc")), nx.DiGraph([("a", "b"), ("b", "d")]))
     _bad(r"graph: expected a 3 x 3 adjacency", x, np.zeros((2, 2)))
     xn = x.copy()
@@ -518,12 +520,13 @@ def test_fixed_mixture_weights_stay_uniform():
     assert "regime_weights" not in pyro.get_param_store()
 
 
-@pytest.mark.parametrize("opt,value", [("batch_size", 0), ("restarts", 0), ("em_iters", -1), ("temperature", 0.0),
-                                       ("kl_ratio", 1.5), ("subsample_size", 2.5)])
-def test_bad_fit_options_are_clear_errors(opt, value):
+@pytest.mark.parametrize("inference,opt,value", [
+    ("gumbel", "batch_size", 0), ("em", "restarts", 0), ("enum", "em_iters", -1), ("gumbel", "temperature", 0.0),
+    ("gumbel", "kl_ratio", 1.5), ("amortized", "subsample_size", 2.5)])
+def test_bad_fit_options_are_clear_errors(inference, opt, value):
     ds = simulate_regime_data(0, n_vars=3, n_samples=100)
-    with pytest.raises(PyrozooError, match=opt):
-        fit_regime_scm(ds, RunConfig(model="regime-scm", inference="gumbel", steps=2, progress=False),
+    with pytest.raises(PyrozooError, match=f"^{opt}: "):
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference=inference, steps=2, progress=False),
                        **{opt: value})
 
 
@@ -534,7 +537,9 @@ def test_options_fixed_by_the_dataset_are_not_silently_ignored_by_the_fit():
     ds = make_regime_dataset(np.c_[a, 0.8 * a + rng.standard_normal(100)], np.array([[0, 1], [0, 0]]))
     for key, value in (("mechanism", "mlp"), ("learn_weights", False), ("hidden", 4)):
         with pytest.raises(PyrozooError, match=f"{key}: the dataset was built with {key}="):
-            fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False, options={key: value}))
+            # amortized reads all three (em would refuse hidden as one it does not read)
+            fit_regime_scm(ds, RunConfig(model="regime-scm", inference="amortized", progress=False,
+                                         options={key: value}))
     # the value the dataset already has is fine
     fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=2, progress=False,
                                  options={"mechanism": "linear", "restarts": 1, "em_iters": 5}))
@@ -599,3 +604,243 @@ def test_check_regime_options_merges_the_defaults():
     got = check_regime_options({"restarts": 2.0, "mechanism": "mlp", "n_vars": 3}, "gumbel")
     assert got["restarts"] == 2 and isinstance(got["restarts"], int) and got["mechanism"] == "mlp"
     assert "n_vars" not in got  # a simulator option is the simulator's to check
+
+
+# (inference, steps, options, message): options or steps a run would ignore, refused before any data (QA pass:
+# gumbel with steps 0 ended in KeyError 'W1', amortized with steps 0 ran EM alone, and enum, gumbel and em recorded
+# options they never read in config.toml)
+NO_EFFECT = [
+    ("gumbel", 0, {}, r"steps: gumbel needs steps >= 1, got 0 \(it trains the report's VAE from random weights"),
+    ("amortized", 0, {}, r"steps: amortized needs steps >= 1, got 0 \(its encoder q\(z \| x\) is fitted by the "
+                         r"joint SVI"),
+    ("enum", 5, {"temperature": 0.3, "batch_size": 8}, r"options: temperature, batch_size apply only to regime-scm's "
+                                                       r"gumbel; with enum they would have no effect \(remove them\)"),
+    ("enum", 5, {"kl_cycles": 2, "kl_ratio": 0.3}, r"options: kl_cycles, kl_ratio apply only to regime-scm's gumbel"),
+    ("enum", 5, {"hidden": 8}, r"options: hidden applies only to mechanism='mlp' or to the encoder of amortized or "
+                               r"gumbel; with enum and mechanism='linear' it would have no effect \(remove it\)$"),
+    ("enum", 5, {"pretrain_steps": 8}, r"options: pretrain_steps applies only to mechanism='mlp' or to the encoder "
+                                       r"of amortized; with enum and mechanism='linear'"),
+    ("enum", 0, {"subsample_size": 50}, r"options: subsample_size applies only to enum's SVI steps; with steps 0"),
+    ("gumbel", 5, {"restarts": 2, "em_iters": 3, "learn_weights": False},
+     r"options: restarts, em_iters, learn_weights apply only to regime-scm's enum, amortized or em; with gumbel"),
+    ("gumbel", 5, {"subsample_size": 50, "pretrain_steps": 3},
+     r"options: subsample_size, pretrain_steps apply only to regime-scm's enum or amortized; with gumbel"),
+    ("em", 5, {"temperature": 0.3}, r"options: temperature applies only to regime-scm's gumbel; with em"),
+    ("em", 5, {"hidden": 8}, r"options: hidden applies only to regime-scm's enum, amortized or gumbel; with em"),
+    ("em", 5, {"subsample_size": 8}, r"options: subsample_size applies only to regime-scm's enum or amortized"),
+]
+
+
+@pytest.mark.parametrize("inference,steps,options,message", NO_EFFECT)
+def test_options_and_steps_a_run_would_ignore_are_refused_before_any_data(inference, steps, options, message,
+                                                                          monkeypatch, tmp_path, capsys):
+    from pyrozoo.cli import main
+    from pyrozoo.models import regime_scm
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were simulated before the options were checked")
+
+    monkeypatch.setattr(regime_scm, "simulate_regime_data", no_data)
+    flags = [f"-o{k}={str(v).lower()}" for k, v in options.items()]
+    out = tmp_path / "run"
+    assert main(["run", "regime-scm", "--inference", inference, "--steps", str(steps), "--no-progress", *flags,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and not out.exists()
+    assert re.search(message, err.removeprefix("pyrozoo: error: ")), err
+
+
+@pytest.mark.parametrize("inference,steps,options,message", NO_EFFECT)
+def test_a_direct_fit_refuses_what_it_would_ignore(inference, steps, options, message):
+    ds = simulate_regime_data(0, n_vars=3, n_samples=50)
+    if inference == "enum" and "hidden" in options:  # the dataset's own value (another is refused as a change)
+        options = {**options, "hidden": ds.inputs["hidden"]}
+    config = RunConfig(model="regime-scm", inference=inference, steps=steps, progress=False)
+    with pytest.raises(PyrozooError, match=f"^{message}"):
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference=inference, steps=steps, progress=False,
+                                     options=dict(options)))
+    if options:  # as keyword arguments
+        with pytest.raises(PyrozooError, match=f"^{message}"):
+            fit_regime_scm(ds, config, **options)
+
+
+@pytest.mark.parametrize("inference,steps,options", [
+    ("enum", 3, {"mechanism": "mlp", "hidden": 4, "pretrain_steps": 3}),  # the MLPs' width and warm start
+    ("amortized", 3, {"hidden": 4, "pretrain_steps": 3, "subsample_size": 100}),  # the encoder's
+    ("gumbel", 3, {"hidden": 4, "temperature": 0.7, "kl_cycles": 1, "kl_ratio": 0.2, "batch_size": 16}),
+    ("em", 0, {"restarts": 1, "em_iters": 3, "learn_weights": False}),
+    ("enum", 0, {"restarts": 1, "em_iters": 3}),  # steps 0: the EM warm start alone
+])
+def test_options_an_inference_reads_are_accepted(inference, steps, options):
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model="regime-scm", inference=inference, steps=steps, progress=False,
+                              options={"n_vars": 3, "n_samples": 200, **options}), save=False)
+    assert out.result.inference == inference
+    assert ("encoder_probs" in out.result.posterior) == (inference in ("amortized", "gumbel"))
+
+
+def test_a_sweep_refuses_an_option_the_cells_inference_ignores_and_keeps_tiny_sweeps_running():
+    from pyrozoo.sweep.spec import parse_spec
+
+    spec = parse_spec({"sweep": {"name": "b", "tiny": True},
+                       "models": [{"name": "regime-scm", "grid": {"inference": ["enum", "amortized", "gumbel", "em"],
+                                                                  "options": {"mechanism": ["linear"]}}}]})
+    assert len(spec.cells) == 4
+    with pytest.raises(PyrozooError, match=r"inference='gumbel'.*restarts applies only to regime-scm's enum, "
+                                           r"amortized or em"):
+        parse_spec({"sweep": {"name": "b", "tiny": True},
+                    "models": [{"name": "regime-scm", "options": {"restarts": 2},
+                                "grid": {"inference": ["enum", "gumbel"]}}]})
+    with pytest.raises(PyrozooError, match=r"1 of 2 cells is refused.*options: hidden applies only to "
+                                           r"mechanism='mlp'"):
+        parse_spec({"sweep": {"name": "b", "tiny": True},
+                    "models": [{"name": "regime-scm", "options": {"hidden": 8},
+                                "grid": {"options": {"mechanism": ["linear", "mlp"]}}}]})
+
+
+def test_observational_identified_is_nan_without_observational_rows():
+    """obs_frac=0 gave observational_identified 0.0 (a failure to identify what is not there) and a numpy
+    'divide by zero encountered in log' from the oracle's log regime weights."""
+    ds = simulate_regime_data(0, n_vars=3, n_samples=400, obs_frac=0.0)
+    assert (ds.truth["regime"] > 0).all()
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = regime_metrics(res, ds)
+    assert math.isnan(m["observational_identified"])
+    assert m["oracle_ari"] > 0.9 and m["ari"] > 0.9  # the -inf weight only rules the empty regime out
+    ds = simulate_regime_data(0, n_vars=3, n_samples=400)  # with observational rows it is still 0 or 1
+    m = regime_metrics(fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False)), ds)
+    assert m["observational_identified"] == 1.0
+
+
+def test_waic_of_a_point_estimate_is_the_in_sample_log_likelihood_and_loo_stops():
+    """What docs/regime-scm.md says of az.waic and az.loo on these one-draw fits."""
+    import arviz as az
+
+    ds = simulate_regime_data(0, n_vars=3, n_samples=300)
+    idata = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False)).to_inference_data()
+    waic = az.waic(idata)
+    assert waic.p_waic == 0.0
+    assert waic.elpd_waic == pytest.approx(float(idata.log_likelihood["x"].sum()), rel=1e-6)
+    with pytest.raises(IndexError):
+        az.loo(idata)
+
+
+def test_graph_mismatch_names_say_which_are_text():
+    """Column 0 (int) and graph node "0" (text) printed alike: 'columns missing from the graph: 0, 1, 2; graph
+    nodes not in the data: 0, 1'."""
+    x = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(PyrozooError, match=r"columns missing from the graph: 0, 1, 2; graph nodes not in the data: "
+                                           r"'0', '1'$"):
+        make_regime_dataset(x, nx.DiGraph([("0", "1")]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A user's data file: pyrozoo run regime-scm --data my.csv -o graph="a->b, b->c"
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _chain_csv(tmp_path, name="abc.csv", extra=None):
+    """a -> b -> c with b shifted by +5 in the last third of the rows, as the doc's example."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(600)
+    b = 0.8 * a + rng.standard_normal(600) + np.r_[np.zeros(400), 5 * np.ones(200)]
+    df = pd.DataFrame({"a": a, "b": b, "c": -0.5 * b + rng.standard_normal(600), **(extra or {})})
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("graph", ["a->b, b->c", "a->b->c", "a -> b; b -> c", ["a->b", "b->c"],
+                                   [["a", "b"], ["b", "c"]]])
+def test_a_data_file_and_its_graph_option_fit_like_the_python_api(graph, tmp_path):
+    from pyrozoo.runner import run_model
+
+    path = _chain_csv(tmp_path)
+    out = run_model(RunConfig(model="regime-scm", inference="em", data=str(path), progress=False,
+                              options={"graph": graph}), save=False)
+    direct = make_regime_dataset(pd.read_csv(path), nx.DiGraph([("a", "b"), ("b", "c")]))
+    ref = fit_regime_scm(direct, RunConfig(model="regime-scm", inference="em", progress=False))
+    np.testing.assert_allclose(out.result.params["W_obs"], ref.params["W_obs"], rtol=1e-5, atol=1e-6)
+    assert set(out.metrics) >= {"loglik", "wall_time"} and "ari" not in out.metrics  # no truth for a file
+    table = regime_table(out.result, direct)  # the same variables, graph and rows
+    assert table.loc[table["n_assigned"].idxmax(), "label"] == "observational"
+    assert table.set_index("label").loc["do(b)", "n_assigned"] == pytest.approx(200, abs=10)
+
+
+def test_a_data_file_runs_from_the_cli_and_its_config_reruns(tmp_path, capsys):
+    import tomllib
+
+    from pyrozoo.cli import main
+
+    path = _chain_csv(tmp_path, extra={"id": np.arange(600), "note": ["u"] * 600})
+    out = tmp_path / "run"
+    # columns picks the variables; without it the numeric column id would be one (and is refused: not in the graph)
+    assert main(["run", "regime-scm", "--data", str(path), "-o", "graph=a->b->c", "-o", "columns=a, b, c",
+                 "--inference", "enum", "--steps", "5", "--no-progress", "--out", str(out)]) == 0
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["options"] == {"graph": "a->b->c", "columns": "a, b, c"}
+    assert main(["run", "--config", str(out / "config.toml"), "--out", str(tmp_path / "again")]) == 0
+    capsys.readouterr()
+    assert main(["run", "regime-scm", "--data", str(path), "-o", "graph=a->b->c", "--inference", "em",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "columns missing from the graph: 'id'" in err and "-o columns=" in err
+
+
+@pytest.mark.parametrize("flags,message", [
+    ([], r"graph: a data file \(--data\) needs the DAG over its columns, e.g. -o graph='a->b, b->c'"),
+    (["-o", "graph=a->b->c, c->a"], r"graph: expected a DAG, found the cycle a -> b -> c -> a"),
+    (["-o", "graph=a->b, b->d"], r"columns missing from the graph: 'c'; graph nodes not in the data: 'd'"),
+    (["-o", "graph=a->, b->c"], r"graph item 1: expected a column name on each side of '->', got 'a->'"),
+    (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"no column 'q'; columns are a, b, c"),
+    (["-o", "graph=a->b->c", "-o", "n_vars=3"], r"options: n_vars applies only to the simulated data; with a data "
+                                                r"file \(--data\)"),
+])
+def test_a_data_file_with_a_bad_graph_or_option_is_one_clear_error(flags, message, tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    path = _chain_csv(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", "regime-scm", "--data", str(path), "--inference", "em", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and not out.exists()
+    assert re.search(message, err), err
+
+
+def test_a_data_file_with_missing_or_text_values_names_the_column_and_row(tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    nan = _chain_csv(tmp_path, "nan.csv")
+    df = pd.read_csv(nan)
+    df.loc[6, "b"] = np.nan
+    df.to_csv(nan, index=False)
+    assert main(["run", "regime-scm", "--data", str(nan), "-o", "graph=a->b->c", "--out", str(tmp_path / "r")]) == 2
+    assert "column 'b' has 1 missing or non-finite value(s) (first at data row 7" in capsys.readouterr().err
+    text = _chain_csv(tmp_path, "text.csv", extra={"d": ["u"] * 600})
+    # a text column is skipped unless the graph names it: then it is refused, not dropped
+    assert main(["run", "regime-scm", "--data", str(text), "-o", "graph=a->b->c, d", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "column 'd' has non-numeric values (first at data row 1: 'u')" in capsys.readouterr().err
+
+
+def test_the_graph_option_is_for_data_files_and_the_bad_graph_is_refused_before_the_file_is_read(monkeypatch,
+                                                                                                tmp_path):
+    from pyrozoo import registry
+    from pyrozoo.models import regime_scm
+
+    entry = registry.get("regime-scm")
+    with pytest.raises(PyrozooError, match=r"^options: graph applies only to a data file \(--data\); with the "
+                                           r"simulated data"):
+        entry.check_config(RunConfig(model="regime-scm", options={"graph": "a->b"}))
+    path = _chain_csv(tmp_path)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was read before the graph was checked")
+
+    monkeypatch.setattr(regime_scm, "read_table", no_read)
+    for graph, message in (("", "needs the DAG"), (3, "expected the DAG as text"), ([["a", "b", "c"]], "a pair")):
+        with pytest.raises(PyrozooError, match=message):
+            entry.check_config(RunConfig(model="regime-scm", data=str(path), options={"graph": graph}))
