@@ -21,6 +21,9 @@ Peers, measured in the same run on the same data:
   derivatives, LOO or variances.
 
 Full protocol (hours on 2 shared cores):  python benchmarks/effect_curve.py --reps 200
+
+econml comes with the bench extra (``pip install -e ".[bench]"``); without it ``causal_forest`` is left out of
+``--methods`` and a note says so.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 import warnings
 from pathlib import Path
 
+import _peers
 import numpy as np
 import pandas as pd
 import torch
@@ -132,6 +136,8 @@ def run_krls(d: EffectCurveData, seed: int) -> list[dict]:
 
 
 METHODS = {"effect_curve": run_effect_curve, "causal_forest": run_causal_forest, "krls": run_krls}
+# methods that need an optional package (the bench extra; benchmarks/_peers.py)
+PEERS = {"causal_forest": ("econml",)}
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -175,6 +181,11 @@ def main() -> None:
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"--methods: unknown method {m!r}; known: {', '.join(METHODS)}")
+    methods, notes = _peers.split_available(methods, PEERS)
+    for note in notes:
+        print(note, flush=True)
+    if not methods:
+        raise SystemExit(f"--methods: nothing left to run ({args.methods!r} needs packages that are not installed)")
     out = Path(args.out)
     done = set()
     if out.exists():
@@ -209,6 +220,8 @@ def main() -> None:
         print(table.to_markdown(index=False, floatfmt=".3f"))
     except ImportError:
         pass
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ installed, on the Normal–Gamma model with the same data.
     python benchmarks/gibbs_vs_nuts.py --n 100 --gibbs-chains 1000 --nuts-samples 1000
 
 ESS is ArviZ's bulk ESS pooled over chains, minimum over (mu, beta); time is wall time of the whole run (warmup
-included; for NumPyro also its compilation, reported separately as a second, warm run).
+included; for NumPyro also its compilation, reported separately as a second, warm run). NumPyro and JAX come with
+the bench extra (``pip install -e ".[bench]"``); without them the NumPyro rows are left out and a note says so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import statistics
 import time
 
+import _peers
 import arviz as az
 import numpy as np
 import torch
@@ -48,15 +50,17 @@ def bench_pyro_nuts(ds, chains, samples, warmup, seed, jit):
     return min_ess(res.posterior), time.perf_counter() - t0
 
 
+# the optional peer and the packages it needs (benchmarks/_peers.py)
+PEERS = {"NumPyro NUTS": ("numpyro", "jax")}
+
+
 def bench_numpyro(ds, chains, samples, warmup, seed):
-    try:
-        import jax
-        import jax.numpy as jnp
-        import numpyro
-        import numpyro.distributions as nd
-        from numpyro.infer import MCMC, NUTS
-    except ImportError:
-        return None
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+    from numpyro.infer import MCMC, NUTS
+
     jax.config.update("jax_enable_x64", True)
     x = jnp.asarray(ds.observed["x"].cpu().numpy())
 
@@ -78,7 +82,7 @@ def bench_numpyro(ds, chains, samples, warmup, seed):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[100, 10_000])
     ap.add_argument("--gibbs-chains", type=int, default=1000)
     ap.add_argument("--gibbs-samples", type=int, default=1000)
@@ -90,6 +94,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    peers, notes = _peers.split_available(PEERS, PEERS)
+    for note in notes:
+        print(note, flush=True)
 
     rows = []
     for n in args.n:
@@ -102,9 +109,8 @@ def main() -> None:
         for jit in (False, True):
             ess, t = bench_pyro_nuts(ds, args.nuts_chains, args.nuts_samples, args.warmup, args.seed, jit)
             rows.append((n, f"Pyro NUTS{' jit' if jit else ''} ({args.nuts_chains} chains)", ess, t, ess / t))
-        numpyro = bench_numpyro(ds, args.nuts_chains, args.nuts_samples, args.warmup, args.seed)
-        if numpyro is not None:
-            (e0, t0), (e1, t1) = numpyro
+        if "NumPyro NUTS" in peers:
+            (e0, t0), (e1, t1) = bench_numpyro(ds, args.nuts_chains, args.nuts_samples, args.warmup, args.seed)
             rows.append((n, f"NumPyro NUTS ({args.nuts_chains} chains, incl. compile)", e0, t0, e0 / t0))
             rows.append((n, f"NumPyro NUTS ({args.nuts_chains} chains, warm)", e1, t1, e1 / t1))
 
@@ -113,6 +119,8 @@ def main() -> None:
     for n, name, ess, t, rate in rows:
         g = next(r for r in rows if r[0] == n and r[1].startswith("zoo Gibbs"))[4]
         print(f"| {n} | {name} | {ess:.0f} | {t:.2f} | {rate:,.0f} | {g / rate:,.0f}x |")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Sections (``--sections``, comma-separated):
 
     python benchmarks/sparse_gp.py                         # all sections, defaults below
     python benchmarks/sparse_gp.py --sections speed --n 20000 --m 256 --steps 20
+
+GPyTorch comes with the bench extra (``pip install -e ".[bench]"``); without it the speed section leaves GPyTorch
+SGPR out (as ``--no-gpytorch`` does) and a note says so. The speed table's first column is the device.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import time
 
+import _peers
 import torch
 
 torch.set_num_threads(1)
@@ -288,7 +292,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="speed section only: cpu, cuda or cuda:N")
     p.add_argument("--chunk", type=int, default=None,
                    help="rows per chunk (default: the library's default_chunk_size; 16384 on CPU)")
-    p.add_argument("--no-gpytorch", action="store_true")
+    p.add_argument("--no-gpytorch", action="store_true", help="speed section: leave GPyTorch SGPR out (the default "
+                   "when gpytorch is not installed)")
     p.add_argument("--big-n", type=int, default=1_000_000)
     p.add_argument("--big-d", type=int, default=1)
     p.add_argument("--splits", type=int, default=3)
@@ -300,6 +305,15 @@ def main() -> None:
         print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d, args.chunk or CPU_CHUNK_ROWS)))
         return
     sections = args.sections.split(",")
+    unknown = sorted(set(sections) - {"speed", "big", "concrete"})
+    if unknown:
+        p.error(f"--sections: unknown {', '.join(map(repr, unknown))}; known: speed, big, concrete")
+    notes = []
+    if "speed" in sections and not args.no_gpytorch:
+        peers, notes = _peers.split_available(["GPyTorch SGPR"], {"GPyTorch SGPR": ("gpytorch",)})
+        args.no_gpytorch = not peers
+    for note in notes:
+        print(note, flush=True)
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64{gpu}")
     if "speed" in sections:
@@ -319,6 +333,8 @@ def main() -> None:
                 print(f"d={d} VFE vs gpytorch SGPR: speedup {g['sec_per_iter'] / a['sec_per_iter']:.2f}x; "
                       f"NLML rel. diff init {abs(a['nlml_init'] - g['nlml_init']) / abs(g['nlml_init']):.2e}, "
                       f"final {abs(a['nlml_final'] - g['nlml_final']) / abs(g['nlml_final']):.2e}")
+        for note in notes:
+            print(note)
         sys.stdout.flush()
     if "big" in sections:
         rows = section_big(args)

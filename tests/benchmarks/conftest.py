@@ -1,0 +1,44 @@
+"""Load the benchmark scripts (benchmarks/*.py, not a package) as modules for unit tests of their helpers."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str, module_name: str):
+    spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# the scripts import their shared helper as a top-level module (their folder is on sys.path when they run)
+if "_peers" not in sys.modules:
+    _load("_peers", "_peers")
+
+
+@pytest.fixture
+def load_script():
+    """load_script("plce_sim") -> the script as a fresh module (its import-time settings undone afterwards)."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    yield lambda name: _load(name, f"benchmark_{name}")
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def missing(monkeypatch):
+    """missing("econml", ...): make the benchmarks' peer check see these packages as not installed."""
+    peers = sys.modules["_peers"]
+
+    def make_missing(*packages: str) -> None:
+        real = peers.installed
+        monkeypatch.setattr(peers, "installed", lambda p: p not in packages and real(p))
+
+    return make_missing
