@@ -28,7 +28,9 @@ The runs recorded on branch res-basis (one thread per process, ``OMP_NUM_THREADS
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --part sim --seeds 40 --seed-offset 20250 --variants orthogonal --default-from benchmarks/plce_sim_run13_s250.csv --jobs 2 --out benchmarks/plce_linear_bias_sim_b.csv
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --part sim --seeds 20 --seed-offset 250 --variants orthogonal+greedy --default-from benchmarks/plce_sim_run13_s250.csv --jobs 2 --out benchmarks/plce_linear_bias_sim_greedy.csv
     # session 11: PLCE's default now forces the covariates into the refit (linear_controls=True); the CSVs above
-    # were written before that, so their "default" rows are today's variant no_linear_controls
+    # were written before that, so their "default" rows are today's variant no_linear_controls (in the two
+    # --default-from runs they are run 13's PLCE rows, also before session 11); the script now refuses
+    # --default-from with such CSVs
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/plce_linear_bias.py --part linear --seeds 40 --variants default,no_linear_controls --jobs 2 --out benchmarks/plce_linear_bias_linear_s11.csv
     # tables from the CSVs the runs above write (committed beside this script), no fitting:
     PYTHONPATH=. python benchmarks/plce_linear_bias.py --from-csv benchmarks/plce_linear_bias_linear.csv,benchmarks/plce_linear_bias_linear_greedy.csv
@@ -186,31 +188,67 @@ def summarize_sim(df: pd.DataFrame) -> pd.DataFrame:
         err = g.estimate - g.truth
         cover = (g.estimate - 1.959964 * g.se <= g.truth) & (g.truth <= g.estimate + 1.959964 * g.se)
         n = len(g)
-        d_sq = (err**2 - (base.loc[g.index] - g.truth) ** 2)
+        paired = g.index.isin(base.index).all()  # blank "- default" columns where default did not run
+        d_sq = err**2 - (base.loc[g.index] - g.truth) ** 2 if paired else None
         out.append({"scenario": sc, "variant": v, "reps": n, "bias (MCSE)": _mean_mcse(err),
                     "RMSE": f"{np.sqrt((err**2).mean()):.4f}",
                     "coverage (MCSE)": f"{cover.mean():.3f} ({np.sqrt(cover.mean() * (1 - cover.mean()) / n):.3f})",
                     "mean SE": f"{g.se.mean():.4f}", "sd est": f"{g.estimate.std(ddof=1):.4f}",
-                    "est - default (MCSE)": _mean_mcse(g.estimate - base.loc[g.index]),
-                    "MSE - default (MCSE)": _mean_mcse(d_sq), "median s": f"{g.seconds.median():.2f}"})
+                    "est - default (MCSE)": _mean_mcse(g.estimate - base.loc[g.index]) if paired else "",
+                    "MSE - default (MCSE)": _mean_mcse(d_sq) if paired else "",
+                    "median s": f"{g.seconds.median():.2f}"})
     return pd.DataFrame(out).set_index(["scenario", "variant"])
 
 
-def recorded_default(files: list[str], seeds: set[int]) -> pd.DataFrame:
-    """The default PLCE rows of benchmarks/plce_sim.py result CSVs as this script's rows, for the given data seeds."""
+def _fit_variant(seed: int, scenario: str, variant: str, n_repeats: int) -> tuple[float, float]:
+    """(estimate, se) of one ``--part sim`` fit, as the run would compute it."""
+    row = _task(("sim", seed, scenario, [variant], n_repeats))[0]
+    return float(row["estimate"]), float(row["se"])
+
+
+def recorded_default(files: list[str], seeds: set[int], n_repeats: int, *, fit=_fit_variant,
+                     rtol: float = 1e-6) -> pd.DataFrame:
+    """The PLCE rows of benchmarks/plce_sim.py result CSVs as this script's ``default`` rows, for the given data
+    seeds, checked before use: each CSV's .json must record n = 1000 and ``n_repeats`` splits (this part's design),
+    and the first of its rows must agree (relative ``rtol``) with a fresh fit of today's default. A CSV written
+    before PLCE's default changed fails that check (before session 11, plce_sim's "PLCE" rows were today's
+    ``no_linear_controls``) and is refused (SystemExit), as is anything else that cannot stand in for ``default``."""
     import json
     from pathlib import Path
 
     out = []
     for f in files:
-        offset = json.loads(Path(f).with_suffix(".json").read_text())["args"]["seed"]
+        meta = Path(f).with_suffix(".json")
+        if not Path(f).is_file() or not meta.is_file():
+            raise SystemExit(f"--default-from: expected a plce_sim.py result CSV with its .json beside it; "
+                             f"{f if not Path(f).is_file() else meta} does not exist")
+        run = json.loads(meta.read_text())["args"]
+        if run.get("n") != 1000 or run.get("n_repeats") != n_repeats:
+            raise SystemExit(f"--default-from: {f} was run with n = {run.get('n')}, n_repeats = "
+                             f"{run.get('n_repeats')}; this run's part 'sim' uses n = 1000, n_repeats = {n_repeats}")
         b = pd.read_csv(f)
         b = b[b.method == "PLCE"].copy()
-        b["seed"] = offset + 1000 * b["rep"] + b["scenario"].map({s: i for i, s in enumerate(SCENARIO_NAMES)})
-        b = b[b.seed.isin(seeds)]
+        b["seed"] = run["seed"] + 1000 * b["rep"] + b["scenario"].map({s: i for i, s in enumerate(SCENARIO_NAMES)})
+        b = b[b.seed.isin(seeds)].sort_values("seed")
+        if b.empty:
+            continue
+        first = b.iloc[0]
+        seed, scenario = int(first.seed), str(first.scenario)
+        fresh = fit(seed, scenario, "default", n_repeats)
+        if not np.allclose((first.estimate, first.se), fresh, rtol=rtol, atol=0):
+            old = fit(seed, scenario, "no_linear_controls", n_repeats)
+            what = ("it matches variant no_linear_controls, PLCE's default before session 11"
+                    if np.allclose((first.estimate, first.se), old, rtol=rtol, atol=0)
+                    else "it matches neither default nor no_linear_controls")
+            raise SystemExit(
+                f"--default-from: {f} does not hold today's default PLCE: data seed {seed} ({scenario}) has "
+                f"estimate {first.estimate:.10g}, se {first.se:.10g}; a fresh default fit gives {fresh[0]:.10g}, "
+                f"{fresh[1]:.10g} ({what}). Use a CSV written with today's default, or put the variant in --variants")
         out.append(pd.DataFrame({"part": "sim", "scenario": b.scenario, "seed": b.seed, "variant": "default",
                                  "estimate": b.estimate, "se": b.se, "truth": b.truth, "ols": np.nan,
                                  "ols_se": np.nan, "n_basis": np.nan, "seconds": b.seconds}))
+    if not out:
+        raise SystemExit(f"--default-from: none of {', '.join(files)} has PLCE rows for this run's data seeds")
     return pd.concat(out, ignore_index=True).drop_duplicates(["scenario", "seed"])
 
 
@@ -230,13 +268,23 @@ def main() -> None:
                     "pooled), run nothing")
     ap.add_argument("--default-from", default=None,
                     help="part 'sim': comma-separated result CSVs of benchmarks/plce_sim.py (with their .json); their "
-                         "'PLCE' rows stand in for the 'default' variant on the data seeds this run covers (the same "
-                         "numbers: checked bit-identical on seeds 250.. of run 13), so --variants can omit default")
+                         "'PLCE' rows stand in for the 'default' variant on the data seeds this run covers, so "
+                         "--variants omits default. Checked before any other fit: n = 1000 and the same n_repeats, "
+                         "and the first used row of each CSV refit with today's default must agree (1e-6 relative); "
+                         "CSVs written before session 11 (runs 1-19: their PLCE rows are today's no_linear_controls) "
+                         "are refused")
     args = ap.parse_args()
     variants = args.variants.split(",")
     bad = sorted(set(variants) - set(VARIANTS))
     if bad:
         ap.error(f"--variants: unknown {bad}; known {list(VARIANTS)}")
+    bad = sorted(set(args.scenarios.split(",")) - set(SCENARIO_NAMES))
+    if bad and args.part == "sim":
+        ap.error(f"--scenarios: unknown {bad}; known {list(SCENARIO_NAMES)}")
+    if args.default_from and args.part != "sim":
+        ap.error("--default-from: only with --part sim")
+    if args.default_from and "default" in variants:
+        ap.error("--default-from: stands in for variant default; leave default out of --variants")
     out = args.out or f"benchmarks/plce_linear_bias_{args.part}.csv"
     if args.from_csv:
         df = pd.concat([pd.read_csv(f) for f in args.from_csv.split(",")], ignore_index=True)
@@ -249,6 +297,8 @@ def main() -> None:
             scs = args.scenarios.split(",")
             tasks = [("sim", args.seed_offset + 1000 * r + SCENARIO_NAMES.index(sc), sc, variants, R)
                      for r in range(args.seeds) for sc in scs]
+            recorded = (recorded_default(args.default_from.split(","), {t[1] for t in tasks}, R)
+                        if args.default_from else None)
         t0 = time.time()
         rows = []
         if args.jobs > 1:
@@ -260,8 +310,8 @@ def main() -> None:
                 rows.extend(_task(task))
         wall = time.time() - t0
         df = pd.DataFrame(rows)
-        if args.default_from and args.part == "sim":
-            df = pd.concat([df, recorded_default(args.default_from.split(","), set(df.seed))], ignore_index=True)
+        if args.default_from:
+            df = pd.concat([df, recorded], ignore_index=True)
         df.to_csv(out, index=False)
         print(f"{len(tasks)} data sets x {len(variants)} variants, {args.jobs} process(es): wall {wall:.0f} s; "
               f"rows in {out}")
