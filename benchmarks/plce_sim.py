@@ -12,6 +12,8 @@ group ids, learned interference. Peers: OLS of y on t and the five covariates (H
 the same basis as PLCE (3-fold CV over 30 penalties), and with random forests (100 trees, leaves >= 5, 3 features
 per split) on the raw covariates. Every method uses 5 folds and ``--n-repeats`` random splits per estimate (default
 1); with R > 1 the PLCE rows are DoubleML's median aggregate and "PLCE, split 1" rows its first split alone.
+DoubleML comes with the bench extra (``pip install -e ".[bench]"``); without it the DoubleML methods are left out
+of ``--methods`` and a note says so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+import _peers
 import numpy as np
 import pandas as pd
 import torch
@@ -101,6 +104,33 @@ METHODS = {
     "DoubleML lasso": lambda d, s, r: doubleml(d, s, "lasso", r),
     "DoubleML RF": lambda d, s, r: doubleml(d, s, "rf", r),
 }
+# methods that need an optional package (the bench extra; benchmarks/_peers.py)
+PEERS = {"DoubleML lasso": ("doubleml",), "DoubleML RF": ("doubleml",)}
+
+
+def parse_names(flag: str, text: str, known) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``known``; SystemExit naming ``flag`` and the known names
+    otherwise (before any work)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"{flag}: expected comma-separated names from: {', '.join(known)}; got "
+                         f"{', '.join(map(repr, unknown)) if unknown else 'none'}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SystemExit(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
+    return names
+
+
+def parse_pair(text: str, known) -> tuple[str, str]:
+    """--paired 'A,B': two different method names of ``known`` (a name may itself hold a comma, as "PLCE, split 1")."""
+    parts = text.split(",")
+    for i in range(1, len(parts)):
+        a, b = ",".join(parts[:i]).strip(), ",".join(parts[i:]).strip()
+        if a in known and b in known and a != b:
+            return a, b
+    raise SystemExit(f"--paired: expected 'A,B' with two different methods of the CSVs ({'; '.join(known)}); "
+                     f"got {text!r}")
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -162,19 +192,34 @@ def main() -> None:
                     help="comma-separated result CSVs of earlier runs (disjoint --seed offsets): pool and summarize "
                          "them, run nothing")
     args = ap.parse_args()
+    if args.paired and not args.from_csv:
+        ap.error("--paired compares the methods of earlier runs: give their CSVs with --from-csv")
     if args.from_csv:
         files = args.from_csv.split(",")
         missing = [f for f in files if not Path(f).is_file()]
         if missing:
             ap.error(f"--from-csv: no such file(s): {', '.join(missing)}")
         pooled = pd.concat([_with_data_seed(f) for f in files], ignore_index=True)
+        pair = parse_pair(args.paired, list(pooled["method"].unique())) if args.paired else None
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(summarize(pooled).round(3).to_string())
-            if args.paired:
-                print(paired_rmse(pooled, *args.paired.split(",")).round(4).to_string())
+            if pair:
+                table = paired_rmse(pooled, *pair)
+                if table.empty:
+                    raise SystemExit(f"--paired: no data set holds both {pair[0]!r} and {pair[1]!r} (rows are matched "
+                                     "by data seed, which needs each CSV's .json beside it)")
+                print(table.round(4).to_string())
         return
+    for flag, value in (("--reps", args.reps), ("--n-repeats", args.n_repeats)):
+        if value < 1:
+            ap.error(f"{flag}: expected at least 1, got {value}")
+    scenarios = parse_names("--scenarios", args.scenarios, list(SCENARIOS))
+    methods, notes = _peers.split_available(parse_names("--methods", args.methods, list(METHODS)), PEERS)
+    for note in notes:
+        print(note, flush=True)
+    if not methods:
+        ap.error(f"--methods: nothing left to run ({args.methods!r} needs packages that are not installed)")
     torch.set_num_threads(1)
-    scenarios, methods = args.scenarios.split(","), args.methods.split(",")
     rows = []
     t_start = time.time()
     with threadpool_limits(1):
@@ -198,7 +243,10 @@ def main() -> None:
     table = summarize(pd.DataFrame(rows))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string())
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"args": vars(args), "wall_s": time.time() - t_start}))
+    for note in notes:
+        print(note)
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"args": vars(args), "methods_run": methods,
+                                                               "wall_s": time.time() - t_start}))
 
 
 if __name__ == "__main__":
