@@ -9,15 +9,23 @@ The experimental benchmark (NSW treated vs NSW controls) is $1,794. Every estima
   variant, and the Bayesian final stage (NUTS) of the first;
 * DoubleML PLR with LassoCV on PLCE's basis and with random forests on the raw controls.
 
-    python benchmarks/plce_lalonde.py [--n-repeats 5]
+    python benchmarks/plce_lalonde.py [--n-repeats 5] [--plot-out positivity.png]
+
+The positivity diagnostic (kurtosis of each unit's treatment residual across the R splits) needs R >= 2; the plot is
+written only with ``--plot-out`` (a path as given, relative to the current directory; checked before any fit).
+DoubleML comes with the bench extra (``pip install -e ".[bench]"``); without it its rows are left out and a note
+says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
+from pathlib import Path
 
+import _peers
 import numpy as np
 import pandas as pd
 import torch
@@ -29,14 +37,69 @@ from pyrozoo.data.shipped import load_rdataset
 from pyrozoo.models.plce import EXPERIMENTAL_BENCHMARK, LALONDE_CONTROLS, frame_to_arrays
 
 warnings.filterwarnings("ignore")
+# the optional peer and the packages it needs (benchmarks/_peers.py)
+PEERS = {"DoubleML PLR": ("doubleml",)}
+
+
+def check_plot_out(path: str | None, n_repeats: int) -> Path | None:
+    """The positivity plot's path, checked before any work: SystemExit unless R >= 2 (the kurtosis is across
+    splits), the folder exists and is writable, and matplotlib can write the file type."""
+    if path is None:
+        return None
+    if n_repeats < 2:
+        raise SystemExit(f"--plot-out: the positivity plot needs --n-repeats >= 2 (kurtosis across splits), got "
+                         f"--n-repeats {n_repeats}")
+    out = Path(path).expanduser().resolve()
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise SystemExit(f"--plot-out: expected a path in an existing, writable folder; {out.parent} is not")
+    from matplotlib.figure import Figure
+
+    kinds = Figure().canvas.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in kinds:
+        raise SystemExit(f"--plot-out: expected a file ending in one of .{', .'.join(sorted(kinds))}; got {path!r}")
+    return out
+
+
+def doubleml_plr(X: np.ndarray, y: np.ndarray, t: np.ndarray, n_repeats: int,
+                 seed: int) -> dict[str, tuple[float, float, float]]:
+    """DoubleML PLR (5 folds, ``n_repeats`` splits) with LassoCV on PLCE's basis and with random forests on the raw
+    controls: name -> (estimate, se, seconds)."""
+    import doubleml as dml
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import LassoCV
+
+    out = {}
+    for name, feats, ml in (
+        ("DoubleML PLR, lasso on PLCE basis", SplineInteractionBasis().fit_transform(X),
+         lambda: LassoCV(cv=5, max_iter=20000)),
+        ("DoubleML PLR, random forest", X,
+         lambda: RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=seed)),
+    ):
+        t0 = time.perf_counter()
+        np.random.seed(seed)
+        fit = dml.DoubleMLPLR(dml.DoubleMLData.from_arrays(feats, y, t), ml(), ml(), n_folds=5, n_rep=n_repeats,
+                              score="partialling out").fit()
+        out[name] = (float(fit.coef[0]), float(fit.se[0]), time.perf_counter() - t0)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-repeats", type=int, default=5)
+    ap.add_argument("--n-repeats", type=int, default=5, help="random splits R (PLCE and DoubleML)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--num-samples", type=int, default=1000)
+    ap.add_argument("--num-samples", type=int, default=1000, help="NUTS draws of the Bayesian final stage")
+    ap.add_argument("--warmup", type=int, default=500, help="NUTS warmup steps of the Bayesian final stage")
+    ap.add_argument("--plot-out", default=None,
+                    help="write the positivity plot to this file (png; default: no plot); needs --n-repeats >= 2")
     args = ap.parse_args()
+    for flag, value, least in (("--n-repeats", args.n_repeats, 1), ("--num-samples", args.num_samples, 1),
+                               ("--warmup", args.warmup, 0)):
+        if value < least:
+            ap.error(f"{flag}: expected at least {least}, got {value}")
+    plot_out = check_plot_out(args.plot_out, args.n_repeats)
+    peers, notes = _peers.split_available(PEERS, PEERS)
+    for note in notes:
+        print(note, flush=True)
     torch.set_num_threads(1)
     y, t, Xdf, _ = frame_to_arrays(load_rdataset("lalonde"), "re78", "treat", LALONDE_CONTROLS, source="lalonde")
     X = Xdf.to_numpy()
@@ -59,7 +122,8 @@ def main() -> None:
             add(f"PLCE {tm}, feasible model", est.theta_feasible_, est.se_feasible_, sec)
             if tm == "homoskedastic":
                 t0 = time.perf_counter()
-                res = est.posterior(inference="nuts", num_samples=args.num_samples, warmup_steps=500, num_chains=1)
+                res = est.posterior(inference="nuts", num_samples=args.num_samples, warmup_steps=args.warmup,
+                                    num_chains=1)
                 d = res.draws("theta")
                 rows["PLCE homoskedastic, posterior (NUTS)"] = {
                     "estimate": d.mean(), "std_err": d.std(), "ci_low": np.quantile(d, 0.025),
@@ -68,31 +132,27 @@ def main() -> None:
                     "seconds": time.perf_counter() - t0}
                 kappa, pos = est.positivity()
                 sens = est.sensitivity()
-                est.plot_positivity("benchmarks/plce_lalonde_positivity.png")
-        import doubleml as dml
-        from sklearn.ensemble import RandomForestRegressor
-        from sklearn.linear_model import LassoCV
-
-        for name, feats, ml in (
-            ("DoubleML PLR, lasso on PLCE basis", SplineInteractionBasis().fit_transform(X),
-             lambda: LassoCV(cv=5, max_iter=20000)),
-            ("DoubleML PLR, random forest", X,
-             lambda: RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=args.seed)),
-        ):
-            t0 = time.perf_counter()
-            np.random.seed(args.seed)
-            fit = dml.DoubleMLPLR(dml.DoubleMLData.from_arrays(feats, y, t), ml(), ml(), n_folds=5,
-                                  n_rep=args.n_repeats, score="partialling out").fit()
-            add(name, float(fit.coef[0]), float(fit.se[0]), time.perf_counter() - t0)
+                if plot_out is not None:
+                    est.plot_positivity(plot_out)
+        if "DoubleML PLR" in peers:
+            for name, (theta, se, sec) in doubleml_plr(X, y, t, args.n_repeats, args.seed).items():
+                add(name, theta, se, sec)
     table = pd.DataFrame.from_dict(rows, orient="index")
     print(f"MatchIt/lalonde, n = {len(y)} ({int(t.sum())} treated); "
           f"experimental benchmark ${EXPERIMENTAL_BENCHMARK:,.0f}")
     with pd.option_context("display.width", 200):
         print(table.to_string(float_format=lambda v: f"{v:,.1f}"))
-    print(f"PLCE positivity: mean kurtosis {pos['kurtosis_mean']:.2f} (Gaussian reference "
-          f"{3 * args.n_repeats / (args.n_repeats + 2):.2f}), share flagged {pos['kurtosis_share_flagged']:.3f}")
+    if args.n_repeats >= 2:
+        print(f"PLCE positivity: mean kurtosis {pos['kurtosis_mean']:.2f} (Gaussian reference "
+              f"{3 * args.n_repeats / (args.n_repeats + 2):.2f}), share flagged {pos['kurtosis_share_flagged']:.3f}"
+              + (f"; plot {plot_out}" if plot_out is not None else ""))
+    else:
+        print("PLCE positivity: not computed (the kurtosis of each unit's treatment residual is taken across the R "
+              "splits: needs --n-repeats >= 2)")
     print(f"PLCE sensitivity: partial R2 {sens['partial_r2_treatment']:.4f}, RV_q=1 {sens['rv_q']:.3f}, "
           f"RV_q=1,alpha=0.05 {sens['rv_q_alpha']:.3f}")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":
