@@ -11,7 +11,8 @@ instance started beforehand; it prints the median wall time of each, the speed-u
 
 Part 2 measures what Ray adds to one cell: with a 1-CPU local instance and warm workers, each cell is submitted
 alone and waited for; overhead = (submit -> files written by the driver) - (the cell's own run time inside the
-task). Also the round trip of an empty task and ``ray.init`` itself. Medians over ``--tasks`` cells.
+task). Also the round trip of an empty task and ``ray.init`` itself. Medians over ``--tasks`` cells, and the 90th
+percentile of the overhead (``numpy.percentile``, linear interpolation between order statistics).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pyrozoo.sweep.runner import execute_cell, run_sweep, store_payload
@@ -104,16 +106,23 @@ def ray_overhead(num_samples: int, tasks: int) -> dict[str, float]:
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+    return overhead_stats(init_s, first_s, noop_s, overhead, inside, inline)
+
+
+def overhead_stats(init_s: float, first_s: float, noop_s: list[float], overhead: list[float], inside: list[float],
+                   inline: list[float]) -> dict[str, float]:
+    """Part 2's table from its measurements (seconds): medians, and the overhead's 90th percentile by
+    ``numpy.percentile`` (linear interpolation: q_0.9 = x_(k) + f (x_(k+1) - x_(k)), k + f = 0.9 (n - 1))."""
     return {"ray.init (s)": init_s, "first task incl. worker imports (s)": first_s,
             "empty task round trip (ms)": 1e3 * statistics.median(noop_s),
             "overhead per cell task (ms)": 1e3 * statistics.median(overhead),
-            "overhead p90 (ms)": 1e3 * sorted(overhead)[int(0.9 * (len(overhead) - 1))],
+            "overhead 90th percentile (ms)": 1e3 * float(np.percentile(overhead, 90)),
             "cell run time inside the task (ms)": 1e3 * statistics.median(inside),
             "same cell in process (ms)": 1e3 * statistics.median(inline)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each 16-run sweep (median reported)")
     parser.add_argument("--inference", default="nuts", choices=("nuts", "gibbs"), help="engine of the 16-run sweep")
     parser.add_argument("--num-samples", type=int, default=200, help="draws per chain in the 16-run sweep's cells "
