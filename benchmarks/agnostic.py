@@ -1,4 +1,4 @@
-"""Agnostic classifier over the alpha grid (the analogue of Fig. 3 and Fig. 4 of Jia et al. 2018).
+r"""Agnostic classifier over the alpha grid (the analogue of Fig. 3 and Fig. 4 of Jia et al. 2018).
 
 For every alpha and seed: render the digits task with that seed, train the agnostic classifier, and measure target
 accuracy on the correlated / decorrelated / reversed test renderings, the adversary's own protected accuracy, and

@@ -16,7 +16,7 @@ from pyrozoo.models.bnn import train_bnn, uci_split
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("devices", nargs="+", help="cpu, cuda, cuda:N")
     parser.add_argument("--epochs", type=int, nargs="+", default=[20, 120], help="SGD epochs before the SWA phase")
     parser.add_argument("--swa-epochs", type=int, default=20)

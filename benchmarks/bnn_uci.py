@@ -102,8 +102,8 @@ def validation_pilot(args: argparse.Namespace) -> None:
     """Training-recipe pilot scored on validation rows only (never on test): per split the network is fit to 8/9 of
     the training part and MAP, SWAG and CIBER (tau, lambda, box chosen on the held-out 1/9) are scored there by
     RMSE and by the calibrated mean log predictive density, in original units."""
-    print("| dataset | split | fit s | " + " | ".join(f"{m} val RMSE | {m} val lpd" for m in ("map", "swag", "ciber"))
-          + " |", flush=True)
+    cols = ["dataset", "split", "fit s"] + [f"{m} val {q}" for m in ("map", "swag", "ciber") for q in ("RMSE", "lpd")]
+    print("| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|", flush=True)
     acc: dict[str, list[float]] = {}
     for name in args.datasets:
         for split in range(args.first_split, args.first_split + args.splits):
@@ -238,7 +238,7 @@ def _time(fn) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["boston", "concrete"])
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--first-split", type=int, default=0, help="run splits first-split .. first-split + splits - 1")
