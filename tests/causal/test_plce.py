@@ -258,7 +258,10 @@ def test_default_spline_basis_matches_oracle_ols_on_a_linear_design():
     With the covariates forced into the refit (``linear_controls``, the default), 20 data sets gave PLCE - OLS
     = -0.0006 (MCSE 0.001), at most 0.23 oracle SE, and SE ratio 1.00; we allow 0.5 SE and 15%. Without them the
     gap was -0.046 (MCSE 0.007), up to 2.9 SE: the linear confounders spread over spline columns that the
-    selections keep only in part. Seed 1 shows it (1.5 SE)."""
+    selections keep only in part. Since EMVS's theta step stays off 0 and 1 and its selection scores the
+    neighbours of the best model (session 13), the gap without them is -0.028 (MCSE 0.003, 40 data sets,
+    benchmarks/RESULTS.md), below OLS in 38 of 40: seeds 0, 1, 2 are 1.14, 0.79, 1.13 SE below (were 1.46, 1.52,
+    0.68). Seed 0 shows it."""
     for seed in (0, 1, 2):
         rng = np.random.default_rng(seed)  # the draws of plce_linear_bias.linear_design(seed)
         X = rng.standard_normal((600, 5))
@@ -270,7 +273,7 @@ def test_default_spline_basis_matches_oracle_ols_on_a_linear_design():
         assert est.refit_share_ == 1.0
         assert abs(est.theta_ - b[1]) < 0.5 * se
         assert est.se_ == pytest.approx(se, rel=0.15)
-        if seed == 1:
+        if seed == 0:
             old = PLCE(seed=seed, linear_controls=False).fit(y, t, X)
             assert b[1] - old.theta_ > 1.0 * se
 
@@ -648,8 +651,10 @@ def test_cli_plce_se_type_and_linear_controls_flags(tmp_path, capsys):
     theta = json.loads((tmp_path / "b" / "metrics.json").read_text())["theta"]
     ref = PLCE(n_folds=3, n_repeats=1, linear_controls=False).fit(y, t, X)
     assert theta == pytest.approx(ref.theta_, abs=1e-9)
-    # here the forced controls matter: OLS on [1, t, X] gives 0.84; with them 0.82, without 0.64
-    assert PLCE(n_folds=3, n_repeats=1).fit(y, t, X).theta_ - ref.theta_ > 0.1
+    # the flag changes the estimate, so the equality above tells the two apart: OLS on [1, t, X] gives 0.84; with
+    # the controls 0.810, without 0.826 (0.82 and 0.64 before EMVS's fix of session 13, when the nuisance fits
+    # dropped confounders that the forced controls put back)
+    assert abs(PLCE(n_folds=3, n_repeats=1).fit(y, t, X).theta_ - ref.theta_) > 0.005
 
 
 def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, capsys):
