@@ -38,7 +38,9 @@ class ZooModel:
     * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
     * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``;
-    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs);
+    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs); an
+      option in it that an inference does not read (``inference_options``) is left out for that inference
+      (:meth:`unread_options`), so a tiny size may be one inference's own (spike-slab's NUTS tree depth);
     * ``from_file(path, seed, **options) -> Dataset``: optional reader of a user's data file (``--data``);
     * ``artifacts(result, dataset, out_dir)``: optional extra files (plots ...) written into the run directory
       before it is published;
@@ -134,7 +136,7 @@ class ZooModel:
         if config.dataset is not None and config.dataset not in self.datasets:
             known = ", ".join(self.datasets) or "none (simulated data only)"
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
-        ignored = [k for k in config.options if config.inference not in self.inference_options.get(k, self.inferences)]
+        ignored = self.unread_options(config.options, config.inference)
         if ignored:
             raise _no_effect(ignored, self.inference_options, lambda readers: f"{self.name}'s {_or(readers)}",
                              config.inference)
@@ -160,6 +162,10 @@ class ZooModel:
     def recorded_config(self, config: RunConfig) -> dict[str, Any]:
         """``config`` as a plain dict for ``config.toml``, without the settings its inference does not read."""
         return self.without_unread_settings(config.to_dict(), config.inference)
+
+    def unread_options(self, options: Mapping[str, Any], inference: str) -> list[str]:
+        """The keys of ``options`` that ``inference`` does not read (``inference_options``)."""
+        return [k for k in options if inference not in self.inference_options.get(k, self.inferences)]
 
     def unused_options(self, options: Mapping[str, Any], source: str) -> list[str]:
         """The keys of ``options`` that data source ``source`` (see :func:`data_source`) would ignore."""

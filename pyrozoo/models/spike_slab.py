@@ -181,6 +181,40 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
                          "y_mean": data.y_mean})
 
 
+def check_rho(design: str, rho: Any) -> None:
+    """Raise unless ``rho`` is a correlation the ``design`` can have: the AR(1) correlation rho^|i-j| (emvs) needs
+    |rho| < 1; an equicorrelation matrix is positive semi-definite for rho in [0, 1)."""
+    number = isinstance(rho, (int, float, np.integer, np.floating)) and not isinstance(rho, (bool, np.bool_))
+    if not (number and ((-1 < rho < 1) if design == "emvs" else (0 <= rho < 1))):
+        rng = "(-1, 1)" if design == "emvs" else "[0, 1)"
+        raise PyrozooError(f"rho: expected a correlation in {rng} for the {design} design, got {rho!r}")
+
+
+# options only one design of the simulator reads (the emvs design fixes its three signals, 1.5, 2 and 2.5)
+DESIGN_OPTIONS = {"num_signals": ("equicorrelated",)}
+
+
+def check_spike_slab_options(config: RunConfig) -> None:
+    """The entry's ``check_options``, on the options as given (before any data are simulated, and for every cell of
+    a sweep): an option the chosen ``design`` does not read (:data:`DESIGN_OPTIONS`) is refused, as the entry
+    refuses an option the inference does not read; ``rho`` must suit the design; ``em_variant='hard'`` needs the
+    conjugate prior (it failed only once the data were simulated and the fit had started)."""
+    opts = config.options
+    design = opts.get("design", "equicorrelated")
+    check_choice("design", design, DESIGNS)
+    unread = [k for k, designs in DESIGN_OPTIONS.items() if k in opts and design not in designs]
+    if unread:
+        k = unread[0]
+        raise PyrozooError(f"options: {k} applies only to design {' or '.join(map(repr, DESIGN_OPTIONS[k]))}; with "
+                           f"design {design!r} it would have no effect (remove it; the emvs design has the 3 "
+                           f"signals 1.5, 2, 2.5)")
+    if "rho" in opts:
+        check_rho(design, opts["rho"])
+    if config.inference == "em" and opts.get("em_variant", "emvs") == "hard" and opts.get("conjugate", True) is False:
+        raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior, got em_variant='hard' "
+                           "with conjugate=false; use em_variant='emvs' or conjugate=true")
+
+
 def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
                         noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
                         nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
@@ -189,11 +223,7 @@ def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 2
     check_choice("em_variant", em_variant, EM_VARIANTS)
     check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
     check_positive("noise_sd", noise_sd)
-    # the AR(1) correlation rho^|i-j| needs |rho| < 1; an equicorrelation matrix is PSD for rho in [0, 1)
-    number = isinstance(rho, (int, float)) and not isinstance(rho, bool)
-    if not (number and ((-1 < rho < 1) if design == "emvs" else (0 <= rho < 1))):
-        rng = "(-1, 1)" if design == "emvs" else "[0, 1)"
-        raise PyrozooError(f"rho: expected a correlation in {rng} for the {design} design, got {rho!r}")
+    check_rho(design, rho)
     if design == "emvs":
         X, y, w = simulate_emvs_design(seed, n=n, p=p, rho=rho, noise_sd=noise_sd)
     else:
@@ -679,6 +709,9 @@ def spike_slab_entry() -> ZooModel:
         metrics=spike_slab_metrics,
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
                  "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict()},
+        inference_options={"em_variant": ("em",), "nuts_max_tree_depth": ("nuts",)},
+        check_options=check_spike_slab_options,
+        # nuts_max_tree_depth is NUTS's own: the other inferences' tiny runs leave it out (ZooModel.tiny)
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 30,
               "options": {"n": 40, "p": 4, "num_signals": 2, "nuts_max_tree_depth": 3}},
         description="Spike-and-slab linear regression: EMVS/EM, SSVS Gibbs, enumerated SVI and NUTS",

@@ -374,9 +374,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 if base_dir is not None and isinstance(written_data, str) and written_data.strip() \
                         and not Path(written_data).expanduser().is_absolute():
                     cfg["data"] = os.path.normpath(Path(base_dir).absolute() / written_data)
-                # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them
+                # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them; and a
+                # tiny size that only some inferences read (spike-slab's NUTS tree depth) is dropped for the others
                 source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
-                for k in entry.unused_options(tiny_options, source):
+                inference = cfg.get("inference") or entry.inferences[0]
+                unread = entry.unread_options(tiny_options, inference) if isinstance(inference, str) else []
+                for k in dict.fromkeys([*entry.unused_options(tiny_options, source), *unread]):
                     if k not in options and f"options.{k}" not in chosen:
                         del cfg["options"][k]
                 block_cells += 1

@@ -1003,3 +1003,49 @@ def test_emvs_neighbour_search_finds_the_model_the_ladder_skips():
     chosen = [r for r in fit.path if r["start"] == "model"]
     assert len(chosen) == 1 and torch.equal(chosen[0]["inclusion"], fit.inclusion) and chosen[0]["converged"]
 
+
+# ------------------------------------------------------------------------- options that would be ignored (QA)
+@pytest.mark.parametrize("inference,options,match", [
+    ("gibbs", {"em_variant": "hard"}, r"em_variant applies only to spike-slab's em; with gibbs it would have no "
+                                      r"effect"),
+    ("svi", {"em_variant": "hard"}, "em_variant applies only to spike-slab's em; with svi"),
+    ("nuts", {"em_variant": "emvs"}, "em_variant applies only to spike-slab's em; with nuts"),
+    ("em", {"nuts_max_tree_depth": 3}, "nuts_max_tree_depth applies only to spike-slab's nuts; with em"),
+    ("gibbs", {"nuts_max_tree_depth": 3}, "nuts_max_tree_depth applies only to spike-slab's nuts; with gibbs"),
+    ("em", {"design": "emvs", "num_signals": 2}, r"num_signals applies only to design 'equicorrelated'; with "
+                                                  r"design 'emvs' it would have no effect"),
+    ("em", {"em_variant": "hard", "conjugate": False}, r"^em_variant: the hard-gamma EM is derived for the "
+                                                        r"conjugate prior"),
+    ("gibbs", {"design": "emvs", "rho": 1.0}, r"^rho: expected a correlation in \(-1, 1\) for the emvs design"),
+    ("gibbs", {"rho": -0.2}, r"^rho: expected a correlation in \[0, 1\) for the equicorrelated design"),
+])
+def test_options_the_run_would_ignore_are_refused_before_any_data(inference, options, match):
+    """-o em_variant=hard with gibbs/svi/nuts, -o nuts_max_tree_depth=3 with em and -o num_signals=2 with the emvs
+    design (which fixes its 3 signals) ran and ignored the option; em_variant=hard with conjugate=false failed only
+    inside the fit. Each is refused by the entry's checks (run, sweep cells, direct fit_spike_slab calls)."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.spike_slab import fit_spike_slab
+
+    entry = registry.get("spike-slab")
+    with pytest.raises(PyrozooError, match=match):
+        entry.check_config(RunConfig(model="spike-slab", inference=inference, options=dict(options)))
+    with pytest.raises(PyrozooError, match=match):  # the fit function checks a config it is handed directly
+        fit_spike_slab(None, RunConfig(model="spike-slab", inference=inference, options=dict(options)))
+
+
+def test_options_each_inference_and_design_reads_are_accepted(capsys, tmp_path):
+    from pyrozoo import registry
+    from pyrozoo.cli import main
+    from pyrozoo.config import RunConfig
+
+    entry = registry.get("spike-slab")
+    for inference, options in (("nuts", {"nuts_max_tree_depth": 3}), ("em", {"em_variant": "hard"}),
+                               ("em", {"design": "emvs", "rho": -0.5}), ("gibbs", {"num_signals": 2}),
+                               ("em", {"conjugate": False}), ("gibbs", {"conjugate": False})):
+        entry.check_config(RunConfig(model="spike-slab", inference=inference, options=dict(options)))
+    code = main(["run", "spike-slab", "--inference", "em", "-o", "nuts_max_tree_depth=3", "--out",
+                 str(tmp_path / "r")])
+    assert code == 2 and "nuts_max_tree_depth applies only to spike-slab's nuts" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+

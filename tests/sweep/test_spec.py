@@ -297,3 +297,23 @@ def test_a_tiny_size_the_user_made_a_no_op_yields_to_the_users_options():
     with pytest.raises(PyrozooError, match=r"hidden has no effect with depth 0"):
         parse_spec({"sweep": {"name": "b", "seeds": 1, "tiny": True},
                     "models": [{"name": "bnn", "options": {"depth": 0, "hidden": 5}}]})
+
+
+def test_tiny_options_an_inference_or_design_does_not_read_are_dropped():
+    """spike-slab's tiny NUTS tree depth is NUTS's own option (refused with any other inference) and its tiny
+    num_signals is the equicorrelated design's: a tiny sweep drops each where the cell would refuse it, while a
+    user's own such option is still an error."""
+    spec = parse_spec({"sweep": {"tiny": True}, "models": [
+        {"name": "spike-slab", "grid": {"inference": ["em", "nuts"]}},
+        {"name": "spike-slab", "label": "emvs", "inference": "gibbs", "options": {"design": "emvs"}}]})
+    cells = {c.key.split("_seed")[0]: c for c in spec.cells}
+    assert "nuts_max_tree_depth" not in cells["spike-slab/em"].config["options"]
+    assert cells["spike-slab/nuts"].config["options"]["nuts_max_tree_depth"] == 3
+    assert "num_signals" not in cells["emvs/gibbs"].config["options"]
+    assert cells["spike-slab/em"].config["options"]["num_signals"] == 2
+    with pytest.raises(PyrozooError, match="nuts_max_tree_depth applies only to spike-slab's nuts; with em"):
+        parse_spec({"sweep": {"tiny": True}, "models": [
+            {"name": "spike-slab", "inference": "em", "options": {"nuts_max_tree_depth": 4}}]})
+    with pytest.raises(PyrozooError, match="num_signals applies only to design 'equicorrelated'"):
+        parse_spec({"sweep": {"tiny": True}, "models": [
+            {"name": "spike-slab", "options": {"design": "emvs", "num_signals": 3}}]})
