@@ -396,17 +396,20 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
     ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (None: the sample variance of y, so the
     InverseGamma prior is centred on the scale of y), ``conjugate`` (True). Sampler settings: ``num_samples``,
-    ``warmup_steps``, ``num_chains``, ``steps`` and ``lr`` (SVI), ``em_variant`` ("emvs" or "hard"), ``ladder``
-    (EMVS spike variances: None or a non-empty list, each > 0 and below ``slab_var``), ``em_select``, ``max_iter``,
-    ``progress``. Every one is a constructor parameter (``get_params`` lists them all); the constructor and
-    :meth:`set_params` check them, also those the chosen inference does not read, and raise
-    :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) on a bad value or an unknown name. Bool settings take
-    NumPy bools too and keep them as Python bools; integral floats become ints.
+    ``warmup_steps``, ``num_chains``, ``steps`` and ``lr`` (SVI), ``em_variant`` ("emvs" or "hard", the latter
+    for the conjugate prior only), ``ladder`` (EMVS spike variances: None or a non-empty list, each > 0 and below
+    ``slab_var``), ``em_select`` (EMVS's model selection: None, the default, selects with the conjugate prior and
+    not with the independent one, whose models have no closed-form score; True with ``conjugate=False`` is
+    refused), ``max_iter``, ``progress``. Every one is a constructor parameter (``get_params`` lists them all);
+    the constructor and :meth:`set_params` check them, also those the chosen inference does not read, and the
+    combinations the prior rules out, and raise :class:`~pyrozoo.errors.PyrozooError` (a ``ValueError``) on a bad
+    value or an unknown name. Bool settings take NumPy bools too and keep them as Python bools; integral floats
+    become ints.
     """
 
     def __init__(self, inference: str = "em", *, seed: int = 0, device: str = "cpu", num_samples: int = 1000,
                  warmup_steps: int = 500, num_chains: int = 4, steps: int = 2000, lr: float = 0.02,
-                 em_variant: str = "emvs", ladder: Any = None, em_select: bool = True, max_iter: int = 500,
+                 em_variant: str = "emvs", ladder: Any = None, em_select: bool | None = None, max_iter: int = 500,
                  progress: bool = False, spike_var: float = 0.01, slab_var: float = 10.0, a0: float = 1.0,
                  b0: float = 1.0, nu: float = 1.0, lam: float | None = None, conjugate: bool = True,
                  **unknown: Any) -> None:
@@ -428,8 +431,19 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         # a NumPy bool counts (a GridSearchCV grid np.array([True, False])) and is kept as a Python bool: clone
         # finds again what it passes, as for the integers above
         for name, flag in (("em_select", em_select), ("progress", progress), ("conjugate", conjugate)):
-            check_bool(name, flag)
-        em_select, progress, conjugate = bool(em_select), bool(progress), bool(conjugate)
+            if not (name == "em_select" and flag is None):
+                check_bool(name, flag)
+        em_select = None if em_select is None else bool(em_select)
+        progress, conjugate = bool(progress), bool(conjugate)
+        # settings that the prior rules out: refused here, as a bad value is (they were accepted, and the hard EM
+        # failed only at fit while em_select=True was silently dropped)
+        if em_variant == "hard" and not conjugate:
+            raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior, got "
+                               "em_variant='hard' with conjugate=False; use em_variant='emvs' or conjugate=True")
+        if em_select and not conjugate:
+            raise PyrozooError("em_select: EMVS's model selection scores models by log g, which needs the conjugate "
+                               "prior; got em_select=True with conjugate=False (use em_select=None or False, or "
+                               "conjugate=True)")
         resolve_device(device)
         prior = {"spike_var": spike_var, "slab_var": slab_var, "a0": a0, "b0": b0, "nu": nu, "conjugate": conjugate}
         as_prior(prior, lam=1.0 if lam is None else lam)  # validate now, before any data
@@ -479,8 +493,9 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
             fitted["feature_names_in_"] = names
         kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
         if self.inference == "em":
+            select = prior.conjugate if self.em_select is None else self.em_select
             result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
-                                        seed=self.seed, ladder=self.ladder, select=self.em_select,
+                                        seed=self.seed, ladder=self.ladder, select=select,
                                         max_iter=self.max_iter, model_kwargs=kwargs)
             w_std, cov_std = summary["w"], summary["cov"]
             probs, sigma2 = summary["inclusion"], summary["sigma2"]

@@ -1049,3 +1049,27 @@ def test_options_each_inference_and_design_reads_are_accepted(capsys, tmp_path):
     assert code == 2 and "nuts_max_tree_depth applies only to spike-slab's nuts" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
+
+def test_estimator_refuses_settings_the_prior_rules_out():
+    """em_variant="hard" with conjugate=False was accepted and failed only at fit; em_select=True with
+    conjugate=False was silently treated as False. em_select=None (the default) selects with the conjugate prior
+    only."""
+    for kw, match in (({"em_variant": "hard", "conjugate": False},
+                       r"^em_variant: the hard-gamma EM is derived for the conjugate prior, got em_variant='hard' "
+                       r"with conjugate=False"),
+                      ({"em_select": True, "conjugate": False},
+                       r"^em_select: EMVS's model selection scores models by log g, which needs the conjugate "
+                       r"prior; got em_select=True with conjugate=False")):
+        with pytest.raises(PyrozooError, match=match):
+            SpikeSlabRegression(**kw)
+        with pytest.raises(PyrozooError, match=match):
+            SpikeSlabRegression().set_params(**kw)
+    with pytest.raises(PyrozooError, match="^em_select: expected True or False, got 'yes'"):
+        SpikeSlabRegression(em_select="yes")
+    X, y, _ = _scaled_design()
+    assert SpikeSlabRegression().em_select is None
+    selecting = SpikeSlabRegression("em", num_samples=10).fit(X, y)
+    assert all(math.isfinite(r["log_g"]) for r in selecting.em_fit_.path)
+    independent = SpikeSlabRegression("em", conjugate=False, num_samples=10).fit(X, y)
+    assert all(math.isnan(r["log_g"]) for r in independent.em_fit_.path)
+    assert SpikeSlabRegression(conjugate=False, em_select=False).em_select is False
