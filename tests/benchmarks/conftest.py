@@ -25,11 +25,16 @@ if "_peers" not in sys.modules:
 
 @pytest.fixture
 def load_script():
-    """load_script("plce_sim") -> the script as a fresh module (its import-time settings undone afterwards)."""
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    """load_script("plce_sim") -> the script as a fresh module (its import-time settings, and global settings its
+    code changes, such as sparse_gp's pyro module_local_params, undone afterwards)."""
+    import pyro
+
+    dtype, threads, settings = torch.get_default_dtype(), torch.get_num_threads(), pyro.settings.get()
     yield lambda name: _load(name, f"benchmark_{name}")
     torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)
+    pyro.settings.set(**settings)
+    pyro.clear_param_store()
 
 
 @pytest.fixture

@@ -87,12 +87,13 @@ def test_summarize_sim_without_default_rows(load_script):
 
 
 def test_run13_is_refused_as_no_linear_controls(load_script, monkeypatch, tmp_path):
-    """The QA case: run 13 (before session 11) holds today's no_linear_controls, not today's default (two real
-    fits of one n = 1000 data set, a few seconds)."""
+    """The QA case: run 13 (before session 11) does not hold today's default (two real fits of one n = 1000 data
+    set, a few seconds). Its rows were the session-11 no_linear_controls; since session 13's EMVS change (theta
+    step, neighbour search) they match no variant of today's code."""
     mod = load_script("plce_linear_bias")
     monkeypatch.setattr(sys, "argv", ["plce_linear_bias.py", "--part", "sim", "--seeds", "1", "--seed-offset", "250",
                                       "--scenarios", "baseline", "--variants", "orthogonal", "--default-from",
                                       str(BENCHMARKS / "plce_sim_run13_s250.csv"), "--out", str(tmp_path / "o.csv")])
-    with pytest.raises(SystemExit, match="it matches variant no_linear_controls"):
+    with pytest.raises(SystemExit, match="does not hold today's default PLCE: data seed 250"):
         mod.main()
     assert not (tmp_path / "o.csv").exists()
