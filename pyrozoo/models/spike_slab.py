@@ -29,6 +29,7 @@ from sklearn.exceptions import NotFittedError
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
@@ -181,6 +182,19 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
                          "y_mean": data.y_mean})
 
 
+def spike_slab_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", device: Any = "cpu",
+                         **options: Any) -> Dataset:
+    """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
+    numeric), read by :func:`~pyrozoo.data.regression_file.read_regression_file` and standardized as
+    :func:`make_dataset` does for the simulator; the feature names become the result's ``feature`` coordinate.
+    No truth: the metrics leave out selection F1 and coefficient RMSE."""
+    X, y = read_regression_file(path, outcome=outcome, features=features)
+    prior = {k: options[k] for k in PRIOR_KEYS if k in options}
+    dataset = make_dataset(X.to_numpy(), y, name=Path(path).stem, device=device, **prior)
+    dataset.meta["feature_names"] = list(X.columns)
+    return dataset
+
+
 def check_rho(design: str, rho: Any) -> None:
     """Raise unless ``rho`` is a correlation the ``design`` can have: the AR(1) correlation rho^|i-j| (emvs) needs
     |rho| < 1; an equicorrelation matrix is positive semi-definite for rho in [0, 1)."""
@@ -217,8 +231,9 @@ def check_spike_slab_options(config: RunConfig) -> None:
 
 def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
                         noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
-                        nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
-    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs)."""
+                        nuts_max_tree_depth: int = 10, outcome: str = "", features: str = "", **prior: Any) -> Dataset:
+    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs); ``outcome`` and ``features``
+    are the data file's options (the entry refuses them here), so they are not taken for prior keys."""
     check_choice("design", design, DESIGNS)
     check_choice("em_variant", em_variant, EM_VARIANTS)
     check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
@@ -633,18 +648,28 @@ def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
     common = {"seed": config.seed, "model_kwargs": kwargs, "model_name": config.model, "config": config.to_dict()}
     if config.inference == "em":
         result, _ = em_result(data, prior, variant=variant, num_samples=config.num_samples, **common)
-        return result
+        return _with_feature_names(result, dataset)
     if config.inference == "gibbs":
-        return gibbs_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
-                            num_chains=config.num_chains, progress=config.progress, **common)
+        return _with_feature_names(gibbs_result(data, prior, num_samples=config.num_samples,
+                                                warmup_steps=config.warmup_steps, num_chains=config.num_chains,
+                                                progress=config.progress, **common), dataset)
     from pyrozoo.models.spike_slab_pyro import nuts_result, svi_result
 
     if config.inference == "svi":
-        return svi_result(data, prior, steps=config.steps, lr=config.lr or 0.02, num_samples=config.num_samples,
-                          progress=config.progress, **common)
-    return nuts_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
-                       num_chains=config.num_chains, progress=config.progress, jit_compile=config.jit,
-                       max_tree_depth=config.options.get("nuts_max_tree_depth", 10), **common)
+        result = svi_result(data, prior, steps=config.steps, lr=config.lr or 0.02, num_samples=config.num_samples,
+                            progress=config.progress, **common)
+    else:
+        result = nuts_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
+                             num_chains=config.num_chains, progress=config.progress, jit_compile=config.jit,
+                             max_tree_depth=config.options.get("nuts_max_tree_depth", 10), **common)
+    return _with_feature_names(result, dataset)
+
+
+def _with_feature_names(result: Result, dataset: Dataset) -> Result:
+    """Label the ``feature`` axis with the dataset's ``feature_names`` (a data file's columns) when it has them."""
+    if dataset.meta.get("feature_names") is not None:
+        result.coords["feature"] = list(dataset.meta["feature_names"])
+    return result
 
 
 def spike_slab_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
@@ -723,9 +748,13 @@ def spike_slab_entry() -> ZooModel:
         settings={"em": ("num_samples",), "gibbs": GIBBS_SETTINGS, "svi": SVI_SETTINGS, "nuts": MCMC_SETTINGS},
         metrics=spike_slab_metrics,
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
-                 "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict()},
+                 "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict(), **FILE_OPTIONS},
         inference_options={"em_variant": ("em",), "nuts_max_tree_depth": ("nuts",)},
         check_options=check_spike_slab_options,
+        from_file=spike_slab_from_file,
+        text_options=tuple(FILE_OPTIONS),
+        data_options={**{k: ("simulator",) for k in ("design", "n", "p", "rho", "noise_sd", "num_signals")},
+                      **{k: ("file",) for k in FILE_OPTIONS}},
         # nuts_max_tree_depth is NUTS's own: the other inferences' tiny runs leave it out (ZooModel.tiny)
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 30,
               "options": {"n": 40, "p": 4, "num_signals": 2, "nuts_max_tree_depth": 3}},

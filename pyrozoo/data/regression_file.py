@@ -1,0 +1,92 @@
+"""A user's regression table (``pyrozoo run MODEL --data my.csv -o outcome=y``), shared by the regression entries.
+
+One reader, so spike-slab, blr, gp and sparse-gp refuse the same bad files with the same one-line errors: the
+outcome column (option ``outcome``, required) is y; the features (option ``features``, comma-separated) are X,
+by default every other column. Every feature must be numeric: a text column is an error naming it (not skipped,
+which would drop a covariate without a trace); name the numeric ones with ``-o features=a,b``. Missing or
+non-finite values are named by column and data row, and a constant feature or outcome (which standardization
+would divide by a zero sd) is named too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pyrozoo.data.shipped import numeric_column, read_table
+from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_unique
+
+# the options every entry with this reader declares: text, read only with --data (ZooModel.data_options)
+FILE_OPTIONS: dict[str, str] = {"outcome": "", "features": ""}
+MIN_ROWS = 3
+
+
+def parse_features(features: Any) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; a list of names is taken as it is; empty: none named."""
+    if isinstance(features, (list, tuple)):
+        items = [str(f).strip() for f in features]
+    elif isinstance(features, str):
+        items = [f.strip() for f in features.split(",")]
+    else:
+        raise PyrozooError(f"features: expected comma-separated column names (-o features=a,b), got {features!r}")
+    return [f for f in items if f]
+
+
+def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
+                         min_rows: int = MIN_ROWS) -> tuple[pd.DataFrame, np.ndarray]:
+    """The features X (a float DataFrame whose columns are the feature names, in file order or as listed) and the
+    outcome y (float array) of a user's CSV; raises a :class:`PyrozooError` naming the column (and data row) for
+    an unknown column, text, a missing or non-finite value, a constant column, or fewer than ``min_rows`` rows."""
+    source = f"data {path}"
+    if not isinstance(outcome, str) or not outcome.strip():
+        raise PyrozooError(f"outcome: expected the name of the outcome column of {path} (-o outcome=COLUMN), got "
+                           f"{outcome!r}")
+    outcome = outcome.strip()
+    named = parse_features(features)
+    check_unique("features", named, what="column", quote=True)
+    df = read_table(path)
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    unknown = [c for c in [outcome, *named] if c not in columns]
+    if unknown:
+        which = "outcome" if unknown[0] == outcome else "features"
+        raise PyrozooError(f"{which}: {source} has no column(s) {', '.join(map(repr, unknown))}; columns are "
+                           f"{', '.join(columns)}")
+    if outcome in named:
+        raise PyrozooError(f"features: {outcome!r} is the outcome column; features must be other columns")
+    cols = named or [c for c in columns if c != outcome]
+    if not named:
+        blank = [i for i, c in enumerate(columns, start=1) if re.fullmatch(r"Unnamed: \d+", c)]
+        if blank:
+            raise PyrozooError(f"{source}: column(s) {', '.join(map(str, blank))} have no name in the header row (a "
+                               f"file written by DataFrame.to_csv with its index?): write it with index=False or "
+                               f"name the features with -o features=a,b")
+        text = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
+        if text:
+            raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric; every feature "
+                               f"must be a number: name the numeric features with -o features=a,b (or recode them)")
+    if not cols:
+        raise PyrozooError(f"{source}: no feature columns besides the outcome {outcome!r}")
+    if len(df) < min_rows:
+        raise PyrozooError(f"{source}: expected at least {min_rows} data rows, got {len(df)}")
+    y = numeric_column(df, outcome, source=source)
+    X = pd.DataFrame({c: numeric_column(df, c, source=source) for c in cols})
+    constant = [c for c in [outcome, *cols] if np.ptp(y if c == outcome else X[c].to_numpy()) == 0]
+    if constant:
+        raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, constant))} are constant (zero sd, which "
+                           f"standardization divides by); leave them out with -o features=... (the models add "
+                           f"their own intercept)")
+    return X, y
+
+
+def standardize_table(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """(X - mean) / sd and (y - mean) / sd (population sds, as the shipped concrete and boston loaders use) and
+    the moments, to map predictions back to the file's units."""
+    xm, xs = X.mean(0).to_numpy(), X.std(0, ddof=0).to_numpy()
+    ym, ys = float(np.mean(y)), float(np.std(y))
+    moments = {"x_mean": xm, "x_scale": xs, "y_mean": ym, "y_scale": ys}
+    return (X - xm) / xs, (y - ym) / ys, moments
