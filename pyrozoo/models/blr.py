@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file
 from pyrozoo.data.uci import load_uci
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
@@ -176,8 +178,9 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
 
 
 def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
-                 **prior: float) -> Dataset:
-    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)."""
+                 outcome: str = "", features: str = "", **prior: float) -> Dataset:
+    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)
+    (``outcome``, ``features``: the data file's options, unused here)."""
     n = check_int("n", n, minimum=2)
     d = check_int("d", d, minimum=1)
     check_positive("noise_true", noise_true)
@@ -203,6 +206,13 @@ def standardized_design(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> n
 
 def _load_shipped(name: str, seed: int, device: Any, prior: dict[str, float]) -> Dataset:
     x, y, feats = load_regression_frame(name)
+    return _standardized_dataset(name, x, y, feats, device, prior)
+
+
+def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[str], device: Any,
+                          prior: dict[str, float]) -> Dataset:
+    """Inputs and response standardized (population sds), a leading intercept column; ``meta["features"]`` names
+    the design's columns (the result's ``feature`` coordinate)."""
     xm, xs = x.mean(0), x.std(0)
     ym, ys = y.mean(), y.std()
     meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys)}
@@ -217,6 +227,16 @@ def load_boston(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
 def load_concrete(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Concrete compressive strength (1030 x 8, ``modeldata/concrete``) on the standardized features."""
     return _load_shipped("concrete", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
+
+
+def blr_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", device: Any = "cpu",
+                  **options: Any) -> Dataset:
+    """A user's CSV (``--data``): y is column ``outcome``, the inputs the ``features`` (default every other column,
+    all numeric; read by :func:`~pyrozoo.data.regression_file.read_regression_file`), standardized with an
+    intercept as for boston and concrete."""
+    x, y = read_regression_file(path, outcome=outcome, features=features)
+    return _standardized_dataset(Path(path).stem, x.to_numpy(), y, list(x.columns), device,
+                                 {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 
 
 def _prior_of(dataset: Dataset) -> dict[str, float]:
@@ -247,8 +267,13 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference``: ``exact`` (closed-form draws) or ``nuts``."""
     config = checked_config("blr", config)  # a direct call gets run_model's checks
     if config.inference == "exact":
-        return fit_exact(dataset, config)
-    return mcmc_from_config(blr_model, dataset.model_kwargs(), config)
+        result = fit_exact(dataset, config)
+    else:
+        result = mcmc_from_config(blr_model, dataset.model_kwargs(), config)
+    if dataset.meta.get("features") is not None:  # a data file's or shipped dataset's columns label w's axis
+        result.dims["w"] = ["feature"]
+        result.coords["feature"] = list(dataset.meta["features"])
+    return result
 
 
 def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
@@ -277,9 +302,11 @@ def blr_entry() -> ZooModel:
         inferences=("exact", "nuts"),
         settings={"exact": ("num_samples", "num_chains"), "nuts": MCMC_SETTINGS},
         metrics=blr_metrics,
-        options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS},
+        options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS, **FILE_OPTIONS},
         datasets={"boston": load_boston, "concrete": load_concrete},
-        data_options={k: ("simulator",) for k in ("n", "d", "noise_true")},
+        from_file=blr_from_file,
+        text_options=tuple(FILE_OPTIONS),
+        data_options={**{k: ("simulator",) for k in ("n", "d", "noise_true")}, **{k: ("file",) for k in FILE_OPTIONS}},
         tiny={"num_samples": 40, "warmup_steps": 40, "num_chains": 2, "options": {"n": 50, "d": 3}},
         description="Conjugate Bayesian linear regression (Normal-Gamma; exact draws or NUTS); base of active learning",
     )
