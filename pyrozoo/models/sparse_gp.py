@@ -34,6 +34,7 @@ from torch.distributions import constraints
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file, standardize_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_free_qu_guide, optimal_qu
 from pyrozoo.inference.assemble import assemble_result
@@ -387,15 +388,16 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
 
 SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m": 15, "kernel": "rbf",
                   "method": "vfe", "lengthscale": 1.0, "variance": 1.0, "noise": 0.1, "noiseless": False,
-                  "batch_size": 0, "ard": False}
+                  "batch_size": 0, "ard": False, **FILE_OPTIONS}
 
 
 def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim: int = 1, noise_sd: float = 0.2,
                        m: int = 15, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
                        variance: float = 1.0, noise: float = 0.1, noiseless: bool = False, batch_size: int = 0,
-                       ard: bool = False) -> Dataset:
+                       ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
     """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
-    noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch."""
+    noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch (``outcome``,
+    ``features``: the data file's options, unused here)."""
     check_bool("ard", ard)
     X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
     return make_sparse_dataset(X, y, m=m, seed=seed, kernel=kernel, method=method, lengthscale=lengthscale,
@@ -413,6 +415,19 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
     return make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
                                lengthscale=lengthscale, variance=variance, noise=noise, noiseless=noiseless,
                                batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)
+
+
+def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", m: int = 15,
+                        kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
+                        noise: float = 0.1, noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
+    """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
+    numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized, ARD lengthscales and
+    ``m`` seeded pseudo-inputs, as for concrete. Every row trains the model: no test set, so no test metrics."""
+    X, y = read_regression_file(path, outcome=outcome, features=features)
+    Xs, ys, _moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
+    return make_sparse_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), m=m, name=Path(path).stem, seed=seed,
+                               kernel=kernel, method=method, lengthscale=lengthscale, variance=variance,
+                               noise=noise, noiseless=noiseless, batch_size=batch_size or None, ard=True)
 
 
 @keeps_caller_state
@@ -561,7 +576,10 @@ def sparse_gp_entry() -> ZooModel:
         metrics=sparse_gp_metrics,
         options=dict(SPARSE_OPTIONS),
         datasets={"concrete": load_concrete_sparse},
-        data_options={k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
+        from_file=sparse_gp_from_file,
+        text_options=tuple(FILE_OPTIONS),
+        data_options={**{k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
+                      **{k: ("file",) for k in FILE_OPTIONS}},
         list_options=("lengthscale",),  # one per input column (ARD)
         inference_options={"batch_size": ("svi",)},  # the collapsed bound uses every row at each step
         tiny={"num_samples": 10, "steps": 15, "options": {"n": 100, "m": 6, "n_test": 50}},
