@@ -86,7 +86,7 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
 def standardize_table(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """(X - mean) / sd and (y - mean) / sd (population sds, as the shipped concrete and boston loaders use) and
     the moments, to map predictions back to the file's units."""
-    xm, xs = X.mean(0).to_numpy(), X.std(0, ddof=0).to_numpy()
+    xm, xs = X.mean(axis=0).to_numpy(), X.std(axis=0, ddof=0).to_numpy()
     ym, ys = float(np.mean(y)), float(np.std(y))
     moments = {"x_mean": xm, "x_scale": xs, "y_mean": ym, "y_scale": ys}
     return (X - xm) / xs, (y - ym) / ys, moments
