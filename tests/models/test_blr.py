@@ -140,3 +140,32 @@ def test_plug_in_noise_variance_is_the_inverse_gamma_mean():
     post = blr_posterior(x, y)
     assert post.noise_var_hat == pytest.approx(stats.invgamma(post.a, scale=post.b).mean(), rel=1e-10)
     assert blr_posterior(x, y, noise=0.3).noise_var_hat == pytest.approx(0.09, rel=1e-12)
+
+
+# A user's data file: pyrozoo run blr --data my.csv -o outcome=y
+def test_a_data_file_runs_from_the_cli_and_matches_the_closed_form_on_its_data(tmp_path):
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(2)
+    n = 50
+    X = rng.standard_normal((n, 3)) * [1.0, 3.0, 0.5] + [0.0, 10.0, -2.0]
+    df = pd.DataFrame(X, columns=["x1", "x2", "x3"]).assign(price=X @ [1.0, -0.5, 2.0] + rng.standard_normal(n))
+    path = tmp_path / "houses.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "run"
+    S = 4000
+    assert main(["run", "blr", "--data", str(path), "-o", "outcome=price", "--num-samples", str(S), "--num-chains",
+                 "1", "--seed", "5", "--out", str(out)]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.observed_data["y"].sizes["obs_id"] == n
+    assert list(idata.posterior["w"].coords["feature"].values) == ["intercept", "x1", "x2", "x3"]
+    # the closed form on the file's standardized data (population sds, an intercept column), as for boston
+    x = np.hstack([np.ones((n, 1)), (X - X.mean(0)) / X.std(0)])
+    y = (df["price"].to_numpy() - df["price"].mean()) / df["price"].std(ddof=0)
+    post = blr_posterior(torch.as_tensor(x), torch.as_tensor(y))
+    draws = idata.posterior["w"].values.reshape(S, -1)
+    sd = draws.std(0)  # Monte Carlo error of the mean of S i.i.d. draws: sd / sqrt(S)
+    np.testing.assert_array_less(np.abs(draws.mean(0) - post.mean.numpy()), 4 * sd / math.sqrt(S))

@@ -562,3 +562,31 @@ def test_concrete_labels_the_feature_axis_with_its_columns():
     ds = registry.get("gp").datasets["concrete"](0)
     assert ds.meta["feature_names"][:2] == ["cement", "blast_furnace_slag"]
     assert ds.meta["feature_names"][-1] == "log_age" and len(ds.meta["feature_names"]) == ds.inputs["X"].shape[1]
+
+
+# A user's data file: pyrozoo run gp --data my.csv -o outcome=y
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+    import json
+
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.models.gp import fit_gp, make_gp_dataset
+
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-3, 3, (25, 2))
+    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(25), w=1.5)
+    path = tmp_path / "curve.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "gp", "--data", str(path), "-o", "outcome=z", "-o", "features=u,v", "--steps", "15",
+                 "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.observed_data["y"].sizes["obs_id"] == 25
+    assert list(idata.constant_data["X"].coords["feature"].values) == ["u", "v"]
+    Xs = (df[["u", "v"]] - df[["u", "v"]].mean()) / df[["u", "v"]].std(ddof=0)
+    ys = (df["z"] - df["z"].mean()) / df["z"].std(ddof=0)
+    ref = fit_gp(make_gp_dataset(Xs, torch.tensor(ys.to_numpy()), ard=True),
+                 RunConfig(model="gp", steps=15, num_samples=6, seed=2))
+    np.testing.assert_allclose(idata.posterior["f"].values, np.asarray(ref.posterior["f"]), rtol=1e-6, atol=1e-8)
+    assert not any(k.startswith("test_") for k in json.loads((out / "metrics.json").read_text()))

@@ -470,3 +470,29 @@ def test_concrete_labels_the_feature_axis_with_its_columns():
     ds = registry.get("sparse-gp").datasets["concrete"](0)
     assert ds.meta["feature_names"][0] == "cement" and ds.meta["feature_names"][-1] == "log_age"
     assert len(ds.meta["feature_names"]) == ds.inputs["X"].shape[1]
+
+
+# A user's data file: pyrozoo run sparse-gp --data my.csv -o outcome=y
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.cli import main
+    from pyrozoo.models.sparse_gp import fit_sparse_entry, make_sparse_dataset
+
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-3, 3, (40, 2))
+    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40))
+    path = tmp_path / "curve.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "sparse-gp", "--data", str(path), "-o", "outcome=z", "-o", "m=6", "--steps", "15",
+                 "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.observed_data["y"].sizes["obs_id"] == 40
+    assert list(idata.constant_data["X"].coords["feature"].values) == ["u", "v"]
+    Xs = (df[["u", "v"]] - df[["u", "v"]].mean()) / df[["u", "v"]].std(ddof=0)
+    ys = (df["z"] - df["z"].mean()) / df["z"].std(ddof=0)
+    ref = fit_sparse_entry(make_sparse_dataset(Xs, torch.tensor(ys.to_numpy()), m=6, seed=2, ard=True),
+                           RunConfig(model="sparse-gp", steps=15, num_samples=6, seed=2))
+    np.testing.assert_allclose(idata.posterior["u"].values, np.asarray(ref.posterior["u"]), rtol=1e-6, atol=1e-8)
