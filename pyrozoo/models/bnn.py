@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from pyro.nn import PyroModule, PyroSample
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file
 from pyrozoo.data.uci import RegressionSplit, check_regression_data, split_regression, uci_split
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.collapsed import (
@@ -83,7 +85,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "swa_epochs": 100, "batch_size": 32, "swa_lr": 0.005, "momentum": 0.9, "rank": 20, "scale": 0.5,  # SWAG
     "num_collapsed": 10, "defensive_weight": 1e-6,  # CIBER
     "val_fraction": 0.0,  # > 0: hold out rows to choose the noise scale (and CIBER's defensive weight)
-    "split": 0, "test_fraction": 0.1, "n": 300,  # data: UCI split number; simulator size
+    "split": 0, "test_fraction": 0.1, "n": 300,  # data: UCI (or data file) split number; simulator size
+    **FILE_OPTIONS,  # a data file's outcome and feature columns (--data)
 }
 
 
@@ -697,6 +700,17 @@ def _uci_loader(name: str):
     return load
 
 
+def bnn_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", split: int = 0,
+                  test_fraction: float = 0.1, hidden: int = 50, depth: int = 1, prior_scale: float = 1.0,
+                  **_: Any) -> Dataset:
+    """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
+    numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), split and standardized as boston and
+    concrete are (split number ``split``, not the run's seed); the columns label the ``feature`` axis."""
+    X, y = read_regression_file(path, outcome=outcome, features=features, min_rows=4)
+    return make_bnn_dataset(split_regression(X, y, split=split, test_fraction=test_fraction), name=Path(path).stem,
+                            hidden=hidden, depth=depth, prior_scale=prior_scale)
+
+
 @keeps_caller_state
 def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase
@@ -827,7 +841,9 @@ def bnn_entry() -> ZooModel:
         metrics=bnn_metrics,
         options=dict(DEFAULT_OPTIONS),
         datasets={"boston": _uci_loader("boston"), "concrete": _uci_loader("concrete")},
-        data_options={"n": ("simulator",)},
+        from_file=bnn_from_file,
+        text_options=tuple(FILE_OPTIONS),
+        data_options={"n": ("simulator",), **{k: ("file",) for k in FILE_OPTIONS}},
         inference_options=BNN_INFERENCE_OPTIONS,
         check_options=check_bnn_options,
         # valid for every inference (the collapsed-only options are left at their defaults): hidden 9 gives ciber's

@@ -11,7 +11,7 @@ import pytest
 from pyrozoo.data.regression_file import parse_features, read_regression_file, standardize_table
 from pyrozoo.errors import PyrozooError
 
-MODELS = ["spike-slab", "blr", "gp", "sparse-gp"]
+MODELS = ["spike-slab", "blr", "gp", "sparse-gp", "bnn"]
 
 
 def _csv(tmp_path, name="reg.csv", n=30, **extra):

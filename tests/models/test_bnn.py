@@ -521,3 +521,31 @@ def test_calibrate_noise_checks_its_inputs_before_any_work(training, kind, chang
     monkeypatch.setattr(bnn.BNNPosterior, "_per_draw", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(PyrozooError, match=match):
         calibrate_noise(post, Xv, yv, **kwargs)
+
+
+# A user's data file: pyrozoo run bnn --data my.csv -o outcome=y
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.cli import main
+    from pyrozoo.data.uci import split_regression
+    from pyrozoo.models.bnn import fit_bnn_entry, make_bnn_dataset
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-3, 3, (40, 2))
+    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40))
+    path = tmp_path / "curve.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "run"
+    opts = {"hidden": 9, "swa_epochs": 4, "batch_size": 16}
+    flags = [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]
+    assert main(["run", "bnn", "--data", str(path), "-o", "outcome=z", *flags, "--inference", "swag-diag",
+                 "--steps", "8", "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.observed_data["y"].sizes["obs_id"] == 36  # the training part of the default 90/10 split
+    assert list(idata.posterior["w0"].coords["feature"].values) == ["u", "v"]
+    ref = fit_bnn_entry(make_bnn_dataset(split_regression(df[["u", "v"]], df["z"].to_numpy()), name="curve",
+                                         hidden=9),
+                        RunConfig(model="bnn", inference="swag-diag", steps=8, num_samples=6, seed=2, options=opts))
+    np.testing.assert_allclose(idata.posterior["w0"].values, np.asarray(ref.posterior["w0"]), rtol=1e-5, atol=1e-6)
