@@ -1,5 +1,5 @@
-"""Optional peers of the benchmark scripts: the packages of pyproject.toml's ``bench`` extra (numpyro, jax, gpytorch,
-doubleml, econml).
+"""Shared helpers of the benchmark scripts: their optional peers, the packages of pyproject.toml's ``bench`` extra
+(numpyro, jax, gpytorch, doubleml, econml), and the check of comma-separated name lists given on their command lines.
 
 One rule in every script: a peer whose packages are not installed is left out of the run, with a note naming the
 missing packages and the extra, printed before any work starts and again under the results; a run that would then
@@ -42,3 +42,18 @@ def split_available(wanted: Iterable[str], needs: Mapping[str, tuple[str, ...]])
         else:
             keep.append(name)
     return keep, notes
+
+
+def parse_names(flag: str, text: str, known: Iterable[str], error: type[Exception] = SystemExit) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``known`` and each once; otherwise ``error`` naming
+    ``flag`` and the known names (raised before any work)."""
+    known = list(known)
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise error(f"{flag}: expected comma-separated names from: {', '.join(known)}; got "
+                    f"{', '.join(map(repr, unknown)) if unknown else 'none'}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise error(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
+    return names

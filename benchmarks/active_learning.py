@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import _peers
 import numpy as np
 import pandas as pd
 import torch
@@ -204,15 +205,7 @@ def check_args(args: argparse.Namespace) -> None:
     models, datasets and acquisitions, a model that does not fit a dataset's task (probit: breast-cancer only), an
     acquisition a model's posterior cannot compute (PyrozooError naming the flag)."""
     def names(flag: str, text: str, known) -> list[str]:
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        bad = [s for s in items if s not in known]
-        if bad or not items:
-            raise PyrozooError(f"{flag}: expected comma-separated names from {', '.join(known)}; got "
-                               f"{', '.join(map(repr, bad)) if bad else 'none'}")
-        dup = sorted({s for s in items if items.count(s) > 1})
-        if dup:
-            raise PyrozooError(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
-        return items
+        return _peers.parse_names(flag, text, known, error=PyrozooError)
 
     if args.skip_accuracy or args.from_csv:
         return

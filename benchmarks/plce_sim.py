@@ -108,20 +108,6 @@ METHODS = {
 PEERS = {"DoubleML lasso": ("doubleml",), "DoubleML RF": ("doubleml",)}
 
 
-def parse_names(flag: str, text: str, known) -> list[str]:
-    """The comma-separated names of ``text``, each one of ``known``; SystemExit naming ``flag`` and the known names
-    otherwise (before any work)."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise SystemExit(f"{flag}: expected comma-separated names from: {', '.join(known)}; got "
-                         f"{', '.join(map(repr, unknown)) if unknown else 'none'}")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SystemExit(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
-    return names
-
-
 def parse_pair(text: str, known) -> tuple[str, str]:
     """--paired 'A,B': two different method names of ``known`` (a name may itself hold a comma, as "PLCE, split 1")."""
     parts = text.split(",")
@@ -213,8 +199,8 @@ def main() -> None:
     for flag, value in (("--reps", args.reps), ("--n-repeats", args.n_repeats)):
         if value < 1:
             ap.error(f"{flag}: expected at least 1, got {value}")
-    scenarios = parse_names("--scenarios", args.scenarios, list(SCENARIOS))
-    methods, notes = _peers.split_available(parse_names("--methods", args.methods, list(METHODS)), PEERS)
+    scenarios = _peers.parse_names("--scenarios", args.scenarios, list(SCENARIOS))
+    methods, notes = _peers.split_available(_peers.parse_names("--methods", args.methods, list(METHODS)), PEERS)
     for note in notes:
         print(note, flush=True)
     if not methods:

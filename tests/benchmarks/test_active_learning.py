@@ -29,10 +29,11 @@ def test_report_with_random_is_paired(load_script):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--acquisitions", "acs-fw,bogus"], "--acquisitions: expected comma-separated names from acs-fw, .*; got 'bogus'"),
+    (["--acquisitions", "acs-fw,bogus"],
+     "--acquisitions: expected comma-separated names from: acs-fw, .*; got 'bogus'"),
     (["--models", "blr,probit"], "--models/--datasets: probit cannot run on boston"),
     (["--models", "bnn", "--acquisitions", "acs-fw-fisher"], "--acquisitions/--models: acquisition: 'acs-fw-fisher'"),
-    (["--datasets", "boston,mnist"], "--datasets: expected comma-separated names from boston, .*; got 'mnist'"),
+    (["--datasets", "boston,mnist"], "--datasets: expected comma-separated names from: boston, .*; got 'mnist'"),
 ])
 def test_bad_names_are_refused_before_any_fit(load_script, monkeypatch, capsys, argv, message):
     mod = load_script("active_learning")
