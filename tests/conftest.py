@@ -34,3 +34,21 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def curve_csv(tmp_path):
+    """curve_csv(n, seed, **constant_columns) -> (df, path): a user's regression file, columns u, v ~ U(-3, 3) and
+    outcome z = sin(u) + 0.1 e, written without its index (the --data tests of the regression models)."""
+    import numpy as np
+    import pandas as pd
+
+    def write(n: int, seed: int, **extra):
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(-3, 3, (n, 2))
+        df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(n), **extra)
+        path = tmp_path / "curve.csv"
+        df.to_csv(path, index=False)
+        return df, path
+
+    return write

@@ -524,19 +524,14 @@ def test_calibrate_noise_checks_its_inputs_before_any_work(training, kind, chang
 
 
 # A user's data file: pyrozoo run bnn --data my.csv -o outcome=y
-def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv):
     import numpy as np
-    import pandas as pd
 
     from pyrozoo.cli import main
     from pyrozoo.data.uci import split_regression
     from pyrozoo.models.bnn import fit_bnn_entry, make_bnn_dataset
 
-    rng = np.random.default_rng(5)
-    X = rng.uniform(-3, 3, (40, 2))
-    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40))
-    path = tmp_path / "curve.csv"
-    df.to_csv(path, index=False)
+    df, path = curve_csv(40, 5)
     out = tmp_path / "run"
     opts = {"hidden": 9, "swa_epochs": 4, "batch_size": 16}
     flags = [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]

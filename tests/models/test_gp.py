@@ -565,19 +565,14 @@ def test_concrete_labels_the_feature_axis_with_its_columns():
 
 
 # A user's data file: pyrozoo run gp --data my.csv -o outcome=y
-def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv):
     import json
 
     import arviz as az
-    import pandas as pd
 
     from pyrozoo.models.gp import fit_gp, make_gp_dataset
 
-    rng = np.random.default_rng(3)
-    X = rng.uniform(-3, 3, (25, 2))
-    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(25), w=1.5)
-    path = tmp_path / "curve.csv"
-    df.to_csv(path, index=False)
+    df, path = curve_csv(25, 3, w=1.5)
     out = tmp_path / "run"
     assert main(["run", "gp", "--data", str(path), "-o", "outcome=z", "-o", "features=u,v", "--steps", "15",
                  "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0

@@ -473,18 +473,13 @@ def test_concrete_labels_the_feature_axis_with_its_columns():
 
 
 # A user's data file: pyrozoo run sparse-gp --data my.csv -o outcome=y
-def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path):
+def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv):
     import arviz as az
-    import pandas as pd
 
     from pyrozoo.cli import main
     from pyrozoo.models.sparse_gp import fit_sparse_entry, make_sparse_dataset
 
-    rng = np.random.default_rng(4)
-    X = rng.uniform(-3, 3, (40, 2))
-    df = pd.DataFrame(X, columns=["u", "v"]).assign(z=np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40))
-    path = tmp_path / "curve.csv"
-    df.to_csv(path, index=False)
+    df, path = curve_csv(40, 4)
     out = tmp_path / "run"
     assert main(["run", "sparse-gp", "--data", str(path), "-o", "outcome=z", "-o", "m=6", "--steps", "15",
                  "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0
