@@ -18,6 +18,9 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cu
 print("pyro", pyro.__version__, "arviz", arviz.__version__)
 PY
 xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+# a few intra-op threads per xdist worker: torch's default (one per core) in every worker oversubscribes the CPU,
+# which made the slow suite look hung on a 16-core machine (RESULTS.md, session 13)
+[ -n "$xdist" ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # the Ray tests need a Ray install; they are CPU-only and run in CI
 timeout 330 python3 -m pytest -q $xdist --ignore=tests/sweep/test_ray.py -rs 2>&1 | tee "$out/pytest.txt" | tail -40
 gpyt=$(python3 -c "import gpytorch" 2>/dev/null && echo "" || echo "--no-gpytorch")
