@@ -48,7 +48,9 @@ class ZooModel:
     * ``text_options``: options whose values are always text (column names): ``-o outcome=true`` keeps the text;
     * ``data_options``: option -> the data sources that read it (``"simulator"``, ``"file"`` for ``--data``, or a
       shipped dataset's name). Unlisted options are model options that apply whatever the data. A listed option
-      given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``).
+      given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``),
+      and a loader is called only with the options its source reads (a simulator never sees ``--data``'s column
+      names).
     * ``settings``: inference -> the engine settings of :data:`SETTINGS` it reads (an inference not listed reads
       them all). The others are left out of the recorded config (so ``config.toml`` says what ran, and a sweep axis
       over them is refused for that inference), and ``pyrozoo run`` names them when they were given.
@@ -176,8 +178,11 @@ class ZooModel:
         return {**self.options, **config.options}
 
     def load_data(self, config: RunConfig) -> Dataset:
-        """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed."""
+        """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed, called
+        with the options that source reads (``data_options``)."""
         opts = self.merged_options(config)
+        unread = set(self.unused_options(opts, data_source(config.data, config.dataset)))
+        opts = {k: v for k, v in opts.items() if k not in unread}
         if config.data is not None:
             loader, args, what = self.from_file, (config.data, config.seed), "from_file"
         elif config.dataset is not None:
@@ -193,7 +198,8 @@ class ZooModel:
                 signature.bind(*args, **opts)
             except TypeError as exc:
                 raise PyrozooError(f"{self.name}: {what} does not take the entry's options ({exc}); every loader "
-                                   f"is called with all of them, so it must accept **options") from None
+                                   f"is called with all of them that its data source reads, so it must accept "
+                                   f"**options") from None
         return loader(*args, **opts)
 
 

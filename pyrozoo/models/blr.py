@@ -178,9 +178,8 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
 
 
 def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
-                 outcome: str = "", features: str = "", **prior: float) -> Dataset:
-    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)
-    (``outcome``, ``features``: the data file's options, unused here)."""
+                 **prior: float) -> Dataset:
+    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)."""
     n = check_int("n", n, minimum=2)
     d = check_int("d", d, minimum=1)
     check_positive("noise_true", noise_true)

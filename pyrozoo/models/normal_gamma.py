@@ -105,7 +105,7 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
 
 
 def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigma_true: float = 2.0,
-                          device: Any = "cpu", column: str = "", **prior: float) -> Dataset:
+                          device: Any = "cpu", **prior: float) -> Dataset:
     """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset."""
     n = check_int("n", n, minimum=2)
     check_positive("sigma_true", sigma_true, scalar=True)

@@ -394,10 +394,9 @@ SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m"
 def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim: int = 1, noise_sd: float = 0.2,
                        m: int = 15, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
                        variance: float = 1.0, noise: float = 0.1, noiseless: bool = False, batch_size: int = 0,
-                       ard: bool = False, outcome: str = "", features: str = "") -> Dataset:
+                       ard: bool = False) -> Dataset:
     """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
-    noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch (``outcome``,
-    ``features``: the data file's options, unused here)."""
+    noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch."""
     check_bool("ard", ard)
     X, y, Xt, yt = simulate_regression(seed, n=n, n_test=n_test, input_dim=input_dim, noise_sd=noise_sd)
     return make_sparse_dataset(X, y, m=m, seed=seed, kernel=kernel, method=method, lengthscale=lengthscale,

@@ -231,9 +231,8 @@ def check_spike_slab_options(config: RunConfig) -> None:
 
 def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
                         noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
-                        nuts_max_tree_depth: int = 10, outcome: str = "", features: str = "", **prior: Any) -> Dataset:
-    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs); ``outcome`` and ``features``
-    are the data file's options (the entry refuses them here), so they are not taken for prior keys."""
+                        nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
+    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs)."""
     check_choice("design", design, DESIGNS)
     check_choice("em_variant", em_variant, EM_VARIANTS)
     check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
