@@ -240,11 +240,20 @@ def _cavi(n: int, xbar: float, ss: float, *, mu0: float, mu_scale: float, a: flo
     prec0 = mu_scale**-2
     alpha, rate = a + n / 2, b + ss / 2
     for _ in range(iters):
-        e_beta = alpha / rate
-        lam = prec0 + n * e_beta
-        m = (prec0 * mu0 + e_beta * n * xbar) / lam
-        rate = b + 0.5 * (ss + n * ((xbar - m) ** 2 + 1 / lam))
+        m, lam = _q_mu_update(alpha / rate, n, xbar, prec0, mu0)
+        rate = _q_beta_rate_update(m, 1 / lam, n, xbar, ss, b)
     return {"mu_loc": m, "mu_scale": lam**-0.5, "beta_conc": alpha, "beta_rate": rate}
+
+
+def _q_mu_update(e_beta: float, n: float, xbar: float, prec0: float, mu0: float) -> tuple[float, float]:
+    """CAVI's q(mu) = N(m, 1/lam) given E_q[beta]: lam = prec0 + n E[beta], m = (prec0 mu0 + E[beta] n xbar) / lam."""
+    lam = prec0 + n * e_beta
+    return (prec0 * mu0 + e_beta * n * xbar) / lam, lam
+
+
+def _q_beta_rate_update(m: float, var_mu: float, n: float, xbar: float, ss: float, b: float) -> float:
+    """CAVI's rate of q(beta) given q(mu) = N(m, var_mu): b + (ss + n((xbar - m)^2 + var_mu)) / 2 (shape a + n/2)."""
+    return b + 0.5 * (ss + n * ((xbar - m) ** 2 + var_mu))
 
 
 @keeps_caller_state
@@ -294,11 +303,9 @@ def cavi_residual(params: Mapping[str, Any], dataset: Dataset) -> dict[str, floa
     s' = lam'^-1/2 and rate' = b + (ss + n((xbar - m)^2 + s^2)) / 2."""
     d = {k: float(v) for k, v in sufficient_stats(dataset).items()}
     m, s, conc, mean = (float(params[f"q_{k}"]) for k in ("mu_loc", "mu_scale", "beta_conc", "beta_mean"))
-    prec0 = d["mu_scale"] ** -2
-    lam = prec0 + d["n"] * mean
-    m_new = (prec0 * d["mu0"] + mean * d["n"] * d["xbar"]) / lam
+    m_new, lam = _q_mu_update(mean, d["n"], d["xbar"], d["mu_scale"] ** -2, d["mu0"])
     conc_new = d["a"] + d["n"] / 2
-    rate_new = d["b"] + 0.5 * (d["ss"] + d["n"] * ((d["xbar"] - m) ** 2 + s**2))
+    rate_new = _q_beta_rate_update(m, s**2, d["n"], d["xbar"], d["ss"], d["b"])
     return {"mu_loc": abs(m - m_new) * math.sqrt(lam), "mu_scale": s * math.sqrt(lam) - 1,
             "beta_conc": conc / conc_new - 1, "beta_mean": mean * rate_new / conc_new - 1}
 
