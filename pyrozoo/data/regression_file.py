@@ -11,6 +11,7 @@ would divide by a zero sd) is named too.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,50 @@ def parse_features(features: Any) -> list[str]:
     return [f for f in items if f]
 
 
+def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, list[str]]) -> None:
+    """Raise naming the option (a key of ``wanted``: option -> the column names it gives) whose column(s) the table
+    lacks, and listing the columns it has."""
+    for option, names in wanted.items():
+        unknown = [c for c in names if c not in columns]
+        if unknown:
+            raise PyrozooError(f"{option}: {source} has no column(s) {', '.join(map(repr, unknown))}; columns are "
+                               f"{', '.join(columns)}")
+
+
+def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: Mapping[str, str]) -> list[str]:
+    """The feature columns: ``named`` (none of them among ``others``, column -> its role such as ``"outcome"``),
+    or by default every column not in ``others``, in file order; then every one must be a named, numeric column
+    (a text column is refused, not skipped, which would drop a covariate without a trace)."""
+    taken = [c for c in named if c in others]
+    if taken:
+        raise PyrozooError(f"features: {taken[0]!r} is the {others[taken[0]]} column; features must be other columns")
+    columns = [str(c) for c in df.columns]
+    cols = named or [c for c in columns if c not in others]
+    if not named:
+        blank = [i for i, c in enumerate(columns, start=1) if re.fullmatch(r"Unnamed: \d+", c)]
+        if blank:
+            raise PyrozooError(f"{source}: column(s) {', '.join(map(str, blank))} have no name in the header row (a "
+                               f"file written by DataFrame.to_csv with its index?): write it with index=False or "
+                               f"name the features with -o features=a,b")
+        text = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
+        if text:
+            raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric; every feature "
+                               f"must be a number: name the numeric features with -o features=a,b (or recode them)")
+    if not cols:
+        besides = " and ".join(f"{role} {c!r}" for c, role in others.items())
+        raise PyrozooError(f"{source}: no feature columns besides the {besides}")
+    return cols
+
+
+def refuse_constant(source: str, values: Mapping[str, np.ndarray]) -> None:
+    """Raise naming the columns (name -> values) that are constant: zero sd, which standardization divides by."""
+    constant = [c for c, v in values.items() if np.ptp(np.asarray(v)) == 0]
+    if constant:
+        raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, constant))} are constant (zero sd, which "
+                           f"standardization divides by); leave them out with -o features=... (the models add "
+                           f"their own intercept)")
+
+
 def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
                          min_rows: int = MIN_ROWS) -> tuple[pd.DataFrame, np.ndarray]:
     """The features X (a float DataFrame whose columns are the feature names, in file order or as listed) and the
@@ -49,37 +94,14 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
     named = parse_features(features)
     check_unique("features", named, what="column", quote=True)
     df = read_table(path)
-    columns = [str(c) for c in df.columns]
-    df.columns = columns
-    unknown = [c for c in [outcome, *named] if c not in columns]
-    if unknown:
-        which = "outcome" if unknown[0] == outcome else "features"
-        raise PyrozooError(f"{which}: {source} has no column(s) {', '.join(map(repr, unknown))}; columns are "
-                           f"{', '.join(columns)}")
-    if outcome in named:
-        raise PyrozooError(f"features: {outcome!r} is the outcome column; features must be other columns")
-    cols = named or [c for c in columns if c != outcome]
-    if not named:
-        blank = [i for i, c in enumerate(columns, start=1) if re.fullmatch(r"Unnamed: \d+", c)]
-        if blank:
-            raise PyrozooError(f"{source}: column(s) {', '.join(map(str, blank))} have no name in the header row (a "
-                               f"file written by DataFrame.to_csv with its index?): write it with index=False or "
-                               f"name the features with -o features=a,b")
-        text = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
-        if text:
-            raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric; every feature "
-                               f"must be a number: name the numeric features with -o features=a,b (or recode them)")
-    if not cols:
-        raise PyrozooError(f"{source}: no feature columns besides the outcome {outcome!r}")
+    df.columns = [str(c) for c in df.columns]
+    check_columns_exist(source, list(df.columns), {"outcome": [outcome], "features": named})
+    cols = feature_columns(df, source, named=named, others={outcome: "outcome"})
     if len(df) < min_rows:
         raise PyrozooError(f"{source}: expected at least {min_rows} data rows, got {len(df)}")
     y = numeric_column(df, outcome, source=source)
     X = pd.DataFrame({c: numeric_column(df, c, source=source) for c in cols})
-    constant = [c for c in [outcome, *cols] if np.ptp(y if c == outcome else X[c].to_numpy()) == 0]
-    if constant:
-        raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, constant))} are constant (zero sd, which "
-                           f"standardization divides by); leave them out with -o features=... (the models add "
-                           f"their own intercept)")
+    refuse_constant(source, {outcome: y, **{c: X[c].to_numpy() for c in cols}})
     return X, y
 
 
