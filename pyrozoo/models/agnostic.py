@@ -70,6 +70,7 @@ from pyro.infer.autoguide import AutoNormal
 from torch import nn
 
 from pyrozoo.config import RunConfig
+from pyrozoo.data.agnostic_file import FILE_OPTIONS, read_agnostic_file
 from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
@@ -663,6 +664,17 @@ def load_cps1985_task(seed: int, **options: Any) -> Dataset:
                           adv_layers=opts["adv_layers"], adv_standardize=opts["adv_standardize"])
 
 
+def load_agnostic_file(path: str, seed: int, **options: Any) -> Dataset:
+    """A user's CSV (``--data``; columns named by the options ``target``, ``protected``, ``features``) with its
+    network: :func:`~pyrozoo.data.agnostic_file.read_agnostic_file`, whose checks all run before any fit."""
+    check_keys("options for load_agnostic_file", options, {**MODEL_OPTIONS, **FILE_OPTIONS})
+    opts = check_model_options(options)
+    columns = {k: options[k] for k in FILE_OPTIONS if k in options}
+    return attach_network(read_agnostic_file(path, seed, **columns), feature_dim=opts["feature_dim"],
+                          hidden=opts["hidden"], adv_layers=opts["adv_layers"],
+                          adv_standardize=opts["adv_standardize"])
+
+
 GUIDE_PREFIX = "AutoNormal"
 
 
@@ -1059,9 +1071,11 @@ def agnostic_entry() -> ZooModel:
         inferences=("svi",),
         settings={"svi": SVI_SETTINGS},
         metrics=agnostic_metrics,
-        options={**MODEL_OPTIONS, **DIGITS_OPTIONS},
+        options={**MODEL_OPTIONS, **DIGITS_OPTIONS, **FILE_OPTIONS},
         datasets={"digits": load_digits_task, "cps1985": load_cps1985_task},
-        data_options={k: ("simulator", "digits") for k in DIGITS_OPTIONS},
+        from_file=load_agnostic_file,
+        text_options=tuple(FILE_OPTIONS),
+        data_options={**{k: ("simulator", "digits") for k in DIGITS_OPTIONS}, **{k: ("file",) for k in FILE_OPTIONS}},
         check_options=_check_run_options,
         tiny={"num_samples": 5, "steps": 8},
         description="Agnostic classifier: gradient-reversal adversary removes a protected concept (Jia et al. 2018)",
