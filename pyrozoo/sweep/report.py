@@ -13,8 +13,10 @@ directory level given does not change the groups); for each numeric metric the g
 Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
 against every other varying setting (``alpha``, ``inference``, ``n`` ...): group means with +-1 SE error bars over
 the individual runs; numeric settings on a numeric axis (log scale when positive and spanning >= 100x), the rest
-as categories. A legend names a blank setting by what it stands for (``dataset=simulator``, ``lr=default``) and
-leaves out one that does not apply to the series (``n`` beside a shipped dataset).
+as categories. A run that leaves the axis's setting at its default is drawn at the entry's default (said on the
+axis: ``n (default 100 where unset)``); one the setting does not apply to is left off. A legend names a blank
+setting by what it stands for (``dataset=simulator``, ``lr=default``) and leaves out one that does not apply to the
+series (``n`` beside a shipped dataset).
 
 Blank cells (a setting a run lacks, a metric it did not record) are empty in both CSV files and ``-`` in the
 Markdown tables; settings recorded as integers stay integers (nullable ``Int64``) where some runs lack them.
@@ -470,18 +472,85 @@ def _plot_vs_seed(runs: pd.DataFrame, metrics: list[str], settings: list[str], t
     return path
 
 
+DEFAULTED = "_default"  # the column _on_axis adds: whether the run's axis value is its entry's default, filled in
+
+
+def _default_value(column: str, model: Any) -> Any:
+    """The value a run of ``model`` has for ``column`` when its config leaves it out: the entry's option default
+    (``options.KEY``) or :class:`~pyrozoo.config.RunConfig`'s default of an engine setting, in the spelling of
+    the report's table (a list as JSON); ``None`` where the registry knows none (``lr``: each fit has its own)."""
+    from dataclasses import fields
+
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    try:
+        entry = registry.get(model)
+    except (KeyError, TypeError, PyrozooError):
+        return None
+    if column.startswith("options."):
+        value = entry.options.get(column.removeprefix("options."))
+    elif column in SETTINGS:
+        value = {f.name: f.default for f in fields(RunConfig)}.get(column)
+    else:
+        return None
+    return json.dumps(value) if isinstance(value, list) else value
+
+
 def _on_axis(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The runs that have a value on ``axis``: a run without this setting (another block of the sweep, a setting
-    its inference does not read) is not on it, except on the ``dataset`` axis, where a blank is the model's
-    simulator (or a ``--data`` file), labelled as such."""
-    if axis != "dataset":
-        return runs[runs[axis].notna()]
-    return runs.assign(dataset=_source_words(runs))
+    """The runs that have a value on ``axis``, with a column :data:`DEFAULTED` that is true for those whose value
+    is filled in. A run whose config leaves the setting out although it applies (an option or setting left at its
+    default) is at the entry's default (:func:`_default_value`); one the setting does not apply to (another data
+    source, a setting its inference does not read), or whose default the registry does not know (``lr``), is not
+    on the axis. On the ``dataset`` axis a blank is the model's simulator (or a ``--data`` file), labelled as such."""
+    if axis == "dataset":
+        return runs.assign(dataset=_source_words(runs), **{DEFAULTED: False})
+    blank = runs[axis].isna()
+    filled = runs[axis].astype(object).where(~blank, None)
+    unknown = 0
+    if blank.any():
+        models = runs["model"] if "model" in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+        inferences = (runs["inference"] if "inference" in runs.columns
+                      else pd.Series(None, index=runs.index, dtype=object))
+        sources = _sources(runs)
+        known: dict[tuple[Any, Any, Any], tuple[bool, Any]] = {}  # each (model, inference, source) looked up once
+        for i in runs.index[blank]:
+            kind = (models[i], inferences[i], sources[i])
+            if kind not in known:
+                applies = _applies(axis, *kind)
+                known[kind] = applies, _default_value(axis, kind[0]) if applies else None
+            applies, filled[i] = known[kind]
+            unknown += applies and filled[i] is None
+    on = filled.notna()
+    values = filled[on]
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+           for v in values):
+        values = pd.to_numeric(values)  # numbers stay on a numeric axis
+    out = runs[on].assign(**{axis: values, DEFAULTED: blank[on]})
+    out.attrs["unknown_default"] = unknown  # runs at a default the registry does not know (left off the axis)
+    return out
+
+
+def _axis_label(on_axis: pd.DataFrame, axis: str) -> str:
+    """The x label of the plot of ``on_axis`` (what :func:`_on_axis` gave): the setting's name, the default that
+    the runs leaving it unset are shown at (``n (default 100 where unset)``) and how many runs at a default the
+    registry does not know were left off (``lr (4 runs at their model's default lr not shown)``)."""
+    name = axis.removeprefix("options.")
+    notes = []
+    defaults = on_axis.loc[on_axis[DEFAULTED], axis].unique() if DEFAULTED in on_axis.columns else []
+    if len(defaults):
+        notes.append(f"default {'/'.join(sorted(_value_text(v) for v in defaults))} where unset")
+    unknown = on_axis.attrs.get("unknown_default", 0)
+    if unknown:
+        notes.append(f"{unknown} run{'s' if unknown > 1 else ''} at their model's default {name} not shown")
+    return f"{name} ({'; '.join(notes)})" if notes else name
 
 
 def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: list[str], title: str,
                      path: Path) -> Path:
     runs = _on_axis(runs, axis)
+    xlabel = _axis_label(runs, axis)
+    at_default = {str(v) for v in runs.loc[runs[DEFAULTED], axis].unique()}
     plt, fig, axes = _figure(len(metrics))
     x_all = runs[axis]
     numeric = _is_numeric(x_all)
@@ -508,8 +577,9 @@ def _plot_vs_setting(runs: pd.DataFrame, metrics: list[str], axis: str, others: 
             if vals.min() > 0 and vals.max() / vals.min() >= 100:
                 ax.set_xscale("log")
         else:
-            ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 6 else 0, fontsize=8)
-        ax.set_xlabel(axis.removeprefix("options."))
+            ticks = [f"{c} (default)" if c in at_default else c for c in cats]
+            ax.set_xticks(range(len(cats)), ticks, rotation=30 if max(map(len, ticks)) > 6 else 0, fontsize=8)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(m)
     if 1 < len(groups) <= 12:
         axes[0].legend(fontsize=7)

@@ -497,3 +497,43 @@ def test_report_console_prints_integers_and_blanks_as_dashes(engines, tmp_path, 
     assert "| model | label | inference | dataset | options.n | n | mu_mean_mean | mu_mean_se |" in out
     assert "| normal-gamma | boston | gibbs | boston-medv | - | 2 |" in out
     assert "| normal-gamma | simulated | svi | - | 40 | 2 |" in out
+
+
+def test_runs_that_leave_a_setting_at_its_default_are_on_its_plot_at_the_default(tmp_path):
+    """A block with an n axis beside a block that leaves n unset (normal-gamma's default n = 100): the unset runs
+    were left off metrics_vs_n, as if n did not apply to them. They are at n = 100, and the axis says so; Boston
+    runs (n does not apply to a shipped dataset) are still left off."""
+    from pyrozoo.sweep.report import DEFAULTED, _axis_label, _on_axis
+
+    (tmp_path / "sweep.toml").write_text(
+        '[sweep]\nname = "dflt"\nseeds = 1\ntiny = true\n[defaults]\ndevice = "cpu"\ninference = "gibbs"\n'
+        '[[models]]\nname = "normal-gamma"\nlabel = "grid"\n[models.grid.options]\nn = [20, 40]\n'
+        '[[models]]\nname = "normal-gamma"\nlabel = "plain"\n'
+        '[[models]]\nname = "normal-gamma"\nlabel = "boston"\ndataset = "boston-medv"\n')
+    run_sweep(load_spec(tmp_path / "sweep.toml", out=tmp_path / "runs"), jobs=1)
+    report = build_report(tmp_path / "runs", out=tmp_path / "rep")
+    ok = report.runs[report.runs["status"] == "ok"]
+    assert ok["options.n"].isna().sum() == 2  # the table keeps what the configs recorded
+    on_n = _on_axis(ok, "options.n")
+    assert dict(zip(on_n["run"], on_n["options.n"], strict=True)) == {
+        "grid/gibbs_n=20_seed0": 20, "grid/gibbs_n=40_seed0": 40, "plain/gibbs_seed0": 100}
+    assert pd.api.types.is_integer_dtype(on_n["options.n"])  # still a numeric axis
+    assert on_n.loc[on_n[DEFAULTED], "run"].tolist() == ["plain/gibbs_seed0"]
+    assert _axis_label(_on_axis(ok, "options.n"), "options.n") == "n (default 100 where unset)"
+    assert "metrics_vs_n.png" in {p.name for p in report.files}
+
+
+def test_a_default_the_registry_does_not_know_is_left_off_and_counted(engines):
+    """lr: each fit picks its own default, so svi runs that leave lr unset cannot be placed on the lr axis; the
+    label says how many were left off. A categorical default is marked on its tick (tested through the label)."""
+    from pyrozoo.sweep.report import DEFAULTED, _axis_label, _on_axis
+
+    _, report = engines
+    ok = report.runs[report.runs["status"] == "ok"]
+    svi = ok["inference"] == "svi"
+    table = ok.assign(lr=np.where(svi & (ok["options.n"] == 20), 0.05, np.nan))
+    on_lr = _on_axis(table, "lr")
+    assert len(on_lr) == 2 and on_lr["lr"].tolist() == [0.05, 0.05] and not on_lr[DEFAULTED].any()
+    assert _axis_label(on_lr, "lr") == "lr (2 runs at their model's default lr not shown)"  # gibbs does not read lr
+    on_inference = _on_axis(ok, "inference")
+    assert len(on_inference) == len(ok) and _axis_label(on_inference, "inference") == "inference"
