@@ -220,6 +220,39 @@ def test_a_relative_data_path_is_recorded_resolved_and_the_config_reruns(tmp_pat
     assert first == again  # the same data, seed and settings
 
 
+def test_a_config_files_relative_data_path_is_relative_to_the_config_file(tmp_path, monkeypatch, capsys):
+    """`data = "sub/x.csv"` in a --config file was read from the current directory, so the file worked only when
+    run from its own folder ("file .../elsewhere/sub/x.csv does not exist"); it is relative to the file's folder
+    now, as a sweep file's is. --data on the command line stays relative to the current directory."""
+    import tomllib
+
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    (proj / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (proj / "sub" / "x.csv").write_text("x\n1.0\n2.5\n0.5\n1.5\n")
+    (elsewhere / "sub").mkdir()
+    (elsewhere / "sub" / "x.csv").write_text("x\n9.0\n9.5\n")  # the cwd's namesake must not be read
+    (proj / "run.toml").write_text('model = "normal-gamma"\ndata = "sub/x.csv"\n')
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", "--config", "../proj/run.toml", "--out", "r1", *TINY]) == 0
+    assert tomllib.loads((elsewhere / "r1" / "config.toml").read_text())["data"] == str(proj / "sub" / "x.csv")
+    # --data over the file's path: the current directory's file
+    assert main(["run", "--config", "../proj/run.toml", "--data", "sub/x.csv", "--out", "r2", *TINY]) == 0
+    assert tomllib.loads((elsewhere / "r2" / "config.toml").read_text())["data"] == str(elsewhere / "sub" / "x.csv")
+    # an absolute path in the file is taken as it is
+    (proj / "abs.toml").write_text(f'model = "normal-gamma"\ndata = "{elsewhere / "sub" / "x.csv"}"\n')
+    assert main(["run", "--config", str(proj / "abs.toml"), "--out", "r3", *TINY]) == 0
+    assert tomllib.loads((elsewhere / "r3" / "config.toml").read_text())["data"] == str(elsewhere / "sub" / "x.csv")
+    # a missing file: the error names the config file, the path as written and as resolved, before any work
+    (proj / "bad.toml").write_text('model = "normal-gamma"\ndata = "sub/y.csv"\n')
+    capsys.readouterr()
+    assert main(["run", "--config", "../proj/bad.toml", "--out", "r4", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert (f"data: ../proj/bad.toml names the data file 'sub/y.csv', taken relative to the config file's directory "
+            f"{proj}, but {proj / 'sub' / 'y.csv'} does not exist") in err
+    assert not (elsewhere / "r4").exists()
+
+
 def test_boolean_flags_override_the_config_file_both_ways(tmp_path):
     """jit / progress / posterior_predictive set in the file could not be turned off from the command line."""
     import argparse

@@ -31,7 +31,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help="model name (see `pyrozoo list`); may come from --config")
     for dest, (flag, typ, help_) in FLAGS.items():
         p.add_argument(flag, *ALIASES.get(dest, ()), dest=dest, type=typ, default=None, help=help_)
-    p.add_argument("--config", help="TOML file with run settings and an [options] table")
+    p.add_argument("--config", help="TOML file with run settings and an [options] table (a relative data path in "
+                   "it is relative to the file)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -o n=1000")
     p.add_argument("--out", help="run directory (default: runs/MODEL/TIMESTAMP-INFERENCE-seedN)")
@@ -56,9 +57,29 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def resolve_file_data(written: Any, config_path: str | Path) -> Any:
+    """The ``data`` path of the config file ``config_path`` as the run reads it: a relative path is taken relative
+    to the config file's directory (as pyproject.toml's or Cargo.toml's paths are), ``~`` expanded, an absolute one
+    unchanged; anything else (a number, a list) is returned for :meth:`RunConfig.validate` to refuse. A file that
+    does not exist is a :class:`PyrozooError` naming the config file, the path as written and as resolved."""
+    if not isinstance(written, str) or not written.strip():
+        return written
+    path = Path(written).expanduser()
+    folder = os.path.normpath(Path(config_path).absolute().parent)
+    resolved_text = os.path.normpath(path if path.is_absolute() else Path(folder) / path)
+    if not Path(resolved_text).exists():
+        how = "" if path.is_absolute() else f", taken relative to the config file's directory {folder}"
+        raise PyrozooError(f"data: {config_path} names the data file {written!r}{how}, but {resolved_text} does not "
+                           f"exist")
+    return resolved_text
+
+
 def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> RunConfig:
-    """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it."""
+    """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it. The
+    file's ``data`` path is relative to the file's directory, ``--data``'s to the current one."""
     data: dict[str, Any] = dict(file_data)
+    if args.config and "data" in data and args.data is None:  # --data replaces the file's path unread
+        data["data"] = resolve_file_data(data["data"], args.config)
     if args.model is not None:
         if "model" in data and data["model"] != args.model:
             raise PyrozooError(f"model: the command line says {args.model!r} but {args.config} says {data['model']!r}")
@@ -71,7 +92,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
             data[dest] = value
     written = data.get("data")
     if isinstance(written, str) and written.strip() and not Path(written).expanduser().is_absolute():
-        # read from the current directory, recorded resolved: the run's config.toml then reruns from anywhere
+        # --data is read from the current directory, recorded resolved: the run's config.toml reruns from anywhere
         data["data"] = os.path.abspath(Path(written).expanduser())
     options = data.get("options", {})
     if not isinstance(options, dict):
