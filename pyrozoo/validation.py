@@ -204,6 +204,26 @@ def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
                        f"{names.tolist()} ({detail})")
 
 
+def align_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> Any:
+    """``X`` with its columns put in the order of ``fitted`` (the names recorded at fit) when ``X`` is a DataFrame
+    with string column names (:func:`feature_names`) that are the same set in another order; a DataFrame with
+    missing or other columns is an error naming them. Arrays, tensors, DataFrames without string names, and anything
+    when ``fitted`` is None pass unchanged (matched by position, as in scikit-learn). Unlike
+    :func:`check_feature_names`, which refuses another order, this is for callers that select columns by name."""
+    names = feature_names(X, name)
+    if names is None or fitted is None:
+        return X
+    fitted = [str(c) for c in fitted]
+    if names.tolist() == fitted:
+        return X
+    missing = [c for c in fitted if c not in set(names)]
+    unexpected = [c for c in names if c not in set(fitted)]
+    if missing or unexpected:
+        raise PyrozooError(f"{name}: expected the columns seen {seen}, {fitted}; got {names.tolist()} (missing "
+                           f"{missing}, unexpected {unexpected})")
+    return X[fitted]
+
+
 def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
     """Raise if ``value`` (a DataFrame, Series, array or tensor) holds a pandas categorical column, text, even numbers
     stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), or complex numbers, naming the column;

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import as_tensor, check_finite, check_int
+from pyrozoo.validation import align_feature_names, as_tensor, check_finite, check_int
 
 
 @dataclass
@@ -61,12 +61,44 @@ def _posterior_device(posterior: Any) -> torch.device | None:
     return None
 
 
+def fitted_feature_names(posterior: Any) -> Any:
+    """The column names a posterior was fitted on (its ``feature_names_in_``), or None where it recorded none."""
+    return getattr(posterior, "feature_names_in_", None)
+
+
+def check_inputs(posterior: Any, x: Any, name: str = "x") -> torch.Tensor:
+    """Inputs at which ``posterior`` is asked something (a pool, a test set), checked before any work: a DataFrame
+    with the string column names the posterior was fitted on (``feature_names_in_``) is put in that order, and one
+    with missing or other columns is an error naming them (:func:`~pyrozoo.validation.align_feature_names`); an
+    array, a tensor, or any input to a posterior fitted without names is matched by position. A tensor is returned
+    as it is; anything else is converted to float64 on the device of a tensor the posterior holds (else the CPU).
+    Raises unless the result is 2-D with the posterior's ``input_dim`` columns (where the posterior knows it)."""
+    x = align_feature_names(x, fitted_feature_names(posterior), name=name)
+    if not isinstance(x, torch.Tensor):
+        device = _posterior_device(posterior) if posterior is not None else None
+        x = as_tensor(name, x, dtype=torch.float64, device=device)
+    if x.dim() != 2:
+        raise PyrozooError(f"{name}: expected a 2-D array (rows, features), got shape {tuple(x.shape)}")
+    check_input_dim(posterior, x, name)
+    return x
+
+
+def check_input_dim(posterior: Any, x: torch.Tensor, name: str) -> None:
+    """Raise unless the 2-D ``x`` has the posterior's ``input_dim`` columns (where the posterior knows it)."""
+    dim = getattr(posterior, "input_dim", None)
+    if dim is not None and x.shape[1] != dim:
+        raise PyrozooError(f"{name}: expected {dim} features per row (the posterior's input dimension), got "
+                           f"{x.shape[1]} ({name} shape {tuple(x.shape)})")
+
+
 def check_pool(x_pool: Any, batch_size: int, posterior: Any = None) -> tuple[torch.Tensor, int]:
     """Raise unless the pool is a non-empty 2-D array and ``1 <= batch_size <= len(pool)``; return the pool as a
     tensor and batch_size. A tensor is returned as it is; a NumPy array, pandas DataFrame or nested list is
     converted (:func:`~pyrozoo.validation.as_tensor`) to float64 (what the adapters compute in) on the device of a
-    tensor the posterior holds, else the CPU. Posteriors record no feature names, so a DataFrame's columns are
-    matched by position, as a tensor's are."""
+    tensor the posterior holds, else the CPU. A DataFrame pool is matched to a posterior fitted on a DataFrame by
+    column name (``feature_names_in_``: reordered to the fit's order; missing or other columns are an error naming
+    them); otherwise columns are matched by position, as a tensor's are."""
+    x_pool = align_feature_names(x_pool, fitted_feature_names(posterior), name="x_pool")
     if not isinstance(x_pool, torch.Tensor):
         device = _posterior_device(posterior) if posterior is not None else None
         x_pool = as_tensor("x_pool", x_pool, dtype=torch.float64, device=device)
@@ -83,16 +115,13 @@ def check_pool(x_pool: Any, batch_size: int, posterior: Any = None) -> tuple[tor
 def check_select_args(posterior: Any, x_pool: Any, batch_size: int,
                       generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
     """Everything :meth:`Acquisition.select` checks before any work: the pool and batch size (:func:`check_pool`,
-    which converts a NumPy or pandas pool), finite pool values, the pool's number of features against the
-    posterior's ``input_dim`` (where the posterior knows it) and the generator; returns the pool as a tensor and
-    batch_size."""
+    which converts a NumPy or pandas pool and matches a DataFrame's columns to the fit's by name), finite pool
+    values, the pool's number of features against the posterior's ``input_dim`` (where the posterior knows it) and
+    the generator; returns the pool as a tensor and batch_size."""
     x_pool, batch_size = check_pool(x_pool, batch_size, posterior)
     if not bool(torch.isfinite(x_pool).all()):  # on the pool's device; the message is built only on failure
         check_finite("x_pool", x_pool)
-    dim = getattr(posterior, "input_dim", None)
-    if dim is not None and x_pool.shape[1] != dim:
-        raise PyrozooError(f"x_pool: expected {dim} features per row (the posterior's input dimension), got "
-                           f"{x_pool.shape[1]} (pool shape {tuple(x_pool.shape)})")
+    check_input_dim(posterior, x_pool, "x_pool")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise PyrozooError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
     return x_pool, batch_size

@@ -61,8 +61,8 @@ from collections.abc import Sequence
 
 import torch
 
-from pyrozoo.active.base import PoolKernel
-from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data
+from pyrozoo.active.base import PoolKernel, check_inputs
+from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data, fit_names, named
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
 from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive
@@ -266,7 +266,7 @@ class NeuralLinearPosterior(RegressionPosterior):
 
     def _h(self, x: torch.Tensor) -> torch.Tensor:
         w0 = self.layers[0]
-        x = x.to(dtype=w0.dtype, device=w0.device)
+        x = check_inputs(self, x).to(dtype=w0.dtype, device=w0.device)
         if self.bn_stats is None:
             return _hidden(self.layers, x, self.activation)
         return _hidden_bn(self.layers, x, self.activation, self.bn_stats)
@@ -288,7 +288,9 @@ class NeuralLinearPosterior(RegressionPosterior):
         ``weight_decay``, ``a0``, ``b0`` left as None take the recipe's defaults (:data:`RECIPE_DEFAULTS`).
         ``steps=0`` (``epochs=0`` for the reference recipe) trains nothing: the BLR is fitted on the features of the
         seeded random initialization (random features). ``x`` (N, D) and ``y`` (N,) may be tensors, NumPy arrays or
-        lists; they and every other argument are checked before any work (:func:`check_fit_data`)."""
+        lists (a DataFrame's column names become ``feature_names_in_``); they and every other argument are checked
+        before any work (:func:`check_fit_data`)."""
+        names = fit_names(x)
         x, y = check_fit_data(x, y)
         check_choice("recipe", recipe, RECIPES)
         defaults = RECIPE_DEFAULTS[recipe]
@@ -329,7 +331,7 @@ class NeuralLinearPosterior(RegressionPosterior):
         mean, scale = _standardize(h, standardize)
         blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale, a0=a0,
                                    b0=b0, noise=noise)
-        return cls(body, activation, mean, scale, blr, stats)
+        return named(cls(body, activation, mean, scale, blr, stats), names)
 
     # Everything else is the BLR's on the features.
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

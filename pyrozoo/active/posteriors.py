@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import ndtr
 
-from pyrozoo.active.base import EmbeddingKernel, PoolKernel, check_posterior_finite
+from pyrozoo.active.base import EmbeddingKernel, PoolKernel, check_inputs, check_posterior_finite
 from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.models.blr import PRIOR_DEFAULTS, BLRPosterior, blr_posterior, check_prior
-from pyrozoo.validation import check_choice, check_int, check_keys, check_positive, check_xy
+from pyrozoo.validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_keys,
+    check_positive,
+    check_unique,
+    check_xy,
+    feature_names,
+)
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
@@ -36,7 +46,8 @@ LOG_2PI_E = math.log(2 * math.pi * math.e)
 def check_fit_data(x, y, *, binary: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelled set every ``fit`` takes, checked before any work: ``x`` (N, D) with N, D >= 1 and ``y`` (N,),
     array-like (tensors, NumPy arrays, lists), finite; ``binary``: labels in {0, 1}. Returns both as float64 tensors
-    (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results)."""
+    (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results).
+    A DataFrame's string column names are read by :func:`fit_names` (the posterior's ``feature_names_in_``)."""
     x, y = check_xy(x, y, x_name="x")
     if binary:
         bad = y[(y != 0) & (y != 1)]
@@ -46,15 +57,54 @@ def check_fit_data(x, y, *, binary: bool = False) -> tuple[torch.Tensor, torch.T
     return x, y
 
 
+def fit_names(x: Any) -> np.ndarray | None:
+    """The string column names of a DataFrame ``x`` given to a ``fit`` (its ``feature_names_in_``), else None."""
+    return feature_names(x, "x")
+
+
+def check_names(names: Sequence[str] | None, input_dim: int | None) -> np.ndarray | None:
+    """Feature names given to an adapter: None, or distinct strings, one per input column where ``input_dim`` is
+    known; returned as an object array (``feature_names_in_``)."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not all(isinstance(c, str) for c in names):
+        raise PyrozooError(f"feature_names: expected a list of column names (strings) or None, got {names!r}")
+    names = list(names)
+    check_unique("feature_names", names, what="column", quote=True)
+    if input_dim is not None and len(names) != input_dim:
+        raise PyrozooError(f"feature_names: expected {input_dim} names (one per input column), got {len(names)}")
+    return np.asarray(names, dtype=object)
+
+
+def targets(y: Any, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """Responses ``y`` for ``log_predictive_density`` as a tensor of ``like``'s dtype (a tensor keeps its device;
+    an array or Series goes to ``like``'s device); raises unless there is one per input row (``rows``)."""
+    y = y.to(like.dtype) if isinstance(y, torch.Tensor) else as_tensor("y", y, dtype=like.dtype, device=like.device)
+    if tuple(y.shape) != (rows,):
+        raise PyrozooError(f"y: expected shape ({rows},) (one value per row of x), got {tuple(y.shape)}")
+    return y
+
+
+def named(post: RegressionPosterior, names: np.ndarray | None) -> RegressionPosterior:
+    """``post`` with ``feature_names_in_`` set to ``names`` (the fit's DataFrame columns, or None)."""
+    post.feature_names_in_ = names
+    return post
+
+
 class RegressionPosterior(ABC):
     """A fitted posterior over regression functions with Gaussian observation noise.
 
     ``input_dim``: the number of input features the posterior expects (acquisitions check the pool against it), or
     None where unknown; ``max_function_draws``: the most distinct posterior draws ``function_draws`` can give (None:
     unlimited); ``closed_forms``: the ACS-FW inner products (``"fisher"``, ``"euclidean"``) that
-    ``closed_form_kernel`` answers exactly (the others need random projections)."""
+    ``closed_form_kernel`` answers exactly (the others need random projections); ``feature_names_in_``: the string
+    column names of the DataFrame it was fitted on (scikit-learn's convention), or None. A DataFrame pool or test
+    set with those names is put in the fit's column order, one with missing or other columns is refused
+    (:func:`~pyrozoo.active.base.check_inputs`); arrays and tensors are matched by position. The built-in adapters
+    take tensors, arrays or DataFrames at every method; a tensor is used as it is (after a check of its width)."""
 
     input_dim: int | None = None
+    feature_names_in_: np.ndarray | None = None
     max_function_draws: int | None = None
     closed_forms: tuple[str, ...] = ()
 
@@ -125,11 +175,12 @@ class BLRPoolPosterior(RegressionPosterior):
         (:func:`check_fit_data`)."""
         check_keys("prior", prior, PRIOR_DEFAULTS)
         check_prior(**{**PRIOR_DEFAULTS, **prior})
+        names = fit_names(x)
         x, y = check_fit_data(x, y)
-        return cls(blr_posterior(x, y, **prior))
+        return named(cls(blr_posterior(x, y, **prior)), names)
 
-    def _x(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(dtype=self.post.mean.dtype, device=self.post.mean.device)
+    def _x(self, x: Any) -> torch.Tensor:
+        return check_inputs(self, x).to(dtype=self.post.mean.dtype, device=self.post.mean.device)
 
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         d = self.post.predictive(self._x(x))
@@ -142,7 +193,7 @@ class BLRPoolPosterior(RegressionPosterior):
             h = 0.5 * LOG_2PI_E - 0.5 * (float(torch.special.digamma(torch.tensor(self.post.a,
                                                                                   dtype=torch.float64)))
                                          - math.log(self.post.b))
-        return torch.full((x.shape[0],), h, dtype=self.post.mean.dtype, device=self.post.mean.device)
+        return torch.full((self._x(x).shape[0],), h, dtype=self.post.mean.dtype, device=self.post.mean.device)
 
     def function_draws(self, x: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +201,8 @@ class BLRPoolPosterior(RegressionPosterior):
         return s["w"] @ self._x(x).T, 1.0 / s["tau"]
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.post.predictive(self._x(x)).log_prob(y.to(self.post.mean.dtype))
+        x = self._x(x)
+        return self.post.predictive(x).log_prob(targets(y, x.shape[0], self.post.mean))
 
     def closed_form_embedding(self, x: torch.Tensor, inner_product: str) -> torch.Tensor | None:
         if inner_product not in ("fisher", "euclidean"):
@@ -224,12 +276,14 @@ class SampledRegressionPosterior(RegressionPosterior):
     """
 
     def __init__(self, draw_fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
-                 noise_var: torch.Tensor | float | None, num_draws: int, *, input_dim: int | None = None) -> None:
+                 noise_var: torch.Tensor | float | None, num_draws: int, *, input_dim: int | None = None,
+                 feature_names: Sequence[str] | None = None) -> None:
         if not callable(draw_fn):
             raise PyrozooError(f"draw_fn: expected a function of x, got {type(draw_fn).__name__}")
         self.draw_fn = draw_fn
         self.num_draws = check_int("num_draws", num_draws, minimum=1)
         self.input_dim = None if input_dim is None else check_int("input_dim", input_dim, minimum=1)
+        self.feature_names_in_ = check_names(feature_names, self.input_dim)
         self.noise_var = None
         if noise_var is not None:
             nv = torch.as_tensor(noise_var)
@@ -250,6 +304,7 @@ class SampledRegressionPosterior(RegressionPosterior):
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f (S, M) and noise variances (S, M) or (S, 1); raises unless draw_fn gave num_draws finite draws at the M
         inputs (and, for heteroscedastic models, finite noise variances > 0)."""
+        x = check_inputs(self, x)
         out = self.draw_fn(x)
         f, nv = out if isinstance(out, tuple) else (out, None)
         want = (self.num_draws, x.shape[0])
@@ -280,7 +335,7 @@ class SampledRegressionPosterior(RegressionPosterior):
 
     def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
         f, nv = self._draws(x)
-        return (0.5 * (LOG_2PI_E + nv.log())).mean(0).expand(x.shape[0]).clone()
+        return (0.5 * (LOG_2PI_E + nv.log())).mean(0).expand(f.shape[1]).clone()
 
     def function_draws(self, x: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +350,7 @@ class SampledRegressionPosterior(RegressionPosterior):
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         f, nv = self._draws(x)
-        comp = torch.distributions.Normal(f, nv.sqrt()).log_prob(y.to(f.dtype))
+        comp = torch.distributions.Normal(f, nv.sqrt()).log_prob(targets(y, f.shape[1], f))
         return torch.logsumexp(comp, 0) - math.log(self.num_draws)
 
 
@@ -310,7 +365,8 @@ def from_per_draw_moments(posterior: object) -> SampledRegressionPosterior:
         m, v = posterior.per_draw_moments(x)
         return m.to(torch.float64), v.to(torch.float64)
 
-    return SampledRegressionPosterior(draw_fn, None, int(posterior.num_draws))
+    names = getattr(posterior, "feature_names", None)  # the zoo BNN's: a training DataFrame's column names
+    return SampledRegressionPosterior(draw_fn, None, int(posterior.num_draws), feature_names=names)
 
 
 def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPosterior:
@@ -386,6 +442,7 @@ class ProbitPoolPosterior(RegressionPosterior):
         ``prior_scale`` > 0; ``iters`` >= 1. Checked before any work (:func:`check_fit_data`)."""
         check_positive("prior_scale", prior_scale)
         iters = check_int("iters", iters, minimum=1)
+        names = fit_names(x)
         x, y = check_fit_data(x, y, binary=True)
         x64, q = x, 2 * y - 1  # q = +-1
         d = x64.shape[1]
@@ -404,10 +461,13 @@ class ProbitPoolPosterior(RegressionPosterior):
         lam = torch.exp(-0.5 * u**2 - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(u))
         hess = (x64.T * (lam * (lam + u))) @ x64 + prec0
         cov = torch.linalg.inv(hess)
-        return cls(w, 0.5 * (cov + cov.T))
+        return named(cls(w, 0.5 * (cov + cov.T)), names)
+
+    def _x(self, x: Any) -> torch.Tensor:
+        return check_inputs(self, x).to(self.mean.dtype)
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.mean.dtype)
+        x = self._x(x)
         return x @ self.mean, ((x @ self.cov) * x).sum(1)
 
     def predictive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -433,7 +493,7 @@ class ProbitPoolPosterior(RegressionPosterior):
         eps = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
                           device=gdev).to(self.mean.device)
         w = self.mean + eps @ chol.T
-        return w @ x.to(self.mean.dtype).T, torch.ones(num_samples, dtype=self.mean.dtype, device=self.mean.device)
+        return w @ self._x(x).T, torch.ones(num_samples, dtype=self.mean.dtype, device=self.mean.device)
 
     def expected_log_likelihood(self, x: torch.Tensor, num_samples: int,
                                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -444,12 +504,12 @@ class ProbitPoolPosterior(RegressionPosterior):
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         m, s = self._stats(x)
         zeta = m / (1 + s).sqrt()
-        return torch.special.log_ndtr((2 * y.to(zeta.dtype) - 1) * zeta)
+        return torch.special.log_ndtr((2 * targets(y, zeta.shape[0], zeta) - 1) * zeta)
 
     def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
         if inner_product != "fisher":
             return None
-        return _ProbitFisherKernel(x.to(self.mean.dtype), self)
+        return _ProbitFisherKernel(self._x(x), self)
 
 
 class _ProbitFisherKernel(PoolKernel):
@@ -526,10 +586,14 @@ class GPPoolPosterior(RegressionPosterior):
         from pyrozoo.models.gp_linalg import KERNELS
 
         check_choice("kernel", kernel, KERNELS)
+        names = fit_names(x)
         x64, y64 = check_fit_data(x, y)  # steps and lr: fit_type2 checks them before its first step
         fitted = fit_type2(x64, y64, kernel=kernel, lengthscale=1.0, variance=1.0, noise=0.1, steps=steps, lr=lr)
         hyper = {k: fitted[k] for k in ("lengthscale", "variance", "noise")}
-        return cls(x64, y64, hyper, kernel)
+        return named(cls(x64, y64, hyper, kernel), names)
+
+    def _x(self, x: Any) -> torch.Tensor:
+        return check_inputs(self, x).to(torch.float64)
 
     def _kern(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         from pyrozoo.models.gp_linalg import kernel_matrix
@@ -543,7 +607,7 @@ class GPPoolPosterior(RegressionPosterior):
 
     def latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of f at the rows of x."""
-        x = x.to(torch.float64)
+        x = self._x(x)
         mean, v = self._solve(x)
         var = (self.hyper["variance"] - (v * v).sum(0)).clamp(min=0.0)
         return mean, var
@@ -554,14 +618,14 @@ class GPPoolPosterior(RegressionPosterior):
         return mean, var, 0.5 * (LOG_2PI_E + var.log())
 
     def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), 0.5 * (LOG_2PI_E + math.log(self.noise_var)), dtype=torch.float64,
+        return torch.full((self._x(x).shape[0],), 0.5 * (LOG_2PI_E + math.log(self.noise_var)), dtype=torch.float64,
                           device=self.x.device)
 
     def function_draws(self, x: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from pyrozoo.models.gp_linalg import jitter_cholesky
 
-        x = x.to(torch.float64)
+        x = self._x(x)
         mean, v = self._solve(x)
         cov = self._kern(x, x) - v.T @ v
         chol = jitter_cholesky(0.5 * (cov + cov.T), jitter=1e-10, max_tries=10, name="GP posterior over the pool")
@@ -572,10 +636,10 @@ class GPPoolPosterior(RegressionPosterior):
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         mean, var, _ = self.predictive(x)
-        return torch.distributions.Normal(mean, var.sqrt()).log_prob(y.to(torch.float64))
+        return torch.distributions.Normal(mean, var.sqrt()).log_prob(targets(y, mean.shape[0], mean))
 
     def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
-        return _GPEuclideanKernel(self, x.to(torch.float64)) if inner_product == "euclidean" else None
+        return _GPEuclideanKernel(self, self._x(x)) if inner_product == "euclidean" else None
 
 
 class _GPEuclideanKernel(PoolKernel):

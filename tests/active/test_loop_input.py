@@ -208,9 +208,24 @@ def test_a_test_set_dataframe_is_checked_like_the_pool():
     def problem(x_test):
         return ActiveProblem(name="t", task="regression", x_pool=pool, y_pool=y_pool, x_test=x_test, y_test=y_test)
 
-    with pytest.raises(PyrozooError, match=r"x_test: expected the columns seen in x_pool, in that order"):
-        check_problem(problem(test[["b", "a"]]))
+    with pytest.raises(PyrozooError, match=r"x_test: expected the columns seen in x_pool, \['a', 'b'\]; got "
+                                           r"\['a', 'z'\] \(missing \['b'\], unexpected \['z'\]\)"):
+        check_problem(problem(test.rename(columns={"b": "z"})))
     with pytest.raises(PyrozooError, match=r"x_test: expected numbers, got categorical column"):
         check_problem(problem(test.assign(b=pd.Categorical([1, 2] * 5))))
     checked = check_problem(problem(test))
     assert torch.equal(checked.x_test, torch.tensor(test.to_numpy()))
+
+
+def test_a_test_set_dataframe_with_the_pool_s_columns_reordered_is_read_by_name():
+    """The loop's own test metrics: a test DataFrame with the pool's columns in another order is put in the pool's
+    order (it was refused, and before that read by position), so the run's RMSE and NLL are the ordered test set's."""
+    p = _regression()
+    cols = [f"x{i}" for i in range(p.x_pool.shape[1])]
+    pool = pd.DataFrame(p.x_pool.numpy(), columns=cols)
+    test = pd.DataFrame(p.x_test.numpy(), columns=cols)
+    checked = check_problem(ActiveProblem("t", pool, p.y_pool, test[cols[::-1]], p.y_test))
+    assert torch.equal(checked.x_test, p.x_test)
+    ref = run_active_learning(ActiveProblem("t", pool, p.y_pool, test, p.y_test), "bald", **RUN)
+    got = run_active_learning(ActiveProblem("t", pool, p.y_pool, test[cols[::-1]], p.y_test), "bald", **RUN)
+    pd.testing.assert_frame_equal(got.drop(columns="select_seconds"), ref.drop(columns="select_seconds"))
