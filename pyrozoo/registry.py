@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -15,7 +16,7 @@ from typing import Any
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, label_observations
 from pyrozoo.validation import check_keys, check_option_types
 
 # RunConfig's engine settings, and the sets the shared engines read (``ZooModel.settings`` maps inferences to them)
@@ -33,7 +34,9 @@ class ZooModel:
       options reach the model only through the dataset that ``simulate`` or a loader builds from them (an
       option the model needs goes into the dataset's ``inputs``);
     * ``simulate(seed, **options) -> Dataset``: the paper's generator;
-    * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``);
+    * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``); the entry's ``fit``
+      labels the result's ``obs_id`` axis with the dataset's ``meta["rows"]`` when the loader set them
+      (:class:`LabelledFit`), so every model's InferenceData traces observations back to the user's rows alike;
     * ``inferences``: engine names, the first is the default;
     * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
@@ -81,6 +84,8 @@ class ZooModel:
     check_options: Callable[[RunConfig], None] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fit, LabelledFit):
+            self.fit = LabelledFit(self.fit)
         # an author's slip here would otherwise be read wrongly, not refused: a string where a tuple belongs is read
         # as its characters (``inferences=("nuts")`` offers "n", "u", "t", "s"), a misspelt key restricts nothing,
         # and a slip in ``settings`` makes config.toml drop settings that ran (and the CLI say they did not apply)
@@ -201,6 +206,22 @@ class ZooModel:
                                    f"is called with all of them that its data source reads, so it must accept "
                                    f"**options") from None
         return loader(*args, **opts)
+
+
+class LabelledFit:
+    """A zoo entry's ``fit`` followed by :func:`~pyrozoo.inference.result.label_observations` with the dataset's
+    ``meta["rows"]`` (the original row labels of the observations, set by loaders that shuffle or split the rows):
+    the one place where every model's ``obs_id`` coordinate gets them. A module-level class, so that an entry
+    pickles; it looks like the function it wraps (name, docstring)."""
+
+    def __init__(self, fit: Callable[[Dataset, RunConfig], Result]) -> None:
+        self.fit = fit
+        functools.update_wrapper(self, fit)
+
+    def __call__(self, dataset: Dataset, config: RunConfig) -> Result:
+        result = self.fit(dataset, config)
+        rows = dataset.meta.get("rows") if isinstance(dataset, Dataset) else None
+        return result if rows is None else label_observations(result, rows)
 
 
 def checked_config(name: str, config: RunConfig) -> RunConfig:

@@ -184,6 +184,14 @@ def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
     return None
 
 
+def row_labels(X: Any) -> list[Any] | None:
+    """A pandas DataFrame's or Series' index labels as a list (the user's row labels, for the ArviZ ``obs_id``
+    coordinate), or None for arrays and tensors and for an index with repeated labels (which cannot label rows)."""
+    if not _is_pandas(X) or not X.index.is_unique:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in X.index]
+
+
 def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> None:
     """Raise if ``X`` is a DataFrame whose string column names (:func:`feature_names`) are not ``fitted``, the names
     recorded when the model was fitted or the dataset made, in that order: the models read columns by position, so

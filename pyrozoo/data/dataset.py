@@ -17,6 +17,11 @@ class Dataset:
     through the dataset the simulator or loader builds (one the model needs goes into ``inputs``). ``truth`` holds
     the generating parameters when the data are simulated; ``meta`` anything else (column names, scaling,
     train/test split ...).
+
+    ``meta["rows"]``, where a loader sets it, holds the original row label of each observation in the order the
+    model sees them (the data file's 0-based data-row number, a DataFrame's index label) when the rows were
+    shuffled or subset (a train/test split); a zoo entry's fit labels the results' ``obs_id`` axis with them
+    (:func:`~pyrozoo.inference.result.label_observations`). Without it ``obs_id`` is 0 .. n - 1.
     """
 
     name: str

@@ -20,10 +20,7 @@ def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
     check_float_dtype("dtype", dtype)
     X, y, _ = load_uci("concrete")
     X[:, -1] = np.log(X[:, -1])  # age in days is heavily skewed
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(y))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = perm[:n_test], perm[n_test:]
+    train, test = concrete_split_rows(seed, test_fraction=test_fraction)
     mx, sx = X[train].mean(0), X[train].std(0)
     my, sy = y[train].mean(), y[train].std()
     Xs, ys = (X - mx) / sx, (y - my) / sy
@@ -39,10 +36,20 @@ def concrete_feature_names() -> list[str]:
 
 
 def load_concrete_frames(seed: int, **kwargs: Any) -> tuple:
-    """:func:`load_concrete_split` with X_train and X_test as DataFrames named by :func:`concrete_feature_names`, so
-    that the GP datasets built from them label their ``feature`` axis; y_train and y_test stay tensors."""
+    """:func:`load_concrete_split` with X_train and X_test as DataFrames named by :func:`concrete_feature_names` and
+    indexed by concrete's 0-based row numbers, so that the GP datasets built from them label their ``feature`` and
+    ``obs_id`` axes; y_train and y_test stay tensors."""
     import pandas as pd
 
     X, y, Xt, yt = load_concrete_split(seed, **kwargs)
+    train, test = concrete_split_rows(seed, **{k: v for k, v in kwargs.items() if k == "test_fraction"})
     names = concrete_feature_names()
-    return pd.DataFrame(X.cpu().numpy(), columns=names), y, pd.DataFrame(Xt.cpu().numpy(), columns=names), yt
+    return (pd.DataFrame(X.cpu().numpy(), columns=names, index=train), y,
+            pd.DataFrame(Xt.cpu().numpy(), columns=names, index=test), yt)
+
+
+def concrete_split_rows(seed: int, *, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """The 0-based rows of concrete in :func:`load_concrete_split`'s training and test parts, in their order."""
+    perm = np.random.default_rng(check_int("seed", seed)).permutation(len(load_uci("concrete")[1]))
+    n_test = int(round(test_fraction * len(perm)))
+    return perm[n_test:], perm[:n_test]

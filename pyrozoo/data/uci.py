@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
-from pyrozoo.validation import check_choice, check_float_dtype, check_int, check_probability, check_xy, feature_names
+from pyrozoo.validation import (
+    check_choice,
+    check_float_dtype,
+    check_int,
+    check_probability,
+    check_xy,
+    feature_names,
+    row_labels,
+)
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
 
@@ -32,7 +40,10 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 @dataclass
 class RegressionSplit:
     """Standardized train/test tensors and the scaling that maps predictions back to original units;
-    ``feature_names``: a DataFrame X's string column names (``None`` for arrays and tensors)."""
+    ``feature_names``: a DataFrame X's string column names (``None`` for arrays and tensors); ``train_rows`` and
+    ``test_rows``: the original label of each row of X_train and X_test (a DataFrame X's index labels when they
+    are distinct, else the 0-based row numbers of the data as given; for a data file, its 0-based data-row
+    numbers)."""
 
     X_train: torch.Tensor
     y_train: torch.Tensor
@@ -43,6 +54,8 @@ class RegressionSplit:
     y_mean: float
     y_std: float
     feature_names: list[str] | None = None
+    train_rows: list[Any] | None = None
+    test_rows: list[Any] | None = None
 
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +69,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     the training part (constant columns keep sd 1)."""
     check_float_dtype("dtype", dtype)
     names = feature_names(X)
+    labels = row_labels(X)  # a DataFrame's index labels (None: the row numbers)
     X, y = check_regression_data(X, y)
     check_int("split", split)
     check_probability("test_fraction", test_fraction, open_interval=True)
@@ -77,6 +91,8 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
         X_test=prep((X[test] - x_mean) / x_std), y_test=prep((y[test] - y_mean) / y_std),
         x_mean=prep(x_mean), x_std=prep(x_std), y_mean=y_mean, y_std=y_std,
         feature_names=None if names is None else names.tolist(),
+        train_rows=[labels[i] for i in train.tolist()] if labels is not None else train.tolist(),
+        test_rows=[labels[i] for i in test.tolist()] if labels is not None else test.tolist(),
     )
 
 

@@ -167,3 +167,40 @@ def stack_chains(per_chain: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Stack a list of ``{name: (draw, ...)}`` dicts into ``{name: (chain, draw, ...)}``."""
     names = per_chain[0].keys()
     return {n: np.stack([_to_numpy(c[n]) for c in per_chain]) for n in names}
+
+
+OBS_GROUPS_WITH_DRAWS = ("posterior", "log_likelihood", "posterior_predictive")  # (chain, draw, ...) arrays
+
+
+def observation_count(result: Result, dim: str = "obs_id") -> int | None:
+    """The length of the ``dim`` axis in ``result`` (read from every variable whose dims name it), or None when no
+    variable has that axis; raises if two variables disagree."""
+    sizes = {}
+    for group in (*OBS_GROUPS_WITH_DRAWS, "observed_data", "constant_data"):
+        offset = 2 if group in OBS_GROUPS_WITH_DRAWS else 0
+        for name, value in getattr(result, group).items():
+            names = result.dims.get(name) or []
+            if dim in names and np.ndim(value) > offset + names.index(dim):
+                sizes[f"{group}.{name}"] = int(np.shape(value)[offset + names.index(dim)])
+    if len(set(sizes.values())) > 1:
+        raise PyrozooError(f"{dim}: variables disagree on the number of observations: {sizes}")
+    return next(iter(sizes.values())) if sizes else None
+
+
+def label_observations(result: Result, rows: Any, dim: str = "obs_id") -> Result:
+    """Label the observation axis ``dim`` of ``result`` with the original row labels ``rows`` (one per observation,
+    in the order the model saw them, e.g. the data file's 0-based data-row numbers of a shuffled training split),
+    as the ArviZ coordinate ``result.coords[dim]``: every InferenceData group with that axis (log_likelihood,
+    observed_data, posterior_predictive, constant_data, a posterior variable along it) then carries them, and so do
+    ``az.loo(idata, pointwise=True).pareto_k`` and ``loo_i``. Returns ``result``; a result without the axis is left
+    as it is. Raises unless ``rows`` are distinct and as many as the observations."""
+    n = observation_count(result, dim)
+    if n is None:
+        return result
+    labels = np.asarray(rows).reshape(-1)
+    if labels.shape[0] != n:
+        raise PyrozooError(f"rows: expected {n} row labels (one per observation along {dim}), got {labels.shape[0]}")
+    if len(set(labels.tolist())) != n:
+        raise PyrozooError(f"rows: expected distinct row labels for the {n} observations along {dim}, got repeats")
+    result.coords = {**result.coords, dim: labels.tolist()}
+    return result

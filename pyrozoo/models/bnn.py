@@ -665,8 +665,11 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_
 def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, depth: int = 1,
                      prior_scale: float = 1.0) -> Dataset:
     """Training part as model inputs/observed; test part, the target's scaling and the split's ``feature_names``
-    (when it has them: the result's ``feature`` coordinate) in ``meta``."""
+    (when it has them: the result's ``feature`` coordinate) in ``meta``; the split's original row labels as
+    ``meta["rows"]`` (training rows: the result's ``obs_id`` coordinate) and ``meta["test_rows"]``."""
     meta = {"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std}
+    if split.train_rows is not None:
+        meta["rows"], meta["test_rows"] = list(split.train_rows), list(split.test_rows)
     if split.feature_names is not None:
         meta["feature_names"] = list(split.feature_names)
     return Dataset(

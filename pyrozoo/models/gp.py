@@ -50,6 +50,7 @@ from pyrozoo.validation import (
     check_xy,
     feature_names,
     real_array,
+    row_labels,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
@@ -411,10 +412,11 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
                     variance: float = 1.0, noise: float = 0.1, X_test: Any = None, y_test: Any = None,
                     ard: bool = False, priors: dict | None = None, truth: dict | None = None) -> Dataset:
     """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``). A
-    DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate."""
+    DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate;
+    its index labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
     check_choice("kernel", kernel, KERNELS)
     check_bool("ard", ard)
-    names = feature_names(X)
+    names, rows = feature_names(X), row_labels(X)
     X, y = check_gp_data(X, y)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
@@ -430,6 +432,8 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
         meta["feature_names"] = names.tolist()
+    if rows is not None:
+        meta["rows"] = rows
     ref = X
     inputs = {"X": X, "kernel_name": kernel, "lengthscale": hyper_tensor("lengthscale", lengthscale, ref),
               "variance": hyper_tensor("variance", variance, ref), "noise": hyper_tensor("noise", noise, ref)}

@@ -78,6 +78,7 @@ from pyrozoo.validation import (
     check_positive,
     check_shape,
     feature_names,
+    row_labels,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
@@ -362,8 +363,9 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
                         **meta: Any) -> Dataset:
     """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs. A DataFrame
-    X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate."""
-    names = feature_names(X)
+    X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate; its index
+    labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+    names, rows = feature_names(X), row_labels(X)
     check_feature_names(Z, names, name="Z", seen="in X")
     X, y = check_gp_data(X, y)
     m = check_int("m", m, minimum=1)
@@ -378,6 +380,8 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
     meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
         meta["feature_names"] = names.tolist()
+    if rows is not None:
+        meta["rows"] = rows
     inputs = {"X": X, "Z": Z, "kernel": kernel, "method": method,
               "lengthscale": hyper_tensor("lengthscale", lengthscale, X),
               "variance": hyper_tensor("variance", variance, X),

@@ -16,3 +16,18 @@ def test_split_takes_a_floating_dtype_only():
     for dtype in (torch.int64, "float32"):  # int64 truncated the standardized data to integers
         with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
             split_regression(X, y, dtype=dtype)
+
+
+def test_the_split_records_each_row_s_original_label():
+    import pandas as pd
+
+    X, y = np.random.default_rng(0).normal(size=(20, 2)), np.linspace(0.0, 1.0, 20)
+    split = split_regression(X, y, split=4, test_fraction=0.25, dtype=torch.float64)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(4)).tolist()
+    assert split.test_rows == perm[:5] and split.train_rows == perm[5:]
+    torch.testing.assert_close(split.y_train * split.y_std + split.y_mean, torch.tensor(y[perm[5:]]))
+    labels = [f"r{i}" for i in range(20)]
+    named = split_regression(pd.DataFrame(X, index=labels), y, split=4, test_fraction=0.25)
+    assert named.train_rows == [labels[i] for i in perm[5:]]
+    repeated = split_regression(pd.DataFrame(X, index=[0, 1] * 10), y, split=4, test_fraction=0.25)
+    assert repeated.train_rows == perm[5:]  # repeated index labels cannot label rows: the row numbers do

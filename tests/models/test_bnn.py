@@ -544,3 +544,52 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv)
                                          hidden=9),
                         RunConfig(model="bnn", inference="swag-diag", steps=8, num_samples=6, seed=2, options=opts))
     np.testing.assert_allclose(idata.posterior["w0"].values, np.asarray(ref.posterior["w0"]), rtol=1e-5, atol=1e-6)
+
+
+def test_the_idata_observations_carry_the_data_file_s_row_numbers(tmp_path):
+    """obs_id was 0 .. n-1 over the shuffled training rows, so az.loo's pareto_k could not be traced back to the
+    file's rows; now its coordinate is the 0-based data-row number of each training row."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    df["y"] = df["a"] + rng.normal(size=40)
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    out = run_model(RunConfig(model="bnn", inference="swag-diag", data=str(path), device="cpu", progress=False,
+                              num_samples=6, steps=4, options={"outcome": "y", "hidden": 4, "swa_epochs": 4}),
+                    save=False)
+    idata = out.result.to_inference_data(posterior_predictive=True)
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # split 0 of 40 rows: 4 test rows first
+    train = perm[4:].tolist()
+    for group in ("log_likelihood", "observed_data", "posterior_predictive", "constant_data"):
+        assert idata[group]["obs_id"].values.tolist() == train, group
+    assert out.result.to_inference_data().observed_data["obs_id"].values.tolist() == train
+    y = df["y"].to_numpy()
+    expected = (y[train] - y[train].mean()) / y[train].std(ddof=1)  # the training part's standardization
+    observed = idata.observed_data["y"]
+    np.testing.assert_allclose(observed.values, expected, rtol=1e-5)  # row obs_id = r holds the file's row r
+    row = train[7]
+    np.testing.assert_allclose(observed.sel(obs_id=row).values, (y[row] - y[train].mean()) / y[train].std(ddof=1),
+                               rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ warns about high Pareto k on 36 rows and 6 draws
+        pareto_k = az.loo(idata, pointwise=True).pareto_k
+    assert pareto_k["obs_id"].values.tolist() == train
+
+
+def test_a_shipped_dataset_s_split_labels_the_rows_of_the_full_table():
+    entry = registry.get("bnn")
+    data = entry.datasets["boston"](0, split=2)
+    perm = torch.randperm(506, generator=torch.Generator().manual_seed(2))
+    n_test = round(0.1 * 506)
+    assert data.meta["rows"] == perm[n_test:].tolist() and data.meta["test_rows"] == perm[:n_test].tolist()
+    X = load_uci("boston")[0]
+    torch.testing.assert_close(data.inputs["X"][:3].double(),
+                               torch.as_tensor((X[data.meta["rows"][:3]] - X[perm[n_test:]].mean(0))
+                                               / X[perm[n_test:]].std(0, ddof=1)), rtol=1e-5, atol=1e-5)

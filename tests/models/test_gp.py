@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pyro.contrib.gp as pgp
@@ -562,6 +563,25 @@ def test_concrete_labels_the_feature_axis_with_its_columns():
     ds = registry.get("gp").datasets["concrete"](0)
     assert ds.meta["feature_names"][:2] == ["cement", "blast_furnace_slag"]
     assert ds.meta["feature_names"][-1] == "log_age" and len(ds.meta["feature_names"]) == ds.inputs["X"].shape[1]
+
+
+def test_concrete_s_shuffled_training_rows_label_the_obs_id_axis():
+    """The seeded 80/20 split shuffles concrete's rows; obs_id was 0 .. n-1 in that order, so az.loo's pareto_k could
+    not be traced back to the table. Now obs_id (y, its log-likelihood, f and X) is each row's 0-based row number."""
+    from pyrozoo.data.gp_data import concrete_split_rows
+    from pyrozoo.data.uci import load_uci
+
+    entry = registry.get("gp")
+    ds = entry.datasets["concrete"](3)
+    train = concrete_split_rows(3)[0].tolist()
+    assert ds.meta["rows"] == train
+    y = load_uci("concrete")[1][train]
+    np.testing.assert_allclose(ds.observed["y"].numpy(), (y - y.mean()) / y.std())
+    small = replace(ds, inputs={**ds.inputs, "X": ds.inputs["X"][:40]}, observed={"y": ds.observed["y"][:40]},
+                    meta={**ds.meta, "rows": train[:40]})
+    idata = entry.fit(small, RunConfig(model="gp", steps=2, num_samples=3, seed=0)).to_inference_data()
+    for group, var in (("log_likelihood", "y"), ("observed_data", "y"), ("posterior", "f"), ("constant_data", "X")):
+        assert idata[group][var]["obs_id"].values.tolist() == train[:40], group
 
 
 # A user's data file: pyrozoo run gp --data my.csv -o outcome=y

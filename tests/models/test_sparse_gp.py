@@ -491,3 +491,11 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv)
     ref = fit_sparse_entry(make_sparse_dataset(Xs, torch.tensor(ys.to_numpy()), m=6, seed=2, ard=True),
                            RunConfig(model="sparse-gp", steps=15, num_samples=6, seed=2))
     np.testing.assert_allclose(idata.posterior["u"].values, np.asarray(ref.posterior["u"]), rtol=1e-6, atol=1e-8)
+
+
+def test_concrete_s_training_rows_label_the_obs_id_axis():
+    from pyrozoo import registry
+    from pyrozoo.data.gp_data import concrete_split_rows
+
+    ds = registry.get("sparse-gp").datasets["concrete"](3)
+    assert ds.meta["rows"] == concrete_split_rows(3)[0].tolist() and len(ds.meta["rows"]) == len(ds.observed["y"])

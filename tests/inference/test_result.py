@@ -1,0 +1,62 @@
+"""label_observations: the original row labels on the obs_id axis of every InferenceData group that has it."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from pyrozoo import registry
+from pyrozoo.data.dataset import Dataset
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.result import Result, label_observations, observation_count
+from pyrozoo.registry import LabelledFit
+
+
+def _result(n=5):
+    rng = np.random.default_rng(0)
+    return Result(inference="x", posterior={"w": rng.normal(size=(1, 4, 2)), "f": rng.normal(size=(1, 4, n))},
+                  log_likelihood={"y": rng.normal(size=(1, 4, n))}, observed_data={"y": rng.normal(size=n)},
+                  constant_data={"X": rng.normal(size=(n, 2))},
+                  dims={"y": ["obs_id"], "f": ["obs_id"], "X": ["obs_id", "feature"], "w": ["feature"]})
+
+
+def test_every_group_with_obs_id_carries_the_row_labels():
+    rows = [17, 3, 42, 8, 0]
+    idata = label_observations(_result(), rows).to_inference_data()
+    for group, var in (("log_likelihood", "y"), ("observed_data", "y"), ("posterior", "f"), ("constant_data", "X")):
+        assert idata[group][var]["obs_id"].values.tolist() == rows, group
+    assert idata.posterior["w"].dims == ("chain", "draw", "feature")
+
+
+def test_without_rows_obs_id_stays_the_positions():
+    assert _result().to_inference_data().log_likelihood["obs_id"].values.tolist() == list(range(5))
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([1, 2, 3], r"rows: expected 5 row labels \(one per observation along obs_id\), got 3"),
+    ([1, 2, 2, 3, 4], r"rows: expected distinct row labels for the 5 observations along obs_id, got repeats"),
+])
+def test_bad_row_labels_are_refused(rows, match):
+    with pytest.raises(PyrozooError, match=match):
+        label_observations(_result(), rows)
+
+
+def test_a_result_without_an_observation_axis_is_left_alone():
+    result = Result(inference="x", posterior={"w": np.zeros((1, 3, 2))})
+    assert observation_count(result) is None and label_observations(result, [1, 2]).coords == {}
+
+
+def test_every_entry_s_fit_labels_the_rows_and_pickles():
+    for name in registry.names():
+        entry = registry.get(name)
+        assert isinstance(entry.fit, LabelledFit) and entry.fit.__name__ == entry.fit.fit.__name__
+    fit = pickle.loads(pickle.dumps(registry.get("bnn").fit))
+    assert isinstance(fit, LabelledFit)
+
+
+def test_labelled_fit_uses_the_dataset_s_rows():
+    fit = LabelledFit(lambda dataset, config: _result())
+    assert fit(Dataset("d", meta={"rows": list("abcde")}), None).coords["obs_id"] == list("abcde")
+    assert "obs_id" not in fit(Dataset("d"), None).coords
