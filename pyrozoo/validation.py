@@ -435,6 +435,25 @@ def check_unique(name: str, values: Iterable[Any], *, what: str = "name", quote:
         raise PyrozooError(f"{name}: {listed} given more than once; name each {what} once")
 
 
+def parse_names(name: str, value: Any, *, what: str = "column") -> list[str]:
+    """The names an option lists: comma-separated text (``"a, b,c"``) or a list (a TOML array); empty text or
+    None names none (``[]``, the caller's default). Raises for an empty item (``"a,,b"``, ``","``), a repeated
+    name, or another type, naming the option ``name``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                  for v in value):
+        names = [str(v).strip() for v in value]
+    else:
+        raise PyrozooError(f"{name}: expected {what} names, comma-separated (-o {name}=a,b) or a list, got {value!r}")
+    if not all(names):
+        raise PyrozooError(f"{name}: expected a {what} name between each pair of commas, got {value!r}")
+    check_unique(name, names, what=what, quote=True)
+    return names
+
+
 def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Raise if ``given`` has keys outside ``allowed`` (a misspelt option should never be ignored)."""
     allowed = set(allowed)

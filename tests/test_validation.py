@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_option_types, check_probability
+from pyrozoo.validation import check_option_types, check_probability, parse_names
 
 
 @pytest.mark.parametrize("value", [0.05, np.float32(0.1), np.float64(0.5), 0.999])
@@ -294,3 +294,22 @@ def test_as_tensor_and_check_xy_refuse_complex_numbers():
         check_xy(pd.DataFrame({"a": y, "b": y + 1j}), y)
     assert as_tensor("X", torch.ones(2, dtype=torch.float32)).dtype == torch.float32  # real input as before
     assert as_tensor("X", [1, 2]).tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("value, names", [("", []), (None, []), ("  ", []), (" c, a", ["c", "a"]),
+                                          (["b", " c "], ["b", "c"]), ([1, 2], ["1", "2"])])
+def test_parse_names_reads_text_or_a_list_and_empty_names_none(value, names):
+    assert parse_names("features", value) == names
+
+
+@pytest.mark.parametrize("value, match", [
+    (",", r"^features: expected a column name between each pair of commas, got ','$"),
+    ("a,,b", r"^features: expected a column name between each pair of commas, got 'a,,b'$"),
+    (["a", ""], r"^features: expected a column name between each pair of commas"),
+    ("a, b, a", r"^features: 'a' given more than once; name each column once$"),
+    (3, r"^features: expected column names, comma-separated \(-o features=a,b\) or a list, got 3$"),
+    ([True], r"^features: expected column names"),
+])
+def test_parse_names_refuses_empty_items_repeats_and_other_types(value, match):
+    with pytest.raises(PyrozooError, match=match):
+        parse_names("features", value)

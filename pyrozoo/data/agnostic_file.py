@@ -23,7 +23,6 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import check_columns_exist, feature_columns, parse_features, refuse_constant
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_unique
 
 # the options of the agnostic entry read only with --data (ZooModel.data_options), text
 FILE_OPTIONS: dict[str, str] = {"target": "", "protected": "", "features": ""}
@@ -72,7 +71,6 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
         raise PyrozooError(f"protected: column {protected!r} is also the target column; the protected concept must "
                            f"be another column")
     named = parse_features(features)
-    check_unique("features", named, what="column", quote=True)
     df = read_table(path)
     df.columns = [str(c) for c in df.columns]
     check_columns_exist(source, list(df.columns), {"target": [target], "protected": [protected], "features": named})

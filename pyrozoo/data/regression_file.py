@@ -19,7 +19,7 @@ import pandas as pd
 
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_unique
+from pyrozoo.validation import parse_names
 
 # the options every entry with this reader declares: text, read only with --data (ZooModel.data_options)
 FILE_OPTIONS: dict[str, str] = {"outcome": "", "features": ""}
@@ -27,14 +27,8 @@ MIN_ROWS = 3
 
 
 def parse_features(features: Any) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``; a list of names is taken as it is; empty: none named."""
-    if isinstance(features, (list, tuple)):
-        items = [str(f).strip() for f in features]
-    elif isinstance(features, str):
-        items = [f.strip() for f in features.split(",")]
-    else:
-        raise PyrozooError(f"features: expected comma-separated column names (-o features=a,b), got {features!r}")
-    return [f for f in items if f]
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; a list of names is taken as it is; empty: none named (every column)."""
+    return parse_names("features", features)
 
 
 def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, list[str]]) -> None:
@@ -92,7 +86,6 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
                            f"{outcome!r}")
     outcome = outcome.strip()
     named = parse_features(features)
-    check_unique("features", named, what="column", quote=True)
     df = read_table(path)
     df.columns = [str(c) for c in df.columns]
     check_columns_exist(source, list(df.columns), {"outcome": [outcome], "features": named})

@@ -69,6 +69,7 @@ from pyrozoo.validation import (
     check_probability,
     check_real,
     check_squares_finite,
+    parse_names,
 )
 
 MECHANISMS = ("linear", "mlp")
@@ -276,19 +277,7 @@ def parse_graph(value: Any, *, required: bool = False) -> tuple[list[str], list[
 
 def parse_columns(value: Any) -> list[str]:
     """The ``columns`` option as a list of names: comma-separated text or a TOML list of names; empty: none chosen."""
-    if isinstance(value, str):
-        names = [c.strip() for c in value.split(",")]
-        names = [] if names == [""] else names
-    elif isinstance(value, (list, tuple)) and all(isinstance(c, str) for c in value):
-        names = [c.strip() for c in value]
-    else:
-        raise PyrozooError(f"columns: expected column names, comma-separated ('a, b, c') or a list, got {value!r}")
-    if not all(names):
-        raise PyrozooError(f"columns: expected a name between each pair of commas, got {value!r}")
-    if len(set(names)) != len(names):
-        raise PyrozooError(f"columns: {', '.join(sorted({repr(c) for c in names if names.count(c) > 1}))} named "
-                           f"more than once; name each column once")
-    return names
+    return parse_names("columns", value)
 
 
 def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = "", mechanism: str = "linear",

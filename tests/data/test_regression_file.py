@@ -108,3 +108,10 @@ def test_file_options_without_a_data_file_are_refused(model, tmp_path, capsys):
     assert main(["run", model, "-o", "outcome=y", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "options: outcome applies only to a data file (--data)" in err and not out.exists()
+
+
+@pytest.mark.parametrize("features", [",", "a,,b", " , "])
+def test_features_with_an_empty_name_are_refused_not_read_as_every_column(tmp_path, features):
+    path, _ = _csv(tmp_path)
+    with pytest.raises(PyrozooError, match="^features: expected a column name between each pair of commas"):
+        read_regression_file(str(path), outcome="y", features=features)
