@@ -240,8 +240,9 @@ def _drop_constant_entries(post: Any) -> tuple[Any, list[str]]:
             post = post.drop_vars(name)
             out.append(str(name))
             continue
+        labels = post[name][axes[0]].values  # the axis's coordinate (feature names, say), as az.summary names them
         post[name] = post[name].isel({axes[0]: np.flatnonzero(~const)}).rename({axes[0]: f"{axes[0]}_moving"})
-        out += [f"{name}[{i}]" for i in np.flatnonzero(const)]
+        out += [f"{name}[{labels[i]}]" for i in np.flatnonzero(const)]
     return post, out
 
 

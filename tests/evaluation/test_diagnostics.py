@@ -173,3 +173,17 @@ def test_fewer_than_four_draws_per_chain_say_why_r_hat_is_nan(caplog):
     _, lines = check_lines(tiny, table)
     assert lines == ["only 3 draws per chain: r_hat, ESS and MCSE need at least 4 (left NaN in the table); raise "
                      "--num-samples to at least 100"]
+
+
+def test_the_plot_note_names_a_constant_entry_by_its_coordinate_as_the_summary_does(tmp_path):
+    """A spike-slab run on a user's file names gamma's entries by feature: the note about entries left out of the
+    plots uses the same names as the summary table (``gamma[x1]``), not positions (``gamma[0]``)."""
+    from pyrozoo.evaluation.diagnostics import constant_components, save_plots, summary
+
+    rng = np.random.default_rng(2)
+    gamma = np.concatenate([np.ones((2, 50, 1)), rng.uniform(size=(2, 50, 1)), np.zeros((2, 50, 1))], -1)
+    idata = az.from_dict(posterior={"gamma": gamma}, coords={"feature": ["x1", "x2", "x4"]},
+                         dims={"gamma": ["feature"]})
+    assert constant_components(summary(idata)) == ["gamma[x1]", "gamma[x4]"]
+    _, notes = save_plots(idata, tmp_path)
+    assert notes == ["not plotted, the same in every draw up to rounding: gamma[x1], gamma[x4]"]
