@@ -59,6 +59,7 @@ TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
 REFITS = ("union", "union_ols", "none")
 FINAL_STAGES = ("wls", "orthogonal")
+MAX_REFIT_FRACTION = 0.25  # PLCE's default; another value is refused where no refit happens
 
 
 class SpikeSlabLearner(RegressorMixin, BaseEstimator):
@@ -179,6 +180,21 @@ def check_cluster_count(name: str, clusters: Any) -> None:
     if n_clusters < 2:
         raise PyrozooError(f"{name}: cluster-robust standard errors (se_type='cluster') need at least 2 clusters; got "
                            f"{n_clusters} distinct group id(s)")
+
+
+def learner_selects(learner: Any) -> bool | None:
+    """Whether a nuisance ``learner`` (instance or factory, as passed to :class:`PLCE`) exposes the column selection
+    ``selected_`` that the union refit needs, known before any fit: True for the default (``None``, spike-and-slab)
+    and for a class declaring ``selected_`` (:class:`SpikeSlabLearner`); False for a scikit-learn estimator (none
+    exposes one: RidgeCV, LassoCV, random forests, pipelines, searches); None (not known until fitted) otherwise."""
+    if learner is None:
+        return True
+    cls = learner if isinstance(learner, type) else type(learner)
+    if hasattr(cls, "selected_"):
+        return True
+    if cls.__module__.split(".")[0] == "sklearn":
+        return False
+    return None
 
 
 def _selection(learner: Any) -> np.ndarray | None:
@@ -374,6 +390,10 @@ class PLCE(BaseEstimator):
         th(x) (:func:`varying_effect`, :func:`orthogonal_effect`), first-order insensitive to weight errors; SE from
         the score's empirical variance. Both options together: combined bias +0.064 -> +0.035 at 400 replications,
         but coverage 0.87-0.93 (SE too small) and 9-10% more RMSE in the homogeneous designs, hence off by default.
+
+    An option set away from its default that the others make a no-op (``weighted_nuisances=True`` or a
+    ``variance_learner`` without the heteroskedastic model, ``bandwidth`` without interference, ``refit="none"``
+    with ``RidgeCV()``, ...) is refused by ``fit`` before any work (it used to be ignored); see docs/plce.md.
     """
 
     def __init__(self, learner: Any = None, *, basis: Any = "spline", n_knots: int = 5, degree: int = 3,
@@ -382,8 +402,8 @@ class PLCE(BaseEstimator):
                  interference: bool = False, interference_column: int = 0, bandwidth: float | None = None,
                  bandwidths: Sequence[float] | None = None, se_type: str = "hc3", alpha: float = 0.05,
                  variance_learner: Any = None, weight_uncertainty: bool = True, refit: str = "union",
-                 max_refit_fraction: float = 0.25, linear_controls: bool = True, clip_to_train: bool = True,
-                 weighted_nuisances: bool = False, final_stage: str = "wls", seed: int = 0,
+                 max_refit_fraction: float = MAX_REFIT_FRACTION, linear_controls: bool = True,
+                 clip_to_train: bool = True, weighted_nuisances: bool = False, final_stage: str = "wls", seed: int = 0,
                  device: str = "cpu") -> None:
         self.learner = learner
         self.basis = basis
@@ -434,6 +454,7 @@ class PLCE(BaseEstimator):
         check_probability("max_refit_fraction", self.max_refit_fraction, open_interval=True)
         for name in ("interference", "weight_uncertainty", "clip_to_train", "weighted_nuisances"):
             check_bool(name, getattr(self, name))
+        self._check_option_effects()
         if self.random_effects is not None:  # None: on when groups are given
             check_bool("random_effects", self.random_effects)
         check_same_index(y=y, t=t, X=X, groups=groups)  # rows are matched by position: labels must agree
@@ -480,6 +501,53 @@ class PLCE(BaseEstimator):
         if self.se_type == "cluster":
             check_cluster_count("groups", groups)
         return y, t, X, (groups if groups is not None else None)
+
+    def _check_option_effects(self) -> None:
+        """Raise for an option set away from its default that the other options make a no-op (it gave the default
+        fit's numbers exactly), naming the option, the one it depends on and the value that option needs; the CLI
+        refuses ``linear_controls=false`` with the ridge learner the same way."""
+        def no_effect(option: str, value: Any, needs: str, given: str) -> PyrozooError:
+            return PyrozooError(f"{option}: {value} applies only with {needs}; with {given} it would have no effect "
+                                f"(remove it)")
+
+        hetero = self.treatment_model == "heteroskedastic"
+        tm = f"treatment_model={self.treatment_model!r}"
+        if self.variance_learner is not None and not hetero:
+            raise no_effect("variance_learner", "a variance learner", "treatment_model='heteroskedastic'", tm)
+        if self.weight_uncertainty is False:
+            if not hetero:
+                raise no_effect("weight_uncertainty", "False", "treatment_model='heteroskedastic'", tm)
+            if self.variance_learner is not None:
+                raise no_effect("weight_uncertainty", "False", "the default variance model (variance_learner=None)",
+                                "a variance_learner")
+        if self.weighted_nuisances is True and not hetero:
+            raise no_effect("weighted_nuisances", "True", "treatment_model='heteroskedastic'", tm)
+        if not self.interference:
+            ic = self.interference_column
+            changed = {"bandwidth": self.bandwidth is not None, "bandwidths": self.bandwidths is not None,
+                       "interference_column": isinstance(ic, bool) or not isinstance(ic, numbers.Real) or ic != 0}
+            for option in (k for k, v in changed.items() if v):
+                raise no_effect(option, repr(getattr(self, option)), "interference=True", "interference=False")
+        elif self.bandwidth is not None and self.bandwidths is not None:
+            raise no_effect("bandwidths", "a grid", "bandwidth=None (the bandwidth is then learned over that grid)",
+                            f"bandwidth={self.bandwidth!r}")
+        # the union refit acts only on a learner's column selections (selected_), and only with refit != 'none'
+        selects = learner_selects(self.learner)
+        if selects is False:
+            cls = self.learner if isinstance(self.learner, type) else type(self.learner)
+            given = f"learner={cls.__name__} (no column selection to refit)"
+            needs = "a learner exposing a column selection (selected_, as the default spike-and-slab learner does)"
+            if self.refit != "union":
+                raise no_effect("refit", repr(self.refit), needs, given)
+        else:
+            given, needs = "refit='none'", "refit='union' or 'union_ols'"
+        if selects is False or self.refit == "none":
+            if self.linear_controls is False:
+                raise no_effect("linear_controls", "False", needs, given)
+            if self.max_refit_fraction != MAX_REFIT_FRACTION:
+                raise no_effect("max_refit_fraction", repr(self.max_refit_fraction), needs, given)
+            if self.weighted_nuisances is True:
+                raise no_effect("weighted_nuisances", "True", needs, given)
 
     # ------------------------------------------------------------------ fit
     def _base_learner(self) -> Any:

@@ -118,8 +118,14 @@ def _learner(name: str, seed: int, device: str) -> Any:
 
 def check_option_effects(options: Mapping[str, Any]) -> None:
     """Raise for an option that would have no effect with the others: ``linear_controls=false`` joins only the
-    refit of the spike_slab learner's selections (ridge and lasso select nothing; ``refit="none"`` skips it)."""
+    refit of the spike_slab learner's selections (ridge and lasso select nothing; ``refit="none"`` skips it), and
+    ``refit`` other than its default ("union") acts only on those selections (:class:`PLCE` refuses both too; here
+    they are caught before any data are read)."""
     learner, refit = options.get("learner", "spike_slab"), options.get("refit", "union")
+    if refit in ("union_ols", "none") and learner in ("ridge", "lasso"):  # other values: refused by their checks
+        raise PyrozooError(f"refit: {refit!r} applies only with learner='spike_slab' (the refit acts on its column "
+                           f"selections); learner={learner!r} selects no columns, so it would have no effect "
+                           f"(remove it)")
     if options.get("linear_controls", True) is False and (learner != "spike_slab" or refit == "none"):
         why = f"refit={refit!r} keeps" if refit == "none" else f"learner={learner!r} (no selection to refit) keeps"
         raise PyrozooError(f"linear_controls: false applies only to the refit of the spike_slab learner's selections; "

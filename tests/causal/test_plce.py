@@ -359,7 +359,8 @@ def test_plce_is_a_scikit_learn_estimator_whose_clone_refits_identically():
     from sklearn.base import BaseEstimator, clone
 
     y, t, X = linear_design(3, n=200)
-    est = PLCE(n_repeats=2, n_knots=4, seed=1, bandwidths=[0.5, 1.0])
+    # a list parameter (bandwidths) must survive get_params/clone unchanged; it acts only with interference
+    est = PLCE(n_repeats=2, n_knots=4, seed=1, interference=True, bandwidths=[0.5, 1.0])
     assert isinstance(est, BaseEstimator)
     params = est.get_params(deep=False)
     assert set(params) == set(inspect.signature(PLCE).parameters)
@@ -570,7 +571,7 @@ def test_pandas_inputs_must_share_their_index():
     idx = np.arange(100, 160)
     ys, ts = pd.Series(y, index=idx), pd.Series(t, index=idx)
     Xd = pd.DataFrame(X, index=idx, columns=list("abcde"))
-    fast = {"basis": "linear", "n_folds": 2, "n_repeats": 1, "refit": "none"}
+    fast = {"basis": "linear", "n_folds": 2, "n_repeats": 1}  # (refit='none' was a no-op with ridge; now refused)
     with pytest.raises(PyrozooError, match=r"^y, X: expected pandas inputs with the same index .* got X with the same "
                                            r"labels in another order; align them first, e.g. X = X.loc\[y.index\]"):
         PLCE(fast_learner(), **fast).fit(ys, ts, Xd.iloc[::-1])
@@ -924,3 +925,87 @@ def test_treatment_variance_floor_is_per_split():
     expected = np.array([[0.25 * sum(a * a for a in row) / 5] * 5 for row in v.tolist()])
     assert expected[0, 0] != pytest.approx(expected[1, 0])
     np.testing.assert_allclose(s2, expected, rtol=1e-12)
+
+
+_NEEDS_HETERO = "treatment_model='heteroskedastic'; with treatment_model='homoskedastic'"
+_NEEDS_SELECTION = (r"a learner exposing a column selection \(selected_, as the default spike-and-slab learner "
+                    r"does\); with learner=RidgeCV \(no column selection to refit\)")
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"weighted_nuisances": True}, rf"^weighted_nuisances: True applies only with {_NEEDS_HETERO}"),
+    ({"variance_learner": "ridge"}, rf"^variance_learner: a variance learner applies only with {_NEEDS_HETERO}"),
+    ({"weight_uncertainty": False}, rf"^weight_uncertainty: False applies only with {_NEEDS_HETERO}"),
+    ({"treatment_model": "heteroskedastic", "variance_learner": "ridge", "weight_uncertainty": False},
+     r"^weight_uncertainty: False applies only with the default variance model \(variance_learner=None\)"),
+    ({"bandwidth": 0.5}, r"^bandwidth: 0.5 applies only with interference=True; with interference=False"),
+    ({"bandwidths": [0.5, 1.0]}, r"^bandwidths: \[0.5, 1.0\] applies only with interference=True; with interference"),
+    ({"interference_column": 2}, r"^interference_column: 2 applies only with interference=True; with interference"),
+    ({"interference": True, "bandwidth": 0.5, "bandwidths": [0.5, 1.0]},
+     r"^bandwidths: a grid applies only with bandwidth=None .*; with bandwidth=0.5 it would have no effect"),
+    ({"learner": "ridge", "refit": "union_ols"}, rf"^refit: 'union_ols' applies only with {_NEEDS_SELECTION}"),
+    ({"learner": "ridge", "refit": "none"}, rf"^refit: 'none' applies only with {_NEEDS_SELECTION}"),
+    ({"learner": "ridge", "linear_controls": False}, rf"^linear_controls: False applies only with {_NEEDS_SELECTION}"),
+    ({"learner": "ridge", "max_refit_fraction": 0.5},
+     rf"^max_refit_fraction: 0.5 applies only with {_NEEDS_SELECTION}"),
+    ({"refit": "none", "linear_controls": False},
+     r"^linear_controls: False applies only with refit='union' or 'union_ols'; with refit='none'"),
+    ({"treatment_model": "heteroskedastic", "refit": "none", "weighted_nuisances": True},
+     r"^weighted_nuisances: True applies only with refit='union' or 'union_ols'; with refit='none'"),
+    ({"learner": "ridge", "treatment_model": "heteroskedastic", "weighted_nuisances": True},
+     rf"^weighted_nuisances: True applies only with {_NEEDS_SELECTION}"),
+])
+def test_options_that_would_be_ignored_are_refused_before_any_fit(kw, message, monkeypatch):
+    """Each of these was accepted and ignored: the fit gave the default fit's theta_ exactly (n = 150, 3 folds, one
+    split; e.g. weighted_nuisances=True without the heteroskedastic model, bandwidth= without interference,
+    refit='none' with RidgeCV, which selects no columns). Now fit refuses them before any nuisance is fitted,
+    naming the option, the option it depends on and the value that one needs; the estimator still clones."""
+    from sklearn.base import clone
+
+    import pyrozoo.causal.plce as plce_module
+
+    kw = dict(kw)
+    if kw.get("learner") == "ridge":
+        kw["learner"] = fast_learner()
+    if kw.get("variance_learner") == "ridge":
+        kw["variance_learner"] = fast_learner()
+    est = PLCE(n_folds=3, n_repeats=1, **kw)
+    twin = clone(est)  # sklearn's clone checks that get_params returns every argument unchanged
+    assert twin.get_params(deep=False).keys() == est.get_params(deep=False).keys()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a nuisance fit started before the options were checked")
+
+    monkeypatch.setattr(plce_module, "crossfit_predict", no_fit)
+    y, t, X = linear_design(0, n=150)
+    for e in (est, twin):
+        with pytest.raises(PyrozooError, match=message):
+            e.fit(y, t, X)
+
+
+def test_ignored_option_checks_leave_defaults_and_effective_settings_alone():
+    """Only a value away from the default is refused: the defaults with a non-selecting learner (refit='union',
+    linear_controls=True, interference_column=0 ...) and every combination where the option acts are accepted; a
+    learner whose selection is unknown before fitting (not a scikit-learn estimator) is not second-guessed."""
+    from sklearn.base import clone
+
+    from pyrozoo.causal.plce import SpikeSlabLearner, learner_selects
+
+    ok = [
+        PLCE(fast_learner()),
+        PLCE(fast_learner(), refit="union", linear_controls=True, max_refit_fraction=0.25, interference_column=0,
+             weighted_nuisances=False, weight_uncertainty=True),
+        PLCE(treatment_model="heteroskedastic", weighted_nuisances=True, refit="union_ols", weight_uncertainty=False),
+        PLCE(treatment_model="heteroskedastic", variance_learner=fast_learner()),
+        PLCE(interference=True, bandwidth=0.5, interference_column=np.int64(2)),
+        PLCE(interference=True, bandwidths=[0.5, 1.0]),
+        PLCE(refit="none", linear_controls=True),
+        PLCE(SpikeSlabLearner(), refit="union_ols", linear_controls=False, max_refit_fraction=0.5),
+    ]
+    for est in ok:
+        est._check_option_effects()
+        clone(est)._check_option_effects()
+    assert learner_selects(None) and learner_selects(SpikeSlabLearner) and learner_selects(SpikeSlabLearner())
+    assert learner_selects(fast_learner()) is False and learner_selects(type(fast_learner())) is False
+    assert learner_selects(lambda: fast_learner()) is None
+

@@ -65,3 +65,33 @@ def test_linear_controls_false_without_a_selection_refit_is_refused(options):
         make_estimator(0, **options, linear_controls=False)
     make_estimator(0, **options)  # the default (true) is no setting of the user's: accepted
     make_estimator(0, linear_controls=False)
+
+
+@pytest.mark.parametrize("refit", ["union_ols", "none"])
+@pytest.mark.parametrize("learner", ["ridge", "lasso"])
+def test_refit_without_a_selecting_learner_is_refused_before_any_data(tmp_path, capsys, learner, refit):
+    """refit acts only on the spike_slab learner's column selections: `-o learner=ridge -o refit=none` gave the
+    default table exactly. The entry refuses it (every sweep cell, before any data), `pyrozoo run` with -o or a TOML
+    config says so in one line with exit 2 and leaves no run directory, and make_estimator refuses it too."""
+    from pyrozoo.cli import main
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import make_estimator
+    from pyrozoo.registry import get
+
+    match = rf"^refit: '{refit}' applies only with learner='spike_slab' .*learner='{learner}' selects no columns"
+    with pytest.raises(PyrozooError, match=match):
+        get("plce").check_config(RunConfig(model="plce", options={"learner": learner, "refit": refit}))
+    with pytest.raises(PyrozooError, match=match):
+        make_estimator(0, learner=learner, refit=refit)
+    make_estimator(0, learner=learner)  # the default refit is no setting of the user's: accepted
+    make_estimator(0, refit=refit)
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert main(["run", "plce", "-o", f"learner={learner}", "-o", f"refit={refit}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pyrozoo: error: refit: '{refit}' applies only")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'model = "plce"\n[options]\nlearner = "{learner}"\nrefit = "{refit}"\n')
+    assert main(["run", "--config", str(cfg), "--out", str(out)]) == 2
+    assert "would have no effect" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [cfg]  # no run directory, not even a temporary one
