@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,9 @@ SE_TYPES = ("hc3", "cluster")
 REFITS = ("union", "union_ols", "none")
 FINAL_STAGES = ("wls", "orthogonal")
 MAX_REFIT_FRACTION = 0.25  # PLCE's default; another value is refused where no refit happens
+# Below this many clusters the cluster-robust SE warns: CR1 with normal critical values over-rejects with few clusters
+# (Cameron & Miller 2015, "A practitioner's guide to cluster-robust inference", sec. VI: noticeably below ~20-50)
+MIN_RELIABLE_CLUSTERS = 30
 
 
 class SpikeSlabLearner(RegressorMixin, BaseEstimator):
@@ -172,14 +176,22 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     return b, sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))
 
 
-def check_cluster_count(name: str, clusters: Any) -> None:
+def check_cluster_count(name: str, clusters: Any, *, warn_few: bool = False, stacklevel: int = 2) -> int:
     """Raise unless ``clusters`` has at least 2 distinct ids: the cluster-robust (CR1) variance sums the scores
     within each cluster, and with a single cluster that sum is zero by the normal equations (SE ~1e-17, a zero-width
-    interval), while its small-sample factor G / (G - 1) is undefined."""
+    interval), while its small-sample factor G / (G - 1) is undefined. With ``warn_few``, also warn (UserWarning)
+    when there are fewer than :data:`MIN_RELIABLE_CLUSTERS` clusters. Returns the number of clusters G."""
     n_clusters = len(pd.unique(np.asarray(clusters).reshape(-1)))
     if n_clusters < 2:
         raise PyrozooError(f"{name}: cluster-robust standard errors (se_type='cluster') need at least 2 clusters; got "
                            f"{n_clusters} distinct group id(s)")
+    if warn_few and n_clusters < MIN_RELIABLE_CLUSTERS:
+        warnings.warn(f"{name}: cluster-robust standard errors (se_type='cluster') from {n_clusters} clusters are "
+                      f"unreliable: CR1 with normal quantiles is accurate only with many clusters (about "
+                      f"{MIN_RELIABLE_CLUSTERS} or more) and is typically too small with few, so the interval "
+                      f"undercovers; cluster on a grouping with more levels or read the interval with caution",
+                      UserWarning, stacklevel=stacklevel)
+    return n_clusters
 
 
 def learner_selects(learner: Any) -> bool | None:
@@ -365,7 +377,8 @@ class PLCE(BaseEstimator):
     interference: add kernel-weighted averages of other units' treatments and covariates to the nuisances.
     interference_column: covariate the kernel distance uses; bandwidth: fixed nu or ``None`` to learn it from
         ``bandwidths`` (default a log grid relative to that covariate's variance).
-    se_type: ``"hc3"`` or ``"cluster"`` (cluster-robust by ``groups``); alpha: 1 - confidence level.
+    se_type: ``"hc3"`` or ``"cluster"`` (cluster-robust CR1 by ``groups``; warns below
+        :data:`MIN_RELIABLE_CLUSTERS` = 30 clusters, where it is too small); alpha: 1 - confidence level.
     refit: ``"union"`` (default) refits both nuisances in each training fold on the union of the columns the
         learner selected for y and for t (post-double-selection, Belloni, Chernozhukov & Hansen 2014) by ridge
         regression with the penalty chosen by leave-one-out error; ``"union_ols"`` refits by least squares;
@@ -499,7 +512,7 @@ class PLCE(BaseEstimator):
         if self.se_type == "cluster" and groups is None:
             raise PyrozooError("se_type: 'cluster' needs groups to cluster on")
         if self.se_type == "cluster":
-            check_cluster_count("groups", groups)
+            check_cluster_count("groups", groups, warn_few=True, stacklevel=5)  # points at fit's caller
         return y, t, X, (groups if groups is not None else None)
 
     def _check_option_effects(self) -> None:

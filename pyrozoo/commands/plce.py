@@ -27,7 +27,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--treatment-model", default="homoskedastic", choices=("homoskedastic", "heteroskedastic"))
     p.add_argument("--interference", action="store_true", help="learn kernel-weighted interference terms")
     p.add_argument("--se-type", default="hc3", choices=("hc3", "cluster"),
-                   help="hc3 (default) | cluster (cluster-robust by --groups)")
+                   help="hc3 (default) | cluster (cluster-robust by --groups; warns below 30 clusters)")
     p.add_argument("--no-linear-controls", dest="linear_controls", action="store_false",
                    help="do not force the standardized controls into the nuisance refit (the default forces them; "
                         "the refit needs the spike_slab learner)")

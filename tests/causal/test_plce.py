@@ -646,7 +646,11 @@ def test_cli_plce_se_type_and_linear_controls_flags(tmp_path, capsys):
     common = ["plce", "--data", str(path), "--n-repeats", "1", "--n-folds", "3", "--inference", "svi", "--steps",
               "50", "--num-samples", "50"]
     assert main([*common, "--groups", "site", "--se-type", "cluster", "--out", str(tmp_path / "a")]) == 0
-    assert "PLCE (cluster)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "PLCE (cluster)" in captured.out
+    # 20 clusters: below 30, one pyrozoo warning line (docs/plce.md shows it for lalonde's race, 3 clusters)
+    assert captured.err.count("pyrozoo: warning: groups: cluster-robust standard errors (se_type='cluster') from 20 "
+                              "clusters are unreliable") == 1
     assert "se_cluster" in json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert main([*common, "--controls", "c0,c1,c2,c3,c4", "--no-linear-controls", "--out", str(tmp_path / "b")]) == 0
     theta = json.loads((tmp_path / "b" / "metrics.json").read_text())["theta"]
@@ -1009,3 +1013,25 @@ def test_ignored_option_checks_leave_defaults_and_effective_settings_alone():
     assert learner_selects(fast_learner()) is False and learner_selects(type(fast_learner())) is False
     assert learner_selects(lambda: fast_learner()) is None
 
+
+def test_few_clusters_warn_that_the_cluster_se_is_unreliable():
+    """docs/plce.md's example clustered lalonde by race: 3 clusters, and CR1 with normal quantiles is far too small
+    there (it over-rejects below ~20-50 clusters, Cameron & Miller 2015), with no word of it. Now fit warns once,
+    before any work, below MIN_RELIABLE_CLUSTERS = 30, naming the count; 30 clusters fit silently."""
+    import warnings
+
+    from pyrozoo.causal.plce import MIN_RELIABLE_CLUSTERS
+
+    assert MIN_RELIABLE_CLUSTERS == 30
+    y, t, X = linear_design(1, n=180)
+    kw = {"basis": "linear", "n_folds": 3, "n_repeats": 1, "se_type": "cluster", "random_effects": False}
+    with pytest.warns(UserWarning, match=r"^groups: cluster-robust standard errors \(se_type='cluster'\) from 3 "
+                      r"clusters are unreliable: .*about 30 or more") as record:
+        est = PLCE(fast_learner(), **kw).fit(y, t, X, groups=np.arange(180) % 3)
+    assert sum("cluster-robust" in str(w.message) for w in record) == 1  # once per fit, not once per split
+    assert record[0].filename == __file__  # points at the caller's fit(...)
+    assert np.isfinite(est.se_)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*cluster-robust")
+        PLCE(fast_learner(), **kw).fit(y, t, X, groups=np.arange(180) % 30)
+        PLCE(fast_learner(), basis="linear", n_folds=3, n_repeats=1).fit(y, t, X, groups=np.arange(180) % 3)

@@ -16,6 +16,8 @@ def test_final_stage_dtype_must_be_floating(dtype):
         make_final_stage_dataset(None, dtype=dtype)
 
 
+# 6 clusters: the few-clusters warning is expected here (it is tested in tests/causal/test_plce.py)
+@pytest.mark.filterwarnings("ignore:groups. cluster-robust standard errors .* from 6 clusters:UserWarning")
 def test_the_standard_error_is_named_by_its_type(tmp_path):
     """-o groups=grp -o se_type=cluster wrote the cluster-robust SE under se_hc3 (metrics.json and the printout)."""
     import numpy as np
