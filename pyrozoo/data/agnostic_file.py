@@ -108,7 +108,7 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
         return {"x": xs[idx], "y": y[idx], "p": p[idx]}
 
     meta = {"target_name": target, "protected_name": protected, "feature_names": cols, "source": str(path),
-            "x_mean": mean, "x_scale": sd, "rows": {"train": train, "probe": probe, "test": test}}
+            "x_mean": mean, "x_scale": sd, "split_rows": {"train": train, "probe": probe, "test": test}}
     return make_agnostic_data(xs[train], y[train], p[train], name="agnostic-file",
                               splits={"probe": part(probe), "test": part(test)}, leakage_split="test", meta=meta)
 

@@ -40,7 +40,7 @@ def test_reads_recodes_splits_and_standardizes(tmp_path):
     meta = data.meta
     assert meta["y_classes"] == ["high", "low"] and meta["p_classes"] == ["f", "m"]
     assert meta["feature_names"] == ["a", "b"] and meta["leakage_split"] == "test"
-    rows = meta["rows"]
+    rows = meta["split_rows"]
     together = np.concatenate([rows["train"], rows["probe"], rows["test"]])
     assert sorted(together.tolist()) == list(range(len(df)))  # a partition of the file's rows
     assert len(rows["train"]) == pytest.approx(FRACTIONS[0] * len(df), abs=4)
@@ -59,12 +59,12 @@ def test_reads_recodes_splits_and_standardizes(tmp_path):
 def test_the_split_is_seeded_and_stratified_and_features_are_taken_as_named(tmp_path):
     path, df = _csv(tmp_path)
     a, b = (read_agnostic_file(path, s, target="income", protected="sex", features="b") for s in (0, 0))
-    np.testing.assert_array_equal(a.meta["rows"]["test"], b.meta["rows"]["test"])
+    np.testing.assert_array_equal(a.meta["split_rows"]["test"], b.meta["split_rows"]["test"])
     other = read_agnostic_file(path, 1, target="income", protected="sex", features="b")
-    assert not np.array_equal(a.meta["rows"]["test"], other.meta["rows"]["test"])
+    assert not np.array_equal(a.meta["split_rows"]["test"], other.meta["split_rows"]["test"])
     assert a.meta["feature_names"] == ["b"] and a.inputs["x"].shape[1] == 1
     for split in ("probe", "test"):  # every (target, protected) pair of 15 rows or so is in each part
-        got = df.iloc[a.meta["rows"][split]]
+        got = df.iloc[a.meta["split_rows"][split]]
         assert got.groupby(["income", "sex"]).size().size == df.groupby(["income", "sex"]).size().size
 
 
