@@ -186,10 +186,18 @@ def feature_names(X: Any, name: str = "X") -> np.ndarray | None:
 
 def row_labels(X: Any) -> list[Any] | None:
     """A pandas DataFrame's or Series' index labels as a list (the user's row labels, for the ArviZ ``obs_id``
-    coordinate), or None for arrays and tensors and for an index with repeated labels (which cannot label rows)."""
+    coordinate), or None for arrays and tensors and for an index with repeated labels (which cannot label rows).
+    Integer and text labels are kept; any other index (a MultiIndex's tuples, tz-aware dates, periods, intervals)
+    is given as text, ``str(label)``, which ArviZ and netCDF can hold, or None when the texts repeat."""
+    import pandas as pd
+
     if not _is_pandas(X) or not X.index.is_unique:
         return None
-    return [v.item() if isinstance(v, np.generic) else v for v in X.index]
+    index = X.index
+    if not isinstance(index, pd.MultiIndex) and (index.dtype.kind in "iu" or all(isinstance(v, str) for v in index)):
+        return [v.item() if isinstance(v, np.generic) else v for v in index]
+    text = [str(v) for v in index]
+    return text if len(set(text)) == len(text) else None
 
 
 def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> None:

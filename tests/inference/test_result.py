@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pyrozoo import registry
@@ -60,3 +61,23 @@ def test_labelled_fit_uses_the_dataset_s_rows():
     fit = LabelledFit(lambda dataset, config: _result())
     assert fit(Dataset("d", meta={"rows": list("abcde")}), None).coords["obs_id"] == list("abcde")
     assert "obs_id" not in fit(Dataset("d"), None).coords
+
+
+@pytest.mark.parametrize("index, labels", [
+    (pd.MultiIndex.from_product([range(2), range(3)]), ["(0, 0)", "(0, 1)", "(0, 2)", "(1, 0)", "(1, 1)", "(1, 2)"]),
+    (pd.date_range("2024-01-01", periods=6, tz="UTC"), [str(d) for d in pd.date_range("2024-01-01", periods=6,
+                                                                                      tz="UTC")]),
+    (pd.period_range("2024-01", periods=6, freq="M"), [f"2024-0{m}" for m in range(1, 7)]),
+    (pd.Index([3, 1, 4, 0, 5, 9]), [3, 1, 4, 0, 5, 9]),
+    (pd.Index(list("abcdef")), list("abcdef")),
+])
+def test_a_dataframe_index_of_any_kind_labels_obs_id_in_a_form_netcdf_holds(tmp_path, index, labels):
+    """Integer and text labels are kept; a MultiIndex, tz-aware dates or periods become text, so that the fit's
+    InferenceData saves (the MultiIndex's tuples used to be flattened into twice as many labels)."""
+    from pyrozoo.validation import row_labels
+
+    X = pd.DataFrame(np.zeros((6, 2)), index=index)
+    assert row_labels(X) == labels
+    result = label_observations(_result(6), row_labels(X))
+    result.to_inference_data().to_netcdf(tmp_path / "idata.nc")
+    assert list(result.to_inference_data().log_likelihood["obs_id"].values) == labels
