@@ -66,13 +66,14 @@ def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: 
     return cols
 
 
-def refuse_constant(source: str, values: Mapping[str, np.ndarray]) -> None:
-    """Raise naming the columns (name -> values) that are constant: zero sd, which standardization divides by."""
+def refuse_constant(source: str, values: Mapping[str, np.ndarray], *,
+                    why: str = "zero sd, which standardization divides by",
+                    fix: str = "leave them out with -o features=... (the models add their own intercept)") -> None:
+    """Raise naming the columns (name -> values) that are constant; ``why`` says what a zero sd breaks, ``fix``
+    what to do (the defaults are the regression files')."""
     constant = [c for c, v in values.items() if np.ptp(np.asarray(v)) == 0]
     if constant:
-        raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, constant))} are constant (zero sd, which "
-                           f"standardization divides by); leave them out with -o features=... (the models add "
-                           f"their own intercept)")
+        raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, constant))} are constant ({why}); {fix}")
 
 
 def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",

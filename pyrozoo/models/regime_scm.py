@@ -40,6 +40,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import refuse_constant
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.regime_scm import (
@@ -52,7 +53,7 @@ from pyrozoo.guides.regime_scm import (
     make_gumbel_guide,
 )
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
@@ -89,26 +90,60 @@ RESERVED = {"z", "obs_id", "scale_obs", "scale_int", "regime_weights", *LINEAR_P
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _names(values: Any) -> str:
+    # repr: column 0 (an int) and node "0" (text) are different names that print alike
+    return ", ".join(map(repr, sorted(values, key=str)))
+
+
+def _check_graph_names(what: str, names: Sequence[Any], columns: Sequence[Any]) -> None:
+    """Raise unless the graph's node names (``what``: "nodes" or "labels") are exactly the data columns."""
+    nodes, cols = set(names), set(columns)
+    if nodes != cols:
+        missing, extra = cols - nodes, nodes - cols
+        raise PyrozooError(
+            f"graph: {what} do not match the data columns"
+            + (f"; columns missing from the graph: {_names(missing)}" if missing else "")
+            + (f"; graph {what} not in the data: {_names(extra)}" if extra else "")
+        )
+
+
+def _align_labelled_adjacency(graph: pd.DataFrame, columns: Sequence[Any]) -> pd.DataFrame:
+    """A DataFrame adjacency (``nx.to_pandas_adjacency``) reordered so that its rows and columns follow the data's
+    columns by label: read by position, one listed in another order silently reversed edges. Its index and columns
+    must be the same set of names, each once, and that set must be the data's columns."""
+    index, cols = list(graph.index), list(graph.columns)
+    for axis, labels in (("index", index), ("columns", cols)):
+        if len(set(labels)) != len(labels):
+            repeated = {c for c in labels if labels.count(c) > 1}
+            raise PyrozooError(f"graph: expected each variable once in the adjacency DataFrame's {axis}, got "
+                               f"{_names(repeated)} more than once")
+    if set(index) != set(cols):
+        only_index, only_cols = set(index) - set(cols), set(cols) - set(index)
+        raise PyrozooError(
+            "graph: expected an adjacency DataFrame whose index and columns name the same variables (a[j, i] = 1 "
+            "for j -> i)"
+            + (f"; in the index only: {_names(only_index)}" if only_index else "")
+            + (f"; in the columns only: {_names(only_cols)}" if only_cols else "")
+            + "; pass .to_numpy() to read it by position instead"
+        )
+    _check_graph_names("labels", index, columns)
+    return graph.reindex(index=list(columns), columns=list(columns))
+
+
 def _graph_to_parents(graph: Any, columns: Sequence[Any]) -> torch.Tensor:
     """Validate ``graph`` (``networkx.DiGraph`` over the columns, or an N x N 0/1 adjacency with a[j, i] = 1 for
-    j -> i) and return the bool parent mask ``parents[j, i]``. Raises on node mismatch or a cycle."""
+    j -> i: a ``pandas.DataFrame`` one is read by its labels, an array by position) and return the bool parent mask
+    ``parents[j, i]``. Raises on node mismatch, a self-loop or a cycle."""
     n_vars = len(columns)
     if isinstance(graph, nx.Graph):
         if not graph.is_directed():
             raise PyrozooError("graph: expected a directed graph (networkx.DiGraph), got an undirected Graph")
-        nodes, cols = set(graph.nodes), set(columns)
-        if nodes != cols:
-            # repr: column 0 (an int) and node "0" (text) are different names that print alike
-            missing = ", ".join(map(repr, sorted(cols - nodes, key=str)))
-            extra = ", ".join(map(repr, sorted(nodes - cols, key=str)))
-            raise PyrozooError(
-                "graph: nodes do not match the data columns"
-                + (f"; columns missing from the graph: {missing}" if missing else "")
-                + (f"; graph nodes not in the data: {extra}" if extra else "")
-            )
+        _check_graph_names("nodes", list(graph.nodes), columns)
         adj = nx.to_numpy_array(graph, nodelist=list(columns), weight=None) != 0
         g = graph
     else:
+        if isinstance(graph, pd.DataFrame):
+            graph = _align_labelled_adjacency(graph, columns)
         try:
             adj = np.asarray(graph.detach().cpu() if isinstance(graph, torch.Tensor) else graph, dtype=float)
         except (TypeError, ValueError):
@@ -123,7 +158,9 @@ def _graph_to_parents(graph: Any, columns: Sequence[Any]) -> torch.Tensor:
         adj = adj != 0
         g = nx.relabel_nodes(nx.from_numpy_array(adj.astype(int), create_using=nx.DiGraph), dict(enumerate(columns)))
     if np.diag(adj).any():
-        raise PyrozooError("graph: expected a DAG, found a self-loop")
+        loops = sorted((columns[i] for i in np.flatnonzero(np.diag(adj))), key=str)
+        raise PyrozooError(f"graph: expected a DAG, found a self-loop at {_names(loops)} "
+                           f"({', '.join(f'{c} -> {c}' for c in loops)})")
     if not nx.is_directed_acyclic_graph(g):
         cycle = nx.find_cycle(g)
         path = " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}"
@@ -204,6 +241,13 @@ def make_regime_dataset(
     g = nx.DiGraph(parents.numpy().astype(int))
     order = list(nx.lexicographical_topological_sort(g))
     xt = torch.as_tensor(np.array(arr, dtype=np.float64), dtype=dtype)
+    # a constant variable has zero residual variance: EM clamped its scale to 1e-3, that variable's density then
+    # dominated the likelihood and the regime weights came out arbitrary (checked in the dataset's dtype, in which
+    # the fit sees the values)
+    refuse_constant("x", {c: xt[:, j].numpy() for j, c in enumerate(columns)},
+                    why="zero variance: the mechanism's scale would collapse to 0 and the likelihood grow without "
+                        "bound",
+                    fix="drop them from the data and the graph")
     try:  # data as large as 1e19 are finite in float32 but their squares are not: the fit's likelihoods were NaN
         check_squares_finite("x", xt)
     except PyrozooError as exc:
@@ -871,6 +915,28 @@ def _check_run_options(config: RunConfig) -> None:
         parse_columns(config.options.get("columns", ""))
 
 
+def _min_rows(parents: torch.Tensor) -> int:
+    """The fewest rows :func:`fit_regime_scm` accepts for the parent mask ``parents``: (N + 1) (p_max + 3), p_max
+    the largest number of parents of one variable.
+
+    The model has K = N + 1 regimes, and each linear mechanism version has |pa_i| + 2 parameters (intercept,
+    weights, scale). The intervened version of mechanism i is fitted (weighted least squares) on regime i's rows
+    alone, about n / K of them when the regimes are balanced; each needs more rows than parameters, p_max + 3 at
+    least, or its residual scale is 0 (clamped) and the regime probabilities are one-hot by construction. The old
+    minimum, N + 1 rows, let 4 rows of 3 variables through to exactly that degenerate fit."""
+    return (parents.shape[0] + 1) * (int(parents.sum(0).max()) + 3)
+
+
+def _check_enough_rows(dataset: Dataset) -> None:
+    parents, n = dataset.inputs["parents"], dataset.observed["x"].shape[0]
+    need = _min_rows(parents)
+    if n < need:
+        n_vars, largest = parents.shape[0], int(parents.sum(0).max())
+        raise PyrozooError(f"x: expected at least {need} rows to fit {n_vars} variables whose largest parent set has "
+                           f"{largest} variable(s) ({n_vars + 1} regimes x {largest + 3} rows, more than the "
+                           f"{largest + 2} parameters of the largest mechanism in each regime), got {n}")
+
+
 @keeps_caller_state
 def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     """Fit with ``config.inference``:
@@ -885,6 +951,10 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
 
     The result's posterior holds the point estimates as one chain of one draw (plus the per-sample regime
     posterior ``regime_probs``); its log-likelihood is the exact marginal over z.
+
+    It runs on ``config.device`` (``"auto"``: CUDA when present; ``"cuda"`` without CUDA is refused before any work)
+    and the result's config records the device used. A fit needs at least (N + 1) (p_max + 3) rows, p_max the
+    largest parent set (see :func:`_min_rows`).
     """
     entry = get("regime-scm")
     # a direct call gets run_model's checks (known options of the right types, each read by the inference); the
@@ -903,9 +973,13 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                                f"got {opts[key]!r} in the options. Build the dataset with it instead "
                                f"(make_regime_dataset(..., {key}={opts[key]!r}))")
     o = check_regime_options(opts, inference, steps=config.steps, fixed={k: inp[k] for k in MODEL_DEFAULTS})
+    _check_enough_rows(dataset)
+    # before any work: "cuda" on a machine without it is refused here (it used to run on the CPU and record "cuda")
+    device = resolve_device(config.device)
+    dataset = dataset.to(device)
+    inp = dataset.inputs
+    config = dataclasses.replace(config, device=str(device))  # the result records where it ran
     x = dataset.observed["x"]
-    if x.shape[0] < inp["parents"].shape[0] + 1:
-        raise PyrozooError(f"x: expected at least {inp['parents'].shape[0] + 1} samples to fit, got {x.shape[0]}")
     t0 = time.perf_counter()
     set_seed(config.seed)
     fit_stats: dict[str, Any] = {}

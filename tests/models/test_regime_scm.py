@@ -844,3 +844,169 @@ def test_the_graph_option_is_for_data_files_and_the_bad_graph_is_refused_before_
     for graph, message in (("", "needs the DAG"), (3, "expected the DAG as text"), ([["a", "b", "c"]], "a pair")):
         with pytest.raises(PyrozooError, match=message):
             entry.check_config(RunConfig(model="regime-scm", data=str(path), options={"graph": graph}))
+
+
+# ---------------------------------------------- QA pass: labelled adjacency, device, constant columns, self-loops, rows
+
+
+def test_a_labelled_adjacency_is_aligned_to_the_data_columns_by_label():
+    """nx.to_pandas_adjacency listed in another order than the data was read by position: the DAG came out
+    reversed ([('b', 'a'), ('c', 'a'), ('c', 'b')]) without a word."""
+    df, _ = _three_vars()
+    g = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")])
+    labelled = nx.to_pandas_adjacency(g, nodelist=["c", "b", "a"]).astype(int)
+    ds = make_regime_dataset(df, labelled)
+    assert sorted(ds.meta["graph"].edges) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert torch.equal(ds.inputs["parents"], make_regime_dataset(df, g).inputs["parents"])
+    # an unlabelled array stays positional: the same reordered matrix now reads c -> b -> a
+    positional = make_regime_dataset(df, labelled.to_numpy())
+    assert sorted(positional.meta["graph"].edges) == [("b", "a"), ("c", "a"), ("c", "b")]
+    # index and columns in different orders are aligned too
+    shuffled = labelled.loc[["a", "c", "b"], ["b", "a", "c"]]
+    assert torch.equal(make_regime_dataset(df, shuffled).inputs["parents"], ds.inputs["parents"])
+
+
+def test_a_labelled_adjacency_with_other_labels_is_refused():
+    df, _ = _three_vars()
+    adj = nx.to_pandas_adjacency(nx.DiGraph([("a", "b"), ("b", "c")]), nodelist=list("abc")).astype(int)
+    _bad(r"graph: expected an adjacency DataFrame whose index and columns name the same variables.*in the index "
+         r"only: 'a'.*in the columns only: 'd'.*\.to_numpy\(\)", df, adj.rename(columns={"a": "d"}))
+    _bad(r"graph: labels do not match the data columns; columns missing from the graph: 'c'; graph labels not in "
+         r"the data: 'd'", df, adj.rename(index={"c": "d"}, columns={"c": "d"}))
+    _bad(r"graph: expected each variable once in the adjacency DataFrame's index, got 'a' more than once", df,
+         adj.set_axis(["a", "a", "c"], axis=0))
+    # a DataFrame with the default labels 0..N-1 is labelled too: against columns a, b, c it is refused, not guessed
+    _bad(r"graph: labels do not match the data columns; columns missing from the graph: 'a', 'b', 'c'", df,
+         pd.DataFrame(adj.to_numpy()))
+    # ... and matches an array-built dataset's default columns 0..N-1
+    assert make_regime_dataset(df.to_numpy(), pd.DataFrame(adj.to_numpy())).inputs["parents"][0, 1]
+
+
+def test_a_self_loop_is_named():
+    df, _ = _three_vars()
+    _bad(r"graph: expected a DAG, found a self-loop at 'c' \(c -> c\)$", df, nx.DiGraph([("a", "b"), ("c", "c")]))
+    _bad(r"found a self-loop at 1, 2 \(1 -> 1, 2 -> 2\)$", df.to_numpy(), np.diag([0, 1, 1]))
+
+
+def test_a_self_loop_in_a_data_files_graph_is_named(tmp_path):
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    with pytest.raises(PyrozooError, match=r"found a self-loop at 'b' \(b -> b\)"):
+        read_regime_file(str(_chain_csv(tmp_path)), 0, graph="a->b, b->b, b->c")
+
+
+@pytest.mark.parametrize("column", ["a", "c"])
+def test_a_constant_column_is_refused_by_name(column):
+    """A constant column was fitted with its scale clamped to 1e-3: a log-likelihood +570 higher for 200 rows and
+    arbitrary regime weights."""
+    df, g = _three_vars()
+    _bad(rf"^x: column\(s\) '{column}' are constant \(zero variance: .*drop them from the data and the graph",
+         df.assign(**{column: 2.0}), g)
+    # an extra constant variable without edges, and an array-built dataset (its column named by position)
+    with_d = g.copy()
+    with_d.add_node("d")
+    _bad(r"column\(s\) 'd' are constant", df.assign(d=5.0), with_d)
+    _bad(r"^x: column\(s\) 1 are constant", df.assign(b=0.0).to_numpy(), np.zeros((3, 3)))
+
+
+def test_a_constant_column_in_a_data_file_is_refused(tmp_path):
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    path = _chain_csv(tmp_path, extra={"d": [1.0] * 600})
+    with pytest.raises(PyrozooError, match=r"column\(s\) 'd' are constant"):
+        read_regime_file(str(path), 0, graph="a->b->c, d")
+
+
+def test_too_few_rows_for_every_regimes_mechanisms_are_refused():
+    """4 rows of 3 variables passed the old minimum (N + 1) and fitted one-hot regime probabilities with clamped
+    scales; the minimum is now (N + 1) regimes x (p_max + 3) rows, p_max the largest parent set."""
+    from pyrozoo.models.regime_scm import _min_rows
+
+    df, _ = _three_vars()
+    full = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")])  # largest parent set 2: 4 regimes x 5 rows = 20
+    cfg = RunConfig(model="regime-scm", inference="em", steps=0, progress=False)
+    assert _min_rows(make_regime_dataset(df, full).inputs["parents"]) == 20
+    for n in (4, 19):
+        with pytest.raises(PyrozooError, match=rf"x: expected at least 20 rows to fit 3 variables whose largest "
+                                               rf"parent set has 2 variable\(s\).*got {n}$"):
+            fit_regime_scm(make_regime_dataset(df.iloc[:n], full), cfg)
+    res = fit_regime_scm(make_regime_dataset(df.iloc[:20], full), cfg)
+    assert np.isfinite(res.log_likelihood["x"]).all()
+    # the chain a -> b -> c (largest parent set 1) needs 4 x 4 = 16, a graph without edges 4 x 3 = 12
+    chain = make_regime_dataset(df.iloc[:15], nx.DiGraph([("a", "b"), ("b", "c")]))
+    with pytest.raises(PyrozooError, match="expected at least 16 rows"):
+        fit_regime_scm(chain, cfg)
+    empty = nx.empty_graph(["a", "b", "c"], create_using=nx.DiGraph)
+    assert _min_rows(make_regime_dataset(df, empty).inputs["parents"]) == 12
+
+
+def _spy_on_devices(monkeypatch):
+    """Record the device of the data that reach the EM warm start and the result."""
+    from pyrozoo.models import regime_scm
+
+    seen = []
+    fit_em, to_result = regime_scm.fit_em, regime_scm._to_result
+
+    def em_spy(x, parents, **kw):
+        seen.append(("em", x.device.type))
+        return fit_em(x, parents, **kw)
+
+    def result_spy(inference, dataset, *args, **kw):
+        seen.append(("result", dataset.observed["x"].device.type))
+        return to_result(inference, dataset, *args, **kw)
+
+    monkeypatch.setattr(regime_scm, "fit_em", em_spy)
+    monkeypatch.setattr(regime_scm, "_to_result", result_spy)
+    return seen
+
+
+def test_device_is_resolved_before_any_work_and_recorded(monkeypatch):
+    """device='cuda' on a machine without CUDA ran on the CPU and recorded 'cuda' in the result's config."""
+    from pyrozoo.models import regime_scm
+
+    df, g = _three_vars()
+    ds = make_regime_dataset(df, g)
+    seen = _spy_on_devices(monkeypatch)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=0, device="auto", progress=False))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert res.config["device"] == expected and seen == [("em", expected), ("result", expected)]
+    # whatever resolve_device returns is where the data go and what the result records
+    asked = []
+
+    def resolve(device):
+        asked.append(device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(regime_scm, "resolve_device", resolve)
+    seen.clear()
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", steps=0, device="cuda", progress=False))
+    assert asked == ["cuda"] and seen == [("em", "cpu"), ("result", "cpu")] and res.config["device"] == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch, device):
+    from pyrozoo.models import regime_scm
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit started before the device was checked")
+
+    monkeypatch.setattr(regime_scm, "fit_em", no_fit)
+    df, g = _three_vars()
+    with pytest.raises(PyrozooError, match=f"device: '{device}' was asked for but CUDA is not available"):
+        fit_regime_scm(make_regime_dataset(df, g),
+                       RunConfig(model="regime-scm", inference="em", steps=0, device=device, progress=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("inference", ["em", "enum", "amortized", "gumbel"])
+def test_device_cuda_fits_on_the_gpu_and_scores(monkeypatch, inference):
+    df, g = _three_vars(n=300)
+    ds = make_regime_dataset(df, g, hidden=8)
+    opts = {"pretrain_steps": 5} if inference == "amortized" else {}
+    seen = _spy_on_devices(monkeypatch)
+    res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference=inference, steps=0 if inference == "em" else 3,
+                                       device="cuda", progress=False, options=opts))
+    assert res.config["device"] == "cuda" and seen and all(d == "cuda" for _, d in seen)
+    assert np.isfinite(regime_metrics(res, ds)["loglik"])
+    assert len(regime_table(res, ds)) == 4
