@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -693,25 +694,79 @@ def em_m_step(e: Mapping[str, Any], data: Mapping[str, Any]) -> dict:
     return p
 
 
+# A labelling whose converged log-likelihood is at most this many nats below another's is not ruled out by the data
+# (2 * 3 = 6 on the deviance scale: less than "strong" evidence, Kass and Raftery 1995)
+LABEL_SWAP_TOL = 3.0
+
+
+def swap_labels(p: Mapping[str, torch.Tensor], j: int) -> dict[str, torch.Tensor]:
+    """The linear parameters with the observational regime and do(j) exchanged: node ``j``'s two mechanisms and
+    the weights pi_0 and pi_{j+1} swap places. With only these two regimes weighted this is an exact symmetry of
+    the likelihood; every other do(k) regime uses node j's observational mechanism, so it sees the change."""
+    q = {k: v.clone() for k, v in p.items()}
+    for obs, intv in (("loc_obs", "loc_int"), ("scale_obs", "scale_int")):
+        q[obs][j], q[intv][j] = p[intv][j], p[obs][j]
+    q["W_obs"][:, j], q["W_int"][:, j] = p["W_int"][:, j], p["W_obs"][:, j]
+    q["regime_weights"][0], q["regime_weights"][j + 1] = p["regime_weights"][j + 1], p["regime_weights"][0]
+    return q
+
+
 def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True, restarts: int = 4,
            warm_iters: int = 5, max_iter: int = 200, tol: float = 1e-7, seed: int = 0) -> tuple[dict, dict]:
     """EM for linear-Gaussian mechanisms in float64. Candidates: the robust start and ``restarts - 1`` random
     ones; each runs ``warm_iters`` iterations, the best by log-likelihood is iterated to convergence.
-    Returns (params, info with ``loglik`` trace, ``restart_logliks`` and ``chosen``)."""
+
+    Labelling convention: "observational" and do(j) differ only in node j's mechanism, so when no other regime
+    carries weight the two labellings are exchangeable. For each node j the fit is restarted from
+    :func:`swap_labels` and run to convergence; the swapped fit replaces the current one when its log-likelihood
+    is at most :data:`LABEL_SWAP_TOL` nats lower (or higher) and its observational regime holds more of the rows
+    (mean responsibility): interventions are taken to be the minority. A swapped fit that is better but shrinks
+    the observational regime is not taken (with only one intervened node the spare regimes' freedom alone moves
+    the two labellings' log-likelihoods apart by several nats). No swap is tried for a do(j) regime holding less
+    than half of the observational regime's rows, and a refit that drifts back to the current labelling (most of
+    its observational rows are not the current do(j) rows) is dropped.
+
+    Returns (params, info with ``loglik`` trace, ``restart_logliks``, ``chosen``, ``swap_loglik`` (per node, the
+    log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was tried
+    or the refit drifted back) and ``relabelled`` (nodes whose swap was taken))."""
     x64, par = x.to(torch.float64), parents.to(x.device)
     data = {"x": x64, "parents": par, "learn_weights": learn_weights}
     gen = torch.Generator().manual_seed(int(seed))
     starts = [robust_init(x64, par)] + [random_init(x64, par, gen) for _ in range(max(restarts, 1) - 1)]
+
+    def objective(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
+        return float(em_e_step(p, d)["loglik"])
+
     scored = []
     for s in starts:
-        fit = run_em(em_e_step, em_m_step, s, data, max_iter=warm_iters, tol=tol,
-                     objective=lambda p, e, d: float(em_e_step(p, d)["loglik"]))
+        fit = run_em(em_e_step, em_m_step, s, data, max_iter=warm_iters, tol=tol, objective=objective)
         scored.append((fit.objective[-1], fit.params))
     chosen = int(np.argmax([s for s, _ in scored]))
-    fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol,
-                 objective=lambda p, e, d: float(em_e_step(p, d)["loglik"]))
+    fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=objective)
+    swap_ll, relabelled = [], []
+    for j in range(x.shape[1]):
+        mass = fit.expectations["r"].mean(0)
+        # the swap starts the observational regime at do(j)'s share of the rows: from under half its current
+        # share, a fit that grew it past the current one would be another optimum, not the other labelling
+        if float(mass[j + 1]) < float(mass[0]) / 2:
+            swap_ll.append(float("nan"))
+            continue
+        alt = run_em(em_e_step, em_m_step, swap_labels(fit.params, j), data, max_iter=max_iter, tol=tol,
+                     objective=objective)
+        # the refit may drift back to the current labelling: it is the other one only if most of its
+        # observational rows are the current do(j) rows
+        r_obs = alt.expectations["r"][:, 0]
+        if not 2 * float(r_obs @ fit.expectations["r"][:, j + 1]) > float(r_obs.sum()) >= 1.0:
+            swap_ll.append(float("nan"))
+            continue
+        delta = alt.objective[-1] - fit.objective[-1]
+        if delta >= -LABEL_SWAP_TOL and float(r_obs.mean()) > float(mass[0]):
+            fit, delta = alt, -delta
+            relabelled.append(j)
+        swap_ll.append(delta)
     info = {"loglik": fit.objective, "restart_logliks": [s for s, _ in scored], "chosen": chosen,
-            "converged": fit.converged, "iterations": fit.iterations}
+            "converged": fit.converged, "iterations": fit.iterations, "swap_loglik": swap_ll,
+            "relabelled": relabelled}
     return fit.params, info
 
 
@@ -983,6 +1038,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     t0 = time.perf_counter()
     set_seed(config.seed)
     fit_stats: dict[str, Any] = {}
+    labels_note = ""
     model_kwargs = dataset.model_kwargs()
     encoder = None
     if inference == "gumbel":
@@ -997,6 +1053,8 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                                       pretrain_steps=o["pretrain_steps"], seed=config.seed)
         fit_stats["em_loglik"] = info["loglik"]
         fit_stats["restart_loglik"] = info["restart_logliks"]
+        fit_stats["label_swap_loglik"] = info["swap_loglik"]
+        labels_note = _exchangeable_note(info, inp["names"])
         if inference in ("enum", "amortized") and config.steps > 0:
             guide = exact_enumeration_guide
             init = dict(params)
@@ -1018,7 +1076,25 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                 params["regime_weights"] = init["regime_weights"]
             if inference == "amortized":
                 encoder = _param_store_values([k for k in pyro.get_param_store() if k.startswith("enc_")])
-    return _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
+    result = _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
+    if labels_note:
+        result.attrs["regime_labels"] = labels_note
+        warnings.warn(f"regime labels: {labels_note}", UserWarning, stacklevel=3)  # past keeps_caller_state
+    return result
+
+
+def _exchangeable_note(info: Mapping[str, Any], names: Sequence[str]) -> str:
+    """The note for the nodes j whose do(j) regime the EM could not tell from the observational one (the other
+    labelling's log-likelihood at most :data:`LABEL_SWAP_TOL` nats below the kept one's); empty when none."""
+    pairs = [(names[j], d) for j, d in enumerate(info["swap_loglik"]) if d >= -LABEL_SWAP_TOL]  # NaN: not tried
+    if not pairs:
+        return ""
+    said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in pairs)
+    return (f"the observational regime and {said} are exchangeable: with the two labels (and the node's two "
+            f"mechanisms) swapped, the refit's log-likelihood is not {LABEL_SWAP_TOL:g} nats below the kept fit's "
+            f"(the difference is in brackets), so the data do not tell which is observational. By convention "
+            f"(interventions are the minority) the one holding more rows is labelled observational "
+            f"(fit_stats['label_swap_loglik'])")
 
 
 def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | None, fit_stats: dict,
