@@ -16,7 +16,7 @@ from typing import Any
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.result import Result, label_observations
+from pyrozoo.inference.result import Result, label_observations, observation_count
 from pyrozoo.validation import check_keys, check_option_types
 
 # RunConfig's engine settings, and the sets the shared engines read (``ZooModel.settings`` maps inferences to them)
@@ -24,6 +24,8 @@ SETTINGS = ("num_samples", "warmup_steps", "num_chains", "steps", "lr", "jit")
 MCMC_SETTINGS = ("num_samples", "warmup_steps", "num_chains", "jit")
 GIBBS_SETTINGS = ("num_samples", "warmup_steps", "num_chains")
 SVI_SETTINGS = ("steps", "lr", "num_samples")
+# data-source names of ``data_options`` that are not shipped datasets' (see :func:`data_source`)
+RESERVED_SOURCES = ("simulator", "file")
 
 
 @dataclass
@@ -36,11 +38,13 @@ class ZooModel:
     * ``simulate(seed, **options) -> Dataset``: the paper's generator;
     * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``); the entry's ``fit``
       labels the result's ``obs_id`` axis with the dataset's ``meta["rows"]`` when the loader set them
-      (:class:`LabelledFit`), so every model's InferenceData traces observations back to the user's rows alike;
+      (:class:`LabelledFit`), so every model's InferenceData traces observations back to the user's rows alike
+      (a result that is not a ``Result``, or rows with no ``obs_id`` axis to label, are errors there);
     * ``inferences``: engine names, the first is the default;
     * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
-    * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``;
+    * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``; not named
+      ``"simulator"`` or ``"file"`` (:data:`RESERVED_SOURCES`, the other sources' names in ``data_options``);
     * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs); an
       option in it that an inference does not read (``inference_options``) is left out for that inference
       (:meth:`unread_options`), so a tiny size may be one inference's own (spike-slab's NUTS tree depth);
@@ -85,7 +89,18 @@ class ZooModel:
 
     def __post_init__(self) -> None:
         if not isinstance(self.fit, LabelledFit):
-            self.fit = LabelledFit(self.fit)
+            self.fit = LabelledFit(self.fit, self.name)
+        elif getattr(self.fit, "entry", "") != self.name:  # another entry's fit: a wrapper under this name
+            self.fit = LabelledFit(self.fit.fit, self.name)
+        if not isinstance(self.datasets, Mapping):
+            raise PyrozooError(f"datasets of {self.name}: expected a dict of dataset name -> loader, got "
+                               f"{self.datasets!r}")
+        reserved = [d for d in self.datasets if d in RESERVED_SOURCES]
+        if reserved:  # data_options could no longer tell the shipped dataset from the simulator or --data
+            raise PyrozooError(f"datasets of {self.name}: {', '.join(map(repr, reserved))} "
+                               f"{'is a reserved data-source name' if len(reserved) == 1 else 'are reserved names'} "
+                               f"({' and '.join(map(repr, RESERVED_SOURCES))} name the simulator and --data files in "
+                               f"data_options); give the dataset another name")
         # an author's slip here would otherwise be read wrongly, not refused: a string where a tuple belongs is read
         # as its characters (``inferences=("nuts")`` offers "n", "u", "t", "s"), a misspelt key restricts nothing,
         # and a slip in ``settings`` makes config.toml drop settings that ran (and the CLI say they did not apply)
@@ -184,7 +199,8 @@ class ZooModel:
 
     def load_data(self, config: RunConfig) -> Dataset:
         """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed, called
-        with the options that source reads (``data_options``)."""
+        with the options that source reads (``data_options``). A loader that cannot take them, or returns no
+        :class:`Dataset`, is a :class:`PyrozooError` naming it."""
         opts = self.merged_options(config)
         unread = set(self.unused_options(opts, data_source(config.data, config.dataset)))
         opts = {k: v for k, v in opts.items() if k not in unread}
@@ -202,33 +218,112 @@ class ZooModel:
             try:  # the call's signature only: a TypeError raised inside the loader is its own
                 signature.bind(*args, **opts)
             except TypeError as exc:
+                required = _required_keywords(signature, len(args), opts)
+                if required:  # it takes the options, but wants one the entry never passes
+                    it = "keyword" if len(required) == 1 else "keywords"
+                    raise PyrozooError(
+                        f"{self.name}: {what} requires {it} {', '.join(map(repr, required))}, not declared in the "
+                        f"entry's options for its data source (given: {', '.join(sorted(opts)) or 'none'}); "
+                        f"declare it in options (with its default) or give it a default in {_qualname(loader)}"
+                    ) from None
                 raise PyrozooError(f"{self.name}: {what} does not take the entry's options ({exc}); every loader "
                                    f"is called with all of them that its data source reads, so it must accept "
                                    f"**options") from None
-        return loader(*args, **opts)
+        dataset = loader(*args, **opts)
+        if not isinstance(dataset, Dataset):
+            raise PyrozooError(f"{self.name}: {what} ({_qualname(loader)}) returned {_type_name(dataset)}; expected "
+                               f"a pyrozoo Dataset (pyrozoo.data.Dataset)")
+        return dataset
 
 
 class LabelledFit:
     """A zoo entry's ``fit`` followed by :func:`~pyrozoo.inference.result.label_observations` with the dataset's
     ``meta["rows"]`` (the original row labels of the observations, set by loaders that shuffle or split the rows):
-    the one place where every model's ``obs_id`` coordinate gets them. A module-level class, so that an entry
-    pickles; it looks like the function it wraps (name, docstring)."""
+    the one place where every model's ``obs_id`` coordinate gets them, and where every path to a result (``pyrozoo
+    run``, sweeps, ``entry.fit`` from Python) passes: a return value that is not a :class:`Result`, or rows with no
+    ``obs_id`` axis to put them on (an observation plate named otherwise), is a :class:`PyrozooError` naming the
+    entry (``entry``) and the fit. A module-level class, so that an entry pickles; it looks like the function it
+    wraps (name, docstring)."""
 
-    def __init__(self, fit: Callable[[Dataset, RunConfig], Result]) -> None:
+    def __init__(self, fit: Callable[[Dataset, RunConfig], Result], entry: str = "") -> None:
         self.fit = fit
+        self.entry = entry
         functools.update_wrapper(self, fit)
 
     def __call__(self, dataset: Dataset, config: RunConfig) -> Result:
         result = self.fit(dataset, config)
+        where = f"{getattr(self, 'entry', '') or 'model'}: fit {_qualname(self.fit)}"  # '': pickled before it had one
+        if not isinstance(result, Result):  # the runner would fail later on, in code that is not the author's
+            raise PyrozooError(f"{where} returned {_type_name(result)}; expected a pyrozoo Result "
+                               f"(pyrozoo.inference.Result, e.g. from assemble_result or the shared engines)")
         rows = dataset.meta.get("rows") if isinstance(dataset, Dataset) else None
-        return result if rows is None else label_observations(result, rows)
+        if rows is None:
+            return result
+        if observation_count(result) is None:  # the labels would be dropped: az.loo would name positions, not rows
+            observed = ", ".join(f"{k} ({', '.join(result.dims.get(k) or ['no named axis'])})"
+                                 for k in result.observed_data) or "none"
+            raise PyrozooError(f"{where}: the dataset's meta['rows'] ({len(rows)} row labels) need an 'obs_id' "
+                               f"axis to label, and the result has none (observed sites and their axes: "
+                               f"{observed}); name the model's observation plate obs_id "
+                               f"(pyro.plate(\"obs_id\", n))")
+        return label_observations(result, rows)
+
+
+def _qualname(function: Any) -> str:
+    """``module.name`` of a function, for messages."""
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
+    module = getattr(function, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+def _type_name(value: Any) -> str:
+    """``None`` or ``a dict`` / ``an InferenceData`` (module-qualified outside builtins), for messages."""
+    if value is None:
+        return "None"
+    cls = type(value)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _required_keywords(signature: inspect.Signature, n_args: int, given: Mapping[str, Any]) -> list[str]:
+    """Parameters of ``signature`` without a default that neither the ``n_args`` positional arguments nor the
+    keywords ``given`` fill."""
+    missing = []
+    for i, p in enumerate(signature.parameters.values()):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not p.empty or p.name in given:
+            continue
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and i < n_args:
+            continue
+        missing.append(p.name)
+    return missing
 
 
 def checked_config(name: str, config: RunConfig) -> RunConfig:
     """``config`` after the checks :func:`~pyrozoo.runner.run_model` makes (inference among entry ``name``'s, known
     options of the right types, data source), for a family's fit function called directly from Python, where a
-    misspelt or missing inference would otherwise fall through to another engine. Idempotent."""
-    return get(name).check_config(config)
+    misspelt or missing inference would otherwise fall through to another engine. Idempotent.
+
+    ``config.model`` must be ``name``, or an entry whose ``fit`` is the same function as ``name``'s (a variant
+    registered over a shared fit), whose own declarations the config is then checked against: a config naming any
+    other model would run ``name``'s fit and record the other model (a copied module whose fit still checks against
+    the original's name refuses the copy's options)."""
+    entry = get(name)
+    other = getattr(config, "model", name)
+    if other == name:
+        return entry.check_config(config)
+    shared = other in names() and _unwrapped(get(other).fit) is _unwrapped(entry.fit)
+    if not shared:
+        raise PyrozooError(
+            f"model: {_qualname(_unwrapped(entry.fit))} checks its config against entry {name!r} "
+            f"(checked_config({name!r}, config)), but the config names model {other!r}; pass a RunConfig with "
+            f"model={name!r}, or, in a fit copied from {name!r}'s module, rename the checked_config call to the "
+            f"copy's own name")
+    return get(other).check_config(config)
+
+
+def _unwrapped(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """The function an entry's ``fit`` wraps (:class:`LabelledFit`)."""
+    return fit.fit if isinstance(fit, LabelledFit) else fit
 
 
 def data_source(data: Any, dataset: str | None) -> str:
@@ -338,4 +433,6 @@ def get(name: str) -> ZooModel:
         raise PyrozooError(f"model: unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
     entry = _REGISTRY[name]()
     entry.name = name
+    if isinstance(entry.fit, LabelledFit) and getattr(entry.fit, "entry", "") != name:
+        entry.fit = LabelledFit(entry.fit.fit, name)
     return entry

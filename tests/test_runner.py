@@ -192,3 +192,23 @@ def test_a_model_with_tensors_on_two_devices_is_told_what_to_change(monkeypatch,
     monkeypatch.setitem(registry._REGISTRY, "two-devices", lambda: dataclasses.replace(base, fit=other))
     with pytest.raises(RuntimeError, match="^CUDA out of memory$"):
         run_model(RunConfig(model="two-devices", inference="gibbs", device="cpu"), out=out)
+
+
+@pytest.mark.parametrize("returned, message", [({"mu": 1.0}, "a dict"), (None, "None")])
+def test_a_fit_that_returns_no_result_is_a_one_line_error_not_a_crash_in_the_runner(monkeypatch, tmp_path, returned,
+                                                                                    message):
+    """It was ``AttributeError: 'dict' object has no attribute 'config'`` at the runner's own line."""
+    registry.names()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    base = registry.get("normal-gamma")
+
+    def fit_returning_something_else(dataset, config):
+        return returned
+
+    entry = dataclasses.replace(base, name="wrong-fit", fit=fit_returning_something_else)
+    registry.register("wrong-fit")(lambda: entry)
+    with pytest.raises(PyrozooError, match=rf"^wrong-fit: fit tests\.test_runner\..*fit_returning_something_else "
+                                           rf"returned {message}; expected a pyrozoo Result"):
+        run_model(RunConfig(model="wrong-fit", inference="gibbs", num_samples=5, warmup_steps=5, num_chains=1,
+                            progress=False), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

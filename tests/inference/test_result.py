@@ -81,3 +81,19 @@ def test_a_dataframe_index_of_any_kind_labels_obs_id_in_a_form_netcdf_holds(tmp_
     result = label_observations(_result(6), row_labels(X))
     result.to_inference_data().to_netcdf(tmp_path / "idata.nc")
     assert list(result.to_inference_data().log_likelihood["obs_id"].values) == labels
+
+
+def test_rows_with_no_obs_id_axis_are_an_error_naming_the_plate_to_rename():
+    """A model whose observation plate is pyro.plate("data", n) (as in Pyro's tutorials) had its meta["rows"]
+    dropped silently, so az.loo's pareto_k named positions, not the user's rows."""
+    rng = np.random.default_rng(0)
+    result = Result(inference="x", posterior={"w": rng.normal(size=(1, 4))},
+                    log_likelihood={"y": rng.normal(size=(1, 4, 5))}, observed_data={"y": rng.normal(size=5)},
+                    dims={"y": ["data"]})
+    fit = LabelledFit(lambda dataset, config: result, "my-model")
+    assert "obs_id" not in fit(Dataset("d"), None).coords  # no rows: nothing to label, nothing to refuse
+    with pytest.raises(PyrozooError, match=r"^my-model: fit tests\.inference\.test_result\..*<lambda>: the dataset's "
+                                           r"meta\['rows'\] \(5 row labels\) need an 'obs_id' axis to label, and the "
+                                           r"result has none \(observed sites and their axes: y \(data\)\); name the "
+                                           r"model's observation plate obs_id \(pyro\.plate\(\"obs_id\", n\)\)$"):
+        fit(Dataset("d", meta={"rows": list("abcde")}), None)
