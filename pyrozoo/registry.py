@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -16,6 +17,7 @@ from typing import Any
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.result import Result, label_observations, observation_count
 from pyrozoo.validation import check_keys, check_option_types
 
@@ -242,8 +244,11 @@ class LabelledFit:
     the one place where every model's ``obs_id`` coordinate gets them, and where every path to a result (``pyrozoo
     run``, sweeps, ``entry.fit`` from Python) passes: a return value that is not a :class:`Result`, or rows with no
     ``obs_id`` axis to put them on (an observation plate named otherwise), is a :class:`PyrozooError` naming the
-    entry (``entry``) and the fit. A module-level class, so that an entry pickles; it looks like the function it
-    wraps (name, docstring)."""
+    entry (``entry``) and the fit. It is also where ``config.device`` is resolved (:func:`resolve_device`) before
+    the fit starts, for every entry alike: ``"cuda"`` without CUDA, or an unknown name, is a PyrozooError before any
+    work; the dataset is moved to the device, and the fit sees (and its result records) the resolved device, so
+    ``"auto"`` reads ``"cpu"`` or ``"cuda"``. A module-level class, so that an entry pickles; it looks like the
+    function it wraps (name, docstring)."""
 
     def __init__(self, fit: Callable[[Dataset, RunConfig], Result], entry: str = "") -> None:
         self.fit = fit
@@ -251,6 +256,11 @@ class LabelledFit:
         functools.update_wrapper(self, fit)
 
     def __call__(self, dataset: Dataset, config: RunConfig) -> Result:
+        if isinstance(config, RunConfig):  # fits ran where their data were and recorded the device as asked
+            device = resolve_device(config.device)
+            config = dataclasses.replace(config, device=str(device))
+            if isinstance(dataset, Dataset):
+                dataset = dataset.to(device)
         result = self.fit(dataset, config)
         where = f"{getattr(self, 'entry', '') or 'model'}: fit {_qualname(self.fit)}"  # '': pickled before it had one
         if not isinstance(result, Result):  # the runner would fail later on, in code that is not the author's
