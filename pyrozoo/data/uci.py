@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import (
     check_choice,
     check_float_dtype,
@@ -66,8 +67,10 @@ def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0.1,
                      dtype: torch.dtype = torch.float32, device: Any = "cpu") -> RegressionSplit:
     """Random ``1 - test_fraction`` / ``test_fraction`` split number ``split`` (seeded permutation), standardized with
-    the training part (constant columns keep sd 1)."""
+    the training part (constant columns keep sd 1). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``
+    (:func:`~pyrozoo.inference.device.resolve_device`)."""
     check_float_dtype("dtype", dtype)
+    device = resolve_device(device)  # was passed to torch at the end: "auto" failed, "gpu" got torch's device list
     names = feature_names(X)
     labels = row_labels(X)  # a DataFrame's index labels (None: the row numbers)
     X, y = check_regression_data(X, y)
@@ -98,5 +101,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
 
 def uci_split(name: str, split: int = 0, **kwargs: Any) -> RegressionSplit:
     """Split number ``split`` of the shipped UCI dataset ``name``; its ``feature_names`` are the dataset's columns."""
+    if "device" in kwargs:  # refused before the dataset is read
+        kwargs["device"] = resolve_device(kwargs["device"])
     X, y, names = load_uci(name)
     return replace(split_regression(X, y, split=split, **kwargs), feature_names=list(names))

@@ -31,3 +31,20 @@ def test_the_split_records_each_row_s_original_label():
     assert named.train_rows == [labels[i] for i in perm[5:]]
     repeated = split_regression(pd.DataFrame(X, index=[0, 1] * 10), y, split=4, test_fraction=0.25)
     assert repeated.train_rows == perm[5:]  # repeated index labels cannot label rows: the row numbers do
+
+
+def test_split_resolves_device_before_any_work():
+    """``device`` went to torch at the end of the split: "auto" failed with torch's RuntimeError, "gpu" got torch's
+    list of device types, and "cuda" without CUDA torch's "not compiled with CUDA" AssertionError."""
+    from pyrozoo.data.uci import uci_split
+
+    X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20.0)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert split_regression(X, y, device="auto").X_train.device.type == expected
+    with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"):
+        split_regression(X, y, device="gpu")
+    with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"):
+        uci_split("concrete", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PyrozooError, match=r"^device: 'cuda' was asked for but CUDA is not available"):
+            split_regression(X, y, device="cuda")
