@@ -86,3 +86,45 @@ def test_an_unknown_device_name_lists_the_allowed_ones_before_the_fit(name, infe
     with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got"):
         entry.fit(data, cfg)
     assert seen == []
+
+
+def _helpers():
+    """Public helpers that take ``device`` (a name or a torch.device), each as a call that builds something small."""
+    import numpy as np
+
+    from pyrozoo.guides.regime_scm import init_encoder
+    from pyrozoo.inference.swag import SWAGCollector
+    from pyrozoo.models.spike_slab_prior import standardize
+
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    return {
+        "SWAGCollector": lambda d: SWAGCollector(3, device=d).mean.device,
+        "HeteroscedasticMLP": _mlp_output_device,
+        "standardize": lambda d: standardize(X, X[:, 0], device=d).X.device,
+        "init_encoder": lambda d: next(iter(init_encoder(3, 4, device=d).values())).device,
+    }
+
+
+def _mlp_output_device(device):
+    """HeteroscedasticMLP's weights are Pyro samples (drawn on access): the device of one prior draw."""
+    from pyrozoo.models.bnn import HeteroscedasticMLP
+
+    net = HeteroscedasticMLP(2, 3, device=device)
+    return net(torch.zeros(1, 2, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))).device
+
+
+HELPERS = ["SWAGCollector", "HeteroscedasticMLP", "standardize", "init_encoder"]
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_helpers_resolve_device(helper):
+    """They passed ``device`` to torch as it came: "auto" and "gpu" got torch's list of device types, "cuda" without
+    CUDA torch's "not compiled with CUDA" AssertionError."""
+    call = _helpers()[helper]
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert call("auto").type == expected
+    with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"):
+        call("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PyrozooError, match=r"^device: 'cuda' was asked for but CUDA is not available"):
+            call("cuda")

@@ -22,6 +22,7 @@ import pyro.poutine as poutine
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
 
 ENC_LAYERS = ("enc_W1", "enc_b1", "enc_W2", "enc_b2", "enc_W3", "enc_b3", "enc_Wout", "enc_bout")
 
@@ -33,6 +34,7 @@ def exact_enumeration_guide(*args: Any, **kwargs: Any) -> None:
 def init_encoder(n_vars: int, hidden: int, *, dtype: torch.dtype = torch.float32, device: Any = None,
                  seed: int = 0) -> dict[str, torch.Tensor]:
     """Random encoder weights (He-style scaling), x in R^N -> logits in R^(N+1)."""
+    device = resolve_device(device) if device is not None else None  # "auto"/"gpu" reached torch
     gen = torch.Generator().manual_seed(int(seed))
     sizes = [(n_vars, hidden), (hidden, hidden), (hidden, hidden), (hidden, n_vars + 1)]
     out = {}

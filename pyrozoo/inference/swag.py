@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.validation import check_finite, check_int, check_interval, check_positive
 
@@ -32,6 +33,7 @@ class SWAGCollector:
     def __init__(self, num_params: int, *, rank: int = 20, dtype: torch.dtype = torch.float64,
                  device: torch.device | str = "cpu") -> None:
         self.rank = check_int("rank", rank, minimum=0)
+        device = resolve_device(device)  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
         self.count = 0
         self.mean = torch.zeros(num_params, dtype=dtype, device=device)
         self.sq_mean = torch.zeros(num_params, dtype=dtype, device=device)

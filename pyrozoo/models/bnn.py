@@ -151,6 +151,7 @@ class HeteroscedasticMLP(PyroModule):
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         check_float_dtype("dtype", dtype)
+        device = resolve_device(device)  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
         self.layout = MLPLayout(in_dim, hidden, depth)
         for name, shape in self.layout.sites.items():
             zero = torch.zeros(shape, device=device, dtype=dtype)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import (
     as_tensor,
     check_bool,
@@ -106,6 +107,8 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors. pandas
     categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X
     and y whose indexes differ (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position)."""
+    if device is not None:  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
+        device = resolve_device(device)
     check_pandas_numeric(X, y)
     check_same_index(X=X, y=y)
     Xt = as_tensor("X", X, dtype=dtype)
