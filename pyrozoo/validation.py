@@ -200,6 +200,13 @@ def row_labels(X: Any) -> list[Any] | None:
     return text if len(set(text)) == len(text) else None
 
 
+def _column_difference(names: Any, fitted: Any) -> tuple[list, list]:
+    """The ``fitted`` names that ``names`` lacks (missing) and the ``names`` not among ``fitted`` (unexpected), each
+    in its own order: what :func:`check_feature_names` and :func:`align_feature_names` report."""
+    have, want = set(names), set(fitted)
+    return [c for c in fitted if c not in have], [c for c in names if c not in want]
+
+
 def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in fit") -> None:
     """Raise if ``X`` is a DataFrame whose string column names (:func:`feature_names`) are not ``fitted``, the names
     recorded when the model was fitted or the dataset made, in that order: the models read columns by position, so
@@ -212,8 +219,7 @@ def check_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
     fitted = np.asarray(list(fitted), dtype=object)
     if np.array_equal(names, fitted):
         return
-    missing = [c for c in fitted if c not in set(names)]
-    unexpected = [c for c in names if c not in set(fitted)]
+    missing, unexpected = _column_difference(names, fitted)
     detail = (f"missing {missing}, unexpected {unexpected}" if missing or unexpected
               else "the same names in another order")
     raise PyrozooError(f"{name}: expected the columns seen {seen}, in that order, {fitted.tolist()}; got "
@@ -232,8 +238,7 @@ def align_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
     fitted = [str(c) for c in fitted]
     if names.tolist() == fitted:
         return X
-    missing = [c for c in fitted if c not in set(names)]
-    unexpected = [c for c in names if c not in set(fitted)]
+    missing, unexpected = _column_difference(names, fitted)
     if missing or unexpected:
         raise PyrozooError(f"{name}: expected the columns seen {seen}, {fitted}; got {names.tolist()} (missing "
                            f"{missing}, unexpected {unexpected})")
