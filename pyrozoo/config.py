@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -83,3 +84,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise PyrozooError(f"config: {path} is not valid TOML ({exc})") from None
+
+
+def relative_to_file(written: str | Path, folder: str | Path) -> str:
+    """A relative path written in a TOML file (a ``--config`` run file's or a sweep file's ``data``) as the run
+    reads it: taken relative to the file's directory ``folder``, as pyproject.toml's or Cargo.toml's paths are, and
+    normalized. The one rule both kinds of file follow; the caller keeps absolute paths (and ``~``) as it will."""
+    return os.path.normpath(Path(folder).absolute() / written)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pyrozoo.config import RunConfig, read_toml, tomllib
+from pyrozoo.config import RunConfig, read_toml, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
 
 # flag -> RunConfig field, for the shared settings (flag names follow Pyro's examples)
@@ -66,7 +66,7 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
         return written
     path = Path(written).expanduser()
     folder = os.path.normpath(Path(config_path).absolute().parent)
-    resolved_text = os.path.normpath(path if path.is_absolute() else Path(folder) / path)
+    resolved_text = os.path.normpath(path) if path.is_absolute() else relative_to_file(path, folder)
     if not Path(resolved_text).exists():
         how = "" if path.is_absolute() else f", taken relative to the config file's directory {folder}"
         raise PyrozooError(f"data: {config_path} names the data file {written!r}{how}, but {resolved_text} does not "

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrozoo import registry
-from pyrozoo.config import RunConfig, tomllib
+from pyrozoo.config import RunConfig, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_int, check_keys
 
@@ -373,7 +373,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 written_data = cfg.get("data")
                 if base_dir is not None and isinstance(written_data, str) and written_data.strip() \
                         and not Path(written_data).expanduser().is_absolute():
-                    cfg["data"] = os.path.normpath(Path(base_dir).absolute() / written_data)
+                    cfg["data"] = relative_to_file(written_data, base_dir)
                 # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them; and a
                 # tiny size that only some inferences read (spike-slab's NUTS tree depth) is dropped for the others
                 source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
