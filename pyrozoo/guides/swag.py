@@ -2,7 +2,10 @@
 
 The guide samples one auxiliary standard-normal vector z (dimension P + K) and sets each model site to its slice of
 theta = mean + sqrt(d) * z[:P] + L z[P:] (see :class:`~pyrozoo.inference.swag.SWAGPosterior`) through a
-``Delta`` site, so it runs under ``poutine.trace``/``Predictive`` like any Pyro guide.
+``Delta`` site with the site's own event dims, so it runs under ``poutine.trace``/``Predictive`` like any Pyro guide.
+Under an outer vectorized plate of size S (``Predictive(parallel=True)``, ``Trace_ELBO(vectorize_particles=True)``)
+z takes the plate's batch dims, ``(S, 1, P + K)`` for a plate at dim -2: S independent draws, each site ``(S, 1,
+*shape)`` with batch shape ``(S, 1)``.
 """
 
 from __future__ import annotations
@@ -52,5 +55,5 @@ class SWAGGuide:
         theta = self.posterior.transform(z).to(self.dtype)
         values = self.unflatten(theta)
         for name, value in values.items():
-            pyro.sample(name, dist.Delta(value, event_dim=value.dim()))
+            pyro.sample(name, dist.Delta(value, event_dim=len(self.site_shapes[name])))
         return values

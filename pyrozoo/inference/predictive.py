@@ -185,6 +185,20 @@ def _reshape_for_plate(trace: poutine.Trace, draws: Mapping[str, torch.Tensor], 
     return out
 
 
+def align_global_draws(value: torch.Tensor, event_ndim: int) -> torch.Tensor:
+    """Line up the draws of a global site (outside the model's data plate, which is at dim -1) so that a per-row
+    output computed from them has batch shape ``(*B', N)``: returns ``(*B', *event)``, ``event`` the last
+    ``event_ndim`` dims of ``value``.
+
+    Two layouts reach a model. Pyro's plate-aligned one (``vectorize_particles``, a user's outer
+    ``pyro.plate(..., dim=-2)``): batch ``(S, 1)``, the 1 standing for the data plate; it is dropped. The one of
+    ``Predictive(parallel=True)`` (and :func:`_reshape_for_plate`), which pads draws to ``max_plate_nesting`` dims
+    *counting event dims*, so a site with at least as many event dims as the model has plates comes as
+    ``(S, *event)``: kept as is. Either way ``B' = (S,)``; no batch dims: unchanged."""
+    lead = value.dim() - event_ndim - 1  # the data plate's dim, if value has batch dims
+    return value.squeeze(lead) if lead >= 0 and value.shape[lead] == 1 else value
+
+
 def _vectorized_trace(
     model: Model,
     draws: Mapping[str, torch.Tensor],

@@ -57,6 +57,7 @@ from pyrozoo.guides.collapsed import (
 from pyrozoo.guides.swag import SWAGGuide, unflatten_sites
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
+from pyrozoo.inference.predictive import align_global_draws
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
@@ -158,7 +159,10 @@ class HeteroscedasticMLP(PyroModule):
             setattr(self, name, PyroSample(dist.Normal(zero, prior_scale).to_event(len(shape))))
 
     def forward(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        params = {name: getattr(self, name) for name in self.layout.sites}
+        """y ~ N(f(X), exp(g(X))) in the plate ``obs_id``; returns f(X). Weight draws with batch dims (an outer
+        vectorized plate, ``Predictive(parallel=True)``) give y of shape ``(S, n)``."""
+        params = {name: align_global_draws(getattr(self, name), len(shape))
+                  for name, shape in self.layout.sites.items()}
         mean, log_var = mlp_forward(params, X, self.layout.depth)
         with pyro.plate("obs_id", X.shape[-2], dim=-1):
             pyro.sample("y", dist.Normal(mean, (0.5 * log_var).exp()), obs=y)

@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import torch
 
 from pyrozoo.inference.predictive import (
+    align_global_draws,
     latent_sites,
     max_plate_nesting,
     pointwise_log_likelihood,
@@ -226,3 +227,16 @@ def test_event_over_the_data_warns_and_factor_terms_are_not_data():
     assert tr.nodes["penalty"]["is_observed"] and observed_sites(tr) == ["x"]
     res = assemble_result("nuts", with_factor, {"x": x}, {"mu": torch.zeros(1, 3)})
     assert set(res.observed_data) == {"x"} and set(res.log_likelihood) == {"x"}
+
+
+def test_align_global_draws_drops_only_the_data_plates_singleton():
+    """(S, 1, *event) (Pyro's plate-aligned draws) and (S, *event) (Predictive(parallel=True)'s) both give
+    (S, *event); a draw without batch dims, or with a non-singleton dim at the data plate, is left alone."""
+    w = torch.randn(4, 2, 3)
+    assert torch.equal(align_global_draws(w.unsqueeze(1), 2), w)
+    assert align_global_draws(w, 2) is w
+    one = w[0]
+    assert align_global_draws(one, 2) is one
+    s = torch.randn(4, 1)  # a scalar site under a plate at dim -2
+    assert torch.equal(align_global_draws(s, 0), s[:, 0])
+    assert align_global_draws(torch.randn(2, 1, 3), 1).shape == (2, 3)  # event (3,): the 1 is the plate's

@@ -6,9 +6,11 @@ import math
 from dataclasses import replace
 
 import arviz as az
+import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.infer import Predictive, Trace_ELBO
 
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
@@ -50,6 +52,37 @@ def test_model_prior_predictive_and_log_density():
     assert tr.nodes["w0"]["value"].shape == (5, 3) and tr.nodes["w1"]["value"].shape == (5, 5)
     tr = poutine.trace(bnn_model).get_trace(X, torch.zeros(7), hidden=5)
     assert math.isfinite(float(tr.log_prob_sum()))
+
+
+@pytest.mark.parametrize("kind", ["swag", "swag-diag", "ciber"])
+def test_swag_guides_under_pyro_vectorization(training, kind):
+    """The SWAG guides failed under Predictive(parallel=True) and Trace_ELBO(vectorize_particles=True) (Delta event
+    dims), and the model, given weights (S, 1, ...) from an outer plate, gave means (S, 1, n): Pyro broadcast y's
+    log-density to (S, S, n), pairing every particle's weights with every other's. Now each draw is scored on its
+    own: the vectorized log-density of y equals the per-draw one, exactly."""
+    _, _, tr = training
+    guide = build_posterior(tr, kind, num_samples=5, num_collapsed=3).guide
+
+    def model(X, y=None):
+        return bnn_model(X, y, hidden=FAST["hidden"])
+
+    n = tr.X.shape[0]
+    out = Predictive(model, guide=guide, num_samples=4, parallel=True)(tr.X)
+    seq = Predictive(model, guide=guide, num_samples=4)(tr.X)
+    assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in seq.items()}
+    assert out["y"].shape == (4, n) and out["w0"].shape == (4, 1, FAST["hidden"], 2)
+    with pyro.plate("particles", 4, dim=-2):
+        g = poutine.trace(guide).get_trace(tr.X, tr.y)
+        m = poutine.trace(poutine.replay(model, trace=g)).get_trace(tr.X, tr.y)
+    m.compute_log_prob()
+    assert m.nodes["y"]["log_prob"].shape == (4, n)
+    for s in range(4):
+        draw = {k: g.nodes[k]["value"][s, 0] for k in tr.layout.sites}
+        one = poutine.trace(poutine.condition(model, draw)).get_trace(tr.X, tr.y)
+        one.compute_log_prob()
+        assert torch.allclose(m.nodes["y"]["log_prob"][s], one.nodes["y"]["log_prob"], rtol=1e-5, atol=1e-5)
+    loss = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1).loss(model, guide, tr.X, tr.y)
+    assert math.isfinite(loss)
 
 
 def test_mean_head_index_is_the_mean_output_layer():
