@@ -76,7 +76,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
-from pyrozoo.inference.predictive import latent_sites, trace_model
+from pyrozoo.inference.predictive import align_global_draws, latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import diverged_error, draw_from_guide
@@ -276,9 +276,12 @@ def check_alpha(alpha: Any) -> float:
 
 # ---------------------------------------------------------------------------------------------- Pyro model
 def _linear(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``z W^T + b`` for features ``(N, D)`` and weights ``(..., C, D)``, ``(..., C)`` that may carry leading batch
-    dims of posterior draws (the shared predictive code stacks draws left of the plates)."""
-    return (z.unsqueeze(-2) @ w.transpose(-1, -2)).squeeze(-2) + b if w.dim() > 2 else z @ w.T + b
+    """Logits ``z W^T + b`` for features ``(N, D)`` and weights ``(..., C, D)``, ``(..., C)``: ``(..., N, C)``. The
+    leading dims ``...`` of head draws are lined up against the data plate (dim -1 of the logits' batch) by
+    :func:`~pyrozoo.inference.predictive.align_global_draws`: ``(S, 1, C, D)`` (an outer vectorized plate) and
+    ``(S, C, D)`` (``Predictive(parallel=True)``) both give ``(S, N, C)``."""
+    w, b = align_global_draws(w, 2), align_global_draws(b, 1)
+    return torch.einsum("...nd,...cd->...nc", z, w) + b.unsqueeze(-2)
 
 
 def _plate_batch(batch_size: int | None, rows: int) -> int | None:

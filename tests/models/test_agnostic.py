@@ -11,6 +11,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro.infer import Predictive
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task, make_agnostic_data
@@ -23,6 +24,7 @@ from pyrozoo.models.agnostic import (
     check_alpha,
     grad_reverse,
     load_digits_task,
+    make_agnostic_guide,
     pointwise_log_likelihood,
 )
 
@@ -255,6 +257,40 @@ def test_pointwise_log_likelihood_matches_categorical():
         want = torch.log_softmax(logits, -1).gather(-1, kw["y"][:, None]).squeeze(-1)
     assert ll["y"].shape == (1, 3, kw["y"].numel()) and ll["p"].shape == (1, 3, kw["p"].numel())
     assert np.allclose(ll["y"][0, 2], want.numpy(), atol=1e-10)
+
+
+def test_head_draws_line_up_with_the_data_plates_under_vectorization():
+    """Predictive(parallel=True) hands the heads as (S, C, D) (it pads draws to max_plate_nesting dims counting event
+    dims), and the model's linear layer handled only (S, 1, C, D): it crashed. Both layouts now score each draw on
+    its own (the vectorized log-densities of y and p equal the per-draw ones), and parallel Predictive, with fixed
+    head draws or the entry's own guide, gives the sequential path's shapes."""
+    data = _small_task()
+    kw, obs = data.model_kwargs(observed=False), data.model_kwargs()
+    n_t, n_p = kw["target_idx"].numel(), kw["protected_idx"].numel()
+    S = 3
+    gen = torch.Generator().manual_seed(2)
+    heads = {k: torch.randn((S, *v.shape), generator=gen, dtype=v.dtype) for k, v in _heads(data).items()}
+    per_draw = []
+    for s in range(S):
+        one = poutine.trace(poutine.condition(agnostic_model, {k: v[s] for k, v in heads.items()})).get_trace(**obs)
+        one.compute_log_prob()
+        per_draw.append(one)
+    for layout in ("predictive", "plate"):  # (S, C, D) and Pyro's plate-aligned (S, 1, C, D)
+        draws = heads if layout == "predictive" else {k: v.unsqueeze(1) for k, v in heads.items()}
+        with pyro.plate("draws", S, dim=-2):
+            vec = poutine.trace(poutine.condition(agnostic_model, draws)).get_trace(**obs)
+        vec.compute_log_prob()
+        for site, n in (("y", n_t), ("p", n_p)):
+            assert vec.nodes[site]["log_prob"].shape == (S, n)
+            for s in range(S):
+                assert torch.allclose(vec.nodes[site]["log_prob"][s], per_draw[s].nodes[site]["log_prob"])
+    par = Predictive(agnostic_model, posterior_samples=heads, parallel=True)(**kw)
+    seq = Predictive(agnostic_model, posterior_samples=heads)(**kw)
+    assert par["y"].shape == seq["y"].shape == (S, n_t) and par["p"].shape == seq["p"].shape == (S, n_p)
+    guide = make_agnostic_guide()
+    guide(**obs)
+    out = Predictive(agnostic_model, guide=guide, num_samples=S, parallel=True)(**kw)
+    assert out["y"].shape == (S, n_t) and out["p"].shape == (S, n_p)
 
 
 def test_predict_proba_takes_numpy_inputs():
