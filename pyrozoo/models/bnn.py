@@ -159,14 +159,13 @@ class HeteroscedasticMLP(PyroModule):
             setattr(self, name, PyroSample(dist.Normal(zero, prior_scale).to_event(len(shape))))
 
     def forward(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """y ~ N(f(X), exp(g(X))) in the plate ``obs_id``; returns f(X). Weight draws with batch dims (an outer
-        vectorized plate, ``Predictive(parallel=True)``) give y of shape ``(S, n)``."""
+        """y ~ N(f(X), exp(g(X))) in the plate ``obs_id``; returns y (the observed ``y``, else a draw). Weight draws
+        with batch dims (an outer vectorized plate, ``Predictive(parallel=True)``) give y of shape ``(S, n)``."""
         params = {name: align_global_draws(getattr(self, name), len(shape))
                   for name, shape in self.layout.sites.items()}
         mean, log_var = mlp_forward(params, X, self.layout.depth)
         with pyro.plate("obs_id", X.shape[-2], dim=-1):
-            pyro.sample("y", dist.Normal(mean, (0.5 * log_var).exp()), obs=y)
-        return mean
+            return pyro.sample("y", dist.Normal(mean, (0.5 * log_var).exp()), obs=y)
 
 
 @lru_cache(maxsize=32)
@@ -177,7 +176,8 @@ def _network(in_dim: int, hidden: int, depth: int, prior_scale: float, device: s
 
 def bnn_model(X: torch.Tensor, y: torch.Tensor | None = None, *, hidden: int = 50, depth: int = 1,
               prior_scale: float = 1.0) -> torch.Tensor:
-    """y ~ N(f(X), exp(g(X))) with Gaussian priors on the MLP weights; ``y=None`` samples the prior predictive."""
+    """y ~ N(f(X), exp(g(X))) with Gaussian priors on the MLP weights; returns y: the observed ``y``, or with
+    ``y=None`` a draw from the prior predictive (or, under a guide, the posterior predictive)."""
     net = _network(X.shape[-1], int(hidden), int(depth), float(prior_scale), str(X.device), X.dtype)
     return net(X, y)
 

@@ -54,6 +54,16 @@ def test_model_prior_predictive_and_log_density():
     assert math.isfinite(float(tr.log_prob_sum()))
 
 
+def test_model_returns_y_as_the_other_models_do():
+    """bnn_model returned the network mean f(X), while its docstring (and every other zoo model) gives y: the
+    observed y, or the prior-predictive draw when y is None."""
+    X = torch.randn(7, 3)
+    tr = poutine.trace(bnn_model).get_trace(X, hidden=5)
+    assert torch.equal(tr.nodes["_RETURN"]["value"], tr.nodes["y"]["value"])
+    y = torch.arange(7.0)
+    assert torch.equal(bnn_model(X, y, hidden=5), y)
+
+
 @pytest.mark.parametrize("kind", ["swag", "swag-diag", "ciber"])
 def test_swag_guides_under_pyro_vectorization(training, kind):
     """The SWAG guides failed under Predictive(parallel=True) and Trace_ELBO(vectorize_particles=True) (Delta event
