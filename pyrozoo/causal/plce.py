@@ -135,6 +135,13 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     V = (Xw'Xw)^-1 Xw' diag(u^2 / (1 - h)^2) Xw (Xw'Xw)^-1. Written by hand (a few lines of linear algebra) so
     the estimator does not depend on statsmodels; the tests compare it with statsmodels.
 
+    Computed on a reparametrized design, so the result is equivariant to the units and offsets of y and of each
+    column: X = Xs T^-1 with Xs = sqrt(w) (X - 1 m') D^-1, where m holds the weighted column means when X has a
+    constant (intercept) column (m = 0 otherwise, and y is centred the same way) and D the norms of the centred
+    columns; then b = T bs with bs from the SVD Xs = U S V' (singular values below max(n, k) eps S_max dropped, as
+    a pseudo-inverse would), h = rowwise |U|^2 and (Xw'Xw)^+ = T V S^-2 V' T'. Inverting Xw'Xw directly lost all
+    precision once the columns' scales differed (y + 1e8 in the feasible model [1, t, m_hat, g_hat] gave 0).
+
     ``weight_model`` (w = 1 / Z gamma_hat, gamma_hat by least squares; ``w`` must then be exactly 1 / s2, not
     rescaled): stacked estimating equations (Newey & McFadden 1994, sec. 6) add the first-order effect of
     gamma_hat to each row's influence,
@@ -148,29 +155,48 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
-    w_arr = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, k = X.shape
+    w_arr = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
     sw = np.sqrt(w_arr)
-    Xw, yw = X * sw[:, None], np.asarray(y, dtype=np.float64) * sw
-    bread = np.linalg.pinv(Xw.T @ Xw)
-    b = bread @ Xw.T @ yw
-    u = yw - Xw @ b
+    # T maps the coefficients bs of the centred, scaled design Xt = (X - 1 m') D^-1 back: X T = Xt, b = T bs
+    const = [j for j in range(k) if X[0, j] != 0 and np.ptp(X[:, j]) == 0]
+    m, y_loc = np.zeros(k), 0.0
+    if const:
+        m = w_arr @ X / w_arr.sum()
+        m[const[0]] = 0.0
+        y_loc = float(w_arr @ y / w_arr.sum())
+    Xc = X - m
+    d = np.sqrt((w_arr[:, None] * Xc**2).sum(axis=0))
+    d[d == 0] = 1.0
+    Xt = Xc / d
+    T = np.diag(1.0 / d)
+    if const:
+        T[const[0]] -= m @ T / X[0, const[0]]
+    Xs, yc = Xt * sw[:, None], y - y_loc
+    U, S, Vt = np.linalg.svd(Xs, full_matrices=False)
+    keep = S > S[0] * max(n, k) * np.finfo(np.float64).eps
+    U, S, Vt = U[:, keep], S[keep], Vt[keep]
+    bs = Vt.T @ ((U.T @ (yc * sw)) / S)
+    b = T @ bs
+    if const:
+        b[const[0]] += y_loc / X[0, const[0]]
+    u = yc * sw - Xs @ bs
     if clusters is None:
-        h = np.einsum("ij,jk,ik->i", Xw, bread, Xw)
-        s = Xw * (u / np.clip(1 - h, 1e-8, None))[:, None]
-    else:
-        s = Xw * u[:, None]
-    phi = s @ bread  # (n, k) rows of the influence of b (bread is symmetric)
+        h = (U**2).sum(axis=1)
+        u = u / np.clip(1 - h, 1e-8, None)
+    phi = ((U * u[:, None]) / S) @ Vt @ T.T  # (n, k) rows of the influence of b: w_i x_i r_i' (X'WX)^+ [/ (1 - h_i)]
     if weight_model is not None:
         Z = np.asarray(weight_model.Z, dtype=np.float64)
-        r = np.asarray(y, dtype=np.float64) - X @ b
-        g = (np.asarray(weight_model.active, dtype=np.float64) * w_arr**2 * r)[:, None] * X
-        db_dgamma = -bread @ (g.T @ Z)
+        r = yc - Xt @ bs  # y - X b, without the offsets' cancellation
+        g = (np.asarray(weight_model.active, dtype=np.float64) * w_arr**2 * r)[:, None] * Xt
+        db_dgamma = -T @ (Vt.T / S**2) @ Vt @ (g.T @ Z)
         C = db_dgamma @ np.linalg.pinv(Z.T @ Z)
         phi = phi + (Z * np.asarray(weight_model.resid, dtype=np.float64)[:, None]) @ C.T
     if clusters is None:
         return b, phi.T @ phi
     codes, inv = np.unique(clusters, return_inverse=True)
-    G, n, k = len(codes), X.shape[0], X.shape[1]
+    G = len(codes)
     sums = np.zeros((G, k))
     np.add.at(sums, inv, phi)
     return b, sums.T @ sums * (G / max(G - 1, 1)) * ((n - 1) / max(n - k, 1))

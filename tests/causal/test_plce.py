@@ -141,6 +141,58 @@ def test_wls_hc3_matches_statsmodels():
     assert np.allclose(Vc, refc.cov_params(), rtol=1e-8)
 
 
+def test_wls_hc3_is_equivariant_to_units_and_offsets():
+    """The feasible model's design [1, t, m_hat, g_hat] with y + 1e8 (so m_hat + 1e8), or y * 1e4 and t * 1e-4:
+    pinv(Xw'Xw) dropped the small columns' directions (condition number past 1e15) and gave a coefficient of t of
+    -1e-9 with an SE of 1e-18. Now b and V scale as the units do: rel 1e-9 for a rescaling (rounding), 1e-6 for
+    the offsets (y + 1e8 itself keeps only ~1.5e-8 absolute precision, ~1e-8 of the residual sd)."""
+    from pyrozoo.causal.plce import WeightModel
+
+    rng = np.random.default_rng(5)
+    n = 200
+    x = rng.standard_normal(n)
+    t = x + rng.standard_normal(n)
+    y = 2 * t + x**2 + rng.standard_normal(n)
+    m, g = 2 * x + x**2 + 0.1 * rng.standard_normal(n), x + 0.1 * rng.standard_normal(n)
+    w = rng.uniform(0.5, 2.0, n)
+    Zv = np.column_stack([np.ones(n), x**2])
+    wm = WeightModel(Zv, rng.standard_normal(n), np.ones(n, dtype=bool))
+    for kw in ({}, {"clusters": np.arange(n) // 10}, {"weight_model": wm}):
+        b, V = wls_hc3(np.column_stack([np.ones(n), t, m, g]), y, w, **kw)
+        for dy, cy, dt, ct, rel in ((1e8, 1.0, 0.0, 1.0, 1e-6), (0.0, 1e4, 0.0, 1e-4, 1e-9),
+                                    (1e8, 1.0, 1e6, 1.0, 1e-6), (0.0, 1e-4, 0.0, 1e4, 1e-9)):
+            Xu = np.column_stack([np.ones(n), ct * t + dt, cy * m + dy, ct * g + dt])
+            bu, Vu = wls_hc3(Xu, cy * y + dy, w, **kw)
+            assert bu[1] == pytest.approx(b[1] * cy / ct, rel=rel), (kw.keys(), dy, cy, dt, ct)
+            assert Vu[1, 1] == pytest.approx(V[1, 1] * (cy / ct) ** 2, rel=rel), (kw.keys(), dy, cy, dt, ct)
+    # a rank-deficient design is solved as the pseudo-inverse did: the identified coefficient is unchanged
+    b2, V2 = wls_hc3(np.column_stack([np.ones(n), t, m, g, 2 * g - 1]), y, w)
+    b1, V1 = wls_hc3(np.column_stack([np.ones(n), t, m, g]), y, w)
+    assert b2[1] == pytest.approx(b1[1], rel=1e-10) and V2[1, 1] == pytest.approx(V1[1, 1], rel=1e-8)
+
+
+def test_estimates_are_equivariant_to_units_and_offsets():
+    """Guard of the main path: theta_ and se_ (default final stage and learner) and the feasible model's estimate
+    scale as y / t and ignore offsets of y, t and a covariate. The feasible estimate used to collapse (y + 1e8:
+    -1.2e-9 with an SE of 2.5e-18; y * 1e4, t * 1e-4: -0.057e8 instead of 2.16e8). Tolerances: rel 1e-9 for a
+    rescaling (rounding); 1e-6 for an offset (y + 1e8 keeps ~1.5e-8 absolute precision; measured 3e-9)."""
+    rng = np.random.default_rng(0)
+    n = 150
+    X = rng.normal(size=(n, 2))
+    t = X[:, 0] + rng.normal(size=n)
+    y = 2 * t + X[:, 0] ** 2 + X[:, 1] + rng.normal(size=n)
+    kw = dict(n_repeats=1, n_folds=3, interactions="none")
+    base = PLCE(**kw).fit(y, t, X)
+    assert base.theta_feasible_ == pytest.approx(2.1627, abs=1e-4)
+    cases = {"y*1e4, t*1e-4": (y * 1e4, t * 1e-4, X, 1e8, 1e-9), "y*1e-3": (y * 1e-3, t, X, 1e-3, 1e-9),
+             "y+1e8": (y + 1e8, t, X, 1.0, 1e-6), "t+1e6": (y, t + 1e6, X, 1.0, 1e-6),
+             "x0+1e6": (y, t, X + [1e6, 0.0], 1.0, 1e-6)}
+    for name, (yy, tt, XX, factor, rel) in cases.items():
+        est = PLCE(**kw).fit(yy, tt, XX)
+        for attr in ("theta_", "se_", "theta_feasible_", "se_feasible_"):
+            assert getattr(est, attr) == pytest.approx(getattr(base, attr) * factor, rel=rel), (name, attr)
+
+
 def test_cluster_robust_variance_needs_two_clusters():
     """With one cluster the summed score is zero by the normal equations (variance ~1e-33) and CR1's G / (G - 1) is
     undefined: the building blocks refuse it too, naming the argument; two clusters give a positive variance."""
