@@ -315,9 +315,14 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
 def varying_effect(ry: np.ndarray, rt: np.ndarray, features: np.ndarray, folds: np.ndarray,
                    w: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
     """Cross-fitted varying coefficient th(x) (the R-learner of Nie & Wager 2021): on the training folds, ridge
-    regression (penalty by efficient leave-one-out error, no intercept) of ry on rt * [1, features] with weights
+    regression (penalty by efficient leave-one-out error, no intercept) of ry on A = rt * [1, features] with weights
     ``w``, i.e. min_b sum_i w_i (ry_i - rt_i [1, f_i]'b)^2 + alpha |b|^2; th(x_i) = [1, f_i]'b on the held-out fold
-    (its features clipped to the training range). One split: ``ry``, ``rt``, ``folds``, ``w`` are (n,)."""
+    (its features clipped to the training range). One split: ``ry``, ``rt``, ``folds``, ``w`` are (n,).
+
+    The penalty is unit-free: each column of A and ry are divided by their weighted root mean squares on the
+    training folds, s_j and s_y (not centred: the regression has no intercept), before the fit, and b_j = s_y bs_j /
+    s_j, so th scales as y / t. On raw columns the grid 10^-3..10^3 meant a different penalty in other units (theta
+    2.11 at base units, 2.15 with y * 1e4, t * 1e-4)."""
     from sklearn.linear_model import RidgeCV
 
     D = np.column_stack([np.ones(len(ry)), np.asarray(features, dtype=np.float64)])
@@ -326,9 +331,12 @@ def varying_effect(ry: np.ndarray, rt: np.ndarray, features: np.ndarray, folds: 
     for k in range(int(folds.max()) + 1):
         test = folds == k
         train = ~test
-        fit = RidgeCV(alphas=np.logspace(-3, 3, 13), fit_intercept=False).fit(
-            rt[train, None] * D[train], ry[train], sample_weight=w[train] / w[train].mean())
-        th[test] = (clip_to_range(D[test], D[train]) if clip else D[test]) @ fit.coef_
+        A, target, sw = rt[train, None] * D[train], ry[train], w[train] / w[train].mean()
+        s = np.sqrt(sw @ A**2 / len(sw))
+        s[s == 0] = 1.0
+        s_y = float(np.sqrt(sw @ target**2 / len(sw))) or 1.0
+        fit = RidgeCV(alphas=np.logspace(-3, 3, 13), fit_intercept=False).fit(A / s, target / s_y, sample_weight=sw)
+        th[test] = (clip_to_range(D[test], D[train]) if clip else D[test]) @ (fit.coef_ * s_y / s)
     return th
 
 

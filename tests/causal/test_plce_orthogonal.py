@@ -93,6 +93,42 @@ def test_orthogonal_score_removes_the_weight_error_bias():
     assert np.mean(ses) == pytest.approx(orth.std(ddof=1), rel=0.15)
 
 
+def test_varying_effect_scales_with_the_units():
+    """th(x) is an effect (y per t): with ry * c and rt * c' it must scale by c / c' exactly (up to rounding). The
+    ridge penalty grid on raw rt * [1, f] meant another penalty in other units (th moved by a few percent)."""
+    rng = np.random.default_rng(2)
+    n = 300
+    x = rng.uniform(-1, 1, n)
+    v = np.sqrt(0.2 + 2 * x**2) * rng.standard_normal(n)
+    ry = (1 + 3 * x**2) * v + 0.5 * rng.standard_normal(n)
+    folds = make_folds(n, 5, 1, seed=0)[0]
+    F, w = np.column_stack([x, x**2]), 1.0 / (0.2 + 2 * x**2)
+    th = varying_effect(ry, v, F, folds, w)
+    for cy, ct in ((1e4, 1e-4), (1.0, 1e3), (1e-3, 1.0)):
+        assert np.allclose(varying_effect(cy * ry, ct * v, F, folds, w), th * cy / ct, rtol=1e-9, atol=0)
+    assert np.allclose(varying_effect(ry, v, F, folds, 7.0 * w), th, rtol=1e-9, atol=0)  # weights' scale
+
+
+def test_orthogonal_stage_is_equivariant_to_units_and_offsets():
+    """final_stage="orthogonal" on one data set: theta_ and se_ scale as y / t and ignore an offset of a covariate
+    (the QA report: 2.1138 at base units, 2.1514e8 with y * 1e4, t * 1e-4). Tolerances: rel 1e-9 for a rescaling,
+    1e-6 for the offset (rounding of x + 1e6)."""
+    rng = np.random.default_rng(0)
+    n = 150
+    X = rng.normal(size=(n, 2))
+    t = X[:, 0] + rng.normal(size=n) * (1 + 0.5 * np.abs(X[:, 1]))
+    y = 2 * t + X[:, 0] ** 2 + X[:, 1] + rng.normal(size=n)
+    kw = dict(n_repeats=1, n_folds=3, interactions="none", treatment_model="heteroskedastic",
+              final_stage="orthogonal")
+    base = PLCE(**kw).fit(y, t, X)
+    cases = {"y*1e4, t*1e-4": (y * 1e4, t * 1e-4, X, 1e8, 1e-9), "y*1e3": (y * 1e3, t, X, 1e3, 1e-9),
+             "t*1e-3": (y, t * 1e-3, X, 1e3, 1e-9), "x0+1e6": (y, t, X + [1e6, 0.0], 1.0, 1e-6)}
+    for name, (yy, tt, XX, factor, rel) in cases.items():
+        est = PLCE(**kw).fit(yy, tt, XX)
+        assert est.theta_ == pytest.approx(base.theta_ * factor, rel=rel), name
+        assert est.se_ == pytest.approx(base.se_ * factor, rel=rel), name
+
+
 def test_weighted_random_intercepts():
     """Unit weights reproduce the unweighted fit exactly; a heavily weighted row pulls its group's intercept to its
     own residual (a_j = sum w r / (sum w + s2 / tau2) with one weight 1e6 -> that row's residual)."""
