@@ -31,14 +31,17 @@ def parse_features(features: Any) -> list[str]:
     return parse_names("features", features)
 
 
-def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, list[str]]) -> None:
+def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, list[str]], *,
+                        hints: Mapping[str, str] | None = None) -> None:
     """Raise naming the option (a key of ``wanted``: option -> the column names it gives) whose column(s) the table
-    lacks, and listing the columns it has."""
+    lacks, and listing the columns it has; ``hints`` (option -> how a command spells it, e.g. ``"--outcome"``) adds
+    that spelling to the message."""
     for option, names in wanted.items():
         unknown = [c for c in names if c not in columns]
         if unknown:
-            raise PyrozooError(f"{option}: {source} has no column(s) {', '.join(map(repr, unknown))}; columns are "
-                               f"{', '.join(columns)}")
+            hint = f" (given by {hints[option]})" if hints and option in hints else ""
+            raise PyrozooError(f"{option}: {source} has no column(s) {', '.join(map(repr, unknown))}{hint}; columns "
+                               f"are {', '.join(map(str, columns))}")
 
 
 def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: Mapping[str, str]) -> list[str]:

@@ -35,6 +35,10 @@ from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_choice
 
+# how `pyrozoo run effect-curve` spells the column options, for the errors of frame_to_arrays (no command of its own)
+COLUMN_FLAGS: dict[str, str] = {"outcome": "-o outcome=COLUMN", "treatment": "-o treatment=COLUMN",
+                                "controls": "-o controls=a,b"}
+
 OPTIONS: dict[str, Any] = {
     # simulator
     "design": "talk", "n": 1000, "slope": 1.0,
@@ -94,11 +98,15 @@ def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> t
     :func:`~pyrozoo.models.plce.frame_to_arrays` reads them (a blank-header index column is an error there)."""
     used = {opts["outcome"], opts["treatment"]}
     if not opts["controls"] and not [c for c in df.columns if c not in used]:
+        from pyrozoo.data.regression_file import check_columns_exist
         from pyrozoo.data.shipped import numeric_column
 
+        check_columns_exist(source, list(df.columns), {"outcome": [opts["outcome"]], "treatment": [opts["treatment"]]},
+                            hints=COLUMN_FLAGS)
         return (numeric_column(df, opts["outcome"], source=source), numeric_column(df, opts["treatment"],
                                                                                    source=source), None)
-    y, t, X, _ = frame_to_arrays(df, opts["outcome"], opts["treatment"], opts["controls"], source=source)
+    y, t, X, _ = frame_to_arrays(df, opts["outcome"], opts["treatment"], opts["controls"], source=source,
+                                 flags=COLUMN_FLAGS)
     return y, t, X
 
 

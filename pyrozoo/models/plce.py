@@ -37,6 +37,7 @@ from pyrozoo.causal.plce import PLCE
 from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import check_columns_exist
 from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
@@ -204,19 +205,31 @@ def _blank_header_columns(df: pd.DataFrame, columns: list[Any]) -> list[int]:
             if c in columns and isinstance(c, str) and re.fullmatch(r"Unnamed: \d+", c)]
 
 
+# how `pyrozoo plce` and `pyrozoo run plce` spell each column option, for the errors of frame_to_arrays
+COLUMN_FLAGS: dict[str, str] = {
+    option: f"--{option}, or -o {option}={value} with pyrozoo run"
+    for option, value in (("outcome", "COLUMN"), ("treatment", "COLUMN"), ("controls", "a,b"), ("groups", "COLUMN"))}
+
+
 def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: str | list[str] = "",
-                    groups: str = "", *, source: str = "data") -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
+                    groups: str = "", *, source: str = "data",
+                    flags: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
     """Outcome, treatment, controls (all other columns when empty; text columns become dummies) and groups.
 
     The control columns used (before dummy coding) are in ``X.attrs["controls"]``. With the default controls, a
     column with a blank header (``Unnamed: 0``, the index column of a ``DataFrame.to_csv(path)`` file) is an error:
-    taken as a control it adjusts for the row order; named controls leave it unused."""
+    taken as a control it adjusts for the row order; named controls leave it unused. A column the table lacks is an
+    error naming the option and how the command spells it (``flags``, option -> spelling; default
+    :data:`COLUMN_FLAGS`, the ``pyrozoo plce`` / ``pyrozoo run plce`` spellings)."""
     if outcome == treatment:
         raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
-    y = numeric_column(df, outcome, source=source)
-    t = numeric_column(df, treatment, source=source)
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
+    check_columns_exist(source, list(df.columns), {"outcome": [outcome], "treatment": [treatment],
+                                                   "controls": list(controls), "groups": [groups] if groups else []},
+                        hints=COLUMN_FLAGS if flags is None else flags)
+    y = numeric_column(df, outcome, source=source)
+    t = numeric_column(df, treatment, source=source)
     check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
     used = {outcome, treatment, *([groups] if groups else [])}
     clash = [c for c in controls if c in used]
@@ -230,10 +243,6 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         raise PyrozooError(f"{source}: {which} no name in its header (a file written by DataFrame.to_csv with its "
                            f"index?): write it with index=False or name the controls with --controls "
                            f"(pyrozoo run: -o controls=a,b)")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        known = ", ".join(map(str, df.columns))
-        raise PyrozooError(f"{source}: no column(s) {', '.join(missing)}; columns are {known}")
     if not cols:
         raise PyrozooError(f"{source}: no control columns left besides outcome and treatment")
     for c in cols:  # a text column that is mostly numbers is a typo, not categories: do not expand it into dummies
@@ -264,8 +273,6 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
     g = None
     if groups:
-        if groups not in df.columns:
-            raise PyrozooError(f"{source}: no group column {groups!r}")
         g = df[groups].to_numpy()
     X = X.astype(float)
     X.attrs["controls"] = list(cols)  # what was adjusted for, as the file names it (the runs record it)

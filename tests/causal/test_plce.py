@@ -775,6 +775,38 @@ def test_lalonde_honours_columns_and_groups(capsys):
     assert "groups applies only to a data file (--data) or dataset 'lalonde'" in capsys.readouterr().err
 
 
+def test_a_missing_column_names_the_option_and_its_flag(tmp_path, capsys):
+    """`pyrozoo plce --data f.csv --outcome yy` said "data f.csv: no column 'yy'; ..." without naming the flag (the
+    regression readers name `outcome:`); now each column option names itself and how the commands spell it, for
+    `pyrozoo plce`, `pyrozoo run plce` (-o outcome=...) and `pyrozoo run effect-curve` (which has only -o)."""
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.csv"
+    pd.DataFrame(rng.normal(size=(30, 4)), columns=["x1", "x2", "t", "y"]).to_csv(path, index=False)
+    cols = "; columns are x1, x2, t, y"
+    cases = {
+        ("--outcome", "yy", "--treatment", "t"): "outcome: data {} has no column(s) 'yy' (given by --outcome, or -o "
+                                                 "outcome=COLUMN with pyrozoo run)",
+        ("--outcome", "y", "--treatment", "tt"): "treatment: data {} has no column(s) 'tt' (given by --treatment, "
+                                                 "or -o treatment=COLUMN with pyrozoo run)",
+        ("--outcome", "y", "--treatment", "t", "--groups", "g"): "groups: data {} has no column(s) 'g' (given by "
+                                                                 "--groups, or -o groups=COLUMN with pyrozoo run)",
+        ("--outcome", "y", "--treatment", "t", "--controls", "x1,x3"): "controls: data {} has no column(s) 'x3' "
+                                                                       "(given by --controls, or -o controls=a,b "
+                                                                       "with pyrozoo run)",
+    }
+    for flags, message in cases.items():
+        assert main(["plce", "--data", str(path), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message.format(path) + cols in err and err.count("\n") == 1, (flags, err)
+    assert main(["run", "plce", "--data", str(path), "-o", "outcome=yy", "-o", "treatment=t", "--no-progress"]) == 2
+    assert cases[("--outcome", "yy", "--treatment", "t")].format(path) + cols in capsys.readouterr().err
+    assert main(["run", "effect-curve", "--data", str(path), "-o", "outcome=yy", "-o", "treatment=t",
+                 "--no-progress"]) == 2
+    assert f"outcome: data {path} has no column(s) 'yy' (given by -o outcome=COLUMN){cols}" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- slow: coverage
 @pytest.mark.slow
 def test_coverage_on_a_small_design():
