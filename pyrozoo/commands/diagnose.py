@@ -24,7 +24,15 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pyrozoo.evaluation.diagnostics import BFMI_MIN, check_lines, ess_threshold, is_markov_chain, summary
+    from pyrozoo.evaluation.diagnostics import (
+        BFMI_MIN,
+        check_lines,
+        ess_threshold,
+        is_markov_chain,
+        nonfinite_warnings,
+        shown_warnings,
+        summary,
+    )
     from pyrozoo.inference.rundir import load_run
 
     if args.max_rows < 0:
@@ -35,7 +43,8 @@ def handle(args: argparse.Namespace) -> int:
         have = ", ".join(idata.groups()) or "none"
         raise PyrozooError(f"run: {Path(args.run_dir) / 'idata.nc'} has no posterior group (it has: {have}); "
                            f"there is nothing to diagnose: rerun the run or restore the file")
-    one_draw = idata.posterior.sizes.get("chain", 1) * idata.posterior.sizes.get("draw", 1) == 1
+    chains, draws = idata.posterior.sizes.get("chain", 1), idata.posterior.sizes.get("draw", 1)
+    one_draw = draws < 2  # one draw per chain: no trace, no within-chain spread, whatever the number of chains
     with warnings.catch_warnings():
         if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -46,23 +55,26 @@ def handle(args: argparse.Namespace) -> int:
     if len(shown) < len(table):
         print(f"note: the first {len(shown)} of {len(table):,} rows; --max-rows 0 prints all, --var NAME picks "
               f"variables (the warnings below cover every row)")
+    where = ("in the summary table above" if len(shown) == len(table)
+             else "in the whole table: --max-rows 0 prints it")
     if one_draw:
+        each = f" per chain ({chains} chains)" if chains > 1 else ""
         if is_markov_chain(idata):  # a sampler asked for one draw, not a point-estimate engine
-            print("note: only one draw: sd, r_hat, ESS, az.loo/az.waic and trace or density plots need more; rerun "
-                  "with a larger --num-samples")
+            sd = "sd, " if chains < 2 else ""
+            print(f"note: only one draw{each}: {sd}r_hat, ESS, MCSE, az.loo/az.waic and trace, density or energy "
+                  f"plots need more; rerun with a larger --num-samples")
         else:
             print("note: one draw (a point estimate, or --num-samples 1): sd, r_hat, ESS, az.loo and trace or "
                   "density plots do not apply (az.waic returns the in-sample fit, not an out-of-sample elpd)")
+        for line in shown_warnings(nonfinite_warnings(table), where=where):
+            print(f"warning: {line}")
         return 0
-    chains = idata.posterior.sizes.get("chain", 1)
     independent = not is_markov_chain(idata)
     if independent:
         print("note: independent draws from the fitted posterior (no Markov chain), so r_hat and ESS do not measure "
               "convergence; an optimizer's loss trace, where the engine has one, is in the fit_stats group")
     elif chains < 2:
         print("note: one chain only (r_hat needs several); ESS is within-chain")
-    where = ("in the summary table above" if len(shown) == len(table)
-             else "in the whole table: --max-rows 0 prints it")
     notes, lines = check_lines(idata, table, convergence=not independent, where=where)
     for line in notes:
         print(f"note: {line}")

@@ -9,6 +9,7 @@ from typing import Any
 import arviz as az
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
 
@@ -30,7 +31,9 @@ def _negligible(spread: Any, magnitude: Any) -> Any:
     """Whether a spread of draws (sd, or max - min) is rounding: at most 1e-9 of the value's magnitude, floored at
     1e-3 (so at most 1e-12 for values near 0). EM's sigma^2 has sd 1e-16, not 0, and an inclusion probability at 1
     a range of 2e-15. One rule for the summary notes, the warnings and the plots."""
-    return spread <= 1e-9 * np.maximum(magnitude, 1e-3)
+    spread = np.asarray(spread, dtype=float)
+    # an inf draw gives an inf (or NaN) spread: never "rounding", whatever the magnitude (inf <= 1e-9 * inf)
+    return np.isfinite(spread) & (spread <= 1e-9 * np.maximum(magnitude, 1e-3))
 
 
 def _never_moves(row: pd.Series) -> bool:
@@ -54,8 +57,41 @@ def constant_components(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.DataFrame:
-    """ArviZ summary: mean, sd, HDI, MCSE of mean and sd, bulk and tail ESS, r_hat (rank-normalized split-R-hat)."""
+def selected_variables(idata: az.InferenceData, var_names: str | list[str] | None = None) -> list[str]:
+    """The posterior variables that ``var_names`` picks, as ArviZ reads it: ``None`` all of them, a name (a str) or
+    a list of names those, a list of ``~name`` every variable but those. Unknown names, a mix of names and
+    ``~names``, or a selection that leaves nothing raise :class:`PyrozooError` naming ``var``."""
+    from pyrozoo.errors import PyrozooError
+
+    have = [str(v) for v in idata.posterior.data_vars]
+    if var_names is None:
+        return have
+    names = [var_names] if isinstance(var_names, str) else list(var_names)
+    if not all(isinstance(n, str) for n in names):
+        raise PyrozooError(f"var: expected variable names (str), got {names!r}")
+    unknown = [v for v in names if v not in have and v.removeprefix("~") not in have]
+    if unknown:
+        raise PyrozooError(f"var: no posterior variable(s) {', '.join(unknown)}; the posterior has "
+                           f"{', '.join(have)}")
+    excluded = {v.removeprefix("~") for v in names if v not in have}
+    if excluded and len(excluded) < len(names):  # ArviZ would drop the plain names without a word
+        raise PyrozooError(f"var: expected either names to include or ~names to exclude, got both: "
+                           f"{', '.join(names)}")
+    picked = [v for v in have if v not in excluded] if excluded else list(dict.fromkeys(names))
+    if not picked:
+        raise PyrozooError(f"var: {', '.join(names)} excludes every posterior variable ({', '.join(have)})")
+    return picked
+
+
+def _has_nonfinite(values: Any) -> bool:
+    """Whether an array of real numbers holds a NaN or inf (False for other dtypes: bool, int, text)."""
+    values = np.asarray(values)
+    return bool(np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all())
+
+
+def summary(idata: az.InferenceData, var_names: str | list[str] | None = None) -> pd.DataFrame:
+    """ArviZ summary: mean, sd, HDI, MCSE of mean and sd, bulk and tail ESS, r_hat (rank-normalized split-R-hat), of
+    the variables :func:`selected_variables` picks."""
     import logging
 
     # With one chain ArviZ logs a shape warning for r_hat (left NaN); the CLI says so in words instead. ArviZ logs
@@ -65,29 +101,39 @@ def summary(idata: az.InferenceData, var_names: list[str] | None = None) -> pd.D
     sizes = idata.posterior.sizes
     if sizes.get("chain", 1) < 2 or sizes.get("draw", 1) < MIN_DRAWS:
         logger.setLevel(logging.ERROR)
-    if var_names:
-        unknown = [v for v in var_names if v.removeprefix("~") not in idata.posterior.data_vars]
-        if unknown:
-            from pyrozoo.errors import PyrozooError
-
-            raise PyrozooError(f"var: no posterior variable(s) {', '.join(unknown)}; the posterior has "
-                               f"{', '.join(map(str, idata.posterior.data_vars))}")
+    names = selected_variables(idata, var_names)
+    if any(_has_nonfinite(idata.posterior[v].values) for v in names):
+        logger.setLevel(logging.ERROR)  # ArviZ's "Array contains NaN-value"; said in words (nonfinite_warnings)
     try:
         with warnings.catch_warnings():
             # numpy's "invalid value" from the ESS of a component that never moves; said in words instead
             # (constant_components)
             warnings.simplefilter("ignore", RuntimeWarning)
-            return az.summary(idata, var_names=var_names, kind="all", round_to="none")
+            return az.summary(idata, var_names=names, kind="all", round_to="none")
     finally:
         logger.setLevel(level)
 
 
+def _nonfinite(row: pd.Series) -> bool:
+    """A summary row with NaN or inf among its draws: the mean of finite draws is finite, so its mean is not."""
+    return "mean" in row.index and not np.isfinite(row["mean"])
+
+
+def nonfinite_warnings(table: pd.DataFrame) -> list[str]:
+    """One line per component with NaN or inf draws (a non-finite mean in the summary): its sd, r_hat and ESS are
+    NaN or meaningless, so the convergence checks cannot speak for it."""
+    return [f"{name}: NaN or inf among the draws (mean {row['mean']}): sd, r_hat and ESS are undefined; the engine "
+            f"produced non-finite values (check the model's scales and the data)"
+            for name, row in table.iterrows() if _nonfinite(row)]
+
+
 def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> list[str]:
-    """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``;
+    """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``, and
+    one per parameter with NaN or inf draws (:func:`nonfinite_warnings`, which no r_hat or ESS can clear);
     components that never move (see :func:`constant_components`) are left out."""
-    out = []
+    out = nonfinite_warnings(table)
     for name, row in table.iterrows():
-        if _never_moves(row):
+        if _never_moves(row) or _nonfinite(row):
             continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {row['r_hat']:.3f} > {rhat_max}")
@@ -121,8 +167,8 @@ def is_markov_chain(idata: az.InferenceData) -> bool:
 def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bool = True,
                 where: str = "in the summary table") -> tuple[list[str], list[str]]:
     """The notes and warnings printed under a summary table by ``pyrozoo run`` and ``pyrozoo diagnose``: components
-    that never move (a note), divergences and stuck chains, and with ``convergence`` r_hat and ESS at
-    :func:`ess_threshold`; at most :func:`shown_warnings` warning lines, the last one saying ``where`` the rest
+    that never move (a note), NaN or inf draws, divergences and stuck chains, and with ``convergence`` r_hat and ESS
+    at :func:`ess_threshold`; at most :func:`shown_warnings` warning lines, the last one saying ``where`` the rest
     are."""
     chains = idata.posterior.sizes.get("chain", 1)
     lines = sampler_warnings(idata)
@@ -135,6 +181,8 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
             lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
                          f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
         lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0)
+    else:  # independent draws: no r_hat or ESS to judge, but a NaN or inf draw is still wrong
+        lines += nonfinite_warnings(table)
     fixed = constant_components(table)
     notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {', '.join(fixed)}"]
     return (notes if fixed else []), shown_warnings(lines, where=where)
@@ -165,36 +213,57 @@ def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN,
                            f"repeat one value")
     if "energy" in stats and stats["energy"].sizes.get("draw", 0) > 2:
         energy = np.asarray(stats["energy"].values, dtype=float)
-        if np.isfinite(energy).all() and (energy.std(axis=1) > 0).all():
-            for c, b in enumerate(np.atleast_1d(az.bfmi(energy))):
+        energy = energy.reshape(energy.shape[0], -1)
+        for c, e in enumerate(energy):  # chain by chain: one chain's NaN energy must not silence the others
+            bad = int((~np.isfinite(e)).sum())
+            if bad:  # inference/mcmc.py records NaN where the kernel kept no starting Hamiltonian
+                out.append(f"chain {c}: {bad} of {e.size} energies are NaN or inf, so its E-BFMI is not checked")
+            elif e.std() > 0:
+                b = float(az.bfmi(e[None])[0])
                 if b < bfmi_min:
                     out.append(f"chain {c}: E-BFMI {b:.3g} < {bfmi_min}: the sampler explores the energy poorly "
                                f"(heavy tails or a funnel); reparameterize")
     return out
 
 
-def min_ess(idata: az.InferenceData, var_names: list[str] | None = None) -> float:
-    """The smallest bulk ESS over all scalar components of the posterior."""
-    ess = az.ess(idata, var_names=var_names, method="bulk")
+def min_ess(idata: az.InferenceData, var_names: str | list[str] | None = None) -> float:
+    """The smallest bulk ESS over all scalar components of the posterior variables :func:`selected_variables`
+    picks (a variable with no entries has none; NaN when no component has any)."""
+    names = [v for v in selected_variables(idata, var_names) if idata.posterior[v].size > 0]
+    if not names:
+        return float("nan")
+    ess = az.ess(idata, var_names=names, method="bulk")
     return float(min(float(np.min(ess[v].values)) for v in ess.data_vars))
 
 
-def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str] | None = None,
+def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: str | list[str] | None = None,
                max_vars: int = 8, max_entries: int = 8) -> tuple[list[Path], list[str]]:
-    """Trace and posterior plots as PNG under ``out_dir``: at most ``max_vars`` variables (the first ones), and of a
+    """Trace and posterior plots as PNG under ``out_dir`` (made only when a plot is written): the variables
+    :func:`selected_variables` picks (``~name`` excludes), without ``var_names`` the first ``max_vars``, and of a
     vector or matrix variable its first ``max_entries`` entries (ArviZ would draw one panel per entry: 824 for a
-    GP's f). Returns the paths and one note per variable cut that way."""
+    GP's f). Entries that never move or have NaN or inf draws, variables with no entries or no real values are
+    left out; true/false draws are plotted as 0/1. Fewer than 2 draws per chain give no plots. Returns the paths
+    and one note per variable cut or left out."""
+    names = selected_variables(idata, var_names)
+    if var_names is None:
+        names = names[:max_vars]
+    draws = idata.posterior.sizes.get("draw", 1)
+    if draws < 2:  # a trace of one point per chain, a density of one value, an E-BFMI of nothing
+        return [], [f"only {draws} draw per chain: no trace, posterior or energy plots (they need at least 2)"]
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = var_names or list(idata.posterior.data_vars)[:max_vars]
-    post, notes = _first_entries(idata.posterior[names], max_entries)
-    # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError): leave such entries out
-    post, still = _drop_constant_entries(post)
+    post, notes = _plottable(idata.posterior[names])
+    post, cut = _first_entries(post, max_entries)
+    notes += cut
+    # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError) and on NaN: leave such
+    # entries out
+    post, still, nonfinite = _drop_constant_entries(post)
+    if nonfinite:
+        notes.append(f"not plotted, NaN or inf among the draws: {', '.join(nonfinite)}")
     if still:
         notes.append(f"not plotted, the same in every draw up to rounding: {', '.join(still)}")
     plots: list[tuple[str, Any]] = []
@@ -202,7 +271,10 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
         plots += [("trace", lambda: az.plot_trace(post, compact=True)), ("posterior", lambda: az.plot_posterior(post))]
     stats = getattr(idata, "sample_stats", None)
     if stats is not None and "energy" in stats:  # NUTS/HMC: marginal energy vs energy transitions (E-BFMI)
-        plots.append(("energy", lambda: az.plot_energy(idata)))
+        if not _has_nonfinite(stats["energy"].values):
+            plots.append(("energy", lambda: az.plot_energy(idata)))
+        else:
+            notes.append("no energy plot: some energies are NaN or inf (see the warnings)")
     paths = []
     for kind, draw in plots:
         try:
@@ -217,46 +289,76 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: list[str
         with warnings.catch_warnings():  # titles off the tick labels of the row above; a tight fit may not exist
             warnings.simplefilter("ignore", UserWarning)
             fig.tight_layout()
-        path = out_dir / f"{kind}.png"
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)  # here, not up front: a run that plots nothing leaves no folder
+        path = out / f"{kind}.png"
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths, notes
 
 
-def _drop_constant_entries(post: Any) -> tuple[Any, list[str]]:
-    """``post`` without the entries whose draws span a :func:`_negligible` range, and their names: a variable goes
-    whole when all its entries are constant; a vector keeps its moving entries (on an axis renamed
-    ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
-    out = []
+def _plottable(post: Any) -> tuple[Any, list[str]]:
+    """``post`` with true/false draws as 0/1 (ArviZ's density estimate subtracts them) and without the variables
+    ArviZ cannot plot: no entries (shape ``(chain, draw, 0)``) or values that are not real numbers."""
+    notes = []
+    for name in list(post.data_vars):
+        v = post[name]
+        if v.dtype == bool:
+            post[name] = v.astype(np.int8)
+        elif not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+            post = post.drop_vars(name)
+            notes.append(f"not plotted, not real numbers (dtype {v.dtype}): {name}")
+        elif v.size == 0:
+            post = post.drop_vars(name)
+            notes.append(f"not plotted, no entries (shape {tuple(v.shape[2:])}): {name}")
+    return post, notes
+
+
+def _drop_constant_entries(post: Any) -> tuple[Any, list[str], list[str]]:
+    """``post`` without the entries that have a NaN or inf draw or whose draws span a :func:`_negligible` range,
+    and the names of both kinds: a variable goes whole when all its entries go; a vector keeps the others (on an
+    axis renamed ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
+    const_names, bad_names = [], []
     for name in list(post.data_vars):
         v = np.asarray(post[name].values, dtype=float)
         v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
-        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0))
-        if not np.any(const):
+        bad = ~np.isfinite(v).all(0)
+        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0)) & ~bad
+        drop = bad | const
+        if not np.any(drop):
             continue
         axes = [d for d in post[name].dims if d not in ("chain", "draw")]
-        if np.all(const) or len(axes) != 1:
+        if np.all(drop) or len(axes) != 1:
             post = post.drop_vars(name)
-            out.append(str(name))
+            (bad_names if np.any(bad) else const_names).append(str(name))
             continue
         labels = post[name][axes[0]].values  # the axis's coordinate (feature names, say), as az.summary names them
-        post[name] = post[name].isel({axes[0]: np.flatnonzero(~const)}).rename({axes[0]: f"{axes[0]}_moving"})
-        out += [f"{name}[{labels[i]}]" for i in np.flatnonzero(const)]
-    return post, out
+        post[name] = post[name].isel({axes[0]: np.flatnonzero(~drop)}).rename({axes[0]: f"{axes[0]}_moving"})
+        bad_names += [f"{name}[{labels[i]}]" for i in np.flatnonzero(bad)]
+        const_names += [f"{name}[{labels[i]}]" for i in np.flatnonzero(const)]
+    return post, const_names, bad_names
 
 
 def _first_entries(post: Any, max_entries: int) -> tuple[Any, list[str]]:
-    """``post`` (an xarray Dataset) cut to at most ``max_entries`` entries per variable: its first dim beyond
-    (chain, draw) keeps up to ``max_entries`` values, the next ones what is left of the budget (at least one)."""
-    keep: dict[str, int] = {}
+    """``post`` (an xarray Dataset) cut to at most ``max_entries`` entries per variable, each on its own: its first
+    dim beyond (chain, draw) keeps up to ``max_entries`` values, the next ones what is left of the budget (at least
+    one). A dim that variables share keeps its full length where a variable fits; a variable cut shorter on it gets
+    the dim renamed ``DIM_firstK``, so that a vector that fits is not cut to suit a matrix beside it."""
+    keep: dict[str, dict[str, int]] = {}
     for name in post.data_vars:
-        budget = max_entries
+        budget, keep[name] = max_entries, {}
         for dim in [d for d in post[name].dims if d not in ("chain", "draw")]:
             k = max(1, min(post.sizes[dim], budget))
-            keep[dim] = min(keep.get(dim, k), k)
+            keep[name][dim] = k
             budget = max(1, budget // k)
-    cut = post.isel({d: slice(0, k) for d, k in keep.items()})
+    longest = {}  # per shared dim, the longest cut of any variable: the length that dim keeps in the dataset
+    for cuts in keep.values():
+        for dim, k in cuts.items():
+            longest[dim] = max(longest.get(dim, 0), k)
+    cut = xr.Dataset({name: post[name].isel({d: slice(0, k) for d, k in keep[name].items()})
+                      .rename({d: f"{d}_first{k}" for d, k in keep[name].items() if k < longest[d]})
+                      for name in post.data_vars}, attrs=post.attrs)
     notes = []
     for name in post.data_vars:
         full, shown = int(np.prod(post[name].shape[2:])), int(np.prod(cut[name].shape[2:]))

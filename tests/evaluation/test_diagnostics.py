@@ -187,3 +187,123 @@ def test_the_plot_note_names_a_constant_entry_by_its_coordinate_as_the_summary_d
     assert constant_components(summary(idata)) == ["gamma[x1]", "gamma[x4]"]
     _, notes = save_plots(idata, tmp_path)
     assert notes == ["not plotted, the same in every draw up to rounding: gamma[x1], gamma[x4]"]
+
+
+def test_nan_or_inf_draws_are_warned_about_not_cleared_or_called_constant(tmp_path):
+    """One NaN draw of ``b`` or one inf draw of ``c[1]`` among 2 x 400 well-mixed draws: the summary's r_hat and ESS
+    are NaN (or computed on ranks), which the r_hat/ESS checks skipped, giving an all-clear. Each gets a warning
+    naming the component; the inf one is not "the same in every draw" (inf - x <= 1e-9 * inf held); the plots
+    leave both out with a note saying why."""
+    from pyrozoo.evaluation.diagnostics import check_lines, save_plots, summary
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(size=(2, 400))
+    b[0, 7] = np.nan
+    c = rng.normal(size=(2, 400, 2))
+    c[1, 9, 1] = np.inf
+    idata = az.from_dict(posterior={"a": rng.normal(size=(2, 400)), "b": b, "c": c}, attrs={"inference": "nuts"})
+    table = summary(idata)
+    notes, lines = check_lines(idata, table)
+    assert [line.split(":")[0] for line in lines] == ["b", "c[1]"]
+    assert all("NaN or inf among the draws" in line for line in lines)
+    assert notes == []
+    # independent draws (no convergence checks) still get the warning
+    _, lines = check_lines(idata, table, convergence=False)
+    assert [line.split(":")[0] for line in lines] == ["b", "c[1]"]
+    _, notes = save_plots(idata, tmp_path)
+    assert notes == ["not plotted, NaN or inf among the draws: b, c[1]"]
+
+
+def test_one_chain_with_nan_energy_does_not_switch_off_e_bfmi_for_the_others():
+    """Chain 0's energy has one NaN (inference/mcmc.py records NaN where the kernel kept no Hamiltonian); chain 1's
+    is a random walk (E-BFMI ~ 0): chain 0 is named as not checked, chain 1 still gets its E-BFMI warning."""
+    from pyrozoo.evaluation.diagnostics import sampler_warnings
+
+    rng = np.random.default_rng(5)
+    energy = np.stack([rng.normal(size=400), np.cumsum(rng.normal(size=400))])
+    energy[0, 0] = np.nan
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 400))}, sample_stats={"energy": energy})
+    lines = sampler_warnings(idata)
+    assert lines[0] == "chain 0: 1 of 400 energies are NaN or inf, so its E-BFMI is not checked"
+    assert len(lines) == 2 and lines[1].startswith("chain 1: E-BFMI ") and "< 0.3" in lines[1]
+
+
+def test_plots_honour_exclusions_like_the_summary(tmp_path):
+    """``~mu`` (ArviZ's exclusion, accepted by summary) selects every variable but mu in the plots too; an unknown
+    name, a mix of names and ~names, or excluding everything is a PyrozooError naming var, before any plot or
+    folder is made. A single name may be a str."""
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.evaluation.diagnostics import save_plots, summary
+
+    rng = np.random.default_rng(6)
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 60)), "beta": rng.normal(size=(2, 60))})
+    assert list(summary(idata, ["~mu"]).index) == ["beta"]
+    assert list(summary(idata, "mu").index) == ["mu"]
+    paths, notes = save_plots(idata, tmp_path / "plots", var_names=["~mu"])
+    assert [p.name for p in paths] == ["trace.png", "posterior.png"] and notes == []
+    for bad, says in [(["~nope"], "no posterior variable(s) ~nope"), (["~mu", "beta"], "got both"),
+                      (["~mu", "~beta"], "excludes every posterior variable")]:
+        with pytest.raises(PyrozooError, match="^var: ") as err:
+            save_plots(idata, tmp_path / "bad", var_names=bad)
+        assert says in str(err.value)
+        with pytest.raises(PyrozooError, match="^var: "):
+            summary(idata, bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bool_and_zero_size_variables_are_plotted_or_named_not_crashing(tmp_path):
+    """A true/false variable made ArviZ's KDE raise TypeError (bool subtraction) and a (chain, draw, 0) variable
+    made the constant-entry check raise ValueError, both leaving an empty plots folder: the first is plotted as
+    0/1, the second named in a note; min_ess skips the entry-less variable."""
+    from pyrozoo.evaluation.diagnostics import min_ess, save_plots
+
+    rng = np.random.default_rng(7)
+    idata = az.from_dict(posterior={"a": rng.normal(size=(2, 50)), "flag": rng.random((2, 50)) > 0.5,
+                                    "e": np.zeros((2, 50, 0))})
+    paths, notes = save_plots(idata, tmp_path / "plots")
+    assert [p.name for p in paths] == ["trace.png", "posterior.png"]
+    assert notes == ["not plotted, no entries (shape (0,)): e"]
+    assert min_ess(idata) == pytest.approx(min(float(az.ess(idata, var_names=[v])[v]) for v in ("a", "flag")))
+
+
+def test_one_draw_per_chain_gives_no_plots_and_no_folder(tmp_path):
+    """Two chains of one draw each drew an empty trace and an energy plot with E-BFMI nan, with numpy warnings:
+    below 2 draws per chain there are no plots (and no folder), one note says why."""
+    import warnings
+
+    from pyrozoo.evaluation.diagnostics import save_plots
+
+    rng = np.random.default_rng(8)
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 1))}, sample_stats={"energy": rng.normal(size=(2, 1))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths, notes = save_plots(idata, tmp_path / "plots")
+    assert paths == [] and notes == ["only 1 draw per chain: no trace, posterior or energy plots (they need at "
+                                     "least 2)"]
+    assert not (tmp_path / "plots").exists()
+
+
+def test_a_vector_that_fits_is_not_cut_to_suit_a_matrix_sharing_its_dim(tmp_path):
+    """b (8,) on ``unit`` fits in 8 entries; w (2, 8) on (out, unit) is cut to its first 2 x 4. The cut of one dim
+    name was shared across variables, so b showed 4 of 8: now each variable is cut on its own."""
+    from pyrozoo.evaluation.diagnostics import _first_entries, save_plots
+
+    rng = np.random.default_rng(9)
+    idata = az.from_dict(posterior={"b": rng.normal(size=(1, 20, 8)), "w": rng.normal(size=(1, 20, 2, 8))},
+                         dims={"b": ["unit"], "w": ["out", "unit"]})
+    cut, notes = _first_entries(idata.posterior, 8)
+    assert cut["b"].shape == (1, 20, 8) and cut["w"].shape == (1, 20, 2, 4)
+    np.testing.assert_array_equal(cut["w"].values, idata.posterior["w"].values[..., :4])
+    assert list(cut.data_vars) == ["b", "w"]
+    assert notes == ["plots show the first 8 of the 16 entries of w"]
+    _, notes = save_plots(idata, tmp_path)
+    assert notes == ["plots show the first 8 of the 16 entries of w"]
+
+
+def test_min_ess_names_an_unknown_variable_like_summary():
+    from pyrozoo.errors import PyrozooError
+
+    idata = az.from_dict(posterior={"mu": np.random.default_rng(0).normal(size=(2, 50))})
+    with pytest.raises(PyrozooError, match=r"^var: no posterior variable\(s\) nope; the posterior has mu"):
+        min_ess(idata, ["nope"])
+    assert min_ess(idata, "mu") == pytest.approx(float(az.ess(idata, method="bulk")["mu"]))

@@ -1,0 +1,71 @@
+"""``pyrozoo diagnose`` on run directories holding crafted posteriors (NaN draws, true/false or entry-less
+variables, one draw per chain): a warning or a note in words, never a traceback or an empty plots folder."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import arviz as az
+import numpy as np
+import torch
+
+from pyrozoo.cli import main
+
+
+def _run_dir(path, posterior, sample_stats=None, inference="nuts"):
+    """A run directory as ``pyrozoo run`` writes it, with ``posterior`` in its idata.nc."""
+    path.mkdir()
+    (path / "config.toml").write_text(f'model = "normal-gamma"\ninference = "{inference}"\n')
+    (path / "metrics.json").write_text(json.dumps({}))
+    torch.save({}, path / "params.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ArviZ: "more chains than draws" for the one-draw runs
+        idata = az.from_dict(posterior=posterior, sample_stats=sample_stats)
+    idata.attrs["inference"] = inference
+    idata.to_netcdf(str(path / "idata.nc"), engine="h5netcdf")
+    return path
+
+
+def test_nan_draws_are_a_warning_not_an_all_clear(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(2, 400))
+    b[0, 7] = np.nan
+    run = _run_dir(tmp_path / "run", {"a": rng.normal(size=(2, 400)), "b": b})
+    assert main(["diagnose", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: b: NaN or inf among the draws" in out and "no convergence warnings" not in out
+    assert "note: not plotted, NaN or inf among the draws: b" in out and "could not draw" not in out
+
+
+def test_exclusions_bool_and_entry_less_variables_plot_without_a_traceback(tmp_path, capsys):
+    """``--var ~mu`` raised KeyError in the plots, a bool variable TypeError in ArviZ's KDE, a (2, 50, 0) one
+    ValueError; each left an empty plots folder."""
+    rng = np.random.default_rng(1)
+    run = _run_dir(tmp_path / "run", {"mu": rng.normal(size=(2, 50)), "flag": rng.random((2, 50)) > 0.5,
+                                      "e": np.zeros((2, 50, 0))})
+    assert main(["diagnose", str(run), "--var", "~mu"]) == 0
+    out = capsys.readouterr().out
+    assert "note: not plotted, no entries (shape (0,)): e" in out
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["posterior.png", "trace.png"]
+
+
+def test_a_failed_diagnose_leaves_no_plots_folder(tmp_path, capsys):
+    run = _run_dir(tmp_path / "run", {"mu": np.random.default_rng(2).normal(size=(2, 50))})
+    assert main(["diagnose", str(run), "--var", "~mu"]) == 2
+    assert "var: ~mu excludes every posterior variable" in capsys.readouterr().err
+    assert not (run / "plots").exists()
+
+
+def test_one_draw_per_chain_is_said_once_with_no_plots_or_numpy_warnings(tmp_path, capsys):
+    """Two chains of one draw each (``--num-chains 2 --num-samples 1``) were treated as a full run: an empty trace,
+    E-BFMI nan in energy.png and numpy warnings. Now like one draw in all: a note, no plots folder."""
+    rng = np.random.default_rng(3)
+    run = _run_dir(tmp_path / "run", {"mu": rng.normal(size=(2, 1)), "beta": rng.gamma(2.0, size=(2, 1))},
+                   sample_stats={"energy": rng.normal(size=(2, 1)), "diverging": np.zeros((2, 1), bool)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["diagnose", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "note: only one draw per chain (2 chains)" in out and "--num-samples" in out
+    assert "warning:" not in out and not (run / "plots").exists()
