@@ -5,8 +5,11 @@ For an input ``x`` and a feature extractor ``G_f``, the map of the strongest fea
     S(x)_{hw} = max_c | d z_{k*}(x) / d x_{c h w} |,   k* = argmax_k z_k(x),
 
 the pixels whose change moves the most active unit of the shared representation most (a gradient saliency map;
-Zeiler & Fergus / Simonyan et al. style). Torch's autograd gives all maps of a batch in one backward pass because
-each row's output depends only on its own input.
+Zeiler & Fergus / Simonyan et al. style). ``k`` runs over every unit of a row's features, whatever their shape: a
+convolutional extractor's ``(C', h, w)`` map is flattened first. The extractor is evaluated in eval mode (BatchNorm
+on its running statistics, no dropout; its modes are restored after), so each row's output depends only on its own
+input and one backward pass gives all maps of a batch; the gradient is taken with respect to the input only, so the
+extractor's parameters' ``.grad`` are left as they were.
 """
 
 from __future__ import annotations
@@ -15,15 +18,36 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyrozoo.errors import PyrozooError
+
 
 def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Saliency maps ``(N, H, W)`` of the strongest feature unit for images ``x`` of shape ``(N, C, H, W)``."""
+    """Saliency maps ``(N, H, W)``, ``S_hw = max_c |d z_k* / d x_chw|`` with ``k* = argmax_k z_k`` over all units of
+    a row's features, for images ``x`` of shape ``(N, C, H, W)``; the extractor runs in eval mode."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] == 0:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise PyrozooError(f"x: expected a tensor of images (N, C, H, W) with N >= 1, got {got}")
+    if not torch.is_floating_point(x):
+        raise PyrozooError(f"x: expected floating-point pixels, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise PyrozooError(f"x: expected finite pixels, got {int((~torch.isfinite(x)).sum())} NaN or inf")
     x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        z = extractor(x)
-        k = z.argmax(dim=1, keepdim=True)
-        z.gather(1, k).sum().backward()
-    return x.grad.abs().amax(dim=1).cpu().numpy()
+    modes = {m: m.training for m in extractor.modules()}
+    extractor.eval()  # train-mode BatchNorm mixes the rows of the batch (and would update its running statistics)
+    try:
+        with torch.enable_grad():
+            z = extractor(x)
+            if z.ndim < 1 or z.shape[0] != x.shape[0] or not z.requires_grad:
+                raise PyrozooError(f"extractor: expected features with one row per image ({x.shape[0]}) that depend "
+                                   f"on x through autograd, got shape {tuple(z.shape)}, requires_grad "
+                                   f"{z.requires_grad}")
+            z = z.reshape(z.shape[0], -1)  # every unit of a row competes for k*, e.g. all of a conv's (C', h, w)
+            k = z.argmax(dim=1, keepdim=True)
+            (grad,) = torch.autograd.grad(z.gather(1, k).sum(), x)  # w.r.t. x only: parameters' .grad untouched
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return grad.abs().amax(dim=1).cpu().numpy()
 
 
 def least_correlated(maps_a: np.ndarray, maps_b: np.ndarray, k: int = 3) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Gradient saliency maps: k* over all feature units, eval mode, gradients w.r.t. the input only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.evaluation.saliency import feature_saliency
+
+
+def _one_by_one(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Reference straight from the formula: per image, flatten all units, take the argmax unit's input gradient."""
+    maps = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        z = extractor(xi).flatten()
+        (g,) = torch.autograd.grad(z[z.argmax()], xi)
+        maps.append(g.abs().amax(1)[0].numpy())
+    return np.stack(maps)
+
+
+def test_conv_features_use_the_argmax_over_all_units():
+    """A Conv2d's (N, C', h, w) features: k* is the argmax over all C' h w units of a row, so each map is one unit's
+    receptive field (9 pixels for a 3x3 kernel), not the sum of per-position channel maxima (the old result, which
+    lit up the whole image)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 3)
+    x = torch.randn(2, 1, 6, 6)
+    maps = feature_saliency(conv, x)
+    want = _one_by_one(conv, x)
+    assert maps.shape == (2, 6, 6)
+    np.testing.assert_allclose(maps, want, atol=1e-6)
+    assert ((maps > 0).sum((1, 2)) <= 9).all()
+
+
+def test_batchnorm_runs_in_eval_mode_and_the_mode_and_grads_are_restored():
+    """With train-mode BatchNorm a row's map depended on the rest of the batch and each call moved the running
+    statistics; parameters' .grad accumulated across calls. Now: row 0's map is the same alone or in a batch, the
+    running statistics and each module's mode are as before, and no parameter gets a .grad."""
+    torch.manual_seed(1)
+    ext = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    ext[3].eval()  # a mixed state must come back as it was, not as ext.train()
+    x = torch.randn(5, 1, 4, 4)
+    before = ext[2].running_mean.clone()
+    full = feature_saliency(ext, x)
+    alone = feature_saliency(ext, x[:1])
+    np.testing.assert_allclose(full[:1], alone, atol=1e-6)
+    assert torch.equal(ext[2].running_mean, before)
+    assert ext.training and ext[2].training and not ext[3].training
+    assert all(p.grad is None for p in ext.parameters())
+    np.testing.assert_allclose(full, _one_by_one(ext.eval(), x), atol=1e-6)
+
+
+def test_bad_images_are_refused_naming_x():
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    for bad, says in [(torch.randn(4, 4), "x: expected a tensor of images (N, C, H, W)"),
+                      (torch.zeros(0, 1, 4, 4), "with N >= 1, got shape (0, 1, 4, 4)"),
+                      (torch.ones(2, 1, 4, 4, dtype=torch.long), "x: expected floating-point pixels"),
+                      (torch.full((2, 1, 4, 4), float("nan")), "x: expected finite pixels, got 32 NaN or inf")]:
+        with pytest.raises(PyrozooError, match="^x: ") as err:
+            feature_saliency(lin, bad)
+        assert says in str(err.value)
