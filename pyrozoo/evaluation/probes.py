@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -36,14 +37,25 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_finite
 
 
+def _check_labels(name: str, labels: np.ndarray) -> None:
+    """Refuse a missing label (NaN, None): NaN != NaN, so it would be a class of its own, one row each."""
+    missing = np.asarray(pd.isna(labels)).reshape(-1)
+    if missing.any():
+        raise PyrozooError(f"{name}: expected a class for every row, got {int(missing.sum())} missing (NaN or None), "
+                           f"the first at row {int(np.flatnonzero(missing)[0])}")
+
+
 def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if f.ndim != 2:
         raise PyrozooError(f"{name} features: expected a 2-D array (rows, features), got shape {f.shape}")
+    if f.shape[0] == 0:
+        raise PyrozooError(f"{name} features: expected at least one row, got shape {f.shape}")
     if f.shape[0] != y.shape[0]:
         raise PyrozooError(f"{name} labels: expected {f.shape[0]} labels (one per row), got {y.shape[0]}")
     check_finite(f"{name} features", f)
+    _check_labels(f"{name} labels", y)
     return f, y
 
 
@@ -83,9 +95,14 @@ def probe_leakage(train_features: np.ndarray, train_labels: np.ndarray, eval_fea
 
 def _check_groups(y_pred: np.ndarray, group: np.ndarray, y_true: np.ndarray | None = None) -> None:
     if y_pred.shape != group.shape or (y_true is not None and y_true.shape != y_pred.shape):
-        raise PyrozooError("fairness: predictions, true labels and groups must be 1-D arrays of the same length")
+        got = f"y_true {y_true.size}, " if y_true is not None else ""
+        raise PyrozooError(f"fairness: expected predictions, true labels and groups of the same length, got "
+                           f"{got}y_pred {y_pred.size}, group {group.size}")
+    for name, arr in (("y_true", y_true), ("y_pred", y_pred), ("group", group)):
+        if arr is not None:
+            _check_labels(name, arr)
     if np.unique(group).size < 2:
-        raise PyrozooError("group: expected at least 2 groups to compare, got one")
+        raise PyrozooError(f"group: expected at least 2 groups to compare, got {np.unique(group).size}")
 
 
 def demographic_parity_difference(y_pred: np.ndarray, group: np.ndarray) -> float:

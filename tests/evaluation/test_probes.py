@@ -119,3 +119,37 @@ def test_fairness_metrics_with_three_classes_by_hand():
     assert equalized_odds_difference(y_true, y_pred, group) == pytest.approx(1.0)
     # P(yhat = 1 | g): 2/3 vs 1/3; P(yhat = 2 | g): 0 vs 1/3; P(yhat = 0 | g): 1/3 vs 1/3
     assert demographic_parity_difference(y_pred, group) == pytest.approx(1 / 3)
+
+
+def test_missing_labels_and_empty_splits_are_refused_before_fitting():
+    """A NaN train label or an empty split reached scikit-learn ("Input y contains NaN", "Found array with 0
+    sample(s)"); a NaN eval label was silently its own class in ``chance`` (NaN != NaN). Each is a PyrozooError
+    naming the argument, before any probe is fitted."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(float)
+    nan_y = y.copy()
+    nan_y[3] = np.nan
+    text_y = np.where(y > 0, "a", None)
+    cases = [((x, nan_y, x, y), "train labels: expected a class for every row, got 1 missing (NaN or None), the "
+                                "first at row 3"),
+             ((x, y, x, nan_y), "eval labels: expected a class for every row, got 1 missing"),
+             ((x, y, x, text_y), "eval labels: expected a class for every row"),
+             ((x[:0], y[:0], x, y), "train features: expected at least one row, got shape (0, 3)"),
+             ((x, y, x[:0], y[:0]), "eval features: expected at least one row, got shape (0, 3)")]
+    for args, says in cases:
+        with pytest.raises(PyrozooError) as err:
+            probe_leakage(*args)
+        assert str(err.value).startswith(says), err.value
+
+
+def test_fairness_errors_give_the_lengths_and_refuse_missing_groups():
+    group = np.array([0, 0, 1, 1])
+    with pytest.raises(PyrozooError, match=r"same length, got y_true 3, y_pred 4, group 4$"):
+        equalized_odds_difference(np.ones(3), np.ones(4), group)
+    with pytest.raises(PyrozooError, match=r"same length, got y_pred 5, group 4$"):
+        demographic_parity_difference(np.ones(5), group)
+    with pytest.raises(PyrozooError, match="^group: expected a class for every row, got 1 missing"):
+        demographic_parity_difference(np.ones(4), np.array([0, 0, 1, np.nan]))
+    with pytest.raises(PyrozooError, match="^group: expected at least 2 groups to compare, got 0"):
+        demographic_parity_difference(np.ones(0), np.ones(0))
