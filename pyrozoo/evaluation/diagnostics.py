@@ -58,13 +58,13 @@ def constant_components(table: pd.DataFrame) -> list[str]:
 
 
 def selected_variables(idata: az.InferenceData, var_names: str | list[str] | None = None) -> list[str]:
-    """The posterior variables that ``var_names`` picks, as ArviZ reads it: ``None`` all of them, a name (a str) or
-    a list of names those, a list of ``~name`` every variable but those. Unknown names, a mix of names and
-    ``~names``, or a selection that leaves nothing raise :class:`PyrozooError` naming ``var``."""
+    """The posterior variables that ``var_names`` picks, as ArviZ reads it: ``None`` (or an empty list) all of them,
+    a name (a str) or a list of names those, a list of ``~name`` every variable but those. Unknown names, a mix of
+    names and ``~names``, or a selection that leaves nothing raise :class:`PyrozooError` naming ``var``."""
     from pyrozoo.errors import PyrozooError
 
     have = [str(v) for v in idata.posterior.data_vars]
-    if var_names is None:
+    if var_names is None or (not isinstance(var_names, str) and len(var_names) == 0):
         return have
     names = [var_names] if isinstance(var_names, str) else list(var_names)
     if not all(isinstance(n, str) for n in names):
@@ -245,7 +245,7 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: str | li
     left out; true/false draws are plotted as 0/1. Fewer than 2 draws per chain give no plots. Returns the paths
     and one note per variable cut or left out."""
     names = selected_variables(idata, var_names)
-    if var_names is None:
+    if not var_names:
         names = names[:max_vars]
     draws = idata.posterior.sizes.get("draw", 1)
     if draws < 2:  # a trace of one point per chain, a density of one value, an E-BFMI of nothing
