@@ -401,12 +401,18 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                         verdicts.append((chosen, True))
                         continue
                     verdicts.append((chosen, False))
-                unread = [k for k in chosen if k in entry.unread_settings(run_cfg.inference) and len(axes[k]) > 1]
+                # an axis of one value too: its name would go into a run directory whose run ignores it
+                unread = [k for k in chosen if k in entry.unread_settings(run_cfg.inference)]
                 if unread:
                     k = unread[0]
-                    raise PyrozooError(f"{where}: {model}'s {run_cfg.inference} does not read {k}, so the grid axis "
-                                       f"{k} = {axes[k]!r} would repeat one run under {len(axes[k])} names; give "
-                                       f"{run_cfg.inference} a [[models]] block of its own without that axis")
+                    inf = run_cfg.inference
+                    harm = (f"would repeat one run under {len(axes[k])} names; give {inf} a [[models]] block of "
+                            f"its own without that axis" if len(axes[k]) > 1 else
+                            f"would name {inf}'s run directories after a setting its runs ignore; set {k} as a "
+                            f"single value ([defaults] or the block: an inference that does not read it leaves it "
+                            f"out) instead of a grid axis")
+                    raise PyrozooError(f"{where}: {model}'s {inf} does not read {k}, so the grid axis "
+                                       f"{k} = {axes[k]!r} {harm}")
                 full = normalise_floats(run_cfg.to_dict(), entry.options)
                 # name the cell after the values the run will use (n = 30.0 is checked into 30, mu_true = 1 into
                 # 1.0), so that a later sweep file that writes 30 or 1.0 finds the same run directory

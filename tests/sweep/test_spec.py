@@ -50,8 +50,34 @@ def test_an_axis_the_inference_does_not_read_is_refused():
     with pytest.raises(PyrozooError, match=r"normal-gamma's svi does not read num_chains, so the grid axis "
                                            r"num_chains = \[1, 2\] would repeat one run under 2 names"):
         parse_spec(_with(grid={"num_chains": [1, 2]}))
-    # one value, or an axis every inference of the block reads, is fine
-    assert len(parse_spec(_with(grid={"num_chains": [3]}))) == 2 * 2 * 3
+    # an axis every inference of the block reads is fine, with one value or several
+    gibbs_only = {"models__0__grid": {"inference": ["gibbs"]}}
+    one = parse_spec(_with(grid={"num_chains": [3]}, **gibbs_only))
+    assert [c.key for c in one.cells] == [f"ng/gibbs_num_chains=3_seed{s}" for s in range(3)]
+    assert len(parse_spec(_with(grid={"num_chains": [1, 2]}, **gibbs_only))) == 2 * 3
+
+
+@pytest.mark.parametrize(("inference", "axis", "value"), [("gibbs", "lr", 0.1), ("svi", "num_chains", 3),
+                                                          ("gibbs", "steps", 5)])
+def test_a_one_value_axis_the_inference_does_not_read_is_refused(inference, axis, value):
+    """One value repeats no run, but it named the run directory after a setting the run ignores (gibbs_lr=0.1 for
+    a run whose config.toml has no lr): refused like a longer axis, pointing to a single value instead."""
+    data = {"sweep": {"seeds": 1}, "defaults": {"device": "cpu"},
+            "models": [{"name": "normal-gamma", "inference": inference, "grid": {axis: [value]}}]}
+    with pytest.raises(PyrozooError, match=rf"models\[0\]: normal-gamma's {inference} does not read {axis}, so the "
+                                           rf"grid axis {axis} = \[{value}\] would name {inference}'s run "
+                                           rf"directories after a setting its runs ignore; set {axis} as a single "
+                                           rf"value"):
+        parse_spec(data)
+    # the single value the error points to is accepted and names nothing
+    del data["models"][0]["grid"]
+    data["models"][0][axis] = value
+    assert [c.key for c in parse_spec(data).cells] == [f"normal-gamma/{inference}_seed0"]
+    # a [grid] axis of one value meets every block: refused where one block's inference does not read it
+    with pytest.raises(PyrozooError, match=r"models\[1\]: normal-gamma's svi does not read num_chains"):
+        parse_spec({"sweep": {"seeds": 1}, "grid": {"num_chains": [2]},
+                    "models": [{"name": "normal-gamma", "label": "g", "inference": "gibbs"},
+                               {"name": "normal-gamma", "label": "s", "inference": "svi"}]})
 
 
 def test_cells_are_named_after_the_values_the_runs_use():
