@@ -376,10 +376,10 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                     cfg["data"] = relative_to_file(written_data, base_dir)
                 # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them; and a
                 # tiny size that only some inferences read (spike-slab's NUTS tree depth) is dropped for the others
-                source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
+                data_source = registry.data_source(cfg.get("data"), cfg.get("dataset"))
                 inference = cfg.get("inference") or entry.inferences[0]
                 unread = entry.unread_options(tiny_options, inference) if isinstance(inference, str) else []
-                for k in dict.fromkeys([*entry.unused_options(tiny_options, source), *unread]):
+                for k in dict.fromkeys([*entry.unused_options(tiny_options, data_source), *unread]):
                     if k not in options and f"options.{k}" not in chosen:
                         del cfg["options"][k]
                 block_cells += 1

@@ -152,6 +152,26 @@ def test_duplicate_labels_are_rejected():
         parse_spec({"models": [block, dict(block)]})
 
 
+def test_the_spec_and_its_errors_name_the_sweep_file_not_a_data_source(write_spec, tmp_path):
+    """parse_spec reused its ``source`` argument for each cell's data source: the spec, sweep.json and the
+    collision error named the last block's data ("simulator") instead of the sweep file."""
+    import json
+
+    from pyrozoo.sweep.runner import write_manifest
+
+    path = write_spec('[sweep]\nseeds = 1\n[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n')
+    spec = load_spec(path)
+    assert spec.source == str(path) and parse_spec({"models": [{"name": "normal-gamma"}]}).source == "sweep"
+    write_manifest(spec, tmp_path)
+    assert json.loads((tmp_path / "sweep.json").read_text())["source"] == str(path)
+    clash = write_spec('[sweep]\nseeds = 1\n[[models]]\nname = "normal-gamma"\nlabel = "a/b"\n'
+                       'inference = "gibbs"\n[[models]]\nname = "normal-gamma"\nlabel = "a-b"\n'
+                       'inference = "gibbs"\n', name="clash.toml")
+    with pytest.raises(PyrozooError) as err:
+        load_spec(clash)
+    assert str(err.value).startswith(f"{clash}: two cells map to the run directory 'a-b/gibbs_seed0'")
+
+
 def test_malformed_toml_and_missing_file(write_spec, tmp_path):
     bad = write_spec('[sweep\nseeds = [0, 1]\n')
     with pytest.raises(PyrozooError, match="is not valid TOML"):
