@@ -16,6 +16,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
+def _metric_of(column: str) -> str:
+    """The metric a summary column is about (``mu_mean_se`` -> ``mu_mean``; one suffix only)."""
+    return next((column.removesuffix(s) for s in ("_mean", "_se", "_n") if column.endswith(s)), column)
+
+
 def handle(args: argparse.Namespace) -> int:
     from pyrozoo.sweep.report import build_report, to_markdown
 
@@ -32,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
             # settings only other models have are blank in every row of this model's table: leave them out
             own_keys = [k for k in keys if k in ("model", "n") or part[k].notna().any()]
             print(to_markdown(part[own_keys + own[:8]]))
-            rest = list(dict.fromkeys(c.removesuffix("_mean").removesuffix("_se") for c in own[8:]))
+            rest = list(dict.fromkeys(_metric_of(c) for c in own[8:]))
             if rest:
                 print(f"(more in summary.md{f' for {model}' if model else ''}: {', '.join(rest[:4])}"
                       f"{f' and {len(rest) - 4} more' if len(rest) > 4 else ''}; --metric NAME picks what is shown)")

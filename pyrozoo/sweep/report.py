@@ -8,7 +8,8 @@ are read, so a report over thousands of runs is quick.
 Grouping: runs that share every recorded setting except the seed form a group (the setting columns that vary
 across the runs, plus ``model`` and, for a sweep's runs, its ``label``; never the names of the directories, so the
 directory level given does not change the groups); for each numeric metric the group's mean and standard error
-``sd / sqrt(n)`` (sample sd, ``ddof=1``; NaN for a group of one) are reported with ``n``.
+``sd / sqrt(n)`` (sample sd, ``ddof=1``; NaN for a group of one) are reported with the group size ``n``; where
+some runs of a group did not record a metric, its mean and SE are over those that did, counted in ``METRIC_n``.
 
 Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
 against every other varying setting (``alpha``, ``inference``, ``n`` ...): group means with +-1 SE error bars over
@@ -307,7 +308,8 @@ def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[
 
 def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, standard error (``sd / sqrt(n)``, ``ddof=1``) and count per group over the completed runs."""
+    """Mean, standard error (``sd / sqrt(count)``, ``ddof=1``) and size ``n`` per group over the completed runs; a
+    metric that some runs of a group did not record also gets ``METRIC_n``, the count its mean and SE are over."""
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise PyrozooError("report: no completed runs to summarize")
@@ -321,11 +323,15 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     # a blank key (a setting some runs lack) is a group of its own (dropna=False), left blank in the table
     frame = ok[keys + metrics]
     grouped = frame.groupby(keys, sort=True, dropna=False)
-    columns = {"n": grouped.size()}
+    size = grouped.size()
+    columns = {"n": size}
     for m in metrics:
         values = grouped[m]
+        count = values.count()
         columns[f"{m}_mean"] = values.mean()
-        columns[f"{m}_se"] = values.std(ddof=1) / np.sqrt(values.count())
+        columns[f"{m}_se"] = values.std(ddof=1) / np.sqrt(count)
+        if ((count > 0) & (count < size)).any():  # some runs of a group lack it: n is not what mean and SE are over
+            columns[f"{m}_n"] = count
     # built at once: adding ~100 metric columns one by one made pandas warn about a fragmented frame
     return pd.concat(columns, axis=1).reset_index()
 

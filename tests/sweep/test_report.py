@@ -78,6 +78,37 @@ def test_grouped_means_and_standard_errors(swept):
         grouped_summary(table, by=["alpha"])
 
 
+def test_a_metric_some_runs_of_a_group_lack_gets_its_own_count(swept, tmp_path, capsys):
+    """n is the group size, but a metric's SE divides by the runs that recorded it: the summary showed n = 3 beside
+    an SE over 2 runs. Such a metric gets METRIC_n (the count its mean and SE are over); the others do not."""
+    import shutil
+
+    spec, _ = swept
+    root = tmp_path / "runs"
+    shutil.copytree(spec.out, root)
+    table = collect_runs(root)
+    runs = table.loc[(table["status"] == "ok") & (table["options.n"] == 20), "run"].tolist()
+    assert len(runs) == 3
+    metrics = json.loads((root / runs[0] / "metrics.json").read_text())
+    del metrics["mu_mean"]
+    (root / runs[0] / "metrics.json").write_text(json.dumps(metrics))
+    table = collect_runs(root)
+    summary = grouped_summary(table)
+    assert summary["n"].tolist() == [3, 2] and summary["mu_mean_n"].tolist() == [2, 2]
+    assert "mu_sd_n" not in summary.columns  # every run has it: n says it
+    cols = list(summary.columns)
+    assert cols[cols.index("mu_mean_mean"):cols.index("mu_mean_mean") + 3] == ["mu_mean_mean", "mu_mean_se",
+                                                                                 "mu_mean_n"]
+    kept = [json.loads((root / r / "metrics.json").read_text())["mu_mean"] for r in runs[1:]]
+    assert math.isclose(summary["mu_mean_se"].iloc[0], np.std(kept, ddof=1) / math.sqrt(2), rel_tol=1e-12)
+    assert math.isclose(summary["mu_mean_mean"].iloc[0], np.mean(kept), rel_tol=1e-12)
+    # written to summary.csv; the console's "more in summary.md" names metrics, not their columns
+    assert main(["report", str(root), "--no-plots"]) == 0
+    assert pd.read_csv(root / "report" / "summary.csv")["mu_mean_n"].tolist() == [2, 2]
+    more = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(more in summary.md")]
+    assert more and "_n" not in more[0].replace("_z_vs_exact", "") and "mu_mean_n" not in more[0]
+
+
 def test_report_files_and_plots(swept, tmp_path):
     spec, _ = swept
     report = build_report(spec.out, out=tmp_path / "rep")
