@@ -9,7 +9,8 @@ Resume and failure records, independent of the backend:
   ``failure.json``), a marker, not a run directory: the next run of the sweep retries it and removes the marker
   when it succeeds; the other cells carry on;
 * a completed run whose stored config differs from the cell's config (the sweep file changed under it) is an
-  error before anything runs, never silently reused.
+  error before anything runs, never silently reused; so is a run directory that is incomplete or whose
+  ``config.toml`` or ``metrics.json`` is damaged (delete it to have the cell run again).
 """
 
 from __future__ import annotations
@@ -126,34 +127,65 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
+def _broken(path: Path) -> str | None:
+    """Why the run directory ``path`` (which exists) cannot be resumed (not a directory, a run file missing, a
+    damaged config.toml or metrics.json), in words; ``None`` if it can."""
+    if not path.is_dir():
+        return "not a directory"
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if missing:
+        return f"incomplete: no {' or '.join(missing)}"
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError(f"expected a JSON object of metrics, got {type(metrics).__name__}")
+    except (OSError, ValueError) as exc:  # counted as done, yet a report lists it as unreadable and never sums it
+        return f"its metrics.json is unreadable: {(str(exc).splitlines() or [''])[0][:80]}"
+    return None
+
+
 def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
-    """Raise if a completed run directory holds a different config than its cell now asks for."""
-    conflicts = []
+    """Raise if a run directory of a cell cannot be resumed: it holds a different config than its cell now asks
+    for, or it is damaged or incomplete (then it would be neither run again nor reported)."""
+    changed, broken = [], []
     for cell in cells:
         path = run_path(root, cell)
-        if not is_complete(path):
-            if path.exists():
-                conflicts.append(f"{cell.key} (exists but is not a complete run directory)")
+        if not path.exists():
+            continue
+        why = _broken(path)
+        if why is not None:
+            broken.append(f"{cell.key} ({why})")
             continue
         try:
             with (path / "config.toml").open("rb") as fh:
                 stored = tomllib.load(fh)
             old = _comparable(stored)
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # a damaged file
-            conflicts.append(f"{cell.key} (its config.toml is unreadable: {str(exc).splitlines()[0][:80]})")
+            broken.append(f"{cell.key} (its config.toml is unreadable: {str(exc).splitlines()[0][:80]})")
             continue
         except (KeyError, TypeError, AttributeError, ValueError) as exc:  # TOML, but not a run's config
             why = f"{type(exc).__name__} {str(exc)[:80]}"
-            conflicts.append(f"{cell.key} (its config.toml is not a run's config: {why})")
+            broken.append(f"{cell.key} (its config.toml is not a run's config: {why})")
             continue
         new = _comparable(cell.config)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            conflicts.append(f"{cell.key} (differs in {', '.join(diff)})")
-    if conflicts:
-        shown = "; ".join(conflicts[:5]) + (f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-        raise PyrozooError(f"out: {root} holds runs made with other settings: {shown}. Use another --out or delete "
-                           f"those run directories")
+            changed.append(f"{cell.key} (differs in {', '.join(diff)})")
+
+    def shown(items: list[str]) -> str:
+        return "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
+
+    parts = []
+    if changed:
+        parts.append(f"holds runs made with other settings: {shown(changed)}. Use another --out or delete those run "
+                     f"directories")
+    if broken:
+        one = len(broken) == 1
+        parts.append(f"holds {'a run directory' if one else 'run directories'} that cannot be resumed: "
+                     f"{shown(broken)}. Delete {'it to have its cell' if one else 'them to have their cells'} run "
+                     f"again")
+    if parts:
+        raise PyrozooError(f"out: {root} " + ". It also ".join(parts))
 
 
 def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:

@@ -374,6 +374,33 @@ def test_a_damaged_config_in_a_run_directory_is_a_clear_error(write_spec, sweep_
 
 
 
+def test_a_damaged_metrics_file_or_an_incomplete_run_directory_is_a_clear_error(write_spec, sweep_text, tmp_path,
+                                                                                 capsys):
+    """A damaged metrics.json counted as done (never run again) while report listed it as unreadable (never
+    summarized); a run directory missing files was said to hold runs made with other settings."""
+    import shutil
+
+    path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
+    spec = load_spec(path, out=out)
+    run_sweep(spec, jobs=1, limit=1)
+    done, other = spec.cells
+    (out / done.key / "metrics.json").write_text('{"mu_mean": \n')
+    shutil.copytree(out / done.key, out / other.key)
+    for name in ("metrics.json", "params.pt"):
+        (out / other.key / name).unlink()
+    for extra in (["--dry-run"], ["-q"]):
+        assert main(["sweep", str(path), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pyrozoo: error: out: {out} holds run directories that cannot be resumed: ")
+        assert f"{done.key} (its metrics.json is unreadable: " in err and "\n" not in err
+        assert f"{other.key} (incomplete: no metrics.json or params.pt)" in err and "other settings" not in err
+        assert err.endswith("Delete them to have their cells run again")
+    for cell in spec.cells:  # as the error says: deleted, they run again
+        shutil.rmtree(out / cell.key)
+    assert main(["sweep", str(path), "--out", str(out), "-q"]) == 0
+    assert [cell_status(out, c) for c in spec.cells] == ["done", "done"] and _metrics(out, done)["seed"] == 0
+
+
 def test_gpus_per_task_is_for_the_ray_backend_only(write_spec, sweep_text, tmp_path, capsys):
     path, out = write_spec(sweep_text(seeds="[0]")), tmp_path / "out"
     with pytest.raises(PyrozooError, match="gpus_per_task: only the ray backend"):
