@@ -206,6 +206,104 @@ def gaussian_nlpd(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> flo
     return float((0.5 * (math.log(2 * math.pi) + var.log() + (y - mean) ** 2 / var)).mean())
 
 
+def check_priors(priors: Any) -> dict[str, tuple[float, float]]:
+    """``priors`` as {name: (loc, scale)}: LogNormal parameters per hyperparameter in :data:`HYPER` (loc finite,
+    scale > 0); ``None`` is ``{}`` (every hyperparameter held at its given value). Plain Python: cheap enough for
+    every model call."""
+    if priors is None:
+        return {}
+    if not isinstance(priors, dict):
+        raise PyrozooError(f"priors: expected a dict of LogNormal (loc, scale) pairs keyed by {', '.join(HYPER)}, "
+                           f"got {type(priors).__name__}")
+    check_keys("priors", priors, HYPER)
+    out = {}
+    for key, pair in priors.items():
+        try:
+            loc, scale = (float(v) for v in pair) if isinstance(pair, (tuple, list)) else (None, None)
+        except (TypeError, ValueError):
+            loc = scale = None
+        if loc is None or not math.isfinite(loc) or not (math.isfinite(scale) and scale > 0):
+            raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
+        out[key] = (loc, scale)
+    return out
+
+
+def _model_inputs(X: Any, y: Any) -> tuple[int, int]:
+    """(N, D) of the models' X, refused unless X is a 2-D floating tensor and y None or (N,): shapes only, no
+    reads of the values (the models run at every SVI step and under jit)."""
+    if not isinstance(X, torch.Tensor) or X.dim() != 2 or not X.is_floating_point():
+        got = f"shape {tuple(X.shape)}" if isinstance(X, torch.Tensor) else type(X).__name__
+        got += "" if not isinstance(X, torch.Tensor) or X.is_floating_point() else f" of dtype {X.dtype}"
+        raise PyrozooError(f"X: expected a 2-D (N, D) floating tensor, got {got}")
+    n, d = X.shape
+    if y is not None and (not isinstance(y, torch.Tensor) or tuple(y.shape) != (n,)):
+        got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise PyrozooError(f"y: expected a tensor of shape ({n},) (one value per row of X), got {got}")
+    return n, d
+
+
+def _held_hyper(name: str, value: Any, d: int, opts: dict[str, Any], *, allow_zero: bool = False) -> torch.Tensor:
+    """A hyperparameter without a prior as a tensor: lengthscale a scalar, (1,) or (d,); variance and noise one
+    value (shape ()). Values are checked (> 0; noise >= 0 with ``allow_zero``) when they are Python numbers or CPU
+    tensors outside a jit trace: reading an accelerator's tensor back would sync the device at every call."""
+    want = f"{name}: expected a number, a list of numbers or a tensor, got"
+    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
+        raise PyrozooError(f"{want} {value!r}")
+    try:
+        t = torch.as_tensor(value, **opts)
+    except (TypeError, ValueError, RuntimeError):
+        raise PyrozooError(f"{want} {value!r}") from None
+    if name == "lengthscale":
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, d)):
+            raise PyrozooError(f"lengthscale: expected a scalar or {d} values (one per column of X), got shape "
+                               f"{tuple(t.shape)}")
+    elif t.numel() != 1:
+        raise PyrozooError(f"{name}: expected one value, got shape {tuple(t.shape)}")
+    else:
+        t = t.reshape(())
+    if not isinstance(value, torch.Tensor) or (t.device.type == "cpu" and not torch.jit.is_tracing()):
+        v = t.detach()
+        bad = ~torch.isfinite(v) | (v < 0 if allow_zero else v <= 0)
+        if bool(bad.any()):
+            want = ">= 0" if allow_zero else "> 0"
+            hint = " (gp_model needs a density for y: use exact_posterior for noise 0)" if name == "noise" else ""
+            raise PyrozooError(f"{name}: expected a finite value {want}{hint}, got {value!r}")
+    return t
+
+
+def _model_hyper(X: torch.Tensor, priors: dict[str, tuple[float, float]], given: dict[str, Any], ard: bool, *,
+                 allow_zero_noise: bool) -> dict[str, torch.Tensor]:
+    """The hyperparameters of :func:`gp_model` and :func:`gp_collapsed_model`: a LogNormal(loc, scale) site for
+    each one in ``priors`` (``lengthscale`` in plate ``feature``: one per column with ``ard``, else one), the
+    given value (checked by :func:`_held_hyper`) for the others."""
+    opts = {"dtype": X.dtype, "device": X.device}
+    d = X.shape[1]
+    out = {}
+    for name in HYPER:
+        if name in priors:
+            loc, scale = (torch.tensor(v, **opts) for v in priors[name])
+            if name == "lengthscale":
+                with pyro.plate("feature", d if ard else 1):
+                    out[name] = pyro.sample(name, dist.LogNormal(loc, scale))
+            else:
+                out[name] = pyro.sample(name, dist.LogNormal(loc, scale))
+        else:
+            out[name] = _held_hyper(name, given[name], d, opts, allow_zero=allow_zero_noise and name == "noise")
+    return out
+
+
+def kernel_batch(lengthscale: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Hyperparameters as sample sites give them, in :func:`~pyrozoo.models.gp_linalg.kernel_matrix`'s batch layout.
+
+    Under vectorized draws (``Predictive(parallel=True)``, ``vectorize_particles``) a site outside every plate has
+    shape B (its last axis is the slot of the innermost plate, size 1) and the ``feature``-plate lengthscale
+    (B[:-1], d). The kernel needs lengthscale (B..., d) and scalars B + (1, 1): the lengthscale gets the axis
+    before its last, the scalars two trailing axes, so K is (B..., N, N). Unbatched values (a 0-d scalar, a 1-D
+    lengthscale) are returned as they are: that path is unchanged."""
+    ls = lengthscale.unsqueeze(-2) if lengthscale.dim() > 1 else lengthscale
+    return (ls, *(v[..., None, None] if v.dim() else v for v in values))
+
+
 def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
              lengthscale: torch.Tensor | float = 1.0, variance: torch.Tensor | float = 1.0,
              noise: torch.Tensor | float = 0.1, priors: dict[str, tuple[float, float]] | None = None,
@@ -215,25 +313,18 @@ def gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str
     ``priors`` maps hyperparameter names to LogNormal (loc, scale); those become latent sites (``lengthscale`` has
     one entry per input column in plate ``feature``, or one shared entry without ``ard``); the others are the given
     values. ``noise`` must be > 0 here: the observation site needs a density (use :func:`exact_posterior` with
-    ``noise=0`` for interpolation).
+    ``noise=0`` for interpolation). X must be a 2-D (N, D) tensor. Vectorized hyperparameter draws (``Predictive``
+    with ``parallel=True``, ``vectorize_particles=True``) give batched kernels (:func:`kernel_batch`): f is then
+    (B..., N), one draw per batch entry.
     """
+    n, _ = _model_inputs(X, y)
     opts = {"dtype": X.dtype, "device": X.device}
-    n, d = X.shape
-    priors = priors or {}
-    hyper = {"lengthscale": lengthscale, "variance": variance, "noise": noise}
-    for name in HYPER:
-        if name in priors:
-            loc, scale = (torch.tensor(float(v), **opts) for v in priors[name])
-            if name == "lengthscale":
-                with pyro.plate("feature", d if ard else 1):
-                    hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
-            else:
-                hyper[name] = pyro.sample(name, dist.LogNormal(loc, scale))
-        else:
-            hyper[name] = torch.as_tensor(hyper[name], **opts)
+    hyper = _model_hyper(X, check_priors(priors), {"lengthscale": lengthscale, "variance": variance, "noise": noise},
+                         ard, allow_zero_noise=False)
     ls, var, nz = hyper["lengthscale"], hyper["variance"], hyper["noise"]
-    K = kernel_matrix(kernel_name, X, X, ls, var)
-    Lf = jitter_cholesky(K + jitter * var * torch.eye(n, **opts), name="K (training inputs)")
+    ls_k, var_k = kernel_batch(ls, var)
+    K = kernel_matrix(kernel_name, X, X, ls_k, var_k)
+    Lf = jitter_cholesky(K + jitter * var_k * torch.eye(n, **opts), name="K (training inputs)")
     f = pyro.sample("f", dist.MultivariateNormal(torch.zeros(n, **opts), scale_tril=Lf))
     with pyro.plate("obs_id", n):
         loc = f.squeeze(-2) if f.dim() >= 3 else f  # f vectorized as (S, 1, N): its last batch dim is this plate's
@@ -252,18 +343,18 @@ def gp_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str
 
 def gp_collapsed_model(X: torch.Tensor, y: torch.Tensor | None = None, *, kernel_name: str = "rbf",
                        priors: dict[str, tuple[float, float]] | None = None, ard: bool = True,
-                       **_: Any) -> torch.Tensor:
+                       lengthscale: torch.Tensor | float = 1.0, variance: torch.Tensor | float = 1.0,
+                       noise: torch.Tensor | float = 0.1, **_: Any) -> torch.Tensor:
     """The NUTS target: hyperparameters with LogNormal priors, y ~ N(0, K + sigma^2 I) (f integrated out).
 
-    With ``ard`` one lengthscale per input column (plate ``feature``), otherwise one shared lengthscale."""
+    As in :func:`gp_model`, a hyperparameter without an entry in ``priors`` (``None``: all of them) is held at its
+    given value (noise >= 0 here), and vectorized draws give one K per batch entry (:func:`kernel_batch`). With
+    ``ard`` one lengthscale per input column (plate ``feature``), otherwise one shared lengthscale."""
+    n, _ = _model_inputs(X, y)
     opts = {"dtype": X.dtype, "device": X.device}
-    n, d = X.shape
-    loc = {k: torch.tensor(float(v[0]), **opts) for k, v in priors.items()}
-    sc = {k: torch.tensor(float(v[1]), **opts) for k, v in priors.items()}
-    with pyro.plate("feature", d if ard else 1):
-        ls = pyro.sample("lengthscale", dist.LogNormal(loc["lengthscale"], sc["lengthscale"]))
-    var = pyro.sample("variance", dist.LogNormal(loc["variance"], sc["variance"]))
-    nz = pyro.sample("noise", dist.LogNormal(loc["noise"], sc["noise"]))
+    hyper = _model_hyper(X, check_priors(priors), {"lengthscale": lengthscale, "variance": variance, "noise": noise},
+                         ard, allow_zero_noise=True)
+    ls, var, nz = kernel_batch(hyper["lengthscale"], hyper["variance"], hyper["noise"])
     K = kernel_matrix(kernel_name, X, X, ls, var) + nz * torch.eye(n, **opts)
     L = jitter_cholesky(K, name="K + noise I (training inputs)")
     return pyro.sample("y_joint", dist.MultivariateNormal(torch.zeros(n, **opts), scale_tril=L), obs=y)
@@ -420,14 +511,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     X, y = check_gp_data(X, y)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
-        check_keys("priors", priors, HYPER)
-        for key, pair in priors.items():
-            try:
-                loc, scale = (float(v) for v in pair) if isinstance(pair, (tuple, list)) else (None, None)
-            except (TypeError, ValueError):
-                loc = scale = None
-            if loc is None or not math.isfinite(loc) or not (math.isfinite(scale) and scale > 0):
-                raise PyrozooError(f"priors: {key!r} expected a LogNormal (loc, scale > 0) pair, got {pair!r}")
+        check_priors(priors)
     meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
     meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
@@ -506,23 +590,24 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
             seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model), dataset)
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))
+    # a hyperparameter without a prior is held at the dataset's value (make_gp_dataset's rule), in both models
+    held = {k: dataset.inputs[k] for k in HYPER if k not in priors}
+    kwargs = {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard, **held}
     # the hyperparameter chain's own log-likelihood (one joint number per draw) is not needed: the result's is
     # gp_log_likelihood at the f draws below
-    mc = mcmc_from_config(gp_collapsed_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard},
-                          config, log_likelihood_fn=lambda posterior, model_kwargs: {})
-    post = {k: torch.as_tensor(mc.posterior[k], dtype=X.dtype, device=X.device) for k in HYPER}
-    chains, draws = post["variance"].shape[:2]
+    mc = mcmc_from_config(gp_collapsed_model, kwargs, config, log_likelihood_fn=lambda posterior, model_kwargs: {})
+    post = {k: torch.as_tensor(mc.posterior[k], dtype=X.dtype, device=X.device) for k in HYPER if k in priors}
+    chains, draws = next(iter(post.values())).shape[:2]
     fs = []
     with torch.no_grad():
         for c in range(chains):
             for s in range(draws):
-                fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, lengthscale=post["lengthscale"][c, s],
-                                                   variance=post["variance"][c, s], noise=post["noise"][c, s])[0])
+                at = {k: post[k][c, s] if k in post else held[k] for k in HYPER}
+                fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, **at)[0])
     post["f"] = torch.stack(fs).reshape(chains, draws, -1)
     return _f_along_obs(assemble_result(
-        "nuts", gp_model, {"X": X, "y": y, "kernel_name": kernel, "priors": priors, "ard": ard}, post,
-        sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood, seed=config.seed,
-        wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model), dataset)
+        "nuts", gp_model, kwargs, post, sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood,
+        seed=config.seed, wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model), dataset)
 
 
 def _f_along_obs(result: Result, dataset: Dataset) -> Result:
@@ -556,12 +641,16 @@ def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
             hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
             return _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
                                     include_noise=include_noise)
-        draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER}
-        idx = torch.linspace(0, draws["noise"].shape[0] - 1, min(200, draws["noise"].shape[0])).long()
+        # a hyperparameter without a prior was held at the dataset's value
+        draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER if k in result.posterior}
+        held = {k: torch.as_tensor(dataset.inputs[k], **opts) for k in HYPER if k not in draws}
+        total = result.draws("f").shape[0]
+        idx = torch.linspace(0, total - 1, min(200, total)).long()
         means, vars_ = [], []
         for i in idx.tolist():
-            m, v = _exact_posterior(X, y, Xnew, kernel, draws["lengthscale"][i], draws["variance"][i],
-                                    draws["noise"][i], include_noise=include_noise)
+            at = {k: draws[k][i] if k in draws else held[k] for k in HYPER}
+            m, v = _exact_posterior(X, y, Xnew, kernel, at["lengthscale"], at["variance"], at["noise"],
+                                    include_noise=include_noise)
             means.append(m)
             vars_.append(v)
         means, vars_ = torch.stack(means), torch.stack(vars_)
@@ -587,7 +676,7 @@ def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
             out.update(hyper_metrics(k, result.params[k]))
         out["neg_log_marginal"] = float(result.params["neg_log_marginal"])
     else:
-        for k in HYPER:
+        for k in (k for k in HYPER if k in result.posterior):  # those with a prior (the others were held)
             draws = np.asarray(result.draws(k), dtype=float)  # (S,) or (S, d)
             out.update(hyper_metrics(f"{k}_mean", draws.mean(0)))
     if "X_test" in dataset.meta:

@@ -50,7 +50,8 @@ def _centred_scaled(X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor)
     rows so large that the sum overflows) falls back to c = 0, so that a bad row spoils only its own entries, as it
     did without centring. Cost: O((n + m) d) on top of the O(n m d) product."""
     c = torch.nan_to_num(X.detach().mean(0), nan=0.0, posinf=0.0, neginf=0.0)
-    return (X - c) / lengthscale, (Z - c) / lengthscale
+    ls = lengthscale.unsqueeze(-2) if lengthscale.dim() > 1 else lengthscale  # (..., d) -> (..., 1, d): rows
+    return (X - c) / ls, (Z - c) / ls
 
 
 def _scaled_sqdist(X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor) -> torch.Tensor:
@@ -60,15 +61,20 @@ def _scaled_sqdist(X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor) 
     Written this way because on CPU the kernel matrix is memory-bound: one (n, d+2) x (d+2, m) product writes the
     n x m matrix once, where the textbook |x|^2 - 2 x.z + |z|^2 makes four n x m passes (forward and backward)."""
     Xs, Zs = _centred_scaled(X, Z, lengthscale)
-    one_x, one_z = torch.ones_like(Xs[:, :1]), torch.ones_like(Zs[:, :1])
+    one_x, one_z = torch.ones_like(Xs[..., :1]), torch.ones_like(Zs[..., :1])
     Xa = torch.cat([-2.0 * Xs, (Xs * Xs).sum(-1, keepdim=True), one_x], -1)
     Za = torch.cat([Zs, one_z, (Zs * Zs).sum(-1, keepdim=True)], -1)
-    return (Xa @ Za.T).clamp(min=0.0)
+    return (Xa @ Za.transpose(-1, -2)).clamp(min=0.0)
 
 
 def kernel_matrix(kind: str, X: torch.Tensor, Z: torch.Tensor, lengthscale: torch.Tensor,
                   variance: torch.Tensor) -> torch.Tensor:
     """K[i, j] = k(X_i, Z_j) for X (n, d), Z (m, d); ``lengthscale`` a scalar or (d,) (ARD).
+
+    Batched hyperparameters (e.g. vectorized posterior draws or ELBO particles): ``lengthscale`` (..., d) or
+    (..., 1) with a leading batch shape B, ``variance`` () or B + (1, 1), so that it broadcasts against the
+    (n, m) kernel; K is then (B..., n, m), entry b equal to the kernel at draw b. Unbatched inputs (a scalar or
+    1-D lengthscale) take exactly the old path.
 
     rbf: s^2 exp(-r^2/2); matern32: s^2 (1 + sqrt3 r) exp(-sqrt3 r); matern52: s^2 (1 + sqrt5 r + 5r^2/3) exp(-sqrt5 r).
     Both inputs are first centred at the mean of X's rows (:func:`_centred_scaled`), so the accuracy depends on
@@ -77,12 +83,16 @@ def kernel_matrix(kind: str, X: torch.Tensor, Z: torch.Tensor, lengthscale: torc
     if kind == "rbf":
         # log s^2 - r^2 / 2 from one augmented matmul, then a single exp pass
         Xs, Zs = _centred_scaled(X, Z, lengthscale)
-        one_x, one_z = torch.ones_like(Xs[:, :1]), torch.ones_like(Zs[:, :1])
+        one_x = torch.ones_like(Xs[..., :1])
         Xa = torch.cat([Xs, -0.5 * (Xs * Xs).sum(-1, keepdim=True), one_x], -1)
-        Za = torch.cat([Zs, one_z, -0.5 * (Zs * Zs).sum(-1, keepdim=True) + variance.log()], -1)
+        log_var = variance.log()
+        if log_var.dim() > 2:  # a batched variance: Z's rows take its batch shape too (cat does not broadcast)
+            Zs = Zs.expand(*torch.broadcast_shapes(Zs.shape[:-2], log_var.shape[:-2]), *Zs.shape[-2:])
+        one_z = torch.ones_like(Zs[..., :1])
+        Za = torch.cat([Zs, one_z, -0.5 * (Zs * Zs).sum(-1, keepdim=True) + log_var], -1)
         # no clamp at log s^2: rounding can put K_ij above s^2 by ~1e-16 relative, which is harmless (FITC clamps
         # k_ii - q_ii at 0) and saves two n x m passes
-        return torch.exp(Xa @ Za.T)
+        return torch.exp(Xa @ Za.transpose(-1, -2))
     d2 = _scaled_sqdist(X, Z, lengthscale)
     # clamp below: d sqrt(r2)/dr2 is infinite at 0, the clamp makes the (analytically zero) gradient exactly 0
     r = d2.clamp(min=1e-36).sqrt()
@@ -107,18 +117,30 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
     Factors ``A + jitter * mean(diag A) * I`` (``jitter=0``: ``A`` itself); if that is not positive definite, retries
     with the relative jitter jitter * growth^k (``jitter=0``: 1e-10 * growth^(k-1)), k = 1..max_tries, and then
     raises :class:`PyrozooError` naming ``name`` and the largest jitter tried.
+
+    A batch (..., n, n) is factored matrix by matrix: each has its own mean diagonal and takes the jitter of its
+    own first success, so entry b equals the factor of ``A[b]`` alone (a vectorized draw that needs jitter does not
+    move the others).
     """
     if not (math.isfinite(jitter) and jitter >= 0):
         raise PyrozooError(f"jitter: expected a finite number >= 0 (relative to the mean diagonal), got {jitter!r}")
-    scale = A.diagonal(dim1=-2, dim2=-1).mean().detach().abs().clamp(min=torch.finfo(A.dtype).tiny)
+    diag = A.diagonal(dim1=-2, dim2=-1)
+    scale = diag.mean(-1).detach().abs().clamp(min=torch.finfo(A.dtype).tiny)[..., None, None]  # per matrix
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     L, info = torch.linalg.cholesky_ex(A + (jitter * scale) * eye if jitter > 0 else A)
-    if not bool((info != 0).any()):
+    bad = info != 0
+    if not bool(bad.any()):
         return L
     eps = jitter * growth if jitter > 0 else 1e-10  # the first retry must differ from the failed attempt
+    rel = None if A.dim() == 2 else torch.full_like(scale, jitter)  # a batch: each matrix's own relative jitter
     for _ in range(max_tries):
-        L, info = torch.linalg.cholesky_ex(A + (eps * scale) * eye)
-        if not bool((info != 0).any()):
+        if rel is None:
+            L, info = torch.linalg.cholesky_ex(A + (eps * scale) * eye)
+        else:  # only the matrices that failed so far move on to the larger jitter
+            rel = torch.where(bad[..., None, None], eps, rel)
+            L, info = torch.linalg.cholesky_ex(A + (rel * scale) * eye)
+        bad = info != 0
+        if not bool(bad.any()):
             return L
         eps *= growth
     raise PyrozooError(_not_pd_message(A, name, eps / growth, max_tries))

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pyro
 import pyro.contrib.gp as pgp
 import pytest
 import scipy.optimize
@@ -605,3 +606,191 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv)
                  RunConfig(model="gp", steps=15, num_samples=6, seed=2))
     np.testing.assert_allclose(idata.posterior["f"].values, np.asarray(ref.posterior["f"]), rtol=1e-6, atol=1e-8)
     assert not any(k.startswith("test_") for k in json.loads((out / "metrics.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- the Pyro models under plain Pyro
+
+
+def _models():
+    from pyrozoo.models.gp import gp_collapsed_model, gp_model
+
+    return {"gp_model": gp_model, "gp_collapsed_model": gp_collapsed_model}
+
+
+@pytest.mark.parametrize("ard", [True, False])
+@pytest.mark.parametrize("name", ["gp_model", "gp_collapsed_model"])
+def test_vectorized_predictive_has_the_sequential_shapes(name, ard):
+    """QA: Predictive(parallel=True) over either model with hyperparameter priors crashed ("size of tensor a (8)
+    must match b (5)"); now every site has the shape of the sequential run (lengthscale (5, d), variance and noise
+    (5, 1), f (5, 1, 8), y (5, 8)), finite."""
+    from pyro.infer import Predictive
+
+    from pyrozoo.models.gp import DEFAULT_PRIORS
+
+    model = _models()[name]
+    X = torch.randn(8, 2, dtype=DT, generator=torch.Generator().manual_seed(0))
+    par = Predictive(model, num_samples=5, parallel=True)(X, priors=DEFAULT_PRIORS, ard=ard)
+    seq = Predictive(model, num_samples=5, parallel=False)(X, priors=DEFAULT_PRIORS, ard=ard)
+    assert {k: v.shape for k, v in par.items()} == {k: v.shape for k, v in seq.items()}
+    assert par["lengthscale"].shape == (5, 2 if ard else 1)
+    assert all(bool(torch.isfinite(v).all()) for v in par.values())
+
+
+def _conditioned_log_density(model, data, X, y, S=None, **kw):
+    """Per-draw log p(data, y) of ``model`` conditioned on ``data``: (S,) under a plate of S draws at dim -2 (the
+    layout of Predictive and of vectorized particles), a 0-d tensor for one draw."""
+    import pyro.poutine as poutine
+
+    cond = poutine.condition(model, data=data)
+    if S is None:
+        return poutine.trace(cond).get_trace(X, y, **kw).log_prob_sum()
+    with pyro.plate("draws", S, dim=-2):
+        tr = poutine.trace(cond).get_trace(X, y, **kw)
+    tr = poutine.util.prune_subsample_sites(tr)  # the plates' own sites
+    tr.compute_log_prob()
+    return sum(site["log_prob"].reshape(S, -1).sum(-1) for site in tr.nodes.values() if site["type"] == "sample")
+
+
+@pytest.mark.parametrize("ard", [True, False])
+@pytest.mark.parametrize("name", ["gp_model", "gp_collapsed_model"])
+def test_vectorized_log_density_of_given_draws_equals_each_draw_alone(name, ard):
+    """S given hyperparameter draws (and f draws for gp_model) evaluated at once in a plate of draws: the log
+    density of draw s equals the unbatched model's at that draw alone (rel 1e-12), and for the collapsed model
+    y_joint's term equals exact_log_marginal at that draw (an independent code path)."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.gp import DEFAULT_PRIORS
+
+    model = _models()[name]
+    gen = torch.Generator().manual_seed(1)
+    X, y, _, _ = simulate_regression(3, n=10, n_test=1, input_dim=2)
+    S, d = 4, 2 if ard else 1
+    ls = torch.exp(0.3 * torch.randn(S, d, generator=gen, dtype=DT))
+    var = torch.exp(0.3 * torch.randn(S, generator=gen, dtype=DT))
+    noise = 0.05 + 0.1 * torch.rand(S, generator=gen, dtype=DT)
+    data = {"lengthscale": ls, "variance": var[:, None], "noise": noise[:, None]}
+    if name == "gp_model":
+        data["f"] = torch.randn(S, 1, X.shape[0], generator=gen, dtype=DT)
+    kw = {"priors": DEFAULT_PRIORS, "ard": ard}
+    batched = _conditioned_log_density(model, data, X, y, S, **kw)
+    assert batched.shape == (S,)
+    for s in range(S):
+        one = {"lengthscale": ls[s], "variance": var[s], "noise": noise[s]}
+        if name == "gp_model":
+            one["f"] = data["f"][s, 0]
+        assert float(batched[s]) == pytest.approx(float(_conditioned_log_density(model, one, X, y, **kw)), rel=1e-12)
+        if name == "gp_collapsed_model":
+            tr = poutine.trace(poutine.condition(model, data=one)).get_trace(X, y, **kw)
+            want = exact_log_marginal(X, y, kernel="rbf", lengthscale=ls[s], variance=var[s], noise=noise[s])
+            assert float(tr.nodes["y_joint"]["fn"].log_prob(y)) == pytest.approx(float(want), rel=1e-12)
+
+
+@pytest.mark.parametrize("ard", [True, False])
+@pytest.mark.parametrize("name", ["gp_model", "gp_collapsed_model"])
+def test_vectorized_elbo_equals_the_mean_of_per_particle_losses(name, ard):
+    """Trace_ELBO(num_particles=4, vectorize_particles=True) with AutoNormal crashed for both models. At fixed
+    draws (the guide's vectorized trace, replayed) the vectorized loss equals the mean over particles of
+    -(log p(y, z_s) - log q(z_s)), log p from the unbatched model at draw s alone (rel 1e-10)."""
+    import pyro.poutine as poutine
+    from pyro.infer import Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.models.gp import DEFAULT_PRIORS
+
+    model = _models()[name]
+    X, y, _, _ = simulate_regression(2, n=8, n_test=1, input_dim=2)
+    kw = {"priors": DEFAULT_PRIORS, "ard": ard}
+    S = 4
+    guide = AutoNormal(model)
+    guide(X, y, **kw)  # creates the parameters
+    with pyro.plate("num_particles_vectorized", S, dim=-2):
+        gtr = poutine.trace(guide).get_trace(X, y, **kw)
+    elbo = Trace_ELBO(num_particles=S, vectorize_particles=True, max_plate_nesting=1)
+    loss = elbo.loss(model, poutine.replay(guide, trace=gtr), X, y, **kw)
+    gtr = poutine.util.prune_subsample_sites(gtr)
+    gtr.compute_log_prob()
+    log_q = sum(site["log_prob"].reshape(S, -1).sum(-1) for site in gtr.nodes.values() if site["type"] == "sample")
+    log_q = log_q.detach()
+    one = poutine.util.prune_subsample_sites(poutine.trace(model).get_trace(X, y, **kw))
+    shapes = {k: v["value"].shape for k, v in one.nodes.items() if v["type"] == "sample" and not v["is_observed"]}
+    with torch.no_grad():
+        per = [float(log_q[s]) - float(_conditioned_log_density(
+            model, {k: gtr.nodes[k]["value"][s].reshape(shape) for k, shape in shapes.items()}, X, y, **kw))
+            for s in range(S)]
+    assert loss == pytest.approx(float(np.mean(per)), rel=1e-10)
+
+
+def test_collapsed_model_without_priors_holds_the_given_values():
+    """gp_collapsed_model(X) with the default priors=None raised AttributeError ('NoneType' ... 'items'); now, as
+    gp_model, a hyperparameter without a prior is held at its given value: no priors is log N(y | 0, K + s I) at
+    the given values, a prior on the noise alone adds its LogNormal term with the others held."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.gp import gp_collapsed_model
+
+    X, y, _, _ = simulate_regression(4, n=9, n_test=1, input_dim=2)
+    tr = poutine.trace(gp_collapsed_model).get_trace(X, y, lengthscale=[0.8, 1.5], variance=1.2, noise=0.07)
+    assert [k for k, v in tr.nodes.items() if v["type"] == "sample"] == ["y_joint"]
+    want = exact_log_marginal(X, y, kernel="rbf", lengthscale=[0.8, 1.5], variance=1.2, noise=0.07)
+    assert float(tr.log_prob_sum()) == pytest.approx(float(want), rel=1e-12)
+    assert gp_collapsed_model(X).shape == (9,)  # the prior predictive at the defaults
+    nz = torch.tensor(0.2, dtype=DT)
+    cond = poutine.condition(gp_collapsed_model, data={"noise": nz})
+    tr = poutine.trace(cond).get_trace(X, y, priors={"noise": (-2.0, 0.5)}, lengthscale=0.9)
+    prior = torch.distributions.LogNormal(torch.tensor(-2.0, dtype=DT), torch.tensor(0.5, dtype=DT)).log_prob(nz)
+    want = exact_log_marginal(X, y, kernel="rbf", lengthscale=0.9, variance=1.0, noise=nz) + prior
+    assert float(tr.log_prob_sum()) == pytest.approx(float(want), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gp_model", "gp_collapsed_model"])
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"X": torch.randn(5, dtype=DT)}, r"X: expected a 2-D \(N, D\) floating tensor, got shape \(5,\)"),
+    ({"X": torch.ones(5, 2, dtype=torch.long)}, r"X: expected a 2-D .* got shape \(5, 2\) of dtype torch.int64"),
+    ({"y": torch.zeros(4, dtype=DT)}, r"y: expected a tensor of shape \(5,\) .* got shape \(4,\)"),
+    ({"noise": -0.1}, r"noise: expected a finite value"),
+    ({"variance": 0.0}, r"variance: expected a finite value > 0, got 0.0"),
+    ({"variance": torch.ones(2, dtype=DT)}, r"variance: expected one value, got shape \(2,\)"),
+    ({"lengthscale": [1.0, 2.0, 3.0]}, r"lengthscale: expected a scalar or 2 values .* got shape \(3,\)"),
+    ({"lengthscale": float("nan")}, r"lengthscale: expected a finite value > 0"),
+    ({"lengthscale": "1.0"}, r"lengthscale: expected a number, a list of numbers or a tensor, got '1.0'"),
+    ({"priors": {"lenghtscale": (0.0, 1.0)}}, r"priors: unknown key"),
+    ({"priors": {"noise": (0.0, -1.0)}}, r"priors: 'noise' expected a LogNormal"),
+])
+def test_model_inputs_are_checked_first(name, kwargs, match):
+    """QA: gp_model(X, noise=0.0) failed inside Pyro ("Expected parameter scale ...") without naming noise, a 1-D
+    X with "not enough values to unpack". Each bad input is now a PyrozooError naming it."""
+    kw = {"X": torch.randn(5, 2, dtype=DT), "y": None, **kwargs}
+    with pytest.raises(PyrozooError, match=match):
+        _models()[name](kw.pop("X"), kw.pop("y"), **kw)
+
+
+def test_gp_model_refuses_zero_noise_but_the_collapsed_model_takes_it():
+    """y_i ~ N(f_i, sigma^2) needs sigma^2 > 0 (the error names noise and points to exact_posterior); the collapsed
+    y ~ N(0, K + sigma^2 I) is the exact path's log marginal, where noise 0 is allowed (kept PD by jitter)."""
+    from pyrozoo.models.gp import gp_collapsed_model, gp_model
+
+    X = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PyrozooError, match=r"^noise: expected a finite value > 0 \(gp_model .* exact_posterior"):
+        gp_model(X, noise=0.0)
+    with pytest.raises(PyrozooError, match=r"^noise: expected a finite value > 0"):
+        gp_model(X, noise=torch.tensor(0.0, dtype=DT))
+    assert gp_collapsed_model(X, noise=0.0).shape == (5,)
+
+
+def test_nuts_with_a_prior_on_some_hyperparameters_holds_the_others():
+    """make_gp_dataset documents that a hyperparameter left out of ``priors`` is held at its value, but NUTS
+    stopped with KeyError 'lengthscale' (the collapsed model read every prior). Now the held ones stay at the
+    dataset's values: only the noise is in the posterior, the metrics and predictions use the held lengthscale and
+    variance, and the log-likelihood group is there."""
+    from pyrozoo.models.gp import gp_metrics, predict_from_result
+
+    X, y, Xt, yt = simulate_regression(0, n=10, n_test=5)
+    ds = make_gp_dataset(X, y, lengthscale=0.8, variance=1.3, X_test=Xt, y_test=yt, priors={"noise": (-2.0, 1.0)})
+    cfg = RunConfig(model="gp", inference="nuts", num_samples=6, warmup_steps=6, num_chains=1, progress=False)
+    result = fit_gp(ds, cfg)
+    assert set(result.posterior) == {"noise", "f"}
+    metrics = gp_metrics(result, ds)
+    assert "noise_mean" in metrics and "lengthscale_mean" not in metrics and math.isfinite(metrics["test_nlpd"])
+    mean, var = predict_from_result(result, ds, Xt)
+    assert bool(torch.isfinite(mean).all()) and bool((var > 0).all())
+    assert "log_likelihood" in result.to_inference_data().groups()

@@ -152,3 +152,43 @@ def test_not_positive_definite_names_the_cause():
     assert "duplicate" not in str(e.value)
     with pytest.raises(PyrozooError, match="check for duplicate inputs"):  # positive diagonal, indefinite
         jitter_cholesky(t([[1.0, 2.0], [2.0, 1.0]]), name="K")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_hyperparameters_give_one_kernel_per_draw(kind):
+    """Vectorized draws (QA: Predictive(parallel=True) over gp_model with priors crashed with "size of tensor a (8)
+    must match b (5)"): lengthscale (B..., d) and variance B + (1, 1) give K (B..., n, m) whose entry b is the
+    kernel at draw b alone; a batched variance with an unbatched lengthscale, and the reverse, broadcast."""
+    gen = torch.Generator().manual_seed(4)
+    X, Z = torch.randn(9, 2, generator=gen, dtype=DT), torch.randn(4, 2, generator=gen, dtype=DT)
+    ls = 0.5 + torch.rand(5, 1, 2, generator=gen, dtype=DT)  # B = (5, 1), as a vectorized site gives it
+    var = 0.5 + torch.rand(5, 1, 1, 1, generator=gen, dtype=DT)
+    for a, b in ((X, X), (X, Z), (Z, X)):
+        K = kernel_matrix(kind, a, b, ls, var)
+        assert K.shape == (5, 1, a.shape[0], b.shape[0])
+        for i in range(5):
+            want = kernel_matrix(kind, a, b, ls[i, 0], var[i, 0, 0, 0])
+            torch.testing.assert_close(K[i, 0], want, rtol=1e-13, atol=0.0)
+    Kv = kernel_matrix(kind, X, Z, t([0.7, 1.3]), var)  # variance batched only
+    Kl = kernel_matrix(kind, X, Z, ls, t(1.1))  # lengthscale batched only
+    for i in range(5):
+        torch.testing.assert_close(Kv[i, 0], kernel_matrix(kind, X, Z, t([0.7, 1.3]), var[i, 0, 0, 0]), rtol=1e-13,
+                                   atol=0.0)
+        torch.testing.assert_close(Kl[i, 0], kernel_matrix(kind, X, Z, ls[i, 0], t(1.1)), rtol=1e-13, atol=0.0)
+
+
+def test_batched_jitter_cholesky_factors_each_matrix_on_its_own():
+    """A batch of a positive definite matrix and a singular one (duplicate inputs) 100x larger: each entry is the
+    factor of that matrix alone, with its own mean diagonal for the jitter; the PD one takes no jitter (it was
+    jittered along with the singular one, relative to the mean diagonal of the whole batch)."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(6, 1, generator=gen, dtype=DT)
+    Xd = torch.cat([X[:4], X[:2]])
+    A = torch.stack([kernel_matrix("rbf", X, X, t(1.0), t(1.0)) + 0.1 * torch.eye(6, dtype=DT),
+                     kernel_matrix("rbf", Xd, Xd, t(1.0), t(100.0))])
+    L = jitter_cholesky(A)
+    torch.testing.assert_close(L[0], torch.linalg.cholesky(A[0]), rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(L[1], jitter_cholesky(A[1]), rtol=1e-14, atol=0.0)
+    assert not torch.equal(L[1] @ L[1].T, A[1])  # the singular one did take jitter
+    with pytest.raises(PyrozooError, match="K: not positive definite"):
+        jitter_cholesky(torch.stack([A[0], -torch.eye(6, dtype=DT)]), name="K")
