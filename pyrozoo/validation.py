@@ -416,6 +416,33 @@ def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
     return int(value)
 
 
+def plate_size(name: str, n: Any, data: Any, data_name: str) -> int:
+    """The size of a model's data plate: len(``data``) when it is given (``n`` may then only repeat it), else ``n``,
+    an integer >= 1, required (nothing else says how many rows to draw). Plain Python on shapes: cheap enough for
+    every model call, and nothing a jit trace or vectorized draws would change."""
+    if data is not None:
+        rows = int(data.shape[0]) if hasattr(data, "shape") and len(data.shape) else len(data)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) != rows):
+            raise PyrozooError(f"{name}: expected None or len({data_name}) = {rows} when {data_name} is given, "
+                               f"got {n!r}")
+        return rows
+    if n is None:
+        raise PyrozooError(f"{name}: expected the number of rows to draw (an integer >= 1) when {data_name} is "
+                           f"None, got None")
+    return check_int(name, n, minimum=1)
+
+
+def plate_subsample(name: str, size: Any, rows: int) -> int | None:
+    """The ``subsample_size`` of a plate over ``rows`` rows: ``size`` when 0 < size < rows, else ``None`` (every
+    row; ``None`` and 0 mean full batch, and a size >= rows is clamped to it). Pyro's plate needs
+    subsample_size <= size: a larger one failed with "subsample_size does not match len(subsample)", which blamed the
+    guide. A model and its guide call this with the same arguments, so both plates agree."""
+    if size is None:
+        return None
+    size = check_int(name, size, minimum=0)
+    return size if 0 < size < rows else None
+
+
 def check_dataset(name: str, dataset: Any, model: str, *, inputs: Iterable[str] = (), observed: Iterable[str] = (),
                   made_by: str = "") -> None:
     """Raise unless ``dataset`` is a :class:`~pyrozoo.data.dataset.Dataset` holding the ``inputs`` and ``observed``

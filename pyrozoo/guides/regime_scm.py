@@ -23,6 +23,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
+from pyrozoo.validation import plate_subsample
 
 ENC_LAYERS = ("enc_W1", "enc_b1", "enc_W2", "enc_b2", "enc_W3", "enc_b3", "enc_Wout", "enc_bout")
 
@@ -85,6 +86,7 @@ def make_amortized_guide(hidden: int = 32) -> Callable[..., None]:
         if x is None:
             raise PyrozooError("x: the amortized guide q(z | x) needs the data, got None")
         enc = _encoder_params(x, hidden, init)
+        subsample_size = plate_subsample("subsample_size", subsample_size, x.shape[0])  # as the model's plate
         with pyro.plate("obs_id", x.shape[0], subsample_size=subsample_size) as idx:
             xb = x[idx] if subsample_size is not None else x
             pyro.sample("z", dist.Categorical(logits=encoder_logits(enc, xb)), infer={"enumerate": "parallel"})

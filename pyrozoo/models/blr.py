@@ -55,7 +55,16 @@ PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "n
 def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: float = 1.0, a0: float = 2.0,
               b0: float = 1.0, noise: float = 0.0) -> torch.Tensor:
     """The Pyro model; ``x`` is the (N, D) design (intercept column included), ``y=None`` gives the prior predictive.
-    ``noise > 0`` fixes the noise sd (no ``tau`` site); ``noise == 0`` puts a Gamma(a0, b0) prior on the precision."""
+    ``noise > 0`` fixes the noise sd (no ``tau`` site); ``noise == 0`` puts a Gamma(a0, b0) prior on the precision.
+    The prior is checked first (:func:`check_prior`: a negative ``noise`` is an error, not the unknown-noise model),
+    by plain comparisons when every value is a Python number (this runs at every step)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               and (v >= 0 if k == "noise" else v > 0)
+               for k, v in (("prior_scale", prior_scale), ("a0", a0), ("b0", b0), ("noise", noise))):
+        check_prior(prior_scale, a0, b0, noise)  # the slow path: raises naming the argument (or accepts a tensor)
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise PyrozooError(f"x: expected a 2-D (N, D) tensor (the design, intercept column included), got {got}")
     opts = {"dtype": x.dtype, "device": x.device}
     n, d = x.shape
     if noise > 0:

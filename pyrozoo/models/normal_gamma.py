@@ -43,6 +43,7 @@ from pyrozoo.validation import (
     check_real,
     check_shape,
     check_squares_finite,
+    plate_size,
 )
 
 PRIOR_DEFAULTS = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
@@ -57,12 +58,12 @@ def normal_gamma_model(
     a: torch.Tensor | float = 1.0,
     b: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
-    """The Pyro model. ``x=None`` with ``n`` draws from the prior predictive. Hyperparameters may be tensors
-    (on the model's device) or floats."""
+    """The Pyro model. ``x=None`` with ``n`` draws from the prior predictive (``n`` is required then; with ``x`` it
+    may only repeat len(x)). Hyperparameters may be tensors (on the model's device) or floats."""
+    n = plate_size("n", n, x, "x")
     ref = x if x is not None else (mu0 if isinstance(mu0, torch.Tensor) else torch.tensor(0.0))
     opts = {"dtype": ref.dtype, "device": ref.device}
     mu0, mu_scale, a, b = (torch.as_tensor(v, **opts) for v in (mu0, mu_scale, a, b))
-    n = x.shape[0] if x is not None else n
     mu = pyro.sample("mu", dist.Normal(mu0, mu_scale))
     beta = pyro.sample("beta", dist.Gamma(a, b))
     with pyro.plate("obs_id", n):

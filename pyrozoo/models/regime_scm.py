@@ -72,6 +72,8 @@ from pyrozoo.validation import (
     check_real,
     check_squares_finite,
     parse_names,
+    plate_size,
+    plate_subsample,
 )
 
 MECHANISMS = ("linear", "mlp")
@@ -586,15 +588,18 @@ def regime_scm_model(
     topological order; one sample site per variable (named by its column) so ``poutine.do`` can intervene on it.
 
     ``params`` fixes the mechanisms (e.g. a fitted result's) instead of ``pyro.param``; ``init`` sets the starting
-    values of the ``pyro.param``s. ``x=None`` with ``n`` samples the SCM ancestrally. ``subsample_size`` draws a
-    random minibatch of rows per call (the likelihood is scaled by n / batch). Returns the (n, N) sample.
+    values of the ``pyro.param``s. ``x=None`` with ``n`` (required then; with ``x`` it may only repeat len(x))
+    samples the SCM ancestrally. ``subsample_size`` draws a random minibatch of rows per call (the likelihood is
+    scaled by n / batch; 0, or a size >= n, is every row: :func:`~pyrozoo.validation.plate_subsample`, as in the
+    amortized guide). Returns the (n, N) sample.
     """
+    n = plate_size("n", n, x, "x")
+    subsample_size = plate_subsample("subsample_size", subsample_size, n)
     ref = x if x is not None else (next(iter(params.values())) if params else parents.float())
     dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
     device = ref.device
     parents = parents.to(device)
     N = parents.shape[0]
-    n = x.shape[0] if x is not None else n
     if params is None:
         p = _model_params(parents, mechanism, hidden, learn_weights, init, dtype, device)
     else:

@@ -78,6 +78,7 @@ from pyrozoo.validation import (
     check_positive,
     check_shape,
     feature_names,
+    plate_subsample,
     row_labels,
 )
 
@@ -160,7 +161,8 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
     M = Z.shape[0]
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, ls, var), jitter=jitter, name="K_uu (pseudo-inputs)")
     u = pyro.sample("u", dist.MultivariateNormal(torch.zeros(M, **opts), scale_tril=L))
-    with pyro.plate("obs_id", X.shape[0], subsample_size=batch_size) as idx:
+    # batch_size >= N (or 0) is every row: Pyro's plate refuses a subsample larger than the data
+    with pyro.plate("obs_id", X.shape[0], subsample_size=plate_subsample("batch_size", batch_size, X.shape[0])) as idx:
         Kuf = kernel_matrix(kernel, Z, X[idx], ls, var)
         A = torch.cholesky_solve(Kuf, L)  # K_uu^-1 K_uf, M x b
         mean = u @ A

@@ -169,3 +169,21 @@ def test_a_data_file_runs_from_the_cli_and_matches_the_closed_form_on_its_data(t
     draws = idata.posterior["w"].values.reshape(S, -1)
     sd = draws.std(0)  # Monte Carlo error of the mean of S i.i.d. draws: sd / sqrt(S)
     np.testing.assert_array_less(np.abs(draws.mean(0) - post.mean.numpy()), 4 * sd / math.sqrt(S))
+
+
+def test_the_model_refuses_a_negative_noise():
+    """QA: blr_model(X, noise=-0.5) silently gave the unknown-noise model (a tau site), as noise 0 does; the model
+    now checks the prior first (check_prior's errors); a 1-D design names x."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.blr import blr_model
+
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(PyrozooError, match=r"^noise: expected a number >= 0 .* got -0\.5"):
+        blr_model(x, noise=-0.5)
+    with pytest.raises(PyrozooError, match=r"^prior_scale: expected a finite value > 0"):
+        blr_model(x, prior_scale=0.0)
+    with pytest.raises(PyrozooError, match=r"^x: expected a 2-D \(N, D\) tensor .* got shape \(5,\)"):
+        blr_model(x[:, 0])
+    assert "tau" in poutine.trace(blr_model).get_trace(x).nodes  # noise 0: unknown noise
+    assert "tau" not in poutine.trace(blr_model).get_trace(x, noise=0.5).nodes

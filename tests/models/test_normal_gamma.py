@@ -366,3 +366,17 @@ def test_nuts_on_data_far_from_zero_matches_the_exact_posterior():
         mean, sd = exact[name]
         assert abs(float(draws.mean()) - mean) < 0.5 * sd, name
         assert 0.7 < float(draws.std()) / sd < 1.3, name
+
+
+def test_the_model_needs_n_without_x_and_refuses_a_conflicting_n():
+    """QA: normal_gamma_model() returned one scalar draw (no n, no x) and normal_gamma_model(x, n=3) silently
+    ignored n; now n is required without x (a PyrozooError naming n) and may only repeat len(x) with it."""
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PyrozooError, match=r"^n: expected the number of rows to draw .* when x is None, got None"):
+        normal_gamma_model()
+    with pytest.raises(PyrozooError, match=r"^n: expected None or len\(x\) = 5 when x is given, got 3"):
+        normal_gamma_model(x, n=3)
+    with pytest.raises(PyrozooError, match=r"^n: expected an integer >= 1, got 0"):
+        normal_gamma_model(n=0)
+    assert normal_gamma_model(n=4).shape == (4,)
+    assert normal_gamma_model(x, n=5).shape == (5,)

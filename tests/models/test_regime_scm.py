@@ -1078,3 +1078,30 @@ def test_two_intervened_nodes_identify_the_labels_and_nothing_is_swapped(seed):
     assert res.fit_stats["em_loglik"][-1] == pytest.approx(info["loglik"][-1])
     probs = np.asarray(res.params["regime_probs"])
     assert roc_auc_score(zb, probs[:, 2]) > 0.9 and roc_auc_score(zc, probs[:, 3]) > 0.9
+
+
+def test_the_model_needs_n_without_x_and_refuses_a_conflicting_n():
+    """QA: with neither x nor n the model returned shape (3,) instead of (n, 3); n is required without x (an
+    error naming n) and may only repeat len(x) with it."""
+    parents, x, kw = _tiny_case("linear")
+    p = _random_params(parents, "linear")
+    with pytest.raises(PyrozooError, match=r"^n: expected the number of rows to draw .* when x is None, got None"):
+        regime_scm_model(params=p, **kw)
+    with pytest.raises(PyrozooError, match=r"^n: expected None or len\(x\) = 6 when x is given, got 4"):
+        regime_scm_model(x, params=p, n=4, **kw)
+    assert regime_scm_model(params=p, n=7, **kw).shape == (7, 3)
+
+
+def test_a_subsample_larger_than_the_data_is_every_row_in_model_and_guide():
+    """QA: subsample_size=100 on 40 rows failed with Pyro's "subsample_size does not match len(subsample), 100 vs
+    40 ... different subsample_size in the model and guide?". Model and amortized guide now read a size >= n (and
+    0) as every row, as the runner does: the same TraceEnum_ELBO as the full batch."""
+    parents, x, kw = _tiny_case("linear")
+    x = torch.cat([x] * 7)[:40]
+    p = _random_params(parents, "linear")
+    guide = make_amortized_guide(hidden=4)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    losses = [elbo.loss(regime_scm_model, guide, x, params=p, subsample_size=s, **kw) for s in (100, 40, None, 0)]
+    assert losses[0] == losses[1] == losses[2] == losses[3]
+    with pytest.raises(PyrozooError, match=r"^subsample_size: expected an integer >= 0, got -5"):
+        regime_scm_model(x, params=p, subsample_size=-5, **kw)

@@ -499,3 +499,25 @@ def test_concrete_s_training_rows_label_the_obs_id_axis():
 
     ds = registry.get("sparse-gp").datasets["concrete"](3)
     assert ds.meta["rows"] == concrete_split_rows(3)[0].tolist() and len(ds.meta["rows"]) == len(ds.observed["y"])
+
+
+def test_a_batch_size_larger_than_the_data_is_every_row():
+    """QA: sparse_gp_model(X8, y, Z=X8[:3], batch_size=20) failed with Pyro's "subsample_size does not match
+    len(subsample), 20 vs 8. Did you accidentally use different subsample_size in the model and guide?" (the free
+    q(u) guide has no plate). A batch_size >= N, like 0 or None, is every row (make_sparse_dataset clamps it to N
+    the same way): the same ELBO as the full batch at the same draw of u; a negative one names batch_size."""
+    from pyro.infer import TraceMeanField_ELBO
+
+    from pyrozoo.guides.sparse_gp import make_free_qu_guide
+
+    X, y, _, _ = simulate_regression(6, n=8, n_test=1, input_dim=1)
+    Z = X[:3]
+    kw = {"Z": Z, "method": "fitc", **HYP}
+    guide = make_free_qu_guide(torch.zeros(3, dtype=DT), torch.eye(3, dtype=DT))
+    losses = []
+    for batch_size in (20, 8, None, 0):
+        pyro.set_rng_seed(0)
+        losses.append(TraceMeanField_ELBO().loss(sparse_gp_model, guide, X, y, batch_size=batch_size, **kw))
+    assert losses[0] == losses[1] == losses[2] == losses[3]
+    with pytest.raises(PyrozooError, match=r"^batch_size: expected an integer >= 0, got -1"):
+        sparse_gp_model(X, y, batch_size=-1, **kw)
