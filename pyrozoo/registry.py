@@ -39,7 +39,8 @@ class ZooModel:
       option the model needs goes into the dataset's ``inputs``);
     * ``simulate(seed, **options) -> Dataset``: the paper's generator;
     * ``fit(dataset, config) -> Result``: runs ``config.inference`` (one of ``inferences``); the entry's ``fit``
-      labels the result's ``obs_id`` axis with the dataset's ``meta["rows"]`` when the loader set them
+      labels the result's ``obs_id`` axis with the dataset's ``meta["rows"]`` when the loader set them (or each
+      axis of a ``{axis: labels}`` mapping there)
       (:class:`LabelledFit`), so every model's InferenceData traces observations back to the user's rows alike
       (a result that is not a ``Result``, or rows with no ``obs_id`` axis to label, are errors there);
     * ``inferences``: engine names, the first is the default;
@@ -240,10 +241,12 @@ class ZooModel:
 
 class LabelledFit:
     """A zoo entry's ``fit`` followed by :func:`~pyrozoo.inference.result.label_observations` with the dataset's
-    ``meta["rows"]`` (the original row labels of the observations, set by loaders that shuffle or split the rows):
-    the one place where every model's ``obs_id`` coordinate gets them, and where every path to a result (``pyrozoo
-    run``, sweeps, ``entry.fit`` from Python) passes: a return value that is not a :class:`Result`, or rows with no
-    ``obs_id`` axis to put them on (an observation plate named otherwise), is a :class:`PyrozooError` naming the
+    ``meta["rows"]`` (the original row labels of the observations, set by loaders that shuffle or split the rows;
+    labels of the ``obs_id`` axis, or a mapping ``{axis: labels}`` for a model whose observations lie along other
+    axes, as agnostic's ``target_id`` and ``protected_id``): the one place where every model's observation
+    coordinates get them, and where every path to a result (``pyrozoo run``, sweeps, ``entry.fit`` from Python)
+    passes: a return value that is not a :class:`Result`, or rows with no such axis to put them on (an observation
+    plate named otherwise), is a :class:`PyrozooError` naming the
     entry (``entry``) and the fit. It is also where ``config.device`` is resolved (:func:`resolve_device`) before
     the fit starts, for every entry alike: ``"cuda"`` without CUDA, or an unknown name, is a PyrozooError before any
     work; the dataset is moved to the device, and the fit sees (and its result records) the resolved device, so
@@ -269,14 +272,18 @@ class LabelledFit:
         rows = dataset.meta.get("rows") if isinstance(dataset, Dataset) else None
         if rows is None:
             return result
-        if observation_count(result) is None:  # the labels would be dropped: az.loo would name positions, not rows
-            observed = ", ".join(f"{k} ({', '.join(result.dims.get(k) or ['no named axis'])})"
-                                 for k in result.observed_data) or "none"
-            raise PyrozooError(f"{where}: the dataset's meta['rows'] ({len(rows)} row labels) need an 'obs_id' "
-                               f"axis to label, and the result has none (observed sites and their axes: "
-                               f"{observed}); name the model's observation plate obs_id "
-                               f"(pyro.plate(\"obs_id\", n))")
-        return label_observations(result, rows)
+        # labels of obs_id, or {axis: labels} for a model with other observation axes (agnostic's target_id ...)
+        for dim, labels in (rows.items() if isinstance(rows, Mapping) else [("obs_id", rows)]):
+            if observation_count(result, dim) is None:  # the labels would be dropped: az.loo would name positions
+                observed = ", ".join(f"{k} ({', '.join(result.dims.get(k) or ['no named axis'])})"
+                                     for k in result.observed_data) or "none"
+                key = f"meta['rows'][{dim!r}]" if isinstance(rows, Mapping) else "meta['rows']"
+                raise PyrozooError(f"{where}: the dataset's {key} ({len(labels)} row labels) need an {dim!r} axis "
+                                   f"to label, and the result has none (observed sites and their axes: "
+                                   f"{observed}); name the model's observation plate {dim} "
+                                   f"(pyro.plate(\"{dim}\", n))")
+            label_observations(result, labels, dim)
+        return result
 
 
 def _qualname(function: Any) -> str:

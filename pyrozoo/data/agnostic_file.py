@@ -9,7 +9,8 @@ is a missing label, so a row may carry only one of the two (the paper's two-part
 
 The rows are split as for the shipped ``cps1985`` task: seeded, stratified by the (target, protected) pair, into
 training / probe / test by ``FRACTIONS``; the features are standardized with the training rows' moments. Fresh
-leakage probes train on the probe rows and are scored on the test rows.
+leakage probes train on the probe rows and are scored on the test rows. The 0-based data rows of each part are
+``meta["split_rows"]``, and the training rows label the result's ``target_id`` and ``protected_id`` axes.
 """
 
 from __future__ import annotations
@@ -110,5 +111,6 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
     meta = {"target_name": target, "protected_name": protected, "feature_names": cols, "source": str(path),
             "x_mean": mean, "x_scale": sd, "split_rows": {"train": train, "probe": probe, "test": test}}
     return make_agnostic_data(xs[train], y[train], p[train], name="agnostic-file",
-                              splits={"probe": part(probe), "test": part(test)}, leakage_split="test", meta=meta)
+                              splits={"probe": part(probe), "test": part(test)}, leakage_split="test", meta=meta,
+                              rows=train)
 

@@ -130,6 +130,7 @@ def make_agnostic_data(
     splits: dict[str, dict[str, Any]] | None = None,
     leakage_split: str | None = None,
     meta: dict[str, Any] | None = None,
+    rows: Any = None,
 ) -> Dataset:
     """Validate a training set and pack it as a :class:`Dataset`.
 
@@ -144,6 +145,11 @@ def make_agnostic_data(
     missing on some rows as in training; each metric uses the rows that carry the labels it needs. A split named
     ``"probe"`` is where fresh leakage probes train (it needs protected labels ``p`` of at least 2 classes), and
     ``leakage_split`` names the split they are scored on (it needs ``p`` too); the two go together.
+
+    ``rows``: the original label of each of the ``N`` training rows (a data file's 0-based data-row number, as the
+    ``--data`` reader and ``cps1985`` give after their split), distinct. The result's ``target_id`` and
+    ``protected_id`` axes then carry the labels of the rows on them (``meta["rows"]``, applied by the zoo entry's
+    fit); without it they are positions among the target- and protected-labelled rows.
 
     Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
     rows, no row has a protected label (or they all carry the same one), a held-out label is not among the
@@ -200,6 +206,12 @@ def make_agnostic_data(
     observed = {"y": torch.as_tensor(y_arr[target_idx]), "p": torch.as_tensor(p_arr[protected_idx])}
     info = {"splits": checked_splits, "leakage_split": leakage_split, "kind": "image" if x.dim() == 4 else "table",
             "y_classes": y_classes, "p_classes": p_classes}
+    if rows is not None:  # each observation axis holds a subset of the training rows: label it with theirs
+        labels = np.asarray(rows).reshape(-1)
+        if labels.shape[0] != n or len(set(labels.tolist())) != n:
+            raise PyrozooError(f"rows: expected {n} distinct row labels (one per training row), got "
+                               f"{labels.shape[0]}{'' if labels.shape[0] != n else ' with repeats'}")
+        info["rows"] = {"target_id": labels[target_idx].tolist(), "protected_id": labels[protected_idx].tolist()}
     info.update(meta or {})
     return Dataset(name, inputs=inputs, observed=observed, meta=info)
 
@@ -362,7 +374,9 @@ CPS_NUMERIC = ("education", "experience", "age")
 def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Dataset:
     """``AER/CPS1985`` (534 workers): target ``wage > median wage``; protected ``gender`` (1 = female); inputs are
     the standardized numeric columns and one-hot categorical columns (gender excluded). Seeded split into
-    training / probe / test by ``fractions``; fairness metrics are computed on ``test``."""
+    training / probe / test by ``fractions`` (their 0-based rows of the table in ``meta["split_rows"]``, and the
+    training rows label the result's ``target_id`` / ``protected_id`` axes); fairness metrics are computed on
+    ``test``."""
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
         raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
@@ -381,6 +395,7 @@ def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2
     feats = np.concatenate([(num - mean) / sd, cat], axis=1).astype(np.float32)
     splits = {s: {"x": feats[i], "y": target[i], "p": gender[i]} for s, i in (("probe", probe), ("test", test))}
     meta = {"target_name": "wage > median", "protected_name": "gender (female = 1)",
-            "feature_names": list(CPS_NUMERIC) + list(pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True))}
+            "feature_names": list(CPS_NUMERIC) + list(pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True)),
+            "split_rows": {"train": train, "probe": probe, "test": test}}
     return make_agnostic_data(feats[train], target[train], gender[train], name="agnostic-cps1985", splits=splits,
-                              leakage_split="test", meta=meta)
+                              leakage_split="test", meta=meta, rows=train)

@@ -21,7 +21,9 @@ class Dataset:
     ``meta["rows"]``, where a loader sets it, holds the original row label of each observation in the order the
     model sees them (the data file's 0-based data-row number, a DataFrame's index label) when the rows were
     shuffled or subset (a train/test split); a zoo entry's fit labels the results' ``obs_id`` axis with them
-    (:func:`~pyrozoo.inference.result.label_observations`). Without it ``obs_id`` is 0 .. n - 1.
+    (:func:`~pyrozoo.inference.result.label_observations`). Without it ``obs_id`` is 0 .. n - 1. A model whose
+    observations lie along other axes sets a mapping ``{axis: labels}`` instead (agnostic: ``target_id`` and
+    ``protected_id``), and each axis is labelled alike.
     """
 
     name: str

@@ -264,3 +264,24 @@ def test_the_docs_toml_config_runs(tmp_path, monkeypatch):
     (tmp_path / "run.toml").write_text(block.replace("steps = 600", "steps = 3\nnum_samples = 4\nprogress = false"))
     assert main(["run", "agnostic", "--config", "run.toml", "--device", "cpu", "--out", "run"]) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["alpha"] == 0.5
+
+
+def test_loo_names_the_files_rows_on_both_observation_axes(tmp_path):
+    """target_id and protected_id held positions among the training rows (0, 1, 2 ...), not the file's data rows
+    (meta["split_rows"]["train"]), so az.loo's pareto_k could not be traced back to the table."""
+    import arviz as az
+
+    from pyrozoo.runner import run_model
+
+    df = _table(80, seed=1)
+    df.loc[[3, 10, 17, 40], "income"] = None  # rows without a target label: target_id skips them
+    path, _ = _csv(tmp_path, df)
+    out = run_model(RunConfig(model="agnostic", data=path, steps=3, num_samples=20, progress=False, device="cpu",
+                              options={"target": "income", "protected": "sex", "features": "a,b"}), save=False)
+    train = read_agnostic_file(path, 0, target="income", protected="sex").meta["split_rows"]["train"]
+    idata = out.result.to_inference_data()
+    k = az.loo(idata, var_name="y", pointwise=True).pareto_k
+    has_y = df["income"].notna().to_numpy()
+    assert k.target_id.values.tolist() == [r for r in train.tolist() if has_y[r]]
+    assert idata.log_likelihood["p"].protected_id.values.tolist() == train.tolist()
+    assert idata.observed_data["y"].target_id.values.tolist() == k.target_id.values.tolist()

@@ -86,3 +86,29 @@ def test_probe_and_leakage_splits_are_checked_up_front():
             make_agnostic_data(X, Y01, P01, splits=splits, leakage_split=leak)
     ok = make_agnostic_data(X, Y01, P01, splits={"probe": {"x": X, "p": P01}, "test": full}, leakage_split="test")
     assert ok.meta["leakage_split"] == "test"
+
+
+def test_training_row_labels_label_each_observation_axis():
+    """``rows``: target_id carries the labels of the target-labelled rows, protected_id those of the protected-
+    labelled ones (each axis a subset of the training rows); a wrong count or repeats are refused."""
+    y = np.where(np.arange(12) % 4 == 0, -1, Y01)  # rows 0, 4, 8 without a target label
+    labels = 100 + 3 * np.arange(12)
+    data = make_agnostic_data(X, y, P01, rows=labels)
+    assert data.meta["rows"]["target_id"] == [labels[i] for i in range(12) if i % 4]
+    assert data.meta["rows"]["protected_id"] == labels.tolist()
+    assert "rows" not in make_agnostic_data(X, y, P01).meta
+    for bad in (labels[:5], np.zeros(12)):
+        with pytest.raises(PyrozooError, match="rows: expected 12 distinct row labels"):
+            make_agnostic_data(X, y, P01, rows=bad)
+
+
+def test_cps1985_training_rows_label_the_observation_axes():
+    """cps1985 splits its 534 rows as the --data reader does: its training rows (meta["split_rows"]) label
+    target_id and protected_id, which held positions 0 .. n-1."""
+    from pyrozoo.data.agnostic_tasks import cps1985_task
+
+    data = cps1985_task(0)
+    train = data.meta["split_rows"]["train"]
+    parts = np.concatenate([train, data.meta["split_rows"]["probe"], data.meta["split_rows"]["test"]])
+    assert sorted(parts.tolist()) == list(range(534)) and len(train) == data.inputs["x"].shape[0]
+    assert data.meta["rows"] == {"target_id": train.tolist(), "protected_id": train.tolist()}

@@ -97,3 +97,21 @@ def test_rows_with_no_obs_id_axis_are_an_error_naming_the_plate_to_rename():
                                            r"result has none \(observed sites and their axes: y \(data\)\); name the "
                                            r"model's observation plate obs_id \(pyro\.plate\(\"obs_id\", n\)\)$"):
         fit(Dataset("d", meta={"rows": list("abcde")}), None)
+
+
+def test_labelled_fit_labels_each_axis_of_a_rows_mapping():
+    """agnostic observes y along target_id and p along protected_id: meta["rows"] as {axis: labels} labels both
+    (only obs_id could be labelled, so its az.loo named positions among the labelled rows); an axis the result
+    lacks is named."""
+    rng = np.random.default_rng(0)
+    result = Result(inference="x", posterior={"w": rng.normal(size=(1, 4))},
+                    log_likelihood={"y": rng.normal(size=(1, 4, 3)), "p": rng.normal(size=(1, 4, 2))},
+                    observed_data={"y": rng.normal(size=3), "p": rng.normal(size=2)},
+                    dims={"y": ["target_id"], "p": ["protected_id"]})
+    fit = LabelledFit(lambda dataset, config: result, "my-model")
+    labelled = fit(Dataset("d", meta={"rows": {"target_id": [4, 7, 9], "protected_id": [7, 11]}}), None)
+    idata = labelled.to_inference_data()
+    assert idata.log_likelihood["y"].target_id.values.tolist() == [4, 7, 9]
+    assert idata.observed_data["p"].protected_id.values.tolist() == [7, 11]
+    with pytest.raises(PyrozooError, match=r"meta\['rows'\]\['obs_id'\] \(3 row labels\) need an 'obs_id' axis"):
+        fit(Dataset("d", meta={"rows": {"obs_id": [1, 2, 3]}}), None)
