@@ -794,3 +794,24 @@ def test_nuts_with_a_prior_on_some_hyperparameters_holds_the_others():
     mean, var = predict_from_result(result, ds, Xt)
     assert bool(torch.isfinite(mean).all()) and bool((var > 0).all())
     assert "log_likelihood" in result.to_inference_data().groups()
+
+
+def test_a_dataframes_index_labels_obs_id_through_the_entrys_fit_as_docs_gp_md_shows():
+    """docs/gp.md said a DataFrame given to make_gp_dataset labels obs_id with its index, without saying by which
+    path: fit_gp called directly gave 0 .. 24. The labels come from the entry's fit (registry.get("gp").fit,
+    run_model, pyrozoo run), as the page now says and shows; the bare module function keeps positions."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from pyrozoo.models.gp import fit_gp, make_gp_dataset
+
+    rng = np.random.default_rng(0)
+    X_df = pd.DataFrame(rng.standard_normal((25, 2)), index=[f"r{i}" for i in range(25)], columns=["a", "b"])
+    ds = make_gp_dataset(X_df, rng.standard_normal(25))
+    cfg = RunConfig(model="gp", inference="type2", steps=5, num_samples=3, progress=False)
+    result = registry.get("gp").fit(ds, cfg)
+    assert result.to_inference_data().log_likelihood.obs_id.values[:2].tolist() == ["r0", "r1"]
+    assert fit_gp(ds, cfg).to_inference_data().log_likelihood.obs_id.values[:2].tolist() == [0, 1]
+    page = (Path(__file__).parents[2] / "docs" / "gp.md").read_text()
+    assert 'registry.get("gp").fit(ds, RunConfig(model="gp"' in page and "leave `obs_id` at 0 .. n-1" in page
