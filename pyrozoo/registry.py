@@ -63,7 +63,8 @@ class ZooModel:
       names).
     * ``settings``: inference -> the engine settings of :data:`SETTINGS` it reads (an inference not listed reads
       them all). The others are left out of the recorded config (so ``config.toml`` says what ran, and a sweep axis
-      over them is refused for that inference), and ``pyrozoo run`` names them when they were given.
+      over them is refused for that inference), and the runner names them when they were given (a note from
+      ``pyrozoo run``, a ``UserWarning`` from ``run_model``: :func:`pyrozoo.runner.unapplied_settings`).
     * ``inference_options``: option -> the inferences that read it (unlisted options: all of them). Given with
       another inference it is an error, as for ``data_options`` (gp's type-II starting values under ``nuts``).
     * ``check_options(config)``: optional family checks of the config's options together and with its settings

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.rundir import check_out_dir, save_run
+from pyrozoo.registry import SETTINGS
 
 
 @dataclass
@@ -47,13 +51,41 @@ def _device_hint(error: RuntimeError, model: str, device: torch.device) -> Excep
         f"x.new_tensor(0.0)), or run with --device cpu")
 
 
+def unapplied_settings(config: RunConfig, given: Collection[str] | None = None) -> list[str]:
+    """The engine settings (:data:`~pyrozoo.registry.SETTINGS`) that ``config``'s inference does not read and that
+    were ``given`` (the CLI passes the flags and ``--config`` keys it got); ``given=None`` (a :class:`RunConfig` from
+    Python) takes those set to other than :class:`RunConfig`'s defaults, since the defaults are not the caller's
+    request. ``config.inference`` must be filled (:meth:`~pyrozoo.registry.ZooModel.check_config`)."""
+    unread = registry.get(config.model).unread_settings(config.inference)
+    if given is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.name in SETTINGS}
+        return [k for k in unread if getattr(config, k) != defaults[k]]
+    return [k for k in unread if k in given]
+
+
+def unapplied_message(config: RunConfig, ignored: Collection[str]) -> str:
+    """``MODEL's INFERENCE does not read S, so it did not apply; ...``: what :func:`run_model` says about the
+    settings :func:`unapplied_settings` found."""
+    it, them = ("it", "it") if len(ignored) == 1 else ("they", "them")
+    hint = " (r_hat needs an MCMC or Gibbs inference with several chains)" if "num_chains" in ignored else ""
+    return (f"{config.model}'s {config.inference} does not read {', '.join(ignored)}, so {it} did not apply; the "
+            f"recorded config (config.toml, result.config) leaves {them} out{hint}")
+
+
 @keeps_caller_state
 def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = True,
-              overwrite: bool = False) -> RunOutput:
+              overwrite: bool = False, given: Collection[str] | None = None,
+              note: Callable[[str], None] | None = None) -> RunOutput:
     """Validate ``config``, load or simulate the data, fit, score and (if ``save``) write the run directory.
 
     All validation (model, inference, options, device, output directory, data) happens before fitting starts, and
-    the run directory appears only when complete.
+    the run directory appears only when complete. Settings the inference does not read that were ``given`` (see
+    :func:`unapplied_settings`; ``None``: those not at their defaults) are named before the fit, by ``note(text)``
+    (the CLI prints it) or, without ``note``, as a :class:`UserWarning`.
+
+    ``result.config`` records the resolved device (``"auto"`` reads ``"cpu"`` or ``"cuda"``), as the InferenceData's
+    ``device`` attribute does; the run directory's ``config.toml`` keeps the requested one, so that a rerun with
+    ``--config`` picks its device again on its own machine.
     """
     entry = registry.get(config.model)
     entry.check_config(config)
@@ -63,17 +95,25 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
+    ignored = unapplied_settings(config, given)
+    if ignored:
+        if note is not None:
+            note(unapplied_message(config, ignored))
+        else:  # past keeps_caller_state, at the caller
+            warnings.warn(unapplied_message(config, ignored), UserWarning, stacklevel=3)
     try:
         result = entry.fit(dataset, config)
         metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
     except RuntimeError as error:
         raise _device_hint(error, config.model, device) from error
-    result.config = entry.recorded_config(config)  # what ran: without the settings the inference does not read
+    # what ran (without the settings the inference does not read) on the device it ran on; config.toml, the rerun
+    # recipe, keeps the device as asked
+    result.config = entry.recorded_config(dataclasses.replace(config, device=str(device)))
     if save:
         artifacts = None
         if entry.artifacts is not None:
             def artifacts(tmp: Path) -> None:
                 entry.artifacts(result, dataset, tmp)
-        save_run(result, out_path, config=result.config, metrics=metrics,
+        save_run(result, out_path, config=entry.recorded_config(config), metrics=metrics,
                  posterior_predictive=config.posterior_predictive, overwrite=overwrite, artifacts=artifacts)
     return RunOutput(result, metrics, out_path)

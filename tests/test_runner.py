@@ -212,3 +212,57 @@ def test_a_fit_that_returns_no_result_is_a_one_line_error_not_a_crash_in_the_run
         run_model(RunConfig(model="wrong-fit", inference="gibbs", num_samples=5, warmup_steps=5, num_chains=1,
                             progress=False), out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _tiny(name: str, **changes) -> RunConfig:
+    """Entry ``name``'s tiny config for its first inference, without the tiny settings and options it does not
+    read (so that the run names nothing as unapplied)."""
+    entry = registry.get(name)
+    tiny = dict(entry.tiny)
+    options = tiny.pop("options", {})
+    inference = entry.inferences[0]
+    unread = entry.unread_options(options, inference)
+    tiny = {k: v for k, v in tiny.items() if k not in entry.unread_settings(inference)}
+    return RunConfig(model=name, progress=False, options={k: v for k, v in options.items() if k not in unread},
+                     **{**tiny, **changes})
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_the_result_records_the_device_used_and_config_toml_the_one_asked(name, tmp_path):
+    """run_model replaced the config LabelledFit resolved with the one asked, so result.config["device"] read
+    "auto". Now the result (and idata.nc's attributes) record the device used; config.toml, the rerun recipe,
+    keeps "auto", so that a rerun picks its device again on its own machine."""
+    import warnings
+
+    from pyrozoo.inference.device import resolve_device
+    from pyrozoo.inference.rundir import load_run
+
+    used = str(resolve_device("auto"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*did not apply")  # the tiny config asks nothing unread
+        out = run_model(_tiny(name, device="auto"), out=tmp_path / "run")
+    assert out.result.config["device"] == used
+    assert out.result.to_inference_data().attrs["device"] == used
+    saved = load_run(tmp_path / "run")
+    assert saved["idata"].attrs["device"] == used
+    assert saved["config"]["device"] == "auto"
+
+
+def test_settings_the_inference_does_not_read_are_a_warning_from_python():
+    """The CLI said "note: gp's type2 does not read ..." while run_model from Python ignored them in silence. The
+    runner names them, as a UserWarning, when set to other than RunConfig's defaults (the caller's request)."""
+    options = {"n": 20, "n_test": 5}
+    with pytest.warns(UserWarning, match=r"^gp's type2 does not read warmup_steps, jit, so they did not apply"):
+        run_model(RunConfig(model="gp", inference="type2", jit=True, warmup_steps=7, num_chains=4, steps=10,
+                            num_samples=4, progress=False, options=options), save=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*did not apply")
+        run_model(RunConfig(model="gp", inference="type2", steps=10, num_samples=4, progress=False, options=options),
+                  save=False)  # defaults only: nothing asked, nothing to name
+        # given names what the caller asked for (the CLI's flags and --config keys); unread ones go to note
+        said: list[str] = []
+        run_model(RunConfig(model="gp", inference="type2", num_chains=4, steps=10, num_samples=4, progress=False,
+                            options=options), save=False, given=["num_chains", "steps"], note=said.append)
+    assert len(said) == 1 and said[0].startswith("gp's type2 does not read num_chains, so it did not apply")

@@ -74,7 +74,8 @@ def handle(args: argparse.Namespace) -> int:
                        steps=args.steps, progress=False, data=args.data, dataset=args.dataset, options=options)
     with warnings.catch_warnings(record=True) as caught:  # sklearn's lasso warns once per unconverged fit
         warnings.simplefilter("always", ConvergenceWarning)
-        output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite)
+        # the settings are this command's own choices (num_chains=1, a warm-up): nothing the user asked for to name
+        output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite, given=())
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -112,23 +112,20 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo import registry
     from pyrozoo.evaluation.diagnostics import check_lines, is_markov_chain, summary
+    from pyrozoo.registry import SETTINGS
     from pyrozoo.runner import run_model
 
     file_data = read_toml(args.config) if args.config else {}
     config = config_from_args(args, file_data)
-    output = run_model(config, out=args.out, overwrite=args.overwrite)
+    # settings given (flags or the file; not the defaults) that the inference does not read: the runner names them
+    given = [k for k in SETTINGS if getattr(args, k, None) is not None or k in file_data]
+    unapplied: list[str] = []
+    output = run_model(config, out=args.out, overwrite=args.overwrite, given=given, note=unapplied.append)
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
-    # settings given (flags or the file; not the defaults) that this inference does not read
-    unread = registry.get(config.model).unread_settings(config.inference)
-    ignored = [k for k in unread if getattr(args, k, None) is not None or k in file_data]
-    if ignored:
-        it, them = ("it", "it") if len(ignored) == 1 else ("they", "them")
-        hint = " (r_hat needs an MCMC or Gibbs inference with several chains)" if "num_chains" in ignored else ""
-        print(f"note: {config.model}'s {config.inference} does not read {', '.join(ignored)}, so {it} did not "
-              f"apply; config.toml leaves {them} out{hint}")
+    for text in unapplied:
+        print(f"note: {text}")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:
         table = summary(idata)

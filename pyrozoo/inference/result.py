@@ -129,7 +129,8 @@ class Result:
     def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:
         """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data,
         constant_data (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a
-        ``fit_stats`` group."""
+        ``fit_stats`` group. Its attributes: inference, model, seed, wall_time, the ``device`` of ``config`` (the
+        one the fit ran on, where it came through a zoo entry's fit or ``run_model``) and ``attrs``."""
         if posterior_predictive:
             self.add_posterior_predictive()
         dims = {k: v for k, v in self.dims.items()}
@@ -142,7 +143,9 @@ class Result:
             dims=dims,
             coords=self.coords or None,
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
-                   "wall_time": float(self.wall_time), **self.attrs},
+                   "wall_time": float(self.wall_time),
+                   **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
+                   **self.attrs},
         )
         if self.constant_data:
             import xarray as xr
