@@ -91,6 +91,7 @@ from pyrozoo.validation import (
     check_nonnegative,
     check_positive,
     check_probability,
+    plate_subsample,
 )
 
 SCHEDULES = ("linear", "dann", "constant")
@@ -284,14 +285,6 @@ def _linear(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...nd,...cd->...nc", z, w) + b.unsqueeze(-2)
 
 
-def _plate_batch(batch_size: int | None, rows: int) -> int | None:
-    """The subsample size of a plate of ``rows`` rows: ``min(batch_size, rows)``, or ``None`` (every row) when
-    ``batch_size`` is ``None`` or 0. Pyro's plate needs ``subsample_size <= size`` (a larger one failed with
-    "subsample_size does not match len(subsample)"); at ``rows`` it takes every row in order, as ``None`` does. The
-    guide has no plates (its only latent sites, the heads, are global), so there is no second size to match."""
-    return min(int(batch_size), int(rows)) if batch_size else None
-
-
 def agnostic_model(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -340,7 +333,8 @@ def agnostic_model(
 
     if protected_features is None:
         n_t = target_idx.shape[0]
-        with pyro.plate("target_id", n_t, subsample_size=_plate_batch(batch_size, n_t), device=ref.device) as i:
+        batch_t = plate_subsample("batch_size", batch_size, n_t)
+        with pyro.plate("target_id", n_t, subsample_size=batch_t, device=ref.device) as i:
             z = net.extractor(x[target_idx[i]])
             # Pyro scales must be > 0: a target weight of 0 (alpha = 1 under eq. 1) masks the term out
             with poutine.scale(scale=w_t) if w_t > 0 else poutine.mask(mask=False):
@@ -354,7 +348,8 @@ def agnostic_model(
         # closed-form best response of a standardized linear/quadratic adversary (all protected rows at once)
         gap = moment_gap(net.extractor(x[protected_idx]), p, weight)
         pyro.factor("moments", -a * target_idx.shape[0] * gap)
-    with pyro.plate("protected_id", n_p, subsample_size=_plate_batch(batch_size, n_p), device=ref.device) as j:
+    batch_p = plate_subsample("batch_size", batch_size, n_p)
+    with pyro.plate("protected_id", n_p, subsample_size=batch_p, device=ref.device) as j:
         if protected_features is not None:
             h = net.adversary(protected_features[j])
         elif extractor_loss == "moments":

@@ -636,10 +636,11 @@ def _tiny_fit(data, steps: int = 3, lr: float | None = None, **options):
 
 
 def test_plate_batch_is_clamped_to_the_plate():
-    from pyrozoo.models.agnostic import _plate_batch
+    from pyrozoo.validation import plate_subsample
 
-    assert _plate_batch(None, 60) is None and _plate_batch(0, 60) is None  # full batch
-    assert _plate_batch(128, 60) == 60 and _plate_batch(60, 60) == 60 and _plate_batch(16, 60) == 16
+    assert plate_subsample("batch_size", None, 60) is None and plate_subsample("batch_size", 0, 60) is None
+    assert plate_subsample("batch_size", 128, 60) is None and plate_subsample("batch_size", 60, 60) is None
+    assert plate_subsample("batch_size", 16, 60) == 16
 
 
 def test_default_batch_size_works_on_a_dataset_smaller_than_it():
