@@ -225,11 +225,12 @@ class BNNPosterior:
 
     def _prep(self, X: Any, name: str = "X") -> torch.Tensor:
         check_feature_names(X, self.feature_names, name=name)  # a DataFrame's columns in another order: misread
-        X = as_tensor(name, X, dtype=self.draws.dtype, device=self.draws.device)  # tensors, arrays, DataFrames
+        # (X - x_mean) / x_std in float64, then cast: in float32 an input near 1e6 keeps steps of 0.06 only
+        X = as_tensor(name, X, dtype=torch.float64, device=self.draws.device)  # tensors, arrays, DataFrames
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
             raise PyrozooError(f"{name}: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
         check_finite(name, X)
-        return (X - self.x_mean) / self.x_std
+        return ((X - self.x_mean) / self.x_std).to(self.draws.dtype)
 
     def _per_draw(self, Xs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-draw pieces in model units: mean/var (S, n); for collapsed kinds centre, phi, box half-widths."""
@@ -442,7 +443,8 @@ def train_bnn(
         y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
     Xs = ((X - x_mean) / x_std).to(device=device, dtype=torch.float32)
     ys = ((y - y_mean) / y_std).to(device=device, dtype=torch.float32)
-    scaling = {"x_mean": x_mean.to(device, torch.float32), "x_std": x_std.to(device, torch.float32),
+    # float64, as X: the posteriors standardize new inputs in float64 (BNNPosterior._prep)
+    scaling = {"x_mean": x_mean.to(device, torch.float64), "x_std": x_std.to(device, torch.float64),
                "y_mean": y_mean, "y_std": y_std}
     set_seed(seed)
     loss = _neg_log_posterior(layout, Xs, ys, prior_scale)

@@ -319,6 +319,20 @@ def test_predictions_reject_non_finite_inputs():
         post.predictive_moments(bad)
 
 
+def test_predictions_for_inputs_far_from_zero_keep_their_precision():
+    """A covariate shifted by 1e6 trains the same network (standardization), so the predictions at the shifted
+    inputs must equal the unshifted ones within float32 rounding. New inputs were cast to float32 before x_mean
+    (float32 too) was subtracted: steps of 0.06 near 1e6, predictions 0.05 off (1.7 at 1e8)."""
+    X, y = _toy(40)
+    kw = {**FAST, "epochs": 6, "swa_epochs": 3, "num_samples": 5, "seed": 0}
+    shift = torch.tensor([1e6, 0.0], dtype=torch.float64)
+    p0, p1 = fit_bnn(X, y, **kw), fit_bnn(X + shift, y, **kw)
+    assert torch.equal(p0.draws, p1.draws)  # the same training
+    (m0, v0), (m1, v1) = p0.predictive_moments(X), p1.predictive_moments(X + shift)
+    torch.testing.assert_close(m1, m0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_axes_are_named_for_arviz():
     """w0 is (unit0, feature) like X's (obs_id, feature) columns; the two heads are labelled mean and log_var."""
     from pyrozoo.runner import run_model
