@@ -285,7 +285,9 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
 
 
 def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Largest |posterior mean - exact mean| of w in exact posterior sds, the same for tau, and in-sample RMSE."""
+    """Largest |posterior mean - exact mean| of w in exact posterior sds, the same for tau, and the in-sample RMSE
+    of x^T E[w] in y's own units: sqrt(mean((x^T E[w] - y)^2)) * ``meta["y_scale"]`` where the loader standardized
+    y (shipped data, ``--data``), as bnn's test_rmse (it was in standardized units, the same for y and 1e4 y)."""
     x, y = dataset.inputs["x"], dataset.observed["y"]
     post = blr_posterior(x, y, **_prior_of(dataset))
     w = result.draws("w")
@@ -296,7 +298,8 @@ def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
         out["tau_mean"] = float(tau.mean())
         out["tau_z_vs_exact"] = float((tau.mean() - post.a / post.b) / (math.sqrt(post.a) / post.b))
     pred = x.cpu().numpy() @ w.mean(0)
-    out["rmse_in_sample"] = float(np.sqrt(np.mean((pred - y.cpu().numpy()) ** 2)))
+    out["rmse_in_sample"] = float(np.sqrt(np.mean((pred - y.cpu().numpy()) ** 2))) * float(
+        dataset.meta.get("y_scale", 1.0))
     return out
 
 
