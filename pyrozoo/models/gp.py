@@ -396,7 +396,10 @@ def warn_input_scale(X: torch.Tensor, kernel: str, lengthscale: torch.Tensor, *,
     with torch.no_grad():
         k = kernel_matrix(kernel, Xs, Xs, ls, torch.ones((), dtype=X.dtype, device=X.device))
         off = ~torch.eye(Xs.shape[0], dtype=torch.bool, device=X.device)
-        dist_ = torch.cdist(Xs, Xs)[off]
+        # centred in float64 first: cdist expands |x - z|^2 = |x|^2 + |z|^2 - 2 x.z, which cancels to 0 for inputs
+        # far from the origin (a median distance of 0 was reported for X + 1e8)
+        Xc = Xs.double() - Xs.double().mean(0)
+        dist_ = torch.cdist(Xc, Xc)[off]
         k = k[off]
     if bool((k < 1e-10).all()):
         shape = "numerically diagonal (every off-diagonal entry < 1e-10 of the variance)"

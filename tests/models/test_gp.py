@@ -259,6 +259,20 @@ def test_inputs_far_from_the_lengthscale_warn_at_fit_start():
         fit_type2(X * 1e8, y, lengthscale=1.0, **{**kw, "steps": 0})  # nothing is fitted
 
 
+@pytest.mark.parametrize("offset", [1e6, 1e8])
+def test_the_input_scale_warning_reports_the_distance_of_inputs_far_from_zero(offset):
+    """The warning's median pairwise distance does not depend on where the inputs lie: it said 0 for X + 1e8
+    (cdist's |x|^2 + |z|^2 - 2 x.z cancelled on the uncentred inputs); the inputs are now centred first."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(60, 1, generator=gen, dtype=torch.float64)
+    y = torch.sin(3 * X[:, 0])
+    expect = f"{float(torch.pdist(X).median()):.3g}"  # 0.27
+    kw = dict(kernel="rbf", lengthscale=1e5, variance=1.0, noise=0.1, steps=1)
+    for inputs in (X, X + offset):
+        with pytest.warns(UserWarning, match=rf"numerically constant .* median pairwise distance {expect} is far"):
+            fit_type2(inputs, y, **kw)
+
+
 def test_type2_fit_result_has_pointwise_log_likelihood():
     ds = simulate_gp(0, n=20, n_test=30)
     cfg = RunConfig(model="gp", inference="type2", steps=30, num_samples=40, progress=False)
