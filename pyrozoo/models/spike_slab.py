@@ -167,12 +167,22 @@ def simulate_equicorrelated_design(seed: int, *, n: int = 200, p: int = 50, rho:
 DESIGNS = {"equicorrelated": simulate_equicorrelated_design, "emvs": simulate_emvs_design}
 
 
+def default_lam(data: StandardizedData) -> float:
+    """The data's default ``lam`` (the estimator's and ``--data``'s): the sample variance of y, y^T y / (n - 1) of the
+    centred y (at least 1e-8), so that the prior on sigma^2 is in y's units and a fit does not depend on them."""
+    return max(float(data.yty) / max(data.n - 1, 1), 1e-8)
+
+
 def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu", w_true: Any = None,
                  **prior: Any) -> Dataset:
-    """Validate and standardize (X, y), attach the prior; ``truth['w']`` is on the standardized scale."""
-    prior_obj = as_prior(prior)
+    """Validate and standardize (X, y), attach the prior (``lam=None``: :func:`default_lam` of the data);
+    ``truth['w']`` is on the standardized scale."""
+    lam = prior.pop("lam", 1.0)
+    prior_obj = as_prior(prior, lam=1.0 if lam is None else lam)  # checks the prior before any data work
     dev = resolve_device(device)
     data = standardize(X, y, device=dev)
+    if lam is None:
+        prior_obj = as_prior(prior_obj, lam=default_lam(data))
     truth = {}
     if w_true is not None:
         w_t = torch.as_tensor(np.asarray(w_true, dtype=np.float64), device=dev)
@@ -187,9 +197,12 @@ def spike_slab_from_file(path: str, seed: int, *, outcome: str = "", features: s
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric), read by :func:`~pyrozoo.data.regression_file.read_regression_file` and standardized as
     :func:`make_dataset` does for the simulator; the feature names become the result's ``feature`` coordinate.
-    No truth: the metrics leave out selection F1 and coefficient RMSE."""
+    ``lam`` None (the entry's default) is the sample variance of y (:func:`default_lam`), as in
+    :class:`SpikeSlabRegression`: with the simulator's lam = 1 the fit depended on y's units (y in 1e-4 units
+    selected nothing). No truth: the metrics leave out selection F1 and coefficient RMSE."""
     X, y = read_regression_file(path, outcome=outcome, features=features)
     prior = {k: options[k] for k in PRIOR_KEYS if k in options}
+    prior.setdefault("lam", None)
     dataset = make_dataset(X.to_numpy(), y, name=Path(path).stem, device=device, **prior)
     dataset.meta["feature_names"] = list(X.columns)
     return dataset
@@ -224,6 +237,8 @@ def check_spike_slab_options(config: RunConfig) -> None:
                            f"signals 1.5, 2, 2.5)")
     if "rho" in opts:
         check_rho(design, opts["rho"])
+    if opts.get("lam") is not None:  # its default is None (data-dependent), so the entry's type check skips it
+        check_positive("lam", opts["lam"], scalar=True)
     if config.inference == "em" and opts.get("em_variant", "emvs") == "hard" and opts.get("conjugate", True) is False:
         raise PyrozooError("em_variant: the hard-gamma EM is derived for the conjugate prior, got em_variant='hard' "
                            "with conjugate=false; use em_variant='emvs' or conjugate=true")
@@ -232,7 +247,10 @@ def check_spike_slab_options(config: RunConfig) -> None:
 def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 200, p: int = 50, rho: float = 0.5,
                         noise_sd: float = 1.0, num_signals: int = 5, device: Any = "cpu", em_variant: str = "emvs",
                         nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
-    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs)."""
+    """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs); ``lam`` None (the entry's
+    default) is the model's 1."""
+    if prior.get("lam", 1.0) is None:
+        prior["lam"] = SpikeSlabPrior.lam
     check_choice("design", design, DESIGNS)
     check_choice("em_variant", em_variant, EM_VARIANTS)
     check_int("nuts_max_tree_depth", nuts_max_tree_depth, minimum=1)
@@ -500,7 +518,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         names = feature_names(X)
         dev = resolve_device(self.device)
         data = standardize(X, y, device=dev)
-        lam = float(self.lam) if self.lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
+        lam = float(self.lam) if self.lam is not None else default_lam(data)
         prior = as_prior(self.prior_options, lam=lam)
         fitted: dict[str, Any] = {"prior_": prior, "n_features_in_": data.p}
         if names is not None:
@@ -747,7 +765,8 @@ def spike_slab_entry() -> ZooModel:
         settings={"em": ("num_samples",), "gibbs": GIBBS_SETTINGS, "svi": SVI_SETTINGS, "nuts": MCMC_SETTINGS},
         metrics=spike_slab_metrics,
         options={"design": "equicorrelated", "n": 200, "p": 50, "rho": 0.5, "noise_sd": 1.0, "num_signals": 5,
-                 "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict(), **FILE_OPTIONS},
+                 "em_variant": "emvs", "nuts_max_tree_depth": 10, **SpikeSlabPrior().to_dict(),
+                 "lam": None, **FILE_OPTIONS},  # lam None: 1 for the simulator, the sample variance of y with --data
         inference_options={"em_variant": ("em",), "nuts_max_tree_depth": ("nuts",)},
         check_options=check_spike_slab_options,
         from_file=spike_slab_from_file,

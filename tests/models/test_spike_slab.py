@@ -1104,9 +1104,44 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(inference, tmp_path)
     idata = az.from_netcdf(out / "idata.nc")
     assert idata.observed_data["y"].sizes["obs_id"] == 40
     assert list(idata.posterior["w"].coords["feature"].values) == ["age", "dose", "bmi"]
-    ref = fit_spike_slab(make_dataset(df[["age", "dose", "bmi"]].to_numpy(), df["y"].to_numpy()),
+    ref = fit_spike_slab(make_dataset(df[["age", "dose", "bmi"]].to_numpy(), df["y"].to_numpy(), lam=None),
                          RunConfig(model="spike-slab", inference=inference, num_samples=30, warmup_steps=10,
                                    num_chains=1, seed=3, progress=False))
     np.testing.assert_allclose(idata.posterior["w"].values, np.asarray(ref.posterior["w"]), rtol=1e-10, atol=1e-12)
     metrics = json.loads((out / "metrics.json").read_text())
     assert "f1" not in metrics and "coef_rmse" not in metrics  # no truth for a file
+
+
+@pytest.mark.parametrize("inference", ["em", "gibbs"])
+def test_a_data_file_fit_does_not_depend_on_the_units_of_y(inference, tmp_path):
+    """--data kept the model's lam = 1, an absolute scale of the noise variance, where the estimator sets lam to the
+    sample variance of y: with y in 1e-4 units EMVS selected nothing (every inclusion probability 0.0008, sigma^2
+    0.017 for a truth of 3e-9), nor did Gibbs. Now y -> c y gives the same inclusion probabilities, w -> c w and
+    sigma^2 -> c^2 sigma^2 (same seed: the conjugate model is equivariant), and the estimator's fit."""
+    import pandas as pd
+
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = 1.0 + X @ [2.0, 0.0, -1.0] + 0.5 * rng.standard_normal(60)
+    fits = {}
+    for c in (1.0, 1e-4, 1e4):
+        path = tmp_path / f"y{c:g}.csv"
+        pd.DataFrame(X, columns=["a", "b", "c"]).assign(y=y * c).to_csv(path, index=False)
+        cfg = RunConfig(model="spike-slab", inference=inference, data=str(path), options={"outcome": "y"},
+                        num_samples=200, warmup_steps=100, num_chains=2, seed=0, progress=False, device="cpu")
+        r = run_model(cfg, save=False).result
+        fits[c] = (r.draws("inclusion_prob").mean(0), r.draws("w").mean(0) / c, r.draws("sigma2").mean() / c**2)
+    probs, w, sigma2 = fits[1.0]
+    assert list(probs > 0.5) == [True, False, True]
+    for c in (1e-4, 1e4):
+        np.testing.assert_allclose(fits[c][0], probs, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(fits[c][1], w, rtol=1e-6, atol=1e-9 * np.abs(w).max())
+        assert fits[c][2] == pytest.approx(sigma2, rel=1e-6)
+    if inference == "em":  # deterministic: the estimator's answer on the same data, y in 1e-4 units
+        est = SpikeSlabRegression("em", num_samples=200, seed=0).fit(X, y * 1e-4)
+        np.testing.assert_allclose(est.inclusion_probabilities_, probs, rtol=1e-6)
+        np.testing.assert_allclose(est.result_.draws("w").mean(0) * 1e4, w, rtol=1e-6, atol=1e-12)  # per sd of X
+        assert est.sigma2_ * 1e8 == pytest.approx(sigma2, rel=1e-6)
