@@ -1112,12 +1112,13 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(inference, tmp_path)
     assert "f1" not in metrics and "coef_rmse" not in metrics  # no truth for a file
 
 
-@pytest.mark.parametrize("inference", ["em", "gibbs"])
+@pytest.mark.parametrize("inference", ["em", "gibbs", "svi"])
 def test_a_data_file_fit_does_not_depend_on_the_units_of_y(inference, tmp_path):
     """--data kept the model's lam = 1, an absolute scale of the noise variance, where the estimator sets lam to the
     sample variance of y: with y in 1e-4 units EMVS selected nothing (every inclusion probability 0.0008, sigma^2
     0.017 for a truth of 3e-9), nor did Gibbs. Now y -> c y gives the same inclusion probabilities, w -> c w and
-    sigma^2 -> c^2 sigma^2 (same seed: the conjugate model is equivariant), and the estimator's fit."""
+    sigma^2 -> c^2 sigma^2 (same seed: the conjugate model is equivariant), and the estimator's fit. SVI also
+    needed its guide's w mean in units of y's scale (Adam's lr 0.02 dwarfed a w of 2e-4: inclusion 0.2 off)."""
     import pandas as pd
 
     from pyrozoo.config import RunConfig
@@ -1131,7 +1132,8 @@ def test_a_data_file_fit_does_not_depend_on_the_units_of_y(inference, tmp_path):
         path = tmp_path / f"y{c:g}.csv"
         pd.DataFrame(X, columns=["a", "b", "c"]).assign(y=y * c).to_csv(path, index=False)
         cfg = RunConfig(model="spike-slab", inference=inference, data=str(path), options={"outcome": "y"},
-                        num_samples=200, warmup_steps=100, num_chains=2, seed=0, progress=False, device="cpu")
+                        num_samples=200, warmup_steps=100, num_chains=2, steps=200, seed=0, progress=False,
+                        device="cpu")
         r = run_model(cfg, save=False).result
         fits[c] = (r.draws("inclusion_prob").mean(0), r.draws("w").mean(0) / c, r.draws("sigma2").mean() / c**2)
     probs, w, sigma2 = fits[1.0]
