@@ -1,13 +1,16 @@
-"""SVI checkpoints: param store, optimizer state, RNG state, step and loss history in one file.
+"""SVI checkpoints: param store, optimizer state, RNG state, step, loss history and run settings in one file.
 
 A run resumed from a checkpoint written at step ``k`` continues exactly as the uninterrupted run would: the RNG
-state is restored after the guide has been set up, so both runs draw the same numbers from step ``k`` on.
+state is restored after the guide has been set up, so both runs draw the same numbers from step ``k`` on. The
+settings that decide the trajectory are stored under ``extra["settings"]``; :func:`changed_settings` lists those a
+resume would change (the caller refuses it).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,23 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,
+                     skip: tuple[str, ...] = ()) -> list[str]:
+    """``name old -> new`` for every setting in ``stored`` or ``current`` (but not in ``skip``) whose values differ;
+    a setting missing on one side counts as ``None``."""
+    names = [n for n in {**stored, **current} if n not in skip]
+    return [f"{n} {stored.get(n)!r} -> {current.get(n)!r}" for n in names if stored.get(n) != current.get(n)]
+
+
+def uses_scheduler(state: Mapping[str, Any]) -> bool | None:
+    """Whether the checkpoint's optimizer state is that of a learning-rate scheduler (Pyro stores it as
+    ``{"scheduler": ..., "optimizer": ...}`` per parameter); ``None`` when it holds no parameter's state."""
+    per_param = list(state["optimizer"].values())
+    if not per_param:
+        return None
+    return "scheduler" in per_param[0]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

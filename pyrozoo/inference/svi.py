@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from pyro.poutine.util import site_is_subsample
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
-from pyrozoo.inference.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from pyrozoo.inference.checkpoint import (
+    changed_settings,
+    load_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    uses_scheduler,
+)
 from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import (
     check_likelihood_sites,
@@ -117,6 +124,47 @@ def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: lis
     return {n: torch.stack(v).unsqueeze(0) for n, v in draws.items()}
 
 
+def _scalar_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The plain values (numbers, strings, booleans, ``None``) of ``kwargs``; tensors and other objects left out."""
+    return {k: v for k, v in dict(kwargs or {}).items() if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    """Refuse to resume from ``state`` (read from ``path``) with ``settings`` that would change the trajectory the
+    checkpoint has taken, naming each changed setting with its old and new value.
+
+    ``num_steps`` may grow (or shrink down to the steps already taken) when the learning rate is constant; with
+    ``lr_decay != 1`` the decay per step, ``lr_decay ** (1 / num_steps)``, depends on it, so it must match. A
+    checkpoint written before settings were stored is accepted with a warning, unless its optimizer state is of the
+    other kind (with or without a schedule) than the one asked, which could not be loaded."""
+    stored = dict(state.get("extra", {})).get("settings")
+    if stored is None:
+        scheduled = settings["optimizer"] == "adam" and settings["lr_decay"] != 1.0
+        found = uses_scheduler(state)
+        if found is not None and found != scheduled:
+            have, want = ("a", "no") if found else ("no", "a")
+            raise PyrozooError(f"resume: checkpoint {path} holds the state of an optimizer with {have} learning-rate "
+                               f"schedule, but optimizer={settings['optimizer']!r} lr_decay={settings['lr_decay']!r} "
+                               f"asks for one with {want} schedule; resume with the lr_decay of the run that wrote "
+                               f"it, or start a new run")
+        warnings.warn(f"resume: checkpoint {path} stores no run settings (written by an older pyrozoo); resuming "
+                      f"without checking that seed, elbo, lr and the other settings match the run that wrote it",
+                      UserWarning, stacklevel=4)  # past run_svi and keeps_caller_state
+        return
+    changes = changed_settings(stored, settings, skip=("num_steps",))
+    done = int(state["step"])
+    old_steps, new_steps = stored.get("num_steps"), settings["num_steps"]
+    if settings["lr_decay"] != 1.0 and old_steps != new_steps:
+        changes.append(f"num_steps {old_steps!r} -> {new_steps!r} (with lr_decay != 1 the learning rate decays by "
+                       f"lr_decay ** (1 / num_steps) per step, so num_steps fixes the schedule)")
+    elif new_steps < done:
+        changes.append(f"num_steps {old_steps!r} -> {new_steps!r} (fewer than the {done} steps already taken)")
+    if changes:
+        raise PyrozooError(f"resume: checkpoint {path} was written with other settings than these: "
+                           f"{'; '.join(changes)}; resume with the checkpoint's values or start a new run "
+                           f"(resume=False)")
+
+
 def _kwargs_device(model_kwargs: Mapping[str, Any]) -> torch.device:
     for v in model_kwargs.values():
         if isinstance(v, torch.Tensor):
@@ -160,7 +208,11 @@ def run_svi(
     ``subsample_size`` scale the likelihood by N / batch.
 
     ``checkpoint``: a file written every ``checkpoint_every`` steps (and at the end) holding param store, optimizer
-    and RNG state; ``resume=True`` continues from it, giving the same parameters as an uninterrupted run.
+    and RNG state, and the settings that decide the trajectory; ``resume=True`` continues from it, giving the same
+    parameters as an uninterrupted run. A resume that would change the trajectory (another seed, elbo, lr, ...; see
+    :func:`check_resume`) is refused before any work, naming each changed setting; ``num_steps`` may grow while
+    ``lr_decay == 1``. A run stopped early on a plateau (``early_stop_window`` steps against the window before,
+    checked before each step) stays stopped when resumed.
     ``callback(step, loss)`` is called after every step (raise from it to stop). ``train_kwargs`` are passed to
     model and guide during the optimization steps only, e.g. ``{"subsample_size": 256}`` for a model whose data
     plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
@@ -177,6 +229,19 @@ def run_svi(
         raise PyrozooError("resume: needs a checkpoint path")
     if resume and not Path(checkpoint).exists():
         raise PyrozooError(f"checkpoint: {checkpoint} does not exist, nothing to resume")
+    # the settings that decide the trajectory, stored in every checkpoint and compared on resume
+    settings: dict[str, Any] = {
+        "seed": seed, "elbo": elbo, "num_particles": num_particles, "optimizer": optimizer, "lr": lr,
+        "lr_decay": lr_decay, "clip_norm": clip_norm if optimizer == "clipped_adam" else None,
+        "early_stop_window": early_stop_window,
+        "early_stop_rel_tol": early_stop_rel_tol if early_stop_window else None,
+        "train_kwargs": _scalar_kwargs(train_kwargs), "num_steps": num_steps,
+    }
+    state: dict[str, Any] | None = None
+    if resume:
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        state = load_checkpoint(checkpoint)
+        check_resume(checkpoint, state, settings)
 
     set_seed(seed)
     proto = trace_model(model, model_kwargs)
@@ -196,8 +261,7 @@ def run_svi(
     check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
     losses: list[float] = []
     start_step = 0
-    if resume:
-        state = load_checkpoint(checkpoint)
+    if state is not None:
         start_step, losses = int(state["step"]), list(state["losses"])
         device = device or _kwargs_device(model_kwargs)
         restore_checkpoint(state, optim, device)
@@ -211,6 +275,9 @@ def run_svi(
     last_step: int | None = start_step - 1 if start_step > 0 else None
     try:
         for step in range(start_step, num_steps):
+            # checked before stepping, so that a run resumed from the checkpoint of a stopped run stops too
+            if early_stop_window and loss_plateau(losses, early_stop_window, early_stop_rel_tol):
+                break
             try:
                 loss = svi.step(**step_kwargs)
             except ValueError as exc:  # the step before broke a parameter (the first one only meets the data)
@@ -229,15 +296,14 @@ def run_svi(
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4g}")
             if checkpoint is not None and (step + 1) % checkpoint_every == 0:
-                save_checkpoint(checkpoint, step=step + 1, optimizer=optim, losses=losses)
+                save_checkpoint(checkpoint, step=step + 1, optimizer=optim, losses=losses,
+                                extra={"settings": settings})
             if callback is not None:
                 callback(step + 1, loss)
-            if early_stop_window and loss_plateau(losses, early_stop_window, early_stop_rel_tol):
-                break
     finally:
         bar.close()
     if checkpoint is not None:
-        save_checkpoint(checkpoint, step=len(losses), optimizer=optim, losses=losses)
+        save_checkpoint(checkpoint, step=len(losses), optimizer=optim, losses=losses, extra={"settings": settings})
     fit_time = time.perf_counter() - t0
 
     names = latent_sites(proto)

@@ -225,3 +225,91 @@ def test_an_enumerated_latent_is_not_asked_of_the_guide():
     res = run_svi(enum_model, guide, {"x": X}, elbo="enum", num_steps=3, progress=False, num_samples=4,
                   log_likelihood_fn=loglik)
     assert set(res.posterior) == {"p", "loc"}
+
+
+# ------------------------------------------------------------------ resume: settings stored and compared
+FIT = dict(num_steps=40, lr=0.05, seed=3, progress=False, num_samples=5, checkpoint_every=20)
+
+
+def _checkpointed(tmp_path, **kw):
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, **{**FIT, **kw})
+    pyro.clear_param_store()
+    return ckpt
+
+
+def test_a_resume_with_changed_settings_is_refused_naming_each(tmp_path):
+    """A QA pass resumed a meanfield, lr 0.1, 4-particle, seed-3 run as trace, lr 0.5, 1 particle, seed 99 and
+    got no complaint; now each changed setting is named with its old and new value, before any step."""
+    ckpt = _checkpointed(tmp_path, elbo="meanfield", num_particles=4, lr=0.1)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"^resume: checkpoint .* other settings.*: seed 3 -> 99; elbo 'meanfield' "
+                                           r"-> 'trace'; num_particles 4 -> 1; lr 0.1 -> 0.5; resume with"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True,
+                **{**FIT, "seed": 99, "lr": 0.5, "num_steps": 100}, callback=lambda s, loss: steps.append(s))
+    assert steps == []
+
+
+def test_a_resume_with_another_schedule_is_refused_not_a_torch_key_error(tmp_path):
+    """Written with lr_decay=0.01 (an ExponentialLR scheduler), resumed with the default constant rate: this used to
+    be torch's KeyError: 'param_groups' from inside the first step."""
+    ckpt = _checkpointed(tmp_path, lr_decay=0.01)
+    with pytest.raises(PyrozooError, match=r"lr_decay 0\.01 -> 1\.0"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **FIT)
+
+
+def test_num_steps_may_grow_only_with_a_constant_rate(tmp_path):
+    """With lr_decay=1 more steps extend the run exactly as a longer uninterrupted run; with a decaying rate
+    num_steps fixes the decay per step, so a change is refused; fewer steps than taken is refused too."""
+    full = run_svi(model, AutoNormal(model), {"x": X}, **{**FIT, "num_steps": 70})
+    pyro.clear_param_store()
+    ckpt = _checkpointed(tmp_path)
+    longer = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 70})
+    assert len(longer.fit_stats["loss"]) == 70
+    for name, value in full.params.items():
+        assert torch.equal(longer.params[name], value), name
+    pyro.clear_param_store()
+    with pytest.raises(PyrozooError, match=r"num_steps 70 -> 50 \(fewer than the 70 steps already taken\)"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50})
+    decayed = _checkpointed(tmp_path / "d", lr_decay=0.1)
+    with pytest.raises(PyrozooError, match=r"num_steps 40 -> 80 \(with lr_decay != 1"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=decayed, resume=True,
+                **{**FIT, "lr_decay": 0.1, "num_steps": 80})
+
+
+def test_a_checkpoint_without_settings_resumes_with_a_warning(tmp_path):
+    """Checkpoints written before settings were stored are accepted with a warning (nothing to compare); one whose
+    optimizer state is of the other kind than asked (scheduled or not) is refused before any step."""
+    import torch as _torch
+
+    ckpt = _checkpointed(tmp_path)
+    state = _torch.load(ckpt, weights_only=False)
+    state["extra"] = {}
+    _torch.save(state, ckpt)
+    with pytest.warns(UserWarning, match="stores no run settings"):
+        res = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50})
+    assert len(res.fit_stats["loss"]) == 50
+    pyro.clear_param_store()
+    state = _torch.load(ckpt, weights_only=False)
+    state["extra"] = {}
+    _torch.save(state, ckpt)
+    with pytest.raises(PyrozooError, match=r"optimizer with no learning-rate schedule, but optimizer='adam' "
+                                           r"lr_decay=0\.1 asks for one with a schedule"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "lr_decay": 0.1})
+
+
+def test_resuming_an_early_stopped_run_takes_no_step(tmp_path):
+    """The plateau is checked before each step, so a run resumed from the checkpoint of a run that stopped stops
+    at once: same loss count, bit-identical parameters (it used to take one more step)."""
+    kw = dict(num_steps=2000, lr=0.05, seed=3, progress=False, num_samples=5, early_stop_window=20,
+              early_stop_rel_tol=1e-2)
+    full = run_svi(model, AutoNormal(model), {"x": X}, **kw)
+    assert len(full.fit_stats["loss"]) < 2000
+    pyro.clear_param_store()
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, **kw)
+    pyro.clear_param_store()
+    resumed = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **kw)
+    assert len(resumed.fit_stats["loss"]) == len(full.fit_stats["loss"])
+    for name, value in full.params.items():
+        assert torch.equal(resumed.params[name], value), name
