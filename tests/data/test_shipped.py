@@ -1,5 +1,7 @@
 """Reading a user's CSV file (``--data``): problems in the file are one clear error before any model work."""
 
+import re
+
 import pytest
 
 from pyrozoo import registry
@@ -40,3 +42,53 @@ def test_every_data_file_reader_rejects_a_repeated_header(tmp_path, model):
     options = {"normal-gamma": {"column": "x1"}, "regime-scm": {"graph": "x1->t->y"}}.get(model, {})
     with pytest.raises(PyrozooError, match=r"repeated column name\(s\) in its header row: 'y'"):
         registry.get(model).from_file(str(path), 0, **options)
+
+
+@pytest.mark.parametrize("header,rows,fields,names", ids=["decimal-comma", "two-extra", "trailing-comma"], argvalues=[
+    ("weight", "1,5\n2,25\n3,75\n2,5\n", 2, "1 column"),  # decimal commas: 1,5 read as the 5s, exit 0
+    ("y,x", "1,5,2,1\n2,25,3,4\n3,75,1,9\n2,5,4,2\n", 4, "2 columns"),  # y was read from the third field
+    ("y,t,x1,x2", ROWS.replace("\n", ",\n"), 5, "4 columns"),  # a trailing comma on the data rows, not the header
+])
+def test_rows_with_more_fields_than_the_header_are_rejected(tmp_path, header, rows, fields, names):
+    """pandas takes the extra leading fields as the row index and reads every column shifted by one or more places,
+    without a trace (read_table never looked at the index)."""
+    path = tmp_path / "shift.csv"
+    path.write_text(header + "\n" + rows)
+    with pytest.raises(PyrozooError, match=rf"^data: .*shift\.csv has rows of {fields} fields but its header row names "
+                                           rf"{names} \(a decimal comma, or a trailing delimiter\?\)"):
+        read_table(str(path))
+
+
+def test_a_trailing_delimiter_on_the_header_too_is_a_blank_column_not_a_shift(tmp_path):
+    path = tmp_path / "trail.csv"
+    path.write_text("y,x,\n1,5,\n2,25,\n")
+    df = read_table(str(path))
+    assert list(df.columns) == ["y", "x", "Unnamed: 2"] and df["y"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("model,options", [
+    ("normal-gamma", {"column": "y"}),
+    ("spike-slab", {"outcome": "y"}),
+    ("bnn", {"outcome": "y"}),
+    ("plce", {}),
+    ("effect-curve", {}),
+    ("regime-scm", {"graph": "x1->t->y"}),
+    ("agnostic", {"target": "g", "protected": "x1"}),
+])
+def test_every_data_file_reader_rejects_rows_longer_than_the_header(tmp_path, model, options):
+    """Every --data reader goes through read_table; a trailing comma on each data row made plce fit theta 0.68
+    instead of 1.62 and normal-gamma fit column t for -o column=y."""
+    path = tmp_path / "trailing.csv"
+    path.write_text("y,t,x1,g\n" + ROWS.replace("\n", ",\n"))
+    with pytest.raises(PyrozooError, match=r"has rows of 5 fields but its header row names 4 columns"):
+        registry.get(model).from_file(str(path), 0, **options)
+
+
+@pytest.mark.parametrize("sep,kind,shown", [(";", "semicolon", "';'"), ("\t", "tab", "'\\t'")])
+def test_a_one_column_file_gets_the_delimiter_it_holds_as_the_hint(tmp_path, sep, kind, shown):
+    """The hint said sep=';' for a tab-separated file too."""
+    path = tmp_path / "other.csv"
+    path.write_text(f"y{sep}t\n1{sep}2\n3{sep}4\n")
+    with pytest.raises(PyrozooError, match=rf"looks {kind}-separated \(convert it, e\.g\. pandas\.read_csv\(path, "
+                                           rf"sep={re.escape(shown)}\)"):
+        read_table(str(path))
