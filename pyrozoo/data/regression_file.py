@@ -80,10 +80,11 @@ def refuse_constant(source: str, values: Mapping[str, np.ndarray], *,
 
 
 def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
-                         min_rows: int = MIN_ROWS) -> tuple[pd.DataFrame, np.ndarray]:
+                         min_rows: int = MIN_ROWS, rows_why: str = "") -> tuple[pd.DataFrame, np.ndarray]:
     """The features X (a float DataFrame whose columns are the feature names, in file order or as listed) and the
     outcome y (float array) of a user's CSV; raises a :class:`PyrozooError` naming the column (and data row) for
-    an unknown column, text, a missing or non-finite value, a constant column, or fewer than ``min_rows`` rows."""
+    an unknown column, text, a missing or non-finite value, a constant column, or fewer than ``min_rows`` rows
+    (``rows_why`` says why that many, e.g. a test split taken from them)."""
     source = f"data {path}"
     if not isinstance(outcome, str) or not outcome.strip():
         raise PyrozooError(f"outcome: expected the name of the outcome column of {path} (-o outcome=COLUMN), got "
@@ -95,7 +96,8 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
     check_columns_exist(source, list(df.columns), {"outcome": [outcome], "features": named})
     cols = feature_columns(df, source, named=named, others={outcome: "outcome"})
     if len(df) < min_rows:
-        raise PyrozooError(f"{source}: expected at least {min_rows} data rows, got {len(df)}")
+        why = f" ({rows_why})" if rows_why else ""
+        raise PyrozooError(f"{source}: expected at least {min_rows} data rows{why}, got {len(df)}")
     y = numeric_column(df, outcome, source=source)
     X = pd.DataFrame({c: numeric_column(df, c, source=source) for c in cols})
     refuse_constant(source, {outcome: y, **{c: X[c].to_numpy() for c in cols}})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pyrozoo.data.shipped import load_rdataset
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import (
     check_choice,
@@ -26,6 +27,7 @@ from pyrozoo.validation import (
 )
 
 UCI_TARGETS = {"boston": "medv", "concrete": "compressive_strength"}
+TRAIN_ROWS = 4  # the fewest rows a model fitted on a split's training part accepts (check_regression_data)
 
 
 def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -61,7 +63,21 @@ class RegressionSplit:
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work."""
-    return check_xy(X, y, min_rows=4)
+    return check_xy(X, y, min_rows=TRAIN_ROWS)
+
+
+def n_test_rows(n: int, test_fraction: float) -> int:
+    """How many of ``n`` rows :func:`split_regression` holds out for testing: max(1, round(test_fraction * n))."""
+    return max(1, int(round(test_fraction * n)))
+
+
+def min_split_rows(test_fraction: float) -> int:
+    """The fewest rows :func:`split_regression` splits into a test part and :data:`TRAIN_ROWS` training rows."""
+    check_probability("test_fraction", test_fraction, open_interval=True)
+    n = TRAIN_ROWS + 1
+    while n - n_test_rows(n, test_fraction) < TRAIN_ROWS:
+        n += 1
+    return n
 
 
 def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0.1,
@@ -77,7 +93,10 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     check_int("split", split)
     check_probability("test_fraction", test_fraction, open_interval=True)
     n = X.shape[0]
-    n_test = max(1, int(round(test_fraction * n)))
+    n_test = n_test_rows(n, test_fraction)
+    if n - n_test < TRAIN_ROWS:  # the model's own check then named X with a shape the caller never passed
+        raise PyrozooError(f"X: expected at least {min_split_rows(test_fraction)} rows, so that {TRAIN_ROWS} are left "
+                           f"to train on after test_fraction={test_fraction:g} holds out {n_test} for testing; got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split)))
     test, train = perm[:n_test], perm[n_test:]
     x_mean, x_std = X[train].mean(0), X[train].std(0)

@@ -43,7 +43,15 @@ from pyro.nn import PyroModule, PyroSample
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file
-from pyrozoo.data.uci import RegressionSplit, check_regression_data, split_regression, uci_split
+from pyrozoo.data.uci import (
+    TRAIN_ROWS,
+    RegressionSplit,
+    check_regression_data,
+    min_split_rows,
+    n_test_rows,
+    split_regression,
+    uci_split,
+)
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.collapsed import (
     MAX_COLLAPSED,
@@ -716,7 +724,9 @@ def bnn_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), split and standardized as boston and
     concrete are (split number ``split``, not the run's seed); the columns label the ``feature`` axis."""
-    X, y = read_regression_file(path, outcome=outcome, features=features, min_rows=4)
+    need = min_split_rows(test_fraction)  # the test rows come out of the file's rows: a model needs 4 besides
+    why = f"{TRAIN_ROWS} to train on and {n_test_rows(need, test_fraction)} to test, test_fraction={test_fraction:g}"
+    X, y = read_regression_file(path, outcome=outcome, features=features, min_rows=need, rows_why=why)
     return make_bnn_dataset(split_regression(X, y, split=split, test_fraction=test_fraction), name=Path(path).stem,
                             hidden=hidden, depth=depth, prior_scale=prior_scale)
 

@@ -48,3 +48,17 @@ def test_split_resolves_device_before_any_work():
     if not torch.cuda.is_available():
         with pytest.raises(PyrozooError, match=r"^device: 'cuda' was asked for but CUDA is not available"):
             split_regression(X, y, device="cuda")
+
+
+@pytest.mark.parametrize("n,test_fraction,need", [(4, 0.1, 5), (7, 0.5, 8), (35, 0.9, 36)])
+def test_a_split_leaving_too_few_training_rows_says_so(n, test_fraction, need):
+    """4 rows split 90/10 left 3 to train on, and the fit then refused an X of shape (3, d) the caller never gave."""
+    from pyrozoo.data.uci import min_split_rows
+
+    X, y = np.random.default_rng(0).normal(size=(n, 2)), np.linspace(0.0, 1.0, n)
+    assert min_split_rows(test_fraction) == need
+    with pytest.raises(PyrozooError, match=rf"^X: expected at least {need} rows, so that 4 are left to train on after "
+                                           rf"test_fraction={test_fraction} holds out \d+ for testing; got {n}$"):
+        split_regression(X, y, test_fraction=test_fraction)
+    X, y = np.random.default_rng(0).normal(size=(need, 2)), np.linspace(0.0, 1.0, need)
+    assert split_regression(X, y, test_fraction=test_fraction).X_train.shape[0] == 4

@@ -650,3 +650,23 @@ def test_a_shipped_dataset_s_split_labels_the_rows_of_the_full_table():
     torch.testing.assert_close(data.inputs["X"][:3].double(),
                                torch.as_tensor((X[data.meta["rows"][:3]] - X[perm[n_test:]].mean(0))
                                                / X[perm[n_test:]].std(0, ddof=1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,test_fraction,need,held", [(4, 0.1, 5, 1), (7, 0.5, 8, 4)])
+def test_a_data_file_too_short_for_the_split_names_the_file_and_the_split(tmp_path, rows, test_fraction, need, held):
+    """A 4-row file passed the reader's minimum of 4, then the test row came out of it and training failed with
+    "X: expected ... at least 4 rows ..., got shape (3, 5)", naming neither the file nor the split."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "short.csv"
+    pd.DataFrame({"y": rng.normal(size=rows), "a": rng.normal(size=rows)}).to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=rf"^data .*short\.csv: expected at least {need} data rows \(4 to train on "
+                                           rf"and {held} to test, test_fraction={test_fraction}\), got {rows}$"):
+        registry.get("bnn").from_file(str(path), 0, outcome="y", test_fraction=test_fraction)
+    path.write_text(path.read_text() + "0.5,0.25\n")  # one row more is enough
+    assert registry.get("bnn").from_file(str(path), 0, outcome="y", test_fraction=test_fraction).inputs["X"].shape[0] \
+        == 4
