@@ -270,6 +270,12 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     for c in cols:  # an inf, by column and data row as for y and t (not as an index into the dummy-coded matrix)
         if pd.api.types.is_numeric_dtype(df[c]):
             numeric_column(df, c, source=source)
+    # text too: its one level gave no dummy, yet was listed; one row is left to the estimator's too-few-rows error
+    constant = [c for c in cols if df[c].nunique() < 2] if len(df) > 1 else []
+    if constant:
+        spelled = (COLUMN_FLAGS if flags is None else flags).get("controls", "-o controls=a,b")
+        raise PyrozooError(f"{source}: control column(s) {', '.join(map(repr, constant))} are constant (the fit has "
+                           f"its own intercept: nothing to adjust for); leave them out of the controls ({spelled})")
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
     g = None
     if groups:

@@ -725,7 +725,7 @@ def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, caps
     cases = {
         "missing_category": (base.assign(site=base["site"].where(np.arange(n) != 6)), [],
                              "'site' have missing values (first: 'site' at data row 7)"),
-        "constant": (base.assign(const=1.0), [], "X: column(s) ['const'] are constant"),
+        "constant": (base.assign(const=1.0), [], "constant.csv: control column(s) 'const' are constant"),
         "one_row": (base.head(1), [], "y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows (2 per "
                                       "fold), got 1;"),
         "inf": (base.assign(x1=np.where(np.arange(n) == 5, np.inf, base["x1"])), [],

@@ -97,3 +97,23 @@ def test_refit_without_a_selecting_learner_is_refused_before_any_data(tmp_path, 
     assert main(["run", "--config", str(cfg), "--out", str(out)]) == 2
     assert "would have no effect" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [cfg]  # no run directory, not even a temporary one
+
+
+@pytest.mark.parametrize("model", ["plce", "effect-curve"])
+@pytest.mark.parametrize("value", [1.0, "same"], ids=["numeric", "text"])
+def test_a_constant_control_in_a_data_file_is_refused_naming_the_file_and_option(tmp_path, model, value):
+    """A constant numeric control failed as "X: column(s) ['c'] are constant; remove them" (no file, no option); a
+    constant text control gave no dummy column yet was listed under the run's controls."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "const.csv"
+    pd.DataFrame({"y": rng.normal(size=40), "t": rng.normal(size=40), "x1": rng.normal(size=40), "c": value}).to_csv(
+        path, index=False)
+    for controls in ("", "x1,c"):
+        with pytest.raises(PyrozooError, match=r"^data .*const\.csv: control column\(s\) 'c' are constant \(.*\); "
+                                               r"leave them out of the controls \((--controls, or )?-o controls=a,b"):
+            registry.get(model).from_file(str(path), 0, controls=controls)
