@@ -43,13 +43,13 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
         check_float_dtype("dtype", dtype)
     text = [] if isinstance(value, torch.Tensor) else text_items(value)  # np.array(["1"], float) reads text
     if text:
-        raise PyrozooError(f"{name}: expected a numeric array, got text values (e.g. {text[0]!r}); convert the "
+        where = ""
+        if _is_pandas(value) and value.ndim == 2:  # a DataFrame: name the first column holding text
+            column = next(c for c, col in value.items() if text_items(col))
+            where, text = f" in column {str(column)!r}", text_items(value[column])
+        raise PyrozooError(f"{name}: expected a numeric array, got text values{where} (e.g. {text[0]!r}); convert the "
                            f"data to numbers first")
-    missing = _pandas_missing(value)  # pd.NA in a nullable DataFrame column cannot even become a float
-    if missing is not None:
-        count, first = missing
-        raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at {first}); "
-                           f"drop or impute them first")
+    check_pandas_missing(name, value)  # pd.NA in a nullable DataFrame column cannot even become a float
     check_real_dtype(name, _dtype_of(value))  # float64 conversion would keep only the real part
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.array(value, dtype=np.float64))
@@ -76,14 +76,25 @@ def _pandas_missing(value: Any) -> tuple[int, str] | None:
     if not missing.any():
         return None
     first = np.argwhere(missing)[0]
-    where = f"row {value.index[first[0]]!r}"
+    where = f"row {_plain_label(value.index[first[0]])!r}"
     if missing.ndim == 2:
         where += f", column {value.columns[first[1]]!r}"
     return int(missing.sum()), where
 
 
-def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
-    """Raise if ``value`` holds NaN or inf, saying how many and where the first one is."""
+def check_pandas_missing(name: str, value: Any) -> None:
+    """Raise if ``value`` is a pandas Series or DataFrame with missing entries (pd.NA, NaN, None), saying how many
+    and where the first is, by its labels (``row 3, column 'x1'``); other input passes."""
+    missing = _pandas_missing(value)
+    if missing is not None:
+        count, first = missing
+        raise PyrozooError(f"{name}: expected no missing values, found {count} (pd.NA or NaN, the first at {first}); "
+                           f"drop or impute them first")
+
+
+def check_finite(name: str, value: torch.Tensor | np.ndarray, *, labels: Any = None) -> None:
+    """Raise if ``value`` holds NaN or inf, saying how many and where the first one is: by index, or by row label
+    and column name when ``labels`` is the pandas Series or DataFrame ``value`` was converted from."""
     arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     if not np.issubdtype(arr.dtype, np.number):
         raise PyrozooError(f"{name}: expected numbers, got dtype {arr.dtype}")
@@ -91,9 +102,19 @@ def check_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         kind = "NaN" if np.isnan(arr[first]) else "inf"
+        where = f"index {first}"
+        if _is_pandas(labels) and len(labels) == arr.shape[0] and arr.ndim in (1, 2):
+            where = f"row {_plain_label(labels.index[first[0]])!r}"
+            if labels.ndim == 2 and arr.ndim == 2 and labels.shape[1] == arr.shape[1]:
+                where += f", column {str(labels.columns[first[1]])!r}"
         raise PyrozooError(
-            f"{name}: expected finite values, found {int(bad.sum())} non-finite ({kind} at index {first})"
+            f"{name}: expected finite values, found {int(bad.sum())} non-finite ({kind} at {where})"
         )
+
+
+def _plain_label(label: Any) -> Any:
+    """A pandas label as a plain Python value (``3``, not ``np.int64(3)``, in messages)."""
+    return label.item() if isinstance(label, np.generic) else label
 
 
 def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dtype: torch.dtype = torch.float64,
@@ -104,6 +125,7 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
     categorical columns are refused, even integer ones (:func:`check_numeric_columns`: labels, not amounts)."""
     check_same_index(**{x_name: X, y_name: y})  # rows are paired by position: pandas labels must agree
     check_pandas_numeric(X, y, x_name=x_name, y_name=y_name)
+    X_in, y_in = X, y
     X = as_tensor(x_name, X, dtype=dtype)
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)
@@ -111,13 +133,13 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
         rows = "one row" if min_rows == 1 else f"{min_rows} rows"
         raise PyrozooError(f"{x_name}: expected a 2-D array (rows, features) with at least {rows} and one column, "
                            f"got shape {tuple(X.shape)}")
-    check_finite(x_name, X)
+    check_finite(x_name, X, labels=X_in)
     if y is not None:
         y = as_tensor(y_name, y, dtype=dtype, device=X.device)
         if y.shape != (X.shape[0],):
             raise PyrozooError(f"{y_name}: expected shape ({X.shape[0]},) (one value per row of {x_name}), got "
                                f"{tuple(y.shape)}")
-        check_finite(y_name, y)
+        check_finite(y_name, y, labels=y_in)
     return X, y
 
 

@@ -313,3 +313,35 @@ def test_parse_names_reads_text_or_a_list_and_empty_names_none(value, names):
 def test_parse_names_refuses_empty_items_repeats_and_other_types(value, match):
     with pytest.raises(PyrozooError, match=match):
         parse_names("features", value)
+
+
+def _frame():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"x1": rng.normal(size=6), "x2": rng.normal(size=6)}, index=[f"r{i}" for i in range(6)])
+
+
+def test_text_in_a_dataframe_is_named_by_its_column():
+    """make_agnostic_data and blr's make_dataset said "got text values (e.g. 't')", naming no column."""
+    from pyrozoo.validation import as_tensor
+
+    with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values in column 's' \(e\.g\. "
+                                           r"'t'\)"):
+        as_tensor("x", _frame().assign(s="t"))
+    with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values \(e\.g\. 't'\)"):
+        as_tensor("x", np.array([["t", "1"]]))  # no columns to name
+
+
+def test_check_finite_names_pandas_labels_when_given():
+    """PLCE and EffectCurve gave "NaN at index (3, 0)" where the other estimators named row and column."""
+    from pyrozoo.validation import check_finite
+
+    X = _frame()
+    X.iloc[3, 1] = np.inf
+    with pytest.raises(PyrozooError, match=r"\(inf at row 'r3', column 'x2'\)$"):
+        check_finite("X", X.to_numpy(), labels=X)
+    with pytest.raises(PyrozooError, match=r"\(inf at row 'r3'\)$"):
+        check_finite("y", X["x2"].to_numpy(), labels=X["x2"])
+    with pytest.raises(PyrozooError, match=r"\(inf at index \(3, 1\)\)$"):
+        check_finite("X", X.to_numpy())

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_numeric_columns, check_unique
+from pyrozoo.validation import check_finite, check_numeric_columns, check_pandas_missing, check_unique
 
 
 def numeric_vector(name: str, v: Any) -> np.ndarray:
@@ -27,7 +27,7 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
     if arr.ndim != 1:
         raise PyrozooError(f"{name}: expected a 1-D vector, got shape {arr.shape}")
-    check_finite(name, arr)
+    check_finite(name, arr, labels=v)  # a pandas v: the first NaN or inf by its row label
     return arr
 
 
@@ -43,6 +43,8 @@ def covariate_matrix(X: Any) -> np.ndarray:
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
     if isinstance(X, pd.DataFrame) and not X.columns.is_unique:
         check_unique("X", _plain(X.columns), what="column", quote=True)
+    check_pandas_missing("X", X)  # by row label and column name, not by position in the converted matrix
+    frame = X
     try:
         X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -52,7 +54,7 @@ def covariate_matrix(X: Any) -> np.ndarray:
         X = X[:, None]
     if X.ndim != 2 or X.shape[1] == 0:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
-    check_finite("X", X)
+    check_finite("X", X, labels=frame)
     return X
 
 

@@ -31,6 +31,7 @@ from pyrozoo.validation import (
     check_pandas_numeric,
     check_positive,
     check_same_index,
+    feature_names,
 )
 
 
@@ -111,6 +112,7 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
         device = resolve_device(device)
     check_pandas_numeric(X, y)
     check_same_index(X=X, y=y)
+    names = feature_names(X)  # a DataFrame's columns name the constant ones below
     Xt = as_tensor("X", X, dtype=dtype)
     if Xt.dim() != 2:
         raise PyrozooError(f"X: expected a 2-D array (n, p), got shape {tuple(Xt.shape)}")
@@ -119,7 +121,7 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
         raise PyrozooError("X: expected at least one column (p >= 1), got p = 0")
     if n < 2:
         raise PyrozooError(f"X: expected at least 2 rows, got {n}")
-    check_finite("X", Xt)
+    check_finite("X", Xt, labels=X)
     yt = as_tensor("y", y, dtype=dtype)
     if yt.dim() == 2 and yt.shape[1] == 1:
         yt = yt[:, 0]
@@ -127,10 +129,11 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
         raise PyrozooError(f"y: expected a 1-D array of length n = {n}, got shape {tuple(yt.shape)}")
     if yt.shape[0] != n:
         raise PyrozooError(f"y: expected length n = {n} (rows of X), got length {yt.shape[0]}")
-    check_finite("y", yt)
+    check_finite("y", yt, labels=y)
     sd = Xt.std(dim=0)
     scale = Xt.abs().amax(dim=0).clamp(min=1.0)
     const = (sd <= 1e-10 * scale).nonzero().flatten().tolist()
+    const = const if names is None else [str(names[j]) for j in const]
     if const:
         raise PyrozooError(
             f"X: column(s) {const[:10]}{' ...' if len(const) > 10 else ''} are constant; "

@@ -3,6 +3,8 @@ pandas covariates are matched to the fitted names."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,3 +86,21 @@ def test_covariate_matrix_refuses_repeated_column_names(columns, listed):
         covariate_matrix(X)
     X.columns = list(range(len(columns)))
     assert covariate_matrix(X).shape == (3, len(columns))  # unique names pass
+
+
+@pytest.mark.parametrize("bad,where", [(np.nan, "the first at row 3, column 'x1'"), (np.inf, "at row 3, column 'x1'")])
+def test_a_dataframe_s_nan_or_inf_is_named_by_row_and_column(bad, where):
+    """PLCE().fit and EffectCurve().fit said "NaN at index (3, 0)", a position in the converted matrix."""
+    from pyrozoo.causal import PLCE, EffectCurve
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x1": rng.normal(size=40), "x2": rng.normal(size=40)})
+    X.iloc[3, 0] = bad
+    with pytest.raises(PyrozooError, match=re.escape(where)):
+        covariate_matrix(X)
+    y, t = pd.Series(rng.normal(size=40)), pd.Series(rng.normal(size=40))
+    for est in (PLCE(n_folds=2, n_repeats=1), EffectCurve()):
+        with pytest.raises(PyrozooError, match=re.escape(where)):
+            est.fit(y, t, X)
+    with pytest.raises(PyrozooError, match=r"^y: expected finite values, found 1 non-finite \(\w+ at row 3\)$"):
+        numeric_vector("y", X["x1"])

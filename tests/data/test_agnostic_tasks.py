@@ -112,3 +112,12 @@ def test_cps1985_training_rows_label_the_observation_axes():
     parts = np.concatenate([train, data.meta["split_rows"]["probe"], data.meta["split_rows"]["test"]])
     assert sorted(parts.tolist()) == list(range(534)) and len(train) == data.inputs["x"].shape[0]
     assert data.meta["rows"] == {"target_id": train.tolist(), "protected_id": train.tolist()}
+
+
+def test_a_text_column_of_a_dataframe_is_named():
+    """make_agnostic_data(X.assign(s='t'), ...) said "got text values (e.g. 't')", naming no column."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)}).assign(s="t")
+    y, p = rng.integers(0, 2, 30), rng.choice(["f", "m"], 30)
+    with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values in column 's'"):
+        make_agnostic_data(X, y, p)

@@ -115,6 +115,16 @@ def test_bad_input():
     assert make_dataset(x, y, dtype=torch.float32).inputs["x"].dtype == torch.float32
 
 
+def test_a_text_column_of_a_dataframe_is_named():
+    """make_dataset(X.assign(s='t'), y) said "got text values (e.g. 't')", naming no column."""
+    import pandas as pd
+
+    x, y = _data()
+    frame = pd.DataFrame(x.numpy(), columns=[f"x{j}" for j in range(x.shape[1])]).assign(s="t")
+    with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values in column 's'"):
+        make_dataset(frame, y)
+
+
 @pytest.mark.slow
 def test_nuts_agrees_with_exact_posterior():
     entry = registry.get("blr")

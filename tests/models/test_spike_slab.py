@@ -369,6 +369,19 @@ def test_bad_data_raise_clear_errors(X, y, match):
         SpikeSlabRegression().fit(X, y)
 
 
+def test_a_dataframe_s_constant_or_infinite_column_is_named():
+    """SpikeSlabRegression().fit(X.assign(c=1.0), y) said "column(s) [2] are constant", PLCE "['c']"."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X, y = pd.DataFrame({"a": rng.normal(size=10), "b": rng.normal(size=10)}), np.arange(10.0)
+    with pytest.raises(PyrozooError, match=r"^X: column\(s\) \['c'\] are constant"):
+        SpikeSlabRegression().fit(X.assign(c=1.0), y)
+    with pytest.raises(PyrozooError, match=r"^X: expected finite values, found 1 non-finite \(inf at row 4, "
+                                           r"column 'b'\)"):
+        SpikeSlabRegression().fit(X.assign(b=np.where(np.arange(10) == 4, np.inf, X["b"])), y)
+
+
 def test_bad_prior_raises_before_fitting():
     with pytest.raises(PyrozooError, match="spike_var"):
         SpikeSlabRegression(spike_var=1.0, slab_var=1.0)
