@@ -25,6 +25,7 @@ from pyro.infer.autoguide import init_to_value
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.regression_file import check_columns_exist
 from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
@@ -131,6 +132,8 @@ def read_normal_gamma_file(path: str, seed: int, *, column: str = "", device: An
             raise PyrozooError(f"data: {path} has {df.shape[1]} columns ({', '.join(map(str, df.columns))}); "
                                "pick one with -o column=NAME")
         column = str(df.columns[0])
+    check_columns_exist(f"data {path}", [str(c) for c in df.columns], {"column": [column]},
+                        hints={"column": "-o column=NAME"})
     x = numeric_column(df, column, source=str(path))
     prior = {k: v for k, v in prior.items() if k in PRIOR_DEFAULTS}
     return make_dataset(x, name=f"file:{path}", device=device, **prior)

@@ -41,7 +41,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
-from pyrozoo.data.regression_file import refuse_constant
+from pyrozoo.data.regression_file import check_columns_exist, refuse_constant
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.guides.regime_scm import (
@@ -339,6 +339,8 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
     chosen = parse_columns(columns)
     df = read_table(path)
     source = f"data {path}"
+    check_columns_exist(source, [str(c) for c in df.columns], {"columns": chosen},
+                        hints={"columns": "-o columns=a,b"})
     if not chosen:
         chosen = [str(c) for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) or str(c) in nodes]
     frame = pd.DataFrame({c: numeric_column(df, c, source=source) for c in chosen})

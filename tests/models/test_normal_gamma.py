@@ -286,6 +286,15 @@ def test_a_data_file_whose_squares_overflow_fails_before_the_fit(tmp_path):
         run_model(RunConfig(model="normal-gamma", data=str(path), progress=False), save=False)
 
 
+def test_a_data_file_without_the_column_names_the_option(tmp_path):
+    """-o column=x1 on a file without x1 said "FILE: no column 'x1'; columns are ...", naming no option."""
+    path = tmp_path / "d.csv"
+    path.write_text("y,t\n1,2\n3,4\n5,7\n")
+    with pytest.raises(PyrozooError, match=r"^column: data .*d\.csv has no column\(s\) 'x1' \(given by -o "
+                                           r"column=NAME\); columns are y, t$"):
+        registry.get("normal-gamma").from_file(str(path), 0, column="x1")
+
+
 def test_constant_data_is_a_proper_posterior_for_every_engine():
     """Equal observations (SS = 0) still give a proper posterior, beta | x ~ ... with E[beta] ~ (a + n/2) / b for a
     diffuse mu prior. Quadrature and SVI used to divide by the sample variance (a NaN grid and a zero guide scale)."""

@@ -796,7 +796,8 @@ def test_a_data_file_runs_from_the_cli_and_its_config_reruns(tmp_path, capsys):
     (["-o", "graph=a->b->c, c->a"], r"graph: expected a DAG, found the cycle a -> b -> c -> a"),
     (["-o", "graph=a->b, b->d"], r"columns missing from the graph: 'c'; graph nodes not in the data: 'd'"),
     (["-o", "graph=a->, b->c"], r"graph item 1: expected a column name on each side of '->', got 'a->'"),
-    (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"no column 'q'; columns are a, b, c"),
+    (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"^pyrozoo: error: columns: data .*\.csv has no column\(s\) "
+                                                       r"'q' \(given by -o columns=a,b\); columns are a, b, c"),
     (["-o", "graph=a->b->c", "-o", "n_vars=3"], r"options: n_vars applies only to the simulated data; with a data "
                                                 r"file \(--data\)"),
 ])
