@@ -248,6 +248,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     for c in cols:  # a text column that is mostly numbers is a typo, not categories: do not expand it into dummies
         col = df[c]
         if not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            _refuse_separated_numbers(source, c, col)
             parsed = pd.to_numeric(col, errors="coerce")
             bad = parsed.isna() & col.notna()
             if bad.any() and parsed.notna().sum() > col.notna().sum() / 2:
@@ -283,6 +284,21 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     X = X.astype(float)
     X.attrs["controls"] = list(cols)  # what was adjusted for, as the file names it (the runs record it)
     return y, t, X, g
+
+
+def _refuse_separated_numbers(source: str, name: str, col: pd.Series) -> None:
+    """Raise if the text column ``col`` holds numbers written with thousands separators (``"1,200"``) or decimal
+    commas: every value parses as a number once the commas are dropped. Such a column was dummy-coded as categories
+    (or, with many levels, refused as an identifier), never read as the amounts it holds."""
+    text = col.dropna().astype(str).str.strip()
+    commas = text.str.contains(",", regex=False)
+    if not commas.any() or pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce").isna().any():
+        return
+    grouped = text[commas].str.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?").all()
+    what, read = ("a thousands separator", "thousands=','") if grouped else ("a decimal comma", "decimal=','")
+    raise PyrozooError(f"{source}: control column {name!r} holds numbers written as text ({text[commas].iloc[0]!r}, "
+                       f"{what}), which would be taken as categories; convert it, e.g. pandas.read_csv(path, "
+                       f"{read}).to_csv(new_path, index=False)")
 
 
 def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -117,3 +119,27 @@ def test_a_constant_control_in_a_data_file_is_refused_naming_the_file_and_option
         with pytest.raises(PyrozooError, match=r"^data .*const\.csv: control column\(s\) 'c' are constant \(.*\); "
                                                r"leave them out of the controls \((--controls, or )?-o controls=a,b"):
             registry.get(model).from_file(str(path), 0, controls=controls)
+
+
+@pytest.mark.parametrize("model", ["plce", "effect-curve"])
+@pytest.mark.parametrize("levels,values,read", [
+    (4, ["1,200", "2,500", "900", "13,000"], "thousands=','"),  # 4 levels: silently one-hot coded
+    (40, None, "thousands=','"),  # 40 levels: refused as "like an identifier or a date"
+    (3, ["1,5", "2,25", "3,0"], "decimal=','"),
+], ids=["few", "many", "decimal"])
+def test_numbers_written_with_commas_in_a_text_control_are_refused_with_the_fix(tmp_path, model, levels, values, read):
+    """Thousands separators made a numeric control text, which was dummy-coded as categories (or refused as an
+    identifier); the other entries refuse such a column as not numeric."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    income = [f"{1000 + 37 * i:,}" for i in range(40)] if values is None else [values[i % levels] for i in range(40)]
+    path = tmp_path / "sep.csv"
+    pd.DataFrame({"y": rng.normal(size=40), "t": rng.normal(size=40), "x1": rng.normal(size=40),
+                  "income": income}).to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=rf"^data .*sep\.csv: control column 'income' holds numbers written as text "
+                                           rf"\('{re.escape(income[0])}', .*pandas\.read_csv\(path, {read}\)"):
+        registry.get(model).from_file(str(path), 0)
