@@ -19,6 +19,7 @@ Real data (Boston, Concrete) are standardized (inputs and response) and get a le
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from pyrozoo.validation import (
     check_keys,
     check_positive,
     check_shape,
+    real_array,
 )
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
@@ -57,11 +59,12 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
     """The Pyro model; ``x`` is the (N, D) design (intercept column included), ``y=None`` gives the prior predictive.
     ``noise > 0`` fixes the noise sd (no ``tau`` site); ``noise == 0`` puts a Gamma(a0, b0) prior on the precision.
     The prior is checked first (:func:`check_prior`: a negative ``noise`` is an error, not the unknown-noise model),
-    by plain comparisons when every value is a Python number (this runs at every step)."""
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               and (v >= 0 if k == "noise" else v > 0)
+    by plain comparisons on the host for Python and NumPy numbers (this runs at every step); a tensor passes
+    unchecked (reading a CUDA value would sync), though ``noise``'s value still picks the model's branch."""
+    if not all(isinstance(v, torch.Tensor) or (_host_number(v) and math.isfinite(v)
+                                               and (v >= 0 if k == "noise" else v > 0))
                for k, v in (("prior_scale", prior_scale), ("a0", a0), ("b0", b0), ("noise", noise))):
-        check_prior(prior_scale, a0, b0, noise)  # the slow path: raises naming the argument (or accepts a tensor)
+        check_prior(prior_scale, a0, b0, noise)  # the slow path: raises naming the argument
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise PyrozooError(f"x: expected a 2-D (N, D) tensor (the design, intercept column included), got {got}")
@@ -70,7 +73,7 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
     if noise > 0:
         tau = torch.tensor(float(noise) ** -2, **opts)
     else:
-        tau = pyro.sample("tau", dist.Gamma(torch.tensor(float(a0), **opts), torch.tensor(float(b0), **opts)))
+        tau = pyro.sample("tau", dist.Gamma(torch.as_tensor(a0, **opts), torch.as_tensor(b0, **opts)))
     with pyro.plate("feature", d):
         w = pyro.sample("w", dist.Normal(torch.zeros((), **opts), prior_scale * tau.rsqrt()))
     with pyro.plate("obs_id", n):
@@ -82,8 +85,15 @@ def check_prior(prior_scale: float, a0: float, b0: float, noise: float) -> None:
     check_positive("prior_scale", prior_scale)
     check_positive("a0", a0)
     check_positive("b0", b0)
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-        raise PyrozooError(f"noise: expected a number >= 0 (0 = unknown, Gamma prior on the precision), got {noise!r}")
+    want = "a number >= 0 (0 = unknown, Gamma prior on the precision)"
+    arr = real_array("noise", noise, want=want)  # a Python or NumPy number, or a 0-d tensor
+    if arr.ndim != 0 or not math.isfinite(float(arr)) or float(arr) < 0:
+        raise PyrozooError(f"noise: expected {want}, got {noise!r}")
+
+
+def _host_number(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy real number (not a bool), which can be checked without torch."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass

@@ -199,6 +199,44 @@ def test_the_model_refuses_a_negative_noise():
     assert "tau" not in poutine.trace(blr_model).get_trace(x, noise=0.5).nodes
 
 
+@pytest.mark.parametrize("noise", [torch.tensor(0.5), torch.tensor(0.5, dtype=torch.float64), np.float32(0.5),
+                                   np.float64(0.5), np.int64(1), 1])
+def test_the_model_takes_a_tensor_or_numpy_noise(noise):
+    """Review: the model's prior check took only int/float and refused noise=torch.tensor(0.5), np.float32(0.5) and
+    np.int64(1) (all worked before the check); they give the known-noise model again."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.blr import blr_model
+
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    trace = poutine.trace(blr_model).get_trace(x, noise=noise)
+    assert "tau" not in trace.nodes and trace.nodes["y"]["value"].shape == (6,)
+
+
+@pytest.mark.parametrize("noise", [np.float32(-0.5), np.int64(-1), "0.5", True, float("nan")])
+def test_the_model_refuses_a_negative_numpy_noise(noise):
+    """NumPy scalars are checked on the host like Python numbers: a negative one, text, a bool or NaN is refused."""
+    from pyrozoo.models.blr import blr_model
+
+    with pytest.raises(PyrozooError, match=r"^noise: expected a number >= 0"):
+        blr_model(torch.randn(6, 2), noise=noise)
+
+
+def test_the_model_does_not_read_tensor_hyperparameters():
+    """A tensor prior_scale / a0 / b0 passes the check unread (a CUDA one would sync): a meta tensor, whose value
+    cannot be read, gets through the check to the model's sites (distribution validation off: it reads values)."""
+    import pyro
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.blr import blr_model
+
+    meta = torch.tensor(1.0, device="meta")
+    x = torch.randn(6, 2, device="meta")
+    with pyro.validation_enabled(False):
+        trace = poutine.trace(blr_model).get_trace(x, prior_scale=meta, a0=meta, b0=meta)
+    assert trace.nodes["y"]["value"].device.type == "meta"
+
+
 @pytest.mark.parametrize("scale", [1e-4, 1e4])
 def test_in_sample_rmse_is_in_the_units_of_y(scale, tmp_path):
     """--data standardizes y; rmse_in_sample is mapped back with meta["y_scale"], so scaling y by c scales it by c
