@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import numbers
 import pkgutil
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +57,9 @@ class ZooModel:
       before it is published;
     * ``list_options``: number options that may also be given as a list (one value per input column);
     * ``text_options``: options whose values are always text (column names): ``-o outcome=true`` keeps the text;
+    * ``float_options``: options whose values are floats though their default is not a float (``None`` for a value
+      derived from the data); with the options whose default is a float (:meth:`float_option_names`), a sweep
+      spells their integers as floats (``lam = 1`` and ``1.0``: one value, one run directory);
     * ``data_options``: option -> the data sources that read it (``"simulator"``, ``"file"`` for ``--data``, or a
       shipped dataset's name). Unlisted options are model options that apply whatever the data. A listed option
       given with another source is an error, since the run would ignore it (``n`` with ``--dataset boston``),
@@ -87,6 +91,7 @@ class ZooModel:
     list_options: tuple[str, ...] = ()
     data_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     text_options: tuple[str, ...] = ()
+    float_options: tuple[str, ...] = ()
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inference_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     check_options: Callable[[RunConfig], None] | None = None
@@ -110,7 +115,7 @@ class ZooModel:
         # and a slip in ``settings`` makes config.toml drop settings that ran (and the CLI say they did not apply)
         self._names(f"inferences of {self.name}", self.inferences, None, "inference", empty=False)
         options = tuple(self.options)
-        for field_name in ("list_options", "text_options"):
+        for field_name in ("list_options", "text_options", "float_options"):
             self._names(f"{field_name} of {self.name}", getattr(self, field_name), options, "option")
         sources = ("simulator", *(("file",) if self.from_file is not None else ()), *self.datasets)
         for field_name, keys, key_kind, values, value_kind, empty in (
@@ -174,6 +179,11 @@ class ZooModel:
         if family and self.check_options is not None:
             self.check_options(config)
         return config
+
+    def float_option_names(self) -> frozenset[str]:
+        """The options whose values are floats: those with a float default, and ``float_options``."""
+        return frozenset(k for k, v in self.options.items() if k in self.float_options
+                         or (isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral)))
 
     def unread_settings(self, inference: str) -> tuple[str, ...]:
         """The engine settings (:data:`SETTINGS`) that ``inference`` does not read."""

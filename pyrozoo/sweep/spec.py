@@ -38,7 +38,7 @@ import itertools
 import numbers
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -151,10 +151,6 @@ def _slug(value: Any) -> str:
 FLOAT_SETTINGS = ("lr",)
 
 
-def _is_float_default(default: Any) -> bool:
-    return isinstance(default, numbers.Real) and not isinstance(default, numbers.Integral)
-
-
 def _as_float(value: Any) -> Any:
     """An integer (not a bool) as a float, a list of them element-wise; anything else unchanged."""
     if isinstance(value, list):
@@ -164,15 +160,15 @@ def _as_float(value: Any) -> Any:
     return value
 
 
-def normalise_floats(config: Mapping[str, Any], option_defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with the integers given for float settings made floats (``mu_true = 1`` -> ``1.0``), as integral
+def normalise_floats(config: Mapping[str, Any], float_options: Collection[str]) -> dict[str, Any]:
+    """``config`` with the integers given for float settings and ``float_options`` (an entry's
+    :meth:`~pyrozoo.registry.ZooModel.float_option_names`) made floats (``mu_true = 1`` -> ``1.0``), as integral
     floats for integer settings are made integers by the checks: one value, one spelling, one run directory."""
     out = dict(config)
     for key in FLOAT_SETTINGS:
         if key in out:
             out[key] = _as_float(out[key])
-    out["options"] = {k: _as_float(v) if _is_float_default(option_defaults.get(k)) else v
-                      for k, v in config.get("options", {}).items()}
+    out["options"] = {k: _as_float(v) if k in float_options else v for k, v in config.get("options", {}).items()}
     return out
 
 
@@ -188,7 +184,7 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return dict(config)
     kept = entry.without_unread_settings({k: v for k, v in config.items() if v is not None},
                                          config.get("inference") or entry.inferences[0])
-    out = normalise_floats(kept, entry.options)
+    out = normalise_floats(kept, entry.float_option_names())
     data = out.get("data")
     if isinstance(data, str) and data.strip():
         out["data"] = os.path.normpath(os.path.abspath(os.path.expanduser(data)))
@@ -203,13 +199,12 @@ def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any], written_dat
 
 
 def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any],
-                  option_defaults: Mapping[str, Any]) -> tuple[str, ...]:
+                  float_options: Collection[str]) -> tuple[str, ...]:
     """The names this cell's run directory had before float settings were normalised: a float axis value that is
     a whole number was named as the sweep file wrote it (``mu_true=1`` for 1, ``mu_true=1.0`` for 1.0), so each
     such axis may read either way (every combination for up to 4 such axes, else all of them as integers)."""
     whole = [k for k, v in axes.items() if isinstance(v, float) and v.is_integer()
-             and (k in FLOAT_SETTINGS or (k.startswith("options.")
-                                          and _is_float_default(option_defaults.get(k.removeprefix("options.")))))]
+             and (k in FLOAT_SETTINGS or (k.startswith("options.") and k.removeprefix("options.") in float_options))]
     if not whole:
         return ()
     subsets = ([c for r in range(1, len(whole) + 1) for c in itertools.combinations(whole, r)] if len(whole) <= 4
@@ -413,12 +408,13 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                             f"out) instead of a grid axis")
                     raise PyrozooError(f"{where}: {model}'s {inf} does not read {k}, so the grid axis "
                                        f"{k} = {axes[k]!r} {harm}")
-                full = normalise_floats(run_cfg.to_dict(), entry.options)
+                full = normalise_floats(run_cfg.to_dict(), entry.float_option_names())
                 # name the cell after the values the run will use (n = 30.0 is checked into 30, mu_true = 1 into
                 # 1.0), so that a later sweep file that writes 30 or 1.0 finds the same run directory
                 used = _axis_values(full, chosen, written_data)
                 key = cell_key(label, full, used)
-                cells.append(Cell(key, full, used, earlier_keys=_earlier_keys(label, full, used, entry.options)))
+                earlier = _earlier_keys(label, full, used, entry.float_option_names())
+                cells.append(Cell(key, full, used, earlier_keys=earlier))
         if refused:
             _refuse_combinations(where, model, refused, block_cells, verdicts)
 

@@ -1,5 +1,7 @@
 """The sweep file: expansion into cells, and every kind of bad input rejected before anything runs."""
 
+import dataclasses
+
 import pytest
 
 from pyrozoo.cli import main
@@ -224,6 +226,33 @@ def test_float_options_are_named_and_stored_as_floats_however_written():
     assert all(type(c.config["options"]["mu_true"]) is float for c in fixed.cells)
     # integer options stay integers, text options text
     assert type(fixed.cells[0].config["options"]["n"]) is int
+
+
+def test_a_float_option_with_a_none_default_is_named_as_a_float():
+    """Review: spike-slab's lam defaults to None (the sample variance of y with --data), so its type no longer came
+    from the default and lam = 1 named `em_lam=1_seed0` beside `em_lam=1.0_seed0` for 1.0, two run directories for
+    one value; the entry's float_options declares it a float."""
+    def cells(lam):
+        spec = parse_spec({"sweep": {"name": "g", "out": "o"},
+                           "models": [{"name": "spike-slab", "grid": {"inference": ["em"], "options": {"lam": lam}}}]})
+        return spec.cells
+
+    as_ints, as_floats = cells([1, 2]), cells([1.0, 2.0])
+    assert [c.key for c in as_ints] == [c.key for c in as_floats] == ["spike-slab/em_lam=1.0_seed0",
+                                                                      "spike-slab/em_lam=2.0_seed0"]
+    assert all(type(c.config["options"]["lam"]) is float for c in as_ints)
+    assert as_ints[0].earlier_keys == ("spike-slab/em_lam=1_seed0",)  # the name it had: its runs are found again
+
+
+def test_float_options_must_name_options():
+    """An entry's float_options are checked like its text_options: a misspelt name is an error naming the field."""
+    from pyrozoo import registry
+
+    entry = registry.get("spike-slab")
+    assert "lam" in entry.float_option_names() and "rho" in entry.float_option_names()
+    assert "n" not in entry.float_option_names()
+    with pytest.raises(PyrozooError, match=r"float_options of spike-slab: unknown option\(s\) 'lamb'"):
+        dataclasses.replace(entry, float_options=("lamb",))
 
 
 def test_relative_data_path_is_read_from_the_sweep_files_directory(tmp_path, monkeypatch):
