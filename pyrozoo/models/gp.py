@@ -103,17 +103,35 @@ def check_new_inputs(Xnew: Any, ref: torch.Tensor, names: Any = None, *,
 
 
 def check_hyper(lengthscale: Any, variance: Any, noise: Any, input_dim: int, *, allow_zero_noise: bool = True) -> None:
-    """lengthscale > 0 (scalar or one per input column), variance > 0, noise >= 0 (> 0 unless allowed)."""
-    ls = real_array("lengthscale", lengthscale, want="a finite value > 0")  # no strings ("1.0") or bools
-    if ls.ndim > 1 or (ls.ndim == 1 and ls.shape[0] not in (1, input_dim)):
-        raise PyrozooError(f"lengthscale: expected a scalar or {input_dim} values (one per input column), "
-                           f"got shape {ls.shape}")
-    check_positive("lengthscale", ls)
-    check_positive("variance", variance)
-    want = "a finite variance >= 0" if allow_zero_noise else "a finite variance > 0"
-    nz = real_array("noise", noise, want=want).reshape(-1)
-    if nz.size != 1 or not math.isfinite(nz[0]) or nz[0] < 0 or (nz[0] == 0 and not allow_zero_noise):
-        raise PyrozooError(f"noise: expected {want}, got {noise!r}")
+    """lengthscale > 0 (scalar or one per input column), variance > 0, noise >= 0 (> 0 unless allowed); variance
+    and noise one value each (:func:`check_hyper_value`)."""
+    check_hyper_value("lengthscale", lengthscale, input_dim)
+    check_hyper_value("variance", variance, input_dim)
+    check_hyper_value("noise", noise, input_dim, allow_zero=allow_zero_noise)
+
+
+def _check_hyper_shape(name: str, shape: tuple[int, ...], input_dim: int) -> None:
+    """lengthscale a scalar, (1,) or (input_dim,); variance and noise one value. Under a jit trace X's width is a
+    traced value: the lengthscale's length is then left to the kernel (comparing would read the trace back)."""
+    if name == "lengthscale":
+        if len(shape) > 1 or (len(shape) == 1 and shape[0] != 1 and not torch.jit.is_tracing()
+                              and shape[0] != input_dim):
+            raise PyrozooError(f"lengthscale: expected a scalar or {input_dim} values (one per input column), "
+                               f"got shape {shape}")
+    elif math.prod(shape) != 1:
+        what = "the signal variance" if name == "variance" else "the noise variance"
+        raise PyrozooError(f"{name}: expected one value ({what}), got shape {shape}")
+
+
+def check_hyper_value(name: str, value: Any, input_dim: int, *, allow_zero: bool = False, hint: str = "") -> None:
+    """Check one hyperparameter (``name`` in :data:`HYPER`) on the host: its shape (:func:`_check_hyper_shape`) and
+    values finite and > 0 (>= 0 with ``allow_zero``). Python and NumPy numbers and lists are compared without
+    torch; a tensor is read back (callers pass only CPU tensors where a sync matters). ``hint`` ends the message."""
+    want = ("a finite variance" if name == "noise" else "a finite value") + (" >= 0" if allow_zero else " > 0")
+    arr = real_array(name, value, want=want)  # no strings ("1.0"), bools or None
+    _check_hyper_shape(name, arr.shape, input_dim)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or (not allow_zero and np.any(arr == 0)):
+        raise PyrozooError(f"{name}: expected {want}{hint}, got {value!r}")
 
 
 def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
@@ -243,32 +261,19 @@ def _model_inputs(X: Any, y: Any) -> tuple[int, int]:
 
 
 def _held_hyper(name: str, value: Any, d: int, opts: dict[str, Any], *, allow_zero: bool = False) -> torch.Tensor:
-    """A hyperparameter without a prior as a tensor: lengthscale a scalar, (1,) or (d,); variance and noise one
-    value (shape ()). Values are checked (> 0; noise >= 0 with ``allow_zero``) when they are Python numbers or CPU
-    tensors outside a jit trace: reading an accelerator's tensor back would sync the device at every call."""
-    want = f"{name}: expected a number, a list of numbers or a tensor, got"
-    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
-        raise PyrozooError(f"{want} {value!r}")
-    try:
-        t = torch.as_tensor(value, **opts)
-    except (TypeError, ValueError, RuntimeError):
-        raise PyrozooError(f"{want} {value!r}") from None
-    if name == "lengthscale":
-        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, d)):
-            raise PyrozooError(f"lengthscale: expected a scalar or {d} values (one per column of X), got shape "
-                               f"{tuple(t.shape)}")
-    elif t.numel() != 1:
-        raise PyrozooError(f"{name}: expected one value, got shape {tuple(t.shape)}")
+    """A hyperparameter without a prior as a tensor on ``opts``' dtype and device: lengthscale a scalar, (1,) or
+    (d,); variance and noise one value (shape ()). Python and NumPy values are checked on the host before they
+    become a tensor (:func:`check_hyper_value`); a tensor's shape is checked, its values only on the CPU outside a
+    jit trace: reading an accelerator's tensor back would sync the device at every call."""
+    hint = " (gp_model needs a density for y: use exact_posterior for noise 0)" if name == "noise" else ""
+    if isinstance(value, torch.Tensor):
+        _check_hyper_shape(name, tuple(value.shape), d)
+        if value.device.type == "cpu" and not torch.jit.is_tracing():
+            check_hyper_value(name, value.detach(), d, allow_zero=allow_zero, hint=hint)
     else:
-        t = t.reshape(())
-    if not isinstance(value, torch.Tensor) or (t.device.type == "cpu" and not torch.jit.is_tracing()):
-        v = t.detach()
-        bad = ~torch.isfinite(v) | (v < 0 if allow_zero else v <= 0)
-        if bool(bad.any()):
-            want = ">= 0" if allow_zero else "> 0"
-            hint = " (gp_model needs a density for y: use exact_posterior for noise 0)" if name == "noise" else ""
-            raise PyrozooError(f"{name}: expected a finite value {want}{hint}, got {value!r}")
-    return t
+        check_hyper_value(name, value, d, allow_zero=allow_zero, hint=hint)
+    t = torch.as_tensor(value, **opts)
+    return t if name == "lengthscale" else t.reshape(())
 
 
 def _model_hyper(X: torch.Tensor, priors: dict[str, tuple[float, float]], given: dict[str, Any], ard: bool, *,

@@ -761,12 +761,12 @@ def test_collapsed_model_without_priors_holds_the_given_values():
     ({"X": torch.randn(5, dtype=DT)}, r"X: expected a 2-D \(N, D\) floating tensor, got shape \(5,\)"),
     ({"X": torch.ones(5, 2, dtype=torch.long)}, r"X: expected a 2-D .* got shape \(5, 2\) of dtype torch.int64"),
     ({"y": torch.zeros(4, dtype=DT)}, r"y: expected a tensor of shape \(5,\) .* got shape \(4,\)"),
-    ({"noise": -0.1}, r"noise: expected a finite value"),
+    ({"noise": -0.1}, r"noise: expected a finite variance"),
     ({"variance": 0.0}, r"variance: expected a finite value > 0, got 0.0"),
-    ({"variance": torch.ones(2, dtype=DT)}, r"variance: expected one value, got shape \(2,\)"),
+    ({"variance": torch.ones(2, dtype=DT)}, r"variance: expected one value \(the signal variance\), got shape \(2,\)"),
     ({"lengthscale": [1.0, 2.0, 3.0]}, r"lengthscale: expected a scalar or 2 values .* got shape \(3,\)"),
     ({"lengthscale": float("nan")}, r"lengthscale: expected a finite value > 0"),
-    ({"lengthscale": "1.0"}, r"lengthscale: expected a number, a list of numbers or a tensor, got '1.0'"),
+    ({"lengthscale": "1.0"}, r"lengthscale: expected a finite value > 0, got the string '1.0'"),
     ({"priors": {"lenghtscale": (0.0, 1.0)}}, r"priors: unknown key"),
     ({"priors": {"noise": (0.0, -1.0)}}, r"priors: 'noise' expected a LogNormal"),
 ])
@@ -784,11 +784,48 @@ def test_gp_model_refuses_zero_noise_but_the_collapsed_model_takes_it():
     from pyrozoo.models.gp import gp_collapsed_model, gp_model
 
     X = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(PyrozooError, match=r"^noise: expected a finite value > 0 \(gp_model .* exact_posterior"):
+    with pytest.raises(PyrozooError, match=r"^noise: expected a finite variance > 0 \(gp_model .* exact_posterior"):
         gp_model(X, noise=0.0)
-    with pytest.raises(PyrozooError, match=r"^noise: expected a finite value > 0"):
+    with pytest.raises(PyrozooError, match=r"^noise: expected a finite variance > 0"):
         gp_model(X, noise=torch.tensor(0.0, dtype=DT))
     assert gp_collapsed_model(X, noise=0.0).shape == (5,)
+
+
+def test_held_hyperparameters_are_checked_on_the_host():
+    """Review: _held_hyper moved Python numbers to X's device and then read the check back (bool(bad.any())), a
+    device sync per gp_model / gp_collapsed_model call on CUDA. Python and NumPy values are now checked before they
+    become tensors: with a meta-device X (whose values cannot be read) the held values are built, a bad Python value
+    is still refused, and a meta-device tensor is used unread (its shape is checked)."""
+    from pyrozoo.models.gp import _model_hyper
+
+    X = torch.empty(5, 2, dtype=DT, device="meta")
+    given = {"lengthscale": [0.5, np.float64(2.0)], "variance": np.float32(1.5), "noise": 0.1}
+    out = _model_hyper(X, {}, given, True, allow_zero_noise=False)
+    assert out["lengthscale"].shape == (2,) and out["variance"].shape == () and out["noise"].device.type == "meta"
+    meta = torch.tensor(0.1, dtype=DT, device="meta")
+    held = _model_hyper(X, {}, {**given, "noise": meta}, True, allow_zero_noise=False)["noise"]
+    assert held.device.type == "meta" and held.shape == ()
+    with pytest.raises(PyrozooError, match=r"^variance: expected a finite value > 0, got -1.0"):
+        _model_hyper(X, {}, {**given, "variance": -1.0}, True, allow_zero_noise=False)
+    with pytest.raises(PyrozooError, match=r"^noise: expected one value \(the noise variance\), got shape \(2,\)"):
+        _model_hyper(X, {}, {**given, "noise": torch.ones(2, dtype=DT, device="meta")}, True, allow_zero_noise=True)
+
+
+@pytest.mark.parametrize("name", ["gp_model", "gp_collapsed_model"])
+def test_held_hyperparameters_are_not_read_under_jit_trace(name):
+    """Under torch.jit.trace the check of Python hyperparameters gave TracerWarnings (a traced bool read back in
+    gp.py); now none comes from gp.py's checks (the Cholesky's retry and Pyro's own validation still read values)."""
+    import warnings
+
+    X = torch.randn(6, 2, dtype=DT, generator=torch.Generator().manual_seed(1))
+    model = _models()[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.trace(lambda x: model(x, None, lengthscale=[0.7, 1.1], variance=1.3, noise=0.2), (X,),
+                        check_trace=False)
+    reads = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning) and w.filename.endswith("gp.py")
+             and "Python boolean" in str(w.message)]
+    assert reads == []
 
 
 def test_nuts_with_a_prior_on_some_hyperparameters_holds_the_others():
