@@ -194,9 +194,16 @@ def align_global_draws(value: torch.Tensor, event_ndim: int) -> torch.Tensor:
     ``pyro.plate(..., dim=-2)``): batch ``(S, 1)``, the 1 standing for the data plate; it is dropped. The one of
     ``Predictive(parallel=True)`` (and :func:`_reshape_for_plate`), which pads draws to ``max_plate_nesting`` dims
     *counting event dims*, so a site with at least as many event dims as the model has plates comes as
-    ``(S, *event)``: kept as is. Either way ``B' = (S,)``; no batch dims: unchanged."""
-    lead = value.dim() - event_ndim - 1  # the data plate's dim, if value has batch dims
-    return value.squeeze(lead) if lead >= 0 and value.shape[lead] == 1 else value
+    ``(S, *event)``: kept as is. Either way ``B' = (S,)``; no batch dims: unchanged. Only a singleton with a batch
+    dim to its left is the data plate's: one draw in the second layout, ``(1, *event)``, keeps its draw axis.
+
+    ``event_ndim`` must be >= 1: a scalar site's draws ``(S, 1)`` cannot be told from ``(S,)`` draws lined up with
+    the data plate, and already broadcast against it as they are (use them unchanged)."""
+    if event_ndim < 1:
+        raise PyrozooError(f"event_ndim: expected >= 1 (a global site with event dims), got {event_ndim}; a scalar "
+                           f"site's draws (S, 1) already broadcast against the data plate")
+    lead = value.dim() - event_ndim - 1  # the data plate's dim, when value has a draw dim left of it
+    return value.squeeze(lead) if lead >= 1 and value.shape[lead] == 1 else value
 
 
 def _vectorized_trace(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.predictive import (
     align_global_draws,
     latent_sites,
@@ -237,6 +239,15 @@ def test_align_global_draws_drops_only_the_data_plates_singleton():
     assert align_global_draws(w, 2) is w
     one = w[0]
     assert align_global_draws(one, 2) is one
-    s = torch.randn(4, 1)  # a scalar site under a plate at dim -2
-    assert torch.equal(align_global_draws(s, 0), s[:, 0])
     assert align_global_draws(torch.randn(2, 1, 3), 1).shape == (2, 3)  # event (3,): the 1 is the plate's
+
+
+def test_align_global_draws_keeps_a_single_draw_and_refuses_scalar_sites():
+    """Review: one draw in the (S, *event) layout, (1, *event), lost its draw axis (the 1 was taken for the data
+    plate's), and a scalar site's (S, 1) became (S,), which pairs draw s with row s when S == N. Only a singleton
+    with a draw dim to its left is dropped now; event_ndim 0 is refused."""
+    w = torch.randn(1, 2, 3)
+    assert align_global_draws(w, 2) is w
+    assert align_global_draws(w.unsqueeze(1), 2).shape == (1, 2, 3)  # (S=1, 1, *event): the plate's 1 goes
+    with pytest.raises(PyrozooError, match=r"^event_ndim: expected >= 1"):
+        align_global_draws(torch.randn(4, 1), 0)

@@ -670,3 +670,13 @@ def test_a_data_file_too_short_for_the_split_names_the_file_and_the_split(tmp_pa
     path.write_text(path.read_text() + "0.5,0.25\n")  # one row more is enough
     assert registry.get("bnn").from_file(str(path), 0, outcome="y", test_fraction=test_fraction).inputs["X"].shape[0] \
         == 4
+
+
+@pytest.mark.parametrize("num", [1, 2])
+def test_bnn_model_keeps_the_draw_axis_of_stacked_draws(num):
+    """bnn_model conditioned on stacked weight draws (S, *shape) returns y (S, N) for S = 1 too (it gave (N,))."""
+    from pyrozoo.models.bnn import MLPLayout, bnn_model
+
+    X = torch.randn(5, 3)
+    draws = {k: torch.randn(num, *shape) for k, shape in MLPLayout(3, 4, 1).sites.items()}
+    assert poutine.condition(bnn_model, draws)(X, hidden=4).shape == (num, 5)
