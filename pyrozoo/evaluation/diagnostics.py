@@ -73,8 +73,9 @@ def selected_variables(idata: az.InferenceData, var_names: str | list[str] | Non
     if unknown:
         raise PyrozooError(f"var: no posterior variable(s) {', '.join(unknown)}; the posterior has "
                            f"{', '.join(have)}")
-    excluded = {v.removeprefix("~") for v in names if v not in have}
-    if excluded and len(excluded) < len(names):  # ArviZ would drop the plain names without a word
+    excluding = [v for v in names if v not in have]  # the ~names, repeats counted (["~a", "~a"] is no mix)
+    excluded = {v.removeprefix("~") for v in excluding}
+    if excluding and len(excluding) < len(names):  # ArviZ would drop the plain names without a word
         raise PyrozooError(f"var: expected either names to include or ~names to exclude, got both: "
                            f"{', '.join(names)}")
     picked = [v for v in have if v not in excluded] if excluded else list(dict.fromkeys(names))

@@ -310,3 +310,17 @@ def test_min_ess_names_an_unknown_variable_like_summary():
     with pytest.raises(PyrozooError, match=r"^var: no posterior variable\(s\) nope; the posterior has mu"):
         min_ess(idata, ["nope"])
     assert min_ess(idata, "mu") == pytest.approx(float(az.ess(idata, method="bulk")["mu"]))
+
+
+def test_a_repeated_exclusion_is_not_a_mix():
+    """Review: var_names=["~a", "~a"] raised "got both" (the set of excluded names was counted against the list);
+    a repeated ~name excludes it once, like a repeated name includes it once."""
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.evaluation.diagnostics import selected_variables
+
+    rng = np.random.default_rng(8)
+    idata = az.from_dict(posterior={"a": rng.normal(size=(2, 20)), "b": rng.normal(size=(2, 20))})
+    assert selected_variables(idata, ["~a", "~a"]) == ["b"]
+    assert selected_variables(idata, ["b", "b"]) == ["b"]
+    with pytest.raises(PyrozooError, match="got both"):
+        selected_variables(idata, ["~a", "~a", "b"])
