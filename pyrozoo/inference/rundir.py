@@ -29,6 +29,13 @@ from pyrozoo.validation import check_path
 RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
 
 
+def missing_run_files(path: str | os.PathLike) -> list[str]:
+    """The files of :data:`RUN_FILES` that ``path`` lacks (all of them when it is not a directory); ``[]``: a
+    complete run directory."""
+    path = Path(path)
+    return [f for f in RUN_FILES if not (path / f).is_file()]
+
+
 def is_run_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a directory holding a run (its ``config.toml`` and ``idata.nc``)."""
     path = Path(path)
@@ -168,9 +175,9 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_file():
         raise PyrozooError(f"run: {path} is a file; expected the run directory that holds it "
                            f"({', '.join(RUN_FILES)}): pass {path.parent}")
-    missing = [f for f in RUN_FILES if not (path / f).is_file()]
-    if not path.is_dir() or missing:
-        raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing) or 'all'})")
+    missing = missing_run_files(path)
+    if missing:
+        raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing)})")
     readers = {
         "config.toml": lambda f: tomllib.loads(f.read_text()),
         "idata.nc": lambda f: az.from_netcdf(str(f), engine="h5netcdf"),

@@ -40,7 +40,7 @@ import pandas as pd
 
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import RUN_FILES
+from pyrozoo.inference.rundir import missing_run_files
 from pyrozoo.registry import SETTINGS
 from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
 from pyrozoo.sweep.spec import canonical_config
@@ -153,7 +153,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     for marker in sorted(root.rglob("metrics.json")):
         run = marker.parent
         rel = run.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not all((run / f).is_file() for f in RUN_FILES):
+        if any(part.startswith(".") for part in rel.parts) or missing_run_files(run):
             continue  # temporaries of runs in progress, incomplete directories
         owner = _owner(run, sweeps)
         base = {"run": _run_name(root, run), "label": _label(owner[1])}
@@ -705,7 +705,7 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
             raise PyrozooError(f"metric: unknown metric(s) {', '.join(unknown)}; known: "
                                f"{', '.join(metric_columns(table)) or '(none)'}")
     if out is None:
-        if all((Path(root) / f).is_file() for f in RUN_FILES):
+        if not missing_run_files(root):
             holder = Path(root).absolute().parent
             raise PyrozooError(f"out: {root} is itself a run directory and the report would be written inside it; "
                                f"pass --out DIR, or report the directory that holds it ({holder})")

@@ -35,7 +35,7 @@ import tomli_w
 
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import RUN_FILES, replaced_atomically, stale_temp_siblings
+from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
 from pyrozoo.sweep.spec import Cell, SweepSpec, canonical_config
 
 FAILED_SUFFIX = ".failed"
@@ -93,7 +93,7 @@ def failed_path(root: Path, cell: Cell) -> Path:
 
 def is_complete(path: Path) -> bool:
     """A finished run directory: every file of :data:`pyrozoo.inference.rundir.RUN_FILES` is there."""
-    return path.is_dir() and all((path / f).is_file() for f in RUN_FILES)
+    return not missing_run_files(path)
 
 
 def cell_status(root: Path, cell: Cell) -> str:
@@ -132,7 +132,7 @@ def _broken(path: Path) -> str | None:
     damaged config.toml or metrics.json), in words; ``None`` if it can."""
     if not path.is_dir():
         return "not a directory"
-    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    missing = missing_run_files(path)
     if missing:
         return f"incomplete: no {' or '.join(missing)}"
     try:

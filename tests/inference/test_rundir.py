@@ -33,3 +33,25 @@ def test_a_parent_that_cannot_hold_it_names_the_argument(tmp_path):
     with pytest.raises(PyrozooError, match=r"^sweep out: cannot create .*file/x/run"), \
             replaced_atomically(blocker / "x" / "run", what="sweep out"):
         pass
+
+
+def test_missing_run_files_is_the_one_completeness_check(tmp_path):
+    """Review: the sweep runner's resume check, is_complete, the report and load_run each listed RUN_FILES' missing
+    files themselves; missing_run_files is the one check they share, and they agree on it."""
+    from pyrozoo.inference.rundir import RUN_FILES, load_run, missing_run_files
+    from pyrozoo.sweep.runner import _broken, is_complete
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert missing_run_files(run) == list(RUN_FILES) and missing_run_files(tmp_path / "absent") == list(RUN_FILES)
+    for name in ("config.toml", "idata.nc"):
+        (run / name).write_text("")
+    assert missing_run_files(run) == ["metrics.json", "params.pt"]
+    assert not is_complete(run) and _broken(run) == "incomplete: no metrics.json or params.pt"
+    with pytest.raises(PyrozooError, match=r"not a complete run directory \(missing metrics.json, params.pt\)"):
+        load_run(run)
+    (run / "metrics.json").write_text("{}")
+    (run / "params.pt").write_text("")
+    assert missing_run_files(run) == [] and is_complete(run) and _broken(run) is None
+    (tmp_path / "file").write_text("")
+    assert missing_run_files(tmp_path / "file") == list(RUN_FILES) and not is_complete(tmp_path / "file")
