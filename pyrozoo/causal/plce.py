@@ -138,9 +138,12 @@ def wls_hc3(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
     Computed on a reparametrized design, so the result is equivariant to the units and offsets of y and of each
     column: X = Xs T^-1 with Xs = sqrt(w) (X - 1 m') D^-1, where m holds the weighted column means when X has a
     constant (intercept) column (m = 0 otherwise, and y is centred the same way) and D the norms of the centred
-    columns; then b = T bs with bs from the SVD Xs = U S V' (singular values below max(n, k) eps S_max dropped, as
-    a pseudo-inverse would), h = rowwise |U|^2 and (Xw'Xw)^+ = T V S^-2 V' T'. Inverting Xw'Xw directly lost all
-    precision once the columns' scales differed (y + 1e8 in the feasible model [1, t, m_hat, g_hat] gave 0).
+    columns; then b = T bs with bs from the SVD Xs = U S V' (singular values below max(n, k) eps S_max dropped),
+    h = rowwise |U|^2 and (Xw'Xw)^+ = T V S^-2 V' T'. Inverting Xw'Xw directly lost all precision once the columns'
+    scales differed (y + 1e8 in the feasible model [1, t, m_hat, g_hat] gave 0). For a rank-deficient design the
+    fitted values and the identified coefficients (estimable combinations) are those of least squares, but bs is
+    the minimum-norm solution on the scaled design, so the unidentified coefficients are in general not those of
+    ``np.linalg.pinv(Xw) @ yw`` (the minimum-norm solution in X's own units).
 
     ``weight_model`` (w = 1 / Z gamma_hat, gamma_hat by least squares; ``w`` must then be exactly 1 / s2, not
     rescaled): stacked estimating equations (Newey & McFadden 1994, sec. 6) add the first-order effect of
