@@ -29,7 +29,9 @@ population the APE averages over). Curves over a grid of t hold x at given value
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,31 @@ from pyrozoo.validation import (
 
 HETEROGENEITY = ("spline", "linear", "none")
 MIN_DISTINCT_TREATMENT = 3
+# the options that act only through the covariates, and on what; without covariates they would have no effect
+COVARIATE_ONLY: dict[str, str] = {
+    "heterogeneity": "the interactions of t with the covariates",
+    "n_knots_x": "the control basis b(x)",
+    "interactions": "the control basis b(x)",
+    "learner": "the nuisances m(x), g(x)",
+    "n_folds": "the nuisances' cross-fitting and, with n_pseudo > 0, the calibration's held-out residuals",
+    "n_repeats": "the nuisances' repeated splits, which leave the final stage the same without them",
+}
+
+
+def covariate_only_options(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """The options of :data:`COVARIATE_ONLY` whose ``values`` differ from ``defaults``: those a fit without
+    covariates would ignore. ``n_folds`` also splits the calibration's held-out residuals, so it counts only with
+    ``n_pseudo=0``; ``interactions`` is compared by its kind (True is "linear")."""
+    names = []
+    for name in COVARIATE_ONLY:
+        if name == "n_folds" and values["n_pseudo"] != 0:
+            continue
+        value, default = values[name], defaults[name]
+        if name == "interactions":
+            value, default = interaction_kind(value), interaction_kind(default)
+        if (value is not None) if default is None else value != default:
+            names.append(name)
+    return names
 
 
 # ------------------------------------------------------------------------------------------- treatment basis
@@ -262,6 +289,8 @@ class EffectCurve:
             X = covariate_matrix(X)
             if X.shape[0] != n:
                 raise PyrozooError(f"X: expected {n} rows like y, got {X.shape[0]}")
+        else:
+            self._refuse_covariate_options()
         if t.shape[0] != n:
             raise PyrozooError(f"t: expected {n} values like y, got {t.shape[0]}")
         check_enough_rows(n, self.n_folds)  # before the checks a single row would fail (constant X, one t value)
@@ -275,6 +304,18 @@ class EffectCurve:
                 f"distinct values); got {distinct.size} ({', '.join(f'{v:g}' for v in distinct)}). For a binary "
                 "treatment use PLCE: pyrozoo.causal.PLCE or `pyrozoo run plce`")
         return y, t, X
+
+    def _refuse_covariate_options(self) -> None:
+        """Raise for options given without covariates that act only through them (:data:`COVARIATE_ONLY`)."""
+        defaults = {k: v.default for k, v in inspect.signature(EffectCurve.__init__).parameters.items()}
+        values = {k: getattr(self, k) for k in (*COVARIATE_ONLY, "n_pseudo")}
+        names = covariate_only_options(values, defaults)
+        if names:
+            it, them = ("it", "it") if len(names) == 1 else ("they", "them")
+            raise PyrozooError(
+                f"{', '.join(names)}: fit got no covariates (X=None), so {it} would have no effect (remove {them}, "
+                f"or pass X): " + "; ".join(f"{k} acts only on {COVARIATE_ONLY[k]} (expected the default "
+                                            f"{defaults[k]!r}, got {values[k]!r})" for k in names))
 
     # ------------------------------------------------------------------ pieces
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
@@ -550,5 +591,5 @@ def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any =
     return ax
 
 
-__all__ = ["EffectCurve", "TreatmentBasis", "cubic_spline_basis", "cubic_spline_derivative", "natural_spline_basis",
-           "natural_spline_derivative", "plot_effect_curve"]
+__all__ = ["COVARIATE_ONLY", "EffectCurve", "TreatmentBasis", "covariate_only_options", "cubic_spline_basis",
+           "cubic_spline_derivative", "natural_spline_basis", "natural_spline_derivative", "plot_effect_curve"]

@@ -17,17 +17,19 @@ band's constants), ``curve.csv``, ``effects.csv`` and ``plots/effect_curve.png``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pyrozoo.causal.effect_curve import EffectCurve
+from pyrozoo.causal.effect_curve import COVARIATE_ONLY, EffectCurve, covariate_only_options
 from pyrozoo.causal.effect_curve_sim import DESIGNS, simulate_effect_curve
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, read_table
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.result import Result
 from pyrozoo.models.plce import frame_to_arrays
@@ -67,6 +69,24 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> EffectCurv
                        device=str(resolve_device(device)))
 
 
+def _spelled(key: str, value: Any) -> str:
+    """``-o key=value`` as the command line writes it (TOML's true/false for booleans)."""
+    return f"-o {key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def check_covariate_options(opts: Mapping[str, Any], source: str) -> None:
+    """Raise for options that act only through the covariates (:data:`~pyrozoo.causal.effect_curve.COVARIATE_ONLY`)
+    given away from their defaults when the data have none (``source``, e.g. ``"-o design=talk"``); called after the
+    data are loaded, before the fit, so that nothing is fitted or written."""
+    names = covariate_only_options(opts, OPTIONS)
+    if names:
+        it, them = ("it", "it") if len(names) == 1 else ("they", "them")
+        raise PyrozooError(
+            f"{', '.join(names)}: {source} has no covariates, so {it} would have no effect (remove {them}): "
+            + "; ".join(f"{k} acts only on {COVARIATE_ONLY[k]} (expected the default {_spelled(k, OPTIONS[k])}, "
+                        f"got {_spelled(k, opts[k])})" for k in names))
+
+
 def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device: Any = "cpu",
                         meta: dict | None = None) -> Dataset:
     """Split 0's final-stage regression as a spike-slab :class:`Dataset` (standardized design, outcome scaled like
@@ -79,7 +99,9 @@ def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device:
 
 
 def _fit_and_pack(name: str, y: Any, t: Any, X: Any, seed: int, device: Any, options: dict[str, Any],
-                  meta: dict | None = None) -> Dataset:
+                  meta: dict | None = None, *, source: str = "the data") -> Dataset:
+    if X is None:
+        check_covariate_options(options, source)
     est = make_estimator(seed, device, **options).fit(y, t, X)
     return final_stage_dataset(est, name=name, device=device, meta=meta)
 
@@ -90,7 +112,7 @@ def simulate_effect_curve_dataset(seed: int, *, device: Any = "cpu", **options: 
     check_choice("design", opts["design"], DESIGNS)
     sim = simulate_effect_curve(seed, opts["design"], n=opts["n"], slope=opts["slope"])
     return _fit_and_pack(f"effect-curve-{opts['design']}", sim.y, sim.t, sim.X, seed, device, opts,
-                         meta={"simulation": sim})
+                         meta={"simulation": sim}, source=f"-o design={opts['design']}")
 
 
 def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> tuple[Any, Any, Any]:
@@ -114,9 +136,11 @@ def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", **optio
     """A user's CSV: ``outcome``, ``treatment`` and ``controls`` (comma-separated; default all other columns, none
     when the file has only the two)."""
     opts = {**OPTIONS, **options}
-    y, t, X = _arrays_from_frame(read_table(path), opts, f"data {path}")
+    source = f"data {path}"
+    y, t, X = _arrays_from_frame(read_table(path), opts, source)
     controls = [] if X is None else X.attrs["controls"]
-    return _fit_and_pack(Path(path).stem, y, t, X, seed, device, opts, meta={"controls": controls})
+    return _fit_and_pack(Path(path).stem, y, t, X, seed, device, opts, meta={"controls": controls},
+                         source=f"{source} (only the outcome and treatment columns)")
 
 
 CPS_CONTROLS = "education,ethnicity,region,gender,occupation,sector,union,married"

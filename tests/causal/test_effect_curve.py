@@ -4,6 +4,7 @@ with a known curve, the zoo entry's tau draws, the CLI, and bad input. Tolerance
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -506,9 +507,10 @@ def test_effects_keep_the_index_of_the_pandas_inputs(named_fit):
     eff = est.effects()
     assert eff.index.equals(y.index)
     np.testing.assert_array_equal(eff["t"], t.to_numpy())
-    fast = {"n_folds": 2, "n_pseudo": 0, "n_knots": 3}
+    fast = {"n_pseudo": 0, "n_knots": 3}  # no n_folds: without X and calibration it would have no effect
     assert EffectCurve(**fast).fit(y, t).effects().index.equals(y.index)  # Series without covariates
-    with_array_y = EffectCurve(learner=ridge(), n_knots_x=3, heterogeneity="linear", **fast).fit(y.to_numpy(), t, X)
+    with_array_y = EffectCurve(learner=ridge(), n_knots_x=3, heterogeneity="linear", n_folds=2,
+                               **fast).fit(y.to_numpy(), t, X)
     assert with_array_y.effects().index.equals(X.index)
     assert EffectCurve(**fast).fit(y.to_numpy(), t.to_numpy()).effects().index.equals(pd.RangeIndex(60))
 
@@ -583,3 +585,68 @@ def test_calibration_folds_leave_out_a_dummy_constant_on_their_training_rows():
     data = load_cps1985(0, n_folds=2, n_pseudo=2)
     est = data.meta["effect_curve"]
     assert np.isfinite(est.heldout_residuals_).all() and est.calibration_ is not None
+
+
+@pytest.mark.parametrize("kwargs,names", [
+    ({"learner": "RIDGE", "n_repeats": 4}, "learner, n_repeats"),
+    ({"n_knots_x": 7, "interactions": False}, "n_knots_x, interactions"),
+    ({"heterogeneity": "linear"}, "heterogeneity"),
+    ({"n_folds": 3, "n_pseudo": 0}, "n_folds"),
+])
+def test_options_that_need_covariates_are_refused_without_them(kwargs, names, monkeypatch):
+    """Without covariates there are no nuisances and no interactions with t: these options were accepted and gave
+    the same fit as their defaults (checked: ape, C, tau and se identical); now an error before any fit."""
+    import pyrozoo.causal.effect_curve as ec
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the fit started before the options were checked")
+
+    monkeypatch.setattr(ec.EffectCurve, "_final_fit", no_work)
+    kwargs = {k: ridge() if v == "RIDGE" else v for k, v in kwargs.items()}
+    rng = np.random.default_rng(0)
+    with pytest.raises(PyrozooError, match=rf"^{names}: fit got no covariates \(X=None\), so (it|they) would have "
+                                           r"no effect \(remove (it|them), or pass X\): .*\(expected the default "):
+        EffectCurve(**kwargs).fit(rng.standard_normal(50), rng.standard_normal(50))
+
+
+def test_options_that_act_without_covariates_are_still_accepted():
+    """n_folds splits the calibration's held-out residuals (n_pseudo > 0), so it still changes the band; and
+    interactions=True is the default "linear" spelled as a bool."""
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal(60)
+    y = t**2 / 2 + rng.standard_normal(60)
+    base = EffectCurve(n_pseudo=2, n_knots=3).fit(y, t)
+    assert EffectCurve(n_pseudo=2, n_knots=3, n_folds=3).fit(y, t).C_ != base.C_
+    assert EffectCurve(n_pseudo=2, n_knots=3, interactions=True).fit(y, t).C_ == base.C_
+
+
+@pytest.mark.parametrize("source", ["talk", "file"])
+def test_cli_refuses_options_that_need_covariates_before_the_fit(tmp_path, capsys, monkeypatch, source):
+    """`pyrozoo run effect-curve -o learner=ridge -o n_knots_x=7 -o interactions=false -o n_repeats=3` on the talk's
+    design (or a file with only y and t) gave the metrics of the run without them, recorded in config.toml as if
+    applied; now refused in the run's spelling after the data are read, before the fit, and nothing is written."""
+    import pyrozoo.causal.effect_curve as ec
+    from pyrozoo.cli import main
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the estimator was fitted")
+
+    monkeypatch.setattr(ec.EffectCurve, "fit", no_fit)
+    args = ["run", "effect-curve", "--no-progress", "--out", str(tmp_path / "run"), "-o", "n_pseudo=2",
+            "-o", "learner=ridge", "-o", "n_knots_x=7", "-o", "interactions=false", "-o", "n_repeats=3"]
+    if source == "file":
+        d = simulate_effect_curve(0, "talk", n=60)
+        pd.DataFrame({"y": d.y, "t": d.t}).to_csv(tmp_path / "d.csv", index=False)
+        args += ["--data", str(tmp_path / "d.csv")]
+        where = r"data .*d\.csv \(only the outcome and treatment columns\)"
+    else:
+        args += ["-o", "n=60"]
+        where = "-o design=talk"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"error: n_knots_x, interactions, learner, n_repeats: {where} has no covariates, so they would "
+                     r"have no effect \(remove them\): n_knots_x acts only on the control basis b\(x\) \(expected the "
+                     r"default -o n_knots_x=5, got -o n_knots_x=7\); interactions .* got -o interactions=false\); "
+                     r"learner .*\(expected the default -o learner=spike_slab, got -o learner=ridge\); n_repeats .*"
+                     r"got -o n_repeats=3\)$", err.strip()), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["d.csv"] if source == "file" else [])
