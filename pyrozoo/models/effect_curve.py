@@ -189,8 +189,10 @@ def effect_curve_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     against the estimator, for simulated data RMSE and average coverage of the true curve (calibrated and Wald
     bands), and from a file or a dataset ``controls``, the columns adjusted for."""
     est: EffectCurve = dataset.meta["effect_curve"]
-    out: dict[str, Any] = {"ape": est.ape_, "ape_se": est.ape_se_, **{k: float(v) for k, v in
-                                                                       est.band_summary().items()}}
+    # counts (n, n_pseudo, n_repeats) stay integers in metrics.json, as in summary().attrs
+    out: dict[str, Any] = {"ape": est.ape_, "ape_se": est.ape_se_,
+                           **{k: int(v) if isinstance(v, (int, np.integer)) else float(v)
+                              for k, v in est.band_summary().items()}}
     # the estimator (nuisances, final stage, calibration) runs when the data are loaded, outside the engine's
     # wall_time, which covers only the final-stage posterior of the Result
     out["estimator_wall_time"] = float(est.wall_time_)

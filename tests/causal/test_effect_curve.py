@@ -283,6 +283,10 @@ def test_entry_tau_draws_match_the_estimator():
     assert "obs_id" in idata.posterior["tau"].dims and "log_likelihood" in idata.groups()
     metrics = entry.metrics(result, data)
     assert 0 <= metrics["coverage_calibrated"] <= 1 and metrics["rmse_tau"] < 0.5
+    # the counts were written as floats ("n": 300.0 in metrics.json) although summary().attrs has integers
+    assert {k: (type(metrics[k]), metrics[k]) for k in ("n", "n_pseudo", "n_repeats")} == {
+        "n": (int, 300), "n_pseudo": (int, 2), "n_repeats": (int, 1)}
+    assert type(metrics["alpha"]) is float and type(metrics["C"]) is float
     assert metrics["estimator_wall_time"] == est.wall_time_ > 0
 
 
@@ -298,6 +302,8 @@ def test_cli_on_a_two_column_file(tmp_path):
     cur = pd.read_csv(out / "curve.csv")
     assert {"t", "estimate", "lower", "upper"} <= set(cur.columns)
     assert (out / "plots" / "effect_curve.png").exists()
+    text = (out / "metrics.json").read_text()
+    assert '"n": 200,' in text and '"n_pseudo": 2,' in text and '"n_repeats": 1,' in text
 
 
 def test_cli_data_file_problems_name_the_rows_and_the_column(tmp_path, capsys):
