@@ -32,14 +32,20 @@ def parse_features(features: Any) -> list[str]:
 
 
 def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, list[str]], *,
-                        hints: Mapping[str, str] | None = None) -> None:
+                        hints: Mapping[str, str] | None = None, defaults: Mapping[str, str] | None = None) -> None:
     """Raise naming the option (a key of ``wanted``: option -> the column names it gives) whose column(s) the table
     lacks, and listing the columns it has; ``hints`` (option -> how a command spells it, e.g. ``"--outcome"``) adds
-    that spelling to the message."""
+    that spelling to the message. ``defaults`` (option -> its default column): a missing default is said to be the
+    default, not "given by" an option the user may never have written."""
     for option, names in wanted.items():
         unknown = [c for c in names if c not in columns]
         if unknown:
-            hint = f" (given by {hints[option]})" if hints and option in hints else ""
+            spelled = hints.get(option) if hints else None
+            default = defaults is not None and option in defaults and list(names) == [defaults[option]]
+            if default:
+                hint = f" (the default; give another with {spelled})" if spelled else " (the default)"
+            else:
+                hint = f" (given by {spelled})" if spelled else ""
             raise PyrozooError(f"{option}: {source} has no column(s) {', '.join(map(repr, unknown))}{hint}; columns "
                                f"are {', '.join(map(str, columns))}")
 

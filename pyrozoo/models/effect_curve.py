@@ -51,6 +51,7 @@ OPTIONS: dict[str, Any] = {
     "outcome": "y", "treatment": "t", "controls": "",
 }
 LEARNERS = ("spike_slab", "ridge")
+COLUMN_DEFAULTS: dict[str, str] = {k: OPTIONS[k] for k in ("outcome", "treatment")}
 
 
 def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> EffectCurve:
@@ -124,11 +125,11 @@ def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> t
         from pyrozoo.data.shipped import numeric_column
 
         check_columns_exist(source, list(df.columns), {"outcome": [opts["outcome"]], "treatment": [opts["treatment"]]},
-                            hints=COLUMN_FLAGS)
+                            hints=COLUMN_FLAGS, defaults=COLUMN_DEFAULTS)
         return (numeric_column(df, opts["outcome"], source=source), numeric_column(df, opts["treatment"],
                                                                                    source=source), None)
     y, t, X, _ = frame_to_arrays(df, opts["outcome"], opts["treatment"], opts["controls"], source=source,
-                                 flags=COLUMN_FLAGS)
+                                 flags=COLUMN_FLAGS, defaults=COLUMN_DEFAULTS)
     return y, t, X
 
 

@@ -213,21 +213,24 @@ COLUMN_FLAGS: dict[str, str] = {
 
 def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: str | list[str] = "",
                     groups: str = "", *, source: str = "data",
-                    flags: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
+                    flags: Mapping[str, str] | None = None,
+                    defaults: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Any]:
     """Outcome, treatment, controls (all other columns when empty; text columns become dummies) and groups.
 
     The control columns used (before dummy coding) are in ``X.attrs["controls"]``. With the default controls, a
     column with a blank header (``Unnamed: 0``, the index column of a ``DataFrame.to_csv(path)`` file) is an error:
     taken as a control it adjusts for the row order; named controls leave it unused. A column the table lacks is an
     error naming the option and how the command spells it (``flags``, option -> spelling; default
-    :data:`COLUMN_FLAGS`, the ``pyrozoo plce`` / ``pyrozoo run plce`` spellings)."""
+    :data:`COLUMN_FLAGS`, the ``pyrozoo plce`` / ``pyrozoo run plce`` spellings; the hints about controls use the
+    same spelling); ``defaults`` (option -> default column) says when a missing column was the default."""
     if outcome == treatment:
         raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
     check_columns_exist(source, list(df.columns), {"outcome": [outcome], "treatment": [treatment],
                                                    "controls": list(controls), "groups": [groups] if groups else []},
-                        hints=COLUMN_FLAGS if flags is None else flags)
+                        hints=COLUMN_FLAGS if flags is None else flags, defaults=defaults)
+    controls_flag = (COLUMN_FLAGS if flags is None else flags).get("controls", "-o controls=a,b")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)
     check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
@@ -241,8 +244,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     if blank:
         which = f"column {blank[0]} has" if len(blank) == 1 else f"columns {', '.join(map(str, blank))} have"
         raise PyrozooError(f"{source}: {which} no name in its header (a file written by DataFrame.to_csv with its "
-                           f"index?): write it with index=False or name the controls with --controls "
-                           f"(pyrozoo run: -o controls=a,b)")
+                           f"index?): write it with index=False or name the controls with {controls_flag}")
     if not cols:
         raise PyrozooError(f"{source}: no control columns left besides outcome and treatment")
     for c in cols:  # a text column that is mostly numbers is a typo, not categories: do not expand it into dummies
@@ -260,7 +262,8 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
             if levels > 10 and levels > col.notna().sum() / 2:  # one dummy per level: an id or a date, not a category
                 raise PyrozooError(f"{source}: control column {c!r} is text with {levels} distinct values in "
                                    f"{int(col.notna().sum())} rows, which would become {levels - 1} dummy columns; "
-                                   f"it looks like an identifier or a date: leave it out (--controls) or recode it")
+                                   f"it looks like an identifier or a date: leave it out ({controls_flag}) or "
+                                   f"recode it")
     # before the dummies: get_dummies turns a missing category into the reference level without a trace
     missing_cols = [c for c in cols if df[c].isna().any()]
     if missing_cols:
@@ -274,9 +277,9 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     # text too: its one level gave no dummy, yet was listed; one row is left to the estimator's too-few-rows error
     constant = [c for c in cols if df[c].nunique() < 2] if len(df) > 1 else []
     if constant:
-        spelled = (COLUMN_FLAGS if flags is None else flags).get("controls", "-o controls=a,b")
         raise PyrozooError(f"{source}: control column(s) {', '.join(map(repr, constant))} are constant (the fit has "
-                           f"its own intercept: nothing to adjust for); leave them out of the controls ({spelled})")
+                           f"its own intercept: nothing to adjust for); leave them out of the controls "
+                           f"({controls_flag})")
     X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
     g = None
     if groups:

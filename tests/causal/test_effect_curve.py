@@ -306,6 +306,26 @@ def test_cli_on_a_two_column_file(tmp_path):
     assert '"n": 200,' in text and '"n_pseudo": 2,' in text and '"n_repeats": 1,' in text
 
 
+def test_cli_missing_default_columns_say_they_are_the_default(tmp_path):
+    """Leaving out -o treatment on a file without a column 't' said "(given by -o treatment=COLUMN)", an option the
+    user had not given."""
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"y": rng.normal(size=30), "dose": rng.normal(size=30)}).to_csv(path, index=False)
+    entry = registry.get("effect-curve")
+    with pytest.raises(PyrozooError, match=r"^treatment: data .*d\.csv has no column\(s\) 't' \(the default; give "
+                                           r"another with -o treatment=COLUMN\); columns are y, dose$"):
+        entry.from_file(str(path), 0)
+    with pytest.raises(PyrozooError, match=r"^treatment: .* no column\(s\) 'dos' \(given by -o treatment=COLUMN\)"):
+        entry.from_file(str(path), 0, treatment="dos")
+    pd.DataFrame({"out": rng.normal(size=30), "dose": rng.normal(size=30), "x": 1.0}).to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=r"^outcome: .* no column\(s\) 'y' \(the default; give another with -o "
+                                           r"outcome=COLUMN\)"):
+        entry.from_file(str(path), 0, treatment="dose")
+
+
 def test_cli_data_file_problems_name_the_rows_and_the_column(tmp_path, capsys):
     """A one-row file was reported as constant columns, an inf in a control as "X ... index (5, 0)"."""
     from pyrozoo.cli import main
@@ -337,6 +357,8 @@ def test_cli_blank_header_column_and_recorded_controls(tmp_path, capsys):
     assert main(data) == 2
     err = capsys.readouterr().err
     assert "column 1 has no name in its header (a file written by DataFrame.to_csv with its index?)" in err
+    # `pyrozoo run` has no --controls flag: only its own spelling is suggested
+    assert err.rstrip().endswith("name the controls with -o controls=a,b") and "--controls" not in err
     fast = ["--num-samples", "10", "-o", "learner=ridge", "-o", "n_folds=2", "-o", "n_pseudo=0", "-o", "n_knots=3",
             "-o", "n_knots_x=3", "-o", "heterogeneity=linear"]
     out = tmp_path / "run"
