@@ -309,7 +309,8 @@ def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any)
     optional ``groups`` column."""
     opts = {**OPTIONS, **options}
     y, t, X, g = frame_to_arrays(read_table(path), opts["outcome"], opts["treatment"], opts["controls"],
-                                 opts["groups"], source=f"data {path}")
+                                 opts["groups"], source=f"data {path}",
+                                 defaults={k: OPTIONS[k] for k in ("outcome", "treatment")})
     return _fit_and_pack(Path(path).stem, y, t, X, g, seed, device, opts,
                          meta={"columns": list(X.columns), "controls": X.attrs["controls"]})
 

@@ -807,6 +807,21 @@ def test_a_missing_column_names_the_option_and_its_flag(tmp_path, capsys):
     assert f"outcome: data {path} has no column(s) 'yy' (given by -o outcome=COLUMN){cols}" in capsys.readouterr().err
 
 
+def test_a_missing_default_column_says_it_is_the_default(tmp_path, capsys):
+    """Leaving out --outcome on a file without a column 'y' said "(given by --outcome ...)", a flag the user had not
+    given (effect-curve's reader already said "the default")."""
+    from pyrozoo.cli import main
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame(np.random.default_rng(0).normal(size=(30, 3)), columns=["a", "b", "c"]).to_csv(path, index=False)
+    assert main(["plce", "--data", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert (f"outcome: data {path} has no column(s) 'y' (the default; give another with --outcome, or -o "
+            f"outcome=COLUMN with pyrozoo run); columns are a, b, c") in capsys.readouterr().err
+    assert main(["plce", "--data", str(path), "--outcome", "a", "--out", str(tmp_path / "out")]) == 2
+    assert "treatment: data" in (err := capsys.readouterr().err) and "'t' (the default; give another with" in err
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- slow: coverage
 @pytest.mark.slow
 def test_coverage_on_a_small_design():
