@@ -227,10 +227,11 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
+    flags = COLUMN_FLAGS if flags is None else flags
     check_columns_exist(source, list(df.columns), {"outcome": [outcome], "treatment": [treatment],
                                                    "controls": list(controls), "groups": [groups] if groups else []},
-                        hints=COLUMN_FLAGS if flags is None else flags, defaults=defaults)
-    controls_flag = (COLUMN_FLAGS if flags is None else flags).get("controls", "-o controls=a,b")
+                        hints=flags, defaults=defaults)
+    controls_flag = flags.get("controls", "-o controls=a,b")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)
     check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
