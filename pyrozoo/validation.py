@@ -146,11 +146,11 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
 def check_pandas_numeric(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y") -> None:
     """Raise if pandas ``X`` or ``y`` hold categorical or text columns (:func:`check_numeric_columns`: categories
     are labels, not amounts, even integer ones), with the fix for each; other input passes."""
-    for name, value, hint in ((x_name, X, f"; encode categories, e.g. with pd.get_dummies({x_name}, drop_first=True, "
-                                          "dtype=float)"),
-                              (y_name, y, "; .astype(float) if the categories are amounts")):
-        if _is_pandas(value):
-            check_numeric_columns(name, value, hint=hint)
+    if _is_pandas(X):
+        check_numeric_columns(x_name, X, hint=f"; encode categories, e.g. with pd.get_dummies({x_name}, "
+                                              "drop_first=True, dtype=float)")
+    if _is_pandas(y):
+        check_numeric_columns(y_name, y, categorical_hint=AMOUNTS_HINT)
 
 
 def check_same_index(**inputs: Any) -> None:
@@ -267,17 +267,23 @@ def align_feature_names(X: Any, fitted: Any, *, name: str = "X", seen: str = "in
     return X[fitted]
 
 
-def check_numeric_columns(name: str, value: Any, *, hint: str = "") -> None:
+# For a variable read as one amount: an integer-coded categorical is refused, with the way to keep it as numbers.
+AMOUNTS_HINT = "; .astype(float) if the categories are amounts"
+
+
+def check_numeric_columns(name: str, value: Any, *, hint: str = "", categorical_hint: str | None = None) -> None:
     """Raise if ``value`` (a DataFrame, Series, array or tensor) holds a pandas categorical column, text, even numbers
     stored as text (``"1.5"``, which ``to_numpy(dtype=float)`` would read), or complex numbers, naming the column;
-    ``hint`` follows the message (not the complex one's). Categories are labels, not amounts: integer ones would
-    otherwise pass as an ordered number while text ones failed."""
+    ``hint`` follows the message (not the complex one's), ``categorical_hint`` (default ``hint``) the categorical
+    one's. Categories are labels, not amounts: integer ones would otherwise pass as an ordered number while text
+    ones failed."""
     items = list(value.items()) if hasattr(value, "items") and hasattr(value, "columns") else [(None, value)]
     categorical = [c for c, col in items if type(getattr(col, "dtype", None)).__name__ == "CategoricalDtype"]
     if categorical:
         what = ("a pandas categorical" if categorical == [None]
                 else f"categorical column(s) {[str(c) for c in categorical]}")
-        raise PyrozooError(f"{name}: expected numbers, got {what} (categories are labels, not amounts){hint}")
+        raise PyrozooError(f"{name}: expected numbers, got {what} (categories are labels, not amounts)"
+                           f"{hint if categorical_hint is None else categorical_hint}")
     for c, col in items:
         where = "" if c is None else f" in column {str(c)!r}"
         text = text_items(col)

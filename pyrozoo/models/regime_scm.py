@@ -60,6 +60,7 @@ from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.registry import ZooModel, get, register
 from pyrozoo.validation import (
+    AMOUNTS_HINT,
     as_tensor,
     check_bool,
     check_choice,
@@ -215,7 +216,7 @@ def make_regime_dataset(
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")
         columns = list(x.columns)
-        check_numeric_columns("x", x, hint="; .astype(float) if the categories are amounts")
+        check_numeric_columns("x", x, categorical_hint=AMOUNTS_HINT)
         try:
             arr = x.to_numpy(dtype=float)
         except (TypeError, ValueError):
@@ -343,6 +344,11 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
                         hints={"columns": "-o columns=a,b"})
     if not chosen:
         chosen = [str(c) for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) or str(c) in nodes]
+    else:
+        left_out = {str(n) for n in nodes} & {str(c) for c in df.columns} - set(chosen)
+        if left_out:
+            raise PyrozooError(f"graph: names {_names(left_out)}, column(s) of {path} that -o columns leaves out; "
+                               "add them to -o columns=... or remove them from graph")
     frame = pd.DataFrame({c: numeric_column(df, c, source=source) for c in chosen})
     g = nx.DiGraph()
     g.add_nodes_from(nodes)

@@ -388,10 +388,11 @@ def test_data_whose_squares_overflow_the_dtype_are_refused():
 def test_text_and_categorical_columns_are_refused():
     """to_numpy(dtype=float) parsed numbers stored as text and read integer categories as amounts."""
     df, g = _three_vars(n=20)
-    _bad(r"x: expected numbers, got text values in column 'a'.*pd\.to_numeric",
+    # plain text gets the to_numeric fix only: the hint about categories is for categorical columns
+    _bad(r"x: expected numbers, got text values in column 'a'.*pd\.to_numeric$",
          df.assign(a=df.a.astype(str)), g)
-    _bad(r"x: expected numbers, got categorical column\(s\) \['a'\] \(categories are labels",
-         df.assign(a=pd.Categorical(np.arange(20) % 3)), g)
+    _bad(r"x: expected numbers, got categorical column\(s\) \['a'\] \(categories are labels.*"
+         r"\.astype\(float\) if the categories are amounts$", df.assign(a=pd.Categorical(np.arange(20) % 3)), g)
 
 
 def test_do_and_fit_check_their_arguments_first():
@@ -798,6 +799,9 @@ def test_a_data_file_runs_from_the_cli_and_its_config_reruns(tmp_path, capsys):
     (["-o", "graph=a->, b->c"], r"graph item 1: expected a column name on each side of '->', got 'a->'"),
     (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"^pyrozoo: error: columns: data .*\.csv has no column\(s\) "
                                                        r"'q' \(given by -o columns=a,b\); columns are a, b, c"),
+    # a graph node that is a column of the file, left out by -o columns, is not "not in the data"
+    (["-o", "graph=a->b->c", "-o", "columns=a, b"], r"graph: names 'c', column\(s\) of .*\.csv that -o columns "
+                                                    r"leaves out; add them to -o columns=\.\.\. or remove them"),
     (["-o", "graph=a->b->c", "-o", "n_vars=3"], r"options: n_vars applies only to the simulated data; with a data "
                                                 r"file \(--data\)"),
 ])
