@@ -10,10 +10,18 @@ most splits and large only when its neighbourhood is thin in the training folds:
 
 Sensitivity. For the coefficient's t statistic t_hat with df residual degrees of freedom, the partial R^2 of the
 treatment with the outcome is R^2_{Y~D|X} = t_hat^2 / (t_hat^2 + df); the robustness value for reducing the effect
-by 100 q % is RV_q = (sqrt(f_q^4 + 4 f_q^2) - f_q^2) / 2 with f_q = q |t_hat| / sqrt(df); the version that keeps
-the (1 - alpha) interval from covering (1 - q) theta uses f_q - t*_{alpha, df-1} / sqrt(df - 1) in place of f_q
-(zero if negative). A confounder explaining less than RV of the residual variance of both treatment and outcome
-cannot move the estimate that far.
+by 100 q % is RV_q = (sqrt(f_q^4 + 4 f_q^2) - f_q^2) / 2 with f_q = q |t_hat| / sqrt(df). The version that keeps
+the (1 - alpha) interval from covering (1 - q) theta, with f* = t*_{alpha, df-1} / sqrt(df - 1), is
+
+    RV_{q,alpha} = 0                                                  if f_q <= f*,
+                   (sqrt(f^4 + 4 f^2) - f^2) / 2 with f = f_q - f*    if f* < f_q < 1 / f*,
+                   (f_q^2 - f*^2) / (1 + f_q^2)                       if f_q >= 1 / f*.
+
+The middle branch is the confounder with equal partial R^2 r with treatment and outcome; for a large t statistic
+(f_q >= 1 / f*) a confounder with partial R^2 r with the treatment and a smaller one, r / (r + f*^2), with the
+outcome inflates the adjusted standard error less and reaches the critical value at a smaller r (Cinelli &
+Hazlett 2020, and R's sensemakr). A confounder explaining less than RV of the residual variance of both treatment
+and outcome cannot move the estimate that far.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_int, check_positive, check_probability, check_real
 
 
 def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
@@ -77,21 +85,45 @@ def plot_positivity(kappa: np.ndarray, t_hat: np.ndarray, t: np.ndarray, path: s
 
 def robustness_value(t_stat: float, df: int, *, q: float = 1.0, alpha: float | None = None) -> float:
     """Cinelli & Hazlett's RV_q (``alpha=None``) or RV_{q,alpha}: the partial R^2 a confounder needs with both the
-    treatment and the outcome to reduce the estimate by 100 q % (or make it insignificant at level alpha)."""
-    if df < 2:
-        raise PyrozooError(f"df: expected at least 2 residual degrees of freedom, got {df}")
-    if not q > 0:
-        raise PyrozooError(f"q: expected a fraction > 0, got {q!r}")
-    f = q * abs(t_stat) / np.sqrt(df)
-    if alpha is not None:
-        f = f - stats.t.ppf(1 - alpha / 2, df - 1) / np.sqrt(df - 1)
-        if f <= 0:
-            return 0.0
+    treatment and the outcome to reduce the estimate by 100 q % (or make it insignificant at level alpha).
+
+    With f_q = q |t_stat| / sqrt(df): RV_q = (sqrt(f_q^4 + 4 f_q^2) - f_q^2) / 2. With f* = t*_{alpha, df-1} /
+    sqrt(df - 1): RV_{q,alpha} = 0 if f_q <= f*, the same expression in f = f_q - f* if f* < f_q < 1 / f*, and
+    (f_q^2 - f*^2) / (1 + f_q^2) if f_q >= 1 / f* (see the module docstring)."""
+    check_real("t_stat", t_stat)
+    check_sensitivity_options(df, q, alpha)
+    f_q = q * abs(t_stat) / np.sqrt(df)
+    if alpha is None:
+        return _rv_equal(f_q)
+    f_crit = stats.t.ppf(1 - alpha / 2, df - 1) / np.sqrt(df - 1)
+    if f_q <= f_crit:
+        return 0.0
+    if f_q * f_crit >= 1.0:  # f_q >= 1 / f*: the outcome's partial R^2 below the treatment's reaches t* first
+        return float((f_q**2 - f_crit**2) / (1.0 + f_q**2))
+    return _rv_equal(f_q - f_crit)
+
+
+def _rv_equal(f: float) -> float:
+    """The partial R^2 r with r / sqrt(1 - r) = f: (sqrt(f^4 + 4 f^2) - f^2) / 2."""
     return float(0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2))
 
 
+def check_sensitivity_options(df: Any, q: Any, alpha: Any) -> None:
+    """Raise unless ``df`` is an integer >= 2, ``q`` a finite number > 0 and ``alpha`` None or a number in (0, 1)
+    (the check :class:`~pyrozoo.causal.plce.PLCE` gives its own ``alpha``)."""
+    check_int("df", df, minimum=2)
+    check_positive("q", q, scalar=True)
+    if alpha is not None:
+        check_probability("alpha", alpha, open_interval=True)
+
+
 def sensitivity(estimate: float, std_err: float, df: int, *, q: float = 1.0, alpha: float = 0.05) -> dict[str, Any]:
-    """Partial R^2 of the treatment with the outcome, RV_q and RV_{q,alpha} for a coefficient and its SE."""
+    """Partial R^2 of the treatment with the outcome, t_hat^2 / (t_hat^2 + df) with t_hat = estimate / std_err, and
+    RV_q and RV_{q,alpha} (:func:`robustness_value`) for a coefficient and its SE."""
+    check_sensitivity_options(df, q, alpha)
+    check_probability("alpha", alpha, open_interval=True)  # None too: this function always reports RV_{q,alpha}
+    check_real("estimate", estimate)
+    check_positive("std_err", std_err, scalar=True)
     t_stat = estimate / std_err
     return {"t_stat": float(t_stat), "df": int(df), "partial_r2_treatment": float(t_stat**2 / (t_stat**2 + df)),
             "rv_q": robustness_value(t_stat, df, q=q), "rv_q_alpha": robustness_value(t_stat, df, q=q, alpha=alpha),

@@ -754,7 +754,11 @@ class PLCE(BaseEstimator):
         return plot_positivity(kappa, self.t_hat_.mean(0), self._t, path, n_splits=self.t_resid_.shape[0])
 
     def sensitivity(self, *, q: float = 1.0, alpha: float | None = None) -> dict[str, Any]:
-        """Cinelli-Hazlett partial R^2 and robustness values of the partialling-out estimate (df = n - 1)."""
+        """Cinelli-Hazlett partial R^2 and robustness values of the partialling-out estimate (df = n - 1); ``q`` > 0
+        is the fraction of the estimate to explain away, ``alpha`` in (0, 1) the level (None: the estimator's)."""
+        check_positive("q", q, scalar=True)  # as diagnostics.sensitivity checks them, but before the fitted check
+        if alpha is not None:
+            check_probability("alpha", alpha, open_interval=True)  # the constructor's check of its own alpha
         self._fitted()
         return sensitivity(self.theta_, self.se_, self.n_ - 1, q=q, alpha=self.alpha if alpha is None else alpha)
 

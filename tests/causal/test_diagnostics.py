@@ -1,0 +1,124 @@
+"""Diagnostics of a partially linear fit (pyrozoo/causal/diagnostics.py): the Cinelli-Hazlett robustness values
+against a root-finding reference and the checks of their options."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from pyrozoo.causal.diagnostics import robustness_value, sensitivity
+from pyrozoo.errors import PyrozooError
+
+
+def _rv_by_root_finding(t_stat: float, df: int, q: float, alpha: float | None) -> float:
+    """The smallest r such that some confounder with partial R^2 d <= r with the treatment and s <= r with the
+    outcome brings the bias-adjusted estimate's (1 - alpha) bound to (1 - q) theta, from Cinelli & Hazlett's bias and
+    SE formulas (se = 1, theta = t_stat):
+
+        bias = sqrt(df) sqrt(s d / (1 - d)),   se_adj = sqrt(df / (df - 1)) sqrt((1 - s) / (1 - d)),
+
+    i.e. the root in r of min_{s <= r} q |t| - bias(s, r) - t* se_adj(s, r) (d = r is worst: both terms grow in d;
+    the minimum over s is convex, found by bounded Brent plus the two ends). No closed form is used."""
+    t_crit = 0.0 if alpha is None else stats.t.ppf(1 - alpha / 2, df - 1)
+
+    def margin(s: float, r: float) -> float:
+        bias = np.sqrt(df) * np.sqrt(s * r / (1 - r))
+        se_adj = np.sqrt(df / (df - 1)) * np.sqrt((1 - s) / (1 - r))
+        return q * abs(t_stat) - bias - t_crit * se_adj
+
+    def worst(r: float) -> float:
+        inner = optimize.minimize_scalar(lambda s: margin(s, r), bounds=(0.0, r), method="bounded",
+                                         options={"xatol": 1e-14})
+        return min(inner.fun, margin(0.0, r), margin(r, r))
+
+    if worst(0.0) <= 0:
+        return 0.0
+    return optimize.brentq(worst, 0.0, 1 - 1e-15, xtol=1e-14, rtol=1e-13)
+
+
+@pytest.mark.parametrize("t_stat,df,q,alpha", [
+    (70.39209926435012, 59, 1.0, 0.05),  # the QA reproducer: f_q = 9.16 >= 1 / f* = 3.81 (the large-t branch)
+    (4.18, 783, 1.0, 0.05),  # Darfur: f* < f_q < 1 / f* (equal partial R^2)
+    (-12.0, 20, 0.5, 0.10),  # negative t, q < 1: f* = 0.40 < f_q = 1.34 < 1 / f* = 2.52
+    (30.0, 20, 0.5, 0.10),  # f_q = 3.35 >= 1 / f* = 2.52
+    (9.0, 8, 1.0, 0.01),  # f* = 1.32 > 1: every f_q > f* is past 1 / f* = 0.76 (f_q = 3.18)
+    (2.5, 8, 1.0, 0.01),  # f_q = 0.88 < f*: 0
+    (30.0, 200, 1.0, 0.05),  # f* = 0.14 < f_q = 2.12 < 1 / f* = 7.15
+    (70.39209926435012, 59, 1.0, None),  # RV_q: f* = 0, always the equal-R^2 expression
+    (1.5, 100, 1.0, 0.05),  # not significant: 0
+])
+def test_robustness_value_matches_root_finding_of_the_adjusted_bound(t_stat, df, q, alpha):
+    """RV_{q,alpha} was (sqrt(f^4 + 4 f^2) - f^2) / 2 with f = f_q - f* for every f_q > f*: 0.98769 instead of
+    0.98742 for the reproducer (t = 70.39, df = 59), where a confounder with a smaller partial R^2 with the outcome
+    than with the treatment reaches the critical value first. Deterministic: to 1e-9."""
+    expected = _rv_by_root_finding(t_stat, df, q, alpha)
+    assert robustness_value(t_stat, df, q=q, alpha=alpha) == pytest.approx(expected, abs=1e-9)
+
+
+def test_robustness_value_reproducer_value_and_branch_switch_is_continuous():
+    """The QA numbers (0.98742, not 0.98769), and the two formulas agree where f_q = 1 / f* (no jump)."""
+    assert robustness_value(70.39209926435012, 59, alpha=0.05) == pytest.approx(0.98742, abs=5e-6)
+    df, alpha = 59, 0.05
+    f_crit = stats.t.ppf(1 - alpha / 2, df - 1) / np.sqrt(df - 1)
+    t_switch = np.sqrt(df) / f_crit
+    below, above = robustness_value(t_switch * (1 - 1e-12), df, alpha=alpha), robustness_value(t_switch, df,
+                                                                                               alpha=alpha)
+    assert below == pytest.approx(above, abs=1e-9)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"alpha": 2}, "alpha: expected a number in (0, 1), got 2"),
+    ({"alpha": -0.5}, "alpha: expected a number in (0, 1), got -0.5"),
+    ({"alpha": 0}, "alpha: expected a number in (0, 1), got 0"),
+    ({"alpha": 1.0}, "alpha: expected a number in (0, 1), got 1.0"),
+    ({"alpha": float("nan")}, "alpha: expected a number in (0, 1), got nan"),
+    ({"alpha": "0.05"}, "alpha: expected a number in (0, 1), got '0.05'"),
+    ({"q": 0}, "q: expected a finite value > 0, got 0"),
+    ({"q": float("inf")}, "q: expected a finite value > 0, got inf"),
+    ({"q": "1"}, "q: expected a finite value > 0"),
+])
+def test_sensitivity_options_are_checked(kwargs, message):
+    """alpha=2 or -0.5 gave NaN with a NumPy warning and alpha=0 a silent 0.0, where PLCE(alpha=1.5) is refused."""
+    with pytest.raises(PyrozooError, match="^" + re.escape(message)):
+        sensitivity(0.5, 0.1, 50, **kwargs)
+    with pytest.raises(PyrozooError, match="^" + re.escape(message)):
+        robustness_value(5.0, 50, **kwargs)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: robustness_value(5.0, 1), "df: expected an integer >= 2, got 1"),
+    (lambda: robustness_value(5.0, 10.5), "df: expected an integer >= 2, got 10.5"),
+    (lambda: robustness_value(float("nan"), 10), "t_stat: expected a finite number"),
+    (lambda: sensitivity(0.5, 0.0, 50), "std_err: expected a finite value > 0, got 0.0"),
+    (lambda: sensitivity(0.5, 0.1, 50, alpha=None), "alpha: expected a number in (0, 1), got None"),
+])
+def test_sensitivity_arguments_are_checked(call, message):
+    with pytest.raises(PyrozooError, match="^" + re.escape(message)):
+        call()
+
+
+def test_plce_sensitivity_checks_alpha_and_q_like_the_constructor():
+    """PLCE.sensitivity(alpha=2) returned rv_q_alpha NaN (alpha=0: 0.0); now the constructor's message, and the
+    default (None) still uses the estimator's alpha."""
+    from sklearn.linear_model import RidgeCV
+
+    from pyrozoo.causal.plce import PLCE
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 3))
+    t = X[:, 0] + rng.standard_normal(60)
+    y = 3 * t + X[:, 1] + 0.3 * rng.standard_normal(60)
+    est = PLCE(RidgeCV(), basis="linear", n_folds=2, n_repeats=1, alpha=0.1).fit(y, t, X)
+    for bad in (2, -0.5, 0):
+        with pytest.raises(PyrozooError, match=re.escape(f"alpha: expected a number in (0, 1), got {bad}")):
+            est.sensitivity(alpha=bad)
+    with pytest.raises(PyrozooError, match=re.escape("q: expected a finite value > 0, got -1")):
+        est.sensitivity(q=-1)
+    with pytest.raises(PyrozooError, match=re.escape("alpha: expected a number in (0, 1), got 1.5")):
+        PLCE(alpha=1.5).fit(y, t, X)
+    assert est.sensitivity()["alpha"] == 0.1
+    assert est.sensitivity(alpha=0.05)["rv_q_alpha"] == pytest.approx(
+        _rv_by_root_finding(est.theta_ / est.se_, est.n_ - 1, 1.0, 0.05), abs=1e-9)
