@@ -36,8 +36,11 @@ from pyrozoo.validation import check_int, check_positive, check_probability, che
 
 
 def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
-    """(n,) kappa_i from the (S, n) treatment residuals of S splits (NaN for a unit with all residuals zero)."""
+    """(n,) kappa_i from the (S, n) treatment residuals of S splits (NaN for a unit with all residuals zero, and for
+    every unit when S = 1: the kurtosis across one split is v^4 / (v^2)^2 = 1 whatever the unit, not a measurement)."""
     v = np.atleast_2d(np.asarray(t_resid, dtype=np.float64))
+    if v.shape[0] < 2:
+        return np.full(v.shape[1], np.nan)
     m2 = (v**2).mean(axis=0)
     m4 = (v**4).mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -45,12 +48,14 @@ def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
 
 
 def positivity_summary(kappa: np.ndarray, n_splits: int, *, threshold: float | None = None) -> dict[str, float]:
-    """Mean and max kurtosis and the share of units above ``threshold`` (default: halfway between the Gaussian
-    expectation 3(S)/(S+2) (approx.) and the maximum S)."""
+    """Mean and max kurtosis, the threshold and the share of units above it (default threshold: halfway between the
+    Gaussian expectation 3S/(S+2) and the maximum S). The same four keys for every S; with S = 1 every value is
+    NaN (there is no kurtosis across one split, so no reference to set a threshold from)."""
     S = int(n_splits)
     if S < 2:
-        return {"kurtosis_mean": float("nan"), "kurtosis_max": float("nan"), "kurtosis_share_flagged": float("nan")}
-    gauss = 3.0 * S / (S + 2.0)  # E[kappa] for i.i.d. Gaussian residuals, to first order
+        return dict.fromkeys(("kurtosis_mean", "kurtosis_max", "kurtosis_threshold", "kurtosis_share_flagged"),
+                             float("nan"))
+    gauss = 3.0 * S / (S + 2.0)  # E[kappa] for i.i.d. Gaussian residuals
     thr = threshold if threshold is not None else gauss + 0.5 * (S - gauss)
     k = kappa[np.isfinite(kappa)]
     return {"kurtosis_mean": float(k.mean()), "kurtosis_max": float(k.max()), "kurtosis_threshold": float(thr),

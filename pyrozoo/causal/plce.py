@@ -741,15 +741,21 @@ class PLCE(BaseEstimator):
         return out
 
     def positivity(self) -> tuple[np.ndarray, dict[str, float]]:
-        """Per-unit kurtosis of the treatment residual across the R splits and its summary."""
+        """Per-unit kurtosis of the treatment residual across the R splits and its summary (the keys of
+        :func:`~pyrozoo.causal.diagnostics.positivity_summary`). With ``n_repeats=1`` there is one split and no
+        kurtosis across splits: every kappa and every summary value is NaN."""
         self._fitted()
         kappa = positivity_kurtosis(self.t_resid_)
         return kappa, positivity_summary(kappa, self.t_resid_.shape[0])
 
     def plot_positivity(self, path: str) -> Any:
-        """Write the positivity plot (kurtosis against fitted treatment) to ``path``."""
+        """Write the positivity plot (kurtosis against fitted treatment) to ``path``; needs ``n_repeats`` >= 2."""
         from pyrozoo.causal.diagnostics import plot_positivity
 
+        self._fitted()
+        if self.t_resid_.shape[0] < 2:  # it drew a flat line of kappa = 1, the value of any one split
+            raise PyrozooError(f"n_repeats: the positivity plot needs n_repeats >= 2 (the kurtosis is across "
+                               f"splits), got {self.t_resid_.shape[0]}")
         kappa, _ = self.positivity()
         return plot_positivity(kappa, self.t_hat_.mean(0), self._t, path, n_splits=self.t_resid_.shape[0])
 

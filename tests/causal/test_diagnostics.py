@@ -1,5 +1,5 @@
 """Diagnostics of a partially linear fit (pyrozoo/causal/diagnostics.py): the Cinelli-Hazlett robustness values
-against a root-finding reference and the checks of their options."""
+against a root-finding reference, the checks of their options, and the positivity summary with one split."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from pyrozoo.causal.diagnostics import robustness_value, sensitivity
+from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, robustness_value, sensitivity
 from pyrozoo.errors import PyrozooError
 
 
@@ -122,3 +122,39 @@ def test_plce_sensitivity_checks_alpha_and_q_like_the_constructor():
     assert est.sensitivity()["alpha"] == 0.1
     assert est.sensitivity(alpha=0.05)["rv_q_alpha"] == pytest.approx(
         _rv_by_root_finding(est.theta_ / est.se_, est.n_ - 1, 1.0, 0.05), abs=1e-9)
+
+
+# ---------------------------------------------------------------- positivity with one split
+def test_positivity_with_one_split_is_nan_with_the_same_keys():
+    """With S = 1 kappa = v^4 / (v^2)^2 = 1 for every unit (it came back as all 1.0) and the summary lacked
+    kurtosis_threshold; now kappa is NaN and the summary has the four keys of S >= 2, all NaN."""
+    v = np.random.default_rng(0).standard_normal((1, 8))
+    kappa = positivity_kurtosis(v)
+    assert kappa.shape == (8,) and np.isnan(kappa).all()
+    assert np.isnan(positivity_kurtosis(v[0])).all()  # a 1-D vector is one split too
+    one, five = positivity_summary(kappa, 1), positivity_summary(positivity_kurtosis(np.ones((5, 8))), 5)
+    assert list(one) == list(five) == ["kurtosis_mean", "kurtosis_max", "kurtosis_threshold",
+                                       "kurtosis_share_flagged"]
+    assert all(np.isnan(val) for val in one.values())
+
+
+def test_plce_positivity_and_plot_with_n_repeats_1(tmp_path):
+    """PLCE(n_repeats=1).positivity() gives NaN kappa and the same summary keys as n_repeats=2; plot_positivity,
+    which drew a flat line at kappa = 1, says it needs n_repeats >= 2 (and writes nothing)."""
+    from sklearn.linear_model import RidgeCV
+
+    from pyrozoo.causal.plce import PLCE
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 2))
+    t = X[:, 0] + rng.standard_normal(40)
+    y = t + rng.standard_normal(40)
+    one = PLCE(RidgeCV(), basis="linear", n_folds=2, n_repeats=1).fit(y, t, X)
+    two = PLCE(RidgeCV(), basis="linear", n_folds=2, n_repeats=2).fit(y, t, X)
+    kappa, summary = one.positivity()
+    assert kappa.shape == (40,) and np.isnan(kappa).all()
+    assert set(summary) == set(two.positivity()[1]) and all(np.isnan(v) for v in summary.values())
+    assert np.isfinite(two.positivity()[0]).all()
+    with pytest.raises(PyrozooError, match=r"^n_repeats: the positivity plot needs n_repeats >= 2 .*got 1$"):
+        one.plot_positivity(str(tmp_path / "pos.png"))
+    assert not (tmp_path / "pos.png").exists()
