@@ -46,6 +46,7 @@ from pyrozoo.causal.inputs import (
     aligned_covariates,
     check_enough_rows,
     check_no_constant_columns,
+    check_no_duplicate_columns,
     check_varies,
     covariate_matrix,
     numeric_vector,
@@ -297,6 +298,7 @@ class EffectCurve:
         check_varies("y", y, "an outcome")  # was reported as a constant column of the final stage's own design
         if X is not None:
             check_no_constant_columns(X, getattr(self, "feature_names_", None))
+            check_no_duplicate_columns(X, getattr(self, "feature_names_", None))
         distinct = np.unique(t)
         if distinct.size < MIN_DISTINCT_TREATMENT:
             raise PyrozooError(

@@ -110,6 +110,43 @@ def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> 
         raise PyrozooError(f"X: column(s) {cols} are constant; remove them (an intercept is fitted separately)")
 
 
+def check_no_duplicate_columns(X: np.ndarray, names: list[str] | None = None) -> None:
+    """Raise if a column of ``X`` (n, p) repeats another exactly, or is an exact multiple c of it (c != 0, up to
+    rounding: |x_j - c x_k| <= 64 eps max |x_j|), naming both (by ``names`` when given, else by position). Such a
+    column adds nothing the other does not carry, but the nuisance learner may select either in different folds
+    (a duplicate moved a 60-row PLCE estimate from 0.92 to 2.33). Call after :func:`check_no_constant_columns`.
+    An affine copy (x + 1, or a dummy and its complement) is not refused: only repeats and multiples.
+
+    Only columns with the same zero and relative sign pattern are compared, so the cost is O(n p) for the usual
+    case of no candidates."""
+    n, p = X.shape
+    if n == 0 or p < 2:
+        return
+    nonzero = X != 0
+    first = nonzero.argmax(axis=0)  # the first nonzero row of each column (non-constant columns have one)
+    # zero, or the sign relative to that row's: x and c x share it for any c != 0 (one contiguous row per column)
+    negative = X < 0
+    flip = negative[first, np.arange(p)]
+    pattern = np.ascontiguousarray((nonzero.view(np.int8) + (nonzero & (negative ^ flip)).view(np.int8)).T)
+    groups: dict[bytes, list[int]] = {}
+    pairs = []
+    for j in range(p):
+        kept = groups.setdefault(pattern[j].tobytes(), [])
+        for k in kept:  # the first column of each set of repeats; a later repeat is reported against it
+            c = X[first[j], j] / X[first[k], k]
+            if np.abs(X[:, j] - c * X[:, k]).max() <= 64 * np.finfo(np.float64).eps * np.abs(X[:, j]).max():
+                pairs.append((j, k, c))
+                break
+        else:
+            kept.append(j)
+    if pairs:
+        label = (lambda j: f"column {names[j]!r}") if names else (lambda j: f"column {j}")
+        what = "; ".join(f"{label(j)} is {label(k)}" if c == 1 else f"{label(j)} is {c:.10g} x {label(k)}"
+                         for j, k, c in pairs)
+        raise PyrozooError(f"X: expected distinct covariate columns, got exact repeats or multiples ({what}); "
+                           "remove one column of each pair")
+
+
 def standardized_columns(X: np.ndarray) -> np.ndarray:
     """(X - mean) / sd per column, a constant column left centred (sd taken as 1)."""
     X = np.asarray(X, dtype=np.float64)

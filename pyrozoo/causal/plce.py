@@ -47,6 +47,7 @@ from pyrozoo.causal.extensions import (
 from pyrozoo.causal.inputs import (
     check_enough_rows,
     check_no_constant_columns,
+    check_no_duplicate_columns,
     check_varies,
     covariate_matrix,
     numeric_vector,
@@ -518,6 +519,7 @@ class PLCE(BaseEstimator):
         check_varies("y", y, "an outcome")  # a constant y gave an estimate of 1e-16 with a p-value of rounding noise
         check_varies("t", t, "a treatment")
         check_no_constant_columns(X, self.feature_names_)
+        check_no_duplicate_columns(X, self.feature_names_)
         check_int("interference_column", self.interference_column)
         if not 0 <= self.interference_column < X.shape[1]:
             raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "
