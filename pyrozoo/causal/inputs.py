@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_numeric_columns, check_pandas_missing, check_unique
+from pyrozoo.validation import (
+    AMOUNTS_HINT,
+    check_finite,
+    check_numeric_columns,
+    check_pandas_missing,
+    check_unique,
+)
 
 
 def numeric_vector(name: str, v: Any) -> np.ndarray:
@@ -19,7 +25,7 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
     amounts: an integer-labelled one would otherwise pass and a text-labelled one fail), and so are complex numbers
     (float64 conversion would drop their imaginary part)."""
-    check_numeric_columns(name, v, hint="; .astype(float) if the categories are amounts")
+    check_numeric_columns(name, v, categorical_hint=AMOUNTS_HINT)
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
