@@ -32,6 +32,7 @@ import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_bool, check_int
 
 KERNELS = ("rbf", "matern32", "matern52")
 METHODS = ("fitc", "vfe")
@@ -319,10 +320,13 @@ def sparse_gp_stats(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kind: 
     n = X.shape[0]
     if method not in METHODS:
         raise PyrozooError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n, Z.shape[0], X.device)
+    # a negative chunk_size made range() skip every chunk (a silently wrong bound); 0 or 2.5 a bare range() error
+    chunk_size = default_chunk_size(n, Z.shape[0], X.device) if chunk_size is None else check_int(
+        "chunk_size", chunk_size, minimum=1)
     if checkpoint is None:
         checkpoint = n > 4 * chunk_size
+    else:
+        check_bool("checkpoint", checkpoint)
     Kuu = kernel_matrix(kind, Z, Z, lengthscale, variance)
     L = jitter_cholesky(Kuu, jitter=jitter, name="K_uu (pseudo-inputs)")
     Kuu = L @ L.T  # the jittered matrix that L factors

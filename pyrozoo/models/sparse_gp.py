@@ -178,6 +178,7 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
 def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any],
                           chunk_size: int = 4096) -> dict[str, np.ndarray]:
     """log N(y_i | a_i^T u, t_i + sigma^2) for every draw of u: (chain, draw, N), in chunks of the data."""
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     X, y = model_kwargs["X"], model_kwargs["y"]
     h = _hyper_values(model_kwargs)
     kernel = model_kwargs.get("kernel", "rbf")

@@ -192,3 +192,32 @@ def test_batched_jitter_cholesky_factors_each_matrix_on_its_own():
     assert not torch.equal(L[1] @ L[1].T, A[1])  # the singular one did take jitter
     with pytest.raises(PyrozooError, match="K: not positive definite"):
         jitter_cholesky(torch.stack([A[0], -torch.eye(6, dtype=DT)]), name="K")
+
+
+@pytest.mark.parametrize("chunk_size", [-1, 0, 2.5, True, "8"])
+@pytest.mark.parametrize("method", ["vfe", "fitc"])
+def test_sparse_stats_reject_a_chunk_size_that_is_not_a_positive_integer(chunk_size, method):
+    """chunk_size=-1 made range(0, n, -1) empty: no chunk was accumulated and the bound was silently wrong
+    (-465.9 for VFE instead of -163.7 on this problem); 0 and 2.5 failed with a bare ValueError / TypeError.
+    Every public entry point (the statistics, the marginal, the pointwise log-likelihood) says what it expects."""
+    from pyrozoo.models.sparse_gp import sparse_log_likelihood, sparse_log_marginal
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 1, generator=gen, dtype=DT)
+    y = torch.randn(50, generator=gen, dtype=DT)
+    Z = X[:5].clone()
+    h = {"lengthscale": t(1.0), "variance": t(1.0), "noise": t(0.1)}
+    msg = f"chunk_size: expected an integer >= 1, got {chunk_size!r}"
+    with pytest.raises(PyrozooError, match=f"^{msg}$".replace(".", r"\.")):
+        sparse_gp_stats(X, y, Z, kind="rbf", method=method, chunk_size=chunk_size, **h)
+    with pytest.raises(PyrozooError, match="chunk_size: expected an integer >= 1"):
+        sparse_log_marginal(X, y, Z, method=method, chunk_size=chunk_size, **h)
+    with pytest.raises(PyrozooError, match="chunk_size: expected an integer >= 1"):
+        sparse_log_likelihood({"u": torch.zeros(1, 2, 5, dtype=DT)}, {"X": X, "y": y, "Z": Z, **h},
+                              chunk_size=chunk_size)
+    with pytest.raises(PyrozooError, match="checkpoint: expected True or False, got 'no'"):
+        sparse_gp_stats(X, y, Z, kind="rbf", method=method, checkpoint="no", **h)
+    # an integral float is still a chunk size: the same value as one chunk or the default
+    full = sparse_log_marginal(X, y, Z, method=method, **h)
+    torch.testing.assert_close(sparse_log_marginal(X, y, Z, method=method, chunk_size=7.0, **h), full,
+                               rtol=1e-12, atol=0.0)
