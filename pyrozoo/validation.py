@@ -557,7 +557,8 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
         elif isinstance(default, numbers.Real):
             ok = is_number(value) or (key in list_options and isinstance(value, (list, tuple)) and len(value) > 0
                                       and all(is_number(v) for v in value))
-            want = "a number or a list of numbers" if key in list_options else "a number"
+            # "1,2" on the command line is one string, not a list: say how to write one (TOML, as in a config file)
+            want = "a number or a list of numbers, written in brackets as [1,2]" if key in list_options else "a number"
         else:
             continue
         if not ok:

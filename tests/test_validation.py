@@ -345,3 +345,28 @@ def test_check_finite_names_pandas_labels_when_given():
         check_finite("y", X["x2"].to_numpy(), labels=X["x2"])
     with pytest.raises(PyrozooError, match=r"\(inf at index \(3, 1\)\)$"):
         check_finite("X", X.to_numpy())
+
+
+def test_a_list_option_given_as_comma_text_says_how_to_write_a_list():
+    """``-o lengthscale=1,2`` reaches the check as the text '1,2' (not TOML); the error showed neither that nor the
+    working form ``[1,2]``. Options that take no list keep the plain message."""
+    with pytest.raises(PyrozooError, match=r"^scale: option expects a number or a list of numbers, written in "
+                                           r"brackets as \[1,2\] \(default 1.0\), got '1,2'$"):
+        check_option_types("option", {"scale": "1,2"}, DEFAULTS, list_options=("scale",))
+    with pytest.raises(PyrozooError, match=r"^scale: option expects a number \(default 1.0\), got '1,2'$"):
+        check_option_types("option", {"scale": "1,2"}, DEFAULTS)
+
+
+def test_gp_cli_list_option_error_shows_the_bracket_form(tmp_path, capsys):
+    """The reported command, ``pyrozoo run gp --data f.csv -o outcome=y -o lengthscale=1,2``, fails before any
+    work with the bracket form in its message (and writes no run directory)."""
+    from pyrozoo.cli import main
+
+    data = tmp_path / "my2.csv"
+    data.write_text("a,b,y\n0.1,0.2,0.3\n-0.1,1.1,0.6\n0.5,-0.3,0.1\n")
+    out = tmp_path / "run"
+    args = ["run", "gp", "--data", str(data), "-o", "outcome=y", "-o", "lengthscale=1,2", "--out", str(out)]
+    assert main(args) == 2
+    assert ("lengthscale: option of gp expects a number or a list of numbers, written in brackets as [1,2] "
+            "(default 1.0), got '1,2'") in capsys.readouterr().err
+    assert not out.exists()
