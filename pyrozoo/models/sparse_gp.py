@@ -12,7 +12,9 @@ Per point, a_i = K_uu^-1 k_u(x_i), q_ii = k_u(x_i)^T a_i, t_i = k_ii - q_ii (the
 Inference: ``collapsed`` maximizes the closed-form bound over Z and the hyperparameters (Adam on log-parameters,
 statistics accumulated in chunks of K_uf, see :mod:`pyrozoo.models.gp_linalg`), then draws u from the optimal q(u)
 (:func:`pyrozoo.guides.sparse_gp.optimal_qu`). ``svi`` fits a free Gaussian q(u) jointly with Z and the
-hyperparameters by (minibatch, ``batch_size``) SVI with ``TraceMeanField_ELBO`` (analytic KL(q(u) || p(u))).
+hyperparameters by (minibatch, ``batch_size``) SVI with ``TraceMeanField_ELBO`` (analytic KL(q(u) || p(u))),
+whitened: q(u) = N(L m, L S S^T L^T) with L = chol(K_uu), fitting m and S
+(:func:`pyrozoo.guides.sparse_gp.make_whitened_qu_guide`).
 
 Predictive at x_*: mean a_*^T m, variance k_** - q_** + a_*^T S a_* (+ sigma^2 for y_*) for q(u) = N(m, S); for
 the optimal q(u) this is the homework's O(M^2 N) SPGP predictive. The pointwise log-likelihood in every Result is
@@ -36,7 +38,7 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file, standardize_table
 from pyrozoo.errors import PyrozooError
-from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_free_qu_guide, optimal_qu
+from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_whitened_qu_guide, optimal_qu, whiten_qu
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.from_config import svi_from_config
@@ -139,6 +141,31 @@ def _effective_noise(noise: torch.Tensor, variance: torch.Tensor, noiseless: boo
     return noise_floor * variance if noiseless else noise
 
 
+def _inducing_params(X: torch.Tensor, Z: Any, lengthscale: Any, variance: Any, noise: Any, *, learn: bool,
+                     noiseless: bool) -> tuple[torch.Tensor, ...]:
+    """(Z, lengthscale, variance, noise) as X's tensors; with ``learn`` the ``pyro.param`` values (positive
+    constraints; the noise only when not ``noiseless``), registered at the given values on first use."""
+    opts = {"dtype": X.dtype, "device": X.device}
+    if learn:
+        Z = pyro.param("Z", torch.as_tensor(Z, **opts).clone())
+        lengthscale = pyro.param("lengthscale", torch.as_tensor(lengthscale, **opts).clone(),
+                                 constraint=constraints.positive)
+        variance = pyro.param("variance", torch.as_tensor(variance, **opts).clone(), constraint=constraints.positive)
+        if not noiseless:
+            noise = pyro.param("noise", torch.as_tensor(noise, **opts).clone(), constraint=constraints.positive)
+    return (torch.as_tensor(Z, **opts), *(torch.as_tensor(v, **opts) for v in (lengthscale, variance, noise)))
+
+
+def sparse_kuu_cholesky(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: Any, kernel: str = "rbf",
+                        lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False,
+                        learn: bool = False, jitter: float = 1e-6, **_: Any) -> torch.Tensor:
+    """chol(K_uu) (jittered) exactly as :func:`sparse_gp_model` forms it from the same arguments (with ``learn``,
+    at the current ``pyro.param`` values): the whitening factor of
+    :func:`~pyrozoo.guides.sparse_gp.make_whitened_qu_guide`, u = L v."""
+    Z, ls, var, _nz = _inducing_params(X, Z, lengthscale, variance, noise, learn=learn, noiseless=noiseless)
+    return jitter_cholesky(kernel_matrix(kernel, Z, Z, ls, var), jitter=jitter, name="K_uu (pseudo-inputs)")
+
+
 def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.Tensor, kernel: str = "rbf",
                     method: str = "vfe", lengthscale: torch.Tensor | float = 1.0,
                     variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float = 0.1,
@@ -149,14 +176,7 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
     ``learn=True`` registers Z and the hyperparameters as ``pyro.param`` (positive constraints), initialized at
     the given values, so that SVI learns them (type-II maximum likelihood inside the ELBO)."""
     opts = {"dtype": X.dtype, "device": X.device}
-    if learn:
-        Z = pyro.param("Z", torch.as_tensor(Z, **opts).clone())
-        lengthscale = pyro.param("lengthscale", torch.as_tensor(lengthscale, **opts).clone(),
-                                 constraint=constraints.positive)
-        variance = pyro.param("variance", torch.as_tensor(variance, **opts).clone(), constraint=constraints.positive)
-        if not noiseless:
-            noise = pyro.param("noise", torch.as_tensor(noise, **opts).clone(), constraint=constraints.positive)
-    ls, var, nz = (torch.as_tensor(v, **opts) for v in (lengthscale, variance, noise))
+    Z, ls, var, nz = _inducing_params(X, Z, lengthscale, variance, noise, learn=learn, noiseless=noiseless)
     nz = _effective_noise(nz, var, noiseless, noise_floor)
     M = Z.shape[0]
     L = jitter_cholesky(kernel_matrix(kernel, Z, Z, ls, var), jitter=jitter, name="K_uu (pseudo-inputs)")
@@ -438,7 +458,8 @@ def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: st
 
 @keeps_caller_state
 def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
-    """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u)."""
+    """``collapsed``: :func:`fit_sparse_gp`, then draws of u from the optimal q(u); ``svi``: free Gaussian q(u),
+    whitened (u = chol(K_uu) v, q(v) = N(m, S S^T))."""
     config = checked_config("sparse-gp", config)  # a direct call gets run_model's checks
     check_dataset("dataset", dataset, "sparse-gp", observed=("y",), made_by="make_sparse_dataset",
                   inputs=("X", "Z", "kernel", "method", "noiseless", "batch_size", *HYPER))
@@ -469,14 +490,25 @@ def fit_sparse_entry(dataset: Dataset, config: RunConfig) -> Result:
     ls0 = initial_lengthscale(inp["lengthscale"], X, ard=dataset.meta.get("ard", False))
     init = fit_sparse_gp(X, y, inp["Z"], lengthscale=ls0, variance=inp["variance"], noise=inp["noise"], steps=0,
                          **base)
-    loc, tril = optimal_qu(init.stats)
+    # whitened: q(v) = N(m, S S^T), u = chol(K_uu) v (make_whitened_qu_guide); it starts at the optimal q(u) mapped
+    # through init.stats.L^-1, the chol(K_uu) that the model forms at the initial values
+    v_loc, v_tril = whiten_qu(init.stats.L, *optimal_qu(init.stats))
     # full data after the fit (log-likelihood, draws): batch_size only for the steps
     kwargs = {**{k: inp[k] for k in ("X", "Z", "variance", "noise")}, "lengthscale": ls0, "y": y, "learn": True,
               **base}
-    result = svi_from_config(sparse_gp_model, make_free_qu_guide(loc, tril), kwargs, config, elbo="meanfield",
-                             default_lr=0.01, log_likelihood_fn=sparse_log_likelihood,
+    result = svi_from_config(sparse_gp_model, make_whitened_qu_guide(v_loc, v_tril, sparse_kuu_cholesky), kwargs,
+                             config, elbo="meanfield", default_lr=0.01, log_likelihood_fn=sparse_log_likelihood,
                              train_kwargs={"batch_size": inp["batch_size"]})
     fitted = {k: result.params[k].to(X) if k in result.params else inp[k] for k in ("Z", *HYPER)}
+    # the fitted q(u) = N(L m, L S S^T L^T) at the fitted Z and hyperparameters: the predictive's qu_loc and
+    # qu_scale_tril, and the Result's guide (fixed: it no longer reads the global param store)
+    with torch.no_grad():
+        L = sparse_kuu_cholesky(X, Z=fitted["Z"], kernel=base["kernel"], lengthscale=fitted["lengthscale"],
+                                variance=fitted["variance"])
+        qu_loc = L @ result.params["qv_loc"].to(X)
+        qu_tril = L @ result.params["qv_scale_tril"].to(X)
+    result.params.update(qu_loc=qu_loc.cpu(), qu_scale_tril=qu_tril.cpu())
+    result.guide = make_fixed_qu_guide(qu_loc, qu_tril)
     # the replay (posterior predictive, a pickled Result) uses the fitted values, not the global param store
     result.predictive_fn.model_kwargs = {**kwargs, **fitted, "learn": False}
     result.params["log_marginal"] = torch.tensor(float(sparse_log_marginal(X, y, **fitted, **base)),
@@ -595,4 +627,4 @@ def sparse_gp_entry() -> ZooModel:
 
 
 __all__ = ["SparseGPFit", "check_sparse_inputs", "fit_sparse_gp", "predict_from_qu", "predict_from_stats",
-           "sparse_gp_model", "sparse_log_marginal"]
+           "sparse_gp_model", "sparse_kuu_cholesky", "sparse_log_marginal"]
