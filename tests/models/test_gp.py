@@ -866,3 +866,27 @@ def test_a_dataframes_index_labels_obs_id_through_the_entrys_fit_as_docs_gp_md_s
     assert fit_gp(ds, cfg).to_inference_data().log_likelihood.obs_id.values[:2].tolist() == [0, 1]
     page = (Path(__file__).parents[2] / "docs" / "gp.md").read_text()
     assert 'registry.get("gp").fit(ds, RunConfig(model="gp"' in page and "leave `obs_id` at 0 .. n-1" in page
+
+
+def test_posterior_draws_of_f_have_the_exact_mean_and_covariance():
+    """sample_exact_posterior_f against Gaussian conditioning written out in NumPy (RBF kernel
+    k(x, x') = v exp(-(x - x')^2 / (2 l^2))): m = K (K + s2 I)^-1 y, C = K - K (K + s2 I)^-1 K. With S = 20000
+    draws, each mean within 5 of its Monte Carlo sd sqrt(C_ii / S) and each covariance entry within 5 of
+    sqrt((C_ii C_jj + C_ij^2) / S) (the sd of a Gaussian sample covariance). A factor used the wrong way round
+    (z @ Lc, covariance Lc^T Lc) is 14-21 such sds off in three entries here."""
+    from pyrozoo.models.gp import sample_exact_posterior_f
+
+    xs = np.array([0.0, 0.4, 1.1, 2.5])
+    ys = np.array([0.3, -0.2, 0.8, 1.5])
+    ls, var, nz, S = 0.8, 1.3, 0.2, 20000
+    K = var * np.exp(-0.5 * (xs[:, None] - xs[None]) ** 2 / ls**2)
+    gain = K @ np.linalg.inv(K + nz * np.eye(4))
+    mean, cov = gain @ ys, K - gain @ K
+    torch.manual_seed(0)
+    f = sample_exact_posterior_f(t(xs[:, None]), t(ys), S, kernel="rbf", lengthscale=t(ls), variance=t(var),
+                                 noise=t(nz)).numpy()
+    assert f.shape == (S, 4)
+    se_mean = np.sqrt(np.diag(cov) / S)
+    np.testing.assert_array_less(np.abs(f.mean(0) - mean), 5 * se_mean)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / S)
+    np.testing.assert_array_less(np.abs(np.cov(f.T, bias=True) - cov), 5 * se_cov)
