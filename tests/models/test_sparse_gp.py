@@ -521,3 +521,52 @@ def test_a_batch_size_larger_than_the_data_is_every_row():
     assert losses[0] == losses[1] == losses[2] == losses[3]
     with pytest.raises(PyrozooError, match=r"^batch_size: expected an integer >= 0, got -1"):
         sparse_gp_model(X, y, batch_size=-1, **kw)
+
+
+@pytest.mark.parametrize("noiseless", [False, True])
+def test_pointwise_log_likelihood_matches_a_dense_computation(noiseless):
+    """sparse_log_likelihood (LOO / WAIC's input) for fixed draws of u against the FITC conditional built here from
+    dense NumPy kernel matrices: log N(y_i | a_i^T u, k_ii - q_ii + s2), a_i = K_uu^-1 k_u(x_i), q_ii = k_u(x_i)^T a_i,
+    with K_uu's jitter (1e-6 x its mean diagonal) as the model adds it; s2 = noise, or noise_floor * variance when
+    noiseless. The X here lie between and beyond the Z, so k_ii - q_ii is up to ~variance, not a rounding error."""
+    from scipy.stats import norm
+
+    from pyrozoo.models.sparse_gp import sparse_log_likelihood
+
+    rng = np.random.default_rng(5)
+    xs = np.linspace(-3.0, 3.0, 9)
+    zs = np.array([-1.5, 0.2, 1.0])
+    ys = np.sin(xs) + 0.3 * rng.standard_normal(9)
+    u = rng.standard_normal((2, 3, 3))  # (chain, draw, M)
+    ls, var, nz, jitter = 0.9, 1.4, 0.05, 1e-6
+    kw = {"X": t(xs[:, None]), "y": t(ys), "Z": t(zs[:, None]), "kernel": "rbf", "lengthscale": t(ls),
+          "variance": t(var), "noise": t(nz), "noiseless": noiseless}
+
+    def k(a, b):
+        return var * np.exp(-0.5 * (a[:, None] - b[None]) ** 2 / ls**2)
+
+    A = np.linalg.solve(k(zs, zs) + jitter * var * np.eye(3), k(zs, xs))  # (M, N): column i is a_i
+    t_i = var - (k(zs, xs) * A).sum(0)
+    assert t_i.max() > 0.5 * var  # points far from every Z: the t term matters
+    s2 = 1e-6 * var if noiseless else nz
+    want = norm.logpdf(ys, loc=u @ A, scale=np.sqrt(t_i + s2))
+    got = sparse_log_likelihood({"u": t(u)}, kw)["y"]
+    assert got.shape == (2, 3, 9)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_pointwise_log_likelihood_with_z_at_x_is_the_exact_gps():
+    """With Z = X (and no jitter) a_i = e_i and k_ii - q_ii = 0, so log N(y_i | a_i^T u, t_i + s2) is the exact GP's
+    pointwise log N(y_i | f_i, s2) at f = u (:func:`~pyrozoo.models.gp.gp_log_likelihood`)."""
+    from pyrozoo.models.gp import gp_log_likelihood
+    from pyrozoo.models.sparse_gp import sparse_log_likelihood
+
+    rng = np.random.default_rng(6)
+    X = t(np.arange(6.0)[:, None])  # unit spacing, lengthscale 0.7: K_uu well conditioned
+    y = t(rng.standard_normal(6))
+    u = t(rng.standard_normal((1, 4, 6)))
+    kw = {"X": X, "y": y, "Z": X.clone(), "kernel": "rbf", "lengthscale": t(0.7), "variance": t(1.2),
+          "noise": t(0.1), "jitter": 0.0}
+    got = sparse_log_likelihood({"u": u}, kw)["y"]
+    want = gp_log_likelihood({"f": u}, {"y": y, "noise": t(0.1)})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
