@@ -342,3 +342,61 @@ def test_minibatch_svi_trains_on_batches_scaled_by_n_over_b():
     assert abs(float(res.params["AutoNormal.locs.loc"]) - exact_mean) < exact_sd
     assert float(res.params["AutoNormal.scales.loc"]) == pytest.approx(exact_sd, rel=0.3)
     assert res.log_likelihood["x"].shape == (1, 20, 400)
+
+
+def test_loss_plateau_threshold_is_rel_tol_of_the_previous_window_mean():
+    """loss_plateau(losses, window, rel_tol): the mean of the last ``window`` losses against the mean of the window
+    before; a plateau when the improvement prev - cur < rel_tol * |prev|. Changes just below and just above 1% of
+    100 with rel_tol = 0.01 (a threshold 5x larger would call both a plateau)."""
+    from pyrozoo.inference.svi import loss_plateau
+
+    assert loss_plateau([100.0, 100.0, 99.01, 99.01], 2, 0.01)  # improved by 0.99 < 1
+    assert not loss_plateau([100.0, 100.0, 98.99, 98.99], 2, 0.01)  # improved by 1.01
+    assert not loss_plateau([100.0, 100.0, 96.0, 96.0], 2, 0.01)  # 4%: 5 x rel_tol would stop here
+    # only the last 2 * window losses count, and a window is averaged: (100.5 + 99.5) / 2 = 100 before
+    assert not loss_plateau([1e6, -1e6, 100.5, 99.5, 99.5, 98.48], 2, 0.01)  # now 98.99: improved by 1.01
+    assert loss_plateau([1e6, -1e6, 100.5, 99.5, 99.5, 98.52], 2, 0.01)  # now 99.01: by 0.99
+    assert not loss_plateau([100.0, 99.0, 98.0], 2, 0.01)  # fewer than 2 * window losses: never
+    # negative losses (a log density above 1): relative to |prev|
+    assert loss_plateau([-100.0, -100.0, -100.99, -100.99], 2, 0.01)
+    assert not loss_plateau([-100.0, -100.0, -101.01, -101.01], 2, 0.01)
+    # a loss going up is a plateau (no improvement) unless settled is asked
+    assert loss_plateau([100.0, 100.0, 150.0, 150.0], 2, 0.01)
+
+
+def test_loss_plateau_settled_needs_a_small_change_either_way_with_a_floor_of_one():
+    """settled=True (deterministic objectives): |prev - cur| < rel_tol * max(|prev|, 1), so a loss going up by
+    more than the threshold is not settled, and near zero the threshold is rel_tol, not rel_tol * |prev|."""
+    from pyrozoo.inference.svi import loss_plateau
+
+    assert loss_plateau([100.0, 100.0, 100.99, 100.99], 2, 0.01, settled=True)
+    assert not loss_plateau([100.0, 100.0, 101.01, 101.01], 2, 0.01, settled=True)  # up by 1.01
+    assert not loss_plateau([100.0, 100.0, 150.0, 150.0], 2, 0.01, settled=True)
+    assert not loss_plateau([100.0, 100.0, 98.99, 98.99], 2, 0.01, settled=True)  # down by 1.01
+    assert loss_plateau([0.5, 0.5, 0.491, 0.491], 2, 0.01, settled=True)  # 0.009 < 0.01 * 1
+    assert not loss_plateau([0.5, 0.5, 0.489, 0.489], 2, 0.01, settled=True)  # 0.011
+    assert not loss_plateau([0.5, 0.5, 0.491, 0.491], 2, 0.01)  # unsettled: 0.009 > 0.01 * 0.5
+    assert not loss_plateau([0.0, 0.0, -1e-9, -1e-9], 2, 0.01)  # unsettled from 0: the floor is 1e-12
+    assert loss_plateau([0.0, 0.0, -1e-9, -1e-9], 2, 0.01, settled=True)
+
+
+def test_early_stop_step_on_a_known_loss_sequence(monkeypatch):
+    """run_svi checks the plateau before each step: with window 2 and rel_tol 0.01 on the losses
+    100, 98, 96, 94, 93.5, 93.4, 93.3, 93.3, ... the window means improve by 4.04% (99 -> 95), 3.35%, 1.63% and
+    then 0.43% (93.75 -> 93.35): the run stops after exactly 7 steps (a 5x threshold would stop after 4)."""
+    from pyrozoo.inference import svi as svi_module
+
+    seq = [100.0, 98.0, 96.0, 94.0, 93.5, 93.4] + [93.3] * 50
+
+    class ScriptedSVI:
+        def __init__(self, *args, **kwargs):
+            self.calls = 0
+
+        def step(self, **kwargs):
+            self.calls += 1
+            return seq[self.calls - 1]
+
+    monkeypatch.setattr(svi_module, "SVI", ScriptedSVI)
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=50, early_stop_window=2, early_stop_rel_tol=0.01,
+                  progress=False, num_samples=5)
+    assert list(res.fit_stats["loss"]) == seq[:7]
