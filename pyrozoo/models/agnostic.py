@@ -121,6 +121,16 @@ def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- networks
+def check_feature_dim(feature_dim: Any) -> int:
+    """``feature_dim`` as an int >= 2: the extractors end in a LayerNorm without affine parameters,
+    ``(z - mean(z)) / std(z)`` over the ``feature_dim`` features of a row, which is 0 for a single feature (the
+    features would carry no information: chance accuracy that reads as perfectly fair)."""
+    if isinstance(feature_dim, (int, np.integer)) and not isinstance(feature_dim, bool) and feature_dim < 2:
+        raise PyrozooError(f"feature_dim: expected an integer >= 2 (the features are layer-normalized, and a "
+                           f"LayerNorm over a single feature is always 0), got {feature_dim!r}")
+    return check_int("feature_dim", feature_dim, minimum=2)
+
+
 class ConvFeatures(nn.Module):
     """``G_f`` for small images: two conv3 + ReLU + 2x2 max-pool blocks (a scaled-down version of the paper's
     VGG-style extractor), then a linear layer to ``feature_dim`` and a LayerNorm without affine parameters.
@@ -130,6 +140,7 @@ class ConvFeatures(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, feature_dim: int = 16, channels: int = 8):
         super().__init__()
+        feature_dim = check_feature_dim(feature_dim)
         side = image_size // 4
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -147,6 +158,7 @@ class MLPFeatures(nn.Module):
 
     def __init__(self, in_features: int, feature_dim: int = 16, hidden: int = 32):
         super().__init__()
+        feature_dim = check_feature_dim(feature_dim)
         self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim),
                                   nn.LayerNorm(feature_dim, elementwise_affine=False))
 
@@ -571,7 +583,7 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     check_choice("schedule", opts["schedule"], SCHEDULES)
     check_probability("ramp", opts["ramp"])
     check_positive("prior_scale", opts["prior_scale"])
-    check_int("feature_dim", opts["feature_dim"], minimum=1)
+    check_feature_dim(opts["feature_dim"])
     check_int("hidden", opts["hidden"], minimum=1)
     check_int("batch_size", opts["batch_size"])
     check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))

@@ -1052,3 +1052,25 @@ def test_the_docs_python_example_runs():
     namespace: dict = {}
     exec(compile(code.replace("steps=300", "steps=5"), "docs/agnostic.md", "exec"), namespace)
     assert namespace["proba"].shape == (3, 2) and namespace["data"].meta["y_classes"] == ["high", "low"]
+
+
+def test_feature_dim_one_is_refused():
+    """A LayerNorm without affine parameters over one feature is always 0: feature_dim=1 would train a network whose
+    features carry nothing (chance accuracy reading as perfectly fair), so the option check and the extractors
+    refuse it before any work."""
+    from pyrozoo.models.agnostic import ConvFeatures, MLPFeatures, check_model_options
+
+    assert torch.equal(torch.nn.LayerNorm(1, elementwise_affine=False)(torch.randn(4, 1)), torch.zeros(4, 1))
+    message = r"feature_dim: expected an integer >= 2 \(.*LayerNorm over a single feature is always 0\), got 1"
+    with pytest.raises(PyrozooError, match=message):
+        check_model_options({"feature_dim": 1})
+    with pytest.raises(PyrozooError, match=message):
+        MLPFeatures(3, 1)
+    with pytest.raises(PyrozooError, match=message):
+        ConvFeatures(1, 8, 1)
+    with pytest.raises(PyrozooError, match=message):
+        AgnosticNetwork.for_inputs(torch.zeros(4, 3), feature_dim=1)
+    with pytest.raises(PyrozooError, match="feature_dim: expected an integer >= 2"):
+        check_model_options({"feature_dim": 0})
+    assert check_model_options({"feature_dim": 2})["feature_dim"] == 2
+    assert MLPFeatures(3, 2)(torch.randn(5, 3)).abs().sum() > 0
