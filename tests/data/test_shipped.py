@@ -92,3 +92,24 @@ def test_a_one_column_file_gets_the_delimiter_it_holds_as_the_hint(tmp_path, sep
     with pytest.raises(PyrozooError, match=rf"looks {kind}-separated \(convert it, e\.g\. pandas\.read_csv\(path, "
                                            rf"sep={re.escape(shown)}\)"):
         read_table(str(path))
+
+
+def test_na_spellings_are_labels_in_text_columns_and_missing_in_numeric_ones(tmp_path):
+    """pandas' default NA strings made a label "NA" (North America) a missing value with no message. Now only an
+    empty cell is missing in a text column; in a column of numbers NA, nan, null ... are still missing numbers, and
+    numeric_column names them as missing, as before."""
+    from pyrozoo.data.shipped import numeric_column
+
+    path = tmp_path / "na.csv"
+    path.write_text("y,x,region,who\n1,2,NA,None\nNA,3,EU,null\n2, nan,,n/a\n3,4,AS,x\n")
+    df = read_table(str(path))
+    assert df["region"].tolist()[:2] == ["NA", "EU"] and df["region"].isna().tolist() == [False, False, True, False]
+    assert df["who"].tolist() == ["None", "null", "n/a", "x"]
+    assert str(df["y"].dtype) == "float64" and df["y"].isna().tolist() == [False, True, False, False]
+    for column, row in (("y", 2), ("x", 3)):
+        with pytest.raises(PyrozooError, match=rf"^data: column '{column}' has 1 missing or non-finite value\(s\) "
+                                               rf"\(first at data row {row}: nan\); drop or fill them"):
+            numeric_column(df, column)
+    with pytest.raises(PyrozooError, match=r"^data: column 'region' has non-numeric values \(first at data row 1: "
+                                           r"'NA'\)"):
+        numeric_column(df, "region")
