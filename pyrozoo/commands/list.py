@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+from typing import Any
 
 from pyrozoo import registry
 
@@ -40,11 +42,32 @@ def _show(name: str) -> int:
     print("options (-o KEY=VALUE, or [options] in a config or sweep file):")
     width = max((len(k) for k in entry.options), default=0)
     for key, default in entry.options.items():
-        kind = type(default).__name__ if default is not None else "any"
+        kind = type(default).__name__ if default is not None else "str" if key in entry.text_options else "any"
         extra = " or a list (one per input column)" if key in entry.list_options else ""
         if key in entry.data_options:
             extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
         if key in entry.inference_options:
             extra += "; only with inference " + " or ".join(entry.inference_options[key])
+        if default is None:  # the data source's default, if its loader names one (plce's outcome: y, or re78)
+            shown = [f"{value!r} with {registry.describe_source(source)}"
+                     for source, value in _source_defaults(entry, key).items()]
+            extra += f"; when not given: {', '.join(shown)}" if shown else ""
         print(f"  {key:<{width}}  {default!r:<12} ({kind}{extra})")
     return 0
+
+
+def _source_defaults(entry: registry.ZooModel, key: str) -> dict[str, Any]:
+    """Data source -> the default of option ``key`` in that source's loader signature, for the sources that read
+    ``key`` and whose loader gives it a default other than None (an entry default of None leaves the choice to the
+    loader)."""
+    loaders = {"simulator": entry.simulate, **({"file": entry.from_file} if entry.from_file else {}),
+               **entry.datasets}
+    found = {}
+    for source in entry.data_options.get(key, tuple(loaders)):
+        try:
+            parameter = inspect.signature(loaders[source]).parameters.get(key)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if parameter is not None and parameter.default not in (None, inspect.Parameter.empty):
+            found[source] = parameter.default
+    return found

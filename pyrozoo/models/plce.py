@@ -53,12 +53,15 @@ OPTIONS: dict[str, Any] = {
     "learner": "spike_slab", "n_folds": 5, "n_repeats": 5, "n_knots": 5, "interactions": "quadratic",
     "treatment_model": "homoskedastic", "random_effects": "auto", "interference": False, "se_type": "hc3",
     "refit": "union", "linear_controls": True,
-    # columns for --data / --dataset
-    "outcome": "y", "treatment": "t", "controls": "", "groups": "",
+    # columns for --data / --dataset; outcome and treatment None: the source's default (FILE_COLUMNS, LALONDE_COLUMNS)
+    "outcome": None, "treatment": None, "controls": "", "groups": "",
     # final-stage prior: sd of theta in units of sd(ry) / sd(rt)
     "theta_scale": 10.0,
 }
 LEARNERS = ("spike_slab", "ridge", "lasso")
+# the outcome and treatment columns when the options are not given (an explicit -o outcome=y is the column y)
+FILE_COLUMNS = {"outcome": "y", "treatment": "t"}
+LALONDE_COLUMNS = {"outcome": "re78", "treatment": "treat"}
 
 
 def plce_final_stage_model(t_resid: torch.Tensor, weights: torch.Tensor, theta_scale: torch.Tensor,
@@ -305,13 +308,21 @@ def _refuse_separated_numbers(source: str, name: str, col: pd.Series) -> None:
                        f"{read}).to_csv(new_path, index=False)")
 
 
-def plce_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
-    """A user's CSV: ``outcome``, ``treatment``, ``controls`` (comma-separated; default all other columns) and an
-    optional ``groups`` column."""
+def _columns(opts: Mapping[str, Any], defaults: Mapping[str, str]) -> tuple[str, str, dict[str, str]]:
+    """The outcome and treatment columns (``defaults`` for an option left at None) and the defaults that were used
+    (for the message that a missing column was the default)."""
+    used = {k: v for k, v in defaults.items() if opts.get(k) is None}
+    return (used.get("outcome", opts.get("outcome")), used.get("treatment", opts.get("treatment")), used)
+
+
+def plce_from_file(path: str, seed: int, *, device: Any = "cpu", outcome: str | None = FILE_COLUMNS["outcome"],
+                   treatment: str | None = FILE_COLUMNS["treatment"], **options: Any) -> Dataset:
+    """A user's CSV: ``outcome`` (default y), ``treatment`` (default t), ``controls`` (comma-separated; default all
+    other columns) and an optional ``groups`` column."""
     opts = {**OPTIONS, **options}
-    y, t, X, g = frame_to_arrays(read_table(path), opts["outcome"], opts["treatment"], opts["controls"],
-                                 opts["groups"], source=f"data {path}",
-                                 defaults={k: OPTIONS[k] for k in ("outcome", "treatment")})
+    outcome, treatment, defaults = _columns({"outcome": outcome, "treatment": treatment}, FILE_COLUMNS)
+    y, t, X, g = frame_to_arrays(read_table(path), outcome, treatment, opts["controls"],
+                                 opts["groups"], source=f"data {path}", defaults=defaults)
     return _fit_and_pack(Path(path).stem, y, t, X, g, seed, device, opts,
                          meta={"columns": list(X.columns), "controls": X.attrs["controls"]})
 
@@ -320,16 +331,16 @@ LALONDE_CONTROLS = "age,educ,race,married,nodegree,re74,re75"
 EXPERIMENTAL_BENCHMARK = 1794.0  # NSW treated vs NSW controls (LaLonde 1986; Dehejia & Wahba 1999)
 
 
-def load_lalonde(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+def load_lalonde(seed: int, *, device: Any = "cpu", outcome: str | None = LALONDE_COLUMNS["outcome"],
+                 treatment: str | None = LALONDE_COLUMNS["treatment"], **options: Any) -> Dataset:
     """MatchIt/lalonde (185 NSW treated, 429 PSID controls): effect of training (``treat``) on 1978 earnings
     (``re78``) with the usual controls; the experimental benchmark is $1,794.
 
-    ``outcome``, ``treatment``, ``controls`` and ``groups`` are honoured when set (the entry's defaults y / t / all
-    / none stand for re78 / treat / the usual controls / no groups); the experimental benchmark is attached only
-    to the re78-on-treat effect."""
+    ``outcome``, ``treatment``, ``controls`` and ``groups`` are honoured when set (left at None / None / empty /
+    empty they are re78 / treat / the usual controls / no groups; an explicit ``outcome="y"`` is the column y, which
+    lalonde lacks); the experimental benchmark is attached only to the re78-on-treat effect."""
     opts = {**OPTIONS, **options}
-    outcome = "re78" if opts["outcome"] == OPTIONS["outcome"] else opts["outcome"]
-    treatment = "treat" if opts["treatment"] == OPTIONS["treatment"] else opts["treatment"]
+    outcome, treatment, _ = _columns({"outcome": outcome, "treatment": treatment}, LALONDE_COLUMNS)
     groups = opts["groups"] or ""
     controls = opts["controls"] or ",".join(c for c in LALONDE_CONTROLS.split(",")
                                             if c not in {outcome, treatment, groups})

@@ -143,3 +143,38 @@ def test_numbers_written_with_commas_in_a_text_control_are_refused_with_the_fix(
     with pytest.raises(PyrozooError, match=rf"^data .*sep\.csv: control column 'income' holds numbers written as text "
                                            rf"\('{re.escape(income[0])}', .*pandas\.read_csv\(path, {read}\)"):
         registry.get(model).from_file(str(path), 0)
+
+
+def test_an_explicit_outcome_y_is_not_taken_as_lalondes_re78(monkeypatch, capsys):
+    """The placeholder default 'y' stood for re78 with --dataset lalonde, so an explicit -o outcome=y (or t) silently
+    fitted re78 (treat), and `pyrozoo list plce` showed y / t as lalonde's defaults. The defaults are None now: y / t
+    for a file, re78 / treat for lalonde; an explicit y is the column y, which lalonde lacks."""
+    from pyrozoo import registry
+    from pyrozoo.cli import main
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models import plce
+
+    fitted = []
+
+    def no_fit(*args, **kw):  # record the columns read, stop before the cross-fitting
+        fitted.append(kw["meta"])
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(plce, "_fit_and_pack", no_fit)
+    columns = "columns are treat, age, educ, race, married, nodegree, re74, re75, re78"
+    entry = registry.get("plce")
+    for option, name in (("outcome", "y"), ("treatment", "t")):
+        config = entry.check_config(RunConfig(model="plce", dataset="lalonde", options={option: name}))
+        with pytest.raises(PyrozooError, match=rf"^{option}: lalonde has no column\(s\) '{name}' .*; {columns}$"):
+            entry.load_data(config)
+    assert main(["plce", "--dataset", "lalonde", "--outcome", "y", "--no-progress"]) == 2
+    assert "outcome: lalonde has no column(s) 'y'" in capsys.readouterr().err
+    assert not fitted
+    with pytest.raises(ZeroDivisionError):  # left out: re78 on treat, up to the fit
+        entry.load_data(entry.check_config(RunConfig(model="plce", dataset="lalonde")))
+    assert (fitted[0]["outcome"], fitted[0]["treatment"]) == ("re78", "treat")
+    assert main(["list", "plce"]) == 0
+    out = capsys.readouterr().out
+    assert ("  outcome          None         (str; only with a data file (--data) or dataset 'lalonde'; when not "
+            "given: 'y' with a data file (--data), 're78' with dataset 'lalonde')") in out
+    assert "when not given: 't' with a data file (--data), 'treat' with dataset 'lalonde')" in out
