@@ -496,14 +496,18 @@ def resolve_metric(results: pd.DataFrame, metric: str | None) -> str:
 
 def summarize(results: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels.
-    ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification (:func:`resolve_metric`)."""
+    ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification (:func:`resolve_metric`).
+    ``num_labelled`` is the final number of labels, an integer when every seed ended with the same number (as they
+    do: the same budget), else the mean over seeds."""
     metric = resolve_metric(results, metric)
     results = results.reset_index(drop=True)
     last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
     g = last.groupby(["dataset", "acquisition"])
     out = g[metric].agg(["mean", "std", "count"])
     out["se"] = out["std"] / np.sqrt(out["count"])
-    out["num_labelled"] = g["num_labelled"].mean()
+    labels = g["num_labelled"].agg(["mean", "min", "max"])
+    same = (labels["min"] == labels["max"]).all()
+    out["num_labelled"] = labels["min"].astype(int) if same else labels["mean"]  # counts stay integers (not 50.0)
     # median over the rounds that selected a batch (round 0 is the initial fit, with select_seconds = 0)
     selecting = results[results["requested"] > 0]
     out["select_seconds"] = selecting.groupby(["dataset", "acquisition"])["select_seconds"].median()

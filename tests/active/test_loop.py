@@ -282,3 +282,17 @@ def test_cli_out_may_be_dot_or_a_link_and_complete_results_are_never_deleted(tmp
     err = capsys.readouterr().err
     kept = err.rsplit("they are complete in ", 1)[1].strip()
     assert (tmp_path / "new" / "other.txt").is_file() and (Path(kept) / "summary.csv").is_file()
+
+
+def test_summary_counts_are_integers():
+    """summary.csv said num_labelled 50.0 (a mean over seeds) where results.csv says 50; seeds ending with different
+    counts still get the mean."""
+    rows = [{"dataset": "d", "acquisition": acq, "seed": seed, "round": r, "num_labelled": 20 + 15 * r,
+             "requested": 15 * (r > 0), "select_seconds": 0.1 * r, "rmse": 1.0 / (1 + r + seed)}
+            for acq in ("random", "bald") for seed in (0, 1) for r in range(3)]
+    df = pd.DataFrame(rows)
+    table = summarize(df)
+    assert pd.api.types.is_integer_dtype(table["num_labelled"]) and (table["num_labelled"] == 50).all()
+    assert table.to_csv(index=False).splitlines()[1].split(",")[table.columns.get_loc("num_labelled")] == "50"
+    uneven = df[~((df["seed"] == 1) & (df["round"] == 2))]  # seed 1 stops at 35 labels
+    assert summarize(uneven)["num_labelled"].tolist() == [42.5, 42.5]
