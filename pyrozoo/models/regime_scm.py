@@ -839,9 +839,11 @@ def regime_scm_relaxed_model(
     N = parents.shape[0]
     p = _model_params(parents.to(x.device), mechanism, hidden, False, init, x.dtype, x.device)
     uniform = torch.full((N + 1,), 1.0 / (N + 1), dtype=x.dtype, device=x.device)
+    # the temperature in x's dtype, as in the guide (torch.tensor(T) first rounded T = 0.7 to float32)
+    temp = torch.tensor(temperature, dtype=x.dtype, device=x.device)
     with pyro.plate("obs_id", x.shape[0]):
         with poutine.scale(scale=kl_scale):
-            z = pyro.sample("z", dist.RelaxedOneHotCategorical(torch.tensor(temperature).to(x), probs=uniform))
+            z = pyro.sample("z", dist.RelaxedOneHotCategorical(temp, probs=uniform))
         for i in order:
             flag = z[..., i + 1]
             loc = node_mean(p, i, x, flag, parents.to(x.device))
