@@ -44,7 +44,7 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_float_dtype, check_positive, check_unique
+from pyrozoo.validation import check_choice, check_float_dtype, check_positive, check_real, check_unique
 
 OPTIONS: dict[str, Any] = {
     # simulator (the talk's design)
@@ -76,19 +76,30 @@ def plce_final_stage_model(t_resid: torch.Tensor, weights: torch.Tensor, theta_s
         return pyro.sample("y_resid", dist.Normal(theta * t_resid, sigma * y_scale * weights.rsqrt()), obs=y_resid)
 
 
-def make_final_stage_guide(reference: dict[str, float]) -> Any:
+def make_final_stage_guide(reference: dict[str, float], init: Mapping[str, float] | None = None) -> Any:
     """Gaussian guide for theta and log-normal for sigma, parametrized *relative to the closed-form reference*:
     theta = m + s (a + b z), sigma = sigma_hat exp(c + d z') with (a, b, c, d) learned from (0, 1, 0, 0.1). The affine
-    preconditioning makes the optimization scale-free (raw-dollar outcomes otherwise need ~1e4 Adam steps)."""
+    preconditioning makes the optimization scale-free (raw-dollar outcomes otherwise need ~1e4 Adam steps).
+    ``init`` (``theta_mean``, ``theta_sd``, in theta's units) starts q(theta) elsewhere than at the reference:
+    a = (theta_mean - m) / s, b = theta_sd / s."""
     from torch.distributions import constraints
 
     m, sd, s_hat = reference["theta_mean"], reference["theta_sd"], reference["sigma_rel"]
+    if init is not None and not isinstance(init, Mapping):
+        raise PyrozooError(f"init: expected a mapping with theta_mean and/or theta_sd, got {init!r}")
+    init = dict(init or {})
+    unknown = sorted(set(init) - {"theta_mean", "theta_sd"})
+    if unknown:
+        raise PyrozooError(f"init: expected keys among theta_mean, theta_sd, got {', '.join(map(repr, unknown))}")
+    a0 = (check_real("init['theta_mean']", init.get("theta_mean", m)) - m) / sd
+    check_positive("init['theta_sd']", init.get("theta_sd", sd), scalar=True)
+    b0 = float(init.get("theta_sd", sd)) / sd
 
     def guide(t_resid: torch.Tensor, weights: torch.Tensor, theta_scale: torch.Tensor, y_scale: torch.Tensor,
               y_resid: torch.Tensor | None = None) -> None:
         opts = {"dtype": t_resid.dtype, "device": t_resid.device}
-        a = pyro.param("theta_shift", torch.tensor(0.0, **opts))
-        b = pyro.param("theta_rel_scale", torch.tensor(1.0, **opts), constraint=constraints.positive)
+        a = pyro.param("theta_shift", torch.tensor(a0, **opts))
+        b = pyro.param("theta_rel_scale", torch.tensor(b0, **opts), constraint=constraints.positive)
         c = pyro.param("log_sigma_shift", torch.tensor(0.0, **opts))
         d = pyro.param("log_sigma_scale", torch.tensor(0.1, **opts), constraint=constraints.positive)
         pyro.sample("theta", dist.Normal(m + sd * a, sd * b))
