@@ -21,8 +21,12 @@ bounded by (|t| + sum b)^{m-1} instead of (2 sum b)^{m-1}, gaining about 2^{m-1}
 of equal width (the triangle's V_1, V_2) merge: their four sign choices give the offsets (2, 0, -2) b with
 coefficients (1, -2, 1), so CIBER needs 3 * 2^k terms, not 2^(k+2). All test points are evaluated at once: one
 matrix product for the offsets, one integer power, one matrix-vector product per chunk. Each value comes
-with a rounding-error bound (machine eps times the sum of absolute terms); values whose bound exceeds
-``rel_tol`` relative are recomputed exactly-rounded with mpmath at the needed precision. Components narrower than
+with a rounding-error bound (machine eps times the sum of absolute terms, plus the error of forming each offset
+t + s.b); the bound must be within ``rel_tol`` (1e-4) of the value itself, not of the peak: a value that misses
+it (the far tails, where the symmetric sum cancels) is recomputed with the one-sided form at -|t|, whose terms
+(-|t| + s.b)_+^(m-1) are all of one sign within 2 min(b) of the support's edge (there a single term,
+d^(m-1) / ((m-1)! prod w), d the distance to the edge), and, if that still cancels, exactly rounded with mpmath
+at a precision grown to the cancellation. Components narrower than
 ``1e-9`` of the widest are dropped (a box of width w changes the density by O((w / W)^2) where it is smooth
 and by O(w / W) of the peak next to a kink of the piecewise polynomial: < 1e-9 of the peak either way).
 The predictive mean is exact and simple: E[y] = c + phi . mu (all components symmetric), and
@@ -102,33 +106,57 @@ def _ipow_(a: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _mp_density(t: float, b: list[float], cdf: bool) -> float:
-    """High-precision evaluation of the symmetric inclusion-exclusion sum (fallback for ill-conditioned values)."""
+    """p(t) (or F(t)) exactly rounded, with mpmath: the one-sided sum at -|t|,
+    1 / (k! prod w) sum_s prod(s) (-|t| + s.b)_+^k (k = m - 1, or m for the CDF: F(-|t|), then 1 - F(-|t|) for t > 0),
+    whose terms are all <= d^k, d = sum b - |t| the distance to the support's edge. Sign vectors are enumerated
+    depth-first over the widths in decreasing order and a branch is cut as soon as no completion can reach x > 0,
+    so in the tails only the few contributing offsets are visited. The working precision grows until it exceeds
+    the sum's cancellation (log10 of the sum of |terms| over |value|) by 25 digits. ``t`` inside the support."""
     import mpmath
 
     m = len(b)
-    with mpmath.workdps(60 + 3 * m):
-        tt, bb = mpmath.mpf(t), [mpmath.mpf(v) for v in b]
-        k = m if cdf else m - 1
-        acc = mpmath.mpf(0)
-        for s in itertools.product((1, -1), repeat=m):
-            x = tt + sum(si * bi for si, bi in zip(s, bb, strict=True))
-            sign = 1 if (k % 2 == 1 or x > 0) else (-1 if x < 0 else 0)
-            acc += math.prod(s) * sign * abs(x) ** k
-        norm = 2 * mpmath.factorial(k) * mpmath.fprod([2 * v for v in bb])
-        out = acc / norm
-        return float(out + mpmath.mpf(0.5) if cdf else out)
+    k = m if cdf else m - 1
+    order = sorted(range(m), key=lambda j: -b[j])
+    dps = 30
+    while True:
+        with mpmath.workdps(dps):
+            bb = [mpmath.mpf(b[j]) for j in order]
+            rest = [mpmath.fsum(bb[i:]) for i in range(m + 1)]  # sum of the widths not yet signed
+            acc, size = mpmath.mpf(0), mpmath.mpf(0)
+            stack = [(0, -abs(mpmath.mpf(t)), 1)]  # (next width, partial x, partial sign product)
+            while stack:
+                i, x, sign = stack.pop()
+                if x + rest[i] <= 0:  # every completion has x <= 0: no term
+                    continue
+                if i == m:
+                    term = x**k if k > 0 else mpmath.mpf(1)
+                    acc += sign * term
+                    size += term
+                    continue
+                stack.append((i + 1, x + bb[i], sign))
+                stack.append((i + 1, x - bb[i], -sign))
+            if acc > 0 and (size == 0 or mpmath.log10(size / acc) + 25 <= dps):
+                out = acc / (mpmath.factorial(k) * mpmath.fprod([2 * v for v in bb]))
+                return float(1 - out if cdf and t > 0 else out)
+            if acc <= 0 and dps > 2000:  # unreachable inside the support (the density is > 0 there)
+                raise PyrozooError(f"t: no positive density at {t!r} for half-widths {b!r}")
+            dps = 2 * dps if acc <= 0 else int(mpmath.log10(size / acc)) + 40
 
 
 def uniform_sum_density(t: torch.Tensor, half_widths: torch.Tensor, *, cdf: bool = False,
-                        rel_tol: float = 1e-4, abs_tol: float = 1e-6, chunk: int = 2048) -> torch.Tensor:
+                        rel_tol: float = 1e-4, chunk: int = 2048) -> torch.Tensor:
     """Density (or CDF) at ``t`` (shape ``(R,)``) of a sum of independent centred uniforms with ``half_widths``
     (shape ``(R, m)``, zeros allowed), exactly, in float64. See the module docstring for the formula.
 
-    Values whose float64 rounding bound exceeds both ``rel_tol`` relative and ``abs_tol`` times the peak scale
-    1 / (support width) are recomputed with mpmath; off the support the result is exactly 0 (1 for the CDF)."""
+    Every value inside the support is returned with a rounding-error bound of at most ``rel_tol`` times the value
+    (a relative bound, so far-tail values, tiny next to the peak, are as accurate as the peak): values whose float64
+    bound is larger go to the one-sided form and then to mpmath (:func:`_mp_density`). Off the support the result is
+    exactly 0 (1 for the CDF)."""
     if t.dim() != 1 or half_widths.dim() != 2 or half_widths.shape[0] != t.shape[0]:
         raise PyrozooError(f"half_widths: expected shape ({t.shape[0]}, m) for t of shape (R,), got "
                            f"{tuple(half_widths.shape)} and {tuple(t.shape)}")
+    if not 0 < rel_tol < 1:
+        raise PyrozooError(f"rel_tol: expected a number in (0, 1), got {rel_tol!r}")
     t64, b64 = t.to(torch.float64), half_widths.to(torch.float64).abs()
     out = torch.empty_like(t64)
     bmax = b64.max(-1, keepdim=True).values
@@ -158,31 +186,46 @@ def uniform_sum_density(t: torch.Tensor, half_widths: torch.Tensor, *, cdf: bool
             r = rows[lo:lo + step]
             b = bm[lo:lo + step]
             tr = t64[r]
+            total = b.sum(-1)
+            # rounding: each offset x = t + M_T . b is formed with an absolute error <= (m + 1) eps (|t| + sum b),
+            # which moves |x|^k by k |x|^(k-1) times that; the power and the sum of the T terms add
+            # <= (m + 2k + 2) eps |x|^k each
+            xerr = eps * (m + 1) * k * (tr.abs() + total)
             x = torch.addmm(tr[:, None], b, M.T, beta=1)  # (rows, T): t + M_T . b
-            p = _ipow_(x.abs(), k)  # g(x) = sgn(x)^(k+1) |x|^k: |x|^k for odd k, with the sign of x for even k
             scale = norm * (2 * b).prod(-1)
+            p = _ipow_(x.abs(), k)  # g(x) = sgn(x)^(k+1) |x|^k: |x|^k for odd k, with the sign of x for even k
             val = ((p if k % 2 == 1 else p.copysign(x)) @ coef) / scale
-            err = eps * (m + 2 * k + 2) * (p @ abs_coef) / scale  # sum of T terms, each with <= 2k roundings
+            size = p @ abs_coef
+            # Hoelder: sum |c| |x|^(k-1) <= (sum |c| |x|^k)^((k-1)/k) (sum |c|)^(1/k), no second pass over the terms
+            err = eps * (m + 2 * k + 2) * size / scale
+            if k > 0:
+                err = err + xerr * size.pow((k - 1) / k) * float(abs_coef.sum()) ** (1 / k) / scale
             if cdf:
                 val = val + 0.5
-            total = b.sum(-1)
             outside = tr.abs() >= total  # exactly 0 (density) or 0/1 (CDF) off the support
             val = torch.where(outside, (tr > 0).to(val) if cdf else torch.zeros_like(val), val)
             out[r] = val
-            # recompute where the rounding bound exceeds rel_tol relative and abs_tol / (support width) absolute
-            bad = (err > rel_tol * val.abs()) & (err > abs_tol / (2 * total)) & ~outside
+            # recompute where the rounding bound exceeds rel_tol of the value (inside the support the density and
+            # the CDF are > 0, so a relative bound is always attainable)
+            bad = (err > rel_tol * val.abs()) & ~outside
             if bool(bad.any()):
                 # first the one-sided form at -|t| (p(t) = p(-t); F(t) = 1 - F(-t)): in the tails, where the
-                # symmetric form cancels, only the few offsets beyond the lower edge contribute, all of one sign
+                # symmetric form cancels, only the few offsets beyond the lower edge contribute, all of one sign;
+                # within 2 min(b) of the edge it is the single term d^k / (k! prod w), d = sum b - |t|
                 rb = bad.nonzero().squeeze(-1)
                 xb = torch.addmm(-tr[rb].abs()[:, None], b[rb], M.T, beta=1)
-                q = _ipow_(xb.clamp_min(0), k) if k > 0 else (xb > 0).to(xb)  # (x)_+^k
+                pos = xb.clamp_min(0)
+                # (x)_+^(k-1) (a step for k = 1)
+                q1 = (_ipow_(pos.clone(), k - 1) if k > 1 else (xb > 0).to(xb)) if k > 0 else None
+                q = q1 * pos if k > 0 else (xb > 0).to(xb)  # (x)_+^k
                 half = scale[rb] / 2  # k! prod w
                 v1 = (q @ coef) / half
                 e1 = eps * (m + 2 * k + 2) * (q @ abs_coef) / half
+                if k > 0:
+                    e1 = e1 + xerr[rb] * (q1 @ abs_coef) / half
+                ok = (e1 <= rel_tol * v1.abs()) & (v1 > 0)  # v1 = 0 inside the support: d below float resolution
                 if cdf:
                     v1 = torch.where(tr[rb] > 0, 1 - v1, v1)
-                ok = (e1 <= rel_tol * v1.abs()) | (e1 <= abs_tol / (2 * total[rb]))
                 out[r[rb[ok]]] = v1[ok]
                 for i in r[rb[~ok]].tolist():  # still ill-conditioned: exactly rounded with mpmath
                     out[i] = _mp_density(float(t64[i]), b64[i, :m].tolist(), cdf)
