@@ -70,6 +70,8 @@ from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
+from pyrozoo.registry import _no_effect as no_effect_error
+from pyrozoo.registry import _or as or_join
 from pyrozoo.validation import (
     as_tensor,
     check_bool,
@@ -96,6 +98,16 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "val_fraction": 0.0,  # > 0: hold out rows to choose the noise scale (and CIBER's defensive weight)
     "split": 0, "test_fraction": 0.1, "n": 300,  # data: UCI (or data file) split number; simulator size
     **FILE_OPTIONS,  # a data file's outcome and feature columns (--data)
+}
+
+
+# the options only some posteriors read (the others: architecture, prior, SGD/SWA schedule, data and val_fraction,
+# whose noise-scale calibration applies to every posterior, are read by all)
+BNN_INFERENCE_OPTIONS = {
+    "rank": ("swag", "ciber", "collapsed-gaussian"),  # the low-rank part of the SWAG Gaussian (not swag-diag's)
+    "scale": ("swag", "swag-diag", "ciber", "collapsed-gaussian"),  # SWAG's covariance scale
+    "num_collapsed": ("ciber",),  # collapsed-gaussian integrates the whole mean head out
+    "defensive_weight": ("ciber",),  # the only non-Gaussian per-draw likelihood
 }
 
 
@@ -641,15 +653,35 @@ def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num
                         cond_cov=cond_cov, guide=guide, extras=extras, **scaling)
 
 
+# fit_bnn's own keywords that only some posteriors read, with their defaults (None in the signature: not given)
+FIT_OPTION_DEFAULTS = {"scale": 0.5, "num_collapsed": 10, "vi_steps": 2000, "vi_lr": 0.01}
+FIT_INFERENCE_OPTIONS = {**BNN_INFERENCE_OPTIONS, "vi_steps": ("vi",), "vi_lr": ("vi",)}
+
+
+def check_posterior_options(posterior: str, given: Iterable[str]) -> None:
+    """Refuse the ``given`` options that ``posterior`` would ignore, as ``pyrozoo run`` refuses ``-o`` options another
+    inference reads (the same table, :data:`BNN_INFERENCE_OPTIONS`, and message)."""
+    unread = [k for k in given if posterior not in FIT_INFERENCE_OPTIONS.get(k, POSTERIORS)]
+    if unread:
+        raise no_effect_error(unread, FIT_INFERENCE_OPTIONS, lambda readers: f"bnn's {or_join(readers)}", posterior)
+
+
 @keeps_caller_state
-def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float = 0.5, num_collapsed: int = 10,
-            num_samples: int = 30, vi_steps: int = 2000, vi_lr: float = 0.01, **train_options: Any) -> BNNPosterior:
+def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = None, num_collapsed: int | None = None,
+            num_samples: int = 30, vi_steps: int | None = None, vi_lr: float | None = None,
+            **train_options: Any) -> BNNPosterior:
     """Fit a heteroscedastic BNN to ``X`` (n, d), ``y`` (n,) and return its ``posterior`` (module docstring).
 
     ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
+    ``scale`` (0.5), ``num_collapsed`` (10), ``vi_steps`` (2000), ``vi_lr`` (0.01) and ``rank`` (20) apply to some
+    posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with ``pyrozoo run``.
     All arguments are validated before any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
     check_keys("train_options", train_options, TRAIN_OPTIONS)
+    own = {"scale": scale, "num_collapsed": num_collapsed, "vi_steps": vi_steps, "vi_lr": vi_lr}
+    check_posterior_options(posterior, [k for k, v in own.items() if v is not None]
+                            + (["rank"] if "rank" in train_options else []))
+    scale, num_collapsed, vi_steps, vi_lr = (FIT_OPTION_DEFAULTS[k] if v is None else v for k, v in own.items())
     check_int("num_collapsed", num_collapsed, minimum=1)
     check_int("num_samples", num_samples, minimum=1)
     check_positive("scale", scale)
@@ -733,19 +765,23 @@ def bnn_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
 
 @keeps_caller_state
 def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
-    """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase
-    (and SVI steps for ``vi``), ``config.num_samples`` = posterior draws S."""
+    """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase,
+    for every posterior (``vi`` starts from that trajectory's last iterate), and for ``vi`` also its SVI steps;
+    ``config.num_samples`` = posterior draws S."""
     config = checked_config("bnn", config)  # a direct call gets run_model's checks
     opts = {**DEFAULT_OPTIONS, **config.options}
     check_defensive_weight(opts["defensive_weight"])  # before training, not after it
     X, y = dataset.inputs["X"], dataset.observed["y"]
+    # the options this posterior reads (fit_bnn refuses the others, as checked_config did for the given ones)
+    only = {k: opts[k] for k in ("rank", "scale", "num_collapsed") if config.inference in BNN_INFERENCE_OPTIONS[k]}
+    if config.inference == "vi":
+        only["vi_steps"] = config.steps
     post = fit_bnn(
         X, y, posterior=config.inference, hidden=opts["hidden"], depth=opts["depth"],
         prior_scale=opts["prior_scale"], epochs=config.steps, swa_epochs=opts["swa_epochs"],
         batch_size=opts["batch_size"], lr=config.lr if config.lr is not None else 0.01, swa_lr=opts["swa_lr"],
-        momentum=opts["momentum"], rank=opts["rank"], scale=opts["scale"], num_collapsed=opts["num_collapsed"],
-        num_samples=config.num_samples, vi_steps=config.steps, standardize=False, seed=config.seed,
-        progress=config.progress, val_fraction=opts["val_fraction"],
+        momentum=opts["momentum"], num_samples=config.num_samples, standardize=False, seed=config.seed,
+        progress=config.progress, val_fraction=opts["val_fraction"], **only,
     )
     post.feature_names = dataset.meta.get("feature_names")  # result.guide checks a DataFrame's columns against them
     weight = post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"])
@@ -818,16 +854,6 @@ def bnn_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     out["test_nll_exact"] = float(-lpd.mean()) + math.log(y_std)
     out["test_outside_support"] = float((~torch.isfinite(lpd)).sum())
     return out
-
-
-# the options only some posteriors read (the others: architecture, prior, SGD/SWA schedule, data and val_fraction,
-# whose noise-scale calibration applies to every posterior, are read by all)
-BNN_INFERENCE_OPTIONS = {
-    "rank": ("swag", "ciber", "collapsed-gaussian"),  # the low-rank part of the SWAG Gaussian (not swag-diag's)
-    "scale": ("swag", "swag-diag", "ciber", "collapsed-gaussian"),  # SWAG's covariance scale
-    "num_collapsed": ("ciber",),  # collapsed-gaussian integrates the whole mean head out
-    "defensive_weight": ("ciber",),  # the only non-Gaussian per-draw likelihood
-}
 
 
 def _given_number(value: Any) -> bool:

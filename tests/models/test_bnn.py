@@ -30,6 +30,7 @@ from pyrozoo.models.bnn import (
 )
 
 FAST = {"hidden": 8, "epochs": 30, "swa_epochs": 15, "rank": 5, "batch_size": 16}
+FAST_NO_RANK = {k: v for k, v in FAST.items() if k != "rank"}  # rank: only the posteriors with a low-rank part
 
 
 def _toy(n: int = 80, seed: int = 0):
@@ -245,7 +246,7 @@ def test_bad_input_is_rejected_before_fitting():
         with pytest.raises(PyrozooError, match="num_samples: expected"):
             fit_bnn(X, y, num_samples=0, **FAST)
         with pytest.raises(PyrozooError, match="vi_steps: expected an integer >= 1"):
-            fit_bnn(X, y, posterior="vi", vi_steps=-1, **FAST)
+            fit_bnn(X, y, posterior="vi", vi_steps=-1, **FAST_NO_RANK)
         with pytest.raises(PyrozooError, match="rank: expected an integer"):
             fit_bnn(X, y, **{**FAST, "rank": "abc"})
         with pytest.raises(PyrozooError, match="train_options: unknown key"):
@@ -302,8 +303,9 @@ def test_fit_on_cuda_with_cpu_generators(kind):
     """Data on the GPU (as `pyrozoo run --device cuda` moves it), unstandardized as the zoo entry fits it: the CPU
     generators that seed the draws must not clash with CUDA tensors."""
     X, y = _toy(40)
-    post = fit_bnn(X.cuda(), y.cuda(), posterior=kind, num_samples=6, num_collapsed=3, standardize=False,
-                   **{**FAST, "epochs": 4, "swa_epochs": 4, "rank": 3})
+    collapsed = {"num_collapsed": 3} if kind == "ciber" else {}  # fit_bnn refuses it with the other posteriors
+    post = fit_bnn(X.cuda(), y.cuda(), posterior=kind, num_samples=6, standardize=False,
+                   **{**FAST, "epochs": 4, "swa_epochs": 4, "rank": 3, **collapsed})
     assert post.draws.device.type == "cuda"
     draws = post.sample_predictive(X[:3].cuda(), 50, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (50, 3) and torch.isfinite(draws).all()
@@ -680,3 +682,45 @@ def test_bnn_model_keeps_the_draw_axis_of_stacked_draws(num):
     X = torch.randn(5, 3)
     draws = {k: torch.randn(num, *shape) for k, shape in MLPLayout(3, 4, 1).sites.items()}
     assert poutine.condition(bnn_model, draws)(X, hidden=4).shape == (num, 5)
+
+
+def test_steps_with_vi_set_the_sgd_epochs_of_its_start_and_the_svi_steps():
+    """vi starts from the last SGD iterate, so --steps sets both the SGD epochs before the SWA phase and the SVI
+    steps (docs/bnn.md said SVI steps only); every other posterior reads no SVI steps."""
+    from pyrozoo.runner import run_model
+
+    opts = {"n": 30, "hidden": 4, "swa_epochs": 3, "batch_size": 16}
+    for kind, svi in (("vi", 7), ("swag-diag", None)):
+        out = run_model(RunConfig(model="bnn", inference=kind, device="cpu", progress=False, num_samples=3, steps=7,
+                                  options=opts), save=False)
+        extras = out.result.guide.extras
+        assert len(extras["losses"]) == 7 + 3  # SGD epochs, then the SWA phase's
+        assert len(extras.get("losses_vi", ())) == (svi or 0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"posterior": "swag", "num_collapsed": 7}, r"num_collapsed applies only to bnn's ciber; with swag it would have "
+                                                r"no effect \(remove it\)"),
+    ({"posterior": "map", "rank": 7}, "rank applies only to bnn's swag, ciber or collapsed-gaussian; with map"),
+    ({"posterior": "swag", "vi_steps": 5}, "vi_steps applies only to bnn's vi; with swag"),
+    ({"posterior": "ciber", "vi_lr": 0.1, "vi_steps": 5}, r"vi_steps, vi_lr apply only to bnn's vi; with ciber they"),
+    ({"posterior": "vi", "scale": 0.3}, "scale applies only to bnn's swag, swag-diag, ciber or collapsed-gaussian"),
+])
+def test_fit_bnn_refuses_options_its_posterior_ignores(kwargs, match):
+    """fit_bnn took num_collapsed with swag, rank with map, vi_steps with swag and returned as if they applied; it
+    now refuses them as `pyrozoo run` refuses the -o options, before any training."""
+    import pyrozoo.models.bnn as bnn_module
+
+    X, y = _toy(20)
+
+    def no_training(*args, **kw):
+        raise AssertionError("train_bnn ran before the arguments were validated")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bnn_module, "train_bnn", no_training)
+        with pytest.raises(PyrozooError, match=match):
+            fit_bnn(X, y, **{**FAST_NO_RANK, **kwargs})
+    # the options a posterior reads still pass (the defaults are applied when they are not given)
+    post = fit_bnn(X, y, posterior="vi", vi_steps=3, vi_lr=0.02, num_samples=2, **{**FAST_NO_RANK, "epochs": 2})
+    assert len(post.extras["losses_vi"]) == 3
+
