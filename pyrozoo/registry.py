@@ -10,6 +10,7 @@ import inspect
 import numbers
 import pkgutil
 import traceback
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,12 +342,22 @@ def checked_config(name: str, config: RunConfig) -> RunConfig:
         return entry.check_config(config)
     shared = other in names() and _unwrapped(get(other).fit) is _unwrapped(entry.fit)
     if not shared:
+        # the function that called checked_config is the code to edit (a copy of a family's fit, say), not the entry's
+        frame = inspect.currentframe()
+        caller = _caller_name(frame.f_back) if frame and frame.f_back else _qualname(_unwrapped(entry.fit))
+        del frame
         raise PyrozooError(
-            f"model: {_qualname(_unwrapped(entry.fit))} checks its config against entry {name!r} "
+            f"model: {caller} checks its config against entry {name!r} "
             f"(checked_config({name!r}, config)), but the config names model {other!r}; pass a RunConfig with "
             f"model={name!r}, or, in a fit copied from {name!r}'s module, rename the checked_config call to the "
             f"copy's own name")
     return get(other).check_config(config)
+
+
+def _caller_name(frame: types.FrameType) -> str:
+    """``module.qualname`` of the function running in ``frame``, for messages."""
+    code = frame.f_code
+    return f"{frame.f_globals.get('__name__', '?')}.{getattr(code, 'co_qualname', code.co_name)}"
 
 
 def _unwrapped(fit: Callable[..., Any]) -> Callable[..., Any]:

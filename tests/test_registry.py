@@ -124,3 +124,18 @@ def test_a_variant_registered_over_a_shared_fit_is_checked_against_its_own_entry
     result = base.fit(base.simulate(0, n=10), RunConfig(model="normal-gamma-svi", steps=5, num_samples=5,
                                                           progress=False))
     assert result.inference.startswith("svi")
+
+
+def test_a_config_naming_another_model_is_refused_naming_the_calling_function(monkeypatch):
+    """The message named the entry's fit (pyrozoo.models.normal_gamma.fit_normal_gamma), not the user's copy that
+    called checked_config with the original's name: the code to edit."""
+    data = registry.get("normal-gamma").simulate(0, n=10)
+
+    def my_fit_normal_gamma(dataset, config):
+        return checked_config("normal-gamma", config)
+
+    config = RunConfig(model="blr", inference="gibbs", num_samples=5, warmup_steps=5, num_chains=1, progress=False)
+    with pytest.raises(PyrozooError, match=r"^model: tests\.test_registry\.(\S+\.)?my_fit_normal_gamma checks its "
+                                           r"config against entry 'normal-gamma'") as info:
+        my_fit_normal_gamma(data, config)
+    assert "pyrozoo.models.normal_gamma" not in str(info.value)
