@@ -26,7 +26,7 @@ from pyrozoo.inference.checkpoint import (
     save_checkpoint,
     uses_scheduler,
 )
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.predictive import (
     check_likelihood_sites,
     check_posterior_sites,
@@ -165,6 +165,34 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
                            f"(resume=False)")
 
 
+def _fails_only_vectorized(loss: Any, model: Callable, guide: Callable, kwargs: Mapping[str, Any]) -> bool:
+    """Whether one unvectorized particle of ``loss`` evaluates (so the vectorized step's error is the particle
+    plate's), without touching the parameters' gradients."""
+    try:
+        with poutine.block(), torch.no_grad():
+            loss.loss(model, guide, **kwargs)
+    except Exception:  # the model fails without the particle plate too: its own error is the one to show
+        return False
+    return True
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    index = torch.cuda.current_device() if a.type == "cuda" and (a.index is None or b.index is None) else None
+    return a.type == b.type and (a.type != "cuda" or (a.index if a.index is not None else index)
+                                 == (b.index if b.index is not None else index))
+
+
+def _checked_device(device: str | torch.device, model_kwargs: Mapping[str, Any]) -> torch.device:
+    """``device`` resolved (:func:`resolve_device`), and the same as that of the tensors in ``model_kwargs``."""
+    resolved = resolve_device(device)
+    data = next((v.device for v in model_kwargs.values() if isinstance(v, torch.Tensor)), None)
+    if data is not None and not _same_device(resolved, data):
+        raise PyrozooError(f"device: {device!r} ({resolved}) asked for, but the tensors in model_kwargs are on "
+                           f"{data}; run_svi fits where its data are: move them there (e.g. Dataset.to) or leave "
+                           f"device=None")
+    return resolved
+
+
 def _kwargs_device(model_kwargs: Mapping[str, Any]) -> torch.device:
     for v in model_kwargs.values():
         if isinstance(v, torch.Tensor):
@@ -181,6 +209,7 @@ def run_svi(
     num_steps: int = 2000,
     elbo: str = "trace",
     num_particles: int = 1,
+    vectorize_particles: bool = True,
     optimizer: str = "adam",
     lr: float = 0.01,
     lr_decay: float = 1.0,
@@ -213,6 +242,13 @@ def run_svi(
     :func:`check_resume`) is refused before any work, naming each changed setting; ``num_steps`` may grow while
     ``lr_decay == 1``. A run stopped early on a plateau (``early_stop_window`` steps against the window before,
     checked before each step) stays stopped when resumed.
+    ``num_particles`` > 1 averages the ELBO over that many particles, vectorized (one pass with a particle plate)
+    unless ``vectorize_particles=False``, which a model whose code does not broadcast over an extra leading batch
+    dim (``x @ w`` with a vector ``w``) needs: it then runs one pass per particle.
+    ``device`` (``"auto" | "cpu" | "cuda" | "cuda:N"``, as in :func:`~pyrozoo.inference.device.resolve_device`):
+    run_svi does not move data: the fit runs where ``model_kwargs``' tensors are, and ``device`` only says where a
+    resumed checkpoint's parameters and optimizer state go (by default the device of those tensors). It is checked
+    before any work: an unknown name, CUDA on a machine without it, or a device other than the tensors' is an error.
     ``callback(step, loss)`` is called after every step (raise from it to stop). ``train_kwargs`` are passed to
     model and guide during the optimization steps only, e.g. ``{"subsample_size": 256}`` for a model whose data
     plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
@@ -225,6 +261,10 @@ def run_svi(
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     if early_stop_window is not None:
         check_int("early_stop_window", early_stop_window, minimum=1)
+    if not isinstance(vectorize_particles, bool):
+        raise PyrozooError(f"vectorize_particles: expected True or False, got {vectorize_particles!r}")
+    if device is not None:
+        device = _checked_device(device, model_kwargs)
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
     if resume and not Path(checkpoint).exists():
@@ -237,6 +277,8 @@ def run_svi(
         "early_stop_rel_tol": early_stop_rel_tol if early_stop_window else None,
         "train_kwargs": _scalar_kwargs(train_kwargs), "num_steps": num_steps,
     }
+    if num_particles > 1 and not vectorize_particles:  # recorded only when not the default: older checkpoints match
+        settings["vectorize_particles"] = False
     state: dict[str, Any] | None = None
     if resume:
         check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -248,7 +290,8 @@ def run_svi(
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
     nesting = max_plate_nesting(proto)
     elbo_kwargs: dict[str, Any] = {"num_particles": num_particles, "max_plate_nesting": nesting}
-    if num_particles > 1:
+    vectorized = num_particles > 1 and vectorize_particles
+    if vectorized:
         elbo_kwargs["vectorize_particles"] = True
     loss_fn = ELBOS[elbo](**elbo_kwargs)
     optim = make_optimizer(optimizer, lr, lr_decay=lr_decay, num_steps=num_steps, clip_norm=clip_norm)
@@ -280,7 +323,17 @@ def run_svi(
                 break
             try:
                 loss = svi.step(**step_kwargs)
-            except ValueError as exc:  # the step before broke a parameter (the first one only meets the data)
+            except (RuntimeError, ValueError) as exc:
+                if vectorized and step == start_step and _fails_only_vectorized(
+                        ELBOS[elbo](num_particles=1, max_plate_nesting=nesting), model, guide, step_kwargs):
+                    raise PyrozooError(
+                        f"num_particles: the model fails under {num_particles} vectorized particles (they add a "
+                        f"batch dim left of its plates, which its code does not broadcast over: "
+                        f"{str(exc).splitlines()[0][:200]}); "
+                        f"pass vectorize_particles=False to evaluate the particles one at a time") from exc
+                if not isinstance(exc, ValueError):
+                    raise
+                # the step before broke a parameter (the first one only meets the data)
                 diverged = (diverged_error(exc, f"at step {step}", params_finite=_params_finite())
                             if last_step is not None else None)
                 if diverged is None:
