@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -9,15 +10,21 @@ import numpy as np
 import pyro.poutine as poutine
 import torch
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.predictive import (
+    FixedParams,
     Model,
     check_likelihood_sites,
     check_posterior_sites,
+    deterministic_sites,
+    deterministic_values,
+    device_of,
     observed_sites,
     pointwise_log_likelihood,
     posterior_predictive,
     site_dims,
     trace_model,
+    with_params,
 )
 from pyrozoo.inference.result import Result
 
@@ -47,20 +54,41 @@ def assemble_result(
     ``log_likelihood_fn(posterior, model_kwargs)`` replaces the generic pointwise log-likelihood; models with
     enumerated discrete latents must pass one that marginalizes them. ``posterior`` must hold every latent site of
     the model (:func:`~pyrozoo.inference.predictive.check_posterior_sites`; enumerated sites excepted) and may hold
-    other quantities too.
+    other quantities too. ``pyro.deterministic`` sites it lacks are recomputed at every draw and added (unless the
+    model has enumerated sites without draws, which a replay would draw from their prior: then they are left out,
+    with a warning). ``params`` (a fit's own values, e.g. of the model's ``pyro.param`` sites) are what the
+    model's ``pyro.param`` sites read, here and in the posterior predictive, whatever Pyro's global param store
+    holds.
     """
-    first = {k: v[0, 0] for k, v in posterior.items()}
-    model_trace = trace_model(model, model_kwargs)
+    fitted = with_params(model, params, device_of(posterior))  # the fit's pyro.param values, not the store's
+    model_trace = trace_model(fitted, model_kwargs)
     check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
     check_posterior_sites(model_trace, posterior)
+    posterior = dict(posterior)
+    computed = [n for n in deterministic_sites(model_trace) if n not in posterior]
+    enumerated = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")
+                  and not s["is_observed"] and n not in posterior]
+    if computed and enumerated:  # a replay would draw the enumerated sites from their prior
+        warnings.warn(f"posterior: pyro.deterministic site(s) {computed} are left out of the posterior: they may "
+                      f"depend on the enumerated site(s) {enumerated}, which have no posterior draws to replay; "
+                      f"put their draws into the posterior to keep them", UserWarning, stacklevel=3)
+    elif computed:
+        device = device_of(posterior)
+        posterior.update({n: torch.as_tensor(v, device=device) for n, v in deterministic_values(
+            model, posterior, model_kwargs, chunk_size=chunk_size, params=params).items()})
     obs = observed_sites(model_trace)  # before conditioning marks latents observed
-    proto = trace_model(poutine.condition(model, first), model_kwargs)
+    first = {k: v[0, 0] for k, v in posterior.items() if k not in computed}
+    proto = trace_model(poutine.condition(fitted, first), model_kwargs)
     observed = {n: proto.nodes[n]["value"] for n in obs}
     dims = {n: site_dims(proto, n) for n in list(posterior) + obs if n in proto.nodes}
     if log_likelihood_fn is not None:
-        loglik = dict(log_likelihood_fn(posterior, model_kwargs))
+        device = device_of(posterior)
+        with FixedParams({k: v.detach().to(device) if device is not None else v.detach()
+                          for k, v in (params or {}).items() if isinstance(v, torch.Tensor)}):
+            loglik = dict(log_likelihood_fn(posterior, model_kwargs))
+        check_log_likelihood(loglik, proto, obs, posterior)
     else:
-        loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size)
+        loglik = pointwise_log_likelihood(model, posterior, model_kwargs, chunk_size=chunk_size, params=params)
     constant, constant_dims = constant_data(model_kwargs, posterior, observed, dims, fitted=set(params or {}))
     predictive_fn = PosteriorPredictive(model, dict(posterior), dict(model_kwargs), chunk_size)
     return Result(
@@ -93,7 +121,40 @@ class PosteriorPredictive:
         self.model, self.posterior, self.model_kwargs, self.chunk_size = model, posterior, model_kwargs, chunk_size
 
     def __call__(self, result: Result | None = None) -> dict[str, np.ndarray]:
-        return posterior_predictive(self.model, self.posterior, self.model_kwargs, chunk_size=self.chunk_size)
+        """Draws at the posterior; the model's ``pyro.param`` sites read ``result.params`` (the fit's own values)
+        rather than Pyro's global param store, which by now may hold another fit's values or none."""
+        params = result.params if result is not None else None
+        return posterior_predictive(self.model, self.posterior, self.model_kwargs, chunk_size=self.chunk_size,
+                                    params=params)
+
+
+def check_log_likelihood(loglik: Mapping[str, Any], proto: poutine.Trace, observed: list[str],
+                         posterior: Mapping[str, Any]) -> None:
+    """Raise unless every array a ``log_likelihood_fn`` returned is shaped ``(chain, draw, *obs_batch)`` and named
+    after an observed site of the model, ``obs_batch`` being the site's batch shape in ``proto`` (one trace of the
+    model on its data). An array under another name is a log-likelihood joint over all the observed sites (e.g. one
+    value per row over a row's several variables) and is accepted only when there are several and they share their
+    batch shape. Returning no array at all opts out of the log-likelihood group."""
+    if not loglik:
+        return
+    first = next(iter(posterior.values()), None)  # none: a model whose latents are all enumerated
+    batches = {}
+    for n in observed:
+        fn, obs = proto.nodes[n]["fn"], proto.nodes[n]["value"]
+        batches[n] = tuple(torch.broadcast_shapes(fn.batch_shape, obs.shape[:max(obs.dim() - fn.event_dim, 0)]))
+    joint = next(iter(batches.values())) if len(batches) > 1 and len(set(batches.values())) == 1 else None
+    for name, value in loglik.items():
+        if name not in observed and joint is None:
+            raise PyrozooError(f"log_likelihood_fn: returned an array named {name!r}, which is no observed site of "
+                               f"the model; expected arrays named after the observed site(s) {observed}")
+        batch = batches.get(name, joint)
+        shape = tuple(np.shape(value))
+        expected = (*(first.shape[:2] if first is not None else shape[:2]), *batch)
+        if shape != expected:
+            what = f"observed site {name!r}" if name in observed else f"{name!r} (joint over {observed})"
+            raise PyrozooError(f"log_likelihood_fn: the array for {what} has shape {shape}; expected {expected}: "
+                               f"(chain, draw, *obs batch shape), one pointwise value per draw and observation "
+                               f"(observed sites: {observed})")
 
 
 def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch.Tensor],

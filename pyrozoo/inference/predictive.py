@@ -4,7 +4,11 @@ Pyro's ``Predictive`` reshapes draws without looking at event dimensions and dra
 the prior, so the zoo computes the two things every result needs itself:
 
 * the pointwise log-likelihood ``log p(obs_i | theta_s)`` of every observed site, shape ``(draws, *obs_batch)``;
-* posterior-predictive draws of the observed sites (``poutine.uncondition``).
+* posterior-predictive draws of the observed sites (``poutine.uncondition``, data only);
+* the values of ``pyro.deterministic`` sites at every draw (Pyro marks them observed; here they are posterior
+  quantities, never data).
+
+A model's ``pyro.param`` sites read a fit's own values (``params``, :func:`with_params`), not the global store.
 
 Both trace the model once per chunk of draws, with the draws stacked along a plate to the left of the model's own
 plates. Models with *enumerated* discrete latents must marginalize them instead: they pass their own
@@ -22,6 +26,8 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 
 from pyrozoo.errors import PyrozooError
@@ -47,9 +53,22 @@ def max_plate_nesting(trace: poutine.Trace) -> int:
     return max(dims, default=0)
 
 
+def is_deterministic_site(site: dict) -> bool:
+    """Whether a sample site is a ``pyro.deterministic`` one: Pyro records it as an observed ``Delta`` site marked
+    ``infer["_deterministic"]``, but it is a function of the latents, not data."""
+    return bool(site["infer"].get("_deterministic"))
+
+
+def deterministic_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the ``pyro.deterministic`` sites: they go to the posterior (recomputed at every draw), not to the
+    observed data, the log-likelihood or the posterior predictive."""
+    return [name for name, site in trace.nodes.items() if site["type"] == "sample" and is_deterministic_site(site)]
+
+
 def latent_sites(trace: poutine.Trace) -> list[str]:
     """Names of the non-observed sample sites, leaving out ``_``-prefixed auxiliary sites and sites marked for
-    enumeration (those are summed out, never drawn)."""
+    enumeration (those are summed out, never drawn). ``pyro.deterministic`` sites (observed to Pyro) are not latent:
+    no engine or guide draws them."""
     return [
         name
         for name, site in trace.nodes.items()
@@ -86,12 +105,13 @@ def is_factor_site(site: dict) -> bool:
 
 
 def observed_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the observed sample sites (``pyro.factor`` terms are not data and are left out)."""
+    """Names of the observed sample sites (``pyro.factor`` terms and ``pyro.deterministic`` sites are not data and
+    are left out)."""
     return [
         name
         for name, site in trace.nodes.items()
         if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
-        and not is_factor_site(site)
+        and not is_factor_site(site) and not is_deterministic_site(site)
     ]
 
 
@@ -106,12 +126,16 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
       ``.to_event(1)`` or a plate): Pyro's SVI fails on it deep inside the first step while NUTS runs on, and its
       ArviZ axis would be ``w_dim_0`` -- error. The same for an observed site (its batch shape broadcast with the
       data's): SVI fails on it with Pyro's "invalid log_prob shape", and its ArviZ axis would be ``y_dim_0``;
+    * a plate that subsamples its rows under the model's own arguments (``subsample_size`` in ``model_kwargs``,
+      not in run_svi's ``train_kwargs``): every replay of the model would score other random rows -- error, unless
+      a ``log_likelihood_fn`` computes the log-likelihood;
     * an observed site of several values whose log-probability is one number (``.to_event`` over the data, no
       plate): ``az.loo`` would see a single observation -- warning (unless not ``warn``), as the model is valid.
 
     The engines call it before fitting (errors only) and :func:`~pyrozoo.inference.assemble.assemble_result` again
     (with the warning), which also covers fits that do not go through an engine."""
-    sample = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+    sample = {n: s for n, s in trace.nodes.items()
+              if s["type"] == "sample" and not site_is_subsample(s) and not is_deterministic_site(s)}
     obs = observed_sites(trace)
     if not obs and not any(is_factor_site(s) for s in sample.values()):
         raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
@@ -138,6 +162,15 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
                 f"{dim} (size {size}); put the site in a pyro.plate at that dim ({what}){event}")
     if custom_log_likelihood:
         return
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and site_is_subsample(site) and site["value"].numel() < site["fn"].size:
+            raise PyrozooError(
+                f"model: plate {name!r} subsamples {site['value'].numel()} of its {site['fn'].size} rows with the "
+                f"model's own arguments (model_kwargs), so the pointwise log-likelihood and the posterior predictive "
+                f"would score another random subset of rows at every draw, misaligned with the observed data; give "
+                f"model_kwargs the full data and pass the subsample size through run_svi's train_kwargs (used for "
+                f"the optimization steps only), e.g. train_kwargs={{'subsample_size': "
+                f"{site['value'].numel()}}}")
     enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
     if enumerated:
         raise PyrozooError(f"model: site(s) {', '.join(enumerated)} are marked for enumeration, so the pointwise "
@@ -156,9 +189,17 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
 
 
 def site_dims(trace: poutine.Trace, name: str) -> list[str]:
-    """ArviZ dimension names of one site: the plate names of its batch dims, then ``{name}_dim_k`` for events."""
+    """ArviZ dimension names of one site: the plate names of its batch dims, then ``{name}_dim_k`` for events.
+
+    A ``pyro.deterministic`` site makes all its dims event dims (``event_dim=value.ndim``); a dim of it takes the
+    name of a plate of the site at that position when the sizes agree."""
     site = trace.nodes[name]
     value = site["value"]
+    if is_deterministic_site(site):
+        frames = {f.dim: f for f in site["cond_indep_stack"] if f.vectorized}
+        return [frames[i - value.dim()].name
+                if i - value.dim() in frames and frames[i - value.dim()].size == value.shape[i] else f"{name}_dim_{i}"
+                for i in range(value.dim())]
     event_dim = site["fn"].event_dim
     batch_ndim = value.dim() - event_dim
     plates = {frame.dim: frame.name for frame in site["cond_indep_stack"] if frame.vectorized}
@@ -206,6 +247,20 @@ def align_global_draws(value: torch.Tensor, event_ndim: int) -> torch.Tensor:
     return value.squeeze(lead) if lead >= 1 and value.shape[lead] == 1 else value
 
 
+class _UnconditionData(UnconditionMessenger):
+    """``poutine.uncondition`` for the data only: ``pyro.deterministic`` sites keep their computed value (resampled,
+    a ``Delta`` with every dim an event dim would be broadcast against its plates: shape (n, n) for an (n,) value)."""
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if not is_deterministic_site(msg):
+            super()._pyro_sample(msg)
+
+
+def uncondition_data(model: Model) -> Model:
+    """``model`` with its observed sites drawn instead of fixed at the data, its deterministic sites left alone."""
+    return _UnconditionData()(model)
+
+
 def _vectorized_trace(
     model: Model,
     draws: Mapping[str, torch.Tensor],
@@ -217,7 +272,7 @@ def _vectorized_trace(
     num = next(iter(draws.values())).shape[0]
     # uncondition inside condition, as the loop does: the other way round, uncondition also dropped the posterior
     # draws that condition had just set, and every latent came from its prior
-    conditioned = poutine.condition(poutine.uncondition(model) if uncondition else model,
+    conditioned = poutine.condition(uncondition_data(model) if uncondition else model,
                                     _reshape_for_plate(proto, draws, nesting))
 
     def vectorized(**kwargs):
@@ -241,6 +296,34 @@ def _flatten_draws(posterior: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
     return flat, (chains, draws)
 
 
+class FixedParams(Messenger):
+    """Effect handler: the ``pyro.param`` sites named in ``values`` take those values (a fit's own parameters)
+    instead of reading, or creating, entries of Pyro's global param store; other param sites are left alone."""
+
+    def __init__(self, values: Mapping[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.values = values
+
+    def _pyro_param(self, msg: dict) -> None:
+        value = self.values.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+
+
+def with_params(model: Model, params: Mapping[str, Any] | None, device: torch.device | None = None) -> Model:
+    """``model`` with its ``pyro.param`` sites fixed at ``params`` (tensors; other entries are ignored), moved to
+    ``device``: replays at the posterior draws then use the fit's parameters, not whatever Pyro's global param store
+    holds by then (another fit's, or the initial values after ``pyro.clear_param_store()``)."""
+    values = {k: v.detach().to(device) if device is not None else v.detach()
+              for k, v in (params or {}).items() if isinstance(v, torch.Tensor)}
+    return FixedParams(values)(model) if values else model
+
+
+def device_of(posterior: Mapping[str, Any]) -> torch.device | None:
+    """The device of the first tensor in ``posterior`` (``None`` when it holds none)."""
+    return next((v.device for v in posterior.values() if isinstance(v, torch.Tensor)), None)
+
+
 @torch.no_grad()
 def pointwise_log_likelihood(
     model: Model,
@@ -248,12 +331,15 @@ def pointwise_log_likelihood(
     model_kwargs: Mapping[str, Any],
     *,
     chunk_size: int = 1000,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """``log p(y_i | theta_{c,d})`` for every observed site; arrays of shape ``(chain, draw, *obs_batch)``.
 
     ``posterior`` maps latent site names to tensors of shape ``(chain, draw, *site_shape)`` on the model's device.
+    ``params``: values of the model's ``pyro.param`` sites (a fit's ``Result.params``), used instead of Pyro's
+    global param store (:func:`with_params`).
     """
-    return _evaluate(model, posterior, model_kwargs, chunk_size, predictive=False)
+    return _evaluate(model, posterior, model_kwargs, chunk_size, "log_likelihood", params)
 
 
 @torch.no_grad()
@@ -263,61 +349,98 @@ def posterior_predictive(
     model_kwargs: Mapping[str, Any],
     *,
     chunk_size: int = 1000,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``."""
-    return _evaluate(model, posterior, model_kwargs, chunk_size, predictive=True)
+    """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``.
+    ``params`` as in :func:`pointwise_log_likelihood`."""
+    return _evaluate(model, posterior, model_kwargs, chunk_size, "predictive", params)
 
 
-def _evaluate(model, posterior, model_kwargs, chunk_size, predictive):
+@torch.no_grad()
+def deterministic_values(
+    model: Model,
+    posterior: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any],
+    *,
+    chunk_size: int = 1000,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """The value of every ``pyro.deterministic`` site not in ``posterior`` at each posterior draw, ``f(theta_{c,d})``;
+    arrays of shape ``(chain, draw, *site_shape)``. ``params`` as in :func:`pointwise_log_likelihood`."""
+    return _evaluate(model, posterior, model_kwargs, chunk_size, "deterministic", params)
+
+
+def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     """Vectorized over draws when the model allows it, else one trace per draw.
 
     The vectorized log-likelihood is checked against unvectorized traces at the first and the last draw, so a model
     whose draws line up wrongly under the draws plate falls back to the loop instead of giving wrong values.
     Predictive draws are random and cannot be compared; they use the same layout the log-likelihood check passed,
-    and fall back to the loop whenever that check fails."""
-    flat, (chains, draws) = _flatten_draws(posterior)
-    names = observed_sites(trace_model(model, model_kwargs))
+    and fall back to the loop whenever that check fails. Deterministic values are checked as the log-likelihood is.
+    The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed)."""
+    model = with_params(model, params, device_of(posterior))
+    trace = trace_model(model, model_kwargs)
+    computed = set(deterministic_sites(trace))
+    if mode == "deterministic":
+        names = [n for n in deterministic_sites(trace) if n not in posterior]
+        if not names:
+            return {}
+    else:
+        names = observed_sites(trace)
+    flat, (chains, draws) = _flatten_draws({k: v for k, v in posterior.items() if k not in computed})
+    obs = observed_sites(trace)
+    predictive, values = mode == "predictive", mode != "log_likelihood"
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
     try:
-        if predictive:  # validate the vectorized layout on the log-likelihood first
-            loglik = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, False)
-        pieces = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive)
-        check = loglik if predictive else pieces
+        if values:  # validate the vectorized layout on the log-likelihood first
+            loglik = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, obs, chunk_size, False, False)
+        pieces = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive,
+                                      values)
+        check = loglik if values else pieces
         last = {k: v[-1] for k, v in flat.items()}
         last_proto = trace_model(poutine.condition(model, last), model_kwargs)
-        if not (_draw_agrees(check, proto, names, 0) and _draw_agrees(check, last_proto, names, -1)):
+        if not (_draw_agrees(check, proto, obs, 0) and _draw_agrees(check, last_proto, obs, -1)):
             raise ValueError("vectorized log-likelihood disagrees with the per-draw trace")
+        if mode == "deterministic" and not (_values_agree(pieces, proto, names, 0)
+                                            and _values_agree(pieces, last_proto, names, -1)):
+            raise ValueError("vectorized deterministic values disagree with the per-draw trace")
     except (RuntimeError, ValueError, IndexError):
-        pieces = _evaluate_loop(model, flat, model_kwargs, proto, names, predictive)
+        pieces = _evaluate_loop(model, flat, model_kwargs, proto, names, predictive, values)
     return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}
 
 
-def _site_output(site, proto_site, num, predictive):
+def _site_output(site, proto_site, num, values):
     shape = tuple(proto_site["value"].shape)
-    if predictive:
+    if values:
         return _per_draw(site["value"], num, shape)
     batch = shape[: len(shape) - proto_site["fn"].event_dim]
     return _per_draw(site["fn"].log_prob(site["value"]), num, batch)
 
 
-def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive):
+def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive, values):
     total = next(iter(flat.values())).shape[0]
     pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, total, chunk_size):
         chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
         num = next(iter(chunk.values())).shape[0]
         tr = _vectorized_trace(model, chunk, model_kwargs, proto, nesting, uncondition=predictive)
-        if predictive:  # the draws must be the ones replayed (the check above sees only the log-likelihood)
+        if values:  # the draws must be the ones replayed (the check above sees only the log-likelihood)
             for k, v in chunk.items():
                 if k in tr.nodes and k in proto.nodes and not torch.equal(
                         _per_draw(tr.nodes[k]["value"], num, tuple(proto.nodes[k]["value"].shape)), v):
                     raise ValueError(f"vectorized predictive did not replay the draws of {k!r}")
         for n in names:
-            out = _site_output(tr.nodes[n], proto.nodes[n], num, predictive)
+            out = _site_output(tr.nodes[n], proto.nodes[n], num, values)
             pieces[n].append(out.detach().cpu().numpy())
     return pieces
+
+
+def _values_agree(pieces, proto, names, index: int) -> bool:
+    """Do the vectorized values of draw ``index`` (0 or -1) match those of ``proto``, a trace at that draw?"""
+    return all(np.allclose(pieces[n][index][index], proto.nodes[n]["value"].detach().cpu().numpy(),
+                           rtol=1e-4, atol=1e-5) for n in names)
 
 
 def _draw_agrees(pieces, proto, names, index: int) -> bool:
@@ -333,12 +456,12 @@ def _draw_agrees(pieces, proto, names, index: int) -> bool:
     return True
 
 
-def _evaluate_loop(model, flat, model_kwargs, proto, names, predictive):
+def _evaluate_loop(model, flat, model_kwargs, proto, names, predictive, values):
     total = next(iter(flat.values())).shape[0]
     pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    run = poutine.uncondition(model) if predictive else model
+    run = uncondition_data(model) if predictive else model
     for i in range(total):
         tr = trace_model(poutine.condition(run, {k: v[i] for k, v in flat.items()}), model_kwargs)
         for n in names:
-            pieces[n].append(_site_output(tr.nodes[n], proto.nodes[n], 1, predictive).detach().cpu().numpy())
+            pieces[n].append(_site_output(tr.nodes[n], proto.nodes[n], 1, values).detach().cpu().numpy())
     return pieces

@@ -8,6 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch.distributions import constraints
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
@@ -169,3 +170,104 @@ def test_a_posterior_may_hold_more_than_the_latents_and_needs_no_enumerated_site
                              {"w": torch.zeros(1, 2, 2), "w2": torch.zeros(1, 2, 2), "probs": torch.ones(1, 2)},
                              log_likelihood_fn=loglik)
     assert set(result.posterior) == {"w", "w2", "probs"}
+
+
+# -------------------------------------------------------------------------- the fit's own pyro.param values
+SIGMA_N = 50
+
+
+def _param_model(y=None):
+    sigma = pyro.param("sigma", torch.tensor(1.0), constraint=constraints.positive)
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("obs_id", SIGMA_N):
+        return pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def test_log_likelihood_and_predictive_use_the_fits_params_not_the_global_store():
+    """The predictive was drawn from whatever Pyro's param store held when asked: another fit's sigma, or its
+    initial value after pyro.clear_param_store()."""
+    y = torch.randn(SIGMA_N)
+    pyro.param("sigma", torch.tensor(0.3), constraint=constraints.positive)  # another fit's value
+    seen = []
+
+    def loglik(posterior, model_kwargs):
+        seen.append(float(pyro.param("sigma")))  # a custom log-likelihood reads the fit's value too
+        return {"y": dist.Normal(posterior["mu"][..., None], 3.0).log_prob(y).numpy()}
+
+    posterior = {"mu": torch.zeros(1, 200)}
+    result = assemble_result("test", _param_model, {"y": y}, posterior, params={"sigma": torch.tensor(3.0)})
+    assert np.allclose(result.log_likelihood["y"], dist.Normal(0.0, 3.0).log_prob(y).numpy(), atol=1e-5)
+    # sd of 200 x 50 normal draws: se = 3 / sqrt(2 * 10^4) = 0.021; 0.15 is 7 se (0.3 or 1.0 were the old answers)
+    assert abs(result.to_inference_data(posterior_predictive=True).posterior_predictive["y"].std() - 3.0) < 0.15
+    pyro.clear_param_store()
+    result.posterior_predictive = {}
+    assert abs(result.to_inference_data(posterior_predictive=True).posterior_predictive["y"].std() - 3.0) < 0.15
+    assert "sigma" not in pyro.get_param_store()  # nor did the replay create the site's initial value there
+    assemble_result("test", _param_model, {"y": y}, posterior, params={"sigma": torch.tensor(3.0)},
+                    log_likelihood_fn=loglik)
+    assert seen == [3.0]
+
+
+def test_run_svi_results_keep_their_sigma_after_another_fit():
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.svi import run_svi
+
+    a, b = 3.0 * torch.randn(SIGMA_N), 0.3 * torch.randn(SIGMA_N)
+    fit_a = run_svi(_param_model, AutoNormal(_param_model), {"y": a}, num_steps=60, lr=0.1, num_samples=100,
+                    progress=False)
+    run_svi(_param_model, AutoNormal(_param_model), {"y": b}, num_steps=60, lr=0.1, num_samples=10, progress=False)
+    sigma_a = float(fit_a.params["sigma"])
+    assert sigma_a > 1.5  # moved from 1 towards 3
+    sd = float(fit_a.to_inference_data(posterior_predictive=True).posterior_predictive["y"].std())
+    # 100 x 50 draws: se of the sd about sigma / 100, plus the spread of the mu draws (guide scale ~ 0.1 - 1)
+    assert abs(sd - sigma_a) < 0.15 * sigma_a
+
+
+# ------------------------------------------------------------------------- a log_likelihood_fn's output
+def _mixture(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    with pyro.plate("obs_id", 6):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _ll(mu, y):
+    return dist.Normal(torch.as_tensor(mu)[..., None], 1.0).log_prob(y)
+
+
+@pytest.mark.parametrize("fn,match", [
+    (lambda p, kw: {"y": _ll(p["mu"], kw["y"]).reshape(6, 6).numpy()},
+     r"for observed site 'y' has shape \(6, 6\); expected \(2, 3, 6\): \(chain, draw, \*obs batch shape\)"),
+    (lambda p, kw: {"y": _ll(p["mu"], kw["y"]).sum(-1).numpy()},
+     r"for observed site 'y' has shape \(2, 3\); expected \(2, 3, 6\)"),
+    (lambda p, kw: {"obs": _ll(p["mu"], kw["y"]).numpy()},
+     r"array named 'obs', which is no observed site of the model; expected arrays named after the observed "
+     r"site\(s\) \['y'\]"),
+], ids=["flat-draws", "summed", "wrong-name"])
+def test_a_log_likelihood_fn_of_the_wrong_shape_or_name_is_an_error(fn, match):
+    """They were taken as they came: misaligned log_likelihood groups and a wrong az.loo."""
+    y = torch.randn(6)
+    with pytest.raises(PyrozooError, match=rf"^log_likelihood_fn: .*{match}"):
+        assemble_result("test", _mixture, {"y": y}, {"mu": torch.zeros(2, 3)}, log_likelihood_fn=fn)
+    ok = assemble_result("test", _mixture, {"y": y}, {"mu": torch.zeros(2, 3)},
+                         log_likelihood_fn=lambda p, kw: {"y": _ll(p["mu"], kw["y"]).numpy()})
+    assert ok.log_likelihood["y"].shape == (2, 3, 6)
+    assert assemble_result("test", _mixture, {"y": y}, {"mu": torch.zeros(2, 3)},
+                           log_likelihood_fn=lambda p, kw: {}).log_likelihood == {}  # opting out stays allowed
+
+
+def test_a_joint_log_likelihood_over_several_observed_sites_may_take_its_own_name():
+    """regime-scm's: one value per row over the row's variables x1, x2, named x."""
+    def model(x1=None, x2=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        with pyro.plate("obs_id", 4):
+            pyro.sample("x1", dist.Normal(mu, 1.0), obs=x1)
+            pyro.sample("x2", dist.Normal(mu, 1.0), obs=x2)
+
+    kw = {"x1": torch.zeros(4), "x2": torch.zeros(4)}
+    result = assemble_result("test", model, kw, {"mu": torch.zeros(1, 2)},
+                             log_likelihood_fn=lambda p, k: {"x": np.zeros((1, 2, 4))})
+    assert result.log_likelihood["x"].shape == (1, 2, 4)
+    with pytest.raises(PyrozooError, match=r"'x' \(joint over \['x1', 'x2'\]\) has shape \(1, 2\)"):
+        assemble_result("test", model, kw, {"mu": torch.zeros(1, 2)},
+                        log_likelihood_fn=lambda p, k: {"x": np.zeros((1, 2))})

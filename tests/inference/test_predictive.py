@@ -251,3 +251,98 @@ def test_align_global_draws_keeps_a_single_draw_and_refuses_scalar_sites():
     assert align_global_draws(w.unsqueeze(1), 2).shape == (1, 2, 3)  # (S=1, 1, *event): the plate's 1 goes
     with pytest.raises(PyrozooError, match=r"^event_ndim: expected >= 1"):
         align_global_draws(torch.randn(4, 1), 0)
+
+
+# ------------------------------------------------------------------------------ pyro.deterministic is not data
+N_DET = 12
+
+
+def _det_model(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    pyro.deterministic("mu2", mu * 2)
+    pyro.deterministic("pair", torch.stack([mu, -mu], -1))  # a vector outside any plate: no "holds N values" warning
+    with pyro.plate("obs_id", N_DET):
+        mean = pyro.deterministic("mean", mu * torch.ones(N_DET))
+        return pyro.sample("y", dist.Normal(mean, 2.0), obs=y)
+
+
+def _det_fit(engine, y):
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.gibbs import GibbsKernel, run_gibbs
+    from pyrozoo.inference.mcmc import run_mcmc
+    from pyrozoo.inference.svi import run_svi
+
+    kw = {"y": y}
+    if engine == "nuts":
+        return run_mcmc(_det_model, kw, num_samples=20, warmup_steps=20, num_chains=1, seed=0, progress=False)
+    if engine == "svi":  # the guide draws mu alone: deterministic sites are no latents it must cover
+        return run_svi(_det_model, AutoNormal(_det_model), kw, num_steps=20, lr=0.05, num_samples=20, seed=0,
+                       progress=False)
+    prec = 1 / 25 + N_DET / 4  # conjugate: mu | y ~ N(sum(y) / 4 / prec, 1 / prec)
+    kernel = GibbsKernel(init=lambda c, d: {"mu": torch.zeros(c)},
+                         conditionals={"mu": lambda s, d: d["sum"] / 4 / prec
+                                       + prec ** -0.5 * torch.randn_like(s["mu"])})
+    return run_gibbs(kernel, {"sum": y.sum()}, model=_det_model, model_kwargs=kw, num_samples=20, warmup_steps=5,
+                     num_chains=2, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("engine", ["nuts", "svi", "gibbs"])
+def test_deterministic_sites_are_posterior_quantities_not_observed_data(engine):
+    """Pyro marks pyro.deterministic sites observed: they were taken for data (an all-zero log_likelihood.mu2, the
+    first draw's value as observed_data.mu2, az.loo refusing two log-likelihood arrays) and left out of the
+    posterior."""
+    import warnings
+
+    import arviz as az
+
+    y = 1.5 + 2.0 * torch.randn(N_DET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the misleading "observed site holds N values" warning
+        result = _det_fit(engine, y)
+    mu = result.posterior["mu"]
+    assert np.allclose(result.posterior["mu2"], 2 * mu, rtol=1e-6)  # draw by draw
+    assert np.allclose(result.posterior["pair"], np.stack([mu, -mu], -1), rtol=1e-6)
+    assert result.posterior["mean"].shape == mu.shape + (N_DET,)
+    assert np.allclose(result.posterior["mean"], mu[..., None], rtol=1e-6)
+    assert result.dims["mean"] == ["obs_id"] and result.dims["pair"] == ["pair_dim_0"]
+    assert set(result.log_likelihood) == set(result.observed_data) == {"y"}
+    idata = result.to_inference_data(posterior_predictive=True)
+    assert set(idata.posterior_predictive.data_vars) == {"y"}
+    assert dict(idata.posterior["mean"].sizes)["obs_id"] == N_DET
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pareto k of 20 draws
+        assert az.loo(idata).n_data_points == N_DET
+
+
+def test_deterministic_values_replay_the_draws_and_a_given_value_is_kept():
+    from pyrozoo.inference.predictive import deterministic_values
+
+    mu = torch.randn(2, 3)
+    values = deterministic_values(_det_model, {"mu": mu}, {"y": torch.zeros(N_DET)})
+    assert set(values) == {"mu2", "pair", "mean"}
+    assert np.allclose(values["mu2"], 2 * mu.numpy()) and values["mean"].shape == (2, 3, N_DET)
+    assert "mu2" not in deterministic_values(_det_model, {"mu": mu, "mu2": 2 * mu}, {"y": torch.zeros(N_DET)})
+
+
+def test_a_plate_subsampled_through_model_kwargs_is_refused_before_training():
+    """The log-likelihood was taken on other random rows at every draw, misaligned with observed_data."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.svi import run_svi
+
+    def model(y=None, n=40, subsample_size=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        with pyro.plate("obs_id", n, subsample_size=subsample_size) as idx:
+            return pyro.sample("y", dist.Normal(mu, 2.0), obs=y[idx])
+
+    y = torch.randn(40)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"^model: plate 'obs_id' subsamples 10 of its 40 rows with the model's own "
+                                           r"arguments \(model_kwargs\).*train_kwargs=\{'subsample_size': 10\}"):
+        run_svi(model, AutoNormal(model), {"y": y, "subsample_size": 10}, num_steps=5, num_samples=2,
+                progress=False, callback=lambda step, loss: steps.append(step))
+    assert steps == []
+    result = run_svi(model, AutoNormal(model), {"y": y}, train_kwargs={"subsample_size": 10}, num_steps=5,
+                     num_samples=3, progress=False)
+    assert result.log_likelihood["y"].shape == (1, 3, 40)

@@ -171,14 +171,15 @@ def test_a_bad_row_met_by_a_later_minibatch_is_not_blamed_on_the_learning_rate_a
     sig[137] = 0.0
     y = 2 * x + 0.1 * torch.randn(n)
 
-    def batch_model(x, y, sig):
+    def batch_model(x, y, sig, subsample_size=None):
         b = pyro.sample("b", dist.Normal(0.0, 10.0))
-        with pyro.plate("data", n, subsample_size=10) as idx:
+        with pyro.plate("data", n, subsample_size=subsample_size) as idx:
             pyro.sample("obs", dist.Normal(b * x[idx], sig[idx]), obs=y[idx])
 
     with pytest.raises(PyrozooError, match=r"check the data \(a minibatch meets a bad row only in its batch\)"):
-        run_svi(batch_model, AutoNormal(batch_model), {"x": x, "y": y, "sig": sig}, num_steps=300, progress=False,
-                num_samples=10, seed=0)
+        # the bad row in the training data only: a full-data trace (model_kwargs) would meet it before any step
+        run_svi(batch_model, AutoNormal(batch_model), {"x": x, "y": y, "sig": torch.ones(n)}, num_steps=300,
+                progress=False, num_samples=10, seed=0, train_kwargs={"subsample_size": 10, "sig": sig})
 
 
 def test_an_invalid_parameter_before_any_step_is_not_called_a_divergence():
