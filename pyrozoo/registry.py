@@ -170,13 +170,13 @@ class ZooModel:
             raise PyrozooError(f"dataset: {self.name} knows {known}; got {config.dataset!r}")
         ignored = self.unread_options(config.options, config.inference)
         if ignored:
-            raise _no_effect(ignored, self.inference_options, lambda readers: f"{self.name}'s {_or(readers)}",
-                             config.inference)
+            raise no_effect_error(ignored, self.inference_options,
+                                  lambda readers: f"{self.name}'s {or_join(readers)}", config.inference)
         source = data_source(config.data, config.dataset)
         unused = self.unused_options(config.options, source)
         if unused:
-            raise _no_effect(unused, self.data_options, lambda readers: _or(describe_source(s) for s in readers),
-                             describe_source(source))
+            raise no_effect_error(unused, self.data_options,
+                                  lambda readers: or_join(describe_source(s) for s in readers), describe_source(source))
         if family and self.check_options is not None:
             self.check_options(config)
         return config
@@ -377,8 +377,8 @@ def describe_source(source: str) -> str:
     return {"simulator": "the simulated data", "file": "a data file (--data)"}.get(source, f"dataset {source!r}")
 
 
-def _no_effect(keys: list[str], readers_of: Mapping[str, Iterable[str]], describe: Callable[[tuple[str, ...]], str],
-               given: str) -> PyrozooError:
+def no_effect_error(keys: list[str], readers_of: Mapping[str, Iterable[str]],
+                    describe: Callable[[tuple[str, ...]], str], given: str) -> PyrozooError:
     """``options: K apply only to R; with G they would have no effect (remove them)``, the ``keys`` grouped by
     who reads them (``readers_of[key]``, put in words by ``describe``): the error for options that data source or
     inference ``given`` would ignore."""
@@ -391,7 +391,8 @@ def _no_effect(keys: list[str], readers_of: Mapping[str, Iterable[str]], describ
     return PyrozooError(f"options: {'; '.join(parts)}; with {given} {it} would have no effect (remove {them})")
 
 
-def _or(words: Iterable[str]) -> str:
+def or_join(words: Iterable[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
     words = list(words)
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 

@@ -70,9 +70,7 @@ from pyrozoo.inference.predictive import align_global_draws
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
-from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.registry import _no_effect as no_effect_error
-from pyrozoo.registry import _or as or_join
+from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, no_effect_error, or_join, register
 from pyrozoo.validation import (
     as_tensor,
     check_bool,
