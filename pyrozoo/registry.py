@@ -75,6 +75,9 @@ class ZooModel:
     * ``check_options(config)``: optional family checks of the config's options together and with its settings
       (an option that another one makes unused, a warm-up as long as the run), raising :class:`PyrozooError`; run
       last in :meth:`check_config`, so before any data are loaded and for every cell of a sweep.
+    * ``option_notes``: option -> a short condition ``pyrozoo list`` prints after its readers, for what the tables
+      above cannot say (regime-scm's enum reads ``hidden`` only with ``mechanism='mlp'``, which ``check_options``
+      enforces).
     """
 
     name: str
@@ -96,6 +99,7 @@ class ZooModel:
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inference_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     check_options: Callable[[RunConfig], None] | None = None
+    option_notes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.fit, LabelledFit):

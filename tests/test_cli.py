@@ -449,6 +449,10 @@ def test_list_with_a_name_shows_that_models_options(capsys):
     assert "  lengthscale  1.0" in out and "or a list (one per input column)" in out and "  ard " in out
     assert "  type2  num_samples, steps, lr\n  nuts   num_samples, warmup_steps, num_chains, jit\n" in out
     assert "  noise        0.1          (float; only with inference type2)" in out
+    # a condition the inference table cannot say (regime-scm's enum reads pretrain_steps only with MLPs)
+    assert main(["list", "regime-scm"]) == 0
+    assert ("(int; only with inference enum or amortized (enum reads it only with mechanism='mlp'))"
+            in capsys.readouterr().out)
     assert main(["list", "nosuch"]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err
 

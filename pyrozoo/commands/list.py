@@ -47,7 +47,9 @@ def _show(name: str) -> int:
         if key in entry.data_options:
             extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
         if key in entry.inference_options:
-            extra += "; only with inference " + " or ".join(entry.inference_options[key])
+            extra += "; only with inference " + registry.or_join(entry.inference_options[key])
+        if key in entry.option_notes:
+            extra += f" ({entry.option_notes[key]})"
         if default is None:  # the data source's default, if its loader names one (plce's outcome: y, or re78)
             shown = [f"{value!r} with {registry.describe_source(source)}"
                      for source, value in _source_defaults(entry, key).items()]

@@ -137,11 +137,20 @@ def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess
         if _never_moves(row) or _nonfinite(row):
             continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
-            out.append(f"{name}: r_hat {row['r_hat']:.3f} > {rhat_max}")
+            out.append(f"{name}: r_hat {_above(row['r_hat'], rhat_max)} > {rhat_max}")
         for col in ("ess_bulk", "ess_tail"):
             if np.isfinite(row.get(col, np.nan)) and row[col] < ess_min:
                 out.append(f"{name}: {col} {row[col]:.0f} < {ess_min}")
     return out
+
+
+def _above(value: float, limit: float) -> str:
+    """``value`` with 3 decimals, or as many more (up to 8) as it takes to print above ``limit``: r_hat 1.01047
+    read 'r_hat 1.010 > 1.01'."""
+    digits = 3
+    while float(f"{value:.{digits}f}") <= limit and digits < 8:
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
 def shown_warnings(lines: list[str], limit: int = 12, where: str = "in the summary table") -> list[str]:

@@ -1374,6 +1374,7 @@ def regime_scm_entry() -> ZooModel:
         text_options=tuple(FILE_OPTIONS),
         data_options={**{k: ("simulator",) for k in SIMULATOR_DEFAULTS}, **{k: ("file",) for k in FILE_OPTIONS}},
         inference_options=REGIME_INFERENCE_OPTIONS,
+        option_notes={k: "enum reads it only with mechanism='mlp'" for k in MLP_ONLY_IN_ENUM},
         # sizes only: every inference must accept the tiny options, and the fitting ones are each read by some
         # inferences only (the defaults run in about a second at this size)
         tiny={"steps": 20, "num_samples": 1, "num_chains": 1, "options": {"n_vars": 3, "n_samples": 300}},

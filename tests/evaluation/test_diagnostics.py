@@ -25,6 +25,8 @@ def test_convergence_warnings_lists_exactly_the_failing_parameters():
         "one_chain: ess_bulk 50 < 400",
     ]
     assert convergence_warnings(table, rhat_max=1.03, ess_min=50) == []
+    # a value above the limit prints above it: 1.01047 read 'r_hat 1.010 > 1.01'
+    assert convergence_warnings(pd.DataFrame({"r_hat": [1.01047]}, index=["f[10]"])) == ["f[10]: r_hat 1.0105 > 1.01"]
     assert convergence_warnings(table, rhat_max=1.0, ess_min=401) == [
         "a: r_hat 1.020 > 1.0", "a: ess_bulk 100 < 401",
         "b: r_hat 1.005 > 1.0", "b: ess_tail 100 < 401",
