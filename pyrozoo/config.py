@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import DEVICES
 from pyrozoo.validation import check_int, check_keys, check_path, check_positive, check_text
@@ -52,6 +54,8 @@ class RunConfig:
             check_path("data", self.data, what="a data file path")
         if self.dataset is not None:
             check_text("dataset", self.dataset)
+        if isinstance(self.device, torch.device):  # its name, which config.toml can record
+            self.device = str(self.device)
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {self.device!r}")
         for flag in ("jit", "progress", "posterior_predictive"):

@@ -161,3 +161,19 @@ def test_cuda_index_beyond_the_devices_present_is_a_clear_error(monkeypatch):
     assert resolve_device("cuda:3") == torch.device("cuda:3")
     with pytest.raises(PyrozooError, match=r"4 CUDA device\(s\) present \(cuda:0 to cuda:3\)$"):
         resolve_device("cuda:4")
+
+
+def test_a_torch_device_in_run_config_is_recorded_by_name(tmp_path):
+    """torch.device("cpu") was refused by RunConfig although resolve_device takes it, and torch.device("cuda:0")
+    passed but reached config.toml as an object: tomli_w failed after the fit, and no run directory was written."""
+    import tomllib
+
+    from pyrozoo.runner import run_model
+
+    out = tmp_path / "run"
+    config = RunConfig(model="normal-gamma", inference="gibbs", num_samples=5, warmup_steps=2, num_chains=1,
+                       progress=False, device=torch.device("cpu"))
+    assert config.validate().device == "cpu"
+    run_model(config, out=out)
+    assert tomllib.loads((out / "config.toml").read_text())["device"] == "cpu"
+    assert RunConfig(model="normal-gamma", device=torch.device("cuda", 0)).validate().device == "cuda:0"
