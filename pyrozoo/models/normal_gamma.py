@@ -189,7 +189,7 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     (up to 4 doublings) until at most 1e-12 of the mass sits on its border, else the function raises. ``x``: at least
     one finite value (sum of squares finite in float64); the prior as in :func:`check_prior`; all checked first.
     """
-    x = check_observations(x, min_n=1).numpy()
+    x = check_observations(x, min_n=1).cpu().numpy()  # a host-side computation; x may be on CUDA
     check_prior(mu0, mu_scale, a, b)
     grid = check_int("grid", grid, minimum=3)
     check_positive("width", width, scalar=True)
@@ -231,7 +231,7 @@ def cavi_fixed_point(x: Any, *, mu0: float = 0.0, mu_scale: float = 10.0, a: flo
     lam = 1/s0^2 + n E[beta], m = (mu0/s0^2 + E[beta] n xbar)/lam, alpha = a + n/2,
     rate = b + (ss + n((xbar - m)^2 + 1/lam))/2. ``x`` (at least one finite value), the prior and ``iters`` (>= 1)
     are checked first."""
-    x = check_observations(x, min_n=1).numpy()
+    x = check_observations(x, min_n=1).cpu().numpy()
     check_prior(mu0, mu_scale, a, b)
     iters = check_int("iters", iters, minimum=1)
     n, xbar = x.size, x.mean()
@@ -333,7 +333,7 @@ def warn_if_not_at_fixed_point(params: Mapping[str, Any], dataset: Dataset) -> N
 def normal_gamma_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Posterior means and sds, error against the exact (quadrature) posterior in posterior sds, and against truth."""
     prior = {k: float(dataset.inputs[k]) for k in PRIOR_DEFAULTS}
-    exact = posterior_moments_quadrature(dataset.observed["x"].cpu().numpy(), **prior)
+    exact = posterior_moments_quadrature(dataset.observed["x"], **prior)
     out: dict[str, float] = {}
     for name in ("mu", "beta"):
         draws = result.draws(name)

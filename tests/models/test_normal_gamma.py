@@ -389,3 +389,14 @@ def test_the_model_needs_n_without_x_and_refuses_a_conflicting_n():
         normal_gamma_model(n=0)
     assert normal_gamma_model(n=4).shape == (4,)
     assert normal_gamma_model(x, n=5).shape == (5,)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_side_references_take_cuda_data():
+    """posterior_moments_quadrature and cavi_fixed_point called .numpy() on the data, which fails for a CUDA
+    tensor; the result must equal the CPU one."""
+    from pyrozoo.models.normal_gamma import cavi_fixed_point, posterior_moments_quadrature
+
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 2.0
+    assert posterior_moments_quadrature(x.cuda()) == posterior_moments_quadrature(x)
+    assert cavi_fixed_point(x.cuda()) == cavi_fixed_point(x)
