@@ -41,10 +41,15 @@ def test_run_then_diagnose(tmp_path, capsys):
 def test_nuts_run_has_energy_and_diagnose_plots_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "normal-gamma", "--inference", "nuts", "--out", str(out), *TINY]) == 0
-    energy = load_run(out)["idata"].sample_stats["energy"]
+    stats = load_run(out)["idata"].sample_stats
+    energy = stats["energy"]
     assert energy.shape == (2, 50) and np.isfinite(energy.values).all()
+    # NUTS's tree depth survives idata.nc as an integer per draw, with its at-the-maximum flag as a bool
+    assert stats["tree_depth"].shape == (2, 50) and stats["tree_depth"].dtype.kind == "i"
+    assert stats["reached_max_treedepth"].dtype == bool and stats["n_steps"].dtype.kind == "i"
     capsys.readouterr()
     assert main(["diagnose", str(out)]) == 0
+    assert "stopped at the maximum tree depth" not in capsys.readouterr().out  # an easy posterior
     assert (out / "plots" / "energy.png").stat().st_size > 1000
 
 

@@ -26,6 +26,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from pyrozoo.evaluation.diagnostics import (
         BFMI_MIN,
+        TREEDEPTH_SHARE_MAX,
         check_lines,
         ess_threshold,
         is_markov_chain,
@@ -83,8 +84,10 @@ def handle(args: argparse.Namespace) -> int:
     if not lines and not independent:
         stats = getattr(idata, "sample_stats", None)  # a Gibbs kernel without log_joint writes no sample_stats
         bfmi = f", E-BFMI >= {BFMI_MIN}" if stats is not None and "energy" in stats else ""
+        depth = (f", at most {TREEDEPTH_SHARE_MAX:.0%} of transitions at the maximum tree depth"
+                 if stats is not None and "reached_max_treedepth" in stats else "")
         rhat = ", r_hat <= 1.01" if chains > 1 else ""
-        print(f"no convergence warnings (no divergences or stuck chains{bfmi}{rhat}, bulk and tail ESS >= "
+        print(f"no convergence warnings (no divergences or stuck chains{bfmi}{depth}{rhat}, bulk and tail ESS >= "
               f"{ess_threshold(chains)}, i.e. 100 per chain)")
     return _plots(idata, args)
 

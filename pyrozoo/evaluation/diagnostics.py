@@ -19,6 +19,7 @@ MIN_DRAWS = 4  # ArviZ: fewer draws per chain than this and r_hat, ESS and MCSE 
 ESS_PER_CHAIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain (400 for the usual 4 chains)
 ACCEPT_MIN = 0.05
 BFMI_MIN = 0.3  # Betancourt (2016) / Stan: E-BFMI below 0.3 means momentum resampling explores the energy poorly
+TREEDEPTH_SHARE_MAX = 0.05  # PyMC's threshold: NUTS transitions cut short at the maximum tree depth
 
 
 def ess_threshold(num_chains: int) -> int:
@@ -199,11 +200,13 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
 
 
 def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN,
-                     bfmi_min: float = BFMI_MIN) -> list[str]:
+                     bfmi_min: float = BFMI_MIN, treedepth_share_max: float = TREEDEPTH_SHARE_MAX) -> list[str]:
     """What the summary table cannot show: divergent transitions (``sample_stats.diverging``), chains whose mean
     acceptance rate is below ``accept_min`` (a stuck chain repeats one draw, and ArviZ still reports a full ESS),
-    and chains whose energy Bayesian fraction of missing information, E-BFMI = sum (E_n - E_{n-1})^2 /
-    sum (E_n - mean E)^2 (``az.bfmi`` on ``sample_stats.energy``), is below ``bfmi_min``."""
+    chains whose energy Bayesian fraction of missing information, E-BFMI = sum (E_n - E_{n-1})^2 /
+    sum (E_n - mean E)^2 (``az.bfmi`` on ``sample_stats.energy``), is below ``bfmi_min``, and NUTS runs in which
+    more than ``treedepth_share_max`` of the transitions stopped at the maximum tree depth
+    (``sample_stats.reached_max_treedepth``)."""
     stats = getattr(idata, "sample_stats", None)
     if stats is None:
         return []
@@ -214,6 +217,15 @@ def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN,
             per_chain = ", ".join(f"chain {c}: {int(n)}" for c, n in enumerate(div.reshape(div.shape[0], -1).sum(1)))
             out.append(f"{int(div.sum())} of {div.size} transitions divergent ({per_chain}); raise --warmup-steps "
                        f"or reparameterize")
+    if "reached_max_treedepth" in stats:
+        hit = np.asarray(stats["reached_max_treedepth"].values, dtype=bool)
+        if hit.size and hit.mean() > treedepth_share_max:
+            per_chain = ", ".join(f"chain {c}: {int(n)}" for c, n in enumerate(hit.reshape(hit.shape[0], -1).sum(1)))
+            depth = (f" ({int(np.asarray(stats['tree_depth'].values)[hit].max())})" if "tree_depth" in stats
+                     else "")
+            out.append(f"{int(hit.sum())} of {hit.size} transitions stopped at the maximum tree depth{depth} "
+                       f"({per_chain}): NUTS trajectories were cut short, so it explores slowly; raise the maximum "
+                       f"tree depth or reparameterize")
     if "acceptance_rate" in stats:
         acc = np.asarray(stats["acceptance_rate"].values, dtype=float)
         acc = acc.reshape(acc.shape[0], -1).mean(1)

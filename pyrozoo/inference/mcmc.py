@@ -39,8 +39,39 @@ class _RecordsEnergy:
         return kinetic
 
 
-class EnergyNUTS(_RecordsEnergy, NUTS):
-    """Pyro's NUTS, keeping each transition's starting Hamiltonian as ``_energy_start``."""
+class _RecordsTreeDepth:
+    """Keeps each NUTS transition's tree depth (``_tree_depth``: the number of trajectory doublings kept, Stan's and
+    ArviZ's ``tree_depth``) and its number of leapfrog steps (``_n_steps``, ArviZ's ``n_steps``).
+
+    Pyro 1.9's ``NUTS.sample`` keeps the depth in a local variable and returns only the draw. Of the ways to recover
+    it this one leans least on Pyro's internals: it wraps the two tree builders, whose roles are those of the NUTS
+    algorithm itself. ``sample`` calls ``_build_tree`` once per doubling it tries (the recursion inside it is told
+    apart by nesting), and keeps the doubling unless the new subtree turns or diverges, as in Stan; every leapfrog
+    step is one ``_build_basetree`` call. Counting potential-energy calls instead would break under ``jit_compile``
+    and count the start point's re-evaluation; replaying the loop from the returned draw is not possible."""
+
+    def sample(self, params):
+        self._tree_depth, self._n_steps, self._tree_nesting = 0, 0, 0
+        return super().sample(params)
+
+    def _build_tree(self, *args, **kwargs):
+        self._tree_nesting += 1
+        try:
+            tree = super()._build_tree(*args, **kwargs)
+        finally:
+            self._tree_nesting -= 1
+        if self._tree_nesting == 0:  # one doubling of the trajectory, not the recursion inside it
+            self._tree_depth += 0 if (tree.turning or tree.diverging) else 1
+        return tree
+
+    def _build_basetree(self, *args, **kwargs):
+        self._n_steps += 1
+        return super()._build_basetree(*args, **kwargs)
+
+
+class EnergyNUTS(_RecordsTreeDepth, _RecordsEnergy, NUTS):
+    """Pyro's NUTS, keeping each transition's starting Hamiltonian as ``_energy_start``, its tree depth as
+    ``_tree_depth`` and its number of leapfrog steps as ``_n_steps``."""
 
 
 class EnergyHMC(_RecordsEnergy, HMC):
@@ -70,7 +101,8 @@ class _StatsRecorder:
     draw on the constrained space (ArviZ's convention, as the Gibbs engine records it): minus Pyro's potential
     energy, which is on the unconstrained space, plus the log|det J| of the transforms to it at the draw. For
     discrete sites summed out by enumeration it is the log joint with those sites marginalized. ``energy`` is the
-    starting Hamiltonian of the transition that produced the draw (:class:`_RecordsEnergy`).
+    starting Hamiltonian of the transition that produced the draw (:class:`_RecordsEnergy`); NUTS adds its
+    ``tree_depth`` and ``n_steps`` (:class:`_RecordsTreeDepth`).
     """
 
     def __init__(self) -> None:
@@ -97,6 +129,9 @@ class _StatsRecorder:
                                 if pe is not None else float("nan"))
         energy = getattr(kernel, "_energy_start", None)
         self.stats["energy"].append(float(energy) if energy is not None else float("nan"))
+        if hasattr(kernel, "_tree_depth"):  # NUTS only: HMC's trajectory has a fixed number of steps, no tree
+            self.stats.setdefault("tree_depth", []).append(kernel._tree_depth)
+            self.stats.setdefault("n_steps", []).append(kernel._n_steps)
 
 
 @keeps_caller_state
@@ -157,6 +192,11 @@ def run_mcmc(
     posterior = {n: torch.stack([c[n] for c in per_chain]) for n in per_chain[0]}
     sample_stats = {k: np.array([s[k] for s in stats]) for k in stats[0]}
     sample_stats["diverging"] = sample_stats["diverging"].astype(bool)
+    if "tree_depth" in sample_stats:
+        sample_stats["tree_depth"] = sample_stats["tree_depth"].astype(np.int64)
+        sample_stats["n_steps"] = sample_stats["n_steps"].astype(np.int64)
+        # PyMC's name; Stan counts a transition at the maximum as having hit it, whether or not it turned there
+        sample_stats["reached_max_treedepth"] = sample_stats["tree_depth"] >= max_tree_depth
     if np.isnan(sample_stats["energy"]).any():  # a model with no latent sites (nothing to integrate)
         del sample_stats["energy"]
     return assemble_result(

@@ -30,7 +30,8 @@ class Result:
     Array conventions (all NumPy, on the host):
 
     * ``posterior[name]``: ``(chain, draw, *site_shape)``;
-    * ``sample_stats[name]``: ``(chain, draw)`` (``diverging``, ``step_size``, ``acceptance_rate``, ``lp``, ...);
+    * ``sample_stats[name]``: ``(chain, draw)`` (``diverging``, ``step_size``, ``acceptance_rate``, ``lp``,
+      ``energy``, NUTS's ``tree_depth`` ...);
     * ``log_likelihood[obs]``: ``(chain, draw, *obs_batch)``: pointwise, marginal over any enumerated latents;
     * ``posterior_predictive[obs]``: ``(chain, draw, *obs_shape)``, filled on request;
     * ``fit_stats[name]``: 1-D traces of the fitting procedure (``loss`` per SVI step, EM objective ...);

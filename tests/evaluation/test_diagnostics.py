@@ -92,6 +92,25 @@ def test_sampler_warnings_report_divergences_and_stuck_chains():
     assert sampler_warnings(ok) == [] and sampler_warnings(az.from_dict(posterior=post)) == []
 
 
+def test_sampler_warnings_report_transitions_at_the_maximum_tree_depth():
+    """More than 5% of NUTS transitions stopped at the maximum tree depth is named, with the depth and the count per
+    chain; 1 of 60 (under 5%) and a run without the stat (HMC, Gibbs) give none."""
+    from pyrozoo.evaluation.diagnostics import sampler_warnings
+
+    rng = np.random.default_rng(0)
+    post = {"mu": rng.normal(size=(2, 30))}
+    hit = np.zeros((2, 30), dtype=bool)
+    hit[1, :6] = True
+    depth = np.where(hit, 5, 3)
+    idata = az.from_dict(posterior=post, sample_stats={"tree_depth": depth, "reached_max_treedepth": hit})
+    (line,) = sampler_warnings(idata)
+    assert line.startswith("6 of 60 transitions stopped at the maximum tree depth (5) (chain 0: 0, chain 1: 6)")
+    hit[1, 1:] = False
+    assert sampler_warnings(az.from_dict(posterior=post, sample_stats={"tree_depth": depth,
+                                                                       "reached_max_treedepth": hit})) == []
+    assert sampler_warnings(az.from_dict(posterior=post, sample_stats={"tree_depth": depth})) == []
+
+
 def test_plots_cut_long_variables_to_their_first_entries(tmp_path):
     """A GP-sized vector would make ArviZ draw one panel per entry (and warn past 40): plots show the first 8
     entries of each variable and say so, scalars are untouched."""

@@ -135,3 +135,62 @@ def test_lp_is_the_log_joint_on_the_constrained_space(kernel):
             draw = {n: torch.as_tensor(res.posterior[n][c, s]) for n in ("scale", "w")}
             trace = poutine.trace(poutine.condition(constrained_model, draw)).get_trace(x=x)
             assert lp[c, s] == pytest.approx(float(trace.log_prob_sum()), rel=1e-5, abs=1e-5)
+
+
+def test_nuts_tree_depth_reaches_a_tiny_maximum():
+    """A 50-dimensional N(0, I) posterior at target_accept_prob 0.95 takes steps of ~0.2 sd, and in 50 dimensions a
+    trajectory U-turns only after about half an oscillation, pi / 0.2 ~ 15 leapfrog steps. With max_tree_depth=2
+    every transition is cut at the maximum: tree_depth 2 (int), 2^2 - 1 = 3 leapfrog steps, reached_max_treedepth
+    true, in the (chain, draw) layout of the other stats, warmup left out."""
+    d = 50
+    res = run_mcmc(standard_normal_model, {"x": torch.zeros(d), "d": d}, num_samples=25, warmup_steps=50,
+                   num_chains=2, seed=0, max_tree_depth=2, target_accept_prob=0.95, progress=False)
+    depth, steps = res.sample_stats["tree_depth"], res.sample_stats["n_steps"]
+    assert depth.shape == steps.shape == res.sample_stats["lp"].shape == (2, 25)
+    assert np.issubdtype(depth.dtype, np.integer) and np.issubdtype(steps.dtype, np.integer)
+    assert (depth == 2).all() and (steps == 3).all() and res.sample_stats["reached_max_treedepth"].all()
+    stats = res.to_inference_data().sample_stats
+    assert stats["tree_depth"].dims == ("chain", "draw") and stats["tree_depth"].dtype.kind == "i"
+
+
+def test_nuts_tree_depth_is_mostly_below_the_maximum_on_an_easy_model_and_hmc_has_none():
+    """On N(mu | x) (one dimension, adapted step size) trajectories U-turn after a few doublings: tree_depth stays
+    well below the default maximum of 10, and the leapfrog steps of depth d number 2^d - 1 (then the next subtree
+    turned at once) to 2^(d+1) - 1 (it turned or diverged late). HMC has no tree and records neither stat."""
+    x = torch.linspace(-0.5, 2.0, 10)
+    res = run_mcmc(conjugate_model, {"x": x}, num_samples=60, warmup_steps=40, num_chains=1, seed=0, progress=False)
+    depth, steps = res.sample_stats["tree_depth"], res.sample_stats["n_steps"]
+    assert depth.shape == (1, 60) and depth.min() >= 1 and depth.max() <= 4
+    assert not res.sample_stats["reached_max_treedepth"].any()
+    assert ((2**depth - 1 <= steps) & (steps <= 2 ** (depth + 1) - 1)).all()
+    hmc = run_mcmc(conjugate_model, {"x": x}, kernel="hmc", num_samples=5, warmup_steps=5, num_chains=1, seed=0,
+                   progress=False)
+    assert not {"tree_depth", "n_steps", "reached_max_treedepth"} & set(hmc.sample_stats)
+
+
+def test_nuts_tree_depth_is_the_depth_pyro_reached():
+    """Against Pyro's own count: NUTS.sample draws a site ``rand_t=T_treedepth=D`` right after it keeps its D-th
+    doubling, so the largest D drawn in a transition is the depth it ended at (0 when it drew none)."""
+    from pyro.poutine.messenger import Messenger
+
+    from pyrozoo.inference.mcmc import EnergyNUTS
+
+    class SiteNames(Messenger):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def _pyro_sample(self, msg) -> None:
+            self.names.append(msg["name"])
+
+    x = torch.linspace(-0.5, 2.0, 10)
+    kernel = EnergyNUTS(conjugate_model, max_tree_depth=3)
+    kernel.setup(10, x=x)
+    params, seen = kernel.initial_params, set()
+    for _ in range(40):
+        with SiteNames() as sites:
+            params = kernel.sample(params)
+        kept = [int(n.split("_treedepth=")[1]) for n in sites.names if n.startswith("rand_t=")]
+        assert kernel._tree_depth == max(kept, default=0)
+        seen.add(kernel._tree_depth)
+    assert len(seen) >= 2  # the check saw transitions of different depths
