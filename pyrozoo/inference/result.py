@@ -13,8 +13,18 @@ import arviz as az
 import numpy as np
 import torch
 
+import pyrozoo
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
+
+
+def library_attrs() -> dict[str, str]:
+    """The attributes ``az.from_pyro`` puts on every group (``inference_library``, ``inference_library_version``),
+    and the ``pyrozoo_version`` that made the run."""
+    import pyro
+
+    return {"inference_library": "pyro", "inference_library_version": pyro.__version__,
+            "pyrozoo_version": pyrozoo.__version__}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -131,7 +141,8 @@ class Result:
         """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data,
         constant_data (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a
         ``fit_stats`` group. Its attributes: inference, model, seed, wall_time, the ``device`` of ``config`` (the
-        one the fit ran on, where it came through a zoo entry's fit or ``run_model``) and ``attrs``."""
+        one the fit ran on, where it came through a zoo entry's fit or ``run_model``), ``attrs`` and
+        :func:`library_attrs`, which every group's attributes hold too, as ``az.from_pyro`` writes them."""
         if posterior_predictive:
             self.add_posterior_predictive()
         dims = {k: v for k, v in self.dims.items()}
@@ -146,7 +157,7 @@ class Result:
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
                    "wall_time": float(self.wall_time),
                    **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
-                   **self.attrs},
+                   **self.attrs, **library_attrs()},
         )
         if self.constant_data:
             import xarray as xr
@@ -164,6 +175,8 @@ class Result:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # non-standard group name
                 idata.add_groups({"fit_stats": ds})
+        for group in idata.groups():
+            idata[group].attrs.update(library_attrs())
         return idata
 
 

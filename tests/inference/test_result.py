@@ -115,3 +115,34 @@ def test_labelled_fit_labels_each_axis_of_a_rows_mapping():
     assert idata.observed_data["p"].protected_id.values.tolist() == [7, 11]
     with pytest.raises(PyrozooError, match=r"meta\['rows'\]\['obs_id'\] \(3 row labels\) need an 'obs_id' axis"):
         fit(Dataset("d", meta={"rows": {"obs_id": [1, 2, 3]}}), None)
+
+
+def test_every_group_records_the_inference_library_and_versions_through_netcdf(tmp_path):
+    """As az.from_pyro does: inference_library "pyro" and its version on every group (constant_data and fit_stats
+    too), with pyrozoo_version; also on the InferenceData itself, next to inference, model and seed, and all of
+    it kept by idata.nc. The attrs set before (inference, model, seed, wall_time, notes) are unchanged."""
+    import arviz as az
+    import pyro
+
+    import pyrozoo
+
+    res = _result()
+    res.sample_stats = {"lp": np.zeros((1, 4))}
+    res.fit_stats = {"loss": np.arange(3.0)}
+    res.attrs = {"note": "text"}
+    res.seed = 3
+    idata = res.to_inference_data()
+    want = {"inference_library": "pyro", "inference_library_version": pyro.__version__,
+            "pyrozoo_version": pyrozoo.__version__}
+    path = tmp_path / "idata.nc"
+    idata.to_netcdf(str(path), engine="h5netcdf")
+    for data in (idata, az.from_netcdf(str(path), engine="h5netcdf")):
+        assert set(data.groups()) == {"posterior", "sample_stats", "log_likelihood", "observed_data",
+                                      "constant_data", "fit_stats"}
+        for group in data.groups():
+            attrs = data[group].attrs
+            assert {k: attrs.get(k) for k in want} == want, group
+        assert {k: data.attrs.get(k) for k in want} == want
+        assert {k: data.attrs[k] for k in ("inference", "model", "seed", "note")} == {
+            "inference": "x", "model": "", "seed": 3, "note": "text"}
+        assert "created_at" in data.posterior.attrs and "arviz_version" in data.posterior.attrs
