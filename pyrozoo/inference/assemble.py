@@ -18,10 +18,11 @@ from pyrozoo.inference.predictive import (
     check_posterior_sites,
     deterministic_sites,
     deterministic_values,
-    device_of,
     observed_sites,
+    param_values,
     pointwise_log_likelihood,
     posterior_predictive,
+    replay_device,
     site_dims,
     trace_model,
     with_params,
@@ -60,7 +61,8 @@ def assemble_result(
     model's ``pyro.param`` sites read, here and in the posterior predictive, whatever Pyro's global param store
     holds.
     """
-    fitted = with_params(model, params, device_of(posterior))  # the fit's pyro.param values, not the store's
+    device = replay_device(posterior, model_kwargs)
+    fitted = with_params(model, params, device)  # the fit's pyro.param values, not the store's
     model_trace = trace_model(fitted, model_kwargs)
     check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
     check_posterior_sites(model_trace, posterior)
@@ -73,7 +75,6 @@ def assemble_result(
                       f"depend on the enumerated site(s) {enumerated}, which have no posterior draws to replay; "
                       f"put their draws into the posterior to keep them", UserWarning, stacklevel=3)
     elif computed:
-        device = device_of(posterior)
         posterior.update({n: torch.as_tensor(v, device=device) for n, v in deterministic_values(
             model, posterior, model_kwargs, chunk_size=chunk_size, params=params).items()})
     obs = observed_sites(model_trace)  # before conditioning marks latents observed
@@ -82,9 +83,7 @@ def assemble_result(
     observed = {n: proto.nodes[n]["value"] for n in obs}
     dims = {n: site_dims(proto, n) for n in list(posterior) + obs if n in proto.nodes}
     if log_likelihood_fn is not None:
-        device = device_of(posterior)
-        with FixedParams({k: v.detach().to(device) if device is not None else v.detach()
-                          for k, v in (params or {}).items() if isinstance(v, torch.Tensor)}):
+        with FixedParams(param_values(params, device)):
             loglik = dict(log_likelihood_fn(posterior, model_kwargs))
         check_log_likelihood(loglik, proto, obs, posterior)
     else:

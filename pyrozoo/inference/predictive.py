@@ -165,11 +165,12 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and site_is_subsample(site) and site["value"].numel() < site["fn"].size:
             raise PyrozooError(
-                f"model: plate {name!r} subsamples {site['value'].numel()} of its {site['fn'].size} rows with the "
-                f"model's own arguments (model_kwargs), so the pointwise log-likelihood and the posterior predictive "
-                f"would score another random subset of rows at every draw, misaligned with the observed data; give "
-                f"model_kwargs the full data and pass the subsample size through run_svi's train_kwargs (used for "
-                f"the optimization steps only), e.g. train_kwargs={{'subsample_size': "
+                f"model: plate {name!r} subsamples {site['value'].numel()} of its {site['fn'].size} rows when the "
+                f"model runs on model_kwargs (a subsample_size written in the model or passed in model_kwargs), so "
+                f"the pointwise log-likelihood and the posterior predictive would score another random subset of "
+                f"rows at every draw, misaligned with the observed data; make the subsample size an argument of the "
+                f"model (None: every row), give model_kwargs the full data and pass the size through run_svi's "
+                f"train_kwargs (used for the optimization steps only), e.g. train_kwargs={{'subsample_size': "
                 f"{site['value'].numel()}}}")
     enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
     if enumerated:
@@ -191,16 +192,19 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
 def site_dims(trace: poutine.Trace, name: str) -> list[str]:
     """ArviZ dimension names of one site: the plate names of its batch dims, then ``{name}_dim_k`` for events.
 
-    A ``pyro.deterministic`` site makes all its dims event dims (``event_dim=value.ndim``); a dim of it takes the
-    name of a plate of the site at that position when the sizes agree."""
+    A ``pyro.deterministic`` site given an ``event_dim`` below its number of dims is read like any site. By default
+    Pyro makes all its dims event dims (``event_dim=value.ndim``); then its dims take the names of the site's plates
+    only when its shape is exactly theirs (``a + b * x`` in a plate of N rows: ``obs_id``), and are
+    ``{name}_dim_k`` otherwise (a (2, 2) value in a plate of 2 could be either)."""
     site = trace.nodes[name]
     value = site["value"]
-    if is_deterministic_site(site):
-        frames = {f.dim: f for f in site["cond_indep_stack"] if f.vectorized}
-        return [frames[i - value.dim()].name
-                if i - value.dim() in frames and frames[i - value.dim()].size == value.shape[i] else f"{name}_dim_{i}"
-                for i in range(value.dim())]
     event_dim = site["fn"].event_dim
+    if is_deterministic_site(site) and event_dim == value.dim():
+        frames = {f.dim: f for f in site["cond_indep_stack"] if f.vectorized}
+        if all(i - value.dim() in frames and frames[i - value.dim()].size == value.shape[i]
+               for i in range(value.dim())):
+            return [frames[i - value.dim()].name for i in range(value.dim())]
+        return [f"{name}_dim_{i}" for i in range(value.dim())]
     batch_ndim = value.dim() - event_dim
     plates = {frame.dim: frame.name for frame in site["cond_indep_stack"] if frame.vectorized}
     dims = [plates.get(i - batch_ndim, f"{name}_dim_{i}") for i in range(batch_ndim)]
@@ -314,14 +318,25 @@ def with_params(model: Model, params: Mapping[str, Any] | None, device: torch.de
     """``model`` with its ``pyro.param`` sites fixed at ``params`` (tensors; other entries are ignored), moved to
     ``device``: replays at the posterior draws then use the fit's parameters, not whatever Pyro's global param store
     holds by then (another fit's, or the initial values after ``pyro.clear_param_store()``)."""
-    values = {k: v.detach().to(device) if device is not None else v.detach()
-              for k, v in (params or {}).items() if isinstance(v, torch.Tensor)}
+    values = param_values(params, device)
     return FixedParams(values)(model) if values else model
+
+
+def param_values(params: Mapping[str, Any] | None, device: torch.device | None) -> dict[str, torch.Tensor]:
+    """The tensors of ``params``, detached and moved to ``device`` (kept where they are for ``None``)."""
+    return {k: v.detach().to(device) if device is not None else v.detach()
+            for k, v in (params or {}).items() if isinstance(v, torch.Tensor)}
 
 
 def device_of(posterior: Mapping[str, Any]) -> torch.device | None:
     """The device of the first tensor in ``posterior`` (``None`` when it holds none)."""
     return next((v.device for v in posterior.values() if isinstance(v, torch.Tensor)), None)
+
+
+def replay_device(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> torch.device | None:
+    """Where a replay of the model runs: the posterior's device, or the data's when the posterior holds no tensor
+    (every latent enumerated, or none); a fit's params are moved there (run_svi returns them on the CPU)."""
+    return device_of(posterior) or device_of(model_kwargs)
 
 
 @torch.no_grad()
@@ -378,7 +393,7 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     Predictive draws are random and cannot be compared; they use the same layout the log-likelihood check passed,
     and fall back to the loop whenever that check fails. Deterministic values are checked as the log-likelihood is.
     The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed)."""
-    model = with_params(model, params, device_of(posterior))
+    model = with_params(model, params, replay_device(posterior, model_kwargs))
     trace = trace_model(model, model_kwargs)
     computed = set(deterministic_sites(trace))
     if mode == "deterministic":

@@ -30,6 +30,7 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_see
 from pyrozoo.inference.predictive import (
     check_likelihood_sites,
     check_posterior_sites,
+    device_of,
     latent_sites,
     max_plate_nesting,
     trace_model,
@@ -184,20 +185,15 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 def _checked_device(device: str | torch.device, model_kwargs: Mapping[str, Any]) -> torch.device:
     """``device`` resolved (:func:`resolve_device`), and the same as that of the tensors in ``model_kwargs``."""
+    data = device_of(model_kwargs)
+    if device == "auto" and data is not None:  # auto: where the data are (run_svi does not move them)
+        return data
     resolved = resolve_device(device)
-    data = next((v.device for v in model_kwargs.values() if isinstance(v, torch.Tensor)), None)
     if data is not None and not _same_device(resolved, data):
         raise PyrozooError(f"device: {device!r} ({resolved}) asked for, but the tensors in model_kwargs are on "
                            f"{data}; run_svi fits where its data are: move them there (e.g. Dataset.to) or leave "
                            f"device=None")
     return resolved
-
-
-def _kwargs_device(model_kwargs: Mapping[str, Any]) -> torch.device:
-    for v in model_kwargs.values():
-        if isinstance(v, torch.Tensor):
-            return v.device
-    return torch.device("cpu")
 
 
 @keeps_caller_state
@@ -247,8 +243,9 @@ def run_svi(
     dim (``x @ w`` with a vector ``w``) needs: it then runs one pass per particle.
     ``device`` (``"auto" | "cpu" | "cuda" | "cuda:N"``, as in :func:`~pyrozoo.inference.device.resolve_device`):
     run_svi does not move data: the fit runs where ``model_kwargs``' tensors are, and ``device`` only says where a
-    resumed checkpoint's parameters and optimizer state go (by default the device of those tensors). It is checked
-    before any work: an unknown name, CUDA on a machine without it, or a device other than the tensors' is an error.
+    resumed checkpoint's parameters and optimizer state go (by default, and for ``"auto"``, the device of those
+    tensors). It is checked before any work: an unknown name, CUDA on a machine without it, or a device other than
+    the tensors' is an error.
     ``callback(step, loss)`` is called after every step (raise from it to stop). ``train_kwargs`` are passed to
     model and guide during the optimization steps only, e.g. ``{"subsample_size": 256}`` for a model whose data
     plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
@@ -306,7 +303,7 @@ def run_svi(
     start_step = 0
     if state is not None:
         start_step, losses = int(state["step"]), list(state["losses"])
-        device = device or _kwargs_device(model_kwargs)
+        device = device or device_of(model_kwargs) or torch.device("cpu")
         restore_checkpoint(state, optim, device)
 
     step_kwargs = {**model_kwargs, **dict(train_kwargs or {})}

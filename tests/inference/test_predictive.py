@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
 
@@ -338,11 +339,57 @@ def test_a_plate_subsampled_through_model_kwargs_is_refused_before_training():
 
     y = torch.randn(40)
     steps = []
-    with pytest.raises(PyrozooError, match=r"^model: plate 'obs_id' subsamples 10 of its 40 rows with the model's own "
-                                           r"arguments \(model_kwargs\).*train_kwargs=\{'subsample_size': 10\}"):
+    with pytest.raises(PyrozooError, match=r"^model: plate 'obs_id' subsamples 10 of its 40 rows when the model runs "
+                                           r"on model_kwargs.*train_kwargs=\{'subsample_size': 10\}"):
         run_svi(model, AutoNormal(model), {"y": y, "subsample_size": 10}, num_steps=5, num_samples=2,
                 progress=False, callback=lambda step, loss: steps.append(step))
     assert steps == []
     result = run_svi(model, AutoNormal(model), {"y": y}, train_kwargs={"subsample_size": 10}, num_steps=5,
                      num_samples=3, progress=False)
     assert result.log_likelihood["y"].shape == (1, 3, 40)
+
+
+def test_a_subsample_size_written_in_the_model_says_to_make_it_an_argument():
+    """The message blamed model_kwargs, and its fix (train_kwargs) could not reach a size written in the model."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.svi import run_svi
+
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        with pyro.plate("obs_id", 40, subsample_size=10) as idx:
+            return pyro.sample("y", dist.Normal(mu, 2.0), obs=y[idx])
+
+    with pytest.raises(PyrozooError, match=r"a subsample_size written in the model or passed in model_kwargs.*make "
+                                           r"the subsample size an argument of the model \(None: every row\)"):
+        run_svi(model, AutoNormal(model), {"y": torch.randn(40)}, num_steps=5, num_samples=2, progress=False)
+
+
+def test_deterministic_dims_follow_a_given_event_dim_and_guess_only_an_exact_plate_shape():
+    """A given event_dim was ignored, and the guess by position put the plate's name on the wrong axis of a
+    (2, 2) value in a plate of 2."""
+    def model(x):
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.deterministic("z", torch.stack([a * x, 2 * a * x], -1), event_dim=1)
+            pyro.deterministic("zz", torch.stack([a * x, 2 * a * x], -1))
+            pyro.deterministic("m", a * x)
+            pyro.sample("y", dist.Normal(a * x, 1.0), obs=x)
+
+    for n in (5, 2):
+        trace = poutine.trace(model).get_trace(torch.randn(n))
+        assert site_dims(trace, "z") == ["data", "z_dim_1"]
+        assert site_dims(trace, "zz") == ["zz_dim_0", "zz_dim_1"]
+        assert site_dims(trace, "m") == ["data"]
+
+
+def test_a_replay_without_posterior_tensors_runs_where_the_data_are():
+    """A posterior with no tensor (every latent enumerated: regime-scm's enum) left the fit's params on the CPU,
+    where run_svi returns them, while the data were on the GPU. The meta device stands in for CUDA here."""
+    from pyrozoo.inference.predictive import param_values, replay_device
+
+    data = {"x": torch.empty(3, device="meta"), "n": 3}
+    assert replay_device({}, data) == torch.device("meta")
+    assert replay_device({"mu": torch.zeros(1, 2)}, data) == torch.device("cpu")
+    assert replay_device({}, {"n": 3}) is None
+    assert param_values({"w": torch.ones(2), "note": "x"}, replay_device({}, data))["w"].device.type == "meta"
