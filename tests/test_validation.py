@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -370,3 +371,33 @@ def test_gp_cli_list_option_error_shows_the_bracket_form(tmp_path, capsys):
     assert ("lengthscale: option of gp expects a number or a list of numbers, written in brackets as [1,2] "
             "(default 1.0), got '1,2'") in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_column_name_option_takes_text_only():
+    """``-o 'outcome=[1]'`` reached plce's reader as a list and failed with a raw 'unhashable type' TypeError."""
+    with pytest.raises(PyrozooError, match=r"^outcome: option expects text \(column names; a TOML list of them where "
+                                           r"the option takes several\) \(default None\), got \[1\]$"):
+        check_option_types("option", {"outcome": [1]}, {"outcome": None}, text_options=("outcome",))
+    assert check_option_types("option", {"outcome": "re78"}, {"outcome": None}, text_options=("outcome",)) == {
+        "outcome": "re78"}
+
+
+def test_plce_cli_refuses_a_list_as_a_column_name(tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "plce", "--dataset", "lalonde", "-o", "outcome=[1]", "--out", str(out)]) == 2
+    assert "outcome: option of plce expects text (column names" in capsys.readouterr().err and not out.exists()
+    # a list of names where the option names one column: a raw 'unhashable type' TypeError before
+    for model, flags in (("plce", ["--dataset", "lalonde", "-o", 'outcome=["x1", "re78"]']),
+                         ("effect-curve", ["--data", str(_two_column_csv(tmp_path)), "-o", 'outcome=["x1"]', "-o",
+                                           "treatment=x2"])):
+        assert main(["run", model, *flags, "--out", str(out)]) == 2
+        assert "outcome: expected one column name, got ['x1'" in capsys.readouterr().err and not out.exists()
+
+
+def _two_column_csv(tmp_path):
+    path = tmp_path / "xy.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x1": rng.standard_normal(40), "x2": rng.standard_normal(40)}).to_csv(path, index=False)
+    return path

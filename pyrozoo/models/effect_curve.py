@@ -35,7 +35,7 @@ from pyrozoo.inference.result import Result
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice
+from pyrozoo.validation import check_choice, check_single_names
 
 # how `pyrozoo run effect-curve` spells the column options, for the errors of frame_to_arrays (no command of its own)
 COLUMN_FLAGS: dict[str, str] = {"outcome": "-o outcome=COLUMN", "treatment": "-o treatment=COLUMN",
@@ -119,6 +119,7 @@ def simulate_effect_curve_dataset(seed: int, *, device: Any = "cpu", **options: 
 def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> tuple[Any, Any, Any]:
     """y, t and the controls (None when the table has only the outcome and treatment columns), read as PLCE's
     :func:`~pyrozoo.models.plce.frame_to_arrays` reads them (a blank-header index column is an error there)."""
+    check_single_names(opts, ("outcome", "treatment"))
     used = {opts["outcome"], opts["treatment"]}
     if not opts["controls"] and not [c for c in df.columns if c not in used]:
         from pyrozoo.data.regression_file import check_columns_exist

@@ -44,7 +44,14 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_float_dtype, check_positive, check_real, check_unique
+from pyrozoo.validation import (
+    check_choice,
+    check_float_dtype,
+    check_positive,
+    check_real,
+    check_single_names,
+    check_unique,
+)
 
 OPTIONS: dict[str, Any] = {
     # simulator (the talk's design)
@@ -148,7 +155,9 @@ def check_option_effects(options: Mapping[str, Any]) -> None:
 
 
 def _check_run_options(config: RunConfig) -> None:
-    """The entry's family check (every cell of a sweep, before any data): :func:`check_option_effects`."""
+    """The entry's family check (every cell of a sweep, before any data): one column for each of outcome, treatment
+    and groups (a list reached the readers), and :func:`check_option_effects`."""
+    check_single_names(config.options, ("outcome", "treatment", "groups"))
     check_option_effects({**OPTIONS, **config.options})
 
 
