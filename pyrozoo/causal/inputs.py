@@ -123,34 +123,84 @@ def check_no_duplicate_columns(X: np.ndarray, names: list[str] | None = None) ->
     (a duplicate moved a 60-row PLCE estimate from 0.92 to 2.33). Call after :func:`check_no_constant_columns`.
     An affine copy (x + 1, or a dummy and its complement) is not refused: only repeats and multiples.
 
-    Only columns with the same zero and relative sign pattern are compared, so the cost is O(n p) for the usual
-    case of no candidates."""
+    Only columns with the same zero and relative sign pattern are compared, and within such a group only those whose
+    projections s_j = r . u_j, u_j = x_j / x_j[f] (f the first nonzero row, r a fixed random vector), lie within a
+    proven rounding bound of each other (x_j = c x_k iff u_j = u_k, with c = x_j[f] / x_k[f]), found in s sorted: the
+    same pairs as comparing every same-pattern pair, at a cost O(n p + p log p) in the usual case of no near-candidates,
+    all-positive columns (one pattern) included; O(n p^2) only for many columns that are multiples up to ~n^2 eps."""
     n, p = X.shape
     if n == 0 or p < 2:
         return
     nonzero = X != 0
     first = nonzero.argmax(axis=0)  # the first nonzero row of each column (non-constant columns have one)
+    cols = np.arange(p)
     # zero, or the sign relative to that row's: x and c x share it for any c != 0 (one contiguous row per column)
     negative = X < 0
-    flip = negative[first, np.arange(p)]
+    flip = negative[first, cols]
     pattern = np.ascontiguousarray((nonzero.view(np.int8) + (nonzero & (negative ^ flip)).view(np.int8)).T)
-    groups: dict[bytes, list[int]] = {}
+    del nonzero, negative
+    ids: dict[bytes, int] = {}
+    group = np.array([ids.setdefault(pattern[j].tobytes(), len(ids)) for j in cols])
+    s, width = _projections(X, first)
+    order = np.lexsort((s, group))  # by group, then by s; a non-finite s (overflow) sorts last within its group
+    s_sorted, g_sorted = s[order], group[order]
+    bounds = np.searchsorted(g_sorted, np.arange(len(ids) + 1))  # group g is order[bounds[g]:bounds[g + 1]]
+    wild = ~np.isfinite(s)  # such a column is a candidate for every later column of its group
+    wild_in = [order[a:b][wild[order[a:b]]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    kept = np.zeros(p, dtype=bool)  # the first column of each set of repeats; a later repeat is reported against it
     pairs = []
     for j in range(p):
-        kept = groups.setdefault(pattern[j].tobytes(), [])
-        for k in kept:  # the first column of each set of repeats; a later repeat is reported against it
+        a, b = bounds[group[j]], bounds[group[j] + 1]
+        if wild[j] or not np.isfinite(width[j]):
+            cand = order[a:b]
+        else:
+            lo = a + np.searchsorted(s_sorted[a:b], s[j] - width[j], "left")
+            hi = a + np.searchsorted(s_sorted[a:b], s[j] + width[j], "right")
+            cand = np.concatenate([order[lo:hi], wild_in[group[j]]])
+        for k in np.sort(cand[(cand < j) & kept[cand]]).tolist():  # in column order, as a full scan would meet them
             c = X[first[j], j] / X[first[k], k]
-            if np.abs(X[:, j] - c * X[:, k]).max() <= 64 * np.finfo(np.float64).eps * np.abs(X[:, j]).max():
+            if _is_multiple(X, j, k, c):
                 pairs.append((j, k, c))
                 break
         else:
-            kept.append(j)
+            kept[j] = True
     if pairs:
         label = (lambda j: f"column {names[j]!r}") if names else (lambda j: f"column {j}")
         what = "; ".join(f"{label(j)} is {label(k)}" if c == 1 else f"{label(j)} is {c:.10g} x {label(k)}"
                          for j, k, c in pairs)
         raise PyrozooError(f"X: expected distinct covariate columns, got exact repeats or multiples ({what}); "
                            "remove one column of each pair")
+
+
+def _is_multiple(X: np.ndarray, j: int, k: int, c: float) -> bool:
+    """The full-column test of :func:`check_no_duplicate_columns`: |x_j - c x_k| <= 64 eps max |x_j| in every row."""
+    return bool(np.abs(X[:, j] - c * X[:, k]).max() <= 64 * np.finfo(np.float64).eps * np.abs(X[:, j]).max())
+
+
+def _projections(X: np.ndarray, first: np.ndarray, block: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """s_j = r . u_j with u_j = x_j / x_j[f_j] and r ~ U(-1, 1)^n fixed, and a width w_j such that every k that
+    :func:`_is_multiple` accepts for j (same f) has |s_j - s_k| <= w_j in floating point.
+
+    Derivation (eps = 2u, tiny the smallest normal; gamma_n = n u / (1 - n u) <= n eps): with M_j = max|x_j| /
+    |x_j[f]|, an accepted pair has |x_j - c x_k| <= 64 eps max|x_j| computed, so <= 66 eps max|x_j| + 4 tiny exactly
+    (c, the product and the difference each round), i.e. |u_j,i - u_k,i| <= t_j = (66 eps max|x_j| + 4 tiny) / |x_j[f]|
+    and M_k <= M_j + t_j. Rounding u (relative u, absolute tiny) and the dot product (gamma_n sum|u_i r_i|, plus
+    underflow) add at most n ((n + 1) eps (2 M_j + t_j) + 6 tiny), so |s_j - s_k| <= n (t_j + (n + 1) eps (2 M_j + t_j)
+    + 6 tiny); w_j is twice that (covering the rounding of w_j itself). Columns are scaled in blocks to bound memory."""
+    n, p = X.shape
+    eps, tiny = np.finfo(np.float64).eps, np.finfo(np.float64).tiny
+    r = np.random.default_rng(0).uniform(-1.0, 1.0, n)
+    lead = np.abs(X[first, np.arange(p)])
+    top = np.abs(X).max(axis=0)
+    s = np.empty(p)
+    step = max(1, block // max(n, 1))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+        for a in range(0, p, step):
+            b = min(p, a + step)
+            s[a:b] = r @ (X[:, a:b] / X[first[a:b], np.arange(a, b)])
+        t = (66 * eps * top + 4 * tiny) / lead
+        width = 2 * n * (t + (n + 1) * eps * (2 * top / lead + t) + 6 * tiny)
+    return s, width
 
 
 def standardized_columns(X: np.ndarray) -> np.ndarray:
