@@ -497,8 +497,9 @@ def resolve_metric(results: pd.DataFrame, metric: str | None) -> str:
 def summarize(results: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Final-round ``metric`` per dataset and acquisition: mean, standard error over seeds, seeds, labels.
     ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification (:func:`resolve_metric`).
-    ``num_labelled`` is the final number of labels, an integer when every seed ended with the same number (as they
-    do: the same budget), else the mean over seeds."""
+    ``num_labelled`` is the final number of labels: an integer column when, in every (dataset, acquisition) row,
+    every seed ended with the same number (as they do: the same budget); otherwise the column is the mean over each
+    row's seeds, as floats in every row (one numeric column)."""
     metric = resolve_metric(results, metric)
     results = results.reset_index(drop=True)
     last = results.loc[results.groupby(["dataset", "acquisition", "seed"])["round"].idxmax()]
