@@ -533,28 +533,22 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
 
 
 def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any],
-                       list_options: Iterable[str] = (), text_options: Iterable[str] = ()) -> dict[str, Any]:
+                       list_options: Iterable[str] = ()) -> dict[str, Any]:
     """Check each value in ``given`` against the kind of its default in ``defaults`` and return the options with
     integral floats made ints: a bool default takes only true/false, an int default integers (``30.0`` counts, as
     for the run's own integer settings), a float default numbers, and a list of numbers where the key is in
-    ``list_options`` (per-column values such as ARD lengthscales); a key in ``text_options`` (column names) takes
-    text or a list of texts (:func:`check_single_names` for those that name one column). Defaults of other types
-    (strings, None) are left to the model, which checks the choices itself. Run before any work, so a typo such as
-    ``-o hidden=abc`` never reaches a model."""
+    ``list_options`` (per-column values such as ARD lengthscales). Defaults of other types (strings, None) are left
+    to the model, which checks the choices itself (:func:`check_single_names` for an option that names one
+    column). Run before any work, so a typo such as ``-o hidden=abc`` never reaches a model."""
 
     def is_number(v: Any) -> bool:
         return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
     list_options = set(list_options)
     out = dict(given)
-    text_options = set(text_options)
     for key, value in given.items():
         default = defaults.get(key)
-        if key in text_options:  # column names: -o 'outcome=[1]' reached plce's reader as a list of numbers
-            ok = value is None or isinstance(value, str) or (
-                isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
-            want = "text (column names; a TOML list of them where the option takes several)"
-        elif isinstance(default, bool):
+        if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
         elif isinstance(default, numbers.Integral):
             if isinstance(value, float) and value.is_integer():

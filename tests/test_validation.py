@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_option_types, check_probability, parse_names
+from pyrozoo.validation import check_option_types, check_probability, check_single_names, parse_names
 
 
 @pytest.mark.parametrize("value", [0.05, np.float32(0.1), np.float64(0.5), 0.999])
@@ -373,13 +373,11 @@ def test_gp_cli_list_option_error_shows_the_bracket_form(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_column_name_option_takes_text_only():
+def test_an_option_naming_one_column_takes_one_name():
     """``-o 'outcome=[1]'`` reached plce's reader as a list and failed with a raw 'unhashable type' TypeError."""
-    with pytest.raises(PyrozooError, match=r"^outcome: option expects text \(column names; a TOML list of them where "
-                                           r"the option takes several\) \(default None\), got \[1\]$"):
-        check_option_types("option", {"outcome": [1]}, {"outcome": None}, text_options=("outcome",))
-    assert check_option_types("option", {"outcome": "re78"}, {"outcome": None}, text_options=("outcome",)) == {
-        "outcome": "re78"}
+    with pytest.raises(PyrozooError, match=r"^outcome: expected one column name, got \[1\]$"):
+        check_single_names({"outcome": [1], "treatment": "t"}, ("outcome", "treatment"))
+    check_single_names({"outcome": "re78", "treatment": None, "controls": ["a", "b"]}, ("outcome", "treatment"))
 
 
 def test_plce_cli_refuses_a_list_as_a_column_name(tmp_path, capsys):
@@ -387,7 +385,7 @@ def test_plce_cli_refuses_a_list_as_a_column_name(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert main(["run", "plce", "--dataset", "lalonde", "-o", "outcome=[1]", "--out", str(out)]) == 2
-    assert "outcome: option of plce expects text (column names" in capsys.readouterr().err and not out.exists()
+    assert "outcome: expected one column name, got [1]" in capsys.readouterr().err and not out.exists()
     # a list of names where the option names one column: a raw 'unhashable type' TypeError before
     for model, flags in (("plce", ["--dataset", "lalonde", "-o", 'outcome=["x1", "re78"]']),
                          ("effect-curve", ["--data", str(_two_column_csv(tmp_path)), "-o", 'outcome=["x1"]', "-o",
