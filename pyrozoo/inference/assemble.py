@@ -18,6 +18,7 @@ from pyrozoo.inference.predictive import (
     check_posterior_sites,
     deterministic_sites,
     deterministic_values,
+    enumerated_sites,
     observed_sites,
     param_values,
     pointwise_log_likelihood,
@@ -68,8 +69,7 @@ def assemble_result(
     check_posterior_sites(model_trace, posterior)
     posterior = dict(posterior)
     computed = [n for n in deterministic_sites(model_trace) if n not in posterior]
-    enumerated = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")
-                  and not s["is_observed"] and n not in posterior]
+    enumerated = [n for n in enumerated_sites(model_trace) if n not in posterior]
     if computed and enumerated:  # a replay would draw the enumerated sites from their prior
         warnings.warn(f"posterior: pyro.deterministic site(s) {computed} are left out of the posterior: they may "
                       f"depend on the enumerated site(s) {enumerated}, which have no posterior draws to replay; "

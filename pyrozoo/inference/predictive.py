@@ -80,6 +80,12 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
     ]
 
 
+def enumerated_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the latent sample sites marked for enumeration (summed out by ``TraceEnum_ELBO``, never drawn)."""
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and site["infer"].get("enumerate") and not site["is_observed"]]
+
+
 def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior") -> None:
     """Raise unless ``names`` (the sites an engine draws) include every :func:`latent_sites` of ``trace``: a latent
     without draws would be drawn from its prior whenever the model is replayed at the draws, silently biasing the
@@ -172,7 +178,7 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
                 f"model (None: every row), give model_kwargs the full data and pass the size through run_svi's "
                 f"train_kwargs (used for the optimization steps only), e.g. train_kwargs={{'subsample_size': "
                 f"{site['value'].numel()}}}")
-    enumerated = [n for n, s in sample.items() if s["infer"].get("enumerate") and not s["is_observed"]]
+    enumerated = enumerated_sites(trace)
     if enumerated:
         raise PyrozooError(f"model: site(s) {', '.join(enumerated)} are marked for enumeration, so the pointwise "
                            f"log-likelihood must sum them out; pass a log_likelihood_fn to the engine (see "
@@ -395,9 +401,10 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed)."""
     model = with_params(model, params, replay_device(posterior, model_kwargs))
     trace = trace_model(model, model_kwargs)
-    computed = set(deterministic_sites(trace))
+    deterministic = deterministic_sites(trace)
+    computed = set(deterministic)
     if mode == "deterministic":
-        names = [n for n in deterministic_sites(trace) if n not in posterior]
+        names = [n for n in deterministic if n not in posterior]
         if not names:
             return {}
     else:
