@@ -3,11 +3,14 @@
 A run resumed from a checkpoint written at step ``k`` continues exactly as the uninterrupted run would: the RNG
 state is restored after the guide has been set up, so both runs draw the same numbers from step ``k`` on. The
 settings that decide the trajectory are stored under ``extra["settings"]``; :func:`changed_settings` lists those a
-resume would change (the caller refuses it).
+resume would change (the caller refuses it). The data are stored as a fingerprint (:func:`data_fingerprint`), and the
+parameters' names and shapes are compared with those the model and guide set up (:func:`changed_params`), so that a
+resume on other data or with another guide is refused too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -48,6 +51,38 @@ def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,
     a setting missing on one side counts as ``None``."""
     names = [n for n in {**stored, **current} if n not in skip]
     return [f"{n} {stored.get(n)!r} -> {current.get(n)!r}" for n in names if stored.get(n) != current.get(n)]
+
+
+def data_fingerprint(kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """``name -> "dtype shape sha1"`` for each tensor in ``kwargs``, and ``name -> repr`` for each plain value
+    (number, string, boolean, ``None``): what a resume compares to tell that the data are those of the checkpoint.
+
+    The hash reads the tensor's bytes once (on the CPU); values of other types (modules, callables) are left out."""
+    out: dict[str, str] = {}
+    for name, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1).cpu().contiguous()
+            digest = hashlib.sha1(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+            out[name] = f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} {digest}"
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            out[name] = repr(value)
+    return out
+
+
+def changed_data(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """``model_kwargs['name']: old -> new`` for every data fingerprint that differs (``absent`` on one side)."""
+    names = list({**stored, **current})
+    return [f"model_kwargs[{n!r}]: {stored.get(n, 'absent')} -> {current.get(n, 'absent')}"
+            for n in names if stored.get(n) != current.get(n)]
+
+
+def changed_params(state: Mapping[str, Any], current: Mapping[str, torch.Tensor]) -> list[str]:
+    """``name: old shape -> new shape`` for every parameter of the checkpoint's param store that the model and guide
+    now set up with another shape or not at all, and for every one they set up that the checkpoint lacks."""
+    stored = {n: tuple(v.shape) for n, v in state["param_store"]["params"].items()}
+    now = {n: tuple(v.shape) for n, v in current.items()}
+    return [f"{n}: {stored.get(n, 'absent')} -> {now.get(n, 'absent')}"
+            for n in {**stored, **now} if stored.get(n) != now.get(n)]
 
 
 def uses_scheduler(state: Mapping[str, Any]) -> bool | None:

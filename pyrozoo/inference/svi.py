@@ -20,7 +20,10 @@ from pyro.poutine.util import site_is_subsample
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.checkpoint import (
+    changed_data,
+    changed_params,
     changed_settings,
+    data_fingerprint,
     load_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -137,7 +140,11 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     ``num_steps`` may grow (or shrink down to the steps already taken) when the learning rate is constant; with
     ``lr_decay != 1`` the decay per step, ``lr_decay ** (1 / num_steps)``, depends on it, so it must match. A
     checkpoint written before settings were stored is accepted with a warning, unless its optimizer state is of the
-    other kind (with or without a schedule) than the one asked, which could not be loaded."""
+    other kind (with or without a schedule) than the one asked, which could not be loaded.
+
+    ``settings["data"]`` (a :func:`~pyrozoo.inference.checkpoint.data_fingerprint` of ``model_kwargs``) must match
+    too: a resume on other data is refused, naming each argument that differs. A checkpoint written before data
+    were fingerprinted is resumed with a warning."""
     stored = dict(state.get("extra", {})).get("settings")
     if stored is None:
         scheduled = settings["optimizer"] == "adam" and settings["lr_decay"] != 1.0
@@ -152,7 +159,13 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
                       f"without checking that seed, elbo, lr and the other settings match the run that wrote it",
                       UserWarning, stacklevel=4)  # past run_svi and keeps_caller_state
         return
-    changes = changed_settings(stored, settings, skip=("num_steps",))
+    changes = changed_settings(stored, settings, skip=("num_steps", "data"))
+    if "data" in stored:
+        changes += changed_data(stored["data"], settings["data"])
+    else:
+        warnings.warn(f"resume: checkpoint {path} stores no fingerprint of its data (written by an older pyrozoo); "
+                      f"resuming without checking that model_kwargs are the data it was fitted to",
+                      UserWarning, stacklevel=4)
     done = int(state["step"])
     old_steps, new_steps = stored.get("num_steps"), settings["num_steps"]
     if settings["lr_decay"] != 1.0 and old_steps != new_steps:
@@ -276,6 +289,8 @@ def run_svi(
     }
     if num_particles > 1 and not vectorize_particles:  # recorded only when not the default: older checkpoints match
         settings["vectorize_particles"] = False
+    if checkpoint is not None:  # hashing the data costs one pass over them: only when they are stored
+        settings["data"] = data_fingerprint(model_kwargs)
     state: dict[str, Any] | None = None
     if resume:
         check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -302,6 +317,12 @@ def run_svi(
     losses: list[float] = []
     start_step = 0
     if state is not None:
+        # the param store now holds exactly what model and guide set up (set_seed cleared it)
+        params_changed = changed_params(state, dict(pyro.get_param_store().items()))
+        if params_changed:
+            raise PyrozooError(f"resume: checkpoint {checkpoint} holds other parameters than this model and guide "
+                               f"set up: {'; '.join(params_changed)}; resume with the model and guide that wrote "
+                               f"it, or start a new run (resume=False)")
         start_step, losses = int(state["step"]), list(state["losses"])
         device = device or device_of(model_kwargs) or torch.device("cpu")
         restore_checkpoint(state, optim, device)

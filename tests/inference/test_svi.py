@@ -400,3 +400,45 @@ def test_early_stop_step_on_a_known_loss_sequence(monkeypatch):
     res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=50, early_stop_window=2, early_stop_rel_tol=0.01,
                   progress=False, num_samples=5)
     assert list(res.fit_stats["loss"]) == seq[:7]
+
+
+# ------------------------------------------------------------------ resume: data and parameters compared
+def test_a_resume_on_other_data_is_refused_naming_the_argument(tmp_path):
+    """The checkpoint stores a fingerprint of model_kwargs: a resume with other values (same shape), another
+    length or another plain argument used to continue silently from parameters fitted to the old data."""
+    ckpt = _checkpointed(tmp_path)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"^resume: checkpoint .* other settings.*model_kwargs\['x'\]: "
+                                           r"float32 \(20,\) [0-9a-f]{16} -> float32 \(20,\) [0-9a-f]{16}"):
+        run_svi(model, AutoNormal(model), {"x": X + 1.0}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50},
+                callback=lambda s, loss: steps.append(s))
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['n'\]: absent -> 20"):
+        run_svi(model, AutoNormal(model), {"x": X, "n": 20}, checkpoint=ckpt, resume=True,
+                **{**FIT, "num_steps": 50})
+    assert steps == []
+    # the same data as a fresh tensor (another object, same bytes) resumes
+    res = run_svi(model, AutoNormal(model), {"x": X.clone()}, checkpoint=ckpt, resume=True,
+                  **{**FIT, "num_steps": 50})
+    assert len(res.fit_stats["loss"]) == 50
+
+
+def test_a_resume_with_another_guide_is_refused_naming_the_parameters(tmp_path):
+    """An AutoDelta guide resumed from an AutoNormal checkpoint used to load the AutoNormal parameters beside its
+    own and go on from AutoDelta's initial values, as if resumed."""
+    from pyro.infer.autoguide import AutoDelta
+
+    ckpt = _checkpointed(tmp_path)
+    with pytest.raises(PyrozooError, match=r"^resume: checkpoint .* holds other parameters than this model and "
+                                           r"guide set up: .*AutoNormal\.locs\.loc: \(\) -> absent.*"
+                                           r"AutoDelta\.loc: absent -> \(\)"):
+        run_svi(model, AutoDelta(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50})
+
+
+def test_a_checkpoint_without_a_data_fingerprint_resumes_with_a_warning(tmp_path):
+    ckpt = _checkpointed(tmp_path)
+    state = torch.load(ckpt, weights_only=False)
+    del state["extra"]["settings"]["data"]
+    torch.save(state, ckpt)
+    with pytest.warns(UserWarning, match="stores no fingerprint of its data"):
+        res = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50})
+    assert len(res.fit_stats["loss"]) == 50
