@@ -248,7 +248,8 @@ def run_svi(
     ``checkpoint``: a file written every ``checkpoint_every`` steps (and at the end) holding param store, optimizer
     and RNG state, and the settings that decide the trajectory; ``resume=True`` continues from it, giving the same
     parameters as an uninterrupted run. A resume that would change the trajectory (another seed, elbo, lr, ...; see
-    :func:`check_resume`) is refused before any work, naming each changed setting; ``num_steps`` may grow while
+    :func:`check_resume`), on other data, or with a model and guide whose parameters differ in name or shape from the
+    checkpoint's, is refused before any step, naming what changed; ``num_steps`` may grow while
     ``lr_decay == 1``. A run stopped early on a plateau (``early_stop_window`` steps against the window before,
     checked before each step) stays stopped when resumed.
     ``num_particles`` > 1 averages the ELBO over that many particles, vectorized (one pass with a particle plate)
