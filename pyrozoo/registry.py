@@ -20,7 +20,14 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
-from pyrozoo.inference.result import Result, label_observations, observation_count
+from pyrozoo.inference.result import (
+    RESPONSE_ATTRS,
+    Result,
+    label_observations,
+    observation_count,
+    response_in_data_units,
+    response_map,
+)
 from pyrozoo.validation import check_keys, check_option_types
 
 # RunConfig's engine settings, and the sets the shared engines read (``ZooModel.settings`` maps inferences to them)
@@ -266,7 +273,12 @@ class LabelledFit:
     entry (``entry``) and the fit. It is also where ``config.device`` is resolved (:func:`resolve_device`) before
     the fit starts, for every entry alike: ``"cuda"`` without CUDA, or an unknown name, is a PyrozooError before any
     work; the dataset is moved to the device, and the fit sees (and its result records) the resolved device, so
-    ``"auto"`` reads ``"cpu"`` or ``"cuda"``. A module-level class, so that an entry pickles; it looks like the
+    ``"auto"`` reads ``"cpu"`` or ``"cuda"``. Where the loader standardized the response, y_std = (y - m) / s, and
+    says so in the dataset's ``meta["response_shift"]`` (m) and ``meta["response_scale"]`` (s) (and
+    ``meta["response_site"]`` when the observed site is not ``y``), it is also the one place where the result's
+    log-likelihood is put into the data's own units, log p(y) = log p(y_std) - log s, and m and s are recorded in
+    its attrs (:func:`~pyrozoo.inference.result.response_in_data_units`): ``az.compare`` across families then
+    compares densities of the same numbers. A module-level class, so that an entry pickles; it looks like the
     function it wraps (name, docstring)."""
 
     def __init__(self, fit: Callable[[Dataset, RunConfig], Result], entry: str = "") -> None:
@@ -280,12 +292,23 @@ class LabelledFit:
             config = dataclasses.replace(config, device=str(device))
             if isinstance(dataset, Dataset):
                 dataset = dataset.to(device)
+        meta = dataset.meta if isinstance(dataset, Dataset) else {}
+        response = [k for k in RESPONSE_ATTRS if k in meta]
+        if response and len(response) < len(RESPONSE_ATTRS):  # before the fit, not after it
+            missing = [k for k in RESPONSE_ATTRS if k not in meta]
+            raise PyrozooError(f"{getattr(self, 'entry', '') or 'model'}: the dataset's meta has {response[0]!r} "
+                               f"but not {missing[0]!r}; expected both (y = response_shift + response_scale * y_std, "
+                               f"for a loader that standardized y) or neither")
+        if response:
+            response_map(*(meta[k] for k in RESPONSE_ATTRS))
         result = self.fit(dataset, config)
         where = f"{getattr(self, 'entry', '') or 'model'}: fit {_qualname(self.fit)}"  # '': pickled before it had one
         if not isinstance(result, Result):  # the runner would fail later on, in code that is not the author's
             raise PyrozooError(f"{where} returned {_type_name(result)}; expected a pyrozoo Result "
                                f"(pyrozoo.inference.Result, e.g. from assemble_result or the shared engines)")
-        rows = dataset.meta.get("rows") if isinstance(dataset, Dataset) else None
+        if response:  # y standardized by the loader: the log-likelihood goes into y's own units
+            response_in_data_units(result, *(meta[k] for k in RESPONSE_ATTRS), site=meta.get("response_site", "y"))
+        rows = meta.get("rows")
         if rows is None:
             return result
         # labels of obs_id, or {axis: labels} for a model with other observation axes (agnostic's target_id ...)

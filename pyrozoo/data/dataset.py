@@ -24,6 +24,12 @@ class Dataset:
     (:func:`~pyrozoo.inference.result.label_observations`). Without it ``obs_id`` is 0 .. n - 1. A model whose
     observations lie along other axes sets a mapping ``{axis: labels}`` instead (agnostic: ``target_id`` and
     ``protected_id``), and each axis is labelled alike.
+
+    ``meta["response_shift"]`` and ``meta["response_scale"]``, where a loader sets them, say that it standardized
+    the observed response, y_std = (y - response_shift) / response_scale (``meta["response_site"]`` names the
+    observed site when it is not ``y``): a zoo entry's fit then gives the log-likelihood of y in its own units and
+    records the two in the InferenceData's attrs
+    (:func:`~pyrozoo.inference.result.response_in_data_units`).
     """
 
     name: str

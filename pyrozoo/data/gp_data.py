@@ -28,6 +28,14 @@ def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
     return t(Xs[train]), t(ys[train]), t(Xs[test]), t(ys[test])
 
 
+def concrete_response_moments(seed: int, *, test_fraction: float = 0.2) -> tuple[float, float]:
+    """The mean and (population) sd of concrete's strength on :func:`load_concrete_split`'s training rows, which
+    standardized y_train and y_test: y = mean + sd * y_std."""
+    y = load_uci("concrete")[1]
+    train = concrete_split_rows(seed, test_fraction=test_fraction)[0]
+    return float(y[train].mean()), float(y[train].std())
+
+
 def concrete_feature_names() -> list[str]:
     """The names of :func:`load_concrete_split`'s input columns, in order: concrete's, the last one ``log_age``
     (the split takes the log of the age in days)."""

@@ -48,8 +48,9 @@ class Result:
     * ``constant_data[name]``: the model's non-observed tensor inputs (covariates X, fixed hyperparameters).
 
     ``params`` holds point estimates / learned parameters (saved as ``params.pt``); ``guide`` a callable that can
-    draw more posterior samples where the engine has one (not saved); ``attrs`` notes (text) added to the
-    InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group;
+    draw more posterior samples where the engine has one (not saved); ``attrs`` notes (text, or numbers such as
+    :func:`response_in_data_units`' ``response_shift`` and ``response_scale``) added to the InferenceData's
+    attributes, e.g. what its log-likelihood conditions on when that is not the posterior group;
     ``coords`` the ArviZ coordinates by dim name (e.g. ``{"feature": column names}``), applied to every group.
 
     A ``Result`` pickles. ``guide`` and ``predictive_fn`` are kept when the standard pickle can store them (the
@@ -75,7 +76,7 @@ class Result:
     model: str = ""
     guide: Any = None
     predictive_fn: Callable[[Result], dict[str, np.ndarray]] | None = None
-    attrs: dict[str, str] = field(default_factory=dict)  # notes for the InferenceData's attributes
+    attrs: dict[str, Any] = field(default_factory=dict)  # notes for the InferenceData's attributes
 
     def __post_init__(self) -> None:
         for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive",
@@ -220,4 +221,52 @@ def label_observations(result: Result, rows: Any, dim: str = "obs_id") -> Result
     if len(set(labels.tolist())) != n:
         raise PyrozooError(f"rows: expected distinct row labels for the {n} observations along {dim}, got repeats")
     result.coords = {**result.coords, dim: labels.tolist()}
+    return result
+
+
+RESPONSE_ATTRS = ("response_shift", "response_scale")  # the meta keys of a loader and the InferenceData's attrs
+
+
+def response_map(shift: Any, scale: Any) -> dict[str, float]:
+    """``{"response_shift": m, "response_scale": s}`` as floats, for y = m + s * y_std; raises a
+    :class:`PyrozooError` naming the one that is not a finite number (the scale: not > 0)."""
+    values = {}
+    for key, value in zip(RESPONSE_ATTRS, (shift, scale), strict=True):
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            values[key] = float("nan")
+        if not np.isfinite(values[key]) or (key == "response_scale" and values[key] <= 0):
+            what = "finite number > 0" if key == "response_scale" else "finite number"
+            raise PyrozooError(f"{key}: expected a {what}, got {value!r}")
+    return values
+
+
+def response_in_data_units(result: Result, shift: Any, scale: Any, *, site: str = "y") -> Result:
+    """Put the pointwise log-likelihood of a fit to a standardized response y_std = (y - shift) / scale into the
+    units of the data as given, and record the map.
+
+    By the change of variables, log p(y_i) = log p(y_std,i) - log(scale) for every draw and observation: a
+    constant per point, so PSIS weights, ``az.loo_pit`` and comparisons within one family are unchanged, while
+    ``az.compare`` across families (one standardizing y, one not) compares densities of the same numbers.
+    ``result.log_likelihood[site]`` is shifted in place (a result without it, e.g. one opting out of the group, is
+    left as it is, unless it holds other log-likelihood arrays, which would stay in standardized units: an error);
+    ``result.attrs`` records ``response_shift`` and ``response_scale``, which map the observed data and the
+    posterior predictive (still standardized) back: y = shift + scale * y_std. Raises a :class:`PyrozooError`
+    for a shift that is not a finite number, a scale that is not a finite number > 0, or a result whose attrs
+    record a response map already (applying it twice would subtract log(scale) twice). Returns ``result``."""
+    values = response_map(shift, scale)
+    done = [k for k in RESPONSE_ATTRS if k in result.attrs]
+    if done:
+        raise PyrozooError(f"result: its attrs already record {', '.join(f'{k}={result.attrs[k]!r}' for k in done)}: "
+                           f"its log-likelihood is in the data's units already; expected a result of a fit to "
+                           f"the standardized response")
+    if site in result.log_likelihood:
+        loglik = np.asarray(result.log_likelihood[site])
+        result.log_likelihood[site] = (loglik - np.log(values["response_scale"])).astype(loglik.dtype, copy=False)
+    elif result.log_likelihood:
+        raise PyrozooError(f"site: the result has no log-likelihood of the standardized response {site!r} (it has "
+                           f"{', '.join(map(repr, result.log_likelihood))}); expected the observed site that was "
+                           f"standardized")
+    result.attrs.update(values)
     return result

@@ -230,10 +230,12 @@ def _load_shipped(name: str, seed: int, device: Any, prior: dict[str, float]) ->
 def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[str], device: Any,
                           prior: dict[str, float]) -> Dataset:
     """Inputs and response standardized (population sds), a leading intercept column; ``meta["features"]`` names
-    the design's columns (the result's ``feature`` coordinate)."""
+    the design's columns (the result's ``feature`` coordinate); ``response_shift`` and ``response_scale`` put the
+    fit's log-likelihood into y's own units (:class:`~pyrozoo.data.dataset.Dataset`)."""
     xm, xs = x.mean(0), x.std(0)
     ym, ys = y.mean(), y.std()
-    meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys)}
+    meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys),
+            "response_shift": float(ym), "response_scale": float(ys)}
     return make_dataset(standardized_design(x, xm, xs), (y - ym) / ys, name=name, device=device, meta=meta, **prior)
 
 

@@ -67,7 +67,7 @@ from pyrozoo.guides.swag import SWAGGuide, unflatten_sites
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.predictive import align_global_draws
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.inference.swag import SWAGPosterior, SWAGRun, run_swag
 from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, no_effect_error, or_join, register
@@ -741,10 +741,12 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
 # --------------------------------------------------------------------------------------------------- zoo entry
 def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, depth: int = 1,
                      prior_scale: float = 1.0) -> Dataset:
-    """Training part as model inputs/observed; test part, the target's scaling and the split's ``feature_names``
+    """Training part as model inputs/observed; test part, the target's scaling (also as ``response_shift`` and
+    ``response_scale``: the result's log-likelihood is in y's own units) and the split's ``feature_names``
     (when it has them: the result's ``feature`` coordinate) in ``meta``; the split's original row labels as
     ``meta["rows"]`` (training rows: the result's ``obs_id`` coordinate) and ``meta["test_rows"]``."""
-    meta = {"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std}
+    meta = {"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std,
+            **response_map(split.y_mean, split.y_std)}  # the fit's log-likelihood in y's own units (Dataset)
     if split.train_rows is not None:
         meta["rows"], meta["test_rows"] = list(split.train_rows), list(split.test_rows)
     if split.feature_names is not None:

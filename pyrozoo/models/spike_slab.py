@@ -34,7 +34,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
 from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, response_map
 from pyrozoo.models.spike_slab_em import check_ladder, fit_emvs, fit_hard_em, ridge_inverse
 from pyrozoo.models.spike_slab_gibbs import gibbs_data, inclusion_log_odds, ssvs_kernel
 from pyrozoo.models.spike_slab_prior import (
@@ -176,7 +176,8 @@ def default_lam(data: StandardizedData) -> float:
 def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu", w_true: Any = None,
                  **prior: Any) -> Dataset:
     """Validate and standardize (X, y), attach the prior (``lam=None``: :func:`default_lam` of the data);
-    ``truth['w']`` is on the standardized scale."""
+    ``truth['w']`` is on the standardized scale. y is only centred: ``response_shift`` is its mean and
+    ``response_scale`` 1 (the log-likelihood needs no Jacobian; the attrs map observed_data back)."""
     lam = prior.pop("lam", 1.0)
     prior_obj = as_prior(prior, lam=1.0 if lam is None else lam)  # checks the prior before any data work
     dev = resolve_device(device)
@@ -189,7 +190,7 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
         truth = {"w": (w_t * data.x_scale).cpu().numpy(), "gamma": (w_t != 0).cpu().numpy().astype(float)}
     return Dataset(name, inputs={"X": data.X, **prior_obj.to_dict()}, observed={"y": data.y}, truth=truth,
                    meta={"x_mean": data.x_mean.cpu().numpy(), "x_scale": data.x_scale.cpu().numpy(),
-                         "y_mean": data.y_mean})
+                         "y_mean": data.y_mean, **response_map(data.y_mean, 1.0)})
 
 
 def spike_slab_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", device: Any = "cpu",

@@ -678,3 +678,21 @@ def test_cli_refuses_options_that_need_covariates_before_the_fit(tmp_path, capsy
                      r"learner .*\(expected the default -o learner=spike_slab, got -o learner=ridge\); n_repeats .*"
                      r"got -o n_repeats=3\)$", err.strip()), err
     assert sorted(p.name for p in tmp_path.iterdir()) == (["d.csv"] if source == "file" else [])
+
+
+def test_final_stage_dataset_maps_its_outcome_back_to_the_data_units():
+    """The final stage fits y_obs = ((y - loc) / sd) centred again; meta's response_shift + response_scale * y_obs
+    is the outcome as given (so the fit's log-likelihood, minus log sd per point, is in its units)."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    entry = registry.get("effect-curve")
+    opts = {**entry.tiny["options"], "n_pseudo": 0}
+    cfg = entry.check_config(RunConfig(model="effect-curve", inference="em", device="cpu", progress=False,
+                                       options=opts))
+    data = entry.load_data(cfg)
+    est = data.meta["effect_curve"]
+    y_obs = data.observed["y"].cpu().numpy()
+    np.testing.assert_allclose(data.meta["response_shift"] + data.meta["response_scale"] * y_obs, est._y,
+                               rtol=1e-12, atol=1e-9 * np.std(est._y))
+    assert data.meta["response_scale"] == pytest.approx(np.std(est._y), rel=1e-12)

@@ -146,3 +146,53 @@ def test_every_group_records_the_inference_library_and_versions_through_netcdf(t
         assert {k: data.attrs[k] for k in ("inference", "model", "seed", "note")} == {
             "inference": "x", "model": "", "seed": 3, "note": "text"}
         assert "created_at" in data.posterior.attrs and "arviz_version" in data.posterior.attrs
+
+
+def test_response_in_data_units_subtracts_log_scale_and_records_the_map():
+    """log p(y) = log p(y_std) - log s per draw and point (change of variables), keeping the dtype; the attrs hold
+    (m, s); a second application, a bad scale or shift, or a log-likelihood of another site are refused."""
+    from pyrozoo.inference.result import response_in_data_units
+
+    res = _result()
+    res.log_likelihood["y"] = res.log_likelihood["y"].astype(np.float32)
+    before = res.log_likelihood["y"].copy()
+    response_in_data_units(res, 100.0, 30.0)
+    np.testing.assert_allclose(res.log_likelihood["y"], before - np.log(30.0), rtol=1e-6)
+    assert res.log_likelihood["y"].dtype == np.float32
+    assert res.to_inference_data().attrs["response_shift"] == 100.0
+    assert res.to_inference_data().attrs["response_scale"] == 30.0
+    with pytest.raises(PyrozooError, match=r"^result: its attrs already record response_shift=100.0"):
+        response_in_data_units(res, 100.0, 30.0)
+    for shift, scale, match in ((0.0, 0.0, r"^response_scale: expected a finite number > 0, got 0.0$"),
+                                (0.0, -2.0, r"^response_scale: expected a finite number > 0, got -2.0$"),
+                                (float("nan"), 1.0, r"^response_shift: expected a finite number, got nan$"),
+                                ("a", 1.0, r"^response_shift: expected a finite number, got 'a'$")):
+        fresh = _result()
+        with pytest.raises(PyrozooError, match=match):
+            response_in_data_units(fresh, shift, scale)
+        assert fresh.attrs == {} and np.array_equal(fresh.log_likelihood["y"], _result().log_likelihood["y"])
+    with pytest.raises(PyrozooError, match=r"^site: the result has no log-likelihood of the standardized response "
+                                           r"'z' \(it has 'y'\)"):
+        response_in_data_units(_result(), 0.0, 2.0, site="z")
+
+
+def test_a_zoo_fit_applies_the_response_map_of_the_dataset_meta_and_refuses_half_of_one():
+    """LabelledFit, the one place every entry's fit passes: meta response_shift/response_scale put the
+    log-likelihood into y's units; only one of the two is a PyrozooError before the fit runs."""
+    calls = []
+
+    def fit(dataset, config):
+        calls.append(1)
+        return _result()
+
+    wrapped = LabelledFit(fit, "demo")
+    res = wrapped(Dataset("d", meta={"response_shift": 1.0, "response_scale": np.e}), None)
+    np.testing.assert_allclose(res.log_likelihood["y"], _result().log_likelihood["y"] - 1.0)
+    assert (res.attrs["response_shift"], res.attrs["response_scale"]) == (1.0, np.e)
+    calls.clear()
+    with pytest.raises(PyrozooError, match=r"^demo: the dataset's meta has 'response_scale' but not "
+                                           r"'response_shift'; expected both"):
+        wrapped(Dataset("d", meta={"response_scale": 2.0}), None)
+    with pytest.raises(PyrozooError, match=r"^response_scale: expected a finite number > 0, got 0"):
+        wrapped(Dataset("d", meta={"response_shift": 0.0, "response_scale": 0}), None)
+    assert calls == []  # refused before the fit

@@ -742,3 +742,19 @@ def test_a_diverged_training_run_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_bnn(Xt, yt, seed=0, **FAST)
+
+
+def test_a_bnn_dataset_records_the_response_map_of_its_split():
+    """make_bnn_dataset: the split standardized y on its training rows; meta's response_shift and response_scale
+    (the zoo fit's Jacobian, and the attrs) map y_train back to the data."""
+    from pyrozoo.data.uci import split_regression
+    from pyrozoo.models.bnn import make_bnn_dataset
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    y = 500 + 80 * torch.randn(40, generator=gen, dtype=torch.float64)
+    split = split_regression(X, y)
+    ds = make_bnn_dataset(split, name="toy")
+    back = ds.meta["response_shift"] + ds.meta["response_scale"] * ds.observed["y"].double()
+    torch.testing.assert_close(back, y[split.train_rows], rtol=1e-6, atol=1e-3)  # y_train is float32
+    assert (ds.meta["response_shift"], ds.meta["response_scale"]) == (split.y_mean, split.y_std)

@@ -890,3 +890,26 @@ def test_posterior_draws_of_f_have_the_exact_mean_and_covariance():
     np.testing.assert_array_less(np.abs(f.mean(0) - mean), 5 * se_mean)
     se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / S)
     np.testing.assert_array_less(np.abs(np.cov(f.T, bias=True) - cov), 5 * se_cov)
+
+
+def test_type2_log_likelihood_of_a_csv_is_in_the_outcome_units(tmp_path):
+    """gp standardizes a CSV's y (y_std = (y - m) / s); the log_likelihood group is the density of y as given:
+    log N(y_i | m + s f_i, s^2 noise) at every draw of f (the standardized value minus log s, the Jacobian), and the
+    attrs record m and s. Before, it was the standardized density, n log s (~220 nats here) higher."""
+    import pandas as pd
+
+    r = np.random.default_rng(1)
+    X = r.standard_normal((30, 2))
+    y = 1000 + 300 * (X[:, 0] - 0.5 * X[:, 1]) + 100 * r.standard_normal(30)
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": y}).to_csv(tmp_path / "big.csv", index=False)
+    from pyrozoo.runner import run_model
+
+    out = run_model(RunConfig(model="gp", inference="type2", data=str(tmp_path / "big.csv"), num_samples=20,
+                              steps=30, options={"outcome": "y"}, progress=False), save=False)
+    idata = out.result.to_inference_data()
+    m, s = float(np.mean(y)), float(np.std(y))
+    assert (idata.attrs["response_shift"], idata.attrs["response_scale"]) == (pytest.approx(m), pytest.approx(s))
+    f = idata.posterior["f"].values
+    noise = float(out.result.params["noise"])
+    want = scipy.stats.norm.logpdf(y, m + s * f, s * math.sqrt(noise))
+    np.testing.assert_allclose(idata.log_likelihood["y"].values, want, rtol=1e-9, atol=1e-9)

@@ -570,3 +570,19 @@ def test_pointwise_log_likelihood_with_z_at_x_is_the_exact_gps():
     got = sparse_log_likelihood({"u": u}, kw)["y"]
     want = gp_log_likelihood({"f": u}, {"y": y, "noise": t(0.1)})["y"]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_csv_and_concrete_record_the_response_map_in_meta(tmp_path):
+    """sparse_gp_from_file and load_concrete_sparse standardize y and say how in meta (response_shift,
+    response_scale: y = shift + scale * y_std), which the zoo fit turns into a log-likelihood in y's units."""
+    import pandas as pd
+
+    from pyrozoo.models.sparse_gp import load_concrete_sparse, sparse_gp_from_file
+
+    r = np.random.default_rng(0)
+    y = 50 + 20 * r.standard_normal(25)
+    pd.DataFrame({"a": r.standard_normal(25), "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    ds = sparse_gp_from_file(str(tmp_path / "d.csv"), 0, outcome="y", m=5)
+    np.testing.assert_allclose(ds.meta["response_shift"] + ds.meta["response_scale"] * ds.observed["y"].numpy(), y)
+    ds = load_concrete_sparse(0, m=5)
+    assert 30 < ds.meta["response_shift"] < 40 and 10 < ds.meta["response_scale"] < 20  # MPa
