@@ -350,9 +350,21 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     result.posterior["gamma"] = _stored_indicators(result.posterior["gamma"])
     result.dims.update({"inclusion_prob": ["feature"], "w": ["feature"], "gamma": ["feature"], "y": ["obs_id"]})
     result.sample_stats["em_converged"] = np.full((1, num_samples), conv)
+    result.attrs["log_likelihood"] = em_log_likelihood_note(variant, selected=variant == "emvs" and select
+                                                            and prior.conjugate)
     summary = {"w": mean, "cov": cov, "inclusion": probs, "sigma2": sigma2, "theta": theta, "iterations": iters,
                "converged": conv, "fit": fit}
     return result, summary
+
+
+def em_log_likelihood_note(variant: str, *, selected: bool) -> str:
+    """``idata.attrs["log_likelihood"]`` of an EM result (as bnn's collapsed fits note theirs): the draws, and so
+    the log-likelihood, condition on EM's point estimates, which LOO / WAIC / ``az.compare`` cannot see."""
+    given = {"emvs": "the median-probability model EMVS selected" if selected else "EMVS's spike/slab weights",
+             "hard": "hard EM's 0/1 inclusion indicators"}[variant]
+    return (f"conditional on EM point estimates: draws of w only, given point estimates of sigma2 and theta and "
+            f"{given} (sigma2, theta, inclusion_prob are the same in every draw); az.loo, az.waic and az.compare "
+            f"ignore the uncertainty in those and are optimistic: compare models with the gibbs or nuts inference")
 
 
 def selected_model_posterior(data: StandardizedData, prior: SpikeSlabPrior,

@@ -696,3 +696,15 @@ def test_final_stage_dataset_maps_its_outcome_back_to_the_data_units():
     np.testing.assert_allclose(data.meta["response_shift"] + data.meta["response_scale"] * y_obs, est._y,
                                rtol=1e-12, atol=1e-9 * np.std(est._y))
     assert data.meta["response_scale"] == pytest.approx(np.std(est._y), rel=1e-12)
+
+
+def test_entry_em_notes_that_its_log_likelihood_is_conditional_on_em():
+    """effect-curve's em (the spike-slab EM without model selection) carries the same attrs note as spike-slab's."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    entry = registry.get("effect-curve")
+    cfg = entry.check_config(RunConfig(model="effect-curve", inference="em", num_samples=20, device="cpu",
+                                       progress=False, options={**entry.tiny["options"], "n_pseudo": 0}))
+    note = entry.fit(entry.load_data(cfg), cfg).to_inference_data().attrs["log_likelihood"]
+    assert note.startswith("conditional on EM point estimates") and "spike/slab weights" in note

@@ -1239,3 +1239,29 @@ def test_gibbs_independent_prior_matches_brute_force_enumeration(small):
     assert np.all(np.abs(est - ex["inclusion"].numpy()) < _mcse_tolerance(q)), (est, ex["inclusion"])
     s2 = res.posterior["sigma2"][..., None]
     assert abs(s2.mean() - float(ex["sigma2_mean"])) < _mcse_tolerance(s2)[0]
+
+
+@pytest.mark.parametrize("variant", ["emvs", "hard"])
+def test_em_inference_data_says_its_log_likelihood_is_conditional_on_the_point_estimates(variant, tmp_path):
+    """EM's draws vary w only (sigma2, theta, inclusion_prob fixed at EM's estimates, under one selected model), so
+    az.loo / az.compare are optimistic: idata.attrs["log_likelihood"] says so (as bnn's collapsed fits note theirs),
+    also after a netCDF round trip; gibbs, whose draws carry that uncertainty, has no such note."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    notes = {}
+    for inference in ("em", "gibbs"):
+        em = inference == "em"
+        out = run_model(RunConfig(model="spike-slab", inference=inference, num_samples=50, progress=False,
+                                  **({} if em else {"warmup_steps": 20, "num_chains": 1}),
+                                  options={"n": 40, "p": 5, "num_signals": 2,
+                                           **({"em_variant": variant} if em else {})}), save=False)
+        idata = out.result.to_inference_data()
+        idata.to_netcdf(str(tmp_path / f"{inference}.nc"))
+        notes[inference] = az.from_netcdf(str(tmp_path / f"{inference}.nc")).attrs.get("log_likelihood")
+        if inference == "em":
+            assert np.ptp(idata.posterior["sigma2"].values) == 0.0  # what the note is about
+    assert notes["em"].startswith("conditional on EM point estimates")
+    assert "az.compare" in notes["em"] and "gibbs or nuts" in notes["em"]
+    assert ("selected" in notes["em"]) == (variant == "emvs")
+    assert notes["gibbs"] is None
