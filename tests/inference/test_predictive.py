@@ -393,3 +393,53 @@ def test_a_replay_without_posterior_tensors_runs_where_the_data_are():
     assert replay_device({"mu": torch.zeros(1, 2)}, data) == torch.device("cpu")
     assert replay_device({}, {"n": 3}) is None
     assert param_values({"w": torch.ones(2), "note": "x"}, replay_device({}, data))["w"].device.type == "meta"
+
+
+def _indexing_det_model(y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    pyro.deterministic("d", w[0] * w)  # indexes the latent: under the draws plate w[0] is the first draw
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    with pyro.plate("obs_id", 4):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)  # does not use w: the log-likelihood check cannot see it
+
+
+def test_a_deterministic_that_indexes_a_latent_is_evaluated_per_draw():
+    """The vectorized deterministic values are checked against per-draw traces, not only the log-likelihood;
+    without that check every draw got the first draw's w[0] times its own w."""
+    from pyrozoo.inference.predictive import deterministic_values
+
+    gen = torch.Generator().manual_seed(0)
+    W, mu = torch.randn(1, 5, 3, generator=gen), torch.randn(1, 5, generator=gen)
+    values = deterministic_values(_indexing_det_model, {"w": W, "mu": mu}, {"y": torch.zeros(4)})
+    np.testing.assert_allclose(values["d"], (W[..., 0:1] * W).numpy(), rtol=1e-6)
+
+
+def _replayed_det_model(x, y=None):
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", len(x)):
+        m = pyro.deterministic("m", a * x)
+        pyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+
+def test_a_deterministic_value_in_the_posterior_is_recomputed_not_replayed():
+    """The log-likelihood replays the latents only: a stale "m" in the posterior (here 100) is not fed back."""
+    gen = torch.Generator().manual_seed(0)
+    x, y, A = torch.randn(6, generator=gen), torch.randn(6, generator=gen), torch.randn(2, 3, generator=gen)
+    kw = {"x": x, "y": y}
+    with_m = pointwise_log_likelihood(_replayed_det_model, {"a": A, "m": torch.full((2, 3, 6), 100.0)}, kw)
+    without = pointwise_log_likelihood(_replayed_det_model, {"a": A}, kw)
+    np.testing.assert_array_equal(with_m["y"], without["y"])
+    ref = dist.Normal(A[..., None] * x, 1.0).log_prob(y)
+    np.testing.assert_allclose(without["y"], ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_deterministic_whose_dims_fit_the_plate_positions_but_not_sizes_is_not_named_after_them():
+    """A shape-(1,) value inside a plate of 5 sits at the plate's position but is not along it."""
+    def model(x):
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.deterministic("s", a.reshape(1) * 2)
+            pyro.sample("y", dist.Normal(a * x, 1.0), obs=x)
+
+    trace = poutine.trace(model).get_trace(torch.randn(5))
+    assert site_dims(trace, "s") == ["s_dim_0"]
