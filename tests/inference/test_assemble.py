@@ -271,3 +271,20 @@ def test_a_joint_log_likelihood_over_several_observed_sites_may_take_its_own_nam
     with pytest.raises(PyrozooError, match=r"'x' \(joint over \['x1', 'x2'\]\) has shape \(1, 2\)"):
         assemble_result("test", model, kw, {"mu": torch.zeros(1, 2)},
                         log_likelihood_fn=lambda p, k: {"x": np.zeros((1, 2))})
+
+
+def test_a_deterministic_of_an_enumerated_site_without_draws_is_left_out_with_a_warning():
+    """A replay would draw z from its prior: shift would be mu + 10 * z at a random z, shown as a posterior."""
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        pyro.deterministic("shift", mu + 10 * z)
+        with pyro.plate("obs_id", 4):
+            pyro.sample("y", dist.Normal(mu + 10 * z, 1.0), obs=y)
+
+    pyro.set_rng_seed(0)
+    with pytest.warns(UserWarning, match=r"pyro.deterministic site\(s\) \['shift'\] are left out of the posterior: "
+                                         r"they may depend on the enumerated site\(s\) \['z'\]"):
+        result = assemble_result("test", model, {"y": torch.zeros(4)}, {"mu": torch.zeros(1, 3)},
+                                 log_likelihood_fn=lambda p, kw: {"y": np.zeros((1, 3, 4))})
+    assert set(result.posterior) == {"mu"}
