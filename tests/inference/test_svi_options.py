@@ -90,3 +90,14 @@ def test_auto_device_is_where_the_data_are():
 
     assert _checked_device("auto", {"x": torch.empty(3, device="meta")}) == torch.device("meta")
     assert _checked_device("auto", {"n": 3}) == resolve_device("auto")
+
+
+def test_a_device_other_than_the_datas_is_refused_before_any_step():
+    """The CPU counterpart of the CUDA-only case above: the meta device stands in for a GPU holding the data."""
+    steps = []
+    kw = {"x": torch.empty(20, 2, device="meta"), "y": torch.empty(20, device="meta")}
+    with pytest.raises(PyrozooError, match=r"^device: 'cpu' \(cpu\) asked for, but the tensors in model_kwargs are "
+                                           r"on meta; run_svi fits where its data are"):
+        run_svi(_matmul_model, AutoNormal(_matmul_model), kw, num_steps=3, num_samples=2, device="cpu",
+                progress=False, callback=lambda step, loss: steps.append(step))
+    assert steps == []
