@@ -113,3 +113,13 @@ def test_na_spellings_are_labels_in_text_columns_and_missing_in_numeric_ones(tmp
     with pytest.raises(PyrozooError, match=r"^data: column 'region' has non-numeric values \(first at data row 1: "
                                            r"'NA'\)"):
         numeric_column(df, "region")
+
+
+def test_a_text_column_with_some_numbers_keeps_its_na_spelling_as_a_label(tmp_path):
+    """A column is read as numbers only when every cell that is not an NA spelling is a number: one number among
+    the labels (7) does not make NA missing, nor the labels unreadable."""
+    path = tmp_path / "mixed.csv"
+    path.write_text("y,t,region\n1,0,NA\n2,1,EU\n3,0,7\n")
+    df = read_table(str(path))
+    assert df["region"].tolist() == ["NA", "EU", "7"]
+    assert df["y"].tolist() == [1, 2, 3]
