@@ -442,3 +442,20 @@ def test_a_checkpoint_without_a_data_fingerprint_resumes_with_a_warning(tmp_path
     with pytest.warns(UserWarning, match="stores no fingerprint of its data"):
         res = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50})
     assert len(res.fit_stats["loss"]) == 50
+
+
+def test_a_resume_that_changes_vectorize_particles_is_refused(tmp_path):
+    """Several particles drawn one by one or vectorized are other random streams: another trajectory. The setting
+    is stored only when not the default (False), and compared as such."""
+    short = {"num_steps": 4, "checkpoint_every": 2}
+    ckpt = _checkpointed(tmp_path, num_particles=2, vectorize_particles=False, **short)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"^resume: checkpoint .* other settings.*: vectorize_particles False -> "
+                                           r"None; resume with"):
+        run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True,
+                **{**FIT, **short, "num_particles": 2, "vectorize_particles": True},
+                callback=lambda s, loss: steps.append(s))
+    assert steps == []
+    res = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True,
+                  **{**FIT, **short, "num_particles": 2, "vectorize_particles": False, "num_steps": 6})
+    assert len(res.fit_stats["loss"]) == 6
