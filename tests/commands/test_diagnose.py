@@ -69,3 +69,16 @@ def test_one_draw_per_chain_is_said_once_with_no_plots_or_numpy_warnings(tmp_pat
     out = capsys.readouterr().out
     assert "note: only one draw per chain (2 chains)" in out and "--num-samples" in out
     assert "warning:" not in out and not (run / "plots").exists()
+
+
+def test_a_clean_nuts_run_names_each_check_it_passed(tmp_path, capsys):
+    """The all-clear line names the tree-depth check when the run records reached_max_treedepth, beside E-BFMI
+    and r_hat; only the negative ("stopped at the maximum tree depth" absent) was checked."""
+    rng = np.random.default_rng(4)
+    run = _run_dir(tmp_path / "run", {"mu": rng.normal(size=(2, 400))},
+                   sample_stats={"energy": rng.normal(size=(2, 400)), "diverging": np.zeros((2, 400), bool),
+                                 "reached_max_treedepth": np.zeros((2, 400), bool)})
+    assert main(["diagnose", str(run), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert ("no convergence warnings (no divergences or stuck chains, E-BFMI >= 0.3, at most 5% of transitions at "
+            "the maximum tree depth, r_hat <= 1.01, bulk and tail ESS >= 200, i.e. 100 per chain)") in out
