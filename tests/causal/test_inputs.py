@@ -242,3 +242,35 @@ def test_plce_and_effect_curve_refuse_a_duplicated_covariate_before_any_fit():
             est.fit(y, t, np.c_[X, X[:, 0]])
         with pytest.raises(PyrozooError, match=re.escape("(column 'x1_again' is column 'x1')")):
             est.fit(y, t, frame)
+
+
+def test_check_no_duplicate_columns_refuses_a_multiple_of_a_column_whose_projection_overflowed():
+    """A column's projection s_k may overflow in a partial sum of r . u_k (u_k = x_k / x_k[f] up to ~8e307: r has
+    entries of both signs) and end non-finite, while its multiple's s_j, summed from values one rounding apart,
+    stays finite and so does s_j +- w_j: the window around s_j cannot reach s_k = -inf, and only the list of
+    non-finite projections makes k a candidate. Built on the BLAS that sums here: the largest u whose s is finite
+    (bisection), then a multiple c x_k whose rounding lands on the finite side."""
+    from pyrozoo.causal.inputs import _projections, check_no_duplicate_columns
+
+    first = np.zeros(2, dtype=int)
+
+    def column(big):  # r = (0.27, -0.46, -0.92, -0.97, 0.63): the partial sum reaches -2.35 big, the total -1.72 big
+        return np.array([1.0, big, big, big, big])
+
+    lo, hi = 1e307, 8e307
+    while np.nextafter(lo, np.inf) < hi:
+        mid = lo + (hi - lo) / 2
+        if np.isfinite(_projections(column(mid)[:, None], first[:1])[0][0]):
+            lo = mid
+        else:
+            hi = mid
+    k = column(hi)  # the smallest whose projection overflows
+    for c in np.round(np.arange(0.05, 2.0, 0.01), 2):
+        X = np.c_[k, c * k]
+        s, w = _projections(X, first)
+        if not np.isfinite(s[0]) and np.isfinite(s[1]) and np.isfinite([s[1] - w[1], s[1] + w[1]]).all():
+            break
+    else:
+        pytest.skip("no partial sum of r . u overflows on this BLAS before the total comes back in range")
+    with pytest.raises(PyrozooError, match=re.escape(f"(column 1 is {c:.10g} x column 0)")):
+        check_no_duplicate_columns(X)
