@@ -16,7 +16,10 @@ from pyrozoo.errors import PyrozooError
 
 
 def text_items(value: Any) -> list[Any]:
-    """The strings among the entries of array-like ``value``."""
+    """The strings among the entries of array-like ``value``; none for a tensor (it cannot hold text, and NumPy
+    cannot read one that requires grad)."""
+    if isinstance(value, torch.Tensor):
+        return []
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError):  # ragged: the conversion below says so
@@ -28,8 +31,13 @@ def text_items(value: Any) -> list[Any]:
     return []
 
 
-def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
+def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device: Any = None,
+              detach: bool = False) -> torch.Tensor:
     """Convert array-like input to a float tensor, or say which argument could not be converted.
+
+    A tensor keeps its autograd graph (the GP objectives are differentiated through their inputs) unless ``detach``:
+    data given to a fit or a prediction are values, and a tensor that requires grad would otherwise fail in
+    ``.numpy()`` or keep a graph alive across optimizer steps.
 
     Tensors keep their floating dtype unless ``dtype`` is given; other input gets ``dtype`` or torch's default.
     A ``dtype`` that is not a floating torch dtype is refused (an integer one would truncate the data), and so is
@@ -58,7 +66,7 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     if dtype is None:
         keep = isinstance(value, torch.Tensor) and t.is_floating_point()
         dtype = t.dtype if keep else torch.get_default_dtype()
-    return t.to(dtype=dtype, device=device)
+    return (t.detach() if detach else t).to(dtype=dtype, device=device)
 
 
 def _is_pandas(value: Any) -> bool:
@@ -118,15 +126,16 @@ def _plain_label(label: Any) -> Any:
 
 
 def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dtype: torch.dtype = torch.float64,
-             min_rows: int = 1, vector_is_column: bool = False) -> tuple[torch.Tensor, Any]:
+             min_rows: int = 1, vector_is_column: bool = False, detach: bool = False) -> tuple[torch.Tensor, Any]:
     """Regression data checked before any work: ``X`` a finite (N, D) array with N >= ``min_rows`` and D >= 1 (a
     1-D ``X`` read as one column when ``vector_is_column``), ``y`` (if given) a finite (N,) array. Both come back
     as ``dtype`` tensors, y on X's device; every error names the argument, what was expected and what came. pandas
-    categorical columns are refused, even integer ones (:func:`check_numeric_columns`: labels, not amounts)."""
+    categorical columns are refused, even integer ones (:func:`check_numeric_columns`: labels, not amounts). With
+    ``detach`` the tensors come back cut from any autograd graph (:func:`as_tensor`): data for a fit."""
     check_same_index(**{x_name: X, y_name: y})  # rows are paired by position: pandas labels must agree
     check_pandas_numeric(X, y, x_name=x_name, y_name=y_name)
     X_in, y_in = X, y
-    X = as_tensor(x_name, X, dtype=dtype)
+    X = as_tensor(x_name, X, dtype=dtype, detach=detach)
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)
     if X.dim() != 2 or X.shape[0] < min_rows or X.shape[1] < 1:
@@ -135,7 +144,7 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
                            f"got shape {tuple(X.shape)}")
     check_finite(x_name, X, labels=X_in)
     if y is not None:
-        y = as_tensor(y_name, y, dtype=dtype, device=X.device)
+        y = as_tensor(y_name, y, dtype=dtype, device=X.device, detach=detach)
         if y.shape != (X.shape[0],):
             raise PyrozooError(f"{y_name}: expected shape ({X.shape[0]},) (one value per row of {x_name}), got "
                                f"{tuple(y.shape)}")

@@ -399,3 +399,17 @@ def _two_column_csv(tmp_path):
     rng = np.random.default_rng(0)
     pd.DataFrame({"x1": rng.standard_normal(40), "x2": rng.standard_normal(40)}).to_csv(path, index=False)
     return path
+
+
+def test_a_tensor_that_requires_grad_passes_the_column_checks():
+    """check_numeric_columns (reached from check_xy, PLCE and EffectCurve) called np.asarray on the tensor: torch's
+    raw "Can't call numpy() on Tensor that requires grad". A tensor holds no text, so text_items is empty."""
+    from pyrozoo.validation import as_tensor, check_numeric_columns, check_xy, text_items
+
+    X = torch.tensor(np.random.default_rng(0).standard_normal((6, 2)), requires_grad=True)
+    assert text_items(X) == []
+    check_numeric_columns("X", X)
+    Xt, yt = check_xy(X, X[:, 0], detach=True)
+    assert not Xt.requires_grad and not yt.requires_grad and torch.equal(Xt, X.detach())
+    # without detach the graph is kept: the GP objectives are differentiated through their inputs
+    assert as_tensor("X", X).requires_grad and not as_tensor("X", X, detach=True).requires_grad

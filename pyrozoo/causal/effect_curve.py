@@ -49,6 +49,7 @@ from pyrozoo.causal.inputs import (
     check_no_duplicate_columns,
     check_varies,
     covariate_matrix,
+    detached,
     numeric_vector,
 )
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
@@ -472,7 +473,7 @@ class EffectCurve:
                 raise PyrozooError("x: the model was fitted without covariates; leave x=None")
             rows = None
         else:
-            x = aligned_covariates("x", x, self.feature_names_)
+            x = aligned_covariates("x", detached(x), self.feature_names_)
             if x is not None:
                 check_numeric_columns("x", x)
             try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import (
@@ -24,7 +25,8 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
     amounts: an integer-labelled one would otherwise pass and a text-labelled one fail), and so are complex numbers
-    (float64 conversion would drop their imaginary part)."""
+    (float64 conversion would drop their imaginary part). A tensor gives its values, even one that requires grad."""
+    v = detached(v)
     check_numeric_columns(name, v, categorical_hint=AMOUNTS_HINT)
     try:
         arr = np.asarray(v, dtype=np.float64)
@@ -45,7 +47,9 @@ def covariate_matrix(X: Any) -> np.ndarray:
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
     what the CLI's ``--data`` reader does with text columns. Complex numbers are refused, and so is a DataFrame that
-    gives one name to two columns (a later ``x`` matched by name could not tell them apart)."""
+    gives one name to two columns (a later ``x`` matched by name could not tell them apart). A tensor gives its
+    values, even one that requires grad."""
+    X = detached(X)
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
     if isinstance(X, pd.DataFrame) and not X.columns.is_unique:
         check_unique("X", _plain(X.columns), what="column", quote=True)
@@ -62,6 +66,12 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
     check_finite("X", X, labels=frame)
     return X
+
+
+def detached(v: Any) -> Any:
+    """A tensor as a CPU tensor cut from its autograd graph (data, not a graph to differentiate through: NumPy cannot
+    read a tensor that requires grad); anything else as it is."""
+    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
 
 
 def _plain(labels: Any) -> list:

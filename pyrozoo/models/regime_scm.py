@@ -222,7 +222,7 @@ def make_regime_dataset(
         except (TypeError, ValueError):
             raise PyrozooError("x: expected numeric columns") from None
     else:
-        arr = as_tensor("x", x, dtype=torch.float64).cpu().numpy()
+        arr = as_tensor("x", x, dtype=torch.float64, detach=True).cpu().numpy()
     if arr.ndim != 2:
         raise PyrozooError(f"x: expected a 2-D array (samples x variables), got shape {arr.shape}")
     if arr.shape[1] < 2:

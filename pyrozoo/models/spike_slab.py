@@ -611,7 +611,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         self._check_fitted()
         self._check_feature_names(X)
         check_pandas_numeric(X)  # categories are labels, not amounts: fit refuses them, and so does predict
-        Xn = as_tensor("X", X, dtype=torch.float64).cpu().numpy()
+        Xn = as_tensor("X", X, dtype=torch.float64, detach=True).cpu().numpy()
         if Xn.ndim != 2 or Xn.shape[1] != self.n_features_in_:
             raise PyrozooError(f"X: expected shape (any, {self.n_features_in_}), got {Xn.shape}")
         check_finite("X", Xn)
@@ -649,7 +649,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
 
         pred = self.predict(X)
         check_pandas_numeric(None, y)  # y as fit checks it: no categorical, text or complex values, no NaN
-        y = as_tensor("y", y, dtype=torch.float64).cpu().numpy().ravel()
+        y = as_tensor("y", y, dtype=torch.float64, detach=True).cpu().numpy().ravel()
         if y.shape != pred.shape:
             raise PyrozooError(f"y: expected {pred.shape[0]} values like the rows of X, got {y.shape[0]}")
         check_finite("y", y)

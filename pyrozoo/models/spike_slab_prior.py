@@ -113,7 +113,7 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     check_pandas_numeric(X, y)
     check_same_index(X=X, y=y)
     names = feature_names(X)  # a DataFrame's columns name the constant ones below
-    Xt = as_tensor("X", X, dtype=dtype)
+    Xt = as_tensor("X", X, dtype=dtype, detach=True)  # data: a tensor that requires grad gives its values
     if Xt.dim() != 2:
         raise PyrozooError(f"X: expected a 2-D array (n, p), got shape {tuple(Xt.shape)}")
     n, p = Xt.shape
@@ -122,7 +122,7 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     if n < 2:
         raise PyrozooError(f"X: expected at least 2 rows, got {n}")
     check_finite("X", Xt, labels=X)
-    yt = as_tensor("y", y, dtype=dtype)
+    yt = as_tensor("y", y, dtype=dtype, detach=True)
     if yt.dim() == 2 and yt.shape[1] == 1:
         yt = yt[:, 0]
     if yt.dim() != 1:

@@ -708,3 +708,20 @@ def test_entry_em_notes_that_its_log_likelihood_is_conditional_on_em():
                                        progress=False, options={**entry.tiny["options"], "n_pseudo": 0}))
     note = entry.fit(entry.load_data(cfg), cfg).to_inference_data().attrs["log_likelihood"]
     assert note.startswith("conditional on EM point estimates") and "spike/slab weights" in note
+
+
+def test_tensors_that_require_grad_are_fitted_and_evaluated_as_their_values():
+    """EffectCurve.fit and .curve (grid and x) of tensors with requires_grad=True failed in NumPy (torch's raw
+    RuntimeError); the numbers are those of plain arrays."""
+    d = simulate_effect_curve(0, "heterogeneous", n=80)
+
+    def g(a):
+        return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True)
+
+    kw = {"learner": ridge(), "heterogeneity": "linear", "n_repeats": 1, "n_pseudo": 0, "seed": 0}
+    plain = EffectCurve(**kw).fit(d.y, d.t, d.X)
+    grad = EffectCurve(**kw).fit(g(d.y), g(d.t), g(d.X))
+    np.testing.assert_array_equal(grad.effects().to_numpy(), plain.effects().to_numpy())
+    grid = np.linspace(-1.0, 1.0, 5)
+    x = np.asarray(d.X, dtype=np.float64)[:3]
+    pd.testing.assert_frame_equal(plain.curve(g(grid), g(x)), plain.curve(grid, x))

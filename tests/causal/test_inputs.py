@@ -274,3 +274,11 @@ def test_check_no_duplicate_columns_refuses_a_multiple_of_a_column_whose_project
         pytest.skip("no partial sum of r . u overflows on this BLAS before the total comes back in range")
     with pytest.raises(PyrozooError, match=re.escape(f"(column 1 is {c:.10g} x column 0)")):
         check_no_duplicate_columns(X)
+
+
+def test_tensors_that_require_grad_are_read_as_their_values():
+    """numeric_vector and covariate_matrix (the inputs of PLCE and EffectCurve) failed in NumPy on a tensor with
+    requires_grad=True (torch's raw "Can't call numpy() on Tensor that requires grad")."""
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    np.testing.assert_array_equal(covariate_matrix(torch.tensor(X, requires_grad=True)), X)
+    np.testing.assert_array_equal(numeric_vector("t", torch.tensor(X[:, 0], requires_grad=True)), X[:, 0])

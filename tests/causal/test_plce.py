@@ -1215,3 +1215,17 @@ def test_final_stage_guide_init_is_checked_and_sets_the_start():
         make_final_stage_guide(ref, init={"theta_sd": -1.0})
     with pytest.raises(PyrozooError, match=r"init\['theta_mean'\]: expected a finite number, got the string 'x'"):
         make_final_stage_guide(ref, init={"theta_mean": "x"})
+
+
+def test_tensors_that_require_grad_are_fitted_as_their_values():
+    """PLCE().fit(torch.tensor(y), torch.tensor(t), X with requires_grad=True) failed in NumPy (torch's raw "Can't
+    call numpy() on Tensor that requires grad"); the estimate is that of plain arrays."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    t = X[:, 0] + rng.standard_normal(60)
+    y = t + X[:, 1] + rng.standard_normal(60)
+    plain = PLCE(fast_learner(), n_repeats=1, seed=0).fit(y, t, X)
+    grad = PLCE(fast_learner(), n_repeats=1, seed=0).fit(torch.tensor(y, requires_grad=True),
+                                                         torch.tensor(t, requires_grad=True),
+                                                         torch.tensor(X, requires_grad=True))
+    assert grad.theta_ == plain.theta_ and grad.se_ == plain.se_

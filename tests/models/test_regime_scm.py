@@ -1154,3 +1154,12 @@ def test_gumbel_elbo_at_a_fixed_relaxed_z_is_hand_computed(unit_scale):
             sd = 1.0 if unit_scale else float(p["scale_obs"][i] + flag * (p["scale_int"][i] - p["scale_obs"][i]))
             expected += norm.logpdf(xs[s, i], mu["obs"] + flag * (mu["int"] - mu["obs"]), sd)
     assert elbo == pytest.approx(expected, rel=1e-10)
+
+
+def test_make_regime_dataset_reads_a_tensor_that_requires_grad_as_its_values():
+    """An (n, N) tensor with requires_grad=True failed in .numpy() (torch's raw RuntimeError)."""
+    x = np.random.default_rng(0).standard_normal((50, 3))
+    graph = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+    grad = make_regime_dataset(torch.tensor(x, requires_grad=True), graph)
+    plain = make_regime_dataset(torch.tensor(x), graph)
+    assert torch.equal(grad.observed["x"], plain.observed["x"]) and not grad.observed["x"].requires_grad

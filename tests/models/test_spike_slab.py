@@ -1265,3 +1265,17 @@ def test_em_inference_data_says_its_log_likelihood_is_conditional_on_the_point_e
     assert "az.compare" in notes["em"] and "gibbs or nuts" in notes["em"]
     assert ("selected" in notes["em"]) == (variant == "emvs")
     assert notes["gibbs"] is None
+
+
+def test_tensors_that_require_grad_are_fitted_and_predicted_as_their_values():
+    """fit and predict of tensors with requires_grad=True failed in .numpy() (torch's raw RuntimeError); the data
+    are values: the same coefficients and predictions as from plain tensors."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = X[:, 0] + rng.standard_normal(60)
+    plain = SpikeSlabRegression("em").fit(torch.tensor(X), torch.tensor(y))
+    grad = SpikeSlabRegression("em").fit(torch.tensor(X, requires_grad=True), torch.tensor(y, requires_grad=True))
+    np.testing.assert_array_equal(grad.coef_, plain.coef_)
+    np.testing.assert_array_equal(grad.inclusion_probabilities_, plain.inclusion_probabilities_)
+    np.testing.assert_array_equal(plain.predict(torch.tensor(X, requires_grad=True)), plain.predict(X))
+    assert plain.score(X, torch.tensor(y, requires_grad=True)) == plain.score(X, y)
