@@ -62,8 +62,9 @@ class RegressionSplit:
 
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work."""
-    return check_xy(X, y, min_rows=TRAIN_ROWS)
+    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work. Tensors
+    that require grad give their values (detached): data for a fit, not a graph to differentiate through."""
+    return check_xy(X, y, min_rows=TRAIN_ROWS, detach=True)
 
 
 def n_test_rows(n: int, test_fraction: float) -> int:

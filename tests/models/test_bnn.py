@@ -758,3 +758,19 @@ def test_a_bnn_dataset_records_the_response_map_of_its_split():
     back = ds.meta["response_shift"] + ds.meta["response_scale"] * ds.observed["y"].double()
     torch.testing.assert_close(back, y[split.train_rows], rtol=1e-6, atol=1e-3)  # y_train is float32
     assert (ds.meta["response_shift"], ds.meta["response_scale"]) == (split.y_mean, split.y_std)
+
+
+@pytest.mark.parametrize("posterior", ["swag-diag", "ciber"])
+def test_fit_bnn_reads_tensors_that_require_grad_as_their_values(posterior):
+    """A y (or X) with requires_grad=True carried its graph into the standardized data: the second SGD step failed
+    with torch's "Trying to backward through the graph a second time". The fit is that of the plain tensors."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)
+    kw = {"posterior": posterior, "num_samples": 4, **FAST_NO_RANK, "epochs": 10, "swa_epochs": 4}
+    if posterior == "ciber":
+        kw["num_collapsed"] = 5  # at most hidden + 1
+    grad = fit_bnn(torch.tensor(X, requires_grad=True), torch.tensor(y, requires_grad=True), **kw)
+    plain = fit_bnn(torch.tensor(X), torch.tensor(y), **kw)
+    assert torch.equal(grad.draws, plain.draws)
