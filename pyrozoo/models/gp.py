@@ -58,9 +58,10 @@ PLATEAU_WINDOW = 50  # steps per window of the early stop of the type-II (and sp
 
 
 def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool = False) -> torch.Tensor:
-    """``value`` as a tensor on ``ref``'s dtype and device, checked > 0 (>= 0 when ``allow_zero``)."""
-    t = as_tensor(name, value, dtype=ref.dtype, device=ref.device)
-    arr = t.detach().cpu()
+    """``value`` as a tensor on ``ref``'s dtype and device, checked > 0 (>= 0 when ``allow_zero``), detached from
+    any autograd graph (a dataset's starting value for a fit)."""
+    t = as_tensor(name, value, dtype=ref.dtype, device=ref.device, detach=True)  # a dataset's starting value
+    arr = t.cpu()
     if not bool(torch.isfinite(arr).all()) or bool((arr < 0).any()) or (not allow_zero and bool((arr == 0).any())):
         want = ">= 0" if allow_zero else "> 0"
         raise PyrozooError(f"{name}: expected a finite value {want}, got {value!r}")
@@ -68,10 +69,11 @@ def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool =
 
 
 def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64, x_name: str = "X",
-                  y_name: str = "y") -> tuple[torch.Tensor, Any]:
+                  y_name: str = "y", detach: bool = False) -> tuple[torch.Tensor, Any]:
     """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1). Errors name the arguments
-    ``x_name`` and ``y_name`` (``Xnew`` when predicting)."""
-    return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name)
+    ``x_name`` and ``y_name`` (``Xnew`` when predicting). ``detach``: cut from any autograd graph (a fit's data);
+    without it a tensor keeps its graph, so the objectives can be differentiated through their inputs."""
+    return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name, detach=detach)
 
 
 def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor, names: Any = None) -> dict[str, torch.Tensor]:
@@ -84,7 +86,7 @@ def check_test_set(X_test: Any, y_test: Any, X: torch.Tensor, names: Any = None)
         given, missing = ("X_test", "y_test") if y_test is None else ("y_test", "X_test")
         raise PyrozooError(f"{missing}: expected together with {given} (the test NLPD and RMSE need both), got None")
     check_feature_names(X_test, names, name="X_test", seen="in X")
-    Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test")
+    Xt, yt = check_gp_data(X_test, y_test, x_name="X_test", y_name="y_test", detach=True)
     if Xt.shape[1] != X.shape[1]:
         raise PyrozooError(f"X_test: expected {X.shape[1]} columns like X, got {Xt.shape[1]}")
     return {"X_test": Xt, "y_test": yt}
@@ -380,8 +382,8 @@ def sample_exact_posterior_f(X: torch.Tensor, y: torch.Tensor, num: int, *, kern
 def initial_lengthscale(lengthscale: Any, X: torch.Tensor, *, ard: bool = False) -> torch.Tensor:
     """The starting lengthscale as a fresh 1-D tensor on X's dtype and device: one value per input column when
     ``ard`` is set or when ``lengthscale`` already has one per column (never silently cut to its first value),
-    else a single shared value."""
-    ls0 = torch.as_tensor(lengthscale, dtype=X.dtype, device=X.device).reshape(-1)
+    else a single shared value; detached from any autograd graph the given value carries (a leaf to optimize)."""
+    ls0 = torch.as_tensor(lengthscale, dtype=X.dtype, device=X.device).detach().reshape(-1)
     return ls0.expand(X.shape[1]).clone() if ard or ls0.numel() > 1 else ls0.clone()
 
 
@@ -451,11 +453,12 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     check_nonnegative("rel_tol", rel_tol)
     # once, not at every step; noise > 0, as the loop works on log(noise)
     X, y, _ = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, 0.0, allow_zero_noise=False)
+    X, y = X.detach(), y.detach()  # data: a caller's tensor that requires grad would collect .grad at every step
     ls0 = initial_lengthscale(lengthscale, X, ard=ard)
     raw = {
         "lengthscale": ls0.log().requires_grad_(),
-        "variance": torch.as_tensor(variance, dtype=X.dtype, device=X.device).log().requires_grad_(),
-        "noise": torch.as_tensor(noise, dtype=X.dtype, device=X.device).log().requires_grad_(),
+        "variance": torch.as_tensor(variance, dtype=X.dtype, device=X.device).detach().log().requires_grad_(),
+        "noise": torch.as_tensor(noise, dtype=X.dtype, device=X.device).detach().log().requires_grad_(),
     }
     if steps:
         warn_input_scale(X, kernel, ls0)
@@ -516,7 +519,7 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     check_choice("kernel", kernel, KERNELS)
     check_bool("ard", ard)
     names, rows = feature_names(X), row_labels(X)
-    X, y = check_gp_data(X, y)
+    X, y = check_gp_data(X, y, detach=True)  # data: a tensor that requires grad gives its values
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
         check_priors(priors)

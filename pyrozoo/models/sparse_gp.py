@@ -89,14 +89,15 @@ HYPER = ("lengthscale", "variance", "noise")
 
 def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1,
                         method: str = "vfe", kernel: str = "rbf", noiseless: bool = False) -> tuple:
-    """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z). A DataFrame Z
+    """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z), detached from any
+    autograd graph: they are a fit's data and starting point (an ``nn.Parameter`` Z gives its values). A DataFrame Z
     must have a DataFrame X's string column names, in that order."""
     check_feature_names(Z, feature_names(X), name="Z", seen="in X")
     check_choice("method", method, METHODS)
     check_choice("kernel", kernel, KERNELS)
     check_bool("noiseless", noiseless)
-    X, y = check_gp_data(X, y)
-    Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device)
+    X, y = check_gp_data(X, y, detach=True)
+    Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device, detach=True)
     if Z.dim() == 1:
         Z = Z.unsqueeze(-1)
     check_shape("Z", Z, (None, X.shape[1]))
@@ -332,9 +333,10 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     if chunk_size is None:  # once, not at every step (on CUDA it asks the driver for the free memory)
         chunk_size = default_chunk_size(X.shape[0], Z.shape[0], X.device)
     opts = {"dtype": X.dtype, "device": X.device}
+    # the given values are the starting point: leaves of their own, whether or not the caller's tensors require grad
     raw = {"lengthscale": initial_lengthscale(lengthscale, X, ard=ard).log(),
-           "variance": torch.as_tensor(variance, **opts).log(),
-           "noise": torch.as_tensor(noise, **opts).clamp(min=1e-300).log()}
+           "variance": torch.as_tensor(variance, **opts).detach().log(),
+           "noise": torch.as_tensor(noise, **opts).detach().clamp(min=1e-300).log()}
     Zp = Z.clone()
     params = []
     if learn_Z:
@@ -390,7 +392,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp",
     labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
     names, rows = feature_names(X), row_labels(X)
     check_feature_names(Z, names, name="Z", seen="in X")
-    X, y = check_gp_data(X, y)
+    X, y = check_gp_data(X, y, detach=True)  # data: a tensor that requires grad gives its values
     m = check_int("m", m, minimum=1)
     if Z is None:
         if m > X.shape[0]:

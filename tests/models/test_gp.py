@@ -913,3 +913,21 @@ def test_type2_log_likelihood_of_a_csv_is_in_the_outcome_units(tmp_path):
     noise = float(out.result.params["noise"])
     want = scipy.stats.norm.logpdf(y, m + s * f, s * math.sqrt(noise))
     np.testing.assert_allclose(idata.log_likelihood["y"].values, want, rtol=1e-9, atol=1e-9)
+
+
+def test_hyperparameters_that_require_grad_are_starting_values_of_type2():
+    """A variance with requires_grad=True (or a dataset made from one) became a non-leaf log: Adam refused it
+    ("can't optimize a non-leaf Tensor"). The fit equals that of plain values; the caller's X gets no gradient."""
+    from pyrozoo.models.gp import fit_type2
+
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1)
+    var = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    Xg = X.clone().requires_grad_()
+    grad = fit_type2(Xg, y, kernel="rbf", lengthscale=1.0, variance=var, noise=0.1, steps=3)
+    plain = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=3)
+    assert all(torch.equal(grad[k], plain[k]) for k in ("lengthscale", "variance", "noise"))
+    assert grad["losses"] == plain["losses"]
+    assert var.grad is None and Xg.grad is None
+    ds = make_gp_dataset(Xg, y, variance=var)
+    assert not ds.inputs["X"].requires_grad and not ds.inputs["variance"].requires_grad
+    registry.get("gp").fit(ds, RunConfig(model="gp", inference="type2", steps=3, num_samples=5))

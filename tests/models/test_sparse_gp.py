@@ -586,3 +586,36 @@ def test_a_csv_and_concrete_record_the_response_map_in_meta(tmp_path):
     np.testing.assert_allclose(ds.meta["response_shift"] + ds.meta["response_scale"] * ds.observed["y"].numpy(), y)
     ds = load_concrete_sparse(0, m=5)
     assert 30 < ds.meta["response_shift"] < 40 and 10 < ds.meta["response_scale"] < 20  # MPa
+
+
+def test_pseudo_inputs_and_hyperparameters_that_require_grad_are_starting_values():
+    """Z given as an nn.Parameter (a Pyro habit), a variance with requires_grad=True, or X carrying a graph: the fit
+    optimized non-leaf copies and Adam refused them ("can't optimize a non-leaf Tensor"). The given values are the
+    starting point: the fit equals that of plain tensors, and the caller's tensors are left without gradients."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), rng.standard_normal(60)
+    plain = fit_sparse_gp(X, y, torch.tensor(X[:5]), steps=2)
+    Z = torch.nn.Parameter(torch.tensor(X[:5]))
+    variance = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    Xg, yg = torch.tensor(X, requires_grad=True), torch.tensor(y, requires_grad=True)
+    for fit in (fit_sparse_gp(X, y, Z, steps=2), fit_sparse_gp(X, y, X[:5], variance=variance, steps=2),
+                fit_sparse_gp(Xg, yg, X[:5], steps=2)):
+        assert torch.equal(fit.Z, plain.Z) and torch.equal(fit.variance, plain.variance)
+        assert fit.losses == plain.losses
+    assert Z.grad is None and variance.grad is None and Xg.grad is None and yg.grad is None
+    assert torch.equal(Z.detach(), torch.tensor(X[:5]))  # the caller's Parameter is not moved by the fit
+
+
+@pytest.mark.parametrize("inference", ["collapsed", "svi"])
+def test_a_dataset_made_from_tensors_that_require_grad_fits(inference):
+    """make_sparse_dataset kept X's graph (and Z = rows of it): both engines failed with "can't optimize a non-leaf
+    Tensor". The dataset holds the values."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), rng.standard_normal(60)
+    ds = make_sparse_dataset(torch.tensor(X, requires_grad=True), torch.tensor(y, requires_grad=True), m=5,
+                             variance=torch.tensor(1.0, dtype=DT, requires_grad=True))
+    assert not any(v.requires_grad for v in (*ds.inputs.values(), *ds.observed.values())
+                   if isinstance(v, torch.Tensor))
+    plain = make_sparse_dataset(X, y, m=5)
+    assert torch.equal(ds.inputs["Z"], plain.inputs["Z"])
+    fit_sparse_entry(ds, RunConfig(model="sparse-gp", inference=inference, steps=5, num_samples=5))
