@@ -38,7 +38,9 @@ from pyrozoo.validation import (
     check_finite,
     check_int,
     check_keys,
+    check_pandas_numeric,
     check_probability,
+    check_same_index,
 )
 
 
@@ -153,9 +155,13 @@ def make_agnostic_data(
 
     Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
     rows, no row has a protected label (or they all carry the same one), a held-out label is not among the
-    training classes, or the probe and leakage splits are incomplete.
+    training classes, or the probe and leakage splits are incomplete, and so are pandas ``x``, ``y`` and ``p`` whose
+    indexes differ (rows are paired by position, not by label: :func:`~pyrozoo.validation.check_same_index`) and a
+    pandas categorical column of ``x``, even an integer one (categories are labels, not amounts).
     """
-    x = as_tensor("x", x, dtype=torch.float32)
+    check_same_index(x=x, y=y, p=p)  # before any work: a shuffled Series would pair labels with the wrong rows
+    x_in, x = x, as_tensor("x", x, dtype=torch.float32)  # text first: it names the column
+    check_pandas_numeric(x_in, x_name="x")  # an integer categorical column passed the conversion
     if x.dim() < 2 or x.shape[0] < 2:
         raise PyrozooError(f"x: expected an array of shape (N >= 2, features...), got shape {tuple(x.shape)}")
     check_finite("x", x)
@@ -183,7 +189,10 @@ def make_agnostic_data(
         check_keys(f"splits[{split}]", parts, ("x", "y", "p"))
         if parts.get("x") is None:
             raise PyrozooError(f"splits[{split}]: expected inputs under 'x' (held-out rows to evaluate), got none")
-        xs = as_tensor(f"splits[{split}].x", parts["x"], dtype=torch.float32)
+        where = f"splits[{split}]."
+        check_same_index(**{where + key: parts.get(key) for key in ("x", "y", "p")})
+        xs = as_tensor(where + "x", parts["x"], dtype=torch.float32)
+        check_pandas_numeric(parts["x"], x_name=where + "x")
         if tuple(xs.shape[1:]) != tuple(x.shape[1:]):
             raise PyrozooError(f"splits[{split}].x: expected rows shaped {tuple(x.shape[1:])}, "
                                f"got {tuple(xs.shape[1:])}")

@@ -121,3 +121,33 @@ def test_a_text_column_of_a_dataframe_is_named():
     y, p = rng.integers(0, 2, 30), rng.choice(["f", "m"], 30)
     with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values in column 's'"):
         make_agnostic_data(X, y, p)
+
+
+def test_pandas_labels_in_another_row_order_than_x_are_refused():
+    """y = pd.Series(..., index=x.index).sample(frac=1) was paired with x by position: the labels were scrambled
+    without an error. As in every other entry (check_same_index), pandas x, y and p must share one index, in the
+    training set and in each held-out split."""
+    frame = pd.DataFrame(X, columns=list("abc"), index=[f"r{i}" for i in range(12)])
+    y, p = pd.Series(Y01, index=frame.index), pd.Series(P01, index=frame.index)
+    shuffled = y.sample(frac=1, random_state=0)
+    with pytest.raises(PyrozooError, match=r"^x, y: expected pandas inputs with the same index .* got y with the same "
+                                           r"labels in another order; align them first, e\.g\. y = y\.loc\[x\.index\]"):
+        make_agnostic_data(frame, shuffled, p)
+    with pytest.raises(PyrozooError, match=r"^x, p: expected pandas inputs with the same index .* other labels"):
+        make_agnostic_data(frame, y, p.set_axis(range(12)))
+    with pytest.raises(PyrozooError, match=r"^splits\[test\]\.x, splits\[test\]\.y: expected pandas inputs with the "
+                                           r"same index"):
+        make_agnostic_data(frame, y, p, splits={"test": {"x": frame, "y": shuffled, "p": p}})
+    data = make_agnostic_data(frame, y, p)  # aligned: accepted, labels in the rows' order
+    assert torch.equal(data.observed["y"], torch.as_tensor(Y01))
+    assert torch.equal(make_agnostic_data(frame, shuffled.to_numpy(), p).observed["y"],
+                       torch.as_tensor(shuffled.to_numpy()))  # arrays: by position, as documented
+
+
+def test_an_integer_categorical_column_of_x_is_refused():
+    """An integer-coded pandas categorical column of x was read as amounts; other entry points refuse it."""
+    frame = pd.DataFrame(X, columns=list("abc")).assign(c=pd.Categorical(np.arange(12) % 3))
+    for kwargs in ({"x": frame}, {"x": X, "splits": {"test": {"x": frame, "y": Y01, "p": P01}}}):
+        with pytest.raises(PyrozooError, match=r"x: expected numbers, got categorical column\(s\) \['c'\] "
+                                               r"\(categories are labels, not amounts\); encode categories"):
+            make_agnostic_data(**{"y": Y01, "p": P01, **kwargs})
