@@ -41,13 +41,11 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
-    as_tensor,
-    check_finite,
     check_float_dtype,
     check_int,
     check_keys,
     check_positive,
-    check_shape,
+    check_xy,
     real_array,
 )
 
@@ -178,19 +176,15 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
 def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", truth: dict | None = None,
                  meta: dict | None = None, dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
     """Validate a design ``x`` (N, D) and response ``y`` (N,) and pack them with the prior as a :class:`Dataset`
-    (``dtype``: a floating torch dtype; ``prior``: keys ``prior_scale``, ``a0``, ``b0``, ``noise``)."""
+    (``dtype``: a floating torch dtype; ``prior``: keys ``prior_scale``, ``a0``, ``b0``, ``noise``). The data are
+    checked as every regression entry checks them (:func:`~pyrozoo.validation.check_xy`): pandas ``x`` and ``y``
+    with different indexes are refused (rows are paired by position), and so are categorical columns, even integer
+    ones (labels, not amounts); a tensor that requires grad gives its values."""
     check_float_dtype("dtype", dtype)
     check_keys("prior", prior, PRIOR_DEFAULTS)
     prior = {**PRIOR_DEFAULTS, **prior}
     check_prior(**prior)
-    x = as_tensor("x", x, dtype=dtype)
-    y = as_tensor("y", y, dtype=dtype)
-    check_shape("x", x, (None, None))
-    check_shape("y", y, (x.shape[0],))
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise PyrozooError(f"x: expected at least one row and one column, got shape {tuple(x.shape)}")
-    check_finite("x", x)
-    check_finite("y", y)
+    x, y = check_xy(x, y, x_name="x", y_name="y", dtype=dtype, detach=True)
     dev = resolve_device(device)
     inputs = {"x": x.to(dev), **{k: float(v) for k, v in prior.items()}}
     return Dataset(name, inputs=inputs, observed={"y": y.to(dev)}, truth=dict(truth or {}), meta=dict(meta or {}))

@@ -121,7 +121,7 @@ def test_a_text_column_of_a_dataframe_is_named():
 
     x, y = _data()
     frame = pd.DataFrame(x.numpy(), columns=[f"x{j}" for j in range(x.shape[1])]).assign(s="t")
-    with pytest.raises(PyrozooError, match=r"^x: expected a numeric array, got text values in column 's'"):
+    with pytest.raises(PyrozooError, match=r"^x: expected numbers, got text values in column 's'"):
         make_dataset(frame, y)
 
 
@@ -384,3 +384,32 @@ def test_compare_with_spike_slab_on_the_same_csv_is_on_one_scale(tmp_path):
     table = az.compare(fits)
     gap = abs(table.loc["blr", "elpd_loo"] - table.loc["spike-slab", "elpd_loo"])
     assert gap < 0.1 * len(y) * math.log(np.std(y)), table
+
+
+def test_make_dataset_refuses_pandas_inputs_paired_by_position_against_their_labels():
+    """A y Series in another row order than the DataFrame x was paired by position (the posterior of w came from
+    reversed pairs, without an error), and an integer categorical column was read as amounts; both are refused as
+    every other regression entry refuses them (check_xy)."""
+    import pandas as pd
+
+    x, _ = _data()
+    frame = pd.DataFrame(x.numpy(), columns=[f"x{j}" for j in range(x.shape[1])],
+                         index=[f"r{i}" for i in range(x.shape[0])])
+    y = pd.Series(x[:, 0].numpy(), index=frame.index)
+    with pytest.raises(PyrozooError, match=r"^x, y: expected pandas inputs with the same index .* got y with the "
+                                           r"same labels in another order"):
+        make_dataset(frame, y.iloc[::-1])
+    codes = pd.Series(pd.Categorical(np.arange(x.shape[0]) % 3), index=frame.index)
+    with pytest.raises(PyrozooError, match=r"^x: expected numbers, got categorical column\(s\) \['c'\] "
+                                           r"\(categories are labels, not amounts\)"):
+        make_dataset(frame.assign(c=codes), y)
+    assert torch.equal(make_dataset(frame, y).observed["y"], make_dataset(x, x[:, 0]).observed["y"])
+
+
+def test_make_dataset_names_a_column_y_by_its_shape():
+    x, y = _data()
+    with pytest.raises(PyrozooError, match=rf"^y: expected shape \({x.shape[0]},\) \(one value per row of x\), got "
+                                           rf"\({x.shape[0]}, 1\)$"):
+        make_dataset(x, y[:, None])
+    grad = make_dataset(x.clone().requires_grad_(), y.clone().requires_grad_())
+    assert not grad.inputs["x"].requires_grad and not grad.observed["y"].requires_grad
