@@ -335,13 +335,29 @@ def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
                            "the results back")
 
 
+FREE_DIMS = "nmkl"  # how shape_text spells the free lengths of a shape, in order
+
+
+def shape_text(shape: Iterable[int | None]) -> str:
+    """A wanted shape as a message says it, in Python's tuple spelling: ``a 1-D array of shape (40,)``, ``a 2-D array
+    of shape (n, 3)`` (each ``None``, a free length, gets a letter), ``a 1-D array of any length``, ``a 2-D
+    array`` (every length free)."""
+    shape = tuple(shape)
+    what = f"a {len(shape)}-D array"
+    if all(s is None for s in shape):
+        return what + (" of any length" if len(shape) == 1 else "")
+    free = iter(FREE_DIMS)
+    dims = [str(s) if s is not None else next(free, "_") for s in shape]
+    return f"{what} of shape ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+
+
 def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | None]) -> None:
-    """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length)."""
+    """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length); the message reads
+    ``y: expected a 1-D array of shape (40,), got shape (40, 1)`` (:func:`shape_text`)."""
     shape = tuple(shape)
     got = tuple(value.shape)
     if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
-        want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-        raise PyrozooError(f"{name}: expected shape {want}, got {got}")
+        raise PyrozooError(f"{name}: expected {shape_text(shape)}, got shape {got}")
 
 
 def _refuse(name: str, value: Any, want: str) -> PyrozooError:

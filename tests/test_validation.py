@@ -413,3 +413,19 @@ def test_a_tensor_that_requires_grad_passes_the_column_checks():
     assert not Xt.requires_grad and not yt.requires_grad and torch.equal(Xt, X.detach())
     # without detach the graph is kept: the GP objectives are differentiated through their inputs
     assert as_tensor("X", X).requires_grad and not as_tensor("X", X, detach=True).requires_grad
+
+
+@pytest.mark.parametrize("got,want,message", [
+    ((40, 1), (40,), "y: expected a 1-D array of shape (40,), got shape (40, 1)"),
+    ((30, 1), (None,), "y: expected a 1-D array of any length, got shape (30, 1)"),
+    ((5, 2), (None, 3), "y: expected a 2-D array of shape (n, 3), got shape (5, 2)"),
+    ((5,), (None, None), "y: expected a 2-D array, got shape (5,)"),
+])
+def test_check_shape_spells_shapes_as_python_tuples(got, want, message):
+    """One-element shapes read "expected shape (40), got (40, 1)" and free lengths "(any)"."""
+    from pyrozoo.validation import check_shape
+
+    with pytest.raises(PyrozooError) as info:
+        check_shape("y", np.zeros(got), want)
+    assert str(info.value) == message
+    check_shape("y", np.zeros((7, 3)), (None, 3))  # matching shapes pass

@@ -379,8 +379,8 @@ def test_posterior_methods_check_y_and_take_dataframes():
     y = X[:, 0] + 0.1 * rng.normal(size=40)
     post = fit_bnn(X, y, posterior="ciber", hidden=5, epochs=5, swa_epochs=3, num_samples=4, num_collapsed=3)
     assert torch.allclose(post.predictive_moments(pd.DataFrame(X[:3]))[0], post.predictive_moments(X[:3])[0])
-    for bad, message in ((y[:5, None], r"y: expected shape \(5\), got \(5, 1\)"), (y[:1], r"got \(1,\)"),
-                         (np.r_[y[:4], np.nan], "y: expected finite values")):
+    for bad, message in ((y[:5, None], r"y: expected a 1-D array of shape \(5,\), got shape \(5, 1\)"),
+                         (y[:1], r"got shape \(1,\)"), (np.r_[y[:4], np.nan], "y: expected finite values")):
         for method in (post.moment_matched_nll, post.log_predictive_density):
             with pytest.raises(PyrozooError, match=message):
                 method(X[:5], bad)
@@ -546,9 +546,10 @@ def test_posterior_predictive_group_draws_from_the_fitted_predictive(kind):
 
 @pytest.mark.parametrize("kind", ["swag", "ciber"])
 @pytest.mark.parametrize("change,match", [
-    ({"y_val": "one"}, r"y_val: expected shape \(6\), got \(1,\)"),  # one y broadcast over the rows
-    ({"y_val": "column"}, r"y_val: expected shape \(6\), got \(6, 1\)"),
-    ({"y_val": "short"}, r"y_val: expected shape \(6\), got \(5,\)"),
+    # one y broadcast over the rows
+    ({"y_val": "one"}, r"y_val: expected a 1-D array of shape \(6,\), got shape \(1,\)"),
+    ({"y_val": "column"}, r"y_val: expected a 1-D array of shape \(6,\), got shape \(6, 1\)"),
+    ({"y_val": "short"}, r"y_val: expected a 1-D array of shape \(6,\), got shape \(5,\)"),
     ({"y_val": "inf"}, r"y_val: expected finite values, found 1 non-finite \(inf"),  # tau 0.8 with val_lpd -inf
     ({"y_val": "nan"}, r"y_val: expected finite values, found 1 non-finite \(NaN"),
     ({"X_val": "nan"}, r"X_val: expected finite values"),

@@ -220,7 +220,7 @@ def test_log_joint_matches_pyro_model(data):
     [
         ([1.0, float("nan"), 2.0], {}, "x: expected finite"),
         ([1.0, float("inf"), 2.0], {}, "x: expected finite"),
-        ([[1.0, 2.0], [3.0, 4.0]], {}, "x: expected shape"),
+        ([[1.0, 2.0], [3.0, 4.0]], {}, r"x: expected a 1-D array of any length, got shape \(2, 2\)"),
         ([1.0], {}, "at least 2"),
         ([1.0, 2.0], {"mu_scale": 0.0}, "mu_scale"),
         ([1.0, 2.0], {"a": -1.0}, "a: expected"),
