@@ -1,5 +1,6 @@
 """Shared helpers of the benchmark scripts: their optional peers, the packages of pyproject.toml's ``bench`` extra
-(numpyro, jax, gpytorch, doubleml, econml), and the check of comma-separated name lists given on their command lines.
+(numpyro, jax, gpytorch, doubleml, econml), and the checks of their command-line values (comma-separated name lists,
+counts, output paths, input files, devices), made before any work so that a bad value never costs a run.
 
 One rule in every script: a peer whose packages are not installed is left out of the run, with a note naming the
 missing packages and the extra, printed before any work starts and again under the results; a run that would then
@@ -9,8 +10,11 @@ on ``sys.path`` when it runs as ``python benchmarks/NAME.py``).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 BENCH_EXTRA = 'pip install -e ".[bench]"'
 
@@ -57,3 +61,50 @@ def parse_names(flag: str, text: str, known: Iterable[str], error: type[Exceptio
     if dup:
         raise error(f"{flag}: expected each name once, got {', '.join(map(repr, dup))} more than once")
     return names
+
+
+def int_at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``least`` (argparse's error names the flag, the bound and the value)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
+        return value
+    return parse
+
+
+def check_out_file(flag: str, path: str | os.PathLike, error: Callable[[str], BaseException] = SystemExit) -> Path:
+    """``path``, a file a script will write, as an absolute path; otherwise ``error`` naming ``flag``, unless its
+    folder exists and is writable and the path is not a folder (checked before any work, so that a run never fails
+    when it writes its first result)."""
+    out = Path(path).expanduser().resolve()
+    if out.is_dir():
+        raise error(f"{flag}: expected a file path, got the folder {path}")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise error(f"{flag}: expected a path in an existing, writable folder; {out.parent} is not")
+    return out
+
+
+def check_files(flag: str, paths: Iterable[str | os.PathLike],
+                error: Callable[[str], BaseException] = SystemExit) -> list[Path]:
+    """``paths``, files a script will read, as paths; otherwise ``error`` naming ``flag`` and the missing ones."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise error(f"{flag}: expected existing files; no such file: {', '.join(missing)}")
+    return paths
+
+
+def check_device(flag: str, device: str, error: Callable[[str], BaseException] = SystemExit):
+    """``device`` (auto, cpu, cuda, cuda:N) as a ``torch.device``, present on this machine; otherwise ``error``
+    naming ``flag`` (pyrozoo's own check, :func:`pyrozoo.inference.device.resolve_device`)."""
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.inference.device import resolve_device
+
+    try:
+        return resolve_device(device)
+    except PyrozooError as exc:
+        raise error(f"{flag}: {str(exc).removeprefix('device: ')}") from None

@@ -168,9 +168,10 @@ def main() -> None:
     ap.add_argument("--spline", default="natural", choices=("natural", "cubic"), help="EffectCurve's t-spline")
     ap.add_argument("--n-knots", type=int, default=6, help="EffectCurve's knots in t (boundary included)")
     ap.add_argument("--seed", type=int, default=0, help="first replication seed")
-    ap.add_argument("--out", default="benchmarks/effect_curve_results.csv",
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "effect_curve_results.csv"),
                     help="per-replication rows (appended as they finish; existing (design, rep, method) are skipped, "
-                         "so use a fresh file for another --n or --n-pseudo)")
+                         "so use a fresh file for another --n or --n-pseudo); the folder must exist (default: "
+                         "effect_curve_results.csv beside this script)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     designs = [s.strip() for s in args.designs.split(",") if s.strip()]
@@ -186,7 +187,7 @@ def main() -> None:
         print(note, flush=True)
     if not methods:
         raise SystemExit(f"--methods: nothing left to run ({args.methods!r} needs packages that are not installed)")
-    out = Path(args.out)
+    out = _peers.check_out_file("--out", args.out, ap.error)  # before any fit: rows are appended after each fit
     done = set()
     if out.exists():
         prev = pd.read_csv(out)

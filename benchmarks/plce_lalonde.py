@@ -20,7 +20,6 @@ says so.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from pathlib import Path
@@ -49,9 +48,7 @@ def check_plot_out(path: str | None, n_repeats: int) -> Path | None:
     if n_repeats < 2:
         raise SystemExit(f"--plot-out: the positivity plot needs --n-repeats >= 2 (kurtosis across splits), got "
                          f"--n-repeats {n_repeats}")
-    out = Path(path).expanduser().resolve()
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise SystemExit(f"--plot-out: expected a path in an existing, writable folder; {out.parent} is not")
+    out = _peers.check_out_file("--plot-out", path)
     from matplotlib.figure import Figure
 
     kinds = Figure().canvas.get_supported_filetypes()

@@ -44,7 +44,9 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
+import _peers
 import numpy as np
 import pandas as pd
 
@@ -263,7 +265,8 @@ def main() -> None:
                     help="PLCE's n_repeats (default: PLCE's default in 'linear', 1 in 'sim' as plce_sim.py)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=None,
-                    help="CSV of the per-fit rows (default benchmarks/plce_linear_bias_<part>.csv)")
+                    help="CSV of the per-fit rows; the folder must exist (default: plce_linear_bias_<part>.csv "
+                         "beside this script)")
     ap.add_argument("--from-csv", default=None, help="summarize earlier CSVs of this script (comma-separated; "
                     "pooled), run nothing")
     ap.add_argument("--default-from", default=None,
@@ -285,11 +288,14 @@ def main() -> None:
         ap.error("--default-from: only with --part sim")
     if args.default_from and "default" in variants:
         ap.error("--default-from: stands in for variant default; leave default out of --variants")
-    out = args.out or f"benchmarks/plce_linear_bias_{args.part}.csv"
     if args.from_csv:
-        df = pd.concat([pd.read_csv(f) for f in args.from_csv.split(",")], ignore_index=True)
+        files = _peers.check_files("--from-csv", args.from_csv.split(","), ap.error)
+        df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
         df = df.drop_duplicates(["part", "scenario", "seed", "variant"])
     else:
+        # checked before any fit: the rows are written when all fits are done
+        default = Path(__file__).resolve().parent / f"plce_linear_bias_{args.part}.csv"
+        out = _peers.check_out_file("--out", default if args.out is None else args.out, ap.error)
         if args.part == "linear":
             tasks = [("linear", args.seed_offset + s, "linear", variants, args.n_repeats) for s in range(args.seeds)]
         else:

@@ -170,7 +170,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the replication that crosses this wall-time budget and summarize what ran")
-    ap.add_argument("--out", default="benchmarks/plce_sim_results.csv")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "plce_sim_results.csv"),
+                    help="CSV of the per-fit rows (rewritten after each replication) and, beside it, the run's .json; "
+                         "the folder must exist (default: plce_sim_results.csv beside this script)")
     ap.add_argument("--paired", default=None,
                     help="with --from-csv: 'A,B' compares the RMSE of methods A and B on the data sets both ran "
                          "(matched by data seed, which needs each CSV's .json)")
@@ -182,9 +184,7 @@ def main() -> None:
         ap.error("--paired compares the methods of earlier runs: give their CSVs with --from-csv")
     if args.from_csv:
         files = args.from_csv.split(",")
-        missing = [f for f in files if not Path(f).is_file()]
-        if missing:
-            ap.error(f"--from-csv: no such file(s): {', '.join(missing)}")
+        _peers.check_files("--from-csv", files, ap.error)
         pooled = pd.concat([_with_data_seed(f) for f in files], ignore_index=True)
         pair = parse_pair(args.paired, list(pooled["method"].unique())) if args.paired else None
         with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -199,6 +199,7 @@ def main() -> None:
     for flag, value in (("--reps", args.reps), ("--n-repeats", args.n_repeats)):
         if value < 1:
             ap.error(f"{flag}: expected at least 1, got {value}")
+    _peers.check_out_file("--out", args.out, ap.error)  # before any fit: rows are written after each replication
     scenarios = _peers.parse_names("--scenarios", args.scenarios, list(SCENARIOS))
     methods, notes = _peers.split_available(_peers.parse_names("--methods", args.methods, list(METHODS)), PEERS)
     for note in notes:

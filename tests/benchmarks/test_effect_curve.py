@@ -38,3 +38,12 @@ def test_only_missing_methods_is_refused_before_any_work(load_script, missing, m
     with pytest.raises(SystemExit, match="--methods: nothing left to run"):
         mod.main()
     assert not out_csv.exists()
+
+
+def test_out_in_a_missing_folder_is_refused_before_any_work(load_script, monkeypatch, capsys, tmp_path):
+    mod = load_script("effect_curve")
+    monkeypatch.setattr(mod, "simulate_effect_curve", lambda *a, **k: pytest.fail("simulated data"))
+    monkeypatch.setattr(sys, "argv", ["effect_curve.py", "--methods", "krls", "--out", str(tmp_path / "no" / "e.csv")])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert "--out: expected a path in an existing, writable folder" in capsys.readouterr().err

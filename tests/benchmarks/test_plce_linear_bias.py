@@ -97,3 +97,13 @@ def test_run13_is_refused_as_no_linear_controls(load_script, monkeypatch, tmp_pa
     with pytest.raises(SystemExit, match="does not hold today's default PLCE: data seed 250"):
         mod.main()
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_out_in_a_missing_folder_is_refused_before_any_fit(load_script, monkeypatch, capsys, tmp_path):
+    mod = load_script("plce_linear_bias")
+    monkeypatch.setattr(mod, "_task", lambda task: pytest.fail("fitted"))
+    monkeypatch.setattr(sys, "argv", ["plce_linear_bias.py", "--seeds", "1", "--variants", "x_only",
+                                      "--out", str(tmp_path / "no" / "r.csv")])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert "--out: expected a path in an existing, writable folder" in capsys.readouterr().err

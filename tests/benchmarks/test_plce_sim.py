@@ -1,5 +1,5 @@
-"""benchmarks/plce_sim.py: --methods, --scenarios and --paired are checked before any work, naming the valid names;
-DoubleML missing -> its methods are left out with a note."""
+"""benchmarks/plce_sim.py: --methods, --scenarios, --paired and --out are checked before any work, naming the valid
+names; DoubleML missing -> its methods are left out with a note."""
 
 import json
 import sys
@@ -75,3 +75,18 @@ def test_missing_doubleml_skips_its_methods_with_a_note(load_script, missing, mo
     assert out[-1] == out[0]
     assert list(pd.read_csv(out_csv)["method"]) == ["PLCE"]
     assert json.loads(out_csv.with_suffix(".json").read_text())["methods_run"] == ["PLCE"]
+
+
+def test_out_in_a_missing_folder_is_refused_before_any_work(plce_sim, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["plce_sim.py", "--reps", "1", "--methods", "OLS",
+                                      "--out", str(tmp_path / "no" / "r.csv")])
+    with pytest.raises(SystemExit):
+        plce_sim.main()
+    assert "--out: expected a path in an existing, writable folder" in capsys.readouterr().err
+
+
+def test_default_out_does_not_depend_on_the_current_folder(plce_sim, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no benchmarks/ folder here: the default is beside the script
+    monkeypatch.setattr(sys, "argv", ["plce_sim.py", "--reps", "1", "--methods", "OLS"])
+    with pytest.raises(pytest.fail.Exception, match="simulated data before the checks"):
+        plce_sim.main()  # past the --out check, stopped at the first simulation
