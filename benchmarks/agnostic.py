@@ -21,10 +21,12 @@ import csv
 import time
 from pathlib import Path
 
+import _peers
 import numpy as np
 import torch
 
 from pyrozoo.config import RunConfig
+from pyrozoo.errors import PyrozooError
 from pyrozoo.models.agnostic import agnostic_entry, fitted_network
 
 COLUMNS = {
@@ -37,11 +39,19 @@ COLUMNS = {
 }
 
 
+# the flag behind each setting a run's config check may name (anything else is an entry option, given with -o)
+FLAGS = {"alpha": "--alphas", "steps": "--steps", "num_samples": "--num-samples", "device": "--device",
+         "seed": "--seed-start", "dataset": "--task"}
+
+
+def run_config(task: str, alpha: float, seed: int, args: argparse.Namespace) -> RunConfig:
+    return RunConfig(model="agnostic", device=args.device, progress=False, steps=args.steps, seed=seed,
+                     num_samples=args.num_samples, dataset=task, options={**args.option, "alpha": alpha})
+
+
 def run_one(task: str, alpha: float, seed: int, args: argparse.Namespace):
     entry = agnostic_entry()
-    options = {**args.option, "alpha": alpha}
-    cfg = RunConfig(model="agnostic", device=args.device, progress=False, steps=args.steps, seed=seed,
-                    num_samples=args.num_samples, dataset=task, options=options)
+    cfg = run_config(task, alpha, seed, args)
     entry.check_config(cfg)
     data = entry.load_data(cfg)
     t0 = time.perf_counter()
@@ -182,7 +192,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="digits", choices=("digits", "cps1985"))
     ap.add_argument("--alphas", default=",".join(f"{a / 10:.1f}" for a in range(11)))
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=_peers.int_at_least(0), default=10)
     ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed_start .. seed_start+seeds-1)")
     ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                     help="an entry option for every run, e.g. -o extractor_loss=reversal -o adv_steps=0")
@@ -194,13 +204,30 @@ def main() -> None:
                     "saliency figure (default: the best alpha of the grid, see verdict)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/figures")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures"),
+                    help="folder for the runs CSV and the figures, created if missing (default: figures/ beside this "
+                         "script)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.option = dict(parse_option(o) for o in args.option)
-    alphas = [round(float(a), 3) for a in args.alphas.split(",")]
+    try:
+        alphas = [round(float(a), 3) for a in args.alphas.split(",")]
+    except ValueError:
+        ap.error(f"--alphas: expected comma-separated numbers, got {args.alphas!r}")
+    merge = _peers.check_files("--merge", args.merge.split(","), ap.error) if args.merge else []
+    if not args.seeds and not merge:
+        ap.error("--seeds: 0 only merges the runs CSVs given with --merge, and none were given")
+    _peers.check_device("--device", args.device, ap.error)
+    for a in alphas:  # every run's options and settings, before any run and before --out is created
+        try:
+            agnostic_entry().check_config(run_config(args.task, a, args.seed_start, args))
+        except PyrozooError as exc:
+            ap.error(f"{FLAGS.get(str(exc).split(':')[0], '-o/--option')}: {exc}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        ap.error(f"--out: expected a folder that exists or can be created; {out}: {exc.strerror}")
     rows, keep = [], {}
     t0 = time.perf_counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
@@ -221,8 +248,8 @@ def main() -> None:
             writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
             writer.writeheader()
             writer.writerows(rows)
-    for path in (args.merge.split(",") if args.merge else []):
-        with open(path, newline="") as fh:
+    for path in merge:
+        with path.open(newline="") as fh:
             rows += [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
     seeds = sorted({int(r["seed"]) for r in rows})
     print(f"summary over {len(seeds)} seeds: {seeds}")

@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import replace
 
+import _peers
 import numpy as np
 import torch
 
@@ -109,7 +110,7 @@ def validation_pilot(args: argparse.Namespace) -> None:
         for split in range(args.first_split, args.first_split + args.splits):
             s = uci_split(name, split)
             t0 = time.perf_counter()
-            tr = train_bnn(s.X_train, s.y_train, val_fraction=args.val_fraction or 1 / 9, standardize=False,
+            tr = train_bnn(s.X_train, s.y_train, val_fraction=args.val_fraction, standardize=False,
                            epochs=args.epochs, swa_epochs=args.swa_epochs, batch_size=args.batch_size, lr=args.lr,
                            swa_lr=args.swa_lr, rank=args.rank, seed=split, prior_scale=args.prior_scale)
             cells = [f"{time.perf_counter() - t0:.0f}"]
@@ -269,6 +270,12 @@ def main() -> None:
                    help="training-recipe pilot: fit to 8/9 of each training part, score MAP/SWAG/CIBER on the 1/9")
     p.add_argument("--no-speed", action="store_true")
     args = p.parse_args()
+    if args.merge:
+        _peers.check_files("--merge", args.merge, p.error)
+    if not 0 <= args.val_fraction < 1:
+        p.error(f"--val-fraction: expected a number in [0, 1), got {args.val_fraction}")
+    if args.validation_only and not args.val_fraction:
+        p.error("--val-fraction: --validation-only scores MAP/SWAG/CIBER on the held-out rows; expected > 0, got 0")
     torch.set_num_threads(1)
     np.random.seed(0)
     print(f"torch {torch.__version__}, args: {vars(args)}", flush=True)

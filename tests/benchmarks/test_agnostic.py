@@ -1,0 +1,33 @@
+"""benchmarks/agnostic.py: -o options, --merge files and --device are checked before any run, and --out is created
+only after those checks."""
+
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def agnostic(load_script, monkeypatch):
+    mod = load_script("agnostic")
+    monkeypatch.setattr(mod, "run_one", lambda *a, **k: pytest.fail("ran the grid before the checks"))
+    return mod
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-o", "foo=1"], "-o/--option: options for agnostic: unknown key(s) foo"),
+    (["-o", "extractor_loss=x"], "-o/--option: extractor_loss: expected one of reversal"),
+    (["--alphas", "0,2"], "--alphas: alpha: expected a number in [0, 1]"),
+    (["--alphas", "0,x"], "--alphas: expected comma-separated numbers, got '0,x'"),
+    (["--num-samples", "0"], "--num-samples: num_samples: expected an integer >= 1, got 0"),
+    (["--device", "gpu"], "--device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"),
+    (["--merge", "nothere.csv"], "--merge: expected existing files; no such file: nothere.csv"),
+    (["--seeds", "0"], "--seeds: 0 only merges the runs CSVs given with --merge, and none were given"),
+])
+def test_bad_settings_are_refused_before_any_run(agnostic, monkeypatch, capsys, tmp_path, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["agnostic.py", "--task", "cps1985", "--seeds", "1", *argv,
+                                      "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):
+        agnostic.main()
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
