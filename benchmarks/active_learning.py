@@ -166,7 +166,7 @@ def timing(args: argparse.Namespace) -> None:
     else:
         post = BLRPoolPosterior.fit(design[:100], fit_y)
         blr, feat = post, (lambda xx: xx)
-    j = args.num_projections or 100
+    j = 100 if args.num_projections is None else args.num_projections
     draws = blr.post.sample(j, generator=torch.Generator().manual_seed(0))
     w, nv = draws["w"], 1.0 / draws["tau"]
     sampled = SampledRegressionPosterior(lambda xx: w @ feat(xx).T, nv, j)  # BALD from J posterior draws
@@ -249,7 +249,7 @@ def main() -> None:
     p.add_argument("--init-size", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--budget", type=int, default=100)
-    p.add_argument("--num-projections", type=int, default=None,
+    p.add_argument("--num-projections", type=_peers.int_at_least(1), default=None,
                    help="ACS-FW's J (default: 100, capped at a sample-based posterior's stored draws; timing: 100)")
     p.add_argument("--pool-size", type=int, default=10000)
     p.add_argument("--reps", type=int, default=15)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _peers
 import numpy as np
 
 from pyrozoo.causal.inputs import check_no_duplicate_columns
@@ -58,9 +59,10 @@ def median_seconds(f, X: np.ndarray, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--cols", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    positive = _peers.int_at_least(1)
+    parser.add_argument("--rows", type=positive, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--cols", type=positive, default=200)
+    parser.add_argument("--repeats", type=positive, default=3, help="timed calls per method; the median is reported")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     for trial in range(50):  # agreement first: the same pairs, in the same order, as the plain scan

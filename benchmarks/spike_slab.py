@@ -23,6 +23,7 @@ import statistics
 import time
 import warnings
 
+import _peers
 import arviz as az
 import numpy as np
 import torch
@@ -130,25 +131,27 @@ def summarize(rows: list[dict], title: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--design", choices=["a", "b", "both"], default="both")
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: a 20, b 3)")
-    ap.add_argument("--ard-seeds", type=int, default=5,
-                    help="design (a): run ARDRegression (30-40 s per fit at p = 1000) on the first N seeds only")
-    ap.add_argument("--gibbs-chains", type=int, default=8)
-    ap.add_argument("--gibbs-samples", type=int, default=1000)
-    ap.add_argument("--gibbs-warmup", type=int, default=300)
-    ap.add_argument("--nuts-chains", type=int, default=2)
-    ap.add_argument("--nuts-samples", type=int, default=300)
-    ap.add_argument("--nuts-warmup", type=int, default=300)
+    at_least = _peers.int_at_least
+    ap.add_argument("--seeds", type=at_least(1), default=None, help="number of seeds (default: a 20, b 3)")
+    ap.add_argument("--ard-seeds", type=at_least(0), default=5,
+                    help="design (a): run ARDRegression (30-40 s per fit at p = 1000) on the first N seeds only (0: "
+                         "none)")
+    ap.add_argument("--gibbs-chains", type=at_least(1), default=8)
+    ap.add_argument("--gibbs-samples", type=at_least(1), default=1000)
+    ap.add_argument("--gibbs-warmup", type=at_least(0), default=300)
+    ap.add_argument("--nuts-chains", type=at_least(1), default=2)
+    ap.add_argument("--nuts-samples", type=at_least(1), default=300)
+    ap.add_argument("--nuts-warmup", type=at_least(0), default=300)
     ap.add_argument("--spike-var", type=float, default=None, help="prior spike variance (default: the estimator's)")
     ap.add_argument("--slab-var", type=float, default=None, help="prior slab variance (default: the estimator's)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=at_least(1), default=1)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     PRIOR.update({k: v for k, v in (("spike_var", args.spike_var), ("slab_var", args.slab_var)) if v is not None})
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, prior options {PRIOR or 'defaults'}")
     if args.design in ("a", "both"):
-        rows = design_a(list(range(args.seeds or 20)), not args.quiet, args.ard_seeds)
+        rows = design_a(list(range(20 if args.seeds is None else args.seeds)), not args.quiet, args.ard_seeds)
         summarize(rows, "Design (a): EMVS design, n = 100, p = 1000")
         em = [r for r in rows if r["method"].startswith("EMVS")]
         print(f"\nEMVS: F1 = 1 in {sum(r['f1'] == 1.0 for r in em)}/{len(em)} seeds (target >= 18/20); "
@@ -156,7 +159,7 @@ def main() -> None:
               f" s (target < 1 s); median fit() total incl. posterior draws "
               f"{statistics.median(r['fit_total'] for r in em):.3f} s")
     if args.design in ("b", "both"):
-        rows, mix = design_b(list(range(args.seeds or 3)), args, not args.quiet)
+        rows, mix = design_b(list(range(3 if args.seeds is None else args.seeds)), args, not args.quiet)
         summarize(rows, "Design (b): equicorrelated, n = 200, p = 50")
         print("\n| seed | Gibbs min-ESS | Gibbs time (s) | Gibbs ESS/s | NUTS min-ESS | NUTS time (s) | NUTS ESS/s | "
               "ratio | max abs incl. diff |")
