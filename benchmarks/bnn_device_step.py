@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _peers
 import torch
 
 from pyrozoo.models.bnn import train_bnn, uci_split
@@ -18,13 +19,17 @@ from pyrozoo.models.bnn import train_bnn, uci_split
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("devices", nargs="+", help="cpu, cuda, cuda:N")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[20, 120], help="SGD epochs before the SWA phase")
-    parser.add_argument("--swa-epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=_peers.int_at_least(0), nargs="+", default=[20, 120],
+                        help="SGD epochs before the SWA phase")
+    # train_bnn's own minimum: one iterate is collected per SWA epoch and SWAG's moments need two
+    parser.add_argument("--swa-epochs", type=_peers.int_at_least(2), default=20,
+                        help="SWA epochs (at least 2: one iterate per epoch, SWAG's moments need two)")
     args = parser.parse_args()
+    devices = [str(_peers.check_device("devices", dev, parser.error)) for dev in args.devices]  # before loading data
     split = uci_split("boston", 0, test_fraction=0.1)
     print("| device | epochs (SGD + SWA) | steps | wall s | ms/step | torch threads |")
     print("|---|---|---|---|---|---|")
-    for dev in args.devices:
+    for dev in devices:
         X, y = split.X_train.to(dev), split.y_train.to(dev)
         for epochs in args.epochs:
             t0 = time.perf_counter()

@@ -237,7 +237,7 @@ def section_big(args) -> list[dict]:
     rows = []
     for method in ("fitc", "vfe"):
         cmd = [sys.executable, __file__, "--_big-child", method, "--big-n", str(args.big_n), "--m", str(args.m),
-               "--chunk", str(args.chunk or CPU_CHUNK_ROWS), "--big-d", str(args.big_d)]
+               "--chunk", str(CPU_CHUNK_ROWS if args.chunk is None else args.chunk), "--big-d", str(args.big_d)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
@@ -290,7 +290,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="speed section only: cpu, cuda or cuda:N")
-    p.add_argument("--chunk", type=int, default=None,
+    p.add_argument("--chunk", type=_peers.int_at_least(1), default=None,
                    help="rows per chunk (default: the library's default_chunk_size; 16384 on CPU)")
     p.add_argument("--no-gpytorch", action="store_true", help="speed section: leave GPyTorch SGPR out (the default "
                    "when gpytorch is not installed)")
@@ -302,12 +302,14 @@ def main() -> None:
     p.add_argument("--_big-child", dest="big_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.big_child:
-        print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d, args.chunk or CPU_CHUNK_ROWS)))
+        print(json.dumps(_big_eval(args.big_child, args.big_n, args.m, args.big_d,
+                                   CPU_CHUNK_ROWS if args.chunk is None else args.chunk)))
         return
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - {"speed", "big", "concrete"})
     if unknown:
         p.error(f"--sections: unknown {', '.join(map(repr, unknown))}; known: speed, big, concrete")
+    args.device = str(_peers.check_device("--device", args.device, p.error))  # present here, before any work
     notes = []
     if "speed" in sections and not args.no_gpytorch:
         peers, notes = _peers.split_available(["GPyTorch SGPR"], {"GPyTorch SGPR": ("gpytorch",)})
@@ -339,7 +341,7 @@ def main() -> None:
     if "big" in sections:
         rows = section_big(args)
         print(f"\n## big: one NLML + gradient evaluation, N={args.big_n}, M={args.m}, d={args.big_d}, "
-              f"chunk {args.chunk or CPU_CHUNK_ROWS}, checkpointed chunks")
+              f"chunk {CPU_CHUNK_ROWS if args.chunk is None else args.chunk}, checkpointed chunks")
         print(_table(rows, ["method", "n", "m", "d", "sec", "peak_rss_gib", "rss_before_eval_gib", "nlml",
                             "grad_finite"]))
         sys.stdout.flush()

@@ -1,8 +1,10 @@
-"""benchmarks/sparse_gp.py: gpytorch missing -> the speed section leaves GPyTorch SGPR out, with a note."""
+"""benchmarks/sparse_gp.py: gpytorch missing -> the speed section leaves GPyTorch SGPR out, with a note; --device
+(present here) and --chunk are checked before any work."""
 
 import sys
 
 import pytest
+import torch
 
 
 def test_missing_gpytorch_is_skipped_with_a_note(load_script, missing, monkeypatch, capsys):
@@ -27,3 +29,17 @@ def test_unknown_section_is_refused(load_script, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["sparse_gp.py", "--sections", "speed,bigg"])
     with pytest.raises(SystemExit):
         mod.main()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--device", "cuda"], "--device: 'cuda' was asked for but CUDA is not available on this machine"),
+    (["--chunk", "0"], "argument --chunk: expected an integer >= 1, got 0"),
+])
+def test_bad_device_or_chunk_is_refused_before_any_work(load_script, monkeypatch, capsys, argv, message):
+    mod = load_script("sparse_gp")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(mod, "section_speed", lambda args: pytest.fail("speed section ran"))
+    monkeypatch.setattr(sys, "argv", ["sparse_gp.py", "--sections", "speed", *argv])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert message in capsys.readouterr().err
