@@ -11,11 +11,13 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+import pyro
 import torch
 
 import pyrozoo
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
+from pyrozoo.inference.device import keeps_caller_state
 
 
 def library_attrs() -> dict[str, str]:
@@ -25,6 +27,21 @@ def library_attrs() -> dict[str, str]:
 
     return {"inference_library": "pyro", "inference_library_version": pyro.__version__,
             "pyrozoo_version": pyrozoo.__version__}
+
+
+def predictive_seed(seed: int) -> int:
+    """The seed of a run's posterior-predictive draws: ``SeedSequence([seed, 1])``'s first 32-bit word, a stream
+    apart from the fit's, which starts at ``seed`` (BLR's exact draws come from a generator seeded with ``seed``: the
+    predictive noise drawn from that same stream would repeat the numbers behind w)."""
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
+@keeps_caller_state
+def _seeded_draws(fn: Callable[[Result], Mapping[str, Any]], result: Result, seed: int) -> Mapping[str, Any]:
+    """``fn(result)`` with Python, NumPy and torch seeded by ``seed`` (the param store is left as it is: a
+    predictive function may read the fit's params there); the caller's RNG states are put back afterwards."""
+    pyro.set_rng_seed(seed)
+    return fn(result)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -129,14 +146,23 @@ class Result:
         return v.reshape((-1,) + v.shape[2:]) if flat else v
 
     def add_posterior_predictive(self) -> None:
-        """Fill ``posterior_predictive`` with the engine's predictive function (no-op if already filled)."""
+        """Fill ``posterior_predictive`` with the engine's predictive function (no-op if already filled).
+
+        The draws are seeded by :func:`predictive_seed` of ``seed``, so they are the same on every call and the same
+        as the saved run's ``idata.nc`` (``run_model`` / ``pyrozoo run --posterior-predictive`` fill it this way
+        too), whatever the caller's RNG state, which is left as it was. A result without a seed (``None``) draws
+        from the caller's global RNG."""
         if self.posterior_predictive:
             return
         if self.predictive_fn is None:
             why = (" (it could not be pickled and was left out when this Result was)"
                    if "predictive_fn" in getattr(self, "_dropped_on_pickle", ()) else "")
             raise PyrozooError(f"posterior_predictive: this result has no predictive function to draw from{why}")
-        self.posterior_predictive = {k: _to_numpy(v) for k, v in self.predictive_fn(self).items()}
+        if self.seed is None:
+            draws = self.predictive_fn(self)
+        else:
+            draws = _seeded_draws(self.predictive_fn, self, predictive_seed(self.seed))
+        self.posterior_predictive = {k: _to_numpy(v) for k, v in draws.items()}
 
     def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:
         """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data,

@@ -196,3 +196,28 @@ def test_a_zoo_fit_applies_the_response_map_of_the_dataset_meta_and_refuses_half
     with pytest.raises(PyrozooError, match=r"^response_scale: expected a finite number > 0, got 0"):
         wrapped(Dataset("d", meta={"response_shift": 0.0, "response_scale": 0}), None)
     assert calls == []  # refused before the fit
+
+
+def test_posterior_predictive_is_seeded_by_the_result_as_in_the_saved_run(tmp_path):
+    """``to_inference_data(posterior_predictive=True)`` draws from the run's seed, not the caller's RNG: two calls
+    after different ``torch.manual_seed`` agree, and agree with the ``idata.nc`` that ``run_model(save=True)``
+    (``pyrozoo run --posterior-predictive``) writes; the caller's RNG state is as it was before the call."""
+    import arviz as az
+    import torch
+
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    cfg = RunConfig(model="normal-gamma", inference="gibbs", num_chains=2, num_samples=20, warmup_steps=10, seed=3,
+                    device="cpu", progress=False, posterior_predictive=True)
+    groups = []
+    for caller_seed in (0, 1):
+        result = run_model(cfg, save=False).result
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        groups.append(result.to_inference_data(posterior_predictive=True).posterior_predictive)
+        assert torch.equal(torch.get_rng_state(), before)
+    saved = az.from_netcdf(str(run_model(cfg, out=tmp_path / "run").out / "idata.nc"), engine="h5netcdf")
+    for other in (groups[1], saved.posterior_predictive):
+        assert set(other.data_vars) == set(groups[0].data_vars) == {"x"}
+        np.testing.assert_array_equal(other["x"].values, groups[0]["x"].values)
