@@ -53,6 +53,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from sklearn.exceptions import ConvergenceWarning
 
+    from pyrozoo.commands.run import absolute_data_path
     from pyrozoo.config import RunConfig
     from pyrozoo.runner import run_model
 
@@ -71,7 +72,8 @@ def handle(args: argparse.Namespace) -> int:
         raise PyrozooError("overwrite: --overwrite replaces an --out directory; give --out too")
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
                        num_samples=args.num_samples, warmup_steps=min(500, args.num_samples), num_chains=1,
-                       steps=args.steps, progress=False, data=args.data, dataset=args.dataset, options=options)
+                       steps=args.steps, progress=False, data=absolute_data_path(args.data), dataset=args.dataset,
+                       options=options)
     with warnings.catch_warnings(record=True) as caught:  # sklearn's lasso warns once per unconverged fit
         warnings.simplefilter("always", ConvergenceWarning)
         # the settings are this command's own choices (num_chains=1, a warm-up): nothing the user asked for to name

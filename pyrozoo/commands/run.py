@@ -74,6 +74,15 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
     return resolved_text
 
 
+def absolute_data_path(written: Any) -> Any:
+    """A ``--data`` path as the run records it: a relative one is read from the current directory and made absolute
+    (``~`` expanded), so that the run's config.toml reruns with ``--config`` from any directory; an absolute path,
+    ``None`` or anything else (left for :meth:`RunConfig.validate` to refuse) is returned unchanged."""
+    if isinstance(written, str) and written.strip() and not Path(written).expanduser().is_absolute():
+        return os.path.abspath(Path(written).expanduser())
+    return written
+
+
 def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> RunConfig:
     """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it. The
     file's ``data`` path is relative to the file's directory, ``--data``'s to the current one."""
@@ -90,10 +99,8 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
         value = getattr(args, dest)
         if value is not None:
             data[dest] = value
-    written = data.get("data")
-    if isinstance(written, str) and written.strip() and not Path(written).expanduser().is_absolute():
-        # --data is read from the current directory, recorded resolved: the run's config.toml reruns from anywhere
-        data["data"] = os.path.abspath(Path(written).expanduser())
+    if "data" in data:  # --data is read from the current directory, recorded resolved
+        data["data"] = absolute_data_path(data["data"])
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise PyrozooError(f"options: expected a table of model options ([options]), got {options!r}")
