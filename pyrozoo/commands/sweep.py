@@ -10,7 +10,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a TOML grid of runs (local pool or Ray); re-running resumes")
     p.add_argument("spec", help="sweep file (see docs/sweeps.md and examples/sweep.toml)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or Ray")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="local worker processes (default 1); with more, each uses cores // jobs torch threads, or "
+                        "OMP_NUM_THREADS when set")
     p.add_argument("--address", default=None,
                    help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local instance)")
     p.add_argument("--gpus-per-task", type=float, default=None,

@@ -2,7 +2,9 @@
 
 ``jobs=1`` runs the cells one after another in this process (no start-up cost). With ``jobs > 1`` the workers are
 *spawned*, not forked: forking a process that has already used torch's OpenMP thread pool can deadlock the child.
-Each worker gets ``cpu_count // jobs`` torch threads so that N workers do not oversubscribe the cores. Workers write
+Each worker gets ``cpu_count // jobs`` torch threads so that N workers do not oversubscribe the cores, or
+``OMP_NUM_THREADS`` where that is set: results are bitwise the same only for the same thread count, and a run in
+this process (``jobs=1``, ``pyrozoo run``) uses torch's default, which is ``OMP_NUM_THREADS`` when set. Workers write
 their run directories themselves (same machine, same file system; writes are atomic per run). A cell goes to the
 pool only when a worker is free; on Ctrl-C (or SIGTERM to the driver, which ``run_sweep`` turns into the same
 interrupt) no further cell starts and the workers are terminated (and waited for) before the sweep counts the
@@ -25,8 +27,26 @@ from pyrozoo.sweep.spec import Cell
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def explicit_threads() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` sets in this process's environment, or ``None`` where it is unset or
+    empty; anything but a positive integer is a :class:`PyrozooError`."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    count = int(text) if text.isdigit() else 0
+    if count < 1:
+        raise PyrozooError(f"OMP_NUM_THREADS: expected a positive integer (the torch threads of each sweep worker), "
+                           f"got {text!r}")
+    return count
+
+
 def threads_per_worker(jobs: int) -> int:
-    """Cores shared evenly between ``jobs`` workers (at least one thread each)."""
+    """A worker's torch threads: ``OMP_NUM_THREADS`` where it is set (as a single run in a process started with it
+    uses: results depend on the thread count), otherwise the cores shared evenly between ``jobs`` workers (at least
+    one thread each)."""
+    explicit = explicit_threads()
+    if explicit is not None:
+        return explicit
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // jobs)
 

@@ -420,6 +420,10 @@ def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | N
         limit = check_int("limit", limit, minimum=1)
     if gpus_per_task is not None and not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):
         raise PyrozooError(f"gpus_per_task: expected a number >= 0, got {gpus_per_task!r}")
+    if backend == "local" and jobs > 1:
+        from pyrozoo.sweep.local import explicit_threads
+
+        explicit_threads()  # a worker's thread count: an OMP_NUM_THREADS that is not a count is refused here
     if backend == "local" and address is not None:
         raise PyrozooError("address: only the ray backend connects to a cluster; drop --address or use --backend ray")
     if backend == "local" and gpus_per_task is not None:

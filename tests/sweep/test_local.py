@@ -426,3 +426,25 @@ def test_a_failed_cells_line_shows_the_first_line_of_its_error(write_spec, sweep
     assert "tensor" not in "\n".join(lines)
     (marker,) = list(out.glob("ng-gibbs/*.failed"))
     assert (marker / "error.txt").read_text().strip().endswith("[0., 0.]])")
+
+
+def test_workers_take_an_explicit_omp_num_threads_and_a_value_that_is_not_a_count_is_refused(monkeypatch):
+    """Results are bitwise the same only for the same number of torch threads: a pool worker used cores // jobs
+    even with OMP_NUM_THREADS set, while --jobs 1 and `pyrozoo run` (torch's default) follow the variable, so a gp
+    cell differed between --jobs 1 and --jobs 2. Now a set OMP_NUM_THREADS is every worker's count; unset or
+    empty, cores // jobs; a value that is not a positive integer is refused before anything runs."""
+    from pyrozoo.sweep.local import threads_per_worker
+    from pyrozoo.sweep.runner import check_run_options
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_per_worker(2) == max(1, cores // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert threads_per_worker(2) == max(1, cores // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_worker(2) == threads_per_worker(8) == 3
+    for bad in ("0", "two", "-1", "2,1"):
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        assert check_run_options(backend="local", jobs=1) == (1, None)  # in this process torch reads it itself
+        with pytest.raises(PyrozooError, match=rf"OMP_NUM_THREADS: expected a positive integer .*got '{bad}'"):
+            check_run_options(backend="local", jobs=2)
