@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyro
 import pyro.util
 import torch
@@ -54,18 +56,43 @@ def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,
 
 
 def data_fingerprint(kwargs: Mapping[str, Any]) -> dict[str, str]:
-    """``name -> "dtype shape sha1"`` for each tensor in ``kwargs``, and ``name -> repr`` for each plain value
-    (number, string, boolean, ``None``): what a resume compares to tell that the data are those of the checkpoint.
+    """``name -> "dtype shape sha1"`` for each array in ``kwargs`` (torch tensor, NumPy array, pandas Series or
+    DataFrame, list or tuple of numbers), and ``name -> repr`` for each plain value (number, string, boolean,
+    ``None``; NumPy scalars read as the Python number they hold): what a resume compares to tell that the data are
+    those of the checkpoint.
 
-    The hash reads the tensor's bytes once (on the CPU); values of other types (modules, callables) are left out."""
+    The hash reads the array's bytes once (on the CPU; pandas objects with their index and column labels); values of
+    other types (modules, callables, datasets) are left out."""
     out: dict[str, str] = {}
     for name, value in kwargs.items():
+        if isinstance(value, (pd.Series, pd.DataFrame)):
+            labels = [str(c) for c in value.columns] if isinstance(value, pd.DataFrame) else [str(value.name)]
+            digest = hashlib.sha1(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+            digest.update(repr(labels).encode())
+            out[name] = f"pandas {tuple(value.shape)} {digest.hexdigest()[:16]}"
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (list, tuple)):
+            try:
+                value = np.asarray(value)
+            except (TypeError, ValueError):  # ragged or of objects: not data this can compare
+                continue
+            if value.dtype == object:
+                continue
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value)) if value.dtype != object else None
+            if value is None:
+                continue
         if isinstance(value, torch.Tensor):
             flat = value.detach().reshape(-1).cpu().contiguous()
             digest = hashlib.sha1(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
             out[name] = f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} {digest}"
-        elif value is None or isinstance(value, (bool, int, float, str)):
+        elif value is None or isinstance(value, str):
             out[name] = repr(value)
+        elif isinstance(value, (bool, int, float)):  # the type's own repr: np.float64(2.0) and 2.0 are the same
+            out[name] = repr(bool(value) if isinstance(value, bool) else int(value) if isinstance(value, int)
+                             else float(value))
     return out
 
 
@@ -78,7 +105,9 @@ def changed_data(stored: Mapping[str, str], current: Mapping[str, str]) -> list[
 
 def changed_params(state: Mapping[str, Any], current: Mapping[str, torch.Tensor]) -> list[str]:
     """``name: old shape -> new shape`` for every parameter of the checkpoint's param store that the model and guide
-    now set up with another shape or not at all, and for every one they set up that the checkpoint lacks."""
+    now set up with another shape or not at all, and for every one they set up that the checkpoint lacks.
+    ``current`` holds unconstrained values, as the checkpoint does (``pyro.get_param_store().get_state()["params"]``:
+    a ``corr_cholesky`` parameter's unconstrained shape is not its own)."""
     stored = {n: tuple(v.shape) for n, v in state["param_store"]["params"].items()}
     now = {n: tuple(v.shape) for n, v in current.items()}
     return [f"{n}: {stored.get(n, 'absent')} -> {now.get(n, 'absent')}"

@@ -159,7 +159,9 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
                       f"without checking that seed, elbo, lr and the other settings match the run that wrote it",
                       UserWarning, stacklevel=4)  # past run_svi and keeps_caller_state
         return
-    changes = changed_settings(stored, settings, skip=("num_steps", "data"))
+    # settings recorded only when not their default (so older checkpoints match) compare with the default filled in
+    defaults = {"vectorize_particles": True}
+    changes = changed_settings({**defaults, **stored}, {**defaults, **settings}, skip=("num_steps", "data"))
     if "data" in stored:
         changes += changed_data(stored["data"], settings["data"])
     else:
@@ -319,7 +321,7 @@ def run_svi(
     start_step = 0
     if state is not None:
         # the param store now holds exactly what model and guide set up (set_seed cleared it)
-        params_changed = changed_params(state, dict(pyro.get_param_store().items()))
+        params_changed = changed_params(state, pyro.get_param_store().get_state()["params"])
         if params_changed:
             raise PyrozooError(f"resume: checkpoint {checkpoint} holds other parameters than this model and guide "
                                f"set up: {'; '.join(params_changed)}; resume with the model and guide that wrote "

@@ -451,7 +451,7 @@ def test_a_resume_that_changes_vectorize_particles_is_refused(tmp_path):
     ckpt = _checkpointed(tmp_path, num_particles=2, vectorize_particles=False, **short)
     steps = []
     with pytest.raises(PyrozooError, match=r"^resume: checkpoint .* other settings.*: vectorize_particles False -> "
-                                           r"None; resume with"):
+                                           r"True; resume with"):
         run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True,
                 **{**FIT, **short, "num_particles": 2, "vectorize_particles": True},
                 callback=lambda s, loss: steps.append(s))
@@ -459,3 +459,67 @@ def test_a_resume_that_changes_vectorize_particles_is_refused(tmp_path):
     res = run_svi(model, AutoNormal(model), {"x": X}, checkpoint=ckpt, resume=True,
                   **{**FIT, **short, "num_particles": 2, "vectorize_particles": False, "num_steps": 6})
     assert len(res.fit_stats["loss"]) == 6
+
+
+def test_a_parameter_whose_constraint_changes_its_shape_resumes(tmp_path):
+    """A corr_cholesky parameter is stored unconstrained, (1,) for 2 x 2: the parameter check compared that with the
+    constrained (2, 2) and refused every such resume."""
+    from torch.distributions import constraints
+
+    def lkj_model(y=None):
+        L = pyro.sample("L", dist.LKJCholesky(2, 1.0))
+        with pyro.plate("obs_id", y.shape[0]):
+            pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), scale_tril=L), obs=y)
+
+    def lkj_guide(y=None):
+        Lq = pyro.param("Lq", torch.eye(2), constraint=constraints.corr_cholesky)
+        pyro.sample("L", dist.Delta(Lq, event_dim=2))
+
+    kw = {"y": torch.randn(10, 2, generator=torch.Generator().manual_seed(0))}
+    ckpt = tmp_path / "lkj.ckpt"
+    full = run_svi(lkj_model, lkj_guide, kw, num_steps=8, num_samples=2, progress=False)
+    pyro.clear_param_store()
+    run_svi(lkj_model, lkj_guide, kw, num_steps=4, num_samples=2, progress=False, checkpoint=ckpt)
+    pyro.clear_param_store()
+    res = run_svi(lkj_model, lkj_guide, kw, num_steps=8, num_samples=2, progress=False, checkpoint=ckpt, resume=True)
+    assert torch.equal(res.params["Lq"], full.params["Lq"])
+
+
+def test_the_data_fingerprint_reads_numpy_pandas_and_lists():
+    """numpy arrays, pandas objects and lists were left out of the fingerprint, so a resume on other data given as
+    numpy went on silently; a NumPy scalar read as another value than the same Python number."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.inference.checkpoint import changed_data, data_fingerprint
+
+    a = np.ones(5)
+    base = data_fingerprint({"y": a, "s": pd.Series(a), "l": [1.0, 2.0], "scale": 2.0, "k": 3})
+    assert set(base) == {"y", "s", "l", "scale", "k"}
+    assert data_fingerprint({"y": a.copy(), "s": pd.Series(a), "l": [1.0, 2.0], "scale": np.float64(2.0),
+                             "k": np.int64(3)}) == base
+    other = data_fingerprint({"y": np.full(5, 100.0), "s": pd.Series(a, index=list("abcde")), "l": [1.0, 3.0],
+                              "scale": 2.0, "k": 3})
+    assert [c.split(":")[0] for c in changed_data(base, other)] == ["model_kwargs['y']", "model_kwargs['s']",
+                                                                  "model_kwargs['l']"]
+    # a frame's column labels count: the same numbers under other names are other data
+    assert data_fingerprint({"x": pd.DataFrame({"a": a})}) != data_fingerprint({"x": pd.DataFrame({"b": a})})
+    assert data_fingerprint({"m": object(), "f": len}) == {}
+
+
+def test_a_resume_on_other_numpy_data_is_refused(tmp_path):
+    import numpy as np
+
+    def np_model(y=None):
+        y = torch.as_tensor(y, dtype=torch.float32)
+        loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+        with pyro.plate("obs_id", y.shape[0]):
+            pyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+    ckpt = tmp_path / "np.ckpt"
+    run_svi(np_model, AutoNormal(np_model), {"y": np.ones(5)}, num_steps=4, num_samples=2, progress=False,
+            checkpoint=ckpt)
+    pyro.clear_param_store()
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['y'\]: float64 \(5,\)"):
+        run_svi(np_model, AutoNormal(np_model), {"y": np.full(5, 100.0)}, num_steps=8, num_samples=2,
+                progress=False, checkpoint=ckpt, resume=True)
