@@ -300,7 +300,10 @@ class LabelledFit:
                                f"but not {missing[0]!r}; expected both (y = response_shift + response_scale * y_std, "
                                f"for a loader that standardized y) or neither")
         if response:
-            response_map(*(meta[k] for k in RESPONSE_ATTRS))
+            try:
+                response_map(*(meta[k] for k in RESPONSE_ATTRS))
+            except PyrozooError as exc:  # say where the value came from
+                raise PyrozooError(f"{getattr(self, 'entry', '') or 'model'}: the dataset's meta: {exc}") from None
         result = self.fit(dataset, config)
         where = f"{getattr(self, 'entry', '') or 'model'}: fit {_qualname(self.fit)}"  # '': pickled before it had one
         if not isinstance(result, Result):  # the runner would fail later on, in code that is not the author's

@@ -338,10 +338,10 @@ def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
 FREE_DIMS = "nmkl"  # how shape_text spells the free lengths of a shape, in order
 
 
-def shape_text(shape: Iterable[int | None]) -> str:
+def shape_text(shape: Iterable[int | str | None]) -> str:
     """A wanted shape as a message says it, in Python's tuple spelling: ``a 1-D array of shape (40,)``, ``a 2-D array
-    of shape (n, 3)`` (each ``None``, a free length, gets a letter), ``a 1-D array of any length``, ``a 2-D
-    array`` (every length free)."""
+    of shape (n, 3)`` (each ``None``, a free length, gets a letter; a string is a free length with that name, e.g.
+    ``"M"`` for a count of pseudo-inputs), ``a 1-D array of any length``, ``a 2-D array`` (every length free)."""
     shape = tuple(shape)
     what = f"a {len(shape)}-D array"
     if all(s is None for s in shape):
@@ -351,12 +351,12 @@ def shape_text(shape: Iterable[int | None]) -> str:
     return f"{what} of shape ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
-def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | None]) -> None:
-    """Raise unless ``value.shape`` matches ``shape`` (``None`` matches any length); the message reads
-    ``y: expected a 1-D array of shape (40,), got shape (40, 1)`` (:func:`shape_text`)."""
+def check_shape(name: str, value: torch.Tensor | np.ndarray, shape: Iterable[int | str | None]) -> None:
+    """Raise unless ``value.shape`` matches ``shape`` (``None``, or a string naming the length, matches any length);
+    the message reads ``y: expected a 1-D array of shape (40,), got shape (40, 1)`` (:func:`shape_text`)."""
     shape = tuple(shape)
     got = tuple(value.shape)
-    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
+    if len(got) != len(shape) or any(isinstance(s, int) and s != g for s, g in zip(shape, got, strict=True)):
         raise PyrozooError(f"{name}: expected {shape_text(shape)}, got shape {got}")
 
 

@@ -420,6 +420,7 @@ def test_a_tensor_that_requires_grad_passes_the_column_checks():
     ((30, 1), (None,), "y: expected a 1-D array of any length, got shape (30, 1)"),
     ((5, 2), (None, 3), "y: expected a 2-D array of shape (n, 3), got shape (5, 2)"),
     ((5,), (None, None), "y: expected a 2-D array, got shape (5,)"),
+    ((3, 1), ("M", 2), "y: expected a 2-D array of shape (M, 2), got shape (3, 1)"),
 ])
 def test_check_shape_spells_shapes_as_python_tuples(got, want, message):
     """One-element shapes read "expected shape (40), got (40, 1)" and free lengths "(any)"."""
@@ -429,3 +430,4 @@ def test_check_shape_spells_shapes_as_python_tuples(got, want, message):
         check_shape("y", np.zeros(got), want)
     assert str(info.value) == message
     check_shape("y", np.zeros((7, 3)), (None, 3))  # matching shapes pass
+    check_shape("y", np.zeros((7, 3)), ("M", 3))  # a named free length matches any length

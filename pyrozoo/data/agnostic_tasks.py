@@ -160,7 +160,7 @@ def make_agnostic_data(
     pandas categorical column of ``x``, even an integer one (categories are labels, not amounts).
     """
     check_same_index(x=x, y=y, p=p)  # before any work: a shuffled Series would pair labels with the wrong rows
-    x_in, x = x, as_tensor("x", x, dtype=torch.float32)  # text first: it names the column
+    x_in, x = x, as_tensor("x", x, dtype=torch.float32, detach=True)  # text first: it names the column
     check_pandas_numeric(x_in, x_name="x")  # an integer categorical column passed the conversion
     if x.dim() < 2 or x.shape[0] < 2:
         raise PyrozooError(f"x: expected an array of shape (N >= 2, features...), got shape {tuple(x.shape)}")
@@ -191,7 +191,7 @@ def make_agnostic_data(
             raise PyrozooError(f"splits[{split}]: expected inputs under 'x' (held-out rows to evaluate), got none")
         where = f"splits[{split}]."
         check_same_index(**{where + key: parts.get(key) for key in ("x", "y", "p")})
-        xs = as_tensor(where + "x", parts["x"], dtype=torch.float32)
+        xs = as_tensor(where + "x", parts["x"], dtype=torch.float32, detach=True)
         check_pandas_numeric(parts["x"], x_name=where + "x")
         if tuple(xs.shape[1:]) != tuple(x.shape[1:]):
             raise PyrozooError(f"splits[{split}].x: expected rows shaped {tuple(x.shape[1:])}, "

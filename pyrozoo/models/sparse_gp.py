@@ -100,7 +100,7 @@ def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, varia
     Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device, detach=True)
     if Z.dim() == 1:
         Z = Z.unsqueeze(-1)
-    check_shape("Z", Z, (None, X.shape[1]))
+    check_shape("Z", Z, ("M", X.shape[1]))  # M pseudo-inputs, not the N data rows
     check_finite("Z", Z)
     if Z.shape[0] < 1 or Z.shape[0] > X.shape[0]:
         raise PyrozooError(f"Z: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {Z.shape[0]}")

@@ -363,7 +363,8 @@ def em_log_likelihood_note(variant: str, *, selected: bool) -> str:
     given = {"emvs": "the median-probability model EMVS selected" if selected else "EMVS's spike/slab weights",
              "hard": "hard EM's 0/1 inclusion indicators"}[variant]
     return (f"conditional on EM point estimates: draws of w only, given point estimates of sigma2 and theta and "
-            f"{given} (sigma2, theta, inclusion_prob are the same in every draw); az.loo, az.waic and az.compare "
+            f"{given} (sigma2, theta, inclusion_prob are the same in every draw; gamma is drawn from "
+            f"inclusion_prob, apart from w); az.loo, az.waic and az.compare "
             f"ignore the uncertainty in those and are optimistic: compare models with the gibbs or nuts inference")
 
 

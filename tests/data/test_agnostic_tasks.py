@@ -151,3 +151,14 @@ def test_an_integer_categorical_column_of_x_is_refused():
         with pytest.raises(PyrozooError, match=r"x: expected numbers, got categorical column\(s\) \['c'\] "
                                                r"\(categories are labels, not amounts\); encode categories"):
             make_agnostic_data(**{"y": Y01, "p": P01, **kwargs})
+
+
+def test_x_that_requires_grad_is_read_as_its_values():
+    """make_agnostic_data kept x's graph: a fit then wrote gradients into the caller's x.grad. Data are values, as in
+    every other entry (as_tensor(..., detach=True))."""
+    x = torch.as_tensor(X, dtype=torch.float64).requires_grad_(True)
+    data = make_agnostic_data(x, Y01, P01, splits={"test": {"x": x, "y": Y01, "p": P01}})
+    assert not data.inputs["x"].requires_grad and data.inputs["x"].grad_fn is None
+    assert torch.equal(data.inputs["x"], torch.as_tensor(X, dtype=torch.float32))
+    assert not any(t.requires_grad for t in data.meta.get("splits", {}).get("test", {}).values()
+                   if isinstance(t, torch.Tensor))

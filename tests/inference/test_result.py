@@ -193,7 +193,8 @@ def test_a_zoo_fit_applies_the_response_map_of_the_dataset_meta_and_refuses_half
     with pytest.raises(PyrozooError, match=r"^demo: the dataset's meta has 'response_scale' but not "
                                            r"'response_shift'; expected both"):
         wrapped(Dataset("d", meta={"response_scale": 2.0}), None)
-    with pytest.raises(PyrozooError, match=r"^response_scale: expected a finite number > 0, got 0"):
+    with pytest.raises(PyrozooError, match=r"^demo: the dataset.s meta: response_scale: expected a finite number > 0, "
+                                           r"got 0"):
         wrapped(Dataset("d", meta={"response_shift": 0.0, "response_scale": 0}), None)
     assert calls == []  # refused before the fit
 

@@ -221,7 +221,7 @@ def test_collapsed_entry_result_and_idata():
     ({"X": [[0.0], [float("nan")], [1.0]], "y": [0.0, 1.0, 2.0]}, "X: expected finite"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, float("nan"), 2.0]}, "y: expected finite"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "Z": [[0.0, 1.0]]},
-     r"Z: expected a 2-D array of shape \(n, 1\), got shape \(1, 2\)"),
+     r"Z: expected a 2-D array of shape \(M, 1\), got shape \(1, 2\)"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "Z": [[float("nan")]]}, "Z: expected finite"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "Z": [[0.0], [0.1], [0.2], [0.3]]}, "M <= N"),
     ({"X": [[0.0], [0.5], [1.0]], "y": [0.0, 1.0, 2.0], "m": 5}, "M <= N"),
