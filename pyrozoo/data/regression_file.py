@@ -4,8 +4,8 @@ One reader, so spike-slab, blr, gp and sparse-gp refuse the same bad files with 
 outcome column (option ``outcome``, required) is y; the features (option ``features``, comma-separated) are X,
 by default every other column. Every feature must be numeric: a text column is an error naming it (not skipped,
 which would drop a covariate without a trace); name the numeric ones with ``-o features=a,b``. Missing or
-non-finite values are named by column and data row, and a constant feature or outcome (which standardization
-would divide by a zero sd) is named too.
+non-finite values are named by column and data row, a constant feature (which standardization would divide by a
+zero sd) is named too, and a constant outcome is refused as nothing to fit.
 """
 
 from __future__ import annotations
@@ -106,7 +106,10 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
         raise PyrozooError(f"{source}: expected at least {min_rows} data rows{why}, got {len(df)}")
     y = numeric_column(df, outcome, source=source)
     X = pd.DataFrame({c: numeric_column(df, c, source=source) for c in cols})
-    refuse_constant(source, {outcome: y, **{c: X[c].to_numpy() for c in cols}})
+    if np.ptp(y) == 0:  # not a feature to leave out: nothing to fit (exact, so 0.1 repeated is caught too)
+        raise PyrozooError(f"outcome {outcome!r}: expected an outcome that varies, got a constant ({float(y[0])!r}) "
+                           f"in {source}; nothing to fit")
+    refuse_constant(source, {c: X[c].to_numpy() for c in cols})
     return X, y
 
 

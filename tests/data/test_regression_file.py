@@ -115,3 +115,26 @@ def test_features_with_an_empty_name_are_refused_not_read_as_every_column(tmp_pa
     path, _ = _csv(tmp_path)
     with pytest.raises(PyrozooError, match="^features: expected a column name between each pair of commas"):
         read_regression_file(str(path), outcome="y", features=features)
+
+
+@pytest.mark.parametrize("value", [3.0, 0.1])
+def test_a_constant_outcome_is_nothing_to_fit_not_a_feature_to_leave_out(tmp_path, value):
+    path, df = _csv(tmp_path)
+    df.assign(y=value).to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=rf"^outcome 'y': expected an outcome that varies, got a constant "
+                                           rf"\({value!r}\) in data .*; nothing to fit$"):
+        read_regression_file(str(path), outcome="y", features="a,b,c")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_constant_outcome_from_the_cli_gets_no_feature_advice(model, tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    path, df = _csv(tmp_path)
+    df.assign(y=3.0).to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", model, "--data", str(path), "-o", "outcome=y", "-o", "features=a,b,c",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "outcome 'y': expected an outcome that varies, got a constant (3.0)" in err and not out.exists()
+    assert "features" not in err
