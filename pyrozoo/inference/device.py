@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -115,3 +116,54 @@ def one_thread_if_small(size: int, threshold: int = SMALL_MATRIX) -> Iterator[No
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _meminfo_available() -> int | None:
+    """Linux's MemAvailable (free memory plus the page cache the kernel can give back), else free pages from
+    ``os.sysconf`` (which leave out that cache), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _address_space_left() -> int | None:
+    """What this process's address-space limit (``ulimit -v``, RLIMIT_AS) leaves above its current size, or None
+    without a limit (or where it cannot be read)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as fh:
+            used = int(fh.read().split()[0]) * int(os.sysconf("SC_PAGE_SIZE"))
+        return max(int(soft) - used, 0)
+    except (ImportError, OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def available_memory(device: str | torch.device) -> int | None:
+    """Bytes new tensors on ``device`` can take now, or None when unknown (then callers skip their size checks).
+
+    CUDA: the driver's free memory (``torch.cuda.mem_get_info``) plus what PyTorch's caching allocator holds
+    unused. CPU: MemAvailable from /proc/meminfo (``os.sysconf`` free pages where there is none), capped by what
+    an address-space limit (``ulimit -v``) leaves this process."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    known = [b for b in (_meminfo_available(), _address_space_left()) if b is not None]
+    return min(known) if known else None

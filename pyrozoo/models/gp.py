@@ -30,7 +30,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file, standardize_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import available_memory, keeps_caller_state, set_seed
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import loss_plateau
@@ -146,19 +146,58 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
     return L, alpha
 
 
+# N x N matrices the exact GP holds at once, measured as peak RSS / (8 N^2) at N = 3000 (float64, CPU), rounded up:
+# type-II step: K, the noise term's identity (kept for its gradient), K + noise I, L, then cholesky_inverse(L),
+# alpha alpha^T and their difference in the backward (6.2); posterior draws of f: K_y, L, K_f*, L^-1 K_f*, K_**,
+# the covariance and its factor (6.1); NUTS: autograd through the Cholesky of the collapsed model (9.3)
+EXACT_BUFFERS = 7
+NUTS_BUFFERS = 10
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:,.3g} GB" if nbytes < 1e12 else f"{nbytes / 1e12:,.3g} TB"
+
+
+def check_exact_size(n: int, available: int | None, *, itemsize: int = 8, buffers: int = EXACT_BUFFERS,
+                     device: str = "cpu") -> None:
+    """Refuse N training rows whose N x N matrices cannot fit: the exact GP holds ``buffers`` of them at once
+    (:data:`EXACT_BUFFERS`, :data:`NUTS_BUFFERS`), buffers * N^2 * ``itemsize`` bytes, which must not exceed the
+    ``available`` bytes of ``device`` (None: unknown, not checked). At N = 200,000 that is 2.24 TB in float64: the
+    Cholesky was attempted and died in the allocator with a raw traceback (or the OS killed the process)."""
+    if available is None:
+        return
+    need = buffers * n * n * itemsize
+    if need > available:
+        most = math.isqrt(max(int(available), 0) // (buffers * itemsize))
+        raise PyrozooError(
+            f"X: expected at most {most:,} rows for the exact GP on {device} ({buffers} N x N matrices at once, "
+            f"kernel, Cholesky factor and gradient: {_gb(need)} at N = {n:,}, and {_gb(available)} is available), "
+            f"got {n:,} rows; use the sparse GP (pyrozoo run sparse-gp; O(N M^2) time and O(N M) memory for M "
+            f"inducing points) or fewer rows")
+
+
+def check_exact_memory(X: torch.Tensor, *, buffers: int = EXACT_BUFFERS) -> None:
+    """:func:`check_exact_size` for the rows, dtype and device of ``X``, against
+    :func:`~pyrozoo.inference.device.available_memory` of that device."""
+    check_exact_size(X.shape[0], available_memory(X.device), itemsize=X.element_size(), buffers=buffers,
+                     device=str(X.device))
+
+
 def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, variance: Any, noise: Any, jitter: Any, *,
                           allow_zero_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The checks of :func:`exact_log_marginal` and :func:`exact_posterior`, before any work (those of the sparse
     path, :func:`~pyrozoo.models.sparse_gp.check_sparse_inputs`): the kernel's name; X (N, d) and y (N,) finite
     (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a floating tensor keeps its dtype and
     device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0 (> 0 unless
-    ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0. Returns X, y and the hyperparameters as tensors on
+    ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0; N x N matrices that fit in the memory of X's device
+    (:func:`check_exact_memory`). Returns X, y and the hyperparameters as tensors on
     X's dtype and device (a tensor that already is one is returned as it is, so gradients flow through it)."""
     check_choice("kernel", kernel, KERNELS)
     floating = isinstance(X, torch.Tensor) and X.is_floating_point()
     X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=allow_zero_noise)
     check_nonnegative("jitter", jitter)
+    check_exact_memory(X)
     hyper = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
              for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
     if hyper["variance"].numel() != 1:
@@ -586,6 +625,7 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                   made_by="make_gp_dataset")
     X, y = dataset.inputs["X"], dataset.observed["y"]
     kernel = dataset.inputs["kernel_name"]
+    check_exact_memory(X, buffers=EXACT_BUFFERS if config.inference == "type2" else NUTS_BUFFERS)
     if config.inference == "type2":
         set_seed(config.seed)
         t0 = time.perf_counter()

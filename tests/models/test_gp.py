@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -931,3 +932,69 @@ def test_hyperparameters_that_require_grad_are_starting_values_of_type2():
     ds = make_gp_dataset(Xg, y, variance=var)
     assert not ds.inputs["X"].requires_grad and not ds.inputs["variance"].requires_grad
     registry.get("gp").fit(ds, RunConfig(model="gp", inference="type2", steps=3, num_samples=5))
+
+
+def test_check_exact_size_names_n_the_memory_needed_and_available_and_the_sparse_gp():
+    """The QA case: N = 200,000 on a machine with 16 GB free; 7 float64 N x N matrices are 2.24 TB."""
+    from pyrozoo.models.gp import EXACT_BUFFERS, check_exact_size
+
+    assert EXACT_BUFFERS == 7
+    with pytest.raises(PyrozooError, match=r"^X: expected at most 16,903 rows for the exact GP on cpu \(7 N x N "
+                                           r"matrices at once, .*2\.24 TB at N = 200,000, and 16 GB is available\), "
+                                           r"got 200,000 rows; use the sparse GP \(pyrozoo run sparse-gp"):
+        check_exact_size(200_000, 16 * 10**9)
+    check_exact_size(16_903, 16 * 10**9)  # the largest N that fits
+    with pytest.raises(PyrozooError, match="at most 16,903 rows"):
+        check_exact_size(16_904, 16 * 10**9)
+    check_exact_size(200_000, None)  # available memory unknown: no check
+    with pytest.raises(PyrozooError, match=r"at most 34 rows .* \(10 N x N .* 1\.6 GB at N = 400"):
+        check_exact_size(400, 1.2 * 10**9 / 100, buffers=10, itemsize=1000)
+
+
+@pytest.mark.parametrize("call", ["type2", "log_marginal", "posterior", "fit_gp_type2", "fit_gp_nuts", "cli"])
+def test_the_exact_gp_refuses_n_whose_matrices_do_not_fit_before_any_work(call, monkeypatch, tmp_path, capsys):
+    """Available memory patched to 1 MB: N = 200 needs 7 x 200^2 x 8 = 2.24 MB (NUTS 10 x: 3.2 MB). The kernel
+    matrix is never formed (it was: a 320 GB allocation at N = 200,000 died with a raw traceback)."""
+    import pyrozoo.models.gp as gp_mod
+
+    monkeypatch.setattr(gp_mod, "available_memory", lambda device: 10**6)
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the kernel matrix was formed before the size check")
+
+    monkeypatch.setattr(gp_mod, "kernel_matrix", no_kernel)
+    X, y, _, _ = simulate_regression(0, n=200, n_test=1)
+    hyper = {"kernel": "rbf", "lengthscale": 1.0, "variance": 1.0, "noise": 0.1}
+    message = r"X: expected at most \d+ rows for the exact GP on cpu .* got 200 rows; use the sparse GP"
+    if call == "cli":
+        out = tmp_path / "run"
+        assert main(["run", "gp", "-o", "n=200", "--steps", "2", "--num-samples", "2", "--no-progress",
+                     "--device", "cpu", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert re.search(message, err) and "pyrozoo run sparse-gp" in err and not out.exists()
+        return
+    with pytest.raises(PyrozooError, match=message) as info:
+        if call == "type2":
+            fit_type2(X, y, steps=2, **hyper)
+        elif call == "log_marginal":
+            gp_mod.exact_log_marginal(X, y, **hyper)
+        elif call == "posterior":
+            gp_mod.exact_posterior(X, y, X[:3], **hyper)
+        else:
+            ds = gp_mod.make_gp_dataset(X, y)
+            fit_gp(ds, RunConfig(model="gp", inference=call.removeprefix("fit_gp_"), steps=2, num_samples=2,
+                                 warmup_steps=2, num_chains=1, progress=False))
+    assert ("(10 N x N" in str(info.value)) == (call == "fit_gp_nuts")
+
+
+def test_available_memory_reads_the_host_and_the_address_space_limit(monkeypatch):
+    from pyrozoo.inference import device
+
+    monkeypatch.setattr(device, "_meminfo_available", lambda: 8 * 10**9)
+    monkeypatch.setattr(device, "_address_space_left", lambda: None)
+    assert device.available_memory("cpu") == 8 * 10**9
+    monkeypatch.setattr(device, "_address_space_left", lambda: 3 * 10**9)  # ulimit -v
+    assert device.available_memory(torch.device("cpu")) == 3 * 10**9
+    monkeypatch.setattr(device, "_meminfo_available", lambda: None)
+    monkeypatch.setattr(device, "_address_space_left", lambda: None)
+    assert device.available_memory("cpu") is None
