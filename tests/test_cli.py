@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -602,3 +603,26 @@ def test_python_dash_m_pyrozoo_runs_the_cli():
     bad = subprocess.run([sys.executable, "-m", "pyrozoo", "run", "no-such-model"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "unknown model" in bad.stderr
+
+
+def test_run_summarizes_only_the_rows_it_prints_and_caps_the_note(tmp_path, capsys, monkeypatch):
+    """p = 60 spike-slab EM: 20 rows printed, az.summary run on those alone (it was run on all 182 components,
+    32 s at p = 3,000), and the note on the fixed components names 10 of them and counts the rest."""
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.evaluation import diagnostics
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 60))
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(60)]).assign(y=X[:, 0] + rng.normal(size=40))
+    df.to_csv(tmp_path / "wide.csv", index=False)
+    rows = []
+    real = az.summary
+    monkeypatch.setattr(diagnostics.az, "summary", lambda *a, **k: rows.append(len(t := real(*a, **k))) or t)
+    assert main(["run", "spike-slab", "--data", str(tmp_path / "wide.csv"), "-o", "outcome=y",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert 20 <= sum(rows) < 40
+    note = next(line for line in out.splitlines() if line.startswith("note: the same in every draw"))
+    assert len(note) < 300 and re.search(r"\.\.\. and \d+ more \(\d+ in all\)$", note), note

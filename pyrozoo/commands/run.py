@@ -10,6 +10,7 @@ from typing import Any
 from pyrozoo.config import RunConfig, read_toml, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
 
+SUMMARY_ROWS = 20  # rows of the summary table `pyrozoo run` prints (`pyrozoo diagnose` prints more)
 # flag -> RunConfig field, for the shared settings (flag names follow Pyro's examples)
 ALIASES = {"steps": ("--num-steps",), "lr": ("--learning-rate",)}  # the other spellings Pyro's examples use
 FLAGS = {
@@ -119,7 +120,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import check_lines, is_markov_chain, summary
+    from pyrozoo.evaluation.diagnostics import check_lines, check_table, is_markov_chain, summary
     from pyrozoo.registry import SETTINGS
     from pyrozoo.runner import run_model
 
@@ -135,11 +136,13 @@ def handle(args: argparse.Namespace) -> int:
         print(f"note: {text}")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:
-        table = summary(idata)
+        # az.summary of only the rows printed; the checks read check_table's columns of every row
+        table = summary(idata, max_rows=SUMMARY_ROWS)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
-        print(table[cols].head(20).to_string(float_format=lambda v: f"{v:.4g}"))
+        print(table[cols].to_string(float_format=lambda v: f"{v:.4g}"))
         # r_hat and ESS judge Markov chains; several chains of independent draws (exact blr) are not judged
-        notes, lines = check_lines(idata, table, convergence=result.num_chains > 1 and is_markov_chain(idata),
+        convergence = result.num_chains > 1 and is_markov_chain(idata)
+        notes, lines = check_lines(idata, check_table(idata, convergence=convergence), convergence=convergence,
                                    where="`pyrozoo diagnose RUN_DIR` prints the whole table")
         for line in notes:
             print(f"note: {line}")

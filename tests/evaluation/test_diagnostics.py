@@ -345,3 +345,69 @@ def test_a_repeated_exclusion_is_not_a_mix():
     assert selected_variables(idata, ["b", "b"]) == ["b"]
     with pytest.raises(PyrozooError, match="got both"):
         selected_variables(idata, ["~a", "~a", "b"])
+
+
+def _mixed_idata(seed=0, chains=2, draws=60):
+    """A scalar, a 3 x 2 matrix (integer labels), a labelled 4-vector with one entry fixed, and a 25-vector."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(chains, draws, 4))
+    c[..., 2] = 0.5
+    return az.from_dict(posterior={"a": rng.normal(size=(chains, draws)), "b": rng.normal(size=(chains, draws, 3, 2)),
+                                   "c": c, "d": rng.normal(size=(chains, draws, 25))},
+                        coords={"f": ["u", "v", "w", "z"]}, dims={"c": ["f"]})
+
+
+@pytest.mark.parametrize("rows", [0, 1, 4, 7, 9, 12, 20, 100])
+def test_summary_with_max_rows_is_the_head_of_the_whole_table(rows):
+    """Cut inside the matrix (4: a, b[0, 0..1], b[1, 0]), at a variable's end (7), inside the labelled vector and
+    inside the last one: the same rows, names and values as the whole table's head."""
+    from pyrozoo.evaluation.diagnostics import summary
+
+    idata = _mixed_idata()
+    whole = summary(idata)
+    pd.testing.assert_frame_equal(summary(idata, max_rows=rows), whole.head(rows))
+
+
+def test_summary_with_max_rows_computes_only_the_rows_it_returns(monkeypatch):
+    from pyrozoo.evaluation import diagnostics
+
+    seen = []
+    real = az.summary
+
+    def counting(data, *args, **kwargs):
+        table = real(data, *args, **kwargs)
+        seen.append(len(table))
+        return table
+
+    monkeypatch.setattr(diagnostics.az, "summary", counting)
+    diagnostics.summary(_mixed_idata(), max_rows=9)
+    assert sum(seen) <= 9 + 3  # the last variable is cut to whole slices of its first axis
+
+
+@pytest.mark.parametrize("convergence", [True, False])
+def test_check_table_has_the_summary_columns_the_checks_read_for_every_row(convergence):
+    from pyrozoo.evaluation.diagnostics import check_lines, check_table, summary
+
+    idata = _mixed_idata()
+    whole = summary(idata)
+    table = check_table(idata, convergence=convergence)
+    cols = ["mean", "sd", *(["ess_bulk", "ess_tail", "r_hat"] if convergence else [])]
+    assert list(table.columns) == cols and list(table.index) == list(whole.index)
+    np.testing.assert_allclose(table.to_numpy(), whole[cols].to_numpy(), rtol=1e-10)
+    assert check_lines(idata, table, convergence=convergence) == check_lines(idata, whole, convergence=convergence)
+
+
+def test_the_note_on_fixed_components_names_ten_and_counts_the_rest():
+    """A spike-slab EM run with p = 3,000 printed every fixed gamma component on one 40,881-character line."""
+    from pyrozoo.evaluation.diagnostics import check_lines, check_table
+
+    rng = np.random.default_rng(1)
+    gamma = np.ones((1, 50, 300))
+    idata = az.from_dict(posterior={"w": rng.normal(size=(1, 50, 3)), "gamma": gamma})
+    notes, _ = check_lines(idata, check_table(idata, convergence=False), convergence=False)
+    assert notes == ["the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: gamma"]
+    gamma[..., 0] = rng.normal(size=(1, 50))  # gamma no longer fixed whole: its 299 fixed components are named
+    notes, _ = check_lines(idata, check_table(idata, convergence=False), convergence=False)
+    names = ", ".join(f"gamma[{j}]" for j in range(1, 11))
+    assert notes == [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {names}, "
+                     f"... and 289 more (299 in all)"]
