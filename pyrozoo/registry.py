@@ -225,7 +225,9 @@ class ZooModel:
 
     def load_data(self, config: RunConfig) -> Dataset:
         """The config's dataset: a data file, a shipped one by name, else the simulator with the run's seed, called
-        with the options that source reads (``data_options``). A loader that cannot take them, or returns no
+        with the options that source reads (``data_options``), and ``progress=config.progress`` when the loader
+        names a ``progress`` parameter (one that fits, as effect-curve's, shows a progress bar unless
+        ``--no-progress``). A loader that cannot take them, or returns no
         :class:`Dataset`, is a :class:`PyrozooError` naming it."""
         opts = self.merged_options(config)
         unread = set(self.unused_options(opts, data_source(config.data, config.dataset)))
@@ -240,6 +242,8 @@ class ZooModel:
             signature = inspect.signature(loader)
         except (TypeError, ValueError):  # no signature to read (some builtins): the call will tell
             signature = None
+        if signature is not None and "progress" not in opts and _declares(signature, "progress"):
+            opts["progress"] = config.progress  # a loader that fits (effect-curve's estimator) shows a bar
         if signature is not None:
             try:  # the call's signature only: a TypeError raised inside the loader is its own
                 signature.bind(*args, **opts)
@@ -260,6 +264,13 @@ class ZooModel:
             raise PyrozooError(f"{self.name}: {what} ({_qualname(loader)}) returned {_type_name(dataset)}; expected "
                                f"a pyrozoo Dataset (pyrozoo.data.Dataset)")
         return dataset
+
+
+def _declares(signature: inspect.Signature, name: str) -> bool:
+    """Whether ``signature`` names the keyword parameter ``name`` (not merely **kwargs, which would pass it on)."""
+    param = signature.parameters.get(name)
+    return param is not None and param.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 class LabelledFit:

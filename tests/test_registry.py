@@ -139,3 +139,26 @@ def test_a_config_naming_another_model_is_refused_naming_the_calling_function(mo
                                            r"config against entry 'normal-gamma'") as info:
         my_fit_normal_gamma(data, config)
     assert "pyrozoo.models.normal_gamma" not in str(info.value)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_loader_that_names_progress_gets_the_runs_flag_and_others_do_not(progress):
+    """effect-curve fits its estimator while loading: the run's --progress/--no-progress must reach it; a loader
+    with only **options is not handed a keyword it never asked for."""
+    import dataclasses
+
+    base = registry.get("normal-gamma")
+    seen = {}
+
+    def named(seed, *, progress=None, **options):
+        seen["named"] = progress
+        return base.simulate(seed, **options)
+
+    def other(seed, **options):
+        seen["other"] = "progress" in options
+        return base.simulate(seed, **options)
+
+    for loader in (named, other):
+        entry = _entry(simulate=loader)
+        entry.load_data(dataclasses.replace(entry.check_config(_config()), progress=progress))
+    assert seen == {"named": progress, "other": False}

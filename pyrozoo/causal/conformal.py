@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +61,14 @@ class ConformalCalibration:
 
 
 def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_hat: np.ndarray, *,
-                   n_pseudo: int = 20, seed: int = 0, var_floor: float = 1e-12) -> ConformalCalibration:
+                   n_pseudo: int = 20, seed: int = 0, var_floor: float = 1e-12,
+                   after_refit: Callable[[], Any] | None = None) -> ConformalCalibration:
     """Run steps 2-3 of the module docstring: ``n_pseudo`` sign-flipped pseudo-datasets, one refit each.
 
     ``refit(y_star)`` must return (tau*, V*) at the observations; ``mu_hat`` are the fitted values, ``residuals`` the
     held-out residuals, ``tau_hat`` the fitted curve (the pseudo-truth). ``var_floor`` keeps a zero variance from
-    making a score infinite (it then counts as a miss unless the estimate is exact).
+    making a score infinite (it then counts as a miss unless the estimate is exact). ``after_refit()`` is called
+    after each refit (e.g. a progress bar's ``update``: the refits are most of a large fit's time).
     """
     n_pseudo = check_int("n_pseudo", n_pseudo, minimum=1)
     mu_hat, residuals, tau_hat = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (mu_hat, residuals, tau_hat))
@@ -78,4 +81,6 @@ def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_
         signs = rng.choice((-1.0, 1.0), size=residuals.size)
         tau_b, var_b = refit(mu_hat + signs * residuals)
         scores[b] = np.abs(np.asarray(tau_b) - tau_hat) / np.sqrt(np.maximum(np.asarray(var_b), var_floor))
+        if after_refit is not None:
+            after_refit()
     return ConformalCalibration(scores)

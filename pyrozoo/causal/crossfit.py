@@ -93,6 +93,7 @@ def crossfit_predict(
     row_kwargs: Mapping[str, np.ndarray] | None = None,
     keep_learners: bool = False,
     clip_to_train: bool = False,
+    after_fit: Callable[[], Any] | None = None,
 ) -> CrossFitPredictions:
     """Out-of-fold predictions of every target in ``targets`` (name -> (n,) or (R, n) array).
 
@@ -103,6 +104,7 @@ def crossfit_predict(
     ``seed``.
     ``clip_to_train=True`` clips each held-out design column to the range it has in the training folds before
     predicting (:func:`clip_to_range`), so a fit on polynomial or interaction columns does not extrapolate.
+    ``after_fit()`` is called after each of the targets x R x K fits (e.g. a progress bar's ``update``).
     """
     for key, base in (learner.items() if isinstance(learner, Mapping) else [("learner", learner)]):
         check_learner("learner" if key == "learner" else f"learner[{key!r}]", base)
@@ -148,6 +150,8 @@ def crossfit_predict(
                 ).reshape(-1)
                 if keep_learners:
                     kept.append(est)
+                if after_fit is not None:
+                    after_fit()
             fitted[name].append(kept)
     return CrossFitPredictions(preds, folds, fitted if keep_learners else {})
 

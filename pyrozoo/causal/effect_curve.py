@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,9 @@ from pyrozoo.causal.inputs import (
 from pyrozoo.causal.plce import SpikeSlabLearner, aggregate_split_arrays, aggregate_splits
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
+from pyrozoo.inference.progress import progress_bar
 from pyrozoo.validation import (
+    check_bool,
     check_choice,
     check_finite,
     check_int,
@@ -243,12 +246,16 @@ class EffectCurve:
         ``posterior_effects()``).
     prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
     device: ``"auto"`` (or None), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; resolved once by ``fit`` (``device_``).
+    progress: a progress bar on stderr over the fit's regressions (the nuisances' 2 R K cross-fits, the R final
+        stages, the calibration's K held-out fits and n_pseudo refits; ``pyrozoo run`` turns it on unless
+        ``--no-progress``): at n = 60 with 80 controls the conformal refits alone take minutes.
     """
 
     def __init__(self, *, n_knots: int = 6, heterogeneity: str = "spline", spline: str = "natural", n_knots_x: int = 5,
                  interactions: bool | str = "linear", learner: Any = None, n_folds: int = 5, n_repeats: int = 1,
                  n_pseudo: int = 20, alpha: float = 0.05, num_samples: int = 200, seed: int = 0,
-                 device: str | torch.device | None = "cpu", prior_options: dict | None = None) -> None:
+                 device: str | torch.device | None = "cpu", prior_options: dict | None = None,
+                 progress: bool = False) -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
         self.spline = spline
@@ -263,6 +270,7 @@ class EffectCurve:
         self.seed = seed
         self.device = device
         self.prior_options = prior_options
+        self.progress = progress
 
     # ------------------------------------------------------------------ validation
     def _check(self, y: Any, t: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -274,6 +282,7 @@ class EffectCurve:
         check_int("n_pseudo", self.n_pseudo, minimum=0)
         check_int("num_samples", self.num_samples, minimum=1)
         check_int("seed", self.seed, minimum=0)
+        check_bool("progress", self.progress)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
         interaction_kind(self.interactions)  # checked with or without covariates (b(x) is only built with them)
@@ -366,12 +375,27 @@ class EffectCurve:
         # the rows' labels for effects(): check_same_index made the pandas inputs' indexes agree
         self.index_ = framed[0] if framed and len(framed[0]) == n else pd.RangeIndex(n)
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
+        R, K = folds.shape[0], int(folds.max()) + 1
+        # every regression of the fit: 2 targets x R x K cross-fits, R final stages (1 without covariates), the
+        # calibration's K held-out fits and n_pseudo refits
+        total = (2 * R * K + R if X is not None else 1) + (K + self.n_pseudo if self.n_pseudo > 0 else 0)
+        with closing(progress_bar(total, "effect-curve: cross-fitting", self.progress)) as bar:
+            self._fit_stages(y, t, X, folds, bar)
+        self.C_ = self.critical_value(self.alpha)
+        self.ape_, self.ape_se_ = self._ape()
+        self.wall_time_ = time.perf_counter() - start
+        return self
+
+    def _fit_stages(self, y: np.ndarray, t: np.ndarray, X: np.ndarray | None, folds: np.ndarray, bar: Any) -> None:
+        """The nuisances' cross-fits, the final stage per split and the calibration, advancing ``bar`` after each
+        regression."""
+        n = y.shape[0]
         if X is not None:
             self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions)
             self.Bx_ = self.x_basis_.fit_transform(X)
             learner = (self.learner if self.learner is not None
                        else SpikeSlabLearner(seed=self.seed, device=str(self.device_)))
-            cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds)
+            cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds, after_fit=bar.update)
             self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
         else:
             self.x_basis_, self.Bx_, self.m_hat_, self.g_hat_ = None, None, None, None
@@ -381,12 +405,14 @@ class EffectCurve:
         Phi = self.basis_.features(tt, Xt).cpu().numpy()
         G = self.basis_.jacobian(tt, Xt).cpu().numpy()
         R = folds.shape[0]
+        bar.set_description("effect-curve: final stage")
         taus, vars_, self.coefs_, self.covs_, self.final_ = np.empty((R, n)), np.empty((R, n)), [], [], []
         for r in range(R):
             if r > 0 and self.Bx_ is None:  # no covariates: the splits only differ in their (absent) nuisances
                 reg = self.final_[0]
             else:
                 reg = self._final_fit(self._design(Phi, r), y, num_samples=self.num_samples if r == 0 else 1)
+                bar.update()
             taus[r], vars_[r], beta, Sigma = self._effect(reg, G)
             self.coefs_.append(beta)
             self.covs_.append(Sigma)
@@ -396,15 +422,15 @@ class EffectCurve:
         self.se_ = np.sqrt(self.var_)
         self.folds_, self.jacobian_, self.design_ = folds, G, self._design(Phi, 0)
         self._y, self._t, self._X, self.n_ = y, t, X, n
-        self.calibration_ = self._calibrate() if self.n_pseudo > 0 else None
-        self.C_ = self.critical_value(self.alpha)
-        self.ape_, self.ape_se_ = self._ape()
-        self.wall_time_ = time.perf_counter() - start
-        return self
+        self.calibration_ = self._calibrate(bar) if self.n_pseudo > 0 else None
 
-    def _calibrate(self) -> ConformalCalibration:
-        """Held-out residuals of the final stage on split 0's folds, then :func:`calibrate_band` (module docs)."""
+    def _calibrate(self, bar: Any = None) -> ConformalCalibration:
+        """Held-out residuals of the final stage on split 0's folds, then :func:`calibrate_band` (module docs);
+        ``bar`` (a progress bar) advances after each fit."""
         D, y, G, fold = self.design_, self._y, self.jacobian_, self.folds_[0]
+        step = bar.update if bar is not None else (lambda: None)
+        if bar is not None:
+            bar.set_description("effect-curve: conformal refits")
         resid = np.empty_like(y)
         for k in range(int(fold.max()) + 1):
             test = fold == k
@@ -413,6 +439,7 @@ class EffectCurve:
             keep = np.ptp(D[~test], axis=0) > 0
             reg = self._final_fit(D[~test][:, keep], y[~test])
             resid[test] = y[test] - self._predict(reg, D[test][:, keep])
+            step()
         mu = self._predict(self.final_[0], D)
 
         def refit(y_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -420,7 +447,8 @@ class EffectCurve:
             return tau_b, var_b
 
         self.heldout_residuals_ = resid
-        return calibrate_band(refit, mu, resid, self.taus_[0], n_pseudo=self.n_pseudo, seed=self.seed + 1)
+        return calibrate_band(refit, mu, resid, self.taus_[0], n_pseudo=self.n_pseudo, seed=self.seed + 1,
+                              after_refit=step)
 
     def _ape(self) -> tuple[float, float]:
         gbar = self.jacobian_.mean(axis=0)

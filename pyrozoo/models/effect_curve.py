@@ -54,8 +54,8 @@ LEARNERS = ("spike_slab", "ridge")
 COLUMN_DEFAULTS: dict[str, str] = {k: OPTIONS[k] for k in ("outcome", "treatment")}
 
 
-def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> EffectCurve:
-    """An :class:`EffectCurve` from the entry's options."""
+def make_estimator(seed: int, device: Any = "cpu", *, progress: bool = False, **options: Any) -> EffectCurve:
+    """An :class:`EffectCurve` from the entry's options; ``progress``: its progress bar (the run's flag)."""
     opts = {**OPTIONS, **options}
     check_choice("learner", opts["learner"], LEARNERS)
     learner = None
@@ -67,7 +67,7 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> EffectCurv
                        n_knots_x=opts["n_knots_x"],
                        interactions=opts["interactions"], learner=learner, n_folds=opts["n_folds"],
                        n_repeats=opts["n_repeats"], n_pseudo=opts["n_pseudo"], alpha=opts["alpha"], seed=seed,
-                       device=str(resolve_device(device)))
+                       device=str(resolve_device(device)), progress=progress)
 
 
 def _spelled(key: str, value: Any) -> str:
@@ -103,20 +103,21 @@ def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device:
 
 
 def _fit_and_pack(name: str, y: Any, t: Any, X: Any, seed: int, device: Any, options: dict[str, Any],
-                  meta: dict | None = None, *, source: str = "the data") -> Dataset:
+                  meta: dict | None = None, *, source: str = "the data", progress: bool = False) -> Dataset:
     if X is None:
         check_covariate_options(options, source)
-    est = make_estimator(seed, device, **options).fit(y, t, X)
+    est = make_estimator(seed, device, progress=progress, **options).fit(y, t, X)
     return final_stage_dataset(est, name=name, device=device, meta=meta)
 
 
-def simulate_effect_curve_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+def simulate_effect_curve_dataset(seed: int, *, device: Any = "cpu", progress: bool = False,
+                                  **options: Any) -> Dataset:
     """A draw of ``design`` (talk, heterogeneous, linear), fitted; the truth is kept for the metrics and the plot."""
     opts = {**OPTIONS, **options}
     check_choice("design", opts["design"], DESIGNS)
     sim = simulate_effect_curve(seed, opts["design"], n=opts["n"], slope=opts["slope"])
     return _fit_and_pack(f"effect-curve-{opts['design']}", sim.y, sim.t, sim.X, seed, device, opts,
-                         meta={"simulation": sim}, source=f"-o design={opts['design']}")
+                         meta={"simulation": sim}, source=f"-o design={opts['design']}", progress=progress)
 
 
 def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> tuple[Any, Any, Any]:
@@ -137,7 +138,8 @@ def _arrays_from_frame(df: pd.DataFrame, opts: dict[str, Any], source: str) -> t
     return y, t, X
 
 
-def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", progress: bool = False,
+                           **options: Any) -> Dataset:
     """A user's CSV: ``outcome``, ``treatment`` and ``controls`` (comma-separated; default all other columns, none
     when the file has only the two)."""
     opts = {**OPTIONS, **options}
@@ -145,13 +147,13 @@ def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", **optio
     y, t, X = _arrays_from_frame(read_table(path), opts, source)
     controls = [] if X is None else X.attrs["controls"]
     return _fit_and_pack(Path(path).stem, y, t, X, seed, device, opts, meta={"controls": controls},
-                         source=f"{source} (only the outcome and treatment columns)")
+                         source=f"{source} (only the outcome and treatment columns)", progress=progress)
 
 
 CPS_CONTROLS = "education,ethnicity,region,gender,occupation,sector,union,married"
 
 
-def load_cps1985(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
+def load_cps1985(seed: int, *, device: Any = "cpu", progress: bool = False, **options: Any) -> Dataset:
     """AER/CPS1985 (534 workers): the partial effect of a year of experience on log hourly wage, controlling for
     education and the categorical covariates (age is left out: it is education + experience + 6)."""
     opts = {**OPTIONS, **options}
@@ -159,7 +161,7 @@ def load_cps1985(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     df = df.assign(log_wage=np.log(df["wage"]))
     y, t, X, _ = frame_to_arrays(df, "log_wage", "experience", CPS_CONTROLS, source="cps1985")
     return _fit_and_pack("cps1985", y, t, X, seed, device, opts,
-                         meta={"columns": list(X.columns), "controls": X.attrs["controls"]})
+                         meta={"columns": list(X.columns), "controls": X.attrs["controls"]}, progress=progress)
 
 
 def tau_draws(result: Result, dataset: Dataset) -> np.ndarray:
