@@ -8,4 +8,4 @@ warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refacto
 from pyrozoo.errors import PyrozooError  # noqa: E402
 
 __all__ = ["PyrozooError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2.0: log_likelihood of standardized-response fits in the data's units

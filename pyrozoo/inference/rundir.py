@@ -22,6 +22,7 @@ import numpy as np
 import tomli_w
 import torch
 
+import pyrozoo
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_path
@@ -156,7 +157,7 @@ def save_run(
         idata = result.to_inference_data(posterior_predictive=posterior_predictive)
         idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
         payload = {"wall_time": result.wall_time, "inference": result.inference, "seed": result.seed,
-                   **dict(metrics or {})}
+                   "pyrozoo_version": pyrozoo.__version__, **dict(metrics or {})}
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
         torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},
                    tmp / "params.pt")

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +34,7 @@ from typing import Any
 
 import tomli_w
 
+import pyrozoo
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
@@ -146,8 +148,10 @@ def _broken(path: Path) -> str | None:
 
 def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     """Raise if a run directory of a cell cannot be resumed: it holds a different config than its cell now asks
-    for, or it is damaged or incomplete (then it would be neither run again nor reported)."""
-    changed, broken = [], []
+    for, or it is damaged or incomplete (then it would be neither run again nor reported). Warn (and keep them) for
+    runs that another pyrozoo version wrote (``metrics.json``'s ``pyrozoo_version``; none before 0.2.0): their
+    numbers may differ from this version's (0.2.0 put standardized-response log-likelihoods in the data's units)."""
+    changed, broken, other_version = [], [], []
     for cell in cells:
         path = run_path(root, cell)
         if not path.exists():
@@ -171,6 +175,10 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             changed.append(f"{cell.key} (differs in {', '.join(diff)})")
+            continue
+        version = json.loads((path / "metrics.json").read_text()).get("pyrozoo_version", "before 0.2.0")
+        if version != pyrozoo.__version__:
+            other_version.append(f"{cell.key} ({version})")
 
     def shown(items: list[str]) -> str:
         return "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
@@ -186,6 +194,12 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
                      f"again")
     if parts:
         raise PyrozooError(f"out: {root} " + ". It also ".join(parts))
+    if other_version:
+        warnings.warn(f"out: {root} holds runs written by another pyrozoo version than this one "
+                      f"({pyrozoo.__version__}): {shown(other_version)}; they are kept, not rerun, and their numbers "
+                      f"may differ from this version's (0.2.0 put the log-likelihood of fits to a standardized "
+                      f"response in the data's units); delete them to have their cells run again", UserWarning,
+                      stacklevel=2)
 
 
 def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:

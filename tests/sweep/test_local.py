@@ -448,3 +448,27 @@ def test_workers_take_an_explicit_omp_num_threads_and_a_value_that_is_not_a_coun
         assert check_run_options(backend="local", jobs=1) == (1, None)  # in this process torch reads it itself
         with pytest.raises(PyrozooError, match=rf"OMP_NUM_THREADS: expected a positive integer .*got '{bad}'"):
             check_run_options(backend="local", jobs=2)
+
+
+def test_runs_written_by_another_pyrozoo_version_are_kept_with_a_warning(write_spec, sweep_text, tmp_path):
+    """0.2.0 changed the units of standardized-response log-likelihoods: a sweep resumed over runs of an older
+    version mixed the two silently. metrics.json now records the version; other versions' runs are kept (not
+    redone) with a warning naming them, and runs of this version resume silently."""
+    import warnings
+
+    import pyrozoo
+
+    spec = load_spec(write_spec(sweep_text()), out=tmp_path / "out")
+    run_sweep(spec, jobs=1)
+    first = spec.cells[0]
+    assert _metrics(spec.out, first)["pyrozoo_version"] == pyrozoo.__version__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_sweep(spec, jobs=1).skipped == len(spec.cells)
+    m = _metrics(spec.out, first)
+    del m["pyrozoo_version"]  # as written before 0.2.0
+    (spec.out / first.key / "metrics.json").write_text(json.dumps(m))
+    with pytest.warns(UserWarning, match=rf"holds runs written by another pyrozoo version than this one "
+                                         rf"\({pyrozoo.__version__}\): {first.key} \(before 0\.2\.0\); they are kept"):
+        again = run_sweep(spec, jobs=1)
+    assert again.skipped == len(spec.cells)
