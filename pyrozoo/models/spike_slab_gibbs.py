@@ -106,13 +106,16 @@ def _draw_theta(state: State, d: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _init(num_chains: int, d: Mapping[str, Any]) -> State:
-    """Each chain starts from gamma drawn with theta = 0.5, theta = 0.5 and sigma^2 = y^T y / n."""
+    """Each chain starts from gamma drawn with theta = 0.5, theta = 0.5 and sigma^2 = y^T y / n; ``_chol`` is their
+    factor (init gives every block, the helper too: it fixes the block's shape)."""
     X = d["X"]
     opts = {"dtype": X.dtype, "device": X.device}
     gamma = torch.bernoulli(torch.full((num_chains, d["p"]), 0.5, **opts))
     sigma2 = torch.full((num_chains,), max(float(d["yty"]) / d["n"], 1e-6), **opts)
-    return {"gamma": gamma, "sigma2": sigma2, "theta": torch.full((num_chains,), 0.5, **opts),
-            "w": torch.zeros((num_chains, d["p"]), **opts)}
+    state = {"gamma": gamma, "sigma2": sigma2, "theta": torch.full((num_chains,), 0.5, **opts),
+             "w": torch.zeros((num_chains, d["p"]), **opts)}
+    state["_chol"] = _draw_chol(state, d)
+    return state
 
 
 def log_joint(state: State, d: Mapping[str, Any]) -> torch.Tensor:
