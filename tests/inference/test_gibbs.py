@@ -131,3 +131,180 @@ def test_the_model_check_leaves_the_seeded_draws_and_the_callers_state_alone():
     for name in ("mu", "beta"):
         assert np.array_equal(np.asarray(bare.posterior[name]), np.asarray(full.posterior[name]))
     assert full.log_likelihood["x"].shape == (2, 20, 30)
+
+
+# ------------------------------------------------- the kernel's contract: blocks, shapes, dtypes, finite draws
+def _counter_init(c, d):
+    return {"k": torch.zeros(c, dtype=torch.float64)}
+
+
+def _count(state, d):
+    return state["k"] + 1
+
+
+def test_a_recorded_block_without_a_conditional_fails_before_the_first_sweep():
+    """It kept its initial value in every draw (y = 5 randn forever) and the run looked converged."""
+    kernel = GibbsKernel(init=_init, conditionals={"x": _no_sweep})
+    with pytest.raises(PyrozooError, match=r"record: block\(s\) \['y'\] have no conditional.*got conditionals for "
+                                           r"\['x'\]"):
+        run_gibbs(kernel, DATA, num_samples=10, progress=False)
+
+
+def test_a_conditional_naming_no_block_of_the_state_fails_before_the_first_sweep():
+    """A misspelt block ('xx' for 'x'): x stayed at its start and 'xx' was drawn but never recorded."""
+    kernel = GibbsKernel(init=_init, conditionals={"xx": _no_sweep, "y": _no_sweep})
+    with pytest.raises(PyrozooError, match=r"conditionals: block\(s\) \['xx'\] are not in init's state \['x', 'y'\]"):
+        run_gibbs(kernel, DATA, num_samples=10, progress=False)
+
+
+def test_an_unrecorded_block_without_a_conditional_is_a_fixed_helper():
+    def init(c, d):
+        return {**_init(c, d), "scale": torch.full((c,), 2.0, dtype=torch.float64)}
+
+    kernel = GibbsKernel(init=init, conditionals={"x": _x, "y": _y}, record=("x", "y"))
+    res = run_gibbs(kernel, DATA, num_samples=5, warmup_steps=0, num_chains=2, seed=0, progress=False)
+    assert set(res.posterior) == {"x", "y"}
+
+
+def test_lp_is_floating_whatever_block_comes_first():
+    """lp took the dtype of the first state block: an int64 counter first truncated lp to integers."""
+    def init(c, d):
+        return {"it": torch.zeros(c, dtype=torch.long), **_init(c, d)}
+
+    with_int = GibbsKernel(init=init, conditionals={"it": lambda s, d: s["it"] + 1, "x": _x, "y": _y},
+                           log_joint=KERNEL.log_joint, record=("x", "y"))
+    a = run_gibbs(with_int, DATA, num_samples=20, warmup_steps=2, num_chains=3, seed=5, progress=False)
+    b = run_gibbs(KERNEL, DATA, num_samples=20, warmup_steps=2, num_chains=3, seed=5, progress=False)
+    assert np.asarray(a.sample_stats["lp"]).dtype == np.float64
+    assert np.array_equal(np.asarray(a.sample_stats["lp"]), np.asarray(b.sample_stats["lp"]))
+
+
+def test_an_integer_log_joint_is_an_error():
+    kernel = GibbsKernel(init=_init, conditionals={"x": _x, "y": _y},
+                         log_joint=lambda s, d: torch.zeros(s["x"].shape[0], dtype=torch.long))
+    with pytest.raises(PyrozooError, match=r"log_joint \(sweep 1\): expected a floating tensor, got torch.int64"):
+        run_gibbs(kernel, DATA, num_samples=3, warmup_steps=0, num_chains=2, progress=False)
+
+
+def test_draws_are_recorded_in_the_dtype_the_conditionals_draw_in():
+    """A float32 init with float64 conditionals recorded float32 draws of float64 chains."""
+    kernel = GibbsKernel(init=lambda c, d: {k: v.float() for k, v in _init(c, d).items()},
+                         conditionals={"x": lambda s, d: _x(s, d).double(), "y": lambda s, d: _y(s, d).double()})
+    res = run_gibbs(kernel, DATA, num_samples=5, warmup_steps=0, num_chains=2, seed=0, progress=False)
+    assert np.asarray(res.posterior["x"]).dtype == np.float64
+
+
+def test_a_conditional_that_changes_its_dtype_is_an_error():
+    kernel = GibbsKernel(init=_counter_init, conditionals={"k": lambda s, d: (s["k"] + 1).to(
+        torch.float32 if s["k"][0] >= 1 else torch.float64)})
+    with pytest.raises(PyrozooError, match=r"conditional 'k' \(sweep 2\): returned torch.float32; expected "
+                                           r"torch.float64"):
+        run_gibbs(kernel, {}, num_samples=5, warmup_steps=0, num_chains=2, progress=False)
+
+
+@pytest.mark.parametrize("draw,got", [(lambda s, d: s["k"][0] + 1, r"\(\)"),
+                                      (lambda s, d: s["k"][:, None] + 1, r"\(3, 1\)"),
+                                      (lambda s, d: 1.0, "float")])
+def test_a_draw_of_the_wrong_shape_is_an_error(draw, got):
+    """A chain-less draw was broadcast to every chain (identical chains, r_hat 1.00)."""
+    kernel = GibbsKernel(init=_counter_init, conditionals={"k": draw})
+    with pytest.raises(PyrozooError, match=rf"conditional 'k' \(sweep 1\): expected .*shape \(3,\).*got {got}"):
+        run_gibbs(kernel, {}, num_samples=5, warmup_steps=0, num_chains=3, progress=False)
+
+
+@pytest.mark.parametrize("init,got", [(lambda c, d: {"k": torch.zeros(c + 1)}, r"\(4,\)"),
+                                      (lambda c, d: {"k": torch.tensor(0.0)}, r"\(\)")])
+def test_init_must_give_the_chains_first_before_the_first_sweep(init, got):
+    """C + 1 chains in init gave 4 chains where 3 were asked."""
+    kernel = GibbsKernel(init=init, conditionals={"k": _no_sweep})
+    with pytest.raises(PyrozooError, match=rf"init: block 'k': expected shape \(num_chains=3, \.\.\.\).*got {got}"):
+        run_gibbs(kernel, {}, num_samples=5, num_chains=3, progress=False)
+
+
+@pytest.mark.parametrize("log_joint,got", [(lambda s, d: s["k"][:, None], r"\(2, 1\)"),
+                                           (lambda s, d: s["k"].sum(), r"\(\)")])
+def test_log_joint_must_give_one_value_per_chain(log_joint, got):
+    kernel = GibbsKernel(init=_counter_init, conditionals={"k": _count}, log_joint=log_joint)
+    with pytest.raises(PyrozooError, match=rf"log_joint \(sweep 3\): expected one value per chain, shape \(2,\), "
+                                           rf"got {got}"):
+        run_gibbs(kernel, {}, num_samples=5, warmup_steps=2, num_chains=2, progress=False)
+
+
+def _gamma_poisson(counts=None, *, groups=4):
+    beta = pyro.sample("beta", dist.Gamma(1.0, 1.0))
+    with pyro.plate("group", groups):
+        lam = pyro.sample("lam", dist.Gamma(2.0, beta))
+        pyro.sample("counts", dist.Poisson(lam), obs=counts)
+
+
+def test_recorded_blocks_must_have_the_model_sites_shapes_before_the_first_sweep():
+    """Kernel data for 5 groups and a model with 4 gave a posterior with group: 5."""
+    kwargs = {"counts": torch.tensor([1.0, 3.0, 0.0, 2.0]), "groups": 4}
+    kernel = GibbsKernel(init=lambda c, d: {"lam": torch.ones(c, 5), "beta": torch.ones(c)},
+                         conditionals={"lam": _no_sweep, "beta": _no_sweep})
+    with pytest.raises(PyrozooError, match=r"block 'lam' holds \(5,\) per chain \(init gives \(2, 5\), chains "
+                                           r"first\); expected the model site's shape \(4,\)"):
+        run_gibbs(kernel, {}, model=_gamma_poisson, model_kwargs=kwargs, num_chains=2, num_samples=10**6,
+                  progress=False)
+
+
+def _nan_kernel(at_sweep, calls):
+    """Counts sweeps in k; chain 1 of block v turns NaN at sweep ``at_sweep`` and stays so."""
+    def draw_v(s, d):
+        calls.append(1)
+        v = s["k"].clone()
+        v[1] = torch.where(s["k"][1] >= at_sweep, torch.nan, v[1])
+        return v
+
+    return GibbsKernel(init=lambda c, d: {"k": torch.zeros(c, dtype=torch.float64),
+                                          "v": torch.zeros(c, dtype=torch.float64)},
+                       conditionals={"k": _count, "v": draw_v})
+
+
+def test_a_non_finite_draw_names_the_block_chain_and_draw():
+    """NaN draws came back silently (model=None) or failed in the log-likelihood replay naming none of these."""
+    calls = []
+    with pytest.raises(PyrozooError, match=r"block 'v': non-finite value \(NaN or inf\) in chain 1 at draw 3 "
+                                           r"\(sweep 6\)"):
+        run_gibbs(_nan_kernel(6, calls), {}, num_samples=1000, warmup_steps=2, num_chains=3, progress=False)
+    assert len(calls) <= 101  # found at the next check (every 100 sweeps), not after all 1002 sweeps
+
+
+def test_a_non_finite_state_in_warmup_is_an_error():
+    with pytest.raises(PyrozooError, match=r"block 'v': non-finite value \(NaN or inf\) in chain 1, first seen "
+                                           r"after warmup sweeps 2 to 101"):
+        run_gibbs(_nan_kernel(50, []), {}, num_samples=10, warmup_steps=500, num_chains=2, progress=False)
+
+
+def test_a_non_finite_draw_in_the_last_batch_is_caught_at_the_end():
+    with pytest.raises(PyrozooError, match=r"chain 1 at draw 9 \(sweep 10\)"):
+        run_gibbs(_nan_kernel(10, []), {}, num_samples=10, warmup_steps=0, num_chains=2, progress=False)
+
+
+def test_record_may_be_one_name():
+    kernel = GibbsKernel(init=_init, conditionals={"x": _x, "y": _y}, record="x")
+    assert kernel.record == ("x",)
+    res = run_gibbs(kernel, DATA, num_samples=3, warmup_steps=0, num_chains=2, progress=False)
+    assert set(res.posterior) == {"x"}
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"record": []}, "record: expected a block name or a non-empty sequence"),
+    ({"record": 3}, "record: expected a block name or a non-empty sequence of block names, got int"),
+    ({"record": ("x", "x")}, r"record: block\(s\) \['x'\] are named more than once"),
+    ({"conditionals": [("x", _x), ("y", _y)]}, "conditionals: expected a non-empty mapping.*got list"),
+    ({"conditionals": {"x": 1.0}}, r"conditionals: expected block names \(str\) mapped to callables.*'x': 'float'"),
+    ({"init": {"x": torch.zeros(2)}}, "init: expected a callable init.*got dict"),
+    ({"log_joint": 0.0}, "log_joint: expected None or a callable"),
+])
+def test_kernel_fields_are_checked(fields, match):
+    with pytest.raises(PyrozooError, match=match):
+        GibbsKernel(**{"init": _init, "conditionals": {"x": _x, "y": _y}, **fields})
+
+
+@pytest.mark.parametrize("init,match", [(lambda c, d: {"x": np.zeros(c)}, "init: block 'x': expected a torch.Tensor, "
+                                                                         "got ndarray"),
+                                        (lambda c, d: [torch.zeros(c)], "init: expected a non-empty mapping")])
+def test_init_must_return_a_mapping_of_tensors(init, match):
+    with pytest.raises(PyrozooError, match=match):
+        run_gibbs(GibbsKernel(init=init, conditionals={"x": _no_sweep}), DATA, num_samples=3, progress=False)
