@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,19 @@ def _exact_posterior(X: torch.Tensor, y: torch.Tensor, Xnew: torch.Tensor, kerne
 def gaussian_nlpd(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> float:
     """Mean negative log predictive density of y under independent N(mean, var)."""
     return float((0.5 * (math.log(2 * math.pi) + var.log() + (y - mean) ** 2 / var)).mean())
+
+
+def held_out_metrics(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                     meta: Mapping[str, Any]) -> dict[str, float]:
+    """``test_nlpd`` (:func:`gaussian_nlpd`) and ``test_rmse`` of the held-out y on the scale the model sees; where
+    the loader standardized y (``meta["response_scale"]`` = s, y = m + s y_std) also ``test_nlpd_data_units`` =
+    test_nlpd + log s (the density of y in its own units) and ``test_rmse_data_units`` = s test_rmse."""
+    nlpd, rmse = gaussian_nlpd(y, mean, var), float(((y - mean) ** 2).mean().sqrt())
+    out = {"test_nlpd": nlpd, "test_rmse": rmse}
+    if "response_scale" in meta:
+        scale = float(meta["response_scale"])
+        out.update(test_nlpd_data_units=nlpd + math.log(scale), test_rmse_data_units=scale * rmse)
+    return out
 
 
 def check_priors(priors: Any) -> dict[str, tuple[float, float]]:
@@ -723,8 +737,9 @@ def hyper_metrics(name: str, value: Any) -> dict[str, float]:
 
 
 def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Test NLPD and RMSE (when the dataset has a test set) and the hyperparameters (fitted or posterior means;
-    one entry per input column for ARD lengthscales)."""
+    """Test NLPD and RMSE (when the dataset has a test set; :func:`held_out_metrics`, also in the data's units where y
+    was standardized) and the hyperparameters (fitted or posterior means; one entry per input column for ARD
+    lengthscales)."""
     out: dict[str, float] = {}
     if result.inference == "type2":
         for k in HYPER:
@@ -737,9 +752,7 @@ def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     if "X_test" in dataset.meta:
         Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
         mean, var = predict_from_result(result, dataset, Xt.to(dataset.inputs["X"].device))
-        yt = yt.to(mean.device)
-        out["test_nlpd"] = gaussian_nlpd(yt, mean, var)
-        out["test_rmse"] = float(((yt - mean) ** 2).mean().sqrt())
+        out.update(held_out_metrics(yt.to(mean.device), mean, var, dataset.meta))
     return out
 
 

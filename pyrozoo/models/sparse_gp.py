@@ -51,7 +51,7 @@ from pyrozoo.models.gp import (
     check_new_inputs,
     check_step,
     check_test_set,
-    gaussian_nlpd,
+    held_out_metrics,
     hyper_metrics,
     hyper_tensor,
     initial_lengthscale,
@@ -558,7 +558,8 @@ def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Ten
 
 
 def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Test NLPD / RMSE, the final log marginal likelihood (FITC) or bound (VFE), M, N and the hyperparameters."""
+    """Test NLPD / RMSE (:func:`~pyrozoo.models.gp.held_out_metrics`, also in the data's units where y was
+    standardized), the final log marginal likelihood (FITC) or bound (VFE), M, N and the hyperparameters."""
     h = _fitted(result, dataset)
     out = {"M": float(h["Z"].shape[0]), "N": float(dataset.inputs["X"].shape[0]),
            "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
@@ -567,9 +568,7 @@ def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
            **hyper_metrics("lengthscale", h["lengthscale"])}
     if "X_test" in dataset.meta:
         mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])
-        yt = dataset.meta["y_test"].to(mean)
-        out["test_nlpd"] = gaussian_nlpd(yt, mean, var)
-        out["test_rmse"] = float(((yt - mean) ** 2).mean().sqrt())
+        out.update(held_out_metrics(dataset.meta["y_test"].to(mean), mean, var, dataset.meta))
     return out
 
 

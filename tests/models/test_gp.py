@@ -998,3 +998,38 @@ def test_available_memory_reads_the_host_and_the_address_space_limit(monkeypatch
     monkeypatch.setattr(device, "_meminfo_available", lambda: None)
     monkeypatch.setattr(device, "_address_space_left", lambda: None)
     assert device.available_memory("cpu") is None
+
+
+@pytest.mark.parametrize("model", ["gp", "sparse-gp"])
+def test_concrete_test_metrics_are_also_given_in_mpa(model):
+    """test_rmse and test_nlpd on concrete are on the standardized scale the model sees (the benchmarks' figures);
+    test_rmse_data_units and test_nlpd_data_units are those of the strength in MPa, computed here by hand from the
+    fit's predictive on the test rows and the training rows' mean and sd."""
+    from pyrozoo.data.gp_data import concrete_split_rows
+    from pyrozoo.data.uci import load_uci
+
+    entry = registry.get(model)
+    ds = entry.datasets["concrete"](1)
+    small = replace(ds, inputs={**ds.inputs, "X": ds.inputs["X"][:60]}, observed={"y": ds.observed["y"][:60]},
+                    meta={**ds.meta, "rows": ds.meta["rows"][:60]})
+    if model == "sparse-gp":
+        small.inputs["Z"] = small.inputs["Z"][:8]
+    inference = "type2" if model == "gp" else "collapsed"
+    res = entry.fit(small, RunConfig(model=model, inference=inference, steps=3, num_samples=3, seed=0))
+    m = entry.metrics(res, small)
+    train, test = concrete_split_rows(1)
+    y = load_uci("concrete")[1]
+    mu, sd = y[train].mean(), y[train].std()
+    np.testing.assert_allclose(small.meta["y_test"].numpy(), (y[test] - mu) / sd, rtol=1e-6)
+    assert m["test_rmse_data_units"] == pytest.approx(sd * m["test_rmse"], rel=1e-12)
+    assert m["test_nlpd_data_units"] == pytest.approx(m["test_nlpd"] + math.log(sd), rel=1e-12)
+    # by hand in MPa: the predictive mean and variance mapped back, scored against the raw strengths
+    if model == "gp":
+        from pyrozoo.models.gp import predict_from_result as predict
+    else:
+        from pyrozoo.models.sparse_gp import sparse_predict_from_result as predict
+    mean, var = (t.double().numpy() for t in predict(res, small, small.meta["X_test"]))
+    mean_mpa, var_mpa = mu + sd * mean, sd**2 * var
+    assert m["test_rmse_data_units"] == pytest.approx(np.sqrt(np.mean((y[test] - mean_mpa) ** 2)), rel=1e-6)
+    nlpd = np.mean(scipy.stats.norm.logpdf(y[test], mean_mpa, np.sqrt(var_mpa)))
+    assert m["test_nlpd_data_units"] == pytest.approx(-nlpd, rel=1e-6)
