@@ -178,8 +178,10 @@ def check_table(idata: az.InferenceData, var_names: str | list[str] | None = Non
     draws), a large posterior is checked in a fraction of az.summary's time."""
     names = selected_variables(idata, var_names)
     post = idata.posterior[names]
-    cols: dict[str, Any] = {"mean": post.mean(("chain", "draw"), skipna=False),
-                            "sd": post.std(("chain", "draw"), ddof=1, skipna=False)}
+    with warnings.catch_warnings():  # inf among the draws (inf - inf), one draw (ddof 1): NaN, as in az.summary
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cols: dict[str, Any] = {"mean": post.mean(("chain", "draw"), skipna=False),
+                                "sd": post.std(("chain", "draw"), ddof=1, skipna=False)}
     if convergence:
         with _quiet_arviz(idata, names):
             cols["ess_bulk"] = az.ess(post, method="bulk")

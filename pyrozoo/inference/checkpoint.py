@@ -80,10 +80,11 @@ def data_fingerprint(kwargs: Mapping[str, Any]) -> dict[str, str]:
                 continue
             if value.dtype == object:
                 continue
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value)) if value.dtype != object else None
-            if value is None:
-                continue
+        if isinstance(value, np.ndarray):  # numbers, text, dates: their bytes (objects: not data this can compare)
+            if value.dtype.kind in "biufcUSMm":
+                digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+                out[name] = f"{value.dtype.name} {tuple(value.shape)} {digest}"
+            continue
         if isinstance(value, torch.Tensor):
             flat = value.detach().reshape(-1).cpu().contiguous()
             digest = hashlib.sha1(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]

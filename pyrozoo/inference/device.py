@@ -134,6 +134,58 @@ def _meminfo_available() -> int | None:
         return None
 
 
+def _cgroup_memory_left(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
+    """What this process's cgroup memory limit leaves, or None without one (or where it cannot be read). In a
+    container /proc/meminfo shows the host's memory, while the cgroup's limit is what gets the process killed.
+
+    v2 (a ``0::PATH`` line): memory.max - memory.current; v1 (the ``memory`` controller's line): memory.limit_in_bytes
+    - memory.usage_in_bytes; each plus the inactive file cache of memory.stat, which the kernel reclaims before it
+    kills. The process's own cgroup directory is read, else the hierarchy's root (a container's namespaced view); a
+    limit of ``max`` or >= 2^60 (v1's "unlimited") counts as none."""
+    try:
+        with open(proc) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    dirs = []  # (directory, limit file, usage file, inactive-cache key in memory.stat)
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        controllers, path = parts[1], parts[2].lstrip("/")
+        if controllers == "":
+            for base in (root, os.path.join(root, "unified")):
+                dirs += [(os.path.join(base, path), "memory.max", "memory.current", "inactive_file"),
+                         (base, "memory.max", "memory.current", "inactive_file")]
+        elif "memory" in controllers.split(","):
+            base = os.path.join(root, "memory")
+            dirs += [(os.path.join(base, path), "memory.limit_in_bytes", "memory.usage_in_bytes",
+                      "total_inactive_file"), (base, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                               "total_inactive_file")]
+    left = []
+    for directory, limit_file, usage_file, inactive_key in dirs:
+        try:
+            with open(os.path.join(directory, limit_file)) as fh:
+                limit = fh.read().strip()
+            if limit == "max" or int(limit) >= 1 << 60:
+                continue
+            with open(os.path.join(directory, usage_file)) as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        inactive = 0
+        try:
+            with open(os.path.join(directory, "memory.stat")) as fh:
+                for stat in fh:
+                    key, _, value = stat.partition(" ")
+                    if key == inactive_key:
+                        inactive = int(value)
+        except (OSError, ValueError):
+            pass
+        left.append(max(int(limit) - usage + inactive, 0))
+    return min(left) if left else None
+
+
 def _address_space_left() -> int | None:
     """What this process's address-space limit (``ulimit -v``, RLIMIT_AS) leaves above its current size, or None
     without a limit (or where it cannot be read)."""
@@ -155,7 +207,8 @@ def available_memory(device: str | torch.device) -> int | None:
 
     CUDA: the driver's free memory (``torch.cuda.mem_get_info``) plus what PyTorch's caching allocator holds
     unused. CPU: MemAvailable from /proc/meminfo (``os.sysconf`` free pages where there is none), capped by what
-    an address-space limit (``ulimit -v``) leaves this process."""
+    a cgroup memory limit (a container's; :func:`_cgroup_memory_left`) and an address-space limit (``ulimit -v``)
+    leave this process."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
@@ -165,5 +218,5 @@ def available_memory(device: str | torch.device) -> int | None:
             return None
     if device.type != "cpu":
         return None
-    known = [b for b in (_meminfo_available(), _address_space_left()) if b is not None]
+    known = [b for b in (_meminfo_available(), _cgroup_memory_left(), _address_space_left()) if b is not None]
     return min(known) if known else None

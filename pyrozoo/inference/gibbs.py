@@ -131,9 +131,11 @@ def _check_blocks(kernel: GibbsKernel, state: State, names: tuple[str, ...]) -> 
                            "init must give every block, helpers too)")
     fixed = [n for n in names if n not in kernel.conditionals]
     if fixed:
+        default = ("" if kernel.record else f" (record was not given, so every block of init's state is recorded; "
+                   f"for fixed helper blocks pass record={tuple(n for n in names if n not in fixed)!r})")
         raise PyrozooError(f"record: block(s) {fixed} have no conditional, so every draw would be their initial "
                            f"value; expected a conditional for every recorded block, got conditionals for "
-                           f"{list(kernel.conditionals)}")
+                           f"{list(kernel.conditionals)}{default}")
 
 
 def _check_site_shapes(proto: Any, state: State, names: tuple[str, ...]) -> None:
@@ -184,12 +186,13 @@ def _check_finite(draws: State, start: int, stop: int, warmup_steps: int, thin: 
                            f"{warmup_steps + (k + 1) * thin}); its conditional (or one it reads) produced it")
 
 
-def _check_finite_state(state: State, names: tuple[str, ...], sweep_no: int) -> None:
-    """During warmup: raise if a recorded block of the state is non-finite after sweep ``sweep_no``."""
+def _check_finite_state(state: State, names: tuple[str, ...], first: int, sweep_no: int) -> None:
+    """During warmup: raise if a recorded block of the state is non-finite after sweep ``sweep_no`` (the state was
+    last checked, and finite, before sweep ``first``)."""
     found = _first_nonfinite({n: state[n].unsqueeze(0) for n in names}, 0, 1)
     if found is not None:
         name, _, c = found
-        span = f"sweep {sweep_no}" if sweep_no <= 1 else f"sweeps {sweep_no - _CHECK_EVERY + 1} to {sweep_no}"
+        span = f"sweep {sweep_no}" if first == sweep_no else f"sweeps {first} to {sweep_no}"
         raise PyrozooError(f"block '{name}': non-finite value (NaN or inf) in chain {c}, first seen after warmup "
                            f"{span}; its conditional (or one it reads) "
                            "produced it")
@@ -248,7 +251,7 @@ def run_gibbs(
     lp = None
     total = warmup_steps + num_samples * thin
     bar = progress_bar(total, f"gibbs[{num_chains} chains]", progress)
-    kept = checked = 0
+    kept = checked = state_checked = 0  # state_checked: the last warmup sweep whose state was checked
     with torch.no_grad():
         for it in range(total):
             state = kernel.sweep(state, data, shapes, dtypes, sweep_no=it + 1)
@@ -267,11 +270,12 @@ def run_gibbs(
                 kept += 1
             if it % _CHECK_EVERY == 0:
                 bar.update(min(_CHECK_EVERY, total - it))
-                if it < warmup_steps:
-                    _check_finite_state(state, names, it + 1)
-                else:
-                    _check_finite(draws, checked, kept, warmup_steps, thin)
-                    checked = kept
+            if it < warmup_steps and (it % _CHECK_EVERY == 0 or it == warmup_steps - 1):  # and at warmup's end
+                _check_finite_state(state, names, state_checked + 1, it + 1)
+                state_checked = it + 1
+            elif it >= warmup_steps and it % _CHECK_EVERY == 0:
+                _check_finite(draws, checked, kept, warmup_steps, thin)
+                checked = kept
     bar.close()
     _check_finite(draws, checked, kept, warmup_steps, thin)
     wall = time.perf_counter() - t0

@@ -411,3 +411,19 @@ def test_the_note_on_fixed_components_names_ten_and_counts_the_rest():
     names = ", ".join(f"gamma[{j}]" for j in range(1, 11))
     assert notes == [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {names}, "
                      f"... and 289 more (299 in all)"]
+
+
+def test_check_table_of_draws_with_an_inf_raises_no_numpy_warning():
+    """check_table computed mean and sd outside its warning filter: a run with one inf draw printed NumPy's raw
+    "invalid value encountered in subtract" before pyrozoo's own line about non-finite draws."""
+    import warnings
+
+    from pyrozoo.evaluation.diagnostics import check_table
+
+    mu = np.random.default_rng(0).normal(size=(2, 50))
+    mu[0, 3] = np.inf
+    idata = az.from_dict(posterior={"mu": mu})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = check_table(idata, convergence=False)
+    assert np.isinf(table.loc["mu", "mean"]) and np.isnan(table.loc["mu", "sd"])

@@ -177,3 +177,31 @@ def test_a_torch_device_in_run_config_is_recorded_by_name(tmp_path):
     run_model(config, out=out)
     assert tomllib.loads((out / "config.toml").read_text())["device"] == "cpu"
     assert RunConfig(model="normal-gamma", device=torch.device("cuda", 0)).validate().device == "cuda:0"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_cgroup_memory_limit_caps_the_available_memory(tmp_path, version):
+    """In a container /proc/meminfo shows the host: a 2 GiB cgroup limit read as 23 GB let the exact GP start an
+    allocation that got it killed. The limit left (limit - usage + inactive file cache) is read from the process's
+    own cgroup directory, or the hierarchy's root in a namespaced view; 'max' and v1's huge value mean none."""
+    from pyrozoo.inference.device import _cgroup_memory_left
+
+    proc = tmp_path / "cgroup"
+    if version == "v2":
+        proc.write_text("0::/job/42\n")
+        own = tmp_path / "fs" / "job" / "42"
+        files = {"memory.max": "2147483648\n", "memory.current": "1073741824\n",
+                 "memory.stat": "anon 1\ninactive_file 1000\n"}
+    else:
+        proc.write_text("4:memory:/job/42\n3:cpuset:/\n")
+        own = tmp_path / "fs" / "memory" / "job" / "42"
+        files = {"memory.limit_in_bytes": "2147483648\n", "memory.usage_in_bytes": "1073741824\n",
+                 "memory.stat": "cache 5\ntotal_inactive_file 1000\n"}
+    own.mkdir(parents=True)
+    for name, text in files.items():
+        (own / name).write_text(text)
+    assert _cgroup_memory_left(str(proc), str(tmp_path / "fs")) == 2147483648 - 1073741824 + 1000
+    limit = "memory.max" if version == "v2" else "memory.limit_in_bytes"
+    (own / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
+    assert _cgroup_memory_left(str(proc), str(tmp_path / "fs")) is None
+    assert _cgroup_memory_left(str(tmp_path / "none"), str(tmp_path / "fs")) is None  # no /proc/self/cgroup

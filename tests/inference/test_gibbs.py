@@ -308,3 +308,19 @@ def test_kernel_fields_are_checked(fields, match):
 def test_init_must_return_a_mapping_of_tensors(init, match):
     with pytest.raises(PyrozooError, match=match):
         run_gibbs(GibbsKernel(init=init, conditionals={"x": _no_sweep}), DATA, num_samples=3, progress=False)
+
+
+def test_a_non_finite_state_late_in_warmup_is_named_in_warmup():
+    """The warmup state was checked every 100 sweeps only: a NaN from sweep 150 with warmup 180 was reported at
+    draw 0 (sweep 181). The state is checked at warmup's last sweep too."""
+    with pytest.raises(PyrozooError, match=r"in chain 1, first seen after warmup sweeps 102 to 180"):
+        run_gibbs(_nan_kernel(150, []), {}, num_samples=10, warmup_steps=180, num_chains=2, progress=False)
+
+
+def test_a_fixed_helper_under_the_default_record_is_told_how_to_pass_record():
+    kernel = GibbsKernel(init=lambda c, d: {"a": torch.zeros(c, dtype=torch.float64), "h": torch.ones(c)},
+                         conditionals={"a": lambda s, d: s["a"] + 1})
+    with pytest.raises(PyrozooError, match=r"record: block\(s\) \['h'\] have no conditional.*record was not given, "
+                                           r"so every block of init's state is recorded; for fixed helper blocks "
+                                           r"pass record=\('a',\)"):
+        run_gibbs(kernel, {}, num_samples=3, warmup_steps=0, num_chains=2, progress=False)

@@ -523,3 +523,22 @@ def test_a_resume_on_other_numpy_data_is_refused(tmp_path):
     with pytest.raises(PyrozooError, match=r"model_kwargs\['y'\]: float64 \(5,\)"):
         run_svi(np_model, AutoNormal(np_model), {"y": np.full(5, 100.0)}, num_steps=8, num_samples=2,
                 progress=False, checkpoint=ckpt, resume=True)
+
+
+def test_the_data_fingerprint_reads_text_and_dates_without_failing(tmp_path):
+    """A list of group names in model_kwargs made a checkpointed run fail (np.asarray gives a '<U1' array, which
+    torch cannot hold); text and dates are hashed by their bytes, and other data are compared by them too."""
+    import numpy as np
+
+    from pyrozoo.inference.checkpoint import data_fingerprint
+
+    fp = data_fingerprint({"g": ["a", "b"], "d": np.array(["2020-01-01"], dtype="datetime64[D]")})
+    assert fp["g"].startswith("str32 (2,) ") and fp["d"].startswith("datetime64[D] (1,) ")
+    assert data_fingerprint({"g": ["a", "c"]})["g"] != fp["g"]
+
+    def grouped(x=None, groups=None, n=20):
+        return model(x, n)
+
+    res = run_svi(grouped, AutoNormal(grouped), {"x": X, "groups": ["a", "b"]}, checkpoint=tmp_path / "g.ckpt",
+                  **{**FIT, "num_steps": 4})
+    assert len(res.fit_stats["loss"]) == 4

@@ -992,11 +992,15 @@ def test_available_memory_reads_the_host_and_the_address_space_limit(monkeypatch
 
     monkeypatch.setattr(device, "_meminfo_available", lambda: 8 * 10**9)
     monkeypatch.setattr(device, "_address_space_left", lambda: None)
+    monkeypatch.setattr(device, "_cgroup_memory_left", lambda: None)
     assert device.available_memory("cpu") == 8 * 10**9
+    monkeypatch.setattr(device, "_cgroup_memory_left", lambda: 5 * 10**9)  # a container's limit
+    assert device.available_memory("cpu") == 5 * 10**9
     monkeypatch.setattr(device, "_address_space_left", lambda: 3 * 10**9)  # ulimit -v
     assert device.available_memory(torch.device("cpu")) == 3 * 10**9
     monkeypatch.setattr(device, "_meminfo_available", lambda: None)
     monkeypatch.setattr(device, "_address_space_left", lambda: None)
+    monkeypatch.setattr(device, "_cgroup_memory_left", lambda: None)
     assert device.available_memory("cpu") is None
 
 
