@@ -177,7 +177,9 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
                  **prior: Any) -> Dataset:
     """Validate and standardize (X, y), attach the prior (``lam=None``: :func:`default_lam` of the data);
     ``truth['w']`` is on the standardized scale. y is only centred: ``response_shift`` is its mean and
-    ``response_scale`` 1 (the log-likelihood needs no Jacobian; the attrs map observed_data back)."""
+    ``response_scale`` 1 (the log-likelihood needs no Jacobian; the attrs map observed_data back).
+    ``meta['y_centred']`` True records the centring (the intercept integrated out: n - 1 degrees of freedom for
+    sigma^2 in Gibbs and the exact posterior, :attr:`~pyrozoo.models.spike_slab_prior.StandardizedData.dof`)."""
     lam = prior.pop("lam", 1.0)
     prior_obj = as_prior(prior, lam=1.0 if lam is None else lam)  # checks the prior before any data work
     dev = resolve_device(device)
@@ -190,7 +192,7 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
         truth = {"w": (w_t * data.x_scale).cpu().numpy(), "gamma": (w_t != 0).cpu().numpy().astype(float)}
     return Dataset(name, inputs={"X": data.X, **prior_obj.to_dict()}, observed={"y": data.y}, truth=truth,
                    meta={"x_mean": data.x_mean.cpu().numpy(), "x_scale": data.x_scale.cpu().numpy(),
-                         "y_mean": data.y_mean, **response_map(data.y_mean, 1.0)})
+                         "y_mean": data.y_mean, "y_centred": True, **response_map(data.y_mean, 1.0)})
 
 
 def spike_slab_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", device: Any = "cpu",
@@ -266,12 +268,16 @@ def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 2
 
 
 def dataset_to_standardized(dataset: Dataset) -> tuple[StandardizedData, SpikeSlabPrior]:
+    """The :class:`StandardizedData` and prior of a spike-slab :class:`Dataset`. y counts as centred (n - 1 degrees
+    of freedom) only where ``meta['y_centred']`` says so (:func:`make_dataset`); a Dataset built by hand with its
+    own y keeps n."""
     X, y = dataset.inputs["X"], dataset.observed["y"]
     prior = as_prior({k: dataset.inputs[k] for k in PRIOR_KEYS})
     meta = dataset.meta
     data = StandardizedData(X, y, torch.as_tensor(meta.get("x_mean", np.zeros(X.shape[1])), device=X.device),
                             torch.as_tensor(meta.get("x_scale", np.ones(X.shape[1])), device=X.device),
-                            float(meta.get("y_mean", 0.0)), X.T @ X, X.T @ y, y @ y)
+                            float(meta.get("y_mean", 0.0)), X.T @ X, X.T @ y, y @ y,
+                            centred=bool(meta.get("y_centred", False)))
     return data, prior
 
 

@@ -2,14 +2,21 @@
 
 All chains are one batch dimension. Conjugate prior, one sweep (A = X^T X + diag(1 / v_gamma), b = X^T y):
 
-    sigma^2 | gamma, y      ~ InvGamma((n + nu) / 2, (nu lam + y^T y - b^T A^{-1} b) / 2)     (w integrated out)
+    sigma^2 | gamma, y      ~ InvGamma((m + nu) / 2, (nu lam + y^T y - b^T A^{-1} b) / 2)     (w integrated out)
     w | gamma, sigma^2, y   ~ N(A^{-1} b, sigma^2 A^{-1})
     gamma_d | w, sigma^2, theta ~ Bernoulli(sigmoid(logit theta - log(v1 / v0) / 2 - w_d^2 (1/v1 - 1/v0) / (2 sigma^2)))
     theta | gamma           ~ Beta(a0 + sum gamma, b0 + p - sum gamma)
 
 The first two form one blocked draw of (sigma^2, w) | gamma. Independent prior (w_d ~ N(0, v_gamma)):
 A = X^T X / sigma^2 + diag(1 / v_gamma), w | . ~ N(A^{-1} b / sigma^2, A^{-1}),
-sigma^2 | w ~ InvGamma((n + nu) / 2, (nu lam + |y - X w|^2) / 2), and the gamma step without sigma^2.
+sigma^2 | w ~ InvGamma((m + nu) / 2, (nu lam + |y - X w|^2) / 2), and the gamma step without sigma^2.
+
+m is y's degrees of freedom, :attr:`~pyrozoo.models.spike_slab_prior.StandardizedData.dof`: n - 1 when y was
+centred (:func:`~pyrozoo.models.spike_slab_prior.standardize`, every public path), which is the posterior of the
+model with an intercept under a flat prior, integrated out; n for y taken as given. With m = n on centred y the
+sampler was over-confident (sigma^2 too small by about a factor (n + nu - 2) / (n + nu - 3); SBC at n = 8 showed it).
+The gamma and theta steps do not involve m. The ``lp`` stat stays the Pyro model's log joint on the y it is given
+(n factors; with centred y it differs from the sampled target's log density by 0.5 log(2 pi sigma^2 / n)).
 
 Each sweep factors the (C, p, p) matrices A once (the ``_chol`` block, a deterministic function of gamma and
 sigma^2 kept in the state so that the sigma^2 and w draws share it; it is not recorded).
@@ -29,9 +36,10 @@ State = dict[str, torch.Tensor]
 
 
 def gibbs_data(data: StandardizedData, prior: SpikeSlabPrior) -> dict[str, Any]:
-    """What the conditionals read: sufficient statistics and the prior."""
+    """What the conditionals read: sufficient statistics, the prior, ``n`` (rows) and ``dof`` (y's degrees of freedom
+    for sigma^2: n - 1 for centred y, :attr:`StandardizedData.dof`)."""
     return {"XtX": data.XtX, "Xty": data.Xty, "yty": data.yty, "X": data.X, "y": data.y, "n": data.n,
-            "p": data.p, "prior": prior}
+            "dof": data.dof, "p": data.p, "prior": prior}
 
 
 def _precision(state: State, d: Mapping[str, Any]) -> torch.Tensor:
@@ -57,7 +65,7 @@ def _draw_sigma2_collapsed(state: State, d: Mapping[str, Any]) -> torch.Tensor:
     b = d["Xty"].expand(L.shape[0], -1)
     half = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)  # L^{-1} b
     S = (d["yty"] - (half**2).sum(-1)).clamp(min=1e-12)
-    shape = torch.full_like(S, 0.5 * (d["n"] + prior.nu))
+    shape = torch.full_like(S, 0.5 * (d["dof"] + prior.nu))
     rate = 0.5 * (prior.nu * prior.lam + S)
     return rate / torch.distributions.Gamma(shape, torch.ones_like(S)).sample()
 
@@ -80,7 +88,7 @@ def _draw_sigma2_given_w(state: State, d: Mapping[str, Any]) -> torch.Tensor:
     prior: SpikeSlabPrior = d["prior"]
     resid = d["y"] - state["w"] @ d["X"].T  # (C, n)
     rate = 0.5 * (prior.nu * prior.lam + (resid**2).sum(-1))
-    shape = torch.full_like(rate, 0.5 * (d["n"] + prior.nu))
+    shape = torch.full_like(rate, 0.5 * (d["dof"] + prior.nu))
     return rate / torch.distributions.Gamma(shape, torch.ones_like(rate)).sample()
 
 

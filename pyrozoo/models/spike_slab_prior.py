@@ -11,6 +11,11 @@ Prior (conjugate form, the default)::
 The independent (non-conjugate) variant drops the sigma^2 factor from the prior of w: w_d ~ N(0, v_{gamma_d}).
 All algorithms work on standardized columns of X (mean 0, sd 1) and centred y; the intercept is y's mean and
 coefficients are mapped back to the original scale of X by the estimator.
+
+Centring y is the intercept mu (flat prior, independent of sigma^2) integrated out: with the columns of X centred,
+|y - mu 1 - X w|^2 = |y_c - X w|^2 + n (mean(y) - mu)^2, and the integral over mu leaves sigma^{-(n - 1)}
+exp(-|y_c - X w|^2 / (2 sigma^2)): the centred y carry n - 1 degrees of freedom, not n
+(:attr:`StandardizedData.dof`). Data whose y was not centred here (``centred=False``) keep n.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ PRIOR_KEYS = tuple(f for f in SpikeSlabPrior.__dataclass_fields__)
 @dataclass
 class StandardizedData:
     """Standardized design ``X`` (n, p), centred ``y`` (n,), the column means/scales and y's mean, and the
-    sufficient statistics ``XtX`` (when p <= n or small), ``Xty``, ``yty``."""
+    sufficient statistics ``XtX`` (when p <= n or small), ``Xty``, ``yty``. ``centred`` says whether y was centred
+    here (:func:`standardize`), i.e. the intercept integrated out under a flat prior; it sets :attr:`dof`."""
 
     X: torch.Tensor
     y: torch.Tensor
@@ -87,10 +93,17 @@ class StandardizedData:
     XtX: torch.Tensor
     Xty: torch.Tensor
     yty: torch.Tensor
+    centred: bool = False
 
     @property
     def n(self) -> int:
         return int(self.X.shape[0])
+
+    @property
+    def dof(self) -> int:
+        """The degrees of freedom y carries for sigma^2: n - 1 when y was centred (the flat-prior intercept
+        integrated out), n when y is taken as given (no intercept). The exponent of sigma^2 in the likelihood."""
+        return self.n - 1 if self.centred else self.n
 
     @property
     def p(self) -> int:
@@ -145,14 +158,15 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
 
 def standardize(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> StandardizedData:
-    """Validate, then centre and scale the columns of X (population sd) and centre y."""
+    """Validate, then centre and scale the columns of X (population sd) and centre y (``centred=True``: the
+    samplers and the exact posterior then use n - 1 degrees of freedom for sigma^2, :attr:`StandardizedData.dof`)."""
     Xt, yt = validate_xy(X, y, dtype=dtype, device=device)
     x_mean = Xt.mean(dim=0)
     x_scale = Xt.std(dim=0, unbiased=False)
     Xs = (Xt - x_mean) / x_scale
     y_mean = float(yt.mean())
     yc = yt - y_mean
-    return StandardizedData(Xs, yc, x_mean, x_scale, y_mean, Xs.T @ Xs, Xs.T @ yc, yc @ yc)
+    return StandardizedData(Xs, yc, x_mean, x_scale, y_mean, Xs.T @ Xs, Xs.T @ yc, yc @ yc, centred=True)
 
 
 def as_prior(prior: SpikeSlabPrior | dict[str, Any] | None = None, **overrides: Any) -> SpikeSlabPrior:

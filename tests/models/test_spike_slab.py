@@ -9,6 +9,7 @@ tolerance stated by the method, not Monte Carlo.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import arviz as az
@@ -59,12 +60,20 @@ def _mcse_tolerance(draws: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- exact posterior
-def test_exact_matches_brute_force_marginal_likelihood(small):
+@pytest.mark.parametrize("centred", [True, False])
+def test_exact_matches_brute_force_marginal_likelihood(small, centred):
     """The closed-form marginal likelihood equals log N(y; 0, sigma^2 (I + X D X^T)) integrated over sigma^2 by
-    quadrature (independent reference: no Woodbury or determinant lemma) for a few patterns."""
+    quadrature (independent reference: no Woodbury or determinant lemma) for a few patterns. Centred y (as
+    standardize records it) is the intercept integrated out: the reference is then the density of Q^T y, Q an
+    orthonormal basis of the complement of the constant vector (n - 1 coordinates, X replaced by Q^T X); y taken
+    as given (centred=False) uses all n coordinates."""
     data, _ = small
+    data = data if centred else dataclasses.replace(data, centred=False)
     ex = exact_posterior(data, PRIOR)
     X, y, n = data.X, data.y, data.n
+    if centred:
+        Q = torch.linalg.qr(torch.cat([torch.ones(n, 1, dtype=X.dtype), torch.eye(n, dtype=X.dtype)], 1))[0][:, 1:n]
+        X, y, n = Q.T @ X, Q.T @ y, n - 1
     log_s2 = torch.linspace(-8, 6, 20001, dtype=torch.float64)
     for code in (0, 5, 63):
         g = ex["patterns"][code]
@@ -446,10 +455,11 @@ def test_score_rejects_y_of_the_wrong_length():
 @pytest.mark.parametrize("conjugate", [True, False])
 def test_sigma2_conditional_matches_its_inverse_gamma(conjugate):
     """The sigma^2 draw of one Gibbs sweep, on a fixed state (gamma, w) repeated over 10^6 vectorized chains, against
-    the module docstring's conditional computed here: conjugate InvGamma((n + nu) / 2, (nu lam + y^T y - b^T A^-1 b)
-    / 2), A = X^T X + diag(1 / v_gamma); independent InvGamma((n + nu) / 2, (nu lam + |y - X w|^2) / 2). Reference:
-    scipy.stats.invgamma mean and variance; rtol 1e-2 (n = 20, shape 11.5: MC sd of the mean ~3e-4 relative, of the
-    variance ~2.5e-3 relative; shape (n - 1 + nu) / 2 moves the mean by 5%)."""
+    the module docstring's conditional computed here: conjugate InvGamma((m + nu) / 2, (nu lam + y^T y - b^T A^-1 b)
+    / 2), A = X^T X + diag(1 / v_gamma); independent InvGamma((m + nu) / 2, (nu lam + |y - X w|^2) / 2), m = n - 1
+    since standardize centred y (the intercept integrated out). Reference: scipy.stats.invgamma mean and variance;
+    rtol 1e-2 (n = 20, shape 11: MC sd of the mean ~3e-4 relative, of the variance ~2.5e-3 relative; shape
+    (n + nu) / 2, the sampler before the fix, moves the mean by 5%)."""
     from pyrozoo.models.spike_slab_gibbs import _draw_chol, _draw_sigma2_collapsed, _draw_sigma2_given_w
 
     data = _tiny_standardized()
@@ -467,14 +477,15 @@ def test_sigma2_conditional_matches_its_inverse_gamma(conjugate):
     state["_chol"] = _draw_chol(state, d)
     draw = _draw_sigma2_collapsed if conjugate else _draw_sigma2_given_w
     s2 = draw(state, d).numpy()
-    n = X.shape[0]
+    assert data.centred
+    m = X.shape[0] - 1  # y centred: n - 1 degrees of freedom
     v = prior.spike_var + gamma * (prior.slab_var - prior.spike_var)
     if conjugate:
         b = X.T @ y
         S = y @ y - b @ np.linalg.solve(X.T @ X + np.diag(1.0 / v), b)
     else:
         S = np.sum((y - X @ w) ** 2)
-    ref = stats.invgamma(0.5 * (n + prior.nu), scale=0.5 * (prior.nu * prior.lam + S))
+    ref = stats.invgamma(0.5 * (m + prior.nu), scale=0.5 * (prior.nu * prior.lam + S))
     assert s2.mean() == pytest.approx(ref.mean(), rel=1e-2)
     assert s2.var() == pytest.approx(ref.var(), rel=1e-2)
 
@@ -1203,8 +1214,10 @@ def _exact_independent_prior(data, prior, grid: int = 2001) -> dict[str, torch.T
     B(a0, b0)), w integrated in closed form (y ~ N(0, sigma^2 I + X D_gamma X^T), through the p x p matrix
     M = D^-1 + X^T X / sigma^2: log|sigma^2 I + X D X^T| = n log sigma^2 + log|D| + log|M|, quadratic form
     y^T y / sigma^2 - b^T M^-1 b with b = X^T y / sigma^2), and sigma^2 ~ InvGamma(nu / 2, nu lam / 2) summed on a
-    log grid over [e^-8, e^6] (16001 points instead of 2001 change the answers by < 1e-13)."""
-    X, y, n, p = data.X.double(), data.y.double(), data.n, data.p
+    log grid over [e^-8, e^6] (16001 points instead of 2001 change the answers by < 1e-13). For centred y (the
+    intercept integrated out) the density is that of y's n - 1 coordinates orthogonal to the constant vector: the
+    same quadratic form and log|M| (X's columns are centred), n - 1 in place of n in the log-determinant."""
+    X, y, n, p = data.X.double(), data.y.double(), data.dof, data.p
     G = all_patterns(p).double()
     v = prior.variances(G)  # (2^p, p)
     log_s2 = torch.linspace(-8, 6, grid, dtype=torch.float64)
