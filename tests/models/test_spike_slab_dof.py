@@ -80,8 +80,9 @@ def test_standardize_and_make_dataset_record_the_centring_and_a_raw_dataset_keep
 
 
 def test_exact_posterior_of_centred_y_is_the_intercept_models():
-    """Deterministic: exact enumeration on the centred path equals the explicit-intercept brute force (quadrature and
-    tau^2 = 1e6 errors are ~1e-6 here). With n in place of n - 1, E[sigma^2] was 22% smaller."""
+    """Deterministic: exact enumeration on the centred path equals the explicit-intercept brute force (at
+    tau^2 = 1e6 they agree to 3e-8 here; tau^2 = 1e4 gives 3e-6). With n in place of n - 1, E[sigma^2] was 22%
+    smaller."""
     X, y = _xy()
     data = standardize(X, y)
     prior = as_prior(PRIOR)
@@ -98,8 +99,8 @@ def test_exact_posterior_of_centred_y_is_the_intercept_models():
 def test_gibbs_on_the_public_path_matches_the_intercept_model(conjugate):
     """Gibbs (8 chains x 2000 draws) through make_dataset -> dataset_to_standardized (the CLI's path) against the
     explicit-intercept brute force: E[sigma^2] within 4 ArviZ MCSE, inclusion probabilities (Rao-Blackwellized)
-    within 4 MCSE + 0.005. The MCSE of E[sigma^2] is ~2% of it; the old n-degrees-of-freedom sampler was ~22% low
-    (12 MCSE conjugate, 14 independent)."""
+    within 4 MCSE + 0.005 (and E[w] against the exact enumeration, conjugate prior). The MCSE of E[sigma^2] is ~2%
+    of it; the old n-degrees-of-freedom sampler was ~22% low (12 MCSE conjugate, 14 independent)."""
     X, y = _xy()
     prior_opts = {**PRIOR, "conjugate": conjugate}
     data, prior = dataset_to_standardized(make_dataset(X, y, **prior_opts))
@@ -112,3 +113,8 @@ def test_gibbs_on_the_public_path_matches_the_intercept_model(conjugate):
     q_mcse = az.mcse(az.convert_to_dataset({"q": q}))["q"].values
     est = q.reshape(-1, P).mean(0)
     assert np.all(np.abs(est - ref["inclusion"].numpy()) < 4 * q_mcse + 0.005), (est, ref["inclusion"], q_mcse)
+    if conjugate:  # E[w | y] against the exact enumeration (checked against the brute force above)
+        w = np.asarray(res.posterior["w"])
+        w_mcse = az.mcse(az.convert_to_dataset({"w": w}))["w"].values
+        w_exact = exact_posterior(data, prior)["w_mean"].numpy()
+        assert np.all(np.abs(w.reshape(-1, P).mean(0) - w_exact) < 4 * w_mcse + 0.005), (w.mean((0, 1)), w_exact)
