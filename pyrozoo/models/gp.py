@@ -153,6 +153,7 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
 # the covariance and its factor (6.1); NUTS: autograd through the Cholesky of the collapsed model (9.3)
 EXACT_BUFFERS = 7
 NUTS_BUFFERS = 10
+PLAIN_BUFFERS = 5  # exact_log_marginal / exact_posterior with nothing that requires grad: 4.2 measured the same way
 
 
 def _gb(nbytes: float) -> str:
@@ -185,20 +186,26 @@ def check_exact_memory(X: torch.Tensor, *, buffers: int = EXACT_BUFFERS) -> None
 
 
 def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, variance: Any, noise: Any, jitter: Any, *,
-                          allow_zero_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                          allow_zero_noise: bool = True, buffers: int | None = None,
+                          ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The checks of :func:`exact_log_marginal` and :func:`exact_posterior`, before any work (those of the sparse
     path, :func:`~pyrozoo.models.sparse_gp.check_sparse_inputs`): the kernel's name; X (N, d) and y (N,) finite
     (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a floating tensor keeps its dtype and
     device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0 (> 0 unless
     ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0; N x N matrices that fit in the memory of X's device
-    (:func:`check_exact_memory`). Returns X, y and the hyperparameters as tensors on
+    (:func:`check_exact_memory`: ``buffers`` of them; by default :data:`EXACT_BUFFERS` when an input requires
+    grad, else :data:`PLAIN_BUFFERS`). Returns X, y and the hyperparameters as tensors on
     X's dtype and device (a tensor that already is one is returned as it is, so gradients flow through it)."""
     check_choice("kernel", kernel, KERNELS)
     floating = isinstance(X, torch.Tensor) and X.is_floating_point()
     X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=allow_zero_noise)
     check_nonnegative("jitter", jitter)
-    check_exact_memory(X)
+    if buffers is None:  # a call differentiated through holds the backward's matrices too
+        grad = torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad
+                                               for v in (X, y, lengthscale, variance, noise))
+        buffers = EXACT_BUFFERS if grad else PLAIN_BUFFERS
+    check_exact_memory(X, buffers=buffers)
     hyper = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
              for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
     if hyper["variance"].numel() != 1:
@@ -505,7 +512,8 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     check_positive("lr", lr)
     check_nonnegative("rel_tol", rel_tol)
     # once, not at every step; noise > 0, as the loop works on log(noise)
-    X, y, _ = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, 0.0, allow_zero_noise=False)
+    X, y, _ = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, 0.0, allow_zero_noise=False,
+                                    buffers=EXACT_BUFFERS)  # the loop's backward
     X, y = X.detach(), y.detach()  # data: a caller's tensor that requires grad would collect .grad at every step
     ls0 = initial_lengthscale(lengthscale, X, ard=ard)
     raw = {
