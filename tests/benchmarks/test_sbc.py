@@ -1,0 +1,50 @@
+"""benchmarks/sbc.py: the rank of a true value among thinned draws, the uniformity tests, a tiny run, bad flags."""
+
+import sys
+
+import numpy as np
+import pytest
+
+
+def test_thinned_rank_takes_l_draws_evenly_within_each_chain(load_script):
+    mod = load_script("sbc")
+    draws = np.arange(200.0).reshape(2, 100)  # chain 0: 0..99, chain 1: 100..199
+    # L = 10: 5 per chain, every 20th draw ending each stride: 19, 39, ..., 99 and 119, ..., 199
+    assert mod.thinned_rank(50.0, draws, 10) == 2  # 19 and 39 are below
+    assert mod.thinned_rank(150.0, draws, 10) == 7  # all of chain 0, and 119, 139
+    assert mod.thinned_rank(-1.0, draws, 10) == 0 and mod.thinned_rank(1e9, draws, 10) == 10
+    with pytest.raises(ValueError, match="at least 101 draws per chain"):
+        mod.thinned_rank(0.0, draws, 201)
+
+
+def test_uniform_ranks_pass_and_piled_ranks_fail(load_script):
+    mod = load_script("sbc")
+    even = list(range(100)) * 6  # every rank of {0..99} six times (L = 99)
+    chi, ks, counts = mod.uniformity(even, 99)
+    assert counts == [60] * 10 and chi == pytest.approx(1.0) and ks > 0.5
+    piled = [99 - (r % 50) for r in range(600)]  # the upper half only
+    chi, ks, _ = mod.uniformity(piled, 99)
+    assert chi < 1e-10 and ks < 1e-10
+
+
+def test_a_tiny_run_prints_its_table(load_script, monkeypatch, capsys):
+    mod = load_script("sbc")
+    monkeypatch.setattr(sys, "argv", ["sbc.py", "--case", "spike-slab", "--reps", "2", "--L", "9",
+                                      "--num-samples", "20", "--warmup", "10"])
+    mod.main()
+    out = capsys.readouterr().out
+    assert "SBC spike-slab: n = 8, p = 2, 2 replications" in out
+    assert all(f"| {name} |" in out for name in ("w[0]", "w[1]", "sigma2", "theta"))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--case", "blr", "--raw"], "--raw: only for --case spike-slab"),
+    (["--case", "blr", "--reps", "1"], "argument --reps: expected an integer >= 2, got 1"),
+])
+def test_bad_flags_are_refused_before_any_fit(load_script, monkeypatch, capsys, argv, message):
+    mod = load_script("sbc")
+    monkeypatch.setattr(mod, "replicate", lambda *a, **k: pytest.fail("fitted"))
+    monkeypatch.setattr(sys, "argv", ["sbc.py", *argv])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert message in capsys.readouterr().err
