@@ -110,7 +110,7 @@ def replicate(case: str, r: int, seed: int, n: int, p: int, raw: bool, num_sampl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     at_least_1, at_least_2 = _peers.int_at_least(1), _peers.int_at_least(2)
     parser.add_argument("--case", choices=CASES, required=True)
     parser.add_argument("--reps", type=at_least_2, default=200, help="replications")
