@@ -129,21 +129,21 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
-def _broken(path: Path) -> tuple[str | None, dict[str, Any]]:
+def _broken(path: Path) -> str | None:
     """Why the run directory ``path`` (which exists) cannot be resumed (not a directory, a run file missing, a
-    damaged config.toml or metrics.json), in words, ``None`` if it can; and its metrics (``{}`` if unread)."""
+    damaged config.toml or metrics.json), in words; ``None`` if it can."""
     if not path.is_dir():
-        return "not a directory", {}
+        return "not a directory"
     missing = missing_run_files(path)
     if missing:
-        return f"incomplete: no {' or '.join(missing)}", {}
+        return f"incomplete: no {' or '.join(missing)}"
     try:
         metrics = json.loads((path / "metrics.json").read_text())
         if not isinstance(metrics, dict):
             raise ValueError(f"expected a JSON object of metrics, got {type(metrics).__name__}")
     except (OSError, ValueError) as exc:  # counted as done, yet a report lists it as unreadable and never sums it
-        return f"its metrics.json is unreadable: {(str(exc).splitlines() or [''])[0][:80]}", {}
-    return None, metrics
+        return f"its metrics.json is unreadable: {(str(exc).splitlines() or [''])[0][:80]}"
+    return None
 
 
 def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
@@ -156,7 +156,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
         path = run_path(root, cell)
         if not path.exists():
             continue
-        why, metrics = _broken(path)
+        why = _broken(path)
         if why is not None:
             broken.append(f"{cell.key} ({why})")
             continue
@@ -176,7 +176,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             changed.append(f"{cell.key} (differs in {', '.join(diff)})")
             continue
-        version = metrics.get("pyrozoo_version", "before 0.2.0")
+        version = json.loads((path / "metrics.json").read_text()).get("pyrozoo_version", "before 0.2.0")
         if version != pyrozoo.__version__:
             other_version.append(f"{cell.key} ({version})")
 
