@@ -483,7 +483,7 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(tmp_path, curve_csv)
     df, path = curve_csv(40, 4)
     out = tmp_path / "run"
     assert main(["run", "sparse-gp", "--data", str(path), "-o", "outcome=z", "-o", "m=6", "--steps", "15",
-                 "--num-samples", "6", "--seed", "2", "--out", str(out)]) == 0
+                 "--num-samples", "6", "--seed", "2", "--device", "cpu", "--out", str(out)]) == 0
     idata = az.from_netcdf(out / "idata.nc")
     assert idata.observed_data["y"].sizes["obs_id"] == 40
     assert list(idata.constant_data["X"].coords["feature"].values) == ["u", "v"]

@@ -1126,7 +1126,7 @@ def test_a_data_file_runs_from_the_cli_like_the_python_path(inference, tmp_path)
     out = tmp_path / "run"
     assert main(["run", "spike-slab", "--data", str(path), "-o", "outcome=y", "-o", "features=age, dose, bmi",
                  "--inference", inference, "--num-samples", "30", "--warmup-steps", "10", "--num-chains", "1",
-                 "--seed", "3", "--no-progress", "--out", str(out)]) == 0
+                 "--seed", "3", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     idata = az.from_netcdf(out / "idata.nc")
     assert idata.observed_data["y"].sizes["obs_id"] == 40
     assert list(idata.posterior["w"].coords["feature"].values) == ["age", "dose", "bmi"]
