@@ -428,13 +428,17 @@ def _flat_heads(posterior: dict[str, Any], device: torch.device, dtype: torch.dt
 @torch.no_grad()
 def head_logits(net: AgnosticNetwork, x: torch.Tensor, heads: dict[str, torch.Tensor], which: str = "y",
                 chunk: int = 4096) -> torch.Tensor:
-    """Logits ``(S, N, classes)`` of the target (``which='y'``) or protected (``'p'``) head at S head draws."""
+    """Logits ``(S, N, classes)`` of the target (``which='y'``) or protected (``'p'``) head at S head draws
+    (``N = 0`` rows give an empty ``(S, 0, classes)``)."""
+    w, b = heads[f"w_{which}"], heads[f"b_{which}"]
+    if x.shape[0] == 0:  # zero rows: an empty (S, 0, classes), as the BNN's predictions give empty tensors
+        return b.new_zeros((b.shape[0], 0, b.shape[-1]))
     out = []
     for start in range(0, x.shape[0], chunk):
         z = net.extractor(x[start : start + chunk])
         if which == "p":
             z = net.adversary(z)
-        out.append(torch.einsum("nd,scd->snc", z, heads[f"w_{which}"]) + heads[f"b_{which}"][:, None, :])
+        out.append(torch.einsum("nd,scd->snc", z, w) + b[:, None, :])
     return torch.cat(out, dim=1)
 
 
@@ -502,7 +506,7 @@ def predict_proba(net: AgnosticNetwork | Result, x: Any, posterior: dict[str, An
 
     ``predict_proba(result, x, data=data)`` scores with the result's own fitted network (:func:`fitted_network`)
     and head draws; ``predict_proba(net, x, posterior)`` with a given network and draws (``result.posterior``).
-    ``x``: rows shaped like the training inputs, finite."""
+    ``x``: rows shaped like the training inputs, finite; zero rows give an empty ``(0, classes)``."""
     check_choice("which", which, ("y", "p"))
     if isinstance(net, Result):
         if posterior is not None:

@@ -1074,3 +1074,30 @@ def test_feature_dim_one_is_refused():
         check_model_options({"feature_dim": 0})
     assert check_model_options({"feature_dim": 2})["feature_dim"] == 2
     assert MLPFeatures(3, 2)(torch.randn(5, 3)).abs().sum() > 0
+
+
+def _frame_fit():
+    """A tiny fit on a DataFrame with columns a..d (every row labelled both ways), 3 steps."""
+    import pandas as pd
+
+    from pyrozoo.models.agnostic import attach_network
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((40, 4)), columns=list("abcd"))
+    data = attach_network(make_agnostic_data(frame, rng.integers(0, 2, 40), rng.integers(0, 2, 40)),
+                          feature_dim=4, hidden=6)
+    return frame, data, _tiny_fit(data)
+
+
+def test_predict_proba_of_zero_rows_is_empty():
+    """Zero rows raised torch.cat's bare 'expected a non-empty list of Tensors' from head_logits; they now give an
+    empty (0, classes) result, as the BNN's predictions give empty tensors, for either head and either call form."""
+    from pyrozoo.models.agnostic import fitted_network, predict_proba
+
+    frame, data, result = _frame_fit()
+    for x in (frame[:0], frame.to_numpy()[:0], torch.zeros(0, 4)):
+        for which in ("y", "p"):
+            proba = predict_proba(result, x, data=data, which=which)
+            assert proba.shape == (0, 2) and proba.dtype == torch.float32
+    assert predict_proba(fitted_network(result, data), frame[:0], result.posterior).shape == (0, 2)
+
