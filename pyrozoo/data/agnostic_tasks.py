@@ -146,7 +146,8 @@ def make_agnostic_data(
     ``splits``: held-out sets ``{name: {"x", "y", "p"}}`` kept in ``meta`` (evaluation only). Their labels may be
     missing on some rows as in training; each metric uses the rows that carry the labels it needs. A split named
     ``"probe"`` is where fresh leakage probes train (it needs protected labels ``p`` of at least 2 classes), and
-    ``leakage_split`` names the split they are scored on (it needs ``p`` too); the two go together.
+    ``leakage_split`` names the split they are scored on (it needs ``p`` of at least 2 classes too: with one, the
+    chance rate would be 1 and the fairness differences would be missing); the two go together.
 
     ``rows``: the original label of each of the ``N`` training rows (a data file's 0-based data-row number, as the
     ``--data`` reader and ``cps1985`` give after their split), distinct. The result's ``target_id`` and
@@ -155,9 +156,10 @@ def make_agnostic_data(
 
     Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
     rows, no row has a protected label (or they all carry the same one), a held-out label is not among the
-    training classes, or the probe and leakage splits are incomplete, and so are pandas ``x``, ``y`` and ``p`` whose
-    indexes differ (rows are paired by position, not by label: :func:`~pyrozoo.validation.check_same_index`) and a
-    pandas categorical column of ``x``, even an integer one (categories are labels, not amounts).
+    training classes, or the probe and leakage splits are incomplete (or hold one protected class), and so are
+    pandas ``x``, ``y`` and ``p`` whose indexes differ (rows are paired by position, not by label:
+    :func:`~pyrozoo.validation.check_same_index`) and a pandas categorical column of ``x``, even an integer one
+    (categories are labels, not amounts).
     """
     check_same_index(x=x, y=y, p=p)  # before any work: a shuffled Series would pair labels with the wrong rows
     x_in, x = x, as_tensor("x", x, dtype=torch.float32, detach=True)  # text first: it names the column
@@ -203,7 +205,7 @@ def make_agnostic_data(
             if has.any():  # a label column with no labelled row is as good as none
                 entry[key] = torch.as_tensor(_encode(f"splits[{split}].{key}", raw, has, classes[key]))
         checked_splits[split] = entry
-    _check_probe_splits(checked_splits, leakage_split)
+    _check_probe_splits(checked_splits, leakage_split, p_classes)
     inputs = {
         "x": x,
         "target_idx": torch.as_tensor(target_idx),
@@ -225,9 +227,11 @@ def make_agnostic_data(
     return Dataset(name, inputs=inputs, observed=observed, meta=info)
 
 
-def _check_probe_splits(splits: dict[str, dict[str, torch.Tensor]], leakage_split: str | None) -> None:
+def _check_probe_splits(splits: dict[str, dict[str, torch.Tensor]], leakage_split: str | None,
+                        p_classes: list[Any] | None = None) -> None:
     """The fresh probes train on ``splits["probe"]`` and are scored on ``splits[leakage_split]``: both must be there
-    with protected labels (the probe split of at least 2 classes), or neither (no probe metrics)."""
+    with protected labels of at least 2 classes, or neither (no probe metrics). ``p_classes`` (the training classes
+    the codes index) names a lone class in the message."""
     if leakage_split is not None and leakage_split not in splits:
         raise PyrozooError(f"leakage_split: expected one of {', '.join(splits) or '(no splits)'}, "
                            f"got {leakage_split!r}")
@@ -248,9 +252,16 @@ def _check_probe_splits(splits: dict[str, dict[str, torch.Tensor]], leakage_spli
         raise PyrozooError("splits[probe].p: the probe split trains the fresh leakage probes on the protected "
                            "concept, so it needs protected labels of at least 2 classes; got "
                            + ("none" if "p" not in splits["probe"] else "one class"))
-    if "p" not in splits[leakage_split]:
+    scored = splits[leakage_split].get("p")
+    if scored is None or torch.unique(scored[scored >= 0]).numel() < 2:
+        # one class: chance rate 1, every probe "below chance", and the fairness differences left out, silently
+        if scored is None:
+            got = "none"
+        else:
+            code = int(scored[scored >= 0][0])
+            got = f"only class {p_classes[code]!r}" if p_classes is not None else "one class"
         raise PyrozooError(f"splits[{leakage_split}].p: the leakage split scores the fresh probes against the "
-                           f"protected labels, so it needs them; got none")
+                           f"protected labels, so it needs protected labels of at least 2 classes; got {got}")
 
 
 def _protected_weights(target_idx: np.ndarray, protected_idx: np.ndarray) -> np.ndarray:

@@ -162,3 +162,21 @@ def test_x_that_requires_grad_is_read_as_its_values():
     assert torch.equal(data.inputs["x"], torch.as_tensor(X, dtype=torch.float32))
     assert not any(t.requires_grad for t in data.meta.get("splits", {}).get("test", {}).values()
                    if isinstance(t, torch.Tensor))
+
+
+def test_a_leakage_split_with_one_protected_class_is_refused():
+    """Only the probe split was checked for 2 protected classes: a one-class leakage split gave probe_chance 1.0,
+    probes 'below chance' and no test_dp_diff / test_eo_diff, silently. Now refused like the probe split, naming
+    the class."""
+    text = np.where(P01 == 1, "m", "f")
+    for p_test, got in ((np.full(12, "f"), "only class 'f'"), (np.r_[["m"], np.full(11, None)], "only class 'm'")):
+        with pytest.raises(PyrozooError, match=rf"splits\[test\]\.p: the leakage split scores the fresh probes "
+                                               rf"against the protected labels, so it needs protected labels of at "
+                                               rf"least 2 classes; got {got}$"):
+            make_agnostic_data(X, Y01, text, leakage_split="test",
+                               splits={"probe": {"x": X, "p": text}, "test": {"x": X, "y": Y01, "p": p_test}})
+    # a split the probes are not scored on may hold one class (its target accuracy is still meaningful)
+    data = make_agnostic_data(X, Y01, text, leakage_split="test",
+                              splits={"probe": {"x": X, "p": text}, "test": {"x": X, "y": Y01, "p": text},
+                                      "other": {"x": X, "y": Y01, "p": np.full(12, "f")}})
+    assert data.meta["leakage_split"] == "test"
