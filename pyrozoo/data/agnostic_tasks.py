@@ -35,12 +35,14 @@ from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_choice,
+    check_feature_names,
     check_finite,
     check_int,
     check_keys,
     check_pandas_numeric,
     check_probability,
     check_same_index,
+    feature_names,
 )
 
 
@@ -149,6 +151,10 @@ def make_agnostic_data(
     ``leakage_split`` names the split they are scored on (it needs ``p`` of at least 2 classes too: with one, the
     chance rate would be 1 and the fairness differences would be missing); the two go together.
 
+    A DataFrame ``x`` with string column names (scikit-learn's rule) has them kept as ``meta["feature_names"]``;
+    a split's DataFrame ``x`` (and one given to :func:`~pyrozoo.models.agnostic.predict_proba`) must have those
+    columns in that order, since columns are read by position. Arrays and tensors are read by position.
+
     ``rows``: the original label of each of the ``N`` training rows (a data file's 0-based data-row number, as the
     ``--data`` reader and ``cps1985`` give after their split), distinct. The result's ``target_id`` and
     ``protected_id`` axes then carry the labels of the rows on them (``meta["rows"]``, applied by the zoo entry's
@@ -156,12 +162,13 @@ def make_agnostic_data(
 
     Raises :class:`PyrozooError` if ``x`` is not finite, the target has fewer than two classes among its labelled
     rows, no row has a protected label (or they all carry the same one), a held-out label is not among the
-    training classes, or the probe and leakage splits are incomplete (or hold one protected class), and so are
-    pandas ``x``, ``y`` and ``p`` whose indexes differ (rows are paired by position, not by label:
-    :func:`~pyrozoo.validation.check_same_index`) and a pandas categorical column of ``x``, even an integer one
-    (categories are labels, not amounts).
+    training classes, the probe and leakage splits are incomplete (or hold one protected class), or a split's
+    DataFrame has other columns than ``x`` or another order, and so are pandas ``x``, ``y`` and ``p`` whose
+    indexes differ (rows are paired by position, not by label: :func:`~pyrozoo.validation.check_same_index`) and a
+    pandas categorical column of ``x``, even an integer one (categories are labels, not amounts).
     """
     check_same_index(x=x, y=y, p=p)  # before any work: a shuffled Series would pair labels with the wrong rows
+    names = feature_names(x, "x")  # a DataFrame's string column names: splits and predictions must have them
     x_in, x = x, as_tensor("x", x, dtype=torch.float32, detach=True)  # text first: it names the column
     check_pandas_numeric(x_in, x_name="x")  # an integer categorical column passed the conversion
     if x.dim() < 2 or x.shape[0] < 2:
@@ -193,6 +200,8 @@ def make_agnostic_data(
             raise PyrozooError(f"splits[{split}]: expected inputs under 'x' (held-out rows to evaluate), got none")
         where = f"splits[{split}]."
         check_same_index(**{where + key: parts.get(key) for key in ("x", "y", "p")})
+        # columns are read by position: a DataFrame with x's columns in another order (or others) would be misread
+        check_feature_names(parts["x"], names, name=where + "x", seen="in x")
         xs = as_tensor(where + "x", parts["x"], dtype=torch.float32, detach=True)
         check_pandas_numeric(parts["x"], x_name=where + "x")
         if tuple(xs.shape[1:]) != tuple(x.shape[1:]):
@@ -217,6 +226,8 @@ def make_agnostic_data(
     observed = {"y": torch.as_tensor(y_arr[target_idx]), "p": torch.as_tensor(p_arr[protected_idx])}
     info = {"splits": checked_splits, "leakage_split": leakage_split, "kind": "image" if x.dim() == 4 else "table",
             "y_classes": y_classes, "p_classes": p_classes}
+    if names is not None:
+        info["feature_names"] = names.tolist()
     if rows is not None:  # each observation axis holds a subset of the training rows: label it with theirs
         labels = np.asarray(rows).reshape(-1)
         if labels.shape[0] != n or len(set(labels.tolist())) != n:

@@ -84,6 +84,7 @@ from pyrozoo.registry import SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
+    check_feature_names,
     check_finite,
     check_int,
     check_interval,
@@ -187,6 +188,8 @@ class AgnosticNetwork(nn.Module):
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)  # one row's shape
         # True for the untrained network attach_network puts on a dataset: fit_agnostic trains a copy of it
         self.template = False
+        # the training DataFrame's column names (fitted_network: the dataset's meta["feature_names"]), or None
+        self.feature_names: list[str] | None = None
 
     @classmethod
     def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32,
@@ -459,7 +462,9 @@ def _network_of(dataset: Dataset) -> AgnosticNetwork:
 def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
     """The network ``result`` fitted: a copy of ``dataset``'s (untrained) network holding the result's parameters
     and buffers (``result.params``), in eval mode, on the device of ``dataset``'s inputs. :func:`fit_agnostic`
-    trains a copy and leaves the dataset's network as it is, so every Result of one dataset keeps its own fit."""
+    trains a copy and leaves the dataset's network as it is, so every Result of one dataset keeps its own fit. Its
+    ``feature_names`` are the dataset's ``meta["feature_names"]`` (checked against a DataFrame by
+    :func:`predict_proba`)."""
     template = _network_of(dataset)
     if not isinstance(result, Result):
         raise PyrozooError(f"result: expected the Result of fit_agnostic, got {type(result).__name__}")
@@ -475,11 +480,16 @@ def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
         raise PyrozooError(f"result: its fitted network does not match the dataset's network ({first}); score a "
                            f"Result with the dataset it was fitted on") from None
     net.template = False
+    names = dataset.meta.get("feature_names")  # predict_proba refuses a DataFrame with other columns or another order
+    net.feature_names = None if names is None else [str(c) for c in names]
     return net.to(dataset.inputs["x"].device).eval()
 
 
 def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
-    """``x`` as a finite tensor of rows shaped like the network's inputs, on its device."""
+    """``x`` as a finite tensor of rows shaped like the network's inputs, on its device. A DataFrame ``x`` must have
+    the network's ``feature_names`` (the training DataFrame's columns), in that order: columns are read by
+    position, so permuted or other columns would silently be the wrong inputs."""
+    check_feature_names(x, getattr(net, "feature_names", None), name=name)
     ref = next(net.parameters())
     x = as_tensor(name, x, dtype=ref.dtype, device=ref.device)  # arrays and DataFrames as well as tensors
     row = getattr(net, "input_shape", None)
@@ -506,7 +516,9 @@ def predict_proba(net: AgnosticNetwork | Result, x: Any, posterior: dict[str, An
 
     ``predict_proba(result, x, data=data)`` scores with the result's own fitted network (:func:`fitted_network`)
     and head draws; ``predict_proba(net, x, posterior)`` with a given network and draws (``result.posterior``).
-    ``x``: rows shaped like the training inputs, finite; zero rows give an empty ``(0, classes)``."""
+    ``x``: rows shaped like the training inputs, finite; zero rows give an empty ``(0, classes)``. A DataFrame
+    ``x`` must have the training DataFrame's columns (``data.meta["feature_names"]``) in that order; arrays and
+    tensors are read by position."""
     check_choice("which", which, ("y", "p"))
     if isinstance(net, Result):
         if posterior is not None:

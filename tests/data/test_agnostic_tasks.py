@@ -164,6 +164,29 @@ def test_x_that_requires_grad_is_read_as_its_values():
                    if isinstance(t, torch.Tensor))
 
 
+def test_dataframe_columns_are_recorded_and_split_columns_must_match():
+    """make_agnostic_data read a split's DataFrame columns by position and kept no names: a probe or test split
+    with x's columns in another order (or renamed) was accepted, and the held-out metrics were computed on permuted
+    features. x's string column names are now meta["feature_names"], and a split DataFrame must have them, in
+    order; arrays and tensors stay positional."""
+    frame = pd.DataFrame(X, columns=list("abc"))
+    data = make_agnostic_data(frame, Y01, P01)
+    assert data.meta["feature_names"] == ["a", "b", "c"]
+    assert "feature_names" not in make_agnostic_data(X, Y01, P01).meta  # an array has no names to record
+    permuted, renamed = frame[["c", "b", "a"]], frame.set_axis(["u", "v", "w"], axis=1)
+    for split in ("probe", "test"):
+        for bad, detail in ((permuted, r"the same names in another order"),
+                            (renamed, r"missing \['a', 'b', 'c'\], unexpected \['u', 'v', 'w'\]")):
+            splits = {"probe": {"x": frame, "p": P01}, "test": {"x": frame, "y": Y01, "p": P01}}
+            splits[split] = {**splits[split], "x": bad}
+            with pytest.raises(PyrozooError, match=rf"splits\[{split}\]\.x: expected the columns seen in x, in that "
+                                                   rf"order, \['a', 'b', 'c'\]; got \[.*\] \({detail}\)"):
+                make_agnostic_data(frame, Y01, P01, splits=splits, leakage_split="test")
+    ok = make_agnostic_data(frame, Y01, P01, leakage_split="test",
+                            splits={"probe": {"x": X, "p": P01}, "test": {"x": frame, "y": Y01, "p": P01}})
+    assert torch.equal(ok.meta["splits"]["probe"]["x"], ok.meta["splits"]["test"]["x"])  # array: by position
+
+
 def test_a_leakage_split_with_one_protected_class_is_refused():
     """Only the probe split was checked for 2 protected classes: a one-class leakage split gave probe_chance 1.0,
     probes 'below chance' and no test_dp_diff / test_eo_diff, silently. Now refused like the probe split, naming

@@ -1101,3 +1101,25 @@ def test_predict_proba_of_zero_rows_is_empty():
             assert proba.shape == (0, 2) and proba.dtype == torch.float32
     assert predict_proba(fitted_network(result, data), frame[:0], result.posterior).shape == (0, 2)
 
+
+def test_predict_proba_refuses_a_dataframe_with_other_columns():
+    """DataFrame columns were read by position: the training columns in another order, or renamed, gave other
+    probabilities without a word. A DataFrame must now have the training DataFrame's columns in order (both call
+    forms); arrays and tensors stay positional."""
+    from pyrozoo.models.agnostic import fitted_network, predict_proba
+
+    frame, data, result = _frame_fit()
+    same = predict_proba(result, frame[:3], data=data)
+    assert torch.equal(same, predict_proba(result, frame.to_numpy()[:3], data=data))  # arrays: by position
+    cases = [(frame[["d", "c", "b", "a"]], r"the same names in another order"),
+             (frame.set_axis(list("wxyz"), axis=1), r"missing \['a', 'b', 'c', 'd'\], unexpected \['w', 'x', 'y', "
+                                                    r"'z'\]")]
+    net = fitted_network(result, data)
+    for bad, detail in cases:
+        message = (rf"x: expected the columns seen in fit, in that order, \['a', 'b', 'c', 'd'\]; got \[.*\] "
+                   rf"\({detail}\)")
+        with pytest.raises(PyrozooError, match=message):
+            predict_proba(result, bad[:3], data=data)
+        with pytest.raises(PyrozooError, match=message):
+            predict_proba(net, bad[:3], result.posterior)
+    assert net.feature_names == ["a", "b", "c", "d"] == data.meta["feature_names"]
