@@ -1,10 +1,11 @@
 """Simulation-based calibration (Talts et al. 2018) of the zoo's cheap inferences.
 
 For each replication: draw the parameters and a data set from the model's own prior (the registered Pyro model with
-its default prior, so the prior drawn from is the one the fit uses), fit through the registry entry, thin the draws
-to L roughly independent ones (evenly within each chain), and record the rank of the true value among them. Over
-many replications the ranks of a calibrated posterior are uniform on {0, ..., L}. The table gives, per scalar
-parameter, a chi-square test on 10 bins of the ranks and a KS test of the (jittered) normalized ranks, both
+its default prior, so the prior drawn from is the one the fit uses), fit through the registry entry (4 chains), thin
+the draws to L roughly independent ones (evenly within each chain: --num-samples at least ceil(L / 4)), and record
+the rank of the true value among them. Over many replications the ranks of a calibrated posterior are uniform on
+{0, ..., L}. The table gives, per scalar parameter, a chi-square test on 10 bins of the ranks (fewer when L < 9;
+each bin expects its share of the L + 1 rank values) and a KS test of the (jittered) normalized ranks, both
 against uniformity, and the coverage of the central 90% posterior interval (binomial s.e. beside it). With several
 parameters tested, read the p-values against a Bonferroni threshold (0.05 / the number of rows of a case).
 
@@ -34,6 +35,12 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 
 CASES = ("normal-gamma", "blr", "spike-slab")
+CHAINS = 4  # chains of every fit
+
+
+def draws_per_chain(L: int, chains: int) -> int:
+    """The draws each chain must hold for :func:`thinned_rank` to take L among ``chains`` chains: ceil(L / C)."""
+    return -(-L // chains)
 
 
 def thinned_rank(truth: float, draws: np.ndarray, L: int) -> int:
@@ -43,7 +50,7 @@ def thinned_rank(truth: float, draws: np.ndarray, L: int) -> int:
     if draws.ndim == 1:
         draws = draws[None]
     chains, size = draws.shape[:2]
-    per = -(-L // chains)
+    per = draws_per_chain(L, chains)
     if size < per:
         raise ValueError(f"expected at least {per} draws per chain to thin to L = {L}, got {size}")
     step = size // per
@@ -52,11 +59,19 @@ def thinned_rank(truth: float, draws: np.ndarray, L: int) -> int:
 
 
 def uniformity(ranks: list[int], L: int, bins: int = 10, seed: int = 0) -> tuple[float, float, list[int]]:
-    """(chi-square p, KS p, bin counts) of ``ranks`` against the uniform distribution on {0, ..., L}."""
+    """(chi-square p, KS p, bin counts) of ``ranks`` against the uniform distribution on {0, ..., L}.
+
+    The L + 1 rank values are split into min(bins, L + 1) runs of consecutive values, as even as they can be; a bin
+    holding w of them expects a share w / (L + 1) of the ranks (bins of 2 and 3 values when L = 20: equal expected
+    counts would reject uniform ranks)."""
     ranks = np.asarray(ranks)
-    counts, _ = np.histogram(ranks, np.linspace(-0.5, L + 0.5, bins + 1))
+    bins = min(bins, L + 1)
+    edges = np.round(np.linspace(0, L + 1, bins + 1)).astype(int)  # bin k holds ranks edges[k], ..., edges[k+1] - 1
+    counts, _ = np.histogram(ranks, edges - 0.5)
+    expected = ranks.size * np.diff(edges) / (L + 1)
     u = (ranks + np.random.default_rng(seed).uniform(size=ranks.size)) / (L + 1)
-    return float(stats.chisquare(counts).pvalue), float(stats.kstest(u, "uniform").pvalue), counts.tolist()
+    chi = stats.chisquare(counts, expected).pvalue
+    return float(chi), float(stats.kstest(u, "uniform").pvalue), counts.tolist()
 
 
 def replicate(case: str, r: int, seed: int, n: int, p: int, raw: bool, num_samples: int,
@@ -71,7 +86,7 @@ def replicate(case: str, r: int, seed: int, n: int, p: int, raw: bool, num_sampl
         truth = {k: float(tr.nodes[k]["value"]) for k in ("mu", "beta")}
         ds = make_dataset(tr.nodes["x"]["value"].double().numpy())
         cfg = RunConfig(model=case, inference="gibbs", seed=seed + r, progress=False, device="cpu",
-                        num_samples=num_samples, warmup_steps=warmup)
+                        num_samples=num_samples, warmup_steps=warmup, num_chains=CHAINS)
     elif case == "blr":
         from pyrozoo.models.blr import blr_model, make_dataset
 
@@ -82,7 +97,7 @@ def replicate(case: str, r: int, seed: int, n: int, p: int, raw: bool, num_sampl
         truth = {**{f"w[{j}]": float(w[j]) for j in range(p + 1)}, "tau": float(tr.nodes["tau"]["value"])}
         ds = make_dataset(X, tr.nodes["y"]["value"])
         cfg = RunConfig(model=case, inference="exact", seed=seed + r, progress=False, device="cpu",
-                        num_samples=num_samples)
+                        num_samples=num_samples, num_chains=CHAINS)
     else:
         from pyrozoo.models.spike_slab import make_dataset, spike_slab_model
         from pyrozoo.models.spike_slab_prior import SpikeSlabPrior
@@ -99,7 +114,7 @@ def replicate(case: str, r: int, seed: int, n: int, p: int, raw: bool, num_sampl
         else:
             ds = make_dataset(X.numpy(), y.numpy())
         cfg = RunConfig(model=case, inference="gibbs", seed=seed + r, progress=False, device="cpu",
-                        num_samples=num_samples, warmup_steps=warmup)
+                        num_samples=num_samples, warmup_steps=warmup, num_chains=CHAINS)
     res = registry.get(case).fit(ds, cfg)
     out = {}
     for name, value in truth.items():
@@ -124,6 +139,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.raw and args.case != "spike-slab":
         parser.error(f"--raw: only for --case spike-slab, got --case {args.case}")
+    if args.num_samples < draws_per_chain(args.L, CHAINS):
+        parser.error(f"--num-samples: expected at least {draws_per_chain(args.L, CHAINS)} draws per chain to thin "
+                     f"{CHAINS} chains to --L {args.L}, got {args.num_samples}")
     n = args.n if args.n is not None else {"normal-gamma": 10, "blr": 15, "spike-slab": 8}[args.case]
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=UserWarning)  # per-fit convergence notes of tiny data sets
@@ -140,7 +158,7 @@ def main() -> None:
     mode = " (raw y)" if args.raw else ""
     print(f"SBC {args.case}{mode}: n = {n}, p = {args.p}, {args.reps} replications from seed {args.seed}, "
           f"L = {args.L}, {wall:.0f} s; Bonferroni threshold 0.05 / {len(ranks)} = {0.05 / len(ranks):.4f}\n")
-    print("| parameter | chi2 p | KS p | 90% coverage (s.e.) | rank counts (10 bins) |")
+    print(f"| parameter | chi2 p | KS p | 90% coverage (s.e.) | rank counts ({min(10, args.L + 1)} bins) |")
     print("|---|---|---|---|---|")
     se = (0.9 * 0.1 / args.reps) ** 0.5
     for name in ranks:

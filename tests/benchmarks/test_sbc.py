@@ -48,3 +48,33 @@ def test_bad_flags_are_refused_before_any_fit(load_script, monkeypatch, capsys, 
     with pytest.raises(SystemExit):
         mod.main()
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("L", [5, 20, 33, 49, 99])
+def test_uniform_ranks_pass_when_the_bins_hold_unequal_numbers_of_rank_values(load_script, L):
+    # L = 20: 21 rank values in 10 bins of 2 or 3 values; L = 5: fewer values than bins
+    mod = load_script("sbc")
+    every = list(range(L + 1)) * 12  # each rank value equally often: counts equal to their expectation
+    chi, _, counts = mod.uniformity(every, L)
+    assert chi == pytest.approx(1.0) and sum(counts) == len(every) and len(counts) == min(10, L + 1)
+    drawn = np.random.default_rng(L).integers(0, L + 1, 2000).tolist()  # 2000 uniform ranks, seeded
+    chi, _, _ = mod.uniformity(drawn, L)
+    assert chi > 1e-3  # a p-value of uniform ranks is uniform: below 1e-3 with probability 1e-3 (the old code: 2e-7)
+    skewed = [L - (i % ((L + 1) // 2)) for i in range(600)]  # the upper half of the rank values only
+    chi, ks, _ = mod.uniformity(skewed, L)
+    assert chi < 1e-10 and ks < 1e-10
+
+
+def test_too_few_draws_per_chain_for_l_are_refused_before_any_fit(load_script, monkeypatch, capsys):
+    mod = load_script("sbc")
+    monkeypatch.setattr(mod, "replicate", lambda *a, **k: pytest.fail("fitted"))
+    monkeypatch.setattr(sys, "argv", ["sbc.py", "--case", "normal-gamma", "--reps", "2", "--L", "5000",
+                                      "--num-samples", "50", "--warmup", "10"])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert ("--num-samples: expected at least 1250 draws per chain to thin 4 chains to --L 5000, got 50"
+            in capsys.readouterr().err)
+    draws = np.zeros((mod.CHAINS, mod.draws_per_chain(5000, mod.CHAINS)))  # the bound is exactly thinned_rank's
+    assert mod.thinned_rank(1.0, draws, 5000) == 5000
+    with pytest.raises(ValueError, match="at least 1250 draws per chain"):
+        mod.thinned_rank(1.0, draws[:, 1:], 5000)
