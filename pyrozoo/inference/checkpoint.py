@@ -57,29 +57,46 @@ def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,
 
 def data_fingerprint(kwargs: Mapping[str, Any]) -> dict[str, str]:
     """``name -> "dtype shape sha1"`` for each array in ``kwargs`` (torch tensor, NumPy array, pandas Series or
-    DataFrame, list or tuple of numbers), and ``name -> repr`` for each plain value (number, string, boolean,
-    ``None``; NumPy scalars read as the Python number they hold): what a resume compares to tell that the data are
-    those of the checkpoint.
+    DataFrame, list or tuple of numbers or of tensors), and ``name -> repr`` for each plain value (number, string,
+    boolean, ``None``): what a resume compares (:func:`changed_data`) to tell that the data are those of the
+    checkpoint.
 
-    The hash reads the array's bytes once (on the CPU; pandas objects with their index and column labels); values of
-    other types (modules, callables, datasets) are left out."""
+    The rule: what the model computes the same way matches. Numbers are compared by value, as Python's ``==`` does:
+    Python and NumPy scalars, 0-d NumPy arrays, and 0-d tensors of the dtype torch gives a Python number (bool,
+    int64, the default float dtype) read as the number they hold, so 1, 1.0, True, np.float64(1.0) and
+    torch.tensor(1.0) match. Arrays are compared by dtype, shape and bytes: float32 data and the same values in
+    float64 change the model's arithmetic and do not match; a 0-d tensor of another dtype (float64 under the float32
+    default, int32) is such an array, as it carries its dtype into what the model computes from it.
+
+    The hash reads the array's bytes once (on the CPU, tensors detached; pandas objects with their index and column
+    labels). Values that are not data this can compare are left out, whatever holds them: objects (modules,
+    callables, datasets), and lists, object arrays or pandas objects of ragged or unhashable items (lists)."""
     out: dict[str, str] = {}
     for name, value in kwargs.items():
         if isinstance(value, (pd.Series, pd.DataFrame)):
+            try:
+                hashed = pd.util.hash_pandas_object(value, index=True)
+            except TypeError:  # unhashable items (lists): not data this can compare
+                continue
             labels = [str(c) for c in value.columns] if isinstance(value, pd.DataFrame) else [str(value.name)]
-            digest = hashlib.sha1(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+            digest = hashlib.sha1(hashed.to_numpy().tobytes())
             digest.update(repr(labels).encode())
             out[name] = f"pandas {tuple(value.shape)} {digest.hexdigest()[:16]}"
             continue
-        if isinstance(value, np.generic):
-            value = value.item()
+        if (isinstance(value, torch.Tensor) and value.dim() == 0
+                and value.dtype in (torch.bool, torch.int64, torch.get_default_dtype())):
+            value = value.item()  # of the dtype torch gives a Python number: the number
         if isinstance(value, (list, tuple)):
             try:
-                value = np.asarray(value)
+                value = np.asarray(_without_tensors(value))
             except (TypeError, ValueError):  # ragged or of objects: not data this can compare
                 continue
             if value.dtype == object:
                 continue
+        elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
+            value = value.item()  # a 0-d array of a number: the number, as a NumPy scalar
+        if isinstance(value, np.generic):
+            value = value.item()
         if isinstance(value, np.ndarray):  # numbers, text, dates: their bytes (objects: not data this can compare)
             if value.dtype.kind in "biufcUSMm":
                 digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
@@ -91,17 +108,48 @@ def data_fingerprint(kwargs: Mapping[str, Any]) -> dict[str, str]:
             out[name] = f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} {digest}"
         elif value is None or isinstance(value, str):
             out[name] = repr(value)
-        elif isinstance(value, (bool, int, float)):  # the type's own repr: np.float64(2.0) and 2.0 are the same
+        elif isinstance(value, (bool, int, float)):  # the type's own repr; changed_data compares them by value
             out[name] = repr(bool(value) if isinstance(value, bool) else int(value) if isinstance(value, int)
                              else float(value))
     return out
 
 
+def _without_tensors(value: Any) -> Any:
+    """``value`` (nested lists and tuples) with each tensor detached and on the CPU, as a NumPy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)):
+        return [_without_tensors(v) for v in value]
+    return value
+
+
+def _number(text: str) -> bool | int | float | None:
+    """The number a fingerprint's plain-value repr holds (``True``, ``3``, ``2.0``, ``nan``), else ``None``."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
+
+
+def _same(old: str | None, new: str | None) -> bool:
+    if old == new:
+        return True
+    a, b = (None if v is None else _number(v) for v in (old, new))
+    if a is None or b is None:
+        return False
+    return a == b or (a != a and b != b)  # nan is the same value as nan
+
+
 def changed_data(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """``model_kwargs['name']: old -> new`` for every data fingerprint that differs (``absent`` on one side)."""
+    """``model_kwargs['name']: old -> new`` for every data fingerprint that differs (``absent`` on one side);
+    numbers differ only as values (a stored ``1`` and a current ``1.0`` or ``True`` are the same)."""
     names = list({**stored, **current})
     return [f"model_kwargs[{n!r}]: {stored.get(n, 'absent')} -> {current.get(n, 'absent')}"
-            for n in names if stored.get(n) != current.get(n)]
+            for n in names if not _same(stored.get(n), current.get(n))]
 
 
 def changed_params(state: Mapping[str, Any], current: Mapping[str, torch.Tensor]) -> list[str]:

@@ -542,3 +542,74 @@ def test_the_data_fingerprint_reads_text_and_dates_without_failing(tmp_path):
     res = run_svi(grouped, AutoNormal(grouped), {"x": X, "groups": ["a", "b"]}, checkpoint=tmp_path / "g.ckpt",
                   **{**FIT, "num_steps": 4})
     assert len(res.fit_stats["loss"]) == 4
+
+
+def _scaled(x=None, scale=1.0, xs=None):
+    loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+    with pyro.plate("obs_id", x.shape[0]):
+        pyro.sample("x", dist.Normal(loc, scale), obs=x)
+
+
+def test_a_list_holding_a_tensor_that_requires_grad_is_fingerprinted_by_value(tmp_path):
+    """A list of tensors went through np.asarray, which raised RuntimeError (not caught) for one that requires
+    grad: a checkpointed run_svi failed before any step. Tensors in lists are detached and compared by value."""
+    from pyrozoo.inference.checkpoint import data_fingerprint
+
+    fp = data_fingerprint({"xs": [torch.ones(2, requires_grad=True)], "t": (torch.ones(2), torch.zeros(2))})
+    assert fp["xs"] == data_fingerprint({"xs": [torch.ones(2)]})["xs"] and fp["xs"].startswith("float32 (1, 2) ")
+    assert fp["xs"] != data_fingerprint({"xs": [torch.zeros(2, requires_grad=True)]})["xs"]
+    assert fp["t"].startswith("float32 (2, 2) ")
+    ckpt = tmp_path / "xs.ckpt"
+    kw = {"x": X, "xs": [torch.ones(2, requires_grad=True)]}
+    res = run_svi(_scaled, AutoNormal(_scaled), kw, checkpoint=ckpt, **{**FIT, "num_steps": 4})
+    assert len(res.fit_stats["loss"]) == 4
+    pyro.clear_param_store()
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['xs'\]: float32 \(1, 2\)"):
+        run_svi(_scaled, AutoNormal(_scaled), {"x": X, "xs": [torch.full((2,), 2.0, requires_grad=True)]},
+                checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 6})
+
+
+def test_pandas_objects_of_lists_are_left_out_as_lists_and_object_arrays_of_them_are():
+    """hash_pandas_object raised TypeError (unhashable type: 'list') for a Series of lists, while the same data as a
+    list or an object array were left out of the fingerprint quietly: whatever holds them, they are left out."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.inference.checkpoint import data_fingerprint
+
+    ragged = [[1, 2], [3]]
+    assert data_fingerprint({"l": ragged, "a": np.array(ragged, dtype=object), "s": pd.Series(ragged),
+                             "f": pd.DataFrame({"c": [[1], [2]]})}) == {}
+    assert set(data_fingerprint({"s": pd.Series(["a", "b"], dtype=object), "y": X})) == {"s", "y"}
+
+
+def test_numbers_equal_as_values_match_on_resume_and_data_dtypes_still_count(tmp_path):
+    """model_kwargs {'scale': 1} resumed with 1.0 was refused ('1 -> 1.0'), as were True and a 0-d tensor for the
+    same number: the model sees the same value. Numbers compare by value; data tensors keep their dtype."""
+    import numpy as np
+
+    from pyrozoo.inference.checkpoint import changed_data, data_fingerprint
+
+    def resumed(stored, current, tag):
+        ckpt = tmp_path / f"{tag}.ckpt"
+        run_svi(_scaled, AutoNormal(_scaled), {"x": X, **stored}, checkpoint=ckpt, **{**FIT, "num_steps": 4})
+        pyro.clear_param_store()
+        res = run_svi(_scaled, AutoNormal(_scaled), {"x": X, **current}, checkpoint=ckpt, resume=True,
+                      **{**FIT, "num_steps": 6})
+        pyro.clear_param_store()
+        return len(res.fit_stats["loss"])
+
+    assert resumed({"scale": 1}, {"scale": 1.0}, "int") == 6
+    assert resumed({"scale": 2.0}, {"scale": torch.tensor(2.0)}, "tensor") == 6
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['scale'\]: 1 -> 2"):
+        resumed({"scale": 1}, {"scale": 2}, "other")
+    # the same rule without a fit: ==, nan like nan, text is not a number; a stored (older) repr compares the same
+    same = {"a": 1, "b": True, "c": 2.0, "d": float("nan"), "e": np.array(3.0), "f": torch.tensor(1)}
+    assert changed_data(data_fingerprint(same), data_fingerprint(
+        {"a": 1.0, "b": 1, "c": np.float32(2.0), "d": np.nan, "e": 3, "f": True})) == []
+    assert changed_data({"a": "1", "b": "'1'"}, {"a": "True", "b": "1"}) == ["model_kwargs['b']: '1' -> 1"]
+    assert changed_data(data_fingerprint({"s": torch.tensor(0.1)}), data_fingerprint({"s": 0.1}))  # 0.1 in float32
+    # a tensor's dtype counts: float64 data, and a 0-d tensor of a dtype other than torch's for a Python number
+    assert changed_data(data_fingerprint({"x": X}), data_fingerprint({"x": X.double()}))
+    assert changed_data(data_fingerprint({"s": 2.0}), data_fingerprint({"s": torch.tensor(2.0, dtype=torch.float64)}))
+    assert changed_data(data_fingerprint({"s": 2}), data_fingerprint({"s": torch.tensor(2, dtype=torch.int32)}))
