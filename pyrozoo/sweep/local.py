@@ -3,12 +3,12 @@
 ``jobs=1`` runs the cells one after another in this process (no start-up cost). With ``jobs > 1`` the workers are
 *spawned*, not forked: forking a process that has already used torch's OpenMP thread pool can deadlock the child.
 Each worker gets ``cpu_count // jobs`` torch threads so that N workers do not oversubscribe the cores, or
-``OMP_NUM_THREADS`` where that is set: results are bitwise the same only for the same thread count, and a run in
-this process (``jobs=1``, ``pyrozoo run``) uses torch's default, which is ``OMP_NUM_THREADS`` when set. Workers write
-their run directories themselves (same machine, same file system; writes are atomic per run). A cell goes to the
-pool only when a worker is free; on Ctrl-C (or SIGTERM to the driver, which ``run_sweep`` turns into the same
-interrupt) no further cell starts and the workers are terminated (and waited for) before the sweep counts the
-finished runs and releases its lock.
+``OMP_NUM_THREADS`` where that is set (of a list such as ``2,1``, the first entry): results are bitwise the same
+only for the same thread count, and a run in this process (``jobs=1``, ``pyrozoo run``) uses torch's default, which
+is ``OMP_NUM_THREADS`` when set. Workers write their run directories themselves (same machine, same file system;
+writes are atomic per run). A cell goes to the pool only when a worker is free; on Ctrl-C (or SIGTERM to the
+driver, which ``run_sweep`` turns into the same interrupt) no further cell starts and the workers are terminated
+(and waited for) before the sweep counts the finished runs and releases its lock.
 """
 
 from __future__ import annotations
@@ -29,15 +29,17 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 def explicit_threads() -> int | None:
     """The thread count ``OMP_NUM_THREADS`` sets in this process's environment, or ``None`` where it is unset or
-    empty; anything but a positive integer is a :class:`PyrozooError`."""
+    empty: a positive integer, or OpenMP's comma-separated list of them (threads per nesting level, ``"2,1"``),
+    whose first entry is the count (torch reads it so); anything else is a :class:`PyrozooError`."""
     text = os.environ.get("OMP_NUM_THREADS", "").strip()
     if not text:
         return None
-    count = int(text) if text.isdigit() else 0
-    if count < 1:
-        raise PyrozooError(f"OMP_NUM_THREADS: expected a positive integer (the torch threads of each sweep worker), "
-                           f"got {text!r}")
-    return count
+    entries = [entry.strip() for entry in text.split(",")]
+    if not all(entry.isascii() and entry.isdigit() and int(entry) > 0 for entry in entries):
+        raise PyrozooError(f"OMP_NUM_THREADS: expected a positive integer or a comma-separated list of them (OpenMP's "
+                           f"threads per nesting level; the first is the torch threads of each sweep worker), got "
+                           f"{text!r}")
+    return int(entries[0])
 
 
 def threads_per_worker(jobs: int) -> int:

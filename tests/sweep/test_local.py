@@ -443,7 +443,7 @@ def test_workers_take_an_explicit_omp_num_threads_and_a_value_that_is_not_a_coun
     assert threads_per_worker(2) == max(1, cores // 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_worker(2) == threads_per_worker(8) == 3
-    for bad in ("0", "two", "-1", "2,1"):
+    for bad in ("0", "two", "-1", "2,,1"):
         monkeypatch.setenv("OMP_NUM_THREADS", bad)
         assert check_run_options(backend="local", jobs=1) == (1, None)  # in this process torch reads it itself
         with pytest.raises(PyrozooError, match=rf"OMP_NUM_THREADS: expected a positive integer .*got '{bad}'"):
@@ -472,3 +472,30 @@ def test_runs_written_by_another_pyrozoo_version_are_kept_with_a_warning(write_s
                                          rf"\({pyrozoo.__version__}\): {first.key} \(before 0\.2\.0\); they are kept"):
         again = run_sweep(spec, jobs=1)
     assert again.skipped == len(spec.cells)
+
+
+def test_openmp_list_form_of_omp_num_threads_gives_its_first_entry(monkeypatch):
+    """OMP_NUM_THREADS="2,1" (OpenMP's threads per nesting level; torch takes the first) was refused as not a
+    positive integer, so `pyrozoo sweep --jobs 2` failed where `pyrozoo run` used 2 threads. The first entry is now
+    each worker's count; lists with an empty, zero or non-numeric entry are still refused."""
+    from pyrozoo.sweep.local import explicit_threads, threads_per_worker
+    from pyrozoo.sweep.runner import check_run_options
+
+    for text, count in (("2,1", 2), (" 3 , 1 ", 3), ("1,2,2", 1), ("4", 4)):
+        monkeypatch.setenv("OMP_NUM_THREADS", text)
+        assert explicit_threads() == threads_per_worker(2) == count
+        check_run_options(backend="local", jobs=2)
+    for bad in ("2,0", "1,2,", ",2", "2;1", "1,x", "\u00b2"):  # "²" is a digit to str.isdigit, not to int()
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        with pytest.raises(PyrozooError, match=r"OMP_NUM_THREADS: expected a positive integer or a comma-separated "
+                                               rf"list of them .*got '{bad}'"):
+            check_run_options(backend="local", jobs=2)
+
+
+@pytest.mark.slow
+def test_torch_reads_the_openmp_list_form_as_its_first_entry():
+    """What explicit_threads assumes: OpenMP's own parsing, in a fresh process (a torch import: slow-marked)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1,2"}
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert int(out.stdout) == 1
