@@ -10,6 +10,8 @@ Model (conjugate form by default; see :mod:`pyrozoo.models.spike_slab_prior` for
 probabilities are Rao-Blackwellized, P(gamma_d = 1 | y) = E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws.
 The model works on standardized X and centred y (:func:`make_dataset`); :class:`SpikeSlabRegression` is the
 scikit-learn-style estimator that does this for the user and maps coefficients back to the original scale.
+Centred y is the flat-prior intercept integrated out: ``centred=True`` (every public path) adds its factor
+sqrt(2 pi sigma^2 / n), n - 1 degrees of freedom for sigma^2 as in Gibbs and the exact posterior (EM keeps n).
 """
 
 from __future__ import annotations
@@ -73,11 +75,24 @@ def spike_slab_model(
     nu: float = 1.0,
     lam: float = 1.0,
     conjugate: bool = True,
+    centred: bool = False,
 ) -> torch.Tensor:
     """Pyro model on standardized ``X`` (n, p) and centred ``y`` (n,); ``y=None`` draws from the prior predictive.
 
     Plates: ``feature`` (p) for gamma and w, ``obs_id`` (n) for y. gamma is enumerated in parallel by SVI/NUTS.
+
+    ``centred=True`` says that ``y`` is y - mean(y) (and X's columns have mean 0), the intercept mu under a flat
+    prior, independent of sigma^2, integrated out: then |y - mu 1 - X w|^2 = |y_c - X w|^2 + n (mean(y) - mu)^2 and
+
+        int prod_i N(y_i; mu + x_i^T w, sigma^2) dmu = prod_i N(y_c,i; x_i^T w, sigma^2) * sqrt(2 pi sigma^2 / n),
+
+    i.e. sigma^{-(n - 1)} exp(-|y_c - X w|^2 / (2 sigma^2)): n - 1 degrees of freedom for sigma^2, the posterior
+    Gibbs and the exact enumeration use (:attr:`~pyrozoo.models.spike_slab_prior.StandardizedData.dof`). The
+    second factor is the site ``pyro.factor("intercept", 0.5 log(2 pi sigma^2 / n))``, added only when ``y`` is
+    observed (not per observation: the ``y`` site and the pointwise log-likelihood stay log N(y_i; x_i^T w,
+    sigma^2)). ``centred=False`` (the default) takes y as given, without an intercept: n degrees of freedom.
     """
+    check_bool("centred", centred)
     opts = {"dtype": X.dtype, "device": X.device}
     n, p = X.shape
     half_nu = torch.tensor(0.5 * nu, **opts)
@@ -92,12 +107,18 @@ def spike_slab_model(
     mean = (X @ w.unsqueeze(-1)).squeeze(-1)  # w may carry extra batch dims on the left of its feature dim
     with pyro.plate("obs_id", n, dim=-1):
         # sigma2 is a scalar, or (..., 1) under vectorized particles (the trailing 1 stands for this plate)
-        return pyro.sample("y", dist.Normal(mean, sigma2.sqrt()), obs=y)
+        obs = pyro.sample("y", dist.Normal(mean, sigma2.sqrt()), obs=y)
+    if centred and y is not None:
+        # outside every plate: one term per draw; sigma2's shape (scalar, or (..., 1) under vectorized particles)
+        # is a batch shape that broadcasts with the particle plate and leaves the feature / obs_id dim at size 1
+        pyro.factor("intercept", 0.5 * (2 * math.pi * sigma2 / n).log())
+    return obs
 
 
 def pointwise_loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
     """log N(y_i; x_i^T w, sigma^2) at every draw, shape (chain, draw, n). y does not depend on gamma given w, so
-    this is already the log-likelihood marginal over the enumerated gamma."""
+    this is already the log-likelihood marginal over the enumerated gamma. The intercept's factor of centred y
+    (``centred=True``) is one term per draw, not per observation, and is not part of it."""
     X, y = model_kwargs["X"], model_kwargs["y"]
     w = torch.as_tensor(posterior["w"], dtype=X.dtype, device=X.device)
     s2 = torch.as_tensor(posterior["sigma2"], dtype=X.dtype, device=X.device)
@@ -179,7 +200,8 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
     ``truth['w']`` is on the standardized scale. y is only centred: ``response_shift`` is its mean and
     ``response_scale`` 1 (the log-likelihood needs no Jacobian; the attrs map observed_data back).
     ``meta['y_centred']`` True records the centring (the intercept integrated out: n - 1 degrees of freedom for
-    sigma^2 in Gibbs and the exact posterior, :attr:`~pyrozoo.models.spike_slab_prior.StandardizedData.dof`)."""
+    sigma^2, :attr:`~pyrozoo.models.spike_slab_prior.StandardizedData.dof`, in every inference but EM), and the
+    model input ``centred=True`` gives :func:`spike_slab_model` the intercept's factor (SVI and NUTS)."""
     lam = prior.pop("lam", 1.0)
     prior_obj = as_prior(prior, lam=1.0 if lam is None else lam)  # checks the prior before any data work
     dev = resolve_device(device)
@@ -190,7 +212,8 @@ def make_dataset(X: Any, y: Any, *, name: str = "spike-slab", device: Any = "cpu
     if w_true is not None:
         w_t = torch.as_tensor(np.asarray(w_true, dtype=np.float64), device=dev)
         truth = {"w": (w_t * data.x_scale).cpu().numpy(), "gamma": (w_t != 0).cpu().numpy().astype(float)}
-    return Dataset(name, inputs={"X": data.X, **prior_obj.to_dict()}, observed={"y": data.y}, truth=truth,
+    inputs = {"X": data.X, **prior_obj.to_dict(), "centred": data.centred}  # the model's intercept factor
+    return Dataset(name, inputs=inputs, observed={"y": data.y}, truth=truth,
                    meta={"x_mean": data.x_mean.cpu().numpy(), "x_scale": data.x_scale.cpu().numpy(),
                          "y_mean": data.y_mean, "y_centred": True, **response_map(data.y_mean, 1.0)})
 
@@ -270,15 +293,37 @@ def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 2
 def dataset_to_standardized(dataset: Dataset) -> tuple[StandardizedData, SpikeSlabPrior]:
     """The :class:`StandardizedData` and prior of a spike-slab :class:`Dataset`. y counts as centred (n - 1 degrees
     of freedom) only where ``meta['y_centred']`` says so (:func:`make_dataset`); a Dataset built by hand with its
-    own y keeps n."""
+    own y keeps n. A model input ``centred`` (:func:`spike_slab_model`'s) must say the same, or PyrozooError."""
     X, y = dataset.inputs["X"], dataset.observed["y"]
     prior = as_prior({k: dataset.inputs[k] for k in PRIOR_KEYS})
     meta = dataset.meta
+    centred = bool(meta.get("y_centred", False))
+    if "centred" in dataset.inputs:
+        check_bool("centred", dataset.inputs["centred"])
+        if bool(dataset.inputs["centred"]) != centred:
+            raise PyrozooError(f"centred: expected the model input to match meta['y_centred'] ({centred}: y "
+                               f"{'centred' if centred else 'taken as given'}), got centred="
+                               f"{dataset.inputs['centred']!r}; set both, or leave the input out")
     data = StandardizedData(X, y, torch.as_tensor(meta.get("x_mean", np.zeros(X.shape[1])), device=X.device),
                             torch.as_tensor(meta.get("x_scale", np.ones(X.shape[1])), device=X.device),
                             float(meta.get("y_mean", 0.0)), X.T @ X, X.T @ y, y @ y,
-                            centred=bool(meta.get("y_centred", False)))
+                            centred=centred)
     return data, prior
+
+
+def spike_slab_kwargs(data: StandardizedData, prior: SpikeSlabPrior,
+                      model_kwargs: dict | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`spike_slab_model` for ``data``: ``model_kwargs`` when given (a Dataset's),
+    else X, y, the prior and ``centred = data.centred``. Raises PyrozooError when ``model_kwargs``' ``centred``
+    (False when absent) is not ``data.centred``: the Pyro model (SVI, NUTS) would fit y with other degrees of
+    freedom than Gibbs and the exact posterior of the same data."""
+    if model_kwargs is None:
+        return {"X": data.X, "y": data.y, **prior.to_dict(), "centred": data.centred}
+    given = model_kwargs.get("centred", False)
+    if not isinstance(given, (bool, np.bool_)) or bool(given) != data.centred:
+        raise PyrozooError(f"model_kwargs: expected centred={data.centred} as the data's y "
+                           f"({'centred' if data.centred else 'taken as given'}), got centred={given!r}")
+    return model_kwargs
 
 
 # ------------------------------------------------------------------------------------------- fitting (Results)
@@ -324,6 +369,7 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     hard EM: w ~ N(mu, sigma^2 (X^T X + K^{-1})^{-1}) given the 0/1 gamma. sigma^2, theta are held at the estimate.
     """
     check_choice("em_variant", variant, EM_VARIANTS)
+    kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # the model's centred only labels the trace: EM uses n
     set_seed(seed)
     if variant == "emvs":
         fit = fit_emvs(data, prior, ladder=ladder, select=select and prior.conjugate, max_iter=max_iter)
@@ -348,7 +394,6 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
         "theta": torch.full((1, num_samples), theta, **opts),
         "gamma": torch.bernoulli(probs.expand(1, num_samples, -1).contiguous()),
     }
-    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
     result = assemble_result(f"em-{variant}", spike_slab_model, kwargs, posterior, log_likelihood_fn=pointwise_loglik,
                              seed=seed, wall_time=wall, config=config, model_name=model_name,
                              params={"w": mean.cpu(), "sigma2": sigma2, "theta": theta, "inclusion": probs.cpu()})
@@ -415,7 +460,7 @@ def gibbs_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: 
                  model_kwargs: dict | None = None, model_name: str = "spike-slab",
                  config: dict | None = None) -> Result:
     """SSVS through the shared Gibbs engine, ``num_chains`` chains vectorized."""
-    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
+    kwargs = spike_slab_kwargs(data, prior, model_kwargs)
     result = run_gibbs(ssvs_kernel(prior), gibbs_data(data, prior), model=spike_slab_model, model_kwargs=kwargs,
                        num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains, thin=thin,
                        seed=seed, progress=progress, log_likelihood_fn=pointwise_loglik, model_name=model_name,
@@ -543,7 +588,7 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         fitted: dict[str, Any] = {"prior_": prior, "n_features_in_": data.p}
         if names is not None:
             fitted["feature_names_in_"] = names
-        kwargs = {"X": data.X, "y": data.y, **prior.to_dict()}
+        kwargs = spike_slab_kwargs(data, prior)  # centred=True: y is centred here (n - 1 degrees of freedom)
         if self.inference == "em":
             select = prior.conjugate if self.em_select is None else self.em_select
             result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
@@ -680,7 +725,9 @@ def fit_spike_slab(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference`` (em, gibbs, svi, nuts) on a standardized dataset."""
     config = checked_config("spike-slab", config)  # a direct call gets run_model's checks
     data, prior = dataset_to_standardized(dataset)
-    kwargs = dataset.model_kwargs()
+    # meta['y_centred'] decides (dataset_to_standardized checks that an input centred agrees): SVI and NUTS fit
+    # the model with the intercept's factor exactly where Gibbs uses n - 1 degrees of freedom
+    kwargs = {**dataset.model_kwargs(), "centred": data.centred}
     variant = config.options.get("em_variant", "emvs")
     common = {"seed": config.seed, "model_kwargs": kwargs, "model_name": config.model, "config": config.to_dict()}
     if config.inference == "em":

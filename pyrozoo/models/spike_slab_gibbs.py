@@ -15,8 +15,9 @@ m is y's degrees of freedom, :attr:`~pyrozoo.models.spike_slab_prior.Standardize
 centred (:func:`~pyrozoo.models.spike_slab_prior.standardize`, every public path), which is the posterior of the
 model with an intercept under a flat prior, integrated out; n for y taken as given. With m = n on centred y the
 sampler was over-confident (sigma^2 too small by about a factor (n + nu - 2) / (n + nu - 3); SBC at n = 8 showed it).
-The gamma and theta steps do not involve m. The ``lp`` stat stays the Pyro model's log joint on the y it is given
-(n factors; with centred y it differs from the sampled target's log density by 0.5 log(2 pi sigma^2 / n)).
+The gamma and theta steps do not involve m. The ``lp`` stat is the log joint of the Pyro model with
+``centred=data.centred``: on centred y the n factors plus the intercept's 0.5 log(2 pi sigma^2 / n), which is the
+log density the sampler draws from (sigma^{-(n - 1)}; the flat-prior intercept integrated out).
 
 Each sweep factors the (C, p, p) matrices A once (the ``_chol`` block, a deterministic function of gamma and
 sigma^2 kept in the state so that the sigma^2 and w draws share it; it is not recorded).
@@ -127,8 +128,9 @@ def _init(num_chains: int, d: Mapping[str, Any]) -> State:
 
 
 def log_joint(state: State, d: Mapping[str, Any]) -> torch.Tensor:
-    """log p(y, w, gamma, theta, sigma^2) of :func:`spike_slab_model` at each chain's state, shape (C,): the
-    ``lp`` sample stat (the model's sites in their own, constrained, space; gamma not summed out)."""
+    """log p(y, w, gamma, theta, sigma^2) of :func:`spike_slab_model` (``centred`` as the data's y) at each chain's
+    state, shape (C,): the ``lp`` sample stat (the model's sites in their own, constrained, space; gamma not summed
+    out). For centred y (dof = n - 1) it adds the integrated-out intercept's 0.5 log(2 pi sigma^2 / n)."""
     prior: SpikeSlabPrior = d["prior"]
     sigma2, theta, gamma, w = state["sigma2"], state["theta"], state["gamma"], state["w"]
     dist = torch.distributions
@@ -139,7 +141,10 @@ def log_joint(state: State, d: Mapping[str, Any]) -> torch.Tensor:
     var = prior.variances(gamma) * (sigma2[:, None] if prior.conjugate else 1.0)
     lp = lp + dist.Normal(torch.zeros_like(w), var.sqrt()).log_prob(w).sum(-1)
     resid = d["y"] - w @ d["X"].T  # (C, n)
-    return lp - 0.5 * d["n"] * (2 * torch.pi * sigma2).log() - 0.5 * (resid**2).sum(-1) / sigma2
+    lp = lp - 0.5 * d["n"] * (2 * torch.pi * sigma2).log() - 0.5 * (resid**2).sum(-1) / sigma2
+    if d["dof"] != d["n"]:  # centred y: the model's pyro.factor("intercept", ...)
+        lp = lp + 0.5 * (2 * torch.pi * sigma2 / d["n"]).log()
+    return lp
 
 
 def ssvs_kernel(prior: SpikeSlabPrior) -> GibbsKernel:

@@ -5,6 +5,8 @@
 * NUTS: Pyro's NUTS on (w, sigma^2, theta) with gamma enumerated in the potential energy.
 
 Both report Rao-Blackwellized inclusion probabilities E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws.
+Both fit :func:`~pyrozoo.models.spike_slab.spike_slab_model` with ``centred=data.centred``: on centred y the
+intercept's factor gives sigma^2 n - 1 degrees of freedom, the posterior Gibbs and the exact enumeration target.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pyrozoo.guides.spike_slab import make_spike_slab_guide
 from pyrozoo.inference.mcmc import run_mcmc
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
-from pyrozoo.models.spike_slab import _finish, pointwise_loglik, spike_slab_model
+from pyrozoo.models.spike_slab import _finish, pointwise_loglik, spike_slab_kwargs, spike_slab_model
 from pyrozoo.models.spike_slab_em import fit_emvs, ridge_inverse
 from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
 
@@ -39,7 +41,7 @@ def svi_result(data: StandardizedData, prior: SpikeSlabPrior, *, steps: int = 20
                model_kwargs: dict | None = None, model_name: str = "spike-slab",
                config: dict | None = None) -> Result:
     """Enumerated SVI (``TraceEnum_ELBO``, ``num_particles`` vectorized particles) with the structured guide."""
-    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
+    kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # centred y: the intercept's factor, n - 1 dof
     guide = make_spike_slab_guide(guide_init(data, prior), conjugate=prior.conjugate)
     result = run_svi(spike_slab_model, guide, kwargs, num_steps=steps, elbo="enum", num_particles=num_particles,
                      lr=lr, lr_decay=0.1, num_samples=num_samples, seed=seed, progress=progress,
@@ -57,7 +59,7 @@ def nuts_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: i
     Every chain starts at the EMVS fixed point: from Pyro's default start (uniform in (-2, 2) on the unconstrained
     scale) the sharp spike makes the first trajectories hit the maximum tree depth for minutes.
     """
-    kwargs = model_kwargs if model_kwargs is not None else {"X": data.X, "y": data.y, **prior.to_dict()}
+    kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # centred y: the intercept's factor, n - 1 dof
     fit = fit_emvs(data, prior)
     opts = {"dtype": data.X.dtype, "device": data.X.device}
     start = {"w": fit.w, "sigma2": torch.tensor(fit.sigma2, **opts),
