@@ -70,7 +70,8 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
       initial labels, and a column's sd on 20 rows can be 8x smaller than on the pool;
     - with 18 rows or more, the noise scale is calibrated on a held-out ninth (:func:`~pyrozoo.models.bnn.
       calibrate_noise`); otherwise the training noise is kept.
-    ``options`` override any of these (keyword arguments of :func:`~pyrozoo.models.bnn.fit_bnn`)."""
+    ``options`` override any of these (keyword arguments of :func:`~pyrozoo.models.bnn.fit_bnn`); with ``depth`` 0
+    the 30 hidden units are not passed."""
     from pyrozoo.active.posteriors import from_per_draw_moments
     from pyrozoo.models.bnn import fit_bnn, held_out_rows
 
@@ -79,6 +80,8 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
     opts: dict[str, Any] = {"posterior": "swag-diag", "hidden": 30, "num_samples": BNN_POOL_DRAWS, "lr": 0.003,
                             "swa_lr": 0.0015, "prior_scale": 0.3, "standardize": False, "batch_size": 32,
                             "val_fraction": 1 / 9 if n >= 18 else 0.0, **options}
+    if "hidden" not in options and options.get("depth") == 0:  # 30 units is a default: none without hidden layers
+        del opts["hidden"]  # (fit_bnn refuses a given hidden with depth 0)
     if "epochs" not in options or "swa_epochs" not in options:  # a step budget: epochs from the batches per epoch
         batch = check_int("batch_size", opts["batch_size"], minimum=1)
         per_epoch = math.ceil(max(n - held_out_rows(n, opts["val_fraction"]), 1) / batch)

@@ -410,12 +410,29 @@ def held_out_rows(n: int, val_fraction: float) -> int:
     return max(1, int(round(val_fraction * n)))
 
 
+def hidden_depth_error(hidden: Any) -> PyrozooError:
+    """The error for a given ``hidden`` with ``depth`` 0, from ``pyrozoo run`` (:func:`check_bnn_options`) and from
+    :func:`train_bnn` / :func:`fit_bnn` alike."""
+    return PyrozooError(f"options: hidden has no effect with depth 0 (no hidden layers: the outputs read the inputs), "
+                        f"got hidden={hidden!r}; remove one of them")
+
+
+def check_hidden(hidden: Any, depth: int) -> int:
+    """The hidden-layer width for a checked ``depth``: None (not given) is the usual width,
+    ``DEFAULT_OPTIONS["hidden"]``; a given width with ``depth`` 0 is refused (it would have no effect)."""
+    if hidden is None:
+        return DEFAULT_OPTIONS["hidden"]
+    if depth == 0:
+        raise hidden_depth_error(hidden)
+    return check_int("hidden", hidden, minimum=1)
+
+
 @keeps_caller_state
 def train_bnn(
     X: Any,
     y: Any,
     *,
-    hidden: int = 50,
+    hidden: int | None = None,
     depth: int = 1,
     prior_scale: float = 1.0,
     epochs: int = 400,
@@ -436,14 +453,16 @@ def train_bnn(
     ``val_fraction`` > 0 holds out that seeded random fraction of the rows (the reference implementation's 8:1
     train/validation split is 1/9): the network is fit to the rest, and :func:`build_posterior` chooses the noise
     scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`). A DataFrame X's string
-    column names are kept (``feature_names``): the posteriors refuse a DataFrame with other columns or another order."""
+    column names are kept (``feature_names``): the posteriors refuse a DataFrame with other columns or another order.
+    ``hidden`` None is the usual width (50 units); a given ``hidden`` with ``depth`` 0 is refused
+    (:func:`check_hidden`)."""
     names = feature_names(X)
     X, y = check_regression_data(X, y)
     check_bool("standardize", standardize)  # "no" was read as True
     check_bool("progress", progress)
     n_val = held_out_rows(X.shape[0], val_fraction)
-    hidden = check_int("hidden", hidden, minimum=1)
     depth = check_int("depth", depth, minimum=0)
+    hidden = check_hidden(hidden, depth)
     rank = check_int("rank", rank, minimum=0)
     # one iterate is collected per SWA epoch, and SWAG's moments need two (checked here, not after the SGD run)
     swa_epochs = check_int("swa_epochs", swa_epochs, minimum=2)
@@ -704,8 +723,9 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
 
     ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
     ``scale`` (0.5), ``num_collapsed`` (10), ``vi_steps`` (2000), ``vi_lr`` (0.01) and ``rank`` (20) apply to some
-    posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with ``pyrozoo run``.
-    All arguments are validated before any fitting starts."""
+    posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with ``pyrozoo run``;
+    so is ``hidden`` given with ``depth`` 0 (left out, it is the usual 50 units). All arguments are validated before
+    any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
     check_keys("train_options", train_options, TRAIN_OPTIONS)
     own = {"scale": scale, "num_collapsed": num_collapsed, "vi_steps": vi_steps, "vi_lr": vi_lr}
@@ -723,9 +743,12 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "
                            f"(3 * 2^k terms per value), got {num_collapsed}")
+    # a given hidden with depth 0 is refused here, as pyrozoo run refuses it, not after training
+    depth = check_int("depth", train_options.get("depth", DEFAULT_OPTIONS["depth"]), minimum=0)
+    hidden = check_hidden(train_options.get("hidden"), depth)
     if posterior == "ciber":
-        if check_int("depth", train_options.get("depth", 1)) > 0:
-            head, what = check_int("hidden", train_options.get("hidden", 50), minimum=1) + 1, "hidden + 1"
+        if depth > 0:
+            head, what = hidden + 1, "hidden + 1"
         else:  # no hidden layer: the mean head reads the inputs
             head, what = check_regression_data(X, y)[0].shape[1] + 1, "input columns + 1"
         if num_collapsed > head:
@@ -809,7 +832,8 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     if config.inference == "vi":
         only["vi_steps"] = config.steps
     post = fit_bnn(
-        X, y, posterior=config.inference, hidden=opts["hidden"], depth=opts["depth"],
+        # hidden only when given (None: the usual width): with depth 0 fit_bnn refuses a given one
+        X, y, posterior=config.inference, hidden=config.options.get("hidden"), depth=opts["depth"],
         prior_scale=opts["prior_scale"], epochs=config.steps, swa_epochs=opts["swa_epochs"],
         batch_size=opts["batch_size"], lr=config.lr if config.lr is not None else 0.01, swa_lr=opts["swa_lr"],
         momentum=opts["momentum"], num_samples=config.num_samples, standardize=False, seed=config.seed,
@@ -899,8 +923,7 @@ def check_bnn_options(config: RunConfig) -> None:
     opts = config.options
     depth = opts.get("depth", DEFAULT_OPTIONS["depth"])
     if "hidden" in opts and _given_number(depth) and depth == 0:
-        raise PyrozooError("options: hidden has no effect with depth 0 (no hidden layers: the outputs read the "
-                           "inputs); remove one of them")
+        raise hidden_depth_error(opts["hidden"])
     vf = opts.get("val_fraction", DEFAULT_OPTIONS["val_fraction"])  # its own check (a number in [0, 1)) comes later
     if "defensive_weight" in opts and _given_number(vf) and vf > 0:
         raise PyrozooError("options: defensive_weight has no effect with val_fraction > 0 (ciber then chooses the "

@@ -296,3 +296,27 @@ def test_summary_counts_are_integers():
     assert table.to_csv(index=False).splitlines()[1].split(",")[table.columns.get_loc("num_labelled")] == "50"
     uneven = df[~((df["seed"] == 1) & (df["round"] == 2))]  # seed 1 stops at 35 labels
     assert summarize(uneven)["num_labelled"].tolist() == [42.5, 42.5]
+
+
+def test_bnn_adapter_drops_its_default_width_with_depth_0(monkeypatch):
+    """fit_bnn refuses a given hidden with depth 0; the adapter's own 30 units are a default, so model_options
+    depth = 0 must not pass them (it failed with "hidden has no effect with depth 0 ..., got hidden=30"). A user's
+    hidden with depth 0 is still the user's error."""
+    import pyrozoo.models.bnn as bnn_module
+    from pyrozoo.active.loop import fit_bnn_pool
+
+    seen = []
+
+    def spy(x, y, **opts):
+        seen.append(opts)
+        raise StopIteration
+
+    monkeypatch.setattr(bnn_module, "fit_bnn", spy)
+    for extra in ({"depth": 0}, {}, {"depth": 2}):
+        with pytest.raises(StopIteration):
+            fit_bnn_pool(torch.ones(20, 3).double(), torch.zeros(20).double(), **extra)
+    assert ["hidden" in o for o in seen] == [False, True, True] and seen[1]["hidden"] == 30
+    monkeypatch.undo()
+    x, y = torch.randn(20, 3, generator=torch.Generator().manual_seed(0)).double(), torch.zeros(20).double()
+    with pytest.raises(PyrozooError, match=r"hidden has no effect with depth 0 .*got hidden=30"):
+        fit_bnn_pool(x, y, depth=0, hidden=30, epochs=10_000)

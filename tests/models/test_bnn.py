@@ -775,3 +775,31 @@ def test_fit_bnn_reads_tensors_that_require_grad_as_their_values(posterior):
     grad = fit_bnn(torch.tensor(X, requires_grad=True), torch.tensor(y, requires_grad=True), **kw)
     plain = fit_bnn(torch.tensor(X), torch.tensor(y), **kw)
     assert torch.equal(grad.draws, plain.draws)
+
+
+def test_python_api_refuses_a_given_hidden_with_depth_0_as_the_cli_does():
+    """fit_bnn and train_bnn ran depth 0 with hidden 10 and silently ignored hidden (weights of the 0-hidden-layer
+    net), while `pyrozoo run -o depth=0 -o hidden=10` refused it and docs/bnn.md said fit_bnn refuses the same
+    combinations. Both now refuse it with the CLI's message, before any training; hidden left out (None, the usual
+    50 units) still runs with depth 0, and is bitwise the fit with hidden=50 given."""
+    import time
+
+    X, y = _toy(30)
+    cli = registry.get("bnn")
+    with pytest.raises(PyrozooError) as from_cli:
+        cli.check_config(RunConfig(model="bnn", dataset="concrete", options={"depth": 0, "hidden": 10}))
+    t0 = time.perf_counter()
+    for fit in (fit_bnn, train_bnn):
+        with pytest.raises(PyrozooError, match=r"^options: hidden has no effect with depth 0 .*got hidden=10; "
+                                               r"remove one of them$") as err:
+            fit(X, y, depth=0, hidden=10, epochs=10_000, swa_epochs=3)
+        assert str(err.value) == str(from_cli.value)
+    with pytest.raises(PyrozooError, match="hidden has no effect with depth 0"):  # 50 given is given too
+        fit_bnn(X, y, posterior="ciber", depth=0, hidden=50, num_collapsed=2, epochs=10_000, swa_epochs=3)
+    assert time.perf_counter() - t0 < 5  # no training ran
+    kw = {"epochs": 2, "swa_epochs": 2, "num_samples": 3}
+    assert fit_bnn(X, y, depth=0, **kw).weight_draws().shape == (3, 2 * 2 + 2)  # w_out (2, 2), b_out (2,)
+    torch.testing.assert_close(fit_bnn(X, y, **kw).draws, fit_bnn(X, y, hidden=50, **kw).draws, rtol=0, atol=0)
+    with pytest.raises(PyrozooError, match=r"^hidden: expected an integer >= 1"):
+        train_bnn(X, y, hidden=0, epochs=10_000)
+
