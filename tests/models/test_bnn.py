@@ -803,3 +803,36 @@ def test_python_api_refuses_a_given_hidden_with_depth_0_as_the_cli_does():
     with pytest.raises(PyrozooError, match=r"^hidden: expected an integer >= 1"):
         train_bnn(X, y, hidden=0, epochs=10_000)
 
+
+def test_compare_with_blr_needs_bnns_training_rows_and_the_documented_recipe_gives_them(tmp_path):
+    """docs said az.compare against blr on the same --data table works; bnn keeps only its training rows (90/10),
+    so ArviZ refuses the pair. The recipe in docs/bnn.md (write the rows obs_id names, in that order, and run blr
+    on them) pairs each bnn point with the same y in blr's fit, and the comparison runs."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2))
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": X @ [1.0, -0.5] + 0.3 * rng.standard_normal(40)}).to_csv(
+        tmp_path / "d.csv", index=False)
+
+    def fit(model, path, **kw):
+        cfg = RunConfig(model=model, data=str(path), device="cpu", progress=False, num_chains=1, **kw)
+        return run_model(replace(cfg, options={"outcome": "y", **cfg.options}), save=False).result.to_inference_data()
+
+    bnn = fit("bnn", tmp_path / "d.csv", inference="swag-diag", steps=4, num_samples=20,
+              options={"hidden": 4, "swa_epochs": 3, "batch_size": 16})
+    rows = bnn.log_likelihood.obs_id.values
+    assert len(rows) == 36 and len(set(rows)) == 36  # the training rows of the file, shuffled
+    whole = fit("blr", tmp_path / "d.csv", num_samples=100)
+    with pytest.raises(ValueError, match="number of observations should be the same"):
+        az.compare({"bnn": bnn, "blr": whole})
+    pd.read_csv(tmp_path / "d.csv").iloc[rows].to_csv(tmp_path / "rows.csv", index=False)
+    blr = fit("blr", tmp_path / "rows.csv", num_samples=100)
+    in_units = [fit_.observed_data["y"].values * fit_.attrs["response_scale"] + fit_.attrs["response_shift"]
+                for fit_ in (bnn, blr)]
+    np.testing.assert_allclose(*in_units, rtol=0, atol=1e-5)  # bnn's observed y is float32
+    table = az.compare({"bnn": bnn, "blr": blr})
+    assert np.isfinite(table["elpd_loo"]).all()

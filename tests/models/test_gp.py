@@ -1055,3 +1055,26 @@ def test_a_plain_exact_call_counts_fewer_buffers_than_one_differentiated_through
         gp_mod.exact_log_marginal(X, y, kernel="rbf", lengthscale=ls, variance=1.0, noise=0.1)
     with torch.no_grad():  # no graph is built: 5 again
         gp_mod.exact_log_marginal(X, y, kernel="rbf", lengthscale=ls, variance=1.0, noise=0.1)
+
+
+def test_gp_and_blr_on_one_data_file_hold_the_same_rows_for_az_compare(tmp_path):
+    """docs/gp.md and the README: gp --data keeps every row of the file in its order, as blr --data does, so their
+    log-likelihoods pair point by point (same obs_id, same y in its own units) and az.compare runs."""
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 2))
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": np.sin(X[:, 0]) + 0.2 * rng.standard_normal(30)}).to_csv(
+        tmp_path / "d.csv", index=False)
+    fits = {m: run_model(RunConfig(model=m, data=str(tmp_path / "d.csv"), device="cpu", progress=False,
+                                   num_samples=100, num_chains=1, steps=50, options={"outcome": "y"}),
+                         save=False).result.to_inference_data() for m in ("gp", "blr")}
+    assert [f.log_likelihood.obs_id.values.tolist() for f in fits.values()] == [list(range(30))] * 2
+    gp_y, blr_y = (f.observed_data["y"].values * f.attrs["response_scale"] + f.attrs["response_shift"]
+                   for f in fits.values())
+    np.testing.assert_allclose(gp_y, blr_y, rtol=1e-10)
+    table = az.compare(fits)
+    assert np.isfinite(table["elpd_loo"]).all()
