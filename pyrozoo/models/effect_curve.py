@@ -33,7 +33,14 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.result import Result, response_map
 from pyrozoo.models.plce import frame_to_arrays
-from pyrozoo.models.spike_slab import dataset_to_standardized, em_result, gibbs_result, make_dataset, spike_slab_model
+from pyrozoo.models.spike_slab import (
+    dataset_to_standardized,
+    em_log_likelihood_note,
+    em_result,
+    gibbs_result,
+    make_dataset,
+    spike_slab_model,
+)
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_choice, check_single_names
 
@@ -51,6 +58,7 @@ OPTIONS: dict[str, Any] = {
     "outcome": "y", "treatment": "t", "controls": "",
 }
 LEARNERS = ("spike_slab", "ridge")
+INFERENCES = ("em", "gibbs")  # the entry's engines on the final stage (em first: the default)
 COLUMN_DEFAULTS: dict[str, str] = {k: OPTIONS[k] for k in ("outcome", "treatment")}
 
 
@@ -183,6 +191,9 @@ def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
               "config": config.to_dict()}
     if config.inference == "em":
         result, _ = em_result(data, prior, select=False, num_samples=config.num_samples, **common)
+        # em_result's note names spike-slab's gibbs and nuts; effect-curve's other inference is gibbs alone
+        result.attrs["log_likelihood"] = em_log_likelihood_note(
+            "emvs", selected=False, compare_with=tuple(k for k in INFERENCES if k != "em"))
     else:
         result = gibbs_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
                               num_chains=config.num_chains, progress=config.progress, **common)
@@ -239,7 +250,7 @@ def effect_curve_entry() -> ZooModel:
         model=spike_slab_model,
         simulate=simulate_effect_curve_dataset,
         fit=fit_effect_curve,
-        inferences=("em", "gibbs"),
+        inferences=INFERENCES,
         settings={"em": ("num_samples",), "gibbs": GIBBS_SETTINGS},
         metrics=effect_curve_metrics,
         options=OPTIONS,

@@ -408,15 +408,17 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     return result, summary
 
 
-def em_log_likelihood_note(variant: str, *, selected: bool) -> str:
+def em_log_likelihood_note(variant: str, *, selected: bool, compare_with: tuple[str, ...] = ("gibbs", "nuts")) -> str:
     """``idata.attrs["log_likelihood"]`` of an EM result (as bnn's collapsed fits note theirs): the draws, and so
-    the log-likelihood, condition on EM's point estimates, which LOO / WAIC / ``az.compare`` cannot see."""
+    the log-likelihood, condition on EM's point estimates, which LOO / WAIC / ``az.compare`` cannot see.
+    ``compare_with``: the calling model's inferences whose draws carry that uncertainty, named as the ones to
+    compare models with (spike-slab's gibbs and nuts, the default; effect-curve has gibbs only)."""
     given = {"emvs": "the median-probability model EMVS selected" if selected else "EMVS's spike/slab weights",
              "hard": "hard EM's 0/1 inclusion indicators"}[variant]
     return (f"conditional on EM point estimates: draws of w only, given point estimates of sigma2 and theta and "
             f"{given} (sigma2, theta, inclusion_prob are the same in every draw; gamma is drawn from "
-            f"inclusion_prob, apart from w); az.loo, az.waic and az.compare "
-            f"ignore the uncertainty in those and are optimistic: compare models with the gibbs or nuts inference")
+            f"inclusion_prob, apart from w); az.loo, az.waic and az.compare ignore the uncertainty in those and "
+            f"are optimistic: compare models with the {' or '.join(compare_with)} inference")
 
 
 def selected_model_posterior(data: StandardizedData, prior: SpikeSlabPrior,

@@ -771,3 +771,19 @@ def test_cli_shows_the_fits_progress_unless_no_progress(tmp_path, capsys, flag):
                  "--num-samples", "20", "-o", "n_pseudo=2", "-o", "n_folds=2", "-o", "learner=ridge",
                  "-o", "n_knots=4", "-o", "n_knots_x=3", "-o", "heterogeneity=linear", *flag]) == 0
     assert ("effect-curve: conformal refits" in capsys.readouterr().err) == (not flag)
+
+
+def test_entry_em_note_names_only_the_inferences_effect_curve_has():
+    """effect-curve's em note ended "compare models with the gibbs or nuts inference" (the text of spike-slab's EM,
+    which has nuts); effect-curve has em and gibbs only, so its note names gibbs alone."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+
+    entry = registry.get("effect-curve")
+    cfg = entry.check_config(RunConfig(model="effect-curve", inference="em", num_samples=20, device="cpu",
+                                       progress=False, options={**entry.tiny["options"], "n_pseudo": 0}))
+    note = entry.fit(entry.load_data(cfg), cfg).to_inference_data().attrs["log_likelihood"]
+    assert note.startswith("conditional on EM point estimates") and "spike/slab weights" in note
+    named = note.rsplit("compare models with the ", 1)[1].removesuffix(" inference").split(" or ")
+    assert named == [k for k in entry.inferences if k != "em"] == ["gibbs"]
+    assert "nuts" not in note

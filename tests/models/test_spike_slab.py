@@ -1300,3 +1300,25 @@ def test_tensors_that_require_grad_are_fitted_and_predicted_as_their_values():
     np.testing.assert_array_equal(grad.inclusion_probabilities_, plain.inclusion_probabilities_)
     np.testing.assert_array_equal(plain.predict(torch.tensor(X, requires_grad=True)), plain.predict(X))
     assert plain.score(X, torch.tensor(y, requires_grad=True)) == plain.score(X, y)
+
+
+def test_em_note_names_the_inferences_to_compare_with():
+    """The EM note names the inferences the calling model offers: spike-slab's zoo em run names gibbs and nuts
+    (both in its entry), and ``compare_with`` gives another model's (effect-curve: gibbs only, which got spike-slab's
+    "gibbs or nuts" before)."""
+    from pyrozoo import registry
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.spike_slab import em_log_likelihood_note
+    from pyrozoo.runner import run_model
+
+    def named(note):
+        return note.rsplit("compare models with the ", 1)[1].removesuffix(" inference").split(" or ")
+
+    out = run_model(RunConfig(model="spike-slab", inference="em", num_samples=20, progress=False, device="cpu",
+                              options={"n": 30, "p": 4, "num_signals": 2}), save=False)
+    spike = named(out.result.to_inference_data().attrs["log_likelihood"])
+    assert spike == ["gibbs", "nuts"] and set(spike) <= set(registry.get("spike-slab").inferences)
+    note = em_log_likelihood_note("emvs", selected=False, compare_with=("gibbs",))
+    assert note.endswith("compare models with the gibbs inference") and named(note) == ["gibbs"]
+    assert em_log_likelihood_note("hard", selected=False) == em_log_likelihood_note(
+        "hard", selected=False, compare_with=("gibbs", "nuts"))
