@@ -154,6 +154,12 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
 EXACT_BUFFERS = 7
 NUTS_BUFFERS = 10
 PLAIN_BUFFERS = 5  # exact_log_marginal / exact_posterior with nothing that requires grad: 4.2 measured the same way
+# what each count holds, in check_exact_size's error (a count not listed is given without a description)
+BUFFER_CONTENTS = {
+    PLAIN_BUFFERS: "kernel, K + noise I and Cholesky factor, without a gradient",
+    EXACT_BUFFERS: "kernel, Cholesky factor and gradient",
+    NUTS_BUFFERS: "kernel, Cholesky factor and NUTS's autograd through it",
+}
 
 
 def _gb(nbytes: float) -> str:
@@ -163,17 +169,19 @@ def _gb(nbytes: float) -> str:
 def check_exact_size(n: int, available: int | None, *, itemsize: int = 8, buffers: int = EXACT_BUFFERS,
                      device: str = "cpu") -> None:
     """Refuse N training rows whose N x N matrices cannot fit: the exact GP holds ``buffers`` of them at once
-    (:data:`EXACT_BUFFERS`, :data:`NUTS_BUFFERS`), buffers * N^2 * ``itemsize`` bytes, which must not exceed the
-    ``available`` bytes of ``device`` (None: unknown, not checked). At N = 200,000 that is 2.24 TB in float64: the
-    Cholesky was attempted and died in the allocator with a raw traceback (or the OS killed the process)."""
+    (:data:`PLAIN_BUFFERS`, :data:`EXACT_BUFFERS`, :data:`NUTS_BUFFERS`; the error says what they hold,
+    :data:`BUFFER_CONTENTS`), buffers * N^2 * ``itemsize`` bytes, which must not exceed the ``available`` bytes of
+    ``device`` (None: unknown, not checked). At N = 200,000 that is 2.24 TB in float64 (7 of them): the Cholesky was
+    attempted and died in the allocator with a raw traceback (or the OS killed the process)."""
     if available is None:
         return
     need = buffers * n * n * itemsize
     if need > available:
         most = math.isqrt(max(int(available), 0) // (buffers * itemsize))
+        contents = f", {BUFFER_CONTENTS[buffers]}" if buffers in BUFFER_CONTENTS else ""
         raise PyrozooError(
-            f"X: expected at most {most:,} rows for the exact GP on {device} ({buffers} N x N matrices at once, "
-            f"kernel, Cholesky factor and gradient: {_gb(need)} at N = {n:,}, and {_gb(available)} is available), "
+            f"X: expected at most {most:,} rows for the exact GP on {device} ({buffers} N x N matrices at once"
+            f"{contents}: {_gb(need)} at N = {n:,}, and {_gb(available)} is available), "
             f"got {n:,} rows; use the sparse GP (pyrozoo run sparse-gp; O(N M^2) time and O(N M) memory for M "
             f"inducing points) or fewer rows")
 

@@ -1078,3 +1078,32 @@ def test_gp_and_blr_on_one_data_file_hold_the_same_rows_for_az_compare(tmp_path)
     np.testing.assert_allclose(gp_y, blr_y, rtol=1e-10)
     table = az.compare(fits)
     assert np.isfinite(table["elpd_loo"]).all()
+
+
+def test_the_size_error_says_what_the_counted_matrices_hold():
+    """A plain exact_log_marginal call (5 matrices, no gradient) was refused with "5 N x N matrices at once, kernel,
+    Cholesky factor and gradient": a gradient it does not hold. The description follows the count: no gradient for
+    a plain call, the gradient when an input requires grad, NUTS's autograd for NUTS, none for a count not listed."""
+    import pyrozoo.models.gp as gp_mod
+
+    X, y, _, _ = simulate_regression(0, n=100, n_test=1)
+    available = 10**4  # far too little for N = 100
+
+    def refused(**kw):
+        with pytest.raises(PyrozooError) as err:
+            gp_mod.check_exact_size(100, available, **kw)
+        return str(err.value)
+
+    assert "(5 N x N matrices at once, kernel, K + noise I and Cholesky factor, without a gradient: " in refused(
+        buffers=gp_mod.PLAIN_BUFFERS)
+    assert "(7 N x N matrices at once, kernel, Cholesky factor and gradient: " in refused()
+    assert "(10 N x N matrices at once, kernel, Cholesky factor and NUTS's autograd through it: " in refused(
+        buffers=gp_mod.NUTS_BUFFERS)
+    assert "(3 N x N matrices at once: " in refused(buffers=3)
+    # the plain call itself, as in the QA report (available memory patched instead of N = 200,000 rows)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gp_mod, "available_memory", lambda device: available)
+        with pytest.raises(PyrozooError, match=r"\(5 N x N matrices at once, kernel, K \+ noise I and Cholesky "
+                                               r"factor, without a gradient: ") as err:
+            gp_mod.exact_log_marginal(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1)
+        assert "and gradient" not in str(err.value)
