@@ -248,6 +248,9 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     same spelling); ``defaults`` (option -> default column) says when a missing column was the default."""
     if outcome == treatment:
         raise PyrozooError(f"treatment: the column {treatment!r} is also the outcome; name two different columns")
+    if groups and groups in (outcome, treatment):  # grouping by y or t itself: random intercepts that absorb them
+        role = "outcome" if groups == outcome else "treatment"
+        raise PyrozooError(f"groups: {groups!r} is the {role} column; groups must be another column")
     if isinstance(controls, str):
         controls = [c.strip() for c in controls.split(",") if c.strip()]
     flags = COLUMN_FLAGS if flags is None else flags
