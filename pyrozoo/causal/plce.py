@@ -508,6 +508,11 @@ class PLCE(BaseEstimator):
         self._check_option_effects()
         if self.random_effects is not None:  # None: on when groups are given
             check_bool("random_effects", self.random_effects)
+        if groups is not None and self.random_effects is False and self.se_type != "cluster":
+            # nothing reads them then: the fit gave the numbers of groups=None exactly
+            raise PyrozooError(f"groups: group ids apply only with random effects (random_effects=True, or None, the "
+                               f"default) or se_type='cluster'; with random_effects=False and "
+                               f"se_type={self.se_type!r} they would have no effect (remove them)")
         check_same_index(y=y, t=t, X=X, groups=groups)  # rows are matched by position: labels must agree
         y = numeric_vector("y", y)
         t = numeric_vector("t", t)

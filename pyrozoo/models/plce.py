@@ -142,12 +142,18 @@ def check_option_effects(options: Mapping[str, Any]) -> None:
     """Raise for an option that would have no effect with the others: ``linear_controls=false`` joins only the
     refit of the spike_slab learner's selections (ridge and lasso select nothing; ``refit="none"`` skips it), and
     ``refit`` other than its default ("union") acts only on those selections (:class:`PLCE` refuses both too; here
-    they are caught before any data are read)."""
+    they are caught before any data are read). A ``groups`` column is read only by random effects (``random_effects``
+    auto or true) or ``se_type="cluster"``; with ``random_effects=false`` and HC3 it is refused likewise."""
     learner, refit = options.get("learner", "spike_slab"), options.get("refit", "union")
     if refit in ("union_ols", "none") and learner in ("ridge", "lasso"):  # other values: refused by their checks
         raise PyrozooError(f"refit: {refit!r} applies only with learner='spike_slab' (the refit acts on its column "
                            f"selections); learner={learner!r} selects no columns, so it would have no effect "
                            f"(remove it)")
+    if options.get("groups") and options.get("random_effects", "auto") is False \
+            and options.get("se_type", "hc3") != "cluster":
+        raise PyrozooError(f"groups: {options['groups']!r} applies only with random effects (random_effects auto, the "
+                           f"default, or true) or se_type=cluster; with random_effects=false and "
+                           f"se_type={options.get('se_type', 'hc3')} it would have no effect (remove it)")
     if options.get("linear_controls", True) is False and (learner != "spike_slab" or refit == "none"):
         why = f"refit={refit!r} keeps" if refit == "none" else f"learner={learner!r} (no selection to refit) keeps"
         raise PyrozooError(f"linear_controls: false applies only to the refit of the spike_slab learner's selections; "

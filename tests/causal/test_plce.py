@@ -1229,3 +1229,27 @@ def test_tensors_that_require_grad_are_fitted_as_their_values():
                                                          torch.tensor(t, requires_grad=True),
                                                          torch.tensor(X, requires_grad=True))
     assert grad.theta_ == plain.theta_ and grad.se_ == plain.se_
+
+
+class _NoFit:
+    """A learner that fails the test if any fit starts: the input checks must come first."""
+
+    def fit(self, *a, **k):
+        raise AssertionError("fit must not start on bad input")
+
+    def predict(self, *a, **k):
+        raise AssertionError
+
+
+def test_groups_that_no_setting_reads_are_refused():
+    """random_effects=False with HC3 reads no groups: fit(..., groups=g) gave the numbers of groups=None exactly,
+    silently. Refused before any fit; random effects (random_effects None or True) or se_type='cluster' read them."""
+    y, t, X = linear_design(1, n=60)
+    g = np.arange(60) % 30  # 30 clusters: no few-clusters warning
+    with pytest.raises(PyrozooError, match=r"^groups: group ids apply only with random effects \(random_effects=True, "
+                                           r"or None, the default\) or se_type='cluster'; with random_effects=False "
+                                           r"and se_type='hc3' they would have no effect \(remove them\)$"):
+        PLCE(_NoFit(), random_effects=False, n_folds=3, n_repeats=1).fit(y, t, X, groups=g)
+    for kw in ({}, {"random_effects": True}, {"random_effects": False, "se_type": "cluster"}):
+        with pytest.raises(AssertionError, match="fit must not start"):  # the checks passed: the fit started
+            PLCE(_NoFit(), n_folds=3, n_repeats=1, **kw).fit(y, t, X, groups=g)

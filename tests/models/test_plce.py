@@ -37,10 +37,10 @@ def test_the_standard_error_is_named_by_its_type(tmp_path):
         tmp_path / "d.csv", index=False)
     fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1, "interactions": "linear", "n_knots": 3}
     runs = {}
-    for se_type in ("hc3", "cluster"):
+    # HC3 reads no groups without random effects (refused there): that run leaves them out, controlling for x alone
+    for se_type, grouped in (("hc3", {"controls": "x"}), ("cluster", {"groups": "grp", "random_effects": False})):
         cfg = RunConfig(model="plce", inference="svi", steps=20, num_samples=20, progress=False,
-                        data=str(tmp_path / "d.csv"),
-                        options={**fast, "groups": "grp", "random_effects": False, "se_type": se_type})
+                        data=str(tmp_path / "d.csv"), options={**fast, **grouped, "se_type": se_type})
         runs[se_type] = run_model(cfg, save=False)
     hc3, cluster = runs["hc3"].metrics, runs["cluster"].metrics
     assert "se_cluster" not in hc3 and "se_hc3" not in cluster
@@ -204,3 +204,33 @@ def test_the_groups_column_must_not_be_the_outcome_or_treatment(tmp_path, capsys
     assert err == "pyrozoo: error: groups: 't' is the treatment column; groups must be another column\n"
     assert main(["run", "plce", "--data", str(path), "-o", "groups=y", "-o", "learner=ridge", "--no-progress"]) == 2
     assert "groups: 'y' is the outcome column" in capsys.readouterr().err
+
+
+def test_groups_without_random_effects_or_a_cluster_se_are_refused_before_any_data(tmp_path, capsys):
+    """-o groups=g -o random_effects=false with the HC3 SE reads the column nowhere (the run gave the numbers of no
+    groups exactly): refused by the entry (every sweep cell, before any data) and by make_estimator's options, as
+    the other no-op options are; random effects (auto, true) or se_type=cluster read it."""
+    from pyrozoo.cli import main
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import check_option_effects
+    from pyrozoo.registry import get
+
+    match = (r"^groups: 'g' applies only with random effects \(random_effects auto, the default, or true\) or "
+             r"se_type=cluster; with random_effects=false and se_type=hc3 it would have no effect \(remove it\)$")
+    data = tmp_path / "d.csv"  # checked before it is read: it need not even hold the columns
+    data.write_text("y,t,x\n1,0,2\n")
+    entry, data = get("plce"), str(data)
+    with pytest.raises(PyrozooError, match=match):
+        entry.check_config(RunConfig(model="plce", data=data, options={"groups": "g", "random_effects": False}))
+    with pytest.raises(PyrozooError, match=match):
+        check_option_effects({"groups": "g", "random_effects": False})
+    for ok in ({"random_effects": True}, {"random_effects": "auto"}, {"random_effects": False, "se_type": "cluster"}):
+        entry.check_config(RunConfig(model="plce", data=data, options={"groups": "g", **ok}))
+    entry.check_config(RunConfig(model="plce", data=data, options={"random_effects": False}))  # no groups: fine
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert main(["run", "plce", "--data", data, "-o", "groups=g", "-o", "random_effects=false", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyrozoo: error: groups: 'g' applies only with random effects")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
