@@ -25,9 +25,11 @@ def numeric_vector(name: str, v: Any) -> np.ndarray:
     Text is refused even where NumPy would read it as numbers (``["1.5", "2"]``), as
     :func:`pyrozoo.validation.as_tensor` does, and so is a pandas categorical (its categories are labels, not
     amounts: an integer-labelled one would otherwise pass and a text-labelled one fail), and so are complex numbers
-    (float64 conversion would drop their imaginary part). A tensor gives its values, even one that requires grad."""
+    (float64 conversion would drop their imaginary part) and dates or durations (:func:`check_no_datetimes`). A tensor
+    gives its values, even one that requires grad."""
     v = detached(v)
     check_numeric_columns(name, v, categorical_hint=AMOUNTS_HINT)
+    check_no_datetimes(name, v)
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -46,11 +48,12 @@ def covariate_matrix(X: Any) -> np.ndarray:
     :func:`pyrozoo.validation.as_tensor` refuses it), and so is every pandas categorical column, whatever its
     categories (integer labels would otherwise become an ordered numeric covariate while text labels were refused):
     encode categories yourself, e.g. ``pd.get_dummies(X, columns=[...], drop_first=True, dtype=float)``, which is
-    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused, and so is a DataFrame that
-    gives one name to two columns (a later ``x`` matched by name could not tell them apart). A tensor gives its
-    values, even one that requires grad."""
+    what the CLI's ``--data`` reader does with text columns. Complex numbers are refused, and so are dates and
+    durations (:func:`check_no_datetimes`), and so is a DataFrame that gives one name to two columns (a later ``x``
+    matched by name could not tell them apart). A tensor gives its values, even one that requires grad."""
     X = detached(X)
     check_numeric_columns("X", X, hint="; encode categories, e.g. with pd.get_dummies(X, drop_first=True, dtype=float)")
+    check_no_datetimes("X", X)
     if isinstance(X, pd.DataFrame) and not X.columns.is_unique:
         check_unique("X", _plain(X.columns), what="column", quote=True)
     check_pandas_missing("X", X)  # by row label and column name, not by position in the converted matrix
@@ -66,6 +69,25 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
     check_finite("X", X, labels=frame)
     return X
+
+
+def check_no_datetimes(name: str, v: Any) -> None:
+    """Raise if ``v`` (a DataFrame, Series or array) holds dates or durations (NumPy or pandas datetime64, with or
+    without a time zone, or timedelta64), naming the column: a float64 conversion reads them silently as counts of
+    their time unit (since 1970 for dates), a unit and origin that the estimators would then take as an amount.
+    Encode them yourself, e.g. days since the first date."""
+    items = list(v.items()) if isinstance(v, pd.DataFrame) else [(None, v)]
+    for c, col in items:
+        dtype = getattr(col, "dtype", None)
+        kind = getattr(dtype, "kind", None)
+        if kind in ("M", "m"):  # datetime64 (tz-aware too) or timedelta64
+            where = "" if c is None else f" in column {str(c)!r}"
+            ref = name if c is None else f"{name}[{c!r}]"
+            what, read, fix = (("dates", "counts of their time unit since 1970",
+                                f"days since the first date, ({ref} - {ref}.min()).dt.days") if kind == "M" else
+                               ("durations", "counts of their time unit", f"seconds, {ref}.dt.total_seconds()"))
+            raise PyrozooError(f"{name}: expected numbers, got {what}{where} ({dtype}), which would be read as {read}; "
+                               f"encode them as numbers yourself, e.g. {fix}")
 
 
 def detached(v: Any) -> Any:
