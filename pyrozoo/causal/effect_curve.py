@@ -48,6 +48,7 @@ from pyrozoo.causal.inputs import (
     check_enough_rows,
     check_no_constant_columns,
     check_no_duplicate_columns,
+    check_treatment_identified,
     check_varies,
     covariate_matrix,
     detached,
@@ -315,6 +316,8 @@ class EffectCurve:
                 f"t: the partial effect curve needs a continuous treatment (at least {MIN_DISTINCT_TREATMENT} "
                 f"distinct values); got {distinct.size} ({', '.join(f'{v:g}' for v in distinct)}). For a binary "
                 "treatment use PLCE: pyrozoo.causal.PLCE or `pyrozoo run plce`")
+        if X is not None:
+            check_treatment_identified(t, X, getattr(self, "feature_names_", None))
         return y, t, X
 
     def _refuse_covariate_options(self) -> None:

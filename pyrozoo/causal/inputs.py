@@ -139,6 +139,55 @@ def check_varies(name: str, v: np.ndarray, what: str) -> None:
                            "nothing to estimate")
 
 
+# RSS / TSS at or below this is "t lies in the span of [1, X]" (see check_treatment_identified for the derivation)
+TREATMENT_SPAN_RTOL = 1e-10
+
+
+def check_treatment_identified(t: np.ndarray, X: np.ndarray, names: list[str] | None = None) -> None:
+    """Raise if the treatment ``t`` (n,) is a linear function of the covariates ``X`` (n, p): least squares of t on
+    [1, X] leaves RSS <= :data:`TREATMENT_SPAN_RTOL` x TSS (TSS = sum (t - mean t)^2). Then no variation in t is left
+    once x is adjusted for and the effect is not identified, yet the estimators reported one (a copy of x1 as t gave
+    PLCE 5.41, SE 1.17), fitted to rounding noise and the nuisance learners' errors. Call after the checks that t
+    varies and that X has no constant columns.
+
+    Computed on X centred (the intercept) with unit-norm columns, projecting t - mean t on the left singular vectors
+    of its numerical rank (singular values above max(n, p) eps S_max, as ``numpy.linalg.matrix_rank``). When that
+    rank is n - 1, [1, X] spans every n-vector (p >= n - 1, high-dimensional controls): the check then says nothing
+    and identification rests on the nuisance learner's regularization, as before.
+
+    Tolerance: float64 stores each t_i to a relative error of eps / 2 (eps = 2^-52 ~ 2.2e-16), so an exact copy
+    t = a + X b formed in float64 is off the span only by rounding: rho = sqrt(RSS / TSS) <~ c eps max|t_i| / sd(t),
+    c a small multiple (the sum a + X b, the projection's backward error); measured 3e-16 for t = x1 or 2 x1 + 1 and
+    3e-11 for t = 1e6 + x1. The cut rho = 1e-5 (RSS / TSS = 1e-10) is that bound for max|t| / sd(t) up to ~1e10 /
+    c, i.e. until float64 keeps fewer than ~6 digits of t's own spread, and it also covers a copy formed in single
+    precision (rounding 2^-24 ~ 6e-8: measured 3e-8). A treatment with variation of its own above 1e-5 of its spread
+    is left to the estimator: this is an exact-collinearity check, not a weak-identification threshold."""
+    tc = t - t.mean()
+    tss = float(tc @ tc)
+    n = X.shape[0]
+    if tss == 0 or n < 3:
+        return
+    Xc = X - X.mean(axis=0)
+    Xc = Xc / np.linalg.norm(Xc, axis=0)
+    U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+    rank = int((S > S[0] * max(Xc.shape) * np.finfo(np.float64).eps).sum())
+    if rank >= n - 1:
+        return
+    coef = U[:, :rank].T @ tc
+    resid = tc - U[:, :rank] @ coef
+    ratio = float(resid @ resid) / tss
+    if ratio > TREATMENT_SPAN_RTOL:
+        return
+    b = np.abs(Vt[:rank].T @ (coef / S[:rank]))  # on the unit-norm columns: comparable across columns
+    cols = np.flatnonzero(b > np.sqrt(TREATMENT_SPAN_RTOL) * b.max()).tolist()
+    which = [names[j] for j in cols] if names else cols
+    raise PyrozooError(f"t: the treatment is a linear function of the covariates (column(s) {which}): least squares "
+                       f"of t on an intercept and X leaves {ratio:.2g} of its centred sum of squares (at most "
+                       f"{TREATMENT_SPAN_RTOL:g} counts as none), so no variation in t is left once X is adjusted for "
+                       f"and its effect is not identified; remove the column(s) that determine t from X, or study "
+                       f"another treatment")
+
+
 def check_no_constant_columns(X: np.ndarray, names: list[str] | None = None) -> None:
     """Raise if a column of ``X`` (n, p) is constant, naming it (by ``names`` when given, else by position): the
     estimators fit their own intercept, and a constant covariate only makes their bases singular."""

@@ -48,6 +48,7 @@ from pyrozoo.causal.inputs import (
     check_enough_rows,
     check_no_constant_columns,
     check_no_duplicate_columns,
+    check_treatment_identified,
     check_varies,
     covariate_matrix,
     numeric_vector,
@@ -525,6 +526,7 @@ class PLCE(BaseEstimator):
         check_varies("t", t, "a treatment")
         check_no_constant_columns(X, self.feature_names_)
         check_no_duplicate_columns(X, self.feature_names_)
+        check_treatment_identified(t, X, self.feature_names_)
         check_int("interference_column", self.interference_column)
         if not 0 <= self.interference_column < X.shape[1]:
             raise PyrozooError(f"interference_column: expected a column index in [0, {X.shape[1] - 1}], "

@@ -301,3 +301,33 @@ def test_dates_and_durations_are_refused_naming_the_column(kind):
     with pytest.raises(PyrozooError, match=rf"^t: expected numbers, got {what} \("):
         numeric_vector("t", pd.Series(col))
     np.testing.assert_array_equal(covariate_matrix(X[["a"]]), np.arange(6.0)[:, None])
+
+
+def test_a_treatment_in_the_span_of_the_covariates_is_refused_naming_the_columns():
+    """A treatment that is a linear function of the covariates is not identified, yet PLCE reported 5.41 (SE 1.17)
+    for t = x1. Exact copies leave RSS / TSS at rounding level (1e-31 for t = x1; 1e-21 for 1e6 + x1 and ~1e-15 for
+    a copy formed in float32, the cases the 1e-10 cut's derivation covers), all refused; a treatment with variation
+    of its own at 1e-4 of its spread (RSS / TSS ~1e-8) is left to the estimator, and so is any t when [1, X] spans
+    all n rows (p >= n - 1: high-dimensional controls, where only the learner's regularization identifies it)."""
+    from pyrozoo.causal.inputs import check_treatment_identified
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 3))
+    X32 = X.astype(np.float32)
+    names = ["x1", "x2", "x3"]
+    copies = {"x1": (X[:, 0].copy(), X, "['x1']"), "2 x1 + 1": (2 * X[:, 0] + 1, X, "['x1']"),
+              "X b + 5": (X @ [1.0, -2.0, 3.0] + 5, X, "['x1', 'x2', 'x3']"), "1e6 + x1": (1e6 + X[:, 0], X, "['x1']"),
+              "float32": ((2 * X32[:, 1] + 1).astype(np.float64), X32.astype(np.float64), "['x2']")}
+    for t, Xc, cols in copies.values():
+        with pytest.raises(PyrozooError, match=rf"^t: the treatment is a linear function of the covariates "
+                                               rf"\(column\(s\) {re.escape(cols)}\): least squares of t on an "
+                                               rf"intercept and X leaves \S+ of its centred sum of squares \(at most "
+                                               rf"\S+ counts as none\), so .* not identified; remove the column\(s\) "
+                                               rf"that determine t"):
+            check_treatment_identified(t, Xc, names)
+    with pytest.raises(PyrozooError, match=r"\(column\(s\) \[0\]\)"):  # by position without names
+        check_treatment_identified(X[:, 0] * 3, X)
+    check_treatment_identified(X[:, 0] + 1e-4 * rng.standard_normal(300), X, names)  # RSS / TSS ~ 1e-8: identified
+    check_treatment_identified(rng.standard_normal(300), X, names)
+    Xh = rng.standard_normal((20, 19))  # [1, X] spans R^20: every t is "in the span", nothing to say
+    check_treatment_identified(rng.standard_normal(20), Xh)

@@ -1262,3 +1262,19 @@ def test_a_date_column_is_refused_naming_it_before_any_fit():
     Xd = pd.DataFrame(X, columns=list("abcde")).assign(day=pd.date_range("2020-01-01", periods=60))
     with pytest.raises(PyrozooError, match=r"^X: expected numbers, got dates in column 'day' \(datetime64"):
         PLCE(_NoFit(), n_folds=3, n_repeats=1).fit(y, t, Xd)
+
+
+def test_a_treatment_that_is_a_linear_function_of_the_covariates_is_refused_before_any_fit():
+    """t = x1 (the QA's case: PLCE 5.41, SE 1.17, a 'definite' effect of a treatment that is not identified), and an
+    affine copy 2 x1 + 1 of a DataFrame column, named in the error; checked before any nuisance fit."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 3))
+    y = X[:, 0] + X[:, 1] + rng.standard_normal(300)
+    fast = {"n_folds": 3, "n_repeats": 1}
+    with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
+                                           r"\[0\]\): .* its effect is not identified"):
+        PLCE(_NoFit(), **fast).fit(y, X[:, 0].copy(), X)
+    Xd = pd.DataFrame(X, columns=["x1", "x2", "x3"])
+    with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
+                                           r"\['x1'\]\)"):
+        PLCE(_NoFit(), **fast).fit(y, 2 * Xd["x1"] + 1, Xd)
