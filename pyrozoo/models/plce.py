@@ -115,15 +115,40 @@ def make_final_stage_guide(reference: dict[str, float], init: Mapping[str, float
     return guide
 
 
-def final_stage_reference(dataset: Dataset) -> dict[str, float]:
+def final_stage_reference(dataset: Dataset, *, prior: bool = False) -> dict[str, float]:
     """Closed-form large-sample posterior of theta: WLS estimate and sd sigma_hat / sqrt(sum w rt^2) (sigma at its
-    WLS estimate, prior ignored) — the reference the engines are checked against."""
+    WLS estimate, prior ignored) — the reference the engines are checked against under the default vague prior.
+
+    ``prior=True`` (the SVI guide's start and preconditioning): the same with theta's N(0, s^2) prior,
+    s = ``theta_scale`` in the model's units. Given sigma (S2 = (sigma y_scale)^2, the residual variance at w = 1)
+    the posterior of theta is conjugate,
+
+        precision = sum w rt^2 / S2 + 1 / s^2,  mean = (sum w rt ry / S2) / precision,
+
+    and S2 is taken at its EM fixed point with theta integrated out, S2 = (sum w (ry - mean rt)^2 + var sum w rt^2)
+    / n (var = 1 / precision), iterated from the WLS S2 = RSS / (n - 1). Without the prior (s -> inf) that fixed
+    point is the WLS S2 itself, so the reference is unchanged; with an informative prior theta is shrunk toward 0
+    and sigma grows with the residuals left (sigma's weak HalfNormal(2) prior on an O(1) scale is left out)."""
     rt, w = dataset.inputs["t_resid"].double(), dataset.inputs["weights"].double()
     ry = dataset.observed["y_resid"].double()
-    sxx = (w * rt * rt).sum()
-    theta = float((w * rt * ry).sum() / sxx)
-    s2 = float((w * (ry - theta * rt) ** 2).sum() / (rt.numel() - 1))
-    return {"theta_mean": theta, "theta_sd": math.sqrt(s2 / float(sxx)), "sigma": math.sqrt(s2),
+    sxx, sxy = float((w * rt * rt).sum()), float((w * rt * ry).sum())
+    theta = sxy / sxx
+    n = rt.numel()
+    s2 = float((w * (ry - theta * rt) ** 2).sum() / (n - 1))
+    sd = math.sqrt(s2 / sxx)
+    if prior:
+        inv_prior = 1.0 / float(dataset.inputs["theta_scale"]) ** 2
+        for _ in range(100):  # EM steps; each shrinks the distance to the fixed point (by ~1 / n with a vague prior)
+            precision = sxx / s2 + inv_prior
+            theta = sxy / s2 / precision
+            new = float((w * (ry - theta * rt) ** 2).sum() + sxx / precision) / n
+            converged = abs(new - s2) <= 1e-13 * s2
+            s2 = new
+            if converged:
+                break
+        precision = sxx / s2 + inv_prior
+        theta, sd = sxy / s2 / precision, math.sqrt(1.0 / precision)
+    return {"theta_mean": theta, "theta_sd": sd, "sigma": math.sqrt(s2),
             "sigma_rel": math.sqrt(s2) / float(dataset.inputs["y_scale"])}
 
 
@@ -387,7 +412,7 @@ def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
     kwargs = dataset.model_kwargs()
     if config.inference == "nuts":
         return mcmc_from_config(plce_final_stage_model, kwargs, config)
-    guide = make_final_stage_guide(final_stage_reference(dataset))
+    guide = make_final_stage_guide(final_stage_reference(dataset, prior=True))
     return svi_from_config(plce_final_stage_model, guide, kwargs, config, default_lr=0.05, lr_decay=0.1,
                            num_particles=4)
 
