@@ -12,7 +12,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import DEVICES
-from pyrozoo.validation import check_int, check_keys, check_path, check_positive, check_text
+from pyrozoo.validation import check_int, check_keys, check_path, check_positive, check_seed, check_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +43,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check types and ranges of the shared settings; return self."""
         # integral floats from TOML (seed = 2.0) become ints, so every engine sees the same value
-        self.seed = check_int("seed", self.seed)
+        self.seed = check_seed("seed", self.seed)  # [0, 2**32 - 1]: what NumPy's global RNG (pyro.set_rng_seed) takes
         self.num_samples = check_int("num_samples", self.num_samples, minimum=1)
         self.warmup_steps = check_int("warmup_steps", self.warmup_steps)
         self.num_chains = check_int("num_chains", self.num_chains, minimum=1)

@@ -469,6 +469,19 @@ def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
     return int(value)
 
 
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (np.random.seed, which pyro.set_rng_seed calls) takes no more
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Return ``value`` as an int, or raise unless it is an integer seed in [0, 2**32 - 1] (an integral float from
+    TOML too): the range :func:`pyro.set_rng_seed` accepts, since it seeds NumPy's global RNG, which refuses
+    2**32 with a raw ValueError (torch refuses 2**64 with "Overflow when unpacking long long")."""
+    integral = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or not 0 <= value <= SEED_MAX:
+        raise PyrozooError(f"{name}: expected an integer seed in [0, 2**32 - 1] (at most {SEED_MAX}), got {value!r}")
+    return int(value)
+
+
 def plate_size(name: str, n: Any, data: Any, data_name: str) -> int:
     """The size of a model's data plate: len(``data``) when it is given (``n`` may then only repeat it), else ``n``,
     an integer >= 1, required (nothing else says how many rows to draw). Plain Python on shapes: cheap enough for

@@ -626,3 +626,14 @@ def test_run_summarizes_only_the_rows_it_prints_and_caps_the_note(tmp_path, caps
     assert 20 <= sum(rows) < 40
     note = next(line for line in out.splitlines() if line.startswith("note: the same in every draw"))
     assert len(note) < 300 and re.search(r"\.\.\. and \d+ more \(\d+ in all\)$", note), note
+
+
+@pytest.mark.parametrize("seed", ["4294967296", "99999999999999999999"])
+def test_a_seed_beyond_numpys_range_is_one_line_and_exit_2(tmp_path, capsys, seed):
+    """Was a NumPy ValueError (2**32) or a torch "Overflow when unpacking long long" traceback, exit 1."""
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--seed", seed, "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"pyrozoo: error: seed: expected an integer seed in [0, 2**32 - 1] (at most 4294967295), got "
+                   f"{seed}"]
+    assert not out.exists()

@@ -431,3 +431,17 @@ def test_check_shape_spells_shapes_as_python_tuples(got, want, message):
     assert str(info.value) == message
     check_shape("y", np.zeros((7, 3)), (None, 3))  # matching shapes pass
     check_shape("y", np.zeros((7, 3)), ("M", 3))  # a named free length matches any length
+
+
+def test_check_seed_takes_the_seeds_numpy_takes_and_names_the_range():
+    """Seeds reach np.random.seed (through pyro.set_rng_seed), which refuses 2**32 with a raw ValueError; torch
+    refuses 2**64 with "Overflow when unpacking long long". check_int("seed") let both through."""
+    from pyrozoo.validation import SEED_MAX, check_seed
+
+    assert SEED_MAX == 2**32 - 1
+    assert check_seed("seed", 0) == 0 and check_seed("seed", 2**32 - 1) == 2**32 - 1
+    assert check_seed("seed", np.int64(7)) == 7 and type(check_seed("seed", 2.0)) is int  # 2.0: a TOML number
+    for bad in (2**32, 10**20, 1e20, -1, 1.5, float("inf"), float("nan"), True, "3", None):
+        with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] \(at most "
+                                               r"4294967295\), got "):
+            check_seed("seed", bad)

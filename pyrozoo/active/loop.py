@@ -43,6 +43,7 @@ from pyrozoo.validation import (
     check_int,
     check_keys,
     check_probability,
+    check_seed,
     check_unique,
     check_xy,
     feature_names,
@@ -380,7 +381,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
         check_num_projections_for_model([kind], model, acquisition.num_projections, opts)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)  # bnn fits seed through set_seed: [0, 2**32 - 1]
     check_bool("progress", progress)
     fit = ACTIVE_MODELS[model].fit
     classify = problem.task == "classification"
@@ -453,7 +454,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     if not acqs:
         raise PyrozooError("acquisition: expected at least one acquisition")
     check_unique("acquisition", acquisitions, what="acquisition")
-    seeds = [check_int("seed", s) for s in seeds]
+    seeds = [check_seed("seed", s) for s in seeds]
     if not seeds:
         raise PyrozooError("seeds: expected at least one seed")
     check_choice("model", model, ACTIVE_MODELS)

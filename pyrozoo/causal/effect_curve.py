@@ -66,6 +66,7 @@ from pyrozoo.validation import (
     check_numeric_columns,
     check_probability,
     check_same_index,
+    check_seed,
 )
 
 HETEROGENEITY = ("spline", "linear", "none")
@@ -282,7 +283,7 @@ class EffectCurve:
         check_int("n_repeats", self.n_repeats, minimum=1)
         check_int("n_pseudo", self.n_pseudo, minimum=0)
         check_int("num_samples", self.num_samples, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)  # the spike-slab fits seed through set_seed: [0, 2**32 - 1]
         check_bool("progress", self.progress)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)

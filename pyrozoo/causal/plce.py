@@ -56,7 +56,15 @@ from pyrozoo.causal.inputs import (
 )
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_probability, check_same_index
+from pyrozoo.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    check_probability,
+    check_same_index,
+    check_seed,
+)
 
 TREATMENT_MODELS = ("homoskedastic", "heteroskedastic")
 SE_TYPES = ("hc3", "cluster")
@@ -487,7 +495,7 @@ class PLCE(BaseEstimator):
     def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         check_int("n_folds", self.n_folds, minimum=2)
         check_int("n_repeats", self.n_repeats, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)  # the spike-slab learners seed through set_seed: [0, 2**32 - 1]
         resolve_device(self.device)  # was reported from inside the first nuisance fit, with a hint about few rows
         if isinstance(self.basis, str):  # the spline options are checked even where basis="linear" ignores them
             check_choice("basis", self.basis, ("spline", "linear"))

@@ -15,6 +15,7 @@ import pyro
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_seed
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,9 +49,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) through Pyro, and clear the param store."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise PyrozooError(f"seed: expected an integer >= 0, got {seed!r}")
+    """Seed Python, NumPy and torch (all devices) through Pyro, and clear the param store. ``seed`` is an integer
+    in [0, 2**32 - 1] (:func:`~pyrozoo.validation.check_seed`: NumPy's global RNG takes no larger one)."""
+    seed = check_seed("seed", seed)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
 

@@ -83,6 +83,7 @@ from pyrozoo.validation import (
     check_keys,
     check_positive,
     check_probability,
+    check_seed,
     check_shape,
     feature_names,
 )
@@ -467,6 +468,7 @@ def train_bnn(
     # one iterate is collected per SWA epoch, and SWAG's moments need two (checked here, not after the SGD run)
     swa_epochs = check_int("swa_epochs", swa_epochs, minimum=2)
     check_positive("prior_scale", prior_scale)
+    seed = check_seed("seed", seed)  # set_seed takes [0, 2**32 - 1]; checked before the split draws
     layout = MLPLayout(X.shape[1], hidden, depth)
     device = resolve_device(device) if device is not None else X.device
     X_val = y_val = None

@@ -71,6 +71,7 @@ from pyrozoo.validation import (
     check_positive,
     check_probability,
     check_real,
+    check_seed,
     check_squares_finite,
     parse_names,
     plate_size,
@@ -1266,7 +1267,7 @@ def sample_do(result: Result, dataset: Dataset, interventions: Mapping[str, floa
 
     The returned DataFrame has one column per variable, labelled as the data were: a DataFrame-built dataset gives
     its variables' names as text, an array-built one its column labels (0..N-1 unless ``columns`` named them)."""
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)  # pyro.set_rng_seed below: NumPy takes [0, 2**32 - 1]
     _check_fitted_on(result, dataset)
     names = list(dataset.inputs["names"])
     columns = list(dataset.meta.get("columns", names))

@@ -225,3 +225,13 @@ def test_run_experiment_takes_one_acquisition_name_as_a_list(monkeypatch):
     monkeypatch.setattr(loop, "load_problem", lambda name, seed, **kw: _problem())
     out = run_experiment("boston", "random", range(1), init_size=10, batch_size=5, budget=10, progress=False)
     assert set(out["acquisition"]) == {"random"} and set(out["seed"]) == {0}
+
+
+def test_a_seed_beyond_numpys_range_is_refused_before_any_fit(no_fit):
+    """The loop's seed goes to bnn's fit (set_seed, NumPy's range [0, 2**32 - 1]); check_int("seed") let 2**32
+    through to the first fit."""
+    match = r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got 4294967296"
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(_problem(), "random", **{**RUN, "seed": 2**32})
+    with pytest.raises(PyrozooError, match=match):
+        run_experiment("boston", ["random"], [0, 2**32], progress=False)

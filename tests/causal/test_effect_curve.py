@@ -813,3 +813,20 @@ def test_a_treatment_in_the_span_of_the_covariates_or_a_date_column_is_refused_b
         EffectCurve(learner=_NoFit(), n_pseudo=0).fit(y, t, X.assign(day=pd.date_range("2020-01-01", periods=120)))
     with pytest.raises(AssertionError, match="fit must not start"):  # valid input passes the checks
         EffectCurve(learner=_NoFit(), n_pseudo=0).fit(y, t, X)
+
+
+def test_a_seed_beyond_numpys_range_is_refused_before_any_fit(monkeypatch):
+    """The final stage's spike-slab EM seeds through set_seed (NumPy's range, [0, 2**32 - 1]): seed=2**32 passed the
+    seed >= 0 check and failed with NumPy's raw ValueError after the nuisance fits."""
+    import pyrozoo.causal.effect_curve as ec
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fitting started before the seed was checked")
+
+    monkeypatch.setattr(ec, "crossfit_predict", no_work)
+    monkeypatch.setattr(ec.EffectCurve, "_final_fit", no_work)
+    rng = np.random.default_rng(0)
+    y, t, X = rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2))
+    for seed in (2**32, 10**20):
+        with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
+            EffectCurve(seed=seed).fit(y, t, X)

@@ -513,8 +513,8 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("bandwidths_empty", r"^bandwidths: expected a non-empty list of numbers > 0"),
     ("bandwidths_text", r"^bandwidths: expected a non-empty list of numbers > 0 .*got 'abc'"),
     ("bandwidths_negative", r"^bandwidths: expected a finite value > 0"),
-    ("seed_negative", r"^seed: expected an integer >= 0, got -1"),
-    ("seed_text", r"^seed: expected an integer >= 0, got 'a'"),
+    ("seed_negative", r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*, got -1"),
+    ("seed_text", r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*, got 'a'"),
     ("basis_number", r"^basis: expected 'spline', 'linear' or a transformer with fit_transform\(X\), got 3"),
     ("variance_learner", r"^variance_learner: expected an estimator with fit"),
     ("one_row", r"^y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows \(2 per fold\), got 1;"),
@@ -1278,3 +1278,18 @@ def test_a_treatment_that_is_a_linear_function_of_the_covariates_is_refused_befo
     with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
                                            r"\['x1'\]\)"):
         PLCE(_NoFit(), **fast).fit(y, 2 * Xd["x1"] + 1, Xd)
+
+
+def test_a_seed_beyond_numpys_range_is_refused_before_the_nuisance_fits(monkeypatch):
+    """The default spike-slab learners seed through set_seed (NumPy's range, [0, 2**32 - 1]): seed=2**32 passed the
+    seed >= 0 check and failed with NumPy's raw ValueError once cross-fitting was under way."""
+    import pyrozoo.causal.plce as plce_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("cross-fitting started before the seed was checked")
+
+    monkeypatch.setattr(plce_module, "crossfit_predict", no_work)
+    y, t, X = linear_design(0, n=50)
+    for seed in (2**32, 10**20):
+        with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
+            PLCE(seed=seed).fit(y, t, X)

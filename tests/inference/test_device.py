@@ -205,3 +205,14 @@ def test_the_cgroup_memory_limit_caps_the_available_memory(tmp_path, version):
     (own / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
     assert _cgroup_memory_left(str(proc), str(tmp_path / "fs")) is None
     assert _cgroup_memory_left(str(tmp_path / "none"), str(tmp_path / "fs")) is None  # no /proc/self/cgroup
+
+
+@pytest.mark.parametrize("seed", [2**32, 10**20])
+def test_a_seed_beyond_numpys_range_is_a_clear_error_in_set_seed_and_run_config(seed):
+    """set_seed and RunConfig checked only seed >= 0: 2**32 was NumPy's raw "Seed must be between 0 and 2**32 - 1",
+    10**20 torch's "Overflow when unpacking long long"."""
+    set_seed(2**32 - 1)  # the largest seed works
+    with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}$"):
+        set_seed(seed)
+    with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
+        RunConfig(model="normal-gamma", seed=seed).validate()

@@ -836,3 +836,18 @@ def test_compare_with_blr_needs_bnns_training_rows_and_the_documented_recipe_giv
     np.testing.assert_allclose(*in_units, rtol=0, atol=1e-5)  # bnn's observed y is float32
     table = az.compare({"bnn": bnn, "blr": blr})
     assert np.isfinite(table["elpd_loo"]).all()
+
+
+def test_a_seed_beyond_numpys_range_is_refused_before_training(monkeypatch):
+    """train_bnn checked no seed itself: 2**32 reached set_seed's np.random.seed (raw ValueError), 10**20 the
+    validation split's torch generator first ("Overflow when unpacking long long")."""
+    import pyrozoo.models.bnn as bnn_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("SGD started before the seed was checked")
+
+    monkeypatch.setattr(bnn_module, "run_swag", no_training)
+    X, y = _toy(20)
+    for seed in (2**32, 10**20):
+        with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
+            train_bnn(X, y, seed=seed, val_fraction=0.2, **FAST)

@@ -401,7 +401,7 @@ def test_do_and_fit_check_their_arguments_first():
     with pytest.raises(PyrozooError, match="dataset: expected a regime-scm dataset .*got object"):
         fit_regime_scm(object(), RunConfig(model="regime-scm", inference="em"))  # was an AttributeError
     res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False))
-    with pytest.raises(PyrozooError, match="seed: expected an integer >= 0, got None"):  # TypeError in random.py
+    with pytest.raises(PyrozooError, match=r"seed: expected an integer seed in .*, got None"):  # TypeError in random.py
         sample_do(res, ds, {"b": 1.0}, seed=None)
     # another dataset's variables were a RuntimeError deep in the model; another graph or mechanism sampled wrongly
     other = make_regime_dataset(df.assign(d=df.c), nx.DiGraph([("a", "b"), ("b", "c"), ("c", "d")]))
@@ -1163,3 +1163,10 @@ def test_make_regime_dataset_reads_a_tensor_that_requires_grad_as_its_values():
     grad = make_regime_dataset(torch.tensor(x, requires_grad=True), graph)
     plain = make_regime_dataset(torch.tensor(x), graph)
     assert torch.equal(grad.observed["x"], plain.observed["x"]) and not grad.observed["x"].requires_grad
+
+
+def test_sample_do_refuses_a_seed_beyond_numpys_range_first():
+    """sample_do seeds pyro.set_rng_seed (NumPy's range, [0, 2**32 - 1]); its check_int("seed") let 2**32 through
+    to NumPy's raw ValueError. The seed is checked before the result and dataset are (None here)."""
+    with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got 4294967296"):
+        sample_do(None, None, {"b": 1.0}, seed=2**32)
