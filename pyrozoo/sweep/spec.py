@@ -35,6 +35,7 @@ path is relative to the sweep file's directory.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import os
 import re
@@ -46,12 +47,15 @@ from typing import Any
 from pyrozoo import registry
 from pyrozoo.config import RunConfig, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int, check_keys
+from pyrozoo.validation import SEED_MAX, check_keys, check_seed
 
 SWEEP_KEYS = ("name", "out", "seeds", "tiny")
 # RunConfig fields a sweep may set; model and seed come from [[models]] and [sweep].seeds, options have own tables.
 CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name not in ("model", "seed", "options"))
 MODEL_KEYS = ("name", "label", "options", "grid", *CONFIG_FIELDS)
+# the most cells a sweep may have: each is built and checked up front (about 1 ms and 1 kB apiece) and listed in
+# sweep.json, so a grid far beyond this (``seeds = 100000000``) would take hours before its first run
+MAX_CELLS = 100_000
 _SCALAR = (str, int, float, bool)
 
 
@@ -126,15 +130,22 @@ def _table(where: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _seeds(value: Any) -> list[int]:
+def _seeds(value: Any) -> Sequence[int]:
+    """``[sweep].seeds``: a list of seeds, each in [0, 2**32 - 1] (:func:`~pyrozoo.validation.check_seed`), or a
+    count N in [1, 2**32] meaning seeds 0..N-1 (a ``range``: nothing is built per seed before the cell count is
+    checked against :data:`MAX_CELLS`)."""
     if isinstance(value, list):
         if not value:
-            raise PyrozooError("sweep.seeds: expected a non-empty list of integers >= 0, got []")
-        seeds = [check_int("sweep.seeds", s) for s in value]
+            raise PyrozooError("sweep.seeds: expected a non-empty list of integer seeds in [0, 2**32 - 1], got []")
+        seeds = [check_seed("sweep.seeds", s) for s in value]
         if len(set(seeds)) != len(seeds):
             raise PyrozooError(f"sweep.seeds: seeds repeat in {value!r}")
         return seeds
-    return list(range(check_int("sweep.seeds", value, minimum=1)))
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or not 1 <= value <= SEED_MAX + 1:
+        raise PyrozooError(f"sweep.seeds: expected a list of integer seeds in [0, 2**32 - 1] or a count in "
+                           f"[1, 2**32] (seeds 0..count-1), got {value!r}")
+    return range(int(value))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]+")
@@ -315,6 +326,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
 
     cells: list[Cell] = []
     labels: set[str] = set()
+    planned = 0  # cells of the blocks so far, counted before each block is built
     for i, block in enumerate(models):
         where = f"models[{i}]"
         block = dict(_table(where, block))
@@ -342,6 +354,14 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         axes = {**global_axes, **{k: _check_axis(f"{where}.grid.{k}", v) for k, v in model_grid.items()}}
         axes.update({f"options.{k}": _check_axis(f"{where}.grid.options.{k}", v) for k, v in option_grid.items()})
         settings = _check_settings(where, block)
+        points = math.prod(len(v) for v in axes.values())
+        planned += points * len(seeds)
+        if planned > MAX_CELLS:
+            raise PyrozooError(f"{source}: the grid has more than the {MAX_CELLS:,} cells a sweep may hold "
+                               f"({planned:,} up to {where}, {model}: {points:,} grid point{'s' * (points != 1)} x "
+                               f"{len(seeds):,} seed{'s' * (len(seeds) != 1)}); use fewer "
+                               f"seeds or axis values, or split it into several sweep files, each with its own name "
+                               f"and output directory")
 
         base: dict[str, Any] = {}
         tiny_options: dict[str, Any] = {}

@@ -118,8 +118,8 @@ def test_tiny_simulator_sizes_are_dropped_for_shipped_data():
     ({"extra": 1}, "unknown key(s) extra"),
     ({"sweep__seed": [1]}, "sweep: unknown key(s) seed"),
     ({"sweep__seeds": [1, 1]}, "seeds repeat"),
-    ({"sweep__seeds": [-1]}, "sweep.seeds: expected an integer >= 0"),
-    ({"sweep__seeds": 0}, "sweep.seeds: expected an integer >= 1"),
+    ({"sweep__seeds": [-1]}, "sweep.seeds: expected an integer seed in [0, 2**32 - 1]"),
+    ({"sweep__seeds": 0}, "sweep.seeds: expected a list of integer seeds in [0, 2**32 - 1] or a count in [1, 2**32]"),
     ({"sweep__tiny": "yes"}, "sweep.tiny: expected true or false"),
     ({"defaults__num_sample": 3}, "defaults: unknown key(s) num_sample"),
     ({"defaults__num_chains": 0}, "num_chains: expected an integer >= 1"),
@@ -392,3 +392,46 @@ def test_tiny_options_an_inference_or_design_does_not_read_are_dropped():
     with pytest.raises(PyrozooError, match="num_signals applies only to design 'equicorrelated'"):
         parse_spec({"sweep": {"tiny": True}, "models": [
             {"name": "spike-slab", "options": {"design": "emvs", "num_signals": 3}}]})
+
+
+@pytest.mark.parametrize("seeds,message", [
+    (1e20, "sweep.seeds: expected a list of integer seeds in [0, 2**32 - 1] or a count in [1, 2**32] "
+           "(seeds 0..count-1), got 1e+20"),  # was an OverflowError traceback from range()
+    (2**32 + 1, "or a count in [1, 2**32] (seeds 0..count-1), got 4294967297"),  # seed 2**32 is out of range
+    (2.5, "or a count in [1, 2**32] (seeds 0..count-1), got 2.5"),
+    ([0, 2**32], "sweep.seeds: expected an integer seed in [0, 2**32 - 1] (at most 4294967295), got 4294967296"),
+])
+def test_seeds_are_in_numpys_range_and_a_count_stays_within_it(seeds, message):
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_with(sweep__seeds=seeds))
+    assert message in str(info.value)
+    assert [c.config["seed"] for c in parse_spec(_with(sweep__seeds=[2**32 - 1])).cells][-1] == 2**32 - 1
+
+
+def test_a_grid_of_more_than_max_cells_is_refused_before_its_cells_are_built(monkeypatch):
+    """seeds = 100000000 built a list of 10**8 seeds and then checked a RunConfig per cell (about 1 ms apiece: a day
+    before the first run, or memory exhausted); now the count is checked per block from the axis lengths, before
+    any of the block's cells is built, against MAX_CELLS (the blocks so far included)."""
+    import pyrozoo.sweep.spec as spec_module
+
+    with pytest.raises(PyrozooError, match=r"^sweep: the grid has more than the 100,000 cells a sweep may hold "
+                                           r"\(100,000,000 up to models\[0\], normal-gamma: 1 grid point x "
+                                           r"100,000,000 seeds\); use fewer seeds or axis values, or split it"):
+        parse_spec({"sweep": {"seeds": 100_000_000}, "models": [{"name": "normal-gamma"}]})
+    built, real = [], spec_module.Cell
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spec_module, "Cell", counted)
+    monkeypatch.setattr(spec_module, "MAX_CELLS", 12)
+    two_blocks = {"sweep": {"seeds": 3}, "grid": {"num_samples": [10, 20]},
+                  "models": [{"name": "normal-gamma"}, {"name": "normal-gamma", "label": "b"}]}
+    assert len(parse_spec(two_blocks)) == 12 and len(built) == 12  # at the cap: a sweep
+    built.clear()
+    two_blocks["sweep"]["seeds"] = 4
+    with pytest.raises(PyrozooError, match=r"more than the 12 cells .* \(16 up to models\[1\], normal-gamma: 2 grid "
+                                           r"points x 4 seeds\)"):
+        parse_spec(two_blocks)
+    assert len(built) == 8  # the first block's cells, none of the second's
