@@ -41,7 +41,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.dry_run:  # what a real run would refuse, the dry run refuses too
         check_run_options(backend=args.backend, jobs=args.jobs, address=args.address,
                           gpus_per_task=args.gpus_per_task, limit=args.limit)
-        check_sweep_root(spec.out)
+        check_sweep_root(spec.out, spec)
         spec.cells = adopt_earlier_keys(spec.out, spec.cells)
         check_resumable(spec.out, spec.cells)
         for cell in spec.cells:

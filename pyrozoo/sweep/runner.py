@@ -10,7 +10,10 @@ Resume and failure records, independent of the backend:
   when it succeeds; the other cells carry on;
 * a completed run whose stored config differs from the cell's config (the sweep file changed under it) is an
   error before anything runs, never silently reused; so is a run directory that is incomplete or whose
-  ``config.toml`` or ``metrics.json`` is damaged (delete it to have the cell run again).
+  ``config.toml`` or ``metrics.json`` is damaged (delete it to have the cell run again);
+* an output root holds one sweep: one whose ``sweep.json`` records another sweep (another name, or the same name
+  and no cell in common while some of its cells have run) is an error before anything runs
+  (:func:`check_same_sweep`).
 """
 
 from __future__ import annotations
@@ -401,12 +404,43 @@ def clean_stale_temporaries(root: Path, cells: Sequence[Cell]) -> int:
     return n
 
 
-def check_sweep_root(root: Path) -> None:
+def check_sweep_root(root: Path, spec: SweepSpec | None = None) -> None:
     """Raise if ``root`` is an existing directory with files that no sweep wrote (no ``sweep.json`` or lock): a
-    sweep writes and cleans inside its root, so it must not adopt someone else's folder."""
+    sweep writes and cleans inside its root, so it must not adopt someone else's folder. With ``spec``, also if the
+    root is another sweep's (:func:`check_same_sweep`)."""
     if root.is_dir() and any(root.iterdir()) and not ((root / MANIFEST).is_file() or (root / LOCK).exists()):
         raise PyrozooError(f"out: {root} is not a sweep's output directory (no {MANIFEST}) and is not empty; "
                            f"choose another --out (a new or empty directory, or an earlier sweep's)")
+    if spec is not None:
+        check_same_sweep(root, spec)
+
+
+def check_same_sweep(root: Path, spec: SweepSpec) -> None:
+    """Raise if ``root``'s ``sweep.json`` records another sweep than ``spec``: one of another name, or one of the
+    same name none of whose cells is a cell of ``spec`` while some of them have a run directory or failure record
+    (another sweep file that happens to share the name, e.g. the default name of two files called sweep.toml).
+    Running there would replace its sweep.json, and a report would list all its runs as stale. The same sweep grown
+    or cut down (more seeds, an axis value added or removed) shares cells with it and resumes as before. A missing
+    or damaged sweep.json says nothing (the sweep rewrites it)."""
+    try:
+        recorded = json.loads((root / MANIFEST).read_text())
+        name, keys = recorded["name"], [cell["key"] for cell in recorded["cells"]]
+        source = recorded.get("source", "?")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    present = [key for key in keys if (root / key).is_dir() or (root / (key + FAILED_SUFFIX)).is_dir()]
+    planned = {key for cell in spec.cells for key in (cell.key, *cell.earlier_keys)}
+    stale = sum(key not in planned for key in present)
+    what = (f"{root} holds sweep {name!r} (from {source}; {len(keys)} cell{'s' * (len(keys) != 1)}, {len(present)} "
+            f"of them run or failed)")
+    harm = f"running this sweep there would replace its {MANIFEST}" + (
+        f" and leave {stale} of its runs stale in reports" if stale else "")
+    if name != spec.name:
+        raise PyrozooError(f"out: {what}, and this is sweep {spec.name!r}; {harm}. Use another --out (or "
+                           f"[sweep].out), or name this sweep {name!r} if it is that sweep renamed")
+    if present and not planned & set(keys):
+        raise PyrozooError(f"out: {what}, and none of its cells is a cell of {spec.source}: another sweep of the same "
+                           f"name; {harm}. Use another --out (or [sweep].out), or delete {root} to start over")
 
 
 def write_manifest(spec: SweepSpec, root: Path) -> None:
@@ -532,7 +566,7 @@ def run_sweep(
     from pyrozoo.inference.rundir import check_out_dir
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)
-    check_sweep_root(root)
+    check_sweep_root(root, spec)
     spec.cells = adopt_earlier_keys(root, spec.cells)
     check_resumable(root, spec.cells)
     if backend == "local":

@@ -499,3 +499,34 @@ def test_torch_reads_the_openmp_list_form_as_its_first_entry():
     out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
                          capture_output=True, text=True, check=True, timeout=120)
     assert int(out.stdout) == 1
+
+
+def test_another_sweeps_output_directory_is_refused_before_anything_runs(write_spec, tmp_path, capsys):
+    """A second, different sweep ran into an earlier sweep's --out: its sweep.json replaced the earlier one's and a
+    report then listed every earlier run as stale. Another name, or the same name with no cell in common (two files
+    called sweep.toml share the default name), is refused by the run and the dry run alike, naming the way out;
+    the same sweep grown by a seed still resumes."""
+    def sweep(name, seeds, file):
+        return write_spec(f'[sweep]\nname = "{name}"\nseeds = {seeds}\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                          f'[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n', file)
+
+    out = tmp_path / "out"
+    first = load_spec(sweep("qa", "[0]", "s.toml"), out=out)
+    assert run_sweep(first, jobs=1).ok == 1
+    manifest = (out / "sweep.json").read_text()
+    for path, message in [
+        (sweep("other", "[0, 5]", "f.toml"), r"holds sweep 'qa' \(from .*s.toml; 1 cell, 1 of them run or failed\), "
+                                             r"and this is sweep 'other'; running this sweep there would replace its "
+                                             r"sweep.json\. Use another --out "
+                                             r"\(or \[sweep\].out\), or name this sweep 'qa' if it is that sweep "
+                                             r"renamed"),
+        (sweep("qa", "[5]", "g.toml"), r"and none of its cells is a cell of .*g.toml: another sweep of the same name; "
+                                       r"running .* leave 1 of its runs stale in reports\. Use another --out"),
+    ]:
+        with pytest.raises(PyrozooError, match=message):
+            run_sweep(load_spec(path, out=out), jobs=1)
+        assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 2
+        assert capsys.readouterr().err.startswith(f"pyrozoo: error: out: {out} holds sweep 'qa'")
+        assert (out / "sweep.json").read_text() == manifest and not (out / "normal-gamma" / "gibbs_seed5").exists()
+    grown = run_sweep(load_spec(sweep("qa", "[0, 1]", "h.toml"), out=out), jobs=1)
+    assert (grown.skipped, grown.ok) == (1, 1)
