@@ -266,3 +266,32 @@ def test_settings_the_inference_does_not_read_are_a_warning_from_python():
         run_model(RunConfig(model="gp", inference="type2", num_chains=4, steps=10, num_samples=4, progress=False,
                             options=options), save=False, given=["num_chains", "steps"], note=said.append)
     assert len(said) == 1 and said[0].startswith("gp's type2 does not read num_chains, so it did not apply")
+
+
+@pytest.mark.filterwarnings("ignore:svi. the fitted q:UserWarning")  # 5 steps: not at the optimum, as meant
+def test_a_runs_files_name_the_requested_inference_and_the_engine_label_and_report_reads_both_kinds(tmp_path):
+    """normal-gamma's svi runs as svi-meanfield: config.toml said svi, metrics.json and idata.attrs svi-meanfield,
+    with no key for the other name. Now metrics.json and idata.attrs hold inference_requested (config.toml's
+    name) beside inference (the engine label); pyrozoo report reads such runs and older ones without the key
+    alike (a string, not a metric)."""
+    import json
+
+    from pyrozoo.inference.rundir import load_run
+    from pyrozoo.sweep.report import collect_runs
+
+    out = tmp_path / "runs" / "new"
+    run_model(RunConfig(model="normal-gamma", inference="svi", steps=5, num_samples=10, device="cpu",
+                        progress=False), out=out)
+    run = load_run(out)
+    assert run["config"]["inference"] == run["metrics"]["inference_requested"] == "svi"
+    assert run["idata"].attrs["inference_requested"] == "svi"
+    assert run["metrics"]["inference"] == run["idata"].attrs["inference"] == "svi-meanfield"
+    old = tmp_path / "runs" / "old"  # as written before: no inference_requested in metrics.json
+    old.mkdir()
+    for name in ("config.toml", "idata.nc", "params.pt"):
+        (old / name).write_bytes((out / name).read_bytes())
+    (old / "metrics.json").write_text(json.dumps({k: v for k, v in run["metrics"].items()
+                                                  if k != "inference_requested"}))
+    table = collect_runs(tmp_path / "runs")
+    assert sorted(table["status"]) == ["ok", "ok"] and set(table["inference"]) == {"svi"}
+    assert "inference_requested" not in table.columns

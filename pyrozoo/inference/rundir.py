@@ -148,15 +148,21 @@ def save_run(
 ) -> Path:
     """Write ``result`` as a run directory at ``out`` atomically; return its path.
 
-    ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
+    ``metrics.json`` and ``idata.nc``'s attributes record ``inference``, the engine label of what ran
+    (``result.inference``: ``svi-meanfield``, ``collapsed-vfe``, ``em-emvs``), and, where the config names one,
+    ``inference_requested``, the inference asked for as ``config.toml`` records it (``svi``, ``collapsed``,
+    ``em``). ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
     with replaced_atomically(out) as tmp:
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:
             tomli_w.dump(_tomlable(cfg), fh)
+        # config.toml's name for the inference beside the engine label (older run directories lack it)
+        requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
         idata = result.to_inference_data(posterior_predictive=posterior_predictive)
+        idata.attrs.update(requested)
         idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
-        payload = {"wall_time": result.wall_time, "inference": result.inference, "seed": result.seed,
+        payload = {"wall_time": result.wall_time, "inference": result.inference, **requested, "seed": result.seed,
                    "pyrozoo_version": pyrozoo.__version__, **dict(metrics or {})}
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
         torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},

@@ -55,3 +55,28 @@ def test_missing_run_files_is_the_one_completeness_check(tmp_path):
     assert missing_run_files(run) == [] and is_complete(run) and _broken(run) is None
     (tmp_path / "file").write_text("")
     assert missing_run_files(tmp_path / "file") == list(RUN_FILES) and not is_complete(tmp_path / "file")
+
+
+def test_metrics_and_idata_record_the_requested_inference_beside_the_engine_label(tmp_path):
+    """config.toml records the inference asked for (svi), while metrics.json's and idata.attrs' ``inference`` is
+    the engine label of what ran (svi-meanfield): the requested name was in neither. Both now hold it as
+    ``inference_requested``; a config that names no inference adds no key."""
+    import json
+
+    import numpy as np
+
+    from pyrozoo.inference.result import Result
+    from pyrozoo.inference.rundir import load_run, save_run
+
+    rng = np.random.default_rng(0)
+    result = Result(inference="svi-meanfield", posterior={"w": rng.normal(size=(1, 4))},
+                    log_likelihood={"y": rng.normal(size=(1, 4, 3))}, observed_data={"y": rng.normal(size=3)},
+                    dims={"y": ["obs_id"]}, seed=0)
+    run = load_run(save_run(result, tmp_path / "run", config={"model": "m", "inference": "svi", "seed": 0},
+                            metrics={"a": 1.0}))
+    assert run["config"]["inference"] == "svi"
+    assert (run["metrics"]["inference"], run["metrics"]["inference_requested"]) == ("svi-meanfield", "svi")
+    assert (run["idata"].attrs["inference"], run["idata"].attrs["inference_requested"]) == ("svi-meanfield", "svi")
+    bare = save_run(result, tmp_path / "bare", config={"model": "m", "seed": 0})
+    assert "inference_requested" not in json.loads((bare / "metrics.json").read_text())
+    assert "inference_requested" not in load_run(bare)["idata"].attrs
