@@ -320,3 +320,12 @@ def test_bnn_adapter_drops_its_default_width_with_depth_0(monkeypatch):
     x, y = torch.randn(20, 3, generator=torch.Generator().manual_seed(0)).double(), torch.zeros(20).double()
     with pytest.raises(PyrozooError, match=r"hidden has no effect with depth 0 .*got hidden=30"):
         fit_bnn_pool(x, y, depth=0, hidden=30, epochs=10_000)
+
+
+def test_a_seed_count_beyond_the_seed_range_is_refused_before_any_work(tmp_path, capsys):
+    """--seeds N runs seeds 0..N-1, each a valid seed only up to 2**32 - 1; a larger N built its list of seeds for
+    ever before the per-seed check could refuse it."""
+    out = tmp_path / "x"
+    assert main(["active", "--seeds", str(2**40), "--out", str(out), "--no-progress"]) == 2
+    assert "seeds: expected a number of seeds in [1, 2**32]" in capsys.readouterr().err
+    assert not out.exists()
