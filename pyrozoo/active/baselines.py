@@ -16,9 +16,10 @@ from pyrozoo.active.base import Acquisition, Batch, check_posterior_finite
 
 
 def _top(scores: torch.Tensor, batch_size: int, name: str) -> Batch:
-    """The ``batch_size`` highest scores; raises if the posterior gave NaN or inf scores (topk would rank them)."""
+    """The ``batch_size`` highest scores, equal scores in pool order (a stable descending sort: ``torch.topk`` leaves
+    ties in no defined order); raises if the posterior gave NaN or inf scores (the sort would rank them)."""
     check_posterior_finite(f"{name} scores", scores)
-    idx = torch.topk(scores, batch_size, sorted=True).indices
+    idx = torch.sort(scores, descending=True, stable=True).indices[:batch_size]
     return Batch(indices=idx, requested=batch_size, acquisition=name, scores=scores)
 
 

@@ -93,3 +93,16 @@ def test_bald_and_maxent_rank_differently_with_heteroscedastic_noise():
     two = torch.zeros(2, 1, dtype=torch.float64)
     assert BALD().select(pair, two, 1).indices.tolist() == [0]
     torch.testing.assert_close(MaxEntropy().select(pair, two, 2).scores[0], MaxEntropy().select(pair, two, 2).scores[1])
+
+
+def test_ties_broken_by_pool_position(fitted):
+    # identical rows score exactly alike: the batch is the first b pool positions (topk left ties in no order)
+    post, x = fitted
+    pool = x[3].repeat(10, 1)
+    for acq in (BALD(), MaxEntropy()):
+        assert acq.select(post, pool, 5).indices.tolist() == [0, 1, 2, 3, 4]
+    # a tie among lower scores: the higher-scoring distinct row first, then the tied rows in pool order
+    far = x[3] * 10
+    far[0] = 1.0
+    pool = torch.cat([x[3].repeat(4, 1), far[None], x[3].repeat(5, 1)])
+    assert BALD().select(post, pool, 4).indices.tolist() == [4, 0, 1, 2]
