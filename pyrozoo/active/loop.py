@@ -89,7 +89,7 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
         opts.setdefault("epochs", math.ceil(BNN_POOL_STEPS * 4 / 5 / per_epoch))
         opts.setdefault("swa_epochs", max(2, math.ceil(BNN_POOL_STEPS / 5 / per_epoch)))  # SWAG needs 2 iterates
     post = fit_bnn((x[:, 1:] if drop else x).double(), y.double(), **opts)
-    adapter = from_per_draw_moments(post)
+    adapter = from_per_draw_moments(post, input_dim=x.shape[1])  # the design's width, intercept column included
     inner = adapter.draw_fn
     adapter.draw_fn = lambda xx: inner(xx[:, 1:] if drop else xx)
     return adapter

@@ -354,19 +354,28 @@ class SampledRegressionPosterior(RegressionPosterior):
         return torch.logsumexp(comp, 0) - math.log(self.num_draws)
 
 
-def from_per_draw_moments(posterior: object) -> SampledRegressionPosterior:
+def from_per_draw_moments(posterior: object, input_dim: int | None = None) -> SampledRegressionPosterior:
     """Adapter for any fitted posterior with ``per_draw_moments(x) -> (mean (S, M), variance (S, M))`` and
-    ``num_draws`` (the zoo BNN's SWAG/VI/MAP posteriors): per-draw Gaussian predictives, heteroscedastic noise."""
+    ``num_draws`` (the zoo BNN's SWAG/VI/MAP posteriors): per-draw Gaussian predictives, heteroscedastic noise.
+    ``input_dim``: the number of input features, so that an acquisition checks ``x_pool``'s width before calling the
+    posterior; None takes it from the posterior (the zoo BNN's network input width ``layout.in_dim``, else its
+    ``input_dim``, else the number of its ``feature_names``), and stays unknown if it has none of them."""
     if not hasattr(posterior, "per_draw_moments") or not hasattr(posterior, "num_draws"):
         raise PyrozooError(f"posterior: expected an object with per_draw_moments and num_draws, "
                            f"got {type(posterior).__name__}")
+    names = getattr(posterior, "feature_names", None)  # the zoo BNN's: a training DataFrame's column names
+    if input_dim is None:
+        layout = getattr(posterior, "layout", None)
+        input_dim = getattr(layout, "in_dim", None) or getattr(posterior, "input_dim", None)
+        if input_dim is None and names is not None:
+            input_dim = len(names)
 
     def draw_fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m, v = posterior.per_draw_moments(x)
         return m.to(torch.float64), v.to(torch.float64)
 
-    names = getattr(posterior, "feature_names", None)  # the zoo BNN's: a training DataFrame's column names
-    return SampledRegressionPosterior(draw_fn, None, int(posterior.num_draws), feature_names=names)
+    return SampledRegressionPosterior(draw_fn, None, int(posterior.num_draws), input_dim=input_dim,
+                                      feature_names=names)
 
 
 def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPosterior:

@@ -292,3 +292,26 @@ def test_check_fit_data_converts_and_keeps_tensors():
     assert xx is x and yy is y  # float64 tensors pass through untouched
     xx, yy = check_fit_data(np.asarray(x.float()), y.float().tolist())
     assert xx.dtype == torch.float64 and torch.equal(xx, x.float().double())
+
+
+def test_bnn_adapter_checks_the_pool_width_first():
+    """A wrong-width pool on from_per_draw_moments is the documented x_pool error, not the BNN's internal ``X``."""
+    import pandas as pd
+
+    from pyrozoo.active.baselines import BALD
+    from pyrozoo.active.posteriors import from_per_draw_moments
+    from pyrozoo.models.bnn import fit_bnn
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, generator=g).double()
+    post = fit_bnn(x, x.sum(1), posterior="map", hidden=4, epochs=2, swa_epochs=2)
+    for adapter in (from_per_draw_moments(post), from_per_draw_moments(post, input_dim=3)):
+        assert adapter.input_dim == 3
+        with pytest.raises(PyrozooError, match=r"^x_pool: expected 3 features per row"):
+            BALD().select(adapter, np.ones((10, 2)), 3)
+    named = fit_bnn(pd.DataFrame(x.numpy(), columns=list("abc")), x.sum(1).numpy(), posterior="map", hidden=4,
+                    epochs=2, swa_epochs=2)
+    with pytest.raises(PyrozooError, match=r"^x_pool: expected 3 features per row"):
+        BALD().select(from_per_draw_moments(named), np.ones((10, 2)), 3)
+    with pytest.raises(PyrozooError, match=r"^input_dim: "):
+        from_per_draw_moments(post, input_dim=0)
