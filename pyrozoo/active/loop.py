@@ -113,6 +113,14 @@ def _bnn_options() -> tuple[str, ...]:
     return (*_keywords(fit_bnn), *TRAIN_OPTIONS)
 
 
+def bnn_stored_draws(options: Mapping[str, Any]) -> int:
+    """The posterior draws :func:`fit_bnn_pool` keeps with these options: one for ``posterior="map"`` (the trained
+    network itself, whatever ``num_samples`` says), else ``num_samples`` (default :data:`BNN_POOL_DRAWS`)."""
+    if options.get("posterior", "swag-diag") == "map":
+        return 1
+    return check_int("num_samples", options.get("num_samples", BNN_POOL_DRAWS), minimum=1)
+
+
 class ActiveModel(NamedTuple):
     fit: Callable[..., RegressionPosterior]  # fit(x, y, **options) -> posterior adapter
     task: str  # "regression" or "classification"
@@ -131,7 +139,7 @@ ACTIVE_MODELS: dict[str, ActiveModel] = {
                       options=lambda: _keywords(GPPoolPosterior.fit)),
     # fit_bnn's split needs 4 rows
     "bnn": ActiveModel(fit_bnn_pool, "regression", SampledRegressionPosterior, min_labels=4,
-                       stored_draws=lambda opts: int(opts.get("num_samples", BNN_POOL_DRAWS)), options=_bnn_options),
+                       stored_draws=bnn_stored_draws, options=_bnn_options),
     "neural-linear": ActiveModel(fit_neural_linear, "regression", NeuralLinearPosterior,
                                  options=lambda: _keywords(NeuralLinearPosterior.fit)),
 }
@@ -182,6 +190,30 @@ def check_num_projections_for_model(acquisitions: Sequence[str], model: str, num
     if stored is not None and num_projections > stored:
         raise PyrozooError(f"num_projections: expected at most the {stored} posterior draws the {model!r} model "
                            f"stores, got {num_projections}")
+
+
+def needs_several_draws(acquisition: str, model: str) -> bool:
+    """Whether ``acquisition`` is meaningless with a single posterior draw on ``model``'s posterior: BALD's mutual
+    information is 0 for every point (the predictive is the one draw's), and ACS-FW's projections are one number per
+    point, all on one line, so Frank-Wolfe's vertex is a tie among all points. Either way the selection is arbitrary."""
+    return acquisition == "bald" or uses_projections(acquisition, model)
+
+
+def check_draws_for_acquisitions(acquisitions: Sequence[str], model: str,
+                                 model_options: Mapping[str, Any] | None = None) -> None:
+    """Raise before any fit if an acquisition that needs several posterior draws (:func:`needs_several_draws`) meets
+    a model whose posterior, with these options, stores one (the bnn with ``posterior="map"`` or ``num_samples=1``)."""
+    draws = ACTIVE_MODELS[model].stored_draws
+    opts = model_options or {}
+    if draws is None or draws(opts) > 1:
+        return
+    for a in acquisitions:
+        if needs_several_draws(a, model):
+            what = (f"posterior={opts['posterior']!r}" if opts.get("posterior") == "map"
+                    else f"num_samples={opts.get('num_samples')!r}")
+            raise PyrozooError(f"acquisition: {a!r} needs several posterior draws (with one it scores every pool "
+                               f"point alike, an arbitrary batch), but the {model!r} model with {what} stores 1; use "
+                               f"maxent or random, or a posterior with draws")
 
 
 def applicable_acquisitions(model: str) -> tuple[str, ...]:
@@ -369,16 +401,20 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
     test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
     from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`,
-    :func:`check_model_options`, and an ACS-FW's explicit J with :func:`check_num_projections_for_model`) before any
-    fit; every batch the acquisition returns is checked
+    :func:`check_model_options`, an ACS-FW's explicit J with :func:`check_num_projections_for_model`, and an
+    acquisition that needs several draws against a one-draw posterior with :func:`check_draws_for_acquisitions`)
+    before any fit; every batch the acquisition returns is checked
     (:func:`~pyrozoo.active.base.check_batch`) before its points are labelled."""
     problem = check_problem(problem)
     check_model_task(model, problem.task)
     opts = check_model_options(model, model_options)
     acquisition = resolve_acquisition(acquisition, model)
-    if isinstance(acquisition, ACSFW) and acquisition.explicit_num_projections:  # J ignored or above the draws
+    kind = acquisition.name
+    if isinstance(acquisition, ACSFW):
         kind = "acs-fw" if acquisition.inner_product == "auto" else f"acs-fw-{acquisition.inner_product}"
-        check_num_projections_for_model([kind], model, acquisition.num_projections, opts)
+        if acquisition.explicit_num_projections:  # J ignored or above the draws
+            check_num_projections_for_model([kind], model, acquisition.num_projections, opts)
+    check_draws_for_acquisitions([kind], model, opts)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
     seed = check_seed("seed", seed)  # bnn fits seed through set_seed: [0, 2**32 - 1]
@@ -463,6 +499,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     check_acquisitions_for_model(acquisitions, model)
     model_options = check_model_options(model, model_options)
     check_num_projections_for_model(acquisitions, model, num_projections, model_options)
+    check_draws_for_acquisitions(acquisitions, model, model_options)
     if num_projections is not None:  # J only where it is used: run_active_learning refuses an explicit J it ignores
         acqs = [make_acquisition(a, num_projections if uses_projections(a, model) else None) for a in acquisitions]
     check_min_labels(model, init_size)

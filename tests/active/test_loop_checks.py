@@ -235,3 +235,35 @@ def test_a_seed_beyond_numpys_range_is_refused_before_any_fit(no_fit):
         run_active_learning(_problem(), "random", **{**RUN, "seed": 2**32})
     with pytest.raises(PyrozooError, match=match):
         run_experiment("boston", ["random"], [0, 2**32], progress=False)
+
+
+# ------------------------------------------------------- a one-draw posterior (bnn's map), before any fit
+
+MAP = {"posterior": "map", "epochs": 3, "swa_epochs": 2}
+
+
+@pytest.mark.parametrize("options", [MAP, {"num_samples": 1}])
+def test_a_one_draw_bnn_refuses_more_projections_before_any_fit(no_fit, options):
+    # map stores one draw whatever num_samples says: J = 20 was refused only after the fit
+    with pytest.raises(PyrozooError, match=r"num_projections: expected at most the 1 posterior draws the 'bnn'"):
+        run_active_learning(_problem(), ACSFW(num_projections=20), model="bnn", model_options=options, **RUN)
+
+
+@pytest.mark.parametrize("acq", ["bald", "acs-fw", "acs-fw-projection", None])
+def test_acquisitions_needing_draws_are_refused_on_a_one_draw_bnn_before_any_fit(no_fit, acq):
+    from pyrozoo.active.baselines import BALD
+
+    acq = BALD() if acq is None else acq
+    name = acq if isinstance(acq, str) else "bald"
+    with pytest.raises(PyrozooError, match=rf"acquisition: '{name}' needs several posterior draws .* the 'bnn' model "
+                                           r"with posterior='map' stores 1"):
+        run_active_learning(_problem(), acq, model="bnn", model_options=MAP, **RUN)
+    with pytest.raises(PyrozooError, match=rf"acquisition: '{name}' needs several posterior draws .* with "
+                                           r"num_samples=1 stores 1"):
+        run_experiment("concrete", [name], [0], model="bnn", model_options={"num_samples": 1}, progress=False)
+
+
+def test_acquisitions_that_work_with_one_draw_still_run_on_a_map_bnn():
+    run_active_learning(_problem(), "maxent", model="bnn", model_options=MAP, **RUN)
+    with pytest.raises(PyrozooError, match=r"num_samples: expected an integer"):
+        run_active_learning(_problem(), "bald", model="bnn", model_options={"num_samples": "many"}, **RUN)
