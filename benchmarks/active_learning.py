@@ -63,7 +63,9 @@ BASELINES = ("bald", "maxent", "random")
 
 def neural_linear_options(args: argparse.Namespace) -> dict:
     """NeuralLinearPosterior.fit options from the --nl-* flags (hidden sizes: the recipe's default unless given)."""
-    opts = {"recipe": args.nl_recipe, "epochs": args.nl_epochs}
+    opts = {"recipe": args.nl_recipe}
+    if args.nl_epochs is not None:  # only the reference recipe reads epochs (the mlp recipe refuses them)
+        opts["epochs"] = args.nl_epochs
     if args.nl_hidden:
         opts["hidden"] = tuple(int(h) for h in args.nl_hidden.split(","))
     return opts
@@ -245,7 +247,8 @@ def main() -> None:
     p.add_argument("--nl-recipe", default="mlp", choices=("mlp", "reference"),
                    help="neural-linear training: mlp (squared error, full batch, 400 Adam steps) or reference (the "
                    "paper's code: batch norm, BLR predictive likelihood, minibatches, cosine schedule)")
-    p.add_argument("--nl-epochs", type=int, default=100, help="epochs of the reference recipe (the code's: 1000)")
+    p.add_argument("--nl-epochs", type=int, default=None,
+                   help="epochs of the reference recipe (default 100; the code's: 1000)")
     p.add_argument("--init-size", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--budget", type=int, default=100)

@@ -23,7 +23,7 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition, check_batch
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.neural_linear import NeuralLinearPosterior
+from pyrozoo.active.neural_linear import NeuralLinearPosterior, check_recipe_options
 from pyrozoo.active.posteriors import (
     BLRPoolPosterior,
     GPPoolPosterior,
@@ -155,7 +155,9 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
     """``model_options`` as a new dict, checked before any fit: None (no options) or a mapping whose keys are options
     ``model``'s fit takes (blr: the prior's ``prior_scale``, ``a0``, ``b0``, ``noise``; the others: the keyword
     arguments of their ``fit``, for bnn :func:`~pyrozoo.models.bnn.fit_bnn`'s and its training options). An unknown
-    key is an error listing the allowed ones, the same for every model. The values are checked by the fit."""
+    key is an error listing the allowed ones, the same for every model; so is, for neural-linear, an option its
+    ``recipe`` would ignore (:func:`~pyrozoo.active.neural_linear.check_recipe_options`). The values are checked by
+    the fit."""
     if model_options is None:
         return {}
     if not isinstance(model_options, Mapping):
@@ -165,6 +167,8 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
         if not isinstance(key, str):
             raise PyrozooError(f"model_options: expected option names (text) as keys, got {key!r}")
     check_keys("model_options", model_options, model_option_names(model))
+    if model == "neural-linear":  # an option the chosen recipe would ignore (e.g. steps with "reference")
+        check_recipe_options(model_options.get("recipe", "mlp"), model_options)
     return dict(model_options)
 
 

@@ -57,7 +57,7 @@ network is trained in float32 (the default dtype) on the inputs' device; the BLR
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -65,6 +65,7 @@ from pyrozoo.active.base import PoolKernel, check_inputs
 from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data, fit_names, named
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
+from pyrozoo.registry import no_effect_error, or_join
 from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive
 
 OBJECTIVES = ("marginal", "mse")
@@ -72,6 +73,9 @@ RECIPES = ("mlp", "reference")
 # recipe -> defaults of the arguments left as None: hidden sizes, Normal-Gamma a0, b0, weight decay
 RECIPE_DEFAULTS = {"mlp": {"hidden": (30,), "a0": 2.0, "b0": 1.0, "weight_decay": 1.0},
                    "reference": {"hidden": (30, 30), "a0": 1.0, "b0": 1.0, "weight_decay": 1.0}}
+# recipe -> the training options it reads, with their defaults (None in fit's signature: not given); an option
+# given to the recipe that does not read it is refused (it would have no effect)
+RECIPE_OPTIONS = {"mlp": {"objective": "mse", "steps": 400, "standardize": False}, "reference": {"epochs": 100}}
 BN_EPS = 1e-5
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
@@ -246,6 +250,18 @@ def _design(h: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.T
     return torch.cat([torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device), (h - mean) / scale], 1)
 
 
+def check_recipe_options(recipe: str, given: Iterable[str]) -> None:
+    """Raise unless ``recipe`` is one of :data:`RECIPES` and reads every option in ``given`` that some recipe reads
+    (:data:`RECIPE_OPTIONS`; the others are not checked here): one it would ignore is an error naming the option and
+    the recipe, as :func:`~pyrozoo.models.bnn.fit_bnn` refuses options its posterior ignores."""
+    check_choice("recipe", recipe, RECIPES)
+    read_by = {k: tuple(f"recipe={r!r}" for r, read in RECIPE_OPTIONS.items() if k in read)
+               for opts in RECIPE_OPTIONS.values() for k in opts}
+    unread = [k for k in given if k in read_by and k not in RECIPE_OPTIONS[recipe]]
+    if unread:
+        raise no_effect_error(unread, read_by, or_join, f"recipe={recipe!r}")
+
+
 class NeuralLinearPosterior(RegressionPosterior):
     """BLR on learned MLP features; see the module docstring. Build with :meth:`fit`."""
 
@@ -279,20 +295,28 @@ class NeuralLinearPosterior(RegressionPosterior):
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, *, recipe: str = "mlp", hidden: Sequence[int] | None = None,
-            activation: str = "relu", objective: str = "mse", steps: int = 400, epochs: int = 100, lr: float = 0.01,
-            weight_decay: float | None = None, standardize: bool = False, seed: int = 0, prior_scale: float = 1.0,
+            activation: str = "relu", objective: str | None = None, steps: int | None = None,
+            epochs: int | None = None, lr: float = 0.01, weight_decay: float | None = None,
+            standardize: bool | None = None, seed: int = 0, prior_scale: float = 1.0,
             a0: float | None = None, b0: float | None = None, noise: float = 0.0) -> NeuralLinearPosterior:
         """Learn the features on (x, y), then the closed-form BLR posterior on them (``noise > 0``: known noise sd,
-        as in :func:`pyrozoo.models.blr.blr_posterior`). ``recipe`` (module docstring): ``"mlp"`` uses ``objective``,
-        ``steps`` and ``standardize``; ``"reference"`` uses ``epochs`` (and ignores those three). ``hidden``,
-        ``weight_decay``, ``a0``, ``b0`` left as None take the recipe's defaults (:data:`RECIPE_DEFAULTS`).
+        as in :func:`pyrozoo.models.blr.blr_posterior`). ``recipe`` (module docstring): ``"mlp"`` reads
+        ``objective`` ("mse"), ``steps`` (400) and ``standardize`` (False); ``"reference"`` reads ``epochs`` (100)
+        (:data:`RECIPE_OPTIONS`); left as None they take these defaults, and one given to the recipe that does not
+        read it is an error (it would have no effect). ``hidden``, ``weight_decay``, ``a0``, ``b0`` left as None take
+        the recipe's defaults (:data:`RECIPE_DEFAULTS`).
         ``steps=0`` (``epochs=0`` for the reference recipe) trains nothing: the BLR is fitted on the features of the
         seeded random initialization (random features). ``x`` (N, D) and ``y`` (N,) may be tensors, NumPy arrays or
         lists (a DataFrame's column names become ``feature_names_in_``); they and every other argument are checked
         before any work (:func:`check_fit_data`)."""
         names = fit_names(x)
         x, y = check_fit_data(x, y)
-        check_choice("recipe", recipe, RECIPES)
+        given = {"objective": objective, "steps": steps, "epochs": epochs, "standardize": standardize}
+        check_recipe_options(recipe, [k for k, v in given.items() if v is not None])
+        own = RECIPE_OPTIONS[recipe]
+        objective, steps, standardize = (own.get(k) if given[k] is None else given[k]
+                                         for k in ("objective", "steps", "standardize"))
+        epochs = own.get("epochs") if epochs is None else epochs
         defaults = RECIPE_DEFAULTS[recipe]
         hidden = defaults["hidden"] if hidden is None else hidden
         weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
@@ -304,16 +328,18 @@ class NeuralLinearPosterior(RegressionPosterior):
         if not hidden:
             raise PyrozooError("hidden: expected at least one hidden layer size, got none")
         check_choice("activation", activation, ACTIVATIONS)
-        check_choice("objective", objective, OBJECTIVES)
-        steps = check_int("steps", steps, minimum=0)
-        epochs = check_int("epochs", epochs, minimum=0)
+        if recipe == "mlp":
+            check_choice("objective", objective, OBJECTIVES)
+            steps = check_int("steps", steps, minimum=0)
+            check_bool("standardize", standardize)
+        else:
+            epochs = check_int("epochs", epochs, minimum=0)
         if recipe == "reference" and x.shape[0] < 2:
             raise PyrozooError(f"x: the reference recipe needs at least 2 labelled rows (batch statistics), got "
                                f"{x.shape[0]}")
         check_positive("lr", lr)
         check_nonnegative("weight_decay", weight_decay)
         seed = check_int("seed", seed)
-        check_bool("standardize", standardize)
         check_prior(prior_scale, a0, b0, noise)
 
         dtype = torch.get_default_dtype()

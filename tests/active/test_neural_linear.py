@@ -184,7 +184,8 @@ def test_zero_training_steps_keep_the_random_features(kw):
     x, y = _data(10)
     post = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw})
     again = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw})
-    trained = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw, "steps": 3, "epochs": 1})
+    trained = NeuralLinearPosterior.fit(x, y, **{"hidden": (4,), **kw, **({"epochs": 1} if "epochs" in kw
+                                                                          else {"steps": 3})})
     assert torch.equal(post.layers[0], again.layers[0]) and not torch.equal(post.layers[0], trained.layers[0])
     assert bool(torch.isfinite(post.predictive(x)[0]).all())
 
@@ -288,3 +289,39 @@ def test_loop_with_the_reference_recipe_is_reproducible():
             for _ in range(2)]
     assert runs[0]["rmse"].tolist() == runs[1]["rmse"].tolist()
     assert runs[0]["num_labelled"].iloc[-1] <= 40 and runs[0][["rmse", "nll"]].notna().all().all()
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    # the mlp recipe reads steps, not epochs: epochs=1 and epochs=500 gave bit-identical predictions
+    ({"epochs": 500}, r"options: epochs applies only to recipe='reference'; with recipe='mlp' it would have no "
+                      r"effect \(remove it\)"),
+    # the reference recipe reads epochs only: steps, objective and standardize changed nothing
+    ({"recipe": "reference", "steps": 10}, r"options: steps applies only to recipe='mlp'; with recipe='reference'"),
+    ({"recipe": "reference", "objective": "marginal", "standardize": True},
+     r"options: objective, standardize apply only to recipe='mlp'; with recipe='reference' they would"),
+])
+def test_options_the_recipe_does_not_read_are_refused(kw, match, monkeypatch):
+    from pyrozoo.active import neural_linear
+
+    def never(*args, **kwargs):
+        raise AssertionError("no training may start")
+
+    monkeypatch.setattr(neural_linear, "_train_mlp", never)
+    monkeypatch.setattr(neural_linear, "_train_reference", never)
+    x, y = _data(10)
+    with pytest.raises(PyrozooError, match=match):
+        NeuralLinearPosterior.fit(x, y, **kw)
+    # and through the loop, before the first fit
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(load_problem("synthetic", 0), "random", model="neural-linear", model_options=kw,
+                            init_size=20, batch_size=10, budget=10, progress=False)
+
+
+def test_the_recipe_defaults_still_apply():
+    x, y = _data(10)
+    a = NeuralLinearPosterior.fit(x, y, hidden=(4,))
+    b = NeuralLinearPosterior.fit(x, y, hidden=(4,), objective="mse", steps=400, standardize=False)
+    assert torch.equal(a.predictive(x)[0], b.predictive(x)[0])
+    c = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(4, 4), epochs=3)
+    d = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(4, 4), epochs=3, seed=0)
+    assert torch.equal(c.predictive(x)[0], d.predictive(x)[0])
