@@ -571,6 +571,11 @@ class EffectCurve:
         w = np.asarray(res.posterior["w"])[..., :q] / reg._x_scale.cpu().numpy()[:q]
         res.posterior["tau"] = reg.y_sd_ * w @ self.jacobian_.T
         res.dims["tau"] = ["obs_id"]
+        from pyrozoo.models.spike_slab import em_log_likelihood_note
+
+        # the final stage's note names spike-slab's gibbs and nuts; effect-curve's only other inference is gibbs
+        # (the registry entry: pyrozoo run effect-curve --inference gibbs)
+        res.attrs["log_likelihood"] = em_log_likelihood_note(reg.em_variant, selected=False, compare_with=("gibbs",))
         return res
 
     def plot(self, path: str | None = None, *, truth: Any = None, grid: Any = None, ax: Any = None) -> Any:

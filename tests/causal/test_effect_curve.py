@@ -830,3 +830,11 @@ def test_a_seed_beyond_numpys_range_is_refused_before_any_fit(monkeypatch):
     for seed in (2**32, 10**20):
         with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
             EffectCurve(seed=seed).fit(y, t, X)
+
+
+def test_the_estimators_result_names_effect_curves_own_comparison_inference(heterogeneous_fit):
+    """EffectCurve.result() carried its final-stage regression's note, which names spike-slab's gibbs and nuts;
+    effect-curve offers em and gibbs only."""
+    _, est = heterogeneous_fit
+    note = est.result().to_inference_data().attrs["log_likelihood"]
+    assert note.endswith("compare models with the gibbs inference") and "nuts" not in note
