@@ -445,3 +445,26 @@ def test_check_seed_takes_the_seeds_numpy_takes_and_names_the_range():
         with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] \(at most "
                                                r"4294967295\), got "):
             check_seed("seed", bad)
+
+
+def test_every_public_seed_argument_is_checked_against_the_seed_range():
+    """README: any seed= in Python is an integer in [0, 2**32 - 1], a larger one a PyrozooError before any work.
+    NeuralLinearPosterior.fit took 2**40 and crashed on 2**64 with torch's raw "Overflow when unpacking long long";
+    make_folds, simulate_plce, load_problem and the concrete GP split took any size."""
+    import torch
+
+    from pyrozoo.active.loop import load_problem
+    from pyrozoo.active.neural_linear import NeuralLinearPosterior
+    from pyrozoo.causal.crossfit import make_folds
+    from pyrozoo.causal.simulate import simulate_plce
+    from pyrozoo.data.gp_data import concrete_split_rows, load_concrete_split
+
+    x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    calls = [lambda s: NeuralLinearPosterior.fit(x, y, steps=1, seed=s), lambda s: make_folds(20, 2, seed=s),
+             lambda s: simulate_plce(s), lambda s: load_problem("boston", s), lambda s: concrete_split_rows(s),
+             lambda s: load_concrete_split(s)]
+    for call in calls:
+        for bad in (2**32, 2**64):
+            with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
+                call(bad)
+    assert make_folds(20, 2, seed=2**32 - 1).shape == (1, 20)  # the top of the range is a seed

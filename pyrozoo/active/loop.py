@@ -172,7 +172,7 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
             raise PyrozooError(f"model_options: expected option names (text) as keys, got {key!r}")
     check_keys("model_options", model_options, model_option_names(model))
     if model == "neural-linear":  # an option the chosen recipe would ignore (e.g. steps with "reference")
-        check_recipe_options(model_options.get("recipe", "mlp"), model_options)
+        check_recipe_options(model_options.get("recipe", "mlp"), [k for k, v in model_options.items() if v is not None])
     return dict(model_options)
 
 
@@ -317,6 +317,7 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
     = 0), with an intercept column, split at random (seeded) into pool and test and standardized over all rows
     (:func:`standardize_problem`)."""
     check_choice("dataset", name, DATASETS)
+    seed = check_seed("seed", seed)
     check_probability("test_fraction", test_fraction, open_interval=True)
     if name == "synthetic":
         x, y = simulate_clustered(seed)

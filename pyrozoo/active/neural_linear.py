@@ -66,7 +66,7 @@ from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, che
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
 from pyrozoo.registry import no_effect_error, or_join
-from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive
+from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive, check_seed
 
 OBJECTIVES = ("marginal", "mse")
 RECIPES = ("mlp", "reference")
@@ -339,7 +339,7 @@ class NeuralLinearPosterior(RegressionPosterior):
                                f"{x.shape[0]}")
         check_positive("lr", lr)
         check_nonnegative("weight_decay", weight_decay)
-        seed = check_int("seed", seed)
+        seed = check_seed("seed", seed)  # torch.manual_seed: 2**64 overflowed with a raw ValueError
         check_prior(prior_scale, a0, b0, noise)
 
         dtype = torch.get_default_dtype()

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int
+from pyrozoo.validation import check_int, check_seed
 
 Learner = Any  # an object with fit(X, y, **row_kwargs) -> self and predict(X, **row_kwargs) -> (n,)
 
@@ -48,7 +48,7 @@ def make_folds(n: int, n_folds: int = 5, n_repeats: int = 1, seed: int = 0) -> n
     """(R, n) integer array: the fold of each row in each of ``n_repeats`` independent random K-fold splits."""
     n_folds = check_int("n_folds", n_folds, minimum=2)
     n_repeats = check_int("n_repeats", n_repeats, minimum=1)
-    seed = check_int("seed", seed, minimum=0)  # NumPy's generators reject 2.0 and negative seeds with raw errors
+    seed = check_seed("seed", seed)  # NumPy's generators reject 2.0 and negative seeds with raw errors
     if n < n_folds:
         raise PyrozooError(f"n_folds: expected at most as many folds as rows ({n}), got {n_folds}")
     rng = np.random.default_rng(seed)

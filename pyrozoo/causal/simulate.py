@@ -25,7 +25,7 @@ import pandas as pd
 
 from pyrozoo.causal.extensions import kernel_weights
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_choice, check_int
+from pyrozoo.validation import check_choice, check_int, check_seed
 
 SCENARIOS: dict[str, dict[str, bool]] = {
     "baseline": {},
@@ -61,6 +61,7 @@ def simulate_plce(seed: int, scenario: str = "baseline", *, n: int = 1000, group
                   nu: float = 1.0, **flags: Any) -> SimulatedData:
     """One draw of the talk's design; ``flags`` (heterogeneous, heteroskedastic, random_effects, interference)
     override the scenario's."""
+    seed = check_seed("seed", seed)
     check_choice("scenario", scenario, SCENARIOS)
     n = check_int("n", n, minimum=10)
     group_size = check_int("group_size", group_size, minimum=1)

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from pyrozoo.data.uci import load_uci
-from pyrozoo.validation import check_float_dtype, check_int
+from pyrozoo.validation import check_float_dtype, check_seed
 
 
 def load_concrete_split(seed: int, *, test_fraction: float = 0.2,
                         dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
     """A seeded train/test split of concrete with inputs and target standardized by the training moments;
     returns X_train (n, 8), y_train, X_test, y_test."""
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)
     check_float_dtype("dtype", dtype)
     X, y, _ = load_uci("concrete")
     X[:, -1] = np.log(X[:, -1])  # age in days is heavily skewed
@@ -58,6 +58,6 @@ def load_concrete_frames(seed: int, **kwargs: Any) -> tuple:
 
 def concrete_split_rows(seed: int, *, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """The 0-based rows of concrete in :func:`load_concrete_split`'s training and test parts, in their order."""
-    perm = np.random.default_rng(check_int("seed", seed)).permutation(len(load_uci("concrete")[1]))
+    perm = np.random.default_rng(check_seed("seed", seed)).permutation(len(load_uci("concrete")[1]))
     n_test = int(round(test_fraction * len(perm)))
     return perm[n_test:], perm[:n_test]

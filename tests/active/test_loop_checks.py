@@ -267,3 +267,13 @@ def test_acquisitions_that_work_with_one_draw_still_run_on_a_map_bnn():
     run_active_learning(_problem(), "maxent", model="bnn", model_options=MAP, **RUN)
     with pytest.raises(PyrozooError, match=r"num_samples: expected an integer"):
         run_active_learning(_problem(), "bald", model="bnn", model_options={"num_samples": "many"}, **RUN)
+
+
+def test_an_option_given_as_none_counts_as_not_given_in_the_loop_as_in_fit():
+    """check_model_options refused {"recipe": "reference", "steps": None} while NeuralLinearPosterior.fit, where None
+    means "not given", took it."""
+    from pyrozoo.active.loop import check_model_options
+
+    assert check_model_options("neural-linear", {"recipe": "reference", "steps": None})["steps"] is None
+    with pytest.raises(PyrozooError, match="steps"):
+        check_model_options("neural-linear", {"recipe": "reference", "steps": 3})
