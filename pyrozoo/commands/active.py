@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pyrozoo.errors import PyrozooError
 
+MAX_SEEDS = 100_000  # as a sweep's cells (pyrozoo/sweep/spec.py MAX_CELLS): split larger experiments
+
 
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Shows real defaults only: no "(default: None)" for optional values, no "(default: True)" for a --no-* flag."""
@@ -51,14 +53,14 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from pyrozoo.active.loop import applicable_acquisitions, plot_learning_curves, run_experiment, summarize
-    from pyrozoo.validation import SEED_MAX, check_int
+    from pyrozoo.validation import check_int
 
     # 'all': every acquisition this model's posterior supports (no closed-form ACS-FW variant it lacks)
     acqs = (list(applicable_acquisitions(args.model)) if args.acquisition == "all"
             else [a.strip() for a in args.acquisition.split(",")])
     seeds = check_int("seeds", args.seeds, minimum=1)
-    if seeds > SEED_MAX + 1:  # seeds 0..N-1 must each be a valid seed; also stops a huge N from building its list
-        raise PyrozooError(f"seeds: expected a number of seeds in [1, 2**32] (seeds 0..N-1), got {seeds}")
+    if seeds > MAX_SEEDS:  # each seed is a whole experiment; a huge N would first build its list of seeds for ever
+        raise PyrozooError(f"seeds: expected a number of seeds in [1, {MAX_SEEDS:,}] (seeds 0..N-1), got {seeds}")
     out = _check_out(args)
     results = run_experiment(args.dataset, acqs, range(seeds), model=args.model, init_size=args.init_size,
                              batch_size=args.batch_size, budget=args.budget, num_projections=args.num_projections,
