@@ -263,6 +263,9 @@ def main() -> None:
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args()
+    if args.nl_epochs is not None and args.nl_recipe != "reference":
+        p.error(f"--nl-epochs: applies only to --nl-recipe reference (the {args.nl_recipe} recipe trains a fixed "
+                "number of full-batch steps); remove it or add --nl-recipe reference")
     try:
         check_args(args)
     except PyrozooError as e:
