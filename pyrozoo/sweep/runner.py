@@ -416,12 +416,12 @@ def check_sweep_root(root: Path, spec: SweepSpec | None = None) -> None:
 
 
 def check_same_sweep(root: Path, spec: SweepSpec) -> None:
-    """Raise if ``root``'s ``sweep.json`` records another sweep than ``spec``: one of another name, or one of the
-    same name none of whose cells is a cell of ``spec`` while some of them have a run directory or failure record
-    (another sweep file that happens to share the name, e.g. the default name of two files called sweep.toml).
-    Running there would replace its sweep.json, and a report would list all its runs as stale. The same sweep grown
-    or cut down (more seeds, an axis value added or removed) shares cells with it and resumes as before. A missing
-    or damaged sweep.json says nothing (the sweep rewrites it)."""
+    """Raise if ``root``'s ``sweep.json`` records a sweep of another name than ``spec``'s: running there would
+    replace its sweep.json, and a report would list all its runs as stale. Warn (and go on) for one of the same name
+    none of whose cells is a cell of ``spec`` while some of them have a run directory or failure record: the same
+    sweep with every seed replaced, or another sweep file that shares the name (two files called sweep.toml). The
+    same sweep grown or cut down (more seeds, an axis value added or removed) shares cells with it and resumes as
+    before. A missing or damaged sweep.json says nothing (the sweep rewrites it)."""
     try:
         recorded = json.loads((root / MANIFEST).read_text())
         name, keys = recorded["name"], [cell["key"] for cell in recorded["cells"]]
@@ -439,8 +439,11 @@ def check_same_sweep(root: Path, spec: SweepSpec) -> None:
         raise PyrozooError(f"out: {what}, and this is sweep {spec.name!r}; {harm}. Use another --out (or "
                            f"[sweep].out), or name this sweep {name!r} if it is that sweep renamed")
     if present and not planned & set(keys):
-        raise PyrozooError(f"out: {what}, and none of its cells is a cell of {spec.source}: another sweep of the same "
-                           f"name; {harm}. Use another --out (or [sweep].out), or delete {root} to start over")
+        # the same name with every seed or axis value replaced: an edited sweep (its earlier runs then stale, as when
+        # cut down) or another file of that name; only the user knows, so say so and go on
+        warnings.warn(f"out: {what}, and none of its cells is a cell of {spec.source}; {harm}. If it is another "
+                      f"sweep that shares the name (two files called sweep.toml share the default name), stop and "
+                      f"use another --out (or [sweep].out)", UserWarning, stacklevel=2)
 
 
 def write_manifest(spec: SweepSpec, root: Path) -> None:

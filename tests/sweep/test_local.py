@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -503,9 +504,9 @@ def test_torch_reads_the_openmp_list_form_as_its_first_entry():
 
 def test_another_sweeps_output_directory_is_refused_before_anything_runs(write_spec, tmp_path, capsys):
     """A second, different sweep ran into an earlier sweep's --out: its sweep.json replaced the earlier one's and a
-    report then listed every earlier run as stale. Another name, or the same name with no cell in common (two files
-    called sweep.toml share the default name), is refused by the run and the dry run alike, naming the way out;
-    the same sweep grown by a seed still resumes."""
+    report then listed every earlier run as stale. Another name is refused by the run and the dry run alike, naming
+    the way out; the same sweep grown by a seed still resumes; the same name with no cell in common (an edited
+    sweep, or two files called sweep.toml sharing the default name) warns and runs."""
     def sweep(name, seeds, file):
         return write_spec(f'[sweep]\nname = "{name}"\nseeds = {seeds}\ntiny = true\n[defaults]\ndevice = "cpu"\n'
                           f'[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n', file)
@@ -520,8 +521,6 @@ def test_another_sweeps_output_directory_is_refused_before_anything_runs(write_s
                                              r"sweep.json\. Use another --out "
                                              r"\(or \[sweep\].out\), or name this sweep 'qa' if it is that sweep "
                                              r"renamed"),
-        (sweep("qa", "[5]", "g.toml"), r"and none of its cells is a cell of .*g.toml: another sweep of the same name; "
-                                       r"running .* leave 1 of its runs stale in reports\. Use another --out"),
     ]:
         with pytest.raises(PyrozooError, match=message):
             run_sweep(load_spec(path, out=out), jobs=1)
@@ -530,3 +529,13 @@ def test_another_sweeps_output_directory_is_refused_before_anything_runs(write_s
         assert (out / "sweep.json").read_text() == manifest and not (out / "normal-gamma" / "gibbs_seed5").exists()
     grown = run_sweep(load_spec(sweep("qa", "[0, 1]", "h.toml"), out=out), jobs=1)
     assert (grown.skipped, grown.ok) == (1, 1)
+    # the same name with every seed replaced (an edited sweep, or another file of that name): a warning, then it runs
+    # (it was refused, though cutting seeds leaves runs stale just the same)
+    replaced = sweep("qa", "[5]", "g.toml")
+    assert main(["sweep", str(replaced), "--out", str(out), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"pyrozoo: warning: out: .* and none of its cells is a cell of .*g.toml; running .* leave 2 of "
+                     r"its runs stale in reports\. If it is another sweep that shares the name", err)
+    assert not (out / "normal-gamma" / "gibbs_seed5").exists()
+    with pytest.warns(UserWarning, match="none of its cells"):
+        assert run_sweep(load_spec(replaced, out=out), jobs=1).ok == 1
