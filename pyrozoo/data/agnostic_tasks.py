@@ -407,7 +407,9 @@ def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2
     the standardized numeric columns and one-hot categorical columns (gender excluded). Seeded split into
     training / probe / test by ``fractions`` (their 0-based rows of the table in ``meta["split_rows"]``, and the
     training rows label the result's ``target_id`` / ``protected_id`` axes); fairness metrics are computed on
-    ``test``."""
+    ``test``. The numeric columns are standardized with the training rows' mean and sd; ``meta["x_mean"]`` and
+    ``meta["x_scale"]`` hold them for every feature column (0 and 1 for the dummies, which are left as they are),
+    so a DataFrame of raw rows (``meta["feature_names"]``) given to ``predict_proba`` is standardized alike."""
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
         raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
@@ -425,8 +427,12 @@ def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2
     mean, sd = num[train].mean(0), num[train].std(0)
     feats = np.concatenate([(num - mean) / sd, cat], axis=1).astype(np.float32)
     splits = {s: {"x": feats[i], "y": target[i], "p": gender[i]} for s, i in (("probe", probe), ("test", test))}
+    # the moments of every feature column (the dummies as they are: 0 and 1), as the --data reader records them:
+    # predict_proba standardizes a DataFrame of raw rows with them
     meta = {"target_name": "wage > median", "protected_name": "gender (female = 1)",
             "feature_names": list(CPS_NUMERIC) + list(pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True)),
+            "x_mean": np.concatenate([mean, np.zeros(cat.shape[1])]),
+            "x_scale": np.concatenate([sd, np.ones(cat.shape[1])]),
             "split_rows": {"train": train, "probe": probe, "test": test}}
     return make_agnostic_data(feats[train], target[train], gender[train], name="agnostic-cps1985", splits=splits,
                               leakage_split="test", meta=meta, rows=train)

@@ -190,6 +190,10 @@ class AgnosticNetwork(nn.Module):
         self.template = False
         # the training DataFrame's column names (fitted_network: the dataset's meta["feature_names"]), or None
         self.feature_names: list[str] | None = None
+        # the dataset's meta["x_mean"] / meta["x_scale"] (fitted_network), float64 tensors, or None: predict_proba
+        # standardizes a DataFrame of raw rows with them
+        self.input_mean: torch.Tensor | None = None
+        self.input_scale: torch.Tensor | None = None
 
     @classmethod
     def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32,
@@ -464,7 +468,9 @@ def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
     and buffers (``result.params``), in eval mode, on the device of ``dataset``'s inputs. :func:`fit_agnostic`
     trains a copy and leaves the dataset's network as it is, so every Result of one dataset keeps its own fit. Its
     ``feature_names`` are the dataset's ``meta["feature_names"]`` (checked against a DataFrame by
-    :func:`predict_proba`)."""
+    :func:`predict_proba`), and its ``input_mean`` / ``input_scale`` the dataset's ``meta["x_mean"]`` /
+    ``meta["x_scale"]`` when it has both (one per feature column; :func:`predict_proba` standardizes a DataFrame of
+    raw rows with them)."""
     template = _network_of(dataset)
     if not isinstance(result, Result):
         raise PyrozooError(f"result: expected the Result of fit_agnostic, got {type(result).__name__}")
@@ -482,16 +488,35 @@ def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
     net.template = False
     names = dataset.meta.get("feature_names")  # predict_proba refuses a DataFrame with other columns or another order
     net.feature_names = None if names is None else [str(c) for c in names]
-    return net.to(dataset.inputs["x"].device).eval()
+    net = net.to(dataset.inputs["x"].device).eval()
+    if "x_mean" in dataset.meta and "x_scale" in dataset.meta:  # the loaders' training moments (--data, cps1985)
+        width = tuple(dataset.inputs["x"].shape[1:])
+        moments = []
+        for key in ("x_mean", "x_scale"):
+            value = torch.as_tensor(np.asarray(dataset.meta[key], dtype=np.float64), device=dataset.inputs["x"].device)
+            if len(width) != 1 or tuple(value.shape) != width:
+                raise PyrozooError(f"data: expected meta[{key!r}] with one value per feature column, shape {width}, "
+                                   f"got shape {tuple(value.shape)}")
+            moments.append(value)
+        net.input_mean, net.input_scale = moments
+    return net
 
 
 def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
     """``x`` as a finite tensor of rows shaped like the network's inputs, on its device. A DataFrame ``x`` must have
     the network's ``feature_names`` (the training DataFrame's columns), in that order: columns are read by
-    position, so permuted or other columns would silently be the wrong inputs."""
+    position, so permuted or other columns would silently be the wrong inputs. A DataFrame is a table of raw rows:
+    when the network carries the dataset's training moments (``input_mean``, ``input_scale``) it is standardized
+    with them, ``(x - x_mean) / x_scale`` (in float64, then cast, as the loaders do); arrays and tensors are taken
+    in the network's units and left as they are."""
+    import pandas as pd
+
     check_feature_names(x, getattr(net, "feature_names", None), name=name)
     ref = next(net.parameters())
-    x = as_tensor(name, x, dtype=ref.dtype, device=ref.device)  # arrays and DataFrames as well as tensors
+    mean, scale = getattr(net, "input_mean", None), getattr(net, "input_scale", None)
+    raw = isinstance(x, pd.DataFrame) and mean is not None and scale is not None
+    # arrays and DataFrames as well as tensors; raw rows in float64 until they are standardized
+    x = as_tensor(name, x, dtype=torch.float64 if raw else ref.dtype, device=ref.device)
     row = getattr(net, "input_shape", None)
     if row is not None and tuple(x.shape) == row:
         raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}), got one row of shape "
@@ -502,6 +527,8 @@ def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
     if x.dim() < 2:
         raise PyrozooError(f"{name}: expected an array of rows (N, features...), got shape {tuple(x.shape)}")
     check_finite(name, x)
+    if raw:
+        x = ((x - mean.to(x.device)) / scale.to(x.device)).to(ref.dtype)
     return x
 
 
@@ -518,7 +545,16 @@ def predict_proba(net: AgnosticNetwork | Result, x: Any, posterior: dict[str, An
     and head draws; ``predict_proba(net, x, posterior)`` with a given network and draws (``result.posterior``).
     ``x``: rows shaped like the training inputs, finite; zero rows give an empty ``(0, classes)``. A DataFrame
     ``x`` must have the training DataFrame's columns (``data.meta["feature_names"]``) in that order; arrays and
-    tensors are read by position."""
+    tensors are read by position.
+
+    Units: a DataFrame ``x`` is a table of raw rows with the feature columns. When ``data.meta`` holds
+    ``"x_mean"`` and ``"x_scale"`` (one per feature column: the ``--data`` reader and ``cps1985`` record the
+    training rows' moments they standardized with; cps1985's dummy columns have 0 and 1), it is standardized with
+    them, ``(x - x_mean) / x_scale``, after the column check, so ``predict_proba(result, df[features], data=data)``
+    scores the file's own rows. Arrays and tensors are taken in the network's units (as ``data``'s own inputs and
+    split tensors are) and are not transformed. A dataset of :func:`make_agnostic_data` records no moments: its
+    DataFrames are used as given (the user's units). The same holds for ``predict_proba(net, x, posterior)`` with
+    ``net = fitted_network(result, data)``, which carries ``data``'s moments."""
     check_choice("which", which, ("y", "p"))
     if isinstance(net, Result):
         if posterior is not None:

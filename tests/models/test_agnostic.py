@@ -1123,3 +1123,72 @@ def test_predict_proba_refuses_a_dataframe_with_other_columns():
         with pytest.raises(PyrozooError, match=message):
             predict_proba(net, bad[:3], result.posterior)
     assert net.feature_names == ["a", "b", "c", "d"] == data.meta["feature_names"]
+
+
+def _rows_match_raw_frame(result, data, frame):
+    """predict_proba of the raw DataFrame rows (both call forms) against that of the dataset's standardized tensor
+    rows for the same rows (meta["split_rows"]): training rows and the test split's."""
+    from pyrozoo.models.agnostic import fitted_network, predict_proba
+
+    rows = data.meta["split_rows"]
+    net = fitted_network(result, data)
+    for raw, std in ((frame.iloc[rows["train"][:5]], data.inputs["x"][:5]),
+                     (frame.iloc[rows["test"][:5]], data.meta["splits"]["test"]["x"][:5])):
+        assert list(raw.columns) == data.meta["feature_names"]
+        expected = predict_proba(result, std, data=data)
+        torch.testing.assert_close(predict_proba(result, raw, data=data), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(predict_proba(net, raw, result.posterior), expected, rtol=1e-5, atol=1e-6)
+        # arrays are taken in the network's units: the raw values as an array are not standardized
+        assert not torch.allclose(predict_proba(result, raw.to_numpy(), data=data), expected, atol=1e-4)
+
+
+def test_predict_proba_standardizes_a_raw_dataframe_of_a_data_file(tmp_path):
+    """The --data reader standardizes the features with the training rows' moments, but predict_proba fed a
+    DataFrame of the file's raw rows (which passes the column check) to the network unstandardized: other
+    probabilities without a word. A DataFrame is now standardized with meta["x_mean"] / meta["x_scale"]."""
+    import pandas as pd
+
+    from pyrozoo.models.agnostic import load_agnostic_file
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y, g = rng.integers(0, 2, n), rng.choice(["f", "m"], n)
+    frame = pd.DataFrame({"a": 3 + y + 0.5 * rng.standard_normal(n),
+                          "b": 5 + (g == "f") + 0.3 * rng.standard_normal(n), "y": y, "g": g})
+    path = tmp_path / "ag.csv"
+    frame.to_csv(path, index=False)
+    data = load_agnostic_file(str(path), 0, target="y", protected="g", feature_dim=4, hidden=6)
+    _rows_match_raw_frame(_tiny_fit(data, steps=5), data, frame[["a", "b"]])
+
+
+def test_predict_proba_standardizes_a_raw_dataframe_of_cps1985():
+    """cps1985 standardizes its numeric columns with the training moments and keeps the dummies; it now records
+    x_mean / x_scale for every feature column (0 and 1 for the dummies), so its raw rows score as its tensors do."""
+    import pandas as pd
+
+    from pyrozoo.data.agnostic_tasks import CPS_CATEGORICAL, CPS_NUMERIC
+    from pyrozoo.data.shipped import load_rdataset
+    from pyrozoo.models.agnostic import load_cps1985_task
+
+    data = load_cps1985_task(0, feature_dim=4, hidden=6)
+    names = data.meta["feature_names"]
+    assert np.shape(data.meta["x_mean"]) == np.shape(data.meta["x_scale"]) == (len(names),)
+    k = len(CPS_NUMERIC)
+    assert np.all(data.meta["x_mean"][k:] == 0) and np.all(data.meta["x_scale"][k:] == 1)
+    df = load_rdataset("cps1985")
+    frame = pd.concat([df[list(CPS_NUMERIC)].astype(float),
+                       pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True).astype(float)], axis=1)
+    _rows_match_raw_frame(_tiny_fit(data, steps=3), data, frame)
+
+
+def test_predict_proba_of_a_make_agnostic_data_frame_is_unchanged():
+    """A dataset made from the user's own DataFrame records no moments: its DataFrames are used as given (the
+    user's units), exactly as arrays of the same values."""
+    from pyrozoo.models.agnostic import fitted_network, predict_proba
+
+    frame, data, result = _frame_fit()
+    assert "x_mean" not in data.meta and fitted_network(result, data).input_mean is None
+    assert torch.equal(predict_proba(result, frame[:5], data=data), predict_proba(result, frame.to_numpy()[:5],
+                                                                                  data=data))
+    assert torch.equal(predict_proba(result, frame[:5], data=data), predict_proba(result, data.inputs["x"][:5],
+                                                                                  data=data))
