@@ -34,6 +34,8 @@ def test_report_with_random_is_paired(load_script):
     (["--models", "blr,probit"], "--models/--datasets: probit cannot run on boston"),
     (["--models", "bnn", "--acquisitions", "acs-fw-fisher"], "--acquisitions/--models: acquisition: 'acs-fw-fisher'"),
     (["--datasets", "boston,mnist"], "--datasets: expected comma-separated names from: boston, .*; got 'mnist'"),
+    # only the reference recipe reads epochs (this ended in the recipe check's PyrozooError traceback)
+    (["--models", "neural-linear", "--nl-epochs", "2"], "--nl-epochs: applies only to --nl-recipe reference"),
 ])
 def test_bad_names_are_refused_before_any_fit(load_script, monkeypatch, capsys, argv, message):
     mod = load_script("active_learning")
