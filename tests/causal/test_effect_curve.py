@@ -789,17 +789,7 @@ def test_entry_em_note_names_only_the_inferences_effect_curve_has():
     assert "nuts" not in note
 
 
-class _NoFit:
-    """A learner that fails the test if any fit starts: the input checks must come first."""
-
-    def fit(self, *a, **k):
-        raise AssertionError("fit must not start on bad input")
-
-    def predict(self, *a, **k):
-        raise AssertionError
-
-
-def test_a_treatment_in_the_span_of_the_covariates_or_a_date_column_is_refused_before_any_fit():
+def test_a_treatment_in_the_span_of_the_covariates_or_a_date_column_is_refused_before_any_fit(no_fit_learner):
     """t = 2 x1 + 1 gave a 'significant' APE although no function of t can be told from f(x); a datetime64 column of
     X was read as nanoseconds since 1970. Both are PyrozooErrors before any fit (shared with PLCE)."""
     rng = np.random.default_rng(1)
@@ -807,12 +797,13 @@ def test_a_treatment_in_the_span_of_the_covariates_or_a_date_column_is_refused_b
     y = X["x1"] + rng.standard_normal(120)
     with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
                                            r"\['x1'\]\): .* its effect is not identified"):
-        EffectCurve(learner=_NoFit(), n_pseudo=0).fit(y, 2 * X["x1"] + 1, X)
+        EffectCurve(learner=no_fit_learner, n_pseudo=0).fit(y, 2 * X["x1"] + 1, X)
     t = X["x1"] + rng.standard_normal(120)
+    dated = X.assign(day=pd.date_range("2020-01-01", periods=120))
     with pytest.raises(PyrozooError, match=r"^X: expected numbers, got dates in column 'day' \(datetime64"):
-        EffectCurve(learner=_NoFit(), n_pseudo=0).fit(y, t, X.assign(day=pd.date_range("2020-01-01", periods=120)))
+        EffectCurve(learner=no_fit_learner, n_pseudo=0).fit(y, t, dated)
     with pytest.raises(AssertionError, match="fit must not start"):  # valid input passes the checks
-        EffectCurve(learner=_NoFit(), n_pseudo=0).fit(y, t, X)
+        EffectCurve(learner=no_fit_learner, n_pseudo=0).fit(y, t, X)
 
 
 def test_a_seed_beyond_numpys_range_is_refused_before_any_fit(monkeypatch):

@@ -526,7 +526,7 @@ def test_positivity_flags_units_with_deterministic_treatment(tmp_path):
     ("numbers_as_text_t", r"^t: expected numbers, got text values \(e.g. '"),
     ("categorical_t", r"^t: expected numbers, got a pandas categorical"),
 ])
-def test_bad_input_is_rejected_before_work(case, message):
+def test_bad_input_is_rejected_before_work(case, message, no_fit_learner):
     y, t, X = linear_design(0, n=50)
     groups, kw = None, {}
     if case == "constant_t":
@@ -604,15 +604,8 @@ def test_bad_input_is_rejected_before_work(case, message):
     elif case == "categorical_t":
         t = pd.Series(pd.Categorical(np.round(t)))
 
-    class Exploding:
-        def fit(self, *a, **k):
-            raise AssertionError("fit must not start on bad input")
-
-        def predict(self, *a, **k):
-            raise AssertionError
-
     with pytest.raises(PyrozooError, match=message):
-        PLCE(Exploding(), **kw).fit(y, t, X, groups=groups)
+        PLCE(no_fit_learner, **kw).fit(y, t, X, groups=groups)
 
 
 def test_pandas_inputs_must_share_their_index():
@@ -1231,17 +1224,7 @@ def test_tensors_that_require_grad_are_fitted_as_their_values():
     assert grad.theta_ == plain.theta_ and grad.se_ == plain.se_
 
 
-class _NoFit:
-    """A learner that fails the test if any fit starts: the input checks must come first."""
-
-    def fit(self, *a, **k):
-        raise AssertionError("fit must not start on bad input")
-
-    def predict(self, *a, **k):
-        raise AssertionError
-
-
-def test_groups_that_no_setting_reads_are_refused():
+def test_groups_that_no_setting_reads_are_refused(no_fit_learner):
     """random_effects=False with HC3 reads no groups: fit(..., groups=g) gave the numbers of groups=None exactly,
     silently. Refused before any fit; random effects (random_effects None or True) or se_type='cluster' read them."""
     y, t, X = linear_design(1, n=60)
@@ -1249,22 +1232,22 @@ def test_groups_that_no_setting_reads_are_refused():
     with pytest.raises(PyrozooError, match=r"^groups: group ids apply only with random effects \(random_effects=True, "
                                            r"or None, the default\) or se_type='cluster'; with random_effects=False "
                                            r"and se_type='hc3' they would have no effect \(remove them\)$"):
-        PLCE(_NoFit(), random_effects=False, n_folds=3, n_repeats=1).fit(y, t, X, groups=g)
+        PLCE(no_fit_learner, random_effects=False, n_folds=3, n_repeats=1).fit(y, t, X, groups=g)
     for kw in ({}, {"random_effects": True}, {"random_effects": False, "se_type": "cluster"}):
         with pytest.raises(AssertionError, match="fit must not start"):  # the checks passed: the fit started
-            PLCE(_NoFit(), n_folds=3, n_repeats=1, **kw).fit(y, t, X, groups=g)
+            PLCE(no_fit_learner, n_folds=3, n_repeats=1, **kw).fit(y, t, X, groups=g)
 
 
-def test_a_date_column_is_refused_naming_it_before_any_fit():
+def test_a_date_column_is_refused_naming_it_before_any_fit(no_fit_learner):
     """A datetime64 column of a DataFrame X was taken as a number (nanoseconds since 1970): PLCE 1.936 against
     1.960 without it."""
     y, t, X = linear_design(1, n=60)
     Xd = pd.DataFrame(X, columns=list("abcde")).assign(day=pd.date_range("2020-01-01", periods=60))
     with pytest.raises(PyrozooError, match=r"^X: expected numbers, got dates in column 'day' \(datetime64"):
-        PLCE(_NoFit(), n_folds=3, n_repeats=1).fit(y, t, Xd)
+        PLCE(no_fit_learner, n_folds=3, n_repeats=1).fit(y, t, Xd)
 
 
-def test_a_treatment_that_is_a_linear_function_of_the_covariates_is_refused_before_any_fit():
+def test_a_treatment_that_is_a_linear_function_of_the_covariates_is_refused_before_any_fit(no_fit_learner):
     """t = x1 (the QA's case: PLCE 5.41, SE 1.17, a 'definite' effect of a treatment that is not identified), and an
     affine copy 2 x1 + 1 of a DataFrame column, named in the error; checked before any nuisance fit."""
     rng = np.random.default_rng(2)
@@ -1273,11 +1256,11 @@ def test_a_treatment_that_is_a_linear_function_of_the_covariates_is_refused_befo
     fast = {"n_folds": 3, "n_repeats": 1}
     with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
                                            r"\[0\]\): .* its effect is not identified"):
-        PLCE(_NoFit(), **fast).fit(y, X[:, 0].copy(), X)
+        PLCE(no_fit_learner, **fast).fit(y, X[:, 0].copy(), X)
     Xd = pd.DataFrame(X, columns=["x1", "x2", "x3"])
     with pytest.raises(PyrozooError, match=r"^t: the treatment is a linear function of the covariates \(column\(s\) "
                                            r"\['x1'\]\)"):
-        PLCE(_NoFit(), **fast).fit(y, 2 * Xd["x1"] + 1, Xd)
+        PLCE(no_fit_learner, **fast).fit(y, 2 * Xd["x1"] + 1, Xd)
 
 
 def test_a_seed_beyond_numpys_range_is_refused_before_the_nuisance_fits(monkeypatch):
