@@ -172,7 +172,7 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
             raise PyrozooError(f"model_options: expected option names (text) as keys, got {key!r}")
     check_keys("model_options", model_options, model_option_names(model))
     if model == "neural-linear":  # an option the chosen recipe would ignore (e.g. steps with "reference")
-        check_recipe_options(model_options.get("recipe", "mlp"), [k for k, v in model_options.items() if v is not None])
+        check_recipe_options(model_options.get("recipe", "mlp"), model_options)
     return dict(model_options)
 
 

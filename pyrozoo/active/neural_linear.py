@@ -57,7 +57,8 @@ network is trained in float32 (the default dtype) on the inputs' device; the BLR
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -250,10 +251,12 @@ def _design(h: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.T
     return torch.cat([torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device), (h - mean) / scale], 1)
 
 
-def check_recipe_options(recipe: str, given: Iterable[str]) -> None:
-    """Raise unless ``recipe`` is one of :data:`RECIPES` and reads every option in ``given`` that some recipe reads
-    (:data:`RECIPE_OPTIONS`; the others are not checked here): one it would ignore is an error naming the option and
-    the recipe, as :func:`~pyrozoo.models.bnn.fit_bnn` refuses options its posterior ignores."""
+def check_recipe_options(recipe: str, given: Mapping[str, Any]) -> None:
+    """Raise unless ``recipe`` is one of :data:`RECIPES` and reads every option given in ``given`` (name -> value;
+    None counts as not given) that some recipe reads (:data:`RECIPE_OPTIONS`; the others are not checked here): one
+    it would ignore is an error naming the option and the recipe, as :func:`~pyrozoo.models.bnn.fit_bnn` refuses
+    options its posterior ignores."""
+    given = [k for k, v in given.items() if v is not None]
     check_choice("recipe", recipe, RECIPES)
     read_by = {k: tuple(f"recipe={r!r}" for r, read in RECIPE_OPTIONS.items() if k in read)
                for opts in RECIPE_OPTIONS.values() for k in opts}
@@ -312,7 +315,7 @@ class NeuralLinearPosterior(RegressionPosterior):
         names = fit_names(x)
         x, y = check_fit_data(x, y)
         given = {"objective": objective, "steps": steps, "epochs": epochs, "standardize": standardize}
-        check_recipe_options(recipe, [k for k, v in given.items() if v is not None])
+        check_recipe_options(recipe, given)
         own = RECIPE_OPTIONS[recipe]
         objective, steps, standardize = (own.get(k) if given[k] is None else given[k]
                                          for k in ("objective", "steps", "standardize"))
