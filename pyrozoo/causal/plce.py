@@ -382,6 +382,12 @@ def orthogonal_effect(ry: np.ndarray, rt: np.ndarray, w: np.ndarray, th: np.ndar
     return theta, float((sums**2).sum()) / n**2 * G / max(G - 1, 1)
 
 
+def reads_groups(random_effects: Any, se_type: str) -> bool:
+    """Whether a fit with these settings reads group ids: its random effects (``random_effects`` True, or None /
+    "auto", the default) or cluster-robust standard errors. With random effects off and HC3 they have no effect."""
+    return random_effects is not False or se_type == "cluster"
+
+
 def aggregate_split_arrays(thetas: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DoubleML's aggregation over repeated splits along axis 0 of (R, ...) arrays, element by element: the median
     estimate theta and the variance median_r(V_r + (theta_r - theta)^2)."""
@@ -517,7 +523,7 @@ class PLCE(BaseEstimator):
         self._check_option_effects()
         if self.random_effects is not None:  # None: on when groups are given
             check_bool("random_effects", self.random_effects)
-        if groups is not None and self.random_effects is False and self.se_type != "cluster":
+        if groups is not None and not reads_groups(self.random_effects, self.se_type):
             # nothing reads them then: the fit gave the numbers of groups=None exactly
             raise PyrozooError(f"groups: group ids apply only with random effects (random_effects=True, or None, the "
                                f"default) or se_type='cluster'; with random_effects=False and "

@@ -33,7 +33,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyrozoo.causal.plce import PLCE
+from pyrozoo.causal.plce import PLCE, reads_groups
 from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -174,8 +174,8 @@ def check_option_effects(options: Mapping[str, Any]) -> None:
         raise PyrozooError(f"refit: {refit!r} applies only with learner='spike_slab' (the refit acts on its column "
                            f"selections); learner={learner!r} selects no columns, so it would have no effect "
                            f"(remove it)")
-    if options.get("groups") and options.get("random_effects", "auto") is False \
-            and options.get("se_type", "hc3") != "cluster":
+    if options.get("groups") and not reads_groups(options.get("random_effects", "auto"),
+                                                  options.get("se_type", "hc3")):
         raise PyrozooError(f"groups: {options['groups']!r} applies only with random effects (random_effects auto, the "
                            f"default, or true) or se_type=cluster; with random_effects=false and "
                            f"se_type={options.get('se_type', 'hc3')} it would have no effect (remove it)")
