@@ -112,21 +112,43 @@ def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, varia
 
 
 class _TitsiasNormal(dist.Normal):
-    """N(loc, scale) whose log_prob carries the VFE trace penalty -t_i / (2 sigma^2); sampling is the Normal's.
+    """The VFE likelihood of y_i given u: log_prob is the per-point term of Titsias' bound,
+    log N(y_i | a_i^T u, sigma^2) - t_i / (2 sigma^2) (not a normalized density); a draw is y_i | u of the GP,
+    N(a_i^T u, t_i + sigma^2) (f_i given u, plus the noise), the predictive density of the log-likelihood group
+    and of the test metrics. Drawing from N(a_i^T u, sigma^2) left out t_i: posterior predictive draws were too
+    narrow (a variance of 0.10 against 0.38 at M = 3)."""
 
-    Not a normalized density: it is the per-point term of Titsias' bound, used only as the VFE likelihood."""
-
-    def __init__(self, loc, scale, penalty, validate_args=None):
+    def __init__(self, loc, scale, t, validate_args=None):
         super().__init__(loc, scale, validate_args=validate_args)
-        self.penalty = penalty.expand(self.batch_shape)
+        self.t = t.expand(self.batch_shape)
 
     def expand(self, batch_shape, _instance=None):
         new = super().expand(batch_shape, _instance=self._get_checked_instance(_TitsiasNormal, _instance))
-        new.penalty = self.penalty.expand(batch_shape)
+        new.t = self.t.expand(batch_shape)
         return new
 
+    @property
+    def predictive_scale(self) -> torch.Tensor:
+        """sqrt(t_i + sigma^2): the scale of a draw of y_i | u."""
+        return (self.t + self.scale**2).sqrt()
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.predictive_scale
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.t + self.scale**2
+
+    def sample(self, sample_shape=()):
+        with torch.no_grad():
+            return dist.Normal(self.loc, self.predictive_scale).sample(sample_shape)
+
+    def rsample(self, sample_shape=()):
+        return dist.Normal(self.loc, self.predictive_scale).rsample(sample_shape)
+
     def log_prob(self, value):
-        return super().log_prob(value) - self.penalty
+        return super().log_prob(value) - 0.5 * self.t / self.scale**2
 
 
 def _hyper_values(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -193,7 +215,7 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
         yb = None if y is None else y[idx]
         if method == "fitc":
             return pyro.sample("y", dist.Normal(mean, (t + nz).sqrt()), obs=yb)
-        return pyro.sample("y", _TitsiasNormal(mean, nz.sqrt(), 0.5 * t / nz), obs=yb)
+        return pyro.sample("y", _TitsiasNormal(mean, nz.sqrt(), t), obs=yb)
 
 
 def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any],
