@@ -1107,3 +1107,51 @@ def test_the_size_error_says_what_the_counted_matrices_hold():
                                                r"factor, without a gradient: ") as err:
             gp_mod.exact_log_marginal(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1)
         assert "and gradient" not in str(err.value)
+
+
+def test_a_runaway_type2_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
+    """``pyrozoo run gp --lr 5 --steps 200`` saved noise 9456, variance 2.7e-46 and -log p(y | theta) 329.8 against
+    23.46 at step 0 as a good result: every value stayed a positive normal float, so the per-step check passed. A fit
+    that ends worse than it started (by more than 0.01 nats per observation) is now refused, naming lr, both values
+    and the fix, before anything is written."""
+    ds = simulate_gp(0)
+    X, y = ds.inputs["X"], ds.observed["y"]
+    with pytest.raises(PyrozooError, match=r"^fit: the type-II fit of the GP hyperparameters diverged with lr = 5 over "
+                                           r"200 steps: expected the -log p\(y \| theta\) at the end no worse than at "
+                                           r"the start by more than 0\.6 \(0\.01 per observation\), got 329\.77\d* at "
+                                           r"the end against 23\.456\d* at the start; lower lr$"):
+        fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=200, lr=5.0)
+    out = tmp_path / "gp5"
+    assert main(["run", "gp", "--lr", "5", "--steps", "200", "--num-samples", "2", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "diverged with lr = 5" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no half-written run, no temp dir left
+
+
+def test_a_fit_started_at_its_optimum_is_not_a_runaway():
+    """Adam started at the optimum steps away from it and back: a few steps at lr 0.1 end slightly worse than the
+    start (0.003 nats per observation at most), well inside the tolerance of the runaway check."""
+    ds = simulate_gp(0)
+    X, y = ds.inputs["X"], ds.observed["y"]
+    opt = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=600, lr=0.05)
+    start = {k: opt[k] for k in ("lengthscale", "variance", "noise")}
+    for steps in (2, 5, 10):
+        fit = fit_type2(X, y, kernel="rbf", **start, steps=steps, lr=0.1, rel_tol=0)
+        assert fit["losses"][-1] - fit["losses"][0] < 0.01 * X.shape[0]  # and no error
+
+
+def test_a_subnormal_hyperparameter_is_reported_as_such():
+    """The divergence message said "expected finite values, got variance = 4.71e-309": a subnormal value is finite.
+    It now says what the hyperparameters must be."""
+    from pyrozoo.models.gp import check_step
+
+    what = "type-II fit of the GP hyperparameters"
+    with pytest.raises(PyrozooError, match=r"^fit: the type-II fit of the GP hyperparameters diverged at step 3 with "
+                                           r"lr = 10: expected finite positive values above the smallest normal float "
+                                           r"\(2\.23e-308\), got variance = 4\.71e-309; lower lr$"):
+        check_step(what, 3, 10.0, values={"variance": t(4.71e-309), "noise": t(0.1)})
+    with pytest.raises(PyrozooError, match=r"expected finite pseudo-inputs, got Z = nan; lower lr$"):
+        check_step(what, 3, 10.0, values={"Z": t([[0.0], [float("nan")]])})
+    with pytest.raises(PyrozooError, match=r"expected a finite loss, got a loss of inf; lower lr$"):
+        check_step(what, 3, 10.0, float("inf"))
+    check_step(what, 3, 10.0, 1.0, values={"variance": t(2.3e-308), "Z": t([[-1e300]])})  # normal floats pass

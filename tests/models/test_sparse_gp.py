@@ -661,3 +661,27 @@ def test_the_vfe_likelihood_keeps_the_bound_term_as_log_prob():
     torch.testing.assert_close(fn.log_prob(y), want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fn.variance, tt + HYP["noise"], rtol=1e-12, atol=0.0)
     assert fn.sample((5,)).shape == (5, 30) and fn.rsample().shape == (30,)
+
+
+def test_a_runaway_sparse_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
+    """``pyrozoo run sparse-gp --lr 50`` saved noise 9.7e97 and variance 1e-99 (the bound far below its start) as a
+    good result. The collapsed fit (Adam on the bound) and the SVI fit (the collapsed bound at the fitted values
+    against the start, where q(u) is optimal) that end worse than they started by more than 0.01 nats per
+    observation are refused, naming lr and both values; the CLI writes nothing."""
+    X, y, _, _ = simulate_regression(0, n=200, n_test=1)
+    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit diverged with lr = 20 over 100 steps: expected "
+                                           r"the negative bound at the end no worse than at the start by more than 2 "
+                                           r"\(0\.01 per observation\), got .* at the end against .* at the start; "
+                                           r"lower lr$"):
+        fit_sparse_gp(X, y, X[:6], steps=100, lr=20)
+    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit diverged with lr = 20 .*the -log p\(y\) at "):
+        fit_sparse_gp(X, y, X[:6], steps=100, lr=20, method="fitc")
+    fit_sparse_gp(X, y, X[:6], steps=100, lr=0.05)  # an ordinary fit passes
+    from pyrozoo.cli import main
+
+    out = tmp_path / "svi"
+    assert main(["run", "sparse-gp", "--inference", "svi", "--lr", "20", "--steps", "100", "-o", "n=100", "-o", "m=6",
+                 "-o", "n_test=20", "--num-samples", "2", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "fit: the sparse GP SVI fit diverged with lr = 20 over 100 steps: expected the negative collapsed " in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
