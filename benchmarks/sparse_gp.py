@@ -37,7 +37,7 @@ torch.set_default_dtype(torch.float64)
 
 from pyrozoo.models.gp import exact_posterior, fit_type2, gaussian_nlpd, simulate_regression  # noqa: E402
 from pyrozoo.models.gp_linalg import CPU_CHUNK_ROWS  # noqa: E402
-from pyrozoo.models.sparse_gp import fit_sparse_gp, sparse_log_marginal  # noqa: E402
+from pyrozoo.models.sparse_gp import _sparse_log_marginal, fit_sparse_gp, sparse_log_marginal  # noqa: E402
 
 DT = torch.float64
 
@@ -57,9 +57,11 @@ class Pyrozoo:
         return self.Z, *(r.exp() for r in self.raw)
 
     def loss(self):
+        # the path each step of fit_sparse_gp takes: inputs checked once (sparse_log_marginal checks them per call)
         Z, ls, var, nz = self.hyper()
-        return -sparse_log_marginal(self.X, self.y, Z, kernel="rbf", method=self.method, lengthscale=ls,
-                                    variance=var, noise=nz, chunk_size=self.chunk)
+        return -_sparse_log_marginal(self.X, self.y, Z, kernel="rbf", method=self.method, lengthscale=ls,
+                                     variance=var, noise=nz, noiseless=False, noise_floor=0.0,
+                                     chunk_size=self.chunk, checkpoint=None, jitter=1e-6)
 
     def predict(self, Xt):
         Z, ls, var, nz = (t.detach() for t in self.hyper())

@@ -46,8 +46,11 @@ from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import loss_plateau
 from pyrozoo.models.gp import (
     PLATEAU_WINDOW,
+    _check_hyper_shape,
+    _model_inputs,
     check_gp_data,
     check_hyper,
+    check_hyper_value,
     check_new_inputs,
     check_progress,
     check_step,
@@ -89,16 +92,19 @@ HYPER = ("lengthscale", "variance", "noise")
 
 
 def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1,
-                        method: str = "vfe", kernel: str = "rbf", noiseless: bool = False) -> tuple:
+                        method: str = "vfe", kernel: str = "rbf", noiseless: bool = False,
+                        detach: bool = True) -> tuple:
     """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z), detached from any
     autograd graph: they are a fit's data and starting point (an ``nn.Parameter`` Z gives its values). A DataFrame Z
-    must have a DataFrame X's string column names, in that order."""
+    must have a DataFrame X's string column names, in that order. ``detach=False`` (the objective
+    :func:`sparse_log_marginal`): tensors keep their graph, and a floating X its dtype (Z and y take X's)."""
     check_feature_names(Z, feature_names(X), name="Z", seen="in X")
     check_choice("method", method, METHODS)
     check_choice("kernel", kernel, KERNELS)
     check_bool("noiseless", noiseless)
-    X, y = check_gp_data(X, y, detach=True)
-    Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device, detach=True)
+    floating = not detach and isinstance(X, torch.Tensor) and X.is_floating_point()
+    X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64, detach=detach)
+    Z = as_tensor("Z", Z, dtype=X.dtype, device=X.device, detach=detach)
     if Z.dim() == 1:
         Z = Z.unsqueeze(-1)
     check_shape("Z", Z, ("M", X.shape[1]))  # M pseudo-inputs, not the N data rows
@@ -190,6 +196,40 @@ def sparse_kuu_cholesky(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: An
     return jitter_cholesky(kernel_matrix(kernel, Z, Z, ls, var), jitter=jitter, name="K_uu (pseudo-inputs)")
 
 
+def _check_model_args(X: Any, y: Any, Z: Any, *, kernel: Any, method: Any, hyper: dict[str, Any], noiseless: Any,
+                      noise_floor: Any, learn: Any, jitter: Any) -> None:
+    """The checks of :func:`sparse_gp_model`, as :func:`~pyrozoo.models.gp.gp_model` does them: cheap at every SVI
+    step (shapes and plain comparisons). X a 2-D (N, D) floating tensor and y None or (N,); a known ``method`` and
+    ``kernel`` (a misspelt method such as 'FITC' built the VFE likelihood); Z (M, D), M >= 1; the hyperparameters
+    as :func:`~pyrozoo.models.gp.check_hyper` (noise 0 only with ``noiseless``, which VFE refuses). Python and NumPy
+    values are checked on the host; tensors by their shape, their values only on the CPU outside a jit trace."""
+    check_choice("method", method, METHODS)
+    check_choice("kernel", kernel, KERNELS)
+    check_bool("noiseless", noiseless)
+    check_bool("learn", learn)
+    check_nonnegative("noise_floor", noise_floor)
+    check_nonnegative("jitter", jitter)
+    _, d = _model_inputs(X, y)
+    if noiseless and method == "vfe":
+        raise PyrozooError("noiseless: the VFE bound needs a noise variance > 0 (its trace term divides by it); "
+                           "use method='fitc' for the noiseless setting")
+    host = not isinstance(Z, torch.Tensor) or (Z.device.type == "cpu" and not torch.jit.is_tracing())
+    Zv = as_tensor("Z", Z.detach() if isinstance(Z, torch.Tensor) else Z)
+    if Zv.dim() != 2 or Zv.shape[0] < 1 or (Zv.shape[1] != d and not torch.jit.is_tracing()):
+        raise PyrozooError(f"Z: expected a 2-D array of shape (M, {d}), M >= 1 pseudo-inputs with X's columns, "
+                           f"got shape {tuple(Zv.shape)}")
+    if host:
+        check_finite("Z", Zv)
+    for name, value in hyper.items():
+        allow_zero = name == "noise" and bool(noiseless)
+        if isinstance(value, torch.Tensor):
+            _check_hyper_shape(name, tuple(value.shape), d)
+            if value.device.type == "cpu" and not torch.jit.is_tracing():
+                check_hyper_value(name, value.detach(), d, allow_zero=allow_zero)
+        else:
+            check_hyper_value(name, value, d, allow_zero=allow_zero)
+
+
 def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.Tensor, kernel: str = "rbf",
                     method: str = "vfe", lengthscale: torch.Tensor | float = 1.0,
                     variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float = 0.1,
@@ -198,7 +238,11 @@ def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.
     """u ~ N(0, K_uu); y_i | u in plate ``obs_id`` (subsampled to ``batch_size``) as in the module docstring.
 
     ``learn=True`` registers Z and the hyperparameters as ``pyro.param`` (positive constraints), initialized at
-    the given values, so that SVI learns them (type-II maximum likelihood inside the ELBO)."""
+    the given values, so that SVI learns them (type-II maximum likelihood inside the ELBO). The arguments are checked
+    first (:func:`_check_model_args`): X must be a 2-D (N, D) floating tensor, ``method`` 'fitc' or 'vfe'."""
+    _check_model_args(X, y, Z, kernel=kernel, method=method, noiseless=noiseless, noise_floor=noise_floor,
+                      learn=learn, jitter=jitter,
+                      hyper={"lengthscale": lengthscale, "variance": variance, "noise": noise})
     opts = {"dtype": X.dtype, "device": X.device}
     Z, ls, var, nz = _inducing_params(X, Z, lengthscale, variance, noise, learn=learn, noiseless=noiseless)
     nz = _effective_noise(nz, var, noiseless, noise_floor)
@@ -242,12 +286,32 @@ def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict
     return {"y": torch.cat(out, -1).cpu().numpy()}
 
 
-def sparse_log_marginal(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kernel: str = "rbf",
-                        method: str = "vfe", lengthscale: torch.Tensor, variance: torch.Tensor,
-                        noise: torch.Tensor, noiseless: bool = False, noise_floor: float = 1e-6,
+def sparse_log_marginal(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any,
+                        variance: Any, noise: Any, noiseless: bool = False, noise_floor: float = 1e-6,
                         chunk_size: int | None = None, checkpoint: bool | None = None,
                         jitter: float = 1e-6) -> torch.Tensor:
-    """The FITC log marginal likelihood or the VFE bound (differentiable in Z and the hyperparameters)."""
+    """The FITC log marginal likelihood log N(y | 0, Q_ff + diag(t) + sigma^2 I) or the VFE bound
+    log N(y | 0, Q_ff + sigma^2 I) - tr(K_ff - Q_ff) / (2 sigma^2), differentiable in X, y, Z and the hyperparameters.
+
+    Inputs are checked first, as in :func:`~pyrozoo.models.gp.exact_log_marginal` (:func:`check_sparse_inputs`
+    without detaching; ``chunk_size``, ``checkpoint`` and ``jitter`` by :func:`sparse_gp_stats`): NumPy arrays,
+    lists and Python numbers are converted (float64), a floating tensor keeps its dtype, device and graph; a bad
+    value is a :class:`PyrozooError` naming it."""
+    X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
+                                  kernel=kernel, noiseless=noiseless, detach=False)
+    check_nonnegative("noise_floor", noise_floor)
+    h = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
+         for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
+    return _sparse_log_marginal(X, y, Z, kernel=kernel, method=method, **h, noiseless=noiseless,
+                                noise_floor=noise_floor, chunk_size=chunk_size, checkpoint=checkpoint, jitter=jitter)
+
+
+def _sparse_log_marginal(X: torch.Tensor, y: torch.Tensor, Z: torch.Tensor, *, kernel: str, method: str,
+                         lengthscale: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, noiseless: bool,
+                         noise_floor: float, chunk_size: int | None, checkpoint: bool | None,
+                         jitter: float) -> torch.Tensor:
+    """:func:`sparse_log_marginal` on inputs already checked: the collapsed fit calls it at every step (checking X
+    and y for NaN each time would cost a pass over the data)."""
     nz = _effective_noise(noise, variance, noiseless, noise_floor)
     stats = sparse_gp_stats(X, y, Z, kind=kernel, lengthscale=lengthscale, variance=variance, noise=nz,
                             method=method, chunk_size=chunk_size, checkpoint=checkpoint, jitter=jitter)
@@ -377,7 +441,7 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
         opt = torch.optim.Adam(params, lr=lr)
         for step in range(steps):
             opt.zero_grad()
-            loss = -sparse_log_marginal(X, y, Zp, **{k: v.exp() for k, v in raw.items()}, **kw)
+            loss = -_sparse_log_marginal(X, y, Zp, **{k: v.exp() for k, v in raw.items()}, **kw)
             losses.append(float(loss.detach()))
             check_step("sparse GP fit", step, lr, losses[-1])
             loss.backward()

@@ -685,3 +685,74 @@ def test_a_runaway_sparse_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fit: the sparse GP SVI fit diverged with lr = 20 over 100 steps: expected the negative collapsed " in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _hyp_floats():
+    return {"lengthscale": 1.3, "variance": 1.1, "noise": 0.04}
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda X, y, Z: (X, y, torch.zeros(3, 2, dtype=DT)), r"^Z: expected a 2-D array of shape \(M, 1\), got shape "
+                                                          r"\(3, 2\)$"),  # was accepted
+    (lambda X, y, Z: (X, y[:5], Z), r"^y: expected shape \(30,\) \(one value per row of X\), got \(5,\)$"),
+    (lambda X, y, Z: (X, torch.cat([y[:-1], t([float("nan")])]), Z), r"^y: expected finite values"),  # was nan
+    (lambda X, y, Z: (X, y, Z * float("inf")), r"^Z: expected finite values"),
+    (lambda X, y, Z: (X, y, X), None),  # M = N is allowed; M > N is not
+    (lambda X, y, Z: (X, y, torch.cat([X, X[:1]])), r"^Z: expected 1 <= M <= N = 30 pseudo-inputs, got M = 31$"),
+])
+def test_sparse_log_marginal_checks_its_inputs_first(change, match):
+    """sparse_log_marginal (public) checked nothing: a Z of the wrong width or a short y were raw RuntimeErrors (or
+    silently accepted), a NaN in y gave nan. It checks as exact_log_marginal does (check_sparse_inputs)."""
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1)
+    args = change(X, y, X[:3])
+    if match is None:
+        assert math.isfinite(float(sparse_log_marginal(*args, **HYP)))
+        return
+    with pytest.raises(PyrozooError, match=match):
+        sparse_log_marginal(*args, **HYP)
+
+
+def test_sparse_log_marginal_takes_numbers_and_arrays_and_keeps_the_graph():
+    """Float hyperparameters were an AttributeError ('float' object has no attribute 'dim'); exact_log_marginal
+    takes them. Arrays and numbers give the tensor call's value; tensors keep their graph."""
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1)
+    ref = sparse_log_marginal(X, y, X[:3], **HYP)
+    for args, hyp in (((X, y, X[:3]), _hyp_floats()), ((X.numpy(), y.numpy().tolist(), X[:3].numpy()), HYP)):
+        torch.testing.assert_close(sparse_log_marginal(*args, **hyp), ref, rtol=1e-12, atol=0.0)
+    Z = X[:3].clone().requires_grad_()
+    ls = t(1.3).requires_grad_()
+    sparse_log_marginal(X, y, Z, lengthscale=ls, variance=1.1, noise=0.04).backward()
+    assert Z.grad is not None and ls.grad is not None
+    for kw, match in (({"lengthscale": -1.0}, "lengthscale: expected a finite value > 0"),
+                      ({"method": "FITC"}, "method: expected one of fitc, vfe; got 'FITC'"),
+                      ({"noise_floor": -1.0}, "noise_floor"), ({"kernel": "rbff"}, "kernel: expected one of")):
+        with pytest.raises(PyrozooError, match=match):
+            sparse_log_marginal(X, y, X[:3], **{**_hyp_floats(), **kw})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"method": "FITC"}, r"^method: expected one of fitc, vfe; got 'FITC'$"),  # built the VFE likelihood
+    ({"method": "dtc"}, r"^method: expected one of fitc, vfe; got 'dtc'$"),
+    ({"Z": torch.zeros(3, 2, dtype=DT)}, r"^Z: expected a 2-D array of shape \(M, 1\), M >= 1 pseudo-inputs with X's "
+                                         r"columns, got shape \(3, 2\)$"),  # was a raw RuntimeError
+    ({"X": "1-D"}, r"^X: expected a 2-D \(N, D\) floating tensor, got shape \(30,\)$"),  # was an IndexError
+    ({"X": "numpy"}, r"^X: expected a 2-D \(N, D\) floating tensor, got ndarray$"),  # was a TypeError
+    ({"y": "short"}, r"^y: expected a tensor of shape \(30,\)"),
+    ({"noise": 0.0}, r"^noise: expected a finite variance > 0, got 0.0$"),
+    ({"variance": t([1.0, 2.0])}, r"^variance: expected one value"),
+    ({"noiseless": True}, r"^noiseless: the VFE bound needs a noise variance > 0"),
+    ({"kernel": "RBF"}, r"^kernel: expected one of"),
+])
+def test_sparse_gp_model_checks_its_arguments(kwargs, match):
+    """sparse_gp_model did not validate ``method`` ('FITC', 'dtc' built the VFE likelihood) and its shape errors came
+    out raw; it now checks as gp_model does, shapes and plain comparisons."""
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1)
+    kw = {"Z": X[:3], **HYP, **kwargs}
+    X = {"1-D": X[:, 0], "numpy": X.numpy()}.get(kw.pop("X", None), X)
+    y = y[:5] if kw.pop("y", None) == "short" else y
+    with pytest.raises(PyrozooError, match=match):
+        sparse_gp_model(X, y, **kw)
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1)
+    for method, cls in (("fitc", "Normal"), ("vfe", "_TitsiasNormal")):  # the valid names build their likelihoods
+        tr = poutine.trace(sparse_gp_model).get_trace(X, y, Z=X[:3].numpy(), method=method, **_hyp_floats())
+        assert type(tr.nodes["y"]["fn"]).__name__ == cls
