@@ -48,6 +48,7 @@ from pyrozoo.validation import (
     check_keys,
     check_nonnegative,
     check_positive,
+    check_seed,
     check_xy,
     feature_names,
     real_array,
@@ -596,23 +597,34 @@ def _true_function(X: torch.Tensor) -> torch.Tensor:
 def simulate_regression(seed: int, *, n: int, n_test: int = 200, input_dim: int = 1, noise_sd: float = 0.2,
                         dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
     """X ~ U(-3, 3)^d, y = f(X) + N(0, noise_sd^2) with :func:`_true_function`; returns X, y, X_test, y_test."""
+    seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=1)
     n_test = check_int("n_test", n_test, minimum=1)
     input_dim = check_int("input_dim", input_dim, minimum=1)
     check_nonnegative("noise_sd", noise_sd)
     check_float_dtype("dtype", dtype)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     X = 6.0 * torch.rand(n + n_test, input_dim, generator=gen, dtype=dtype) - 3.0
     y = _true_function(X) + noise_sd * torch.randn(n + n_test, generator=gen, dtype=dtype)
     return X[:n], y[:n], X[n:], y[n:]
 
 
+# make_gp_dataset's keywords: any other is refused, naming these
+MAKE_GP_KEYWORDS = ("name", "kernel", "lengthscale", "variance", "noise", "X_test", "y_test", "ard", "priors",
+                    "truth")
+
+
 def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", lengthscale: Any = 1.0,
                     variance: float = 1.0, noise: float = 0.1, X_test: Any = None, y_test: Any = None,
-                    ard: bool = False, priors: dict | None = None, truth: dict | None = None) -> Dataset:
-    """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``). A
-    DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate;
-    its index labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+                    ard: bool = False, priors: dict | None = None, truth: dict | None = None,
+                    **unknown: Any) -> Dataset:
+    """Validate and pack data for the ``gp`` entry (hyperparameters are the initial values for ``type2``).
+    ``priors``: LogNormal (loc, scale) per hyperparameter for ``nuts``, one left out held at its value (``{}``:
+    all held); ``None``: :data:`DEFAULT_PRIORS`. A misspelt keyword is a :class:`PyrozooError` naming the accepted
+    ones (as in :func:`~pyrozoo.models.sparse_gp.make_sparse_dataset`). A DataFrame X's string column names are
+    kept as ``meta["feature_names"]``: the result's ``feature`` coordinate; its index labels (when distinct) as
+    ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+    check_keys("make_gp_dataset", unknown, MAKE_GP_KEYWORDS)  # always refuses: unknown has no accepted keyword
     check_choice("kernel", kernel, KERNELS)
     check_bool("ard", ard)
     names, rows = feature_names(X), row_labels(X)
@@ -620,7 +632,8 @@ def make_gp_dataset(X: Any, y: Any, *, name: str = "gp", kernel: str = "rbf", le
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=False)
     if priors is not None:  # LogNormal (loc, scale) per hyperparameter; one left out is held at its value
         check_priors(priors)
-    meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(priors or DEFAULT_PRIORS)}
+    # None: the default priors; {} holds every hyperparameter at its value (check_priors' rule)
+    meta: dict[str, Any] = {"ard": bool(ard), "priors": dict(DEFAULT_PRIORS if priors is None else priors)}
     meta.update(check_test_set(X_test, y_test, X, names))
     if names is not None:
         meta["feature_names"] = names.tolist()
@@ -659,6 +672,7 @@ def gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "",
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized and with one
     lengthscale per feature, as for concrete. Every row trains the GP: no test set, so no test metrics."""
+    check_seed("seed", seed)  # unused (no random split), but a bad one is refused as everywhere
     X, y = read_regression_file(path, outcome=outcome, features=features)
     Xs, ys, moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
     data = make_gp_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), name=Path(path).stem, kernel=kernel,
@@ -684,6 +698,10 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     X, y = dataset.inputs["X"], dataset.observed["y"]
     kernel = dataset.inputs["kernel_name"]
     if config.inference == "nuts":  # type-II: fit_type2 checks its own size (EXACT_BUFFERS)
+        if not dataset.meta.get("priors", DEFAULT_PRIORS):  # make_gp_dataset(priors={}): every one held
+            raise PyrozooError("priors: expected at least one hyperparameter with a LogNormal prior for inference "
+                               "'nuts' (with all of them held there is nothing to sample; fit them with 'type2', "
+                               "or call exact_posterior at the held values), got {}")
         check_exact_memory(X, buffers=NUTS_BUFFERS)
     if config.inference == "type2":
         set_seed(config.seed)

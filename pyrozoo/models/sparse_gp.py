@@ -80,8 +80,10 @@ from pyrozoo.validation import (
     check_feature_names,
     check_finite,
     check_int,
+    check_keys,
     check_nonnegative,
     check_positive,
+    check_seed,
     check_shape,
     feature_names,
     plate_subsample,
@@ -468,31 +470,47 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
 
 def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     """``m`` distinct rows of X drawn without replacement (seeded): the usual starting point for Z."""
-    gen = torch.Generator().manual_seed(int(seed) + 1)
+    seed = check_seed("seed", seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     return X[torch.randperm(X.shape[0], generator=gen)[:m].to(X.device)].clone()
 
 
-def make_sparse_dataset(X: Any, y: Any, *, m: int = 20, name: str = "sparse-gp", seed: int = 0,
+DEFAULT_M = 20  # pseudo-inputs of make_sparse_dataset when neither m nor Z is given
+# make_sparse_dataset's keywords: any other is refused, naming these
+MAKE_SPARSE_KEYWORDS = ("m", "name", "seed", "kernel", "method", "lengthscale", "variance", "noise", "noiseless",
+                        "batch_size", "X_test", "y_test", "Z", "truth", "ard")
+
+
+def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sparse-gp", seed: int = 0,
                         kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
                         noise: float = 0.1, noiseless: bool = False, batch_size: int | None = None,
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
-                        **meta: Any) -> Dataset:
-    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` random training inputs. A DataFrame
-    X's string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate; its index
+                        ard: bool = False, **unknown: Any) -> Dataset:
+    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` (default 20) random training inputs
+    (seeded by ``seed``); ``m`` given with ``Z`` must be Z's number of rows. ``ard``: the fit learns one lengthscale
+    per input column. A misspelt keyword is refused (it used to be kept in ``meta`` and ignored). A DataFrame X's
+    string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate; its index
     labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+    check_keys("make_sparse_dataset", unknown, MAKE_SPARSE_KEYWORDS)  # always refuses: unknown has no allowed key
+    seed = check_seed("seed", seed)
+    check_bool("ard", ard)
     names, rows = feature_names(X), row_labels(X)
     check_feature_names(Z, names, name="Z", seen="in X")
     X, y = check_gp_data(X, y, detach=True)  # data: a tensor that requires grad gives its values
-    m = check_int("m", m, minimum=1)
+    if m is not None:
+        m = check_int("m", m, minimum=1)
     if Z is None:
+        m = DEFAULT_M if m is None else m
         if m > X.shape[0]:
             raise PyrozooError(f"m: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {m}")
         Z = initial_pseudo_inputs(X, m, seed)
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise,
                                   method=method, kernel=kernel, noiseless=noiseless)
+    if m is not None and m != Z.shape[0]:  # Z's rows are the pseudo-inputs: an m that disagrees was ignored
+        raise PyrozooError(f"m: expected None or Z's number of rows ({Z.shape[0]}) when Z is given, got {m}")
     if batch_size is not None:
         batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
-    meta.update(check_test_set(X_test, y_test, X, names))
+    meta: dict[str, Any] = {"ard": bool(ard), **check_test_set(X_test, y_test, X, names)}
     if names is not None:
         meta["feature_names"] = names.tolist()
     if rows is not None:
@@ -543,6 +561,7 @@ def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: st
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized, ARD lengthscales and
     ``m`` seeded pseudo-inputs, as for concrete. Every row trains the model: no test set, so no test metrics."""
+    seed = check_seed("seed", seed)  # before reading the file
     X, y = read_regression_file(path, outcome=outcome, features=features)
     Xs, ys, moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
     data = make_sparse_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), m=m, name=Path(path).stem, seed=seed,

@@ -1155,3 +1155,46 @@ def test_a_subnormal_hyperparameter_is_reported_as_such():
     with pytest.raises(PyrozooError, match=r"expected a finite loss, got a loss of inf; lower lr$"):
         check_step(what, 3, 10.0, float("inf"))
     check_step(what, 3, 10.0, 1.0, values={"variance": t(2.3e-308), "Z": t([[-1e300]])})  # normal floats pass
+
+
+def test_empty_priors_hold_every_hyperparameter():
+    """make_gp_dataset(priors={}) was read as the default priors (``priors or DEFAULT_PRIORS``), so NUTS sampled all
+    three hyperparameters and dropped the given values; docs/gp.md says a hyperparameter left out of priors is held.
+    {} is now every one held (None is the defaults), and NUTS with nothing to sample is refused before any work."""
+    from pyrozoo.models.gp import DEFAULT_PRIORS
+
+    X, y, _, _ = simulate_regression(0, n=15, n_test=1)
+    assert make_gp_dataset(X, y, priors={}).meta["priors"] == {}
+    assert make_gp_dataset(X, y).meta["priors"] == DEFAULT_PRIORS
+    cfg = RunConfig(model="gp", inference="nuts", num_samples=5, warmup_steps=5, num_chains=1, progress=False)
+    with pytest.raises(PyrozooError, match=r"^priors: expected at least one hyperparameter with a LogNormal prior for "
+                                           r"inference 'nuts' .*got \{\}$"):
+        fit_gp(make_gp_dataset(X, y, priors={}), cfg)
+    held = fit_gp(make_gp_dataset(X, y, priors={"noise": (-2.0, 1.0)}, lengthscale=0.7), cfg)
+    assert set(held.posterior) == {"noise", "f"}
+
+
+def test_a_misspelt_make_gp_dataset_keyword_is_a_clear_error():
+    X, y, _, _ = simulate_regression(0, n=5, n_test=1)
+    with pytest.raises(PyrozooError, match=r"^make_gp_dataset: unknown key\(s\) foo, lenghtscale; allowed: .*"
+                                           r"lengthscale"):
+        make_gp_dataset(X, y, foo=3, lenghtscale=0.3)
+
+
+@pytest.mark.parametrize("fn", ["simulate_gp", "simulate_regression", "gp_from_file"])
+def test_seeds_outside_the_documented_range_are_refused(fn, tmp_path):
+    """README: a seed outside [0, 2**32 - 1] is a PyrozooError before any work; simulate_gp gave a raw torch error
+    for 2**64 ("Overflow when unpacking long long") and took -1."""
+    import pandas as pd
+
+    import pyrozoo.models.gp as gp_mod
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"a": np.arange(6.0), "y": np.sin(np.arange(6.0))}).to_csv(path, index=False)
+    call = {"simulate_gp": lambda s: gp_mod.simulate_gp(s, n=5, n_test=2),
+            "simulate_regression": lambda s: simulate_regression(s, n=5, n_test=2),
+            "gp_from_file": lambda s: gp_mod.gp_from_file(str(path), s, outcome="y")}[fn]
+    for bad in (-1, 2**32, 2**64, 1.5, True):
+        with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
+            call(bad)
+    call(2**32 - 1)

@@ -756,3 +756,45 @@ def test_sparse_gp_model_checks_its_arguments(kwargs, match):
     for method, cls in (("fitc", "Normal"), ("vfe", "_TitsiasNormal")):  # the valid names build their likelihoods
         tr = poutine.trace(sparse_gp_model).get_trace(X, y, Z=X[:3].numpy(), method=method, **_hyp_floats())
         assert type(tr.nodes["y"]["fn"]).__name__ == cls
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"m": 5, "lenghtscale": [0.3, 0.3], "methd": "fitc"}, r"^make_sparse_dataset: unknown key\(s\) lenghtscale, "
+                                                           r"methd; allowed: .*lengthscale, m, method, .*"),
+    ({"m": 5, "ard": "yes"}, r"^ard: expected True or False, got 'yes'$"),  # failed only at fit
+    ({"m": 10, "Z": "5 rows"}, r"^m: expected None or Z's number of rows \(5\) when Z is given, got 10$"),
+])
+def test_make_sparse_dataset_refuses_unknown_and_conflicting_keywords(kwargs, match):
+    """Misspelt keywords went into meta and were ignored (the fit ran VFE with lengthscale 1), ard='yes' failed
+    only at the fit, m=10 with a 5-row Z was ignored."""
+    X, y, _, _ = simulate_regression(0, n=30, n_test=1, input_dim=2)
+    if kwargs.get("Z") == "5 rows":
+        kwargs = {**kwargs, "Z": X[:5]}
+    with pytest.raises(PyrozooError, match=match):
+        make_sparse_dataset(X, y, **kwargs)
+    assert make_sparse_dataset(X, y, m=5, Z=X[:5]).inputs["Z"].shape == (5, 2)  # an m that agrees is fine
+    assert make_sparse_dataset(X, y, Z=X[:4]).inputs["Z"].shape == (4, 2)
+    assert make_sparse_dataset(X, y).inputs["Z"].shape == (20, 2)  # the default m
+    assert make_sparse_dataset(X, y, m=3, ard=True).meta["ard"] is True
+
+
+@pytest.mark.parametrize("fn", ["simulate_sparse_gp", "make_sparse_dataset", "initial_pseudo_inputs",
+                                "sparse_gp_from_file"])
+def test_sparse_seeds_outside_the_documented_range_are_refused(fn, tmp_path):
+    """README: a seed outside [0, 2**32 - 1] is a PyrozooError before any work; -1 and 2**64 gave raw numpy or torch
+    errors (or were taken)."""
+    import pandas as pd
+
+    import pyrozoo.models.sparse_gp as sg
+
+    X, y, _, _ = simulate_regression(0, n=10, n_test=1)
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"a": X[:, 0].numpy(), "y": y.numpy()}).to_csv(path, index=False)
+    call = {"simulate_sparse_gp": lambda s: sg.simulate_sparse_gp(s, n=10, n_test=2, m=3),
+            "make_sparse_dataset": lambda s: make_sparse_dataset(X, y, m=3, seed=s),
+            "initial_pseudo_inputs": lambda s: sg.initial_pseudo_inputs(X, 3, s),
+            "sparse_gp_from_file": lambda s: sg.sparse_gp_from_file(str(path), s, outcome="y", m=3)}[fn]
+    for bad in (-1, 2**32, 2**64, 2.5, False):
+        with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
+            call(bad)
+    call(2**32 - 1)
