@@ -637,3 +637,28 @@ def test_a_seed_beyond_numpys_range_is_one_line_and_exit_2(tmp_path, capsys, see
     assert err == [f"pyrozoo: error: seed: expected an integer seed in [0, 2**32 - 1] (at most 4294967295), got "
                    f"{seed}"]
     assert not out.exists()
+
+
+def test_run_warns_about_one_chain_as_diagnose_does(tmp_path, capsys):
+    """`pyrozoo run --num-chains 1` printed the ESS column but no warning (it judged ESS only with several chains)
+    while `pyrozoo diagnose` warned ("beta: ess_bulk 40 < 100"); with one draw it said nothing while diagnose
+    explained. Both now print the same notes and warnings (the `where` of a cut-off list aside)."""
+    def said(text, kind):
+        return [line for line in text.splitlines() if line.startswith(kind)]
+
+    short = ["--inference", "hmc", "--warmup-steps", "20", "--num-chains", "1", "--no-progress", "--device", "cpu"]
+    for n in ("200", "3", "1"):
+        out = tmp_path / f"run{n}"
+        assert main(["run", "normal-gamma", "--num-samples", n, "--out", str(out), *short]) == 0
+        run_text = capsys.readouterr().out
+        assert main(["diagnose", str(out), "--no-plots"]) == 0
+        diagnose_text = capsys.readouterr().out
+        assert said(run_text, "warning:") == said(diagnose_text, "warning:")
+        assert said(run_text, "note:") == said(diagnose_text, "note:")
+        if n == "200":  # hmc with 20 warmup steps: ESS well below 100 (40 and 51 at seed 0)
+            assert any(": ess_bulk" in line for line in said(run_text, "warning:"))
+            assert "note: one chain only (r_hat needs several)" in run_text
+        elif n == "3":
+            assert "warning: only 3 draws per chain" in run_text
+        else:
+            assert "note: only one draw: sd, r_hat, ESS" in run_text

@@ -27,11 +27,9 @@ def handle(args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import (
         BFMI_MIN,
         TREEDEPTH_SHARE_MAX,
-        check_lines,
         ess_threshold,
         is_markov_chain,
-        nonfinite_warnings,
-        shown_warnings,
+        report_lines,
         summary,
     )
     from pyrozoo.inference.rundir import load_run
@@ -58,29 +56,14 @@ def handle(args: argparse.Namespace) -> int:
               f"variables (the warnings below cover every row)")
     where = ("in the summary table above" if len(shown) == len(table)
              else "in the whole table: --max-rows 0 prints it")
-    if one_draw:
-        each = f" per chain ({chains} chains)" if chains > 1 else ""
-        if is_markov_chain(idata):  # a sampler asked for one draw, not a point-estimate engine
-            sd = "sd, " if chains < 2 else ""
-            print(f"note: only one draw{each}: {sd}r_hat, ESS, MCSE, az.loo/az.waic and trace, density or energy "
-                  f"plots need more; rerun with a larger --num-samples")
-        else:
-            print("note: one draw (a point estimate, or --num-samples 1): sd, r_hat, ESS, az.loo and trace or "
-                  "density plots do not apply (az.waic returns the in-sample fit, not an out-of-sample elpd)")
-        for line in shown_warnings(nonfinite_warnings(table), where=where):
-            print(f"warning: {line}")
-        return 0
-    independent = not is_markov_chain(idata)
-    if independent:
-        print("note: independent draws from the fitted posterior (no Markov chain), so r_hat and ESS do not measure "
-              "convergence; an optimizer's loss trace, where the engine has one, is in the fit_stats group")
-    elif chains < 2:
-        print("note: one chain only (r_hat needs several); ESS is within-chain")
-    notes, lines = check_lines(idata, table, convergence=not independent, where=where)
+    notes, lines = report_lines(idata, table, where=where)
     for line in notes:
         print(f"note: {line}")
     for line in lines:
         print(f"warning: {line}")
+    if one_draw:  # no trace to plot, no convergence to clear
+        return 0
+    independent = not is_markov_chain(idata)
     if not lines and not independent:
         stats = getattr(idata, "sample_stats", None)  # a Gibbs kernel without log_joint writes no sample_stats
         bfmi = f", E-BFMI >= {BFMI_MIN}" if stats is not None and "energy" in stats else ""

@@ -120,7 +120,13 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.evaluation.diagnostics import check_lines, check_table, is_markov_chain, summary
+    from pyrozoo.evaluation.diagnostics import (
+        check_table,
+        convergence_judged,
+        is_markov_chain,
+        report_lines,
+        summary,
+    )
     from pyrozoo.registry import SETTINGS
     from pyrozoo.runner import run_model
 
@@ -140,10 +146,12 @@ def handle(args: argparse.Namespace) -> int:
         table = summary(idata, max_rows=SUMMARY_ROWS)
         cols = [c for c in ("mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat") if c in table.columns]
         print(table[cols].to_string(float_format=lambda v: f"{v:.4g}"))
-        # r_hat and ESS judge Markov chains; several chains of independent draws (exact blr) are not judged
-        convergence = result.num_chains > 1 and is_markov_chain(idata)
-        notes, lines = check_lines(idata, check_table(idata, convergence=convergence), convergence=convergence,
-                                   where="`pyrozoo diagnose RUN_DIR` prints the whole table")
+    if result.num_chains * result.num_draws > 1 or is_markov_chain(idata):  # a sampler's one draw gets its note
+        # the rule `pyrozoo diagnose` applies: ESS judged for Markov chains, one chain too (r_hat needs two or
+        # more); independent draws (exact blr, SVI) not judged, and not noted here after every such fit
+        table = check_table(idata, convergence=convergence_judged(idata))
+        notes, lines = report_lines(idata, table, independent_notes=False,
+                                    where="`pyrozoo diagnose RUN_DIR` prints the whole table")
         for line in notes:
             print(f"note: {line}")
         for line in lines:

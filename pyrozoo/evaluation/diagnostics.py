@@ -285,6 +285,47 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
     return (notes if fixed else []), shown_warnings(lines, where=where)
 
 
+def convergence_judged(idata: az.InferenceData) -> bool:
+    """Whether r_hat and ESS are judged, by ``pyrozoo run`` and ``pyrozoo diagnose`` alike: draws of a Markov chain
+    (:func:`is_markov_chain`) with at least 2 draws per chain, whatever the number of chains (ESS is within-chain;
+    r_hat, NaN with one chain, is judged where it is finite)."""
+    return idata.posterior.sizes.get("draw", 1) >= 2 and is_markov_chain(idata)
+
+
+def report_lines(idata: az.InferenceData, table: pd.DataFrame, *, where: str = "in the summary table",
+                 independent_notes: bool = True) -> tuple[list[str], list[str]]:
+    """The notes and warnings that ``pyrozoo run`` and ``pyrozoo diagnose`` both print under a summary table, by
+    one rule. Fewer than 2 draws per chain: a note (a sampler short of draws, or a point estimate) and only the
+    NaN or inf warnings. Else independent draws (not :func:`is_markov_chain`: exact, SVI, SWAG ... posteriors): a
+    note and :func:`check_lines` without r_hat and ESS. Else a Markov chain: :func:`check_lines` with ESS at
+    :func:`ess_threshold`, whatever the number of chains (ESS is within-chain), and r_hat where there are several
+    chains (with one it is NaN, not judged; a note says so). ``independent_notes=False`` leaves out the two notes on
+    independent draws (``pyrozoo run``, which would print one after every SVI or point-estimate fit). ``table``:
+    :func:`summary`, or :func:`check_table` with ``convergence=``:func:`convergence_judged`."""
+    chains, draws = idata.posterior.sizes.get("chain", 1), idata.posterior.sizes.get("draw", 1)
+    markov = is_markov_chain(idata)
+    context: list[str] = []
+    if draws < 2:  # one draw per chain: no trace, no within-chain spread, whatever the number of chains
+        each = f" per chain ({chains} chains)" if chains > 1 else ""
+        if markov:  # a sampler asked for one draw, not a point-estimate engine
+            sd = "sd, " if chains < 2 else ""
+            context.append(f"only one draw{each}: {sd}r_hat, ESS, MCSE, az.loo/az.waic and trace, density or energy "
+                           f"plots need more; rerun with a larger --num-samples")
+        elif independent_notes:
+            context.append("one draw (a point estimate, or --num-samples 1): sd, r_hat, ESS, az.loo and trace or "
+                           "density plots do not apply (az.waic returns the in-sample fit, not an out-of-sample "
+                           "elpd)")
+        return context, shown_warnings(nonfinite_warnings(table), where=where)
+    if not markov and independent_notes:
+        context.append("independent draws from the fitted posterior (no Markov chain), so r_hat and ESS do not "
+                       "measure convergence; an optimizer's loss trace, where the engine has one, is in the "
+                       "fit_stats group")
+    elif markov and chains < 2:
+        context.append("one chain only (r_hat needs several); ESS is within-chain")
+    notes, lines = check_lines(idata, table, convergence=convergence_judged(idata), where=where)
+    return context + notes, lines
+
+
 NOTE_NAMES = 10  # names a note lists before it counts the rest
 
 

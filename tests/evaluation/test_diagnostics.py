@@ -427,3 +427,27 @@ def test_check_table_of_draws_with_an_inf_raises_no_numpy_warning():
         warnings.simplefilter("error", RuntimeWarning)
         table = check_table(idata, convergence=False)
     assert np.isinf(table.loc["mu", "mean"]) and np.isnan(table.loc["mu", "sd"])
+
+
+def test_report_lines_judge_the_ess_of_one_markov_chain_and_not_of_independent_draws():
+    """One rule for `pyrozoo run` and `pyrozoo diagnose` (run skipped ESS with one chain): a single chain of a
+    random walk (ESS far below 100) is warned about, with a note that r_hat needs several chains; the same draws
+    tagged as independent (svi) get no ESS line, and run's ``independent_notes=False`` drops the note too. One draw
+    of a chain is a note, not an "only 1 draws per chain" warning."""
+    from pyrozoo.evaluation.diagnostics import check_table, convergence_judged, report_lines
+
+    walk = {"w": np.cumsum(np.random.default_rng(5).normal(size=(1, 200)), axis=1)}
+    chain = az.from_dict(posterior=walk, attrs={"inference": "nuts"})
+    assert convergence_judged(chain)
+    notes, lines = report_lines(chain, check_table(chain))
+    assert notes == ["one chain only (r_hat needs several); ESS is within-chain"]
+    assert any(line.startswith("w: ess_bulk") for line in lines) and not any("r_hat" in x for x in lines)
+    svi = az.from_dict(posterior=walk, attrs={"inference": "svi-meanfield"})
+    assert not convergence_judged(svi)
+    notes, lines = report_lines(svi, check_table(svi, convergence=False))
+    assert lines == [] and notes[0].startswith("independent draws from the fitted posterior")
+    assert report_lines(svi, check_table(svi, convergence=False), independent_notes=False) == ([], [])
+    one = az.from_dict(posterior={"w": np.zeros((1, 1))}, attrs={"inference": "hmc"})
+    assert not convergence_judged(one)
+    notes, lines = report_lines(one, check_table(one, convergence=False))
+    assert lines == [] and notes[0].startswith("only one draw: sd, r_hat, ESS")
