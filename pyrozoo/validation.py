@@ -115,9 +115,37 @@ def check_finite(name: str, value: torch.Tensor | np.ndarray, *, labels: Any = N
             where = f"row {_plain_label(labels.index[first[0]])!r}"
             if labels.ndim == 2 and arr.ndim == 2 and labels.shape[1] == arr.shape[1]:
                 where += f", column {str(labels.columns[first[1]])!r}"
+        at = f" at {where}" if arr.ndim else ""  # a scalar has no index to give
         raise PyrozooError(
-            f"{name}: expected finite values, found {int(bad.sum())} non-finite ({kind} at {where})"
+            f"{name}: expected finite values, found {int(bad.sum())} non-finite ({kind}{at})"
         )
+
+
+def check_finite_kwargs(kwargs: Mapping[str, Any], *, allow: Iterable[str] | str = (), what: str = "") -> None:
+    """Raise :func:`check_finite`'s :class:`PyrozooError` for the first entry of ``kwargs`` that is a floating-point
+    tensor or NumPy array holding NaN or inf, named by its key (``what['key']`` when ``what`` is given). The
+    engines call it before any work: a model whose loader skipped validation otherwise fails inside Pyro or torch
+    ("cannot find valid initial params"). Other entries (None, numbers, integer or bool tensors, modules) are not
+    read (nor meta tensors, which hold no values), and the keys in ``allow`` (the engines' ``allow_nonfinite``)
+    may hold NaN or inf: a mask, an inf truncation bound. One ``torch.isfinite(v).all()`` per tensor (one host
+    sync each); only a tensor that fails is copied to the host, for the message."""
+    allowed = (allow,) if isinstance(allow, str) else allow
+    if not isinstance(allowed, Iterable) or isinstance(allowed, Mapping):
+        raise PyrozooError(f"allow_nonfinite: expected names of model arguments, got {type(allow).__name__}")
+    allowed = tuple(allowed)
+    if not all(isinstance(n, str) for n in allowed):
+        raise PyrozooError(f"allow_nonfinite: expected names of model arguments (str), got {list(allowed)!r}")
+    for key, value in kwargs.items():
+        if key in allowed:
+            continue
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point() or value.is_meta or bool(torch.isfinite(value).all()):
+                continue
+            value = value.detach().cpu().to(torch.float64)  # bfloat16 has no NumPy dtype; the message only
+        elif not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
+                  and not np.isfinite(value).all()):
+            continue
+        check_finite(f"{what}[{key!r}]" if what else str(key), value)
 
 
 def _plain_label(label: Any) -> Any:

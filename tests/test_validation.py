@@ -468,3 +468,28 @@ def test_every_public_seed_argument_is_checked_against_the_seed_range():
             with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
                 call(bad)
     assert make_folds(20, 2, seed=2**32 - 1).shape == (1, 20)  # the top of the range is a seed
+
+
+def test_check_finite_kwargs_reads_floating_arrays_only_and_copies_none_that_pass(monkeypatch):
+    """The engines' up-front data check: floating tensors (bfloat16 too, which has no NumPy dtype) and NumPy arrays
+    are checked with one isfinite().all() each; integer and bool tensors, numbers and None are not read; names in
+    ``allow`` are exempt; only a failing tensor reaches check_finite (its host copy)."""
+    from pyrozoo import validation
+    from pyrozoo.validation import check_finite_kwargs
+
+    bad = torch.ones(3, dtype=torch.bfloat16)
+    bad[1] = float("inf")
+    with pytest.raises(PyrozooError, match=r"^w: expected finite values, found 1 non-finite \(inf at index \(1,\)\)$"):
+        check_finite_kwargs({"n": 3, "mask": torch.tensor([True]), "w": bad})
+    with pytest.raises(PyrozooError, match=r"^data\['z'\]: expected finite values, found 1 non-finite \(NaN\)$"):
+        check_finite_kwargs({"z": np.full((), np.nan)}, what="data")
+    check_finite_kwargs({"w": bad, "n": float("nan"), "none": None}, allow="w")  # a Python number is not read
+    for allow in (3, {"w": 1}, [1]):
+        with pytest.raises(PyrozooError, match="allow_nonfinite: expected names of model arguments"):
+            check_finite_kwargs({"w": bad}, allow=allow)
+
+    def copied(name, value, **kwargs):
+        raise AssertionError(f"{name} was copied to the host")
+
+    monkeypatch.setattr(validation, "check_finite", copied)
+    check_finite_kwargs({"x": torch.randn(1000), "y": np.zeros(5), "k": torch.arange(4)})

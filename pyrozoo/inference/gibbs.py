@@ -25,7 +25,7 @@ from pyrozoo.inference.predictive import (
 )
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_int
+from pyrozoo.validation import check_finite_kwargs, check_int
 
 State = dict[str, torch.Tensor]
 
@@ -214,6 +214,7 @@ def run_gibbs(
     log_likelihood_fn: LogLikelihoodFn | None = None,
     model_name: str = "",
     config: Mapping[str, Any] | None = None,
+    allow_nonfinite: Iterable[str] = (),
 ) -> Result:
     """Run ``num_chains`` Gibbs chains in lock-step; keep every ``thin``-th sweep after ``warmup_steps``.
 
@@ -224,12 +225,17 @@ def run_gibbs(
     model (enumerated sites excepted) with the sites' shapes, all before the first sweep. The kernel's contract
     (see :class:`GibbsKernel`) is checked too: init's state and blocks before the first sweep, each draw's shape
     and dtype at every sweep, ``log_joint``'s at every recorded draw, and the recorded blocks' finiteness every
-    ``_CHECK_EVERY`` sweeps and at the end (one host sync each), naming the block, chain and draw.
+    ``_CHECK_EVERY`` sweeps and at the end (one host sync each), naming the block, chain and draw. Before any of
+    it, every floating-point tensor in ``data`` (a mapping) and ``model_kwargs`` must be finite (a NaN or inf is a
+    :class:`PyrozooError` naming the entry), except those named in ``allow_nonfinite``.
     """
     num_samples = check_int("num_samples", num_samples, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     thin = check_int("thin", thin, minimum=1)
+    if isinstance(data, Mapping):  # a kernel may read another kind of object: not looked into
+        check_finite_kwargs(data, allow=allow_nonfinite, what="data")
+    check_finite_kwargs(model_kwargs or {}, allow=allow_nonfinite)
     proto = None
     if model is not None:  # traced before set_seed: the chains' draws stay those of the seed alone
         proto = trace_model(model, model_kwargs or {})

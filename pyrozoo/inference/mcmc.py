@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import check_likelihood_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_choice, check_int, check_probability
+from pyrozoo.validation import check_choice, check_finite_kwargs, check_int, check_probability
 
 
 class _RecordsEnergy:
@@ -152,6 +152,7 @@ def run_mcmc(
     log_likelihood_fn: LogLikelihoodFn | None = None,
     model_name: str = "",
     config: Mapping[str, Any] | None = None,
+    allow_nonfinite: Iterable[str] = (),
 ) -> Result:
     """Run ``num_chains`` chains of NUTS (or HMC) on ``model(**model_kwargs)``, one after another.
 
@@ -159,6 +160,8 @@ def run_mcmc(
     each continues the seeded RNG stream, so a seed fixes all chains. Discrete sites marked for enumeration are
     summed out (``max_plate_nesting`` is read off the model). ``jit_compile`` traces the potential energy once.
     ``init_strategy`` (e.g. ``pyro.infer.autoguide.init_to_value(values=...)``) replaces Pyro's default start.
+    Every floating-point tensor in ``model_kwargs`` must be finite (a NaN or inf is a :class:`PyrozooError` naming
+    the argument, before any work), except those named in ``allow_nonfinite`` (a mask, an inf bound).
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("kernel", kernel, KERNELS)
@@ -166,6 +169,7 @@ def run_mcmc(
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     check_probability("target_accept_prob", target_accept_prob, open_interval=True)
+    check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     set_seed(seed)
     proto = trace_model(model, model_kwargs)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)

@@ -6,7 +6,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from pyrozoo.inference.predictive import (
 )
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_choice, check_int, check_positive
+from pyrozoo.validation import check_choice, check_finite_kwargs, check_int, check_positive
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -239,6 +239,7 @@ def run_svi(
     train_kwargs: Mapping[str, Any] | None = None,
     model_name: str = "",
     config: Mapping[str, Any] | None = None,
+    allow_nonfinite: Iterable[str] = (),
 ) -> Result:
     """Fit ``guide`` to ``model(**model_kwargs)`` by maximizing the ELBO, then draw ``num_samples`` from it.
 
@@ -265,6 +266,8 @@ def run_svi(
     ``callback(step, loss)`` is called after every step (raise from it to stop). ``train_kwargs`` are passed to
     model and guide during the optimization steps only, e.g. ``{"subsample_size": 256}`` for a model whose data
     plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
+    Every floating-point tensor in ``model_kwargs`` and ``train_kwargs`` must be finite (a NaN or inf is a
+    :class:`PyrozooError` naming the argument, before any work), except those named in ``allow_nonfinite``.
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
@@ -278,6 +281,8 @@ def run_svi(
         raise PyrozooError(f"vectorize_particles: expected True or False, got {vectorize_particles!r}")
     if device is not None:
         device = _checked_device(device, model_kwargs)
+    check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
+    check_finite_kwargs(train_kwargs or {}, allow=allow_nonfinite, what="train_kwargs")
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
     if resume and not Path(checkpoint).exists():

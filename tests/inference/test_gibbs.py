@@ -324,3 +324,26 @@ def test_a_fixed_helper_under_the_default_record_is_told_how_to_pass_record():
                                            r"so every block of init's state is recorded; for fixed helper blocks "
                                            r"pass record=\('a',\)"):
         run_gibbs(kernel, {}, num_samples=3, warmup_steps=0, num_chains=2, progress=False)
+
+
+def test_a_nan_in_the_data_or_the_model_kwargs_is_named_before_the_first_sweep():
+    """A NaN sufficient statistic reached the conditionals and came back as torch's "Expected parameter rate ...
+    GreaterThan" from inside the kernel; now a PyrozooError naming the entry before init or the model runs."""
+    calls = []
+
+    def init(c, d):
+        calls.append(1)
+        return ng.GIBBS_KERNEL.init(c, d)
+
+    kernel = GibbsKernel(init=init, conditionals=ng.GIBBS_KERNEL.conditionals, log_joint=ng.GIBBS_KERNEL.log_joint)
+    ds = ng.make_dataset(np.random.default_rng(0).normal(1.0, 2.0, 20))
+    stats = {**ng.sufficient_stats(ds), "ss": torch.tensor(float("nan"), dtype=torch.float64)}
+    with pytest.raises(PyrozooError, match=r"^data\['ss'\]: expected finite values, found 1 non-finite \(NaN\)$"):
+        run_gibbs(kernel, stats, num_samples=3, warmup_steps=0, num_chains=2, progress=False)
+    kwargs = ds.model_kwargs()
+    kwargs["x"] = kwargs["x"].clone()
+    kwargs["x"][4] = float("nan")
+    with pytest.raises(PyrozooError, match=r"^x: expected finite values, found 1 non-finite \(NaN at index \(4,\)\)"):
+        run_gibbs(kernel, ng.sufficient_stats(ds), model=ng.normal_gamma_model, model_kwargs=kwargs, num_samples=3,
+                  warmup_steps=0, num_chains=2, progress=False)
+    assert calls == []

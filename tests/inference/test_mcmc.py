@@ -194,3 +194,26 @@ def test_nuts_tree_depth_is_the_depth_pyro_reached():
         assert kernel._tree_depth == max(kept, default=0)
         seen.add(kernel._tree_depth)
     assert len(seen) >= 2  # the check saw transitions of different depths
+
+
+def test_a_nan_in_the_data_is_named_before_any_work():
+    """A user's model whose loader skips validation got Pyro's "Model specification seems incorrect - cannot find
+    valid initial params", naming neither the argument nor the NaN; the model is not even traced now. Tensors
+    named in allow_nonfinite (an inf truncation bound), integer tensors and None are not read."""
+    calls = []
+
+    def model(x=None, n=10, upper=None, idx=None):
+        calls.append(1)
+        conjugate_model(x, n)
+
+    x = torch.linspace(-0.5, 2.0, 10)
+    x[3] = float("nan")
+    with pytest.raises(PyrozooError, match=r"^x: expected finite values, found 1 non-finite \(NaN at index \(3,\)\)$"):
+        run_mcmc(model, {"x": x}, num_samples=5, warmup_steps=5, num_chains=1, progress=False)
+    assert calls == []
+    kwargs = {"x": torch.linspace(-0.5, 2.0, 10), "upper": torch.tensor(float("inf")), "idx": torch.arange(3)}
+    with pytest.raises(PyrozooError, match=r"^upper: expected finite values, found 1 non-finite \(inf\)$"):
+        run_mcmc(model, kwargs, num_samples=5, warmup_steps=5, num_chains=1, progress=False)
+    res = run_mcmc(model, kwargs, num_samples=5, warmup_steps=5, num_chains=1, progress=False,
+                   allow_nonfinite=["upper"])
+    assert res.posterior["mu"].shape == (1, 5)

@@ -613,3 +613,22 @@ def test_numbers_equal_as_values_match_on_resume_and_data_dtypes_still_count(tmp
     assert changed_data(data_fingerprint({"x": X}), data_fingerprint({"x": X.double()}))
     assert changed_data(data_fingerprint({"s": 2.0}), data_fingerprint({"s": torch.tensor(2.0, dtype=torch.float64)}))
     assert changed_data(data_fingerprint({"s": 2}), data_fingerprint({"s": torch.tensor(2, dtype=torch.int32)}))
+
+
+def test_a_nan_in_the_data_is_named_before_any_work():
+    """A NaN in model_kwargs was Pyro's "Error while computing log_prob at site 'x'" after the guide was set up;
+    now a PyrozooError naming the argument before model or guide runs (train_kwargs are checked too)."""
+    calls = []
+
+    def counted(x=None, n=20):
+        calls.append(1)
+        model(x, n)
+
+    x = X.clone()
+    x[[2, 7]] = float("-inf")
+    with pytest.raises(PyrozooError, match=r"^x: expected finite values, found 2 non-finite \(inf at index \(2,\)\)$"):
+        run_svi(counted, AutoNormal(counted), {"x": x}, num_steps=2, num_samples=2, progress=False)
+    with pytest.raises(PyrozooError, match=r"^train_kwargs\['x'\]: expected finite values"):
+        run_svi(counted, AutoNormal(counted), {"x": X}, num_steps=2, num_samples=2, progress=False,
+                train_kwargs={"x": x})
+    assert calls == []
