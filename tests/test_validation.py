@@ -493,3 +493,75 @@ def test_check_finite_kwargs_reads_floating_arrays_only_and_copies_none_that_pas
 
     monkeypatch.setattr(validation, "check_finite", copied)
     check_finite_kwargs({"x": torch.randn(1000), "y": np.zeros(5), "k": torch.arange(4)})
+
+
+def _seed_calls() -> dict[str, tuple]:
+    """name -> (call taking the seed, argument the error names, whether 2**32 - 1 is cheap enough to run): every
+    public function of the package, outside the GP and regime-scm files, that takes a seed (or bnn's split, which
+    seeds the split's permutation). A file reader gets a missing path: the seed is refused before the file is read."""
+    import torch
+
+    from pyrozoo.active.loop import simulate_clustered
+    from pyrozoo.causal.conformal import calibrate_band
+    from pyrozoo.causal.effect_curve_sim import simulate_effect_curve
+    from pyrozoo.data.agnostic_file import read_agnostic_file
+    from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
+    from pyrozoo.data.uci import split_regression, uci_split
+    from pyrozoo.evaluation.probes import make_probes, probe_leakage
+    from pyrozoo.models import blr, bnn, effect_curve, normal_gamma, plce, spike_slab
+
+    x, y = torch.randn(12, 2, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    f, lab = np.random.default_rng(0).normal(size=(8, 2)), np.array([0, 1] * 4)
+    missing = "no-such-file.csv"
+    return {
+        "simulate_effect_curve": (lambda s: simulate_effect_curve(s, n=10), "seed", True),
+        "simulate_blr": (lambda s: blr.simulate_blr(s, n=2, d=1), "seed", True),
+        "load_boston": (lambda s: blr.load_boston(s), "seed", False),
+        "load_concrete": (lambda s: blr.load_concrete(s), "seed", False),
+        "blr_from_file": (lambda s: blr.blr_from_file(missing, s), "seed", False),
+        "simulate_normal_gamma": (lambda s: normal_gamma.simulate_normal_gamma(s, n=2), "seed", True),
+        "load_boston_medv": (lambda s: normal_gamma.load_boston_medv(s), "seed", False),
+        "read_normal_gamma_file": (lambda s: normal_gamma.read_normal_gamma_file(missing, s), "seed", False),
+        "simulate_bnn_data": (lambda s: bnn.simulate_bnn_data(s, n=10), "seed", True),
+        "simulate_bnn_data split": (lambda s: bnn.simulate_bnn_data(0, n=10, split=s), "split", True),
+        "bnn boston": (lambda s: bnn.bnn_entry().datasets["boston"](s), "seed", False),
+        "bnn_from_file": (lambda s: bnn.bnn_from_file(missing, s), "seed", False),
+        "bnn_from_file split": (lambda s: bnn.bnn_from_file(missing, 0, split=s), "split", False),
+        "split_regression": (lambda s: split_regression(x, y, split=s), "split", True),
+        "uci_split": (lambda s: uci_split("boston", s), "split", False),
+        "cps1985_task": (lambda s: cps1985_task(s), "seed", True),
+        "digits_task": (lambda s: digits_task(s), "seed", False),
+        "read_agnostic_file": (lambda s: read_agnostic_file(missing, s, target="y", protected="p"), "seed", False),
+        "simulate_clustered": (lambda s: simulate_clustered(s, n=20), "seed", True),
+        "simulate_emvs_design": (lambda s: spike_slab.simulate_emvs_design(s, n=2, p=3), "seed", True),
+        "simulate_equicorrelated_design": (lambda s: spike_slab.simulate_equicorrelated_design(s, n=2, p=1,
+                                                                                              num_signals=1),
+                                           "seed", True),
+        "simulate_spike_slab": (lambda s: spike_slab.simulate_spike_slab(s, n=4, p=2, num_signals=1), "seed", True),
+        "spike_slab_from_file": (lambda s: spike_slab.spike_slab_from_file(missing, s), "seed", False),
+        "SpikeSlabRegression": (lambda s: spike_slab.SpikeSlabRegression(seed=s), "seed", True),
+        "plce make_estimator": (lambda s: plce.make_estimator(s), "seed", True),
+        "plce_from_file": (lambda s: plce.plce_from_file(missing, s), "seed", False),
+        "load_lalonde": (lambda s: plce.load_lalonde(s), "seed", False),
+        "effect_curve make_estimator": (lambda s: effect_curve.make_estimator(s), "seed", True),
+        "effect_curve_from_file": (lambda s: effect_curve.effect_curve_from_file(missing, s), "seed", False),
+        "load_cps1985": (lambda s: effect_curve.load_cps1985(s), "seed", False),
+        "make_probes": (lambda s: make_probes(s), "seed", True),
+        "probe_leakage": (lambda s: probe_leakage(f, lab, f, lab, seed=s), "seed", False),
+        "calibrate_band": (lambda s: calibrate_band(lambda y: (y, np.ones_like(y)), np.zeros(3), np.ones(3),
+                                                    np.zeros(3), n_pseudo=1, seed=s), "seed", True),
+    }
+
+
+@pytest.mark.parametrize("name", list(_seed_calls()))
+def test_each_public_seed_is_refused_outside_the_seed_range_before_any_work(name):
+    """README: any seed= in Python is an integer in [0, 2**32 - 1], a larger or negative one a PyrozooError naming
+    it before any work. These took -1 and 2**32 (NumPy's generators refused -1 with a raw ValueError, torch's 2**64
+    with "Overflow when unpacking long long"), or refused them only after reading or drawing the data."""
+    call, arg, cheap = _seed_calls()[name]
+    for bad in (-1, 2**32):
+        with pytest.raises(PyrozooError, match=rf"^{arg}: expected an integer seed in \[0, 2\*\*32 - 1\] \(at "
+                                               rf"most 4294967295\), got {bad}$"):
+            call(bad)
+    if cheap:
+        call(2**32 - 1)  # the top of the range is a seed

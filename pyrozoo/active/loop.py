@@ -272,6 +272,7 @@ def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1
     """Synthetic design: inputs from 6 Gaussian clusters of very unequal size (weights 0.5 ... 0.02) with random
     centres, y = 1 + x^T w + N(0, noise^2), w ~ N(0, I). Top-b acquisitions tend to fill a batch from one remote
     cluster; a batch that approximates the whole pool's posterior update should spread."""
+    seed = check_seed("seed", seed)
     rng = np.random.default_rng(seed)
     weights = np.array([0.5, 0.2, 0.12, 0.1, 0.06, 0.02])
     centres = rng.normal(0, 2.0, size=(len(weights), d))

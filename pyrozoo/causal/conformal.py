@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_int, check_probability
+from pyrozoo.validation import check_int, check_probability, check_seed
 
 Refit = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # y* -> (tau*, V*) per observation
 
@@ -71,6 +71,7 @@ def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_
     after each refit (e.g. a progress bar's ``update``: the refits are most of a large fit's time).
     """
     n_pseudo = check_int("n_pseudo", n_pseudo, minimum=1)
+    seed = check_seed("seed", seed)
     mu_hat, residuals, tau_hat = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (mu_hat, residuals, tau_hat))
     if not (mu_hat.shape == residuals.shape == tau_hat.shape):
         raise PyrozooError(f"calibrate_band: mu_hat, residuals and tau_hat must have one value per observation; "

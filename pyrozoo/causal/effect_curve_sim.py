@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrozoo.validation import check_choice, check_int
+from pyrozoo.validation import check_choice, check_int, check_seed
 
 DESIGNS = ("talk", "heterogeneous", "linear")
 
@@ -51,6 +51,7 @@ class EffectCurveData:
 
 def simulate_effect_curve(seed: int, design: str = "talk", *, n: int = 1000, slope: float = 1.0) -> EffectCurveData:
     """One seeded draw of a design (see the module docstring)."""
+    seed = check_seed("seed", seed)
     check_choice("design", design, DESIGNS)
     n = check_int("n", n, minimum=10)
     rng = np.random.default_rng(seed)

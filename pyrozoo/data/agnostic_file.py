@@ -24,6 +24,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import check_columns_exist, feature_columns, parse_features, refuse_constant
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_seed
 
 # the options of the agnostic entry read only with --data (ZooModel.data_options), text
 FILE_OPTIONS: dict[str, str] = {"target": "", "protected": "", "features": ""}
@@ -65,6 +66,7 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
     feature that is also the target or protected column, a non-numeric, missing, non-finite or constant feature,
     fewer than ``MIN_ROWS`` rows, labels that are neither integers nor text (or inf), a target or protected column
     with fewer than 2 classes, or too few protected labels to train and score the leakage probes."""
+    seed = check_seed("seed", seed)
     source = f"data {path}"
     target = _column_option("target", target, path, "target-label")
     protected = _column_option("protected", protected, path, "protected-concept")
@@ -93,7 +95,7 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
         labels[option] = (values, present)
     (y, y_has), (p, p_has) = labels["target"], labels["protected"]
     keys = [(repr(y[i]) if y_has[i] else "", repr(p[i]) if p_has[i] else "") for i in range(n)]
-    train, probe, test = _stratified_split(keys, np.random.default_rng(int(seed)))
+    train, probe, test = _stratified_split(keys, np.random.default_rng(seed))
     p_probe = _classes(p[probe], p_has[probe])
     if len(p_probe) < 2 or not p_has[test].any():
         raise PyrozooError(f"protected: column {protected!r} of {source} has too few labelled rows per class to hold "

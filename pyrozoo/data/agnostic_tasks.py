@@ -42,6 +42,7 @@ from pyrozoo.validation import (
     check_pandas_numeric,
     check_probability,
     check_same_index,
+    check_seed,
     feature_names,
 )
 
@@ -335,6 +336,7 @@ def digits_task(
     in both colours, so in the context part the colour is the only difference between the two classes)."""
     from sklearn.datasets import load_digits
 
+    seed = check_seed("seed", seed)
     check_probability("train_corr", train_corr)
     context_copies = check_int("context_copies", context_copies, minimum=1)
     check_choice("context", context, ("digits", "blank"))
@@ -353,7 +355,7 @@ def digits_task(
     if fr.shape != (4,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
         raise PyrozooError(f"fractions: expected four positive numbers summing to 1, got {fractions!r}")
 
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(seed)
     digits = load_digits()
     ink = (digits.images / 16.0).astype(np.float32)
     label = digits.target
@@ -410,6 +412,7 @@ def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2
     ``test``. The numeric columns are standardized with the training rows' mean and sd; ``meta["x_mean"]`` and
     ``meta["x_scale"]`` hold them for every feature column (0 and 1 for the dummies, which are left as they are),
     so a DataFrame of raw rows (``meta["feature_names"]``) given to ``predict_proba`` is standardized alike."""
+    seed = check_seed("seed", seed)
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
         raise PyrozooError(f"fractions: expected three positive numbers summing to 1, got {fractions!r}")
@@ -420,7 +423,7 @@ def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2
     gender = (df["gender"] == "female").to_numpy(np.int64)
     num = df[list(CPS_NUMERIC)].to_numpy(np.float64)
     cat = pd.get_dummies(df[list(CPS_CATEGORICAL)], drop_first=True).to_numpy(np.float64)
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
     a, b = int(round(fr[0] * len(df))), int(round((fr[0] + fr[1]) * len(df)))
     train, probe, test = np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:])

@@ -19,8 +19,8 @@ from pyrozoo.inference.device import resolve_device
 from pyrozoo.validation import (
     check_choice,
     check_float_dtype,
-    check_int,
     check_probability,
+    check_seed,
     check_xy,
     feature_names,
     row_labels,
@@ -91,14 +91,14 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     names = feature_names(X)
     labels = row_labels(X)  # a DataFrame's index labels (None: the row numbers)
     X, y = check_regression_data(X, y)
-    check_int("split", split)
+    split = check_seed("split", split)  # it seeds the permutation: 2**64 overflowed torch's manual_seed
     check_probability("test_fraction", test_fraction, open_interval=True)
     n = X.shape[0]
     n_test = n_test_rows(n, test_fraction)
     if n - n_test < TRAIN_ROWS:  # the model's own check then named X with a shape the caller never passed
         raise PyrozooError(f"X: expected at least {min_split_rows(test_fraction)} rows, so that {TRAIN_ROWS} are left "
                            f"to train on after test_fraction={test_fraction:g} holds out {n_test} for testing; got {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split))
     test, train = perm[:n_test], perm[n_test:]
     x_mean, x_std = X[train].mean(0), X[train].std(0)
     x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
@@ -121,6 +121,7 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
 
 def uci_split(name: str, split: int = 0, **kwargs: Any) -> RegressionSplit:
     """Split number ``split`` of the shipped UCI dataset ``name``; its ``feature_names`` are the dataset's columns."""
+    check_seed("split", split)  # split_regression's check, before the dataset is read
     if "device" in kwargs:  # refused before the dataset is read
         kwargs["device"] = resolve_device(kwargs["device"])
     X, y, names = load_uci(name)

@@ -34,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite
+from pyrozoo.validation import check_finite, check_seed
 
 
 def _check_labels(name: str, labels: np.ndarray) -> None:
@@ -61,6 +61,7 @@ def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np
 
 def make_probes(seed: int = 0, mlp_hidden: int = 32) -> dict[str, object]:
     """The two fresh probes (unfitted): ``logreg`` and ``mlp``, each behind a StandardScaler."""
+    seed = check_seed("seed", seed)  # scikit-learn's random_state range, refused at fit with a raw ValueError
     return {
         "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
         "mlp": make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(mlp_hidden,), alpha=1e-3,
@@ -74,6 +75,7 @@ def probe_leakage(train_features: np.ndarray, train_labels: np.ndarray, eval_fea
 
     Returns ``logreg_acc``, ``mlp_acc``, ``chance`` (majority-class rate of the evaluation labels) and
     ``max_excess`` = max probe accuracy - chance (0 means no detectable leakage)."""
+    seed = check_seed("seed", seed)
     ftr, ytr = _check_pair("train", train_features, train_labels)
     fev, yev = _check_pair("eval", eval_features, eval_labels)
     if ftr.shape[1] != fev.shape[1]:

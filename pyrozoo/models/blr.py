@@ -45,6 +45,7 @@ from pyrozoo.validation import (
     check_int,
     check_keys,
     check_positive,
+    check_seed,
     check_xy,
     real_array,
 )
@@ -193,10 +194,11 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
 def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
                  **prior: float) -> Dataset:
     """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)."""
+    seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=2)
     d = check_int("d", d, minimum=1)
     check_positive("noise_true", noise_true)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     x = torch.cat([torch.ones(n, 1, dtype=torch.float64),
                    torch.randn(n, d, generator=gen, dtype=torch.float64)], dim=1)
     w = torch.randn(d + 1, generator=gen, dtype=torch.float64)
@@ -235,11 +237,13 @@ def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[s
 
 def load_boston(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Boston housing (506 x 13, ``MASS/Boston``): median value on the standardized features."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     return _load_shipped("boston", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 
 
 def load_concrete(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Concrete compressive strength (1030 x 8, ``modeldata/concrete``) on the standardized features."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     return _load_shipped("concrete", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 
 
@@ -248,6 +252,7 @@ def blr_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
     """A user's CSV (``--data``): y is column ``outcome``, the inputs the ``features`` (default every other column,
     all numeric; read by :func:`~pyrozoo.data.regression_file.read_regression_file`), standardized with an
     intercept as for boston and concrete."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     x, y = read_regression_file(path, outcome=outcome, features=features)
     return _standardized_dataset(Path(path).stem, x.to_numpy(), y, list(x.columns), device,
                                  {k: options[k] for k in PRIOR_DEFAULTS if k in options})

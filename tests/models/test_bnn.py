@@ -851,3 +851,17 @@ def test_a_seed_beyond_numpys_range_is_refused_before_training(monkeypatch):
     for seed in (2**32, 10**20):
         with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
             train_bnn(X, y, seed=seed, val_fraction=0.2, **FAST)
+
+
+@pytest.mark.parametrize("split", ["-1", "4294967296", "18446744073709551616"])
+def test_a_split_beyond_the_seed_range_is_one_line_naming_split(tmp_path, capsys, split):
+    """split seeds the split's permutation: 2**64 ended in torch's raw "Overflow when unpacking long long" (split
+    had no upper bound), 2**32 was taken; now it is bounded like a seed, before any data are drawn."""
+    from pyrozoo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "bnn", "-o", f"split={split}", "--inference", "map", "--steps", "2", "--num-samples", "2",
+                 "--no-progress", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"pyrozoo: error: split: expected an integer seed in [0, 2**32 - 1] (at most 4294967295), got {split}"]
+    assert not out.exists()
