@@ -33,6 +33,7 @@ from scipy import stats
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.validation import SEED_MAX
 
 CASES = ("normal-gamma", "blr", "spike-slab")
 CHAINS = 4  # chains of every fit
@@ -137,6 +138,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=_peers.int_at_least(0), default=200, help="Gibbs warmup sweeps")
     parser.add_argument("--raw", action="store_true", help="spike-slab: the uncentred y, as the model draws it")
     args = parser.parse_args()
+    if args.seed + args.reps - 1 > SEED_MAX:  # replication r runs with seed --seed + r (set_rng_seed's range)
+        parser.error(f"--seed: replication r runs with seed --seed + r, an integer seed in [0, 2**32 - 1], so with "
+                     f"--reps {args.reps} expected --seed <= {SEED_MAX - args.reps + 1}, got {args.seed}")
     if args.raw and args.case != "spike-slab":
         parser.error(f"--raw: only for --case spike-slab, got --case {args.case}")
     if args.num_samples < draws_per_chain(args.L, CHAINS):

@@ -78,3 +78,33 @@ def test_too_few_draws_per_chain_for_l_are_refused_before_any_fit(load_script, m
     assert mod.thinned_rank(1.0, draws, 5000) == 5000
     with pytest.raises(ValueError, match="at least 1250 draws per chain"):
         mod.thinned_rank(1.0, draws[:, 1:], 5000)
+
+
+@pytest.mark.parametrize("seed", ["4294967295", "4294967296", "18446744073709551616"])
+def test_a_seed_whose_last_replication_leaves_the_seed_range_is_refused_before_any_fit(load_script, monkeypatch,
+                                                                                       capsys, seed):
+    # replication r runs with seed --seed + r: --seed 2**32 - 1 fitted replication 0, then NumPy's raw "Seed must be
+    # between 0 and 2**32 - 1" ended the run; --seed 2**32 was a raw traceback at once
+    mod = load_script("sbc")
+    monkeypatch.setattr(mod, "replicate", lambda *a, **k: pytest.fail("fitted"))
+    monkeypatch.setattr(sys, "argv", ["sbc.py", "--case", "normal-gamma", "--reps", "2", "--seed", seed, "--L", "3",
+                                      "--num-samples", "4"])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert (f"--seed: replication r runs with seed --seed + r, an integer seed in [0, 2**32 - 1], so with --reps 2 "
+            f"expected --seed <= 4294967294, got {seed}") in capsys.readouterr().err
+
+
+def test_the_last_seed_of_the_range_is_a_replications_seed(load_script, monkeypatch, capsys):
+    mod = load_script("sbc")
+    seeds = []
+
+    def replicate(case, r, seed, *args):
+        seeds.append(seed + r)
+        return {"mu": (0.0, np.linspace(-1.0, 1.0, 8).reshape(4, 2))}
+
+    monkeypatch.setattr(mod, "replicate", replicate)
+    monkeypatch.setattr(sys, "argv", ["sbc.py", "--case", "normal-gamma", "--reps", "2", "--seed", str(2**32 - 2),
+                                      "--L", "3", "--num-samples", "2"])
+    mod.main()
+    assert seeds == [2**32 - 2, 2**32 - 1] and "| mu |" in capsys.readouterr().out
