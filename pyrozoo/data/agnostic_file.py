@@ -96,11 +96,13 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
     (y, y_has), (p, p_has) = labels["target"], labels["protected"]
     keys = [(repr(y[i]) if y_has[i] else "", repr(p[i]) if p_has[i] else "") for i in range(n)]
     train, probe, test = _stratified_split(keys, np.random.default_rng(seed))
-    p_probe = _classes(p[probe], p_has[probe])
-    if len(p_probe) < 2 or not p_has[test].any():
+    # the probes train on the probe rows and are scored against the test rows' protected labels: both need 2
+    # classes (make_agnostic_data refuses a one-class leakage split, naming an internal split the user never made)
+    p_probe, p_test = _classes(p[probe], p_has[probe]), _classes(p[test], p_has[test])
+    if len(p_probe) < 2 or len(p_test) < 2:
         raise PyrozooError(f"protected: column {protected!r} of {source} has too few labelled rows per class to hold "
-                           f"out a probe split with 2 classes and a test split (got probe classes "
-                           f"{p_probe or 'none'}, {int(p_has[test].sum())} labelled test rows); fresh leakage probes "
+                           f"out a probe split and a test split with 2 classes each (got probe classes "
+                           f"{p_probe or 'none'}, test classes {p_test or 'none'}); fresh leakage probes "
                            f"train on {FRACTIONS[1]:.0%} and are scored on {FRACTIONS[2]:.0%} of each class's rows: "
                            f"give more rows")
     mean, sd = x[train].mean(axis=0), x[train].std(axis=0)

@@ -300,3 +300,18 @@ def test_a_label_spelled_na_is_a_class_not_a_missing_label(tmp_path):
     from pyrozoo.data.shipped import read_table
 
     assert read_table(path)["region"].isna().tolist() == [True] * 3 + [False] * 57
+
+
+def test_a_test_split_with_one_protected_class_is_the_readers_own_error(tmp_path):
+    """4 rows of class B, stratified with the target into strata of 2: one training and one probe row each, no test
+    row. The check asked only for a labelled test row, so make_agnostic_data refused instead, naming
+    "splits[test].p", an internal split the --data user never made."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"f1": rng.normal(size=40), "f2": rng.normal(size=40), "y": [0, 1] * 18 + [0, 0, 1, 1],
+                       "p": ["A"] * 36 + ["B"] * 4})
+    path, _ = _csv(tmp_path, df, "ag.csv")
+    with pytest.raises(PyrozooError, match=r"^protected: column 'p' of data .*ag\.csv has too few labelled rows per "
+                                           r"class to hold out a probe split and a test split with 2 classes each "
+                                           r"\(got probe classes \['A', 'B'\], test classes \['A'\]\); .*give more "
+                                           r"rows$"):
+        read_agnostic_file(path, 0, target="y", protected="p")
