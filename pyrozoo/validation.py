@@ -363,6 +363,30 @@ def check_squares_finite(name: str, value: torch.Tensor | np.ndarray) -> None:
                            "the results back")
 
 
+RANDN_BOUND = 10.0  # |z| of torch.randn's float64 draws stays below 8.6 (Box-Muller on 53-bit uniforms)
+
+
+def check_normal_draws(n: int, scale: tuple[str, float], loc: tuple[str, float] | None = None, *,
+                       offset: float = 0.0) -> None:
+    """Raise, naming the parameter, unless ``n`` simulated values ``loc + offset + scale * z`` (``scale`` > 0 and
+    ``loc`` finite, checked already; ``offset`` a bound on the rest of the mean) have a finite float64 sum of
+    squares, n (|loc| + offset + 10 scale)^2 <= float64 max (|z| < 10), and the precision 1 / scale^2 is finite.
+    Otherwise the data check named ``x`` or ``y``, a variable the caller never gave (mu_true=1e300 was "x: the sum
+    of squares overflows ... rescale the data"), or the truth's 1 / sigma^2 failed with a raw ZeroDivisionError."""
+    (s_name, s), (m_name, m) = scale, loc if loc is not None else ("", 0.0)
+    s, m = float(s), float(m)
+    if s * s == 0 or not math.isfinite(1.0 / (s * s)):
+        raise PyrozooError(f"{s_name}: expected at least {1 / math.sqrt(np.finfo(np.float64).max):.3g}, so that the "
+                           f"precision 1 / {s_name}^2 is finite in float64, got {s!r}")
+    limit = math.sqrt(np.finfo(np.float64).max / n)
+    if abs(m) + offset + RANDN_BOUND * s > limit:
+        name = m_name if loc is not None and abs(m) >= RANDN_BOUND * s else s_name
+        bound = f"|{m_name}| + {RANDN_BOUND:g} {s_name}" if loc is not None else f"{RANDN_BOUND:g} {s_name}"
+        given = f"{m_name}={m!r}, {s_name}={s!r}" if loc is not None else f"{s!r}"
+        raise PyrozooError(f"{name}: expected {bound} at most sqrt(float64 max / n) = {limit:.3g} with n = {n}, so "
+                           f"that the simulated data's sum of squares is finite, got {given}")
+
+
 FREE_DIMS = "nmkl"  # how shape_text spells the free lengths of a shape, in order
 
 

@@ -45,6 +45,7 @@ from pyrozoo.validation import (
     check_choice,
     check_int,
     check_keys,
+    check_nonnegative,
     check_probability,
     check_seed,
     check_unique,
@@ -273,6 +274,8 @@ def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1
     centres, y = 1 + x^T w + N(0, noise^2), w ~ N(0, I). Top-b acquisitions tend to fill a batch from one remote
     cluster; a batch that approximates the whole pool's posterior update should spread."""
     seed = check_seed("seed", seed)
+    n, d = check_int("n", n, minimum=1), check_int("d", d, minimum=1)
+    check_nonnegative("noise", noise)  # nan or inf was drawn into y
     rng = np.random.default_rng(seed)
     weights = np.array([0.5, 0.2, 0.12, 0.1, 0.06, 0.02])
     centres = rng.normal(0, 2.0, size=(len(weights), d))

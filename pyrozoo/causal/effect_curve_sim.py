@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrozoo.validation import check_choice, check_int, check_seed
+from pyrozoo.validation import check_choice, check_int, check_real, check_seed
 
 DESIGNS = ("talk", "heterogeneous", "linear")
 
@@ -54,6 +54,7 @@ def simulate_effect_curve(seed: int, design: str = "talk", *, n: int = 1000, slo
     seed = check_seed("seed", seed)
     check_choice("design", design, DESIGNS)
     n = check_int("n", n, minimum=10)
+    slope = check_real("slope", slope)  # nan was drawn into y, and the fit blamed y
     rng = np.random.default_rng(seed)
     if design == "talk":
         t = rng.standard_normal(n)

@@ -41,9 +41,11 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
+    RANDN_BOUND,
     check_float_dtype,
     check_int,
     check_keys,
+    check_normal_draws,
     check_positive,
     check_seed,
     check_xy,
@@ -197,13 +199,16 @@ def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5
     seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=2)
     d = check_int("d", d, minimum=1)
-    check_positive("noise_true", noise_true)
+    check_positive("noise_true", noise_true, scalar=True)
+    # |x^T w| < (d + 1) 10^2: tau = 1 / noise_true^2 and y's sum of squares must be finite (a tiny noise_true failed
+    # with a raw OverflowError)
+    check_normal_draws(n, ("noise_true", noise_true), offset=(d + 1) * RANDN_BOUND**2)
     gen = torch.Generator().manual_seed(seed)
     x = torch.cat([torch.ones(n, 1, dtype=torch.float64),
                    torch.randn(n, d, generator=gen, dtype=torch.float64)], dim=1)
     w = torch.randn(d + 1, generator=gen, dtype=torch.float64)
     y = x @ w + noise_true * torch.randn(n, generator=gen, dtype=torch.float64)
-    truth = {"w": w.numpy(), "tau": noise_true**-2}
+    truth = {"w": w.numpy(), "tau": 1.0 / (noise_true * noise_true)}
     return make_dataset(x, y, name="blr-sim", device=device, truth=truth, **prior)
 
 

@@ -40,6 +40,7 @@ from pyrozoo.validation import (
     check_float_dtype,
     check_int,
     check_keys,
+    check_normal_draws,
     check_positive,
     check_real,
     check_seed,
@@ -109,10 +110,15 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
 
 def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigma_true: float = 2.0,
                           device: Any = "cpu", **prior: float) -> Dataset:
-    """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset."""
+    """``n`` draws from N(mu_true, sigma_true^2) with a seeded generator; the prior is attached to the dataset.
+    mu_true must be finite and n (|mu_true| + 10 sigma_true)^2 at most float64's max, so that the draws' sum of
+    squares is finite (:func:`~pyrozoo.validation.check_normal_draws`; mu_true=nan was "x: expected finite
+    values")."""
     seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=2)
+    mu_true = check_real("mu_true", mu_true)
     check_positive("sigma_true", sigma_true, scalar=True)
+    check_normal_draws(n, ("sigma_true", sigma_true), ("mu_true", mu_true))
     gen = torch.Generator().manual_seed(seed)
     x = mu_true + sigma_true * torch.randn(n, generator=gen, dtype=torch.float64)
     truth = {"mu": float(mu_true), "beta": 1.0 / float(sigma_true) ** 2}

@@ -159,6 +159,8 @@ def simulate_emvs_design(seed: int, *, n: int = 100, p: int = 1000, rho: float =
     """EMVS design: w = (1.5, 2, 2.5, 0, ..., 0), AR(1) correlated columns (rho), unit noise. Returns X, y, w."""
     seed = check_seed("seed", seed)
     n, p = check_int("n", n, minimum=2), check_int("p", p, minimum=3)
+    check_rho("emvs", rho)  # rho = 2 failed with a raw "math domain error"
+    check_positive("noise_sd", noise_sd)  # nan was drawn into y
     gen = torch.Generator().manual_seed(seed)
     X = ar1_design(n, p, rho, gen)
     w = torch.zeros(p, dtype=torch.float64)
@@ -179,6 +181,8 @@ def simulate_equicorrelated_design(seed: int, *, n: int = 200, p: int = 50, rho:
     num_signals = check_int("num_signals", num_signals, minimum=0)
     if num_signals > p:
         raise PyrozooError(f"num_signals: expected at most p = {p}, got {num_signals}")
+    check_rho("equicorrelated", rho)
+    check_positive("noise_sd", noise_sd)
     gen = torch.Generator().manual_seed(seed)
     X = equicorrelated_design(n, p, rho, gen)
     w = torch.zeros(p, dtype=torch.float64)

@@ -405,3 +405,16 @@ def test_standardize_problem_bad_reference(reference, match):
     p = _scaled_problem(1.0)
     with pytest.raises(PyrozooError, match=match):
         standardize_problem(p, reference=reference(p.x_pool))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"noise": float("nan")}, r"^noise: expected a finite number >= 0, got nan$"),
+    ({"noise": -1.0}, r"^noise: expected a finite number >= 0, got -1\.0$"),
+    ({"d": 0}, r"^d: expected an integer >= 1, got 0$"),
+])
+def test_simulate_clustered_names_a_bad_option(options, message):
+    """noise nan (or -1) was drawn into y unchecked, d = 0 gave a design with no columns."""
+    from pyrozoo.active.loop import simulate_clustered
+
+    with pytest.raises(PyrozooError, match=message):
+        simulate_clustered(0, n=20, **options)

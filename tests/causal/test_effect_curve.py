@@ -829,3 +829,10 @@ def test_the_estimators_result_names_effect_curves_own_comparison_inference(hete
     _, est = heterogeneous_fit
     note = est.result().to_inference_data().attrs["log_likelihood"]
     assert note.endswith("compare models with the gibbs inference") and "nuts" not in note
+
+
+def test_a_non_finite_slope_of_the_simulated_linear_design_is_named():
+    """slope was not checked: nan was drawn into y and the design's tau, and the fit blamed y."""
+    for slope in (float("nan"), float("inf"), "2"):
+        with pytest.raises(PyrozooError, match=r"^slope: expected a finite number, got "):
+            simulate_effect_curve(0, "linear", n=10, slope=slope)

@@ -416,3 +416,19 @@ def test_make_dataset_names_a_column_y_by_its_shape():
         make_dataset(x, y[:, None])
     grad = make_dataset(x.clone().requires_grad_(), y.clone().requires_grad_())
     assert not grad.inputs["x"].requires_grad and not grad.observed["y"].requires_grad
+
+
+@pytest.mark.parametrize(("noise_true", "message"), [
+    (1e-200, r"^noise_true: expected at least 7\.46e-155, so that the precision 1 / noise_true\^2 is finite in "
+             r"float64, got 1e-200$"),
+    (1e300, r"^noise_true: expected 10 noise_true at most sqrt\(float64 max / n\) = 9\.48e\+152 with n = 200, so "
+            r"that the simulated data's sum of squares is finite, got 1e\+300$"),
+    (float("nan"), r"^noise_true: expected a finite value > 0, got nan$"),
+])
+def test_a_noise_scale_that_breaks_the_simulated_data_is_named(noise_true, message):
+    """noise_true = 1e-200 failed with a raw OverflowError in the truth's tau = noise_true^-2; 1e300 was taken and
+    gave responses whose sum of squares is inf."""
+    with pytest.raises(PyrozooError, match=message):
+        simulate_blr(0, noise_true=noise_true)
+    ds = simulate_blr(0, n=4, d=1, noise_true=1e-154)  # just inside: tau is finite
+    assert np.isfinite(ds.truth["tau"])

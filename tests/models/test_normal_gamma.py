@@ -400,3 +400,34 @@ def test_host_side_references_take_cuda_data():
     x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 2.0
     assert posterior_moments_quadrature(x.cuda()) == posterior_moments_quadrature(x)
     assert cavi_fixed_point(x.cuda()) == cavi_fixed_point(x)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"mu_true": float("nan")}, r"^mu_true: expected a finite number, got nan$"),
+    ({"mu_true": float("inf")}, r"^mu_true: expected a finite number, got inf$"),
+    ({"mu_true": "1"}, r"^mu_true: expected a finite number, got the string '1'$"),
+    ({"mu_true": 1e300}, r"^mu_true: expected \|mu_true\| \+ 10 sigma_true at most sqrt\(float64 max / n\) = "
+                         r"1\.34e\+153 with n = 100, so that the simulated data's sum of squares is finite, got "
+                         r"mu_true=1e\+300, sigma_true=2\.0$"),
+    ({"sigma_true": 1e300}, r"^sigma_true: expected \|mu_true\| \+ 10 sigma_true at most .* sigma_true=1e\+300$"),
+    ({"sigma_true": 1e-200}, r"^sigma_true: expected at least 7\.46e-155, so that the precision 1 / sigma_true\^2 "
+                             r"is finite in float64, got 1e-200$"),
+])
+def test_simulator_parameters_that_break_the_data_are_named(options, message):
+    """mu_true was not checked: nan, inf and 1e300 were reported as "x: expected finite values" or "x: the sum of
+    squares overflows ... rescale the data", about data the caller never gave; sigma_true=1e300 and 1e-200 failed
+    with a raw OverflowError / ZeroDivisionError."""
+    with pytest.raises(PyrozooError, match=message):
+        simulate_normal_gamma(0, **options)
+    near = simulate_normal_gamma(0, n=4, mu_true=1e152, sigma_true=1e-154)  # inside both bounds: finite statistics
+    assert torch.isfinite(near.observed["x"].square().sum()) and np.isfinite(near.truth["beta"])
+
+
+def test_a_non_finite_mu_true_from_the_cli_is_one_line_naming_it(tmp_path, capsys):
+    from pyrozoo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "-o", "mu_true=nan", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pyrozoo: error: mu_true: expected a finite number, got nan"]
+    assert not out.exists()

@@ -1322,3 +1322,21 @@ def test_em_note_names_the_inferences_to_compare_with():
     assert note.endswith("compare models with the gibbs inference") and named(note) == ["gibbs"]
     assert em_log_likelihood_note("hard", selected=False) == em_log_likelihood_note(
         "hard", selected=False, compare_with=("gibbs", "nuts"))
+
+
+@pytest.mark.parametrize(("design", "options", "message"), [
+    ("emvs", {"rho": 2.0}, r"^rho: expected a correlation in \(-1, 1\) for the emvs design, got 2\.0$"),
+    ("emvs", {"noise_sd": float("nan")}, r"^noise_sd: expected a finite value > 0, got nan$"),
+    ("equicorrelated", {"rho": -0.5, "num_signals": 1},
+     r"^rho: expected a correlation in \[0, 1\) for the equicorrelated design"),
+    ("equicorrelated", {"noise_sd": float("inf"), "num_signals": 1},
+     r"^noise_sd: expected a finite value > 0, got inf$"),
+])
+def test_the_design_simulators_check_rho_and_noise_sd_themselves(design, options, message):
+    """simulate_spike_slab checked them, the public design functions did not: rho = 2 failed with a raw "math domain
+    error", noise_sd nan was drawn into y."""
+    from pyrozoo.models.spike_slab import simulate_emvs_design, simulate_equicorrelated_design
+
+    simulate = simulate_emvs_design if design == "emvs" else simulate_equicorrelated_design
+    with pytest.raises(PyrozooError, match=message):
+        simulate(0, n=4, p=3, **options)
