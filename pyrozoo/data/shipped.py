@@ -40,12 +40,26 @@ def read_table(path: str) -> pd.DataFrame:
     :data:`MISSING_NUMBER_SPELLINGS` (NA, NaN, null, None, n/a, ...) is a column of numbers, and those spellings are
     missing numbers in it (``numeric_column`` then names them as missing); in any other column (text labels) they are
     text like the rest (a region column NA/EU/AS keeps its class NA), unlike pandas' default, which reads them as
-    missing everywhere."""
-    try:  # "y, t, x1" names the columns y, t and x1; only an empty cell is NaN here (see _missing_numbers)
-        df = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=[""])
+    missing everywhere.
+
+    Blank lines: a blank (or whitespace-only) line between data rows is a data row of empty cells, so missing in
+    every column, and the data rows keep the numbers of the file's lines (pandas' default skips it: a one-column
+    file lost the value and the later rows' numbers in messages were off by one). Blank lines before the header are
+    skipped, and so are rows of only empty cells at the end of the file (blank lines after the last data row, as
+    editors leave them; in a one-column file a trailing empty cell and a trailing blank line are the same text)."""
+    # "y, t, x1" names the columns y, t and x1; only an empty cell is NaN here (see _missing_numbers)
+    options = {"skipinitialspace": True, "keep_default_na": False, "na_values": [""], "skip_blank_lines": False,
+               "header": _leading_blank_lines(path)}
+    try:
+        df = pd.read_csv(path, **options)
+        empty = df.isna().all(axis=1).to_numpy()  # before _missing_numbers: only empty cells are NaN yet
+        last = len(empty) - int(np.argmin(empty[::-1])) if not empty.all() else 0  # up to the last non-empty row
+        if 0 < last < len(df):  # read again without them: their NaNs made integer columns float
+            df = pd.read_csv(path, nrows=last, **options)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
         raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
+    df = df.iloc[:last]
     found = [sep for sep in (";", "\t") if sep in str(df.columns[0])]
     if df.shape[1] == 1 and found:
         raise PyrozooError(f"data: {path} reads as one column named {str(df.columns[0])!r}; pyrozoo reads comma-"
@@ -56,6 +70,21 @@ def read_table(path: str) -> pd.DataFrame:
     _check_default_index(path, df)
     _check_unique_header(path)
     return _missing_numbers(df)
+
+
+def _leading_blank_lines(path: str) -> int:
+    """The number of blank or whitespace-only lines before the header row (read_csv's ``header`` when it keeps
+    blank lines); 0 when the file cannot be opened here, so that read_csv gives its own error."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            count = 0
+            for line in f:
+                if line.strip():
+                    return count
+                count += 1
+            return count
+    except OSError:
+        return 0
 
 
 def _missing_numbers(df: pd.DataFrame) -> pd.DataFrame:

@@ -123,3 +123,38 @@ def test_a_text_column_with_some_numbers_keeps_its_na_spelling_as_a_label(tmp_pa
     df = read_table(str(path))
     assert df["region"].tolist() == ["NA", "EU", "7"]
     assert df["y"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("x\n1\n2\n\n4\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 3: nan\)"),
+    ("x\n1\n  \n2\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 2: nan\)"),
+    ("x\n1\n\n2\nabc\n", r"column 'x' has non-numeric values \(first at data row 4: 'abc'\)"),
+])
+def test_a_blank_line_in_a_one_column_file_is_a_missing_value_at_its_own_row(tmp_path, text, message):
+    """pandas skips blank lines by default: the blank cell was dropped (3 observations fitted of 4) and the rows
+    after it were numbered one too low ("first at data row 3: 'abc'", which is data row 4)."""
+    from pyrozoo.data.shipped import numeric_column
+
+    path = tmp_path / "e.csv"
+    path.write_text(text)
+    with pytest.raises(PyrozooError, match=message):
+        numeric_column(read_table(str(path)), "x", source=str(path))
+
+
+@pytest.mark.parametrize("text", ["x,y\n1,2\n3,4\n", "x,y\n1,2\n3,4", "x,y\n1,2\n3,4\n\n\n",
+                                  "x,y\r\n1,2\r\n3,4\r\n\r\n", "x,y\n1,2\n3,4\n,\n", "\n  \nx,y\n1,2\n3,4\n"])
+def test_a_final_newline_and_blank_lines_at_either_end_add_no_rows(tmp_path, text):
+    # blank lines after the last data row (and empty rows there) are what editors leave, not missing rows; the
+    # integer columns stay integers
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    df = read_table(str(path))
+    assert list(df.columns) == ["x", "y"] and df.to_dict("list") == {"x": [1, 3], "y": [2, 4]}
+    assert str(df["x"].dtype) == "int64"
+
+
+def test_a_blank_line_between_rows_of_a_wider_file_is_a_row_of_missing_values(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x,y\n1,2\n\n3,4\n")
+    df = read_table(str(path))
+    assert df.shape == (3, 2) and df.iloc[1].isna().all() and df["x"].iloc[2] == 3
