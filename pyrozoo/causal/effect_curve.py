@@ -59,6 +59,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.validation import (
+    SEED_MAX,
     check_bool,
     check_choice,
     check_finite,
@@ -451,8 +452,9 @@ class EffectCurve:
             return tau_b, var_b
 
         self.heldout_residuals_ = resid
-        return calibrate_band(refit, mu, resid, self.taus_[0], n_pseudo=self.n_pseudo, seed=self.seed + 1,
-                              after_refit=step)
+        # seed + 1, wrapped into the seed range (calibrate_band checks it): the top seed 2**32 - 1 gives 0
+        return calibrate_band(refit, mu, resid, self.taus_[0], n_pseudo=self.n_pseudo,
+                              seed=(self.seed + 1) % (SEED_MAX + 1), after_refit=step)
 
     def _ape(self) -> tuple[float, float]:
         gbar = self.jacobian_.mean(axis=0)

@@ -836,3 +836,12 @@ def test_a_non_finite_slope_of_the_simulated_linear_design_is_named():
     for slope in (float("nan"), float("inf"), "2"):
         with pytest.raises(PyrozooError, match=r"^slope: expected a finite number, got "):
             simulate_effect_curve(0, "linear", n=10, slope=slope)
+
+
+def test_the_top_seed_of_the_range_calibrates_its_band():
+    """The conformal band draws its sign flips with seed + 1; calibrate_band checks its seed's range, so the top
+    seed 2**32 - 1 must wrap to 0 there, not be refused after the fit."""
+    d = simulate_effect_curve(0, "linear", n=80)
+    est = EffectCurve(learner=ridge(), heterogeneity="linear", n_repeats=1, n_pseudo=2, seed=2**32 - 1)
+    est.fit(d.y, d.t, d.X)
+    assert np.isfinite(est.taus_[0]).all()
