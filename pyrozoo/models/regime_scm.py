@@ -708,8 +708,9 @@ def em_m_step(e: Mapping[str, Any], data: Mapping[str, Any]) -> dict:
     return p
 
 
-# A labelling whose converged log-likelihood is at most this many nats below another's is not ruled out by the data
-# (2 * 3 = 6 on the deviance scale: less than "strong" evidence, Kass and Raftery 1995)
+# With the spare regimes supported by the data, two labellings whose log-likelihoods differ by at most this many nats
+# are told apart only weakly: the convention decides and the run says so (2 * 3 = 6 on the deviance scale: less than
+# "strong" evidence, Kass and Raftery 1995)
 LABEL_SWAP_TOL = 3.0
 
 
@@ -725,24 +726,65 @@ def swap_labels(p: Mapping[str, torch.Tensor], j: int) -> dict[str, torch.Tensor
     return q
 
 
+def spare_params(parents: torch.Tensor, j: int, *, learn_weights: bool = True) -> int:
+    """The free parameters of the spare regimes for node ``j``: for each do(k), k != j, its weight (when learned)
+    and node k's intervened mechanism (intercept, one weight per parent, scale). The restricted model of
+    :func:`fit_restricted` has none of them."""
+    n_pa = parents.sum(0).to(torch.long)
+    return sum(int(n_pa[k]) + 2 + int(learn_weights) for k in range(parents.shape[0]) if k != j)
+
+
+def _only_two_regimes(p: Mapping[str, torch.Tensor], j: int, learn_weights: bool) -> dict[str, torch.Tensor]:
+    """``p`` with every regime but the observational one and do(j) at weight 0; the two keep their weights'
+    proportion (learned weights) or half each (fixed ones, whose swap is then an exact symmetry too)."""
+    q = dict(p)
+    w = torch.zeros_like(p["regime_weights"])
+    pair = p["regime_weights"][[0, j + 1]]
+    w[[0, j + 1]] = pair / pair.sum() if learn_weights else 0.5
+    q["regime_weights"] = w
+    return q
+
+
+def fit_restricted(start: Mapping[str, torch.Tensor], data: Mapping[str, Any], j: int, *, max_iter: int = 200,
+                   tol: float = 1e-7) -> Any:
+    """EM of the restricted model in which only the observational regime and do(j) carry weight (the others' fixed
+    at 0), from ``start``. There the two labellings are an exact symmetry of the likelihood: observational and
+    do(j) differ in node j's mechanism alone, both free. Returns the :class:`~pyrozoo.inference.em.EMFit`."""
+    def m_step(e: Mapping[str, Any], d: Mapping[str, Any]) -> dict:
+        return _only_two_regimes(em_m_step(e, d), j, d["learn_weights"])
+
+    def objective(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
+        return float(em_e_step(p, d)["loglik"])
+
+    return run_em(em_e_step, m_step, _only_two_regimes(start, j, data["learn_weights"]), data, max_iter=max_iter,
+                  tol=tol, objective=objective)
+
+
 def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True, restarts: int = 4,
            warm_iters: int = 5, max_iter: int = 200, tol: float = 1e-7, seed: int = 0) -> tuple[dict, dict]:
     """EM for linear-Gaussian mechanisms in float64. Candidates: the robust start and ``restarts - 1`` random
     ones; each runs ``warm_iters`` iterations, the best by log-likelihood is iterated to convergence.
 
-    Labelling convention: "observational" and do(j) differ only in node j's mechanism, so when no other regime
-    carries weight the two labellings are exchangeable. For each node j the fit is restarted from
-    :func:`swap_labels` and run to convergence; the swapped fit replaces the current one when its log-likelihood
-    is at most :data:`LABEL_SWAP_TOL` nats lower (or higher) and its observational regime holds more of the rows
-    (mean responsibility): interventions are taken to be the minority. A swapped fit that is better but shrinks
-    the observational regime is not taken (with only one intervened node the spare regimes' freedom alone moves
-    the two labellings' log-likelihoods apart by several nats). No swap is tried for a do(j) regime holding less
-    than half of the observational regime's rows, and a refit that drifts back to the current labelling (most of
-    its observational rows are not the current do(j) rows) is dropped.
+    Labelling: "observational" and do(j) differ only in node j's mechanism, so the data tell them apart only
+    through the spare regimes do(k), k != j, whose rows see node j's observational mechanism. For each node j
+    whose do(j) regime holds at least half as many rows as the observational one, the EM is rerun to convergence
+    from :func:`swap_labels` (log-likelihoods L_kept, L_swap) and the restricted model of :func:`fit_restricted`
+    (spare regimes at weight 0, where the two labellings fit exactly alike) is fitted from both (L_0, the better).
+    The spare regimes are supported when the better labelling beats the restricted model by BIC,
+
+        2 (max(L_kept, L_swap) - L_0) > d_j log n,    d_j = :func:`spare_params` (j),
+
+    and then the data decide: the better labelling is kept, unless the two are within :data:`LABEL_SWAP_TOL` nats
+    (told apart only weakly). Otherwise the labelling is not identified by the data (the spare regimes only fit
+    noise, which moves the two labellings' log-likelihoods apart by several nats either way). In both of these
+    cases the convention decides: interventions are the minority, so of the two fits that reach L_0 the one whose
+    observational regime holds more rows (mean responsibility) is kept, whatever their difference.
 
     Returns (params, info with ``loglik`` trace, ``restart_logliks``, ``chosen``, ``swap_loglik`` (per node, the
-    log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was tried
-    or the refit drifted back) and ``relabelled`` (nodes whose swap was taken))."""
+    log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was
+    tried), ``spare_support`` (per node, 2 (max(L_kept, L_swap) - L_0) - d_j log n: > 0 supported, so the data
+    decide; <= 0 not, so the convention does; NaN where not tried), ``restricted_loglik`` (per node, L_0) and
+    ``relabelled`` (nodes whose swap was taken))."""
     x64, par = x.to(torch.float64), parents.to(x.device)
     data = {"x": x64, "parents": par, "learn_weights": learn_weights}
     gen = torch.Generator().manual_seed(int(seed))
@@ -757,30 +799,38 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
         scored.append((fit.objective[-1], fit.params))
     chosen = int(np.argmax([s for s, _ in scored]))
     fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=objective)
-    swap_ll, relabelled = [], []
+    n = x.shape[0]
+    swap_ll, support, restricted, relabelled = [], [], [], []
     for j in range(x.shape[1]):
         mass = fit.expectations["r"].mean(0)
-        # the swap starts the observational regime at do(j)'s share of the rows: from under half its current
-        # share, a fit that grew it past the current one would be another optimum, not the other labelling
+        # the swap starts the observational regime at do(j)'s share of the rows: a do(j) regime under half the
+        # observational one's share is taken to be the minority it looks like
         if float(mass[j + 1]) < float(mass[0]) / 2:
             swap_ll.append(float("nan"))
+            support.append(float("nan"))
+            restricted.append(float("nan"))
             continue
         alt = run_em(em_e_step, em_m_step, swap_labels(fit.params, j), data, max_iter=max_iter, tol=tol,
                      objective=objective)
-        # the refit may drift back to the current labelling: it is the other one only if most of its
-        # observational rows are the current do(j) rows
-        r_obs = alt.expectations["r"][:, 0]
-        if not 2 * float(r_obs @ fit.expectations["r"][:, j + 1]) > float(r_obs.sum()) >= 1.0:
-            swap_ll.append(float("nan"))
-            continue
-        delta = alt.objective[-1] - fit.objective[-1]
-        if delta >= -LABEL_SWAP_TOL and float(r_obs.mean()) > float(mass[0]):
+        l_fit, l_alt = fit.objective[-1], alt.objective[-1]
+        l_0 = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol).objective[-1] for f in (fit, alt))
+        excess = 2 * (max(l_fit, l_alt) - l_0) - spare_params(par, j, learn_weights=learn_weights) * math.log(n)
+        if excess > 0 and abs(l_alt - l_fit) > LABEL_SWAP_TOL:  # the spare regimes are supported: the data decide
+            take = l_alt > l_fit
+        else:  # not identified (or weakly): of the fits that reach the restricted optimum, the larger observational
+            slack = 1e-6 * abs(l_0)
+            take = l_alt >= l_0 - slack and (l_fit < l_0 - slack or float(alt.expectations["r"][:, 0].mean())
+                                              > float(mass[0]))
+        delta = l_alt - l_fit
+        if take:
             fit, delta = alt, -delta
             relabelled.append(j)
         swap_ll.append(delta)
+        support.append(excess)
+        restricted.append(l_0)
     info = {"loglik": fit.objective, "restart_logliks": [s for s, _ in scored], "chosen": chosen,
             "converged": fit.converged, "iterations": fit.iterations, "swap_loglik": swap_ll,
-            "relabelled": relabelled}
+            "spare_support": support, "restricted_loglik": restricted, "relabelled": relabelled}
     return fit.params, info
 
 
@@ -1070,6 +1120,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
         fit_stats["em_loglik"] = info["loglik"]
         fit_stats["restart_loglik"] = info["restart_logliks"]
         fit_stats["label_swap_loglik"] = info["swap_loglik"]
+        fit_stats["label_spare_support"] = info["spare_support"]
         labels_note = _exchangeable_note(info, inp["names"])
         if inference in ("enum", "amortized") and config.steps > 0:
             guide = exact_enumeration_guide
@@ -1100,17 +1151,32 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
 
 
 def _exchangeable_note(info: Mapping[str, Any], names: Sequence[str]) -> str:
-    """The note for the nodes j whose do(j) regime the EM could not tell from the observational one (the other
-    labelling's log-likelihood at most :data:`LABEL_SWAP_TOL` nats below the kept one's); empty when none."""
-    pairs = [(names[j], d) for j, d in enumerate(info["swap_loglik"]) if d >= -LABEL_SWAP_TOL]  # NaN: not tried
-    if not pairs:
+    """The note for the nodes j whose do(j) regime the data do not tell from the observational one (the spare
+    regimes not supported by BIC: ``spare_support`` <= 0) or tell apart only weakly (supported, but the two
+    labellings within :data:`LABEL_SWAP_TOL` nats): in both the convention decided. Empty when none; NaN (no swap
+    tried) is neither."""
+    support, swap = info["spare_support"], info["swap_loglik"]
+    same = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True)) if s <= 0]
+    weak = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True)) if s > 0
+            and abs(d) <= LABEL_SWAP_TOL]
+    parts = []
+    if same:
+        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in same)
+        parts.append(
+            f"the observational regime and {said} are exchangeable: the other regimes, the only ones that tell the "
+            f"two labels apart, do not improve on the model without them by BIC (they fit noise), so the data do "
+            f"not tell which is observational, whatever the two labellings' log-likelihoods (the other one's minus "
+            f"the kept one's in brackets). By convention (interventions are the minority) the one holding more "
+            f"rows is labelled observational")
+    if weak:
+        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in weak)
+        parts.append(f"the observational regime and {said} are told apart only weakly: the two labellings' "
+                     f"log-likelihoods are within {LABEL_SWAP_TOL:g} nats (the other one's minus the kept one's in "
+                     f"brackets), so by convention (interventions are the minority) the one holding more rows is "
+                     f"labelled observational")
+    if not parts:
         return ""
-    said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in pairs)
-    return (f"the observational regime and {said} are exchangeable: with the two labels (and the node's two "
-            f"mechanisms) swapped, the refit's log-likelihood is not {LABEL_SWAP_TOL:g} nats below the kept fit's "
-            f"(the difference is in brackets), so the data do not tell which is observational. By convention "
-            f"(interventions are the minority) the one holding more rows is labelled observational "
-            f"(fit_stats['label_swap_loglik'])")
+    return "; ".join(parts) + " (fit_stats['label_swap_loglik'], fit_stats['label_spare_support'])"
 
 
 def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | None, fit_stats: dict,
