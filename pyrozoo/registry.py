@@ -155,10 +155,12 @@ class ZooModel:
             raise PyrozooError(f"{where}: unknown {kind}(s) {', '.join(map(repr, unknown))}; expected one of "
                                f"{', '.join(known) or '(none)'}")
 
-    def check_config(self, config: RunConfig, *, family: bool = True) -> RunConfig:
+    def check_config(self, config: RunConfig, *, family: bool = True, source: str | None = None) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work.
         ``family=False`` leaves out the entry's ``check_options`` (a sweep runs it itself, to count the grid's
-        cells it refuses)."""
+        cells it refuses). ``source``: where the data came from (see :func:`data_source`; ``"python"`` for a
+        dataset built in Python) when a fit is given a dataset directly, in place of the one ``config.data`` and
+        ``config.dataset`` name, for the options that source would ignore."""
         config.validate()
         if config.inference is None:
             config.inference = self.inferences[0]
@@ -183,7 +185,7 @@ class ZooModel:
         if ignored:
             raise no_effect_error(ignored, self.inference_options,
                                   lambda readers: f"{self.name}'s {or_join(readers)}", config.inference)
-        source = data_source(config.data, config.dataset)
+        source = source or data_source(config.data, config.dataset)
         unused = self.unused_options(config.options, source)
         if unused:
             raise no_effect_error(unused, self.data_options,
@@ -415,7 +417,8 @@ def data_source(data: Any, dataset: str | None) -> str:
 
 def describe_source(source: str) -> str:
     """A data source in words, for messages."""
-    return {"simulator": "the simulated data", "file": "a data file (--data)"}.get(source, f"dataset {source!r}")
+    return {"simulator": "the simulated data", "file": "a data file (--data)",
+            "python": "a dataset built in Python"}.get(source, f"dataset {source!r}")
 
 
 def no_effect_error(keys: list[str], readers_of: Mapping[str, Iterable[str]],

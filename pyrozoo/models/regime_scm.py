@@ -355,14 +355,17 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
     try:
-        return make_regime_dataset(frame, g, mechanism=mechanism, hidden=hidden, learn_weights=learn_weights,
-                                   name=Path(path).stem)
+        ds = make_regime_dataset(frame, g, mechanism=mechanism, hidden=hidden, learn_weights=learn_weights,
+                                 name=Path(path).stem)
     except PyrozooError as exc:
         if "columns missing from the graph" not in str(exc):
             raise
         how = "leave them out of -o columns=..." if columns else "choose the variables with -o columns=..."
         raise PyrozooError(f"{exc}. Name each variable in graph (a bare name for one without edges), or {how} "
                            f"(the variables read from {path}: {', '.join(map(repr, chosen))})") from None
+    # the file options it was read with, which fit_regime_scm checks a config's against (see _check_data_options)
+    ds.meta["file"] = {"path": str(path), "graph": graph, "columns": columns}
+    return ds
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -421,7 +424,8 @@ def simulate_regime_data(
     (4 hidden units) instead. ``mechanism``/``hidden``/``learn_weights`` configure the model fitted to it.
 
     ``truth`` holds ``regime`` (n,), ``W`` (N, N, w[j, i] for j -> i), ``shift`` (N,), ``weights`` (K,), the
-    mechanism kind and, for nonlinear data, ``A``, ``c``, ``v``; ``meta["graph"]`` the DAG.
+    mechanism kind and, for nonlinear data, ``A``, ``c``, ``v``; ``meta["graph"]`` the DAG and
+    ``meta["simulator"]`` the simulator options above (which :func:`fit_regime_scm` checks a config's against).
     """
     n_vars = check_int("n_vars", n_vars, minimum=2)
     n_samples = check_int("n_samples", n_samples, minimum=2)
@@ -460,8 +464,12 @@ def simulate_regime_data(
     columns = [f"x{i + 1}" for i in range(n_vars)]
     graph = nx.relabel_nodes(nx.DiGraph(adj.astype(int)), dict(enumerate(columns)))
     graph.add_nodes_from(columns)
-    return make_regime_dataset(pd.DataFrame(x, columns=columns), graph, mechanism=mechanism, hidden=hidden,
-                               learn_weights=learn_weights, name="regime-scm-sim", truth=truth)
+    ds = make_regime_dataset(pd.DataFrame(x, columns=columns), graph, mechanism=mechanism, hidden=hidden,
+                             learn_weights=learn_weights, name="regime-scm-sim", truth=truth)
+    # the simulator options it was made with, which fit_regime_scm checks a config's against (_check_data_options)
+    ds.meta["simulator"] = {"n_vars": n_vars, "n_samples": n_samples, "edge_prob": float(edge_prob),
+                            "shift": float(shift), "obs_frac": float(obs_frac), "nonlinear": bool(nonlinear)}
+    return ds
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1058,6 +1066,36 @@ def _check_enough_rows(dataset: Dataset) -> None:
                            f"{largest + 2} parameters of the largest mechanism in each regime), got {n}")
 
 
+def _data_source(dataset: Any) -> str:
+    """Where ``dataset`` came from, by its provenance (``meta``): ``"simulator"`` (:func:`simulate_regime_data`),
+    ``"file"`` (:func:`read_regime_file`) or ``"python"`` (:func:`make_regime_dataset` called directly)."""
+    meta = getattr(dataset, "meta", None)
+    meta = meta if isinstance(meta, Mapping) else {}
+    return "simulator" if "simulator" in meta else "file" if "file" in meta else "python"
+
+
+def _check_data_options(opts: Mapping[str, Any], dataset: Dataset) -> None:
+    """Raise unless the options that make the data (the simulator's; a file's ``graph`` and ``columns``), where
+    given, are those ``dataset`` was made with: the fit cannot change them. Which options its source reads at all
+    is ``check_config``'s (with the source from :func:`_data_source`)."""
+    meta = dataset.meta
+    if "simulator" in meta:
+        made, how, again = meta["simulator"], "simulated", "simulate_regime_data(seed, ...)"
+        differ = [k for k in SIMULATOR_DEFAULTS if k in opts and opts[k] != made[k]]
+    elif "file" in meta:
+        made, how, again = meta["file"], f"read from {meta['file']['path']}", "read_regime_file(path, seed, ...)"
+        parse = {"graph": lambda v: tuple(map(set, parse_graph(v))), "columns": parse_columns}
+        differ = [k for k in FILE_OPTIONS if k in opts and parse[k](opts[k]) != parse[k](made[k])]
+    else:
+        return
+    if differ:
+        it = "it" if len(differ) == 1 else "them"
+        raise PyrozooError(f"{', '.join(differ)}: the dataset was {how} with "
+                           f"{', '.join(f'{k}={made[k]!r}' for k in differ)} and the fit cannot change {it}; got "
+                           f"{', '.join(f'{k}={opts[k]!r}' for k in differ)} in the options. Make the dataset with "
+                           f"{it} instead ({again}), or leave {it} out")
+
+
 @keeps_caller_state
 def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     """Fit with ``config.inference``:
@@ -1076,17 +1114,30 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     It runs on ``config.device`` (``"auto"``: CUDA when present; ``"cuda"`` without CUDA is refused before any work)
     and the result's config records the device used. A fit needs at least (N + 1) (p_max + 3) rows, p_max the
     largest parent set (see :func:`_min_rows`).
+
+    ``config.model`` must be ``"regime-scm"``. The options that make the data are checked against the dataset's
+    provenance, not ``config.data``: simulator options (``n_vars`` ...) apply only to a simulated dataset and must
+    be the values it was simulated with, ``graph`` and ``columns`` only to one read by :func:`read_regime_file`
+    and must be those it was read with; neither applies to a dataset built by :func:`make_regime_dataset`.
     """
     entry = get("regime-scm")
-    # a direct call gets run_model's checks (known options of the right types, each read by the inference); the
-    # family's (check_regime_options) come below, once the dataset's model options are known
-    config = entry.check_config(config, family=False)
+    model = getattr(config, "model", None)
+    if model != "regime-scm":
+        raise PyrozooError(f"config.model: fit_regime_scm fits 'regime-scm', got {model!r}; use "
+                           f"RunConfig(model='regime-scm', ...) (or registry.get({model!r}).fit for that model)")
+    # a direct call gets run_model's checks (known options of the right types, each read by the inference, and by
+    # the dataset's source: config.data is None here even for a dataset read from a file); the family's
+    # (check_regime_options) come below, once the dataset's model options are known
+    source = _data_source(dataset)
+    config = entry.check_config(config, family=False, source=source)
     if opts:  # keyword arguments override the config's options, and get the same checks (a misspelt one is refused)
-        config = entry.check_config(dataclasses.replace(config, options={**config.options, **opts}), family=False)
+        config = entry.check_config(dataclasses.replace(config, options={**config.options, **opts}), family=False,
+                                    source=source)
     opts = config.options
     inference = config.inference
     check_dataset("dataset", dataset, "regime-scm", inputs=DATASET_INPUTS,
                   observed=("x",), made_by="make_regime_dataset")
+    _check_data_options(opts, dataset)
     inp = dataset.inputs
     for key in MODEL_DEFAULTS:  # fixed when the dataset is built, not by the fit
         if key in opts and key in inp and opts[key] != inp[key]:

@@ -1221,3 +1221,61 @@ def test_spare_support_is_the_bic_of_the_spare_regimes_against_the_two_regime_mo
     expected = 2 * (max(l_kept, l_kept + info["swap_loglik"][1]) - l_0) - 8 * math.log(300)
     assert info["spare_support"][1] == pytest.approx(expected, abs=1e-9) and expected <= 0
     assert info["relabelled"] == [1]  # the fit EM converged to first was the minority-observational one
+
+
+# ---------------------------------------------- QA pass: a direct fit checks the data options against the dataset
+
+
+def _refused(monkeypatch, match, dataset, config, **opts):
+    """fit_regime_scm(dataset, config, **opts) raises a PyrozooError matching ``match`` before the EM starts."""
+    import pyrozoo.models.regime_scm as mod
+
+    def no_em(*args, **kwargs):
+        raise AssertionError("the fit started")
+
+    with monkeypatch.context() as m:
+        m.setattr(mod, "fit_em", no_em)
+        with pytest.raises(PyrozooError, match=match):
+            fit_regime_scm(dataset, config, **opts)
+
+
+def _em(**options):
+    return RunConfig(model="regime-scm", inference="em", options=options)
+
+
+def test_a_direct_fit_refuses_simulator_options_the_simulated_dataset_was_not_made_with(monkeypatch):
+    """QA: n_vars=7, shift=100, obs_frac=0.9 given to fit_regime_scm with a 3-variable simulated dataset were
+    accepted, ignored and recorded in result.config."""
+    ds = simulate_regime_data(0, n_vars=3, n_samples=300)
+    assert ds.meta["simulator"]["n_vars"] == 3 and ds.meta["simulator"]["shift"] == 5.0
+    _refused(monkeypatch, r"n_vars, shift, obs_frac: the dataset was simulated with n_vars=3, shift=5.0, "
+             r"obs_frac=0.2 and the fit cannot change them; got n_vars=7, shift=100.0, obs_frac=0.9", ds,
+             _em(n_vars=7, shift=100.0, obs_frac=0.9))
+    _refused(monkeypatch, r"n_vars: the dataset was simulated with n_vars=3", ds, _em(), n_vars=7)  # a keyword too
+    # the values it was simulated with are true of the data: accepted and recorded, as a CLI run records them
+    res = fit_regime_scm(ds, _em(n_vars=3, shift=5))
+    assert res.config["options"] == {"n_vars": 3, "shift": 5.0}
+
+
+def test_a_direct_fit_judges_file_options_by_the_datasets_provenance_not_config_data(tmp_path, monkeypatch):
+    """QA: with a dataset read from a file, fit_regime_scm's config.data is None, and graph was refused as having
+    "no effect with the simulated data"; a simulator option and another model were let through."""
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    fds = read_regime_file(str(_chain_csv(tmp_path)), 0, graph="a->b, b->c")
+    assert fds.meta["file"]["graph"] == "a->b, b->c"
+    _refused(monkeypatch, r"graph: the dataset was read from .*abc.csv with graph='a->b, b->c' and the fit cannot "
+             r"change it; got graph='a->c, b'", fds, _em(graph="a->c, b"))
+    _refused(monkeypatch, r"options: n_vars applies only to the simulated data; with a data file \(--data\) it "
+             r"would have no effect", fds, _em(n_vars=3))
+    _refused(monkeypatch, r"config.model: fit_regime_scm fits 'regime-scm', got 'normal-gamma'", fds,
+             RunConfig(model="normal-gamma", inference="em"))
+    # a dataset built in Python has neither: both kinds are refused, named by where its data came from
+    df = pd.DataFrame(fds.observed["x"].numpy(), columns=["a", "b", "c"])
+    pds = make_regime_dataset(df, nx.DiGraph([("a", "b"), ("b", "c")]))
+    for opt in ({"graph": "a->b, b->c"}, {"shift": 5.0}):
+        _refused(monkeypatch, r"options: \w+ applies only to .*; with a dataset built in Python it would have no "
+                 r"effect", pds, _em(**opt))
+    # the same graph written another way is the graph the file was read with
+    res = fit_regime_scm(fds, _em(graph="b->c; a->b"))
+    assert res.config["options"] == {"graph": "b->c; a->b"}
