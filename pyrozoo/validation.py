@@ -330,6 +330,25 @@ def check_numeric_columns(name: str, value: Any, *, hint: str = "", categorical_
         check_real_dtype(name, _dtype_of(col), where=where)
 
 
+def check_no_datetimes(name: str, v: Any) -> None:
+    """Raise if ``v`` (a DataFrame, Series or array) holds dates or durations (NumPy or pandas datetime64, with or
+    without a time zone, or timedelta64), naming the column: a float64 conversion reads them silently as counts of
+    their time unit (since 1970 for dates), a unit and origin that the estimators would then take as an amount.
+    Encode them yourself, e.g. days since the first date. (Shared by the causal estimators and the regime SCM.)"""
+    items = list(v.items()) if hasattr(v, "items") and hasattr(v, "columns") else [(None, v)]  # a DataFrame
+    for c, col in items:
+        dtype = getattr(col, "dtype", None)
+        kind = getattr(dtype, "kind", None)
+        if kind in ("M", "m"):  # datetime64 (tz-aware too) or timedelta64
+            where = "" if c is None else f" in column {str(c)!r}"
+            ref = name if c is None else f"{name}[{c!r}]"
+            what, read, fix = (("dates", "counts of their time unit since 1970",
+                                f"days since the first date, ({ref} - {ref}.min()).dt.days") if kind == "M" else
+                               ("durations", "counts of their time unit", f"seconds, {ref}.dt.total_seconds()"))
+            raise PyrozooError(f"{name}: expected numbers, got {what}{where} ({dtype}), which would be read as {read}; "
+                               f"encode them as numbers yourself, e.g. {fix}")
+
+
 def check_real_dtype(name: str, dtype: Any, *, where: str = "") -> None:
     """Raise if ``dtype`` (NumPy or torch) is complex: a float64 conversion would drop the imaginary part with only a
     ComplexWarning. ``where`` follows the dtype in the message (`` in column 'b'``); other dtypes and None pass."""

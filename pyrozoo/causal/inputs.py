@@ -13,6 +13,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import (
     AMOUNTS_HINT,
     check_finite,
+    check_no_datetimes,
     check_numeric_columns,
     check_pandas_missing,
     check_unique,
@@ -69,25 +70,6 @@ def covariate_matrix(X: Any) -> np.ndarray:
         raise PyrozooError(f"X: expected a 2-D array with at least one covariate column, got shape {X.shape}")
     check_finite("X", X, labels=frame)
     return X
-
-
-def check_no_datetimes(name: str, v: Any) -> None:
-    """Raise if ``v`` (a DataFrame, Series or array) holds dates or durations (NumPy or pandas datetime64, with or
-    without a time zone, or timedelta64), naming the column: a float64 conversion reads them silently as counts of
-    their time unit (since 1970 for dates), a unit and origin that the estimators would then take as an amount.
-    Encode them yourself, e.g. days since the first date."""
-    items = list(v.items()) if isinstance(v, pd.DataFrame) else [(None, v)]
-    for c, col in items:
-        dtype = getattr(col, "dtype", None)
-        kind = getattr(dtype, "kind", None)
-        if kind in ("M", "m"):  # datetime64 (tz-aware too) or timedelta64
-            where = "" if c is None else f" in column {str(c)!r}"
-            ref = name if c is None else f"{name}[{c!r}]"
-            what, read, fix = (("dates", "counts of their time unit since 1970",
-                                f"days since the first date, ({ref} - {ref}.min()).dt.days") if kind == "M" else
-                               ("durations", "counts of their time unit", f"seconds, {ref}.dt.total_seconds()"))
-            raise PyrozooError(f"{name}: expected numbers, got {what}{where} ({dtype}), which would be read as {read}; "
-                               f"encode them as numbers yourself, e.g. {fix}")
 
 
 def detached(v: Any) -> Any:

@@ -67,6 +67,7 @@ from pyrozoo.validation import (
     check_dataset,
     check_float_dtype,
     check_int,
+    check_no_datetimes,
     check_numeric_columns,
     check_positive,
     check_probability,
@@ -207,12 +208,15 @@ def make_regime_dataset(
 
     ``x``: a ``pandas.DataFrame`` (its columns name the variables) or an (n, N) array (``columns`` names them,
     default 0..N-1). ``graph``: ``networkx.DiGraph`` whose nodes are exactly the columns, or an N x N adjacency.
-    Raises :class:`PyrozooError` for fewer than 2 variables or 2 rows, NaN/inf rows, text or categorical columns,
-    data whose squares overflow ``dtype`` (1e19 in float32: pass ``dtype=torch.float64`` or rescale), a graph that
-    is not a DAG or whose nodes differ from the columns.
+    Raises :class:`PyrozooError` for fewer than 2 variables or 2 rows, NaN/inf rows, text, categorical, date or
+    duration columns, data whose squares overflow ``dtype`` (1e19 in float32: pass ``dtype=torch.float64`` or
+    rescale), a graph that is not a DAG or whose nodes differ from the columns.
     """
     hidden = _check_model_options(mechanism, hidden, learn_weights)
     check_float_dtype("dtype", dtype)  # torch.int64 truncated the data to integers
+    # dates and durations converted to float are counts of their unit (since 1970): a date column gave intercepts
+    # of 1.6e15 as if an amount (a DataFrame's columns and a datetime64 array alike)
+    check_no_datetimes("x", x)
     if isinstance(x, pd.DataFrame):
         if columns is not None and list(columns) != list(x.columns):
             raise PyrozooError("columns: given together with a DataFrame whose columns differ")

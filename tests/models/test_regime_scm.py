@@ -1279,3 +1279,20 @@ def test_a_direct_fit_judges_file_options_by_the_datasets_provenance_not_config_
     # the same graph written another way is the graph the file was read with
     res = fit_regime_scm(fds, _em(graph="b->c; a->b"))
     assert res.config["options"] == {"graph": "b->c; a->b"}
+
+
+@pytest.mark.parametrize("kind", ["dates", "dates-tz", "durations", "array"])
+def test_date_and_duration_columns_are_refused_by_name(kind):
+    """QA: a pd.date_range column was read as nanoseconds since 1970 (intercepts of 1.6e15) as if an amount."""
+    df, graph = _three_vars()
+    stamps = pd.date_range("2020-01-01", periods=len(df), freq="D")
+    if kind == "array":  # a datetime64 array has no column names
+        x = np.stack([stamps.to_numpy()] * 3, axis=1)
+        _bad(r"x: expected numbers, got dates \(datetime64\[\w+\]\), which would be read as counts of their time "
+             r"unit since 1970", x, np.zeros((3, 3)))
+        return
+    df["b"] = {"dates": stamps, "dates-tz": stamps.tz_localize("UTC"),
+               "durations": stamps - stamps[0]}[kind]
+    what = "durations" if kind == "durations" else "dates"
+    _bad(rf"x: expected numbers, got {what} in column 'b' \(.*\), which would be read as counts of their time unit",
+         df, graph)
