@@ -73,7 +73,6 @@ from pyrozoo.validation import (
     check_probability,
     check_real,
     check_seed,
-    check_squares_finite,
     parse_names,
     plate_size,
     plate_subsample,
@@ -257,12 +256,12 @@ def make_regime_dataset(
                     why="zero variance: the mechanism's scale would collapse to 0 and the likelihood grow without "
                         "bound",
                     fix="drop them from the data and the graph")
-    try:  # data as large as 1e19 are finite in float32 but their squares are not: the fit's likelihoods were NaN
-        check_squares_finite("x", xt)
-    except PyrozooError as exc:
-        if dtype == torch.float64:
-            raise
-        raise PyrozooError(f"{exc}; or pass dtype=torch.float64 to make_regime_dataset (x as {dtype})") from None
+    # data as large as 1e19 are finite in float32 but their squares are not: the fit's likelihoods were NaN
+    overflow = _overflow(xt, columns)
+    if overflow:
+        also = "" if dtype == torch.float64 else f", or pass dtype=torch.float64 to make_regime_dataset (x as {dtype})"
+        raise PyrozooError(f"x: {overflow}; rescale the data ({_rescale_hint(xt, columns)}) and scale the results "
+                           f"back{also}")
     inputs = {
         "parents": parents,
         "order": order,
@@ -275,6 +274,38 @@ def make_regime_dataset(
     meta = {"columns": columns, "graph": nx.relabel_nodes(g, dict(enumerate(columns))),
             "from_dataframe": isinstance(x, pd.DataFrame)}
     return Dataset(name, inputs=inputs, observed={"x": xt}, truth=dict(truth or {}), meta=meta)
+
+
+def _overflowing(x: torch.Tensor) -> list[int]:
+    """The columns of ``x`` whose sum of squares overflows its dtype; when only the total over all columns does (as
+    :func:`~pyrozoo.validation.check_squares_finite` sums it), the one of largest sum; empty when it fits."""
+    with torch.no_grad():
+        sums = torch.square(x).sum(0)
+        bad = torch.nonzero(~torch.isfinite(sums)).flatten().tolist()
+        if not bad and not bool(torch.isfinite(sums.sum())):
+            bad = [int(torch.square(x.to(torch.float64)).sum(0).argmax())]
+    return bad
+
+
+def _overflow(x: torch.Tensor, columns: Sequence[Any]) -> str:
+    """What overflows in ``x`` (columns ``columns``), for a message that adds the fix of the caller's path; empty
+    when the sum of squares fits its dtype."""
+    bad = _overflowing(x)
+    if not bad:
+        return ""
+    big = float(x[:, bad].abs().max())
+    names = ("column " if len(bad) == 1 else "columns ") + ", ".join(repr(columns[j]) for j in bad)
+    return (f"the sum of squares overflows {str(x.dtype).removeprefix('torch.')} in {names} (largest |value| "
+            f"{big:.3g}), so the fit's statistics would be inf")
+
+
+def _rescale_hint(x: torch.Tensor, columns: Sequence[Any]) -> str:
+    """``divide 'a' by 1e+20`` for each overflowing column: the power of ten below its largest |value|."""
+    parts = []
+    for j in _overflowing(x):
+        unit = 10.0 ** math.floor(math.log10(float(x[:, j].abs().max())))
+        parts.append(f"divide {columns[j]!r} by {unit:.0e}")
+    return ", ".join(parts)
 
 
 SIMULATOR_DEFAULTS = {"n_vars": 10, "n_samples": 10000, "edge_prob": 0.3, "shift": 5.0, "obs_frac": 0.2,
@@ -355,6 +386,13 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
             raise PyrozooError(f"graph: names {_names(left_out)}, column(s) of {path} that -o columns leaves out; "
                                "add them to -o columns=... or remove them from graph")
     frame = pd.DataFrame({c: numeric_column(df, c, source=source) for c in chosen})
+    values = frame.to_numpy(dtype=float)
+    if np.isfinite(values).all():  # (NaN/inf rows are make_regime_dataset's to refuse, by row)
+        x32 = torch.as_tensor(values, dtype=torch.float32)  # the dataset's dtype; a file has no dtype option
+        overflow = _overflow(x32, chosen)
+        if overflow:
+            raise PyrozooError(f"{source}: {overflow}; rescale the data in the file ({_rescale_hint(x32, chosen)}) "
+                               f"and scale the results back")
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
@@ -407,6 +445,30 @@ def true_component_log_lik(truth: Mapping[str, Any], x: np.ndarray) -> np.ndarra
         return comp + np.log(weights)
 
 
+def _check_simulated_fits(x: np.ndarray, values: Any, shift: float, columns: Sequence[str], design: str) -> None:
+    """Raise, naming the option to change, when the simulated data ``x`` overflow float32 (the dataset's dtype) in
+    their sum of squares: ``shift``, with the largest power of ten of |shift| whose data fit this design
+    (``values(s)``: the same draws with shift s), or ``n_vars``/``edge_prob`` when even shift 0 overflows (the
+    mechanisms compound along the graph's paths)."""
+    def over(s: float) -> list[int]:
+        return _overflowing(torch.as_tensor(values(s), dtype=torch.float32))
+
+    x32 = torch.as_tensor(x, dtype=torch.float32)
+    if not _overflowing(x32):
+        return
+    what = _overflow(x32, columns)
+    if over(0.0):
+        raise PyrozooError(f"n_vars, edge_prob: the simulated data ({design}) overflow even with shift 0: "
+                           f"{_overflow(torch.as_tensor(values(0.0), dtype=torch.float32), columns)}; the mechanisms "
+                           f"compound along the graph's paths, so use fewer variables (n_vars) or a sparser graph "
+                           f"(edge_prob)")
+    fits = 10.0 ** math.floor(math.log10(abs(shift)))
+    while fits > 1e-3 and over(math.copysign(fits, shift)):
+        fits /= 10
+    raise PyrozooError(f"shift: expected |shift| at most {fits:.0e} (the largest power of ten whose simulated data "
+                       f"fit float32 for this design: {design}), got {shift!r}: in the simulated data {what}")
+
+
 def simulate_regime_data(
     seed: int,
     *,
@@ -425,7 +487,9 @@ def simulate_regime_data(
     x_i = sum_j w_ij x_j + eps_i with w uniform on [-1,-0.1] U [0.1,1] and eps ~ N(0, 1); regime k >= 1 adds
     ``shift`` to mechanism k. A share ``obs_frac`` of samples is observational, the rest uniform over the N
     interventional regimes. ``nonlinear=True`` uses random tanh MLPs f_i(pa) = sum_h v_ih tanh(a_ih . pa + c_ih)
-    (4 hidden units) instead. ``mechanism``/``hidden``/``learn_weights`` configure the model fitted to it.
+    (4 hidden units) instead. ``mechanism``/``hidden``/``learn_weights`` configure the model fitted to it. Data
+    whose sum of squares overflows float32 (the dataset's dtype) are refused naming ``shift`` and the largest power
+    of ten of |shift| that fits the design, or ``n_vars``/``edge_prob`` when they overflow even without a shift.
 
     ``truth`` holds ``regime`` (n,), ``W`` (N, N, w[j, i] for j -> i), ``shift`` (N,), ``weights`` (K,), the
     mechanism kind and, for nonlinear data, ``A``, ``c``, ``v``; ``meta["graph"]`` the DAG and
@@ -458,14 +522,20 @@ def simulate_regime_data(
     weights[0] = obs_frac
     truth["weights"] = weights
     regime = np.where(rng.random(n_samples) < obs_frac, 0, rng.integers(1, K, n_samples))
-    x = np.zeros((n_samples, n_vars))
     eps = rng.normal(size=(n_samples, n_vars))
     order = np.argsort(perm)
-    for i in order:
-        mu0, _ = true_means(truth, x)
-        x[:, i] = mu0[:, i] + eps[:, i] + shift * (regime == i + 1)
+
+    def values(s: float) -> np.ndarray:  # the data with shift s (the draws above fixed)
+        x = np.zeros((n_samples, n_vars))
+        for i in order:
+            mu0, _ = true_means(truth, x)
+            x[:, i] = mu0[:, i] + eps[:, i] + s * (regime == i + 1)
+        return x
+
+    x = values(shift)
     truth["regime"] = regime
     columns = [f"x{i + 1}" for i in range(n_vars)]
+    _check_simulated_fits(x, values, shift, columns, f"n_vars={n_vars}, n_samples={n_samples}, seed {seed}")
     graph = nx.relabel_nodes(nx.DiGraph(adj.astype(int)), dict(enumerate(columns)))
     graph.add_nodes_from(columns)
     ds = make_regime_dataset(pd.DataFrame(x, columns=columns), graph, mechanism=mechanism, hidden=hidden,

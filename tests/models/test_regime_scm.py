@@ -1296,3 +1296,57 @@ def test_date_and_duration_columns_are_refused_by_name(kind):
     what = "durations" if kind == "durations" else "dates"
     _bad(rf"x: expected numbers, got {what} in column 'b' \(.*\), which would be read as counts of their time unit",
          df, graph)
+
+
+# ---------------------------------------------- QA pass: an overflow names the column or option and a fix for its path
+
+
+def test_an_overflowing_column_is_named_with_a_fix_for_the_python_api():
+    df, g = _three_vars()
+    df["a"] *= 1e20
+    _bad(r"x: the sum of squares overflows float32 in column 'a' \(largest \|value\| .*e\+20\).*rescale the data "
+         r"\(divide 'a' by 1e\+20\).*or pass dtype=torch\.float64 to make_regime_dataset", df, g)
+    make_regime_dataset(df, g, dtype=torch.float64)  # the fix it names works
+
+
+def test_an_overflowing_data_file_column_is_named_with_a_fix_the_cli_can_apply(tmp_path, capsys):
+    """QA: the CLI said "or pass dtype=torch.float64 to make_regime_dataset" (no CLI option does that) and did not
+    name the column."""
+    from pyrozoo.cli import main
+
+    path = _chain_csv(tmp_path)
+    df = pd.read_csv(path)
+    df["a"] *= 1e20
+    df.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "regime-scm", "--data", str(path), "-o", "graph=a->b, b->c", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(r"data .*abc\.csv: the sum of squares overflows float32 in column 'a' .*rescale the data in the "
+                     r"file \(divide 'a' by 1e\+20\)", err), err
+    assert "dtype" not in err and not out.exists()
+
+
+def test_a_shift_the_simulated_data_cannot_hold_is_named_with_the_range_that_fits(tmp_path, capsys):
+    """QA: -o shift=1e30 gave the dtype message of make_regime_dataset without naming shift."""
+    from pyrozoo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "regime-scm", "-o", "shift=1e30", "-o", "n_vars=3", "-o", "n_samples=300",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(r"shift: expected \|shift\| at most 1e\+18 .*n_vars=3, n_samples=300, seed 0\), got 1e\+30: "
+                     r"in the simulated data the sum of squares overflows float32", err), err
+    assert "dtype" not in err and not out.exists()
+    simulate_regime_data(0, n_vars=3, n_samples=300, shift=-1e18)  # the range it names fits
+    with pytest.raises(PyrozooError, match=r"shift: expected \|shift\| at most 1e\+18 .*got -1e\+19"):
+        simulate_regime_data(0, n_vars=3, n_samples=300, shift=-1e19)
+
+
+def test_simulated_data_that_overflow_without_shift_name_the_graph_options(monkeypatch):
+    import pyrozoo.models.regime_scm as mod
+
+    # weights of 1e12 compound along the complete 4-node DAG past float32: the graph, not shift, overflows
+    monkeypatch.setattr(mod, "_uniform_weights", lambda rng, size: np.full(size, 1e12))
+    with pytest.raises(PyrozooError, match=r"n_vars, edge_prob: the simulated data \(n_vars=4, .*\) overflow even "
+                                           r"with shift 0: .*use fewer variables \(n_vars\) or a sparser graph"):
+        simulate_regime_data(0, n_vars=4, n_samples=50, edge_prob=1.0)
