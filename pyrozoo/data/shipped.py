@@ -42,16 +42,27 @@ def read_table(path: str) -> pd.DataFrame:
     text like the rest (a region column NA/EU/AS keeps its class NA), unlike pandas' default, which reads them as
     missing everywhere.
 
+    A cell of only whitespace (spaces, tabs) is empty too, so missing: pandas' ``skipinitialspace`` empties a cell of
+    spaces but left a tab as a text value.
+
     Blank lines: a blank (or whitespace-only) line between data rows is a data row of empty cells, so missing in
     every column, and the data rows keep the numbers of the file's lines (pandas' default skips it: a one-column
-    file lost the value and the later rows' numbers in messages were off by one). Blank lines before the header are
-    skipped, and so are rows of only empty cells at the end of the file (blank lines after the last data row, as
-    editors leave them; in a one-column file a trailing empty cell and a trailing blank line are the same text)."""
+    file lost the value and the later rows' numbers in messages were off by one). Blank lines before the header and
+    between the header and the first data row are skipped, and so are rows of only empty cells at the end of the
+    file (blank lines after the last data row, as editors leave them; in a one-column file a trailing empty cell and
+    a trailing blank line are the same text). A file with no header row (empty, or only blank lines) is an error."""
+    before, after = _blank_lines_around_header(path)
     # "y, t, x1" names the columns y, t and x1; only an empty cell is NaN here (see _missing_numbers)
     options = {"skipinitialspace": True, "keep_default_na": False, "na_values": [""], "skip_blank_lines": False,
-               "header": _leading_blank_lines(path)}
+               "header": before}
     try:
+        if after:  # the header row's names, the data read from past the blank lines (names= replaces the last one)
+            options.update(header=before + after, names=list(pd.read_csv(path, nrows=0, **options).columns))
         df = pd.read_csv(path, **options)
+        blank = _whitespace_cells(df)
+        if blank:  # read again with them as empty cells (their text made numeric columns text); only these exact
+            options["na_values"] = ["", *blank]  # strings can be na_values
+            df = pd.read_csv(path, **options)
         empty = df.isna().all(axis=1).to_numpy()  # before _missing_numbers: only empty cells are NaN yet
         last = len(empty) - int(np.argmin(empty[::-1])) if not empty.all() else 0  # up to the last non-empty row
         if 0 < last < len(df):  # read again without them: their NaNs made integer columns float
@@ -72,19 +83,46 @@ def read_table(path: str) -> pd.DataFrame:
     return _missing_numbers(df)
 
 
-def _leading_blank_lines(path: str) -> int:
-    """The number of blank or whitespace-only lines before the header row (read_csv's ``header`` when it keeps
-    blank lines); 0 when the file cannot be opened here, so that read_csv gives its own error."""
+def _blank_lines_around_header(path: str) -> tuple[int, int]:
+    """The numbers of blank or whitespace-only lines before the header row (read_csv's ``header`` when it keeps
+    blank lines) and between it and the first data row (not data rows: a blank line at the start of the data);
+    (0, 0) when the file cannot be opened here, so that read_csv gives its own error. A file with no header row
+    (empty, or only blank lines) raises: read_csv said "Passed header=2 but only 2 lines in file", a header the
+    user never passed."""
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            count = 0
-            for line in f:
-                if line.strip():
-                    return count
-                count += 1
-            return count
+        # newline="": lines end at \n, \r\n or a lone \r, as read_csv's; utf-8-sig: a BOM is not text of the line
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            lines = iter(f)
+            before = 0
+            for header in lines:
+                if header.strip():
+                    break
+                before += 1
+            else:
+                raise PyrozooError(f"data: {path} has no header row (the file is empty or blank); pyrozoo reads a "
+                                   f"comma-separated file whose first line names the columns")
+            after = 0
+            if header.count('"') % 2 == 0:  # else a quoted name runs on over the next line: not a blank line
+                for line in lines:
+                    if line.strip():
+                        break
+                    after += 1
+            return before, after
     except OSError:
-        return 0
+        return 0, 0
+
+
+def _whitespace_cells(df: pd.DataFrame) -> list[str]:
+    """The distinct text cells of ``df`` that hold only whitespace (read_csv's ``skipinitialspace`` removes leading
+    spaces only, so a tab, or a whitespace-only line, is read as a text value)."""
+    found: set[str] = set()
+    for column in df.columns:
+        values = df[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        cells = values.dropna().astype(str)
+        found.update(cells[cells.str.strip() == ""])
+    return sorted(found)
 
 
 def _missing_numbers(df: pd.DataFrame) -> pd.DataFrame:

@@ -158,3 +158,72 @@ def test_a_blank_line_between_rows_of_a_wider_file_is_a_row_of_missing_values(tm
     path.write_text("x,y\n1,2\n\n3,4\n")
     df = read_table(str(path))
     assert df.shape == (3, 2) and df.iloc[1].isna().all() and df["x"].iloc[2] == 3
+
+
+@pytest.mark.parametrize("line", ["\t", " \t ", "\t\t", "  "])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_whitespace_only_line_at_the_end_adds_no_row_and_between_rows_is_missing(tmp_path, line, newline):
+    """A line of only a tab was read as a text cell '\\t': a one-column file with a trailing tab line was refused
+    ("non-numeric values (first at data row 4: '\\t')") and a tab line between rows was "non-numeric", not
+    missing; skipinitialspace empties only a cell of spaces."""
+    from pyrozoo.data.shipped import numeric_column
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(newline.join(["x", "1.5", "2.5", "3.5", line, ""]).encode())
+    assert numeric_column(read_table(str(path)), "x").tolist() == [1.5, 2.5, 3.5]
+    path.write_bytes(newline.join(["y,x1", "1,2", "2,3", line, "3,5", line, ""]).encode())
+    df = read_table(str(path))
+    assert df.shape == (4, 2) and df.iloc[3].tolist() == [3, 5]
+    with pytest.raises(PyrozooError, match=r"column 'y' has 1 missing or non-finite value\(s\) \(first at data row "
+                                           r"3: nan\)"):
+        numeric_column(df, "y")
+
+
+@pytest.mark.parametrize("model,options", [("normal-gamma", {"column": "y"}), ("blr", {"outcome": "y"})])
+def test_every_data_file_reader_takes_a_trailing_tab_line_as_blank(tmp_path, model, options):
+    path = tmp_path / "t.csv"
+    path.write_text("y,x1\n" + "".join(f"{i % 5 + 0.5},{i % 3}\n" for i in range(12)) + "\t\n")
+    assert registry.get(model).from_file(str(path), 0, **options) is not None
+
+
+def test_a_tab_only_cell_is_missing_like_a_cell_of_spaces(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x,y,g\n1,2,a\n3,\t,\t\n5,6,b\n")
+    df = read_table(str(path))
+    assert str(df["y"].dtype) == "float64" and df["y"].isna().tolist() == [False, True, False]
+    assert df["g"].isna().tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("text", ["x,y\n\n1,2\n3,4\n", "x,y\n \t\n\n1,2\n3,4\n", "x,y\r\n\t\r\n1,2\r\n3,4\r\n",
+                                  "x,y\r\r1,2\r3,4\r", "\n\t\nx,y\n\n1,2\n3,4\n\n", "\ufeff\nx,y\n\n1,2\n3,4\n"])
+def test_blank_lines_between_the_header_and_the_first_data_row_add_no_rows(tmp_path, text):
+    """They became a leading row of missing values ("column 'x' has 1 missing ... (first at data row 1: nan)"),
+    although blank lines at the start of the data are not data rows; the integer columns stay integers."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(text.encode())
+    df = read_table(str(path))
+    assert df.to_dict("list") == {"x": [1, 3], "y": [2, 4]} and str(df["x"].dtype) == "int64"
+
+
+def test_rows_after_leading_blank_lines_keep_their_data_row_numbers_and_checks(tmp_path):
+    from pyrozoo.data.shipped import numeric_column
+
+    path = tmp_path / "h.csv"
+    path.write_text("x\n\n\t\n1\n\t\n2\nabc\n")
+    with pytest.raises(PyrozooError, match=r"column 'x' has non-numeric values \(first at data row 4: 'abc'\)"):
+        numeric_column(read_table(str(path)), "x")
+    path.write_text("weight\n\n1,5\n2,25\n")  # decimal commas: the shift check, not a tokenizer error
+    with pytest.raises(PyrozooError, match=r"has rows of 2 fields but its header row names 1 column"):
+        read_table(str(path))
+    path.write_text("x,y\n\n\t\n")
+    with pytest.raises(PyrozooError, match=r"has a header row but no data rows"):
+        read_table(str(path))
+
+
+@pytest.mark.parametrize("text", ["", "\n", "\n\n", " \t\r\n\r\n", "\r\r", "\ufeff\n"])
+def test_a_file_of_only_blank_lines_has_no_header_row(tmp_path, text):
+    """It said "could not read b.csv as CSV (Passed header=2 but only 2 lines in file)", a header never passed."""
+    path = tmp_path / "b.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(PyrozooError, match=r"^data: .*b\.csv has no header row \(the file is empty or blank\)"):
+        read_table(str(path))
