@@ -497,24 +497,36 @@ def diverged(what: str, step: int, lr: float, got: str, *, expected: str = "fini
                         f"{got}; lower lr")
 
 
-WORSE_TOL_PER_ROW = 0.01  # nats per observation by which a fit may end worse than it started (check_progress)
+WORSE_TOL_PER_ROW = 0.25  # nats per observation by which a fit may end worse than it started (check_progress)
 
 
 def check_progress(what: str, lr: float, steps: int, start: float, final: float, n: int, *,
                    objective: str = "loss") -> None:
     """A fit that ran away without leaving the floats: the objective to minimize (a negative log likelihood or
     bound of ``n`` observations) at the returned values, ``final``, is worse than at the starting values,
-    ``start``, by more than :data:`WORSE_TOL_PER_ROW` x ``n`` nats: raise :func:`diverged`'s error, naming ``lr``,
-    both values and the ``steps`` run. Differences of log likelihoods do not depend on y's units and grow with n.
-    Adam started at an optimum moves away by a few lr-sized steps and comes back, which costs far less (at most
-    0.003 nats per observation at lr <= 0.1, exact and sparse GP); the runaways this catches lose whole nats per
-    observation (``--lr 5`` on the exact GP: 23.5 -> 329.8 at n = 60, the variance at 2.7e-46)."""
+    ``start``, by more than :data:`WORSE_TOL_PER_ROW` x ``n`` nats: raise an error that says the fit ended worse
+    than it started (not "diverged": nothing need have left the floats), naming ``lr``, the ``steps`` run and both
+    values. Differences of log likelihoods do not depend on y's units and grow with n.
+
+    Why 0.25. Adam's first steps move every log-hyperparameter (and each coordinate of Z) by about lr whatever the
+    gradient, so a fit started at an optimum ends a little worse. Measured from the optimum (simulated data,
+    n = 50, 200, 1000; 1-D, 2-D and 6-D ARD inputs; two seeds; lr 0.01-0.3; the worst of 1-50 steps): the exact
+    GP costs at most 0.023 nats per observation at lr <= 0.1, 0.084 at lr 0.2 and 0.21 at lr 0.3 (n = 1000, 6-D
+    ARD), so it never trips. The sparse fits, whose pseudo-inputs move too, cost more: collapsed VFE (m = 10-20)
+    at most 0.15 at lr <= 0.1 but 0.38 at lr 0.2 and 0.59 at lr 0.3; collapsed FITC at most 0.24 at its default
+    lr 0.05 for n >= 200 but 0.35 at n = 50, m = 10 (a sharp optimum), up to 2.0 at lr 0.1 and 25 at lr 0.3;
+    ``svi`` at most 0.07 at its default lr 0.01 over 50 steps, but 0.7 at lr 0.1 and 3.7 at lr 0.3. Those are
+    refused ("lower lr" fixes them); the tolerance cannot be raised to spare them, as the runaways lose as little
+    as 0.31 nats per observation (``svi`` at lr 0.3-20, n = 100, m = 6, collapsed to an all-noise fit,
+    lengthscale 1.4e52, variance 7e-53: 60.1 -> 91.2), then 1.2 (the noiseless FITC ``svi`` at n = 300,
+    lr 0.01: -1211.5 -> -853.5), 5.1 (``--lr 5`` on the exact GP: 23.5 -> 329.8 at n = 60, the variance at
+    2.7e-46) and 44 (the collapsed sparse fit at lr 20, n = 200, m = 6)."""
     tol = WORSE_TOL_PER_ROW * n
     if steps and final - start > tol:
         raise PyrozooError(
-            f"fit: the {what} diverged with lr = {lr:g} over {steps} steps: expected the {objective} at the end no "
-            f"worse than at the start by more than {tol:.3g} ({WORSE_TOL_PER_ROW:g} per observation), got "
-            f"{final:.6g} at the end against {start:.6g} at the start; lower lr")
+            f"fit: the {what} ended worse than it started with lr = {lr:g} over {steps} steps: expected the "
+            f"{objective} at the end no worse than at the start by more than {tol:.3g} ({WORSE_TOL_PER_ROW:g} per "
+            f"observation), got {final:.6g} at the end against {start:.6g} at the start; lower lr (or raise steps)")
 
 
 def check_step(what: str, step: int, lr: float, loss: float | None = None,

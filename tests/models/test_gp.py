@@ -1112,25 +1112,26 @@ def test_the_size_error_says_what_the_counted_matrices_hold():
 def test_a_runaway_type2_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
     """``pyrozoo run gp --lr 5 --steps 200`` saved noise 9456, variance 2.7e-46 and -log p(y | theta) 329.8 against
     23.46 at step 0 as a good result: every value stayed a positive normal float, so the per-step check passed. A fit
-    that ends worse than it started (by more than 0.01 nats per observation) is now refused, naming lr, both values
+    that ends worse than it started (by more than 0.25 nats per observation) is now refused, naming lr, both values
     and the fix, before anything is written."""
     ds = simulate_gp(0)
     X, y = ds.inputs["X"], ds.observed["y"]
-    with pytest.raises(PyrozooError, match=r"^fit: the type-II fit of the GP hyperparameters diverged with lr = 5 over "
-                                           r"200 steps: expected the -log p\(y \| theta\) at the end no worse than at "
-                                           r"the start by more than 0\.6 \(0\.01 per observation\), got 329\.77\d* at "
-                                           r"the end against 23\.456\d* at the start; lower lr$"):
+    with pytest.raises(PyrozooError, match=r"^fit: the type-II fit of the GP hyperparameters ended worse than it "
+                                           r"started with lr = 5 over 200 steps: expected the -log p\(y \| theta\) at "
+                                           r"the end no worse than at the start by more than 15 \(0\.25 per "
+                                           r"observation\), got 329\.77\d* at the end against 23\.456\d* at the start; "
+                                           r"lower lr \(or raise steps\)$"):
         fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=200, lr=5.0)
     out = tmp_path / "gp5"
     assert main(["run", "gp", "--lr", "5", "--steps", "200", "--num-samples", "2", "--out", str(out),
                  "--no-progress"]) == 2
-    assert "diverged with lr = 5" in capsys.readouterr().err
+    assert "ended worse than it started with lr = 5" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no half-written run, no temp dir left
 
 
 def test_a_fit_started_at_its_optimum_is_not_a_runaway():
     """Adam started at the optimum steps away from it and back: a few steps at lr 0.1 end slightly worse than the
-    start (0.003 nats per observation at most), well inside the tolerance of the runaway check."""
+    start (0.022 nats per observation at most measured at lr 0.1), well inside the tolerance of the runaway check."""
     ds = simulate_gp(0)
     X, y = ds.inputs["X"], ds.observed["y"]
     opt = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=600, lr=0.05)
@@ -1198,3 +1199,28 @@ def test_seeds_outside_the_documented_range_are_refused(fn, tmp_path):
         with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
             call(bad)
     call(2**32 - 1)
+
+
+def test_a_few_steps_from_the_optimum_at_lr_up_to_0_3_are_not_refused():
+    """Review: one Adam step moves every log-hyperparameter by about lr whatever the gradient, so a fit started at
+    its optimum ends slightly worse (0.0052 nats per observation at lr 0.1 here, not the 0.003 the docstring
+    claimed), and 1-3 steps at lr 0.2-0.3 were refused as "diverged" (58.08 against 53.94 at lr 0.2, one step)
+    under the old 0.01 per observation. Measured, the exact GP costs at most 0.21 nats per observation at
+    lr <= 0.3 (n = 1000, 6-D ARD); the tolerance is now 0.25, and the runaway at lr 5 (5.1 per observation) is
+    still refused."""
+    from pyrozoo.models.gp import WORSE_TOL_PER_ROW, check_progress, simulate_regression
+
+    X, y, _, _ = simulate_regression(0, n=200, n_test=1, input_dim=2)
+    f = fit_type2(X, y, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=400, lr=0.05)
+    h = {k: f[k] for k in ("lengthscale", "variance", "noise")}
+    for lr in (0.2, 0.3):
+        for steps in (1, 2, 3):
+            fit = fit_type2(X, y, kernel="rbf", **h, steps=steps, lr=lr, rel_tol=0)  # no error
+            assert 0.0 < fit["losses"][-1] - fit["losses"][0] < 0.1 * X.shape[0]
+    assert WORSE_TOL_PER_ROW == 0.25
+    with pytest.raises(PyrozooError, match=r"^fit: the x ended worse than it started with lr = 0\.2 over 3 steps: "
+                                           r"expected the loss at the end no worse than at the start by more than 2\.5 "
+                                           r"\(0\.25 per observation\), got 6 at the end against 0 at the start; "
+                                           r"lower lr \(or raise steps\)$"):
+        check_progress("x", 0.2, 3, 0.0, 6.0, 10)
+    check_progress("x", 0.2, 3, 0.0, 2.5, 10)  # at the tolerance: passes

@@ -666,15 +666,16 @@ def test_the_vfe_likelihood_keeps_the_bound_term_as_log_prob():
 def test_a_runaway_sparse_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
     """``pyrozoo run sparse-gp --lr 50`` saved noise 9.7e97 and variance 1e-99 (the bound far below its start) as a
     good result. The collapsed fit (Adam on the bound) and the SVI fit (the collapsed bound at the fitted values
-    against the start, where q(u) is optimal) that end worse than they started by more than 0.01 nats per
+    against the start, where q(u) is optimal) that end worse than they started by more than 0.25 nats per
     observation are refused, naming lr and both values; the CLI writes nothing."""
     X, y, _, _ = simulate_regression(0, n=200, n_test=1)
-    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit diverged with lr = 20 over 100 steps: expected "
-                                           r"the negative bound at the end no worse than at the start by more than 2 "
-                                           r"\(0\.01 per observation\), got .* at the end against .* at the start; "
-                                           r"lower lr$"):
+    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit ended worse than it started with lr = 20 over 100 "
+                                           r"steps: expected the negative bound at the end no worse than at the start "
+                                           r"by more than 50 \(0\.25 per observation\), got .* at the end against .* "
+                                           r"at the start; lower lr \(or raise steps\)$"):
         fit_sparse_gp(X, y, X[:6], steps=100, lr=20)
-    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit diverged with lr = 20 .*the -log p\(y\) at "):
+    with pytest.raises(PyrozooError, match=r"^fit: the sparse GP fit ended worse than it started with lr = 20 "
+                                           r".*the -log p\(y\) at "):
         fit_sparse_gp(X, y, X[:6], steps=100, lr=20, method="fitc")
     fit_sparse_gp(X, y, X[:6], steps=100, lr=0.05)  # an ordinary fit passes
     from pyrozoo.cli import main
@@ -683,7 +684,8 @@ def test_a_runaway_sparse_fit_is_an_error_and_writes_nothing(tmp_path, capsys):
     assert main(["run", "sparse-gp", "--inference", "svi", "--lr", "20", "--steps", "100", "-o", "n=100", "-o", "m=6",
                  "-o", "n_test=20", "--num-samples", "2", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "fit: the sparse GP SVI fit diverged with lr = 20 over 100 steps: expected the negative collapsed " in err
+    assert ("fit: the sparse GP SVI fit ended worse than it started with lr = 20 over 100 steps: expected the negative "
+            "collapsed ") in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -798,3 +800,31 @@ def test_sparse_seeds_outside_the_documented_range_are_refused(fn, tmp_path):
         with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
             call(bad)
     call(2**32 - 1)
+
+
+def test_a_sparse_fit_restarted_at_its_optimum_is_not_refused_and_a_worse_end_is_not_called_diverged(tmp_path, capsys):
+    """Adam's first step moves every log-hyperparameter and pseudo-input coordinate by about lr whatever the
+    gradient: from its optimum (n = 200, 2-D, m = 20) 1-3 steps at lr 0.1 cost the VFE fit up to 0.043 nats per
+    observation and were refused as "diverged" under the old 0.01 tolerance; 0.25 per observation lets them pass. The
+    noiseless FITC svi fit below does end 1.2 nats per observation worse than its start (-853.5 against -1211.5) and
+    is still refused, but nothing left the floats: the error says it ended worse than it started, not "diverged"."""
+    X, y, _, _ = simulate_regression(0, n=200, n_test=1, input_dim=2)
+    opt = fit_sparse_gp(X, y, X[:20], steps=1500, lr=0.05, rel_tol=1e-7)
+    costs = []
+    for steps in (1, 2, 3):
+        fit = fit_sparse_gp(X, y, opt.Z, lengthscale=opt.lengthscale, variance=opt.variance, noise=opt.noise,
+                            steps=steps, lr=0.1, rel_tol=0)  # no error
+        costs.append((fit.losses[-1] - fit.losses[0]) / 200)
+    assert 0.01 < max(costs) < 0.1  # more than the old tolerance allowed
+    from pyrozoo.cli import main
+
+    out = tmp_path / "nl"
+    assert main(["run", "sparse-gp", "--inference", "svi", "--steps", "100", "-o", "n=300", "-o", "n_test=20", "-o",
+                 "noiseless=true", "-o", "method=fitc", "-o", "noise_sd=0", "-o", "noise=0", "--num-samples", "2",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrozoo: error: fit: the sparse GP SVI fit ended worse than it started with lr = 0.01 over "
+                          "100 steps: expected the -log p(y) at the end no worse than at the start by more than 75 "
+                          "(0.25 per observation), got -853.5")
+    assert err.rstrip().endswith("; lower lr (or raise steps)") and "diverged" not in err
+    assert not out.exists()
