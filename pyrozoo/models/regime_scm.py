@@ -795,6 +795,18 @@ def em_m_step(e: Mapping[str, Any], data: Mapping[str, Any]) -> dict:
 # "strong" evidence, Kass and Raftery 1995)
 LABEL_SWAP_TOL = 3.0
 
+# The most that spare regimes fitting noise alone move the two labellings' log-likelihoods apart (nats): the largest
+# |L_kept - L_swap| measured where no other regime exists, 13.7 (docs/regime-scm.md, Identifiability). Beyond it the
+# data decide whatever the spare regimes' BIC support; within it the convention may
+LABEL_NULL_BOUND = 14.0
+
+
+def _data_decide(delta: float, excess: float) -> bool:
+    """Whether the log-likelihoods decide between the two labellings (``delta``: the other one's minus the kept
+    one's; ``excess``: the spare regimes' BIC support, NaN when not tested): beyond :data:`LABEL_NULL_BOUND` nats
+    always, beyond :data:`LABEL_SWAP_TOL` when the spare regimes are supported. Otherwise the convention does."""
+    return abs(delta) > LABEL_NULL_BOUND or (excess > 0 and abs(delta) > LABEL_SWAP_TOL)
+
 
 def swap_labels(p: Mapping[str, torch.Tensor], j: int) -> dict[str, torch.Tensor]:
     """The linear parameters with the observational regime and do(j) exchanged: node ``j``'s two mechanisms and
@@ -816,30 +828,46 @@ def spare_params(parents: torch.Tensor, j: int, *, learn_weights: bool = True) -
     return sum(int(n_pa[k]) + 2 + int(learn_weights) for k in range(parents.shape[0]) if k != j)
 
 
-def _only_two_regimes(p: Mapping[str, torch.Tensor], j: int, learn_weights: bool) -> dict[str, torch.Tensor]:
-    """``p`` with every regime but the observational one and do(j) at weight 0; the two keep their weights'
-    proportion (learned weights) or half each (fixed ones, whose swap is then an exact symmetry too)."""
+def _only_two_regimes(p: Mapping[str, torch.Tensor], j: int, learn_weights: bool,
+                      also: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """``p`` with every regime but the observational one, do(j) (and do(k) for k in ``also``) at weight 0; those
+    kept keep their weights' proportion (learned weights) or share equally (fixed ones, whose swap is then an exact
+    symmetry too when only the two are kept)."""
     q = dict(p)
     w = torch.zeros_like(p["regime_weights"])
-    pair = p["regime_weights"][[0, j + 1]]
-    w[[0, j + 1]] = pair / pair.sum() if learn_weights else 0.5
+    keep = [0, j + 1, *(k + 1 for k in also)]
+    part = p["regime_weights"][keep]
+    w[keep] = part / part.sum() if learn_weights else 1.0 / len(keep)
     q["regime_weights"] = w
     return q
 
 
 def fit_restricted(start: Mapping[str, torch.Tensor], data: Mapping[str, Any], j: int, *, max_iter: int = 200,
-                   tol: float = 1e-7) -> Any:
-    """EM of the restricted model in which only the observational regime and do(j) carry weight (the others' fixed
-    at 0), from ``start``. There the two labellings are an exact symmetry of the likelihood: observational and
-    do(j) differ in node j's mechanism alone, both free. Returns the :class:`~pyrozoo.inference.em.EMFit`."""
+                   tol: float = 1e-7, also: Sequence[int] = ()) -> Any:
+    """EM of the restricted model in which only the observational regime and do(j) (and do(k), k in ``also``)
+    carry weight (the others' fixed at 0), from ``start``. With only the two, the two labellings are an exact
+    symmetry of the likelihood: observational and do(j) differ in node j's mechanism alone, both free. Returns the
+    :class:`~pyrozoo.inference.em.EMFit`."""
     def m_step(e: Mapping[str, Any], d: Mapping[str, Any]) -> dict:
-        return _only_two_regimes(em_m_step(e, d), j, d["learn_weights"])
+        return _only_two_regimes(em_m_step(e, d), j, d["learn_weights"], also)
 
     def objective(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
         return float(em_e_step(p, d)["loglik"])
 
-    return run_em(em_e_step, m_step, _only_two_regimes(start, j, data["learn_weights"]), data, max_iter=max_iter,
-                  tol=tol, objective=objective)
+    return run_em(em_e_step, m_step, _only_two_regimes(start, j, data["learn_weights"], also), data,
+                  max_iter=max_iter, tol=tol, objective=objective)
+
+
+def one_spare_params(parents: torch.Tensor, k: int) -> int:
+    """The free parameters that the spare regime do(k) alone adds (learned weights): its weight and node k's
+    intervened intercept, parent weights and scale."""
+    return int(parents[:, k].sum()) + 3
+
+
+def _mostly(r_new: torch.Tensor, r_old: torch.Tensor) -> bool:
+    """Whether most of the rows of a regime with responsibilities ``r_new`` (at least one row's worth) are those
+    of the regime with ``r_old``."""
+    return 2 * float(r_new @ r_old) > float(r_new.sum()) >= 1.0
 
 
 def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True, restarts: int = 4,
@@ -850,23 +878,29 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     Labelling: "observational" and do(j) differ only in node j's mechanism, so the data tell them apart only
     through the spare regimes do(k), k != j, whose rows see node j's observational mechanism. For each node j
     whose do(j) regime holds at least half as many rows as the observational one, the EM is rerun to convergence
-    from :func:`swap_labels` (log-likelihoods L_kept, L_swap) and the restricted model of :func:`fit_restricted`
-    (spare regimes at weight 0, where the two labellings fit exactly alike) is fitted from both (L_0, the better).
-    The spare regimes are supported when the better labelling beats the restricted model by BIC,
+    from :func:`swap_labels` (log-likelihoods L_kept, L_swap). A refit that drifts back to the kept labelling (or
+    elsewhere: neither are most of its observational rows the kept fit's do(j) rows nor most of its do(j) rows the
+    kept fit's observational ones) is not the other labelling, and no swap is counted as tried. With learned
+    weights the restricted model of :func:`fit_restricted` (spare regimes at weight 0, where the two labellings fit
+    exactly alike) is fitted from both (L_0, the better), and so is, for each spare regime do(k), the model with it
+    alone beside the two (L_k). The spare regimes are supported when, by BIC, all of them together or any one of
+    them on its own improve on the restricted model:
 
-        2 (max(L_kept, L_swap) - L_0) > d_j log n,    d_j = :func:`spare_params` (j),
+        2 (max(L_kept, L_swap) - L_0) - d_j log n > 0   or   2 (L_k - L_0) - d_k log n > 0 for some k,
 
-    and then the data decide: the better labelling is kept, unless the two are within :data:`LABEL_SWAP_TOL` nats
-    (told apart only weakly). Otherwise the labelling is not identified by the data (the spare regimes only fit
-    noise, which moves the two labellings' log-likelihoods apart by several nats either way). In both of these
-    cases the convention decides: interventions are the minority, so of the two fits that reach L_0 the one whose
-    observational regime holds more rows (mean responsibility) is kept, whatever their difference.
+    d_j = :func:`spare_params` (j), d_k = :func:`one_spare_params` (k). The data decide (the better labelling is
+    kept) when the two labellings are more than :data:`LABEL_NULL_BOUND` nats apart (beyond what spare regimes
+    fitting noise alone produce), or more than :data:`LABEL_SWAP_TOL` nats apart with the spare regimes supported.
+    Otherwise the convention decides: interventions are the minority, so the fit whose observational regime holds
+    more rows (sum of responsibilities) is kept. With fixed weights (``learn_weights=False``) no two-regime model is
+    nested in the full one (1/K each), so there is no BIC step and only the bound applies.
 
     Returns (params, info with ``loglik`` trace, ``restart_logliks``, ``chosen``, ``swap_loglik`` (per node, the
     log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was
-    tried), ``spare_support`` (per node, 2 (max(L_kept, L_swap) - L_0) - d_j log n: > 0 supported, so the data
-    decide; <= 0 not, so the convention does; NaN where not tried), ``restricted_loglik`` (per node, L_0) and
-    ``relabelled`` (nodes whose swap was taken))."""
+    tried or the refit drifted back), ``spare_support`` (per node, 2 (max(L_kept, L_swap) - L_0) - d_j log n),
+    ``one_spare_support`` (per node, the largest 2 (L_k - L_0) - d_k log n; either > 0: supported; both NaN where
+    not tried or with fixed weights), ``restricted_loglik`` (per node, L_0) and ``relabelled`` (nodes whose swap
+    was taken))."""
     x64, par = x.to(torch.float64), parents.to(x.device)
     data = {"x": x64, "parents": par, "learn_weights": learn_weights}
     gen = torch.Generator().manual_seed(int(seed))
@@ -882,7 +916,7 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     chosen = int(np.argmax([s for s, _ in scored]))
     fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=objective)
     n = x.shape[0]
-    swap_ll, support, restricted, relabelled = [], [], [], []
+    swap_ll, support, one_support, restricted, relabelled = [], [], [], [], []
     for j in range(x.shape[1]):
         mass = fit.expectations["r"].mean(0)
         # the swap starts the observational regime at do(j)'s share of the rows: a do(j) regime under half the
@@ -890,29 +924,53 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
         if float(mass[j + 1]) < float(mass[0]) / 2:
             swap_ll.append(float("nan"))
             support.append(float("nan"))
+            one_support.append(float("nan"))
             restricted.append(float("nan"))
             continue
         alt = run_em(em_e_step, em_m_step, swap_labels(fit.params, j), data, max_iter=max_iter, tol=tol,
                      objective=objective)
+        # the refit may drift back to the current labelling (or to another optimum): it is the other labelling only
+        # if the two regimes exchanged roles, most of its observational rows being the current do(j) rows or most
+        # of its do(j) rows the current observational ones; otherwise no swap was tried
+        r_obs = alt.expectations["r"][:, 0]
+        if not (_mostly(r_obs, fit.expectations["r"][:, j + 1])
+                or _mostly(alt.expectations["r"][:, j + 1], fit.expectations["r"][:, 0])):
+            swap_ll.append(float("nan"))
+            support.append(float("nan"))
+            one_support.append(float("nan"))
+            restricted.append(float("nan"))
+            continue
         l_fit, l_alt = fit.objective[-1], alt.objective[-1]
-        l_0 = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol).objective[-1] for f in (fit, alt))
-        excess = 2 * (max(l_fit, l_alt) - l_0) - spare_params(par, j, learn_weights=learn_weights) * math.log(n)
-        if excess > 0 and abs(l_alt - l_fit) > LABEL_SWAP_TOL:  # the spare regimes are supported: the data decide
-            take = l_alt > l_fit
-        else:  # not identified (or weakly): of the fits that reach the restricted optimum, the larger observational
-            slack = 1e-6 * abs(l_0)
-            take = l_alt >= l_0 - slack and (l_fit < l_0 - slack or float(alt.expectations["r"][:, 0].mean())
-                                              > float(mass[0]))
         delta = l_alt - l_fit
+        if learn_weights:
+            l_0 = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol).objective[-1]
+                      for f in (fit, alt))
+            excess = 2 * (max(l_fit, l_alt) - l_0) - spare_params(par, j) * math.log(n)
+            one = -math.inf
+            # each spare regime on its own: one real intervention beside do(j) identifies the labels, and charging
+            # it for the empty ones' parameters too can hide it
+            for k in range(x.shape[1]):
+                if k != j:
+                    l_k = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol, also=(k,)).objective[-1]
+                              for f in (fit, alt))
+                    one = max(one, 2 * (l_k - l_0) - one_spare_params(par, k) * math.log(n))
+        else:  # fixed weights 1/K: no two-regime model is nested in the full one, so no BIC step
+            l_0 = excess = one = float("nan")
+        if _data_decide(delta, max(excess, one)):
+            take = delta > 0
+        else:  # the data cannot tell: interventions are the minority, so the regime holding more rows is observational
+            take = float(r_obs.sum()) > float(fit.expectations["r"][:, 0].sum())
         if take:
             fit, delta = alt, -delta
             relabelled.append(j)
         swap_ll.append(delta)
         support.append(excess)
+        one_support.append(one)
         restricted.append(l_0)
     info = {"loglik": fit.objective, "restart_logliks": [s for s, _ in scored], "chosen": chosen,
             "converged": fit.converged, "iterations": fit.iterations, "swap_loglik": swap_ll,
-            "spare_support": support, "restricted_loglik": restricted, "relabelled": relabelled}
+            "spare_support": support, "one_spare_support": one_support, "restricted_loglik": restricted,
+            "relabelled": relabelled}
     return fit.params, info
 
 
@@ -1246,6 +1304,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
         fit_stats["restart_loglik"] = info["restart_logliks"]
         fit_stats["label_swap_loglik"] = info["swap_loglik"]
         fit_stats["label_spare_support"] = info["spare_support"]
+        fit_stats["label_one_spare_support"] = info["one_spare_support"]
         labels_note = _exchangeable_note(info, inp["names"])
         if inference in ("enum", "amortized") and config.steps > 0:
             guide = exact_enumeration_guide
@@ -1276,23 +1335,27 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
 
 
 def _exchangeable_note(info: Mapping[str, Any], names: Sequence[str]) -> str:
-    """The note for the nodes j whose do(j) regime the data do not tell from the observational one (the spare
-    regimes not supported by BIC: ``spare_support`` <= 0) or tell apart only weakly (supported, but the two
-    labellings within :data:`LABEL_SWAP_TOL` nats): in both the convention decided. Empty when none; NaN (no swap
-    tried) is neither."""
-    support, swap = info["spare_support"], info["swap_loglik"]
-    same = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True)) if s <= 0]
-    weak = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True)) if s > 0
-            and abs(d) <= LABEL_SWAP_TOL]
+    """The note for the nodes j whose labelling the convention decided (:func:`_data_decide` false): the two
+    labellings within :data:`LABEL_NULL_BOUND` nats with the spare regimes not supported by BIC (or not tested, with
+    fixed weights), or within :data:`LABEL_SWAP_TOL` nats although supported (told apart only weakly). Empty when
+    none; NaN (no swap tried, or the refit drifted back) is neither."""
+    support = [max(s, o) for s, o in zip(info["spare_support"], info["one_spare_support"], strict=True)]
+    swap = info["swap_loglik"]
+    same = [(names[j], d, s) for j, (s, d) in enumerate(zip(support, swap, strict=True))
+            if not math.isnan(d) and not _data_decide(d, s) and not s > 0]
+    weak = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True))
+            if not math.isnan(d) and not _data_decide(d, s) and s > 0]
     parts = []
     if same:
-        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in same)
+        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d, _ in same)
+        bic = ("spare regimes with fixed weights are not tested by BIC" if all(math.isnan(s) for *_, s in same) else
+               "they do not improve on the model without them by BIC")
         parts.append(
-            f"the observational regime and {said} are exchangeable: the other regimes, the only ones that tell the "
-            f"two labels apart, do not improve on the model without them by BIC (they fit noise), so the data do "
-            f"not tell which is observational, whatever the two labellings' log-likelihoods (the other one's minus "
-            f"the kept one's in brackets). By convention (interventions are the minority) the one holding more "
-            f"rows is labelled observational")
+            f"the observational regime and {said} are exchangeable: the other regimes are the only ones that tell the "
+            f"two labels apart, {bic}, and the two labellings' log-likelihoods (the other one's minus the kept one's "
+            f"in brackets) are within {LABEL_NULL_BOUND:g} nats, which spare regimes fitting noise alone reach, so the "
+            f"data do not tell which is observational. By convention (interventions are the minority) the one "
+            f"holding more rows is labelled observational")
     if weak:
         said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in weak)
         parts.append(f"the observational regime and {said} are told apart only weakly: the two labellings' "
