@@ -899,7 +899,8 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was
     tried or the refit drifted back), ``spare_support`` (per node, 2 (max(L_kept, L_swap) - L_0) - d_j log n),
     ``one_spare_support`` (per node, the largest 2 (L_k - L_0) - d_k log n; either > 0: supported; both NaN where
-    not tried or with fixed weights), ``restricted_loglik`` (per node, L_0) and ``relabelled`` (nodes whose swap
+    not tried or with fixed weights; this one NaN also where ``spare_support`` > 0, the single-regime fits then
+    skipped), ``restricted_loglik`` (per node, L_0) and ``relabelled`` (nodes whose swap
     was taken))."""
     x64, par = x.to(torch.float64), parents.to(x.device)
     data = {"x": x64, "parents": par, "learn_weights": learn_weights}
@@ -946,17 +947,17 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
             l_0 = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol).objective[-1]
                       for f in (fit, alt))
             excess = 2 * (max(l_fit, l_alt) - l_0) - spare_params(par, j) * math.log(n)
-            one = -math.inf
-            # each spare regime on its own: one real intervention beside do(j) identifies the labels, and charging
-            # it for the empty ones' parameters too can hide it
-            for k in range(x.shape[1]):
+            one = -math.inf if excess <= 0 else float("nan")
+            # each spare regime on its own (needed only when the joint test fails): one real intervention beside
+            # do(j) identifies the labels, and charging it for the empty ones' parameters too can hide it
+            for k in range(x.shape[1]) if excess <= 0 else ():
                 if k != j:
                     l_k = max(fit_restricted(f.params, data, j, max_iter=max_iter, tol=tol, also=(k,)).objective[-1]
                               for f in (fit, alt))
                     one = max(one, 2 * (l_k - l_0) - one_spare_params(par, k) * math.log(n))
         else:  # fixed weights 1/K: no two-regime model is nested in the full one, so no BIC step
             l_0 = excess = one = float("nan")
-        if _data_decide(delta, max(excess, one)):
+        if _data_decide(delta, excess if excess > 0 else one):
             take = delta > 0
         else:  # the data cannot tell: interventions are the minority, so the regime holding more rows is observational
             take = float(r_obs.sum()) > float(fit.expectations["r"][:, 0].sum())
