@@ -342,9 +342,12 @@ def check_no_datetimes(name: str, v: Any) -> None:
         if kind in ("M", "m"):  # datetime64 (tz-aware too) or timedelta64
             where = "" if c is None else f" in column {str(c)!r}"
             ref = name if c is None else f"{name}[{c!r}]"
-            what, read, fix = (("dates", "counts of their time unit since 1970",
-                                f"days since the first date, ({ref} - {ref}.min()).dt.days") if kind == "M" else
-                               ("durations", "counts of their time unit", f"seconds, {ref}.dt.total_seconds()"))
+            if hasattr(col, "dt"):  # pandas: the .dt accessor
+                days, seconds = f"({ref} - {ref}.min()).dt.days", f"{ref}.dt.total_seconds()"
+            else:  # a NumPy array has no .dt
+                days, seconds = f"({ref} - {ref}.min()) / np.timedelta64(1, 'D')", f"{ref} / np.timedelta64(1, 's')"
+            what, read, fix = (("dates", "counts of their time unit since 1970", f"days since the first date, {days}")
+                               if kind == "M" else ("durations", "counts of their time unit", f"seconds, {seconds}"))
             raise PyrozooError(f"{name}: expected numbers, got {what}{where} ({dtype}), which would be read as {read}; "
                                f"encode them as numbers yourself, e.g. {fix}")
 

@@ -565,3 +565,24 @@ def test_each_public_seed_is_refused_outside_the_seed_range_before_any_work(name
             call(bad)
     if cheap:
         call(2**32 - 1)  # the top of the range is a seed
+
+
+def test_check_no_datetimes_gives_a_fix_that_works_for_a_numpy_array_and_for_pandas():
+    """A NumPy datetime64/timedelta64 array has no .dt accessor: its suggested encoding must be NumPy's, and that
+    suggestion must run; a pandas column keeps the .dt form."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.validation import check_no_datetimes
+
+    x = np.array(["2020-01-01", "2020-01-03"], dtype="datetime64[D]")
+    with pytest.raises(PyrozooError, match=r"x: expected numbers, got dates .*np\.timedelta64\(1, 'D'\)") as info:
+        check_no_datetimes("x", x)
+    assert ".dt" not in str(info.value)
+    np.testing.assert_array_equal(eval("(x - x.min()) / np.timedelta64(1, 'D')"), [0.0, 2.0])  # the fix runs
+    d = x - x.min()
+    with pytest.raises(PyrozooError, match=r"got durations .*np\.timedelta64\(1, 's'\)"):
+        check_no_datetimes("d", d)
+    with pytest.raises(PyrozooError, match=r"in column 'when'.*\.dt\.days"):
+        check_no_datetimes("X", pd.DataFrame({"when": pd.to_datetime(x)}))
