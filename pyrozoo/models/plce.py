@@ -244,12 +244,15 @@ def _fit_and_pack(name: str, y: np.ndarray, t: np.ndarray, X: Any, groups: np.nd
 
 
 def simulate_plce_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
-    """The talk's design (``scenario``, ``n``), cross-fitted: group ids are passed when the scenario has random
-    effects (``random_effects="auto"``), or always with ``random_effects=true``."""
+    """The talk's design (``scenario``, ``n``), cross-fitted: group ids (the simulator's groups of 20 units) are
+    passed when the scenario has random effects (``random_effects="auto"``), always with ``random_effects=true``,
+    and always with ``se_type="cluster"`` (the clusters of its standard errors; without them that run stopped with
+    "needs groups")."""
     opts = {**OPTIONS, **options}
     check_choice("scenario", opts["scenario"], SCENARIOS)
     sim = simulate_plce(seed, opts["scenario"], n=opts["n"])
-    use_groups = opts["random_effects"] is True or (opts["random_effects"] == "auto" and sim.flags["random_effects"])
+    use_groups = (opts["random_effects"] is True or opts["se_type"] == "cluster"
+                  or (opts["random_effects"] == "auto" and sim.flags["random_effects"]))
     return _fit_and_pack(f"plce-{opts['scenario']}", sim.y, sim.t, sim.X, sim.groups if use_groups else None,
                          seed, device, opts, truth={"theta": sim.theta}, meta={"scenario": opts["scenario"]})
 

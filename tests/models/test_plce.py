@@ -314,3 +314,22 @@ def test_the_prior_reference_is_the_flat_one_under_the_default_prior():
     default = final_stage_reference(data(10.0 * sd_ry / sd_rt), prior=True)
     assert abs(default["theta_mean"] - flat["theta_mean"]) < 1e-3 * flat["theta_sd"]
     assert default["theta_sd"] == pytest.approx(flat["theta_sd"], rel=1e-4)
+
+
+def test_simulated_data_with_a_cluster_se_pass_the_simulators_groups():
+    """`pyrozoo run plce -o random_effects=false -o se_type=cluster` stopped with "se_type: 'cluster' needs groups":
+    the simulated design has group ids (groups of 20 units; 30 here) but they were passed only with random effects. With
+    se_type=cluster they are the clusters, whatever the scenario; the SE equals a direct fit's on those groups."""
+    from pyrozoo.causal.simulate import simulate_plce
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.plce import make_estimator
+    from pyrozoo.runner import run_model
+
+    fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1, "interactions": "linear", "n_knots": 3, "n": 600}
+    cfg = RunConfig(model="plce", inference="svi", steps=20, num_samples=20, progress=False,
+                    options={**fast, "random_effects": False, "se_type": "cluster"})
+    metrics = run_model(cfg, save=False).metrics
+    sim = simulate_plce(cfg.seed, "baseline", n=600)
+    est = make_estimator(cfg.seed, **{k: v for k, v in fast.items() if k != "n"}, se_type="cluster",
+                         random_effects=False).fit(sim.y, sim.t, sim.X, groups=sim.groups)
+    assert metrics["se_cluster"] == pytest.approx(est.se_, rel=1e-12)
