@@ -247,12 +247,14 @@ def simulate_plce_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> 
     """The talk's design (``scenario``, ``n``), cross-fitted: group ids (the simulator's groups of 20 units) are
     passed when the scenario has random effects (``random_effects="auto"``), always with ``random_effects=true``,
     and always with ``se_type="cluster"`` (the clusters of its standard errors; without them that run stopped with
-    "needs groups")."""
+    "needs groups"). ``random_effects="auto"`` is resolved to the scenario's flag first, so cluster SEs on a
+    scenario without random effects do not turn them on."""
     opts = {**OPTIONS, **options}
     check_choice("scenario", opts["scenario"], SCENARIOS)
     sim = simulate_plce(seed, opts["scenario"], n=opts["n"])
-    use_groups = (opts["random_effects"] is True or opts["se_type"] == "cluster"
-                  or (opts["random_effects"] == "auto" and sim.flags["random_effects"]))
+    if opts["random_effects"] == "auto":  # the scenario's own: group ids passed for cluster SEs alone turn none on
+        opts["random_effects"] = bool(sim.flags["random_effects"])
+    use_groups = opts["random_effects"] is True or opts["se_type"] == "cluster"
     return _fit_and_pack(f"plce-{opts['scenario']}", sim.y, sim.t, sim.X, sim.groups if use_groups else None,
                          seed, device, opts, truth={"theta": sim.theta}, meta={"scenario": opts["scenario"]})
 

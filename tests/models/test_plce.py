@@ -333,3 +333,17 @@ def test_simulated_data_with_a_cluster_se_pass_the_simulators_groups():
     est = make_estimator(cfg.seed, **{k: v for k, v in fast.items() if k != "n"}, se_type="cluster",
                          random_effects=False).fit(sim.y, sim.t, sim.X, groups=sim.groups)
     assert metrics["se_cluster"] == pytest.approx(est.se_, rel=1e-12)
+
+
+def test_cluster_se_on_a_simulated_scenario_without_random_effects_keeps_them_off():
+    """random_effects="auto" on the simulated design means the scenario's own: passing its group ids for cluster
+    SEs must not turn random effects on (the estimator's auto turns them on whenever groups are given), so theta is
+    the HC3 run's and only the SE differs."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1, "interactions": "linear", "n_knots": 3, "n": 600}
+    runs = {se: run_model(RunConfig(model="plce", inference="svi", steps=20, num_samples=20, progress=False,
+                                    options={**fast, "se_type": se}), save=False).metrics for se in ("hc3", "cluster")}
+    assert runs["cluster"]["theta"] == pytest.approx(runs["hc3"]["theta"], rel=1e-12)
+    assert runs["cluster"]["se_cluster"] != pytest.approx(runs["hc3"]["se_hc3"])
