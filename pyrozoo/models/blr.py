@@ -224,6 +224,7 @@ def standardized_design(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> n
 
 
 def _load_shipped(name: str, seed: int, device: Any, prior: dict[str, float]) -> Dataset:
+    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     x, y, feats = load_regression_frame(name)
     return _standardized_dataset(name, x, y, feats, device, prior)
 
@@ -242,13 +243,11 @@ def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[s
 
 def load_boston(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Boston housing (506 x 13, ``MASS/Boston``): median value on the standardized features."""
-    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     return _load_shipped("boston", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 
 
 def load_concrete(seed: int, *, device: Any = "cpu", **options: Any) -> Dataset:
     """Concrete compressive strength (1030 x 8, ``modeldata/concrete``) on the standardized features."""
-    check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     return _load_shipped("concrete", seed, device, {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 
 

@@ -842,6 +842,12 @@ def _only_two_regimes(p: Mapping[str, torch.Tensor], j: int, learn_weights: bool
     return q
 
 
+def _em_loglik(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
+    """The objective :func:`~pyrozoo.inference.em.run_em` tracks for the linear EM: the marginal log-likelihood at
+    ``p`` (its E-step's ``loglik``)."""
+    return float(em_e_step(p, d)["loglik"])
+
+
 def fit_restricted(start: Mapping[str, torch.Tensor], data: Mapping[str, Any], j: int, *, max_iter: int = 200,
                    tol: float = 1e-7, also: Sequence[int] = ()) -> Any:
     """EM of the restricted model in which only the observational regime and do(j) (and do(k), k in ``also``)
@@ -851,11 +857,8 @@ def fit_restricted(start: Mapping[str, torch.Tensor], data: Mapping[str, Any], j
     def m_step(e: Mapping[str, Any], d: Mapping[str, Any]) -> dict:
         return _only_two_regimes(em_m_step(e, d), j, d["learn_weights"], also)
 
-    def objective(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
-        return float(em_e_step(p, d)["loglik"])
-
     return run_em(em_e_step, m_step, _only_two_regimes(start, j, data["learn_weights"], also), data,
-                  max_iter=max_iter, tol=tol, objective=objective)
+                  max_iter=max_iter, tol=tol, objective=_em_loglik)
 
 
 def one_spare_params(parents: torch.Tensor, k: int) -> int:
@@ -907,39 +910,35 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     gen = torch.Generator().manual_seed(int(seed))
     starts = [robust_init(x64, par)] + [random_init(x64, par, gen) for _ in range(max(restarts, 1) - 1)]
 
-    def objective(p: Mapping[str, torch.Tensor], e: Any, d: Mapping[str, Any]) -> float:
-        return float(em_e_step(p, d)["loglik"])
-
     scored = []
     for s in starts:
-        fit = run_em(em_e_step, em_m_step, s, data, max_iter=warm_iters, tol=tol, objective=objective)
+        fit = run_em(em_e_step, em_m_step, s, data, max_iter=warm_iters, tol=tol, objective=_em_loglik)
         scored.append((fit.objective[-1], fit.params))
     chosen = int(np.argmax([s for s, _ in scored]))
-    fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=objective)
+    fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=_em_loglik)
     n = x.shape[0]
     swap_ll, support, one_support, restricted, relabelled = [], [], [], [], []
+
+    def not_tried() -> None:  # no swap tried for this node: NaN in every per-node record
+        for record in (swap_ll, support, one_support, restricted):
+            record.append(float("nan"))
+
     for j in range(x.shape[1]):
         mass = fit.expectations["r"].mean(0)
         # the swap starts the observational regime at do(j)'s share of the rows: a do(j) regime under half the
         # observational one's share is taken to be the minority it looks like
         if float(mass[j + 1]) < float(mass[0]) / 2:
-            swap_ll.append(float("nan"))
-            support.append(float("nan"))
-            one_support.append(float("nan"))
-            restricted.append(float("nan"))
+            not_tried()
             continue
         alt = run_em(em_e_step, em_m_step, swap_labels(fit.params, j), data, max_iter=max_iter, tol=tol,
-                     objective=objective)
+                     objective=_em_loglik)
         # the refit may drift back to the current labelling (or to another optimum): it is the other labelling only
         # if the two regimes exchanged roles, most of its observational rows being the current do(j) rows or most
         # of its do(j) rows the current observational ones; otherwise no swap was tried
         r_obs = alt.expectations["r"][:, 0]
         if not (_mostly(r_obs, fit.expectations["r"][:, j + 1])
                 or _mostly(alt.expectations["r"][:, j + 1], fit.expectations["r"][:, 0])):
-            swap_ll.append(float("nan"))
-            support.append(float("nan"))
-            one_support.append(float("nan"))
-            restricted.append(float("nan"))
+            not_tried()
             continue
         l_fit, l_alt = fit.objective[-1], alt.objective[-1]
         delta = l_alt - l_fit
