@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import SplineTransformer
+from sklearn.utils.validation import check_is_fitted
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_int
+from pyrozoo.validation import check_bool, check_finite, check_int
 
 
 class SplineInteractionBasis(TransformerMixin, BaseEstimator):
@@ -40,13 +41,15 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
     {z_j, z_j^2} with {z_k, z_k^2} for j < k (so x1^2 x2 and the like are in the span), ``"none"`` (or False)
     none; ``min_unique`` is the number of distinct values below which a
     covariate enters linearly instead of through splines; ``squares`` adds z_j^2 for linear-only covariates
-    with more than two values; ``linear`` (default False; ``"none"``, ``True``/``"raw"``, ``"orthogonal"``) adds
+    with more than two values in the training rows (decided at fit, so ``transform`` gives the same columns for
+    any rows); ``linear`` (default False; ``"none"``, ``True``/``"raw"``, ``"orthogonal"``) adds
     the standardized covariate z_j as a column just before each splined covariate's spline block, and with
     ``"orthogonal"`` replaces the block by its residuals on [1, z_j] (least-squares coefficients from the training
     rows, applied to any rows). One more column per splined covariate; the block's span is unchanged, so the
     columns are exactly collinear (raw: z_j with the intercept and the splines; orthogonal: the residualized splines
     among themselves): fine for the shrinkage and ridge fits that use the basis, not for unpenalized least squares
-    on the whole block.
+    on the whole block. The options are checked at ``fit`` (a :class:`PyrozooError` naming the bad one);
+    ``transform`` before ``fit`` raises scikit-learn's ``NotFittedError``.
     """
 
     def __init__(self, n_knots: int = 5, degree: int = 3, interactions: bool | str = "quadratic", min_unique: int = 6,
@@ -59,18 +62,24 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         self.linear = linear
 
     def fit(self, X: Any, y: Any = None) -> SplineInteractionBasis:
-        X = _as_matrix(X)
         check_int("n_knots", self.n_knots, minimum=2)
         check_int("degree", self.degree, minimum=1)
-        self.linear_ = linear_kind(self.linear)
-        self.interactions_ = interaction_kind(self.interactions)
+        check_int("min_unique", self.min_unique)
+        check_bool("squares", self.squares)
+        linear, interactions = linear_kind(self.linear), interaction_kind(self.interactions)
+        X = _as_matrix(X)
+        self.linear_, self.interactions_ = linear, interactions
         n, p = X.shape
         self.n_features_in_ = p
         self.loc_ = X.mean(axis=0)
         scale = X.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self._levels = [np.unique(X[:, j])[:3] for j in range(p)]
-        self.spline_cols_ = [j for j in range(p) if len(np.unique(X[:, j])) >= self.min_unique]
+        n_unique = [len(np.unique(X[:, j])) for j in range(p)]
+        self.spline_cols_ = [j for j in range(p) if n_unique[j] >= self.min_unique]
+        # z_j^2 columns: chosen on the training rows (counting the distinct values of the rows being transformed
+        # gave another number of columns, or other columns, for a subset of rows)
+        self.square_cols_ = [j for j in range(p) if self.squares and j not in self.spline_cols_ and n_unique[j] > 2]
         self.splines_ = {}
         for j in self.spline_cols_:
             st = SplineTransformer(n_knots=self.n_knots, degree=self.degree, knots="quantile",
@@ -102,7 +111,7 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
                 blocks.append(S)
             else:
                 blocks.append(Z[:, [j]])
-                if self.squares and len(np.unique(X[:, j])) > 2:
+                if j in self.square_cols_:
                     blocks.append(Z[:, [j]] ** 2)
         if self.interactions_ != "none" and X.shape[1] > 1:
             pairs = list(combinations(range(X.shape[1]), 2))
@@ -123,6 +132,7 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         return np.concatenate(blocks, axis=1)
 
     def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
         X = _as_matrix(X)
         if X.shape[1] != self.n_features_in_:
             raise PyrozooError(f"X: expected {self.n_features_in_} columns (as in fit), got {X.shape[1]}")

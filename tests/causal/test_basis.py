@@ -106,3 +106,34 @@ def test_orthogonal_option_recovers_a_linear_nuisance_better():
     default, option = np.array(mse[False]), np.array(mse["orthogonal"])
     assert option.mean() < 0.5 * default.mean(), (option, default)
     assert (option - default).max() < 0.005, (option, default)
+
+
+@pytest.mark.parametrize("interactions", ["none", "linear", "quadratic"])
+@pytest.mark.parametrize("squares", [False, True])
+@pytest.mark.parametrize("linear", ["none", "raw", "orthogonal"])
+def test_transform_of_a_subset_of_rows_is_those_rows_of_the_transform(interactions, squares, linear):
+    """Every column is decided at fit: transform(X[rows]) == transform(X)[rows] (round-off only, 1e-12). squares=True
+    used to count a count covariate's distinct values on the rows being transformed, so rows where it takes only
+    two values lost their z_j^2 column (a broadcast ValueError; with several such covariates, shifted columns)."""
+    rng = np.random.default_rng(4)
+    X = np.column_stack([rng.standard_normal(60), rng.integers(0, 4, 60), rng.integers(0, 2, 60)])
+    basis = SplineInteractionBasis(n_knots=4, interactions=interactions, squares=squares, linear=linear).fit(X)
+    full = basis.transform(X)
+    two_levels = np.flatnonzero(X[:, 1] <= 1)[:5]  # the count covariate takes two values in these rows
+    for rows in (slice(0, 2), slice(0, 1), two_levels):
+        np.testing.assert_allclose(basis.transform(X[rows]), full[rows], rtol=0, atol=1e-12)
+    assert full.shape[1] == SplineInteractionBasis(n_knots=4, interactions=interactions, linear=linear).fit(
+        X).transform(X).shape[1] + squares  # one z_j^2 column: the 4-level count; the dummy gets none
+
+
+def test_basis_options_and_fit_state_are_checked():
+    X = mixed_covariates(0, n=40)
+    for option, value, expected in (("min_unique", "a", "an integer >= 0"), ("min_unique", 2.5, "an integer >= 0"),
+                                    ("squares", "yes", "True or False"), ("n_knots", 1, "an integer >= 2"),
+                                    ("degree", 0, "an integer >= 1")):
+        with pytest.raises(PyrozooError, match=f"^{option}: expected {expected}, got {value!r}"):
+            SplineInteractionBasis(**{option: value}).fit(X)
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        SplineInteractionBasis().transform(X)
