@@ -283,13 +283,16 @@ def ciber_sample(center: torch.Tensor, box_half_widths: torch.Tensor, sigma: tor
                  *, r: float = TRIANGULAR_R, tail_weight: float = 0.0, tail_width: float = TAIL_WIDTH,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Monte Carlo draws from the same predictive (uniform box weights, triangular noise, the wide triangle with
-    probability ``tail_weight``): ``(num_samples, *batch)``."""
+    probability ``tail_weight``): ``(num_samples, *batch)``, ``batch`` the common shape of ``center``, ``sigma`` and
+    ``box_half_widths.shape[:-1]`` (as in :func:`ciber_density`)."""
     rho = _check_tail(tail_weight, tail_width)
-    shape = (num_samples, *box_half_widths.shape)
+    # every point gets its own draws: noise shaped like sigma (a scalar) would broadcast along the batch, one value
+    # per draw shared by all points (and fail for num_samples != batch size)
+    batch = torch.broadcast_shapes(center.shape, sigma.shape, box_half_widths.shape[:-1])
+    shape = (num_samples, *batch, box_half_widths.shape[-1])
     gdev = generator.device if generator is not None else box_half_widths.device  # a CPU generator may drive CUDA
     u = (2 * torch.rand(shape, generator=generator, dtype=box_half_widths.dtype, device=gdev) - 1)
-    v = torch.rand((3 if rho > 0 else 2, num_samples, *sigma.shape), generator=generator, dtype=sigma.dtype,
-                   device=gdev)
+    v = torch.rand((3 if rho > 0 else 2, num_samples, *batch), generator=generator, dtype=sigma.dtype, device=gdev)
     u, v = u.to(box_half_widths.device), v.to(sigma.device)
     scale = torch.where(v[2] < rho, tail_width, 1.0) if rho > 0 else 1.0
     # V1 + V2, each U(-r s/2, r s/2), s = sigma (or tail_width sigma for the tail component)

@@ -258,3 +258,33 @@ def test_gaussian_conditional_and_collapsed_predictive_match_dense_formulas():
 def test_too_many_collapsed_weights_is_an_error():
     with pytest.raises(PyrozooError, match="num_collapsed"):
         ciber_density(torch.zeros(1), torch.zeros(1), torch.ones(1, 13), torch.ones(1))
+
+
+@pytest.mark.parametrize("case", ["scalar_sigma", "as_many_draws_as_points", "full_sigma", "shared_box",
+                                  "tail_scalar_sigma"])
+def test_sampler_draws_each_point_independently_for_a_broadcast_sigma(case):
+    """ciber_sample's draws per point have ciber_moments' mean and variance when sigma (or the box half-widths)
+    broadcast to the batch, as ciber_density and ciber_moments accept. A scalar sigma used to shape the triangle
+    noise like sigma, so it broadcast along the batch: with num_samples == batch size each point got one fixed
+    noise value (sample variance 0.0068 vs 0.886), with any other num_samples a raw RuntimeError. Tolerance: the
+    sample variance of N draws has relative sd sqrt((kurtosis - 1) / N) <= sqrt(2 / N) (the sum of uniforms and
+    triangles is platykurtic; the tail mixture's kurtosis is < 4, so sqrt(3 / N) there); 5 sds for each
+    point (50, or 1000 with N = 1000), the mean within 5 sds sqrt(var / N)."""
+    gen = torch.Generator().manual_seed(7)
+    n, N = (1000, 1000) if case == "as_many_draws_as_points" else (50, 4000)
+    center = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    box = 0.05 + 0.5 * torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    sigma = torch.tensor(1.0, dtype=torch.float64)
+    rho = 0.0
+    if case == "full_sigma":
+        sigma = 0.2 + torch.rand(n, generator=gen, dtype=torch.float64)
+    elif case == "shared_box":
+        box, sigma = box[0], 0.2 + torch.rand(n, generator=gen, dtype=torch.float64)
+    elif case == "tail_scalar_sigma":
+        rho = 0.2
+    y = ciber_sample(center, box, sigma, N, tail_weight=rho, generator=gen)
+    assert y.shape == (N, n)
+    mean, var = ciber_moments(center, box, sigma, tail_weight=rho)
+    kurt_bound = 3.0 if rho else 2.0
+    assert ((y.mean(0) - mean).abs() < 5 * (var / N).sqrt()).all()
+    assert ((y.var(0) / var - 1).abs() < 5 * math.sqrt(kurt_bound / N)).all(), y.var(0) / var
