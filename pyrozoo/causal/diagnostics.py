@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pyrozoo.validation import check_int, check_positive, check_probability, check_real
+from pyrozoo.validation import check_int, check_positive, check_probability, check_real, real_array
 
 
 def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
@@ -49,15 +49,23 @@ def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
 
 def positivity_summary(kappa: np.ndarray, n_splits: int, *, threshold: float | None = None) -> dict[str, float]:
     """Mean and max kurtosis, the threshold and the share of units above it (default threshold: halfway between the
-    Gaussian expectation 3S/(S+2) and the maximum S). The same four keys for every S; with S = 1 every value is
-    NaN (there is no kurtosis across one split, so no reference to set a threshold from)."""
-    S = int(n_splits)
+    Gaussian expectation 3S/(S+2) and the maximum S) over the finite kappa (``kappa`` any array-like). The same
+    four keys for every S; with S = 1 every value is NaN (there is no kurtosis across one split, so no reference to
+    set a threshold from); when no unit has a finite kappa (all residuals zero) the mean, max and share are NaN and
+    the threshold is still given."""
+    k = real_array("kappa", kappa, want="an array of kurtosis values (numbers)").reshape(-1)
+    S = check_int("n_splits", n_splits, minimum=1)
+    if threshold is not None:
+        threshold = check_real("threshold", threshold)
     if S < 2:
         return dict.fromkeys(("kurtosis_mean", "kurtosis_max", "kurtosis_threshold", "kurtosis_share_flagged"),
                              float("nan"))
     gauss = 3.0 * S / (S + 2.0)  # E[kappa] for i.i.d. Gaussian residuals
     thr = threshold if threshold is not None else gauss + 0.5 * (S - gauss)
-    k = kappa[np.isfinite(kappa)]
+    k = k[np.isfinite(k)]
+    if not k.size:  # no unit measured (np.max of nothing raised "zero-size array to reduction operation")
+        return {"kurtosis_mean": float("nan"), "kurtosis_max": float("nan"), "kurtosis_threshold": float(thr),
+                "kurtosis_share_flagged": float("nan")}
     return {"kurtosis_mean": float(k.mean()), "kurtosis_max": float(k.max()), "kurtosis_threshold": float(thr),
             "kurtosis_share_flagged": float((k > thr).mean())}
 

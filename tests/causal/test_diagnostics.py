@@ -158,3 +158,30 @@ def test_plce_positivity_and_plot_with_n_repeats_1(tmp_path):
     with pytest.raises(PyrozooError, match=r"^n_repeats: the positivity plot needs n_repeats >= 2 .*got 1$"):
         one.plot_positivity(str(tmp_path / "pos.png"))
     assert not (tmp_path / "pos.png").exists()
+
+
+# ---------------------------------------------------------------- positivity summary: no finite kappa, array-likes
+def test_positivity_summary_without_a_finite_kappa_is_nan_with_the_threshold():
+    """All treatment residuals zero: every kappa is NaN and the summary used to fail inside np.max ("zero-size
+    array to reduction operation"). Now mean, max and share are NaN, as with one split, and the threshold (it
+    depends on S only: 3S/(S+2) halfway to S, 2.1 for S = 3) is given."""
+    kappa = positivity_kurtosis(np.zeros((3, 4)))
+    assert np.isnan(kappa).all()
+    out = positivity_summary(kappa, 3)
+    assert list(out) == ["kurtosis_mean", "kurtosis_max", "kurtosis_threshold", "kurtosis_share_flagged"]
+    assert np.isnan([out["kurtosis_mean"], out["kurtosis_max"], out["kurtosis_share_flagged"]]).all()
+    assert out["kurtosis_threshold"] == pytest.approx(1.8 + 0.5 * (3 - 1.8), rel=1e-12)
+
+
+def test_positivity_summary_takes_array_likes_and_refuses_other_input():
+    """kappa as a list (a TypeError from boolean indexing of a list) gives the array's summary; text, a bad
+    n_splits or threshold are refused naming them."""
+    kappa = [1.2, 2.9, 3.6, np.nan]
+    assert positivity_summary(kappa, 5) == positivity_summary(np.array(kappa), 5)
+    assert positivity_summary(kappa, 5)["kurtosis_max"] == 3.6
+    with pytest.raises(PyrozooError, match="^kappa: expected an array of kurtosis values"):
+        positivity_summary(["a", "b"], 5)
+    with pytest.raises(PyrozooError, match="^n_splits: expected an integer >= 1, got 'x'"):
+        positivity_summary(kappa, "x")
+    with pytest.raises(PyrozooError, match="^threshold: expected a finite number, got the string 'high'"):
+        positivity_summary(kappa, 5, threshold="high")
