@@ -28,10 +28,12 @@ from pyrozoo.validation import check_finite, check_int, check_interval, check_po
 
 
 class SWAGCollector:
-    """Running first and second moments and the last ``rank`` deviations of the collected iterates."""
+    """Running first and second moments and the last ``rank`` deviations of the collected iterates (flat vectors of
+    ``num_params`` values each)."""
 
     def __init__(self, num_params: int, *, rank: int = 20, dtype: torch.dtype = torch.float64,
                  device: torch.device | str = "cpu") -> None:
+        num_params = check_int("num_params", num_params, minimum=1)
         self.rank = check_int("rank", rank, minimum=0)
         device = resolve_device(device)  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
         self.count = 0
@@ -40,7 +42,11 @@ class SWAGCollector:
         self.deviations: list[torch.Tensor] = []
 
     def collect(self, theta: torch.Tensor) -> None:
-        """Add one iterate (a flat vector)."""
+        """Add one iterate (a flat vector of ``num_params`` values)."""
+        if not isinstance(theta, torch.Tensor) or theta.shape != self.mean.shape:  # once per iterate: no host sync
+            got = f"shape {tuple(theta.shape)}" if isinstance(theta, torch.Tensor) else type(theta).__name__
+            raise PyrozooError(f"theta: expected a flat tensor of {self.mean.shape[0]} values (the collector's "
+                               f"num_params), got {got}")
         theta = theta.detach().to(self.mean)
         self.count += 1
         self.mean += (theta - self.mean) / self.count
@@ -51,7 +57,9 @@ class SWAGCollector:
                 self.deviations.pop(0)
 
     def posterior(self, *, diagonal: bool = False, scale: float = 0.5, var_clamp: float = 1e-12) -> SWAGPosterior:
-        """The SWAG (``diagonal=False``, needs >= 2 deviations) or SWAG-diagonal Gaussian."""
+        """The SWAG (``diagonal=False``, needs >= 2 deviations) or SWAG-diagonal Gaussian; ``scale`` > 0 (finite)
+        multiplies the covariance."""
+        check_positive("scale", scale, scalar=True)
         if self.count < 2:
             raise PyrozooError(f"swag: need at least 2 collected iterates, got {self.count}")
         var = (self.sq_mean - self.mean**2).clamp_min(var_clamp)
@@ -73,6 +81,10 @@ class SWAGPosterior:
     deviations: torch.Tensor  # (P, K)
     diagonal: bool = False
     scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        # a negative scale failed in math.sqrt ("math domain error") at the first draw; 0 gave a point mass silently
+        check_positive("scale", self.scale, scalar=True)
 
     @property
     def num_params(self) -> int:

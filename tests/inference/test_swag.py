@@ -141,3 +141,25 @@ def test_transform_of_standard_normals_has_the_swag_mean_and_covariance():
     assert ((draws.mean(0) - mean).abs() < 5 * (cov.diagonal() / n).sqrt()).all()
     tol = 5 * ((cov.diagonal()[:, None] * cov.diagonal()[None] + cov**2) / n).sqrt()
     assert ((torch.cov(draws.T) - cov).abs() < tol).all(), (torch.cov(draws.T), cov)
+
+
+def test_bad_scale_and_iterate_are_refused_naming_them():
+    """posterior(scale=-1.0) failed at the first draw in math.sqrt ("math domain error") and scale=0.0 gave an
+    all-zero covariance silently; an iterate of the wrong length was a raw RuntimeError inside the running mean."""
+    col = SWAGCollector(3, rank=2)
+    for theta in torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64):
+        col.collect(theta)
+    for scale in (-1.0, 0.0, float("inf"), float("nan"), "0.5"):
+        with pytest.raises(PyrozooError, match="^scale: expected a finite value > 0"):
+            col.posterior(scale=scale)
+        with pytest.raises(PyrozooError, match="^scale: expected a finite value > 0"):
+            SWAGPosterior(col.mean, col.mean.abs(), torch.zeros(3, 2, dtype=torch.float64), scale=scale)
+    assert col.posterior(scale=2.0).sample(2).shape == (2, 3)
+    with pytest.raises(PyrozooError, match=r"^theta: expected a flat tensor of 3 values \(the collector's "
+                                           r"num_params\), got shape \(4,\)$"):
+        SWAGCollector(3).collect(torch.randn(4))
+    with pytest.raises(PyrozooError, match=r"^theta: expected a flat tensor of 3 values .*got shape \(1, 3\)$"):
+        col.collect(torch.randn(1, 3))
+    assert col.count == 4  # nothing was added by the refused iterates
+    with pytest.raises(PyrozooError, match="^num_params: expected an integer >= 1, got 0"):
+        SWAGCollector(0)
