@@ -59,7 +59,13 @@ def frank_wolfe(kernel: PoolKernel | torch.Tensor, num_steps: int) -> FrankWolfe
     or inf) are an error, not a batch."""
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if isinstance(kernel, torch.Tensor):
+        if kernel.dim() != 2 or kernel.shape[0] == 0:
+            raise PyrozooError(f"kernel: expected an embedding Phi of shape (M, K) with M >= 1 pool points, got "
+                               f"shape {tuple(kernel.shape)}")
         kernel = EmbeddingKernel(kernel)
+    elif not isinstance(kernel, PoolKernel):  # a NumPy array failed on .diag(), a 1-D tensor with an IndexError
+        raise PyrozooError(f"kernel: expected a PoolKernel or a torch.Tensor embedding Phi (M, K), got "
+                           f"{type(kernel).__module__}.{type(kernel).__name__} (convert an array with torch.as_tensor)")
     sq = kernel.diag().to(torch.float64)
     check_posterior_finite("squared norms (the pool kernel's diag())", sq)
     sq = sq.clamp(min=0)

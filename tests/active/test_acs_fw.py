@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,15 @@ def test_bad_input():
         ACSFW("projection", num_projections=0)
     with pytest.raises(PyrozooError, match="inner_product"):
         ACSFW("cosine")
+
+
+def test_frank_wolfe_refuses_a_kernel_that_is_neither_a_pool_kernel_nor_an_embedding():
+    """A 1-D tensor was an IndexError from EmbeddingKernel.diag(), a NumPy array an AttributeError ('diag')."""
+    with pytest.raises(PyrozooError, match=r"^kernel: expected an embedding Phi of shape \(M, K\) .*got shape \(5,\)$"):
+        frank_wolfe(torch.randn(5), 2)
+    with pytest.raises(PyrozooError, match=r"^kernel: expected an embedding Phi .*got shape \(0, 3\)$"):
+        frank_wolfe(torch.zeros(0, 3), 2)
+    with pytest.raises(PyrozooError, match=r"^kernel: expected a PoolKernel or a torch\.Tensor embedding Phi \(M, K\), "
+                                           r"got numpy\.ndarray \(convert an array with torch\.as_tensor\)$"):
+        frank_wolfe(np.random.default_rng(0).random((5, 3)), 2)
+    assert frank_wolfe(torch.ones(5, 3, dtype=torch.float64), 2).support.numel() >= 1
