@@ -80,8 +80,24 @@ def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_
     scores = np.empty((n_pseudo, tau_hat.size))
     for b in range(n_pseudo):
         signs = rng.choice((-1.0, 1.0), size=residuals.size)
-        tau_b, var_b = refit(mu_hat + signs * residuals)
-        scores[b] = np.abs(np.asarray(tau_b) - tau_hat) / np.sqrt(np.maximum(np.asarray(var_b), var_floor))
+        tau_b, var_b = _refit_values(refit(mu_hat + signs * residuals), tau_hat.size)
+        scores[b] = np.abs(tau_b - tau_hat) / np.sqrt(np.maximum(var_b, var_floor))
         if after_refit is not None:
             after_refit()
     return ConformalCalibration(scores)
+
+
+def _refit_values(out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``refit``'s (tau*, V*) as two float arrays of ``n`` values, or a :class:`PyrozooError` saying what came (a
+    shorter array was a raw broadcast error in the scores)."""
+    want = f"a pair (tau*, V*) of arrays with one value per observation ({n} each)"
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise PyrozooError(f"refit: expected {want}, got {type(out).__name__}"
+                           + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    try:
+        tau_b, var_b = (np.asarray(a, dtype=np.float64).reshape(-1) for a in out)
+    except (TypeError, ValueError):
+        raise PyrozooError(f"refit: expected {want}, got non-numeric values") from None
+    if tau_b.size != n or var_b.size != n:
+        raise PyrozooError(f"refit: expected {want}, got {tau_b.size} and {var_b.size} values")
+    return tau_b, var_b

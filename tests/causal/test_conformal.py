@@ -1,0 +1,34 @@
+"""calibrate_band's checks of what the user's ``refit`` returns (the calibration itself is tested with the effect
+curve, tests/causal/test_effect_curve.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyrozoo.causal.conformal import calibrate_band
+from pyrozoo.errors import PyrozooError
+
+
+@pytest.mark.parametrize(("refit", "got"), [
+    (lambda ys: (ys[:3], np.ones(3)), "got 3 and 3 values"),  # was a raw broadcast ValueError (3,) vs (5,)
+    (lambda ys: (ys, np.ones(4)), "got 5 and 4 values"),
+    (lambda ys: ys, "got ndarray"),
+    (lambda ys: (ys, np.ones(5), 0), "got tuple of length 3"),
+    (lambda ys: (ys, ["a"] * 5), "got non-numeric values"),
+])
+def test_refit_must_return_tau_and_variance_per_observation(refit, got):
+    with pytest.raises(PyrozooError, match=r"^refit: expected a pair \(tau\*, V\*\) of arrays with one value per "
+                                           rf"observation \(5 each\), {got}$"):
+        calibrate_band(refit, np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=2)
+
+
+def test_refit_returning_lists_or_columns_of_n_values_is_read():
+    """(tau*, V*) as lists or (n, 1) columns are n values each: the scores equal those of flat arrays."""
+    flat = calibrate_band(lambda ys: (ys, np.full(5, 4.0)), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    as_lists = calibrate_band(lambda ys: (list(ys), [4.0] * 5), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3)
+    columns = calibrate_band(lambda ys: (ys[:, None], np.full((5, 1), 4.0)), np.zeros(5), np.ones(5), np.zeros(5),
+                             n_pseudo=3)
+    np.testing.assert_array_equal(as_lists.scores, flat)
+    np.testing.assert_array_equal(columns.scores, flat)
+    np.testing.assert_array_equal(np.abs(flat), 0.5 * np.ones((3, 5)))  # |+-1 - 0| / sqrt(4)
