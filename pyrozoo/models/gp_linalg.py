@@ -81,6 +81,9 @@ def kernel_matrix(kind: str, X: torch.Tensor, Z: torch.Tensor, lengthscale: torc
     Both inputs are first centred at the mean of X's rows (:func:`_centred_scaled`), so the accuracy depends on
     the spread of the inputs relative to the lengthscale, not on how far they are from the origin.
     """
+    if X.shape[-1] != Z.shape[-1]:  # shapes only (no host sync): this runs at every objective evaluation
+        raise PyrozooError(f"X, Z: expected the same number of input dimensions (columns), got X with {X.shape[-1]} "
+                           f"(shape {tuple(X.shape)}) and Z with {Z.shape[-1]} (shape {tuple(Z.shape)})")
     if kind == "rbf":
         # log s^2 - r^2 / 2 from one augmented matmul, then a single exp pass
         Xs, Zs = _centred_scaled(X, Z, lengthscale)

@@ -221,3 +221,14 @@ def test_sparse_stats_reject_a_chunk_size_that_is_not_a_positive_integer(chunk_s
     full = sparse_log_marginal(X, y, Z, method=method, **h)
     torch.testing.assert_close(sparse_log_marginal(X, y, Z, method=method, chunk_size=7.0, **h), full,
                                rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("kind", ["rbf", "matern32", "matern52"])
+def test_kernel_matrix_names_the_widths_of_x_and_z_when_they_differ(kind):
+    """X (3, 2) against Z (2, 3) was a raw RuntimeError from torch (cat or cdist)."""
+    one = torch.tensor(1.0, dtype=torch.float64)
+    X, Z = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(PyrozooError, match=r"^X, Z: expected the same number of input dimensions \(columns\), got X "
+                                           r"with 2 \(shape \(3, 2\)\) and Z with 3 \(shape \(2, 3\)\)$"):
+        kernel_matrix(kind, X, Z, one, one)
+    assert kernel_matrix(kind, X, X[:2], one, one).shape == (3, 2)
