@@ -1,7 +1,7 @@
 """Spike-and-slab regression through Pyro's generic engines, gamma summed out by enumeration.
 
 * SVI: ``TraceEnum_ELBO`` with the structured guide :func:`pyrozoo.guides.spike_slab.make_spike_slab_guide`,
-  started at the EMVS fixed point (w, sigma^2, theta and the Cholesky factor of (X^T X + D*)^{-1}).
+  started at the EMVS fixed point with the conditional posteriors there (:func:`guide_init`).
 * NUTS: Pyro's NUTS on (w, sigma^2, theta) with gamma enumerated in the potential energy.
 
 Both report Rao-Blackwellized inclusion probabilities E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws.
@@ -11,6 +11,7 @@ intercept's factor gives sigma^2 n - 1 degrees of freedom, the posterior Gibbs a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,14 +27,33 @@ from pyrozoo.models.spike_slab_prior import SpikeSlabPrior, StandardizedData
 
 
 def guide_init(data: StandardizedData, prior: SpikeSlabPrior) -> dict[str, Any]:
-    """Starting point of the SVI guide: the EMVS fixed point and the Cholesky factor of its w covariance."""
+    """Starting point of the SVI guide: the EMVS fixed point (w, p*, D* = p* / v1 + (1 - p*) / v0) and the
+    conditional posteriors there, so that q starts at EMVS's means with the posterior's own spread:
+
+    * w: the Cholesky factor L0 of (X^T X + D*)^{-1} (w's covariance is sigma^2 L0 L0^T; independent prior:
+      (X^T X / sigma^2 + D*)^{-1} at EMVS's sigma^2);
+    * sigma^2 | D*, y ~ InvGamma(alpha, beta), alpha = (dof + nu) / 2, beta = (nu lam + S) / 2 with
+      S = |y - X w|^2 + w^T D* w (w integrated out; independent prior: S = |y - X w|^2 + tr(X Cov X^T)), matched in
+      log space by LogNormal(log beta - digamma(alpha), trigamma(alpha)^(1/2)). EMVS's own sigma^2 is the joint
+      mode with w, (S + nu lam) / (n + p + nu + 2): at n = 200, p = 50 about 20% below it;
+    * theta | p* ~ Beta(a0 + sum p*, b0 + p - sum p*), whose mean is EMVS's theta."""
     fit = fit_emvs(data, prior)
+    w, d_star = fit.w, fit.d_star
+    resid = data.y - data.X @ w
     if prior.conjugate:
-        cov = ridge_inverse(data, fit.d_star)
+        cov = ridge_inverse(data, d_star)
+        S = float(resid @ resid + (d_star * w**2).sum())
     else:
-        cov = ridge_inverse(data, fit.d_star, scale=fit.sigma2)
+        cov = ridge_inverse(data, d_star, scale=fit.sigma2)
+        S = float(resid @ resid + ((data.X @ cov) * data.X).sum())
     cov = 0.5 * (cov + cov.T) + 1e-10 * torch.eye(data.p, dtype=cov.dtype, device=cov.device)
-    return {"w": fit.w, "scale_tril": torch.linalg.cholesky(cov), "sigma2": fit.sigma2, "theta": fit.theta}
+    alpha = torch.tensor(0.5 * (data.dof + prior.nu), dtype=torch.float64)
+    beta = 0.5 * (prior.nu * prior.lam + S)
+    included = float(fit.inclusion.sum())
+    return {"w": w, "scale_tril": torch.linalg.cholesky(cov),
+            "sigma2_loc": math.log(beta) - float(torch.digamma(alpha)),
+            "sigma2_scale": float(torch.polygamma(1, alpha)) ** 0.5,
+            "theta_a": prior.a0 + included, "theta_b": prior.b0 + data.p - included}
 
 
 def svi_result(data: StandardizedData, prior: SpikeSlabPrior, *, steps: int = 2000, lr: float = 0.02,
