@@ -1378,3 +1378,49 @@ def test_svi_draws_fit_the_data_as_well_as_em_from_the_first_steps():
     # q(sigma^2) starts at sigma^2's conditional posterior (n - 1 dof), not at EMVS's joint mode (n + p + nu + 2)
     assert np.median(res.draws("sigma2")) > 0.8  # 0.86 (the converged fit's mean); EMVS's sigma^2 is 0.67
 
+
+def test_check_svi_settled_warns_on_a_loss_that_ended_above_its_start_or_still_moves():
+    """The check on synthetic loss traces: settled noise (sd 0.5, the default design's) passes; a trace that ends
+    3 nats above its start, or one still falling by 3 nats over its last 10%, warns."""
+    import warnings
+
+    from pyrozoo.models.spike_slab_pyro import SETTLE_TOL, check_svi_settled
+
+    rng = np.random.default_rng(0)
+    settled = 323.0 + 0.5 * rng.standard_normal(2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_svi_settled(settled)
+        check_svi_settled([])
+        check_svi_settled([400.0])
+    with pytest.warns(UserWarning, match=r"svi: the fitted q.*not at the ELBO optimum after 2000 steps.*above the "
+                                         r"start's.*raise --steps"):
+        check_svi_settled(np.concatenate([[323.0], settled[1:] + 1.5 + SETTLE_TOL]))
+    falling = settled - np.linspace(0.0, 30.0, 2000)  # 3 nats per 10% of the steps
+    with pytest.warns(UserWarning, match=r"over the 200 before"):
+        check_svi_settled(falling)
+
+
+def test_svi_warns_when_its_elbo_has_not_settled():
+    """lr 0.3 for 10 steps leaves q far from the start and the optimum (loss +120 above the start on seed 1, the
+    draws' median log-likelihood -327 against -275): the fit says so, as it did not before (no warning, F1 = 1)."""
+    from pyrozoo.models.spike_slab_pyro import svi_result
+
+    data, prior, kw = _default_design_fit(1)
+    with pytest.warns(UserWarning, match=r"svi: the fitted q.*not at the ELBO optimum after 10 steps"):
+        svi_result(data, prior, steps=10, lr=0.3, num_samples=20, seed=1, model_kwargs=kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_svi_at_the_default_steps_does_not_warn(seed):
+    """At the defaults (2000 steps, lr 0.02) on the default design the loss settles: its last 10% within 0.5 nats of
+    the start and 0.2 of the 10% before (seeds 1-3), under the 2-nat tolerance. ~1 min each on a loaded box."""
+    import warnings
+
+    from pyrozoo.models.spike_slab_pyro import svi_result
+
+    data, prior, kw = _default_design_fit(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        svi_result(data, prior, num_samples=20, seed=seed, model_kwargs=kw)
