@@ -662,3 +662,16 @@ def test_run_warns_about_one_chain_as_diagnose_does(tmp_path, capsys):
             assert "warning: only 3 draws per chain" in run_text
         else:
             assert "note: only one draw: sd, r_hat, ESS" in run_text
+
+
+def test_a_posterior_in_tiny_units_is_judged_not_called_the_same_in_every_draw(tmp_path, capsys):
+    """Data around 1e6 with sd 0.01: normal-gamma's precision beta has mean ~1e-12 and sd ~3e-13 (30% spread), which
+    ``run`` and ``diagnose`` called "the same in every draw" (an absolute 1e-12 floor) and left out of the plots."""
+    rng = np.random.default_rng(0)
+    np.savetxt(tmp_path / "off.csv", 1e6 + 0.01 * rng.standard_normal(20), header="x", comments="", fmt="%.17g")
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--data", str(tmp_path / "off.csv"), "--num-samples", "200",
+                 "--num-chains", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main(["diagnose", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "the same in every draw" not in text and "beta 1." in text and "e-12" in text

@@ -31,18 +31,29 @@ def ess_threshold(num_chains: int) -> int:
 
 
 def _negligible(spread: Any, magnitude: Any) -> Any:
-    """Whether a spread of draws (sd, or max - min) is rounding: at most 1e-9 of the value's magnitude, floored at
-    1e-3 (so at most 1e-12 for values near 0). EM's sigma^2 has sd 1e-16, not 0, and an inclusion probability at 1
-    a range of 2e-15. One rule for the summary notes, the warnings and the plots."""
+    """Whether a spread of draws (sd, or max - min) is rounding: at most 1e-9 of the draws' magnitude (their
+    largest |draw|, or their root mean square sqrt(mean^2 + sd^2) <= max|draw| where only the summary is known).
+    Scale-free: EM's sigma^2 with sd 1e-16 around 0.7 and an inclusion probability at 1 with a range of 2e-15 are
+    rounding, and so are draws that are all equal (0 <= 0, zeros included); a quantity in tiny units (sd 3e-13
+    around 1e-12) or centred at 0 (sd 1e-13, max|draw| ~ 3e-13) varies. One rule for the summary notes, the
+    warnings and the plots."""
     spread = np.asarray(spread, dtype=float)
     # an inf draw gives an inf (or NaN) spread: never "rounding", whatever the magnitude (inf <= 1e-9 * inf)
-    return np.isfinite(spread) & (spread <= 1e-9 * np.maximum(magnitude, 1e-3))
+    return np.isfinite(spread) & (spread <= 1e-9 * np.asarray(magnitude, dtype=float))
+
+
+def _rms(mean: Any, sd: Any) -> Any:
+    """The root mean square of draws from their mean and sd, sqrt(mean^2 + sd^2) (a non-finite mean counts 0): the
+    magnitude :func:`_negligible` judges a summary row's sd against, at most the largest |draw|."""
+    mean = np.asarray(mean, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.hypot(np.where(np.isfinite(mean), mean, 0.0), np.asarray(sd, dtype=float))
 
 
 def _never_moves(row: pd.Series) -> bool:
-    """A summary row whose draws are all equal up to rounding (:func:`_negligible` of its sd and mean)."""
+    """A summary row whose draws are all equal up to rounding (:func:`_negligible` of its sd and :func:`_rms`)."""
     sd, mean = row.get("sd", np.nan), row.get("mean", 0.0)
-    return bool(np.isfinite(sd) and _negligible(sd, abs(mean) if np.isfinite(mean) else 0.0))
+    return bool(np.isfinite(sd) and _negligible(sd, _rms(mean, sd)))
 
 
 def constant_components(table: pd.DataFrame) -> list[str]:
@@ -52,7 +63,8 @@ def constant_components(table: pd.DataFrame) -> list[str]:
     if "sd" not in table.columns:
         return []
     mean = table["mean"].to_numpy(dtype=float) if "mean" in table.columns else np.zeros(len(table))
-    moves = ~_negligible(table["sd"].to_numpy(dtype=float), np.where(np.isfinite(mean), np.abs(mean), 0.0))
+    sd = table["sd"].to_numpy(dtype=float)
+    moves = ~_negligible(sd, _rms(mean, sd))
     fixed = {str(n) for n, m in zip(table.index, moves, strict=True) if not m}  # _never_moves, row by row
     out: list[str] = []
     for var in dict.fromkeys(str(n).split("[")[0] for n in table.index):

@@ -451,3 +451,32 @@ def test_report_lines_judge_the_ess_of_one_markov_chain_and_not_of_independent_d
     assert not convergence_judged(one)
     notes, lines = report_lines(one, check_table(one, convergence=False))
     assert lines == [] and notes[0].startswith("only one draw: sd, r_hat, ESS")
+
+
+def test_a_quantity_in_tiny_units_that_varies_is_not_called_constant(tmp_path):
+    """_negligible floored the magnitude at 1e-3, so any sd below 1e-12 was "rounding": normal-gamma's beta with
+    data in units of 1e6 (mean 1.1e-12, sd 3.3e-13, 30% spread) was noted as "the same in every draw", left out of
+    the ESS warnings and the plots. The rule is relative: spread against the draws' own magnitude."""
+    from pyrozoo.evaluation.diagnostics import _negligible, check_lines, constant_components, save_plots, summary
+
+    rng = np.random.default_rng(5)
+    tiny = 1e-12 * (1.1 + 0.3 * rng.normal(size=(2, 100)))
+    centred = 1e-13 * rng.normal(size=(2, 100))  # a coefficient at 0 in tiny units: varies (range ~ max|draw|)
+    walk = 1e-13 * np.cumsum(rng.normal(size=(2, 200)), axis=1)  # tiny units and a low ESS: warned about
+    idata = az.from_dict(posterior={"beta": tiny, "b0": centred, "walk": walk[:, :100]}, attrs={"inference": "nuts"})
+    table = summary(idata)
+    assert constant_components(table) == []
+    notes, lines = check_lines(idata, table)
+    assert notes == [] and any(line.startswith("walk: ess_bulk") for line in lines)
+    paths, notes = save_plots(idata, tmp_path)
+    assert notes == [] and [p.name for p in paths] == ["trace.png", "posterior.png"]
+    # what the rule is for still holds at every scale: EM's point estimates with rounding noise, exact constants
+    for scale in (1e-12, 1.0, 1e12):
+        wobble = scale * (0.7 + 1e-16 * rng.normal(size=(2, 100)))
+        fixed = az.from_dict(posterior={"s": wobble, "z": np.zeros((2, 100)), "c": np.full((2, 100), -3 * scale)})
+        assert constant_components(summary(fixed)) == ["s", "z", "c"]
+    # direct calls: spread against the magnitude, no absolute floor; inf and NaN spreads are never rounding
+    assert _negligible(3.3e-13, 1.1e-12) == np.False_ and _negligible(1e-13, 3e-13) == np.False_
+    assert _negligible(0.0, 0.0) == np.True_ and _negligible(1e-16, 0.7) == np.True_
+    assert _negligible(1e-24, 1e-12) == np.True_ and _negligible(2e-15, 1.0) == np.True_
+    assert not _negligible(np.inf, np.inf) and not _negligible(np.nan, 1.0)
