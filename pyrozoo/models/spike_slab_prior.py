@@ -116,9 +116,15 @@ def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device |
     return t.to(device) if device is not None else t
 
 
+# a column whose sd is at most this fraction of its largest |x| is constant up to float64 rounding (standardizing it
+# would divide rounding noise by its sd); relative, so a column's units do not matter
+CONSTANT_RTOL = 1e-10
+
+
 def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column, and y (n,) finite; return tensors. pandas
+    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column (sd_j <= :data:`CONSTANT_RTOL` max_i |x_ij|,
+    whatever the column's units), and y (n,) finite; return tensors. pandas
     categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X
     and y whose indexes differ (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position)."""
     if device is not None:  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
@@ -144,13 +150,18 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
         raise PyrozooError(f"y: expected length n = {n} (rows of X), got length {yt.shape[0]}")
     check_finite("y", yt, labels=y)
     sd = Xt.std(dim=0)
-    scale = Xt.abs().amax(dim=0).clamp(min=1.0)
-    const = (sd <= 1e-10 * scale).nonzero().flatten().tolist()
-    const = const if names is None else [str(names[j]) for j in const]
-    if const:
+    top = Xt.abs().amax(dim=0)
+    # relative to the column's own magnitude, so a column in tiny units (1e-11 x) is not "constant"; an all-zero or
+    # exactly constant column has sd 0 <= 1e-10 x max|x|, and one offset by 1e12 with spread 1e-3 is lost to rounding
+    const_at = (sd <= CONSTANT_RTOL * top).nonzero().flatten().tolist()
+    if const_at:
+        ratio = [float(sd[j] / top[j]) if top[j] > 0 else 0.0 for j in const_at]
+        const = const_at if names is None else [str(names[j]) for j in const_at]
+        more = " ..." if len(const) > 10 else ""
         raise PyrozooError(
-            f"X: column(s) {const[:10]}{' ...' if len(const) > 10 else ''} are constant; "
-            "remove them (the intercept is fitted separately)"
+            f"X: column(s) {const[:10]}{more} are constant (sd / max|x| of the column "
+            f"{', '.join(f'{r:.1e}' for r in ratio[:10])}{more}, at most {CONSTANT_RTOL:g}: constant up to float64 "
+            "rounding); remove them (the intercept is fitted separately)"
         )
     dev = torch.device(device) if device is not None else Xt.device
     return Xt.to(dev), yt.to(dev)

@@ -1424,3 +1424,28 @@ def test_svi_at_the_default_steps_does_not_warn(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         svi_result(data, prior, num_samples=20, seed=seed, model_kwargs=kw)
+
+
+def test_a_column_in_tiny_units_is_standardized_not_refused_as_constant():
+    """validate_xy clamped the column's magnitude at 1 (sd <= 1e-10 * max(max|x|, 1)), so a varying column scaled
+    by 1e-11 was "constant" while one scaled by 1e-9 fitted. The test is relative to the column's own max|x|: the
+    fit is the same at any scale (X is standardized), and what is constant in float64 is still refused, saying what
+    was measured."""
+    from pyrozoo.models.spike_slab_prior import validate_xy
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3))
+    y = X[:, 0] + rng.standard_normal(30)
+    base = SpikeSlabRegression("em").fit(X, y)
+    for scale in (1e-11, 1e-100):
+        tiny = X * np.array([1.0, scale, 1.0])
+        fit = SpikeSlabRegression("em").fit(tiny, y)
+        np.testing.assert_allclose(fit.inclusion_probabilities_, base.inclusion_probabilities_, rtol=1e-8)
+        np.testing.assert_allclose(fit.coef_ * np.array([1.0, scale, 1.0]), base.coef_, rtol=1e-8, atol=1e-12)
+    # exactly constant (0.1 repeated: its mean rounds off 0.1), all zeros, tiny and constant, and an offset of 1e12
+    # with a spread of 1e-3 (relative sd 1e-15: rounding) are constant in float64 relative to their own magnitude
+    for col in (np.full(30, 0.1), np.zeros(30), np.full(30, 3e-20), 1e12 + 1e-3 * X[:, 1]):
+        with pytest.raises(PyrozooError, match=r"^X: column\(s\) \[1\] are constant \(sd / max\|x\| of the column "
+                                               r"\d\.\de[+-]\d+, at most 1e-10: constant up to float64 rounding\)"):
+            validate_xy(np.c_[X[:, 0], col, X[:, 2]], y)
+    validate_xy(np.c_[X[:, 0], 1e6 + 1e-3 * X[:, 1], X[:, 2]], y)  # relative sd 1e-9: kept
