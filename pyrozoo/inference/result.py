@@ -207,6 +207,16 @@ class Result:
         return idata
 
 
+def draws_sd(draws: Any, axis: int | None = None) -> Any:
+    """The sd of posterior draws as ``az.summary`` reports it: ddof 1, sqrt(sum_s (x_s - xbar)^2 / (S - 1)), over
+    ``axis`` (all draws when ``None``); NaN for a single draw, without numpy's warning."""
+    draws = np.asarray(draws, dtype=float)
+    count = draws.size if axis is None else draws.shape[axis]
+    if count < 2:
+        return np.full(np.delete(draws.shape, axis) if axis is not None else (), np.nan)[()]
+    return draws.std(axis=axis, ddof=1)
+
+
 def stack_chains(per_chain: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Stack a list of ``{name: (draw, ...)}`` dicts into ``{name: (chain, draw, ...)}``."""
     names = per_chain[0].keys()

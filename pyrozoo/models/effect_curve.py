@@ -31,7 +31,7 @@ from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.shipped import load_rdataset, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
-from pyrozoo.inference.result import Result, response_map
+from pyrozoo.inference.result import Result, draws_sd, response_map
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import (
     dataset_to_standardized,
@@ -219,7 +219,7 @@ def effect_curve_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     out["estimator_wall_time"] = float(est.wall_time_)
     post = result.draws("tau")
     out["posterior_tau_mean_abs_diff"] = float(np.mean(np.abs(post.mean(0) - est.taus_[0])))
-    out["posterior_tau_sd_mean"] = float(post.std(0).mean())
+    out["posterior_tau_sd_mean"] = float(draws_sd(post, axis=0).mean())
     sim = dataset.meta.get("simulation")
     if sim is not None:
         out["rmse_tau"] = float(np.sqrt(np.mean((est.tau_ - sim.tau) ** 2)))

@@ -32,7 +32,7 @@ from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, svi_from_config
 from pyrozoo.inference.gibbs import GibbsKernel
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, draws_sd
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
@@ -341,13 +341,14 @@ def warn_if_not_at_fixed_point(params: Mapping[str, Any], dataset: Dataset) -> N
 
 
 def normal_gamma_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Posterior means and sds, error against the exact (quadrature) posterior in posterior sds, and against truth."""
+    """Posterior means and sds (ddof 1, as az.summary), error against the exact (quadrature) posterior in posterior
+    sds, and against truth."""
     prior = {k: float(dataset.inputs[k]) for k in PRIOR_DEFAULTS}
     exact = posterior_moments_quadrature(dataset.observed["x"], **prior)
     out: dict[str, float] = {}
     for name in ("mu", "beta"):
         draws = result.draws(name)
-        mean, sd = float(draws.mean()), float(draws.std())
+        mean, sd = float(draws.mean()), float(draws_sd(draws))
         out[f"{name}_mean"], out[f"{name}_sd"] = mean, sd
         out[f"{name}_exact_mean"], out[f"{name}_exact_sd"] = exact[name]
         out[f"{name}_z_vs_exact"] = (mean - exact[name][0]) / exact[name][1]

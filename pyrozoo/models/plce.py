@@ -42,7 +42,7 @@ from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, draws_sd
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     check_choice,
@@ -440,7 +440,7 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     # the SE is named by its type (se_hc3 or se_cluster): a cluster-robust SE was reported as se_hc3
     out = {"theta": est.theta_, f"se_{est.se_type}": est.se_, "ci_low": lo, "ci_high": hi,
            "theta_feasible": est.theta_feasible_, "se_feasible": est.se_feasible_,
-           "posterior_mean": float(draws.mean()), "posterior_sd": float(draws.std()),
+           "posterior_mean": float(draws.mean()), "posterior_sd": float(draws_sd(draws)),
            "posterior_q2.5": float(np.quantile(draws, 0.025)), "posterior_q97.5": float(np.quantile(draws, 0.975)),
            "reference_mean": ref["theta_mean"], "reference_sd": ref["theta_sd"], "n": est.n_,
            "rv_q": sens["rv_q"], "rv_q_alpha": sens["rv_q_alpha"], "partial_r2": sens["partial_r2_treatment"],

@@ -222,3 +222,21 @@ def test_posterior_predictive_is_seeded_by_the_result_as_in_the_saved_run(tmp_pa
     for other in (groups[1], saved.posterior_predictive):
         assert set(other.data_vars) == set(groups[0].data_vars) == {"x"}
         np.testing.assert_array_equal(other["x"].values, groups[0]["x"].values)
+
+
+def test_draws_sd_is_az_summary_s_ddof_1_and_nan_for_one_draw():
+    """The metrics' posterior sds (normal-gamma, plce, effect-curve) used ddof 0 while az.summary uses ddof 1."""
+    import warnings
+
+    import arviz as az
+
+    from pyrozoo.inference.result import draws_sd
+
+    x = np.random.default_rng(0).normal(size=(3, 4, 2))
+    table = az.summary(az.from_dict(posterior={"v": x}), kind="stats", round_to="none")
+    np.testing.assert_allclose(draws_sd(x.reshape(12, 2), axis=0), table["sd"].to_numpy(), rtol=1e-12)
+    assert draws_sd([1.0, 2.0, 4.0]) == pytest.approx(np.sqrt(7 / 3), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(draws_sd([1.5])) and np.isnan(draws_sd(np.ones((1, 3)), axis=0)).all()
+        assert draws_sd(np.ones((1, 3)), axis=0).shape == (3,)

@@ -347,3 +347,18 @@ def test_cluster_se_on_a_simulated_scenario_without_random_effects_keeps_them_of
                                     options={**fast, "se_type": se}), save=False).metrics for se in ("hc3", "cluster")}
     assert runs["cluster"]["theta"] == pytest.approx(runs["hc3"]["theta"], rel=1e-12)
     assert runs["cluster"]["se_cluster"] != pytest.approx(runs["hc3"]["se_hc3"])
+
+
+def test_the_posterior_sd_in_metrics_is_the_summary_table_s():
+    """plce_metrics' posterior_sd was the draws' sd with ddof 0, az.summary's sd of theta ddof 1 (a factor
+    sqrt((S - 1) / S): 0.89 at S = 5 draws). Both ddof 1 now, equal to rounding."""
+    import arviz as az
+
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    fast = {"learner": "ridge", "n_folds": 2, "n_repeats": 1, "interactions": "linear", "n_knots": 3, "n": 150}
+    out = run_model(RunConfig(model="plce", inference="svi", steps=20, num_samples=5, progress=False,
+                              options=fast), save=False)
+    table = az.summary(out.result.to_inference_data(), var_names=["theta"], kind="stats", round_to="none")
+    assert out.metrics["posterior_sd"] == pytest.approx(float(table["sd"].iloc[0]), rel=1e-12)
