@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -88,7 +91,8 @@ def _blank_lines_around_header(path: str) -> tuple[int, int]:
     blank lines) and between it and the first data row (not data rows: a blank line at the start of the data);
     (0, 0) when the file cannot be opened here, so that read_csv gives its own error. A file with no header row
     (empty, or only blank lines) raises: read_csv said "Passed header=2 but only 2 lines in file", a header the
-    user never passed."""
+    user never passed. The header row ends where :mod:`csv` (which agrees with read_csv on quoting) ends its first
+    record, so a quoted name over two lines is one header row, and a quote inside an unquoted name is a character."""
     try:
         # newline="": lines end at \n, \r\n or a lone \r, as read_csv's; utf-8-sig: a BOM is not text of the line
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
@@ -101,12 +105,18 @@ def _blank_lines_around_header(path: str) -> tuple[int, int]:
             else:
                 raise PyrozooError(f"data: {path} has no header row (the file is empty or blank); pyrozoo reads a "
                                    f"comma-separated file whose first line names the columns")
+            # the header record ends where the CSV parser ends it: a quoted name may run on over several lines
+            # ("a\nb",x), and a quote inside an unquoted name (width"in) is literal, as in read_csv; csv.reader
+            # takes the lines it needs for one record from ``lines`` and no more
+            try:
+                next(csv.reader(itertools.chain([header], lines), skipinitialspace=True))
+            except csv.Error:  # read_csv gives its own error
+                return before, 0
             after = 0
-            if header.count('"') % 2 == 0:  # else a quoted name runs on over the next line: not a blank line
-                for line in lines:
-                    if line.strip():
-                        break
-                    after += 1
+            for line in lines:
+                if line.strip():
+                    break
+                after += 1
             return before, after
     except OSError:
         return 0, 0

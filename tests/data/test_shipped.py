@@ -227,3 +227,21 @@ def test_a_file_of_only_blank_lines_has_no_header_row(tmp_path, text):
     path.write_bytes(text.encode())
     with pytest.raises(PyrozooError, match=r"^data: .*b\.csv has no header row \(the file is empty or blank\)"):
         read_table(str(path))
+
+
+@pytest.mark.parametrize("text,names", [
+    ('y,width"in\n\n1,2\n3,4\n', ["y", 'width"in']),  # a quote inside an unquoted name is a character
+    ('y,a"b"c\n\t\n1,2\n3,4\n', ["y", 'a"b"c']),
+    ('"a\nb",x\n\n1,2\n3,4\n', ["a\nb", "x"]),  # a quoted name over two lines is one header row
+    ('y, "b\r\nc"\r\n\r\n\r\n1,2\r\n3,4\r\n', ["y", "b\r\nc"]),
+    ('\n"a\n\nb",x\n\n1,2\n3,4\n', ["a\n\nb", "x"]),  # a blank line inside the quoted name is not one after it
+])
+def test_blank_lines_after_a_header_with_quotes_add_no_rows(tmp_path, text, names):
+    """An odd number of quotes on the header line was taken for a quoted name running onto the next line, so the
+    blank lines after it were not skipped ("column 'y' has 1 missing ... (first at data row 1: nan)"), and after a
+    quoted name that did span two lines they were not looked for: both read a leading row of missing values."""
+    path = tmp_path / "q.csv"
+    path.write_bytes(text.encode())
+    df = read_table(str(path))
+    assert list(df.columns) == names
+    assert df.to_dict("list") == {names[0]: [1, 3], names[1]: [2, 4]} and str(df[names[0]].dtype) == "int64"
