@@ -1571,13 +1571,15 @@ def oracle_regimes(dataset: Dataset) -> np.ndarray:
 
 
 def regime_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Marginal log-likelihood; with simulated truth also ARI, exact regime-and-target accuracy, whether the
-    observational regime is identified (the true observational samples' majority label is 0; NaN when the data
-    have no observational rows), the oracle's ARI,
+    """Marginal log-likelihood (NaN when the result has none); with simulated truth also ARI, exact
+    regime-and-target accuracy, whether the observational regime is identified (the true observational samples'
+    majority label is 0; NaN when the data have no observational rows), the oracle's ARI,
     and per-variable MSE of x against its conditional mean (MAP regime, fitted) over the oracle's (true regime,
     true mechanisms). ``dataset`` must hold the rows, variables, graph and mechanism ``result`` was fitted on."""
     _check_fitted_on(result, dataset, rows=True)
-    out = {"loglik": float(np.sum(result.log_likelihood["x"])), "wall_time": float(result.wall_time)}
+    # NaN (null in metrics.json) for a run without the log-likelihood group (run_model's log_likelihood=False)
+    loglik = float(np.sum(result.log_likelihood["x"])) if "x" in result.log_likelihood else float("nan")
+    out = {"loglik": loglik, "wall_time": float(result.wall_time)}
     if "regime" not in dataset.truth:
         return out
     z = np.asarray(dataset.truth["regime"])
