@@ -38,6 +38,7 @@ class RunConfig:
     dataset: str | None = None  # None: the entry's simulator
     data: str | None = None  # a user's data file (CSV), read by the entry's ``from_file``
     posterior_predictive: bool = False
+    log_likelihood: bool = True  # False: no pointwise log-likelihood group (az.loo/az.waic will not work on the run)
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
@@ -58,7 +59,7 @@ class RunConfig:
             self.device = str(self.device)
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {self.device!r}")
-        for flag in ("jit", "progress", "posterior_predictive"):
+        for flag in ("jit", "progress", "posterior_predictive", "log_likelihood"):
             if not isinstance(getattr(self, flag), bool):
                 raise PyrozooError(f"{flag}: expected true or false, got {getattr(self, flag)!r}")
         if not isinstance(self.options, dict):

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyrozoo import registry
 from pyrozoo.config import RunConfig
+from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.assemble import check_pointwise_size, without_log_likelihood
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.rundir import check_out_dir, save_run
@@ -72,6 +75,21 @@ def unapplied_message(config: RunConfig, ignored: Collection[str]) -> str:
             f"recorded config (config.toml, result.config) leaves {them} out{hint}")
 
 
+def check_run_size(config: RunConfig, dataset: Dataset, *, save: bool = True) -> None:
+    """Refuse, before the fit, a run whose pointwise arrays would not fit in memory
+    (:func:`~pyrozoo.inference.assemble.check_pointwise_size`): C x S x N values for the log-likelihood (unless
+    ``config.log_likelihood`` is false) and, when a saved run asks for it, the posterior predictive; C and S are
+    ``num_chains`` and ``num_samples`` where ``config.inference`` reads them (else 1), N the number of observed
+    values in ``dataset`` (an upper bound on the observations the log-likelihood is pointwise over)."""
+    reads = registry.get(config.model).settings.get(config.inference, SETTINGS)
+    chains = config.num_chains if "num_chains" in reads else 1
+    draws = config.num_samples if "num_samples" in reads else 1
+    num_obs = sum(int(v.numel()) if isinstance(v, torch.Tensor) else int(np.size(v))
+                  for v in dataset.observed.values())
+    check_pointwise_size(chains, draws, num_obs, log_likelihood=config.log_likelihood,
+                         posterior_predictive=save and config.posterior_predictive)
+
+
 @keeps_caller_state
 def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = True,
               overwrite: bool = False, given: Collection[str] | None = None,
@@ -82,6 +100,10 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     the run directory appears only when complete. Settings the inference does not read that were ``given`` (see
     :func:`unapplied_settings`; ``None``: those not at their defaults) are named before the fit, by ``note(text)``
     (the CLI prints it) or, without ``note``, as a :class:`UserWarning`.
+
+    A run whose pointwise log-likelihood (and posterior predictive, if asked) would not fit in memory is refused
+    after the data are loaded and before the fit (:func:`check_run_size`); ``config.log_likelihood=False`` leaves
+    the log-likelihood out of the fit and the run (no ``log_likelihood`` group: az.loo/az.waic will not work).
 
     ``result.config`` records the resolved device (``"auto"`` reads ``"cpu"`` or ``"cuda"``), as the InferenceData's
     ``device`` attribute does; the run directory's ``config.toml`` keeps the requested one, so that a rerun with
@@ -95,6 +117,7 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
+    check_run_size(config, dataset, save=save)  # a run too big for memory is refused before the fit, not OOM-killed
     ignored = unapplied_settings(config, given)
     if ignored:
         if note is not None:
@@ -102,7 +125,8 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         else:  # past keeps_caller_state, at the caller
             warnings.warn(unapplied_message(config, ignored), UserWarning, stacklevel=3)
     try:
-        result = entry.fit(dataset, config)
+        with without_log_likelihood(not config.log_likelihood):
+            result = entry.fit(dataset, config)
         metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
     except RuntimeError as error:
         raise _device_hint(error, config.model, device) from error

@@ -675,3 +675,45 @@ def test_a_posterior_in_tiny_units_is_judged_not_called_the_same_in_every_draw(t
     assert main(["diagnose", str(out)]) == 0
     text = capsys.readouterr().out
     assert "the same in every draw" not in text and "beta 1." in text and "e-12" in text
+
+
+def test_no_log_likelihood_run_says_so_and_diagnose_and_report_still_work(tmp_path, capsys):
+    out = tmp_path / "runs" / "nolog"
+    assert main(["run", "normal-gamma", "--out", str(out), "--no-log-likelihood", *TINY]) == 0
+    assert "note: --no-log-likelihood: the run has no log_likelihood group, so az.loo and az.waic will not work" in (
+        capsys.readouterr().out)
+    run = load_run(out)
+    assert "log_likelihood" not in run["idata"].groups() and run["config"]["log_likelihood"] is False
+    assert main(["diagnose", str(out)]) == 0
+    assert "r_hat" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    assert "normal-gamma" in capsys.readouterr().out
+
+
+def test_a_run_too_big_for_its_log_likelihood_is_one_line_exit_2_naming_the_way_out(tmp_path, capsys):
+    """It ran silently until the kernel's OOM killer ended it (n = 2e6, 4 x 2000 draws); now refused at once."""
+    out = tmp_path / "big"
+    argv = ["run", "normal-gamma", "-o", "n=200000", "--num-samples", "200", "--num-chains", "4", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyrozoo: error: num_samples=200, num_chains=4 with 200,000 "
+                                               "observations") and "--no-log-likelihood" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_log_likelihood_flag_overrides_the_config_file_both_ways():
+    import argparse
+
+    from pyrozoo.commands.run import add_command, config_from_args
+    from pyrozoo.errors import PyrozooError
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    off = {"model": "normal-gamma", "log_likelihood": False}
+    assert config_from_args(parser.parse_args(["run", "--log-likelihood"]), off).log_likelihood is True
+    assert config_from_args(parser.parse_args(["run"]), off).log_likelihood is False
+    on = {"model": "normal-gamma"}
+    assert config_from_args(parser.parse_args(["run", "--no-log-likelihood"]), on).log_likelihood is False
+    with pytest.raises(PyrozooError, match=r"log_likelihood: expected true or false, got 'no'"):
+        config_from_args(parser.parse_args(["run"]), {**on, "log_likelihood": "no"}).validate()

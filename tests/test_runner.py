@@ -295,3 +295,78 @@ def test_a_runs_files_name_the_requested_inference_and_the_engine_label_and_repo
     table = collect_runs(tmp_path / "runs")
     assert sorted(table["status"]) == ["ok", "ok"] and set(table["inference"]) == {"svi"}
     assert "inference_requested" not in table.columns
+
+
+def _no_fit(monkeypatch):
+    """Make normal-gamma's Gibbs fit fail loudly, to show a refusal came before it."""
+    import pyrozoo.inference.from_config as from_config
+
+    def never(*args, **kwargs):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(from_config, "run_gibbs", never)
+
+
+def test_a_run_whose_pointwise_log_likelihood_would_not_fit_in_memory_is_refused_before_the_fit(monkeypatch,
+                                                                                                 tmp_path):
+    """`pyrozoo run normal-gamma -o n=2000000 --num-samples 2000 --num-chains 4` fitted in seconds, then built a
+    4 x 2000 x 2e6 log-likelihood until the kernel killed it (22.9 GB, ten minutes, nothing said or written). Here
+    4 x 200 x 200,000 = 1.6e8 values, over MAX_POINTWISE_VALUES: refused after the data, before the fit."""
+    _no_fit(monkeypatch)
+    out = tmp_path / "big"
+    config = RunConfig(model="normal-gamma", num_samples=200, num_chains=4, progress=False, options={"n": 200_000})
+    with pytest.raises(PyrozooError, match=r"^num_samples=200, num_chains=4 with 200,000 observations: the pointwise "
+                                           r"log-likelihood would hold 160,000,000 values .*--no-log-likelihood"):
+        run_model(config, out=out)
+    assert list(tmp_path.iterdir()) == []  # no run directory, no temporary sibling
+    # 4 x 100 x 200,000 = 8e7 fits, but not twice over with the posterior predictive a saved run is asked for
+    config = dataclasses.replace(config, num_samples=100, posterior_predictive=True)
+    with pytest.raises(PyrozooError, match=r"log-likelihood and the posterior predictive would hold 160,000,000"):
+        run_model(config, out=out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_log_likelihood_false_leaves_the_group_out_of_the_fit_and_the_run(tmp_path):
+    """The opt-out the refusal points to: the same 1.6e8-value run then fits (Gibbs reads only n, xbar, ss) and is
+    saved without a log_likelihood group; config.toml records the setting."""
+    from pyrozoo.inference.rundir import load_run
+
+    config = RunConfig(model="normal-gamma", num_samples=200, num_chains=4, warmup_steps=20, progress=False,
+                       log_likelihood=False, options={"n": 200_000})
+    output = run_model(config, out=tmp_path / "run")
+    assert output.result.log_likelihood == {} and output.result.posterior["mu"].shape == (4, 200)
+    run = load_run(tmp_path / "run")
+    assert "log_likelihood" not in run["idata"].groups() and "posterior" in run["idata"].groups()
+    assert run["config"]["log_likelihood"] is False
+    assert abs(run["metrics"]["mu_z_vs_exact"]) < 5  # the fit itself is unchanged
+
+
+@pytest.mark.slow  # loads every model's default data and every shipped dataset (~20 s)
+def test_every_zoo_models_default_run_fits_under_the_pointwise_bound():
+    """The default settings (4 chains x 1000 draws), each model's default options and every shipped dataset, with
+    the posterior predictive too: all well under MAX_POINTWISE_VALUES (the largest, blr on concrete, 8.2e6)."""
+    from pyrozoo.inference.assemble import MAX_POINTWISE_VALUES
+    from pyrozoo.registry import SETTINGS
+    from pyrozoo.runner import check_run_size
+
+    for name in registry.names():
+        entry = registry.get(name)
+        for source in (None, *entry.datasets):
+            data = entry.load_data(entry.check_config(RunConfig(model=name, dataset=source, progress=False)))
+            for inference in entry.inferences:
+                config = entry.check_config(RunConfig(model=name, inference=inference, dataset=source,
+                                                      posterior_predictive=True, progress=False))
+                check_run_size(config, data)
+                reads = entry.settings.get(inference, SETTINGS)
+                size = ((4 if "num_chains" in reads else 1) * (1000 if "num_samples" in reads else 1)
+                        * sum(int(v.numel()) for v in data.observed.values()))
+                assert 2 * size < MAX_POINTWISE_VALUES / 10, (name, source, inference, size)
+
+
+def test_regime_scm_metrics_without_the_log_likelihood_group():
+    """regime_metrics read result.log_likelihood["x"]: a run with log_likelihood=False failed with KeyError 'x'."""
+    config = RunConfig(model="regime-scm", inference="em", progress=False, log_likelihood=False,
+                       options={"n_vars": 3, "n_samples": 300})
+    output = run_model(config, save=False)
+    assert output.result.log_likelihood == {}
+    assert np.isnan(output.metrics["loglik"]) and 0 <= output.metrics["ari"] <= 1

@@ -43,6 +43,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
     p.add_argument("--posterior-predictive", action=argparse.BooleanOptionalAction, default=None,
                    help="add a posterior_predictive group to idata.nc")
+    p.add_argument("--log-likelihood", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the pointwise log_likelihood group (default); --no-log-likelihood leaves it out, "
+                        "for runs too large for it (az.loo/az.waic will not work on the run)")
     p.set_defaults(handler=handle)
 
 
@@ -96,7 +99,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
         data["model"] = args.model
     if "model" not in data:
         raise PyrozooError("model: name a model (`pyrozoo list` shows them) or give a --config with model = ...")
-    for dest in [*FLAGS, "jit", "progress", "posterior_predictive"]:
+    for dest in [*FLAGS, "jit", "progress", "posterior_predictive", "log_likelihood"]:
         value = getattr(args, dest)
         if value is not None:
             data[dest] = value
@@ -140,6 +143,9 @@ def handle(args: argparse.Namespace) -> int:
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
     for text in unapplied:
         print(f"note: {text}")
+    if not config.log_likelihood:
+        print("note: --no-log-likelihood: the run has no log_likelihood group, so az.loo and az.waic will not work "
+              "on it")
     idata = result.to_inference_data()
     if result.num_chains * result.num_draws > 1:
         # az.summary of only the rows printed; the checks read check_table's columns of every row

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,70 @@ from pyrozoo.inference.predictive import (
 from pyrozoo.inference.result import Result
 
 LogLikelihoodFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], Mapping[str, np.ndarray]]
+
+# Memory of the pointwise arrays (log-likelihood, posterior predictive): chain x draw x observation values, built as
+# float64 in torch, copied to NumPy, into ArviZ's InferenceData and out to idata.nc. Measured with `pyrozoo run
+# normal-gamma --warmup-steps 50` (Gibbs: the fit itself reads only n, xbar, ss), peak RSS from /usr/bin/time -v on
+# the 2-core box: n = 100,000 x 2 chains x 100 draws (2e7 values) 1.23 GB, x 200 draws (4e7) 2.01 GB, n = 50,000 x
+# 2 x 200 (2e7) 1.23 GB: about 40 bytes per value over a ~0.45 GB interpreter; idata.nc took 7.6 bytes per value
+# (152 MB for 2e7). --posterior-predictive's array of the same size, drawn after, raised the 4e7 run's peak to
+# 2.33 GB; it is counted like the log-likelihood's, conservatively. The reviewer's n = 2,000,000 x
+# 4 x 2000 draws (1.6e10 values) would need ~640 GB and was OOM-killed at 22.9 GB after ten silent minutes.
+POINTWISE_BYTES_PER_VALUE = 40
+# at most 1.5e8 values (~6 GB at 40 bytes each; idata.nc ~1.1 GB), so the peak stays well under 8 GB; the largest
+# documented zoo run (a 4 x 20,000-draw normal-gamma Gibbs benchmark, n = 100) holds 8e6
+MAX_POINTWISE_VALUES = 150_000_000
+
+_SKIP_LOG_LIKELIHOOD: contextvars.ContextVar[bool] = contextvars.ContextVar("pyrozoo_skip_log_likelihood",
+                                                                            default=False)
+
+
+@contextmanager
+def without_log_likelihood(skip: bool = True) -> Iterator[None]:
+    """Within the block (``skip=True``), :func:`assemble_result` leaves the pointwise log-likelihood out: neither
+    the generic one nor a ``log_likelihood_fn`` is computed, and the result has no ``log_likelihood`` group
+    (``az.loo``/``az.waic`` do not work on it). ``pyrozoo run --no-log-likelihood`` fits inside it."""
+    token = _SKIP_LOG_LIKELIHOOD.set(bool(skip))
+    try:
+        yield
+    finally:
+        _SKIP_LOG_LIKELIHOOD.reset(token)
+
+
+def log_likelihood_skipped() -> bool:
+    """Whether :func:`without_log_likelihood` is in force here."""
+    return _SKIP_LOG_LIKELIHOOD.get()
+
+
+def check_pointwise_size(num_chains: int, num_draws: int, num_observations: int, *, log_likelihood: bool = True,
+                         posterior_predictive: bool = False, limit: int | None = None,
+                         opt_out: str = "pass --no-log-likelihood (config key log_likelihood = false; "
+                                        "az.loo/az.waic will not work on the run)") -> None:
+    """Raise a :class:`PyrozooError` naming ``num_samples`` (draws per chain), ``num_chains``, the number of
+    observations and the estimated size when the pointwise arrays, C x S x N values each for the log-likelihood
+    (if ``log_likelihood``) and the posterior predictive (if ``posterior_predictive``), would hold more than
+    ``limit`` values (``None``: :data:`MAX_POINTWISE_VALUES`, chosen from the measured
+    :data:`POINTWISE_BYTES_PER_VALUE`). ``opt_out`` says how to leave the log-likelihood out."""
+    limit = MAX_POINTWISE_VALUES if limit is None else limit
+    per_array = int(num_chains) * int(num_draws) * int(num_observations)
+    arrays = ["the pointwise log-likelihood"] * bool(log_likelihood) + ["the posterior predictive"] * bool(
+        posterior_predictive)
+    values = per_array * len(arrays)
+    if values <= limit:
+        return
+    fit = max(limit // (len(arrays) * max(int(num_observations), 1)), 0)  # chains x draws that fit
+    ways = [f"fewer draws or chains (num_samples x num_chains at most {fit:,})" if fit else
+            "fewer observations"]
+    if posterior_predictive:
+        ways.append("leave out --posterior-predictive")
+    if log_likelihood:
+        ways.append(opt_out)
+    raise PyrozooError(
+        f"num_samples={int(num_draws)}, num_chains={int(num_chains)} with {int(num_observations):,} observations: "
+        f"{' and '.join(arrays)} would hold {values:,} values (chains x draws x observations"
+        f"{', each' if len(arrays) > 1 else ''}; {values * 8 / 1e9:.3g} GB as float64, about "
+        f"{values * POINTWISE_BYTES_PER_VALUE / 1e9:.3g} GB of memory to build and save), over the limit of "
+        f"{limit:,} values (about {limit * POINTWISE_BYTES_PER_VALUE / 1e9:.3g} GB); use {'; or '.join(ways)}")
 
 
 def assemble_result(
@@ -61,12 +127,24 @@ def assemble_result(
     with a warning). ``params`` (a fit's own values, e.g. of the model's ``pyro.param`` sites) are what the
     model's ``pyro.param`` sites read, here and in the posterior predictive, whatever Pyro's global param store
     holds.
+
+    Before any of it, the pointwise log-likelihood's size, chain x draw x (observed values), is checked against
+    :data:`MAX_POINTWISE_VALUES` (:func:`check_pointwise_size`). Inside :func:`without_log_likelihood` it is
+    neither checked nor computed, and the result has no log-likelihood.
     """
     device = replay_device(posterior, model_kwargs)
     fitted = with_params(model, params, device)  # the fit's pyro.param values, not the store's
     model_trace = trace_model(fitted, model_kwargs)
     check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
     check_posterior_sites(model_trace, posterior)
+    obs = observed_sites(model_trace)  # before conditioning marks latents observed
+    skip = log_likelihood_skipped()
+    first_value = next(iter(posterior.values()), None)
+    if not skip and first_value is not None and np.ndim(first_value) >= 2:  # before any work on the draws
+        num_obs = sum(int(np.prod(np.shape(model_trace.nodes[n]["value"]))) for n in obs)
+        check_pointwise_size(*np.shape(first_value)[:2], num_obs,
+                             opt_out="leave the log-likelihood out (run the fit inside "
+                                     "pyrozoo.inference.assemble.without_log_likelihood())")
     posterior = dict(posterior)
     computed = [n for n in deterministic_sites(model_trace) if n not in posterior]
     enumerated = [n for n in enumerated_sites(model_trace) if n not in posterior]
@@ -77,12 +155,13 @@ def assemble_result(
     elif computed:
         posterior.update({n: torch.as_tensor(v, device=device) for n, v in deterministic_values(
             model, posterior, model_kwargs, chunk_size=chunk_size, params=params).items()})
-    obs = observed_sites(model_trace)  # before conditioning marks latents observed
     first = {k: v[0, 0] for k, v in posterior.items() if k not in computed}
     proto = trace_model(poutine.condition(fitted, first), model_kwargs)
     observed = {n: proto.nodes[n]["value"] for n in obs}
     dims = {n: site_dims(proto, n) for n in list(posterior) + obs if n in proto.nodes}
-    if log_likelihood_fn is not None:
+    if skip:
+        loglik = {}
+    elif log_likelihood_fn is not None:
         with FixedParams(param_values(params, device)):
             loglik = dict(log_likelihood_fn(posterior, model_kwargs))
         check_log_likelihood(loglik, proto, obs, posterior)

@@ -288,3 +288,50 @@ def test_a_deterministic_of_an_enumerated_site_without_draws_is_left_out_with_a_
         result = assemble_result("test", model, {"y": torch.zeros(4)}, {"mu": torch.zeros(1, 3)},
                                  log_likelihood_fn=lambda p, kw: {"y": np.zeros((1, 3, 4))})
     assert set(result.posterior) == {"mu"}
+
+
+def test_check_pointwise_size_names_the_settings_the_observations_and_the_size():
+    """The reviewer's n = 2,000,000, 4 chains x 2000 draws: 1.6e10 pointwise values, OOM-killed after ten minutes."""
+    from pyrozoo.inference import assemble
+
+    # the bound keeps the measured peak (POINTWISE_BYTES_PER_VALUE) well under 8 GiB with the ~0.5 GB interpreter
+    assert assemble.MAX_POINTWISE_VALUES * assemble.POINTWISE_BYTES_PER_VALUE + 0.5e9 < 7.5 * 2**30
+    with pytest.raises(PyrozooError, match=r"^num_samples=2000, num_chains=4 with 2,000,000 observations: the "
+                                           r"pointwise log-likelihood would hold 16,000,000,000 values .*"
+                                           r"num_samples x num_chains at most 75.*--no-log-likelihood"):
+        assemble.check_pointwise_size(4, 2000, 2_000_000)
+    limit = assemble.MAX_POINTWISE_VALUES
+    assemble.check_pointwise_size(1, limit, 1)  # at the limit: accepted
+    assemble.check_pointwise_size(1, limit, 1, log_likelihood=False, posterior_predictive=True)
+    with pytest.raises(PyrozooError, match=r"the pointwise log-likelihood and the posterior predictive would hold "
+                                           r".*leave out --posterior-predictive"):
+        assemble.check_pointwise_size(1, limit // 2 + 1, 1, posterior_predictive=True)  # two arrays count twice
+    assemble.check_pointwise_size(4, 2000, 2_000_000, log_likelihood=False)  # nothing pointwise is built
+
+
+def test_assemble_result_refuses_an_oversized_log_likelihood_before_computing_it(monkeypatch):
+    """From Python (an engine called directly) the size is checked before any replay of the model; inside
+    without_log_likelihood() neither the check nor the log-likelihood runs."""
+    from pyrozoo.inference import assemble
+
+    X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(7, generator=torch.Generator().manual_seed(1))
+    posterior = {"w": torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(2))}  # 2 x 5 x 7 = 70 values
+
+    def never(*args, **kwargs):
+        raise AssertionError("the pointwise log-likelihood was computed")
+
+    monkeypatch.setattr(assemble, "pointwise_log_likelihood", never)
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 69)
+    with pytest.raises(PyrozooError, match=r"^num_samples=5, num_chains=2 with 7 observations: .* 70 values .* "
+                                           r"over the limit of 69 values.*without_log_likelihood"):
+        assemble_result("test", regression, {"X": X, "y": y}, posterior)
+    with assemble.without_log_likelihood():
+        result = assemble_result("test", regression, {"X": X, "y": y}, posterior, log_likelihood_fn=never)
+    assert not assemble.log_likelihood_skipped()  # reset on leaving the block
+    assert result.log_likelihood == {}
+    assert "log_likelihood" not in result.to_inference_data().groups()
+    assert result.observed_data["y"].shape == (7,) and result.posterior["w"].shape == (2, 5, 3)
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 70)
+    with pytest.raises(AssertionError, match="was computed"):  # at the limit: checked, then computed
+        assemble_result("test", regression, {"X": X, "y": y}, posterior)
