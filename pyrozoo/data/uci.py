@@ -62,9 +62,23 @@ class RegressionSplit:
 
 
 def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths; raises before any work. Tensors
-    that require grad give their values (detached): data for a fit, not a graph to differentiate through."""
-    return check_xy(X, y, min_rows=TRAIN_ROWS, detach=True)
+    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths, and y not constant (max y - min y
+    > 0: there would be nothing to fit, and its sd of 0 cannot standardize it, as the ``--data`` reader refuses it);
+    raises before any work. Tensors that require grad give their values (detached): data for a fit, not a graph to
+    differentiate through."""
+    X, y = check_xy(X, y, min_rows=TRAIN_ROWS, detach=True)
+    check_varies(y)
+    return X, y
+
+
+def check_varies(y: torch.Tensor, rows: str = "") -> None:
+    """Refuse a constant outcome (exact, as the ``--data`` reader's ``np.ptp(y) == 0``: 0.1 repeated is caught too),
+    with the reader's wording; ``rows`` names a part of the data (the training rows of a split) when y as given
+    varies."""
+    if bool((y == y[0]).all()):
+        where = f" on {rows}" if rows else ""
+        raise PyrozooError(f"y: expected an outcome that varies, got a constant ({float(y[0])!r}){where}; "
+                           f"nothing to fit")
 
 
 def n_test_rows(n: int, test_fraction: float) -> int:
@@ -100,11 +114,12 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
                            f"to train on after test_fraction={test_fraction:g} holds out {n_test} for testing; got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split))
     test, train = perm[:n_test], perm[n_test:]
+    # y varies, but its training part may not (its sd of 0 was quietly set to 1)
+    check_varies(y[train], f"the {train.numel()} training rows of split {split} (the varying values are all in its "
+                           f"{n_test} test rows: try another split)")
     x_mean, x_std = X[train].mean(0), X[train].std(0)
     x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
     y_mean, y_std = float(y[train].mean()), float(y[train].std())
-    if y_std == 0:
-        y_std = 1.0
 
     def prep(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype=dtype, device=device)

@@ -48,6 +48,7 @@ from pyrozoo.data.uci import (
     TRAIN_ROWS,
     RegressionSplit,
     check_regression_data,
+    check_varies,
     min_split_rows,
     n_test_rows,
     split_regression,
@@ -477,10 +478,13 @@ def train_bnn(
             raise PyrozooError(f"val_fraction: leaves {X.shape[0] - n_val} training rows of {X.shape[0]}, need >= 2")
         perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(int(seed) + 7919)).to(X.device)
         X_val, y_val, X, y = X[perm[:n_val]], y[perm[:n_val]], X[perm[n_val:]], y[perm[n_val:]]
+        # y varies, but the rows left to train on may not (their sd of 0 was quietly set to 1)
+        check_varies(y, f"the {X.shape[0]} rows left to train on after val_fraction={val_fraction:g} holds out "
+                        f"{n_val} (the varying values are all held out)")
     x_mean, x_std, y_mean, y_std = torch.zeros_like(X[0]), torch.ones_like(X[0]), 0.0, 1.0  # on X's device
     if standardize:
         x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones_like(X[0]))
-        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+        y_mean, y_std = float(y.mean()), float(y.std())
     Xs = ((X - x_mean) / x_std).to(device=device, dtype=torch.float32)
     ys = ((y - y_mean) / y_std).to(device=device, dtype=torch.float32)
     # float64, as X: the posteriors standardize new inputs in float64 (BNNPosterior._prep)

@@ -62,3 +62,19 @@ def test_a_split_leaving_too_few_training_rows_says_so(n, test_fraction, need):
         split_regression(X, y, test_fraction=test_fraction)
     X, y = np.random.default_rng(0).normal(size=(need, 2)), np.linspace(0.0, 1.0, need)
     assert split_regression(X, y, test_fraction=test_fraction).X_train.shape[0] == 4
+
+
+def test_a_constant_outcome_is_refused_with_the_readers_wording():
+    """A constant y was accepted and its sd of 0 quietly set to 1 (the --data reader refuses it as nothing to fit);
+    a y that varies only on the test rows of the split likewise."""
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    for value in (3.0, 0.1):
+        with pytest.raises(PyrozooError, match=rf"^y: expected an outcome that varies, got a constant \({value}\); "
+                                               rf"nothing to fit$"):
+            split_regression(X, np.full(50, value))
+    y = np.zeros(50)
+    y[torch.randperm(50, generator=torch.Generator().manual_seed(0))[0]] = 1.0  # split 0's first test row
+    with pytest.raises(PyrozooError, match=r"^y: expected an outcome that varies, got a constant \(0.0\) on the 45 "
+                                           r"training rows of split 0 \(.*try another split\); nothing to fit$"):
+        split_regression(X, y, split=0)
+    assert split_regression(X, y, split=1).y_std > 0  # another split trains on the varying row

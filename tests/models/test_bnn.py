@@ -865,3 +865,26 @@ def test_a_split_beyond_the_seed_range_is_one_line_naming_split(tmp_path, capsys
     assert capsys.readouterr().err.strip().splitlines() == [
         f"pyrozoo: error: split: expected an integer seed in [0, 2**32 - 1] (at most 4294967295), got {split}"]
     assert not out.exists()
+
+
+def test_a_constant_outcome_is_refused_before_training(monkeypatch):
+    """fit_bnn / train_bnn fitted a constant y (sd quietly set to 1): 'likely diverged', predictive mean 5.6 for
+    y = 3. Refused now before any SGD, with the --data reader's wording; so are rows left to train on after
+    val_fraction holds out the only varying ones."""
+    import pyrozoo.models.bnn as bnn_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("SGD started before y was checked")
+
+    monkeypatch.setattr(bnn_module, "run_swag", no_training)
+    X = _toy(50)[0]
+    want = r"^y: expected an outcome that varies, got a constant \(3.0\); nothing to fit$"
+    with pytest.raises(PyrozooError, match=want):
+        fit_bnn(X, torch.full((50,), 3.0), num_samples=4, **FAST)
+    with pytest.raises(PyrozooError, match=want):
+        train_bnn(X, torch.full((50,), 3.0), **FAST)
+    y = torch.zeros(50)
+    y[torch.randperm(50, generator=torch.Generator().manual_seed(7919))[0]] = 1.0  # train_bnn's held-out row
+    with pytest.raises(PyrozooError, match=r"^y: expected an outcome that varies, got a constant \(0.0\) on the 49 "
+                                           r"rows left to train on after val_fraction=0.02 holds out 1"):
+        train_bnn(X, y, val_fraction=0.02, **FAST)
