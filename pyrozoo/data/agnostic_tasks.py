@@ -111,6 +111,19 @@ def _raw_labels(name: str, value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return values, present
 
 
+def _minus_one_hint(name: str, value: Any) -> str:
+    """For a too-few-classes error: when ``value`` (labels :func:`_raw_labels` accepted) holds -1, a note that -1
+    is read as a missing label, with the recoding of labels coded -1/+1; else nothing."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value, dtype=object).reshape(-1)
+    count = sum(1 for v in arr if isinstance(v, NUMBER_TYPES) and not isinstance(v, (bool, np.bool_)) and v == -1)
+    if not count:
+        return ""
+    return (f" (-1 is read as a missing label, on {count} of {arr.shape[0]} rows here; for labels coded -1/+1 pass "
+            f"({name} + 1) // 2, which codes them 0/1)")
+
+
 def _encode(name: str, values: np.ndarray, present: np.ndarray, classes: list[Any]) -> np.ndarray:
     """Codes ``0..K-1`` (the position in ``classes``) for the rows ``present``, -1 elsewhere; a label outside
     ``classes`` (those of the training rows) is refused."""
@@ -180,12 +193,13 @@ def make_agnostic_data(
     y_classes, p_classes = sorted(set(y_raw[y_has])), sorted(set(p_raw[p_has]))
     if len(y_classes) < 2:
         got = "no labelled rows" if not y_classes else f"only class {y_classes[0]!r}"
-        raise PyrozooError(f"y: expected target labels with at least 2 classes, got {got}")
+        raise PyrozooError(f"y: expected target labels with at least 2 classes, got {got}{_minus_one_hint('y', y)}")
     if not p_classes:
         raise PyrozooError("p: protected labels are missing for all rows; at least some rows need the protected "
-                           "concept's label (the adversary learns from them)")
+                           f"concept's label (the adversary learns from them){_minus_one_hint('p', p)}")
     if len(p_classes) < 2:
-        raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {p_classes[0]!r}")
+        raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {p_classes[0]!r}"
+                           f"{_minus_one_hint('p', p)}")
     y_arr, p_arr = _encode("y", y_raw, y_has, y_classes), _encode("p", p_raw, p_has, p_classes)
     target_idx, protected_idx = np.flatnonzero(y_has), np.flatnonzero(p_has)
     classes = {"y": y_classes, "p": p_classes}
