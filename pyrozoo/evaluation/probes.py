@@ -9,16 +9,20 @@ fact on frozen features of a split the representation never saw, and scored on a
 Two probes: a logistic regression (linear leakage) and a small MLP (non-linear leakage), both scikit-learn on
 standardized features.
 
-The fairness metrics follow the usual definitions (fairlearn's, reimplemented here in a few lines rather than
-adding a dependency for two formulas), for predictions ``yhat``, true labels ``Y`` and a group label ``g``, with
-the classes ``c`` and ``y`` running over the labels that occur (any coding: {0, 1}, {1, 2}, text):
+The fairness metrics, for predictions ``yhat``, true labels ``Y`` and a group label ``g``, with the classes ``c``
+and ``y`` running over the labels that occur (any coding: {0, 1}, {1, 2}, text):
 
     demographic parity difference = max_c [max_g P(yhat = c | g) - min_g P(yhat = c | g)]
     equalized odds difference     = max_{y, c} [max_g P(yhat = c | Y = y, g) - min_g P(yhat = c | Y = y, g)]
 
-For two classes they are the usual ones whichever class is called positive (``P(yhat = neg | .) = 1 - P(yhat =
-pos | .)`` has the same gap): the gap in positive rates, and the larger of the true-positive-rate and
-false-positive-rate gaps.
+For two classes they are fairlearn's (reimplemented here in a few lines rather than adding a dependency for two
+formulas), whichever class is called positive (``P(yhat = neg | .) = 1 - P(yhat = pos | .)`` has the same gap):
+the gap in positive rates, and the larger of the true-positive-rate and false-positive-rate gaps. For more classes
+the equalized odds difference runs over (true class, predicted class) pairs: it is 0 exactly when ``yhat`` is
+independent of ``g`` given ``Y`` (Hardt et al.'s equalized odds, for any number of classes). It is not the
+one-vs-rest convention (per class ``c``, the gaps in ``P(yhat = c | Y = c, g)`` and ``P(yhat = c | Y != c, g)``),
+whose false-positive rate averages the true classes ``y != c`` with each group's own mix of them, so it can be
+non-zero when equalized odds hold exactly, and can be larger or smaller than the pairs' gap.
 """
 
 from __future__ import annotations
@@ -121,9 +125,10 @@ def demographic_parity_difference(y_pred: np.ndarray, group: np.ndarray) -> floa
 
 def equalized_odds_difference(y_true: np.ndarray, y_pred: np.ndarray, group: np.ndarray) -> float:
     """``max_{y, c} [max_g P(yhat = c | Y = y, g) - min_g P(yhat = c | Y = y, g)]`` over the true classes ``y`` and
-    the predicted classes ``c`` that occur (0 = equalized odds): for two classes the larger of the between-group
-    gaps in true-positive and false-positive rate, whatever the coding ({0, 1}, {1, 2}, text). A (true class,
-    group) cell with no rows is left out of that class's gap."""
+    the predicted classes ``c`` that occur (0 = equalized odds, yhat independent of the group given Y): for two
+    classes the larger of the between-group gaps in true-positive and false-positive rate, whatever the coding
+    ({0, 1}, {1, 2}, text); for more classes not the one-vs-rest gaps (module docstring). A (true class, group)
+    cell with no rows is left out of that class's gap."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     group = np.asarray(group).reshape(-1)
     _check_groups(y_pred, group, y_true)

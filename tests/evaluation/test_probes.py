@@ -153,3 +153,30 @@ def test_fairness_errors_give_the_lengths_and_refuse_missing_groups():
         demographic_parity_difference(np.ones(4), np.array([0, 0, 1, np.nan]))
     with pytest.raises(PyrozooError, match="^group: expected at least 2 groups to compare, got 0"):
         demographic_parity_difference(np.ones(0), np.ones(0))
+
+
+def test_equalized_odds_with_three_classes_by_hand():
+    """docs/agnostic.md described the multiclass EO difference as per-class one-vs-rest TPR/FPR gaps; the function
+    computes max over (true class y, predicted class c) of the between-group gap in P(yhat = c | Y = y, g), which is
+    0 exactly when yhat is independent of g given Y. The two differ for 3 classes; this pins the pairs form."""
+    group = np.r_[[0] * 8, [1] * 8]
+    y_true = np.r_[0, 0, 1, 1, 2, 2, 2, 2, 0, 0, 1, 1, 2, 2, 2, 2]
+    y_pred = np.r_[0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 2, 2, 1, 1]
+    # P(yhat = c | Y = 2, g): g0 (1/2, 0, 1/2), g1 (0, 1/2, 1/2); Y = 0, 1 predicted right in both groups.
+    # Gaps: (2, 0) 1/2, (2, 1) 1/2, (2, 2) 0, all others 0. One-vs-rest would give 1/3 (FPR of class 0: 2/6 vs 0/6),
+    # and the true-positive (diagonal) gaps alone 0.
+    assert equalized_odds_difference(y_true, y_pred, group) == pytest.approx(0.5)
+    # Equalized odds hold exactly (the same P(yhat | Y) in both groups: Y = 1 predicted 1 or 2 half the time) with
+    # different class mixes: 0, while a one-vs-rest FPR gap of class 2 would be 2/6 - 1/4 = 1/12.
+    group = np.r_[[0] * 6, [1] * 8]
+    y_true = np.r_[0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1, 2, 2]
+    y_pred = np.r_[0, 0, 1, 2, 2, 2, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert equalized_odds_difference(y_true, y_pred, group) == 0.0
+    # the same by brute force over the (true class, predicted class) pairs, in any coding
+    rng = np.random.default_rng(0)
+    y_true, y_pred, group = rng.integers(0, 3, 60), rng.integers(0, 3, 60), rng.integers(0, 2, 60)
+    want = max(abs(np.mean(y_pred[(group == 0) & (y_true == y)] == c) - np.mean(y_pred[(group == 1) & (y_true == y)]
+                                                                                   == c))
+               for y in range(3) for c in range(3))
+    labels = np.array(["a", "b", "c"])
+    assert equalized_odds_difference(labels[y_true], labels[y_pred], group) == pytest.approx(want)
