@@ -162,7 +162,8 @@ def run_swag(
 ) -> SWAGRun:
     """SGD on ``loss_fn(theta, batch_index)`` (an average over the batch, prior term included) with the SWA schedule
     for ``epochs`` epochs, then ``swa_epochs`` at ``swa_lr`` collecting an iterate every ``collect_every`` steps
-    (default: once per epoch). ``with_replacement`` draws each batch independently (i.i.d. gradient noise, as
+    (default: once per epoch, as the reference's ``swa_c_epochs=1``; the deviation matrix then has
+    min(rank, swa_epochs) columns). ``with_replacement`` draws each batch independently (i.i.d. gradient noise, as
     SGD-as-sampler theory assumes) instead of reshuffling per epoch."""
     epochs = check_int("epochs", epochs)
     swa_epochs = check_int("swa_epochs", swa_epochs, minimum=1)

@@ -412,6 +412,14 @@ def held_out_rows(n: int, val_fraction: float) -> int:
     return max(1, int(round(val_fraction * n)))
 
 
+def rank_capped_message(rank: int, swa_epochs: int) -> str:
+    """The warning for a given ``rank`` above ``swa_epochs``: SWAG collects one iterate per SWA epoch, so its
+    deviation matrix D has K = min(rank, swa_epochs) columns (the option applies only in part)."""
+    return (f"rank: SWAG collects one iterate per SWA epoch, so with swa_epochs={swa_epochs} its deviation matrix D "
+            f"will have only {swa_epochs} columns, not rank={rank} (K = min(rank, swa_epochs)); raise swa_epochs to "
+            f"{rank} for a rank-{rank} D, or give rank={swa_epochs}")
+
+
 def hidden_depth_error(hidden: Any) -> PyrozooError:
     """The error for a given ``hidden`` with ``depth`` 0, from ``pyrozoo run`` (:func:`check_bnn_options`) and from
     :func:`train_bnn` / :func:`fit_bnn` alike."""
@@ -443,7 +451,7 @@ def train_bnn(
     lr: float = 0.01,
     swa_lr: float = 0.005,
     momentum: float = 0.9,
-    rank: int = 20,
+    rank: int | None = None,
     standardize: bool = True,
     val_fraction: float = 0.0,
     seed: int = 0,
@@ -457,7 +465,9 @@ def train_bnn(
     scale (and CIBER's defensive weight) on the held-out rows (:func:`calibrate_noise`). A DataFrame X's string
     column names are kept (``feature_names``): the posteriors refuse a DataFrame with other columns or another order.
     ``hidden`` None is the usual width (50 units); a given ``hidden`` with ``depth`` 0 is refused
-    (:func:`check_hidden`)."""
+    (:func:`check_hidden`). One iterate, so one column of SWAG's deviation matrix D, is collected per SWA epoch, and
+    D keeps the last ``rank`` of them: K = min(rank, swa_epochs) columns. ``rank`` None is the usual 20; a given
+    ``rank`` above ``swa_epochs`` gives a :class:`UserWarning` before training (:func:`rank_capped_message`)."""
     names = feature_names(X)
     X, y = check_regression_data(X, y)
     check_bool("standardize", standardize)  # "no" was read as True
@@ -465,7 +475,8 @@ def train_bnn(
     n_val = held_out_rows(X.shape[0], val_fraction)
     depth = check_int("depth", depth, minimum=0)
     hidden = check_hidden(hidden, depth)
-    rank = check_int("rank", rank, minimum=0)
+    rank_given = rank is not None
+    rank = check_int("rank", DEFAULT_OPTIONS["rank"] if rank is None else rank, minimum=0)
     # one iterate is collected per SWA epoch, and SWAG's moments need two (checked here, not after the SGD run)
     swa_epochs = check_int("swa_epochs", swa_epochs, minimum=2)
     check_positive("prior_scale", prior_scale)
@@ -490,6 +501,8 @@ def train_bnn(
     # float64, as X: the posteriors standardize new inputs in float64 (BNNPosterior._prep)
     scaling = {"x_mean": x_mean.to(device, torch.float64), "x_std": x_std.to(device, torch.float64),
                "y_mean": y_mean, "y_std": y_std}
+    if rank_given and rank > swa_epochs:  # the usual 20, not asked for, is capped without a word
+        warnings.warn(rank_capped_message(rank, swa_epochs), UserWarning, stacklevel=3)  # past keeps_caller_state
     set_seed(seed)
     loss = _neg_log_posterior(layout, Xs, ys, prior_scale)
     run = run_swag(loss, _init_theta(layout, seed, device, torch.float32), Xs.shape[0], epochs=epochs,
@@ -839,7 +852,9 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     check_defensive_weight(opts["defensive_weight"])  # before training, not after it
     X, y = dataset.inputs["X"], dataset.observed["y"]
     # the options this posterior reads (fit_bnn refuses the others, as checked_config did for the given ones)
-    only = {k: opts[k] for k in ("rank", "scale", "num_collapsed") if config.inference in BNN_INFERENCE_OPTIONS[k]}
+    # rank only when given: left out, train_bnn's usual 20 is capped at swa_epochs without the warning a given one gets
+    only = {k: opts[k] for k in ("rank", "scale", "num_collapsed")
+            if config.inference in BNN_INFERENCE_OPTIONS[k] and (k != "rank" or k in config.options)}
     if config.inference == "vi":
         only["vi_steps"] = config.steps
     post = fit_bnn(

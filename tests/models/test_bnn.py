@@ -888,3 +888,42 @@ def test_a_constant_outcome_is_refused_before_training(monkeypatch):
     with pytest.raises(PyrozooError, match=r"^y: expected an outcome that varies, got a constant \(0.0\) on the 49 "
                                            r"rows left to train on after val_fraction=0.02 holds out 1"):
         train_bnn(X, y, val_fraction=0.02, **FAST)
+
+
+def test_a_rank_above_swa_epochs_is_warned_before_training_and_d_has_swa_epochs_columns(monkeypatch, tmp_path,
+                                                                                        capsys):
+    """One iterate is collected per SWA epoch, so D has K = min(rank, swa_epochs) columns: rank=30 with
+    swa_epochs=3 was accepted without a word and gave K = 3. A given rank above swa_epochs now warns, naming both,
+    before any SGD (fit_bnn, train_bnn, pyrozoo run); the usual rank, not asked for, is capped quietly."""
+    import warnings
+
+    import pyrozoo.models.bnn as bnn_module
+    from pyrozoo.cli import main
+
+    X, y = _toy(20)
+    tiny = {"hidden": 4, "epochs": 4, "swa_epochs": 3, "batch_size": 10}
+    want = (r"^rank: SWAG collects one iterate per SWA epoch, so with swa_epochs=3 its deviation matrix D will have "
+            r"only 3 columns, not rank=8 \(K = min\(rank, swa_epochs\)\); raise swa_epochs to 8")
+
+    def no_training(*args, **kwargs):
+        raise RuntimeError("SGD started")
+
+    with monkeypatch.context() as m:
+        m.setattr(bnn_module, "run_swag", no_training)
+        for fit in (lambda: train_bnn(X, y, rank=8, **tiny), lambda: fit_bnn(X, y, rank=8, num_samples=2, **tiny)):
+            with pytest.warns(UserWarning, match=want), pytest.raises(RuntimeError, match="SGD started"):
+                fit()
+    with pytest.warns(UserWarning, match=want):
+        post = fit_bnn(X, y, rank=8, num_samples=2, **tiny)
+    assert post.swag.deviations.shape == (post.swag.num_params, 3)
+    for kwargs in ({}, {"rank": 3}):  # the usual rank (20) and a rank <= swa_epochs: no rank warning
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            post = fit_bnn(X, y, num_samples=2, **kwargs, **tiny)
+        assert not [w for w in caught if str(w.message).startswith("rank:")]
+        assert post.swag.deviations.shape[1] == 3
+    out = tmp_path / "run"
+    assert main(["run", "bnn", "--inference", "swag", "-o", "rank=30", "-o", "swa_epochs=3", "-o", "n=40", "-o",
+                 "hidden=4", "--steps", "2", "--num-samples", "2", "--no-progress", "--out", str(out)]) == 0
+    assert ("pyrozoo: warning: rank: SWAG collects one iterate per SWA epoch, so with swa_epochs=3 its deviation "
+            "matrix D will have only 3 columns, not rank=30") in capsys.readouterr().err
