@@ -726,14 +726,19 @@ def regime_scm_model(
 
 
 def _wls(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ridge: float = 1e-6) -> tuple[torch.Tensor, ...]:
-    """Weighted least squares of y on [1, X]: (intercept, coefficients, residual sd). torch.linalg does the solve."""
-    A = torch.cat([torch.ones_like(y)[:, None], X], dim=1)
-    Aw = A * w[:, None]
-    G = A.T @ Aw + ridge * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
-    beta = torch.linalg.solve(G, Aw.T @ y)
-    res = y - A @ beta
-    sd = ((w * res**2).sum() / w.sum().clamp(min=1e-12)).sqrt().clamp(min=1e-3)
-    return beta[0], beta[1:], sd
+    """Weighted least squares of y on [1, X]: (intercept, coefficients, residual sd). The columns are centred at
+    their weighted means (xbar, ybar) first, b = (Xc' W Xc + ridge I)^-1 Xc' W yc with the ridge on the slopes
+    only, and b0 = ybar - xbar' b: adding a constant to any column moves the intercept alone (a ridge on the
+    intercept, and the uncentred normal equations, biased the slopes at offsets of 1e4 and zeroed them at 1e7)."""
+    wsum = w.sum().clamp(min=1e-12)
+    xbar, ybar = (w @ X) / wsum, (w @ y) / wsum
+    Xc, yc = X - xbar, y - ybar
+    Xw = Xc * w[:, None]
+    G = Xc.T @ Xw + ridge * torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    b = torch.linalg.solve(G, Xw.T @ yc)
+    res = yc - Xc @ b
+    sd = ((w * res**2).sum() / wsum).sqrt().clamp(min=1e-3)
+    return ybar - xbar @ b, b, sd
 
 
 def robust_init(x: torch.Tensor, parents: torch.Tensor, *, trim: float = 2.5, iters: int = 4) -> dict:

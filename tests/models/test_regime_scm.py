@@ -139,8 +139,8 @@ def test_em_m_step_weights_are_mean_responsibilities_and_mechanisms_are_wls():
     """For a random responsibility matrix: regime weights = column means of r (rel 1e-12; the clamp at 1e-8 does
     not bind), and each mechanism version is the weighted least squares fit computed here with numpy lstsq on
     sqrt(weight)-scaled rows (weights 1 - r_{n,i+1} observational, r_{n,i+1} intervened) with the scale the
-    weighted residual sd. rtol 1e-5 on those: the implementation adds a 1e-6 ridge and 1e-6 to the intervened
-    weights. With fixed weights (learn_weights=False) the weights are left as they were."""
+    weighted residual sd. rtol 1e-5 on those: the implementation adds a 1e-6 ridge (on the slopes) and 1e-6 to the
+    intervened weights. With fixed weights (learn_weights=False) the weights are left as they were."""
     parents, _, _ = _tiny_case("linear")
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(40, 3, generator=gen, dtype=torch.float64) * 2
@@ -1416,3 +1416,70 @@ def test_a_swapped_refit_that_drifts_back_is_not_tried():
         warnings.simplefilter("always")
         res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False, options=opts))
     assert not [w for w in caught if str(w.message).startswith("regime labels:")] and "regime_labels" not in res.attrs
+
+
+def _offset_case(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, nx.DiGraph]:
+    """a -> b -> c, a -> c and a disconnected d, linear-Gaussian; b shifted +3 in 25% of rows, c -3 in 15%."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    b = 0.8 * a + rng.standard_normal(n) + 3.0 * (rng.random(n) < 0.25)
+    c = 0.6 * a - 0.5 * b + rng.standard_normal(n) - 3.0 * (rng.random(n) < 0.15)
+    g = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")])
+    g.add_node("d")
+    return pd.DataFrame({"a": a, "b": b, "c": c, "d": rng.standard_normal(n)}), g
+
+
+def test_wls_is_the_unpenalised_least_squares_fit_whatever_the_columns_offset():
+    """QA: the M-step's weighted least squares put its 1e-6 ridge on the intercept too and solved uncentred normal
+    equations: at an offset of 1e4 on a parent the slope was biased (the intercept ~ -8000 paid 1e-6 b0^2 ~ 64, as
+    much as the RSS), at 1e7 it came out 0. Now the slopes match numpy's unpenalised lstsq at offsets 0, 1e4 and 1e7
+    on x (and 1e7 on y) to rel 1e-7 in float64 (the slopes' ridge, 1e-6 against X'WX ~ 100, moves them by ~1e-8),
+    and the intercept moves by the offset times the slope."""
+    from pyrozoo.models.regime_scm import _wls
+
+    gen = np.random.default_rng(3)
+    X = gen.standard_normal((200, 2))
+    y = 1.0 + X @ np.array([0.7, -0.4]) + gen.standard_normal(200)
+    w = gen.uniform(0.05, 1.0, 200)
+    A = np.column_stack([np.ones(200), X])
+    beta = np.linalg.lstsq(A * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0]
+    sd = np.sqrt((w * (y - A @ beta) ** 2).sum() / w.sum())
+    for dx, dy in ((0.0, 0.0), (1e4, 0.0), (1e7, 0.0), (0.0, 1e7)):
+        b0, b, s = _wls(torch.as_tensor(X + dx), torch.as_tensor(y + dy), torch.as_tensor(w))
+        np.testing.assert_allclose(b.numpy(), beta[1:], rtol=1e-7)
+        assert float(b0) == pytest.approx(beta[0] + dy - dx * beta[1:].sum(), rel=1e-7, abs=1e-6 * max(dx, dy, 1))
+        assert float(s) == pytest.approx(sd, rel=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_adding_a_constant_to_a_column_leaves_the_em_fit_unchanged(dtype):
+    """QA: a +1e4 on column a moved the EM's w[a] from 0.77/0.60 to 0.63/0.48 and the log-likelihood by 58 nats;
+    +1e7 gave weights exactly 0. Now, in float64, the weights, the log-likelihood and the responsibilities agree at
+    offsets 0, 1e4 and 1e7 up to rounding (seen: 3e-10, 2e-8 nats). In float32 (the default, and a data file's
+    dtype) the stored values are rounded to float32: at 1e4 its spacing is 2**-10, an error of sd 2.8e-4 per value,
+    which moves the weights by ~2e-5 and the log-likelihood by ~0.01 nats (bounds 1e-3 and 0.1), and the
+    responsibilities by up to ~2e-3 (a value and its fitted mean off by ~1e-3 each, times log-odds slopes
+    |x - mu| / s^2 of up to ~5; bound 1e-2); at 1e7 the spacing is 1, so float32 holds only a's integer part and no
+    fit could match (not tested; use float64)."""
+    df, g = _offset_case()
+    offsets = (0.0, 1e4, 1e7) if dtype == torch.float64 else (0.0, 1e4)
+    tol = {"w": 1e-6, "ll": 1e-4, "r": 1e-6} if dtype == torch.float64 else {"w": 1e-3, "ll": 0.1, "r": 1e-2}
+    fits = []
+    for off in offsets:
+        d = df.copy()
+        d["a"] += off
+        ds = make_regime_dataset(d, g, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a labelling note, if any, is the same at every offset
+            res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False,
+                                               options={"em_iters": 40}))
+        m = mechanisms_table(res, ds).set_index(["variable", "version"])
+        fits.append((m[["w[a]", "w[b]"]].to_numpy(dtype=float), float(res.log_likelihood["x"].sum()),
+                     np.asarray(res.params["regime_probs"], dtype=float)))
+    (w0, ll0, r0), rest = fits[0], fits[1:]
+    assert np.nanmin(np.abs(w0[:, 0])) > 0.1  # the fit found the effects of a at offset 0
+    for w, ll, r in rest:
+        np.testing.assert_allclose(w, w0, atol=tol["w"])
+        assert ll == pytest.approx(ll0, abs=tol["ll"])
+        np.testing.assert_allclose(r, r0, atol=tol["r"])
+
