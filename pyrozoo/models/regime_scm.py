@@ -248,6 +248,12 @@ def make_regime_dataset(
     parents = _graph_to_parents(graph, columns)
     g = nx.DiGraph(parents.numpy().astype(int))
     order = list(nx.lexicographical_topological_sort(g))
+    # an offset large against a column's spread (1e8 + 3 N(0, 1)) leaves float32 a few distinct values, silently
+    coarse = _coarse(np.asarray(arr, dtype=np.float64), dtype, columns)
+    if coarse:
+        also = "" if dtype == torch.float64 else f", or pass dtype=torch.float64 to make_regime_dataset (x as {dtype})"
+        raise PyrozooError(f"x: {coarse}. Subtract a constant (e.g. the mean) from such a column: the fitted weights "
+                           f"and scales do not change, only the intercepts{also}")
     xt = torch.as_tensor(np.array(arr, dtype=np.float64), dtype=dtype)
     # a constant variable has zero residual variance: EM clamped its scale to 1e-3, that variable's density then
     # dominated the likelihood and the regime weights came out arbitrary (checked in the dataset's dtype, in which
@@ -306,6 +312,32 @@ def _rescale_hint(x: torch.Tensor, columns: Sequence[Any]) -> str:
         unit = 10.0 ** math.floor(math.log10(float(x[:, j].abs().max())))
         parts.append(f"divide {columns[j]!r} by {unit:.0e}")
     return ", ".join(parts)
+
+
+# fewer than this many steps of the dtype's spacing (at a column's largest |value|) per standard deviation of the
+# column: the values are rounded to a coarse grid (1e8 + 3 N(0, 1) in float32, spacing 8, kept 3 distinct values)
+MIN_STEPS_PER_SD = 100
+
+
+def _coarse(values: np.ndarray, dtype: torch.dtype, columns: Sequence[Any]) -> str:
+    """The columns of ``values`` (float64, finite) whose sd is under :data:`MIN_STEPS_PER_SD` steps of ``dtype``'s
+    spacing at their largest |value| (sd < ~1e-5 max|x| in float32), as a message's ``expected ..., got ...``
+    (without the fix, which is the caller's path's); empty when none is."""
+    eps = torch.finfo(dtype).eps
+    name = str(dtype).removeprefix("torch.")
+    parts = []
+    for j, c in enumerate(columns):
+        v = values[:, j]
+        big, sd = float(np.abs(v).max()), float(v.std())
+        step = eps * 2.0 ** math.floor(math.log2(big)) if big > 0 else 0.0
+        if 0 < sd < MIN_STEPS_PER_SD * step:
+            kept = np.unique(torch.as_tensor(v, dtype=dtype).numpy()).size
+            parts.append(f"column {c!r} has sd {sd:.3g} around values as large as {big:.3g}, where {name} steps by "
+                         f"{step:.3g} ({kept} distinct values of {np.unique(v).size} kept; mean {np.mean(v):.7g})")
+    if not parts:
+        return ""
+    return (f"expected each column's sd to span at least {MIN_STEPS_PER_SD} steps of {name} at its largest |value| "
+            f"(else storing it in {name} rounds away most of its digits), got: {'; '.join(parts)}")
 
 
 SIMULATOR_DEFAULTS = {"n_vars": 10, "n_samples": 10000, "edge_prob": 0.3, "shift": 5.0, "obs_frac": 0.2,
@@ -386,13 +418,21 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
             raise PyrozooError(f"graph: names {_names(left_out)}, column(s) of {path} that -o columns leaves out; "
                                "add them to -o columns=... or remove them from graph")
     frame = pd.DataFrame({c: numeric_column(df, c, source=source) for c in chosen})
-    values = frame.to_numpy(dtype=float)
+    # a copy: pandas's copy-on-write makes to_numpy a read-only view, and torch.as_tensor of it warned that
+    # non-writable arrays are unsupported on every --data run
+    values = frame.to_numpy(dtype=float, copy=True)
     if np.isfinite(values).all():  # (NaN/inf rows are make_regime_dataset's to refuse, by row)
         x32 = torch.as_tensor(values, dtype=torch.float32)  # the dataset's dtype; a file has no dtype option
         overflow = _overflow(x32, chosen)
         if overflow:
             raise PyrozooError(f"{source}: {overflow}; rescale the data in the file ({_rescale_hint(x32, chosen)}) "
                                f"and scale the results back")
+        coarse = _coarse(values, torch.float32, chosen)
+        if coarse:
+            raise PyrozooError(f"{source}: {coarse}. The file is read in float32: subtract a constant (e.g. the "
+                               f"mean) from such a column in the file (the fitted weights and scales do not change, "
+                               f"only the intercepts), or read it with pandas and pass it to "
+                               f"make_regime_dataset(..., dtype=torch.float64)")
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
@@ -1276,11 +1316,14 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                   observed=("x",), made_by="make_regime_dataset")
     _check_data_options(opts, dataset)
     inp = dataset.inputs
+    # the function that built the dataset, whose argument sets these options (a file's: read_regime_file)
+    builder = {"simulator": "simulate_regime_data(seed", "file": "read_regime_file(path, seed",
+               "python": "make_regime_dataset(x, graph"}[source]
     for key in MODEL_DEFAULTS:  # fixed when the dataset is built, not by the fit
         if key in opts and key in inp and opts[key] != inp[key]:
             raise PyrozooError(f"{key}: the dataset was built with {key}={inp[key]!r} and the fit cannot change it; "
                                f"got {opts[key]!r} in the options. Build the dataset with it instead "
-                               f"(make_regime_dataset(..., {key}={opts[key]!r}))")
+                               f"({builder}, ..., {key}={opts[key]!r}))")
     o = check_regime_options(opts, inference, steps=config.steps, fixed={k: inp[k] for k in MODEL_DEFAULTS})
     _check_enough_rows(dataset)
     # before any work: "cuda" on a machine without it is refused here (it used to run on the CPU and record "cuda")

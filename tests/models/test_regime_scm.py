@@ -1483,3 +1483,65 @@ def test_adding_a_constant_to_a_column_leaves_the_em_fit_unchanged(dtype):
         assert ll == pytest.approx(ll0, abs=tol["ll"])
         np.testing.assert_allclose(r, r0, atol=tol["r"])
 
+
+def test_reading_a_data_file_emits_no_warning(tmp_path):
+    """QA: every --data run printed PyTorch's "The given NumPy array is not writable" (read_regime_file passed
+    pandas's read-only to_numpy view to torch.as_tensor). PyTorch gives that warning once per process, so an earlier
+    test would hide it: torch.set_warn_always makes it give it every time, and warnings are errors here."""
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    path = _chain_csv(tmp_path)
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            read_regime_file(str(path), 0, graph="a->b->c")
+    finally:
+        torch.set_warn_always(always)
+
+
+@pytest.mark.parametrize("source", ["file", "simulator", "python"])
+def test_an_option_fixed_by_the_dataset_names_the_function_that_built_it(tmp_path, source):
+    """QA: for a dataset read by read_regime_file, -o hidden=8 said "Build the dataset with it instead
+    (make_regime_dataset(..., hidden=8))"; the fix there is read_regime_file(..., hidden=8)."""
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    builder = {"file": r"read_regime_file\(path, seed, \.\.\., hidden=8\)",
+               "simulator": r"simulate_regime_data\(seed, \.\.\., hidden=8\)",
+               "python": r"make_regime_dataset\(x, graph, \.\.\., hidden=8\)"}[source]
+    if source == "file":
+        ds, opts = read_regime_file(str(_chain_csv(tmp_path)), 0, graph="a->b->c"), {"graph": "a->b->c"}
+    elif source == "simulator":
+        ds, opts = simulate_regime_data(0, n_vars=3, n_samples=100), {}
+    else:
+        ds, opts = make_regime_dataset(*_three_vars()), {}
+    with pytest.raises(PyrozooError, match=rf"^hidden: the dataset was built with hidden=32 .*instead \({builder}\)"):
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference="amortized", steps=5, progress=False,
+                                     options={**opts, "hidden": 8}))
+
+
+def test_a_column_float32_would_round_to_a_few_values_is_named_before_any_work(tmp_path, capsys):
+    """QA: a file column 1e8 + 3 N(0, 1), read in float32 (spacing 8 there), kept 3 distinct values, silently. Now
+    a column whose sd spans fewer than 100 float32 steps at its largest |value| is refused, named, with the fix of
+    the path: subtract a constant in the file (read_regime_file, --data), or dtype=torch.float64 in Python. An
+    offset of 1e4 on unit-sd data (1e-4 relative) is still accepted."""
+    from pyrozoo.cli import main
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    path = _chain_csv(tmp_path)
+    df = pd.read_csv(path)
+    df["b"] = 1e8 + 3 * df["b"]
+    df.to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=r"^data .*abc\.csv: expected each column's sd to span at least 100 steps "
+                                           r"of float32 .*got: column 'b' has sd .* as large as 1e\+08, where "
+                                           r"float32 steps by 8 .*subtract a constant .* in the file"):
+        read_regime_file(str(path), 0, graph="a->b->c")
+    out = tmp_path / "run"
+    assert main(["run", "regime-scm", "--data", str(path), "-o", "graph=a->b->c", "--out", str(out)]) == 2
+    assert "column 'b' has sd" in capsys.readouterr().err and not out.exists()
+    g = nx.DiGraph([("a", "b"), ("b", "c")])
+    _bad(r"^x: expected each column's sd .*column 'b' .*or pass dtype=torch\.float64", df, g)
+    assert make_regime_dataset(df, g, dtype=torch.float64).observed["x"].dtype == torch.float64  # the fix works
+    df["b"] = 1e4 + (df["b"] - 1e8) / 3
+    make_regime_dataset(df, g)
