@@ -61,13 +61,15 @@ class RegressionSplit:
     test_rows: list[Any] | None = None
 
 
-def check_regression_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths, and y not constant (max y - min y
-    > 0: there would be nothing to fit, and its sd of 0 cannot standardize it, as the ``--data`` reader refuses it);
-    raises before any work. Tensors that require grad give their values (detached): data for a fit, not a graph to
-    differentiate through."""
+def check_regression_data(X: Any, y: Any, *, varies: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """X as (n, d) and y as (n,) float64 tensors, finite, with matching lengths, and (``varies``) y not constant
+    (max y - min y > 0: its sd of 0 cannot standardize it, as the ``--data`` reader refuses it); raises before any
+    work. Tensors that require grad give their values (detached): data for a fit, not a graph to differentiate
+    through. ``varies=False`` is for callers that scale y themselves (``train_bnn(standardize=False)``, as the
+    active-learning loop does, whose initial labels may all be equal)."""
     X, y = check_xy(X, y, min_rows=TRAIN_ROWS, detach=True)
-    check_varies(y)
+    if varies:
+        check_varies(y)
     return X, y
 
 

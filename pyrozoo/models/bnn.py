@@ -469,8 +469,10 @@ def train_bnn(
     D keeps the last ``rank`` of them: K = min(rank, swa_epochs) columns. ``rank`` None is the usual 20; a given
     ``rank`` above ``swa_epochs`` gives a :class:`UserWarning` before training (:func:`rank_capped_message`)."""
     names = feature_names(X)
-    X, y = check_regression_data(X, y)
     check_bool("standardize", standardize)  # "no" was read as True
+    # a constant y only where y is standardized by its sd: the active-learning loop scales y itself
+    # (standardize=False) and its initial labels may all be equal (a zero-inflated response)
+    X, y = check_regression_data(X, y, varies=standardize)
     check_bool("progress", progress)
     n_val = held_out_rows(X.shape[0], val_fraction)
     depth = check_int("depth", depth, minimum=0)
@@ -490,8 +492,9 @@ def train_bnn(
         perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(int(seed) + 7919)).to(X.device)
         X_val, y_val, X, y = X[perm[:n_val]], y[perm[:n_val]], X[perm[n_val:]], y[perm[n_val:]]
         # y varies, but the rows left to train on may not (their sd of 0 was quietly set to 1)
-        check_varies(y, f"the {X.shape[0]} rows left to train on after val_fraction={val_fraction:g} holds out "
-                        f"{n_val} (the varying values are all held out)")
+        if standardize:
+            check_varies(y, f"the {X.shape[0]} rows left to train on after val_fraction={val_fraction:g} holds out "
+                            f"{n_val} (the varying values are all held out)")
     x_mean, x_std, y_mean, y_std = torch.zeros_like(X[0]), torch.ones_like(X[0]), 0.0, 1.0  # on X's device
     if standardize:
         x_mean, x_std = X.mean(0), X.std(0).where(X.std(0) > 0, torch.ones_like(X[0]))
@@ -769,7 +772,7 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
         if depth > 0:
             head, what = hidden + 1, "hidden + 1"
         else:  # no hidden layer: the mean head reads the inputs
-            head, what = check_regression_data(X, y)[0].shape[1] + 1, "input columns + 1"
+            head, what = check_regression_data(X, y, varies=False)[0].shape[1] + 1, "input columns + 1"
         if num_collapsed > head:
             raise PyrozooError(f"num_collapsed: ciber integrates at most the {head} mean-head weights ({what}), "
                                f"got {num_collapsed}")

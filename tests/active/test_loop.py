@@ -418,3 +418,23 @@ def test_simulate_clustered_names_a_bad_option(options, message):
 
     with pytest.raises(PyrozooError, match=message):
         simulate_clustered(0, n=20, **options)
+
+
+def test_the_bnn_adapter_runs_when_the_initial_labels_are_all_equal():
+    """The BNN's constant-y refusal is for fits that standardize y by its sd; the loop scales y itself
+    (standardize=False), so initial labels that are all equal (a zero-inflated response) still run."""
+    import numpy as np
+
+    from pyrozoo.active.loop import ActiveProblem, run_active_learning
+
+    rng = np.random.default_rng(0)
+    n = 60
+    x = np.c_[np.ones(n), rng.normal(size=(n, 2))]
+    init = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:5].numpy()
+    y = rng.normal(3, 1, size=n)
+    y[init] = 0.0
+    xt, yt = np.c_[np.ones(20), rng.normal(size=(20, 2))], rng.normal(size=20)
+    prob = ActiveProblem("zi", *map(torch.tensor, (x, y, xt, yt)))
+    out = run_active_learning(prob, "random", model="bnn", model_options=dict(epochs=2, swa_epochs=2, num_samples=5),
+                              init_size=5, batch_size=5, budget=10, seed=0, progress=False)
+    assert len(out) == 3 and np.isfinite(out["rmse"]).all() and np.isfinite(out["nll"]).all()

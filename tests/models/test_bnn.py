@@ -927,3 +927,17 @@ def test_a_rank_above_swa_epochs_is_warned_before_training_and_d_has_swa_epochs_
                  "hidden=4", "--steps", "2", "--num-samples", "2", "--no-progress", "--out", str(out)]) == 0
     assert ("pyrozoo: warning: rank: SWAG collects one iterate per SWA epoch, so with swa_epochs=3 its deviation "
             "matrix D will have only 3 columns, not rank=30") in capsys.readouterr().err
+
+
+def test_train_bnn_without_standardizing_accepts_a_constant_outcome():
+    """The constant-y refusal guards y's standardization by its sd: standardize=False (the caller scales y, as the
+    active-learning loop does) fits a constant y, and the default refuses it."""
+    import numpy as np
+
+    from pyrozoo.models.bnn import train_bnn
+
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    y = np.zeros(20)
+    train_bnn(X, y, epochs=2, swa_epochs=2, rank=2, standardize=False)
+    with pytest.raises(PyrozooError, match="expected an outcome that varies"):
+        train_bnn(X, y, epochs=2, swa_epochs=2, rank=2)
