@@ -116,9 +116,11 @@ def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device |
     return t.to(device) if device is not None else t
 
 
-# a column whose sd is at most this fraction of its largest |x| is constant up to float64 rounding (standardizing it
-# would divide rounding noise by its sd); relative, so a column's units do not matter
-CONSTANT_RTOL = 1e-10
+# a column whose sd spans at most this many steps of its dtype's grid at its largest |x| (sd <= 100 eps max|x|,
+# 2.2e-14 max|x| in float64) is constant up to rounding: standardizing it would divide rounding noise by its sd.
+# Relative, so a column's units do not matter; 1e-10 max|x| (the earlier bound) also refused a millisecond
+# timestamp 1.7e12 + 50 z, which float64 holds to 4e-6 of its spread
+CONSTANT_STEPS = 100
 
 
 def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
@@ -152,16 +154,18 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     sd = Xt.std(dim=0)
     top = Xt.abs().amax(dim=0)
     # relative to the column's own magnitude, so a column in tiny units (1e-11 x) is not "constant"; an all-zero or
-    # exactly constant column has sd 0 <= 1e-10 x max|x|, and one offset by 1e12 with spread 1e-3 is lost to rounding
-    const_at = (sd <= CONSTANT_RTOL * top).nonzero().flatten().tolist()
+    # exactly constant column has sd 0, and one offset by 1e12 with spread 1e-3 is lost to rounding
+    rtol = CONSTANT_STEPS * torch.finfo(Xt.dtype).eps
+    const_at = (sd <= rtol * top).nonzero().flatten().tolist()
     if const_at:
         ratio = [float(sd[j] / top[j]) if top[j] > 0 else 0.0 for j in const_at]
         const = const_at if names is None else [str(names[j]) for j in const_at]
         more = " ..." if len(const) > 10 else ""
+        dname = str(Xt.dtype).removeprefix("torch.")
         raise PyrozooError(
             f"X: column(s) {const[:10]}{more} are constant (sd / max|x| of the column "
-            f"{', '.join(f'{r:.1e}' for r in ratio[:10])}{more}, at most {CONSTANT_RTOL:g}: constant up to float64 "
-            "rounding); remove them (the intercept is fitted separately)"
+            f"{', '.join(f'{r:.1e}' for r in ratio[:10])}{more}, at most {rtol:.1e} = {CONSTANT_STEPS} {dname} steps: "
+            "constant up to rounding); remove them (the intercept is fitted separately)"
         )
     dev = torch.device(device) if device is not None else Xt.device
     return Xt.to(dev), yt.to(dev)

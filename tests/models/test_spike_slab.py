@@ -1446,6 +1446,20 @@ def test_a_column_in_tiny_units_is_standardized_not_refused_as_constant():
     # with a spread of 1e-3 (relative sd 1e-15: rounding) are constant in float64 relative to their own magnitude
     for col in (np.full(30, 0.1), np.zeros(30), np.full(30, 3e-20), 1e12 + 1e-3 * X[:, 1]):
         with pytest.raises(PyrozooError, match=r"^X: column\(s\) \[1\] are constant \(sd / max\|x\| of the column "
-                                               r"\d\.\de[+-]\d+, at most 1e-10: constant up to float64 rounding\)"):
+                                               r"\d\.\de[+-]\d+, at most 2\.2e-14 = 100 float64 steps: constant up to "
+                                               r"rounding\)"):
             validate_xy(np.c_[X[:, 0], col, X[:, 2]], y)
     validate_xy(np.c_[X[:, 0], 1e6 + 1e-3 * X[:, 1], X[:, 2]], y)  # relative sd 1e-9: kept
+
+
+def test_a_timestamp_column_with_a_large_offset_is_not_refused_as_constant():
+    """The constant-column bound was 1e-10 of max|x|, which refused a millisecond timestamp 1.7e12 + 50 z (relative
+    sd 3e-11) that float64 holds to 4e-6 of its spread; the bound is now 100 float64 steps at max|x| (2.2e-14)."""
+    from pyrozoo.models.spike_slab_prior import validate_xy
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3))
+    y = X[:, 0] + rng.standard_normal(30)
+    X[:, 1] = 1.7e12 + 50 * X[:, 1]
+    Xt, _ = validate_xy(X, y)
+    assert Xt.shape == (30, 3)
