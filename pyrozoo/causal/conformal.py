@@ -89,8 +89,14 @@ def calibrate_band(refit: Refit, mu_hat: np.ndarray, residuals: np.ndarray, tau_
 
 def _refit_values(out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``refit``'s (tau*, V*) as two float arrays of ``n`` values, or a :class:`PyrozooError` saying what came (a
-    shorter array was a raw broadcast error in the scores)."""
-    want = f"a pair (tau*, V*) of arrays with one value per observation ({n} each)"
+    shorter array was a raw broadcast error in the scores). A pair may be a tuple, a list or an array of two rows;
+    V* may be one number, the same variance for every observation (it broadcast before the check, and still does)."""
+    want = (f"a pair (tau*, V*) with tau* one value per observation ({n}) and V* as many, or one number for all "
+            f"of them")
+    if isinstance(out, np.ndarray):
+        if out.ndim < 2 or len(out) != 2:
+            raise PyrozooError(f"refit: expected {want}, got an ndarray of shape {out.shape}")
+        out = list(out)  # an array of two rows unpacks as a pair, as it did before the check
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise PyrozooError(f"refit: expected {want}, got {type(out).__name__}"
                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
@@ -98,6 +104,8 @@ def _refit_values(out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         tau_b, var_b = (np.asarray(a, dtype=np.float64).reshape(-1) for a in out)
     except (TypeError, ValueError):
         raise PyrozooError(f"refit: expected {want}, got non-numeric values") from None
+    if var_b.size == 1:
+        var_b = np.full(n, var_b[0])
     if tau_b.size != n or var_b.size != n:
         raise PyrozooError(f"refit: expected {want}, got {tau_b.size} and {var_b.size} values")
     return tau_b, var_b

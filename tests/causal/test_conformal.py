@@ -13,13 +13,14 @@ from pyrozoo.errors import PyrozooError
 @pytest.mark.parametrize(("refit", "got"), [
     (lambda ys: (ys[:3], np.ones(3)), "got 3 and 3 values"),  # was a raw broadcast ValueError (3,) vs (5,)
     (lambda ys: (ys, np.ones(4)), "got 5 and 4 values"),
-    (lambda ys: ys, "got ndarray"),
+    (lambda ys: ys, r"got an ndarray of shape \(5,\)"),
     (lambda ys: (ys, np.ones(5), 0), "got tuple of length 3"),
     (lambda ys: (ys, ["a"] * 5), "got non-numeric values"),
 ])
 def test_refit_must_return_tau_and_variance_per_observation(refit, got):
-    with pytest.raises(PyrozooError, match=r"^refit: expected a pair \(tau\*, V\*\) of arrays with one value per "
-                                           rf"observation \(5 each\), {got}$"):
+    with pytest.raises(PyrozooError, match=r"^refit: expected a pair \(tau\*, V\*\) with tau\* one value per "
+                                           r"observation \(5\) and V\* as many, or one number for all of them, "
+                                           rf"{got}$"):
         calibrate_band(refit, np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=2)
 
 
@@ -32,3 +33,15 @@ def test_refit_returning_lists_or_columns_of_n_values_is_read():
     np.testing.assert_array_equal(as_lists.scores, flat)
     np.testing.assert_array_equal(columns.scores, flat)
     np.testing.assert_array_equal(np.abs(flat), 0.5 * np.ones((3, 5)))  # |+-1 - 0| / sqrt(4)
+
+
+def test_refit_returning_two_rows_or_one_variance_is_read_as_before_the_check():
+    """Before the check a (2, n) array unpacked as (tau*, V*) and a scalar V* broadcast; both still work and give
+    the scores of the flat pair."""
+    flat = calibrate_band(lambda ys: (ys, np.full(5, 0.25)), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    rows = calibrate_band(lambda ys: np.stack([ys, np.full(5, 0.25)]), np.zeros(5), np.ones(5), np.zeros(5),
+                          n_pseudo=3).scores
+    scalar = calibrate_band(lambda ys: (ys, 0.25), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    np.testing.assert_array_equal(rows, flat)
+    np.testing.assert_array_equal(scalar, flat)
+    np.testing.assert_array_equal(flat, 2.0 * np.ones((3, 5)))  # |+-1 - 0| / sqrt(0.25)
