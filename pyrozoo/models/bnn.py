@@ -744,12 +744,14 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
     """Fit a heteroscedastic BNN to ``X`` (n, d), ``y`` (n,) and return its ``posterior`` (module docstring).
 
     ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
-    ``scale`` (0.5), ``num_collapsed`` (10), ``vi_steps`` (2000), ``vi_lr`` (0.01) and ``rank`` (20) apply to some
-    posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with ``pyrozoo run``;
-    so is ``hidden`` given with ``depth`` 0 (left out, it is the usual 50 units). All arguments are validated before
-    any fitting starts."""
+    ``scale`` (0.5), ``num_collapsed`` (10), ``vi_steps`` (2000), ``vi_lr`` (0.01) and ``rank`` (20; None too)
+    apply to some posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with
+    ``pyrozoo run``; so is ``hidden`` given with ``depth`` 0 (left out, it is the usual 50 units). All arguments are
+    validated before any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
     check_keys("train_options", train_options, TRAIN_OPTIONS)
+    if "rank" in train_options and train_options["rank"] is None:  # None is the usual rank, as in train_bnn
+        train_options = {k: v for k, v in train_options.items() if k != "rank"}
     own = {"scale": scale, "num_collapsed": num_collapsed, "vi_steps": vi_steps, "vi_lr": vi_lr}
     check_posterior_options(posterior, [k for k, v in own.items() if v is not None]
                             + (["rank"] if "rank" in train_options else []))
@@ -760,7 +762,7 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
     if posterior == "vi":
         check_int("vi_steps", vi_steps, minimum=1)
         check_positive("vi_lr", vi_lr)
-    rank = check_int("rank", train_options.get("rank", 20))
+    rank = check_int("rank", train_options.get("rank", DEFAULT_OPTIONS["rank"]))
     # the mean head holds hidden + 1 weights (in_dim + 1 without hidden layers): checked here, not after training
     if posterior == "ciber" and num_collapsed > MAX_COLLAPSED:
         raise PyrozooError(f"num_collapsed: ciber integrates at most {MAX_COLLAPSED} mean-head weights exactly "

@@ -941,3 +941,18 @@ def test_train_bnn_without_standardizing_accepts_a_constant_outcome():
     train_bnn(X, y, epochs=2, swa_epochs=2, rank=2, standardize=False)
     with pytest.raises(PyrozooError, match="expected an outcome that varies"):
         train_bnn(X, y, epochs=2, swa_epochs=2, rank=2)
+
+
+def test_fit_bnn_reads_rank_none_as_the_usual_rank_like_train_bnn():
+    """train_bnn's rank default is None (the usual 20); fit_bnn refused rank=None ("expected an integer >= 0") and
+    now reads it the same way, for swag-diag too (no rank given)."""
+    import numpy as np
+
+    from pyrozoo.models.bnn import fit_bnn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=20)
+    post = fit_bnn(X, y, posterior="swag", rank=None, epochs=2, swa_epochs=3, num_samples=2)
+    assert post.swag.deviations.shape[1] == 3  # K = min(20, swa_epochs)
+    fit_bnn(X, y, posterior="swag-diag", rank=None, epochs=2, swa_epochs=3, num_samples=2)
