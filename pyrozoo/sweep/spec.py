@@ -183,11 +183,18 @@ def normalise_floats(config: Mapping[str, Any], float_options: Collection[str]) 
     return out
 
 
+# run settings added after run directories were first recorded, with the value every earlier run had: a config.toml
+# without the key reads as that value (else a sweep of 2026-11-27 could not resume in its own directory, "differs in
+# log_likelihood", and a report split identical runs into two groups)
+SETTINGS_ADDED_LATER = {"log_likelihood": True}
+
+
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A planned or recorded run config in one spelling, for telling runs apart (resume checks, report groups):
     without the settings its inference does not read (run directories before 2026-11-26 recorded them), with float
     settings and options as floats, a relative ``data`` path made absolute from the working directory (sweep files
-    before 2026-11-26 stored it as written, now it is stored absolute) and ``None`` values dropped. A config naming
+    before 2026-11-26 stored it as written, now it is stored absolute), ``None`` values dropped and settings added
+    since (:data:`SETTINGS_ADDED_LATER`) at the value earlier runs had. A config naming
     no known model is returned as it is."""
     try:
         entry = registry.get(config["model"])
@@ -195,6 +202,8 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return dict(config)
     kept = entry.without_unread_settings({k: v for k, v in config.items() if v is not None},
                                          config.get("inference") or entry.inferences[0])
+    for key, value in SETTINGS_ADDED_LATER.items():  # a run recorded before the setting existed had its default
+        kept.setdefault(key, value)
     out = normalise_floats(kept, entry.float_option_names())
     data = out.get("data")
     if isinstance(data, str) and data.strip():

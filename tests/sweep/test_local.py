@@ -539,3 +539,20 @@ def test_another_sweeps_output_directory_is_refused_before_anything_runs(write_s
     assert not (out / "normal-gamma" / "gibbs_seed5").exists()
     with pytest.warns(UserWarning, match="none of its cells"):
         assert run_sweep(load_spec(replaced, out=out), jobs=1).ok == 1
+
+
+def test_runs_recorded_before_the_log_likelihood_setting_resume_as_done(write_spec, sweep_text, tmp_path):
+    """A run directory written before `log_likelihood` existed has no such key in its config.toml; it reads as the
+    default (true), so the sweep resumes (the rerun refused it: "differs in log_likelihood")."""
+    out = tmp_path / "out"
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=out)
+    run_sweep(spec, jobs=1, limit=1)
+    (run,) = list(out.glob("*/*_seed0"))
+    config = run / "config.toml"
+    text = config.read_text()
+    assert "log_likelihood = true" in text
+    config.write_text("".join(line for line in text.splitlines(keepends=True)
+                              if not line.startswith("log_likelihood")))
+    before = (run / "metrics.json").stat().st_mtime_ns
+    run_sweep(load_spec(write_spec(sweep_text(seeds="[0]")), out=out), jobs=1)  # raised before the fix
+    assert (run / "metrics.json").stat().st_mtime_ns == before  # counted as done, not rerun
