@@ -87,10 +87,11 @@ def check_pointwise_size(num_chains: int, num_draws: int, num_observations: int,
     fit = max(limit // (len(arrays) * max(int(num_observations), 1)), 0)  # chains x draws that fit
     ways = [f"fewer draws or chains (num_samples x num_chains at most {fit:,})" if fit else
             "fewer observations"]
-    if posterior_predictive:
-        ways.append("leave out --posterior-predictive")
-    if log_likelihood:
-        ways.append(opt_out)
+    drop = ["leave out --posterior-predictive"] * bool(posterior_predictive) + [opt_out] * bool(log_likelihood)
+    if len(drop) == 2 and per_array > limit:  # either array alone is over the limit: dropping one is not enough
+        ways.append(f"{drop[0]} and {drop[1]}")
+    else:  # one array asked for, or each alone fits: leaving out either one is enough
+        ways.extend(drop)
     raise PyrozooError(
         f"num_samples={int(num_draws)}, num_chains={int(num_chains)} with {int(num_observations):,} observations: "
         f"{' and '.join(arrays)} would hold {values:,} values (chains x draws x observations"

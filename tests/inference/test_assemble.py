@@ -335,3 +335,19 @@ def test_assemble_result_refuses_an_oversized_log_likelihood_before_computing_it
     monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 70)
     with pytest.raises(AssertionError, match="was computed"):  # at the limit: checked, then computed
         assemble_result("test", regression, {"X": X, "y": y}, posterior)
+
+
+def test_the_size_refusal_offers_only_ways_out_that_get_under_the_limit():
+    """With the log-likelihood and the posterior predictive each over the limit on its own, the message offered
+    dropping either one, and each alone was refused again; it now says both are needed. When each alone fits,
+    either one is offered."""
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.inference.assemble import check_pointwise_size
+
+    with pytest.raises(PyrozooError) as both:
+        check_pointwise_size(2, 1000, 100, posterior_predictive=True, limit=150_000)
+    assert "; or leave out --posterior-predictive and pass --no-log-likelihood" in str(both.value)
+    assert "; or pass --no-log-likelihood" not in str(both.value)
+    with pytest.raises(PyrozooError) as either:
+        check_pointwise_size(2, 500, 100, posterior_predictive=True, limit=150_000)
+    assert "; or leave out --posterior-predictive; or pass --no-log-likelihood" in str(either.value)
