@@ -17,7 +17,7 @@ from pyrozoo import registry
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.assemble import check_pointwise_size, without_log_likelihood
+from pyrozoo.inference.assemble import check_pointwise_size, pointwise_size_checked, without_log_likelihood
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.rundir import check_out_dir, save_run
@@ -102,8 +102,10 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     (the CLI prints it) or, without ``note``, as a :class:`UserWarning`.
 
     A run whose pointwise log-likelihood (and posterior predictive, if asked) would not fit in memory is refused
-    after the data are loaded and before the fit (:func:`check_run_size`); ``config.log_likelihood=False`` leaves
-    the log-likelihood out of the fit and the run (no ``log_likelihood`` group: az.loo/az.waic will not work).
+    after the data are loaded and before the fit (:func:`check_run_size`; should the fit's log-likelihood prove
+    larger than estimated, it is refused, not left out as for a Python caller); ``config.log_likelihood=False``
+    leaves the log-likelihood out of the fit and the run (no ``log_likelihood`` group: az.loo/az.waic will not
+    work).
 
     ``result.config`` records the resolved device (``"auto"`` reads ``"cpu"`` or ``"cuda"``), as the InferenceData's
     ``device`` attribute does; the run directory's ``config.toml`` keeps the requested one, so that a rerun with
@@ -125,7 +127,8 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         else:  # past keeps_caller_state, at the caller
             warnings.warn(unapplied_message(config, ignored), UserWarning, stacklevel=3)
     try:
-        with without_log_likelihood(not config.log_likelihood):
+        # checked above: an oversized log-likelihood is refused, not left out with a warning as for Python callers
+        with without_log_likelihood(not config.log_likelihood), pointwise_size_checked():
             result = entry.fit(dataset, config)
         metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
     except RuntimeError as error:

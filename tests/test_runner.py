@@ -370,3 +370,20 @@ def test_regime_scm_metrics_without_the_log_likelihood_group():
     output = run_model(config, save=False)
     assert output.result.log_likelihood == {}
     assert np.isnan(output.metrics["loglik"]) and 0 <= output.metrics["ari"] <= 1
+
+
+def test_a_log_likelihood_larger_than_the_runs_estimate_is_refused_not_left_out(monkeypatch, tmp_path):
+    """A Python caller's oversized log-likelihood is left out with a warning; a run asked for one, and its check
+    before the fit let it through, so should that estimate fall short, the run is refused (nothing written) rather
+    than saved without the group."""
+    from pyrozoo import runner
+    from pyrozoo.inference import assemble
+
+    monkeypatch.setattr(runner, "check_run_size", lambda *args, **kwargs: None)  # an estimate that falls short
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 2 * 10 * 50 - 1)
+    config = RunConfig(model="normal-gamma", num_samples=10, num_chains=2, warmup_steps=5, progress=False,
+                       options={"n": 50})
+    with pytest.raises(PyrozooError, match=r"^num_samples=10, num_chains=2 with 50 observations: .*"
+                                           r"--no-log-likelihood"):
+        run_model(config, out=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []

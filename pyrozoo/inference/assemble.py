@@ -68,6 +68,43 @@ def log_likelihood_skipped() -> bool:
     return _SKIP_LOG_LIKELIHOOD.get()
 
 
+_SIZE_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("pyrozoo_pointwise_size_checked", default=False)
+
+
+@contextmanager
+def pointwise_size_checked() -> Iterator[None]:
+    """Within the block, the caller has checked the pointwise arrays' size before the fit and the user chose to
+    keep the log-likelihood (``run_model``: ``pyrozoo run`` and sweeps), so :func:`assemble_result` refuses an
+    oversized log-likelihood (a :class:`PyrozooError`) rather than leaving it out with a warning."""
+    token = _SIZE_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _SIZE_CHECKED.reset(token)
+
+
+def keep_pointwise_log_likelihood(num_chains: int, num_draws: int, num_observations: int) -> bool:
+    """Whether :func:`assemble_result` computes a C x S x N pointwise log-likelihood: ``False``, with a
+    :class:`UserWarning` saying so and how to keep it, when it would hold more than :data:`MAX_POINTWISE_VALUES`
+    values (:func:`check_pointwise_size`) and the fit was called from Python; inside
+    :func:`pointwise_size_checked` (``run_model``, whose check before the fit let the run through) an oversized one
+    is refused instead, so a group the user asked for is never dropped silently."""
+    if _SIZE_CHECKED.get():
+        check_pointwise_size(num_chains, num_draws, num_observations)
+        return True
+    try:
+        check_pointwise_size(num_chains, num_draws, num_observations,
+                             opt_out="a higher pyrozoo.inference.assemble.MAX_POINTWISE_VALUES where memory allows "
+                                     f"(about {POINTWISE_BYTES_PER_VALUE} bytes per value)")
+    except PyrozooError as error:
+        warnings.warn(f"the pointwise log-likelihood is left out of the result (no log_likelihood group: az.loo, "
+                      f"az.waic and az.compare will not work on it): {error}. A fit inside "
+                      f"pyrozoo.inference.assemble.without_log_likelihood() leaves it out without this warning",
+                      UserWarning, stacklevel=4)
+        return False
+    return True
+
+
 def check_pointwise_size(num_chains: int, num_draws: int, num_observations: int, *, log_likelihood: bool = True,
                          posterior_predictive: bool = False, limit: int | None = None,
                          opt_out: str = "pass --no-log-likelihood (config key log_likelihood = false; "
@@ -130,8 +167,10 @@ def assemble_result(
     holds.
 
     Before any of it, the pointwise log-likelihood's size, chain x draw x (observed values), is checked against
-    :data:`MAX_POINTWISE_VALUES` (:func:`check_pointwise_size`). Inside :func:`without_log_likelihood` it is
-    neither checked nor computed, and the result has no log-likelihood.
+    :data:`MAX_POINTWISE_VALUES` (:func:`check_pointwise_size`): an oversized one is left out, with a
+    :class:`UserWarning` (:func:`keep_pointwise_log_likelihood`; refused inside ``run_model``, which checked before
+    the fit). Inside :func:`without_log_likelihood` it is neither checked nor computed. Either way the result has no
+    log-likelihood.
     """
     device = replay_device(posterior, model_kwargs)
     fitted = with_params(model, params, device)  # the fit's pyro.param values, not the store's
@@ -143,9 +182,7 @@ def assemble_result(
     first_value = next(iter(posterior.values()), None)
     if not skip and first_value is not None and np.ndim(first_value) >= 2:  # before any work on the draws
         num_obs = sum(int(np.prod(np.shape(model_trace.nodes[n]["value"]))) for n in obs)
-        check_pointwise_size(*np.shape(first_value)[:2], num_obs,
-                             opt_out="leave the log-likelihood out (run the fit inside "
-                                     "pyrozoo.inference.assemble.without_log_likelihood())")
+        skip = not keep_pointwise_log_likelihood(*np.shape(first_value)[:2], num_obs)
     posterior = dict(posterior)
     computed = [n for n in deterministic_sites(model_trace) if n not in posterior]
     enumerated = [n for n in enumerated_sites(model_trace) if n not in posterior]

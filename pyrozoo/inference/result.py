@@ -169,7 +169,9 @@ class Result:
         constant_data (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a
         ``fit_stats`` group. Its attributes: inference, model, seed, wall_time, the ``device`` of ``config`` (the
         one the fit ran on, where it came through a zoo entry's fit or ``run_model``), ``attrs`` and
-        :func:`library_attrs`, which every group's attributes hold too, as ``az.from_pyro`` writes them."""
+        :func:`library_attrs`, which every group's attributes hold too, as ``az.from_pyro`` writes them. An
+        ``attrs["log_likelihood"]`` note (e.g. an EM fit's "conditional on point estimates") is left out when there
+        is no log-likelihood group for it to describe (``--no-log-likelihood``, or one too large to compute)."""
         if posterior_predictive:
             self.add_posterior_predictive()
         dims = {k: v for k, v in self.dims.items()}
@@ -184,7 +186,8 @@ class Result:
             attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
                    "wall_time": float(self.wall_time),
                    **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
-                   **self.attrs, **library_attrs()},
+                   **{k: v for k, v in self.attrs.items() if k != "log_likelihood" or self.log_likelihood},
+                   **library_attrs()},
         )
         if self.constant_data:
             import xarray as xr

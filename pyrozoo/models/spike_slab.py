@@ -33,7 +33,12 @@ from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import FILE_OPTIONS, read_regression_file
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.assemble import (
+    assemble_result,
+    keep_pointwise_log_likelihood,
+    log_likelihood_skipped,
+    without_log_likelihood,
+)
 from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
 from pyrozoo.inference.result import Result, response_map
@@ -600,35 +605,39 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         if names is not None:
             fitted["feature_names_in_"] = names
         kwargs = spike_slab_kwargs(data, prior)  # centred=True: y is centred here (n - 1 degrees of freedom)
-        if self.inference == "em":
-            select = prior.conjugate if self.em_select is None else self.em_select
-            result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
-                                        seed=self.seed, ladder=self.ladder, select=select,
-                                        max_iter=self.max_iter, model_kwargs=kwargs)
-            w_std, cov_std = summary["w"], summary["cov"]
-            probs, sigma2 = summary["inclusion"], summary["sigma2"]
-            fitted.update(em_fit_=summary["fit"], _draws_std=None)
-        else:
-            if self.inference == "gibbs":
-                result = gibbs_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                                      num_chains=self.num_chains, seed=self.seed, progress=self.progress,
-                                      model_kwargs=kwargs)
+        # the pointwise log-likelihood's size, known before the fit: one too large is left out with a warning now
+        chains = self.num_chains if self.inference in ("gibbs", "nuts") else 1
+        leave_out = log_likelihood_skipped() or not keep_pointwise_log_likelihood(chains, self.num_samples, data.n)
+        with without_log_likelihood(leave_out):
+            if self.inference == "em":
+                select = prior.conjugate if self.em_select is None else self.em_select
+                result, summary = em_result(data, prior, variant=self.em_variant, num_samples=self.num_samples,
+                                            seed=self.seed, ladder=self.ladder, select=select,
+                                            max_iter=self.max_iter, model_kwargs=kwargs)
+                w_std, cov_std = summary["w"], summary["cov"]
+                probs, sigma2 = summary["inclusion"], summary["sigma2"]
+                fitted.update(em_fit_=summary["fit"], _draws_std=None)
             else:
-                from pyrozoo.models.spike_slab_pyro import nuts_result, svi_result
-
-                if self.inference == "svi":
-                    result = svi_result(data, prior, steps=self.steps, lr=self.lr, num_samples=self.num_samples,
-                                        seed=self.seed, progress=self.progress, model_kwargs=kwargs)
+                if self.inference == "gibbs":
+                    result = gibbs_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
+                                          num_chains=self.num_chains, seed=self.seed, progress=self.progress,
+                                          model_kwargs=kwargs)
                 else:
-                    result = nuts_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                                         num_chains=self.num_chains, seed=self.seed, progress=self.progress,
-                                         model_kwargs=kwargs)
-            w_draws = torch.as_tensor(result.draws("w"), dtype=data.X.dtype, device=dev)
-            w_std = w_draws.mean(0)
-            cov_std = torch.cov(w_draws.T).reshape(data.p, data.p)
-            probs = torch.as_tensor(result.draws("inclusion_prob")).mean(0)
-            sigma2 = float(result.draws("sigma2").mean())
-            fitted["_draws_std"] = w_draws
+                    from pyrozoo.models.spike_slab_pyro import nuts_result, svi_result
+
+                    if self.inference == "svi":
+                        result = svi_result(data, prior, steps=self.steps, lr=self.lr, num_samples=self.num_samples,
+                                            seed=self.seed, progress=self.progress, model_kwargs=kwargs)
+                    else:
+                        result = nuts_result(data, prior, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
+                                             num_chains=self.num_chains, seed=self.seed, progress=self.progress,
+                                             model_kwargs=kwargs)
+                w_draws = torch.as_tensor(result.draws("w"), dtype=data.X.dtype, device=dev)
+                w_std = w_draws.mean(0)
+                cov_std = torch.cov(w_draws.T).reshape(data.p, data.p)
+                probs = torch.as_tensor(result.draws("inclusion_prob")).mean(0)
+                sigma2 = float(result.draws("sigma2").mean())
+                fitted["_draws_std"] = w_draws
         scale = data.x_scale
         inclusion = torch.as_tensor(probs).cpu().numpy().astype(float)
         if names is not None:

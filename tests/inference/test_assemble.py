@@ -309,9 +309,13 @@ def test_check_pointwise_size_names_the_settings_the_observations_and_the_size()
     assemble.check_pointwise_size(4, 2000, 2_000_000, log_likelihood=False)  # nothing pointwise is built
 
 
-def test_assemble_result_refuses_an_oversized_log_likelihood_before_computing_it(monkeypatch):
-    """From Python (an engine called directly) the size is checked before any replay of the model; inside
-    without_log_likelihood() neither the check nor the log-likelihood runs."""
+def test_assemble_result_leaves_out_an_oversized_log_likelihood_with_a_warning(monkeypatch):
+    """From Python (an engine called directly) the size is checked before any replay of the model, and an oversized
+    log-likelihood, which the caller never asked for, is left out with a warning (it raised, after the fit, for
+    SpikeSlabRegression's default 1000 draws at n = 160,000); inside without_log_likelihood() neither the check nor
+    the log-likelihood runs, without a warning."""
+    import warnings
+
     from pyrozoo.inference import assemble
 
     X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
@@ -323,15 +327,22 @@ def test_assemble_result_refuses_an_oversized_log_likelihood_before_computing_it
 
     monkeypatch.setattr(assemble, "pointwise_log_likelihood", never)
     monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 69)
-    with pytest.raises(PyrozooError, match=r"^num_samples=5, num_chains=2 with 7 observations: .* 70 values .* "
-                                           r"over the limit of 69 values.*without_log_likelihood"):
-        assemble_result("test", regression, {"X": X, "y": y}, posterior)
-    with assemble.without_log_likelihood():
+    with pytest.warns(UserWarning, match=r"^the pointwise log-likelihood is left out of the result \(no log_likelihood "
+                                         r"group: az.loo, az.waic and az.compare will not work on it\): num_samples=5, "
+                                         r"num_chains=2 with 7 observations: .* 70 values .* over the limit of 69 "
+                                         r"values.*at most 9\).*MAX_POINTWISE_VALUES.*without_log_likelihood"):
+        result = assemble_result("test", regression, {"X": X, "y": y}, posterior, log_likelihood_fn=never)
+    result.attrs["log_likelihood"] = "a note on the log-likelihood"
+    idata = result.to_inference_data()
+    assert result.log_likelihood == {} and "log_likelihood" not in idata.groups()
+    assert "log_likelihood" not in idata.attrs  # no note on a group the result lacks
+    assert result.observed_data["y"].shape == (7,) and result.posterior["w"].shape == (2, 5, 3)
+    with assemble.without_log_likelihood(), warnings.catch_warnings():
+        warnings.simplefilter("error")
         result = assemble_result("test", regression, {"X": X, "y": y}, posterior, log_likelihood_fn=never)
     assert not assemble.log_likelihood_skipped()  # reset on leaving the block
     assert result.log_likelihood == {}
     assert "log_likelihood" not in result.to_inference_data().groups()
-    assert result.observed_data["y"].shape == (7,) and result.posterior["w"].shape == (2, 5, 3)
     monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 70)
     with pytest.raises(AssertionError, match="was computed"):  # at the limit: checked, then computed
         assemble_result("test", regression, {"X": X, "y": y}, posterior)
@@ -351,3 +362,39 @@ def test_the_size_refusal_offers_only_ways_out_that_get_under_the_limit():
     with pytest.raises(PyrozooError) as either:
         check_pointwise_size(2, 500, 100, posterior_predictive=True, limit=150_000)
     assert "; or leave out --posterior-predictive; or pass --no-log-likelihood" in str(either.value)
+
+
+def test_an_oversized_log_likelihood_is_refused_where_the_run_checked_its_size_before_the_fit(monkeypatch):
+    """Inside pointwise_size_checked() (run_model, whose check before the fit let the run through with the
+    log-likelihood asked for), a log-likelihood larger than that estimate is refused, not dropped with a warning."""
+    from pyrozoo.inference import assemble
+
+    X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(7, generator=torch.Generator().manual_seed(1))
+    posterior = {"w": torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(2))}
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 69)
+    with assemble.pointwise_size_checked(), pytest.raises(PyrozooError, match=r"^num_samples=5, num_chains=2 with 7 "
+                                                                                r"observations: .*--no-log-likelihood"):
+        assemble_result("test", regression, {"X": X, "y": y}, posterior)
+    with pytest.warns(UserWarning, match="left out"):  # reset on leaving the block
+        assemble_result("test", regression, {"X": X, "y": y}, posterior)
+
+
+def test_the_log_likelihood_note_is_kept_with_the_group():
+    """attrs["log_likelihood"] (an EM fit's "conditional on point estimates") describes the log_likelihood group:
+    kept where the group is, left out of the InferenceData where it is not (--no-log-likelihood)."""
+    from pyrozoo.inference import assemble
+
+    X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(7, generator=torch.Generator().manual_seed(1))
+    posterior = {"w": torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(2))}
+    result = assemble_result("test", regression, {"X": X, "y": y}, posterior)
+    result.attrs.update(log_likelihood="a note on the log-likelihood", other="kept")
+    idata = result.to_inference_data()
+    assert "log_likelihood" in idata.groups() and idata.attrs["log_likelihood"] == "a note on the log-likelihood"
+    with assemble.without_log_likelihood():
+        result = assemble_result("test", regression, {"X": X, "y": y}, posterior)
+    result.attrs.update(log_likelihood="a note on the log-likelihood", other="kept")
+    idata = result.to_inference_data()
+    assert "log_likelihood" not in idata.groups() and "log_likelihood" not in idata.attrs
+    assert idata.attrs["other"] == "kept" and result.attrs["log_likelihood"] == "a note on the log-likelihood"

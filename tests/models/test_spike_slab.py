@@ -1463,3 +1463,49 @@ def test_a_timestamp_column_with_a_large_offset_is_not_refused_as_constant():
     X[:, 1] = 1.7e12 + 50 * X[:, 1]
     Xt, _ = validate_xy(X, y)
     assert Xt.shape == (30, 3)
+
+
+def test_an_em_run_without_its_log_likelihood_has_no_note_about_one(tmp_path):
+    """`pyrozoo run spike-slab --inference em --no-log-likelihood` saved attrs["log_likelihood"] ("conditional on EM
+    point estimates ... az.loo, az.waic and az.compare ignore ...") beside no log_likelihood group."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    run_model(RunConfig(model="spike-slab", inference="em", num_samples=20, progress=False, device="cpu",
+                        log_likelihood=False, options={"n": 30, "p": 4, "num_signals": 2}), out=tmp_path / "run")
+    idata = az.from_netcdf(str(tmp_path / "run" / "idata.nc"))
+    assert "log_likelihood" not in idata.groups() and "posterior" in idata.groups()
+    assert "log_likelihood" not in idata.attrs
+
+
+@pytest.mark.parametrize("inference", ["em", "gibbs"])
+def test_the_estimator_leaves_an_oversized_log_likelihood_out_with_a_warning_before_the_fit(inference, monkeypatch):
+    """SpikeSlabRegression().fit(X, y) at n = 160,000 (1000 draws: 1.6e8 values) ran EM, then raised for a
+    log-likelihood nobody asked for; gibbs's 4 x 1000 draws did so from n = 40,000. Now the estimator warns before
+    the fit (n, num_samples and num_chains are known), fits without the log-likelihood and keeps its estimates;
+    the InferenceData has neither the group nor the EM note about it. Here with the limit lowered."""
+    from pyrozoo.inference import assemble
+    from pyrozoo.models import spike_slab
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = X @ np.array([1.0, 0.5, 0.0]) + rng.standard_normal(40)
+    settings = {"num_samples": 30, **({"num_chains": 2, "warmup_steps": 10} if inference == "gibbs" else {})}
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", settings.get("num_chains", 1) * 30 * 40 - 1)
+    fitted_without = []
+    engine = f"{inference}_result"
+    real = getattr(spike_slab, engine)
+
+    def spy(*args, **kwargs):
+        fitted_without.append(assemble.log_likelihood_skipped())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spike_slab, engine, spy)
+    with pytest.warns(UserWarning, match=r"^the pointwise log-likelihood is left out of the result .*az.loo.*"
+                                         rf"num_samples=30, num_chains={settings.get('num_chains', 1)} with 40 "
+                                         r"observations: .*MAX_POINTWISE_VALUES"):
+        est = SpikeSlabRegression(inference, **settings).fit(X, y)
+    assert fitted_without == [True]  # decided before the fit
+    idata = est.result_.to_inference_data()
+    assert "log_likelihood" not in idata.groups() and "log_likelihood" not in idata.attrs
+    assert est.selected_[0] and np.isfinite(est.coef_).all()
