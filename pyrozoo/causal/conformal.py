@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import check_int, check_probability, check_seed
@@ -93,10 +94,11 @@ def _refit_values(out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     V* may be one number, the same variance for every observation (it broadcast before the check, and still does)."""
     want = (f"a pair (tau*, V*) with tau* one value per observation ({n}) and V* as many, or one number for all "
             f"of them")
-    if isinstance(out, np.ndarray):
-        if out.ndim < 2 or len(out) != 2:
-            raise PyrozooError(f"refit: expected {want}, got an ndarray of shape {out.shape}")
-        out = list(out)  # an array of two rows unpacks as a pair, as it did before the check
+    if isinstance(out, (np.ndarray, torch.Tensor)):  # an array of two rows unpacks as a pair, as before the check
+        if out.ndim < 1 or len(out) != 2:
+            kind = "an ndarray" if isinstance(out, np.ndarray) else "a tensor"
+            raise PyrozooError(f"refit: expected {want}, got {kind} of shape {tuple(out.shape)}")
+        out = [a.detach().cpu() if isinstance(a, torch.Tensor) else a for a in out]
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise PyrozooError(f"refit: expected {want}, got {type(out).__name__}"
                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))

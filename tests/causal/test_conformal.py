@@ -45,3 +45,15 @@ def test_refit_returning_two_rows_or_one_variance_is_read_as_before_the_check():
     np.testing.assert_array_equal(rows, flat)
     np.testing.assert_array_equal(scalar, flat)
     np.testing.assert_array_equal(flat, 2.0 * np.ones((3, 5)))  # |+-1 - 0| / sqrt(0.25)
+
+
+def test_refit_returning_a_tensor_of_two_rows_is_read_like_an_array():
+    """A torch (2, n) tensor unpacked as (tau*, V*) before the check; after it only a NumPy one did."""
+    import torch
+
+    flat = calibrate_band(lambda ys: (ys, np.full(5, 0.25)), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    rows = calibrate_band(lambda ys: torch.stack([torch.as_tensor(ys), torch.full((5,), 0.25, dtype=torch.float64)]),
+                          np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    np.testing.assert_array_equal(rows, flat)
+    one = calibrate_band(lambda ys: np.array([ys[0], 0.25]), np.zeros(1), np.ones(1), np.zeros(1), n_pseudo=2).scores
+    np.testing.assert_array_equal(one, 2.0 * np.ones((2, 1)))  # n = 1: a (2,) array is the pair, as before
