@@ -1402,13 +1402,9 @@ def _centred(params: Mapping[str, torch.Tensor], m: torch.Tensor, parents: torch
 
 def _uncentred(params: Mapping[str, torch.Tensor], encoder: Mapping[str, torch.Tensor] | None, m: torch.Tensor,
                parents: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """The inverse of :func:`_centred` (intercepts b_i - (m' W)_i + m_i), and an encoder fitted on x - m as one on
-    x: its first layer's bias b1 - m' W1."""
-    q = dict(params)
-    mask = parents.to(m.device, torch.float64)
-    for v in ("obs", "int"):
-        loc, W = params[f"loc_{v}"], params[f"W_{v}"]
-        q[f"loc_{v}"] = (loc.to(torch.float64) - m @ (W.to(torch.float64) * mask) + m).to(loc.dtype)
+    """The inverse of :func:`_centred`, which is :func:`_centred` by -m (intercepts b_i - (m' W)_i + m_i), and an
+    encoder fitted on x - m as one on x: its first layer's bias b1 - m' W1."""
+    q = _centred(params, -m, parents)
     if encoder is not None:
         encoder = dict(encoder)
         b1, W1 = encoder["enc_b1"], encoder["enc_W1"]
