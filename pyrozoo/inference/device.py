@@ -24,9 +24,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto" | "cpu" | "cuda" | "cuda:N"`` (or a ``torch.device``) to a ``torch.device``.
 
     ``auto`` picks CUDA when it is present and the CPU otherwise; asking for CUDA on a machine without it is an error,
-    and so is a ``cuda:N`` with N beyond the devices present.
+    and so is a ``cuda:N`` with N beyond the devices present. A ``torch.device`` is checked as its string form is:
+    one of another type (``mps``, ``meta``, ``xla``) is refused here, not deep inside a fit ("PyTorch is not linked
+    with support for mps devices", "Tensor.item() cannot be called on meta tensors").
     """
     if isinstance(device, torch.device):
+        if device.type not in ("cpu", "cuda"):
+            raise PyrozooError(f"device: expected one of auto, cpu, cuda, cuda:N; got {device!r}")
         dev = device
     else:
         name = "auto" if device is None else str(device)

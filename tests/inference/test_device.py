@@ -216,3 +216,21 @@ def test_a_seed_beyond_numpys_range_is_a_clear_error_in_set_seed_and_run_config(
         set_seed(seed)
     with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\]"):
         RunConfig(model="normal-gamma", seed=seed).validate()
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu"])
+def test_a_torch_device_of_another_type_is_refused_like_its_name(device):
+    """resolve_device took any torch.device unchecked: SpikeSlabRegression("em", device=torch.device("mps")) failed
+    inside the fit ("PyTorch is not linked with support for mps devices"), torch.device("meta") at a .item() ("cannot
+    be called on meta tensors"), while the string "mps" was refused up front. Both forms now get the same error."""
+    from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+    with pytest.raises(PyrozooError, match=rf"^device: expected one of auto, cpu, cuda, cuda:N; got '{device}'$"):
+        resolve_device(device)
+    msg = rf"^device: expected one of auto, cpu, cuda, cuda:N; got device\(type='{device}'\)$"
+    with pytest.raises(PyrozooError, match=msg):
+        resolve_device(torch.device(device))
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(PyrozooError, match=msg):
+        SpikeSlabRegression("em", device=torch.device(device)).fit(X, X[:, 0])
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
