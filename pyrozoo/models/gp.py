@@ -70,11 +70,20 @@ def hyper_tensor(name: str, value: Any, ref: torch.Tensor, *, allow_zero: bool =
     return t
 
 
+# dtypes the GP never computes in: torch has no Cholesky for them ("cholesky_cpu" not implemented for 'Half', and
+# NumPy cannot even read bfloat16 back), and their 2-3 significant digits could not hold K + sigma^2 I positive definite
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def check_gp_data(X: Any, y: Any = None, *, dtype: torch.dtype = torch.float64, x_name: str = "X",
                   y_name: str = "y", detach: bool = False) -> tuple[torch.Tensor, Any]:
-    """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1). Errors name the arguments
-    ``x_name`` and ``y_name`` (``Xnew`` when predicting). ``detach``: cut from any autograd graph (a fit's data);
-    without it a tensor keeps its graph, so the objectives can be differentiated through their inputs."""
+    """X as (N, d) and y as (N,), finite, float64 by default; a 1-D X is read as (N, 1). A half-precision ``dtype``
+    (:data:`HALF_DTYPES`, e.g. a float16 tensor's own, which the exact and sparse objectives keep) becomes float64,
+    as float16 NumPy input already did. Errors name the arguments ``x_name`` and ``y_name`` (``Xnew`` when
+    predicting). ``detach``: cut from any autograd graph (a fit's data); without it a tensor keeps its graph, so the
+    objectives can be differentiated through their inputs."""
+    if dtype in HALF_DTYPES:
+        dtype = torch.float64
     return check_xy(X, y, dtype=dtype, vector_is_column=True, x_name=x_name, y_name=y_name, detach=detach)
 
 
@@ -199,12 +208,13 @@ def _checked_exact_inputs(X: Any, y: Any, kernel: Any, lengthscale: Any, varianc
                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The checks of :func:`exact_log_marginal` and :func:`exact_posterior`, before any work (those of the sparse
     path, :func:`~pyrozoo.models.sparse_gp.check_sparse_inputs`): the kernel's name; X (N, d) and y (N,) finite
-    (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a floating tensor keeps its dtype and
-    device); lengthscale > 0 (a scalar or one per column), variance > 0 (one value), noise >= 0 (> 0 unless
-    ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0; N x N matrices that fit in the memory of X's device
-    (:func:`check_exact_memory`: ``buffers`` of them; by default :data:`EXACT_BUFFERS` when an input requires
-    grad, else :data:`PLAIN_BUFFERS`). Returns X, y and the hyperparameters as tensors on
-    X's dtype and device (a tensor that already is one is returned as it is, so gradients flow through it)."""
+    (:func:`check_gp_data`; NumPy arrays and lists become float64 tensors, a float32 or float64 tensor keeps its
+    dtype and device, a float16 or bfloat16 one becomes float64); lengthscale > 0 (a scalar or one per column),
+    variance > 0 (one value), noise >= 0 (> 0 unless ``allow_zero_noise``; :func:`check_hyper`); jitter >= 0; N x N
+    matrices that fit in the memory of X's device (:func:`check_exact_memory`: ``buffers`` of them; by default
+    :data:`EXACT_BUFFERS` when an input requires grad, else :data:`PLAIN_BUFFERS`). Returns X, y and the
+    hyperparameters as tensors on X's (checked) dtype and device (a tensor that already is one is returned as it is,
+    so gradients flow through it)."""
     check_choice("kernel", kernel, KERNELS)
     floating = isinstance(X, torch.Tensor) and X.is_floating_point()
     X, y = check_gp_data(X, y, dtype=X.dtype if floating else torch.float64)

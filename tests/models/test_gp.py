@@ -1224,3 +1224,24 @@ def test_a_few_steps_from_the_optimum_at_lr_up_to_0_3_are_not_refused():
                                            r"lower lr \(or raise steps\)$"):
         check_progress("x", 0.2, 3, 0.0, 6.0, 10)
     check_progress("x", 0.2, 3, 0.0, 2.5, 10)  # at the tolerance: passes
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_tensors_are_promoted_to_float64(half):
+    """exact_log_marginal and exact_posterior kept a float16 tensor's dtype and failed in the Cholesky ("cholesky_cpu"
+    not implemented for 'Half'; bfloat16: "Got unsupported ScalarType BFloat16"), while float16 NumPy input was
+    already float64. Now both compute in float64 on the half values: the same numbers as on those values in float64
+    (1e-12: the same float64 operations), and the gradient still reaches the half-precision X."""
+    gen = torch.Generator().manual_seed(0)
+    X, y, Xnew = torch.rand(20, 1, generator=gen), torch.rand(20, generator=gen), torch.rand(3, 1, generator=gen)
+    hyper = {"kernel": "rbf", "lengthscale": 0.5, "variance": 1.0, "noise": 0.1}
+    Xh = X.to(half).requires_grad_()
+    lml = exact_log_marginal(Xh, y.to(half), **hyper)
+    ref = exact_log_marginal(X.to(half).double(), y.to(half).double(), **hyper)
+    assert lml.dtype == DT and abs(lml.detach().item() - ref.item()) < 1e-12
+    lml.backward()
+    assert Xh.grad.dtype == half and bool(torch.isfinite(Xh.grad.float()).all())
+    mean, var = exact_posterior(X.to(half), y.to(half), Xnew.to(half), **hyper)
+    ref_mean, ref_var = exact_posterior(X.to(half).double(), y.to(half).double(), Xnew.to(half).double(), **hyper)
+    assert mean.dtype == var.dtype == DT
+    assert torch.allclose(mean, ref_mean, rtol=0, atol=1e-12) and torch.allclose(var, ref_var, rtol=0, atol=1e-12)

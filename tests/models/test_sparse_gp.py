@@ -828,3 +828,16 @@ def test_a_sparse_fit_restarted_at_its_optimum_is_not_refused_and_a_worse_end_is
                           "(0.25 per observation), got -853.5")
     assert err.rstrip().endswith("; lower lr (or raise steps)") and "diverged" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_sparse_log_marginal_promotes_half_precision_tensors_to_float64(half):
+    """The shared check (gp.check_gp_data) kept a float16 or bfloat16 tensor's dtype, and the sparse objective failed
+    in the Cholesky as the exact one did ("cholesky_cpu" not implemented for 'Half'). Now it is the float64 value of
+    the half-precision data (1e-12: the same float64 operations)."""
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.rand(20, 1, generator=gen), torch.rand(20, generator=gen)
+    hyper = {"lengthscale": 0.5, "variance": 1.0, "noise": 0.1}
+    got = sparse_log_marginal(X.to(half), y.to(half), X[:4].to(half), **hyper)
+    ref = sparse_log_marginal(X.to(half).double(), y.to(half).double(), X[:4].to(half).double(), **hyper)
+    assert got.dtype == torch.float64 and abs(float(got) - float(ref)) < 1e-12
