@@ -7,6 +7,7 @@ import numbers
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -501,6 +502,33 @@ def check_path(name: str, value: Any, *, what: str = "a path") -> None:
     """Raise unless ``value`` is a non-empty path: a string or an ``os.PathLike`` (not a number or a list)."""
     if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
         raise PyrozooError(f"{name}: expected {what}, got {value!r}")
+
+
+def check_figure_path(name: str, value: Any) -> Path:
+    """``value`` as the file a figure is to be written to, checked before anything is drawn: a non-empty path
+    (:func:`check_path`; ``''`` wrote a hidden ``./.png``) that is not a directory, with an extension matplotlib can
+    write (``c.xyz`` failed in ``savefig`` after the drawing), in a directory that exists (matplotlib's
+    FileNotFoundError came after the drawing too). A path without an extension gets ``.png``, as ``savefig`` gives
+    it, so the path returned is the file written (``'c'`` was returned as written while ``c.png`` was)."""
+    check_path(name, value, what="a file path for the figure (e.g. 'plot.png')")
+    text = os.fspath(value)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got the directory "
+                           f"{text!r}")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise PyrozooError(f"{name}: expected a file name ending in a format matplotlib writes "
+                           f"({', '.join('.' + f for f in sorted(formats))}), got {text!r}")
+    if not path.parent.is_dir():
+        why = "is not a directory" if path.parent.exists() else "does not exist; create it first"
+        raise PyrozooError(f"{name}: expected a file in an existing directory, got {text!r} ({str(path.parent)!r} "
+                           f"{why})")
+    return path
 
 
 def check_bool(name: str, value: Any) -> None:

@@ -586,3 +586,35 @@ def test_check_no_datetimes_gives_a_fix_that_works_for_a_numpy_array_and_for_pan
         check_no_datetimes("d", d)
     with pytest.raises(PyrozooError, match=r"in column 'when'.*\.dt\.days"):
         check_no_datetimes("X", pd.DataFrame({"when": pd.to_datetime(x)}))
+
+
+def test_check_figure_path_refuses_before_drawing_and_returns_the_file_written(tmp_path, monkeypatch):
+    """The shared check of the save-a-plot functions. '' was handed to savefig, which wrote a hidden './.png'; 'c'
+    was returned as given while matplotlib wrote c.png; 'c.xyz' and a missing directory failed inside savefig (raw
+    ValueError / FileNotFoundError) after the drawing."""
+    from pathlib import Path
+
+    from pyrozoo.validation import check_figure_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert check_figure_path("path", "c") == Path("c.png")  # savefig's own default, now explicit
+    assert check_figure_path("path", "sub/c") == Path("sub/c.png")
+    assert check_figure_path("path", Path("c.PDF")) == Path("c.PDF")  # matplotlib reads the extension in any case
+    assert check_figure_path("path", str(tmp_path / "c.svg")) == tmp_path / "c.svg"
+    for bad, message in [
+        ("", r"^path: expected a file path for the figure \(e\.g\. 'plot\.png'\), got ''$"),
+        (None, r"^path: expected a file path for the figure \(e\.g\. 'plot\.png'\), got None$"),
+        (".", r"^path: expected a file path for the figure \(e\.g\. 'plot\.png'\), got the directory '\.'$"),
+        ("sub/", r"^path: expected a file path .*, got the directory 'sub/'$"),
+        ("c.xyz", r"^path: expected a file name ending in a format matplotlib writes \(.*\.pdf, .*\.png, .*\), "
+                  r"got 'c\.xyz'$"),
+        ("nodir/c.png", r"^path: expected a file in an existing directory, got 'nodir/c\.png' \('nodir' does not "
+                        r"exist; create it first\)$"),
+        ("afile/c.png", r"^path: expected a file in an existing directory, got 'afile/c\.png' \('afile' is not a "
+                        r"directory\)$"),
+    ]:
+        with pytest.raises(PyrozooError, match=message):
+            check_figure_path("path", bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sub"]  # nothing written

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pyrozoo.validation import check_int, check_positive, check_probability, check_real, real_array
+from pyrozoo.validation import (
+    check_figure_path,
+    check_int,
+    check_positive,
+    check_probability,
+    check_real,
+    real_array,
+)
 
 
 def positivity_kurtosis(t_resid: np.ndarray) -> np.ndarray:
@@ -73,13 +80,14 @@ def positivity_summary(kappa: np.ndarray, n_splits: int, *, threshold: float | N
 def plot_positivity(kappa: np.ndarray, t_hat: np.ndarray, t: np.ndarray, path: str | Path, *,
                     n_splits: int | None = None) -> Path:
     """Scatter of kappa_i against the fitted treatment E[t | x_i], coloured by the observed treatment, with the
-    Gaussian reference 3S/(S+2) and the maximum S; written to ``path`` (png)."""
+    Gaussian reference 3S/(S+2) and the maximum S; written to ``path`` (png when it has no extension; checked
+    first, :func:`~pyrozoo.validation.check_figure_path`). Returns the path of the file written."""
+    path = check_figure_path("path", path)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4))
     sc = ax.scatter(t_hat, kappa, c=t, s=8, cmap="viridis", alpha=0.7)
     fig.colorbar(sc, ax=ax, label="treatment t")

@@ -30,6 +30,7 @@ population the APE averages over). Curves over a grid of t hold x at given value
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Mapping
 from contextlib import closing
@@ -62,6 +63,7 @@ from pyrozoo.validation import (
     SEED_MAX,
     check_bool,
     check_choice,
+    check_figure_path,
     check_finite,
     check_int,
     check_numeric_columns,
@@ -580,15 +582,20 @@ class EffectCurve:
         res.attrs["log_likelihood"] = em_log_likelihood_note(reg.em_variant, selected=False, compare_with=("gibbs",))
         return res
 
-    def plot(self, path: str | None = None, *, truth: Any = None, grid: Any = None, ax: Any = None) -> Any:
+    def plot(self, path: str | os.PathLike | None = None, *, truth: Any = None, grid: Any = None,
+             ax: Any = None) -> Any:
         """Curve with the calibrated band (shaded), the Wald band (dashed), the per-observation estimates (dots) and
-        the data's t as a rug; ``truth``: optional callable grid -> true averaged curve. Returns the Axes."""
+        the data's t as a rug; ``truth``: optional callable grid -> true averaged curve. Written to ``path`` when
+        given (png when it has no extension; an empty path, an extension matplotlib cannot write or a missing
+        directory is refused before drawing, :func:`~pyrozoo.validation.check_figure_path`). Returns the Axes."""
         return plot_effect_curve(self, path, truth=truth, grid=grid, ax=ax)
 
 
-def plot_effect_curve(est: EffectCurve, path: str | None = None, *, truth: Any = None, grid: Any = None,
-                      ax: Any = None) -> Any:
+def plot_effect_curve(est: EffectCurve, path: str | os.PathLike | None = None, *, truth: Any = None,
+                      grid: Any = None, ax: Any = None) -> Any:
     """See :meth:`EffectCurve.plot`."""
+    if path is not None:
+        path = check_figure_path("path", path)
     if truth is not None and not callable(truth):
         raise PyrozooError(f"truth: expected a function grid -> true curve values (or None), got {truth!r}")
     import matplotlib

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,7 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.validation import (
     check_bool,
     check_choice,
+    check_figure_path,
     check_int,
     check_positive,
     check_probability,
@@ -771,10 +774,13 @@ class PLCE(BaseEstimator):
         kappa = positivity_kurtosis(self.t_resid_)
         return kappa, positivity_summary(kappa, self.t_resid_.shape[0])
 
-    def plot_positivity(self, path: str) -> Any:
-        """Write the positivity plot (kurtosis against fitted treatment) to ``path``; needs ``n_repeats`` >= 2."""
+    def plot_positivity(self, path: str | os.PathLike) -> Path:
+        """Write the positivity plot (kurtosis against fitted treatment) to ``path`` (png when it has no extension;
+        an empty path, an extension matplotlib cannot write or a missing directory is refused first,
+        :func:`~pyrozoo.validation.check_figure_path`); needs ``n_repeats`` >= 2. Returns the path written."""
         from pyrozoo.causal.diagnostics import plot_positivity
 
+        path = check_figure_path("path", path)
         self._fitted()
         if self.t_resid_.shape[0] < 2:  # it drew a flat line of kappa = 1, the value of any one split
             raise PyrozooError(f"n_repeats: the positivity plot needs n_repeats >= 2 (the kurtosis is across "

@@ -185,3 +185,35 @@ def test_positivity_summary_takes_array_likes_and_refuses_other_input():
         positivity_summary(kappa, "x")
     with pytest.raises(PyrozooError, match="^threshold: expected a finite number, got the string 'high'"):
         positivity_summary(kappa, 5, threshold="high")
+
+
+def test_plot_positivity_paths_are_checked_before_drawing_and_the_file_written_is_returned(tmp_path, monkeypatch):
+    """plot_positivity('') wrote a hidden ./.png and returned PosixPath('.'); plot_positivity('c') returned 'c' while
+    the file was c.png; 'c.xyz' and a missing directory failed in savefig with matplotlib's ValueError /
+    FileNotFoundError after the drawing. The same for PLCE.plot_positivity, which passes its path on."""
+    import matplotlib.pyplot as plt
+    from sklearn.linear_model import RidgeCV
+
+    from pyrozoo.causal.diagnostics import plot_positivity
+    from pyrozoo.causal.plce import PLCE
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    kappa, t_hat, t = 1 + rng.random(30), rng.standard_normal(30), rng.standard_normal(30)
+    open_before = plt.get_fignums()
+    for bad, message in [("", r"^path: expected a file path for the figure \(e\.g\. 'plot\.png'\), got ''$"),
+                         ("c.xyz", r"^path: expected a file name ending in a format matplotlib writes .*got 'c\.xyz'$"),
+                         ("nodir/c.png", r"^path: expected a file in an existing directory, got 'nodir/c\.png'")]:
+        with pytest.raises(PyrozooError, match=message):
+            plot_positivity(kappa, t_hat, t, bad, n_splits=3)
+    assert plt.get_fignums() == open_before and not list(tmp_path.iterdir())  # nothing drawn, nothing written
+    path = plot_positivity(kappa, t_hat, t, "c", n_splits=3)
+    assert path.name == "c.png" and path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]
+    X = rng.standard_normal((40, 2))
+    t = X[:, 0] + rng.standard_normal(40)
+    est = PLCE(RidgeCV(), basis="linear", n_folds=2, n_repeats=2).fit(t + rng.standard_normal(40), t, X)
+    with pytest.raises(PyrozooError, match=r"^path: expected a file path for the figure .*, got ''$"):
+        est.plot_positivity("")
+    assert not (tmp_path / ".png").exists()
+    path = est.plot_positivity(tmp_path / "pos")
+    assert path == tmp_path / "pos.png" and path.is_file()

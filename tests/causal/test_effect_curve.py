@@ -845,3 +845,22 @@ def test_the_top_seed_of_the_range_calibrates_its_band():
     est = EffectCurve(learner=ridge(), heterogeneity="linear", n_repeats=1, n_pseudo=2, seed=2**32 - 1)
     est.fit(d.y, d.t, d.X)
     assert np.isfinite(est.taus_[0]).all()
+
+
+def test_plot_path_is_checked_before_drawing(heterogeneous_fit, tmp_path, monkeypatch):
+    """EffectCurve.plot('') wrote a hidden ./.png; 'c.xyz' and a missing directory failed inside savefig (raw
+    ValueError / FileNotFoundError) once the figure was drawn. Now each is a PyrozooError naming path, with no figure
+    opened; a path without an extension is written as .png."""
+    import matplotlib.pyplot as plt
+
+    _, est = heterogeneous_fit
+    monkeypatch.chdir(tmp_path)
+    open_before = plt.get_fignums()
+    for bad, message in [("", r"^path: expected a file path for the figure \(e\.g\. 'plot\.png'\), got ''$"),
+                         ("c.xyz", r"^path: expected a file name ending in a format matplotlib writes .*got 'c\.xyz'$"),
+                         ("nodir/c.png", r"^path: expected a file in an existing directory, got 'nodir/c\.png'")]:
+        with pytest.raises(PyrozooError, match=message):
+            est.plot(bad)
+    assert plt.get_fignums() == open_before and not list(tmp_path.iterdir())
+    est.plot("c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]
