@@ -470,10 +470,11 @@ SCALE_CHECK_ROWS = 256  # rows of X (evenly spaced) in the start-of-fit check of
 
 
 def warn_input_scale(X: torch.Tensor, kernel: str, lengthscale: torch.Tensor, *, stacklevel: int = 3) -> None:
-    """Warn when the kernel matrix at the initial ``lengthscale`` is numerically diagonal (every off-diagonal entry
-    < 1e-10 of the variance) or constant (all > 1 - 1e-10): the inputs' scale is far from the lengthscale, the
-    lengthscale's gradient (nearly) vanishes and the fit leaves it where it started (flat predictions). Checked on at
-    most :data:`SCALE_CHECK_ROWS` rows; ``stacklevel`` points the warning at the fit's caller."""
+    """Warn when the kernel matrix at the initial ``lengthscale`` is numerically diagonal (every entry between distinct
+    inputs < 1e-10 of the variance; repeated rows do not count) or constant (all > 1 - 1e-10): the inputs' scale is
+    far from the lengthscale, the lengthscale's gradient (nearly) vanishes and the fit leaves it where it started
+    (flat predictions). Checked on at most :data:`SCALE_CHECK_ROWS` rows; ``stacklevel`` points the warning at the
+    fit's caller."""
     n = X.shape[0]
     if n < 2:
         return
@@ -487,16 +488,20 @@ def warn_input_scale(X: torch.Tensor, kernel: str, lengthscale: torch.Tensor, *,
         Xc = Xs.double() - Xs.double().mean(0)
         dist_ = torch.cdist(Xc, Xc)[off]
         k = k[off]
-    if bool((k < 1e-10).all()):
-        shape = "numerically diagonal (every off-diagonal entry < 1e-10 of the variance)"
-    elif bool((k > 1 - 1e-10).all()) and bool((dist_ > 0).any()):
+    apart = dist_ > 0  # a repeated row's pair has k = 1 whatever the scale, and hid a diagonal kernel from the test
+    if not bool(apart.any()):
+        return
+    if bool((k[apart] < 1e-10).all()):
+        shape = "numerically diagonal (every off-diagonal entry between distinct inputs < 1e-10 of the variance)"
+    elif bool((k > 1 - 1e-10).all()):
         shape = "numerically constant (every entry within 1e-10 of the variance)"
     else:
         return
     ls_text = f"{float(ls.flatten()[0]):.3g}" if ls.numel() == 1 else f"{[round(float(v), 3) for v in ls]}"
     warnings.warn(f"X: the kernel matrix at the initial lengthscale {ls_text} is {shape}: the inputs' median pairwise "
-                  f"distance {float(dist_.median()):.3g} is far from the lengthscale, whose gradient then (nearly) "
-                  f"vanishes; rescale the inputs (e.g. standardize X) or pass a lengthscale of that order",
+                  f"distance {float(dist_[apart].median()):.3g} (distinct rows) is far from the lengthscale, whose "
+                  f"gradient then (nearly) vanishes; rescale the inputs (e.g. standardize X) or pass a lengthscale "
+                  f"of that order",
                   UserWarning, stacklevel=stacklevel)
 
 

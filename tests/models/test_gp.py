@@ -270,7 +270,7 @@ def test_the_input_scale_warning_reports_the_distance_of_inputs_far_from_zero(of
     expect = f"{float(torch.pdist(X).median()):.3g}"  # 0.27
     kw = dict(kernel="rbf", lengthscale=1e5, variance=1.0, noise=0.1, steps=1)
     for inputs in (X, X + offset):
-        with pytest.warns(UserWarning, match=rf"numerically constant .* median pairwise distance {expect} is far"):
+        with pytest.warns(UserWarning, match=rf"numerically constant .* distance {expect} \(distinct rows\) is"):
             fit_type2(inputs, y, **kw)
 
 
@@ -1245,3 +1245,16 @@ def test_half_precision_tensors_are_promoted_to_float64(half):
     ref_mean, ref_var = exact_posterior(X.to(half).double(), y.to(half).double(), Xnew.to(half).double(), **hyper)
     assert mean.dtype == var.dtype == DT
     assert torch.allclose(mean, ref_mean, rtol=0, atol=1e-12) and torch.allclose(var, ref_var, rtol=0, atol=1e-12)
+
+
+def test_a_repeated_row_does_not_hide_a_numerically_diagonal_kernel():
+    """Inputs on a 1e8 scale with one row repeated gave no warning (the repeated pair's kernel entry is 1 at any scale,
+    so "every off-diagonal entry < 1e-10" failed) and the lengthscale stayed near 1. Only distinct pairs count now,
+    and the reported distance is the distinct pairs' median."""
+    X, y, _, _ = simulate_regression(0, n=60, n_test=1, input_dim=1)
+    X = X * 1e8
+    Xd, yd = torch.cat([X, X[:1]]), torch.cat([y, y[:1] + 0.05])
+    dist = torch.pdist(Xd - Xd.mean())
+    expect = re.escape(f"{float(dist[dist > 0].median()):.3g}")
+    with pytest.warns(UserWarning, match=rf"numerically diagonal .* median pairwise distance {expect} \(distinct"):
+        fit_type2(Xd, yd, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=2)
