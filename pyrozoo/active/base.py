@@ -71,10 +71,14 @@ def check_inputs(posterior: Any, x: Any, name: str = "x") -> torch.Tensor:
     with the string column names the posterior was fitted on (``feature_names_in_``) is put in that order, and one
     with missing or other columns is an error naming them (:func:`~pyrozoo.validation.align_feature_names`); an
     array, a tensor, or any input to a posterior fitted without names is matched by position. A tensor is returned
-    as it is; anything else is converted to float64 on the device of a tensor the posterior holds (else the CPU).
-    Raises unless the result is 2-D with the posterior's ``input_dim`` columns (where the posterior knows it)."""
+    as its values (detached from any autograd graph, otherwise as it is: predictions are values, not a graph
+    through the inputs); anything else is converted to float64 on the device of a tensor the posterior holds (else
+    the CPU). Raises unless the result is 2-D with the posterior's ``input_dim`` columns (where the posterior knows
+    it)."""
     x = align_feature_names(x, fitted_feature_names(posterior), name=name)
-    if not isinstance(x, torch.Tensor):
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+    else:
         device = _posterior_device(posterior) if posterior is not None else None
         x = as_tensor(name, x, dtype=torch.float64, device=device)
     if x.dim() != 2:

@@ -67,7 +67,15 @@ from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, che
 from pyrozoo.errors import PyrozooError
 from pyrozoo.models.blr import check_prior
 from pyrozoo.registry import no_effect_error, or_join
-from pyrozoo.validation import check_bool, check_choice, check_int, check_nonnegative, check_positive, check_seed
+from pyrozoo.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_same_index,
+    check_seed,
+)
 
 OBJECTIVES = ("marginal", "mse")
 RECIPES = ("mlp", "reference")
@@ -374,6 +382,7 @@ class NeuralLinearPosterior(RegressionPosterior):
         return self.blr.function_draws(self.features(x), num_samples, generator)
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_same_index(x=x, y=y)  # rows are paired by position (the features lose x's index)
         return self.blr.log_predictive_density(self.features(x), y)
 
     def closed_form_embedding(self, x: torch.Tensor, inner_product: str) -> torch.Tensor | None:

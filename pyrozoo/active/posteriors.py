@@ -35,6 +35,7 @@ from pyrozoo.validation import (
     check_int,
     check_keys,
     check_positive,
+    check_same_index,
     check_unique,
     check_xy,
     feature_names,
@@ -46,9 +47,11 @@ LOG_2PI_E = math.log(2 * math.pi * math.e)
 def check_fit_data(x, y, *, binary: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelled set every ``fit`` takes, checked before any work: ``x`` (N, D) with N, D >= 1 and ``y`` (N,),
     array-like (tensors, NumPy arrays, lists), finite; ``binary``: labels in {0, 1}. Returns both as float64 tensors
-    (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results).
-    A DataFrame's string column names are read by :func:`fit_names` (the posterior's ``feature_names_in_``)."""
-    x, y = check_xy(x, y, x_name="x")
+    (a tensor keeps its device; float64 is what every fit computes in, so valid tensors give identical results),
+    detached: data are values, so a tensor that requires grad neither keeps its graph in the fitted posterior nor
+    gets gradients from a fit's optimizer. A DataFrame's string column names are read by :func:`fit_names` (the
+    posterior's ``feature_names_in_``)."""
+    x, y = check_xy(x, y, x_name="x", detach=True)
     if binary:
         bad = y[(y != 0) & (y != 1)]
         if bad.numel():
@@ -77,9 +80,10 @@ def check_names(names: Sequence[str] | None, input_dim: int | None) -> np.ndarra
 
 
 def targets(y: Any, rows: int, like: torch.Tensor) -> torch.Tensor:
-    """Responses ``y`` for ``log_predictive_density`` as a tensor of ``like``'s dtype (a tensor keeps its device;
-    an array or Series goes to ``like``'s device); raises unless there is one per input row (``rows``)."""
-    y = y.to(like.dtype) if isinstance(y, torch.Tensor) else as_tensor("y", y, dtype=like.dtype, device=like.device)
+    """Responses ``y`` for ``log_predictive_density`` as a tensor of ``like``'s dtype, detached (values, not a graph;
+    a tensor keeps its device, an array or Series goes to ``like``'s device); raises unless there is one per input
+    row (``rows``)."""
+    y = as_tensor("y", y, dtype=like.dtype, device=None if isinstance(y, torch.Tensor) else like.device, detach=True)
     if tuple(y.shape) != (rows,):
         raise PyrozooError(f"y: expected shape ({rows},) (one value per row of x), got {tuple(y.shape)}")
     return y
@@ -123,7 +127,8 @@ class RegressionPosterior(ABC):
 
     @abstractmethod
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y | x, D) pointwise (M,)."""
+        """log p(y | x, D) pointwise (M,). The built-in adapters refuse pandas ``x`` and ``y`` with different
+        indexes (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position), as every fit does."""
 
     def expected_log_likelihood(self, x: torch.Tensor, num_samples: int,
                                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -201,6 +206,7 @@ class BLRPoolPosterior(RegressionPosterior):
         return s["w"] @ self._x(x).T, 1.0 / s["tau"]
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_same_index(x=x, y=y)  # rows are paired by position
         x = self._x(x)
         return self.post.predictive(x).log_prob(targets(y, x.shape[0], self.post.mean))
 
@@ -349,6 +355,7 @@ class SampledRegressionPosterior(RegressionPosterior):
         return f[idx], nv[:, 0] if nv.shape[1] == 1 else nv
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_same_index(x=x, y=y)  # rows are paired by position
         f, nv = self._draws(x)
         comp = torch.distributions.Normal(f, nv.sqrt()).log_prob(targets(y, f.shape[1], f))
         return torch.logsumexp(comp, 0) - math.log(self.num_draws)
@@ -511,6 +518,7 @@ class ProbitPoolPosterior(RegressionPosterior):
         return p * torch.special.log_ndtr(z) + (1 - p) * torch.special.log_ndtr(-z)
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_same_index(x=x, y=y)  # rows are paired by position
         m, s = self._stats(x)
         zeta = m / (1 + s).sqrt()
         return torch.special.log_ndtr((2 * targets(y, zeta.shape[0], zeta) - 1) * zeta)
@@ -644,6 +652,7 @@ class GPPoolPosterior(RegressionPosterior):
         return f, torch.full((num_samples,), self.noise_var, dtype=torch.float64, device=x.device)
 
     def log_predictive_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_same_index(x=x, y=y)  # rows are paired by position
         mean, var, _ = self.predictive(x)
         return torch.distributions.Normal(mean, var.sqrt()).log_prob(targets(y, mean.shape[0], mean))
 

@@ -289,7 +289,8 @@ def test_sampled_draw_fn_must_give_num_draws_draws():
 def test_check_fit_data_converts_and_keeps_tensors():
     x, y = _regression()
     xx, yy = check_fit_data(x, y)
-    assert xx is x and yy is y  # float64 tensors pass through untouched
+    # float64 tensors pass through uncopied (as detached views of the same memory: data are values)
+    assert xx.data_ptr() == x.data_ptr() and yy.data_ptr() == y.data_ptr() and torch.equal(xx, x)
     xx, yy = check_fit_data(np.asarray(x.float()), y.float().tolist())
     assert xx.dtype == torch.float64 and torch.equal(xx, x.float().double())
 
@@ -315,3 +316,80 @@ def test_bnn_adapter_checks_the_pool_width_first():
         BALD().select(from_per_draw_moments(named), np.ones((10, 2)), 3)
     with pytest.raises(PyrozooError, match=r"^input_dim: "):
         from_per_draw_moments(post, input_dim=0)
+
+
+# ------------------------------------------------------------------ data are values: graphs and pandas row pairing
+def _adapters():
+    """(name, fit(x, y) -> posterior, response maker): one cheap fit of each built-in adapter."""
+    from pyrozoo.active.neural_linear import NeuralLinearPosterior
+
+    return {
+        "blr": (BLRPoolPosterior.fit, lambda f: f),
+        "gp": (lambda x, y: GPPoolPosterior.fit(x, y, steps=3), lambda f: f),
+        "probit": (ProbitPoolPosterior.fit, lambda f: (f > f.median()).double()),
+        "neural-linear": (lambda x, y: NeuralLinearPosterior.fit(x, y, hidden=(4,), steps=3), lambda f: f),
+    }
+
+
+@pytest.mark.parametrize("name", ["blr", "gp", "probit", "neural-linear"])
+def test_fits_read_tensors_that_require_grad_as_values(name):
+    """check_fit_data kept the autograd graph of x and y: every fitted posterior's predictions required grad (the
+    neural-linear fit also wrote x.grad), and BLR warned "Converting a tensor with requires_grad=True to a scalar".
+    Now the data are read as values: the same posterior as from the detached data, no graph, no gradient."""
+    import warnings
+
+    fit, response = _adapters()[name]
+    x, f = _regression()
+    y = response(f)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = fit(xg, yg)
+    assert not [w for w in caught if "requires_grad" in str(w.message)]
+    assert xg.grad is None and yg.grad is None
+    mean, var, ent = post.predictive(x[:4])
+    assert not (mean.requires_grad or var.requires_grad or ent.requires_grad)
+    torch.testing.assert_close(mean, fit(x, y).predictive(x[:4])[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["blr", "gp", "probit", "neural-linear", "sampled"])
+def test_predictions_read_inputs_that_require_grad_as_values(name):
+    """A pool or test tensor that requires grad gave predictions carrying its graph (check_inputs returned it as it
+    was); now every output is a value, equal to the one at the detached inputs."""
+    x, f = _regression()
+    if name == "sampled":
+        w = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        post, y = SampledRegressionPosterior(lambda z: w @ z.T, 0.25, 6), f
+    else:
+        fit, response = _adapters()[name]
+        y = response(f)
+        post = fit(x, y)
+    xg, yg = x[:5].clone().requires_grad_(), y[:5].clone().requires_grad_()
+    gen = torch.Generator().manual_seed(0)
+    outs = [*post.predictive(xg), post.expected_noise_entropy(xg), *post.function_draws(xg, 3, gen),
+            post.log_predictive_density(xg, yg)]
+    assert not any(t.requires_grad for t in outs)
+    torch.testing.assert_close(outs[-1], post.log_predictive_density(x[:5], y[:5]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["blr", "gp", "probit", "neural-linear", "sampled"])
+def test_log_predictive_density_refuses_misaligned_pandas_rows(name):
+    """log_predictive_density paired a DataFrame x and a Series y with another row order by position, silently (the
+    test NLL of the wrong pairs); it now raises check_same_index's error, as every fit does, and aligned pandas input
+    gives the density of the arrays."""
+    import pandas as pd
+
+    x, f = _regression()
+    if name == "sampled":
+        w = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        post, y = SampledRegressionPosterior(lambda z: w @ z.T, 0.25, 6), f
+    else:
+        fit, response = _adapters()[name]
+        y = response(f)
+        post = fit(x, y)
+    xv = pd.DataFrame(x[:12].numpy())
+    yv = pd.Series(y[:12].numpy())
+    with pytest.raises(PyrozooError, match=r"^x, y: expected pandas inputs with the same index .* got y with the "
+                                           r"same labels in another order"):
+        post.log_predictive_density(xv, yv.sample(frac=1, random_state=0))
+    torch.testing.assert_close(post.log_predictive_density(xv, yv), post.log_predictive_density(x[:12], y[:12]))
