@@ -391,7 +391,8 @@ def check_problem(problem: ActiveProblem) -> ActiveProblem:
     on the pool's device; the caller's problem is left as it is). Array-likes (NumPy, pandas, lists) are converted.
     ``x_pool`` (N, D) and ``y_pool`` (N,) finite, ``x_test`` (M, D) with the pool's D columns and ``y_test`` (M,)
     finite, M >= 1 (DataFrames with string column names: x_test's are matched to x_pool's by name and put in its
-    order; missing or other columns are an error naming them); a classification task takes labels 0 or 1 only,
+    order; missing or other columns are an error naming them), as values (a tensor that requires grad comes back
+    detached: data, not a graph); a classification task takes labels 0 or 1 only,
     with both classes in the pool. Every error names the field and, for a bad value, its row in the array as given
     (the pool before any labelling)."""
     if not isinstance(problem, ActiveProblem):
@@ -399,12 +400,13 @@ def check_problem(problem: ActiveProblem) -> ActiveProblem:
     if not isinstance(problem.name, str):
         raise PyrozooError(f"name: expected a string, got {type(problem.name).__name__}")
     check_choice("task", problem.task, TASKS)
-    x_pool, y_pool = check_xy(problem.x_pool, problem.y_pool, x_name="x_pool", y_name="y_pool", min_rows=0)
+    x_pool, y_pool = check_xy(problem.x_pool, problem.y_pool, x_name="x_pool", y_name="y_pool", min_rows=0,
+                              detach=True)
     # the models read columns by position: a test DataFrame with the pool's column names in another order is put in
     # the pool's order, and one with missing or other columns is refused (naming them)
     x_test = align_feature_names(problem.x_test, feature_names(problem.x_pool, "x_pool"), name="x_test",
                                  seen="in x_pool")
-    x_test, y_test = check_xy(x_test, problem.y_test, x_name="x_test", y_name="y_test")
+    x_test, y_test = check_xy(x_test, problem.y_test, x_name="x_test", y_name="y_test", detach=True)
     x_test, y_test = x_test.to(x_pool.device), y_test.to(x_pool.device)
     if x_test.shape[1] != x_pool.shape[1]:
         raise PyrozooError(f"x_test: expected {x_pool.shape[1]} columns (as x_pool), got {x_test.shape[1]} "

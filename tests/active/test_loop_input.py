@@ -168,7 +168,8 @@ def test_check_problem_returns_float64_tensors_and_leaves_the_input_alone():
     assert all(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in (c.x_pool, c.y_pool, c.x_test,
                                                                                    c.y_test))
     assert isinstance(q.x_pool, np.ndarray) and q.y_pool.dtype == torch.float32
-    assert check_problem(p).x_pool is p.x_pool  # float64 tensors pass through untouched
+    # float64 tensors pass through uncopied (as detached views of the same memory: data are values)
+    assert check_problem(p).x_pool.data_ptr() == p.x_pool.data_ptr()
 
 
 # ------------------------------------------------------------------------------------------------ acquisition
@@ -229,3 +230,19 @@ def test_a_test_set_dataframe_with_the_pool_s_columns_reordered_is_read_by_name(
     ref = run_active_learning(ActiveProblem("t", pool, p.y_pool, test, p.y_test), "bald", **RUN)
     got = run_active_learning(ActiveProblem("t", pool, p.y_pool, test[cols[::-1]], p.y_test), "bald", **RUN)
     pd.testing.assert_frame_equal(got.drop(columns="select_seconds"), ref.drop(columns="select_seconds"))
+
+
+def test_problem_tensors_that_require_grad_are_read_as_values():
+    """standardize_problem failed with torch's "Can't call numpy() on Tensor that requires grad" for a pool tensor
+    that requires grad (check_problem kept the graph); the problem's arrays are data, read as values: the same
+    standardized problem as from the detached tensors, with no graph."""
+    from pyrozoo.active.loop import standardize_problem
+
+    p = _regression()
+    grad = ActiveProblem("g", *(t.clone().requires_grad_() for t in (p.x_pool, p.y_pool, p.x_test, p.y_test)))
+    checked = check_problem(grad)
+    assert not any(t.requires_grad for t in (checked.x_pool, checked.y_pool, checked.x_test, checked.y_test))
+    got, want = standardize_problem(grad), standardize_problem(p)
+    assert not (got.x_pool.requires_grad or got.x_test.requires_grad)
+    for field in ("x_pool", "y_pool", "x_test", "y_test"):
+        torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=0, atol=0)
