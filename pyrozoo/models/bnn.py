@@ -84,6 +84,7 @@ from pyrozoo.validation import (
     check_keys,
     check_positive,
     check_probability,
+    check_same_index,
     check_seed,
     check_shape,
     feature_names,
@@ -247,7 +248,8 @@ class BNNPosterior:
     def _prep(self, X: Any, name: str = "X") -> torch.Tensor:
         check_feature_names(X, self.feature_names, name=name)  # a DataFrame's columns in another order: misread
         # (X - x_mean) / x_std in float64, then cast: in float32 an input near 1e6 keeps steps of 0.06 only
-        X = as_tensor(name, X, dtype=torch.float64, device=self.draws.device)  # tensors, arrays, DataFrames
+        # tensors, arrays, DataFrames; detached: predictions are values, not a graph through the inputs
+        X = as_tensor(name, X, dtype=torch.float64, device=self.draws.device, detach=True)
         if X.dim() != 2 or X.shape[1] != self.layout.in_dim:
             raise PyrozooError(f"{name}: expected shape (n, {self.layout.in_dim}), got {tuple(X.shape)}")
         check_finite(name, X)
@@ -301,8 +303,8 @@ class BNNPosterior:
         if defensive_weight is None:
             defensive_weight = self.defensive_weight
         check_defensive_weight(defensive_weight)
-        Xs = self._prep(X)
-        ys = (self._targets(y, Xs.shape[0]) - self.y_mean) / self.y_std
+        Xs, y = self._prep_xy(X, y)
+        ys = (y - self.y_mean) / self.y_std
         pd = self._per_draw(Xs)
         gauss = dist.Normal(pd["mean"], pd["var"].sqrt()).log_prob(ys)
         if self.kind == "ciber":
@@ -320,12 +322,22 @@ class BNNPosterior:
 
     def moment_matched_nll(self, X: Any, y: Any) -> torch.Tensor:
         """-log N(y; E, Var) with the predictive's exact mean and variance (Izmailov et al.'s SWAG test NLL), (n,)."""
+        check_same_index(X=X, y=y)  # rows are paired by position
         mean, var = self.predictive_moments(X)
         return -dist.Normal(mean, var.sqrt()).log_prob(self._targets(y, mean.shape[0]).to(mean.dtype))
 
+    def _prep_xy(self, X: Any, y: Any, x_name: str = "X", y_name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` standardized (:meth:`_prep`) and ``y`` (:meth:`_targets`), checked as a pair first: pandas ``X`` and
+        ``y`` with different indexes are refused (:func:`~pyrozoo.validation.check_same_index`; rows are paired by
+        position), as every fit refuses them."""
+        check_same_index(**{x_name: X, y_name: y})
+        Xs = self._prep(X, x_name)
+        return Xs, self._targets(y, Xs.shape[0], y_name)
+
     def _targets(self, y: Any, n: int, name: str = "y") -> torch.Tensor:
-        """``y`` as a finite ``(n,)`` float64 tensor: a column (n, 1) or a single value would broadcast silently."""
-        y = as_tensor(name, y, dtype=torch.float64, device=self.draws.device)
+        """``y`` as a finite ``(n,)`` float64 tensor (detached): a column (n, 1) or a single value would broadcast
+        silently."""
+        y = as_tensor(name, y, dtype=torch.float64, device=self.draws.device, detach=True)
         check_shape(name, y, (n,))
         check_finite(name, y)
         return y
@@ -589,8 +601,8 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
     The network and its draws are unchanged. The choice and the grid's scores go to ``extras["calibration"]``
     (grid keys: (tau, lambda, box_scale, rho)). The inputs and every grid (also those the kind does not use) are
     checked before any work."""
-    Xs = post._prep(X_val, "X_val")
-    ys = (post._targets(y_val, Xs.shape[0], "y_val") - post.y_mean) / post.y_std
+    Xs, ys = post._prep_xy(X_val, y_val, "X_val", "y_val")
+    ys = (ys - post.y_mean) / post.y_std
     noise_scales = _check_grid("noise_scales", noise_scales, lambda n, v: check_positive(n, v, scalar=True))
     defensive_weights = _check_grid("defensive_weights", defensive_weights, lambda n, v: check_defensive_weight(v, n))
     box_scales = _check_grid("box_scales", box_scales, lambda n, v: check_positive(n, v, scalar=True))

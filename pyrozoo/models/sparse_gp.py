@@ -346,7 +346,11 @@ class SparseGPFit:
     def predict(self, Xnew: torch.Tensor, *, include_noise: bool = False,
                 chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictive mean and variance of f_* (of y_* with ``include_noise``) at ``Xnew``, O(M^2) per point, in
-        chunks of ``chunk_size`` rows. A DataFrame ``Xnew`` must have the training DataFrame's columns, in order."""
+        chunks of ``chunk_size`` rows. A DataFrame ``Xnew`` must have the training DataFrame's columns, in order.
+        The predictions are values: a tensor ``Xnew`` that requires grad is read detached (the fitted statistics are;
+        :func:`predict_from_stats` keeps a graph through its inputs)."""
+        if isinstance(Xnew, torch.Tensor):
+            Xnew = Xnew.detach()
         return predict_from_stats(self.stats, self.Z, Xnew, kernel=self.kernel, lengthscale=self.lengthscale,
                                   variance=self.variance, noise=self.effective_noise, include_noise=include_noise,
                                   chunk_size=chunk_size, feature_names=self.feature_names)

@@ -956,3 +956,42 @@ def test_fit_bnn_reads_rank_none_as_the_usual_rank_like_train_bnn():
     post = fit_bnn(X, y, posterior="swag", rank=None, epochs=2, swa_epochs=3, num_samples=2)
     assert post.swag.deviations.shape[1] == 3  # K = min(20, swa_epochs)
     fit_bnn(X, y, posterior="swag-diag", rank=None, epochs=2, swa_epochs=3, num_samples=2)
+
+
+def test_predictions_read_inputs_that_require_grad_as_values(training):
+    """predictive_moments, per_draw_moments, sample_predictive, sample_per_draw and log_predictive_density kept the
+    graph of an X (or y) that required grad (_prep and _targets did not detach); predictions are values now: no
+    graph, the numbers of the detached inputs."""
+    X, y, tr = training
+    post = build_posterior(tr, "swag", num_samples=4)
+    Xg, yg = X[:6].clone().requires_grad_(), y[:6].clone().requires_grad_()
+    outs = [*post.predictive_moments(Xg), *post.per_draw_moments(Xg), post.log_predictive_density(Xg, yg),
+            post.moment_matched_nll(Xg, yg), post.sample_predictive(Xg, 3, generator=torch.Generator().manual_seed(0)),
+            post.sample_per_draw(Xg, generator=torch.Generator().manual_seed(0))]
+    assert not any(o.requires_grad for o in outs)
+    torch.testing.assert_close(outs[4], post.log_predictive_density(X[:6], y[:6]), rtol=0, atol=0)
+    torch.testing.assert_close(outs[6], post.sample_predictive(X[:6], 3, generator=torch.Generator().manual_seed(0)),
+                               rtol=0, atol=0)
+
+
+def test_evaluation_refuses_misaligned_pandas_rows(training):
+    """log_predictive_density, pointwise_log_likelihood, moment_matched_nll and calibrate_noise paired a DataFrame X
+    and a Series y in another row order by position (a lower, wrong density, no error); they now raise the index
+    error every fit raises (check_same_index), and aligned pandas input gives the arrays' numbers."""
+    import pandas as pd
+
+    from pyrozoo.models.bnn import calibrate_noise
+
+    X, y, tr = training
+    post = build_posterior(tr, "swag", num_samples=4)
+    Xv, yv = pd.DataFrame(X[:20].numpy(), columns=["a", "b"]), pd.Series(y[:20].numpy())
+    shuffled = yv.sample(frac=1, random_state=0)
+    same = r"expected pandas inputs with the same index .* same labels in another order"
+    for call in (post.log_predictive_density, post.pointwise_log_likelihood, post.moment_matched_nll):
+        with pytest.raises(PyrozooError, match="^X, y: " + same):
+            call(Xv, shuffled)
+    with pytest.raises(PyrozooError, match="^X_val, y_val: " + same):
+        calibrate_noise(post, Xv, shuffled)
+    torch.testing.assert_close(post.log_predictive_density(Xv, yv), post.log_predictive_density(X[:20], y[:20]))
+    torch.testing.assert_close(post.moment_matched_nll(Xv, yv), post.moment_matched_nll(X[:20], y[:20]))
+    assert calibrate_noise(post, Xv, yv).noise_scale == calibrate_noise(post, X[:20], y[:20]).noise_scale

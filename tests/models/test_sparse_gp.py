@@ -841,3 +841,16 @@ def test_sparse_log_marginal_promotes_half_precision_tensors_to_float64(half):
     got = sparse_log_marginal(X.to(half), y.to(half), X[:4].to(half), **hyper)
     ref = sparse_log_marginal(X.to(half).double(), y.to(half).double(), X[:4].to(half).double(), **hyper)
     assert got.dtype == torch.float64 and abs(float(got) - float(ref)) < 1e-12
+
+
+def test_fit_predict_reads_an_xnew_that_requires_grad_as_values():
+    """SparseGPFit.predict kept the graph of an Xnew that required grad (its fitted statistics are values, so the
+    predictions were a graph through the inputs alone); predictions are values now, the detached input's numbers."""
+    X, y, Xs, _ = simulate_regression(0, n=30, n_test=5, input_dim=2)
+    fit = fit_sparse_gp(X, y, X[:5], steps=0, **HYP)
+    Xg = Xs.clone().requires_grad_()
+    for include_noise in (False, True):
+        got = fit.predict(Xg, include_noise=include_noise)
+        assert not any(o.requires_grad for o in got)
+        for a, b in zip(got, fit.predict(Xs, include_noise=include_noise), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
