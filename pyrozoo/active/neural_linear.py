@@ -65,7 +65,7 @@ import torch
 from pyrozoo.active.base import PoolKernel, check_inputs
 from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data, fit_names, named
 from pyrozoo.errors import PyrozooError
-from pyrozoo.models.blr import check_prior
+from pyrozoo.models.blr import check_design, check_prior
 from pyrozoo.registry import no_effect_error, or_join
 from pyrozoo.validation import (
     check_bool,
@@ -91,7 +91,9 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 def blr_log_marginal(phi: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, a0: float = 2.0,
                      b0: float = 1.0) -> torch.Tensor:
-    """log p(y | Phi) of the Normal–Gamma BLR (unknown noise) in the module docstring; differentiable in ``phi``."""
+    """log p(y | Phi) of the Normal–Gamma BLR (unknown noise) in the module docstring; differentiable in ``phi``.
+    ``phi`` (N, D), ``y`` (N,) (shapes checked, :func:`~pyrozoo.models.blr.check_design`)."""
+    check_design(phi, y, x_name="phi")
     n, d = phi.shape
     lam = phi.T @ phi + torch.eye(d, dtype=phi.dtype, device=phi.device) / prior_scale**2
     chol = torch.linalg.cholesky(lam)
@@ -107,8 +109,13 @@ def blr_predictive_log_likelihood(phi: torch.Tensor, y: torch.Tensor, phi_eval: 
                                   *, prior_scale: float = 1.0, a0: float = 1.0, b0: float = 1.0) -> torch.Tensor:
     """Pointwise log St(y_eval | 2 a_N, phi_eval^T mu_N, b_N / a_N (1 + phi_eval^T Lam_N^-1 phi_eval)) of the
     Normal–Gamma BLR fitted on (phi, y) (posterior as in :func:`blr_log_marginal`); differentiable in both feature
-    matrices. The reference recipe's training loss is minus its sum over a minibatch."""
+    matrices. The reference recipe's training loss is minus its sum over a minibatch. ``phi`` (N, D), ``y`` (N,),
+    ``phi_eval`` (M, D), ``y_eval`` (M,) (shapes checked, :func:`~pyrozoo.models.blr.check_design`)."""
+    check_design(phi, y, x_name="phi")
+    check_design(phi_eval, y_eval, x_name="phi_eval", y_name="y_eval")
     n, d = phi.shape
+    if phi_eval.shape[1] != d:
+        raise PyrozooError(f"phi_eval: expected {d} columns (as phi), got shape {tuple(phi_eval.shape)}")
     lam = phi.T @ phi + torch.eye(d, dtype=phi.dtype, device=phi.device) / prior_scale**2
     chol = torch.linalg.cholesky(lam)
     mu = torch.cholesky_solve((phi.T @ y)[:, None], chol)[:, 0]

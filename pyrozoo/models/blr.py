@@ -92,6 +92,18 @@ def check_prior(prior_scale: float, a0: float, b0: float, noise: float) -> None:
         raise PyrozooError(f"noise: expected {want}, got {noise!r}")
 
 
+def check_design(x: Any, y: Any, *, x_name: str = "x", y_name: str = "y") -> None:
+    """Raise unless ``x`` is a 2-D (N, D) tensor and ``y`` an (N,) tensor, the shapes the closed forms read: a column
+    ``y`` (N, 1) failed inside ``cholesky_solve`` ("Incompatible matrix sizes"); the public fits refuse it too
+    (:func:`~pyrozoo.validation.check_xy`). Shapes only, no values read: cheap enough for every optimizer step."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise PyrozooError(f"{x_name}: expected a 2-D (N, D) tensor, got {got}")
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (x.shape[0],):
+        got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise PyrozooError(f"{y_name}: expected shape ({x.shape[0]},) (one value per row of {x_name}), got {got}")
+
+
 def _host_number(value: Any) -> bool:
     """Whether ``value`` is a Python or NumPy real number (not a bool), which can be checked without torch."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
@@ -160,7 +172,9 @@ class BLRPosterior:
 
 def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, a0: float = 2.0, b0: float = 1.0,
                   noise: float = 0.0) -> BLRPosterior:
-    """Closed-form posterior (float64, Cholesky solves). See the module docstring for the formulas."""
+    """Closed-form posterior (float64, Cholesky solves). See the module docstring for the formulas. ``x`` (N, D) and
+    ``y`` (N,) are tensors (shapes checked, :func:`check_design`; the values are the caller's to check)."""
+    check_design(x, y)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
     d = x64.shape[1]
     lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) / prior_scale**2

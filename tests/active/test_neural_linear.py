@@ -325,3 +325,22 @@ def test_the_recipe_defaults_still_apply():
     c = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(4, 4), epochs=3)
     d = NeuralLinearPosterior.fit(x, y, recipe="reference", hidden=(4, 4), epochs=3, seed=0)
     assert torch.equal(c.predictive(x)[0], d.predictive(x)[0])
+
+
+def test_blr_objectives_refuse_a_column_y_naming_its_shape():
+    """blr_log_marginal(phi, y[:, None]) (and the reference recipe's predictive log-likelihood) failed inside torch
+    ("Incompatible matrix sizes for cholesky_solve"); a column y is refused naming its shape, as the fits refuse it,
+    and so are evaluation features with another width."""
+    phi = torch.randn(12, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = phi.sum(1)
+    shape = r"expected shape \(12,\) \(one value per row of phi\), got shape \(12, 1\)$"
+    with pytest.raises(PyrozooError, match="^y: " + shape):
+        blr_log_marginal(phi, y[:, None])
+    with pytest.raises(PyrozooError, match="^y: " + shape):
+        blr_predictive_log_likelihood(phi, y[:, None], phi[:4], y[:4])
+    with pytest.raises(PyrozooError, match=r"^y_eval: expected shape \(4,\) \(one value per row of phi_eval\)"):
+        blr_predictive_log_likelihood(phi, y, phi[:4], y[:4, None])
+    with pytest.raises(PyrozooError, match=r"^phi_eval: expected 3 columns \(as phi\), got shape \(4, 2\)$"):
+        blr_predictive_log_likelihood(phi, y, phi[:4, :2], y[:4])
+    with pytest.raises(PyrozooError, match="^y: expected shape"):
+        NeuralLinearPosterior.fit(phi, y[:, None], hidden=(4,), steps=1)

@@ -432,3 +432,24 @@ def test_a_noise_scale_that_breaks_the_simulated_data_is_named(noise_true, messa
         simulate_blr(0, noise_true=noise_true)
     ds = simulate_blr(0, n=4, d=1, noise_true=1e-154)  # just inside: tau is finite
     assert np.isfinite(ds.truth["tau"])
+
+
+def test_blr_posterior_refuses_a_column_y_naming_its_shape():
+    """blr_posterior(x, y[:, None]) failed inside torch ("Incompatible matrix sizes for cholesky_solve"); the public
+    fits (make_dataset, BLRPoolPosterior.fit: check_xy) refuse a column y, and so does blr_posterior now, naming
+    y's shape, as it does a 1-D design."""
+    x = torch.randn(30, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = x.sum(1)
+    with pytest.raises(PyrozooError, match=r"^y: expected shape \(30,\) \(one value per row of x\), got shape "
+                                           r"\(30, 1\)$"):
+        blr_posterior(x, y[:, None])
+    with pytest.raises(PyrozooError, match=r"^y: expected shape \(30,\) .* got shape \(29,\)$"):
+        blr_posterior(x, y[:29])
+    with pytest.raises(PyrozooError, match=r"^x: expected a 2-D \(N, D\) tensor, got shape \(30,\)$"):
+        blr_posterior(y, y)
+    from pyrozoo.models.blr import check_design
+
+    with pytest.raises(PyrozooError, match=r"^y: expected shape \(30,\) .* got ndarray$"):
+        check_design(x, y.numpy())
+    with pytest.raises(PyrozooError, match=r"^y: expected shape \(30,\)"):
+        make_dataset(x, y[:, None])
