@@ -297,8 +297,9 @@ def sparse_log_marginal(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: 
 
     Inputs are checked first, as in :func:`~pyrozoo.models.gp.exact_log_marginal` (:func:`check_sparse_inputs`
     without detaching; ``chunk_size``, ``checkpoint`` and ``jitter`` by :func:`sparse_gp_stats`): NumPy arrays,
-    lists and Python numbers are converted (float64), a floating tensor keeps its dtype, device and graph; a bad
-    value is a :class:`PyrozooError` naming it."""
+    lists and Python numbers are converted (float64), a float32 or float64 tensor keeps its dtype, device and graph
+    (a float16 or bfloat16 one becomes float64, :func:`~pyrozoo.models.gp.check_gp_data`); a bad value is a
+    :class:`PyrozooError` naming it."""
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless, detach=False)
     check_nonnegative("noise_floor", noise_floor)
