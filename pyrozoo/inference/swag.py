@@ -24,7 +24,7 @@ import torch
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import resolve_device
 from pyrozoo.inference.progress import progress_bar
-from pyrozoo.validation import check_finite, check_int, check_interval, check_positive
+from pyrozoo.validation import check_bool, check_finite, check_int, check_interval, check_positive, check_seed
 
 
 class SWAGCollector:
@@ -164,7 +164,20 @@ def run_swag(
     for ``epochs`` epochs, then ``swa_epochs`` at ``swa_lr`` collecting an iterate every ``collect_every`` steps
     (default: once per epoch, as the reference's ``swa_c_epochs=1``; the deviation matrix then has
     min(rank, swa_epochs) columns). ``with_replacement`` draws each batch independently (i.i.d. gradient noise, as
-    SGD-as-sampler theory assumes) instead of reshuffling per epoch."""
+    SGD-as-sampler theory assumes) instead of reshuffling per epoch.
+
+    Every argument is checked before the first step: ``theta_init`` must be a flat floating tensor, and the SWA phase
+    must collect at least 2 iterates, floor((epochs + swa_epochs) S / c) - floor(epochs S / c) >= 2 with S the steps
+    per epoch and c = ``collect_every`` (the collector and the posterior need 2)."""
+    if not callable(loss_fn):
+        raise PyrozooError(f"loss_fn: expected a callable loss_fn(theta, batch_index), got {type(loss_fn).__name__}")
+    if not isinstance(theta_init, torch.Tensor) or theta_init.ndim != 1 or theta_init.numel() == 0 \
+            or not theta_init.dtype.is_floating_point:
+        # a (2, 3) tensor ran every SGD epoch and was refused at the first collection, naming the collector's theta
+        got = (f"a {theta_init.dtype} tensor of shape {tuple(theta_init.shape)}" if isinstance(theta_init, torch.Tensor)
+               else type(theta_init).__name__)
+        raise PyrozooError(f"theta_init: expected a flat (1-D, non-empty) floating-point tensor of the parameters, "
+                           f"got {got}")
     epochs = check_int("epochs", epochs)
     swa_epochs = check_int("swa_epochs", swa_epochs, minimum=1)
     num_data = check_int("num_data", num_data, minimum=1)
@@ -172,11 +185,27 @@ def run_swag(
     check_positive("lr", lr)
     check_positive("swa_lr", swa_lr)
     check_interval("momentum", momentum, 0.0, 1.0, high_open=True)
+    check_int("rank", rank)
+    check_bool("with_replacement", with_replacement)
+    seed = check_seed("seed", seed)
     check_finite("theta_init", theta_init)
     steps_per_epoch = math.ceil(num_data / batch_size)
-    collect_every = steps_per_epoch if collect_every is None else check_int("collect_every", collect_every, minimum=1)
+    every_given = collect_every is not None
+    collect_every = check_int("collect_every", collect_every, minimum=1) if every_given else steps_per_epoch
+    # the iterates the SWA phase will collect: steps epochs*S+1 .. (epochs+swa_epochs)*S that are multiples of c
+    # (known now, so too few is refused before the SGD epochs, not after them)
+    collected = ((epochs + swa_epochs) * steps_per_epoch) // collect_every - (epochs * steps_per_epoch) // collect_every
+    if collected < 2:
+        if every_given:
+            names, every = "swa_epochs, collect_every", f"one every collect_every={collect_every} steps"
+        else:
+            names, every = "swa_epochs", "one per epoch (collect_every unset)"
+        raise PyrozooError(f"{names}: expected an SWA phase that collects at least 2 iterates (SWAG needs 2), got "
+                           f"{collected}: swa_epochs={swa_epochs} x {steps_per_epoch} steps per epoch = "
+                           f"{swa_epochs * steps_per_epoch} steps, collecting {every}; raise swa_epochs"
+                           + (" or lower collect_every" if every_given else ""))
     device = theta_init.device
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     theta = theta_init.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([theta], lr=lr, momentum=momentum)
     collector = SWAGCollector(theta.numel(), rank=rank, device=device)
@@ -212,6 +241,4 @@ def run_swag(
             bar.update(1)
     finally:
         bar.close()
-    if collector.count < 2:
-        raise PyrozooError(f"swag: only {collector.count} iterates collected; raise swa_epochs or lower collect_every")
     return SWAGRun(collector, theta.detach(), losses, time.perf_counter() - t0)

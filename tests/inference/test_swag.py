@@ -163,3 +163,52 @@ def test_bad_scale_and_iterate_are_refused_naming_them():
     assert col.count == 4  # nothing was added by the refused iterates
     with pytest.raises(PyrozooError, match="^num_params: expected an integer >= 1, got 0"):
         SWAGCollector(0)
+
+
+def test_run_swag_refuses_bad_arguments_before_any_step():
+    """A (2, 3) theta_init ran every SGD epoch (105 loss calls) and was refused at the first collection, naming the
+    collector's ``theta``; too few SWA iterates (swa_epochs=1, or collect_every past the SWA phase) were refused after
+    all the epochs; an integer theta_init and a text seed were raw torch/int() errors."""
+    y = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    calls = [0]
+
+    def loss(theta, idx):
+        calls[0] += 1
+        return ((y[idx, None] - theta) ** 2).mean()
+
+    kw = dict(epochs=20, swa_epochs=3, batch_size=10)
+    cases = [
+        ((torch.zeros(2, 3), 50), kw, r"^theta_init: expected a flat \(1-D, non-empty\) floating-point tensor .*"
+                                      r"got a torch.float32 tensor of shape \(2, 3\)$"),
+        ((torch.zeros(3, dtype=torch.long), 50), kw, r"^theta_init: .*got a torch.int64 tensor of shape \(3,\)$"),
+        ((torch.zeros(0), 50), kw, r"^theta_init: .*got a torch.float32 tensor of shape \(0,\)$"),
+        (([0.0, 0.0], 50), kw, r"^theta_init: .*got list$"),
+        ((torch.zeros(3), 50), {**kw, "swa_epochs": 1},
+         r"^swa_epochs: expected an SWA phase that collects at least 2 iterates \(SWAG needs 2\), got 1: "
+         r"swa_epochs=1 x 5 steps per epoch = 5 steps"),
+        ((torch.zeros(3), 50), {**kw, "collect_every": 100},
+         r"^swa_epochs, collect_every: expected .* at least 2 iterates .*got 0: .*one every collect_every=100 steps"),
+        ((torch.zeros(3), 50), {**kw, "seed": "a"}, r"^seed: expected an integer seed"),
+        ((torch.zeros(3), 50), {**kw, "seed": -1}, r"^seed: expected an integer seed"),
+        ((torch.zeros(3), 50), {**kw, "with_replacement": "no"}, r"^with_replacement: expected True or False"),
+    ]
+    for args, kwargs, match in cases:
+        with pytest.raises(PyrozooError, match=match):
+            run_swag(loss, *args, **kwargs)
+    with pytest.raises(PyrozooError, match=r"^loss_fn: expected a callable"):
+        run_swag(None, torch.zeros(3), 50, **kw)
+    assert calls[0] == 0  # every refusal came before the first SGD step
+
+
+@pytest.mark.parametrize("num_data, batch_size, epochs, swa_epochs, collect_every", [
+    (50, 10, 2, 2, None), (50, 10, 2, 1, 2), (7, 3, 1, 2, 4), (7, 3, 3, 1, 2), (5, 5, 0, 2, None), (9, 4, 2, 3, 5),
+])
+def test_the_up_front_collection_count_is_what_the_run_collects(num_data, batch_size, epochs, swa_epochs,
+                                                                 collect_every):
+    """The count run_swag now checks before training (floor((E + A) S / c) - floor(E S / c)) is the number of
+    iterates the loop collects; a run it lets through has at least 2."""
+    run = run_swag(lambda theta, idx: (theta**2).sum(), torch.ones(2), num_data, epochs=epochs,
+                   swa_epochs=swa_epochs, batch_size=batch_size, collect_every=collect_every)
+    S = -(-num_data // batch_size)
+    c = S if collect_every is None else collect_every
+    assert run.collector.count == ((epochs + swa_epochs) * S) // c - (epochs * S) // c >= 2
