@@ -98,16 +98,23 @@ def _refit_values(out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         if out.ndim < 1 or len(out) != 2:
             kind = "an ndarray" if isinstance(out, np.ndarray) else "a tensor"
             raise PyrozooError(f"refit: expected {want}, got {kind} of shape {tuple(out.shape)}")
-        out = [a.detach().cpu() if isinstance(a, torch.Tensor) else a for a in out]
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
+    elif not isinstance(out, (tuple, list)) or len(out) != 2:
         raise PyrozooError(f"refit: expected {want}, got {type(out).__name__}"
                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    # each of the pair detached and on the host, whatever holds it (a tuple's tensors that require grad were a raw
+    # "Can't call numpy() on Tensor that requires grad"; only the stacked (2, n) tensor was detached)
+    out = [a.detach().cpu() if isinstance(a, torch.Tensor) else a for a in out]
     try:
         tau_b, var_b = (np.asarray(a, dtype=np.float64).reshape(-1) for a in out)
     except (TypeError, ValueError):
         raise PyrozooError(f"refit: expected {want}, got non-numeric values") from None
+    if tau_b.size != n or var_b.size not in (1, n):  # what was returned, before V*'s one number is broadcast
+        if np.ndim(out[0]) and np.ndim(out[1]):
+            said = f"{tau_b.size} and {var_b.size} values"
+        else:  # a number is said as one, not counted as the n values it would broadcast to
+            said = " and ".join("one number" if np.ndim(o) == 0 else f"{a.size} value{'s' if a.size != 1 else ''}"
+                                for a, o in zip((tau_b, var_b), out, strict=True))
+        raise PyrozooError(f"refit: expected {want}, got {said}")
     if var_b.size == 1:
         var_b = np.full(n, var_b[0])
-    if tau_b.size != n or var_b.size != n:
-        raise PyrozooError(f"refit: expected {want}, got {tau_b.size} and {var_b.size} values")
     return tau_b, var_b

@@ -57,3 +57,27 @@ def test_refit_returning_a_tensor_of_two_rows_is_read_like_an_array():
     np.testing.assert_array_equal(rows, flat)
     one = calibrate_band(lambda ys: np.array([ys[0], 0.25]), np.zeros(1), np.ones(1), np.zeros(1), n_pseudo=2).scores
     np.testing.assert_array_equal(one, 2.0 * np.ones((2, 1)))  # n = 1: a (2,) array is the pair, as before
+
+
+def test_refit_returning_tensors_that_require_grad_in_a_tuple_or_list_is_read():
+    """Only the stacked (2, n) tensor was detached: a tuple or list of tensors that require grad (a refit by
+    autograd) was a raw "Can't call numpy() on Tensor that requires grad". They give the scores of the arrays."""
+    import torch
+
+    flat = calibrate_band(lambda ys: (ys, np.full(5, 4.0)), np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3).scores
+    for pack in (tuple, list):
+        out = calibrate_band(lambda ys, pack=pack: pack((torch.as_tensor(ys).requires_grad_(),
+                                                         torch.full((5,), 4.0, dtype=torch.float64,
+                                                                    requires_grad=True))),
+                             np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=3)
+        np.testing.assert_array_equal(out.scores, flat)
+
+
+@pytest.mark.parametrize(("refit", "got"), [
+    (lambda ys: (ys[:3], 1.0), "got 3 values and one number"),  # said "got 3 and 5 values": V* counted broadcast
+    (lambda ys: (ys[:1], np.float64(2.0)), "got 1 value and one number"),
+    (lambda ys: (1.0, np.ones(5)), "got one number and 5 values"),
+])
+def test_a_length_mismatch_says_a_scalar_variance_was_one_number(refit, got):
+    with pytest.raises(PyrozooError, match=rf"^refit: expected a pair .*or one number for all of them, {got}$"):
+        calibrate_band(refit, np.zeros(5), np.ones(5), np.zeros(5), n_pseudo=2)
