@@ -125,8 +125,8 @@ CONSTANT_STEPS = 100
 
 def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column (sd_j <= :data:`CONSTANT_RTOL` max_i |x_ij|,
-    whatever the column's units), and y (n,) finite; return tensors. pandas
+    """Check X (n, p) with p >= 1, n >= 2, finite and no constant column (sd_j <= :data:`CONSTANT_STEPS` eps max_i
+    |x_ij|, eps the dtype's machine epsilon, whatever the column's units), and y (n,) finite; return tensors. pandas
     categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X
     and y whose indexes differ (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position)."""
     if device is not None:  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
