@@ -1509,3 +1509,18 @@ def test_the_estimator_leaves_an_oversized_log_likelihood_out_with_a_warning_bef
     idata = est.result_.to_inference_data()
     assert "log_likelihood" not in idata.groups() and "log_likelihood" not in idata.attrs
     assert est.selected_[0] and np.isfinite(est.coef_).all()
+
+
+def test_spike_slab_prior_docstrings_refer_to_names_that_exist():
+    """validate_xy's docstring gave the constant-column rule as sd <= :data:`CONSTANT_RTOL` max|x|, a name the module
+    never had; the constant is CONSTANT_STEPS (sd <= CONSTANT_STEPS * eps * max|x|)."""
+    import inspect
+    import re
+
+    import pyrozoo.models.spike_slab_prior as prior
+
+    for name, obj in vars(prior).items():
+        if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == prior.__name__:
+            for ref in re.findall(r":(?:data|func|class):`~?([A-Za-z_][A-Za-z0-9_]*)`", obj.__doc__ or ""):
+                assert hasattr(prior, ref), (name, ref)
+    assert "CONSTANT_STEPS" in prior.validate_xy.__doc__
