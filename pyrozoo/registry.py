@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
@@ -82,6 +85,11 @@ class ZooModel:
     * ``check_options(config)``: optional family checks of the config's options together and with its settings
       (an option that another one makes unused, a warm-up as long as the run), raising :class:`PyrozooError`; run
       last in :meth:`check_config`, so before any data are loaded and for every cell of a sweep.
+    * ``log_likelihood_size(dataset) -> int``: optional, the number of pointwise log-likelihood values per draw the
+      fit gives on ``dataset``, when it is not one per observed value (:func:`observed_values`, the default):
+      regime-scm's log-likelihood is joint over a row's variables, one value per row. ``run_model`` sizes the
+      log-likelihood with it before the fit (:func:`pyrozoo.runner.check_run_size`); the fit passes the same count
+      to :func:`~pyrozoo.inference.assemble.assemble_result` (``log_likelihood_size``).
     * ``option_notes``: option -> a short condition ``pyrozoo list`` prints after its readers, for what the tables
       above cannot say (regime-scm's enum reads ``hidden`` only with ``mechanism='mlp'``, which ``check_options``
       enforces).
@@ -107,8 +115,12 @@ class ZooModel:
     inference_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     check_options: Callable[[RunConfig], None] | None = None
     option_notes: Mapping[str, str] = field(default_factory=dict)
+    log_likelihood_size: Callable[[Dataset], int] | None = None
 
     def __post_init__(self) -> None:
+        if self.log_likelihood_size is not None and not callable(self.log_likelihood_size):
+            raise PyrozooError(f"log_likelihood_size of {self.name}: expected a function of the dataset (or None), "
+                               f"got {self.log_likelihood_size!r}")
         if not isinstance(self.fit, LabelledFit):
             self.fit = LabelledFit(self.fit, self.name)
         elif getattr(self.fit, "entry", "") != self.name:  # another entry's fit: a wrapper under this name
@@ -194,6 +206,18 @@ class ZooModel:
             self.check_options(config)
         return config
 
+    def pointwise_sizes(self, dataset: Dataset) -> tuple[int, int]:
+        """(log-likelihood values, posterior predictive values) per draw on ``dataset``: ``log_likelihood_size``
+        where the entry gives one (else every observed value), and every observed value."""
+        values = observed_values(dataset)
+        if self.log_likelihood_size is None:
+            return values, values
+        size = self.log_likelihood_size(dataset)
+        if isinstance(size, bool) or not isinstance(size, (int, numbers.Integral)) or size < 0:
+            raise PyrozooError(f"log_likelihood_size of {self.name}: expected an integer >= 0 (values per draw), got "
+                               f"{size!r}")
+        return int(size), values
+
     def float_option_names(self) -> frozenset[str]:
         """The options whose values are floats: those with a float default, and ``float_options``."""
         return frozenset(k for k, v in self.options.items() if k in self.float_options
@@ -266,6 +290,13 @@ class ZooModel:
             raise PyrozooError(f"{self.name}: {what} ({_qualname(loader)}) returned {_type_name(dataset)}; expected "
                                f"a pyrozoo Dataset (pyrozoo.data.Dataset)")
         return dataset
+
+
+def observed_values(dataset: Dataset) -> int:
+    """The number of observed values in ``dataset`` (every element of every ``observed`` array): per draw, the size
+    of the posterior predictive and, for a model whose log-likelihood is one value per observed value, of the
+    pointwise log-likelihood."""
+    return sum(int(v.numel()) if isinstance(v, torch.Tensor) else int(np.size(v)) for v in dataset.observed.values())
 
 
 def _declares(signature: inspect.Signature, name: str) -> bool:

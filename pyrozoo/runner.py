@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyrozoo import registry
@@ -78,16 +77,19 @@ def unapplied_message(config: RunConfig, ignored: Collection[str]) -> str:
 def check_run_size(config: RunConfig, dataset: Dataset, *, save: bool = True) -> None:
     """Refuse, before the fit, a run whose pointwise arrays would not fit in memory
     (:func:`~pyrozoo.inference.assemble.check_pointwise_size`): C x S x N values for the log-likelihood (unless
-    ``config.log_likelihood`` is false) and, when a saved run asks for it, the posterior predictive; C and S are
-    ``num_chains`` and ``num_samples`` where ``config.inference`` reads them (else 1), N the number of observed
-    values in ``dataset`` (an upper bound on the observations the log-likelihood is pointwise over)."""
-    reads = registry.get(config.model).settings.get(config.inference, SETTINGS)
+    ``config.log_likelihood`` is false) and, when a saved run asks for it, C x S x M for the posterior predictive;
+    C and S are ``num_chains`` and ``num_samples`` where ``config.inference`` reads them (else 1, and the message
+    names only those it reads), N the log-likelihood's values per draw on ``dataset`` as the entry counts them
+    (:meth:`~pyrozoo.registry.ZooModel.pointwise_sizes`: one per observed value unless the entry's
+    ``log_likelihood_size`` says otherwise, as regime-scm's one per row) and M the observed values."""
+    entry = registry.get(config.model)
+    reads = entry.settings.get(config.inference, SETTINGS)
     chains = config.num_chains if "num_chains" in reads else 1
     draws = config.num_samples if "num_samples" in reads else 1
-    num_obs = sum(int(v.numel()) if isinstance(v, torch.Tensor) else int(np.size(v))
-                  for v in dataset.observed.values())
-    check_pointwise_size(chains, draws, num_obs, log_likelihood=config.log_likelihood,
-                         posterior_predictive=save and config.posterior_predictive)
+    num_ll, num_pp = entry.pointwise_sizes(dataset)
+    check_pointwise_size(chains, draws, num_ll, log_likelihood=config.log_likelihood,
+                         posterior_predictive=save and config.posterior_predictive, predictive_values=num_pp,
+                         settings=reads)
 
 
 @keeps_caller_state

@@ -162,3 +162,24 @@ def test_a_loader_that_names_progress_gets_the_runs_flag_and_others_do_not(progr
         entry = _entry(simulate=loader)
         entry.load_data(dataclasses.replace(entry.check_config(_config()), progress=progress))
     assert seen == {"named": progress, "other": False}
+
+
+def test_log_likelihood_size_must_be_a_function_giving_a_count():
+    """The entry's log_likelihood_size (pointwise values per draw, regime-scm's n rows) is checked as a function
+    when the entry is built, and what it returns when the run's size is estimated."""
+    import torch
+
+    from pyrozoo.data.dataset import Dataset
+    from pyrozoo.registry import ZooModel
+
+    def fields(**kw):
+        return dict(name="m", model=lambda: None, simulate=lambda seed: None, fit=lambda d, c: None,
+                    inferences=("svi",), **kw)
+
+    with pytest.raises(PyrozooError, match=r"^log_likelihood_size of m: expected a function of the dataset"):
+        ZooModel(**fields(log_likelihood_size=5))
+    data = Dataset("d", observed={"x": torch.zeros(7, 3)})
+    assert ZooModel(**fields()).pointwise_sizes(data) == (21, 21)
+    assert ZooModel(**fields(log_likelihood_size=lambda d: d.observed["x"].shape[0])).pointwise_sizes(data) == (7, 21)
+    with pytest.raises(PyrozooError, match=r"^log_likelihood_size of m: expected an integer >= 0 .*got 7.0"):
+        ZooModel(**fields(log_likelihood_size=lambda d: 7.0)).pointwise_sizes(data)

@@ -387,3 +387,44 @@ def test_a_log_likelihood_larger_than_the_runs_estimate_is_refused_not_left_out(
                                            r"--no-log-likelihood"):
         run_model(config, out=tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model, inference, settings, options, named", [
+    ("regime-scm", "em", {}, {"n_vars": 5, "n_samples": 300}, ""),
+    ("spike-slab", "em", {"num_samples": 30}, {"n": 40, "p": 4, "num_signals": 2}, "num_samples=30 with "),
+    ("spike-slab", "gibbs", {"num_samples": 30, "num_chains": 2, "warmup_steps": 20},
+     {"n": 40, "p": 4, "num_signals": 2}, "num_samples=30, num_chains=2 with "),
+    ("spike-slab", "svi", {"num_samples": 30, "steps": 30}, {"n": 40, "p": 4, "num_signals": 2},
+     "num_samples=30 with "),
+])
+def test_the_size_check_counts_the_pointwise_arrays_the_fit_builds(monkeypatch, model, inference, settings, options,
+                                                                   named):
+    """check_run_size counted every observed value: regime-scm's log-likelihood is one value per row (joint over its
+    n_vars variables), so n = 300 x 5 variables was refused at a limit of 1,000 as "1,500 values", naming
+    num_samples and num_chains, which em does not read. The estimate is now the fitted arrays' size exactly (at
+    the limit: accepted; one below: refused), for the log-likelihood alone and with the posterior predictive, and
+    the refusal names only the settings the inference reads."""
+    from pyrozoo.inference import assemble
+    from pyrozoo.runner import check_run_size
+
+    entry = registry.get(model)
+    config = entry.check_config(RunConfig(model=model, inference=inference, progress=False, options=options,
+                                          **settings))
+    data = entry.load_data(config)
+    result = entry.fit(data, config)
+    ll = sum(int(np.size(v)) for v in result.log_likelihood.values())
+    pp = sum(int(np.size(v)) for v in result.predictive_fn(result).values())
+    assert ll > 0 and pp > 0
+    with_pp = dataclasses.replace(config, posterior_predictive=True)
+    for cfg, save, size in ((config, False, ll), (with_pp, True, ll + pp)):
+        monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", size)
+        check_run_size(cfg, data, save=save)  # at the limit: accepted
+        monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", size - 1)
+        with pytest.raises(PyrozooError, match=f"^{re.escape(named)}[0-9,]+ observations.*would hold {size:,} "
+                                               f"values"):
+            check_run_size(cfg, data, save=save)
+    if model == "regime-scm":  # the reviewer's run: 300 values, which the fit's own check also counts
+        monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 300)
+        for cfg in (config, dataclasses.replace(config, inference="enum", steps=2)):
+            output = run_model(cfg, save=False)
+            assert output.result.log_likelihood["x"].shape == (1, 1, 300)

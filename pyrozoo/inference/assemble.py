@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,31 +108,54 @@ def keep_pointwise_log_likelihood(num_chains: int, num_draws: int, num_observati
 def check_pointwise_size(num_chains: int, num_draws: int, num_observations: int, *, log_likelihood: bool = True,
                          posterior_predictive: bool = False, limit: int | None = None,
                          opt_out: str = "pass --no-log-likelihood (config key log_likelihood = false; "
-                                        "az.loo/az.waic will not work on the run)") -> None:
-    """Raise a :class:`PyrozooError` naming ``num_samples`` (draws per chain), ``num_chains``, the number of
-    observations and the estimated size when the pointwise arrays, C x S x N values each for the log-likelihood
-    (if ``log_likelihood``) and the posterior predictive (if ``posterior_predictive``), would hold more than
-    ``limit`` values (``None``: :data:`MAX_POINTWISE_VALUES`, chosen from the measured
-    :data:`POINTWISE_BYTES_PER_VALUE`). ``opt_out`` says how to leave the log-likelihood out."""
+                                        "az.loo/az.waic will not work on the run)",
+                         predictive_values: int | None = None,
+                         settings: Collection[str] = ("num_samples", "num_chains")) -> None:
+    """Raise a :class:`PyrozooError` naming the ``settings`` among ``num_samples`` (draws per chain) and
+    ``num_chains`` that the inference reads, the number of observations and the estimated size when the pointwise
+    arrays would hold more than ``limit`` values (``None``: :data:`MAX_POINTWISE_VALUES`, chosen from the measured
+    :data:`POINTWISE_BYTES_PER_VALUE`): C x S x N for the log-likelihood (if ``log_likelihood``; N =
+    ``num_observations``, its values per draw) and C x S x M for the posterior predictive (if
+    ``posterior_predictive``; M = ``predictive_values``, the observed values per draw, ``None``: N). They differ
+    where the log-likelihood is joint over a row's several observed values (regime-scm: N = n rows, M = n x
+    variables). ``opt_out`` says how to leave the log-likelihood out."""
     limit = MAX_POINTWISE_VALUES if limit is None else limit
-    per_array = int(num_chains) * int(num_draws) * int(num_observations)
-    arrays = ["the pointwise log-likelihood"] * bool(log_likelihood) + ["the posterior predictive"] * bool(
-        posterior_predictive)
-    values = per_array * len(arrays)
+    draws = int(num_chains) * int(num_draws)
+    n_ll = int(num_observations)
+    n_pp = n_ll if predictive_values is None else int(predictive_values)
+    arrays = [("the pointwise log-likelihood", n_ll, opt_out)] * bool(log_likelihood) + [
+        ("the posterior predictive", n_pp, "leave out --posterior-predictive")] * bool(posterior_predictive)
+    values = draws * sum(n for _, n, _ in arrays)
     if values <= limit:
         return
-    fit = max(limit // (len(arrays) * max(int(num_observations), 1)), 0)  # chains x draws that fit
-    ways = [f"fewer draws or chains (num_samples x num_chains at most {fit:,})" if fit else
-            "fewer observations"]
-    drop = ["leave out --posterior-predictive"] * bool(posterior_predictive) + [opt_out] * bool(log_likelihood)
-    if len(drop) == 2 and per_array > limit:  # either array alone is over the limit: dropping one is not enough
-        ways.append(f"{drop[0]} and {drop[1]}")
-    else:  # one array asked for, or each alone fits: leaving out either one is enough
-        ways.extend(drop)
+    per_draw = sum(n for _, n, _ in arrays)
+    reads = [k for k in ("num_samples", "num_chains") if k in settings]
+    fit = max(limit // max(per_draw, 1), 0)  # chains x draws that fit
+    product = " x ".join(reads)
+    what = {("num_samples",): "draws", ("num_chains",): "chains"}.get(tuple(reads), "draws or chains")
+    ways = [f"fewer {what} ({product} at most {fit:,})" if fit and reads else "fewer observations"]
+    # leaving out one array is a way out only when the others then fit
+    alone = [drop for _, n, drop in arrays if draws * (per_draw - n) <= limit]
+    if len(arrays) == 2 and not alone:  # each array alone is over the limit: dropping one is not enough
+        ways.append(f"{arrays[1][2]} and {arrays[0][2]}")
+    else:  # leaving out either one that is enough (the posterior predictive first, as it is the optional one)
+        ways.extend(reversed(alone))
+    shown = {"num_samples": int(num_draws), "num_chains": int(num_chains)}
+    prefix = ", ".join(f"{k}={shown[k]}" for k in reads)
+    if n_pp != n_ll and not log_likelihood:
+        observed = f"{n_pp:,} observed values"
+    elif n_pp != n_ll and posterior_predictive:
+        observed = f"{n_ll:,} observations ({n_pp:,} observed values)"
+    else:
+        observed = f"{n_ll:,} observations"
+    if len(arrays) == 2 and n_pp != n_ll:
+        holds = (f"{arrays[0][0]} ({draws * n_ll:,}) and {arrays[1][0]} ({draws * n_pp:,}) would hold {values:,} "
+                 f"values (chains x draws x observations, and x observed values")
+    else:
+        holds = (f"{' and '.join(a[0] for a in arrays)} would hold {values:,} values (chains x draws x observations"
+                 f"{', each' if len(arrays) > 1 else ''}")
     raise PyrozooError(
-        f"num_samples={int(num_draws)}, num_chains={int(num_chains)} with {int(num_observations):,} observations: "
-        f"{' and '.join(arrays)} would hold {values:,} values (chains x draws x observations"
-        f"{', each' if len(arrays) > 1 else ''}; {values * 8 / 1e9:.3g} GB as float64, about "
+        f"{prefix + ' with ' if prefix else ''}{observed}: {holds}; {values * 8 / 1e9:.3g} GB as float64, about "
         f"{values * POINTWISE_BYTES_PER_VALUE / 1e9:.3g} GB of memory to build and save), over the limit of "
         f"{limit:,} values (about {limit * POINTWISE_BYTES_PER_VALUE / 1e9:.3g} GB); use {'; or '.join(ways)}")
 
@@ -153,6 +176,7 @@ def assemble_result(
     config: Mapping[str, Any] | None = None,
     model_name: str = "",
     chunk_size: int = 1000,
+    log_likelihood_size: int | None = None,
 ) -> Result:
     """Compute the pointwise log-likelihood, observed data and ArviZ dims for ``posterior``.
 
@@ -166,11 +190,13 @@ def assemble_result(
     model's ``pyro.param`` sites read, here and in the posterior predictive, whatever Pyro's global param store
     holds.
 
-    Before any of it, the pointwise log-likelihood's size, chain x draw x (observed values), is checked against
+    Before any of it, the pointwise log-likelihood's size, chain x draw x N, is checked against
     :data:`MAX_POINTWISE_VALUES` (:func:`check_pointwise_size`): an oversized one is left out, with a
     :class:`UserWarning` (:func:`keep_pointwise_log_likelihood`; refused inside ``run_model``, which checked before
     the fit). Inside :func:`without_log_likelihood` it is neither checked nor computed. Either way the result has no
-    log-likelihood.
+    log-likelihood. N is ``log_likelihood_size`` where a ``log_likelihood_fn`` returns a number of values per draw of
+    its own (regime-scm's, joint over a row's variables: one per row), else one per element of each observed
+    site's batch shape (:func:`pointwise_count`), which the generic log-likelihood gives.
     """
     device = replay_device(posterior, model_kwargs)
     fitted = with_params(model, params, device)  # the fit's pyro.param values, not the store's
@@ -181,7 +207,7 @@ def assemble_result(
     skip = log_likelihood_skipped()
     first_value = next(iter(posterior.values()), None)
     if not skip and first_value is not None and np.ndim(first_value) >= 2:  # before any work on the draws
-        num_obs = sum(int(np.prod(np.shape(model_trace.nodes[n]["value"]))) for n in obs)
+        num_obs = pointwise_count(model_trace, obs) if log_likelihood_size is None else int(log_likelihood_size)
         skip = not keep_pointwise_log_likelihood(*np.shape(first_value)[:2], num_obs)
     posterior = dict(posterior)
     computed = [n for n in deterministic_sites(model_trace) if n not in posterior]
@@ -244,6 +270,23 @@ class PosteriorPredictive:
                                     params=params)
 
 
+def observed_batch_shapes(trace: poutine.Trace, observed: list[str]) -> dict[str, tuple[int, ...]]:
+    """Each observed site's batch shape in ``trace``: the shape of its pointwise log-likelihood per draw (the
+    distribution's batch shape broadcast with the value's, its event dims left out)."""
+    batches = {}
+    for n in observed:
+        fn, obs = trace.nodes[n]["fn"], trace.nodes[n]["value"]
+        batches[n] = tuple(torch.broadcast_shapes(fn.batch_shape, obs.shape[:max(obs.dim() - fn.event_dim, 0)]))
+    return batches
+
+
+def pointwise_count(trace: poutine.Trace, observed: list[str]) -> int:
+    """The generic pointwise log-likelihood's values per draw: the sum over the observed sites of the number of
+    elements of their batch shapes (:func:`observed_batch_shapes`; a multivariate site counts once per row, not
+    once per value)."""
+    return sum(int(np.prod(shape)) for shape in observed_batch_shapes(trace, observed).values())
+
+
 def check_log_likelihood(loglik: Mapping[str, Any], proto: poutine.Trace, observed: list[str],
                          posterior: Mapping[str, Any]) -> None:
     """Raise unless every array a ``log_likelihood_fn`` returned is shaped ``(chain, draw, *obs_batch)`` and named
@@ -254,10 +297,7 @@ def check_log_likelihood(loglik: Mapping[str, Any], proto: poutine.Trace, observ
     if not loglik:
         return
     first = next(iter(posterior.values()), None)  # none: a model whose latents are all enumerated
-    batches = {}
-    for n in observed:
-        fn, obs = proto.nodes[n]["fn"], proto.nodes[n]["value"]
-        batches[n] = tuple(torch.broadcast_shapes(fn.batch_shape, obs.shape[:max(obs.dim() - fn.event_dim, 0)]))
+    batches = observed_batch_shapes(proto, observed)
     joint = next(iter(batches.values())) if len(batches) > 1 and len(set(batches.values())) == 1 else None
     for name, value in loglik.items():
         if name not in observed and joint is None:

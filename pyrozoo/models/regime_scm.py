@@ -1445,6 +1445,13 @@ def _exchangeable_note(info: Mapping[str, Any], names: Sequence[str]) -> str:
     return "; ".join(parts) + " (fit_stats['label_swap_loglik'], fit_stats['label_spare_support'])"
 
 
+def regime_log_likelihood_size(dataset: Dataset) -> int:
+    """The pointwise log-likelihood's values per draw: one per row of x (n), the marginal over the regime joint
+    over the row's variables, not one per observed value (n x variables) as the model's per-variable sites would
+    give: what the run's size check counts (the entry's ``log_likelihood_size``) and :func:`_to_result` builds."""
+    return int(dataset.observed["x"].shape[0])
+
+
 def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | None, fit_stats: dict,
                config: RunConfig, wall: float) -> Result:
     inp = dataset.inputs
@@ -1468,6 +1475,7 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
 
     model = partial(regime_scm_model, params=fixed)
     result = assemble_result(inference, model, dataset.model_kwargs(), posterior, log_likelihood_fn=ll_fn,
+                             log_likelihood_size=regime_log_likelihood_size(dataset),
                              fit_stats=fit_stats, params={**{k: v.cpu() for k, v in params.items()},
                                                           "regime_probs": probs.cpu()},
                              seed=config.seed, wall_time=wall, config=config.to_dict(), model_name="regime-scm")
@@ -1710,6 +1718,7 @@ def regime_scm_entry() -> ZooModel:
         data_options={**{k: ("simulator",) for k in SIMULATOR_DEFAULTS}, **{k: ("file",) for k in FILE_OPTIONS}},
         inference_options=REGIME_INFERENCE_OPTIONS,
         option_notes={k: "enum reads it only with mechanism='mlp'" for k in MLP_ONLY_IN_ENUM},
+        log_likelihood_size=regime_log_likelihood_size,
         # sizes only: every inference must accept the tiny options, and the fitting ones are each read by some
         # inferences only (the defaults run in about a second at this size)
         tiny={"steps": 20, "num_samples": 1, "num_chains": 1, "options": {"n_vars": 3, "n_samples": 300}},
@@ -1728,6 +1737,7 @@ __all__ = [
     "mechanisms_table",
     "parse_graph",
     "read_regime_file",
+    "regime_log_likelihood_size",
     "regime_metrics",
     "regime_posterior",
     "regime_scm_model",

@@ -398,3 +398,23 @@ def test_the_log_likelihood_note_is_kept_with_the_group():
     idata = result.to_inference_data()
     assert "log_likelihood" not in idata.groups() and "log_likelihood" not in idata.attrs
     assert idata.attrs["other"] == "kept" and result.attrs["log_likelihood"] == "a note on the log-likelihood"
+
+
+def test_check_pointwise_size_counts_a_joint_log_likelihood_and_names_only_the_settings_read():
+    """A log-likelihood joint over a row's values (regime-scm: n rows) and a posterior predictive of every observed
+    value (n x variables) are sized apart, and a way out is offered only if it gets under the limit; an inference
+    that reads neither num_samples nor num_chains (regime-scm's em) is not told to lower them."""
+    from pyrozoo.inference.assemble import check_pointwise_size
+
+    check_pointwise_size(1, 1, 300, posterior_predictive=True, predictive_values=1500, limit=1800)
+    with pytest.raises(PyrozooError, match=r"^300 observations \(1,500 observed values\): the pointwise "
+                                           r"log-likelihood \(300\) and the posterior predictive \(1,500\) would hold "
+                                           r"1,800 values .*over the limit of 1,499 values .*use fewer observations; "
+                                           r"or leave out --posterior-predictive$"):  # without it, 1,500 still over
+        check_pointwise_size(1, 1, 300, posterior_predictive=True, predictive_values=1500, limit=1499, settings=())
+    with pytest.raises(PyrozooError, match=r"^num_samples=30 with 40 observations: .*fewer draws \(num_samples at "
+                                           r"most 29\)"):
+        check_pointwise_size(1, 30, 40, limit=1199, settings=("num_samples",))
+    with pytest.raises(PyrozooError, match=r"^1,500 observed values: the posterior predictive would hold 1,500"):
+        check_pointwise_size(1, 1, 300, log_likelihood=False, posterior_predictive=True, predictive_values=1500,
+                             limit=1000, settings=())
