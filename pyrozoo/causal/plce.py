@@ -93,11 +93,13 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
         """EMVS with its model selection over the spike-variance ladder, then the posterior mean of w given the
         selected model: the numbers of ``SpikeSlabRegression(inference="em").fit(X, y).coef_`` (the test checks
         that), computed without assembling its ``Result`` (Pyro trace, posterior draws, InferenceData), which a
-        nuisance fit never uses and which cost ~15% of a PLCE fit."""
+        nuisance fit never uses and which cost ~15% of a PLCE fit. Rows are paired by position: pandas ``X`` and ``y``
+        must share one index (:func:`~pyrozoo.validation.check_same_index`)."""
         from pyrozoo.models.spike_slab import selected_model_posterior
         from pyrozoo.models.spike_slab_em import fit_emvs
         from pyrozoo.models.spike_slab_prior import as_prior, standardize
 
+        check_same_index(X=X, y=y)
         y = np.asarray(y, dtype=np.float64)
         self.y_loc_, sd = float(y.mean()), float(y.std())
         self.y_scale_ = sd if sd > 0 else 1.0
@@ -126,6 +128,12 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         pred = self.intercept_ + np.asarray(X, dtype=np.float64) @ self.coef_
         return self.y_loc_ + self.y_scale_ * pred.reshape(-1)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """scikit-learn's R^2 (``RegressorMixin.score``), with rows paired by position as in :meth:`fit`: pandas
+        ``X``, ``y`` (and ``sample_weight``) must share one index (:func:`~pyrozoo.validation.check_same_index`)."""
+        check_same_index(X=X, y=y, sample_weight=sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
 
 @dataclass

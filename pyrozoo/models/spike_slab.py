@@ -61,6 +61,7 @@ from pyrozoo.validation import (
     check_int,
     check_pandas_numeric,
     check_positive,
+    check_same_index,
     check_seed,
     feature_names,
 )
@@ -716,9 +717,12 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R^2 of the prediction, 1 - sum_i w_i (y_i - yhat_i)^2 / sum_i w_i (y_i - ybar_w)^2 (scikit-learn's
-        regressor score, ``sample_weight`` w_i = 1 by default)."""
+        regressor score, ``sample_weight`` w_i = 1 by default). Rows are paired by position, as in :meth:`fit`:
+        pandas ``X``, ``y`` (and ``sample_weight``) must share one index
+        (:func:`~pyrozoo.validation.check_same_index`; labels in another order scored the wrong pairs)."""
         from sklearn.metrics import r2_score
 
+        check_same_index(X=X, y=y, sample_weight=sample_weight)
         pred = self.predict(X)
         check_pandas_numeric(None, y)  # y as fit checks it: no categorical, text or complex values, no NaN
         y = as_tensor("y", y, dtype=torch.float64, detach=True).cpu().numpy().ravel()

@@ -1276,3 +1276,20 @@ def test_a_seed_beyond_numpys_range_is_refused_before_the_nuisance_fits(monkeypa
     for seed in (2**32, 10**20):
         with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got {seed}"):
             PLCE(seed=seed).fit(y, t, X)
+
+
+def test_spike_slab_learner_refuses_pandas_rows_in_another_order():
+    """The nuisance learner pairs X and y by position: a y Series with X's labels in another order was fitted (and
+    scored) against the wrong rows without a word; fit and score refuse it, as SpikeSlabRegression and PLCE do."""
+    from pyrozoo.causal.plce import SpikeSlabLearner
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((40, 3)), columns=["a", "b", "c"])
+    y = pd.Series(2 * X["a"] + 0.1 * rng.standard_normal(40))
+    shuffled = y.sample(frac=1, random_state=0)
+    with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index .* another order"):
+        SpikeSlabLearner().fit(X, shuffled)
+    learner = SpikeSlabLearner().fit(X, y)
+    assert learner.score(X, y) > 0.9
+    with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index"):
+        learner.score(X, shuffled)

@@ -1524,3 +1524,21 @@ def test_spike_slab_prior_docstrings_refer_to_names_that_exist():
             for ref in re.findall(r":(?:data|func|class):`~?([A-Za-z_][A-Za-z0-9_]*)`", obj.__doc__ or ""):
                 assert hasattr(prior, ref), (name, ref)
     assert "CONSTANT_STEPS" in prior.validate_xy.__doc__
+
+
+def test_score_refuses_pandas_rows_in_another_order():
+    """score pairs X and y by position, as fit does: a y (or sample_weight) Series holding X's labels in another
+    order scored the wrong pairs (R^2 0.998 -> -1.07 here) without a word; it is refused as fit refuses it, and
+    aligned pandas inputs score as their arrays do."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((40, 3)), columns=["a", "b", "c"])
+    y = pd.Series(2 * X["a"] + 0.1 * rng.standard_normal(40))
+    est = SpikeSlabRegression(inference="em", seed=0).fit(X, y)
+    assert est.score(X, y) == pytest.approx(est.score(X, y.to_numpy()))
+    shuffled = y.sample(frac=1, random_state=0)
+    with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index .* another order"):
+        est.score(X, shuffled)
+    weights = pd.Series(np.ones(40), index=shuffled.index)
+    with pytest.raises(PyrozooError, match=r"^X, sample_weight: expected pandas inputs with the same index"):
+        est.score(X, y, sample_weight=weights)
