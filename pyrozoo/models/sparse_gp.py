@@ -492,10 +492,11 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
                         ard: bool = False, **unknown: Any) -> Dataset:
     """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` (default 20) random training inputs
-    (seeded by ``seed``); ``m`` given with ``Z`` must be Z's number of rows. ``ard``: the fit learns one lengthscale
-    per input column. A misspelt keyword is refused (it used to be kept in ``meta`` and ignored). A DataFrame X's
-    string column names are kept as ``meta["feature_names"]``: the result's ``feature`` coordinate; its index
-    labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+    (seeded by ``seed``); ``m`` given with ``Z`` must be Z's number of rows. ``batch_size``: the svi inference's
+    minibatch rows; ``None``, 0 or >= N is every row (as in :func:`sparse_gp_model` and the CLI). ``ard``: the fit
+    learns one lengthscale per input column. A misspelt keyword is refused (it used to be kept in ``meta`` and
+    ignored). A DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature``
+    coordinate; its index labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
     check_keys("make_sparse_dataset", unknown, MAKE_SPARSE_KEYWORDS)  # always refuses: unknown has no allowed key
     seed = check_seed("seed", seed)
     check_bool("ard", ard)
@@ -513,8 +514,8 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
                                   method=method, kernel=kernel, noiseless=noiseless)
     if m is not None and m != Z.shape[0]:  # Z's rows are the pseudo-inputs: an m that disagrees was ignored
         raise PyrozooError(f"m: expected None or Z's number of rows ({Z.shape[0]}) when Z is given, got {m}")
-    if batch_size is not None:
-        batch_size = min(check_int("batch_size", batch_size, minimum=1), X.shape[0])
+    if batch_size is not None:  # 0 (or >= N) is every row, as in sparse_gp_model and -o batch_size=0
+        batch_size = min(check_int("batch_size", batch_size), X.shape[0]) or None
     meta: dict[str, Any] = {"ard": bool(ard), **check_test_set(X_test, y_test, X, names)}
     if names is not None:
         meta["feature_names"] = names.tolist()

@@ -854,3 +854,16 @@ def test_fit_predict_reads_an_xnew_that_requires_grad_as_values():
         assert not any(o.requires_grad for o in got)
         for a, b in zip(got, fit.predict(Xs, include_noise=include_noise), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_make_sparse_dataset_reads_batch_size_0_as_every_row():
+    """QA: make_sparse_dataset(X, y, batch_size=0) said "batch_size: expected an integer >= 1, got 0", while 0 is
+    every row for -o batch_size=0 and sparse_gp_model(batch_size=0) (docs/gp.md). It is now every row there too
+    (stored as None, as the CLI's loaders store it); a negative one is still refused, naming batch_size."""
+    X, y, _, _ = simulate_regression(0, n=20, n_test=1)
+    assert make_sparse_dataset(X, y, m=5, batch_size=0).inputs["batch_size"] is None
+    assert make_sparse_dataset(X, y, m=5).inputs["batch_size"] is None
+    assert make_sparse_dataset(X, y, m=5, batch_size=50).inputs["batch_size"] == 20
+    assert make_sparse_dataset(X, y, m=5, batch_size=8).inputs["batch_size"] == 8
+    with pytest.raises(PyrozooError, match=r"^batch_size: expected an integer >= 0, got -1$"):
+        make_sparse_dataset(X, y, m=5, batch_size=-1)
