@@ -53,6 +53,27 @@ from pyrozoo.validation import (
 )
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
+NOISE_PRIOR = ("a0", "b0")  # the Gamma(a0, b0) prior on tau: unused when noise > 0 fixes tau = 1 / noise^2
+
+
+def noise_prior_error(given: dict[str, Any], noise: Any) -> PyrozooError:
+    """``a0``/``b0`` given (``given``: name -> value) with a known noise sd ``noise > 0``: they would be ignored."""
+    names = ", ".join(given)
+    got = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    it, them = ("it", "it") if len(given) == 1 else ("they", "them")
+    return PyrozooError(f"{names}: expected no prior on the noise precision with noise={float(noise):g} > 0, which "
+                        f"fixes tau = 1 / noise^2 (a0, b0 are its Gamma prior, used only with noise=0), got {got}; "
+                        f"{it} would have no effect (remove {them}, or drop noise to put the Gamma(a0, b0) prior on "
+                        f"tau)")
+
+
+def check_noise_prior(prior: dict[str, Any]) -> None:
+    """Raise :func:`noise_prior_error` when ``prior`` (as given: ``None`` values are not given) sets ``a0`` or
+    ``b0`` together with ``noise > 0``."""
+    given = {k: prior[k] for k in NOISE_PRIOR if prior.get(k) is not None}
+    noise = prior.get("noise")
+    if given and noise is not None and float(noise) > 0:
+        raise noise_prior_error(given, noise)
 
 
 def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: float = 1.0, a0: float = 2.0,
@@ -193,14 +214,18 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
 def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", truth: dict | None = None,
                  meta: dict | None = None, dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
     """Validate a design ``x`` (N, D) and response ``y`` (N,) and pack them with the prior as a :class:`Dataset`
-    (``dtype``: a floating torch dtype; ``prior``: keys ``prior_scale``, ``a0``, ``b0``, ``noise``). The data are
+    (``dtype``: a floating torch dtype; ``prior``: keys ``prior_scale``, ``a0``, ``b0``, ``noise``; ``None`` is the
+    default, :data:`PRIOR_DEFAULTS`; ``a0`` and ``b0``, the prior on the noise precision, are refused with
+    ``noise > 0``, which fixes it, as they would have no effect). The data are
     checked as every regression entry checks them (:func:`~pyrozoo.validation.check_xy`): pandas ``x`` and ``y``
     with different indexes are refused (rows are paired by position), and so are categorical columns, even integer
     ones (labels, not amounts); a tensor that requires grad gives its values."""
     check_float_dtype("dtype", dtype)
     check_keys("prior", prior, PRIOR_DEFAULTS)
-    prior = {**PRIOR_DEFAULTS, **prior}
+    given = {k: v for k, v in prior.items() if v is not None}
+    prior = {**PRIOR_DEFAULTS, **given}
     check_prior(**prior)
+    check_noise_prior(given)
     x, y = check_xy(x, y, x_name="x", y_name="y", dtype=dtype, detach=True)
     dev = resolve_device(device)
     inputs = {"x": x.to(dev), **{k: float(v) for k, v in prior.items()}}
@@ -332,6 +357,14 @@ def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     return out
 
 
+def check_blr_options(config: RunConfig) -> None:
+    """The entry's ``check_options``, on the options as given (before any data, for every cell of a sweep): ``a0``
+    or ``b0`` with ``noise > 0`` would have no effect (:func:`check_noise_prior`)."""
+    noise = config.options.get("noise")
+    if isinstance(noise, numbers.Real) and not isinstance(noise, bool):  # the type checks name anything else
+        check_noise_prior(config.options)
+
+
 @register("blr")
 def blr_entry() -> ZooModel:
     return ZooModel(
@@ -342,7 +375,12 @@ def blr_entry() -> ZooModel:
         inferences=("exact", "nuts"),
         settings={"exact": ("num_samples", "num_chains"), "nuts": MCMC_SETTINGS},
         metrics=blr_metrics,
-        options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS, **FILE_OPTIONS},
+        # a0, b0 default None (PRIOR_DEFAULTS' 2 and 1): given with noise > 0 they are refused, which a default
+        # value could not tell from a given one
+        options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS, "a0": None, "b0": None, **FILE_OPTIONS},
+        float_options=NOISE_PRIOR,
+        check_options=check_blr_options,
+        option_notes={"a0": "default 2.0; only with noise=0", "b0": "default 1.0; only with noise=0"},
         datasets={"boston": load_boston, "concrete": load_concrete},
         from_file=blr_from_file,
         text_options=tuple(FILE_OPTIONS),

@@ -453,3 +453,48 @@ def test_blr_posterior_refuses_a_column_y_naming_its_shape():
         check_design(x, y.numpy())
     with pytest.raises(PyrozooError, match=r"^y: expected shape \(30,\)"):
         make_dataset(x, y[:, None])
+
+
+NOISE_PRIOR_REFUSED = (r"expected no prior on the noise precision with noise=0.5 > 0, which fixes tau = 1 / noise\^2 "
+                       r".* would have no effect \(remove")
+
+
+def test_a0_b0_with_a_known_noise_are_refused_not_ignored():
+    """QA: a0, b0 (the Gamma prior on tau) with noise > 0 were accepted and ignored: make_dataset(x, y, noise=0.5)
+    and make_dataset(x, y, noise=0.5, a0=50., b0=0.01) gave identical draws. Given explicitly with noise > 0 they are
+    refused, naming them; left out (or None, the CLI's default) the run works as before, and with noise=0 they are
+    the prior they always were."""
+    x = torch.randn(15, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = x[:, 0]
+    with pytest.raises(PyrozooError, match=r"^a0, b0: .* got a0=50.0, b0=0.01; they would have no effect "
+                                           r"\(remove them"):
+        make_dataset(x, y, noise=0.5, a0=50.0, b0=0.01)
+    with pytest.raises(PyrozooError, match=r"^b0: " + NOISE_PRIOR_REFUSED + " it"):
+        make_dataset(x, y, noise=0.5, b0=3.0)
+    with pytest.raises(PyrozooError, match=r"^a0: " + NOISE_PRIOR_REFUSED):
+        simulate_blr(0, n=10, d=1, noise=0.5, a0=5.0)
+    ds = make_dataset(x, y, noise=0.5, a0=None, b0=None)  # None: not given
+    assert (ds.inputs["a0"], ds.inputs["b0"], ds.inputs["noise"]) == (2.0, 1.0, 0.5)
+    ds = make_dataset(x, y, a0=5.0, b0=3.0)  # unknown noise: the prior on tau, as given
+    assert (ds.inputs["a0"], ds.inputs["b0"]) == (5.0, 3.0)
+    ds = make_dataset(x, y, noise=0.0, a0=5.0)
+    assert ds.inputs["a0"] == 5.0
+
+
+def test_the_cli_refuses_a0_b0_with_a_known_noise_before_any_data(tmp_path, capsys):
+    """pyrozoo run blr -o noise=0.5 -o a0=5 -o b0=3 gave the draws of the run without a0, b0, and config.toml recorded
+    them; the entry's option checks refuse them (every sweep cell too); noise alone and a0, b0 alone still run."""
+    from pyrozoo.cli import main
+
+    entry = registry.get("blr")
+    with pytest.raises(PyrozooError, match=r"^a0, b0: " + NOISE_PRIOR_REFUSED):
+        entry.check_config(RunConfig(model="blr", options={"noise": 0.5, "a0": 5, "b0": 3}))
+    entry.check_config(RunConfig(model="blr", options={"noise": 0.0, "a0": 5, "b0": 3}))
+    out = tmp_path / "r"
+    assert main(["run", "blr", "--num-samples", "5", "-o", "n=15", "-o", "noise=0.5", "-o", "a0=5", "--out",
+                 str(out), "--no-progress"]) == 2
+    assert "a0: expected no prior on the noise precision with noise=0.5 > 0" in capsys.readouterr().err
+    assert not out.exists()
+    for opts in (["-o", "noise=0.5"], ["-o", "a0=5", "-o", "b0=3"]):
+        assert main(["run", "blr", "--num-samples", "5", "-o", "n=15", *opts, "--out", str(out / opts[1]),
+                     "--no-progress"]) == 0
