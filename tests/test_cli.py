@@ -717,3 +717,13 @@ def test_the_log_likelihood_flag_overrides_the_config_file_both_ways():
     assert config_from_args(parser.parse_args(["run", "--no-log-likelihood"]), on).log_likelihood is False
     with pytest.raises(PyrozooError, match=r"log_likelihood: expected true or false, got 'no'"):
         config_from_args(parser.parse_args(["run"]), {**on, "log_likelihood": "no"}).validate()
+
+
+def test_list_shows_a_float_option_whose_default_is_none_as_float(capsys):
+    """blr's a0/b0 and sparse-gp's noise default to None (their value depends on another option) but are floats
+    (``float_options``): ``pyrozoo list`` called them "any"."""
+    assert main(["list", "blr"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  a0 +None +\(float ", out, flags=re.M), out
+    assert main(["list", "sparse-gp"]) == 0
+    assert re.search(r"^  noise +None +\(float ", capsys.readouterr().out, flags=re.M)

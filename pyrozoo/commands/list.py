@@ -42,7 +42,8 @@ def _show(name: str) -> int:
     print("options (-o KEY=VALUE, or [options] in a config or sweep file):")
     width = max((len(k) for k in entry.options), default=0)
     for key, default in entry.options.items():
-        kind = type(default).__name__ if default is not None else "str" if key in entry.text_options else "any"
+        kind = (type(default).__name__ if default is not None else "str" if key in entry.text_options
+                else "float" if key in entry.float_options else "any")
         extra = " or a list (one per input column)" if key in entry.list_options else ""
         if key in entry.data_options:
             extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
