@@ -373,8 +373,10 @@ class NeuralLinearPosterior(RegressionPosterior):
         with torch.no_grad():
             h = (_hidden(body, xf, activation) if stats is None else _hidden_bn(body, xf, activation, stats)).double()
         mean, scale = _standardize(h, standardize)
-        blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale, a0=a0,
-                                   b0=b0, noise=noise)
+        # a known noise (> 0) fixes the BLR's precision, so its Gamma(a0, b0) prior goes to training only
+        noise_prior = {"a0": a0, "b0": b0} if float(noise) == 0 else {}
+        blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale,
+                                   noise=noise, **noise_prior)
         return named(cls(body, activation, mean, scale, blr, stats), names)
 
     # Everything else is the BLR's on the features.

@@ -28,7 +28,7 @@ from pyrozoo.active.base import EmbeddingKernel, PoolKernel, check_inputs, check
 from pyrozoo.active.projections import gaussian_expected_log_likelihood
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
-from pyrozoo.models.blr import PRIOR_DEFAULTS, BLRPosterior, blr_posterior, check_prior
+from pyrozoo.models.blr import PRIOR_DEFAULTS, BLRPosterior, blr_posterior, check_noise_prior, check_prior
 from pyrozoo.validation import (
     as_tensor,
     check_choice,
@@ -176,10 +176,12 @@ class BLRPoolPosterior(RegressionPosterior):
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, **prior: float) -> BLRPoolPosterior:
         """Closed-form posterior of ``y`` on the design ``x`` (see :func:`pyrozoo.models.blr.blr_posterior`);
-        ``prior``: ``prior_scale``, ``a0``, ``b0`` (> 0), ``noise`` (>= 0). Checked before any work
-        (:func:`check_fit_data`)."""
+        ``prior``: ``prior_scale``, ``a0``, ``b0`` (> 0), ``noise`` (>= 0; ``a0``, ``b0``, the prior on the noise
+        precision, are refused with ``noise > 0``, which fixes it: they would have no effect). Checked before any
+        work (:func:`check_fit_data`)."""
         check_keys("prior", prior, PRIOR_DEFAULTS)
         check_prior(**{**PRIOR_DEFAULTS, **prior})
+        check_noise_prior(prior)
         names = fit_names(x)
         x, y = check_fit_data(x, y)
         return named(cls(blr_posterior(x, y, **prior)), names)

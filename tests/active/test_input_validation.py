@@ -393,3 +393,19 @@ def test_log_predictive_density_refuses_misaligned_pandas_rows(name):
                                            r"same labels in another order"):
         post.log_predictive_density(xv, yv.sample(frac=1, random_state=0))
     torch.testing.assert_close(post.log_predictive_density(xv, yv), post.log_predictive_density(x[:12], y[:12]))
+
+
+def test_blr_pool_fit_refuses_a_noise_prior_with_a_known_noise():
+    """BLRPoolPosterior.fit(noise=0.5, a0=...) accepted a0/b0 and ignored them (a known noise fixes the precision),
+    as the blr entry did; it is refused now. neural-linear, whose training reads a0/b0 whatever the noise, still fits
+    with a known noise (its BLR gets no noise prior then)."""
+    from pyrozoo.active.neural_linear import NeuralLinearPosterior
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, dtype=torch.float64, generator=gen)
+    y = torch.randn(30, dtype=torch.float64, generator=gen)
+    with pytest.raises(PyrozooError, match=r"^a0, b0: expected no prior on the noise precision with noise=0.5"):
+        BLRPoolPosterior.fit(x, y, noise=0.5, a0=3.0, b0=1.0)
+    assert BLRPoolPosterior.fit(x, y, noise=0.5).post.known_noise
+    assert not BLRPoolPosterior.fit(x, y, a0=3.0).post.known_noise
+    assert NeuralLinearPosterior.fit(x, y, noise=0.5, steps=2, hidden=[4]).blr.post.known_noise
