@@ -16,6 +16,8 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.predictive import (
     FixedParams,
     Model,
+    check_draw_shapes,
+    check_has_latents,
     check_likelihood_sites,
     check_posterior_sites,
     deterministic_sites,
@@ -180,7 +182,8 @@ def assemble_result(
 ) -> Result:
     """Compute the pointwise log-likelihood, observed data and ArviZ dims for ``posterior``.
 
-    ``posterior`` maps latent names to tensors shaped ``(chain, draw, *site_shape)`` on the model's device.
+    ``posterior`` maps latent names to tensors shaped ``(chain, draw, *site_shape)`` on the model's device (checked
+    against the model's sites before any work, :func:`~pyrozoo.inference.predictive.check_draw_shapes`).
     ``log_likelihood_fn(posterior, model_kwargs)`` replaces the generic pointwise log-likelihood; models with
     enumerated discrete latents must pass one that marginalizes them. ``posterior`` must hold every latent site of
     the model (:func:`~pyrozoo.inference.predictive.check_posterior_sites`; enumerated sites excepted) and may hold
@@ -203,6 +206,9 @@ def assemble_result(
     model_trace = trace_model(fitted, model_kwargs)
     check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
     check_posterior_sites(model_trace, posterior)
+    check_draw_shapes(model_trace, posterior)
+    if not posterior:  # no draws at all: nothing to evaluate the model at, unless its latents are all summed out
+        check_has_latents(model_trace, engine="assemble_result")
     obs = observed_sites(model_trace)  # before conditioning marks latents observed
     skip = log_likelihood_skipped()
     first_value = next(iter(posterior.values()), None)

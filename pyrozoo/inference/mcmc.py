@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from pyro.infer import HMC, MCMC, NUTS
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
-from pyrozoo.inference.predictive import check_likelihood_sites, max_plate_nesting, trace_model
+from pyrozoo.inference.predictive import check_has_latents, check_likelihood_sites, max_plate_nesting, trace_model
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_finite_kwargs, check_int, check_probability
 
@@ -145,7 +146,7 @@ def run_mcmc(
     num_chains: int = 4,
     jit_compile: bool = False,
     target_accept_prob: float = 0.8,
-    max_tree_depth: int = 10,
+    max_tree_depth: int | None = None,
     init_strategy: Callable | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -160,6 +161,9 @@ def run_mcmc(
     each continues the seeded RNG stream, so a seed fixes all chains. Discrete sites marked for enumeration are
     summed out (``max_plate_nesting`` is read off the model). ``jit_compile`` traces the potential energy once.
     ``init_strategy`` (e.g. ``pyro.infer.autoguide.init_to_value(values=...)``) replaces Pyro's default start.
+    ``max_tree_depth`` (NUTS only, an integer >= 1; ``None``: 10) caps the trajectory at 2**max_tree_depth leapfrog
+    steps; HMC has no tree, so a value with ``kernel="hmc"`` is a :class:`PyrozooError`. The model must have a
+    latent site NUTS/HMC can draw (enumerated discrete sites are summed out, not drawn).
     Every floating-point tensor in ``model_kwargs`` must be finite (a NaN or inf is a :class:`PyrozooError` naming
     the argument, before any work), except those named in ``allow_nonfinite`` (a mask, an inf bound).
     """
@@ -169,10 +173,15 @@ def run_mcmc(
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     check_probability("target_accept_prob", target_accept_prob, open_interval=True)
+    if max_tree_depth is not None and kernel != "nuts":
+        raise PyrozooError(f"max_tree_depth: applies only to kernel='nuts' (HMC takes a fixed number of leapfrog "
+                           f"steps, no tree); expected None with kernel={kernel!r}, got {max_tree_depth!r}")
+    max_tree_depth = check_int("max_tree_depth", 10 if max_tree_depth is None else max_tree_depth, minimum=1)
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     set_seed(seed)
     proto = trace_model(model, model_kwargs)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+    check_has_latents(proto, engine=f"kernel={kernel!r}", drawn_only=True)
     nesting = max_plate_nesting(proto)
 
     t0 = time.perf_counter()

@@ -86,6 +86,23 @@ def enumerated_sites(trace: poutine.Trace) -> list[str]:
             if site["type"] == "sample" and site["infer"].get("enumerate") and not site["is_observed"]]
 
 
+def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = False) -> None:
+    """Raise unless the model traced in ``trace`` has a latent sample site to infer: a model whose sites are all
+    observed (or ``pyro.param``/``pyro.factor``/``pyro.deterministic``) has no posterior, and its result would hold
+    no draws to evaluate the log-likelihood at. Enumerated discrete sites count (``TraceEnum_ELBO`` sums them out
+    with the model's ``pyro.param`` sites fitted) unless ``drawn_only`` (NUTS/HMC, which draw only the continuous
+    ones). ``engine`` names the engine in the message."""
+    latent, enumerated = latent_sites(trace), enumerated_sites(trace)
+    if latent or (enumerated and not drawn_only):
+        return
+    found = (f"only the enumerated site(s) {enumerated}, which are summed out, not drawn" if enumerated
+             else "none")
+    hint = ("; for a point estimate of pyro.param values make them pyro.sample sites with a prior and fit an "
+            "AutoDelta guide (MAP)" if not drawn_only else "")
+    raise PyrozooError(f"model: {engine} needs a latent sample site to infer (pyro.sample without obs=); the model "
+                       f"has {found}, so there is nothing to infer{hint}")
+
+
 def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior") -> None:
     """Raise unless ``names`` (the sites an engine draws) include every :func:`latent_sites` of ``trace``: a latent
     without draws would be drawn from its prior whenever the model is replayed at the draws, silently biasing the
@@ -99,6 +116,28 @@ def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: s
     hint = f"; {strangers} are not sites of the model (renamed?)" if strangers else ""
     raise PyrozooError(f"{what}: no draws of the model's latent site(s) {missing}; expected every latent site "
                        f"{latent}, got {names}{hint}")
+
+
+def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, what: str = "posterior") -> None:
+    """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (one trace of the model on its
+    data) are shaped ``(chain, draw, *site_shape)``, ``site_shape`` the site's value shape there, with the same
+    ``(chain, draw)`` for all of them. Draws of another shape would broadcast against the model's plates (a scalar
+    site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay."""
+    lead: tuple[tuple[int, ...], str] | None = None
+    for name in latent_sites(trace):
+        if name not in posterior:
+            continue
+        want = tuple(trace.nodes[name]["value"].shape)
+        got = tuple(np.shape(posterior[name]))
+        expected = "(chain, draw" + "".join(f", {n}" for n in want) + ")"
+        if len(got) != len(want) + 2 or got[2:] != want:
+            raise PyrozooError(f"{what}: the draws of site {name!r} have shape {got}; expected {expected}, i.e. "
+                               f"(chain, draw, *site_shape) with the site's shape {want} in the model")
+        if lead is None:
+            lead = (got[:2], name)
+        elif got[:2] != lead[0]:
+            raise PyrozooError(f"{what}: the draws of site {name!r} have shape {got}; expected (chain, draw) = "
+                               f"{lead[0]} first, as the draws of {lead[1]!r} have")
 
 
 def is_factor_site(site: dict) -> bool:
@@ -300,7 +339,10 @@ def _per_draw(t: torch.Tensor, num: int, shape: tuple[int, ...]) -> torch.Tensor
 
 
 def _flatten_draws(posterior: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
-    first = next(iter(posterior.values()))
+    first = next(iter(posterior.values()), None)
+    if first is None:
+        raise PyrozooError("posterior: holds no draws, so there is nothing to replay the model at; expected draws "
+                           "(chain, draw, *site_shape) of the model's latent sites")
     chains, draws = first.shape[:2]
     flat = {k: v.reshape((chains * draws,) + tuple(v.shape[2:])) for k, v in posterior.items()}
     return flat, (chains, draws)

@@ -31,6 +31,7 @@ from pyrozoo.inference.checkpoint import (
 )
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.predictive import (
+    check_has_latents,
     check_likelihood_sites,
     check_posterior_sites,
     device_of,
@@ -268,6 +269,7 @@ def run_svi(
     plate reads it; draws and the log-likelihood afterwards use ``model_kwargs`` alone (the full data).
     Every floating-point tensor in ``model_kwargs`` and ``train_kwargs`` must be finite (a NaN or inf is a
     :class:`PyrozooError` naming the argument, before any work), except those named in ``allow_nonfinite``.
+    A model without latent sample sites (enumerated ones count) has no posterior: an error before any step.
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
@@ -308,6 +310,7 @@ def run_svi(
     set_seed(seed)
     proto = trace_model(model, model_kwargs)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+    check_has_latents(proto, engine="run_svi")
     nesting = max_plate_nesting(proto)
     elbo_kwargs: dict[str, Any] = {"num_particles": num_particles, "max_plate_nesting": nesting}
     vectorized = num_particles > 1 and vectorize_particles

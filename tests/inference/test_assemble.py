@@ -418,3 +418,52 @@ def test_check_pointwise_size_counts_a_joint_log_likelihood_and_names_only_the_s
     with pytest.raises(PyrozooError, match=r"^1,500 observed values: the posterior predictive would hold 1,500"):
         check_pointwise_size(1, 1, 300, log_likelihood=False, posterior_predictive=True, predictive_values=1500,
                              limit=1000, settings=())
+
+
+def _normal_mean(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs_id", 30):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+@pytest.mark.parametrize("shape", [(2, 100, 30), (2, 100, 1), (100,), ()])
+def test_draws_of_a_scalar_site_in_another_shape_are_refused_naming_it(shape):
+    """(2, 100, 30) draws of a scalar mu were accepted (a spurious mu_dim_0, one mu per observation), (100,) gave a
+    bare IndexError."""
+    x = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    got = str(shape).replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(PyrozooError, match=rf"^posterior: the draws of site 'mu' have shape {got}; expected \(chain, "
+                                           rf"draw\), i.e. \(chain, draw, \*site_shape\) with the site's shape \(\) "
+                                           rf"in the model$"):
+        assemble_result("exact", _normal_mean, {"x": x}, {"mu": torch.randn(shape)})
+
+
+@pytest.mark.parametrize("shape", [(100, 3), (2, 100, 4), (2, 100, 3, 1)])
+def test_draws_of_a_vector_site_in_another_shape_are_refused_naming_it(shape):
+    """These raised torch's matmul RuntimeError from inside the replay."""
+    X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(7, generator=torch.Generator().manual_seed(1))
+    got = str(shape).replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(PyrozooError, match=rf"site 'w' have shape {got}; expected \(chain, draw, 3\)"):
+        assemble_result("exact", regression, {"X": X, "y": y}, {"w": torch.randn(shape)})
+
+
+def test_draws_whose_chains_and_draws_disagree_between_sites_are_refused():
+    def model(x=None):
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", 4):
+            pyro.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+    with pytest.raises(PyrozooError, match=r"site 'b' have shape \(2, 50\); expected \(chain, draw\) = \(2, 40\) "
+                                           r"first, as the draws of 'a' have"):
+        assemble_result("exact", model, {"x": torch.zeros(4)}, {"a": torch.zeros(2, 40), "b": torch.zeros(2, 50)})
+
+
+def test_an_empty_posterior_of_a_model_without_latent_sites_is_refused():
+    def model(y=None):
+        with pyro.plate("obs_id", 5):
+            pyro.sample("y", dist.Poisson(2.0), obs=y)
+
+    with pytest.raises(PyrozooError, match="model: assemble_result needs a latent sample site to infer"):
+        assemble_result("exact", model, {"y": torch.ones(5)}, {})

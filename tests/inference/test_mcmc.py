@@ -217,3 +217,47 @@ def test_a_nan_in_the_data_is_named_before_any_work():
     res = run_mcmc(model, kwargs, num_samples=5, warmup_steps=5, num_chains=1, progress=False,
                    allow_nonfinite=["upper"])
     assert res.posterior["mu"].shape == (1, 5)
+
+
+def _no_latent_model(y=None):
+    with pyro.plate("obs_id", 5):
+        pyro.sample("y", dist.Poisson(2.0), obs=y)
+
+
+def _only_enumerated(x=None):
+    with pyro.plate("obs_id", 6):
+        z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+
+
+def test_a_model_without_latent_sites_is_refused_before_sampling(monkeypatch):
+    """It sampled, then failed with an empty StopIteration when the log-likelihood looked for draws."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(PyrozooError, match=r"^model: kernel='nuts' needs a latent sample site to infer .*the model "
+                                           r"has none, so there is nothing to infer"):
+        run_mcmc(_no_latent_model, {"y": torch.ones(5)}, num_samples=5, warmup_steps=5, num_chains=1,
+                 progress=False)
+    with pytest.raises(PyrozooError, match=r"only the enumerated site\(s\) \['z'\], which are summed out"):
+        run_mcmc(_only_enumerated, {"x": torch.ones(6)}, num_samples=5, warmup_steps=5, num_chains=1,
+                 progress=False, log_likelihood_fn=lambda p, k: {})
+
+
+@pytest.mark.parametrize("depth", [0, -2, 2.5])
+def test_max_tree_depth_below_one_is_refused_naming_it(depth, monkeypatch):
+    """0 and -2 raised a bare ZeroDivisionError inside Pyro's NUTS after setup."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(PyrozooError, match=rf"^max_tree_depth: expected an integer >= 1, got {depth}$"):
+        run_mcmc(conjugate_model, {"x": torch.zeros(10)}, max_tree_depth=depth, progress=False)
+
+
+def test_max_tree_depth_with_hmc_is_refused_and_nuts_reads_it():
+    """HMC has no tree: the argument was accepted and silently ignored."""
+    with pytest.raises(PyrozooError, match=r"^max_tree_depth: applies only to kernel='nuts' .*expected None with "
+                                           r"kernel='hmc', got 3$"):
+        run_mcmc(conjugate_model, {"x": torch.zeros(10)}, kernel="hmc", max_tree_depth=3, progress=False)
+    res = run_mcmc(conjugate_model, {"x": torch.zeros(10)}, kernel="hmc", num_samples=5, warmup_steps=5,
+                   num_chains=1, progress=False)
+    assert "tree_depth" not in res.sample_stats
+    res = run_mcmc(conjugate_model, {"x": torch.zeros(10)}, num_samples=20, warmup_steps=10, num_chains=1,
+                   max_tree_depth=1, progress=False)
+    assert res.sample_stats["tree_depth"].max() <= 1 and res.sample_stats["reached_max_treedepth"].any()

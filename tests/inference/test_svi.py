@@ -632,3 +632,17 @@ def test_a_nan_in_the_data_is_named_before_any_work():
         run_svi(counted, AutoNormal(counted), {"x": X}, num_steps=2, num_samples=2, progress=False,
                 train_kwargs={"x": x})
     assert calls == []
+
+
+def test_a_model_without_latent_sites_is_refused_before_any_step():
+    """An empty guide ran its steps, then failed with an empty StopIteration looking for draws."""
+    def no_latent(y=None):
+        with pyro.plate("obs_id", 5):
+            pyro.sample("y", dist.Poisson(2.0), obs=y)
+
+    calls = []
+    with pytest.raises(PyrozooError, match=r"^model: run_svi needs a latent sample site to infer .*nothing to infer; "
+                                           r"for a point estimate of pyro.param values"):
+        run_svi(no_latent, lambda y=None: None, {"y": torch.ones(5)}, num_steps=3, num_samples=2, progress=False,
+                callback=lambda step, loss: calls.append(step))
+    assert calls == []
