@@ -3,7 +3,8 @@
 Pyro's ``Predictive`` reshapes draws without looking at event dimensions and draws every site it is not given from
 the prior, so the zoo computes the two things every result needs itself:
 
-* the pointwise log-likelihood ``log p(obs_i | theta_s)`` of every observed site, shape ``(draws, *obs_batch)``;
+* the pointwise log-likelihood ``log p(obs_i | theta_s)`` of every observed site, shape ``(draws, *obs_batch)``
+  (a row masked out by ``poutine.mask`` scores 0; ``poutine.scale`` is not applied: :func:`pointwise_log_prob`);
 * posterior-predictive draws of the observed sites (``poutine.uncondition``, data only);
 * the values of ``pyro.deterministic`` sites at every draw (Pyro marks them observed; here they are posterior
   quantities, never data).
@@ -26,6 +27,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
@@ -475,12 +477,20 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}
 
 
+def pointwise_log_prob(site: dict) -> torch.Tensor:
+    """``log p(value | theta)`` of one observed site, one value per observation: ``fn.log_prob(value)`` with the
+    site's ``poutine.mask`` applied as Pyro's own ``Trace.log_prob_sum`` applies it (a masked-out row scores 0,
+    like a row of ``dist.mask(m)``), but *not* its ``poutine.scale`` (minibatch N / B, a likelihood weight or a
+    tempering power): the pointwise log-likelihood az.loo/az.waic read is that of each observation itself."""
+    return scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site.get("mask"))
+
+
 def _site_output(site, proto_site, num, values):
     shape = tuple(proto_site["value"].shape)
     if values:
         return _per_draw(site["value"], num, shape)
     batch = shape[: len(shape) - proto_site["fn"].event_dim]
-    return _per_draw(site["fn"].log_prob(site["value"]), num, batch)
+    return _per_draw(pointwise_log_prob(site), num, batch)
 
 
 def _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive, values):
@@ -511,7 +521,7 @@ def _draw_agrees(pieces, proto, names, index: int) -> bool:
     """Does the vectorized log-likelihood of draw ``index`` (0 or -1) match ``proto``, a trace at that draw?"""
     for n in names:
         site = proto.nodes[n]
-        ref = site["fn"].log_prob(site["value"]).detach().cpu().numpy()
+        ref = pointwise_log_prob(site).detach().cpu().numpy()
         got = pieces[n][index][index]
         if ref.shape != got.shape and ref.size != 1:
             ref = np.broadcast_to(ref, got.shape)

@@ -443,3 +443,61 @@ def test_a_deterministic_whose_dims_fit_the_plate_positions_but_not_sizes_is_not
 
     trace = poutine.trace(model).get_trace(torch.randn(5))
     assert site_dims(trace, "s") == ["s_dim_0"]
+
+
+def _masked_by_poutine(y=None, m=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs_id", len(m)), poutine.mask(mask=m):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _masked_distribution(y=None, m=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs_id", len(m)):
+        pyro.sample("y", dist.Normal(mu, 1.0).mask(m), obs=y)
+
+
+def test_poutine_mask_rows_score_zero_in_the_pointwise_log_likelihood():
+    """A row masked out by poutine.mask contributes 0, as with dist.mask(m) and in Pyro's own log_prob_sum; it
+    used to be scored at its zero-filled value (about -1.4 per row here)."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(8, generator=gen) + 1.0
+    y[5:] = 0.0
+    m = torch.arange(8) < 5
+    mu = torch.randn(2, 4, generator=gen)
+    kw = {"y": y, "m": m}
+    ll = pointwise_log_likelihood(_masked_by_poutine, {"mu": mu}, kw)["y"]
+    np.testing.assert_array_equal(ll[..., 5:], 0.0)
+    ref = dist.Normal(mu[..., None], 1.0).log_prob(y[:5]).numpy()
+    np.testing.assert_allclose(ll[..., :5], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ll, pointwise_log_likelihood(_masked_distribution, {"mu": mu}, kw)["y"])
+    # the sum over rows is Pyro's own masked log-likelihood at each draw
+    tr = poutine.trace(poutine.condition(_masked_by_poutine, {"mu": mu[1, 2]})).get_trace(**kw)
+    tr.compute_log_prob()
+    assert float(ll[1, 2].sum()) == pytest.approx(float(tr.nodes["y"]["log_prob"].sum()), rel=1e-5)
+
+
+def test_a_site_masked_out_entirely_scores_zero():
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", 3):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+            with poutine.mask(mask=False):
+                pyro.sample("y2", dist.Normal(mu, 1.0), obs=y)
+
+    ll = pointwise_log_likelihood(model, {"mu": torch.zeros(1, 2)}, {"y": torch.ones(3)})
+    np.testing.assert_array_equal(ll["y2"], 0.0)
+    assert (ll["y"] < 0).all()
+
+
+def test_poutine_scale_is_not_applied_to_the_pointwise_log_likelihood():
+    """A likelihood weight or minibatch scale N / B changes the joint, not the density of each observation."""
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", 3), poutine.scale(scale=4.0):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y, mu = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([[0.0, 1.0]])
+    ll = pointwise_log_likelihood(model, {"mu": mu}, {"y": y})["y"]
+    np.testing.assert_allclose(ll, dist.Normal(mu[..., None], 1.0).log_prob(y).numpy(), rtol=1e-6)
+
