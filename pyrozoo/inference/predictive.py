@@ -5,7 +5,9 @@ the prior, so the zoo computes the two things every result needs itself:
 
 * the pointwise log-likelihood ``log p(obs_i | theta_s)`` of every observed site, shape ``(draws, *obs_batch)``
   (a row masked out by ``poutine.mask`` scores 0; ``poutine.scale`` is not applied: :func:`pointwise_log_prob`);
-* posterior-predictive draws of the observed sites (``poutine.uncondition``, data only);
+* posterior-predictive draws of the observed sites (``poutine.uncondition``, data only); enumerated discrete
+  latents are drawn from their posterior given the data and each draw, ``z_s ~ p(z | y, theta_s)``
+  (``infer_discrete``), then ``y_rep ~ p(y | z_s, theta_s)``;
 * the values of ``pyro.deterministic`` sites at every draw (Pyro marks them observed; here they are posterior
   quantities, never data).
 
@@ -28,6 +30,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.infer import infer_discrete
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
@@ -417,7 +420,10 @@ def posterior_predictive(
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``.
-    ``params`` as in :func:`pointwise_log_likelihood`."""
+    Sites marked for enumeration that ``posterior`` lacks are first drawn from their posterior given the data and
+    the draw, ``z_s ~ p(z | y, theta_s)`` (Pyro's ``infer_discrete``, temperature 1), not from their prior: a
+    mixture's replicate of y_i comes from the component y_i belongs to. ``params`` as in
+    :func:`pointwise_log_likelihood`."""
     return _evaluate(model, posterior, model_kwargs, chunk_size, "predictive", params)
 
 
@@ -459,6 +465,12 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
+    enumerated = [n for n in enumerated_sites(trace) if n not in posterior]
+    if predictive and enumerated:  # replicates given the discrete latents' posterior, not their prior
+        discrete, discrete_vectorized = _discrete_posterior_draws(model, flat, model_kwargs, proto, nesting,
+                                                                  enumerated, chunk_size)
+        flat = {**flat, **discrete}
+        proto = trace_model(poutine.condition(model, {k: v[0] for k, v in flat.items()}), model_kwargs)
     try:
         if values:  # validate the vectorized layout on the log-likelihood first
             loglik = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, obs, chunk_size, False, False)
@@ -473,6 +485,10 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
                                             and _values_agree(pieces, last_proto, names, -1)):
             raise ValueError("vectorized deterministic values disagree with the per-draw trace")
     except (RuntimeError, ValueError, IndexError):
+        if predictive and enumerated and discrete_vectorized:
+            # drawn under the vectorized layout the check refused: draw them again, one trace per draw
+            flat.update(_discrete_posterior_draws(model, flat, model_kwargs, proto, nesting, enumerated,
+                                                  chunk_size, vectorized=False)[0])
         pieces = _evaluate_loop(model, flat, model_kwargs, proto, names, predictive, values)
     return {n: np.concatenate(p).reshape((chains, draws) + p[0].shape[1:]) for n, p in pieces.items()}
 
@@ -483,6 +499,57 @@ def pointwise_log_prob(site: dict) -> torch.Tensor:
     like a row of ``dist.mask(m)``), but *not* its ``poutine.scale`` (minibatch N / B, a likelihood weight or a
     tempering power): the pointwise log-likelihood az.loo/az.waic read is that of each observation itself."""
     return scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site.get("mask"))
+
+
+def _discrete_posterior_draws(
+    model: Model,
+    flat: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any],
+    proto: poutine.Trace,
+    nesting: int,
+    names: list[str],
+    chunk_size: int = 1000,
+    *,
+    vectorized: bool = True,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """One draw of the enumerated sites ``names`` at each posterior draw ``theta_s`` (``flat``: ``(S, *site_shape)``
+    per latent) from their posterior given the data and ``theta_s``, ``z_s ~ p(z | y, theta_s)``, by Pyro's
+    ``infer_discrete`` (forward-filter backward-sample at temperature 1); returns ``(S, *site_shape)`` per name.
+
+    Vectorized over the draws as the replays are (a ``_draws`` plate left of the model's plates, enumeration left
+    of it), one trace per draw where the model does not vectorize so, or not ``vectorized``; the flag returned
+    says whether the draws were vectorized. ``flat`` may hold earlier draws of ``names``: they are left out of the
+    conditioning."""
+    total = next(iter(flat.values())).shape[0]
+    shapes = {n: tuple(proto.nodes[n]["value"].shape) for n in names}
+    flat = {k: v for k, v in flat.items() if k not in names}
+    try:
+        if not vectorized:
+            raise ValueError("one trace per draw")
+        out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for start in range(0, total, chunk_size):
+            chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
+            num = next(iter(chunk.values())).shape[0]
+            conditioned = poutine.condition(model, _reshape_for_plate(proto, chunk, nesting))
+
+            def vectorized(num=num, conditioned=conditioned, **kwargs):
+                with pyro.plate("_draws", num, dim=-(nesting + 1)):
+                    return conditioned(**kwargs)
+
+            sampler = infer_discrete(vectorized, first_available_dim=-(nesting + 2), temperature=1)
+            tr = poutine.trace(sampler).get_trace(**model_kwargs)
+            for n in names:
+                out[n].append(_per_draw(tr.nodes[n]["value"], num, shapes[n]))
+        return {n: torch.cat(v) for n, v in out.items()}, True
+    except (RuntimeError, ValueError, IndexError):
+        out = {n: [] for n in names}
+        for i in range(total):
+            sampler = infer_discrete(poutine.condition(model, {k: v[i] for k, v in flat.items()}),
+                                     first_available_dim=-(nesting + 1), temperature=1)
+            tr = poutine.trace(sampler).get_trace(**model_kwargs)
+            for n in names:
+                out[n].append(tr.nodes[n]["value"].reshape(shapes[n]))
+        return {n: torch.stack(v) for n, v in out.items()}, False
 
 
 def _site_output(site, proto_site, num, values):

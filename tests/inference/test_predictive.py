@@ -501,3 +501,31 @@ def test_poutine_scale_is_not_applied_to_the_pointwise_log_likelihood():
     ll = pointwise_log_likelihood(model, {"mu": mu}, {"y": y})["y"]
     np.testing.assert_allclose(ll, dist.Normal(mu[..., None], 1.0).log_prob(y).numpy(), rtol=1e-6)
 
+
+def _two_component_mixture(y=None):
+    loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs_id", len(y)):
+        z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        pyro.sample("y", dist.Normal(torch.where(z.bool(), loc, -loc), 1.0), obs=y)
+
+
+def _mixture_not_vectorized(y=None):
+    loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+    loc = torch.tensor(float(loc))  # one draw at a time only: the replays fall back to one trace per draw
+    with pyro.plate("obs_id", len(y)):
+        z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        pyro.sample("y", dist.Normal(torch.where(z.bool(), loc, -loc), 1.0), obs=y)
+
+
+@pytest.mark.parametrize("model,num", [(_two_component_mixture, 4000), (_mixture_not_vectorized, 300)])
+def test_posterior_predictive_draws_enumerated_sites_from_their_posterior(model, num):
+    """Components at -+2 (sd 1): a replicate of y_i is > 0 with probability p_i Phi(2) + (1 - p_i) Phi(-2), p_i =
+    P(z_i = 1 | y_i) = sigmoid(2 * 2 * y_i). Drawing z from its prior, as before, gave 1/2 for every row."""
+    y = torch.tensor([2.4, 0.3, -0.2, -2.5])
+    pp = posterior_predictive(model, {"loc": torch.full((1, num), 2.0)}, {"y": y})["y"]
+    assert pp.shape == (1, num, 4)
+    p = torch.sigmoid(4.0 * y)
+    phi = dist.Normal(0.0, 1.0).cdf(torch.tensor(2.0))
+    expected = (p * phi + (1 - p) * (1 - phi)).numpy()
+    tol = 4 * np.sqrt(expected * (1 - expected) / num)  # binomial Monte Carlo error, 4 sd
+    np.testing.assert_array_less(np.abs((pp[0] > 0).mean(0) - expected), tol)
