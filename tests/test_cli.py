@@ -727,3 +727,20 @@ def test_list_shows_a_float_option_whose_default_is_none_as_float(capsys):
     assert re.search(r"^  a0 +None +\(float ", out, flags=re.M), out
     assert main(["list", "sparse-gp"]) == 0
     assert re.search(r"^  noise +None +\(float ", capsys.readouterr().out, flags=re.M)
+
+
+@pytest.mark.parametrize("draws", ["1", "3"])
+def test_run_with_fewer_draws_than_chains_prints_no_arviz_shape_warning(tmp_path, capsys, draws):
+    """`pyrozoo run normal-gamma --num-samples 1` (4 chains) printed ArviZ's UserWarning "More chains (4) than
+    draws (1). Passed array should have shape (chains, draws, *shape)" twice, with its site-packages path, after
+    pyrozoo's own note; the shape is right, and the note says what so few draws cannot give."""
+    out = tmp_path / "few"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", "normal-gamma", "--num-samples", draws, "--num-chains", "4", "--no-progress",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "More chains" not in captured.err and "More chains" not in captured.out
+    assert not [str(w.message) for w in caught if "More chains" in str(w.message)]
+    assert "raise --num-samples" in captured.out or "rerun with a larger --num-samples" in captured.out
+    assert load_run(out)["idata"].posterior["mu"].shape == (4, int(draws))

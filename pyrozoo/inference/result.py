@@ -16,7 +16,7 @@ import torch
 
 import pyrozoo
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference import arviz_compat  # noqa: F401  (ArviZ's numba path breaks with numpy >= 2.4)
+from pyrozoo.inference.arviz_compat import fewer_draws_than_chains_ok  # (also: ArviZ's numba path off, numpy >= 2.4)
 from pyrozoo.inference.device import keeps_caller_state
 
 
@@ -175,20 +175,21 @@ class Result:
         if posterior_predictive:
             self.add_posterior_predictive()
         dims = {k: v for k, v in self.dims.items()}
-        idata = az.from_dict(
-            posterior=self.posterior or None,
-            sample_stats=self.sample_stats or None,
-            log_likelihood=self.log_likelihood or None,
-            observed_data=self.observed_data or None,
-            posterior_predictive=(self.posterior_predictive or None) if posterior_predictive else None,
-            dims=dims,
-            coords=self.coords or None,
-            attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
-                   "wall_time": float(self.wall_time),
-                   **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
-                   **{k: v for k, v in self.attrs.items() if k != "log_likelihood" or self.log_likelihood},
-                   **library_attrs()},
-        )
+        with fewer_draws_than_chains_ok():  # (chain, draw, ...) by construction, whatever their numbers
+            idata = az.from_dict(
+                posterior=self.posterior or None,
+                sample_stats=self.sample_stats or None,
+                log_likelihood=self.log_likelihood or None,
+                observed_data=self.observed_data or None,
+                posterior_predictive=(self.posterior_predictive or None) if posterior_predictive else None,
+                dims=dims,
+                coords=self.coords or None,
+                attrs={"inference": self.inference, "model": self.model, "seed": -1 if self.seed is None else self.seed,
+                       "wall_time": float(self.wall_time),
+                       **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
+                       **{k: v for k, v in self.attrs.items() if k != "log_likelihood" or self.log_likelihood},
+                       **library_attrs()},
+            )
         if self.constant_data:
             import xarray as xr
 

@@ -240,3 +240,21 @@ def test_draws_sd_is_az_summary_s_ddof_1_and_nan_for_one_draw():
         warnings.simplefilter("error")
         assert np.isnan(draws_sd([1.5])) and np.isnan(draws_sd(np.ones((1, 3)), axis=0)).all()
         assert draws_sd(np.ones((1, 3)), axis=0).shape == (3,)
+
+
+@pytest.mark.parametrize("draws", [1, 3])
+def test_to_inference_data_with_fewer_draws_than_chains_has_no_arviz_shape_warning(draws):
+    """ArviZ warned "More chains (4) than draws (1). Passed array should have shape (chains, draws, *shape)" (twice
+    per `pyrozoo run --num-samples 1`), though a Result's arrays are (chain, draw, ...) by construction."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    result = Result(inference="x", posterior={"w": rng.normal(size=(4, draws, 2))},
+                    sample_stats={"lp": rng.normal(size=(4, draws))},
+                    log_likelihood={"y": rng.normal(size=(4, draws, 5))}, observed_data={"y": rng.normal(size=5)},
+                    dims={"y": ["obs_id"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        idata = result.to_inference_data()
+    assert not [str(w.message) for w in caught if "More chains" in str(w.message)]
+    assert idata.posterior["w"].shape == (4, draws, 2) and idata.log_likelihood["y"].shape == (4, draws, 5)
