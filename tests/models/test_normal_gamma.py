@@ -445,3 +445,35 @@ def test_metrics_sds_are_the_summary_table_s(num_samples):
     table = az.summary(out.result.to_inference_data(), kind="stats", round_to="none")
     for name in ("mu", "beta"):
         assert out.metrics[f"{name}_sd"] == pytest.approx(float(table.loc[name, "sd"]), rel=1e-12)
+
+
+def test_cavi_residual_judges_q_beta_s_mean_in_its_sds():
+    """E_q[beta] was judged relatively (10%), which at n = 500 let q(beta)'s mean sit 1.6 of its sds off the CAVI
+    update in silence (7 sds at n = 10,000), though the check is meant to name a mean 0.25 sd off. Now in sds: 0.5 sd
+    off (3% at n = 500) is named, 0.1 sd is not."""
+    import warnings
+
+    from pyrozoo.models.normal_gamma import cavi_residual, warn_if_not_at_fixed_point
+
+    ds = simulate_normal_gamma(0, n=500, mu_true=1.0, sigma_true=2.0)
+    cavi = cavi_fixed_point(ds.observed["x"].numpy(), **PRIOR)
+    at = {"q_mu_loc": cavi["mu_loc"], "q_mu_scale": cavi["mu_scale"], "q_beta_conc": cavi["beta_conc"],
+          "q_beta_mean": cavi["beta_conc"] / cavi["beta_rate"]}
+    sd = cavi["beta_conc"] ** 0.5 / cavi["beta_rate"]
+    off = {**at, "q_beta_mean": at["q_beta_mean"] + 0.5 * sd}
+    assert cavi_residual(off, ds)["beta_mean"] == pytest.approx(0.5, rel=1e-9)
+    with pytest.warns(UserWarning, match=r"step from it: beta_mean 0\.5 sd\); raise --steps$"):
+        warn_if_not_at_fixed_point(off, ds)
+    near = {**at, "q_beta_mean": at["q_beta_mean"] - 0.1 * sd}
+    assert cavi_residual(near, ds)["beta_mean"] == pytest.approx(-0.1, rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warn_if_not_at_fixed_point(near, ds)
+
+
+def test_a_ten_step_svi_fit_with_q_beta_s_mean_off_warns():
+    """n = 1000, 10 steps (seed 0): m is 0.22 sd and E_q[beta] 0.36 sd from the CAVI optimum (1.6% relative), and the
+    run was silent; the beta_mean residual in sds names it."""
+    ds = simulate_normal_gamma(0, n=1000, mu_true=1.0, sigma_true=2.0)
+    with pytest.warns(UserWarning, match=r"not at the mean-field optimum .*beta_mean -0\.3\d sd"):
+        fit(ds, "svi", steps=10, num_samples=10, seed=0)
