@@ -96,8 +96,12 @@ def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = F
     observed (or ``pyro.param``/``pyro.factor``/``pyro.deterministic``) has no posterior, and its result would hold
     no draws to evaluate the log-likelihood at. Enumerated discrete sites count (``TraceEnum_ELBO`` sums them out
     with the model's ``pyro.param`` sites fitted) unless ``drawn_only`` (NUTS/HMC, which draw only the continuous
-    ones). ``engine`` names the engine in the message."""
-    latent, enumerated = latent_sites(trace), enumerated_sites(trace)
+    ones). ``_``-prefixed auxiliary sites count too: :func:`latent_sites` leaves them out of the checks of draws,
+    but an engine infers them like any other. ``engine`` names the engine in the message."""
+    enumerated = enumerated_sites(trace)
+    latent = [name for name, site in trace.nodes.items()
+              if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("enumerate")
+              and not site_is_subsample(site)]
     if latent or (enumerated and not drawn_only):
         return
     found = (f"only the enumerated site(s) {enumerated}, which are summed out, not drawn" if enumerated
@@ -420,9 +424,10 @@ def posterior_predictive(
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``.
-    Sites marked for enumeration that ``posterior`` lacks are first drawn from their posterior given the data and
-    the draw, ``z_s ~ p(z | y, theta_s)`` (Pyro's ``infer_discrete``, temperature 1), not from their prior: a
-    mixture's replicate of y_i comes from the component y_i belongs to. ``params`` as in
+    Sites marked for (parallel) enumeration that ``posterior`` lacks are first drawn from their posterior given the
+    data and the draw, ``z_s ~ p(z | y, theta_s)`` (Pyro's ``infer_discrete``, temperature 1), not from their prior:
+    a mixture's replicate of y_i comes from the component y_i belongs to. ``infer_discrete`` does not handle
+    sequentially enumerated sites: those are drawn from their prior, with a warning. ``params`` as in
     :func:`pointwise_log_likelihood`."""
     return _evaluate(model, posterior, model_kwargs, chunk_size, "predictive", params)
 
@@ -466,6 +471,13 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
     enumerated = [n for n in enumerated_sites(trace) if n not in posterior]
+    sequential = [n for n in enumerated if trace.nodes[n]["infer"].get("enumerate") != "parallel"]
+    if predictive and sequential:  # infer_discrete enumerates parallel sites only; it skips the others
+        warnings.warn(f"posterior_predictive: the site(s) {sequential} are marked for sequential enumeration, which "
+                      f"Pyro's infer_discrete does not handle, so the replicates draw them from their prior, not "
+                      f"from p(z | y, theta); mark them infer={{'enumerate': 'parallel'}} to condition them on the "
+                      f"data", UserWarning, stacklevel=3)
+        enumerated = [n for n in enumerated if n not in sequential]
     if predictive and enumerated:  # replicates given the discrete latents' posterior, not their prior
         discrete, discrete_vectorized = _discrete_posterior_draws(model, flat, model_kwargs, proto, nesting,
                                                                   enumerated, chunk_size)
