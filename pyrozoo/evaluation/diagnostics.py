@@ -30,16 +30,37 @@ def ess_threshold(num_chains: int) -> int:
     return ESS_PER_CHAIN * max(int(num_chains), 1)
 
 
-def _negligible(spread: Any, magnitude: Any) -> Any:
-    """Whether a spread of draws (sd, or max - min) is rounding: at most 1e-9 of the draws' magnitude (their
-    largest |draw|, or their root mean square sqrt(mean^2 + sd^2) <= max|draw| where only the summary is known).
-    Scale-free: EM's sigma^2 with sd 1e-16 around 0.7 and an inclusion probability at 1 with a range of 2e-15 are
-    rounding, and so are draws that are all equal (0 <= 0, zeros included); a quantity in tiny units (sd 3e-13
-    around 1e-12) or centred at 0 (sd 1e-13, max|draw| ~ 3e-13) varies. One rule for the summary notes, the
-    warnings and the plots."""
+# a spread of draws (sd, or max - min) of at most this many steps of the draws' dtype grid at their magnitude
+# (spread <= 100 eps magnitude: 2.2e-14 in float64, 1.2e-5 in float32) is rounding, as a constant column is for
+# pyrozoo.models.spike_slab_prior.CONSTANT_STEPS. Relative to the dtype's precision, not a fixed fraction: 1e-9 of the
+# magnitude called a Unix-time changepoint 1.7e9 + sd 1 (float64 holds it to 2e-7) "the same in every draw" and
+# dropped its r_hat 1.77 from the warnings
+ROUNDING_STEPS = 100
+
+
+def _rounding(dtype: Any) -> float:
+    """The largest spread per unit of magnitude that :func:`_negligible` calls rounding, :data:`ROUNDING_STEPS` x the
+    machine epsilon of ``dtype``: float32's for float32 draws, float64's for float64 draws and for integer or
+    true/false draws (exact, and summarized in float64)."""
+    dtype = np.dtype(dtype)
+    return ROUNDING_STEPS * float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+
+
+def _negligible(spread: Any, magnitude: Any, dtype: Any = np.float64) -> Any:
+    """Whether a spread of draws (sd, or max - min) is rounding: at most :data:`ROUNDING_STEPS` eps of the draws'
+    magnitude (their largest |draw|, or their root mean square sqrt(mean^2 + sd^2) <= max|draw| where only the
+    summary is known), eps the machine epsilon of the stored draws' ``dtype`` (:func:`_rounding`; a sequence: one
+    dtype per spread). Scale-free: EM's sigma^2 with sd 1e-16 around 0.7 and an inclusion probability at 1 with a
+    range of 2e-15 are rounding, and so are draws that are all equal (0 <= 0, zeros included); a quantity in tiny
+    units (sd 3e-13 around 1e-12), centred at 0 (sd 1e-13, max|draw| ~ 3e-13) or at a large offset (sd 1 around
+    1.7e9, a Unix-time changepoint) varies. One rule for the summary notes, the warnings and the plots."""
     spread = np.asarray(spread, dtype=float)
-    # an inf draw gives an inf (or NaN) spread: never "rounding", whatever the magnitude (inf <= 1e-9 * inf)
-    return np.isfinite(spread) & (spread <= 1e-9 * np.asarray(magnitude, dtype=float))
+    if isinstance(dtype, (list, tuple)):
+        rtol: Any = np.array([_rounding(d) for d in dtype]).reshape(spread.shape)
+    else:
+        rtol = _rounding(dtype)
+    # an inf draw gives an inf (or NaN) spread: never "rounding", whatever the magnitude (inf <= rtol * inf)
+    return np.isfinite(spread) & (spread <= rtol * np.asarray(magnitude, dtype=float))
 
 
 def _rms(mean: Any, sd: Any) -> Any:
@@ -50,25 +71,44 @@ def _rms(mean: Any, sd: Any) -> Any:
         return np.hypot(np.where(np.isfinite(mean), mean, 0.0), np.asarray(sd, dtype=float))
 
 
-def _never_moves(row: pd.Series) -> bool:
-    """A summary row whose draws are all equal up to rounding (:func:`_negligible` of its sd and :func:`_rms`)."""
+def posterior_dtypes(idata: az.InferenceData) -> dict[str, np.dtype]:
+    """The dtype of each posterior variable's stored draws, by name: what :func:`constant_components` and
+    :func:`convergence_warnings` need to tell rounding from movement in a summary table (whose columns are floats)."""
+    return {str(v): idata.posterior[v].dtype for v in idata.posterior.data_vars}
+
+
+def _variable(label: Any) -> str:
+    """The variable a summary row belongs to: ``gamma`` of ``gamma[x1]``."""
+    return str(label).split("[")[0]
+
+
+def _row_dtypes(index: Any, dtypes: dict[str, Any] | None) -> list[Any]:
+    """The stored dtype of each summary row's variable (float64 where ``dtypes`` does not name it)."""
+    dtypes = dtypes or {}
+    return [dtypes.get(_variable(n), np.float64) for n in index]
+
+
+def _never_moves(row: pd.Series, dtype: Any = np.float64) -> bool:
+    """A summary row whose draws (stored as ``dtype``) are all equal up to rounding (:func:`_negligible` of its sd
+    and :func:`_rms`)."""
     sd, mean = row.get("sd", np.nan), row.get("mean", 0.0)
-    return bool(np.isfinite(sd) and _negligible(sd, _rms(mean, sd)))
+    return bool(np.isfinite(sd) and _negligible(sd, _rms(mean, sd), dtype))
 
 
-def constant_components(table: pd.DataFrame) -> list[str]:
+def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = None) -> list[str]:
     """Components whose draws are all equal up to rounding (:func:`_never_moves`): quantities an engine fixed at a
-    point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. A variable is named whole
-    when every component is, else its components are (``gamma[1]``)."""
+    point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. ``dtypes``: the stored dtype
+    of each variable (:func:`posterior_dtypes`; float64 where not named), whose precision sets what is rounding. A
+    variable is named whole when every component is, else its components are (``gamma[1]``)."""
     if "sd" not in table.columns:
         return []
     mean = table["mean"].to_numpy(dtype=float) if "mean" in table.columns else np.zeros(len(table))
     sd = table["sd"].to_numpy(dtype=float)
-    moves = ~_negligible(sd, _rms(mean, sd))
+    moves = ~_negligible(sd, _rms(mean, sd), _row_dtypes(table.index, dtypes))
     fixed = {str(n) for n, m in zip(table.index, moves, strict=True) if not m}  # _never_moves, row by row
     out: list[str] = []
-    for var in dict.fromkeys(str(n).split("[")[0] for n in table.index):
-        rows = [str(n) for n in table.index if str(n).split("[")[0] == var]
+    for var in dict.fromkeys(_variable(n) for n in table.index):
+        rows = [str(n) for n in table.index if _variable(n) == var]
         hit = [r for r in rows if r in fixed]
         out += [var] if hit and len(hit) == len(rows) else hit
     return out
@@ -227,13 +267,14 @@ def _nonfinite_rows(table: pd.DataFrame) -> np.ndarray:
     return ~np.isfinite(table["mean"].to_numpy(dtype=float))
 
 
-def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> list[str]:
+def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
+                         dtypes: dict[str, Any] | None = None) -> list[str]:
     """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``, and
     one per parameter with NaN or inf draws (:func:`nonfinite_warnings`, which no r_hat or ESS can clear);
-    components that never move (see :func:`constant_components`) are left out."""
+    components that never move (see :func:`constant_components`, with the same ``dtypes``) are left out."""
     out = nonfinite_warnings(table)
-    for name, row in table.iterrows():
-        if _never_moves(row) or _nonfinite(row):
+    for (name, row), dtype in zip(table.iterrows(), _row_dtypes(table.index, dtypes), strict=True):
+        if _never_moves(row, dtype) or _nonfinite(row):
             continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {_above(row['r_hat'], rhat_max)} > {rhat_max}")
@@ -280,6 +321,7 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
     at :func:`ess_threshold`; at most :func:`shown_warnings` warning lines, the last one saying ``where`` the rest
     are."""
     chains = idata.posterior.sizes.get("chain", 1)
+    dtypes = posterior_dtypes(idata)  # what is rounding depends on the precision the draws were stored in
     lines = sampler_warnings(idata)
     if convergence:
         draws = idata.posterior.sizes.get("draw", 1)
@@ -289,10 +331,11 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
         elif draws < ESS_PER_CHAIN:  # every component would be flagged: say it once, keep the r_hat checks
             lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
                          f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
-        lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0)
+        lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0,
+                                      dtypes=dtypes)
     else:  # independent draws: no r_hat or ESS to judge, but a NaN or inf draw is still wrong
         lines += nonfinite_warnings(table)
-    fixed = constant_components(table)
+    fixed = constant_components(table, dtypes)
     notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {listed(fixed)}"]
     return (notes if fixed else []), shown_warnings(lines, where=where)
 
@@ -400,12 +443,16 @@ def sampler_warnings(idata: az.InferenceData, *, accept_min: float = ACCEPT_MIN,
 
 def min_ess(idata: az.InferenceData, var_names: str | list[str] | None = None) -> float:
     """The smallest bulk ESS over all scalar components of the posterior variables :func:`selected_variables`
-    picks (a variable with no entries has none; NaN when no component has any)."""
+    picks, ignoring components whose ESS is NaN (NaN or inf draws, or draws too few); a variable with no entries has
+    none; NaN when no component has one."""
     names = [v for v in selected_variables(idata, var_names) if idata.posterior[v].size > 0]
     if not names:
         return float("nan")
-    ess = az.ess(idata, var_names=names, method="bulk")
-    return float(min(float(np.min(ess[v].values)) for v in ess.data_vars))
+    with _quiet_arviz(idata, names):  # "Array contains NaN-value": the NaN components are the ones skipped here
+        ess = az.ess(idata, var_names=names, method="bulk")
+    values = np.concatenate([np.asarray(ess[v].values, dtype=float).reshape(-1) for v in ess.data_vars])
+    values = values[~np.isnan(values)]  # np.nanmin of all NaN would warn "All-NaN slice"
+    return float(values.min()) if values.size else float("nan")
 
 
 def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: str | list[str] | None = None,
@@ -415,10 +462,11 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: str | li
     vector or matrix variable its first ``max_entries`` entries (ArviZ would draw one panel per entry: 824 for a
     GP's f). Entries that never move or have NaN or inf draws, variables with no entries or no real values are
     left out; true/false draws are plotted as 0/1. Fewer than 2 draws per chain give no plots. Returns the paths
-    and one note per variable cut or left out."""
+    and one note per variable cut or left out (one note naming the variables beyond the first ``max_vars``)."""
     names = selected_variables(idata, var_names)
+    beyond: list[str] = []
     if not var_names:
-        names = names[:max_vars]
+        names, beyond = names[:max_vars], names[max_vars:]
     draws = idata.posterior.sizes.get("draw", 1)
     if draws < 2:  # a trace of one point per chain, a density of one value, an E-BFMI of nothing
         return [], [f"only {draws} draw per chain: no trace, posterior or energy plots (they need at least 2)"]
@@ -429,6 +477,9 @@ def save_plots(idata: az.InferenceData, out_dir: str | Path, var_names: str | li
     import matplotlib.pyplot as plt
 
     post, notes = _plottable(idata.posterior[names])
+    if beyond:
+        notes.insert(0, f"plots show the first {len(names)} of the {len(names) + len(beyond)} variables; not plotted: "
+                        f"{listed(beyond)} (--var NAME plots them)")
     post, cut = _first_entries(post, max_entries)
     notes += cut
     # ArviZ's density estimate fails on a range of ~1e-15 ("Too many bins", OverflowError) and on NaN: leave such
@@ -488,28 +539,42 @@ def _plottable(post: Any) -> tuple[Any, list[str]]:
 
 
 def _drop_constant_entries(post: Any) -> tuple[Any, list[str], list[str]]:
-    """``post`` without the entries that have a NaN or inf draw or whose draws span a :func:`_negligible` range,
-    and the names of both kinds: a variable goes whole when all its entries go; a vector keeps the others (on an
-    axis renamed ``AXIS_moving``, so that other variables keep the full axis); other shapes go whole."""
+    """``post`` without the entries that have a NaN or inf draw or whose draws span a :func:`_negligible` range (in
+    the precision of the variable's stored dtype), and the names of both kinds as az.summary names them: a variable
+    goes whole when all its entries go; else it keeps the others, a vector on its axis renamed ``AXIS_moving_NAME``,
+    a matrix or array flattened to its moving entries on an axis ``NAME_moving`` labelled with their coordinates
+    (``0, 2``); each variable on an axis of its own, so that other variables keep theirs in full."""
     const_names, bad_names = [], []
-    for name in list(post.data_vars):
+    order = list(post.data_vars)
+    for name in order:
+        dtype = post[name].dtype
         v = np.asarray(post[name].values, dtype=float)
         v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
         bad = ~np.isfinite(v).all(0)
-        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0)) & ~bad
+        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0), dtype) & ~bad
         drop = bad | const
         if not np.any(drop):
             continue
-        axes = [d for d in post[name].dims if d not in ("chain", "draw")]
-        if np.all(drop) or len(axes) != 1:
+        if np.all(drop):
             post = post.drop_vars(name)
             (bad_names if np.any(bad) else const_names).append(str(name))
             continue
-        labels = post[name][axes[0]].values  # the axis's coordinate (feature names, say), as az.summary names them
-        post[name] = post[name].isel({axes[0]: np.flatnonzero(~drop)}).rename({axes[0]: f"{axes[0]}_moving"})
-        bad_names += [f"{name}[{labels[i]}]" for i in np.flatnonzero(bad)]
-        const_names += [f"{name}[{labels[i]}]" for i in np.flatnonzero(const)]
-    return post, const_names, bad_names
+        labels = component_labels(post[name])  # W[0, 2], gamma[x1]: the entries in C order, with their coordinates
+        bad, const, drop = bad.reshape(-1), const.reshape(-1), drop.reshape(-1)
+        axes = [d for d in post[name].dims if d not in ("chain", "draw")]
+        if len(axes) == 1:  # keep the axis's coordinate (feature names, say), as az.summary names the entries
+            post[name] = post[name].isel({axes[0]: np.flatnonzero(~drop)}).rename(
+                {axes[0]: f"{axes[0]}_moving_{name}"})
+        else:  # one flat axis of the moving entries, labelled as the summary's rows are
+            keep = np.flatnonzero(~drop)
+            flat = post[name].values.reshape(*post[name].shape[:2], -1)[..., keep]
+            coords = {d: post[name][d].values for d in ("chain", "draw")}
+            coords[f"{name}_moving"] = [labels[i][len(str(name)) + 1:-1] for i in keep]  # "0, 2" of W[0, 2]
+            post = post.drop_vars(name)
+            post[name] = xr.DataArray(flat, dims=("chain", "draw", f"{name}_moving"), coords=coords)
+        bad_names += [labels[i] for i in np.flatnonzero(bad)]
+        const_names += [labels[i] for i in np.flatnonzero(const)]
+    return post[[n for n in order if n in post.data_vars]], const_names, bad_names  # a flattened one in its place
 
 
 def _first_entries(post: Any, max_entries: int) -> tuple[Any, list[str]]:

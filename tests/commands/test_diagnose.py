@@ -82,3 +82,27 @@ def test_a_clean_nuts_run_names_each_check_it_passed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("no convergence warnings (no divergences or stuck chains, E-BFMI >= 0.3, at most 5% of transitions at "
             "the maximum tree depth, r_hat <= 1.01, bulk and tail ESS >= 200, i.e. 100 per chain)") in out
+
+
+def test_a_changepoint_at_a_large_offset_is_warned_about_and_plotted(tmp_path, capsys):
+    """A changepoint at 1e10 whose two chains sit 3 apart (r_hat 1.77 in the table) was called "the same in every
+    draw": no warning, "no convergence warnings", and left out of the plots (1e-9 x its magnitude was "rounding")."""
+    rng = np.random.default_rng(0)
+    run = _run_dir(tmp_path / "run", {"t": 1e10 + rng.normal(size=(2, 200)) + [[0], [3]]})
+    assert main(["diagnose", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: t: r_hat 1.7" in out and "no convergence warnings" not in out
+    assert "the same in every draw" not in out
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["posterior.png", "trace.png"]
+
+
+def test_one_fixed_entry_of_a_matrix_is_named_and_the_others_plotted(tmp_path, capsys):
+    """W[0, 0] fixed at 1: the plot note named all of W and no plots were written; now only W[0, 0]."""
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(2, 200, 2, 3))
+    W[..., 0, 0] = 1.0
+    run = _run_dir(tmp_path / "run", {"W": W})
+    assert main(["diagnose", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "note: not plotted, the same in every draw up to rounding: W[0, 0]\n" in out
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["posterior.png", "trace.png"]

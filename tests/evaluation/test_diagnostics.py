@@ -478,5 +478,104 @@ def test_a_quantity_in_tiny_units_that_varies_is_not_called_constant(tmp_path):
     # direct calls: spread against the magnitude, no absolute floor; inf and NaN spreads are never rounding
     assert _negligible(3.3e-13, 1.1e-12) == np.False_ and _negligible(1e-13, 3e-13) == np.False_
     assert _negligible(0.0, 0.0) == np.True_ and _negligible(1e-16, 0.7) == np.True_
-    assert _negligible(1e-24, 1e-12) == np.True_ and _negligible(2e-15, 1.0) == np.True_
+    # rounding is ROUNDING_STEPS float64 steps at the magnitude: 1e-28 at 1e-12 is (1e-24, 5,000 steps, is not)
+    assert _negligible(1e-28, 1e-12) == np.True_ and _negligible(2e-15, 1.0) == np.True_
     assert not _negligible(np.inf, np.inf) and not _negligible(np.nan, 1.0)
+
+
+def test_a_moving_quantity_at_a_large_offset_is_not_called_constant(tmp_path):
+    """_negligible called a spread of up to 1e-9 x the magnitude rounding, though float64 holds 2.2e-16: a changepoint
+    at 1e10 whose chains sit 3 apart (r_hat 1.77, ESS 3) was noted "the same in every draw", its warnings dropped
+    and it was left out of the plots. Rounding is now ROUNDING_STEPS steps of the stored dtype's eps."""
+    from pyrozoo.evaluation.diagnostics import ROUNDING_STEPS, check_lines, constant_components, save_plots, summary
+
+    rng = np.random.default_rng(0)
+    t = 1e10 + rng.normal(size=(2, 200)) + [[0], [3]]
+    unix = 1.7e9 + rng.normal(size=(2, 200))  # a Unix-time changepoint known to a second
+    idata = az.from_dict(posterior={"t": t, "unix": unix}, attrs={"inference": "nuts"})
+    table = summary(idata)
+    assert constant_components(table) == []
+    notes, lines = check_lines(idata, table)
+    assert notes == [] and any(line.startswith("t: r_hat") for line in lines)
+    paths, notes = save_plots(idata, tmp_path)
+    assert notes == [] and [p.name for p in paths] == ["trace.png", "posterior.png"]
+    # the bound in float64 steps: an sd of 1 step at 1e10 is rounding, one of 1.1 ROUNDING_STEPS steps is not
+    step = np.finfo(np.float64).eps * 1e10
+    assert ROUNDING_STEPS == 100
+    for steps, fixed in ((1, ["c"]), (1.1 * ROUNDING_STEPS, [])):
+        c = 1e10 + steps * step * rng.choice([-1.0, 1.0], size=(2, 200))
+        assert constant_components(summary(az.from_dict(posterior={"c": c}))) == fixed
+
+
+def test_rounding_is_judged_in_the_precision_the_draws_were_stored_in(tmp_path):
+    """The same draws, a probability at 1 that wobbles by one or two float32 steps (1 - 6e-8, 1 - 1.2e-7) in long
+    runs: stored as float32 that is rounding (named, not warned about, not plotted); stored as float64 it is 2e6
+    float64 steps, a quantity that moves (and mixes badly). The dtype reaches the notes, the warnings and the plots."""
+    from pyrozoo.evaluation.diagnostics import check_lines, posterior_dtypes, save_plots, summary
+
+    rng = np.random.default_rng(3)
+    blocks = (np.arange(200) // 50) % 3  # long runs: a sticky chain, low ESS and r_hat above 1.01 if it moved
+    p = (1.0 - 6e-8 * np.stack([blocks, blocks[::-1]])).astype(np.float32)
+    mu = rng.normal(size=(2, 200))
+    for dtype, fixed in ((np.float32, True), (np.float64, False)):
+        idata = az.from_dict(posterior={"mu": mu, "p": p.astype(dtype)}, attrs={"inference": "gibbs"})
+        assert posterior_dtypes(idata)["p"] == dtype
+        notes, lines = check_lines(idata, summary(idata))
+        assert (notes == ["the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: p"]) == fixed
+        assert any(line.startswith("p: ") for line in lines) != fixed
+        paths, plot_notes = save_plots(idata, tmp_path / str(np.dtype(dtype)))
+        assert (plot_notes == ["not plotted, the same in every draw up to rounding: p"]) == fixed
+        assert len(paths) == 2
+
+
+def test_one_constant_entry_of_a_matrix_leaves_the_other_entries_plotted(tmp_path):
+    """A matrix with one entry fixed went whole out of the plots ("other shapes go whole"), so nothing was plotted;
+    now its moving entries are flattened onto one axis labelled as the summary names them. Two vectors on one axis
+    with different entries fixed shared the renamed axis, so one was padded with NaN and the posterior plot failed."""
+    from pyrozoo.evaluation.diagnostics import _drop_constant_entries, save_plots
+
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(2, 200, 2, 3))
+    W[..., 0, 0] = 1.0
+    idata = az.from_dict(posterior={"W": W, "a": rng.normal(size=(2, 200))})
+    paths, notes = save_plots(idata, tmp_path / "m")
+    assert notes == ["not plotted, the same in every draw up to rounding: W[0, 0]"]
+    assert [p.name for p in paths] == ["trace.png", "posterior.png"]
+    post, const, bad = _drop_constant_entries(idata.posterior)
+    assert const == ["W[0, 0]"] and bad == [] and list(post.data_vars) == ["W", "a"]
+    assert list(post["W"]["W_moving"].values) == ["0, 1", "0, 2", "1, 0", "1, 1", "1, 2"]
+    np.testing.assert_array_equal(post["W"].values, W.reshape(2, 200, 6)[..., 1:])
+    g, b = rng.normal(size=(2, 50, 3)), rng.normal(size=(2, 50, 3))
+    g[..., 0], b[..., 1] = 1.0, 2.0
+    vec = az.from_dict(posterior={"g": g, "b": b}, coords={"feature": ["x1", "x2", "x3"]},
+                       dims={"g": ["feature"], "b": ["feature"]})
+    paths, notes = save_plots(vec, tmp_path / "v")
+    assert notes == ["not plotted, the same in every draw up to rounding: g[x1], b[x2]"] and len(paths) == 2
+    post, _, _ = _drop_constant_entries(vec.posterior)
+    assert not np.isnan(post["g"].values).any() and not np.isnan(post["b"].values).any()
+
+
+def test_variables_beyond_max_vars_are_named_in_a_note(tmp_path):
+    """save_plots left variables past the first max_vars out of the plots without a word."""
+    from pyrozoo.evaluation.diagnostics import save_plots
+
+    rng = np.random.default_rng(1)
+    idata = az.from_dict(posterior={f"v{i}": rng.normal(size=(2, 20)) for i in range(5)})
+    paths, notes = save_plots(idata, tmp_path / "a", max_vars=3)
+    assert notes == ["plots show the first 3 of the 5 variables; not plotted: v3, v4 (--var NAME plots them)"]
+    assert len(paths) == 2
+    assert save_plots(idata, tmp_path / "b", var_names=["v0", "v1", "v2", "v3"], max_vars=3)[1] == []
+
+
+def test_min_ess_skips_a_component_whose_ess_is_nan():
+    """One NaN draw of ``a`` made min_ess NaN although ``b`` has an ESS; NaN only when no component has one."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 100))
+    a[0, 3] = np.nan
+    idata = az.from_dict(posterior={"a": a, "b": rng.normal(size=(2, 100))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" or ArviZ's NaN warning leaks out
+        assert min_ess(idata) == pytest.approx(float(az.ess(idata, var_names=["b"])["b"]), rel=1e-12)
+        assert np.isnan(min_ess(idata, var_names=["a"]))
