@@ -43,7 +43,13 @@ def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
                                    f"{z.requires_grad}")
             z = z.reshape(z.shape[0], -1)  # every unit of a row competes for k*, e.g. all of a conv's (C', h, w)
             k = z.argmax(dim=1, keepdim=True)
-            (grad,) = torch.autograd.grad(z.gather(1, k).sum(), x)  # w.r.t. x only: parameters' .grad untouched
+            # w.r.t. x only: parameters' .grad untouched. Features that require grad through the parameters alone
+            # (a learned constant) leave x out of the graph: allow_unused gives None, refused below
+            (grad,) = torch.autograd.grad(z.gather(1, k).sum(), x, allow_unused=True)
+            if grad is None:
+                raise PyrozooError(f"extractor: expected features with one row per image ({x.shape[0]}) that depend "
+                                   f"on x through autograd, got shape {tuple(z.shape)} computed without x (they "
+                                   f"depend on the extractor's parameters only)")
     finally:
         for m, training in modes.items():
             m.training = training

@@ -63,3 +63,23 @@ def test_bad_images_are_refused_naming_x():
         with pytest.raises(PyrozooError, match="^x: ") as err:
             feature_saliency(lin, bad)
         assert says in str(err.value)
+
+
+def test_features_that_depend_on_the_parameters_but_not_on_x_are_refused_naming_extractor():
+    """Learned features that ignore x require grad through the parameters, so the requires_grad check passed and
+    torch raised a bare RuntimeError ("... appears to not have been used in the graph"). Now a PyrozooError, with
+    the extractor's modes restored."""
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return self.w.expand(x.shape[0], 3) * 1.0
+
+    ext = Constant()
+    with pytest.raises(PyrozooError, match=r"^extractor: expected features .* that depend on x") as err:
+        feature_saliency(ext, torch.randn(2, 1, 3, 3))
+    assert "parameters only" in str(err.value)
+    assert ext.training and ext.w.grad is None
