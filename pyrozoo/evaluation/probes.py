@@ -38,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_finite, check_seed
+from pyrozoo.validation import check_finite, check_int, check_seed
 
 
 def _check_labels(name: str, labels: np.ndarray) -> None:
@@ -64,8 +64,10 @@ def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np
 
 
 def make_probes(seed: int = 0, mlp_hidden: int = 32) -> dict[str, object]:
-    """The two fresh probes (unfitted): ``logreg`` and ``mlp``, each behind a StandardScaler."""
+    """The two fresh probes (unfitted): ``logreg`` and ``mlp`` (one hidden layer of ``mlp_hidden`` units, an integer
+    >= 1), each behind a StandardScaler."""
     seed = check_seed("seed", seed)  # scikit-learn's random_state range, refused at fit with a raw ValueError
+    mlp_hidden = check_int("mlp_hidden", mlp_hidden, minimum=1)  # 0: sklearn's ValueError at fit; 2.5: a TypeError
     return {
         "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
         "mlp": make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(mlp_hidden,), alpha=1e-3,
@@ -78,8 +80,10 @@ def probe_leakage(train_features: np.ndarray, train_labels: np.ndarray, eval_fea
     """Fit fresh probes on ``(train_features, train_labels)``, score them on the evaluation split.
 
     Returns ``logreg_acc``, ``mlp_acc``, ``chance`` (majority-class rate of the evaluation labels) and
-    ``max_excess`` = max probe accuracy - chance (0 means no detectable leakage)."""
+    ``max_excess`` = max probe accuracy - chance (0 means no detectable leakage). ``mlp_hidden``: the MLP probe's
+    hidden units, an integer >= 1, checked before any probe is fitted."""
     seed = check_seed("seed", seed)
+    mlp_hidden = check_int("mlp_hidden", mlp_hidden, minimum=1)
     ftr, ytr = _check_pair("train", train_features, train_labels)
     fev, yev = _check_pair("eval", eval_features, eval_labels)
     if ftr.shape[1] != fev.shape[1]:
@@ -128,7 +132,8 @@ def equalized_odds_difference(y_true: np.ndarray, y_pred: np.ndarray, group: np.
     the predicted classes ``c`` that occur (0 = equalized odds, yhat independent of the group given Y): for two
     classes the larger of the between-group gaps in true-positive and false-positive rate, whatever the coding
     ({0, 1}, {1, 2}, text); for more classes not the one-vs-rest gaps (module docstring). A (true class, group)
-    cell with no rows is left out of that class's gap."""
+    cell with no rows is left out of that class's gap; when no true class occurs in two groups nothing is compared,
+    and the result is NaN with a UserWarning (not 0, which would read as equalized odds holding)."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     group = np.asarray(group).reshape(-1)
     _check_groups(y_pred, group, y_true)
@@ -141,4 +146,9 @@ def equalized_odds_difference(y_true: np.ndarray, y_pred: np.ndarray, group: np.
         for c in np.unique(y_pred):
             rates = [np.mean(y_pred[cell] == c) for cell in cells]
             gaps.append(max(rates) - min(rates))
-    return float(max(gaps)) if gaps else 0.0
+    if not gaps:
+        warnings.warn(f"equalized_odds_difference: no true class occurs in two groups (true classes "
+                      f"{np.unique(y_true).tolist()} across {np.unique(group).size} groups), so no rates could be "
+                      f"compared; returning NaN", UserWarning, stacklevel=2)
+        return float("nan")
+    return float(max(gaps))

@@ -180,3 +180,37 @@ def test_equalized_odds_with_three_classes_by_hand():
                for y in range(3) for c in range(3))
     labels = np.array(["a", "b", "c"])
     assert equalized_odds_difference(labels[y_true], labels[y_pred], group) == pytest.approx(want)
+
+
+def test_mlp_hidden_is_checked_before_any_probe_is_fitted(monkeypatch):
+    """mlp_hidden=0 reached scikit-learn's ValueError after the logistic probe was fitted, 2.5 a TypeError; each is
+    now a PyrozooError naming mlp_hidden, raised before fitting (make_probes likewise)."""
+    from sklearn.pipeline import Pipeline
+
+    from pyrozoo.evaluation.probes import make_probes
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a probe was fitted")
+
+    monkeypatch.setattr(Pipeline, "fit", no_fit)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 2)), np.r_[np.zeros(10), np.ones(10)]
+    for bad, got in ((0, "0"), (2.5, "2.5"), (-3, "-3"), ("8", "'8'"), (True, "True")):
+        with pytest.raises(PyrozooError, match=rf"^mlp_hidden: expected an integer >= 1, got {got}$"):
+            probe_leakage(x, y, x, y, mlp_hidden=bad)
+        with pytest.raises(PyrozooError, match=r"^mlp_hidden: expected an integer >= 1"):
+            make_probes(mlp_hidden=bad)
+    assert make_probes(mlp_hidden=4.0)["mlp"][-1].hidden_layer_sizes == (4,)
+
+
+def test_equalized_odds_with_no_class_in_two_groups_is_nan_with_a_warning():
+    """Each true class occurs in one group only, so every class was skipped and the `else 0.0` fallback read as
+    "equalized odds hold"; nothing was compared, so the answer is NaN, and a warning says why."""
+    with pytest.warns(UserWarning, match="no true class occurs in two groups"):
+        assert math.isnan(equalized_odds_difference([0, 0, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]))
+    # one class shared by two groups is enough to compare: that class's gaps, no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert equalized_odds_difference([0, 0, 1, 1, 1], [1, 1, 0, 0, 1], [0, 0, 1, 1, 0]) == pytest.approx(1.0)
