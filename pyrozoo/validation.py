@@ -504,15 +504,17 @@ def check_path(name: str, value: Any, *, what: str = "a path") -> None:
         raise PyrozooError(f"{name}: expected {what}, got {value!r}")
 
 
-def check_figure_path(name: str, value: Any) -> Path:
+def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> Path:
     """``value`` as the file a figure is to be written to, checked before anything is drawn: a non-empty path
     (:func:`check_path`; ``''`` wrote a hidden ``./.png``) that is not a directory, with an extension matplotlib can
     write (``c.xyz`` failed in ``savefig`` after the drawing), in a directory that exists (matplotlib's
     FileNotFoundError came after the drawing too). A path without an extension gets ``.png``, as ``savefig`` gives
-    it, so the path returned is the file written (``'c'`` was returned as written while ``c.png`` was)."""
+    it, so the path returned is the file written (``'c'`` was returned as written while ``c.png`` was). A leading
+    ``~`` is expanded (matplotlib would not: ``'~/p.png'`` was refused as "'~' does not exist"). ``make_parents``:
+    a missing directory is created (after the other checks) instead of refused."""
     check_path(name, value, what="a file path for the figure (e.g. 'plot.png')")
     text = os.fspath(value)
-    path = Path(text)
+    path = Path(text).expanduser()
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got the directory "
                            f"{text!r}")
@@ -524,6 +526,12 @@ def check_figure_path(name: str, value: Any) -> Path:
     if path.suffix[1:].lower() not in formats:
         raise PyrozooError(f"{name}: expected a file name ending in a format matplotlib writes "
                            f"({', '.join('.' + f for f in sorted(formats))}), got {text!r}")
+    if make_parents and not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as err:
+            raise PyrozooError(f"{name}: cannot create the directory {str(path.parent)!r} for the figure {text!r} "
+                               f"({err.strerror or err})") from None
     if not path.parent.is_dir():
         why = "is not a directory" if path.parent.exists() else "does not exist; create it first"
         raise PyrozooError(f"{name}: expected a file in an existing directory, got {text!r} ({str(path.parent)!r} "

@@ -43,6 +43,7 @@ from pyrozoo.validation import (
     align_feature_names,
     check_bool,
     check_choice,
+    check_figure_path,
     check_int,
     check_keys,
     check_nonnegative,
@@ -609,8 +610,11 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str | 
     per dataset; ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification. ACS-FW may
     acquire fewer than b points in a round (and then runs an extra round), so each run's metric is carried forward
     onto the grid init, init + b, ..., budget (the model a run had with at most that many labels) before averaging
-    over seeds; aligning by round index would average unequal label counts."""
+    over seeds; aligning by round index would average unequal label counts. ``path``: checked before drawing, png
+    when it has no extension, a missing directory created (:func:`~pyrozoo.validation.check_figure_path`); returns
+    the file written."""
     metric = resolve_metric(results, metric)
+    path = check_figure_path("path", path, make_parents=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -639,8 +643,6 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str | 
         ax.set_ylabel(f"test {metric}")
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

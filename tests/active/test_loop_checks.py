@@ -277,3 +277,23 @@ def test_an_option_given_as_none_counts_as_not_given_in_the_loop_as_in_fit():
     assert check_model_options("neural-linear", {"recipe": "reference", "steps": None})["steps"] is None
     with pytest.raises(PyrozooError, match="steps"):
         check_model_options("neural-linear", {"recipe": "reference", "steps": 3})
+
+
+def test_plot_learning_curves_checks_its_path_before_drawing_and_returns_the_file_written(tmp_path, monkeypatch):
+    """plot_learning_curves skipped the shared figure-path check: 'lc' was returned while lc.png was written, and
+    'lc.xyz' failed in savefig after the drawing. A missing directory is still created (the benchmark relies on it)
+    and a leading ~ is expanded."""
+    import matplotlib.pyplot as plt
+
+    reg = run_active_learning(_problem(), "random", **RUN)
+    out = plot_learning_curves(reg, tmp_path / "lc")
+    assert out == tmp_path / "lc.png" and out.stat().st_size > 0
+    assert plot_learning_curves(reg, tmp_path / "new" / "dir" / "lc.png").is_file()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert plot_learning_curves(reg, "~/home.png") == tmp_path / "home.png"
+    monkeypatch.setattr(plt, "subplots", lambda *a, **k: pytest.fail("drew before checking the path"))
+    with pytest.raises(PyrozooError, match=r"^path: expected a file name ending in a format matplotlib writes"):
+        plot_learning_curves(reg, tmp_path / "lc.xyz")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PyrozooError, match=r"^path: expected a file in an existing directory, got .*is not a dir"):
+        plot_learning_curves(reg, tmp_path / "afile" / "lc.png")
