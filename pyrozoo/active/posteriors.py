@@ -176,10 +176,12 @@ class BLRPoolPosterior(RegressionPosterior):
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, **prior: float) -> BLRPoolPosterior:
         """Closed-form posterior of ``y`` on the design ``x`` (see :func:`pyrozoo.models.blr.blr_posterior`);
-        ``prior``: ``prior_scale``, ``a0``, ``b0`` (> 0), ``noise`` (>= 0; ``a0``, ``b0``, the prior on the noise
-        precision, are refused with ``noise > 0``, which fixes it: they would have no effect). Checked before any
-        work (:func:`check_fit_data`)."""
+        ``prior``: ``prior_scale``, ``a0``, ``b0`` (> 0), ``noise`` (>= 0); None is the default (as in
+        :func:`~pyrozoo.models.blr.make_dataset`); ``a0``, ``b0``, the prior on the noise precision, are refused
+        with ``noise > 0``, which fixes it: they would have no effect. Checked before any work
+        (:func:`check_fit_data`)."""
         check_keys("prior", prior, PRIOR_DEFAULTS)
+        prior = {k: v for k, v in prior.items() if v is not None}  # None: the default, as make_dataset reads it
         check_prior(**{**PRIOR_DEFAULTS, **prior})
         check_noise_prior(prior)
         names = fit_names(x)

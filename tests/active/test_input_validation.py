@@ -409,3 +409,15 @@ def test_blr_pool_fit_refuses_a_noise_prior_with_a_known_noise():
     assert BLRPoolPosterior.fit(x, y, noise=0.5).post.known_noise
     assert not BLRPoolPosterior.fit(x, y, a0=3.0).post.known_noise
     assert NeuralLinearPosterior.fit(x, y, noise=0.5, steps=2, hidden=[4]).blr.post.known_noise
+
+
+def test_blr_pool_fit_reads_none_as_the_default_prior():
+    """make_dataset and simulate_blr read a0=None as the default; BLRPoolPosterior.fit refused it ("a0: expected a
+    finite value > 0, got None")."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 2, dtype=torch.float64, generator=gen)
+    y = torch.randn(20, dtype=torch.float64, generator=gen)
+    a = BLRPoolPosterior.fit(x, y, a0=None, b0=None, noise=None)
+    b = BLRPoolPosterior.fit(x, y)
+    torch.testing.assert_close(a.post.mean, b.post.mean, rtol=0, atol=0)
+    assert BLRPoolPosterior.fit(x, y, a0=None, noise=0.5).post.known_noise
