@@ -131,13 +131,18 @@ def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, wha
     """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (one trace of the model on its
     data) are shaped ``(chain, draw, *site_shape)``, ``site_shape`` the site's value shape there, with the same
     ``(chain, draw)`` for all of them. Draws of another shape would broadcast against the model's plates (a scalar
-    site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay."""
+    site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay. ``pyro.deterministic``
+    sites given in ``posterior`` are checked the same way, and every checked draw must be a torch tensor (a NumPy
+    array failed deep in the replay: "'numpy.float64' object has no attribute 'dim'")."""
     lead: tuple[tuple[int, ...], str] | None = None
-    for name in latent_sites(trace):
+    for name in latent_sites(trace) + deterministic_sites(trace):
         if name not in posterior:
             continue
+        if not isinstance(posterior[name], torch.Tensor):
+            raise PyrozooError(f"{what}: the draws of site {name!r} are a {type(posterior[name]).__name__}; expected "
+                               f"a torch tensor (torch.as_tensor(...) on the model's device and dtype)")
         want = tuple(trace.nodes[name]["value"].shape)
-        got = tuple(np.shape(posterior[name]))
+        got = tuple(posterior[name].shape)
         expected = "(chain, draw" + "".join(f", {n}" for n in want) + ")"
         if len(got) != len(want) + 2 or got[2:] != want:
             raise PyrozooError(f"{what}: the draws of site {name!r} have shape {got}; expected {expected}, i.e. "

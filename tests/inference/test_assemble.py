@@ -467,3 +467,25 @@ def test_an_empty_posterior_of_a_model_without_latent_sites_is_refused():
 
     with pytest.raises(PyrozooError, match="model: assemble_result needs a latent sample site to infer"):
         assemble_result("exact", model, {"y": torch.ones(5)}, {})
+
+
+def test_numpy_draws_and_misshaped_deterministic_draws_are_refused_naming_the_site():
+    """NumPy draws passed the shape check and failed in the replay ("'numpy.float64' object has no attribute
+    'dim'"); a pyro.deterministic site's draws were not checked (IndexError inside assemble_result)."""
+    import numpy as np
+
+    def model(x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        pyro.deterministic("twice", 2 * mu)
+        with pyro.plate("obs_id", 30):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PyrozooError, match=r"^posterior: the draws of site 'mu' are a ndarray; expected a torch "
+                                           r"tensor"):
+        assemble_result("exact", model, {"x": x}, {"mu": np.zeros((2, 3))})
+    with pytest.raises(PyrozooError, match=r"^posterior: the draws of site 'twice' have shape \(5,\); expected "
+                                           r"\(chain, draw\)"):
+        assemble_result("exact", model, {"x": x}, {"mu": torch.zeros(2, 3), "twice": torch.zeros(5)})
+    res = assemble_result("exact", model, {"x": x}, {"mu": torch.zeros(2, 3), "twice": torch.zeros(2, 3)})
+    assert res.log_likelihood["x"].shape == (2, 3, 30)
