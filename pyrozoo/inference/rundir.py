@@ -1,7 +1,9 @@
 """Run directories: ``config.toml``, ``idata.nc``, ``metrics.json``, ``params.pt``, written whole or not at all.
 
 Everything is written into a hidden temporary sibling directory which is renamed onto ``out`` only when every file
-is complete, so an interrupted or failed run never leaves a half-written run directory behind.
+is complete, so an interrupted or failed run never leaves a half-written run directory behind. The temporary's name
+records the writing process (``.NAME.PID-HOST.XXXX.tmp``), so that one left by a killed writer can be told from a
+live one (:func:`stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +83,89 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     return out
 
 
+def host_id() -> str:
+    """This machine in eight hex digits (a hash of its node name), for names that record a process: a pid says
+    whether its process is alive only on its own host (a shared file system is written from several)."""
+    return f"{zlib.crc32(os.uname().nodename.encode()):08x}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def temp_sibling(out: Path) -> Path:
-    """A hidden temporary directory ``.NAME.XXXX.tmp`` next to ``out`` with the permissions ``mkdir`` would give it
-    under the umask (``tempfile.mkdtemp`` makes it 0700, and renaming it onto ``out`` would keep that)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    """A hidden temporary directory ``.NAME.PID-HOST.XXXX.tmp`` next to ``out`` (PID and HOST: this process and
+    :func:`host_id`) with the permissions ``mkdir`` would give it under the umask (``tempfile.mkdtemp`` makes it
+    0700, and renaming it onto ``out`` would keep that)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-{host_id()}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)  # reading the umask means setting it; restored at once
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     return tmp
 
 
+# What stops a process from outside: Ctrl-C, kill, a closed terminal (the sweep's driver handles all three).
+DEFERRED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def signals_deferred(on_fatal: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP (:data:`DEFERRED_SIGNALS`) while the block runs, then deliver them.
+
+    For third-party writers that lose an interrupt: h5py/h5netcdf run weakref callbacks, and a ``KeyboardInterrupt``
+    (or a sweep's ``Terminated``) raised by a signal handler inside one is printed as "Exception ignored" and
+    dropped, so the write returned normally and the interrupted run was saved. In the block a signal is only
+    recorded; when it ends (normally or not) the previous handlers are restored and each recorded signal is sent
+    again (``signal.raise_signal``) through them: Python's SIGINT handler raises ``KeyboardInterrupt``, a sweep's
+    raises ``Terminated``, and a signal at its default action (SIGTERM, SIGHUP in a plain process) ends the process,
+    after ``on_fatal()`` (remove what the block wrote). A signal that is ignored or whose handler was not set from
+    Python is left alone. Outside the main thread, where Python cannot set handlers, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in DEFERRED_SIGNALS}
+    previous = {signum: old for signum, old in previous.items() if old is not None and old != signal.SIG_IGN}
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        if signum not in received:
+            received.append(signum)
+
+    try:
+        for signum in previous:
+            signal.signal(signum, record)
+        yield
+    finally:
+        # blocked while they are restored: a signal between two of them would raise before the rest were restored,
+        # leaving `record` to swallow that signal for good; it waits at the OS and comes at the unblock instead
+        mask = getattr(signal, "pthread_sigmask", None)
+        blocked = mask(signal.SIG_BLOCK, previous) if mask is not None else None
+        try:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+        finally:
+            if mask is not None:
+                mask(signal.SIG_SETMASK, blocked)
+        for signum in received:
+            if previous[signum] == signal.SIG_DFL and on_fatal is not None:
+                on_fatal()
+            signal.raise_signal(signum)  # runs a Python handler at once; its exception ends the loop
+
+
 @contextmanager
 def replaced_atomically(dest: Path, *, what: str = "out") -> Iterator[Path]:
     """Yield an empty :func:`temp_sibling` of ``dest`` to write into. When the block ends normally, the sibling
     replaces ``dest`` (an older ``dest`` is removed first); when it raises, the sibling is removed and ``dest`` is
-    left as it was. A sibling that cannot be created is a :class:`PyrozooError` naming the argument ``what``."""
+    left as it was. A sibling that cannot be created is a :class:`PyrozooError` naming the argument ``what``. A
+    signal that comes while ``dest`` is replaced is delivered once the sibling is in place
+    (:func:`signals_deferred`), so an interrupt leaves the old or the new directory, never neither."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(dest)
@@ -99,19 +173,52 @@ def replaced_atomically(dest: Path, *, what: str = "out") -> Iterator[Path]:
         raise PyrozooError(f"{what}: cannot create {dest}: {exc.strerror or exc}") from None
     try:
         yield tmp
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        with signals_deferred():
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def stale_temp_siblings(out: Path) -> list[Path]:
-    """The directories :func:`temp_sibling` made for ``out`` that are still there (a writer killed mid-write)."""
+    """The directories :func:`temp_sibling` made for ``out`` that are still there (a writer killed mid-write, or
+    one writing now: only a caller that holds ``out``, as a sweep under its lock, may take them all as stale)."""
     if not out.parent.is_dir():
         return []
     return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if p.is_dir()]
+
+
+def stale_temporaries(out: Path) -> tuple[list[Path], list[Path]]:
+    """The temporaries that writers of ``out`` left behind, as ``(stale, unknown)``: ``stale`` those whose name
+    (:func:`temp_sibling`) records a process of this host that is gone (killed while it wrote), ``unknown`` those
+    that may still be written: another host's, or named as before temporaries recorded their writer
+    (``.NAME.XXXXXXXX.tmp``). A live process's (this one's included) are in neither, and so is the temporary of
+    another name that the glob of :func:`stale_temp_siblings` also matches (``.NAME.x.*.tmp`` of ``NAME.x``)."""
+    prefix = re.escape(f".{out.name}.")
+    named = re.compile(prefix + r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.tmp")
+    older = re.compile(prefix + r"[a-z0-9_]{8}\.tmp")  # tempfile's eight random characters
+    stale, unknown = [], []
+    for path in stale_temp_siblings(out):
+        m = named.fullmatch(path.name)
+        if m is None:
+            if older.fullmatch(path.name):
+                unknown.append(path)
+        elif m["host"] != host_id():
+            unknown.append(path)
+        elif int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
+            stale.append(path)
+    return sorted(stale), sorted(unknown)
+
+
+def remove_stale_temporaries(out: Path) -> tuple[list[Path], list[Path]]:
+    """Remove the temporaries of ``out`` that a killed writer left (:func:`stale_temporaries`' ``stale``); return
+    ``(removed, unknown)``, ``unknown`` those left alone since they may be a live writer's."""
+    stale, unknown = stale_temporaries(out)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale, unknown
 
 
 def _jsonable(value: Any) -> Any:
@@ -154,6 +261,13 @@ def save_run(
     ``em``). ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
     out = check_out_dir(out, overwrite=overwrite)
     with replaced_atomically(out) as tmp:
+
+        def deferred() -> AbstractContextManager[None]:
+            # a signal during a library's write is delivered after it, before the rename (h5py drops the
+            # KeyboardInterrupt of a Ctrl-C that lands in one of its weakref callbacks); a kill at its default
+            # action removes the temporary first
+            return signals_deferred(on_fatal=lambda: shutil.rmtree(tmp, ignore_errors=True))
+
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:
             tomli_w.dump(_tomlable(cfg), fh)
@@ -161,14 +275,17 @@ def save_run(
         requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
         idata = result.to_inference_data(posterior_predictive=posterior_predictive)
         idata.attrs.update(requested)
-        idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
+        with deferred():
+            idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
         payload = {"wall_time": result.wall_time, "inference": result.inference, **requested, "seed": result.seed,
                    "pyrozoo_version": pyrozoo.__version__, **dict(metrics or {})}
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
-        torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},
-                   tmp / "params.pt")
+        with deferred():
+            torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},
+                       tmp / "params.pt")
         if artifacts is not None:
-            artifacts(tmp)
+            with deferred():  # plots (matplotlib) and whatever else a model writes
+                artifacts(tmp)
     return out
 
 

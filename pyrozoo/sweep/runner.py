@@ -29,7 +29,6 @@ import threading
 import time
 import traceback
 import warnings
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,9 @@ import tomli_w
 import pyrozoo
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.rundir import host_id as _host_id
 from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
+from pyrozoo.inference.rundir import pid_alive as _pid_alive
 from pyrozoo.sweep.spec import Cell, SweepSpec, canonical_config
 
 FAILED_SUFFIX = ".failed"
@@ -270,10 +271,6 @@ CELL_TEMP = "pyrozoo-cell-"
 _CELL_TEMP_NAME = re.compile(re.escape(CELL_TEMP) + r"(?P<tag>[0-9a-z]+)-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[^-]+")
 
 
-def _host_id() -> str:
-    return f"{zlib.crc32(os.uname().nodename.encode()):08x}"
-
-
 def cell_temp_prefix(tag: str) -> str:
     """The name prefix of the temporary folder in which this process runs a portable cell of session ``tag``."""
     if not re.fullmatch(r"[0-9a-z]+", tag):
@@ -344,16 +341,6 @@ def store_payload(root: str | Path, cell: Cell, payload: Mapping[str, Any]) -> C
 
 
 # ---- the sweep as a whole --------------------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire_lock(root: Path) -> Path:
