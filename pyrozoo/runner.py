@@ -19,7 +19,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import check_pointwise_size, pointwise_size_checked, without_log_likelihood
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.result import Result
-from pyrozoo.inference.rundir import check_out_dir, save_run
+from pyrozoo.inference.rundir import check_out_dir, remove_stale_temporaries, save_run
 from pyrozoo.registry import SETTINGS
 
 
@@ -74,6 +74,26 @@ def unapplied_message(config: RunConfig, ignored: Collection[str]) -> str:
             f"recorded config (config.toml, result.config) leaves {them} out{hint}")
 
 
+def tidy_out_dir(out: Path, note: Callable[[str], None] | None = None) -> None:
+    """Remove the hidden temporaries ``.NAME.PID-HOST.XXXX.tmp`` that a run of ``out`` killed while saving (SIGKILL,
+    out of memory) left beside it, those of a process of this host that is gone
+    (:func:`~pyrozoo.inference.rundir.remove_stale_temporaries`), and say so by ``note(text)`` (else a
+    :class:`UserWarning`); warn of those it cannot tell from a live run's (another host's, or an older pyrozoo's,
+    whose names do not record the writer) and leave them."""
+    removed, unknown = remove_stale_temporaries(out)
+    if removed:
+        text = (f"removed {len(removed)} temporary director{'y' if len(removed) == 1 else 'ies'} that a run of {out} "
+                f"killed while saving left beside it: {', '.join(p.name for p in removed)}")
+        if note is not None:
+            note(text)
+        else:
+            warnings.warn(text, UserWarning, stacklevel=4)
+    if unknown:
+        warnings.warn(f"out: {', '.join(p.name for p in unknown)} beside {out} may be the temporary of a run of it "
+                      f"that is still saving (its name does not record a process of this host), so it is left "
+                      f"alone; delete it if no run is writing {out}", UserWarning, stacklevel=4)
+
+
 def check_run_size(config: RunConfig, dataset: Dataset, *, save: bool = True) -> None:
     """Refuse, before the fit, a run whose pointwise arrays would not fit in memory
     (:func:`~pyrozoo.inference.assemble.check_pointwise_size`): C x S x N values for the log-likelihood (unless
@@ -119,6 +139,7 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     out_path = None
     if save:
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
+        tidy_out_dir(out_path, note)  # what a run of out killed while saving left
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
     check_run_size(config, dataset, save=save)  # a run too big for memory is refused before the fit, not OOM-killed
