@@ -27,6 +27,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from pyrozoo.inference.rundir import check_out_dir
     from pyrozoo.sweep.runner import (
         adopt_earlier_keys,
         cell_status,
@@ -41,6 +42,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.dry_run:  # what a real run would refuse, the dry run refuses too
         check_run_options(backend=args.backend, jobs=args.jobs, address=args.address,
                           gpus_per_task=args.gpus_per_task, limit=args.limit)
+        check_out_dir(spec.out, resume=True)  # a directory, or creatable there (creates nothing)
         check_sweep_root(spec.out, spec)
         spec.cells = adopt_earlier_keys(spec.out, spec.cells)
         check_resumable(spec.out, spec.cells)
