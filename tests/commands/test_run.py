@@ -28,7 +28,7 @@ def test_a_ctrl_c_that_the_netcdf_writer_swallows_is_an_interrupt_and_saves_noth
     def write(self, *args, **kwargs):
         try:
             signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:  # noqa: S110 - dropped, as h5py does in a weakref callback
+        except KeyboardInterrupt:  # dropped, as h5py does in a weakref callback
             pass
         return real(self, *args, **kwargs)
 

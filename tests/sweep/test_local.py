@@ -575,7 +575,7 @@ def test_a_signal_the_netcdf_writer_swallows_stops_the_sweep_before_its_next_cel
         writes.append(args)
         try:
             signal.raise_signal(signum)
-        except KeyboardInterrupt:  # noqa: S110 - dropped, as h5py does in a weakref callback
+        except KeyboardInterrupt:  # dropped, as h5py does in a weakref callback
             pass
         return real(self, *args, **kwargs)
 
