@@ -352,18 +352,22 @@ def test_fits_read_tensors_that_require_grad_as_values(name):
     torch.testing.assert_close(mean, fit(x, y).predictive(x[:4])[0], rtol=0, atol=0)
 
 
+def _fitted_adapter(name: str):
+    """(posterior, x, y) of one adapter fitted on :func:`_regression`'s data ("sampled": six fixed linear draws)."""
+    x, f = _regression()
+    if name == "sampled":
+        w = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        return SampledRegressionPosterior(lambda z: w @ z.T, 0.25, 6), x, f
+    fit, response = _adapters()[name]
+    y = response(f)
+    return fit(x, y), x, y
+
+
 @pytest.mark.parametrize("name", ["blr", "gp", "probit", "neural-linear", "sampled"])
 def test_predictions_read_inputs_that_require_grad_as_values(name):
     """A pool or test tensor that requires grad gave predictions carrying its graph (check_inputs returned it as it
     was); now every output is a value, equal to the one at the detached inputs."""
-    x, f = _regression()
-    if name == "sampled":
-        w = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        post, y = SampledRegressionPosterior(lambda z: w @ z.T, 0.25, 6), f
-    else:
-        fit, response = _adapters()[name]
-        y = response(f)
-        post = fit(x, y)
+    post, x, y = _fitted_adapter(name)
     xg, yg = x[:5].clone().requires_grad_(), y[:5].clone().requires_grad_()
     gen = torch.Generator().manual_seed(0)
     outs = [*post.predictive(xg), post.expected_noise_entropy(xg), *post.function_draws(xg, 3, gen),
@@ -379,14 +383,7 @@ def test_log_predictive_density_refuses_misaligned_pandas_rows(name):
     gives the density of the arrays."""
     import pandas as pd
 
-    x, f = _regression()
-    if name == "sampled":
-        w = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        post, y = SampledRegressionPosterior(lambda z: w @ z.T, 0.25, 6), f
-    else:
-        fit, response = _adapters()[name]
-        y = response(f)
-        post = fit(x, y)
+    post, x, y = _fitted_adapter(name)
     xv = pd.DataFrame(x[:12].numpy())
     yv = pd.Series(y[:12].numpy())
     with pytest.raises(PyrozooError, match=r"^x, y: expected pandas inputs with the same index .* got y with the "
