@@ -85,6 +85,14 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
     ]
 
 
+def drawn_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the non-observed sample sites an engine may draw: :func:`latent_sites` with the ``_``-prefixed
+    auxiliary ones (NUTS draws them too)."""
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("enumerate")
+            and not site_is_subsample(site)]
+
+
 def enumerated_sites(trace: poutine.Trace) -> list[str]:
     """Names of the latent sample sites marked for enumeration (summed out by ``TraceEnum_ELBO``, never drawn)."""
     return [name for name, site in trace.nodes.items()
@@ -96,16 +104,16 @@ def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = F
     observed (or ``pyro.param``/``pyro.factor``/``pyro.deterministic``) has no posterior, and its result would hold
     no draws to evaluate the log-likelihood at. Enumerated discrete sites count (``TraceEnum_ELBO`` sums them out
     with the model's ``pyro.param`` sites fitted) unless ``drawn_only`` (NUTS/HMC, which draw only the continuous
-    ones). ``_``-prefixed auxiliary sites count too: :func:`latent_sites` leaves them out of the checks of draws,
-    but an engine infers them like any other. ``engine`` names the engine in the message."""
+    ones). ``_``-prefixed (auxiliary) sites count for NUTS/HMC, which draw them into the posterior like any other,
+    but not for SVI, whose posterior draws leave them out (:func:`latent_sites`): a model whose only latents are
+    ``_``-prefixed would fit and then hold no draws. ``engine`` names the engine in the message."""
     enumerated = enumerated_sites(trace)
-    latent = [name for name, site in trace.nodes.items()
-              if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("enumerate")
-              and not site_is_subsample(site)]
-    if latent or (enumerated and not drawn_only):
+    auxiliary = [n for n in drawn_sites(trace) if n.startswith("_")]
+    if latent_sites(trace) or (auxiliary and drawn_only) or (enumerated and not drawn_only):
         return
     found = (f"only the enumerated site(s) {enumerated}, which are summed out, not drawn" if enumerated
-             else "none")
+             else f"only the _-prefixed site(s) {auxiliary}, which its posterior leaves out as auxiliary "
+                  f"(rename them without the _)" if auxiliary else "none")
     hint = ("; for a point estimate of pyro.param values make them pyro.sample sites with a prior and fit an "
             "AutoDelta guide (MAP)" if not drawn_only else "")
     raise PyrozooError(f"model: {engine} needs a latent sample site to infer (pyro.sample without obs=); the model "
@@ -128,14 +136,14 @@ def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: s
 
 
 def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, what: str = "posterior") -> None:
-    """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (one trace of the model on its
-    data) are shaped ``(chain, draw, *site_shape)``, ``site_shape`` the site's value shape there, with the same
-    ``(chain, draw)`` for all of them. Draws of another shape would broadcast against the model's plates (a scalar
-    site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay. ``pyro.deterministic``
-    sites given in ``posterior`` are checked the same way, and every checked draw must be a torch tensor (a NumPy
-    array failed deep in the replay: "'numpy.float64' object has no attribute 'dim'")."""
+    """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (:func:`drawn_sites`; one trace of
+    the model on its data) are shaped ``(chain, draw, *site_shape)``, ``site_shape`` the site's value shape there,
+    with the same ``(chain, draw)`` for all of them. Draws of another shape would broadcast against the model's
+    plates (a scalar site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay.
+    ``pyro.deterministic`` sites given in ``posterior`` are checked the same way, and every checked draw must be a
+    torch tensor (a NumPy array failed deep in the replay: "'numpy.float64' object has no attribute 'dim'")."""
     lead: tuple[tuple[int, ...], str] | None = None
-    for name in latent_sites(trace) + deterministic_sites(trace):
+    for name in drawn_sites(trace) + deterministic_sites(trace):
         if name not in posterior:
             continue
         if not isinstance(posterior[name], torch.Tensor):

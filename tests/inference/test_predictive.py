@@ -566,3 +566,24 @@ def test_a_model_whose_only_latent_is_underscore_prefixed_still_runs():
 
     res = run_mcmc(model, {"y": torch.zeros(5)}, num_samples=5, warmup_steps=5, num_chains=1, progress=False)
     assert "_mu" in res.posterior
+
+
+def test_underscore_prefixed_latents_are_refused_by_svi_before_any_step_and_shape_checked():
+    """After _-prefixed latents were allowed for NUTS, run_svi on such a model ran every step and then failed ("holds
+    no draws": its posterior leaves _ sites out); it is refused before any step again, naming them. Their draws given
+    to assemble_result are shape-checked like any latent's (a (2, 3, 5) draw of a scalar _mu was accepted)."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference.assemble import assemble_result
+    from pyrozoo.inference.svi import run_svi
+
+    def model(y=None):
+        mu = pyro.sample("_mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", 5):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(PyrozooError, match=r"^model: run_svi needs a latent sample site .* only the _-prefixed "
+                                           r"site\(s\) \['_mu'\]"):
+        run_svi(model, AutoNormal(model), {"y": torch.ones(5)}, num_steps=200, num_samples=4, progress=False)
+    with pytest.raises(PyrozooError, match=r"site '_mu' have shape \(2, 3, 5\); expected \(chain, draw\)"):
+        assemble_result("exact", model, {"y": torch.zeros(5)}, {"_mu": torch.zeros(2, 3, 5)})
