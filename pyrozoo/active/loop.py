@@ -605,6 +605,9 @@ def summarize(results: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     return out.drop(columns="std").rename(columns={"mean": metric, "count": "seeds"}).reset_index()
 
 
+CURVE_COLUMNS = ("dataset", "acquisition", "seed", "round", "num_labelled", "requested")  # what the curves read
+
+
 def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str | None = None) -> Path:
     """``metric`` against the number of labels, one line (mean +- 1 se over seeds) per acquisition and one panel
     per dataset; ``metric`` None: ``rmse`` for regression results, ``accuracy`` for classification. ACS-FW may
@@ -614,7 +617,12 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path, metric: str | 
     when it has no extension, a missing directory created (:func:`~pyrozoo.validation.check_figure_path`); returns
     the file written."""
     metric = resolve_metric(results, metric)
-    path = check_figure_path("path", path, make_parents=True)
+    missing = [c for c in CURVE_COLUMNS if c not in results.columns]
+    if missing or results.empty:
+        got = f"no column(s) {', '.join(missing)}" if missing else "no rows"
+        raise PyrozooError(f"results: expected the table run_active_learning returns (columns "
+                           f"{', '.join(CURVE_COLUMNS)}, at least one row), got {got}")
+    path = check_figure_path("path", path, make_parents=True)  # after the table's checks: nothing made for them
     import matplotlib
 
     matplotlib.use("Agg")

@@ -297,3 +297,15 @@ def test_plot_learning_curves_checks_its_path_before_drawing_and_returns_the_fil
     (tmp_path / "afile").write_text("x")
     with pytest.raises(PyrozooError, match=r"^path: expected a file in an existing directory, got .*is not a dir"):
         plot_learning_curves(reg, tmp_path / "afile" / "lc.png")
+
+
+def test_plot_learning_curves_refuses_a_table_it_cannot_plot_before_making_its_directory(tmp_path):
+    """A table without the loop's columns gave KeyError 'dataset', an empty one matplotlib's "Number of columns must
+    be a positive integer", and the missing directory had been created first."""
+    cols = ["dataset", "acquisition", "seed", "round", "num_labelled", "requested", "rmse"]
+    with pytest.raises(PyrozooError, match=r"^results: expected the table run_active_learning returns .* got no "
+                                           r"column\(s\) dataset, acquisition"):
+        plot_learning_curves(pd.DataFrame({"rmse": [1.0, 0.5]}), tmp_path / "new" / "lc")
+    with pytest.raises(PyrozooError, match=r"^results: .* got no rows$"):
+        plot_learning_curves(pd.DataFrame({c: [] for c in cols}), tmp_path / "e2" / "lc.png")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "e2").exists()
