@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,29 +36,35 @@ def ess_threshold(num_chains: int) -> int:
 # magnitude called a Unix-time changepoint 1.7e9 + sd 1 (float64 holds it to 2e-7) "the same in every draw" and
 # dropped its r_hat 1.77 from the warnings
 ROUNDING_STEPS = 100
+# the same for the draws' own range (max - min), where the draws are at hand (check_lines, the plots): draws all
+# equal have range 0 exactly, while az.summary's sd of 1000 identical float64 draws is up to ~90 steps (the mean's
+# summation error), which is why the sd rule needs 100. Rounding wobble spans a few steps (an inclusion probability
+# at 1 with a range of 2e-15: 9), and 100 float32 steps hid a posterior that moves (sd 0.0073 around 1000, r_hat 2.2)
+RANGE_STEPS = 16
 
 
-def _rounding(dtype: Any) -> float:
-    """The largest spread per unit of magnitude that :func:`_negligible` calls rounding, :data:`ROUNDING_STEPS` x the
-    machine epsilon of ``dtype``: float32's for float32 draws, float64's for float64 draws and for integer or
-    true/false draws (exact, and summarized in float64)."""
+def _rounding(dtype: Any, steps: float = ROUNDING_STEPS) -> float:
+    """The largest spread per unit of magnitude that :func:`_negligible` calls rounding, ``steps`` x the machine
+    epsilon of ``dtype``: float32's for float32 draws, float64's for float64 draws and for integer or true/false
+    draws (exact, and summarized in float64)."""
     dtype = np.dtype(dtype)
-    return ROUNDING_STEPS * float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+    return steps * float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
 
 
-def _negligible(spread: Any, magnitude: Any, dtype: Any = np.float64) -> Any:
+def _negligible(spread: Any, magnitude: Any, dtype: Any = np.float64, steps: float = ROUNDING_STEPS) -> Any:
     """Whether a spread of draws (sd, or max - min) is rounding: at most :data:`ROUNDING_STEPS` eps of the draws'
     magnitude (their largest |draw|, or their root mean square sqrt(mean^2 + sd^2) <= max|draw| where only the
     summary is known), eps the machine epsilon of the stored draws' ``dtype`` (:func:`_rounding`; a sequence: one
     dtype per spread). Scale-free: EM's sigma^2 with sd 1e-16 around 0.7 and an inclusion probability at 1 with a
     range of 2e-15 are rounding, and so are draws that are all equal (0 <= 0, zeros included); a quantity in tiny
     units (sd 3e-13 around 1e-12), centred at 0 (sd 1e-13, max|draw| ~ 3e-13) or at a large offset (sd 1 around
-    1.7e9, a Unix-time changepoint) varies. One rule for the summary notes, the warnings and the plots."""
+    1.7e9, a Unix-time changepoint) varies. One rule for the summary notes, the warnings and the plots; ``steps``:
+    :data:`ROUNDING_STEPS` for a summary's sd, :data:`RANGE_STEPS` for the draws' own range."""
     spread = np.asarray(spread, dtype=float)
     if isinstance(dtype, (list, tuple)):
-        rtol: Any = np.array([_rounding(d) for d in dtype]).reshape(spread.shape)
+        rtol: Any = np.array([_rounding(d, steps) for d in dtype]).reshape(spread.shape)
     else:
-        rtol = _rounding(dtype)
+        rtol = _rounding(dtype, steps)
     # an inf draw gives an inf (or NaN) spread: never "rounding", whatever the magnitude (inf <= rtol * inf)
     return np.isfinite(spread) & (spread <= rtol * np.asarray(magnitude, dtype=float))
 
@@ -88,23 +94,47 @@ def _row_dtypes(index: Any, dtypes: dict[str, Any] | None) -> list[Any]:
     return [dtypes.get(_variable(n), np.float64) for n in index]
 
 
-def _never_moves(row: pd.Series, dtype: Any = np.float64) -> bool:
-    """A summary row whose draws (stored as ``dtype``) are all equal up to rounding (:func:`_negligible` of its sd
-    and :func:`_rms`)."""
+def component_spreads(idata: az.InferenceData) -> dict[str, tuple[float, float]]:
+    """Each posterior component's range of draws and largest |draw|, ``(max - min, max |draw|)``, by az.summary's
+    row name (:func:`component_labels`): what :func:`constant_components` and :func:`convergence_warnings` judge
+    rounding by when the draws are at hand (:data:`RANGE_STEPS`), rather than by the summary's sd."""
+    out: dict[str, tuple[float, float]] = {}
+    for name in idata.posterior.data_vars:
+        v = idata.posterior[name]
+        a = np.asarray(v.values, dtype=float).reshape(v.shape[0] * v.shape[1], -1)
+        if a.shape[0] == 0:
+            continue
+        with np.errstate(invalid="ignore"):
+            spread, size = a.max(0) - a.min(0), np.abs(a).max(0)
+        out.update(zip(component_labels(v), zip(spread.tolist(), size.tolist(), strict=True), strict=True))
+    return out
+
+
+def _never_moves(row: pd.Series, dtype: Any = np.float64, spread: tuple[float, float] | None = None) -> bool:
+    """A summary row whose draws (stored as ``dtype``) are all equal up to rounding: :func:`_negligible` of their
+    ``spread`` (range, max |draw|; :func:`component_spreads`) where given, else of its sd and :func:`_rms`."""
+    if spread is not None:
+        return bool(_negligible(spread[0], spread[1], dtype, RANGE_STEPS))
     sd, mean = row.get("sd", np.nan), row.get("mean", 0.0)
     return bool(np.isfinite(sd) and _negligible(sd, _rms(mean, sd), dtype))
 
 
-def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = None) -> list[str]:
+def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = None,
+                        spreads: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
     """Components whose draws are all equal up to rounding (:func:`_never_moves`): quantities an engine fixed at a
     point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. ``dtypes``: the stored dtype
-    of each variable (:func:`posterior_dtypes`; float64 where not named), whose precision sets what is rounding. A
-    variable is named whole when every component is, else its components are (``gamma[1]``)."""
+    of each variable (:func:`posterior_dtypes`; float64 where not named), whose precision sets what is rounding;
+    ``spreads``: the components' range of draws (:func:`component_spreads`), judged instead of the sd where given.
+    A variable is named whole when every component is, else its components are (``gamma[1]``)."""
     if "sd" not in table.columns:
         return []
     mean = table["mean"].to_numpy(dtype=float) if "mean" in table.columns else np.zeros(len(table))
     sd = table["sd"].to_numpy(dtype=float)
     moves = ~_negligible(sd, _rms(mean, sd), _row_dtypes(table.index, dtypes))
+    if spreads:
+        for i, (n, dtype) in enumerate(zip(table.index, _row_dtypes(table.index, dtypes), strict=True)):
+            if str(n) in spreads:
+                moves[i] = not _never_moves(table.iloc[i], dtype, spreads[str(n)])
     fixed = {str(n) for n, m in zip(table.index, moves, strict=True) if not m}  # _never_moves, row by row
     out: list[str] = []
     for var in dict.fromkeys(_variable(n) for n in table.index):
@@ -268,13 +298,16 @@ def _nonfinite_rows(table: pd.DataFrame) -> np.ndarray:
 
 
 def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
-                         dtypes: dict[str, Any] | None = None) -> list[str]:
+                         dtypes: dict[str, Any] | None = None,
+                         spreads: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
     """One line per parameter whose r_hat exceeds ``rhat_max`` or whose bulk/tail ESS is below ``ess_min``, and
     one per parameter with NaN or inf draws (:func:`nonfinite_warnings`, which no r_hat or ESS can clear);
-    components that never move (see :func:`constant_components`, with the same ``dtypes``) are left out."""
+    components that never move (see :func:`constant_components`, with the same ``dtypes`` and ``spreads``) are
+    left out."""
     out = nonfinite_warnings(table)
+    spreads = spreads or {}
     for (name, row), dtype in zip(table.iterrows(), _row_dtypes(table.index, dtypes), strict=True):
-        if _never_moves(row, dtype) or _nonfinite(row):
+        if _never_moves(row, dtype, spreads.get(str(name))) or _nonfinite(row):
             continue
         if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {_above(row['r_hat'], rhat_max)} > {rhat_max}")
@@ -322,6 +355,7 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
     are."""
     chains = idata.posterior.sizes.get("chain", 1)
     dtypes = posterior_dtypes(idata)  # what is rounding depends on the precision the draws were stored in
+    spreads = component_spreads(idata)  # and is judged by the draws' own range (0 when all are equal)
     lines = sampler_warnings(idata)
     if convergence:
         draws = idata.posterior.sizes.get("draw", 1)
@@ -332,10 +366,10 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
             lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
                          f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
         lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0,
-                                      dtypes=dtypes)
+                                      dtypes=dtypes, spreads=spreads)
     else:  # independent draws: no r_hat or ESS to judge, but a NaN or inf draw is still wrong
         lines += nonfinite_warnings(table)
-    fixed = constant_components(table, dtypes)
+    fixed = constant_components(table, dtypes, spreads)
     notes = [f"the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: {listed(fixed)}"]
     return (notes if fixed else []), shown_warnings(lines, where=where)
 
@@ -551,7 +585,7 @@ def _drop_constant_entries(post: Any) -> tuple[Any, list[str], list[str]]:
         v = np.asarray(post[name].values, dtype=float)
         v = v.reshape(-1, *v.shape[2:])  # (draws, entries...)
         bad = ~np.isfinite(v).all(0)
-        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0), dtype) & ~bad
+        const = _negligible(v.max(0) - v.min(0), np.abs(v).max(0), dtype, RANGE_STEPS) & ~bad
         drop = bad | const
         if not np.any(drop):
             continue

@@ -579,3 +579,22 @@ def test_min_ess_skips_a_component_whose_ess_is_nan():
         warnings.simplefilter("error")  # no "All-NaN slice" or ArviZ's NaN warning leaks out
         assert min_ess(idata) == pytest.approx(float(az.ess(idata, var_names=["b"])["b"]), rel=1e-12)
         assert np.isnan(min_ess(idata, var_names=["a"]))
+
+
+def test_a_float32_posterior_that_moves_by_tens_of_steps_is_warned_about_and_exact_constants_stay_constant():
+    """At 100 steps of the stored dtype, float32 draws of sd 0.0073 around 1000 (61 float32 steps, chains apart,
+    r_hat 2.2) were noted "the same in every draw" and their r_hat warning dropped. check_lines now judges the draws'
+    own range (RANGE_STEPS) rather than the summary's sd, which need not be 0 for identical draws (a spike-slab EM
+    run's 1000 identical inclusion probabilities around 4e-4 had sds up to 8e-18, 86 float64 steps): constant."""
+    from pyrozoo.evaluation.diagnostics import RANGE_STEPS, check_lines, summary
+
+    assert RANGE_STEPS == 16
+    rng = np.random.default_rng(0)
+    mu = (1000 + 0.003 * rng.normal(size=(4, 200)) + 0.006 * np.arange(4)[:, None]).astype(np.float32)
+    idata = az.from_dict(posterior={"mu": mu}, attrs={"inference": "nuts"})
+    notes, lines = check_lines(idata, summary(idata))
+    assert notes == [] and any(line.startswith("mu: r_hat") for line in lines)
+    same = np.full((4, 250), 4.1386270371530720e-04)
+    idata = az.from_dict(posterior={"p": same, "q": rng.normal(size=(4, 250))}, attrs={"inference": "nuts"})
+    notes, lines = check_lines(idata, summary(idata))
+    assert notes == ["the same in every draw (fixed by the engine, or settled), so no ESS or r_hat: p"]
