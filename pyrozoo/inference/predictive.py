@@ -70,27 +70,19 @@ def deterministic_sites(trace: poutine.Trace) -> list[str]:
     return [name for name, site in trace.nodes.items() if site["type"] == "sample" and is_deterministic_site(site)]
 
 
-def latent_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the non-observed sample sites, leaving out ``_``-prefixed auxiliary sites and sites marked for
-    enumeration (those are summed out, never drawn). ``pyro.deterministic`` sites (observed to Pyro) are not latent:
-    no engine or guide draws them."""
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site["is_observed"]
-        and not name.startswith("_")
-        and not site["infer"].get("enumerate")
-        and not site_is_subsample(site)
-    ]
-
-
 def drawn_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the non-observed sample sites an engine may draw: :func:`latent_sites` with the ``_``-prefixed
-    auxiliary ones (NUTS draws them too)."""
+    """Names of the non-observed sample sites an engine may draw: not marked for enumeration (those are summed out,
+    never drawn), not a subsample site. ``pyro.deterministic`` sites (observed to Pyro) are not among them: no engine
+    or guide draws them. ``_``-prefixed auxiliary sites are (NUTS draws them too)."""
     return [name for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("enumerate")
             and not site_is_subsample(site)]
+
+
+def latent_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the latent sites whose draws a posterior holds: :func:`drawn_sites` without the ``_``-prefixed
+    auxiliary ones."""
+    return [name for name in drawn_sites(trace) if not name.startswith("_")]
 
 
 def enumerated_sites(trace: poutine.Trace) -> list[str]:
@@ -340,17 +332,23 @@ def _vectorized_trace(
     nesting: int,
     uncondition: bool,
 ) -> poutine.Trace:
-    num = next(iter(draws.values())).shape[0]
     # uncondition inside condition, as the loop does: the other way round, uncondition also dropped the posterior
     # draws that condition had just set, and every latent came from its prior
-    conditioned = poutine.condition(uncondition_data(model) if uncondition else model,
-                                    _reshape_for_plate(proto, draws, nesting))
+    vectorized = _at_draws(uncondition_data(model) if uncondition else model, draws, proto, nesting)
+    return poutine.trace(vectorized).get_trace(**model_kwargs)
+
+
+def _at_draws(model: Model, draws: Mapping[str, torch.Tensor], proto: poutine.Trace, nesting: int) -> Model:
+    """``model`` conditioned on ``draws`` (``(S, *site_shape)`` per site) all at once: run inside a ``_draws`` plate
+    of size S left of the model's ``nesting`` plates, the draws reshaped to line up with it."""
+    num = next(iter(draws.values())).shape[0]
+    conditioned = poutine.condition(model, _reshape_for_plate(proto, draws, nesting))
 
     def vectorized(**kwargs):
         with pyro.plate("_draws", num, dim=-(nesting + 1)):
             return conditioned(**kwargs)
 
-    return poutine.trace(vectorized).get_trace(**model_kwargs)
+    return vectorized
 
 
 def _per_draw(t: torch.Tensor, num: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -555,13 +553,8 @@ def _discrete_posterior_draws(
         for start in range(0, total, chunk_size):
             chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
             num = next(iter(chunk.values())).shape[0]
-            conditioned = poutine.condition(model, _reshape_for_plate(proto, chunk, nesting))
-
-            def vectorized(num=num, conditioned=conditioned, **kwargs):
-                with pyro.plate("_draws", num, dim=-(nesting + 1)):
-                    return conditioned(**kwargs)
-
-            sampler = infer_discrete(vectorized, first_available_dim=-(nesting + 2), temperature=1)
+            sampler = infer_discrete(_at_draws(model, chunk, proto, nesting), first_available_dim=-(nesting + 2),
+                                     temperature=1)
             tr = poutine.trace(sampler).get_trace(**model_kwargs)
             for n in names:
                 out[n].append(_per_draw(tr.nodes[n]["value"], num, shapes[n]))
