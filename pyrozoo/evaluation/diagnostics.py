@@ -130,11 +130,13 @@ def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = Non
         return []
     mean = table["mean"].to_numpy(dtype=float) if "mean" in table.columns else np.zeros(len(table))
     sd = table["sd"].to_numpy(dtype=float)
-    moves = ~_negligible(sd, _rms(mean, sd), _row_dtypes(table.index, dtypes))
-    if spreads:
-        for i, (n, dtype) in enumerate(zip(table.index, _row_dtypes(table.index, dtypes), strict=True)):
-            if str(n) in spreads:
-                moves[i] = not _never_moves(table.iloc[i], dtype, spreads[str(n)])
+    row_dtypes = _row_dtypes(table.index, dtypes)
+    moves = ~_negligible(sd, _rms(mean, sd), row_dtypes)
+    if spreads:  # the rows whose draws are at hand are judged by their range instead (as _never_moves does)
+        have = np.array([str(n) in spreads for n in table.index], dtype=bool)
+        span, size = (np.array([spreads.get(str(n), (np.nan, np.nan))[k] for n in table.index], dtype=float)
+                      for k in (0, 1))
+        moves = np.where(have, ~_negligible(span, size, row_dtypes, RANGE_STEPS), moves)
     fixed = {str(n) for n, m in zip(table.index, moves, strict=True) if not m}  # _never_moves, row by row
     out: list[str] = []
     for var in dict.fromkeys(_variable(n) for n in table.index):
