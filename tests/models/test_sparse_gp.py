@@ -4,6 +4,7 @@ dense computation of the same formulas, the optimal q(u) attains the collapsed b
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pyro
@@ -826,10 +827,16 @@ def test_a_sparse_fit_restarted_at_its_optimum_is_not_refused_and_a_worse_end_is
                  "noiseless=true", "-o", "method=fitc", "-o", "noise_sd=0", "-o", "noise=0", "--num-samples", "2",
                  "--device", "cpu", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("pyrozoo: error: fit: the sparse GP SVI fit ended worse than it started with lr = 0.01 over "
-                          "100 steps: expected the -log p(y) at the end no worse than at the start by more than 75 "
-                          "(0.25 per observation), got -853.5")
-    assert err.rstrip().endswith("; lower lr (or raise steps)") and "diverged" not in err
+    got = re.fullmatch(r"pyrozoo: error: fit: the sparse GP SVI fit ended worse than it started with lr = 0\.01 over "
+                       r"100 steps: expected the -log p\(y\) at the end no worse than at the start by more than 75 "
+                       r"\(0\.25 per observation\), got (\S+) at the end against (\S+) at the start; lower lr "
+                       r"\(or raise steps\)\n", err)
+    assert got and "diverged" not in err
+    # The noiseless FITC fit is ill-conditioned: its figures move in the second digit between machines (-853.5 on one
+    # thread here, -849.6 on two, -866.8 on the GPU machine's CPU), so the test asks only that they show the end
+    # worse than the start by more than the 75 allowed.
+    end, start = float(got.group(1)), float(got.group(2))
+    assert end - start > 75 and math.isfinite(end)
     assert not out.exists()
 
 
