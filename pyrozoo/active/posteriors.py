@@ -426,13 +426,55 @@ def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) ->
     return torch.from_numpy(np.asarray(out - beta, dtype=np.float64)).to(dev)
 
 
+_HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
+_HERMITE_LOG_WEIGHTS = np.log(_HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum())
+
+
+def probit_expected_entropy(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """E_{z ~ N(m, s)} H(Phi(z)) elementwise, H(p) = -p log p - (1 - p) log(1 - p) the binary entropy (nats), for
+    any mean m and variance s >= 0, in m's dtype and on its device.
+
+    H(Phi(z)) is a bump about 2 wide at z = 0, while N(z; m, s) may be far wider (or narrower, or elsewhere), so
+    quadrature in the standardized variable (z - m) / sqrt(s) fails once sqrt(s) >~ 4: its nodes straddle the bump.
+    Instead factor out the bump's Gaussian tail. With g(z) = H(Phi(z)) / phi(z) and the product of Gaussians
+    phi(z) N(z; m, s) = N(m; 0, 1 + s) N(z; c, tau^2),
+
+        E[H] = N(m; 0, 1 + s) E_{z ~ N(c, tau^2)} g(z),   c = m / (1 + s),   tau^2 = s / (1 + s) < 1,
+
+    exactly. g is smooth and slowly varying (g(0) = sqrt(2 pi) log 2, g(z) ~ |z| / 2 as |z| -> oo since
+    H(Phi(z)) ~ phi(z) |z| / 2), analytic in the strip |Im z| < 2.8 (its nearest singularities are the complex zeros
+    of Phi(z) and 1 - Phi(z), at z = +-1.92 +- 2.82i), and the Gaussian it is averaged over has sd tau < 1 whatever
+    (m, s); so 32-node Gauss-Hermite in (z - c) / tau converges geometrically and uniformly in (m, s): relative error
+    < 1e-12 against adaptive quadrature for m in {-5, 0, 1, 3, 10}, s from 1e-6 to 1e6 (the old rule, Gauss-Hermite
+    in (z - m) / sqrt(s), was 3 % low at s = 16 and gave 0 instead of 0.036 at s = 400;
+    ``benchmarks/probit_expected_entropy.py``). s = 0 gives H(Phi(m)) exactly.
+    g is evaluated in logs via |z| (H(Phi(z)) is even): with lq = log Phi(-|z|), q = e^lq,
+
+        log g = lq + log(-lq - (1 - q) log(1 - q) / q) + z^2 / 2 + log(2 pi) / 2,
+
+    and the sum taken with logsumexp, so nothing under- or overflows where the answer is representable."""
+    s = s.clamp(min=0.0)
+    nodes = torch.as_tensor(_HERMITE_NODES, dtype=m.dtype, device=m.device)
+    log_w = torch.as_tensor(_HERMITE_LOG_WEIGHTS, dtype=m.dtype, device=m.device)
+    c, tau = m / (1 + s), (s / (1 + s)).sqrt()
+    # a node beyond |z| = 1e3 has |c| > 1e3 - 11, where N(m; 0, 1 + s) <= exp(-c^2 / 2) underflows: the clamp only
+    # keeps log_g finite there (log Phi(-|z|) + z^2 / 2 would cancel to garbage, or inf - inf, far out)
+    z = (c[..., None] + tau[..., None] * nodes).abs().clamp(max=1e3)
+    lq = torch.special.log_ndtr(-z)
+    q = lq.exp()
+    ratio = torch.where(q > 1e-8, -torch.log1p(-q) / q.clamp(min=1e-8), 1 + q / 2)  # -log(1 - q) / q
+    log_g = lq + torch.log(-lq + (1 - q) * ratio) + 0.5 * z**2 + 0.5 * math.log(2 * math.pi)
+    log_norm = -0.5 * m * c - 0.5 * torch.log(2 * math.pi * (1 + s))  # log N(m; 0, 1 + s)
+    return (log_norm + torch.logsumexp(log_g + log_w, dim=-1)).exp()
+
+
 class ProbitPoolPosterior(RegressionPosterior):
     """Bayesian probit classification p(y = 1 | x, w) = Phi(x^T w), w ~ N(0, prior_scale^2 I), with the Laplace
     (Gaussian) approximation N(mu, Sigma) of the posterior (Newton's method on the log posterior).
 
     Writing s_n = x_n^T Sigma x_n, zeta_n = x_n^T mu / sqrt(1 + s_n), the predictive is p_n = Phi(zeta_n) exactly
-    under N(mu, Sigma). ``predictive`` returns (p_n, p_n (1 - p_n), Bernoulli entropy); BALD's E_w H[y | x, w] uses
-    32-node Gauss-Hermite quadrature over z = x^T w ~ N(x^T mu, s_n).
+    under N(mu, Sigma). ``predictive`` returns (p_n, p_n (1 - p_n), Bernoulli entropy); BALD's E_w H[y | x, w] is
+    E H(Phi(z)) over z = x^T w ~ N(x^T mu, s_n), by quadrature accurate for any s_n (:func:`probit_expected_entropy`).
 
     Closed-form weighted Fisher inner product: with the GLM score E_y[d/dw log p(y | x, w)] = (p_n - Phi(x_n^T w)) x_n
     (exact for canonical links; for the probit link it drops the weight phi / (Phi (1 - Phi))),
@@ -498,12 +540,8 @@ class ProbitPoolPosterior(RegressionPosterior):
         return p, p * (1 - p), -(p * lp + (1 - p) * lq)
 
     def expected_noise_entropy(self, x: torch.Tensor) -> torch.Tensor:
-        m, s = self._stats(x)
-        nodes, weights = np.polynomial.hermite_e.hermegauss(32)
-        z = m[:, None] + s.sqrt()[:, None] * torch.as_tensor(nodes, dtype=m.dtype, device=m.device)
-        lp, lq = torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
-        h = -(lp.exp() * lp + lq.exp() * lq)
-        return h @ torch.as_tensor(weights / weights.sum(), dtype=m.dtype, device=m.device)
+        """E_w H[y | x_n, w] = E_{z ~ N(m_n, s_n)} H(Phi(z)) (M,), by :func:`probit_expected_entropy`."""
+        return probit_expected_entropy(*self._stats(x))
 
     def function_draws(self, x: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
