@@ -34,6 +34,7 @@ from pyrozoo.validation import (
     check_choice,
     check_int,
     check_keys,
+    check_nonnegative,
     check_positive,
     check_same_index,
     check_unique,
@@ -389,16 +390,37 @@ def from_per_draw_moments(posterior: object, input_dim: int | None = None) -> Sa
                                       feature_names=names)
 
 
-def blr_from_result(result: Result, noise: float = 0.0) -> SampledRegressionPosterior:
-    """Adapter for any fitted ``blr`` run (``exact`` or ``nuts``): its stored draws of w and tau (or, for a
-    known-noise run, which has no tau site, the known ``noise`` sd)."""
-    w = torch.as_tensor(result.draws("w"), dtype=torch.float64)
+def blr_from_result(result: Result, noise: float | None = None) -> SampledRegressionPosterior:
+    """Adapter for any fitted ``blr`` run (``exact`` or ``nuts``): its stored draws of w and of the noise precision
+    tau, or, for a known-noise run (blr's option ``noise`` > 0: no tau site), the noise sd that the run records in
+    ``result.config["options"]["noise"]``.
+
+    ``noise``: None (default) takes the run's own noise model. A value means what blr's option means (0: unknown
+    noise, the run has a tau site; > 0: the known sd) and must agree with the run: a conflicting value (a known sd for
+    a run with tau draws, or one that differs from the sd the run records) is refused, not used. A known-noise run
+    that records no sd (a ``Result`` built by hand) needs ``noise`` > 0. Checked before any work."""
+    if noise is not None:
+        check_nonnegative("noise", noise)
+        noise = float(noise)
     if "tau" in result.posterior:
-        noise_var = 1.0 / torch.as_tensor(result.draws("tau"), dtype=torch.float64)
-    elif noise > 0:
-        noise_var = torch.tensor(float(noise) ** 2, dtype=torch.float64)
+        if noise:
+            raise PyrozooError(f"noise: expected None or 0 (this blr run has unknown noise: it has draws of the noise "
+                               f"precision tau), got {noise!r}")
+        noise_var = None
     else:
-        raise PyrozooError("noise: this blr run has no tau site (known noise); pass its noise sd, got 0")
+        recorded = ((result.config or {}).get("options") or {}).get("noise")
+        recorded = float(recorded) if recorded is not None and float(recorded) > 0 else None
+        if recorded is not None and noise is not None and not math.isclose(noise, recorded, rel_tol=1e-12):
+            raise PyrozooError(f"noise: expected the run's own noise sd {recorded!r} (its config's noise option; or "
+                               f"leave noise unset), got {noise!r}")
+        sd = recorded if recorded is not None else noise
+        if not sd:
+            raise PyrozooError(f"noise: this blr run has no tau site (known noise) and records no noise sd in its "
+                               f"config; expected its noise sd (> 0), got {noise!r}")
+        noise_var = torch.tensor(sd**2, dtype=torch.float64)
+    w = torch.as_tensor(result.draws("w"), dtype=torch.float64)
+    if noise_var is None:
+        noise_var = 1.0 / torch.as_tensor(result.draws("tau"), dtype=torch.float64)
 
     def draw_fn(x: torch.Tensor) -> torch.Tensor:
         return w.to(x.device) @ x.to(torch.float64).T
