@@ -234,7 +234,8 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
 
 def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
                  **prior: float) -> Dataset:
-    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2)."""
+    """``n`` rows: an intercept and ``d`` standard-normal features, w ~ N(0, I), y = X w + N(0, noise_true^2).
+    ``meta["features"]`` names the columns ``intercept, x1, ..., xd`` (the result's ``feature`` coordinate)."""
     seed = check_seed("seed", seed)
     n = check_int("n", n, minimum=2)
     d = check_int("d", d, minimum=1)
@@ -248,7 +249,8 @@ def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5
     w = torch.randn(d + 1, generator=gen, dtype=torch.float64)
     y = x @ w + noise_true * torch.randn(n, generator=gen, dtype=torch.float64)
     truth = {"w": w.numpy(), "tau": 1.0 / (noise_true * noise_true)}
-    return make_dataset(x, y, name="blr-sim", device=device, truth=truth, **prior)
+    meta = {"features": ["intercept", *(f"x{j + 1}" for j in range(d))]}
+    return make_dataset(x, y, name="blr-sim", device=device, truth=truth, meta=meta, **prior)
 
 
 def load_regression_frame(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -332,7 +334,7 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
         result = fit_exact(dataset, config)
     else:
         result = mcmc_from_config(blr_model, dataset.model_kwargs(), config)
-    if dataset.meta.get("features") is not None:  # a data file's or shipped dataset's columns label w's axis
+    if dataset.meta.get("features") is not None:  # the loader's column names (intercept first) label w's axis
         result.dims["w"] = ["feature"]
         result.coords["feature"] = list(dataset.meta["features"])
     return result

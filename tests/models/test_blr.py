@@ -498,3 +498,23 @@ def test_the_cli_refuses_a0_b0_with_a_known_noise_before_any_data(tmp_path, caps
     for opts in (["-o", "noise=0.5"], ["-o", "a0=5", "-o", "b0=3"]):
         assert main(["run", "blr", "--num-samples", "5", "-o", "n=15", *opts, "--out", str(out / opts[1]),
                      "--no-progress"]) == 0
+
+
+def test_simulated_data_name_the_feature_axis_as_a_data_file_does(tmp_path):
+    """QA: on simulated data w's feature axis read 0..d with the intercept unnamed at 0, while a --data run names it
+    ['intercept', <columns>]; the simulator now names its columns intercept, x1, ..., xd (exact and NUTS)."""
+    import arviz as az
+
+    from pyrozoo.cli import main
+    from pyrozoo.runner import run_model
+
+    assert simulate_blr(0, n=10, d=3).meta["features"] == ["intercept", "x1", "x2", "x3"]
+    out = tmp_path / "r"
+    assert main(["run", "blr", "--inference", "exact", "--num-samples", "50", "--num-chains", "2", "-o", "n=30", "-o",
+                 "d=3", "--out", str(out), "--no-progress"]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.posterior["w"].dims == ("chain", "draw", "feature")
+    assert idata.posterior["feature"].values.tolist() == ["intercept", "x1", "x2", "x3"]
+    nuts = run_model(RunConfig(model="blr", inference="nuts", num_samples=20, warmup_steps=20, num_chains=1,
+                               progress=False, options={"n": 30, "d": 2}), save=False).result
+    assert nuts.dims["w"] == ["feature"] and nuts.coords["feature"] == ["intercept", "x1", "x2"]
