@@ -128,14 +128,21 @@ def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: s
 
 
 def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, what: str = "posterior") -> None:
-    """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (:func:`drawn_sites`; one trace of
-    the model on its data) are shaped ``(chain, draw, *site_shape)``, ``site_shape`` the site's value shape there,
-    with the same ``(chain, draw)`` for all of them. Draws of another shape would broadcast against the model's
-    plates (a scalar site's ``(C, S, N)`` draws give each observation its own value) or fail deep in the replay.
-    ``pyro.deterministic`` sites given in ``posterior`` are checked the same way, and every checked draw must be a
-    torch tensor (a NumPy array failed deep in the replay: "'numpy.float64' object has no attribute 'dim'")."""
+    """Raise unless the draws in ``posterior`` of every latent site of ``trace`` (:func:`drawn_sites` and
+    :func:`enumerated_sites`; one trace of the model on its data) are shaped ``(chain, draw, *site_shape)``,
+    ``site_shape`` the site's value shape there, with the same ``(chain, draw)`` for all of them. Draws of another
+    shape would broadcast against the model's plates (a scalar site's ``(C, S, N)`` draws give each observation its
+    own value) or fail deep in the replay. ``pyro.deterministic`` sites given in ``posterior`` are checked the same
+    way, and every checked draw must be a torch tensor (a NumPy array failed deep in the replay: "'numpy.float64'
+    object has no attribute 'dim'").
+
+    Entries that are no such site (an engine's extra quantities, e.g. regime-scm's ``regime_probs``) are kept as
+    they are, but they too must be arrays (torch or NumPy) with the same leading ``(chain, draw)``: the draws are
+    flattened and indexed per chain and draw together, so a ``(2, 4)`` entry beside ``(2, 3)`` draws, or one without
+    the two axes, failed there with a raw torch error. And there must be at least one chain and one draw."""
     lead: tuple[tuple[int, ...], str] | None = None
-    for name in drawn_sites(trace) + deterministic_sites(trace):
+    sites = drawn_sites(trace) + enumerated_sites(trace) + deterministic_sites(trace)
+    for name in sites:
         if name not in posterior:
             continue
         if not isinstance(posterior[name], torch.Tensor):
@@ -152,6 +159,25 @@ def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, wha
         elif got[:2] != lead[0]:
             raise PyrozooError(f"{what}: the draws of site {name!r} have shape {got}; expected (chain, draw) = "
                                f"{lead[0]} first, as the draws of {lead[1]!r} have")
+    for name, value in posterior.items():  # entries that are no latent or deterministic site of the model
+        if name in sites:
+            continue
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise PyrozooError(f"{what}: the entry {name!r} (no latent site of the model) is a "
+                               f"{type(value).__name__}; expected a torch tensor (or NumPy array) of values per draw, "
+                               f"shaped (chain, draw, ...)")
+        got = tuple(value.shape)
+        if len(got) < 2 or (lead is not None and got[:2] != lead[0]):
+            first = f" = {lead[0]} first, as the draws of {lead[1]!r} have" if lead is not None else ""
+            raise PyrozooError(f"{what}: the entry {name!r} (no latent site of the model) has shape {got}; expected "
+                               f"(chain, draw, ...){first}: every posterior entry holds one value per chain and "
+                               f"draw")
+        if lead is None:
+            lead = (got[:2], name)
+    if lead is not None and 0 in lead[0]:
+        raise PyrozooError(f"{what}: the draws of {lead[1]!r} have shape {tuple(posterior[lead[1]].shape)}, "
+                           f"{lead[0][0]} chain(s) of {lead[0][1]} draw(s); expected (chain, draw, ...) with at "
+                           f"least one chain and one draw")
 
 
 def is_factor_site(site: dict) -> bool:

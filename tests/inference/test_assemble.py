@@ -489,3 +489,33 @@ def test_numpy_draws_and_misshaped_deterministic_draws_are_refused_naming_the_si
         assemble_result("exact", model, {"x": x}, {"mu": torch.zeros(2, 3), "twice": torch.zeros(5)})
     res = assemble_result("exact", model, {"x": x}, {"mu": torch.zeros(2, 3), "twice": torch.zeros(2, 3)})
     assert res.log_likelihood["x"].shape == (2, 3, 30)
+
+
+@pytest.mark.parametrize("posterior, match", [
+    ({"mu": torch.zeros(2, 3), "junk": torch.zeros(2, 4)},
+     r"^posterior: the entry 'junk' \(no latent site of the model\) has shape \(2, 4\); expected \(chain, draw, "
+     r"\.\.\.\) = \(2, 3\) first, as the draws of 'mu' have"),
+    ({"mu": torch.zeros(2, 3), "junk": torch.zeros(4)},
+     r"^posterior: the entry 'junk' \(no latent site of the model\) has shape \(4,\); expected \(chain, draw, "
+     r"\.\.\.\) = \(2, 3\) first"),
+    ({"mu": torch.zeros(2, 3), "junk": [0.0] * 6},
+     r"^posterior: the entry 'junk' \(no latent site of the model\) is a list; expected a torch tensor"),
+    ({"mu": torch.zeros(2, 0)},
+     r"^posterior: the draws of 'mu' have shape \(2, 0\), 2 chain\(s\) of 0 draw\(s\); expected \(chain, draw, "
+     r"\.\.\.\) with at least one chain and one draw$"),
+    ({"mu": torch.zeros(0, 3)}, r"^posterior: the draws of 'mu' have shape \(0, 3\), 0 chain\(s\) of 3 draw\(s\)"),
+])
+def test_posterior_entries_that_are_no_site_or_hold_no_draws_are_refused_naming_them(posterior, match):
+    """Entries that are no model site were not checked ('junk' of shape (2, 4) beside (2, 3) draws: torch's "shape
+    '[6]' is invalid for input of size 8"; of shape (4,): IndexError), nor were zero chains or draws (IndexError)."""
+    x = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PyrozooError, match=match):
+        assemble_result("exact", _normal_mean, {"x": x}, posterior)
+
+
+def test_extra_posterior_entries_with_the_draws_chains_and_draws_are_kept():
+    x = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    res = assemble_result("exact", _normal_mean, {"x": x},
+                          {"mu": torch.zeros(2, 3), "probs": torch.ones(2, 3, 4), "stat": np.ones((2, 3))})
+    assert set(res.posterior) == {"mu", "probs", "stat"}
+    assert res.log_likelihood["x"].shape == (2, 3, 30)
