@@ -95,7 +95,8 @@ def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = F
     """Raise unless the model traced in ``trace`` has a latent sample site to infer: a model whose sites are all
     observed (or ``pyro.param``/``pyro.factor``/``pyro.deterministic``) has no posterior, and its result would hold
     no draws to evaluate the log-likelihood at. Enumerated discrete sites count (``TraceEnum_ELBO`` sums them out
-    with the model's ``pyro.param`` sites fitted) unless ``drawn_only`` (NUTS/HMC, which draw only the continuous
+    with the model's ``pyro.param`` sites fitted; where they are the only latents, ``run_svi`` draws them from their
+    posterior, :func:`enumerated_posterior_draws`) unless ``drawn_only`` (NUTS/HMC, which draw only the continuous
     ones). ``_``-prefixed (auxiliary) sites count for NUTS/HMC, which draw them into the posterior like any other,
     but not for SVI, whose posterior draws leave them out (:func:`latent_sites`): a model whose only latents are
     ``_``-prefixed would fit and then hold no draws. ``engine`` names the engine in the message."""
@@ -364,10 +365,12 @@ def _vectorized_trace(
     return poutine.trace(vectorized).get_trace(**model_kwargs)
 
 
-def _at_draws(model: Model, draws: Mapping[str, torch.Tensor], proto: poutine.Trace, nesting: int) -> Model:
+def _at_draws(model: Model, draws: Mapping[str, torch.Tensor], proto: poutine.Trace, nesting: int,
+              num: int | None = None) -> Model:
     """``model`` conditioned on ``draws`` (``(S, *site_shape)`` per site) all at once: run inside a ``_draws`` plate
-    of size S left of the model's ``nesting`` plates, the draws reshaped to line up with it."""
-    num = next(iter(draws.values())).shape[0]
+    of size S left of the model's ``nesting`` plates, the draws reshaped to line up with it. ``num``: S where
+    ``draws`` is empty (every latent enumerated)."""
+    num = next(iter(draws.values())).shape[0] if num is None else num
     conditioned = poutine.condition(model, _reshape_for_plate(proto, draws, nesting))
 
     def vectorized(**kwargs):
@@ -560,6 +563,7 @@ def _discrete_posterior_draws(
     chunk_size: int = 1000,
     *,
     vectorized: bool = True,
+    total: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """One draw of the enumerated sites ``names`` at each posterior draw ``theta_s`` (``flat``: ``(S, *site_shape)``
     per latent) from their posterior given the data and ``theta_s``, ``z_s ~ p(z | y, theta_s)``, by Pyro's
@@ -568,8 +572,9 @@ def _discrete_posterior_draws(
     Vectorized over the draws as the replays are (a ``_draws`` plate left of the model's plates, enumeration left
     of it), one trace per draw where the model does not vectorize so, or not ``vectorized``; the flag returned
     says whether the draws were vectorized. ``flat`` may hold earlier draws of ``names``: they are left out of the
-    conditioning."""
-    total = next(iter(flat.values())).shape[0]
+    conditioning. ``total``: the number of draws to make where ``flat`` is empty (a model whose latents are all
+    enumerated: the draws are then of ``p(z | y)`` alone, under the model's ``pyro.param`` values)."""
+    total = next(iter(flat.values())).shape[0] if total is None else total
     shapes = {n: tuple(proto.nodes[n]["value"].shape) for n in names}
     flat = {k: v for k, v in flat.items() if k not in names}
     try:
@@ -578,8 +583,8 @@ def _discrete_posterior_draws(
         out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         for start in range(0, total, chunk_size):
             chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}
-            num = next(iter(chunk.values())).shape[0]
-            sampler = infer_discrete(_at_draws(model, chunk, proto, nesting), first_available_dim=-(nesting + 2),
+            num = min(chunk_size, total - start)
+            sampler = infer_discrete(_at_draws(model, chunk, proto, nesting, num), first_available_dim=-(nesting + 2),
                                      temperature=1)
             tr = poutine.trace(sampler).get_trace(**model_kwargs)
             for n in names:
@@ -594,6 +599,22 @@ def _discrete_posterior_draws(
             for n in names:
                 out[n].append(tr.nodes[n]["value"].reshape(shapes[n]))
         return {n: torch.stack(v) for n, v in out.items()}, False
+
+
+@torch.no_grad()
+def enumerated_posterior_draws(model: Model, model_kwargs: Mapping[str, Any], num_samples: int, *,
+                               chunk_size: int = 1000) -> dict[str, torch.Tensor]:
+    """Posterior draws of a model whose latents are all enumerated (its other unknowns ``pyro.param`` values, as
+    Pyro's param store holds them): ``num_samples`` draws ``z_s ~ p(z | y)`` of every site marked for parallel
+    enumeration, by Pyro's ``infer_discrete`` (forward-filter backward-sample at temperature 1), each shaped
+    ``(1, num_samples, *site_shape)``: one chain, as ``run_svi``'s draws from a guide are."""
+    trace = trace_model(model, model_kwargs)
+    names = [n for n in enumerated_sites(trace) if trace.nodes[n]["infer"].get("enumerate") == "parallel"]
+    if not names:
+        return {}
+    draws, _ = _discrete_posterior_draws(model, {}, model_kwargs, trace, max_plate_nesting(trace), names,
+                                         chunk_size, total=num_samples)
+    return {n: v.unsqueeze(0) for n, v in draws.items()}
 
 
 def _site_output(site, proto_site, num, values):

@@ -35,6 +35,8 @@ from pyrozoo.inference.predictive import (
     check_likelihood_sites,
     check_posterior_sites,
     device_of,
+    enumerated_posterior_draws,
+    enumerated_sites,
     latent_sites,
     max_plate_nesting,
     trace_model,
@@ -270,6 +272,12 @@ def run_svi(
     Every floating-point tensor in ``model_kwargs`` and ``train_kwargs`` must be finite (a NaN or inf is a
     :class:`PyrozooError` naming the argument, before any work), except those named in ``allow_nonfinite``.
     A model without latent sample sites (enumerated ones count) has no posterior: an error before any step.
+    A model whose latents are *all* enumerated (its other unknowns ``pyro.param`` values, fitted with them summed
+    out: ``elbo="enum"``) has nothing for the guide to draw: its posterior holds ``num_samples`` draws of the
+    enumerated sites from their posterior given the data under the fitted parameters, ``z_s ~ p(z | y)``
+    (:func:`~pyrozoo.inference.predictive.enumerated_posterior_draws`; they must be marked for *parallel*
+    enumeration, else an error before any step), so that ``az.loo`` and the posterior predictive have draws to work
+    on (its ``log_likelihood_fn`` still marginalizes them: one value per draw and observation).
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
@@ -311,6 +319,13 @@ def run_svi(
     proto = trace_model(model, model_kwargs)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
     check_has_latents(proto, engine="run_svi")
+    names = latent_sites(proto)
+    sequential = [n for n in enumerated_sites(proto) if proto.nodes[n]["infer"].get("enumerate") != "parallel"]
+    if not names and sequential:
+        raise PyrozooError(f"model: its only latent sites are enumerated, so run_svi's posterior holds draws of them "
+                           f"from p(z | data) under the fitted pyro.params, made by Pyro's infer_discrete, which "
+                           f"handles parallel enumeration only; the site(s) {sequential} are marked for sequential "
+                           f"enumeration: mark them infer={{'enumerate': 'parallel'}}")
     nesting = max_plate_nesting(proto)
     elbo_kwargs: dict[str, Any] = {"num_particles": num_particles, "max_plate_nesting": nesting}
     vectorized = num_particles > 1 and vectorize_particles
@@ -388,9 +403,11 @@ def run_svi(
         save_checkpoint(checkpoint, step=len(losses), optimizer=optim, losses=losses, extra={"settings": settings})
     fit_time = time.perf_counter() - t0
 
-    names = latent_sites(proto)
     try:
-        posterior = draw_from_guide(guide, model_kwargs, names, num_samples)
+        if names:
+            posterior = draw_from_guide(guide, model_kwargs, names, num_samples)
+        else:  # every latent enumerated (summed out in the fit): draws of them from their posterior given the data
+            posterior = enumerated_posterior_draws(model, model_kwargs, num_samples)
         params = {k: v.detach().cpu() for k, v in pyro.get_param_store().items()}
         return assemble_result(
             f"svi-{elbo}",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -644,5 +647,53 @@ def test_a_model_without_latent_sites_is_refused_before_any_step():
     with pytest.raises(PyrozooError, match=r"^model: run_svi needs a latent sample site to infer .*nothing to infer; "
                                            r"for a point estimate of pyro.param values"):
         run_svi(no_latent, lambda y=None: None, {"y": torch.ones(5)}, num_steps=3, num_samples=2, progress=False,
+                callback=lambda step, loss: calls.append(step))
+    assert calls == []
+
+
+def _only_enumerated(y, how="parallel"):
+    locs = pyro.param("locs", torch.tensor([-5.0, 5.0]))
+    with pyro.plate("obs_id", len(y)):
+        z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5])), infer={"enumerate": how})
+        pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=y)
+
+
+def _marginal_loglik(y, locs):
+    return torch.logsumexp(dist.Normal(locs, 1.0).log_prob(y[:, None]) + torch.tensor(0.5).log(), -1)
+
+
+def _only_enumerated_loglik(posterior, model_kwargs):  # marginal over z, one value per draw and observation
+    y = model_kwargs["y"]
+    lp = _marginal_loglik(y, pyro.param("locs"))
+    return {"obs": lp.expand(*posterior["z"].shape[:2], len(y)).detach().numpy()}
+
+
+def test_a_model_whose_latents_are_all_enumerated_has_draws_of_them_from_their_posterior():
+    """Its posterior was empty: az.loo failed with ArviZ's "Must be able to extract a posterior group", and the
+    posterior predictive was refused after the fit for want of draws. The draws are z ~ p(z | y) under the fitted
+    locs: with components 10 sd apart every draw puts each point in its own component (its prior would put half of
+    them in the other), and so do the replicates."""
+    import arviz as az
+
+    y = torch.tensor([-5.2, -4.9, -5.0, -4.6, -5.3, 5.1, 4.8, 5.0, 5.4, 4.7])
+    res = run_svi(_only_enumerated, lambda y: None, {"y": y}, elbo="enum", num_steps=3, lr=0.01, num_samples=40,
+                  progress=False, log_likelihood_fn=_only_enumerated_loglik)
+    assert res.posterior["z"].shape == (1, 40, 10)
+    assert (np.asarray(res.posterior["z"]) == (y > 0).numpy()).all()
+    idata = res.to_inference_data(posterior_predictive=True)
+    assert idata.posterior["z"].dims == ("chain", "draw", "obs_id")
+    assert ((idata.posterior_predictive["obs"].values > 0) == (y > 0).numpy()).mean() > 0.99
+    with pytest.warns(UserWarning, match="Pareto"):  # the marginal log-likelihood is the same at every draw
+        loo = az.loo(idata)
+    assert loo.elpd_loo == pytest.approx(float(_marginal_loglik(y, res.params["locs"]).sum()), rel=1e-5)
+
+
+def test_a_model_whose_latents_are_all_sequentially_enumerated_is_refused_before_any_step():
+    """infer_discrete, which draws them from their posterior, handles parallel enumeration only."""
+    calls = []
+    with pytest.raises(PyrozooError, match=r"^model: its only latent sites are enumerated.*\['z'\] are marked for "
+                                           r"sequential enumeration: mark them infer=\{'enumerate': 'parallel'\}$"):
+        run_svi(partial(_only_enumerated, how="sequential"), lambda y: None, {"y": torch.zeros(4)}, elbo="enum",
+                num_steps=3, num_samples=2, progress=False, log_likelihood_fn=_only_enumerated_loglik,
                 callback=lambda step, loss: calls.append(step))
     assert calls == []
