@@ -118,8 +118,10 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
               note: Callable[[str], None] | None = None) -> RunOutput:
     """Validate ``config``, load or simulate the data, fit, score and (if ``save``) write the run directory.
 
-    All validation (model, inference, options, device, output directory, data) happens before fitting starts, and
-    the run directory appears only when complete. Settings the inference does not read that were ``given`` (see
+    All validation (model, inference, options, device, output directory, data, size) happens before fitting
+    starts, and the run directory appears only when complete. Only once every check has passed, right before the
+    fit, are the temporaries that a killed save of ``out`` left removed (:func:`tidy_out_dir`, said by ``note``):
+    a refused run changes nothing on disk. Settings the inference does not read that were ``given`` (see
     :func:`unapplied_settings`; ``None``: those not at their defaults) are named before the fit, by ``note(text)``
     (the CLI prints it) or, without ``note``, as a :class:`UserWarning`.
 
@@ -139,7 +141,6 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     out_path = None
     if save:
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
-        tidy_out_dir(out_path, note)  # what a run of out killed while saving left
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
     check_run_size(config, dataset, save=save)  # a run too big for memory is refused before the fit, not OOM-killed
@@ -149,6 +150,8 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
             note(unapplied_message(config, ignored))
         else:  # past keeps_caller_state, at the caller
             warnings.warn(unapplied_message(config, ignored), UserWarning, stacklevel=3)
+    if out_path is not None:  # every check passed: only now change the disk (a refused run leaves it as it was)
+        tidy_out_dir(out_path, note)  # what a run of out killed while saving left
     try:
         # checked above: an oversized log-likelihood is refused, not left out with a warning as for Python callers
         with without_log_likelihood(not config.log_likelihood), pointwise_size_checked():

@@ -138,7 +138,12 @@ def handle(args: argparse.Namespace) -> int:
     # settings given (flags or the file; not the defaults) that the inference does not read: the runner names them
     given = [k for k in SETTINGS if getattr(args, k, None) is not None or k in file_data]
     unapplied: list[str] = []
-    output = run_model(config, out=args.out, overwrite=args.overwrite, given=given, note=unapplied.append)
+    try:
+        output = run_model(config, out=args.out, overwrite=args.overwrite, given=given, note=unapplied.append)
+    except BaseException:  # a fit that fails or is interrupted: what run_model said before it (and did) still said
+        for text in unapplied:
+            print(f"note: {text}", flush=True)
+        raise
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")
     for text in unapplied:

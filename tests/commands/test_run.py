@@ -86,3 +86,60 @@ def test_a_real_ctrl_c_during_the_netcdf_write_exits_130_and_leaves_nothing(tmp_
     assert proc.returncode == 130, (out, err)
     assert "pyrozoo: interrupted" in err and "saved to" not in out
     assert list(tmp_path.iterdir()) == []
+
+
+def _killed_temporary(tmp_path, name):
+    """A temporary of ``name`` that a save killed by SIGKILL left: its pid is a process of this host that is gone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = tmp_path / f".{name}.{gone.pid}-{host_id()}.abcdefgh.tmp"
+    path.mkdir()
+    (path / "config.toml").write_text('model = "normal-gamma"\n')
+    return path
+
+
+@pytest.mark.parametrize("refused, message", [
+    (["blr", "-o", "outcome=zzz"], "has no column(s) 'zzz'"),  # the data, once loaded
+    # too large for memory (check_run_size)
+    (["normal-gamma", "--num-samples", "1000000000"], "pointwise log-likelihood would hold"),
+])
+def test_a_run_refused_for_its_input_leaves_a_killed_saves_temporary_alone(tmp_path, capsys, refused, message):
+    """QA: `pyrozoo run` removed what a killed save of --out left before it read the data, then refused the run
+    (`-o outcome=zzz`, no such column): the disk changed, and the "removed ..." note, printed only after a run,
+    never came. Now a refused run leaves everything as it was; the tidy comes once every check has passed."""
+    data = tmp_path / "bad.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    killed = _killed_temporary(tmp_path, "r7")
+    args = ["run", *refused[:1], "--out", str(tmp_path / "r7"), "--no-progress", "--device", "cpu", *refused[1:]]
+    if refused[0] == "blr":
+        args += ["--data", str(data)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "removed" not in captured.out
+    assert killed.is_dir() and (killed / "config.toml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([killed.name, "bad.csv"])
+
+
+def test_the_note_of_a_removed_temporary_is_printed_when_the_fit_then_fails(tmp_path, capsys, monkeypatch):
+    """The tidy happens right before the fit; a fit that fails after it still says what was removed (the CLI
+    printed its notes only after a successful run)."""
+    import dataclasses
+
+    from pyrozoo import registry
+    from pyrozoo.errors import PyrozooError
+
+    registry.names()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def failing_fit(dataset, config):
+        raise PyrozooError("failing_fit: refused inside the fit")
+
+    entry = dataclasses.replace(registry.get("normal-gamma"), name="failing-fit", fit=failing_fit)
+    registry.register("failing-fit")(lambda: entry)
+    killed = _killed_temporary(tmp_path, "r8")
+    assert main(["run", "failing-fit", "--out", str(tmp_path / "r8"), *TINY]) == 2
+    captured = capsys.readouterr()
+    assert "pyrozoo: error: failing_fit: refused inside the fit" in captured.err
+    assert f"note: removed 1 temporary directory that a run of {tmp_path / 'r8'} killed while saving left beside " \
+           f"it: {killed.name}" in captured.out
+    assert list(tmp_path.iterdir()) == []
