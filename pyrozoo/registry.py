@@ -291,6 +291,36 @@ class ZooModel:
                                f"a pyrozoo Dataset (pyrozoo.data.Dataset)")
         return dataset
 
+    def compute_metrics(self, result: Result, dataset: Dataset) -> dict[str, Any]:
+        """The entry's ``metrics(result, dataset)`` (``{}`` without one) as plain Python values, checked before
+        anything is written: a mapping of str names to a real number (a Python or NumPy int, float or bool, a 0-d
+        array or tensor; NaN and infinities are kept, and metrics.json writes them as null) or a list of strings
+        (names, as plce's and effect-curve's ``controls``). Anything else (a vector, a string, a nested dict),
+        which metrics.json could not save or the CLI not show, is a :class:`PyrozooError` naming the entry, the
+        function, the key and what it returned."""
+        if self.metrics is None:
+            return {}
+        metrics = self.metrics(result, dataset)
+        where = f"{self.name}: metrics {_qualname(self.metrics)}"
+        if not isinstance(metrics, Mapping):
+            raise PyrozooError(f"{where} returned {_type_name(metrics)}; expected a dict of metric name -> number")
+        out: dict[str, Any] = {}
+        for key, value in metrics.items():
+            if not isinstance(key, str):
+                raise PyrozooError(f"{where} returned the key {key!r} ({_type_name(key)}); expected metric names "
+                                   f"that are strings")
+            number = metric_number(value)
+            if number is not None:
+                out[key] = number
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                out[key] = list(value)
+            else:
+                raise PyrozooError(f"{where} returned {_described(value)} for {key!r}; expected a number (a Python "
+                                   f"or NumPy int, float or bool, a 0-d array or tensor) or a list of strings, "
+                                   f"which metrics.json can save (a vector is one metric per entry: name_0, "
+                                   f"name_1, ...)")
+        return out
+
 
 def observed_values(dataset: Dataset) -> int:
     """The number of observed values in ``dataset`` (every element of every ``observed`` array): per draw, the size
@@ -386,6 +416,36 @@ def _type_name(value: Any) -> str:
     cls = type(value)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def metric_number(value: Any) -> bool | int | float | None:
+    """``value`` as a Python bool, int or float when it is one real number (a Python or NumPy bool, int or float, a
+    0-d NumPy array or torch tensor of such a dtype), else ``None``."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.is_complex():
+            return None
+        return value.item()
+    if isinstance(value, (np.ndarray, np.generic)):
+        if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf":
+            return None
+        return value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return None
+
+
+def _described(value: Any) -> str:
+    """``a numpy.ndarray of shape (2,) (array([1., 2.]))`` / ``a str ('abc')``: a value's type, shape and a short
+    repr, for messages."""
+    import reprlib
+
+    shape = getattr(value, "shape", None)
+    shaped = f" of shape {tuple(shape)}" if shape is not None and len(shape) else ""
+    return f"{_type_name(value)}{shaped} ({reprlib.repr(value)})" if value is not None else "None"
 
 
 def _required_keywords(signature: inspect.Signature, n_args: int, given: Mapping[str, Any]) -> list[str]:

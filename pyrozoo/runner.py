@@ -156,7 +156,7 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         # checked above: an oversized log-likelihood is refused, not left out with a warning as for Python callers
         with without_log_likelihood(not config.log_likelihood), pointwise_size_checked():
             result = entry.fit(dataset, config)
-        metrics = dict(entry.metrics(result, dataset)) if entry.metrics is not None else {}
+        metrics = entry.compute_metrics(result, dataset)  # checked (numbers, lists of names) before any write
     except RuntimeError as error:
         raise _device_hint(error, config.model, device) from error
     # what ran (without the settings the inference does not read) on the device it ran on; config.toml, the rerun

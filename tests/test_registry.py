@@ -183,3 +183,22 @@ def test_log_likelihood_size_must_be_a_function_giving_a_count():
     assert ZooModel(**fields(log_likelihood_size=lambda d: d.observed["x"].shape[0])).pointwise_sizes(data) == (7, 21)
     with pytest.raises(PyrozooError, match=r"^log_likelihood_size of m: expected an integer >= 0 .*got 7.0"):
         ZooModel(**fields(log_likelihood_size=lambda d: 7.0)).pointwise_sizes(data)
+
+
+@pytest.mark.parametrize("returned, message", [
+    ([("rmse", 0.5)], r"returned a list; expected a dict of metric name -> number$"),
+    (None, r"returned None; expected a dict of metric name -> number$"),
+    ({1: 0.5}, r"returned the key 1 \(an int\); expected metric names that are strings$"),
+    ({"z": 1 + 2j}, r"returned a complex \(\(1\+2j\)\) for 'z'; expected a number"),
+    ({"z": b"abc"}, r"returned a bytes \(b'abc'\) for 'z'; expected a number"),
+])
+def test_metrics_returning_something_else_than_numbers_names_the_entry_and_the_function(returned, message):
+    """compute_metrics checks what an entry's metrics function returned, as the fit's and the loaders' returns are
+    checked; the shipped entries' values (numbers, lists of column names) pass (tests/test_runner.py)."""
+    def metrics(result, dataset):
+        return returned
+
+    entry = _entry(metrics=metrics)
+    with pytest.raises(PyrozooError, match=rf"^normal-gamma: metrics tests\.test_registry\..*metrics {message}"):
+        entry.compute_metrics(None, None)
+    assert _entry(metrics=None).compute_metrics(None, None) == {}

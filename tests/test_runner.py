@@ -428,3 +428,73 @@ def test_the_size_check_counts_the_pointwise_arrays_the_fit_builds(monkeypatch, 
         for cfg in (config, dataclasses.replace(config, inference="enum", steps=2)):
             output = run_model(cfg, save=False)
             assert output.result.log_likelihood["x"].shape == (1, 1, 300)
+
+
+@pytest.mark.parametrize("metrics, key, returned", [
+    ({"arr": np.array([1.0, 2.0])}, "arr", r"a numpy\.ndarray of shape \(2,\) \(array\(\[1\., 2\.\]\)\)"),
+    ({"rmse": 0.5, "x": "abc"}, "x", r"a str \('abc'\)"),
+    ({"y": [1, 2]}, "y", r"a list \(\[1, 2\]\)"),
+    ({"t": torch.ones(3)}, "t", r"a torch\.Tensor of shape \(3,\) \(tensor\(\[1\., 1\., 1\.\]\)\)"),
+    ({"d": {"a": 1.0}}, "d", r"a dict \(\{'a': 1\.0\}\)"),
+])
+def test_metrics_that_metrics_json_cannot_hold_are_refused_before_anything_is_written(monkeypatch, tmp_path, capsys,
+                                                                                       metrics, key, returned):
+    """QA: an entry's metrics returning an array ended a CLI run, after the whole fit, in "TypeError: Object of type
+    ndarray is not JSON serializable" from save_run, the run lost; a string or a list of numbers was written into
+    metrics.json in silence and the CLI printed an empty "metrics:  (2 more in metrics.json)". Now each is a
+    one-line error naming the entry, the function, the key and what came, and nothing is written."""
+    registry.names()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def odd_metrics(result, dataset):
+        return metrics
+
+    entry = dataclasses.replace(registry.get("normal-gamma"), name="odd-metrics", metrics=odd_metrics)
+    registry.register("odd-metrics")(lambda: entry)
+    message = (rf"^odd-metrics: metrics tests\.test_runner\..*odd_metrics returned {returned} for '{key}'; "
+               rf"expected a number \(a Python or NumPy int, float or bool, a 0-d array or tensor\) or a list of "
+               rf"strings")
+    config = RunConfig(model="odd-metrics", inference="gibbs", num_samples=5, warmup_steps=5, num_chains=1,
+                       progress=False)
+    with pytest.raises(PyrozooError, match=message):
+        run_model(config, out=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+    from pyrozoo.cli import main
+
+    assert main(["run", "odd-metrics", "--num-samples", "5", "--warmup-steps", "5", "--num-chains", "1",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message.replace("^", "^pyrozoo: error: "), err) and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_of_numbers_and_names_are_saved_as_plain_values(monkeypatch, tmp_path, capsys):
+    """What the shipped entries return (floats, ints, NaN, lists of column names) and the other forms of one number
+    (a NumPy scalar, a 0-d array or tensor, a bool) are accepted, kept as plain Python values in the output and
+    metrics.json (NaN as null), and the CLI shows every number, the NumPy and torch ones too."""
+    import json
+    import math
+
+    from pyrozoo.cli import main
+
+    registry.names()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    given = {"f": 0.25, "i": 3, "nan": float("nan"), "f32": np.float32(1.5), "i64": np.int64(7),
+             "arr0": np.array(2.5), "t0": torch.tensor(4.5), "flag": True, "controls": ["age", "educ"]}
+    entry = dataclasses.replace(registry.get("normal-gamma"), name="plain-metrics",
+                                metrics=lambda result, dataset: given)
+    registry.register("plain-metrics")(lambda: entry)
+    config = RunConfig(model="plain-metrics", inference="gibbs", num_samples=5, warmup_steps=5, num_chains=1,
+                       progress=False)
+    output = run_model(config, out=tmp_path / "run")
+    expected = {"f": 0.25, "i": 3, "f32": 1.5, "i64": 7, "arr0": 2.5, "t0": 4.5, "flag": True,
+                "controls": ["age", "educ"]}
+    assert {k: v for k, v in output.metrics.items() if k != "nan"} == expected and math.isnan(output.metrics["nan"])
+    assert all(type(output.metrics[k]) is type(v) for k, v in expected.items())
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {k: saved[k] for k in given} == {**expected, "nan": None}
+    assert main(["run", "plain-metrics", "--num-samples", "5", "--warmup-steps", "5", "--num-chains", "1",
+                 "--no-progress", "--out", str(tmp_path / "cli")]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("metrics: "))
+    assert line == ("metrics: f=0.25, i=3, nan=nan, f32=1.5, i64=7, arr0=2.5, t0=4.5, flag=1 (1 more in "
+                    "metrics.json)")

@@ -167,10 +167,13 @@ def handle(args: argparse.Namespace) -> int:
             print(f"note: {line}")
         for line in lines:
             print(f"warning: {line}")
-    if output.metrics:
+    if output.metrics:  # numbers, and lists of names (run_model checked them), which only metrics.json holds
         numbers = [(k, v) for k, v in output.metrics.items() if isinstance(v, (int, float))]
         more = len(output.metrics) - min(len(numbers), 12)
-        tail = f" ({more} more in metrics.json)" if more and output.out is not None else ""
-        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in numbers[:12]) + tail)
+        if numbers:
+            tail = f" ({more} more in metrics.json)" if more else ""
+            print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in numbers[:12]) + tail)
+        else:
+            print(f"metrics: {', '.join(output.metrics)} in metrics.json")
     print(f"saved to {output.out}")
     return 0
