@@ -164,12 +164,20 @@ class Result:
             draws = _seeded_draws(self.predictive_fn, self, predictive_seed(self.seed))
         self.posterior_predictive = {k: _to_numpy(v) for k, v in draws.items()}
 
+    def requested_inference(self) -> dict[str, str]:
+        """``{"inference_requested": name}``: the inference asked for, as ``config`` records it (``svi``, where
+        ``inference`` is the engine label of what ran, ``svi-meanfield``); ``{}`` when ``config`` names none."""
+        name = (self.config or {}).get("inference")
+        return {"inference_requested": name} if isinstance(name, str) else {}
+
     def to_inference_data(self, posterior_predictive: bool = False) -> az.InferenceData:
         """``arviz.InferenceData`` with groups posterior, sample_stats, log_likelihood, observed_data,
         constant_data (and posterior_predictive when asked), named dims and coords; ``fit_stats`` become a
         ``fit_stats`` group. Its attributes: inference, model, seed, wall_time, the ``device`` of ``config`` (the
-        one the fit ran on, where it came through a zoo entry's fit or ``run_model``), ``attrs`` and
-        :func:`library_attrs`, which every group's attributes hold too, as ``az.from_pyro`` writes them. An
+        one the fit ran on, where it came through a zoo entry's fit or ``run_model``), ``attrs``,
+        :func:`library_attrs`, which every group's attributes hold too, as ``az.from_pyro`` writes them, and
+        ``inference_requested`` where ``config`` names the inference (:meth:`requested_inference`), as a saved
+        run's ``idata.nc`` holds it. An
         ``attrs["log_likelihood"]`` note (e.g. an EM fit's "conditional on point estimates") is left out when there
         is no log-likelihood group for it to describe (``--no-log-likelihood``, or one too large to compute)."""
         if posterior_predictive:
@@ -188,7 +196,7 @@ class Result:
                        "wall_time": float(self.wall_time),
                        **({"device": str(self.config["device"])} if "device" in (self.config or {}) else {}),
                        **{k: v for k, v in self.attrs.items() if k != "log_likelihood" or self.log_likelihood},
-                       **library_attrs()},
+                       **library_attrs(), **self.requested_inference()},
             )
         if self.constant_data:
             import xarray as xr

@@ -271,9 +271,11 @@ def save_run(
         cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:
             tomli_w.dump(_tomlable(cfg), fh)
-        # config.toml's name for the inference beside the engine label (older run directories lack it)
+        # config.toml's name for the inference beside the engine label (older run directories lack it); the
+        # InferenceData has result.config's, which run_model makes the same: the file follows config.toml
         requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
         idata = result.to_inference_data(posterior_predictive=posterior_predictive)
+        idata.attrs.pop("inference_requested", None)
         idata.attrs.update(requested)
         with deferred():
             idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")

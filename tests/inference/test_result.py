@@ -258,3 +258,27 @@ def test_to_inference_data_with_fewer_draws_than_chains_has_no_arviz_shape_warni
         idata = result.to_inference_data()
     assert not [str(w.message) for w in caught if "More chains" in str(w.message)]
     assert idata.posterior["w"].shape == (4, draws, 2) and idata.log_likelihood["y"].shape == (4, draws, 5)
+
+
+def test_the_inference_data_records_the_requested_inference_as_the_saved_run_does(tmp_path):
+    """A saved run's idata.nc held ``inference_requested`` (config.toml's name: svi beside the engine label
+    svi-meanfield) and the InferenceData built in Python did not: save_run added it only when writing. Now
+    to_inference_data adds it from ``config``, and the saved file's attributes equal the in-memory ones."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.inference.rundir import load_run
+    from pyrozoo.runner import run_model
+
+    result = _result()
+    assert "inference_requested" not in result.to_inference_data().attrs  # no config: nothing to record
+    result.config = {"model": "m", "inference": "svi", "seed": 0}
+    result.inference = "svi-meanfield"
+    attrs = result.to_inference_data().attrs
+    assert (attrs["inference"], attrs["inference_requested"]) == ("svi-meanfield", "svi")
+    out = run_model(RunConfig(model="normal-gamma", inference="gibbs", num_chains=2, num_samples=50,
+                              warmup_steps=20, seed=0, progress=False, device="cpu", options={"n": 30}),
+                    out=tmp_path / "run")
+    memory = out.result.to_inference_data().attrs
+    saved = load_run(out.out)["idata"].attrs
+    assert memory["inference_requested"] == "gibbs"
+    assert {k: v for k, v in memory.items() if k != "created_at"} == {k: v for k, v in saved.items()
+                                                                      if k != "created_at"}

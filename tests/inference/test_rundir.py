@@ -200,3 +200,24 @@ def test_a_killed_writers_temporaries_are_told_from_a_live_ones(tmp_path):
     assert remove_stale_temporaries(out) == (stale, unknown)
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {mine.name} | set(names.values()) - {names["dead"]}
+
+
+def test_the_saved_inference_requested_follows_the_config_saved_with_the_run(tmp_path):
+    """The InferenceData of a Result records ``inference_requested`` from ``result.config``; save_run's file still
+    records the one of the config it saves (as metrics.json does), and none for a config that names no inference."""
+    import json
+
+    import numpy as np
+
+    from pyrozoo.inference.result import Result
+    from pyrozoo.inference.rundir import load_run, save_run
+
+    rng = np.random.default_rng(0)
+    result = Result(inference="svi-meanfield", posterior={"w": rng.normal(size=(1, 4))}, seed=0,
+                    config={"model": "m", "inference": "svi", "seed": 0})
+    assert result.to_inference_data().attrs["inference_requested"] == "svi"
+    bare = save_run(result, tmp_path / "bare", config={"model": "m", "seed": 0})
+    assert "inference_requested" not in json.loads((bare / "metrics.json").read_text())
+    assert "inference_requested" not in load_run(bare)["idata"].attrs
+    own = load_run(save_run(result, tmp_path / "own"))
+    assert own["idata"].attrs["inference_requested"] == own["metrics"]["inference_requested"] == "svi"
