@@ -53,7 +53,7 @@ from pyrozoo.guides.regime_scm import (
     make_amortized_guide,
     make_gumbel_guide,
 )
-from pyrozoo.inference.assemble import assemble_result
+from pyrozoo.inference.assemble import assemble_result, without_log_likelihood
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.em import run_em
 from pyrozoo.inference.result import Result
@@ -1369,11 +1369,16 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             # would only move away from it), minibatches of 1024 for MLPs (a full-batch MLP step costs ~0.5 s)
             sub = o["subsample_size"] or (1024 if inp["mechanism"] == "mlp" else 0)
             sub = sub if 0 < sub < x.shape[0] else None
-            svi = run_svi(regime_scm_model, guide, {**model_kwargs, "x": xs, "init": init, "subsample_size": sub},
-                          num_steps=config.steps, elbo="enum", lr=config.lr or 0.005, num_samples=1,
-                          seed=config.seed, progress=config.progress,
-                          early_stop_window=None if sub else 20, early_stop_rel_tol=1e-5,
-                          log_likelihood_fn=lambda post, kw: {})
+            # only the fitted params and the loss are kept (the result is built below), so run_svi's own result
+            # carries no log-likelihood: its size check would count every observed value (n x variables, not the n
+            # rows of regime-scm's joint one) and could refuse a run that run_model's check let through
+            with without_log_likelihood():
+                svi = run_svi(regime_scm_model, guide,
+                              {**model_kwargs, "x": xs, "init": init, "subsample_size": sub},
+                              num_steps=config.steps, elbo="enum", lr=config.lr or 0.005, num_samples=1,
+                              seed=config.seed, progress=config.progress,
+                              early_stop_window=None if sub else 20, early_stop_rel_tol=1e-5,
+                              log_likelihood_fn=lambda post, kw: {})
             fit_stats["loss"] = svi.fit_stats["loss"]
             params = _param_store_values(list(params))
             if not inp["learn_weights"]:
