@@ -7,7 +7,9 @@ with the entry's ``tiny`` settings and yields InferenceData with a pointwise log
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import pyro.poutine as poutine
 import pytest
@@ -182,6 +184,38 @@ OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size
                   "restarts": 2, "em_iters": 7, "learn_weights": False, "subsample_size": 50,  # regime-scm
                   "pretrain_steps": 7, "hidden": 5, "temperature": 0.7, "kl_cycles": 2, "kl_ratio": 0.3,
                   "em_variant": "hard", "nuts_max_tree_depth": 4}  # spike-slab
+# A key (entry, option) gives one entry's own test value where an option name means other things in other entries.
+
+
+def option_change(entry: registry.ZooModel, option: str, current: Any, reader: str) -> Any:
+    """A valid value of ``option`` other than ``current`` for the check below: ``OPTION_CHANGES[(entry, option)]`` or
+    ``OPTION_CHANGES[option]`` where given, else one derived from the value's type (a bool flipped, an integer + 1, a
+    float halved, 1.0 for 0.0) and accepted by the entry's checks (:meth:`~pyrozoo.registry.ZooModel.check_config`,
+    ``check_options`` included) under ``reader``, an inference that reads it. Text, ``None`` and lists have no
+    derivable other value: the test then fails saying what to add to OPTION_CHANGES."""
+    from pyrozoo.errors import PyrozooError
+
+    for key in ((entry.name, option), option):
+        if key in OPTION_CHANGES:
+            return OPTION_CHANGES[key]
+    hint = (f"add a test value for option {option!r} of {entry.name} to OPTION_CHANGES in "
+            f"tests/test_registry_contract.py: OPTION_CHANGES[({entry.name!r}, {option!r})] = a valid value other "
+            f"than {current!r}")
+    if isinstance(current, bool):
+        value = not current
+    elif isinstance(current, int):
+        value = current + 1
+    elif isinstance(current, float):
+        value = current / 2 if current else 1.0
+    else:
+        pytest.fail(f"no other value of option {option!r} of {entry.name} can be derived from {current!r}; {hint}")
+    cfg = tiny_config(entry.name, reader)
+    try:
+        entry.check_config(dataclasses.replace(cfg, options={**cfg.options, option: value}))
+    except PyrozooError as exc:
+        pytest.fail(f"the derived test value {value!r} of option {option!r} of {entry.name} is refused under {reader} "
+                    f"({exc}); {hint}")
+    return value
 
 
 @pytest.mark.slow
@@ -191,16 +225,16 @@ OPTION_CHANGES = {"lengthscale": 3.0, "variance": 4.0, "noise": 0.7, "batch_size
 def test_an_option_declared_for_other_inferences_leaves_this_ones_draws_unchanged(name, inference, option,
                                                                                  monkeypatch):
     """What keeps ``inference_options`` honest: the option, let through (the entry's declaration lifted), does
-    not change the draws."""
-    import dataclasses
-
+    not change the draws (its changed value: :func:`option_change`)."""
+    reader = registry.get(name).inference_options[option][0]
     entry = dataclasses.replace(registry.get(name), inference_options={})
     monkeypatch.setitem(registry._REGISTRY, name, lambda: entry)  # the fit's own checked_config reads the registry
     cfg = tiny_config(name, inference)
+    value = option_change(entry, option, cfg.options.get(option, entry.options[option]), reader)
     set_seed(cfg.seed)  # as run_model does before the data
     base = entry.fit(entry.load_data(cfg), cfg)
     cfg = tiny_config(name, inference)
-    cfg.options = {**cfg.options, option: OPTION_CHANGES[option]}
+    cfg.options = {**cfg.options, option: value}
     set_seed(cfg.seed)
     other = entry.fit(entry.load_data(cfg), cfg)
     for key in base.posterior:
@@ -273,3 +307,42 @@ def test_gp_nuts_fit_keeps_the_callers_state_and_its_own_seed():
 @pytest.mark.parametrize("name,inference", CASES)
 def test_every_entry_fit_keeps_the_callers_state_and_its_own_seed(name, inference):
     _check_fit_keeps_caller_state(name, inference)
+
+
+def _entry_with_svi_options(monkeypatch, options, check_options=None):
+    """normal-gamma registered as ``c1-probe`` with extra ``options`` that only its svi reads."""
+    base = registry.get("normal-gamma")
+    entry = dataclasses.replace(base, name="c1-probe", options={**base.options, **options},
+                                inference_options={k: ("svi",) for k in options}, check_options=check_options)
+    monkeypatch.setitem(registry._REGISTRY, "c1-probe", lambda: entry)
+    return entry
+
+
+def test_a_new_entrys_inference_option_gets_a_derived_test_value_or_a_message_saying_what_to_add(monkeypatch):
+    """A new entry's inference option that OPTION_CHANGES did not know was a bare KeyError in the slow check
+    above: a changed value is now derived where the option's type allows, and else the failure says what to add."""
+    from pyrozoo.errors import PyrozooError
+
+    entry = _entry_with_svi_options(monkeypatch, {"flag": True, "k": 3, "w": 0.5, "z": 0.0, "guide": "auto"})
+    assert option_change(entry, "flag", True, "svi") is False
+    assert option_change(entry, "k", 3, "svi") == 4
+    assert option_change(entry, "w", 0.5, "svi") == 0.25
+    assert option_change(entry, "z", 0.0, "svi") == 1.0
+    with pytest.raises(pytest.fail.Exception, match="no other value of option 'guide' of c1-probe can be derived from "
+                                                    "'auto'; add a test value for option 'guide' of c1-probe to "
+                                                    "OPTION_CHANGES in tests/test_registry_contract.py: "
+                                                    "OPTION_CHANGES\\[\\('c1-probe', 'guide'\\)\\] = a valid value "
+                                                    "other than 'auto'"):
+        option_change(entry, "guide", "auto", "svi")
+    monkeypatch.setitem(OPTION_CHANGES, ("c1-probe", "guide"), "manual")
+    assert option_change(entry, "guide", "auto", "svi") == "manual"
+    assert option_change(registry.get("gp"), "noise", 0.1, "type2") == OPTION_CHANGES["noise"]
+
+    def at_most_three(config):
+        if config.options.get("k", 3) > 3:
+            raise PyrozooError(f"k: expected at most 3, got {config.options['k']}")
+
+    entry = _entry_with_svi_options(monkeypatch, {"k": 3}, at_most_three)
+    with pytest.raises(pytest.fail.Exception, match="the derived test value 4 of option 'k' of c1-probe is refused "
+                                                    "under svi \\(k: expected at most 3, got 4\\); add a test value"):
+        option_change(entry, "k", 3, "svi")
