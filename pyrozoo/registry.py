@@ -60,7 +60,9 @@ class ZooModel:
     * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
     * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``; not named
       ``"simulator"`` or ``"file"`` (:data:`RESERVED_SOURCES`, the other sources' names in ``data_options``);
-    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs); an
+    * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs, a sweep's
+      ``tiny = true``): run settings of :data:`SETTINGS` and ``"options"``, a dict of the entry's options, checked
+      (names and values) when the entry is built; an
       option in it that an inference does not read (``inference_options``) is left out for that inference
       (:meth:`unread_options`), so a tiny size may be one inference's own (spike-slab's NUTS tree depth);
     * ``from_file(path, seed, **options) -> Dataset``: optional reader of a user's data file (``--data``);
@@ -153,6 +155,20 @@ class ZooModel:
             self._names(where, tuple(mapping), keys, key_kind)
             for key, names in mapping.items():
                 self._names(f"{where}: {key!r}", names, values, value_kind, empty=empty)
+        # tiny's slips surfaced only in a tiny sweep, which blamed the user's sweep file, or as a bare TypeError
+        where = f"tiny of {self.name}"
+        if not isinstance(self.tiny, Mapping):
+            raise PyrozooError(f"{where}: expected a dict of run settings and 'options', got {self.tiny!r}")
+        self._names(where, tuple(self.tiny), (*SETTINGS, "options"), "key")
+        tiny_options = self.tiny.get("options", {})
+        if not isinstance(tiny_options, Mapping):
+            raise PyrozooError(f"{where}: 'options': expected a dict of option -> value, got {tiny_options!r}")
+        self._names(f"{where}: 'options'", tuple(tiny_options), options, "option")
+        try:  # the values as a config holding them would check them (num_samples >= 1, an option's default's type)
+            RunConfig(model=self.name, **{k: v for k, v in self.tiny.items() if k != "options"}).validate()
+            check_option_types("option", tiny_options, self.options, self.list_options)
+        except PyrozooError as exc:
+            raise PyrozooError(f"{where}: {exc}") from None
 
     @staticmethod
     def _names(where: str, names: Any, known: tuple[str, ...] | None, kind: str, *, empty: bool = True) -> None:

@@ -346,3 +346,22 @@ def test_a_new_entrys_inference_option_gets_a_derived_test_value_or_a_message_sa
     with pytest.raises(pytest.fail.Exception, match="the derived test value 4 of option 'k' of c1-probe is refused "
                                                     "under svi \\(k: expected at most 3, got 4\\); add a test value"):
         option_change(entry, "k", 3, "svi")
+
+
+@pytest.mark.parametrize("tiny,match", [
+    # passed `pyrozoo list`; a tiny sweep then blamed the user's sweep file, the contract test a bare TypeError
+    ({"num_sampels": 5}, "tiny of normal-gamma: unknown key\\(s\\) 'num_sampels'; expected one of num_samples, "
+                         "warmup_steps, num_chains, steps, lr, jit, options$"),
+    ({"options": {"nn": 3}}, "tiny of normal-gamma: 'options': unknown option\\(s\\) 'nn'; expected one of n, "),
+    ({"options": {"n": "30"}}, "tiny of normal-gamma: n: option expects an integer \\(default 100\\), got '30'"),
+    ({"options": 3}, "tiny of normal-gamma: 'options': expected a dict of option -> value, got 3"),
+    ({"num_samples": 0}, "tiny of normal-gamma: num_samples: expected an integer >= 1, got 0"),
+    ("fast", "tiny of normal-gamma: expected a dict of run settings and 'options', got 'fast'"),
+])
+def test_a_slip_in_the_entrys_tiny_is_named_when_the_entry_is_built(tiny, match):
+    from pyrozoo.errors import PyrozooError
+
+    base = registry.get("normal-gamma")
+    with pytest.raises(PyrozooError, match=match) as info:
+        type(base)(**{**base.__dict__, "tiny": tiny})
+    assert "\n" not in str(info.value)
