@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -617,6 +618,45 @@ def plate_subsample(name: str, size: Any, rows: int) -> int | None:
         return None
     size = check_int(name, size, minimum=0)
     return size if 0 < size < rows else None
+
+
+def check_accepts(name: str, fn: Any, *calls: Mapping[str, Any], caller: str = "run_svi",
+                  what: str = "the model's arguments") -> None:
+    """Raise before any work unless ``fn`` (a guide, say) can be called with the keyword arguments of each of
+    ``calls`` (``fn(**kwargs)``, as ``caller`` calls it): a keyword its signature does not take, or a parameter
+    without a default that none gives, is a :class:`PyrozooError` naming ``fn`` and them, not a ``TypeError`` from
+    inside the first step. A ``torch.nn.Module`` (a PyroModule guide) is checked by its ``forward``. ``*args`` /
+    ``**kwargs`` signatures (Pyro's AutoGuides) accept anything, and a callable without an inspectable signature
+    passes unchecked."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin or extension callable: the call will tell
+        return
+    params = signature.parameters
+    by_keyword = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unexpected: list[str] = []
+    missing: list[str] = []
+    for kwargs in calls:
+        for key in kwargs:
+            p = params.get(key)
+            if (not by_keyword and key not in unexpected
+                    and (p is None or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))):
+                unexpected.append(key)
+        for p in params.values():
+            if (p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is p.empty and p.name not in missing
+                    and (p.name not in kwargs or p.kind is p.POSITIONAL_ONLY)):
+                missing.append(p.name)
+    if not unexpected and not missing:
+        return
+    label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    problems = ([f"it does not accept {', '.join(map(repr, unexpected))}"] if unexpected else []) + (
+        [f"it requires {', '.join(map(repr, missing))}, which {what} do not give"] if missing else [])
+    given = sorted({k for kwargs in calls for k in kwargs})
+    raise PyrozooError(f"{name}: {module}.{label} must accept {what}, as {caller} calls it with them as keywords "
+                       f"({', '.join(given) or 'none'}); {' and '.join(problems)} (its signature: {signature}); give "
+                       f"it the model's signature")
 
 
 def check_dataset(name: str, dataset: Any, model: str, *, inputs: Iterable[str] = (), observed: Iterable[str] = (),

@@ -618,3 +618,34 @@ def test_check_figure_path_refuses_before_drawing_and_returns_the_file_written(t
         with pytest.raises(PyrozooError, match=message):
             check_figure_path("path", bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sub"]  # nothing written
+
+
+def test_check_accepts_names_what_a_callable_does_not_take():
+    """run_svi's up-front check of a guide's signature (a wrong one was a raw TypeError from inside the first step)."""
+    import functools
+
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.validation import check_accepts
+
+    def model(x, y=None, *, a):
+        pass
+
+    class Guide(torch.nn.Module):
+        def forward(self, x, y=None):
+            pass
+
+    kwargs = {"x": 1, "y": 2, "a": 3}
+    for fn in (model, lambda **kw: None, lambda x, *args, **kw: None, AutoNormal(model), functools.partial(model, a=0),
+               max):  # max: a builtin without an inspectable signature passes
+        check_accepts("guide", fn, kwargs)
+    with pytest.raises(PyrozooError, match=r"^guide: .*Guide must accept the model's arguments, as run_svi calls it "
+                                           r"with them as keywords \(a, x, y\); it does not accept 'a' \(its "
+                                           r"signature: \(x, y=None\)\)"):
+        check_accepts("guide", Guide(), kwargs)  # a PyroModule guide: its forward
+    with pytest.raises(PyrozooError, match=r"it requires 'n', which the model's arguments do not give"):
+        check_accepts("guide", lambda x, y=None, *, a, n: None, kwargs)
+    with pytest.raises(PyrozooError, match=r"it does not accept 'subsample_size'"):  # train_kwargs come at the steps
+        check_accepts("guide", model, kwargs, {**kwargs, "subsample_size": 5})
+    with pytest.raises(PyrozooError, match=r"it requires 'x', which"):  # positional-only: never filled by keyword
+        check_accepts("guide", lambda x, /, y=None, **kw: None, kwargs)

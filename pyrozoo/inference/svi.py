@@ -43,7 +43,7 @@ from pyrozoo.inference.predictive import (
 )
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_choice, check_finite_kwargs, check_int, check_positive
+from pyrozoo.validation import check_accepts, check_choice, check_finite_kwargs, check_int, check_positive
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -293,6 +293,7 @@ def run_svi(
         device = _checked_device(device, model_kwargs)
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     check_finite_kwargs(train_kwargs or {}, allow=allow_nonfinite, what="train_kwargs")
+    check_accepts("guide", guide, model_kwargs, {**model_kwargs, **dict(train_kwargs or {})})  # as it is called
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
     if resume and not Path(checkpoint).exists():

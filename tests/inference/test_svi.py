@@ -697,3 +697,30 @@ def test_a_model_whose_latents_are_all_sequentially_enumerated_is_refused_before
                 num_steps=3, num_samples=2, progress=False, log_likelihood_fn=_only_enumerated_loglik,
                 callback=lambda step, loss: calls.append(step))
     assert calls == []
+
+
+def test_a_guide_that_does_not_take_the_models_arguments_is_named_before_any_step():
+    """A guide lacking the model's keyword arguments ended in a raw TypeError from inside the first step ("badguide()
+    got an unexpected keyword argument 'a'", exit 1 from the CLI); it is now a PyrozooError naming the guide and the
+    arguments it does not take, before any step. AutoGuides (``*args, **kwargs``) and a full signature still fit."""
+    def model(x, y=None, *, a):
+        mu = pyro.sample("mu", dist.Normal(a, 1.0))
+        with pyro.plate("obs_id", x.shape[0]):
+            pyro.sample("y", dist.Normal(mu + x, 1.0), obs=y)
+
+    def badguide(x, y=None):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    def guide(x, y=None, *, a):
+        badguide(x, y)
+
+    kwargs = {"x": torch.zeros(4), "y": torch.ones(4), "a": torch.tensor(0.0)}
+    calls = []
+    with pytest.raises(PyrozooError, match=r"^guide: .*badguide must accept the model's arguments, as run_svi calls it "
+                                           r"with them as keywords \(a, x, y\); it does not accept 'a' \(its "
+                                           r"signature: \(x, y=None\)\); give it the model's signature$"):
+        run_svi(model, badguide, kwargs, num_steps=3, num_samples=2, progress=False,
+                callback=lambda step, loss: calls.append(step))
+    assert calls == []
+    for ok in (guide, AutoNormal(model)):
+        assert run_svi(model, ok, kwargs, num_steps=2, num_samples=2, progress=False).posterior["mu"].shape == (1, 2)
