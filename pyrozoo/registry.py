@@ -57,7 +57,9 @@ class ZooModel:
       (a result that is not a ``Result``, or rows with no ``obs_id`` axis to label, are errors there);
     * ``inferences``: engine names, the first is the default;
     * ``metrics(result, dataset) -> dict[str, float]``: scores written to ``metrics.json``;
-    * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold);
+    * ``options``: model/simulator options and their defaults (the only keys a config's ``[options]`` may hold); a
+      config's ``options`` hold only those the user gave, so a fit or ``check_options`` reads them with their
+      defaults through :meth:`merged_options`;
     * ``datasets``: named loaders of shipped real data, ``loader(seed, **options) -> Dataset``; not named
       ``"simulator"`` or ``"file"`` (:data:`RESERVED_SOURCES`, the other sources' names in ``data_options``);
     * ``tiny``: config overrides that make every inference run in seconds (shared tests, CLI smoke runs, a sweep's
@@ -262,7 +264,7 @@ class ZooModel:
         return [k for k in options if source not in self.data_options.get(k, (source,))]
 
     def merged_options(self, config: RunConfig) -> dict[str, Any]:
-        """Entry defaults overridden by the config's options."""
+        """Entry defaults overridden by the config's options (``config.options`` holds only the options given)."""
         return {**self.options, **config.options}
 
     def load_data(self, config: RunConfig) -> Dataset:
