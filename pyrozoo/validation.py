@@ -510,19 +510,24 @@ def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> P
     (:func:`check_path`; ``''`` wrote a hidden ``./.png``) that is not a directory, with an extension matplotlib can
     write (``c.xyz`` failed in ``savefig`` after the drawing), in a directory that exists (matplotlib's
     FileNotFoundError came after the drawing too). A path without an extension gets ``.png``, as ``savefig`` gives
-    it, so the path returned is the file written (``'c'`` was returned as written while ``c.png`` was). A leading
-    ``~`` is expanded (matplotlib would not: ``'~/p.png'`` was refused as "'~' does not exist"). ``make_parents``:
-    a missing directory is created (after the other checks) instead of refused."""
+    it (trailing dots dropped first, as ``savefig`` does: ``'plot.'`` is ``plot.png``), so the path returned is the
+    file written (``'c'`` was returned as written while ``c.png`` was). A leading ``~`` is expanded (matplotlib
+    would not: ``'~/p.png'`` was refused as "'~' does not exist"); ``~user`` of an unknown user is refused.
+    ``make_parents``: a missing directory is created (after the other checks) instead of refused."""
     check_path(name, value, what="a file path for the figure (e.g. 'plot.png')")
     text = os.fspath(value)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as err:  # "Could not determine home directory." for ~nosuchuser
+        raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got {text!r}, whose "
+                           f"{Path(text).parts[0]!r} names no home directory ({err})") from None
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got the directory "
                            f"{text!r}")
     from matplotlib.backend_bases import FigureCanvasBase
 
-    if not path.suffix:
-        path = path.with_name(path.name + ".png")
+    if not path.suffix:  # savefig: filename.rstrip('.') + '.' + its default format
+        path = path.with_name(path.name.rstrip(".") + ".png")
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix[1:].lower() not in formats:
         raise PyrozooError(f"{name}: expected a file name ending in a format matplotlib writes "

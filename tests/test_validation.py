@@ -649,3 +649,23 @@ def test_check_accepts_names_what_a_callable_does_not_take():
         check_accepts("guide", model, kwargs, {**kwargs, "subsample_size": 5})
     with pytest.raises(PyrozooError, match=r"it requires 'x', which"):  # positional-only: never filled by keyword
         check_accepts("guide", lambda x, /, y=None, **kw: None, kwargs)
+
+
+def test_check_figure_path_follows_savefig_on_trailing_dots_and_names_an_unknown_home(tmp_path):
+    """'plot.' was returned as plot..png while savefig('plot.') writes plot.png; '~nosuchuser/p.png' was a raw
+    RuntimeError from expanduser."""
+    import matplotlib.pyplot as plt
+
+    from pyrozoo.validation import check_figure_path
+
+    for given in ("plot.", "plot..", "plot"):
+        path = check_figure_path("path", str(tmp_path / given))
+        assert path == tmp_path / "plot.png"
+        fig = plt.figure()
+        fig.savefig(str(tmp_path / given))  # what matplotlib writes for the same name
+        plt.close(fig)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    with pytest.raises(PyrozooError, match=r"^path: expected a file path for the figure \(e.g. 'plot.png'\), got "
+                                           r"'~nosuchuser_pyrozoo/p.png', whose '~nosuchuser_pyrozoo' names no home "
+                                           r"directory"):
+        check_figure_path("path", "~nosuchuser_pyrozoo/p.png")
