@@ -96,7 +96,9 @@ class ZooModel:
       to :func:`~pyrozoo.inference.assemble.assemble_result` (``log_likelihood_size``).
     * ``option_notes``: option -> a short condition ``pyrozoo list`` prints after its readers, for what the tables
       above cannot say (regime-scm's enum reads ``hidden`` only with ``mechanism='mlp'``, which ``check_options``
-      enforces).
+      enforces). For an option whose default is ``None``, a note beginning ``"default V; "`` (or just ``"default V"``)
+      says the value it takes when not given: ``pyrozoo list`` shows V as its default and the rest as the condition
+      (blr's ``a0``: ``"default 2.0; only with noise=0"``).
     """
 
     name: str

@@ -457,7 +457,7 @@ def test_list_with_a_name_shows_that_models_options(capsys):
     assert "  noise        0.1          (float; only with inference type2)" in out
     # a condition the inference table cannot say (regime-scm's enum reads pretrain_steps only with MLPs)
     assert main(["list", "regime-scm"]) == 0
-    assert ("(int; only with inference enum or amortized (enum reads it only with mechanism='mlp'))"
+    assert ("(int; only with inference enum or amortized; enum reads it only with mechanism='mlp')"
             in capsys.readouterr().out)
     assert main(["list", "nosuch"]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err
@@ -724,9 +724,9 @@ def test_list_shows_a_float_option_whose_default_is_none_as_float(capsys):
     (``float_options``): ``pyrozoo list`` called them "any"."""
     assert main(["list", "blr"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^  a0 +None +\(float ", out, flags=re.M), out
+    assert re.search(r"^  a0 +2\.0 +\(float; ", out, flags=re.M), out  # the default its note gives
     assert main(["list", "sparse-gp"]) == 0
-    assert re.search(r"^  noise +None +\(float ", capsys.readouterr().out, flags=re.M)
+    assert re.search(r"^  noise +0\.1 +\(float; ", capsys.readouterr().out, flags=re.M)
 
 
 @pytest.mark.parametrize("draws", ["1", "3"])

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from typing import Any
 
 from pyrozoo import registry
+
+# an option note that gives the effective default of an option whose entry default is None: "default 2.0; only ..."
+NOTE_DEFAULT = re.compile(r"^default ([^;]+?)(?:; (.+))?$")
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -49,13 +53,17 @@ def _show(name: str) -> int:
             extra += "; only with " + " or ".join(registry.describe_source(s) for s in entry.data_options[key])
         if key in entry.inference_options:
             extra += "; only with inference " + registry.or_join(entry.inference_options[key])
-        if key in entry.option_notes:
-            extra += f" ({entry.option_notes[key]})"
+        note, default_text = entry.option_notes.get(key), repr(default)
+        found = NOTE_DEFAULT.match(note) if default is None and note else None
+        if found:  # the value it takes when not given goes into the default column, the rest stays the condition
+            default_text, note = found.group(1), found.group(2)
+        if note:
+            extra += f"; {note}"
         if default is None:  # the data source's default, if its loader names one (plce's outcome: y, or re78)
             shown = [f"{value!r} with {registry.describe_source(source)}"
                      for source, value in _source_defaults(entry, key).items()]
             extra += f"; when not given: {', '.join(shown)}" if shown else ""
-        print(f"  {key:<{width}}  {default!r:<12} ({kind}{extra})")
+        print(f"  {key:<{width}}  {default_text:<12} ({kind}{extra})")
     return 0
 
 

@@ -1,0 +1,35 @@
+"""``pyrozoo list MODEL``: how an option's default and conditions read."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from pyrozoo import registry
+from pyrozoo.cli import main
+
+
+def test_an_option_note_giving_the_default_fills_the_default_column_and_nothing_nests(capsys):
+    """blr's a0 read "a0  None  (float (default 2.0; only with noise=0))": the default shown was None and the
+    parentheses nested; sparse-gp's noise the same."""
+    assert main(["list", "blr"]) == 0
+    out = capsys.readouterr().out
+    assert "  a0           2.0          (float; only with noise=0)\n" in out
+    assert "  b0           1.0          (float; only with noise=0)\n" in out
+    assert main(["list", "sparse-gp"]) == 0
+    out = capsys.readouterr().out
+    assert "  noise        0.1          (float; 0 with noiseless=true, which refuses another value)\n" in out
+    assert main(["list", "regime-scm"]) == 0  # a note that gives no default: a condition after the others
+    out = capsys.readouterr().out
+    assert "(int; only with inference enum or amortized; enum reads it only with mechanism='mlp')\n" in out
+
+
+def test_a_note_default_applies_only_to_an_option_without_one_and_may_stand_alone(capsys, monkeypatch):
+    base = registry.get("normal-gamma")
+    entry = dataclasses.replace(base, name="notes", options={**base.options, "k": None, "w": 3.0},
+                                float_options=("k",), option_notes={"k": "default 0.5", "w": "default 9.0; odd"})
+    monkeypatch.setitem(registry._REGISTRY, "notes", lambda: entry)
+    assert main(["list", "notes"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  k +0\.5 +\(float\)$", out, flags=re.M), out  # no condition left: no trailing '; '
+    assert re.search(r"^  w +3\.0 +\(float; default 9\.0; odd\)$", out, flags=re.M)  # a real default stays
