@@ -1,13 +1,15 @@
 """The ``pyrozoo`` command. Subcommands live in :mod:`pyrozoo.commands`, one module each, discovered on start.
 
 Bad input of any kind ends in one line on stderr (``pyrozoo: error: ...``) and exit status 2, with no traceback
-and no run directory left behind.
+and no run directory left behind. Output piped into a reader that stops early (``| head -1``) does not stop a
+command: once the pipe is closed the rest of its output is dropped and it exits with its own status.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pkgutil
 import signal
@@ -44,6 +46,48 @@ def build_parser() -> argparse.ArgumentParser:
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
+class _ReaderGone:
+    """A wrapper of ``sys.stdout``/``sys.stderr`` for the command's life that outlives its reader: once a write or
+    flush meets a closed pipe (``pyrozoo sweep ... | head -1``) the rest of the output goes to ``os.devnull``
+    (Python's documented pattern: the file descriptor is pointed at it, so the interpreter's last flush succeeds
+    too) and the command carries on to its own end and exit status. A closed pipe used to raise BrokenPipeError
+    out of the first ``print`` after it, which stopped a sweep after one cell, or ``diagnose`` before its plots, and
+    was then reported as success."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _drop(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file descriptor (in memory)
+            self._stream = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process's output)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+            try:  # the buffer still holds what the pipe refused: it goes to os.devnull now
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     previous = warnings.showwarning
@@ -58,14 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    streams = sys.stdout, sys.stderr
+    # output piped into `head` and the like: the command still runs to its end and exits with its own status
+    sys.stdout, sys.stderr = (None if s is None else _ReaderGone(s) for s in streams)  # None: pythonw
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except PyrozooError as exc:
         print(f"pyrozoo: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 0
     except KeyboardInterrupt as exc:  # Ctrl-C; a sweep also turns SIGTERM and SIGHUP into one (with the signal number)
         signum = getattr(exc, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
@@ -73,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + int(signum)
     finally:
         warnings.showwarning = previous
+        sys.stdout.flush()  # a closed pipe found here, not by the interpreter's last flush (exit status 120)
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
 
 
 if __name__ == "__main__":

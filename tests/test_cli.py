@@ -744,3 +744,29 @@ def test_run_with_fewer_draws_than_chains_prints_no_arviz_shape_warning(tmp_path
     assert not [str(w.message) for w in caught if "More chains" in str(w.message)]
     assert "raise --num-samples" in captured.out or "rerun with a larger --num-samples" in captured.out
     assert load_run(out)["idata"].posterior["mu"].shape == (4, int(draws))
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone (`| head -1`): every write and flush raises BrokenPipeError."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_does_not_stop_a_command_before_its_work_is_done(tmp_path, monkeypatch, capsys):
+    """`pyrozoo diagnose RUN | head -1` used to stop at its first print (BrokenPipeError, reported as success)
+    and write no plots; the output now goes to os.devnull once the reader is gone and the command runs to its end.
+    `pyrozoo list | head` stays quiet and exits 0."""
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--out", str(out), *TINY]) == 0
+    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    assert main(["diagnose", str(out)]) == 0
+    assert (out / "plots" / "trace.png").stat().st_size > 1000
+    assert main(["list"]) == 0
+    assert main(["run", "normal-gamma", "--out", str(tmp_path / "second"), *TINY]) == 0
+    assert load_run(tmp_path / "second")["metrics"]
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""

@@ -609,3 +609,29 @@ def test_dry_run_refuses_an_out_that_a_run_could_not_create(write_spec, sweep_te
         assert main(["sweep", spec, "--out", "/sys/pyrozoo-dry-run", "--dry-run"]) == 2
         assert "out: " in capsys.readouterr().err and not os.path.exists("/sys/pyrozoo-dry-run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "sweep.toml"]
+
+
+def test_a_closed_stdout_neither_stops_the_sweep_nor_hides_its_failures(write_spec, sweep_text, tmp_path):
+    """`pyrozoo sweep FILE | head -1`: the per-cell line after the reader has gone used to raise BrokenPipeError
+    out of the sweep, which stopped it after one cell, and the CLI turned that into exit status 0. Now every cell
+    runs (the rest of the output goes to os.devnull) and the exit status is the sweep's own: 1 for a failed cell."""
+    extra = """
+        [[models]]
+        name = "normal-gamma"
+        label = "ng-bad"
+        inference = "gibbs"
+        options = { sigma_true = -1.0 }
+        """
+    path = write_spec(sweep_text(seeds="[0, 1]", extra=extra))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "pyrozoo", "sweep", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().startswith(b"[1/6] ")
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
+    spec = load_spec(path, out=out)
+    assert [cell_status(out, c) for c in spec.cells] == ["done"] * 4 + ["failed"] * 2
+    assert not (out / ".sweep.lock").exists()
