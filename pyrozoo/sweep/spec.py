@@ -3,7 +3,7 @@
 ```toml
 [sweep]
 name = "normal-gamma-demo"    # optional; also the default output directory runs/sweeps/NAME
-out = "runs/sweeps/demo"      # optional; the command line's --out wins
+out = "runs/sweeps/demo"      # optional; the command line's --out wins; "~/..." is under the home directory
 seeds = [0, 1, 2]             # a list of seeds, or an integer N meaning 0, 1, ..., N-1
 tiny = false                  # start every cell from its model's `tiny` settings (smoke sweeps)
 
@@ -301,7 +301,8 @@ def _refuse_combinations(where: str, model: str, refused: Sequence[tuple[str, Py
 def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Path | None = None,
                base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a parsed sweep file and expand it into cells; every problem is a :class:`PyrozooError` naming the
-    key. ``out`` overrides ``[sweep].out``. A relative ``data`` path is taken relative to ``base_dir`` (the sweep
+    key. ``out`` overrides ``[sweep].out``; a leading ``~`` in either is the home directory (as in a ``data``
+    path). A relative ``data`` path is taken relative to ``base_dir`` (the sweep
     file's directory, from :func:`load_spec`) and stored as an absolute path; without ``base_dir``, relative to the
     current directory as given."""
     check_keys(source, data, ("sweep", "defaults", "grid", "models"))
@@ -453,7 +454,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
             raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r}; give the [[models]] "
                                f"blocks distinct labels or make their values distinct")
         seen[cell.key] = cell
-    return SweepSpec(name=name, out=Path(out_dir), cells=cells, source=source)
+    return SweepSpec(name=name, out=Path(out_dir).expanduser(), cells=cells, source=source)
 
 
 def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:

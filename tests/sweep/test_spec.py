@@ -435,3 +435,11 @@ def test_a_grid_of_more_than_max_cells_is_refused_before_its_cells_are_built(mon
                                            r"points x 4 seeds\)"):
         parse_spec(two_blocks)
     assert len(built) == 8  # the first block's cells, none of the second's
+
+
+def test_a_leading_tilde_in_the_output_root_is_the_home_directory(tmp_path, monkeypatch):
+    """`out = "~/x"` in [sweep] (or --out "~/x") used to make a literal `~` folder in the working directory,
+    while a `data = "~/..."` path was expanded."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert parse_spec(_with(sweep__out="~/sweeps/x")).out == tmp_path / "home" / "sweeps" / "x"
+    assert parse_spec(VALID, out="~/y").out == tmp_path / "home" / "y"
