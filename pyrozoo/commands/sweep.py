@@ -31,6 +31,7 @@ def handle(args: argparse.Namespace) -> int:
     from pyrozoo.sweep.runner import (
         adopt_earlier_keys,
         cell_status,
+        check_devices,
         check_resumable,
         check_run_options,
         check_sweep_root,
@@ -46,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
         check_sweep_root(spec.out, spec)
         spec.cells = adopt_earlier_keys(spec.out, spec.cells)
         check_resumable(spec.out, spec.cells)
+        check_devices(spec.cells, backend=args.backend)  # CUDA asked for on a machine without it
         for cell in spec.cells:
             print(f"{cell_status(spec.out, cell):8s} {cell.key}")
         print(f"{len(spec.cells)} cells in {spec.out}")

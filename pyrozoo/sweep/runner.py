@@ -470,6 +470,18 @@ def check_run_options(*, backend: str = "local", jobs: int = 1, address: str | N
     return jobs, limit
 
 
+def check_devices(cells: Sequence[Cell], *, backend: str = "local") -> None:
+    """Raise if a cell of the ``local`` backend asks for a device this machine lacks (CUDA on a machine without
+    it): once for the sweep, before anything runs (``--dry-run`` too), not once per cell. With ``ray`` the cluster's
+    resources decide, when the backend connects."""
+    if backend != "local":
+        return
+    from pyrozoo.inference.device import resolve_device
+
+    for device in sorted({c.config.get("device", "auto") for c in cells}):
+        resolve_device(device)
+
+
 # Signals a sweep's driver treats like Ctrl-C: SIGTERM (kill, a batch system's time limit) and, where the platform
 # has it, SIGHUP (the terminal or ssh session that started the sweep went away).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -559,11 +571,7 @@ def run_sweep(
     check_sweep_root(root, spec)
     spec.cells = adopt_earlier_keys(root, spec.cells)
     check_resumable(root, spec.cells)
-    if backend == "local":
-        from pyrozoo.inference.device import resolve_device
-
-        for device in sorted({c.config.get("device", "auto") for c in spec.cells}):
-            resolve_device(device)  # CUDA asked for on a machine without it fails here, not in every cell
+    check_devices(spec.cells, backend=backend)
     t0 = time.perf_counter()
     statuses = {c.key: cell_status(root, c) for c in spec.cells}
     pending = [c for c in spec.cells

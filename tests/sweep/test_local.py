@@ -635,3 +635,16 @@ def test_a_closed_stdout_neither_stops_the_sweep_nor_hides_its_failures(write_sp
     spec = load_spec(path, out=out)
     assert [cell_status(out, c) for c in spec.cells] == ["done"] * 4 + ["failed"] * 2
     assert not (out / ".sweep.lock").exists()
+
+
+def test_dry_run_refuses_cuda_on_a_machine_without_it_as_the_run_does(write_spec, sweep_text, tmp_path, capsys,
+                                                                      monkeypatch):
+    """The local backend's run refuses a CUDA cell on a machine without CUDA before anything runs; the dry run used
+    to list its cells as pending and exit 0."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    path = write_spec(sweep_text(seeds="[0]").replace('device = "cpu"', 'device = "cuda"'))
+    out = tmp_path / "out"
+    for extra in (["--dry-run"], []):
+        assert main(["sweep", str(path), "--out", str(out), "-q", *extra]) == 2
+        assert "device: 'cuda' was asked for but CUDA is not available" in capsys.readouterr().err
+        assert not out.exists()
