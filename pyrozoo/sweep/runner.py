@@ -343,30 +343,84 @@ def store_payload(root: str | Path, cell: Cell, payload: Mapping[str, Any]) -> C
 # ---- the sweep as a whole --------------------------------------------------------------------------------------
 
 
-def acquire_lock(root: Path) -> Path:
-    """One sweep process per output directory: ``OUT/.sweep.lock`` holds the owner's pid; a stale lock (its
-    process is gone, e.g. after a kill) is taken over."""
+class SweepLock:
+    """A held ``OUT/.sweep.lock``: an open file under this process's exclusive ``flock``; ``release()`` removes it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so that a sweep that opened it meanwhile sees it gone and
+        takes a fresh one) and let it go. Releasing twice does nothing."""
+        if self._fd is None:
+            return
+        try:
+            if _same_file(self._fd, self.path):
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _recorded_pid(fd: int) -> int:
+    """The pid a lock file records (``PID HOST``), -1 if none (empty: its creator has not written it yet, or died)."""
+    try:
+        return int(os.pread(fd, 256, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def acquire_lock(root: Path) -> SweepLock:
+    """One sweep process per output directory: ``OUT/.sweep.lock``, an exclusive ``flock`` held for the sweep's
+    life on a file that records the owner's pid. The kernel arbitrates: of sweeps that start at the same moment
+    exactly one gets it, and the lock of a killed sweep is free at once (the kernel drops a dead process's locks),
+    so it is taken over without ever being removed by anyone but its holder. A lock file that no one holds but that
+    names a live process (a sweep of an earlier pyrozoo, which wrote its pid without locking) is refused too.
+    POSIX only (``fcntl``), as the rest of the sweep runner (``os.uname``)."""
+    import fcntl
+
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. under /sys or /proc, which os.access lets root through
         raise PyrozooError(f"out: cannot create {root}: {exc.strerror or exc}") from None
     lock = root / LOCK
-    for _ in range(2):
+    for _ in range(100):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # rw for whom the umask allows
-        except FileExistsError:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)  # rw for whom the umask allows
+        except OSError as exc:
+            raise PyrozooError(f"out: cannot create the lock {lock}: {exc.strerror or exc}") from None
+        taken = False
+        try:
             try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = -1
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _recorded_pid(fd)
+                raise PyrozooError(f"out: another sweep{f' (pid {pid})' if pid > 0 else ''} is writing to {root}; "
+                                   f"wait for it to finish") from None
+            if not _same_file(fd, lock):  # its holder removed it as it finished, after we opened it: a fresh one
+                continue
+            pid = _recorded_pid(fd)
             if pid > 0 and pid != os.getpid() and _pid_alive(pid):
                 raise PyrozooError(f"out: another sweep (pid {pid}) is writing to {root}; wait for it or remove "
-                                   f"{lock} if that process is not a sweep") from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {os.uname().nodename}\n")
-        return lock
+                                   f"{lock} if that process is not a sweep")
+            os.ftruncate(fd, 0)  # a stale lock (its process is gone, e.g. after a kill): ours now
+            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename}\n".encode(), 0)
+            taken = True
+            return SweepLock(lock, fd)
+        finally:
+            if not taken:
+                os.close(fd)
     raise PyrozooError(f"out: could not take the lock {lock}")
 
 
@@ -632,7 +686,7 @@ def run_sweep(
                     kept = sum(cell_status(root, c) == "done" for c in pending)
                     clean_stale_temporaries(root, pending)  # what the stopped workers were writing
             finally:
-                lock.unlink(missing_ok=True)
+                lock.release()
             if interrupted is not None:
                 how = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
                 print(f"sweep {how}: {kept} of {len(pending)} pending runs finished and are kept; "

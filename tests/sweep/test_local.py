@@ -648,3 +648,70 @@ def test_dry_run_refuses_cuda_on_a_machine_without_it_as_the_run_does(write_spec
         assert main(["sweep", str(path), "--out", str(out), "-q", *extra]) == 2
         assert "device: 'cuda' was asked for but CUDA is not available" in capsys.readouterr().err
         assert not out.exists()
+
+
+_LOCK_RACE = '''
+import multiprocessing, subprocess, sys
+from pathlib import Path
+from pyrozoo.errors import PyrozooError
+from pyrozoo.sweep.runner import LOCK, acquire_lock
+
+root, trials, workers = Path(sys.argv[1]), int(sys.argv[2]), 4
+gone = subprocess.Popen([sys.executable, "-c", ""])
+gone.wait()  # a pid no process has any more: a killed sweep's
+
+
+def work(i, barrier, took):
+    for _ in range(trials):
+        barrier.wait()  # the lock file is laid out: all try at once
+        try:
+            lock = acquire_lock(root)
+        except PyrozooError:
+            lock = None
+        took[i] = lock is not None
+        barrier.wait()  # all have tried, the holder still holds it
+        if lock is not None:
+            lock.release()
+        barrier.wait()
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    barrier, took = ctx.Barrier(workers + 1, timeout=30), ctx.Array("b", workers)
+    procs = [ctx.Process(target=work, args=(i, barrier, took)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    wrong = []
+    for t in range(trials):
+        lock = root / LOCK
+        if t % 3 == 0:
+            lock.unlink(missing_ok=True)  # no lock: two sweeps start at the same moment
+        else:  # a killed sweep's lock, with its pid or (killed before it wrote it) empty
+            lock.write_text(f"{gone.pid} host\\n" if t % 3 == 1 else "")
+        barrier.wait()
+        barrier.wait()
+        if sum(took) != 1:
+            wrong.append(f"trial {t}: {sum(took)} holders")
+        barrier.wait()
+        if lock.exists():
+            wrong.append(f"trial {t}: the lock is left after its release")
+    for p in procs:
+        p.join()
+    print(wrong)
+'''
+
+
+def test_of_sweeps_that_start_at_the_same_moment_exactly_one_takes_the_lock(tmp_path):
+    """The lock was created empty and its pid written afterwards, so a second sweep reading it in between took it
+    as stale, removed the winner's lock and made its own; two sweeps taking over one stale lock both removed it.
+    Both then ran into one output directory. Four processes race for the lock from a barrier, with no lock file, a
+    dead process's and an empty one: each time exactly one holds it, and its release removes it."""
+    script = tmp_path / "race.py"
+    script.write_text(_LOCK_RACE)
+    root = tmp_path / "out"
+    root.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(script), str(root), "150"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
