@@ -614,9 +614,10 @@ def run_sweep(
     """Run every cell of ``spec`` that is not complete yet on ``backend`` (``local`` or ``ray``).
 
     Everything that can be checked is checked first (backend, jobs, address, resumability); then the output
-    directory is locked, stale temporaries are removed, the manifest is written and the pending cells run. ``limit``
-    runs at most that many pending cells (chunked sweeps under a time limit). ``on_done(outcome, done, total)`` is
-    called in the driver as each cell finishes."""
+    directory is locked, the cells' statuses are read again (a sweep that held the lock until now may have run some
+    of them: they are not run twice), stale temporaries are removed, the manifest is written and the pending cells
+    run. ``limit`` runs at most that many pending cells (chunked sweeps under a time limit). ``on_done(outcome,
+    done, total)`` is called in the driver as each cell finishes."""
     jobs, limit = check_run_options(backend=backend, jobs=jobs, address=address, gpus_per_task=gpus_per_task,
                                     limit=limit)
     from pyrozoo.inference.rundir import check_out_dir
@@ -627,14 +628,16 @@ def run_sweep(
     check_resumable(root, spec.cells)
     check_devices(spec.cells, backend=backend)
     t0 = time.perf_counter()
-    statuses = {c.key: cell_status(root, c) for c in spec.cells}
-    pending = [c for c in spec.cells
-               if statuses[c.key] == "pending" or (retry_failed and statuses[c.key] == "failed")]
-    waiting = len(pending)
+
+    def to_run(cells: Sequence[Cell]) -> tuple[dict[str, str], list[Cell]]:
+        """Every cell's status on disk now, and those of ``cells`` that are to run (pending, or failed and
+        retried)."""
+        now = {c.key: cell_status(root, c) for c in spec.cells}
+        return now, [c for c in cells if now[c.key] == "pending" or (retry_failed and now[c.key] == "failed")]
+
+    statuses, pending = to_run(spec.cells)  # a first plan: what the Ray backend is asked (and checked) for
     if limit is not None:
         pending = pending[:limit]
-    skipped = sum(s == "done" for s in statuses.values())
-    skipped_failures = [] if retry_failed else [k for k, s in statuses.items() if s == "failed"]
     outcomes: list[CellOutcome] = []
 
     def done(outcome: CellOutcome) -> None:
@@ -659,6 +662,13 @@ def run_sweep(
             raise
         interrupted: KeyboardInterrupt | None = None
         try:
+            # the plan again, now that no other sweep writes here: one that held the lock until now may have run
+            # some of these cells (they are dropped, never run twice), or failed them (not retried with
+            # retry_failed=False)
+            statuses, runnable = to_run(spec.cells)
+            still = {c.key for c in runnable}
+            pending = [c for c in pending if c.key in still]
+            waiting = len(runnable)
             clean_stale_temporaries(root, spec.cells)
             write_manifest(spec, root)
             if pending:
@@ -691,6 +701,8 @@ def run_sweep(
                 how = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
                 print(f"sweep {how}: {kept} of {len(pending)} pending runs finished and are kept; "
                       f"run the sweep again to do the rest", flush=True)
+    skipped = sum(s == "done" for s in statuses.values())
+    skipped_failures = [] if retry_failed else [k for k, s in statuses.items() if s == "failed"]
     return SweepSummary(root, len(spec.cells), skipped, outcomes, time.perf_counter() - t0,
                         skipped_failures=skipped_failures, pending=waiting - len(pending))
 

@@ -715,3 +715,25 @@ def test_of_sweeps_that_start_at_the_same_moment_exactly_one_takes_the_lock(tmp_
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_cells_another_sweep_finished_while_this_one_waited_for_the_lock_are_not_run_again(write_spec, sweep_text,
+                                                                                           tmp_path, monkeypatch):
+    """The cells to run were worked out before the lock was taken (with the Ray backend, ray.init lies between):
+    a cell that the sweep holding the lock finished meanwhile was run a second time. The statuses are read again
+    once the lock is held."""
+    from pyrozoo.sweep import runner
+
+    spec = load_spec(write_spec(sweep_text(seeds="[0]")), out=tmp_path / "out")
+    first = spec.cells[0]
+    take = runner.acquire_lock
+
+    def after_another_sweep(root):
+        runner.execute_cell(first, root)  # the other sweep's last cell, done just before it let the lock go
+        return take(root)
+
+    monkeypatch.setattr(runner, "acquire_lock", after_another_sweep)
+    summary = run_sweep(spec, jobs=1)
+    assert [o.key for o in summary.outcomes] == [c.key for c in spec.cells[1:]]
+    assert summary.skipped == 1 and summary.pending == 0
+    assert all(cell_status(spec.out, c) == "done" for c in spec.cells)
