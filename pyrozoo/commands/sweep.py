@@ -44,8 +44,8 @@ def handle(args: argparse.Namespace) -> int:
         check_run_options(backend=args.backend, jobs=args.jobs, address=args.address,
                           gpus_per_task=args.gpus_per_task, limit=args.limit)
         check_out_dir(spec.out, resume=True)  # a directory, or creatable there (creates nothing)
-        check_sweep_root(spec.out, spec)
         spec.cells = adopt_earlier_keys(spec.out, spec.cells)
+        check_sweep_root(spec.out, spec)
         check_resumable(spec.out, spec.cells)
         check_devices(spec.cells, backend=args.backend)  # CUDA asked for on a machine without it
         for cell in spec.cells:

@@ -42,7 +42,7 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import host_id as _host_id
 from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
 from pyrozoo.inference.rundir import pid_alive as _pid_alive
-from pyrozoo.sweep.spec import Cell, SweepSpec, canonical_config
+from pyrozoo.sweep.spec import Cell, SweepSpec, canonical_config, key_axis_names
 
 FAILED_SUFFIX = ".failed"
 MANIFEST = "sweep.json"
@@ -111,17 +111,90 @@ def cell_status(root: Path, cell: Cell) -> str:
     return "pending"
 
 
+def _split_key(key: str, names: Sequence[str]) -> tuple[str, list[str], str] | None:
+    """A cell key's file name ``INFERENCE_N1=V1_..._Nk=Vk_seedS`` as ``(INFERENCE, ["N1=V1", ...], "seedS")``,
+    given its axis names in order (:func:`~pyrozoo.sweep.spec.key_axis_names`); ``None`` if it is not of that form.
+    Exact: a value is a slug, which holds no ``=``, so the k ``=`` signs split the name into its parts."""
+    pieces = key.rpartition("/")[2].split("=")
+    if not names or len(pieces) != len(names) + 1 or not pieces[0].endswith("_" + names[0]):
+        return None
+    inference, parts = pieces[0][:-len(names[0]) - 1], []
+    for i, name in enumerate(names):
+        if i + 1 < len(names):
+            if not pieces[i + 1].endswith("_" + names[i + 1]):
+                return None
+            value = pieces[i + 1][:-len(names[i + 1]) - 1]
+        else:
+            value, sep, seed = pieces[i + 1].rpartition("_")
+            if not sep:
+                return None
+        parts.append(f"{name}={value}")
+    return inference, parts, seed
+
+
+def _is_reordering(name: str, inference: str, parts: Sequence[str], seed: str) -> bool:
+    """Whether the file name ``name`` is ``INFERENCE_P1_..._Pk_seedS`` for some order of ``parts``."""
+
+    def rest_matches(text: str, left: Sequence[str]) -> bool:
+        if len(left) == 1:
+            return text == left[0]
+        return any(text.startswith(p + "_") and rest_matches(text[len(p) + 1:], [*left[:i], *left[i + 1:]])
+                   for i, p in enumerate(left))
+
+    head, tail = inference + "_", "_" + seed
+    return (len(name) > len(head) + len(tail) and name.startswith(head) and name.endswith(tail)
+            and rest_matches(name[len(head):-len(tail)], parts))
+
+
 def adopt_earlier_keys(root: Path, cells: Sequence[Cell]) -> list[Cell]:
-    """``cells`` with each cell renamed to an earlier name of its run directory (``Cell.earlier_keys``: written by
-    a version that did not normalise float options, ``mu_true=1`` for ``mu_true=1.0``) when only that one exists
-    under ``root`` (a run directory or a failure record): the older sweep's runs are resumed, not redone."""
+    """``cells`` with each cell whose run directory (or failure record) is not under ``root`` renamed to an earlier
+    name of it that is there, so that the older sweep's runs are resumed, not redone:
+
+    * ``Cell.earlier_keys``: written by a version that did not normalise float options (``mu_true=1`` for
+      ``mu_true=1.0``);
+    * the same ``AXIS=VALUE`` parts in another order (of this name or an earlier one): the sweep file declared the
+      axes in another order (``n = [...]`` before ``mu_true = [...]``). The key keeps the declared order, so the run
+      directories of a sweep never change their names; a reordered file finds its runs by their parts. A complete
+      run is preferred to a failure record where both exist.
+
+    Whether an adopted run holds the cell's config is :func:`check_resumable`'s to check, as for any other."""
+    root = Path(root)
+    listings: dict[str, dict[str, list[str]]] = {}  # label folder -> sorted letters of a name -> names there
+
+    def names_like(folder: str, name: str) -> list[str]:
+        """The run and failure names in ``folder`` that are anagrams of ``name`` (a reordering is one)."""
+        if folder not in listings:
+            index: dict[str, list[str]] = {}
+            path = root / folder
+            for entry in sorted(os.listdir(path)) if path.is_dir() else ():
+                if entry.startswith("."):
+                    continue
+                entry = entry.removesuffix(FAILED_SUFFIX)
+                same = index.setdefault("".join(sorted(entry)), [])
+                if entry not in same:
+                    same.append(entry)
+            listings[folder] = index
+        return listings[folder].get("".join(sorted(name)), [])
+
     out = []
     for cell in cells:
-        if cell.earlier_keys and not (run_path(root, cell).exists() or failed_path(root, cell).exists()):
-            for key in cell.earlier_keys:
-                if (Path(root) / key).exists() or (Path(root) / (key + FAILED_SUFFIX)).exists():
-                    cell = replace(cell, key=key, earlier_keys=())
-                    break
+        if run_path(root, cell).exists() or failed_path(root, cell).exists():
+            out.append(cell)
+            continue
+        found = next((key for key in cell.earlier_keys
+                      if (root / key).exists() or (root / (key + FAILED_SUFFIX)).exists()), None)
+        names = key_axis_names(cell.axes)
+        if found is None and len(names) > 1:
+            candidates = []
+            for key in (cell.key, *cell.earlier_keys):
+                split = _split_key(key, names)
+                folder, _, leaf = key.rpartition("/")
+                if split is not None:
+                    candidates += [f"{folder}/{name}" for name in names_like(folder, leaf)
+                                   if name != leaf and _is_reordering(name, *split)]
+            found = next((key for key in candidates if is_complete(root / key)), candidates[0] if candidates else None)
+        if found is not None:
+            cell = replace(cell, key=found, earlier_keys=())
         out.append(cell)
     return out
 
@@ -623,8 +696,8 @@ def run_sweep(
     from pyrozoo.inference.rundir import check_out_dir
 
     root = check_out_dir(spec.out, resume=True)  # a directory, or creatable (an existing one is resumed)
+    spec.cells = adopt_earlier_keys(root, spec.cells)  # first: the sweep.json of its runs names them so
     check_sweep_root(root, spec)
-    spec.cells = adopt_earlier_keys(root, spec.cells)
     check_resumable(root, spec.cells)
     check_devices(spec.cells, backend=backend)
     t0 = time.perf_counter()

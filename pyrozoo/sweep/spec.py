@@ -238,10 +238,19 @@ def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]
     return tuple(out)
 
 
+def key_axis_names(axes: Collection[str]) -> list[str]:
+    """The names the axes have in a cell's key (:func:`cell_key`), in their order there: the declared order, less
+    ``inference`` (the key's first part), ``options.`` dropped."""
+    return [_slug(k.removeprefix("options.")) for k in axes if k != "inference"]
+
+
 def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
-    """``LABEL/INFERENCE[_AXIS=VALUE...]_seedS`` (axes other than inference in declared order)."""
+    """``LABEL/INFERENCE[_AXIS=VALUE...]_seedS`` (axes other than inference in declared order; a run directory named
+    with the same ``AXIS=VALUE`` parts in another order, by the same sweep with its axes declared in another order,
+    is found again: :func:`pyrozoo.sweep.runner.adopt_earlier_keys`)."""
     parts = [_slug(config["inference"])]
-    parts += [f"{_slug(k.removeprefix('options.'))}={_slug(v)}" for k, v in axes.items() if k != "inference"]
+    parts += [f"{name}={_slug(v)}" for name, v in
+              zip(key_axis_names(axes), [v for k, v in axes.items() if k != "inference"], strict=True)]
     parts.append(f"seed{config['seed']}")
     return f"{_slug(label)}/{'_'.join(parts)}"
 

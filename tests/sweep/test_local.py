@@ -737,3 +737,51 @@ def test_cells_another_sweep_finished_while_this_one_waited_for_the_lock_are_not
     assert [o.key for o in summary.outcomes] == [c.key for c in spec.cells[1:]]
     assert summary.skipped == 1 and summary.pending == 0
     assert all(cell_status(spec.out, c) == "done" for c in spec.cells)
+
+
+def test_a_sweep_file_with_its_axes_in_another_order_finds_its_runs(write_spec, sweep_text, tmp_path, capsys):
+    """The run directory's name lists the axes in declared order, so swapping two axis lines gave every cell a new
+    name: the finished runs were redone beside the old ones (with a warning that none of the recorded cells was a
+    cell of the file). A directory named with the same AXIS=VALUE parts in another order is now that cell's."""
+    import warnings
+
+    head = sweep_text(seeds="[0]").split("[[models]]")[0] + '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n'
+    first = write_spec(head + "[models.grid.options]\nn = [20, 40]\nmu_true = [0.0, 1.0]\n")
+    swapped = write_spec(head + "[models.grid.options]\nmu_true = [0, 1]\nn = [20, 40]\n", "swapped.toml")
+    out = tmp_path / "out"
+    assert run_sweep(load_spec(first, out=out), jobs=1, limit=3).ok == 3
+    ran = sorted(p.name for p in (out / "normal-gamma").iterdir())
+    assert ran[0] == "gibbs_n=20_mu_true=0.0_seed0"
+    stamps = {name: (out / "normal-gamma" / name / "idata.nc").stat().st_mtime_ns for name in ran}
+    capsys.readouterr()
+    assert main(["sweep", str(swapped), "--out", str(out), "--dry-run"]) == 0
+    listed = capsys.readouterr()
+    assert sorted(line.split()[1] for line in listed.out.splitlines() if line.startswith("done")) == \
+        [f"normal-gamma/{name}" for name in ran]
+    assert listed.out.count("pending  ") == 1 and listed.err == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "none of its cells is a cell of" warning
+        summary = run_sweep(load_spec(swapped, out=out), jobs=1)
+    assert (summary.skipped, summary.ok) == (3, 1)
+    assert [o.key for o in summary.outcomes] == ["normal-gamma/gibbs_mu_true=1.0_n=40_seed0"]
+    assert {name: (out / "normal-gamma" / name / "idata.nc").stat().st_mtime_ns for name in ran} == stamps
+    assert len(list((out / "normal-gamma").iterdir())) == 4
+    # a reordered run made with other settings is refused as any changed run is, not reused or redone
+    changed = write_spec(head.replace('device = "cpu"', 'device = "cpu"\nnum_samples = 45')
+                         + "[models.grid.options]\nmu_true = [0, 1]\nn = [20, 40]\n", "changed.toml")
+    with pytest.raises(PyrozooError, match="holds runs made with other settings: normal-gamma/gibbs_n=20_mu_true"):
+        run_sweep(load_spec(changed, out=out), jobs=1)
+
+
+def test_a_reordered_key_is_told_apart_by_its_parts_even_with_underscores_in_names_and_values():
+    from pyrozoo.sweep.runner import _is_reordering, _split_key
+
+    names = ["dataset", "mu_true", "n"]
+    split = _split_key("lbl/nuts_dataset=my_file.csv_mu_true=1.0_n=20_seed7", names)
+    assert split == ("nuts", ["dataset=my_file.csv", "mu_true=1.0", "n=20"], "seed7")
+    assert _is_reordering("nuts_n=20_dataset=my_file.csv_mu_true=1.0_seed7", *split)
+    assert _is_reordering("nuts_mu_true=1.0_n=20_dataset=my_file.csv_seed7", *split)
+    assert not _is_reordering("nuts_n=20_dataset=my_file.csv_mu_true=1.0_seed70", *split)
+    assert not _is_reordering("nuts_n=2_dataset=my_file.csv_mu_true=1.00_seed7", *split)  # same letters
+    assert not _is_reordering("svi_n=20_dataset=my_file.csv_mu_true=1.0_seed7", *split)
+    assert _split_key("lbl/nuts_n=20_dataset=x_mu_true=1.0_seed7", names) is None  # another order than the names
