@@ -54,11 +54,12 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
 
     ``overwrite``: an existing ``out`` may be replaced if it is an empty directory or a run directory
     (:func:`is_run_dir`), never another directory, whose files would be deleted. ``resume``: an existing directory is
-    accepted as it is (a sweep's root, whose finished cells are kept)."""
+    accepted as it is (a sweep's root, whose finished cells are kept). A leading ``~`` is the home directory (as a
+    sweep's ``out`` and ``--data`` paths: ``out = "~/runs"`` in a config made a directory named ``~``)."""
     check_path("out", out, what="a directory path")
     # absolute and normalized: "." or "x/.." has no name of its own, so the temporary sibling of an --overwrite run
     # was made inside the run it replaces, which was emptied and then not replaced
-    out = Path(os.path.abspath(out))
+    out = Path(os.path.abspath(os.path.expanduser(out)))
     if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
         raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and not (overwrite or resume):

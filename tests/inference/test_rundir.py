@@ -221,3 +221,21 @@ def test_the_saved_inference_requested_follows_the_config_saved_with_the_run(tmp
     assert "inference_requested" not in load_run(bare)["idata"].attrs
     own = load_run(save_run(result, tmp_path / "own"))
     assert own["idata"].attrs["inference_requested"] == own["metrics"]["inference_requested"] == "svi"
+
+
+def test_a_leading_tilde_in_out_is_the_home_directory(tmp_path, monkeypatch):
+    """check_out_dir took '~/runs' as a relative path: a run (its config's out, or a quoted --out) made a directory
+    named '~' in the working directory; a sweep's out expanded it. Now both are the home directory."""
+    from pyrozoo.inference.rundir import check_out_dir
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    assert check_out_dir("~/runs/a") == home / "runs" / "a"
+    from pyrozoo.cli import main
+
+    assert main(["run", "normal-gamma", "-o", "n=10", "--num-samples", "5", "--warmup-steps", "5", "--no-progress",
+                 "--out", "~/runs/b"]) == 0
+    assert (home / "runs" / "b" / "idata.nc").exists() and list(cwd.iterdir()) == []
