@@ -356,17 +356,40 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
 
 def _refuse_separated_numbers(source: str, name: str, col: pd.Series) -> None:
     """Raise if the text column ``col`` holds numbers written with thousands separators (``"1,200"``) or decimal
-    commas: every value parses as a number once the commas are dropped. Such a column was dummy-coded as categories
-    (or, with many levels, refused as an identifier), never read as the amounts it holds."""
+    commas (``"0,5"``): every value parses as a number once the commas are dropped. Such a column was dummy-coded as
+    categories (or, with many levels, refused as an identifier), never read as the amounts it holds.
+
+    A value is digit grouping only if its leading group is 1-3 digits not starting with 0 and every later group has
+    3 digits (``"0,001"``, ``"-0,274"``, ``"1234,5"`` cannot be); a decimal comma only if it has one comma and no
+    point. The message names the reading the column allows; when every value allows both (``"1,234"``: 1234 or
+    1.234) it says so and gives both, since converting with the wrong one corrupts the numbers."""
     text = col.dropna().astype(str).str.strip()
     commas = text.str.contains(",", regex=False)
     if not commas.any() or pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce").isna().any():
         return
-    grouped = text[commas].str.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?").all()
-    what, read = ("a thousands separator", "thousands=','") if grouped else ("a decimal comma", "decimal=','")
-    raise PyrozooError(f"{source}: control column {name!r} holds numbers written as text ({text[commas].iloc[0]!r}, "
-                       f"{what}), which would be taken as categories; convert it, e.g. pandas.read_csv(path, "
-                       f"{read}).to_csv(new_path, index=False)")
+    with_comma, plain = text[commas], text[~commas]
+    grouped = with_comma.str.fullmatch(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?").all()
+    decimal = (with_comma.str.fullmatch(r"[+-]?(\d+,\d*|,\d+)").all()
+               and not plain.str.contains(".", regex=False).any())
+    first = with_comma.iloc[0]
+    if grouped and decimal:  # e.g. only '1,234': 1234 or 1.234, and converting with the wrong one corrupts it
+        as_grouped, as_decimal = int(first.replace(",", "")), float(first.replace(",", "."))
+        raise PyrozooError(f"{source}: control column {name!r} holds numbers written as text ({first!r}, an "
+                           f"ambiguous comma: every value reads both as a thousands separator, {first!r} = "
+                           f"{as_grouped} with pandas.read_csv(path, thousands=','), and as a decimal comma, "
+                           f"{first!r} = {as_decimal!r} with pandas.read_csv(path, decimal=',')), which would be "
+                           f"taken as categories; convert it with the reading the file was written in, then "
+                           f".to_csv(new_path, index=False)")
+    if grouped or decimal:
+        what, read = ("a thousands separator", "thousands=','") if grouped else ("a decimal comma", "decimal=','")
+        raise PyrozooError(f"{source}: control column {name!r} holds numbers written as text ({first!r}, {what}), "
+                           f"which would be taken as categories; convert it, e.g. pandas.read_csv(path, "
+                           f"{read}).to_csv(new_path, index=False)")
+    odd = with_comma[~with_comma.str.fullmatch(r"[+-]?(\d+,\d*|,\d+)")]
+    example = odd.iloc[0] if len(odd) else first
+    raise PyrozooError(f"{source}: control column {name!r} holds numbers written as text with commas that are "
+                       f"neither thousands separators nor decimal commas throughout (e.g. {example!r}), which "
+                       f"would be taken as categories; write the column as plain numbers")
 
 
 def _columns(opts: Mapping[str, Any], defaults: Mapping[str, str]) -> tuple[str, str, dict[str, str]]:

@@ -362,3 +362,32 @@ def test_the_posterior_sd_in_metrics_is_the_summary_table_s():
                               options=fast), save=False)
     table = az.summary(out.result.to_inference_data(), var_names=["theta"], kind="stats", round_to="none")
     assert out.metrics["posterior_sd"] == pytest.approx(float(table["sd"].iloc[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("model", ["plce", "effect-curve"])
+@pytest.mark.parametrize("values,expected", [
+    # '0,001' and '-0,274' cannot be digit grouping: thousands=',' would have turned 0,001 into 1
+    (["0,001", "-0,274", "1,234", "2,500"], r"\('0,001', a decimal comma\).*pandas\.read_csv\(path, decimal=','\)"),
+    (["1234,567", "2,250", "3,000"], r"\('1234,567', a decimal comma\).*decimal=','"),  # 4 digits before the comma
+    (["1,234", "-2,500", "13,000"], r"\('1,234', an ambiguous comma: .*'1,234' = 1234 with pandas\.read_csv\(path, "
+                                    r"thousands=','\), and as a decimal comma, '1,234' = 1\.234 with "
+                                    r"pandas\.read_csv\(path, decimal=','\)\)"),
+    (["1,234.5", "2,000", "12"], r"\('1,234\.5', a thousands separator\).*thousands=','"),
+], ids=["leading-zero", "long-integer-part", "ambiguous", "grouped-with-point"])
+def test_decimal_commas_are_not_called_thousands_separators(tmp_path, model, values, expected):
+    """A column written with 3 decimals and a decimal comma ('0,001', '-0,274') was called a thousands separator and
+    the suggested pandas.read_csv(path, thousands=',') turned 0,001 into 1. A value that cannot be digit grouping
+    (leading group 0, more than 3 digits before the comma) makes the column a decimal-comma one; a column whose every
+    value reads both ways is called ambiguous, with both readings."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "sep.csv"
+    pd.DataFrame({"y": rng.normal(size=40), "t": rng.normal(size=40), "x2": rng.normal(size=40),
+                  "x1": [values[i % len(values)] for i in range(40)]}).to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=r"^data .*sep\.csv: control column 'x1' holds numbers written as text "
+                                           + expected):
+        registry.get(model).from_file(str(path), 0)
