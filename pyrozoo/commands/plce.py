@@ -67,7 +67,8 @@ def handle(args: argparse.Namespace) -> int:
     # column flags only when given: with --scenario they are an error (the simulated design has its own columns)
     given = {"outcome": args.outcome, "treatment": args.treatment, "controls": args.controls, "groups": args.groups,
              "n_knots": args.n_knots, "interactions": args.interactions}
-    options.update({k: v for k, v in given.items() if v not in (None, "")})  # "" is each column flag's default
+    _refuse_empty_flags(given)
+    options.update({k: v for k, v in given.items() if v is not None})
     if args.overwrite and args.out is None:
         raise PyrozooError("overwrite: --overwrite replaces an --out directory; give --out too")
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
@@ -101,6 +102,23 @@ def handle(args: argparse.Namespace) -> int:
     if output.out is not None:
         print(f"saved to {output.out}")
     return 0
+
+
+def _refuse_empty_flags(given: dict[str, object]) -> None:
+    """Raise for a text flag given an empty value (``--treatment ""``, ``--controls ","``): it used to fall back to
+    the default column (or the default controls, no groups, the default interactions) without a word, because an
+    empty option is how the Python API spells "the default"."""
+    for option, value in given.items():
+        if not isinstance(value, str):
+            continue
+        flag = "--" + option.replace("_", "-")
+        names = [c for c in value.split(",") if c.strip()] if option == "controls" else [value.strip()]
+        if not any(names):
+            what = "a comma-separated list of columns" if option == "controls" else (
+                "quadratic, linear or none" if option == "interactions" else "a column")
+            default = "no groups" if option == "groups" else "the default"
+            raise PyrozooError(f"{option}: {flag} was given {value!r}; expected {what} (leave {flag} out for "
+                               f"{default})")
 
 
 def _table(output: object) -> object:

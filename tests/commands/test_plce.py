@@ -34,3 +34,20 @@ def test_saved_config_records_an_absolute_data_path_and_reruns_from_another_dire
     assert main(["run", "--config", str(data_dir / "run" / "config.toml"), "--out", "P3", "--no-progress"]) == 0
     assert (other / "P3" / "idata.nc").is_file()
     capsys.readouterr()
+
+
+def test_an_empty_column_flag_is_refused_before_the_data_are_read(tmp_path, capsys):
+    """``--treatment ""`` estimated the default column t (exit 0), and ``--groups ""``, ``--controls ""`` and
+    ``--interactions ""`` were dropped the same way: an empty value is how the options spell the default. Now each
+    is a one-line error naming the flag, before the file is read (a missing file is not the error)."""
+    missing = str(tmp_path / "absent.csv")
+    for flag, value, expected in (("--treatment", "", "a column"), ("--outcome", " ", "a column"),
+                                  ("--groups", "", "a column"), ("--controls", "", "a comma-separated list"),
+                                  ("--controls", " , ", "a comma-separated list"),
+                                  ("--interactions", "", "quadratic, linear or none")):
+        assert main(["plce", "--data", missing, flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        option = flag[2:]
+        assert err.startswith(f"pyrozoo: error: {option}: {flag} was given {value!r}; expected {expected}"), err
+        assert "\n" not in err and "absent.csv" not in err
+    assert not list(tmp_path.iterdir())
