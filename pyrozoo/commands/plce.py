@@ -12,6 +12,9 @@ import math
 
 from pyrozoo.errors import PyrozooError
 
+# the final stage's engine settings (one NUTS chain; warm-up as RunConfig's default, the one `pyrozoo run plce` uses)
+NUM_SAMPLES, WARMUP_STEPS, STEPS = 1000, 500, 1000
+
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plce", help="partially linear causal effect of a treatment column (PLCE)")
@@ -36,9 +39,15 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learner", default="spike_slab", help="spike_slab | ridge | lasso")
     p.add_argument("--n-knots", type=int, help="spline knots per continuous control (default 5)")
     p.add_argument("--interactions", help="pairwise terms of the basis: quadratic (default) | linear | none")
-    p.add_argument("--inference", default="nuts", help="final-stage engine: nuts | svi")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=1000, help="SVI steps (with --inference svi)")
+    p.add_argument("--inference", default="nuts",
+                   help="final-stage engine: nuts (one chain) | svi; the sampler's convergence warnings are printed "
+                        "as by pyrozoo run")
+    p.add_argument("--num-samples", type=int, default=NUM_SAMPLES,
+                   help=f"posterior draws (NUTS: of its one chain; default {NUM_SAMPLES})")
+    p.add_argument("--warmup-steps", type=int,
+                   help=f"NUTS warm-up (adaptation) steps before the draws (default {WARMUP_STEPS}, as pyrozoo run; "
+                        f"not read by svi)")
+    p.add_argument("--steps", type=int, help=f"SVI steps (with --inference svi; default {STEPS}; not read by nuts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default: the nuisance learners run on the CPU) | auto | cuda")
     p.add_argument("--out", help="also save a run directory here")
@@ -55,6 +64,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from pyrozoo.commands.run import absolute_data_path
     from pyrozoo.config import RunConfig
+    from pyrozoo.evaluation.diagnostics import check_table, convergence_judged, is_markov_chain, report_lines
     from pyrozoo.runner import run_model
 
     if args.data is None and args.scenario is None and args.dataset is None:
@@ -71,14 +81,20 @@ def handle(args: argparse.Namespace) -> int:
     options.update({k: v for k, v in given.items() if v is not None})
     if args.overwrite and args.out is None:
         raise PyrozooError("overwrite: --overwrite replaces an --out directory; give --out too")
+    settings = {"warmup_steps": args.warmup_steps, "steps": args.steps}
     config = RunConfig(model="plce", inference=args.inference, seed=args.seed, device=args.device,
-                       num_samples=args.num_samples, warmup_steps=min(500, args.num_samples), num_chains=1,
-                       steps=args.steps, progress=False, data=absolute_data_path(args.data), dataset=args.dataset,
-                       options=options)
+                       num_samples=args.num_samples, num_chains=1,
+                       warmup_steps=WARMUP_STEPS if args.warmup_steps is None else args.warmup_steps,
+                       steps=STEPS if args.steps is None else args.steps, progress=False,
+                       data=absolute_data_path(args.data), dataset=args.dataset, options=options)
+    # the engine settings given that the inference does not read (--steps with nuts, --warmup-steps with svi): the
+    # runner's note, as `pyrozoo run` prints it; num_chains=1 is this command's own choice, nothing to name
+    given = [k for k, v in settings.items() if v is not None]
+    unapplied: list[str] = []
     with warnings.catch_warnings(record=True) as caught:  # sklearn's lasso warns once per unconverged fit
         warnings.simplefilter("always", ConvergenceWarning)
-        # the settings are this command's own choices (num_chains=1, a warm-up): nothing the user asked for to name
-        output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite, given=())
+        output = run_model(config, out=args.out, save=args.out is not None, overwrite=args.overwrite, given=given,
+                           note=unapplied.append)
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -96,6 +112,20 @@ def handle(args: argparse.Namespace) -> int:
                   f"share of units flagged {est['kurtosis_share_flagged']:.3g}")
         else:  # the kurtosis is taken across the R splits
             print("positivity: not computed (needs --n-repeats 2 or more)")
+    for text in unapplied:
+        print(f"note: {text}")
+    # the final stage's convergence, by the rule `pyrozoo run` and `pyrozoo diagnose` apply (one NUTS chain: ESS
+    # judged, r_hat not; SVI's independent draws: not judged)
+    idata = output.result.to_inference_data()
+    if is_markov_chain(idata):
+        where = ("`pyrozoo diagnose RUN_DIR` prints the whole table" if output.out is not None
+                 else "rerun with --out DIR; `pyrozoo diagnose DIR` prints the whole table")
+        notes, lines = report_lines(idata, check_table(idata, convergence=convergence_judged(idata)),
+                                    independent_notes=False, where=where)
+        for line in notes:
+            print(f"note: {line}")
+        for line in lines:
+            print(f"warning: {line}")
     if unconverged:
         print(f"note: {unconverged} nuisance fit(s) stopped before sklearn's convergence tolerance "
               f"(ConvergenceWarning); the estimate uses them as they are")

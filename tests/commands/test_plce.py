@@ -51,3 +51,57 @@ def test_an_empty_column_flag_is_refused_before_the_data_are_read(tmp_path, caps
         assert err.startswith(f"pyrozoo: error: {option}: {flag} was given {value!r}; expected {expected}"), err
         assert "\n" not in err and "absent.csv" not in err
     assert not list(tmp_path.iterdir())
+
+
+def _small_file(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    n = 120
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    t = 0.5 * a + rng.normal(size=n)
+    y = t + a - b + rng.normal(size=n)
+    np.savetxt(path, np.c_[y, t, a, b], delimiter=",", header="y,t,a,b", comments="")
+    return path
+
+
+FAST = ["--learner", "ridge", "--n-folds", "2", "--n-repeats", "1", "--interactions", "linear"]
+
+
+def test_nuts_warns_as_pyrozoo_run_does_and_warms_up_as_run_does(tmp_path, capsys):
+    """The posterior row was printed with no convergence check (10 draws: no word), and the warm-up was silently
+    min(500, --num-samples), 10 steps there. Now the command prints the notes and warnings of `pyrozoo run` (one
+    chain: ESS judged, r_hat not) and warms up 500 steps, `pyrozoo run`'s default, or --warmup-steps."""
+    path = _small_file(tmp_path / "pl.csv")
+    assert main(["plce", "--data", str(path), *FAST, "--num-samples", "10", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "note: one chain only (r_hat needs several); ESS is within-chain" in out
+    assert "warning: only 10 draws per chain" in out
+    assert read_toml(tmp_path / "a" / "config.toml")["warmup_steps"] == 500
+    assert main(["plce", "--data", str(path), *FAST, "--num-samples", "10", "--warmup-steps", "30",
+                 "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    recorded = read_toml(tmp_path / "b" / "config.toml")
+    assert recorded["warmup_steps"] == 30 and recorded["num_chains"] == 1
+
+
+def test_settings_the_engine_does_not_read_get_run_s_note(tmp_path, capsys):
+    """--steps with NUTS was ignored without a word (`pyrozoo run plce` notes it); so is --warmup-steps with SVI.
+    Left at their defaults, nothing is noted."""
+    path = _small_file(tmp_path / "pl.csv")
+    assert main(["plce", "--data", str(path), *FAST, "--num-samples", "20", "--steps", "5"]) == 0
+    assert "note: plce's nuts does not read steps, so it did not apply" in capsys.readouterr().out
+    svi = [*FAST, "--inference", "svi", "--steps", "20", "--num-samples", "20"]
+    assert main(["plce", "--data", str(path), *svi, "--warmup-steps", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "note: plce's svi does not read warmup_steps, so it did not apply" in out
+    assert "warning:" not in out  # SVI's independent draws: no ESS or r_hat judged
+    assert main(["plce", "--data", str(path), *svi]) == 0
+    assert "does not read" not in capsys.readouterr().out
+
+
+def test_help_states_the_single_chain_and_the_warmup(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["plce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nuts (one chain)" in text and "default 500, as pyrozoo run" in text
