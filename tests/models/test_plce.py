@@ -391,3 +391,28 @@ def test_decimal_commas_are_not_called_thousands_separators(tmp_path, model, val
     with pytest.raises(PyrozooError, match=r"^data .*sep\.csv: control column 'x1' holds numbers written as text "
                                            + expected):
         registry.get(model).from_file(str(path), 0)
+
+
+@pytest.mark.parametrize("model", ["plce", "effect-curve"])
+def test_a_trailing_comma_on_every_line_is_named_as_such(tmp_path, model):
+    """'y,t,x1,x2,' on every line (header included) gives an empty, unnamed last column; the error blamed an index
+    written by DataFrame.to_csv, which would be column 1. It now says the lines end in a trailing comma; a blank
+    header elsewhere than column 1 no longer suggests an index either."""
+    import numpy as np
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(40, 4))
+    trail = tmp_path / "trail.csv"
+    trail.write_text("y,t,x1,x2,\n" + "".join(",".join(map(str, r)) + ",\n" for r in rows))
+    with pytest.raises(PyrozooError, match=r"^data .*trail\.csv: its lines end in a trailing comma \(column 5, the "
+                                           r"last, has no name in its header and no value in any row\): remove the "
+                                           r"trailing commas or name the controls with "):
+        registry.get(model).from_file(str(trail), 0)
+    middle = tmp_path / "middle.csv"
+    middle.write_text("y,t,,x2\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    with pytest.raises(PyrozooError, match=r"^data .*middle\.csv: column 3 has no name in its header: name it in the "
+                                           r"header row or name the controls with ") as caught:
+        registry.get(model).from_file(str(middle), 0)
+    assert "index" not in str(caught.value)
