@@ -47,7 +47,15 @@ def check_columns_exist(source: str, columns: list[str], wanted: Mapping[str, li
             else:
                 hint = f" (given by {spelled})" if spelled else ""
             raise PyrozooError(f"{option}: {source} has no column(s) {', '.join(map(repr, unknown))}{hint}; columns "
-                               f"are {', '.join(map(str, columns))}")
+                               f"are {listed_columns(columns)}")
+
+
+def listed_columns(columns: list[Any]) -> str:
+    """``a, b, c``; each name quoted (``'y', 'a,b', ' x'``) when one would make the plain list ambiguous: a comma in
+    a name, a blank one, or one with leading or trailing spaces ("columns are y, a,b, x2" read as four columns)."""
+    names = [str(c) for c in columns]
+    ambiguous = any("," in c or c != c.strip() or not c for c in names)
+    return ", ".join(map(repr, names) if ambiguous else names)
 
 
 def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: Mapping[str, str]) -> list[str]:

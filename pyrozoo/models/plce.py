@@ -289,12 +289,22 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     if groups and groups in (outcome, treatment):  # grouping by y or t itself: random intercepts that absorb them
         role = "outcome" if groups == outcome else "treatment"
         raise PyrozooError(f"groups: {groups!r} is the {role} column; groups must be another column")
-    if isinstance(controls, str):
+    split = isinstance(controls, str)
+    if split:
         controls = [c.strip() for c in controls.split(",") if c.strip()]
     flags = COLUMN_FLAGS if flags is None else flags
-    check_columns_exist(source, list(df.columns), {"outcome": [outcome], "treatment": [treatment],
-                                                   "controls": list(controls), "groups": [groups] if groups else []},
-                        hints=flags, defaults=defaults)
+    try:
+        wanted = {"outcome": [outcome], "treatment": [treatment], "controls": list(controls),
+                  "groups": [groups] if groups else []}
+        check_columns_exist(source, list(df.columns), wanted, hints=flags, defaults=defaults)
+    except PyrozooError as error:
+        comma = [c for c in df.columns if isinstance(c, str) and "," in c]
+        if not (split and comma and str(error).startswith("controls:")):
+            raise
+        raise PyrozooError(f"{error}; the controls given as text are split at commas, so column {comma[0]!r} cannot "
+                           f"be named there: leave the controls out (every other column), give them as a list "
+                           f"(-o 'controls=[\"{comma[0]}\", ...]' with pyrozoo run, a list in Python) or rename "
+                           f"the column") from None
     controls_flag = flags.get("controls", "-o controls=a,b")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)

@@ -138,3 +138,14 @@ def test_a_constant_outcome_from_the_cli_gets_no_feature_advice(model, tmp_path,
     err = capsys.readouterr().err.strip()
     assert "outcome 'y': expected an outcome that varies, got a constant (3.0)" in err and not out.exists()
     assert "features" not in err
+
+
+def test_the_columns_listed_in_a_missing_column_error_are_quoted_when_a_name_would_be_ambiguous():
+    """"columns are y, t, a,b, x2" read as five names; a comma, a blank or an edge space in a name quotes them all."""
+    from pyrozoo.data.regression_file import check_columns_exist, listed_columns
+
+    assert listed_columns(["y", "t", "x1"]) == "y, t, x1"
+    assert listed_columns(["y", "a,b", "x2"]) == "'y', 'a,b', 'x2'"
+    assert listed_columns(["y", " x", "z"]) == "'y', ' x', 'z'"
+    with pytest.raises(PyrozooError, match=r"^outcome: data has no column\(s\) 'q'; columns are 'y', 'a,b'$"):
+        check_columns_exist("data", ["y", "a,b"], {"outcome": ["q"]})

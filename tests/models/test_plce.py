@@ -416,3 +416,26 @@ def test_a_trailing_comma_on_every_line_is_named_as_such(tmp_path, model):
                                            r"header row or name the controls with ") as caught:
         registry.get(model).from_file(str(middle), 0)
     assert "index" not in str(caught.value)
+
+
+def test_a_column_whose_name_holds_a_comma_is_listed_unambiguously_and_explained(tmp_path):
+    """--controls a,b on a file with a column 'a,b' said "has no column(s) 'a', 'b' ...; columns are y, t, a,b, x2",
+    a list that reads as five names. The columns are quoted now, and the error says why such a column cannot be
+    named in the comma-separated controls, and how to use it (a list, or the default controls)."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.models.plce import frame_to_arrays
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 4)), columns=["y", "t", "a,b", "x2"])
+    with pytest.raises(PyrozooError, match=r"^controls: data has no column\(s\) 'a', 'b' \(given by --controls, .*\); "
+                                           r"columns are 'y', 't', 'a,b', 'x2'; the controls given as text are split "
+                                           r"at commas, so column 'a,b' cannot be named there: leave the controls "
+                                           r"out \(every other column\), give them as a list"):
+        frame_to_arrays(df, "y", "t", "a,b")
+    assert frame_to_arrays(df, "y", "t", ["a,b", "x2"])[2].attrs["controls"] == ["a,b", "x2"]
+    assert frame_to_arrays(df, "y", "t")[2].attrs["controls"] == ["a,b", "x2"]
+    with pytest.raises(PyrozooError, match=r"^outcome: data has no column\(s\) 'zz'.*; columns are 'y', 't', 'a,b', "
+                                           r"'x2'$"):
+        frame_to_arrays(df, "zz", "t")
