@@ -569,11 +569,16 @@ class PLCE(BaseEstimator):
             check_positive("bandwidths", list(bw))
         use_re = self.random_effects if self.random_effects is not None else groups is not None
         if groups is not None:
+            given = groups
             groups = np.asarray(groups)
             if groups.ndim != 1 or groups.shape[0] != n:
                 raise PyrozooError(f"groups: expected one group id per row ({n}), got shape {groups.shape}")
-            if pd.isna(pd.Series(groups)).any():
-                raise PyrozooError("groups: expected a group id for every row, found missing values")
+            missing = pd.isna(pd.Series(groups)).to_numpy()
+            if missing.any():  # where the first one is, as check_finite says it: by row label for pandas, else index
+                first = int(np.argmax(missing))
+                where = f"row {given.index[first]!r}" if isinstance(given, pd.Series) else f"index {first}"
+                raise PyrozooError(f"groups: expected a group id for every row, found {int(missing.sum())} missing "
+                                   f"(first at {where})")
             sizes = pd.Series(groups).value_counts()
             if use_re and (sizes <= 1).all():
                 raise PyrozooError(f"groups: every group has a single row ({len(sizes)} groups); random effects "

@@ -308,6 +308,11 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     controls_flag = flags.get("controls", "-o controls=a,b")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)
+    if groups and df[groups].isna().any():  # by column and data row, as for y, t and the controls
+        missing = df[groups].isna().to_numpy()
+        raise PyrozooError(f"{source}: group column {groups!r} has {int(missing.sum())} missing value(s) (first at "
+                           f"data row {int(np.argmax(missing)) + 1}); every row needs a group id: fill or drop those "
+                           f"rows")
     check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
     used = {outcome, treatment, *([groups] if groups else [])}
     clash = [c for c in controls if c in used]

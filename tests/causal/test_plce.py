@@ -1293,3 +1293,18 @@ def test_spike_slab_learner_refuses_pandas_rows_in_another_order():
     assert learner.score(X, y) > 0.9
     with pytest.raises(PyrozooError, match=r"^X, y: expected pandas inputs with the same index"):
         learner.score(X, shuffled)
+
+
+def test_missing_group_ids_are_named_by_their_first_position():
+    """"groups: expected a group id for every row, found missing values" said neither how many nor where; it now
+    gives the count and the first one, by index for an array and by row label for a Series (as check_finite)."""
+    rng = np.random.default_rng(0)
+    X, t = rng.normal(size=(40, 2)), rng.normal(size=40)
+    y = t + rng.normal(size=40)
+    g = np.repeat([1.0, 2.0], 20)
+    g[[5, 9]] = np.nan
+    with pytest.raises(PyrozooError, match=r"^groups: expected a group id for every row, found 2 missing \(first at "
+                                           r"index 5\)$"):
+        PLCE().fit(y, t, X, groups=g)
+    with pytest.raises(PyrozooError, match=r"found 2 missing \(first at row 105\)$"):
+        PLCE().fit(pd.Series(y, index=range(100, 140)), t, X, groups=pd.Series(g, index=range(100, 140)))

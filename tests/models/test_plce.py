@@ -439,3 +439,22 @@ def test_a_column_whose_name_holds_a_comma_is_listed_unambiguously_and_explained
     with pytest.raises(PyrozooError, match=r"^outcome: data has no column\(s\) 'zz'.*; columns are 'y', 't', 'a,b', "
                                            r"'x2'$"):
         frame_to_arrays(df, "zz", "t")
+
+
+def test_missing_group_ids_in_a_file_are_named_by_column_and_data_row(tmp_path):
+    """A --groups column with an empty cell gave "groups: expected a group id for every row, found missing values",
+    naming neither the column nor the row as every other column error does."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo import registry
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 3)), columns=["y", "t", "x1"])
+    df["site"] = np.repeat([1.0, 2.0], 20)
+    df.loc[[3, 7], "site"] = np.nan
+    path = tmp_path / "g.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=r"^data .*g\.csv: group column 'site' has 2 missing value\(s\) \(first at "
+                                           r"data row 4\); every row needs a group id"):
+        registry.get("plce").from_file(str(path), 0, groups="site")
