@@ -509,7 +509,10 @@ class PLCE(BaseEstimator):
         self.device = device
 
     # ------------------------------------------------------------------ validation
-    def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    def check_settings(self) -> None:
+        """Raise for a setting that is invalid whatever the data (fold and split counts, the basis, the choices and
+        flags, an option the others make a no-op): what :meth:`fit` checks first, and the CLI before any data are
+        read."""
         check_int("n_folds", self.n_folds, minimum=2)
         check_int("n_repeats", self.n_repeats, minimum=1)
         check_seed("seed", self.seed)  # the spike-slab learners seed through set_seed: [0, 2**32 - 1]
@@ -534,6 +537,9 @@ class PLCE(BaseEstimator):
         self._check_option_effects()
         if self.random_effects is not None:  # None: on when groups are given
             check_bool("random_effects", self.random_effects)
+
+    def _check(self, y: Any, t: Any, X: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        self.check_settings()
         if groups is not None and not reads_groups(self.random_effects, self.se_type):
             # nothing reads them then: the fit gave the numbers of groups=None exactly
             raise PyrozooError(f"groups: group ids apply only with random effects (random_effects=True, or None, the "

@@ -188,9 +188,20 @@ def check_option_effects(options: Mapping[str, Any]) -> None:
 
 def _check_run_options(config: RunConfig) -> None:
     """The entry's family check (every cell of a sweep, before any data): one column for each of outcome, treatment
-    and groups (a list reached the readers), and :func:`check_option_effects`."""
+    and groups (a list reached the readers), :func:`check_option_effects`, every estimator setting the data do not
+    change (:meth:`PLCE.check_settings`: ``n_folds`` >= 2, ``n_knots``, the choices ...) and, for a file or a
+    dataset, the group column that ``random_effects=true`` or ``se_type=cluster`` needs (the simulator has its own)."""
     check_single_names(config.options, ("outcome", "treatment", "groups"))
-    check_option_effects({**OPTIONS, **config.options})
+    opts = {**OPTIONS, **config.options}
+    check_option_effects(opts)
+    make_estimator(config.seed, "cpu", **opts).check_settings()  # the device is the runner's check
+    if (config.data is not None or config.dataset is not None) and not opts["groups"]:
+        if opts["random_effects"] is True:
+            raise PyrozooError("random_effects: true needs a group id per row; name the group column (--groups, or "
+                               "-o groups=COLUMN with pyrozoo run)")
+        if opts["se_type"] == "cluster":
+            raise PyrozooError("se_type: 'cluster' needs groups to cluster on; name the group column (--groups, or "
+                               "-o groups=COLUMN with pyrozoo run)")
 
 
 def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:

@@ -458,3 +458,31 @@ def test_missing_group_ids_in_a_file_are_named_by_column_and_data_row(tmp_path):
     with pytest.raises(PyrozooError, match=r"^data .*g\.csv: group column 'site' has 2 missing value\(s\) \(first at "
                                            r"data row 4\); every row needs a group id"):
         registry.get("plce").from_file(str(path), 0, groups="site")
+
+
+@pytest.mark.parametrize("options,expected", [
+    ({"n_folds": 1}, r"^n_folds: expected an integer >= 2, got 1$"),
+    ({"n_knots": 1}, r"^n_knots: expected an integer >= 2, got 1$"),
+    ({"interactions": "cubic"}, r"^interactions: expected none, linear or quadratic"),
+    ({"random_effects": True}, r"^random_effects: true needs a group id per row; name the group column"),
+    ({"se_type": "cluster"}, r"^se_type: 'cluster' needs groups to cluster on; name the group column"),
+])
+def test_options_are_refused_before_the_data_are_read(tmp_path, options, expected):
+    """docs/plce.md says the options are refused before any data are read, but n_folds=1, random_effects=true
+    without groups and the like were checked by the estimator, after the file was read: a bad file's error won.
+    The entry's option check now runs the estimator's data-free checks first (the file here has a text outcome,
+    which would be refused once read)."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    path = tmp_path / "bad.csv"
+    path.write_text("y,t,x1\na,1,2\nb,2,3\nc,3,5\n")
+    config = RunConfig(model="plce", inference="svi", data=str(path), options=options)
+    with pytest.raises(PyrozooError, match=expected):
+        run_model(config, save=False)
+    if "n_folds" not in options and "se_type" not in options and "random_effects" not in options:
+        return
+    # the simulated design supplies its own groups: cluster SEs and random effects are fine there
+    sim = RunConfig(model="plce", inference="svi", options={k: v for k, v in options.items() if k != "n_folds"})
+    from pyrozoo import registry
+    registry.get("plce").check_config(sim)
