@@ -131,6 +131,10 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     leaves the log-likelihood out of the fit and the run (no ``log_likelihood`` group: az.loo/az.waic will not
     work).
 
+    A saved run of a Markov-chain engine records in ``metrics.json``, under ``convergence``, the figures behind
+    ``pyrozoo run``'s convergence warnings (:func:`~pyrozoo.evaluation.diagnostics.convergence_figures`), for
+    ``pyrozoo report``; the returned ``metrics`` are the model's.
+
     ``result.config`` records the resolved device (``"auto"`` reads ``"cpu"`` or ``"cuda"``), as the InferenceData's
     ``device`` attribute does; the run directory's ``config.toml`` keeps the requested one, so that a rerun with
     ``--config`` picks its device again on its own machine.
@@ -163,10 +167,14 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     # recipe, keeps the device as asked
     result.config = entry.recorded_config(dataclasses.replace(config, device=str(device)))
     if save:
+        from pyrozoo.evaluation.diagnostics import convergence_record
+
+        # a Markov chain's sampler and convergence figures beside the metrics, where `pyrozoo report` reads them
+        recorded = {**metrics, **convergence_record(result.to_inference_data())}
         artifacts = None
         if entry.artifacts is not None:
             def artifacts(tmp: Path) -> None:
                 entry.artifacts(result, dataset, tmp)
-        save_run(result, out_path, config=entry.recorded_config(config), metrics=metrics,
+        save_run(result, out_path, config=entry.recorded_config(config), metrics=recorded,
                  posterior_predictive=config.posterior_predictive, overwrite=overwrite, artifacts=artifacts)
     return RunOutput(result, metrics, out_path)

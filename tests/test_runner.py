@@ -498,3 +498,22 @@ def test_metrics_of_numbers_and_names_are_saved_as_plain_values(monkeypatch, tmp
     line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("metrics: "))
     assert line == ("metrics: f=0.25, i=3, nan=nan, f32=1.5, i64=7, arr0=2.5, t0=4.5, flag=1 (1 more in "
                     "metrics.json)")
+
+
+def test_a_saved_markov_chain_run_records_its_convergence_figures_and_an_svi_run_none(tmp_path):
+    """metrics.json recorded no divergence or r_hat figures, so `pyrozoo report` could not tell a stuck sampler
+    from a good one. run_model (behind `pyrozoo run` and every sweep cell) now writes convergence_figures of the
+    run's draws under "convergence"; the returned metrics stay the model's."""
+    import json
+
+    from pyrozoo.evaluation.diagnostics import convergence_figures
+
+    common = {"model": "normal-gamma", "options": {"n": 30}, "device": "cpu", "progress": False}
+    out = run_model(RunConfig(inference="nuts", num_samples=30, warmup_steps=20, num_chains=2, **common),
+                    out=tmp_path / "nuts")
+    stored = json.loads((tmp_path / "nuts" / "metrics.json").read_text())
+    want = convergence_figures(out.result.to_inference_data())
+    assert stored["convergence"] == pytest.approx(want, rel=1e-12) and "divergent" in stored["convergence"]
+    assert "convergence" not in out.metrics
+    run_model(RunConfig(inference="svi", steps=50, **common), out=tmp_path / "svi")
+    assert "convergence" not in json.loads((tmp_path / "svi" / "metrics.json").read_text())

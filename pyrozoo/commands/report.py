@@ -16,21 +16,34 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handle)
 
 
+SHOWN = 12  # runs listed by name as not converged; runs.csv has them all
+
+
 def _metric_of(column: str) -> str:
     """The metric a summary column is about (``mu_mean_se`` -> ``mu_mean``; one suffix only)."""
     return next((column.removesuffix(s) for s in ("_mean", "_se", "_n") if column.endswith(s)), column)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.sweep.report import build_report, to_markdown
+    from pyrozoo.sweep.report import FLAG_COLUMNS, build_report, convergence_flags, to_markdown
 
     report = build_report(args.runs_dir, out=args.out, by=args.by, metrics=args.metric, plots=args.plots)
-    counts = report.runs["status"].value_counts().to_dict()
-    print(f"{len(report.runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    runs = report.runs
+    counts = runs["status"].value_counts().to_dict()
+    # finished runs whose chains `pyrozoo run`/`diagnose` warned about: still ok (finished), flagged, kept in the means
+    not_converged, not_judged = convergence_flags(runs)
+    live = runs["status"] == "ok"
+    flagged = runs[live & not_converged]
+    unjudged = int((live & not_judged).sum())
+    extra = [f"{len(flagged)} not converged"] if len(flagged) else []
+    extra += [f"{unjudged} not judged for convergence"] if unjudged else []
+    print(f"{len(runs)} runs: " + ", ".join(
+        f"{n} {s}" + (f" ({', '.join(extra)})" if s == "ok" and extra else "") for s, n in sorted(counts.items())))
     if not report.summary.empty:  # per model, its own first metrics (models of one sweep report different ones)
         summary = report.summary
         cols = list(summary.columns)
-        keys, metrics = cols[: cols.index("n") + 1], cols[cols.index("n") + 1:]
+        after = cols.index("n") + 1 + sum(c in cols for c in FLAG_COLUMNS)  # n's flag counts stay beside it
+        keys, metrics = cols[:after], cols[after:]
         parts = summary.groupby("model", sort=False) if "model" in summary.columns else [(None, summary)]
         for model, part in parts:
             own = [m for m in metrics if part[m].notna().any()]
@@ -48,6 +61,17 @@ def handle(args: argparse.Namespace) -> int:
     failed = report.runs[report.runs["status"].isin(["failed", "unreadable"])]
     for row in failed.itertuples(index=False):
         print(f"{row.status}: {row.run}: {getattr(row, 'error', '')}")
+    for run, text in zip(flagged["run"][:SHOWN], flagged["convergence"][:SHOWN], strict=True):
+        print(f"warning: {run}: {text}")
+    if len(flagged) > SHOWN:
+        print(f"warning: ... and {len(flagged) - SHOWN} more not converged (runs.csv's convergence column)")
+    if len(flagged):
+        print(f"note: {len(flagged)} finished run{'s' if len(flagged) > 1 else ''} did not converge by the checks "
+              f"of `pyrozoo run` (`pyrozoo diagnose RUN_DIR` lists the warnings); they are kept in the summary's "
+              f"means, and its not_converged column counts them per group")
+    if unjudged:
+        print(f"note: {unjudged} Markov-chain run{'s' if unjudged > 1 else ''} recorded no convergence figures "
+              f"(written by an older pyrozoo) or too few draws to judge; `pyrozoo diagnose RUN_DIR` checks one")
     for path in report.files:
         print(f"wrote {path}")
     return 0

@@ -119,15 +119,12 @@ def _never_moves(row: pd.Series, dtype: Any = np.float64, spread: tuple[float, f
     return bool(np.isfinite(sd) and _negligible(sd, _rms(mean, sd), dtype))
 
 
-def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = None,
-                        spreads: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
-    """Components whose draws are all equal up to rounding (:func:`_never_moves`): quantities an engine fixed at a
-    point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. ``dtypes``: the stored dtype
-    of each variable (:func:`posterior_dtypes`; float64 where not named), whose precision sets what is rounding;
-    ``spreads``: the components' range of draws (:func:`component_spreads`), judged instead of the sd where given.
-    A variable is named whole when every component is, else its components are (``gamma[1]``)."""
+def _moving_rows(table: pd.DataFrame, dtypes: dict[str, Any] | None = None,
+                 spreads: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """Per row of a summary table, whether its draws move (not :func:`_never_moves`), judged for all rows at once:
+    by the range of draws where ``spreads`` has the row, else by its sd (all rows move without an ``sd`` column)."""
     if "sd" not in table.columns:
-        return []
+        return np.ones(len(table), dtype=bool)
     mean = table["mean"].to_numpy(dtype=float) if "mean" in table.columns else np.zeros(len(table))
     sd = table["sd"].to_numpy(dtype=float)
     row_dtypes = _row_dtypes(table.index, dtypes)
@@ -137,6 +134,19 @@ def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = Non
         span, size = (np.array([spreads.get(str(n), (np.nan, np.nan))[k] for n in table.index], dtype=float)
                       for k in (0, 1))
         moves = np.where(have, ~_negligible(span, size, row_dtypes, RANGE_STEPS), moves)
+    return np.asarray(moves, dtype=bool)
+
+
+def constant_components(table: pd.DataFrame, dtypes: dict[str, Any] | None = None,
+                        spreads: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
+    """Components whose draws are all equal up to rounding (:func:`_never_moves`): quantities an engine fixed at a
+    point estimate (EM's sigma^2 and theta, say), for which ESS and r_hat mean nothing. ``dtypes``: the stored dtype
+    of each variable (:func:`posterior_dtypes`; float64 where not named), whose precision sets what is rounding;
+    ``spreads``: the components' range of draws (:func:`component_spreads`), judged instead of the sd where given.
+    A variable is named whole when every component is, else its components are (``gamma[1]``)."""
+    if "sd" not in table.columns:
+        return []
+    moves = _moving_rows(table, dtypes, spreads)
     fixed = {str(n) for n, m in zip(table.index, moves, strict=True) if not m}  # _never_moves, row by row
     out: list[str] = []
     for var in dict.fromkeys(_variable(n) for n in table.index):
@@ -338,6 +348,19 @@ def shown_warnings(lines: list[str], limit: int = 12, where: str = "in the summa
 MARKOV_ENGINES = ("nuts", "hmc", "gibbs")
 
 
+def is_markov_engine(tag: str) -> bool:
+    """Whether the engine label a run records (``idata.attrs["inference"]``, ``metrics.json``'s ``inference``:
+    ``nuts``, ``gibbs``, ``svi-meanfield`` ...) names a Markov-chain engine (:data:`MARKOV_ENGINES`)."""
+    return str(tag).split("-")[0] in MARKOV_ENGINES
+
+
+def judged_ess_min(chains: int, draws: int) -> int:
+    """The ESS below which ``pyrozoo run`` and ``pyrozoo diagnose`` flag a Markov chain's component:
+    :func:`ess_threshold` with at least :data:`ESS_PER_CHAIN` draws per chain, else 0 (too few draws to reach it:
+    one line says so instead of a warning per component)."""
+    return ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0
+
+
 def is_markov_chain(idata: az.InferenceData) -> bool:
     """Whether the draws come from a Markov chain (NUTS, HMC, Gibbs), so that r_hat and ESS measure convergence.
     Draws from a fitted approximation or a closed form (SVI guide, SWAG, type-II GP, exact BLR) are independent by
@@ -346,7 +369,7 @@ def is_markov_chain(idata: az.InferenceData) -> bool:
     tag = getattr(idata, "attrs", {}).get("inference")
     if tag is None:
         return getattr(idata, "sample_stats", None) is not None
-    return str(tag).split("-")[0] in MARKOV_ENGINES
+    return is_markov_engine(tag)
 
 
 def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bool = True,
@@ -367,8 +390,7 @@ def check_lines(idata: az.InferenceData, table: pd.DataFrame, *, convergence: bo
         elif draws < ESS_PER_CHAIN:  # every component would be flagged: say it once, keep the r_hat checks
             lines.append(f"only {draws} draws per chain: too few to reach an ESS of {ESS_PER_CHAIN} per chain; "
                          f"raise --num-samples to at least {ESS_PER_CHAIN} before reading ESS")
-        lines += convergence_warnings(table, ess_min=ess_threshold(chains) if draws >= ESS_PER_CHAIN else 0,
-                                      dtypes=dtypes, spreads=spreads)
+        lines += convergence_warnings(table, ess_min=judged_ess_min(chains, draws), dtypes=dtypes, spreads=spreads)
     else:  # independent draws: no r_hat or ESS to judge, but a NaN or inf draw is still wrong
         lines += nonfinite_warnings(table)
     fixed = constant_components(table, dtypes, spreads)
@@ -381,6 +403,198 @@ def convergence_judged(idata: az.InferenceData) -> bool:
     (:func:`is_markov_chain`) with at least 2 draws per chain, whatever the number of chains (ESS is within-chain;
     r_hat, NaN with one chain, is judged where it is finite)."""
     return idata.posterior.sizes.get("draw", 1) >= 2 and is_markov_chain(idata)
+
+
+def _split_chains(a: np.ndarray) -> np.ndarray:
+    """(K, C, D) -> (K, 2C, D // 2): each chain's first and last halves as two chains (ArviZ's split chains)."""
+    half = a.shape[2] // 2
+    return np.concatenate([a[:, :, :half], a[:, :, a.shape[2] - half:]], axis=1)
+
+
+def _z_scale(a: np.ndarray) -> np.ndarray:
+    """Rank normalization of each component over all its values: z = Phi^-1((r - 3/8) / (N + 1/4)), r the average
+    rank (Blom's scores, as ArviZ's ``_z_scale``)."""
+    from scipy import special, stats
+
+    flat = a.reshape(a.shape[0], -1)
+    rank = stats.rankdata(flat, method="average", axis=1)
+    return special.ndtri((rank - 3 / 8) / (flat.shape[1] - 2 * 3 / 8 + 1)).reshape(a.shape)
+
+
+def _split_rhat(a: np.ndarray) -> np.ndarray:
+    """R-hat of each component of (K, M, n): sqrt((B / W + n - 1) / n), B = n var(chain means), W = mean chain
+    variance (both ddof 1)."""
+    n = a.shape[2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((n * np.var(a.mean(2), axis=1, ddof=1) / np.var(a, axis=2, ddof=1).mean(1) + n - 1) / n)
+
+
+def _geyer_ess(a: np.ndarray) -> np.ndarray:
+    """ESS of each component of (K, M, n) as ArviZ's ``_ess`` computes it: M n / tau, tau = -1 + 2 sum rho_t over
+    Geyer's initial positive (pairs rho_2j + rho_2j+1 up to the first <= 0) and monotone (running minimum of the
+    pairs) sequences, rho_t = 1 - (W - mean autocovariance_t) / var+, at least 1 / log10(M n); M n for a component
+    whose values span less than float64's resolution."""
+    k, m, n = a.shape
+    size = m * n
+    fft_len = int(2 ** np.ceil(np.log2(2 * n)))  # any length >= 2n gives the same autocovariances
+    f = np.fft.rfft(a - a.mean(2, keepdims=True), n=fft_len, axis=2)
+    acov = np.fft.irfft(f * np.conjugate(f), n=fft_len, axis=2)[:, :, :n] / n
+    mean_var = acov[:, :, 0].mean(1) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n + (np.var(a.mean(2), axis=1, ddof=1) if m > 1 else 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov.mean(1)) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    npairs = (n - 1) // 2
+    pairs = rho[:, 0:2 * npairs:2] + rho[:, 1:2 * npairs:2]
+    steps = len([j for j in range(1, n) if 2 * j - 1 < n - 3])  # the positive sequence's most pairs after the first
+    if steps:
+        nonpos = pairs[:, :steps] <= 0
+        taken = np.where(nonpos.any(1), nonpos.argmax(1), steps)
+    else:
+        taken = np.zeros(k, dtype=int)
+    tau = np.empty(k)
+    for i, j in enumerate(taken):
+        if j:
+            last = rho[i, 2 * j] if rho[i, 2 * j] + rho[i, 2 * j + 1] >= 0 or rho[i, 2 * j] > 0 else 0.0
+            tau[i] = -1.0 + 2.0 * np.minimum.accumulate(pairs[i, :j]).sum() + last
+        else:
+            tau[i] = 0.0
+    ess = size / np.maximum(tau, 1 / np.log10(size))
+    ess[np.isnan(var_plus) | np.isnan(rho[:, 1])] = np.nan
+    flat = a.reshape(k, -1)
+    ess[(flat.max(1) - flat.min(1)) < np.finfo(float).resolution] = size
+    return ess
+
+
+def _rank_diagnostics(a: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bulk ESS, tail ESS and rank-normalized split r_hat of each component of ``a`` (K, chains, draws; finite,
+    at least :data:`MIN_DRAWS` draws), the numbers ``az.ess(method="bulk")``, ``az.ess(method="tail")`` and
+    ``az.rhat`` give (Vehtari et al. 2021), computed for all components at once rather than one by one (ArviZ's
+    ~1 ms a component and statistic was as long as a Gibbs fit of 600 components). r_hat is NaN with one chain.
+    ``chunk`` components at a time bound the memory."""
+    from scipy.stats.mstats import mquantiles
+
+    out = np.full((3, a.shape[0]), np.nan)
+    for lo in range(0, a.shape[0], chunk):
+        x = np.asarray(a[lo:lo + chunk], dtype=float)
+        split = _split_chains(x)
+        z = _z_scale(split)
+        out[0, lo:lo + len(x)] = _geyer_ess(z)
+        flat = x.reshape(len(x), -1)
+        tails = []
+        for prob in (0.05, 0.95):  # ESS of the indicator draw <= quantile (R's type 7), the smaller of the two
+            q = np.asarray(mquantiles(flat, [prob], alphap=1, betap=1, axis=1), dtype=float).reshape(-1, 1, 1)
+            tails.append(_geyer_ess(_split_chains((x <= q).astype(float))))
+        out[1, lo:lo + len(x)] = np.minimum(*tails)
+        if x.shape[1] > 1:  # the larger of the bulk and the folded (tail) r_hat; a NaN bulk one stays NaN
+            median = np.median(split.reshape(len(x), -1), axis=1)[:, None, None]
+            bulk, tail = _split_rhat(z), _split_rhat(_z_scale(np.abs(split - median)))
+            out[2, lo:lo + len(x)] = np.where(np.isnan(bulk) | np.isnan(tail), bulk, np.maximum(bulk, tail))
+    return out[0], out[1], out[2]
+
+
+CONVERGENCE_KEY = "convergence"  # metrics.json's key of convergence_figures (run_model writes it, report reads it)
+
+
+def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The sampler and convergence figures of a Markov chain's draws (:func:`is_markov_chain`; ``{}`` for
+    independent draws, where r_hat and ESS measure nothing), judged by the rules and thresholds of the warnings
+    that ``pyrozoo run`` and ``pyrozoo diagnose`` print (:func:`check_lines`), so that a run directory's
+    ``metrics.json`` says what they said:
+
+    * ``chains``, ``draws``: per chain;
+    * ``divergent`` of ``transitions`` (where the engine records ``sample_stats.diverging``: NUTS, HMC);
+    * ``max_r_hat``: the largest finite r_hat over the components that move (:func:`constant_components` and NaN or
+      inf draws left out), with at least 2 chains and :data:`MIN_DRAWS` draws per chain; ``None`` where no
+      component has one;
+    * ``min_ess_bulk``: the smallest bulk ESS over the same components (:data:`MIN_DRAWS` draws per chain or more);
+    * ``ess_threshold``: the ESS below which a component is flagged (:func:`judged_ess_min`); ``None`` with fewer
+      than :data:`ESS_PER_CHAIN` draws per chain, where ESS is not judged;
+    * ``sampler_warnings``, ``convergence_warnings``: how many lines :func:`sampler_warnings` (divergences, stuck
+      chains, E-BFMI, tree depth) and :func:`convergence_warnings` (r_hat > :data:`RHAT_MAX`, bulk or tail ESS below
+      the threshold, NaN or inf draws) give, before any cut;
+    * ``converged``: no such warning; ``None`` (not judged) where neither r_hat nor ESS could be judged (one chain
+      with fewer than :data:`ESS_PER_CHAIN` draws, or fewer than :data:`MIN_DRAWS` draws per chain) and nothing
+      was flagged.
+
+    ``table``: :func:`check_table` of every component with ``convergence=``:func:`convergence_judged`; without
+    it, r_hat and ESS are computed here for the components judged only, all at once (:func:`_rank_diagnostics`:
+    ArviZ's numbers at a fraction of its time, which a fit of a few thousand components would otherwise spend
+    again)."""
+    if not is_markov_chain(idata):
+        return {}
+    chains, draws = int(idata.posterior.sizes.get("chain", 1)), int(idata.posterior.sizes.get("draw", 1))
+    judged = convergence_judged(idata)
+    dtypes, spreads = posterior_dtypes(idata), component_spreads(idata)
+    out: dict[str, Any] = {"chains": chains, "draws": draws}
+    if table is None:
+        table = check_table(idata, convergence=False)  # mean and sd; r_hat and ESS below, where judged
+        if judged:
+            table = table.assign(ess_bulk=np.nan, ess_tail=np.nan, r_hat=np.nan)
+            rows = _moving_rows(table, dtypes, spreads) & ~_nonfinite_rows(table)
+            if draws >= MIN_DRAWS and rows.any():  # ArviZ's numbers for the rows it judges, computed at once
+                post = idata.posterior[selected_variables(idata)]
+                values = np.concatenate([np.asarray(post[v].values, dtype=float).reshape(chains, draws, -1)
+                                         for v in post.data_vars], axis=2)
+                found = _rank_diagnostics(np.moveaxis(values[:, :, rows], 2, 0))
+                for column, got in zip(("ess_bulk", "ess_tail", "r_hat"), found, strict=True):
+                    table.loc[rows, column] = got
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and "diverging" in stats:
+        div = np.asarray(stats["diverging"].values, dtype=bool)
+        out.update(divergent=int(div.sum()), transitions=int(div.size))
+    ess_min = judged_ess_min(chains, draws)
+    # the components convergence_warnings judges: those that move and have finite draws
+    rows = _moving_rows(table, dtypes, spreads) & ~_nonfinite_rows(table)
+
+    def extreme(column: str, pick: Any) -> float | None:
+        values = table[column].to_numpy(dtype=float)[rows] if column in table.columns else np.array([])
+        values = values[np.isfinite(values)]
+        return float(pick(values)) if values.size else None
+
+    rhat_judged = judged and chains >= 2 and draws >= MIN_DRAWS
+    ess_judged = judged and draws >= MIN_DRAWS
+    if rhat_judged:
+        out["max_r_hat"] = extreme("r_hat", np.max)
+    if ess_judged:
+        out["min_ess_bulk"] = extreme("ess_bulk", np.min)
+    out["ess_threshold"] = ess_min or None
+    out["sampler_warnings"] = len(sampler_warnings(idata))
+    out["convergence_warnings"] = len(convergence_warnings(table, ess_min=ess_min, dtypes=dtypes, spreads=spreads)
+                                      if judged else nonfinite_warnings(table))
+    flagged = out["sampler_warnings"] + out["convergence_warnings"] > 0
+    out["converged"] = False if flagged else (True if rhat_judged or (ess_judged and ess_min) else None)
+    return out
+
+
+def convergence_record(idata: az.InferenceData) -> dict[str, Any]:
+    """``{"convergence": figures}`` (:data:`CONVERGENCE_KEY`, :func:`convergence_figures`), what
+    :func:`~pyrozoo.runner.run_model` adds to a run's ``metrics.json``; ``{}`` for independent draws."""
+    figures = convergence_figures(idata)
+    return {CONVERGENCE_KEY: figures} if figures else {}
+
+
+def convergence_note(figures: Mapping[str, Any]) -> str:
+    """:func:`convergence_figures` (as ``metrics.json`` stores them) in words, for ``pyrozoo report``: ``ok``,
+    ``not converged: 51 of 60 transitions divergent, max r_hat 3.4e+15, 6 warnings`` or ``not judged (...)``."""
+    converged = figures.get("converged")
+    if converged is True:
+        return "ok"
+    draws, chains = figures.get("draws"), figures.get("chains")
+    if converged is not False:
+        return f"not judged ({chains} chain{'s' if chains != 1 else ''} of {draws} draws: too few for r_hat or ESS)"
+    parts = []
+    if figures.get("divergent"):
+        parts.append(f"{figures['divergent']} of {figures.get('transitions')} transitions divergent")
+    rhat = figures.get("max_r_hat")
+    if isinstance(rhat, (int, float)) and rhat > RHAT_MAX:
+        parts.append(f"max r_hat {_above(rhat, RHAT_MAX) if rhat < 1e4 else f'{rhat:.2g}'}")
+    ess, limit = figures.get("min_ess_bulk"), figures.get("ess_threshold")
+    if isinstance(ess, (int, float)) and isinstance(limit, (int, float)) and ess < limit:
+        parts.append(f"min ess_bulk {ess:.0f} < {limit:.0f}")
+    count = sum(int(figures.get(k) or 0) for k in ("sampler_warnings", "convergence_warnings"))
+    parts.append(f"{count} warning{'s' if count != 1 else ''}")
+    return "not converged: " + ", ".join(parts)
 
 
 def report_lines(idata: az.InferenceData, table: pd.DataFrame, *, where: str = "in the summary table",

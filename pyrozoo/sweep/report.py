@@ -3,7 +3,8 @@ the standard plots per model family.
 
 Every complete run directory below the root counts (a sweep's or a set of ``pyrozoo run`` outputs), plus the
 sweep's failure records and, from ``sweep.json``, the cells not run yet. Only ``config.toml`` and ``metrics.json``
-are read, so a report over thousands of runs is quick.
+are read, so a report over thousands of runs is quick; a Markov chain's convergence figures are in
+``metrics.json`` too (``convergence``, written by :func:`~pyrozoo.runner.run_model`) and flag its runs.
 
 Grouping: runs that share every recorded setting except the seed form a group (the setting columns that vary
 across the runs, plus ``model`` and, for a sweep's runs, its ``label``; never the names of the directories, so the
@@ -47,7 +48,7 @@ from pyrozoo.sweep.spec import canonical_config
 
 ID_COLUMNS = ("run", "status", "label", "model", "inference", "dataset", "seed")
 # settings that never define a group (they do not change what is estimated) or are bookkeeping
-NOT_SETTINGS = {"run", "status", "label", "seed", "progress", "error"}
+NOT_SETTINGS = {"run", "status", "label", "seed", "progress", "error", "convergence"}
 METRIC_BOOKKEEPING = {"seed", "inference"}  # repeated from the config in metrics.json
 MAX_METRICS_PER_FIGURE = 12
 
@@ -136,7 +137,8 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per run below ``root``: ``run`` (path relative to root), ``status`` (ok, failed, pending;
     ``unreadable`` for a damaged config.toml or metrics.json; ``stale`` for a run directory that the sweep's
     ``sweep.json`` no longer lists), the ``label`` (a sweep's ``[[models]]`` label, taken from the sweep's layout
-    ``OUT/LABEL/...``; empty for runs that no sweep wrote), the config (options as ``options.KEY``) and the metrics.
+    ``OUT/LABEL/...``; empty for runs that no sweep wrote), the config (options as ``options.KEY``), ``convergence``
+    (:func:`_convergence`: a Markov chain's verdict, no metric) and the metrics.
 
     What a run is grouped by comes from what it recorded (config.toml) and from the sweep it belongs to, never from
     the names of the directories above it, so a report of ``runs``, of ``runs/MODEL`` or of one sweep's folder
@@ -167,6 +169,9 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         else:
             row = {**base, "status": "ok"}
             row.update(_config_row(config))
+            verdict = _convergence(metrics, row)
+            if verdict is not None:
+                row["convergence"] = verdict
             for k, v in metrics.items():
                 if k in METRIC_BOOKKEEPING and k in row:
                     continue
@@ -222,11 +227,45 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
                            f"below {root}")
     table = _integer_columns(pd.DataFrame(rows), rows, metric_names)
     first = [c for c in ID_COLUMNS if c in table.columns]
-    settings = sorted(c for c in table.columns if c not in first and c not in metric_names and c != "error")
-    rest = [c for c in ("error",) if c in table.columns]
+    settings = sorted(c for c in table.columns if c not in first and c not in metric_names
+                      and c not in ("error", "convergence"))
+    rest = [c for c in ("error", "convergence") if c in table.columns]
     table = table[first + settings + rest + [m for m in metric_names if m in table.columns]]
     table.attrs["metrics"] = [m for m in metric_names if m in table.columns]
     return table.sort_values("run", kind="stable").reset_index(drop=True)
+
+
+NOT_CONVERGED = "not converged"  # how a run's convergence cell starts when run/diagnose warned about its chains
+UNKNOWN = "unknown"
+NOT_JUDGED = "not judged"  # convergence_note's word for a chain too short for r_hat or ESS
+FLAG_COLUMNS = ("not_converged", "convergence_unknown")  # the summary's counts of flagged runs, beside n
+
+
+def _convergence(metrics: dict[str, Any], row: dict[str, Any]) -> str | None:
+    """A run's ``convergence`` cell: its Markov chain's figures in ``metrics.json`` in words
+    (:func:`~pyrozoo.evaluation.diagnostics.convergence_note`: ``ok``, ``not converged: ...``, ``not judged ...``),
+    :data:`UNKNOWN` for a Markov-chain run that recorded none (written before they were recorded), ``None`` (blank)
+    for independent draws (SVI, EM, exact ...), where r_hat and ESS measure nothing."""
+    from pyrozoo.evaluation.diagnostics import CONVERGENCE_KEY, convergence_note, is_markov_engine
+
+    figures = metrics.get(CONVERGENCE_KEY)
+    if isinstance(figures, dict):
+        return convergence_note(figures)
+    engine = metrics.get("inference", row.get("inference"))
+    return UNKNOWN if isinstance(engine, str) and is_markov_engine(engine) else None
+
+
+def convergence_flags(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row of :func:`collect_runs`' table, whether its ``convergence`` cell says not converged, and whether it
+    says not judged (:data:`UNKNOWN`: a Markov-chain run without figures; or a chain too short); both false for a
+    blank cell (independent draws, failed or pending runs) or a table without the column."""
+    if "convergence" not in table.columns:
+        none = pd.Series(False, index=table.index)
+        return none, none
+    verdict = table["convergence"].astype("string")
+    not_converged = verdict.str.startswith(NOT_CONVERGED, na=False).astype(bool)
+    unjudged = (verdict.eq(UNKNOWN) | verdict.str.startswith(NOT_JUDGED)).fillna(False).astype(bool)
+    return not_converged, unjudged
 
 
 def _integer_columns(table: pd.DataFrame, rows: list[dict[str, Any]], metrics: list[str]) -> pd.DataFrame:
@@ -309,7 +348,10 @@ def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[
 def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean, standard error (``sd / sqrt(count)``, ``ddof=1``) and size ``n`` per group over the completed runs; a
-    metric that some runs of a group did not record also gets ``METRIC_n``, the count its mean and SE are over."""
+    metric that some runs of a group did not record also gets ``METRIC_n``, the count its mean and SE are over.
+    Beside ``n``, where some run is a Markov chain: ``not_converged``, how many of the group's runs did not converge
+    (kept in the means), and ``convergence_unknown`` (only if any), how many were not judged
+    (:func:`convergence_flags`); blank for a group of independent draws."""
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise PyrozooError("report: no completed runs to summarize")
@@ -322,9 +364,21 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     metrics = metrics or [m for m in metric_columns(table) if m not in keys]
     # a blank key (a setting some runs lack) is a group of its own (dropna=False), left blank in the table
     frame = ok[keys + metrics]
+    flags = {}
+    if "convergence" in ok.columns:  # runs whose chains run/diagnose warned about (kept in the means), and runs of a
+        not_converged, unjudged = convergence_flags(ok)  # Markov engine not judged (older runs, too few draws)
+        flags["not_converged"] = not_converged
+        if unjudged.any():
+            flags["convergence_unknown"] = unjudged
+        frame = frame.assign(**{f"_flag.{name}": flag.to_numpy(dtype=int) for name, flag in flags.items()},
+                             **{"_flag.markov": ok["convergence"].notna().to_numpy(dtype=int)})
     grouped = frame.groupby(keys, sort=True, dropna=False)
     size = grouped.size()
     columns = {"n": size}
+    if flags:  # counts beside n, how many of the group's runs are flagged; blank for a group with no Markov chain
+        judged = grouped["_flag.markov"].sum() > 0
+        for name in flags:
+            columns[name] = grouped[f"_flag.{name}"].sum().astype("Int64").where(judged, pd.NA)
     for m in metrics:
         values = grouped[m]
         count = values.count()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def test_grouped_means_and_standard_errors(swept):
         assert math.isclose(row.mu_mean_mean, np.mean(values), rel_tol=1e-12)
         assert math.isclose(row.mu_mean_se, np.std(values, ddof=1) / math.sqrt(len(values)), rel_tol=1e-12)
     by_seed = grouped_summary(table, by=["seed"], metrics=["mu_mean"])
-    assert list(by_seed.columns) == ["seed", "n", "mu_mean_mean", "mu_mean_se"]
+    assert list(by_seed.columns) == ["seed", "n", "not_converged", "mu_mean_mean", "mu_mean_se"]  # gibbs runs
     with pytest.raises(PyrozooError, match="by: unknown column"):
         grouped_summary(table, by=["alpha"])
 
@@ -129,7 +130,8 @@ def test_report_cli(swept, tmp_path, capsys):
     spec, _ = swept
     assert main(["report", str(spec.out), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_mean"]) == 0
     out = capsys.readouterr().out
-    assert "12 runs: 6 failed, 5 ok, 1 pending" in out and "| n | mu_mean_mean | mu_mean_se |" in out
+    assert re.search(r"12 runs: 6 failed, 5 ok( \(\d not converged\))?, 1 pending", out)
+    assert "| n | not_converged | mu_mean_mean | mu_mean_se |" in out
     assert "failed: normal-gamma/gibbs_n=20_sigma_true=-1.0_seed0: PyrozooError: sigma_true" in out
     assert not (tmp_path / "r" / "plots").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
@@ -182,7 +184,7 @@ def test_two_sweeps_in_one_folder_one_with_pending_cells(tmp_path, capsys):
     assert table.loc[table["status"] == "pending", "run"].str.startswith("b/").all()
     capsys.readouterr()
     assert main(["report", str(tmp_path / "R"), "--no-plots"]) == 0
-    assert "4 runs: 3 ok, 1 pending" in capsys.readouterr().out
+    assert re.search(r"4 runs: 3 ok( \(\d not converged\))?, 1 pending", capsys.readouterr().out)
 
 
 def test_console_table_shows_each_models_own_metrics(tmp_path, capsys):
@@ -229,7 +231,7 @@ def test_plain_runs_are_grouped_by_their_settings_at_any_directory_level(tmp_pat
         table = collect_runs(root)
         assert table["label"].isna().all() and (table["status"] == "ok").all()
         summary = grouped_summary(table, metrics=["mu_mean"])
-        assert list(summary.columns) == ["model", "n", "mu_mean_mean", "mu_mean_se"]
+        assert list(summary.columns) == ["model", "n", "not_converged", "mu_mean_mean", "mu_mean_se"]
         assert summary["n"].tolist() == [2] and summary["mu_mean_se"].notna().all()
 
 
@@ -275,8 +277,9 @@ def test_repeated_metric_and_by_count_once_and_bad_ones_write_nothing(swept, tmp
     out = tmp_path / "rep"
     assert main(["report", str(spec.out), "--out", str(out), "--no-plots", "--metric", "mu_mean",
                  "--metric", "mu_mean", "--by", "label", "--by", "label"]) == 0
-    assert "| label | n | mu_mean_mean | mu_mean_se |" in capsys.readouterr().out
-    assert list(pd.read_csv(out / "summary.csv").columns) == ["label", "n", "mu_mean_mean", "mu_mean_se"]
+    assert "| label | n | not_converged | mu_mean_mean | mu_mean_se |" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "summary.csv").columns) == ["label", "n", "not_converged", "mu_mean_mean",
+                                                                   "mu_mean_se"]
     fresh = tmp_path / "fresh"
     assert main(["report", str(spec.out), "--out", str(fresh), "--by", "mu_mean", "--metric", "mu_mean"]) == 2
     assert "metric: mu_mean is also a --by column" in capsys.readouterr().err and not fresh.exists()
@@ -525,7 +528,7 @@ def test_report_console_prints_integers_and_blanks_as_dashes(engines, tmp_path, 
     runs, _ = engines
     assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_mean"]) == 0
     out = capsys.readouterr().out
-    assert "| model | label | inference | dataset | options.n | n | mu_mean_mean | mu_mean_se |" in out
+    assert "| model | label | inference | dataset | options.n | n | not_converged | mu_mean_mean | mu_mean_se |" in out
     assert "| normal-gamma | boston | gibbs | boston-medv | - | 2 |" in out
     assert "| normal-gamma | simulated | svi | - | 40 | 2 |" in out
 
@@ -568,3 +571,61 @@ def test_a_default_the_registry_does_not_know_is_left_off_and_counted(engines):
     assert _axis_label(on_lr, "lr") == "lr (2 runs at their model's default lr not shown)"  # gibbs does not read lr
     on_inference = _on_axis(ok, "inference")
     assert len(on_inference) == len(ok) and _axis_label(on_inference, "inference") == "inference"
+
+
+@pytest.fixture(scope="module")
+def convergence_runs(tmp_path_factory):
+    """The reproducer: a NUTS run with 51 of 60 transitions divergent and both chains stuck, beside a Gibbs run,
+    an SVI run and a copy of the NUTS run whose metrics.json predates the convergence figures."""
+    import shutil
+
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    root = tmp_path_factory.mktemp("convergence") / "rep"
+    common = {"model": "normal-gamma", "options": {"n": 30}, "device": "cpu", "progress": False}
+    run_model(RunConfig(inference="nuts", num_samples=30, warmup_steps=20, num_chains=2, **common),
+              out=root / "ng-nuts")
+    run_model(RunConfig(inference="gibbs", num_samples=300, num_chains=2, **common), out=root / "ng-gibbs")
+    run_model(RunConfig(inference="svi", steps=200, **common), out=root / "ng-svi")
+    shutil.copytree(root / "ng-nuts", root / "old" / "ng-nuts")
+    metrics = json.loads((root / "old" / "ng-nuts" / "metrics.json").read_text())
+    del metrics["convergence"]
+    (root / "old" / "ng-nuts" / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_report_flags_a_run_that_did_not_converge_and_keeps_it_in_the_means(convergence_runs, tmp_path, capsys):
+    """`pyrozoo report` called the stuck NUTS run "ok" and averaged its mu_sd 0.172 (exact 0.409) without a word.
+    metrics.json now records the figures; the runs table says "not converged: ..." in its convergence column, the
+    summary counts such runs per group beside n (blank for SVI, whose draws are independent), the console names
+    them, and an older run without the figures is unknown, not a failure. The figures are no metrics: nothing
+    averages them. Flagged runs stay in the means (a group's mean is over its n finished runs)."""
+    root = convergence_runs
+    figures = json.loads((root / "ng-nuts" / "metrics.json").read_text())["convergence"]
+    assert figures["divergent"] > 0 and figures["converged"] is False and figures["max_r_hat"] > 1.01
+    assert "convergence" not in json.loads((root / "ng-svi" / "metrics.json").read_text())
+    table = collect_runs(root)
+    verdict = dict(zip(table["run"], table["convergence"], strict=True))
+    assert verdict["ng-nuts"].startswith(f"not converged: {figures['divergent']} of 60 transitions divergent, "
+                                         f"max r_hat ")
+    assert verdict["old/ng-nuts"] == "unknown" and pd.isna(verdict["ng-svi"])
+    assert (table["status"] == "ok").all()  # status: the run finished
+    assert not {"divergent", "max_r_hat", "min_ess_bulk", "converged", "convergence"} & set(table.attrs["metrics"])
+    summary = grouped_summary(table).set_index("inference")
+    assert summary.loc["nuts", "n"] == 2 and summary.loc["nuts", "not_converged"] == 1
+    assert summary.loc["nuts", "convergence_unknown"] == 1 and summary.loc["gibbs", "convergence_unknown"] == 0
+    assert pd.isna(summary.loc["svi", "not_converged"]) and pd.isna(summary.loc["svi", "convergence_unknown"])
+    nuts = json.loads((root / "ng-nuts" / "metrics.json").read_text())["mu_sd"]
+    assert summary.loc["nuts", "mu_sd_mean"] == pytest.approx(nuts, rel=1e-12)  # both copies, kept in the mean
+    assert not any(c.startswith(("divergent", "max_r_hat", "convergence_")) and c != "convergence_unknown"
+                   for c in summary.columns)
+    gibbs_flagged = int(summary.loc["gibbs", "not_converged"])
+    assert main(["report", str(root), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_sd"]) == 0
+    out = capsys.readouterr().out
+    assert f"4 runs: 4 ok ({1 + gibbs_flagged} not converged, 1 not judged for convergence)" in out
+    assert "| n | not_converged | convergence_unknown | mu_sd_mean | mu_sd_se |" in out
+    assert f"warning: ng-nuts: {verdict['ng-nuts']}" in out and "kept in the summary's means" in out
+    assert "recorded no convergence figures" in out
+    runs_csv = pd.read_csv(tmp_path / "r" / "runs.csv")
+    assert runs_csv.set_index("run").loc["old/ng-nuts", "convergence"] == "unknown"
