@@ -675,6 +675,9 @@ def test_convergence_figures_say_what_run_warns_about_a_stuck_nuts_run():
     assert convergence_figures(good)["converged"] is True and convergence_note(convergence_figures(good)) == "ok"
     assert convergence_record(az.from_dict(posterior={"b": rng.normal(size=(2, 300))},
                                            attrs={"inference": "svi-meanfield"})) == {}
+    many = az.from_dict(posterior={"x": np.moveaxis(_chains(rng, 2, 150), 0, 2)}, attrs={"inference": "gibbs"})
+    table = check_table(many)
+    assert convergence_figures(many)["convergence_warnings"] == len(convergence_warnings(table, ess_min=200)) > 0
     short = convergence_figures(az.from_dict(posterior={"b": rng.normal(size=(1, 50))}, attrs={"inference": "nuts"}))
     assert short["converged"] is None and "max_r_hat" not in short
     assert convergence_note(short).startswith("not judged")
