@@ -630,10 +630,12 @@ def check_accepts(name: str, fn: Any, *calls: Mapping[str, Any], caller: str = "
     """Raise before any work unless ``fn`` (a guide, say) can be called with the keyword arguments of each of
     ``calls`` (``fn(**kwargs)``, as ``caller`` calls it): a keyword its signature does not take, or a parameter
     without a default that none gives, is a :class:`PyrozooError` naming ``fn`` and them, not a ``TypeError`` from
-    inside the first step. A ``torch.nn.Module`` (a PyroModule guide) is checked by its ``forward``. ``*args`` /
-    ``**kwargs`` signatures (Pyro's AutoGuides) accept anything, and a callable without an inspectable signature
-    passes unchecked."""
-    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    inside the first step. A ``torch.nn.Module`` (a PyroModule guide) that defines ``forward`` is checked by it; one
+    that does not (Pyro's AutoMessenger guides define ``__call__``, their ``forward`` is Module's ``*input``
+    placeholder) by its ``__call__``. ``*args`` / ``**kwargs`` signatures (Pyro's AutoGuides) accept anything, and a
+    callable without an inspectable signature passes unchecked."""
+    own_forward = isinstance(fn, torch.nn.Module) and type(fn).forward is not torch.nn.Module.forward
+    target = fn.forward if own_forward else fn
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin or extension callable: the call will tell

@@ -724,3 +724,30 @@ def test_a_guide_that_does_not_take_the_models_arguments_is_named_before_any_ste
     assert calls == []
     for ok in (guide, AutoNormal(model)):
         assert run_svi(model, ok, kwargs, num_steps=2, num_samples=2, progress=False).posterior["mu"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("guide_class", ["AutoNormalMessenger", "AutoHierarchicalNormalMessenger"])
+def test_pyros_automessenger_guides_pass_the_signature_check(guide_class):
+    """check_accepts inspected every nn.Module guide by its forward; an AutoMessenger defines __call__ and leaves
+    forward as Module's `*input` placeholder, so run_svi refused Pyro's own guides ("it does not accept 'x', 'y'").
+    A PyroModule guide that defines forward is still checked by it."""
+    import pyro.infer.autoguide as autoguide
+
+    from pyrozoo.validation import check_accepts
+
+    def model(x, y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", x.shape[0]):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    data = {"x": torch.zeros(5), "y": torch.randn(5, generator=torch.Generator().manual_seed(0))}
+    result = run_svi(model, getattr(autoguide, guide_class)(model), data, num_steps=3, num_samples=4,
+                     progress=False)
+    assert result.draws("mu").shape == (4,)
+
+    class OneArgument(pyro.nn.PyroModule):
+        def forward(self, x):
+            return None
+
+    with pytest.raises(PyrozooError, match=r"does not accept 'y' \(its signature: \(x\)\)"):
+        check_accepts("guide", OneArgument(), data)
