@@ -446,9 +446,11 @@ def metric_number(value: Any) -> bool | int | float | None:
             return None
         return value.item()
     if isinstance(value, (np.ndarray, np.generic)):
-        if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf":
+        kind = np.asarray(value).dtype.kind
+        if np.ndim(value) != 0 or kind not in "biuf":
             return None
-        return value.item()
+        # by kind, not .item(): a longdouble's item() is still a longdouble, which json cannot write
+        return {"b": bool, "i": int, "u": int, "f": float}[kind](value)
     if isinstance(value, bool):
         return value
     if isinstance(value, int):

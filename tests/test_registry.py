@@ -4,6 +4,7 @@ keyword the options never give, a config naming another model) are one-line erro
 from __future__ import annotations
 
 import arviz as az
+import numpy as np
 import pytest
 
 from pyrozoo import registry
@@ -202,3 +203,17 @@ def test_metrics_returning_something_else_than_numbers_names_the_entry_and_the_f
     with pytest.raises(PyrozooError, match=rf"^normal-gamma: metrics tests\.test_registry\..*metrics {message}"):
         entry.compute_metrics(None, None)
     assert _entry(metrics=None).compute_metrics(None, None) == {}
+
+
+def test_a_numpy_metric_of_any_width_is_a_plain_python_number():
+    """metric_number returned value.item(), which for a np.longdouble is still a longdouble: the metrics check let
+    it through and json failed on it in save_run, after the fit. Each NumPy kind now becomes bool, int or float."""
+    import json
+
+    from pyrozoo.registry import metric_number
+
+    for value, kind in ((np.longdouble(1.5), float), (np.float16(0.5), float), (np.uint64(3), int),
+                        (np.array(np.longdouble(2.0)), float), (np.bool_(False), bool)):
+        got = metric_number(value)
+        assert type(got) is kind and got == value
+        json.dumps(got)
