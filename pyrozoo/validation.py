@@ -505,6 +505,24 @@ def check_path(name: str, value: Any, *, what: str = "a path") -> None:
         raise PyrozooError(f"{name}: expected {what}, got {value!r}")
 
 
+def expand_home(name: str, value: str | os.PathLike, *, what: str = "a path") -> Path:
+    """``value`` as a path with a leading ``~`` or ``~user`` expanded to that home directory, as a shell would. A
+    ``~user`` naming no user is a :class:`PyrozooError` naming ``name`` (``Path.expanduser`` raised a bare
+    RuntimeError, and ``os.path.expanduser`` left it as it was, so a directory named ``~user`` was made in the
+    working directory)."""
+    text = os.fspath(value)
+    if not text.startswith("~"):
+        return Path(text)
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "Could not determine home directory."
+        path = None
+    if path is None or str(path).startswith("~"):
+        raise PyrozooError(f"{name}: expected {what}, got {text!r}, whose {Path(text).parts[0]!r} names no home "
+                           f"directory (no such user)")
+    return path
+
+
 def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> Path:
     """``value`` as the file a figure is to be written to, checked before anything is drawn: a non-empty path
     (:func:`check_path`; ``''`` wrote a hidden ``./.png``) that is not a directory, with an extension matplotlib can
@@ -516,11 +534,7 @@ def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> P
     ``make_parents``: a missing directory is created (after the other checks) instead of refused."""
     check_path(name, value, what="a file path for the figure (e.g. 'plot.png')")
     text = os.fspath(value)
-    try:
-        path = Path(text).expanduser()
-    except RuntimeError as err:  # "Could not determine home directory." for ~nosuchuser
-        raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got {text!r}, whose "
-                           f"{Path(text).parts[0]!r} names no home directory ({err})") from None
+    path = expand_home(name, text, what="a file path for the figure (e.g. 'plot.png')")
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise PyrozooError(f"{name}: expected a file path for the figure (e.g. 'plot.png'), got the directory "
                            f"{text!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -669,3 +671,27 @@ def test_check_figure_path_follows_savefig_on_trailing_dots_and_names_an_unknown
                                            r"'~nosuchuser_pyrozoo/p.png', whose '~nosuchuser_pyrozoo' names no home "
                                            r"directory"):
         check_figure_path("path", "~nosuchuser_pyrozoo/p.png")
+
+
+def test_a_tilde_user_that_names_no_user_is_refused_by_every_path_argument(tmp_path, monkeypatch, capsys):
+    """'~nosuchuser/...' was a raw RuntimeError in a sweep's out and in --data, and `run --out` made a directory
+    named '~nosuchuser' in the working directory (os.path.expanduser leaves an unknown user as it is). Now each is a
+    one-line error naming the argument, with nothing written; '~/' is still the home directory."""
+    from pyrozoo.cli import main
+    from pyrozoo.validation import expand_home
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert expand_home("out", "~/a") == tmp_path / "home" / "a" and expand_home("out", "a/~b") == Path("a/~b")
+    with pytest.raises(PyrozooError, match=r"^out: expected a path, got '~nosuchuserq/a', whose '~nosuchuserq' "
+                                           r"names no home directory \(no such user\)$"):
+        expand_home("out", "~nosuchuserq/a")
+    spec = tmp_path / "sw.toml"
+    spec.write_text('[sweep]\nname = "s"\nout = "~nosuchuserq/sw"\nseeds = 1\ntiny = true\n'
+                    '[[models]]\nname = "normal-gamma"\n')
+    for argv, name in ((["sweep", str(spec), "--dry-run"], "out"),
+                       (["run", "normal-gamma", "--out", "~nosuchuserq/r"], "out"),
+                       (["run", "blr", "--data", "~nosuchuserq/d.csv"], "data")):
+        assert main(argv + ["--no-progress"] * (argv[0] == "run")) == 2
+        assert capsys.readouterr().err.startswith(f"pyrozoo: error: {name}: expected a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sw.toml"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from pyrozoo.config import RunConfig, read_toml, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import expand_home
 
 SUMMARY_ROWS = 20  # rows of the summary table `pyrozoo run` prints (`pyrozoo diagnose` prints more)
 # flag -> RunConfig field, for the shared settings (flag names follow Pyro's examples)
@@ -68,7 +69,7 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
     does not exist is a :class:`PyrozooError` naming the config file, the path as written and as resolved."""
     if not isinstance(written, str) or not written.strip():
         return written
-    path = Path(written).expanduser()
+    path = expand_home("data", written, what="a data file path")
     folder = os.path.normpath(Path(config_path).absolute().parent)
     resolved_text = os.path.normpath(path) if path.is_absolute() else relative_to_file(path, folder)
     if not Path(resolved_text).exists():
@@ -82,8 +83,10 @@ def absolute_data_path(written: Any) -> Any:
     """A ``--data`` path as the run records it: a relative one is read from the current directory and made absolute
     (``~`` expanded), so that the run's config.toml reruns with ``--config`` from any directory; an absolute path,
     ``None`` or anything else (left for :meth:`RunConfig.validate` to refuse) is returned unchanged."""
-    if isinstance(written, str) and written.strip() and not Path(written).expanduser().is_absolute():
-        return os.path.abspath(Path(written).expanduser())
+    if isinstance(written, str) and written.strip():
+        path = expand_home("data", written, what="a data file path")  # a ~user naming no user: refused here
+        if not path.is_absolute():
+            return os.path.abspath(path)
     return written
 
 

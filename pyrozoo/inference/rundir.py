@@ -31,7 +31,7 @@ import torch
 import pyrozoo
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_path
+from pyrozoo.validation import check_path, expand_home
 
 RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
 
@@ -59,7 +59,7 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     check_path("out", out, what="a directory path")
     # absolute and normalized: "." or "x/.." has no name of its own, so the temporary sibling of an --overwrite run
     # was made inside the run it replaces, which was emptied and then not replaced
-    out = Path(os.path.abspath(os.path.expanduser(out)))
+    out = Path(os.path.abspath(expand_home("out", out, what="a directory path")))
     if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
         raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and not (overwrite or resume):

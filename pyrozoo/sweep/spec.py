@@ -47,7 +47,7 @@ from typing import Any
 from pyrozoo import registry
 from pyrozoo.config import RunConfig, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import SEED_MAX, check_keys, check_seed
+from pyrozoo.validation import SEED_MAX, check_keys, check_seed, expand_home
 
 SWEEP_KEYS = ("name", "out", "seeds", "tiny")
 # RunConfig fields a sweep may set; model and seed come from [[models]] and [sweep].seeds, options have own tables.
@@ -463,7 +463,8 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
             raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r}; give the [[models]] "
                                f"blocks distinct labels or make their values distinct")
         seen[cell.key] = cell
-    return SweepSpec(name=name, out=Path(out_dir).expanduser(), cells=cells, source=source)
+    return SweepSpec(name=name, out=expand_home("out", out_dir, what="a directory path"), cells=cells,
+                     source=source)
 
 
 def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
