@@ -140,7 +140,9 @@ def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, wha
     Entries that are no such site (an engine's extra quantities, e.g. regime-scm's ``regime_probs``) are kept as
     they are, but they too must be arrays (torch or NumPy) with the same leading ``(chain, draw)``: the draws are
     flattened and indexed per chain and draw together, so a ``(2, 4)`` entry beside ``(2, 3)`` draws, or one without
-    the two axes, failed there with a raw torch error. And there must be at least one chain and one draw."""
+    the two axes, failed there with a raw torch error. An entry named after an observed site is refused: the replay
+    took its values for the data, so the log-likelihood and the posterior predictive were silently those of the
+    entry. And there must be at least one chain and one draw."""
     lead: tuple[tuple[int, ...], str] | None = None
     sites = drawn_sites(trace) + enumerated_sites(trace) + deterministic_sites(trace)
     for name in sites:
@@ -160,9 +162,14 @@ def check_draw_shapes(trace: poutine.Trace, posterior: Mapping[str, Any], *, wha
         elif got[:2] != lead[0]:
             raise PyrozooError(f"{what}: the draws of site {name!r} have shape {got}; expected (chain, draw) = "
                                f"{lead[0]} first, as the draws of {lead[1]!r} have")
+    observed = set(observed_sites(trace))
     for name, value in posterior.items():  # entries that are no latent or deterministic site of the model
         if name in sites:
             continue
+        if name in observed:  # the replay would score and replicate these values instead of the data
+            raise PyrozooError(f"{what}: the entry {name!r} is an observed site of the model; expected draws of its "
+                               f"latent sites only (pyro.infer.Predictive's output also holds the observed sites' "
+                               f"replicates: leave them out)")
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             raise PyrozooError(f"{what}: the entry {name!r} (no latent site of the model) is a "
                                f"{type(value).__name__}; expected a torch tensor (or NumPy array) of values per draw, "

@@ -519,3 +519,21 @@ def test_extra_posterior_entries_with_the_draws_chains_and_draws_are_kept():
                           {"mu": torch.zeros(2, 3), "probs": torch.ones(2, 3, 4), "stat": np.ones((2, 3))})
     assert set(res.posterior) == {"mu", "probs", "stat"}
     assert res.log_likelihood["x"].shape == (2, 3, 30)
+
+
+def test_a_posterior_entry_named_after_an_observed_site_is_refused():
+    """An entry named like the observed site (pyro.infer.Predictive's output holds it) passed as 'no latent site':
+    the replay scored and replicated its values instead of the data (posterior predictive sd 0, the log-likelihood
+    at the zeros). Now it is refused, naming the site."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", 5):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = torch.randn(5, generator=torch.Generator().manual_seed(0))
+    post = {"mu": torch.zeros(2, 10), "y": torch.zeros(2, 10, 5)}
+    with pytest.raises(PyrozooError, match=r"^posterior: the entry 'y' is an observed site of the model"):
+        assemble_result("x", model, {"y": y}, post)
