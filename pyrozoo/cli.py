@@ -8,6 +8,7 @@ command: once the pipe is closed the rest of its output is dropped and it exits 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
 import os
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
+def _reader_gone(err: OSError) -> bool:
+    """Whether a write failed because nothing reads the stream: a closed pipe (EPIPE), or a descriptor the shell
+    closed before the start (``2>&-``: EBADF, which ended the command with status 1 and no message)."""
+    return err.errno in (errno.EPIPE, errno.EBADF)
+
+
 class _ReaderGone:
     """A wrapper of ``sys.stdout``/``sys.stderr`` for the command's life that outlives its reader: once a write or
     flush meets a closed pipe (``pyrozoo sweep ... | head -1``) the rest of the output goes to ``os.devnull``
@@ -70,18 +77,22 @@ class _ReaderGone:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as err:
+            if not _reader_gone(err):
+                raise
             self._drop()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as err:
+            if not _reader_gone(err):
+                raise
             self._drop()
             try:  # the buffer still holds what the pipe refused: it goes to os.devnull now
                 self._stream.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):
                 pass
 
     def __getattr__(self, name: str):
@@ -118,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + int(signum)
     finally:
         warnings.showwarning = previous
-        sys.stdout.flush()  # a closed pipe found here, not by the interpreter's last flush (exit status 120)
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # None where the stream was closed at start (`>&-`) or pythonw
+            if stream is not None:
+                stream.flush()  # a closed pipe found here, not by the interpreter's last flush (exit status 120)
         sys.stdout, sys.stderr = streams
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -770,3 +771,19 @@ def test_a_closed_stdout_does_not_stop_a_command_before_its_work_is_done(tmp_pat
     assert load_run(tmp_path / "second")["metrics"]
     monkeypatch.undo()
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("closed, argv, status", [(">&-", "list", 0), ("2>&-", "list nosuch", 2),
+                                                  (">&- 2>&-", "list nosuch", 2)])
+def test_a_stream_closed_before_the_start_keeps_the_commands_exit_status(closed, argv, status):
+    """With stdout closed by the shell (`>&-`) the closing flush met sys.stdout = None (AttributeError, status 1),
+    and with stderr closed the error's print failed with EBADF (status 1, no message). The command's own status
+    comes back now."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m pyrozoo {argv} {closed}"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == status and "Traceback" not in done.stdout + done.stderr
