@@ -11,6 +11,7 @@ compares each rule's BALD top 10 with the one from the quadrature reference.
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -52,6 +53,10 @@ def top(scores: torch.Tensor) -> set[int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=int, nargs="+", default=[10, 20, 50],
+                        help="numbers of random breast-cancer labels to fit the probit posterior to")
+    args = parser.parse_args()
     grid = [(m, s) for m in (-5.0, 0.0, 1.0, 3.0, 10.0) for s in (1e-6, 0.01, 1.0, 16.0, 100.0, 400.0, 1e4, 1e6)]
     m = torch.tensor([g[0] for g in grid], dtype=torch.float64)
     s = torch.tensor([g[1] for g in grid], dtype=torch.float64)
@@ -66,7 +71,7 @@ def main() -> None:
               f"new {float(probit_expected_entropy(mt, st)[0]):.5f}")
     problem = load_problem("breast-cancer", 0)
     x = problem.x_pool
-    for n in (10, 20, 50):
+    for n in args.labels:
         labelled = torch.as_tensor(np.random.default_rng(0).choice(len(problem.y_pool), n, replace=False))
         post = ProbitPoolPosterior.fit(x[labelled], problem.y_pool[labelled])
         mu, var = x @ post.mean, ((x @ post.cov) * x).sum(1)
