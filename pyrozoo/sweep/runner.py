@@ -737,7 +737,14 @@ def run_sweep(
         try:
             # the plan again, now that no other sweep writes here: one that held the lock until now may have run
             # some of these cells (they are dropped, never run twice), or failed them (not retried with
-            # retry_failed=False)
+            # retry_failed=False), also under the names of a sweep file with its axes in another order
+            adopted = adopt_earlier_keys(root, spec.cells)
+            renamed = {old.key: new for old, new in zip(spec.cells, adopted, strict=True) if old.key != new.key}
+            if renamed:
+                spec.cells = adopted
+                check_sweep_root(root, spec)
+                check_resumable(root, spec.cells)
+                pending = [renamed.get(c.key, c) for c in pending]
             statuses, runnable = to_run(spec.cells)
             still = {c.key for c in runnable}
             pending = [c for c in pending if c.key in still]

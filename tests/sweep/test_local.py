@@ -785,3 +785,31 @@ def test_a_reordered_key_is_told_apart_by_its_parts_even_with_underscores_in_nam
     assert not _is_reordering("nuts_n=2_dataset=my_file.csv_mu_true=1.00_seed7", *split)  # same letters
     assert not _is_reordering("svi_n=20_dataset=my_file.csv_mu_true=1.0_seed7", *split)
     assert _split_key("lbl/nuts_n=20_dataset=x_mu_true=1.0_seed7", names) is None  # another order than the names
+
+
+def test_a_reordered_sweep_that_finished_the_cells_while_this_one_waited_for_the_lock_is_not_rerun(
+        write_spec, sweep_text, tmp_path, monkeypatch):
+    """Runs under a reordering of a cell's name were looked for once, before the lock: a sweep of the same cells
+    with its axes declared in another order, finishing while this one waited for the lock, had its runs redone
+    beside its own (two run directories per cell). They are looked for again once the lock is held."""
+    from pyrozoo.sweep import runner
+
+    head = sweep_text(seeds="[0]").split("[[models]]")[0] + '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n'
+    spec = load_spec(write_spec(head + "[models.grid.options]\nn = [20, 40]\nmu_true = [0.0]\n"),
+                     out=tmp_path / "out")
+    other = load_spec(write_spec(head + "[models.grid.options]\nmu_true = [0.0]\nn = [20, 40]\n", "other.toml"),
+                      out=tmp_path / "out")
+    take = runner.acquire_lock
+    calls = []
+
+    def after_the_reordered_sweep(root):
+        if not calls:
+            calls.append(root)
+            assert run_sweep(other, jobs=1).ok == 2  # it held the lock until now
+        return take(root)
+
+    monkeypatch.setattr(runner, "acquire_lock", after_the_reordered_sweep)
+    summary = run_sweep(spec, jobs=1)
+    assert summary.outcomes == [] and summary.skipped == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "normal-gamma").iterdir()) == \
+        ["gibbs_mu_true=0.0_n=20_seed0", "gibbs_mu_true=0.0_n=40_seed0"]
