@@ -33,9 +33,11 @@ def handle(args: argparse.Namespace) -> int:
         summary,
     )
     from pyrozoo.inference.rundir import load_run
+    from pyrozoo.validation import expand_home
 
     if args.max_rows < 0:
         raise PyrozooError(f"--max-rows: expected a number of rows >= 0 (0: all), got {args.max_rows}")
+    args.run_dir = expand_home("run", args.run_dir, what="a run directory")  # the plots go there too
     run = load_run(args.run_dir)
     idata = run["idata"]
     if "posterior" not in idata.groups():  # an idata.nc that pyrozoo did not write, or one edited since

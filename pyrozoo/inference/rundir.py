@@ -296,7 +296,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     """Read a run directory: ``{"idata", "metrics", "config", "params"}``."""
     from pyrozoo.config import tomllib
 
-    path = Path(path)
+    path = expand_home("run", path, what="a run directory")
     if not path.exists():
         raise PyrozooError(f"run: {path} does not exist")
     if path.is_file():

@@ -45,6 +45,7 @@ from pyrozoo.inference.rundir import missing_run_files
 from pyrozoo.registry import SETTINGS
 from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
 from pyrozoo.sweep.spec import canonical_config
+from pyrozoo.validation import expand_home
 
 ID_COLUMNS = ("run", "status", "label", "model", "inference", "dataset", "seed")
 # settings that never define a group (they do not change what is estimated) or are bookkeeping
@@ -143,7 +144,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     What a run is grouped by comes from what it recorded (config.toml) and from the sweep it belongs to, never from
     the names of the directories above it, so a report of ``runs``, of ``runs/MODEL`` or of one sweep's folder
     gives the same rows the same labels."""
-    root = Path(root)
+    root = expand_home("runs_dir", root, what="a directory of runs")
     if not root.is_dir():
         raise PyrozooError(f"runs_dir: {root} is not a directory")
     sweeps = _sweep_roots(root)
@@ -749,7 +750,9 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
 
     Everything is checked and computed first and the files are written into a hidden temporary folder inside
     ``out``, then moved into place: a failing report changes nothing, and a new report replaces the files of the
-    previous one as a whole (files that it did not write itself are left alone)."""
+    previous one as a whole (files that it did not write itself are left alone). A leading ``~`` in ``root`` or
+    ``out`` is the home directory (``out`` was made as a directory named ``~`` while pandas wrote under home)."""
+    root = expand_home("runs_dir", root, what="a directory of runs")
     table = collect_runs(root)
     metrics = _unique("metric", metrics)
     by = _unique("by", by)
@@ -764,7 +767,7 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
             raise PyrozooError(f"out: {root} is itself a run directory and the report would be written inside it; "
                                f"pass --out DIR, or report the directory that holds it ({holder})")
         out = Path(root) / "report"
-    out = Path(out)
+    out = expand_home("out", out, what="a directory path")
     if out.exists() and not out.is_dir():
         raise PyrozooError(f"out: {out} is a file; the report needs a directory (choose another --out)")
     summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()

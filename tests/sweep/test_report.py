@@ -629,3 +629,22 @@ def test_report_flags_a_run_that_did_not_converge_and_keeps_it_in_the_means(conv
     assert "recorded no convergence figures" in out
     runs_csv = pd.read_csv(tmp_path / "r" / "runs.csv")
     assert runs_csv.set_index("run").loc["old/ng-nuts", "convergence"] == "unknown"
+
+
+def test_a_leading_tilde_in_reports_and_diagnoses_paths_is_the_home_directory(tmp_path, monkeypatch, capsys):
+    """`report --out '~/rep'` made a directory named '~' in the working directory while pandas wrote under home
+    (an error, and the '~' folder left behind); `report '~/r'` and `diagnose '~/r'` said the run did not exist.
+    run and sweep expand '~' in their paths: report and diagnose now do too."""
+    from pyrozoo.cli import main
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    tiny = ["-o", "n=10", "--num-samples", "5", "--warmup-steps", "5", "--num-chains", "1", "--no-progress"]
+    assert main(["run", "normal-gamma", *tiny, "--out", "~/runs/r"]) == 0
+    assert main(["report", "~/runs", "--out", "~/rep", "--no-plots"]) == 0
+    assert (home / "rep" / "runs.csv").exists()
+    assert main(["diagnose", "~/runs/r"]) == 0
+    assert list(cwd.iterdir()) == []
