@@ -276,8 +276,9 @@ def run_svi(
     out: ``elbo="enum"``) has nothing for the guide to draw: its posterior holds ``num_samples`` draws of the
     enumerated sites from their posterior given the data under the fitted parameters, ``z_s ~ p(z | y)``
     (:func:`~pyrozoo.inference.predictive.enumerated_posterior_draws`; they must be marked for *parallel*
-    enumeration, else an error before any step), so that ``az.loo`` and the posterior predictive have draws to work
-    on (its ``log_likelihood_fn`` still marginalizes them: one value per draw and observation).
+    enumeration, else an error before any step), so that the posterior predictive has draws to replay (the
+    ``log_likelihood_fn`` still marginalizes them: one value per draw and observation, the same at every draw, so
+    ``az.loo`` on it is the plug-in density and its Pareto-k warnings mean nothing).
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
