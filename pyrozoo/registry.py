@@ -329,6 +329,9 @@ class ZooModel:
             if not isinstance(key, str):
                 raise PyrozooError(f"{where} returned the key {key!r} ({_type_name(key)}); expected metric names "
                                    f"that are strings")
+            if key in RESERVED_METRICS:  # run_model writes its own block there, which would replace this one
+                raise PyrozooError(f"{where} returned the metric {key!r}, a name metrics.json keeps for "
+                                   f"{RESERVED_METRICS[key]}; rename it")
             number = metric_number(value)
             if number is not None:
                 out[key] = number
@@ -436,6 +439,10 @@ def _type_name(value: Any) -> str:
     cls = type(value)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+# metrics.json keys that run_model writes itself (evaluation.diagnostics.CONVERGENCE_KEY), so no entry's metric
+RESERVED_METRICS = {"convergence": "the sampler's convergence figures (pyrozoo report reads them)"}
 
 
 def metric_number(value: Any) -> bool | int | float | None:

@@ -217,3 +217,14 @@ def test_a_numpy_metric_of_any_width_is_a_plain_python_number():
         got = metric_number(value)
         assert type(got) is kind and got == value
         json.dumps(got)
+
+
+def test_a_metric_named_like_run_models_convergence_block_is_refused():
+    """run_model writes a saved Markov-chain run's convergence figures into metrics.json under 'convergence',
+    which silently replaced an entry's metric of that name. Such a metric is refused, naming it."""
+    from pyrozoo.evaluation.diagnostics import CONVERGENCE_KEY
+
+    entry = _entry(metrics=lambda result, dataset: {CONVERGENCE_KEY: 1.0})
+    with pytest.raises(PyrozooError, match=r"returned the metric 'convergence', a name metrics\.json keeps for the "
+                                           r"sampler's convergence figures .*; rename it$"):
+        entry.compute_metrics(None, None)

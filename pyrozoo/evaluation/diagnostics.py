@@ -498,7 +498,9 @@ def _rank_diagnostics(a: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.n
     return out[0], out[1], out[2]
 
 
-CONVERGENCE_KEY = "convergence"  # metrics.json's key of convergence_figures (run_model writes it, report reads it)
+# metrics.json's key of convergence_figures (run_model writes it, report reads it; registry.RESERVED_METRICS keeps
+# entries' metrics off it)
+CONVERGENCE_KEY = "convergence"
 
 
 def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = None) -> dict[str, Any]:
