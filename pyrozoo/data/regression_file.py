@@ -58,6 +58,19 @@ def listed_columns(columns: list[Any]) -> str:
     return ", ".join(map(repr, names) if ambiguous else names)
 
 
+def blank_header_message(df: pd.DataFrame, blank: list[int], source: str, fix: str) -> str:
+    """The error for columns at the 1-based positions ``blank`` whose header is blank (pandas' ``Unnamed: k``):
+    a last column empty in every row is a trailing comma on every line; a first one, likely the index
+    ``DataFrame.to_csv`` wrote; ``fix``: the option that names the columns instead."""
+    if blank == [len(df.columns)] and df[df.columns[-1]].isna().all():  # "y,t,x1," on every line
+        return (f"{source}: its lines end in a trailing comma (column {blank[0]}, the last, has no name in its "
+                f"header and no value in any row): remove the trailing commas or {fix}")
+    which = f"column {blank[0]} has" if len(blank) == 1 else f"columns {', '.join(map(str, blank))} have"
+    why = " (a file written by DataFrame.to_csv with its index?)" if blank[0] == 1 else ""
+    first = "write it with index=False" if blank[0] == 1 else "name it in the header row"
+    return f"{source}: {which} no name in its header{why}: {first} or {fix}"
+
+
 def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: Mapping[str, str]) -> list[str]:
     """The feature columns: ``named`` (none of them among ``others``, column -> its role such as ``"outcome"``),
     or by default every column not in ``others``, in file order; then every one must be a named, numeric column
@@ -70,9 +83,7 @@ def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: 
     if not named:
         blank = [i for i, c in enumerate(columns, start=1) if re.fullmatch(r"Unnamed: \d+", c)]
         if blank:
-            raise PyrozooError(f"{source}: column(s) {', '.join(map(str, blank))} have no name in the header row (a "
-                               f"file written by DataFrame.to_csv with its index?): write it with index=False or "
-                               f"name the features with -o features=a,b")
+            raise PyrozooError(blank_header_message(df, blank, source, "name the features with -o features=a,b"))
         text = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
         if text:
             raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric; every feature "

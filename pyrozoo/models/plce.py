@@ -37,7 +37,7 @@ from pyrozoo.causal.plce import PLCE, reads_groups
 from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
-from pyrozoo.data.regression_file import check_columns_exist
+from pyrozoo.data.regression_file import blank_header_message, check_columns_exist
 from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
@@ -333,16 +333,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     cols = controls or [c for c in df.columns if c not in used]
     blank = [] if controls else _blank_header_columns(df, cols)
     if blank:
-        last = df.columns[-1]
-        if blank == [len(df.columns)] and df[last].isna().all():  # "y,t,x1," on every line: an empty last column
-            raise PyrozooError(f"{source}: its lines end in a trailing comma (column {blank[0]}, the last, has no name "
-                               f"in its header and no value in any row): remove the trailing commas or name the "
-                               f"controls with {controls_flag}")
-        which = f"column {blank[0]} has" if len(blank) == 1 else f"columns {', '.join(map(str, blank))} have"
-        why = " (a file written by DataFrame.to_csv with its index?)" if blank[0] == 1 else ""
-        fix = "write it with index=False" if blank[0] == 1 else "name it in the header row"
-        raise PyrozooError(f"{source}: {which} no name in its header{why}: {fix} or name the controls with "
-                           f"{controls_flag}")
+        raise PyrozooError(blank_header_message(df, blank, source, f"name the controls with {controls_flag}"))
     if not cols:
         raise PyrozooError(f"{source}: no control columns left besides outcome and treatment")
     for c in cols:  # a text column that is mostly numbers is a typo, not categories: do not expand it into dummies

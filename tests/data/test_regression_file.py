@@ -149,3 +149,20 @@ def test_the_columns_listed_in_a_missing_column_error_are_quoted_when_a_name_wou
     assert listed_columns(["y", " x", "z"]) == "'y', ' x', 'z'"
     with pytest.raises(PyrozooError, match=r"^outcome: data has no column\(s\) 'q'; columns are 'y', 'a,b'$"):
         check_columns_exist("data", ["y", "a,b"], {"outcome": ["q"]})
+
+
+def test_a_trailing_comma_or_an_index_column_gets_its_own_hint(tmp_path):
+    """The blr/gp/spike-slab reader called any blank header 'a file written by DataFrame.to_csv with its index?',
+    also the empty last column of lines ending in a comma; it now says which (the plce reader's rule, shared)."""
+    path, df = _csv(tmp_path)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("".join(line + ",\n" for line in path.read_text().splitlines()))
+    with pytest.raises(PyrozooError, match=r"its lines end in a trailing comma \(column 5, the last, has no name in "
+                                           r"its header and no value in any row\): remove the trailing commas or "
+                                           r"name the features with -o features=a,b$"):
+        read_regression_file(str(trailing), outcome="y")
+    indexed = tmp_path / "indexed.csv"
+    df.to_csv(indexed)
+    with pytest.raises(PyrozooError, match=r"column 1 has no name in its header \(a file written by "
+                                           r"DataFrame.to_csv with its index\?\): write it with index=False or name"):
+        read_regression_file(str(indexed), outcome="y")
