@@ -321,7 +321,8 @@ def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess
     for (name, row), dtype in zip(table.iterrows(), _row_dtypes(table.index, dtypes), strict=True):
         if _never_moves(row, dtype, spreads.get(str(name))) or _nonfinite(row):
             continue
-        if np.isfinite(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
+        # inf is the worst r_hat (chains stuck at different values: between-chain variance, none within), not none
+        if not np.isnan(row.get("r_hat", np.nan)) and row["r_hat"] > rhat_max:
             out.append(f"{name}: r_hat {_above(row['r_hat'], rhat_max)} > {rhat_max}")
         for col in ("ess_bulk", "ess_tail"):
             if np.isfinite(row.get(col, np.nan)) and row[col] < ess_min:
@@ -332,6 +333,8 @@ def convergence_warnings(table: pd.DataFrame, *, rhat_max: float = RHAT_MAX, ess
 def _above(value: float, limit: float) -> str:
     """``value`` with 3 decimals, or as many more (up to 8) as it takes to print above ``limit``: r_hat 1.01047
     read 'r_hat 1.010 > 1.01'."""
+    if not value < 1e4:  # inf, or a stuck chain's 6e15: three figures, not 16 digits and 3 decimals
+        return f"{value:.3g}"
     digits = 3
     while float(f"{value:.{digits}f}") <= limit and digits < 8:
         digits += 1
@@ -556,7 +559,7 @@ def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = No
 
     def extreme(column: str, pick: Any) -> float | None:
         values = table[column].to_numpy(dtype=float)[rows] if column in table.columns else np.array([])
-        values = values[np.isfinite(values)]
+        values = values[~np.isnan(values)]  # an inf r_hat is the largest (metrics.json writes it as null)
         return float(pick(values)) if values.size else None
 
     rhat_judged = judged and chains >= 2 and draws >= MIN_DRAWS
@@ -576,7 +579,7 @@ def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = No
                                 ("ess_tail", lambda v: v < ess_min)):
                 if column in table.columns:
                     values = table[column].to_numpy(dtype=float)
-                    count += int((rows & np.isfinite(values) & bad(values)).sum())
+                    count += int((rows & ~np.isnan(values) & bad(values)).sum())
     out["convergence_warnings"] = count
     flagged = out["sampler_warnings"] + out["convergence_warnings"] > 0
     out["converged"] = False if flagged else (True if rhat_judged or (ess_judged and ess_min) else None)

@@ -681,3 +681,17 @@ def test_convergence_figures_say_what_run_warns_about_a_stuck_nuts_run():
     short = convergence_figures(az.from_dict(posterior={"b": rng.normal(size=(1, 50))}, attrs={"inference": "nuts"}))
     assert short["converged"] is None and "max_r_hat" not in short
     assert convergence_note(short).startswith("not judged")
+
+
+def test_chains_stuck_at_different_values_are_not_converged():
+    """Two chains each constant at another value have r_hat = inf (between-chain variance, none within): the
+    warnings and the convergence figures kept only finite r_hat, so with too few draws for ESS to be judged such a
+    run was 'converged' and `diagnose` said nothing about r_hat. inf now counts as above the limit."""
+    from pyrozoo.evaluation.diagnostics import convergence_figures, report_lines, summary
+
+    x = np.repeat(np.arange(2, dtype=float)[:, None], 40, axis=1)
+    idata = az.from_dict(posterior={"a": x}, attrs={"inference": "gibbs"})
+    figures = convergence_figures(idata)
+    assert figures["max_r_hat"] == float("inf") and figures["converged"] is False
+    assert figures["convergence_warnings"] == 1
+    assert "a: r_hat inf > 1.01" in report_lines(idata, summary(idata))[1]
