@@ -176,6 +176,8 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             for k, v in metrics.items():
                 if k in METRIC_BOOKKEEPING and k in row:
                     continue
+                if k == "convergence":  # the figures (read above); a number there is an entry's own metric, written
+                    k = "convergence_metric"  # before run_model reserved the name: kept, in a column of its own
                 if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
                     row[k] = np.nan if v is None else v
                     if k not in metric_names:

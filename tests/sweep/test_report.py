@@ -648,3 +648,25 @@ def test_a_leading_tilde_in_reports_and_diagnoses_paths_is_the_home_directory(tm
     assert (home / "rep" / "runs.csv").exists()
     assert main(["diagnose", "~/runs/r"]) == 0
     assert list(cwd.iterdir()) == []
+
+
+def test_an_older_runs_numeric_convergence_metric_is_kept_beside_the_verdict(tmp_path, capsys):
+    """Before run_model reserved metrics.json's 'convergence' for its figures, an entry could write a metric of
+    that name (an SVI run kept it): report put the number into the verdict column too, and crashed on the two
+    'convergence' columns (AttributeError: 'DataFrame' object has no attribute 'str'). It is now the metric
+    'convergence_metric'."""
+    import json
+
+    from pyrozoo.cli import main
+
+    tiny = ["-o", "n=10", "--num-samples", "5", "--no-progress"]
+    assert main(["run", "normal-gamma", "--inference", "svi", "--steps", "5", *tiny,
+                 "--out", str(tmp_path / "r" / "a")]) == 0
+    assert main(["run", "normal-gamma", "--warmup-steps", "5", *tiny, "--out", str(tmp_path / "r" / "b")]) == 0
+    path = tmp_path / "r" / "a" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "convergence": 0.5}))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--no-plots", "--out", str(tmp_path / "rep")]) == 0
+    runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
+    row = runs[runs["run"].astype(str).str.endswith("a")].iloc[0]
+    assert row["convergence_metric"] == 0.5 and pd.isna(row["convergence"])
