@@ -582,7 +582,10 @@ def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = No
                     count += int((rows & ~np.isnan(values) & bad(values)).sum())
     out["convergence_warnings"] = count
     flagged = out["sampler_warnings"] + out["convergence_warnings"] > 0
-    out["converged"] = False if flagged else (True if rhat_judged or (ess_judged and ess_min) else None)
+    # judged: some moving component had an r_hat, or a bulk ESS held to a threshold (every component fixed by the
+    # engine, or too few draws for either, leaves nothing judged: not "converged")
+    judged_any = out.get("max_r_hat") is not None or (bool(ess_min) and out.get("min_ess_bulk") is not None)
+    out["converged"] = False if flagged else (True if judged_any else None)
     return out
 
 
@@ -598,7 +601,7 @@ def convergence_note(figures: Mapping[str, Any]) -> str:
     ``not converged: 51 of 60 transitions divergent, max r_hat 3.4e+15, 6 warnings`` or ``not judged (...)``."""
     converged = figures.get("converged")
     if converged is True:
-        return "ok"
+        return "ok" if figures.get("ess_threshold") else "ok (r_hat only: too few draws per chain to judge ESS)"
     draws, chains = figures.get("draws"), figures.get("chains")
     if converged is not False:
         return f"not judged ({chains} chain{'s' if chains != 1 else ''} of {draws} draws: too few for r_hat or ESS)"
