@@ -453,23 +453,31 @@ def test_report_lines_judge_the_ess_of_one_markov_chain_and_not_of_independent_d
     assert lines == [] and notes[0].startswith("only one draw: sd, r_hat, ESS")
 
 
+def _assert_judged_warned_and_plotted(idata: az.InferenceData, tmp_path, warned: str) -> None:
+    """No component of ``idata`` is called constant, no note is made, a warning starts with ``warned``, and both
+    plots are drawn with every variable."""
+    from pyrozoo.evaluation.diagnostics import check_lines, constant_components, save_plots, summary
+
+    table = summary(idata)
+    assert constant_components(table) == []
+    notes, lines = check_lines(idata, table)
+    assert notes == [] and any(line.startswith(warned) for line in lines)
+    paths, notes = save_plots(idata, tmp_path)
+    assert notes == [] and [p.name for p in paths] == ["trace.png", "posterior.png"]
+
+
 def test_a_quantity_in_tiny_units_that_varies_is_not_called_constant(tmp_path):
     """_negligible floored the magnitude at 1e-3, so any sd below 1e-12 was "rounding": normal-gamma's beta with
     data in units of 1e6 (mean 1.1e-12, sd 3.3e-13, 30% spread) was noted as "the same in every draw", left out of
     the ESS warnings and the plots. The rule is relative: spread against the draws' own magnitude."""
-    from pyrozoo.evaluation.diagnostics import _negligible, check_lines, constant_components, save_plots, summary
+    from pyrozoo.evaluation.diagnostics import _negligible, constant_components, summary
 
     rng = np.random.default_rng(5)
     tiny = 1e-12 * (1.1 + 0.3 * rng.normal(size=(2, 100)))
     centred = 1e-13 * rng.normal(size=(2, 100))  # a coefficient at 0 in tiny units: varies (range ~ max|draw|)
     walk = 1e-13 * np.cumsum(rng.normal(size=(2, 200)), axis=1)  # tiny units and a low ESS: warned about
     idata = az.from_dict(posterior={"beta": tiny, "b0": centred, "walk": walk[:, :100]}, attrs={"inference": "nuts"})
-    table = summary(idata)
-    assert constant_components(table) == []
-    notes, lines = check_lines(idata, table)
-    assert notes == [] and any(line.startswith("walk: ess_bulk") for line in lines)
-    paths, notes = save_plots(idata, tmp_path)
-    assert notes == [] and [p.name for p in paths] == ["trace.png", "posterior.png"]
+    _assert_judged_warned_and_plotted(idata, tmp_path, "walk: ess_bulk")
     # what the rule is for still holds at every scale: EM's point estimates with rounding noise, exact constants
     for scale in (1e-12, 1.0, 1e12):
         wobble = scale * (0.7 + 1e-16 * rng.normal(size=(2, 100)))
@@ -487,18 +495,13 @@ def test_a_moving_quantity_at_a_large_offset_is_not_called_constant(tmp_path):
     """_negligible called a spread of up to 1e-9 x the magnitude rounding, though float64 holds 2.2e-16: a changepoint
     at 1e10 whose chains sit 3 apart (r_hat 1.77, ESS 3) was noted "the same in every draw", its warnings dropped
     and it was left out of the plots. Rounding is now ROUNDING_STEPS steps of the stored dtype's eps."""
-    from pyrozoo.evaluation.diagnostics import ROUNDING_STEPS, check_lines, constant_components, save_plots, summary
+    from pyrozoo.evaluation.diagnostics import ROUNDING_STEPS, constant_components, summary
 
     rng = np.random.default_rng(0)
     t = 1e10 + rng.normal(size=(2, 200)) + [[0], [3]]
     unix = 1.7e9 + rng.normal(size=(2, 200))  # a Unix-time changepoint known to a second
     idata = az.from_dict(posterior={"t": t, "unix": unix}, attrs={"inference": "nuts"})
-    table = summary(idata)
-    assert constant_components(table) == []
-    notes, lines = check_lines(idata, table)
-    assert notes == [] and any(line.startswith("t: r_hat") for line in lines)
-    paths, notes = save_plots(idata, tmp_path)
-    assert notes == [] and [p.name for p in paths] == ["trace.png", "posterior.png"]
+    _assert_judged_warned_and_plotted(idata, tmp_path, "t: r_hat")
     # the bound in float64 steps: an sd of 1 step at 1e10 is rounding, one of 1.1 ROUNDING_STEPS steps is not
     step = np.finfo(np.float64).eps * 1e10
     assert ROUNDING_STEPS == 100
