@@ -201,7 +201,8 @@ class ZooModel:
                 f"inference: {self.name} supports {', '.join(self.inferences)}; got {config.inference!r}"
             )
         check_keys(f"options for {self.name}", config.options, self.options)
-        config.options = check_option_types(f"option of {self.name}", config.options, self.options, self.list_options)
+        config.options = check_option_types(f"option of {self.name}", config.options, self.options, self.list_options,
+                                            self.float_options)
         if config.data is not None and config.dataset is not None:
             raise PyrozooError("data: give either a data file or a shipped dataset name, not both")
         if config.data is not None and self.from_file is None:

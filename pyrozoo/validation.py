@@ -742,21 +742,34 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
 
 
 def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any],
-                       list_options: Iterable[str] = ()) -> dict[str, Any]:
+                       list_options: Iterable[str] = (), float_options: Iterable[str] = ()) -> dict[str, Any]:
     """Check each value in ``given`` against the kind of its default in ``defaults`` and return the options with
-    integral floats made ints: a bool default takes only true/false, an int default integers (``30.0`` counts, as
-    for the run's own integer settings), a float default numbers, and a list of numbers where the key is in
-    ``list_options`` (per-column values such as ARD lengthscales). Defaults of other types (strings, None) are left
-    to the model, which checks the choices itself (:func:`check_single_names` for an option that names one
-    column). Run before any work, so a typo such as ``-o hidden=abc`` never reaches a model."""
+    integral floats made ints and ints made floats where the option is a float: a bool default takes only
+    true/false, an int default integers (``30.0`` counts, as for the run's own integer settings), a float default
+    numbers (``2`` is kept as ``2.0``, so config.toml and the InferenceData record a float as a float), and a list of
+    numbers where the key is in ``list_options`` (per-column values such as ARD lengthscales). ``float_options``:
+    options whose default is not a float (``None``) but whose values are floats; a number given is made a float.
+    Other defaults (strings, None) are left to the model, which checks the choices itself
+    (:func:`check_single_names` for an option that names one column). Run before any work, so a typo such as
+    ``-o hidden=abc`` never reaches a model."""
 
     def is_number(v: Any) -> bool:
         return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
-    list_options = set(list_options)
+    def as_float(v: Any) -> Any:
+        if is_number(v):
+            return float(v)
+        if isinstance(v, (list, tuple)) and all(is_number(x) for x in v):
+            return [float(x) for x in v]
+        return v
+
+    list_options, float_options = set(list_options), set(float_options)
     out = dict(given)
     for key, value in given.items():
         default = defaults.get(key)
+        if key in float_options and not isinstance(default, numbers.Real):
+            out[key] = as_float(value)  # refused by the model's own checks if not a number
+            continue
         if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
         elif isinstance(default, numbers.Integral):
@@ -768,6 +781,8 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
                                       and all(is_number(v) for v in value))
             # "1,2" on the command line is one string, not a list: say how to write one (TOML, as in a config file)
             want = "a number or a list of numbers, written in brackets as [1,2]" if key in list_options else "a number"
+            if ok:
+                out[key] = as_float(value)
         else:
             continue
         if not ok:

@@ -787,3 +787,13 @@ def test_a_stream_closed_before_the_start_keeps_the_commands_exit_status(closed,
     done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m pyrozoo {argv} {closed}"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == status and "Traceback" not in done.stdout + done.stderr
+
+
+def test_an_integer_given_for_a_float_option_is_recorded_as_a_float(tmp_path):
+    # -o mu0=2 ran with mu0 = 2.0; config.toml (and the InferenceData's config) said the int 2 before
+    out = tmp_path / "run"
+    assert main(["run", "normal-gamma", "--inference", "gibbs", "-o", "mu0=2", "-o", "n=20", "--num-samples", "10",
+                 "--warmup-steps", "5", "--num-chains", "1", "--no-progress", "--out", str(out)]) == 0
+    assert "mu0 = 2.0" in (out / "config.toml").read_text().splitlines()
+    options = load_run(out)["config"]["options"]
+    assert type(options["mu0"]) is float and type(options["n"]) is int

@@ -695,3 +695,16 @@ def test_a_tilde_user_that_names_no_user_is_refused_by_every_path_argument(tmp_p
         assert main(argv + ["--no-progress"] * (argv[0] == "run")) == 2
         assert capsys.readouterr().err.startswith(f"pyrozoo: error: {name}: expected a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sw.toml"]
+
+
+def test_ints_given_for_float_options_become_floats():
+    # a float option keeps a float's type (config.toml records -o scale=2 as 2.0), per-column lists too; an option
+    # declared float whose default is None is made a float when a number is given, and left alone otherwise
+    out = check_option_types("option", {"scale": 2, "noise": 1, "count": 3}, {**DEFAULTS, "noise": None},
+                             float_options=("noise",))
+    assert out == {"scale": 2.0, "noise": 1.0, "count": 3}
+    assert type(out["scale"]) is float and type(out["noise"]) is float and type(out["count"]) is int
+    listed = check_option_types("option", {"scale": [1, 2]}, DEFAULTS, list_options=("scale",))["scale"]
+    assert listed == [1.0, 2.0] and all(type(v) is float for v in listed)
+    assert check_option_types("option", {"noise": "auto"}, {"noise": None}, float_options=("noise",)) == {
+        "noise": "auto"}
