@@ -37,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     unjudged = int((live & not_judged).sum())
     extra = [f"{len(flagged)} not converged"] if len(flagged) else []
     extra += [f"{unjudged} not judged for convergence"] if unjudged else []
-    print(f"{len(runs)} runs: " + ", ".join(
+    print(f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(
         f"{n} {s}" + (f" ({', '.join(extra)})" if s == "ok" and extra else "") for s, n in sorted(counts.items())))
     if not report.summary.empty:  # per model, its own first metrics (models of one sweep report different ones)
         summary = report.summary
@@ -61,8 +61,8 @@ def handle(args: argparse.Namespace) -> int:
     failed = report.runs[report.runs["status"].isin(["failed", "unreadable"])]
     for row in failed.itertuples(index=False):
         print(f"{row.status}: {row.run}: {getattr(row, 'error', '')}")
-    for run, text in zip(flagged["run"][:SHOWN], flagged["convergence"][:SHOWN], strict=True):
-        print(f"warning: {run}: {text}")
+    for row in flagged.head(SHOWN).itertuples(index=False):  # none without a convergence column (no Markov runs)
+        print(f"warning: {row.run}: {row.convergence}")
     if len(flagged) > SHOWN:
         print(f"warning: ... and {len(flagged) - SHOWN} more not converged (runs.csv's convergence column)")
     if len(flagged):
