@@ -272,6 +272,8 @@ def run_svi(
     Every floating-point tensor in ``model_kwargs`` and ``train_kwargs`` must be finite (a NaN or inf is a
     :class:`PyrozooError` naming the argument, before any work), except those named in ``allow_nonfinite``.
     A model without latent sample sites (enumerated ones count) has no posterior: an error before any step.
+    Sites marked for enumeration that the guide does not draw are summed out only by ``elbo="enum"``; under
+    ``trace``/``meanfield`` they would be drawn from their prior at every step, so that is an error before any step.
     A model whose latents are *all* enumerated (its other unknowns ``pyro.param`` values, fitted with them summed
     out: ``elbo="enum"``) has nothing for the guide to draw: its posterior holds ``num_samples`` draws of the
     enumerated sites from their posterior given the data under the fitted parameters, ``z_s ~ p(z | y)``
@@ -342,6 +344,12 @@ def run_svi(
     with poutine.block(), torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
     check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
+    unguided = [n for n in enumerated_sites(proto) if n not in guide_trace.nodes]
+    if elbo != "enum" and unguided:
+        raise PyrozooError(f"elbo: the model's site(s) {unguided} are marked for enumeration and the guide does not "
+                           f"draw them, so elbo={elbo!r} would draw them from their prior at every step (a fit that "
+                           f"ignores them); a model with enumerated sites is fitted with them summed out: expected "
+                           f"elbo='enum', got {elbo!r} (or have the guide draw them)")
     losses: list[float] = []
     start_step = 0
     if state is not None:
