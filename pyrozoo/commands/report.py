@@ -25,7 +25,7 @@ def _metric_of(column: str) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pyrozoo.sweep.report import FLAG_COLUMNS, build_report, convergence_flags, to_markdown
+    from pyrozoo.sweep.report import FLAG_COLUMNS, UNKNOWN, build_report, convergence_flags, to_markdown
 
     report = build_report(args.runs_dir, out=args.out, by=args.by, metrics=args.metric, plots=args.plots)
     runs = report.runs
@@ -69,9 +69,16 @@ def handle(args: argparse.Namespace) -> int:
         print(f"note: {len(flagged)} finished run{'s' if len(flagged) > 1 else ''} did not converge by the checks "
               f"of `pyrozoo run` (`pyrozoo diagnose RUN_DIR` lists the warnings); they are kept in the summary's "
               f"means, and its not_converged column counts them per group")
-    if unjudged:
-        print(f"note: {unjudged} Markov-chain run{'s' if unjudged > 1 else ''} recorded no convergence figures "
-              f"(written by an older pyrozoo) or too few draws to judge; `pyrozoo diagnose RUN_DIR` checks one")
+    if unjudged:  # "unknown": no figures recorded; "not judged (...)": figures saying why there was nothing to judge
+        unknown = int((live & (runs["convergence"] == UNKNOWN)).sum())
+        short = unjudged - unknown
+        if unknown:
+            print(f"note: {unknown} Markov-chain run{'s' if unknown > 1 else ''} recorded no convergence figures "
+                  f"(written by an older pyrozoo); `pyrozoo diagnose RUN_DIR` checks one")
+        if short:
+            print(f"note: {short} Markov-chain run{'s' if short > 1 else ''} had nothing to judge convergence on "
+                  f"(too few draws, or every component fixed by the engine: runs.csv's convergence column says "
+                  f"which)")
     for path in report.files:
         print(f"wrote {path}")
     return 0

@@ -517,15 +517,18 @@ def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = No
     * ``max_r_hat``: the largest finite r_hat over the components that move (:func:`constant_components` and NaN or
       inf draws left out), with at least 2 chains and :data:`MIN_DRAWS` draws per chain; ``None`` where no
       component has one;
-    * ``min_ess_bulk``: the smallest bulk ESS over the same components (:data:`MIN_DRAWS` draws per chain or more);
+    * ``min_ess_bulk``, ``min_ess_tail``: the smallest bulk and tail ESS over the same components (:data:`MIN_DRAWS`
+      draws per chain or more; ``None`` where no component has one);
+    * ``nonfinite``: how many components have NaN or inf draws;
     * ``ess_threshold``: the ESS below which a component is flagged (:func:`judged_ess_min`); ``None`` with fewer
       than :data:`ESS_PER_CHAIN` draws per chain, where ESS is not judged;
     * ``sampler_warnings``, ``convergence_warnings``: how many lines :func:`sampler_warnings` (divergences, stuck
       chains, E-BFMI, tree depth) and :func:`convergence_warnings` (r_hat > :data:`RHAT_MAX`, bulk or tail ESS below
       the threshold, NaN or inf draws) give, before any cut;
-    * ``converged``: no such warning; ``None`` (not judged) where neither r_hat nor ESS could be judged (one chain
-      with fewer than :data:`ESS_PER_CHAIN` draws, or fewer than :data:`MIN_DRAWS` draws per chain) and nothing
-      was flagged.
+    * ``converged``: no such warning; ``None`` (not judged) where neither r_hat nor ESS could be judged and nothing
+      was flagged: too few draws (one chain with fewer than :data:`ESS_PER_CHAIN` draws, or fewer than
+      :data:`MIN_DRAWS` draws per chain), or no component that moves (every one fixed by the engine: ``max_r_hat``
+      or, with one chain, ``min_ess_bulk`` is then there but ``None``).
 
     ``table``: :func:`check_table` of every component with ``convergence=``:func:`convergence_judged`; without
     it, r_hat and ESS are computed here for the components judged only, all at once (:func:`_rank_diagnostics`:
@@ -568,11 +571,13 @@ def convergence_figures(idata: az.InferenceData, table: pd.DataFrame | None = No
         out["max_r_hat"] = extreme("r_hat", np.max)
     if ess_judged:
         out["min_ess_bulk"] = extreme("ess_bulk", np.min)
+        out["min_ess_tail"] = extreme("ess_tail", np.min)
+    out["nonfinite"] = int(_nonfinite_rows(table).sum())
     out["ess_threshold"] = ess_min or None
     out["sampler_warnings"] = len(sampler_warnings(idata))
     # the lines convergence_warnings gives, counted for all rows at once (a Python loop over 1,500 rows took 0.2 s):
     # one per row with NaN or inf draws, and per row judged r_hat > RHAT_MAX, bulk ESS and tail ESS < ess_min
-    count = int(_nonfinite_rows(table).sum())
+    count = out["nonfinite"]
     if judged:
         with np.errstate(invalid="ignore"):
             for column, bad in (("r_hat", lambda v: v > RHAT_MAX), ("ess_bulk", lambda v: v < ess_min),
@@ -596,15 +601,33 @@ def convergence_record(idata: az.InferenceData) -> dict[str, Any]:
     return {CONVERGENCE_KEY: figures} if figures else {}
 
 
+def _plural(n: Any, word: str) -> str:
+    """``1 chain``, ``2 chains``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def convergence_note(figures: Mapping[str, Any]) -> str:
-    """:func:`convergence_figures` (as ``metrics.json`` stores them) in words, for ``pyrozoo report``: ``ok``,
-    ``not converged: 51 of 60 transitions divergent, max r_hat 3.4e+15, 6 warnings`` or ``not judged (...)``."""
+    """:func:`convergence_figures` (as ``metrics.json`` stores them) in words, for ``pyrozoo report``: ``ok`` (or
+    ``ok (r_hat only: ...)``, ``ok (ESS only: ...)`` where one of them was not judged), ``not converged: 51 of 60
+    transitions divergent, max r_hat 3.4e+15, 6 warnings`` (each reason the figures record named) or ``not judged
+    (...)``, saying why: too few draws, or no component that moves. Figures of an older pyrozoo without
+    ``min_ess_tail`` or ``nonfinite`` read as before."""
     converged = figures.get("converged")
+    rhat_judged = "max_r_hat" in figures  # 2 or more chains and enough draws
     if converged is True:
-        return "ok" if figures.get("ess_threshold") else "ok (r_hat only: too few draws per chain to judge ESS)"
+        if not figures.get("ess_threshold"):
+            return "ok (r_hat only: too few draws per chain to judge ESS)"
+        return "ok" if rhat_judged else "ok (ESS only: one chain, no r_hat)"
     draws, chains = figures.get("draws"), figures.get("chains")
     if converged is not False:
-        return f"not judged ({chains} chain{'s' if chains != 1 else ''} of {draws} draws: too few for r_hat or ESS)"
+        shape = f"{_plural(chains, 'chain')} of {_plural(draws, 'draw')}"
+        fixed = (rhat_judged and figures.get("max_r_hat") is None) or (
+            bool(figures.get("ess_threshold")) and "min_ess_bulk" in figures and figures["min_ess_bulk"] is None)
+        if fixed:
+            return f"not judged ({shape}: no component moves, every one is fixed by the engine)"
+        if "min_ess_bulk" in figures:  # one chain with draws enough for an ESS, too few to hold it to the threshold
+            return f"not judged ({shape}: one chain has no r_hat, and too few draws to judge ESS)"
+        return f"not judged ({shape}: too few for r_hat or ESS)"
     parts = []
     if figures.get("divergent"):
         parts.append(f"{figures['divergent']} of {figures.get('transitions')} transitions divergent")
@@ -614,6 +637,14 @@ def convergence_note(figures: Mapping[str, Any]) -> str:
     ess, limit = figures.get("min_ess_bulk"), figures.get("ess_threshold")
     if isinstance(ess, (int, float)) and isinstance(limit, (int, float)) and ess < limit:
         parts.append(f"min ess_bulk {ess:.0f} < {limit:.0f}")
+    tail = figures.get("min_ess_tail")
+    if isinstance(tail, (int, float)) and isinstance(limit, (int, float)) and tail < limit:
+        parts.append(f"min ess_tail {tail:.0f} < {limit:.0f}")
+    if figures.get("nonfinite"):
+        parts.append(f"{_plural(figures['nonfinite'], 'component')} with NaN or inf draws")
+    other = int(figures.get("sampler_warnings") or 0) - (1 if figures.get("divergent") else 0)
+    if other > 0:
+        parts.append(f"{_plural(other, 'sampler warning')} (stuck chain, E-BFMI or tree depth)")
     count = sum(int(figures.get(k) or 0) for k in ("sampler_warnings", "convergence_warnings"))
     parts.append(f"{count} warning{'s' if count != 1 else ''}")
     return "not converged: " + ", ".join(parts)

@@ -240,7 +240,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
 
 NOT_CONVERGED = "not converged"  # how a run's convergence cell starts when run/diagnose warned about its chains
 UNKNOWN = "unknown"
-NOT_JUDGED = "not judged"  # convergence_note's word for a chain too short for r_hat or ESS
+NOT_JUDGED = "not judged"  # convergence_note's word for nothing to judge: too few draws, or nothing moves
 FLAG_COLUMNS = ("not_converged", "convergence_unknown")  # the summary's counts of flagged runs, beside n
 
 

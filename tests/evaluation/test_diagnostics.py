@@ -698,3 +698,66 @@ def test_chains_stuck_at_different_values_are_not_converged():
     assert figures["max_r_hat"] == float("inf") and figures["converged"] is False
     assert figures["convergence_warnings"] == 1
     assert "a: r_hat inf > 1.01" in report_lines(idata, summary(idata))[1]
+
+
+def test_a_note_not_judged_says_why_and_names_the_plural_right():
+    """Every component fixed by the engine (2 chains of 200 draws of a constant) was 'not judged (2 chains of 200
+    draws: too few for r_hat or ESS)', false for 200 draws; one draw per chain read '2 chains of 1 draws'. The note
+    now tells the two apart: the figures of a run with nothing moving have max_r_hat (or, with one chain,
+    min_ess_bulk) present but None."""
+    from pyrozoo.evaluation.diagnostics import convergence_figures, convergence_note
+
+    def note(values):
+        return convergence_note(convergence_figures(az.from_dict(posterior={"x": values},
+                                                                 attrs={"inference": "nuts"})))
+
+    rng = np.random.default_rng(1)
+    fixed = "no component moves, every one is fixed by the engine)"
+    assert note(np.ones((2, 200))) == f"not judged (2 chains of 200 draws: {fixed}"
+    assert note(np.ones((1, 200))) == f"not judged (1 chain of 200 draws: {fixed}"
+    assert note(np.ones((2, 30))) == f"not judged (2 chains of 30 draws: {fixed}"
+    assert note(rng.normal(size=(2, 1))) == "not judged (2 chains of 1 draw: too few for r_hat or ESS)"
+    assert note(rng.normal(size=(1, 3))) == "not judged (1 chain of 3 draws: too few for r_hat or ESS)"
+    assert note(rng.normal(size=(1, 50))) == ("not judged (1 chain of 50 draws: one chain has no r_hat, and too few "
+                                              "draws to judge ESS)")
+
+
+def test_a_note_ok_says_what_was_judged():
+    """One chain of 200 draws said a plain 'ok' though r_hat was never judged (2 chains of 50 draws say 'ok (r_hat
+    only: ...)'): it now says it judged ESS only."""
+    from pyrozoo.evaluation.diagnostics import convergence_figures, convergence_note
+
+    rng = np.random.default_rng(2)
+    one = convergence_figures(az.from_dict(posterior={"b": rng.normal(size=(1, 300))}, attrs={"inference": "gibbs"}))
+    assert one["converged"] is True and "max_r_hat" not in one
+    assert convergence_note(one) == "ok (ESS only: one chain, no r_hat)"
+    two = convergence_figures(az.from_dict(posterior={"b": rng.normal(size=(2, 300))}, attrs={"inference": "gibbs"}))
+    assert convergence_note(two) == "ok"
+
+
+def test_a_note_not_converged_names_tail_ess_nan_draws_and_other_sampler_warnings():
+    """A run flagged only for tail ESS (diagnose: 'beta: ess_tail 149 < 200') was 'not converged: 1 warning', no
+    reason; likewise NaN draws and stuck chains. The figures now record min_ess_tail (ArviZ's, over the moving
+    components) and how many components have NaN or inf draws, and the note names each reason; figures of an older
+    pyrozoo without them read as before."""
+    from pyrozoo.evaluation.diagnostics import check_table, convergence_figures, convergence_note
+
+    base = {"chains": 2, "draws": 200, "max_r_hat": 1.003, "min_ess_bulk": 310.0, "ess_threshold": 200,
+            "sampler_warnings": 0, "convergence_warnings": 1, "converged": False}
+    assert convergence_note({**base, "min_ess_tail": 149.2}) == "not converged: min ess_tail 149 < 200, 1 warning"
+    older = convergence_note(base)  # no min_ess_tail recorded
+    assert older == "not converged: 1 warning"
+    assert convergence_note({**base, "min_ess_tail": 300.0, "nonfinite": 2, "convergence_warnings": 2}) == (
+        "not converged: 2 components with NaN or inf draws, 2 warnings")
+    assert convergence_note({**base, "min_ess_tail": 300.0, "convergence_warnings": 0, "sampler_warnings": 2,
+                             "divergent": 3, "transitions": 400}) == (
+        "not converged: 3 of 400 transitions divergent, 1 sampler warning (stuck chain, E-BFMI or tree depth), "
+        "2 warnings")
+    rng = np.random.default_rng(3)
+    post = {"a": rng.normal(size=(2, 300)), "b": rng.standard_t(1.2, size=(2, 300)), "c": np.full((2, 300), 1.0)}
+    post["a"][1, 7] = np.nan
+    idata = az.from_dict(posterior=post, attrs={"inference": "gibbs"})
+    figures = convergence_figures(idata)
+    assert figures["nonfinite"] == 1 and figures["converged"] is False
+    assert figures["min_ess_tail"] == pytest.approx(float(check_table(idata).loc["b", "ess_tail"]), rel=1e-9)
+    assert "1 component with NaN or inf draws" in convergence_note(figures)

@@ -670,3 +670,28 @@ def test_an_older_runs_numeric_convergence_metric_is_kept_beside_the_verdict(tmp
     runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
     row = runs[runs["run"].astype(str).str.endswith("a")].iloc[0]
     assert row["convergence_metric"] == 0.5 and pd.isna(row["convergence"])
+
+
+def test_report_console_says_why_a_run_was_not_judged(convergence_runs, tmp_path, capsys):
+    """The console note put every unjudged run down to 'no convergence figures (older pyrozoo) or too few draws',
+    also a run whose every component the engine fixed; it now counts runs without figures and runs with nothing to
+    judge apart, and the convergence column says which reason holds."""
+    import shutil
+
+    root = tmp_path / "rep"
+    shutil.copytree(convergence_runs, root)
+    metrics = json.loads((root / "ng-gibbs" / "metrics.json").read_text())
+    metrics["convergence"] = {"chains": 2, "draws": 300, "max_r_hat": None, "min_ess_bulk": None,
+                              "min_ess_tail": None, "nonfinite": 0, "ess_threshold": 200, "sampler_warnings": 0,
+                              "convergence_warnings": 0, "converged": None}
+    (root / "ng-gibbs" / "metrics.json").write_text(json.dumps(metrics))
+    verdict = dict(zip(*collect_runs(root)[["run", "convergence"]].T.values, strict=True))
+    assert verdict["ng-gibbs"] == "not judged (2 chains of 300 draws: no component moves, every one is fixed by " \
+                                  "the engine)"
+    assert main(["report", str(root), "--out", str(tmp_path / "r"), "--no-plots", "--metric", "mu_sd"]) == 0
+    out = capsys.readouterr().out
+    assert "2 not judged for convergence" in out
+    assert "note: 1 Markov-chain run recorded no convergence figures (written by an older pyrozoo)" in out
+    assert "note: 1 Markov-chain run had nothing to judge convergence on (too few draws, or every component fixed " \
+           "by the engine" in out
+    assert "or too few draws to judge" not in out
