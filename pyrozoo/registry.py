@@ -442,8 +442,16 @@ def _type_name(value: Any) -> str:
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
-# metrics.json keys that run_model writes itself (evaluation.diagnostics.CONVERGENCE_KEY), so no entry's metric
-RESERVED_METRICS = {"convergence": "the sampler's convergence figures (pyrozoo report reads them)"}
+# metrics.json keys that run_model and save_run write themselves (evaluation.diagnostics.CONVERGENCE_KEY; the run's
+# bookkeeping), so no entry's metric may take them. wall_time, which save_run writes too, is not among them: the
+# shipped spike-slab and regime-scm report it as a metric, the same value (save_run refuses a different one).
+RESERVED_METRICS = {
+    "convergence": "the sampler's convergence figures (pyrozoo report reads them)",
+    "inference": "the engine label of what ran",
+    "inference_requested": "the inference config.toml names",
+    "seed": "the run's seed",
+    "pyrozoo_version": "the pyrozoo version that wrote the run",
+}
 
 
 def metric_number(value: Any) -> bool | int | float | None:

@@ -228,3 +228,14 @@ def test_a_metric_named_like_run_models_convergence_block_is_refused():
     with pytest.raises(PyrozooError, match=r"returned the metric 'convergence', a name metrics\.json keeps for the "
                                            r"sampler's convergence figures .*; rename it$"):
         entry.compute_metrics(None, None)
+
+
+@pytest.mark.parametrize("key", ["inference", "inference_requested", "seed", "pyrozoo_version"])
+def test_a_metric_named_like_save_runs_bookkeeping_is_refused(key):
+    """save_run put an entry's metrics after its own keys, so a metric 'inference' or 'seed' silently replaced the
+    run's engine label or seed in metrics.json (QA: inference 1.0, seed 99). Every key save_run writes itself is
+    refused like 'convergence' (wall_time excepted: spike-slab and regime-scm report the same value as a metric)."""
+    entry = _entry(metrics=lambda result, dataset: {"ok": 1.0, key: 1.0})
+    with pytest.raises(PyrozooError, match=rf"returned the metric '{key}', a name metrics\.json keeps for .*; "
+                                           rf"rename it$"):
+        entry.compute_metrics(None, None)

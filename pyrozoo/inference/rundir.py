@@ -234,6 +234,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same value as metrics.json would write them (a float and a 0-d tensor of it
+    are; anything that does not compare as one value is not)."""
+    try:
+        return bool(_jsonable(a) == _jsonable(b))
+    except (ValueError, RuntimeError, TypeError):
+        return False
+
+
 def _tomlable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
@@ -259,7 +268,22 @@ def save_run(
     ``metrics.json`` and ``idata.nc``'s attributes record ``inference``, the engine label of what ran
     (``result.inference``: ``svi-meanfield``, ``collapsed-vfe``, ``em-emvs``), and, where the config names one,
     ``inference_requested``, the inference asked for as ``config.toml`` records it (``svi``, ``collapsed``,
-    ``em``). ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place."""
+    ``em``). ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place.
+    ``metrics`` go into ``metrics.json`` beside these bookkeeping keys (``wall_time``, ``inference``,
+    ``inference_requested``, ``seed``, ``pyrozoo_version``), which they cannot replace: a metric of one of those
+    names with another value than the one recorded is a :class:`PyrozooError`, before anything is written (one
+    restating it, as spike-slab's ``wall_time``, is kept)."""
+    cfg = dict(config if config is not None else result.config)
+    # config.toml's name for the inference beside the engine label (older run directories lack it); the
+    # InferenceData has result.config's, which run_model makes the same: the file follows config.toml
+    requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
+    own = {"wall_time": result.wall_time, "inference": result.inference, **requested, "seed": result.seed,
+           "pyrozoo_version": pyrozoo.__version__}
+    clashes = [k for k in own if k in (metrics or {}) and not _same_value(metrics[k], own[k])]
+    if clashes:
+        raise PyrozooError(f"metrics: {', '.join(f'{k!r} ({metrics[k]!r}, recorded {own[k]!r})' for k in clashes)} "
+                           f"would replace what metrics.json records of the run itself; expected metric names "
+                           f"other than {sorted(own)}: rename them")
     out = check_out_dir(out, overwrite=overwrite)
     with replaced_atomically(out) as tmp:
 
@@ -269,19 +293,14 @@ def save_run(
             # action removes the temporary first
             return signals_deferred(on_fatal=lambda: shutil.rmtree(tmp, ignore_errors=True))
 
-        cfg = dict(config if config is not None else result.config)
         with (tmp / "config.toml").open("wb") as fh:
             tomli_w.dump(_tomlable(cfg), fh)
-        # config.toml's name for the inference beside the engine label (older run directories lack it); the
-        # InferenceData has result.config's, which run_model makes the same: the file follows config.toml
-        requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
         idata = result.to_inference_data(posterior_predictive=posterior_predictive)
         idata.attrs.pop("inference_requested", None)
         idata.attrs.update(requested)
         with deferred():
             idata.to_netcdf(str(tmp / "idata.nc"), engine="h5netcdf")
-        payload = {"wall_time": result.wall_time, "inference": result.inference, **requested, "seed": result.seed,
-                   "pyrozoo_version": pyrozoo.__version__, **dict(metrics or {})}
+        payload = {**dict(metrics or {}), **own}  # the bookkeeping last: no metric replaces it
         (tmp / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
         with deferred():
             torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.params.items()},

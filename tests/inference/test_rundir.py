@@ -239,3 +239,28 @@ def test_a_leading_tilde_in_out_is_the_home_directory(tmp_path, monkeypatch):
     assert main(["run", "normal-gamma", "-o", "n=10", "--num-samples", "5", "--warmup-steps", "5", "--no-progress",
                  "--out", "~/runs/b"]) == 0
     assert (home / "runs" / "b" / "idata.nc").exists() and list(cwd.iterdir()) == []
+
+
+def test_metrics_cannot_replace_what_save_run_records_of_the_run(tmp_path):
+    """Called from Python, save_run let a metric 'inference' or 'seed' overwrite the run's own record in
+    metrics.json. A metric of such a name with another value is refused before anything is written; one that
+    restates the recorded value (spike-slab's wall_time) is kept."""
+    import json
+
+    from pyrozoo.inference.rundir import save_run
+
+    result = _small_result()
+    result.wall_time = 2.5
+    for metrics in ({"inference": 1.0}, {"seed": 99, "mse": 0.5}, {"pyrozoo_version": "0"},
+                    {"inference_requested": "nuts"}, {"wall_time": result.wall_time + 1.0}):
+        key = next(iter(metrics))
+        with pytest.raises(PyrozooError, match=rf"^metrics: '{key}' .* would replace what metrics\.json records of "
+                                               rf"the run itself"):
+            save_run(result, tmp_path / "run", config={"model": "m", "inference": "svi", "seed": 0},
+                     metrics=metrics)
+        assert not (tmp_path / "run").exists() and list(tmp_path.iterdir()) == []
+    run = save_run(result, tmp_path / "run", config={"model": "m", "inference": "svi", "seed": 0},
+                   metrics={"wall_time": float(result.wall_time), "mse": 0.5})
+    stored = json.loads((run / "metrics.json").read_text())
+    assert stored["inference"] == "svi-meanfield" and stored["seed"] == 0 and stored["mse"] == 0.5
+    assert stored["inference_requested"] == "svi"
