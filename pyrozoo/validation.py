@@ -509,7 +509,9 @@ def expand_home(name: str, value: str | os.PathLike, *, what: str = "a path") ->
     """``value`` as a path with a leading ``~`` or ``~user`` expanded to that home directory, as a shell would. A
     ``~user`` naming no user is a :class:`PyrozooError` naming ``name`` (``Path.expanduser`` raised a bare
     RuntimeError, and ``os.path.expanduser`` left it as it was, so a directory named ``~user`` was made in the
-    working directory)."""
+    working directory). ``value`` must be a path (:func:`check_path`: ``None``, a number or bytes are a
+    :class:`PyrozooError` naming ``name``, not os.fspath's TypeError)."""
+    check_path(name, value, what=what)
     text = os.fspath(value)
     if not text.startswith("~"):
         return Path(text)
@@ -530,8 +532,10 @@ def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> P
     FileNotFoundError came after the drawing too). A path without an extension gets ``.png``, as ``savefig`` gives
     it (trailing dots dropped first, as ``savefig`` does: ``'plot.'`` is ``plot.png``), so the path returned is the
     file written (``'c'`` was returned as written while ``c.png`` was). A leading ``~`` is expanded (matplotlib
-    would not: ``'~/p.png'`` was refused as "'~' does not exist"); ``~user`` of an unknown user is refused.
-    ``make_parents``: a missing directory is created (after the other checks) instead of refused."""
+    would not: ``'~/p.png'`` was refused as "'~' does not exist"); ``~user`` of an unknown user is refused. A
+    symbolic link is written through, so its target's directory must exist too (a dangling link into a missing
+    directory failed in ``savefig`` after the drawing). ``make_parents``: a missing directory is created (after the
+    other checks) instead of refused; a link's target directory is not."""
     check_path(name, value, what="a file path for the figure (e.g. 'plot.png')")
     text = os.fspath(value)
     path = expand_home(name, text, what="a file path for the figure (e.g. 'plot.png')")
@@ -556,6 +560,15 @@ def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> P
         why = "is not a directory" if path.parent.exists() else "does not exist; create it first"
         raise PyrozooError(f"{name}: expected a file in an existing directory, got {text!r} ({str(path.parent)!r} "
                            f"{why})")
+    if path.is_symlink():  # savefig writes through the link: to its target
+        try:
+            target: Path | None = path.resolve()
+        except (OSError, RuntimeError):  # a loop of links
+            target = None
+        if target is None or not target.parent.is_dir():
+            where = "a loop of links" if target is None else f"{str(target.parent)!r} does not exist"
+            raise PyrozooError(f"{name}: expected a file in an existing directory, got {text!r}, a symbolic link to "
+                               f"{os.readlink(path)!r} ({where})")
     return path
 
 

@@ -708,3 +708,32 @@ def test_ints_given_for_float_options_become_floats():
     assert listed == [1.0, 2.0] and all(type(v) is float for v in listed)
     assert check_option_types("option", {"noise": "auto"}, {"noise": None}, float_options=("noise",)) == {
         "noise": "auto"}
+
+
+def test_a_figure_path_that_is_a_dangling_link_into_a_missing_directory_is_refused_before_drawing(tmp_path):
+    """check_figure_path checked the link's own directory, which exists, so savefig raised a bare
+    FileNotFoundError after drawing. The link's target directory is checked too; a loop of links is refused."""
+    from pyrozoo.validation import check_figure_path
+
+    (tmp_path / "dang.png").symlink_to(tmp_path / "missing" / "f.png")
+    with pytest.raises(PyrozooError, match=r"^plot: expected a file in an existing directory, got .*dang\.png', a "
+                                           r"symbolic link to .*f\.png' \('.*missing' does not exist\)$"):
+        check_figure_path("plot", str(tmp_path / "dang.png"), make_parents=True)
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    with pytest.raises(PyrozooError, match=r"^plot: .*loop\.png', a symbolic link to .* \(a loop of links\)$"):
+        check_figure_path("plot", tmp_path / "loop.png")
+    (tmp_path / "live.png").symlink_to(tmp_path / "target.png")  # dangling into an existing directory: written
+    assert check_figure_path("plot", tmp_path / "live.png") == tmp_path / "live.png"
+
+
+@pytest.mark.parametrize("value", [None, 5, b"/tmp/x", b"~/x"])
+def test_expand_home_refuses_what_is_not_a_path_naming_the_argument(value):
+    """expand_home called os.fspath unchecked: None, 5 or bytes were a raw TypeError (load_run(None),
+    build_report(None)); they get check_path's error naming the argument."""
+    import re
+
+    from pyrozoo.validation import expand_home
+
+    with pytest.raises(PyrozooError, match=rf"^run: expected a run directory, got {re.escape(repr(value))}$"):
+        expand_home("run", value, what="a run directory")

@@ -264,3 +264,12 @@ def test_metrics_cannot_replace_what_save_run_records_of_the_run(tmp_path):
     stored = json.loads((run / "metrics.json").read_text())
     assert stored["inference"] == "svi-meanfield" and stored["seed"] == 0 and stored["mse"] == 0.5
     assert stored["inference_requested"] == "svi"
+
+
+@pytest.mark.parametrize("value", [None, 5, b"/tmp/x"])
+def test_load_run_of_what_is_not_a_path_names_the_argument(value):
+    """load_run(None), load_run(5) and load_run(b"/tmp/x") raised os.fspath's raw TypeError."""
+    from pyrozoo.inference.rundir import load_run
+
+    with pytest.raises(PyrozooError, match=r"^run: expected a run directory, got "):
+        load_run(value)

@@ -695,3 +695,10 @@ def test_report_console_says_why_a_run_was_not_judged(convergence_runs, tmp_path
     assert "note: 1 Markov-chain run had nothing to judge convergence on (too few draws, or every component fixed " \
            "by the engine" in out
     assert "or too few draws to judge" not in out
+
+
+@pytest.mark.parametrize("value", [None, 5, b"runs"])
+def test_build_report_of_what_is_not_a_path_names_the_argument(value):
+    """build_report(None) raised os.fspath's raw TypeError."""
+    with pytest.raises(PyrozooError, match=r"^runs_dir: expected a directory of runs, got "):
+        build_report(value)
