@@ -65,7 +65,7 @@ import torch
 from pyrozoo.active.base import PoolKernel, check_inputs
 from pyrozoo.active.posteriors import BLRPoolPosterior, RegressionPosterior, check_fit_data, fit_names, named
 from pyrozoo.errors import PyrozooError
-from pyrozoo.models.blr import check_design, check_prior
+from pyrozoo.models.blr import NOISE_PRIOR, check_design, check_prior
 from pyrozoo.registry import no_effect_error, or_join
 from pyrozoo.validation import (
     check_bool,
@@ -270,7 +270,11 @@ def check_recipe_options(recipe: str, given: Mapping[str, Any]) -> None:
     """Raise unless ``recipe`` is one of :data:`RECIPES` and reads every option given in ``given`` (name -> value;
     None counts as not given) that some recipe reads (:data:`RECIPE_OPTIONS`; the others are not checked here): one
     it would ignore is an error naming the option and the recipe, as :func:`~pyrozoo.models.bnn.fit_bnn` refuses
-    options its posterior ignores."""
+    options its posterior ignores. Likewise ``a0``/``b0`` (the Gamma(a0, b0) prior on the noise precision tau) given
+    with a known ``noise`` > 0 (which fixes the BLR head's tau = 1 / noise^2) to the ``"mlp"`` recipe with objective
+    ``"mse"``: only ``objective="marginal"`` and the ``"reference"`` recipe train on that prior, so there it would
+    have no effect, as :meth:`BLRPoolPosterior.fit <pyrozoo.active.posteriors.BLRPoolPosterior.fit>` refuses it."""
+    values = given
     given = [k for k, v in given.items() if v is not None]
     check_choice("recipe", recipe, RECIPES)
     read_by = {k: tuple(f"recipe={r!r}" for r, read in RECIPE_OPTIONS.items() if k in read)
@@ -278,6 +282,26 @@ def check_recipe_options(recipe: str, given: Mapping[str, Any]) -> None:
     unread = [k for k in given if k in read_by and k not in RECIPE_OPTIONS[recipe]]
     if unread:
         raise no_effect_error(unread, read_by, or_join, f"recipe={recipe!r}")
+    noise, prior = values.get("noise"), {k: values[k] for k in NOISE_PRIOR if values.get(k) is not None}
+    objective = RECIPE_OPTIONS["mlp"]["objective"] if values.get("objective") is None else values["objective"]
+    if prior and recipe == "mlp" and objective == "mse" and _known_noise(noise):
+        got = ", ".join(f"{k}={v!r}" for k, v in prior.items())
+        it, them = ("it", "it") if len(prior) == 1 else ("they", "them")
+        raise PyrozooError(f"{', '.join(prior)}: expected no prior on the noise precision with noise={float(noise):g} "
+                           f"> 0 and recipe='mlp', objective='mse': the known noise fixes the BLR head's tau = 1 / "
+                           f"noise^2 and the squared-error training does not read a0, b0 (only objective='marginal' "
+                           f"and recipe='reference' train on the Gamma(a0, b0) prior), got {got}; {it} would have no "
+                           f"effect (remove {them}, drop noise, or train with objective='marginal' or "
+                           f"recipe='reference')")
+
+
+def _known_noise(noise: Any) -> bool:
+    """Whether ``noise`` is a finite number > 0 (a known noise sd); anything else is left to the fit's checks."""
+    try:
+        value = float(noise)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 class NeuralLinearPosterior(RegressionPosterior):
@@ -322,7 +346,9 @@ class NeuralLinearPosterior(RegressionPosterior):
         ``objective`` ("mse"), ``steps`` (400) and ``standardize`` (False); ``"reference"`` reads ``epochs`` (100)
         (:data:`RECIPE_OPTIONS`); left as None they take these defaults, and one given to the recipe that does not
         read it is an error (it would have no effect). ``hidden``, ``weight_decay``, ``a0``, ``b0`` left as None take
-        the recipe's defaults (:data:`RECIPE_DEFAULTS`).
+        the recipe's defaults (:data:`RECIPE_DEFAULTS`). With ``noise > 0`` the BLR head has no prior on the noise
+        precision, so ``a0``/``b0`` are read only by the training of ``objective="marginal"`` and of the reference
+        recipe; given to ``objective="mse"`` they are an error (:func:`check_recipe_options`).
         ``steps=0`` (``epochs=0`` for the reference recipe) trains nothing: the BLR is fitted on the features of the
         seeded random initialization (random features). ``x`` (N, D) and ``y`` (N,) may be tensors, NumPy arrays or
         lists (a DataFrame's column names become ``feature_names_in_``); they and every other argument are checked
@@ -330,7 +356,7 @@ class NeuralLinearPosterior(RegressionPosterior):
         names = fit_names(x)
         x, y = check_fit_data(x, y)
         given = {"objective": objective, "steps": steps, "epochs": epochs, "standardize": standardize}
-        check_recipe_options(recipe, given)
+        check_recipe_options(recipe, {**given, "a0": a0, "b0": b0, "noise": noise})
         own = RECIPE_OPTIONS[recipe]
         objective, steps, standardize = (own.get(k) if given[k] is None else given[k]
                                          for k in ("objective", "steps", "standardize"))
@@ -373,7 +399,8 @@ class NeuralLinearPosterior(RegressionPosterior):
         with torch.no_grad():
             h = (_hidden(body, xf, activation) if stats is None else _hidden_bn(body, xf, activation, stats)).double()
         mean, scale = _standardize(h, standardize)
-        # a known noise (> 0) fixes the BLR's precision, so its Gamma(a0, b0) prior goes to training only
+        # a known noise (> 0) fixes the BLR's precision, so its Gamma(a0, b0) prior goes to training only (the
+        # marginal objective and the reference recipe; check_recipe_options refused a0/b0 given to the mse objective)
         noise_prior = {"a0": a0, "b0": b0} if float(noise) == 0 else {}
         blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale,
                                    noise=noise, **noise_prior)

@@ -394,8 +394,8 @@ def test_log_predictive_density_refuses_misaligned_pandas_rows(name):
 
 def test_blr_pool_fit_refuses_a_noise_prior_with_a_known_noise():
     """BLRPoolPosterior.fit(noise=0.5, a0=...) accepted a0/b0 and ignored them (a known noise fixes the precision),
-    as the blr entry did; it is refused now. neural-linear, whose training reads a0/b0 whatever the noise, still fits
-    with a known noise (its BLR gets no noise prior then)."""
+    as the blr entry did; it is refused now. neural-linear still fits with a known noise (its BLR gets no noise prior
+    then; a0/b0 go to training only, tests/active/test_neural_linear.py)."""
     from pyrozoo.active.neural_linear import NeuralLinearPosterior
 
     gen = torch.Generator().manual_seed(0)

@@ -344,3 +344,42 @@ def test_blr_objectives_refuse_a_column_y_naming_its_shape():
         blr_predictive_log_likelihood(phi, y, phi[:4, :2], y[:4])
     with pytest.raises(PyrozooError, match="^y: expected shape"):
         NeuralLinearPosterior.fit(phi, y[:, None], hidden=(4,), steps=1)
+
+
+@pytest.mark.parametrize("prior", [{"a0": 50.0}, {"b0": 0.01}, {"a0": 50.0, "b0": 0.01}])
+@pytest.mark.parametrize("options", [{}, {"objective": "mse"}])
+def test_a_noise_prior_the_mse_recipe_ignores_with_a_known_noise_is_refused(prior, options, monkeypatch):
+    """With noise > 0 the BLR head fixes tau = 1 / noise^2 and the default mse training never reads a0/b0: a0=50,
+    b0=0.01 gave bit-identical predictions and were accepted (BLRPoolPosterior.fit refuses them). They are refused
+    before any training, by the fit and through the loop's model_options before the first fit."""
+    from pyrozoo.active import neural_linear
+
+    def never(*args, **kwargs):
+        raise AssertionError("no training may start")
+
+    monkeypatch.setattr(neural_linear, "_train_mlp", never)
+    x, y = _data(10)
+    names = ", ".join(prior)
+    match = (rf"^{names}: expected no prior on the noise precision with noise=0.5 > 0 and recipe='mlp', "
+             rf"objective='mse'.* would have no effect \(remove (it|them), drop noise")
+    with pytest.raises(PyrozooError, match=match):
+        NeuralLinearPosterior.fit(x, y, noise=0.5, **prior, **options)
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(load_problem("synthetic", 0), "acs-fw", model="neural-linear",
+                            model_options={"noise": 0.5, **prior, **options}, init_size=20, batch_size=10,
+                            budget=10, progress=False)
+
+
+def test_a_noise_prior_is_kept_where_something_reads_it():
+    """a0/b0 still apply where they have an effect: with unknown noise (the head's Gamma prior), and with a known
+    noise to the training of objective='marginal' and of the reference recipe."""
+    x, y = _data(20)
+    cases = [({"hidden": (4,), "steps": 20}, 1), ({"hidden": (4,), "steps": 20, "noise": 0.5, "objective": "marginal"},
+                                                 0),
+             ({"recipe": "reference", "hidden": (4, 4), "epochs": 3, "noise": 0.5}, 0)]
+    for kw, out in cases:
+        a = NeuralLinearPosterior.fit(x, y, **kw)
+        b = NeuralLinearPosterior.fit(x, y, a0=50.0, b0=0.01, **kw)
+        assert not torch.equal(a.predictive(x)[out], b.predictive(x)[out]), kw
+    # a0/b0 left as None with a known noise are not "given"
+    assert NeuralLinearPosterior.fit(x, y, noise=0.5, a0=None, b0=None, hidden=(4,), steps=2).blr.post.known_noise
