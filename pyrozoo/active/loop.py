@@ -524,8 +524,9 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
                    device: Any = "cpu", progress: bool = True) -> pd.DataFrame:
     """Every acquisition on every seed (seed s: split s and initial labelled set s, shared by all acquisitions).
     ``acquisitions``: a list of names from :data:`ACQUISITIONS`, or one name (``"random"`` means ``["random"]``);
-    ``seeds``: a sequence of integers (``[0, 1]``, ``range(10)``; a bare int is refused, it could mean seed 3 or 3
-    seeds). All arguments are validated before the first fit."""
+    ``seeds``: a sequence of distinct integers (``[0, 1]``, ``range(10)``; a bare int is refused, it could mean seed 3
+    or 3 seeds; a repeated seed would run the same experiment twice). All arguments are validated before the first
+    fit."""
     if isinstance(acquisitions, str):
         acquisitions = [acquisitions]
     elif isinstance(acquisitions, (bytes, Mapping)) or not isinstance(acquisitions, Iterable):
@@ -542,6 +543,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     seeds = [check_seed("seed", s) for s in seeds]
     if not seeds:
         raise PyrozooError("seeds: expected at least one seed")
+    check_unique("seeds", seeds, what="seed")  # a repeat ran the same split twice and summarize counted it once
     check_choice("model", model, ACTIVE_MODELS)
     check_choice("dataset", dataset, DATASETS)
     check_model_task(model, DATASETS[dataset])

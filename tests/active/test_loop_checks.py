@@ -309,3 +309,11 @@ def test_plot_learning_curves_refuses_a_table_it_cannot_plot_before_making_its_d
     with pytest.raises(PyrozooError, match=r"^results: .* got no rows$"):
         plot_learning_curves(pd.DataFrame({c: [] for c in cols}), tmp_path / "e2" / "lc.png")
     assert not (tmp_path / "new").exists() and not (tmp_path / "e2").exists()
+
+
+@pytest.mark.parametrize("seeds, repeated", [([0, 0], "0"), ([3, 1, 3, 1, 2], "1, 3"), ((5, 5.0), "5")])
+def test_a_repeated_seed_is_refused_before_any_fit(no_fit, seeds, repeated):
+    """run_experiment("boston", "random", [0, 0]) ran the same split and initial set twice (6 rows) and summarize
+    then reported 1 seed with a NaN standard error; a repeated seed is refused like a repeated acquisition."""
+    with pytest.raises(PyrozooError, match=rf"^seeds: {repeated} given more than once; name each seed once$"):
+        run_experiment("boston", "random", seeds, budget=2, batch_size=1, init_size=3, progress=False)
