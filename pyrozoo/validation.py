@@ -169,8 +169,8 @@ def check_xy(X: Any, y: Any = None, *, x_name: str = "X", y_name: str = "y", dty
     if vector_is_column and X.dim() == 1:
         X = X.unsqueeze(-1)
     if X.dim() != 2 or X.shape[0] < min_rows or X.shape[1] < 1:
-        rows = "one row" if min_rows == 1 else f"{min_rows} rows"
-        raise PyrozooError(f"{x_name}: expected a 2-D array (rows, features) with at least {rows} and one column, "
+        rows = "one row and " if min_rows == 1 else f"{min_rows} rows and " if min_rows > 1 else ""
+        raise PyrozooError(f"{x_name}: expected a 2-D array (rows, features) with at least {rows}one column, "
                            f"got shape {tuple(X.shape)}")
     check_finite(x_name, X, labels=X_in)
     if y is not None:

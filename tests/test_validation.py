@@ -737,3 +737,24 @@ def test_expand_home_refuses_what_is_not_a_path_naming_the_argument(value):
 
     with pytest.raises(PyrozooError, match=rf"^run: expected a run directory, got {re.escape(repr(value))}$"):
         expand_home("run", value, what="a run directory")
+
+
+def test_check_xy_states_a_row_minimum_only_when_there_is_one():
+    """With min_rows=0 (an ActiveProblem's pool) a 1-D x was refused as needing "at least 0 rows and one column";
+    the message now states only the column minimum there, and the row minimum where it is 1 or more."""
+    from pyrozoo.validation import check_xy
+
+    with pytest.raises(PyrozooError, match=r"^x_pool: expected a 2-D array \(rows, features\) with at least one "
+                                           r"column, got shape \(30,\)$"):
+        check_xy(np.zeros(30), x_name="x_pool", min_rows=0)
+    assert check_xy(np.zeros((0, 2)), min_rows=0)[0].shape == (0, 2)
+    for min_rows, rows in ((1, "one row"), (3, "3 rows")):
+        with pytest.raises(PyrozooError, match=rf"^X: expected a 2-D array \(rows, features\) with at least {rows} "
+                                               rf"and one column, got shape \(2, 0\)$"):
+            check_xy(np.zeros((2, 0)), min_rows=min_rows)
+    from pyrozoo.active.loop import ActiveProblem, run_active_learning
+
+    x = np.c_[np.ones(30), np.arange(30.0)]
+    with pytest.raises(PyrozooError, match=r"^x_pool: expected a 2-D array \(rows, features\) with at least one "
+                                           r"column, got shape \(30,\)$"):
+        run_active_learning(ActiveProblem("m", x[:, 1], x[:, 1], x[:5], x[:5, 1]), "acs-fw")
