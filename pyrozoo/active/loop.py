@@ -34,7 +34,7 @@ from pyrozoo.active.posteriors import (
     RegressionPosterior,
     SampledRegressionPosterior,
 )
-from pyrozoo.active.projections import check_num_projections
+from pyrozoo.active.projections import check_num_projections, check_projection_memory
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
@@ -433,6 +433,24 @@ def resolve_acquisition(acquisition: Acquisition | str, model: str) -> Acquisiti
     return acquisition
 
 
+def check_projections_fit_memory(acquisition: Acquisition, model: str, model_options: Mapping[str, Any],
+                                 unlabelled: int, columns: int) -> None:
+    """Raise before any fit if ``acquisition`` is an ACS-FW that takes random projections on ``model``'s posterior
+    (:func:`uses_projections`) and its J (the default capped at the draws the model stores) over the ``unlabelled``
+    pool points (the first round's, the most) with ``columns`` inputs would not fit in memory
+    (:func:`~pyrozoo.active.projections.check_projection_memory`)."""
+    if not isinstance(acquisition, ACSFW):
+        return
+    kind = "acs-fw" if acquisition.inner_product == "auto" else f"acs-fw-{acquisition.inner_product}"
+    if not uses_projections(kind, model):
+        return
+    stored = ACTIVE_MODELS[model].stored_draws
+    num_projections = acquisition.num_projections
+    if not acquisition.explicit_num_projections and stored is not None:  # the default is capped at the draws
+        num_projections = min(num_projections, stored(model_options))
+    check_projection_memory(num_projections, unlabelled, columns)
+
+
 def check_min_labels(model: str, init_size: int) -> int:
     """Return ``init_size`` as an int, or raise unless it is at least the labelled rows ``model`` needs to fit."""
     min_labels = ACTIVE_MODELS[model].min_labels
@@ -450,9 +468,10 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
     test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
     from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`,
-    :func:`check_model_options`, an ACS-FW's explicit J with :func:`check_num_projections_for_model`, and an
-    acquisition that needs several draws against a one-draw posterior with :func:`check_draws_for_acquisitions`)
-    before any fit; every batch the acquisition returns is checked
+    :func:`check_model_options`, an ACS-FW's explicit J with :func:`check_num_projections_for_model`, the memory
+    of its J projections over the unlabelled pool with :func:`~pyrozoo.active.projections.check_projection_memory`,
+    and an acquisition that needs several draws against a one-draw posterior with
+    :func:`check_draws_for_acquisitions`) before any fit; every batch the acquisition returns is checked
     (:func:`~pyrozoo.active.base.check_batch`) before its points are labelled."""
     problem = check_problem(problem)
     check_model_task(model, problem.task)
@@ -466,6 +485,8 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     check_draws_for_acquisitions([kind], model, opts)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+    check_projections_fit_memory(acquisition, model, opts, problem.x_pool.shape[0] - init_size,
+                                 problem.x_pool.shape[1])
     seed = check_seed("seed", seed)  # bnn fits seed through set_seed: [0, 2**32 - 1]
     check_bool("progress", progress)
     fit = ACTIVE_MODELS[model].fit
@@ -558,6 +579,9 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)
         check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+        for acq in acqs:  # every acquisition's J before the seed's first fit (the pool's size is the same per seed)
+            check_projections_fit_memory(acq, model, model_options, problem.x_pool.shape[0] - init_size,
+                                         problem.x_pool.shape[1])
         for acq in acqs:
             frames.append(run_active_learning(problem, acq, model=model, model_options=model_options,
                                               init_size=init_size, batch_size=batch_size, budget=budget, seed=s,

@@ -41,7 +41,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-size", type=int, default=20, help="initial labelled points")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (split and initial set), 0..N-1")
     p.add_argument("--num-projections", type=int, default=None,
-                   help="J for acs-fw-projection (default 100, capped at a sample-based posterior's stored draws)")
+                   help="J for acs-fw-projection (default 100, capped at a sample-based posterior's stored draws; "
+                        "at most what fits the memory budget, see docs/active-learning.md)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     # default cpu, not auto: pools of a few hundred rows are launch-bound on a GPU; on an H100 every model ran
     # slower than on 2 CPU cores (benchmarks/RESULTS.md, "On an NVIDIA H100")

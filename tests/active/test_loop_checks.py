@@ -317,3 +317,38 @@ def test_a_repeated_seed_is_refused_before_any_fit(no_fit, seeds, repeated):
     then reported 1 seed with a NaN standard error; a repeated seed is refused like a repeated acquisition."""
     with pytest.raises(PyrozooError, match=rf"^seeds: {repeated} given more than once; name each seed once$"):
         run_experiment("boston", "random", seeds, budget=2, batch_size=1, init_size=3, progress=False)
+
+
+@pytest.mark.parametrize("model", ["blr", "neural-linear", "gp"])
+def test_a_j_too_large_for_memory_is_refused_before_any_fit(no_fit, model):
+    """An explicit J whose draws over the unlabelled pool cannot fit in memory (projections.check_projection_memory)
+    is refused before the first fit, from run_active_learning, run_experiment and the CLI (--num-projections 1e9
+    failed with NumPy's _ArrayMemoryError after the initial fit)."""
+    from pyrozoo.active.projections import max_num_projections
+
+    most = max_num_projections(50 - RUN["init_size"], 4)  # _problem(): 50 pool rows, 4 columns
+    match = rf"^num_projections: expected at most {most:,} random projections \(J, --num-projections\) for 40 pool"
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(_problem(), ACSFW("projection", most + 1), model=model, **RUN)
+    with pytest.raises(AssertionError, match="no fit may start"):  # the largest J that fits gets to the fit
+        run_active_learning(_problem(), ACSFW("projection", most), model=model, **RUN)
+
+
+def test_a_j_too_large_for_memory_is_refused_by_run_experiment_and_the_cli(monkeypatch, tmp_path, capsys):
+    import re
+
+    from pyrozoo.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("no fit may start")
+
+    monkeypatch.setitem(ACTIVE_MODELS, "blr", ACTIVE_MODELS["blr"]._replace(fit=never))
+    match = r"num_projections: expected at most [\d,]+ random projections \(J, --num-projections\) for 400 pool"
+    with pytest.raises(PyrozooError, match="^" + match):
+        run_experiment("boston", ["random", "acs-fw-projection"], [0], num_projections=10**9, init_size=5,
+                       batch_size=1, budget=2, progress=False)
+    out = tmp_path / "oj"
+    assert main(["active", "--no-progress", "--acquisition", "acs-fw-projection", "--num-projections", "1000000000",
+                 "--budget", "2", "--batch-size", "1", "--init-size", "5", "--out", str(out)]) == 2
+    assert re.match("pyrozoo: error: " + match, capsys.readouterr().err)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -130,3 +130,34 @@ def test_heteroscedastic_draws_follow_the_definition():
     torch.testing.assert_close(var, nv.mean(0) + f.var(0, unbiased=False))
     with pytest.raises(PyrozooError, match="per_draw_moments"):
         from_per_draw_moments(object())
+
+
+def test_a_j_too_large_for_memory_is_refused_before_any_draw():
+    """--num-projections 1e9 on blr failed with NumPy's _ArrayMemoryError deep inside the posterior's draws (or was
+    OOM-killed); J x (pool points + columns) values at PROJECTION_BYTES_PER_VALUE bytes must fit the memory budget
+    (the pointwise arrays' ~6 GB), checked before any draw."""
+    from pyrozoo.active import projections
+    from pyrozoo.inference.assemble import MAX_POINTWISE_VALUES, POINTWISE_BYTES_PER_VALUE
+
+    budget = projections.projection_memory_budget()
+    assert budget == MAX_POINTWISE_VALUES * POINTWISE_BYTES_PER_VALUE
+    most = projections.max_num_projections(400, 14)
+    assert most == budget // (projections.PROJECTION_BYTES_PER_VALUE * 414) and most * 414 * 32 <= budget
+    projections.check_projection_memory(most, 400, 14)  # the largest J that fits is accepted
+    with pytest.raises(PyrozooError, match=rf"^num_projections: expected at most {most:,} random projections \(J, "
+                                           rf"--num-projections\) for 400 pool points with 14 columns: .* got "
+                                           rf"{most + 1:,} \(about "):
+        projections.check_projection_memory(most + 1, 400, 14)
+    with pytest.raises(PyrozooError, match=r"^num_projections: the pool of 300,000,000 points with 2 columns is too "
+                                           r"large for even one random projection"):
+        projections.check_projection_memory(1, 300_000_000, 2)
+
+    class NoDraws(SampledRegressionPosterior):
+        def expected_log_likelihood(self, *args, **kwargs):
+            raise AssertionError("no draw may start")
+
+    post = NoDraws(lambda x: x.sum(1)[None], 1.0, 1)
+    x = torch.zeros(400, 14, dtype=torch.float64)
+    with pytest.raises(PyrozooError, match=r"^num_projections: expected at most [\d,]+ random projections .* got "
+                                           r"1,000,000,000 \(about 13,248 GB\)$"):
+        projected_embedding(post, x, 10**9)
