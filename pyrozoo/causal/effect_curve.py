@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import closing
 from typing import Any
@@ -162,14 +163,20 @@ SPLINES = {"natural": (natural_spline_basis, natural_spline_derivative),
 class TreatmentBasis:
     """phi(t, x): the spline N(u) of the standardized treatment (natural or unrestricted cubic) and its interactions
     with the standardized covariates. ``fit(t, X)`` learns the scalings and knots; ``features`` / ``jacobian``
-    evaluate on any device."""
+    evaluate on any device.
+
+    ``knots_``: the knots used, the distinct values among the ``n_knots`` quantiles of u at equally spaced levels
+    0..1. When t has ties (a few distinct doses, a mass at 0) some of those quantiles coincide; they are merged, so
+    ``len(knots_)`` can be below ``n_knots``, and ``fit`` then warns (UserWarning) with both counts."""
 
     def __init__(self, n_knots: int = 5, heterogeneity: str = "spline", spline: str = "natural") -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
         self.spline = spline
 
-    def fit(self, t: np.ndarray, X: np.ndarray | None = None) -> TreatmentBasis:
+    def fit(self, t: np.ndarray, X: np.ndarray | None = None, *, stacklevel: int = 2) -> TreatmentBasis:
+        """Learn the scalings of t and X and the knots; ``stacklevel`` places the duplicate-knot warning (2: the
+        caller of this method)."""
         check_int("n_knots", self.n_knots, minimum=2)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
@@ -178,6 +185,11 @@ class TreatmentBasis:
         u = (t - self.t_loc_) / self.t_scale_
         # boundary knots at the extremes (linear only outside the data), interior ones at equally spaced quantiles
         self.knots_ = np.unique(np.quantile(u, np.linspace(0.0, 1.0, self.n_knots)))
+        if len(self.knots_) < self.n_knots:  # ties in t: several quantile levels give the same value
+            warnings.warn(f"n_knots: the treatment spline uses {len(self.knots_)} knots, not {self.n_knots}: t has "
+                          f"ties ({len(np.unique(t))} distinct values), so {self.n_knots - len(self.knots_)} of the "
+                          f"{self.n_knots} quantile knots duplicated others and were merged (knots_ of the basis, "
+                          f"EffectCurve.basis_, lists the knots used)", UserWarning, stacklevel=stacklevel)
         self.p_ = 0 if X is None else X.shape[1]
         if X is not None:
             self.x_loc_ = X.mean(axis=0)
@@ -406,7 +418,8 @@ class EffectCurve:
             self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
         else:
             self.x_basis_, self.Bx_, self.m_hat_, self.g_hat_ = None, None, None, None
-        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity, self.spline).fit(t, X)
+        # stacklevel: warn -> TreatmentBasis.fit -> _fit_stages -> fit -> keeps_caller_state -> fit's caller
+        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity, self.spline).fit(t, X, stacklevel=5)
         tt = self._tensor(t)
         Xt = self._tensor(X) if X is not None else None
         Phi = self.basis_.features(tt, Xt).cpu().numpy()

@@ -864,3 +864,28 @@ def test_plot_path_is_checked_before_drawing(heterogeneous_fit, tmp_path, monkey
     assert plt.get_fignums() == open_before and not list(tmp_path.iterdir())
     est.plot("c")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]
+
+
+def test_tied_treatment_merges_quantile_knots_with_a_warning():
+    """t with 3 distinct values: the 6 quantile knots of the default n_knots include duplicates, which np.unique merged
+    to 3 without a word (the docs promised n_knots knots). fit now warns with both counts; knots_ lists the knots
+    used. Continuous t keeps all n_knots, silently."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    n = 300
+    X = rng.standard_normal((n, 2))
+    t = rng.integers(0, 3, n).astype(float)
+    with pytest.warns(UserWarning, match=r"^n_knots: the treatment spline uses 3 knots, not 6: t has ties \(3 "
+                                         r"distinct values\), so 3 of the 6 quantile knots duplicated others"):
+        basis = TreatmentBasis(n_knots=6).fit(t, X)
+    assert len(basis.knots_) == 3 and basis.n_spline == 2
+    y = t + X[:, 0] + rng.standard_normal(n)
+    with pytest.warns(UserWarning, match="uses 3 knots, not 6") as caught:
+        est = EffectCurve(learner=ridge(), n_pseudo=0, seed=0).fit(y, t, X)
+    said = [w for w in caught if "knots" in str(w.message)]
+    assert len(said) == 1 and said[0].filename == __file__  # points at the caller of EffectCurve.fit
+    assert len(est.basis_.knots_) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(TreatmentBasis(n_knots=6).fit(rng.standard_normal(n), X).knots_) == 6
