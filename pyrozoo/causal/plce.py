@@ -269,7 +269,7 @@ def _selection(learner: Any) -> np.ndarray | None:
 def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: np.ndarray,
                 groups: np.ndarray | None = None, *, max_fraction: float = 0.25,
                 ridge: bool = False, clip: bool = False, sample_weight: np.ndarray | None = None,
-                controls: np.ndarray | None = None) -> tuple[CrossFitPredictions, float]:
+                controls: np.ndarray | None = None) -> tuple[CrossFitPredictions, float, dict[str, int]]:
     """Post-double-selection refit of cross-fitted nuisances (Belloni, Chernozhukov & Hansen 2014).
 
     In repeat r and fold k, with S = S_y u S_t the columns selected by the learners of E[y | x] and E[t | x] on the
@@ -283,10 +283,18 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     ``clip``: held-out columns are clipped to their training range first (see :func:`clip_to_range`).
     ``sample_weight`` ((R, n) or (n,)): precision weights of the rows for both refits (weighted least squares /
     ridge, weighted BLUPs), renormalized to mean 1 on each training set (see ``PLCE(weighted_nuisances=...)``).
-    ``controls`` ((n, c)): columns in every refit whatever the selections, unpenalized by the ridge refit
-    (:class:`~pyrozoo.causal.partial_ridge.PartialRidgeCV`); a fold where they would take the refit past
-    ``max_fraction`` refits on the union alone.
-    Returns the new predictions and the share of (repeat, fold) cells refitted. Needs ``keep_learners=True``."""
+    ``controls`` ((n, c)): columns in every refit whatever the selections, unpenalized
+    (:class:`~pyrozoo.causal.partial_ridge.PartialRidgeCV`) while |S| + c <= ``max_fraction`` x (training rows).
+    In a fold where they would take the unpenalized columns past that bound (many covariates, few rows) they still
+    join, penalized: the ridge refit penalizes [controls, design[:, S]] together (``RidgeCV``, one penalty by
+    leave-one-out, well-posed for any number of columns); the least-squares refit keeps design[:, S] unpenalized
+    and penalizes the controls (``PartialRidgeCV(n_free=|S|)``). Dropping them there left the refit on the few
+    columns the selections kept (at n = 40, 10 covariates: one to three, often none, so the training mean) and
+    the estimate near the unadjusted slope of y on t. Only without controls does a fold with nothing selected
+    (and no ``groups``) predict the training mean.
+    Returns the new predictions, the share of (repeat, fold) cells refitted and the counts of refitted cells
+    ``{"training_mean": ..., "penalized_controls": ...}`` (a refit to the training mean; controls penalized).
+    Needs ``keep_learners=True``."""
     from sklearn.linear_model import LinearRegression, RidgeCV
 
     from pyrozoo.causal.extensions import RandomInterceptLearner
@@ -298,7 +306,7 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     n_controls = 0 if controls is None else controls.shape[1]
     if n_controls:
         design = np.concatenate([controls, design], axis=1)
-    done = 0
+    done, n_mean, n_penalized = 0, 0, 0
     R, K = cf.folds.shape[0], cf.n_folds
     sw_all = None if sample_weight is None else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64),
                                                                  cf.folds.shape)
@@ -309,31 +317,39 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
             train = ~test
             if sy is None or st is None or (sy | st).sum() > max_fraction * train.sum():
                 continue
-            # the controls join unless they would push the refit past max_fraction (many covariates, few rows)
-            n_free = n_controls if (sy | st).sum() + n_controls <= max_fraction * train.sum() else 0
-            S = np.concatenate([np.arange(n_controls) < n_free, sy | st])
+            union = n_controls + np.flatnonzero(sy | st)
+            ctrl = np.arange(n_controls)
+            if len(union) + n_controls <= max_fraction * train.sum():  # the controls join unpenalized
+                cols = np.concatenate([ctrl, union])
+                n_free = n_controls if ridge else len(cols)
+            else:  # too many unpenalized columns for the training rows: the controls join penalized
+                n_penalized += 1
+                cols = np.concatenate([ctrl, union]) if ridge else np.concatenate([union, ctrl])
+                n_free = 0 if ridge else len(union)
             fit_kw = {} if sw_all is None else {"sample_weight": sw_all[r, train] / sw_all[r, train].mean()}
             for name, target in (("y", y), ("t", t)):
-                if S.any():
-                    if not ridge:
+                if len(cols):
+                    if not ridge and n_free == len(cols):
                         base = LinearRegression()
                     else:
                         base = PartialRidgeCV(n_free=n_free) if n_free else RidgeCV(alphas=DEFAULT_ALPHAS)
                     est = RandomInterceptLearner(base, n_iter=2) if groups is not None else base
                     kw_tr = {"groups": groups[train]} if groups is not None else {}
                     kw_te = {"groups": groups[test]} if groups is not None else {}
-                    est.fit(design[train][:, S], target[train], **kw_tr, **fit_kw)
-                    X_test = design[test][:, S]
+                    est.fit(design[train][:, cols], target[train], **kw_tr, **fit_kw)
+                    X_test = design[test][:, cols]
                     if clip:
-                        X_test = clip_to_range(X_test, design[train][:, S])
+                        X_test = clip_to_range(X_test, design[train][:, cols])
                     preds[name][r, test] = est.predict(X_test, **kw_te)
                 elif groups is None:
                     preds[name][r, test] = (target[train].mean() if sw_all is None
                                             else np.average(target[train], weights=sw_all[r, train]))
                 else:
                     continue  # nothing selected: keep the learner's random-intercept fit
+            n_mean += int(not len(cols) and groups is None)
             done += 1
-    return CrossFitPredictions(preds, cf.folds, {}), done / (R * K)
+    counts = {"training_mean": n_mean, "penalized_controls": n_penalized}
+    return CrossFitPredictions(preds, cf.folds, {}), done / (R * K), counts
 
 
 def varying_effect(ry: np.ndarray, rt: np.ndarray, features: np.ndarray, folds: np.ndarray,
@@ -457,7 +473,13 @@ class PLCE(BaseEstimator):
         that acts linearly is spread over several correlated spline columns, of which the selections keep some; on
         a linear design (n = 600, 40 data sets) that left the estimate 0.043 (MCSE 0.005) below OLS with the true
         controls and its coverage at 0.88; with the covariates forced in, the gap is within sampling error (see
-        docs/plce.md and benchmarks/RESULTS.md).
+        docs/plce.md and benchmarks/RESULTS.md). Where the covariates and the union would exceed
+        ``max_refit_fraction`` x (training rows) unpenalized columns (many covariates, few rows), the covariates
+        join that fold's refit penalized (see :func:`union_refit`), and ``fit`` warns; they used to be dropped, which
+        at n = 40 with 10 covariates left the unadjusted slope of y on t (z up to 3.4 from the truth, 5.8 with 60).
+        Fitted counts: ``refit_share_`` (share of fold fits refitted), ``refit_penalized_controls_folds_`` (fold
+        fits with the covariates penalized) and ``refit_mean_folds_`` (fold fits whose refit is the training mean:
+        nothing selected and ``linear_controls=False``; warns too); ``summary().attrs`` repeats them.
     weighted_nuisances (default False; heteroskedastic model with a refit): refit both nuisances a second time on
         the union with the final stage's weights 1 / s2_hat (weighted ridge and BLUPs). Removes the positive bias
         from nuisance noise shared by the two fits under heterogeneous effects (combined design: +0.16 -> +0.03 with
@@ -691,12 +713,29 @@ class PLCE(BaseEstimator):
         cf_learned = crossfit_predict(learner, design, {"y": y, "t": t}, folds=folds, row_kwargs=row_kwargs,
                                       keep_learners=self.refit != "none", clip_to_train=self.clip_to_train)
         cf, self.refit_share_ = cf_learned, 0.0
+        refit_counts = {"training_mean": 0, "penalized_controls": 0}
         if self.refit != "none":
             refit_args = (cf_learned, design, y, t, groups if use_re else None)
             refit_kw = {"max_fraction": self.max_refit_fraction, "ridge": self.refit == "union",
                         "clip": self.clip_to_train,
                         "controls": Z if self.linear_controls else None}
-            cf, self.refit_share_ = union_refit(*refit_args, **refit_kw)
+            cf, self.refit_share_, refit_counts = union_refit(*refit_args, **refit_kw)
+        self.refit_mean_folds_ = refit_counts["training_mean"]
+        self.refit_penalized_controls_folds_ = refit_counts["penalized_controls"]
+        n_cells = folds.shape[0] * self.n_folds
+        if self.refit_mean_folds_:
+            warnings.warn(f"PLCE: in {self.refit_mean_folds_} of {n_cells} fold fits (n_folds x n_repeats) the "
+                          f"learners selected no column for either E[y | x] or E[t | x] and no covariates enter the "
+                          f"refit (linear_controls=False), so the refitted nuisances there are the training mean and "
+                          f"those residuals are not adjusted for x: the estimate may be confounded (keep "
+                          f"linear_controls=True, or use more rows)", UserWarning, stacklevel=3)
+        if self.refit_penalized_controls_folds_:
+            warnings.warn(f"PLCE: in {self.refit_penalized_controls_folds_} of {n_cells} fold fits (n_folds x "
+                          f"n_repeats) the {X.shape[1]} covariates and the selected columns exceed "
+                          f"max_refit_fraction ({self.max_refit_fraction:g}) x the training rows, so the covariates "
+                          f"entered the refit penalized (ridge) instead of as unpenalized linear controls; their "
+                          f"adjustment is shrunk and the estimate may keep some confounding (fewer covariates or more "
+                          f"rows avoid this)", UserWarning, stacklevel=3)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
@@ -722,7 +761,8 @@ class PLCE(BaseEstimator):
                 # second pass: refit both nuisances on the union with the same precision weights 1 / s2 as the final
                 # stage (the cross-fitted analogue of one weighted regression y ~ theta t + basis, by
                 # Frisch-Waugh-Lovell); see the class docstring for why
-                cf, self.refit_share_ = union_refit(*refit_args, **refit_kw, sample_weight=1.0 / s2)
+                # the same selections as the first pass, so the same cells are refitted (and counted) as above
+                cf, self.refit_share_, _ = union_refit(*refit_args, **refit_kw, sample_weight=1.0 / s2)
                 m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
                 ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         else:
@@ -782,7 +822,9 @@ class PLCE(BaseEstimator):
         out = pd.DataFrame.from_dict(rows, orient="index")
         out.attrs.update(n=self.n_, n_folds=self.n_folds, n_repeats=self.n_repeats, se_type=self.se_type,
                          treatment_model=self.treatment_model, random_effects=self.random_effects_,
-                         interference=self.interference, bandwidth=self.bandwidth_)
+                         interference=self.interference, bandwidth=self.bandwidth_, refit_share=self.refit_share_,
+                         refit_mean_folds=self.refit_mean_folds_,
+                         refit_penalized_controls_folds=self.refit_penalized_controls_folds_)
         return out
 
     def positivity(self) -> tuple[np.ndarray, dict[str, float]]:

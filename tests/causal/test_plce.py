@@ -330,12 +330,16 @@ def test_default_spline_basis_matches_oracle_ols_on_a_linear_design():
             assert b[1] - old.theta_ > 1.0 * se
 
 
-def test_union_refit_forces_controls_in_unless_they_exceed_the_refit_size():
+def test_union_refit_forces_controls_in_penalized_when_they_exceed_the_refit_size():
     """With nothing selected, a fold's refit is least squares on [1, controls]; with more controls than
-    max_fraction x (training rows) it falls back to the union alone (here: the training mean)."""
+    max_fraction x (training rows) they join penalized (ridge, LOO penalty). They used to be dropped there, which
+    left the union alone (here: the training mean, an unadjusted nuisance)."""
     from types import SimpleNamespace
 
+    from sklearn.linear_model import RidgeCV
+
     from pyrozoo.causal.crossfit import CrossFitPredictions
+    from pyrozoo.causal.partial_ridge import DEFAULT_ALPHAS
     from pyrozoo.causal.plce import union_refit
 
     rng = np.random.default_rng(0)
@@ -348,8 +352,9 @@ def test_union_refit_forces_controls_in_unless_they_exceed_the_refit_size():
                              {"y": [[none, none]], "t": [[none, none]]})
     for c in (5, 20):  # training rows 50, max_fraction 0.25: at most 12 refit columns
         controls = rng.standard_normal((n, c))
-        out, share = union_refit(cf, design, y, t, controls=controls, ridge=False)
+        out, share, counts = union_refit(cf, design, y, t, controls=controls, ridge=False)
         assert share == 1.0
+        assert counts == {"training_mean": 0, "penalized_controls": 0 if c == 5 else 2}
         for k in range(2):
             train, test = folds[0] != k, folds[0] == k
             if c == 5:
@@ -357,7 +362,9 @@ def test_union_refit_forces_controls_in_unless_they_exceed_the_refit_size():
                 b = np.linalg.lstsq(Z[train], t[train], rcond=None)[0]
                 np.testing.assert_allclose(out.predictions["t"][0, test], Z[test] @ b, atol=1e-10)
             else:
-                np.testing.assert_allclose(out.predictions["t"][0, test], t[train].mean(), atol=1e-12)
+                ridge = RidgeCV(alphas=DEFAULT_ALPHAS).fit(controls[train], t[train])
+                np.testing.assert_allclose(out.predictions["t"][0, test], ridge.predict(controls[test]), atol=1e-10)
+                assert np.ptp(out.predictions["t"][0, test]) > 0  # not the training mean
 
 
 def test_summary_table_and_ci():
@@ -1308,3 +1315,86 @@ def test_missing_group_ids_are_named_by_their_first_position():
         PLCE().fit(y, t, X, groups=g)
     with pytest.raises(PyrozooError, match=r"found 2 missing \(first at row 105\)$"):
         PLCE().fit(pd.Series(y, index=range(100, 140)), t, X, groups=pd.Series(g, index=range(100, 140)))
+
+
+def _small_confounded(n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """t = x1 + v, y = t + x1 + e (theta = 1), x ~ N(0, I_p): the QA pass's small-n design."""
+    rng = np.random.default_rng(50 + seed)
+    X = rng.standard_normal((n, p))
+    t = X[:, 0] + rng.standard_normal(n)
+    return t + X[:, 0] + rng.standard_normal(n), t, X
+
+
+def test_few_rows_many_covariates_keep_the_controls_penalized_and_warn():
+    """n = 40, 10 covariates: 10 controls exceed max_refit_fraction x 32 training rows = 8, so every fold dropped
+    them and refitted on the one to three spline columns selected (or none: the training mean), silently. The
+    estimate was 1.529 (SE 0.158), near the naive slope 1.621, against OLS with the true control 1.222 (1.9 SE).
+    Now they join each refit penalized, with one warning per fit and the count on the estimator: 1.271 (SE 0.120),
+    0.4 SE from that OLS (8 seeds: mean |z| from 1 went 1.99 -> 1.05). With 3 covariates (room for them
+    unpenalized) nothing changes and nothing is said."""
+    import warnings
+
+    y, t, X = _small_confounded(40, 10, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = PLCE(n_repeats=1, seed=1).fit(y, t, X)
+    said = [w for w in caught if "entered the refit penalized" in str(w.message)]
+    assert len(said) == 1 and issubclass(said[0].category, UserWarning)
+    assert "in 5 of 5 fold fits" in str(said[0].message) and said[0].filename == __file__
+    assert est.refit_penalized_controls_folds_ == 5 and est.refit_mean_folds_ == 0 and est.refit_share_ == 1.0
+    attrs = est.summary().attrs
+    assert attrs["refit_penalized_controls_folds"] == 5 and attrs["refit_mean_folds"] == 0
+    b, _ = wls_hc3(np.column_stack([np.ones(40), t, X[:, 0]]), y)
+    assert abs(est.theta_ - b[1]) < est.se_  # was 1.9 SE above it (the unadjusted slope)
+
+    y, t, X = _small_confounded(40, 3, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = PLCE(n_repeats=1, seed=0).fit(y, t, X)
+    assert not [w for w in caught if "refit" in str(w.message)]
+    assert est.refit_penalized_controls_folds_ == 0 and est.refit_mean_folds_ == 0
+    assert est.theta_ == pytest.approx(1.1554, abs=5e-5)  # as before the change
+
+
+def test_union_refit_penalizes_only_the_controls_in_the_least_squares_refit():
+    """refit='union_ols' with too many controls for unpenalized columns: the selected columns stay unpenalized and the
+    controls are penalized (PartialRidgeCV with the union free); refit='union' penalizes both together (RidgeCV)."""
+    from types import SimpleNamespace
+
+    from sklearn.linear_model import RidgeCV
+
+    from pyrozoo.causal.crossfit import CrossFitPredictions
+    from pyrozoo.causal.partial_ridge import DEFAULT_ALPHAS, PartialRidgeCV
+    from pyrozoo.causal.plce import union_refit
+
+    rng = np.random.default_rng(1)
+    n = 100
+    folds = make_folds(n, 2, 1, seed=0)
+    design, controls = rng.standard_normal((n, 3)), rng.standard_normal((n, 20))
+    y, t = design[:, 1] + rng.standard_normal(n), controls[:, 0] + rng.standard_normal(n)
+    one = SimpleNamespace(selected_=np.array([False, True, False]))
+    cf = CrossFitPredictions({"y": np.zeros((1, n)), "t": np.zeros((1, n))}, folds,
+                             {"y": [[one, one]], "t": [[one, one]]})
+    ols, _, counts = union_refit(cf, design, y, t, controls=controls, ridge=False)
+    rdg, _, _ = union_refit(cf, design, y, t, controls=controls, ridge=True)
+    assert counts["penalized_controls"] == 2
+    for k in range(2):
+        train, test = folds[0] != k, folds[0] == k
+        free_first = np.column_stack([design[:, 1], controls])
+        want = PartialRidgeCV(n_free=1).fit(free_first[train], t[train]).predict(free_first[test])
+        np.testing.assert_allclose(ols.predictions["t"][0, test], want, atol=1e-10)
+        together = np.column_stack([controls, design[:, 1]])
+        want = RidgeCV(alphas=DEFAULT_ALPHAS).fit(together[train], t[train]).predict(together[test])
+        np.testing.assert_allclose(rdg.predictions["t"][0, test], want, atol=1e-10)
+
+
+def test_a_refit_to_the_training_mean_warns_and_is_counted():
+    """Without the linear controls, a fold where neither learner selects a column refits both nuisances to the
+    training mean: that fold's residuals are not adjusted for x. It happened silently; now fit warns once, saying in
+    how many fold fits, and records the count (refit_mean_folds_, also in summary().attrs)."""
+    y, t, X = _small_confounded(40, 10, 1)
+    with pytest.warns(UserWarning, match=r"in 1 of 5 fold fits .* training mean") as caught:
+        est = PLCE(n_repeats=1, seed=1, linear_controls=False).fit(y, t, X)
+    assert sum("training mean" in str(w.message) for w in caught) == 1
+    assert est.refit_mean_folds_ == 1 and est.refit_penalized_controls_folds_ == 0
+    assert est.summary().attrs["refit_mean_folds"] == 1
