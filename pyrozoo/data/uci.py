@@ -42,7 +42,8 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 @dataclass
 class RegressionSplit:
-    """Standardized train/test tensors and the scaling that maps predictions back to original units;
+    """Standardized train/test tensors (in ``dtype``) and the scaling that maps predictions back to original units
+    (``x_mean``, ``x_std`` float64 tensors: X_std = (X - x_mean) / x_std; ``y_mean``, ``y_std``);
     ``feature_names``: a DataFrame X's string column names (``None`` for arrays and tensors); ``train_rows`` and
     ``test_rows``: the original label of each row of X_train and X_test (a DataFrame X's index labels when they
     are distinct, else the 0-based row numbers of the data as given; for a data file, its 0-based data-row
@@ -129,7 +130,8 @@ def split_regression(X: Any, y: Any, *, split: int = 0, test_fraction: float = 0
     return RegressionSplit(
         X_train=prep((X[train] - x_mean) / x_std), y_train=prep((y[train] - y_mean) / y_std),
         X_test=prep((X[test] - x_mean) / x_std), y_test=prep((y[test] - y_mean) / y_std),
-        x_mean=prep(x_mean), x_std=prep(x_std), y_mean=y_mean, y_std=y_std,
+        # the moments in float64 (on ``device``): the float32 mean of a column near 1e3 is off by up to 3e-5
+        x_mean=x_mean.to(device=device), x_std=x_std.to(device=device), y_mean=y_mean, y_std=y_std,
         feature_names=None if names is None else names.tolist(),
         train_rows=[labels[i] for i in train.tolist()] if labels is not None else train.tolist(),
         test_rows=[labels[i] for i in test.tolist()] if labels is not None else test.tolist(),

@@ -229,6 +229,11 @@ class BNNPosterior:
     box_scale: float = 1.0  # ciber: box half-widths box_scale * sqrt(3) sd (1: the conditional's variances)
     tail_weight: float = 0.0  # ciber: rho of the wide triangle (our triangle-mixture variant; 0: the paper's triangle)
     feature_names: list[str] | None = None  # a training DataFrame's string column names: new DataFrames must match
+    # a zoo run's posterior (result.guide) works in model units, the dataset's standardized X and y; these are the
+    # training part's moments that standardized them (x_mean, x_std: float64 tensors; y_mean, y_std), which
+    # in_data_units applies. Set, a DataFrame X (the file's raw rows by name) is refused: it would be read as
+    # standardized values
+    data_scaling: dict[str, Any] | None = None
 
     @property
     def num_draws(self) -> int:
@@ -245,8 +250,29 @@ class BNNPosterior:
         draws[:, self.collapsed] = mu + (draws[:, self.collapsed] - mu) * self.box_scale
         return draws
 
+    def in_data_units(self) -> BNNPosterior:
+        """This posterior reading inputs and giving outputs in the data's own units: for a zoo run's posterior
+        (model units, :attr:`data_scaling` set) a copy (sharing the draws) that standardizes a new X with the
+        training part's moments, x_s = (x - x_mean) / x_std (in float64), and maps y back, y = y_mean + y_std y_s,
+        as :func:`fit_bnn`'s own posterior does; so ``in_data_units().predictive_moments(df[features])`` predicts the
+        file's raw rows in y's units. A posterior already in the data's units (:func:`fit_bnn`'s) is returned as
+        it is."""
+        if self.data_scaling is None:
+            return self
+        moments = self.data_scaling
+        return replace(self, x_mean=moments["x_mean"], x_std=moments["x_std"], y_mean=float(moments["y_mean"]),
+                       y_std=float(moments["y_std"]), data_scaling=None)
+
     def _prep(self, X: Any, name: str = "X") -> torch.Tensor:
         check_feature_names(X, self.feature_names, name=name)  # a DataFrame's columns in another order: misread
+        if self.data_scaling is not None and _is_dataframe(X):
+            raise PyrozooError(
+                f"{name}: expected inputs in model units (standardized with the training part's moments, "
+                f"(x - x_mean) / x_std) for a zoo run's posterior, got a DataFrame, which would be read as "
+                f"standardized values; for the file's raw rows by column name use result.guide.in_data_units() "
+                f"(it standardizes them and predicts in y's units), or pass the standardized values as an array "
+                f"(x_mean, x_std: dataset.meta['x_mean'], ['x_std'], or idata.attrs['input_shift'], "
+                f"['input_scale'])")
         # (X - x_mean) / x_std in float64, then cast: in float32 an input near 1e6 keeps steps of 0.06 only
         # tensors, arrays, DataFrames; detached: predictions are values, not a graph through the inputs
         X = as_tensor(name, X, dtype=torch.float64, device=self.draws.device, detach=True)
@@ -373,6 +399,14 @@ class BNNPosterior:
             z = torch.randn(num_samples, pd["mean"].shape[-1], generator=generator, dtype=torch.float64)
             y = pd["mean"][idx] + pd["var"][idx].sqrt() * z.to(self.draws.device)
         return y * self.y_std + self.y_mean
+
+
+def _is_dataframe(X: Any) -> bool:
+    """Whether ``X`` is a pandas DataFrame (without importing pandas where it was never loaded)."""
+    import sys
+
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(X, pd.DataFrame)
 
 
 # --------------------------------------------------------------------------------------------------- fitting
@@ -801,10 +835,12 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
 def make_bnn_dataset(split: RegressionSplit, *, name: str, hidden: int = 50, depth: int = 1,
                      prior_scale: float = 1.0) -> Dataset:
     """Training part as model inputs/observed; test part, the target's scaling (also as ``response_shift`` and
-    ``response_scale``: the result's log-likelihood is in y's own units) and the split's ``feature_names``
+    ``response_scale``: the result's log-likelihood is in y's own units), the inputs' scaling ``x_mean`` and
+    ``x_std`` (float64 arrays, one per column: X_std = (X - x_mean) / x_std) and the split's ``feature_names``
     (when it has them: the result's ``feature`` coordinate) in ``meta``; the split's original row labels as
     ``meta["rows"]`` (training rows: the result's ``obs_id`` coordinate) and ``meta["test_rows"]``."""
     meta = {"X_test": split.X_test, "y_test": split.y_test, "y_mean": split.y_mean, "y_std": split.y_std,
+            **{k: getattr(split, k).detach().cpu().double().numpy() for k in ("x_mean", "x_std")},
             **response_map(split.y_mean, split.y_std)}  # the fit's log-likelihood in y's own units (Dataset)
     if split.train_rows is not None:
         meta["rows"], meta["test_rows"] = list(split.train_rows), list(split.test_rows)
@@ -863,7 +899,9 @@ def bnn_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
 def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     """Fit ``config.inference`` on the dataset's training part; ``config.steps`` = SGD epochs before the SWA phase,
     for every posterior (``vi`` starts from that trajectory's last iterate), and for ``vi`` also its SVI steps;
-    ``config.num_samples`` = posterior draws S."""
+    ``config.num_samples`` = posterior draws S. The result's ``guide`` is the posterior in model units (the
+    dataset's standardized X and y) carrying the training moments of ``dataset.meta`` as ``data_scaling``
+    (:meth:`BNNPosterior.in_data_units`), which ``attrs`` records too (``input_shift``, ``input_scale``)."""
     config = checked_config("bnn", config)  # a direct call gets run_model's checks
     opts = {**DEFAULT_OPTIONS, **config.options}
     check_defensive_weight(opts["defensive_weight"])  # before training, not after it
@@ -883,6 +921,8 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
         progress=config.progress, val_fraction=opts["val_fraction"], **only,
     )
     post.feature_names = dataset.meta.get("feature_names")  # result.guide checks a DataFrame's columns against them
+    scaling = data_scaling(dataset.meta, post.draws.device)
+    post.data_scaling = scaling  # model units: a DataFrame of raw rows is refused; in_data_units() applies these
     weight = post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"])
 
     def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -897,6 +937,9 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
                              model_name=config.model)
     # the posterior's own predictive (tau, collapsed and defensive likelihood), not bnn_model at the weight draws
     result.predictive_fn = BNNPredictive(post, X, weight, config.seed, y.dtype)
+    if scaling is not None:  # X_std = (X - input_shift) / input_scale, as response_shift / response_scale for y
+        result.attrs["input_shift"] = scaling["x_mean"].cpu().tolist()
+        result.attrs["input_scale"] = scaling["x_std"].cpu().tolist()
     if post.collapsed is not None:
         # PSIS-LOO on these values is Rao-Blackwellized over w_c; recomputing the likelihood from the posterior
         # group's w_out (which keeps the SWAG draws of w_c) gives the uncollapsed value instead
@@ -905,6 +948,17 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
             f"under their conditional ({'uniform box, triangular likelihood' if post.kind == 'ciber' else 'Gaussian'})"
             f"; w_out in the posterior group holds their SWAG draws, which this log-likelihood does not use")
     return _name_weight_axes(result, post.layout, dataset.meta.get("feature_names"))
+
+
+def data_scaling(meta: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """The training part's moments a bnn dataset's ``meta`` records (:func:`make_bnn_dataset`: ``x_mean``,
+    ``x_std``, ``y_mean``, ``y_std``) for :attr:`BNNPosterior.data_scaling`, the inputs' as float64 tensors on
+    ``device``; None when the dataset records none of the inputs' (one built by hand)."""
+    if "x_mean" not in meta or "x_std" not in meta:
+        return None
+    return {"x_mean": torch.as_tensor(np.asarray(meta["x_mean"], dtype=np.float64), device=device),
+            "x_std": torch.as_tensor(np.asarray(meta["x_std"], dtype=np.float64), device=device),
+            "y_mean": float(meta["y_mean"]), "y_std": float(meta["y_std"])}
 
 
 class BNNPredictive:

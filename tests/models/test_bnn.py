@@ -995,3 +995,58 @@ def test_evaluation_refuses_misaligned_pandas_rows(training):
     torch.testing.assert_close(post.log_predictive_density(Xv, yv), post.log_predictive_density(X[:20], y[:20]))
     torch.testing.assert_close(post.moment_matched_nll(Xv, yv), post.moment_matched_nll(X[:20], y[:20]))
     assert calibrate_noise(post, Xv, yv).noise_scale == calibrate_noise(post, X[:20], y[:20]).noise_scale
+
+
+def test_a_zoo_run_posterior_refuses_raw_rows_and_in_data_units_predicts_in_y_units(tmp_path):
+    """QA: a zoo run's posterior (result.guide, model units: standardize=False on the standardized split) took a
+    DataFrame of the file's raw rows by column name, passed the name check and read them as standardized values
+    (predictions ~228 for y ~50), and the inputs' moments were recorded nowhere. Now the dataset's meta and the
+    InferenceData's attrs record them, a DataFrame is refused naming the way out, and in_data_units() standardizes
+    raw rows and predicts in y's units: the same numbers as the model-unit posterior on the split's tensors."""
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.models.bnn import bnn_from_file
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"a": rng.normal(size=60), "b": 1000 + 10 * rng.normal(size=60)})
+    df["y"] = 50 + df["a"] + 0.1 * (df["b"] - 1000) + 0.3 * rng.normal(size=60)
+    path = tmp_path / "num.csv"
+    df.to_csv(path, index=False)
+    out = run_model(RunConfig(model="bnn", inference="swag", data=str(path), steps=20, num_samples=6, device="cpu",
+                              progress=False, options={"outcome": "y", "swa_epochs": 4, "hidden": 8, "split": 2}),
+                    save=False)
+    result, guide = out.result, out.result.guide
+    ds = bnn_from_file(str(path), 0, outcome="y", split=2)  # the run's dataset (the split is seeded by split)
+    train, test = ds.meta["rows"], ds.meta["test_rows"]
+    raw = df.iloc[train][["a", "b"]]
+    np.testing.assert_allclose(ds.meta["x_mean"], raw.mean().to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ds.meta["x_std"], raw.std().to_numpy(), rtol=1e-12)  # split_regression's sd
+    assert ds.meta["x_mean"].dtype == np.float64
+    idata = result.to_inference_data()
+    assert list(idata.attrs["input_shift"]) == ds.meta["x_mean"].tolist()
+    assert list(idata.attrs["input_scale"]) == ds.meta["x_std"].tolist()
+    with pytest.raises(PyrozooError, match=r"^X: expected inputs in model units .* got a DataFrame.*in_data_units"):
+        guide.predictive_moments(df[["a", "b"]])
+    with pytest.raises(PyrozooError, match=r"^X: expected inputs in model units"):
+        guide.log_predictive_density(df[["a", "b"]], df["y"])
+    data = guide.in_data_units()
+    assert torch.equal(torch.as_tensor(guide.x_std), torch.ones(2, dtype=torch.float64))  # guide kept as it was
+    assert guide.y_mean == 0.0 and guide.y_std == 1.0 and guide.data_scaling is not None
+    mean, var = data.predictive_moments(df.iloc[test][["a", "b"]])
+    m_std, v_std = guide.predictive_moments(ds.meta["X_test"])  # model units, as bnn_metrics scores
+    y_mean, y_std = ds.meta["y_mean"], ds.meta["y_std"]
+    torch.testing.assert_close(mean, m_std * y_std + y_mean, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(var, v_std * y_std**2, rtol=1e-4, atol=1e-6)
+    assert abs(float(mean.mean()) - float(df.y.iloc[test].mean())) < 5  # y's units (was ~228 for y ~50)
+    # the log-likelihood group is in y's units: the raw training rows score the same
+    ll = data.pointwise_log_likelihood(df.iloc[train][["a", "b"]], df.iloc[train]["y"])
+    np.testing.assert_allclose(ll.numpy(), result.log_likelihood["y"][0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(PyrozooError, match=r"expected the columns seen in fit, in that order"):
+        data.predictive_moments(df[["b", "a"]])
+    restored = pickle.loads(pickle.dumps(guide))
+    torch.testing.assert_close(restored.in_data_units().predictive_moments(df.iloc[test][["a", "b"]])[0], mean)
+    assert data.in_data_units() is data  # already in the data's units (as fit_bnn's own posterior)
