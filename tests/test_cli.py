@@ -289,7 +289,8 @@ def _write(tmp_path, name, text):
 BAD = {
     "empty out": (lambda t: ["--out", ""], "out: expected a directory path, got ''"),
     "nan in data": (lambda t: ["--data", _write(t, "nan.csv", "x\n1\nnan\n2\n")],
-                    "nan.csv: column 'x' has 1 missing or non-finite value(s) (first at data row 2: nan)"),
+                    "nan.csv: column 'x' has 1 missing or non-finite value(s) (first at data row 1 "
+                    "(0-based, .iloc[1]): nan)"),
     "inf in data": (lambda t: ["--data", _write(t, "inf.csv", "x\n1\ninf\n2\n")],
                     "column 'x' has 1 missing or non-finite"),
     "wrong shape": (lambda t: ["--data", _write(t, "two.csv", "a,b\n1,2\n3,4\n")],

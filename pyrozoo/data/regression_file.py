@@ -4,8 +4,8 @@ One reader, so spike-slab, blr, gp and sparse-gp refuse the same bad files with 
 outcome column (option ``outcome``, required) is y; the features (option ``features``, comma-separated) are X,
 by default every other column. Every feature must be numeric: a text column is an error naming it (not skipped,
 which would drop a covariate without a trace); name the numeric ones with ``-o features=a,b``. Missing or
-non-finite values are named by column and data row, a constant feature (which standardization would divide by a
-zero sd) is named too, and a constant outcome is refused as nothing to fit.
+non-finite values are named by column and (0-based) data row, a constant feature (which standardization would
+divide by a zero sd) is named too, and a constant outcome is refused as nothing to fit.
 """
 
 from __future__ import annotations

@@ -180,19 +180,25 @@ def _check_unique_header(path: str) -> None:
                            f"distinct name")
 
 
+def data_row(index: int) -> str:
+    """How error messages name a file's data row: 0-based, the header not counted (``data row 5 (0-based,
+    .iloc[5])`` is ``read_table(path).iloc[5]``), as ``obs_id``, ``meta["rows"]`` and the split rows number them."""
+    return f"data row {index} (0-based, .iloc[{index}])"
+
+
 def numeric_column(df: pd.DataFrame, column: str, *, source: str = "data"):
     """One column of ``df`` as a float array; unknown or non-numeric columns raise, naming what exists."""
     if column not in df.columns:
         raise PyrozooError(f"{source}: no column {column!r}; columns are {', '.join(map(str, df.columns))}")
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() & df[column].notna()
-    if bad.any():  # rows are counted as data rows from 1 (the header is not one), as for missing values below
+    if bad.any():  # rows are counted from 0 (data_row), as for missing values below
         first = int(np.argmax(bad.to_numpy()))
-        raise PyrozooError(f"{source}: column {column!r} has non-numeric values (first at data row {first + 1}: "
+        raise PyrozooError(f"{source}: column {column!r} has non-numeric values (first at {data_row(first)}: "
                            f"{df[column].iloc[first]!r})")
     missing = ~np.isfinite(values.to_numpy(dtype=float))
     if missing.any():  # named here, by column and data row, before a model sees it as an anonymous tensor
         first = int(np.argmax(missing))
         raise PyrozooError(f"{source}: column {column!r} has {int(missing.sum())} missing or non-finite value(s) "
-                           f"(first at data row {first + 1}: {df[column].iloc[first]}); drop or fill them")
+                           f"(first at {data_row(first)}: {df[column].iloc[first]}); drop or fill them")
     return values.to_numpy(dtype=float)

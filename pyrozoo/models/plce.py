@@ -38,7 +38,7 @@ from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.data.regression_file import blank_header_message, check_columns_exist
-from pyrozoo.data.shipped import load_rdataset, numeric_column, read_table
+from pyrozoo.data.shipped import data_row, load_rdataset, numeric_column, read_table
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import mcmc_from_config, svi_from_config
@@ -322,7 +322,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
     if groups and df[groups].isna().any():  # by column and data row, as for y, t and the controls
         missing = df[groups].isna().to_numpy()
         raise PyrozooError(f"{source}: group column {groups!r} has {int(missing.sum())} missing value(s) (first at "
-                           f"data row {int(np.argmax(missing)) + 1}); every row needs a group id: fill or drop those "
+                           f"{data_row(int(np.argmax(missing)))}); every row needs a group id: fill or drop those "
                            f"rows")
     check_unique("controls", controls, what="column", quote=True)  # a copy is collinear yet moves penalized fits
     used = {outcome, treatment, *([groups] if groups else [])}
@@ -345,7 +345,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
             if bad.any() and parsed.notna().sum() > col.notna().sum() / 2:
                 row = int(np.argmax(bad.to_numpy()))
                 raise PyrozooError(f"{source}: control column {c!r} is mostly numeric but has non-numeric values "
-                                   f"(first at data row {row + 1}: {col.iloc[row]!r}); fix them, or make every "
+                                   f"(first at {data_row(row)}: {col.iloc[row]!r}); fix them, or make every "
                                    f"value text to use the column as categories")
             levels = col.nunique()
             if levels > 10 and levels > col.notna().sum() / 2:  # one dummy per level: an id or a date, not a category
@@ -359,7 +359,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
         c = missing_cols[0]
         row = int(np.flatnonzero(df[c].isna().to_numpy())[0])
         raise PyrozooError(f"{source}: control column(s) {', '.join(map(repr, missing_cols))} have missing values "
-                           f"(first: {c!r} at data row {row + 1}); fill or drop those rows")
+                           f"(first: {c!r} at {data_row(row)}); fill or drop those rows")
     for c in cols:  # an inf, by column and data row as for y and t (not as an index into the dummy-coded matrix)
         if pd.api.types.is_numeric_dtype(df[c]):
             numeric_column(df, c, source=source)

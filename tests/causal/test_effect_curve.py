@@ -335,7 +335,8 @@ def test_cli_data_file_problems_name_the_rows_and_the_column(tmp_path, capsys):
     cases = {"one_row": (df.head(1), "y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows (2 per "
                                      "fold), got 1;"),
              "inf": (df.assign(x2=np.where(np.arange(40) == 5, -np.inf, df["x2"])),
-                     "column 'x2' has 1 missing or non-finite value(s) (first at data row 6: -inf)")}
+                     "column 'x2' has 1 missing or non-finite value(s) (first at data row 5 "
+                     "(0-based, .iloc[5]): -inf)")}
     for name, (frame, message) in cases.items():
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
         assert main(["run", "effect-curve", "--data", str(tmp_path / f"{name}.csv"), "--no-progress"]) == 2, name

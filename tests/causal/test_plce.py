@@ -739,16 +739,17 @@ def test_data_file_problems_are_one_line_errors_naming_the_column(tmp_path, caps
                          "site": rng.choice(["a", "b", "c"], n)})
     cases = {
         "missing_category": (base.assign(site=base["site"].where(np.arange(n) != 6)), [],
-                             "'site' have missing values (first: 'site' at data row 7)"),
+                             "'site' have missing values (first: 'site' at data row 6 (0-based, .iloc[6]))"),
         "constant": (base.assign(const=1.0), [], "constant.csv: control column(s) 'const' are constant"),
         "one_row": (base.head(1), [], "y: too few rows: cross-fitting with n_folds=5 needs at least 10 rows (2 per "
                                       "fold), got 1;"),
         "inf": (base.assign(x1=np.where(np.arange(n) == 5, np.inf, base["x1"])), [],
-                "column 'x1' has 1 missing or non-finite value(s) (first at data row 6: inf)"),
+                "column 'x1' has 1 missing or non-finite value(s) (first at data row 5 (0-based, .iloc[5]): inf)"),
         "identifier": (base.assign(person=[f"p{i}" for i in range(n)]), [], "'person' is text with 120 distinct"),
         "repeated": (base, ["--controls", "x1,x1,site"], "controls: 'x1' given more than once; name each column once"),
         "typo": (base.assign(x2=np.where(np.arange(n) == 4, "1.2.3", rng.normal(size=n).astype(str))), [],
-                 "'x2' is mostly numeric but has non-numeric values (first at data row 5: '1.2.3')"),
+                 "'x2' is mostly numeric but has non-numeric values (first at data row 4 "
+                 "(0-based, .iloc[4]): '1.2.3')"),
     }
     for name, (df, extra, message) in cases.items():
         path = tmp_path / f"{name}.csv"
@@ -860,7 +861,8 @@ def test_a_mostly_numeric_text_column_is_a_typo_not_categories():
 
     df = pd.DataFrame({"y": [1.0, 2, 3, 4], "t": [0.0, 1, 0, 1], "x": ["1.5", "2.5", "abc", "0.5"],
                        "site": ["a", "b", "a", "c"]})
-    with pytest.raises(PyrozooError, match=r"control column 'x' is mostly numeric .* data row 3: 'abc'"):
+    with pytest.raises(PyrozooError, match=r"control column 'x' is mostly numeric .* data row 2 "
+                                           r"\(0-based, \.iloc\[2\]\): 'abc'"):
         frame_to_arrays(df, "y", "t")
     _, _, X, _ = frame_to_arrays(df.drop(columns="x"), "y", "t")
     assert list(X.columns) == ["site_b", "site_c"]

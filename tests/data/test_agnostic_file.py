@@ -117,11 +117,14 @@ BAD = {
     "text feature": ({"target": "income", "protected": "sex"}, _with(city="x"),
                      r"column\(s\) 'city' are not numeric; .*-o features=a,b"),
     "named text feature": ({"target": "income", "protected": "sex", "features": "a,city"}, _with(city="x"),
-                           r"column 'city' has non-numeric values \(first at data row 1: 'x'\)"),
+                           r"column 'city' has non-numeric values \(first at data row 0 "
+                           r"\(0-based, \.iloc\[0\]\): 'x'\)"),
     "nan feature": ({"target": "income", "protected": "sex"}, _with(b=_set("b", 3, np.nan)),
-                    r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 4"),
+                    r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 3 "
+                    r"\(0-based, \.iloc\[3\]\)"),
     "inf feature": ({"target": "income", "protected": "sex"}, _with(a=_set("a", 0, np.inf)),
-                    r"column 'a' has 1 missing or non-finite value\(s\) \(first at data row 1"),
+                    r"column 'a' has 1 missing or non-finite value\(s\) \(first at data row 0 "
+                    r"\(0-based, \.iloc\[0\]\)"),
     "constant feature": ({"target": "income", "protected": "sex"}, _with(k=1.0), r"column\(s\) 'k' are constant"),
     "one target class": ({"target": "income", "protected": "sex"}, _with(income="high"),
                          r"target: column 'income' of data .* has only class 'high'; expected at least 2 classes"),

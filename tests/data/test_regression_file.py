@@ -55,7 +55,7 @@ def test_standardize_table_uses_population_moments(tmp_path):
     ({"outcome": "y", "features": "a,a"}, {}, r"features: .*'a'"),
     ({"outcome": "y"}, {"note": ["u"] * 30}, r"column\(s\) 'note' are not numeric; .* -o features=a,b"),
     ({"outcome": "y", "features": "a,note"}, {"note": ["u"] * 30},
-     r"column 'note' has non-numeric values \(first at data row 1: 'u'\)"),
+     r"column 'note' has non-numeric values \(first at data row 0 \(0-based, \.iloc\[0\]\): 'u'\)"),
     ({"outcome": "y"}, {"k": [1.0] * 30}, r"column\(s\) 'k' are constant"),
 ])
 def test_bad_tables_and_options_are_named(kwargs, extra, message, tmp_path):
@@ -68,7 +68,8 @@ def test_missing_values_are_named_by_column_and_data_row_and_few_rows_refused(tm
     path, df = _csv(tmp_path)
     df.loc[4, "b"] = np.nan
     df.to_csv(path, index=False)
-    with pytest.raises(PyrozooError, match=r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 5"):
+    with pytest.raises(PyrozooError, match=r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 4 "
+                                           r"\(0-based, \.iloc\[4\]\)"):
         read_regression_file(str(path), outcome="y")
     short, _ = _csv(tmp_path, "short.csv", n=2)
     with pytest.raises(PyrozooError, match="expected at least 3 data rows, got 2"):
@@ -79,7 +80,8 @@ def test_missing_values_are_named_by_column_and_data_row_and_few_rows_refused(tm
 @pytest.mark.parametrize("flags,message,extra", [
     ([], r"outcome: expected the name of the outcome column", {}),
     (["-o", "outcome=zz"], r"has no column\(s\) 'zz'", {}),
-    (["-o", "outcome=y"], r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 3", {"nan": True}),
+    (["-o", "outcome=y"], r"column 'b' has 1 missing or non-finite value\(s\) \(first at data row 2 "
+                          r"\(0-based, \.iloc\[2\]\)", {"nan": True}),
     (["-o", "outcome=y"], r"column\(s\) 'note' are not numeric", {"note": ["u"] * 30}),
     (["-o", "outcome=y", "-o", "n=10"], r"options: n applies only to the simulated data; with a data file", {}),
 ])

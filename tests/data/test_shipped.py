@@ -106,11 +106,13 @@ def test_na_spellings_are_labels_in_text_columns_and_missing_in_numeric_ones(tmp
     assert df["region"].tolist()[:2] == ["NA", "EU"] and df["region"].isna().tolist() == [False, False, True, False]
     assert df["who"].tolist() == ["None", "null", "n/a", "x"]
     assert str(df["y"].dtype) == "float64" and df["y"].isna().tolist() == [False, True, False, False]
-    for column, row in (("y", 2), ("x", 3)):
+    for column, row in (("y", 1), ("x", 2)):
         with pytest.raises(PyrozooError, match=rf"^data: column '{column}' has 1 missing or non-finite value\(s\) "
-                                               rf"\(first at data row {row}: nan\); drop or fill them"):
+                                               rf"\(first at data row {row} \(0-based, \.iloc\[{row}\]\): nan\); "
+                                               rf"drop or fill them"):
             numeric_column(df, column)
-    with pytest.raises(PyrozooError, match=r"^data: column 'region' has non-numeric values \(first at data row 1: "
+    with pytest.raises(PyrozooError, match=r"^data: column 'region' has non-numeric values \(first at data row 0 "
+                                           r"\(0-based, \.iloc\[0\]\): "
                                            r"'NA'\)"):
         numeric_column(df, "region")
 
@@ -126,9 +128,11 @@ def test_a_text_column_with_some_numbers_keeps_its_na_spelling_as_a_label(tmp_pa
 
 
 @pytest.mark.parametrize("text,message", [
-    ("x\n1\n2\n\n4\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 3: nan\)"),
-    ("x\n1\n  \n2\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 2: nan\)"),
-    ("x\n1\n\n2\nabc\n", r"column 'x' has non-numeric values \(first at data row 4: 'abc'\)"),
+    ("x\n1\n2\n\n4\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 2 "
+                       r"\(0-based, \.iloc\[2\]\): nan\)"),
+    ("x\n1\n  \n2\n", r"column 'x' has 1 missing or non-finite value\(s\) \(first at data row 1 "
+                      r"\(0-based, \.iloc\[1\]\): nan\)"),
+    ("x\n1\n\n2\nabc\n", r"column 'x' has non-numeric values \(first at data row 3 \(0-based, \.iloc\[3\]\): 'abc'\)"),
 ])
 def test_a_blank_line_in_a_one_column_file_is_a_missing_value_at_its_own_row(tmp_path, text, message):
     """pandas skips blank lines by default: the blank cell was dropped (3 observations fitted of 4) and the rows
@@ -175,7 +179,7 @@ def test_a_whitespace_only_line_at_the_end_adds_no_row_and_between_rows_is_missi
     df = read_table(str(path))
     assert df.shape == (4, 2) and df.iloc[3].tolist() == [3, 5]
     with pytest.raises(PyrozooError, match=r"column 'y' has 1 missing or non-finite value\(s\) \(first at data row "
-                                           r"3: nan\)"):
+                                           r"2 \(0-based, \.iloc\[2\]\): nan\)"):
         numeric_column(df, "y")
 
 
@@ -210,7 +214,8 @@ def test_rows_after_leading_blank_lines_keep_their_data_row_numbers_and_checks(t
 
     path = tmp_path / "h.csv"
     path.write_text("x\n\n\t\n1\n\t\n2\nabc\n")
-    with pytest.raises(PyrozooError, match=r"column 'x' has non-numeric values \(first at data row 4: 'abc'\)"):
+    with pytest.raises(PyrozooError, match=r"column 'x' has non-numeric values \(first at data row 3 "
+                                           r"\(0-based, \.iloc\[3\]\): 'abc'\)"):
         numeric_column(read_table(str(path)), "x")
     path.write_text("weight\n\n1,5\n2,25\n")  # decimal commas: the shift check, not a tokenizer error
     with pytest.raises(PyrozooError, match=r"has rows of 2 fields but its header row names 1 column"):
@@ -245,3 +250,40 @@ def test_blank_lines_after_a_header_with_quotes_add_no_rows(tmp_path, text, name
     df = read_table(str(path))
     assert list(df.columns) == names
     assert df.to_dict("list") == {names[0]: [1, 3], names[1]: [2, 4]} and str(df[names[0]].dtype) == "int64"
+
+
+def test_data_rows_in_messages_are_0_based_as_obs_id_and_the_docs(tmp_path, capsys):
+    """QA: "data row" in --data messages was 1-based (a NaN at .iloc[5] was "first at data row 6"), while docs/bnn.md,
+    obs_id, meta["rows"] and agnostic's split_rows number data rows from 0. Every reader now names the 0-based row,
+    for a feature, the outcome, the agnostic reader and the CLI alike, and that row of the file holds the value."""
+    import numpy as np
+    import pandas as pd
+
+    from pyrozoo.cli import main
+    from pyrozoo.data.agnostic_file import read_agnostic_file
+    from pyrozoo.data.regression_file import read_regression_file
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30), "y": rng.normal(size=30),
+                       "g": ["u", "v"] * 15})
+    for column in ("a", "y"):
+        bad = df.copy()
+        bad.loc[5, column] = np.nan
+        path = tmp_path / f"miss_{column}.csv"
+        bad.drop(columns="g").to_csv(path, index=False)
+        assert np.isnan(pd.read_csv(path).iloc[5][column])
+        message = (rf"column '{column}' has 1 missing or non-finite value\(s\) \(first at data row 5 \(0-based, "
+                   r"\.iloc\[5\]\): nan\)")
+        with pytest.raises(PyrozooError, match=message):
+            read_regression_file(str(path), outcome="y")
+        assert main(["run", "bnn", "--data", str(path), "-o", "outcome=y", "--steps", "2", "-o", "swa_epochs=2",
+                     "--device", "cpu", "--out", str(tmp_path / "r")]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    text = df.assign(b=df["b"].astype(object))
+    text.loc[7, "b"] = "abc"
+    path = tmp_path / "text.csv"
+    text.to_csv(path, index=False)
+    with pytest.raises(PyrozooError, match=r"column 'b' has non-numeric values \(first at data row 7 \(0-based, "
+                                           r"\.iloc\[7\]\): 'abc'\)"):
+        read_agnostic_file(str(path), 0, target="g", protected="y", features="a,b")
+    assert not (tmp_path / "r").exists()

@@ -456,7 +456,7 @@ def test_missing_group_ids_in_a_file_are_named_by_column_and_data_row(tmp_path):
     path = tmp_path / "g.csv"
     df.to_csv(path, index=False)
     with pytest.raises(PyrozooError, match=r"^data .*g\.csv: group column 'site' has 2 missing value\(s\) \(first at "
-                                           r"data row 4\); every row needs a group id"):
+                                           r"data row 3 \(0-based, \.iloc\[3\]\)\); every row needs a group id"):
         registry.get("plce").from_file(str(path), 0, groups="site")
 
 

@@ -824,12 +824,13 @@ def test_a_data_file_with_missing_or_text_values_names_the_column_and_row(tmp_pa
     df.loc[6, "b"] = np.nan
     df.to_csv(nan, index=False)
     assert main(["run", "regime-scm", "--data", str(nan), "-o", "graph=a->b->c", "--out", str(tmp_path / "r")]) == 2
-    assert "column 'b' has 1 missing or non-finite value(s) (first at data row 7" in capsys.readouterr().err
+    assert ("column 'b' has 1 missing or non-finite value(s) (first at data row 6 "
+            "(0-based, .iloc[6])") in capsys.readouterr().err
     text = _chain_csv(tmp_path, "text.csv", extra={"d": ["u"] * 600})
     # a text column is skipped unless the graph names it: then it is refused, not dropped
     assert main(["run", "regime-scm", "--data", str(text), "-o", "graph=a->b->c, d", "--out",
                  str(tmp_path / "r")]) == 2
-    assert "column 'd' has non-numeric values (first at data row 1: 'u')" in capsys.readouterr().err
+    assert "column 'd' has non-numeric values (first at data row 0 (0-based, .iloc[0]): 'u')" in capsys.readouterr().err
 
 
 def test_the_graph_option_is_for_data_files_and_the_bad_graph_is_refused_before_the_file_is_read(monkeypatch,
