@@ -221,12 +221,19 @@ class Result:
 
 def draws_sd(draws: Any, axis: int | None = None) -> Any:
     """The sd of posterior draws as ``az.summary`` reports it: ddof 1, sqrt(sum_s (x_s - xbar)^2 / (S - 1)), over
-    ``axis`` (all draws when ``None``); NaN for a single draw, without numpy's warning."""
+    ``axis`` (all draws when ``None``); NaN for a single draw, without numpy's warning. The draws are scaled by the
+    power of two at their largest |value| first (exact) and the sd scaled back: the squares of draws near 1e-300
+    underflowed to an sd of 0 (beta's draws for data of scale 1e150), those of draws near 1e300 overflowed to inf."""
     draws = np.asarray(draws, dtype=float)
     count = draws.size if axis is None else draws.shape[axis]
     if count < 2:
         return np.full(np.delete(draws.shape, axis) if axis is not None else (), np.nan)[()]
-    return draws.std(axis=axis, ddof=1)
+    with np.errstate(invalid="ignore"):  # an all-NaN slice: its max is NaN, and so is its sd
+        big = np.max(np.abs(draws), axis=axis, keepdims=True)
+    # 2^e with big = m 2^e, 0.5 <= m < 1 (so every scaled |draw| is < 1); 1 for all-zero or non-finite slices
+    scale = np.where((big > 0) & np.isfinite(big), np.ldexp(1.0, np.frexp(big)[1]), 1.0)
+    sd = (draws / scale).std(axis=axis, ddof=1, keepdims=True) * scale
+    return sd.reshape(())[()] if axis is None else np.squeeze(sd, axis=axis)
 
 
 def stack_chains(per_chain: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -282,3 +282,20 @@ def test_the_inference_data_records_the_requested_inference_as_the_saved_run_doe
     assert memory["inference_requested"] == "gibbs"
     assert {k: v for k, v in memory.items() if k != "created_at"} == {k: v for k, v in saved.items()
                                                                       if k != "created_at"}
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1.0, 1e160, 1e300])
+def test_draws_sd_neither_underflows_nor_overflows_at_extreme_scales(scale):
+    # beta's draws for data of scale 1e150 are ~1e-300: their squares underflowed and the recorded sd was 0.0
+    import warnings
+
+    from pyrozoo.inference.result import draws_sd
+
+    unit = 1.0 + 0.1 * np.random.default_rng(0).standard_normal((400, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow/underflow warnings either
+        total, per_column = draws_sd(scale * unit), draws_sd(scale * unit, axis=0)
+    assert total / scale == pytest.approx(unit.std(ddof=1), rel=1e-12)
+    np.testing.assert_allclose(per_column / scale, unit.std(axis=0, ddof=1), rtol=1e-12)
+    assert per_column.shape == (3,) and np.ndim(total) == 0
+    assert draws_sd(np.zeros(4)) == 0.0
