@@ -41,6 +41,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
+from pyrozoo.data.precision import coarse_columns
 from pyrozoo.data.regression_file import check_columns_exist, refuse_constant
 from pyrozoo.data.shipped import numeric_column, read_table
 from pyrozoo.errors import PyrozooError
@@ -249,7 +250,7 @@ def make_regime_dataset(
     g = nx.DiGraph(parents.numpy().astype(int))
     order = list(nx.lexicographical_topological_sort(g))
     # an offset large against a column's spread (1e8 + 3 N(0, 1)) leaves float32 a few distinct values, silently
-    coarse = _coarse(np.asarray(arr, dtype=np.float64), dtype, columns)
+    coarse = coarse_columns(np.asarray(arr, dtype=np.float64), dtype, columns)
     if coarse:
         also = "" if dtype == torch.float64 else f", or pass dtype=torch.float64 to make_regime_dataset (x as {dtype})"
         raise PyrozooError(f"x: {coarse}. Subtract a constant (e.g. the mean) from such a column: the fitted weights "
@@ -312,32 +313,6 @@ def _rescale_hint(x: torch.Tensor, columns: Sequence[Any]) -> str:
         unit = 10.0 ** math.floor(math.log10(float(x[:, j].abs().max())))
         parts.append(f"divide {columns[j]!r} by {unit:.0e}")
     return ", ".join(parts)
-
-
-# fewer than this many steps of the dtype's spacing (at a column's largest |value|) per standard deviation of the
-# column: the values are rounded to a coarse grid (1e8 + 3 N(0, 1) in float32, spacing 8, kept 3 distinct values)
-MIN_STEPS_PER_SD = 100
-
-
-def _coarse(values: np.ndarray, dtype: torch.dtype, columns: Sequence[Any]) -> str:
-    """The columns of ``values`` (float64, finite) whose sd is under :data:`MIN_STEPS_PER_SD` steps of ``dtype``'s
-    spacing at their largest |value| (sd < ~1e-5 max|x| in float32), as a message's ``expected ..., got ...``
-    (without the fix, which is the caller's path's); empty when none is."""
-    eps = torch.finfo(dtype).eps
-    name = str(dtype).removeprefix("torch.")
-    parts = []
-    for j, c in enumerate(columns):
-        v = values[:, j]
-        big, sd = float(np.abs(v).max()), float(v.std())
-        step = eps * 2.0 ** math.floor(math.log2(big)) if big > 0 else 0.0
-        if 0 < sd < MIN_STEPS_PER_SD * step:
-            kept = np.unique(torch.as_tensor(v, dtype=dtype).numpy()).size
-            parts.append(f"column {c!r} has sd {sd:.3g} around values as large as {big:.3g}, where {name} steps by "
-                         f"{step:.3g} ({kept} distinct values of {np.unique(v).size} kept; mean {np.mean(v):.7g})")
-    if not parts:
-        return ""
-    return (f"expected each column's sd to span at least {MIN_STEPS_PER_SD} steps of {name} at its largest |value| "
-            f"(else storing it in {name} rounds away most of its digits), got: {'; '.join(parts)}")
 
 
 SIMULATOR_DEFAULTS = {"n_vars": 10, "n_samples": 10000, "edge_prob": 0.3, "shift": 5.0, "obs_frac": 0.2,
@@ -427,7 +402,7 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
         if overflow:
             raise PyrozooError(f"{source}: {overflow}; rescale the data in the file ({_rescale_hint(x32, chosen)}) "
                                f"and scale the results back")
-        coarse = _coarse(values, torch.float32, chosen)
+        coarse = coarse_columns(values, torch.float32, chosen)
         if coarse:
             raise PyrozooError(f"{source}: {coarse}. The file is read in float32: subtract a constant (e.g. the "
                                f"mean) from such a column in the file (the fitted weights and scales do not change, "
