@@ -383,8 +383,9 @@ def read_regime_file(path: str, seed: int, *, graph: Any = "", columns: Any = ""
     chosen = parse_columns(columns)
     df = read_table(path)
     source = f"data {path}"
+    # the hint echoes the names given (a fixed "-o columns=a,b" read as if the user had typed it)
     check_columns_exist(source, [str(c) for c in df.columns], {"columns": chosen},
-                        hints={"columns": "-o columns=a,b"})
+                        hints={"columns": f"-o columns={','.join(chosen)}"})
     if not chosen:
         chosen = [str(c) for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) or str(c) in nodes]
     else:

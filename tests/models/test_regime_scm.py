@@ -798,7 +798,7 @@ def test_a_data_file_runs_from_the_cli_and_its_config_reruns(tmp_path, capsys):
     (["-o", "graph=a->b, b->d"], r"columns missing from the graph: 'c'; graph nodes not in the data: 'd'"),
     (["-o", "graph=a->, b->c"], r"graph item 1: expected a column name on each side of '->', got 'a->'"),
     (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"^pyrozoo: error: columns: data .*\.csv has no column\(s\) "
-                                                       r"'q' \(given by -o columns=a,b\); columns are a, b, c"),
+                                                       r"'q' \(given by -o columns=a,b,q\); columns are a, b, c"),
     # a graph node that is a column of the file, left out by -o columns, is not "not in the data"
     (["-o", "graph=a->b->c", "-o", "columns=a, b"], r"graph: names 'c', column\(s\) of .*\.csv that -o columns "
                                                     r"leaves out; add them to -o columns=\.\.\. or remove them"),
@@ -1576,3 +1576,16 @@ def test_adding_a_constant_to_a_column_leaves_the_svi_fit_unchanged(inference):
         assert ll == pytest.approx(ll0, abs=1e-4)
         np.testing.assert_allclose(r, r0, atol=1e-6)
         np.testing.assert_allclose(e, e0, atol=1e-6)
+
+
+def test_an_unknown_column_echoes_the_columns_option_as_given(tmp_path):
+    """-o columns=a,b,c,zz said "(given by -o columns=a,b)", a fixed example, not what was typed."""
+    from pyrozoo.models.regime_scm import read_regime_file
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [2.0, 1.0, 5.0], "c": [0.0, 4.0, 1.0], "id": [1, 2, 3]}).to_csv(
+        path, index=False)
+    for given in ("a,b,c,zz", " a, b ,c,zz", ["a", "b", "c", "zz"]):  # text, spaced text, a TOML list
+        with pytest.raises(PyrozooError, match=r"^columns: data .*d\.csv has no column\(s\) 'zz' \(given by -o "
+                                               r"columns=a,b,c,zz\); columns are a, b, c, id$"):
+            read_regime_file(str(path), 0, graph="a->b->c", columns=given)
