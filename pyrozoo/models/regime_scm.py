@@ -148,6 +148,9 @@ def _graph_to_parents(graph: Any, columns: Sequence[Any]) -> torch.Tensor:
         adj = nx.to_numpy_array(graph, nodelist=list(columns), weight=None) != 0
         g = graph
     else:
+        if graph is None:  # np.asarray(None, dtype=float) is a 0-d NaN: it was "got shape ()"
+            raise PyrozooError(f"graph: expected a networkx.DiGraph or a {n_vars} x {n_vars} adjacency matrix (one "
+                               "row per data column), got None")
         if isinstance(graph, pd.DataFrame):
             graph = _align_labelled_adjacency(graph, columns)
         try:
@@ -157,10 +160,16 @@ def _graph_to_parents(graph: Any, columns: Sequence[Any]) -> torch.Tensor:
                 f"graph: expected a networkx.DiGraph or an adjacency matrix, got {type(graph).__name__}"
             ) from None
         if adj.shape != (n_vars, n_vars):
+            got = f"the scalar {graph!r}" if adj.ndim == 0 else f"shape {adj.shape}"
             raise PyrozooError(f"graph: expected a {n_vars} x {n_vars} adjacency matrix (one row per data column), "
-                               f"got shape {adj.shape}")
-        if not np.isin(adj, (0.0, 1.0)).all():
-            raise PyrozooError("graph: expected a 0/1 adjacency matrix")
+                               f"got {got}")
+        bad = np.argwhere(~np.isin(adj, (0.0, 1.0)))
+        if bad.size:
+            j, i = (int(k) for k in bad[0])
+            more = f" ({len(bad)} such entries)" if len(bad) > 1 else ""
+            raise PyrozooError(f"graph: expected a 0/1 adjacency matrix (a[j, i] = 1 for the edge j -> i), got "
+                               f"{adj[j, i]:g} at row {columns[j]!r}, column {columns[i]!r} (the edge "
+                               f"{columns[j]} -> {columns[i]}){more}")
         adj = adj != 0
         g = nx.relabel_nodes(nx.from_numpy_array(adj.astype(int), create_using=nx.DiGraph), dict(enumerate(columns)))
     if np.diag(adj).any():

@@ -1589,3 +1589,20 @@ def test_an_unknown_column_echoes_the_columns_option_as_given(tmp_path):
         with pytest.raises(PyrozooError, match=r"^columns: data .*d\.csv has no column\(s\) 'zz' \(given by -o "
                                                r"columns=a,b,c,zz\); columns are a, b, c, id$"):
             read_regime_file(str(path), 0, graph="a->b->c", columns=given)
+
+
+@pytest.mark.parametrize("graph,message", [
+    (None, r"^graph: expected a networkx\.DiGraph or a 3 x 3 adjacency matrix \(one row per data column\), got None$"),
+    (5, r"^graph: expected a 3 x 3 adjacency matrix \(one row per data column\), got the scalar 5$"),
+    ([[0, 2, 0], [0, 0, 1], [0, 0, 0]], r"got 2 at row 'a', column 'b' \(the edge a -> b\)$"),
+    ([[0, 1, 0], [0, 0, -1], [0, 0, 0]], r"got -1 at row 'b', column 'c' \(the edge b -> c\)$"),
+    ([[0, 1, 0], [0, 0, np.nan], [0, 0, 0]], r"got nan at row 'b', column 'c' \(the edge b -> c\)$"),
+    ([[0, 0.5, 0], [0, 0, 1], [0.5, 0, 0]], r"got 0\.5 at row 'a', column 'b' \(the edge a -> b\) \(2 such entries\)$"),
+])
+def test_a_missing_graph_or_a_non_binary_adjacency_says_what_came(graph, message):
+    """None said "got shape ()"; an entry 2, -1, NaN or 0.5 said only "expected a 0/1 adjacency matrix"."""
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(30, 3)), columns=list("abc"))
+    with pytest.raises(PyrozooError, match=message) as err:
+        make_regime_dataset(x, graph)
+    if isinstance(graph, list):
+        assert str(err.value).startswith("graph: expected a 0/1 adjacency matrix (a[j, i] = 1 for the edge j -> i)")
