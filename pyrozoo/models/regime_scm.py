@@ -576,6 +576,17 @@ def simulate_regime_data(
 # --------------------------------------------------------------------------------------------------------------
 
 
+# the MLP mechanism's parameters (init_params): one MLP per variable (its first axis); W1's input is every
+# variable's value (masked to the parents) and the intervention flag; the hidden units have no labels (0..hidden-1)
+MLP_FLAG_INPUT = "intervention flag"
+MLP_DIMS: dict[str, list[str]] = {
+    "W1": ["variable", "mlp_input", "hidden"], "b1": ["variable", "hidden"],
+    "W2": ["variable", "hidden_in", "hidden"], "b2": ["variable", "hidden"],
+    "W3": ["variable", "hidden_in", "hidden"], "b3": ["variable", "hidden"],
+    "w_out": ["variable", "hidden"],
+}
+
+
 def init_params(parents: torch.Tensor, mechanism: str, hidden: int, *, dtype: torch.dtype = torch.float32,
                 device: Any = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Starting values: zero linear maps / a small random MLP, unit scales, uniform regime weights."""
@@ -1488,10 +1499,12 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
     result.predictive_fn = predictive_fn
     result.coords = {"regime": ["observational"] + [f"do({c})" for c in names], "variable": list(names),
                      "parent": list(names)}
+    if "W1" in posterior:
+        result.coords["mlp_input"] = [*names, MLP_FLAG_INPUT]
     dims = {"regime_probs": ["obs_id", "regime"], "encoder_probs": ["obs_id", "regime"], "x": ["obs_id", "variable"],
             "regime_weights": ["regime"], "scale_obs": ["variable"], "scale_int": ["variable"],
             "loc_obs": ["variable"], "loc_int": ["variable"], "W_obs": ["parent", "variable"],
-            "W_int": ["parent", "variable"], "b_out": ["variable"], "parents": ["parent", "variable"]}
+            "W_int": ["parent", "variable"], "b_out": ["variable"], "parents": ["parent", "variable"], **MLP_DIMS}
     result.dims.update({k: v for k, v in dims.items() if k in posterior or k in ("x", "parents")})
     result.dims.setdefault("x", ["obs_id", "variable"])
     return result

@@ -1606,3 +1606,33 @@ def test_a_missing_graph_or_a_non_binary_adjacency_says_what_came(graph, message
         make_regime_dataset(x, graph)
     if isinstance(graph, list):
         assert str(err.value).startswith("graph: expected a 0/1 adjacency matrix (a[j, i] = 1 for the edge j -> i)")
+
+
+def test_mlp_parameters_get_named_dims_in_the_inference_data():
+    """W1..W3, b1..b3 and w_out came out with ArviZ's default dims (W1_dim_0, ...): only the linear parameters had
+    names. Each MLP is now indexed by its variable, W1's input by the variables and the intervention flag."""
+    from pyrozoo.models.regime_scm import MLP_FLAG_INPUT
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(80)
+    df = pd.DataFrame({"a": a, "b": np.tanh(a) + rng.standard_normal(80), "c": rng.standard_normal(80)})
+    ds = make_regime_dataset(df, nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")]), mechanism="mlp", hidden=4)
+    config = RunConfig(model="regime-scm", inference="enum", steps=3, seed=0, progress=False,
+                       options={"pretrain_steps": 3, "restarts": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 3-step fit's label and convergence warnings are not the point
+        result = fit_regime_scm(ds, config)
+        post = result.to_inference_data().posterior
+    assert not [d for d in post.dims if "_dim_" in d], list(post.dims)
+    assert post["W1"].dims == ("chain", "draw", "variable", "mlp_input", "hidden")
+    assert list(post["mlp_input"].values) == ["a", "b", "c", MLP_FLAG_INPUT]
+    for k in ("W2", "W3"):
+        assert post[k].dims == ("chain", "draw", "variable", "hidden_in", "hidden")
+    for k in ("b1", "b2", "b3", "w_out"):
+        assert post[k].dims == ("chain", "draw", "variable", "hidden")
+    assert post.sizes["hidden"] == post.sizes["hidden_in"] == 4 and list(post["variable"].values) == ["a", "b", "c"]
+    # labels point at the right entries: the weight of input a into b's first hidden unit
+    w1 = np.asarray(result.params["W1"])
+    assert float(post["W1"].sel(variable="b", mlp_input="a", hidden=0).squeeze()) == pytest.approx(float(w1[1, 0, 0]))
+    assert float(post["W1"].sel(variable="c", mlp_input=MLP_FLAG_INPUT, hidden=3).squeeze()) == pytest.approx(
+        float(w1[2, 3, 3]))
