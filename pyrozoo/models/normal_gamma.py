@@ -82,10 +82,10 @@ def check_prior(mu0: float, mu_scale: float, a: float, b: float) -> None:
     check_positive("b", b, scalar=True)
 
 
-def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int = 2) -> torch.Tensor:
-    """``x`` as a 1-D ``dtype`` tensor of at least ``min_n`` finite values whose sum of squares is finite in that
-    dtype (|x| near 1e308, or 1e38 in float32, would make the sufficient statistics inf) and whose sd spans enough
-    steps of ``dtype`` at its largest |value| (:func:`~pyrozoo.data.precision.coarse_columns`, the criterion
+def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int = 1) -> torch.Tensor:
+    """``x`` as a 1-D ``dtype`` tensor of at least ``min_n`` (default 1) finite values whose sum of squares is finite
+    in that dtype (|x| near 1e308, or 1e38 in float32, would make the sufficient statistics inf) and whose sd spans
+    enough steps of ``dtype`` at its largest |value| (:func:`~pyrozoo.data.precision.coarse_columns`, the criterion
     regime-SCM applies: 1e7 + 0.3 N(0, 1) in float32 kept 3 distinct values and mu's posterior sd came out 2.5x too
     large)."""
     given, x = x, as_tensor("x", x, dtype=dtype)
@@ -108,7 +108,8 @@ def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int
 
 def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", truth: dict | None = None,
                  dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
-    """Validate ``x`` (1-D, finite, at least 2 values, a finite sum of squares), the prior (keys ``mu0``,
+    """Validate ``x`` (1-D, finite, at least 1 value: both priors are proper, so n = 1 has a proper posterior; a
+    finite sum of squares; not too coarse for ``dtype``, :func:`check_observations`), the prior (keys ``mu0``,
     ``mu_scale``, ``a``, ``b``) and ``dtype`` (floating), and pack them as a :class:`Dataset`."""
     check_keys("prior", prior, PRIOR_DEFAULTS)
     check_float_dtype("dtype", dtype)
@@ -128,7 +129,7 @@ def simulate_normal_gamma(seed: int, *, n: int = 100, mu_true: float = 1.0, sigm
     squares is finite (:func:`~pyrozoo.validation.check_normal_draws`; mu_true=nan was "x: expected finite
     values")."""
     seed = check_seed("seed", seed)
-    n = check_int("n", n, minimum=2)
+    n = check_int("n", n, minimum=1)
     mu_true = check_real("mu_true", mu_true)
     check_positive("sigma_true", sigma_true, scalar=True)
     check_normal_draws(n, ("sigma_true", sigma_true), ("mu_true", mu_true))
