@@ -46,7 +46,7 @@ from pyrozoo.validation import check_choice, check_seed, check_single_names
 
 # how `pyrozoo run effect-curve` spells the column options, for the errors of frame_to_arrays (no command of its own)
 COLUMN_FLAGS: dict[str, str] = {"outcome": "-o outcome=COLUMN", "treatment": "-o treatment=COLUMN",
-                                "controls": "-o controls=a,b"}
+                                "controls": "-o controls=NAME,..."}
 
 OPTIONS: dict[str, Any] = {
     # simulator

@@ -280,7 +280,8 @@ def _blank_header_columns(df: pd.DataFrame, columns: list[Any]) -> list[int]:
 # how `pyrozoo plce` and `pyrozoo run plce` spell each column option, for the errors of frame_to_arrays
 COLUMN_FLAGS: dict[str, str] = {
     option: f"--{option}, or -o {option}={value} with pyrozoo run"
-    for option, value in (("outcome", "COLUMN"), ("treatment", "COLUMN"), ("controls", "a,b"), ("groups", "COLUMN"))}
+    for option, value in (("outcome", "COLUMN"), ("treatment", "COLUMN"), ("controls", "NAME,..."),
+                          ("groups", "COLUMN"))}
 
 
 def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: str | list[str] = "",
@@ -316,7 +317,7 @@ def frame_to_arrays(df: pd.DataFrame, outcome: str, treatment: str, controls: st
                            f"be named there: leave the controls out (every other column), give them as a list "
                            f"(-o 'controls=[\"{comma[0]}\", ...]' with pyrozoo run, a list in Python) or rename "
                            f"the column") from None
-    controls_flag = flags.get("controls", "-o controls=a,b")
+    controls_flag = flags.get("controls", "-o controls=NAME,...")
     y = numeric_column(df, outcome, source=source)
     t = numeric_column(df, treatment, source=source)
     if groups and df[groups].isna().any():  # by column and data row, as for y, t and the controls

@@ -359,7 +359,7 @@ def test_cli_blank_header_column_and_recorded_controls(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "column 1 has no name in its header (a file written by DataFrame.to_csv with its index?)" in err
     # `pyrozoo run` has no --controls flag: only its own spelling is suggested
-    assert err.rstrip().endswith("name the controls with -o controls=a,b") and "--controls" not in err
+    assert err.rstrip().endswith("name the controls with -o controls=NAME,...") and "--controls" not in err
     fast = ["--num-samples", "10", "-o", "learner=ridge", "-o", "n_folds=2", "-o", "n_pseudo=0", "-o", "n_knots=3",
             "-o", "n_knots_x=3", "-o", "heterogeneity=linear"]
     out = tmp_path / "run"

@@ -809,7 +809,7 @@ def test_a_missing_column_names_the_option_and_its_flag(tmp_path, capsys):
         ("--outcome", "y", "--treatment", "t", "--groups", "g"): "groups: data {} has no column(s) 'g' (given by "
                                                                  "--groups, or -o groups=COLUMN with pyrozoo run)",
         ("--outcome", "y", "--treatment", "t", "--controls", "x1,x3"): "controls: data {} has no column(s) 'x3' "
-                                                                       "(given by --controls, or -o controls=a,b "
+                                                                       "(given by --controls, or -o controls=NAME,... "
                                                                        "with pyrozoo run)",
     }
     for flags, message in cases.items():

@@ -117,7 +117,8 @@ def test_a_constant_control_in_a_data_file_is_refused_naming_the_file_and_option
         path, index=False)
     for controls in ("", "x1,c"):
         with pytest.raises(PyrozooError, match=r"^data .*const\.csv: control column\(s\) 'c' are constant \(.*\); "
-                                               r"leave them out of the controls \((--controls, or )?-o controls=a,b"):
+                                               r"leave them out of the controls \((--controls, or )?"
+                                               r"-o controls=NAME,\.\.\."):
             registry.get(model).from_file(str(path), 0, controls=controls)
 
 
