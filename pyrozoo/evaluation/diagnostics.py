@@ -753,8 +753,11 @@ def min_ess(idata: az.InferenceData, var_names: str | list[str] | None = None) -
         return float("nan")
     with _quiet_arviz(idata, names):  # "Array contains NaN-value": the NaN components are the ones skipped here
         ess = az.ess(idata, var_names=names, method="bulk")
+    # ArviZ gives a component with inf draws a finite ESS (ranks keep it): skipped here as the docstring says
+    finite = [np.isfinite(np.asarray(idata.posterior[v].values, dtype=float)).all(axis=(0, 1)).reshape(-1)
+              for v in ess.data_vars]
     values = np.concatenate([np.asarray(ess[v].values, dtype=float).reshape(-1) for v in ess.data_vars])
-    values = values[~np.isnan(values)]  # np.nanmin of all NaN would warn "All-NaN slice"
+    values = values[np.concatenate(finite) & ~np.isnan(values)]  # np.nanmin of all NaN would warn "All-NaN slice"
     return float(values.min()) if values.size else float("nan")
 
 

@@ -761,3 +761,14 @@ def test_a_note_not_converged_names_tail_ess_nan_draws_and_other_sampler_warning
     assert figures["nonfinite"] == 1 and figures["converged"] is False
     assert figures["min_ess_tail"] == pytest.approx(float(check_table(idata).loc["b", "ess_tail"]), rel=1e-9)
     assert "1 component with NaN or inf draws" in convergence_note(figures)
+
+
+def test_min_ess_skips_a_component_with_inf_draws():
+    # ArviZ ranks inf draws and gives the component a finite ESS (about 76 here, below b's): skipped, as NaN is
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2, 100))
+    a[1, 7] = np.inf
+    idata = az.from_dict(posterior={"a": a, "b": rng.normal(size=(2, 100))})
+    assert float(az.ess(idata, var_names=["a"])["a"]) < float(az.ess(idata, var_names=["b"])["b"])
+    assert min_ess(idata) == pytest.approx(float(az.ess(idata, var_names=["b"])["b"]), rel=1e-12)
+    assert np.isnan(min_ess(idata, var_names=["a"]))
