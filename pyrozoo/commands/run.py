@@ -27,6 +27,8 @@ FLAGS = {
     "data": ("--data", str, "a data file (CSV) instead of the simulator; columns chosen by model options"),
 }
 
+BOOL_FLAGS = ("jit", "progress", "posterior_predictive", "log_likelihood")  # --X / --no-X, RunConfig's booleans
+
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="fit a zoo model and save the run")
@@ -102,27 +104,62 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
         data["model"] = args.model
     if "model" not in data:
         raise PyrozooError("model: name a model (`pyrozoo list` shows them) or give a --config with model = ...")
-    for dest in [*FLAGS, "jit", "progress", "posterior_predictive", "log_likelihood"]:
+    for dest in [*FLAGS, *BOOL_FLAGS]:
         value = getattr(args, dest)
         if value is not None:
             data[dest] = value
     if "data" in data:  # --data is read from the current directory, recorded resolved
         data["data"] = absolute_data_path(data["data"])
     options = data.get("options", {})
-    if not isinstance(options, dict):
-        raise PyrozooError(f"options: expected a table of model options ([options]), got {options!r}")
+    if not isinstance(options, dict):  # only the file can give options that are not a table
+        raise PyrozooError(f"{args.config}: options: expected a table of model options ([options]), got {options!r}")
     options = dict(options)
     given = [parse_option(o) for o in args.option]
     if given:
         from pyrozoo import registry
 
-        text_options = registry.get(data["model"]).text_options  # an unknown model is the usual one-line error
+        try:
+            text_options = registry.get(data["model"]).text_options  # an unknown model is the usual one-line error
+        except PyrozooError as exc:  # a model named by the file: the error names the file
+            name_file(exc, args.config, file_keys(args, file_data))
+            raise
         for text, (key, value) in zip(args.option, given, strict=True):
             # column names take the text as typed: -o outcome=true names the column "true", not the boolean
             options[key] = (text.split("=", 1)[1].strip() if key in text_options
                             and isinstance(value, (bool, int, float)) else value)
     data["options"] = options
     return RunConfig.from_dict(data, source=args.config or "config")
+
+
+def file_keys(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
+    """The names whose values in the run's config are the ``--config`` file's: its settings that no flag replaced,
+    its ``[options]`` that no ``--option`` replaced (by the option's name, as the errors about an option begin), and
+    ``options`` itself where every option came from the file (the errors about the options together)."""
+    flags = {dest for dest in [*FLAGS, *BOOL_FLAGS] if getattr(args, dest, None) is not None}
+    if args.model is not None:
+        flags.add("model")
+    keys = {k for k in file_data if k not in flags}
+    options = file_data.get("options")
+    if isinstance(options, dict):
+        replaced = {o.split("=", 1)[0].strip() for o in args.option}
+        keys.update(k for k in options if k not in replaced)
+        if args.option:
+            keys.discard("options")
+    return keys
+
+
+def name_file(exc: PyrozooError, path: str | None, keys: set[str]) -> PyrozooError:
+    """``exc`` with ``PATH: `` put before its message where the setting it begins with (``num_samples: ...``,
+    ``n: ...``, ``options for MODEL: ...``) took its value from the ``--config`` file ``path``, as its unknown keys
+    are named; an error about a value a flag gave is left as it is. Returns ``exc`` (changed in place, so its type
+    and traceback stay), for ``raise``."""
+    text = str(exc)
+    head = text.split(":", 1)[0]
+    if head.startswith("options for "):  # an unknown option: check_keys names the table
+        head = "options"
+    if path and head in keys and not text.startswith(f"{path}: "):
+        exc.args = (f"{path}: {text}",)
+    return exc
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -143,9 +180,11 @@ def handle(args: argparse.Namespace) -> int:
     unapplied: list[str] = []
     try:
         output = run_model(config, out=args.out, overwrite=args.overwrite, given=given, note=unapplied.append)
-    except BaseException:  # a fit that fails or is interrupted: what run_model said before it (and did) still said
+    except BaseException as exc:  # a fit that fails or is interrupted: what run_model said before it still said
         for text in unapplied:
             print(f"note: {text}", flush=True)
+        if isinstance(exc, PyrozooError):  # a bad value from the --config file: the error names the file
+            name_file(exc, args.config, file_keys(args, file_data))
         raise
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")

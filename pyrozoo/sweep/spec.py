@@ -463,12 +463,14 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
             raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r}; give the [[models]] "
                                f"blocks distinct labels or make their values distinct")
         seen[cell.key] = cell
-    return SweepSpec(name=name, out=expand_home("out", out_dir, what="a directory path"), cells=cells,
-                     source=source)
+    out_path = expand_home("out" if out is not None else "sweep.out", out_dir, what="a directory path")
+    return SweepSpec(name=name, out=out_path, cells=cells, source=source)
 
 
 def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
-    """Read and validate a sweep file (see the module docstring for the format)."""
+    """Read and validate a sweep file (see the module docstring for the format). An error about the file's
+    contents names it before the key (``sweep.toml: models[0].grid.options.n: ...``); one about ``out`` (the
+    command line's ``--out``) does not."""
     path = Path(path)
     if not path.is_file():
         raise PyrozooError(f"sweep: file {path} does not exist")
@@ -477,7 +479,13 @@ def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise PyrozooError(f"sweep: {path} is not valid TOML ({exc})") from None
-    return parse_spec(data, source=str(path), out=out, base_dir=path.parent)
+    try:
+        return parse_spec(data, source=str(path), out=out, base_dir=path.parent)
+    except PyrozooError as exc:  # named here, where the file is known, not in each check; changed in place
+        text = str(exc)
+        if not text.startswith(f"{path}: ") and not (out is not None and text.startswith("out: ")):
+            exc.args = (f"{path}: {text}",)
+        raise
 
 
 def describe(cells: Sequence[Cell]) -> str:

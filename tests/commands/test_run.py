@@ -143,3 +143,54 @@ def test_the_note_of_a_removed_temporary_is_printed_when_the_fit_then_fails(tmp_
     assert f"note: removed 1 temporary directory that a run of {tmp_path / 'r8'} killed while saving left beside " \
            f"it: {killed.name}" in captured.out
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ('num_samples = "10"', "num_samples: expected an integer >= 1, got '10'"),
+    ("seed = -1", "seed: expected an integer seed in [0, 2**32 - 1]"),
+    ("lr = -1", "lr: expected a finite value > 0, got -1"),
+    ("num_chains = 0", "num_chains: expected an integer >= 1, got 0"),
+    ('device = "gpu"', "device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"),
+    ('inference = "foo"', "inference: normal-gamma supports"),
+    ("options = 3", "options: expected a table of model options"),
+    ('[options]\nn = "abc"', "n: option of normal-gamma expects an integer"),
+    ("[options]\nn = -5", "n: expected an integer >= 2, got -5"),  # the simulator's check, at load time
+    ("[options]\nzzz = 1", "options for normal-gamma: unknown key(s) zzz"),
+])
+def test_a_bad_value_in_the_config_file_names_the_file(tmp_path, capsys, setting, expected):
+    """QA: `pyrozoo run --config bad.toml` with num_samples = "10" in it said "num_samples: expected an integer >= 1,
+    got '10'" without the file, while an unknown key in the same file said "bad.toml: unknown key(s) ...". An error
+    about a value that came from the file now names the file before the key; nothing is written."""
+    config = tmp_path / "bad.toml"
+    config.write_text(f'model = "normal-gamma"\n{setting}\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pyrozoo: error: {config}: {expected}"), err
+    assert "\n" not in err and not out.exists()
+
+
+def test_an_unknown_model_in_the_config_file_names_the_file(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('model = "no-such-model"\n')
+    for extra in ([], ["-o", "n=20"]):  # -o reads the model's text options first: the same error
+        assert main(["run", "--config", str(config), "--out", str(tmp_path / "run"), *extra]) == 2
+        assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: model: unknown model 'no-such-model'")
+
+
+def test_a_bad_value_given_by_a_flag_over_the_config_file_does_not_blame_the_file(tmp_path, capsys):
+    """The flag's value replaces the file's: its error is the flag's, as without --config."""
+    config = tmp_path / "ok.toml"
+    config.write_text('model = "normal-gamma"\nnum_samples = 10\nseed = 3\n[options]\nn = -5\nmu_true = 1.0\n')
+    out = tmp_path / "run"
+    for flags, expected in ((["--num-samples", "0"], "num_samples: expected an integer >= 1, got 0"),
+                            (["-o", "n=-3"], "n: expected an integer >= 2, got -3"),
+                            (["-o", "n=20", "--seed", "-1"], "seed: expected an integer seed in [0, 2**32 - 1]"),
+                            (["-o", "n=20", "-o", "zzz=1"], "options for normal-gamma: unknown key(s) zzz")):
+        assert main(["run", "--config", str(config), "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pyrozoo: error: {expected}"), (flags, err)
+    # the file's own bad value, with an unrelated flag beside it, is still the file's
+    assert main(["run", "--config", str(config), "--out", str(out), "--seed", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: n: expected an integer >= 2, got -5")
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """The sweep file: expansion into cells, and every kind of bad input rejected before anything runs."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -187,7 +188,7 @@ def test_cli_reports_bad_input_in_one_line_and_writes_nothing(write_spec, tmp_pa
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pyrozoo: error: models[0].name: unknown model 'no-such-model'")
+    assert err.startswith(f"pyrozoo: error: {spec}: models[0].name: unknown model 'no-such-model'")
     assert "\n" not in err and not out.exists()
     malformed = write_spec("[[models]]\nname = normal-gamma\n", name="bad.toml")
     assert main(["sweep", str(malformed), "--out", str(out)]) == 2
@@ -352,7 +353,7 @@ def test_regime_scm_values_its_fit_refuses_are_counted_before_any_cell_runs(writ
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pyrozoo: error: models[0] (regime-scm): 3 of 6 cells are refused")
+    assert err.startswith(f"pyrozoo: error: {spec}: models[0] (regime-scm): 3 of 6 cells are refused")
     assert "\n" not in err and not out.exists()
     # split into blocks the model accepts, it is a sweep
     split = _regime(label="em", grid={"inference": ["em"], "options": {"restarts": [1, 2]}})
@@ -443,3 +444,34 @@ def test_a_leading_tilde_in_the_output_root_is_the_home_directory(tmp_path, monk
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert parse_spec(_with(sweep__out="~/sweeps/x")).out == tmp_path / "home" / "sweeps" / "x"
     assert parse_spec(VALID, out="~/y").out == tmp_path / "home" / "y"
+
+
+def test_an_error_about_the_sweep_files_contents_names_the_file(write_spec, tmp_path, capsys):
+    """QA: a bad value in a sweep file gave its key path (sweep.seeds: ...; models[0] (...): n: ...) but not the
+    file. load_spec (and so `pyrozoo sweep`) now puts the file before it; an error about --out does not."""
+    cases = {
+        "[sweep]\nseeds = [-1]\n[[models]]\nname = \"normal-gamma\"\n": "sweep.seeds: expected",
+        "[[models]]\nname = \"normal-gamma\"\n[models.grid.options]\nn = [\"abc\"]\n":
+            "models[0] (normal-gamma, seed 0, options.n='abc'): n: option of normal-gamma expects an integer",
+        "[sweep]\nout = \"~no-such-user-pyrozoo/x\"\n[[models]]\nname = \"normal-gamma\"\n": "sweep.out: expected",
+        "[[models]]\nnam = \"normal-gamma\"\n": "models[0]: unknown key(s) nam",
+    }
+    for text, expected in cases.items():
+        path = write_spec(text)
+        with pytest.raises(PyrozooError) as info:
+            load_spec(path)
+        assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+        out = tmp_path / "out"
+        flags = [] if expected.startswith("sweep.out") else ["--out", str(out)]  # --out would replace the file's
+        assert main(["sweep", str(path), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pyrozoo: error: {path}: {expected}") and "\n" not in err and not out.exists(), err
+    # an error that already begins with the file is not named twice
+    empty = write_spec("[sweep]\nseeds = 1\n")
+    with pytest.raises(PyrozooError, match=rf"^{re.escape(str(empty))}: no \[\[models\]\] block"):
+        load_spec(empty)
+    # --out is the command line's, not the file's
+    good = write_spec('[sweep]\nseeds = 1\n[[models]]\nname = "normal-gamma"\n')
+    for out in ("", "~no-such-user-pyrozoo/y"):
+        with pytest.raises(PyrozooError, match=r"^out: expected a directory path"):
+            load_spec(good, out=out)
