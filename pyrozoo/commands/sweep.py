@@ -17,7 +17,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local instance)")
     p.add_argument("--gpus-per-task", type=float, default=None,
                    help="GPUs per Ray task for CUDA cells (default 1; ray backend only)")
-    p.add_argument("--out", default=None, help="output root (default: [sweep].out or runs/sweeps/NAME)")
+    p.add_argument("--out", default=None,
+                   help="output root (default: [sweep].out or runs/sweeps/NAME; a relative one is relative to the "
+                        "current directory)")
     p.add_argument("--limit", type=int, default=None, help="run at most this many missing cells, then stop")
     p.add_argument("--skip-failed", dest="retry_failed", action="store_false",
                    help="do not retry cells that failed before")

@@ -3,7 +3,8 @@
 ```toml
 [sweep]
 name = "normal-gamma-demo"    # optional; also the default output directory runs/sweeps/NAME
-out = "runs/sweeps/demo"      # optional; the command line's --out wins; "~/..." is under the home directory
+out = "runs/sweeps/demo"      # optional; the command line's --out wins; "~/..." is under the home directory;
+                              # a relative out is relative to the current directory (data: to this file's)
 seeds = [0, 1, 2]             # a list of seeds, or an integer N meaning 0, 1, ..., N-1
 tiny = false                  # start every cell from its model's `tiny` settings (smoke sweeps)
 

@@ -475,3 +475,19 @@ def test_an_error_about_the_sweep_files_contents_names_the_file(write_spec, tmp_
     for out in ("", "~no-such-user-pyrozoo/y"):
         with pytest.raises(PyrozooError, match=r"^out: expected a directory path"):
             load_spec(good, out=out)
+
+
+def test_a_relative_out_is_relative_to_the_current_directory_and_data_to_the_file(tmp_path, monkeypatch):
+    """As docs/sweeps.md says: [sweep].out (like --out and the default) is taken from the current directory; a
+    relative data path in the same file from the sweep file's directory."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "obs.csv").write_text("x\n1.0\n2.0\n3.0\n")
+    (folder / "sweep.toml").write_text('[sweep]\nout = "results/x"\n[[models]]\nname = "normal-gamma"\n'
+                                       'data = "obs.csv"\noptions = { column = "x" }\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(folder / "sweep.toml")
+    assert spec.out.resolve() == elsewhere.resolve() / "results" / "x"
+    assert spec.cells[0].config["data"] == str(folder / "obs.csv")
