@@ -132,8 +132,9 @@ def _table(where: str, value: Any) -> dict[str, Any]:
 
 
 def _seeds(value: Any) -> Sequence[int]:
-    """``[sweep].seeds``: a list of seeds, each in [0, 2**32 - 1] (:func:`~pyrozoo.validation.check_seed`), or a
-    count N in [1, 2**32] meaning seeds 0..N-1 (a ``range``: nothing is built per seed before the cell count is
+    """``[sweep].seeds``: a list of seeds, each an integer in [0, 2**32 - 1] (:func:`~pyrozoo.validation.check_seed`;
+    an integral float such as 1.0 counts, 1.5 does not), or a count N in [1, 2**32] (3.0 counts too) meaning seeds
+    0..N-1 (a ``range``: nothing is built per seed before the cell count is
     checked against :data:`MAX_CELLS`)."""
     if isinstance(value, list):
         if not value:

@@ -491,3 +491,13 @@ def test_a_relative_out_is_relative_to_the_current_directory_and_data_to_the_fil
     spec = load_spec(folder / "sweep.toml")
     assert spec.out.resolve() == elsewhere.resolve() / "results" / "x"
     assert spec.cells[0].config["data"] == str(folder / "obs.csv")
+
+
+def test_an_integral_float_seed_in_a_sweep_counts_as_the_integer():
+    """As docs/sweeps.md says: seeds = [1.0] is seed 1 (one run directory with seeds = [1]), 1.5 is refused."""
+    as_float = parse_spec({"sweep": {"seeds": [1.0]}, "models": [{"name": "normal-gamma"}]})
+    as_int = parse_spec({"sweep": {"seeds": [1]}, "models": [{"name": "normal-gamma"}]})
+    assert [c.key for c in as_float.cells] == [c.key for c in as_int.cells] == ["normal-gamma/gibbs_seed1"]
+    assert as_float.cells[0].config["seed"] == 1 and type(as_float.cells[0].config["seed"]) is int
+    with pytest.raises(PyrozooError, match=r"^sweep\.seeds: expected an integer seed .*got 1\.5$"):
+        parse_spec({"sweep": {"seeds": [1.5]}, "models": [{"name": "normal-gamma"}]})
