@@ -689,7 +689,7 @@ def test_a_tilde_user_that_names_no_user_is_refused_by_every_path_argument(tmp_p
     spec = tmp_path / "sw.toml"
     spec.write_text('[sweep]\nname = "s"\nout = "~nosuchuserq/sw"\nseeds = 1\ntiny = true\n'
                     '[[models]]\nname = "normal-gamma"\n')
-    for argv, name in ((["sweep", str(spec), "--dry-run"], "out"),
+    for argv, name in ((["sweep", str(spec), "--dry-run"], f"{spec}: sweep.out"),  # the file's [sweep].out
                        (["run", "normal-gamma", "--out", "~nosuchuserq/r"], "out"),
                        (["run", "blr", "--data", "~nosuchuserq/d.csv"], "data")):
         assert main(argv + ["--no-progress"] * (argv[0] == "run")) == 2
