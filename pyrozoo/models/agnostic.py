@@ -809,7 +809,13 @@ def run_agnostic_svi(
       protected rows (all ``n_p`` at full batch), then one step of ``G_f`` and ``G_y`` through the reversal layer
       with the adversary held fixed. Every ``adv_reset`` iterations (0: never) the adversary is re-initialized and
       trained ``adv_retrain`` steps on the frozen features, so the extractor faces a fresh, converged probe rather
-      than the adversary it has co-adapted with. ``clip_norm > 0`` clips the extractor/target step's gradient norm.
+      than the adversary it has co-adapted with.
+
+    ``clip_norm > 0`` clips the gradient norm of ``G_f`` and ``G_y`` (the extractor and the target head's
+    variational parameters) to ``clip_norm``, separately from the adversary's: with ``adv_steps = 0`` the
+    adversary's parameters, stepped by the same optimizer, are clipped by their own norm (the two-timescale
+    adversary's Adam steps are not clipped). So at ``alpha = 0`` the extractor and target step is exactly a plain
+    classifier's, clipping included.
 
     A diverging run (a non-finite loss, features or adversary loss, or a parameter that left its range, such as a
     guide scale that underflowed to 0) stops with a :class:`PyrozooError` that names the rate to lower.
@@ -850,11 +856,16 @@ def run_agnostic_svi(
         elbo.differentiable_loss(scaled_model, scaled_guide, **model_kwargs)  # registers the network's params
     names = sorted(param_capture.trace.nodes)
     adv_names = _adversary_param_names(names) if adv_steps > 0 else set()
-    main_params = [store.get_param(k).unconstrained() for k in names if k not in adv_names]
+    # G_f and G_y (the extractor and the target head) and the adversary (h, W_p, b_p) are clipped by their own
+    # gradient norms: at alpha = 0 the extractor/target step is then exactly a plain classifier's, whatever the
+    # adversary's gradients are. With adv_steps = 0 the main optimizer also steps the adversary (joint_adv_params)
+    adversary = _adversary_param_names(names)
+    main_params = [store.get_param(k).unconstrained() for k in names if k not in adversary]
     adv_params = [store.get_param(k).unconstrained() for k in names if k in adv_names]
+    joint_adv_params = [store.get_param(k).unconstrained() for k in names if k in adversary and not adv_names]
     opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
     opt_kw = {"lr": lr, "momentum": momentum} if optimizer == "sgd" else {"lr": lr}
-    main_opt = opt_cls(main_params, **opt_kw)
+    main_opt = opt_cls(main_params + joint_adv_params, **opt_kw)
     main_sched = torch.optim.lr_scheduler.ExponentialLR(main_opt, gamma)
     net: AgnosticNetwork = model_kwargs["net"]
     adv_opt = torch.optim.AdamW(adv_params, lr=adv_lr, weight_decay=adv_weight_decay) if adv_params else None
@@ -941,8 +952,10 @@ def run_agnostic_svi(
             if not torch.isfinite(loss):
                 raise PyrozooError(f"svi: the loss became {float(loss.detach())} at step {step}; {main_fix}")
             loss.backward()
-            if clip_norm > 0:
+            if clip_norm > 0:  # each part by its own norm (see main_params above)
                 torch.nn.utils.clip_grad_norm_(main_params, clip_norm)
+                if joint_adv_params:
+                    torch.nn.utils.clip_grad_norm_(joint_adv_params, clip_norm)
             main_opt.step()
             main_sched.step()
             losses.append(float(loss.detach()) * n)
@@ -953,7 +966,7 @@ def run_agnostic_svi(
         bar.close()
         schedule.progress, schedule.hold = 1.0, False
         net.eval()
-        for prm in main_params + adv_params:
+        for prm in main_params + adv_params + joint_adv_params:
             prm.grad = None
     wall = time.perf_counter() - t0
     full = {**model_kwargs, "batch_size": None}
