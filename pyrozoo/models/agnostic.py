@@ -637,7 +637,6 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     check_positive("prior_scale", opts["prior_scale"])
     check_feature_dim(opts["feature_dim"])
     check_int("hidden", opts["hidden"], minimum=1)
-    check_int("batch_size", opts["batch_size"])
     check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))
     check_interval("momentum", opts["momentum"], 0.0, 1.0, high_open=True)
     check_lr_decay(opts["lr_decay"])
@@ -651,12 +650,29 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     opts["adversary_warmup"] = check_int("adversary_warmup", opts["adversary_warmup"], minimum=0)
     if not isinstance(opts["adv_standardize"], bool):
         raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
+    # the merged default adv_standardize=True only where it was given (the loaders pass the entry's defaults): a
+    # direct fit's network may have been built without it, and fit_agnostic checks against that network
+    check_batch_size(opts["batch_size"], opts["adv_standardize"] and "adv_standardize" in given)
     wd = opts["adv_weight_decay"]
     check_nonnegative("adv_weight_decay", wd)
     check_interval("clip_norm", opts["clip_norm"], 0.0, hint=" (0: no clipping)")
     if steps is not None:
         _check_option_combinations(given, opts, check_int("steps", steps))
     return opts
+
+
+def check_batch_size(batch_size: Any, standardize: bool) -> int:
+    """``batch_size`` as an int >= 0 (0: full batch). A standardizing adversary (``adv_standardize``: a BatchNorm
+    that, while training, standardizes each protected minibatch by its own mean and variance) needs at least 2
+    rows per minibatch, so 1 is refused with it. The protected plate draws ``min(batch_size, n_p)`` rows and the
+    two-timescale adversary ``min(2 * batch_size, n_p)``, with ``n_p >= 2`` (two protected classes), so every
+    other size gives each BatchNorm batch >= 2 rows."""
+    batch_size = check_int("batch_size", batch_size)
+    if batch_size == 1 and standardize:
+        raise PyrozooError("batch_size: expected 0 (full batch) or an integer >= 2 with adv_standardize=True (the "
+                           "adversary's BatchNorm standardizes each protected minibatch by its own mean and variance, "
+                           "which needs at least 2 rows), got 1; use batch_size >= 2, or adv_standardize=false")
+    return batch_size
 
 
 def check_lr_decay(lr_decay: Any) -> float:
@@ -844,6 +860,7 @@ def run_agnostic_svi(
     check_positive("adv_lr", adv_lr)
     check_interval("clip_norm", clip_norm, 0.0, hint=" (0: no clipping)")
     warm = min(check_int("adversary_warmup", adversary_warmup, minimum=0), num_steps)
+    check_batch_size(model_kwargs.get("batch_size") or 0, getattr(model_kwargs["net"], "standardize", False))
     set_seed(seed)
     n = max(int(model_kwargs["target_idx"].shape[0]), 1)
     scaled_model, scaled_guide = poutine.scale(model, 1.0 / n), poutine.scale(guide, 1.0 / n)
@@ -1004,6 +1021,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     opts = check_model_options(config.options)
     template = _network_of(dataset)
     _check_options_match_data(config.options, dataset, template)
+    check_batch_size(opts["batch_size"], template.standardize)
     device = resolve_device(config.device)
     kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dataset.model_kwargs().items()}
     x = kwargs["x"]

@@ -1228,3 +1228,44 @@ def test_alpha_zero_with_gradient_clipping_fits_a_plain_classifier(scheme):
     for name, value in plain_fit.params.items():
         if "extractor" in name or name.endswith(("w_y", "b_y")):
             assert torch.allclose(torch.as_tensor(agnostic_fit.params[name]), torch.as_tensor(value), atol=1e-6), name
+
+
+BATCH_OF_ONE = r"^batch_size: expected 0 \(full batch\) or an integer >= 2 with adv_standardize=True .* got 1"
+
+
+def test_batch_size_one_with_a_standardizing_adversary_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """QA: `-o batch_size=1` (with adv_standardize=True, the default) crashed in the first step with torch's
+    "Expected more than 1 value per channel when training" from the adversary's BatchNorm on a protected
+    minibatch of one row. It is now refused before any work: by the CLI (nothing written), by fit_agnostic
+    (checked against the dataset's network) and by run_agnostic_svi."""
+    import pandas as pd
+
+    from pyrozoo.cli import main
+    from pyrozoo.models.agnostic import AlphaSchedule, run_agnostic_svi
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.standard_normal(40), "b": rng.standard_normal(40),
+                          "inc": rng.integers(0, 2, 40), "sex": rng.choice(["f", "m"], 40)})
+    frame.to_csv(tmp_path / "people.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", "agnostic", "--data", "people.csv", "-o", "target=inc", "-o", "protected=sex", "-o",
+               "features=a,b", "--steps", "3", "-o", "batch_size=1", "--out", "runs/b1"])
+    assert rc == 2 and capsys.readouterr().err.startswith("pyrozoo: error: batch_size: expected 0 (full batch)")
+    assert not (tmp_path / "runs").exists()
+    data = _table_data()
+    with pytest.raises(PyrozooError, match=BATCH_OF_ONE):
+        _tiny_fit(data, batch_size=1)
+    kwargs = {**data.model_kwargs(), "batch_size": 1}
+    with pytest.raises(PyrozooError, match=BATCH_OF_ONE):
+        run_agnostic_svi(agnostic_model, make_agnostic_guide(), kwargs, schedule=AlphaSchedule(0.5), num_steps=1,
+                         progress=False)
+
+
+def test_batch_size_one_runs_without_standardizing_and_two_runs_with_it():
+    """The neighbours of the refused case: a network built with adv_standardize=False takes batch_size=1 (the
+    option's merged default True does not refuse it), and batch_size=2 gives every BatchNorm batch two rows."""
+    from pyrozoo.models.agnostic import attach_network
+
+    plain = attach_network(_table_data(rows=30), adv_standardize=False)
+    assert len(_tiny_fit(plain, batch_size=1).fit_stats["loss"]) == 3
+    assert len(_tiny_fit(_table_data(rows=30), batch_size=2).fit_stats["loss"]) == 3
