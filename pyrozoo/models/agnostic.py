@@ -635,12 +635,11 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     check_choice("schedule", opts["schedule"], SCHEDULES)
     check_probability("ramp", opts["ramp"])
     check_positive("prior_scale", opts["prior_scale"])
-    check_feature_dim(opts["feature_dim"])
-    check_int("hidden", opts["hidden"], minimum=1)
+    check_network_options(opts["feature_dim"], opts["hidden"], opts["adv_layers"], opts["adv_standardize"])
     check_choice("optimizer", opts["optimizer"], ("sgd", "adam"))
     check_interval("momentum", opts["momentum"], 0.0, 1.0, high_open=True)
     check_lr_decay(opts["lr_decay"])
-    for name in ("adv_steps", "adv_layers", "adv_reset", "adv_retrain"):
+    for name in ("adv_steps", "adv_reset", "adv_retrain"):
         check_int(name, opts[name])
     check_positive("adv_lr", opts["adv_lr"])
     check_choice("extractor_loss", opts["extractor_loss"], EXTRACTOR_LOSSES)
@@ -648,8 +647,6 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     check_choice("adversary_weight", opts["adversary_weight"], ADVERSARY_WEIGHTS)
     check_positive("max_adversary_weight", opts["max_adversary_weight"])
     opts["adversary_warmup"] = check_int("adversary_warmup", opts["adversary_warmup"], minimum=0)
-    if not isinstance(opts["adv_standardize"], bool):
-        raise PyrozooError(f"adv_standardize: expected true or false, got {opts['adv_standardize']!r}")
     # the merged default adv_standardize=True only where it was given (the loaders pass the entry's defaults): a
     # direct fit's network may have been built without it, and fit_agnostic checks against that network
     check_batch_size(opts["batch_size"], opts["adv_standardize"] and "adv_standardize" in given)
@@ -659,6 +656,19 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     if steps is not None:
         _check_option_combinations(given, opts, check_int("steps", steps))
     return opts
+
+
+def check_network_options(feature_dim: Any, hidden: Any, adv_layers: Any,
+                          adv_standardize: Any) -> tuple[int, int, int, bool]:
+    """The network options as ``(feature_dim, hidden, adv_layers, adv_standardize)``: ``feature_dim`` an integer
+    >= 2 (:func:`check_feature_dim`), ``hidden`` (the MLP extractor's and the adversary's width) an integer >= 1,
+    ``adv_layers`` (the adversary's hidden layers; 0: linear) an integer >= 0, ``adv_standardize`` a bool."""
+    feature_dim = check_feature_dim(feature_dim)
+    hidden = check_int("hidden", hidden, minimum=1)
+    adv_layers = check_int("adv_layers", adv_layers)
+    if not isinstance(adv_standardize, (bool, np.bool_)):
+        raise PyrozooError(f"adv_standardize: expected true or false, got {adv_standardize!r}")
+    return feature_dim, hidden, adv_layers, bool(adv_standardize)
 
 
 def check_batch_size(batch_size: Any, standardize: bool) -> int:
@@ -715,7 +725,13 @@ def attach_network(data: Dataset, *, feature_dim: int = 16, hidden: int = 32, ad
     """Add the (untrained) network matching the inputs to ``data.inputs['net']``: the architecture that
     :func:`fit_agnostic` copies and trains (the dataset's network itself stays untrained, so one dataset serves any
     number of fits; :func:`fitted_network` gives a Result's trained one). The network options of a later fit
-    (``feature_dim``, ``hidden``, ``adv_layers``, ``adv_standardize``) must agree with these."""
+    (``feature_dim``, ``hidden``, ``adv_layers``, ``adv_standardize``) must agree with these; they are checked as
+    the entry checks them (:func:`check_network_options`) before anything is built."""
+    if not isinstance(data, Dataset):
+        raise PyrozooError(f"data: expected a Dataset (make_agnostic_data, digits_task, ...), got "
+                           f"{type(data).__name__}")
+    feature_dim, hidden, adv_layers, adv_standardize = check_network_options(feature_dim, hidden, adv_layers,
+                                                                             adv_standardize)
     net = AgnosticNetwork.for_inputs(data.inputs["x"], feature_dim=feature_dim, hidden=hidden,
                                      adversary_layers=adv_layers, standardize=adv_standardize)
     net.template = True  # fit_agnostic trains a copy; predict_proba refuses this untrained one

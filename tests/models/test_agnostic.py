@@ -1269,3 +1269,35 @@ def test_batch_size_one_runs_without_standardizing_and_two_runs_with_it():
     plain = attach_network(_table_data(rows=30), adv_standardize=False)
     assert len(_tiny_fit(plain, batch_size=1).fit_stats["loss"]) == 3
     assert len(_tiny_fit(_table_data(rows=30), batch_size=2).fit_stats["loss"]) == 3
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"hidden": 0}, r"^hidden: expected an integer >= 1, got 0$"),
+    ({"hidden": -3}, r"^hidden: expected an integer >= 1, got -3$"),
+    ({"adv_layers": -1}, r"^adv_layers: expected an integer >= 0, got -1$"),
+    ({"adv_layers": 2.5}, r"^adv_layers: expected an integer >= 0, got 2.5$"),
+    ({"feature_dim": 1}, r"^feature_dim: expected an integer >= 2"),
+    ({"adv_standardize": "yes"}, r"^adv_standardize: expected true or false, got 'yes'$"),
+])
+def test_attach_network_checks_the_network_options_as_the_entry_does(options, match):
+    """QA t21.py: attach_network took hidden=0 / -3 and adv_layers=-1 / 2.5 and failed later with raw torch errors
+    (in the fit, or while building); the entry's checks now run in attach_network, before anything is built."""
+    from pyrozoo.models.agnostic import attach_network, check_model_options
+
+    data = make_agnostic_data(*_user_arrays()[0])
+    with pytest.raises(PyrozooError, match=match):
+        attach_network(data, **options)
+    assert "net" not in data.inputs
+    with pytest.raises(PyrozooError, match=match):  # the same error as the CLI's
+        check_model_options(options)
+
+
+def test_attach_network_passes_the_converted_feature_dim_on():
+    """feature_dim=4.0 (an integral float, accepted by the checks) used to reach BatchNorm1d as a float (a raw
+    TypeError); the converted int is now what the network is built with."""
+    from pyrozoo.models.agnostic import attach_network
+
+    data = attach_network(_table_data(rows=30), feature_dim=4.0, hidden=np.int64(6), adv_layers=2.0)
+    net = data.inputs["net"]
+    assert (net.feature_dim, net.hidden, net.adversary_layers) == (4, 6, 2) and type(net.feature_dim) is int
+    assert len(_tiny_fit(data, batch_size=0).fit_stats["loss"]) == 3
