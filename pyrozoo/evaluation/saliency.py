@@ -9,7 +9,9 @@ Zeiler & Fergus / Simonyan et al. style). ``k`` runs over every unit of a row's 
 convolutional extractor's ``(C', h, w)`` map is flattened first. The extractor is evaluated in eval mode (BatchNorm
 on its running statistics, no dropout; its modes are restored after), so each row's output depends only on its own
 input and one backward pass gives all maps of a batch; the gradient is taken with respect to the input only, so the
-extractor's parameters' ``.grad`` are left as they were.
+extractor's parameters' ``.grad`` are left as they were. The extractor may be an ``AgnosticNetwork`` (what
+``pyrozoo.models.agnostic.fitted_network`` returns: its ``G_f``, ``.extractor``, is used), and ``x`` is cast to the
+extractor's parameter dtype and device (as ``predict_proba`` does), so float64 images work with a float32 network.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from pyrozoo.errors import PyrozooError
 
 def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Saliency maps ``(N, H, W)``, ``S_hw = max_c |d z_k* / d x_chw|`` with ``k* = argmax_k z_k`` over all units of
-    a row's features, for images ``x`` of shape ``(N, C, H, W)``; the extractor runs in eval mode."""
+    a row's features, for images ``x`` of shape ``(N, C, H, W)``; the extractor (a module, or an
+    ``AgnosticNetwork``, whose ``.extractor`` is used) runs in eval mode, on ``x`` cast to its parameters' dtype and
+    device."""
+    from pyrozoo.models.agnostic import AgnosticNetwork
+
+    if isinstance(extractor, AgnosticNetwork):  # fitted_network(result, data): the saliency of its G_f
+        extractor = extractor.extractor
+    if not isinstance(extractor, nn.Module):
+        raise PyrozooError(f"extractor: expected a torch module (G_f) or an AgnosticNetwork, got "
+                           f"{type(extractor).__name__}")
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] == 0:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise PyrozooError(f"x: expected a tensor of images (N, C, H, W) with N >= 1, got {got}")
@@ -31,6 +42,9 @@ def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
         raise PyrozooError(f"x: expected floating-point pixels, got dtype {x.dtype}")
     if not torch.isfinite(x).all():
         raise PyrozooError(f"x: expected finite pixels, got {int((~torch.isfinite(x)).sum())} NaN or inf")
+    ref = next(extractor.parameters(), None)
+    if ref is not None and torch.is_floating_point(ref):  # float64 images with a float32 network, CPU x with CUDA
+        x = x.to(device=ref.device, dtype=ref.dtype)
     x = x.detach().clone().requires_grad_(True)
     modes = {m: m.training for m in extractor.modules()}
     extractor.eval()  # train-mode BatchNorm mixes the rows of the batch (and would update its running statistics)

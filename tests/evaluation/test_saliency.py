@@ -83,3 +83,23 @@ def test_features_that_depend_on_the_parameters_but_not_on_x_are_refused_naming_
         feature_saliency(ext, torch.randn(2, 1, 3, 3))
     assert "parameters only" in str(err.value)
     assert ext.training and ext.w.grad is None
+
+
+def test_an_agnostic_network_and_float64_images_are_accepted():
+    """QA t15.py / t14.py: fitted_network's AgnosticNetwork (the docs point at this module for it) failed with torch's
+    "missing the required forward function", and float64 images with a float32 extractor with "Input type (double)
+    and bias type (float) should be the same". The network's G_f (.extractor) is used, and x is cast to the
+    extractor's parameter dtype and device."""
+    from pyrozoo.models.agnostic import AgnosticNetwork
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 8, 8)
+    net = AgnosticNetwork.for_inputs(x, feature_dim=4)
+    want = feature_saliency(net.extractor, x)
+    assert want.shape == (3, 8, 8) and want.dtype == np.float32 and (want > 0).any()
+    np.testing.assert_array_equal(feature_saliency(net, x), want)
+    np.testing.assert_allclose(feature_saliency(net.extractor, x.double()), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(feature_saliency(net, x.double()), want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(PyrozooError, match=r"^extractor: expected a torch module \(G_f\) or an AgnosticNetwork, got "
+                                           r"function$"):
+        feature_saliency(lambda v: v, x)
