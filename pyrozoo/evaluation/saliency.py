@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import check_finite, check_int
 
 
 def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -71,9 +72,23 @@ def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def least_correlated(maps_a: np.ndarray, maps_b: np.ndarray, k: int = 3) -> np.ndarray:
-    """Indices of the ``k`` images whose two maps correlate least (the paper's selection for Fig. 4)."""
-    a = maps_a.reshape(maps_a.shape[0], -1)
-    b = maps_b.reshape(maps_b.shape[0], -1)
+    """Indices of the ``min(k, N)`` images whose two maps correlate least (the paper's selection for Fig. 4), least
+    first, by the Pearson correlation of image ``i``'s two maps over their pixels, ``corr_i = mean_hw(u_i v_i)``
+    with ``u_i, v_i`` the maps standardized over their pixels. ``maps_a`` and ``maps_b``: finite arrays of one shape
+    ``(N, ...)``, one map per image, ``N >= 1``; ``k`` an integer >= 1 (a ``k`` above ``N`` gives all ``N``,
+    ordered)."""
+    k = check_int("k", k, minimum=1)
+    a, b = np.asarray(maps_a, dtype=np.float64), np.asarray(maps_b, dtype=np.float64)
+    if a.ndim < 2 or a.shape[0] == 0 or a[0].size == 0:
+        raise PyrozooError(f"maps_a: expected one map per image, shape (N, ...) with N >= 1 and at least one pixel, "
+                           f"got shape {a.shape}")
+    if b.shape != a.shape:
+        raise PyrozooError(f"maps_b: expected the shape of maps_a {a.shape} (the same images' maps), got shape "
+                           f"{b.shape}")
+    check_finite("maps_a", a)
+    check_finite("maps_b", b)
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
     a = (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-12)
     b = (b - b.mean(1, keepdims=True)) / (b.std(1, keepdims=True) + 1e-12)
     corr = (a * b).mean(1)

@@ -103,3 +103,29 @@ def test_an_agnostic_network_and_float64_images_are_accepted():
     with pytest.raises(PyrozooError, match=r"^extractor: expected a torch module \(G_f\) or an AgnosticNetwork, got "
                                            r"function$"):
         feature_saliency(lambda v: v, x)
+
+
+def test_least_correlated_orders_by_correlation_and_checks_k_and_shapes():
+    """QA: k=-1 silently returned 4 of 5 indices (argsort[:-1]), k=2.5 raised a raw TypeError and maps of different
+    counts a raw NumPy broadcast error. k is now an integer >= 1 (above the number of maps: all of them, ordered)
+    and the two arrays must have one shape."""
+    from pyrozoo.evaluation.saliency import least_correlated
+
+    rng = np.random.default_rng(0)
+    a = rng.random((5, 4, 4))
+    mix = np.array([1.0, 0.2, 0.6, 0.0, 0.9])[:, None, None]  # image 3 independent, image 0 identical
+    b = mix * a + (1 - mix) * rng.random((5, 4, 4))
+    corr = [np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for i in range(5)]
+    np.testing.assert_array_equal(least_correlated(a, b, 2), np.argsort(corr)[:2])
+    np.testing.assert_array_equal(least_correlated(a, b, 9), np.argsort(corr))
+    assert least_correlated(a, b, 5)[-1] == 0
+    for k in (-1, 0, 2.5, True, "2"):
+        with pytest.raises(PyrozooError, match=r"^k: expected an integer >= 1, got "):
+            least_correlated(a, b, k)
+    with pytest.raises(PyrozooError, match=r"^maps_b: expected the shape of maps_a \(5, 4, 4\) .*got shape "
+                                           r"\(4, 4, 4\)$"):
+        least_correlated(a, b[:4])
+    with pytest.raises(PyrozooError, match=r"^maps_a: expected one map per image, .*got shape \(0, 4, 4\)$"):
+        least_correlated(a[:0], b[:0])
+    with pytest.raises(PyrozooError, match=r"^maps_b: .*NaN"):
+        least_correlated(a, np.where(a > 0.5, np.nan, b))
