@@ -56,6 +56,8 @@ def _check_pair(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[np
         raise PyrozooError(f"{name} features: expected a 2-D array (rows, features), got shape {f.shape}")
     if f.shape[0] == 0:
         raise PyrozooError(f"{name} features: expected at least one row, got shape {f.shape}")
+    if f.shape[1] == 0:  # scikit-learn's scaler refuses it with a raw "Found array with 0 feature(s)"
+        raise PyrozooError(f"{name} features: expected at least one feature column, got shape {f.shape}")
     if f.shape[0] != y.shape[0]:
         raise PyrozooError(f"{name} labels: expected {f.shape[0]} labels (one per row), got {y.shape[0]}")
     check_finite(f"{name} features", f)

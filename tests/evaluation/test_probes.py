@@ -214,3 +214,16 @@ def test_equalized_odds_with_no_class_in_two_groups_is_nan_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert equalized_odds_difference([0, 0, 1, 1, 1], [1, 1, 0, 0, 1], [0, 0, 1, 1, 0]) == pytest.approx(1.0)
+
+
+def test_features_with_no_columns_are_refused_naming_the_split():
+    """QA t4.py: probe_leakage(F[:, :0], y, E[:, :0], ye) gave scikit-learn's raw "Found array with 0 feature(s)";
+    zero columns are refused by the pair check, as zero rows are, before any probe is fitted."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)), np.r_[np.zeros(10), np.ones(10)]
+    with pytest.raises(PyrozooError, match=r"^train features: expected at least one feature column, got shape "
+                                           r"\(20, 0\)$"):
+        probe_leakage(x[:, :0], y, x[:, :0], y)
+    with pytest.raises(PyrozooError, match=r"^eval features: expected at least one feature column, got shape "
+                                           r"\(20, 0\)$"):
+        probe_leakage(x, y, x[:, :0], y)
