@@ -1301,3 +1301,24 @@ def test_attach_network_passes_the_converted_feature_dim_on():
     net = data.inputs["net"]
     assert (net.feature_dim, net.hidden, net.adversary_layers) == (4, 6, 2) and type(net.feature_dim) is int
     assert len(_tiny_fit(data, batch_size=0).fit_stats["loss"]) == 3
+
+
+def test_accuracies_are_exact_ratios_of_counts():
+    """QA: the accuracies in metrics.json were float32 means (269/539 read 0.4990723431110382); they are now the
+    exact ratio of the counts, as float64 (0.49907235621521334), checked against predict_proba's argmax."""
+    from fractions import Fraction
+
+    from pyrozoo.models.agnostic import agnostic_metrics, predict_proba
+
+    train, probe, (xt, yt, pt) = _user_arrays(n=107)
+    test = (np.r_[xt, xt[:19]], np.r_[yt, yt[:19]], np.r_[pt, pt[:19]])  # 99 rows: k/99 (0 < k < 99) is no float32
+    data = _user_data(train, probe, test)
+    result = _user_fit(data, steps=5)
+    metrics = agnostic_metrics(result, data)
+    part = data.meta["splits"]["test"]
+    for key, x, labels, which in (("train_target_acc", data.inputs["x"][data.inputs["target_idx"]],
+                                   data.observed["y"], "y"),
+                                  ("test_target_acc", part["x"], part["y"], "y"),
+                                  ("test_adversary_acc", part["x"], part["p"], "p")):
+        hits = int((predict_proba(result, x, which=which, data=data).argmax(-1) == labels).sum())
+        assert metrics[key] == float(Fraction(hits, labels.shape[0])), key
