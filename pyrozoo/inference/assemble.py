@@ -191,7 +191,8 @@ def assemble_result(
     model has enumerated sites without draws, which a replay would draw from their prior: then they are left out,
     with a warning). ``params`` (a fit's own values, e.g. of the model's ``pyro.param`` sites) are what the
     model's ``pyro.param`` sites read, here and in the posterior predictive, whatever Pyro's global param store
-    holds.
+    holds. The result keeps host copies of them (:func:`owned_params`), so a later fit that goes on training the
+    same tensors (a PyroModule's ``nn.Parameter``, a reused AutoGuide) leaves them as they were.
 
     Before any of it, the pointwise log-likelihood's size, chain x draw x N, is checked against
     :data:`MAX_POINTWISE_VALUES` (:func:`check_pointwise_size`): an oversized one is left out, with a
@@ -248,7 +249,7 @@ def assemble_result(
         fit_stats=dict(fit_stats or {}),
         constant_data=constant,
         dims={**constant_dims, **dims},
-        params=dict(params or {}),
+        params=owned_params(params),
         config=dict(config or {}),
         seed=seed,
         wall_time=wall_time,
@@ -256,6 +257,14 @@ def assemble_result(
         guide=guide,
         predictive_fn=predictive_fn,
     )
+
+
+def owned_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``params`` with every tensor replaced by a detached copy on the host. ``.detach().cpu()`` alone is no copy
+    for a tensor already on the CPU: the Result would share memory with the live parameter, and the next fit would
+    change it in place (while on CUDA it would not, a copy being made there)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
+            for k, v in (params or {}).items()}
 
 
 class PosteriorPredictive:

@@ -537,3 +537,21 @@ def test_a_posterior_entry_named_after_an_observed_site_is_refused():
     post = {"mu": torch.zeros(2, 10), "y": torch.zeros(2, 10, 5)}
     with pytest.raises(PyrozooError, match=r"^posterior: the entry 'y' is an observed site of the model"):
         assemble_result("x", model, {"y": y}, post)
+
+
+def test_result_params_are_host_copies_of_the_tensors_given():
+    """assemble_result keeps its own copy of each param tensor: changing the live tensor afterwards (as a later fit
+    of a PyroModule's nn.Parameter or a reused guide does) leaves the Result's value alone; other entries pass."""
+    from pyrozoo.inference.assemble import owned_params
+
+    live = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    X = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    posterior = {"w": torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(2))}
+    res = assemble_result("test", regression, {"X": X, "y": torch.zeros(7)}, posterior,
+                          params={"live": live, "n": 3})
+    with torch.no_grad():
+        live.add_(10.0)
+    assert torch.equal(res.params["live"], torch.tensor([1.0, 2.0]))
+    assert res.params["n"] == 3 and not res.params["live"].requires_grad
+    assert res.params["live"].device.type == "cpu"
+    assert owned_params(None) == {}

@@ -787,3 +787,22 @@ def test_an_enumeration_marked_site_the_guide_draws_is_fitted_under_trace_elbo()
     res = run_svi(enum_model, guide, {"x": X}, elbo="trace", num_steps=3, progress=False, num_samples=4,
                   log_likelihood_fn=loglik)
     assert {"p", "loc"} <= set(res.posterior)
+
+
+def test_result_params_are_copies_a_later_fit_of_the_same_guide_leaves_alone():
+    """Result.params hold copies: on the CPU ``.detach().cpu()`` is no copy, and refitting the same AutoGuide (its
+    parameters outlive the param store's clear) used to change the first result's values in place."""
+    def mean_model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("obs_id", 20):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = torch.randn(20, generator=torch.Generator().manual_seed(0))
+    guide = AutoNormal(mean_model)
+    r1 = run_svi(mean_model, guide, {"y": y}, num_steps=100, lr=0.05, num_samples=4, seed=0, progress=False)
+    first = {k: v.clone() for k, v in r1.params.items()}
+    r2 = run_svi(mean_model, guide, {"y": y + 30}, num_steps=100, lr=0.05, num_samples=4, seed=0, progress=False)
+    assert float(r2.params["AutoNormal.locs.mu"]) > float(first["AutoNormal.locs.mu"]) + 1  # the second fit moved
+    for k, v in first.items():
+        assert torch.equal(r1.params[k], v), k
+        assert r1.params[k].data_ptr() != r2.params[k].data_ptr()
