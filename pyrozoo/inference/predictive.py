@@ -406,16 +406,33 @@ def _flatten_draws(posterior: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
 
 class FixedParams(Messenger):
     """Effect handler: the ``pyro.param`` sites named in ``values`` take those values (a fit's own parameters)
-    instead of reading, or creating, entries of Pyro's global param store; other param sites are left alone."""
+    instead of reading, or creating, entries of Pyro's global param store; other param sites are left alone.
+
+    A ``PyroModule``'s ``nn.Parameter`` (and an ``nn.Module``'s under ``pyro.module``) is read by the module
+    itself: its param site announces the live tensor and discards the value a handler sets. Such a tensor (the
+    site's initial value, an ``nn.Parameter``) holds the fit's value while the handler is active, and gets its own
+    back when the handler exits, also on an error."""
 
     def __init__(self, values: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         self.values = values
+        self._swapped: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
 
     def _pyro_param(self, msg: dict) -> None:
         value = self.values.get(msg["name"])
-        if value is not None:
-            msg["value"] = value
+        if value is None or msg["value"] is not None:  # nested: the innermost handler's value stands
+            return
+        msg["value"] = value
+        live = msg["args"][1] if len(msg["args"]) > 1 else msg["kwargs"].get("init_tensor")
+        if isinstance(live, torch.nn.Parameter) and id(live) not in self._swapped:
+            self._swapped[id(live)] = (live, live.data)
+            live.data = value.detach().to(dtype=live.dtype, device=live.device)
+
+    def __exit__(self, *args: Any) -> Any:
+        while self._swapped:
+            live, own = self._swapped.popitem()[1]
+            live.data = own
+        return super().__exit__(*args)
 
 
 def with_params(model: Model, params: Mapping[str, Any] | None, device: torch.device | None = None) -> Model:

@@ -587,3 +587,64 @@ def test_underscore_prefixed_latents_are_refused_by_svi_before_any_step_and_shap
         run_svi(model, AutoNormal(model), {"y": torch.ones(5)}, num_steps=200, num_samples=4, progress=False)
     with pytest.raises(PyrozooError, match=r"site '_mu' have shape \(2, 3, 5\); expected \(chain, draw\)"):
         assemble_result("exact", model, {"y": torch.zeros(5)}, {"_mu": torch.zeros(2, 3, 5)})
+
+
+class _ModuleRegression(pyro.nn.PyroModule):
+    """A PyroModule linear regression: the weight a latent, the bias a plain nn.Parameter (a pyro.param site)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = pyro.nn.PyroModule[torch.nn.Linear](2, 1)
+        self.lin.weight = pyro.nn.PyroSample(dist.Normal(0.0, 1.0).expand([1, 2]).to_event(2))
+
+    def forward(self, x, y=None):
+        mu = self.lin(x).squeeze(-1)
+        with pyro.plate("obs_id", x.shape[0]):
+            return pyro.sample("y", dist.Normal(mu, 0.3), obs=y)
+
+
+def test_a_pyromodule_parameter_reads_the_fits_value_in_a_later_posterior_predictive():
+    """A PyroModule reads its nn.Parameters itself, discarding the value a param handler sets: the posterior
+    predictive used whatever the module held by then (a second fit's bias, or one put in by hand), not
+    Result.params. The fit's values are now what it reads, and the module gets its own back afterwards."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyrozoo.inference import run_svi
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 2, generator=g)
+    Y = X @ torch.tensor([1.0, -1.0]) + 5.0 + 0.3 * torch.randn(40, generator=g)
+    m = _ModuleRegression()
+    r1 = run_svi(m, AutoNormal(m), {"x": X, "y": Y}, num_steps=400, lr=0.05, num_samples=50, seed=0,
+                 progress=False)
+    r2 = run_svi(m, AutoNormal(m), {"x": X, "y": Y + 50}, num_steps=400, lr=0.05, num_samples=50, seed=0,
+                 progress=False)
+    assert float(r2.params["lin.bias"]) > float(r1.params["lin.bias"]) + 10  # the module now holds the 2nd fit's
+    pp1 = r1.to_inference_data(posterior_predictive=True).posterior_predictive["y"].values
+    assert abs(pp1.mean() - float(Y.mean())) < 1.0
+    m.lin.bias = torch.nn.Parameter(torch.tensor([-100.0]))
+    pp1 = r1.to_inference_data(posterior_predictive=True).posterior_predictive["y"].values
+    assert abs(pp1.mean() - float(Y.mean())) < 1.0
+    ll = pointwise_log_likelihood(m, {k: torch.as_tensor(v) for k, v in r1.posterior.items()}, {"x": X, "y": Y},
+                                  params=r1.params)
+    np.testing.assert_allclose(ll["y"], r1.log_likelihood["y"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(m.lin.bias.detach(), torch.tensor([-100.0]))  # the module's own value is back
+
+
+def test_a_swapped_module_parameter_is_restored_when_the_model_fails():
+    from pyrozoo.inference.predictive import with_params
+
+    lin = pyro.nn.PyroModule[torch.nn.Linear](1, 1)
+    seen = []
+
+    def failing(x):
+        seen.append(float(lin(x).detach()))
+        raise RuntimeError("boom")
+
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+        lin.bias.fill_(1.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        with_params(failing, {"bias": torch.tensor([7.0])})(torch.ones(1, 1))
+    assert seen == [7.0]
+    assert float(lin.bias) == 1.0
