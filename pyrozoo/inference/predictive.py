@@ -488,6 +488,9 @@ def posterior_predictive(
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Draws of every observed site given each posterior draw; arrays of shape ``(chain, draw, *obs_shape)``.
+    With the observations left out of ``model_kwargs`` (``y=None``, e.g. at new inputs) the observed sites are the
+    model's sample sites that ``posterior`` has no draws of (:func:`unobserved_data_sites`), as for
+    ``pyro.infer.Predictive``: ``y* ~ p(y* | theta_s)`` at every draw, any enumerated site from its prior.
     Sites marked for (parallel) enumeration that ``posterior`` lacks are first drawn from their posterior given the
     data and the draw, ``z_s ~ p(z | y, theta_s)`` (Pyro's ``infer_discrete``, temperature 1), not from their prior:
     a mixture's replicate of y_i comes from the component y_i belongs to. ``infer_discrete`` does not handle
@@ -510,6 +513,16 @@ def deterministic_values(
     return _evaluate(model, posterior, model_kwargs, chunk_size, "deterministic", params)
 
 
+def unobserved_data_sites(trace: poutine.Trace, posterior: Mapping[str, Any]) -> list[str]:
+    """For a ``trace`` of the model without its observations (``y=None``, the out-of-sample idiom): the sites the
+    fit observed, i.e. its latent sites that ``posterior`` has no draws of (deterministic, enumerated, subsample and
+    ``_``-prefixed auxiliary sites are none of them), as ``pyro.infer.Predictive`` draws them. Empty when the trace
+    has an observed site (the data are given)."""
+    if observed_sites(trace):
+        return []
+    return [n for n in latent_sites(trace) if n not in posterior]
+
+
 def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     """Vectorized over draws when the model allows it, else one trace per draw.
 
@@ -517,9 +530,15 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     whose draws line up wrongly under the draws plate falls back to the loop instead of giving wrong values.
     Predictive draws are random and cannot be compared; they use the same layout the log-likelihood check passed,
     and fall back to the loop whenever that check fails. Deterministic values are checked as the log-likelihood is.
-    The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed)."""
+    The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed).
+    A posterior predictive of a model given without its observations draws the sites the fit observed
+    (:func:`unobserved_data_sites`), validated under stand-in values of them as the log-likelihood is."""
     model = with_params(model, params, replay_device(posterior, model_kwargs))
     trace = trace_model(model, model_kwargs)
+    unseen = unobserved_data_sites(trace, posterior) if mode == "predictive" else []
+    if unseen:  # the data left out (obs=None): stand-in values make them observed sites, which the replay draws
+        model = poutine.condition(model, {n: trace.nodes[n]["value"] for n in unseen})
+        trace = trace_model(model, model_kwargs)
     deterministic = deterministic_sites(trace)
     computed = set(deterministic)
     if mode == "deterministic":
@@ -534,7 +553,8 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     first_draw = {k: v[0] for k, v in flat.items()}
     proto = trace_model(poutine.condition(model, first_draw), model_kwargs)
     nesting = max_plate_nesting(proto)
-    enumerated = [n for n in enumerated_sites(trace) if n not in posterior]
+    # without data (unseen) there is nothing to condition the discrete latents on: they come from their prior
+    enumerated = [] if unseen else [n for n in enumerated_sites(trace) if n not in posterior]
     sequential = [n for n in enumerated if trace.nodes[n]["infer"].get("enumerate") != "parallel"]
     if predictive and sequential:  # infer_discrete enumerates parallel sites only; it skips the others
         warnings.warn(f"posterior_predictive: the site(s) {sequential} are marked for sequential enumeration, which "
