@@ -471,7 +471,8 @@ def pointwise_log_likelihood(
 ) -> dict[str, np.ndarray]:
     """``log p(y_i | theta_{c,d})`` for every observed site; arrays of shape ``(chain, draw, *obs_batch)``.
 
-    ``posterior`` maps latent site names to tensors of shape ``(chain, draw, *site_shape)`` on the model's device.
+    ``posterior`` maps latent site names to tensors of shape ``(chain, draw, *site_shape)`` on the model's device,
+    or to NumPy arrays (a ``Result.posterior`` given back), made tensors on the data's device (:func:`replay_draws`).
     ``params``: values of the model's ``pyro.param`` sites (a fit's ``Result.params``), used instead of Pyro's
     global param store (:func:`with_params`).
     """
@@ -523,6 +524,26 @@ def unobserved_data_sites(trace: poutine.Trace, posterior: Mapping[str, Any]) ->
     return [n for n in latent_sites(trace) if n not in posterior]
 
 
+def replay_draws(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``posterior`` with its NumPy arrays (a ``Result.posterior`` given back) made tensors on the replay device
+    (the data's, when no draw is a tensor): a float64 array stays float64, another floating one takes the dtype of
+    the model's floating data (the default dtype without any), an integer or boolean one keeps its kind. Tensors and
+    other entries are left as they are."""
+    if not any(isinstance(v, (np.ndarray, np.generic)) for v in posterior.values()):
+        return dict(posterior)
+    device = replay_device(posterior, model_kwargs)
+    floating = next((v.dtype for v in model_kwargs.values() if isinstance(v, torch.Tensor) and v.is_floating_point()),
+                    torch.get_default_dtype())
+    out = {}
+    for k, v in posterior.items():
+        if isinstance(v, (np.ndarray, np.generic)):
+            kind = np.asarray(v).dtype
+            dtype = (torch.float64 if kind == np.float64 else floating) if np.issubdtype(kind, np.floating) else None
+            v = torch.as_tensor(np.asarray(v), dtype=dtype, device=device)
+        out[k] = v
+    return out
+
+
 def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     """Vectorized over draws when the model allows it, else one trace per draw.
 
@@ -531,8 +552,10 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     Predictive draws are random and cannot be compared; they use the same layout the log-likelihood check passed,
     and fall back to the loop whenever that check fails. Deterministic values are checked as the log-likelihood is.
     The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed).
+    NumPy draws (``Result.posterior``) are made tensors first (:func:`replay_draws`).
     A posterior predictive of a model given without its observations draws the sites the fit observed
     (:func:`unobserved_data_sites`), validated under stand-in values of them as the log-likelihood is."""
+    posterior = replay_draws(posterior, model_kwargs)
     model = with_params(model, params, replay_device(posterior, model_kwargs))
     trace = trace_model(model, model_kwargs)
     unseen = unobserved_data_sites(trace, posterior) if mode == "predictive" else []

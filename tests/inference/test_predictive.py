@@ -675,3 +675,26 @@ def test_a_posterior_predictive_without_the_observations_draws_what_the_fit_obse
     assert np.corrcoef((pp["y"] / t_new.numpy()).mean(-1).ravel(), lam.numpy().ravel())[0, 1] > 0.3
     # with the data given, the same posterior's replicates are of the observed site as before
     assert posterior_predictive(_gamma_poisson, post, {"t": t, "y": y})["y"].shape == (2, 2000, 30)
+
+
+def test_a_results_numpy_posterior_given_back_replays_like_its_tensors():
+    """Result.posterior (NumPy arrays) given back to posterior_predictive / pointwise_log_likelihood failed inside
+    the model ('numpy.float64' object has no attribute ...): the arrays are made tensors on the data's device, a
+    float64 array float64, a float32 one at the data's dtype."""
+    g = torch.Generator().manual_seed(1)
+    t = 0.5 + torch.rand(6, generator=g, dtype=torch.float64)
+    y = torch.poisson(3.0 * t, generator=g)
+    lam = torch.distributions.Gamma(2.0 + y.sum(), 1.0 + t.sum()).sample((2, 5)).to(torch.float64)
+    kw = {"t": t, "y": y}
+    want = pointwise_log_likelihood(_gamma_poisson, {"lam": lam}, kw)["y"]
+    for arrays in ({"lam": lam.numpy(), "log_lam": lam.log().numpy()}, {"lam": lam.float().numpy()}):
+        ll = pointwise_log_likelihood(_gamma_poisson, arrays, kw)["y"]
+        assert ll.dtype == np.float64
+        np.testing.assert_allclose(ll, want, rtol=1e-6)
+        pp = posterior_predictive(_gamma_poisson, arrays, kw)
+        assert pp["y"].shape == (2, 5, 6)
+    from pyrozoo.inference.predictive import replay_draws
+
+    back = replay_draws({"lam": lam.float().numpy(), "k": np.zeros((2, 5), dtype=np.int64)},
+                        {"t": t.float(), "y": y.float()})
+    assert back["lam"].dtype == torch.float32 and back["k"].dtype == torch.int64
