@@ -22,11 +22,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     if args.model is not None:
         return _show(args.model)
+    rows = []  # every entry first: a broken one is an error before any of the table is printed
     for name in registry.names():
         entry = registry.get(name)
-        print(f"{name:<14} {entry.description}")
         data = ", ".join(["simulated", *entry.datasets])
-        print(f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {data}")
+        rows += [f"{name:<14} {entry.description}",
+                 f"{'':<14} inference: {', '.join(entry.inferences)}  |  data: {data}"]
+    print("\n".join(rows))
     print("`pyrozoo list MODEL` shows a model's options")
     return 0
 

@@ -33,3 +33,22 @@ def test_a_note_default_applies_only_to_an_option_without_one_and_may_stand_alon
     out = capsys.readouterr().out
     assert re.search(r"^  k +0\.5 +\(float\)$", out, flags=re.M), out  # no condition left: no trailing '; '
     assert re.search(r"^  w +3\.0 +\(float; default 9\.0; odd\)$", out, flags=re.M)  # a real default stays
+
+
+def test_a_broken_entry_is_an_error_before_any_of_the_table_is_printed(capsys, monkeypatch):
+    """`pyrozoo list` printed the rows before a broken registry entry, then failed: now every row is built first."""
+    from pyrozoo.errors import PyrozooError
+
+    def broken():
+        raise PyrozooError("inferences of zz-broken: expected a non-empty tuple of inference names, got 'svi'")
+
+    monkeypatch.setitem(registry._REGISTRY, "zz-broken", broken)  # sorted last: every other row comes before it
+    assert main(["list"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "inferences of zz-broken" in captured.err
+    monkeypatch.delitem(registry._REGISTRY, "zz-broken")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{registry.names()[0]:<14} ")
+    assert out.endswith("`pyrozoo list MODEL` shows a model's options\n")
