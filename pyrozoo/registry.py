@@ -334,6 +334,11 @@ class ZooModel:
                 raise PyrozooError(f"{where} returned the metric {key!r}, a name metrics.json keeps for "
                                    f"{RESERVED_METRICS[key]}; rename it")
             number = metric_number(value)
+            if key == "wall_time" and number != getattr(result, "wall_time", number):
+                # refused here, before the run is saved, not by save_run after the work (it keeps its own)
+                raise PyrozooError(f"{where} returned the metric 'wall_time' = {number!r}, but metrics.json keeps "
+                                   f"the run's own wall_time there ({result.wall_time!r}); give the metric "
+                                   f"another name (e.g. total_time) or the run's value")
             if number is not None:
                 out[key] = number
             elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -444,7 +449,8 @@ def _type_name(value: Any) -> str:
 
 # metrics.json keys that run_model and save_run write themselves (evaluation.diagnostics.CONVERGENCE_KEY; the run's
 # bookkeeping), so no entry's metric may take them. wall_time, which save_run writes too, is not among them: the
-# shipped spike-slab and regime-scm report it as a metric, the same value (save_run refuses a different one).
+# shipped spike-slab and regime-scm report it as a metric, the same value (compute_metrics refuses a different one,
+# as save_run does).
 RESERVED_METRICS = {
     "convergence": "the sampler's convergence figures (pyrozoo report reads them)",
     "inference": "the engine label of what ran",

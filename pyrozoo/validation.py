@@ -566,7 +566,8 @@ def check_figure_path(name: str, value: Any, *, make_parents: bool = False) -> P
         except (OSError, RuntimeError):  # a loop of links
             target = None
         if target is None or not target.parent.is_dir():
-            where = "a loop of links" if target is None else f"{str(target.parent)!r} does not exist"
+            where = ("a loop of links" if target is None else f"{str(target.parent)!r} "
+                     f"{'is not a directory' if target.parent.exists() else 'does not exist'}")
             raise PyrozooError(f"{name}: expected a file in an existing directory, got {text!r}, a symbolic link to "
                                f"{os.readlink(path)!r} ({where})")
     return path
@@ -769,11 +770,15 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
     def is_number(v: Any) -> bool:
         return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
-    def as_float(v: Any) -> Any:
-        if is_number(v):
-            return float(v)
-        if isinstance(v, (list, tuple)) and all(is_number(x) for x in v):
-            return [float(x) for x in v]
+    def as_float(key: str, v: Any) -> Any:
+        try:
+            if is_number(v):
+                return float(v)
+            if isinstance(v, (list, tuple)) and all(is_number(x) for x in v):
+                return [float(x) for x in v]
+        except OverflowError:  # an integer beyond float's range (1e309 written out in digits)
+            raise PyrozooError(f"{key}: {name} expects a number within float range (about 1.8e308), got "
+                               f"{str(v)[:40]}...") from None
         return v
 
     list_options, float_options = set(list_options), set(float_options)
@@ -781,7 +786,7 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
     for key, value in given.items():
         default = defaults.get(key)
         if key in float_options and not isinstance(default, numbers.Real):
-            out[key] = as_float(value)  # refused by the model's own checks if not a number
+            out[key] = as_float(key, value)  # refused by the model's own checks if not a number
             continue
         if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
@@ -795,7 +800,7 @@ def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[st
             # "1,2" on the command line is one string, not a list: say how to write one (TOML, as in a config file)
             want = "a number or a list of numbers, written in brackets as [1,2]" if key in list_options else "a number"
             if ok:
-                out[key] = as_float(value)
+                out[key] = as_float(key, value)
         else:
             continue
         if not ok:

@@ -239,3 +239,16 @@ def test_a_metric_named_like_save_runs_bookkeeping_is_refused(key):
     with pytest.raises(PyrozooError, match=rf"returned the metric '{key}', a name metrics\.json keeps for .*; "
                                            rf"rename it$"):
         entry.compute_metrics(None, None)
+
+
+def test_a_wall_time_metric_other_than_the_runs_is_refused_by_compute_metrics():
+    # save_run refused it only when saving, after the fit and the metrics; restating the run's own value is kept
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(wall_time=0.25)
+    entry = _entry(metrics=lambda result, dataset: {"wall_time": result.wall_time + 0.1})
+    with pytest.raises(PyrozooError, match=r"returned the metric 'wall_time' = 0\.35, but metrics\.json keeps the "
+                                           r"run's own wall_time there \(0\.25\); give the metric another name"):
+        entry.compute_metrics(result, None)
+    assert _entry(metrics=lambda result, dataset: {"wall_time": result.wall_time}).compute_metrics(result, None) == {
+        "wall_time": 0.25}

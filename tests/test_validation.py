@@ -758,3 +758,23 @@ def test_check_xy_states_a_row_minimum_only_when_there_is_one():
     with pytest.raises(PyrozooError, match=r"^x_pool: expected a 2-D array \(rows, features\) with at least one "
                                            r"column, got shape \(30,\)$"):
         run_active_learning(ActiveProblem("m", x[:, 1], x[:, 1], x[:5], x[:5, 1]), "acs-fw")
+
+
+def test_an_integer_beyond_float_range_for_a_float_option_is_a_clear_error():
+    # making it a float raised a raw OverflowError
+    huge = 10 ** 400
+    for given in ({"scale": huge}, {"scale": [1, huge]}):
+        with pytest.raises(PyrozooError, match=r"^scale: option expects a number within float range"):
+            check_option_types("option", given, DEFAULTS, list_options=("scale",))
+    with pytest.raises(PyrozooError, match=r"^noise: option expects a number within float range"):
+        check_option_types("option", {"noise": huge}, {"noise": None}, float_options=("noise",))
+
+
+def test_a_figure_link_whose_target_directory_is_a_file_says_so(tmp_path):
+    # the link branch said "does not exist" where the target's parent is a file, unlike the non-link branch
+    from pyrozoo.validation import check_figure_path
+
+    (tmp_path / "afile").touch()
+    (tmp_path / "l2.png").symlink_to(tmp_path / "afile" / "x.png")
+    with pytest.raises(PyrozooError, match=r"a symbolic link to .*x\.png' \('.*afile' is not a directory\)$"):
+        check_figure_path("plot", tmp_path / "l2.png")

@@ -23,13 +23,14 @@ def coarse_columns(values: np.ndarray, dtype: torch.dtype, columns: Sequence[Any
     steps of ``dtype``'s spacing at their largest |value| (sd < ~1e-5 max|x| in float32), as a message's
     ``expected ..., got ...`` (without the fix, which is the caller's path's); empty when none is. A constant
     column (sd 0) is not coarse: it is the caller's to allow or refuse."""
-    eps = torch.finfo(dtype).eps
+    info = torch.finfo(dtype)
+    eps, tiniest = info.eps, info.smallest_normal * info.eps  # below smallest_normal the step stays at the subnormal
     name = str(dtype).removeprefix("torch.")
     parts = []
     for j, c in enumerate(columns):
         v = values[:, j]
         big, sd = float(np.abs(v).max()), float(v.std())
-        step = eps * 2.0 ** math.floor(math.log2(big)) if big > 0 else 0.0
+        step = max(eps * 2.0 ** math.floor(math.log2(big)), tiniest) if big > 0 else 0.0
         if 0 < sd < MIN_STEPS_PER_SD * step:
             kept = np.unique(torch.as_tensor(v, dtype=dtype).numpy()).size
             parts.append(f"column {c!r} has sd {sd:.3g} around values as large as {big:.3g}, where {name} steps by "

@@ -230,8 +230,9 @@ def draws_sd(draws: Any, axis: int | None = None) -> Any:
         return np.full(np.delete(draws.shape, axis) if axis is not None else (), np.nan)[()]
     with np.errstate(invalid="ignore"):  # an all-NaN slice: its max is NaN, and so is its sd
         big = np.max(np.abs(draws), axis=axis, keepdims=True)
-    # 2^e with big = m 2^e, 0.5 <= m < 1 (so every scaled |draw| is < 1); 1 for all-zero or non-finite slices
-    scale = np.where((big > 0) & np.isfinite(big), np.ldexp(1.0, np.frexp(big)[1]), 1.0)
+    # 2^e with big = m 2^e, 0.5 <= m < 1 (so every scaled |draw| is < 1; e capped at 1023, as 2^1024 is inf, which
+    # leaves the scaled draws < 2); 1 for all-zero or non-finite slices
+    scale = np.where((big > 0) & np.isfinite(big), np.ldexp(1.0, np.minimum(np.frexp(big)[1], 1023)), 1.0)
     sd = (draws / scale).std(axis=axis, ddof=1, keepdims=True) * scale
     return sd.reshape(())[()] if axis is None else np.squeeze(sd, axis=axis)
 

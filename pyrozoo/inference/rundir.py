@@ -283,7 +283,7 @@ def save_run(
     if clashes:
         raise PyrozooError(f"metrics: {', '.join(f'{k!r} ({metrics[k]!r}, recorded {own[k]!r})' for k in clashes)} "
                            f"would replace what metrics.json records of the run itself; expected metric names "
-                           f"other than {sorted(own)}: rename them")
+                           f"other than {sorted(own)} (or the recorded value): rename them")
     out = check_out_dir(out, overwrite=overwrite)
     with replaced_atomically(out) as tmp:
 

@@ -25,3 +25,11 @@ def test_the_boundary_is_min_steps_of_the_spacing_at_the_largest_value_and_const
     assert coarse_columns(((MIN_STEPS_PER_SD * 0.99 * step) * (base - 1e4) + 1e4)[:, None], torch.float32, ["x"])
     assert coarse_columns(np.full((5, 1), 1e7), torch.float32, ["x"]) == ""  # sd 0: the caller's to judge
     assert coarse_columns(np.zeros((5, 1)), torch.float32, ["x"]) == ""
+
+
+def test_subnormal_values_step_by_the_smallest_subnormal():
+    # below float32's smallest normal (1.2e-38) the spacing stays 1.4e-45; eps * 2^floor(log2 x) went on shrinking,
+    # so 1e-43 + N(0, 2e-45) (7 distinct float32 values of 200) passed
+    v = (1e-43 + np.random.default_rng(0).normal(0, 2e-45, 200)).reshape(-1, 1)
+    assert "column 'x'" in coarse_columns(v, torch.float32, ["x"])
+    assert coarse_columns(v, torch.float64, ["x"]) == ""  # float64's subnormal step (5e-324) holds them

@@ -299,3 +299,15 @@ def test_draws_sd_neither_underflows_nor_overflows_at_extreme_scales(scale):
     np.testing.assert_allclose(per_column / scale, unit.std(axis=0, ddof=1), rtol=1e-12)
     assert per_column.shape == (3,) and np.ndim(total) == 0
     assert draws_sd(np.zeros(4)) == 0.0
+
+
+def test_draws_sd_of_draws_at_the_top_of_float_range():
+    # at |x| >= 2^1023 the power of two above them is inf: the sd was NaN (0 * inf) with overflow warnings
+    import warnings
+
+    from pyrozoo.inference.result import draws_sd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert draws_sd(np.array([1e308, 0.9e308])) == pytest.approx(np.sqrt(0.5) * 1e307, rel=1e-12)
+        assert draws_sd(np.array([[1.7e308, 1.6e308], [1.0, 3.0]]), axis=1)[1] == pytest.approx(np.sqrt(2), rel=1e-12)
