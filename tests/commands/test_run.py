@@ -154,7 +154,7 @@ def test_the_note_of_a_removed_temporary_is_printed_when_the_fit_then_fails(tmp_
     ('inference = "foo"', "inference: normal-gamma supports"),
     ("options = 3", "options: expected a table of model options"),
     ('[options]\nn = "abc"', "n: option of normal-gamma expects an integer"),
-    ("[options]\nn = -5", "n: expected an integer >= 2, got -5"),  # the simulator's check, at load time
+    ("[options]\nn = -5", "n: expected an integer >= 1, got -5"),  # the simulator's check, at load time
     ("[options]\nzzz = 1", "options for normal-gamma: unknown key(s) zzz"),
 ])
 def test_a_bad_value_in_the_config_file_names_the_file(tmp_path, capsys, setting, expected):
@@ -184,7 +184,7 @@ def test_a_bad_value_given_by_a_flag_over_the_config_file_does_not_blame_the_fil
     config.write_text('model = "normal-gamma"\nnum_samples = 10\nseed = 3\n[options]\nn = -5\nmu_true = 1.0\n')
     out = tmp_path / "run"
     for flags, expected in ((["--num-samples", "0"], "num_samples: expected an integer >= 1, got 0"),
-                            (["-o", "n=-3"], "n: expected an integer >= 2, got -3"),
+                            (["-o", "n=-3"], "n: expected an integer >= 1, got -3"),
                             (["-o", "n=20", "--seed", "-1"], "seed: expected an integer seed in [0, 2**32 - 1]"),
                             (["-o", "n=20", "-o", "zzz=1"], "options for normal-gamma: unknown key(s) zzz")):
         assert main(["run", "--config", str(config), "--out", str(out), *flags]) == 2
@@ -192,5 +192,5 @@ def test_a_bad_value_given_by_a_flag_over_the_config_file_does_not_blame_the_fil
         assert err.startswith(f"pyrozoo: error: {expected}"), (flags, err)
     # the file's own bad value, with an unrelated flag beside it, is still the file's
     assert main(["run", "--config", str(config), "--out", str(out), "--seed", "1"]) == 2
-    assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: n: expected an integer >= 2, got -5")
+    assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: n: expected an integer >= 1, got -5")
     assert not out.exists()
