@@ -410,8 +410,11 @@ class FixedParams(Messenger):
 
     A ``PyroModule``'s ``nn.Parameter`` (and an ``nn.Module``'s under ``pyro.module``) is read by the module
     itself: its param site announces the live tensor and discards the value a handler sets. Such a tensor (the
-    site's initial value, an ``nn.Parameter``) holds the fit's value while the handler is active, and gets its own
-    back when the handler exits, also on an error."""
+    site's initial value, an ``nn.Parameter``) holds a copy of the fit's value while the handler is active (a model
+    that writes into its parameter in place leaves the caller's ``values`` alone), and gets its own back when the
+    handler exits, also on an error. The site's value is then the live ``nn.Parameter`` itself: given another
+    tensor, ``pyro.module(..., update_module_params=True)`` would put that tensor into the module in place of its
+    ``nn.Parameter`` for good (a plain tensor without gradient, which no later fit trains)."""
 
     def __init__(self, values: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
@@ -422,11 +425,14 @@ class FixedParams(Messenger):
         value = self.values.get(msg["name"])
         if value is None or msg["value"] is not None:  # nested: the innermost handler's value stands
             return
-        msg["value"] = value
         live = msg["args"][1] if len(msg["args"]) > 1 else msg["kwargs"].get("init_tensor")
-        if isinstance(live, torch.nn.Parameter) and id(live) not in self._swapped:
+        if not isinstance(live, torch.nn.Parameter):
+            msg["value"] = value
+            return
+        if id(live) not in self._swapped:
             self._swapped[id(live)] = (live, live.data)
-            live.data = value.detach().to(dtype=live.dtype, device=live.device)
+            live.data = value.detach().to(dtype=live.dtype, device=live.device, copy=True)
+        msg["value"] = live
 
     def __exit__(self, *args: Any) -> Any:
         while self._swapped:

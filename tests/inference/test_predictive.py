@@ -698,3 +698,56 @@ def test_a_results_numpy_posterior_given_back_replays_like_its_tensors():
     back = replay_draws({"lam": lam.float().numpy(), "k": np.zeros((2, 5), dtype=np.int64)},
                         {"t": t.float(), "y": y.float()})
     assert back["lam"].dtype == torch.float32 and back["k"].dtype == torch.int64
+
+
+def test_replay_under_params_keeps_a_pyro_module_s_parameters_in_place():
+    """QA (I1): pyro.module(..., update_module_params=True) replayed under a fit's params put the params' tensor into
+    the module in place of its nn.Parameter (requires_grad False), so a later fit no longer trained the network."""
+    from torch import nn
+
+    from pyrozoo.inference.svi import run_svi
+
+    pyro.set_rng_seed(0)
+    x = torch.linspace(-1, 1, 5).unsqueeze(-1)
+    lin = nn.Linear(1, 1)
+
+    def model(x, y=None):
+        net = pyro.module("net", lin, update_module_params=True)
+        s = pyro.sample("s", dist.HalfNormal(1.0))
+        with pyro.plate("n", x.shape[0]):
+            pyro.sample("y", dist.Normal(net(x).squeeze(-1), s), obs=y)
+
+    weight, own = lin.weight, lin.weight.detach().clone()
+    params = {"net$$$weight": torch.tensor([[2.0]]), "net$$$bias": torch.tensor([5.0])}
+    pp = posterior_predictive(model, {"s": torch.full((1, 3), 0.01)}, {"x": x, "y": torch.zeros(5)}, params=params)
+    np.testing.assert_allclose(pp["y"].mean(axis=(0, 1)), (2 * x.squeeze(-1) + 5).numpy(), atol=0.05)
+    assert lin.weight is weight and isinstance(lin.weight, nn.Parameter) and lin.weight.requires_grad
+    assert torch.equal(lin.weight.detach(), own)
+    pyro.clear_param_store()
+    run_svi(model, pyro.infer.autoguide.AutoNormal(model), {"x": x, "y": 2 * x.squeeze(-1) + 5}, num_steps=3,
+            num_samples=2, progress=False)
+    assert lin.weight is weight and lin.weight.requires_grad
+    assert "net$$$weight" in pyro.get_param_store()
+
+
+def test_replay_under_params_gives_the_module_a_copy_of_the_caller_s_params():
+    """QA (I6): during a replay a PyroModule's parameter shared storage with the caller's params, so a forward that
+    clamps its weight in place wrote into Result.params."""
+    from pyro.nn import PyroModule
+    from torch import nn
+
+    class Net(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = PyroModule[nn.Linear](1, 1)
+
+        def forward(self, x, y=None):
+            with torch.no_grad():
+                self.lin.weight.clamp_(-1.0, 1.0)
+            s = pyro.sample("s", dist.HalfNormal(1.0))
+            with pyro.plate("n", x.shape[0]):
+                pyro.sample("y", dist.Normal(self.lin(x).squeeze(-1), s), obs=y)
+
+    params = {"lin.weight": torch.tensor([[3.0]]), "lin.bias": torch.tensor([0.0])}
+    posterior_predictive(Net(), {"s": torch.ones(1, 2)}, {"x": torch.ones(2, 1), "y": torch.zeros(2)}, params=params)
+    assert params["lin.weight"].tolist() == [[3.0]]
