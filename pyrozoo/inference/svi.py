@@ -31,6 +31,7 @@ from pyrozoo.inference.checkpoint import (
 )
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
 from pyrozoo.inference.predictive import (
+    FixedParams,
     check_has_latents,
     check_likelihood_sites,
     check_posterior_sites,
@@ -129,6 +130,25 @@ def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: lis
             for n in names:
                 draws[n].append(tr.nodes[n]["value"].detach())
     return {n: torch.stack(v).unsqueeze(0) for n, v in draws.items()}
+
+
+class FittedGuide:
+    """A fitted guide that reads its fit's own parameters: ``guide(*args, **kwargs)`` run under
+    :class:`~pyrozoo.inference.predictive.FixedParams` at ``params`` (the param store's values when the fit ended,
+    on the fit's device), so its draws come from ``q(theta; phi_fit)`` whatever Pyro's global param store holds
+    later (an AutoGuide, a ``PyroModule``, reads the store under its site names: a later fit's guide of the same
+    class, or ``pyro.clear_param_store()``, changed the draws of this one). ``guide`` is the live guide object."""
+
+    def __init__(self, guide: Callable, params: Mapping[str, torch.Tensor]) -> None:
+        self.guide = guide
+        self.params = dict(params)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with FixedParams(self.params):
+            return self.guide(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FittedGuide({self.guide!r}, params={sorted(self.params)})"
 
 
 def _scalar_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -281,6 +301,9 @@ def run_svi(
     enumeration, else an error before any step), so that the posterior predictive has draws to replay (the
     ``log_likelihood_fn`` still marginalizes them: one value per draw and observation, the same at every draw, so
     ``az.loo`` on it is the plug-in density and its Pareto-k warnings mean nothing).
+
+    The result's ``guide`` is a :class:`FittedGuide`: the guide called as before, but reading this fit's parameters
+    (``result.params``), not Pyro's global param store, which a later fit or ``pyro.clear_param_store()`` changes.
     """
     model_kwargs = dict(model_kwargs or {})
     check_choice("elbo", elbo, ELBOS)
@@ -427,7 +450,7 @@ def run_svi(
             fit_stats={"loss": losses},
             params=params,
             log_likelihood_fn=log_likelihood_fn,
-            guide=guide,
+            guide=FittedGuide(guide, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}),
             seed=seed,
             wall_time=fit_time,
             config=config,
