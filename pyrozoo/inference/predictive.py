@@ -20,6 +20,7 @@ plates. Models with *enumerated* discrete latents must marginalize them instead:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -520,21 +521,60 @@ def deterministic_values(
     return _evaluate(model, posterior, model_kwargs, chunk_size, "deterministic", params)
 
 
-def unobserved_data_sites(trace: poutine.Trace, posterior: Mapping[str, Any]) -> list[str]:
-    """For a ``trace`` of the model without its observations (``y=None``, the out-of-sample idiom): the sites the
-    fit observed, i.e. its latent sites that ``posterior`` has no draws of (deterministic, enumerated, subsample and
-    ``_``-prefixed auxiliary sites are none of them), as ``pyro.infer.Predictive`` draws them. Empty when the trace
-    has an observed site (the data are given)."""
-    if observed_sites(trace):
+def unobserved_data_sites(model: Model, trace: poutine.Trace, posterior: Mapping[str, Any],
+                          model_kwargs: Mapping[str, Any]) -> list[str]:
+    """The observations the caller left out (``y=None``, the out-of-sample idiom), as ``pyro.infer.Predictive``
+    draws them, given a ``trace`` of the model on ``model_kwargs``: the :func:`latent_sites` of ``trace`` that
+    ``posterior`` has no draws of and that an argument left ``None`` observes. A site ``s`` is such an observation
+    when the model, traced again with one ``None`` argument (in ``model_kwargs``, or a default of the model's
+    signature not passed) set to ``s``'s value in ``trace``, observes ``s``. Any other latent without draws is a
+    missing latent (refused: :func:`check_posterior_sites`), not data."""
+    candidates = [n for n in latent_sites(trace) if n not in posterior]
+    if not candidates:
         return []
-    return [n for n in latent_sites(trace) if n not in posterior]
+    empty = [k for k, v in model_kwargs.items() if v is None]
+    try:
+        signature = inspect.signature(model)
+        empty += [k for k, p in signature.parameters.items()
+                  if p.default is None and k not in model_kwargs
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):  # no signature to read
+        pass
+    found: list[str] = []
+    for key in empty:
+        for name in candidates:
+            if name in found:
+                continue
+            try:
+                tr = poutine.trace(model).get_trace(**{**model_kwargs, key: trace.nodes[name]["value"]})
+            except Exception:  # a probe: the argument takes no such value
+                continue
+            if name in tr.nodes and tr.nodes[name]["type"] == "sample" and tr.nodes[name]["is_observed"]:
+                found.append(name)
+                break
+    return [n for n in candidates if n in found]
 
 
 def replay_draws(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``posterior`` with its NumPy arrays (a ``Result.posterior`` given back) made tensors on the replay device
-    (the data's, when no draw is a tensor): a float64 array stays float64, another floating one takes the dtype of
-    the model's floating data (the default dtype without any), an integer or boolean one keeps its kind. Tensors and
-    other entries are left as they are."""
+    (the data's, when no draw is a tensor): a floating array takes the dtype of the model's floating data (the
+    draws came from a fit of that model; float64 data keep float64 draws, float32 data make float64 draws float32;
+    the default dtype without floating data), an integer or boolean one keeps its kind. An xarray ``Dataset``
+    (``idata.posterior``) or ``DataArray`` values are read as their NumPy arrays. Every entry must be a tensor or
+    array shaped ``(chain, draw, ...)``: anything else is a :class:`PyrozooError` naming it."""
+    if hasattr(posterior, "data_vars"):  # an xarray Dataset, e.g. idata.posterior
+        posterior = {str(k): v for k, v in posterior.data_vars.items()}
+    posterior = {k: (v.values if hasattr(v, "dims") and hasattr(v, "values") and not isinstance(v, torch.Tensor)
+                     else v) for k, v in posterior.items()}
+    for k, v in posterior.items():
+        if not isinstance(v, (torch.Tensor, np.ndarray, np.generic)) or (
+                isinstance(v, (np.ndarray, np.generic)) and np.asarray(v).dtype.kind not in "biuf"):
+            what = type(v).__name__ if not isinstance(v, (np.ndarray, np.generic)) else f"{np.asarray(v).dtype} array"
+            raise PyrozooError(f"posterior: the draws of {k!r} are a {what}; expected a torch tensor or a numeric "
+                               f"NumPy array shaped (chain, draw, *site_shape)")
+        if v.ndim < 2:
+            raise PyrozooError(f"posterior: the draws of {k!r} have shape {tuple(v.shape)}; expected (chain, draw, "
+                               f"*site_shape): one chain of S draws is (1, S, ...)")
     if not any(isinstance(v, (np.ndarray, np.generic)) for v in posterior.values()):
         return dict(posterior)
     device = replay_device(posterior, model_kwargs)
@@ -544,10 +584,27 @@ def replay_draws(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) 
     for k, v in posterior.items():
         if isinstance(v, (np.ndarray, np.generic)):
             kind = np.asarray(v).dtype
-            dtype = (torch.float64 if kind == np.float64 else floating) if np.issubdtype(kind, np.floating) else None
+            dtype = floating if np.issubdtype(kind, np.floating) else None
             v = torch.as_tensor(np.asarray(v), dtype=dtype, device=device)
         out[k] = v
     return out
+
+
+class _SignatureOf:
+    """``model`` (wrapped in handlers) called as it is, with the signature of ``user_model`` (the caller's)."""
+
+    def __init__(self, model: Model, user_model: Model) -> None:
+        self.model, self.__signature__ = model, _signature(user_model)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
+def _signature(model: Model) -> inspect.Signature | None:
+    try:
+        return inspect.signature(model)
+    except (TypeError, ValueError):
+        return None
 
 
 def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
@@ -559,15 +616,19 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     and fall back to the loop whenever that check fails. Deterministic values are checked as the log-likelihood is.
     The model is replayed at the latent draws only (``pyro.deterministic`` values in ``posterior`` are recomputed).
     NumPy draws (``Result.posterior``) are made tensors first (:func:`replay_draws`).
-    A posterior predictive of a model given without its observations draws the sites the fit observed
-    (:func:`unobserved_data_sites`), validated under stand-in values of them as the log-likelihood is."""
+    A posterior predictive of a model given without (some of) its observations draws the sites the fit observed
+    (:func:`unobserved_data_sites`), validated under stand-in values of them as the log-likelihood is. Any other
+    latent site without draws is refused (:func:`check_posterior_sites`): it would come from its prior."""
     posterior = replay_draws(posterior, model_kwargs)
+    user_model = model
     model = with_params(model, params, replay_device(posterior, model_kwargs))
     trace = trace_model(model, model_kwargs)
-    unseen = unobserved_data_sites(trace, posterior) if mode == "predictive" else []
+    left_out = unobserved_data_sites(_SignatureOf(model, user_model), trace, posterior, model_kwargs)
+    unseen = left_out if mode == "predictive" else []
     if unseen:  # the data left out (obs=None): stand-in values make them observed sites, which the replay draws
         model = poutine.condition(model, {n: trace.nodes[n]["value"] for n in unseen})
         trace = trace_model(model, model_kwargs)
+    check_posterior_sites(trace, [*posterior, *left_out])  # a latent without draws would come from its prior
     deterministic = deterministic_sites(trace)
     computed = set(deterministic)
     if mode == "deterministic":

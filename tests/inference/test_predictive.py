@@ -751,3 +751,81 @@ def test_replay_under_params_gives_the_module_a_copy_of_the_caller_s_params():
     params = {"lin.weight": torch.tensor([[3.0]]), "lin.bias": torch.tensor([0.0])}
     posterior_predictive(Net(), {"s": torch.ones(1, 2)}, {"x": torch.ones(2, 1), "y": torch.zeros(2)}, params=params)
     assert params["lin.weight"].tolist() == [[3.0]]
+
+
+def _two_sites(x=None, y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("n", 4):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        pyro.sample("y", dist.Normal(mu + 100, 1.0), obs=y)
+
+
+def _two_latents(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    sig = pyro.sample("sig", dist.HalfNormal(1.0))
+    with pyro.plate("n", 3):
+        pyro.sample("y", dist.Normal(mu, sig), obs=y)
+
+
+def test_posterior_predictive_draws_the_observations_left_out_beside_given_ones():
+    """QA (I3): with x given and y=None the left-out y was not drawn (only x came back)."""
+    post = {"mu": torch.full((1, 3), 3.0)}
+    pp = posterior_predictive(_two_sites, post, {"x": torch.zeros(4), "y": None})
+    assert sorted(pp) == ["x", "y"] and pp["y"].shape == (1, 3, 4) and pp["y"].mean() > 90
+    pp = posterior_predictive(_two_sites, post, {"x": torch.zeros(4)})  # y left to its None default
+    assert sorted(pp) == ["x", "y"]
+
+
+def test_a_latent_missing_from_the_posterior_is_refused_not_drawn_from_its_prior():
+    """QA (I4): a latent without draws was drawn from its prior at every replay (two log-likelihood calls differed;
+    with y=None the latent 'sig' came back as if it were data)."""
+    post = {"mu": torch.zeros(1, 2)}
+    for fn, kw in ((pointwise_log_likelihood, {"y": torch.zeros(3)}), (posterior_predictive, {"y": torch.zeros(3)}),
+                   (posterior_predictive, {"y": None})):
+        with pytest.raises(PyrozooError, match=r"posterior: no draws of the model's latent site\(s\) \['sig'\]"):
+            fn(_two_latents, post, kw)
+    pp = posterior_predictive(_two_latents, {**post, "sig": torch.ones(1, 2)}, {"y": None})
+    assert list(pp) == ["y"]
+
+
+def test_float64_numpy_draws_take_the_float32_model_s_dtype():
+    """QA (I5): float64 NumPy draws with float32 data crashed inside the model (addmv dtypes); float64 data keep
+    float64."""
+    w = np.random.default_rng(0).normal(size=(1, 4, 2))
+
+    def lin(X, y=None):
+        w = pyro.sample("w", dist.Normal(torch.zeros(2, dtype=X.dtype), 1.0).to_event(1))
+        with pyro.plate("n", X.shape[0]):
+            pyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+    X = torch.randn(6, 2)
+    for dtype in (torch.float32, torch.float64):
+        kw = {"X": X.to(dtype), "y": torch.zeros(6, dtype=dtype)}
+        ll = pointwise_log_likelihood(lin, {"w": w}, kw)["y"]
+        want = pointwise_log_likelihood(lin, {"w": torch.as_tensor(w, dtype=dtype)}, kw)["y"]
+        assert ll.dtype == want.dtype == (np.float32 if dtype == torch.float32 else np.float64)
+        np.testing.assert_allclose(ll, want)
+        assert posterior_predictive(lin, {"w": w}, kw)["y"].shape == (1, 4, 6)
+
+
+def test_arviz_posteriors_are_read_and_malformed_draws_refused_clearly():
+    """QA (I7): idata.posterior or a DataArray value gave AttributeError; draws without (chain, draw) a ValueError
+    from unpacking; a list an AttributeError."""
+    import arviz as az
+
+    def m(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", 3):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    kw = {"y": torch.zeros(3)}
+    draws = np.zeros((1, 2))
+    want = pointwise_log_likelihood(m, {"mu": draws}, kw)["y"]
+    idata = az.from_dict(posterior={"mu": draws})
+    np.testing.assert_allclose(pointwise_log_likelihood(m, idata.posterior, kw)["y"], want)
+    np.testing.assert_allclose(pointwise_log_likelihood(m, {"mu": idata.posterior["mu"]}, kw)["y"], want)
+    for bad, match in ((torch.zeros(4), r"'mu' have shape \(4,\); expected \(chain, draw"),
+                       (np.float64(0.0), r"'mu' have shape \(\); expected \(chain, draw"),
+                       ([[0.0, 1.0]], "'mu' are a list; expected a torch tensor or a numeric NumPy array")):
+        with pytest.raises(PyrozooError, match=match):
+            pointwise_log_likelihood(m, {"mu": bad}, kw)
