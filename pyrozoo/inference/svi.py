@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 import time
@@ -146,6 +148,22 @@ class FittedGuide:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with FixedParams(self.params):
             return self.guide(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        """The live guide's attribute; its methods (an AutoGuide's ``median``, ``quantiles``, ``get_posterior``)
+        run under the fit's parameters too, so ``result.guide.median()`` is this fit's."""
+        if name in ("guide", "params") or name.startswith("__"):  # not set yet (unpickling, copy): no recursion
+            raise AttributeError(name)
+        value = getattr(self.guide, name)
+        if not (callable(value) and inspect.ismethod(value)):
+            return value
+
+        @functools.wraps(value)
+        def under_fit(*args: Any, **kwargs: Any) -> Any:
+            with FixedParams(self.params):
+                return value(*args, **kwargs)
+
+        return under_fit
 
     def __repr__(self) -> str:
         return f"FittedGuide({self.guide!r}, params={sorted(self.params)})"

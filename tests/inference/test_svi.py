@@ -835,3 +835,25 @@ def test_result_guide_draws_at_its_own_fit_after_a_later_fit():
         assert abs(loc - 5.0) < 1.0 and abs(before - loc) < 0.5 and abs(after - loc) < 0.5
         pyro.clear_param_store()
         assert abs(float(torch.stack([r1.guide(y=None)["mu"] for _ in range(100)]).mean()) - loc) < 0.5
+
+
+def test_result_guide_methods_read_their_own_fit():
+    # result.guide.median() (an AutoGuide method) went to the live guide, which reads Pyro's global param store: a
+    # later fit under the same site names changed it; the FittedGuide runs the guide's methods at its fit's values
+    import pickle
+
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 100.0))
+        with pyro.plate("obs_id", 10):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    kw = {"num_steps": 300, "lr": 0.1, "num_samples": 5, "seed": 0, "progress": False}
+    r1 = run_svi(model, AutoNormal(model), {"y": torch.full((10,), 5.0)}, **kw)
+    median = float(r1.guide.median()["mu"])
+    run_svi(model, AutoNormal(model), {"y": torch.full((10,), -50.0)}, **kw)
+    assert float(r1.guide.median()["mu"]) == pytest.approx(median) and abs(median - 5.0) < 0.5
+    assert r1.guide.quantiles([0.5])["mu"].shape[0] == 1
+    assert isinstance(pickle.loads(pickle.dumps(r1.guide)).params, dict)
