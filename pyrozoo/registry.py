@@ -505,7 +505,7 @@ def _required_keywords(signature: inspect.Signature, n_args: int, given: Mapping
     return missing
 
 
-def checked_config(name: str, config: RunConfig) -> RunConfig:
+def checked_config(name: str, config: RunConfig, *, family: bool = True) -> RunConfig:
     """``config`` after the checks :func:`~pyrozoo.runner.run_model` makes (inference among entry ``name``'s, known
     options of the right types, data source), for a family's fit function called directly from Python, where a
     misspelt or missing inference would otherwise fall through to another engine. Idempotent.
@@ -513,11 +513,14 @@ def checked_config(name: str, config: RunConfig) -> RunConfig:
     ``config.model`` must be ``name``, or an entry whose ``fit`` is the same function as ``name``'s (a variant
     registered over a shared fit), whose own declarations the config is then checked against: a config naming any
     other model would run ``name``'s fit and record the other model (a copied module whose fit still checks against
-    the original's name refuses the copy's options)."""
+    the original's name refuses the copy's options).
+
+    ``family=False`` leaves out the entry's ``check_options``, for a fit that makes the family's checks itself
+    against the dataset it was given (agnostic's, against the dataset's network)."""
     entry = get(name)
     other = getattr(config, "model", name)
     if other == name:
-        return entry.check_config(config)
+        return entry.check_config(config, family=family)
     shared = other in names() and _unwrapped(get(other).fit) is _unwrapped(entry.fit)
     if not shared:
         # the function that called checked_config is the code to edit (a copy of a family's fit, say), not the entry's
@@ -529,7 +532,7 @@ def checked_config(name: str, config: RunConfig) -> RunConfig:
             f"(checked_config({name!r}, config)), but the config names model {other!r}; pass a RunConfig with "
             f"model={name!r}, or, in a fit copied from {name!r}'s module, rename the checked_config call to the "
             f"copy's own name")
-    return get(other).check_config(config)
+    return get(other).check_config(config, family=family)
 
 
 def _caller_name(frame: types.FrameType) -> str:

@@ -618,7 +618,8 @@ DIGITS_OPTIONS = {"train_corr": 0.95, "background": 0.5, "noise": 0.1, "protecte
 TWO_TIMESCALE_OPTIONS = ("adv_lr", "adv_reset", "adv_retrain", "adv_weight_decay")
 
 
-def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> dict[str, Any]:
+def check_model_options(opts: dict[str, Any], *, steps: int | None = None,
+                        standardize: bool | None = None) -> dict[str, Any]:
     """Validate the model options (alpha in [0, 1], known schedule, ``lr_decay`` in (0, 1] ...) before any work;
     return them merged with the defaults.
 
@@ -628,7 +629,11 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     classifier; ``momentum`` with ``optimizer="adam"`` (SGD's), ``ramp`` with a schedule other than ``"linear"``,
     ``max_adversary_weight`` with ``adversary_weight="alpha"``, and ``adv_lr``, ``adv_reset``,
     ``adv_retrain``, ``adv_weight_decay`` with ``adv_steps=0`` (the two-timescale adversary's). Without ``steps``
-    (the data loaders, which see the entry's defaults merged in) only single values are checked."""
+    (the data loaders, which see the entry's defaults merged in) only single values are checked.
+
+    ``batch_size=1`` is refused with a standardizing adversary (:func:`check_batch_size`): ``standardize``, that of
+    a network already built (:func:`fit_agnostic` passes the dataset's); ``None``: ``adv_standardize`` merged with
+    its default (True), the network the loaders build for ``pyrozoo run`` and every sweep cell."""
     given = dict(opts)
     opts = {**MODEL_OPTIONS, **{k: v for k, v in opts.items() if k in MODEL_OPTIONS}}
     check_alpha(opts["alpha"])
@@ -647,9 +652,8 @@ def check_model_options(opts: dict[str, Any], *, steps: int | None = None) -> di
     check_choice("adversary_weight", opts["adversary_weight"], ADVERSARY_WEIGHTS)
     check_positive("max_adversary_weight", opts["max_adversary_weight"])
     opts["adversary_warmup"] = check_int("adversary_warmup", opts["adversary_warmup"], minimum=0)
-    # the merged default adv_standardize=True only where it was given (the loaders pass the entry's defaults): a
-    # direct fit's network may have been built without it, and fit_agnostic checks against that network
-    check_batch_size(opts["batch_size"], opts["adv_standardize"] and "adv_standardize" in given)
+    # the network the loaders build from the merged options, unless the caller has one built already
+    check_batch_size(opts["batch_size"], bool(opts["adv_standardize"]) if standardize is None else standardize)
     wd = opts["adv_weight_decay"]
     check_nonnegative("adv_weight_decay", wd)
     check_interval("clip_norm", opts["clip_norm"], 0.0, hint=" (0: no clipping)")
@@ -1033,11 +1037,12 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     :func:`predict_proba`). Options that would change a network already built (``feature_dim``, ``hidden``,
     ``adv_layers``, ``adv_standardize``) or data already rendered (the digits options) are refused when they
     disagree with the dataset, before any work."""
-    config = checked_config("agnostic", config)  # a direct call gets run_model's checks (options with steps too)
-    opts = check_model_options(config.options)
+    # a direct call gets run_model's checks; the family's (options with steps) against the dataset's network, which
+    # may have been built without the merged default adv_standardize=True that the entry's check assumes
+    config = checked_config("agnostic", config, family=False)
     template = _network_of(dataset)
+    opts = check_model_options(config.options, steps=config.steps, standardize=template.standardize)
     _check_options_match_data(config.options, dataset, template)
-    check_batch_size(opts["batch_size"], template.standardize)
     device = resolve_device(config.device)
     kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dataset.model_kwargs().items()}
     x = kwargs["x"]
@@ -1169,7 +1174,9 @@ def agnostic_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
 
 
 def _check_run_options(config: RunConfig) -> None:
-    """The entry's ``check_options``: the config's options as given, with its number of steps."""
+    """The entry's ``check_options`` (``pyrozoo run`` and every sweep cell, before any data): the config's options as
+    given, with its number of steps; ``batch_size`` against the network the loaders will build (``adv_standardize``
+    merged with its default)."""
     check_model_options(config.options, steps=config.steps)
 
 

@@ -1322,3 +1322,26 @@ def test_accuracies_are_exact_ratios_of_counts():
                                   ("test_adversary_acc", part["x"], part["p"], "p")):
         hits = int((predict_proba(result, x, which=which, data=data).argmax(-1) == labels).sum())
         assert metrics[key] == float(Fraction(hits, labels.shape[0])), key
+
+
+def test_the_entry_check_refuses_batch_size_one_with_the_default_adv_standardize():
+    """QA11: the entry's check_options (``pyrozoo run`` and every sweep cell, before any data) refused batch_size=1
+    only with adv_standardize given, though the loaders build the network with its default True; a sweep then ran
+    its other cells first. It now checks against the merged default; a direct fit still checks against the
+    dataset's network (a plain one takes batch_size=1 without the option)."""
+    from pyrozoo.models.agnostic import attach_network, check_model_options
+    from pyrozoo.registry import get
+
+    entry = get("agnostic")
+    with pytest.raises(PyrozooError, match=BATCH_OF_ONE):
+        entry.check_config(RunConfig(model="agnostic", steps=3, options={"batch_size": 1}))
+    with pytest.raises(PyrozooError, match=BATCH_OF_ONE):
+        check_model_options({"batch_size": 1})
+    accepted = entry.check_config(RunConfig(model="agnostic", steps=3,
+                                            options={"batch_size": 1, "adv_standardize": False}))
+    assert accepted.options["batch_size"] == 1
+    assert check_model_options({"batch_size": 1}, standardize=False)["batch_size"] == 1
+    with pytest.raises(PyrozooError, match=BATCH_OF_ONE):  # the dataset's network standardizes, not the options
+        check_model_options({"batch_size": 1, "adv_standardize": False}, standardize=True)
+    plain = attach_network(_table_data(rows=30), adv_standardize=False)
+    assert len(_tiny_fit(plain, batch_size=1).fit_stats["loss"]) == 3

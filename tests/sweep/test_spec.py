@@ -501,3 +501,21 @@ def test_an_integral_float_seed_in_a_sweep_counts_as_the_integer():
     assert as_float.cells[0].config["seed"] == 1 and type(as_float.cells[0].config["seed"]) is int
     with pytest.raises(PyrozooError, match=r"^sweep\.seeds: expected an integer seed .*got 1\.5$"):
         parse_spec({"sweep": {"seeds": [1.5]}, "models": [{"name": "normal-gamma"}]})
+
+
+def test_a_batch_size_of_one_with_the_default_standardizing_adversary_is_refused_before_any_cell_runs():
+    """QA11: a grid batch_size = [2, 1] for agnostic ran the batch_size=2 cell and then failed the other in its
+    loader ('batch_size: expected 0 ... got 1'): the entry's check refused 1 only with adv_standardize given, while
+    the loaders build the network with its default True. The block is now refused up front, naming the value to
+    drop; with adv_standardize = false the same grid is accepted."""
+    with pytest.raises(PyrozooError) as info:
+        parse_spec(_agnostic(grid={"options": {"batch_size": [2, 1]}}))
+    message = str(info.value)
+    assert message.startswith("models[0] (agnostic): 2 of 4 cells are refused")
+    assert "options.batch_size=1: batch_size: expected 0 (full batch) or an integer >= 2 with adv_standardize=True" \
+        in message
+    assert message.endswith("options.batch_size=1 is refused in every cell of this block that has it: remove it "
+                            "from the grid, or give it a [[models]] block of its own (with its own label) without the "
+                            "values it conflicts with")
+    plain = _agnostic(options={"adv_standardize": False}, grid={"options": {"batch_size": [2, 1]}})
+    assert len(parse_spec(plain)) == 4
