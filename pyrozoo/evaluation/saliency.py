@@ -12,6 +12,8 @@ input and one backward pass gives all maps of a batch; the gradient is taken wit
 extractor's parameters' ``.grad`` are left as they were. The extractor may be an ``AgnosticNetwork`` (what
 ``pyrozoo.models.agnostic.fitted_network`` returns: its ``G_f``, ``.extractor``, is used), and ``x`` is cast to the
 extractor's parameter dtype and device (as ``predict_proba`` does), so float64 images work with a float32 network.
+A network that knows its inputs' shape (an ``AgnosticNetwork``, or its extractor, built for the training inputs)
+takes only images shaped like them, as ``predict_proba`` checks; a plain module is run on ``x`` as given.
 """
 
 from __future__ import annotations
@@ -28,14 +30,22 @@ def feature_saliency(extractor: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Saliency maps ``(N, H, W)``, ``S_hw = max_c |d z_k* / d x_chw|`` with ``k* = argmax_k z_k`` over all units of
     a row's features, for images ``x`` of shape ``(N, C, H, W)``; the extractor (a module, or an
     ``AgnosticNetwork``, whose ``.extractor`` is used) runs in eval mode, on ``x`` cast to its parameters' dtype and
-    device."""
-    from pyrozoo.models.agnostic import AgnosticNetwork
+    device. With a network that records its training inputs' shape (``input_shape``: an ``AgnosticNetwork`` or its
+    extractor) ``x`` must be shaped ``(N, *input_shape)``, and a table network is refused."""
+    from pyrozoo.models.agnostic import AgnosticNetwork, check_input_shape
 
+    row = getattr(extractor, "input_shape", None) if isinstance(extractor, nn.Module) else None
     if isinstance(extractor, AgnosticNetwork):  # fitted_network(result, data): the saliency of its G_f
         extractor = extractor.extractor
+        row = row if row is not None else getattr(extractor, "input_shape", None)
     if not isinstance(extractor, nn.Module):
         raise PyrozooError(f"extractor: expected a torch module (G_f) or an AgnosticNetwork, got "
                            f"{type(extractor).__name__}")
+    if row is not None and len(row) != 3:
+        raise PyrozooError(f"extractor: expected a network of images (C, H, W) (saliency maps are over pixels), got "
+                           f"one built for table rows shaped (N, {', '.join(map(str, row))})")
+    if isinstance(x, torch.Tensor) and row is not None:
+        check_input_shape("x", x, row)
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] == 0:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise PyrozooError(f"x: expected a tensor of images (N, C, H, W) with N >= 1, got {got}")

@@ -139,6 +139,9 @@ class ConvFeatures(nn.Module):
     feature norms so that the adversary is confidently wrong, which destroys the target signal too; saturating
     ones (tanh) freeze the game once they saturate."""
 
+    # one row's shape, (C, H, W) of the training images, when built by AgnosticNetwork.for_inputs (None: not known)
+    input_shape: tuple[int, ...] | None = None
+
     def __init__(self, in_channels: int, image_size: int, feature_dim: int = 16, channels: int = 8):
         super().__init__()
         feature_dim = check_feature_dim(feature_dim)
@@ -156,6 +159,9 @@ class ConvFeatures(nn.Module):
 
 class MLPFeatures(nn.Module):
     """``G_f`` for tables: Linear-ReLU-Linear-LayerNorm (normalized features, see :class:`ConvFeatures`)."""
+
+    # one row's shape, (F,), when built by AgnosticNetwork.for_inputs (None: not known)
+    input_shape: tuple[int, ...] | None = None
 
     def __init__(self, in_features: int, feature_dim: int = 16, hidden: int = 32):
         super().__init__()
@@ -199,13 +205,16 @@ class AgnosticNetwork(nn.Module):
     def for_inputs(cls, x: torch.Tensor, *, feature_dim: int = 16, hidden: int = 32,
                    adversary_layers: int = 1, standardize: bool = False) -> AgnosticNetwork:
         """Convolutional extractor for ``(N, C, H, W)`` images, MLP for ``(N, F)`` tables; the adversary's body
-        is ``adversary_layers`` Linear-ReLU layers of width ``hidden`` (0: a linear adversary)."""
+        is ``adversary_layers`` Linear-ReLU layers of width ``hidden`` (0: a linear adversary). The network and
+        its extractor record one row's shape (``input_shape``), which :func:`predict_proba` and
+        :func:`~pyrozoo.evaluation.saliency.feature_saliency` check inputs against."""
         if x.dim() == 4:
             extractor = ConvFeatures(x.shape[1], x.shape[-1], feature_dim)
         elif x.dim() == 2:
             extractor = MLPFeatures(x.shape[1], feature_dim, hidden)
         else:
             raise PyrozooError(f"x: expected images (N, C, H, W) or a table (N, F), got shape {tuple(x.shape)}")
+        extractor.input_shape = tuple(int(d) for d in x.shape[1:])
         return cls(extractor, feature_dim, hidden, adversary_layers, standardize,
                    input_shape=tuple(x.shape[1:])).to(device=x.device)
 
@@ -502,6 +511,20 @@ def fitted_network(result: Result, dataset: Dataset) -> AgnosticNetwork:
     return net
 
 
+def check_input_shape(name: str, x: torch.Tensor, row: tuple[int, ...] | None) -> None:
+    """Refuse ``x`` unless it is rows ``(N, *row)``, shaped like the network's training inputs (``row``: one row's
+    shape, :attr:`AgnosticNetwork.input_shape`; ``None``: not known, nothing is checked). Used by
+    :func:`predict_proba` and :func:`~pyrozoo.evaluation.saliency.feature_saliency`."""
+    if row is None:
+        return
+    if tuple(x.shape) == row:
+        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}), got one row of shape "
+                           f"{tuple(x.shape)}; pass x[None] (or x.reshape(1, -1)) for a single row")
+    if tuple(x.shape[1:]) != row:
+        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}) like the training inputs, "
+                           f"got shape {tuple(x.shape)}")
+
+
 def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
     """``x`` as a finite tensor of rows shaped like the network's inputs, on its device. A DataFrame ``x`` must have
     the network's ``feature_names`` (the training DataFrame's columns), in that order: columns are read by
@@ -517,13 +540,7 @@ def _check_rows(name: str, x: Any, net: AgnosticNetwork) -> torch.Tensor:
     raw = isinstance(x, pd.DataFrame) and mean is not None and scale is not None
     # arrays and DataFrames as well as tensors; raw rows in float64 until they are standardized
     x = as_tensor(name, x, dtype=torch.float64 if raw else ref.dtype, device=ref.device)
-    row = getattr(net, "input_shape", None)
-    if row is not None and tuple(x.shape) == row:
-        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}), got one row of shape "
-                           f"{tuple(x.shape)}; pass x[None] (or x.reshape(1, -1)) for a single row")
-    if row is not None and tuple(x.shape[1:]) != row:
-        raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}) like the training inputs, "
-                           f"got shape {tuple(x.shape)}")
+    check_input_shape(name, x, getattr(net, "input_shape", None))
     if x.dim() < 2:
         raise PyrozooError(f"{name}: expected an array of rows (N, features...), got shape {tuple(x.shape)}")
     check_finite(name, x)

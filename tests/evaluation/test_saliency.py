@@ -129,3 +129,50 @@ def test_least_correlated_orders_by_correlation_and_checks_k_and_shapes():
         least_correlated(a[:0], b[:0])
     with pytest.raises(PyrozooError, match=r"^maps_b: .*NaN"):
         least_correlated(a, np.where(a > 0.5, np.nan, b))
+
+
+def test_images_shaped_unlike_the_networks_inputs_are_refused_with_both_shapes():
+    """QA11 i.py / e.py: a 12x12 one-channel AgnosticNetwork given 9x9 images failed with torch's "mat1 and mat2
+    shapes cannot be multiplied", given 3 channels with "Given groups=1, weight of size [8, 1, 3, 3]", and a table
+    network given (N, C, H, W) input with another matmul error. A network that records its training inputs' shape
+    (the AgnosticNetwork, or its extractor) now refuses them as predict_proba does, naming both shapes; a plain
+    module still gets x as given."""
+    from pyrozoo.models.agnostic import AgnosticNetwork
+
+    torch.manual_seed(0)
+    net = AgnosticNetwork.for_inputs(torch.rand(4, 1, 12, 12), feature_dim=4, hidden=8)
+    assert net.input_shape == net.extractor.input_shape == (1, 12, 12)
+    for module in (net, net.extractor):
+        for bad in ((2, 1, 9, 9), (2, 3, 12, 12)):
+            with pytest.raises(PyrozooError, match=rf"^x: expected rows shaped \(N, 1, 12, 12\) like the training "
+                                                   rf"inputs, got shape \({', '.join(map(str, bad))}\)$"):
+                feature_saliency(module, torch.rand(*bad))
+        with pytest.raises(PyrozooError, match=r"^x: expected rows shaped \(N, 1, 12, 12\), got one row of shape "
+                                               r"\(1, 12, 12\); pass x\[None\]"):
+            feature_saliency(module, torch.rand(1, 12, 12))
+        assert feature_saliency(module, torch.rand(2, 1, 12, 12)).shape == (2, 12, 12)
+    table = AgnosticNetwork.for_inputs(torch.rand(6, 2), feature_dim=2, hidden=4)
+    for module in (table, table.extractor):
+        with pytest.raises(PyrozooError, match=r"^extractor: expected a network of images \(C, H, W\) .*got one "
+                                               r"built for table rows shaped \(N, 2\)$"):
+            feature_saliency(module, torch.rand(2, 2, 1, 1))
+    # a user's module knows no input shape: torch's own error, as before
+    with pytest.raises(RuntimeError, match="channels"):
+        feature_saliency(nn.Conv2d(1, 2, 3), torch.rand(2, 3, 6, 6))
+
+
+def test_a_fitted_networks_extractor_keeps_the_input_shape():
+    """fitted_network copies the dataset's network, so its extractor (the G_f that saliency maps use) is checked too."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.data.agnostic_tasks import make_agnostic_data
+    from pyrozoo.models.agnostic import attach_network, fit_agnostic, fitted_network
+
+    rng = np.random.default_rng(0)
+    data = attach_network(make_agnostic_data(rng.random((20, 1, 8, 8)).astype(np.float32), rng.integers(0, 2, 20),
+                                             rng.integers(0, 2, 20)), feature_dim=2, hidden=4)
+    result = fit_agnostic(data, RunConfig(model="agnostic", device="cpu", steps=1, num_samples=2, progress=False))
+    net = fitted_network(result, data)
+    assert net.extractor.input_shape == (1, 8, 8)
+    with pytest.raises(PyrozooError, match=r"^x: expected rows shaped \(N, 1, 8, 8\) like the training inputs, got "
+                                           r"shape \(2, 1, 9, 9\)$"):
+        feature_saliency(net.extractor, torch.rand(2, 1, 9, 9))
