@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -256,15 +257,23 @@ def test_float_options_must_name_options():
         dataclasses.replace(entry, float_options=("lamb",))
 
 
-def test_relative_data_path_is_read_from_the_sweep_files_directory(tmp_path, monkeypatch):
+def _sweep_beside_its_data(tmp_path, monkeypatch, column: str, sweep_toml: str) -> tuple[Path, Path]:
+    """A folder holding obs.csv (one column) and sweep.toml, and the current directory moved elsewhere (obs.csv is
+    not in it); returns (folder, current directory)."""
     folder = tmp_path / "study"
     folder.mkdir()
-    (folder / "obs.csv").write_text("y\n1.0\n2.5\n0.5\n")
-    (folder / "sweep.toml").write_text('[sweep]\nname = "d"\n[[models]]\nname = "normal-gamma"\n'
-                                       'options = { column = "y" }\n[models.grid]\ndata = ["obs.csv"]\n')
+    (folder / "obs.csv").write_text(f"{column}\n1.0\n2.5\n0.5\n")
+    (folder / "sweep.toml").write_text(sweep_toml)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # obs.csv is not in the current directory
+    monkeypatch.chdir(elsewhere)
+    return folder, elsewhere
+
+
+def test_relative_data_path_is_read_from_the_sweep_files_directory(tmp_path, monkeypatch):
+    folder, _ = _sweep_beside_its_data(tmp_path, monkeypatch, "y", '[sweep]\nname = "d"\n[[models]]\nname = '
+                                       '"normal-gamma"\noptions = { column = "y" }\n[models.grid]\n'
+                                       'data = ["obs.csv"]\n')
     (cell,) = load_spec(folder / "sweep.toml").cells
     assert cell.config["data"] == str(folder / "obs.csv")
     assert cell.key == "normal-gamma/gibbs_data=obs.csv_seed0"  # named as written, not by the absolute path
@@ -480,14 +489,8 @@ def test_an_error_about_the_sweep_files_contents_names_the_file(write_spec, tmp_
 def test_a_relative_out_is_relative_to_the_current_directory_and_data_to_the_file(tmp_path, monkeypatch):
     """As docs/sweeps.md says: [sweep].out (like --out and the default) is taken from the current directory; a
     relative data path in the same file from the sweep file's directory."""
-    folder = tmp_path / "specs"
-    folder.mkdir()
-    (folder / "obs.csv").write_text("x\n1.0\n2.0\n3.0\n")
-    (folder / "sweep.toml").write_text('[sweep]\nout = "results/x"\n[[models]]\nname = "normal-gamma"\n'
-                                       'data = "obs.csv"\noptions = { column = "x" }\n')
-    elsewhere = tmp_path / "cwd"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
+    folder, elsewhere = _sweep_beside_its_data(tmp_path, monkeypatch, "x", '[sweep]\nout = "results/x"\n[[models]]\n'
+                                               'name = "normal-gamma"\ndata = "obs.csv"\noptions = { column = "x" }\n')
     spec = load_spec(folder / "sweep.toml")
     assert spec.out.resolve() == elsewhere.resolve() / "results" / "x"
     assert spec.cells[0].config["data"] == str(folder / "obs.csv")
