@@ -68,8 +68,7 @@ class Result:
     draw more posterior samples where the engine has one (not saved; ``run_svi``'s reads the fit's own
     parameters, :class:`~pyrozoo.inference.svi.FittedGuide`, not the global param store); ``attrs`` notes (text,
     or numbers such as :func:`response_in_data_units`' ``response_shift`` and ``response_scale``) added to the
-    InferenceData's
-    attributes, e.g. what its log-likelihood conditions on when that is not the posterior group;
+    InferenceData's attributes, e.g. what its log-likelihood conditions on when that is not the posterior group;
     ``coords`` the ArviZ coordinates by dim name (e.g. ``{"feature": column names}``), applied to every group.
 
     A ``Result`` pickles. ``guide`` and ``predictive_fn`` are kept when the standard pickle can store them (the
