@@ -62,7 +62,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--label", default="this")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--p", default="3,10,30", help="comma-separated numbers of covariates")
