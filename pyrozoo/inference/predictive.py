@@ -524,14 +524,20 @@ def deterministic_values(
 def unobserved_data_sites(model: Model, trace: poutine.Trace, posterior: Mapping[str, Any],
                           model_kwargs: Mapping[str, Any]) -> list[str]:
     """The observations the caller left out (``y=None``, the out-of-sample idiom), as ``pyro.infer.Predictive``
-    draws them, given a ``trace`` of the model on ``model_kwargs``: the :func:`latent_sites` of ``trace`` that
-    ``posterior`` has no draws of and that an argument left ``None`` observes. A site ``s`` is such an observation
-    when the model, traced again with one ``None`` argument (in ``model_kwargs``, or a default of the model's
-    signature not passed) set to ``s``'s value in ``trace``, observes ``s``. Any other latent without draws is a
-    missing latent (refused: :func:`check_posterior_sites`), not data."""
+    draws them, given a ``trace`` of the model on ``model_kwargs``, among the :func:`latent_sites` of ``trace``
+    that ``posterior`` has no draws of:
+
+    * where the model observes nothing (every observation left out, however the model takes them: ``y=None``,
+      ``forward(self, x, y=None)`` called without y, ``data.get("y")``, ``**kwargs``), all of them, as
+      ``pyro.infer.Predictive`` draws every site without draws (a latent left out of ``posterior`` is then drawn
+      from its prior too, as there);
+    * where it observes some sites, those that an argument left ``None`` observes: the model, traced again with one
+      ``None`` argument (in ``model_kwargs``, or a default of the model's signature not passed) set to a candidate
+      site's value, observes them. Any other latent without draws is a missing latent (refused:
+      :func:`check_posterior_sites`), not data."""
     candidates = [n for n in latent_sites(trace) if n not in posterior]
-    if not candidates:
-        return []
+    if not candidates or not observed_sites(trace):
+        return candidates
     empty = [k for k, v in model_kwargs.items() if v is None]
     try:
         signature = inspect.signature(model)
@@ -540,7 +546,7 @@ def unobserved_data_sites(model: Model, trace: poutine.Trace, posterior: Mapping
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     except (TypeError, ValueError):  # no signature to read
         pass
-    found: list[str] = []
+    found: set[str] = set()
     for key in empty:
         for name in candidates:
             if name in found:
@@ -549,9 +555,7 @@ def unobserved_data_sites(model: Model, trace: poutine.Trace, posterior: Mapping
                 tr = poutine.trace(model).get_trace(**{**model_kwargs, key: trace.nodes[name]["value"]})
             except Exception:  # a probe: the argument takes no such value
                 continue
-            if name in tr.nodes and tr.nodes[name]["type"] == "sample" and tr.nodes[name]["is_observed"]:
-                found.append(name)
-                break
+            found.update(n for n in candidates if n in observed_sites(tr))  # one argument may observe several
     return [n for n in candidates if n in found]
 
 

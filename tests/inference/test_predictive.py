@@ -777,13 +777,13 @@ def test_posterior_predictive_draws_the_observations_left_out_beside_given_ones(
 
 
 def test_a_latent_missing_from_the_posterior_is_refused_not_drawn_from_its_prior():
-    """QA (I4): a latent without draws was drawn from its prior at every replay (two log-likelihood calls differed;
-    with y=None the latent 'sig' came back as if it were data)."""
+    """QA (I4): a latent without draws was drawn from its prior at every replay (two log-likelihood calls differed).
+    With every observation left out (y=None) nothing tells it from data: drawn, as pyro.infer.Predictive does."""
     post = {"mu": torch.zeros(1, 2)}
-    for fn, kw in ((pointwise_log_likelihood, {"y": torch.zeros(3)}), (posterior_predictive, {"y": torch.zeros(3)}),
-                   (posterior_predictive, {"y": None})):
+    for fn in (pointwise_log_likelihood, posterior_predictive):
         with pytest.raises(PyrozooError, match=r"posterior: no draws of the model's latent site\(s\) \['sig'\]"):
-            fn(_two_latents, post, kw)
+            fn(_two_latents, post, {"y": torch.zeros(3)})
+    assert sorted(posterior_predictive(_two_latents, post, {"y": None})) == ["sig", "y"]
     pp = posterior_predictive(_two_latents, {**post, "sig": torch.ones(1, 2)}, {"y": None})
     assert list(pp) == ["y"]
 
@@ -829,3 +829,35 @@ def test_arviz_posteriors_are_read_and_malformed_draws_refused_clearly():
                        ([[0.0, 1.0]], "'mu' are a list; expected a torch tensor or a numeric NumPy array")):
         with pytest.raises(PyrozooError, match=match):
             pointwise_log_likelihood(m, {"mu": bad}, kw)
+
+
+def test_every_observation_left_out_however_the_model_takes_them_is_drawn():
+    """QA12: after the probe rule (an argument left None must observe the site), a PyroModule's forward(x, y=None)
+    called without y, a **kwargs model, and one argument observing two sites were refused as missing latents.
+    Where the model observes nothing, every site without draws is drawn, as pyro.infer.Predictive does."""
+    from pyro.nn import PyroModule, PyroSample
+
+    class Reg(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.w = PyroSample(dist.Normal(0.0, 1.0))
+
+        def forward(self, x, y=None):
+            with pyro.plate("n", x.shape[0]):
+                return pyro.sample("obs", dist.Normal(self.w * x, 1.0), obs=y)
+
+    def by_kwargs(**kw):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", 3):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=kw.get("y"))
+
+    def one_arg_two_sites(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", 3):
+            pyro.sample("y1", dist.Normal(mu, 1.0), obs=None if y is None else y[0])
+            pyro.sample("y2", dist.Normal(mu, 1.0), obs=None if y is None else y[1])
+
+    assert posterior_predictive(Reg(), {"w": torch.randn(1, 4)}, {"x": torch.randn(3)})["obs"].shape == (1, 4, 3)
+    assert posterior_predictive(by_kwargs, {"mu": torch.randn(1, 5)}, {})["y"].shape == (1, 5, 3)
+    pp = posterior_predictive(one_arg_two_sites, {"mu": torch.full((1, 5), 40.0)}, {})
+    assert sorted(pp) == ["y1", "y2"] and pp["y2"].mean() > 30
