@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import inspect
 import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +141,34 @@ class FittedGuide:
     :class:`~pyrozoo.inference.predictive.FixedParams` at ``params`` (the param store's values when the fit ended,
     on the fit's device), so its draws come from ``q(theta; phi_fit)`` whatever Pyro's global param store holds
     later (an AutoGuide, a ``PyroModule``, reads the store under its site names: a later fit's guide of the same
-    class, or ``pyro.clear_param_store()``, changed the draws of this one). ``guide`` is the live guide object."""
+    class, or ``pyro.clear_param_store()``, changed the draws of this one). ``guide`` is a deep copy of the guide
+    as the fit left it (the live object where it cannot be copied): a ``PyroModule`` guide called under another
+    fit's store rebinds its attributes to that fit's tensors, which its methods read without a ``pyro.param``
+    site (``AutoNormal.median``: another fit's values); the copy keeps its own."""
 
     def __init__(self, guide: Callable, params: Mapping[str, torch.Tensor]) -> None:
+        try:
+            guide = copy.deepcopy(guide)
+        except Exception:  # a guide holding what cannot be copied (an open file, a lock): the live one
+            pass
         self.guide = guide
         self.params = dict(params)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with FixedParams(self.params):
+        with FixedParams(self.params), self._own_parameters():
             return self.guide(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _own_parameters(self) -> Iterator[None]:
+        """The guide's modules keep their own ``nn.Parameter`` objects: a ``PyroModule`` called while the global
+        param store holds another tensor under one of its names rebinds that attribute to the store's tensor."""
+        modules = list(self.guide.modules()) if isinstance(self.guide, torch.nn.Module) else []
+        saved = [(m, dict(m._parameters)) for m in modules]
+        try:
+            yield
+        finally:
+            for module, own in saved:
+                module._parameters.update(own)
 
     def __getattr__(self, name: str) -> Any:
         """The live guide's attribute; its methods (an AutoGuide's ``median``, ``quantiles``, ``get_posterior``)
@@ -160,7 +181,7 @@ class FittedGuide:
 
         @functools.wraps(value)
         def under_fit(*args: Any, **kwargs: Any) -> Any:
-            with FixedParams(self.params):
+            with FixedParams(self.params), self._own_parameters():
                 return value(*args, **kwargs)
 
         return under_fit

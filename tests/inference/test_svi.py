@@ -857,3 +857,27 @@ def test_result_guide_methods_read_their_own_fit():
     assert float(r1.guide.median()["mu"]) == pytest.approx(median) and abs(median - 5.0) < 0.5
     assert r1.guide.quantiles([0.5])["mu"].shape[0] == 1
     assert isinstance(pickle.loads(pickle.dumps(r1.guide)).params, dict)
+
+
+def test_result_guide_median_stays_its_fit_after_being_called_under_another_fits_store():
+    # QA12: an AutoNormal called while the store held a later fit's tensors under its names rebound its attributes
+    # to them, and median()/quantiles() (read without a pyro.param site) then gave the later fit's values (2.2 ->
+    # 18.7); the FittedGuide holds a copy of the guide and keeps its own Parameter objects across calls
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("n", 3):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    kw = {"num_steps": 300, "lr": 0.1, "num_samples": 5, "seed": 0, "progress": False}
+    r1 = run_svi(model, AutoNormal(model), {"y": torch.tensor([1.0, 2.0, 3.0])}, **kw)
+    own = float(r1.guide.median()["mu"])
+    r2 = run_svi(model, AutoNormal(model), {"y": torch.tensor([20.0, 21.0, 22.0])}, **kw)
+    for _ in range(2):
+        draw = float(pyro.poutine.trace(r1.guide).get_trace().nodes["mu"]["value"])
+        assert abs(draw - own) < 4 * 0.58  # posterior sd about 1/sqrt(3)
+        assert float(r1.guide.median()["mu"]) == pytest.approx(own)
+    assert float(r1.guide.quantiles([0.5])["mu"]) == pytest.approx(own)
+    assert float(r2.guide.median()["mu"]) > 15
