@@ -568,8 +568,8 @@ def replay_draws(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) 
     array shaped ``(chain, draw, ...)``: anything else is a :class:`PyrozooError` naming it."""
     if hasattr(posterior, "data_vars"):  # an xarray Dataset, e.g. idata.posterior
         posterior = {str(k): v for k, v in posterior.data_vars.items()}
-    posterior = {k: (v.values if hasattr(v, "dims") and hasattr(v, "values") and not isinstance(v, torch.Tensor)
-                     else v) for k, v in posterior.items()}
+    posterior = {k: (_chain_draw_first(v).values if hasattr(v, "dims") and hasattr(v, "values")
+                     and not isinstance(v, torch.Tensor) else v) for k, v in posterior.items()}
     for k, v in posterior.items():
         if not isinstance(v, (torch.Tensor, np.ndarray, np.generic)) or (
                 isinstance(v, (np.ndarray, np.generic)) and np.asarray(v).dtype.kind not in "biuf"):
@@ -592,6 +592,15 @@ def replay_draws(posterior: Mapping[str, Any], model_kwargs: Mapping[str, Any]) 
             v = torch.as_tensor(np.asarray(v), dtype=dtype, device=device)
         out[k] = v
     return out
+
+
+def _chain_draw_first(array: Any) -> Any:
+    """An xarray ``DataArray`` with ``chain`` and ``draw`` (where it names them) as its first two dims, by name:
+    a transposed one would otherwise be read with chains and draws swapped."""
+    dims = tuple(array.dims)
+    if "chain" in dims and "draw" in dims and dims[:2] != ("chain", "draw"):
+        return array.transpose("chain", "draw", ...)
+    return array
 
 
 class _SignatureOf:

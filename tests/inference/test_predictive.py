@@ -861,3 +861,17 @@ def test_every_observation_left_out_however_the_model_takes_them_is_drawn():
     assert posterior_predictive(by_kwargs, {"mu": torch.randn(1, 5)}, {})["y"].shape == (1, 5, 3)
     pp = posterior_predictive(one_arg_two_sites, {"mu": torch.full((1, 5), 40.0)}, {})
     assert sorted(pp) == ["y1", "y2"] and pp["y2"].mean() > 30
+
+
+def test_a_transposed_arviz_posterior_is_read_by_dim_name():
+    # QA12: DataArray values were read by position, so ("draw", "chain") swapped chains and draws silently
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 3)), "sig": rng.uniform(0.5, 2, size=(2, 3))})
+    kw = {"y": torch.zeros(3, dtype=torch.float64)}
+    want = pointwise_log_likelihood(_two_latents, idata.posterior, kw)["y"]
+    post = {"mu": idata.posterior["mu"].transpose("draw", "chain"), "sig": idata.posterior["sig"]}
+    got = pointwise_log_likelihood(_two_latents, post, kw)["y"]
+    assert got.shape == (2, 3, 3)
+    np.testing.assert_allclose(got, want)
