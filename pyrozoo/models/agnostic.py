@@ -1058,8 +1058,8 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
     # may have been built without the merged default adv_standardize=True that the entry's check assumes
     config = checked_config("agnostic", config, family=False)
     template = _network_of(dataset)
+    _check_options_match_data(config.options, dataset, template)  # first: a mismatch with the network is the cause
     opts = check_model_options(config.options, steps=config.steps, standardize=template.standardize)
-    _check_options_match_data(config.options, dataset, template)
     device = resolve_device(config.device)
     kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dataset.model_kwargs().items()}
     x = kwargs["x"]

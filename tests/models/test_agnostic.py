@@ -1345,3 +1345,17 @@ def test_the_entry_check_refuses_batch_size_one_with_the_default_adv_standardize
         check_model_options({"batch_size": 1, "adv_standardize": False}, standardize=True)
     plain = attach_network(_table_data(rows=30), adv_standardize=False)
     assert len(_tiny_fit(plain, batch_size=1).fit_stats["loss"]) == 3
+
+
+def test_batch_size_one_with_adv_standardize_false_on_a_standardizing_network_names_the_mismatch():
+    # QA12: the batch_size check ran first and advised "or adv_standardize=false", which the caller had given; the
+    # real problem, the dataset's network built with adv_standardize=True, is now the error
+    from pyrozoo.data.agnostic_tasks import make_agnostic_data
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.models.agnostic import attach_network, fit_agnostic
+
+    g = torch.Generator().manual_seed(0)
+    x, y, p = torch.randn(40, 3, generator=g), torch.randint(0, 2, (40,), generator=g), torch.arange(40) % 2
+    data = attach_network(make_agnostic_data(x, y, p))
+    with pytest.raises(PyrozooError, match=r"the dataset's network was built with adv_standardize=True, got False"):
+        fit_agnostic(data, RunConfig(model="agnostic", steps=2, options={"batch_size": 1, "adv_standardize": False}))
