@@ -519,7 +519,8 @@ def check_input_shape(name: str, x: torch.Tensor, row: tuple[int, ...] | None) -
         return
     if tuple(x.shape) == row:
         raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}), got one row of shape "
-                           f"{tuple(x.shape)}; pass x[None] (or x.reshape(1, -1)) for a single row")
+                           f"{tuple(x.shape)}; pass x[None]{' (or x.reshape(1, -1))' if len(row) == 1 else ''} "
+                           f"for a single row")
     if tuple(x.shape[1:]) != row:
         raise PyrozooError(f"{name}: expected rows shaped (N, {', '.join(map(str, row))}) like the training inputs, "
                            f"got shape {tuple(x.shape)}")

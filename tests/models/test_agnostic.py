@@ -1359,3 +1359,14 @@ def test_batch_size_one_with_adv_standardize_false_on_a_standardizing_network_na
     data = attach_network(make_agnostic_data(x, y, p))
     with pytest.raises(PyrozooError, match=r"the dataset's network was built with adv_standardize=True, got False"):
         fit_agnostic(data, RunConfig(model="agnostic", steps=2, options={"batch_size": 1, "adv_standardize": False}))
+
+
+def test_one_image_given_alone_is_told_to_add_the_batch_axis_not_to_flatten():
+    # QA12: the hint "(or x.reshape(1, -1))" flattens an image; it is given for table rows only
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.models.agnostic import check_input_shape
+
+    with pytest.raises(PyrozooError, match=r"got one row of shape \(1, 8, 8\); pass x\[None\] for a single row$"):
+        check_input_shape("x", torch.zeros(1, 8, 8), (1, 8, 8))
+    with pytest.raises(PyrozooError, match=r"pass x\[None\] \(or x\.reshape\(1, -1\)\) for a single row$"):
+        check_input_shape("x", torch.zeros(3), (3,))
