@@ -114,13 +114,15 @@ def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = F
                        f"has {found}, so there is nothing to infer{hint}")
 
 
-def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior") -> None:
+def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior",
+                          excused: Iterable[str] = ()) -> None:
     """Raise unless ``names`` (the sites an engine draws) include every :func:`latent_sites` of ``trace``: a latent
     without draws would be drawn from its prior whenever the model is replayed at the draws, silently biasing the
-    pointwise log-likelihood and the posterior predictive. ``what`` names the source of ``names`` in the message."""
-    names = list(names)
+    pointwise log-likelihood and the posterior predictive. ``what`` names the source of ``names`` in the message;
+    ``excused``: sites without draws that are not missing (observations the caller left out), not listed as got."""
+    names, excused = list(names), set(excused)
     latent = latent_sites(trace)
-    missing = [n for n in latent if n not in names]
+    missing = [n for n in latent if n not in names and n not in excused]
     if not missing:
         return
     strangers = [n for n in names if n not in trace.nodes]
@@ -641,7 +643,7 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
     if unseen:  # the data left out (obs=None): stand-in values make them observed sites, which the replay draws
         model = poutine.condition(model, {n: trace.nodes[n]["value"] for n in unseen})
         trace = trace_model(model, model_kwargs)
-    check_posterior_sites(trace, [*posterior, *left_out])  # a latent without draws would come from its prior
+    check_posterior_sites(trace, posterior, excused=left_out)  # a latent without draws would come from its prior
     deterministic = deterministic_sites(trace)
     computed = set(deterministic)
     if mode == "deterministic":

@@ -875,3 +875,17 @@ def test_a_transposed_arviz_posterior_is_read_by_dim_name():
     got = pointwise_log_likelihood(_two_latents, post, kw)["y"]
     assert got.shape == (2, 3, 3)
     np.testing.assert_allclose(got, want)
+
+
+def test_a_missing_latent_refusal_lists_only_the_draws_given():
+    # QA13: "got" also listed the left-out observation (['w', 'y'] for a posterior holding only w)
+    def model(x=None, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        s = pyro.sample("s", dist.HalfNormal(1.0))
+        with pyro.plate("n", 4):
+            pyro.sample("x", dist.Normal(w, s), obs=x)
+            pyro.sample("y", dist.Normal(w, s), obs=y)
+
+    with pytest.raises(PyrozooError, match=r"no draws of the model's latent site\(s\) \['s'\]; expected every latent "
+                                           r"site \['w', 's'\], got \['w'\]$"):
+        posterior_predictive(model, {"w": torch.zeros(1, 2)}, {"x": torch.ones(4), "y": None})
