@@ -142,14 +142,18 @@ class ConvFeatures(nn.Module):
     # one row's shape, (C, H, W) of the training images, when built by AgnosticNetwork.for_inputs (None: not known)
     input_shape: tuple[int, ...] | None = None
 
-    def __init__(self, in_channels: int, image_size: int, feature_dim: int = 16, channels: int = 8):
+    def __init__(self, in_channels: int, image_size: int | tuple[int, int], feature_dim: int = 16, channels: int = 8):
+        """``image_size``: the images' side, or their ``(H, W)``; each at least 4 (two 2x2 max-pools)."""
         super().__init__()
         feature_dim = check_feature_dim(feature_dim)
-        side = image_size // 4
+        height, width = (image_size, image_size) if isinstance(image_size, int) else map(int, image_size)
+        if height < 4 or width < 4:  # the pools would leave no pixel (torch: "Output size is too small")
+            raise PyrozooError(f"x: expected images of at least 4 x 4 pixels (the extractor pools twice by 2), got "
+                               f"{height} x {width}")
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * channels * side * side, feature_dim),
+            nn.Flatten(), nn.Linear(2 * channels * (height // 4) * (width // 4), feature_dim),
             nn.LayerNorm(feature_dim, elementwise_affine=False),
         )
 
@@ -209,7 +213,7 @@ class AgnosticNetwork(nn.Module):
         its extractor record one row's shape (``input_shape``), which :func:`predict_proba` and
         :func:`~pyrozoo.evaluation.saliency.feature_saliency` check inputs against."""
         if x.dim() == 4:
-            extractor = ConvFeatures(x.shape[1], x.shape[-1], feature_dim)
+            extractor = ConvFeatures(x.shape[1], (x.shape[-2], x.shape[-1]), feature_dim)  # H x W, square or not
         elif x.dim() == 2:
             extractor = MLPFeatures(x.shape[1], feature_dim, hidden)
         else:

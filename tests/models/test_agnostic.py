@@ -1370,3 +1370,19 @@ def test_one_image_given_alone_is_told_to_add_the_batch_axis_not_to_flatten():
         check_input_shape("x", torch.zeros(1, 8, 8), (1, 8, 8))
     with pytest.raises(PyrozooError, match=r"pass x\[None\] \(or x\.reshape\(1, -1\)\) for a single row$"):
         check_input_shape("x", torch.zeros(3), (3,))
+
+
+def test_non_square_images_fit_and_tiny_ones_are_refused_before_any_work():
+    # QA12: the linear layer was sized for square images ((W // 4)^2), so 8 x 12 images crashed in the fit (mat1 and
+    # mat2 shapes); images under 4 x 4 pixels crashed in the pools
+    from pyrozoo.data.agnostic_tasks import make_agnostic_data
+    from pyrozoo.errors import PyrozooError
+    from pyrozoo.models.agnostic import attach_network, fit_agnostic, predict_proba
+
+    g = torch.Generator().manual_seed(0)
+    y, p = torch.randint(0, 2, (40,), generator=g), torch.arange(40) % 2
+    data = attach_network(make_agnostic_data(torch.rand(40, 1, 8, 12, generator=g), y, p))
+    result = fit_agnostic(data, RunConfig(model="agnostic", steps=2, progress=False))
+    assert predict_proba(result, torch.rand(3, 1, 8, 12), data=data).shape == (3, 2)
+    with pytest.raises(PyrozooError, match=r"^x: expected images of at least 4 x 4 pixels .*got 3 x 12$"):
+        attach_network(make_agnostic_data(torch.rand(40, 1, 3, 12, generator=g), y, p))
