@@ -171,8 +171,9 @@ class FittedGuide:
                 module._parameters.update(own)
 
     def __getattr__(self, name: str) -> Any:
-        """The live guide's attribute; its methods (an AutoGuide's ``median``, ``quantiles``, ``get_posterior``)
-        run under the fit's parameters too, so ``result.guide.median()`` is this fit's."""
+        """The guide's attribute (of the copy :attr:`guide`); its methods (an AutoGuide's ``median``,
+        ``quantiles``, ``get_posterior``) run under the fit's parameters too, so ``result.guide.median()`` is this
+        fit's."""
         if name in ("guide", "params") or name.startswith("__"):  # not set yet (unpickling, copy): no recursion
             raise AttributeError(name)
         value = getattr(self.guide, name)
