@@ -71,10 +71,16 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     return (t.detach() if detach else t).to(dtype=dtype, device=device)
 
 
-def _is_pandas(value: Any) -> bool:
-    """Whether ``value`` is a pandas Series or DataFrame (without importing pandas for the question)."""
+def _is_pandas(value: Any, kinds: tuple[str, ...] = ("Series", "DataFrame")) -> bool:
+    """Whether ``value`` is a pandas Series or DataFrame (``kinds``: the pandas classes asked about), without
+    importing pandas for the question."""
     pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(value, (pd.Series, pd.DataFrame))
+    return pd is not None and isinstance(value, tuple(getattr(pd, k) for k in kinds))
+
+
+def is_dataframe(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame (without importing pandas for the question)."""
+    return _is_pandas(value, ("DataFrame",))
 
 
 def _pandas_missing(value: Any) -> tuple[int, str] | None:

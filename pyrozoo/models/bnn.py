@@ -88,6 +88,7 @@ from pyrozoo.validation import (
     check_seed,
     check_shape,
     feature_names,
+    is_dataframe,
 )
 
 POSTERIORS = ("swag", "swag-diag", "ciber", "collapsed-gaussian", "vi", "map")
@@ -265,7 +266,7 @@ class BNNPosterior:
 
     def _prep(self, X: Any, name: str = "X") -> torch.Tensor:
         check_feature_names(X, self.feature_names, name=name)  # a DataFrame's columns in another order: misread
-        if self.data_scaling is not None and _is_dataframe(X):
+        if self.data_scaling is not None and is_dataframe(X):
             raise PyrozooError(
                 f"{name}: expected inputs in model units (standardized with the training part's moments, "
                 f"(x - x_mean) / x_std) for a zoo run's posterior, got a DataFrame, which would be read as "
@@ -399,14 +400,6 @@ class BNNPosterior:
             z = torch.randn(num_samples, pd["mean"].shape[-1], generator=generator, dtype=torch.float64)
             y = pd["mean"][idx] + pd["var"][idx].sqrt() * z.to(self.draws.device)
         return y * self.y_std + self.y_mean
-
-
-def _is_dataframe(X: Any) -> bool:
-    """Whether ``X`` is a pandas DataFrame (without importing pandas where it was never loaded)."""
-    import sys
-
-    pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(X, pd.DataFrame)
 
 
 # --------------------------------------------------------------------------------------------------- fitting
