@@ -784,7 +784,8 @@ def test_a_stream_closed_before_the_start_keeps_the_commands_exit_status(closed,
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    # The checkout first, then whatever the caller had on the path (a machine with packages in a --target folder).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m pyrozoo {argv} {closed}"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == status and "Traceback" not in done.stdout + done.stderr
