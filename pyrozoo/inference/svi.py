@@ -19,7 +19,6 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.poutine.util import site_is_subsample
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
@@ -34,6 +33,7 @@ from pyrozoo.inference.checkpoint import (
     uses_scheduler,
 )
 from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
+from pyrozoo.inference.guide_draws import draw_from_guide, guide_sites
 from pyrozoo.inference.predictive import (
     FixedParams,
     check_has_latents,
@@ -111,29 +111,6 @@ def diverged_error(error: ValueError, when: str, fix: str = "lower lr", *,
 def _params_finite() -> bool:
     """Whether every value in Pyro's param store is finite (constrained values, as the model and guide see them)."""
     return all(bool(torch.isfinite(v).all()) for _, v in pyro.get_param_store().items())
-
-
-def guide_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the sample sites a guide draws, leaving out observed, ``_``-prefixed auxiliary and subsample sites."""
-    return [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-            and not n.startswith("_") and not site_is_subsample(s)]
-
-
-def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: list[str],
-                    num_samples: int) -> dict[str, torch.Tensor]:
-    """``num_samples`` draws of the model's latents ``names`` from ``guide``, each shaped ``(1, S, ...)``; a name the
-    guide does not draw is a :class:`PyrozooError`."""
-    with torch.no_grad():
-        draws: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for _ in range(num_samples):
-            tr = poutine.trace(guide).get_trace(**model_kwargs)
-            missing = [n for n in names if n not in tr.nodes]
-            if missing:
-                raise PyrozooError(f"guide: no draws of the model's latent site(s) {missing}; expected every latent "
-                                   f"site {names}, got {guide_sites(tr)}")
-            for n in names:
-                draws[n].append(tr.nodes[n]["value"].detach())
-    return {n: torch.stack(v).unsqueeze(0) for n, v in draws.items()}
 
 
 class FittedGuide:

@@ -1,0 +1,136 @@
+"""Draws from a fitted guide: one plated run where the guide vectorizes, one run per draw where it does not; the
+draws follow the guide's distribution either way (checked against its closed-form moments)."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+
+import pyrozoo.inference.guide_draws as guide_draws
+from pyrozoo.inference.guide_draws import draw_from_guide
+
+S = 20_000
+
+
+def model(x=None, y=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(x @ w + z, s), obs=y)
+
+
+X, Y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.linspace(-1, 1, 6)
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """The number of draws each one-run-per-draw call made (empty: every chunk was drawn in one plated run)."""
+    calls = []
+    sequential = guide_draws._sequential
+
+    def counted(guide, kwargs, names, num):
+        calls.append(num)
+        return sequential(guide, kwargs, names, num)
+
+    monkeypatch.setattr(guide_draws, "_sequential", counted)
+    return calls
+
+
+def _fitted_mvn():
+    """An AutoMultivariateNormal with a non-trivial (correlated) q, set by hand."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoMultivariateNormal(model)
+    guide(x=X, y=Y)
+    dim = guide.loc.shape[0]
+    with torch.no_grad():
+        guide.loc.copy_(torch.linspace(-1.0, 1.0, dim))
+        tril = torch.eye(dim) * 0.5 + torch.tril(torch.full((dim, dim), 0.2), -1)
+        guide.scale.copy_(tril.diagonal())
+        guide.scale_tril.copy_(tril / tril.diagonal().unsqueeze(-1))
+    return guide
+
+
+def _unconstrained(draws):
+    """The draws of w, log s, z as the latent vector AutoMultivariateNormal's q is over."""
+    return torch.cat([draws["w"][0], draws["s"][0].log().unsqueeze(-1), draws["z"][0]], dim=-1)
+
+
+@pytest.mark.parametrize("chunk_elements", [2**22, 5000])
+def test_a_correlated_guide_is_drawn_in_plated_runs_with_its_mean_and_covariance(runs, monkeypatch, chunk_elements):
+    """The plated draws of AutoMultivariateNormal have q's mean and covariance (Monte Carlo error 5 standard errors),
+    in one chunk and in several (5000 elements: 178 draws of 28 numbers a chunk)."""
+    monkeypatch.setattr(guide_draws, "CHUNK_ELEMENTS", chunk_elements)
+    guide = _fitted_mvn()
+    pyro.set_rng_seed(1)
+    draws = draw_from_guide(guide, {"x": X, "y": Y}, ["w", "s", "z"], S)
+    assert runs == [] and {k: tuple(v.shape) for k, v in draws.items()} == {"w": (1, S, 3), "s": (1, S),
+                                                                            "z": (1, S, 6)}
+    q = guide.get_posterior()
+    u = _unconstrained(draws).double()
+    sd = q.covariance_matrix.diagonal().sqrt().double()
+    assert ((u.mean(0) - q.loc.double()).abs() <= 5 * sd / S**0.5).all()
+    cov = torch.cov(u.T)
+    # Var of a sample covariance of a Gaussian pair: (s_ij^2 + s_ii s_jj) / S
+    se = ((q.covariance_matrix.double() ** 2 + torch.outer(sd**2, sd**2)) / S).sqrt()
+    assert ((cov - q.covariance_matrix.double()).abs() <= 5 * se).all()
+
+
+@pytest.mark.parametrize("make", [AutoNormal, AutoDelta])
+def test_autoguides_with_plates_and_deltas_are_drawn_in_one_run(runs, make):
+    pyro.clear_param_store()
+    guide = make(model)
+    guide(x=X, y=Y)
+    draws = draw_from_guide(guide, {"x": X, "y": Y}, ["w", "s", "z"], 500)
+    assert runs == [] and draws["z"].shape == (1, 500, 6)
+    if make is AutoDelta:  # a point mass: every draw is the point
+        assert torch.equal(draws["w"][0], guide.median()["w"].expand(500, 3))
+
+
+def mixing_guide():
+    """A guide that is wrong under a plate: b's mean sums a over every dim, so the plated run mixes the draws."""
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    pyro.sample("b", dist.Normal(a.sum(), 1.0))
+
+
+def item_guide():
+    """A guide that raises under a plate (``.item()`` of S draws)."""
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    pyro.sample("b", dist.Normal(a.item(), 1.0))
+
+
+@pytest.mark.parametrize("guide", [mixing_guide, item_guide])
+def test_a_guide_that_does_not_vectorize_is_drawn_one_run_per_draw(runs, guide):
+    """b | a ~ N(a, 1), a ~ N(0, 1): Var b = 2, Cov(a, b) = 1. The mixing guide passes the shape check under the
+    plate; the replay check catches it (its plated b has variance about 1 + S)."""
+    pyro.set_rng_seed(2)
+    draws = draw_from_guide(guide, {}, ["a", "b"], 4000)
+    assert runs == [4000]
+    ab = torch.stack([draws["a"][0], draws["b"][0]]).double()
+    cov = torch.cov(ab)
+    # standard errors of the sample covariances (Gaussian): sqrt((s_ij^2 + s_ii s_jj) / S)
+    assert abs(cov[1, 1] - 2.0) < 5 * (8 / 4000) ** 0.5 and abs(cov[0, 1] - 1.0) < 5 * (3 / 4000) ** 0.5
+
+
+def test_a_subsampling_plate_in_the_guide_is_drawn_one_run_per_draw(runs):
+    """Each run of a subsampling plate draws its own rows: a plated run would give all draws one subsample."""
+    def guide():
+        with pyro.plate("rows", 10, subsample_size=3) as idx:
+            pyro.sample("r", dist.Normal(idx.double(), 1.0))
+
+    draws = draw_from_guide(guide, {}, ["r"], 5)
+    assert runs == [5] and draws["r"].shape == (1, 5, 3)
+
+
+def test_the_normal_gamma_guide_vectorizes(runs):
+    from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
+
+    pyro.clear_param_store()
+    guide = make_normal_gamma_guide({"mu_loc": 1.0, "mu_scale": 0.5, "beta_conc": 4.0, "beta_mean": 2.0})
+    x = torch.zeros(3, dtype=torch.float64)
+    draws = draw_from_guide(guide, {"x": x}, ["mu", "beta"], S)
+    assert runs == [] and draws["mu"].dtype == torch.float64
+    assert abs(draws["mu"].mean() - 1.0) < 5 * 0.5 / S**0.5
+    assert abs(draws["beta"].mean() - 2.0) < 5 * (2.0 / 4.0**0.5) / S**0.5  # Gamma sd = mean / sqrt(conc)
