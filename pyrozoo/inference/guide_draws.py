@@ -80,15 +80,17 @@ def _draw_index(site: dict, nesting: int) -> int:
 
 
 def _vectorized(guide: Callable, model_kwargs: Mapping[str, Any], proto: poutine.Trace, nesting: int,
-                num: int) -> dict[str, torch.Tensor] | None:
+                num: int, names: list[str]) -> dict[str, torch.Tensor] | None:
     """``num`` draws of every random site from one guide run in a plate, each ``(num, *site_shape)``; ``None`` where
-    the guide does not vectorize (it raised, its sites changed, or a value came out in another shape) or where the
-    replay check fails."""
+    the guide does not vectorize (it raised, its sites changed, or a value came out in another shape), where one of
+    ``names`` is not a random site of the guide (a ``pyro.deterministic`` one), or where the replay check fails."""
     def plated(**kwargs: Any) -> Any:
         with pyro.plate(_PLATE, num, dim=-(nesting + 1)):
             return guide(**kwargs)
 
     sites = _random_sites(proto)
+    if not set(names) <= set(sites):
+        return None
     try:
         tr = poutine.trace(plated).get_trace(**model_kwargs)
         tr.compute_log_prob(site_filter=lambda name, site: name in sites)
@@ -155,7 +157,7 @@ def draw_from_guide(guide: Callable, model_kwargs: Mapping[str, Any], names: lis
         nesting, parts, vectorizes = _nesting(proto), [], chunk > 1 and not _subsamples(proto)
         for start in range(0, num_samples, chunk):
             num = min(chunk, num_samples - start)
-            got = _vectorized(guide, model_kwargs, proto, nesting, num) if vectorizes and num > 1 else None
+            got = _vectorized(guide, model_kwargs, proto, nesting, num, names) if vectorizes and num > 1 else None
             if got is None:
                 vectorizes = False  # a guide that failed once is drawn one run at a time from then on
                 got = _sequential(guide, model_kwargs, names, num)

@@ -134,3 +134,14 @@ def test_the_normal_gamma_guide_vectorizes(runs):
     assert runs == [] and draws["mu"].dtype == torch.float64
     assert abs(draws["mu"].mean() - 1.0) < 5 * 0.5 / S**0.5
     assert abs(draws["beta"].mean() - 2.0) < 5 * (2.0 / 4.0**0.5) / S**0.5  # Gamma sd = mean / sqrt(conc)
+
+
+def test_a_latent_the_guide_sets_with_pyro_deterministic_is_drawn_one_run_per_draw(runs):
+    """A guide may give a model latent as a ``pyro.deterministic`` site (an observed Delta), which the plated run
+    does not count among its random sites: drawn one run per draw, as before, rather than a KeyError."""
+    def guide():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.deterministic("b", 2 * a)
+
+    draws = draw_from_guide(guide, {}, ["a", "b"], 50)
+    assert runs == [50] and torch.equal(draws["b"], 2 * draws["a"])
