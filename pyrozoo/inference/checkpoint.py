@@ -1,7 +1,10 @@
 """SVI checkpoints: param store, optimizer state, RNG state, step, loss history and run settings in one file.
 
-A run resumed from a checkpoint written at step ``k`` continues exactly as the uninterrupted run would: the RNG
-state is restored after the guide has been set up, so both runs draw the same numbers from step ``k`` on. The
+A run resumed from a checkpoint written at step ``k`` continues exactly as the uninterrupted run would: the
+checkpoint's parameter values are copied into the tensors the model and guide set up (a module's own
+``nn.Parameter`` is the tensor its forward pass reads, so replacing the store's tensors left it at its initial
+values), and the RNG state is restored after the guide has been set up, so both runs draw the same numbers from step
+``k`` on. The
 settings that decide the trajectory are stored under ``extra["settings"]``; :func:`changed_settings` lists those a
 resume would change (the caller refuses it). The data are stored as a fingerprint (:func:`data_fingerprint`), and the
 parameters' names and shapes are compared with those the model and guide set up (:func:`changed_params`), so that a
@@ -26,7 +29,8 @@ import torch
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim.PyroOptim, losses: list[float],
                     extra: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint atomically (temporary file, then rename)."""
+    """Write the checkpoint atomically (temporary file, then rename): param store (unconstrained values), optimizer
+    state, RNG states (CPU, Python, NumPy, and CUDA's when in use), step, losses and ``extra``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -37,6 +41,10 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim
         "losses": list(losses),
         "extra": extra or {},
     }
+    # pyro's RNG state is the CPU generator's (with Python's and NumPy's): a fit on CUDA draws from the CUDA
+    # generators, whose states are saved too (CUDA not initialized: nothing drew from them)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -154,13 +162,22 @@ def changed_data(stored: Mapping[str, str], current: Mapping[str, str]) -> list[
 
 def changed_params(state: Mapping[str, Any], current: Mapping[str, torch.Tensor]) -> list[str]:
     """``name: old shape -> new shape`` for every parameter of the checkpoint's param store that the model and guide
-    now set up with another shape or not at all, and for every one they set up that the checkpoint lacks.
-    ``current`` holds unconstrained values, as the checkpoint does (``pyro.get_param_store().get_state()["params"]``:
-    a ``corr_cholesky`` parameter's unconstrained shape is not its own)."""
-    stored = {n: tuple(v.shape) for n, v in state["param_store"]["params"].items()}
+    now set up with another shape or not at all, and for every one they set up that the checkpoint lacks;
+    ``name: old dtype -> new dtype`` for one of the same shape and another dtype (its values are copied into the
+    tensor set up now, :func:`restore_checkpoint`, which would cast them). ``current`` holds unconstrained values,
+    as the checkpoint does (``pyro.get_param_store().get_state()["params"]``: a ``corr_cholesky`` parameter's
+    unconstrained shape is not its own)."""
+    stored_params = state["param_store"]["params"]
+    stored = {n: tuple(v.shape) for n, v in stored_params.items()}
     now = {n: tuple(v.shape) for n, v in current.items()}
-    return [f"{n}: {stored.get(n, 'absent')} -> {now.get(n, 'absent')}"
-            for n in {**stored, **now} if stored.get(n) != now.get(n)]
+    changes = [f"{n}: {stored.get(n, 'absent')} -> {now.get(n, 'absent')}"
+               for n in {**stored, **now} if stored.get(n) != now.get(n)]
+    return changes + [f"{n}: {_dtype(stored_params[n])} -> {_dtype(v)}" for n, v in current.items()
+                      if stored.get(n) == now[n] and stored_params[n].dtype != v.dtype]
+
+
+def _dtype(value: torch.Tensor) -> str:
+    return str(value.dtype).removeprefix("torch.")
 
 
 def uses_scheduler(state: Mapping[str, Any]) -> bool | None:
@@ -178,15 +195,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_checkpoint(state: dict[str, Any], optimizer: pyro.optim.PyroOptim, device: torch.device) -> None:
-    """Put the param store, optimizer and RNG back as they were when ``state`` was saved."""
-    store = state["param_store"]
-    store = {
-        "params": {k: v.to(device) for k, v in store["params"].items()},
-        "constraints": store["constraints"],
-    }
-    pyro.get_param_store().set_state(store)
+    """Put the param store, optimizer and RNG back as they were when ``state`` was saved.
+
+    Each stored value is copied in place into the tensor that the model and guide set up under its name (they must
+    hold the same names and shapes: :func:`changed_params`). Replacing the store's tensors instead
+    (``ParamStore.set_state``) left every module's own ``nn.Parameter`` (an AutoDiagonalNormal's ``loc``, the
+    weights of a ``pyro.module`` or ``PyroModule`` network) at its initial value: its forward pass reads that
+    attribute, while the optimizer stepped the store's new tensors, which got no gradient. The optimizer state is
+    keyed by name and bound to those same live tensors at their first step. The CUDA generators' states are put
+    back too where the checkpoint holds them and CUDA is available."""
+    live = dict(pyro.get_param_store().named_parameters())  # unconstrained, as stored
+    with torch.no_grad():
+        for name, value in state["param_store"]["params"].items():
+            live[name].copy_(value)
     optimizer.set_state(_to_device(state["optimizer"], device))
     pyro.util.set_rng_state(state["rng"])
+    cuda = state.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available():
+        for index, generator in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(generator, index)
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
