@@ -26,6 +26,8 @@ import pyro
 import pyro.util
 import torch
 
+from pyrozoo.errors import PyrozooError
+
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim.PyroOptim, losses: list[float],
                     extra: dict[str, Any] | None = None) -> None:
@@ -190,8 +192,50 @@ def uses_scheduler(state: Mapping[str, Any]) -> bool | None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors land on the CPU)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors land on the CPU). A file that cannot be read,
+    or read as one (truncated, empty, not a pickle, another object), is a :class:`PyrozooError` naming
+    ``checkpoint``, the path and what is wrong, not torch's or pickle's own error."""
+    if Path(path).is_dir():
+        raise PyrozooError(f"checkpoint: {path} is a directory, not a pyrozoo checkpoint file")
+    try:
+        with open(path, "rb") as fh:  # a file this process cannot read: said as such
+            fh.read(1)
+    except OSError as exc:
+        raise PyrozooError(f"checkpoint: cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated, empty or garbage: OSError, EOFError, UnpicklingError, RuntimeError, ...
+        reason = str(exc).splitlines()[0][:200] if str(exc) else "no message"
+        raise PyrozooError(f"checkpoint: {path} is not a pyrozoo checkpoint: it cannot be read as one "
+                           f"({type(exc).__name__}: {reason})") from None
+    problem = _malformed(state)
+    if problem:
+        raise PyrozooError(f"checkpoint: {path} is not a pyrozoo checkpoint: {problem}")
+    return state
+
+
+def _malformed(state: Any) -> str | None:
+    """What keeps ``state`` from being a checkpoint :func:`save_checkpoint` wrote, or ``None``."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not the dict save_checkpoint writes"
+    missing = [k for k in ("step", "param_store", "optimizer", "rng", "losses") if k not in state]
+    if missing:
+        return f"it lacks {', '.join(map(repr, missing))} (its keys: {sorted(map(str, state))})"
+    store = state["param_store"]
+    if not (isinstance(store, dict) and isinstance(store.get("params"), dict)
+            and isinstance(store.get("constraints"), dict)
+            and all(isinstance(v, torch.Tensor) for v in store["params"].values())):
+        return "its 'param_store' is not a param store's state (params and constraints)"
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its 'step' is {step!r}, not a step count"
+    if not isinstance(state["losses"], list) or not isinstance(state["optimizer"], dict):
+        return "its 'losses' or 'optimizer' entry is not what save_checkpoint writes"
+    if not isinstance(state["rng"], dict) or "torch" not in state["rng"]:
+        return "its 'rng' entry is not an RNG state"
+    if not isinstance(state.get("extra", {}), dict):
+        return "its 'extra' entry is not a dict"
+    return None
 
 
 def restore_checkpoint(state: dict[str, Any], optimizer: pyro.optim.PyroOptim, device: torch.device) -> None:

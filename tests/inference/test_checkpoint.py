@@ -15,6 +15,7 @@ from pyro.infer.autoguide import (
 )
 from pyro.nn import PyroModule
 
+from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.svi import run_svi
 
 
@@ -110,3 +111,48 @@ def test_a_parameter_of_another_dtype_is_refused_not_cast():
     assert changed_params(state, {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(3)}) == [
         "a: float32 -> float64"]
     assert changed_params(state, {"a": torch.zeros(2), "b": torch.zeros(3)}) == []
+
+
+# ------------------------------------------------------------------ a file that is no checkpoint (A2)
+def _bad_checkpoints(tmp_path):
+    good = tmp_path / "good.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=good, **FIT)
+    data = good.read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.ckpt").write_bytes(b"hello world, not a checkpoint")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    torch.save({"a": 1}, tmp_path / "dict.ckpt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
+    state = torch.load(good, weights_only=False)
+    state["param_store"] = [1, 2]
+    torch.save(state, tmp_path / "store.ckpt")
+
+
+@pytest.mark.parametrize("name,why", [
+    ("truncated", r"it cannot be read as one \(OSError"),
+    ("garbage", r"it cannot be read as one \(UnpicklingError"),
+    ("empty", r"it cannot be read as one \(EOFError: Ran out of input\)"),
+    ("dict", r"it lacks 'step', 'param_store', 'optimizer', 'rng', 'losses' \(its keys: \['a'\]\)"),
+    ("tensor", r"it holds a Tensor, not the dict save_checkpoint writes"),
+    ("store", r"its 'param_store' is not a param store's state"),
+])
+def test_a_file_that_is_no_checkpoint_is_one_error_naming_it_before_any_step(tmp_path, name, why):
+    """A truncated, empty or garbage file, or a pickle of something else, used to end the resume in torch's or
+    pickle's own error (OSError, UnpicklingError, EOFError, KeyError, AttributeError): now one PyrozooError naming
+    `checkpoint`, the path and what is wrong, before any step, and the file is left as it was."""
+    _bad_checkpoints(tmp_path)
+    path = tmp_path / f"{name}.ckpt"
+    before = path.read_bytes()
+    steps = []
+    with pytest.raises(PyrozooError, match=rf"^checkpoint: {path} is not a pyrozoo checkpoint: {why}"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=path, resume=True,
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == []
+    assert path.read_bytes() == before
+
+
+def test_resuming_from_a_directory_is_one_error_naming_checkpoint(tmp_path):
+    (tmp_path / "dir.ckpt").mkdir()
+    with pytest.raises(PyrozooError, match=r"^checkpoint: .*dir\.ckpt.* directory"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=tmp_path / "dir.ckpt", resume=True,
+                **FIT)
