@@ -27,6 +27,36 @@ import pyro.util
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.validation import expand_home
+
+
+def check_checkpoint_path(value: Any, *, resume: bool = False) -> Path:
+    """``value`` as the checkpoint file to write (and, with ``resume``, to read first), checked before any work: a
+    non-empty path (a string or ``os.PathLike``; a number, ``''`` or ``None`` is refused), with a leading ``~``
+    expanded, that is not a directory, and whose directory exists and can be written to, or can be created (its
+    nearest existing ancestor is a directory this process can create entries in: probed by creating and removing
+    one, as ``os.access`` says yes to root on read-only file systems). With ``resume`` it must exist. Each failure
+    is a :class:`PyrozooError` naming ``checkpoint``; nothing is left on disk."""
+    what = "a file path for the checkpoint (e.g. 'svi.ckpt')"
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    path = expand_home("checkpoint", value, what=what)
+    if str(text).endswith(("/", os.sep)) or path.is_dir():
+        raise PyrozooError(f"checkpoint: expected {what}, got the directory {text!r}")
+    if resume and not path.exists():
+        raise PyrozooError(f"checkpoint: {path} does not exist, nothing to resume")
+    directory = Path(os.path.abspath(path)).parent
+    ancestor = directory
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PyrozooError(f"checkpoint: cannot write {path}: {ancestor} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".pyrozoo-probe.", dir=ancestor))
+    except OSError as exc:
+        where = "in" if ancestor == directory else f"(nor create {directory}) under"
+        raise PyrozooError(f"checkpoint: cannot write {path}: no file can be created {where} {ancestor} "
+                           f"({exc.strerror or exc})") from None
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim.PyroOptim, losses: list[float],

@@ -26,6 +26,7 @@ from pyrozoo.inference.checkpoint import (
     changed_data,
     changed_params,
     changed_settings,
+    check_checkpoint_path,
     data_fingerprint,
     load_checkpoint,
     restore_checkpoint,
@@ -339,8 +340,8 @@ def run_svi(
     check_accepts("guide", guide, model_kwargs, {**model_kwargs, **dict(train_kwargs or {})})  # as it is called
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
-    if resume and not Path(checkpoint).exists():
-        raise PyrozooError(f"checkpoint: {checkpoint} does not exist, nothing to resume")
+    if checkpoint is not None:  # written at the first save, after the work: its path is checked now
+        checkpoint = check_checkpoint_path(checkpoint, resume=bool(resume))
     # the settings that decide the trajectory, stored in every checkpoint and compared on resume
     settings: dict[str, Any] = {
         "seed": seed, "elbo": elbo, "num_particles": num_particles, "optimizer": optimizer, "lr": lr,

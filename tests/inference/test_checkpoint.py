@@ -153,6 +153,66 @@ def test_a_file_that_is_no_checkpoint_is_one_error_naming_it_before_any_step(tmp
 
 def test_resuming_from_a_directory_is_one_error_naming_checkpoint(tmp_path):
     (tmp_path / "dir.ckpt").mkdir()
-    with pytest.raises(PyrozooError, match=r"^checkpoint: .*dir\.ckpt.* directory"):
+    with pytest.raises(PyrozooError, match=r"^checkpoint: .*directory.*dir\.ckpt"):
         run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=tmp_path / "dir.ckpt", resume=True,
+                **FIT)
+
+
+# ------------------------------------------------------------------ the checkpoint path, checked first (A3, A9)
+def _path_cases(tmp_path):
+    (tmp_path / "dir.ckpt").mkdir()
+    (tmp_path / "file").write_text("x")
+    return {
+        "an existing directory": (tmp_path / "dir.ckpt", r"expected a file path for the checkpoint .*got the "
+                                                         r"directory"),
+        "a trailing slash": (f"{tmp_path}/new/", r"expected a file path .*, got the directory .*/new/'$"),
+        "a parent that is a file": (tmp_path / "file" / "ck.pt", rf"cannot write .*: {tmp_path / 'file'} is not a "
+                                                                 rf"directory"),
+        "a number": (123, r"expected a file path for the checkpoint \(e\.g\. 'svi\.ckpt'\), got 123$"),
+        "an empty path": ("", r"expected a file path for the checkpoint .*, got ''$"),
+        "a read-only file system": ("/proc/pyrozoo-ck/ck.pt", r"cannot write .*no file can be created"),
+    }
+
+
+@pytest.mark.parametrize("case", ["an existing directory", "a trailing slash", "a parent that is a file", "a number",
+                                  "an empty path", "a read-only file system"])
+def test_a_bad_checkpoint_path_is_refused_before_any_step(tmp_path, case):
+    """The path was first used at the first save, after checkpoint_every steps (or all of them): an existing
+    directory, a parent that is a file, an unwritable place, checkpoint=123 (a TypeError after every step) or ''
+    (a rename onto '.') failed there with a raw error and the work was lost. Now each is a PyrozooError naming
+    `checkpoint` before step 0, and nothing is written."""
+    import os
+
+    if case == "a read-only file system" and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    path, match = _path_cases(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    steps = []
+    with pytest.raises(PyrozooError, match=rf"^checkpoint: {match}"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=path,
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_missing_directory_of_the_checkpoint_is_created_at_the_first_save(tmp_path):
+    ckpt = tmp_path / "a" / "b" / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, **FIT)
+    assert ckpt.is_file()
+
+
+def test_a_leading_tilde_is_the_home_directory(tmp_path, monkeypatch):
+    """'~/ck.pt' made a directory named '~' in the working directory."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint="~/svi.ckpt", **FIT)
+    assert (home / "svi.ckpt").is_file()
+    assert list(cwd.iterdir()) == []
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint="~/svi.ckpt", resume=True, **FIT)
+    assert len(res.fit_stats["loss"]) == 20
+    with pytest.raises(PyrozooError, match=r"^checkpoint: .*'~no-such-user-pyrozoo/svi\.ckpt'.* names no home"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint="~no-such-user-pyrozoo/svi.ckpt",
                 **FIT)
