@@ -49,7 +49,14 @@ from pyrozoo.inference.predictive import (
 )
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
-from pyrozoo.validation import check_accepts, check_choice, check_finite_kwargs, check_int, check_positive
+from pyrozoo.validation import (
+    check_accepts,
+    check_bool,
+    check_choice,
+    check_finite_kwargs,
+    check_int,
+    check_positive,
+)
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -338,6 +345,7 @@ def run_svi(
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     check_finite_kwargs(train_kwargs or {}, allow=allow_nonfinite, what="train_kwargs")
     check_accepts("guide", guide, model_kwargs, {**model_kwargs, **dict(train_kwargs or {})})  # as it is called
+    check_bool("resume", resume)  # resume="false" resumed
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
     if checkpoint is not None:  # written at the first save, after the work: its path is checked now

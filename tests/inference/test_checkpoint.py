@@ -216,3 +216,14 @@ def test_a_leading_tilde_is_the_home_directory(tmp_path, monkeypatch):
     with pytest.raises(PyrozooError, match=r"^checkpoint: .*'~no-such-user-pyrozoo/svi\.ckpt'.* names no home"):
         run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint="~no-such-user-pyrozoo/svi.ckpt",
                 **FIT)
+
+
+@pytest.mark.parametrize("resume", ["false", None, 1, "yes"])
+def test_resume_must_be_true_or_false(tmp_path, resume):
+    """resume='false' resumed (a truthy string) and resume=None started over: now a PyrozooError naming `resume`."""
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, **FIT)
+    before = ckpt.read_bytes()
+    with pytest.raises(PyrozooError, match=rf"^resume: expected True or False, got {resume!r}$"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=resume, **FIT)
+    assert ckpt.read_bytes() == before
