@@ -30,13 +30,15 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import expand_home
 
 
-def check_checkpoint_path(value: Any, *, resume: bool = False) -> Path:
+def check_checkpoint_path(value: Any, *, resume: bool = False, overwrite: bool = False) -> Path:
     """``value`` as the checkpoint file to write (and, with ``resume``, to read first), checked before any work: a
     non-empty path (a string or ``os.PathLike``; a number, ``''`` or ``None`` is refused), with a leading ``~``
     expanded, that is not a directory, and whose directory exists and can be written to, or can be created (its
     nearest existing ancestor is a directory this process can create entries in: probed by creating and removing
-    one, as ``os.access`` says yes to root on read-only file systems). With ``resume`` it must exist. Each failure
-    is a :class:`PyrozooError` naming ``checkpoint``; nothing is left on disk."""
+    one, as ``os.access`` says yes to root on read-only file systems). With ``resume`` it must exist; without it,
+    it must not, unless ``overwrite`` (a new run that forgot ``resume=True`` replaced a long run's checkpoint with
+    its own, as ``--out`` refuses an existing folder without ``--overwrite``). Each failure is a
+    :class:`PyrozooError` naming ``checkpoint``; nothing is left on disk."""
     what = "a file path for the checkpoint (e.g. 'svi.ckpt')"
     text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
     path = expand_home("checkpoint", value, what=what)
@@ -44,6 +46,9 @@ def check_checkpoint_path(value: Any, *, resume: bool = False) -> Path:
         raise PyrozooError(f"checkpoint: expected {what}, got the directory {text!r}")
     if resume and not path.exists():
         raise PyrozooError(f"checkpoint: {path} does not exist, nothing to resume")
+    if not resume and not overwrite and (path.exists() or path.is_symlink()):
+        raise PyrozooError(f"checkpoint: {path} already exists; pass resume=True to continue the run it holds, "
+                           f"overwrite_checkpoint=True to start a new run over it, or choose another path")
     directory = Path(os.path.abspath(path)).parent
     ancestor = directory
     while not ancestor.exists() and ancestor != ancestor.parent:

@@ -278,6 +278,7 @@ def run_svi(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
+    overwrite_checkpoint: bool = False,
     num_samples: int = 1000,
     seed: int = 0,
     device: torch.device | None = None,
@@ -301,8 +302,11 @@ def run_svi(
     parameters as an uninterrupted run. A resume that would change the trajectory (another seed, elbo, lr, ...; see
     :func:`check_resume`), on other data, or with a model and guide whose parameters differ in name or shape from the
     checkpoint's, is refused before any step, naming what changed; ``num_steps`` may grow while
-    ``lr_decay == 1``. A run stopped early on a plateau (``early_stop_window`` steps against the window before,
-    checked before each step) stays stopped when resumed.
+    ``lr_decay == 1``. A new run (``resume=False``) does not replace an existing checkpoint unless
+    ``overwrite_checkpoint=True``: it is refused before any step, so that forgetting ``resume=True`` does not lose
+    a long run's progress. The path is checked before any step too (a writable file path, ``~`` expanded). A run
+    stopped early on a plateau (``early_stop_window`` steps against the window before, checked before each step)
+    stays stopped when resumed.
     ``num_particles`` > 1 averages the ELBO over that many particles, vectorized (one pass with a particle plate)
     unless ``vectorize_particles=False``, which a model whose code does not broadcast over an extra leading batch
     dim (``x @ w`` with a vector ``w``) needs: it then runs one pass per particle.
@@ -346,10 +350,14 @@ def run_svi(
     check_finite_kwargs(train_kwargs or {}, allow=allow_nonfinite, what="train_kwargs")
     check_accepts("guide", guide, model_kwargs, {**model_kwargs, **dict(train_kwargs or {})})  # as it is called
     check_bool("resume", resume)  # resume="false" resumed
+    check_bool("overwrite_checkpoint", overwrite_checkpoint)
     if resume and checkpoint is None:
         raise PyrozooError("resume: needs a checkpoint path")
+    if resume and overwrite_checkpoint:
+        raise PyrozooError("overwrite_checkpoint: True starts a new run over the checkpoint, which resume=True "
+                           "continues; expected one of them, got both")
     if checkpoint is not None:  # written at the first save, after the work: its path is checked now
-        checkpoint = check_checkpoint_path(checkpoint, resume=bool(resume))
+        checkpoint = check_checkpoint_path(checkpoint, resume=bool(resume), overwrite=bool(overwrite_checkpoint))
     # the settings that decide the trajectory, stored in every checkpoint and compared on resume
     settings: dict[str, Any] = {
         "seed": seed, "elbo": elbo, "num_particles": num_particles, "optimizer": optimizer, "lr": lr,

@@ -227,3 +227,28 @@ def test_resume_must_be_true_or_false(tmp_path, resume):
     with pytest.raises(PyrozooError, match=rf"^resume: expected True or False, got {resume!r}$"):
         run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=resume, **FIT)
     assert ckpt.read_bytes() == before
+
+
+# ------------------------------------------------------------------ an existing checkpoint is not overwritten (A6)
+def test_a_new_run_does_not_overwrite_an_existing_checkpoint(tmp_path):
+    """A new run that forgot resume=True replaced a 200-step run's checkpoint with its own 10 steps. Now it is
+    refused before any step, as --out refuses an existing folder without --overwrite, and the file is left as it
+    was; overwrite_checkpoint=True starts the new run over it; both it and resume=True is a contradiction."""
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, **FIT)
+    before = ckpt.read_bytes()
+    steps = []
+    with pytest.raises(PyrozooError, match=rf"^checkpoint: {ckpt} already exists; pass resume=True to continue the "
+                                           rf"run it holds, overwrite_checkpoint=True to start a new run over it, or "
+                                           rf"choose another path$"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt,
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == [] and ckpt.read_bytes() == before
+    with pytest.raises(PyrozooError, match=r"^overwrite_checkpoint: .* got both$"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, checkpoint=ckpt, resume=True,
+                overwrite_checkpoint=True, **FIT)
+    with pytest.raises(PyrozooError, match=r"^overwrite_checkpoint: expected True or False, got 'yes'$"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, overwrite_checkpoint="yes", **FIT)
+    assert ckpt.read_bytes() == before
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, overwrite_checkpoint=True, **FIT)
+    assert torch.load(ckpt, weights_only=False)["step"] == 10
