@@ -189,12 +189,28 @@ def _same(old: str | None, new: str | None) -> bool:
     return a == b or (a != a and b != b)  # nan is the same value as nan
 
 
-def changed_data(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """``model_kwargs['name']: old -> new`` for every data fingerprint that differs (``absent`` on one side);
-    numbers differ only as values (a stored ``1`` and a current ``1.0`` or ``True`` are the same)."""
-    names = list({**stored, **current})
-    return [f"model_kwargs[{n!r}]: {stored.get(n, 'absent')} -> {current.get(n, 'absent')}"
-            for n in names if not _same(stored.get(n), current.get(n))]
+def changed_data(stored: Mapping[str, str], current: Mapping[str, str], *, what: str = "model_kwargs",
+                 stored_absent: Mapping[str, tuple[str, str]] | None = None,
+                 current_absent: Mapping[str, tuple[str, str]] | None = None) -> list[str]:
+    """``what['name']: old -> new`` for every data fingerprint that differs; numbers differ only as values (a stored
+    ``1`` and a current ``1.0`` or ``True`` are the same). A name absent on one side reads as its entry in that
+    side's ``*_absent`` (``name -> (fingerprint, where it comes from)``, e.g. the model's default: an argument
+    passed at its default is the argument left out), else as ``absent``."""
+
+    def side(given: Mapping[str, str], absent: Mapping[str, tuple[str, str]] | None, name: str) -> tuple[Any, str]:
+        if name in given:
+            return given[name], given[name]
+        if absent and name in absent:
+            fingerprint, source = absent[name]
+            return fingerprint, f"{fingerprint} ({source})"
+        return None, "absent"
+
+    changes = []
+    for n in {**stored, **current}:
+        (old, old_text), (new, new_text) = side(stored, stored_absent, n), side(current, current_absent, n)
+        if not _same(old, new):
+            changes.append(f"{what}[{n!r}]: {old_text} -> {new_text}")
+    return changes
 
 
 def changed_params(state: Mapping[str, Any], current: Mapping[str, torch.Tensor]) -> list[str]:

@@ -181,7 +181,20 @@ def _scalar_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in dict(kwargs or {}).items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
-def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+def signature_defaults(fn: Callable) -> dict[str, Any]:
+    """The default values of ``fn``'s keyword-passable parameters (a ``torch.nn.Module``'s own ``forward``'s, as
+    :func:`~pyrozoo.validation.check_accepts` reads it); ``{}`` for a signature that cannot be read."""
+    own_forward = isinstance(fn, torch.nn.Module) and type(fn).forward is not torch.nn.Module.forward
+    try:
+        params = inspect.signature(fn.forward if own_forward else fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {n: p.default for n, p in params.items()
+            if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[str, Any], *,
+                 model_defaults: Mapping[str, Any] | None = None) -> None:
     """Refuse to resume from ``state`` (read from ``path``) with ``settings`` that would change the trajectory the
     checkpoint has taken, naming each changed setting with its old and new value.
 
@@ -191,8 +204,9 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     other kind (with or without a schedule) than the one asked, which could not be loaded.
 
     ``settings["data"]`` (a :func:`~pyrozoo.inference.checkpoint.data_fingerprint` of ``model_kwargs``) must match
-    too: a resume on other data is refused, naming each argument that differs. A checkpoint written before data
-    were fingerprinted is resumed with a warning."""
+    too: a resume on other data is refused, naming each argument that differs. An argument left out on one side and
+    passed at the model's default (``model_defaults``, :func:`signature_defaults`) on the other is the same. A
+    checkpoint written before data were fingerprinted is resumed with a warning."""
     stored = dict(state.get("extra", {})).get("settings")
     if stored is None:
         scheduled = settings["optimizer"] == "adam" and settings["lr_decay"] != 1.0
@@ -211,7 +225,8 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     defaults = {"vectorize_particles": True}
     changes = changed_settings({**defaults, **stored}, {**defaults, **settings}, skip=("num_steps", "data"))
     if "data" in stored:
-        changes += changed_data(stored["data"], settings["data"])
+        by_default = {n: (fp, "default") for n, fp in data_fingerprint(model_defaults or {}).items()}
+        changes += changed_data(stored["data"], settings["data"], stored_absent=by_default, current_absent=by_default)
     else:
         warnings.warn(f"resume: checkpoint {path} stores no fingerprint of its data (written by an older pyrozoo); "
                       f"resuming without checking that model_kwargs are the data it was fitted to",
@@ -374,7 +389,7 @@ def run_svi(
     if resume:
         check_choice("optimizer", optimizer, OPTIMIZERS)
         state = load_checkpoint(checkpoint)
-        check_resume(checkpoint, state, settings)
+        check_resume(checkpoint, state, settings, model_defaults=signature_defaults(model))
 
     set_seed(seed)
     proto = trace_model(model, model_kwargs)

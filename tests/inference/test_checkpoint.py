@@ -252,3 +252,24 @@ def test_a_new_run_does_not_overwrite_an_existing_checkpoint(tmp_path):
     assert ckpt.read_bytes() == before
     run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, overwrite_checkpoint=True, **FIT)
     assert torch.load(ckpt, weights_only=False)["step"] == 10
+
+
+# ------------------------------------------------------------------ an argument at its default (A5)
+def test_a_model_argument_passed_at_its_default_resumes(tmp_path):
+    """A resume that passed n=20 (the model's default) where the checkpoint's run left it out was refused as
+    "model_kwargs['n']: absent -> 20", though the fit is the same. Now the model's signature defaults fill in an
+    argument absent on one side: accepted both ways, and the resumed run is the uninterrupted one; a real change
+    is still refused, naming the default it replaces."""
+    full = run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, **FIT)
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, **FIT)
+    resumed = run_svi(model, AutoNormal(model), {"x": X, "n": 20, "prior_scale": 5.0}, num_steps=20,
+                      checkpoint=ckpt, resume=True, **FIT)
+    # the other way round: the checkpoint has the explicit values, the resume leaves them out
+    resumed = run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, checkpoint=ckpt, resume=True, **FIT)
+    _assert_same_fit(full, resumed)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['prior_scale'\]: 5\.0 \(default\) -> 2\.0; resume with"):
+        run_svi(model, AutoNormal(model), {"x": X, "prior_scale": 2.0}, num_steps=40, checkpoint=ckpt, resume=True,
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == []

@@ -415,8 +415,8 @@ def test_a_resume_on_other_data_is_refused_naming_the_argument(tmp_path):
                                            r"float32 \(20,\) [0-9a-f]{16} -> float32 \(20,\) [0-9a-f]{16}"):
         run_svi(model, AutoNormal(model), {"x": X + 1.0}, checkpoint=ckpt, resume=True, **{**FIT, "num_steps": 50},
                 callback=lambda s, loss: steps.append(s))
-    with pytest.raises(PyrozooError, match=r"model_kwargs\['n'\]: absent -> 20"):
-        run_svi(model, AutoNormal(model), {"x": X, "n": 20}, checkpoint=ckpt, resume=True,
+    with pytest.raises(PyrozooError, match=r"model_kwargs\['n'\]: 20 \(default\) -> 19"):
+        run_svi(model, AutoNormal(model), {"x": X, "n": 19}, checkpoint=ckpt, resume=True,
                 **{**FIT, "num_steps": 50})
     assert steps == []
     # the same data as a fresh tensor (another object, same bytes) resumes
