@@ -204,7 +204,9 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     other kind (with or without a schedule) than the one asked, which could not be loaded.
 
     ``settings["data"]`` (a :func:`~pyrozoo.inference.checkpoint.data_fingerprint` of ``model_kwargs``) must match
-    too: a resume on other data is refused, naming each argument that differs. An argument left out on one side and
+    too, and so must ``train_kwargs`` (their plain values, ``settings["train_kwargs"]``, and a fingerprint of the
+    others, ``settings["train_data"]``; one left out is the ``model_kwargs`` value the steps see in its place): a
+    resume on other data is refused, naming each argument that differs. An argument left out on one side and
     passed at the model's default (``model_defaults``, :func:`signature_defaults`) on the other is the same. A
     checkpoint written before data were fingerprinted is resumed with a warning."""
     stored = dict(state.get("extra", {})).get("settings")
@@ -223,14 +225,30 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
         return
     # settings recorded only when not their default (so older checkpoints match) compare with the default filled in
     defaults = {"vectorize_particles": True}
-    changes = changed_settings({**defaults, **stored}, {**defaults, **settings}, skip=("num_steps", "data"))
+    changes = changed_settings({**defaults, **stored}, {**defaults, **settings},
+                               skip=("num_steps", "data", "train_kwargs", "train_data"))
+    by_default = {n: (fp, "default") for n, fp in data_fingerprint(model_defaults or {}).items()}
     if "data" in stored:
-        by_default = {n: (fp, "default") for n, fp in data_fingerprint(model_defaults or {}).items()}
         changes += changed_data(stored["data"], settings["data"], stored_absent=by_default, current_absent=by_default)
     else:
         warnings.warn(f"resume: checkpoint {path} stores no fingerprint of its data (written by an older pyrozoo); "
                       f"resuming without checking that model_kwargs are the data it was fitted to",
                       UserWarning, stacklevel=4)
+    # train_kwargs (plain values, and a fingerprint of the others) as the steps see them: one left out is
+    # model_kwargs' value there, else the model's default
+    old_train = data_fingerprint(stored.get("train_kwargs") or {})
+    new_train = data_fingerprint(settings.get("train_kwargs") or {})
+    if "train_data" in stored:
+        old_train.update(stored["train_data"])
+        new_train.update(settings.get("train_data", {}))
+    elif settings.get("train_data"):
+        warnings.warn(f"resume: checkpoint {path} stores no fingerprint of the arrays in its train_kwargs (written "
+                      f"by an older pyrozoo); resuming without checking that train_kwargs "
+                      f"{sorted(settings['train_data'])} are those it was fitted with", UserWarning, stacklevel=4)
+    changes += changed_data(
+        old_train, new_train, what="train_kwargs",
+        stored_absent={**by_default, **{n: (fp, "model_kwargs") for n, fp in stored.get("data", {}).items()}},
+        current_absent={**by_default, **{n: (fp, "model_kwargs") for n, fp in settings.get("data", {}).items()}})
     done = int(state["step"])
     old_steps, new_steps = stored.get("num_steps"), settings["num_steps"]
     if settings["lr_decay"] != 1.0 and old_steps != new_steps:
@@ -385,6 +403,8 @@ def run_svi(
         settings["vectorize_particles"] = False
     if checkpoint is not None:  # hashing the data costs one pass over them: only when they are stored
         settings["data"] = data_fingerprint(model_kwargs)
+        settings["train_data"] = data_fingerprint({k: v for k, v in dict(train_kwargs or {}).items()
+                                                   if k not in settings["train_kwargs"]})
     state: dict[str, Any] | None = None
     if resume:
         check_choice("optimizer", optimizer, OPTIMIZERS)

@@ -273,3 +273,44 @@ def test_a_model_argument_passed_at_its_default_resumes(tmp_path):
         run_svi(model, AutoNormal(model), {"x": X, "prior_scale": 2.0}, num_steps=40, checkpoint=ckpt, resume=True,
                 callback=lambda s, loss: steps.append(s), **FIT)
     assert steps == []
+
+
+# ------------------------------------------------------------------ train_kwargs' arrays compared (A4)
+def test_a_resume_with_other_train_kwargs_arrays_is_refused(tmp_path):
+    """Only the plain values of train_kwargs were stored: a checkpoint written with train_kwargs={"x": 2 X} resumed
+    with {"x": X + 100} (which the steps see in place of model_kwargs' x) and the losses jumped. Now their arrays
+    are fingerprinted too; one left out reads as model_kwargs' value, which the steps then see."""
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, train_kwargs={"x": X * 2}, **FIT)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"other settings than these: train_kwargs\['x'\]: float32 \(20,\) "
+                                           r"[0-9a-f]{16} -> float32 \(20,\) [0-9a-f]{16}; resume with"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True,
+                train_kwargs={"x": X + 100}, callback=lambda s, loss: steps.append(s), **FIT)
+    with pytest.raises(PyrozooError, match=r"train_kwargs\['x'\]: float32 \(20,\) [0-9a-f]{16} -> float32 \(20,\) "
+                                           r"[0-9a-f]{16} \(model_kwargs\); resume with"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True,
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == []
+    full = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, train_kwargs={"x": X * 2}, **FIT)
+    resumed = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True,
+                      train_kwargs={"x": (X * 2).clone()}, **FIT)
+    _assert_same_fit(full, resumed)
+    # the model_kwargs value passed again as a train_kwarg is what the steps saw: the same
+    other = tmp_path / "other.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=other, **FIT)
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=other, resume=True,
+                  train_kwargs={"x": X}, **FIT)
+    assert len(res.fit_stats["loss"]) == 20
+
+
+def test_a_checkpoint_without_a_train_kwargs_fingerprint_resumes_with_a_warning(tmp_path):
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, train_kwargs={"x": X * 2}, **FIT)
+    state = torch.load(ckpt, weights_only=False)
+    del state["extra"]["settings"]["train_data"]
+    torch.save(state, ckpt)
+    with pytest.warns(UserWarning, match=r"stores no fingerprint of the arrays in its train_kwargs .*\['x'\]"):
+        res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True,
+                      train_kwargs={"x": X * 2}, **FIT)
+    assert len(res.fit_stats["loss"]) == 20
