@@ -208,7 +208,8 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     others, ``settings["train_data"]``; one left out is the ``model_kwargs`` value the steps see in its place): a
     resume on other data is refused, naming each argument that differs. An argument left out on one side and
     passed at the model's default (``model_defaults``, :func:`signature_defaults`) on the other is the same. A
-    checkpoint written before data were fingerprinted is resumed with a warning."""
+    checkpoint written before data were fingerprinted is resumed with a warning. ``model_name`` is compared where
+    both runs gave one (another zoo model with the same latent names and shapes is refused)."""
     stored = dict(state.get("extra", {})).get("settings")
     if stored is None:
         scheduled = settings["optimizer"] == "adam" and settings["lr_decay"] != 1.0
@@ -226,7 +227,10 @@ def check_resume(path: str | Path, state: Mapping[str, Any], settings: Mapping[s
     # settings recorded only when not their default (so older checkpoints match) compare with the default filled in
     defaults = {"vectorize_particles": True}
     changes = changed_settings({**defaults, **stored}, {**defaults, **settings},
-                               skip=("num_steps", "data", "train_kwargs", "train_data"))
+                               skip=("num_steps", "data", "train_kwargs", "train_data", "model_name"))
+    old_name, new_name = stored.get("model_name"), settings.get("model_name")
+    if old_name and new_name and old_name != new_name:  # a label: compared where both runs gave one
+        changes.append(f"model_name {old_name!r} -> {new_name!r}")
     by_default = {n: (fp, "default") for n, fp in data_fingerprint(model_defaults or {}).items()}
     if "data" in stored:
         changes += changed_data(stored["data"], settings["data"], stored_absent=by_default, current_absent=by_default)
@@ -401,6 +405,8 @@ def run_svi(
     }
     if num_particles > 1 and not vectorize_particles:  # recorded only when not the default: older checkpoints match
         settings["vectorize_particles"] = False
+    if model_name:  # the zoo model's name, when given (a checkpoint of another model with the same sites is refused)
+        settings["model_name"] = model_name
     if checkpoint is not None:  # hashing the data costs one pass over them: only when they are stored
         settings["data"] = data_fingerprint(model_kwargs)
         settings["train_data"] = data_fingerprint({k: v for k, v in dict(train_kwargs or {}).items()

@@ -314,3 +314,23 @@ def test_a_checkpoint_without_a_train_kwargs_fingerprint_resumes_with_a_warning(
         res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True,
                       train_kwargs={"x": X * 2}, **FIT)
     assert len(res.fit_stats["loss"]) == 20
+
+
+# ------------------------------------------------------------------ another model's checkpoint (A7)
+def test_a_checkpoint_of_another_named_model_is_refused(tmp_path):
+    """A checkpoint written for model 'm-a' resumed silently as model 'other' when both had the same latent names
+    and shapes. model_name is now stored when given and compared where both runs gave one."""
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, model_name="m-a", **FIT)
+    steps = []
+    with pytest.raises(PyrozooError, match=r"other settings than these: model_name 'm-a' -> 'other'; resume with"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True, model_name="other",
+                callback=lambda s, loss: steps.append(s), **FIT)
+    assert steps == []
+    assert torch.load(ckpt, weights_only=False)["extra"]["settings"]["model_name"] == "m-a"
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True, model_name="m-a",
+                  **FIT)
+    assert len(res.fit_stats["loss"]) == 20
+    # a run that gave no name (a direct run_svi call) neither stores nor compares one
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, checkpoint=ckpt, resume=True, **FIT)
+    assert len(res.fit_stats["loss"]) == 30
