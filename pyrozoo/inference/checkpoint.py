@@ -13,8 +13,10 @@ resume on other data or with another guide is refused too.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +29,7 @@ import pyro.util
 import torch
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.rundir import host_id, pid_alive
 from pyrozoo.validation import expand_home
 
 
@@ -67,7 +70,10 @@ def check_checkpoint_path(value: Any, *, resume: bool = False, overwrite: bool =
 def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim.PyroOptim, losses: list[float],
                     extra: dict[str, Any] | None = None) -> None:
     """Write the checkpoint atomically (temporary file, then rename): param store (unconstrained values), optimizer
-    state, RNG states (CPU, Python, NumPy, and CUDA's when in use), step, losses and ``extra``."""
+    state, RNG states (CPU, Python, NumPy, and CUDA's when in use), step, losses and ``extra``. The file gets the
+    permissions the umask gives (as the run's other outputs). The temporary ``.NAME.PID-HOST.XXXXXXXX.tmp`` names
+    its writer; one that a killed writer of the same checkpoint left behind is removed first
+    (:func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -82,14 +88,40 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim
     # generators, whose states are saved too (CUDA not initialized: nothing drew from them)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    # named for its writer (.NAME.PID-HOST.XXXXXXXX.tmp), so that one a killed writer left is told from a live one's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-{host_id()}.", suffix=".tmp")
     os.close(fd)
     try:
+        umask = os.umask(0)  # reading the umask means setting it; restored at once
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it 0600, which the rename kept)
         torch.save(state, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of checkpoint ``path`` that a writer killed mid-write left beside it (``kill -9``, an
+    out-of-memory kill: no ``finally`` ran), and return them: those named by :func:`save_checkpoint` for a process
+    of this host that is gone. Another host's (a shared file system), a live process's, and one named as before
+    temporaries recorded their writer (``.NAME.XXXXXXXX.tmp``) may be a live writer's and are left alone."""
+    named = re.compile(re.escape(f".{path.name}.") + r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.tmp")
+    if not path.parent.is_dir():
+        return []
+    stale = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = named.fullmatch(tmp.name)
+        if (m is not None and m["host"] == host_id() and int(m["pid"]) != os.getpid()
+                and not pid_alive(int(m["pid"])) and tmp.is_file()):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:  # removed by another writer meanwhile
+                continue
+            stale.append(tmp)
+    return sorted(stale)
 
 
 def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,

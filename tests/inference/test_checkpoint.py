@@ -334,3 +334,50 @@ def test_a_checkpoint_of_another_named_model_is_refused(tmp_path):
     # a run that gave no name (a direct run_svi call) neither stores nor compares one
     res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, checkpoint=ckpt, resume=True, **FIT)
     assert len(res.fit_stats["loss"]) == 30
+
+
+# ------------------------------------------------------------------ the file written: mode and temporaries (A10, A11)
+def test_the_checkpoint_honours_the_umask(tmp_path):
+    """mkstemp creates its file 0600 and the rename kept that: a checkpoint was unreadable to the group whatever
+    the umask said, unlike the run's other outputs."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=tmp_path / "a.ckpt", **FIT)
+        os.umask(0o077)
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=tmp_path / "b.ckpt", **FIT)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.ckpt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.ckpt").stat().st_mode) == 0o600
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_at_the_next_save(tmp_path):
+    """A write killed mid-way (kill -9: no cleanup ran) left its .tmp beside the checkpoint for ever. The
+    temporary now names its writer (.NAME.PID-HOST.XXXXXXXX.tmp): the next save of the same checkpoint removes
+    those of a process of this host that is gone, and leaves a live process's, another host's, one named as before
+    (no writer recorded) and another checkpoint's alone."""
+    import os
+    import subprocess
+    import sys
+
+    from pyrozoo.inference.rundir import host_id
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me, other_host = host_id(), "0badc0de" if host_id() != "0badc0de" else "0badc0df"
+    names = {
+        "stale": f".svi.ckpt.{gone.pid}-{me}.abcd1234.tmp",
+        "live": f".svi.ckpt.{os.getppid()}-{me}.abcd1234.tmp",
+        "other host": f".svi.ckpt.{gone.pid}-{other_host}.abcd1234.tmp",
+        "older name": ".svi.ckpt.abcd1234.tmp",
+        "another checkpoint": f".svi.ckpt2.{gone.pid}-{me}.abcd1234.tmp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=tmp_path / "svi.ckpt", **FIT)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["stale"] not in left
+    assert left == {"svi.ckpt"} | {n for k, n in names.items() if k != "stale"}
