@@ -36,15 +36,18 @@ from pyrozoo.validation import expand_home
 def check_checkpoint_path(value: Any, *, resume: bool = False, overwrite: bool = False) -> Path:
     """``value`` as the checkpoint file to write (and, with ``resume``, to read first), checked before any work: a
     non-empty path (a string or ``os.PathLike``; a number, ``''`` or ``None`` is refused), with a leading ``~``
-    expanded, that is not a directory, and whose directory exists and can be written to, or can be created (its
-    nearest existing ancestor is a directory this process can create entries in: probed by creating and removing
-    one, as ``os.access`` says yes to root on read-only file systems). With ``resume`` it must exist; without it,
-    it must not, unless ``overwrite`` (a new run that forgot ``resume=True`` replaced a long run's checkpoint with
-    its own, as ``--out`` refuses an existing folder without ``--overwrite``). Each failure is a
-    :class:`PyrozooError` naming ``checkpoint``; nothing is left on disk."""
+    expanded, that is not a directory (a symbolic link stands for its target, which is returned: the checkpoint is
+    written through it, as :func:`save_checkpoint`'s rename would replace the link), and whose directory exists and
+    can be written to, or can be created (its nearest existing ancestor is a directory this process can create
+    entries in: probed by creating and removing one, as ``os.access`` says yes to root on read-only file systems).
+    With ``resume`` it must exist; without it, it must not, unless ``overwrite`` (a new run that forgot
+    ``resume=True`` replaced a long run's checkpoint with its own, as ``--out`` refuses an existing folder without
+    ``--overwrite``). Each failure is a :class:`PyrozooError` naming ``checkpoint``; nothing is left on disk."""
     what = "a file path for the checkpoint (e.g. 'svi.ckpt')"
     text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
     path = expand_home("checkpoint", value, what=what)
+    if path.is_symlink():  # written through the link, to its target (the rename replaced the link by a file)
+        path = Path(os.path.realpath(path))
     if str(text).endswith(("/", os.sep)) or path.is_dir():
         raise PyrozooError(f"checkpoint: expected {what}, got the directory {text!r}")
     if resume and not path.exists():

@@ -381,3 +381,14 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_at_the_next_save(tmp_pat
     left = {p.name for p in tmp_path.iterdir()}
     assert names["stale"] not in left
     assert left == {"svi.ckpt"} | {n for k, n in names.items() if k != "stale"}
+
+
+def test_a_checkpoint_given_as_a_symbolic_link_is_written_through_it(tmp_path):
+    """The rename onto the link replaced it by a regular file, and the target kept its old step."""
+    (tmp_path / "real").mkdir()
+    target, link = tmp_path / "real" / "svi.ckpt", tmp_path / "link.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=target, **FIT)
+    link.symlink_to(target)
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=link, resume=True, **FIT)
+    assert link.is_symlink()
+    assert torch.load(target, weights_only=False)["step"] == 20
