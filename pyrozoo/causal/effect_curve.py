@@ -578,22 +578,25 @@ class EffectCurve:
         return draws @ self.jacobian_.T
 
     def result(self) -> Any:
-        """Split 0's final-stage :class:`~pyrozoo.inference.result.Result` (EM, ``num_samples`` Gaussian draws of the
-        standardized coefficients) with the partial effects added as posterior variable ``tau`` (dim ``obs_id``);
-        ``to_inference_data()`` has the pointwise log-likelihood of the final-stage regression."""
+        """Split 0's final stage as ``pyrozoo run effect-curve`` fits it (the same code path: the entry's dataset,
+        :func:`~pyrozoo.models.effect_curve.final_stage_dataset`, and its ``fit`` with ``inference="em"``, this
+        estimator's ``seed``, ``num_samples`` and device): a :class:`~pyrozoo.inference.result.Result` with
+        ``num_samples`` Gaussian draws of the standardized coefficients around the EMVS mode (those of the
+        estimator's own final-stage fit) and the partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) as posterior
+        variable ``tau`` (dim ``obs_id``). ``to_inference_data()`` has the pointwise log-likelihood in y's own units,
+        log N(y_std,i | D_i w, sigma^2) - log sd(y) (attrs ``response_shift``, ``response_scale``), so that
+        ``az.compare`` with other zoo models of the same y is right; attrs ``model`` is ``"effect-curve"``."""
         self._fitted()
-        reg = self.final_[0]
-        res = reg.result_
-        q = self.jacobian_.shape[1]
-        w = np.asarray(res.posterior["w"])[..., :q] / reg._x_scale.cpu().numpy()[:q]
-        res.posterior["tau"] = reg.y_sd_ * w @ self.jacobian_.T
-        res.dims["tau"] = ["obs_id"]
-        from pyrozoo.models.spike_slab import em_log_likelihood_note
+        from pyrozoo import registry
+        from pyrozoo.config import RunConfig
+        from pyrozoo.models.effect_curve import final_stage_dataset
 
-        # the final stage's note names spike-slab's gibbs and nuts; effect-curve's only other inference is gibbs
-        # (the registry entry: pyrozoo run effect-curve --inference gibbs)
-        res.attrs["log_likelihood"] = em_log_likelihood_note(reg.em_variant, selected=False, compare_with=("gibbs",))
-        return res
+        entry = registry.get("effect-curve")
+        config = RunConfig(model="effect-curve", inference="em", seed=self.seed, device=str(self.device_),
+                           num_samples=self.num_samples, progress=False).validate()
+        result = entry.fit(final_stage_dataset(self, device=self.device_), config)
+        result.config = entry.recorded_config(config)  # as run_model records what ran
+        return result
 
     def plot(self, path: str | os.PathLike | None = None, *, truth: Any = None, grid: Any = None,
              ax: Any = None) -> Any:

@@ -890,3 +890,41 @@ def test_tied_treatment_merges_quantile_knots_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(TreatmentBasis(n_knots=6).fit(rng.standard_normal(n), X).knots_) == 6
+
+
+def test_result_is_the_runs_result_in_the_outcomes_units(tmp_path):
+    """EffectCurve.result() returned the final stage's own SpikeSlabRegression result: log-likelihood of the
+    standardized outcome (no -log sd(y) per point, so az.loo was off by n log sd(y) against the CLI run of the same
+    data), attrs model='spike-slab', no response_shift / response_scale or inference_requested. It now goes through
+    the entry's fit, as `pyrozoo run effect-curve --data` does: the same draws, pointwise log-likelihood and loo to
+    float tolerance, the same attrs; the draws are those of the estimator's own final stage (same prior)."""
+    import arviz as az
+
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(3)
+    n = 60
+    df = pd.DataFrame({"a": rng.standard_normal(n), "b": rng.standard_normal(n)})
+    df["t"] = df["a"] + rng.standard_normal(n)
+    df["y"] = 150.0 + 17.0 * (0.5 * df["t"] ** 2 + df["b"] + rng.standard_normal(n))
+    df.to_csv(tmp_path / "d.csv", index=False)
+    opts = {"learner": "ridge", "n_folds": 2, "n_pseudo": 0, "n_knots": 4, "n_knots_x": 3, "heterogeneity": "linear"}
+    run = run_model(RunConfig(model="effect-curve", inference="em", num_samples=25, seed=4, device="cpu",
+                              progress=False, data=str(tmp_path / "d.csv"),
+                              options={"outcome": "y", "treatment": "t", **opts}), save=False)
+    est = EffectCurve(learner=ridge(), n_folds=2, n_pseudo=0, n_knots=4, n_knots_x=3, heterogeneity="linear",
+                      num_samples=25, seed=4).fit(df["y"], df["t"], df[["a", "b"]])
+    py, cli = est.result().to_inference_data(), run.result.to_inference_data()
+    for key in ("model", "inference", "inference_requested", "response_shift", "response_scale", "seed"):
+        assert py.attrs[key] == cli.attrs[key], key
+    assert py.attrs["model"] == "effect-curve" and py.attrs["inference_requested"] == "em"
+    assert py.attrs["response_scale"] == pytest.approx(df["y"].std(ddof=0), rel=1e-12)
+    np.testing.assert_allclose(py.log_likelihood["y"].values, cli.log_likelihood["y"].values, rtol=1e-10)
+    np.testing.assert_allclose(py.posterior["tau"].values, cli.posterior["tau"].values, rtol=1e-10, atol=1e-12)
+    assert az.loo(py).elpd_loo == pytest.approx(az.loo(cli).elpd_loo, rel=1e-10)
+    # the log-likelihood of y itself: the standardized one minus log sd(y) per point
+    own = est.final_[0].result_.to_inference_data()
+    np.testing.assert_allclose(py.log_likelihood["y"].values,
+                               own.log_likelihood["y"].values - np.log(py.attrs["response_scale"]), rtol=1e-10)
+    np.testing.assert_allclose(py.posterior["w"].values, own.posterior["w"].values, rtol=1e-12)
