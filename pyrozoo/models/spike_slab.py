@@ -41,7 +41,7 @@ from pyrozoo.inference.assemble import (
 )
 from pyrozoo.inference.device import keeps_caller_state, one_thread_if_small, resolve_device, set_seed
 from pyrozoo.inference.gibbs import run_gibbs
-from pyrozoo.inference.result import Result, response_map
+from pyrozoo.inference.result import Result, response_in_data_units, response_map
 from pyrozoo.models.spike_slab_em import check_ladder, fit_emvs, fit_hard_em, ridge_inverse
 from pyrozoo.models.spike_slab_gibbs import gibbs_data, inclusion_log_odds, ssvs_kernel
 from pyrozoo.models.spike_slab_prior import (
@@ -505,7 +505,9 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
     * ``n_features_in_``; ``feature_names_in_`` (only when X was a DataFrame with string column names: they are
       also the ``feature`` coordinate of ``result_.to_inference_data()``, and ``predict`` then refuses a DataFrame
       whose columns differ from them, renamed or reordered, rather than guess);
-    * ``result_``: the :class:`~pyrozoo.inference.result.Result` (``result_.to_inference_data()``).
+    * ``result_``: the :class:`~pyrozoo.inference.result.Result` (``result_.to_inference_data()``; its attrs
+      ``response_shift`` = mean(y) and ``response_scale`` = 1 map the centred ``observed_data`` back, as in a
+      ``pyrozoo run spike-slab --data`` run).
 
     Prior options (see :class:`~pyrozoo.models.spike_slab_prior.SpikeSlabPrior`): ``spike_var`` (0.01),
     ``slab_var`` (10), ``a0``, ``b0`` (1, 1), ``nu`` (1), ``lam`` (None: the sample variance of y, so the
@@ -643,6 +645,9 @@ class SpikeSlabRegression(RegressorMixin, BaseEstimator):
         inclusion = torch.as_tensor(probs).cpu().numpy().astype(float)
         if names is not None:
             result.coords["feature"] = names.tolist()
+        # y was centred here, as for `pyrozoo run spike-slab --data` (make_dataset): the same attrs map observed_data
+        # back, y = response_shift + 1 * y_obs (scale 1: the log-likelihood is already in y's units)
+        response_in_data_units(result, data.y_mean, 1.0)
         fitted.update(coef_=(w_std / scale).cpu().numpy(),
                       coef_cov_=(cov_std / scale[:, None] / scale[None, :]).cpu().numpy(),
                       intercept_=float(data.y_mean - float(data.x_mean @ (w_std / scale))),

@@ -1542,3 +1542,31 @@ def test_score_refuses_pandas_rows_in_another_order():
     weights = pd.Series(np.ones(40), index=shuffled.index)
     with pytest.raises(PyrozooError, match=r"^X, sample_weight: expected pandas inputs with the same index"):
         est.score(X, y, sample_weight=weights)
+
+
+def test_the_estimators_result_records_the_centring_as_the_cli_run_does(tmp_path):
+    """SpikeSlabRegression centres y, but result_'s attrs lacked response_shift (and response_scale), which the
+    `pyrozoo run spike-slab --data` run of the same table records: observed_data could not be mapped back. They are
+    now recorded by the same rule (shift = mean(y), scale = 1), and the log-likelihood and observed data agree with
+    the run's."""
+    pd = pytest.importorskip("pandas")
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.standard_normal((50, 3)) * [1.0, 10.0, 100.0] + 50.0, columns=["a", "b", "c"])
+    y = 100.0 + 1.5 * X["a"] + 3.0 * rng.standard_normal(50)
+    X.assign(y=y).to_csv(tmp_path / "d.csv", index=False)
+    run = run_model(RunConfig(model="spike-slab", inference="em", num_samples=20, seed=2, device="cpu",
+                              progress=False, data=str(tmp_path / "d.csv"), options={"outcome": "y"}), save=False)
+    est = SpikeSlabRegression(inference="em", seed=2, num_samples=20).fit(X, y)
+    py, cli = est.result_.to_inference_data(), run.result.to_inference_data()
+    assert py.attrs["response_shift"] == pytest.approx(y.mean(), rel=1e-12) and py.attrs["response_scale"] == 1.0
+    assert py.attrs["response_shift"] == pytest.approx(cli.attrs["response_shift"], rel=1e-12)
+    assert cli.attrs["response_scale"] == 1.0
+    np.testing.assert_allclose(py.attrs["response_shift"] + py.observed_data["y"].values, y.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(py.log_likelihood["y"].values, cli.log_likelihood["y"].values, rtol=1e-8)
+    for inference in ("gibbs", "svi"):  # every engine's result_ records it
+        other = SpikeSlabRegression(inference=inference, seed=2, num_samples=10, num_chains=1, warmup_steps=10,
+                                    steps=10).fit(X, y)
+        assert other.result_.to_inference_data().attrs["response_shift"] == pytest.approx(y.mean(), rel=1e-12)
