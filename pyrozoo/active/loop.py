@@ -6,7 +6,9 @@ The loop does not standardize the inputs: the models assume standardized columns
 first (each non-constant column centred and scaled by its mean and sd over all inputs, pool and test, which are
 unlabelled and known; an intercept column kept), as :func:`load_problem` does for the shipped data. The loop
 standardizes the response itself, with the mean and sd of the *initial labelled* set only, so no label outside the
-labelled set is used. Test RMSE and NLL are reported in the response's original units.
+labelled set is used. Test RMSE and NLL are reported in the response's original units, and a known noise sd
+(blr's and neural-linear's ``noise`` model option) is given in them too: the fits get noise / sd
+(:func:`noise_in_fit_units`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pyrozoo.active.projections import check_num_projections, check_projection_m
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.progress import progress_bar
-from pyrozoo.models.blr import PRIOR_DEFAULTS, load_regression_frame
+from pyrozoo.models.blr import PRIOR_DEFAULTS, check_prior, load_regression_frame
 from pyrozoo.validation import (
     align_feature_names,
     check_bool,
@@ -460,6 +462,21 @@ def check_min_labels(model: str, init_size: int) -> int:
     return int(init_size)
 
 
+KNOWN_NOISE_MODELS = ("blr", "neural-linear")  # models whose option ``noise`` is a known noise sd of the response
+
+
+def noise_in_fit_units(model: str, options: Mapping[str, Any], y_scale: float) -> dict[str, Any]:
+    """``options`` as the loop's fits take them: a known noise sd ``noise`` of blr or neural-linear is given in the
+    response's own units and the fits see (y - mean) / ``y_scale``, so it becomes noise / y_scale (0, unknown noise,
+    stays 0); anything else is unchanged. A ``noise`` that is not a number >= 0 is refused by name, as the fit
+    would refuse it (:func:`~pyrozoo.models.blr.check_prior`)."""
+    noise = options.get("noise")
+    if model not in KNOWN_NOISE_MODELS or noise is None:
+        return dict(options)
+    check_prior(**{**PRIOR_DEFAULTS, "noise": noise})
+    return {**options, "noise": float(noise) / y_scale}
+
+
 @keeps_caller_state
 def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, *, model: str = "blr",
                         model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
@@ -501,11 +518,12 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     y_mean, y_scale = float(y0.mean()), float(y0.std()) if init_size > 1 and float(y0.std()) > 0 else 1.0
     if classify:  # labels are used as they are
         y_mean, y_scale = 0.0, 1.0
+    fit_opts = noise_in_fit_units(model, opts, y_scale)
     rows: list[dict[str, Any]] = []
 
     def refit_and_score(selected: int, requested: int, seconds: float, note: str) -> RegressionPosterior:
         mask = labelled.to(problem.x_pool.device)
-        post = fit(problem.x_pool[mask], (problem.y_pool[mask] - y_mean) / y_scale, **opts)
+        post = fit(problem.x_pool[mask], (problem.y_pool[mask] - y_mean) / y_scale, **fit_opts)
         mean = post.predictive(problem.x_test)[0] * y_scale + y_mean
         lpd = post.log_predictive_density(problem.x_test, (problem.y_test - y_mean) / y_scale) - math.log(y_scale)
         if classify:

@@ -396,9 +396,11 @@ def blr_from_result(result: Result, noise: float | None = None) -> SampledRegres
     ``result.config["options"]["noise"]``.
 
     ``noise``: None (default) takes the run's own noise model. A value means what blr's option means (0: unknown
-    noise, the run has a tau site; > 0: the known sd) and must agree with the run: a conflicting value (a known sd for
-    a run with tau draws, or one that differs from the sd the run records) is refused, not used. A known-noise run
-    that records no sd (a ``Result`` built by hand) needs ``noise`` > 0. Checked before any work."""
+    noise, the run has a tau site; > 0: the known sd, in y's own units) and must agree with the run: a conflicting
+    value (a known sd for a run with tau draws, or one that differs from the sd the run records) is refused, not
+    used. A known-noise run that records no sd (a ``Result`` built by hand) needs ``noise`` > 0. The adapter works
+    in the units of the run's model, like its draws of w: where the run standardized y (``result.attrs``'
+    ``response_scale`` s: shipped data, ``--data``) the noise sd it uses is noise / s. Checked before any work."""
     if noise is not None:
         check_nonnegative("noise", noise)
         noise = float(noise)
@@ -417,7 +419,9 @@ def blr_from_result(result: Result, noise: float | None = None) -> SampledRegres
         if not sd:
             raise PyrozooError(f"noise: this blr run has no tau site (known noise) and records no noise sd in its "
                                f"config; expected its noise sd (> 0), got {noise!r}")
-        noise_var = torch.tensor(sd**2, dtype=torch.float64)
+        # blr's noise option is in y's own units; the draws of w (and so this adapter) are in the model's
+        scale = float(result.attrs.get("response_scale", 1.0))
+        noise_var = torch.tensor((sd / scale) ** 2, dtype=torch.float64)
     w = torch.as_tensor(result.draws("w"), dtype=torch.float64)
     if noise_var is None:
         noise_var = 1.0 / torch.as_tensor(result.draws("tau"), dtype=torch.float64)

@@ -13,7 +13,10 @@ so the predictive of a new y at x is Student-t with 2 a_N degrees of freedom, lo
 (b_N / a_N) (1 + x^T Lam^{-1} x); with known noise it is N(x^T mu, noise^2 (1 + x^T Lam^{-1} x)).
 
 The ``exact`` engine draws i.i.d. from this posterior; ``nuts`` runs Pyro's NUTS on the same model, as a check.
-Real data (Boston, Concrete) are standardized (inputs and response) and get a leading intercept column.
+Real data (Boston, Concrete, ``--data``) are standardized (inputs and response, y_std = (y - m) / s) and get a
+leading intercept column; the entry's ``noise`` option is then still read in y's own units (the model is given
+noise / s), as on simulated data, whose y is not scaled. Functions that take y as given (:func:`make_dataset`,
+:func:`blr_posterior`, :func:`blr_model`) read ``noise`` in the units of that y.
 """
 
 from __future__ import annotations
@@ -274,11 +277,17 @@ def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[s
                           prior: dict[str, float]) -> Dataset:
     """Inputs and response standardized (population sds), a leading intercept column; ``meta["features"]`` names
     the design's columns (the result's ``feature`` coordinate); ``response_shift`` and ``response_scale`` put the
-    fit's log-likelihood into y's own units (:class:`~pyrozoo.data.dataset.Dataset`)."""
+    fit's log-likelihood into y's own units (:class:`~pyrozoo.data.dataset.Dataset`). ``prior["noise"]``, a known
+    noise sd, is in y's own units, as the user knows it: the model input is noise / s (s = sd(y)), so that the
+    stored log-likelihood is log N(y | m + s x^T w, noise^2), whatever the scaling."""
     xm, xs = x.mean(0), x.std(0)
     ym, ys = y.mean(), y.std()
     meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys),
             "response_shift": float(ym), "response_scale": float(ys)}
+    given = {k: v for k, v in prior.items() if v is not None}
+    if "noise" in given:  # a known noise sd is given in y's own units: the model sees y / s, so its sd is noise / s
+        check_prior(**{**PRIOR_DEFAULTS, **given})  # a bad value is refused by name before it is scaled
+        prior = {**prior, "noise": float(given["noise"]) / float(ys)}
     return make_dataset(standardized_design(x, xm, xs), (y - ym) / ys, name=name, device=device, meta=meta, **prior)
 
 
@@ -382,7 +391,9 @@ def blr_entry() -> ZooModel:
         options={"n": 200, "d": 5, "noise_true": 0.5, **PRIOR_DEFAULTS, "a0": None, "b0": None, **FILE_OPTIONS},
         float_options=NOISE_PRIOR,
         check_options=check_blr_options,
-        option_notes={"a0": "default 2.0; only with noise=0", "b0": "default 1.0; only with noise=0"},
+        option_notes={"a0": "default 2.0; only with noise=0", "b0": "default 1.0; only with noise=0",
+                      "noise": "known noise sd in y's own units (also where the data are standardized); 0: unknown, "
+                               "Gamma(a0, b0) prior on tau"},
         datasets={"boston": load_boston, "concrete": load_concrete},
         from_file=blr_from_file,
         text_options=tuple(FILE_OPTIONS),

@@ -438,3 +438,28 @@ def test_the_bnn_adapter_runs_when_the_initial_labels_are_all_equal():
     out = run_active_learning(prob, "random", model="bnn", model_options=dict(epochs=2, swa_epochs=2, num_samples=5),
                               init_size=5, batch_size=5, budget=10, seed=0, progress=False)
     assert len(out) == 3 and np.isfinite(out["rmse"]).all() and np.isfinite(out["nll"]).all()
+
+
+@pytest.mark.parametrize("model", ["blr", "neural-linear"])
+def test_a_known_noise_is_given_in_the_responses_units(model):
+    """The loop standardizes y on the initial labels and passed blr's (and neural-linear's) noise option to the fit
+    as it came, so it was a sd of that standardized y, a scale the user cannot know. It is now read in y's own
+    units (the fits get noise / sd): y x 100 with noise x 100 runs the same rounds, RMSE x 100, NLL + log 100."""
+    import math
+
+    from pyrozoo.active.loop import ActiveProblem, noise_in_fit_units
+
+    assert noise_in_fit_units(model, {"noise": 2.0}, 4.0)["noise"] == 0.5
+    assert noise_in_fit_units(model, {"noise": 0.0}, 4.0)["noise"] == 0.0
+    assert noise_in_fit_units("gp", {"steps": 3}, 4.0) == {"steps": 3}
+    with pytest.raises(PyrozooError, match=r"^noise: expected a number >= 0"):
+        noise_in_fit_units(model, {"noise": -1.0}, 4.0)
+    base = _scaled_problem(1.0)
+    opts = {} if model == "blr" else {"steps": 5, "hidden": [4]}
+    run = {"model": model, "init_size": 10, "batch_size": 5, "budget": 10, "progress": False}
+    rows = {}
+    for c in (1.0, 100.0):
+        prob = ActiveProblem("s", base.x_pool, base.y_pool * c, base.x_test, base.y_test * c)
+        rows[c] = run_active_learning(prob, "maxent", model_options={**opts, "noise": 0.2 * c}, **run)
+    assert rows[100.0]["rmse"].to_numpy() == pytest.approx(100.0 * rows[1.0]["rmse"].to_numpy(), rel=1e-6)
+    assert rows[100.0]["nll"].to_numpy() == pytest.approx(rows[1.0]["nll"].to_numpy() + math.log(100.0), rel=1e-6)

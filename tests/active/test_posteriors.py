@@ -54,3 +54,25 @@ def test_blr_from_result_uses_an_unknown_noise_runs_tau_draws():
     torch.testing.assert_close(blr_from_result(result, noise=0.0).noise_var, post.noise_var)
     with pytest.raises(PyrozooError, match=r"noise: expected None or 0 \(this blr run has unknown noise.*got 0.5"):
         blr_from_result(result, noise=0.5)
+
+
+def test_blr_from_result_of_a_data_file_run_puts_its_noise_into_the_models_units(tmp_path):
+    """blr's noise option is in y's own units, also for a --data run, whose model (and draws of w) see y / s: the
+    adapter's noise variance is (noise / s)^2, the model's, and an explicit noise is compared in y's units."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.standard_normal(30)})
+    df["y"] = 50.0 + 20.0 * df["a"] + 6.0 * rng.standard_normal(30)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    result = run_model(RunConfig(model="blr", inference="exact", num_samples=20, num_chains=1, progress=False,
+                                 data=str(tmp_path / "d.csv"), options={"outcome": "y", "noise": 6.0}),
+                       save=False).result
+    s = float(df["y"].std(ddof=0))
+    assert result.attrs["response_scale"] == pytest.approx(s, rel=1e-12)
+    post = blr_from_result(result)
+    torch.testing.assert_close(post.noise_var, torch.full((20,), (6.0 / s) ** 2, dtype=torch.float64))
+    torch.testing.assert_close(blr_from_result(result, noise=6.0).noise_var, post.noise_var)
+    with pytest.raises(PyrozooError, match=r"noise: expected the run's own noise sd 6.0 .*got 0\."):
+        blr_from_result(result, noise=6.0 / s)  # the standardized sd is not the option's unit

@@ -518,3 +518,48 @@ def test_simulated_data_name_the_feature_axis_as_a_data_file_does(tmp_path):
     nuts = run_model(RunConfig(model="blr", inference="nuts", num_samples=20, warmup_steps=20, num_chains=1,
                                progress=False, options={"n": 30, "d": 2}), save=False).result
     assert nuts.dims["w"] == ["feature"] and nuts.coords["feature"] == ["intercept", "x1", "x2"]
+
+
+def test_a_known_noise_is_read_in_the_responses_own_units_on_standardized_data(tmp_path, capsys):
+    """QA: blr's -o noise= was the noise sd of the *standardized* y on --data and shipped data (the stored
+    log-likelihood was N(y_std | x w, noise^2) - log s), while `pyrozoo list blr` and the docs gave no unit: a known
+    sd in y's units (8 for y ~ 154 +- 17) fitted another model silently. noise is now in y's own units there too:
+    the model gets noise / s, the log-likelihood is log N(y | m + s x w, noise^2), and y in other units with the
+    noise in those units is the same fit (log-likelihood shifted by log c per row)."""
+    import arviz as az
+    import pandas as pd
+    from scipy import stats
+
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.standard_normal(40), "b": rng.standard_normal(40)})
+    df["y"] = 150.0 + 10.0 * df["a"] + 8.0 * rng.standard_normal(40)
+    runs = {}
+    for c in (1.0, 1000.0):
+        path = tmp_path / f"d{c:g}.csv"
+        df.assign(y=df["y"] * c).to_csv(path, index=False)
+        cfg = RunConfig(model="blr", inference="exact", num_samples=30, num_chains=1, device="cpu", progress=False,
+                        data=str(path), options={"outcome": "y", "noise": 8.0 * c})
+        data = registry.get("blr").load_data(registry.get("blr").check_config(cfg))
+        s = float(df["y"].std(ddof=0) * c)
+        assert data.inputs["noise"] == pytest.approx(8.0 * c / s, rel=1e-12)
+        runs[c] = run_model(cfg, save=False).result.to_inference_data()
+    idata = runs[1.0]
+    m, s = idata.attrs["response_shift"], idata.attrs["response_scale"]
+    x = idata.constant_data["x"].values
+    w = idata.posterior["w"].values[0]  # (draw, feature)
+    expected = stats.norm.logpdf(df["y"].to_numpy()[None, :], m + s * (w @ x.T), 8.0)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected, rtol=1e-10)
+    np.testing.assert_allclose(runs[1000.0].posterior["w"].values, idata.posterior["w"].values, rtol=1e-8)
+    np.testing.assert_allclose(runs[1000.0].log_likelihood["y"].values,
+                               idata.log_likelihood["y"].values - math.log(1000.0), rtol=1e-10)
+    assert az.loo(runs[1000.0]).elpd_loo == pytest.approx(az.loo(idata).elpd_loo - 40 * math.log(1000.0), rel=1e-8)
+    # a bad value is refused by name, before it is scaled
+    bad = RunConfig(model="blr", data=str(tmp_path / "d1.csv"), options={"outcome": "y", "noise": -1.0})
+    with pytest.raises(PyrozooError, match=r"^noise: expected a number >= 0"):
+        registry.get("blr").load_data(registry.get("blr").check_config(bad))
+    from pyrozoo.cli import main
+
+    assert main(["list", "blr"]) == 0
+    assert "known noise sd in y's own units" in capsys.readouterr().out
