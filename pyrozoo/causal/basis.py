@@ -131,6 +131,45 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
                     blocks.append(np.stack(extra, axis=1))
         return np.concatenate(blocks, axis=1)
 
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of :meth:`transform`'s columns, in its order (scikit-learn's transformer API): per covariate
+        ``name``, the standardized covariate ``name`` (a linear covariate, or the column before a spline block),
+        its spline columns ``name_sp_0``, ... (SplineTransformer's names) and ``name^2`` (``squares``); then the
+        pairwise products ``a*b`` and, with quadratic interactions, ``a^2*b``, ``a*b^2``, ``a^2*b^2``; the constant
+        columns ``transform`` drops are left out. ``input_features``: the covariates' names (default x0, x1, ...)."""
+        check_is_fitted(self)
+        p = self.n_features_in_
+        if input_features is None:
+            names = [f"x{j}" for j in range(p)]
+        else:
+            names = [str(v) for v in input_features]
+            if len(names) != p:
+                raise PyrozooError(f"input_features: expected {p} names (one per column, as in fit), got "
+                                   f"{len(names)}")
+        out: list[str] = []
+        for j in range(p):
+            if j in self.splines_:
+                if self.linear_ != "none":
+                    out.append(names[j])
+                out.extend(str(v) for v in self.splines_[j].get_feature_names_out([names[j]]))
+            else:
+                out.append(names[j])
+                if j in self.square_cols_:
+                    out.append(f"{names[j]}^2")
+        if self.interactions_ != "none" and p > 1:  # the order of _raw's blocks
+            pairs = list(combinations(range(p), 2))
+            out.extend(f"{names[a]}*{names[b]}" for a, b in pairs)
+            if self.interactions_ == "quadratic":
+                binary = [len(np.unique(self._levels[j])) <= 2 for j in range(p)]
+                for a, b in pairs:
+                    if not binary[a]:
+                        out.append(f"{names[a]}^2*{names[b]}")
+                    if not binary[b]:
+                        out.append(f"{names[a]}*{names[b]}^2")
+                    if not (binary[a] or binary[b]):
+                        out.append(f"{names[a]}^2*{names[b]}^2")
+        return np.asarray(out, dtype=object)[self.keep_]
+
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = _as_matrix(X)

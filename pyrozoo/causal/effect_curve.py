@@ -207,6 +207,21 @@ class TreatmentBasis:
         per = {"spline": self.n_spline, "linear": 1, "none": 0}[self.heterogeneity]
         return self.n_spline + per * self.p_
 
+    def feature_names(self, covariates: list[str] | None = None) -> list[str]:
+        """Names of :meth:`features`' columns: the spline of the standardized treatment ``t_sp_0``, ...
+        (``t_sp_0`` = u, the linear column), then its interactions with each covariate (``covariates``: their names,
+        default x1, ..., xp): ``t*x`` (heterogeneity linear) or ``t_sp_k*x``, spline-major as :meth:`features`
+        orders them (spline)."""
+        spline = [f"t_sp_{k}" for k in range(self.n_spline)]
+        if self.p_ == 0 or self.heterogeneity == "none":
+            return spline
+        names = [f"x{j + 1}" for j in range(self.p_)] if covariates is None else [str(c) for c in covariates]
+        if len(names) != self.p_:
+            raise PyrozooError(f"covariates: expected {self.p_} names, got {len(names)}")
+        if self.heterogeneity == "linear":
+            return spline + [f"t*{c}" for c in names]
+        return spline + [f"{b}*{c}" for b in spline for c in names]
+
     def _z(self, X: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
         if self.p_ == 0 or self.heterogeneity == "none":
             return None
@@ -375,6 +390,27 @@ class EffectCurve:
         if self.Bx_ is None:
             return Phi
         return np.column_stack([Phi, self.Bx_, self.m_hat_[r], self.g_hat_[r]])
+
+    def design_names(self) -> list[str]:
+        """Names of the final stage's design columns (``design_``, the ``feature`` coordinate of :meth:`result` and
+        of ``pyrozoo run effect-curve``): phi(t, x) (:meth:`TreatmentBasis.feature_names`), the control basis b(x)
+        (:meth:`SplineInteractionBasis.get_feature_names_out`), ``m_hat(x)`` and ``g_hat(x)`` (the cross-fitted
+        nuisances E[y | x] and E[t | x]); covariates are named by the DataFrame's columns, else x1, ..., xp. A name
+        that would repeat an earlier one (a covariate called ``m_hat(x)``) gets ``#2``, ``#3``, ..."""
+        self._fitted()
+        covs = None
+        if self._X is not None:
+            covs = (list(map(str, self.feature_names_)) if self.feature_names_ is not None
+                    else [f"x{j + 1}" for j in range(self._X.shape[1])])
+        names = self.basis_.feature_names(covs)
+        if self.Bx_ is not None:
+            names += [str(v) for v in self.x_basis_.get_feature_names_out(covs)] + ["m_hat(x)", "g_hat(x)"]
+        seen: dict[str, int] = {}
+        out = []
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+            out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return out
 
     def _predict(self, reg: Any, D: np.ndarray) -> np.ndarray:
         return reg.y_loc_ + reg.y_sd_ * reg.predict(D)

@@ -101,7 +101,9 @@ def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device:
                         meta: dict | None = None) -> Dataset:
     """Split 0's final-stage regression as a spike-slab :class:`Dataset` (standardized design, outcome scaled like
     the estimator's own fit, the estimator's final-stage prior, ``lam`` included, so that ``em`` gives the draws of
-    the estimator's own fit); ``meta`` carries the estimator and the Jacobian for the tau draws, and the map
+    the estimator's own fit); ``meta`` carries the estimator, the design's column names (``feature_names``,
+    :meth:`~pyrozoo.causal.effect_curve.EffectCurve.design_names`: the result's ``feature`` coordinate) and the
+    Jacobian for the tau draws, and the map
     y = response_shift + response_scale * y_obs of the centred, scaled outcome y_obs the model sees, so that the
     result's log-likelihood is in the outcome's own units (:class:`~pyrozoo.data.dataset.Dataset`)."""
     reg = est.final_[0]
@@ -109,7 +111,7 @@ def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device:
     # the final stage's own prior (lam included: the estimator's default is the sample variance of its y), so that
     # the engine's em fits the regression the estimator fitted; make_dataset centres y again: shift meta["y_mean"]
     data = make_dataset(est.design_, y, name=name, device=device, **reg.prior_.to_dict())
-    data.meta.update({"effect_curve": est, **(meta or {}),
+    data.meta.update({"effect_curve": est, "feature_names": est.design_names(), **(meta or {}),
                       **response_map(reg.y_loc_ + reg.y_sd_ * data.meta["y_mean"], reg.y_sd_)})
     return data
 
@@ -205,6 +207,8 @@ def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
                               num_chains=config.num_chains, progress=config.progress, **common)
     result.posterior["tau"] = tau_draws(result, dataset)
     result.dims["tau"] = ["obs_id"]
+    if dataset.meta.get("feature_names") is not None:  # the design's columns (EffectCurve.design_names)
+        result.coords["feature"] = list(dataset.meta["feature_names"])
     return result
 
 

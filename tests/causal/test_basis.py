@@ -137,3 +137,31 @@ def test_basis_options_and_fit_state_are_checked():
 
     with pytest.raises(NotFittedError):
         SplineInteractionBasis().transform(X)
+
+
+@pytest.mark.parametrize("opts", [{}, {"interactions": "linear", "linear": True}, {"interactions": "none"},
+                                  {"squares": True, "linear": "orthogonal"}])
+def test_feature_names_out_name_every_transformed_column(opts):
+    """get_feature_names_out: one name per column of transform, in its order (linear covariates by their name, the
+    splines as SplineTransformer names them, products a*b, a^2*b ...), constant columns dropped as transform drops
+    them; checked against the columns themselves where a name gives its value."""
+    X = mixed_covariates(0, n=200)
+    names = [f"c{j}" for j in range(X.shape[1])]
+    basis = SplineInteractionBasis(**opts).fit(X)
+    out = basis.get_feature_names_out(names)
+    B = basis.transform(X)
+    assert len(out) == B.shape[1] and len(set(out)) == len(out)
+    z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    plain = [j for j in range(3) if j not in basis.spline_cols_ or basis.linear_ != "none"]  # z_j is a column
+    assert plain and all(names[j] in out for j in plain)
+    for j in plain:
+        np.testing.assert_allclose(B[:, list(out).index(names[j])], z[:, j], atol=1e-10)
+    for j in basis.spline_cols_:
+        assert sum(o.startswith(f"{names[j]}_sp_") for o in out) == basis.splines_[j].n_features_out_
+    if basis.interactions_ != "none":
+        k = list(out).index("c0*c1")
+        prod = z[:, 0] * z[:, 1]
+        np.testing.assert_allclose(B[:, k], (prod - prod.mean()) / prod.std(), atol=1e-10)
+    assert list(basis.get_feature_names_out()) == [o.replace("c", "x") for o in out]  # default x0, x1, x2
+    with pytest.raises(PyrozooError, match=r"^input_features: expected 3 names \(one per column, as in fit\), got 1"):
+        basis.get_feature_names_out(["a"])

@@ -928,3 +928,49 @@ def test_result_is_the_runs_result_in_the_outcomes_units(tmp_path):
     np.testing.assert_allclose(py.log_likelihood["y"].values,
                                own.log_likelihood["y"].values - np.log(py.attrs["response_scale"]), rtol=1e-10)
     np.testing.assert_allclose(py.posterior["w"].values, own.posterior["w"].values, rtol=1e-12)
+
+
+@pytest.mark.parametrize("heterogeneity", ["spline", "linear", "none"])
+def test_the_design_columns_are_named_in_the_cli_and_the_python_result(heterogeneity, tmp_path):
+    """The feature coordinate of effect-curve's w was 0..37 (az.summary rows w[17]) where spike-slab and blr name
+    their features. The final stage's design columns are named: the treatment spline t_sp_k, its interactions
+    (t_sp_k*x or t*x), the control basis b(x) by the covariates' names, m_hat(x) and g_hat(x); the same names in the
+    Python result and the CLI run; checked against the columns where a name gives the value."""
+    from pyrozoo.config import RunConfig
+    from pyrozoo.runner import run_model
+
+    rng = np.random.default_rng(4)
+    n = 60
+    df = pd.DataFrame({"age": rng.standard_normal(n), "dose": rng.standard_normal(n)})
+    df["t"] = df["age"] + rng.standard_normal(n)
+    df["y"] = df["t"] * (1 + df["dose"]) + rng.standard_normal(n)
+    fast = {"n_folds": 2, "n_pseudo": 0, "n_knots": 4, "n_knots_x": 3, "heterogeneity": heterogeneity}
+    est = EffectCurve(learner=ridge(), num_samples=10, **fast).fit(df["y"], df["t"], df[["age", "dose"]])
+    names = est.design_names()
+    q = est.basis_.n_spline
+    assert len(names) == est.design_.shape[1] and len(set(names)) == len(names)
+    assert names[:q] == [f"t_sp_{k}" for k in range(q)] and names[-2:] == ["m_hat(x)", "g_hat(x)"]
+    D, u = est.design_, (est._t - est._t.mean()) / est._t.std()
+    np.testing.assert_allclose(D[:, names.index("t_sp_0")], u, atol=1e-10)  # the natural spline's linear column
+    np.testing.assert_allclose(D[:, names.index("m_hat(x)")], est.m_hat_[0], atol=1e-12)
+    np.testing.assert_allclose(D[:, names.index("g_hat(x)")], est.g_hat_[0], atol=1e-12)
+    z_dose = (df["dose"].to_numpy() - df["dose"].mean()) / df["dose"].std(ddof=0)
+    inter = {"linear": "t*dose", "spline": "t_sp_0*dose"}.get(heterogeneity)
+    if inter is None:
+        assert not any("*dose" in v and v.startswith("t") for v in names)
+    else:
+        np.testing.assert_allclose(D[:, names.index(inter)], u * z_dose, atol=1e-10)
+    assert list(est.result().to_inference_data().posterior["feature"].values) == names
+    df.to_csv(tmp_path / "d.csv", index=False)
+    run = run_model(RunConfig(model="effect-curve", inference="em", num_samples=10, device="cpu", progress=False,
+                              data=str(tmp_path / "d.csv"),
+                              options={"outcome": "y", "treatment": "t", "learner": "ridge", **fast}), save=False)
+    idata = run.result.to_inference_data()
+    assert list(idata.posterior["feature"].values) == names
+    assert list(idata.constant_data["X"]["feature"].values) == names
+    # arrays: the covariates are x1, x2; without covariates only the treatment spline
+    arr = EffectCurve(learner=ridge(), **fast).fit(df["y"].to_numpy(), df["t"].to_numpy(),
+                                                    df[["age", "dose"]].to_numpy())
+    assert "x2_sp_0" in arr.design_names() and (heterogeneity != "linear" or "t*x2" in arr.design_names())
+    bare = EffectCurve(n_pseudo=0, n_knots=4).fit(df["y"].to_numpy(), df["t"].to_numpy())
+    assert bare.design_names() == [f"t_sp_{k}" for k in range(bare.basis_.n_spline)]
