@@ -159,12 +159,14 @@ def run_swag(
     with_replacement: bool = False,
     seed: int = 0,
     progress: bool = False,
+    progress_label: str = "swag",
 ) -> SWAGRun:
     """SGD on ``loss_fn(theta, batch_index)`` (an average over the batch, prior term included) with the SWA schedule
     for ``epochs`` epochs, then ``swa_epochs`` at ``swa_lr`` collecting an iterate every ``collect_every`` steps
     (default: once per epoch, as the reference's ``swa_c_epochs=1``; the deviation matrix then has
-    min(rank, swa_epochs) columns). ``with_replacement`` draws each batch independently (i.i.d. gradient noise, as
-    SGD-as-sampler theory assumes) instead of reshuffling per epoch.
+    min(rank, swa_epochs) columns). ``progress_label`` names the progress bar (a caller fitting another posterior
+    from this trajectory, such as bnn's map or vi, passes its name). ``with_replacement`` draws each batch
+    independently (i.i.d. gradient noise, as SGD-as-sampler theory assumes) instead of reshuffling per epoch.
 
     Every argument is checked before the first step: ``theta_init`` must be a flat floating tensor, and the SWA phase
     must collect at least 2 iterates, floor((epochs + swa_epochs) S / c) - floor(epochs S / c) >= 2 with S the steps
@@ -212,7 +214,7 @@ def run_swag(
     losses: list[float] = []
     t0 = time.perf_counter()
     total = epochs + swa_epochs
-    bar = progress_bar(total, "swag", progress)
+    bar = progress_bar(total, str(progress_label), progress)
     step = 0
     try:
         for epoch in range(total):

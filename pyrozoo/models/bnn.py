@@ -496,6 +496,7 @@ def train_bnn(
     seed: int = 0,
     progress: bool = False,
     device: Any = None,
+    progress_label: str = "swag",
 ) -> BNNTraining:
     """SGD on the negative log posterior with the SWA schedule, collecting SWAG moments (validates first).
 
@@ -506,7 +507,8 @@ def train_bnn(
     ``hidden`` None is the usual width (50 units); a given ``hidden`` with ``depth`` 0 is refused
     (:func:`check_hidden`). One iterate, so one column of SWAG's deviation matrix D, is collected per SWA epoch, and
     D keeps the last ``rank`` of them: K = min(rank, swa_epochs) columns. ``rank`` None is the usual 20; a given
-    ``rank`` above ``swa_epochs`` gives a :class:`UserWarning` before training (:func:`rank_capped_message`)."""
+    ``rank`` above ``swa_epochs`` gives a :class:`UserWarning` before training (:func:`rank_capped_message`).
+    ``progress_label`` names the progress bar (:func:`fit_bnn` passes the posterior it fits)."""
     names = feature_names(X)
     check_bool("standardize", standardize)  # "no" was read as True
     # a constant y only where y is standardized by its sd: the active-learning loop scales y itself
@@ -549,7 +551,7 @@ def train_bnn(
     loss = _neg_log_posterior(layout, Xs, ys, prior_scale)
     run = run_swag(loss, _init_theta(layout, seed, device, torch.float32), Xs.shape[0], epochs=epochs,
                    swa_epochs=swa_epochs, batch_size=batch_size, lr=lr, swa_lr=swa_lr, momentum=momentum,
-                   rank=rank, seed=seed, progress=progress)
+                   rank=rank, seed=seed, progress=progress, progress_label=progress_label)
     warn_if_diverged(layout, run, Xs)
     options = {"hidden": hidden, "depth": depth, "prior_scale": float(prior_scale), "seed": seed,
                "progress": progress, "val_fraction": float(val_fraction)}
@@ -587,8 +589,8 @@ def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor) -> str | 
     return message
 
 
-# the keyword arguments fit_bnn passes on to train_bnn
-TRAIN_OPTIONS = tuple(k for k in inspect.signature(train_bnn).parameters if k not in ("X", "y"))
+# the keyword arguments fit_bnn passes on to train_bnn (the progress bar's label is fit_bnn's posterior)
+TRAIN_OPTIONS = tuple(k for k in inspect.signature(train_bnn).parameters if k not in ("X", "y", "progress_label"))
 
 NOISE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 DEFENSIVE_WEIGHTS = (1e-6, 1e-4, 1e-3, 1e-2, 0.05, 0.1)
@@ -819,7 +821,9 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
                                f"got {num_collapsed}")
     if posterior in ("swag", "ciber", "collapsed-gaussian") and rank < 2:
         raise PyrozooError(f"rank: SWAG's low-rank part needs rank >= 2, got {rank}")
-    training = train_bnn(X, y, **train_options)
+    # the SGD/SWA trajectory's progress bar names the posterior fitted from it (vi: the trajectory is its start)
+    label = "vi: SGD start" if posterior == "vi" else posterior
+    training = train_bnn(X, y, progress_label=label, **train_options)
     return build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
                            vi_steps=vi_steps, vi_lr=vi_lr)
 

@@ -1050,3 +1050,20 @@ def test_a_zoo_run_posterior_refuses_raw_rows_and_in_data_units_predicts_in_y_un
     restored = pickle.loads(pickle.dumps(guide))
     torch.testing.assert_close(restored.in_data_units().predictive_moments(df.iloc[test][["a", "b"]])[0], mean)
     assert data.in_data_units() is data  # already in the data's units (as fit_bnn's own posterior)
+
+
+@pytest.mark.parametrize("posterior,label", [("map", "map"), ("ciber", "ciber"), ("vi", "vi: SGD start")])
+def test_the_sgd_progress_bar_names_the_posterior_fitted(monkeypatch, posterior, label):
+    """The SGD/SWA trajectory's progress bar read "swag" for map, vi and ciber fits too."""
+    import pyrozoo.inference.swag as swag_module
+
+    seen = []
+    real = swag_module.progress_bar
+    monkeypatch.setattr(swag_module, "progress_bar", lambda total, desc, enabled=True: seen.append(desc)
+                        or real(total, desc, False))
+    X, y = _toy(40)
+    extra = {"vi_steps": 2} if posterior == "vi" else {"num_collapsed": 2} if posterior == "ciber" else {}
+    rank = {"rank": 3} if posterior == "ciber" else {}
+    fit_bnn(X, y, posterior=posterior, num_samples=3, progress=True, seed=0,
+            **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 3}, **rank, **extra)
+    assert seen == [label]
