@@ -929,7 +929,7 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     sites = post.layout.unflatten(post.weight_draws())
     draws = {k: v.unsqueeze(0).to(X.dtype) for k, v in sites.items()}
     result = assemble_result(config.inference, bnn_model, dataset.model_kwargs(), draws,
-                             fit_stats={"loss": post.extras["losses"]}, log_likelihood_fn=loglik, guide=post,
+                             fit_stats=bnn_fit_stats(post), log_likelihood_fn=loglik, guide=post,
                              seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
                              model_name=config.model)
     # the posterior's own predictive (tau, collapsed and defensive likelihood), not bnn_model at the weight draws
@@ -945,6 +945,15 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
             f"under their conditional ({'uniform box, triangular likelihood' if post.kind == 'ciber' else 'Gaussian'})"
             f"; w_out in the posterior group holds their SWAG draws, which this log-likelihood does not use")
     return _name_weight_axes(result, post.layout, dataset.meta.get("feature_names"))
+
+
+def bnn_fit_stats(post: BNNPosterior) -> dict[str, Any]:
+    """The result's ``fit_stats``: ``loss``, the trace of the optimizer that fitted the posterior: the negative ELBO
+    per SVI step for ``vi``, otherwise the SGD/SWA trajectory's mean loss per epoch (negative log posterior per row,
+    standardized units). For ``vi`` that trajectory, its starting point, is kept apart as ``pretrain_loss``."""
+    if post.kind == "vi":
+        return {"loss": post.extras["losses_vi"], "pretrain_loss": post.extras["losses"]}
+    return {"loss": post.extras["losses"]}
 
 
 def data_scaling(meta: dict[str, Any], device: torch.device) -> dict[str, Any] | None:

@@ -1067,3 +1067,21 @@ def test_the_sgd_progress_bar_names_the_posterior_fitted(monkeypatch, posterior,
     fit_bnn(X, y, posterior=posterior, num_samples=3, progress=True, seed=0,
             **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 3}, **rank, **extra)
     assert seen == [label]
+
+
+def test_a_vi_run_s_fit_stats_loss_is_the_elbo_trace_and_the_sgd_start_is_pretrain_loss():
+    """fit_stats.loss held the SGD/SWA pre-training trace for vi (the same as map's); the ELBO trace was only in
+    result.guide.extras["losses_vi"]."""
+    from pyrozoo.runner import run_model
+
+    cfg = dict(seed=3, device="cpu", progress=False, num_samples=4, steps=6,
+               options={"n": 40, "hidden": 5, "swa_epochs": 3})
+    vi = run_model(RunConfig(model="bnn", inference="vi", **cfg), save=False).result
+    mp = run_model(RunConfig(model="bnn", inference="map", **cfg), save=False).result
+    idata = vi.to_inference_data()
+    assert set(idata.fit_stats.data_vars) == {"loss", "pretrain_loss"}
+    assert idata.fit_stats.loss.values.tolist() == pytest.approx(list(vi.guide.extras["losses_vi"]))
+    assert len(idata.fit_stats.loss) == 6  # --steps SVI steps
+    assert len(idata.fit_stats.pretrain_loss) == 6 + 3  # SGD epochs + SWA epochs
+    assert idata.fit_stats.pretrain_loss.values.tolist() == pytest.approx(mp.fit_stats["loss"].tolist())
+    assert set(mp.to_inference_data().fit_stats.data_vars) == {"loss"}
