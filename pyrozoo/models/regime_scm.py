@@ -24,7 +24,7 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -1453,6 +1453,20 @@ def regime_log_likelihood_size(dataset: Dataset) -> int:
     return int(dataset.observed["x"].shape[0])
 
 
+class StackedPredictive:
+    """The Result's ``predictive_fn``: the per-variable sites ``x1..xN`` of ``per_site`` (the model's
+    :class:`~pyrozoo.inference.assemble.PosteriorPredictive`) stacked into one ``x`` of shape
+    ``(chain, draw, obs_id, variable)``, as the observed data. A module-level class, so that the Result pickles."""
+
+    def __init__(self, per_site: Callable[[Result], Mapping[str, Any]], names: list[str]) -> None:
+        self.per_site, self.names = per_site, list(names)
+
+    def __call__(self, result: Result) -> dict[str, np.ndarray]:
+        out = dict(self.per_site(result))
+        out["x"] = np.stack([np.asarray(out.pop(n)) for n in self.names], -1)
+        return out
+
+
 def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | None, fit_stats: dict,
                config: RunConfig, wall: float) -> Result:
     inp = dataset.inputs
@@ -1489,14 +1503,7 @@ def _to_result(inference: str, dataset: Dataset, params: dict, encoder: dict | N
         result.observed_data.pop(n, None)
     result.observed_data["x"] = x.detach().cpu().numpy()
     result.constant_data.pop("x", None)
-    per_site = result.predictive_fn
-
-    def predictive_fn(res: Result) -> dict[str, np.ndarray]:
-        out = dict(per_site(res))
-        out["x"] = np.stack([np.asarray(out.pop(n)) for n in names], -1)
-        return out
-
-    result.predictive_fn = predictive_fn
+    result.predictive_fn = StackedPredictive(result.predictive_fn, list(names))
     result.coords = {"regime": ["observational"] + [f"do({c})" for c in names], "variable": list(names),
                      "parent": list(names)}
     if "W1" in posterior:

@@ -1636,3 +1636,22 @@ def test_mlp_parameters_get_named_dims_in_the_inference_data():
     assert float(post["W1"].sel(variable="b", mlp_input="a", hidden=0).squeeze()) == pytest.approx(float(w1[1, 0, 0]))
     assert float(post["W1"].sel(variable="c", mlp_input=MLP_FLAG_INPUT, hidden=3).squeeze()) == pytest.approx(
         float(w1[2, 3, 3]))
+
+
+def test_a_pickled_result_keeps_its_posterior_predictive():
+    """The stacked-x predictive was a closure, dropped on pickling: the unpickled Result raised "this result has no
+    predictive function". It is a module-level StackedPredictive now."""
+    import pickle
+
+    ds = simulate_regime_data(0, n_vars=3, n_samples=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", progress=False, seed=7,
+                                           options={"restarts": 1, "em_iters": 10}))
+    want = res.to_inference_data(posterior_predictive=True).posterior_predictive["x"].values
+    copy = pickle.loads(pickle.dumps(res))
+    assert copy.predictive_fn is not None and "_dropped_on_pickle" not in vars(copy)
+    copy.posterior_predictive = {}
+    got = copy.to_inference_data(posterior_predictive=True).posterior_predictive["x"].values
+    assert got.shape == (1, 1, 100, 3)
+    np.testing.assert_array_equal(got, want)
