@@ -1331,7 +1331,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     t0 = time.perf_counter()
     set_seed(config.seed)
     fit_stats: dict[str, Any] = {}
-    labels_note = ""
+    labels_note = early_note = ""
     model_kwargs = dataset.model_kwargs()
     encoder = None
     if inference == "gumbel":
@@ -1373,9 +1373,11 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                               {**model_kwargs, "x": xs, "init": init, "subsample_size": sub},
                               num_steps=config.steps, elbo="enum", lr=config.lr or 0.005, num_samples=1,
                               seed=config.seed, progress=config.progress,
-                              early_stop_window=None if sub else 20, early_stop_rel_tol=1e-5,
-                              log_likelihood_fn=lambda post, kw: {})
+                              early_stop_window=None if sub else EARLY_STOP_WINDOW,
+                              early_stop_rel_tol=EARLY_STOP_REL_TOL, log_likelihood_fn=lambda post, kw: {})
             fit_stats["loss"] = svi.fit_stats["loss"]
+            if len(fit_stats["loss"]) < config.steps:  # full batch: stopped on a plateau (fit_stats.loss's length)
+                early_note = early_stop_note(len(fit_stats["loss"]), config.steps)
             params = _param_store_values(list(params))
             if not inp["learn_weights"]:
                 params["regime_weights"] = init["regime_weights"]
@@ -1384,10 +1386,25 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             if centre is not None:
                 params, encoder = _uncentred(params, encoder, centre, inp["parents"])
     result = _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
+    if early_note:
+        result.attrs["svi_early_stop"] = early_note
     if labels_note:
         result.attrs["regime_labels"] = labels_note
         warnings.warn(f"regime labels: {labels_note}", UserWarning, stacklevel=3)  # past keeps_caller_state
     return result
+
+
+# the joint SVI of enum and amortized on every row (no subsample) stops once the mean loss of the last
+# EARLY_STOP_WINDOW steps improves on the window before by less than EARLY_STOP_REL_TOL (relative)
+EARLY_STOP_WINDOW = 20
+EARLY_STOP_REL_TOL = 1e-5
+
+
+def early_stop_note(taken: int, steps: int) -> str:
+    """The result's ``attrs["svi_early_stop"]``: the joint SVI ran ``taken`` of its ``steps`` (``--steps``)."""
+    return (f"the joint SVI stopped early, after {taken} of {steps} steps (--steps): the mean loss of the last "
+            f"{EARLY_STOP_WINDOW} steps improved on the {EARLY_STOP_WINDOW} before by less than "
+            f"{EARLY_STOP_REL_TOL:g} (relative); fit_stats.loss holds the steps taken")
 
 
 def _centred(params: Mapping[str, torch.Tensor], m: torch.Tensor, parents: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -1667,7 +1684,8 @@ def oracle_regimes(dataset: Dataset) -> np.ndarray:
 
 
 def regime_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
-    """Marginal log-likelihood (NaN when the result has none); with simulated truth also ARI, exact
+    """Marginal log-likelihood (NaN when the result has none), the SVI steps run (``svi_steps``, after an SVI
+    fit: fewer than ``--steps`` when it stopped early, :func:`early_stop_note`); with simulated truth also ARI, exact
     regime-and-target accuracy, whether the observational regime is identified (the true observational samples'
     majority label is 0; NaN when the data have no observational rows), the oracle's ARI,
     and per-variable MSE of x against its conditional mean (MAP regime, fitted) over the oracle's (true regime,
@@ -1676,6 +1694,8 @@ def regime_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     # NaN (null in metrics.json) for a run without the log-likelihood group (run_model's log_likelihood=False)
     loglik = float(np.sum(result.log_likelihood["x"])) if "x" in result.log_likelihood else float("nan")
     out = {"loglik": loglik, "wall_time": float(result.wall_time)}
+    if "loss" in result.fit_stats:  # the SVI steps run: fewer than --steps when the joint SVI stopped early
+        out["svi_steps"] = float(len(result.fit_stats["loss"]))
     if "regime" not in dataset.truth:
         return out
     z = np.asarray(dataset.truth["regime"])

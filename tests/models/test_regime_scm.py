@@ -1655,3 +1655,23 @@ def test_a_pickled_result_keeps_its_posterior_predictive():
     got = copy.to_inference_data(posterior_predictive=True).posterior_predictive["x"].values
     assert got.shape == (1, 1, 100, 3)
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_enum_fit_that_stops_early_says_so_and_records_the_steps_run():
+    """--steps 50 gave 40 loss entries (the joint SVI's plateau stop) with no note; config.toml records 50."""
+    from pyrozoo.models.regime_scm import EARLY_STOP_WINDOW
+
+    ds = simulate_regime_data(1, n_vars=4, n_samples=600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=200, progress=False))
+    taken = len(res.fit_stats["loss"])
+    assert 2 * EARLY_STOP_WINDOW <= taken < 200  # started at the EM optimum: a plateau from the first windows
+    note = res.to_inference_data().attrs["svi_early_stop"]
+    assert f"after {taken} of 200 steps" in note
+    assert regime_metrics(res, ds)["svi_steps"] == taken
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=5, progress=False))
+    assert len(short.fit_stats["loss"]) == 5 and "svi_early_stop" not in short.attrs
+    assert regime_metrics(short, ds)["svi_steps"] == 5
