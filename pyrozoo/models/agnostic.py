@@ -1088,7 +1088,7 @@ def fit_agnostic(dataset: Dataset, config: RunConfig, *, guide: Any = None) -> R
         adversary_warmup=int(opts["adversary_warmup"]), num_samples=config.num_samples,
         seed=config.seed, progress=config.progress, config=config.to_dict(), model_name=config.model,
     )
-    return _name_axes(result, x.dim())
+    return _label_classes(_name_axes(result, x.dim()), dataset.meta)
 
 
 # option -> the AgnosticNetwork attribute it built
@@ -1132,6 +1132,24 @@ def _name_axes(result: Result, x_ndim: int) -> Result:
                        b_p=["protected_class"])
     if "x" in result.constant_data:
         result.dims["x"] = ["row", "channel", "height", "width"] if x_ndim == 4 else ["row", "column"]
+    return result
+
+
+def _label_classes(result: Result, meta: dict[str, Any]) -> Result:
+    """The ``class`` and ``protected_class`` coordinates carry the data's own labels (``meta["y_classes"]``,
+    ``meta["p_classes"]``: a file's ``F``/``M``, a ``{1, 2}`` coding), not the codes 0..K-1 the model uses; the
+    observed ``y`` and ``p`` stay codes, and an attribute (``class_codes``) says which label each code is."""
+    notes = []
+    for dim, key, site in (("class", "y_classes", "y"), ("protected_class", "p_classes", "p")):
+        labels = meta.get(key)
+        if labels is None:
+            continue
+        labels = [v.item() if isinstance(v, np.generic) else v for v in labels]
+        result.coords[dim] = labels
+        notes.append(f"{site}: " + ", ".join(f"{code} = {label!r}" for code, label in enumerate(labels)))
+    if notes:
+        result.attrs["class_codes"] = (f"observed_data y and p hold class codes 0..K-1, the positions of the "
+                                       f"'class' and 'protected_class' coordinates: {'; '.join(notes)}")
     return result
 
 

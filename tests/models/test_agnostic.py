@@ -1386,3 +1386,28 @@ def test_non_square_images_fit_and_tiny_ones_are_refused_before_any_work():
     assert predict_proba(result, torch.rand(3, 1, 8, 12), data=data).shape == (3, 2)
     with pytest.raises(PyrozooError, match=r"^x: expected images of at least 4 x 4 pixels .*got 3 x 12$"):
         attach_network(make_agnostic_data(torch.rand(40, 1, 3, 12, generator=g), y, p))
+
+
+def test_class_coordinates_carry_the_data_s_own_labels(tmp_path):
+    """A file whose protected column held 'F'/'M' (and a target coded 1/2) gave protected_class [0 1] and class
+    [0 1]: the labels lived only in data.meta. The coordinates now carry them, and an attribute maps the codes of the
+    observed y and p to them, also in the saved idata.nc."""
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.runner import run_model
+
+    gen = np.random.default_rng(0)
+    n = 60
+    g = np.where(gen.random(n) < 0.5, "F", "M")
+    y = np.where(gen.random(n) < 0.5, 1, 2)
+    pd.DataFrame({"a": gen.standard_normal(n), "b": gen.standard_normal(n), "g": g, "y": y}).to_csv(
+        tmp_path / "ag.csv", index=False)
+    cfg = RunConfig(model="agnostic", data=str(tmp_path / "ag.csv"), device="cpu", progress=False, steps=3,
+                    num_samples=2, options={"target": "y", "protected": "g"})
+    run_model(cfg, out=tmp_path / "run")
+    idata = az.from_netcdf(tmp_path / "run" / "idata.nc")
+    assert list(idata.posterior["b_p"]["protected_class"].values) == ["F", "M"]
+    assert list(idata.posterior["b_y"]["class"].values) == [1, 2]
+    assert set(np.unique(idata.observed_data["p"].values)) == {0, 1}  # codes: positions on those coordinates
+    assert "0 = 'F', 1 = 'M'" in idata.attrs["class_codes"] and "0 = 1, 1 = 2" in idata.attrs["class_codes"]
