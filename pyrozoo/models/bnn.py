@@ -733,7 +733,8 @@ def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num
         res = run_svi(bnn_model, guide, model_kwargs, num_steps=vi_steps, elbo="meanfield", lr=vi_lr,
                       num_samples=num_samples, seed=seed, progress=bool(opts["progress"]))
         draws = layout.flatten({k: torch.as_tensor(res.posterior[k][0]) for k in layout.sites}).to(device)
-        extras.update(losses_vi=res.fit_stats["loss"], fit_time=run.wall_time + time.perf_counter() - t0)
+        extras.update(losses_vi=res.fit_stats["loss"], vi_params=dict(res.params),  # the guide's, on the CPU
+                      fit_time=run.wall_time + time.perf_counter() - t0)
         return BNNPosterior("vi", layout, draws.float(), guide=guide, extras=extras, **scaling)
     swag = run.collector.posterior(diagonal=posterior == "swag-diag", scale=scale)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -929,7 +930,8 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     sites = post.layout.unflatten(post.weight_draws())
     draws = {k: v.unsqueeze(0).to(X.dtype) for k, v in sites.items()}
     result = assemble_result(config.inference, bnn_model, dataset.model_kwargs(), draws,
-                             fit_stats=bnn_fit_stats(post), log_likelihood_fn=loglik, guide=post,
+                             fit_stats=bnn_fit_stats(post), params=bnn_params(post, weight),
+                             log_likelihood_fn=loglik, guide=post,
                              seed=config.seed, wall_time=post.extras["fit_time"], config=config.to_dict(),
                              model_name=config.model)
     # the posterior's own predictive (tau, collapsed and defensive likelihood), not bnn_model at the weight draws
@@ -954,6 +956,33 @@ def bnn_fit_stats(post: BNNPosterior) -> dict[str, Any]:
     if post.kind == "vi":
         return {"loss": post.extras["losses_vi"], "pretrain_loss": post.extras["losses"]}
     return {"loss": post.extras["losses"]}
+
+
+def bnn_params(post: BNNPosterior, defensive_weight: float) -> dict[str, torch.Tensor]:
+    """The result's ``params`` (``params.pt``), on the CPU: what the log-likelihood and predictive read besides the
+    posterior group's weight draws. Always the likelihood's ``noise_scale`` tau, ``defensive_weight`` lambda (the
+    one the log-likelihood mixes in), ``box_scale`` and ``tail_weight`` (0-d float64). ``map``: the point estimate
+    per weight site (``w0``, ``b0``, ..., ``w_out``, ``b_out``). SWAG kinds: the moments ``swag_mean`` (P,),
+    ``swag_var`` (P,), ``swag_deviations`` D (P, K) and ``swag_scale``; ``ciber`` and ``collapsed-gaussian`` also
+    the flat indices ``collapsed`` of w_c and their conditional ``cond_mean`` (S, k), ``cond_cov`` (k, k). ``vi``:
+    the guide's parameters under Pyro's names (``AutoNormal.locs.w0``, ``AutoNormal.scales.w0``, ...)."""
+    def cpu(value: torch.Tensor) -> torch.Tensor:
+        return value.detach().cpu()
+
+    out = {k: torch.tensor(float(getattr(post, k)), dtype=torch.float64)
+           for k in ("noise_scale", "box_scale", "tail_weight")}
+    out["defensive_weight"] = torch.tensor(float(defensive_weight), dtype=torch.float64)
+    if post.kind == "map":
+        out.update({k: cpu(v[0]) for k, v in post.layout.unflatten(post.draws).items()})
+    if post.kind == "vi":
+        out.update({k: cpu(torch.as_tensor(v)) for k, v in post.extras.get("vi_params", {}).items()})
+    if post.swag is not None:
+        out.update(swag_mean=cpu(post.swag.mean), swag_var=cpu(post.swag.var),
+                   swag_deviations=cpu(post.swag.deviations),
+                   swag_scale=torch.tensor(float(post.swag.scale), dtype=torch.float64))
+    if post.collapsed is not None:
+        out.update(collapsed=cpu(post.collapsed), cond_mean=cpu(post.cond_mean), cond_cov=cpu(post.cond_cov))
+    return out
 
 
 def data_scaling(meta: dict[str, Any], device: torch.device) -> dict[str, Any] | None:

@@ -1085,3 +1085,39 @@ def test_a_vi_run_s_fit_stats_loss_is_the_elbo_trace_and_the_sgd_start_is_pretra
     assert len(idata.fit_stats.pretrain_loss) == 6 + 3  # SGD epochs + SWA epochs
     assert idata.fit_stats.pretrain_loss.values.tolist() == pytest.approx(mp.fit_stats["loss"].tolist())
     assert set(mp.to_inference_data().fit_stats.data_vars) == {"loss"}
+
+
+def test_a_saved_run_s_params_pt_holds_what_its_log_likelihood_reads(tmp_path):
+    """params.pt was empty for every bnn inference: no SWAG moments, no guide parameters, no calibrated tau or
+    lambda. A ciber run's params and the saved weight draws now give back its pointwise log-likelihood."""
+    import numpy as np
+
+    from pyrozoo.models.bnn import BNNPosterior
+    from pyrozoo.runner import run_model
+
+    small = {"n": 60, "hidden": 5, "swa_epochs": 4, "rank": 3, "num_collapsed": 3, "val_fraction": 0.2}
+    cfg = RunConfig(model="bnn", inference="ciber", seed=1, device="cpu", progress=False, num_samples=5, steps=6,
+                    options=small)
+    run_model(cfg, out=tmp_path / "ciber")
+    params = torch.load(tmp_path / "ciber" / "params.pt")
+    assert {"noise_scale", "defensive_weight", "box_scale", "tail_weight", "swag_mean", "swag_var",
+            "swag_deviations", "swag_scale", "collapsed", "cond_mean", "cond_cov"} <= set(params)
+    assert all(v.device.type == "cpu" for v in params.values())
+    assert params["swag_deviations"].shape == (params["swag_mean"].shape[0], 3)
+    idata = az.from_netcdf(tmp_path / "ciber" / "idata.nc")
+    layout = MLPLayout(idata.constant_data["X"].shape[1], 5, 1)
+    draws = layout.flatten({k: torch.as_tensor(idata.posterior[k].values[0]) for k in layout.sites})
+    post = BNNPosterior("ciber", layout, draws.float(), collapsed=params["collapsed"], cond_mean=params["cond_mean"],
+                        cond_cov=params["cond_cov"], **{k: float(params[k]) for k in
+                                                         ("noise_scale", "box_scale", "tail_weight")})
+    X, y = torch.as_tensor(idata.constant_data["X"].values), torch.as_tensor(idata.observed_data["y"].values)
+    ll = post.pointwise_log_likelihood(X, y, defensive_weight=float(params["defensive_weight"]))
+    ll = ll.numpy() - math.log(idata.attrs["response_scale"])  # the saved group is in y's own units
+    np.testing.assert_allclose(ll, idata.log_likelihood["y"].values[0], rtol=1e-4, atol=1e-4)
+
+    for kind, keys in (("map", {"w0", "b0", "w_out", "b_out"}), ("vi", {"AutoNormal.locs.w0", "AutoNormal.scales.w0"})):
+        draws = {"num_samples": 3} if kind == "vi" else {}  # map reads no num_samples
+        run_model(RunConfig(model="bnn", inference=kind, seed=1, device="cpu", progress=False, steps=4,
+                            options={"n": 40, "hidden": 5, "swa_epochs": 3}, **draws), out=tmp_path / kind)
+        saved = torch.load(tmp_path / kind / "params.pt")
+        assert keys | {"noise_scale", "defensive_weight"} <= set(saved), (kind, sorted(saved))
