@@ -365,3 +365,48 @@ def test_a_slip_in_the_entrys_tiny_is_named_when_the_entry_is_built(tiny, match)
     with pytest.raises(PyrozooError, match=match) as info:
         type(base)(**{**base.__dict__, "tiny": tiny})
     assert "\n" not in str(info.value)
+
+
+# every option whose value is a word the model picks from a fixed list (a str default that is not a column name)
+CHOICE_OPTIONS = [(name, key) for name in ENTRIES for key, default in registry.get(name).options.items()
+                  if isinstance(default, str) and key not in registry.get(name).text_options]
+
+
+def test_the_choice_options_are_those_of_the_zoo():
+    """The derived list holds the options that a misspelt value once let through to each sweep cell."""
+    assert {("gp", "kernel"), ("sparse-gp", "kernel"), ("sparse-gp", "method"), ("spike-slab", "em_variant"),
+            ("plce", "scenario"), ("effect-curve", "design"), ("effect-curve", "heterogeneity"),
+            ("effect-curve", "spline"), ("effect-curve", "interactions"),
+            ("effect-curve", "learner")} <= set(CHOICE_OPTIONS)
+
+
+@pytest.mark.parametrize("name,key", CHOICE_OPTIONS)
+def test_a_misspelt_choice_is_refused_before_a_sweep_or_run_starts(name, key, tmp_path, monkeypatch, capsys):
+    """A value outside an option's fixed choices stops ``pyrozoo sweep --dry-run`` (exit 2, one line naming the
+    sweep file, the block and the option, nothing created) and ``pyrozoo run`` before any data are loaded: it was
+    refused only by the simulator or the fit, so each sweep cell failed (gp's kernel, sparse-gp's kernel and method,
+    spike-slab's em_variant, plce's scenario, effect-curve's design, heterogeneity, spline, interactions, learner)."""
+    entry = registry.get(name)
+    assert "simulator" in entry.data_options.get(key, ("simulator",))
+    inference = entry.inference_options.get(key, entry.inferences)[0]
+    sweep = tmp_path / "bad.toml"
+    out = tmp_path / "out"
+    sweep.write_text(tomli_w.dumps({"sweep": {"name": "bad"}, "defaults": {"device": "cpu"},
+                                    "models": [{"name": name, "inference": inference,
+                                                "options": {key: "zzbogus"}}]}))
+    assert main(["sweep", str(sweep), "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pyrozoo: error: {sweep}: models[0] ({name}, ") and f"{key}: expected" in err, err
+    assert "'zzbogus'" in err and "\n" not in err
+    assert not out.exists()
+
+    def no_data(self, config):
+        raise AssertionError(f"{name}: data loaded for -o {key}=zzbogus")
+
+    monkeypatch.setattr(registry.ZooModel, "load_data", no_data)
+    run_out = tmp_path / "run"
+    assert main(["run", name, "--inference", inference, "--device", "cpu", "-o", f"{key}=zzbogus",
+                 "--out", str(run_out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pyrozoo: error: {key}: expected") and "'zzbogus'" in err, err
+    assert not run_out.exists()

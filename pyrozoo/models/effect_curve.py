@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pyrozoo.causal.effect_curve import COVARIATE_ONLY, EffectCurve, covariate_only_options
+from pyrozoo.causal.basis import interaction_kind
+from pyrozoo.causal.effect_curve import COVARIATE_ONLY, HETEROGENEITY, SPLINES, EffectCurve, covariate_only_options
 from pyrozoo.causal.effect_curve_sim import DESIGNS, simulate_effect_curve
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -82,6 +83,20 @@ def make_estimator(seed: int, device: Any = "cpu", *, progress: bool = False, **
 def _spelled(key: str, value: Any) -> str:
     """``-o key=value`` as the command line writes it (TOML's true/false for booleans)."""
     return f"-o {key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def check_effect_curve_options(config: RunConfig) -> None:
+    """The entry's ``check_options``, on the options as given (``pyrozoo run`` and every sweep cell, before any
+    data): the fixed choices ``design`` (:data:`~pyrozoo.causal.effect_curve_sim.DESIGNS`), ``heterogeneity``,
+    ``spline``, ``interactions`` and ``learner`` (:data:`LEARNERS`). The simulator and the estimator refused a
+    misspelt one only once the run had started, so it failed each sweep cell instead of stopping the sweep."""
+    opts = config.options
+    for name, choices in (("design", DESIGNS), ("heterogeneity", HETEROGENEITY), ("spline", SPLINES),
+                          ("learner", LEARNERS)):
+        if name in opts:
+            check_choice(name, opts[name], choices)
+    if "interactions" in opts:
+        interaction_kind(opts["interactions"])
 
 
 def check_covariate_options(opts: Mapping[str, Any], source: str) -> None:
@@ -270,6 +285,7 @@ def effect_curve_entry() -> ZooModel:
         text_options=("outcome", "treatment", "controls"),
         data_options={**{k: ("simulator",) for k in ("design", "n", "slope")},
                       **{k: ("file",) for k in ("outcome", "treatment", "controls")}},
+        check_options=check_effect_curve_options,
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 20,
               "options": {"design": "heterogeneous", "n": 120, "n_folds": 2, "n_pseudo": 2, "n_knots": 4,
                           "n_knots_x": 3, "heterogeneity": "linear", "learner": "ridge"}},

@@ -846,6 +846,14 @@ def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     return out
 
 
+def check_gp_options(config: RunConfig) -> None:
+    """The entry's ``check_options``, on the options as given (before any data, for every cell of a sweep):
+    ``kernel`` one of :data:`~pyrozoo.models.gp_linalg.KERNELS` (it was refused only when the dataset was built,
+    so a misspelt kernel failed each sweep cell instead of stopping the sweep)."""
+    if "kernel" in config.options:
+        check_choice("kernel", config.options["kernel"], KERNELS)
+
+
 @register("gp")
 def gp_entry() -> ZooModel:
     return ZooModel(
@@ -867,6 +875,7 @@ def gp_entry() -> ZooModel:
         list_options=("lengthscale",),  # one per input column (ARD)
         # the type-II fit's starting values; NUTS samples the hyperparameters from their priors
         inference_options={k: ("type2",) for k in ("lengthscale", "variance", "noise")},
+        check_options=check_gp_options,
         tiny={"num_samples": 6, "warmup_steps": 6, "num_chains": 1, "steps": 15, "options": {"n": 10, "n_test": 20}},
         description="Exact GP regression (RBF/Matern): type-II ML or NUTS over hyperparameters, exact f posterior",
     )

@@ -188,10 +188,14 @@ def check_option_effects(options: Mapping[str, Any]) -> None:
 
 def _check_run_options(config: RunConfig) -> None:
     """The entry's family check (every cell of a sweep, before any data): one column for each of outcome, treatment
-    and groups (a list reached the readers), :func:`check_option_effects`, every estimator setting the data do not
-    change (:meth:`PLCE.check_settings`: ``n_folds`` >= 2, ``n_knots``, the choices ...) and, for a file or a
-    dataset, the group column that ``random_effects=true`` or ``se_type=cluster`` needs (the simulator has its own)."""
+    and groups (a list reached the readers), the simulator's ``scenario`` one of
+    :data:`~pyrozoo.causal.simulate.SCENARIOS` (refused only by the simulator, a misspelt one failed each sweep cell
+    instead of stopping the sweep), :func:`check_option_effects`, every estimator setting the data do not change
+    (:meth:`PLCE.check_settings`: ``n_folds`` >= 2, ``n_knots``, the choices ...) and, for a file or a dataset, the
+    group column that ``random_effects=true`` or ``se_type=cluster`` needs (the simulator has its own)."""
     check_single_names(config.options, ("outcome", "treatment", "groups"))
+    if "scenario" in config.options:
+        check_choice("scenario", config.options["scenario"], SCENARIOS)
     opts = {**OPTIONS, **config.options}
     check_option_effects(opts)
     make_estimator(config.seed, "cpu", **opts).check_settings()  # the device is the runner's check

@@ -773,8 +773,14 @@ def sparse_gp_artifacts(result: Result, dataset: Dataset, out_dir: Path) -> None
 
 def check_sparse_options(config: RunConfig) -> None:
     """The entry's ``check_options``, on the options as given (before any data, for every cell of a sweep):
-    ``noise`` other than 0 with ``noiseless=true`` would have no effect (:func:`noiseless_noise_error`)."""
+    ``kernel`` one of :data:`~pyrozoo.models.gp_linalg.KERNELS` and ``method`` one of
+    :data:`~pyrozoo.models.gp_linalg.METHODS` (refused only once the dataset was built, they failed each sweep cell
+    instead of stopping the sweep); ``noise`` other than 0 with ``noiseless=true`` would have no effect
+    (:func:`noiseless_noise_error`)."""
     opts = config.options
+    for name, choices in (("kernel", KERNELS), ("method", METHODS)):
+        if name in opts:
+            check_choice(name, opts[name], choices)
     if opts.get("noiseless") is True and opts.get("noise") not in (None, 0):
         raise noiseless_noise_error(opts["noise"])
 

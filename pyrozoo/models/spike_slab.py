@@ -263,12 +263,16 @@ DESIGN_OPTIONS = {"num_signals": ("equicorrelated",)}
 
 def check_spike_slab_options(config: RunConfig) -> None:
     """The entry's ``check_options``, on the options as given (before any data are simulated, and for every cell of
-    a sweep): an option the chosen ``design`` does not read (:data:`DESIGN_OPTIONS`) is refused, as the entry
-    refuses an option the inference does not read; ``rho`` must suit the design; ``em_variant='hard'`` needs the
-    conjugate prior (it failed only once the data were simulated and the fit had started)."""
+    a sweep): ``design`` one of :data:`DESIGNS` and ``em_variant`` one of :data:`EM_VARIANTS` (a misspelt variant
+    was refused only by the simulator, so it failed each sweep cell instead of stopping the sweep); an option the
+    chosen ``design`` does not read (:data:`DESIGN_OPTIONS`) is refused, as the entry refuses an option the inference
+    does not read; ``rho`` must suit the design; ``em_variant='hard'`` needs the conjugate prior (it failed only
+    once the data were simulated and the fit had started)."""
     opts = config.options
     design = opts.get("design", "equicorrelated")
     check_choice("design", design, DESIGNS)
+    if "em_variant" in opts:
+        check_choice("em_variant", opts["em_variant"], EM_VARIANTS)
     unread = [k for k, designs in DESIGN_OPTIONS.items() if k in opts and design not in designs]
     if unread:
         k = unread[0]
