@@ -206,6 +206,26 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
+_UNSET = object()
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """What differs between two comparable configs, one ``KEY (OLD -> NEW)`` per value, sorted by key; a table
+    (the model's ``options``) is compared key by key (``options.n (40 -> 41)``), and a key only one side has reads
+    ``not set`` on the other (an option given now that the run took at its default)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{key}.")
+        else:
+            shown = ["not set" if v is _UNSET else repr(v) for v in (a, b)]
+            out.append(f"{prefix}{key} ({shown[0]} -> {shown[1]})")
+    return out
+
+
 def _broken(path: Path) -> str | None:
     """Why the run directory ``path`` (which exists) cannot be resumed (not a directory, a run file missing, a
     damaged config.toml or metrics.json), in words; ``None`` if it can."""
@@ -228,7 +248,8 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     for, or it is damaged or incomplete (then it would be neither run again nor reported). Warn (and keep them) for
     runs that another pyrozoo version wrote (``metrics.json``'s ``pyrozoo_version``; none before 0.2.0): their
     numbers may differ from this version's (0.2.0 put standardized-response log-likelihoods in the data's units)."""
-    changed, broken, other_version = [], [], []
+    changed: dict[str, list[str]] = {}  # what differs -> the cells whose runs differ so
+    broken, other_version = [], []
     for cell in cells:
         path = run_path(root, cell)
         if not path.exists():
@@ -250,8 +271,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
             continue
         new = _comparable(cell.config)
         if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            changed.append(f"{cell.key} (differs in {', '.join(diff)})")
+            changed.setdefault(", ".join(_differences(old, new)), []).append(cell.key)
             continue
         version = json.loads((path / "metrics.json").read_text()).get("pyrozoo_version", "before 0.2.0")
         if version != pyrozoo.__version__:
@@ -260,9 +280,20 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     def shown(items: list[str]) -> str:
         return "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
 
+    def alike(keys: list[str], diff: str) -> str:  # the cells whose runs differ the same way, said once
+        if len(keys) == 1:
+            return f"{keys[0]} (differs in {diff})"
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        return f"{', '.join(keys[:3])}{more} ({len(keys)} runs; differ in {diff})"
+
     parts = []
     if changed:
-        parts.append(f"holds runs made with other settings: {shown(changed)}. Use another --out or delete those run "
+        groups = list(changed.items())
+        rest = sum(len(keys) for _, keys in groups[5:])
+        listed = "; ".join(alike(keys, diff) for diff, keys in groups[:5]) + (
+            f"; and {rest} more run{'s' if rest > 1 else ''} that differ{'s' if rest == 1 else ''} otherwise"
+            if rest else "")
+        parts.append(f"holds runs made with other settings: {listed}. Use another --out or delete those run "
                      f"directories")
     if broken:
         one = len(broken) == 1

@@ -133,7 +133,7 @@ def test_changed_settings_under_existing_runs_are_an_error_before_running(write_
     edited = sweep_text(seeds="[0]").replace('device = "cpu"', 'device = "cpu"\nnum_samples = 45')
     changed = load_spec(write_spec(edited), out=out)
     with pytest.raises(PyrozooError, match=r"holds runs made with other settings: ng-gibbs/gibbs_seed0 \(differs in "
-                                           r"num_samples\)"):
+                                           r"num_samples \(\d+ -> 45\)\)"):
         run_sweep(changed, jobs=1)
     assert len(list(out.glob("*/*_seed0"))) == 1  # nothing else ran
 
@@ -813,3 +813,33 @@ def test_a_reordered_sweep_that_finished_the_cells_while_this_one_waited_for_the
     assert summary.outcomes == [] and summary.skipped == 2
     assert sorted(p.name for p in (tmp_path / "out" / "normal-gamma").iterdir()) == \
         ["gibbs_mu_true=0.0_n=20_seed0", "gibbs_mu_true=0.0_n=40_seed0"]
+
+
+def test_changed_model_options_are_named_with_both_values_once_per_kind_of_change(write_spec, tmp_path):
+    """A rerun with a changed fixed model option said only "differs in options" for each run: the options table
+    counted as one setting. Now each option is named with the run's value and the cell's (a key only one side has
+    reads "not set"), and the runs that differ the same way are said once, with their count; past five kinds of
+    change the rest are counted."""
+    def text(ns: list[int], extra: str = "") -> str:
+        blocks = "".join(f'[[models]]\nname = "normal-gamma"\nlabel = "b{i}"\ninference = "gibbs"\n'
+                         f"options = {{ n = {n}{extra} }}\n" for i, n in enumerate(ns))
+        return f'[sweep]\nname = "opts"\nseeds = [0, 1]\ntiny = true\n[defaults]\ndevice = "cpu"\n{blocks}'
+
+    out = tmp_path / "out"
+    first = [40, 50, 60, 70, 80, 90, 100]
+    assert run_sweep(load_spec(write_spec(text(first)), out=out), jobs=1).ok == 14
+    with pytest.raises(PyrozooError) as info:
+        run_sweep(load_spec(write_spec(text([41, *first[1:]]), "one.toml"), out=out), jobs=1)
+    assert str(info.value) == (f"out: {out} holds runs made with other settings: b0/gibbs_seed0, b0/gibbs_seed1 "
+                               f"(2 runs; differ in options.n (40 -> 41)). Use another --out or delete those run "
+                               f"directories")
+    with pytest.raises(PyrozooError) as info:
+        run_sweep(load_spec(write_spec(text([n + 1 for n in first], ", mu0 = 0.5"), "all.toml"), out=out), jobs=1)
+    message = str(info.value)
+    assert "b0/gibbs_seed0, b0/gibbs_seed1 (2 runs; differ in options.mu0 (not set -> 0.5), options.n (40 -> 41)); "\
+           "b1/gibbs_seed0, b1/gibbs_seed1 (2 runs; differ in options.mu0 (not set -> 0.5), options.n (50 -> 51)); " \
+           in message
+    assert "b4/gibbs_seed0" in message and "b5/" not in message
+    assert message.endswith("(80 -> 81)); and 4 more runs that differ otherwise. Use another --out or delete those "
+                            "run directories")
+    assert len(list(out.glob("*/*_seed*"))) == 14  # nothing else ran
