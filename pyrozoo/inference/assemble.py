@@ -205,7 +205,7 @@ def assemble_result(
     device = replay_device(posterior, model_kwargs)
     fitted = with_params(model, params, device)  # the fit's pyro.param values, not the store's
     model_trace = trace_model(fitted, model_kwargs)
-    check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None)
+    check_likelihood_sites(model_trace, custom_log_likelihood=log_likelihood_fn is not None, model_kwargs=model_kwargs)
     check_posterior_sites(model_trace, posterior)
     check_draw_shapes(model_trace, posterior)
     if not posterior:  # no draws at all: nothing to evaluate the model at, unless its latents are all summed out

@@ -19,6 +19,7 @@ from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import (
     check_likelihood_sites,
+    check_model_kwargs,
     check_posterior_sites,
     latent_sites,
     trace_model,
@@ -229,17 +230,19 @@ def run_gibbs(
     it, every floating-point tensor in ``data`` (a mapping) and ``model_kwargs`` must be finite (a NaN or inf is a
     :class:`PyrozooError` naming the entry), except those named in ``allow_nonfinite``.
     """
+    model_kwargs = check_model_kwargs(model_kwargs)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     thin = check_int("thin", thin, minimum=1)
     if isinstance(data, Mapping):  # a kernel may read another kind of object: not looked into
         check_finite_kwargs(data, allow=allow_nonfinite, what="data")
-    check_finite_kwargs(model_kwargs or {}, allow=allow_nonfinite)
+    check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     proto = None
     if model is not None:  # traced before set_seed: the chains' draws stay those of the seed alone
-        proto = trace_model(model, model_kwargs or {})
-        check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+        proto = trace_model(model, model_kwargs, wrap_errors=True)
+        check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False,
+                               model_kwargs=model_kwargs)
     set_seed(seed)
     t0 = time.perf_counter()
     state = _check_state(kernel.init(num_chains, data), num_chains)
@@ -293,7 +296,7 @@ def run_gibbs(
     return assemble_result(
         "gibbs",
         model,
-        model_kwargs or {},
+        model_kwargs,
         posterior,
         sample_stats=stats,
         log_likelihood_fn=log_likelihood_fn,

@@ -13,7 +13,14 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
 from pyrozoo.inference.device import keeps_caller_state, set_seed
-from pyrozoo.inference.predictive import check_has_latents, check_likelihood_sites, max_plate_nesting, trace_model
+from pyrozoo.inference.predictive import (
+    check_continuous_latents,
+    check_has_latents,
+    check_likelihood_sites,
+    check_model_kwargs,
+    max_plate_nesting,
+    trace_model,
+)
 from pyrozoo.inference.result import Result
 from pyrozoo.validation import check_choice, check_finite_kwargs, check_int, check_probability
 
@@ -167,7 +174,7 @@ def run_mcmc(
     Every floating-point tensor in ``model_kwargs`` must be finite (a NaN or inf is a :class:`PyrozooError` naming
     the argument, before any work), except those named in ``allow_nonfinite`` (a mask, an inf bound).
     """
-    model_kwargs = dict(model_kwargs or {})
+    model_kwargs = check_model_kwargs(model_kwargs)
     check_choice("kernel", kernel, KERNELS)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
@@ -179,9 +186,11 @@ def run_mcmc(
     max_tree_depth = check_int("max_tree_depth", 10 if max_tree_depth is None else max_tree_depth, minimum=1)
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     set_seed(seed)
-    proto = trace_model(model, model_kwargs)
-    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+    proto = trace_model(model, model_kwargs, wrap_errors=True)
+    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False,
+                           model_kwargs=model_kwargs)
     check_has_latents(proto, engine=f"kernel={kernel!r}", drawn_only=True)
+    check_continuous_latents(proto, engine=f"kernel={kernel!r}")
     nesting = max_plate_nesting(proto)
 
     t0 = time.perf_counter()

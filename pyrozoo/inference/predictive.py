@@ -41,10 +41,61 @@ from pyrozoo.errors import PyrozooError
 Model = Callable[..., Any]
 
 
-def trace_model(model: Model, model_kwargs: Mapping[str, Any]) -> poutine.Trace:
-    """One trace of ``model(**model_kwargs)`` with log-probabilities filled in."""
-    tr = poutine.trace(model).get_trace(**model_kwargs)
-    return tr
+def check_model_kwargs(model_kwargs: Any, name: str = "model_kwargs") -> dict[str, Any]:
+    """``model_kwargs`` as a dict (``None``: empty), or a :class:`PyrozooError` naming ``name`` unless it is a
+    mapping of argument names (str) to values: a tensor passed in its place failed in ``dict(...)`` with "Boolean
+    value of Tensor with more than one value is ambiguous"."""
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping):
+        shape = f" of shape {tuple(model_kwargs.shape)}" if hasattr(model_kwargs, "shape") else ""
+        raise PyrozooError(f"{name}: expected a mapping of the model's argument names to values (e.g. dict(x=x, "
+                           f"y=y)), got a {type(model_kwargs).__name__}{shape}")
+    strangers = [k for k in model_kwargs if not isinstance(k, str)]
+    if strangers:
+        raise PyrozooError(f"{name}: expected argument names (str) as keys, got {strangers!r}")
+    return dict(model_kwargs)
+
+
+def describe_kwargs(model_kwargs: Mapping[str, Any]) -> str:
+    """``x (20, 3) float64, y (19,) float64, n 20``: each argument with its shape and dtype (arrays), or its value
+    (short plain values), or its type; for messages about a model that failed on them."""
+    parts = []
+    for k, v in model_kwargs.items():
+        if isinstance(v, torch.Tensor):
+            parts.append(f"{k} {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+                         + (f" on {v.device}" if v.device.type != "cpu" else ""))
+        elif isinstance(v, np.ndarray):
+            parts.append(f"{k} NumPy {tuple(v.shape)} {v.dtype}")
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            text = repr(v)
+            parts.append(f"{k} {text if len(text) <= 30 else text[:27] + '...'}")
+        else:
+            parts.append(f"{k} {type(v).__name__}")
+    return ", ".join(parts) or "none"
+
+
+def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: bool = False) -> poutine.Trace:
+    """One trace of ``model(**model_kwargs)`` with log-probabilities filled in.
+
+    ``wrap_errors`` (the engines' first trace, before any work): an exception the model raises (mismatched lengths,
+    mixed float32/float64) becomes a :class:`PyrozooError` "model: tracing model(**model_kwargs) failed: <its
+    message>; arguments: x (20, 3) float64, ...", the original chained; a ``PyrozooError`` the model raises itself
+    passes unchanged; NumPy arrays among the arguments are named as the likely cause. Replays leave it off: their
+    fallbacks catch torch's own errors."""
+    if not wrap_errors:
+        return poutine.trace(model).get_trace(**model_kwargs)
+    try:
+        return poutine.trace(model).get_trace(**model_kwargs)
+    except PyrozooError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # Pyro appends a table of trace shapes
+        arrays = [k for k, v in model_kwargs.items() if isinstance(v, np.ndarray)]
+        hint = (f"; {arrays} are NumPy arrays: pass torch tensors (torch.as_tensor on the model's device and dtype)"
+                if arrays else "")
+        raise PyrozooError(f"model: tracing model(**model_kwargs) failed: {type(exc).__name__}: {first}; arguments: "
+                           f"{describe_kwargs(model_kwargs)}{hint}") from exc
 
 
 def max_plate_nesting(trace: poutine.Trace) -> int:
@@ -112,6 +163,24 @@ def check_has_latents(trace: poutine.Trace, *, engine: str, drawn_only: bool = F
             "AutoDelta guide (MAP)" if not drawn_only else "")
     raise PyrozooError(f"model: {engine} needs a latent sample site to infer (pyro.sample without obs=); the model "
                        f"has {found}, so there is nothing to infer{hint}")
+
+
+def check_continuous_latents(trace: poutine.Trace, *, engine: str) -> None:
+    """Raise unless every site NUTS/HMC would draw (:func:`drawn_sites`) has a continuous support. Pyro's HMC
+    kernels sum a discrete site that is not marked for enumeration out by themselves and leave it out of the
+    draws, so the chains ran to the end and the result then lacked its draws ("no draws of the model's latent
+    site(s) ['z']"); pyrozoo sums such sites out only when the model says so, and then the pointwise
+    log-likelihood needs a ``log_likelihood_fn`` that marginalizes them. ``engine`` names the engine."""
+    discrete = [(n, trace.nodes[n]["fn"].support) for n in drawn_sites(trace)
+                if trace.nodes[n]["fn"].support.is_discrete]
+    if discrete:
+        names = [n for n, _ in discrete]
+        supports = ", ".join(f"{n!r}: {s}" for n, s in discrete)
+        raise PyrozooError(f"model: {engine} draws only continuous sites, but site(s) {names} are discrete "
+                           f"({supports}) and not marked for enumeration; mark them "
+                           f"infer={{'enumerate': 'parallel'}} to sum them out and pass a log_likelihood_fn that "
+                           f"marginalizes them (see pyrozoo.models.regime_scm), or use a Gibbs kernel that draws "
+                           f"them")
 
 
 def check_posterior_sites(trace: poutine.Trace, names: Iterable[str], *, what: str = "posterior",
@@ -211,13 +280,18 @@ def observed_sites(trace: poutine.Trace) -> list[str]:
     ]
 
 
-def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool, warn: bool = True) -> None:
+def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool, warn: bool = True,
+                           model_kwargs: Mapping[str, Any] | None = None) -> None:
     """Raise (or warn) on model structures whose pointwise log-likelihood would be missing or wrong, given one
     ``trace`` of the model on its data:
 
     * no observed site and no ``pyro.factor`` term: the data never enter the model (``obs=`` forgotten) -- error;
+    * an observed site whose value is not a torch tensor (a NumPy array passed in ``model_kwargs``, which Pyro
+      does not convert) -- error naming the argument it came from (looked up in ``model_kwargs`` where given);
     * sites marked for enumeration without a ``log_likelihood_fn``: the generic path would score the observations
       at one drawn value of the discrete latent instead of summing it out -- error;
+    * an observed value whose shape does not broadcast to its site's batch shape (data of 30 rows in a plate of 29:
+      Pyro finds it only when it scores the site) -- error;
     * a latent site with a batch dim of size > 1 that no ``pyro.plate`` declares (``Normal(zeros(d), 1)`` without
       ``.to_event(1)`` or a plate): Pyro's SVI fails on it deep inside the first step while NUTS runs on, and its
       ArviZ axis would be ``w_dim_0`` -- error. The same for an observed site (its batch shape broadcast with the
@@ -233,6 +307,16 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
     sample = {n: s for n, s in trace.nodes.items()
               if s["type"] == "sample" and not site_is_subsample(s) and not is_deterministic_site(s)}
     obs = observed_sites(trace)
+    for name in obs:
+        value = sample[name]["value"]
+        if not isinstance(value, torch.Tensor):
+            source = next((f"model_kwargs[{k!r}]" for k, v in (model_kwargs or {}).items() if v is value),
+                          f"observed site {name!r}")
+            kind = f"NumPy array {tuple(value.shape)} {value.dtype}" if isinstance(value, np.ndarray) \
+                else type(value).__name__
+            raise PyrozooError(f"{source}: the value observed at site {name!r} must be a torch.Tensor (Pyro does not "
+                               f"convert obs=), got a {kind}; pass torch.as_tensor(...) on the model's device and "
+                               f"dtype")
     if not obs and not any(is_factor_site(s) for s in sample.values()):
         raise PyrozooError("model: no observed sample site, so the data never enter the model; pass the data as "
                            "pyro.sample(name, dist, obs=value) (with obs=None as the model's default)")
@@ -244,7 +328,14 @@ def check_likelihood_sites(trace: poutine.Trace, *, custom_log_likelihood: bool,
         kind = "latent"
         if site["is_observed"]:  # obs= under a scalar distribution broadcasts to the data's batch shape
             value = site["value"]
-            shape = torch.broadcast_shapes(shape, value.shape[:max(value.dim() - site["fn"].event_dim, 0)])
+            try:
+                shape = torch.broadcast_shapes(shape, value.shape[:max(value.dim() - site["fn"].event_dim, 0)])
+            except RuntimeError:  # Pyro checks obs= against the batch shape only when it scores it
+                given = f" (arguments: {describe_kwargs(model_kwargs)})" if model_kwargs else ""
+                raise PyrozooError(
+                    f"model: observed site {name!r} has batch shape {tuple(shape)} (its distribution's, in its "
+                    f"plates), but its value has shape {tuple(value.shape)}, which does not broadcast to it; check "
+                    f"that the data have the same length as the plate{given}") from None
             kind = "observed"
         loose = [(i - len(shape), n) for i, n in enumerate(shape) if n > 1 and i - len(shape) not in plates]
         if loose:

@@ -39,6 +39,7 @@ from pyrozoo.inference.predictive import (
     FixedParams,
     check_has_latents,
     check_likelihood_sites,
+    check_model_kwargs,
     check_posterior_sites,
     device_of,
     enumerated_posterior_draws,
@@ -371,7 +372,9 @@ def run_svi(
     The result's ``guide`` is a :class:`FittedGuide`: the guide called as before, but reading this fit's parameters
     (``result.params``), not Pyro's global param store, which a later fit or ``pyro.clear_param_store()`` changes.
     """
-    model_kwargs = dict(model_kwargs or {})
+    model_kwargs = check_model_kwargs(model_kwargs)
+    if train_kwargs is not None:
+        train_kwargs = check_model_kwargs(train_kwargs, "train_kwargs")
     check_choice("elbo", elbo, ELBOS)
     num_steps = check_int("num_steps", num_steps, minimum=0)
     num_samples = check_int("num_samples", num_samples, minimum=1)
@@ -418,8 +421,9 @@ def run_svi(
         check_resume(checkpoint, state, settings, model_defaults=signature_defaults(model))
 
     set_seed(seed)
-    proto = trace_model(model, model_kwargs)
-    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False)
+    proto = trace_model(model, model_kwargs, wrap_errors=True)
+    check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False,
+                           model_kwargs=model_kwargs)
     check_has_latents(proto, engine="run_svi")
     names = latent_sites(proto)
     sequential = [n for n in enumerated_sites(proto) if proto.nodes[n]["infer"].get("enumerate") != "parallel"]

@@ -347,3 +347,27 @@ def test_a_nan_in_the_data_or_the_model_kwargs_is_named_before_the_first_sweep()
         run_gibbs(kernel, ng.sufficient_stats(ds), model=ng.normal_gamma_model, model_kwargs=kwargs, num_samples=3,
                   warmup_steps=0, num_chains=2, progress=False)
     assert calls == []
+
+
+def test_bad_model_kwargs_fail_before_the_first_sweep():
+    """A tensor for model_kwargs failed with "Boolean value of Tensor ... is ambiguous", a NumPy observation with
+    "'numpy.ndarray' object has no attribute 'dim'", a model failing on its data with a raw torch error."""
+    _, data, kwargs = _normal_gamma_case()
+    kernel = GibbsKernel(init=ng._init, conditionals={"mu": _no_sweep, "beta": _no_sweep})
+    with pytest.raises(PyrozooError, match=r"^model_kwargs: expected a mapping .*got a Tensor of shape \(30,\)$"):
+        run_gibbs(kernel, data, model=ng.normal_gamma_model, model_kwargs=kwargs["x"], progress=False)
+    with pytest.raises(PyrozooError, match=r"^model: tracing model\(\*\*model_kwargs\) failed: .* x NumPy \(30,\) "
+                                           r"float64; \['x'\] are NumPy arrays: pass torch tensors"):
+        run_gibbs(kernel, data, model=ng.normal_gamma_model, model_kwargs={**kwargs, "x": kwargs["x"].numpy()},
+                  progress=False)
+
+    def breaks(x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        beta = pyro.sample("beta", dist.Gamma(1.0, 1.0))
+        with pyro.plate("obs_id", 29):
+            pyro.sample("x", dist.Normal(mu, beta.rsqrt()), obs=x)
+
+    with pytest.raises(PyrozooError, match=r"^model: observed site 'x' has batch shape \(29,\) .*but its value has "
+                                           r"shape \(30,\), which does not broadcast .*arguments: x \(30,\) "
+                                           r"float64\)$"):
+        run_gibbs(kernel, data, model=breaks, model_kwargs={"x": kwargs["x"]}, progress=False)

@@ -261,3 +261,42 @@ def test_max_tree_depth_with_hmc_is_refused_and_nuts_reads_it():
     res = run_mcmc(conjugate_model, {"x": torch.zeros(10)}, num_samples=20, warmup_steps=10, num_chains=1,
                    max_tree_depth=1, progress=False)
     assert res.sample_stats["tree_depth"].max() <= 1 and res.sample_stats["reached_max_treedepth"].any()
+
+
+def _unmarked_discrete(y=None):
+    p = pyro.sample("p", dist.Beta(1.0, 1.0))
+    with pyro.plate("obs_id", 10):
+        z = pyro.sample("z", dist.Bernoulli(p))
+        pyro.sample("y", dist.Normal(z * 2.0, 1.0), obs=y)
+
+
+def test_a_discrete_site_not_marked_for_enumeration_is_refused_before_sampling(monkeypatch):
+    """Pyro's NUTS summed z out by itself: every chain ran, then the result failed for lack of z's draws."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(PyrozooError, match=r"^model: kernel='nuts' draws only continuous sites, but site\(s\) "
+                                           r"\['z'\] are discrete .*infer=\{'enumerate': 'parallel'\}.*"
+                                           r"log_likelihood_fn"):
+        run_mcmc(_unmarked_discrete, {"y": torch.randn(10)}, num_samples=5, warmup_steps=5, num_chains=1,
+                 progress=False)
+
+
+def _regression(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    with pyro.plate("obs_id", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
+
+
+def test_bad_model_kwargs_are_refused_before_sampling(monkeypatch):
+    """A NumPy obs failed with "'numpy.ndarray' object has no attribute 'dim'", a tensor for model_kwargs with
+    "Boolean value of Tensor ... is ambiguous", a model failing on its data with a raw torch error."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+    x, y = torch.randn(20, 3), torch.randn(20)
+    with pytest.raises(PyrozooError, match=r"^model_kwargs\['y'\]: the value observed at site 'y' must be a "
+                                           r"torch.Tensor .*got a NumPy array \(20,\) float32; pass torch.as_tensor"):
+        run_mcmc(_regression, {"x": x, "y": y.numpy()}, progress=False)
+    with pytest.raises(PyrozooError, match=r"^model_kwargs: expected a mapping .*got a Tensor of shape \(20,\)$"):
+        run_mcmc(_regression, y, progress=False)
+    with pytest.raises(PyrozooError, match=r"^model: tracing model\(\*\*model_kwargs\) failed: RuntimeError: .*; "
+                                           r"arguments: x \(20, 3\) float64, y \(19,\) float64$") as info:
+        run_mcmc(_regression, {"x": x.double(), "y": y[:19].double()}, progress=False)
+    assert isinstance(info.value.__cause__, RuntimeError)

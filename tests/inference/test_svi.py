@@ -863,3 +863,35 @@ def test_result_guide_median_stays_its_fit_after_being_called_under_another_fits
     assert float(r1.guide.quantiles([0.5])["mu"]) == pytest.approx(own)
     assert float(r2.guide.median()["mu"]) > 15
     assert float(pickle.loads(pickle.dumps(r1.guide)).median()["mu"]) == pytest.approx(own)
+
+
+def _regression(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    with pyro.plate("obs_id", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
+
+
+def test_bad_model_kwargs_are_refused_before_any_step(monkeypatch):
+    """A NumPy obs failed with "'numpy.ndarray' object has no attribute 'dim'", a tensor passed as model_kwargs (or
+    train_kwargs) with "Boolean value of Tensor ... is ambiguous", a model failing on its data with a raw torch
+    error; a PyrozooError the model raises itself is not rewrapped."""
+    monkeypatch.setattr("pyrozoo.inference.svi.SVI.step", lambda *a, **k: pytest.fail("stepped"))
+    x, y = torch.randn(20, 3), torch.randn(20)
+    with pytest.raises(PyrozooError, match=r"^model_kwargs\['y'\]: the value observed at site 'y' must be a "
+                                           r"torch.Tensor .*NumPy array \(20,\) float32; pass torch.as_tensor"):
+        run_svi(_regression, AutoNormal(_regression), {"x": x, "y": y.numpy()}, num_steps=5, progress=False)
+    with pytest.raises(PyrozooError, match=r"^model_kwargs: expected a mapping .*got a Tensor of shape \(20,\)$"):
+        run_svi(_regression, AutoNormal(_regression), y, num_steps=5, progress=False)
+    with pytest.raises(PyrozooError, match=r"^train_kwargs: expected a mapping .*got a Tensor of shape \(20,\)$"):
+        run_svi(_regression, AutoNormal(_regression), {"x": x, "y": y}, train_kwargs=y, num_steps=5,
+                progress=False)
+    with pytest.raises(PyrozooError, match=r"^model: tracing model\(\*\*model_kwargs\) failed: RuntimeError: .*; "
+                                           r"arguments: x \(20, 3\) float64, y \(20,\) float32$") as info:
+        run_svi(_regression, AutoNormal(_regression), {"x": x.double(), "y": y}, num_steps=5, progress=False)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+    def refuses(x, y=None):
+        raise PyrozooError("x: my own message")
+
+    with pytest.raises(PyrozooError, match=r"^x: my own message"):  # Pyro appends its trace shapes
+        run_svi(refuses, AutoNormal(_regression), {"x": x, "y": y}, num_steps=5, progress=False)
