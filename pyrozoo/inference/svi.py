@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import constraints
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
@@ -42,6 +45,7 @@ from pyrozoo.inference.predictive import (
     check_model_kwargs,
     check_posterior_sites,
     device_of,
+    drawn_sites,
     enumerated_posterior_draws,
     enumerated_sites,
     latent_sites,
@@ -278,6 +282,103 @@ def _fails_only_vectorized(loss: Any, model: Callable, guide: Callable, kwargs: 
     return True
 
 
+def _exact_support(fn: Any) -> Any:
+    """The support of a guide site's distribution where it is the set its draws lie in, else ``None``: a ``Delta``
+    (an AutoGuide's site, a point value: its support is the real line whatever the value) and a generic
+    ``TransformedDistribution`` (an AutoNormalMessenger's ``Normal`` through ``biject_to(support)``: torch reads its
+    support off the last transform, the real line of an ``AffineTransform``) report a support wider than their
+    draws'. ``Independent``/expanded/masked wrappers are looked through; a ``LogNormal``, which declares its own
+    support, keeps it."""
+    inner = fn
+    while isinstance(inner, (torch.distributions.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)):
+        inner = inner.base_dist
+    if isinstance(inner, dist.Delta):
+        return None
+    if isinstance(inner, torch.distributions.TransformedDistribution):
+        declared = inspect.getattr_static(type(inner), "support", None)
+        if not isinstance(declared, constraints.Constraint) or isinstance(declared, property):
+            return None
+    try:
+        support = fn.support
+    except (NotImplementedError, AttributeError):
+        return None
+    return support if isinstance(support, constraints.Constraint) else None
+
+
+def _base_constraint(c: Any) -> Any:
+    while isinstance(c, constraints.independent):
+        c = c.base_constraint
+    return c
+
+
+def _bounds(c: Any) -> tuple[Any, Any] | None:
+    """(lower, upper) of a continuous constraint on the real line (``Independent`` looked through), else ``None``."""
+    c = _base_constraint(c)
+    inf = math.inf
+    if type(c) is type(constraints.real):
+        return -inf, inf
+    if isinstance(c, (constraints.greater_than, constraints.greater_than_eq)):
+        return c.lower_bound, inf
+    if isinstance(c, constraints.less_than):
+        return -inf, c.upper_bound
+    if isinstance(c, (constraints.interval, constraints.half_open_interval)):
+        return c.lower_bound, c.upper_bound
+    if type(c) is type(constraints.simplex):
+        return 0.0, 1.0
+    return None
+
+
+def _support_contained(guide_support: Any, model_support: Any) -> bool:
+    """False only for a clear mismatch: one discrete and the other continuous, the real line for a constrained
+    site (positive, simplex, correlation Cholesky ...), or interval bounds outside the model's; unknown cases
+    (dependent constraints, discrete ones of two kinds, bounds that do not compare) pass."""
+    g, m = _base_constraint(guide_support), _base_constraint(model_support)
+    if isinstance(g, constraints._Dependent) or isinstance(m, constraints._Dependent):
+        return True
+    if g.is_discrete != m.is_discrete:
+        return False
+    if g.is_discrete:
+        return True
+    if type(g) is type(constraints.real):
+        return type(m) is type(constraints.real)
+    outer, inner = _bounds(m), _bounds(g)
+    if outer is None or inner is None:
+        return True
+    try:
+        below = torch.as_tensor(inner[0], dtype=torch.float64) < torch.as_tensor(outer[0], dtype=torch.float64)
+        above = torch.as_tensor(inner[1], dtype=torch.float64) > torch.as_tensor(outer[1], dtype=torch.float64)
+        return not bool((below | above).any())
+    except (RuntimeError, TypeError, ValueError):
+        return True
+
+
+def check_guide_supports(proto: poutine.Trace, guide_trace: poutine.Trace) -> None:
+    """Raise unless the guide draws each latent site of the model (``proto``) within the model's support: a guide
+    that draws a ``HalfNormal`` scale from a ``Normal`` fed negative values to the model, which failed steps later
+    as "the scale of a StudentT got invalid values ... lower lr". Only clear mismatches are refused
+    (:func:`_support_contained`); AutoGuides' ``Delta`` and transformed sites are left alone
+    (:func:`_exact_support`)."""
+    latent = set(drawn_sites(proto)) | set(enumerated_sites(proto))
+    for name, site in guide_trace.nodes.items():
+        if (site["type"] != "sample" or site["is_observed"] or name not in latent or site_is_subsample(site)
+                or site["infer"].get("is_auxiliary")):
+            continue
+        support = _exact_support(site["fn"])
+        model_fn = proto.nodes[name]["fn"]
+        try:
+            model_support = model_fn.support
+        except (NotImplementedError, AttributeError):
+            continue
+        if support is None or not isinstance(model_support, constraints.Constraint):
+            continue
+        if not _support_contained(support, model_support):
+            raise PyrozooError(f"guide: site {name!r} is drawn from a {type(site['fn']).__name__} with support "
+                               f"{support}, which is not within the support {model_support} of the model's "
+                               f"{type(model_fn).__name__}; expected a guide distribution on the model's support "
+                               f"(e.g. a LogNormal for a positive site, or a TransformedDistribution through "
+                               f"torch.distributions.biject_to(support))")
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     index = torch.cuda.current_device() if a.type == "cuda" and (a.index is None or b.index is None) else None
     return a.type == b.type and (a.type != "cuda" or (a.index if a.index is not None else index)
@@ -446,6 +547,7 @@ def run_svi(
     with poutine.block(), torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
     check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
+    check_guide_supports(proto, guide_trace)
     unguided = [n for n in enumerated_sites(proto) if n not in guide_trace.nodes]
     if elbo != "enum" and unguided:
         raise PyrozooError(f"elbo: the model's site(s) {unguided} are marked for enumeration and the guide does not "

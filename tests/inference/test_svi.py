@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -895,3 +896,79 @@ def test_bad_model_kwargs_are_refused_before_any_step(monkeypatch):
 
     with pytest.raises(PyrozooError, match=r"^x: my own message"):  # Pyro appends its trace shapes
         run_svi(refuses, AutoNormal(_regression), {"x": x, "y": y}, num_steps=5, progress=False)
+
+
+def _constrained_model(y=None):
+    s = pyro.sample("s", dist.HalfNormal(1.0))
+    p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+    u = pyro.sample("u", dist.Uniform(0.0, 2.0))
+    b = pyro.sample("b", dist.Beta(2.0, 2.0))
+    chol = pyro.sample("L", dist.LKJCholesky(2, 1.0))
+    with pyro.plate("obs_id", 5):
+        k = pyro.sample("k", dist.Poisson(3.0))
+        g = pyro.sample("g", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        pyro.sample("y", dist.Normal(s * p[0] + u + b + chol[1, 0] + 0.1 * k + g, 1.0), obs=y)
+
+
+def _constrained_log_lik(post, kwargs):
+    """log p(y | theta) with the enumerated g summed out."""
+    t = {k: torch.as_tensor(v) for k, v in post.items()}
+    mean = (t["s"] * t["p"][..., 0] + t["u"] + t["b"] + t["L"][..., 1, 0]).unsqueeze(-1) + 0.1 * t.get("k", 0.0)
+    y = kwargs["y"]
+    both = torch.stack([dist.Normal(mean, 1.0).log_prob(y), dist.Normal(mean + 1.0, 1.0).log_prob(y)])
+    return {"y": torch.logsumexp(both, 0) - math.log(2.0)}
+
+
+def _constrained_guide(y=None, *, s=None, u=None):
+    pyro.sample("s", s if s is not None else dist.LogNormal(pyro.param("s_loc", torch.tensor(0.0)), 0.5))
+    pyro.sample("p", dist.Dirichlet(pyro.param("p_conc", torch.ones(3), constraint=dist.constraints.positive)))
+    pyro.sample("u", u if u is not None else dist.Uniform(0.5, 1.5))
+    pyro.sample("b", dist.Beta(2.0, 3.0))
+    pyro.sample("L", dist.LKJCholesky(2, 2.0))
+    with pyro.plate("obs_id", 5):
+        pyro.sample("k", dist.Poisson(pyro.param("rate", torch.ones(5), constraint=dist.constraints.positive)))
+
+
+@pytest.mark.parametrize("guide_kind", ["AutoNormal", "AutoDelta", "AutoMultivariateNormal", "AutoIAFNormal",
+                                        "AutoNormalMessenger", "hand-written"])
+def test_guides_on_the_models_supports_are_accepted(guide_kind):
+    """Positive, simplex, interval, correlation-Cholesky and integer sites; AutoGuides' Delta or transformed sites
+    (whose reported support is the real line), a discrete guide site for a discrete model site, and an
+    enumerated site the guide leaves out are not refused."""
+    from pyro.infer import autoguide
+
+    y = torch.randn(5)
+    continuous = pyro.poutine.block(_constrained_model, hide=["k", "g"])
+
+    def model(y=None):
+        return _constrained_model(y) if guide_kind == "hand-written" else continuous(y)
+
+    if guide_kind == "hand-written":
+        guide = _constrained_guide
+    elif guide_kind == "AutoIAFNormal":
+        guide = autoguide.AutoIAFNormal(model, hidden_dim=[8], num_transforms=1)
+    else:
+        guide = getattr(autoguide, guide_kind)(model)
+    elbo = "enum" if guide_kind == "hand-written" else "trace"  # TraceEnum_ELBO takes no GuideMessenger
+    res = run_svi(model, guide, {"y": y}, elbo=elbo, num_steps=2, num_samples=3, progress=False,
+                  log_likelihood_fn=_constrained_log_lik)
+    assert res.posterior["s"].shape == (1, 3)
+
+
+@pytest.mark.parametrize("site, draw, support", [
+    ("s", dist.Normal(1.0, 0.5), r"Real\(\), which is not within the support GreaterThanEq\(lower_bound=0.0\) of "
+                                 r"the model's HalfNormal"),
+    ("u", dist.Uniform(0.0, 3.0), r"Interval\(lower_bound=0.0, upper_bound=3.0\), which is not within the support "
+                                  r"Interval\(lower_bound=0.0, upper_bound=2.0\)"),
+    ("s", dist.Poisson(1.0), r"IntegerGreaterThan\(lower_bound=0\), which is not within the support "
+                             r"GreaterThanEq\(lower_bound=0.0\)"),
+])
+def test_a_guide_drawing_outside_the_models_support_is_refused_before_any_step(site, draw, support, monkeypatch):
+    """A Normal guide for a HalfNormal scale failed steps later as "the scale of a StudentT got invalid values at
+    step 96 ... lower lr if the fit diverged, or check the data"."""
+    monkeypatch.setattr("pyrozoo.inference.svi.SVI.step", lambda *a, **k: pytest.fail("stepped"))
+    guide = partial(_constrained_guide, **{site: draw})
+    with pytest.raises(PyrozooError, match=rf"^guide: site '{site}' is drawn from a {type(draw).__name__} with "
+                                           rf"support {support}"):
+        run_svi(_constrained_model, guide, {"y": torch.randn(5)}, elbo="enum", num_steps=2, progress=False,
+                log_likelihood_fn=_constrained_log_lik)
