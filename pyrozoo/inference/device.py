@@ -6,7 +6,7 @@ import functools
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -50,6 +50,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             present = {0: "none", 1: "cuda:0"}.get(count, f"cuda:0 to cuda:{count - 1}")
             raise PyrozooError(f"device: {str(dev)!r} asked for, but {count} CUDA device(s) present ({present})")
     return dev
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    index = torch.cuda.current_device() if a.type == "cuda" and (a.index is None or b.index is None) else None
+    return a.type == b.type and (a.type != "cuda" or (a.index if a.index is not None else index)
+                                 == (b.index if b.index is not None else index))
+
+
+def checked_device(device: str | torch.device, data: Mapping[str, Any], *, engine: str = "the engine",
+                   what: str = "model_kwargs") -> torch.device:
+    """``device`` resolved (:func:`resolve_device`), and the same as that of the tensors in ``data`` (the engine's
+    ``what``): the engines do not move data, they run where the data are. ``"auto"`` is the data's device (where
+    ``data`` hold a tensor); a device other than theirs is a :class:`PyrozooError` naming ``engine``."""
+    here = next((v.device for v in data.values() if isinstance(v, torch.Tensor)), None)
+    if device == "auto" and here is not None:  # auto: where the data are (the engines do not move them)
+        return here
+    resolved = resolve_device(device)
+    if here is not None and not _same_device(resolved, here):
+        raise PyrozooError(f"device: {device!r} ({resolved}) asked for, but the tensors in {what} are on {here}; "
+                           f"{engine} fits where its data are: move them there (e.g. Dataset.to) or leave "
+                           f"device=None")
+    return resolved
 
 
 def set_seed(seed: int) -> None:

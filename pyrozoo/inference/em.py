@@ -8,6 +8,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import checked_device
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.validation import check_int, check_positive
 
@@ -36,13 +40,24 @@ def run_em(
     max_iter: int = 500,
     tol: float = 1e-6,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> EMFit:
     """Alternate ``expectations = e_step(params, data)`` and ``params = m_step(expectations, data)``.
 
     Stops when the largest relative change of any parameter (or of ``objective`` when given) falls below ``tol``.
     ``objective(params, expectations, data)`` should be the quantity EM increases (log posterior or its lower
-    bound); its trace is returned so callers can check monotonicity.
+    bound); its trace is returned so callers can check monotonicity. ``init`` is a mapping of parameter names to
+    values. ``device`` (``"auto" | "cpu" | "cuda" | "cuda:N"``; ``None``: wherever the data are): run_em does not
+    move anything, the steps run where ``data``' (a mapping's) and ``init``'s tensors are; a device other than
+    theirs is a :class:`PyrozooError` before the first step, as in ``run_svi``.
     """
+    if not isinstance(init, Mapping):
+        raise PyrozooError(f"init: expected a mapping of parameter names to starting values, got a "
+                           f"{type(init).__name__}")
+    if device is not None:
+        if isinstance(data, Mapping):
+            checked_device(device, data, engine="run_em", what="data")
+        checked_device(device, init, engine="run_em", what="init")
     max_iter = check_int("max_iter", max_iter, minimum=1)
     check_positive("tol", tol)
     t0 = time.perf_counter()
@@ -71,8 +86,6 @@ def run_em(
 
 
 def _max_rel_change(old: Params, new: Params) -> float:
-    import torch
-
     worst = 0.0
     for k, v in new.items():
         if k not in old:

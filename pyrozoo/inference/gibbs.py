@@ -16,7 +16,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import checked_device, keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import (
     check_likelihood_sites,
     check_model_kwargs,
@@ -211,6 +211,7 @@ def run_gibbs(
     num_chains: int = 4,
     thin: int = 1,
     seed: int = 0,
+    device: str | torch.device | None = None,
     progress: bool = True,
     log_likelihood_fn: LogLikelihoodFn | None = None,
     model_name: str = "",
@@ -229,12 +230,19 @@ def run_gibbs(
     ``_CHECK_EVERY`` sweeps and at the end (one host sync each), naming the block, chain and draw. Before any of
     it, every floating-point tensor in ``data`` (a mapping) and ``model_kwargs`` must be finite (a NaN or inf is a
     :class:`PyrozooError` naming the entry), except those named in ``allow_nonfinite``.
+    ``device`` (``"auto" | "cpu" | "cuda" | "cuda:N"``; ``None``: wherever the data are): run_gibbs does not move
+    data, the chains run where the kernel puts them; a device other than that of the tensors in ``data`` (a
+    mapping) or ``model_kwargs`` is a :class:`PyrozooError` before any work, as in ``run_svi``.
     """
     model_kwargs = check_model_kwargs(model_kwargs)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     thin = check_int("thin", thin, minimum=1)
+    if device is not None:
+        if isinstance(data, Mapping):
+            checked_device(device, data, engine="run_gibbs", what="data")
+        checked_device(device, model_kwargs, engine="run_gibbs")
     if isinstance(data, Mapping):  # a kernel may read another kind of object: not looked into
         check_finite_kwargs(data, allow=allow_nonfinite, what="data")
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)

@@ -12,7 +12,7 @@ from pyro.infer import HMC, MCMC, NUTS
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
-from pyrozoo.inference.device import keeps_caller_state, set_seed
+from pyrozoo.inference.device import checked_device, keeps_caller_state, set_seed
 from pyrozoo.inference.predictive import (
     check_continuous_latents,
     check_has_latents,
@@ -156,6 +156,7 @@ def run_mcmc(
     max_tree_depth: int | None = None,
     init_strategy: Callable | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
     progress: bool = True,
     log_likelihood_fn: LogLikelihoodFn | None = None,
     model_name: str = "",
@@ -173,6 +174,9 @@ def run_mcmc(
     latent site NUTS/HMC can draw (enumerated discrete sites are summed out, not drawn).
     Every floating-point tensor in ``model_kwargs`` must be finite (a NaN or inf is a :class:`PyrozooError` naming
     the argument, before any work), except those named in ``allow_nonfinite`` (a mask, an inf bound).
+    ``device`` (``"auto" | "cpu" | "cuda" | "cuda:N"``; ``None``: wherever the data are): run_mcmc does not move
+    data, the chains run where ``model_kwargs``' tensors are; a device other than theirs (or CUDA on a machine
+    without it, an unknown name) is a :class:`PyrozooError` before any work, as in ``run_svi``.
     """
     model_kwargs = check_model_kwargs(model_kwargs)
     check_choice("kernel", kernel, KERNELS)
@@ -184,6 +188,8 @@ def run_mcmc(
         raise PyrozooError(f"max_tree_depth: applies only to kernel='nuts' (HMC takes a fixed number of leapfrog "
                            f"steps, no tree); expected None with kernel={kernel!r}, got {max_tree_depth!r}")
     max_tree_depth = check_int("max_tree_depth", 10 if max_tree_depth is None else max_tree_depth, minimum=1)
+    if device is not None:
+        checked_device(device, model_kwargs, engine="run_mcmc")
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     set_seed(seed)
     proto = trace_model(model, model_kwargs, wrap_errors=True)

@@ -36,7 +36,7 @@ from pyrozoo.inference.checkpoint import (
     save_checkpoint,
     uses_scheduler,
 )
-from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
+from pyrozoo.inference.device import checked_device, keeps_caller_state, set_seed
 from pyrozoo.inference.guide_draws import draw_from_guide, guide_sites
 from pyrozoo.inference.predictive import (
     FixedParams,
@@ -379,25 +379,6 @@ def check_guide_supports(proto: poutine.Trace, guide_trace: poutine.Trace) -> No
                                f"torch.distributions.biject_to(support))")
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    index = torch.cuda.current_device() if a.type == "cuda" and (a.index is None or b.index is None) else None
-    return a.type == b.type and (a.type != "cuda" or (a.index if a.index is not None else index)
-                                 == (b.index if b.index is not None else index))
-
-
-def _checked_device(device: str | torch.device, model_kwargs: Mapping[str, Any]) -> torch.device:
-    """``device`` resolved (:func:`resolve_device`), and the same as that of the tensors in ``model_kwargs``."""
-    data = device_of(model_kwargs)
-    if device == "auto" and data is not None:  # auto: where the data are (run_svi does not move them)
-        return data
-    resolved = resolve_device(device)
-    if data is not None and not _same_device(resolved, data):
-        raise PyrozooError(f"device: {device!r} ({resolved}) asked for, but the tensors in model_kwargs are on "
-                           f"{data}; run_svi fits where its data are: move them there (e.g. Dataset.to) or leave "
-                           f"device=None")
-    return resolved
-
-
 @keeps_caller_state
 def run_svi(
     model: Callable,
@@ -486,7 +467,7 @@ def run_svi(
     if not isinstance(vectorize_particles, bool):
         raise PyrozooError(f"vectorize_particles: expected True or False, got {vectorize_particles!r}")
     if device is not None:
-        device = _checked_device(device, model_kwargs)
+        device = checked_device(device, model_kwargs, engine="run_svi")
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     check_finite_kwargs(train_kwargs or {}, allow=allow_nonfinite, what="train_kwargs")
     check_accepts("guide", guide, model_kwargs, {**model_kwargs, **dict(train_kwargs or {})})  # as it is called

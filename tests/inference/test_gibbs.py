@@ -371,3 +371,18 @@ def test_bad_model_kwargs_fail_before_the_first_sweep():
                                            r"shape \(30,\), which does not broadcast .*arguments: x \(30,\) "
                                            r"float64\)$"):
         run_gibbs(kernel, data, model=breaks, model_kwargs={"x": kwargs["x"]}, progress=False)
+
+
+def test_device_is_checked_against_the_data_before_the_first_sweep():
+    """run_gibbs took no device, unlike run_svi; the meta device stands in for a GPU holding the data."""
+    _, data, kwargs = _normal_gamma_case()
+    kernel = GibbsKernel(init=ng._init, conditionals={"mu": _no_sweep, "beta": _no_sweep})
+    meta = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in data.items()}
+    with pytest.raises(PyrozooError, match=r"^device: 'cpu' \(cpu\) asked for, but the tensors in data are on meta; "
+                                           r"run_gibbs fits where its data are"):
+        run_gibbs(kernel, meta, device="cpu", progress=False)
+    with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'$"):
+        run_gibbs(kernel, data, model=ng.normal_gamma_model, model_kwargs=kwargs, device="gpu", progress=False)
+    res = run_gibbs(ng.GIBBS_KERNEL, data, model=ng.normal_gamma_model, model_kwargs=kwargs, device="cpu",
+                    num_samples=5, warmup_steps=2, num_chains=2, progress=False)
+    assert res.posterior["mu"].shape == (2, 5)

@@ -300,3 +300,17 @@ def test_bad_model_kwargs_are_refused_before_sampling(monkeypatch):
                                            r"arguments: x \(20, 3\) float64, y \(19,\) float64$") as info:
         run_mcmc(_regression, {"x": x.double(), "y": y[:19].double()}, progress=False)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_device_is_checked_against_the_data_before_sampling(monkeypatch):
+    """run_mcmc took no device, unlike run_svi; the meta device stands in for a GPU holding the data."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(PyrozooError, match=r"^device: 'cpu' \(cpu\) asked for, but the tensors in model_kwargs are "
+                                           r"on meta; run_mcmc fits where its data are"):
+        run_mcmc(conjugate_model, {"x": torch.empty(10, device="meta")}, device="cpu", progress=False)
+    with pytest.raises(PyrozooError, match=r"^device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'$"):
+        run_mcmc(conjugate_model, {"x": torch.zeros(10)}, device="gpu", progress=False)
+    monkeypatch.undo()
+    res = run_mcmc(conjugate_model, {"x": torch.zeros(10)}, device="cpu", num_samples=5, warmup_steps=5,
+                   num_chains=1, progress=False)
+    assert res.posterior["mu"].shape == (1, 5)

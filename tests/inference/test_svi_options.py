@@ -85,8 +85,8 @@ def test_the_datas_device_is_accepted():
 def test_auto_device_is_where_the_data_are():
     """'auto' resolved to CUDA on a GPU machine and was then refused for CPU data; run_svi does not move data, so
     auto means their device (the meta device stands in for a device other than auto's pick)."""
+    from pyrozoo.inference.device import checked_device as _checked_device
     from pyrozoo.inference.device import resolve_device
-    from pyrozoo.inference.svi import _checked_device
 
     assert _checked_device("auto", {"x": torch.empty(3, device="meta")}) == torch.device("meta")
     assert _checked_device("auto", {"n": 3}) == resolve_device("auto")
