@@ -481,6 +481,27 @@ def _at_draws(model: Model, draws: Mapping[str, torch.Tensor], proto: poutine.Tr
     return vectorized
 
 
+def _probe_vectorized(model: Model, flat: Mapping[str, torch.Tensor], model_kwargs: Mapping[str, Any],
+                      proto: poutine.Trace, nesting: int, total: int) -> None:
+    """Raise ``ValueError`` (callers then trace one draw at a time) if, under the vectorized layout at two draws,
+    a sample site's batch shape has grown beyond the ``_draws`` plate and the model's own dims: a model that
+    broadcasts a draw against another one (``sigma.unsqueeze(-1)`` of a scalar drawn as ``(S, 1)``) gives a site
+    of batch shape ``(S, S, n)``, an S x S tensor that at S = 1000 took gigabytes and, under ``infer_discrete``,
+    minutes before the per-draw check could refuse the layout."""
+    num = min(2, total)
+    chunk = {k: v[:num] for k, v in flat.items()}
+    tr = poutine.trace(_at_draws(model, chunk, proto, nesting, num)).get_trace(**model_kwargs)
+    for name, site in tr.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site) or name not in proto.nodes:
+            continue
+        shape = tuple(site["fn"].batch_shape)
+        allowed = max(len(proto.nodes[name]["fn"].batch_shape), nesting + 1)
+        if len(shape) > allowed or (len(shape) > nesting and shape[-(nesting + 1)] not in (1, num)):
+            own = tuple(proto.nodes[name]["fn"].batch_shape)
+            raise ValueError(f"site {name!r} has batch shape {shape} under {num} vectorized draws; expected at most "
+                             f"the draws plate left of its own batch shape {own}")
+
+
 def _per_draw(t: torch.Tensor, num: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Bring a tensor shaped ``(num or 1, 1, ..., 1, *shape)`` to ``(num, *shape)``."""
     lead = t.dim() - len(shape)
@@ -764,6 +785,7 @@ def _evaluate(model, posterior, model_kwargs, chunk_size, mode, params=None):
         flat = {**flat, **discrete}
         proto = trace_model(poutine.condition(model, {k: v[0] for k, v in flat.items()}), model_kwargs)
     try:
+        _probe_vectorized(model, flat, model_kwargs, proto, nesting, next(iter(flat.values())).shape[0])
         if values:  # validate the vectorized layout on the log-likelihood first
             loglik = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, obs, chunk_size, False, False)
         pieces = _evaluate_vectorized(model, flat, model_kwargs, proto, nesting, names, chunk_size, predictive,
@@ -820,6 +842,7 @@ def _discrete_posterior_draws(
     try:
         if not vectorized:
             raise ValueError("one trace per draw")
+        _probe_vectorized(model, flat, model_kwargs, proto, nesting, total)  # a blown-up layout, before the work
         out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         for start in range(0, total, chunk_size):
             chunk = {k: v[start : start + chunk_size] for k, v in flat.items()}

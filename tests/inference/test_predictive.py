@@ -889,3 +889,29 @@ def test_a_missing_latent_refusal_lists_only_the_draws_given():
     with pytest.raises(PyrozooError, match=r"no draws of the model's latent site\(s\) \['s'\]; expected every latent "
                                            r"site \['w', 's'\], got \['w'\]$"):
         posterior_predictive(model, {"w": torch.zeros(1, 2)}, {"x": torch.ones(4), "y": None})
+
+
+def test_a_model_that_broadcasts_draws_against_each_other_is_replayed_one_draw_at_a_time():
+    """``sigma.unsqueeze(-1)`` of a scalar drawn as (S, 1) under the draws plate made the likelihood's batch shape
+    (S, S, n): at S = 1000 infer_discrete built gigabytes of tensors for minutes. A two-draw probe now sends such a
+    model to the per-draw loop before the vectorized work, with the same values."""
+    scales: list[tuple[int, ...]] = []
+
+    def model(y=None):
+        sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+        with pyro.plate("feature", 3):
+            gamma = pyro.sample("gamma", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            w = pyro.sample("w", dist.Normal(0.0, 0.1 + gamma))
+        scale = sigma.unsqueeze(-1) if sigma.dim() else sigma  # the user's broadcasting, wrong for (S, 1) draws
+        scales.append(tuple(scale.shape))
+        with pyro.plate("obs_id", 4):
+            pyro.sample("y", dist.Normal(w.sum(-1, keepdim=True), scale), obs=y)
+
+    num, y = 40, torch.tensor([0.5, -1.0, 2.0, 0.0])
+    posterior = {"sigma": torch.linspace(0.5, 2.0, num).reshape(1, num), "w": torch.randn(1, num, 3)}
+    ll = pointwise_log_likelihood(model, posterior, {"y": y}, params={})["y"]
+    expected = dist.Normal(posterior["w"].sum(-1, keepdim=True), posterior["sigma"][..., None]).log_prob(y)
+    np.testing.assert_allclose(ll, expected.numpy(), rtol=1e-5)
+    pp = posterior_predictive(model, posterior, {"y": y})["y"]
+    assert pp.shape == (1, num, 4)
+    assert max((s[0] for s in scales if len(s) == 3), default=0) <= 2  # no (S, 1, 1) scale beyond the probe's
