@@ -145,3 +145,57 @@ def test_a_latent_the_guide_sets_with_pyro_deterministic_is_drawn_one_run_per_dr
 
     draws = draw_from_guide(guide, {}, ["a", "b"], 50)
     assert runs == [50] and torch.equal(draws["b"], 2 * draws["a"])
+
+
+def scalar_model(y=None):
+    """A model whose code broadcasts over a draw plate (a messenger guide runs it under the plate)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("obs_id", 40):
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def test_a_messenger_guide_passes_the_check_and_chunks_count_the_model_it_runs(runs, monkeypatch):
+    """QA: the replay gave each site an empty infer dict, wiping the prior AutoNormalMessenger keeps there, so the
+    check always failed (KeyError) and messenger guides were drawn one run per draw (440x slower). A messenger guide
+    runs the model, likelihood included: a chunk counts the observed site's 40 values too (42 per draw, at 4200
+    elements a chunk: 100 draws)."""
+    from pyro.infer.autoguide import AutoNormalMessenger
+
+    pyro.clear_param_store()
+    guide = AutoNormalMessenger(scalar_model)
+    y = torch.linspace(-1.0, 3.0, 40)
+    guide(y=y)
+    with torch.no_grad():
+        guide.locs.mu.fill_(1.0)
+    sd = float(guide.scales.mu)  # q(mu) = N(1, sd)
+    sizes = []
+    vectorized = guide_draws._vectorized
+    monkeypatch.setattr(guide_draws, "_vectorized", lambda *a: sizes.append(a[4]) or vectorized(*a))
+    monkeypatch.setattr(guide_draws, "CHUNK_ELEMENTS", 4200)
+    pyro.set_rng_seed(3)
+    draws = draw_from_guide(guide, {"y": y}, ["mu", "sigma"], 2000)
+    assert runs == [] and sizes == [100] * 20 and draws["mu"].shape == (1, 2000)
+    mu = draws["mu"][0].double()
+    assert abs(mu.mean() - 1.0) < 5 * sd / 2000**0.5 and abs(mu.std() / sd - 1) < 5 / (2 * 2000) ** 0.5
+
+
+def test_pyros_autoguides_skip_the_replay_check(monkeypatch):
+    """AutoIAFNormal's replay inverts its autoregressive flow (one network pass per dimension): at 1000 latents the
+    check cost more than the draws it saved (QA: 82 s against 15 s one run per draw). Pyro's AutoGuides draw from
+    their parameters alone and vectorize by construction (Pyro trains them under such a plate), so they are not
+    replayed; a hand-written guide still is."""
+    from pyro.infer.autoguide import AutoIAFNormal
+
+    from pyrozoo.inference.svi import FittedGuide
+
+    replays = []
+    monkeypatch.setattr(guide_draws, "_replays_alone", lambda *a: replays.append(a[-1]) or True)
+    pyro.clear_param_store()
+    guide = AutoIAFNormal(model, num_transforms=1)
+    guide(x=X, y=Y)
+    fitted = FittedGuide(guide, dict(pyro.get_param_store().items()))
+    draws = draw_from_guide(fitted, {"x": X, "y": Y}, ["w", "s", "z"], 300)
+    assert replays == [] and draws["z"].shape == (1, 300, 6)
+    draw_from_guide(mixing_guide, {}, ["a", "b"], 300)
+    assert replays == [0, 150, 299]
