@@ -37,6 +37,7 @@ from typing import Any
 import tomli_w
 
 import pyrozoo
+from pyrozoo import registry
 from pyrozoo.config import tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import host_id as _host_id
@@ -203,6 +204,13 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     # one spelling (canonical_config), then through JSON: TOML and JSON round trips agree on numbers, strings,
     # bools, tables and arrays
     data = {k: v for k, v in canonical_config(config).items() if k not in IGNORED_ON_RESUME}
+    try:  # a model option left out is the option at its default (written out in one file, left out in the other)
+        defaults = registry.get(data["model"]).options
+    except (KeyError, TypeError, PyrozooError):
+        defaults = {}
+    if defaults:
+        given = data.get("options") if isinstance(data.get("options"), Mapping) else {}
+        data["options"] = {**{k: v for k, v in defaults.items() if v is not None}, **given}
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
@@ -211,8 +219,9 @@ _UNSET = object()
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """What differs between two comparable configs, one ``KEY (OLD -> NEW)`` per value, sorted by key; a table
-    (the model's ``options``) is compared key by key (``options.n (40 -> 41)``), and a key only one side has reads
-    ``not set`` on the other (an option given now that the run took at its default)."""
+    (the model's ``options``) is compared key by key (``options.n (40 -> 41)``; an option left out is at the
+    model's default, so one written out at its default is no difference), and a key only one side has reads
+    ``not set`` on the other."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, _UNSET), new.get(key, _UNSET)

@@ -817,8 +817,8 @@ def test_a_reordered_sweep_that_finished_the_cells_while_this_one_waited_for_the
 
 def test_changed_model_options_are_named_with_both_values_once_per_kind_of_change(write_spec, tmp_path):
     """A rerun with a changed fixed model option said only "differs in options" for each run: the options table
-    counted as one setting. Now each option is named with the run's value and the cell's (a key only one side has
-    reads "not set"), and the runs that differ the same way are said once, with their count; past five kinds of
+    counted as one setting. Now each option is named with the run's value and the cell's (one left out reads as the
+    model's default), and the runs that differ the same way are said once, with their count; past five kinds of
     change the rest are counted."""
     def text(ns: list[int], extra: str = "") -> str:
         blocks = "".join(f'[[models]]\nname = "normal-gamma"\nlabel = "b{i}"\ninference = "gibbs"\n'
@@ -836,10 +836,26 @@ def test_changed_model_options_are_named_with_both_values_once_per_kind_of_chang
     with pytest.raises(PyrozooError) as info:
         run_sweep(load_spec(write_spec(text([n + 1 for n in first], ", mu0 = 0.5"), "all.toml"), out=out), jobs=1)
     message = str(info.value)
-    assert "b0/gibbs_seed0, b0/gibbs_seed1 (2 runs; differ in options.mu0 (not set -> 0.5), options.n (40 -> 41)); "\
-           "b1/gibbs_seed0, b1/gibbs_seed1 (2 runs; differ in options.mu0 (not set -> 0.5), options.n (50 -> 51)); " \
+    assert "b0/gibbs_seed0, b0/gibbs_seed1 (2 runs; differ in options.mu0 (0.0 -> 0.5), options.n (40 -> 41)); "\
+           "b1/gibbs_seed0, b1/gibbs_seed1 (2 runs; differ in options.mu0 (0.0 -> 0.5), options.n (50 -> 51)); " \
            in message
     assert "b4/gibbs_seed0" in message and "b5/" not in message
     assert message.endswith("(80 -> 81)); and 4 more runs that differ otherwise. Use another --out or delete those "
                             "run directories")
     assert len(list(out.glob("*/*_seed*"))) == 14  # nothing else ran
+
+
+def test_an_option_written_out_at_its_default_resumes_the_runs_that_left_it_out(write_spec, tmp_path):
+    """QA: a sweep file that wrote out options at their defaults (em_variant = "emvs", mu0 = 0.0) was refused as
+    "runs made with other settings ... options.mu0 (not set -> 0.0)" against runs that had left them out, though
+    the runs are the same (as run settings at their default, and run_svi's checkpoint rule, already had it)."""
+    def text(extra: str = "") -> str:
+        return ('[sweep]\nname = "defaults"\nseeds = [0]\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                f'[[models]]\nname = "normal-gamma"\ninference = "gibbs"\noptions = {{ n = 30{extra} }}\n')
+
+    out = tmp_path / "out"
+    assert run_sweep(load_spec(write_spec(text()), out=out), jobs=1).ok == 1
+    again = run_sweep(load_spec(write_spec(text(", mu0 = 0.0, a = 1"), "written.toml"), out=out), jobs=1)
+    assert again.outcomes == [] and again.skipped == 1
+    with pytest.raises(PyrozooError, match=r"differs in options\.mu0 \(0\.0 -> 0\.5\)"):
+        run_sweep(load_spec(write_spec(text(", mu0 = 0.5"), "changed.toml"), out=out), jobs=1)
