@@ -74,6 +74,16 @@ from pyrozoo.validation import (
 )
 
 HETEROGENEITY = ("spline", "linear", "none")
+# what ``prior_options`` may hold besides the prior (spike_var, slab_var, a0, b0, nu, lam, conjugate): the final
+# stage's EM settings, which final_stage_dataset carries to result() and the entry's fit with the prior
+FINAL_STAGE_EM_SETTINGS = ("em_variant", "ladder", "max_iter")
+# SpikeSlabRegression's other parameters, refused in prior_options: why each has no place there
+NOT_PRIOR_OPTIONS: dict[str, str] = {
+    "inference": "the final stage is always EM",
+    "em_select": "the final stage is always the posterior around the EM mode, without model selection",
+    **{k: f"set EffectCurve({k}=...) instead" for k in ("seed", "device", "num_samples", "progress")},
+    **{k: "the final stage's EM does not read it" for k in ("warmup_steps", "num_chains", "steps", "lr")},
+}
 MIN_DISTINCT_TREATMENT = 3
 # the options that act only through the covariates, and on what; without covariates they would have no effect
 COVARIATE_ONLY: dict[str, str] = {
@@ -100,6 +110,30 @@ def covariate_only_options(values: Mapping[str, Any], defaults: Mapping[str, Any
         if (value is not None) if default is None else value != default:
             names.append(name)
     return names
+
+
+def check_prior_options(prior_options: Any) -> None:
+    """Raise unless ``prior_options`` is None or a dict of the final stage's prior options and EM settings
+    (:data:`FINAL_STAGE_EM_SETTINGS`) with values :class:`~pyrozoo.models.spike_slab.SpikeSlabRegression` accepts.
+    Its other parameters (:data:`NOT_PRIOR_OPTIONS`) and unknown keys are refused, each named: the estimator sets
+    ``inference``, ``em_select``, ``seed``, ``device``, ``num_samples`` itself (they failed with a raw TypeError) and
+    the final stage's EM does not read the samplers' settings (they were accepted and ignored)."""
+    if prior_options is None:
+        return
+    if not isinstance(prior_options, dict):
+        raise PyrozooError(f"prior_options: expected a dict, got {type(prior_options).__name__}")
+    from pyrozoo.models.spike_slab_prior import PRIOR_KEYS
+
+    allowed = (*PRIOR_KEYS, *FINAL_STAGE_EM_SETTINGS)
+    refused = [k for k in prior_options if k not in allowed]
+    if refused:
+        why = "; ".join(f"{k!r}: {NOT_PRIOR_OPTIONS.get(k, 'not an option of the final stage')}" for k in refused)
+        raise PyrozooError(f"prior_options: expected the final stage's prior options ({', '.join(PRIOR_KEYS)}) or "
+                           f"EM settings ({', '.join(FINAL_STAGE_EM_SETTINGS)}), got {', '.join(map(repr, refused))} "
+                           f"({why})")
+    from pyrozoo.models.spike_slab import SpikeSlabRegression
+
+    SpikeSlabRegression(inference="em", em_select=False, num_samples=1, **prior_options)  # checks the values
 
 
 # ------------------------------------------------------------------------------------------- treatment basis
@@ -276,7 +310,11 @@ class EffectCurve:
     alpha: 1 - level of the band and of the APE interval.
     num_samples: Gaussian posterior draws of split 0's final-stage coefficients (``result()``,
         ``posterior_effects()``).
-    prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var`` ...).
+    prior_options: spike-and-slab prior of the final stage (``spike_var``, ``slab_var``, ``a0``, ``b0``, ``nu``,
+        ``lam``, ``conjugate``) and its EM settings (``em_variant``, ``ladder``, ``max_iter``;
+        :data:`FINAL_STAGE_EM_SETTINGS`), as :class:`~pyrozoo.models.spike_slab.SpikeSlabRegression` takes them; the
+        same settings give :meth:`result`. Any other key (``num_samples``, ``seed``, ``inference``, ...;
+        :data:`NOT_PRIOR_OPTIONS`) is refused here, at construction, with a PyrozooError naming it.
     device: ``"auto"`` (or None), ``"cpu"``, ``"cuda"``, ``"cuda:N"``; resolved once by ``fit`` (``device_``).
     progress: a progress bar on stderr over the fit's regressions (the nuisances' 2 R K cross-fits, the R final
         stages, the calibration's K held-out fits and n_pseudo refits; ``pyrozoo run`` turns it on unless
@@ -303,6 +341,7 @@ class EffectCurve:
         self.device = device
         self.prior_options = prior_options
         self.progress = progress
+        check_prior_options(prior_options)  # at construction (and again by fit: the attribute can be reassigned)
 
     # ------------------------------------------------------------------ validation
     def _check(self, y: Any, t: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -319,12 +358,7 @@ class EffectCurve:
         check_choice("spline", self.spline, SPLINES)
         interaction_kind(self.interactions)  # checked with or without covariates (b(x) is only built with them)
         self.device_ = resolve_device(self.device)  # the resolved device ("auto"/None -> cpu or cuda) for every fit
-        if self.prior_options is not None:  # validate the final stage's prior now, not after the nuisance fits
-            from pyrozoo.models.spike_slab import SpikeSlabRegression
-
-            if not isinstance(self.prior_options, dict):
-                raise PyrozooError(f"prior_options: expected a dict, got {type(self.prior_options).__name__}")
-            SpikeSlabRegression(inference="em", num_samples=1, **self.prior_options)
+        check_prior_options(self.prior_options)  # the final stage's prior now, not after the nuisance fits
         check_same_index(y=y, t=t, X=X)  # rows are matched by position: labels must agree
         y, t = numeric_vector("y", y), numeric_vector("t", t)
         n = y.shape[0]
@@ -616,11 +650,13 @@ class EffectCurve:
     def result(self) -> Any:
         """Split 0's final stage as ``pyrozoo run effect-curve`` fits it (the same code path: the entry's dataset,
         :func:`~pyrozoo.models.effect_curve.final_stage_dataset`, and its ``fit`` with ``inference="em"``, this
-        estimator's ``seed``, ``num_samples`` and device): a :class:`~pyrozoo.inference.result.Result` with
-        ``num_samples`` Gaussian draws of the standardized coefficients around the EMVS mode (those of the
-        estimator's own final-stage fit) and the partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) as posterior
-        variable ``tau`` (dim ``obs_id``). ``to_inference_data()`` has the pointwise log-likelihood in y's own units,
-        log N(y_std,i | D_i w, sigma^2) - log sd(y) (attrs ``response_shift``, ``response_scale``), so that
+        estimator's ``seed``, ``num_samples`` and device, and the final stage's own prior and EM settings
+        ``em_variant``, ``ladder``, ``max_iter`` from ``prior_options``): a :class:`~pyrozoo.inference.result.Result`
+        with ``num_samples`` Gaussian draws of the standardized coefficients around the EM mode (those of the
+        estimator's own final-stage fit, ``final_[0].result_``) and the partial effects
+        tau_i = sd(y) sum_k G_ik w_k / sd(D_k) as posterior variable ``tau`` (dim ``obs_id``).
+        ``to_inference_data()`` has the pointwise log-likelihood in y's own units, log N(y_std,i | D_i w, sigma^2)
+        - log sd(y) (attrs ``response_shift``, ``response_scale``), so that
         ``az.compare`` with other zoo models of the same y is right; attrs ``model`` is ``"effect-curve"``."""
         self._fitted()
         from pyrozoo import registry
@@ -692,5 +728,6 @@ def plot_effect_curve(est: EffectCurve, path: str | os.PathLike | None = None, *
     return ax
 
 
-__all__ = ["COVARIATE_ONLY", "EffectCurve", "TreatmentBasis", "covariate_only_options", "cubic_spline_basis",
-           "cubic_spline_derivative", "natural_spline_basis", "natural_spline_derivative", "plot_effect_curve"]
+__all__ = ["COVARIATE_ONLY", "FINAL_STAGE_EM_SETTINGS", "NOT_PRIOR_OPTIONS", "EffectCurve", "TreatmentBasis",
+           "check_prior_options", "covariate_only_options", "cubic_spline_basis", "cubic_spline_derivative",
+           "natural_spline_basis", "natural_spline_derivative", "plot_effect_curve"]

@@ -3,11 +3,11 @@ Pyro model, with the partial effect tau_i = G_i beta as a derived posterior quan
 
 After cross-fitting the nuisances (when the data are loaded), the final stage is the spike-and-slab regression
 (:func:`pyrozoo.models.spike_slab.spike_slab_model`) of the standardized outcome on the standardized design
-D = [phi(t, x), b(x), m_hat(x), g_hat(x)] (plates ``feature`` and ``obs_id``). Either engine (``em``: EMVS and the
-Gaussian posterior around its mode, as the estimator uses; ``gibbs``: SSVS) gives draws of w; each draw maps to the
-partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) (G = d phi / d t, the basis's analytic Jacobian, tested
-against autograd), stored as posterior variable ``tau`` with dim ``obs_id``. The calibrated band (conformal C) comes
-from the estimator.
+D = [phi(t, x), b(x), m_hat(x), g_hat(x)] (plates ``feature`` and ``obs_id``). Either engine (``em``: EMVS, or
+the estimator's ``em_variant``, and the Gaussian posterior around its mode, as the estimator uses; ``gibbs``: SSVS)
+gives draws of w; each draw maps to the partial effects tau_i = sd(y) sum_k G_ik w_k / sd(D_k) (G = d phi / d t,
+the basis's analytic Jacobian, tested against autograd), stored as posterior variable ``tau`` with dim ``obs_id``.
+The calibrated band (conformal C) comes from the estimator.
 
 Entry ``effect-curve``: ``pyrozoo run effect-curve`` (the talk's design y = t^2/2 + e), ``-o design=heterogeneous``
 (five covariates, tau = t + x1), ``--dataset cps1985`` (log wage on years of experience, CPS 1985), ``--data
@@ -17,6 +17,7 @@ band's constants), ``curve.csv``, ``effects.csv`` and ``plots/effect_curve.png``
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ import numpy as np
 import pandas as pd
 
 from pyrozoo.causal.basis import interaction_kind
-from pyrozoo.causal.effect_curve import COVARIATE_ONLY, HETEROGENEITY, SPLINES, EffectCurve, covariate_only_options
+from pyrozoo.causal.effect_curve import (
+    COVARIATE_ONLY,
+    FINAL_STAGE_EM_SETTINGS,
+    HETEROGENEITY,
+    SPLINES,
+    EffectCurve,
+    covariate_only_options,
+)
 from pyrozoo.causal.effect_curve_sim import DESIGNS, simulate_effect_curve
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -35,6 +43,7 @@ from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.result import Result, draws_sd, response_map
 from pyrozoo.models.plce import frame_to_arrays
 from pyrozoo.models.spike_slab import (
+    SpikeSlabRegression,
     dataset_to_standardized,
     em_log_likelihood_note,
     em_result,
@@ -42,6 +51,7 @@ from pyrozoo.models.spike_slab import (
     make_dataset,
     spike_slab_model,
 )
+from pyrozoo.models.spike_slab_prior import SpikeSlabPrior
 from pyrozoo.registry import GIBBS_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import check_choice, check_seed, check_single_names
 
@@ -61,6 +71,10 @@ OPTIONS: dict[str, Any] = {
 LEARNERS = ("spike_slab", "ridge")
 INFERENCES = ("em", "gibbs")  # the entry's engines on the final stage (em first: the default)
 COLUMN_DEFAULTS: dict[str, str] = {k: OPTIONS[k] for k in ("outcome", "treatment")}
+# the final stage's EM settings that final_stage_dataset carries (meta["em_settings"]) to fit_effect_curve's em, with
+# SpikeSlabRegression's defaults where a Dataset has none; the final stage never selects a model (em_select=False)
+EM_SETTINGS: dict[str, Any] = {k: inspect.signature(SpikeSlabRegression).parameters[k].default
+                               for k in FINAL_STAGE_EM_SETTINGS}
 
 
 def make_estimator(seed: int, device: Any = "cpu", *, progress: bool = False, **options: Any) -> EffectCurve:
@@ -115,8 +129,9 @@ def check_covariate_options(opts: Mapping[str, Any], source: str) -> None:
 def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device: Any = "cpu",
                         meta: dict | None = None) -> Dataset:
     """Split 0's final-stage regression as a spike-slab :class:`Dataset` (standardized design, outcome scaled like
-    the estimator's own fit, the estimator's final-stage prior, ``lam`` included, so that ``em`` gives the draws of
-    the estimator's own fit); ``meta`` carries the estimator, the design's column names (``feature_names``,
+    the estimator's own fit, the estimator's final-stage prior, ``lam`` included, and in ``meta["em_settings"]`` its
+    EM settings ``em_variant``, ``ladder``, ``max_iter``, so that ``em`` gives the draws of the estimator's own fit);
+    ``meta`` carries the estimator, the design's column names (``feature_names``,
     :meth:`~pyrozoo.causal.effect_curve.EffectCurve.design_names`: the result's ``feature`` coordinate) and the
     Jacobian for the tau draws, and the map
     y = response_shift + response_scale * y_obs of the centred, scaled outcome y_obs the model sees, so that the
@@ -126,7 +141,12 @@ def final_stage_dataset(est: EffectCurve, *, name: str = "effect-curve", device:
     # the final stage's own prior (lam included: the estimator's default is the sample variance of its y), so that
     # the engine's em fits the regression the estimator fitted; make_dataset centres y again: shift meta["y_mean"]
     data = make_dataset(est.design_, y, name=name, device=device, **reg.prior_.to_dict())
-    data.meta.update({"effect_curve": est, "feature_names": est.design_names(), **(meta or {}),
+    # and its own EM settings (prior_options may set them): em_result with the defaults fitted another mode
+    em_settings = {k: getattr(reg, k) for k in EM_SETTINGS}
+    if em_settings["ladder"] is not None:  # a copy: the caller's list may change after the fit
+        em_settings["ladder"] = list(em_settings["ladder"])
+    data.meta.update({"effect_curve": est, "feature_names": est.design_names(), "em_settings": em_settings,
+                      **(meta or {}),
                       **response_map(reg.y_loc_ + reg.y_sd_ * data.meta["y_mean"], reg.y_sd_)})
     return data
 
@@ -205,18 +225,35 @@ def tau_draws(result: Result, dataset: Dataset) -> np.ndarray:
     return reg.y_sd_ * w @ G.T
 
 
+def em_settings(dataset: Dataset, prior: SpikeSlabPrior) -> dict[str, Any]:
+    """The final stage's EM settings of ``dataset`` (``meta["em_settings"]``, :func:`final_stage_dataset`), the
+    defaults (:data:`EM_SETTINGS`) for those it lacks, checked as SpikeSlabRegression checks them (a hand-built
+    Dataset's bad value is named before the fit)."""
+    given = dataset.meta.get("em_settings") or {}
+    unknown = sorted(map(str, set(given) - set(EM_SETTINGS)))
+    if unknown:
+        raise PyrozooError(f"em_settings: expected the final stage's EM settings ({', '.join(EM_SETTINGS)}) in "
+                           f"dataset.meta['em_settings'], got {', '.join(unknown)}")
+    out = {**EM_SETTINGS, **given}
+    SpikeSlabRegression(inference="em", em_select=False, num_samples=1, **out, **prior.to_dict())
+    return out
+
+
 @keeps_caller_state
 def fit_effect_curve(dataset: Dataset, config: RunConfig) -> Result:
-    """EM (the estimator's engine) or Gibbs on the final stage; adds ``tau`` (dim ``obs_id``) to the posterior."""
+    """EM (the estimator's engine, with the dataset's EM settings, :func:`em_settings`) or Gibbs on the final stage;
+    adds ``tau`` (dim ``obs_id``) to the posterior."""
     config = checked_config("effect-curve", config)  # a direct call gets run_model's checks
     data, prior = dataset_to_standardized(dataset)
     common = {"seed": config.seed, "model_kwargs": dataset.model_kwargs(), "model_name": config.model,
               "config": config.to_dict()}
     if config.inference == "em":
-        result, _ = em_result(data, prior, select=False, num_samples=config.num_samples, **common)
+        em = em_settings(dataset, prior)
+        result, _ = em_result(data, prior, variant=em["em_variant"], ladder=em["ladder"], max_iter=em["max_iter"],
+                              select=False, num_samples=config.num_samples, **common)
         # em_result's note names spike-slab's gibbs and nuts; effect-curve's other inference is gibbs alone
         result.attrs["log_likelihood"] = em_log_likelihood_note(
-            "emvs", selected=False, compare_with=tuple(k for k in INFERENCES if k != "em"))
+            em["em_variant"], selected=False, compare_with=tuple(k for k in INFERENCES if k != "em"))
     else:
         result = gibbs_result(data, prior, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
                               num_chains=config.num_chains, progress=config.progress, **common)
@@ -294,4 +331,4 @@ def effect_curve_entry() -> ZooModel:
     )
 
 
-__all__ = ["effect_curve_entry", "final_stage_dataset", "make_estimator", "tau_draws"]
+__all__ = ["effect_curve_entry", "em_settings", "final_stage_dataset", "make_estimator", "tau_draws"]

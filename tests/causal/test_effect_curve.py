@@ -974,3 +974,73 @@ def test_the_design_columns_are_named_in_the_cli_and_the_python_result(heterogen
     assert "x2_sp_0" in arr.design_names() and (heterogeneity != "linear" or "t*x2" in arr.design_names())
     bare = EffectCurve(n_pseudo=0, n_knots=4).fit(df["y"].to_numpy(), df["t"].to_numpy())
     assert bare.design_names() == [f"t_sp_{k}" for k in range(bare.basis_.n_spline)]
+
+
+@pytest.mark.parametrize("settings", [{"em_variant": "hard"}, {"max_iter": 3}])
+def test_result_is_the_estimators_own_fit_under_its_em_settings(settings):
+    """prior_options' EM settings (em_variant, max_iter) were used by the estimator's final stage, but result()
+    re-ran the entry's em with the default settings: its w draws were the default fit's, not the estimator's own
+    (QA: mean |E tau - taus_[0]| 0.81 against 0.22). final_stage_dataset now carries the final stage's own EM
+    settings to the entry's fit, so result() reproduces the estimator's draws exactly."""
+    d = simulate_effect_curve(0, "heterogeneous", n=80)
+    fast = {"learner": ridge(), "n_folds": 2, "n_pseudo": 0, "n_knots": 4, "n_knots_x": 3,
+            "heterogeneity": "linear", "num_samples": 40, "seed": 2}
+    est = EffectCurve(prior_options=settings, **fast).fit(d.y, d.t, d.X)
+    default = EffectCurve(**fast).fit(d.y, d.t, d.X)
+    py = est.result().to_inference_data()
+    own = est.final_[0].result_.to_inference_data()
+    np.testing.assert_allclose(py.posterior["w"].values, own.posterior["w"].values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(est.result().params["w"]), np.asarray(est.final_[0].result_.params["w"]),
+                               rtol=1e-12, atol=1e-14)  # the EM mode itself
+    assert py.attrs["inference"] == own.attrs["inference"] == f"em-{settings.get('em_variant', 'emvs')}"
+    # the settings matter: the default fit's draws differ, so equality above is not the default fit's by chance
+    w_default = default.result().to_inference_data().posterior["w"].values
+    assert np.abs(py.posterior["w"].values.mean(axis=(0, 1)) - w_default.mean(axis=(0, 1))).max() > 1e-6
+    q = est.jacobian_.shape[1]
+    tau = py.posterior["tau"].values.reshape(est.num_samples, -1)
+    expected = est.final_[0].y_sd_ * (own.posterior["w"].values.reshape(est.num_samples, -1)[:, :q]
+                                      / est.final_[0]._x_scale.cpu().numpy()[:q]) @ est.jacobian_.T
+    np.testing.assert_allclose(tau, expected, rtol=1e-10, atol=1e-12)
+    # the entry's fit names a misspelt setting of a hand-built Dataset before any EM
+    from pyrozoo.config import RunConfig
+    from pyrozoo.models.effect_curve import final_stage_dataset, fit_effect_curve
+
+    data = final_stage_dataset(est)
+    assert data.meta["em_settings"] == {"em_variant": "emvs", "ladder": None, "max_iter": 500, **settings}
+    data.meta["em_settings"] = {"em_varient": "hard"}
+    with pytest.raises(PyrozooError, match=r"^em_settings: expected the final stage's EM settings \(em_variant, "
+                                           r"ladder, max_iter\) in dataset.meta\['em_settings'\], got em_varient$"):
+        fit_effect_curve(data, RunConfig(model="effect-curve", inference="em", num_samples=5, progress=False))
+
+
+@pytest.mark.parametrize("key", ["num_samples", "seed", "device", "progress", "inference", "em_select",
+                                 "warmup_steps", "num_chains", "steps", "lr", "spike_vr"])
+def test_prior_options_that_cannot_reach_the_final_stage_are_refused_at_construction(key):
+    """prior_options went straight to SpikeSlabRegression: num_samples, seed, device, inference or em_select (set by
+    the estimator itself) failed with a raw TypeError once fit started, and the samplers' settings (warmup_steps,
+    ...) were accepted and ignored by the final stage's EM. Now each is a PyrozooError naming the key, raised by the
+    constructor; the prior and the EM settings result() carries are accepted."""
+    value = {"device": "cpu", "progress": False, "inference": "em", "em_select": False, "lr": 0.1}.get(key, 3)
+    with pytest.raises(PyrozooError, match=rf"^prior_options: expected the final stage's prior options .*got "
+                                           rf"'{key}' \('{key}': "):
+        EffectCurve(prior_options={key: value})
+    with pytest.raises(PyrozooError, match=r"^prior_options: expected a dict, got list$"):
+        EffectCurve(prior_options=[("slab_var", 4.0)])
+    EffectCurve(prior_options={"slab_var": 4.0, "lam": 1.0, "conjugate": True, "em_variant": "hard",
+                               "ladder": [0.001, 0.01], "max_iter": 50})
+
+
+def test_prior_options_reassigned_after_construction_are_refused_before_any_fit(monkeypatch):
+    import pyrozoo.causal.effect_curve as ec
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fitting started before prior_options was validated")
+
+    monkeypatch.setattr(ec, "crossfit_predict", no_work)
+    monkeypatch.setattr(ec.EffectCurve, "_final_fit", no_work)
+    rng = np.random.default_rng(0)
+    est = EffectCurve()
+    est.prior_options = {"num_samples": 5}
+    with pytest.raises(PyrozooError, match=r"^prior_options: .*got 'num_samples' \('num_samples': set "
+                                           r"EffectCurve\(num_samples=\.\.\.\) instead\)$"):
+        est.fit(rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2)))
