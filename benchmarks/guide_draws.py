@@ -1,5 +1,6 @@
 """Seconds to draw S posterior draws from a fitted guide (the last step of every SVI fit): pyrozoo's
-``draw_from_guide`` (one plated guide run per chunk, each chunk checked by replaying its first and last draw) against
+``draw_from_guide`` (one plated guide run per chunk; a guide other than Pyro's AutoGuides checked on its first chunk
+by replaying three draws) against
 one guide run per draw (pyrozoo's rule up to session 23) and Pyro's ``Predictive`` over the guide, sequential (its
 default) and ``parallel=True``. Median of ``--repeats`` runs; one torch thread.
 
