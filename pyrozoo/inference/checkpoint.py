@@ -48,6 +48,9 @@ def check_checkpoint_path(value: Any, *, resume: bool = False, overwrite: bool =
     path = expand_home("checkpoint", value, what=what)
     if path.is_symlink():  # written through the link, to its target (the rename replaced the link by a file)
         path = Path(os.path.realpath(path))
+        if path.is_symlink():  # realpath stops where the links go round
+            raise PyrozooError(f"checkpoint: {text!r} is a loop of symbolic links ({path} leads back to itself); "
+                               f"expected {what}")
     if str(text).endswith(("/", os.sep)) or path.is_dir():
         raise PyrozooError(f"checkpoint: expected {what}, got the directory {text!r}")
     if resume and not path.exists():

@@ -392,3 +392,15 @@ def test_a_checkpoint_given_as_a_symbolic_link_is_written_through_it(tmp_path):
     run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=link, resume=True, **FIT)
     assert link.is_symlink()
     assert torch.load(target, weights_only=False)["step"] == 20
+
+
+def test_a_checkpoint_path_that_is_a_loop_of_symbolic_links_says_so(tmp_path):
+    """QA: two links pointing at each other read "already exists; pass resume=True ...", and with
+    overwrite_checkpoint=True the run trained and replaced the loop with a file."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    for extra in ({}, {"overwrite_checkpoint": True}, {"resume": True}):
+        with pytest.raises(PyrozooError, match=r"^checkpoint: .*loop1.* is a loop of symbolic links"):
+            run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=tmp_path / "loop1", **FIT,
+                    **extra)
+    assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
