@@ -344,7 +344,9 @@ class EffectCurve:
         check_prior_options(prior_options)  # at construction (and again by fit: the attribute can be reassigned)
 
     # ------------------------------------------------------------------ validation
-    def _check(self, y: Any, t: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def check_settings(self) -> None:
+        """Raise for a setting out of range or not among its choices (``alpha`` in (0, 1), ``n_folds`` >= 2, ...):
+        the checks that need no data, which the zoo entry makes before a run or a sweep starts."""
         check_probability("alpha", self.alpha, open_interval=True)
         check_int("n_knots", self.n_knots, minimum=2)
         check_int("n_knots_x", self.n_knots_x, minimum=2)
@@ -357,8 +359,11 @@ class EffectCurve:
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
         interaction_kind(self.interactions)  # checked with or without covariates (b(x) is only built with them)
-        self.device_ = resolve_device(self.device)  # the resolved device ("auto"/None -> cpu or cuda) for every fit
         check_prior_options(self.prior_options)  # the final stage's prior now, not after the nuisance fits
+
+    def _check(self, y: Any, t: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self.check_settings()
+        self.device_ = resolve_device(self.device)  # the resolved device ("auto"/None -> cpu or cuda) for every fit
         check_same_index(y=y, t=t, X=X)  # rows are matched by position: labels must agree
         y, t = numeric_vector("y", y), numeric_vector("t", t)
         n = y.shape[0]

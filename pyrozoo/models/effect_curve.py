@@ -101,9 +101,10 @@ def _spelled(key: str, value: Any) -> str:
 
 def check_effect_curve_options(config: RunConfig) -> None:
     """The entry's ``check_options``, on the options as given (``pyrozoo run`` and every sweep cell, before any
-    data): the fixed choices ``design`` (:data:`~pyrozoo.causal.effect_curve_sim.DESIGNS`), ``heterogeneity``,
-    ``spline``, ``interactions`` and ``learner`` (:data:`LEARNERS`). The simulator and the estimator refused a
-    misspelt one only once the run had started, so it failed each sweep cell instead of stopping the sweep."""
+    data): :meth:`EffectCurve.check_settings` (``alpha``, ``n_folds``, ``n_knots``, ...) and the fixed choices
+    ``design`` (:data:`~pyrozoo.causal.effect_curve_sim.DESIGNS`), ``heterogeneity``, ``spline``, ``interactions``
+    and ``learner`` (:data:`LEARNERS`). The simulator and the estimator refused a bad one only once the run had
+    started, so it failed each sweep cell instead of stopping the sweep."""
     opts = config.options
     for name, choices in (("design", DESIGNS), ("heterogeneity", HETEROGENEITY), ("spline", SPLINES),
                           ("learner", LEARNERS)):
@@ -111,6 +112,9 @@ def check_effect_curve_options(config: RunConfig) -> None:
             check_choice(name, opts[name], choices)
     if "interactions" in opts:
         interaction_kind(opts["interactions"])
+    # the estimator's settings that need no data (alpha in (0, 1), n_folds >= 2, ...): they too failed each sweep
+    # cell once it ran
+    make_estimator(config.seed, "cpu", **{k: v for k, v in opts.items() if k in OPTIONS}).check_settings()
 
 
 def check_covariate_options(opts: Mapping[str, Any], source: str) -> None:
