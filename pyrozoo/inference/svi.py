@@ -352,12 +352,26 @@ def _support_contained(guide_support: Any, model_support: Any) -> bool:
         return True
 
 
+def _model_at_guide(model: Callable, model_kwargs: Mapping[str, Any],
+                    guide_trace: poutine.Trace) -> poutine.Trace | None:
+    """The model traced at the guide's draws (``None`` if that fails), leaving every RNG as it was: a support that
+    depends on another latent (``Uniform(0, tau)``) is the one the guide's ``tau`` gives, not a prior draw's."""
+    state = pyro.util.get_rng_state()
+    try:
+        with poutine.block(), torch.no_grad():
+            return poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**model_kwargs)
+    except Exception:  # noqa: BLE001 -- the steps will raise their own error; the check is skipped
+        return None
+    finally:
+        pyro.util.set_rng_state(state)
+
+
 def check_guide_supports(proto: poutine.Trace, guide_trace: poutine.Trace) -> None:
-    """Raise unless the guide draws each latent site of the model (``proto``) within the model's support: a guide
-    that draws a ``HalfNormal`` scale from a ``Normal`` fed negative values to the model, which failed steps later
-    as "the scale of a StudentT got invalid values ... lower lr". Only clear mismatches are refused
-    (:func:`_support_contained`); AutoGuides' ``Delta`` and transformed sites are left alone
-    (:func:`_exact_support`)."""
+    """Raise unless the guide draws each latent site of the model (``proto``, the model traced at the guide's draws:
+    :func:`_model_at_guide`) within the model's support: a guide that draws a ``HalfNormal`` scale from a
+    ``Normal`` fed negative values to the model, which failed steps later as "the scale of a StudentT got invalid
+    values ... lower lr". Only clear mismatches are refused (:func:`_support_contained`); AutoGuides' ``Delta`` and
+    transformed sites are left alone (:func:`_exact_support`)."""
     latent = set(drawn_sites(proto)) | set(enumerated_sites(proto))
     for name, site in guide_trace.nodes.items():
         if (site["type"] != "sample" or site["is_observed"] or name not in latent or site_is_subsample(site)
@@ -528,7 +542,9 @@ def run_svi(
     with poutine.block(), torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
     check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
-    check_guide_supports(proto, guide_trace)
+    at_guide = _model_at_guide(model, model_kwargs, guide_trace)
+    if at_guide is not None:
+        check_guide_supports(at_guide, guide_trace)
     unguided = [n for n in enumerated_sites(proto) if n not in guide_trace.nodes]
     if elbo != "enum" and unguided:
         raise PyrozooError(f"elbo: the model's site(s) {unguided} are marked for enumeration and the guide does not "

@@ -972,3 +972,35 @@ def test_a_guide_drawing_outside_the_models_support_is_refused_before_any_step(s
                                            rf"support {support}"):
         run_svi(_constrained_model, guide, {"y": torch.randn(5)}, elbo="enum", num_steps=2, progress=False,
                 log_likelihood_fn=_constrained_log_lik)
+
+
+def test_a_guide_whose_site_bounds_follow_another_latent_is_accepted_whatever_the_seed():
+    """QA: x ~ Uniform(0, tau) in model and guide; the support check compared the guide's bounds (from its own tau)
+    with the model's from an independent prior draw of tau, so seeds 1, 3 and 4 refused a valid guide. The model's
+    support is now read at the guide's draws; a clear mismatch is still refused."""
+    y = torch.rand(20, generator=torch.Generator().manual_seed(0))
+
+    def bounded_model(y=y):
+        tau = pyro.sample("tau", dist.Exponential(1.0))
+        x = pyro.sample("x", dist.Uniform(0.0, tau))
+        with pyro.plate("n", 20):
+            pyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    def bounded_guide(y=y):
+        tau = pyro.sample("tau", dist.LogNormal(pyro.param("m", torch.tensor(0.0)),
+                                                pyro.param("s", torch.tensor(1.0),
+                                                           constraint=dist.constraints.positive)))
+        pyro.sample("x", dist.Uniform(0.0, tau))
+
+    for seed in range(6):
+        pyro.clear_param_store()
+        result = run_svi(bounded_model, bounded_guide, {"y": y}, num_steps=3, num_samples=4, seed=seed,
+                         progress=False)
+        assert result.posterior["x"].shape == (1, 4)
+
+    def wide_guide(y=y):
+        pyro.sample("tau", dist.LogNormal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(PyrozooError, match=r"guide: site 'x' is drawn from a Normal"):
+        run_svi(bounded_model, wide_guide, {"y": y}, num_steps=3, num_samples=4, progress=False)
