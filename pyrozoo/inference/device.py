@@ -62,8 +62,14 @@ def checked_device(device: str | torch.device, data: Mapping[str, Any], *, engin
                    what: str = "model_kwargs") -> torch.device:
     """``device`` resolved (:func:`resolve_device`), and the same as that of the tensors in ``data`` (the engine's
     ``what``): the engines do not move data, they run where the data are. ``"auto"`` is the data's device (where
-    ``data`` hold a tensor); a device other than theirs is a :class:`PyrozooError` naming ``engine``."""
-    here = next((v.device for v in data.values() if isinstance(v, torch.Tensor)), None)
+    ``data`` hold a tensor); a device other than theirs, or tensors on several devices, is a :class:`PyrozooError`
+    naming ``engine``."""
+    where = {k: v.device for k, v in data.items() if isinstance(v, torch.Tensor)}
+    if len({(d.type, d.index) for d in where.values()}) > 1:  # one engine runs on one device
+        split = ", ".join(f"{k} on {d}" for k, d in where.items())
+        raise PyrozooError(f"device: the tensors in {what} are on more than one device ({split}); {engine} fits "
+                           f"where its data are: put them on one device")
+    here = next(iter(where.values()), None)
     if device == "auto" and here is not None:  # auto: where the data are (the engines do not move them)
         return here
     resolved = resolve_device(device)

@@ -21,6 +21,7 @@ plates. Models with *enumerated* discrete latents must marginalize them instead:
 from __future__ import annotations
 
 import inspect
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -90,7 +91,10 @@ def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: b
     except PyrozooError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # Pyro appends a table of trace shapes
+        first = (str(exc).strip().splitlines() or [""])[0]  # Pyro appends a table of trace shapes
+        if not first or first.startswith("Trace Shapes"):  # a bare `assert`: where it failed instead
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            first = f"(no message) at {frame.filename}:{frame.lineno}"
         arrays = [k for k, v in model_kwargs.items() if isinstance(v, np.ndarray)]
         hint = (f"; {arrays} are NumPy arrays: pass torch tensors (torch.as_tensor on the model's device and dtype)"
                 if arrays else "")

@@ -234,3 +234,17 @@ def test_a_torch_device_of_another_type_is_refused_like_its_name(device):
     with pytest.raises(PyrozooError, match=msg):
         SpikeSlabRegression("em", device=torch.device(device)).fit(X, X[:, 0])
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_the_engines_device_check_reads_every_tensor_not_only_the_first():
+    """QA: checked_device looked at the first tensor only: {"y": cpu, "z": meta} passed with device="cpu" and the
+    E-step failed on the meta tensor; with the keys the other way round it was refused as "on meta". Tensors on two
+    devices are now refused whatever their order, naming each."""
+    from pyrozoo.inference.em import run_em
+
+    for data in ({"y": torch.randn(5), "z": torch.randn(5, device="meta")},
+                 {"z": torch.randn(5, device="meta"), "y": torch.randn(5)}):
+        with pytest.raises(PyrozooError, match=r"device: the tensors in data are on more than one device "
+                                               r"\((y on cpu, z on meta|z on meta, y on cpu)\)"):
+            run_em(lambda p, d: {"m": d["y"].mean()}, lambda x, d: {"mu": x["m"]}, {"mu": torch.tensor(0.0)}, data,
+                   max_iter=3, device="cpu")

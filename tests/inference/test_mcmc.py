@@ -314,3 +314,18 @@ def test_device_is_checked_against_the_data_before_sampling(monkeypatch):
     res = run_mcmc(conjugate_model, {"x": torch.zeros(10)}, device="cpu", num_samples=5, warmup_steps=5,
                    num_chains=1, progress=False)
     assert res.posterior["mu"].shape == (1, 5)
+
+
+def test_a_bare_assert_in_the_model_says_where_it_failed():
+    """QA: a model's `assert` with no message read "AssertionError: AssertionError"; the error now names the file
+    and line of the failed assertion."""
+    def asserting(y=None):
+        if y.shape[0] != 5:  # a bare `assert` as a model outside pytest has it (pytest rewrites this file's asserts)
+            raise AssertionError
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", y.shape[0]):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(PyrozooError, match=r"failed: AssertionError: \(no message\) at .*test_mcmc\.py:\d+; "
+                                           r"arguments: y \(4,\) float32"):
+        run_mcmc(asserting, {"y": torch.randn(4)}, num_samples=5, warmup_steps=5, progress=False)
