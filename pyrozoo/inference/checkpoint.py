@@ -13,10 +13,8 @@ resume on other data or with another guide is refused too.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +27,7 @@ import pyro.util
 import torch
 
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import host_id, pid_alive
+from pyrozoo.inference.rundir import existing_ancestor, host_id, probe_create, stale_temporaries
 from pyrozoo.validation import expand_home
 
 
@@ -59,13 +57,11 @@ def check_checkpoint_path(value: Any, *, resume: bool = False, overwrite: bool =
         raise PyrozooError(f"checkpoint: {path} already exists; pass resume=True to continue the run it holds, "
                            f"overwrite_checkpoint=True to start a new run over it, or choose another path")
     directory = Path(os.path.abspath(path)).parent
-    ancestor = directory
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(directory)
     if not ancestor.is_dir():
         raise PyrozooError(f"checkpoint: cannot write {path}: {ancestor} is not a directory")
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".pyrozoo-probe.", dir=ancestor))
+        probe_create(ancestor)
     except OSError as exc:
         where = "in" if ancestor == directory else f"(nor create {directory}) under"
         raise PyrozooError(f"checkpoint: cannot write {path}: no file can be created {where} {ancestor} "
@@ -112,22 +108,17 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, optimizer: pyro.optim
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporaries of checkpoint ``path`` that a writer killed mid-write left beside it (``kill -9``, an
     out-of-memory kill: no ``finally`` ran), and return them: those named by :func:`save_checkpoint` for a process
-    of this host that is gone. Another host's (a shared file system), a live process's, and one named as before
-    temporaries recorded their writer (``.NAME.XXXXXXXX.tmp``) may be a live writer's and are left alone."""
-    named = re.compile(re.escape(f".{path.name}.") + r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.tmp")
-    if not path.parent.is_dir():
-        return []
-    stale = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        m = named.fullmatch(tmp.name)
-        if (m is not None and m["host"] == host_id() and int(m["pid"]) != os.getpid()
-                and not pid_alive(int(m["pid"])) and tmp.is_file()):
-            try:
-                tmp.unlink()
-            except FileNotFoundError:  # removed by another writer meanwhile
-                continue
-            stale.append(tmp)
-    return sorted(stale)
+    of this host that is gone (:func:`~pyrozoo.inference.rundir.stale_temporaries`, the rule of run directories).
+    Another host's (a shared file system), a live process's, and one named as before temporaries recorded their
+    writer (``.NAME.XXXXXXXX.tmp``) may be a live writer's and are left alone."""
+    removed = []
+    for tmp in stale_temporaries(path, files=True)[0]:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:  # removed by another writer meanwhile
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any], *,

@@ -92,6 +92,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _nesting = threading.local()
 
 
+@contextmanager
+def same_rng_states() -> Iterator[None]:
+    """Put Python's, NumPy's and torch's RNG states (CPU, and CUDA's if it was in use) back as they were on entry,
+    also on an error: what runs inside draws numbers the code after it does not see."""
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
 def keeps_caller_state(fn: F) -> F:
     """For public functions that take a ``seed`` (and so call :func:`set_seed`): when ``fn`` returns or raises, the
     caller's Python, NumPy and torch (CPU, and CUDA if it was in use) RNG states are put back, and the param-store
@@ -105,19 +121,13 @@ def keeps_caller_state(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if getattr(_nesting, "depth", 0):
             return fn(*args, **kwargs)
-        python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         store = pyro.get_param_store().get_state()
         _nesting.depth = 1
         try:
-            return fn(*args, **kwargs)
+            with same_rng_states():
+                return fn(*args, **kwargs)
         finally:
             _nesting.depth = 0
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-            torch.set_rng_state(torch_state)
-            if cuda_states is not None:
-                torch.cuda.set_rng_state_all(cuda_states)
             now = pyro.get_param_store()
             gone = [name for name in store["params"] if name not in now]
             if gone:

@@ -68,17 +68,13 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
         raise PyrozooError(f"out: {out} is not a run directory (no config.toml and idata.nc) and is not empty; "
                            f"--overwrite only replaces run directories, so its files are left alone. Choose another "
                            f"--out or delete it yourself")
-    parent = out.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = existing_ancestor(out.absolute().parent)
     if not parent.is_dir():
         raise PyrozooError(f"out: {parent} is not a directory, so {out} cannot be created")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PyrozooError(f"out: no permission to create {out} under {parent}")
-    # os.access says yes to root everywhere, also on read-only or pseudo file systems (/sys, /proc, a read-only
-    # mount): create and remove one empty directory there, so that such a path fails now, not after the fit
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".pyrozoo-probe.", dir=parent))
+        probe_create(parent)
     except OSError as exc:
         raise PyrozooError(f"out: cannot create {out} under {parent} ({exc.strerror or exc})") from None
     return out
@@ -99,6 +95,20 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest ancestor that does (where missing folders would be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def probe_create(directory: Path) -> None:
+    """Create and remove one empty directory in ``directory``; raises ``OSError`` where that fails. ``os.access``
+    says yes to root everywhere, also on read-only or pseudo file systems (/sys, /proc, a read-only mount), so a
+    path there would fail only when the work is done and written."""
+    os.rmdir(tempfile.mkdtemp(prefix=".pyrozoo-probe.", dir=directory))
 
 
 def temp_sibling(out: Path) -> Path:
@@ -183,25 +193,28 @@ def replaced_atomically(dest: Path, *, what: str = "out") -> Iterator[Path]:
         raise
 
 
-def stale_temp_siblings(out: Path) -> list[Path]:
+def stale_temp_siblings(out: Path, *, files: bool = False) -> list[Path]:
     """The directories :func:`temp_sibling` made for ``out`` that are still there (a writer killed mid-write, or
-    one writing now: only a caller that holds ``out``, as a sweep under its lock, may take them all as stale)."""
+    one writing now: only a caller that holds ``out``, as a sweep under its lock, may take them all as stale);
+    with ``files``, the temporary files named the same way (a checkpoint's, written by one ``torch.save``)."""
     if not out.parent.is_dir():
         return []
-    return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if p.is_dir()]
+    kind = Path.is_file if files else Path.is_dir
+    return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if kind(p)]
 
 
-def stale_temporaries(out: Path) -> tuple[list[Path], list[Path]]:
+def stale_temporaries(out: Path, *, files: bool = False) -> tuple[list[Path], list[Path]]:
     """The temporaries that writers of ``out`` left behind, as ``(stale, unknown)``: ``stale`` those whose name
     (:func:`temp_sibling`) records a process of this host that is gone (killed while it wrote), ``unknown`` those
     that may still be written: another host's, or named as before temporaries recorded their writer
     (``.NAME.XXXXXXXX.tmp``). A live process's (this one's included) are in neither, and so is the temporary of
-    another name that the glob of :func:`stale_temp_siblings` also matches (``.NAME.x.*.tmp`` of ``NAME.x``)."""
+    another name that the glob of :func:`stale_temp_siblings` also matches (``.NAME.x.*.tmp`` of ``NAME.x``).
+    ``files``: temporary files instead of directories (:func:`stale_temp_siblings`)."""
     prefix = re.escape(f".{out.name}.")
     named = re.compile(prefix + r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.tmp")
     older = re.compile(prefix + r"[a-z0-9_]{8}\.tmp")  # tempfile's eight random characters
     stale, unknown = [], []
-    for path in stale_temp_siblings(out):
+    for path in stale_temp_siblings(out, files=files):
         m = named.fullmatch(path.name)
         if m is None:
             if older.fullmatch(path.name):

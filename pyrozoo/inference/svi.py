@@ -36,7 +36,7 @@ from pyrozoo.inference.checkpoint import (
     save_checkpoint,
     uses_scheduler,
 )
-from pyrozoo.inference.device import checked_device, keeps_caller_state, set_seed
+from pyrozoo.inference.device import checked_device, keeps_caller_state, same_rng_states, set_seed
 from pyrozoo.inference.guide_draws import draw_from_guide, guide_sites
 from pyrozoo.inference.predictive import (
     FixedParams,
@@ -356,14 +356,11 @@ def _model_at_guide(model: Callable, model_kwargs: Mapping[str, Any],
                     guide_trace: poutine.Trace) -> poutine.Trace | None:
     """The model traced at the guide's draws (``None`` if that fails), leaving every RNG as it was: a support that
     depends on another latent (``Uniform(0, tau)``) is the one the guide's ``tau`` gives, not a prior draw's."""
-    state = pyro.util.get_rng_state()
     try:
-        with poutine.block(), torch.no_grad():
+        with same_rng_states(), poutine.block(), torch.no_grad():
             return poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**model_kwargs)
     except Exception:  # noqa: BLE001 -- the steps will raise their own error; the check is skipped
         return None
-    finally:
-        pyro.util.set_rng_state(state)
 
 
 def check_guide_supports(proto: poutine.Trace, guide_trace: poutine.Trace) -> None:
