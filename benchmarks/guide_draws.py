@@ -14,6 +14,7 @@ import argparse
 import statistics
 import time
 
+import _peers
 import pandas as pd
 import pyro
 import pyro.distributions as dist
@@ -61,16 +62,17 @@ def seconds(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-samples", type=int, nargs="+", default=[1000, 10000],
+    parser.add_argument("--num-samples", type=_peers.int_at_least(1), nargs="+", default=[1000, 10000],
                         help="draws S (default 1000 10000)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is shown (default 3)")
+    parser.add_argument("--repeats", type=_peers.int_at_least(1), default=3,
+                        help="runs per figure; the median is shown (default 3)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--max-sequential", type=int, default=10000,
+    parser.add_argument("--max-sequential", type=_peers.int_at_least(0), default=10000,
                         help="skip the one-run-per-draw methods above this S (default 10000)")
     args = parser.parse_args()
+    device = _peers.check_device("--device", args.device, parser.error)  # before any work
     torch.set_num_threads(1)
     pyro.set_rng_seed(0)
-    device = torch.device(args.device)
     rows = []
     for name, guide, kwargs, names in cases(device):
         for num in args.num_samples:

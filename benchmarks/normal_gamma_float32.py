@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import _peers
 import numpy as np
 import pandas as pd
 import torch
@@ -27,9 +28,10 @@ from pyrozoo.sweep.report import to_markdown
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=200_000, help="observations (default 200,000)")
+    parser.add_argument("--n", type=_peers.int_at_least(2), default=200_000, help="observations (default 200,000)")
     parser.add_argument("--offset", type=float, default=1e4, help="the data's mean (default 1e4)")
-    parser.add_argument("--seeds", type=int, default=5, help="datasets, each with its own seed (default 5)")
+    parser.add_argument("--seeds", type=_peers.int_at_least(1), default=5,
+                        help="datasets, each with its own seed (default 5)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     entry = registry.get("normal-gamma")
