@@ -192,7 +192,7 @@ def run_mcmc(
         checked_device(device, model_kwargs, engine="run_mcmc")
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
     set_seed(seed)
-    proto = trace_model(model, model_kwargs, wrap_errors=True)
+    proto = trace_model(model, model_kwargs, wrap_errors=True, gradient_probe=True)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False,
                            model_kwargs=model_kwargs)
     check_has_latents(proto, engine=f"kernel={kernel!r}", drawn_only=True)

@@ -38,6 +38,7 @@ from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.inference.device import same_rng_states
 
 Model = Callable[..., Any]
 
@@ -76,30 +77,64 @@ def describe_kwargs(model_kwargs: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
-def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: bool = False) -> poutine.Trace:
+class _LatentsRequireGrad(Messenger):
+    """Hands the model each floating-point latent value as a leaf that requires grad, as SVI's and HMC's steps do."""
+
+    def _postprocess_message(self, msg: dict) -> None:
+        value = msg["value"]
+        if (msg["type"] == "sample" and not msg["is_observed"] and isinstance(value, torch.Tensor)
+                and value.is_floating_point()):
+            msg["value"] = value.detach().requires_grad_()
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The first line of an exception's message (Pyro appends a table of trace shapes), or where a bare ``assert``
+    failed."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if not first or first.startswith("Trace Shapes"):
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        first = f"(no message) at {frame.filename}:{frame.lineno}"
+    return f"{type(exc).__name__}: {first}"
+
+
+def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: bool = False,
+                gradient_probe: bool = False) -> poutine.Trace:
     """One trace of ``model(**model_kwargs)`` with log-probabilities filled in.
 
     ``wrap_errors`` (the engines' first trace, before any work): an exception the model raises (mismatched lengths,
     mixed float32/float64) becomes a :class:`PyrozooError` "model: tracing model(**model_kwargs) failed: <its
     message>; arguments: x (20, 3) float64, ...", the original chained; a ``PyrozooError`` the model raises itself
     passes unchanged; NumPy arrays among the arguments are named as the likely cause. Replays leave it off: their
-    fallbacks catch torch's own errors."""
+    fallbacks catch torch's own errors.
+
+    ``gradient_probe`` (with ``wrap_errors``; run_svi and run_mcmc, whose steps differentiate through the latents):
+    where NumPy arrays are among the arguments, the model is traced once more with its latents requiring grad, on
+    saved RNG states. ``w * x`` with ``x`` a NumPy array runs in a plain trace (torch hands the product back) but
+    fails with "Can't call numpy() on Tensor that requires grad" at the first SVI step or NUTS warm-up; this finds
+    it before any work. A model that converts its arguments itself (``torch.as_tensor(x)``) passes."""
     if not wrap_errors:
         return poutine.trace(model).get_trace(**model_kwargs)
+    arrays = [k for k, v in model_kwargs.items() if isinstance(v, np.ndarray)]
+    hint = (f"; {arrays} are NumPy arrays: pass torch tensors (torch.as_tensor on the model's device and dtype)"
+            if arrays else "")
     try:
-        return poutine.trace(model).get_trace(**model_kwargs)
+        trace = poutine.trace(model).get_trace(**model_kwargs)
     except PyrozooError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]  # Pyro appends a table of trace shapes
-        if not first or first.startswith("Trace Shapes"):  # a bare `assert`: where it failed instead
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            first = f"(no message) at {frame.filename}:{frame.lineno}"
-        arrays = [k for k, v in model_kwargs.items() if isinstance(v, np.ndarray)]
-        hint = (f"; {arrays} are NumPy arrays: pass torch tensors (torch.as_tensor on the model's device and dtype)"
-                if arrays else "")
-        raise PyrozooError(f"model: tracing model(**model_kwargs) failed: {type(exc).__name__}: {first}; arguments: "
+        raise PyrozooError(f"model: tracing model(**model_kwargs) failed: {_failure_text(exc)}; arguments: "
                            f"{describe_kwargs(model_kwargs)}{hint}") from exc
+    if gradient_probe and arrays:
+        try:
+            with same_rng_states():
+                poutine.trace(_LatentsRequireGrad()(model)).get_trace(**model_kwargs)
+        except PyrozooError:
+            raise
+        except Exception as exc:
+            raise PyrozooError(f"model: model(**model_kwargs) runs once, but fails when its latents carry gradients, "
+                               f"as in every SVI step and NUTS/HMC step: {_failure_text(exc)}; arguments: "
+                               f"{describe_kwargs(model_kwargs)}{hint}") from exc
+    return trace
 
 
 def max_plate_nesting(trace: poutine.Trace) -> int:

@@ -514,7 +514,7 @@ def run_svi(
         check_resume(checkpoint, state, settings, model_defaults=signature_defaults(model))
 
     set_seed(seed)
-    proto = trace_model(model, model_kwargs, wrap_errors=True)
+    proto = trace_model(model, model_kwargs, wrap_errors=True, gradient_probe=True)
     check_likelihood_sites(proto, custom_log_likelihood=log_likelihood_fn is not None, warn=False,
                            model_kwargs=model_kwargs)
     check_has_latents(proto, engine="run_svi")

@@ -329,3 +329,19 @@ def test_a_bare_assert_in_the_model_says_where_it_failed():
     with pytest.raises(PyrozooError, match=r"failed: AssertionError: \(no message\) at .*test_mcmc\.py:\d+; "
                                            r"arguments: y \(4,\) float32"):
         run_mcmc(asserting, {"y": torch.randn(4)}, num_samples=5, warmup_steps=5, progress=False)
+
+
+def test_a_numpy_argument_that_fails_only_under_gradients_is_refused_before_sampling(monkeypatch):
+    """``w * x`` with ``x`` a NumPy array runs in a plain trace but failed in the first warm-up step with torch's
+    "Can't call numpy() on Tensor that requires grad"."""
+    monkeypatch.setattr("pyrozoo.inference.mcmc.MCMC.run", lambda *a, **k: pytest.fail("sampled"))
+
+    def scaled(x, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", len(x)):
+            pyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+
+    x = np.linspace(-1, 1, 20).astype(np.float32)
+    with pytest.raises(PyrozooError, match=r"^model: model\(\*\*model_kwargs\) runs once, but fails when its latents "
+                                           r"carry gradients.*\['x'\] are NumPy arrays: pass torch tensors"):
+        run_mcmc(scaled, {"x": x, "y": torch.zeros(20)}, progress=False)

@@ -1004,3 +1004,31 @@ def test_a_guide_whose_site_bounds_follow_another_latent_is_accepted_whatever_th
 
     with pytest.raises(PyrozooError, match=r"guide: site 'x' is drawn from a Normal"):
         run_svi(bounded_model, wide_guide, {"y": y}, num_steps=3, num_samples=4, progress=False)
+
+
+def _scaled(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_id", len(x)):
+        pyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+
+
+def _converting(x, y=None):
+    return _scaled(torch.as_tensor(x, dtype=torch.float32), y)
+
+
+def test_a_numpy_argument_that_fails_only_under_gradients_is_refused_before_any_step(monkeypatch):
+    """``w * x`` with ``x`` a NumPy array runs in a plain trace but failed at the first step with torch's "Can't call
+    numpy() on Tensor that requires grad"; it is now refused before any step, naming x. A model that converts its
+    NumPy argument itself still runs, with the draws of the same fit on tensors (the probe keeps the RNG states)."""
+    x, y = np.linspace(-1, 1, 20).astype(np.float32), torch.linspace(-2, 2, 20)
+    with monkeypatch.context() as m:
+        m.setattr("pyrozoo.inference.svi.SVI.step", lambda *a, **k: pytest.fail("stepped"))
+        with pytest.raises(PyrozooError, match=r"^model: model\(\*\*model_kwargs\) runs once, but fails when its "
+                                               r"latents carry gradients.*requires grad.*; arguments: x NumPy \(20,\) "
+                                               r"float32, y \(20,\) float32; \['x'\] are NumPy arrays"):
+            run_svi(_scaled, AutoNormal(_scaled), {"x": x, "y": y}, num_steps=5, progress=False)
+    given_numpy = run_svi(_converting, AutoNormal(_converting), {"x": x, "y": y}, num_steps=20, num_samples=5,
+                          progress=False)
+    given_tensor = run_svi(_converting, AutoNormal(_converting), {"x": torch.as_tensor(x), "y": y}, num_steps=20,
+                           num_samples=5, progress=False)
+    assert torch.equal(torch.as_tensor(given_numpy.posterior["w"]), torch.as_tensor(given_tensor.posterior["w"]))
