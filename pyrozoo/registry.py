@@ -99,6 +99,9 @@ class ZooModel:
       enforces). For an option whose default is ``None``, a note beginning ``"default V; "`` (or just ``"default V"``)
       says the value it takes when not given: ``pyrozoo list`` shows V as its default and the rest as the condition
       (blr's ``a0``: ``"default 2.0; only with noise=0"``).
+    * ``canonical_options``: option -> a function giving the one spelling of a value the model accepts in several
+      (effect-curve's ``interactions = true`` is ``"linear"``, its default); a sweep's resume compares options
+      through it (:meth:`canonical`), so a run made with one spelling is the same run as one with the other.
     """
 
     name: str
@@ -122,6 +125,7 @@ class ZooModel:
     check_options: Callable[[RunConfig], None] | None = None
     option_notes: Mapping[str, str] = field(default_factory=dict)
     log_likelihood_size: Callable[[Dataset], int] | None = None
+    canonical_options: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.log_likelihood_size is not None and not callable(self.log_likelihood_size):
@@ -147,6 +151,10 @@ class ZooModel:
         options = tuple(self.options)
         for field_name in ("list_options", "text_options", "float_options"):
             self._names(f"{field_name} of {self.name}", getattr(self, field_name), options, "option")
+        self._names(f"canonical_options of {self.name}", tuple(self.canonical_options), options, "option")
+        if not all(callable(f) for f in self.canonical_options.values()):
+            raise PyrozooError(f"canonical_options of {self.name}: expected a dict of option -> function, got "
+                               f"{dict(self.canonical_options)!r}")
         sources = ("simulator", *(("file",) if self.from_file is not None else ()), *self.datasets)
         for field_name, keys, key_kind, values, value_kind, empty in (
                 ("settings", self.inferences, "inference", SETTINGS, "setting", True),
@@ -186,6 +194,18 @@ class ZooModel:
         if unknown:
             raise PyrozooError(f"{where}: unknown {kind}(s) {', '.join(map(repr, unknown))}; expected one of "
                                f"{', '.join(known) or '(none)'}")
+
+    def canonical(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with each value of :attr:`canonical_options` in its one spelling; a value its function
+        refuses is kept as it is (the model's own checks name it)."""
+        out = dict(options)
+        for key, spelling in self.canonical_options.items():
+            if key in out:
+                try:
+                    out[key] = spelling(out[key])
+                except PyrozooError:
+                    pass
+        return out
 
     def check_config(self, config: RunConfig, *, family: bool = True, source: str | None = None) -> RunConfig:
         """Validate ``config`` against this entry; fill the default inference. Raises before any work.

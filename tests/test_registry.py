@@ -252,3 +252,20 @@ def test_a_wall_time_metric_other_than_the_runs_is_refused_by_compute_metrics():
         entry.compute_metrics(result, None)
     assert _entry(metrics=lambda result, dataset: {"wall_time": result.wall_time}).compute_metrics(result, None) == {
         "wall_time": 0.25}
+
+
+def test_canonical_options_name_known_options_and_spell_values_once():
+    """An entry's canonical_options map an option's spellings to one value (sweep resume compares through it);
+    a slip in the table (an unknown option, a value that is not a function) is refused when the entry is built,
+    and a value the function refuses is kept for the model's own checks to name."""
+    from pyrozoo.causal.basis import interaction_kind
+
+    with pytest.raises(PyrozooError, match=r"canonical_options of normal-gamma: unknown option\(s\) 'mu1'"):
+        _entry(canonical_options={"mu1": float})
+    with pytest.raises(PyrozooError, match=r"canonical_options of normal-gamma: expected a dict of option -> "):
+        _entry(canonical_options={"mu0": 0.0})
+    entry = registry.get("effect-curve")
+    assert entry.canonical({"interactions": True, "n": 80}) == {"interactions": "linear", "n": 80}
+    assert entry.canonical({"interactions": "cubic"}) == {"interactions": "cubic"}
+    assert registry.get("plce").canonical({"interactions": False}) == {"interactions": "none"}
+    assert entry.canonical_options["interactions"] is interaction_kind

@@ -327,6 +327,7 @@ def effect_curve_entry() -> ZooModel:
         data_options={**{k: ("simulator",) for k in ("design", "n", "slope")},
                       **{k: ("file",) for k in ("outcome", "treatment", "controls")}},
         check_options=check_effect_curve_options,
+        canonical_options={"interactions": interaction_kind},  # true is "linear", false "none"
         tiny={"num_samples": 30, "warmup_steps": 20, "num_chains": 2, "steps": 20,
               "options": {"design": "heterogeneous", "n": 120, "n_folds": 2, "n_pseudo": 2, "n_knots": 4,
                           "n_knots_x": 3, "heterogeneity": "linear", "learner": "ridge"}},

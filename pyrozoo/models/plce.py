@@ -33,6 +33,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyrozoo.causal.basis import interaction_kind
 from pyrozoo.causal.plce import PLCE, reads_groups
 from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
@@ -536,5 +537,6 @@ def plce_entry() -> ZooModel:
                           "learner": "ridge"}},
         artifacts=plce_artifacts,
         check_options=_check_run_options,
+        canonical_options={"interactions": interaction_kind},  # true is "linear", false "none"
         description="Partially linear causal effect: cross-fitted spike-slab nuisances, HC3 + Bayesian final stage",
     )

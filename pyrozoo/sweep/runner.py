@@ -205,12 +205,12 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     # bools, tables and arrays
     data = {k: v for k, v in canonical_config(config).items() if k not in IGNORED_ON_RESUME}
     try:  # a model option left out is the option at its default (written out in one file, left out in the other)
-        defaults = registry.get(data["model"]).options
+        entry = registry.get(data["model"])
     except (KeyError, TypeError, PyrozooError):
-        defaults = {}
-    if defaults:
+        entry = None
+    if entry is not None and entry.options:
         given = data.get("options") if isinstance(data.get("options"), Mapping) else {}
-        data["options"] = {**{k: v for k, v in defaults.items() if v is not None}, **given}
+        data["options"] = entry.canonical({**{k: v for k, v in entry.options.items() if v is not None}, **given})
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 

@@ -859,3 +859,19 @@ def test_an_option_written_out_at_its_default_resumes_the_runs_that_left_it_out(
     assert again.outcomes == [] and again.skipped == 1
     with pytest.raises(PyrozooError, match=r"differs in options\.mu0 \(0\.0 -> 0\.5\)"):
         run_sweep(load_spec(write_spec(text(", mu0 = 0.5"), "changed.toml"), out=out), jobs=1)
+
+
+def test_an_option_in_another_spelling_of_the_same_value_resumes_its_runs(write_spec, tmp_path):
+    """A review: effect-curve's ``interactions = true`` (which the model reads as "linear", its default) was
+    refused on resume as "options.interactions ('linear' -> True)" against runs that had left it out. Options are
+    now compared in the entry's canonical spelling (ModelEntry.canonical_options); another value still differs."""
+    def text(extra: str = "") -> str:
+        return ('[sweep]\nname = "spelling"\nseeds = [0]\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+                f'[[models]]\nname = "effect-curve"\ninference = "em"\noptions = {{ n = 80{extra} }}\n')
+
+    out = tmp_path / "out"
+    assert run_sweep(load_spec(write_spec(text()), out=out), jobs=1).ok == 1
+    again = run_sweep(load_spec(write_spec(text(", interactions = true"), "spelt.toml"), out=out), jobs=1)
+    assert again.outcomes == [] and again.skipped == 1
+    with pytest.raises(PyrozooError, match=r"differs in options\.interactions \('linear' -> 'none'\)"):
+        run_sweep(load_spec(write_spec(text(", interactions = false"), "changed.toml"), out=out), jobs=1)
