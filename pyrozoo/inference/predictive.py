@@ -87,14 +87,22 @@ class _LatentsRequireGrad(Messenger):
             msg["value"] = value.detach().requires_grad_()
 
 
-def _failure_text(exc: BaseException) -> str:
-    """The first line of an exception's message (Pyro appends a table of trace shapes), or where a bare ``assert``
-    failed."""
+def describe_failure(exc: BaseException) -> str:
+    """``NotImplementedError: (no message) at FILE:LINE, at sample site 'L' (LKJCholesky)``: an exception's type and
+    the first line of its message (Pyro appends a table of trace shapes), or where it was raised when it has none
+    (a bare ``assert``, a distribution without a ``mean``), and the ``pyro.sample`` site it came from if any."""
     first = (str(exc).strip().splitlines() or [""])[0]
-    if not first or first.startswith("Trace Shapes"):
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        first = f"(no message) at {frame.filename}:{frame.lineno}"
-    return f"{type(exc).__name__}: {first}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if (not first or first.startswith("Trace Shapes")) and frames:
+        first = f"(no message) at {frames[-1].filename}:{frames[-1].lineno}"
+    site = None
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost pyro.sample call on the way to the error names its site
+        if tb.tb_frame.f_code is pyro.primitives.sample.__code__:
+            site = tb.tb_frame.f_locals.get("name"), type(tb.tb_frame.f_locals.get("fn")).__name__
+        tb = tb.tb_next
+    where = f", at sample site {site[0]!r} ({site[1]})" if site and isinstance(site[0], str) else ""
+    return f"{type(exc).__name__}: {first}{where}"
 
 
 def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: bool = False,
@@ -122,7 +130,7 @@ def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: b
     except PyrozooError:
         raise
     except Exception as exc:
-        raise PyrozooError(f"model: tracing model(**model_kwargs) failed: {_failure_text(exc)}; arguments: "
+        raise PyrozooError(f"model: tracing model(**model_kwargs) failed: {describe_failure(exc)}; arguments: "
                            f"{describe_kwargs(model_kwargs)}{hint}") from exc
     if gradient_probe and arrays:
         try:
@@ -132,7 +140,7 @@ def trace_model(model: Model, model_kwargs: Mapping[str, Any], *, wrap_errors: b
             raise
         except Exception as exc:
             raise PyrozooError(f"model: model(**model_kwargs) runs once, but fails when its latents carry gradients, "
-                               f"as in every SVI step and NUTS/HMC step: {_failure_text(exc)}; arguments: "
+                               f"as in every SVI step and NUTS/HMC step: {describe_failure(exc)}; arguments: "
                                f"{describe_kwargs(model_kwargs)}{hint}") from exc
     return trace
 

@@ -44,6 +44,8 @@ from pyrozoo.inference.predictive import (
     check_likelihood_sites,
     check_model_kwargs,
     check_posterior_sites,
+    describe_failure,
+    describe_kwargs,
     device_of,
     drawn_sites,
     enumerated_posterior_draws,
@@ -536,8 +538,14 @@ def run_svi(
 
     # Set the guide up (it may draw initial values) before any RNG state is restored, and check that it draws every
     # latent site of the model (TraceEnum_ELBO sums enumerated ones out: latent_sites leaves them out).
-    with poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
+    try:
+        with poutine.block(), torch.no_grad():
+            guide_trace = poutine.trace(guide).get_trace(**model_kwargs)
+    except PyrozooError:
+        raise
+    except Exception as exc:  # e.g. AutoHierarchicalNormalMessenger reads prior.mean, which LKJCholesky lacks
+        raise PyrozooError(f"guide: tracing guide(**model_kwargs) failed before any step: {describe_failure(exc)}; "
+                           f"arguments: {describe_kwargs(model_kwargs)}") from exc
     check_posterior_sites(proto, guide_sites(guide_trace), what="guide")
     at_guide = _model_at_guide(model, model_kwargs, guide_trace)
     if at_guide is not None:

@@ -187,14 +187,17 @@ def test_a_bad_row_met_by_a_later_minibatch_is_not_blamed_on_the_learning_rate_a
 
 
 def test_an_invalid_parameter_before_any_step_is_not_called_a_divergence():
-    """No update has been made before the first step: an invalid distribution there is the model's own error."""
+    """No update has been made before the first step: an invalid distribution there is the guide's own error (named
+    as the guide's first trace failing, with torch's ValueError chained), not a divergence."""
     def bad_guide(x=None, n=20):
         pyro.sample("loc", dist.Normal(0.0, torch.tensor(-1.0)))
         pyro.sample("scale", dist.LogNormal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="Expected parameter scale") as info:
+    with pytest.raises(PyrozooError, match=r"^guide: tracing guide\(\*\*model_kwargs\) failed before any step: "
+                                           r"ValueError: Expected parameter scale .*; arguments: x \(20,\) float32$") \
+            as info:
         run_svi(model, bad_guide, {"x": X}, num_steps=3, progress=False, num_samples=5)
-    assert not isinstance(info.value, PyrozooError)
+    assert "diverge" not in str(info.value) and isinstance(info.value.__cause__, ValueError)
 
 
 # ------------------------------------------------------------------ a guide that misses a latent, before training
@@ -1006,14 +1009,14 @@ def test_a_guide_whose_site_bounds_follow_another_latent_is_accepted_whatever_th
         run_svi(bounded_model, wide_guide, {"y": y}, num_steps=3, num_samples=4, progress=False)
 
 
-def _scaled(x, y=None):
+def _times_x(x, y=None):
     w = pyro.sample("w", dist.Normal(0.0, 1.0))
     with pyro.plate("obs_id", len(x)):
         pyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
 
 
 def _converting(x, y=None):
-    return _scaled(torch.as_tensor(x, dtype=torch.float32), y)
+    return _times_x(torch.as_tensor(x, dtype=torch.float32), y)
 
 
 def test_a_numpy_argument_that_fails_only_under_gradients_is_refused_before_any_step(monkeypatch):
@@ -1026,9 +1029,29 @@ def test_a_numpy_argument_that_fails_only_under_gradients_is_refused_before_any_
         with pytest.raises(PyrozooError, match=r"^model: model\(\*\*model_kwargs\) runs once, but fails when its "
                                                r"latents carry gradients.*requires grad.*; arguments: x NumPy \(20,\) "
                                                r"float32, y \(20,\) float32; \['x'\] are NumPy arrays"):
-            run_svi(_scaled, AutoNormal(_scaled), {"x": x, "y": y}, num_steps=5, progress=False)
+            run_svi(_times_x, AutoNormal(_times_x), {"x": x, "y": y}, num_steps=5, progress=False)
     given_numpy = run_svi(_converting, AutoNormal(_converting), {"x": x, "y": y}, num_steps=20, num_samples=5,
                           progress=False)
     given_tensor = run_svi(_converting, AutoNormal(_converting), {"x": torch.as_tensor(x), "y": y}, num_steps=20,
                            num_samples=5, progress=False)
     assert torch.equal(torch.as_tensor(given_numpy.posterior["w"]), torch.as_tensor(given_tensor.posterior["w"]))
+
+
+def test_a_guide_failing_on_its_first_trace_is_named_with_its_site_before_any_step(monkeypatch):
+    """AutoHierarchicalNormalMessenger centres each site at its prior's mean, which LKJCholesky lacks: run_svi
+    raised torch's bare NotImplementedError followed by Pyro's empty trace table. It is now a PyrozooError naming the
+    guide, where torch raised it and the sample site."""
+    from pyro.infer.autoguide import AutoHierarchicalNormalMessenger
+
+    def correlated(y=None):
+        corr = pyro.sample("L", dist.LKJCholesky(2, 1.0))
+        with pyro.plate("obs_id", len(y)):
+            pyro.sample("y", dist.Normal(corr[1, 0], 1.0), obs=y)
+
+    monkeypatch.setattr("pyrozoo.inference.svi.SVI.step", lambda *a, **k: pytest.fail("stepped"))
+    with pytest.raises(PyrozooError, match=r"^guide: tracing guide\(\*\*model_kwargs\) failed before any step: "
+                                           r"NotImplementedError: \(no message\) at .*distribution\.py:\d+, at sample "
+                                           r"site 'L' \(LKJCholesky\); arguments: y \(10,\) float32$") as info:
+        run_svi(correlated, AutoHierarchicalNormalMessenger(correlated), {"y": torch.zeros(10)}, num_steps=5,
+                progress=False)
+    assert isinstance(info.value.__cause__, NotImplementedError)
