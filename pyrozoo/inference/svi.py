@@ -514,6 +514,9 @@ def run_svi(
         check_choice("optimizer", optimizer, OPTIMIZERS)
         state = load_checkpoint(checkpoint)
         check_resume(checkpoint, state, settings, model_defaults=signature_defaults(model))
+        stored_name = dict(dict(state.get("extra", {})).get("settings") or {}).get("model_name")
+        if not model_name and isinstance(stored_name, str) and stored_name:  # the run's label carries on
+            model_name = settings["model_name"] = stored_name
 
     set_seed(seed)
     proto = trace_model(model, model_kwargs, wrap_errors=True, gradient_probe=True)

@@ -404,3 +404,16 @@ def test_a_checkpoint_path_that_is_a_loop_of_symbolic_links_says_so(tmp_path):
             run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=tmp_path / "loop1", **FIT,
                     **extra)
     assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
+
+
+def test_a_resume_without_a_model_name_keeps_the_stored_one(tmp_path):
+    """A resume that gave no model_name wrote its checkpoint without the stored one, so a later resume as another
+    model passed the check. The stored name now carries on, into the checkpoint and the result's attrs."""
+    ckpt = tmp_path / "svi.ckpt"
+    run_svi(model, AutoNormal(model), {"x": X}, num_steps=10, checkpoint=ckpt, model_name="m-a", **FIT)
+    res = run_svi(model, AutoNormal(model), {"x": X}, num_steps=20, checkpoint=ckpt, resume=True, **FIT)
+    assert torch.load(ckpt, weights_only=False)["extra"]["settings"]["model_name"] == "m-a"
+    assert res.to_inference_data().attrs["model"] == "m-a"
+    with pytest.raises(PyrozooError, match=r"model_name 'm-a' -> 'other'"):
+        run_svi(model, AutoNormal(model), {"x": X}, num_steps=30, checkpoint=ckpt, resume=True, model_name="other",
+                **FIT)
