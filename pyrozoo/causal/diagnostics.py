@@ -8,8 +8,10 @@ Positivity. With v_hat_{i,s} the out-of-fold treatment residual of unit i in spl
 which lies in [1, S]. A unit whose treatment is predictable (Var(t | x) near 0) has residuals that are near zero in
 most splits and large only when its neighbourhood is thin in the training folds: a kurtosis near S.
 
-Sensitivity. For the coefficient's t statistic t_hat with df residual degrees of freedom, the partial R^2 of the
-treatment with the outcome is R^2_{Y~D|X} = t_hat^2 / (t_hat^2 + df); the robustness value for reducing the effect
+Sensitivity. For the coefficient's classical (homoskedastic OLS) t statistic t_hat with df residual degrees of
+freedom, the partial R^2 of the treatment with the outcome is R^2_{Y~D|X} = t_hat^2 / (t_hat^2 + df); the identity
+holds for the classical t only (a heteroskedasticity-robust t gives another number, not the partial R^2), so
+every formula below takes the classical t, as R's sensemakr does. The robustness value for reducing the effect
 by 100 q % is RV_q = (sqrt(f_q^4 + 4 f_q^2) - f_q^2) / 2 with f_q = q |t_hat| / sqrt(df). The version that keeps
 the (1 - alpha) interval from covering (1 - q) theta, with f* = t*_{alpha, df-1} / sqrt(df - 1), is
 
@@ -107,6 +109,7 @@ def plot_positivity(kappa: np.ndarray, t_hat: np.ndarray, t: np.ndarray, path: s
 def robustness_value(t_stat: float, df: int, *, q: float = 1.0, alpha: float | None = None) -> float:
     """Cinelli & Hazlett's RV_q (``alpha=None``) or RV_{q,alpha}: the partial R^2 a confounder needs with both the
     treatment and the outcome to reduce the estimate by 100 q % (or make it insignificant at level alpha).
+    ``t_stat`` is the coefficient's classical (homoskedastic OLS) t statistic.
 
     With f_q = q |t_stat| / sqrt(df): RV_q = (sqrt(f_q^4 + 4 f_q^2) - f_q^2) / 2. With f* = t*_{alpha, df-1} /
     sqrt(df - 1): RV_{q,alpha} = 0 if f_q <= f*, the same expression in f = f_q - f* if f* < f_q < 1 / f*, and
@@ -140,7 +143,9 @@ def check_sensitivity_options(df: Any, q: Any, alpha: Any) -> None:
 
 def sensitivity(estimate: float, std_err: float, df: int, *, q: float = 1.0, alpha: float = 0.05) -> dict[str, Any]:
     """Partial R^2 of the treatment with the outcome, t_hat^2 / (t_hat^2 + df) with t_hat = estimate / std_err, and
-    RV_q and RV_{q,alpha} (:func:`robustness_value`) for a coefficient and its SE."""
+    RV_q and RV_{q,alpha} (:func:`robustness_value`) for a linear-regression coefficient and its classical
+    (homoskedastic) SE, sqrt(sigma_hat^2 [(X'X)^-1]_jj) with sigma_hat^2 = RSS / df: with a robust (HC) SE the
+    results are not the partial R^2 and robustness values (see the module docstring)."""
     check_sensitivity_options(df, q, alpha)
     check_probability("alpha", alpha, open_interval=True)  # None too: this function always reports RV_{q,alpha}
     check_real("estimate", estimate)

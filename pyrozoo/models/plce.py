@@ -482,7 +482,9 @@ def fit_final_stage(dataset: Dataset, config: RunConfig) -> Result:
 def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     """Sandwich estimate and SE (partialling out and feasible model; the SE under ``se_hc3`` or, with
     ``se_type="cluster"``, ``se_cluster``, and the feasible model's of the same type under ``se_feasible``),
-    posterior mean/sd and 95% interval of theta, the closed-form reference, diagnostics, the error against the truth
+    posterior mean/sd and 95% interval of theta, the closed-form reference, diagnostics (the sensitivity figures
+    ``partial_r2``, ``rv_q``, ``rv_q_alpha`` from the classical t ``sensitivity_t_stat`` of the final-stage
+    regression, median over splits: :meth:`PLCE.sensitivity`), the error against the truth
     when simulated, and (from a file or a dataset) ``controls``, the columns adjusted for."""
     est: PLCE = dataset.meta["plce"]
     lo, hi = est.ci_
@@ -497,6 +499,7 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
            "posterior_q2.5": float(np.quantile(draws, 0.025)), "posterior_q97.5": float(np.quantile(draws, 0.975)),
            "reference_mean": ref["theta_mean"], "reference_sd": ref["theta_sd"], "n": est.n_,
            "rv_q": sens["rv_q"], "rv_q_alpha": sens["rv_q_alpha"], "partial_r2": sens["partial_r2_treatment"],
+           "sensitivity_t_stat": sens["t_stat"],
            **{k: v for k, v in pos.items()}}
     if est.bandwidth_ is not None:
         out["bandwidth"] = est.bandwidth_

@@ -120,8 +120,11 @@ def test_plce_sensitivity_checks_alpha_and_q_like_the_constructor():
     with pytest.raises(PyrozooError, match=re.escape("alpha: expected a number in (0, 1), got 1.5")):
         PLCE(alpha=1.5).fit(y, t, X)
     assert est.sensitivity()["alpha"] == 0.1
+    ry, rt = est.y_resid_[0], est.t_resid_[0]  # the classical t of ry ~ rt (the one split), as sensemakr's
+    b = rt @ ry / (rt @ rt)
+    t_classical = b / np.sqrt(((ry - b * rt) ** 2).sum() / (est.n_ - 1) / (rt @ rt))
     assert est.sensitivity(alpha=0.05)["rv_q_alpha"] == pytest.approx(
-        _rv_by_root_finding(est.theta_ / est.se_, est.n_ - 1, 1.0, 0.05), abs=1e-9)
+        _rv_by_root_finding(t_classical, est.n_ - 1, 1.0, 0.05), abs=1e-9)
 
 
 # ---------------------------------------------------------------- positivity with one split

@@ -1400,3 +1400,53 @@ def test_a_refit_to_the_training_mean_warns_and_is_counted():
     assert sum("training mean" in str(w.message) for w in caught) == 1
     assert est.refit_mean_folds_ == 1 and est.refit_penalized_controls_folds_ == 0
     assert est.summary().attrs["refit_mean_folds"] == 1
+
+
+def test_sensitivity_uses_the_classical_t_of_each_split_and_the_median():
+    """partial R^2 = t^2 / (t^2 + df) and the robustness values hold for the classical OLS t only; they were computed
+    from the HC3 t (theta / se), which gave 0.04 where the regression's partial R^2 was 0.31. Now, per split, the
+    weighted regression ry ~ rt (no intercept, df = n - 1) by hand, then the median over the splits."""
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    n = 300
+    X = rng.standard_normal((n, 3))
+    t = X[:, 0] + (0.3 + np.abs(X[:, 1])) * rng.standard_normal(n)
+    y = 2 * t * (1 + 0.5 * X[:, 2]) + X[:, 0] + (0.5 + X[:, 1] ** 2) * rng.standard_normal(n)
+    est = PLCE(fast_learner(), basis="linear", n_folds=3, n_repeats=3,
+               treatment_model="heteroskedastic").fit(y, t, X)
+    df = n - 1
+    f_crit = stats.t.ppf(0.975, df - 1) / np.sqrt(df - 1)
+    r2s, ts, rvs, rvas = [], [], [], []
+    for r in range(3):
+        ry, rt, w = est.y_resid_[r], est.t_resid_[r], est.weights_[r]
+        b = (w * rt * ry).sum() / (w * rt**2).sum()
+        rss = (w * (ry - b * rt) ** 2).sum()
+        r2s.append(1 - rss / (w * ry**2).sum())  # the regression's own (uncentred) partial R^2
+        ts.append(b / np.sqrt(rss / df / (w * rt**2).sum()))
+        f = abs(ts[-1]) / np.sqrt(df)
+        rvs.append(0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2))
+        fa = f - f_crit
+        assert 0 < fa and f < 1 / f_crit  # the middle branch of RV_{q,alpha}
+        rvas.append(0.5 * (np.sqrt(fa**4 + 4 * fa**2) - fa**2))
+    s = est.sensitivity()
+    assert s["partial_r2_treatment"] == pytest.approx(np.median(r2s), rel=1e-10)
+    assert s["t_stat"] == pytest.approx(np.median(ts), rel=1e-10)
+    assert s["rv_q"] == pytest.approx(np.median(rvs), rel=1e-10)
+    assert s["rv_q_alpha"] == pytest.approx(np.median(rvas), rel=1e-10)
+    assert s["df"] == df and s["n_splits"] == 3
+    # the HC3 t differs by more than a third here: the old figures were far off
+    assert abs(est.theta_ / est.se_) < 0.67 * abs(s["t_stat"])
+
+
+def test_sensitivity_matches_sensemakr_on_a_hand_computed_case():
+    """sensemakr's robustness_value(t_statistic = 5, dof = 102) is 0.387467 (as tipr's r_value(0.5, 0.1, 102)
+    documents); partial R^2 = 25 / 127; RV_{1,0.05} by hand with f = 5 / sqrt(102) - t*_{0.05,101} / sqrt(101)."""
+    from scipy import stats
+
+    s = sensitivity(0.5, 0.1, 102)
+    assert s["rv_q"] == pytest.approx(0.387467, abs=1e-6)
+    assert s["partial_r2_treatment"] == pytest.approx(25 / 127, rel=1e-12)
+    f = 5 / np.sqrt(102) - stats.t.ppf(0.975, 101) / np.sqrt(101)
+    assert s["rv_q_alpha"] == pytest.approx(0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2), rel=1e-12)
+    assert s["rv_q_alpha"] == pytest.approx(0.25665, abs=1e-5)
