@@ -442,7 +442,9 @@ class PLCE(BaseEstimator):
     n_knots, degree, interactions: settings of the spline basis.
     n_folds, n_repeats: K folds, R random splits.
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
-        weight by its inverse; continuous or binary treatment). ``variance_learner``: learner of v_hat^2 on the
+        weight by its inverse; continuous or binary treatment: any two-valued treatment, coded a < b, gets
+        Var(t | x) = (b - a)^2 p (1 - p) with p = (g_hat - a) / (b - a), and theta is per unit of t as given, so
+        0/10 coding gives the 0/1 theta / 10). ``variance_learner``: learner of v_hat^2 on the
         nuisance design; default OLS on White's regressors (covariates, squares, cross products).
         ``weight_uncertainty`` (default True): with that default variance model and a continuous treatment, the SE
         carries the noise of the estimated weights (stacked estimating equations, see :func:`wls_hc3`); under
@@ -738,7 +740,12 @@ class PLCE(BaseEstimator):
                           f"rows avoid this)", UserWarning, stacklevel=3)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
-        self.binary_treatment_ = bool(np.isin(np.unique(t), (0.0, 1.0)).all())
+        # any two-valued treatment is binary, whatever its coding (a, b): p = (g_hat - a) / (b - a) is the propensity
+        # of b and Var(t | x) = (b - a)^2 p (1 - p); only 0/1 was recognised, so 1/2, 0/10 or -1/1 silently got the
+        # continuous variance model and another estimate (2.014 instead of 2.086 per treated-vs-control contrast)
+        levels = np.unique(t)
+        self.binary_treatment_ = levels.size == 2
+        t_lo, t_span = (float(levels[0]), float(levels[1] - levels[0])) if self.binary_treatment_ else (0.0, 1.0)
         weight_models: list[WeightModel] | None = None
         if self.treatment_model == "heteroskedastic":
             if self.variance_learner is None:
@@ -749,8 +756,10 @@ class PLCE(BaseEstimator):
                 v_learner, v_design = LinearRegression(), white_features(X)
             else:
                 v_learner, v_design = self.variance_learner, design
-            s2, raw = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_, t_hat=g_hat,
-                                         return_raw=True, clip_to_train=self.clip_to_train)
+            s2, raw = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_,
+                                         t_hat=(g_hat - t_lo) / t_span, return_raw=True,
+                                         clip_to_train=self.clip_to_train)
+            s2 = s2 * t_span**2  # in the treatment's own units (the binary p(1 - p) is for the 0/1 coding)
             w = 1.0 / s2
             w = w / w.mean(axis=1, keepdims=True)
             if self.weight_uncertainty and raw is not None and self.variance_learner is None:

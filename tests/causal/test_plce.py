@@ -1450,3 +1450,25 @@ def test_sensitivity_matches_sensemakr_on_a_hand_computed_case():
     f = 5 / np.sqrt(102) - stats.t.ppf(0.975, 101) / np.sqrt(101)
     assert s["rv_q_alpha"] == pytest.approx(0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2), rel=1e-12)
     assert s["rv_q_alpha"] == pytest.approx(0.25665, abs=1e-5)
+
+
+def test_any_two_valued_treatment_gets_the_binary_model_and_theta_per_unit_of_its_coding():
+    """Only a 0/1 treatment was recognised as binary: coded 1/2, 0/10 or -1/1 it silently got the continuous variance
+    model (estimate 2.014 instead of 2.086 per treated-vs-control contrast). Now any two-valued treatment gets
+    Var(t | x) = (b - a)^2 p (1 - p), and theta is per unit of t as coded: the 0/1 theta / (b - a), SE likewise."""
+    rng = np.random.default_rng(5)
+    n = 300
+    X = rng.standard_normal((n, 3))
+    t01 = (rng.uniform(size=n) < 1 / (1 + np.exp(-X[:, 0]))).astype(float)
+    y = 2 * t01 * (1 + 0.5 * X[:, 1]) + X[:, 0] + 0.5 * X[:, 1] ** 2 + rng.standard_normal(n)
+    fits = {}
+    for a, b in ((0, 1), (1, 2), (0, 10), (-1, 1)):
+        est = PLCE(fast_learner(), basis="linear", n_folds=3, n_repeats=2,
+                   treatment_model="heteroskedastic").fit(y, a + (b - a) * t01, X)
+        assert est.binary_treatment_
+        fits[a, b] = est
+    ref = fits[0, 1]
+    for (a, b), est in fits.items():
+        assert est.theta_ * (b - a) == pytest.approx(ref.theta_, rel=1e-8)
+        assert est.se_ * (b - a) == pytest.approx(ref.se_, rel=1e-8)
+        np.testing.assert_allclose(est.treatment_variance_, (b - a) ** 2 * ref.treatment_variance_, rtol=1e-8)
