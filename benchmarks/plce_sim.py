@@ -11,7 +11,9 @@ on the spline + quadratic-interaction basis, heteroskedastic treatment model, ra
 group ids, learned interference. Peers: OLS of y on t and the five covariates (HC3); DoubleML PLR with LassoCV on
 the same basis as PLCE (3-fold CV over 30 penalties), and with random forests (100 trees, leaves >= 5, 3 features
 per split) on the raw covariates. Every method uses 5 folds and ``--n-repeats`` random splits per estimate (default
-1); with R > 1 the PLCE rows are DoubleML's median aggregate and "PLCE, split 1" rows its first split alone.
+1); with R > 1 the PLCE rows are the median aggregate of Chernozhukov et al. (2018), se^2 = median(V_r + (theta_r -
+theta)^2), and "PLCE, split 1" rows its first split alone; DoubleML (0.11.4) aggregates its own SE otherwise, as
+(median(theta_r + 1.96 se_r) - theta) / 1.96, so at R > 1 the two SEs come from different aggregations.
 DoubleML comes with the bench extra (``pip install -e ".[bench]"``); without it the DoubleML methods are left out
 of ``--methods`` and a note says so.
 """

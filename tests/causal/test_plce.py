@@ -1472,3 +1472,19 @@ def test_any_two_valued_treatment_gets_the_binary_model_and_theta_per_unit_of_it
         assert est.theta_ * (b - a) == pytest.approx(ref.theta_, rel=1e-8)
         assert est.se_ * (b - a) == pytest.approx(ref.se_, rel=1e-8)
         np.testing.assert_allclose(est.treatment_variance_, (b - a) ** 2 * ref.treatment_variance_, rtol=1e-8)
+
+
+def test_split_aggregation_is_chernozhukov_median_rule_not_current_doublemls():
+    """The docs said splits are aggregated "as DoubleML does"; PLCE uses se^2 = median_r(V_r + (theta_r - theta)^2)
+    (Chernozhukov et al. 2018), while DoubleML 0.11 takes se = (median_r(theta_r + 1.96 se_r) - theta) / 1.96. The
+    two agree for one split and differ for several (the docs now say so)."""
+    th, se = np.array([1.0, 1.4, 0.7, 1.1, 2.0]), np.array([0.2, 0.5, 0.1, 0.3, 0.25])
+    theta, s = aggregate_splits(th, se**2)
+    assert theta == 1.1 and s == pytest.approx(np.sqrt(np.median(se**2 + (th - 1.1) ** 2)), rel=1e-12)
+    dml_se = (np.median(th + 1.96 * se) - 1.1) / 1.96
+    assert abs(s - dml_se) > 0.05
+    est = pytest.importorskip("doubleml.utils._estimation")
+    _, dml_ses = est._aggregate_coefs_and_ses(th[None, :], se[None, :])
+    assert dml_ses[0] == pytest.approx(dml_se, rel=1e-12)
+    _, one = est._aggregate_coefs_and_ses(th[None, :1], se[None, :1])
+    assert one[0] == pytest.approx(aggregate_splits(th[:1], se[:1] ** 2)[1], rel=1e-12)
