@@ -294,8 +294,10 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     columns the selections kept (at n = 40, 10 covariates: one to three, often none, so the training mean) and
     the estimate near the unadjusted slope of y on t. Only without controls does a fold with nothing selected
     (and no ``groups``) predict the training mean.
-    Returns the new predictions, the share of (repeat, fold) cells refitted and the counts of refitted cells
-    ``{"training_mean": ..., "penalized_controls": ...}`` (a refit to the training mean; controls penalized).
+    Returns the new predictions, the share of (repeat, fold) cells refitted and the counts of cells
+    ``{"training_mean": ..., "penalized_controls": ..., "union_too_large": ...}`` (refitted to the training mean;
+    refitted with the controls penalized; not refitted because the union alone exceeds ``max_fraction`` x
+    (training rows), so neither the refit nor the controls apply there).
     Needs ``keep_learners=True``."""
     from sklearn.linear_model import LinearRegression, RidgeCV
 
@@ -308,7 +310,7 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
     n_controls = 0 if controls is None else controls.shape[1]
     if n_controls:
         design = np.concatenate([controls, design], axis=1)
-    done, n_mean, n_penalized = 0, 0, 0
+    done, n_mean, n_penalized, n_too_large = 0, 0, 0, 0
     R, K = cf.folds.shape[0], cf.n_folds
     sw_all = None if sample_weight is None else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64),
                                                                  cf.folds.shape)
@@ -317,7 +319,10 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
             sy, st = _selection(cf.learners["y"][r][k]), _selection(cf.learners["t"][r][k])
             test = cf.folds[r] == k
             train = ~test
-            if sy is None or st is None or (sy | st).sum() > max_fraction * train.sum():
+            if sy is None or st is None:
+                continue
+            if (sy | st).sum() > max_fraction * train.sum():  # no refit (nor controls): the learner's predictions
+                n_too_large += 1
                 continue
             union = n_controls + np.flatnonzero(sy | st)
             ctrl = np.arange(n_controls)
@@ -350,7 +355,7 @@ def union_refit(cf: CrossFitPredictions, design: np.ndarray, y: np.ndarray, t: n
                     continue  # nothing selected: keep the learner's random-intercept fit
             n_mean += int(not len(cols) and groups is None)
             done += 1
-    counts = {"training_mean": n_mean, "penalized_controls": n_penalized}
+    counts = {"training_mean": n_mean, "penalized_controls": n_penalized, "union_too_large": n_too_large}
     return CrossFitPredictions(preds, cf.folds, {}), done / (R * K), counts
 
 
@@ -485,7 +490,9 @@ class PLCE(BaseEstimator):
         at n = 40 with 10 covariates left the unadjusted slope of y on t (z up to 3.4 from the truth, 5.8 with 60).
         Fitted counts: ``refit_share_`` (share of fold fits refitted), ``refit_penalized_controls_folds_`` (fold
         fits with the covariates penalized) and ``refit_mean_folds_`` (fold fits whose refit is the training mean:
-        nothing selected and ``linear_controls=False``; warns too); ``summary().attrs`` repeats them.
+        nothing selected and ``linear_controls=False``; warns too) and ``refit_skipped_folds_`` (fold fits not
+        refitted at all because the selected union alone exceeds ``max_refit_fraction`` x (training rows), so
+        neither the refit nor the linear controls apply; warns too); ``summary().attrs`` repeats them.
     weighted_nuisances (default False; heteroskedastic model with a refit): refit both nuisances a second time on
         the union with the final stage's weights 1 / s2_hat (weighted ridge and BLUPs). Removes the positive bias
         from nuisance noise shared by the two fits under heterogeneous effects (combined design: +0.16 -> +0.03 with
@@ -719,7 +726,7 @@ class PLCE(BaseEstimator):
         cf_learned = crossfit_predict(learner, design, {"y": y, "t": t}, folds=folds, row_kwargs=row_kwargs,
                                       keep_learners=self.refit != "none", clip_to_train=self.clip_to_train)
         cf, self.refit_share_ = cf_learned, 0.0
-        refit_counts = {"training_mean": 0, "penalized_controls": 0}
+        refit_counts = {"training_mean": 0, "penalized_controls": 0, "union_too_large": 0}
         if self.refit != "none":
             refit_args = (cf_learned, design, y, t, groups if use_re else None)
             refit_kw = {"max_fraction": self.max_refit_fraction, "ridge": self.refit == "union",
@@ -728,6 +735,7 @@ class PLCE(BaseEstimator):
             cf, self.refit_share_, refit_counts = union_refit(*refit_args, **refit_kw)
         self.refit_mean_folds_ = refit_counts["training_mean"]
         self.refit_penalized_controls_folds_ = refit_counts["penalized_controls"]
+        self.refit_skipped_folds_ = refit_counts["union_too_large"]
         n_cells = folds.shape[0] * self.n_folds
         if self.refit_mean_folds_:
             warnings.warn(f"PLCE: in {self.refit_mean_folds_} of {n_cells} fold fits (n_folds x n_repeats) the "
@@ -742,6 +750,14 @@ class PLCE(BaseEstimator):
                           f"entered the refit penalized (ridge) instead of as unpenalized linear controls; their "
                           f"adjustment is shrunk and the estimate may keep some confounding (fewer covariates or more "
                           f"rows avoid this)", UserWarning, stacklevel=3)
+        if self.refit_skipped_folds_:
+            warnings.warn(f"PLCE: in {self.refit_skipped_folds_} of {n_cells} fold fits (n_folds x n_repeats) the "
+                          f"columns the learners selected for E[y | x] and E[t | x] exceed max_refit_fraction "
+                          f"({self.max_refit_fraction:g}) x the training rows, so those folds were not refitted and "
+                          f"kept the learner's predictions, without the union refit"
+                          + (" and without the linear controls" if self.linear_controls else "")
+                          + "; the estimate there may keep the bias the refit removes (more rows, fewer covariates or "
+                          "basis columns, or a larger max_refit_fraction)", UserWarning, stacklevel=3)
         m_hat, g_hat = cf.predictions["y"], cf.predictions["t"]
         ry, rt = y[None, :] - m_hat, t[None, :] - g_hat
         # any two-valued treatment is binary, whatever its coding (a, b): p = (g_hat - a) / (b - a) is the propensity
@@ -837,7 +853,8 @@ class PLCE(BaseEstimator):
                          treatment_model=self.treatment_model, random_effects=self.random_effects_,
                          interference=self.interference, bandwidth=self.bandwidth_, refit_share=self.refit_share_,
                          refit_mean_folds=self.refit_mean_folds_,
-                         refit_penalized_controls_folds=self.refit_penalized_controls_folds_)
+                         refit_penalized_controls_folds=self.refit_penalized_controls_folds_,
+                         refit_skipped_folds=self.refit_skipped_folds_)
         return out
 
     def positivity(self) -> tuple[np.ndarray, dict[str, float]]:

@@ -354,7 +354,7 @@ def test_union_refit_forces_controls_in_penalized_when_they_exceed_the_refit_siz
         controls = rng.standard_normal((n, c))
         out, share, counts = union_refit(cf, design, y, t, controls=controls, ridge=False)
         assert share == 1.0
-        assert counts == {"training_mean": 0, "penalized_controls": 0 if c == 5 else 2}
+        assert counts == {"training_mean": 0, "penalized_controls": 0 if c == 5 else 2, "union_too_large": 0}
         for k in range(2):
             train, test = folds[0] != k, folds[0] == k
             if c == 5:
@@ -1488,3 +1488,40 @@ def test_split_aggregation_is_chernozhukov_median_rule_not_current_doublemls():
     assert dml_ses[0] == pytest.approx(dml_se, rel=1e-12)
     _, one = est._aggregate_coefs_and_ses(th[None, :1], se[None, :1])
     assert one[0] == pytest.approx(aggregate_splits(th[:1], se[:1] ** 2)[1], rel=1e-12)
+
+
+def test_a_fold_whose_union_is_too_large_is_not_refitted_and_warns():
+    """A fold whose selected union alone exceeds max_refit_fraction x (training rows) skips the refit and the linear
+    controls, keeping the learner's predictions; that was silent (n = 60, 3 covariates, K = 2: refit_share 0.5, no
+    warning) while the two other fallbacks warn. Now union_refit counts such folds, and fit warns once and records
+    the count (refit_skipped_folds_, also in summary().attrs)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from pyrozoo.causal.crossfit import CrossFitPredictions
+    from pyrozoo.causal.plce import union_refit
+
+    rng = np.random.default_rng(0)
+    n = 40
+    folds = make_folds(n, 2, 1, seed=0)
+    design = rng.standard_normal((n, 12))
+    y, t = rng.standard_normal(n), rng.standard_normal(n)
+    wide = SimpleNamespace(selected_=np.arange(12) < 6)  # 6 columns > 0.25 x 20 training rows
+    narrow = SimpleNamespace(selected_=np.arange(12) < 2)
+    cf = CrossFitPredictions({"y": np.zeros((1, n)), "t": np.ones((1, n))}, folds,
+                             {"y": [[wide, narrow]], "t": [[narrow, narrow]]})
+    out, share, counts = union_refit(cf, design, y, t)
+    assert counts["union_too_large"] == 1 and share == 0.5
+    np.testing.assert_array_equal(out.predictions["y"][0, folds[0] == 0], 0.0)  # kept the learner's predictions
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    t = X[:, 0] + rng.normal(size=60)
+    y = t + X[:, 0] + rng.normal(size=60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = PLCE(n_folds=2, n_repeats=1).fit(y, t, X)
+    skipped = [w for w in caught if "were not refitted" in str(w.message)]
+    assert len(skipped) == 1 and "in 1 of 2 fold fits" in str(skipped[0].message)
+    assert est.refit_skipped_folds_ == 1 and est.refit_share_ == 0.5
+    assert est.summary().attrs["refit_skipped_folds"] == 1
+
