@@ -465,6 +465,7 @@ class PLCE(BaseEstimator):
         before a nuisance predicts it, so fits on interaction columns (z1^2 z2^2 ...) do not extrapolate; without it
         one unit extreme in two covariates gave a treatment residual of -31 and moved theta by 0.5.
     random_effects: random intercepts by ``groups`` in both nuisances; ``None`` means on when groups are given.
+        Groups with a single level are refused either way (the shared intercept would change nothing).
     interference: add kernel-weighted averages of other units' treatments and covariates to the nuisances.
     interference_column: covariate the kernel distance uses; bandwidth: fixed nu or ``None`` to learn it from
         ``bandwidths`` (default a log grid relative to that covariate's variance).
@@ -621,6 +622,16 @@ class PLCE(BaseEstimator):
                 raise PyrozooError(f"groups: expected a group id for every row, found {int(missing.sum())} missing "
                                    f"(first at {where})")
             sizes = pd.Series(groups).value_counts()
+            if use_re and len(sizes) < 2:
+                # one random intercept shared by every row is the intercept itself: the fit was that of
+                # groups=None while summary().attrs said random_effects=True
+                how = ("random_effects=True" if self.random_effects
+                       else "random effects (on by default when groups are given, random_effects=None)")
+                only = groups[0].item() if isinstance(groups[0], np.generic) else groups[0]
+                raise PyrozooError(f"groups: {how} need at least 2 distinct group ids; got a single group "
+                                   f"({only!r}) for all {n} rows, where a random intercept is just the "
+                                   f"intercept and would have no effect (pass groups with 2 or more levels, or "
+                                   f"no groups)")
             if use_re and (sizes <= 1).all():
                 raise PyrozooError(f"groups: every group has a single row ({len(sizes)} groups); random effects "
                                    "need groups with at least 2 rows")

@@ -1525,3 +1525,21 @@ def test_a_fold_whose_union_is_too_large_is_not_refitted_and_warns():
     assert est.refit_skipped_folds_ == 1 and est.refit_share_ == 0.5
     assert est.summary().attrs["refit_skipped_folds"] == 1
 
+
+@pytest.mark.parametrize("random_effects", [True, None])
+def test_random_effects_with_a_single_group_are_refused_before_any_work(random_effects, no_fit_learner):
+    """All rows in one group: the random intercept is the intercept itself, so the fit was silently that of
+    groups=None while summary().attrs said random_effects=True. Now refused before any fit, whether random effects
+    were asked (True) or on by default (None)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    t = X[:, 0] + rng.standard_normal(40)
+    y = t + rng.standard_normal(40)
+    for groups in (np.zeros(40), pd.Series(["a"] * 40)):
+        with pytest.raises(PyrozooError, match=r"^groups: .*need at least 2 distinct group ids; got a single group "
+                                               r"\((0\.0|'a')\) for all 40 rows"):
+            PLCE(no_fit_learner, basis="linear", n_folds=2, n_repeats=1,
+                 random_effects=random_effects).fit(y, t, X, groups=groups)
+    est = PLCE(fast_learner(), basis="linear", n_folds=2, n_repeats=1,
+               random_effects=random_effects).fit(y, t, X, groups=np.arange(40) % 2)
+    assert est.summary().attrs["random_effects"] is True
