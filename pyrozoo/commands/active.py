@@ -2,7 +2,8 @@
 
     pyrozoo active --model blr --dataset boston --acquisition acs-fw --batch-size 10 --budget 100 --seeds 10
 
-Writes ``config.toml`` (the settings), ``results.csv`` (one row per round), ``summary.csv`` (final RMSE or accuracy,
+Writes ``config.toml`` (the settings), ``results.csv`` (one row per round), ``selections.csv`` (the dataset rows
+labelled: one per point, round 0 the initial set), ``summary.csv`` (final RMSE or accuracy,
 and NLL, with standard errors, in the order the acquisitions were named) and ``learning_curves.png`` into ``--out``
 (default ``runs/active/MODEL-DATASET-TIMESTAMP``), all at once when the run is complete, and prints the summary.
 """
@@ -63,9 +64,10 @@ def handle(args: argparse.Namespace) -> int:
     if seeds > MAX_SEEDS:  # each seed is a whole experiment; a huge N would first build its list of seeds for ever
         raise PyrozooError(f"seeds: expected a number of seeds in [1, {MAX_SEEDS:,}] (seeds 0..N-1), got {seeds}")
     out = _check_out(args)
-    results = run_experiment(args.dataset, acqs, range(seeds), model=args.model, init_size=args.init_size,
-                             batch_size=args.batch_size, budget=args.budget, num_projections=args.num_projections,
-                             test_fraction=args.test_fraction, device=args.device, progress=args.progress)
+    results, selections = run_experiment(args.dataset, acqs, range(seeds), model=args.model,
+                                         init_size=args.init_size, batch_size=args.batch_size, budget=args.budget,
+                                         num_projections=args.num_projections, test_fraction=args.test_fraction,
+                                         device=args.device, progress=args.progress, return_selections=True)
     metric = "accuracy" if "accuracy" in results.columns else "rmse"
     table = summarize(results, metric).merge(summarize(results, "nll")[["acquisition", "nll", "se"]],
                                              on="acquisition", suffixes=(f"_{metric}", "_nll"))
@@ -80,6 +82,7 @@ def handle(args: argparse.Namespace) -> int:
 
         (tmp / "config.toml").write_text(tomli_w.dumps(settings))
         results.to_csv(tmp / "results.csv", index=False)
+        selections.to_csv(tmp / "selections.csv", index=False)
         table.to_csv(tmp / "summary.csv", index=False)
         plot_learning_curves(results, tmp / "learning_curves.png", metric)
 

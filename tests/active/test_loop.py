@@ -98,7 +98,8 @@ def test_cli(tmp_path, capsys):
     args = ["active", "--model", "blr", "--dataset", "concrete", "--acquisition", "acs-fw,random",
             "--batch-size", "10", "--budget", "20", "--seeds", "1", "--out", str(out), "--no-progress"]
     assert main(args) == 0
-    assert {p.name for p in out.iterdir()} == {"config.toml", "results.csv", "summary.csv", "learning_curves.png"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "results.csv", "selections.csv", "summary.csv",
+                                               "learning_curves.png"}
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["acquisition"]) == ["acs-fw", "random"]  # the order asked for
     assert tomllib.loads((out / "config.toml").read_text())["model"] == "blr"
@@ -463,3 +464,78 @@ def test_a_known_noise_is_given_in_the_responses_units(model):
         rows[c] = run_active_learning(prob, "maxent", model_options={**opts, "noise": 0.2 * c}, **run)
     assert rows[100.0]["rmse"].to_numpy() == pytest.approx(100.0 * rows[1.0]["rmse"].to_numpy(), rel=1e-6)
     assert rows[100.0]["nll"].to_numpy() == pytest.approx(rows[1.0]["nll"].to_numpy() + math.log(100.0), rel=1e-6)
+
+
+def test_selections_record_the_dataset_rows_each_run_labelled(tmp_path):
+    """The loop threw the chosen pool positions away: results.csv only counted them. selections (returned with
+    return_selections=True, written as selections.csv) name every labelled point by its row in the dataset as loaded,
+    round 0 the initial set, with ACS-FW's batch weight; replaying a round's labelled set reproduces its RMSE."""
+    import math
+
+    import numpy as np
+
+    from pyrozoo.active.posteriors import BLRPoolPosterior
+    from pyrozoo.models.blr import load_regression_frame
+
+    init, batch, budget = 10, 5, 15
+    results, sel = run_experiment("boston", ["acs-fw", "random"], [0, 1], init_size=init, batch_size=batch,
+                                  budget=budget, progress=False, return_selections=True)
+    assert list(sel.columns) == ["dataset", "acquisition", "seed", "round", "row", "weight"]
+    y_raw = load_regression_frame("boston")[1]
+    for (acq, seed), run in sel.groupby(["acquisition", "seed"]):
+        problem = load_problem("boston", seed)
+        rows = run["row"].tolist()
+        res = results[(results["acquisition"] == acq) & (results["seed"] == seed)]
+        assert len(rows) == len(set(rows)) == init + int(res["selected"].sum()) == init + budget
+        assert set(rows) <= set(problem.pool_rows) and not set(rows) & set(problem.test_rows)
+        assert sorted(problem.pool_rows + problem.test_rows) == list(range(506))
+        pos = [problem.pool_rows.index(r) for r in rows]
+        assert np.allclose(problem.y_pool[pos].numpy(), y_raw[rows])  # the rows of the data as loaded
+        assert (run["round"] == 0).sum() == init and run["weight"][run["round"] == 0].isna().all()
+        later = run["weight"][run["round"] > 0]
+        assert (later > 0).all() if acq == "acs-fw" else later.isna().all()
+        for r in (0, res["round"].max()):  # replay: the labelled set of round r gives round r's RMSE
+            mask = torch.zeros(problem.x_pool.shape[0], dtype=torch.bool)
+            mask[[problem.pool_rows.index(v) for v in run["row"][run["round"] <= r]]] = True
+            y0 = problem.y_pool[[problem.pool_rows.index(v) for v in run["row"][run["round"] == 0]]]
+            m, s = float(y0.mean()), float(y0.std())
+            post = BLRPoolPosterior.fit(problem.x_pool[mask], (problem.y_pool[mask] - m) / s)
+            rmse = math.sqrt(float(((post.predictive(problem.x_test)[0] * s + m - problem.y_test) ** 2).mean()))
+            assert rmse == pytest.approx(float(res["rmse"][res["round"] == r].iloc[0]), rel=1e-9)
+    out = tmp_path / "al"
+    assert main(["active", "--dataset", "boston", "--acquisition", "acs-fw,random", "--init-size", "10",
+                 "--batch-size", "5", "--budget", "15", "--seeds", "2", "--out", str(out), "--no-progress"]) == 0
+    written = pd.read_csv(out / "selections.csv")
+    pd.testing.assert_frame_equal(written, sel, check_dtype=False)
+
+
+def test_selections_name_rows_by_a_problems_own_labels():
+    """A user's problem: rows are named by pool_rows, else a pandas x_pool's index labels, else 0-based positions;
+    pool_rows that are not one distinct label per pool row are refused before any fit."""
+    import numpy as np
+
+    from pyrozoo.active.loop import ActiveProblem
+
+    p = load_problem("boston", 0)
+    xp = pd.DataFrame(p.x_pool[:40].numpy(), index=[f"house-{i}" for i in range(40)])
+    run = {"init_size": 10, "batch_size": 5, "budget": 10, "progress": False, "return_selections": True}
+    sel = run_active_learning(ActiveProblem("t", xp, p.y_pool[:40], p.x_test, p.y_test), "bald", **run)[1]
+    assert sel["row"].str.startswith("house-").all() and sel["row"].is_unique and len(sel) == 20
+    sel = run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test), "bald", **run)[1]
+    assert set(sel["row"]) <= set(range(40))
+    ids = np.arange(1000, 1040)
+    sel = run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test, pool_rows=ids),
+                              "bald", **run)[1]
+    assert set(sel["row"]) <= set(ids.tolist())
+    for rows, match in ((list(range(39)), r"^pool_rows: expected one label per x_pool row \(40\), got 39"),
+                        ([0] * 40, r"^pool_rows: expected distinct row labels, got 0 more than once"),
+                        ([0.5] * 40, r"^pool_rows: expected row labels that are integers or texts"),
+                        (3, r"^pool_rows: expected one label per x_pool row")):
+        with pytest.raises(PyrozooError, match=match):
+            run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test,
+                                              pool_rows=rows), "bald", **run)
+    with pytest.raises(PyrozooError, match=r"^test_rows: expected one label per x_test row"):
+        run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test, test_rows=[1]),
+                            "bald", **run)
+    assert isinstance(run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test),
+                                          "bald", **{**run, "return_selections": False}), pd.DataFrame)
