@@ -51,7 +51,8 @@ every acquisition (the features fit the labels so closely that the head's noise 
 error), so ``"mlp"`` stays the default.
 
 The features are re-learned from scratch at every refit (the active-learning loop refits after each batch). The
-network is trained in float32 (the default dtype) on the inputs' device; the BLR on its features runs in float64.
+network is initialized and trained in float32 (:data:`TRAIN_DTYPE`, whatever torch's default dtype: a default of
+float64 gave other weights and other results) on the inputs' device; the BLR on its features runs in float64.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ RECIPE_DEFAULTS = {"mlp": {"hidden": (30,), "a0": 2.0, "b0": 1.0, "weight_decay"
 # given to the recipe that does not read it is refused (it would have no effect)
 RECIPE_OPTIONS = {"mlp": {"objective": "mse", "steps": 400, "standardize": False}, "reference": {"epochs": 100}}
 BN_EPS = 1e-5
+TRAIN_DTYPE = torch.float32  # the network's dtype, whatever torch.get_default_dtype() says (the BLR is float64)
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
@@ -144,9 +146,10 @@ def _init_bn_layers(sizes: Sequence[int], generator: torch.Generator, device: to
     params = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         bound = 1.0 / math.sqrt(fan_in)
-        w = (torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound
-        params += [w.to(device).requires_grad_(), torch.ones(fan_out, device=device).requires_grad_(),
-                   torch.zeros(fan_out, device=device).requires_grad_()]
+        w = (torch.rand(fan_in, fan_out, generator=generator, dtype=TRAIN_DTYPE) * 2 - 1) * bound
+        params += [w.to(device).requires_grad_(),
+                   torch.ones(fan_out, dtype=TRAIN_DTYPE, device=device).requires_grad_(),
+                   torch.zeros(fan_out, dtype=TRAIN_DTYPE, device=device).requires_grad_()]
     return params
 
 
@@ -234,12 +237,12 @@ def _train_reference(x: torch.Tensor, y: torch.Tensor, hidden: Sequence[int], ac
 
 def _init_layers(sizes: Sequence[int], generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
     """PyTorch's default Linear initialization U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator`` (CPU)
-    so that a seed fixes the network on every device."""
+    in :data:`TRAIN_DTYPE` so that a seed fixes the network on every device, whatever torch's default dtype."""
     params = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         bound = 1.0 / math.sqrt(fan_in)
-        w = (torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound
-        c = (torch.rand(fan_out, generator=generator) * 2 - 1) * bound
+        w = (torch.rand(fan_in, fan_out, generator=generator, dtype=TRAIN_DTYPE) * 2 - 1) * bound
+        c = (torch.rand(fan_out, generator=generator, dtype=TRAIN_DTYPE) * 2 - 1) * bound
         params += [w.to(device).requires_grad_(), c.to(device).requires_grad_()]
     return params
 
@@ -386,8 +389,7 @@ class NeuralLinearPosterior(RegressionPosterior):
         seed = check_seed("seed", seed)  # torch.manual_seed: 2**64 overflowed with a raw ValueError
         check_prior(prior_scale, a0, b0, noise)
 
-        dtype = torch.get_default_dtype()
-        xf, yf = x.to(dtype), y.to(dtype)
+        xf, yf = x.to(TRAIN_DTYPE), y.to(TRAIN_DTYPE)  # float32 whatever torch's default dtype
         gen = torch.Generator().manual_seed(seed)
         if recipe == "reference":
             body, stats = _train_reference(xf, yf, hidden, activation, epochs, lr, weight_decay, gen, prior_scale,

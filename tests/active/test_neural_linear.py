@@ -383,3 +383,24 @@ def test_a_noise_prior_is_kept_where_something_reads_it():
         assert not torch.equal(a.predictive(x)[out], b.predictive(x)[out]), kw
     # a0/b0 left as None with a known noise are not "given"
     assert NeuralLinearPosterior.fit(x, y, noise=0.5, a0=None, b0=None, hidden=(4,), steps=2).blr.post.known_noise
+
+
+@pytest.mark.parametrize("recipe", ["mlp", "reference"])
+def test_the_network_trains_in_float32_whatever_the_default_dtype(recipe):
+    """The network was built and trained in torch's default dtype, so torch.set_default_dtype(torch.float64) gave
+    other weights and another fit (predictions 0.15 apart) although the docs say it trains in float32."""
+    rng = np.random.default_rng(0)
+    x = np.c_[np.ones(30), rng.normal(size=(30, 3))]
+    y = x @ [1.0, 2.0, 3.0, 4.0] + rng.normal(size=30)
+    opts = {"steps": 50} if recipe == "mlp" else {"epochs": 5}
+    ref = NeuralLinearPosterior.fit(x, y, recipe=recipe, seed=1, **opts)
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        got = NeuralLinearPosterior.fit(x, y, recipe=recipe, seed=1, **opts)
+        mean64 = got.predictive(x[:5])[0]
+    finally:
+        torch.set_default_dtype(old)
+    assert all(p.dtype == torch.float32 for p in (*ref.layers, *got.layers))
+    assert all(torch.equal(a, b) for a, b in zip(ref.layers, got.layers, strict=True))
+    assert torch.equal(mean64, ref.predictive(x[:5])[0])
