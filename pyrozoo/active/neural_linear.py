@@ -307,6 +307,12 @@ def _known_noise(noise: Any) -> bool:
     return math.isfinite(value) and value > 0
 
 
+def _diverged(lr: float, how: str, what: str) -> PyrozooError:
+    """The error for feature training that diverged (``what`` it left), suggesting a smaller ``lr``."""
+    return PyrozooError(f"lr: the feature training diverged with lr={lr:g} ({how}): {what}; try a smaller lr "
+                        f"(default 0.01)")
+
+
 class NeuralLinearPosterior(RegressionPosterior):
     """BLR on learned MLP features; see the module docstring. Build with :meth:`fit`."""
 
@@ -355,7 +361,9 @@ class NeuralLinearPosterior(RegressionPosterior):
         ``steps=0`` (``epochs=0`` for the reference recipe) trains nothing: the BLR is fitted on the features of the
         seeded random initialization (random features). ``x`` (N, D) and ``y`` (N,) may be tensors, NumPy arrays or
         lists (a DataFrame's column names become ``feature_names_in_``); they and every other argument are checked
-        before any work (:func:`check_fit_data`)."""
+        before any work (:func:`check_fit_data`). Training that diverges (too large an ``lr``: non-finite features,
+        or a BLR precision on them that is not positive definite) is a :class:`PyrozooError` naming ``lr``, chained
+        to torch's error where there is one."""
         names = fit_names(x)
         x, y = check_fit_data(x, y)
         given = {"objective": objective, "steps": steps, "epochs": epochs, "standardize": standardize}
@@ -391,21 +399,29 @@ class NeuralLinearPosterior(RegressionPosterior):
 
         xf, yf = x.to(TRAIN_DTYPE), y.to(TRAIN_DTYPE)  # float32 whatever torch's default dtype
         gen = torch.Generator().manual_seed(seed)
-        if recipe == "reference":
-            body, stats = _train_reference(xf, yf, hidden, activation, epochs, lr, weight_decay, gen, prior_scale,
-                                           a0, b0)
-            standardize = False
-        else:
-            body, stats = _train_mlp(xf, yf, hidden, activation, objective, steps, lr, weight_decay, standardize, gen,
-                                     prior_scale, a0, b0), None
-        with torch.no_grad():
-            h = (_hidden(body, xf, activation) if stats is None else _hidden_bn(body, xf, activation, stats)).double()
-        mean, scale = _standardize(h, standardize)
-        # a known noise (> 0) fixes the BLR's precision, so its Gamma(a0, b0) prior goes to training only (the
-        # marginal objective and the reference recipe; check_recipe_options refused a0/b0 given to the mse objective)
-        noise_prior = {"a0": a0, "b0": b0} if float(noise) == 0 else {}
-        blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale,
-                                   noise=noise, **noise_prior)
+        how = f"recipe={recipe!r}" + (f", objective={objective!r}" if recipe == "mlp" else "")
+        try:
+            if recipe == "reference":
+                body, stats = _train_reference(xf, yf, hidden, activation, epochs, lr, weight_decay, gen,
+                                               prior_scale, a0, b0)
+                standardize = False
+            else:
+                body, stats = _train_mlp(xf, yf, hidden, activation, objective, steps, lr, weight_decay, standardize,
+                                         gen, prior_scale, a0, b0), None
+            with torch.no_grad():
+                h = _hidden(body, xf, activation) if stats is None else _hidden_bn(body, xf, activation, stats)
+                h = h.double()
+            if not bool(torch.isfinite(h).all()):
+                raise _diverged(lr, how, "the learned features are not finite")
+            mean, scale = _standardize(h, standardize)
+            # a known noise (> 0) fixes the BLR's precision, so its Gamma(a0, b0) prior goes to training only (the
+            # marginal objective and the reference recipe; check_recipe_options refused a0/b0 given to mse)
+            noise_prior = {"a0": a0, "b0": b0} if float(noise) == 0 else {}
+            blr = BLRPoolPosterior.fit(_design(h, mean, scale), y.to(torch.float64), prior_scale=prior_scale,
+                                       noise=noise, **noise_prior)
+        except torch.linalg.LinAlgError as exc:  # a Cholesky of the BLR precision on the features, in or after training
+            raise _diverged(lr, how, "the BLR posterior precision on the learned features is not positive "
+                                     "definite") from exc
         return named(cls(body, activation, mean, scale, blr, stats), names)
 
     # Everything else is the BLR's on the features.

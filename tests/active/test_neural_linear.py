@@ -404,3 +404,26 @@ def test_the_network_trains_in_float32_whatever_the_default_dtype(recipe):
     assert all(p.dtype == torch.float32 for p in (*ref.layers, *got.layers))
     assert all(torch.equal(a, b) for a, b in zip(ref.layers, got.layers, strict=True))
     assert torch.equal(mean64, ref.predictive(x[:5])[0])
+
+
+@pytest.mark.parametrize("kw, what", [
+    ({"lr": 100.0, "objective": "marginal", "steps": 50}, "posterior precision on the learned features is not "
+                                                          "positive definite"),
+    ({"lr": 1e7, "steps": 50}, "posterior precision on the learned features is not positive definite"),
+    ({"lr": 1e20, "steps": 50}, "the learned features are not finite"),
+    ({"recipe": "reference", "lr": 1e6, "epochs": 5}, "posterior precision"),
+])
+def test_diverged_feature_training_is_one_error_naming_lr(kw, what):
+    """Training that diverged surfaced as torch._C._LinAlgError from a Cholesky (in the marginal objective, or in the
+    BLR fit on the features). It is a PyrozooError naming lr and suggesting a smaller one, chained to torch's error."""
+    import re
+
+    rng = np.random.default_rng(0)
+    x = np.c_[np.ones(30), rng.normal(size=(30, 3))]
+    y = x @ [1.0, 2.0, 3.0, 4.0] + rng.normal(size=30)
+    lr = re.escape(format(kw["lr"], "g"))
+    with pytest.raises(PyrozooError, match=rf"^lr: the feature training diverged with lr={lr} .*{what}.*; try a "
+                                           r"smaller lr") as info:
+        NeuralLinearPosterior.fit(x, y, **kw)
+    if "precision" in what:
+        assert isinstance(info.value.__cause__, torch.linalg.LinAlgError)
