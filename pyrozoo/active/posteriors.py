@@ -152,15 +152,24 @@ class RegressionPosterior(ABC):
 class BLRPoolPosterior(RegressionPosterior):
     """Conjugate Bayesian linear regression (:mod:`pyrozoo.models.blr`), everything in closed form.
 
-    Closed-form inner products of L_n(theta) = E_{y_n}[log p(y_n | x_n, theta)] + H[y_n | x_n, D] with the posterior
-    of w at the plug-in precision tau_hat = E[tau | D] (exact when the noise is known), Lam^{-1} = C C^T:
+    Closed-form inner products of L_n(theta) = E_{y_n}[log p(y_n | x_n, theta)] + H[y_n | x_n, D], theta = (w, tau),
+    under the Normal–Gamma posterior tau ~ Gamma(a, b), w | tau ~ N(mu, Lam^{-1} / tau) (tau fixed for known noise),
+    Lam^{-1} = C C^T, u_n = C^T x_n, a_n = |u_n|^2:
 
-    * weighted Fisher: <L_n, L_m>_F = tau_hat (x_n^T x_m)(x_n^T Lam^{-1} x_m) = phi_n . phi_m with
+    * weighted Fisher (gradients in w): grad_w L_n = -tau x_n x_n^T (w - mu), so
+      <L_n, L_m>_F = E[tau] (x_n^T x_m)(x_n^T Lam^{-1} x_m) = phi_n . phi_m with tau_hat = E[tau | D] = a / b and
       phi_n = sqrt(tau_hat) x_n (x) C^T x_n  (a Kronecker product; D (D + 1) / 2 features after symmetrizing);
-    * weighted Euclidean: with u_n = C^T x_n, a_n = |u_n|^2, L_n = 1/2 log(1 + a_n) - a_n / 2 - z_n^2 / 2 where
-      z = sqrt(tau_hat) x^T (w - mu) is Gaussian with Cov(z_n, z_m) = u_n . u_m, so
-      <L_n, L_m>_2 = e_n e_m + (u_n . u_m)^2 / 2,  e_n = 1/2 log(1 + a_n) - a_n, i.e.
-      phi_n = [e_n, vec(u_n u_n^T) / sqrt 2]  (1 + D (D + 1) / 2 features after symmetrizing).
+    * weighted Euclidean <L_n, L_m>_2 = E_theta[L_n L_m]. With z_n = sqrt(tau) x_n^T (w - mu), Gaussian with
+      Cov(z_n, z_m) = u_n . u_m and independent of tau, and the predictive's variance v_n and entropy H_n,
+      L_n = beta_n(tau) + (a_n - z_n^2) / 2 with beta_n(tau) = log(tau) / 2 - v_n tau / 2 + H_n - log(2 pi) / 2
+      - a_n / 2, hence
+      <L_n, L_m>_2 = e_n e_m + g_n^T S g_m + (u_n . u_m)^2 / 2,
+      e_n = E[beta_n] = (digamma(a) - log b) / 2 - v_n a / (2 b) + H_n - log(2 pi) / 2 - a_n / 2,
+      g_n = [1/2, -v_n / 2], S = Cov([log tau, tau]) = [[trigamma(a), 1 / b], [1 / b, a / b^2]].
+      This integrates tau out exactly (what J random projections estimate); with known noise the tau terms vanish
+      and it is e_n = 1/2 log(1 + a_n) - a_n (Gaussian predictive, v_n = (1 + a_n) / tau). The feature map is
+      phi_n = [e_n, R g_n, vec(u_n u_n^T) / sqrt 2] with R^T R = S (3 + D (D + 1) / 2 features after symmetrizing;
+      1 + D (D + 1) / 2 with known noise).
 
     Both maps make Frank–Wolfe O(pool x D^2) in memory and time instead of O(pool^2) for a Gram matrix.
     """
@@ -232,16 +241,45 @@ class BLRPoolPosterior(RegressionPosterior):
             return xt[:, i] * xt[:, j] * weight
         ut = xt * lam.sqrt()  # u_n in the rotated basis: u_n . u_m = x_n^T Lam^{-1} x_m
         a = (ut * ut).sum(-1)
-        e = 0.5 * torch.log1p(a) - a
+        e, g = _euclidean_noise_terms(self.post, x, a)
         # (u_n . u_m)^2 / 2 = sum_{i,j} (u_ni u_nj)(u_mi u_mj) / 2: weight 1/sqrt(2) on i = j, 1 on i < j
         weight = off + (1 - off) / math.sqrt(2)
-        return torch.cat([e[:, None], ut[:, i] * ut[:, j] * weight], dim=1)
+        parts = [e[:, None]] + ([] if g is None else [g @ torch.linalg.cholesky(_log_tau_tau_cov(self.post))])
+        return torch.cat([*parts, ut[:, i] * ut[:, j] * weight], dim=1)
 
 
     def closed_form_kernel(self, x: torch.Tensor, inner_product: str) -> PoolKernel | None:
         if inner_product not in ("fisher", "euclidean"):
             return None
-        return _BLRKernel(self._x(x), self.post.cov_unit, self.post.tau_hat, inner_product)
+        return _BLRKernel(self._x(x), self.post, inner_product)
+
+
+def _log_tau_tau_cov(post: BLRPosterior) -> torch.Tensor:
+    """Cov([log tau, tau]) under tau ~ Gamma(a, b) (rate b): [[trigamma(a), 1 / b], [1 / b, a / b^2]] (2, 2);
+    positive definite (its determinant (a trigamma(a) - 1) / b^2 > 0 for every a > 0), so it has a Cholesky factor
+    L: g_n^T Cov g_m = (g_n L) . (g_m L)."""
+    a, b = post.a, post.b
+    trigamma = float(torch.special.polygamma(1, torch.tensor(a, dtype=torch.float64)))
+    return torch.tensor([[trigamma, 1 / b], [1 / b, a / b**2]], dtype=post.mean.dtype, device=post.mean.device)
+
+
+def _euclidean_noise_terms(post: BLRPosterior, x: torch.Tensor,
+                           quad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """e_n (M,) of the weighted Euclidean product (:class:`BLRPoolPosterior`) at the rows of ``x`` with
+    quad_n = x_n^T Lam^{-1} x_n, and for unknown noise g_n = [1/2, -v_n / 2] (M, 2) (None for known noise):
+    E[L_n L_m] = e_n e_m + g_n^T Cov([log tau, tau]) g_m + (x_n^T Lam^{-1} x_m)^2 / 2."""
+    if post.known_noise:
+        return 0.5 * torch.log1p(quad) - quad, None
+    if post.a <= 1:  # E_y[log p(y | theta)] under a Student-t predictive with 2a <= 2 degrees of freedom is -inf
+        raise PyrozooError(f"a0: the weighted Euclidean inner product with unknown noise needs a finite predictive "
+                           f"variance, a posterior Gamma shape a = a0 + N / 2 > 1; got a = {post.a:g} (a larger a0 "
+                           f"or more labels; or the Fisher form, acs-fw)")
+    pred = post.predictive(x)
+    v, h = pred.variance, pred.entropy()
+    digamma = float(torch.special.digamma(torch.tensor(post.a, dtype=torch.float64)))
+    e = (0.5 * (digamma - math.log(post.b)) - 0.5 * v * (post.a / post.b) + h - 0.5 * math.log(2 * math.pi)
+         - 0.5 * quad)
+    return e, torch.stack([torch.full_like(v, 0.5), -0.5 * v], dim=1)
 
 
 class _BLRKernel(PoolKernel):
@@ -249,32 +287,38 @@ class _BLRKernel(PoolKernel):
     column): with A = Lam^{-1}, S = X^T X over the pool and U = X C (A = C C^T),
 
     * Fisher: K_nm = tau_hat (x_n . x_m)(x_n^T A x_m); row sums tau_hat x_n^T S A x_n;
-    * Euclidean: K_nm = e_n e_m + (u_n . u_m)^2 / 2; row sums e_n sum(e) + u_n^T (U^T U) u_n / 2.
+    * Euclidean: K_nm = e_n e_m + g_n^T Cov([log tau, tau]) g_m + (u_n . u_m)^2 / 2 (the g term only for unknown
+      noise; :class:`BLRPoolPosterior`); row sums e_n sum(e) + g_n^T Cov sum(g) + u_n^T (U^T U) u_n / 2.
     """
 
-    def __init__(self, x: torch.Tensor, cov_unit: torch.Tensor, tau_hat: float, kind: str) -> None:
-        self.x, self.kind, self.tau = x, kind, tau_hat
+    def __init__(self, x: torch.Tensor, post: BLRPosterior, kind: str) -> None:
+        cov_unit = post.cov_unit
+        self.x, self.kind, self.tau = x, kind, post.tau_hat
         self.xa = x @ cov_unit  # rows A x_n
         self.quad = (self.xa * x).sum(1)  # x_n^T A x_n
         if kind == "euclidean":
             self.u = x @ torch.linalg.cholesky(cov_unit)
-            self.e = 0.5 * torch.log1p(self.quad) - self.quad
+            self.e, g = _euclidean_noise_terms(post, x, self.quad)
+            self.g = None if g is None else g @ torch.linalg.cholesky(_log_tau_tau_cov(post))  # g_n L: dot = g^T Cov g
 
     def diag(self) -> torch.Tensor:
         if self.kind == "fisher":
             return self.tau * (self.x * self.x).sum(1) * self.quad
-        return self.e**2 + 0.5 * self.quad**2
+        out = self.e**2 + 0.5 * self.quad**2
+        return out if self.g is None else out + (self.g * self.g).sum(1)
 
     def row_sums(self) -> torch.Tensor:
         if self.kind == "fisher":
             return self.tau * ((self.x @ (self.x.T @ self.x)) * self.xa).sum(1)
-        return self.e * self.e.sum() + 0.5 * ((self.u @ (self.u.T @ self.u)) * self.u).sum(1)
+        out = self.e * self.e.sum() + 0.5 * ((self.u @ (self.u.T @ self.u)) * self.u).sum(1)
+        return out if self.g is None else out + self.g @ self.g.sum(0)
 
     def column(self, f: int) -> torch.Tensor:
         if self.kind == "fisher":
             xf = self.x[f]
             return torch.mv(self.x, xf).mul_(torch.mv(self.xa, xf)).mul_(self.tau)
-        return self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
+        out = self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
+        return out if self.g is None else out + self.g @ self.g[f]
 
 
 class SampledRegressionPosterior(RegressionPosterior):

@@ -161,3 +161,53 @@ def test_a_j_too_large_for_memory_is_refused_before_any_draw():
     with pytest.raises(PyrozooError, match=r"^num_projections: expected at most [\d,]+ random projections .* got "
                                            r"1,000,000,000 \(about 13,248 GB\)$"):
         projected_embedding(post, x, 10**9)
+
+
+def test_unknown_noise_euclidean_closed_form_integrates_tau_out():
+    """With unknown noise (Normal-Gamma posterior) the closed form plugged in tau_hat and a Gaussian entropy, while
+    the projections average over tau with the Student-t predictive: 8-20% apart, another acquisition. The closed form
+    is now E_(w, tau)[L_n L_m] exactly: J projections and L_n written out at (w, tau) draws converge to it (within
+    5 Monte Carlo se), and the plug-in form is far outside that."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.cat([torch.ones(25, 1), torch.randn(25, 2, generator=g)], 1).double()
+    y = x @ torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64) + 0.7 * torch.randn(25, generator=g).double()
+    pool = torch.cat([torch.ones(6, 1), 2 * torch.randn(6, 2, generator=g)], 1).double()
+    post = BLRPoolPosterior.fit(x, y)
+    phi = post.closed_form_embedding(pool, "euclidean")
+    k_exact = phi @ phi.T
+    kern = post.closed_form_kernel(pool, "euclidean")  # the O(M D) oracle Frank-Wolfe uses agrees with the map
+    torch.testing.assert_close(torch.stack([kern.column(n) for n in range(6)], 1), k_exact)
+    torch.testing.assert_close(kern.diag(), k_exact.diag())
+    torch.testing.assert_close(kern.row_sums(), k_exact.sum(1))
+    # L_n(w, tau) from the definition at exact posterior draws
+    draws = post.post.sample(200000, generator=torch.Generator().manual_seed(7))
+    mean, var, ent = post.predictive(pool)
+    tau = draws["tau"][:, None]
+    ln = 0.5 * torch.log(tau / (2 * math.pi)) - 0.5 * tau * (var + (mean - draws["w"] @ pool.T) ** 2) + ent
+    prods = ln[:, :, None] * ln[:, None, :]
+    k_mc, se = prods.mean(0), prods.std(0) / math.sqrt(ln.shape[0])
+    assert ((k_mc - k_exact).abs() <= 5 * se).all()
+    q = ((pool @ post.post.cov_unit) * pool).sum(1)
+    e = 0.5 * torch.log1p(q) - q
+    plug_in = e[:, None] * e[None, :] + 0.5 * (pool @ post.post.cov_unit @ pool.T) ** 2
+    assert ((k_mc - plug_in).abs() > 5 * se).any()
+    assert float(((plug_in - k_exact).abs() / k_exact.abs().max()).max()) > 0.05
+    # and through projected_embedding, as acs-fw-projection computes it
+    errors = {}
+    for j in (100, 20000):
+        proj = projected_embedding(post, pool, j, generator=torch.Generator().manual_seed(8))
+        k_hat, per = proj @ proj.T, proj * math.sqrt(j)
+        se = (per[:, None, :] * per[None, :, :]).std(-1) / math.sqrt(j)
+        assert ((k_hat - k_exact).abs() <= 5 * se + 1e-12).all()
+        errors[j] = float(((k_hat - k_exact).abs() / k_exact.abs().max()).max())
+    assert errors[20000] < errors[100] and errors[20000] < 0.05
+
+
+def test_unknown_noise_euclidean_form_needs_a_finite_predictive_variance():
+    """With a posterior Gamma shape a <= 1 the Student-t predictive has no variance and E[L_n L_m] is infinite: the
+    closed form says so by name (the plug-in gave a batch of a finite, different quantity)."""
+    post = BLRPoolPosterior.fit(torch.tensor([[1.0, 0.3]]), torch.tensor([0.5]), a0=0.3)
+    with pytest.raises(PyrozooError, match=r"^a0: the weighted Euclidean inner product with unknown noise needs a "
+                                           r"finite predictive variance, .*got a = 0.8"):
+        post.closed_form_kernel(torch.randn(5, 2, dtype=torch.float64), "euclidean")
+    assert post.closed_form_kernel(torch.randn(5, 2, dtype=torch.float64), "fisher") is not None
