@@ -416,8 +416,9 @@ def check_problem(problem: ActiveProblem) -> ActiveProblem:
     finite, M >= 1 (DataFrames with string column names: x_test's are matched to x_pool's by name and put in its
     order; missing or other columns are an error naming them), as values (a tensor that requires grad comes back
     detached: data, not a graph); a classification task takes labels 0 or 1 only,
-    with both classes in the pool. Every error names the field and, for a bad value, its row in the array as given
-    (the pool before any labelling)."""
+    with both classes in the pool. ``pool_rows`` and ``test_rows`` come back as lists of distinct labels, one per
+    row (None: a pandas input's distinct index labels, else 0-based row numbers). Every error names the field and,
+    for a bad value, its row in the array as given (the pool before any labelling)."""
     if not isinstance(problem, ActiveProblem):
         raise PyrozooError(f"problem: expected an ActiveProblem, got {type(problem).__name__}")
     if not isinstance(problem.name, str):
