@@ -7,7 +7,9 @@
   owns (SVI params, NUTS draws, a peer library's parameters in the benchmark). Both inputs are centred at one
   shared point before the squared distances are expanded (:func:`_centred_scaled`), so inputs far from the origin
   lose no accuracy.
-* :func:`jitter_cholesky`: Cholesky with a bounded number of jitter retries, then a clear :class:`PyrozooError`.
+* :func:`jitter_cholesky`: Cholesky with a bounded number of jitter retries, then a clear :class:`PyrozooError`
+  (:func:`jitter_cholesky_ex` also returns the jitter used). The jitter scales with the mean diagonal, which is
+  not detached: values and gradients belong to the same jittered matrix.
 * :func:`sparse_gp_stats`: the O(N M^2) statistics of the FITC and VFE marginal likelihoods, accumulated over
   chunks of the inputs so that K_uf is never held whole (memory O(chunk M + M^2) with ``checkpoint=True``,
   else O(N M) for the autograd graph); no N x N matrix is ever formed.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
@@ -114,27 +117,49 @@ def kernel_diag(X: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
     return variance.expand(X.shape[:-1]) if variance.dim() == 0 else variance * torch.ones_like(X[..., 0])
 
 
+class JitteredCholesky(NamedTuple):
+    """What :func:`jitter_cholesky_ex` factored: ``L`` with L L^T = A + added * I, ``added`` = ``rel`` * mean(diag A)
+    (per matrix for a batch; it depends on A through the mean diagonal, so gradients see it), and whether the first
+    attempt failed and a larger jitter than the one asked for was needed (``retried``)."""
+
+    L: torch.Tensor
+    rel: Any  # relative jitter actually used: a float for one matrix, a tensor (..., 1, 1) for a batch
+    added: Any  # absolute jitter on the diagonal, rel * mean(diag A): a tensor, or 0.0 when nothing was added
+    retried: bool
+
+
 def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6, growth: float = 10.0,
                     name: str = "kernel matrix") -> torch.Tensor:
     """Lower Cholesky factor of the symmetric matrix ``A`` (batched allowed) with bounded jitter.
 
     Factors ``A + jitter * mean(diag A) * I`` (``jitter=0``: ``A`` itself); if that is not positive definite, retries
     with the relative jitter jitter * growth^k (``jitter=0``: 1e-10 * growth^(k-1)), k = 1..max_tries, and then
-    raises :class:`PyrozooError` naming ``name`` and the largest jitter tried.
+    raises :class:`PyrozooError` naming ``name`` and the largest jitter tried. The jitter is a function of ``A``
+    (through its mean diagonal, not detached), so the gradient of anything computed from ``L`` is that of the
+    value computed, jitter included. :func:`jitter_cholesky_ex` also says which jitter was used.
 
     A batch (..., n, n) is factored matrix by matrix: each has its own mean diagonal and takes the jitter of its
     own first success, so entry b equals the factor of ``A[b]`` alone (a vectorized draw that needs jitter does not
     move the others).
     """
+    return jitter_cholesky_ex(A, jitter=jitter, max_tries=max_tries, growth=growth, name=name).L
+
+
+def jitter_cholesky_ex(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6, growth: float = 10.0,
+                       name: str = "kernel matrix") -> JitteredCholesky:
+    """:func:`jitter_cholesky`, returning the factor with the jitter it used (:class:`JitteredCholesky`), so that a
+    caller can say when a retry added jitter that was not asked for (the exact GP reports it as part of the noise)."""
     if not (math.isfinite(jitter) and jitter >= 0):
         raise PyrozooError(f"jitter: expected a finite number >= 0 (relative to the mean diagonal), got {jitter!r}")
     diag = A.diagonal(dim1=-2, dim2=-1)
-    scale = diag.mean(-1).detach().abs().clamp(min=torch.finfo(A.dtype).tiny)[..., None, None]  # per matrix
+    # per matrix; NOT detached: A + jitter * mean(diag A) I is the matrix whose factor is used, so its gradient
+    # includes d(jitter * mean diag)/dA (detached, d/dvariance of the sparse bound was off by 2e-5 at jitter 1e-6)
+    scale = diag.mean(-1).abs().clamp(min=torch.finfo(A.dtype).tiny)[..., None, None]
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     L, info = torch.linalg.cholesky_ex(A + (jitter * scale) * eye if jitter > 0 else A)
     bad = info != 0
     if not bool(bad.any()):
-        return L
+        return JitteredCholesky(L, jitter, (jitter * scale)[..., 0, 0] if jitter > 0 else 0.0, False)
     eps = jitter * growth if jitter > 0 else 1e-10  # the first retry must differ from the failed attempt
     rel = None if A.dim() == 2 else torch.full_like(scale, jitter)  # a batch: each matrix's own relative jitter
     for _ in range(max_tries):
@@ -145,7 +170,8 @@ def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6,
             L, info = torch.linalg.cholesky_ex(A + (rel * scale) * eye)
         bad = info != 0
         if not bool(bad.any()):
-            return L
+            used = eps if rel is None else rel.detach()
+            return JitteredCholesky(L, used, (used * scale)[..., 0, 0], True)
         eps *= growth
     raise PyrozooError(_not_pd_message(A, name, eps / growth, max_tries))
 
@@ -184,32 +210,43 @@ class _Gram(torch.autograd.Function):
 
 
 class _GaussianLogDensity(torch.autograd.Function):
-    """log N(y | 0, A) for a symmetric positive definite A (n x n), with a hand-written backward:
+    """log N(y | 0, A_j) for a symmetric positive definite A (n x n), A_j = A + r mean(diag A) I the matrix that
+    :func:`jitter_cholesky_ex` factors (r = 0 when the first attempt succeeds without jitter), with a
+    hand-written backward:
 
-        d/dA = (alpha alpha^T - A^-1) / 2,   d/dy = -alpha,   alpha = A^-1 y.
+        d/dA = G + (r / n) tr(G) I,   G = (alpha alpha^T - A_j^-1) / 2,   d/dy = -alpha,   alpha = A_j^-1 y
 
-    Autograd through cholesky and cholesky_solve spends several n^3 passes in its backward; this one spends one
-    cholesky_inverse (2.9x faster per value and gradient at n = 824, the exact GP on concrete, 2 CPU cores)."""
+    (the second term is the jitter's own dependence on A, through its mean diagonal). Autograd through cholesky and
+    cholesky_solve spends several n^3 passes in its backward; this one spends one cholesky_inverse (2.9x faster
+    per value and gradient at n = 824, the exact GP on concrete, 2 CPU cores)."""
 
     @staticmethod
     def forward(ctx, A, y, jitter, name):
-        L = jitter_cholesky(A, jitter=jitter, name=name)
+        fac = jitter_cholesky_ex(A.detach(), jitter=jitter, name=name)
+        L = fac.L
         alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
         ctx.save_for_backward(L, alpha)
+        ctx.rel = float(fac.rel)
         return -0.5 * (y * alpha).sum() - L.diagonal().log().sum() - 0.5 * y.shape[0] * math.log(2 * math.pi)
 
     @staticmethod
     def backward(ctx, g):
         L, alpha = ctx.saved_tensors
-        dA = 0.5 * g * (torch.outer(alpha, alpha) - torch.cholesky_inverse(L)) if ctx.needs_input_grad[0] else None
-        dy = -g * alpha if ctx.needs_input_grad[1] else None
+        dA = dy = None
+        if ctx.needs_input_grad[0]:
+            dA = 0.5 * g * (torch.outer(alpha, alpha) - torch.cholesky_inverse(L))
+            if ctx.rel:  # A_j's diagonal grew by r mean(diag A): each diagonal entry of A moves it by r / n
+                dA.diagonal().add_(ctx.rel / L.shape[0] * dA.diagonal().sum())
+        if ctx.needs_input_grad[1]:
+            dy = -g * alpha
         return dA, dy, None, None
 
 
 def gaussian_log_density(A: torch.Tensor, y: torch.Tensor, *, jitter: float = 0.0,
                          name: str = "covariance matrix") -> torch.Tensor:
     """log N(y | 0, A), differentiable in A and y (see :class:`_GaussianLogDensity`); A is factored by
-    :func:`jitter_cholesky` (``jitter``, ``name`` as there; the jitter counts as a constant in the gradient)."""
+    :func:`jitter_cholesky` (``jitter``, ``name`` as there; the gradient includes the jitter's dependence on A's
+    mean diagonal, as autograd through :func:`jitter_cholesky` would)."""
     return _GaussianLogDensity.apply(A, y, jitter, name)
 
 

@@ -232,3 +232,40 @@ def test_kernel_matrix_names_the_widths_of_x_and_z_when_they_differ(kind):
                                            r"with 2 \(shape \(3, 2\)\) and Z with 3 \(shape \(2, 3\)\)$"):
         kernel_matrix(kind, X, Z, one, one)
     assert kernel_matrix(kind, X, X[:2], one, one).shape == (3, 2)
+
+
+def test_jitter_and_its_gradient_follow_the_mean_diagonal():
+    """jitter_cholesky factors A + r mean(diag A) I; the mean diagonal is no longer detached, so autograd through the
+    factor sees the jitter move with A (it used to count as a constant). gaussian_log_density's hand-written
+    backward adds the same term, (r / n) tr(G) I, also when a retry added the jitter (A singular here)."""
+    from pyrozoo.models.gp_linalg import gaussian_log_density, jitter_cholesky_ex
+
+    gen = torch.Generator().manual_seed(3)
+    B = torch.randn(6, 3, generator=gen, dtype=DT)
+    A0 = B @ B.T - 1e-9 * torch.eye(6, dtype=DT)  # rank 3, then indefinite: needs a retry
+    y = torch.randn(6, generator=gen, dtype=DT)
+    eye = torch.eye(6, dtype=DT)
+    for jitter in (0.0, 1e-13):
+        fac = jitter_cholesky_ex(A0, jitter=jitter)
+        assert fac.retried and fac.rel > jitter
+        torch.testing.assert_close(fac.L @ fac.L.T, A0 + fac.added * eye, rtol=1e-12, atol=1e-13)
+        A = A0.clone().requires_grad_()
+        value = gaussian_log_density(A, y, jitter=jitter)
+        (grad,) = torch.autograd.grad(value, A)
+        R = A0.clone().requires_grad_()
+        ref = torch.distributions.MultivariateNormal(torch.zeros(6, dtype=DT),
+                                                     R + fac.rel * R.diagonal().mean() * eye).log_prob(y)
+        (ref_grad,) = torch.autograd.grad(ref, R)
+        assert float(value.detach()) == pytest.approx(float(ref.detach()), rel=1e-9)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-6 * float(ref_grad.abs().max()))
+        # autograd through jitter_cholesky itself: the same gradient
+        C = A0.clone().requires_grad_()
+        L = jitter_cholesky(C, jitter=jitter)
+        alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
+        auto = -0.5 * (y * alpha).sum() - L.diagonal().log().sum() - 3 * math.log(2 * math.pi)
+        (auto_grad,) = torch.autograd.grad(auto, C)
+        torch.testing.assert_close(auto_grad, ref_grad, rtol=1e-6, atol=1e-6 * float(ref_grad.abs().max()))
+    # the first attempt succeeding: nothing retried, the asked jitter reported
+    fac = jitter_cholesky_ex(A0 + eye, jitter=1e-6)
+    assert not fac.retried and fac.rel == 1e-6
+    assert float(fac.added) == pytest.approx(1e-6 * float((A0 + eye).diagonal().mean()), rel=1e-12)
