@@ -718,7 +718,9 @@ class GPPoolPosterior(RegressionPosterior):
         names = fit_names(x)
         x64, y64 = check_fit_data(x, y)  # steps and lr: fit_type2 checks them before its first step
         fitted = fit_type2(x64, y64, kernel=kernel, lengthscale=1.0, variance=1.0, noise=0.1, steps=steps, lr=lr)
-        hyper = {k: fitted[k] for k in ("lengthscale", "variance", "noise")}
+        # the noise the fitted marginal likelihood belongs to: the fitted noise plus any jitter K + noise I needed
+        hyper = {"lengthscale": fitted["lengthscale"], "variance": fitted["variance"],
+                 "noise": fitted["effective_noise"]}
         return named(cls(x64, y64, hyper, kernel), names)
 
     def _x(self, x: Any) -> torch.Tensor:

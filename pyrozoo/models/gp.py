@@ -35,7 +35,7 @@ from pyrozoo.inference.device import available_memory, keeps_caller_state, set_s
 from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result, response_map
 from pyrozoo.inference.svi import loss_plateau
-from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_cholesky, kernel_matrix
+from pyrozoo.models.gp_linalg import KERNELS, gaussian_log_density, jitter_cholesky, jitter_cholesky_ex, kernel_matrix
 from pyrozoo.registry import MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
     as_tensor,
@@ -147,12 +147,21 @@ def check_hyper_value(name: str, value: Any, input_dim: int, *, allow_zero: bool
         raise PyrozooError(f"{name}: expected {want}{hint}, got {value!r}")
 
 
+TRAIN_MATRIX = "K + noise I (training inputs)"
+
+
 def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: torch.Tensor,
-                    variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0) -> tuple:
-    """(L, alpha) with L L^T = K + sigma^2 I and alpha = (K + sigma^2 I)^-1 y."""
+                    variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0,
+                    record: dict | None = None) -> tuple:
+    """(L, alpha) with L L^T = K + sigma^2 I and alpha = (K + sigma^2 I)^-1 y. ``record``: a dict that gets the
+    ``jitter`` added (absolute) and ``rel`` (relative to the mean diagonal) when a retry of the Cholesky needed it
+    (:func:`~pyrozoo.models.gp_linalg.gaussian_log_density`'s rule)."""
     K = kernel_matrix(kernel, X, X, lengthscale, variance)
     Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
-    L = jitter_cholesky(Ky, jitter=jitter, name="K + noise I (training inputs)")
+    fac = jitter_cholesky_ex(Ky, jitter=jitter, name=TRAIN_MATRIX)
+    if record is not None and fac.retried:
+        record.update(jitter=float(fac.added), rel=float(fac.rel))
+    L = fac.L
     alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
     return L, alpha
 
@@ -239,18 +248,65 @@ def exact_log_marginal(X: Any, y: Any, *, kernel: str, lengthscale: Any, varianc
     of :func:`~pyrozoo.models.gp_linalg.gaussian_log_density` (type-II fits spend most of their time here).
 
     Inputs are checked first (:func:`_checked_exact_inputs`: NumPy arrays are converted, a bad value is a
-    :class:`PyrozooError` naming it); ``noise=0`` is allowed (noiseless, kept positive definite by the jitter)."""
+    :class:`PyrozooError` naming it); ``noise=0`` is allowed (noiseless) unless X repeats a row with different y
+    there (:func:`check_noiseless_repeats`). When K + noise I is not positive definite (noise 0, or tiny against
+    the variance) the Cholesky retries with a jitter on its diagonal and a warning names it: the value is then
+    log p(y) at the effective noise, noise + jitter (:func:`warn_jitter`)."""
     X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
-    return _exact_log_marginal(X, y, kernel, h["lengthscale"], h["variance"], h["noise"], jitter)
+    check_noiseless_repeats(X, y, h["noise"])
+    record: dict[str, float] = {}
+    out = _exact_log_marginal(X, y, kernel, h["lengthscale"], h["variance"], h["noise"], jitter, record=record)
+    warn_jitter(record, h["noise"], "exact_log_marginal", "its value is log p(y)")
+    return out
+
+
+def check_noiseless_repeats(X: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> None:
+    """With noise 0, y_i = f(x_i) exactly: two rows of X at the same input with different y are impossible under
+    the model (p(y) = 0; a jitter on the diagonal only turned that into a huge negative log p(y), -2.5e9, and a
+    posterior mean between the two values with a standard deviation of 7e-6). Refused, naming the rows. Repeated
+    rows with equal y are fine (the jitter then changes nothing of note, and is warned about)."""
+    if not bool((noise.detach() == 0).all()) or X.shape[0] < 2:
+        return
+    Xd, yd = X.detach(), y.detach()
+    uniq, inv = torch.unique(Xd, dim=0, return_inverse=True)
+    if uniq.shape[0] == X.shape[0]:
+        return
+    groups = uniq.shape[0]
+    lo = torch.full((groups,), math.inf, dtype=yd.dtype, device=yd.device).scatter_reduce(0, inv, yd, "amin")
+    hi = torch.full((groups,), -math.inf, dtype=yd.dtype, device=yd.device).scatter_reduce(0, inv, yd, "amax")
+    bad = (hi > lo).nonzero().flatten()
+    if bad.numel() == 0:
+        return
+    rows = (inv == bad[0]).nonzero().flatten().tolist()
+    shown = ", ".join(f"{r} (y = {float(yd[r]):.6g})" for r in rows[:6]) + (", ..." if len(rows) > 6 else "")
+    more = f"; {bad.numel()} inputs of X are repeated with different y in all" if bad.numel() > 1 else ""
+    raise PyrozooError(
+        f"y: expected equal values at repeated rows of X when noise = 0 (noiseless observations of one f(x) cannot "
+        f"differ), got rows {shown} at the same input{more}; give a noise > 0 (or average the repeated rows)")
+
+
+def warn_jitter(record: dict[str, float], noise: torch.Tensor, where: str, what: str, *,
+                stacklevel: int = 3) -> None:
+    """The warning of a K + noise I that needed a jitter retry (``record`` from :func:`exact_gp_factor` or
+    :func:`~pyrozoo.models.gp_linalg.gaussian_log_density`; nothing when empty): names the jitter and the
+    effective noise, noise + jitter, that ``what`` (the numbers returned) belong to."""
+    if not record:
+        return
+    nz = float(noise.detach().reshape(-1)[0])
+    warnings.warn(f"{where}: {TRAIN_MATRIX} is not positive definite at noise {nz:.4g}; it was factored with a "
+                  f"jitter of {record['jitter']:.4g} ({record['rel']:.0e} x its mean diagonal) added to the diagonal, "
+                  f"so {what} at the effective noise {nz + record['jitter']:.4g} (noise + jitter)",
+                  UserWarning, stacklevel=stacklevel)
 
 
 def _exact_log_marginal(X: torch.Tensor, y: torch.Tensor, kernel: str, lengthscale: torch.Tensor,
-                        variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0) -> torch.Tensor:
+                        variance: torch.Tensor, noise: torch.Tensor, jitter: float = 0.0,
+                        record: dict | None = None) -> torch.Tensor:
     """:func:`exact_log_marginal` on inputs already checked: the type-II loop calls it at every step (the checks
-    cost ~0.1 ms a call, a fifth of a step at N = 60)."""
+    cost ~0.1 ms a call, a fifth of a step at N = 60). ``record`` as in :func:`exact_gp_factor`; no warning."""
     K = kernel_matrix(kernel, X, X, lengthscale, variance)
     Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
-    return gaussian_log_density(Ky, y, jitter=jitter, name="K + noise I (training inputs)")
+    return gaussian_log_density(Ky, y, jitter=jitter, name=TRAIN_MATRIX, record=record)
 
 
 def exact_posterior(X: Any, y: Any, Xnew: Any, *, kernel: str, lengthscale: Any, variance: Any, noise: Any,
@@ -260,22 +316,29 @@ def exact_posterior(X: Any, y: Any, Xnew: Any, *, kernel: str, lengthscale: Any,
 
     Inputs are checked first as in :func:`exact_log_marginal`; ``Xnew`` must be finite with X's columns (a 1-D
     ``Xnew`` is one column) and comes to X's dtype and device. ``noise=0`` is the noiseless (interpolating)
-    setting."""
+    setting, refused when X repeats a row with different y (:func:`check_noiseless_repeats`); a jitter retry is
+    warned about as in :func:`exact_log_marginal` (the posterior is then that of noise + jitter)."""
     names = feature_names(X)  # a DataFrame Xnew must have them: columns are read by position
     X, y, h = _checked_exact_inputs(X, y, kernel, lengthscale, variance, noise, jitter)
     check_bool("full_cov", full_cov)
     check_bool("include_noise", include_noise)
     Xnew = check_new_inputs(Xnew, X, names, seen="in X")
-    return _exact_posterior(X, y, Xnew, kernel, h["lengthscale"], h["variance"], h["noise"], full_cov=full_cov,
-                            include_noise=include_noise, jitter=jitter)
+    check_noiseless_repeats(X, y, h["noise"])
+    record: dict[str, float] = {}
+    out = _exact_posterior(X, y, Xnew, kernel, h["lengthscale"], h["variance"], h["noise"], full_cov=full_cov,
+                           include_noise=include_noise, jitter=jitter, record=record)
+    warn_jitter(record, h["noise"], "exact_posterior", "the posterior is that of the GP")
+    return out
 
 
 def _exact_posterior(X: torch.Tensor, y: torch.Tensor, Xnew: torch.Tensor, kernel: str, lengthscale: torch.Tensor,
                      variance: torch.Tensor, noise: torch.Tensor, *, full_cov: bool = False,
-                     include_noise: bool = False, jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`exact_posterior` on inputs already checked (NUTS draws f once per posterior draw through it)."""
+                     include_noise: bool = False, jitter: float = 0.0,
+                     record: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`exact_posterior` on inputs already checked (NUTS draws f once per posterior draw through it);
+    ``record`` as in :func:`exact_gp_factor`, no warning."""
     L, alpha = exact_gp_factor(X, y, kernel=kernel, lengthscale=lengthscale, variance=variance, noise=noise,
-                               jitter=jitter)
+                               jitter=jitter, record=record)
     Kfs = kernel_matrix(kernel, X, Xnew, lengthscale, variance)
     mean = Kfs.T @ alpha
     v = torch.linalg.solve_triangular(L, Kfs, upper=False)
@@ -451,11 +514,21 @@ DEFAULT_PRIORS = {"lengthscale": (0.0, 1.0), "variance": (0.0, 1.0), "noise": (-
 
 def sample_exact_posterior_f(X: torch.Tensor, y: torch.Tensor, num: int, *, kernel: str, lengthscale: torch.Tensor,
                              variance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``num`` draws of f at the training inputs from p(f | y, theta), shape (num, N)."""
+    """``num`` draws of f at the training inputs from p(f | y, theta), shape (num, N).
+
+    The covariance K - K (K + sigma^2 I)^-1 K is a difference of terms of the size of the variance s^2, with a
+    rounding error of at least eps N s^2: where a posterior variance is below that (noise ~0, f pinned at y), its
+    diagonal can come out <= 0 and its eigenvalues as low as -1e-14 s^2, which no jitter relative to its own (then
+    ~0) mean diagonal lifts. Only then are the draws mean + Q diag(max(lambda, 0))^1/2 z from its eigendecomposition
+    Q diag(lambda) Q^T (the nearest positive semidefinite matrix); otherwise the jittered Cholesky factor."""
     mean, cov = _exact_posterior(X, y, X, kernel, lengthscale, variance, noise, full_cov=True)
     cov = 0.5 * (cov + cov.T)
+    z = torch.randn(num, X.shape[0], dtype=X.dtype, device=X.device)
+    if bool((cov.diagonal() < torch.finfo(cov.dtype).eps * X.shape[0] * variance).any()):
+        evals, evecs = torch.linalg.eigh(cov)
+        return mean + z @ (evecs * evals.clamp(min=0.0).sqrt()).T
     Lc = jitter_cholesky(cov, jitter=1e-12, max_tries=10, name="posterior covariance of f")
-    return mean + torch.randn(num, X.shape[0], dtype=X.dtype, device=X.device) @ Lc.T
+    return mean + z @ Lc.T
 
 
 def initial_lengthscale(lengthscale: Any, X: torch.Tensor, *, ard: bool = False) -> torch.Tensor:
@@ -568,7 +641,15 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     ``steps`` steps; stops earlier once the mean loss of 50 steps differs from the 50 before by less than
     ``rel_tol`` x max(|loss|, 1) (``rel_tol=0``: run every step).
 
-    Returns the fitted hyperparameters (tensors) and the trace of -log p(y | theta) per step."""
+    When K + noise I is not positive definite at a step (data that look noiseless drive the noise towards 0), its
+    Cholesky retries with a jitter on the diagonal (:func:`~pyrozoo.models.gp_linalg.jitter_cholesky`); the loss
+    of that step is then -log p(y) at noise + jitter. One warning per fit names how many steps needed it and the
+    jitter at the fitted values.
+
+    Returns the fitted hyperparameters (tensors), ``effective_noise`` (the fitted noise plus the jitter that
+    K + noise I needed at the fitted values, or the noise itself when it needed none: the noise that the final
+    -log p(y | theta) belongs to), ``jitter`` (that jitter, 0.0 when none) and the trace of -log p(y | theta) per
+    step."""
     steps = check_int("steps", steps)
     check_positive("lr", lr)
     check_nonnegative("rel_tol", rel_tol)
@@ -587,29 +668,50 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     opt = torch.optim.Adam(list(raw.values()), lr=lr)
     losses = []
     what = "type-II fit of the GP hyperparameters"
+    jittered, largest = 0, 0.0  # steps whose K + noise I needed a jitter retry, and the largest jitter added
     for step in range(steps):
         opt.zero_grad()
         h = {k: v.exp() for k, v in raw.items()}
+        record: dict[str, float] = {}
         try:
-            loss = -_exact_log_marginal(X, y, kernel, h["lengthscale"], h["variance"], h["noise"])
+            loss = -_exact_log_marginal(X, y, kernel, h["lengthscale"], h["variance"], h["noise"], record=record)
         except PyrozooError:  # a NaN or inf in K that step 0 (same inputs) did not have: the last step's doing
             if step and not bool(torch.isfinite(kernel_matrix(kernel, X, X, h["lengthscale"], h["variance"])).all()):
                 raise diverged(what, step, lr, "NaN or inf in the kernel matrix",
                                expected="a finite kernel matrix") from None
             raise
         losses.append(float(loss.detach()))
+        if record:
+            jittered, largest = jittered + 1, max(largest, record["jitter"])
         check_step(what, step, lr, losses[-1])
         loss.backward()
         opt.step()
         check_step(what, step, lr, values={k: v.exp() for k, v in raw.items()})
         if rel_tol and loss_plateau(losses, PLATEAU_WINDOW, rel_tol, settled=True):
             break
+    record = {}
     with torch.no_grad():
         fitted = {k: v.exp().detach() for k, v in raw.items()}
-        final = -float(_exact_log_marginal(X, y, kernel, fitted["lengthscale"], fitted["variance"], fitted["noise"]))
+        final = -float(_exact_log_marginal(X, y, kernel, fitted["lengthscale"], fitted["variance"], fitted["noise"],
+                                           record=record))
     if losses:
         check_progress(what, lr, len(losses), losses[0], final, X.shape[0], objective="-log p(y | theta)")
-    return {**fitted, "losses": losses + [final]}
+    jitter = record.get("jitter", 0.0)
+    if jittered or record:
+        nz = float(fitted["noise"])
+        at_end = (f"at the fitted values a jitter of {jitter:.4g} ({record['rel']:.0e} x its mean diagonal): "
+                  f"-log p(y | theta) = {final:.6g} and the posterior belong to the effective noise "
+                  f"{nz + jitter:.4g} (noise + jitter), which the result reports as its noise, not to the "
+                  f"fitted noise {nz:.4g}" if record else
+                  f"none at the fitted values (noise {nz:.4g}, -log p(y | theta) = {final:.6g})")
+        warnings.warn(f"fit: {TRAIN_MATRIX} was not positive definite at {jittered} of the {len(losses)} steps of "
+                      f"the {what} (largest jitter added to its diagonal {largest:.4g}; their losses are at noise + "
+                      f"jitter) and needed {at_end}; the data look noiseless at this lengthscale (or X repeats "
+                      f"rows): a noise this small is below what K + noise I resolves in {X.dtype}, and its fitted "
+                      f"value means little",
+                      UserWarning, stacklevel=2)
+    effective = fitted["noise"] + jitter if record else fitted["noise"]
+    return {**fitted, "effective_noise": effective, "jitter": jitter, "losses": losses + [final]}
 
 
 # ----------------------------------------------------------------------------- data
@@ -736,17 +838,23 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
         fit = fit_type2(X, y, kernel=kernel, lengthscale=dataset.inputs["lengthscale"],
                         variance=dataset.inputs["variance"], noise=dataset.inputs["noise"], steps=config.steps,
                         lr=config.lr or 0.05, ard=dataset.meta.get("ard", False))
-        hyper = {k: fit[k] for k in HYPER}
+        # the noise the fitted numbers belong to: the fitted noise plus any jitter K + noise I needed at the fitted
+        # values (fit_type2 warned); the draws of f, the log-likelihood and the metrics all use it
+        hyper = {"lengthscale": fit["lengthscale"], "variance": fit["variance"], "noise": fit["effective_noise"]}
         with torch.no_grad():
             f = sample_exact_posterior_f(X, y, config.num_samples, kernel=kernel, **hyper)
         wall = time.perf_counter() - t0
         kwargs = {"X": X, "y": y, "kernel_name": kernel, **hyper}
-        return _f_along_obs(assemble_result(
+        result = _f_along_obs(assemble_result(
             "type2", gp_model, kwargs, {"f": f.unsqueeze(0)}, log_likelihood_fn=gp_log_likelihood,
             fit_stats={"loss": fit["losses"][:-1]},
             params={**{k: v.cpu() for k, v in hyper.items()},
                     "neg_log_marginal": torch.tensor(fit["losses"][-1], dtype=torch.float64)},
             seed=config.seed, wall_time=wall, config=config.to_dict(), model_name=config.model), dataset)
+        if fit["jitter"]:
+            result.attrs["noise"] = (f"effective: the fitted noise {float(fit['noise']):.6g} plus the jitter "
+                                     f"{fit['jitter']:.6g} that K + noise I needed to be factored")
+        return result
     priors = dataset.meta.get("priors", DEFAULT_PRIORS)
     ard = bool(dataset.meta.get("ard", False))
     # a hyperparameter without a prior is held at the dataset's value (make_gp_dataset's rule), in both models

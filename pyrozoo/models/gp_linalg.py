@@ -221,8 +221,10 @@ class _GaussianLogDensity(torch.autograd.Function):
     per value and gradient at n = 824, the exact GP on concrete, 2 CPU cores)."""
 
     @staticmethod
-    def forward(ctx, A, y, jitter, name):
+    def forward(ctx, A, y, jitter, name, record):
         fac = jitter_cholesky_ex(A.detach(), jitter=jitter, name=name)
+        if record is not None and fac.retried:  # the caller says so (once per call or fit, not per step)
+            record.update(jitter=float(fac.added), rel=float(fac.rel))
         L = fac.L
         alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
         ctx.save_for_backward(L, alpha)
@@ -239,15 +241,17 @@ class _GaussianLogDensity(torch.autograd.Function):
                 dA.diagonal().add_(ctx.rel / L.shape[0] * dA.diagonal().sum())
         if ctx.needs_input_grad[1]:
             dy = -g * alpha
-        return dA, dy, None, None
+        return dA, dy, None, None, None
 
 
-def gaussian_log_density(A: torch.Tensor, y: torch.Tensor, *, jitter: float = 0.0,
-                         name: str = "covariance matrix") -> torch.Tensor:
+def gaussian_log_density(A: torch.Tensor, y: torch.Tensor, *, jitter: float = 0.0, name: str = "covariance matrix",
+                         record: dict | None = None) -> torch.Tensor:
     """log N(y | 0, A), differentiable in A and y (see :class:`_GaussianLogDensity`); A is factored by
     :func:`jitter_cholesky` (``jitter``, ``name`` as there; the gradient includes the jitter's dependence on A's
-    mean diagonal, as autograd through :func:`jitter_cholesky` would)."""
-    return _GaussianLogDensity.apply(A, y, jitter, name)
+    mean diagonal, as autograd through :func:`jitter_cholesky` would). ``record``: a dict that gets ``jitter``
+    (the absolute jitter added to the diagonal) and ``rel`` (it relative to the mean diagonal) when the first
+    Cholesky failed and a retry added jitter; untouched otherwise."""
+    return _GaussianLogDensity.apply(A, y, jitter, name, record)
 
 
 class _FITCChunk(torch.autograd.Function):

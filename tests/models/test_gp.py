@@ -1258,3 +1258,102 @@ def test_a_repeated_row_does_not_hide_a_numerically_diagonal_kernel():
     expect = re.escape(f"{float(dist[dist > 0].median()):.3g}")
     with pytest.warns(UserWarning, match=rf"numerically diagonal .* median pairwise distance {expect} \(distinct"):
         fit_type2(Xd, yd, kernel="rbf", lengthscale=1.0, variance=1.0, noise=0.1, steps=2)
+
+
+def test_noise_zero_with_a_repeated_input_and_different_y_is_refused_naming_the_rows():
+    """y = 0 and y = 1 observed without noise at x = 0 have no density under the model; the jitter turned that into
+    log p(y) = -2.5e9 and a posterior mean of 0.5 +- 7e-6 at x = 0. Now a PyrozooError names the rows, before any
+    work; equal y at the repeated rows, or noise > 0, are accepted."""
+    X, y = np.array([[0.0], [0.0], [1.0], [2.0]]), np.array([0.0, 1.0, 0.5, 0.2])
+    hyper = {"kernel": "rbf", "lengthscale": 1.0, "variance": 1.0}
+    msg = r"^y: expected equal values at repeated rows of X when noise = 0 .*got rows 0 \(y = 0\), 1 \(y = 1\) at"
+    with pytest.raises(PyrozooError, match=msg):
+        exact_log_marginal(X, y, noise=0.0, **hyper)
+    with pytest.raises(PyrozooError, match=msg):
+        exact_posterior(X, y, X[:2], noise=t(0.0), **hyper)
+    assert math.isfinite(float(exact_log_marginal(X, y, noise=0.1, **hyper)))
+    y_same = np.array([0.3, 0.3, 0.5, 0.2])
+    with pytest.warns(UserWarning, match="effective noise"):  # singular: a jitter, said so
+        mean, _ = exact_posterior(X, y_same, X[:1], noise=0.0, **hyper)
+    assert float(mean[0]) == pytest.approx(0.3, abs=1e-6)
+
+
+def test_a_jitter_retry_in_the_exact_gp_is_warned_with_the_effective_noise():
+    """K + noise I numerically singular at noise 0 (20 inputs in [0, 1], lengthscale 10): the value is log p(y) at
+    noise + jitter, and a warning now says which; the first Cholesky succeeding (noise > 0) warns nothing."""
+    import warnings
+
+    from pyrozoo.models.gp_linalg import jitter_cholesky_ex
+
+    X = torch.linspace(0, 1, 20, dtype=DT).unsqueeze(-1)
+    y = torch.sin(3 * X[:, 0])
+    hyper = {"kernel": "rbf", "lengthscale": t(10.0), "variance": t(2.0)}
+    fac = jitter_cholesky_ex(kernel_matrix("rbf", X, X, t(10.0), t(2.0)))
+    assert fac.retried
+    jitter = float(fac.added)
+    with pytest.warns(UserWarning, match=rf"exact_log_marginal: K \+ noise I .* not positive definite at noise 0; "
+                                         rf".* jitter of {jitter:.4g} .* effective noise {jitter:.4g} "):
+        value = exact_log_marginal(X, y, noise=t(0.0), **hyper)
+    alpha = torch.cholesky_solve(y.unsqueeze(-1), fac.L).squeeze(-1)
+    ref = -0.5 * (y * alpha).sum() - fac.L.diagonal().log().sum() - 10 * math.log(2 * math.pi)
+    assert float(value) == pytest.approx(float(ref), rel=1e-12)
+    with pytest.warns(UserWarning, match=rf"exact_posterior: .* the posterior is that of the GP at the effective "
+                                         rf"noise {jitter:.4g} "):
+        exact_posterior(X, y, X[:3], noise=t(0.0), **hyper)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact_log_marginal(X, y, noise=t(0.1), **hyper)
+        exact_posterior(X, y, X, noise=t(0.1), **hyper)
+
+
+def test_a_type2_fit_that_needs_jitter_warns_once_and_reports_the_effective_noise():
+    """A type-II fit whose K + noise I needed a jitter retry reported the fitted noise (8e-15) beside a
+    -log p(y | theta) that belonged to noise + jitter (1.4e-9). Now one warning per fit (not per step) names the
+    steps and the jitter, the fit returns effective_noise = noise + jitter, and the result (params, metrics, the
+    draws of f) is that of the effective noise, with an attrs note giving the fitted noise and the jitter."""
+    import warnings
+
+    from pyrozoo.models.gp import gp_metrics
+
+    X = torch.linspace(0, 1, 8, dtype=DT).unsqueeze(-1)  # lengthscale 10: K numerically singular
+    y = torch.sin(3 * X[:, 0])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit = fit_type2(X, y, kernel="rbf", lengthscale=10.0, variance=1.0, noise=1e-20, steps=4, lr=0.01)
+    jitter_warnings = [w for w in seen if "not positive definite" in str(w.message)]
+    assert len(jitter_warnings) == 1
+    text = str(jitter_warnings[0].message)
+    assert "at 4 of the 4 steps" in text and "effective noise" in text
+    assert 0 < fit["jitter"] < 1e-8
+    assert float(fit["effective_noise"]) == float(fit["noise"]) + fit["jitter"]
+    # the final -log p(y | theta) is that of the effective noise
+    at_effective = exact_log_marginal(X, y, kernel="rbf", lengthscale=fit["lengthscale"], variance=fit["variance"],
+                                      noise=fit["effective_noise"])
+    assert fit["losses"][-1] == pytest.approx(-float(at_effective), rel=1e-6)
+
+    data = make_gp_dataset(X, y, lengthscale=10.0, variance=1.0, noise=1e-20)
+    cfg = RunConfig(model="gp", inference="type2", steps=4, lr=0.01, num_samples=3, progress=False)
+    with pytest.warns(UserWarning, match="not positive definite"):
+        res = fit_gp(data, cfg)
+    assert float(res.params["noise"]) == pytest.approx(float(fit["effective_noise"]), rel=1e-12)
+    assert gp_metrics(res, data)["noise"] == float(res.params["noise"])
+    assert res.attrs["noise"].startswith("effective: the fitted noise")
+    # a fit that needs no jitter keeps its noise and no note
+    plain = fit_gp(simulate_gp(0, n=15, n_test=5), replace(cfg, steps=3))
+    assert "noise" not in plain.attrs
+
+
+def test_draws_of_f_survive_a_posterior_covariance_that_rounds_below_zero():
+    """At noise ~0 (a noiseless fit's optimum) K - K (K + noise I)^-1 K rounds to eigenvalues of -1e-14 and
+    diagonal entries < 0, which no jitter relative to its mean diagonal (itself ~0) lifted: the run failed with
+    "posterior covariance of f: not positive definite". The draws are now taken from its nearest positive
+    semidefinite matrix: f pinned at y."""
+    from pyrozoo.models.gp import sample_exact_posterior_f
+
+    d = simulate_gp(0, n=40, noise_sd=0.0)
+    X, y = d.inputs["X"], d.observed["y"]
+    torch.manual_seed(0)
+    f = sample_exact_posterior_f(X, y, 5, kernel="rbf", lengthscale=t([0.880710776316505]),
+                                 variance=t(0.9694735699489591), noise=t(4.3580157586661623e-16))
+    assert f.shape == (5, 40) and bool(torch.isfinite(f).all())
+    assert float((f - y).abs().max()) < 1e-5
