@@ -514,10 +514,29 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
 
 
 def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
-    """``m`` distinct rows of X drawn without replacement (seeded): the usual starting point for Z."""
+    """``m`` distinct rows of X (seeded): the usual starting point for Z.
+
+    The rows of a seeded random permutation of X are taken in order, skipping a row equal to one already taken, so
+    that X with repeated rows still gives m distinct pseudo-inputs (it gave repeated ones: 10 asked, 8 distinct;
+    two equal rows of Z make K_uu singular, and their gradients are equal, so a fit never separates them). A row
+    repeated k times is k times as likely to come early, as in a draw of data points. Without repeated rows this
+    is the first m rows of the permutation, as before (the same Z for the same seed). ``m`` larger than the number
+    of distinct rows is refused, naming both."""
     seed = check_seed("seed", seed)
+    m = check_int("m", m, minimum=1)
     gen = torch.Generator().manual_seed(seed + 1)
-    return X[torch.randperm(X.shape[0], generator=gen)[:m].to(X.device)].clone()
+    perm = torch.randperm(X.shape[0], generator=gen)
+    _, inverse = torch.unique(X.detach().cpu(), dim=0, return_inverse=True)
+    distinct = int(inverse.max()) + 1 if X.shape[0] else 0
+    if m > distinct:
+        raise PyrozooError(f"m: expected at most {distinct} pseudo-inputs, the number of distinct rows of X (it has "
+                           f"{X.shape[0]} rows, some repeated; two equal pseudo-inputs make K_uu singular, and a fit "
+                           f"never separates them), got {m}; pass a smaller m or give Z")
+    # the position in the permutation where each distinct row first appears; those positions in order
+    first = torch.full((distinct,), X.shape[0], dtype=torch.long).scatter_reduce(
+        0, inverse[perm], torch.arange(X.shape[0]), "amin")
+    chosen = perm[first.sort().values[:m]]
+    return X[chosen.to(X.device)].clone()
 
 
 DEFAULT_M = 20  # pseudo-inputs of make_sparse_dataset when neither m nor Z is given

@@ -953,3 +953,29 @@ def test_variance_gradient_matches_finite_difference_with_the_default_jitter(met
     dvar = t(1.2).requires_grad_()
     (dense,) = torch.autograd.grad(_dense_sparse_objective(X, y, Z, method, ls, dvar, nz), dvar)
     assert float(grad) == pytest.approx(float(dense), rel=1e-10)
+
+
+def test_initial_pseudo_inputs_are_distinct_rows_even_when_x_repeats_rows():
+    """initial_pseudo_inputs promised m distinct rows but drew row indices: X with repeated rows gave repeated
+    pseudo-inputs (10 asked, 8 distinct), which make K_uu singular and never separate in a fit. Now the first
+    appearances of distinct rows in the seeded permutation: m distinct rows; without repeated rows the same Z as
+    before for the same seed; m above the number of distinct rows is refused naming both counts."""
+    import pyrozoo.models.sparse_gp as sg
+
+    X, y, _, _ = simulate_regression(0, n=40, n_test=1, input_dim=2)
+    for seed in range(4):  # no repeated rows: the first m of the permutation, as before
+        before = X[torch.randperm(40, generator=torch.Generator().manual_seed(seed + 1))[:10]]
+        assert torch.equal(sg.initial_pseudo_inputs(X, 10, seed), before)
+    Xr = torch.cat([X[:12], X[:12], X[:6]])  # 30 rows, 12 distinct
+    yr = torch.cat([y[:12], y[:12], y[:6]])
+    for seed in range(6):
+        Z = sg.initial_pseudo_inputs(Xr, 10, seed)
+        assert Z.shape == (10, 2) and torch.unique(Z, dim=0).shape[0] == 10
+        assert all(bool((Xr == z).all(-1).any()) for z in Z)  # rows of X
+    assert torch.unique(sg.initial_pseudo_inputs(Xr, 12, 0), dim=0).shape[0] == 12
+    msg = r"^m: expected at most 12 pseudo-inputs, the number of distinct rows of X \(it has 30 rows, .* got 13"
+    with pytest.raises(PyrozooError, match=msg):
+        sg.initial_pseudo_inputs(Xr, 13, 0)
+    with pytest.raises(PyrozooError, match=msg):
+        make_sparse_dataset(Xr, yr, m=13)
+    assert torch.unique(make_sparse_dataset(Xr, yr, m=10).inputs["Z"], dim=0).shape[0] == 10
