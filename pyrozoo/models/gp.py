@@ -9,7 +9,8 @@ Hyperparameters theta = (lengthscale l, signal variance s^2, noise variance sigm
 (``type2``: Adam on log p(y | theta) in float64) or with LogNormal priors and NUTS on the collapsed model
 y ~ N(0, K + sigma^2 I) (``nuts``), after which f is drawn from p(f | y, theta) for every draw. Either way the
 Result's posterior holds f (and theta for NUTS), and the pointwise log-likelihood is log N(y_i | f_i, sigma^2).
-``noise=0`` is the noiseless setting (interpolation, kept PD by the bounded jitter of :func:`jitter_cholesky`).
+``noise=0`` is the noiseless setting (interpolation, kept PD by the bounded jitter of :func:`jitter_cholesky`; a
+jitter that a retry added is warned about, with the effective noise, noise + jitter, that the numbers belong to).
 """
 
 from __future__ import annotations
