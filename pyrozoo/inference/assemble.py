@@ -337,8 +337,11 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
     Axes take the names the posterior and the data already use, so that xarray lines them up: the leading axis as
     long as an observed site's plate takes that plate's name (``obs_id``), and any axis as long as exactly one other
     named axis (a plate such as ``feature``) takes that name, leaving out names the tensor's earlier axes took (the
-    observations' plate at n == d); the rest are ``{name}_dim_k``. ``posterior`` draws are ``(chain, draw, ...)``,
-    so their per-draw shapes drop the first two axes."""
+    observations' plate at n == d); the rest are ``{name}_dim_k``. A length that two differently named axes share
+    (e.g. two observed plates of n rows each, whose rows may differ) names no axis: the guess would be a coin toss,
+    and a wrong name lines the values up with another plate's coordinates; a model names such axes itself
+    (``result.dims``). ``posterior`` draws are ``(chain, draw, ...)``, so their per-draw shapes drop the first two
+    axes."""
     sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
     obs_plates, named = {}, {}
     for site, names_of_site in dims.items():
@@ -347,7 +350,7 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
             if dim.startswith(f"{site}_dim_"):
                 continue
             if site in observed and k == 0:
-                obs_plates.setdefault(shape[0], dim)
+                obs_plates.setdefault(shape[0], set()).add(dim)
             named.setdefault(shape[k], set()).add(dim)
     out, out_dims = {}, {}
     for key, value in model_kwargs.items():
@@ -357,8 +360,8 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
             continue  # the observations under another keyword name
         names = [f"{key}_dim_{i}" for i in range(value.dim())]
         for k, n in enumerate(value.shape):
-            if k == 0 and n in obs_plates:
-                names[0] = obs_plates[n]
+            if k == 0 and len(obs_plates.get(n, ())) == 1:
+                names[0] = next(iter(obs_plates[n]))
                 continue
             others = named.get(n, set()) - set(names)  # a plate named already (obs_id at n == d) is no candidate
             if len(others) == 1:

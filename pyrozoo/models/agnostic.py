@@ -1127,9 +1127,16 @@ def _check_options_match_data(given: dict[str, Any], dataset: Dataset, net: Agno
 def _name_axes(result: Result, x_ndim: int) -> Result:
     """ArviZ axes instead of ``w_y_dim_0`` and so on: ``class`` and ``feature`` (G_f's outputs) for the target head,
     ``protected_class`` and ``adversary_unit`` for the adversary's head; ``row`` (target and protected rows
-    together, as ``target_idx`` / ``protected_idx`` index them) and the image or table axes for ``x``."""
+    together, as ``target_idx`` / ``protected_idx`` index them) and the image or table axes for ``x``;
+    ``target_idx`` on the target plate ``target_id``, ``protected_idx`` and ``protected_weight`` on the protected plate
+    ``protected_id``, named here rather than guessed from their lengths (the two plates can be equally long and hold
+    different rows)."""
     result.dims.update(w_y=["class", "feature"], b_y=["class"], w_p=["protected_class", "adversary_unit"],
                        b_p=["protected_class"])
+    for name, dim in (("target_idx", "target_id"), ("protected_idx", "protected_id"),
+                      ("protected_weight", "protected_id")):
+        if name in result.constant_data:
+            result.dims[name] = [dim]
     if "x" in result.constant_data:
         result.dims["x"] = ["row", "channel", "height", "width"] if x_ndim == 4 else ["row", "column"]
     return result

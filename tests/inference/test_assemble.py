@@ -555,3 +555,31 @@ def test_result_params_are_host_copies_of_the_tensors_given():
     assert res.params["n"] == 3 and not res.params["live"].requires_grad
     assert res.params["live"].device.type == "cpu"
     assert owned_params(None) == {}
+
+
+def test_constant_data_does_not_guess_between_two_observed_plates_of_equal_length():
+    """Two observed plates of n rows each (e.g. rows with a target label and rows with a protected label, which
+    differ): an input of length n could belong to either. The guess gave every such input the first observed plate,
+    so the second plate's index sat on the first plate's axis and xarray lined it up with the other rows' labels;
+    now the axis keeps its default name, and a plate used by one observed site alone is still found."""
+    def model(x, idx_a, idx_b, w_b, a=None, b=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("a_id", idx_a.shape[0]):
+            pyro.sample("a", dist.Normal(mu + x[idx_a], 1.0), obs=a)
+        with pyro.plate("b_id", idx_b.shape[0]):
+            with pyro.poutine.scale(scale=w_b):
+                pyro.sample("b", dist.Normal(mu - x[idx_b], 1.0), obs=b)
+
+    x = torch.arange(6.0)
+    kwargs = {"x": x, "idx_a": torch.tensor([0, 1, 2, 3]), "idx_b": torch.tensor([1, 2, 3, 5]),
+              "w_b": torch.full((4,), 0.5), "a": torch.zeros(4), "b": torch.ones(4)}
+    result = assemble_result("test", model, kwargs, {"mu": torch.zeros(1, 3)})
+    assert result.dims["a"] == ["a_id"] and result.dims["b"] == ["b_id"]
+    for name in ("idx_a", "idx_b", "w_b"):
+        assert result.dims[name] == [f"{name}_dim_0"], (name, result.dims[name])
+    idata = result.to_inference_data()
+    assert idata.constant_data["idx_b"].dims == ("idx_b_dim_0",)
+    # one observed plate of that length: the guess stands
+    kwargs.update(idx_b=torch.tensor([1, 2, 5]), w_b=torch.full((3,), 0.5), b=torch.ones(3))
+    result = assemble_result("test", model, kwargs, {"mu": torch.zeros(1, 3)})
+    assert result.dims["idx_a"] == ["a_id"] and result.dims["idx_b"] == ["b_id"] and result.dims["w_b"] == ["b_id"]

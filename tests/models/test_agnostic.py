@@ -1411,3 +1411,39 @@ def test_class_coordinates_carry_the_data_s_own_labels(tmp_path):
     assert list(idata.posterior["b_y"]["class"].values) == [1, 2]
     assert set(np.unique(idata.observed_data["p"].values)) == {0, 1}  # codes: positions on those coordinates
     assert "0 = 'F', 1 = 'M'" in idata.attrs["class_codes"] and "0 = 1, 1 = 2" in idata.attrs["class_codes"]
+
+
+def test_protected_index_lies_on_the_protected_rows_when_both_heads_have_as_many_rows(tmp_path):
+    """A file with one row lacking the protected label and another lacking the target label has as many target
+    rows as protected rows, but not the same ones. constant_data's protected_idx and protected_weight were put on
+    target_id (their axis guessed from their length), so .sel(target_id=r) gave another row's index; they now lie
+    on protected_id with the protected rows' labels: a row with both labels has the same x row in both indexes."""
+    import arviz as az
+    import pandas as pd
+
+    from pyrozoo.runner import run_model
+
+    gen = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame({"a": gen.standard_normal(n), "b": gen.standard_normal(n),
+                          "g": np.where(gen.random(n) < 0.5, "F", "M"), "y": np.where(gen.random(n) < 0.5, 1, 2)})
+    frame["g"] = frame["g"].astype(object)
+    frame.loc[5, "g"] = None
+    frame.loc[9, "y"] = None
+    frame.to_csv(tmp_path / "ag.csv", index=False)
+    cfg = RunConfig(model="agnostic", data=str(tmp_path / "ag.csv"), device="cpu", progress=False, steps=3,
+                    num_samples=2, options={"target": "y", "protected": "g"})
+    run_model(cfg, out=tmp_path / "run")
+    idata = az.from_netcdf(tmp_path / "run" / "idata.nc")
+    c = idata.constant_data
+    assert c.sizes["target_id"] == c.sizes["protected_id"]  # the case: equally many rows, not the same rows
+    assert c["target_idx"].dims == ("target_id",)
+    assert c["protected_idx"].dims == ("protected_id",) and c["protected_weight"].dims == ("protected_id",)
+    assert list(c["protected_id"].values) == list(idata.log_likelihood["protected_id"].values)
+    assert 5 not in c["protected_id"].values and 9 in c["protected_id"].values
+    assert 9 not in c["target_id"].values and 5 in c["target_id"].values
+    both = sorted(set(c["target_id"].values.tolist()) & set(c["protected_id"].values.tolist()))
+    assert len(both) > 0
+    t = c["target_idx"].sel(target_id=both).values
+    p = c["protected_idx"].sel(protected_id=both).values
+    np.testing.assert_array_equal(t, p)  # a row's x row is the same whichever head's index it is read from
