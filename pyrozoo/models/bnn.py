@@ -552,7 +552,7 @@ def train_bnn(
     run = run_swag(loss, _init_theta(layout, seed, device, torch.float32), Xs.shape[0], epochs=epochs,
                    swa_epochs=swa_epochs, batch_size=batch_size, lr=lr, swa_lr=swa_lr, momentum=momentum,
                    rank=rank, seed=seed, progress=progress, progress_label=progress_label)
-    warn_if_diverged(layout, run, Xs)
+    warn_if_diverged(layout, run, Xs, ys)
     options = {"hidden": hidden, "depth": depth, "prior_scale": float(prior_scale), "seed": seed,
                "progress": progress, "val_fraction": float(val_fraction)}
     return BNNTraining(layout, run, Xs, ys, scaling, options, X_val, y_val,
@@ -563,28 +563,50 @@ SATURATED_SHARE = 0.1  # warn when the log-variance head sits at its clamp for m
 LOSS_RISE = 1.0  # ... or when the last epoch's loss (nats per row) is this far above the best epoch's
 
 
-def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor) -> str | None:
+def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor, y: torch.Tensor | None = None) -> str | None:
     """A ``UserWarning`` (returned as text; None when all is well) when the SGD run has likely blown up, cheaply
-    seen after training: the final iterate's log-variance head g(x) at or beyond its clamp ``LOG_VAR_RANGE`` for
-    more than ``SATURATED_SHARE`` of the training rows ``X`` (standardized), or the last epoch's loss more than
-    ``LOSS_RISE`` above the best epoch's. Both come with too few epochs or too high a learning rate on small data
-    (60 rows, 10 epochs: g(x) = 8 on half the rows, test RMSE 384 for noise sd 1)."""
+    seen after training on the final iterate's log-variance head g(x) (before its clamp ``LOG_VAR_RANGE``) at the
+    training rows ``X`` (standardized; ``y`` their standardized responses, for the message):
+
+    * g(x) at or beyond either clamp for more than ``SATURATED_SHARE`` of the rows (60 rows, 10 epochs: g(x) = 8
+      on half of them, test RMSE 384 for noise sd 1);
+    * else any row at or above the upper clamp g = 8: a predictive sd of e^4 ~ 55 sds of y, which no row of
+      standardized data needs (a row's own best log-variance is log r_i^2, r_i its residual in sds of y), and out of
+      which the row cannot come back: the clamp passes no gradient to g, and the mean's gradient,
+      (f(x_i) - y_i) e^-g, is divided by e^8 (60 rows, 200 epochs at lr 0.003: 1 to 3 rows there, fitted means
+      12 to 31 sds from y, test RMSE 226 where predicting the mean scores 61);
+    * the last epoch's loss more than ``LOSS_RISE`` above the best epoch's.
+
+    All come with too few epochs or a learning rate that suits neither the data nor the schedule."""
     notes = []
     with torch.no_grad():
         params = layout.unflatten(run.final)
         h = mlp_features(params, X, layout.depth)
         g = torch.einsum("i,ni->n", params["w_out"][1], h) + params["b_out"][1]  # before the clamp
-        at = int(((g <= LOG_VAR_RANGE[0]) | (g >= LOG_VAR_RANGE[1])).sum())
+        upper = g >= LOG_VAR_RANGE[1]
+        at = int(((g <= LOG_VAR_RANGE[0]) | upper).sum())
+        stuck = int(upper.sum())
+        miss = None
+        if stuck and y is not None:
+            mean = torch.einsum("i,ni->n", params["w_out"][0], h) + params["b_out"][0]
+            miss = float((mean - y.to(mean)).abs()[upper].max())
     if at > SATURATED_SHARE * X.shape[0]:
         notes.append(f"the log-variance head sits at its clamp {LOG_VAR_RANGE} for {at} of {X.shape[0]} training "
                      f"rows")
+    elif stuck:
+        sd = math.exp(LOG_VAR_RANGE[1] / 2)
+        notes.append(f"{stuck} of {X.shape[0]} training rows {'sits' if stuck == 1 else 'sit'} at the log-variance "
+                     f"head's upper clamp {LOG_VAR_RANGE[1]:g} (a predictive sd of {sd:.3g} sds of y), stuck there: "
+                     f"the clamp passes no gradient, and their means' gradients are divided by e^{LOG_VAR_RANGE[1]:g}"
+                     + ("" if miss is None else f" (fitted means up to {miss:.3g} sds of y from y)"))
     best, last = min(run.losses), run.losses[-1]
     if last > best + LOSS_RISE:
         notes.append(f"the last epoch's loss {last:.3g} is {last - best:.3g} above the best epoch's ({best:.3g})")
     if not notes:
         return None
     message = (f"bnn training has likely diverged: {'; '.join(notes)}; train for more epochs (epochs, --steps; "
-               f"swa_epochs) or with a lower learning rate (lr, --lr; swa_lr)")
+               f"swa_epochs) or with a lower learning rate (lr, --lr; swa_lr)"
+               + (", or from another seed (seed, --seed)" if stuck and at <= SATURATED_SHARE * X.shape[0] else ""))
     warnings.warn(message, UserWarning, stacklevel=2)
     return message
 

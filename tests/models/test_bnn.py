@@ -1121,3 +1121,44 @@ def test_a_saved_run_s_params_pt_holds_what_its_log_likelihood_reads(tmp_path):
                             options={"n": 40, "hidden": 5, "swa_epochs": 3}, **draws), out=tmp_path / kind)
         saved = torch.load(tmp_path / kind / "params.pt")
         assert keys | {"noise_scale", "defensive_weight"} <= set(saved), (kind, sorted(saved))
+
+
+def test_a_few_rows_stuck_at_the_upper_log_variance_clamp_warn():
+    """The divergence warning needed more than 10% of the rows at the log-variance clamp: a fit that parked a few
+    rows at the upper clamp g = 8 (no gradient to g through the clamp, the mean's divided by e^8), their fitted
+    means 12 to 31 sds of y from y and a test RMSE 2.5x that of predicting the mean, passed in silence. Any row at
+    the upper clamp now warns, with the count and how far those rows' means are from y; the lower clamp alone
+    (a near-exact fit of a row) and rows just below the upper clamp do not."""
+    import warnings
+
+    from pyrozoo.inference.swag import SWAGCollector, SWAGRun
+    from pyrozoo.models.bnn import LOG_VAR_RANGE, warn_if_diverged
+
+    layout = MLPLayout(in_dim=1, depth=0)
+    X = torch.linspace(-1, 1, 30).unsqueeze(-1)  # the top two rows: x = 1 and 0.93
+    y = torch.zeros(30)
+    y[-1] = -12.0  # the fitted mean is 0 everywhere: 12 sds from this row's y
+
+    def run(slope: float, bias: float = 0.0) -> SWAGRun:  # g(x) = slope x + bias, the fitted mean 0
+        theta = layout.flatten({"w_out": torch.tensor([[0.0], [slope]]), "b_out": torch.tensor([0.0, bias])})
+        return SWAGRun(collector=SWAGCollector(theta.numel(), rank=2), final=theta, losses=[1.0, 0.9])
+
+    with pytest.warns(UserWarning, match=r"bnn training has likely diverged: 2 of 30 training rows sit at the "
+                                         r"log-variance head's upper clamp 8 .*stuck there.*fitted means up to 12 sds "
+                                         r"of y from y.*train for more epochs.*another seed"):
+        message = warn_if_diverged(layout, run(9.0), X, y)  # g = 9 and 8.4 on the top rows
+    assert message is not None and "2 of 30" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_diverged(layout, run(LOG_VAR_RANGE[1] - 0.1), X, y) is None  # g < 8 on every row
+        assert warn_if_diverged(layout, run(6.5, -6.0), X, y) is None  # the lower clamp on 2 rows: not stuck
+
+
+def test_the_qa_schedule_that_stranded_a_row_at_the_upper_clamp_warns():
+    """End to end: 54 rows of y = 1000 + 50 a - 20 b + N(0, 5^2) trained 200 epochs at lr 0.003 (swa_lr 0.001, 20
+    SWA epochs) leave a row at the upper clamp, fewer than 10% of the rows, and no loss rise: it was silent."""
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(54, 2, generator=gen, dtype=torch.float64)
+    y = 1000 + 50 * X[:, 0] - 20 * X[:, 1] + 5 * torch.randn(54, generator=gen, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"training rows sits? at the log-variance head's upper clamp 8"):
+        train_bnn(X, y, epochs=200, swa_epochs=20, lr=0.003, swa_lr=0.001, rank=5, seed=0)
