@@ -961,6 +961,11 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     if scaling is not None:  # X_std = (X - input_shift) / input_scale, as response_shift / response_scale for y
         result.attrs["input_shift"] = scaling["x_mean"].cpu().tolist()
         result.attrs["input_scale"] = scaling["x_std"].cpu().tolist()
+    if post.kind == "map":  # az.loo of one draw stops with ArviZ's bare "IndexError: index -2 is out of bounds"
+        result.attrs["log_likelihood"] = (
+            "map: one draw, the point estimate: log p(y | x, MAP weights) of the training rows, an in-sample fit; "
+            "az.loo needs several draws and fails on it, and az.waic gives the in-sample fit, not an out-of-sample "
+            "elpd (p_waic 0): for az.loo and az.compare use swag, swag-diag, ciber, collapsed-gaussian or vi")
     if post.collapsed is not None:
         # PSIS-LOO on these values is Rao-Blackwellized over w_c; recomputing the likelihood from the posterior
         # group's w_out (which keeps the SWAG draws of w_c) gives the uncollapsed value instead

@@ -198,3 +198,25 @@ def test_a_bad_value_given_by_a_flag_over_the_config_file_does_not_blame_the_fil
     assert main(["run", "--config", str(config), "--out", str(out), "--seed", "1"]) == 2
     assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: n: expected an integer >= 1, got -5")
     assert not out.exists()
+
+
+def test_a_one_draw_point_estimate_run_says_az_loo_does_not_apply(tmp_path, capsys):
+    """bnn map stores one draw: az.loo of its idata.nc stopped with ArviZ's bare "IndexError: index -2 is out of
+    bounds", and `pyrozoo run` said nothing about it (only the docs did). The run now notes that az.loo needs several
+    draws, and the idata's attrs say so for map; a run with several draws gets no such note."""
+    import arviz as az
+
+    out = tmp_path / "map"
+    assert main(["run", "bnn", "--inference", "map", "--steps", "3", "-o", "hidden=4", "-o", "swa_epochs=2",
+                 "-o", "n=40", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "note: one draw (a point estimate, or --num-samples 1): az.loo needs several draws" in text
+    idata = az.from_netcdf(out / "idata.nc")
+    assert "log_likelihood" in idata.groups()  # kept: the in-sample pointwise fit at the point estimate
+    assert idata.attrs["log_likelihood"].startswith("map: one draw") and "az.loo needs several draws" in \
+        idata.attrs["log_likelihood"]
+    assert main(["run", "bnn", "--inference", "swag-diag", "--steps", "3", "--num-samples", "4", "-o", "hidden=4",
+                 "-o", "swa_epochs=2", "-o", "n=40", "--no-progress", "--device", "cpu",
+                 "--out", str(tmp_path / "swag")]) == 0
+    assert "az.loo needs several draws" not in capsys.readouterr().out
+    assert "log_likelihood" not in az.from_netcdf(tmp_path / "swag" / "idata.nc").attrs
