@@ -198,8 +198,8 @@ def handle(args: argparse.Namespace) -> int:
         # a point estimate (bnn map, regime-scm): az.loo stops with ArviZ's bare IndexError on it; a sampler's one
         # draw gets report_lines' note below, which says so too
         print("note: one draw (a point estimate, or --num-samples 1): az.loo needs several draws and fails on this "
-              "run; its log_likelihood group is the in-sample log p(y | that draw), and az.waic of it the in-sample "
-              "fit, not an out-of-sample elpd")
+              "run; its log_likelihood group is the in-sample pointwise log-likelihood at that draw, and az.waic of "
+              "it the in-sample fit, not an out-of-sample elpd")
     if result.num_chains * result.num_draws > 1:
         # az.summary of only the rows printed; the checks read check_table's columns of every row
         table = summary(idata, max_rows=SUMMARY_ROWS)
