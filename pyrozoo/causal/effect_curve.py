@@ -42,7 +42,12 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from pyrozoo.causal.basis import SplineInteractionBasis, interaction_kind
+from pyrozoo.causal.basis import (
+    SplineInteractionBasis,
+    cross_fit_min_product_support,
+    interaction_kind,
+    warn_sparse_columns,
+)
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
 from pyrozoo.causal.crossfit import check_learner, crossfit_predict, make_folds
 from pyrozoo.causal.inputs import (
@@ -303,7 +308,8 @@ class EffectCurve:
     spline: ``"natural"`` (default: f'' = 0 at the extremes of t, so the slope flattens there) or ``"cubic"``
         (unrestricted cubic regression spline, linear only outside the data; less tail bias, more columns; prefer it
         when the response may be strongly curved across the range of t, see docs/effect-curve.md).
-    n_knots_x, interactions: the control basis b(x) (:class:`~pyrozoo.causal.basis.SplineInteractionBasis`).
+    n_knots_x, interactions: the control basis b(x) (:class:`~pyrozoo.causal.basis.SplineInteractionBasis`; its
+        products supported on fewer than ceil(8 K / (K - 1)) rows are left out with a warning).
     learner: nuisance learner for m(x), g(x) (fit/predict object or factory); default spike-and-slab EM.
     n_folds, n_repeats: K folds and R random splits of the cross-fitting.
     n_pseudo: pseudo-datasets of the conformal calibration (0: no calibration, C = z_{1-alpha/2}).
@@ -485,8 +491,12 @@ class EffectCurve:
         regression."""
         n = y.shape[0]
         if X is not None:
-            self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions)
+            self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions,
+                                                   min_product_support=cross_fit_min_product_support(self.n_folds))
             self.Bx_ = self.x_basis_.fit_transform(X)
+            names = self.feature_names_ or [f"x{j + 1}" for j in range(X.shape[1])]
+            # warn -> warn_sparse_columns -> _fit_stages -> fit -> keeps_caller_state -> fit's caller
+            warn_sparse_columns(self.x_basis_, [str(v) for v in names], "EffectCurve", stacklevel=4)
             learner = (self.learner if self.learner is not None
                        else SpikeSlabLearner(seed=self.seed, device=str(self.device_)))
             cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds, after_fit=bar.update)

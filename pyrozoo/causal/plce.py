@@ -37,7 +37,12 @@ import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from pyrozoo.causal.basis import SplineInteractionBasis, interaction_kind
+from pyrozoo.causal.basis import (
+    SplineInteractionBasis,
+    cross_fit_min_product_support,
+    interaction_kind,
+    warn_sparse_columns,
+)
 from pyrozoo.causal.crossfit import CrossFitPredictions, check_learner, clip_to_range, crossfit_predict, make_folds
 from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, sensitivity
 from pyrozoo.causal.extensions import (
@@ -446,8 +451,9 @@ class PLCE(BaseEstimator):
     Parameters
     ----------
     learner: nuisance learner (fit/predict object, scikit-learn estimator or factory); default spike-and-slab EM.
-    basis: ``"spline"`` (splines per covariate + pairwise interactions), ``"linear"`` (standardized x only), or a
-        transformer with fit_transform (scikit-learn's TransformerMixin).
+    basis: ``"spline"`` (splines per covariate + pairwise interactions; a product supported on fewer than
+        ceil(8 K / (K - 1)) rows, e.g. of a rare dummy, is left out with a warning, see :mod:`pyrozoo.causal.basis`),
+        ``"linear"`` (standardized x only), or a transformer with fit_transform (scikit-learn's TransformerMixin).
     n_knots, degree, interactions: settings of the spline basis.
     n_folds, n_repeats: K folds, R random splits.
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
@@ -711,13 +717,17 @@ class PLCE(BaseEstimator):
         base = self._base_learner()
         if isinstance(self.basis, str):  # checked in _check
             if self.basis == "spline":
-                tf = SplineInteractionBasis(n_knots=self.n_knots, degree=self.degree, interactions=self.interactions)
+                tf = SplineInteractionBasis(n_knots=self.n_knots, degree=self.degree, interactions=self.interactions,
+                                            min_product_support=cross_fit_min_product_support(self.n_folds))
             else:
                 tf = None
         else:
             tf = self.basis
         Z = standardized_columns(X)  # basis="linear"'s design and the refit's linear controls
         B = tf.fit_transform(X) if tf is not None else Z
+        if isinstance(tf, SplineInteractionBasis):  # its columns too sparse to cross-fit, left out (basis module)
+            names = self.feature_names_ or [f"x{j}" for j in range(X.shape[1])]
+            warn_sparse_columns(tf, [str(v) for v in names], "PLCE", stacklevel=3)
         self.basis_ = tf
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
         learner = RandomInterceptLearner(base, n_iter=2) if use_re else base

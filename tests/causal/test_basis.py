@@ -165,3 +165,59 @@ def test_feature_names_out_name_every_transformed_column(opts):
     assert list(basis.get_feature_names_out()) == [o.replace("c", "x") for o in out]  # default x0, x1, x2
     with pytest.raises(PyrozooError, match=r"^input_features: expected 3 names \(one per column, as in fit\), got 1"):
         basis.get_feature_names_out(["a"])
+
+
+def rare_dummy_covariates(n: int = 200, ones: int = 3) -> np.ndarray:
+    """Two continuous covariates, a dummy with ``ones`` ones, and two common dummies whose 1s overlap on 3 rows."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.standard_normal((n, 2)), np.zeros((n, 3))])
+    X[:ones, 2] = 1.0
+    X[10:40, 3] = 1.0
+    X[37:70, 4] = 1.0  # d1 * d2 is off its most common value on rows 37-39 only
+    return X
+
+
+def test_products_supported_on_too_few_rows_are_left_out_and_named():
+    """A product's support is the rows where each factor is off its most common value; with min_product_support
+    m the products with support below m are dropped (the covariate's own column stays) and sparse_summary names
+    the covariate that made them sparse, or both when only their combination is rare. The default (0) keeps the
+    columns of before."""
+    X = rare_dummy_covariates()
+    names = ["a", "b", "rare", "d1", "d2"]
+    full = SplineInteractionBasis().fit(X)
+    kept = SplineInteractionBasis(min_product_support=10).fit(X)
+    dropped = ["a*rare", "b*rare", "rare*d1", "rare*d2", "d1*d2", "a^2*rare", "b^2*rare"]
+    old, new = list(full.get_feature_names_out(names)), list(kept.get_feature_names_out(names))
+    assert set(dropped) <= set(old) and full.sparse_columns_ == []
+    assert new == [c for c in old if c not in dropped] and "rare" in new
+    assert kept.transform(X).shape == (len(X), len(new))
+    np.testing.assert_array_equal(kept.transform(X), full.transform(X)[:, [old.index(c) for c in new]])
+    # rare*d1, rare*d2: never both off their mode (support 0), in the span of the main effects: dropped unlisted
+    assert [(c, s) for c, _, s in kept.sparse_columns_] == [("x0*x2", 3), ("x1*x2", 3), ("x3*x4", 3), ("x0^2*x2", 3),
+                                                            ("x1^2*x2", 3)]
+    assert kept.sparse_summary(names) == "rare (3 rows): a*rare, b*rare, a^2*rare, b^2*rare; d1 x d2 (3 rows): d1*d2"
+    # rows of the transform of a subset are the subset's rows of the transform (the columns are fixed by fit)
+    np.testing.assert_array_equal(kept.transform(X[:50]), kept.transform(X)[:50])
+    with pytest.raises(PyrozooError, match="min_product_support"):
+        SplineInteractionBasis(min_product_support=-1).fit(X)
+
+
+def test_cross_fit_bound_keeps_eight_support_rows_per_training_set_on_average():
+    from pyrozoo.causal.basis import cross_fit_min_product_support
+
+    # ceil(8 K / (K - 1)): s (K - 1) / K >= 8
+    assert [cross_fit_min_product_support(k) for k in (2, 3, 5, 10)] == [16, 12, 10, 9]
+    for k in (2, 3, 5, 10, 20):
+        m = cross_fit_min_product_support(k)
+        assert m * (k - 1) / k >= 8 > (m - 1) * (k - 1) / k
+
+
+def test_a_small_data_set_keeps_its_products_and_every_covariate_its_own_columns():
+    """The bound is min(m, n / 2): a product on half the rows or more is as well informed as any column. With m = 16
+    (2 folds) a 12-row data set of continuous covariates lost every column, its own spline columns included; it now
+    gets the basis of min_product_support=0, column for column."""
+    X = np.random.default_rng(1).standard_normal((12, 3))
+    plain = SplineInteractionBasis().fit(X)
+    bounded = SplineInteractionBasis(min_product_support=16).fit(X)
+    assert bounded.min_product_support_ == 6 and bounded.sparse_columns_ == []
+    np.testing.assert_array_equal(bounded.transform(X), plain.transform(X))
