@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from pyrozoo.errors import PyrozooError
+from pyrozoo.models.spike_slab_prior import CONSTANT_STEPS
 from pyrozoo.validation import check_int, check_seed
 
 Learner = Any  # an object with fit(X, y, **row_kwargs) -> self and predict(X, **row_kwargs) -> (n,)
@@ -105,6 +106,9 @@ def crossfit_predict(
     ``clip_to_train=True`` clips each held-out design column to the range it has in the training folds before
     predicting (:func:`clip_to_range`), so a fit on polynomial or interaction columns does not extrapolate.
     ``after_fit()`` is called after each of the targets x R x K fits (e.g. a progress bar's ``update``).
+    A design column constant on a fold's training rows (:func:`constant_columns`; a rare category's dummy whose
+    rows all fall in the held-out fold) is left out of that fold's fit and prediction (:class:`ColumnSubset`): its
+    coefficient is not identified there, and the spike-and-slab learner refuses constant columns.
     """
     for key, base in (learner.items() if isinstance(learner, Mapping) else [("learner", learner)]):
         check_learner("learner" if key == "learner" else f"learner[{key!r}]", base)
@@ -138,6 +142,11 @@ def crossfit_predict(
                 test = folds[r] == k
                 train = ~test
                 est = fresh_learner(base)
+                # a column constant on the training rows (a rare category whose rows are all held out) carries
+                # nothing for this fit and has no identified coefficient: fit and predict without it
+                varies = ~constant_columns(X[train])
+                if not varies.all() and varies.any():
+                    est = ColumnSubset(est, varies)
                 try:
                     est.fit(X[train], yr[train], **{a: v[train] for a, v in row_kwargs.items()})
                 except PyrozooError as err:  # say where: the learner sees the design (basis), not the user's X
@@ -154,6 +163,42 @@ def crossfit_predict(
                     after_fit()
             fitted[name].append(kept)
     return CrossFitPredictions(preds, folds, fitted if keep_learners else {})
+
+
+def constant_columns(X: np.ndarray) -> np.ndarray:
+    """(d,) boolean mask of the columns of ``X`` (n, d) that are constant up to rounding: sd <= 100 eps max|x|,
+    the rule of the spike-and-slab learner's check (:data:`pyrozoo.models.spike_slab_prior.CONSTANT_STEPS`)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1], dtype=bool)
+    return X.std(axis=0) <= CONSTANT_STEPS * np.finfo(np.float64).eps * np.abs(X).max(axis=0)
+
+
+class ColumnSubset:
+    """A learner fitted and predicting on the columns ``columns`` (boolean mask) of the design it is given;
+    ``selected_`` (when the learner, or the learner it wraps as ``learner_``, has one) is mapped back to all the
+    design's columns, the others unselected, so a union refit reads it as it reads the learner's own."""
+
+    def __init__(self, learner: Learner, columns: np.ndarray) -> None:
+        self.learner = learner
+        self.columns = np.asarray(columns, dtype=bool)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, **kwargs: Any) -> ColumnSubset:
+        self.learner.fit(np.asarray(X)[:, self.columns], y, **kwargs)
+        return self
+
+    def predict(self, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        return self.learner.predict(np.asarray(X)[:, self.columns], **kwargs)
+
+    @property
+    def selected_(self) -> np.ndarray:
+        inner = getattr(self.learner, "learner_", self.learner)
+        sel = getattr(inner, "selected_", None)
+        if sel is None:
+            raise AttributeError("selected_")  # getattr(..., None) then reads it as "no selection"
+        full = np.zeros(self.columns.shape[0], dtype=bool)
+        full[self.columns] = np.asarray(sel, dtype=bool)
+        return full
 
 
 def clip_to_range(X_new: np.ndarray, X_train: np.ndarray) -> np.ndarray:

@@ -1044,3 +1044,20 @@ def test_prior_options_reassigned_after_construction_are_refused_before_any_fit(
     with pytest.raises(PyrozooError, match=r"^prior_options: .*got 'num_samples' \('num_samples': set "
                                            r"EffectCurve\(num_samples=\.\.\.\) instead\)$"):
         est.fit(rng.standard_normal(50), rng.standard_normal(50), rng.standard_normal((50, 2)))
+
+
+def test_a_category_with_a_single_row_is_fitted_not_refused_mid_fit():
+    """A dummy with one 1 crashed the nuisances' cross-fit ('X: column(s) [12] are constant ...; remove them', an
+    index into the control basis). Its products are left out of b(x) with a warning naming 'rare (1 row)', and the
+    fold where its own column is constant on the training rows fits without it."""
+    rng = np.random.default_rng(0)
+    n = 200
+    X = pd.DataFrame(rng.normal(size=(n, 2)), columns=["a", "b"])
+    X["rare"] = 0.0
+    X.loc[7, "rare"] = 1.0
+    t = X.a + rng.normal(size=n)
+    y = t + X.a**2 + rng.normal(size=n)
+    with pytest.warns(UserWarning, match=r"EffectCurve: 2 product column\(s\) .* rare \(1 row\): a\*rare, b\*rare"):
+        est = EffectCurve(n_folds=5, n_pseudo=0).fit(y, t, X)
+    assert "rare" in est.design_names() and "a*rare" not in est.design_names()
+    assert np.isfinite(est.ape_) and abs(est.ape_ - 1) < 4 * est.ape_se_

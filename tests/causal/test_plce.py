@@ -4,6 +4,7 @@ bad input. Tolerances are stated next to each check with where they come from.""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -947,15 +948,24 @@ def test_numpy_scalars_are_accepted_as_bandwidth_and_seed():
 
 
 def test_a_learner_error_in_the_cross_fit_says_where():
-    """Too few rows for the spline basis: the learner's complaint about constant design columns is reported with
-    the target, fold, and training-set size, so it is not read as a complaint about the user's own X."""
+    """A learner's complaint about its design is reported with the target, fold, and training-set size, so it is
+    not read as a complaint about the user's own X. (Its old trigger, design columns constant on a fold's 4
+    training rows, is no longer an error: the cross-fit leaves such columns out of that fold, test_crossfit.py.)"""
+
+    class Refuses:
+        def fit(self, X, y):
+            raise PyrozooError("X: column(s) [3] are too odd")
+
+        def predict(self, X):
+            raise AssertionError
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((8, 3))
     t = X[:, 0] + rng.standard_normal(8)
     y = t + rng.standard_normal(8)
     with pytest.raises(PyrozooError, match=r"cross-fit of 'y', repeat 0, fold 0 \(4 training rows x \d+ design "
-                                           r"columns\): X: column\(s\) .* constant"):
-        PLCE(n_folds=2, n_repeats=1).fit(y, t, X)
+                                           r"columns\): X: column\(s\) \[3\] are too odd"):
+        PLCE(Refuses(), n_folds=2, n_repeats=1, refit="none").fit(y, t, X)
 
 
 # ---------------------------------------------------------------- building blocks against hand-written references
@@ -1571,3 +1581,22 @@ def test_a_dummy_with_three_ones_does_not_ruin_the_estimate():
     assert "rare" in list(est.basis_.get_feature_names_out(list(X.columns)))  # its own column stays
     np.testing.assert_allclose(est.thetas_, without.thetas_, atol=0.03)  # measured: 0.954, 0.952 vs 0.947, 0.938
     assert np.abs(est.t_resid_).max() < 5  # measured 3.95, as without the column
+
+
+@pytest.mark.parametrize("basis", ["spline", "linear"])
+def test_a_category_with_a_single_row_is_fitted_not_refused_mid_fit(basis):
+    """A dummy with one 1 (a category with a single row) crashed the fold holding that row: 'cross-fit of 'y',
+    repeat 0, fold 1 (...): X: column(s) [14] are constant ...; remove them', an internal basis index. Its products
+    are left out of the spline basis (the warning names 'rare (1 row)'), and the fold where its own column is
+    constant on the training rows fits without it; the estimate is close to the one without the column."""
+    y, t, X = _rare_dummy_data([7])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = PLCE(basis=basis, n_folds=3, n_repeats=1).fit(y, t, X)
+    messages = [str(w.message) for w in caught if "product column" in str(w.message)]
+    if basis == "spline":
+        assert len(messages) == 1 and "rare (1 row): a*rare, b*rare, a^2*rare, b^2*rare" in messages[0]
+    else:
+        assert messages == []
+    without = PLCE(basis=basis, n_folds=3, n_repeats=1).fit(y, t, X[["a", "b"]])
+    assert abs(est.theta_ - without.theta_) < 0.5 * without.se_
