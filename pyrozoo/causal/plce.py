@@ -43,7 +43,14 @@ from pyrozoo.causal.basis import (
     interaction_kind,
     warn_sparse_columns,
 )
-from pyrozoo.causal.crossfit import CrossFitPredictions, check_learner, clip_to_range, crossfit_predict, make_folds
+from pyrozoo.causal.crossfit import (
+    CrossFitPredictions,
+    check_learner,
+    clip_to_range,
+    constant_columns,
+    crossfit_predict,
+    make_folds,
+)
 from pyrozoo.causal.diagnostics import positivity_kurtosis, positivity_summary, sensitivity
 from pyrozoo.causal.extensions import (
     RandomInterceptLearner,
@@ -69,6 +76,7 @@ from pyrozoo.validation import (
     check_bool,
     check_choice,
     check_figure_path,
+    check_finite,
     check_int,
     check_positive,
     check_probability,
@@ -453,7 +461,8 @@ class PLCE(BaseEstimator):
     learner: nuisance learner (fit/predict object, scikit-learn estimator or factory); default spike-and-slab EM.
     basis: ``"spline"`` (splines per covariate + pairwise interactions; a product supported on fewer than
         ceil(8 K / (K - 1)) rows, e.g. of a rare dummy, is left out with a warning, see :mod:`pyrozoo.causal.basis`),
-        ``"linear"`` (standardized x only), or a transformer with fit_transform (scikit-learn's TransformerMixin).
+        ``"linear"`` (standardized x only), or a transformer with fit_transform (scikit-learn's TransformerMixin;
+        its output's constant columns, such as PolynomialFeatures' bias column, are left out with a warning).
     n_knots, degree, interactions: settings of the spline basis.
     n_folds, n_repeats: K folds, R random splits.
     treatment_model: ``"homoskedastic"`` (plain partialling out) or ``"heteroskedastic"`` (model Var(t | x) and
@@ -728,6 +737,8 @@ class PLCE(BaseEstimator):
         if isinstance(tf, SplineInteractionBasis):  # its columns too sparse to cross-fit, left out (basis module)
             names = self.feature_names_ or [f"x{j}" for j in range(X.shape[1])]
             warn_sparse_columns(tf, [str(v) for v in names], "PLCE", stacklevel=3)
+        elif tf is not None:
+            B = self._checked_custom_basis(tf, B, n)
         self.basis_ = tf
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
         learner = RandomInterceptLearner(base, n_iter=2) if use_re else base
@@ -847,6 +858,38 @@ class PLCE(BaseEstimator):
         self.groups_ = groups
         self._y, self._t, self._X = y, t, X
         return self
+
+    def _checked_custom_basis(self, tf: Any, B: Any, n: int) -> np.ndarray:
+        """A custom basis's output ``B`` checked before any cross-fit: a finite (n, d) matrix; its constant columns
+        (up to the learner's rounding rule, :func:`~pyrozoo.causal.crossfit.constant_columns`) are left out with a
+        warning naming them, since every nuisance fits its own intercept (PolynomialFeatures' default bias column
+        is one: refusing it would refuse the common spelling); a basis with no other column is refused."""
+        try:
+            B = np.asarray(B, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PyrozooError(f"basis: expected {type(tf).__name__}.fit_transform(X) to return a numeric (n, d) "
+                               f"matrix, got {type(B).__name__} ({exc})") from None
+        if B.ndim != 2 or B.shape[0] != n or B.shape[1] == 0:
+            raise PyrozooError(f"basis: expected {type(tf).__name__}.fit_transform(X) to return one row per "
+                               f"observation and at least one column, ({n}, d >= 1), got shape {B.shape}")
+        check_finite("basis", B)
+        const = constant_columns(B)
+        if const.any():
+            try:
+                out_names = [str(v) for v in tf.get_feature_names_out(self.feature_names_)]
+            except Exception:  # a transformer without names (or that cannot take these): by position
+                out_names = []
+            at = np.flatnonzero(const)
+            cols = [repr(out_names[j]) if len(out_names) == B.shape[1] else f"#{j}" for j in at]
+            if const.all():
+                raise PyrozooError(f"basis: every column of {type(tf).__name__}'s output is constant "
+                                   f"({', '.join(cols)}): nothing for the nuisances to fit beyond their intercept")
+            warnings.warn(f"PLCE: basis: {len(at)} constant column(s) of {type(tf).__name__}'s output left out "
+                          f"({', '.join(cols)}; column numbers from 0): the nuisances fit their own intercept "
+                          f"(a bias column, e.g. PolynomialFeatures' include_bias=True, adds nothing; "
+                          f"include_bias=False silences this)", UserWarning, stacklevel=4)
+            B = B[:, ~const]
+        return B
 
     # ------------------------------------------------------------------ reporting
     def _fitted(self) -> None:

@@ -1600,3 +1600,40 @@ def test_a_category_with_a_single_row_is_fitted_not_refused_mid_fit(basis):
         assert messages == []
     without = PLCE(basis=basis, n_folds=3, n_repeats=1).fit(y, t, X[["a", "b"]])
     assert abs(est.theta_ - without.theta_) < 0.5 * without.se_
+
+
+def test_a_custom_basis_with_a_constant_column_is_checked_before_the_cross_fit(no_fit_learner):
+    """PolynomialFeatures(2) (include_bias=True) puts a constant column first; the fit failed only in the first
+    fold's learner, naming 'column(s) [0]' of a design the user never built. The basis output is now checked right
+    after it is built: a constant column is left out with a warning naming it (the nuisances fit their own
+    intercept), giving the fit without it exactly; an output of the wrong shape, or all constant, is refused before
+    any fit."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.preprocessing import PolynomialFeatures
+
+    rng = np.random.default_rng(0)
+    n = 90
+    X = rng.normal(size=(n, 2))
+    t = X[:, 0] + rng.normal(size=n)
+    y = t + X[:, 0] ** 2 + rng.normal(size=n)
+    with pytest.warns(UserWarning, match=r"PLCE: basis: 1 constant column\(s\) of PolynomialFeatures's output left "
+                                         r"out \('1'; column numbers from 0\)"):
+        est = PLCE(basis=PolynomialFeatures(2), n_folds=3, n_repeats=1).fit(y, t, X)
+    plain = PLCE(basis=PolynomialFeatures(2, include_bias=False), n_folds=3, n_repeats=1).fit(y, t, X)
+    assert est.theta_ == plain.theta_ and est.se_ == plain.se_ and est.n_features_basis_ == 5
+
+    class Rows(TransformerMixin, BaseEstimator):
+        def __init__(self, out):
+            self.out = out
+
+        def fit(self, X, y=None):
+            return self
+
+        def transform(self, X):
+            return self.out
+
+    for out, match in [(np.ones((n - 1, 2)), r"basis: expected Rows.fit_transform\(X\) to return one row per "
+                                             r"observation .* got shape \(89, 2\)"),
+                       (np.ones((n, 2)), r"basis: every column of Rows's output is constant \(#0, #1\)")]:
+        with pytest.raises(PyrozooError, match=match):
+            PLCE(no_fit_learner, basis=Rows(out), n_folds=3, n_repeats=1, refit="union").fit(y, t, X)
