@@ -64,21 +64,27 @@ def cross_fit_min_product_support(n_folds: int) -> int:
     return -(-MIN_TRAINING_SUPPORT * k // (k - 1))
 
 
-def warn_sparse_columns(basis: SplineInteractionBasis, names: list[str] | None, who: str, stacklevel: int) -> None:
+def warn_sparse_columns(basis: SplineInteractionBasis, names: list[str] | None, who: str, stacklevel: int,
+                        more: tuple[int, str] | None = None) -> None:
     """One UserWarning naming the covariates whose product columns ``basis`` left out for a support below its
-    ``min_product_support`` (:meth:`SplineInteractionBasis.sparse_summary`); nothing when it left none out.
-    ``who`` heads the message (the estimator); ``stacklevel`` as in :func:`warnings.warn`, counted from the
-    caller."""
-    if not basis.sparse_columns_:
+    ``min_product_support_`` (:meth:`SplineInteractionBasis.sparse_summary`), and ``more`` = (count, description) of
+    other products left out by the same rule (EffectCurve's interactions of t with a sparse covariate); nothing when
+    none were. ``who`` heads the message (the estimator); ``stacklevel`` as in :func:`warnings.warn`, counted from
+    the caller."""
+    parts, k = [], len(basis.sparse_columns_)
+    if basis.sparse_columns_:
+        parts.append(f"of the control basis, {basis.sparse_summary(names)}")
+    if more is not None:
+        k += more[0]
+        parts.append(more[1])
+    if not parts:
         return
-    k = len(basis.sparse_columns_)
-    warnings.warn(f"{who}: {k} product column(s) of the control basis left out: fewer than "
-                  f"{basis.min_product_support_} rows have every factor off its most common value (the rows that "
-                  f"inform such a column's coefficient; ceil(8 K / (K - 1)) with K = n_folds, so that a fold's "
-                  f"training set holds at least 8 of them on average, or half the rows if fewer), too few to fit it "
-                  f"out of fold: "
-                  f"{basis.sparse_summary(names)}. The covariates' own columns stay in the basis; merge rare "
-                  f"categories to keep their products (and silence this)", UserWarning, stacklevel=stacklevel + 1)
+    warnings.warn(f"{who}: {k} product column(s) left out: fewer than {basis.min_product_support_} rows have every "
+                  f"factor off its most common value (the rows that inform such a column's coefficient; "
+                  f"ceil(8 K / (K - 1)) with K = n_folds, so that a fold's training set holds at least 8 of them on "
+                  f"average, or half the rows if fewer), too few to fit it out of fold: {'; '.join(parts)}. The "
+                  f"covariates' own columns stay; merge rare categories to keep their products (and silence this)",
+                  UserWarning, stacklevel=stacklevel + 1)
 
 
 class SplineInteractionBasis(TransformerMixin, BaseEstimator):

@@ -206,12 +206,20 @@ class TreatmentBasis:
 
     ``knots_``: the knots used, the distinct values among the ``n_knots`` quantiles of u at equally spaced levels
     0..1. When t has ties (a few distinct doses, a mass at 0) some of those quantiles coincide; they are merged, so
-    ``len(knots_)`` can be below ``n_knots``, and ``fit`` then warns (UserWarning) with both counts."""
+    ``len(knots_)`` can be below ``n_knots``, and ``fit`` then warns (UserWarning) with both counts.
 
-    def __init__(self, n_knots: int = 5, heterogeneity: str = "spline", spline: str = "natural") -> None:
+    ``min_support`` (default 0): a covariate off its most common value on fewer than min(min_support, n / 2) rows
+    gets no interactions with t (``interacting_`` lists the covariates that do, ``sparse_covariates_`` the others
+    as (index, support)): tau's slope along it would rest on those few rows alone (a dummy with one 1 gave that
+    row tau = -113 and an APE of 0.35 +- 1.6, against 0.93 +- 0.07 without it), as with the sparse products of
+    :mod:`pyrozoo.causal.basis`."""
+
+    def __init__(self, n_knots: int = 5, heterogeneity: str = "spline", spline: str = "natural",
+                 min_support: int = 0) -> None:
         self.n_knots = n_knots
         self.heterogeneity = heterogeneity
         self.spline = spline
+        self.min_support = min_support
 
     def fit(self, t: np.ndarray, X: np.ndarray | None = None, *, stacklevel: int = 2) -> TreatmentBasis:
         """Learn the scalings of t and X and the knots; ``stacklevel`` places the duplicate-knot warning (2: the
@@ -219,6 +227,7 @@ class TreatmentBasis:
         check_int("n_knots", self.n_knots, minimum=2)
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         check_choice("spline", self.spline, SPLINES)
+        min_support = check_int("min_support", self.min_support, minimum=0)
         t = np.asarray(t, dtype=np.float64)
         self.t_loc_, self.t_scale_ = float(t.mean()), float(t.std()) or 1.0
         u = (t - self.t_loc_) / self.t_scale_
@@ -230,10 +239,16 @@ class TreatmentBasis:
                           f"{self.n_knots} quantile knots duplicated others and were merged (knots_ of the basis, "
                           f"EffectCurve.basis_, lists the knots used)", UserWarning, stacklevel=stacklevel)
         self.p_ = 0 if X is None else X.shape[1]
+        self.interacting_, self.sparse_covariates_ = np.arange(self.p_), []
         if X is not None:
             self.x_loc_ = X.mean(axis=0)
             sd = X.std(axis=0)
             self.x_scale_ = np.where(sd > 0, sd, 1.0)
+            support = np.array([len(X) - np.unique(X[:, j], return_counts=True)[1].max() for j in range(self.p_)])
+            dense = support >= min(min_support, -(-len(X) // 2))
+            self.interacting_ = np.flatnonzero(dense)
+            if self.heterogeneity != "none":
+                self.sparse_covariates_ = [(int(j), int(support[j])) for j in np.flatnonzero(~dense)]
         return self
 
     @property
@@ -244,7 +259,7 @@ class TreatmentBasis:
     @property
     def n_features(self) -> int:
         per = {"spline": self.n_spline, "linear": 1, "none": 0}[self.heterogeneity]
-        return self.n_spline + per * self.p_
+        return self.n_spline + per * len(self.interacting_)
 
     def feature_names(self, covariates: list[str] | None = None) -> list[str]:
         """Names of :meth:`features`' columns: the spline of the standardized treatment ``t_sp_0``, ...
@@ -257,6 +272,7 @@ class TreatmentBasis:
         names = [f"x{j + 1}" for j in range(self.p_)] if covariates is None else [str(c) for c in covariates]
         if len(names) != self.p_:
             raise PyrozooError(f"covariates: expected {self.p_} names, got {len(names)}")
+        names = [names[j] for j in self.interacting_]
         if self.heterogeneity == "linear":
             return spline + [f"t*{c}" for c in names]
         return spline + [f"{b}*{c}" for b in spline for c in names]
@@ -267,7 +283,10 @@ class TreatmentBasis:
         if X is None:
             raise PyrozooError(f"X: the basis was fitted with {self.p_} covariates; pass them")
         opts = {"dtype": ref.dtype, "device": ref.device}
-        return (X.to(**opts) - torch.as_tensor(self.x_loc_, **opts)) / torch.as_tensor(self.x_scale_, **opts)
+        Z = (X.to(**opts) - torch.as_tensor(self.x_loc_, **opts)) / torch.as_tensor(self.x_scale_, **opts)
+        if len(self.interacting_) == self.p_:
+            return Z
+        return Z[:, torch.as_tensor(self.interacting_, dtype=torch.long, device=ref.device)]
 
     def features(self, t: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
         """phi(t, x) for rows (t_i, x_i): (n, n_features), a differentiable function of t."""
@@ -304,7 +323,9 @@ class EffectCurve:
     Parameters
     ----------
     n_knots: knots of the spline in t (boundary knots included); heterogeneity: ``"spline"`` (each covariate
-        times the whole t-spline), ``"linear"`` (t times each covariate) or ``"none"``.
+        times the whole t-spline), ``"linear"`` (t times each covariate) or ``"none"``; a covariate off its most
+        common value on too few rows (:class:`TreatmentBasis` ``min_support``, the bound of the control basis's
+        sparse products) gets no interactions with t, with a warning.
     spline: ``"natural"`` (default: f'' = 0 at the extremes of t, so the slope flattens there) or ``"cubic"``
         (unrestricted cubic regression spline, linear only outside the data; less tail bias, more columns; prefer it
         when the response may be strongly curved across the range of t, see docs/effect-curve.md).
@@ -494,17 +515,27 @@ class EffectCurve:
             self.x_basis_ = SplineInteractionBasis(n_knots=self.n_knots_x, interactions=self.interactions,
                                                    min_product_support=cross_fit_min_product_support(self.n_folds))
             self.Bx_ = self.x_basis_.fit_transform(X)
-            names = self.feature_names_ or [f"x{j + 1}" for j in range(X.shape[1])]
+        # stacklevel: warn -> TreatmentBasis.fit -> _fit_stages -> fit -> keeps_caller_state -> fit's caller
+        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity, self.spline,
+                                     min_support=cross_fit_min_product_support(self.n_folds)).fit(t, X, stacklevel=5)
+        if X is not None:
+            names = [str(v) for v in (self.feature_names_ or [f"x{j + 1}" for j in range(X.shape[1])])]
+            more = None
+            if self.basis_.sparse_covariates_:  # their interactions with t: left out as the basis's sparse products
+                t_cols = ["t"] if self.heterogeneity == "linear" else [f"t_sp_{k}" for k in range(self.basis_.n_spline)]
+                listing = "; ".join(f"{names[j]} ({s} row{'' if s == 1 else 's'}): "
+                                    f"{', '.join(f'{b}*{names[j]}' for b in t_cols)}"
+                                    for j, s in self.basis_.sparse_covariates_)
+                more = (len(t_cols) * len(self.basis_.sparse_covariates_),
+                        f"of the treatment interactions phi(t, x), {listing}")
             # warn -> warn_sparse_columns -> _fit_stages -> fit -> keeps_caller_state -> fit's caller
-            warn_sparse_columns(self.x_basis_, [str(v) for v in names], "EffectCurve", stacklevel=4)
+            warn_sparse_columns(self.x_basis_, names, "EffectCurve", stacklevel=4, more=more)
             learner = (self.learner if self.learner is not None
                        else SpikeSlabLearner(seed=self.seed, device=str(self.device_)))
             cf = crossfit_predict(learner, self.Bx_, {"y": y, "t": t}, folds=folds, after_fit=bar.update)
             self.m_hat_, self.g_hat_ = cf.predictions["y"], cf.predictions["t"]
         else:
             self.x_basis_, self.Bx_, self.m_hat_, self.g_hat_ = None, None, None, None
-        # stacklevel: warn -> TreatmentBasis.fit -> _fit_stages -> fit -> keeps_caller_state -> fit's caller
-        self.basis_ = TreatmentBasis(self.n_knots, self.heterogeneity, self.spline).fit(t, X, stacklevel=5)
         tt = self._tensor(t)
         Xt = self._tensor(X) if X is not None else None
         Phi = self.basis_.features(tt, Xt).cpu().numpy()
