@@ -64,22 +64,25 @@ def cross_fit_min_product_support(n_folds: int) -> int:
     return -(-MIN_TRAINING_SUPPORT * k // (k - 1))
 
 
-def warn_sparse_columns(basis: SplineInteractionBasis, names: list[str] | None, who: str, stacklevel: int,
-                        more: tuple[int, str] | None = None) -> None:
+def warn_sparse_columns(basis: SplineInteractionBasis | None, names: list[str] | None, who: str, stacklevel: int,
+                        more: tuple[int, str] | None = None, bound: int | None = None) -> None:
     """One UserWarning naming the covariates whose product columns ``basis`` left out for a support below its
     ``min_product_support_`` (:meth:`SplineInteractionBasis.sparse_summary`), and ``more`` = (count, description) of
-    other products left out by the same rule (EffectCurve's interactions of t with a sparse covariate); nothing when
-    none were. ``who`` heads the message (the estimator); ``stacklevel`` as in :func:`warnings.warn`, counted from
-    the caller."""
-    parts, k = [], len(basis.sparse_columns_)
-    if basis.sparse_columns_:
+    other products left out by the same rule (EffectCurve's interactions of t with a sparse covariate, White's
+    regressors); nothing when none were. Without a ``basis``, ``bound`` is the support bound used. ``who`` heads
+    the message (the estimator); ``stacklevel`` as in :func:`warnings.warn`, counted from the caller."""
+    k = len(basis.sparse_columns_) if basis is not None else 0
+    parts = []
+    if k:
         parts.append(f"of the control basis, {basis.sparse_summary(names)}")
     if more is not None:
         k += more[0]
         parts.append(more[1])
     if not parts:
         return
-    warnings.warn(f"{who}: {k} product column(s) left out: fewer than {basis.min_product_support_} rows have every "
+    if basis is not None:
+        bound = basis.min_product_support_
+    warnings.warn(f"{who}: {k} product column(s) left out: fewer than {bound} rows have every "
                   f"factor off its most common value (the rows that inform such a column's coefficient; "
                   f"ceil(8 K / (K - 1)) with K = n_folds, so that a fold's training set holds at least 8 of them on "
                   f"average, or half the rows if fewer), too few to fit it out of fold: {'; '.join(parts)}. The "

@@ -57,6 +57,7 @@ from pyrozoo.causal.extensions import (
     default_bandwidths,
     interference_features,
     select_bandwidth,
+    sparse_pairs,
     treatment_variance,
     white_features,
 )
@@ -734,11 +735,24 @@ class PLCE(BaseEstimator):
             tf = self.basis
         Z = standardized_columns(X)  # basis="linear"'s design and the refit's linear controls
         B = tf.fit_transform(X) if tf is not None else Z
+        # White's regressors: the default variance model's design and the orthogonal stage's; their sparse products
+        # left out by the basis's rule (the same pairs as the basis's z_j z_k)
+        m = cross_fit_min_product_support(self.n_folds)
+        uses_white = self.final_stage == "orthogonal" or (self.treatment_model == "heteroskedastic"
+                                                          and self.variance_learner is None)
+        names = [str(v) for v in (self.feature_names_ or [f"x{j}" for j in range(X.shape[1])])]
+        more = None
+        if uses_white and (pairs := sparse_pairs(X, m)):
+            more = (len(pairs), "of White's regressors (treatment-variance model, varying effect), "
+                                + ", ".join(f"{names[j]}*{names[k]} ({s} row{'' if s == 1 else 's'})"
+                                            for j, k, s in pairs))
         if isinstance(tf, SplineInteractionBasis):  # its columns too sparse to cross-fit, left out (basis module)
-            names = self.feature_names_ or [f"x{j}" for j in range(X.shape[1])]
-            warn_sparse_columns(tf, [str(v) for v in names], "PLCE", stacklevel=3)
-        elif tf is not None:
-            B = self._checked_custom_basis(tf, B, n)
+            warn_sparse_columns(tf, names, "PLCE", stacklevel=3, more=more)
+        else:
+            if tf is not None:
+                B = self._checked_custom_basis(tf, B, n)
+            warn_sparse_columns(None, names, "PLCE", stacklevel=3, more=more, bound=m)
+        white = white_features(X, m) if uses_white else None
         self.basis_ = tf
         folds = make_folds(n, self.n_folds, self.n_repeats, self.seed)
         learner = RandomInterceptLearner(base, n_iter=2) if use_re else base
@@ -805,7 +819,7 @@ class PLCE(BaseEstimator):
                 # so the weights are not pulled toward equal weights, which would leave part of the bias)
                 from sklearn.linear_model import LinearRegression
 
-                v_learner, v_design = LinearRegression(), white_features(X)
+                v_learner, v_design = LinearRegression(), white
             else:
                 v_learner, v_design = self.variance_learner, design
             s2, raw = treatment_variance(rt, v_design, v_learner, folds, binary=self.binary_treatment_,
@@ -837,7 +851,7 @@ class PLCE(BaseEstimator):
             w_r, wm = (1.0 / s2[r], weight_models[r]) if weight_models is not None else (w[r], None)
             if self.final_stage == "orthogonal":
                 w_o = 1.0 / s2[r] if s2 is not None else np.ones(n)
-                th_x[r] = varying_effect(ry[r], rt[r], white_features(X), folds[r], w_o, clip=self.clip_to_train)
+                th_x[r] = varying_effect(ry[r], rt[r], white, folds[r], w_o, clip=self.clip_to_train)
                 th[r], var[r] = orthogonal_effect(ry[r], rt[r], w_o, th_x[r], clusters=clusters)
             else:
                 b, V = wls_hc3(rt[r], ry[r], w_r, clusters=clusters, weight_model=wm)
