@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -79,16 +80,27 @@ class RunConfig:
         return cls(**data)
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file, turning I/O and syntax problems into one clear error."""
+def read_toml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
+    """Parse a TOML file (a ``--config`` run file, ``what="config"``, or a sweep file, ``what="sweep"``), turning
+    I/O, encoding and syntax problems into one clear error that starts with ``what``. TOML files are UTF-8; a
+    leading UTF-8 byte-order mark (which Windows editors write) is skipped."""
     path = Path(path)
     if not path.is_file():
-        raise PyrozooError(f"config: file {path} does not exist")
+        raise PyrozooError(f"{what}: file {path} does not exist")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PyrozooError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:  # the position is the byte's offset in the file (0-based)
+        raise PyrozooError(f"{what}: {path} is not UTF-8 text (byte 0x{raw[skip + exc.start]:02x} at position "
+                           f"{skip + exc.start}); TOML files must be UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PyrozooError(f"config: {path} is not valid TOML ({exc})") from None
+        raise PyrozooError(f"{what}: {path} is not valid TOML ({exc})") from None
 
 
 def relative_to_file(written: str | Path, folder: str | Path) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+from pathlib import Path
+
 import pytest
 
-from pyrozoo.config import RunConfig
+from pyrozoo.config import RunConfig, read_toml
 from pyrozoo.errors import PyrozooError
 
 
@@ -15,3 +18,19 @@ def test_an_integral_float_seed_counts_as_the_integer_and_a_fraction_is_refused(
     assert config.num_samples == 20 and type(config.num_samples) is int
     with pytest.raises(PyrozooError, match=r"^seed: expected an integer seed in \[0, 2\*\*32 - 1\].*got 1\.5$"):
         RunConfig(model="normal-gamma", seed=1.5).validate()
+
+
+def test_read_toml_names_a_byte_that_is_not_utf8_and_skips_a_byte_order_mark(tmp_path, monkeypatch):
+    """A Latin-1 file raised UnicodeDecodeError (a traceback from the CLI); now one error naming the byte and its
+    offset. A UTF-8 byte-order mark (Notepad writes one) was 'not valid TOML (... line 1, column 1)'; now skipped."""
+    monkeypatch.chdir(tmp_path)
+    Path("latin1.toml").write_bytes(b'model = "normal-gamma"\n# caf\xe9\n')
+    with pytest.raises(PyrozooError) as err:
+        read_toml("latin1.toml")
+    assert str(err.value) == ("config: latin1.toml is not UTF-8 text (byte 0xe9 at position 28); TOML files must "
+                              "be UTF-8")
+    Path("s.toml").write_bytes(b"\xef\xbb\xbf# caf\xe9\n")  # the position counts the mark's 3 bytes
+    with pytest.raises(PyrozooError, match=r"^sweep: s\.toml is not UTF-8 text \(byte 0xe9 at position 8\)"):
+        read_toml("s.toml", what="sweep")
+    Path("bom.toml").write_bytes(codecs.BOM_UTF8 + 'model = "normal-gamma"\nseed = 3\n# café\n'.encode())
+    assert read_toml("bom.toml") == {"model": "normal-gamma", "seed": 3}

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrozoo import registry
-from pyrozoo.config import RunConfig, relative_to_file, tomllib
+from pyrozoo.config import RunConfig, read_toml, relative_to_file
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import SEED_MAX, check_keys, check_seed, expand_home
 
@@ -474,13 +474,7 @@ def load_spec(path: str | Path, *, out: str | Path | None = None) -> SweepSpec:
     contents names it before the key (``sweep.toml: models[0].grid.options.n: ...``); one about ``out`` (the
     command line's ``--out``) does not."""
     path = Path(path)
-    if not path.is_file():
-        raise PyrozooError(f"sweep: file {path} does not exist")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise PyrozooError(f"sweep: {path} is not valid TOML ({exc})") from None
+    data = read_toml(path, what="sweep")
     try:
         return parse_spec(data, source=str(path), out=out, base_dir=path.parent)
     except PyrozooError as exc:  # named here, where the file is known, not in each check; changed in place

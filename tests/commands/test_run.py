@@ -220,3 +220,13 @@ def test_a_one_draw_point_estimate_run_says_az_loo_does_not_apply(tmp_path, caps
                  "--out", str(tmp_path / "swag")]) == 0
     assert "az.loo needs several draws" not in capsys.readouterr().out
     assert "log_likelihood" not in az.from_netcdf(tmp_path / "swag" / "idata.nc").attrs
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_exit_2_and_no_run_dir(tmp_path, capsys, monkeypatch):
+    """It was a UnicodeDecodeError traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes(b'model = "normal-gamma"\n# caf\xe9\n')
+    assert main(["run", "--config", "latin1.toml", "--out", "o1"]) == 2
+    assert capsys.readouterr().err == ("pyrozoo: error: config: latin1.toml is not UTF-8 text (byte 0xe9 at position "
+                                       "28); TOML files must be UTF-8\n")
+    assert not (tmp_path / "o1").exists()

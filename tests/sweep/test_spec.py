@@ -522,3 +522,12 @@ def test_a_batch_size_of_one_with_the_default_standardizing_adversary_is_refused
                             "values it conflicts with")
     plain = _agnostic(options={"adv_standardize": False}, grid={"options": {"batch_size": [2, 1]}})
     assert len(parse_spec(plain)) == 4
+
+
+def test_a_sweep_file_that_is_not_utf8_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    """It was a UnicodeDecodeError traceback; read by the same reader as a --config file."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.toml").write_bytes(b"# caf\xe9\n")
+    assert main(["sweep", "s.toml", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("pyrozoo: error: sweep: s.toml is not UTF-8 text (byte 0xe9 at position 5); "
+                                       "TOML files must be UTF-8\n")
