@@ -85,6 +85,8 @@ def read_toml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
     I/O, encoding and syntax problems into one clear error that starts with ``what``. TOML files are UTF-8; a
     leading UTF-8 byte-order mark (which Windows editors write) is skipped."""
     path = Path(path)
+    if path.is_dir():
+        raise PyrozooError(f"{what}: {path} is a directory; expected a TOML file")
     if not path.is_file():
         raise PyrozooError(f"{what}: file {path} does not exist")
     try:

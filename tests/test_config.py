@@ -34,3 +34,14 @@ def test_read_toml_names_a_byte_that_is_not_utf8_and_skips_a_byte_order_mark(tmp
         read_toml("s.toml", what="sweep")
     Path("bom.toml").write_bytes(codecs.BOM_UTF8 + 'model = "normal-gamma"\nseed = 3\n# café\n'.encode())
     assert read_toml("bom.toml") == {"model": "normal-gamma", "seed": 3}
+
+
+def test_read_toml_says_a_directory_is_a_directory(tmp_path, monkeypatch):
+    """`run --config .` said 'config: file . does not exist'."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PyrozooError, match=r"^config: \. is a directory; expected a TOML file$"):
+        read_toml(".")
+    with pytest.raises(PyrozooError, match=r"^sweep: \. is a directory; expected a TOML file$"):
+        read_toml(".", what="sweep")
+    with pytest.raises(PyrozooError, match=r"^config: file nope\.toml does not exist$"):
+        read_toml("nope.toml")

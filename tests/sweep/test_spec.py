@@ -531,3 +531,10 @@ def test_a_sweep_file_that_is_not_utf8_is_one_line_exit_2(tmp_path, capsys, monk
     assert main(["sweep", "s.toml", "--dry-run"]) == 2
     assert capsys.readouterr().err == ("pyrozoo: error: sweep: s.toml is not UTF-8 text (byte 0xe9 at position 5); "
                                        "TOML files must be UTF-8\n")
+
+
+def test_a_sweep_file_that_is_a_directory_is_named_as_one(tmp_path, capsys, monkeypatch):
+    """It said 'sweep: file . does not exist'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", ".", "--dry-run"]) == 2
+    assert capsys.readouterr().err == "pyrozoo: error: sweep: . is a directory; expected a TOML file\n"
