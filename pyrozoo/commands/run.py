@@ -53,10 +53,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as a TOML value (number, bool, string, array), else as a plain string."""
+    """``KEY=VALUE`` with VALUE read as a TOML value (number, bool, string, array), else as a plain string. KEY
+    (surrounding spaces dropped) must not be empty."""
     if "=" not in text:
         raise PyrozooError(f"--option: expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
+    if not key.strip():
+        raise PyrozooError(f"--option: expected KEY=VALUE with a non-empty KEY, got {text!r}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

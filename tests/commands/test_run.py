@@ -230,3 +230,13 @@ def test_a_config_file_that_is_not_utf8_is_one_line_exit_2_and_no_run_dir(tmp_pa
     assert capsys.readouterr().err == ("pyrozoo: error: config: latin1.toml is not UTF-8 text (byte 0xe9 at position "
                                        "28); TOML files must be UTF-8\n")
     assert not (tmp_path / "o1").exists()
+
+
+@pytest.mark.parametrize("text", ["=5", " =5"])
+def test_an_option_with_an_empty_key_is_refused_by_name(tmp_path, capsys, text):
+    """-o =5 said 'options for normal-gamma: unknown key(s) ; allowed: ...' (an empty key listed as unknown)."""
+    out = tmp_path / "o1"
+    assert main(["run", "normal-gamma", "-o", text, "--out", str(out), "--no-progress"]) == 2
+    expected = f"pyrozoo: error: --option: expected KEY=VALUE with a non-empty KEY, got {text!r}\n"
+    assert capsys.readouterr().err == expected
+    assert not out.exists()
