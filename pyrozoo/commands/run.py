@@ -97,8 +97,13 @@ def absolute_data_path(written: Any) -> Any:
 
 def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> RunConfig:
     """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it. The
-    file's ``data`` path is relative to the file's directory, ``--data``'s to the current one."""
+    file's ``data`` path is relative to the file's directory, ``--data``'s to the current one. A data-source flag
+    replaces the file's data source whichever it is: ``--dataset`` drops the file's ``data``, ``--data`` its
+    ``dataset`` (as any other flag replaces the file's value)."""
     data: dict[str, Any] = dict(file_data)
+    for flag, replaced in (("dataset", "data"), ("data", "dataset")):
+        if getattr(args, flag) is not None:
+            data.pop(replaced, None)
     if args.config and "data" in data and args.data is None:  # --data replaces the file's path unread
         data["data"] = resolve_file_data(data["data"], args.config)
     if args.model is not None:
@@ -139,6 +144,8 @@ def file_keys(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
     its ``[options]`` that no ``--option`` replaced (by the option's name, as the errors about an option begin), and
     ``options`` itself where every option came from the file (the errors about the options together)."""
     flags = {dest for dest in [*FLAGS, *BOOL_FLAGS] if getattr(args, dest, None) is not None}
+    if flags & {"data", "dataset"}:  # either flag replaces the file's data source
+        flags |= {"data", "dataset"}
     if args.model is not None:
         flags.add("model")
     keys = {k for k in file_data if k not in flags}
