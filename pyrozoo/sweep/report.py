@@ -745,10 +745,20 @@ def _replace_report(out: Path, tmp: Path, written: list[str]) -> None:
     os.replace(index, out / REPORT_INDEX)
 
 
+def _run_dir_holding(path: Path) -> Path | None:
+    """The complete run directory that ``path`` is or lies inside (the nearest, by the path as written and then
+    with symbolic links followed), else ``None``. Parts of ``path`` that do not exist yet are skipped."""
+    for start in dict.fromkeys((Path(os.path.abspath(path)), path.resolve())):
+        for folder in (start, *start.parents):
+            if folder.is_dir() and not missing_run_files(folder):
+                return folder
+    return None
+
+
 def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequence[str] | None = None,
                  metrics: Sequence[str] | None = None, plots: bool = True) -> Report:
     """Collect the runs below ``root`` and write ``runs.csv``/``runs.md``, ``summary.csv``/``summary.md`` and the
-    plots into ``out`` (default ``ROOT/report``).
+    plots into ``out`` (default ``ROOT/report``), which must not be or lie inside a run directory.
 
     Everything is checked and computed first and the files are written into a hidden temporary folder inside
     ``out``, then moved into place: a failing report changes nothing, and a new report replaces the files of the
@@ -770,6 +780,11 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
                                f"pass --out DIR, or report the directory that holds it ({holder})")
         out = Path(root) / "report"
     out = expand_home("out", out, what="a directory path")
+    run = _run_dir_holding(out)  # a given --out, or ROOT/report where ROOT lies inside a run directory
+    if run is not None:
+        inside = run not in (Path(os.path.abspath(out)), out.resolve())
+        where = f"lies inside the run directory {run}" if inside else "is a run directory"
+        raise PyrozooError(f"out: {out} {where} and the report would be written inside it; pass another --out")
     if out.exists() and not out.is_dir():
         raise PyrozooError(f"out: {out} is a file; the report needs a directory (choose another --out)")
     summary = grouped_summary(table, by=by, metrics=metrics) if (table["status"] == "ok").any() else pd.DataFrame()

@@ -702,3 +702,23 @@ def test_build_report_of_what_is_not_a_path_names_the_argument(value):
     """build_report(None) raised os.fspath's raw TypeError."""
     with pytest.raises(PyrozooError, match=r"^runs_dir: expected a directory of runs, got "):
         build_report(value)
+
+
+def test_an_out_that_is_or_lies_inside_a_run_directory_is_refused(tmp_path, capsys):
+    """`report RUN --out RUN/rep` and `report runs --out runs/blr` wrote report files into the run directory, which
+    plain `report RUN` refuses; now refused as it is, before anything is written."""
+    runs = tmp_path / "runs"
+    run = runs / "blr"
+    _plain_run(run, 0)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["report", str(run), "--out", str(run / "rep"), "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"pyrozoo: error: out: {run / 'rep'} lies inside the run directory {run} and "
+                                       f"the report would be written inside it; pass another --out\n")
+    assert main(["report", str(runs), "--out", str(run), "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"pyrozoo: error: out: {run} is a run directory and the report would be "
+                                       f"written inside it; pass another --out\n")
+    (tmp_path / "link").symlink_to(run)  # a link to the run is a run directory too
+    with pytest.raises(PyrozooError, match=f"lies inside the run directory {re.escape(str(tmp_path / 'link'))} "):
+        build_report(runs, out=tmp_path / "link" / "deeper" / "rep", plots=False)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert main(["report", str(runs), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0  # beside it: fine
