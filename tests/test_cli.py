@@ -442,7 +442,8 @@ def test_damaged_run_files_and_a_report_over_a_file_are_one_line_errors(tmp_path
     # the report lists the damaged runs and reports the rest
     assert main(["report", str(tmp_path), "--no-plots"]) == 0
     out = capsys.readouterr().out
-    assert "unreadable: broken-config.toml: TOMLDecodeError" in out and "unreadable: broken-metrics.json" in out
+    assert "unreadable: broken-config.toml: config.toml: TOMLDecodeError" in out
+    assert "unreadable: broken-metrics.json: metrics.json: JSONDecodeError" in out
     afile = tmp_path / "afile"
     afile.write_text("")
     assert main(["report", str(tmp_path), "--out", str(afile)]) == 2

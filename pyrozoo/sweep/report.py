@@ -160,13 +160,15 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             continue  # temporaries of runs in progress, incomplete directories
         owner = _owner(run, sweeps)
         base = {"run": _run_name(root, run), "label": _label(owner[1])}
+        reading = "config.toml"  # the damaged file is named: "config.toml: UnicodeDecodeError: ..."
         try:
-            config = _read_toml(run / "config.toml")
+            config = _read_toml(run / reading)
+            reading = marker.name
             metrics = json.loads(marker.read_text())
             if not isinstance(metrics, dict):
                 raise ValueError(f"expected a JSON object of metrics, got {type(metrics).__name__}")
         except (OSError, ValueError) as exc:  # listed as damaged, the rest reported
-            rows.append({**base, "status": "unreadable", "error": _damage(exc)})
+            rows.append({**base, "status": "unreadable", "error": f"{reading}: {_damage(exc)}"})
         else:
             row = {**base, "status": "ok"}
             row.update(_config_row(config))

@@ -722,3 +722,22 @@ def test_an_out_that_is_or_lies_inside_a_run_directory_is_refused(tmp_path, caps
         build_report(runs, out=tmp_path / "link" / "deeper" / "rep", plots=False)
     assert sorted(p.name for p in run.iterdir()) == before
     assert main(["report", str(runs), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0  # beside it: fine
+
+
+def test_an_unreadable_run_names_its_damaged_file(tmp_path, capsys):
+    """report listed 'unreadable: b: UnicodeDecodeError: ...' without saying which file was damaged."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    _plain_run(runs / "a", 0)
+    shutil.copytree(runs / "a", runs / "b")
+    shutil.copytree(runs / "a", runs / "c")
+    (runs / "b" / "config.toml").write_bytes(b'model = "normal-gamma"\n# caf\xe9\n')
+    (runs / "c" / "metrics.json").write_text("[1, 2]")
+    table = collect_runs(runs).set_index("run")
+    assert table.loc["b", "error"].startswith("config.toml: UnicodeDecodeError: ")
+    assert table.loc["c", "error"] == "metrics.json: ValueError: expected a JSON object of metrics, got list"
+    assert main(["report", str(runs), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable: b: config.toml: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9" in out
+    assert "unreadable: c: metrics.json: ValueError" in out
