@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def handle(args: argparse.Namespace) -> int:
                            f"there is nothing to diagnose: rerun the run or restore the file")
     chains, draws = idata.posterior.sizes.get("chain", 1), idata.posterior.sizes.get("draw", 1)
     one_draw = draws < 2  # one draw per chain: no trace, no within-chain spread, whatever the number of chains
+    if args.plots and not one_draw:  # before the table is printed, not a traceback after it
+        _check_plots_folder(Path(args.run_dir) / "plots")
     with warnings.catch_warnings():
         if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -77,11 +80,27 @@ def handle(args: argparse.Namespace) -> int:
     return _plots(idata, args)
 
 
+def _check_plots_folder(folder: Path) -> None:
+    """Raise if the plots cannot be written into ``folder`` (``RUN/plots``): it is not a directory, or it (or, while
+    it does not exist, the run directory that would hold it) is not writable, a read-only file system included."""
+    hint = "; pass --no-plots to skip the plots"
+    if folder.exists() and not folder.is_dir():
+        raise PyrozooError(f"run: cannot write the plots: {folder} exists and is not a directory{hint}")
+    writable = folder if folder.is_dir() else folder.parent
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise PyrozooError(f"run: cannot write the plots into {folder}: {writable} is not writable{hint}")
+
+
 def _plots(idata, args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import save_plots
 
     if args.plots:
-        paths, notes = save_plots(idata, Path(args.run_dir) / "plots", var_names=args.var)
+        folder = Path(args.run_dir) / "plots"
+        try:
+            paths, notes = save_plots(idata, folder, var_names=args.var)
+        except OSError as exc:  # checked up front; a disk that fills meanwhile is one line too
+            raise PyrozooError(f"run: cannot write the plots into {folder} ({exc.strerror or exc}); pass "
+                               f"--no-plots to skip the plots") from None
         for note in notes:
             print(f"note: {note}")
         for path in paths:

@@ -106,3 +106,28 @@ def test_one_fixed_entry_of_a_matrix_is_named_and_the_others_plotted(tmp_path, c
     out = capsys.readouterr().out
     assert "note: not plotted, the same in every draw up to rounding: W[0, 0]\n" in out
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["posterior.png", "trace.png"]
+
+
+def test_a_plots_folder_that_cannot_be_written_is_one_line_before_the_table(tmp_path, capsys, monkeypatch):
+    """A file named plots in the run gave the table, then a FileExistsError traceback; a run directory that is not
+    writable likewise. Now one line naming the folder, before anything is printed; --no-plots still diagnoses."""
+    import os
+
+    from pyrozoo.commands import diagnose
+
+    run = _run_dir(tmp_path / "run", {"mu": np.random.default_rng(3).normal(size=(2, 50))})
+    (run / "plots").write_text("x")
+    assert main(["diagnose", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"pyrozoo: error: run: cannot write the plots: {run / 'plots'} exists and is not a "
+                            f"directory; pass --no-plots to skip the plots\n")
+    assert main(["diagnose", str(run), "--no-plots"]) == 0 and "mu" in capsys.readouterr().out
+    (run / "plots").unlink()
+    real = os.access  # a read-only run directory (chmod does not stop root, who runs some test machines)
+    monkeypatch.setattr(diagnose.os, "access", lambda p, mode: False if str(p) == str(run) else real(p, mode))
+    assert main(["diagnose", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (f"pyrozoo: error: run: cannot write the plots into {run / 'plots'}: "
+                                                   f"{run} is not writable; pass --no-plots to skip the plots\n")
+    assert not (run / "plots").exists()
