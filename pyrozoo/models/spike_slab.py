@@ -872,6 +872,8 @@ def spike_slab_entry() -> ZooModel:
         from_file=spike_slab_from_file,
         text_options=tuple(FILE_OPTIONS),
         float_options=("lam",),  # its default None is not a float: a sweep's lam = 1 is still lam = 1.0
+        option_notes={"lam": "default 1.0; with the simulated data; with a data file (--data): the sample variance "
+                             "of y, y^T y / (n - 1) of the centred y"},
         data_options={**{k: ("simulator",) for k in ("design", "n", "p", "rho", "noise_sd", "num_signals")},
                       **{k: ("file",) for k in FILE_OPTIONS}},
         # nuts_max_tree_depth is NUTS's own: the other inferences' tiny runs leave it out (ZooModel.tiny)

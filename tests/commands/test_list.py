@@ -52,3 +52,22 @@ def test_a_broken_entry_is_an_error_before_any_of_the_table_is_printed(capsys, m
     out = capsys.readouterr().out
     assert out.startswith(f"{registry.names()[0]:<14} ")
     assert out.endswith("`pyrozoo list MODEL` shows a model's options\n")
+
+
+def test_spike_slab_lam_shows_the_default_each_data_source_takes(capsys, tmp_path):
+    """`list spike-slab` showed "lam  None  (float)"; the default it names is the one each loader takes."""
+    import numpy as np
+
+    assert main(["list", "spike-slab"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("lam "))
+    assert re.fullmatch(r"  lam +1\.0 +\(float; with the simulated data; with a data file \(--data\): the sample "
+                        r"variance of y, y\^T y / \(n - 1\) of the centred y\)", line), line
+    entry = registry.get("spike-slab")
+    assert entry.options["lam"] is None  # the default is the source's, as the note says
+    simulated = entry.simulate(0, n=40, p=4, num_signals=2, lam=None)
+    assert float(simulated.inputs["lam"]) == 1.0
+    y = np.array([1.0, 4.0, 2.0, 7.0, 3.0, 5.0])
+    csv = tmp_path / "d.csv"
+    csv.write_text("y,x\n" + "".join(f"{v},{i}\n" for i, v in enumerate(y)))
+    from_file = entry.from_file(str(csv), 0, outcome="y")
+    assert np.isclose(float(from_file.inputs["lam"]), ((y - y.mean()) ** 2).sum() / (len(y) - 1))
