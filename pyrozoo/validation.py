@@ -50,7 +50,7 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None, device
     only a ComplexWarning.
     """
     if dtype is not None:
-        check_float_dtype("dtype", dtype)
+        _check_floating("dtype", dtype)
     text = [] if isinstance(value, torch.Tensor) else text_items(value)  # np.array(["1"], float) reads text
     if text:
         where = ""
@@ -490,12 +490,30 @@ def check_real(name: str, value: Any) -> float:
     return float(arr)
 
 
-def check_float_dtype(name: str, dtype: Any) -> torch.dtype:
+def _check_floating(name: str, dtype: Any) -> torch.dtype:
     """Return ``dtype`` unless it is not a floating torch dtype (``torch.int64`` would truncate data to integers,
-    the string ``"float32"`` is not a torch dtype)."""
+    the string ``"float32"`` is not a torch dtype). Any precision: :func:`as_tensor` converts to a reference
+    tensor's dtype this way."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise PyrozooError(f"{name}: expected a floating torch dtype such as torch.float32 or torch.float64, "
                            f"got {dtype!r}")
+    return dtype
+
+
+# the dtypes a model's data may be asked for: half precision (float16, bfloat16) is refused up front, because torch
+# lacks kernels the fits need for it ("gamma_cpu" not implemented for 'Half'; NumPy has no bfloat16) and its 3
+# significant digits cannot hold the data's sums of squares
+DATA_DTYPES = (torch.float32, torch.float64)
+
+
+def check_float_dtype(name: str, dtype: Any) -> torch.dtype:
+    """Return ``dtype`` if it is one of :data:`DATA_DTYPES` (torch.float32 or torch.float64); otherwise raise naming
+    it: ``torch.int64`` would truncate data to integers, the string ``"float32"`` is not a torch dtype, and
+    ``torch.float16`` or ``torch.bfloat16`` was accepted and then failed inside the fit (or fitted in float16)."""
+    _check_floating(name, dtype)
+    if dtype not in DATA_DTYPES:
+        raise PyrozooError(f"{name}: expected a floating torch dtype of single or double precision, torch.float32 or "
+                           f"torch.float64, got {dtype!r} (half precision is not supported)")
     return dtype
 
 

@@ -112,7 +112,7 @@ def test_real_is_one_finite_number():
 def test_float_dtype_refuses_integer_dtypes_and_strings():
     from pyrozoo.validation import as_tensor, check_float_dtype
 
-    for ok in (torch.float32, torch.float64, torch.float16):
+    for ok in (torch.float32, torch.float64):
         assert check_float_dtype("dtype", ok) is ok
     for bad in (torch.int64, torch.bool, "float32", np.float64, None):
         with pytest.raises(PyrozooError, match="dtype: expected a floating torch dtype"):
@@ -778,3 +778,15 @@ def test_a_figure_link_whose_target_directory_is_a_file_says_so(tmp_path):
     (tmp_path / "l2.png").symlink_to(tmp_path / "afile" / "x.png")
     with pytest.raises(PyrozooError, match=r"a symbolic link to .*x\.png' \('.*afile' is not a directory\)$"):
         check_figure_path("plot", tmp_path / "l2.png")
+
+
+def test_float_dtype_refuses_half_precision():
+    """float16 and bfloat16 passed the floating check and failed later (normal-gamma: '"gamma_cpu" not implemented
+    for Half', bfloat16 a raw TypeError from check_finite) or fitted in float16 (regime-scm): refused, naming the
+    dtype. as_tensor still converts to a reference tensor's half dtype (its own check is only "floating")."""
+    from pyrozoo.validation import as_tensor, check_float_dtype
+
+    for bad in (torch.float16, torch.bfloat16):
+        with pytest.raises(PyrozooError, match=r"dtype: expected .*float32 or torch.float64, got torch\.b?float16"):
+            check_float_dtype("dtype", bad)
+    assert as_tensor("x", [0.5], dtype=torch.float16).dtype == torch.float16

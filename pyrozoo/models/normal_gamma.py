@@ -88,6 +88,7 @@ def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int
     enough steps of ``dtype`` at its largest |value| (:func:`~pyrozoo.data.precision.coarse_columns`, the criterion
     regime-SCM applies: 1e7 + 0.3 N(0, 1) in float32 kept 3 distinct values and mu's posterior sd came out 2.5x too
     large)."""
+    check_float_dtype("dtype", dtype)  # float16 and bfloat16 failed later, inside the fits
     given, x = x, as_tensor("x", x, dtype=dtype)
     check_shape("x", x, (None,))
     if x.shape[0] < min_n:
@@ -110,7 +111,7 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
                  dtype: torch.dtype = torch.float64, **prior: float) -> Dataset:
     """Validate ``x`` (1-D, finite, at least 1 value: both priors are proper, so n = 1 has a proper posterior; a
     finite sum of squares; not too coarse for ``dtype``, :func:`check_observations`), the prior (keys ``mu0``,
-    ``mu_scale``, ``a``, ``b``) and ``dtype`` (floating), and pack them as a :class:`Dataset`."""
+    ``mu_scale``, ``a``, ``b``) and ``dtype`` (torch.float32 or torch.float64), and pack them as a :class:`Dataset`."""
     check_keys("prior", prior, PRIOR_DEFAULTS)
     check_float_dtype("dtype", dtype)
     prior = {**PRIOR_DEFAULTS, **prior}

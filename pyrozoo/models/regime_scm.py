@@ -219,10 +219,11 @@ def make_regime_dataset(
     default 0..N-1). ``graph``: ``networkx.DiGraph`` whose nodes are exactly the columns, or an N x N adjacency.
     Raises :class:`PyrozooError` for fewer than 2 variables or 2 rows, NaN/inf rows, text, categorical, date or
     duration columns, data whose squares overflow ``dtype`` (1e19 in float32: pass ``dtype=torch.float64`` or
-    rescale), a graph that is not a DAG or whose nodes differ from the columns.
+    rescale), a graph that is not a DAG or whose nodes differ from the columns, a ``dtype`` other than torch.float32
+    or torch.float64.
     """
     hidden = _check_model_options(mechanism, hidden, learn_weights)
-    check_float_dtype("dtype", dtype)  # torch.int64 truncated the data to integers
+    check_float_dtype("dtype", dtype)  # torch.int64 truncated the data to integers; float16 fitted in float16
     # dates and durations converted to float are counts of their unit (since 1970): a date column gave intercepts
     # of 1.6e15 as if an amount (a DataFrame's columns and a datetime64 array alike)
     check_no_datetimes("x", x)

@@ -553,3 +553,16 @@ def test_a_single_observation_is_a_proper_posterior_for_every_path():
         assert abs(metrics["mu_z_vs_exact"]) < 0.5 and abs(metrics["beta_z_vs_exact"]) < 0.5, metrics
         assert result.log_likelihood["x"].shape[-1] == 1
     assert simulate_normal_gamma(0, n=1).observed["x"].shape == (1,)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_dtype_is_refused_up_front(half):
+    """make_dataset(x, dtype=torch.float16) was accepted and every fit then failed ('"gamma_cpu" not implemented for
+    Half'); bfloat16 gave a raw "TypeError: Got unsupported ScalarType BFloat16" from check_finite. Both are now one
+    PyrozooError naming the dtype, from make_dataset and check_observations alike."""
+    from pyrozoo.models.normal_gamma import check_observations, make_dataset
+
+    x = np.random.default_rng(1).normal(1, 2, 30)
+    for call in (lambda: make_dataset(x, dtype=half), lambda: check_observations(x, dtype=half)):
+        with pytest.raises(PyrozooError, match=rf"dtype: expected .*torch.float32 or torch.float64, got {half}"):
+            call()

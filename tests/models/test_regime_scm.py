@@ -1675,3 +1675,13 @@ def test_an_enum_fit_that_stops_early_says_so_and_records_the_steps_run():
         short = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=5, progress=False))
     assert len(short.fit_stats["loss"]) == 5 and "svi_early_stop" not in short.attrs
     assert regime_metrics(short, ds)["svi_steps"] == 5
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_dtype_is_refused_up_front(half):
+    """make_regime_dataset(..., dtype=torch.float16) fitted silently in float16, and bfloat16 failed with a raw
+    "TypeError: Got unsupported ScalarType BFloat16" in the precision check (coarse_columns): both refused before
+    any work, naming the dtype."""
+    df = pd.DataFrame(np.random.default_rng(0).standard_normal((60, 2)), columns=["a", "b"])
+    with pytest.raises(PyrozooError, match=rf"dtype: expected .*torch.float32 or torch.float64, got {half}"):
+        make_regime_dataset(df, nx.DiGraph([("a", "b")]), dtype=half)
