@@ -121,8 +121,9 @@ class SpikeSlabLearner(RegressorMixin, BaseEstimator):
         self.y_scale_ = sd if sd > 0 else 1.0
         opts = dict(self.prior_options or {})
         lam = opts.pop("lam", None)
+        # a nuisance fit's y may be constant (a fold's treatment): y_scale_ above already allows for it
         data = standardize(np.asarray(X, dtype=np.float64), (y - self.y_loc_) / self.y_scale_,
-                           device=resolve_device(self.device))
+                           device=resolve_device(self.device), constant_y=True)
         lam = float(lam) if lam is not None else max(float(data.yty) / max(data.n - 1, 1), 1e-8)
         prior = as_prior(opts, lam=lam)
         fit = fit_emvs(data, prior, select=prior.conjugate)

@@ -33,6 +33,7 @@ from pyrozoo.validation import (
     as_tensor,
     check_bool,
     check_finite,
+    check_float_dtype,
     check_pandas_numeric,
     check_positive,
     check_same_index,
@@ -123,12 +124,16 @@ def _to_tensor(name: str, value: Any, dtype: torch.dtype, device: torch.device |
 CONSTANT_STEPS = 100
 
 
-def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+                constant_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Check X (n, p) with p >= 1, n >= 2, finite and no constant column (sd_j <= :data:`CONSTANT_STEPS` eps max_i
-    |x_ij|, eps the dtype's machine epsilon, whatever the column's units), and y (n,) finite; return tensors. pandas
-    categorical and text columns are refused (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X
-    and y whose indexes differ (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position)."""
+    |x_ij|, eps the dtype's machine epsilon, whatever the column's units), and y (n,) finite and, unless
+    ``constant_y``, not constant (by the same criterion: there is nothing to fit, and sigma^2 came out at the floor
+    the prior's lam sets, 5e-10); return tensors. pandas categorical and text columns are refused
+    (:func:`~pyrozoo.validation.check_pandas_numeric`), and so are pandas X and y whose indexes differ
+    (:func:`~pyrozoo.validation.check_same_index`: rows are paired by position). ``dtype``: torch.float32 or
+    torch.float64."""
+    check_float_dtype("dtype", dtype)
     if device is not None:  # "auto" and "gpu" reached torch; "cuda" without CUDA got torch's error
         device = resolve_device(device)
     check_pandas_numeric(X, y)
@@ -151,11 +156,15 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     if yt.shape[0] != n:
         raise PyrozooError(f"y: expected length n = {n} (rows of X), got length {yt.shape[0]}")
     check_finite("y", yt, labels=y)
-    sd = Xt.std(dim=0)
-    top = Xt.abs().amax(dim=0)
     # relative to the column's own magnitude, so a column in tiny units (1e-11 x) is not "constant"; an all-zero or
     # exactly constant column has sd 0, and one offset by 1e12 with spread 1e-3 is lost to rounding
     rtol = CONSTANT_STEPS * torch.finfo(Xt.dtype).eps
+    if not constant_y and float(yt.std()) <= rtol * float(yt.abs().max()):
+        exact = bool((yt == yt[0]).all())
+        raise PyrozooError(f"y: expected an outcome that varies, got a constant ({float(yt[0])!r})"
+                           f"{'' if exact else ' up to rounding'}; nothing to fit")
+    sd = Xt.std(dim=0)
+    top = Xt.abs().amax(dim=0)
     const_at = (sd <= rtol * top).nonzero().flatten().tolist()
     if const_at:
         ratio = [float(sd[j] / top[j]) if top[j] > 0 else 0.0 for j in const_at]
@@ -171,11 +180,12 @@ def validate_xy(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
     return Xt.to(dev), yt.to(dev)
 
 
-def standardize(X: Any, y: Any, *, dtype: torch.dtype = torch.float64,
-                device: torch.device | str | None = None) -> StandardizedData:
-    """Validate, then centre and scale the columns of X (population sd) and centre y (``centred=True``: the
-    samplers and the exact posterior then use n - 1 degrees of freedom for sigma^2, :attr:`StandardizedData.dof`)."""
-    Xt, yt = validate_xy(X, y, dtype=dtype, device=device)
+def standardize(X: Any, y: Any, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+                constant_y: bool = False) -> StandardizedData:
+    """Validate (:func:`validate_xy`: a constant y is refused unless ``constant_y``), then centre and scale the
+    columns of X (population sd) and centre y (``centred=True``: the samplers and the exact posterior then use
+    n - 1 degrees of freedom for sigma^2, :attr:`StandardizedData.dof`)."""
+    Xt, yt = validate_xy(X, y, dtype=dtype, device=device, constant_y=constant_y)
     x_mean = Xt.mean(dim=0)
     x_scale = Xt.std(dim=0, unbiased=False)
     Xs = (Xt - x_mean) / x_scale

@@ -1570,3 +1570,31 @@ def test_the_estimators_result_records_the_centring_as_the_cli_run_does(tmp_path
         other = SpikeSlabRegression(inference=inference, seed=2, num_samples=10, num_chains=1, warmup_steps=10,
                                     steps=10).fit(X, y)
         assert other.result_.to_inference_data().attrs["response_shift"] == pytest.approx(y.mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("inference", ["em", "gibbs"])
+def test_constant_y_is_refused_before_any_work(inference):
+    """SpikeSlabRegression.fit(X, np.full(20, 3.0)) was fitted (sigma2_ 5.45e-10, the floor lam sets; EM likewise)
+    while the CLI refused a constant outcome: fit and make_dataset now refuse it with the CLI's wording, before any
+    work (an earlier fit is kept), and so is a y constant up to rounding (1e12 + 1e-3 z)."""
+    from pyrozoo.models.spike_slab import make_dataset
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    est = SpikeSlabRegression(inference, num_samples=50, warmup_steps=20).fit(X, X[:, 0] + rng.standard_normal(20))
+    before = est.coef_.copy()
+    near = 1e12 + 1e-3 * rng.standard_normal(20)  # about 10 float64 steps of spread at 1e12
+    for y, said in ((np.full(20, 3.0), r"\(3\.0\); nothing"), (near, "up to rounding")):
+        with pytest.raises(PyrozooError, match=rf"y: expected an outcome that varies, got a constant .*{said}"):
+            est.fit(X, y)
+        with pytest.raises(PyrozooError, match="y: expected an outcome that varies"):
+            make_dataset(X, y)
+    np.testing.assert_array_equal(est.coef_, before)
+
+
+def test_plce_nuisance_learner_still_takes_a_constant_outcome():
+    """PLCE's nuisance learner scales y itself (sd 0 read as 1) and may meet a constant fold: it opts out."""
+    from pyrozoo.causal.plce import SpikeSlabLearner
+
+    X = np.random.default_rng(1).standard_normal((20, 3))
+    np.testing.assert_allclose(SpikeSlabLearner().fit(X, np.full(20, 2.0)).predict(X), 2.0)
