@@ -386,6 +386,7 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     the conjugate prior) the rung of the spike-variance ladder with the best EMVS score log g(gamma) is chosen and
     w, sigma^2 are the posterior given its median-probability model (:func:`selected_model_posterior`);
     hard EM: w ~ N(mu, sigma^2 (X^T X + K^{-1})^{-1}) given the 0/1 gamma. sigma^2, theta are held at the estimate.
+    Hard EM warns when p >= n and it kept every feature (its all-slab start's trap), naming EMVS.
     """
     check_choice("em_variant", variant, EM_VARIANTS)
     kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # the model's centred only labels the trace: EM uses n
@@ -397,6 +398,12 @@ def em_result(data: StandardizedData, prior: SpikeSlabPrior, *, variant: str = "
     else:
         fit = fit_hard_em(data, prior, max_iter=max_iter)
         penalty, mean, probs = 1.0 / prior.variances(fit.gamma), fit.w_mean, fit.gamma
+        if data.p >= data.n and bool((fit.gamma > 0.5).all()):
+            # the gamma step is a local search from the all-slab start, which keeps every feature when p >= n
+            warnings.warn(f"spike-slab hard EM (em_variant='hard') kept all {data.p} features: with p >= n "
+                          f"({data.p} >= {data.n}) its all-slab start keeps every feature, so this selection says "
+                          f"nothing about which matter; use em_variant='emvs' (the default) there", UserWarning,
+                          stacklevel=2)
         sigma2, theta, wall, conv, iters = fit.sigma2, fit.theta, fit.wall_time, fit.converged, fit.iterations
     with one_thread_if_small(min(data.n, data.p)):
         if variant == "emvs" and select and prior.conjugate:

@@ -1598,3 +1598,24 @@ def test_plce_nuisance_learner_still_takes_a_constant_outcome():
 
     X = np.random.default_rng(1).standard_normal((20, 3))
     np.testing.assert_allclose(SpikeSlabLearner().fit(X, np.full(20, 2.0)).predict(X), 2.0)
+
+
+def test_hard_em_warns_when_it_keeps_every_feature_with_p_at_least_n():
+    """Hard EM with p > n kept every feature silently (n = 12, p = 30: inclusion sum 30.0) although the docs say to
+    use EMVS there: it now warns, naming em_variant='emvs'; EMVS itself and hard EM with p < n and a sparse fit
+    do not."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 30))
+    y = 2 * X[:, 0] + rng.standard_normal(12)
+    with pytest.warns(UserWarning, match=r"kept all 30 features: with p >= n \(30 >= 12\).*em_variant='emvs'"):
+        est = SpikeSlabRegression("em", em_variant="hard").fit(X, y)
+    assert est.inclusion_probabilities_.sum() == 30
+    X2 = rng.standard_normal((60, 5))
+    y2 = 2 * X2[:, 0] + rng.standard_normal(60)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="spike-slab hard EM")
+        SpikeSlabRegression("em").fit(X, y)
+        sparse = SpikeSlabRegression("em", em_variant="hard").fit(X2, y2)
+    assert sparse.inclusion_probabilities_.sum() < 5
