@@ -915,10 +915,36 @@ def _mostly(r_new: torch.Tensor, r_old: torch.Tensor) -> bool:
     return 2 * float(r_new @ r_old) > float(r_new.sum()) >= 1.0
 
 
+def _run_or_abandon(start: Mapping[str, torch.Tensor], data: Mapping[str, Any], best: float, *, max_iter: int,
+                    tol: float, chunk: int) -> Any:
+    """EM from ``start`` in chunks of ``chunk`` iterations (the iterates of one run; a chunk's first iteration is
+    judged converged by the parameters' change alone), abandoned (``None``) once even its largest gain per iteration
+    in the last chunk, kept up for every iteration left, would leave it below ``best``:
+    L_t + (max_iter - t) max_s (L_s - L_{s-1}) < best. EM's gains usually shrink as it converges, so that is an
+    optimistic forecast (a heuristic, not a bound: a start that speeds up again can be lost, which costs accuracy,
+    never the robust start's fit). Returns the :class:`~pyrozoo.inference.em.EMFit` otherwise."""
+    params, trace, t0 = dict(start), [], time.perf_counter()
+    while True:
+        fit = run_em(em_e_step, em_m_step, params, data, max_iter=min(chunk, max_iter - len(trace)), tol=tol,
+                     objective=_em_loglik)
+        gains = np.diff([trace[-1], *fit.objective] if trace else fit.objective)
+        trace, params = trace + fit.objective, fit.params
+        if fit.converged or len(trace) >= max_iter:
+            return dataclasses.replace(fit, objective=trace, iterations=len(trace),
+                                       wall_time=time.perf_counter() - t0)
+        if len(gains) and trace[-1] + (max_iter - len(trace)) * max(float(gains.max()), 0.0) < best:
+            return None
+
+
 def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True, restarts: int = 4,
            warm_iters: int = 5, max_iter: int = 200, tol: float = 1e-7, seed: int = 0) -> tuple[dict, dict]:
     """EM for linear-Gaussian mechanisms in float64. Candidates: the robust start and ``restarts - 1`` random
-    ones; each runs ``warm_iters`` iterations, the best by log-likelihood is iterated to convergence.
+    ones. The robust start is iterated to convergence and its labelling checked (below); each random one runs in
+    chunks of ``warm_iters`` iterations, abandoned once it cannot catch up with the best final log-likelihood so
+    far (:func:`_run_or_abandon`), else converged and checked in turn. The candidate with the highest final
+    log-likelihood (after its labelling check) is returned, the robust start on ties. The robust start is always
+    a candidate and converged, so more restarts never lower the final log-likelihood (choosing the start by its
+    log-likelihood after ``warm_iters`` iterations did: one ahead after 5 iterations converged to a worse optimum).
 
     Labelling: "observational" and do(j) differ only in node j's mechanism, so the data tell them apart only
     through the spare regimes do(k), k != j, whose rows see node j's observational mechanism. For each node j
@@ -937,10 +963,16 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     kept) when the two labellings are more than :data:`LABEL_NULL_BOUND` nats apart (beyond what spare regimes
     fitting noise alone produce), or more than :data:`LABEL_SWAP_TOL` nats apart with the spare regimes supported.
     Otherwise the convention decides: interventions are the minority, so the fit whose observational regime holds
-    more rows (sum of responsibilities) is kept. With fixed weights (``learn_weights=False``) no two-regime model is
-    nested in the full one (1/K each), so there is no BIC step and only the bound applies.
+    more rows (sum of responsibilities) is kept, even when the other's log-likelihood is higher (by less than the
+    bound, a gap that noise reaches, so not evidence for it; the warning says which way it goes). With fixed weights
+    (``learn_weights=False``) no two-regime model is nested in the full one (1/K each), so there is no BIC step and
+    only the bound applies.
 
-    Returns (params, info with ``loglik`` trace, ``restart_logliks``, ``chosen``, ``swap_loglik`` (per node, the
+    Comparing the candidates after the labelling check keeps the estimate one that the rule accepts: a candidate
+    whose labelling the convention decided is compared at the labelling it keeps.
+
+    Returns (params, info with ``loglik`` trace, ``restart_logliks`` (each candidate's final log-likelihood, after
+    its labelling check; NaN where abandoned), ``chosen``, ``swap_loglik`` (per node, the
     log-likelihood of the labelling not kept at that step minus that of the one kept; NaN where no swap was
     tried or the refit drifted back), ``spare_support`` (per node, 2 (max(L_kept, L_swap) - L_0) - d_j log n),
     ``one_spare_support`` (per node, the largest 2 (L_k - L_0) - d_k log n; either > 0: supported; both NaN where
@@ -951,13 +983,25 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
     data = {"x": x64, "parents": par, "learn_weights": learn_weights}
     gen = torch.Generator().manual_seed(int(seed))
     starts = [robust_init(x64, par)] + [random_init(x64, par, gen) for _ in range(max(restarts, 1) - 1)]
+    fit = run_em(em_e_step, em_m_step, starts[0], data, max_iter=max_iter, tol=tol, objective=_em_loglik)
+    finals = [_check_labels(fit, data, max_iter=max_iter, tol=tol)]
+    for s in starts[1:]:
+        best = max(f[0].objective[-1] for f in finals if f is not None)
+        fit = _run_or_abandon(s, data, best, max_iter=max_iter, tol=tol, chunk=warm_iters)
+        finals.append(None if fit is None else _check_labels(fit, data, max_iter=max_iter, tol=tol))
+    scores = [float("nan") if f is None else f[0].objective[-1] for f in finals]
+    chosen = int(np.nanargmax(scores))  # the first of equals: the robust start wins ties
+    fit, labels = finals[chosen]
+    info = {"loglik": fit.objective, "restart_logliks": scores, "chosen": chosen, "converged": fit.converged,
+            "iterations": fit.iterations, **labels}
+    return fit.params, info
 
-    scored = []
-    for s in starts:
-        fit = run_em(em_e_step, em_m_step, s, data, max_iter=warm_iters, tol=tol, objective=_em_loglik)
-        scored.append((fit.objective[-1], fit.params))
-    chosen = int(np.argmax([s for s, _ in scored]))
-    fit = run_em(em_e_step, em_m_step, scored[chosen][1], data, max_iter=max_iter, tol=tol, objective=_em_loglik)
+
+def _check_labels(fit: Any, data: Mapping[str, Any], *, max_iter: int, tol: float) -> tuple[Any, dict]:
+    """The labelling check of :func:`fit_em` on one converged EM fit: returns the fit kept (``fit`` or a swapped
+    refit) and the per-node records (``swap_loglik``, ``spare_support``, ``one_spare_support``,
+    ``restricted_loglik``, ``relabelled``)."""
+    x, par, learn_weights = data["x"], data["parents"], data["learn_weights"]
     n = x.shape[0]
     swap_ll, support, one_support, restricted, relabelled = [], [], [], [], []
 
@@ -1009,11 +1053,8 @@ def fit_em(x: torch.Tensor, parents: torch.Tensor, *, learn_weights: bool = True
         support.append(excess)
         one_support.append(one)
         restricted.append(l_0)
-    info = {"loglik": fit.objective, "restart_logliks": [s for s, _ in scored], "chosen": chosen,
-            "converged": fit.converged, "iterations": fit.iterations, "swap_loglik": swap_ll,
-            "spare_support": support, "one_spare_support": one_support, "restricted_loglik": restricted,
-            "relabelled": relabelled}
-    return fit.params, info
+    return fit, {"swap_loglik": swap_ll, "spare_support": support, "one_spare_support": one_support,
+                 "restricted_loglik": restricted, "relabelled": relabelled}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1442,23 +1483,28 @@ def _exchangeable_note(info: Mapping[str, Any], names: Sequence[str]) -> str:
             if not math.isnan(d) and not _data_decide(d, s) and not s > 0]
     weak = [(names[j], d) for j, (s, d) in enumerate(zip(support, swap, strict=True))
             if not math.isnan(d) and not _data_decide(d, s) and s > 0]
+
+    def kept(n: str, d: float) -> str:  # d: the other labelling's log-likelihood minus the kept one's
+        return f"do({n}) (the labelling kept {abs(d):.2f} nats {'below' if d > 0 else 'above'} the other)"
+
     parts = []
     if same:
-        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d, _ in same)
+        said = " and ".join(kept(n, d) for n, d, _ in same)
         bic = ("spare regimes with fixed weights are not tested by BIC" if all(math.isnan(s) for *_, s in same) else
                "they do not improve on the model without them by BIC")
         parts.append(
             f"the observational regime and {said} are exchangeable: the other regimes are the only ones that tell the "
-            f"two labels apart, {bic}, and the two labellings' log-likelihoods (the other one's minus the kept one's "
-            f"in brackets) are within {LABEL_NULL_BOUND:g} nats, which spare regimes fitting noise alone reach, so the "
-            f"data do not tell which is observational. By convention (interventions are the minority) the one "
-            f"holding more rows is labelled observational")
+            f"two labels apart, {bic}, and the two labellings' log-likelihoods are within {LABEL_NULL_BOUND:g} nats, "
+            f"a gap that spare regimes fitting noise alone reach, so the likelihood does not tell which is "
+            f"observational. By convention (interventions are the minority) the one holding more rows is labelled "
+            f"observational, even where the other labelling fits better; if interventions can be the majority, these "
+            f"two labels may be the other way round")
     if weak:
-        said = " and ".join(f"do({n}) ({d:+.2f} nats)" for n, d in weak)
+        said = " and ".join(kept(n, d) for n, d in weak)
         parts.append(f"the observational regime and {said} are told apart only weakly: the two labellings' "
-                     f"log-likelihoods are within {LABEL_SWAP_TOL:g} nats (the other one's minus the kept one's in "
-                     f"brackets), so by convention (interventions are the minority) the one holding more rows is "
-                     f"labelled observational")
+                     f"log-likelihoods are within {LABEL_SWAP_TOL:g} nats, so by convention (interventions are the "
+                     f"minority) the one holding more rows is labelled observational, even where the other labelling "
+                     f"fits better")
     if not parts:
         return ""
     return "; ".join(parts) + " (fit_stats['label_swap_loglik'], fit_stats['label_spare_support'])"

@@ -474,8 +474,8 @@ def test_restarts_pick_the_best_initial_loglik():
     ds = simulate_regime_data(4, n_vars=5, n_samples=800)
     x, par = ds.observed["x"], ds.inputs["parents"]
     _, info = fit_em(x, par, restarts=4, seed=0)
-    assert info["chosen"] == int(np.argmax(info["restart_logliks"]))
-    assert info["loglik"][-1] >= max(info["restart_logliks"]) - 1e-6
+    assert info["chosen"] == int(np.nanargmax(info["restart_logliks"]))
+    assert info["loglik"][-1] == np.nanmax(info["restart_logliks"])
 
 
 def test_cyclical_kl_schedule():
@@ -1064,9 +1064,12 @@ def test_one_intervened_node_is_labelled_by_the_majority_convention(seed):
 
 
 def test_enum_inherits_the_labelling_from_the_warm_start():
+    # seed 102: the EM's labelling is decided by the convention (and warned). Seed 103 was used while the restart
+    # was chosen after 5 warm iterations; with every restart converged its robust start's fit wins, whose do(b)
+    # regime is small enough that no swap is tried (no warning), its labels right
     from sklearn.metrics import roc_auc_score
 
-    ds, zb, _ = _one_target_or_two(103, 300, two=False)
+    ds, zb, _ = _one_target_or_two(102, 300, two=False)
     res, said = _fit_recording_label_warnings(ds, "enum", steps=50)
     assert roc_auc_score(zb, np.asarray(res.params["regime_probs"])[:, 2]) > 0.9
     assert said and "do(b)" in said[0]
@@ -1675,6 +1678,47 @@ def test_an_enum_fit_that_stops_early_says_so_and_records_the_steps_run():
         short = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=5, progress=False))
     assert len(short.fit_stats["loss"]) == 5 and "svi_early_stop" not in short.attrs
     assert regime_metrics(short, ds)["svi_steps"] == 5
+
+
+def _shifted_two_node(n: int = 200) -> tuple:
+    rng = np.random.default_rng(0)
+    a, e, z = rng.standard_normal(n), rng.standard_normal(n), rng.random(n) < 0.3
+    df = pd.DataFrame({"a": a, "b": 0.8 * a + e + 3.0 * z})
+    return make_regime_dataset(df, nx.DiGraph([("a", "b")])), z
+
+
+def test_more_restarts_never_lower_the_final_loglik():
+    """b shifted by +3 in 30% of 200 rows: with the start chosen by its log-likelihood after 5 warm iterations,
+    restarts=4 converged to -652.28 (do(b) holding none of the 53 shifted rows, ARI 0.19) and restarts=8 to
+    -653.22, against restarts=1's -651.40 (ARI 0.71). Every candidate now runs to convergence (or is abandoned once
+    it cannot catch up), so more restarts reach at least the robust start's fit."""
+    from sklearn.metrics import adjusted_rand_score
+
+    ds, z = _shifted_two_node()
+    out = {}
+    for r in (1, 4, 8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", seed=0, progress=False,
+                                               options={"restarts": r}))
+        out[r] = (res.fit_stats["em_loglik"][-1], adjusted_rand_score(z, map_regime(res)))
+        assert len(res.fit_stats["restart_loglik"]) == r
+    for r in (4, 8):
+        assert out[r][0] >= out[1][0] - 1e-6 * abs(out[1][0])
+        assert out[r][1] >= 0.7
+
+
+def test_exchangeable_note_says_when_the_kept_labelling_fits_worse():
+    """The convention may keep the labelling with the lower log-likelihood (within the noise bound): the note says
+    which way the gap goes rather than a bare signed number."""
+    from pyrozoo.models.regime_scm import _exchangeable_note
+
+    nan = float("nan")
+    info = {"spare_support": [nan, -8.33], "one_spare_support": [nan, -8.33], "swap_loglik": [nan, 2.54]}
+    note = _exchangeable_note(info, ["a", "b"])
+    assert "do(b) (the labelling kept 2.54 nats below the other)" in note and "even where the other" in note
+    info["swap_loglik"] = [nan, -1.5]
+    assert "do(b) (the labelling kept 1.50 nats above the other)" in _exchangeable_note(info, ["a", "b"])
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
