@@ -570,7 +570,8 @@ def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor, y: torch.
 
     * g(x) at or beyond either clamp for more than ``SATURATED_SHARE`` of the rows (60 rows, 10 epochs: g(x) = 8
       on half of them, test RMSE 384 for noise sd 1);
-    * else any row at or above the upper clamp g = 8: a predictive sd of e^4 ~ 55 sds of y, which no row of
+    * any row at or above the upper clamp g = 8 (said also with the first, with the count and the distance of
+      those rows' fitted means from y): a predictive sd of e^4 ~ 55 sds of y, which no row of
       standardized data needs (a row's own best log-variance is log r_i^2, r_i its residual in sds of y), and out of
       which the row cannot come back: the clamp passes no gradient to g, and the mean's gradient,
       (f(x_i) - y_i) e^-g, is divided by e^8 (60 rows, 200 epochs at lr 0.003: 1 to 3 rows there, fitted means
@@ -592,8 +593,8 @@ def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor, y: torch.
             miss = float((mean - y.to(mean)).abs()[upper].max())
     if at > SATURATED_SHARE * X.shape[0]:
         notes.append(f"the log-variance head sits at its clamp {LOG_VAR_RANGE} for {at} of {X.shape[0]} training "
-                     f"rows")
-    elif stuck:
+                     f"rows" + (f" ({stuck} at the upper clamp)" if stuck and stuck < at else ""))
+    if stuck:  # said whatever the share: the more rows stuck, the more the user needs to know where and how far
         sd = math.exp(LOG_VAR_RANGE[1] / 2)
         notes.append(f"{stuck} of {X.shape[0]} training rows {'sits' if stuck == 1 else 'sit'} at the log-variance "
                      f"head's upper clamp {LOG_VAR_RANGE[1]:g} (a predictive sd of {sd:.3g} sds of y), stuck there: "
@@ -606,7 +607,7 @@ def warn_if_diverged(layout: MLPLayout, run: SWAGRun, X: torch.Tensor, y: torch.
         return None
     message = (f"bnn training has likely diverged: {'; '.join(notes)}; train for more epochs (epochs, --steps; "
                f"swa_epochs) or with a lower learning rate (lr, --lr; swa_lr)"
-               + (", or from another seed (seed, --seed)" if stuck and at <= SATURATED_SHARE * X.shape[0] else ""))
+               + (", or from another seed (seed, --seed)" if stuck else ""))
     warnings.warn(message, UserWarning, stacklevel=2)
     return message
 

@@ -1162,3 +1162,22 @@ def test_the_qa_schedule_that_stranded_a_row_at_the_upper_clamp_warns():
     y = 1000 + 50 * X[:, 0] - 20 * X[:, 1] + 5 * torch.randn(54, generator=gen, dtype=torch.float64)
     with pytest.warns(UserWarning, match=r"training rows sits? at the log-variance head's upper clamp 8"):
         train_bnn(X, y, epochs=200, swa_epochs=20, lr=0.003, swa_lr=0.001, rank=5, seed=0)
+
+
+def test_many_rows_at_the_upper_clamp_are_named_with_their_distance_and_the_seed_hint():
+    """A review: past 10% of the rows at the clamp, the warning said only 'sits at its clamp (-12.0, 8.0) for 18 of
+    54 training rows', without which clamp, how far those rows' means are from y, or the seed hint the few-rows
+    case gives. Both parts now come together."""
+    from pyrozoo.inference.swag import SWAGCollector, SWAGRun
+    from pyrozoo.models.bnn import warn_if_diverged
+
+    layout = MLPLayout(in_dim=1, depth=0)
+    X = torch.linspace(-1, 1, 30).unsqueeze(-1)
+    y = torch.zeros(30)
+    y[-1] = -12.0
+    theta = layout.flatten({"w_out": torch.tensor([[0.0], [20.0]]), "b_out": torch.tensor([0.0, 0.0])})
+    run = SWAGRun(collector=SWAGCollector(theta.numel(), rank=2), final=theta, losses=[1.0, 0.9])
+    with pytest.warns(UserWarning, match=r"sits at its clamp \(-12.0, 8.0\) for 15 of 30 training rows \(9 at the "
+                                         r"upper clamp\); 9 of 30 training rows sit at the log-variance head's upper "
+                                         r"clamp 8 .*fitted means up to 12 sds of y from y.*another seed"):
+        warn_if_diverged(layout, run, X, y)  # g = 20 x: >= 8 on the top 9 rows, <= -12 on the bottom 6
