@@ -78,12 +78,14 @@ def describe_kwargs(model_kwargs: Mapping[str, Any]) -> str:
 
 
 class _LatentsRequireGrad(Messenger):
-    """Hands the model each floating-point latent value as a leaf that requires grad, as SVI's and HMC's steps do."""
+    """Hands the model each continuous latent value as a leaf that requires grad, as SVI's and HMC's steps do. A
+    discrete latent (Bernoulli, Poisson: float values on a discrete support) never carries a gradient there: it is
+    enumerated, or SVI scores it (REINFORCE), so it is left as drawn."""
 
     def _postprocess_message(self, msg: dict) -> None:
         value = msg["value"]
         if (msg["type"] == "sample" and not msg["is_observed"] and isinstance(value, torch.Tensor)
-                and value.is_floating_point()):
+                and value.is_floating_point() and not msg["fn"].support.is_discrete):
             msg["value"] = value.detach().requires_grad_()
 
 

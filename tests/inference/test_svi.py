@@ -1055,3 +1055,24 @@ def test_a_guide_failing_on_its_first_trace_is_named_with_its_site_before_any_st
         run_svi(correlated, AutoHierarchicalNormalMessenger(correlated), {"y": torch.zeros(10)}, num_steps=5,
                 progress=False)
     assert isinstance(info.value.__cause__, NotImplementedError)
+
+
+def test_the_numpy_gradient_probe_leaves_discrete_latents_without_gradients():
+    """A review: the probe gave every floating-point latent requires_grad, so a Poisson (or enumerated Bernoulli)
+    latent times a NumPy argument was refused, though it never carries a gradient in a real step (SVI scores it,
+    enumeration sums it out) and the fit ran before the probe."""
+    from torch.distributions import constraints
+
+    base, y = np.linspace(0, 1, 10).astype(np.float32), torch.linspace(0, 3, 10)
+
+    def counts(base, y=None):
+        k = pyro.sample("k", dist.Poisson(3.0))
+        with pyro.plate("obs_id", 10):
+            pyro.sample("y", dist.Normal(k * base, 1.0), obs=y)
+
+    def counts_guide(base, y=None):
+        rate = pyro.param("rate", torch.tensor(3.0), constraint=constraints.positive)
+        pyro.sample("k", dist.Poisson(rate))
+
+    res = run_svi(counts, counts_guide, {"base": base, "y": y}, num_steps=3, num_samples=3, progress=False)
+    assert np.asarray(res.posterior["k"]).shape == (1, 3)
