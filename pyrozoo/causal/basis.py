@@ -19,7 +19,8 @@ standardized column itself. Every output column is standardized with the trainin
 prior scale suits all coefficients.
 
 Sparse products: the *support* of a product column is the rows where each of its factors differs from that
-covariate's most common value (for a dummy d with few 1s, z_a * d and z_a^2 * d are supported on d's 1s). With
+covariate's most common value (for a dummy d with few 1s, z_a * d and z_a^2 * d are supported on d's 1s; a covariate
+whose most common value is not repeated, e.g. a continuous one, has no mode and is off it on every row). With
 standardized factors the product is nonzero almost everywhere, but beyond the main effects only those rows inform
 its coefficient (z_a * d = (z_a d - z_a mean(d)) / sd(d)). Cross-fitted with K folds, a fold's training set holds
 about s (K - 1) / K of them, and every product of d with the other covariates (2 (p - 1) columns with quadratic
@@ -62,6 +63,27 @@ def cross_fit_min_product_support(n_folds: int) -> int:
     :data:`MIN_TRAINING_SUPPORT` = 8 of them on average (10 rows at K = 5, 16 at K = 2)."""
     k = int(n_folds)
     return -(-MIN_TRAINING_SUPPORT * k // (k - 1))
+
+
+def off_mode(X: np.ndarray) -> np.ndarray:
+    """(n, p) booleans: the rows where each column of ``X`` differs from its most common value, the rows a product
+    column's support counts (module docstring). A column whose most common value is not repeated (count 1: no two
+    rows equal, as for a continuous covariate) has no mode, so every row is off it; were the smallest value taken
+    as the mode, its row would leave every product's support by chance (a dummy's product with a continuous
+    covariate lost a row, and fell below the bound, only when that covariate's minimum was on one of its 1s)."""
+    X = np.asarray(X)
+    off = np.ones(X.shape, dtype=bool)
+    for j in range(X.shape[1]):
+        values, counts = np.unique(X[:, j], return_counts=True)
+        if counts.max() > 1:
+            off[:, j] = X[:, j] != values[np.argmax(counts)]
+    return off
+
+
+def product_support_bound(min_support: int, n: int) -> int:
+    """The support bound used with ``min_support`` m on n rows: min(m, ceil(n / 2)). A product on half the rows
+    or more is as well informed as any column, so it is never sparse."""
+    return min(int(min_support), -(-int(n) // 2))
 
 
 def warn_sparse_columns(basis: SplineInteractionBasis | None, names: list[str] | None, who: str, stacklevel: int,
@@ -161,7 +183,7 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         support, product = self._support(X)
         # a product on at least half the rows is as well informed as the fit's other columns: never "sparse" (with
         # K = 2, m = 16 would otherwise drop every product of a 15-row data set)
-        self.min_product_support_ = min(min_support, -(-n // 2))
+        self.min_product_support_ = product_support_bound(min_support, n)
         varies = out_scale > 1e-12  # constant columns (e.g. an interaction of exclusive dummies) are dropped
         # and products too sparse to cross-fit (module docstring)
         self.keep_ = varies & (~product | (support >= self.min_product_support_))
@@ -177,14 +199,11 @@ class SplineInteractionBasis(TransformerMixin, BaseEstimator):
         """Per column of :meth:`_raw`, its support in the rows X (module docstring) and whether it is a product: for
         a product the rows where every factor differs from its most common value; for a covariate's own columns
         (never left out) n."""
-        off_mode = np.empty(X.shape, dtype=bool)
-        for j in range(X.shape[1]):
-            values, counts = np.unique(X[:, j], return_counts=True)
-            off_mode[:, j] = X[:, j] != values[np.argmax(counts)]
-        self.covariate_support_ = off_mode.sum(axis=0)
+        off = off_mode(X)
+        self.covariate_support_ = off.sum(axis=0)
         sources = [c for _, c in self._raw_columns([f"x{j}" for j in range(X.shape[1])])]
         product = np.array([len(c) > 1 for c in sources], dtype=bool)
-        support = np.array([off_mode[:, list(c)].all(axis=1).sum() if len(c) > 1 else X.shape[0] for c in sources],
+        support = np.array([off[:, list(c)].all(axis=1).sum() if len(c) > 1 else X.shape[0] for c in sources],
                            dtype=np.int64)
         return support, product
 

@@ -46,6 +46,8 @@ from pyrozoo.causal.basis import (
     SplineInteractionBasis,
     cross_fit_min_product_support,
     interaction_kind,
+    off_mode,
+    product_support_bound,
     warn_sparse_columns,
 )
 from pyrozoo.causal.conformal import ConformalCalibration, calibrate_band
@@ -244,8 +246,8 @@ class TreatmentBasis:
             self.x_loc_ = X.mean(axis=0)
             sd = X.std(axis=0)
             self.x_scale_ = np.where(sd > 0, sd, 1.0)
-            support = np.array([len(X) - np.unique(X[:, j], return_counts=True)[1].max() for j in range(self.p_)])
-            dense = support >= min(min_support, -(-len(X) // 2))
+            support = off_mode(X).sum(axis=0)
+            dense = support >= product_support_bound(min_support, len(X))
             self.interacting_ = np.flatnonzero(dense)
             if self.heterogeneity != "none":
                 self.sparse_covariates_ = [(int(j), int(support[j])) for j in np.flatnonzero(~dense)]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pyrozoo.causal.basis import off_mode, product_support_bound
 from pyrozoo.causal.crossfit import Learner, crossfit_predict, fresh_learner
 from pyrozoo.causal.inputs import standardized_columns
 from pyrozoo.errors import PyrozooError
@@ -154,11 +155,8 @@ def sparse_pairs(X: np.ndarray, min_support: int) -> list[tuple[int, int, int]]:
     cross-fit (its module docstring)."""
     X = np.asarray(X, dtype=np.float64)
     n, p = X.shape
-    bound = min(int(min_support), -(-n // 2))
-    off = np.empty(X.shape, dtype=bool)
-    for j in range(p):
-        values, counts = np.unique(X[:, j], return_counts=True)
-        off[:, j] = X[:, j] != values[np.argmax(counts)]
+    bound = product_support_bound(min_support, n)
+    off = off_mode(X)
     pairs = []
     for j in range(p):
         for k in range(j + 1, p):

@@ -221,3 +221,34 @@ def test_a_small_data_set_keeps_its_products_and_every_covariate_its_own_columns
     bounded = SplineInteractionBasis(min_product_support=16).fit(X)
     assert bounded.min_product_support_ == 6 and bounded.sparse_columns_ == []
     np.testing.assert_array_equal(bounded.transform(X), plain.transform(X))
+
+
+def test_a_covariate_without_a_repeated_value_has_no_mode():
+    """off_mode: a column whose most common value is not repeated (a continuous covariate) is off its mode on every
+    row; a dummy on its minority, a column with a repeated value off that value."""
+    from pyrozoo.causal.basis import off_mode
+
+    X = np.column_stack([[0.3, -1.2, 2.0, 0.1], [0.0, 1.0, 0.0, 0.0], [5.0, 2.0, 2.0, 7.0]])
+    np.testing.assert_array_equal(off_mode(X), [[True, False, True], [True, True, False], [True, False, False],
+                                                [True, False, True]])
+
+
+@pytest.mark.parametrize("row", [50, 0])
+def test_a_continuous_covariates_minimum_does_not_leave_a_products_support(row):
+    """A dummy with exactly 10 ones in 200 rows and a continuous x0: x0 * d and x0^2 * d are supported on the 10 ones
+    wherever x0's minimum falls. Before, np.unique's counts (all 1) made x0's minimum its "mode", so when it fell on
+    one of d's 1s (row 0) both products had support 9 and were dropped at the bound 10 (K = 5), with the warning
+    naming x0 x x1 as the culprit."""
+    from pyrozoo.causal.basis import cross_fit_min_product_support
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.standard_normal(200), np.zeros(200)])
+    X[:10, 1] = 1.0
+    X[row, 0] = X[:, 0].min() - 1.0
+    basis = SplineInteractionBasis(min_product_support=cross_fit_min_product_support(5)).fit(X)
+    assert basis.min_product_support_ == 10 and basis.sparse_columns_ == []
+    assert basis.covariate_support_.tolist() == [200, 10]
+    X[9, 1] = 0.0  # 9 ones: dropped, and named after the dummy alone
+    basis = SplineInteractionBasis(min_product_support=10).fit(X)
+    assert [(c, s) for c, _, s in basis.sparse_columns_] == [("x0*x1", 9), ("x0^2*x1", 9)]
+    assert basis.sparse_summary(["a", "d"]) == "d (9 rows): a*d, a^2*d"
