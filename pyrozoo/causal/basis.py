@@ -26,9 +26,10 @@ its coefficient (z_a * d = (z_a d - z_a mean(d)) / sd(d)). Cross-fitted with K f
 about s (K - 1) / K of them, and every product of d with the other covariates (2 (p - 1) columns with quadratic
 interactions) is fitted to those same few rows: with 3 ones out of 200 the fits interpolated the 2-3 training rows
 and predicted the held-out one with a treatment residual of -9 (sd 1), and PLCE's estimate moved from 0.95 to
--0.36. With ``min_product_support`` m, product columns with support below min(m, n / 2) are left out
+-0.36. With ``min_product_support`` m, product columns with support below min(m, floor(n / 2)) are left out
 (``sparse_columns_`` lists them, ``min_product_support_`` is the bound used: a product on half the rows or more is
-as well informed as any column, so a tiny data set keeps its products). PLCE and EffectCurve use
+as well informed as any column, so a tiny data set keeps its products; rounded down, so that a binary covariate's
+minority, at most floor(n / 2) rows, always meets it). PLCE and EffectCurve use
 :func:`cross_fit_min_product_support`: m = ceil(8 K / (K - 1)), so that a fold's training set holds on average at
 least 8 of the rows (10 rows with the default 5 folds; at K = 5 with 3 covariates, 5, 6 and 8 ones still gave
 residuals of 8 to 34 in 3 of 11 data sets, 10 to 16 ones none in 15). A
@@ -81,9 +82,11 @@ def off_mode(X: np.ndarray) -> np.ndarray:
 
 
 def product_support_bound(min_support: int, n: int) -> int:
-    """The support bound used with ``min_support`` m on n rows: min(m, ceil(n / 2)). A product on half the rows
-    or more is as well informed as any column, so it is never sparse."""
-    return min(int(min_support), -(-int(n) // 2))
+    """The support bound used with ``min_support`` m on n rows: min(m, floor(n / 2)). A product on half the rows
+    or more is as well informed as any column, so it is never sparse; rounded down so that a binary covariate's
+    minority (at most floor(n / 2) rows) always meets it, also for odd n (ceil(n / 2) dropped the products of an
+    alternating dummy: 9 ones in 19 rows against a bound of 10)."""
+    return min(int(min_support), int(n) // 2)
 
 
 def warn_sparse_columns(basis: SplineInteractionBasis | None, names: list[str] | None, who: str, stacklevel: int,
@@ -107,8 +110,9 @@ def warn_sparse_columns(basis: SplineInteractionBasis | None, names: list[str] |
     warnings.warn(f"{who}: {k} product column(s) left out: fewer than {bound} rows have every "
                   f"factor off its most common value (the rows that inform such a column's coefficient; "
                   f"ceil(8 K / (K - 1)) with K = n_folds, so that a fold's training set holds at least 8 of them on "
-                  f"average, or half the rows if fewer), too few to fit it out of fold: {'; '.join(parts)}. The "
-                  f"covariates' own columns stay; merge rare categories to keep their products (and silence this)",
+                  f"average, or half the rows, rounded down, if fewer), too few to fit it out of fold: "
+                  f"{'; '.join(parts)}. The covariates' own columns stay; merge rare categories to keep their "
+                  f"products (and silence this)",
                   UserWarning, stacklevel=stacklevel + 1)
 
 

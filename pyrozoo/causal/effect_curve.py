@@ -210,8 +210,8 @@ class TreatmentBasis:
     0..1. When t has ties (a few distinct doses, a mass at 0) some of those quantiles coincide; they are merged, so
     ``len(knots_)`` can be below ``n_knots``, and ``fit`` then warns (UserWarning) with both counts.
 
-    ``min_support`` (default 0): a covariate off its most common value on fewer than min(min_support, n / 2) rows
-    gets no interactions with t (``interacting_`` lists the covariates that do, ``sparse_covariates_`` the others
+    ``min_support`` (default 0): a covariate off its most common value on fewer than min(min_support, floor(n / 2))
+    rows gets no interactions with t (``interacting_`` lists the covariates that do, ``sparse_covariates_`` the others
     as (index, support)): tau's slope along it would rest on those few rows alone (a dummy with one 1 gave that
     row tau = -113 and an APE of 0.35 +- 1.6, against 0.93 +- 0.07 without it), as with the sparse products of
     :mod:`pyrozoo.causal.basis`."""

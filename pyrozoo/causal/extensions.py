@@ -151,7 +151,7 @@ def select_bandwidth(
 
 def sparse_pairs(X: np.ndarray, min_support: int) -> list[tuple[int, int, int]]:
     """The pairs (j, k, s), j < k, of columns of ``X`` off their most common values together on only s rows,
-    0 < s < min(min_support, n / 2): the products z_j z_k that :mod:`pyrozoo.causal.basis` calls too sparse to
+    0 < s < min(min_support, floor(n / 2)): the products z_j z_k that :mod:`pyrozoo.causal.basis` calls too sparse to
     cross-fit (its module docstring)."""
     X = np.asarray(X, dtype=np.float64)
     n, p = X.shape
@@ -169,7 +169,7 @@ def sparse_pairs(X: np.ndarray, min_support: int) -> list[tuple[int, int, int]]:
 def white_features(X: np.ndarray, min_product_support: int = 0) -> np.ndarray:
     """[z_j, z_j^2, z_j z_k (j < k)] of the standardized covariates: the regressors of White's (1980) auxiliary
     regression for heteroskedasticity, the default design of the treatment-variance model. With
-    ``min_product_support`` m the products of :func:`sparse_pairs` (support below min(m, n / 2)) are left out, as
+    ``min_product_support`` m the products of :func:`sparse_pairs` (support below min(m, floor(n / 2))) are left out, as
     from the control basis: the cross-fitted least-squares variance model fitted them to a rare dummy's 2-3
     training rows, and PLCE's stacked SE rose from 0.084 to 0.42."""
     Z = standardized_columns(X)

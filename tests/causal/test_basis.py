@@ -252,3 +252,16 @@ def test_a_continuous_covariates_minimum_does_not_leave_a_products_support(row):
     basis = SplineInteractionBasis(min_product_support=10).fit(X)
     assert [(c, s) for c, _, s in basis.sparse_columns_] == [("x0*x1", 9), ("x0^2*x1", 9)]
     assert basis.sparse_summary(["a", "d"]) == "d (9 rows): a*d, a^2*d"
+
+
+@pytest.mark.parametrize(("n", "k", "bound"), [(19, 5, 9), (31, 2, 15), (30, 2, 15), (40, 2, 16)])
+def test_a_binary_covariates_minority_always_meets_the_half_the_rows_bound(n, k, bound):
+    """The bound is min(m, floor(n / 2)), so a dummy on half the rows (its minority: at most floor(n / 2)) keeps its
+    products for odd n too. Before, ceil(n / 2) dropped x0*x1 of an alternating dummy at n = 19 (9 ones, bound 10)
+    and n = 31 (15 ones, bound 16), and of a 15/15 dummy at n = 30 (support 14: x0's minimum was its "mode")."""
+    from pyrozoo.causal.basis import cross_fit_min_product_support, product_support_bound
+
+    assert [product_support_bound(100, m) for m in (1, 2, 19, 20)] == [0, 1, 9, 10]
+    X = np.column_stack([np.random.default_rng(0).standard_normal(n), (np.arange(n) % 2).astype(float)])
+    basis = SplineInteractionBasis(min_product_support=cross_fit_min_product_support(k)).fit(X)
+    assert basis.min_product_support_ == bound and basis.sparse_columns_ == []

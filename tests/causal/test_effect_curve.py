@@ -1090,3 +1090,17 @@ def test_treatment_basis_leaves_a_sparse_covariate_out_of_its_interactions(heter
     assert basis.feature_names(["a", "d", "c"]) == ref.feature_names(["a", "c"])
     assert basis.n_features == ref.n_features
     assert TreatmentBasis(n_knots=4, heterogeneity=heterogeneity).fit(t, X).interacting_.tolist() == [0, 1, 2]
+
+
+def test_treatment_basis_keeps_a_dummy_on_half_the_rows_at_odd_n():
+    """TreatmentBasis(min_support=10) at n = 19: an alternating dummy is off its mode on 9 rows, floor(19 / 2), and
+    keeps its interactions with t (before, ceil(19 / 2) = 10 left it out); one with 8 ones is left out."""
+    rng = np.random.default_rng(0)
+    n = 19
+    X = np.column_stack([rng.standard_normal(n), (np.arange(n) % 2).astype(float)])
+    t = rng.standard_normal(n)
+    basis = TreatmentBasis(n_knots=4, min_support=10).fit(t, X)
+    assert basis.interacting_.tolist() == [0, 1] and basis.sparse_covariates_ == []
+    X[1, 1] = 0.0
+    basis = TreatmentBasis(n_knots=4, min_support=10).fit(t, X)
+    assert basis.interacting_.tolist() == [0] and basis.sparse_covariates_ == [(1, 8)]
