@@ -967,8 +967,11 @@ class PLCE(BaseEstimator):
         sum w (ry - b_r rt)^2; then partial R^2 = t_r^2 / (t_r^2 + df) = 1 - RSS_r / sum w ry^2 (exactly), and
         RV_q, RV_{q,alpha} (:func:`~pyrozoo.causal.diagnostics.robustness_value`) from t_r, all as sensemakr
         computes them from an ``lm`` fit. These identities hold for the classical t only: the HC3 (or cluster) t
-        of ``summary()`` gave a partial R^2 of 0.04 where the regression's is 0.31. Each reported value (and
-        ``t_stat``) is the median over the R splits, as theta is aggregated. With ``final_stage="orthogonal"`` the
+        of ``summary()`` gave a partial R^2 of 0.04 where the regression's is 0.31. The figures reported are one
+        split's, a consistent set: that of the split whose |t_r| is the median over the R splits (for even R the
+        lower of the two middle ones, the more conservative; ``split`` is its index), since the four figures are
+        monotone in |t_r| but t_r's sign is not, so that separate medians (t_r = 0.947, -0.676, 0.134 gave t_stat
+        0.134 with the partial R^2 of |t| = 0.676) broke the identity above. With ``final_stage="orthogonal"`` the
         values are those of the same weighted residual regression (which the orthogonal estimate equals when th(x)
         is constant), the linear regression the bounds are about."""
         check_positive("q", q, scalar=True)  # as diagnostics.sensitivity checks them, but before the fitted check
@@ -983,9 +986,12 @@ class PLCE(BaseEstimator):
             b = float(w @ (rt * ry)) / sxx
             rss = float(w @ (ry - b * rt) ** 2)
             splits.append(sensitivity(b, math.sqrt(rss / df / sxx), df, q=q, alpha=alpha))
+        # the split of median |t| (the lower median for even R); a stable sort picks the first of tied splits
+        order = np.argsort([abs(s["t_stat"]) for s in splits], kind="stable")
+        r = int(order[(len(splits) - 1) // 2])
         keys = ("t_stat", "partial_r2_treatment", "rv_q", "rv_q_alpha")
-        out: dict[str, Any] = {k: float(np.median([s[k] for s in splits])) for k in keys}
-        out.update(df=df, q=q, alpha=alpha, n_splits=len(splits))
+        out: dict[str, Any] = {k: float(splits[r][k]) for k in keys}
+        out.update(df=df, q=q, alpha=alpha, n_splits=len(splits), split=r)
         return out
 
     def final_stage_data(self) -> dict[str, np.ndarray]:

@@ -105,7 +105,7 @@ def handle(args: argparse.Namespace) -> int:
     if "controls" in est:  # --data / --dataset: what was adjusted for (metrics.json has the list too)
         print("controls: " + ", ".join(map(str, est["controls"])))
     sens = {k: est[k] for k in ("rv_q", "rv_q_alpha", "partial_r2", "sensitivity_t_stat") if k in est}
-    print("sensitivity (classical t of ry ~ rt, median over splits): "
+    print("sensitivity (classical t of ry ~ rt, the split of median |t|): "
           + ", ".join(f"{k}={v:.3g}" for k, v in sens.items()))
     if "kurtosis_share_flagged" in est:
         if math.isfinite(est["kurtosis_share_flagged"]):

@@ -484,7 +484,7 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     ``se_type="cluster"``, ``se_cluster``, and the feasible model's of the same type under ``se_feasible``),
     posterior mean/sd and 95% interval of theta, the closed-form reference, diagnostics (the sensitivity figures
     ``partial_r2``, ``rv_q``, ``rv_q_alpha`` from the classical t ``sensitivity_t_stat`` of the final-stage
-    regression, median over splits: :meth:`PLCE.sensitivity`), the error against the truth
+    regression, from the split of median |t|: :meth:`PLCE.sensitivity`), the error against the truth
     when simulated, and (from a file or a dataset) ``controls``, the columns adjusted for."""
     est: PLCE = dataset.meta["plce"]
     lo, hi = est.ci_

@@ -1658,3 +1658,41 @@ def test_whites_regressors_leave_out_the_products_of_a_rare_dummy():
     without = PLCE(n_folds=5, n_repeats=2, treatment_model="heteroskedastic").fit(y, t, X[["a", "b"]])
     assert est.se_ < 1.2 * without.se_  # measured 0.082 vs 0.084 (0.42 before)
     assert abs(est.theta_ - without.theta_) < 0.5 * without.se_
+
+
+def _classical_t(est: PLCE) -> list[float]:
+    """Each split's classical t of the weighted no-intercept regression ry ~ rt (df = n - 1), by hand."""
+    ts = []
+    for ry, rt, w in zip(est.y_resid_, est.t_resid_, est.weights_, strict=True):
+        b = (w * rt * ry).sum() / (w * rt**2).sum()
+        rss = (w * (ry - b * rt) ** 2).sum()
+        ts.append(float(b / np.sqrt(rss / (est.n_ - 1) / (w * rt**2).sum())))
+    return ts
+
+
+@pytest.mark.parametrize("n_repeats", [3, 2])
+def test_sensitivity_reports_one_splits_consistent_figures(n_repeats):
+    """sensitivity() reports the figures of the split whose |t| is the median (the lower median for even R), so
+    that partial R^2 = t^2 / (t^2 + df) and RV_q, RV_{q,alpha} hold on the reported numbers. With a zero effect the
+    splits disagree in sign (t = 0.947, -0.676, 0.134): separate medians gave t_stat 0.134 with the partial R^2
+    0.0077 of |t| = 0.676 (t^2 / (t^2 + df) = 0.0003)."""
+    rng = np.random.default_rng(0)
+    n = 60
+    X = rng.normal(size=(n, 2))
+    t = X[:, 0] + rng.normal(size=n)
+    y = X[:, 0] + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = PLCE(n_folds=2, n_repeats=n_repeats, seed=0, basis="linear").fit(y, t, X)
+    ts = _classical_t(est)
+    s = est.sensitivity()
+    df = n - 1
+    if n_repeats == 3:
+        np.testing.assert_allclose(ts, [0.947, -0.676, 0.134], atol=5e-4)  # the splits disagree in sign
+        assert s["split"] == 1
+    else:
+        assert s["split"] == int(np.argmin(np.abs(ts)))  # the lower of the two: the more conservative
+    assert s["t_stat"] == pytest.approx(ts[s["split"]], rel=1e-10) and s["n_splits"] == n_repeats
+    assert s["partial_r2_treatment"] == pytest.approx(s["t_stat"] ** 2 / (s["t_stat"] ** 2 + df), rel=1e-12)
+    assert s["rv_q"] == pytest.approx(robustness_value(s["t_stat"], df), rel=1e-12)
+    assert s["rv_q_alpha"] == pytest.approx(robustness_value(s["t_stat"], df, alpha=est.alpha), rel=1e-12)
