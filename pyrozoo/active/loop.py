@@ -29,7 +29,7 @@ import torch
 from pyrozoo.active.acs_fw import ACSFW
 from pyrozoo.active.base import Acquisition, check_batch
 from pyrozoo.active.baselines import BALD, MaxEntropy, RandomAcquisition
-from pyrozoo.active.neural_linear import NeuralLinearPosterior, check_recipe_options
+from pyrozoo.active.neural_linear import RECIPE_DEFAULTS, NeuralLinearPosterior, check_recipe_options
 from pyrozoo.active.posteriors import (
     BLRPoolPosterior,
     GPPoolPosterior,
@@ -527,6 +527,47 @@ def noise_in_fit_units(model: str, options: Mapping[str, Any], y_scale: float) -
     return {**options, "noise": float(noise) / y_scale}
 
 
+def needs_finite_predictive_variance(acquisition: str, model: str) -> bool:
+    """Whether ``acquisition`` on ``model``'s posterior takes E_y[log p(y | theta)] under the predictive, which for
+    the Normal-Gamma posterior of unknown noise (blr, neural-linear: a Student-t with 2a degrees of freedom) is
+    finite only when its variance is, a > 1: the weighted Euclidean product (``acs-fw-euclidean``) and the random
+    projections that estimate it. The Fisher form (``acs-fw``), BALD, MaxEnt and random use only tau_hat = a / b and
+    entropies, finite for every a > 0."""
+    return model in KNOWN_NOISE_MODELS and (acquisition == "acs-fw-euclidean" or uses_projections(acquisition, model))
+
+
+def check_finite_predictive_variance(acquisitions: Sequence[str], model: str, model_options: Mapping[str, Any],
+                                     init_size: int) -> None:
+    """Raise before any fit if an acquisition that needs a finite predictive variance
+    (:func:`needs_finite_predictive_variance`) meets unknown noise (``noise`` 0, the default) with a posterior Gamma
+    shape a = a0 + N / 2 <= 1 at the first fit, N = ``init_size`` (a only grows with N). ``a0``: the option, else
+    the model's default (blr 2; neural-linear its recipe's, 2 or 1). Values that are not numbers > 0 are left to
+    the fit, which refuses them by name."""
+    noise = model_options.get("noise", 0.0)
+    if not any(needs_finite_predictive_variance(a, model) for a in acquisitions) or not _is_number(noise) or noise:
+        return
+    a0 = model_options.get("a0")
+    if a0 is None:
+        a0 = (PRIOR_DEFAULTS["a0"] if model == "blr"
+              else RECIPE_DEFAULTS.get(model_options.get("recipe", "mlp"), {}).get("a0"))
+    if not _is_number(a0) or not a0 > 0:
+        return
+    a = float(a0) + init_size / 2
+    if a <= 1:
+        which = [a for a in acquisitions if needs_finite_predictive_variance(a, model)]
+        raise PyrozooError(f"a0: {', '.join(which)} with unknown noise needs a finite predictive variance, a "
+                           f"posterior Gamma shape a = a0 + init_size / 2 > 1 at the first fit; got a0 = {a0:g} "
+                           f"with init_size = {init_size} (a = {a:g}): use an a0 above {1 - init_size / 2:g} or "
+                           f"an init_size of at least {math.floor(2 * (1 - float(a0))) + 1}, or acs-fw (the Fisher "
+                           f"form), bald, maxent or random")
+
+
+def _is_number(value: Any) -> bool:
+    """A real number, not a bool, finite."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and math.isfinite(float(value))
+
+
 @keeps_caller_state
 def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, *, model: str = "blr",
                         model_options: dict[str, Any] | None = None, init_size: int = 20, batch_size: int = 10,
@@ -546,8 +587,10 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     :func:`check_model_options`, an ACS-FW's explicit J with :func:`check_num_projections_for_model`, the memory
     of its J projections over the unlabelled pool with :func:`~pyrozoo.active.projections.check_projection_memory`,
     and an acquisition that needs several draws against a one-draw posterior with
-    :func:`check_draws_for_acquisitions`) before any fit; every batch the acquisition returns is checked
-    (:func:`~pyrozoo.active.base.check_batch`) before its points are labelled."""
+    :func:`check_draws_for_acquisitions`, and a posterior Gamma shape a0 + init_size / 2 <= 1 where the
+    acquisition needs a finite predictive variance, :func:`check_finite_predictive_variance`) before any fit;
+    every batch the acquisition returns is checked (:func:`~pyrozoo.active.base.check_batch`) before its points are
+    labelled."""
     problem = check_problem(problem)
     check_model_task(model, problem.task)
     opts = check_model_options(model, model_options)
@@ -560,6 +603,7 @@ def run_active_learning(problem: ActiveProblem, acquisition: Acquisition | str, 
     check_draws_for_acquisitions([kind], model, opts)
     check_min_labels(model, init_size)
     init_size, batch_size, budget = check_loop_args(problem.x_pool.shape[0], init_size, batch_size, budget)
+    check_finite_predictive_variance([kind], model, opts, init_size)
     check_projections_fit_memory(acquisition, model, opts, problem.x_pool.shape[0] - init_size,
                                  problem.x_pool.shape[1])
     seed = check_seed("seed", seed)  # bnn fits seed through set_seed: [0, 2**32 - 1]
@@ -672,6 +716,7 @@ def run_experiment(dataset: str, acquisitions: Sequence[str] | str, seeds: Seque
     if num_projections is not None:  # J only where it is used: run_active_learning refuses an explicit J it ignores
         acqs = [make_acquisition(a, num_projections if uses_projections(a, model) else None) for a in acquisitions]
     check_min_labels(model, init_size)
+    check_finite_predictive_variance(acquisitions, model, model_options, init_size)
     check_bool("return_selections", return_selections)
     frames, picks = [], []
     for s in seeds:

@@ -352,3 +352,36 @@ def test_a_j_too_large_for_memory_is_refused_by_run_experiment_and_the_cli(monke
                  "--budget", "2", "--batch-size", "1", "--init-size", "5", "--out", str(out)]) == 2
     assert re.match("pyrozoo: error: " + match, capsys.readouterr().err)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("acq", ["acs-fw-euclidean", "acs-fw-projection"])
+@pytest.mark.parametrize(("model", "options"), [("blr", {"a0": 0.1, "b0": 1.0}), ("neural-linear", {"a0": 0.5}),
+                                                ("neural-linear", {"recipe": "reference", "a0": 0.2})])
+def test_a_gamma_shape_without_a_finite_predictive_variance_is_refused_before_any_fit(no_fit, acq, model, options):
+    """The weighted Euclidean product and its projections need a = a0 + N / 2 > 1 with unknown noise (a Student-t
+    predictive with a finite variance); a0 + init_size / 2 <= 1 is refused naming a0 and init_size before the first
+    fit, by run_active_learning and run_experiment. Before, acs-fw-projection failed after the fit with 'posterior
+    squared norms (the pool kernel's diag()): expected finite values, found 404 non-finite', and acs-fw-euclidean
+    only at the first selection."""
+    match = rf"^a0: {acq} with unknown noise needs a finite predictive variance, .* got a0 = {options['a0']:g} with " \
+            r"init_size = 1 \(a = [\d.]+\): use an a0 above 0.5 or an init_size of at least 2"
+    with pytest.raises(PyrozooError, match=match):
+        run_active_learning(_problem(), acq, model=model, model_options=options, init_size=1, batch_size=2,
+                            budget=4, progress=False)
+    with pytest.raises(PyrozooError, match=match):
+        run_experiment("boston", ["random", acq], [0], model=model, model_options=options, init_size=1, batch_size=2,
+                       budget=4, progress=False)
+
+
+def test_a_gamma_shape_above_one_or_acquisitions_that_need_no_variance_still_run():
+    """a0 + init_size / 2 > 1 (a0 = 0.1 with 2 labels: a = 1.1) runs the Euclidean product; a0 = 0.1 with one label
+    runs acs-fw (the Fisher form), BALD, MaxEnt and random, which take no predictive variance; a known noise sd
+    needs no a0 (and refuses one)."""
+    opts = {"a0": 0.1, "b0": 1.0}
+    small = {"batch_size": 2, "budget": 2, "progress": False}
+    out = run_active_learning(_problem(), "acs-fw-euclidean", model_options=opts, init_size=2, **small)
+    assert out["num_labelled"].tolist() == [2, 4]
+    for acq in ("acs-fw", "bald", "maxent", "random"):
+        out = run_active_learning(_problem(), acq, model_options=opts, init_size=1, **small)
+        assert out["num_labelled"].tolist() == [1, 3] and np.isfinite(out["nll"]).all()
+    loop.check_finite_predictive_variance(["acs-fw-euclidean"], "blr", {"noise": 0.5}, 1)
