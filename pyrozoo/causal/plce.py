@@ -642,10 +642,10 @@ class PLCE(BaseEstimator):
             if use_re and len(sizes) < 2:
                 # one random intercept shared by every row is the intercept itself: the fit was that of
                 # groups=None while summary().attrs said random_effects=True
-                how = ("random_effects=True" if self.random_effects
-                       else "random effects (on by default when groups are given, random_effects=None)")
+                how = ("random_effects=True needs" if self.random_effects
+                       else "random effects (on by default when groups are given, random_effects=None) need")
                 only = groups[0].item() if isinstance(groups[0], np.generic) else groups[0]
-                raise PyrozooError(f"groups: {how} need at least 2 distinct group ids; got a single group "
+                raise PyrozooError(f"groups: {how} at least 2 distinct group ids; got a single group "
                                    f"({only!r}) for all {n} rows, where a random intercept is just the "
                                    f"intercept and would have no effect (pass groups with 2 or more levels, or "
                                    f"no groups)")
@@ -739,12 +739,17 @@ class PLCE(BaseEstimator):
         # White's regressors: the default variance model's design and the orthogonal stage's; their sparse products
         # left out by the basis's rule (the same pairs as the basis's z_j z_k)
         m = cross_fit_min_product_support(self.n_folds)
-        uses_white = self.final_stage == "orthogonal" or (self.treatment_model == "heteroskedastic"
-                                                          and self.variance_learner is None)
+        # the continuous treatment's variance model (a two-valued t's is p (1 - p), without them) and the orthogonal
+        # stage's varying effect; the warning names only the uses that apply
+        white_uses = [what for what, used in (
+            ("treatment-variance model", self.treatment_model == "heteroskedastic" and self.variance_learner is None
+             and np.unique(t).size != 2),
+            ("varying effect", self.final_stage == "orthogonal")) if used]
+        uses_white = bool(white_uses)
         names = [str(v) for v in (self.feature_names_ or [f"x{j}" for j in range(X.shape[1])])]
         more = None
         if uses_white and (pairs := sparse_pairs(X, m)):
-            more = (len(pairs), "of White's regressors (treatment-variance model, varying effect), "
+            more = (len(pairs), f"of White's regressors ({', '.join(white_uses)}), "
                                 + ", ".join(f"{names[j]}*{names[k]} ({s} row{'' if s == 1 else 's'})"
                                             for j, k, s in pairs))
         if isinstance(tf, SplineInteractionBasis):  # its columns too sparse to cross-fit, left out (basis module)
@@ -895,12 +900,14 @@ class PLCE(BaseEstimator):
             except Exception:  # a transformer without names (or that cannot take these): by position
                 out_names = []
             at = np.flatnonzero(const)
-            cols = [repr(out_names[j]) if len(out_names) == B.shape[1] else f"#{j}" for j in at]
+            named = len(out_names) == B.shape[1]  # else by position, "#j"
+            cols = [repr(out_names[j]) if named else f"#{j}" for j in at]
+            where = "" if named else "; column numbers from 0"
             if const.all():
                 raise PyrozooError(f"basis: every column of {type(tf).__name__}'s output is constant "
                                    f"({', '.join(cols)}): nothing for the nuisances to fit beyond their intercept")
             warnings.warn(f"PLCE: basis: {len(at)} constant column(s) of {type(tf).__name__}'s output left out "
-                          f"({', '.join(cols)}; column numbers from 0): the nuisances fit their own intercept "
+                          f"({', '.join(cols)}{where}): the nuisances fit their own intercept "
                           f"(a bias column, e.g. PolynomialFeatures' include_bias=True, adds nothing; "
                           f"include_bias=False silences this)", UserWarning, stacklevel=4)
             B = B[:, ~const]

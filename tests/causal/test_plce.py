@@ -1546,7 +1546,7 @@ def test_random_effects_with_a_single_group_are_refused_before_any_work(random_e
     t = X[:, 0] + rng.standard_normal(40)
     y = t + rng.standard_normal(40)
     for groups in (np.zeros(40), pd.Series(["a"] * 40)):
-        with pytest.raises(PyrozooError, match=r"^groups: .*need at least 2 distinct group ids; got a single group "
+        with pytest.raises(PyrozooError, match=r"^groups: .*needs? at least 2 distinct group ids; got a single group "
                                                r"\((0\.0|'a')\) for all 40 rows"):
             PLCE(no_fit_learner, basis="linear", n_folds=2, n_repeats=1,
                  random_effects=random_effects).fit(y, t, X, groups=groups)
@@ -1617,7 +1617,7 @@ def test_a_custom_basis_with_a_constant_column_is_checked_before_the_cross_fit(n
     t = X[:, 0] + rng.normal(size=n)
     y = t + X[:, 0] ** 2 + rng.normal(size=n)
     with pytest.warns(UserWarning, match=r"PLCE: basis: 1 constant column\(s\) of PolynomialFeatures's output left "
-                                         r"out \('1'; column numbers from 0\)"):
+                                         r"out \('1'\): the nuisances"):
         est = PLCE(basis=PolynomialFeatures(2), n_folds=3, n_repeats=1).fit(y, t, X)
     plain = PLCE(basis=PolynomialFeatures(2, include_bias=False), n_folds=3, n_repeats=1).fit(y, t, X)
     assert est.theta_ == plain.theta_ and est.se_ == plain.se_ and est.n_features_basis_ == 5
@@ -1653,7 +1653,7 @@ def test_whites_regressors_leave_out_the_products_of_a_rare_dummy():
     dense = X[["a", "b"]].to_numpy()
     np.testing.assert_array_equal(white_features(dense, 10), white_features(dense))
     with pytest.warns(UserWarning, match=r"PLCE: 6 product column\(s\) .* of White's regressors \(treatment-variance "
-                                         r"model, varying effect\), a\*rare \(3 rows\), b\*rare \(3 rows\)"):
+                                         r"model\), a\*rare \(3 rows\), b\*rare \(3 rows\)"):
         est = PLCE(n_folds=5, n_repeats=2, treatment_model="heteroskedastic").fit(y, t, X)
     without = PLCE(n_folds=5, n_repeats=2, treatment_model="heteroskedastic").fit(y, t, X[["a", "b"]])
     assert est.se_ < 1.2 * without.se_  # measured 0.082 vs 0.084 (0.42 before)
@@ -1696,3 +1696,62 @@ def test_sensitivity_reports_one_splits_consistent_figures(n_repeats):
     assert s["partial_r2_treatment"] == pytest.approx(s["t_stat"] ** 2 / (s["t_stat"] ** 2 + df), rel=1e-12)
     assert s["rv_q"] == pytest.approx(robustness_value(s["t_stat"], df), rel=1e-12)
     assert s["rv_q_alpha"] == pytest.approx(robustness_value(s["t_stat"], df, alpha=est.alpha), rel=1e-12)
+
+
+def _whites_warning(**kwargs) -> list[str]:
+    """The 'product column(s) left out' warnings of a PLCE fit on a continuous x0 and a dummy x1 with 4 ones."""
+    rng = np.random.default_rng(0)
+    n = 200
+    X = np.column_stack([rng.normal(size=n), np.zeros(n)])
+    X[:4, 1] = 1.0
+    t = kwargs.pop("t", X[:, 0] + rng.normal(size=n))
+    y = t + rng.normal(size=n)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PLCE(fast_learner(), basis="linear", n_repeats=1, **kwargs).fit(y, t, X)
+    return [str(w.message) for w in caught if "product column(s) left out" in str(w.message)]
+
+
+@pytest.mark.parametrize(("kwargs", "uses"), [
+    ({"treatment_model": "heteroskedastic"}, "treatment-variance model"),
+    ({"final_stage": "orthogonal"}, "varying effect"),
+    ({"treatment_model": "heteroskedastic", "final_stage": "orthogonal"}, "treatment-variance model, varying effect"),
+])
+def test_the_sparse_warning_names_only_the_uses_of_whites_regressors_that_apply(kwargs, uses):
+    """White's regressors serve the continuous treatment's variance model and the orthogonal stage's varying
+    effect; the warning said "(treatment-variance model, varying effect)" whichever applied."""
+    (message,) = _whites_warning(**kwargs)
+    assert f"of White's regressors ({uses}), x0*x1 (4 rows)." in message
+
+
+def test_a_binary_treatments_variance_model_takes_no_whites_regressors_and_is_not_warned_about():
+    """A two-valued treatment's variance is p (1 - p), without White's regressors: nothing of them to leave out."""
+    t = (np.random.default_rng(1).random(200) < 0.5).astype(float)
+    assert _whites_warning(t=t, treatment_model="heteroskedastic") == []
+    (message,) = _whites_warning(t=t, treatment_model="heteroskedastic", final_stage="orthogonal")
+    assert "of White's regressors (varying effect), x0*x1 (4 rows)." in message
+
+
+def test_custom_basis_and_random_effects_wording(no_fit_learner):
+    """A constant column of a custom basis is named by its output name without "column numbers from 0", and by
+    position (#j) with it; random_effects=True "needs" 2 groups, random effects on by default "need" them."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class Unnamed(TransformerMixin, BaseEstimator):
+        def fit(self, X, y=None):
+            return self
+
+        def transform(self, X):
+            return np.column_stack([np.ones(len(X)), X])
+
+    rng = np.random.default_rng(0)
+    n = 60
+    X = rng.normal(size=(n, 2))
+    t = X[:, 0] + rng.normal(size=n)
+    y = t + rng.normal(size=n)
+    with pytest.warns(UserWarning, match=r"output left out \(#0; column numbers from 0\): the nuisances"):
+        PLCE(fast_learner(), basis=Unnamed(), n_folds=2, n_repeats=1).fit(y, t, X)
+    for random_effects, verb in ((True, "random_effects=True needs"), (None, "random_effects=None\\) need")):
+        with pytest.raises(PyrozooError, match=rf"^groups: .*{verb} at least 2 distinct group ids"):
+            PLCE(no_fit_learner, basis="linear", n_folds=2, n_repeats=1,
+                 random_effects=random_effects).fit(y, t, X, groups=np.zeros(n))
