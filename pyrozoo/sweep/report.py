@@ -26,6 +26,7 @@ Markdown tables; settings recorded as integers stay integers (nullable ``Int64``
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -782,6 +783,10 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
                                f"pass --out DIR, or report the directory that holds it ({holder})")
         out = Path(root) / "report"
     out = expand_home("out", out, what="a directory path")
+    try:
+        out.resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError up to Python 3.12, OSError ELOOP after)
+        raise PyrozooError(f"out: cannot create {out} ({os.strerror(errno.ELOOP)})") from None
     run = _run_dir_holding(out)  # a given --out, or ROOT/report where ROOT lies inside a run directory
     if run is not None:
         inside = run not in (Path(os.path.abspath(out)), out.resolve())

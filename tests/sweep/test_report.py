@@ -741,3 +741,17 @@ def test_an_unreadable_run_names_its_damaged_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "unreadable: b: config.toml: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9" in out
     assert "unreadable: c: metrics.json: ValueError" in out
+
+
+def test_an_out_through_a_loop_of_symbolic_links_is_one_clear_error(tmp_path, capsys):
+    """`report runs --out loopy/rep`, loopy a link to itself, ended in a RuntimeError traceback ('Symlink loop from
+    ...') from Path.resolve; it is the one-line error it was before, and nothing is written."""
+    runs = tmp_path / "runs"
+    _plain_run(runs / "a", 0)
+    (tmp_path / "loopy").symlink_to("loopy")
+    with pytest.raises(PyrozooError, match=r"^out: cannot create .*loopy/rep \(Too many levels of symbolic links\)$"):
+        build_report(runs, out=tmp_path / "loopy" / "rep", plots=False)
+    assert main(["report", str(runs), "--out", str(tmp_path / "loopy" / "rep"), "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"pyrozoo: error: out: cannot create {tmp_path / 'loopy' / 'rep'} "
+                                       f"(Too many levels of symbolic links)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loopy", "runs"]
