@@ -80,27 +80,35 @@ class RunConfig:
         return cls(**data)
 
 
+def parse_toml_bytes(raw: bytes) -> dict[str, Any]:
+    """The TOML document in the bytes ``raw`` of a file: UTF-8, a leading UTF-8 byte-order mark (which Windows
+    editors write) skipped. The one byte-level reading of every TOML file pyrozoo reads (``--config`` files, sweep
+    files, a run directory's ``config.toml``); raises ``UnicodeDecodeError`` (offsets after the mark) or
+    ``tomllib.TOMLDecodeError``, which callers word for their files."""
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    return tomllib.loads(raw[skip:].decode("utf-8"))
+
+
 def read_toml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
     """Parse a TOML file (a ``--config`` run file, ``what="config"``, or a sweep file, ``what="sweep"``), turning
     I/O, encoding and syntax problems into one clear error that starts with ``what``. TOML files are UTF-8; a
-    leading UTF-8 byte-order mark (which Windows editors write) is skipped."""
+    leading UTF-8 byte-order mark (which Windows editors write) is skipped. Anything that exists and is not a
+    directory is read: a pipe (``--config <(...)``, ``/dev/fd/N``) or ``/dev/null`` too."""
     path = Path(path)
     if path.is_dir():
         raise PyrozooError(f"{what}: {path} is a directory; expected a TOML file")
-    if not path.is_file():
+    if not path.exists():
         raise PyrozooError(f"{what}: file {path} does not exist")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise PyrozooError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw[skip:].decode("utf-8")
+        return parse_toml_bytes(raw)
     except UnicodeDecodeError as exc:  # the position is the byte's offset in the file (0-based)
+        skip = len(raw) - len(exc.object)
         raise PyrozooError(f"{what}: {path} is not UTF-8 text (byte 0x{raw[skip + exc.start]:02x} at position "
                            f"{skip + exc.start}); TOML files must be UTF-8") from None
-    try:
-        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PyrozooError(f"{what}: {path} is not valid TOML ({exc})") from None
 

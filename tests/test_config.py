@@ -45,3 +45,21 @@ def test_read_toml_says_a_directory_is_a_directory(tmp_path, monkeypatch):
         read_toml(".", what="sweep")
     with pytest.raises(PyrozooError, match=r"^config: file nope\.toml does not exist$"):
         read_toml("nope.toml")
+
+
+def test_read_toml_reads_a_pipe_and_dev_null(tmp_path):
+    """`run --config <(printf ...)` and `--config /dev/null` said 'config: file /dev/fd/63 does not exist': only a
+    regular file was read. Anything that exists and is not a directory is read now."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'model = "normal-gamma"\nseed = 3\n')
+    os.close(write_end)
+    try:
+        assert read_toml(f"/dev/fd/{read_end}") == {"model": "normal-gamma", "seed": 3}
+    finally:
+        os.close(read_end)
+    assert read_toml("/dev/null") == {}
+    (tmp_path / "dangling.toml").symlink_to(tmp_path / "nope.toml")  # a link to nothing still does not exist
+    with pytest.raises(PyrozooError, match=r"^config: file .*dangling\.toml does not exist$"):
+        read_toml(tmp_path / "dangling.toml")
