@@ -326,7 +326,7 @@ def save_run(
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
     """Read a run directory: ``{"idata", "metrics", "config", "params"}``."""
-    from pyrozoo.config import tomllib
+    from pyrozoo.config import parse_toml_bytes
 
     path = expand_home("run", path, what="a run directory")
     if not path.exists():
@@ -338,7 +338,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise PyrozooError(f"run: {path} is not a complete run directory (missing {', '.join(missing)})")
     readers = {
-        "config.toml": lambda f: tomllib.loads(f.read_text()),
+        "config.toml": lambda f: parse_toml_bytes(f.read_bytes()),  # UTF-8, a leading byte-order mark skipped
         "idata.nc": lambda f: az.from_netcdf(str(f), engine="h5netcdf"),
         "metrics.json": lambda f: json.loads(f.read_text()),
         "params.pt": lambda f: torch.load(f, map_location="cpu", weights_only=False),

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pyrozoo.config import tomllib
+from pyrozoo.config import parse_toml_bytes
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import missing_run_files
 from pyrozoo.registry import SETTINGS
@@ -74,8 +74,8 @@ def _config_row(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+    # as `run --config` reads it: a leading byte-order mark skipped (raw tomllib called such a run unreadable)
+    return parse_toml_bytes(path.read_bytes())
 
 
 def _damage(exc: BaseException) -> str:

@@ -38,7 +38,7 @@ import tomli_w
 
 import pyrozoo
 from pyrozoo import registry
-from pyrozoo.config import tomllib
+from pyrozoo.config import parse_toml_bytes, tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import host_id as _host_id
 from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
@@ -268,8 +268,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
             broken.append(f"{cell.key} ({why})")
             continue
         try:
-            with (path / "config.toml").open("rb") as fh:
-                stored = tomllib.load(fh)
+            stored = parse_toml_bytes((path / "config.toml").read_bytes())  # as `run --config`: a BOM skipped
             old = _comparable(stored)
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # a damaged file
             broken.append(f"{cell.key} (its config.toml is unreadable: {str(exc).splitlines()[0][:80]})")

@@ -273,3 +273,17 @@ def test_load_run_of_what_is_not_a_path_names_the_argument(value):
 
     with pytest.raises(PyrozooError, match=r"^run: expected a run directory, got "):
         load_run(value)
+
+
+def test_load_run_reads_a_config_with_a_byte_order_mark(tmp_path, monkeypatch):
+    """load_run read config.toml with Path.read_text() (the locale's encoding) and raw tomllib: a leading UTF-8
+    byte-order mark made the run 'cannot be read' though `run --config` of the file worked. It is read as every
+    TOML file is (UTF-8, the mark skipped)."""
+    import codecs
+
+    from pyrozoo.inference.rundir import load_run, save_run
+
+    run = save_run(_small_result(), tmp_path / "run", config={"model": "m", "seed": 0, "note": "café"})
+    config = run / "config.toml"
+    config.write_bytes(codecs.BOM_UTF8 + config.read_bytes())
+    assert load_run(run)["config"] == {"model": "m", "seed": 0, "note": "café"}

@@ -875,3 +875,21 @@ def test_an_option_in_another_spelling_of_the_same_value_resumes_its_runs(write_
     assert again.outcomes == [] and again.skipped == 1
     with pytest.raises(PyrozooError, match=r"differs in options\.interactions \('linear' -> 'none'\)"):
         run_sweep(load_spec(write_spec(text(", interactions = false"), "changed.toml"), out=out), jobs=1)
+
+
+def test_a_run_config_with_a_byte_order_mark_resumes_as_done(write_spec, tmp_path):
+    """A cell's config.toml saved again by an editor that writes a UTF-8 byte-order mark: `run --config` of it
+    worked, but sweep resume read it with raw tomllib and refused the run as 'its config.toml is unreadable'. It
+    is read as every TOML file is (pyrozoo.config.parse_toml_bytes) and counted as done."""
+    import codecs
+
+    text = ('[sweep]\nname = "bom"\nseeds = [0]\ntiny = true\n[defaults]\ndevice = "cpu"\n'
+            '[[models]]\nname = "normal-gamma"\ninference = "gibbs"\n')
+    out = tmp_path / "out"
+    assert run_sweep(load_spec(write_spec(text), out=out), jobs=1).ok == 1
+    (config,) = list(out.glob("*/*/config.toml"))
+    config.write_bytes(codecs.BOM_UTF8 + config.read_bytes())
+    before = (config.parent / "metrics.json").stat().st_mtime_ns
+    again = run_sweep(load_spec(write_spec(text), out=out), jobs=1)
+    assert again.outcomes == [] and again.skipped == 1
+    assert (config.parent / "metrics.json").stat().st_mtime_ns == before

@@ -755,3 +755,21 @@ def test_an_out_through_a_loop_of_symbolic_links_is_one_clear_error(tmp_path, ca
     assert capsys.readouterr().err == (f"pyrozoo: error: out: cannot create {tmp_path / 'loopy' / 'rep'} "
                                        f"(Too many levels of symbolic links)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loopy", "runs"]
+
+
+def test_a_run_config_with_a_byte_order_mark_is_reported(tmp_path, capsys):
+    """A run directory whose config.toml starts with a UTF-8 byte-order mark was 'unreadable' in report (raw
+    tomllib), while `run --config` of the same file worked; report reads it as every TOML file is read."""
+    import codecs
+    import shutil
+
+    runs = tmp_path / "runs"
+    _plain_run(runs / "a", 0)
+    shutil.copytree(runs / "a", runs / "b")
+    (runs / "b" / "config.toml").write_bytes(codecs.BOM_UTF8 + (runs / "b" / "config.toml").read_bytes())
+    table = collect_runs(runs).set_index("run")
+    assert list(table["status"]) == ["ok", "ok"]
+    assert main(["report", str(runs), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    assert "unreadable" not in capsys.readouterr().out
+    summary = (tmp_path / "rep" / "summary.csv").read_text()
+    assert "normal-gamma" in summary
