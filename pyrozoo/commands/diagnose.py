@@ -84,6 +84,9 @@ def _check_plots_folder(folder: Path) -> None:
     """Raise if the plots cannot be written into ``folder`` (``RUN/plots``): it is not a directory, or it (or, while
     it does not exist, the run directory that would hold it) is not writable, a read-only file system included."""
     hint = "; pass --no-plots to skip the plots"
+    if folder.is_symlink() and not folder.exists():  # exists() follows the link: False for a dangling one or a loop
+        raise PyrozooError(f"run: cannot write the plots: {folder} is a broken symbolic link (to "
+                           f"{os.readlink(folder)!r}, which does not exist or leads back to itself){hint}")
     if folder.exists() and not folder.is_dir():
         raise PyrozooError(f"run: cannot write the plots: {folder} exists and is not a directory{hint}")
     writable = folder if folder.is_dir() else folder.parent

@@ -131,3 +131,21 @@ def test_a_plots_folder_that_cannot_be_written_is_one_line_before_the_table(tmp_
     assert captured.out == "" and captured.err == (f"pyrozoo: error: run: cannot write the plots into {run / 'plots'}: "
                                                    f"{run} is not writable; pass --no-plots to skip the plots\n")
     assert not (run / "plots").exists()
+
+
+def test_a_broken_symbolic_link_for_plots_is_one_line_before_the_table(tmp_path, capsys):
+    """RUN/plots a dangling link (`ln -s /nonexistent/dir RUN/plots`) passed the up-front check (exists() is False
+    for it), the table printed, then 'cannot write the plots into RUN/plots (File exists)'. Now one line saying it
+    is a broken symbolic link, before anything is printed; a loop of links likewise; --no-plots still diagnoses."""
+    run = _run_dir(tmp_path / "run", {"mu": np.random.default_rng(3).normal(size=(2, 50))})
+    for target in (str(tmp_path / "nonexistent" / "dir"), "plots"):  # dangling; a link to itself
+        (run / "plots").symlink_to(target)
+        assert main(["diagnose", str(run)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (f"pyrozoo: error: run: cannot write the plots: {run / 'plots'} is a broken symbolic "
+                                f"link (to {target!r}, which does not exist or leads back to itself); pass --no-plots "
+                                f"to skip the plots\n")
+        assert main(["diagnose", str(run), "--no-plots"]) == 0 and "mu" in capsys.readouterr().out
+        (run / "plots").unlink()
+    assert not (tmp_path / "nonexistent").exists()
