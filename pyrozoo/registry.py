@@ -590,7 +590,9 @@ def no_effect_error(keys: list[str], readers_of: Mapping[str, Iterable[str]],
     parts = [f"{', '.join(group)} {'applies' if len(group) == 1 else 'apply'} only to {describe(readers)}"
              for readers, group in by_readers.items()]
     it, them = ("it", "it") if len(keys) == 1 else ("they", "them")
-    return PyrozooError(f"options: {'; '.join(parts)}; with {given} {it} would have no effect (remove {them})")
+    error = PyrozooError(f"options: {'; '.join(parts)}; with {given} {it} would have no effect (remove {them})")
+    error.names = tuple(keys)  # the options it is about: `run --config` names the file for those that came from it
+    return error
 
 
 def or_join(words: Iterable[str]) -> str:

@@ -774,9 +774,11 @@ def check_keys(name: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
     allowed = set(allowed)
     unknown = sorted(set(given) - allowed)
     if unknown:
-        raise PyrozooError(
+        error = PyrozooError(
             f"{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or '(none)'}"
         )
+        error.names = tuple(unknown)  # the keys it is about (`run --config` names the file for those from it)
+        raise error
 
 
 def check_option_types(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any],

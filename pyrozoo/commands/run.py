@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +96,28 @@ def absolute_data_path(written: Any) -> Any:
     return written
 
 
-def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> RunConfig:
+def config_from_args(args: argparse.Namespace, file_data: dict[str, Any],
+                     note: Callable[[str], None] | None = None) -> RunConfig:
     """The run's config: ``file_data`` (the ``--config`` file as read, or empty), then the flags over it. The
     file's ``data`` path is relative to the file's directory, ``--data``'s to the current one. A data-source flag
     replaces the file's data source whichever it is: ``--dataset`` drops the file's ``data``, ``--data`` its
-    ``dataset`` (as any other flag replaces the file's value)."""
+    ``dataset`` (as any other flag replaces the file's value), and the file's ``[options]`` that only the replaced
+    source reads (``data_options``: ``n`` of a simulated-data file under ``--dataset``) go with it, each named in a
+    note passed to ``note`` (default: printed as ``note: ...``); such options given with ``-o`` are still refused."""
     data: dict[str, Any] = dict(file_data)
     for flag, replaced in (("dataset", "data"), ("data", "dataset")):
         if getattr(args, flag) is not None:
             data.pop(replaced, None)
+    dropped = _replaced_source_options(args, file_data)
+    if dropped:
+        data["options"] = {k: v for k, v in data["options"].items() if k not in dropped}
+        from pyrozoo.registry import describe_source
+
+        flag = "--data" if args.data is not None else "--dataset"
+        source = describe_source(_file_source(file_data))
+        text = (f"{args.config}: {flag} replaced the file's data source ({source}), so its option(s) "
+                f"{', '.join(dropped)}, read only by {source}, are dropped")
+        (note or (lambda line: print(f"note: {line}")))(text)
     if args.config and "data" in data and args.data is None:  # --data replaces the file's path unread
         data["data"] = resolve_file_data(data["data"], args.config)
     if args.model is not None:
@@ -129,7 +143,7 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
         try:
             text_options = registry.get(data["model"]).text_options  # an unknown model is the usual one-line error
         except PyrozooError as exc:  # a model named by the file: the error names the file
-            name_file(exc, args.config, file_keys(args, file_data))
+            name_file(exc, args.config, file_keys(args, file_data), file_options(args, file_data))
             raise
         for text, (key, value) in zip(args.option, given, strict=True):
             # column names take the text as typed: -o outcome=true names the column "true", not the boolean
@@ -137,6 +151,46 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any]) -> Run
                             and isinstance(value, (bool, int, float)) else value)
     data["options"] = options
     return RunConfig.from_dict(data, source=args.config or "config")
+
+
+def _file_source(file_data: dict[str, Any]) -> str:
+    """The data source the ``--config`` file names (see :func:`pyrozoo.registry.data_source`)."""
+    from pyrozoo.registry import data_source
+
+    return data_source(file_data.get("data"), file_data.get("dataset"))
+
+
+def _replaced_source_options(args: argparse.Namespace, file_data: dict[str, Any]) -> list[str]:
+    """The file's ``[options]`` that only its own data source reads, where a ``--data``/``--dataset`` flag replaced
+    that source by another (which ignores them); an option ``-o`` gives again is the command line's, not listed.
+    Empty without a data-source flag, without options in the file, or where the model is not known (its own
+    error comes later)."""
+    from pyrozoo import registry
+
+    options = file_data.get("options")
+    if (args.data is None) == (args.dataset is None) or not isinstance(options, dict) or not options:
+        return []  # no data-source flag, or both (which the entry refuses)
+    new = registry.data_source(args.data, args.dataset)
+    old = _file_source(file_data)
+    model = args.model if args.model is not None else file_data.get("model")
+    if new == old or not isinstance(model, str):
+        return []
+    try:
+        readers = registry.get(model).data_options
+    except PyrozooError:  # an unknown model: the usual error, later
+        return []
+    given = {o.split("=", 1)[0].strip() for o in args.option}
+    return [k for k in options if k not in given and k in readers and old in readers[k] and new not in readers[k]]
+
+
+def file_options(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
+    """The option names whose values in the run's config are the ``--config`` file's: its ``[options]`` that no
+    ``--option`` replaced."""
+    options = file_data.get("options")
+    if not isinstance(options, dict):
+        return set()
+    replaced = {o.split("=", 1)[0].strip() for o in args.option}
+    return {k for k in options if k not in replaced}
 
 
 def file_keys(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
@@ -158,16 +212,28 @@ def file_keys(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
     return keys
 
 
-def name_file(exc: PyrozooError, path: str | None, keys: set[str]) -> PyrozooError:
+def name_file(exc: PyrozooError, path: str | None, keys: set[str], options: set[str] = frozenset()) -> PyrozooError:
     """``exc`` with ``PATH: `` put before its message where the setting it begins with (``num_samples: ...``,
     ``n: ...``, ``options for MODEL: ...``) took its value from the ``--config`` file ``path``, as its unknown keys
-    are named; an error about a value a flag gave is left as it is. Returns ``exc`` (changed in place, so its type
-    and traceback stay), for ``raise``."""
+    are named; an error about a value a flag gave is left as it is. An error about several options (``options:
+    n applies only to ...``, ``options for MODEL: unknown key(s) ...``, which carry the option names in
+    ``exc.names``) is judged per option against ``options``, the file's option names (:func:`file_options`): all
+    from the file, ``PATH: `` goes before it; some, ``(N from PATH)`` after it. Returns ``exc`` (changed in place,
+    so its type and traceback stay), for ``raise``."""
     text = str(exc)
+    if not path or text.startswith(f"{path}: "):
+        return exc
     head = text.split(":", 1)[0]
     if head.startswith("options for "):  # an unknown option: check_keys names the table
         head = "options"
-    if path and head in keys and not text.startswith(f"{path}: "):
+    names = getattr(exc, "names", None)
+    if head == "options" and names:
+        from_file = [k for k in names if k in options]
+        if len(from_file) == len(names):
+            exc.args = (f"{path}: {text}",)
+        elif from_file:
+            exc.args = (f"{text} ({', '.join(from_file)} from {path})",)
+    elif head in keys:
         exc.args = (f"{path}: {text}",)
     return exc
 
@@ -194,7 +260,7 @@ def handle(args: argparse.Namespace) -> int:
         for text in unapplied:
             print(f"note: {text}", flush=True)
         if isinstance(exc, PyrozooError):  # a bad value from the --config file: the error names the file
-            name_file(exc, args.config, file_keys(args, file_data))
+            name_file(exc, args.config, file_keys(args, file_data), file_options(args, file_data))
         raise
     result = output.result
     print(f"{config.model} [{result.inference}] seed {config.seed}: {result.wall_time:.2f} s")

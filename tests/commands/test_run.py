@@ -267,3 +267,58 @@ def test_a_data_source_flag_replaces_the_config_files_data_source_either_way(tmp
     both = config("--config", "cs.toml", "--data", "d.csv", "--dataset", "boston-medv")
     with pytest.raises(PyrozooError, match="not both"):  # both flags together are still refused, by the entry
         registry.get("normal-gamma").check_config(both)
+
+
+def test_an_error_about_options_names_the_file_per_option_also_with_an_option_flag(tmp_path, capsys):
+    """QA: with any -o given, 'options: n applies only to the simulated data; ...' lost the file's name though n
+    came from the file (file_keys dropped `options` as a whole once -o was given). The file is named per option:
+    before the message where every option it names came from the file, after it for those that did where some
+    came from -o, and not at all where all came from -o."""
+    config = tmp_path / "c.toml"
+    config.write_text('model = "normal-gamma"\ndataset = "boston-medv"\nprogress = false\n[options]\nn = 20\n')
+    out = tmp_path / "o"
+    for extra, expected in (
+            (["-o", "mu0=1"], f"{config}: options: n applies only to the simulated data; with dataset "
+                              f"'boston-medv' it would have no effect (remove it)"),
+            (["-o", "mu0=1", "-o", "mu_true=3"], "options: n, mu_true apply only to the simulated data; with dataset "
+                                                 f"'boston-medv' they would have no effect (remove them) (n from "
+                                                 f"{config})"),
+            (["-o", "n=5"], "options: n applies only to the simulated data; with dataset 'boston-medv' it would "
+                            "have no effect (remove it)")):
+        assert main(["run", "--config", str(config), "--out", str(out), *extra]) == 2
+        assert capsys.readouterr().err == f"pyrozoo: error: {expected}\n", extra
+    config.write_text('model = "normal-gamma"\nprogress = false\n[options]\nzzz = 1\n')
+    assert main(["run", "--config", str(config), "--out", str(out), "-o", "mu0=1"]) == 2
+    assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: options for normal-gamma: unknown key(s) "
+                                              f"zzz;")
+    assert not out.exists()
+
+
+def test_a_data_source_flag_drops_the_file_options_only_the_replaced_source_reads(tmp_path, capsys):
+    """QA: `run --config c.toml --dataset boston-medv`, c.toml a simulated-data config with [options] n = 20, was
+    refused ('n applies only to the simulated data ... remove it'), though the flag replaces the file's data source
+    (README: the flags win). The file's options that only the replaced source reads now go with it, named in a
+    note; the file's other options stay, and the same option given with -o is still refused."""
+    from pyrozoo.config import read_toml
+
+    config = tmp_path / "c.toml"
+    config.write_text('model = "normal-gamma"\nnum_samples = 30\nwarmup_steps = 10\nnum_chains = 2\n'
+                      'progress = false\ndevice = "cpu"\n[options]\nn = 20\nmu0 = 1.0\n')
+    out = tmp_path / "o"
+    assert main(["run", "--config", str(config), "--dataset", "boston-medv", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"note: {config}: --dataset replaced the file's data source (the simulated data), so "
+                              f"its option(s) n, read only by the simulated data, are dropped\n"), printed
+    recorded = read_toml(out / "config.toml")
+    assert recorded["dataset"] == "boston-medv" and recorded["options"] == {"mu0": 1.0}
+    assert main(["run", "--config", str(config), "--dataset", "boston-medv", "-o", "n=5",
+                 "--out", str(tmp_path / "o2")]) == 2
+    captured = capsys.readouterr()
+    assert "dropped" not in captured.out
+    assert captured.err == ("pyrozoo: error: options: n applies only to the simulated data; with dataset "
+                            "'boston-medv' it would have no effect (remove it)\n")
+    assert not (tmp_path / "o2").exists()
+    # without a data-source flag the file's own source is kept, and so is the refusal of its options
+    config.write_text('model = "normal-gamma"\ndataset = "boston-medv"\nprogress = false\n[options]\nn = 20\n')
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o3")]) == 2
+    assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: options: n applies only to the simulated")
