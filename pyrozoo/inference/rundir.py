@@ -60,6 +60,10 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     # absolute and normalized: "." or "x/.." has no name of its own, so the temporary sibling of an --overwrite run
     # was made inside the run it replaces, which was emptied and then not replaced
     out = Path(os.path.abspath(expand_home("out", out, what="a directory path")))
+    dead = next((p for p in (out, *out.parents) if dead_link(p)), None)
+    if dead is not None:  # exists() is False for it, so it would pass every check below and fail after the work
+        raise PyrozooError(f"out: {dead} is a symbolic link that leads nowhere (to a missing target, or round a "
+                           f"loop), so {out} cannot be created; choose another --out or mend the link")
     if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
         raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and not (overwrite or resume):
@@ -98,10 +102,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def existing_ancestor(path: Path) -> Path:
-    """``path`` itself if it exists, else its nearest ancestor that does (where missing folders would be made)."""
-    while not path.exists() and path != path.parent:
+    """``path`` itself if it exists, else its nearest ancestor that does (where missing folders would be made). A
+    symbolic link counts as existing even where it leads nowhere (broken, or a loop: ``exists()`` is False for
+    both), so that it is the path checked, not its parent, and creating under it fails before any work."""
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def dead_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that leads nowhere: to a missing target, or round a loop."""
+    return path.is_symlink() and not path.exists()
 
 
 def probe_create(directory: Path) -> None:

@@ -287,3 +287,19 @@ def test_load_run_reads_a_config_with_a_byte_order_mark(tmp_path, monkeypatch):
     config = run / "config.toml"
     config.write_bytes(codecs.BOM_UTF8 + config.read_bytes())
     assert load_run(run)["config"] == {"model": "m", "seed": 0, "note": "café"}
+
+
+def test_an_out_under_a_link_that_leads_nowhere_is_refused_before_any_work(tmp_path):
+    """A fixer's find: --out loopy/x with loopy a link to itself passed check_out_dir (exists() is False for a loop,
+    so the nearest existing folder was taken to be the loop's parent) and the run failed only after the whole fit,
+    "cannot create .../loopy/x: File exists". A dangling link as --out, or above it, likewise."""
+    from pyrozoo.inference.rundir import check_out_dir
+
+    (tmp_path / "loopy").symlink_to(tmp_path / "loopy")
+    (tmp_path / "dang").symlink_to(tmp_path / "missing" / "target")
+    for out, link in ((tmp_path / "loopy" / "x", "loopy"), (tmp_path / "dang", "dang"),
+                      (tmp_path / "dang" / "x" / "y", "dang")):
+        with pytest.raises(PyrozooError, match=rf"^out: {tmp_path / link} is a symbolic link that leads nowhere \(to "
+                                               rf"a missing target, or round a loop\), so {out} cannot be created"):
+            check_out_dir(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dang", "loopy"]
