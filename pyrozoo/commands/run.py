@@ -111,12 +111,14 @@ def config_from_args(args: argparse.Namespace, file_data: dict[str, Any],
     dropped = _replaced_source_options(args, file_data)
     if dropped:
         data["options"] = {k: v for k, v in data["options"].items() if k not in dropped}
+        from pyrozoo.registry import data_source as registry_data_source
         from pyrozoo.registry import describe_source
 
         flag = "--data" if args.data is not None else "--dataset"
         source = describe_source(_file_source(file_data))
+        replacing = describe_source(registry_data_source(args.data, args.dataset))
         text = (f"{args.config}: {flag} replaced the file's data source ({source}), so its option(s) "
-                f"{', '.join(dropped)}, read only by {source}, are dropped")
+                f"{', '.join(dropped)}, which {replacing} does not read, are dropped")
         (note or (lambda line: print(f"note: {line}")))(text)
     if args.config and "data" in data and args.data is None:  # --data replaces the file's path unread
         data["data"] = resolve_file_data(data["data"], args.config)
@@ -176,9 +178,13 @@ def _replaced_source_options(args: argparse.Namespace, file_data: dict[str, Any]
     if new == old or not isinstance(model, str):
         return []
     try:
-        readers = registry.get(model).data_options
+        entry = registry.get(model)
     except PyrozooError:  # an unknown model: the usual error, later
         return []
+    if (args.dataset is not None and args.dataset not in entry.datasets) or (
+            args.data is not None and entry.from_file is None):
+        return []  # a source the entry does not have: its own error comes later, with nothing said dropped
+    readers = entry.data_options
     given = {o.split("=", 1)[0].strip() for o in args.option}
     return [k for k in options if k not in given and k in readers and old in readers[k] and new not in readers[k]]
 

@@ -64,6 +64,12 @@ def check_out_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     if dead is not None:  # exists() is False for it, so it would pass every check below and fail after the work
         raise PyrozooError(f"out: {dead} is a symbolic link that leads nowhere (to a missing target, or round a "
                            f"loop), so {out} cannot be created; choose another --out or mend the link")
+    if out.is_symlink() and overwrite and not resume:
+        # replaced_atomically renames a new directory onto out: through a link it cannot (rmtree refuses links), and
+        # that failed after the whole fit, losing it
+        raise PyrozooError(f"out: {out} is a symbolic link (to {os.readlink(out)!r}); --overwrite replaces a run "
+                           f"directory itself, not through a link: pass the directory it leads to, "
+                           f"--out {out.resolve()}")
     if out.exists() and not out.is_dir():  # before the --overwrite hint, which would not help
         raise PyrozooError(f"out: {out} exists and is not a directory")
     if out.exists() and not (overwrite or resume):

@@ -308,7 +308,7 @@ def test_a_data_source_flag_drops_the_file_options_only_the_replaced_source_read
     assert main(["run", "--config", str(config), "--dataset", "boston-medv", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"note: {config}: --dataset replaced the file's data source (the simulated data), so "
-                              f"its option(s) n, read only by the simulated data, are dropped\n"), printed
+                              f"its option(s) n, which dataset 'boston-medv' does not read, are dropped\n"), printed
     recorded = read_toml(out / "config.toml")
     assert recorded["dataset"] == "boston-medv" and recorded["options"] == {"mu0": 1.0}
     assert main(["run", "--config", str(config), "--dataset", "boston-medv", "-o", "n=5",
@@ -322,3 +322,22 @@ def test_a_data_source_flag_drops_the_file_options_only_the_replaced_source_read
     config.write_text('model = "normal-gamma"\ndataset = "boston-medv"\nprogress = false\n[options]\nn = 20\n')
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "o3")]) == 2
     assert capsys.readouterr().err.startswith(f"pyrozoo: error: {config}: options: n applies only to the simulated")
+
+
+def test_the_dropped_options_note_names_the_replacing_source_and_waits_for_a_known_one(tmp_path, capsys):
+    """A review: the note said agnostic's train_corr and noise were 'read only by the simulated data', which the
+    digits dataset reads too; it now says the replacing source does not read them. A --dataset the model does not
+    have printed the note, then the refusal; now only the refusal."""
+    config = tmp_path / "ag.toml"
+    config.write_text('model = "agnostic"\nnum_samples = 5\n[options]\ntrain_corr = 0.9\nnoise = 0.2\n')
+    assert main(["run", "--config", str(config), "--dataset", "nosuch", "--out", str(tmp_path / "o")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "dataset: agnostic knows" in captured.err
+    from pyrozoo.cli import build_parser
+    from pyrozoo.commands.run import config_from_args
+
+    notes = []
+    args = build_parser().parse_args(["run", "--config", str(config), "--dataset", "cps1985"])
+    config_from_args(args, {"model": "agnostic", "options": {"train_corr": 0.9, "noise": 0.2}}, note=notes.append)
+    assert notes == [f"{config}: --dataset replaced the file's data source (the simulated data), so its option(s) "
+                     f"train_corr, noise, which dataset 'cps1985' does not read, are dropped"]

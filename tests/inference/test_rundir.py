@@ -303,3 +303,18 @@ def test_an_out_under_a_link_that_leads_nowhere_is_refused_before_any_work(tmp_p
                                                rf"a missing target, or round a loop\), so {out} cannot be created"):
             check_out_dir(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dang", "loopy"]
+
+
+def test_overwrite_through_a_link_to_a_run_is_refused_before_any_work(tmp_path):
+    """A review: `run --out LINK --overwrite`, LINK a link to a run (or to an empty directory), passed the checks
+    and failed after the whole fit with "OSError: Cannot call rmtree on a symbolic link"; the fit was lost."""
+    from pyrozoo.inference.rundir import check_out_dir
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(PyrozooError, match=rf"^out: {tmp_path / 'link'} is a symbolic link \(to .*empty'\); "
+                                           rf"--overwrite replaces a run directory itself, not through a link: pass "
+                                           rf"the directory it leads to, --out {tmp_path / 'empty'}$"):
+        check_out_dir(tmp_path / "link", overwrite=True)
+    assert check_out_dir(tmp_path / "empty", overwrite=True) == tmp_path / "empty"
+    assert check_out_dir(tmp_path / "link" / "new") == tmp_path / "link" / "new"  # a link as the parent is fine
