@@ -42,7 +42,7 @@ import pandas as pd
 
 from pyrozoo.config import parse_toml_bytes
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.rundir import missing_run_files
+from pyrozoo.inference.rundir import dead_link, missing_run_files
 from pyrozoo.registry import SETTINGS
 from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
 from pyrozoo.sweep.spec import canonical_config
@@ -787,6 +787,11 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
         out.resolve()
     except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError up to Python 3.12, OSError ELOOP after)
         raise PyrozooError(f"out: cannot create {out} ({os.strerror(errno.ELOOP)})") from None
+    full = Path(os.path.abspath(out))
+    dead = next((p for p in (full, *full.parents) if dead_link(p)), None)
+    if dead is not None:  # mkdir said only "File exists"
+        raise PyrozooError(f"out: {dead} is a symbolic link that leads nowhere (to a missing target), so {out} "
+                           f"cannot be created; choose another --out or mend the link")
     run = _run_dir_holding(out)  # a given --out, or ROOT/report where ROOT lies inside a run directory
     if run is not None:
         inside = run not in (Path(os.path.abspath(out)), out.resolve())

@@ -773,3 +773,17 @@ def test_a_run_config_with_a_byte_order_mark_is_reported(tmp_path, capsys):
     assert "unreadable" not in capsys.readouterr().out
     summary = (tmp_path / "rep" / "summary.csv").read_text()
     assert "normal-gamma" in summary
+
+
+def test_an_out_at_or_under_a_dangling_link_is_named_as_one(tmp_path):
+    """A review: `report ROOT --out dead` (dead a link to a missing target) said only 'cannot create dead (File
+    exists)'; it now says the link leads nowhere, as `run --out` does, and nothing is written."""
+    from pyrozoo.sweep.report import build_report
+
+    root = tmp_path / "runs"
+    _plain_run(root / "a", 0)
+    (tmp_path / "dead").symlink_to(tmp_path / "nowhere")
+    for out in (tmp_path / "dead", tmp_path / "dead" / "rep"):
+        with pytest.raises(PyrozooError, match=rf"^out: {tmp_path / 'dead'} is a symbolic link that leads nowhere"):
+            build_report(root, out=out, plots=False)
+    assert not (tmp_path / "nowhere").exists()
