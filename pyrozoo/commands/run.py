@@ -72,14 +72,19 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
     """The ``data`` path of the config file ``config_path`` as the run reads it: a relative path is taken relative
     to the config file's directory (as pyproject.toml's or Cargo.toml's paths are), ``~`` expanded, an absolute one
     unchanged; anything else (a number, a list) is returned for :meth:`RunConfig.validate` to refuse. A file that
-    does not exist is a :class:`PyrozooError` naming the config file, the path as written and as resolved."""
+    does not exist is a :class:`PyrozooError` naming the config file, the path as written and as resolved. A config
+    read from a pipe (``--config <(...)``, ``/dev/stdin``) has no directory of its own: its relative paths are taken
+    from the current directory (``/dev/fd`` holds no data files)."""
     if not isinstance(written, str) or not written.strip():
         return written
     path = expand_home("data", written, what="a data file path")
-    folder = os.path.normpath(Path(config_path).absolute().parent)
+    piped = not Path(config_path).is_file()
+    folder = os.getcwd() if piped else os.path.normpath(Path(config_path).absolute().parent)
     resolved_text = os.path.normpath(path) if path.is_absolute() else relative_to_file(path, folder)
     if not Path(resolved_text).exists():
-        how = "" if path.is_absolute() else f", taken relative to the config file's directory {folder}"
+        where = "the current directory (the config was read from a pipe)" if piped else \
+            f"the config file's directory {folder}"
+        how = "" if path.is_absolute() else f", taken relative to {where}"
         raise PyrozooError(f"data: {config_path} names the data file {written!r}{how}, but {resolved_text} does not "
                            f"exist")
     return resolved_text

@@ -341,3 +341,25 @@ def test_the_dropped_options_note_names_the_replacing_source_and_waits_for_a_kno
     config_from_args(args, {"model": "agnostic", "options": {"train_corr": 0.9, "noise": 0.2}}, note=notes.append)
     assert notes == [f"{config}: --dataset replaced the file's data source (the simulated data), so its option(s) "
                      f"train_corr, noise, which dataset 'cps1985' does not read, are dropped"]
+
+
+def test_a_config_read_from_a_pipe_takes_relative_data_paths_from_the_current_directory(tmp_path, monkeypatch):
+    """A review: `run --config <(...)` with data = "d.csv" looked for /dev/fd/d.csv; a pipe has no directory of its
+    own, so its relative paths are taken from the current directory (a regular file's, from its own)."""
+    import os
+
+    from pyrozoo.commands.run import resolve_file_data
+    from pyrozoo.errors import PyrozooError
+
+    (tmp_path / "d.csv").write_text("x\n1\n2\n")
+    monkeypatch.chdir(tmp_path)
+    fifo = tmp_path / "cfg.fifo"
+    os.mkfifo(fifo)
+    assert resolve_file_data("d.csv", fifo) == str(tmp_path / "d.csv")
+    with pytest.raises(PyrozooError, match=r"'zz.csv', taken relative to the current directory \(the config was read "
+                                           r"from a pipe\), but .*zz.csv does not exist"):
+        resolve_file_data("zz.csv", fifo)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.toml").write_text("")
+    with pytest.raises(PyrozooError, match=r"relative to the config file's directory .*sub, but .*sub/d.csv does not"):
+        resolve_file_data("d.csv", tmp_path / "sub" / "c.toml")
