@@ -189,9 +189,8 @@ def _replaced_source_options(args: argparse.Namespace, file_data: dict[str, Any]
     if (args.dataset is not None and args.dataset not in entry.datasets) or (
             args.data is not None and entry.from_file is None):
         return []  # a source the entry does not have: its own error comes later, with nothing said dropped
-    readers = entry.data_options
-    given = {o.split("=", 1)[0].strip() for o in args.option}
-    return [k for k in options if k not in given and k in readers and old in readers[k] and new not in readers[k]]
+    readers, kept = entry.data_options, file_options(args, file_data)
+    return [k for k in options if k in kept and k in readers and old in readers[k] and new not in readers[k]]
 
 
 def file_options(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
@@ -213,13 +212,9 @@ def file_keys(args: argparse.Namespace, file_data: dict[str, Any]) -> set[str]:
         flags |= {"data", "dataset"}
     if args.model is not None:
         flags.add("model")
-    keys = {k for k in file_data if k not in flags}
-    options = file_data.get("options")
-    if isinstance(options, dict):
-        replaced = {o.split("=", 1)[0].strip() for o in args.option}
-        keys.update(k for k in options if k not in replaced)
-        if args.option:
-            keys.discard("options")
+    keys = {k for k in file_data if k not in flags} | file_options(args, file_data)
+    if isinstance(file_data.get("options"), dict) and args.option:
+        keys.discard("options")
     return keys
 
 

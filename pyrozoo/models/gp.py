@@ -160,8 +160,7 @@ def exact_gp_factor(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscal
     K = kernel_matrix(kernel, X, X, lengthscale, variance)
     Ky = K + noise * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
     fac = jitter_cholesky_ex(Ky, jitter=jitter, name=TRAIN_MATRIX)
-    if record is not None and fac.retried:
-        record.update(jitter=float(fac.added), rel=float(fac.rel))
+    fac.record_retry(record)
     L = fac.L
     alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
     return L, alpha

@@ -127,6 +127,12 @@ class JitteredCholesky(NamedTuple):
     added: Any  # absolute jitter on the diagonal, rel * mean(diag A): a tensor, or 0.0 when nothing was added
     retried: bool
 
+    def record_retry(self, record: dict | None) -> None:
+        """Fill ``record`` (when given) with ``jitter`` (the absolute jitter added) and ``rel`` (relative to the mean
+        diagonal) if a retry added jitter; leave it untouched otherwise. For one matrix, not a batch."""
+        if record is not None and self.retried:
+            record.update(jitter=float(self.added), rel=float(self.rel))
+
 
 def jitter_cholesky(A: torch.Tensor, *, jitter: float = 0.0, max_tries: int = 6, growth: float = 10.0,
                     name: str = "kernel matrix") -> torch.Tensor:
@@ -223,8 +229,7 @@ class _GaussianLogDensity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, A, y, jitter, name, record):
         fac = jitter_cholesky_ex(A.detach(), jitter=jitter, name=name)
-        if record is not None and fac.retried:  # the caller says so (once per call or fit, not per step)
-            record.update(jitter=float(fac.added), rel=float(fac.rel))
+        fac.record_retry(record)  # the caller says so (once per call or fit, not per step)
         L = fac.L
         alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
         ctx.save_for_backward(L, alpha)

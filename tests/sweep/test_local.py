@@ -845,36 +845,31 @@ def test_changed_model_options_are_named_with_both_values_once_per_kind_of_chang
     assert len(list(out.glob("*/*_seed*"))) == 14  # nothing else ran
 
 
-def test_an_option_written_out_at_its_default_resumes_the_runs_that_left_it_out(write_spec, tmp_path):
-    """QA: a sweep file that wrote out options at their defaults (em_variant = "emvs", mu0 = 0.0) was refused as
-    "runs made with other settings ... options.mu0 (not set -> 0.0)" against runs that had left them out, though
-    the runs are the same (as run settings at their default, and run_svi's checkpoint rule, already had it)."""
+@pytest.mark.parametrize("model, inference, n, same, changed, differs", [
+    # QA: a sweep file that wrote out options at their defaults (em_variant = "emvs", mu0 = 0.0) was refused as
+    # "runs made with other settings ... options.mu0 (not set -> 0.0)" against runs that had left them out, though
+    # the runs are the same (as run settings at their default, and run_svi's checkpoint rule, already had it)
+    ("normal-gamma", "gibbs", 30, ", mu0 = 0.0, a = 1", ", mu0 = 0.5", r"options\.mu0 \(0\.0 -> 0\.5\)"),
+    # A review: effect-curve's interactions = true (which the model reads as "linear", its default) was refused as
+    # "options.interactions ('linear' -> True)"; options are now compared in the entry's canonical spelling
+    # (ModelEntry.canonical_options)
+    ("effect-curve", "em", 80, ", interactions = true", ", interactions = false",
+     r"options\.interactions \('linear' -> 'none'\)"),
+])
+def test_an_option_at_its_default_or_in_another_spelling_resumes_the_runs_that_left_it_out(
+        write_spec, tmp_path, model, inference, n, same, changed, differs):
+    """Options written out at their default, or in another spelling of the same value, are the runs that left them
+    out; another value still differs."""
     def text(extra: str = "") -> str:
         return ('[sweep]\nname = "defaults"\nseeds = [0]\ntiny = true\n[defaults]\ndevice = "cpu"\n'
-                f'[[models]]\nname = "normal-gamma"\ninference = "gibbs"\noptions = {{ n = 30{extra} }}\n')
+                f'[[models]]\nname = "{model}"\ninference = "{inference}"\noptions = {{ n = {n}{extra} }}\n')
 
     out = tmp_path / "out"
     assert run_sweep(load_spec(write_spec(text()), out=out), jobs=1).ok == 1
-    again = run_sweep(load_spec(write_spec(text(", mu0 = 0.0, a = 1"), "written.toml"), out=out), jobs=1)
+    again = run_sweep(load_spec(write_spec(text(same), "written.toml"), out=out), jobs=1)
     assert again.outcomes == [] and again.skipped == 1
-    with pytest.raises(PyrozooError, match=r"differs in options\.mu0 \(0\.0 -> 0\.5\)"):
-        run_sweep(load_spec(write_spec(text(", mu0 = 0.5"), "changed.toml"), out=out), jobs=1)
-
-
-def test_an_option_in_another_spelling_of_the_same_value_resumes_its_runs(write_spec, tmp_path):
-    """A review: effect-curve's ``interactions = true`` (which the model reads as "linear", its default) was
-    refused on resume as "options.interactions ('linear' -> True)" against runs that had left it out. Options are
-    now compared in the entry's canonical spelling (ModelEntry.canonical_options); another value still differs."""
-    def text(extra: str = "") -> str:
-        return ('[sweep]\nname = "spelling"\nseeds = [0]\ntiny = true\n[defaults]\ndevice = "cpu"\n'
-                f'[[models]]\nname = "effect-curve"\ninference = "em"\noptions = {{ n = 80{extra} }}\n')
-
-    out = tmp_path / "out"
-    assert run_sweep(load_spec(write_spec(text()), out=out), jobs=1).ok == 1
-    again = run_sweep(load_spec(write_spec(text(", interactions = true"), "spelt.toml"), out=out), jobs=1)
-    assert again.outcomes == [] and again.skipped == 1
-    with pytest.raises(PyrozooError, match=r"differs in options\.interactions \('linear' -> 'none'\)"):
-        run_sweep(load_spec(write_spec(text(", interactions = false"), "changed.toml"), out=out), jobs=1)
+    with pytest.raises(PyrozooError, match=rf"differs in {differs}"):
+        run_sweep(load_spec(write_spec(text(changed), "changed.toml"), out=out), jobs=1)
 
 
 def test_a_run_config_with_a_byte_order_mark_resumes_as_done(write_spec, tmp_path):
