@@ -335,13 +335,15 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
     values an engine fitted (``fitted``: its ``params``, e.g. type-II hyperparameters).
 
     Axes take the names the posterior and the data already use, so that xarray lines them up: the leading axis as
-    long as an observed site's plate takes that plate's name (``obs_id``), and any axis as long as exactly one other
-    named axis (a plate such as ``feature``) takes that name, leaving out names the tensor's earlier axes took (the
-    observations' plate at n == d); the rest are ``{name}_dim_k``. A length that two differently named axes share
-    (e.g. two observed plates of n rows each, whose rows may differ) names no axis: the guess would be a coin toss,
-    and a wrong name lines the values up with another plate's coordinates; a model names such axes itself
-    (``result.dims``). ``posterior`` draws are ``(chain, draw, ...)``, so their per-draw shapes drop the first two
-    axes."""
+    long as an observed site's plate takes that plate's name (``obs_id``) when the tensor has an axis of that length
+    for each plate of that length (rows first: ``X`` of shape (n, d) at n == d is (``obs_id``, ``feature``)), and
+    any axis as long as exactly one other named axis (a plate such as ``feature``) takes that name, leaving out
+    names the tensor's earlier axes took (the observations' plate at n == d); the rest are ``{name}_dim_k``. A
+    length that two differently named axes share names no axis otherwise: two observed plates of n rows each, whose
+    rows may differ, or a group-level input of G == n values, which runs along ``group``, not ``obs_id``. The guess
+    would be a coin toss, and a wrong name lines the values up with another plate's coordinates (the data's row
+    labels); a model names such axes itself (``result.dims``). ``posterior`` draws are ``(chain, draw, ...)``, so
+    their per-draw shapes drop the first two axes."""
     sizes = {n: tuple(v.shape[2:]) for n, v in posterior.items()} | {n: tuple(v.shape) for n, v in observed.items()}
     obs_plates, named = {}, {}
     for site, names_of_site in dims.items():
@@ -360,7 +362,10 @@ def constant_data(model_kwargs: Mapping[str, Any], posterior: Mapping[str, torch
             continue  # the observations under another keyword name
         names = [f"{key}_dim_{i}" for i in range(value.dim())]
         for k, n in enumerate(value.shape):
-            if k == 0 and len(obs_plates.get(n, ())) == 1:
+            # rows first: the leading axis is the observations' plate only if every other plate of its length can
+            # take a later axis (X at n == d); a lone axis as long as the observations and a group plate (G == n)
+            # may run along either, so it names none
+            if k == 0 and len(obs_plates.get(n, ())) == 1 and value.shape.count(n) >= len(named[n]):
                 names[0] = next(iter(obs_plates[n]))
                 continue
             others = named.get(n, set()) - set(names)  # a plate named already (obs_id at n == d) is no candidate

@@ -134,7 +134,9 @@ def test_constant_data_leaves_an_axis_unnamed_when_two_other_plates_fit():
     X, G = torch.ones(3, 3), torch.ones(3, 3)
     result = assemble_result("test", model, {"X": X, "G": G, "y": torch.zeros(3)},
                              {"w": torch.zeros(1, 2, 3), "g": torch.zeros(1, 2, 3)})
-    assert result.dims["X"] == ["obs_id", "X_dim_1"]  # feature or group: neither is taken
+    # three plates of length 3 and two axes: X may lie along group rather than obs_id (as a group-level input would),
+    # so neither axis is named; feature or group on the second axis: neither is taken
+    assert result.dims["X"] == ["X_dim_0", "X_dim_1"]
 
 
 # ------------------------------------------------------------------------------------- posterior vs model latents
@@ -583,3 +585,42 @@ def test_constant_data_does_not_guess_between_two_observed_plates_of_equal_lengt
     kwargs.update(idx_b=torch.tensor([1, 2, 5]), w_b=torch.full((3,), 0.5), b=torch.ones(3))
     result = assemble_result("test", model, kwargs, {"mu": torch.zeros(1, 3)})
     assert result.dims["idx_a"] == ["a_id"] and result.dims["idx_b"] == ["b_id"] and result.dims["w_b"] == ["b_id"]
+
+
+def test_constant_data_does_not_put_a_group_level_input_on_the_observations_plate():
+    """A group-level input (one value per group) when there are as many groups as observations: its axis runs along
+    ``group``, yet the leading axis was named after the observations' plate whenever it was as long, so the group
+    values got obs_id and, once the rows were labelled, the data's row labels (``zg.sel(obs_id="row7")`` was group
+    0's value). A length that obs_id and group share now names no axis; with G != n it is still ``group``, and a
+    design matrix at n == d is still (obs_id, feature)."""
+    from pyrozoo.inference.result import label_observations
+
+    def model(g, zg, Zg, y=None):
+        with pyro.plate("group", zg.shape[0]):
+            theta = pyro.sample("theta", dist.Normal(zg + Zg.sum(-1), 1.0))
+        with pyro.plate("feature", Zg.shape[1]):
+            pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs_id", g.shape[0]):
+            return pyro.sample("y", dist.Normal(theta[g], 1.0), obs=y)
+
+    def fit(n_groups, n, d):
+        g = torch.arange(n) % n_groups
+        kwargs = {"g": g, "zg": 10.0 * torch.arange(float(n_groups)), "Zg": torch.ones(n_groups, d),
+                  "y": torch.zeros(n)}
+        return assemble_result("test", model, kwargs, {"theta": torch.zeros(1, 2, n_groups),
+                                                       "w": torch.zeros(1, 2, d)})
+
+    result = label_observations(fit(3, 3, 2), ["row7", "row3", "row5"])
+    assert result.dims["theta"] == ["group"] and result.dims["y"] == ["obs_id"]
+    assert result.dims["zg"] == ["zg_dim_0"] and result.dims["Zg"] == ["Zg_dim_0", "feature"]
+    assert result.dims["g"] == ["g_dim_0"]  # obs_id or group: a coin toss, so no name
+    idata = result.to_inference_data()
+    assert idata.constant_data["zg"].dims == ("zg_dim_0",)
+    np.testing.assert_array_equal(idata.constant_data["zg"].values, [0.0, 10.0, 20.0])
+    assert list(idata.observed_data["y"].obs_id.values) == ["row7", "row3", "row5"]
+    # G == n == d: a (group, feature) input of two axes, three plates of that length: still no obs_id
+    assert fit(3, 3, 3).dims["Zg"] == ["Zg_dim_0", "Zg_dim_1"]
+    # G != n: the plates are told apart by length
+    result = fit(2, 3, 4)
+    assert result.dims["zg"] == ["group"] and result.dims["Zg"] == ["group", "feature"]
+    assert result.dims["g"] == ["obs_id"]
