@@ -13,7 +13,7 @@ import torch
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.device import DEVICES
-from pyrozoo.validation import check_int, check_keys, check_path, check_positive, check_seed, check_text
+from pyrozoo.validation import check_int, check_keys, check_positive, check_seed, check_text, expand_home
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +43,8 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
-        """Check types and ranges of the shared settings; return self."""
+        """Check types and ranges of the shared settings; return self. A ``data`` path starting with ``~`` or
+        ``~user`` is replaced by the path with that home directory expanded (:func:`expand_data_home`)."""
         # integral floats from TOML (seed = 2.0) become ints, so every engine sees the same value
         self.seed = check_seed("seed", self.seed)  # [0, 2**32 - 1]: what NumPy's global RNG (pyro.set_rng_seed) takes
         self.num_samples = check_int("num_samples", self.num_samples, minimum=1)
@@ -52,8 +53,8 @@ class RunConfig:
         self.steps = check_int("steps", self.steps)
         if self.lr is not None:
             check_positive("lr", self.lr, scalar=True)  # a quoted TOML number (lr = "0.01") or a list is refused
-        if self.data is not None:
-            check_path("data", self.data, what="a data file path")
+        if self.data is not None:  # a leading ~ expanded, as a shell would (the file was looked for under ./~)
+            self.data = expand_data_home(self.data)
         if self.dataset is not None:
             check_text("dataset", self.dataset)
         if isinstance(self.device, torch.device):  # its name, which config.toml can record
@@ -78,6 +79,14 @@ class RunConfig:
         if "model" not in data:
             raise PyrozooError(f"{source}: missing key 'model'")
         return cls(**data)
+
+
+def expand_data_home(data: str | os.PathLike) -> str | os.PathLike:
+    """A data file path (``RunConfig.data``) checked (:func:`~pyrozoo.validation.check_path`) and, when it starts
+    with ``~`` or ``~user``, expanded to that home directory (a text path); any other path is returned as given. A
+    ``~user`` naming no user is a :class:`PyrozooError` naming ``data``."""
+    path = expand_home("data", data, what="a data file path")
+    return str(path) if os.fspath(data).startswith("~") else data
 
 
 def parse_toml_bytes(raw: bytes) -> dict[str, Any]:

@@ -63,3 +63,19 @@ def test_read_toml_reads_a_pipe_and_dev_null(tmp_path):
     (tmp_path / "dangling.toml").symlink_to(tmp_path / "nope.toml")  # a link to nothing still does not exist
     with pytest.raises(PyrozooError, match=r"^config: file .*dangling\.toml does not exist$"):
         read_toml(tmp_path / "dangling.toml")
+
+
+def test_a_data_path_starting_with_a_tilde_is_expanded_and_found(tmp_path, monkeypatch):
+    """QA: ``RunConfig(data="~/d.csv")`` was refused by the entry's check as "data: file ~/d.csv does not exist"
+    (Path(config.data) without expanduser); validate() now expands the home directory, and a ~user naming no user
+    is one error naming data."""
+    from pyrozoo import registry
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d.csv").write_text("y,x1\n1,2\n3,4\n5,7\n")
+    config = RunConfig(model="blr", data="~/d.csv", options={"outcome": "y"})
+    registry.get("blr").check_config(config)
+    assert config.data == str(tmp_path / "d.csv")
+    assert RunConfig(model="blr", data="d.csv").validate().data == "d.csv"  # relative: left as written
+    with pytest.raises(PyrozooError, match=r"^data: expected a data file path, got '~no_such_user_zz/d.csv'"):
+        RunConfig(model="blr", data="~no_such_user_zz/d.csv").validate()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyrozoo.config import RunConfig, read_toml, relative_to_file, tomllib
+from pyrozoo.config import RunConfig, expand_data_home, read_toml, relative_to_file, tomllib
 from pyrozoo.errors import PyrozooError
 from pyrozoo.validation import expand_home
 
@@ -92,12 +92,13 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
 
 def absolute_data_path(written: Any) -> Any:
     """A ``--data`` path as the run records it: a relative one is read from the current directory and made absolute
-    (``~`` expanded), so that the run's config.toml reruns with ``--config`` from any directory; an absolute path,
-    ``None`` or anything else (left for :meth:`RunConfig.validate` to refuse) is returned unchanged."""
+    (``~`` expanded), so that the run's config.toml reruns with ``--config`` from any directory; ``~/d.csv`` (a
+    ``~`` the shell left, as in ``--data=~/d.csv``) is returned expanded (it was returned as written, and refused as
+    a missing file); any other absolute path, ``None`` or anything else (left for :meth:`RunConfig.validate` to
+    refuse) is returned unchanged."""
     if isinstance(written, str) and written.strip():
-        path = expand_home("data", written, what="a data file path")  # a ~user naming no user: refused here
-        if not path.is_absolute():
-            return os.path.abspath(path)
+        path = expand_data_home(written)  # a ~user naming no user: refused here
+        return path if os.path.isabs(path) else os.path.abspath(path)
     return written
 
 

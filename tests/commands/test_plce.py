@@ -105,3 +105,17 @@ def test_help_states_the_single_chain_and_the_warmup(capsys):
         main(["plce", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "nuts (one chain)" in text and "default 500, as pyrozoo run" in text
+
+
+def test_a_data_path_starting_with_a_tilde_is_read_from_the_home_directory(tmp_path, monkeypatch, capsys):
+    """QA: ``plce --data=~/csv/pl.csv`` (a ``~`` the shell does not expand) was refused as "data: file
+    ~/csv/pl.csv does not exist": the home directory is expanded now, and the run records the expanded path."""
+    home = tmp_path / "home"
+    (home / "csv").mkdir(parents=True)
+    _small_file(home / "csv" / "pl.csv")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert main(["plce", "--data=~/csv/pl.csv", "--out", "run", "--inference", "svi", "--steps", "50",
+                 "--num-samples", "50", *FAST]) == 0
+    assert read_toml(tmp_path / "run" / "config.toml")["data"] == str(home / "csv" / "pl.csv")
+    capsys.readouterr()

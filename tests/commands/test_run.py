@@ -363,3 +363,24 @@ def test_a_config_read_from_a_pipe_takes_relative_data_paths_from_the_current_di
     (tmp_path / "sub" / "c.toml").write_text("")
     with pytest.raises(PyrozooError, match=r"relative to the config file's directory .*sub, but .*sub/d.csv does not"):
         resolve_file_data("d.csv", tmp_path / "sub" / "c.toml")
+
+
+def test_run_data_path_starting_with_a_tilde_is_read_from_the_home_directory(tmp_path, monkeypatch, capsys):
+    """QA: ``run blr --data=~/csv/ok.csv`` (a ``~`` the shell does not expand) was refused as "data: file
+    ~/csv/ok.csv does not exist": absolute_data_path returned the unexpanded path. It is expanded now, and
+    config.toml records the expanded path."""
+    import numpy as np
+
+    from pyrozoo.config import read_toml
+
+    home = tmp_path / "home"
+    (home / "csv").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    np.savetxt(home / "csv" / "ok.csv", np.c_[x @ [1.0, -1.0] + rng.normal(size=30), x], delimiter=",",
+               header="y,x1,x2", comments="")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "blr", "--data=~/csv/ok.csv", "-o", "outcome=y", "--out", "r", "--no-progress"]) == 0
+    assert read_toml(tmp_path / "r" / "config.toml")["data"] == str(home / "csv" / "ok.csv")
+    capsys.readouterr()
