@@ -318,3 +318,17 @@ def test_a_test_split_with_one_protected_class_is_the_readers_own_error(tmp_path
                                            r"\(got probe classes \['A', 'B'\], test classes \['A'\]\); .*give more "
                                            r"rows$"):
         read_agnostic_file(path, 0, target="y", protected="p")
+
+
+def test_text_labels_lose_surrounding_whitespace(tmp_path):
+    """QA: a label cell 'm ' (trailing space) was a class of its own beside 'm', while ' m' was 'm' (pandas'
+    skipinitialspace): surrounding whitespace is dropped from text labels now, in the target and protected columns."""
+    df = _table()
+    path = tmp_path / "people.csv"
+    text = df.to_csv(index=False).replace(",m\n", ",m \n", 5).replace(",high,", ",high\t,", 3)
+    path.write_text(text)
+    assert "m \n" in path.read_text() and "high\t" in path.read_text()
+    data = read_agnostic_file(str(path), 0, target="income", protected="sex")
+    assert data.meta["y_classes"] == ["high", "low"] and data.meta["p_classes"] == ["f", "m"]
+    rows = data.meta["split_rows"]["train"]
+    np.testing.assert_array_equal(data.observed["p"].numpy(), (df["sex"].to_numpy()[rows] == "m").astype(int))

@@ -222,3 +222,16 @@ def test_labels_coded_minus_one_plus_one_get_a_hint_that_minus_one_is_missing(ki
     with pytest.raises(PyrozooError, match=r"^y: expected target labels with at least 2 classes, got only class 1$"):
         make_agnostic_data(X, np.ones(12), P01)
     assert make_agnostic_data(X, (wrap(pm) + 1) // 2, P01).meta["y_classes"] == [0, 1]  # the recoding given works
+
+
+def test_text_labels_lose_surrounding_whitespace():
+    """QA: text labels 'M ' and 'M' were two classes (a file's leading spaces were dropped by the reader, trailing
+    ones kept); surrounding whitespace is dropped now, and a whitespace-only text is a missing label."""
+    x = np.arange(16, dtype=np.float32).reshape(8, 2)
+    y = ["a", "a ", " b", "b", "a", "a", "b", "  "]
+    p = ["M ", "M", "F", "F\t", "M", "M", "F", "M"]
+    data = make_agnostic_data(x, y, p)
+    assert data.meta["y_classes"] == ["a", "b"] and data.meta["p_classes"] == ["F", "M"]
+    np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(data.observed["y"].numpy(), [0, 0, 1, 1, 0, 0, 1])
+    np.testing.assert_array_equal(data.observed["p"].numpy(), [1, 1, 0, 0, 1, 1, 0, 1])
