@@ -3,10 +3,10 @@
 The target-label column (option ``target``) and the protected-concept column (option ``protected``) are the
 ``y`` and ``p`` of :func:`~pyrozoo.data.agnostic_tasks.make_agnostic_data`: integers in any coding or text,
 recoded to ``0..K-1`` (the classes kept in ``meta["y_classes"]`` / ``meta["p_classes"]``; a text cell without its
-surrounding whitespace, so ``'M '`` is ``'M'``); an empty cell (or -1) is a missing label, so a row may carry only
-one of the two (the paper's two-part training set). The features (option ``features``, comma-separated; by default
-every other column) are read by the regression tables' checks (:mod:`pyrozoo.data.regression_file`): numeric,
-finite, not constant, named by column and data row otherwise.
+surrounding whitespace, so ``'M '`` is ``'M'``); an empty cell (or -1, also in a text column) is a missing label,
+so a row may carry only one of the two (the paper's two-part training set). The features (option ``features``,
+comma-separated; by default every other column) are read by the regression tables' checks
+(:mod:`pyrozoo.data.regression_file`): numeric, finite, not constant, named by column and data row otherwise.
 
 The rows are split as for the shipped ``cps1985`` task: seeded, stratified by the (target, protected) pair, into
 training / probe / test by ``FRACTIONS``; the features are standardized with the training rows' moments. Fresh

@@ -332,3 +332,24 @@ def test_text_labels_lose_surrounding_whitespace(tmp_path):
     assert data.meta["y_classes"] == ["high", "low"] and data.meta["p_classes"] == ["f", "m"]
     rows = data.meta["split_rows"]["train"]
     np.testing.assert_array_equal(data.observed["p"].numpy(), (df["sex"].to_numpy()[rows] == "m").astype(int))
+
+
+def test_a_minus_one_cell_in_a_text_label_column_is_a_missing_label(tmp_path):
+    """QA: the docs and the loader's error say an empty cell (or -1) is a missing label, but in a text column a
+    '-1' cell became a class '-1'; it is a missing label there too, as in an integer-coded column."""
+    df = _table()
+    df.loc[:7, "income"] = "-1"
+    df.loc[8:11, "sex"] = " -1 "
+    path, _ = _csv(tmp_path, df)
+    data = read_agnostic_file(path, 0, target="income", protected="sex")
+    assert data.meta["y_classes"] == ["high", "low"] and data.meta["p_classes"] == ["f", "m"]
+    rows = data.meta["split_rows"]["train"]
+    y_given = df["income"].to_numpy()[rows] != "-1"
+    p_given = df["sex"].to_numpy()[rows] != " -1 "
+    np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), np.flatnonzero(y_given))
+    np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), np.flatnonzero(p_given))
+    only = df.assign(income=np.where(np.arange(len(df)) % 2, "-1", "high"))  # one class left: refused, naming -1
+    path, _ = _csv(tmp_path, only, name="one.csv")
+    with pytest.raises(PyrozooError, match=r"has only class 'high'; expected at least 2 classes \(an empty cell or "
+                                           r"-1 is a missing label\)"):
+        read_agnostic_file(path, 0, target="income", protected="sex")

@@ -235,3 +235,15 @@ def test_text_labels_lose_surrounding_whitespace():
     np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(data.observed["y"].numpy(), [0, 0, 1, 1, 0, 0, 1])
     np.testing.assert_array_equal(data.observed["p"].numpy(), [1, 1, 0, 0, 1, 1, 0, 1])
+
+
+def test_a_minus_one_text_label_is_missing():
+    """QA: a text '-1' was a class of its own; it is a missing label, as -1 is among integer labels."""
+    x = np.arange(16, dtype=np.float32).reshape(8, 2)
+    y = ["a", "a", "b", "b", "-1", "a", "b", "a"]
+    p = ["M", "M", "F", "F", "M", " -1", "F", "M"]
+    data = make_agnostic_data(x, y, p)
+    assert data.meta["y_classes"] == ["a", "b"] and data.meta["p_classes"] == ["F", "M"]
+    np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 5, 6, 7])
+    np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), [0, 1, 2, 3, 4, 6, 7])
+    np.testing.assert_array_equal(data.observed["p"].numpy(), [1, 1, 0, 0, 1, 0, 1])
