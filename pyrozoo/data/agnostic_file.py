@@ -8,10 +8,11 @@ so a row may carry only one of the two (the paper's two-part training set). The 
 comma-separated; by default every other column) are read by the regression tables' checks
 (:mod:`pyrozoo.data.regression_file`): numeric, finite, not constant, named by column and data row otherwise.
 
-The rows are split as for the shipped ``cps1985`` task: seeded, stratified by the (target, protected) pair, into
-training / probe / test by ``FRACTIONS``; the features are standardized with the training rows' moments. Fresh
-leakage probes train on the probe rows and are scored on the test rows. The 0-based data rows of each part are
-``meta["split_rows"]``, and the training rows label the result's ``target_id`` and ``protected_id`` axes.
+The rows are split seeded and stratified by the (target, protected) pair into training / probe / test by
+``FRACTIONS`` (the shipped ``cps1985`` task's fractions; its split is a plain permutation, not stratified); the
+features are standardized with the training rows' moments. Fresh leakage probes train on the probe rows and are
+scored on the test rows. The 0-based data rows of each part are ``meta["split_rows"]``, and the training rows label
+the result's ``target_id`` and ``protected_id`` axes.
 """
 
 from __future__ import annotations

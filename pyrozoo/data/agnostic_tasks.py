@@ -428,12 +428,13 @@ CPS_NUMERIC = ("education", "experience", "age")
 
 def cps1985_task(seed: int, *, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Dataset:
     """``AER/CPS1985`` (534 workers): target ``wage > median wage``; protected ``gender`` (1 = female); inputs are
-    the standardized numeric columns and one-hot categorical columns (gender excluded). Seeded split into
-    training / probe / test by ``fractions`` (their 0-based rows of the table in ``meta["split_rows"]``, and the
-    training rows label the result's ``target_id`` / ``protected_id`` axes); fairness metrics are computed on
+    the standardized numeric columns and one-hot categorical columns (gender excluded). Seeded split into training /
+    probe / test by ``fractions``: a random permutation of all rows, not stratified (unlike the ``--data`` reader's;
+    kept so that recorded benchmark figures stand). Their 0-based rows of the table are in ``meta["split_rows"]``,
+    and the training rows label the result's ``target_id`` / ``protected_id`` axes; fairness metrics are computed on
     ``test``. The numeric columns are standardized with the training rows' mean and sd; ``meta["x_mean"]`` and
-    ``meta["x_scale"]`` hold them for every feature column (0 and 1 for the dummies, which are left as they are),
-    so a DataFrame of raw rows (``meta["feature_names"]``) given to ``predict_proba`` is standardized alike."""
+    ``meta["x_scale"]`` hold them for every feature column (0 and 1 for the dummies, which are left as they are), so
+    a DataFrame of raw rows (``meta["feature_names"]``) given to ``predict_proba`` is standardized alike."""
     seed = check_seed("seed", seed)
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-6:
