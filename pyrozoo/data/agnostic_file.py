@@ -10,9 +10,11 @@ comma-separated; by default every other column) are read by the regression table
 
 The rows are split seeded and stratified by the (target, protected) pair into training / probe / test by
 ``FRACTIONS`` (the shipped ``cps1985`` task's fractions; its split is a plain permutation, not stratified); the
-features are standardized with the training rows' moments. Fresh leakage probes train on the probe rows and are
-scored on the test rows. The 0-based data rows of each part are ``meta["split_rows"]``, and the training rows label
-the result's ``target_id`` and ``protected_id`` axes.
+features are standardized with the training rows' moments. Training rows with neither label carry no signal and are
+left out (``meta["split_rows"]["train"]`` lists the rows kept; probe and test rows are kept as they are, each metric
+using the rows that carry its labels). Fresh leakage probes train on the probe rows and are scored on the test rows.
+The 0-based data rows of each part are ``meta["split_rows"]``, and the training rows label the result's
+``target_id`` and ``protected_id`` axes.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def read_agnostic_file(path: str, seed: int, *, target: Any = "", protected: Any
     (y, y_has), (p, p_has) = labels["target"], labels["protected"]
     keys = [(repr(y[i]) if y_has[i] else "", repr(p[i]) if p_has[i] else "") for i in range(n)]
     train, probe, test = _stratified_split(keys, np.random.default_rng(seed))
+    # a training row with neither label carries no signal: left out (of x, the moments and split_rows["train"])
+    train = train[y_has[train] | p_has[train]]
     # the probes train on the probe rows and are scored against the test rows' protected labels: both need 2
     # classes (make_agnostic_data refuses a one-class leakage split, naming an internal split the user never made)
     p_probe, p_test = _classes(p[probe], p_has[probe]), _classes(p[test], p_has[test])

@@ -160,12 +160,13 @@ def make_agnostic_data(
     """Validate a training set and pack it as a :class:`Dataset`.
 
     ``x``: inputs, ``(N, ...)`` (images ``(N, C, H, W)`` or tables ``(N, F)``); ``y``: target labels, ``p``:
-    protected labels, each of length ``N`` with ``-1``/NaN/None (text labels: ``'-1'`` or ``''``) where a row has
-    no such label (the paper's two-part training set: target-labelled rows and protected-labelled rows, possibly
-    overlapping). Labels are integers in any coding (``{1, 2}``, ``{0, 5}``) or text (surrounding whitespace
-    stripped: ``'M '`` is ``'M'``): they are recoded to ``0..K-1`` in sorted order of the training
-    rows' classes, kept in ``meta["y_classes"]`` / ``meta["p_classes"]`` (the columns of
-    :func:`~pyrozoo.models.agnostic.predict_proba`).
+    protected labels, each of length ``N`` with ``-1``/NaN/None (text labels: ``'-1'`` or ``''``) where a row has no
+    such label (the paper's two-part training set: target-labelled rows and protected-labelled rows, possibly
+    overlapping). A row with neither label carries no signal and is left out: ``inputs["x"]`` holds the rows with
+    either label, which ``target_idx`` and ``protected_idx`` index. Labels are integers in any coding (``{1, 2}``,
+    ``{0, 5}``) or text (surrounding whitespace stripped: ``'M '`` is ``'M'``): they are recoded to ``0..K-1`` in
+    sorted order of the training rows' classes, kept in ``meta["y_classes"]`` / ``meta["p_classes"]`` (the columns
+    of :func:`~pyrozoo.models.agnostic.predict_proba`).
 
     ``splits``: held-out sets ``{name: {"x", "y", "p"}}`` kept in ``meta`` (evaluation only). Their labels may be
     missing on some rows as in training; each metric uses the rows that carry the labels it needs. A split named
@@ -208,6 +209,14 @@ def make_agnostic_data(
     if len(p_classes) < 2:
         raise PyrozooError(f"p: expected protected labels with at least 2 classes, got only class {p_classes[0]!r}"
                            f"{_minus_one_hint('p', p)}")
+    labels = None if rows is None else np.asarray(rows).reshape(-1)
+    if labels is not None and (labels.shape[0] != n or len(set(labels.tolist())) != n):
+        raise PyrozooError(f"rows: expected {n} distinct row labels (one per training row), got "
+                           f"{labels.shape[0]}{'' if labels.shape[0] != n else ' with repeats'}")
+    kept = np.flatnonzero(y_has | p_has)
+    if kept.size < n:  # a row with neither label carries no signal (no head sees it): left out of x
+        x, y_raw, y_has, p_raw, p_has = x[torch.as_tensor(kept)], y_raw[kept], y_has[kept], p_raw[kept], p_has[kept]
+        labels = None if labels is None else labels[kept]
     y_arr, p_arr = _encode("y", y_raw, y_has, y_classes), _encode("p", p_raw, p_has, p_classes)
     target_idx, protected_idx = np.flatnonzero(y_has), np.flatnonzero(p_has)
     classes = {"y": y_classes, "p": p_classes}
@@ -251,11 +260,7 @@ def make_agnostic_data(
             "y_classes": y_classes, "p_classes": p_classes}
     if names is not None:
         info["feature_names"] = names.tolist()
-    if rows is not None:  # each observation axis holds a subset of the training rows: label it with theirs
-        labels = np.asarray(rows).reshape(-1)
-        if labels.shape[0] != n or len(set(labels.tolist())) != n:
-            raise PyrozooError(f"rows: expected {n} distinct row labels (one per training row), got "
-                               f"{labels.shape[0]}{'' if labels.shape[0] != n else ' with repeats'}")
+    if labels is not None:  # each observation axis holds a subset of the training rows: label it with theirs
         info["rows"] = {"target_id": labels[target_idx].tolist(), "protected_id": labels[protected_idx].tolist()}
     info.update(meta or {})
     return Dataset(name, inputs=inputs, observed=observed, meta=info)

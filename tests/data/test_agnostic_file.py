@@ -353,3 +353,20 @@ def test_a_minus_one_cell_in_a_text_label_column_is_a_missing_label(tmp_path):
     with pytest.raises(PyrozooError, match=r"has only class 'high'; expected at least 2 classes \(an empty cell or "
                                            r"-1 is a missing label\)"):
         read_agnostic_file(path, 0, target="income", protected="sex")
+
+
+def test_training_rows_with_neither_label_are_left_out(tmp_path):
+    """QA: rows with both label cells blank were kept in x (72 rows with 60 labelled): they carry no signal, and the
+    docs say x holds every training row with either label. They are left out of x, the training moments and
+    split_rows["train"] now; the probe and test rows are as before."""
+    df = pd.concat([_table(), _table(12, seed=1).assign(income=None, sex=None)], ignore_index=True)
+    path, _ = _csv(tmp_path, df)
+    data = read_agnostic_file(path, 0, target="income", protected="sex")
+    rows = data.meta["split_rows"]
+    assert (rows["train"] < 60).all() and data.inputs["x"].shape[0] == len(rows["train"])
+    dropped = set(range(len(df))) - set(np.concatenate([rows["train"], rows["probe"], rows["test"]]).tolist())
+    assert len(dropped) == 7 and min(dropped) >= 60  # the unlabelled stratum's 60% (7 of 12) that was training
+    x_train = df[["a", "b"]].to_numpy()[rows["train"]]
+    np.testing.assert_allclose(data.meta["x_mean"], x_train.mean(0))
+    np.testing.assert_allclose(data.inputs["x"].numpy(), (x_train - x_train.mean(0)) / x_train.std(0), atol=1e-5)
+    assert len(data.inputs["protected_idx"]) == len(rows["train"])  # every kept row has its protected label here

@@ -247,3 +247,16 @@ def test_a_minus_one_text_label_is_missing():
     np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), [0, 1, 2, 3, 4, 6, 7])
     np.testing.assert_array_equal(data.observed["p"].numpy(), [1, 1, 0, 0, 1, 0, 1])
+
+
+def test_rows_with_neither_label_are_left_out_of_x():
+    """QA: a training row with neither a target nor a protected label was kept in x (constant_data.x), which the
+    docs describe as the rows with either label; it carries no signal and is left out now, with its row label."""
+    x = np.arange(16, dtype=np.float32).reshape(8, 2)
+    y = [0, 1, -1, 0, 1, np.nan, -1, 1]
+    p = [1, 0, -1, -1, 1, 0, None, 0]
+    data = make_agnostic_data(x, y, p, rows=[10, 11, 12, 13, 14, 15, 16, 17])
+    np.testing.assert_array_equal(data.inputs["x"].numpy(), x[[0, 1, 3, 4, 5, 7]])
+    np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 5])
+    np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), [0, 1, 3, 4, 5])
+    assert data.meta["rows"] == {"target_id": [10, 11, 13, 14, 17], "protected_id": [10, 11, 14, 15, 17]}
