@@ -71,10 +71,20 @@ def blank_header_message(df: pd.DataFrame, blank: list[int], source: str, fix: s
     return f"{source}: {which} no name in its header{why}: {first} or {fix}"
 
 
+def _all_numbers(column: pd.Series) -> bool:
+    """Whether every non-missing cell of ``column`` is a number: a numeric column, or text that ``pd.to_numeric``
+    reads (pandas keeps an integer beyond int64 as a Python int in an object column)."""
+    if pd.api.types.is_numeric_dtype(column) or column.isna().all():
+        return True
+    return not (pd.to_numeric(column, errors="coerce").isna() & column.notna()).any()
+
+
 def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: Mapping[str, str]) -> list[str]:
     """The feature columns: ``named`` (none of them among ``others``, column -> its role such as ``"outcome"``),
     or by default every column not in ``others``, in file order; then every one must be a named, numeric column
-    (a text column is refused, not skipped, which would drop a covariate without a trace)."""
+    (a text column is refused, not skipped, which would drop a covariate without a trace). A column pandas left as
+    text whose every cell is a number anyway (an integer too large for int64, ``99999999999999999999``) is numeric:
+    :func:`~pyrozoo.data.shipped.numeric_column` reads it as floats."""
     taken = [c for c in named if c in others]
     if taken:
         raise PyrozooError(f"features: {taken[0]!r} is the {others[taken[0]]} column; features must be other columns")
@@ -84,7 +94,7 @@ def feature_columns(df: pd.DataFrame, source: str, *, named: list[str], others: 
         blank = [i for i, c in enumerate(columns, start=1) if re.fullmatch(r"Unnamed: \d+", c)]
         if blank:
             raise PyrozooError(blank_header_message(df, blank, source, "name the features with -o features=a,b"))
-        text = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().all())]
+        text = [c for c in cols if not _all_numbers(df[c])]
         if text:
             raise PyrozooError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric; every feature "
                                f"must be a number: name the numeric features with -o features=a,b (or recode them)")

@@ -168,3 +168,21 @@ def test_a_trailing_comma_or_an_index_column_gets_its_own_hint(tmp_path):
     with pytest.raises(PyrozooError, match=r"column 1 has no name in its header \(a file written by "
                                            r"DataFrame.to_csv with its index\?\): write it with index=False or name"):
         read_regression_file(str(indexed), outcome="y")
+
+
+
+def test_an_integer_beyond_int64_in_a_feature_column_is_read_as_a_number(tmp_path):
+    """QA: a cell 99999999999999999999 (beyond int64) in a column of integers made pandas keep the column as text,
+    and the default features were refused as "column(s) 'k' are not numeric"; a column whose cells are all numbers
+    is read as floats now, while a column with a word in it is still refused."""
+    path, df = _csv(tmp_path, k=np.arange(30))
+    text = path.read_text().split("\n")
+    text[4] = text[4].rsplit(",", 1)[0] + ",99999999999999999999"
+    path.write_text("\n".join(text))
+    X, _ = read_regression_file(str(path), outcome="y")
+    assert list(X.columns) == ["a", "b", "c", "k"] and X["k"].iloc[3] == 1e20
+    np.testing.assert_array_equal(X["k"].drop(index=3).to_numpy(), np.delete(np.arange(30.0), 3))
+    text[5] = text[5].rsplit(",", 1)[0] + ",many"
+    path.write_text("\n".join(text))
+    with pytest.raises(PyrozooError, match=r"column\(s\) 'k' are not numeric"):
+        read_regression_file(str(path), outcome="y")
