@@ -143,8 +143,10 @@ def read_regression_file(path: str, *, outcome: Any = "", features: Any = "",
 
 
 def standardize_table(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
-    """(X - mean) / sd and (y - mean) / sd (population sds, as the shipped concrete and boston loaders use) and
-    the moments, to map predictions back to the file's units."""
+    """(X - mean) / sd and (y - mean) / sd and the moments, to map predictions back to the file's units. The sds
+    are population sds (ddof=0), as blr's shipped boston and concrete loaders and gp's concrete loader
+    (:func:`~pyrozoo.data.gp_data.load_concrete_split`) use; bnn's shipped loaders
+    (:func:`~pyrozoo.data.uci.split_regression`) use sample sds (ddof=1) instead."""
     xm, xs = X.mean(axis=0).to_numpy(), X.std(axis=0, ddof=0).to_numpy()
     ym, ys = float(np.mean(y)), float(np.std(y))
     moments = {"x_mean": xm, "x_scale": xs, "y_mean": ym, "y_scale": ys}
