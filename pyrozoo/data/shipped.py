@@ -45,6 +45,9 @@ def read_table(path: str) -> pd.DataFrame:
     text like the rest (a region column NA/EU/AS keeps its class NA), unlike pandas' default, which reads them as
     missing everywhere.
 
+    The file is UTF-8 (a leading byte-order mark is skipped); a file in another encoding (Latin-1, UTF-16) is an
+    error that says to save it as UTF-8.
+
     A cell of only whitespace (spaces, tabs) is empty too, so missing: pandas' ``skipinitialspace`` empties a cell of
     spaces but left a tab as a text value.
 
@@ -72,7 +75,11 @@ def read_table(path: str) -> pd.DataFrame:
             df = pd.read_csv(path, nrows=last, **options)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         reason = " ".join(str(exc).split())  # pandas' tokenizer messages end in a newline: keep the error one line
-        raise PyrozooError(f"data: could not read {path} as CSV ({reason})") from None
+        hint = ""
+        if isinstance(exc, UnicodeDecodeError):  # a Latin-1 or UTF-16 file: the codec's message says only the byte
+            hint = ("; pyrozoo reads CSV files as UTF-8: save it as UTF-8 (a spreadsheet's 'CSV UTF-8', or "
+                    "pandas.read_csv(path, encoding=...).to_csv(new_path, index=False))")
+        raise PyrozooError(f"data: could not read {path} as CSV ({reason}){hint}") from None
     df = df.iloc[:last]
     found = [sep for sep in (";", "\t") if sep in str(df.columns[0])]
     if df.shape[1] == 1 and found:

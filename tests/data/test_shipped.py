@@ -287,3 +287,20 @@ def test_data_rows_in_messages_are_0_based_as_obs_id_and_the_docs(tmp_path, caps
                                            r"\.iloc\[7\]\): 'abc'\)"):
         read_agnostic_file(str(path), 0, target="g", protected="y", features="a,b")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_file_not_in_utf8_is_one_error_saying_to_save_it_as_utf8(tmp_path, encoding):
+    """QA: a Latin-1 or UTF-16 file failed with only the codec's "'utf-8' codec can't decode byte 0xf6"; the error
+    now says that pyrozoo reads CSV files as UTF-8 and how to convert the file."""
+    path = tmp_path / "k.csv"
+    path.write_bytes("y,x,city\n1,2,K\u00f6ln\n3,4,Wien\n".encode(encoding))
+    with pytest.raises(PyrozooError) as err:
+        read_table(str(path))
+    message = str(err.value)
+    assert message.startswith(f"data: could not read {path} as CSV ('utf-8' codec can't decode byte ")
+    assert message.endswith("; pyrozoo reads CSV files as UTF-8: save it as UTF-8 (a spreadsheet's 'CSV UTF-8', or "
+                            "pandas.read_csv(path, encoding=...).to_csv(new_path, index=False))")
+    assert "\n" not in message
+    path.write_bytes("y,x,city\n1,2,K\u00f6ln\n3,4,Wien\n".encode("utf-8-sig"))  # UTF-8 with a BOM is read
+    assert read_table(str(path))["city"].tolist() == ["K\u00f6ln", "Wien"]
