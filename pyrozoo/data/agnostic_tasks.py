@@ -215,7 +215,8 @@ def make_agnostic_data(
                            f"{labels.shape[0]}{'' if labels.shape[0] != n else ' with repeats'}")
     kept = np.flatnonzero(y_has | p_has)
     if kept.size < n:  # a row with neither label carries no signal (no head sees it): left out of x
-        x, y_raw, y_has, p_raw, p_has = x[torch.as_tensor(kept)], y_raw[kept], y_has[kept], p_raw[kept], p_has[kept]
+        x = x[torch.as_tensor(kept, device=x.device)]
+        y_raw, y_has, p_raw, p_has = y_raw[kept], y_has[kept], p_raw[kept], p_has[kept]
         labels = None if labels is None else labels[kept]
     y_arr, p_arr = _encode("y", y_raw, y_has, y_classes), _encode("p", p_raw, p_has, p_classes)
     target_idx, protected_idx = np.flatnonzero(y_has), np.flatnonzero(p_has)
