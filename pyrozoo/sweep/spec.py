@@ -36,6 +36,7 @@ path is relative to the sweep file's directory.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 import os
@@ -58,6 +59,10 @@ MODEL_KEYS = ("name", "label", "options", "grid", *CONFIG_FIELDS)
 # sweep.json, so a grid far beyond this (``seeds = 100000000``) would take hours before its first run
 MAX_CELLS = 100_000
 _SCALAR = (str, int, float, bool)
+
+# settings that do not change a run's result (``progress`` draws a progress bar): a completed run is reused even if
+# they differ, a report does not group by them, and a sweep refuses them as grid axes
+NOT_RUN_SETTINGS = ("progress",)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,17 @@ def _check_axis(where: str, values: Any) -> list[Any]:
         for v in values:
             _check_type(where, key, v)
     return list(values)
+
+
+def _refuse_not_run_axes(where: str, grid: Mapping[str, Any]) -> None:
+    """A grid table may not sweep a setting that does not change a run (:data:`NOT_RUN_SETTINGS`): its cells would
+    repeat one run under several names (which a report, blind to the setting, counts as several seeds), or, with one
+    value, name run directories after it."""
+    for key in NOT_RUN_SETTINGS:
+        if key in grid:
+            raise PyrozooError(f"{where}.{key}: {key} does not change a run (it only shows a progress bar), so it "
+                               f"cannot be a grid axis: its cells would repeat one run under several names; set "
+                               f"{key} as a single value ([defaults] or the [[models]] block) instead")
 
 
 def _check_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,6 +227,48 @@ def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(data, str) and data.strip():
         out["data"] = os.path.normpath(os.path.abspath(os.path.expanduser(data)))
     return out
+
+
+def _run_identity(entry: registry.ZooModel, config: Mapping[str, Any], real_paths: dict[str, str]) -> dict[str, Any]:
+    """What a checked cell's run computes, in one spelling, for telling the cells of one block apart: ``config``
+    (already normalised: 30.0 is 30, a relative data path absolute) without :data:`NOT_RUN_SETTINGS` and ``None``
+    values, its options in the entry's ``canonical_options`` spelling (plce's ``interactions = true`` is
+    ``"linear"``) and its data file by its real path (``~`` expanded, ``..`` and symbolic links resolved; looked up
+    once per path in ``real_paths``)."""
+    same = {k: v for k, v in config.items() if k not in NOT_RUN_SETTINGS and v is not None}
+    same["options"] = entry.canonical(config.get("options", {}))
+    if isinstance(same.get("data"), str) and same["data"].strip():
+        path = same["data"]
+        if path not in real_paths:
+            real_paths[path] = os.path.realpath(os.path.expanduser(path))
+        same["data"] = real_paths[path]
+    return same
+
+
+def _refuse_repeats(entry: registry.ZooModel, cells: Sequence[Cell], written: Sequence[Mapping[str, Any]],
+                    axis_keys: Mapping[str, str]) -> None:
+    """Raise if two cells of one ``[[models]]`` block are one run (:func:`_run_identity`): axis values that are
+    two spellings of one value, which the axis check cannot see (``"d.csv"`` and ``"./d.csv"``, ``"sub/../d.csv"``
+    or a symbolic link to it; plce's ``interactions = true`` and ``"linear"``), would repeat one run under several
+    names, and a report would average it as several seeds. ``written``: each cell's axis values as the sweep file
+    writes them; ``axis_keys``: each axis's key there (``models[0].grid.data``)."""
+    seen: dict[str, int] = {}
+    real_paths: dict[str, str] = {}
+    for i, cell in enumerate(cells):
+        same = _run_identity(entry, cell.config, real_paths)
+        j = seen.setdefault(json.dumps(same, sort_keys=True, default=str), i)
+        if j == i:
+            continue
+        a, b = written[j], written[i]
+        differ = [k for k in b if repr(a[k]) != repr(b[k])] or list(b)
+        k = differ[0]
+        name = k.removeprefix("options.")
+        value = same["data"] if k == "data" else (same.get("options", {}) if k != name else same).get(name)
+        what = (f"both name the file {value}" if k == "data" else f"both are {name} = {value!r} to {entry.name}")
+        also = "".join(f", with {m} = {a[m]!r} and {b[m]!r}" for m in differ[1:])
+        raise PyrozooError(f"{axis_keys[k]}: the values {a[k]!r} and {b[k]!r} are one run "
+                           f"({what}{also}), so the grid would repeat one run under two names and a report would "
+                           f"count it twice; keep one of them")
 
 
 def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any], written_data: Any) -> dict[str, Any]:
@@ -337,6 +395,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
     defaults = _check_settings("defaults", defaults)
     grid = _table("grid", data.get("grid", {}))
     check_keys("grid", grid, CONFIG_FIELDS)
+    _refuse_not_run_axes("grid", grid)
     global_axes = {k: _check_axis(f"grid.{k}", v) for k, v in grid.items()}
 
     models = data.get("models")
@@ -371,9 +430,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         model_grid = dict(_table(f"{where}.grid", block.pop("grid", {})))
         option_grid = _table(f"{where}.grid.options", model_grid.pop("options", {}))
         check_keys(f"{where}.grid", model_grid, CONFIG_FIELDS)
+        _refuse_not_run_axes(f"{where}.grid", model_grid)
         check_keys(f"{where}.grid.options", option_grid, entry.options)
         axes = {**global_axes, **{k: _check_axis(f"{where}.grid.{k}", v) for k, v in model_grid.items()}}
         axes.update({f"options.{k}": _check_axis(f"{where}.grid.options.{k}", v) for k, v in option_grid.items()})
+        axis_keys = {**{k: f"grid.{k}" for k in global_axes}, **{k: f"{where}.grid.{k}" for k in model_grid},
+                     **{f"options.{k}": f"{where}.grid.options.{k}" for k in option_grid}}
         settings = _check_settings(where, block)
         points = math.prod(len(v) for v in axes.values())
         planned += points * len(seeds)
@@ -395,6 +457,8 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         refused: list[tuple[str, PyrozooError]] = []  # (the cell, in words; the entry's family check's error)
         verdicts: list[tuple[dict[str, Any], bool]] = []  # (each checked cell's axis values, refused?)
         block_cells = 0
+        first = len(cells)  # this block's cells are cells[first:], their axis values as written block_written
+        block_written: list[dict[str, Any]] = []
         for combo in itertools.product(*(axes[k] for k in names)):
             chosen = dict(zip(names, combo, strict=True))
             for seed in seeds:
@@ -456,8 +520,10 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 key = cell_key(label, full, used)
                 earlier = _earlier_keys(label, full, used, entry.float_option_names())
                 cells.append(Cell(key, full, used, earlier_keys=earlier))
+                block_written.append(chosen)
         if refused:
             _refuse_combinations(where, model, refused, block_cells, verdicts)
+        _refuse_repeats(entry, cells[first:], block_written, axis_keys)
 
     seen: dict[str, Cell] = {}
     for cell in cells:

@@ -538,3 +538,58 @@ def test_a_sweep_file_that_is_a_directory_is_named_as_one(tmp_path, capsys, monk
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", ".", "--dry-run"]) == 2
     assert capsys.readouterr().err == "pyrozoo: error: sweep: . is a directory; expected a TOML file\n"
+
+
+@pytest.mark.parametrize("spelling", ["./d.csv", "sub/../d.csv", "link.csv", "{folder}/d.csv"])
+def test_two_spellings_of_one_data_file_are_refused_as_one_run(tmp_path, spelling):
+    """QA: data = ["d.csv", "sub/d.csv", "./d.csv"] made 3 cells, two of them the same run (same resolved path,
+    identical results), which the report averaged as 2 seeds with SE 0. The axis check compared the values as
+    written; the cells are now compared as the runs see them (the data file by its real path), before anything
+    runs, and the error names the axis, both values and the file."""
+    folder = tmp_path / "s"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "d.csv").write_text("y\n1.0\n2.0\n1.5\n")
+    (folder / "sub" / "d.csv").write_text("y\n3.0\n2.0\n4.5\n")  # another file of the same name: another run
+    (folder / "link.csv").symlink_to(folder / "d.csv")
+    spelling = spelling.format(folder=folder)
+    head = ('[sweep]\nname = "dat"\n[defaults]\ndevice = "cpu"\noptions = { column = "y" }\n'
+            '[[models]]\nname = "normal-gamma"\n[models.grid]\n')
+    (folder / "sweep.toml").write_text(head + f'data = ["d.csv", "sub/d.csv", "{spelling}"]\n')
+    with pytest.raises(PyrozooError) as info:
+        load_spec(folder / "sweep.toml")
+    assert str(info.value) == (
+        f"{folder / 'sweep.toml'}: models[0].grid.data: the values 'd.csv' and {spelling!r} are one run (both name "
+        f"the file {folder / 'd.csv'}), so the grid would repeat one run under two names and a report would count "
+        f"it twice; keep one of them")
+    (folder / "sweep.toml").write_text(head + 'data = ["d.csv", "sub/d.csv"]\n')
+    spec = load_spec(folder / "sweep.toml")
+    assert [c.config["data"] for c in spec.cells] == [str(folder / "d.csv"), str(folder / "sub" / "d.csv")]
+
+
+def test_two_spellings_of_one_option_value_are_refused_as_one_run():
+    """plce reads interactions = true as "linear" (its canonical_options): an axis holding both was two cells, one
+    run; refused like the data spellings, naming the value both stand for."""
+    data = {"sweep": {"seeds": 2}, "defaults": {"device": "cpu"},
+            "models": [{"name": "plce", "grid": {"options": {"interactions": [True, "linear"]}}}]}
+    with pytest.raises(PyrozooError, match=re.escape(
+            "models[0].grid.options.interactions: the values True and 'linear' are one run (both are "
+            "interactions = 'linear' to plce), so the grid would repeat one run under two names")):
+        parse_spec(data)
+    data["models"][0]["grid"]["options"]["interactions"] = [True, "none"]
+    assert len(parse_spec(data)) == 4
+
+
+@pytest.mark.parametrize("table", ["grid", "models__0__grid"])
+@pytest.mark.parametrize("values", [[True, False], [True]])
+def test_progress_is_refused_as_a_grid_axis(table, values):
+    """QA: progress = [true, false] gave two identical runs per seed, which the report (blind to progress) grouped
+    together as 2 seeds with SE 0; with one value it named the run directories after a progress bar. Refused up
+    front, naming the key; a single progress value is fine."""
+    grid = dict(VALID["grid"] if table == "grid" else VALID["models"][0]["grid"])
+    key = "grid" if table == "grid" else "models[0].grid"
+    with pytest.raises(PyrozooError, match=re.escape(
+            f"{key}.progress: progress does not change a run (it only shows a progress bar), so it cannot be a "
+            f"grid axis: its cells would repeat one run under several names; set progress as a single value")):
+        parse_spec(_with(**{table: {**grid, "progress": values}}))
+    spec = parse_spec(_with(defaults__progress=True))
+    assert len(spec) == 24 and all(c.config["progress"] is True and "progress" not in c.key for c in spec.cells)
