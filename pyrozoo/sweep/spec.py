@@ -107,8 +107,9 @@ def _check_axis(where: str, values: Any) -> list[Any]:
     for v in values:
         if not isinstance(v, _SCALAR):
             raise PyrozooError(f"{where}: expected numbers, strings or booleans, got {v!r}")
-    # by value, as the runs would see them: 1 and 1.0 are one setting (bools stay apart from 0 and 1)
-    same = {(type(v) is bool, v if isinstance(v, (bool, str)) else float(v)) for v in values}
+    # by value, as the runs would see them: 1 and 1.0 are one setting (bools stay apart from 0 and 1); Python
+    # compares an int and a float exactly (2**53 + 1 is neither 2**53 nor 2.0**53), so large integers stay apart
+    same = {(type(v) is bool, v) for v in values}
     if len(same) != len(values):
         raise PyrozooError(f"{where}: values repeat in {values!r}")
     key = where.rsplit(".", 1)[-1]

@@ -593,3 +593,23 @@ def test_progress_is_refused_as_a_grid_axis(table, values):
         parse_spec(_with(**{table: {**grid, "progress": values}}))
     spec = parse_spec(_with(defaults__progress=True))
     assert len(spec) == 24 and all(c.config["progress"] is True and "progress" not in c.key for c in spec.cells)
+
+
+def test_integer_axis_values_above_2_53_are_not_repeats():
+    """QA: n = [2**53 + 1, 2**53] was refused as 'values repeat', as both were compared as floats (2**53 + 1 has no
+    float of its own). Integers are now compared exactly; an integer and a float that are one value are still one
+    (1 and 1.0), and a float option's 2**53 + 1 and 2.0**53, one value once the option makes them floats, are refused
+    as one run."""
+    big = 2**53
+    data = {"sweep": {"seeds": 1}, "defaults": {"device": "cpu"},
+            "models": [{"name": "normal-gamma", "grid": {"options": {"n": [big + 1, big]}}}]}
+    assert [c.config["options"]["n"] for c in parse_spec(data).cells] == [big + 1, big]
+    for values in ([big, float(big)], [1, 1.0]):
+        data["models"][0]["grid"]["options"]["n"] = values
+        with pytest.raises(PyrozooError, match=re.escape(f"models[0].grid.options.n: values repeat in {values!r}")):
+            parse_spec(data)
+    data["models"][0]["grid"] = {"options": {"mu_true": [big + 1, float(big)]}}
+    with pytest.raises(PyrozooError, match=re.escape(
+            f"models[0].grid.options.mu_true: the values {big + 1} and {float(big)!r} are one run (both are "
+            f"mu_true = {float(big)!r} to normal-gamma)")):
+        parse_spec(data)
