@@ -44,8 +44,8 @@ from pyrozoo.config import parse_toml_bytes
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import dead_link, missing_run_files
 from pyrozoo.registry import SETTINGS
-from pyrozoo.sweep.runner import FAILED_SUFFIX, MANIFEST
-from pyrozoo.sweep.spec import canonical_config
+from pyrozoo.sweep.runner import FAILED_SUFFIX
+from pyrozoo.sweep.spec import MANIFEST, REPORT_DIR, canonical_config
 from pyrozoo.validation import expand_home
 
 ID_COLUMNS = ("run", "status", "label", "model", "inference", "dataset", "seed")
@@ -781,7 +781,7 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
             holder = Path(root).absolute().parent
             raise PyrozooError(f"out: {root} is itself a run directory and the report would be written inside it; "
                                f"pass --out DIR, or report the directory that holds it ({holder})")
-        out = Path(root) / "report"
+        out = Path(root) / REPORT_DIR
     out = expand_home("out", out, what="a directory path")
     try:
         out.resolve()

@@ -43,11 +43,9 @@ from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.rundir import host_id as _host_id
 from pyrozoo.inference.rundir import missing_run_files, replaced_atomically, stale_temp_siblings
 from pyrozoo.inference.rundir import pid_alive as _pid_alive
-from pyrozoo.sweep.spec import NOT_RUN_SETTINGS, Cell, SweepSpec, canonical_config, key_axis_names
+from pyrozoo.sweep.spec import LOCK, MANIFEST, NOT_RUN_SETTINGS, Cell, SweepSpec, canonical_config, key_axis_names
 
 FAILED_SUFFIX = ".failed"
-MANIFEST = "sweep.json"
-LOCK = ".sweep.lock"
 # settings that do not change a run's result: a completed run is reused even if they differ
 IGNORED_ON_RESUME = NOT_RUN_SETTINGS
 

@@ -60,6 +60,14 @@ MODEL_KEYS = ("name", "label", "options", "grid", *CONFIG_FIELDS)
 MAX_CELLS = 100_000
 _SCALAR = (str, int, float, bool)
 
+# what a sweep's output root holds besides its labels' folders (LABEL/...): the list of its cells, its lock (hidden,
+# as a label's folder never is: _slug drops leading dots) and the folder `pyrozoo report` writes into by default
+MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
+REPORT_DIR = "report"
+ROOT_NAMES = {MANIFEST: "its list of cells", LOCK: "its lock",
+              REPORT_DIR: "the folder `pyrozoo report` writes the sweep's report into by default"}
+
 # settings that do not change a run's result (``progress`` draws a progress bar): a completed run is reused even if
 # they differ, a report does not group by them, and a sweep refuses them as grid axes
 NOT_RUN_SETTINGS = ("progress",)
@@ -426,6 +434,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
             raise PyrozooError(f"{where}.label: expected a non-empty string, got {label!r}")
         if label in labels:
             raise PyrozooError(f"{where}: label {label!r} is used twice; give each [[models]] block its own label")
+        # case-blind, as a folder name is on macOS's and Windows' file systems
+        taken = next((n for n in ROOT_NAMES if n.casefold() == _slug(label).casefold()), None)
+        if taken is not None:
+            raise PyrozooError(f"{where}.label: expected a label other than {taken!r}, got {label!r}: its run "
+                               f"directories would go into OUT/{_slug(label)}, where the sweep's output root keeps "
+                               f"{ROOT_NAMES[taken]} ({taken}); choose another label")
         labels.add(label)
         options = {**default_options, **_table(f"{where}.options", block.pop("options", {}))}
         model_grid = dict(_table(f"{where}.grid", block.pop("grid", {})))

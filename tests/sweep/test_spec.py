@@ -613,3 +613,33 @@ def test_integer_axis_values_above_2_53_are_not_repeats():
             f"models[0].grid.options.mu_true: the values {big + 1} and {float(big)!r} are one run (both are "
             f"mu_true = {float(big)!r} to normal-gamma)")):
         parse_spec(data)
+
+
+@pytest.mark.parametrize(("label", "taken", "what"), [
+    ("sweep.json", "sweep.json", "its list of cells"),
+    ("report", "report", "the folder `pyrozoo report` writes the sweep's report into by default"),
+    ("Report", "report", "the folder `pyrozoo report` writes the sweep's report into by default"),
+])
+def test_a_label_naming_an_entry_of_the_output_root_is_refused(write_spec, tmp_path, capsys, label, taken, what):
+    """QA: label = "sweep.json" passed --dry-run, then the real run wrote sweep.json and failed with 'cannot create
+    OUT/sweep.json/gibbs_seed0.failed: File exists'; label = "report" mixed the cells with the report command's
+    default output folder. Such labels are refused at parse time (case-blind, as on macOS), naming the key, and
+    nothing is created."""
+    path = write_spec(f'[sweep]\nseeds = 1\nout = "{tmp_path / "out"}"\n[defaults]\ndevice = "cpu"\n'
+                      f'[[models]]\nname = "normal-gamma"\nlabel = "{label}"\n')
+    expected = (f"{path}: models[0].label: expected a label other than {taken!r}, got {label!r}: its run "
+                f"directories would go into OUT/{label}, where the sweep's output root keeps {what} ({taken}); "
+                f"choose another label")
+    with pytest.raises(PyrozooError) as info:
+        load_spec(path)
+    assert str(info.value) == expected
+    for args in (["--dry-run"], []):
+        assert main(["sweep", str(path), *args]) == 2
+        assert capsys.readouterr().err == f"pyrozoo: error: {expected}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_cannot_name_the_hidden_lock():
+    """The root's lock, .sweep.lock, is hidden; a label's folder never is (leading dots are dropped)."""
+    spec = parse_spec({"sweep": {"seeds": 1}, "models": [{"name": "normal-gamma", "label": ".sweep.lock"}]})
+    assert [c.key for c in spec.cells] == ["sweep.lock/gibbs_seed0"]
