@@ -51,11 +51,13 @@ from pyrozoo.validation import (
     check_normal_draws,
     check_positive,
     check_seed,
+    check_unique,
     check_xy,
     real_array,
 )
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
+INTERCEPT = "intercept"  # the label of the design's leading column of ones (shipped data, --data, simulated)
 NOISE_PRIOR = ("a0", "b0")  # the Gamma(a0, b0) prior on tau: unused when noise > 0 fixes tau = 1 / noise^2
 
 
@@ -230,9 +232,22 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
     check_prior(**prior)
     check_noise_prior(given)
     x, y = check_xy(x, y, x_name="x", y_name="y", dtype=dtype, detach=True)
+    check_feature_labels((meta or {}).get("features"), x.shape[1])
     dev = resolve_device(device)
     inputs = {"x": x.to(dev), **{k: float(v) for k, v in prior.items()}}
     return Dataset(name, inputs=inputs, observed={"y": y.to(dev)}, truth=dict(truth or {}), meta=dict(meta or {}))
+
+
+def check_feature_labels(labels: Any, d: int) -> None:
+    """Raise unless ``labels`` (``meta["features"]``, the result's ``feature`` coordinate; ``None``: unlabelled) names
+    the ``d`` design columns once each: a repeated label gave the saved InferenceData a ``feature`` axis that
+    az.summary and ``pyrozoo diagnose`` failed on (pandas "setting an array element with a sequence")."""
+    if labels is None:
+        return
+    labels = list(labels)
+    if len(labels) != d:
+        raise PyrozooError(f"meta: expected {d} feature labels (one per column of x), got {len(labels)}: {labels!r}")
+    check_unique("meta", labels, what="feature label", quote=True)
 
 
 def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5, device: Any = "cpu",
@@ -252,7 +267,7 @@ def simulate_blr(seed: int, *, n: int = 200, d: int = 5, noise_true: float = 0.5
     w = torch.randn(d + 1, generator=gen, dtype=torch.float64)
     y = x @ w + noise_true * torch.randn(n, generator=gen, dtype=torch.float64)
     truth = {"w": w.numpy(), "tau": 1.0 / (noise_true * noise_true)}
-    meta = {"features": ["intercept", *(f"x{j + 1}" for j in range(d))]}
+    meta = {"features": [INTERCEPT, *(f"x{j + 1}" for j in range(d))]}
     return make_dataset(x, y, name="blr-sim", device=device, truth=truth, meta=meta, **prior)
 
 
@@ -282,7 +297,7 @@ def _standardized_dataset(name: str, x: np.ndarray, y: np.ndarray, feats: list[s
     stored log-likelihood is log N(y | m + s x^T w, noise^2), whatever the scaling."""
     xm, xs = x.mean(0), x.std(0)
     ym, ys = y.mean(), y.std()
-    meta = {"features": ["intercept", *feats], "y_mean": float(ym), "y_scale": float(ys),
+    meta = {"features": [INTERCEPT, *feats], "y_mean": float(ym), "y_scale": float(ys),
             "response_shift": float(ym), "response_scale": float(ys)}
     given = {k: v for k, v in prior.items() if v is not None}
     if "noise" in given:  # a known noise sd is given in y's own units: the model sees y / s, so its sd is noise / s
@@ -305,9 +320,14 @@ def blr_from_file(path: str, seed: int, *, outcome: str = "", features: str = ""
                   **options: Any) -> Dataset:
     """A user's CSV (``--data``): y is column ``outcome``, the inputs the ``features`` (default every other column,
     all numeric; read by :func:`~pyrozoo.data.regression_file.read_regression_file`), standardized with an
-    intercept as for boston and concrete."""
+    intercept as for boston and concrete. A feature column named ``intercept`` is refused: it would repeat the
+    added intercept's label on the ``feature`` axis."""
     check_seed("seed", seed)  # not used (no random draws), but a seed out of range is refused as everywhere
     x, y = read_regression_file(path, outcome=outcome, features=features)
+    if INTERCEPT in x.columns:  # before any work: w's feature axis would label two entries alike
+        raise PyrozooError(f"features: column {INTERCEPT!r} of data {path} clashes with the intercept column blr adds "
+                           f"to the design (both would be labelled {INTERCEPT!r} on w's feature axis); rename that "
+                           f"column, or leave it out with -o features=...")
     return _standardized_dataset(Path(path).stem, x.to_numpy(), y, list(x.columns), device,
                                  {k: options[k] for k in PRIOR_DEFAULTS if k in options})
 

@@ -563,3 +563,38 @@ def test_a_known_noise_is_read_in_the_responses_own_units_on_standardized_data(t
 
     assert main(["list", "blr"]) == 0
     assert "known noise sd in y's own units" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("features", [None, "z,intercept"])
+def test_a_data_column_named_intercept_is_refused_before_any_work(tmp_path, capsys, features):
+    """QA: a --data column named 'intercept' ran, saved idata.nc with feature coords ['intercept', 'intercept', 'z'],
+    then az.summary (and pyrozoo diagnose) failed on the repeated label, leaving a half-written folder; it is now
+    refused naming the column before anything is written. A file without it still runs."""
+    import pandas as pd
+
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "icpt.csv"
+    pd.DataFrame({"y": rng.normal(size=20), "intercept": rng.normal(size=20), "z": rng.normal(size=20)}).to_csv(
+        path, index=False)
+    out = tmp_path / "x"
+    opts = ["-o", f"features={features}"] if features else []
+    assert main(["run", "blr", "--data", str(path), "-o", "outcome=y", *opts, "--num-chains", "2", "--num-samples",
+                 "20", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "features: column 'intercept' of data" in err and "clashes with the intercept column" in err
+    assert not out.exists()
+    assert main(["run", "blr", "--data", str(path), "-o", "outcome=y", "-o", "features=z", "--num-chains", "2",
+                 "--num-samples", "20", "--out", str(out), "--no-progress"]) == 0
+
+
+def test_make_dataset_refuses_feature_labels_that_repeat_or_miscount():
+    """The result's feature coordinate comes from meta["features"]: a repeated label (or one per column too few) is
+    refused when the dataset is made, not after the fit when ArviZ reads the saved axis."""
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    with pytest.raises(PyrozooError, match=r"^meta: 'intercept' given more than once"):
+        make_dataset(x, y, meta={"features": ["intercept", "intercept", "z"]})
+    with pytest.raises(PyrozooError, match=r"^meta: expected 3 feature labels"):
+        make_dataset(x, y, meta={"features": ["intercept", "z"]})
+    assert make_dataset(x, y, meta={"features": ["intercept", "a", "z"]}).meta["features"] == ["intercept", "a", "z"]
