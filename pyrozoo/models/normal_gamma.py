@@ -217,15 +217,25 @@ def _log_joint(state: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> to
 GIBBS_KERNEL = GibbsKernel(init=_init, conditionals={"mu": _draw_mu, "beta": _draw_beta}, log_joint=_log_joint)
 
 
+QUAD_MIN_STEPS = 4.0  # grid steps per posterior sd each axis must span, else the grid zooms in on that axis
+QUAD_MAX_WIDENINGS = 4  # doublings of the grid's width (and size) before a border-heavy grid is an error
+QUAD_MAX_ROUNDS = 16  # grid evaluations in all (widenings, zooms, refinements)
+
+
 def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 10.0, a: float = 1.0,
                                  b: float = 1.0, grid: int = 1201, width: float = 12.0) -> dict[str, tuple]:
     """Exact posterior mean and sd of mu and beta by 2-D quadrature over (mu, log beta).
 
-    The grid is centred on the mean-field optimum (:func:`cavi_fixed_point`: the data's moments unless the prior
-    dominates, as for data on a scale far beyond ``mu_scale``) and spans ``width`` approximate posterior sds each
-    way; it is widened
-    (up to 4 doublings) until at most 1e-12 of the mass sits on its border, else the function raises. ``x``: at least
-    one finite value (sum of squares finite in float64); the prior as in :func:`check_prior`; all checked first.
+    Each axis is centred on the mean-field optimum (:func:`cavi_fixed_point`: the data's moments unless the prior
+    dominates, as for data on a scale far beyond ``mu_scale``) and spans ``width`` units of 1.5 approximate posterior
+    sds each way: q(mu)'s sd for mu, and for log beta the sd of log of q(beta) = Gamma(alpha, rate), alpha = a + n/2,
+    sqrt(trigamma(alpha)) ~ 1 / sqrt(a + n/2) (the data alone, sqrt(2/n), put all the mass of a strong beta prior,
+    a = b = 1e6, on one row: beta's sd came out 15x too small). Then, until both hold: the grid is widened (up to 4
+    doublings) while more than 1e-12 of the mass sits on its border; an axis whose posterior sd spans fewer than 4
+    grid steps is zoomed in on (re-centred at its mean, its span scaled to its measured sd), after the grid is made
+    finer where even the sd it was sized for would span fewer (a small ``grid``); otherwise the function raises.
+    ``x``: at least one finite value (sum of squares finite in float64); the prior as in :func:`check_prior`; all
+    checked first.
     """
     x = check_observations(x, min_n=1).cpu().numpy()  # a host-side computation; x may be on CUDA
     check_prior(mu0, mu_scale, a, b)
@@ -234,11 +244,15 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     n, xbar = x.size, x.mean()
     ss = ((x - xbar) ** 2).sum()
     q = _cavi(n, xbar, ss, mu0=mu0, mu_scale=mu_scale, a=a, b=b, iters=200)  # > 0 even for constant data (ss = 0)
-    mu_sd, logb_sd = q["mu_scale"], math.sqrt(2.0 / n)
-    for _ in range(5):
-        mu = q["mu_loc"] + np.linspace(-width, width, grid) * mu_sd * 1.5
-        logb = math.log(q["beta_conc"] / q["beta_rate"]) + np.linspace(-width, width, grid) * logb_sd * 1.5
-        M, LB = np.meshgrid(mu, logb, indexing="ij")
+    alpha = q["beta_conc"]
+    logb_sd = math.sqrt(float(torch.special.polygamma(1, torch.tensor(alpha, dtype=torch.float64))))
+    # per axis (mu, log beta): the grid's centre and its unit (1.5 approximate posterior sds)
+    centre = [q["mu_loc"], math.log(alpha) - math.log(q["beta_rate"])]
+    unit = [1.5 * q["mu_scale"], 1.5 * logb_sd]
+    widenings = 0
+    for _ in range(QUAD_MAX_ROUNDS):
+        u = np.linspace(-width, width, grid)
+        M, LB = np.meshgrid(centre[0] + u * unit[0], centre[1] + u * unit[1], indexing="ij")
         B = np.exp(LB)  # may underflow to 0 for data of huge scale: log beta is taken from LB, never log(B)
         # log prior + log likelihood + log|d beta / d log beta|
         lp = (-0.5 * ((M - mu0) / mu_scale) ** 2 + (a - 1) * LB - b * B
@@ -250,11 +264,32 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
         w = np.exp(lp - top)
         w /= w.sum()
         border = w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
-        if border <= 1e-12:
+        if border > 1e-12:
+            if widenings == QUAD_MAX_WIDENINGS:
+                raise PyrozooError(f"quadrature: {border:.2e} of the mass lies on the grid border; widen the grid")
+            widenings += 1
+            width, grid = 2 * width, 2 * grid - 1
+            continue
+        # each axis's marginal mean and sd in grid units (u), against the step 2 width / (grid - 1)
+        step = 2 * width / (grid - 1)
+        coarse = []
+        for axis, marginal in enumerate((w.sum(1), w.sum(0))):
+            m_u = float((marginal * u).sum())
+            sd_u = math.sqrt(max(float((marginal * (u - m_u) ** 2).sum()), 0.0))
+            if sd_u < QUAD_MIN_STEPS * step:
+                coarse.append((axis, m_u, sd_u))
+        if not coarse:
             break
-        width, grid = 2 * width, 2 * grid - 1
+        if 1 / 1.5 < QUAD_MIN_STEPS * step:  # even the sd the axes were sized for spans too few steps: refine
+            grid = 2 * grid - 1
+            continue
+        for axis, m_u, sd_u in coarse:  # the mass on a few rows: zoom in on the axis, its sd (or a step) -> 1/1.5
+            centre[axis] += m_u * unit[axis]
+            unit[axis] *= 1.5 * max(sd_u, step)
     else:
-        raise PyrozooError(f"quadrature: {border:.2e} of the mass lies on the grid border; widen the grid")
+        raise PyrozooError(f"quadrature: could not resolve the posterior on a {grid} x {grid} grid within "
+                           f"{QUAD_MAX_ROUNDS} rounds (its mass sits on a few rows, or on the border); pass a "
+                           f"larger grid")
     out = {}
     for name, val in (("mu", M), ("beta", B)):
         mean = float((w * val).sum())

@@ -566,3 +566,75 @@ def test_half_precision_dtype_is_refused_up_front(half):
     for call in (lambda: make_dataset(x, dtype=half), lambda: check_observations(x, dtype=half)):
         with pytest.raises(PyrozooError, match=rf"dtype: expected .*torch.float32 or torch.float64, got {half}"):
             call()
+
+
+def _one_d_reference(x: np.ndarray, *, mu0: float, mu_scale: float, a: float, b: float) -> dict[str, tuple]:
+    """The exact posterior moments by a fine 1-D quadrature over mu alone, beta integrated out in closed form:
+    p(mu | x) ~ N(mu; mu0, s0^2) rate(mu)^-alpha, beta | mu, x ~ Gamma(alpha, rate(mu)), alpha = a + n/2,
+    rate(mu) = b + (ss + n (xbar - mu)^2) / 2; Var(beta) = E[alpha / rate^2] + Var(alpha / rate)."""
+    n, xbar = x.size, x.mean()
+    ss = ((x - xbar) ** 2).sum()
+    alpha = a + n / 2
+    q = cavi_fixed_point(x, mu0=mu0, mu_scale=mu_scale, a=a, b=b)
+    mu = q["mu_loc"] + np.linspace(-60, 60, 400_001) * q["mu_scale"]
+    rate = b + 0.5 * (ss + n * (xbar - mu) ** 2)
+    lp = -0.5 * ((mu - mu0) / mu_scale) ** 2 - alpha * np.log(rate)
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    m = (w * mu).sum()
+    e_beta = alpha / rate
+    beta_mean = (w * e_beta).sum()
+    beta_var = (w * alpha / rate**2).sum() + (w * (e_beta - beta_mean) ** 2).sum()
+    return {"mu": (m, np.sqrt((w * (mu - m) ** 2).sum())), "beta": (beta_mean, np.sqrt(beta_var))}
+
+
+@pytest.mark.parametrize("ab", [1.0, 1e3, 3e5, 1e6, 1e8])
+def test_quadrature_resolves_a_strong_beta_prior(ab):
+    """QA: the log-beta grid was sized by the data alone (sd sqrt(2/n)); a = b = 1e6 gave beta's exact sd 6.7e-5
+    (true 1.0e-3), 1e8 gave 1.1e-16, as the posterior of log beta (sd ~ 1/sqrt(a + n/2)) fell on one row. It is sized
+    from q(beta) now; checked against a 1-D quadrature with beta integrated out in closed form."""
+    x = 1.0 + 2.0 * np.random.default_rng(0).standard_normal(100)
+    prior = {"mu0": 0.0, "mu_scale": 10.0, "a": ab, "b": ab}
+    got, ref = posterior_moments_quadrature(x, **prior), _one_d_reference(x, **prior)
+    for name in ("mu", "beta"):
+        assert got[name][0] == pytest.approx(ref[name][0], abs=1e-6 * ref[name][1])
+        assert got[name][1] == pytest.approx(ref[name][1], rel=1e-6)
+
+
+def test_quadrature_beta_marginal_is_the_gamma_closed_form_with_mu_pinned():
+    """With mu_scale tiny, mu ~ mu0 and beta | x ~ Gamma(a + n/2, b + (ss + n (xbar - mu0)^2) / 2) exactly enough."""
+    x = 1.0 + 2.0 * np.random.default_rng(1).standard_normal(50)
+    n, xbar = x.size, x.mean()
+    for ab in (1.0, 1e3, 1e6, 1e8):
+        alpha, rate = ab + n / 2, ab + 0.5 * (((x - xbar) ** 2).sum() + n * (xbar - 1.0) ** 2)
+        got = posterior_moments_quadrature(x, mu0=1.0, mu_scale=1e-9, a=ab, b=ab)
+        assert got["beta"][0] == pytest.approx(alpha / rate, rel=1e-8)
+        assert got["beta"][1] == pytest.approx(np.sqrt(alpha) / rate, rel=1e-6)
+        assert got["mu"][0] == pytest.approx(1.0, abs=1e-8) and got["mu"][1] == pytest.approx(1e-9, rel=1e-6)
+
+
+@pytest.mark.parametrize("factor", [1e-6, 1e-2])
+def test_quadrature_zooms_in_on_a_grid_that_puts_the_mass_on_a_few_rows(monkeypatch, factor):
+    """The grid's axes are sized from the mean-field q; sized far too wide (q's sds 1e2 or 1e6 too large, as the
+    data-only log-beta width was for a strong prior), the mass lands on a few rows: the grid zooms in, not reports
+    it. A tiny ``grid`` is refined the same way."""
+    from pyrozoo.models import normal_gamma
+
+    x = 1.0 + 2.0 * np.random.default_rng(0).standard_normal(100)
+    prior = {"mu0": 0.0, "mu_scale": 10.0, "a": 1e6, "b": 1e6}
+    ref = _one_d_reference(x, **prior)
+    for grid in (3, 21):
+        got = posterior_moments_quadrature(x, grid=grid, **prior)
+        assert got["beta"][1] == pytest.approx(ref["beta"][1], rel=1e-6)
+    cavi = normal_gamma._cavi
+
+    def too_wide(*args, **kwargs):
+        q = cavi(*args, **kwargs)
+        return {**q, "mu_scale": q["mu_scale"] / factor, "beta_conc": q["beta_conc"] * factor,
+                "beta_rate": q["beta_rate"] * factor}  # same mode, log beta's sd 1/sqrt(factor) larger
+
+    monkeypatch.setattr(normal_gamma, "_cavi", too_wide)
+    got = posterior_moments_quadrature(x, **prior)
+    for name in ("mu", "beta"):
+        assert got[name][0] == pytest.approx(ref[name][0], abs=1e-6 * ref[name][1])
+        assert got[name][1] == pytest.approx(ref[name][1], rel=1e-6)
