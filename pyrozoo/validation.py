@@ -481,6 +481,46 @@ def check_positive(name: str, value: Any, *, scalar: bool = False) -> None:
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 
+def usable_range(dtype: torch.dtype = torch.float64) -> tuple[float, float]:
+    """The magnitudes ``(low, high)`` a prior hyperparameter may take in ``dtype``: 1e-150 to 1e150 in float64, 1e-15
+    to 1e15 in float32 (10^k with k four decades inside sqrt of the dtype's largest number), so that its square, its
+    inverse square and their products with the data's moments stay finite and nonzero (mu_scale=1e-160 made
+    mu_scale^-2 inf, a=1e308 an infinite lgamma(a), b=1e-320 an infinite prior draw of beta)."""
+    k = math.floor(math.log10(math.sqrt(torch.finfo(dtype).max))) - 4
+    return 10.0**-k, 10.0**k
+
+
+# a Gamma shape's log density a log(beta) is rounded by ~a * 1e-16 in float64, while its posterior's log-beta sd is
+# ~1/sqrt(a): past 1e12 no log-density method (NUTS, HMC, the quadrature reference) resolves it (the quadrature's sd
+# of beta was 3e-6 off at a = 1e12, 2e-4 at 1e14, 5% at 1e16 and 44x at 1e20)
+GAMMA_SHAPE_MAX = 1e12
+
+
+def check_prior_range(name: str, value: Any, *, dtype: torch.dtype = torch.float64, zero: bool = False,
+                      signed: bool = False, high: float | None = None) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` and the range unless it is one finite number whose
+    magnitude lies in :func:`usable_range` for ``dtype`` (``high``: a lower top, e.g. :data:`GAMMA_SHAPE_MAX`);
+    ``zero``: 0 is allowed too (e.g. noise 0 = unknown); ``signed``: a location, any sign, magnitude at most the
+    range's top (0 included)."""
+    low, top = usable_range(dtype)
+    high = top if high is None else min(high, top)
+    where = "" if dtype == torch.float64 else f" in {str(dtype).removeprefix('torch.')}"
+
+    def fmt(v: float) -> str:
+        return f"{v:g}".replace("e+", "e")
+
+    if signed:
+        want = f"a finite number with |{name}| <= {fmt(high)}{where}"
+    else:
+        want = f"a number between {fmt(low)} and {fmt(high)}{where}" + (" (or 0)" if zero else "")
+    arr = real_array(name, value, want=want)
+    v = float(arr) if arr.ndim == 0 else math.nan
+    ok = (abs(v) <= high) if signed else ((low <= v <= high) or (zero and v == 0))
+    if not ok:  # nan fails both comparisons
+        raise PyrozooError(f"{name}: expected {want}, got {value!r}")
+    return v
+
+
 def check_real(name: str, value: Any) -> float:
     """Return ``value`` as a float, or raise unless it is one finite real number (a NumPy scalar or a 0-d tensor
     counts; a list, a string such as ``"1.0"``, a bool or NaN does not)."""

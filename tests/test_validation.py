@@ -790,3 +790,22 @@ def test_float_dtype_refuses_half_precision():
         with pytest.raises(PyrozooError, match=r"dtype: expected .*float32 or torch.float64, got torch\.b?float16"):
             check_float_dtype("dtype", bad)
     assert as_tensor("x", [0.5], dtype=torch.float16).dtype == torch.float16
+
+
+def test_prior_range_names_the_option_and_follows_the_dtype():
+    """check_prior_range: magnitudes 1e-150 to 1e150 in float64 (1e-15 to 1e15 in float32), so that a square and an
+    inverse square stay finite and nonzero; ``zero`` admits 0, ``signed`` any sign, ``high`` a lower top."""
+    from pyrozoo.validation import check_prior_range, usable_range
+
+    assert usable_range() == (1e-150, 1e150) and usable_range(torch.float32) == (1e-15, 1e15)
+    assert check_prior_range("s", 1e150) == 1e150 and check_prior_range("s", 1e-150) == 1e-150
+    assert check_prior_range("noise", 0.0, zero=True) == 0.0 and check_prior_range("m", -1e150, signed=True) == -1e150
+    for value in (1e151, 1e-151, 0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(PyrozooError, match=r"^s: expected a number between 1e-150 and 1e150, got "):
+            check_prior_range("s", value)
+    with pytest.raises(PyrozooError, match=r"^s: expected a number between 1e-15 and 1e15 in float32, got 1e\+16$"):
+        check_prior_range("s", 1e16, dtype=torch.float32)
+    with pytest.raises(PyrozooError, match=r"^a: expected a number between 1e-150 and 1e12, got "):
+        check_prior_range("a", 1e13, high=1e12)
+    with pytest.raises(PyrozooError, match=r"^m: expected a finite number with \|m\| <= 1e150, got "):
+        check_prior_range("m", float("-inf"), signed=True)

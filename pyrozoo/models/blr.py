@@ -44,20 +44,24 @@ from pyrozoo.inference.from_config import mcmc_from_config
 from pyrozoo.inference.result import Result
 from pyrozoo.registry import MCMC_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
+    GAMMA_SHAPE_MAX,
     RANDN_BOUND,
     check_float_dtype,
     check_int,
     check_keys,
     check_normal_draws,
     check_positive,
+    check_prior_range,
     check_seed,
     check_unique,
     check_xy,
     real_array,
+    usable_range,
 )
 
 PRIOR_DEFAULTS: dict[str, float] = {"prior_scale": 1.0, "a0": 2.0, "b0": 1.0, "noise": 0.0}
 INTERCEPT = "intercept"  # the label of the design's leading column of ones (shipped data, --data, simulated)
+PRIOR_RANGE = usable_range()  # (1e-150, 1e150): the float64 magnitudes check_prior accepts (a0 at most 1e12)
 NOISE_PRIOR = ("a0", "b0")  # the Gamma(a0, b0) prior on tau: unused when noise > 0 fixes tau = 1 / noise^2
 
 
@@ -88,9 +92,10 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
     The prior is checked first (:func:`check_prior`: a negative ``noise`` is an error, not the unknown-noise model),
     by plain comparisons on the host for Python and NumPy numbers (this runs at every step); a tensor passes
     unchecked (reading a CUDA value would sync), though ``noise``'s value still picks the model's branch."""
-    if not all(isinstance(v, torch.Tensor) or (_host_number(v) and math.isfinite(v)
-                                               and (v >= 0 if k == "noise" else v > 0))
-               for k, v in (("prior_scale", prior_scale), ("a0", a0), ("b0", b0), ("noise", noise))):
+    if not all(isinstance(v, torch.Tensor) or (_host_number(v) and ((k == "noise" and v == 0)
+                                                                    or PRIOR_RANGE[0] <= v <= top))
+               for k, v, top in (("prior_scale", prior_scale, PRIOR_RANGE[1]), ("a0", a0, GAMMA_SHAPE_MAX),
+                                 ("b0", b0, PRIOR_RANGE[1]), ("noise", noise, PRIOR_RANGE[1]))):
         check_prior(prior_scale, a0, b0, noise)  # the slow path: raises naming the argument
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -98,7 +103,7 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
     opts = {"dtype": x.dtype, "device": x.device}
     n, d = x.shape
     if noise > 0:
-        tau = torch.tensor(float(noise) ** -2, **opts)
+        tau = torch.tensor(1.0 / float(noise) / float(noise), **opts)
     else:
         tau = pyro.sample("tau", dist.Gamma(torch.as_tensor(a0, **opts), torch.as_tensor(b0, **opts)))
     with pyro.plate("feature", d):
@@ -107,8 +112,12 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
         return pyro.sample("y", dist.Normal((w.unsqueeze(-2) * x).sum(-1), tau.rsqrt()), obs=y)
 
 
-def check_prior(prior_scale: float, a0: float, b0: float, noise: float) -> None:
-    """Raise unless ``prior_scale``, ``a0``, ``b0`` are > 0 and ``noise`` >= 0 (0: unknown noise)."""
+def check_prior(prior_scale: float, a0: float, b0: float, noise: float, *,
+                dtype: torch.dtype = torch.float64) -> None:
+    """Raise unless ``prior_scale``, ``a0``, ``b0`` are > 0 and ``noise`` >= 0 (0: unknown noise), each (``noise``
+    unless 0) within :func:`~pyrozoo.validation.usable_range` for ``dtype`` (1e-150 to 1e150 in float64; the shape
+    ``a0`` at most :data:`~pyrozoo.validation.GAMMA_SHAPE_MAX`, 1e12): prior_scale=1e155 overflowed 1 / prior_scale^2
+    (after the whole NUTS fit), 1e-160 made the posterior precision's Cholesky fail."""
     check_positive("prior_scale", prior_scale)
     check_positive("a0", a0)
     check_positive("b0", b0)
@@ -116,6 +125,10 @@ def check_prior(prior_scale: float, a0: float, b0: float, noise: float) -> None:
     arr = real_array("noise", noise, want=want)  # a Python or NumPy number, or a 0-d tensor
     if arr.ndim != 0 or not math.isfinite(float(arr)) or float(arr) < 0:
         raise PyrozooError(f"noise: expected {want}, got {noise!r}")
+    check_prior_range("prior_scale", prior_scale, dtype=dtype)
+    check_prior_range("a0", a0, dtype=dtype, high=GAMMA_SHAPE_MAX)
+    check_prior_range("b0", b0, dtype=dtype)
+    check_prior_range("noise", noise, dtype=dtype, zero=True)
 
 
 def check_design(x: Any, y: Any, *, x_name: str = "x", y_name: str = "y") -> None:
@@ -203,7 +216,8 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
     check_design(x, y)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
     d = x64.shape[1]
-    lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) / prior_scale**2
+    prec0 = 1.0 / prior_scale / prior_scale  # not prior_scale**-2: a Python float power raises OverflowError
+    lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) * prec0
     chol = torch.linalg.cholesky(lam)
     cov_unit = torch.cholesky_inverse(chol)
     cov_unit = 0.5 * (cov_unit + cov_unit.T)
@@ -212,7 +226,7 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
         return BLRPosterior(mean, cov_unit, math.inf, math.inf, float(noise))
     # y'y - m' Lam m, written as the sum of two non-negative terms it equals: the difference of two ~|y|^2 numbers
     # lost every digit of a ~10 residual for responses offset by 1e8 (b 9 instead of 4.57)
-    resid = float((y64 - x64 @ mean).square().sum() + mean.square().sum() / prior_scale**2)
+    resid = float((y64 - x64 @ mean).square().sum() + mean.square().sum() * prec0)
     return BLRPosterior(mean, cov_unit, a0 + 0.5 * y64.shape[0], b0 + 0.5 * resid, 0.0)
 
 
@@ -229,7 +243,7 @@ def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", trut
     check_keys("prior", prior, PRIOR_DEFAULTS)
     given = {k: v for k, v in prior.items() if v is not None}
     prior = {**PRIOR_DEFAULTS, **given}
-    check_prior(**prior)
+    check_prior(**prior, dtype=dtype)
     check_noise_prior(given)
     x, y = check_xy(x, y, x_name="x", y_name="y", dtype=dtype, detach=True)
     check_feature_labels((meta or {}).get("features"), x.shape[1])

@@ -36,6 +36,7 @@ from pyrozoo.inference.gibbs import GibbsKernel
 from pyrozoo.inference.result import Result, draws_sd
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
+    GAMMA_SHAPE_MAX,
     as_tensor,
     check_finite,
     check_float_dtype,
@@ -43,6 +44,7 @@ from pyrozoo.validation import (
     check_keys,
     check_normal_draws,
     check_positive,
+    check_prior_range,
     check_real,
     check_seed,
     check_shape,
@@ -51,6 +53,7 @@ from pyrozoo.validation import (
 )
 
 PRIOR_DEFAULTS = {"mu0": 0.0, "mu_scale": 10.0, "a": 1.0, "b": 1.0}
+PRIOR_STEPS = 100  # mu_scale must span this many steps of the dtype at |mu0| (as coarse_columns asks of the data)
 
 
 def normal_gamma_model(
@@ -74,12 +77,26 @@ def normal_gamma_model(
         return pyro.sample("x", dist.Normal(mu, beta.rsqrt()), obs=x)
 
 
-def check_prior(mu0: float, mu_scale: float, a: float, b: float) -> None:
-    """Raise unless ``mu0`` is a finite number and ``mu_scale``, ``a``, ``b`` are > 0."""
+def check_prior(mu0: float, mu_scale: float, a: float, b: float, *, dtype: torch.dtype = torch.float64) -> None:
+    """Raise unless ``mu0`` is a finite number and ``mu_scale``, ``a``, ``b`` are > 0, all within the range
+    :func:`~pyrozoo.validation.usable_range` gives for ``dtype`` (1e-150 to 1e150, |mu0| <= 1e150, in float64),
+    the shape ``a`` at most :data:`~pyrozoo.validation.GAMMA_SHAPE_MAX` (1e12), and ``mu_scale`` at least
+    :data:`PRIOR_STEPS` steps of ``dtype`` at |mu0| (else mu's prior is a single float): mu_scale=1e-160 overflowed
+    mu_scale^-2 (a NaN Gibbs draw), a=1e308 made lgamma(a) inf, and b=1e-320 an inf prior draw of beta (an error
+    naming no option)."""
     check_real("mu0", mu0)
     check_positive("mu_scale", mu_scale, scalar=True)
     check_positive("a", a, scalar=True)
     check_positive("b", b, scalar=True)
+    check_prior_range("mu0", mu0, dtype=dtype, signed=True)
+    check_prior_range("mu_scale", mu_scale, dtype=dtype)
+    check_prior_range("a", a, dtype=dtype, high=GAMMA_SHAPE_MAX)
+    check_prior_range("b", b, dtype=dtype)
+    step = PRIOR_STEPS * torch.finfo(dtype).eps * abs(float(mu0))
+    if float(mu_scale) < step:  # mu0 + mu_scale rounds to mu0: mu's prior is one point of the dtype's grid
+        raise PyrozooError(f"mu_scale: expected at least {PRIOR_STEPS} steps of {str(dtype).removeprefix('torch.')} "
+                           f"at mu0={float(mu0):g} (>= {step:.3g}), got {float(mu_scale):g}; a prior sd that small "
+                           f"against its mean cannot be resolved (mu0=1e150 with mu_scale=10 failed in the quadrature)")
 
 
 def check_observations(x: Any, *, dtype: torch.dtype = torch.float64, min_n: int = 1) -> torch.Tensor:
@@ -115,7 +132,7 @@ def make_dataset(x: Any, *, name: str = "normal-gamma", device: Any = "cpu", tru
     check_keys("prior", prior, PRIOR_DEFAULTS)
     check_float_dtype("dtype", dtype)
     prior = {**PRIOR_DEFAULTS, **prior}
-    check_prior(**prior)
+    check_prior(**prior, dtype=dtype)
     x = check_observations(x, dtype=dtype)
     dev = resolve_device(device)
     inputs = {k: torch.tensor(float(v), dtype=dtype, device=dev) for k, v in prior.items()}

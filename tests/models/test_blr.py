@@ -598,3 +598,46 @@ def test_make_dataset_refuses_feature_labels_that_repeat_or_miscount():
     with pytest.raises(PyrozooError, match=r"^meta: expected 3 feature labels"):
         make_dataset(x, y, meta={"features": ["intercept", "z"]})
     assert make_dataset(x, y, meta={"features": ["intercept", "a", "z"]}).meta["features"] == ["intercept", "a", "z"]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("prior_scale", 1e155, r"^prior_scale: expected a number between 1e-150 and 1e150, got 1e\+155$"),
+    ("prior_scale", 1e-160, r"^prior_scale: expected a number between 1e-150 and 1e150, got 1e-160$"),
+    ("a0", 1e308, r"^a0: expected a number between 1e-150 and 1e12, got 1e\+308$"),
+    ("b0", 1e-320, r"^b0: expected a number between 1e-150 and 1e150, got 1e-320$"),
+    ("noise", 1e-160, r"^noise: expected a number between 1e-150 and 1e150 \(or 0\), got 1e-160$"),
+])
+@pytest.mark.parametrize("inference", ["exact", "nuts"])
+def test_extreme_priors_are_refused_by_name_before_any_work(tmp_path, capsys, option, value, message, inference):
+    """QA: prior_scale=1e155 raised a raw OverflowError at 1 / prior_scale**2 (with NUTS only after the whole fit,
+    in blr_metrics), 1e-160 a Cholesky failure; they and the other hyperparameters outside float64's usable range are
+    refused naming the option and the range before a folder is made (and by the model itself)."""
+    from pyrozoo.cli import main
+    from pyrozoo.models.blr import blr_model
+
+    x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    with pytest.raises(PyrozooError, match=message):
+        make_dataset(x, y, **{option: value})
+    with pytest.raises(PyrozooError, match=message):
+        blr_model(x, y, **{option: value})
+    out = tmp_path / "r"
+    assert main(["run", "blr", "--inference", inference, "-o", f"{option}={value!r}", "-o", "n=20", "--num-samples",
+                 "20", "--warmup-steps", "20", "--num-chains", "1", "--out", str(out), "--no-progress"]) == 2
+    assert f"{option}: expected a number between" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_ends_of_the_prior_scale_range_give_the_closed_form_without_overflow():
+    """blr_posterior computes 1 / prior_scale^2 without a Python float power (which raised OverflowError past
+    1e154); at the range's ends the posterior is finite and the exact fit's metrics too."""
+    entry = registry.get("blr")
+    for scale in (1e-150, 1e150):
+        ds = simulate_blr(0, n=30, d=2, prior_scale=scale)
+        result = entry.fit(ds, entry.check_config(RunConfig(model="blr", inference="exact", num_samples=200,
+                                                            num_chains=2, progress=False)))
+        metrics = entry.metrics(result, ds)
+        assert all(np.isfinite(v) for v in metrics.values()), (scale, metrics)
+        assert metrics["w_max_z_vs_exact"] < 0.5, (scale, metrics)
+    post = blr_posterior(torch.randn(5, 2, dtype=torch.float64), torch.randn(5, dtype=torch.float64),
+                         prior_scale=1e200)  # blr_posterior leaves the values to the caller: no OverflowError
+    assert torch.isfinite(post.mean).all()

@@ -638,3 +638,46 @@ def test_quadrature_zooms_in_on_a_grid_that_puts_the_mass_on_a_few_rows(monkeypa
     for name in ("mu", "beta"):
         assert got[name][0] == pytest.approx(ref[name][0], abs=1e-6 * ref[name][1])
         assert got[name][1] == pytest.approx(ref[name][1], rel=1e-6)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("mu_scale", 1e-160, r"^mu_scale: expected a number between 1e-150 and 1e150, got 1e-160$"),
+    ("mu_scale", 1e160, r"^mu_scale: expected a number between 1e-150 and 1e150, got 1e\+160$"),
+    ("a", 1e308, r"^a: expected a number between 1e-150 and 1e12, got 1e\+308$"),
+    ("a", 1e13, r"^a: expected a number between 1e-150 and 1e12, got 10000000000000.0$"),
+    ("b", 1e-320, r"^b: expected a number between 1e-150 and 1e150, got 1e-320$"),
+    ("mu0", 1e308, r"^mu0: expected a finite number with \|mu0\| <= 1e150, got 1e\+308$"),
+    ("mu0", 1e150, r"^mu_scale: expected at least 100 steps of float64 at mu0=1e\+150"),
+])
+def test_extreme_priors_are_refused_by_name_before_any_work(tmp_path, capsys, option, value, message):
+    """QA: mu_scale=1e-160 overflowed mu_scale^-2 (NaN Gibbs draws, a raw traceback), a=1e308 the same through
+    lgamma(a), b=1e-320 failed tracing the model naming no option ("Normal scale 0.0"), mu0=1e150 with mu_scale=10
+    (a prior one float wide) failed in the quadrature after the fit. Each is refused naming the option and the
+    range, before a folder is made; the range's ends still run."""
+    from pyrozoo.cli import main
+
+    with pytest.raises(PyrozooError, match=message):
+        make_dataset([1.0, 2.0, 3.0], **{option: value})
+    out = tmp_path / "r"
+    assert main(["run", "normal-gamma", "-o", f"{option}={value!r}", "--num-samples", "20", "--num-chains", "1",
+                 "--out", str(out), "--no-progress"]) == 2
+    assert f"{message.split(':')[0].lstrip('^')}: expected" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_ends_of_the_prior_range_still_fit():
+    x = 1.0 + 2.0 * np.random.default_rng(0).standard_normal(50)
+    entry = registry.get("normal-gamma")
+    for prior in ({"mu_scale": 1e-150}, {"mu_scale": 1e150}, {"a": 1e-150}, {"a": 1e12}, {"b": 1e-150},
+                  {"b": 1e150}):
+        ds = make_dataset(x, **prior)
+        metrics = entry.metrics(fit(ds, "gibbs", num_samples=200, warmup_steps=50, num_chains=2), ds)
+        assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float)), (prior, metrics)
+        assert abs(metrics["mu_z_vs_exact"]) < 0.5 and abs(metrics["beta_z_vs_exact"]) < 0.5, (prior, metrics)
+
+
+def test_the_prior_range_follows_the_dtype():
+    """In float32 the hyperparameters are stored in float32 too: the range is 1e-15 to 1e15 there."""
+    with pytest.raises(PyrozooError, match=r"^mu_scale: expected a number between 1e-15 and 1e15 in float32"):
+        make_dataset([1.0, 2.0], mu_scale=1e20, dtype=torch.float32)
+    make_dataset([1.0, 2.0], mu_scale=1e20)
