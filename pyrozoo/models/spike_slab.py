@@ -266,7 +266,8 @@ def check_spike_slab_options(config: RunConfig) -> None:
     a sweep): ``design`` one of :data:`DESIGNS` and ``em_variant`` one of :data:`EM_VARIANTS` (a misspelt variant
     was refused only by the simulator, so it failed each sweep cell instead of stopping the sweep); an option the
     chosen ``design`` does not read (:data:`DESIGN_OPTIONS`) is refused, as the entry refuses an option the inference
-    does not read; ``rho`` must suit the design; ``em_variant='hard'`` needs the conjugate prior (it failed only
+    does not read; ``rho`` must suit the design; ``nuts_max_tree_depth`` an integer >= 1 (with ``--data`` it was
+    refused only by run_mcmc, as "max_tree_depth"); ``em_variant='hard'`` needs the conjugate prior (it failed only
     once the data were simulated and the fit had started)."""
     opts = config.options
     design = opts.get("design", "equicorrelated")
@@ -281,6 +282,8 @@ def check_spike_slab_options(config: RunConfig) -> None:
                            f"signals 1.5, 2, 2.5)")
     if "rho" in opts:
         check_rho(design, opts["rho"])
+    if "nuts_max_tree_depth" in opts:  # here, under the name the user typed: run_mcmc calls it max_tree_depth
+        check_int("nuts_max_tree_depth", opts["nuts_max_tree_depth"], minimum=1)
     if opts.get("lam") is not None:  # its default is None (data-dependent), so the entry's type check skips it
         check_positive("lam", opts["lam"], scalar=True)
     if config.inference == "em" and opts.get("em_variant", "emvs") == "hard" and opts.get("conjugate", True) is False:

@@ -1619,3 +1619,23 @@ def test_hard_em_warns_when_it_keeps_every_feature_with_p_at_least_n():
         SpikeSlabRegression("em").fit(X, y)
         sparse = SpikeSlabRegression("em", em_variant="hard").fit(X2, y2)
     assert sparse.inclusion_probabilities_.sum() < 5
+
+
+def test_nuts_max_tree_depth_out_of_range_is_named_as_typed_with_a_data_file(tmp_path, capsys):
+    """With --data, -o nuts_max_tree_depth=0 passed the entry's checks and was refused only by run_mcmc, under its
+    own name ("max_tree_depth: expected an integer >= 1, got 0"); now the option check names the option the user
+    typed, before any data are read or any directory is made (the simulator's path already did)."""
+    from pyrozoo.cli import main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.csv"
+    X = rng.standard_normal((20, 3))
+    np.savetxt(data, np.column_stack([X, X[:, 0] + rng.standard_normal(20)]), delimiter=",",
+               header="x0,x1,x2,y", comments="")
+    for args in (["--data", str(data), "-o", "outcome=y"], []):
+        code = main(["run", "spike-slab", "--inference", "nuts", *args, "-o", "nuts_max_tree_depth=0", "--out",
+                     str(tmp_path / "r"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "nuts_max_tree_depth: expected an integer >= 1, got 0" in err, err
+        assert "error: max_tree_depth" not in err
+        assert not (tmp_path / "r").exists()
