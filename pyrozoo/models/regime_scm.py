@@ -370,7 +370,7 @@ def parse_graph(value: Any, *, required: bool = False) -> tuple[list[str], list[
     nodes: dict[str, None] = {}
     edges: list[tuple[str, str]] = []
     for i, item in enumerate(items):
-        names = _graph_item(f"graph item {i + 1}", item)
+        names = _graph_item(f"graph: item {i + 1}", item)  # "graph: ": a --config file is named before it
         nodes.update(dict.fromkeys(names))
         edges.extend(zip(names[:-1], names[1:], strict=True))
     return list(nodes), edges

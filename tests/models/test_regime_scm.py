@@ -796,7 +796,7 @@ def test_a_data_file_runs_from_the_cli_and_its_config_reruns(tmp_path, capsys):
     ([], r"graph: a data file \(--data\) needs the DAG over its columns, e.g. -o graph='a->b, b->c'"),
     (["-o", "graph=a->b->c, c->a"], r"graph: expected a DAG, found the cycle a -> b -> c -> a"),
     (["-o", "graph=a->b, b->d"], r"columns missing from the graph: 'c'; graph nodes not in the data: 'd'"),
-    (["-o", "graph=a->, b->c"], r"graph item 1: expected a column name on each side of '->', got 'a->'"),
+    (["-o", "graph=a->, b->c"], r"graph: item 1: expected a column name on each side of '->', got 'a->'"),
     (["-o", "graph=a->b->c", "-o", "columns=a, b, q"], r"^pyrozoo: error: columns: data .*\.csv has no column\(s\) "
                                                        r"'q' \(given by -o columns=a,b,q\); columns are a, b, c"),
     # a graph node that is a column of the file, left out by -o columns, is not "not in the data"
@@ -1729,3 +1729,23 @@ def test_half_precision_dtype_is_refused_up_front(half):
     df = pd.DataFrame(np.random.default_rng(0).standard_normal((60, 2)), columns=["a", "b"])
     with pytest.raises(PyrozooError, match=rf"dtype: expected .*torch.float32 or torch.float64, got {half}"):
         make_regime_dataset(df, nx.DiGraph([("a", "b")]), dtype=half)
+
+
+@pytest.mark.parametrize("graph,message", [
+    ('[["a", "b"], 3]', r"graph: item 2: expected an edge as text \('a->b'\) or a pair of names \['a', 'b'\], got 3"),
+    ('["a->", "b->c"]', r"graph: item 1: expected a column name on each side of '->', got 'a->'"),
+])
+def test_a_bad_graph_item_in_a_config_file_names_the_file(graph, message, tmp_path, capsys):
+    """An item of a --config file's graph that is not an edge was refused as "graph item 2: ...", without the
+    "FILE: " prefix every other option from the file carries (name_file goes by the setting the message begins
+    with, and "graph item 2" was none); now the message begins with "graph: " and the file is named."""
+    from pyrozoo.cli import main
+
+    path = _chain_csv(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_text(f'model = "regime-scm"\ninference = "em"\ndata = "{path.name}"\n[options]\ngraph = {graph}\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and not out.exists()
+    assert re.search(rf"^pyrozoo: error: {re.escape(str(config))}: {message}$", err), err
