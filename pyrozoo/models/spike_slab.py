@@ -362,12 +362,20 @@ def _stored_indicators(gamma: Any) -> np.ndarray:
     return np.rint(torch.as_tensor(gamma).detach().cpu().numpy()).astype(np.int64)
 
 
-def _finish(result: Result, prior: SpikeSlabPrior) -> Result:
-    """Add the Rao-Blackwellized inclusion probabilities as posterior variable ``inclusion_prob``."""
+def _finish(result: Result, prior: SpikeSlabPrior, *, seed: int | None = None) -> Result:
+    """Add the Rao-Blackwellized inclusion probabilities as posterior variable ``inclusion_prob``, and, where the
+    inference summed gamma out (SVI, NUTS: no ``gamma`` draws) and ``seed`` is given, the indicators ``gamma`` drawn
+    from their exact conditional given each draw's other latents, gamma_d | w_d, sigma^2, theta ~
+    Bernoulli(inclusion_prob_d) (independent over d given them), with a generator of their own seeded by ``seed``
+    (the fit's random stream is not touched). Every inference then has the same posterior variables."""
     w = torch.as_tensor(result.posterior["w"])
     s2 = torch.as_tensor(result.posterior["sigma2"])
     th = torch.as_tensor(result.posterior["theta"])
-    result.posterior["inclusion_prob"] = _stored_probabilities(rao_blackwell_inclusion(w, s2, th, prior))
+    probs = rao_blackwell_inclusion(w, s2, th, prior)
+    if "gamma" not in result.posterior and seed is not None:
+        gen = torch.Generator().manual_seed(int(seed))
+        result.posterior["gamma"] = torch.bernoulli(probs.detach().cpu().double(), generator=gen)
+    result.posterior["inclusion_prob"] = _stored_probabilities(probs)
     result.dims["inclusion_prob"] = ["feature"]
     for name in ("w", "gamma"):
         if name in result.posterior:

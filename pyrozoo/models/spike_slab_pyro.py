@@ -185,7 +185,7 @@ def svi_result(data: StandardizedData, prior: SpikeSlabPrior, *, steps: int = 20
                      log_likelihood_fn=pointwise_loglik, model_name=model_name, config=config)
     result.fit_stats["start_elbo"] = np.asarray(list(info["elbo"].values()), dtype=float)
     check_svi_settled(result.fit_stats["loss"])
-    result = _finish(result, prior)
+    result = _finish(result, prior, seed=seed)  # gamma | w, sigma^2, theta drawn
     reference, ess = importance_inclusion(data, prior, info["starts"], seed=seed)
     check_inclusion(result.posterior["inclusion_prob"].reshape(-1, data.p).mean(0), reference, ess)
     return result
@@ -307,4 +307,4 @@ def nuts_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: i
                       num_chains=num_chains, seed=seed, progress=progress, jit_compile=jit_compile,
                       init_strategy=init_to_value(values=start), max_tree_depth=max_tree_depth,
                       log_likelihood_fn=pointwise_loglik, model_name=model_name, config=config)
-    return _finish(result, prior)
+    return _finish(result, prior, seed=seed)  # gamma | w, sigma^2, theta drawn
