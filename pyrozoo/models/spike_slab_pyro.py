@@ -229,9 +229,10 @@ def log_joint(data: StandardizedData, prior: SpikeSlabPrior, w: torch.Tensor, si
     (s = sigma^2, or 1 for the independent prior), the intercept's factor when y is centred."""
     import pyro.distributions as dist
 
-    half_nu = torch.tensor(0.5 * prior.nu, dtype=w.dtype, device=w.device)
+    opts = {"dtype": w.dtype, "device": w.device}
+    half_nu = torch.tensor(0.5 * prior.nu, **opts)
     lp = dist.InverseGamma(half_nu, half_nu * prior.lam).log_prob(sigma2)
-    lp = lp + dist.Beta(torch.tensor(prior.a0, dtype=w.dtype), torch.tensor(prior.b0, dtype=w.dtype)).log_prob(theta)
+    lp = lp + dist.Beta(torch.tensor(prior.a0, **opts), torch.tensor(prior.b0, **opts)).log_prob(theta)
     s = sigma2.unsqueeze(-1) if prior.conjugate else torch.ones_like(sigma2).unsqueeze(-1)
     slab = dist.Normal(0.0, (s * prior.slab_var).sqrt()).log_prob(w) + theta.log().unsqueeze(-1)
     spike = dist.Normal(0.0, (s * prior.spike_var).sqrt()).log_prob(w) + torch.log1p(-theta).unsqueeze(-1)
