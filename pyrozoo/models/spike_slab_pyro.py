@@ -78,21 +78,25 @@ def model_start(data: StandardizedData, prior: SpikeSlabPrior, model: torch.Tens
 
 
 # Particles of the ELBO estimate that ranks the candidate starts (vectorized; its sd is well under a nat on the
-# designs measured, n = 3 .. 200).
+# designs measured, n = 3 .. 200, p <= 50), fewer where the guide's per-particle p x p scale would not fit in
+# START_BUDGET numbers (p = 1000: 10 particles).
 START_PARTICLES = 256
+START_BUDGET = 10_000_000
 # Importance sampling check of the fitted inclusion probabilities (:func:`importance_inclusion`): draws per
 # candidate start, the effective sample size below which the estimate says nothing, and the largest difference
 # from SVI's inclusion probabilities that passes without a warning.
 CHECK_DRAWS = 1000
 CHECK_MIN_ESS = 100.0
 CHECK_TOL = 0.1
+# Above this many features the importance check is skipped (its cost is O(candidates x draws x p^2)).
+CHECK_MAX_P = 200
 
 
 def choose_start(data: StandardizedData, prior: SpikeSlabPrior, model_kwargs: dict, *,
                  seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """The SVI guide's start: the candidate with the highest ELBO among the EMVS fixed point (:func:`guide_init`)
     and the conditional starts (:func:`model_start`) of the other median-probability models EMVS visits along its
-    model-selection ladder (conjugate prior) and of the empty model.
+    ladder and its model-selection ladder (conjugate prior only), and of the empty model.
 
     A single Gaussian q(w) sits in one mode of the posterior of w, and the ELBO has a local optimum in each mode
     that Adam does not leave: at n = 6, p = 4 the EMVS fixed point keeps every feature (p* = 1, its sigma^2 0.16)
@@ -104,6 +108,7 @@ def choose_start(data: StandardizedData, prior: SpikeSlabPrior, model_kwargs: di
     candidates = {"emvs": _conditional_start(data, prior, emvs.w, emvs.d_star, emvs.inclusion, emvs.sigma2)}
     seen = {_label(emvs.inclusion > 0.5)}
     models = [torch.zeros(data.p, dtype=torch.bool, device=data.X.device)]
+    models += [entry["inclusion"] > 0.5 for entry in emvs.path]  # the models of its own ladder
     if prior.conjugate:
         models += [entry["inclusion"] > 0.5 for entry in fit_emvs(data, prior, select=True).path]
     for model in models:
@@ -127,11 +132,14 @@ def _elbo(init: dict[str, Any], prior: SpikeSlabPrior, model_kwargs: dict, seed:
     from pyro.infer import TraceEnum_ELBO
 
     guide = make_spike_slab_guide(init, conjugate=prior.conjugate)
-    elbo = TraceEnum_ELBO(num_particles=START_PARTICLES, vectorize_particles=True, max_plate_nesting=1)
+    p = int(init["w"].shape[-1])
+    particles = max(4, min(START_PARTICLES, START_BUDGET // (p * p)))
+    elbo = TraceEnum_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     devices = [model_kwargs["X"].device] if model_kwargs["X"].is_cuda else []
     with pyro.get_param_store().scope(), torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
-        return -float(elbo.loss(spike_slab_model, guide, **model_kwargs))
+        value = -float(elbo.loss(spike_slab_model, guide, **model_kwargs))
+    return value if math.isfinite(value) else -math.inf
 
 
 # How far the enumerated ELBO may move and still count as settled, in nats. Measured on the default design
@@ -175,8 +183,8 @@ def svi_result(data: StandardizedData, prior: SpikeSlabPrior, *, steps: int = 20
     """Enumerated SVI (``TraceEnum_ELBO``, ``num_particles`` vectorized particles) with the structured guide, started
     at the best of several candidate starts by ELBO (:func:`choose_start`); warns when the ELBO has not settled
     (:func:`check_svi_settled`) and when its inclusion probabilities are off the importance-sampling estimate over
-    the candidates' modes (:func:`check_inclusion`). ``fit_stats["start_elbo"]``: the candidates' ELBOs, the EMVS
-    fixed point's first."""
+    the candidates' modes (:func:`check_inclusion`; p <= :data:`CHECK_MAX_P`). ``fit_stats["start_elbo"]``: the
+    candidates' ELBOs, the EMVS fixed point's first."""
     kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # centred y: the intercept's factor, n - 1 dof
     init, info = choose_start(data, prior, kwargs, seed=seed)
     guide = make_spike_slab_guide(init, conjugate=prior.conjugate)
@@ -186,8 +194,9 @@ def svi_result(data: StandardizedData, prior: SpikeSlabPrior, *, steps: int = 20
     result.fit_stats["start_elbo"] = np.asarray(list(info["elbo"].values()), dtype=float)
     check_svi_settled(result.fit_stats["loss"])
     result = _finish(result, prior, seed=seed)  # gamma | w, sigma^2, theta drawn
-    reference, ess = importance_inclusion(data, prior, info["starts"], seed=seed)
-    check_inclusion(result.posterior["inclusion_prob"].reshape(-1, data.p).mean(0), reference, ess)
+    if data.p <= CHECK_MAX_P:
+        reference, ess = importance_inclusion(data, prior, info["starts"], seed=seed)
+        check_inclusion(result.posterior["inclusion_prob"].reshape(-1, data.p).mean(0), reference, ess)
     return result
 
 
@@ -253,20 +262,24 @@ def _start_q(init: dict[str, Any], prior: SpikeSlabPrior, opts: dict) -> dict[st
             "w": init["w"].to(**opts), "L": init["scale_tril"].to(**opts), "conjugate": prior.conjugate}
 
 
-def _w_dist(q: dict[str, Any], sigma2: torch.Tensor):
-    import pyro.distributions as dist
-
-    scale = q["L"] * sigma2.sqrt()[:, None, None] if q["conjugate"] else q["L"]
-    return dist.MultivariateNormal(q["w"], scale_tril=scale)
+def _w_scale(q: dict[str, Any], sigma2: torch.Tensor) -> torch.Tensor:
+    """sigma per draw (conjugate prior: w | sigma^2 ~ N(w0, sigma^2 L0 L0^T)), or 1 (independent prior), shape
+    (S, 1): one p x p factor for all draws instead of one per draw."""
+    return sigma2.sqrt().unsqueeze(-1) if q["conjugate"] else torch.ones_like(sigma2).unsqueeze(-1)
 
 
 def _draw_q(q: dict[str, Any], num: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     s2 = q["sigma2"].sample((num,))
-    return s2, q["theta"].sample((num,)), _w_dist(q, s2).sample()
+    eps = torch.randn(num, q["w"].shape[-1], dtype=q["w"].dtype, device=q["w"].device)
+    return s2, q["theta"].sample((num,)), q["w"] + _w_scale(q, s2) * (eps @ q["L"].T)
 
 
 def _log_q(q: dict[str, Any], s2: torch.Tensor, th: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return q["sigma2"].log_prob(s2) + q["theta"].log_prob(th) + _w_dist(q, s2).log_prob(w)
+    import pyro.distributions as dist
+
+    scale = _w_scale(q, s2)
+    white = dist.MultivariateNormal(torch.zeros_like(q["w"]), scale_tril=q["L"]).log_prob((w - q["w"]) / scale)
+    return q["sigma2"].log_prob(s2) + q["theta"].log_prob(th) + white - w.shape[-1] * scale.squeeze(-1).log()
 
 
 def check_inclusion(fitted: Any, reference: torch.Tensor, ess: float) -> None:
