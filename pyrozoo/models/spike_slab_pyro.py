@@ -1,10 +1,13 @@
 """Spike-and-slab regression through Pyro's generic engines, gamma summed out by enumeration.
 
 * SVI: ``TraceEnum_ELBO`` with the structured guide :func:`pyrozoo.guides.spike_slab.make_spike_slab_guide`,
-  started at the EMVS fixed point with the conditional posteriors there (:func:`guide_init`).
+  started at the EMVS fixed point with the conditional posteriors there (:func:`guide_init`), or at another model's
+  conditional start where its ELBO is higher (:func:`choose_start`); a warning when one Gaussian q(w) cannot hold
+  the posterior's modes (:func:`check_inclusion`).
 * NUTS: Pyro's NUTS on (w, sigma^2, theta) with gamma enumerated in the potential energy.
 
-Both report Rao-Blackwellized inclusion probabilities E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws.
+Both report Rao-Blackwellized inclusion probabilities E[P(gamma_d = 1 | w_d, sigma^2, theta)] over the draws, and
+draws of gamma from that conditional, Bernoulli(P(gamma_d = 1 | w_d, sigma^2, theta)) per draw (seeded).
 Both fit :func:`~pyrozoo.models.spike_slab.spike_slab_model` with ``centred=data.centred``: on centred y the
 intercept's factor gives sigma^2 n - 1 degrees of freedom, the posterior Gibbs and the exact enumeration target.
 """
