@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: their optional peers, the packages of pyproject.toml's ``bench`` extra
 (numpyro, jax, gpytorch, doubleml, econml), and the checks of their command-line values (comma-separated name lists,
-counts, output paths, input files, devices), made before any work so that a bad value never costs a run.
+counts, output paths, existing files a run would replace, input files, devices), made before any work so that a bad
+value never costs a run and a rerun never silently wipes a recorded result.
 
 One rule in every script: a peer whose packages are not installed is left out of the run, with a note naming the
 missing packages and the extra, printed before any work starts and again under the results; a run that would then
@@ -86,6 +87,17 @@ def check_out_file(flag: str, path: str | os.PathLike, error: Callable[[str], Ba
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise error(f"{flag}: expected a path in an existing, writable folder; {out.parent} is not")
     return out
+
+
+def check_new_files(flag: str, paths: Iterable[str | os.PathLike], overwrite: bool,
+                    error: Callable[[str], BaseException] = SystemExit) -> None:
+    """Refuse to replace files a run would write: ``error`` naming ``flag`` and the ``paths`` that already exist,
+    unless ``overwrite`` (the script's ``--overwrite``); checked before any work, so that re-running a recorded
+    command never silently wipes a committed result file."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise error(f"{flag}: expected a new file, but {', '.join(existing)} already exist(s); choose another path "
+                    "or give --overwrite to replace it")
 
 
 def check_files(flag: str, paths: Iterable[str | os.PathLike],

@@ -71,26 +71,51 @@ def neural_linear_options(args: argparse.Namespace) -> dict:
     return opts
 
 
+def model_label(model: str, args: argparse.Namespace) -> str:
+    """The name of ``model``'s rows and learning-curve plot: the model, with its non-default draws or recipe."""
+    if model == "bnn" and args.bnn_draws != 30:
+        return f"bnn-{args.bnn_draws}draws"
+    if model == "neural-linear" and args.nl_recipe != "mlp":  # keep the recipes apart in pooled tables and plots
+        return f"{model}-{args.nl_recipe}"
+    return model
+
+
+def out_files(folder: str | Path, labels) -> list[Path]:
+    """The files the accuracy part writes to the --out ``folder``: the per-round CSV and one plot per model label."""
+    folder = Path(folder)
+    return [folder / "active_learning_rounds.csv", *(folder / f"active_learning_rmse_{lb}.png" for lb in labels)]
+
+
+def check_out(args: argparse.Namespace, labels) -> None:
+    """--out: a folder (or a path where one can be created) with none of this run's files, unless --overwrite;
+    checked before any fit, since the files are written when all fits are done."""
+    if not args.out:
+        return
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"--out: expected a folder, got the file {args.out}")
+    _peers.check_new_files("--out", out_files(args.out, labels), args.overwrite)
+
+
 def accuracy(args: argparse.Namespace) -> pd.DataFrame:
     if args.from_csv:  # summarize saved per-round tables (e.g. seed ranges run separately) without running
         results = pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in args.from_csv],
                             ignore_index=True)
         if results.duplicated(["model", "dataset", "acquisition", "seed", "round"]).any():
             raise SystemExit("--from-csv: the files overlap (same model, dataset, acquisition, seed and round)")
+        check_out(args, results["model"].unique())
         return report(results, args)
+    check_out(args, [model_label(m, args) for m in args.models.split(",")])
     frames = []
     acqs = args.acquisitions.split(",")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for model in args.models.split(","):
         for ds in args.datasets.split(","):
             start = time.perf_counter()
-            opts, label = None, model
+            opts, label = None, model_label(model, args)
             if model == "bnn" and args.bnn_draws != 30:
-                opts, label = {"num_samples": args.bnn_draws}, f"bnn-{args.bnn_draws}draws"
+                opts = {"num_samples": args.bnn_draws}
             if model == "neural-linear":
                 opts = neural_linear_options(args)
-                if args.nl_recipe != "mlp":  # keep the recipes apart in pooled tables and plot names
-                    label = f"{model}-{args.nl_recipe}"
             res = run_experiment(ds, acqs, seeds, model=model, model_options=opts, init_size=args.init_size,
                                  batch_size=args.batch_size, budget=args.budget,
                                  num_projections=args.num_projections, progress=False)
@@ -135,9 +160,10 @@ def report(results: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
                   f"within 1 se of best baseline {near}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        results.to_csv(Path(args.out) / "active_learning_rounds.csv", index=False)
-        for model, res in results.groupby("model", sort=False):
-            plot_learning_curves(res, Path(args.out) / f"active_learning_rmse_{model}.png")
+        csv_path, *plots = out_files(args.out, results["model"].unique())
+        results.to_csv(csv_path, index=False)
+        for (_, res), plot in zip(results.groupby("model", sort=False), plots, strict=True):
+            plot_learning_curves(res, plot)
     return out
 
 
@@ -258,7 +284,9 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--timing-model", default="blr", choices=("blr", "neural-linear"),
                    help="posterior for the speed part (neural-linear: --nl-* options, fitted on 100 labels)")
-    p.add_argument("--out", default=None, help="folder for the per-round CSV and the learning-curve plot")
+    p.add_argument("--out", default=None, help="folder for the per-round CSV and the learning-curve plot; files "
+                   "of this run already there are refused before any fit unless --overwrite is given")
+    p.add_argument("--overwrite", action="store_true", help="replace this run's CSV and plots in --out")
     p.add_argument("--classification-seeds", type=int, default=10, help="seeds for the probit part (0: skip)")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-timing", action="store_true")

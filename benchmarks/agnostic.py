@@ -11,7 +11,8 @@ The peer is the alpha = 0 model (a plain Bayesian classifier), measured in the s
     python benchmarks/agnostic.py --seeds 3 -o target_weight=one_minus_alpha -o adversary_weight=alpha \
         -o extractor_loss=confusion -o context_copies=1          # the previous (eq. 1, confusion) scheme
 
-Prints a table (mean +- sd over seeds) and writes ``agnostic_<task>_runs.csv`` and the figures (PNG) to ``--out``.
+Prints a table (mean +- sd over seeds) and writes ``agnostic_<task>_runs.csv`` and the figures (PNG) to ``--out``
+(files already there are refused before any run unless ``--overwrite`` is given).
 """
 
 from __future__ import annotations
@@ -205,8 +206,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures"),
-                    help="folder for the runs CSV and the figures, created if missing (default: figures/ beside this "
-                         "script)")
+                    help="folder for the runs CSV and the figures, created if missing; a runs CSV or figure of this "
+                         "run that is already there is refused unless --overwrite is given (default: figures/ beside "
+                         "this script)")
+    ap.add_argument("--overwrite", action="store_true", help="replace this run's runs CSV and figures in --out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.option = dict(parse_option(o) for o in args.option)
@@ -224,6 +227,13 @@ def main() -> None:
         except PyrozooError as exc:
             ap.error(f"{FLAGS.get(str(exc).split(':')[0], '-o/--option')}: {exc}")
     out = Path(args.out)
+    suffix = f"_seeds{args.seed_start}-{args.seed_start + args.seeds - 1}" if args.seed_start or args.merge else ""
+    writes = [out / f"agnostic_{args.task}_alpha_grid.png"]
+    if args.seeds:
+        writes.append(out / f"agnostic_{args.task}_runs{suffix}.csv")
+    if args.seeds and args.task == "digits" and 0.0 in alphas and len(alphas) > 1:  # the saliency figure
+        writes.append(out / f"agnostic_digits_saliency{suffix}.png")
+    _peers.check_new_files("--out", writes, args.overwrite, ap.error)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -242,7 +252,6 @@ def main() -> None:
                   flush=True)
     print(f"\n{args.task}: {len(alphas)} alphas x {args.seeds} seeds, {args.steps} steps each, "
           f"{time.perf_counter() - t0:.0f} s total\n")
-    suffix = f"_seeds{args.seed_start}-{args.seed_start + args.seeds - 1}" if args.seed_start or args.merge else ""
     if rows:
         with (out / f"agnostic_{args.task}_runs{suffix}.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))

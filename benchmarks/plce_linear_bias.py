@@ -265,8 +265,9 @@ def main() -> None:
                     help="PLCE's n_repeats (default: PLCE's default in 'linear', 1 in 'sim' as plce_sim.py)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=None,
-                    help="CSV of the per-fit rows; the folder must exist (default: plce_linear_bias_<part>.csv "
-                         "beside this script)")
+                    help="CSV of the per-fit rows; the folder must exist, and an existing CSV is refused unless "
+                         "--overwrite is given (default: plce_linear_bias_<part>.csv beside this script)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
     ap.add_argument("--from-csv", default=None, help="summarize earlier CSVs of this script (comma-separated; "
                     "pooled), run nothing")
     ap.add_argument("--default-from", default=None,
@@ -296,6 +297,7 @@ def main() -> None:
         # checked before any fit: the rows are written when all fits are done
         default = Path(__file__).resolve().parent / f"plce_linear_bias_{args.part}.csv"
         out = _peers.check_out_file("--out", default if args.out is None else args.out, ap.error)
+        _peers.check_new_files("--out", [out], args.overwrite, ap.error)
         if args.part == "linear":
             tasks = [("linear", args.seed_offset + s, "linear", variants, args.n_repeats) for s in range(args.seeds)]
         else:

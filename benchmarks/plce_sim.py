@@ -174,7 +174,9 @@ def main() -> None:
                     help="stop after the replication that crosses this wall-time budget and summarize what ran")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "plce_sim_results.csv"),
                     help="CSV of the per-fit rows (rewritten after each replication) and, beside it, the run's .json; "
-                         "the folder must exist (default: plce_sim_results.csv beside this script)")
+                         "the folder must exist, and an existing CSV or .json is refused unless --overwrite is given "
+                         "(default: plce_sim_results.csv beside this script)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV and its .json")
     ap.add_argument("--paired", default=None,
                     help="with --from-csv: 'A,B' compares the RMSE of methods A and B on the data sets both ran "
                          "(matched by data seed, which needs each CSV's .json)")
@@ -201,7 +203,8 @@ def main() -> None:
     for flag, value in (("--reps", args.reps), ("--n-repeats", args.n_repeats)):
         if value < 1:
             ap.error(f"{flag}: expected at least 1, got {value}")
-    _peers.check_out_file("--out", args.out, ap.error)  # before any fit: rows are written after each replication
+    out = _peers.check_out_file("--out", args.out, ap.error)  # before any fit: rows are written after each replication
+    _peers.check_new_files("--out", [out, out.with_suffix(".json")], args.overwrite, ap.error)
     scenarios = _peers.parse_names("--scenarios", args.scenarios, list(SCENARIOS))
     methods, notes = _peers.split_available(_peers.parse_names("--methods", args.methods, list(METHODS)), PEERS)
     for note in notes:

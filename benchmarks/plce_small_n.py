@@ -19,6 +19,7 @@ import argparse
 import time
 import warnings
 
+import _peers
 import numpy as np
 import pandas as pd
 
@@ -67,12 +68,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--p", default="3,10,30", help="comma-separated numbers of covariates")
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--out", help="CSV of the fits")
+    ap.add_argument("--out", help="CSV of the fits, in an existing folder; an existing CSV is refused unless "
+                    "--overwrite is given")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
     ap.add_argument("--from-csv", help="comma-separated CSVs to tabulate (no fitting)")
     args = ap.parse_args()
     if args.from_csv:
         df = pd.concat([pd.read_csv(f) for f in args.from_csv.split(",")], ignore_index=True)
     else:
+        if args.out:  # before any fit: the rows are written when all fits are done
+            out = _peers.check_out_file("--out", args.out, ap.error)
+            _peers.check_new_files("--out", [out], args.overwrite, ap.error)
         df = run(args.label, args.n, [int(v) for v in args.p.split(",")], args.seeds)
         if args.out:
             df.to_csv(args.out, index=False)

@@ -63,3 +63,18 @@ def test_models_help_lists_every_model(load_script, monkeypatch, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for model in ("blr", "neural-linear", "bnn", "gp", "probit"):
         assert f"{model} (" in text
+
+
+def test_existing_files_in_out_are_refused_before_any_fit(load_script, monkeypatch, capsys, tmp_path):
+    mod = load_script("active_learning")
+    monkeypatch.setattr(mod, "run_experiment", lambda *a, **k: pytest.fail("ran an experiment"))
+    (tmp_path / "active_learning_rmse_neural-linear-reference.png").write_text("kept")
+    argv = ["active_learning.py", "--skip-timing", "--datasets", "boston", "--models", "blr,neural-linear",
+            "--nl-recipe", "reference", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match=r"--out: expected a new file, but .*active_learning_rmse_neural-linear-"
+                                         r"reference\.png already exist"):
+        mod.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--overwrite"])
+    with pytest.raises(pytest.fail.Exception, match="ran an experiment"):
+        mod.main()

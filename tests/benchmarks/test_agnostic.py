@@ -31,3 +31,19 @@ def test_bad_settings_are_refused_before_any_run(agnostic, monkeypatch, capsys, 
         agnostic.main()
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_existing_files_of_this_run_are_refused_before_any_run(agnostic, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "agnostic_cps1985_runs.csv").write_text("kept\n")
+    monkeypatch.setattr(sys, "argv", ["agnostic.py", "--task", "cps1985", "--seeds", "1", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        agnostic.main()
+    assert f"--out: expected a new file, but {out / 'agnostic_cps1985_runs.csv'} already exist(s)" in \
+        capsys.readouterr().err
+    assert (out / "agnostic_cps1985_runs.csv").read_text() == "kept\n"
+    monkeypatch.setattr(sys, "argv", ["agnostic.py", "--task", "cps1985", "--seeds", "1", "--out", str(out),
+                                      "--overwrite"])
+    with pytest.raises(pytest.fail.Exception, match="ran the grid before the checks"):
+        agnostic.main()

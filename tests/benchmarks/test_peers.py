@@ -54,3 +54,12 @@ def test_check_device_names_the_flag(load_script, monkeypatch):
         peers.check_device("--device", "cuda")
     with pytest.raises(SystemExit, match="--device: expected one of auto, cpu, cuda, cuda:N; got 'gpu'"):
         peers.check_device("--device", "gpu")
+
+
+def test_check_new_files_refuses_existing_files_unless_overwrite(load_script, tmp_path):
+    peers = load_script("_peers")
+    (tmp_path / "r.csv").write_text("x\n")
+    peers.check_new_files("--out", [tmp_path / "new.csv"], False)
+    with pytest.raises(SystemExit, match=r"--out: expected a new file, but .*r\.csv already exist\(s\); .*--overwrite"):
+        peers.check_new_files("--out", [tmp_path / "new.csv", tmp_path / "r.csv"], False)
+    peers.check_new_files("--out", [tmp_path / "r.csv"], True)

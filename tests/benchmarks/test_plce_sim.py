@@ -90,3 +90,26 @@ def test_default_out_does_not_depend_on_the_current_folder(plce_sim, monkeypatch
     monkeypatch.setattr(sys, "argv", ["plce_sim.py", "--reps", "1", "--methods", "OLS"])
     with pytest.raises(pytest.fail.Exception, match="simulated data before the checks"):
         plce_sim.main()  # past the --out check, stopped at the first simulation
+
+
+@pytest.mark.parametrize("existing", [".csv", ".json"])
+def test_an_existing_out_is_refused_before_any_work(plce_sim, monkeypatch, capsys, tmp_path, existing):
+    """Re-running a recorded command shrunk used to rewrite the committed CSV (and its .json) after one replication."""
+    out = tmp_path / "run.csv"
+    out.with_suffix(existing).write_text("kept\n")
+    monkeypatch.setattr(sys, "argv", ["plce_sim.py", "--reps", "1", "--scenarios", "baseline", "--methods", "OLS",
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit):
+        plce_sim.main()
+    assert f"--out: expected a new file, but {out.with_suffix(existing)} already exist(s)" in capsys.readouterr().err
+    assert out.with_suffix(existing).read_text() == "kept\n"
+    assert not out.with_suffix(".json" if existing == ".csv" else ".csv").exists()
+
+
+def test_overwrite_replaces_an_existing_out(plce_sim, monkeypatch, tmp_path):
+    out = tmp_path / "run.csv"
+    out.write_text("kept\n")
+    monkeypatch.setattr(sys, "argv", ["plce_sim.py", "--reps", "1", "--methods", "OLS", "--out", str(out),
+                                      "--overwrite"])
+    with pytest.raises(pytest.fail.Exception, match="simulated data before the checks"):
+        plce_sim.main()  # past the --out checks, stopped at the first simulation

@@ -1,0 +1,32 @@
+"""benchmarks/plce_small_n.py: --out and --from-csv are checked before any fit, naming the flag."""
+
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def small_n(load_script, monkeypatch):
+    mod = load_script("plce_small_n")
+    monkeypatch.setattr(mod, "run", lambda *a, **k: pytest.fail("fitted before the checks"))
+    return mod
+
+
+def test_an_existing_out_is_refused_before_any_fit(small_n, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "before.csv"
+    out.write_text("kept\n")
+    monkeypatch.setattr(sys, "argv", ["plce_small_n.py", "--seeds", "1", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        small_n.main()
+    assert f"--out: expected a new file, but {out} already exist(s)" in capsys.readouterr().err
+    assert out.read_text() == "kept\n"
+    monkeypatch.setattr(sys, "argv", ["plce_small_n.py", "--seeds", "1", "--out", str(out), "--overwrite"])
+    with pytest.raises(pytest.fail.Exception, match="fitted before the checks"):
+        small_n.main()
+
+
+def test_out_in_a_missing_folder_is_refused_before_any_fit(small_n, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["plce_small_n.py", "--out", str(tmp_path / "no" / "r.csv")])
+    with pytest.raises(SystemExit):
+        small_n.main()
+    assert "--out: expected a path in an existing, writable folder" in capsys.readouterr().err
