@@ -231,11 +231,15 @@ def timing(args: argparse.Namespace) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse, before any fit, names the accuracy part would reject only when it reaches them: unknown or repeated
     models, datasets and acquisitions, a model that does not fit a dataset's task (probit: breast-cancer only), an
-    acquisition a model's posterior cannot compute (PyrozooError naming the flag)."""
+    acquisition a model's posterior cannot compute, --from-csv files that do not exist (PyrozooError naming the
+    flag)."""
     def names(flag: str, text: str, known) -> list[str]:
         return _peers.parse_names(flag, text, known, error=PyrozooError)
 
-    if args.skip_accuracy or args.from_csv:
+    if args.skip_accuracy:
+        return
+    if args.from_csv:
+        _peers.check_files("--from-csv", args.from_csv, error=PyrozooError)
         return
     acqs = names("--acquisitions", args.acquisitions, ACQUISITIONS)
     datasets = names("--datasets", args.datasets, DATASETS)

@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--from-csv", help="comma-separated CSVs to tabulate (no fitting)")
     args = ap.parse_args()
     if args.from_csv:
-        df = pd.concat([pd.read_csv(f) for f in args.from_csv.split(",")], ignore_index=True)
+        files = _peers.check_files("--from-csv", args.from_csv.split(","), ap.error)
+        df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     else:
         if args.out:  # before any fit: the rows are written when all fits are done
             out = _peers.check_out_file("--out", args.out, ap.error)

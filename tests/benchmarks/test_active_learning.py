@@ -78,3 +78,14 @@ def test_existing_files_in_out_are_refused_before_any_fit(load_script, monkeypat
     monkeypatch.setattr(sys, "argv", [*argv, "--overwrite"])
     with pytest.raises(pytest.fail.Exception, match="ran an experiment"):
         mod.main()
+
+
+def test_from_csv_matching_no_file_is_refused_before_any_work(load_script, monkeypatch, capsys, tmp_path):
+    """A shell glob matching nothing reaches the script as its own text; this was a pandas FileNotFoundError."""
+    mod = load_script("active_learning")
+    monkeypatch.setattr(mod, "report", lambda *a, **k: pytest.fail("summarized"))
+    pattern = str(tmp_path / "rounds_*.csv")
+    monkeypatch.setattr(sys, "argv", ["active_learning.py", "--skip-timing", "--from-csv", pattern])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert f"--from-csv: expected existing files; no such file: {pattern}" in capsys.readouterr().err
