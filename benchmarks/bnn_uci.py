@@ -241,7 +241,8 @@ def _time(fn) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["boston", "concrete"])
-    p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--splits", type=_peers.int_at_least(1), default=20,
+                   help="splits to score; splits already in --merge files are taken from there, not rerun")
     p.add_argument("--first-split", type=int, default=0, help="run splits first-split .. first-split + splits - 1")
     p.add_argument("--rows-out", help="append each split's rows to this JSON-lines file")
     p.add_argument("--merge", nargs="*", help="JSON-lines files of earlier runs: their splits enter the table")

@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--nuts-chains", type=int, default=2)
     ap.add_argument("--nuts-samples", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3, help="Gibbs repeats (median reported)")
+    ap.add_argument("--repeats", type=_peers.int_at_least(1), default=3, help="Gibbs repeats (median reported)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _peers
 import numpy as np
 import torch
 
@@ -123,7 +124,8 @@ def overhead_stats(init_s: float, first_s: float, noop_s: list[float], overhead:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each 16-run sweep (median reported)")
+    parser.add_argument("--reps", type=_peers.int_at_least(1), default=3,
+                        help="repetitions of each 16-run sweep (median reported)")
     parser.add_argument("--inference", default="nuts", choices=("nuts", "gibbs"), help="engine of the 16-run sweep")
     parser.add_argument("--num-samples", type=int, default=200, help="draws per chain in the 16-run sweep's cells "
                         "(warmup: half as many)")

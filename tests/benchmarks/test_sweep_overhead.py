@@ -13,3 +13,15 @@ def test_overhead_90th_percentile(load_script):
     eight = [0.001 * k for k in range(1, 9)]  # 0.9 * 7 = 6.3: between the 7th and 8th smallest
     assert mod.overhead_stats(1.0, 2.0, [0.001], eight, [0.5], [0.4])["overhead 90th percentile (ms)"] == \
         pytest.approx(7.3)
+
+
+def test_zero_reps_is_refused_before_any_work(load_script, monkeypatch, capsys):
+    """--reps 0 used to run the sweeps and then fail in statistics.median of nothing."""
+    import sys
+
+    mod = load_script("sweep_overhead")
+    monkeypatch.setattr(mod, "time_sweep", lambda *a, **k: pytest.fail("ran a sweep"))
+    monkeypatch.setattr(sys, "argv", ["sweep_overhead.py", "--reps", "0", "--no-ray", "--no-overhead"])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert "--reps: expected an integer >= 1, got 0" in capsys.readouterr().err
