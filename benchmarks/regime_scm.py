@@ -10,8 +10,10 @@ For each setting (linear shift 5, linear shift 10, nonlinear tanh-MLP shift 5) a
 
 and score ARI, exact regime-and-target accuracy, whether the observational regime is identified, per-variable MSE of
 x against its fitted conditional mean over the oracle's (true mechanisms and regimes), wall and CPU time. The oracle
-ARI classifies the same data with the true parameters. Every fit is appended to a JSONL file as it finishes; the
-table is printed from that file (``--table-only`` reprints it).
+ARI classifies the same data with the true parameters. Every fit is appended to a JSONL file as it finishes (a
+rerun appends again, it does not skip fits already there); the table is printed from that file (``--table-only``
+reprints it, and refuses a file that does not exist or holds no fits). A run with no seeds for either method
+(``--seeds 0 --gumbel-seeds 0``) has nothing to measure and is refused before any work.
 
     python benchmarks/regime_scm.py --settings shift5 shift10 nonlinear --seeds 10 --gumbel-seeds 10
 """
@@ -24,6 +26,7 @@ import math
 import time
 from pathlib import Path
 
+import _peers
 import numpy as np
 import torch
 
@@ -79,19 +82,28 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--seeds", type=int, default=10, help="seeds for ours (0..seeds-1)")
-    p.add_argument("--gumbel-seeds", type=int, default=10, help="seeds for the Gumbel baseline (0..k-1)")
+    p.add_argument("--seeds", type=_peers.int_at_least(0), default=10, help="seeds for ours (0..seeds-1)")
+    p.add_argument("--gumbel-seeds", type=_peers.int_at_least(0), default=10,
+                   help="seeds for the Gumbel baseline (0..k-1)")
     p.add_argument("--n-samples", type=int, default=10000)
     p.add_argument("--steps", type=int, default=300, help="SVI steps after the EM warm start (linear stops early)")
     p.add_argument("--gumbel-epochs", type=float, default=10.0)
     p.add_argument("--out", default="runs/bench/regime_scm.jsonl", help="JSONL file the fits are appended to")
-    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="fit nothing: print the table of the fits in --out")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
+    if out.is_dir():
+        p.error(f"--out: expected a JSONL file, got the folder {out}")
+    if args.table_only:
+        if not out.is_file():
+            p.error(f"--out: --table-only prints the fits of an existing JSONL file; no such file: {out}")
+    elif not args.seeds and not args.gumbel_seeds:
+        p.error("--seeds/--gumbel-seeds: nothing to measure: expected at least one seed for ours (--seeds) or the "
+                "Gumbel baseline (--gumbel-seeds), got 0 and 0 (--table-only reprints the table of --out)")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         # ours on every setting first, then the (slower) baseline seed by seed across settings, so that a run cut
         # short still has complete rows for ours
         jobs = [(s, seed, "ours") for s in args.settings for seed in range(args.seeds)]
@@ -101,7 +113,9 @@ def main() -> None:
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    if not rows:
+        p.error(f"--out: expected fits in {out}, got an empty file")
     print(table(rows))
 
 
