@@ -22,6 +22,12 @@ Peers, measured in the same run on the same data:
 
 Full protocol (hours on 2 shared cores):  python benchmarks/effect_curve.py --reps 200
 
+Rows are appended to ``--out`` as they finish, with n (and, on EffectCurve's rows, n_pseudo); a rerun resumes,
+skipping the (design, rep, method) fits already there, and refuses a file written with another --n, --n-pseudo or
+EffectCurve spline. The committed CSVs from before n and n_pseudo were recorded are read with the values RESULTS.md
+documents for them (n = 1000, n_pseudo = 20); other such files are refused. The table covers this run's reps, designs
+and methods only.
+
 econml comes with the bench extra (``pip install -e ".[bench]"``); without it ``causal_forest`` is left out of
 ``--methods`` and a note says so.
 """
@@ -136,8 +142,43 @@ def run_krls(d: EffectCurveData, seed: int) -> list[dict]:
 
 
 METHODS = {"effect_curve": run_effect_curve, "causal_forest": run_causal_forest, "krls": run_krls}
+# the --out columns: n on every row, n_pseudo on EffectCurve's rows (the only method that reads it; empty otherwise)
+COLUMNS = ["design", "rep", "key", "n", "n_pseudo", "method", "wall", "rmse", "cov90", "width90", "cov95", "width95",
+           "C90", "C95"]
+# CSVs written before n and n_pseudo were recorded, committed beside this script, with the settings RESULTS.md
+# documents for them ("Partial effect curves": n = 1000, B = 20, and the session-13 EMVS runs with the defaults)
+LEGACY = {name: (1000, 20) for name in ("effect_curve_run1.csv", "effect_curve_cubic4.csv",
+                                        "effect_curve_s13_talk_before.csv", "effect_curve_s13_talk_after.csv")}
 # methods that need an optional package (the bench extra; benchmarks/_peers.py)
 PEERS = {"causal_forest": ("econml",)}
+
+
+def recorded_settings(prev: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """The rows of an existing --out with their n and n_pseudo: as recorded, or for a committed CSV written before
+    they were recorded, the values RESULTS.md documents (``LEGACY``); otherwise SystemExit naming --out."""
+    if {"n", "n_pseudo"} <= set(prev.columns):
+        return prev
+    here = Path(__file__).resolve().parent
+    if out.parent != here or out.name not in LEGACY:
+        raise SystemExit(f"--out {out}: its rows do not record n and n_pseudo (written before they were) and "
+                         "RESULTS.md documents no settings for this file, so a resume cannot be checked against "
+                         "--n and --n-pseudo; use another --out")
+    n, n_pseudo = LEGACY[out.name]
+    return prev.assign(n=n, n_pseudo=np.where(prev.key == "effect_curve", n_pseudo, np.nan))
+
+
+def check_resume(prev: pd.DataFrame, out: Path, n: int, n_pseudo: int, methods: list[str]) -> None:
+    """Refuse to resume ``out`` with another --n (any row) or --n-pseudo (EffectCurve's rows, when it runs): fits are
+    skipped by (design, rep, method) alone, so the file's rows would be reported as this run's."""
+    other_n = sorted(set(prev["n"].dropna().astype(int)) - {n})
+    if other_n:
+        raise SystemExit(f"--out {out}: holds rows with n = {', '.join(map(str, other_n))}, not --n {n}; use "
+                         "another --out")
+    ec = prev.loc[prev.key == "effect_curve", "n_pseudo"].dropna().astype(int)
+    other_b = sorted(set(ec) - {n_pseudo})
+    if "effect_curve" in methods and other_b:
+        raise SystemExit(f"--out {out}: holds EffectCurve rows with n_pseudo = {', '.join(map(str, other_b))}, not "
+                         f"--n-pseudo {n_pseudo}; use another --out")
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +201,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--reps", type=_peers.int_at_least(1), default=200)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--designs", default="talk,heterogeneous")
     ap.add_argument("--methods", default="effect_curve,causal_forest,krls")
@@ -169,9 +210,10 @@ def main() -> None:
     ap.add_argument("--n-knots", type=int, default=6, help="EffectCurve's knots in t (boundary included)")
     ap.add_argument("--seed", type=int, default=0, help="first replication seed")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "effect_curve_results.csv"),
-                    help="per-replication rows (appended as they finish; existing (design, rep, method) are skipped, "
-                         "so use a fresh file for another --n or --n-pseudo); the folder must exist (default: "
-                         "effect_curve_results.csv beside this script)")
+                    help="per-replication rows with their n and n_pseudo (appended as they finish; existing (design, "
+                         "rep, method) are skipped, and a file of another --n, --n-pseudo or EffectCurve spline is "
+                         "refused); the table reports the requested reps, designs and methods; the folder must exist "
+                         "(default: effect_curve_results.csv beside this script)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     designs = [s.strip() for s in args.designs.split(",") if s.strip()]
@@ -189,8 +231,12 @@ def main() -> None:
         raise SystemExit(f"--methods: nothing left to run ({args.methods!r} needs packages that are not installed)")
     out = _peers.check_out_file("--out", args.out, ap.error)  # before any fit: rows are appended after each fit
     done = set()
+    columns = COLUMNS
     if out.exists():
-        prev = pd.read_csv(out)
+        raw = pd.read_csv(out)
+        columns = list(raw.columns)  # appended rows follow the file's header
+        prev = recorded_settings(raw, out)
+        check_resume(prev, out, args.n, args.n_pseudo, methods)
         done = {(r.design, int(r.rep), r.key) for r in prev.itertuples()}
         # rows are skipped by (design, rep, key) alone: refuse to mix EffectCurve settings in one file, which would
         # skip every fit and summarize the other setting's rows
@@ -207,13 +253,16 @@ def main() -> None:
                         continue
                     rows = (run_effect_curve(d, rep, args.n_pseudo, args.spline, args.n_knots) if m == "effect_curve"
                             else METHODS[m](d, rep))
-                    frame = pd.DataFrame([{"design": dname, "rep": rep, "key": m, **r} for r in rows])
+                    frame = pd.DataFrame([{"design": dname, "rep": rep, "key": m, "n": args.n,
+                                           "n_pseudo": args.n_pseudo if m == "effect_curve" else np.nan, **r}
+                                          for r in rows]).reindex(columns=columns)
                     frame.to_csv(out, mode="a", header=not out.exists(), index=False)
                     for r in rows:
                         print(f"{dname:13s} rep {rep:3d} {r['method']:27s} rmse {r['rmse']:.3f} "
                               f"cov90 {r['cov90']:.3f} cov95 {r['cov95']:.3f} wall {r['wall']:.1f}s", flush=True)
-    df = pd.read_csv(out)
-    df = df[df.design.isin(designs) & df.key.isin(methods)]
+    df = pd.read_csv(out)  # this run's table: the requested reps, designs and methods, not every row of the file
+    reps = range(args.seed, args.seed + args.reps)
+    df = df[df.design.isin(designs) & df.key.isin(methods) & df.rep.isin(reps)]
     table = summarize(df)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
