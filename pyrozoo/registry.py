@@ -477,6 +477,10 @@ RESERVED_METRICS = {
     "inference_requested": "the inference config.toml names",
     "seed": "the run's seed",
     "pyrozoo_version": "the pyrozoo version that wrote the run",
+    "pyro_version": "the pyro version the run was made with",
+    "torch_version": "the torch version the run was made with",
+    "numpy_version": "the numpy version the run was made with",
+    "python_version": "the Python version the run was made with",
 }
 
 

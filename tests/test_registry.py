@@ -269,3 +269,13 @@ def test_canonical_options_name_known_options_and_spell_values_once():
     assert entry.canonical({"interactions": "cubic"}) == {"interactions": "cubic"}
     assert registry.get("plce").canonical({"interactions": False}) == {"interactions": "none"}
     assert entry.canonical_options["interactions"] is interaction_kind
+
+
+@pytest.mark.parametrize("key", ["pyro_version", "torch_version", "numpy_version", "python_version"])
+def test_a_metric_named_like_a_recorded_version_is_refused(key):
+    """save_run now records these versions in metrics.json; an entry's metric of such a name is refused before the
+    run is saved, as the other bookkeeping names are."""
+    entry = _entry(metrics=lambda result, dataset: {"ok": 1.0, key: 1.0})
+    with pytest.raises(PyrozooError, match=rf"returned the metric '{key}', a name metrics\.json keeps for the "
+                                           rf".* version the run was made with; rename it$"):
+        entry.compute_metrics(None, None)

@@ -20,13 +20,22 @@ from pyrozoo.inference.arviz_compat import fewer_draws_than_chains_ok  # (also: 
 from pyrozoo.inference.device import keeps_caller_state
 
 
+def environment_versions() -> dict[str, str]:
+    """The versions behind a run's numbers besides pyro's and pyrozoo's: ``torch_version``, ``numpy_version`` and
+    ``python_version`` (bit-identical reruns and exact resume hold for one torch build only)."""
+    import platform
+
+    return {"torch_version": str(torch.__version__), "numpy_version": np.__version__,
+            "python_version": platform.python_version()}
+
+
 def library_attrs() -> dict[str, str]:
     """The attributes ``az.from_pyro`` puts on every group (``inference_library``, ``inference_library_version``),
-    and the ``pyrozoo_version`` that made the run."""
+    the ``pyrozoo_version`` that made the run, and :func:`environment_versions` (torch, numpy, Python)."""
     import pyro
 
     return {"inference_library": "pyro", "inference_library_version": pyro.__version__,
-            "pyrozoo_version": pyrozoo.__version__}
+            "pyrozoo_version": pyrozoo.__version__, **environment_versions()}
 
 
 def predictive_seed(seed: int) -> int:

@@ -25,12 +25,13 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+import pyro
 import tomli_w
 import torch
 
 import pyrozoo
 from pyrozoo.errors import PyrozooError
-from pyrozoo.inference.result import Result
+from pyrozoo.inference.result import Result, environment_versions
 from pyrozoo.validation import check_path, expand_home
 
 RUN_FILES = ("config.toml", "idata.nc", "metrics.json", "params.pt")
@@ -300,15 +301,16 @@ def save_run(
     ``inference_requested``, the inference asked for as ``config.toml`` records it (``svi``, ``collapsed``,
     ``em``). ``artifacts(tmp_dir)`` may add files (plots ...) before the directory is renamed into place.
     ``metrics`` go into ``metrics.json`` beside these bookkeeping keys (``wall_time``, ``inference``,
-    ``inference_requested``, ``seed``, ``pyrozoo_version``), which they cannot replace: a metric of one of those
-    names with another value than the one recorded is a :class:`PyrozooError`, before anything is written (one
+    ``inference_requested``, ``seed``, ``pyrozoo_version``, and the ``pyro_version``, ``torch_version``,
+    ``numpy_version`` and ``python_version`` the run was made with), which they cannot replace: a metric of one of
+    those names with another value than the one recorded is a :class:`PyrozooError`, before anything is written (one
     restating it, as spike-slab's ``wall_time``, is kept)."""
     cfg = dict(config if config is not None else result.config)
     # config.toml's name for the inference beside the engine label (older run directories lack it); the
     # InferenceData has result.config's, which run_model makes the same: the file follows config.toml
     requested = {"inference_requested": cfg["inference"]} if isinstance(cfg.get("inference"), str) else {}
     own = {"wall_time": result.wall_time, "inference": result.inference, **requested, "seed": result.seed,
-           "pyrozoo_version": pyrozoo.__version__}
+           "pyrozoo_version": pyrozoo.__version__, "pyro_version": pyro.__version__, **environment_versions()}
     clashes = [k for k in own if k in (metrics or {}) and not _same_value(metrics[k], own[k])]
     if clashes:
         raise PyrozooError(f"metrics: {', '.join(f'{k!r} ({metrics[k]!r}, recorded {own[k]!r})' for k in clashes)} "

@@ -311,3 +311,24 @@ def test_draws_sd_of_draws_at_the_top_of_float_range():
         warnings.simplefilter("error")
         assert draws_sd(np.array([1e308, 0.9e308])) == pytest.approx(np.sqrt(0.5) * 1e307, rel=1e-12)
         assert draws_sd(np.array([[1.7e308, 1.6e308], [1.0, 3.0]]), axis=1)[1] == pytest.approx(np.sqrt(2), rel=1e-12)
+
+
+def test_idata_records_the_torch_numpy_and_python_versions_on_every_group(tmp_path):
+    """QA: a run recorded pyro's and pyrozoo's versions but not torch's, numpy's or Python's, though bitwise
+    reruns and exact resume hold for one torch build only. The InferenceData and every group now hold
+    torch_version, numpy_version and python_version, and idata.nc keeps them."""
+    import platform
+
+    import arviz as az
+    import torch
+
+    res = _result()
+    res.fit_stats = {"loss": np.arange(3.0)}
+    want = {"torch_version": str(torch.__version__), "numpy_version": np.__version__,
+            "python_version": platform.python_version()}
+    path = tmp_path / "idata.nc"
+    res.to_inference_data().to_netcdf(str(path), engine="h5netcdf")
+    for data in (res.to_inference_data(), az.from_netcdf(str(path), engine="h5netcdf")):
+        assert {k: data.attrs.get(k) for k in want} == want
+        for group in data.groups():
+            assert {k: data[group].attrs.get(k) for k in want} == want, group

@@ -318,3 +318,28 @@ def test_overwrite_through_a_link_to_a_run_is_refused_before_any_work(tmp_path):
         check_out_dir(tmp_path / "link", overwrite=True)
     assert check_out_dir(tmp_path / "empty", overwrite=True) == tmp_path / "empty"
     assert check_out_dir(tmp_path / "link" / "new") == tmp_path / "link" / "new"  # a link as the parent is fine
+
+
+def test_metrics_json_records_the_versions_the_run_was_made_with(tmp_path):
+    """QA: metrics.json recorded only pyrozoo_version, so runs from two machines could not be told apart by their
+    torch build. It now holds pyro_version, torch_version, numpy_version and python_version too, which a metric
+    cannot replace (refused before anything is written)."""
+    import json
+    import platform
+
+    import numpy as np
+    import pyro
+    import torch
+
+    from pyrozoo.inference.rundir import save_run
+
+    want = {"pyro_version": pyro.__version__, "torch_version": str(torch.__version__),
+            "numpy_version": np.__version__, "python_version": platform.python_version()}
+    config = {"model": "m", "inference": "svi", "seed": 0}
+    run = save_run(_small_result(), tmp_path / "run", config=config, metrics={"mse": 0.5})
+    stored = json.loads((run / "metrics.json").read_text())
+    assert {k: stored.get(k) for k in want} == want and stored["mse"] == 0.5
+    for key in want:
+        with pytest.raises(PyrozooError, match=rf"^metrics: '{key}' .* would replace what metrics\.json records"):
+            save_run(_small_result(), tmp_path / "other", config=config, metrics={key: "0"})
+        assert not (tmp_path / "other").exists()

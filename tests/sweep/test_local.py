@@ -888,3 +888,36 @@ def test_a_run_config_with_a_byte_order_mark_resumes_as_done(write_spec, tmp_pat
     again = run_sweep(load_spec(write_spec(text), out=out), jobs=1)
     assert again.outcomes == [] and again.skipped == 1
     assert (config.parent / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_versions_in_metrics_json_are_neither_metrics_nor_settings_and_old_runs_resume(write_spec, sweep_text,
+                                                                                      tmp_path):
+    """metrics.json records torch_version, numpy_version, python_version and pyro_version. A resumed sweep over
+    runs written before (without them) keeps them silently, neither refused nor rerun; the report neither counts
+    the versions as metrics nor splits groups by them, even where two runs' torch versions differ."""
+    import warnings
+
+    import torch
+
+    from pyrozoo.sweep.report import collect_runs, group_columns, metric_columns, varying_settings
+
+    keys = ("torch_version", "numpy_version", "python_version", "pyro_version")
+    spec = load_spec(write_spec(sweep_text()), out=tmp_path / "out")
+    run_sweep(spec, jobs=1)
+    first, second = spec.cells[:2]
+    assert _metrics(spec.out, first)["torch_version"] == str(torch.__version__)
+    m = _metrics(spec.out, first)
+    for key in keys:
+        del m[key]  # as written before they were recorded
+    (spec.out / first.key / "metrics.json").write_text(json.dumps(m))
+    m = _metrics(spec.out, second)
+    m["torch_version"] = "0.0.0+other"  # a run from another machine
+    (spec.out / second.key / "metrics.json").write_text(json.dumps(m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = run_sweep(spec, jobs=1)
+    assert again.skipped == len(spec.cells) and again.ok == 0
+    table = collect_runs(spec.out)
+    assert not set(keys) & set(table.columns)
+    assert not set(keys) & set(metric_columns(table))
+    assert not set(keys) & set(varying_settings(table) + group_columns(table))
