@@ -28,6 +28,8 @@ def handle(args: argparse.Namespace) -> int:
     from pyrozoo.evaluation.diagnostics import (
         BFMI_MIN,
         TREEDEPTH_SHARE_MAX,
+        check_table,
+        convergence_judged,
         ess_threshold,
         is_markov_chain,
         report_lines,
@@ -52,8 +54,12 @@ def handle(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         if one_draw:  # numpy's "degrees of freedom <= 0" from sd/ESS of a single value; said in words below
             warnings.simplefilter("ignore", RuntimeWarning)
-        table = summary(idata, var_names=args.var)
-    shown = table if args.max_rows == 0 else table.head(args.max_rows)
+        if args.max_rows == 0:  # the whole table printed: the checks read it
+            shown = table = summary(idata, var_names=args.var)
+        else:  # az.summary, a loop over the components (78 s for a default-size regime-scm run's 220,251), of the
+            # printed rows only; the checks read check_table's columns (mean, sd; ESS, r_hat where judged) of every row
+            shown = summary(idata, var_names=args.var, max_rows=args.max_rows)
+            table = check_table(idata, var_names=args.var, convergence=convergence_judged(idata))
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
     if len(shown) < len(table):

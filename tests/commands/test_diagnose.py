@@ -149,3 +149,39 @@ def test_a_broken_symbolic_link_for_plots_is_one_line_before_the_table(tmp_path,
         assert main(["diagnose", str(run), "--no-plots"]) == 0 and "mu" in capsys.readouterr().out
         (run / "plots").unlink()
     assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_cut_table_summarizes_only_the_printed_rows_and_still_warns_about_every_row(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """QA: diagnose ran az.summary (~1 ms a component) over every component and printed --max-rows of them: 62 s
+    for regime-scm's 10,000-row regime_probs and encoder_probs (220k rows) to print 2. az.summary now sees only the
+    printed rows; the warnings and notes, from check_table's columns of every row, are the ones the whole table
+    (--max-rows 0) gives: a component deep in a long vector that does not mix, or never moves, is still named."""
+    import pyrozoo.evaluation.diagnostics as diagnostics
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2, 1000, 300))
+    z[0, :, 250] += 5.0  # the chains disagree: r_hat far above 1.01
+    z[:, :, 270] = 0.25  # the same in every draw
+    run = _run_dir(tmp_path / "run", {"a": rng.normal(size=(2, 1000)), "z": z})
+    summarized = []
+    real = diagnostics.az.summary
+
+    def counting(data, *args, **kwargs):
+        out = real(data, *args, **kwargs)
+        summarized.append(len(out))
+        return out
+
+    monkeypatch.setattr(diagnostics.az, "summary", counting)
+    assert main(["diagnose", str(run), "--max-rows", "3", "--no-plots"]) == 0
+    cut = capsys.readouterr().out
+    assert sum(summarized) <= 3, summarized  # not the 301 components
+    assert "note: the first 3 of 301 rows" in cut
+    assert main(["diagnose", str(run), "--max-rows", "0", "--no-plots"]) == 0
+    whole = capsys.readouterr().out
+    assert sum(summarized) >= 301
+    checks = [line for line in cut.splitlines() if line.startswith(("warning:", "note: the same"))]
+    assert any("z[250]" in line and "r_hat" in line for line in checks), cut
+    assert any("z[270]" in line for line in checks), cut
+    assert checks == [line.replace("in the summary table above", "in the whole table: --max-rows 0 prints it")
+                      for line in whole.splitlines() if line.startswith(("warning:", "note: the same"))]
