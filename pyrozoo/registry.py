@@ -94,6 +94,10 @@ class ZooModel:
       regime-scm's log-likelihood is joint over a row's variables, one value per row. ``run_model`` sizes the
       log-likelihood with it before the fit (:func:`pyrozoo.runner.check_run_size`); the fit passes the same count
       to :func:`~pyrozoo.inference.assemble.assemble_result` (``log_likelihood_size``).
+    * ``check_data(dataset, config)``: optional, the model's own refusal of data it cannot fit whatever the run's
+      settings (the exact GP's N x N matrices that exceed the device's memory), raising :class:`PyrozooError`;
+      ``run_model`` calls it once the data are loaded, before the generic pointwise-size refusal
+      (:func:`pyrozoo.runner.check_run_size`), so the error that no flag of the run can fix comes first.
     * ``option_notes``: option -> a short condition ``pyrozoo list`` prints after its readers, for what the tables
       above cannot say (regime-scm's enum reads ``hidden`` only with ``mechanism='mlp'``, which ``check_options``
       enforces). For an option whose default is ``None``, a note beginning ``"default V; "`` (or just ``"default V"``)
@@ -126,8 +130,12 @@ class ZooModel:
     option_notes: Mapping[str, str] = field(default_factory=dict)
     log_likelihood_size: Callable[[Dataset], int] | None = None
     canonical_options: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    check_data: Callable[[Dataset, RunConfig], None] | None = None
 
     def __post_init__(self) -> None:
+        if self.check_data is not None and not callable(self.check_data):
+            raise PyrozooError(f"check_data of {self.name}: expected a function of the dataset and config (or None), "
+                               f"got {self.check_data!r}")
         if self.log_likelihood_size is not None and not callable(self.log_likelihood_size):
             raise PyrozooError(f"log_likelihood_size of {self.name}: expected a function of the dataset (or None), "
                                f"got {self.log_likelihood_size!r}")

@@ -126,10 +126,11 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
     (the CLI prints it) or, without ``note``, as a :class:`UserWarning`.
 
     A run whose pointwise log-likelihood (and posterior predictive, if asked) would not fit in memory is refused
-    after the data are loaded and before the fit (:func:`check_run_size`; should the fit's log-likelihood prove
-    larger than estimated, it is refused, not left out as for a Python caller); ``config.log_likelihood=False``
-    leaves the log-likelihood out of the fit and the run (no ``log_likelihood`` group: az.loo/az.waic will not
-    work).
+    after the data are loaded and before the fit (:func:`check_run_size`, after the entry's own ``check_data``
+    refusal of data the model cannot fit at all, such as the exact GP's too many rows; should the fit's
+    log-likelihood prove larger than estimated, it is refused, not left out as for a Python caller);
+    ``config.log_likelihood=False`` leaves the log-likelihood out of the fit and the run (no ``log_likelihood``
+    group: az.loo/az.waic will not work).
 
     A saved run of a Markov-chain engine records in ``metrics.json``, under ``convergence``, the figures behind
     ``pyrozoo run``'s convergence warnings (:func:`~pyrozoo.evaluation.diagnostics.convergence_figures`), for
@@ -147,6 +148,8 @@ def run_model(config: RunConfig, *, out: str | Path | None = None, save: bool = 
         out_path = check_out_dir(out if out is not None else default_out_dir(config), overwrite=overwrite)
     set_seed(config.seed)  # a simulator that draws from the global RNG (not a seeded generator) is reproducible too
     dataset = entry.load_data(config).to(device)
+    if entry.check_data is not None:  # the model's own refusal (no flag fixes it) before the pointwise-size one
+        entry.check_data(dataset, config)
     check_run_size(config, dataset, save=save)  # a run too big for memory is refused before the fit, not OOM-killed
     ignored = unapplied_settings(config, given)
     if ignored:

@@ -517,3 +517,29 @@ def test_a_saved_markov_chain_run_records_its_convergence_figures_and_an_svi_run
     assert "convergence" not in out.metrics
     run_model(RunConfig(inference="svi", steps=50, **common), out=tmp_path / "svi")
     assert "convergence" not in json.loads((tmp_path / "svi" / "metrics.json").read_text())
+
+
+def test_an_entrys_check_data_refuses_before_the_pointwise_size_check(monkeypatch, tmp_path):
+    """``ZooModel.check_data`` (a model's own refusal of data it cannot fit, whatever the flags) runs once the data
+    are loaded and before check_run_size, with the loaded dataset and the checked config; a function is required."""
+    from pyrozoo import runner
+
+    calls = []
+
+    def refuse(dataset, config):
+        calls.append((dataset.observed["x"].shape[0], config.inference))
+        raise PyrozooError("X: expected fewer rows, got too many")
+
+    def size_check(*args, **kwargs):
+        raise AssertionError("check_run_size ran before the entry's check_data")
+
+    entry = dataclasses.replace(registry.get("normal-gamma"), check_data=refuse)
+    monkeypatch.setattr(registry, "get", lambda name: entry)
+    monkeypatch.setattr(runner, "check_run_size", size_check)
+    config = RunConfig(model="normal-gamma", num_samples=4, warmup_steps=2, num_chains=1, progress=False,
+                       options={"n": 30})
+    with pytest.raises(PyrozooError, match="^X: expected fewer rows"):
+        run_model(config, out=tmp_path / "run")
+    assert calls == [(30, entry.inferences[0])] and list(tmp_path.iterdir()) == []
+    with pytest.raises(PyrozooError, match="check_data of normal-gamma: expected a function"):
+        dataclasses.replace(registry.get("normal-gamma"), check_data=3)

@@ -962,6 +962,16 @@ def check_gp_options(config: RunConfig) -> None:
         check_choice("kernel", config.options["kernel"], KERNELS)
 
 
+def check_gp_fit_size(dataset: Dataset, config: RunConfig) -> None:
+    """The registry's ``check_data``: refuse, before any other size check, training rows whose N x N matrices
+    cannot fit the device's memory (:func:`check_exact_memory`; :data:`NUTS_BUFFERS` for ``nuts``, else
+    :data:`EXACT_BUFFERS`, as the fit checks them), so that ``run_model`` says "use the sparse GP" before the
+    pointwise-size error that fewer draws would fix."""
+    X = dataset.inputs.get("X")
+    if isinstance(X, torch.Tensor) and X.dim() == 2:  # else the fit's own dataset checks name it
+        check_exact_memory(X, buffers=NUTS_BUFFERS if config.inference == "nuts" else EXACT_BUFFERS)
+
+
 @register("gp")
 def gp_entry() -> ZooModel:
     return ZooModel(
@@ -984,6 +994,7 @@ def gp_entry() -> ZooModel:
         # the type-II fit's starting values; NUTS samples the hyperparameters from their priors
         inference_options={k: ("type2",) for k in ("lengthscale", "variance", "noise")},
         check_options=check_gp_options,
+        check_data=check_gp_fit_size,
         tiny={"num_samples": 6, "warmup_steps": 6, "num_chains": 1, "steps": 15, "options": {"n": 10, "n_test": 20}},
         description="Exact GP regression (RBF/Matern): type-II ML or NUTS over hyperparameters, exact f posterior",
     )

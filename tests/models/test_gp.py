@@ -1357,3 +1357,27 @@ def test_draws_of_f_survive_a_posterior_covariance_that_rounds_below_zero():
                                  variance=t(0.9694735699489591), noise=t(4.3580157586661623e-16))
     assert f.shape == (5, 40) and bool(torch.isfinite(f).all())
     assert float((f - y).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("inference, buffers", [("type2", 7), ("nuts", 10)])
+def test_run_refuses_too_many_rows_for_the_exact_gp_before_the_pointwise_size(monkeypatch, tmp_path, inference,
+                                                                              buffers):
+    """A run too big both for the exact GP's N x N matrices and for the pointwise log-likelihood says "use the
+    sparse GP" first: fewer draws or --no-log-likelihood (the pointwise error's advice) could not make it fit. It
+    once named the pointwise size first, and following that advice only brought up this error."""
+    import pyrozoo.models.gp as gp_mod
+    from pyrozoo.inference import assemble
+    from pyrozoo.runner import run_model
+
+    monkeypatch.setattr(gp_mod, "available_memory", lambda device: 10**6)  # 200 rows need 2.24 MB (NUTS 3.2 MB)
+    monkeypatch.setattr(assemble, "MAX_POINTWISE_VALUES", 100)  # 2 draws x 200 rows: over it too
+    config = RunConfig(model="gp", inference=inference, steps=2, num_samples=2, warmup_steps=2, num_chains=1,
+                       progress=False, device="cpu", options={"n": 200})
+    with pytest.raises(PyrozooError, match=rf"^X: expected at most \d+ rows for the exact GP on cpu \({buffers} N x N"
+                                           r".* got 200 rows; use the sparse GP"):
+        run_model(config, out=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(gp_mod, "available_memory", lambda device: 10**9)  # the matrices fit: the pointwise error
+    with pytest.raises(PyrozooError, match=r"--no-log-likelihood"):
+        run_model(config, out=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
