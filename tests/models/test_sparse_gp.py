@@ -780,7 +780,7 @@ def test_make_sparse_dataset_refuses_unknown_and_conflicting_keywords(kwargs, ma
         make_sparse_dataset(X, y, **kwargs)
     assert make_sparse_dataset(X, y, m=5, Z=X[:5]).inputs["Z"].shape == (5, 2)  # an m that agrees is fine
     assert make_sparse_dataset(X, y, Z=X[:4]).inputs["Z"].shape == (4, 2)
-    assert make_sparse_dataset(X, y).inputs["Z"].shape == (20, 2)  # the default m
+    assert make_sparse_dataset(X, y).inputs["Z"].shape == (15, 2)  # the default m (DEFAULT_M, as the CLI's)
     assert make_sparse_dataset(X, y, m=3, ard=True).meta["ard"] is True
 
 
@@ -979,3 +979,42 @@ def test_initial_pseudo_inputs_are_distinct_rows_even_when_x_repeats_rows():
     with pytest.raises(PyrozooError, match=msg):
         make_sparse_dataset(Xr, yr, m=13)
     assert torch.unique(make_sparse_dataset(Xr, yr, m=10).inputs["Z"], dim=0).shape[0] == 10
+
+
+def test_one_default_m_for_python_the_simulator_the_loaders_and_the_cli(tmp_path):
+    """make_sparse_dataset defaulted to 20 pseudo-inputs while the CLI, the simulator and the file and concrete
+    loaders (and `pyrozoo list sparse-gp`) defaulted to 15: one DEFAULT_M (15) now."""
+    import inspect
+
+    import pyrozoo.models.sparse_gp as sg
+    from pyrozoo import registry
+
+    assert sg.DEFAULT_M == 15 and registry.get("sparse-gp").options["m"] == sg.DEFAULT_M
+    for fn in (sg.simulate_sparse_gp, sg.load_concrete_sparse, sg.sparse_gp_from_file):
+        assert inspect.signature(fn).parameters["m"].default == sg.DEFAULT_M, fn.__name__
+    X, y, _, _ = simulate_regression(0, n=40, n_test=1)
+    assert make_sparse_dataset(X, y).inputs["Z"].shape[0] == sg.DEFAULT_M
+    assert sg.simulate_sparse_gp(0, n=40, n_test=5).inputs["Z"].shape[0] == sg.DEFAULT_M
+
+
+def test_make_sparse_dataset_names_argument_conflicts_before_the_default_m():
+    """X of 20 rows with 5 distinct values, no m, noiseless=True with a noise: the conflicting arguments are the
+    mistake, and were reported only after the default m's error (which did not say m was the default)."""
+    X = torch.arange(5, dtype=torch.float64).repeat(4).unsqueeze(-1)  # 20 rows, 5 distinct
+    y = torch.sin(X[:, 0])
+    with pytest.raises(PyrozooError, match=r"^noise: expected no noise \(or 0\) with noiseless=True"):
+        make_sparse_dataset(X, y, noiseless=True, noise=0.3, method="fitc")
+    with pytest.raises(PyrozooError, match=r"^noiseless: the VFE bound needs a noise variance > 0"):
+        make_sparse_dataset(X, y, noiseless=True, noise=0.3)
+    with pytest.raises(PyrozooError, match=r"^method: "):
+        make_sparse_dataset(X, y, method="vfee")
+    # only then the default m, said to be the default, with the m to pass
+    with pytest.raises(PyrozooError, match=r"^m: expected at most 5 pseudo-inputs, .* got the default m = 15 \(m was "
+                                           r"not given\); pass m=5 or less, or give Z$"):
+        make_sparse_dataset(X, y, noiseless=True, method="fitc")
+    with pytest.raises(PyrozooError, match=r"^m: expected 1 <= M <= N = 4 pseudo-inputs, got the default M = 15 \(m "
+                                           r"was not given; pass m=4 or less, or give Z\)$"):
+        make_sparse_dataset(X[:4], y[:4])
+    with pytest.raises(PyrozooError, match=r"^m: expected at most 5 pseudo-inputs, .* got 6; pass m=5 or less"):
+        make_sparse_dataset(X, y, m=6)
+    assert make_sparse_dataset(X, y, m=5, noiseless=True, method="fitc").inputs["Z"].shape == (5, 1)
