@@ -12,7 +12,9 @@ The peer is the alpha = 0 model (a plain Bayesian classifier), measured in the s
         -o extractor_loss=confusion -o context_copies=1          # the previous (eq. 1, confusion) scheme
 
 Prints a table (mean +- sd over seeds) and writes ``agnostic_<task>_runs.csv`` and the figures (PNG) to ``--out``
-(files already there are refused before any run unless ``--overwrite`` is given).
+(files already there are refused before any run unless ``--overwrite`` is given). A run with ``--seed-start S > 0``
+names its runs CSV and figures with the suffix ``_seedsS-E``, so one-seed invocations can share one folder; a
+``--merge`` run draws the unsuffixed ``agnostic_<task>_alpha_grid.png`` of all the merged rows.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def verdict(stats: dict[float, dict[str, tuple[float, float]]], task: str) -> fl
     return best
 
 
-def plot_grid(stats, task: str, out: Path, title: str) -> Path:
+def plot_grid(stats, task: str, out: Path, title: str, suffix: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +132,7 @@ def plot_grid(stats, task: str, out: Path, title: str) -> Path:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = out / f"agnostic_{task}_alpha_grid.png"
+    path = out / f"agnostic_{task}_alpha_grid{suffix}.png"  # a seed-range run's suffix, as for the runs CSV
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -228,7 +230,10 @@ def main() -> None:
             ap.error(f"{FLAGS.get(str(exc).split(':')[0], '-o/--option')}: {exc}")
     out = Path(args.out)
     suffix = f"_seeds{args.seed_start}-{args.seed_start + args.seeds - 1}" if args.seed_start or args.merge else ""
-    writes = [out / f"agnostic_{args.task}_alpha_grid.png"]
+    # a seed-range run (--seed-start > 0) draws its own figure beside its own runs CSV, so the documented one-seed
+    # loop into one folder overwrites nothing; a --merge run draws the unsuffixed figure of the merged rows
+    grid_suffix = "" if args.merge else suffix
+    writes = [out / f"agnostic_{args.task}_alpha_grid{grid_suffix}.png"]
     if args.seeds:
         writes.append(out / f"agnostic_{args.task}_runs{suffix}.csv")
     if args.seeds and args.task == "digits" and 0.0 in alphas and len(alphas) > 1:  # the saliency figure
@@ -266,7 +271,7 @@ def main() -> None:
     best = verdict(stats, args.task)
     hi = args.saliency_alpha if args.saliency_alpha is not None else best
     title = f"agnostic classifier, {args.task}: mean ± sd over {len(seeds)} seeds ({args.steps} steps)"
-    print(f"figure: {plot_grid(stats, args.task, out, title)}")
+    print(f"figure: {plot_grid(stats, args.task, out, title, grid_suffix)}")
     if args.task == "digits" and hi is not None and 0.0 in keep and hi in keep and hi != 0.0:
         print(f"figure: {plot_saliency(keep[0.0][0], keep[0.0][1], keep[hi][1], hi, out, suffix=suffix)}")
 
