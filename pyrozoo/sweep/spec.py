@@ -35,6 +35,7 @@ path is relative to the sweep file's directory.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -42,7 +43,7 @@ import numbers
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,8 @@ def _axis_values(config: Mapping[str, Any], axes: Mapping[str, Any], written_dat
 
 
 def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any],
-                  float_options: Collection[str]) -> tuple[str, ...]:
+                  float_options: Collection[str],
+                  clashing: Mapping[str, Collection[str]] | None = None) -> tuple[str, ...]:
     """The names this cell's run directory had before float settings were normalised: a float axis value that is
     a whole number was named as the sweep file wrote it (``mu_true=1`` for 1, ``mu_true=1.0`` for 1.0), so each
     such axis may read either way (every combination for up to 4 such axes, else all of them as integers)."""
@@ -298,10 +300,10 @@ def _earlier_keys(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]
         return ()
     subsets = ([c for r in range(1, len(whole) + 1) for c in itertools.combinations(whole, r)] if len(whole) <= 4
                else [tuple(whole)])
-    key = cell_key(label, config, axes)
+    key = cell_key(label, config, axes, clashing)
     out = []
     for subset in subsets:
-        earlier = cell_key(label, config, {k: int(v) if k in subset else v for k, v in axes.items()})
+        earlier = cell_key(label, config, {k: int(v) if k in subset else v for k, v in axes.items()}, clashing)
         if earlier != key and earlier not in out:
             out.append(earlier)
     return tuple(out)
@@ -313,13 +315,46 @@ def key_axis_names(axes: Collection[str]) -> list[str]:
     return [_slug(k.removeprefix("options.")) for k in axes if k != "inference"]
 
 
-def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
+def _value_text(value: Any) -> str:
+    """An axis value as one text, to tell two values apart and to hash one (:func:`_clashing_values`)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _clashing_values(cells: Sequence[Cell]) -> dict[str, set[str]]:
+    """For each axis of one ``[[models]]`` block, the values (:func:`_value_text`) that share their folder-name text
+    with another value of that axis (``"a/d.csv"`` and ``"a-d.csv"`` are both ``a-d.csv``)."""
+    texts: dict[str, dict[str, set[str]]] = {}
+    for cell in cells:
+        for k, v in cell.axes.items():
+            if k != "inference":
+                texts.setdefault(k, {}).setdefault(_slug(v), set()).add(_value_text(v))
+    out: dict[str, set[str]] = {}
+    for k, by_slug in texts.items():
+        for same in by_slug.values():
+            if len(same) > 1:
+                out.setdefault(k, set()).update(same)
+    return out
+
+
+def _key_value(axis: str, value: Any, clashing: Mapping[str, Collection[str]] | None) -> str:
+    """``value``'s text in a run directory's name: :func:`_slug`, and, only for a value whose slug another value of
+    the same axis shares, ``+`` and the first 8 hex digits of the SHA-1 of its :func:`_value_text` (stable, so a
+    resumed sweep finds it again)."""
+    text = _value_text(value)
+    if clashing and text in clashing.get(axis, ()):
+        return f"{_slug(value)}+{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return _slug(value)
+
+
+def cell_key(label: str, config: Mapping[str, Any], axes: Mapping[str, Any],
+             clashing: Mapping[str, Collection[str]] | None = None) -> str:
     """``LABEL/INFERENCE[_AXIS=VALUE...]_seedS`` (axes other than inference in declared order; a run directory named
     with the same ``AXIS=VALUE`` parts in another order, by the same sweep with its axes declared in another order,
-    is found again: :func:`pyrozoo.sweep.runner.adopt_earlier_keys`)."""
+    is found again: :func:`pyrozoo.sweep.runner.adopt_earlier_keys`). ``clashing`` (:func:`_clashing_values`):
+    the values given a hash suffix, as two distinct values of one axis would otherwise share a name."""
     parts = [_slug(config["inference"])]
-    parts += [f"{name}={_slug(v)}" for name, v in
-              zip(key_axis_names(axes), [v for k, v in axes.items() if k != "inference"], strict=True)]
+    parts += [f"{name}={_key_value(k, v, clashing)}" for name, (k, v) in
+              zip(key_axis_names(axes), [(k, v) for k, v in axes.items() if k != "inference"], strict=True)]
     parts.append(f"seed{config['seed']}")
     return f"{_slug(label)}/{'_'.join(parts)}"
 
@@ -414,6 +449,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
         raise PyrozooError(f"models: expected one or more [[models]] tables, got {models!r}")
 
     cells: list[Cell] = []
+    block_of: list[str] = []  # each cell's [[models]] block (models[i])
     labels: set[str] = set()
     planned = 0  # cells of the blocks so far, counted before each block is built
     for i, block in enumerate(models):
@@ -535,17 +571,29 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 key = cell_key(label, full, used)
                 earlier = _earlier_keys(label, full, used, entry.float_option_names())
                 cells.append(Cell(key, full, used, earlier_keys=earlier))
+                block_of.append(where)
                 block_written.append(chosen)
         if refused:
             _refuse_combinations(where, model, refused, block_cells, verdicts)
         _refuse_repeats(entry, cells[first:], block_written, axis_keys)
+        clashing = _clashing_values(cells[first:])
+        if clashing:  # only then: the run directories of a sweep without such values keep their names
+            cells[first:] = [replace(c, key=cell_key(label, c.config, c.axes, clashing),
+                                     earlier_keys=_earlier_keys(label, c.config, c.axes, entry.float_option_names(),
+                                                                clashing))
+                             for c in cells[first:]]
 
-    seen: dict[str, Cell] = {}
-    for cell in cells:
+    seen: dict[str, int] = {}
+    for i, cell in enumerate(cells):
         if cell.key in seen:
-            raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r}; give the [[models]] "
-                               f"blocks distinct labels or make their values distinct")
-        seen[cell.key] = cell
+            j = seen[cell.key]
+            both = f"{block_of[j]} with {cells[j].axes!r} and {block_of[i]} with {cell.axes!r}"
+            advice = ("their labels differ only in characters a folder name cannot hold (letters, digits and . _ + - "
+                      "are kept, any other run of characters becomes -); give the [[models]] blocks labels whose "
+                      "folder names differ" if block_of[i] != block_of[j] else
+                      "write one of the values differently")
+            raise PyrozooError(f"{source}: two cells map to the run directory {cell.key!r} ({both}); {advice}")
+        seen[cell.key] = i
     out_path = expand_home("out" if out is not None else "sweep.out", out_dir, what="a directory path")
     return SweepSpec(name=name, out=out_path, cells=cells, source=source)
 

@@ -643,3 +643,31 @@ def test_a_label_cannot_name_the_hidden_lock():
     """The root's lock, .sweep.lock, is hidden; a label's folder never is (leading dots are dropped)."""
     spec = parse_spec({"sweep": {"seeds": 1}, "models": [{"name": "normal-gamma", "label": ".sweep.lock"}]})
     assert [c.key for c in spec.cells] == ["sweep.lock/gibbs_seed0"]
+
+
+def test_distinct_data_values_that_slug_alike_get_distinct_stable_folders(tmp_path, monkeypatch):
+    """data = ["a/d.csv", "a-d.csv"] (or "~/d.csv" and "-d.csv") both slug to ``data=a-d.csv`` and were refused with
+    advice to give the block distinct labels; now each clashing value gets a stable hash suffix, and only those."""
+    (tmp_path / "a").mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for path in (tmp_path / "a" / "d.csv", tmp_path / "a-d.csv", home / "d.csv", tmp_path / "-d.csv",
+                 tmp_path / "b.csv"):
+        path.write_text("x\n1.0\n2.5\n0.5\n")
+
+    def keys(data):
+        spec = parse_spec({"sweep": {"seeds": 1}, "models": [{"name": "normal-gamma", "inference": "gibbs",
+                                                               "options": {"column": "x"}, "grid": {"data": data}}]},
+                          base_dir=tmp_path)
+        return [c.key for c in spec.cells]
+
+    for data in (["a/d.csv", "a-d.csv", "b.csv"], ["~/d.csv", "-d.csv"]):
+        got = keys(data)
+        assert len(set(got)) == len(got) == len(data)
+        assert all(re.fullmatch(r"normal-gamma/gibbs_data=-?a?-?d\.csv\+[0-9a-f]{8}_seed0", k) for k in got[:2])
+        assert got == keys(data)  # deterministic: a resumed sweep finds its folders again
+    assert keys(["a/d.csv", "a-d.csv", "b.csv"])[2] == "normal-gamma/gibbs_data=b.csv_seed0"  # no clash: as before
+    assert keys(["a/d.csv", "b.csv"]) == ["normal-gamma/gibbs_data=a-d.csv_seed0",
+                                          "normal-gamma/gibbs_data=b.csv_seed0"]
+    assert keys(["a/d.csv", "a-d.csv"])[0] == keys(["a-d.csv", "a/d.csv"])[1]  # the suffix is the value's own
