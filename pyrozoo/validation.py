@@ -569,12 +569,16 @@ def check_path(name: str, value: Any, *, what: str = "a path") -> None:
         raise PyrozooError(f"{name}: expected {what}, got {value!r}")
 
 
-def expand_home(name: str, value: str | os.PathLike, *, what: str = "a path") -> Path:
+def expand_home(name: str, value: str | os.PathLike, *, what: str = "a path",
+                base: str | os.PathLike | None = None) -> Path:
     """``value`` as a path with a leading ``~`` or ``~user`` expanded to that home directory, as a shell would. A
-    ``~user`` naming no user is a :class:`PyrozooError` naming ``name`` (``Path.expanduser`` raised a bare
-    RuntimeError, and ``os.path.expanduser`` left it as it was, so a directory named ``~user`` was made in the
-    working directory). ``value`` must be a path (:func:`check_path`: ``None``, a number or bytes are a
-    :class:`PyrozooError` naming ``name``, not os.fspath's TypeError)."""
+    ``~user`` naming no user is kept as written when a file or directory of that literal name exists (relative to
+    ``base``, default the working directory), as a shell leaves ``~nosuchuser`` as it is (``--data ~x.csv`` for a
+    file named ``~x.csv``); otherwise it is a :class:`PyrozooError` naming ``name`` and saying both that no such
+    user exists and that no such file does (``Path.expanduser`` raised a bare RuntimeError, and
+    ``os.path.expanduser`` left it as it was, so a directory named ``~user`` was made in the working directory).
+    ``value`` must be a path (:func:`check_path`: ``None``, a number or bytes are a :class:`PyrozooError` naming
+    ``name``, not os.fspath's TypeError)."""
     check_path(name, value, what=what)
     text = os.fspath(value)
     if not text.startswith("~"):
@@ -584,8 +588,13 @@ def expand_home(name: str, value: str | os.PathLike, *, what: str = "a path") ->
     except RuntimeError:  # "Could not determine home directory."
         path = None
     if path is None or str(path).startswith("~"):
+        literal = Path(base if base is not None else ".") / text
+        if os.path.lexists(literal):
+            return Path(text)
+        where = "the working directory" if base is None else str(base)
         raise PyrozooError(f"{name}: expected {what}, got {text!r}, whose {Path(text).parts[0]!r} names no home "
-                           f"directory (no such user)")
+                           f"directory (no such user), and there is no file or directory {text!r} in {where} "
+                           f"either")
     return path
 
 

@@ -684,7 +684,8 @@ def test_a_tilde_user_that_names_no_user_is_refused_by_every_path_argument(tmp_p
     monkeypatch.chdir(tmp_path)
     assert expand_home("out", "~/a") == tmp_path / "home" / "a" and expand_home("out", "a/~b") == Path("a/~b")
     with pytest.raises(PyrozooError, match=r"^out: expected a path, got '~nosuchuserq/a', whose '~nosuchuserq' "
-                                           r"names no home directory \(no such user\)$"):
+                                           r"names no home directory \(no such user\), and there is no file or "
+                                           r"directory '~nosuchuserq/a' in the working directory either$"):
         expand_home("out", "~nosuchuserq/a")
     spec = tmp_path / "sw.toml"
     spec.write_text('[sweep]\nname = "s"\nout = "~nosuchuserq/sw"\nseeds = 1\ntiny = true\n'
@@ -809,3 +810,38 @@ def test_prior_range_names_the_option_and_follows_the_dtype():
         check_prior_range("a", 1e13, high=1e12)
     with pytest.raises(PyrozooError, match=r"^m: expected a finite number with \|m\| <= 1e150, got "):
         check_prior_range("m", float("-inf"), signed=True)
+
+
+def test_a_tilde_name_that_is_no_user_but_an_existing_file_is_kept_as_written(tmp_path, monkeypatch, capsys):
+    """A file named '~x.csv' could not be given as --data ~x.csv ("names no home directory"), though a shell leaves
+    ~nosuchuser as it is. The literal path is now kept when it exists (in the working directory, or beside a
+    --config file for its data); when it does not, the error says both that no such user and no such file exist."""
+    from pyrozoo.cli import main
+    from pyrozoo.validation import expand_home
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~x.csv").write_text("x\n1.0\n2.5\n0.5\n")
+    assert expand_home("data", "~x.csv") == Path("~x.csv")
+    with pytest.raises(PyrozooError, match=r"^data: expected a path, got '~y.csv', whose '~y.csv' names no home "
+                                           r"directory \(no such user\), and there is no file or directory '~y.csv' "
+                                           r"in the working directory either$"):
+        expand_home("data", "~y.csv")
+    args = ["-o", "column=x", "--steps", "10", "--num-samples", "20", "--no-progress"]
+    assert main(["run", "normal-gamma", "--data", "~x.csv", "--out", "r1", *args]) == 0
+    assert (tmp_path / "r1" / "config.toml").read_text().count(str(tmp_path / "~x.csv")) == 1
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "~z.csv").write_text("x\n1.0\n2.5\n0.5\n")
+    (conf / "run.toml").write_text('model = "normal-gamma"\ndata = "~z.csv"\n')
+    assert main(["run", "--config", str(conf / "run.toml"), "--out", "r2", *args]) == 0
+    (conf / "bad.toml").write_text('model = "normal-gamma"\ndata = "~w.csv"\n')
+    capsys.readouterr()
+    assert main(["run", "--config", str(conf / "bad.toml"), "--out", "r3", *args]) == 2
+    assert f"'~w.csv' names no home directory (no such user), and there is no file or directory '~w.csv' in {conf}" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "r3").exists()
+    from pyrozoo.sweep.spec import parse_spec  # a sweep file's data "~z.csv" beside it (was a bare RuntimeError)
+
+    spec = parse_spec({"sweep": {"seeds": 1}, "models": [{"name": "normal-gamma", "data": "~z.csv",
+                                                           "options": {"column": "x"}}]}, base_dir=conf)
+    assert spec.cells[0].config["data"] == str(conf / "~z.csv")

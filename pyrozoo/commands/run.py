@@ -77,9 +77,9 @@ def resolve_file_data(written: Any, config_path: str | Path) -> Any:
     from the current directory (``/dev/fd`` holds no data files)."""
     if not isinstance(written, str) or not written.strip():
         return written
-    path = expand_home("data", written, what="a data file path")
     piped = not Path(config_path).is_file()
     folder = os.getcwd() if piped else os.path.normpath(Path(config_path).absolute().parent)
+    path = expand_home("data", written, what="a data file path", base=folder)  # ~x.csv beside the file: kept
     resolved_text = os.path.normpath(path) if path.is_absolute() else relative_to_file(path, folder)
     if not Path(resolved_text).exists():
         where = "the current directory (the config was read from a pipe)" if piped else \

@@ -523,7 +523,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep", out: str | Pat
                 cfg.setdefault("progress", False)
                 written_data = cfg.get("data")
                 if base_dir is not None and isinstance(written_data, str) and written_data.strip() \
-                        and not Path(written_data).expanduser().is_absolute():
+                        and not os.path.isabs(os.path.expanduser(written_data)):  # ~nosuchuser: relative
                     cfg["data"] = relative_to_file(written_data, base_dir)
                 # the zoo's tiny sizes are simulator options: a tiny sweep over shipped data drops them; and a
                 # tiny size that only some inferences read (spike-slab's NUTS tree depth) is dropped for the others
