@@ -14,9 +14,9 @@
 Both also hold a disjoint **probe** split (context independent of the target) on which fresh leakage probes are
 trained, so that probe accuracy measures what the representation encodes rather than the target it predicts.
 
-Missing labels are written ``-1`` (or NaN, None; among text labels ``'-1'`` or an empty text): the model sees the
-target only on rows with a target label and the protected concept only on rows with a protected label. Labels in
-any integer coding or text (without its surrounding whitespace) are recoded to ``0..K-1``
+Missing labels are written ``-1`` (or NaN, None; among text labels ``'-1'``, ``'-1.0'`` or an empty text): the model
+sees the target only on rows with a target label and the protected concept only on rows with a protected label.
+Labels in any integer coding or text (without its surrounding whitespace) are recoded to ``0..K-1``
 (:func:`make_agnostic_data`); the original classes are kept in ``meta``.
 """
 
@@ -59,12 +59,22 @@ def _is_missing(v: Any) -> bool:
 NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_)  # bool is an int
 
 
+def _reads_as_minus_one(text: str) -> bool:
+    """Whether a (stripped) text label reads as the number -1 (``'-1'``, ``'-1.0'``, ``'-1e0'``): a missing label,
+    as the number -1 is."""
+    try:
+        return float(text) == -1.0
+    except ValueError:
+        return False
+
+
 def _raw_labels(name: str, value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Class labels as given, length ``n``: ``(values, present)``, ``values`` an object array of Python ints or
     strings, ``present`` the rows that have a label. Missing: -1, NaN, None or pd.NA; ``value=None``: all missing.
     Integers in any coding (e.g. {1, 2}; integral floats and bools too) or text, not both. Text labels lose their
-    surrounding whitespace (``'M '`` and ``' M'`` are class ``'M'``), and the text ``'-1'`` and an empty (or
-    whitespace-only) text are missing labels, as -1 is among integers. Negative numbers other than -1, non-integers
+    surrounding whitespace (``'M '`` and ``' M'`` are class ``'M'``), and a text that reads as the number -1
+    (``'-1'``, ``'-1.0'``) and an empty (or whitespace-only) text are missing labels, as -1 (or -1.0) is among
+    numbers. Negative numbers other than -1, non-integers
     and inf are refused, naming one bad value (not the whole array)."""
     values = np.full(n, None, dtype=object)
     if value is None:
@@ -95,9 +105,9 @@ def _raw_labels(name: str, value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
             number = next(v for v in given if not isinstance(v, str))
             raise PyrozooError(f"{name}: expected class labels of one kind, integers or text, got both (e.g. "
                                f"{number!r} and {text[0]!r})")
-        if text:  # surrounding whitespace is no part of a class ('M ' is 'M'); '-1' and '' are missing labels
+        if text:  # surrounding whitespace is no part of a class ('M ' is 'M'); '-1', '-1.0' and '' are missing
             labels = np.array([str(v).strip() for v in given], dtype=object)
-            keep = (labels != "-1") & (labels != "")
+            keep = np.array([t != "" and not _reads_as_minus_one(t) for t in labels], dtype=bool)
             rows = np.flatnonzero(present)
             present[rows[~keep]] = False
             values[present] = labels[keep]
@@ -160,8 +170,8 @@ def make_agnostic_data(
     """Validate a training set and pack it as a :class:`Dataset`.
 
     ``x``: inputs, ``(N, ...)`` (images ``(N, C, H, W)`` or tables ``(N, F)``); ``y``: target labels, ``p``:
-    protected labels, each of length ``N`` with ``-1``/NaN/None (text labels: ``'-1'`` or ``''``) where a row has no
-    such label (the paper's two-part training set: target-labelled rows and protected-labelled rows, possibly
+    protected labels, each of length ``N`` with ``-1``/NaN/None (text labels: ``'-1'``, ``'-1.0'`` or ``''``) where a
+    row has no such label (the paper's two-part training set: target-labelled rows and protected-labelled rows, possibly
     overlapping). A row with neither label carries no signal and is left out: ``inputs["x"]`` holds the rows with
     either label, which ``target_idx`` and ``protected_idx`` index. Labels are integers in any coding (``{1, 2}``,
     ``{0, 5}``) or text (surrounding whitespace stripped: ``'M '`` is ``'M'``): they are recoded to ``0..K-1`` in

@@ -260,3 +260,15 @@ def test_rows_with_neither_label_are_left_out_of_x():
     np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 5])
     np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), [0, 1, 3, 4, 5])
     assert data.meta["rows"] == {"target_id": [10, 11, 13, 14, 17], "protected_id": [10, 11, 14, 15, 17]}
+
+
+def test_a_text_label_that_reads_as_minus_one_is_missing():
+    """Review: the text '-1' was a missing label but '-1.0' (as a float column written to text reads) a class of its
+    own; a text that reads as the number -1 is missing now, as the numbers -1 and -1.0 are. '-10' and '1' stay."""
+    x = np.arange(16, dtype=np.float32).reshape(8, 2)
+    y = ["a", "a", "b", "b", "-1.0", "a", "-10", "a"]
+    p = ["M", "M", "F", "F", "M", " -1e0 ", "1", "M"]
+    data = make_agnostic_data(x, y, p)
+    assert data.meta["y_classes"] == ["-10", "a", "b"] and data.meta["p_classes"] == ["1", "F", "M"]
+    np.testing.assert_array_equal(data.inputs["target_idx"].numpy(), [0, 1, 2, 3, 5, 6, 7])
+    np.testing.assert_array_equal(data.inputs["protected_idx"].numpy(), [0, 1, 2, 3, 4, 6, 7])
