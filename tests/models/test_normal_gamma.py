@@ -1,4 +1,5 @@
-"""Normal–Gamma: every inference path against the exact posterior (2-D quadrature) and the exact mean-field optimum."""
+"""Normal–Gamma: every inference path against the exact posterior (1-D quadrature over mu) and the exact mean-field
+optimum."""
 
 from __future__ import annotations
 
@@ -681,3 +682,117 @@ def test_the_prior_range_follows_the_dtype():
     with pytest.raises(PyrozooError, match=r"^mu_scale: expected a number between 1e-15 and 1e15 in float32"):
         make_dataset([1.0, 2.0], mu_scale=1e20, dtype=torch.float32)
     make_dataset([1.0, 2.0], mu_scale=1e20)
+
+
+def _log_beta_reference(x: np.ndarray, *, mu0: float, mu_scale: float, a: float, b: float) -> dict[str, tuple]:
+    """An independent reference: adaptive quadrature (scipy quad) over t = log beta, with mu integrated out in
+    closed form: mu | beta, x is normal (mean (mu0/s0^2 + n beta xbar) / lam, variance 1/lam), and
+    p(t | x) ~ beta^(a + n/2) exp(-b beta - beta ss / 2) N(xbar; mu0, s0^2 + 1/(n beta)) / sqrt(n beta)."""
+    import math
+
+    from scipy import integrate, optimize
+
+    n, xbar = x.size, float(x.mean())
+    ss, s02 = float(((x - xbar) ** 2).sum()), mu_scale**2
+
+    def logf(t):
+        beta = math.exp(t)
+        v = s02 + 1.0 / (n * beta)
+        return ((a + n / 2) * t - b * beta - 0.5 * beta * ss - 0.5 * math.log(n * beta) - 0.5 * math.log(v)
+                - 0.5 * (xbar - mu0) ** 2 / v)
+
+    t0 = optimize.minimize_scalar(lambda t: -logf(t), bounds=(-700, 700), method="bounded",
+                                  options={"xatol": 1e-12}).x
+    top, ends = logf(t0), []
+    for sign in (-1, 1):  # out to where the log density fell by 60
+        t, step = t0, 1e-6
+        while top - logf(t) < 60:
+            t, step = t + sign * step, step * 1.5
+        ends.append(t)
+    pts = np.linspace(ends[0], ends[1], 41)
+
+    def mom(g):
+        return sum(integrate.quad(lambda t: math.exp(logf(t) - top) * g(t), lo, hi, epsabs=0, epsrel=1e-12,
+                                  limit=200)[0] for lo, hi in zip(pts[:-1], pts[1:], strict=True))
+
+    def lam(t):
+        return 1 / s02 + n * math.exp(t)
+
+    z = mom(lambda t: 1.0)
+    e_mu = mom(lambda t: (mu0 / s02 + n * math.exp(t) * xbar) / lam(t)) / z
+    v_mu = mom(lambda t: 1 / lam(t) + ((mu0 / s02 + n * math.exp(t) * xbar) / lam(t) - e_mu) ** 2) / z
+    e_b = mom(lambda t: math.exp(t)) / z
+    v_b = mom(lambda t: (math.exp(t) - e_b) ** 2) / z
+    return {"mu": (e_mu, math.sqrt(v_mu)), "beta": (e_b, math.sqrt(v_b))}
+
+
+@pytest.mark.parametrize(("x", "prior"), [
+    ([0.3, -1.2], {"mu_scale": 100.0}),  # 82 s, 22 GB, then "3.33e-12 of the mass lies on the grid border"
+    ([0.3, -1.2], {"a": 1e-3, "b": 1e-3}),
+    ([1e6 + 1.7, 1e6 - 2.2], {"mu_scale": 1e7}),  # data near 1e6 under a prior 10x wider
+    ([1.3], {"mu_scale": 1e12, "a": 1e-3, "b": 1e-3}),  # one observation, a nearly flat mu prior
+    ([0.12, -0.53, 1.48], {"mu_scale": 100.0}),  # 223 s on the grid, mu's sd 7.3e-6 off
+], ids=["n2-wide-mu", "n2-weak-gamma", "n2-near-1e6", "n1-mu-scale-1e12", "n3-wide-mu"])
+def test_quadrature_of_a_funnel_from_a_few_observations_is_exact_and_quick(x, prior):
+    """QA: n = 1..3 under a weak prior make p(mu, log beta | x) a funnel; the 2-D grid sized from the mean-field
+    q(mu) widened to 19201^2 (~22 GB, minutes) and failed ("mass on the grid border") or came out 7e-6 off. The
+    1-D integral over mu (beta in closed form) agrees with quadrature over log beta (mu in closed form) to 1e-8."""
+    import time
+
+    x = np.asarray(x, dtype=np.float64)
+    prior = {**PRIOR, **prior}
+    start = time.perf_counter()
+    got = posterior_moments_quadrature(x, **prior)
+    assert time.perf_counter() - start < 2.0
+    ref = _log_beta_reference(x, **prior)
+    for name in ("mu", "beta"):
+        assert got[name][0] == pytest.approx(ref[name][0], abs=1e-8 * ref[name][1])
+        assert got[name][1] == pytest.approx(ref[name][1], rel=1e-8)
+
+
+def test_quadrature_at_the_largest_gamma_shape_matches_a_40_digit_reference():
+    """a = b = 1e12 (GAMMA_SHAPE_MAX), n = 10: log p(mu | x) is computed relative to its mode (log1p of R(mu) / R(m)),
+    so alpha = 1e12 does not amplify rounding; checked against mpmath at 40 digits (the 2-D grid's beta sd was 3e-6
+    relative off here)."""
+    mp = pytest.importorskip("mpmath")
+    x = 1.0 + 2.0 * np.random.default_rng(0).standard_normal(10)
+    got = posterior_moments_quadrature(x, mu0=0.0, mu_scale=10.0, a=1e12, b=1e12)
+    with mp.workdps(40):
+        xs = [mp.mpf(float(v)) for v in x]
+        n = len(xs)
+        xbar = sum(xs) / n
+        ss = sum((v - xbar) ** 2 for v in xs)
+        alpha = mp.mpf(10) ** 12 + mp.mpf(n) / 2
+
+        def rate(m):
+            return mp.mpf(10) ** 12 + (ss + n * (xbar - m) ** 2) / 2
+
+        centre, sd = mp.mpf(got["mu"][0]), mp.mpf(got["mu"][1])
+        top = -centre**2 / 200 - alpha * mp.log(rate(centre))
+
+        def integral(g):
+            return mp.quad(lambda m: mp.exp(-m**2 / 200 - alpha * mp.log(rate(m)) - top) * g(m),
+                           [centre + k * sd for k in range(-40, 41, 4)])
+
+        z = integral(lambda m: 1)
+        e_mu = integral(lambda m: m) / z
+        sd_mu = mp.sqrt(integral(lambda m: (m - e_mu) ** 2) / z)
+        e_b = integral(lambda m: alpha / rate(m)) / z
+        sd_b = mp.sqrt(integral(lambda m: alpha / rate(m) ** 2 + (alpha / rate(m) - e_b) ** 2) / z)
+    assert abs(got["mu"][0] - float(e_mu)) < 1e-8 * float(sd_mu)
+    assert got["mu"][1] == pytest.approx(float(sd_mu), rel=1e-8)
+    assert abs(got["beta"][0] - float(e_b)) < 1e-8 * float(sd_b)
+    assert got["beta"][1] == pytest.approx(float(sd_b), rel=1e-8)
+
+
+def test_a_two_row_file_under_a_wide_prior_runs_and_saves(tmp_path):
+    """QA: `run normal-gamma --data two.csv -o mu_scale=100` failed in the metrics after the whole Gibbs fit
+    (the quadrature's grid border), saving nothing."""
+    from pyrozoo.cli import main
+
+    path = tmp_path / "two.csv"
+    path.write_text("x\n0.3\n-1.2\n")
+    out = tmp_path / "r"
+    assert main(["run", "normal-gamma", "--data", str(path), "-o", "mu_scale=100.0", "--num-samples", "200",
+                 "--num-chains", "1", "--out", str(out), "--no-progress"]) == 0
+    assert out.exists() and any(out.rglob("*"))
