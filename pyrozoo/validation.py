@@ -481,12 +481,15 @@ def check_positive(name: str, value: Any, *, scalar: bool = False) -> None:
         raise PyrozooError(f"{name}: expected a finite value > 0, got {value!r}")
 
 
-def usable_range(dtype: torch.dtype = torch.float64) -> tuple[float, float]:
+def usable_range(dtype: torch.dtype = torch.float64, *, squared: bool = True) -> tuple[float, float]:
     """The magnitudes ``(low, high)`` a prior hyperparameter may take in ``dtype``: 1e-150 to 1e150 in float64, 1e-15
     to 1e15 in float32 (10^k with k four decades inside sqrt of the dtype's largest number), so that its square, its
     inverse square and their products with the data's moments stay finite and nonzero (mu_scale=1e-160 made
-    mu_scale^-2 inf, a=1e308 an infinite lgamma(a), b=1e-320 an infinite prior draw of beta)."""
-    k = math.floor(math.log10(math.sqrt(torch.finfo(dtype).max))) - 4
+    mu_scale^-2 inf, a=1e308 an infinite lgamma(a), b=1e-320 an infinite prior draw of beta). ``squared=False``:
+    for a value ``dtype`` only carries, never squares (its squares computed in float64): 10^k with k eight decades
+    inside the largest number's decade, 1e-30 to 1e30 in float32."""
+    top = torch.finfo(dtype).max
+    k = math.floor(math.log10(math.sqrt(top))) - 4 if squared else math.floor(math.log10(top)) - 8
     return 10.0**-k, 10.0**k
 
 
@@ -499,12 +502,12 @@ GAMMA_SHAPE_MAX = 1e12
 
 
 def check_prior_range(name: str, value: Any, *, dtype: torch.dtype = torch.float64, zero: bool = False,
-                      signed: bool = False, high: float | None = None) -> float:
+                      signed: bool = False, high: float | None = None, squared: bool = True) -> float:
     """Return ``value`` as a float, or raise naming ``name`` and the range unless it is one finite number whose
     magnitude lies in :func:`usable_range` for ``dtype`` (``high``: a lower top, e.g. :data:`GAMMA_SHAPE_MAX`);
     ``zero``: 0 is allowed too (e.g. noise 0 = unknown); ``signed``: a location, any sign, magnitude at most the
-    range's top (0 included)."""
-    low, top = usable_range(dtype)
+    range's top (0 included); ``squared``: as :func:`usable_range`'s."""
+    low, top = usable_range(dtype, squared=squared)
     high = top if high is None else min(high, top)
     where = "" if dtype == torch.float64 else f" in {str(dtype).removeprefix('torch.')}"
 

@@ -845,3 +845,15 @@ def test_a_tilde_name_that_is_no_user_but_an_existing_file_is_kept_as_written(tm
     spec = parse_spec({"sweep": {"seeds": 1}, "models": [{"name": "normal-gamma", "data": "~z.csv",
                                                            "options": {"column": "x"}}]}, base_dir=conf)
     assert spec.cells[0].config["data"] == str(conf / "~z.csv")
+
+
+def test_usable_range_of_a_value_the_dtype_only_carries():
+    """squared=False: a hyperparameter a float32 model holds but never squares (its squares taken in float64) may
+    span 1e-30 to 1e30 there; squared (the default) keeps 1e-15 to 1e15."""
+    from pyrozoo.validation import check_prior_range, usable_range
+
+    assert usable_range(torch.float32, squared=False) == (1e-30, 1e30)
+    assert usable_range(torch.float32) == (1e-15, 1e15) and usable_range(torch.float64) == (1e-150, 1e150)
+    assert check_prior_range("s", 1e20, dtype=torch.float32, squared=False) == 1e20
+    with pytest.raises(PyrozooError, match=r"^s: expected a number between 1e-30 and 1e30 in float32, got 1e\+31$"):
+        check_prior_range("s", 1e31, dtype=torch.float32, squared=False)

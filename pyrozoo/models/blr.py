@@ -125,9 +125,15 @@ def check_prior(prior_scale: float, a0: float, b0: float, noise: float, *,
     arr = real_array("noise", noise, want=want)  # a Python or NumPy number, or a 0-d tensor
     if arr.ndim != 0 or not math.isfinite(float(arr)) or float(arr) < 0:
         raise PyrozooError(f"noise: expected {want}, got {noise!r}")
-    check_prior_range("prior_scale", prior_scale, dtype=dtype)
-    check_prior_range("a0", a0, dtype=dtype, high=GAMMA_SHAPE_MAX)
-    check_prior_range("b0", b0, dtype=dtype)
+    # the closed form (blr_posterior) and the metrics square prior_scale and b0 in float64: the float64 range always;
+    # a float32 model (NUTS, the log-likelihood replay) only carries prior_scale, a0, b0 (Normal(0, prior_scale /
+    # sqrt(tau)), Gamma(a0, b0)): representable there (1e-30 to 1e30; b0=1e-38 gave a zero rate), not squared, while
+    # noise is squared in the data's dtype (tau = 1 / noise^2): the dtype's range
+    for dt in {torch.float64, dtype}:
+        squared = dt == torch.float64
+        check_prior_range("prior_scale", prior_scale, dtype=dt, squared=squared)
+        check_prior_range("a0", a0, dtype=dt, high=GAMMA_SHAPE_MAX, squared=squared)
+        check_prior_range("b0", b0, dtype=dt, squared=squared)
     check_prior_range("noise", noise, dtype=dtype, zero=True)
 
 
@@ -373,6 +379,8 @@ def fit_exact(dataset: Dataset, config: RunConfig) -> Result:
 def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     """Run ``config.inference``: ``exact`` (closed-form draws) or ``nuts``."""
     config = checked_config("blr", config)  # a direct call gets run_model's checks
+    if config.inference != "exact":
+        check_sampler_prior(dataset)
     if config.inference == "exact":
         result = fit_exact(dataset, config)
     else:
@@ -381,6 +389,19 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
         result.dims["w"] = ["feature"]
         result.coords["feature"] = list(dataset.meta["features"])
     return result
+
+
+def check_sampler_prior(dataset: Dataset) -> None:
+    """Raise before NUTS runs unless ``prior_scale`` is at least the bottom of the data dtype's (squared) usable range
+    (1e-15 in float32): the potential energy holds w^2 / prior_scale^2, and in float32 prior_scale = 1e-16 (to 1e-30)
+    left NUTS no valid initial point ("Model specification seems incorrect"); larger values (to 1e30) fit."""
+    dtype = dataset.inputs["x"].dtype
+    low = usable_range(dtype)[0]
+    scale = float(dataset.inputs["prior_scale"])
+    if scale < low:
+        raise PyrozooError(f"prior_scale: expected at least {low:g} for --inference nuts on "
+                           f"{str(dtype).removeprefix('torch.')} data (its potential energy holds w^2 / prior_scale^2),"
+                           f" got {scale:g}; use --inference exact, or float64 data")
 
 
 def blr_metrics(result: Result, dataset: Dataset) -> dict[str, float]:

@@ -641,3 +641,47 @@ def test_the_ends_of_the_prior_scale_range_give_the_closed_form_without_overflow
     post = blr_posterior(torch.randn(5, 2, dtype=torch.float64), torch.randn(5, dtype=torch.float64),
                          prior_scale=1e200)  # blr_posterior leaves the values to the caller: no OverflowError
     assert torch.isfinite(post.mean).all()
+
+
+def _float32_data():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(30, 3)).astype(np.float32)
+    return x, (x.sum(1) + g.normal(size=30)).astype(np.float32)
+
+
+@pytest.mark.parametrize("prior", [{"prior_scale": 1e20}, {"prior_scale": 1e16}, {"prior_scale": 1e-16},
+                                   {"b0": 1e-16}, {"a0": 1e-16}], ids=str)
+def test_float32_data_take_priors_beyond_the_squared_float32_range(prior):
+    """QA: make_dataset(float32 x, y, prior_scale=1e20) (also 1e16, 1e-16, b0=1e-16, a0=1e-16) was refused
+    ("expected a number between 1e-15 and 1e15 in float32"), though the closed form squares them in float64 and the
+    float32 model only carries them; BLRPoolPosterior.fit took them. The exact fit matches the closed form."""
+    from pyrozoo.models.blr import blr_metrics, fit_blr
+
+    x, y = _float32_data()
+    ds = make_dataset(x, y, dtype=torch.float32, **prior)
+    metrics = blr_metrics(fit_blr(ds, RunConfig(model="blr", inference="exact", num_samples=500, num_chains=1)), ds)
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    assert metrics["w_max_z_vs_exact"] < 0.5 and abs(metrics["tau_z_vs_exact"]) < 0.5, metrics
+
+
+@pytest.mark.parametrize(("prior", "message"), [
+    ({"prior_scale": 1e31}, r"^prior_scale: expected a number between 1e-30 and 1e30 in float32, got 1e\+31$"),
+    ({"b0": 1e-38}, r"^b0: expected a number between 1e-30 and 1e30 in float32, got 1e-38$"),  # a zero float32 rate
+    ({"noise": 1e-16}, r"^noise: expected a number between 1e-15 and 1e15 in float32 \(or 0\)"),  # tau = 1/noise^2
+    ({"prior_scale": 1e155}, r"^prior_scale: expected a number between 1e-150 and 1e150, got 1e\+155$"),
+])
+def test_float32_data_refuse_priors_the_float32_model_cannot_carry(prior, message):
+    x, y = _float32_data()
+    with pytest.raises(PyrozooError, match=message):
+        make_dataset(x, y, dtype=torch.float32, **prior)
+
+
+def test_nuts_on_float32_data_refuses_a_prior_scale_below_the_squared_range_before_sampling():
+    """prior_scale=1e-16 in float32 left NUTS no valid initial point ("Model specification seems incorrect"): w^2 /
+    prior_scale^2 in its potential energy. Refused by name before NUTS runs; the exact path fits it."""
+    from pyrozoo.models.blr import fit_blr
+
+    x, y = _float32_data()
+    ds = make_dataset(x, y, dtype=torch.float32, prior_scale=1e-16)
+    with pytest.raises(PyrozooError, match=r"^prior_scale: expected at least 1e-15 for --inference nuts on float32"):
+        fit_blr(ds, RunConfig(model="blr", inference="nuts", num_samples=10, num_chains=1, warmup_steps=5))
