@@ -129,7 +129,7 @@ def check_prior(prior_scale: float, a0: float, b0: float, noise: float, *,
     # a float32 model (NUTS, the log-likelihood replay) only carries prior_scale, a0, b0 (Normal(0, prior_scale /
     # sqrt(tau)), Gamma(a0, b0)): representable there (1e-30 to 1e30; b0=1e-38 gave a zero rate), not squared, while
     # noise is squared in the data's dtype (tau = 1 / noise^2): the dtype's range
-    for dt in {torch.float64, dtype}:
+    for dt in dict.fromkeys((torch.float64, dtype)):  # float64 first, each once
         squared = dt == torch.float64
         check_prior_range("prior_scale", prior_scale, dtype=dt, squared=squared)
         check_prior_range("a0", a0, dtype=dt, high=GAMMA_SHAPE_MAX, squared=squared)
