@@ -89,10 +89,14 @@ def check_prior(mu0: float, mu_scale: float, a: float, b: float, *, dtype: torch
     check_positive("mu_scale", mu_scale, scalar=True)
     check_positive("a", a, scalar=True)
     check_positive("b", b, scalar=True)
-    check_prior_range("mu0", mu0, dtype=dtype, signed=True)
-    check_prior_range("mu_scale", mu_scale, dtype=dtype)
-    check_prior_range("a", a, dtype=dtype, high=GAMMA_SHAPE_MAX)
-    check_prior_range("b", b, dtype=dtype)
+    # Gibbs's conditionals, the quadrature and CAVI square them in float64: the float64 range always; a float32 model
+    # (NUTS, the log-likelihood replay) only carries them: representable there (1e-30 to 1e30), not squared
+    for dt in dict.fromkeys((torch.float64, dtype)):  # float64 first, each once
+        squared = dt == torch.float64
+        check_prior_range("mu0", mu0, dtype=dt, signed=True, squared=squared)
+        check_prior_range("mu_scale", mu_scale, dtype=dt, squared=squared)
+        check_prior_range("a", a, dtype=dt, high=GAMMA_SHAPE_MAX, squared=squared)
+        check_prior_range("b", b, dtype=dt, squared=squared)
     step = PRIOR_STEPS * torch.finfo(dtype).eps * abs(float(mu0))
     if float(mu_scale) < step:  # mu0 + mu_scale rounds to mu0: mu's prior is one point of the dtype's grid
         raise PyrozooError(f"mu_scale: expected at least {PRIOR_STEPS} steps of {str(dtype).removeprefix('torch.')} "
@@ -423,6 +427,18 @@ def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
         return gibbs_from_config(GIBBS_KERNEL, sufficient_stats(dataset), config, model=normal_gamma_model,
                                  model_kwargs=kwargs)
     x = dataset.observed["x"]
+    # NUTS/HMC's potential energy and SVI's ELBO square the prior's scales in the data's dtype: in float32,
+    # mu_scale=1e-20 or mu_scale=b=1e29 left NUTS no valid initial point, mu_scale=1e20 or b=1e20 diverged SVI at step
+    # 1; these engines keep the dtype's squared range (1e-15 to 1e15), Gibbs (float64 conditionals) does not need it
+    for name in PRIOR_DEFAULTS:
+        value = float(f"{float(kwargs[name]):.7g}")  # as given (stored in float32, 1e20 reads 1.00000002e20)
+        try:
+            check_prior_range(name, value, dtype=x.dtype, signed=name == "mu0",
+                              high=GAMMA_SHAPE_MAX if name == "a" else None)
+        except PyrozooError as err:
+            dt = str(x.dtype).removeprefix("torch.")
+            raise PyrozooError(f"{err} for --inference {config.inference} (it squares the prior's scales in {dt}); "
+                               f"use --inference gibbs, or float64 data") from None
     # the data's moments; var is the posterior-style (2b + SS) / (2a + n), which stays > 0 when every x is equal
     n, a, b = x.numel(), float(kwargs["a"]), float(kwargs["b"])
     var = (2 * b + float(((x - x.mean()) ** 2).sum())) / (2 * a + n)
