@@ -115,7 +115,8 @@ def blr_model(x: torch.Tensor, y: torch.Tensor | None = None, *, prior_scale: fl
 def check_prior(prior_scale: float, a0: float, b0: float, noise: float, *,
                 dtype: torch.dtype = torch.float64) -> None:
     """Raise unless ``prior_scale``, ``a0``, ``b0`` are > 0 and ``noise`` >= 0 (0: unknown noise), each (``noise``
-    unless 0) within :func:`~pyrozoo.validation.usable_range` for ``dtype`` (1e-150 to 1e150 in float64; the shape
+    unless 0) within :func:`~pyrozoo.validation.usable_range` for float64 (1e-150 to 1e150; for float32 ``dtype`` also
+    1e-30 to 1e30, and 1e-15 to 1e15 for ``noise``, squared in that dtype; the shape
     ``a0`` at most :data:`~pyrozoo.validation.GAMMA_SHAPE_MAX`, 1e12): prior_scale=1e155 overflowed 1 / prior_scale^2
     (after the whole NUTS fit), 1e-160 made the posterior precision's Cholesky fail."""
     check_positive("prior_scale", prior_scale)

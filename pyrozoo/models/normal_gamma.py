@@ -80,7 +80,8 @@ def normal_gamma_model(
 
 def check_prior(mu0: float, mu_scale: float, a: float, b: float, *, dtype: torch.dtype = torch.float64) -> None:
     """Raise unless ``mu0`` is a finite number and ``mu_scale``, ``a``, ``b`` are > 0, all within the range
-    :func:`~pyrozoo.validation.usable_range` gives for ``dtype`` (1e-150 to 1e150, |mu0| <= 1e150, in float64),
+    :func:`~pyrozoo.validation.usable_range` gives for float64 (1e-150 to 1e150, |mu0| <= 1e150) and, for float32
+    ``dtype``, its value range (1e-30 to 1e30; NUTS/HMC and SVI ask the squared 1e-15 to 1e15 when they run),
     the shape ``a`` at most :data:`~pyrozoo.validation.GAMMA_SHAPE_MAX` (1e12), and ``mu_scale`` at least
     :data:`PRIOR_STEPS` steps of ``dtype`` at |mu0| (else mu's prior is a single float): mu_scale=1e-160 overflowed
     mu_scale^-2 (a NaN Gibbs draw), a=1e308 made lgamma(a) inf, and b=1e-320 an inf prior draw of beta (an error
