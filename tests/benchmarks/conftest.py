@@ -47,3 +47,23 @@ def missing(monkeypatch):
         monkeypatch.setattr(peers, "installed", lambda p: p not in packages and real(p))
 
     return make_missing
+
+
+@pytest.fixture
+def refuses_existing_out(monkeypatch, capsys):
+    """refuses_existing_out(main, argv, out, reached): ``main()`` with ``argv`` (whose ``--out`` is ``out``, a file
+    that exists) exits naming the file and leaves it as it was; with ``--overwrite`` added it gets past the check to
+    the first fit, which the test has patched to fail with the message ``reached``."""
+
+    def check(main, argv: list[str], out: Path, reached: str) -> None:
+        out.write_text("kept\n")
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit):
+            main()
+        assert f"--out: expected a new file, but {out} already exist(s)" in capsys.readouterr().err
+        assert out.read_text() == "kept\n"
+        monkeypatch.setattr(sys, "argv", [*argv, "--overwrite"])
+        with pytest.raises(pytest.fail.Exception, match=reached):
+            main()
+
+    return check

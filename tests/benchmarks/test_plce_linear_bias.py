@@ -109,16 +109,9 @@ def test_out_in_a_missing_folder_is_refused_before_any_fit(load_script, monkeypa
     assert "--out: expected a path in an existing, writable folder" in capsys.readouterr().err
 
 
-def test_an_existing_out_is_refused_before_any_fit(load_script, monkeypatch, capsys, tmp_path):
+def test_an_existing_out_is_refused_before_any_fit(load_script, monkeypatch, refuses_existing_out, tmp_path):
     mod = load_script("plce_linear_bias")
     monkeypatch.setattr(mod, "_task", lambda *a: pytest.fail("fitted before the --out check"))
     out = tmp_path / "r.csv"
-    out.write_text("kept\n")
-    monkeypatch.setattr(sys, "argv", ["plce_linear_bias.py", "--seeds", "1", "--out", str(out)])
-    with pytest.raises(SystemExit):
-        mod.main()
-    assert f"--out: expected a new file, but {out} already exist(s)" in capsys.readouterr().err
-    assert out.read_text() == "kept\n"
-    monkeypatch.setattr(sys, "argv", ["plce_linear_bias.py", "--seeds", "1", "--out", str(out), "--overwrite"])
-    with pytest.raises(pytest.fail.Exception, match="fitted before the --out check"):
-        mod.main()
+    refuses_existing_out(mod.main, ["plce_linear_bias.py", "--seeds", "1", "--out", str(out)], out,
+                         "fitted before the --out check")

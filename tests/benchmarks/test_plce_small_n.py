@@ -12,17 +12,10 @@ def small_n(load_script, monkeypatch):
     return mod
 
 
-def test_an_existing_out_is_refused_before_any_fit(small_n, monkeypatch, capsys, tmp_path):
+def test_an_existing_out_is_refused_before_any_fit(small_n, refuses_existing_out, tmp_path):
     out = tmp_path / "before.csv"
-    out.write_text("kept\n")
-    monkeypatch.setattr(sys, "argv", ["plce_small_n.py", "--seeds", "1", "--out", str(out)])
-    with pytest.raises(SystemExit):
-        small_n.main()
-    assert f"--out: expected a new file, but {out} already exist(s)" in capsys.readouterr().err
-    assert out.read_text() == "kept\n"
-    monkeypatch.setattr(sys, "argv", ["plce_small_n.py", "--seeds", "1", "--out", str(out), "--overwrite"])
-    with pytest.raises(pytest.fail.Exception, match="fitted before the checks"):
-        small_n.main()
+    refuses_existing_out(small_n.main, ["plce_small_n.py", "--seeds", "1", "--out", str(out)], out,
+                         "fitted before the checks")
 
 
 def test_out_in_a_missing_folder_is_refused_before_any_fit(small_n, monkeypatch, capsys, tmp_path):
