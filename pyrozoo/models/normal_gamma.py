@@ -42,6 +42,7 @@ from pyrozoo.validation import (
     check_finite,
     check_float_dtype,
     check_int,
+    check_interval,
     check_keys,
     check_normal_draws,
     check_positive,
@@ -242,6 +243,7 @@ GIBBS_KERNEL = GibbsKernel(init=_init, conditionals={"mu": _draw_mu, "beta": _dr
 
 QUAD_MAX_NODES = 768  # Gauss-Legendre nodes per piece: ``grid`` is doubled up to this until two orders agree
 QUAD_RTOL = 1e-10  # agreement asked of two successive orders (mass, means and sds, in posterior sds)
+QUAD_MIN_WIDTH = 8.0  # smallest ``width``: below it the cut-off tails can hold more than the 1e-10 asked
 QUAD_SCAN = 2 ** 0.125  # ratio of the geometric scan for the stationary points of log p(mu | x)
 
 
@@ -258,6 +260,7 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     R(mu) / R(m)), in float64 numpy. The stationary points lie between mu0 and xbar (found by a geometric sign scan
     of d/dmu log p and brentq); the line is cut into pieces growing geometrically (ratio 2) away from each mode,
     mu0 and xbar, from a quarter of the smallest local sd out to where log p falls ``width``^2 / 2 below its top
+    (``width`` >= 8; ``grid`` at most 768)
     (beyond the outer modes it only falls). Each piece gets ``grid`` Gauss-Legendre nodes, doubled (to 768) until
     two successive orders agree to 1e-10 (mass, and the moments in posterior sds); otherwise the function raises.
     Time and memory are bounded (a few thousand pieces at most). It replaced a 2-D grid over (mu, log beta) that
@@ -268,7 +271,12 @@ def posterior_moments_quadrature(x: Any, *, mu0: float = 0.0, mu_scale: float = 
     x = check_observations(x, min_n=1).cpu().numpy().astype(np.float64)  # host-side; x may be on CUDA
     check_prior(mu0, mu_scale, a, b)
     grid = check_int("grid", grid, minimum=3)
-    check_positive("width", width, scalar=True)
+    if grid > QUAD_MAX_NODES:  # leggauss(5000) took 14 s for a first order the doubling then leaves for 768
+        raise PyrozooError(f"grid: expected an integer in [3, {QUAD_MAX_NODES}] (Gauss-Legendre nodes per piece to "
+                           f"start from), got {grid}")
+    # the range ends where log p fell width^2/2 below its top; the node doubling cannot see mass cut off beyond it
+    # (width 3 gave mu's sd 4.5% low, silently): at least QUAD_MIN_WIDTH (a Gaussian's mass past 8 sds is 1e-15)
+    check_interval("width", width, QUAD_MIN_WIDTH, hint=" (the cut-off, in posterior sds: less loses mass)")
     mu0, s0, a, b = float(mu0), float(mu_scale), float(a), float(b)
     n, xbar = x.size, float(x.mean())
     ss = float(((x - xbar) ** 2).sum())
