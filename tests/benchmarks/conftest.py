@@ -50,17 +50,29 @@ def missing(monkeypatch):
 
 
 @pytest.fixture
-def refuses_existing_out(monkeypatch, capsys):
+def refuses_args(monkeypatch, capsys):
+    """refuses_args(main, argv, message): ``main()`` with ``sys.argv`` = ``argv`` exits (argparse's usage error) and
+    its stderr holds ``message``; the test patches the script's first unit of work to fail, so the refusal comes
+    before any work."""
+
+    def check(main, argv: list[str], message: str) -> None:
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit):
+            main()
+        assert message in capsys.readouterr().err
+
+    return check
+
+
+@pytest.fixture
+def refuses_existing_out(monkeypatch, refuses_args):
     """refuses_existing_out(main, argv, out, reached): ``main()`` with ``argv`` (whose ``--out`` is ``out``, a file
     that exists) exits naming the file and leaves it as it was; with ``--overwrite`` added it gets past the check to
     the first fit, which the test has patched to fail with the message ``reached``."""
 
     def check(main, argv: list[str], out: Path, reached: str) -> None:
         out.write_text("kept\n")
-        monkeypatch.setattr(sys, "argv", argv)
-        with pytest.raises(SystemExit):
-            main()
-        assert f"--out: expected a new file, but {out} already exist(s)" in capsys.readouterr().err
+        refuses_args(main, argv, f"--out: expected a new file, but {out} already exist(s)")
         assert out.read_text() == "kept\n"
         monkeypatch.setattr(sys, "argv", [*argv, "--overwrite"])
         with pytest.raises(pytest.fail.Exception, match=reached):

@@ -31,12 +31,9 @@ def test_bad_arguments_are_refused_before_any_work(load_script, monkeypatch, cap
     assert message in capsys.readouterr().err
 
 
-def test_zero_splits_is_refused_before_any_work(load_script, monkeypatch, capsys):
+def test_zero_splits_is_refused_before_any_work(load_script, monkeypatch, refuses_args):
     """--splits 0 used to print only the published rows and exit 0."""
     mod = load_script("bnn_uci")
     for name in ("uci_table", "validation_pilot", "speed"):
         monkeypatch.setattr(mod, name, lambda args: pytest.fail("ran"))
-    monkeypatch.setattr(sys, "argv", ["bnn_uci.py", "--splits", "0"])
-    with pytest.raises(SystemExit):
-        mod.main()
-    assert "--splits: expected an integer >= 1, got 0" in capsys.readouterr().err
+    refuses_args(mod.main, ["bnn_uci.py", "--splits", "0"], "--splits: expected an integer >= 1, got 0")

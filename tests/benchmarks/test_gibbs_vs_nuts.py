@@ -21,13 +21,10 @@ def test_missing_numpyro_is_skipped_with_a_note(load_script, missing, monkeypatc
     assert sum(line.startswith("| 20 |") for line in out) == 3  # Gibbs, Pyro NUTS, Pyro NUTS jit
 
 
-def test_zero_repeats_is_refused_before_any_work(load_script, monkeypatch, capsys):
+def test_zero_repeats_is_refused_before_any_work(load_script, monkeypatch, refuses_args):
     """--repeats 0 used to run the samplers and then fail in statistics.median of nothing."""
     import pytest
 
     mod = load_script("gibbs_vs_nuts")
     monkeypatch.setattr(mod, "simulate_normal_gamma", lambda *a, **k: pytest.fail("ran"))
-    monkeypatch.setattr(sys, "argv", ["gibbs_vs_nuts.py", "--repeats", "0"])
-    with pytest.raises(SystemExit):
-        mod.main()
-    assert "--repeats: expected an integer >= 1, got 0" in capsys.readouterr().err
+    refuses_args(mod.main, ["gibbs_vs_nuts.py", "--repeats", "0"], "--repeats: expected an integer >= 1, got 0")

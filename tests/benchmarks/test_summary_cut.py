@@ -13,10 +13,7 @@ def test_a_tiny_run_prints_both_timings(load_script, monkeypatch, capsys):
     assert "| whole az.summary (before) |" in out and "| 20 rows + check_table (now) |" in out
 
 
-def test_p_below_one_is_refused(load_script, monkeypatch, capsys):
+def test_p_below_one_is_refused(load_script, monkeypatch, refuses_args):
     mod = load_script("summary_cut")
     monkeypatch.setattr(mod, "run_model", lambda *a, **k: pytest.fail("fitted"))
-    monkeypatch.setattr(sys, "argv", ["summary_cut.py", "--p", "0"])
-    with pytest.raises(SystemExit):
-        mod.main()
-    assert "argument --p: expected an integer >= 1, got 0" in capsys.readouterr().err
+    refuses_args(mod.main, ["summary_cut.py", "--p", "0"], "argument --p: expected an integer >= 1, got 0")

@@ -15,13 +15,9 @@ def test_overhead_90th_percentile(load_script):
         pytest.approx(7.3)
 
 
-def test_zero_reps_is_refused_before_any_work(load_script, monkeypatch, capsys):
+def test_zero_reps_is_refused_before_any_work(load_script, monkeypatch, refuses_args):
     """--reps 0 used to run the sweeps and then fail in statistics.median of nothing."""
-    import sys
-
     mod = load_script("sweep_overhead")
     monkeypatch.setattr(mod, "time_sweep", lambda *a, **k: pytest.fail("ran a sweep"))
-    monkeypatch.setattr(sys, "argv", ["sweep_overhead.py", "--reps", "0", "--no-ray", "--no-overhead"])
-    with pytest.raises(SystemExit):
-        mod.main()
-    assert "--reps: expected an integer >= 1, got 0" in capsys.readouterr().err
+    refuses_args(mod.main, ["sweep_overhead.py", "--reps", "0", "--no-ray", "--no-overhead"],
+                 "--reps: expected an integer >= 1, got 0")
