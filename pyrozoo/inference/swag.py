@@ -4,10 +4,12 @@ Along the SWA phase the collector keeps, over T collected iterates theta_t (flat
 the running mean theta_bar = (1/T) sum theta_t, the running second moment (1/T) sum theta_t^2 and the last K
 deviations D = [theta_t - theta_bar_t] (theta_bar_t the mean at collection time). The posterior is
 
-    SWAG-diagonal:  N(theta_bar, diag(v)),                       v = (1/T) sum theta_t^2 - theta_bar^2
-    SWAG:           N(theta_bar, diag(v) / 2 + D D^T / (2 (K - 1)))
+    SWAG-diagonal:  N(theta_bar, scale * diag(v)),                       v = (1/T) sum theta_t^2 - theta_bar^2
+    SWAG:           N(theta_bar, scale * (diag(v) + D D^T / (K - 1)))
 
-and draws are theta_bar + sqrt(scale) * Sigma^{1/2} z (scale 0.5 as in the reference). The SGD loop is written here
+With the default scale 0.5 the full covariance is the paper's Sigma = (Sigma_diag + Sigma_low-rank) / 2, and both
+forms match the authors' code at its scale 0.5 (draws theta_bar + sqrt(scale) (sqrt(v) z1 + D z2 / sqrt(K - 1))).
+The SGD loop is written here
 (not with Pyro's SVI) because SWAG needs the raw iterates of a point-estimate optimizer under a learning-rate
 schedule, and the collection happens between optimizer steps.
 """
@@ -74,7 +76,8 @@ class SWAGCollector:
 
 @dataclass
 class SWAGPosterior:
-    """N(mean, scale * Sigma), Sigma = diag(var) (diagonal) or diag(var) / 2 + D D^T / (2 (K - 1))."""
+    """N(mean, scale * Sigma), Sigma = diag(var) (diagonal) or diag(var) + D D^T / (K - 1) (scale 0.5: the paper's
+    (Sigma_diag + Sigma_low-rank) / 2)."""
 
     mean: torch.Tensor
     var: torch.Tensor
@@ -95,7 +98,8 @@ class SWAGPosterior:
         if self.diagonal:
             return self.scale * self.var, self.deviations[:, :0]
         K = self.deviations.shape[1]
-        return self.scale * self.var / 2, self.deviations * math.sqrt(self.scale / (2 * (K - 1)))
+        # before 2026-11-28 both parts were halved again here, so scale 0.5 gave half the paper's covariance
+        return self.scale * self.var, self.deviations * math.sqrt(self.scale / (K - 1))
 
     def covariance(self) -> torch.Tensor:
         """The dense P x P covariance scale * Sigma (for small models and tests)."""

@@ -25,9 +25,9 @@ def test_collector_matches_batch_statistics():
     running = [thetas[: i + 1].mean(0) for i in range(30)]
     assert torch.allclose(col.deviations[-1], thetas[-1] - running[-1], atol=1e-12)
     assert torch.allclose(col.deviations[0], thetas[25] - running[25], atol=1e-12)
-    post = col.posterior(scale=1.0)
+    post = col.posterior(scale=0.5)
     D = torch.stack(col.deviations, 1)
-    expected = torch.diag(thetas.var(0, unbiased=False)) / 2 + D @ D.T / (2 * 4)
+    expected = torch.diag(thetas.var(0, unbiased=False)) / 2 + D @ D.T / (2 * 4)  # the paper's Sigma
     assert torch.allclose(post.covariance(), expected, atol=1e-12)
     diag = col.posterior(diagonal=True, scale=0.5)
     assert torch.allclose(diag.covariance(), 0.5 * torch.diag(thetas.var(0, unbiased=False)), atol=1e-12)
@@ -103,8 +103,9 @@ def test_swag_recovers_the_linear_regression_posterior():
     diag = run.collector.posterior(diagonal=True, scale=1.0).covariance()
     tol_var = 4 * math.sqrt(2 / n_eff) + 0.05
     assert ((diag.diagonal() / v - 1).abs() < tol_var).all(), diag.diagonal() / v
-    # SWAG (low-rank + diagonal, scale 1): the rank-100 part adds sampling noise sqrt(2 / 100) per entry
-    full = run.collector.posterior(scale=1.0).covariance()
+    # SWAG (low-rank + diagonal, scale 0.5: the paper's average of the two estimates): the rank-100 part adds
+    # sampling noise sqrt(2 / 100) per entry
+    full = run.collector.posterior(scale=0.5).covariance()
     tol_full = 0.5 * tol_var + 0.5 * 4 * math.sqrt(2 / 100)
     assert ((full.diagonal() / v - 1).abs() < tol_full).all(), full.diagonal() / v
     off = full - torch.diag(full.diagonal())
@@ -113,9 +114,9 @@ def test_swag_recovers_the_linear_regression_posterior():
 
 def test_transform_of_standard_normals_has_the_swag_mean_and_covariance():
     """transform(z), z ~ N(0, I_{P+K}) (the map SWAGGuide applies), has mean theta_bar and covariance
-    scale * (diag(v) / 2 + D D^T / (2 (K - 1))), the SWAG formula evaluated here from the iterates themselves (batch
+    scale * (diag(v) + D D^T / (K - 1)), the SWAG formula evaluated here from the iterates themselves (batch
     mean and variance, deviations from the running means), not from the posterior's factors. The iterates are spread
-    (sd 4 to 6) so the diagonal part d = scale * v / 2 is far from 1 (asserted > 2): a draw scaled by d instead of
+    (sd 4 to 6) so the diagonal part d = scale * v is far from 1 (asserted > 2): a draw scaled by d instead of
     sqrt(d) has a variance off by d^2 - d > 2, many Monte Carlo sds. Tolerances: 5 Monte Carlo sds with
     n = 100000 draws, sqrt(S_ii / n) for a mean entry and sqrt((S_ii S_jj + S_ij^2) / n) for a covariance entry."""
     gen = torch.Generator().manual_seed(7)
@@ -132,8 +133,8 @@ def test_transform_of_standard_normals_has_the_swag_mean_and_covariance():
     var = (thetas**2).mean(0) - mean**2
     running = torch.cumsum(thetas, 0) / torch.arange(1, T + 1, dtype=torch.float64)[:, None]
     D = (thetas - running)[-K:].T  # (P, K): the last K deviations from the mean at collection time
-    cov = scale * (torch.diag(var) / 2 + D @ D.T / (2 * (K - 1)))
-    assert (scale * var / 2 > 2).all()  # the diagonal part is large enough to tell d from sqrt(d)
+    cov = scale * (torch.diag(var) + D @ D.T / (K - 1))
+    assert (scale * var > 2).all()  # the diagonal part is large enough to tell d from sqrt(d)
 
     n = 100_000
     draws = post.transform(torch.randn(n, P + K, generator=gen, dtype=torch.float64))
@@ -212,3 +213,24 @@ def test_the_up_front_collection_count_is_what_the_run_collects(num_data, batch_
     S = -(-num_data // batch_size)
     c = S if collect_every is None else collect_every
     assert run.collector.count == ((epochs + swa_epochs) * S) // c - (epochs * S) // c >= 2
+
+
+def test_default_scale_gives_the_papers_covariance_and_agrees_with_swag_diagonal():
+    """Maddox et al.'s SWAG covariance is (Sigma_diag + Sigma_low-rank) / 2 with Sigma_diag = diag(v) and
+    Sigma_low-rank = D D^T / (K - 1); the authors' code draws it with scale 0.5, and their SWAG-diagonal at that
+    scale is diag(v) / 2. The default scale 0.5 gave half of that for the full form (diag(v) / 4 + D D^T / (4 (K -
+    1))), so the two SWAG forms disagreed on the diagonal part by 2x. Exact identities on fixed iterates."""
+    gen = torch.Generator().manual_seed(0)
+    col = SWAGCollector(3, rank=5)
+    thetas = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    for t in thetas:
+        col.collect(t)
+    var = col.sq_mean - col.mean**2
+    D = torch.stack(col.deviations, 1)
+    K = D.shape[1]
+    paper = (torch.diag(var) + D @ D.T / (K - 1)) / 2
+    torch.testing.assert_close(col.posterior().covariance(), paper, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(col.posterior(diagonal=True).covariance(), torch.diag(var) / 2, rtol=1e-12, atol=0)
+    d_full, _ = col.posterior().factors()
+    d_diag, _ = col.posterior(diagonal=True).factors()
+    torch.testing.assert_close(d_full, d_diag, rtol=1e-12, atol=0)
