@@ -25,7 +25,7 @@ import pandas as pd
 
 from pyrozoo.causal.extensions import kernel_weights
 from pyrozoo.errors import PyrozooError
-from pyrozoo.validation import check_choice, check_int, check_seed
+from pyrozoo.validation import check_bool, check_choice, check_int, check_positive, check_seed
 
 SCENARIOS: dict[str, dict[str, bool]] = {
     "baseline": {},
@@ -59,8 +59,10 @@ class SimulatedData:
 
 def simulate_plce(seed: int, scenario: str = "baseline", *, n: int = 1000, group_size: int = 20,
                   nu: float = 1.0, **flags: Any) -> SimulatedData:
-    """One draw of the talk's design; ``flags`` (heterogeneous, heteroskedastic, random_effects, interference)
-    override the scenario's."""
+    """One draw of the talk's design; ``flags`` (heterogeneous, heteroskedastic, random_effects, interference; each
+    True or False) override the scenario's. ``nu`` (a finite number > 0) is the interference kernel's bandwidth.
+    Every argument is checked before anything is drawn: a flag given as ``"false"`` or ``None`` was cast with
+    ``bool()`` (``"false"`` turned the flag on), and ``nu`` was checked only when interference was on."""
     seed = check_seed("seed", seed)
     check_choice("scenario", scenario, SCENARIOS)
     n = check_int("n", n, minimum=10)
@@ -69,6 +71,9 @@ def simulate_plce(seed: int, scenario: str = "baseline", *, n: int = 1000, group
     bad = sorted(set(flags) - set(known))
     if bad:
         raise PyrozooError(f"simulate_plce: unknown flag(s) {', '.join(bad)}; known: {', '.join(known)}")
+    for k, v in flags.items():
+        check_bool(k, v)
+    check_positive("nu", nu, scalar=True)
     f = {k: False for k in known} | SCENARIOS[scenario] | {k: bool(v) for k, v in flags.items()}
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 5))

@@ -1755,3 +1755,26 @@ def test_custom_basis_and_random_effects_wording(no_fit_learner):
         with pytest.raises(PyrozooError, match=rf"^groups: .*{verb} at least 2 distinct group ids"):
             PLCE(no_fit_learner, basis="linear", n_folds=2, n_repeats=1,
                  random_effects=random_effects).fit(y, t, X, groups=np.zeros(n))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"heterogeneous": "false"}, "heterogeneous: expected True or False, got 'false'"),
+    ({"random_effects": None}, "random_effects: expected True or False, got None"),
+    ({"interference": 1}, "interference: expected True or False, got 1"),
+    ({"nu": "1", "interference": True}, "nu: expected a finite value > 0, got the string '1'"),
+    ({"nu": -5}, "nu: expected a finite value > 0, got -5"),
+    ({"nu": float("nan")}, "nu: expected a finite value > 0, got nan"),
+    ({"nu": float("inf"), "interference": True}, "nu: expected a finite value > 0, got inf"),
+])
+def test_simulate_plce_refuses_non_bool_flags_and_bad_nu(kwargs, message):
+    """simulate_plce cast its flags with bool() ("false" turned the effect heterogeneous, None was False) and checked
+    nu only inside the interference kernel (a raw TypeError for "1", nu=-5 accepted with interference off): each is
+    now one PyrozooError naming the argument, before anything is drawn."""
+    with pytest.raises(PyrozooError) as info:
+        simulate_plce(0, "baseline", n=100, **kwargs)
+    assert str(info.value) == message
+
+
+def test_simulate_plce_accepts_numpy_bools_and_nu():
+    d = simulate_plce(0, "baseline", n=100, interference=np.bool_(True), heterogeneous=False, nu=np.float64(0.5))
+    assert d.flags["interference"] and not d.flags["heterogeneous"]
