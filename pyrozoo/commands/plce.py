@@ -27,7 +27,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--treatment", help="treatment column (default t; treat with --dataset lalonde)")
     p.add_argument("--controls", help="comma-separated control columns (default: all other columns)")
     p.add_argument("--groups", help="group id column (random intercepts)")
-    p.add_argument("--treatment-model", default="homoskedastic", choices=("homoskedastic", "heteroskedastic"))
+    p.add_argument("--treatment-model", choices=("homoskedastic", "heteroskedastic"),
+                   help="default: heteroskedastic on a --scenario whose treatment is heteroskedastic (heterogeneity, "
+                        "combined; the unweighted estimate there targets a variance-weighted effect, not the true "
+                        "theta = 1), homoskedastic otherwise")
     p.add_argument("--interference", action="store_true", help="learn kernel-weighted interference terms")
     p.add_argument("--se-type", default="hc3", choices=("hc3", "cluster"),
                    help="hc3 (default) | cluster (cluster-robust by --groups; warns below 30 clusters)")
@@ -69,9 +72,11 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.data is None and args.scenario is None and args.dataset is None:
         raise PyrozooError("plce: give --data FILE (with --outcome and --treatment), --scenario NAME or --dataset")
-    options = {"treatment_model": args.treatment_model, "interference": args.interference,
+    options = {"interference": args.interference,
                "n_folds": args.n_folds, "n_repeats": args.n_repeats, "learner": args.learner,
                "se_type": args.se_type, "linear_controls": args.linear_controls}
+    if args.treatment_model is not None:  # left out: the entry's "auto" (the scenario's, else homoskedastic)
+        options["treatment_model"] = args.treatment_model
     if args.scenario is not None:
         options["scenario"] = args.scenario
     # column flags only when given: with --scenario they are an error (the simulated design has its own columns)

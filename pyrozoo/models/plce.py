@@ -16,13 +16,17 @@ the weights; ``metrics`` reports both, so a gap flags heteroskedasticity the Gau
 
 Entry ``plce``: ``pyrozoo run plce -o scenario=heterogeneity`` simulates the talk's design, ``--dataset lalonde``
 uses MatchIt/lalonde, ``--data file.csv -o outcome=y -o treatment=t`` a user's table; the cross-fitting runs when the
-data are loaded, the chosen engine (svi or nuts) on the final stage.
+data are loaded, the chosen engine (svi or nuts) on the final stage. ``treatment_model="auto"`` (the default) is the
+benchmark's weighted estimator on a simulated scenario whose treatment is heteroskedastic (heterogeneity, combined),
+whose target is the simulator's true average effect, and the homoskedastic one elsewhere
+(:func:`resolve_treatment_model`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,7 @@ import pyro.distributions as dist
 import torch
 
 from pyrozoo.causal.basis import interaction_kind
-from pyrozoo.causal.plce import PLCE, reads_groups
+from pyrozoo.causal.plce import PLCE, TREATMENT_MODELS, reads_groups
 from pyrozoo.causal.simulate import SCENARIOS, simulate_plce
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -60,7 +64,7 @@ OPTIONS: dict[str, Any] = {
     "scenario": "baseline", "n": 1000,
     # estimator
     "learner": "spike_slab", "n_folds": 5, "n_repeats": 5, "n_knots": 5, "interactions": "quadratic",
-    "treatment_model": "homoskedastic", "random_effects": "auto", "interference": False, "se_type": "hc3",
+    "treatment_model": "auto", "random_effects": "auto", "interference": False, "se_type": "hc3",
     "refit": "union", "linear_controls": True,
     # columns for --data / --dataset; outcome and treatment None: the source's default (FILE_COLUMNS, LALONDE_COLUMNS)
     "outcome": None, "treatment": None, "controls": "", "groups": "",
@@ -154,6 +158,20 @@ def final_stage_reference(dataset: Dataset, *, prior: bool = False) -> dict[str,
             "sigma_rel": math.sqrt(s2) / float(dataset.inputs["y_scale"])}
 
 
+def resolve_treatment_model(value: Any, scenario: str | None = None) -> str:
+    """The estimator's treatment model for the entry's option ``value``: itself unless ``"auto"``, which is
+    ``"heteroskedastic"`` on a simulated ``scenario`` whose treatment is heteroskedastic (heterogeneity, combined:
+    benchmarks/plce_sim.py's configuration there) and ``"homoskedastic"`` otherwise (another scenario, or a data file
+    or dataset, ``scenario=None``). On those scenarios the effect is heterogeneous too, and the unweighted
+    coefficient targets the variance-weighted effect E[s^2(x) theta(x)] / E[s^2(x)] = 2 (s^2 = (x1^2 + 1) / 2,
+    theta = x1^2), not the average effect 1 the simulator reports as the truth; the weights 1 / s^2 target 1."""
+    check_choice("treatment_model", value, ("auto", *TREATMENT_MODELS))
+    if value != "auto":
+        return value
+    hetero = scenario is not None and SCENARIOS[scenario].get("heteroskedastic", False)
+    return "heteroskedastic" if hetero else "homoskedastic"
+
+
 def _learner(name: str, seed: int, device: str) -> Any:
     check_choice("learner", name, LEARNERS)
     if name == "spike_slab":
@@ -199,6 +217,8 @@ def _check_run_options(config: RunConfig) -> None:
         check_choice("scenario", config.options["scenario"], SCENARIOS)
     opts = {**OPTIONS, **config.options}
     check_option_effects(opts)
+    simulated = config.data is None and config.dataset is None
+    opts["treatment_model"] = resolve_treatment_model(opts["treatment_model"], opts["scenario"] if simulated else None)
     make_estimator(config.seed, "cpu", **opts).check_settings()  # the device is the runner's check
     if (config.data is not None or config.dataset is not None) and not opts["groups"]:
         if opts["random_effects"] is True:
@@ -210,7 +230,8 @@ def _check_run_options(config: RunConfig) -> None:
 
 
 def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
-    """A :class:`PLCE` from the entry's options (validated here, before any work)."""
+    """A :class:`PLCE` from the entry's options (validated here, before any work); ``treatment_model="auto"`` is
+    homoskedastic here (:func:`resolve_treatment_model` without a scenario: the simulator resolves it first)."""
     seed = check_seed("seed", seed)
     re_opt = options.get("random_effects", "auto")
     if re_opt not in ("auto", True, False):
@@ -225,7 +246,7 @@ def make_estimator(seed: int, device: Any = "cpu", **options: Any) -> PLCE:
     return PLCE(_learner(learner, seed, dev), n_folds=options.get("n_folds", 5),
                 n_repeats=options.get("n_repeats", 5), n_knots=options.get("n_knots", 5),
                 interactions=options.get("interactions", "quadratic"),
-                treatment_model=options.get("treatment_model", "homoskedastic"),
+                treatment_model=resolve_treatment_model(options.get("treatment_model", "auto")),
                 random_effects=None if re_opt == "auto" else re_opt, interference=options.get("interference", False),
                 se_type=options.get("se_type", "hc3"), refit=refit,
                 linear_controls=options.get("linear_controls", True), seed=seed, device=dev)
@@ -264,12 +285,26 @@ def simulate_plce_dataset(seed: int, *, device: Any = "cpu", **options: Any) -> 
     passed when the scenario has random effects (``random_effects="auto"``), always with ``random_effects=true``,
     and always with ``se_type="cluster"`` (the clusters of its standard errors; without them that run stopped with
     "needs groups"). ``random_effects="auto"`` is resolved to the scenario's flag first, so cluster SEs on a
-    scenario without random effects do not turn them on."""
+    scenario without random effects do not turn them on.
+
+    ``treatment_model="auto"`` (the default) is resolved to the scenario's too (:func:`resolve_treatment_model`):
+    heteroskedastic on heterogeneity and combined, whose unweighted estimate targets the variance-weighted effect
+    (about 2) instead of the true theta = 1 (the credible interval excluded the truth with no warning). An explicit
+    ``treatment_model="homoskedastic"`` there is kept, with a warning before the cross-fitting that its estimand is
+    not the reported truth."""
     opts = {**OPTIONS, **options}
     check_choice("scenario", opts["scenario"], SCENARIOS)
-    sim = simulate_plce(seed, opts["scenario"], n=opts["n"])
+    scenario = opts["scenario"]
+    opts["treatment_model"] = resolve_treatment_model(opts["treatment_model"], scenario)
+    sim = simulate_plce(seed, scenario, n=opts["n"])
     if opts["random_effects"] == "auto":  # the scenario's own: group ids passed for cluster SEs alone turn none on
         opts["random_effects"] = bool(sim.flags["random_effects"])
+    if opts["treatment_model"] == "homoskedastic" and sim.flags["heterogeneous"] and sim.flags["heteroskedastic"]:
+        warnings.warn(f"treatment_model: 'homoskedastic' on scenario {scenario!r} (heterogeneous effect, "
+                      f"heteroskedastic treatment) estimates the variance-weighted effect E[s^2(x) theta(x)] / "
+                      f"E[s^2(x)], about 2 in this design, not the average effect theta = {sim.theta:g} reported as "
+                      f"true_theta (error_vs_theta measures the difference); leave treatment_model unset (auto) or "
+                      f"set it to heteroskedastic to estimate theta", UserWarning, stacklevel=2)
     use_groups = opts["random_effects"] is True or opts["se_type"] == "cluster"
     return _fit_and_pack(f"plce-{opts['scenario']}", sim.y, sim.t, sim.X, sim.groups if use_groups else None,
                          seed, device, opts, truth={"theta": sim.theta}, meta={"scenario": opts["scenario"]})
@@ -485,7 +520,9 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
     posterior mean/sd and 95% interval of theta, the closed-form reference, diagnostics (the sensitivity figures
     ``partial_r2``, ``rv_q``, ``rv_q_alpha`` from the classical t ``sensitivity_t_stat`` of the final-stage
     regression, from the split of median |t|: :meth:`PLCE.sensitivity`), the error against the truth
-    when simulated, and (from a file or a dataset) ``controls``, the columns adjusted for."""
+    when simulated, ``treatment_model_heteroskedastic`` (whether the final stage was weighted by 1 / Var(t | x): the
+    treatment model that ran, since ``treatment_model="auto"`` depends on the data) and (from a file or a dataset)
+    ``controls``, the columns adjusted for."""
     est: PLCE = dataset.meta["plce"]
     lo, hi = est.ci_
     draws = result.draws("theta")
@@ -500,6 +537,8 @@ def plce_metrics(result: Result, dataset: Dataset) -> dict[str, Any]:
            "reference_mean": ref["theta_mean"], "reference_sd": ref["theta_sd"], "n": est.n_,
            "rv_q": sens["rv_q"], "rv_q_alpha": sens["rv_q_alpha"], "partial_r2": sens["partial_r2_treatment"],
            "sensitivity_t_stat": sens["t_stat"],
+           # the treatment model that ran (treatment_model="auto" resolves by the data: resolve_treatment_model)
+           "treatment_model_heteroskedastic": est.treatment_model == "heteroskedastic",
            **{k: v for k, v in pos.items()}}
     if est.bandwidth_ is not None:
         out["bandwidth"] = est.bandwidth_
@@ -541,5 +580,7 @@ def plce_entry() -> ZooModel:
         artifacts=plce_artifacts,
         check_options=_check_run_options,
         canonical_options={"interactions": interaction_kind},  # true is "linear", false "none"
+        option_notes={"treatment_model": "auto: heteroskedastic on a simulated scenario with a heteroskedastic "
+                                         "treatment (heterogeneity, combined), else homoskedastic"},
         description="Partially linear causal effect: cross-fitted spike-slab nuisances, HC3 + Bayesian final stage",
     )

@@ -119,3 +119,25 @@ def test_a_data_path_starting_with_a_tilde_is_read_from_the_home_directory(tmp_p
                  "--num-samples", "50", *FAST]) == 0
     assert read_toml(tmp_path / "run" / "config.toml")["data"] == str(home / "csv" / "pl.csv")
     capsys.readouterr()
+
+
+def test_plce_scenario_without_treatment_model_uses_the_scenarios(monkeypatch, capsys):
+    """``pyrozoo plce --scenario heterogeneity`` passed --treatment-model's default "homoskedastic" explicitly, so
+    the run estimated the variance-weighted effect (about 2) against the true theta 1. Without the flag the entry's
+    "auto" now decides (heteroskedastic there); the flag, when given, is passed as given."""
+    import pyrozoo.runner
+
+    seen = []
+
+    def fake_run_model(config, **kwargs):
+        seen.append(dict(config.options))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pyrozoo.runner, "run_model", fake_run_model)
+    for extra in ([], ["--treatment-model", "homoskedastic"]):
+        try:
+            main(["plce", "--scenario", "heterogeneity", *extra])
+        except SystemExit:
+            pass
+    assert "treatment_model" not in seen[0] and seen[1]["treatment_model"] == "homoskedastic"
+    capsys.readouterr()
