@@ -88,6 +88,49 @@ def set_seed(seed: int) -> None:
     pyro.clear_param_store()
 
 
+class RngStream:
+    """A torch random stream of its own on the CPU and ``device``, seeded from ``(seed, key)``: inside
+    ``with stream:`` torch's global generators (the CPU's and, for a CUDA ``device``, that device's) continue this
+    stream, and on exit they are put back where the code outside left them. So what draws inside (even through
+    Pyro or ``nn.Module.reset_parameters``, which read the global generators) never shifts the draws outside, and
+    the other way round; the same ``(seed, key)`` gives the same stream. Re-entrant: a nested ``with`` of the same
+    stream does nothing."""
+
+    def __init__(self, seed: int, device: str | torch.device = "cpu", *, key: int = 1):
+        seed = check_seed("seed", seed)
+        # a 64-bit seed mixed from (seed, key): a stream unrelated to the one pyro.set_rng_seed(seed) starts
+        mixed = int(np.random.SeedSequence((seed, int(key))).generate_state(1, np.uint64)[0])
+        self.device = torch.device(device)
+        self._cpu = torch.Generator().manual_seed(mixed).get_state()
+        self._cuda = (torch.Generator(device=self.device).manual_seed(mixed).get_state()
+                      if self.device.type == "cuda" else None)
+        self._saved: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._depth = 0
+
+    def __enter__(self) -> RngStream:
+        self._depth += 1
+        if self._depth == 1:
+            cuda = self._cuda is not None
+            self._saved = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+            torch.set_rng_state(self._cpu)
+            if cuda:
+                torch.cuda.set_rng_state(self._cuda, self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        assert self._saved is not None
+        cpu, cuda = self._saved
+        self._saved = None
+        self._cpu = torch.get_rng_state()
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            self._cuda = torch.cuda.get_rng_state(self.device)
+            torch.cuda.set_rng_state(cuda, self.device)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 _nesting = threading.local()
 

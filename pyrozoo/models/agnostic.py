@@ -67,6 +67,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pyrozoo.config import RunConfig
@@ -75,7 +76,7 @@ from pyrozoo.data.agnostic_tasks import cps1985_task, digits_task
 from pyrozoo.data.dataset import Dataset
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import assemble_result
-from pyrozoo.inference.device import keeps_caller_state, resolve_device, set_seed
+from pyrozoo.inference.device import RngStream, keeps_caller_state, resolve_device, same_rng_states, set_seed
 from pyrozoo.inference.predictive import align_global_draws, latent_sites, trace_model
 from pyrozoo.inference.progress import progress_bar
 from pyrozoo.inference.result import Result
@@ -821,6 +822,23 @@ def adversary_loss(net: AgnosticNetwork, features: torch.Tensor, p: torch.Tensor
     return ((weight * ce).sum() + kl) / n
 
 
+class _SubsampleFrom(Messenger):
+    """Draw the minibatch indices of the plates ``names`` from ``stream`` (an :class:`RngStream`) rather than from
+    torch's global generator: how many rows such a plate has then shifts no other draw."""
+
+    def __init__(self, names: tuple[str, ...], stream: RngStream):
+        super().__init__()
+        self.names, self.stream = set(names), stream
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["name"] in self.names and msg["value"] is None and not msg["is_observed"]:
+            with self.stream:
+                msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
+
+
+ADVERSARY_STREAM = 1  # the key of the adversary's RngStream (run_agnostic_svi)
+
+
 def _adversary_param_names(names: list[str]) -> set[str]:
     """Param-store names of the adversary: its body ``h`` and the variational parameters of ``W_p, b_p``."""
     return {n for n in names if n.startswith("agnostic_net$$$adversary") or n.endswith((".w_p", ".b_p"))}
@@ -869,6 +887,12 @@ def run_agnostic_svi(
       trained ``adv_retrain`` steps on the frozen features, so the extractor faces a fresh, converged probe rather
       than the adversary it has co-adapted with.
 
+    The protected part draws from a random stream of its own (an :class:`~pyrozoo.inference.device.RngStream` of
+    ``seed``): the adversary's rows, head draws and re-initializations, and the protected plate's minibatches. So the
+    draws of ``G_f`` and ``G_y`` (their guide draws and target minibatches) do not depend on the adversary's
+    training options (``adv_steps``, ``adv_reset``, ``adv_retrain``, ``adv_lr``, ``adv_weight_decay``) or on how
+    many rows carry a protected label, and a same-seed ``alpha = 0`` fit is the plain classifier whatever they are.
+
     ``clip_norm > 0`` clips the gradient norm of ``G_f`` and ``G_y`` (the extractor and the target head's
     variational parameters) to ``clip_norm``, separately from the adversary's: with ``adv_steps = 0`` the
     adversary's parameters, stepped by the same optimizer, are clipped by their own norm (the two-timescale
@@ -904,11 +928,17 @@ def run_agnostic_svi(
     warm = min(check_int("adversary_warmup", adversary_warmup, minimum=0), num_steps)
     check_batch_size(model_kwargs.get("batch_size") or 0, getattr(model_kwargs["net"], "standardize", False))
     set_seed(seed)
+    # the protected part's draws (the adversary's rows, head draws and resets, the protected plate's minibatches)
+    # come from a stream of their own: they shift none of G_f's and G_y's draws (guide draws, target minibatches)
+    adversary_rng = RngStream(seed, model_kwargs["x"].device, key=ADVERSARY_STREAM)
+    protected_batches = _SubsampleFrom(("protected_id",), adversary_rng)
     n = max(int(model_kwargs["target_idx"].shape[0]), 1)
-    scaled_model, scaled_guide = poutine.scale(model, 1.0 / n), poutine.scale(guide, 1.0 / n)
+    scaled_model, scaled_guide = poutine.scale(protected_batches(model), 1.0 / n), poutine.scale(guide, 1.0 / n)
     gamma = lr_decay ** (1.0 / max(num_steps, 1))
-    with poutine.block(), torch.no_grad():
-        guide(**model_kwargs)  # set the guide up before any step
+    # set the guide up before any step; its trace of the model (which Pyro runs blocked, out of protected_batches'
+    # reach) draws nothing the fit sees: a guide initialized by init_to_feasible holds the same values whatever it drew
+    with poutine.block(), torch.no_grad(), same_rng_states():
+        guide(**model_kwargs)
     elbo = TraceMeanField_ELBO()
     store = pyro.get_param_store()
     with poutine.block(), poutine.trace(param_only=True) as param_capture:
@@ -942,7 +972,11 @@ def run_agnostic_svi(
         """``k_steps`` full-batch steps of the adversary on the frozen features of ``adv_rows`` random protected rows
         (their eq.-1 weights rescaled by ``n_p / adv_rows`` so the loss estimates the full one). A diverged extractor
         (non-finite features) or adversary (non-finite loss) is a :class:`PyrozooError` naming the rate to lower,
-        raised before the adversary takes a step on it."""
+        raised before the adversary takes a step on it. Its draws come from ``adversary_rng``."""
+        with adversary_rng:
+            _train_adversary(k_steps, step)
+
+    def _train_adversary(k_steps: int, step: int) -> None:
         rows = torch.randperm(n_p, device=p_idx.device)[:adv_rows]
         with torch.no_grad():
             feats = net.features(model_kwargs["x"][p_idx[rows]])
@@ -969,7 +1003,8 @@ def run_agnostic_svi(
 
     def reset_adversary() -> None:
         nonlocal adv_opt
-        net.reset_adversary()
+        with adversary_rng:  # a fresh adversary drawn from the adversary's own stream
+            net.reset_adversary()
         with torch.no_grad():
             for k, v in init_adv.items():
                 if not k.startswith("agnostic_net$$$"):

@@ -248,3 +248,43 @@ def test_the_engines_device_check_reads_every_tensor_not_only_the_first():
                                                r"\((y on cpu, z on meta|z on meta, y on cpu)\)"):
             run_em(lambda p, d: {"m": d["y"].mean()}, lambda x, d: {"mu": x["m"]}, {"mu": torch.tensor(0.0)}, data,
                    max_iter=3, device="cpu")
+
+
+def test_an_rng_stream_neither_shifts_nor_follows_the_draws_outside_it():
+    """RngStream (the agnostic adversary's own draws): inside ``with stream`` torch's global generator continues
+    the stream, and on exit (also on an error) it is where the outside left it; a stream of the same (seed, key)
+    repeats, another key gives other numbers, and a nested ``with`` of the same stream is the same stream."""
+    from pyrozoo.inference.device import RngStream
+
+    def run(extra_inside: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(5)
+        stream = RngStream(3, "cpu", key=1)
+        outside = [torch.rand(2)]
+        with stream:
+            inside = [torch.rand(extra_inside + 1)[:1]]  # how much the inside draws shifts nothing outside
+            with stream:  # re-entrant
+                inside.append(torch.rand(1))
+        outside.append(torch.rand(2))
+        with stream:
+            inside.append(torch.rand(1))
+        return torch.cat(outside), torch.cat(inside)
+
+    out_a, in_a = run(0)
+    out_b, in_b = run(50)
+    torch.manual_seed(5)
+    assert torch.equal(out_a, torch.rand(4)) and torch.equal(out_a, out_b)  # the outside never saw the stream
+    assert in_a[0] == in_b[0] and in_a[1] != in_b[1] and in_a[2] != in_b[2]  # the stream follows its own draws
+    with RngStream(3, "cpu", key=1):
+        first = torch.rand(2)
+    with RngStream(3, "cpu", key=2):
+        other = torch.rand(2)
+    assert torch.equal(first, in_a[:2]) and not torch.equal(first, other)  # in_a: rand(1) then rand(1)
+    torch.manual_seed(7)
+    with pytest.raises(RuntimeError), RngStream(3, "cpu"):
+        torch.rand(3)
+        raise RuntimeError("inside")
+    torch_state = torch.get_rng_state()
+    torch.manual_seed(7)
+    assert torch.equal(torch_state, torch.get_rng_state())  # put back on the error
+    with pytest.raises(PyrozooError, match="^seed: "):
+        RngStream(-1)

@@ -1447,3 +1447,36 @@ def test_protected_index_lies_on_the_protected_rows_when_both_heads_have_as_many
     t = c["target_idx"].sel(target_id=both).values
     p = c["protected_idx"].sel(protected_id=both).values
     np.testing.assert_array_equal(t, p)  # a row's x row is the same whichever head's index it is read from
+
+
+@pytest.mark.parametrize("batch_size", [128, 16])
+def test_alpha_zero_fit_does_not_depend_on_the_adversary_or_on_the_protected_rows(batch_size):
+    """QA alpha0_half.py / alpha0b.py: the adversary drew its rows, head draws and resets from torch's global
+    generator, between the draws of the extractor and target step, so a same-seed alpha = 0 fit changed with
+    adv_steps (1: max |dP| 0.14), adv_reset (0.13), or half the protected labels missing (0.09). The protected part
+    now draws from a stream of its own (the protected plate's minibatches too): every such fit is the same plain
+    classifier, bit for bit, and with adv_steps=0 it is the fit without any protected rows."""
+    from pyrozoo.models.agnostic import attach_network, predict_proba
+
+    rng = np.random.default_rng(0)
+    y, g = rng.integers(0, 2, 80), rng.integers(0, 2, 80)
+    noise = rng.standard_normal((80, 3))
+    x = np.c_[y + 0.5 * noise[:, 0], g + 0.3 * noise[:, 1], y + g + 0.5 * noise[:, 2]]
+    half_labels = g.copy()
+    half_labels[::2] = -1  # x and y as they were
+    full, half = attach_network(make_agnostic_data(x, y, g)), attach_network(make_agnostic_data(x, y, half_labels))
+    base = {"alpha": 0.0, "batch_size": batch_size}
+    reference = _tiny_fit(full, steps=12, **base)
+    want = predict_proba(reference, full.inputs["x"], data=full)
+    fits = [(full, {"adv_steps": 1}), (full, {"adv_steps": 10}), (full, {"adv_reset": 3}),
+            (full, {"adv_lr": 0.1, "adv_retrain": 7}), (full, {"adv_weight_decay": 0.5}), (half, {}),
+            (full, {"adv_steps": 0}), (_without_protected_rows(full), {"adv_steps": 0})]
+    for data, opts in fits:
+        fit = _tiny_fit(data, steps=12, **base, **opts)
+        got = predict_proba(fit, full.inputs["x"], data=data)
+        assert torch.equal(got, want), (opts, float((got - want).abs().max()))
+        for name, value in reference.params.items():
+            if "extractor" in name or name.endswith(("w_y", "b_y")):
+                assert torch.equal(torch.as_tensor(fit.params[name]), torch.as_tensor(value)), (opts, name)
+    assert not torch.equal(predict_proba(_tiny_fit(full, steps=12, **{**base, "alpha": 0.5}), full.inputs["x"],
+                                         data=full), want)  # the adversary does act at alpha > 0
