@@ -1749,3 +1749,21 @@ def test_a_bad_graph_item_in_a_config_file_names_the_file(graph, message, tmp_pa
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and not out.exists()
     assert re.search(rf"^pyrozoo: error: {re.escape(str(config))}: {message}$", err), err
+
+
+@pytest.mark.parametrize("seed", [-1, 2.9, "3", True, 2**32])
+def test_simulate_regime_data_refuses_a_bad_seed(seed):
+    """QA: simulate_regime_data passed seed to int() and NumPy: -1 raised NumPy's raw ValueError, 2.9 was truncated
+    to 2, '3' and True were accepted. The seed is now checked as every simulator's is, before any work."""
+    with pytest.raises(PyrozooError, match=rf"^seed: expected an integer seed in \[0, 2\*\*32 - 1\] .*got "
+                                           rf"{re.escape(repr(seed))}$"):
+        simulate_regime_data(seed, n_vars=3, n_samples=10)
+    same = simulate_regime_data(2.0, n_vars=3, n_samples=10)  # an integral float (a TOML seed) is that integer
+    assert np.array_equal(same.observed["x"], simulate_regime_data(2, n_vars=3, n_samples=10).observed["x"])
+
+
+def test_simulate_regime_data_refuses_a_bool_shift():
+    """QA: shift=True was read as a shift of 1.0; a bool is not a shift size."""
+    with pytest.raises(PyrozooError, match=r"^shift: expected a finite number, got True$"):
+        simulate_regime_data(0, n_vars=3, n_samples=10, shift=True)
+    assert simulate_regime_data(0, n_vars=3, n_samples=10, shift=1).truth["shift"].tolist() == [1.0] * 3
