@@ -355,16 +355,24 @@ def gaussian_nlpd(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> flo
     return float((0.5 * (math.log(2 * math.pi) + var.log() + (y - mean) ** 2 / var)).mean())
 
 
-def held_out_metrics(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
-                     meta: Mapping[str, Any]) -> dict[str, float]:
-    """``test_nlpd`` (:func:`gaussian_nlpd`) and ``test_rmse`` of the held-out y on the scale the model sees; where
-    the loader standardized y (``meta["response_scale"]`` = s, y = m + s y_std) also ``test_nlpd_data_units`` =
-    test_nlpd + log s (the density of y in its own units) and ``test_rmse_data_units`` = s test_rmse."""
-    nlpd, rmse = gaussian_nlpd(y, mean, var), float(((y - mean) ** 2).mean().sqrt())
-    out = {"test_nlpd": nlpd, "test_rmse": rmse}
+def held_out_metrics(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, meta: Mapping[str, Any], *,
+                     log_density: torch.Tensor | None = None) -> dict[str, float]:
+    """``test_nlpd`` and ``test_rmse`` (of the predictive ``mean``) of the held-out y on the scale the model sees.
+    test_nlpd = -(1/n) sum_i log p(y_i | data): the Gaussian N(mean, var)'s (:func:`gaussian_nlpd`), exact for a
+    Gaussian predictive (type-II, sparse), or, given the predictive's own pointwise ``log_density`` (a mixture's,
+    :func:`nuts_predictive`), -mean(log_density), with the Gaussian of the same mean and variance reported beside it
+    as ``test_nlpd_moment_matched``. Where the loader standardized y (``meta["response_scale"]`` = s,
+    y = m + s y_std) also ``test_nlpd_data_units`` = test_nlpd + log s (the density of y in its own units; the same
+    for ``test_nlpd_moment_matched_data_units``) and ``test_rmse_data_units`` = s test_rmse."""
+    gauss, rmse = gaussian_nlpd(y, mean, var), float(((y - mean) ** 2).mean().sqrt())
+    nlpds = {"test_nlpd": gauss}
+    if log_density is not None:
+        nlpds = {"test_nlpd": float(-log_density.mean()), "test_nlpd_moment_matched": gauss}
+    out = {**nlpds, "test_rmse": rmse}
     if "response_scale" in meta:
         scale = float(meta["response_scale"])
-        out.update(test_nlpd_data_units=nlpd + math.log(scale), test_rmse_data_units=scale * rmse)
+        out.update({f"{k}_data_units": v + math.log(scale) for k, v in nlpds.items()})
+        out["test_rmse_data_units"] = scale * rmse
     return out
 
 
@@ -896,33 +904,59 @@ def _f_along_obs(result: Result, dataset: Dataset) -> Result:
 
 def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
                         include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive mean and variance at ``Xnew``: at the fitted theta (type2) or averaged over NUTS draws
-    (mixture mean and variance by the law of total variance, using at most 200 draws). A DataFrame ``Xnew`` must have
-    the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
-    X, y, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
-    opts = {"dtype": X.dtype, "device": X.device}
+    """Predictive mean and variance at ``Xnew``: at the fitted theta (type2), or for NUTS those of the mixture
+    (1/S) sum_s N(m_s, v_s) over every posterior draw s of theta (mean (1/S) sum_s m_s, variance by the law of total
+    variance; :func:`nuts_predictive`). The NUTS predictive is a mixture, not a Gaussian: its density is
+    :func:`nuts_predictive`'s ``log_density``, which the test NLPD uses. A DataFrame ``Xnew`` must have the
+    dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
+    X = dataset.inputs["X"]
     Xnew = check_new_inputs(Xnew, X, dataset.meta.get("feature_names"))
-    # the dataset and the fitted hyperparameters were checked when made: the unchecked posterior, once per draw below
+    if result.inference != "type2":
+        out = nuts_predictive(result, dataset, Xnew, include_noise=include_noise)
+        return out["mean"], out["var"]
+    y, kernel = dataset.observed["y"], dataset.inputs["kernel_name"]
+    opts = {"dtype": X.dtype, "device": X.device}
+    # the dataset and the fitted hyperparameters were checked when made
     with torch.no_grad():
-        if result.inference == "type2":
-            hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
-            return _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
-                                    include_noise=include_noise)
-        # a hyperparameter without a prior was held at the dataset's value
-        draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER if k in result.posterior}
-        held = {k: torch.as_tensor(dataset.inputs[k], **opts) for k in HYPER if k not in draws}
-        total = result.draws("f").shape[0]
-        idx = torch.linspace(0, total - 1, min(200, total)).long()
-        means, vars_ = [], []
-        for i in idx.tolist():
+        hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
+        return _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
+                                include_noise=include_noise)
+
+
+def nuts_predictive(result: Result, dataset: Dataset, Xnew: torch.Tensor, *, include_noise: bool = True,
+                    y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The posterior predictive of a NUTS result at ``Xnew`` (checked, on X's dtype and device), over every draw
+    s = 1..S of theta: p(y_* | y) = (1/S) sum_s N(y_* | m_s, v_s), with m_s, v_s the exact GP posterior at theta_s
+    (of f_* without ``include_noise``). Returns ``mean`` = (1/S) sum_s m_s and ``var`` = (1/S) sum_s v_s +
+    (1/S) sum_s (m_s - mean)^2 (law of total variance), and, given ``y`` (one value per row of Xnew),
+    ``log_density`` = log (1/S) sum_s N(y_i | m_s(x_i), v_s(x_i)) per row, the mixture's own log density (not that
+    of the Gaussian with its mean and variance). Accumulated draw by draw (a running logsumexp and Welford's
+    mean and variance), so memory stays O(n) whatever S; one N x N Cholesky per draw."""
+    X, ys, kernel = dataset.inputs["X"], dataset.observed["y"], dataset.inputs["kernel_name"]
+    opts = {"dtype": X.dtype, "device": X.device}
+    # a hyperparameter without a prior was held at the dataset's value; the unchecked posterior, once per draw below
+    draws = {k: torch.as_tensor(result.draws(k), **opts) for k in HYPER if k in result.posterior}
+    held = {k: torch.as_tensor(dataset.inputs[k], **opts) for k in HYPER if k not in draws}
+    total = result.draws("f").shape[0]
+    mean = torch.zeros(Xnew.shape[0], **opts)
+    m2 = torch.zeros_like(mean)
+    v_sum = torch.zeros_like(mean)
+    lse = torch.full_like(mean, -math.inf) if y is not None else None
+    with torch.no_grad():
+        for i in range(total):
             at = {k: draws[k][i] if k in draws else held[k] for k in HYPER}
-            m, v = _exact_posterior(X, y, Xnew, kernel, at["lengthscale"], at["variance"], at["noise"],
+            m, v = _exact_posterior(X, ys, Xnew, kernel, at["lengthscale"], at["variance"], at["noise"],
                                     include_noise=include_noise)
-            means.append(m)
-            vars_.append(v)
-        means, vars_ = torch.stack(means), torch.stack(vars_)
-        mean = means.mean(0)
-        return mean, vars_.mean(0) + means.var(0, unbiased=False)
+            delta = m - mean
+            mean = mean + delta / (i + 1)
+            m2 = m2 + delta * (m - mean)
+            v_sum = v_sum + v
+            if lse is not None:
+                lse = torch.logaddexp(lse, dist.Normal(m, v.sqrt()).log_prob(y))
+    out = {"mean": mean, "var": v_sum / total + m2 / total}
+    if lse is not None:
+        out["log_density"] = lse - math.log(total)
+    return out
 
 
 def hyper_metrics(name: str, value: Any) -> dict[str, float]:
@@ -936,7 +970,8 @@ def hyper_metrics(name: str, value: Any) -> dict[str, float]:
 
 def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Test NLPD and RMSE (when the dataset has a test set; :func:`held_out_metrics`, also in the data's units where y
-    was standardized) and the hyperparameters (fitted or posterior means; one entry per input column for ARD
+    was standardized; for NUTS the NLPD of the mixture over every posterior draw, :func:`nuts_predictive`, and the
+    RMSE of its mean) and the hyperparameters (fitted or posterior means; one entry per input column for ARD
     lengthscales)."""
     out: dict[str, float] = {}
     if result.inference == "type2":
@@ -948,9 +983,14 @@ def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
             draws = np.asarray(result.draws(k), dtype=float)  # (S,) or (S, d)
             out.update(hyper_metrics(f"{k}_mean", draws.mean(0)))
     if "X_test" in dataset.meta:
-        Xt, yt = dataset.meta["X_test"], dataset.meta["y_test"]
-        mean, var = predict_from_result(result, dataset, Xt.to(dataset.inputs["X"].device))
-        out.update(held_out_metrics(yt.to(mean.device), mean, var, dataset.meta))
+        X = dataset.inputs["X"]
+        Xt, yt = dataset.meta["X_test"].to(X), dataset.meta["y_test"].to(X)
+        if result.inference == "type2":  # a Gaussian predictive: its NLPD is exact
+            mean, var = predict_from_result(result, dataset, Xt)
+            out.update(held_out_metrics(yt, mean, var, dataset.meta))
+        else:  # NUTS: the mixture over every draw, scored by its own density
+            pred = nuts_predictive(result, dataset, Xt, y=yt)
+            out.update(held_out_metrics(yt, pred["mean"], pred["var"], dataset.meta, log_density=pred["log_density"]))
     return out
 
 
