@@ -959,6 +959,17 @@ def nuts_predictive(result: Result, dataset: Dataset, Xnew: torch.Tensor, *, inc
     return out
 
 
+def marginal_in_data_units(name: str, value: float, dataset: Dataset, *, sign: int = 1) -> dict[str, float]:
+    """``{name_data_units: value - sign N log s}`` where the loader standardized y (``meta["response_scale"]`` = s,
+    y = m + s y_std), else ``{}``: log p(y) = log p(y_std) - N log s by the change of variables of the N
+    observations, so a log marginal likelihood (or bound; ``sign=1``) loses N log s and a negative one (``sign=-1``)
+    gains it. The fitted value itself stays on the standardized scale the model sees."""
+    if "response_scale" not in dataset.meta:
+        return {}
+    n = dataset.observed["y"].shape[0]
+    return {f"{name}_data_units": value - sign * n * math.log(float(dataset.meta["response_scale"]))}
+
+
 def hyper_metrics(name: str, value: Any) -> dict[str, float]:
     """``{name: v}`` for a single value; ``{name_0: v_0, ..., name_{d-1}: v_{d-1}}`` for one per input column (ARD),
     so that no entry of an ARD lengthscale vector is dropped or averaged away."""
@@ -972,12 +983,14 @@ def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Test NLPD and RMSE (when the dataset has a test set; :func:`held_out_metrics`, also in the data's units where y
     was standardized; for NUTS the NLPD of the mixture over every posterior draw, :func:`nuts_predictive`, and the
     RMSE of its mean) and the hyperparameters (fitted or posterior means; one entry per input column for ARD
-    lengthscales)."""
+    lengthscales); type2's ``neg_log_marginal`` = -log p(y | theta) on the scale the model sees, and where y was
+    standardized ``neg_log_marginal_data_units``, that of y in its own units (:func:`marginal_in_data_units`)."""
     out: dict[str, float] = {}
     if result.inference == "type2":
         for k in HYPER:
             out.update(hyper_metrics(k, result.params[k]))
-        out["neg_log_marginal"] = float(result.params["neg_log_marginal"])
+        out["neg_log_marginal"] = float(result.params["neg_log_marginal"])  # of y_std where y was standardized
+        out.update(marginal_in_data_units("neg_log_marginal", out["neg_log_marginal"], dataset, sign=-1))
     else:
         for k in (k for k in HYPER if k in result.posterior):  # those with a prior (the others were held)
             draws = np.asarray(result.draws(k), dtype=float)  # (S,) or (S, d)

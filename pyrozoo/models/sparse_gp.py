@@ -59,6 +59,7 @@ from pyrozoo.models.gp import (
     hyper_metrics,
     hyper_tensor,
     initial_lengthscale,
+    marginal_in_data_units,
     simulate_regression,
     warn_input_scale,
 )
@@ -764,13 +765,16 @@ def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Ten
 
 def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Test NLPD / RMSE (:func:`~pyrozoo.models.gp.held_out_metrics`, also in the data's units where y was
-    standardized), the final log marginal likelihood (FITC) or bound (VFE), M, N and the hyperparameters."""
+    standardized), the final log marginal likelihood (FITC) or bound (VFE) (of the standardized y where the loader
+    standardized it, and then also ``log_marginal_data_units``, :func:`~pyrozoo.models.gp.marginal_in_data_units`),
+    M, N and the hyperparameters."""
     h = _fitted(result, dataset)
     out = {"M": float(h["Z"].shape[0]), "N": float(dataset.inputs["X"].shape[0]),
            "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
            # the noise the model used: noiseless runs use their floor, not the noise option
            "noise": float(_effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)),
            **hyper_metrics("lengthscale", h["lengthscale"])}
+    out.update(marginal_in_data_units("log_marginal", out["log_marginal"], dataset))  # y standardized: y's units too
     if "X_test" in dataset.meta:
         mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])
         out.update(held_out_metrics(dataset.meta["y_test"].to(mean), mean, var, dataset.meta))

@@ -1428,3 +1428,31 @@ def test_nuts_test_nlpd_is_the_mixture_density_over_every_draw():
         np.testing.assert_allclose(pv.numpy(), var, rtol=1e-9)
         assert nuts_predictive(res, ds, Xt)["mean"].shape == (15,)
     assert abs(mix - moment) > 1e-3  # the alternating mixture is far from Gaussian
+
+
+def test_neg_log_marginal_in_data_units_where_y_was_standardized(tmp_path):
+    """neg_log_marginal is -log p(y_std | theta) on the standardized scale the model sees, while the log-likelihood
+    group is in y's units, and nothing said so (QA: -18.59 reported for a file whose y ~ 1000, sd 255; in y's units
+    258.52). Now metrics also hold neg_log_marginal_data_units = neg_log_marginal + N log s, checked here by hand as
+    -log N(y | m, s^2 (K + sigma^2 I)) in the file's units; the simulator (y not standardized) has no such entry."""
+    import pandas as pd
+
+    from pyrozoo.models.gp import gp_from_file, gp_metrics
+
+    r = np.random.default_rng(1)
+    a, b = r.uniform(0, 100, 30), r.standard_normal(30)
+    y = 1000 + 3 * a + 80 * np.sin(b) + 20 * r.standard_normal(30)
+    pd.DataFrame({"a": a, "b": b, "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    ds = gp_from_file(str(tmp_path / "d.csv"), 0, outcome="y")
+    result = fit_gp(ds, RunConfig(model="gp", inference="type2", steps=40, num_samples=2, progress=False))
+    m = gp_metrics(result, ds)
+    s, mu = ds.meta["response_scale"], ds.meta["response_shift"]
+    p = result.params
+    K = kernel_matrix("rbf", ds.inputs["X"], ds.inputs["X"], p["lengthscale"], p["variance"])
+    Ky = K + p["noise"] * torch.eye(30, dtype=DT)
+    ref = -scipy.stats.multivariate_normal(np.full(30, mu), s**2 * Ky.numpy()).logpdf(y)
+    assert m["neg_log_marginal_data_units"] == pytest.approx(ref, rel=1e-8)
+    assert m["neg_log_marginal_data_units"] == pytest.approx(m["neg_log_marginal"] + 30 * math.log(s), rel=1e-12)
+    sim = simulate_gp(0, n=10, n_test=5)
+    res = fit_gp(sim, RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False))
+    assert "neg_log_marginal_data_units" not in gp_metrics(res, sim)

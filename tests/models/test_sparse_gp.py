@@ -1018,3 +1018,30 @@ def test_make_sparse_dataset_names_argument_conflicts_before_the_default_m():
     with pytest.raises(PyrozooError, match=r"^m: expected at most 5 pseudo-inputs, .* got 6; pass m=5 or less"):
         make_sparse_dataset(X, y, m=6)
     assert make_sparse_dataset(X, y, m=5, noiseless=True, method="fitc").inputs["Z"].shape == (5, 1)
+
+
+def test_log_marginal_in_data_units_where_y_was_standardized(tmp_path):
+    """log_marginal (FITC's log p(y), VFE's bound) is of the standardized y_std the model sees, and nothing said so
+    beside a log-likelihood group in y's units (QA: 17.90 for a file whose y ~ 1000). metrics now also hold
+    log_marginal_data_units = log_marginal - N log s: checked against the objective of y - m itself, with the
+    variance and noise scaled by s^2 (the same model in y's units)."""
+    import pandas as pd
+
+    from pyrozoo.models.sparse_gp import sparse_gp_from_file, sparse_gp_metrics, sparse_log_marginal
+
+    r = np.random.default_rng(2)
+    a = r.uniform(0, 100, 40)
+    y = 1000 + 4 * a + 30 * r.standard_normal(40)
+    pd.DataFrame({"a": a, "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    for method in ("vfe", "fitc"):
+        ds = sparse_gp_from_file(str(tmp_path / "d.csv"), 0, outcome="y", m=5, method=method)
+        result = fit_sparse_entry(ds, RunConfig(model="sparse-gp", inference="collapsed", steps=20, num_samples=2,
+                                                progress=False))
+        met = sparse_gp_metrics(result, ds)
+        s, mu = ds.meta["response_scale"], ds.meta["response_shift"]
+        p = result.params
+        ref = float(sparse_log_marginal(ds.inputs["X"], torch.as_tensor(y - mu), p["Z"], method=method,
+                                        lengthscale=p["lengthscale"], variance=s**2 * p["variance"],
+                                        noise=s**2 * p["noise"]))
+        assert met["log_marginal_data_units"] == pytest.approx(ref, rel=1e-7)
+        assert met["log_marginal_data_units"] == pytest.approx(met["log_marginal"] - 40 * math.log(s), rel=1e-12)
