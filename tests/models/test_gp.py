@@ -1456,3 +1456,48 @@ def test_neg_log_marginal_in_data_units_where_y_was_standardized(tmp_path):
     sim = simulate_gp(0, n=10, n_test=5)
     res = fit_gp(sim, RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False))
     assert "neg_log_marginal_data_units" not in gp_metrics(res, sim)
+
+
+def test_a_files_x_standardization_is_kept_and_raw_rows_predict_in_data_units(tmp_path):
+    """--data (and concrete) standardized X but dropped its moments: a user predicting at the file's raw rows (a
+    DataFrame by column name) got the prior mean (QA: 1022.39 for all three rows whose y were 874, 748, 551), and
+    the lengthscales in metrics.json were in standardized units without saying so. Now the moments are in meta
+    (x_mean, x_scale) and the InferenceData's attrs (input_shift, input_scale); a DataFrame of raw rows is refused
+    unless data_units=True, which standardizes it and predicts in y's units; metrics add lengthscale_data_units_j."""
+    import pandas as pd
+
+    from pyrozoo.models.gp import gp_from_file, gp_metrics, predict_from_result
+
+    r = np.random.default_rng(1)
+    a, b = r.uniform(0, 100, 30), r.standard_normal(30)
+    y = 1000 + 3 * a + 80 * np.sin(b) + 20 * r.standard_normal(30)
+    df = pd.DataFrame({"a": a, "b": b, "y": y})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    ds = gp_from_file(str(tmp_path / "d.csv"), 0, outcome="y")
+    raw = df[["a", "b"]].to_numpy()
+    mx, sx = raw.mean(0), raw.std(0)
+    np.testing.assert_allclose(ds.meta["x_mean"], mx, rtol=1e-12)
+    np.testing.assert_allclose(ds.meta["x_scale"], sx, rtol=1e-12)
+    result = registry.get("gp").fit(ds, RunConfig(model="gp", inference="type2", steps=60, num_samples=2,
+                                                  progress=False))
+    attrs = result.to_inference_data().attrs
+    np.testing.assert_allclose(attrs["input_shift"], mx, rtol=1e-12)
+    np.testing.assert_allclose(attrs["input_scale"], sx, rtol=1e-12)
+    with pytest.raises(PyrozooError, match=r"Xnew: expected inputs in model units .*data_units=True"):
+        predict_from_result(result, ds, df[["a", "b"]].iloc[:3])
+    mean, var = predict_from_result(result, ds, df[["a", "b"]].iloc[:3], data_units=True)
+    m_std, v_std = predict_from_result(result, ds, (raw[:3] - mx) / sx)
+    s, mu = ds.meta["response_scale"], ds.meta["response_shift"]
+    np.testing.assert_allclose(mean.numpy(), mu + s * m_std.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(var.numpy(), s**2 * v_std.numpy(), rtol=1e-10)
+    assert np.abs(mean.numpy() - y[:3]).max() < 3 * np.sqrt(var.numpy()).max()  # the fit, not the prior mean
+    assert np.ptp(mean.numpy()) > 50
+    m = gp_metrics(result, ds)
+    for j in range(2):
+        assert m[f"lengthscale_data_units_{j}"] == pytest.approx(m[f"lengthscale_{j}"] * sx[j], rel=1e-12)
+    # arrays in model units and a dataset with no recorded moments behave as before
+    sim = simulate_gp(0, n=10, n_test=5)
+    res = fit_gp(sim, RunConfig(model="gp", inference="type2", steps=3, num_samples=2, progress=False))
+    Xt = sim.meta["X_test"]
+    assert torch.equal(predict_from_result(res, sim, Xt, data_units=True)[0], predict_from_result(res, sim, Xt)[0])
+    assert "input_shift" not in res.attrs and "lengthscale_data_units" not in gp_metrics(res, sim)

@@ -1045,3 +1045,32 @@ def test_log_marginal_in_data_units_where_y_was_standardized(tmp_path):
                                         noise=s**2 * p["noise"]))
         assert met["log_marginal_data_units"] == pytest.approx(ref, rel=1e-7)
         assert met["log_marginal_data_units"] == pytest.approx(met["log_marginal"] - 40 * math.log(s), rel=1e-12)
+
+
+def test_a_files_x_standardization_is_kept_and_raw_rows_predict_in_data_units(tmp_path):
+    """sparse_gp_from_file dropped X's moments like gp_from_file: raw rows given as a DataFrame were read as
+    standardized values. The moments are now in meta and attrs; raw rows need data_units=True (y's units back)."""
+    import pandas as pd
+
+    from pyrozoo import registry
+    from pyrozoo.models.sparse_gp import sparse_gp_from_file, sparse_gp_metrics, sparse_predict_from_result
+
+    r = np.random.default_rng(2)
+    a = r.uniform(0, 100, 40)
+    df = pd.DataFrame({"a": a, "y": 1000 + 4 * a + 30 * r.standard_normal(40)})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    ds = sparse_gp_from_file(str(tmp_path / "d.csv"), 0, outcome="y", m=5)
+    mx, sx = a.mean(), a.std()
+    result = registry.get("sparse-gp").fit(ds, RunConfig(model="sparse-gp", inference="collapsed", steps=20,
+                                                         num_samples=2, progress=False))
+    attrs = result.to_inference_data().attrs
+    np.testing.assert_allclose([attrs["input_shift"][0], attrs["input_scale"][0]], [mx, sx], rtol=1e-12)
+    with pytest.raises(PyrozooError, match=r"Xnew: expected inputs in model units .*data_units=True"):
+        sparse_predict_from_result(result, ds, df[["a"]].iloc[:3])
+    mean, var = sparse_predict_from_result(result, ds, df[["a"]].iloc[:3], data_units=True)
+    m_std, v_std = sparse_predict_from_result(result, ds, (a[:3, None] - mx) / sx)
+    s, mu = ds.meta["response_scale"], ds.meta["response_shift"]
+    np.testing.assert_allclose(mean.numpy(), mu + s * m_std.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(var.numpy(), s**2 * v_std.numpy(), rtol=1e-10)
+    met = sparse_gp_metrics(result, ds)
+    assert met["lengthscale_data_units"] == pytest.approx(met["lengthscale"] * sx, rel=1e-12)
