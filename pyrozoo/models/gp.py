@@ -832,7 +832,9 @@ def _hyper_kwargs(dataset: Dataset) -> dict[str, Any]:
 @keeps_caller_state
 def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
     """``type2``: fitted hyperparameters, then num_samples draws of f from the exact posterior (one chain);
-    ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw."""
+    ``nuts``: NUTS on the collapsed model, then one draw of f | y, theta per posterior draw. The NUTS result's
+    ``sample_stats`` ``lp`` is the collapsed model's log p(y, theta), the target NUTS sampled (with f it would
+    not match ``energy``, and would add the noise of the one f draw): ``attrs["lp"]`` says so (:data:`LP_NOTE`)."""
     config = checked_config("gp", config)  # a direct call gets run_model's checks
     check_dataset("dataset", dataset, "gp", inputs=("X", "kernel_name", *HYPER), observed=("y",),
                   made_by="make_gp_dataset")
@@ -884,9 +886,17 @@ def fit_gp(dataset: Dataset, config: RunConfig) -> Result:
                 at = {k: post[k][c, s] if k in post else held[k] for k in HYPER}
                 fs.append(sample_exact_posterior_f(X, y, 1, kernel=kernel, **at)[0])
     post["f"] = torch.stack(fs).reshape(chains, draws, -1)
-    return _f_along_obs(assemble_result(
+    result = _f_along_obs(assemble_result(
         "nuts", gp_model, kwargs, post, sample_stats=mc.sample_stats, log_likelihood_fn=gp_log_likelihood,
         seed=config.seed, wall_time=mc.wall_time, config=config.to_dict(), model_name=config.model), dataset)
+    # NUTS ran on the collapsed model: its lp (and energy) are of that target, not of gp_model with f
+    result.attrs["lp"] = LP_NOTE
+    return result
+
+
+# the attrs note of a NUTS result's sample_stats lp (docs/gp.md)
+LP_NOTE = ("collapsed: log p(y, theta) of gp_collapsed_model (f integrated out), the density NUTS sampled and its "
+           "energy belongs to; f was drawn from p(f | y, theta) after sampling and is not in lp")
 
 
 def _f_along_obs(result: Result, dataset: Dataset) -> Result:

@@ -1501,3 +1501,28 @@ def test_a_files_x_standardization_is_kept_and_raw_rows_predict_in_data_units(tm
     Xt = sim.meta["X_test"]
     assert torch.equal(predict_from_result(res, sim, Xt, data_units=True)[0], predict_from_result(res, sim, Xt)[0])
     assert "input_shift" not in res.attrs and "lengthscale_data_units" not in gp_metrics(res, sim)
+
+
+def test_nuts_lp_is_the_collapsed_targets_log_density_and_says_so():
+    """A NUTS result's posterior holds f and its model is gp_model, but sample_stats.lp is log p(y, theta) of the
+    collapsed model NUTS sampled (QA: -6.78, gp_model's log joint with f 115.5), while docs/adding-a-model.md calls
+    lp the model's log joint; nothing said which. lp stays the sampled target's (it matches energy; with f it
+    would add the noise of one conditional f draw) and attrs["lp"] now names it; checked here at two draws."""
+    import pyro.poutine as poutine
+
+    from pyrozoo.models.gp import DEFAULT_PRIORS, gp_collapsed_model, gp_model
+
+    X, y, _, _ = simulate_regression(0, n=8, n_test=1)
+    ds = make_gp_dataset(X, y)
+    result = fit_gp(ds, RunConfig(model="gp", inference="nuts", num_samples=5, warmup_steps=5, num_chains=1,
+                                  progress=False))
+    idata = result.to_inference_data()
+    assert idata.attrs["lp"].startswith("collapsed: log p(y, theta) of gp_collapsed_model (f integrated out)")
+    kw = {"X": X, "y": y, "kernel_name": "rbf", "priors": DEFAULT_PRIORS, "ard": False}
+    for d in (0, 4):
+        at = {k: torch.as_tensor(idata.posterior[k].values[0, d]) for k in ("lengthscale", "variance", "noise")}
+        col = poutine.trace(poutine.condition(gp_collapsed_model, at)).get_trace(**kw).log_prob_sum()
+        f = torch.as_tensor(idata.posterior["f"].values[0, d])
+        full = poutine.trace(poutine.condition(gp_model, {**at, "f": f})).get_trace(**kw).log_prob_sum()
+        assert float(idata.sample_stats["lp"].values[0, d]) == pytest.approx(float(col), rel=1e-6, abs=1e-8)
+        assert abs(float(full) - float(col)) > 1e-3
