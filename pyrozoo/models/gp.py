@@ -650,6 +650,11 @@ def fit_type2(X: torch.Tensor, y: torch.Tensor, *, kernel: str, lengthscale: Any
     ``steps`` steps; stops earlier once the mean loss of 50 steps differs from the 50 before by less than
     ``rel_tol`` x max(|loss|, 1) (``rel_tol=0``: run every step).
 
+    One local run from the given starting values, without restarts: -log p(y | theta) can have several local optima
+    (e.g. a smooth fit with the small scatter of replicated rows as noise, and a short-lengthscale one), and the fit
+    returns the one its start leads to; fit from several starting lengthscales and keep the lowest loss where that
+    matters (docs/gp.md).
+
     When K + noise I is not positive definite at a step (data that look noiseless drive the noise towards 0), its
     Cholesky retries with a jitter on the diagonal (:func:`~pyrozoo.models.gp_linalg.jitter_cholesky`); the loss
     of that step is then -log p(y) at noise + jitter. One warning per fit names how many steps needed it and the
