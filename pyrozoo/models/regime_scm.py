@@ -1133,9 +1133,18 @@ def fit_gumbel_softmax(dataset: Dataset, *, steps: int, lr: float = 1e-3, temper
                        mechanism: str | None = None) -> tuple[dict, dict, list[float]]:
     """Train the report's VAE with ``Trace_ELBO`` on minibatches of ``batch_size`` (Adam, ``lr``) for ``steps``
     steps, the KL weight following :func:`cyclical_kl_weight`. Runs in float64: the relaxed densities at T = 0.5
-    underflow in float32. Returns (mechanism params incl. uniform regime weights, encoder params, losses)."""
+    underflow in float32. Returns (mechanism params incl. uniform regime weights, encoder params, losses).
+
+    The VAE is trained on the standardized columns x' = (x - m) / s (column means m, sds s): fed as given, a column
+    with a large offset or spread (1000 + N(0, 1), 300 N(0, 1)) sent the encoder's logits to NaN and Pyro's
+    Categorical stopped with a ValueError. The fitted parameters are mapped back exactly to the data's units by
+    :func:`_unstandardized` (so the decoder's unit variance is in standardized units: s_i on the data's scale), and
+    ``losses`` are those of the standardized data (per row, sum_i log s_i above the data's)."""
     inp = dataset.inputs
-    x = dataset.observed["x"].to(torch.float64)
+    x_raw = dataset.observed["x"].to(torch.float64)
+    centre, spread = x_raw.mean(0), x_raw.std(0)
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))  # constant columns are refused earlier
+    x = (x_raw - centre) / spread
     mechanism = mechanism or inp["mechanism"]
     kw = {"parents": inp["parents"], "order": inp["order"], "names": inp["names"], "mechanism": mechanism,
           "hidden": inp["hidden"], "temperature": temperature}
@@ -1158,7 +1167,38 @@ def fit_gumbel_softmax(dataset: Dataset, *, steps: int, lr: float = 1e-3, temper
     params["regime_weights"] = torch.full((len(inp["names"]) + 1,), 1.0 / (len(inp["names"]) + 1),
                                           dtype=torch.float64)
     encoder = _param_store_values(list(ENC_LAYERS))
+    params, encoder = _unstandardized(params, encoder, centre, spread, inp["parents"].to(x.device))
     return params, encoder, losses
+
+
+def _unstandardized(params: Mapping[str, torch.Tensor], encoder: Mapping[str, torch.Tensor], m: torch.Tensor,
+                    s: torch.Tensor, parents: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Mechanisms and encoder fitted on x' = (x - m) / s mapped to the same model on x (float64). A mean mu'_i(x')
+    on x' is mu_i(x) = m_i + s_i mu'_i((x - m) / s), and scales become s_i sigma'_i. Linear: W_ji = s_i W'_ji / s_j
+    and b_i = m_i + s_i b'_i - sum_j W_ji m_j (parents j). MLP: the first layer's parent rows W1_i[j] / s_j, its
+    bias b1_i - sum_j (m_j / s_j) W1_i[j] (parents j; the flag row unchanged), the output layer s_i w_out_i and
+    m_i + s_i b_out_i. Encoder: first layer W1 / s (rows) and bias b1 - (m / s)' W1. Exact up to rounding: the
+    log-likelihood on x is the one on x' minus sum_i log s_i per row, and the regime posteriors are the same."""
+    q = {k: v.to(torch.float64) for k, v in params.items()}
+    m, s = m.to(torch.float64), s.to(torch.float64)
+    mask = parents.to(m.device, torch.float64)
+    for k in ("scale_obs", "scale_int"):
+        q[k] = s * q[k]
+    if "W_obs" in q:
+        for v in ("obs", "int"):
+            W = q[f"W_{v}"] * mask * s[None, :] / s[:, None]
+            q[f"W_{v}"], q[f"loc_{v}"] = W, m + s * q[f"loc_{v}"] - m @ W
+    else:
+        W1 = q["W1"].clone()  # (N, N + 1, hidden): node i's inputs are the N variables (parents read) and the flag
+        rows = W1[:, :-1, :] * mask.T[:, :, None]  # node i, input j: parent rows only
+        q["b1"] = q["b1"] - torch.einsum("j,ijh->ih", m / s, rows)
+        W1[:, :-1, :] = W1[:, :-1, :] / s[None, :, None]
+        q["W1"] = W1
+        q["w_out"], q["b_out"] = s[:, None] * q["w_out"], m + s * q["b_out"]
+    enc = {k: v.to(torch.float64) for k, v in encoder.items()}
+    enc["enc_b1"] = enc["enc_b1"] - (m / s) @ enc["enc_W1"]
+    enc["enc_W1"] = enc["enc_W1"] / s[:, None]
+    return q, enc
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1767,3 +1767,36 @@ def test_simulate_regime_data_refuses_a_bool_shift():
     with pytest.raises(PyrozooError, match=r"^shift: expected a finite number, got True$"):
         simulate_regime_data(0, n_vars=3, n_samples=10, shift=True)
     assert simulate_regime_data(0, n_vars=3, n_samples=10, shift=1).truth["shift"].tolist() == [1.0] * 3
+
+
+@pytest.mark.parametrize("mechanism", ["linear", "mlp"])
+def test_gumbel_fits_a_column_with_a_large_offset_or_spread_and_maps_back_exactly(mechanism):
+    """gumbel fed the raw columns to its encoder: 1000 + N(0, 1) or 300 N(0, 1) sent the logits to NaN and Pyro's
+    Categorical stopped with a raw ValueError. It now trains on the standardized columns and maps the parameters
+    back: the same data shifted and scaled per column give the same regime posteriors and encoder probabilities, and
+    a log-likelihood lower by n sum_i log s_i."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=120)
+    b = 0.8 * a + rng.normal(size=120) + 3 * (rng.random(120) < 0.3)
+    cfg = RunConfig(model="regime-scm", inference="gumbel", steps=30, progress=False)
+    fits = {}
+    for name, (ca, cb) in {"base": (a, b), "offset": (1000 + a, b - 50), "spread": (300 * a, 0.01 * b)}.items():
+        ds = make_regime_dataset(pd.DataFrame({"a": ca, "b": cb}), nx.DiGraph([("a", "b")]), mechanism=mechanism,
+                                 hidden=4, dtype=torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits[name] = fit_regime_scm(ds, cfg)
+    base = fits["base"]
+    ll0 = float(base.log_likelihood["x"].sum())
+    for name, jacobian in (("offset", 0.0), ("spread", 120 * math.log(300 * 0.01))):
+        res = fits[name]
+        np.testing.assert_allclose(res.params["regime_probs"], base.params["regime_probs"], atol=1e-10)
+        np.testing.assert_allclose(res.posterior["encoder_probs"], base.posterior["encoder_probs"], atol=1e-10)
+        assert float(res.log_likelihood["x"].sum()) == pytest.approx(ll0 - jacobian, abs=1e-8)
+    if mechanism == "linear":  # the closed-form map: weights s_b / s_a, scales s_i, intercepts through the means
+        np.testing.assert_allclose(fits["spread"].params["W_obs"][0, 1], base.params["W_obs"][0, 1] * 0.01 / 300,
+                                   rtol=1e-9)
+        np.testing.assert_allclose(fits["spread"].params["scale_obs"],
+                                   np.asarray(base.params["scale_obs"]) * [300, 0.01], rtol=1e-9)
+        np.testing.assert_allclose(fits["offset"].params["loc_obs"][1],
+                                   base.params["loc_obs"][1] - 50 - 1000 * base.params["W_obs"][0, 1], rtol=1e-9)
