@@ -1415,7 +1415,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     t0 = time.perf_counter()
     set_seed(config.seed)
     fit_stats: dict[str, Any] = {}
-    labels_note = early_note = ""
+    labels_note = early_note = em_note = ""
     model_kwargs = dataset.model_kwargs()
     encoder = None
     if inference == "gumbel":
@@ -1429,11 +1429,15 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
         params, r, info = _warm_start(dataset, restarts=o["restarts"], em_iters=o["em_iters"],
                                       pretrain_steps=o["pretrain_steps"], seed=config.seed)
         fit_stats["em_loglik"] = info["loglik"]
+        # whether the kept EM fit met its convergence test within em_iters, and its iterations (1-element traces)
+        fit_stats["em_converged"] = [bool(info["converged"])]
+        fit_stats["em_iterations"] = [int(info["iterations"])]
         fit_stats["restart_loglik"] = info["restart_logliks"]
         fit_stats["label_swap_loglik"] = info["swap_loglik"]
         fit_stats["label_spare_support"] = info["spare_support"]
         fit_stats["label_one_spare_support"] = info["one_spare_support"]
         labels_note = _exchangeable_note(info, inp["names"])
+        em_note = em_not_converged_note(info, o["em_iters"], inference, config.steps)
         if inference in ("enum", "amortized") and config.steps > 0:
             # Adam's steps are not invariant to adding a constant to a column (a step of 0.005 on a parent's weight
             # moved its child's mean by 50 at an offset of 1e4, and the fit ended 170 nats below the EM's): linear
@@ -1472,6 +1476,11 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
     result = _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
     if early_note:
         result.attrs["svi_early_stop"] = early_note
+    if "em_converged" in fit_stats:  # as spike-slab's EM results: one value per draw (one chain of one draw here)
+        result.sample_stats["em_converged"] = np.full((1, 1), fit_stats["em_converged"][0])
+    if em_note:
+        result.attrs["em_not_converged"] = em_note
+        warnings.warn(f"regime-scm: {em_note}", UserWarning, stacklevel=3)  # past keeps_caller_state
     if labels_note:
         result.attrs["regime_labels"] = labels_note
         warnings.warn(f"regime labels: {labels_note}", UserWarning, stacklevel=3)  # past keeps_caller_state
@@ -1489,6 +1498,23 @@ def early_stop_note(taken: int, steps: int) -> str:
     return (f"the joint SVI stopped early, after {taken} of {steps} steps (--steps): the mean loss of the last "
             f"{EARLY_STOP_WINDOW} steps improved on the {EARLY_STOP_WINDOW} before by less than "
             f"{EARLY_STOP_REL_TOL:g} (relative); fit_stats.loss holds the steps taken")
+
+
+def em_not_converged_note(info: Mapping[str, Any], em_iters: int, inference: str, steps: int) -> str:
+    """The warning (and ``attrs["em_not_converged"]``) when the kept EM fit of :func:`fit_em` (``info``) stopped at
+    ``em_iters`` without meeting its convergence test; empty when it converged. It says how far the log-likelihood
+    still moved in the last iteration and what to raise ``em_iters`` to."""
+    if info["converged"]:
+        return ""
+    trace = info["loglik"]
+    gain = f"; its last iteration still raised the log-likelihood by {trace[-1] - trace[-2]:.3g} nats" \
+        if len(trace) > 1 else ""
+    then = (f" The joint SVI ({inference}) started from this point." if inference in ("enum", "amortized") and steps
+            else "")
+    return (f"the EM stopped at em_iters={em_iters} iterations before converging{gain} (final log-likelihood "
+            f"{trace[-1]:.6g}), so the fit may fall short of the EM optimum.{then} Raise em_iters (e.g. -o "
+            f"em_iters={max(2 * em_iters, FIT_DEFAULTS['em_iters'])}); fit_stats['em_converged'] and "
+            f"fit_stats['em_iterations'] record it")
 
 
 def _centred(params: Mapping[str, torch.Tensor], m: torch.Tensor, parents: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1800,3 +1800,28 @@ def test_gumbel_fits_a_column_with_a_large_offset_or_spread_and_maps_back_exactl
                                    np.asarray(base.params["scale_obs"]) * [300, 0.01], rtol=1e-9)
         np.testing.assert_allclose(fits["offset"].params["loc_obs"][1],
                                    base.params["loc_obs"][1] - 50 - 1000 * base.params["W_obs"][0, 1], rtol=1e-9)
+
+
+def test_em_that_stops_at_em_iters_warns_and_records_it():
+    """An EM stopped by em_iters before converging was returned silently: fit_em's info["converged"] was dropped.
+    Now the fit warns (naming em_iters and a value to raise it to) and records fit_stats em_converged and
+    em_iterations and sample_stats em_converged (as spike-slab's EM); a converged EM says nothing."""
+    ds = simulate_regime_data(0, n_vars=3, n_samples=300)
+    cfg = RunConfig(model="regime-scm", inference="em", options={"em_iters": 3, "restarts": 1})
+    with pytest.warns(UserWarning, match=r"the EM stopped at em_iters=3 iterations before converging; its last "
+                                         r"iteration still raised the log-likelihood by .* Raise em_iters \(e\.g\. "
+                                         r"-o em_iters=200\)"):
+        res = fit_regime_scm(ds, cfg)
+    assert list(res.fit_stats["em_converged"]) == [False] and list(res.fit_stats["em_iterations"]) == [3]
+    assert res.sample_stats["em_converged"].shape == (1, 1) and not res.sample_stats["em_converged"].any()
+    assert "em_not_converged" in res.attrs
+    assert res.to_inference_data().fit_stats["em_converged"].values.tolist() == [False]
+    # the warm start of enum too (steps 0: the result is that EM point)
+    with pytest.warns(UserWarning, match=r"em_iters=3 iterations before converging"):
+        fit_regime_scm(ds, RunConfig(model="regime-scm", inference="enum", steps=0,
+                                     options={"em_iters": 3, "restarts": 1}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        res = fit_regime_scm(ds, RunConfig(model="regime-scm", inference="em", options={"restarts": 1}))
+    assert list(res.fit_stats["em_converged"]) == [True] and 3 < res.fit_stats["em_iterations"][0] < 200
+    assert bool(res.sample_stats["em_converged"][0, 0]) and "em_not_converged" not in res.attrs
