@@ -1361,12 +1361,15 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
       point-estimated mechanisms; the ELBO equals the marginal log-likelihood. ``steps`` 0 stops after the warm
       start;
     * ``amortized``: EM warm start, encoder q(z | x) distilled from the EM responsibilities, then joint
-      ``TraceEnum_ELBO`` with z enumerated in the guide (the expectation over z is exact); ``steps`` >= 1;
+      ``TraceEnum_ELBO`` with z enumerated in the guide (the expectation over z is exact); ``steps`` >= 1. With
+      linear mechanisms both keep the EM start or the SVI's end, whichever has the higher exact marginal
+      log-likelihood (:func:`_better_of`; ``fit_stats`` ``kept_warm_start``);
     * ``gumbel``: the seed report's Gumbel-softmax VAE (no warm start; the baseline); ``steps`` >= 1;
     * ``em``: EM alone (linear mechanisms).
 
     The result's posterior holds the point estimates as one chain of one draw (plus the per-sample regime
-    posterior ``regime_probs``); its log-likelihood is the exact marginal over z.
+    posterior ``regime_probs``); its log-likelihood is the exact marginal over z. An EM (em, or the warm start) that
+    stops at ``em_iters`` before converging warns; ``fit_stats`` records ``em_converged`` and ``em_iterations``.
 
     It runs on ``config.device`` (``"auto"``: CUDA when present; ``"cuda"`` without CUDA is refused before any work)
     and the result's config records the device used. A fit needs at least (N + 1) (p_max + 3) rows, p_max the
@@ -1445,6 +1448,7 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
             centre = x.to(torch.float64).mean(0) if inp["mechanism"] == "linear" else None
             xs = x if centre is None else (x.to(torch.float64) - centre).to(x.dtype)
             guide = exact_enumeration_guide
+            start = dict(params)
             init = dict(params) if centre is None else _centred(params, centre, inp["parents"])
             if inference == "amortized":
                 init.update(distill_encoder(xs, r, hidden=inp["hidden"], steps=o["pretrain_steps"], seed=config.seed))
@@ -1473,6 +1477,18 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                 encoder = _param_store_values([k for k in pyro.get_param_store() if k.startswith("enc_")])
             if centre is not None:
                 params, encoder = _uncentred(params, encoder, centre, inp["parents"])
+                # linear mechanisms: the warm start is the same model's EM fit, and the joint SVI's objective is the
+                # exact marginal log-likelihood (enum; amortized's model parameters are judged by it too), so the
+                # better of the two by that log-likelihood is kept (Adam can end a little below EM's maximum)
+                start_encoder = None
+                if inference == "amortized":
+                    start_encoder = _uncentred(start, {k: v for k, v in init.items() if k.startswith("enc_")},
+                                               centre, inp["parents"])[1]
+                params, encoder, kept = _better_of(start, start_encoder, params, encoder, x, inp["parents"])
+                fit_stats.update({k: [v] for k, v in kept.items()})
+                if em_note:
+                    em_note += (" The joint SVI ended below it, so the EM point was kept" if kept["kept_warm_start"]
+                                else " The joint SVI improved on it, and its end was kept")
     result = _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
     if early_note:
         result.attrs["svi_early_stop"] = early_note
@@ -1498,6 +1514,23 @@ def early_stop_note(taken: int, steps: int) -> str:
     return (f"the joint SVI stopped early, after {taken} of {steps} steps (--steps): the mean loss of the last "
             f"{EARLY_STOP_WINDOW} steps improved on the {EARLY_STOP_WINDOW} before by less than "
             f"{EARLY_STOP_REL_TOL:g} (relative); fit_stats.loss holds the steps taken")
+
+
+def _better_of(start: Mapping[str, torch.Tensor], start_encoder: Mapping[str, torch.Tensor] | None,
+               end: Mapping[str, torch.Tensor], end_encoder: Mapping[str, torch.Tensor] | None, x: torch.Tensor,
+               parents: torch.Tensor) -> tuple[dict, dict | None, dict[str, Any]]:
+    """The EM warm start (``start``, with the encoder distilled from its responsibilities) or the joint SVI's end,
+    whichever has the higher exact marginal log-likelihood sum_n log p(x_n) (float64; the SVI's end on ties), and the
+    record for ``fit_stats``: ``warm_start_loglik``, ``svi_end_loglik`` and ``kept_warm_start``."""
+    x64, par = x.to(torch.float64), parents.to(x.device)
+    with torch.no_grad():
+        l_start, l_end = (float(marginal_log_lik({k: v.to(x.device, torch.float64) for k, v in p.items()}, x64,
+                                                 par).sum()) for p in (start, end))
+    keep_start = l_start > l_end
+    record = {"warm_start_loglik": l_start, "svi_end_loglik": l_end, "kept_warm_start": keep_start}
+    if keep_start:
+        return dict(start), (dict(start_encoder) if start_encoder is not None else None), record
+    return dict(end), end_encoder, record
 
 
 def em_not_converged_note(info: Mapping[str, Any], em_iters: int, inference: str, steps: int) -> str:
