@@ -1487,8 +1487,8 @@ def fit_regime_scm(dataset: Dataset, config: RunConfig, **opts: Any) -> Result:
                 params, encoder, kept = _better_of(start, start_encoder, params, encoder, x, inp["parents"])
                 fit_stats.update({k: [v] for k, v in kept.items()})
                 if em_note:
-                    em_note += (" The joint SVI ended below it, so the EM point was kept" if kept["kept_warm_start"]
-                                else " The joint SVI improved on it, and its end was kept")
+                    em_note += (" The joint SVI ended below it, so the EM point was kept." if kept["kept_warm_start"]
+                                else " The joint SVI improved on it, and its end was kept.")
     result = _to_result(inference, dataset, params, encoder, fit_stats, config, time.perf_counter() - t0)
     if early_note:
         result.attrs["svi_early_stop"] = early_note
@@ -1547,7 +1547,7 @@ def em_not_converged_note(info: Mapping[str, Any], em_iters: int, inference: str
     return (f"the EM stopped at em_iters={em_iters} iterations before converging{gain} (final log-likelihood "
             f"{trace[-1]:.6g}), so the fit may fall short of the EM optimum.{then} Raise em_iters (e.g. -o "
             f"em_iters={max(2 * em_iters, FIT_DEFAULTS['em_iters'])}); fit_stats['em_converged'] and "
-            f"fit_stats['em_iterations'] record it")
+            f"fit_stats['em_iterations'] record it.")
 
 
 def _centred(params: Mapping[str, torch.Tensor], m: torch.Tensor, parents: torch.Tensor) -> dict[str, torch.Tensor]:
