@@ -12,9 +12,11 @@ estimate and its HC3 sandwich variance, per split r:
 
 with w_i = 1 (homoskedastic treatment model) or w_i = 1 / Var(t | x_i) (heteroskedastic treatment model, which
 targets the average effect E[theta(x)] when effects are heterogeneous). Splits are aggregated by the median rule of
-Chernozhukov et al. (2018, sec. 3.4; older DoubleML releases did the same): theta = median_r theta_r,
-se^2 = median_r (V_r + (theta_r - theta)^2). Current DoubleML (0.11.4 checked) aggregates the SE otherwise:
-median_r (theta_r + 1.96 se_r) - theta, divided by 1.96. The "feasible model" of the talk regresses
+Chernozhukov et al. (2018, sec. 3.4), with V_r on theta's scale: theta = median_r theta_r,
+se^2 = median_r (V_r + (theta_r - theta)^2). Neither DoubleML version does exactly this: older releases divided the
+spread term by n, se^2 = median_r (V_r + (theta_r - theta)^2 / n) (never larger); DoubleML 0.11.4 takes
+se = (median_r (theta_r + 1.96 se_r) - theta) / 1.96 (usually smaller, at most ~12% larger). With one split all
+three agree. The "feasible model" of the talk regresses
 y on [1, t, m_hat(x), g_hat(x)] by (weighted) least squares, with the HC3 sandwich, aggregated the same way.
 
 Nuisances are fitted on a spline + interaction basis of x (:mod:`pyrozoo.causal.basis`) with the spike-and-slab
@@ -440,8 +442,8 @@ def reads_groups(random_effects: Any, se_type: str) -> bool:
 def aggregate_split_arrays(thetas: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The median aggregation over repeated splits of Chernozhukov et al. (2018, sec. 3.4) along axis 0 of (R, ...)
     arrays, element by element: the median estimate theta and the variance median_r(V_r + (theta_r - theta)^2).
-    (Older DoubleML releases used this rule; DoubleML 0.11.4 takes the SE as (median_r(theta_r + 1.96 se_r) -
-    theta) / 1.96.)"""
+    (Not DoubleML's: older releases divided the spread term by n, median_r(V_r + (theta_r - theta)^2 / n);
+    DoubleML 0.11.4 takes the SE as (median_r(theta_r + 1.96 se_r) - theta) / 1.96.)"""
     thetas, variances = np.asarray(thetas, dtype=np.float64), np.asarray(variances, dtype=np.float64)
     theta = np.median(thetas, axis=0)
     return theta, np.median(variances + (thetas - theta) ** 2, axis=0)
