@@ -22,9 +22,12 @@ Estimator (one split r of the R repeated K-fold splits of :mod:`pyrozoo.causal.c
 6. Band tau_hat_i +- C sqrt(V_hat_i) with C calibrated by :mod:`pyrozoo.causal.conformal` on split 0 (held-out
    residuals, sign-flipped pseudo-outcomes around the fit, refits, the conformal rank of the pooled scores).
 
-Average partial effect APE = (1/n) sum_i tau_hat_i with se^2 = Gbar Sigma Gbar^T + s^2_tau / n (Gbar the mean
-gradient, s^2_tau the sample variance of tau_hat_i: the second term is the sampling variability of the (t, x)
-population the APE averages over). Curves over a grid of t hold x at given values or average over the observed x.
+Average partial effect, per split r: APE_r = (1/n) sum_i tau_r,i with V_r = Gbar Sigma_r Gbar^T + s^2_tau,r / n
+(Gbar the mean gradient, s^2_tau,r the sample variance of tau_r,i: the second term is the sampling variability of the
+(t, x) population the APE averages over), aggregated over splits like theta in PLCE: APE = median_r APE_r,
+se^2 = median_r (V_r + (APE_r - APE)^2). For R > 1 this is not the mean of the split-median tau_hat_i of step 5 (the
+median of means is not the mean of medians); for R = 1 they coincide. Curves over a grid of t hold x at given
+values or average over the observed x.
 """
 
 from __future__ import annotations
@@ -590,6 +593,8 @@ class EffectCurve:
                               seed=(self.seed + 1) % (SEED_MAX + 1), after_refit=step)
 
     def _ape(self) -> tuple[float, float]:
+        """APE = median_r mean_i tau_r,i, se^2 = median_r (V_r + (APE_r - APE)^2), V_r = Gbar Sigma_r Gbar^T +
+        s^2_tau,r / n: the median over splits of each split's APE, not the mean of the split-median tau_hat_i."""
         gbar = self.jacobian_.mean(axis=0)
         est = self.taus_.mean(axis=1)
         var = np.array([gbar @ S @ gbar for S in self.covs_]) + self.taus_.var(axis=1, ddof=1) / self.n_
