@@ -1,11 +1,14 @@
 """A Pyro guide drawing every weight site from a SWAG posterior.
 
-The guide samples one auxiliary standard-normal vector z (dimension P + K) and sets each model site to its slice of
-theta = mean + sqrt(d) * z[:P] + L z[P:] (see :class:`~pyrozoo.inference.swag.SWAGPosterior`) through a
-``Delta`` site with the site's own event dims, so it runs under ``poutine.trace``/``Predictive`` like any Pyro guide.
-Under an outer vectorized plate of size S (``Predictive(parallel=True)``, ``Trace_ELBO(vectorize_particles=True)``)
-z takes the plate's batch dims, ``(S, 1, P + K)`` for a plate at dim -2: S independent draws, each site ``(S, 1,
-*shape)`` with batch shape ``(S, 1)``.
+The guide samples the flat weight vector theta ~ q = N(mean, Sigma) (Sigma = diag(d) + L L^T, see
+:class:`~pyrozoo.inference.swag.SWAGPosterior`) at one auxiliary site ``_swag_theta``: a
+``LowRankMultivariateNormal(mean, L, d)``, or for SWAG-diagonal (no L) a diagonal ``Normal``. Each model site is
+then set to its slice of theta through a ``Delta`` site with the site's own event dims (log density 0), so
+log q of a draw is exactly log N(theta; mean, Sigma) and ``Trace_ELBO`` gives the true ELBO,
+E_q[log p(y, theta) - log N(theta; mean, Sigma)] (the entropy of q is 0.5 (P log(2 pi e) + log det Sigma)). It
+runs under ``poutine.trace``/``Predictive`` like any Pyro guide. Under an outer vectorized plate of size S
+(``Predictive(parallel=True)``, ``Trace_ELBO(vectorize_particles=True)``) theta takes the plate's batch dims,
+``(S, 1, P)`` for a plate at dim -2: S independent draws, each site ``(S, 1, *shape)`` with batch shape ``(S, 1)``.
 """
 
 from __future__ import annotations
@@ -48,11 +51,18 @@ class SWAGGuide:
         """Split ``(..., P)`` flat vectors into ``{site: (..., *shape)}``."""
         return unflatten_sites(theta, self.site_shapes)
 
-    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def distribution(self) -> dist.TorchDistribution:
+        """q(theta) = N(mean, Sigma) over the flat weights, Sigma = diag(d) + L L^T (the SWAG posterior's
+        :meth:`~pyrozoo.inference.swag.SWAGPosterior.factors`): low-rank plus diagonal, or diagonal without L."""
         d, L = self.posterior.factors()
-        loc = torch.zeros(d.shape[0] + L.shape[1], dtype=d.dtype, device=d.device)
-        z = pyro.sample("_swag_z", dist.Normal(loc, 1.0).to_event(1), infer={"is_auxiliary": True})
-        theta = self.posterior.transform(z).to(self.dtype)
+        if L.shape[1] == 0:
+            return dist.Normal(self.posterior.mean, d.sqrt()).to_event(1)
+        return dist.LowRankMultivariateNormal(self.posterior.mean, L, d)
+
+    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        # the auxiliary site carries log q(theta) exactly; the Delta sites add 0, so Trace_ELBO's log q is right
+        # (an auxiliary z ~ N(0, I_{P+K}) mapped to theta scored log N(z; 0, I) instead: 222 nats off for P = 42)
+        theta = pyro.sample("_swag_theta", self.distribution(), infer={"is_auxiliary": True}).to(self.dtype)
         values = self.unflatten(theta)
         for name, value in values.items():
             pyro.sample(name, dist.Delta(value, event_dim=len(self.site_shapes[name])))

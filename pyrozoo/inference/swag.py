@@ -116,7 +116,8 @@ class SWAGPosterior:
         return self.mean + z1 * d.sqrt() + z2 @ L.T
 
     def transform(self, z: torch.Tensor) -> torch.Tensor:
-        """Map standard normals ``z`` of shape ``(..., P + K)`` to draws (the reparameterization the guide uses)."""
+        """Map standard normals ``z`` of shape ``(..., P + K)`` to draws theta = mean + sqrt(d) z[:P] + L z[P:]
+        (the reparameterization :meth:`sample` uses)."""
         d, L = self.factors()
         P = self.num_params
         return self.mean + z[..., :P] * d.sqrt() + z[..., P:P + L.shape[1]] @ L.T

@@ -3,11 +3,14 @@ an outer vectorized plate (``Predictive(parallel=True)``, ``Trace_ELBO(vectorize
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
+import pytest
 import torch
-from pyro.infer import Predictive
+from pyro.infer import Predictive, Trace_ELBO
 
 from pyrozoo.guides.swag import SWAGGuide
 from pyrozoo.inference.predictive import align_global_draws
@@ -78,3 +81,46 @@ def test_parallel_predictive_draws_have_the_swag_moments_and_match_the_sequentia
     assert ((torch.cov(d1.T) - cov).abs() < tol).all()
     assert ((d1.mean(0) - d2.mean(0)).abs() < 5 * (v * (1 / n1 + 1 / n2)).sqrt()).all()
     assert ((d1.var(0) - d2.var(0)).abs() < 5 * v * (2 / n1 + 2 / n2) ** 0.5).all()
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_trace_elbo_with_the_guide_is_the_elbo_of_the_swag_gaussian(diagonal):
+    """QA (D2): the guide scored an auxiliary z ~ N(0, I_{P+K}) and Delta sites of log density 0, so Trace_ELBO took
+    q's entropy as 0.5 (P + K) log(2 pi e), not that of q(theta) = N(mean, Sigma), 0.5 (P log(2 pi e) + log det Sigma)
+    (222 nats off for a P = 42 network). Now theta itself is the auxiliary draw and Trace_ELBO's loss is -ELBO =
+    -E_q[log p(y, theta)] - H[q]. Checked against the exact value (the model is linear-Gaussian in theta = (a, b):
+    E_q log N(y_i; A_i theta, 1) = -0.5 log(2 pi) - 0.5 ((y_i - A_i mean)^2 + A_i Sigma A_i^T)) and against an
+    independent Monte Carlo estimate, log p(y, theta) - log N(theta; mean, Sigma) at draws of SWAGPosterior.sample.
+    Tolerance: 5 Monte Carlo sds of the per-draw value."""
+    base = _posterior()
+    post = SWAGPosterior(base.mean, base.var, base.deviations[:, :0] if diagonal else base.deviations,
+                         diagonal=diagonal, scale=0.05)  # a narrow q: log det Sigma far from 0
+    guide = SWAGGuide(post, SITES, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    mean, cov = post.mean, post.covariance()
+    A = torch.cat([x, torch.ones(6, 6, dtype=torch.float64)], dim=1)  # y_i's mean is A_i theta
+    y = A @ mean + torch.randn(6, generator=gen, dtype=torch.float64)  # near q's fit: a small Monte Carlo spread
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    P = mean.shape[0]
+    exp_loglik = (-half_log_2pi - 0.5 * ((y - A @ mean) ** 2 + ((A @ cov) * A).sum(1))).sum()
+    exp_prior = (-half_log_2pi - 0.5 * (mean**2 + cov.diagonal())).sum()
+    entropy = 0.5 * (P * math.log(2 * math.pi * math.e) + torch.logdet(cov))
+    exact = float(-(exp_loglik + exp_prior) - entropy)
+
+    n = 20_000
+    theta = post.sample(n, generator=torch.Generator().manual_seed(2))
+    log_p = (dist.Normal(A @ theta.T, 1.0).log_prob(y[:, None]).sum(0)
+             + dist.Normal(0.0, 1.0).log_prob(theta).sum(-1))
+    log_q = dist.MultivariateNormal(mean, cov).log_prob(theta)
+    own = -(log_p - log_q)
+    tol = 5 * float(own.std()) / math.sqrt(n)
+    assert abs(float(own.mean()) - exact) < tol
+
+    pyro.set_rng_seed(3)
+    loss = Trace_ELBO(num_particles=n, vectorize_particles=True, max_plate_nesting=1).loss(_model, guide, x, y)
+    assert abs(loss - exact) < tol
+    assert abs(loss - float(own.mean())) < tol * math.sqrt(2)
+    # the old entropy term's error, 0.5 (P + K) log(2 pi e) - H[q], is far beyond the tolerance
+    K = post.deviations.shape[1]
+    assert abs(0.5 * (P + K) * math.log(2 * math.pi * math.e) - float(entropy)) > 10 * tol

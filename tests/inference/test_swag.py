@@ -113,7 +113,7 @@ def test_swag_recovers_the_linear_regression_posterior():
 
 
 def test_transform_of_standard_normals_has_the_swag_mean_and_covariance():
-    """transform(z), z ~ N(0, I_{P+K}) (the map SWAGGuide applies), has mean theta_bar and covariance
+    """transform(z), z ~ N(0, I_{P+K}) (the map sample applies), has mean theta_bar and covariance
     scale * (diag(v) + D D^T / (K - 1)), the SWAG formula evaluated here from the iterates themselves (batch
     mean and variance, deviations from the running means), not from the posterior's factors. The iterates are spread
     (sd 4 to 6) so the diagonal part d = scale * v is far from 1 (asserted > 2): a draw scaled by d instead of

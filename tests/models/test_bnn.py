@@ -1185,3 +1185,32 @@ def test_many_rows_at_the_upper_clamp_are_named_with_their_distance_and_the_seed
                                          r"upper clamp\); 9 of 30 training rows sit at the log-variance head's upper "
                                          r"clamp 8 .*fitted means up to 12 sds of y from y.*another seed"):
         warn_if_diverged(layout, run, X, y)  # g = 20 x: >= 8 on the top 9 rows, <= -12 on the bottom 6
+
+
+@pytest.mark.parametrize("kind", ["swag", "swag-diag"])
+def test_swag_guide_trace_elbo_is_the_elbo_of_the_swag_gaussian(training, kind):
+    """QA (D2): Trace_ELBO with post.guide scored an auxiliary N(0, I_{P+K}) as log q (222 nats off for P = 42):
+    q's entropy came out as 0.5 (P + K) log(2 pi e), not 0.5 (P log(2 pi e) + log det Sigma). Now its loss matches
+    an independent Monte Carlo -ELBO of the SWAG Gaussian, -mean[log p(y, theta) - log N(theta; mean, Sigma)] at
+    draws of SWAGPosterior.sample, log p written out here (N(0, 1) prior on every weight, the network's Gaussian
+    likelihood). Tolerance: 5 Monte Carlo sds of the difference of the two estimates."""
+    _, _, tr = training
+    post = build_posterior(tr, kind, num_samples=5)
+    n = 2000
+    theta = post.swag.sample(n, generator=torch.Generator().manual_seed(5))
+    mean, log_var = mlp_forward(tr.layout.unflatten(theta.float()), tr.X, 1)
+    log_p = (torch.distributions.Normal(mean, (0.5 * log_var).exp()).log_prob(tr.y).sum(-1).double()
+             + torch.distributions.Normal(0.0, 1.0).log_prob(theta).sum(-1))
+    log_q = torch.distributions.MultivariateNormal(post.swag.mean, post.swag.covariance()).log_prob(theta)
+    own = -(log_p - log_q)
+
+    def model(X, y=None):
+        return bnn_model(X, y, hidden=FAST["hidden"])
+
+    pyro.set_rng_seed(6)
+    loss = Trace_ELBO(num_particles=n, vectorize_particles=True, max_plate_nesting=1).loss(model, post.guide, tr.X,
+                                                                                          tr.y)
+    assert abs(loss - float(own.mean())) < 5 * float(own.std()) * math.sqrt(2 / n)
+    P, K = post.swag.num_params, post.swag.deviations.shape[1]
+    entropy = 0.5 * (P * math.log(2 * math.pi * math.e) + float(torch.logdet(post.swag.covariance())))
+    assert abs(0.5 * (P + K) * math.log(2 * math.pi * math.e) - entropy) > 50 * float(own.std()) * math.sqrt(2 / n)
