@@ -83,6 +83,7 @@ from pyrozoo.validation import (
     check_interval,
     check_keys,
     check_positive,
+    check_prior_range,
     check_probability,
     check_same_index,
     check_seed,
@@ -637,6 +638,14 @@ def _check_grid(name: str, values: Any, check: Callable[[str, Any], Any]) -> tup
     return tuple(float(v) for v in grid)
 
 
+def _check_scale(name: str, value: Any) -> None:
+    """A noise or box scale of a calibration grid: a finite number > 0 whose square stays a normal float64 (1e-150 to
+    1e150, :func:`~pyrozoo.validation.usable_range`): tau = 1e-200 made the noise variance 0 and torch's Normal
+    failed; a box scale of 1e200 gave NaN densities."""
+    check_positive(name, value, scalar=True)
+    check_prior_range(name, value)
+
+
 # ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
 # the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
 BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -651,13 +660,17 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
     lambda, the box scale and the tail weight rho (our triangle mixture; default grid (0,): the paper's triangle)
     that maximize the mean log predictive density of held-out rows (a grid search; other kinds use tau only).
     The network and its draws are unchanged. The choice and the grid's scores go to ``extras["calibration"]``
-    (grid keys: (tau, lambda, box_scale, rho)). The inputs and every grid (also those the kind does not use) are
-    checked before any work."""
+    (grid keys: (tau, lambda, box_scale, rho)). The inputs (at least one row) and every grid (also those the kind
+    does not use) are checked before any work: tau and the box scale within :func:`~pyrozoo.validation.usable_range`
+    in float64 (1e-150 to 1e150; the noise sd and the box half-widths are squared in float64). A grid point whose
+    score is NaN, or a grid with no finite score, is an error, not a choice."""
     Xs, ys = post._prep_xy(X_val, y_val, "X_val", "y_val")
+    if Xs.shape[0] == 0:  # every score was the NaN mean of no rows, and max kept the grid's first point
+        raise PyrozooError("X_val, y_val: expected at least 1 row, got 0")
     ys = (ys - post.y_mean) / post.y_std
-    noise_scales = _check_grid("noise_scales", noise_scales, lambda n, v: check_positive(n, v, scalar=True))
+    noise_scales = _check_grid("noise_scales", noise_scales, _check_scale)
     defensive_weights = _check_grid("defensive_weights", defensive_weights, lambda n, v: check_defensive_weight(v, n))
-    box_scales = _check_grid("box_scales", box_scales, lambda n, v: check_positive(n, v, scalar=True))
+    box_scales = _check_grid("box_scales", box_scales, _check_scale)
     tail_weights = _check_grid("tail_weights", tail_weights,
                                lambda n, v: check_interval(n, v, 0.0, 1.0, high_open=True))
     ciber = post.kind == "ciber"
@@ -685,6 +698,14 @@ def calibrate_noise(post: BNNPosterior, X_val: Any, y_val: Any, *, noise_scales:
                         exact + math.log1p(-lam), gauss + math.log(lam))
                     lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0]) - math.log(cand.y_std)  # data units
                     scores[(float(tau), float(lam), float(box), float(rho))] = float(lpd.mean())
+    bad = [key for key, score in scores.items() if math.isnan(score)]
+    if bad:  # max over NaN keeps whichever key came first
+        raise PyrozooError(f"calibration: the held-out mean log predictive density is NaN at {len(bad)} of "
+                           f"{len(scores)} grid points (tau, lambda, box_scale, rho), first {bad[0]}; the posterior's "
+                           f"draws or the held-out rows give no density there")
+    if not any(math.isfinite(score) for score in scores.values()):
+        raise PyrozooError("calibration: every grid point scores -inf (a held-out row has density 0 under every "
+                           "draw, outside ciber's support): include a defensive weight > 0 in defensive_weights")
     best = max(scores, key=lambda key: scores[key])
     extras = {**post.extras, "calibration": {"noise_scale": best[0], "defensive_weight": best[1], "box_scale": best[2],
                                              "tail_weight": best[3], "val_lpd": scores[best], "grid": scores}}

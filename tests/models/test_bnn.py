@@ -1214,3 +1214,46 @@ def test_swag_guide_trace_elbo_is_the_elbo_of_the_swag_gaussian(training, kind):
     P, K = post.swag.num_params, post.swag.deviations.shape[1]
     entropy = 0.5 * (P * math.log(2 * math.pi * math.e) + float(torch.logdet(post.swag.covariance())))
     assert abs(0.5 * (P + K) * math.log(2 * math.pi * math.e) - entropy) > 50 * float(own.std()) * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("kind", ["swag", "ciber"])
+@pytest.mark.parametrize("change,match", [
+    ({"rows": 0}, r"X_val, y_val: expected at least 1 row, got 0"),  # tau 0.8 with val_lpd nan
+    ({"noise_scales": (1e-200, 1.0)}, r"noise_scales: expected a number between 1e-150 and 1e150, got 1e-200"),
+    ({"noise_scales": (1.0, 1e200)}, r"noise_scales: expected a number between 1e-150 and 1e150, got 1e\+200"),
+    ({"box_scales": (1e200,)}, r"box_scales: expected a number between 1e-150 and 1e150, got 1e\+200"),
+    ({"box_scales": (1e-200,)}, r"box_scales: expected a number between 1e-150 and 1e150, got 1e-200"),
+])
+def test_calibrate_noise_refuses_an_empty_validation_set_and_unusable_scales_before_any_work(
+        training, kind, change, match, monkeypatch):
+    """QA (D1): an empty validation set gave every grid point the NaN mean of no rows, and max() kept the first,
+    tau = 0.8 (ciber: lambda 1e-6, box 1.0) with val_lpd nan and no complaint; noise_scales=(1e-200, 1.0) failed in
+    torch's Normal (the noise variance underflowed to 0 in float64) and a box scale of 1e200 scored NaN. Both are
+    refused by name before any work."""
+    import pyrozoo.models.bnn as bnn
+
+    X, y, tr = training
+    post = build_posterior(tr, kind, num_samples=4, num_collapsed=3, calibrate=False)
+    rows = change.get("rows", 6)
+    kwargs = {k: v for k, v in change.items() if k != "rows"}
+    monkeypatch.setattr(bnn.BNNPosterior, "_per_draw", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(PyrozooError, match=match):
+        calibrate_noise(post, X[:rows], y[:rows], **kwargs)
+
+
+def test_calibrate_noise_refuses_nan_and_all_minus_inf_grid_scores(training):
+    """QA (D1): max() over NaN scores keeps whichever grid point came first. A grid point scoring NaN (ciber's
+    density at tau = box_scale = 1e150, each usable alone, overflows) is now an error naming it, and so is a grid
+    where every point scores -inf (lambda 0 only, a held-out y far outside every draw's support), where max() also
+    kept the first; usable points at the range's ends still calibrate."""
+    X, y, tr = training
+    post = build_posterior(tr, "ciber", num_samples=4, num_collapsed=3, calibrate=False)
+    Xv, yv = X[:6], y[:6]
+    with pytest.raises(PyrozooError, match=r"calibration: the held-out mean log predictive density is NaN at 1 of 1 "
+                                           r"grid points \(tau, lambda, box_scale, rho\), first \(1e\+150, 1e-06, "
+                                           r"1e\+150, 0.0\)"):
+        calibrate_noise(post, Xv, yv, noise_scales=(1e150,), box_scales=(1e150,), defensive_weights=(1e-6,))
+    with pytest.raises(PyrozooError, match="every grid point scores -inf .* include a defensive weight > 0"):
+        calibrate_noise(post, Xv, yv + 1e3, noise_scales=(1.0,), defensive_weights=(0.0,))
+    ok = calibrate_noise(post, Xv, yv, noise_scales=(1e-150, 1.0, 1e150), box_scales=(1e-150, 1.0))
+    assert ok.noise_scale == 1.0 and math.isfinite(ok.extras["calibration"]["val_lpd"])
