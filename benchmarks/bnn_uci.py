@@ -50,6 +50,17 @@ CIBER_ROWS = {
 }
 
 
+def posterior_kwargs(method: str, args: argparse.Namespace) -> dict[str, int]:
+    """The --num-samples, --num-collapsed and --vi-steps that ``method`` reads (build_posterior refuses the others:
+    map keeps one draw, num_collapsed is ciber's, vi_steps vi's)."""
+    kw = {} if method == "map" else {"num_samples": args.num_samples}
+    if method == "ciber":
+        kw["num_collapsed"] = args.num_collapsed
+    if method == "vi":
+        kw["vi_steps"] = args.vi_steps
+    return kw
+
+
 def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     s = uci_split(name, split)
     opts = dict(standardize=False, epochs=args.epochs, swa_epochs=args.swa_epochs, batch_size=args.batch_size,
@@ -63,14 +74,14 @@ def run_split(name: str, split: int, args: argparse.Namespace) -> dict[str, dict
     yt = s.y_test.double()
     for method in METHODS:
         t1 = time.perf_counter()
-        kw = dict(num_samples=args.num_samples, num_collapsed=args.num_collapsed, vi_steps=args.vi_steps)
+        kw = posterior_kwargs(method, args)
         if tr_val is None:
             post = build_posterior(tr_full, method, calibrate=False, **kw)
             posts = {method: post}
         else:
             # tau (and for ciber lambda, box scale, tail weight) chosen on the held-out rows
-            tails = TAIL_WEIGHTS if method == "ciber" and args.tail_rows else (0.0,)
-            chosen = build_posterior(tr_val, method, tail_weights=tails, **kw)
+            tails = {"tail_weights": TAIL_WEIGHTS} if method == "ciber" and args.tail_rows else {}
+            chosen = build_posterior(tr_val, method, **tails, **kw)
             grid = chosen.extras["calibration"]["grid"]
             post = build_posterior(tr_full, method, calibrate=False, **kw) if tr_full is not tr_val else chosen
             subsets = {method: lambda key: key[3] == 0.0}  # the library default: the paper's triangle
@@ -115,7 +126,7 @@ def validation_pilot(args: argparse.Namespace) -> None:
                            swa_lr=args.swa_lr, rank=args.rank, seed=split, prior_scale=args.prior_scale)
             cells = [f"{time.perf_counter() - t0:.0f}"]
             for m in ("map", "swag", "ciber"):
-                post = build_posterior(tr, m, num_samples=args.num_samples, num_collapsed=args.num_collapsed)
+                post = build_posterior(tr, m, **posterior_kwargs(m, args))
                 mean, _ = post.predictive_moments(tr.X_val)
                 rmse = float(((mean - tr.y_val.double()) ** 2).mean().sqrt()) * s.y_std
                 lpd = post.extras["calibration"]["val_lpd"] - math.log(s.y_std)

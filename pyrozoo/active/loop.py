@@ -91,6 +91,8 @@ def fit_bnn_pool(x: torch.Tensor, y: torch.Tensor, **options: Any) -> Regression
     opts: dict[str, Any] = {"posterior": "swag-diag", "hidden": 30, "num_samples": BNN_POOL_DRAWS, "lr": 0.003,
                             "swa_lr": 0.0015, "prior_scale": 0.3, "standardize": False, "batch_size": 32,
                             "val_fraction": 1 / 9 if n >= 18 else 0.0, **options}
+    if opts["posterior"] == "map" and "num_samples" not in options:  # one draw: fit_bnn refuses a num_samples
+        del opts["num_samples"]
     if "hidden" not in options and options.get("depth") == 0:  # 30 units is a default: none without hidden layers
         del opts["hidden"]  # (fit_bnn refuses a given hidden with depth 0)
     if "epochs" not in options or "swa_epochs" not in options:  # a step budget: epochs from the batches per epoch
@@ -125,7 +127,8 @@ def _bnn_options() -> tuple[str, ...]:
 
 def bnn_stored_draws(options: Mapping[str, Any]) -> int:
     """The posterior draws :func:`fit_bnn_pool` keeps with these options: one for ``posterior="map"`` (the trained
-    network itself, whatever ``num_samples`` says), else ``num_samples`` (default :data:`BNN_POOL_DRAWS`)."""
+    network itself; a given ``num_samples`` is refused with it), else ``num_samples`` (default
+    :data:`BNN_POOL_DRAWS`)."""
     if options.get("posterior", "swag-diag") == "map":
         return 1
     return check_int("num_samples", options.get("num_samples", BNN_POOL_DRAWS), minimum=1)
@@ -166,8 +169,9 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
     ``model``'s fit takes (blr: the prior's ``prior_scale``, ``a0``, ``b0``, ``noise``; the others: the keyword
     arguments of their ``fit``, for bnn :func:`~pyrozoo.models.bnn.fit_bnn`'s and its training options). An unknown
     key is an error listing the allowed ones, the same for every model; so is, for neural-linear, an option its
-    ``recipe`` would ignore (:func:`~pyrozoo.active.neural_linear.check_recipe_options`). The values are checked by
-    the fit."""
+    ``recipe`` would ignore (:func:`~pyrozoo.active.neural_linear.check_recipe_options`), and for bnn one its
+    ``posterior`` would ignore (:func:`~pyrozoo.models.bnn.check_posterior_options`, e.g. ``num_samples`` with
+    ``"map"``). The values are checked by the fit."""
     if model_options is None:
         return {}
     if not isinstance(model_options, Mapping):
@@ -179,6 +183,12 @@ def check_model_options(model: str, model_options: Mapping[str, Any] | None) -> 
     check_keys("model_options", model_options, model_option_names(model))
     if model == "neural-linear":  # an option the chosen recipe would ignore (e.g. steps with "reference")
         check_recipe_options(model_options.get("recipe", "mlp"), model_options)
+    if model == "bnn":  # an option the chosen posterior would ignore (e.g. num_samples with "map"), as fit_bnn does
+        from pyrozoo.models.bnn import POSTERIORS, check_posterior_options
+
+        posterior = model_options.get("posterior", "swag-diag")
+        if isinstance(posterior, str) and posterior in POSTERIORS:  # any other value: fit_bnn's own error
+            check_posterior_options(posterior, [k for k, v in model_options.items() if v is not None])
     return dict(model_options)
 
 

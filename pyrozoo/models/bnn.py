@@ -718,31 +718,54 @@ def build_posterior(
     training: BNNTraining,
     posterior: str = "swag",
     *,
-    scale: float = 0.5,
-    num_collapsed: int = 10,
-    num_samples: int = 30,
-    vi_steps: int = 2000,
-    vi_lr: float = 0.01,
+    scale: float | None = None,
+    num_collapsed: int | None = None,
+    num_samples: int | None = None,
+    vi_steps: int | None = None,
+    vi_lr: float | None = None,
     calibrate: bool | None = None,
-    tail_weights: tuple[float, ...] = (0.0,),
+    tail_weights: tuple[float, ...] | None = None,
 ) -> BNNPosterior:
     """The ``posterior`` of the module docstring from one SGD/SWA trajectory (VI starts from its last iterate).
 
-    ``calibrate`` (default: when the training run held out validation rows) picks the noise scale and CIBER's
-    defensive weight, box scale (and, with ``tail_weights`` other than (0,), the tail weight of our triangle mixture)
-    on the validation rows (:func:`calibrate_noise`)."""
+    ``scale`` (0.5), ``num_collapsed`` (10), ``num_samples`` (30), ``vi_steps`` (2000), ``vi_lr`` (0.01) and
+    ``tail_weights`` ((0,)) apply to some posteriors only (:data:`FIT_INFERENCE_OPTIONS`; None: not given, the
+    default): given with another, they are an error, as in :func:`fit_bnn`. ``calibrate`` (default: when the
+    training run held out validation rows) picks the noise scale and CIBER's defensive weight, box scale (and, with
+    ``tail_weights`` other than (0,), the tail weight rho of our triangle mixture) on the validation rows
+    (:func:`calibrate_noise`); ``tail_weights`` without calibration is an error (rho would stay 0). Every argument
+    is checked before any work."""
+    check_choice("posterior", posterior, POSTERIORS)
+    own = {"scale": scale, "num_collapsed": num_collapsed, "num_samples": num_samples, "vi_steps": vi_steps,
+           "vi_lr": vi_lr, "tail_weights": tail_weights}
+    check_posterior_options(posterior, [k for k, v in own.items() if v is not None])
     if calibrate is None:
         calibrate = training.X_val is not None
     else:  # "no" used to be read as True and reported as a missing validation set
         check_bool("calibrate", calibrate)
     if calibrate and training.X_val is None:
         raise PyrozooError("calibrate: needs validation rows, train with val_fraction > 0")
+    if tail_weights is not None:  # ciber's rho is chosen on the validation rows, or not at all
+        if not calibrate:
+            why = ("calibrate=False" if training.X_val is not None
+                   else "the training run holds no validation rows (train with val_fraction > 0)")
+            raise PyrozooError(f"tail_weights: the tail weight is chosen on the validation rows, but this call does "
+                               f"not calibrate: {why}; remove tail_weights, or calibrate")
+        tail_weights = _check_grid("tail_weights", tail_weights,
+                                   lambda n, v: check_interval(n, v, 0.0, 1.0, high_open=True))
+    scale, num_collapsed, num_samples, vi_steps, vi_lr = (
+        FIT_OPTION_DEFAULTS[k] if own[k] is None else own[k]
+        for k in ("scale", "num_collapsed", "num_samples", "vi_steps", "vi_lr"))
+    if posterior == "vi":  # before the VI run (vi_steps=-3 was accepted with swag, unread)
+        check_int("vi_steps", vi_steps, minimum=1)
+        check_positive("vi_lr", vi_lr)
     post = _build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
                             vi_steps=vi_steps, vi_lr=vi_lr)
     post.feature_names = training.feature_names
     if calibrate:
         t0 = time.perf_counter()
-        post = calibrate_noise(post, training.X_val, training.y_val, tail_weights=tail_weights)
+        post = calibrate_noise(post, training.X_val, training.y_val,
+                               tail_weights=(0.0,) if tail_weights is None else tail_weights)
         post.extras["fit_time"] += time.perf_counter() - t0
     return post
 
@@ -810,9 +833,11 @@ def _build_posterior(training: BNNTraining, posterior: str, *, scale: float, num
                         cond_cov=cond_cov, guide=guide, extras=extras, **scaling)
 
 
-# fit_bnn's own keywords that only some posteriors read, with their defaults (None in the signature: not given)
-FIT_OPTION_DEFAULTS = {"scale": 0.5, "num_collapsed": 10, "vi_steps": 2000, "vi_lr": 0.01}
-FIT_INFERENCE_OPTIONS = {**BNN_INFERENCE_OPTIONS, "vi_steps": ("vi",), "vi_lr": ("vi",)}
+# fit_bnn's and build_posterior's own keywords that only some posteriors read, with their defaults (None in the
+# signature: not given); num_samples: map keeps one draw, the trained network itself; tail_weights: ciber's rho grid
+FIT_OPTION_DEFAULTS = {"scale": 0.5, "num_collapsed": 10, "num_samples": 30, "vi_steps": 2000, "vi_lr": 0.01}
+FIT_INFERENCE_OPTIONS = {**BNN_INFERENCE_OPTIONS, "vi_steps": ("vi",), "vi_lr": ("vi",),
+                         "num_samples": tuple(p for p in POSTERIORS if p != "map"), "tail_weights": ("ciber",)}
 
 
 def check_posterior_options(posterior: str, given: Iterable[str]) -> None:
@@ -825,23 +850,25 @@ def check_posterior_options(posterior: str, given: Iterable[str]) -> None:
 
 @keeps_caller_state
 def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = None, num_collapsed: int | None = None,
-            num_samples: int = 30, vi_steps: int | None = None, vi_lr: float | None = None,
+            num_samples: int | None = None, vi_steps: int | None = None, vi_lr: float | None = None,
             **train_options: Any) -> BNNPosterior:
     """Fit a heteroscedastic BNN to ``X`` (n, d), ``y`` (n,) and return its ``posterior`` (module docstring).
 
     ``train_options`` go to :func:`train_bnn` (architecture, prior, SGD/SWA schedule, ``standardize``, ``seed``).
-    ``scale`` (0.5), ``num_collapsed`` (10), ``vi_steps`` (2000), ``vi_lr`` (0.01) and ``rank`` (20; None too)
-    apply to some posteriors only (:data:`FIT_INFERENCE_OPTIONS`): given with another, they are an error, as with
-    ``pyrozoo run``; so is ``hidden`` given with ``depth`` 0 (left out, it is the usual 50 units). All arguments are
-    validated before any fitting starts."""
+    ``scale`` (0.5), ``num_collapsed`` (10), ``num_samples`` (30; ``map`` keeps one draw), ``vi_steps`` (2000),
+    ``vi_lr`` (0.01) and ``rank`` (20; None too) apply to some posteriors only (:data:`FIT_INFERENCE_OPTIONS`;
+    None: not given): given with another, they are an error, as with ``pyrozoo run``; so is ``hidden`` given with
+    ``depth`` 0 (left out, it is the usual 50 units). All arguments are validated before any fitting starts."""
     check_choice("posterior", posterior, POSTERIORS)
     check_keys("train_options", train_options, TRAIN_OPTIONS)
     if "rank" in train_options and train_options["rank"] is None:  # None is the usual rank, as in train_bnn
         train_options = {k: v for k, v in train_options.items() if k != "rank"}
-    own = {"scale": scale, "num_collapsed": num_collapsed, "vi_steps": vi_steps, "vi_lr": vi_lr}
-    check_posterior_options(posterior, [k for k, v in own.items() if v is not None]
-                            + (["rank"] if "rank" in train_options else []))
-    scale, num_collapsed, vi_steps, vi_lr = (FIT_OPTION_DEFAULTS[k] if v is None else v for k, v in own.items())
+    own = {"scale": scale, "num_collapsed": num_collapsed, "num_samples": num_samples, "vi_steps": vi_steps,
+           "vi_lr": vi_lr}
+    given = {k: v for k, v in own.items() if v is not None}  # passed on to build_posterior, which checks them again
+    check_posterior_options(posterior, list(given) + (["rank"] if "rank" in train_options else []))
+    scale, num_collapsed, num_samples, vi_steps, vi_lr = (FIT_OPTION_DEFAULTS[k] if v is None else v
+                                                          for k, v in own.items())
     check_int("num_collapsed", num_collapsed, minimum=1)
     check_int("num_samples", num_samples, minimum=1)
     check_positive("scale", scale)
@@ -869,8 +896,7 @@ def fit_bnn(X: Any, y: Any, *, posterior: str = "swag", scale: float | None = No
     # the SGD/SWA trajectory's progress bar names the posterior fitted from it (vi: the trajectory is its start)
     label = "vi: SGD start" if posterior == "vi" else posterior
     training = train_bnn(X, y, progress_label=label, **train_options)
-    return build_posterior(training, posterior, scale=scale, num_collapsed=num_collapsed, num_samples=num_samples,
-                           vi_steps=vi_steps, vi_lr=vi_lr)
+    return build_posterior(training, posterior, **given)
 
 
 # --------------------------------------------------------------------------------------------------- zoo entry
@@ -954,12 +980,14 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
             if config.inference in BNN_INFERENCE_OPTIONS[k] and (k != "rank" or k in config.options)}
     if config.inference == "vi":
         only["vi_steps"] = config.steps
+    if config.inference != "map":  # map keeps one draw (the runner notes a given --num-samples as not applied)
+        only["num_samples"] = config.num_samples
     post = fit_bnn(
         # hidden only when given (None: the usual width): with depth 0 fit_bnn refuses a given one
         X, y, posterior=config.inference, hidden=config.options.get("hidden"), depth=opts["depth"],
         prior_scale=opts["prior_scale"], epochs=config.steps, swa_epochs=opts["swa_epochs"],
         batch_size=opts["batch_size"], lr=config.lr if config.lr is not None else 0.01, swa_lr=opts["swa_lr"],
-        momentum=opts["momentum"], num_samples=config.num_samples, standardize=False, seed=config.seed,
+        momentum=opts["momentum"], standardize=False, seed=config.seed,
         progress=config.progress, val_fraction=opts["val_fraction"], **only,
     )
     post.feature_names = dataset.meta.get("feature_names")  # result.guide checks a DataFrame's columns against them

@@ -385,3 +385,17 @@ def test_a_gamma_shape_above_one_or_acquisitions_that_need_no_variance_still_run
         out = run_active_learning(_problem(), acq, model_options=opts, init_size=1, **small)
         assert out["num_labelled"].tolist() == [1, 3] and np.isfinite(out["nll"]).all()
     loop.check_finite_predictive_variance(["acs-fw-euclidean"], "blr", {"noise": 0.5}, 1)
+
+
+def test_a_bnn_option_its_posterior_would_ignore_is_refused_before_any_fit(no_fit):
+    """QA (D4): fit_bnn now refuses num_samples with posterior="map" (one draw, the trained network), as it refuses
+    scale or vi_steps with a posterior that does not read them; the loop refuses them before any fit, with
+    fit_bnn's message, and its own default num_samples is not passed to a map fit."""
+    from pyrozoo.active.loop import check_model_options
+
+    with pytest.raises(PyrozooError, match=r"options: num_samples applies only to bnn's swag, swag-diag, ciber, "
+                                           r"collapsed-gaussian or vi; with map it would have no effect"):
+        run_active_learning(_problem(), "maxent", model="bnn", model_options={**MAP, "num_samples": 5}, **RUN)
+    with pytest.raises(PyrozooError, match=r"options: vi_steps applies only to bnn's vi; with swag-diag"):
+        check_model_options("bnn", {"vi_steps": 5})
+    assert check_model_options("bnn", {**MAP, "num_samples": None}) == {**MAP, "num_samples": None}

@@ -72,7 +72,7 @@ def test_swag_guides_under_pyro_vectorization(training, kind):
     log-density to (S, S, n), pairing every particle's weights with every other's. Now each draw is scored on its
     own: the vectorized log-density of y equals the per-draw one, exactly."""
     _, _, tr = training
-    guide = build_posterior(tr, kind, num_samples=5, num_collapsed=3).guide
+    guide = build_posterior(tr, kind, num_samples=5, **({"num_collapsed": 3} if kind == "ciber" else {})).guide
 
     def model(X, y=None):
         return bnn_model(X, y, hidden=FAST["hidden"])
@@ -122,7 +122,8 @@ def test_uci_loaders_and_splits():
 @pytest.mark.parametrize("kind", ["swag", "swag-diag", "ciber", "collapsed-gaussian", "map"])
 def test_posterior_public_methods(training, kind):
     X, y, tr = training
-    post = build_posterior(tr, kind, num_samples=12, num_collapsed=4)
+    post = build_posterior(tr, kind, **({} if kind == "map" else {"num_samples": 12}),
+                           **({"num_collapsed": 4} if kind == "ciber" else {}))
     Xn = X[:5]
     mean, var = post.predictive_moments(Xn)
     assert mean.shape == (5,) and (var > 0).all()
@@ -159,7 +160,7 @@ def test_validation_calibration_of_noise_scale_and_defensive_weight():
                 .tolist()}
     assert len(fit_rows) == 72
     for kind in ("ciber", "swag"):
-        post = build_posterior(tr, kind, num_samples=8, num_collapsed=4)
+        post = build_posterior(tr, kind, num_samples=8, **({"num_collapsed": 4} if kind == "ciber" else {}))
         cal = post.extras["calibration"]
         assert (post.noise_scale, post.defensive_weight, post.box_scale, post.tail_weight) == max(
             cal["grid"], key=cal["grid"].get)
@@ -573,7 +574,8 @@ def test_calibrate_noise_checks_its_inputs_before_any_work(training, kind, chang
     import pyrozoo.models.bnn as bnn
 
     X, y, tr = training
-    post = build_posterior(tr, kind, num_samples=4, num_collapsed=3, calibrate=False)
+    post = build_posterior(tr, kind, num_samples=4, calibrate=False,
+                           **({"num_collapsed": 3} if kind == "ciber" else {}))
     Xv, yv = X[:6].clone(), y[:6].clone()
     bad_y = {"one": yv[:1], "column": yv[:, None], "short": yv[:5],
              "inf": yv.index_fill(0, torch.tensor([2]), math.inf), "nan": yv.index_fill(0, torch.tensor([0]), math.nan)}
@@ -1068,8 +1070,9 @@ def test_the_sgd_progress_bar_names_the_posterior_fitted(monkeypatch, posterior,
     X, y = _toy(40)
     extra = {"vi_steps": 2} if posterior == "vi" else {"num_collapsed": 2} if posterior == "ciber" else {}
     rank = {"rank": 3} if posterior == "ciber" else {}
-    fit_bnn(X, y, posterior=posterior, num_samples=3, progress=True, seed=0,
-            **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 3}, **rank, **extra)
+    draws = {} if posterior == "map" else {"num_samples": 3}  # map keeps one draw: num_samples is refused
+    fit_bnn(X, y, posterior=posterior, progress=True, seed=0,
+            **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 3}, **rank, **extra, **draws)
     assert seen == [label]
 
 
@@ -1233,7 +1236,8 @@ def test_calibrate_noise_refuses_an_empty_validation_set_and_unusable_scales_bef
     import pyrozoo.models.bnn as bnn
 
     X, y, tr = training
-    post = build_posterior(tr, kind, num_samples=4, num_collapsed=3, calibrate=False)
+    post = build_posterior(tr, kind, num_samples=4, calibrate=False,
+                           **({"num_collapsed": 3} if kind == "ciber" else {}))
     rows = change.get("rows", 6)
     kwargs = {k: v for k, v in change.items() if k != "rows"}
     monkeypatch.setattr(bnn.BNNPosterior, "_per_draw", lambda *a, **k: pytest.fail("work started"))
@@ -1257,3 +1261,72 @@ def test_calibrate_noise_refuses_nan_and_all_minus_inf_grid_scores(training):
         calibrate_noise(post, Xv, yv + 1e3, noise_scales=(1.0,), defensive_weights=(0.0,))
     ok = calibrate_noise(post, Xv, yv, noise_scales=(1e-150, 1.0, 1e150), box_scales=(1e-150, 1.0))
     assert ok.noise_scale == 1.0 and math.isfinite(ok.extras["calibration"]["val_lpd"])
+
+
+@pytest.mark.parametrize("kind,kwargs,match", [
+    ("swag", {"tail_weights": (5.0,), "num_collapsed": 99, "vi_steps": -3},
+     r"options: num_collapsed, tail_weights apply only to bnn's ciber; vi_steps applies only to bnn's vi; with swag "
+     r"they would have no effect \(remove them\)"),
+    ("map", {"scale": 3.0}, r"options: scale applies only to bnn's swag, swag-diag, ciber or collapsed-gaussian; "
+                            r"with map it would have no effect"),
+    ("map", {"num_samples": 50}, r"options: num_samples applies only to bnn's swag, swag-diag, ciber, "
+                                 r"collapsed-gaussian or vi; with map it would have no effect"),
+    ("collapsed-gaussian", {"num_collapsed": 3}, r"options: num_collapsed applies only to bnn's ciber"),
+    ("vi", {"vi_steps": -3}, r"vi_steps: expected an integer >= 1, got -3"),
+    ("vi", {"vi_lr": 0.0}, r"vi_lr: expected a finite value > 0, got 0.0"),
+    ("ciber", {"num_collapsed": 3, "tail_weights": (0.1, 0.3)},
+     r"tail_weights: the tail weight is chosen on the validation rows, but this call does not calibrate: the "
+     r"training run holds no validation rows \(train with val_fraction > 0\)"),
+])
+def test_build_posterior_refuses_options_the_posterior_would_ignore_before_any_work(training, kind, kwargs, match,
+                                                                                    monkeypatch):
+    """QA (D3): build_posterior took every option with every posterior and ignored those it does not read: ciber's
+    tail_weights on a training run without validation rows gave tail weight 0 with no message, swag accepted
+    tail_weights=(5.0,), num_collapsed=99 and vi_steps=-3, map a scale and num_samples=50. Now it refuses them as
+    fit_bnn does (the same table and message), and checks vi_steps and vi_lr, before any work."""
+    import pyrozoo.models.bnn as bnn
+
+    _, _, tr = training
+    monkeypatch.setattr(bnn, "_build_posterior", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(PyrozooError, match=match):
+        build_posterior(tr, kind, **kwargs)
+
+
+def test_build_posterior_checks_tail_weights_against_its_calibration(training, monkeypatch):
+    """QA (D3): tail_weights with calibrate=False was dropped (rho 0), and an invalid grid was only seen after the
+    posterior was built. Both are refused before any work; with calibration the grid is searched (rho in its
+    keys)."""
+    import pyrozoo.models.bnn as bnn
+
+    X, y, tr = training
+    val = replace(tr, X_val=X[:10], y_val=y[:10])  # validation rows in the data's units, as train_bnn keeps them
+    real = bnn._build_posterior
+    monkeypatch.setattr(bnn, "_build_posterior", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(PyrozooError, match=r"tail_weights: the tail weight is chosen on the validation rows, but "
+                                           r"this call does not calibrate: calibrate=False; remove tail_weights"):
+        build_posterior(val, "ciber", num_collapsed=3, tail_weights=(0.0, 0.3), calibrate=False)
+    with pytest.raises(PyrozooError, match=r"tail_weights: expected a number in \[0, 1\), got 5.0"):
+        build_posterior(val, "ciber", num_collapsed=3, tail_weights=(5.0,))
+    with pytest.raises(PyrozooError, match=r"tail_weights: expected a non-empty sequence of numbers, got \(\)"):
+        build_posterior(val, "ciber", num_collapsed=3, tail_weights=())
+    monkeypatch.setattr(bnn, "_build_posterior", real)
+    post = build_posterior(val, "ciber", num_collapsed=3, num_samples=4, tail_weights=(0.0, 0.3))
+    assert {key[3] for key in post.extras["calibration"]["grid"]} == {0.0, 0.3}
+
+
+def test_fit_bnn_refuses_num_samples_with_map_before_training(monkeypatch):
+    """QA (D4): fit_bnn(posterior="map", num_samples=50) gave one draw with no message, while scale, rank and the
+    other options map does not read were refused. num_samples is now refused the same way, before training; left
+    out, map runs (and pyrozoo run's map, whose config always has a num_samples, does not pass it on)."""
+    import pyrozoo.models.bnn as bnn
+
+    X, y = _toy(40)
+    real = bnn.train_bnn
+    monkeypatch.setattr(bnn, "train_bnn", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(PyrozooError, match=r"options: num_samples applies only to bnn's swag, swag-diag, ciber, "
+                                           r"collapsed-gaussian or vi; with map it would have no effect"):
+        fit_bnn(X, y, posterior="map", num_samples=50, **FAST_NO_RANK)
+    monkeypatch.setattr(bnn, "train_bnn", real)
+    assert fit_bnn(X, y, posterior="map", **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 2}).num_draws == 1
+    assert fit_bnn(X, y, posterior="swag-diag", num_samples=3, **{**FAST_NO_RANK, "epochs": 2,
+                                                                  "swa_epochs": 2}).num_draws == 3
