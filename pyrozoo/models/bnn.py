@@ -993,7 +993,10 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
     post.feature_names = dataset.meta.get("feature_names")  # result.guide checks a DataFrame's columns against them
     scaling = data_scaling(dataset.meta, post.draws.device)
     post.data_scaling = scaling  # model units: a DataFrame of raw rows is refused; in_data_units() applies these
-    weight = post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"])
+    # ciber's lambda (chosen on the held-out rows, else the option); the other kinds' likelihood is a plain Gaussian:
+    # 0, also in params.pt (it recorded the unused 1e-6)
+    weight = ((post.defensive_weight if post.defensive_weight > 0 else check_defensive_weight(opts["defensive_weight"]))
+              if post.kind == "ciber" else 0.0)
 
     def loglik(posterior: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
         ll = post.pointwise_log_likelihood(X, y, defensive_weight=weight)
@@ -1038,7 +1041,8 @@ def bnn_fit_stats(post: BNNPosterior) -> dict[str, Any]:
 def bnn_params(post: BNNPosterior, defensive_weight: float) -> dict[str, torch.Tensor]:
     """The result's ``params`` (``params.pt``), on the CPU: what the log-likelihood and predictive read besides the
     posterior group's weight draws. Always the likelihood's ``noise_scale`` tau, ``defensive_weight`` lambda (the
-    one the log-likelihood mixes in), ``box_scale`` and ``tail_weight`` (0-d float64). ``map``: the point estimate
+    one ciber's log-likelihood mixes in; 0 for the other kinds, whose likelihood is Gaussian), ``box_scale`` and
+    ``tail_weight`` (0-d float64). ``map``: the point estimate
     per weight site (``w0``, ``b0``, ..., ``w_out``, ``b_out``). SWAG kinds: the moments ``swag_mean`` (P,),
     ``swag_var`` (P,), ``swag_deviations`` D (P, K) and ``swag_scale``; ``ciber`` and ``collapsed-gaussian`` also
     the flat indices ``collapsed`` of w_c and their conditional ``cond_mean`` (S, k), ``cond_cov`` (k, k). ``vi``:

@@ -1330,3 +1330,26 @@ def test_fit_bnn_refuses_num_samples_with_map_before_training(monkeypatch):
     assert fit_bnn(X, y, posterior="map", **{**FAST_NO_RANK, "epochs": 2, "swa_epochs": 2}).num_draws == 1
     assert fit_bnn(X, y, posterior="swag-diag", num_samples=3, **{**FAST_NO_RANK, "epochs": 2,
                                                                   "swa_epochs": 2}).num_draws == 3
+
+
+def test_params_record_defensive_weight_zero_for_the_gaussian_kinds():
+    """QA (D5): params.pt recorded defensive_weight 1e-6 (the option's default) for swag and every other non-ciber
+    run, whose log-likelihood is a plain Gaussian and never mixes it in. It is now 0 there and ciber's lambda for
+    ciber; the saved log-likelihood and predictive of a swag run still rebuild from the draws (Gaussian per draw)."""
+    import numpy as np
+
+    from pyrozoo.runner import run_model
+
+    cfg = dict(seed=1, device="cpu", progress=False, num_samples=4, steps=4,
+               options={"n": 40, "hidden": 5, "swa_epochs": 3})
+    swag = run_model(RunConfig(model="bnn", inference="swag-diag", **cfg), save=False).result
+    assert float(swag.params["defensive_weight"]) == 0.0
+    post = swag.guide
+    X, y = swag.constant_data["X"], swag.observed_data["y"]
+    ll = post.pointwise_log_likelihood(X, y, defensive_weight=float(swag.params["defensive_weight"]))
+    np.testing.assert_allclose(ll.numpy() - math.log(swag.attrs["response_scale"]), swag.log_likelihood["y"][0],
+                               rtol=1e-5, atol=1e-5)
+    ciber = run_model(RunConfig(model="bnn", inference="ciber", **{**cfg, "options": {**cfg["options"], "rank": 3,
+                                                                                        "num_collapsed": 3}}),
+                      save=False).result
+    assert float(ciber.params["defensive_weight"]) == 1e-6
