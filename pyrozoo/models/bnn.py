@@ -405,6 +405,10 @@ class BNNPosterior:
 
 # --------------------------------------------------------------------------------------------------- fitting
 def _neg_log_posterior(layout: MLPLayout, X: torch.Tensor, y: torch.Tensor, prior_scale: float):
+    """``loss(theta, idx)``: the negative log posterior per row up to additive constants,
+    mean_{i in idx} 0.5 (g_i + (y_i - f_i)^2 e^{-g_i}) + |theta|^2 / (2 s^2 n) (s = ``prior_scale``, n rows). The
+    exact -log p(y, theta) / n (full batch) adds 0.5 log(2 pi) + P log(2 pi s^2) / (2 n), P the number of weights
+    (with s = 1: 0.5 log(2 pi) (1 + P / n))."""
     n = X.shape[0]
 
     def loss(theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -1032,7 +1036,9 @@ def fit_bnn_entry(dataset: Dataset, config: RunConfig) -> Result:
 def bnn_fit_stats(post: BNNPosterior) -> dict[str, Any]:
     """The result's ``fit_stats``: ``loss``, the trace of the optimizer that fitted the posterior: the negative ELBO
     per SVI step for ``vi``, otherwise the SGD/SWA trajectory's mean loss per epoch (negative log posterior per row,
-    standardized units). For ``vi`` that trajectory, its starting point, is kept apart as ``pretrain_loss``."""
+    standardized units, up to the constants 0.5 log(2 pi) + P log(2 pi prior_scale^2) / (2 n) that
+    :func:`_neg_log_posterior` leaves out). For ``vi`` that trajectory, its starting point, is kept apart as
+    ``pretrain_loss``."""
     if post.kind == "vi":
         return {"loss": post.extras["losses_vi"], "pretrain_loss": post.extras["losses"]}
     return {"loss": post.extras["losses"]}

@@ -1353,3 +1353,24 @@ def test_params_record_defensive_weight_zero_for_the_gaussian_kinds():
                                                                                         "num_collapsed": 3}}),
                       save=False).result
     assert float(ciber.params["defensive_weight"]) == 1e-6
+
+
+def test_the_sgd_loss_is_the_negative_log_posterior_per_row_up_to_the_stated_constants():
+    """QA (D6): fit_stats.loss was documented as the negative log posterior per row, but the SGD loss leaves out the
+    normalizing constants (it differed by 0.5 log(2 pi) (1 + P/n) exactly). The docs now say so; this pins the
+    stated constants: loss + 0.5 log(2 pi) + P log(2 pi s^2) / (2n) = -log p(y, theta) / n of bnn_model (full
+    batch), at a prior scale s other than 1."""
+    from pyrozoo.models.bnn import _neg_log_posterior
+
+    X, y = _toy(30)
+    X, y = X.float(), y.float()
+    layout, s = MLPLayout(2, 4, 1), 0.7
+    theta = 0.5 * torch.randn(layout.num_params, generator=torch.Generator().manual_seed(0))
+    n, P = X.shape[0], layout.num_params
+    loss = float(_neg_log_posterior(layout, X, y, s)(theta, torch.arange(n)))
+    trace = poutine.trace(poutine.condition(bnn_model, layout.unflatten(theta))).get_trace(X, y, hidden=4,
+                                                                                          prior_scale=s)
+    exact = -float(trace.log_prob_sum()) / n
+    assert loss + 0.5 * math.log(2 * math.pi) + P * math.log(2 * math.pi * s**2) / (2 * n) == pytest.approx(
+        exact, rel=1e-5)
+    assert abs(loss - exact) > 1.0  # the constants are not negligible
