@@ -8,4 +8,12 @@ warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refacto
 from pyrozoo.errors import PyrozooError  # noqa: E402
 
 __all__ = ["PyrozooError"]
-__version__ = "0.2.0"  # 0.2.0: log_likelihood of standardized-response fits in the data's units
+__version__ = "0.3.0"
+
+# what each version changed in the numbers a run records (a resumed sweep names them for runs of older versions)
+NUMBER_CHANGES = {
+    "0.2.0": "the log-likelihood of fits to a standardized response (blr, gp, sparse-gp, bnn) in the data's units",
+    "0.3.0": "SWAG's covariance (bnn swag, ciber, collapsed-gaussian: no longer half the paper's), plce scenario "
+             "runs' treatment_model 'auto', gp NUTS test_nlpd (the predictive mixture), regime-scm gumbel on "
+             "standardized columns and the agnostic adversary's own random stream",
+}

@@ -254,7 +254,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     """Raise if a run directory of a cell cannot be resumed: it holds a different config than its cell now asks
     for, or it is damaged or incomplete (then it would be neither run again nor reported). Warn (and keep them) for
     runs that another pyrozoo version wrote (``metrics.json``'s ``pyrozoo_version``; none before 0.2.0): their
-    numbers may differ from this version's (0.2.0 put standardized-response log-likelihoods in the data's units)."""
+    numbers may differ from this version's (``pyrozoo.NUMBER_CHANGES`` says how)."""
     changed: dict[str, list[str]] = {}  # what differs -> the cells whose runs differ so
     broken, other_version = [], []
     for cell in cells:
@@ -309,11 +309,11 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     if parts:
         raise PyrozooError(f"out: {root} " + ". It also ".join(parts))
     if other_version:
+        changes = "; ".join(f"{v}: {what}" for v, what in pyrozoo.NUMBER_CHANGES.items())
         warnings.warn(f"out: {root} holds runs written by another pyrozoo version than this one "
                       f"({pyrozoo.__version__}): {shown(other_version)}; they are kept, not rerun, and their numbers "
-                      f"may differ from this version's (0.2.0 put the log-likelihood of fits to a standardized "
-                      f"response in the data's units); delete them to have their cells run again", UserWarning,
-                      stacklevel=2)
+                      f"may differ from this version's ({changes}); delete them to have their cells run again",
+                      UserWarning, stacklevel=2)
 
 
 def _write_dir_atomically(dest: Path, files: Mapping[str, bytes]) -> None:

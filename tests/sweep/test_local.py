@@ -921,3 +921,21 @@ def test_versions_in_metrics_json_are_neither_metrics_nor_settings_and_old_runs_
     assert not set(keys) & set(table.columns)
     assert not set(keys) & set(metric_columns(table))
     assert not set(keys) & set(varying_settings(table) + group_columns(table))
+
+
+def test_a_sweep_resumed_over_runs_of_0_2_0_names_what_0_3_0_changed(write_spec, sweep_text, tmp_path):
+    """0.3.0 changed recorded numbers (SWAG's covariance, plce scenario runs' treatment model, ...) without a version
+    bump at first, so a sweep resumed over runs of the older code mixed the two estimators in one report row with no
+    warning. The version is now 0.3.0, and the warning for older runs names what each version changed."""
+    import pyrozoo
+
+    assert pyrozoo.__version__ == "0.3.0" and set(pyrozoo.NUMBER_CHANGES) == {"0.2.0", "0.3.0"}
+    spec = load_spec(write_spec(sweep_text()), out=tmp_path / "out")
+    run_sweep(spec, jobs=1)
+    first = spec.cells[0]
+    m = _metrics(spec.out, first)
+    m["pyrozoo_version"] = "0.2.0"
+    (spec.out / first.key / "metrics.json").write_text(json.dumps(m))
+    with pytest.warns(UserWarning, match=rf"{first.key} \(0\.2\.0\); they are kept, not rerun, and their numbers may "
+                                         rf"differ from this version's \(0\.2\.0: .*; 0\.3\.0: SWAG's covariance"):
+        assert run_sweep(spec, jobs=1).skipped == len(spec.cells)
