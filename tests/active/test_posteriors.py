@@ -76,3 +76,42 @@ def test_blr_from_result_of_a_data_file_run_puts_its_noise_into_the_models_units
     torch.testing.assert_close(blr_from_result(result, noise=6.0).noise_var, post.noise_var)
     with pytest.raises(PyrozooError, match=r"noise: expected the run's own noise sd 6.0 .*got 0\."):
         blr_from_result(result, noise=6.0 / s)  # the standardized sd is not the option's unit
+
+
+def test_blr_pool_posterior_takes_a_flat_prior_on_fewer_rows_than_columns():
+    """QA: BLRPoolPosterior.fit on 10 labelled rows x 14 columns at prior_scale=1e9 (the active loop's first fit on
+    boston) failed with a raw torch _LinAlgError (Cholesky of X^T X + I / s^2). Now the kernel's products x_n^T
+    Lam^{-1} x_m (columns, diagonal, row sums; Fisher and Euclidean) agree with Woodbury's N x N form written without
+    cancellation, on labelled rows (O(1)) and new ones (O(s^2))."""
+    from pyrozoo.active.posteriors import BLRPoolPosterior
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10, 14, dtype=torch.float64, generator=gen), torch.randn(10, dtype=torch.float64, generator=gen)
+    scale = 1e9
+    post = BLRPoolPosterior.fit(x, y, prior_scale=scale, noise=0.5)
+    pool = torch.cat([x, torch.randn(3, 14, dtype=torch.float64, generator=gen)])
+    gram = x @ x.T  # G; Lam^{-1} = s^2 (I - Q Q^T) + X^T G^{-1} (G + I / s^2)^{-1} X with X^T = Q R
+    q = torch.linalg.qr(x.T).Q
+    off_rows = pool - (pool @ q) @ q.T  # the part of each pool row off the labelled rows' span
+    xp = x @ pool.T
+    a = scale**2 * off_rows @ off_rows.T + xp.T @ torch.linalg.solve(
+        gram, torch.linalg.solve(gram + torch.eye(10, dtype=torch.float64) / scale**2, xp))  # x_n^T Lam^{-1} x_m
+    fisher = 4.0 * (pool @ pool.T) * a  # tau_hat = 1 / 0.5^2
+    kern = post.closed_form_kernel(pool, "fisher")
+    got = torch.stack([kern.column(f) for f in range(13)], 1)
+    # a labelled row's part off the span is rounding, ~eps, so its products with new rows carry s^2 eps: only the
+    # labelled block is O(1)-accurate; the rest to the matrix's own scale
+    top = float(fisher.abs().max())
+    torch.testing.assert_close(got[:10, :10], fisher[:10, :10], rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got, fisher, rtol=1e-6, atol=1e-12 * top)
+    torch.testing.assert_close(kern.diag(), torch.diagonal(fisher), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(kern.row_sums(), fisher.sum(1), rtol=1e-6, atol=1e-12 * top)
+    emb = post.closed_form_embedding(pool, "fisher")
+    torch.testing.assert_close((emb @ emb.T)[:10, :10], fisher[:10, :10], rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(emb @ emb.T, fisher, rtol=1e-6, atol=1e-12 * top)
+    torch.testing.assert_close(post.post.quad(x), torch.diagonal(a)[:10], rtol=1e-6, atol=0)
+    eucl = post.closed_form_kernel(x, "euclidean")
+    emb = post.closed_form_embedding(x, "euclidean")
+    torch.testing.assert_close(torch.stack([eucl.column(f) for f in range(10)], 1), emb @ emb.T, rtol=1e-9, atol=1e-12)
+    mean, var, _ = post.predictive(pool)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all() and (var[:10] < 1).all()

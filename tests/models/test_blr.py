@@ -685,3 +685,69 @@ def test_nuts_on_float32_data_refuses_a_prior_scale_below_the_squared_range_befo
     ds = make_dataset(x, y, dtype=torch.float32, prior_scale=1e-16)
     with pytest.raises(PyrozooError, match=r"^prior_scale: expected at least 1e-15 for --inference nuts on float32"):
         fit_blr(ds, RunConfig(model="blr", inference="nuts", num_samples=10, num_chains=1, warmup_steps=5))
+
+
+def _collinear(n=50, seed=0):
+    """An intercept, a, b = 2a (exactly collinear in float64) and c: rank 3 of 4 columns."""
+    rng = np.random.default_rng(seed)
+    a, c = rng.normal(size=n), rng.normal(size=n)
+    x = torch.tensor(np.column_stack([np.ones(n), a, 2 * a, c]))
+    return x, torch.tensor(1 + a - c + 0.5 * rng.normal(size=n))
+
+
+@pytest.mark.parametrize("scale, quad_rtol", [(1e8, 1e-10), (1e12, 1e-3)])
+def test_flat_prior_on_a_collinear_design_matches_a_high_precision_reference(scale, quad_rtol):
+    """Lam = X^T X + I / prior_scale^2 had no Cholesky in float64 from prior_scale ~1e8 on a collinear design (raw
+    torch _LinAlgError); the SVD route gives the proper posterior: mean, Lam^{-1}, b and x^T Lam^{-1} x against 80
+    digits. x^T Lam^{-1} x at the rows carries (prior_scale eps s_max)^2 ~ 1e-5 relative rounding at 1e12."""
+    mpmath = pytest.importorskip("mpmath")
+    x, y = _collinear()
+    post = blr_posterior(x, y, prior_scale=scale, a0=2.0, b0=1.0)
+    with mpmath.workdps(80):
+        xm, ym = mpmath.matrix(x.tolist()), mpmath.matrix(y.tolist())
+        prec0 = 1 / mpmath.mpf(scale) ** 2
+        cov = (xm.T * xm + prec0 * mpmath.eye(4)) ** -1
+        mean = cov * (xm.T * ym)
+        resid = ym - xm * mean
+        b = 1 + (sum(r**2 for r in resid) + prec0 * sum(m**2 for m in mean)) / 2
+        quad = [float((xm[i, :] * cov * xm[i, :].T)[0]) for i in range(x.shape[0])]
+        cov, mean = np.array(cov.tolist(), dtype=float), np.array(mean.tolist(), dtype=float)[:, 0]
+    np.testing.assert_allclose(post.mean.numpy(), mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(post.cov_unit.numpy(), cov, rtol=0, atol=1e-12 * np.abs(cov).max())
+    assert post.cov_unit[1, 1] == pytest.approx(0.8 * scale**2, rel=1e-12)  # null direction (0, 2, -1, 0) / sqrt 5
+    assert post.b == pytest.approx(float(b), rel=1e-12) and post.a == 2.0 + 25
+    np.testing.assert_allclose(post.quad(x).numpy(), quad, rtol=quad_rtol)
+    w = post.sample(20000, generator=torch.Generator().manual_seed(0))["w"]  # the dense Lam^{-1} has no Cholesky
+    assert torch.isfinite(w).all()
+    v = torch.tensor([0.0, 2.0, -1.0, 0.0], dtype=torch.float64) / math.sqrt(5)  # along the null direction: prior
+    assert float((w @ v).std() * math.sqrt((post.a - 1) / post.b)) == pytest.approx(scale, rel=0.03)
+
+
+def test_flat_prior_on_a_wide_design_runs_and_matches_the_conditioning_form():
+    """8 rows x 12 columns: prior_scale 1e8 and 1e9 failed in the Cholesky; the posterior agrees with Gaussian
+    conditioning written on the N x N side (Woodbury), mu = X^T (X X^T + I / s^2)^{-1} y, which needs no Lam."""
+    rng = np.random.default_rng(3)
+    x, y = torch.tensor(rng.normal(size=(8, 12))), torch.tensor(rng.normal(size=8))
+    for scale in (1e8, 1e9):
+        post = blr_posterior(x, y, prior_scale=scale, noise=0.5)
+        gram = x @ x.T + torch.eye(8, dtype=torch.float64) / scale**2  # (X X^T + I / s^2)
+        mean = x.T @ torch.linalg.solve(gram, y)
+        torch.testing.assert_close(post.mean, mean, rtol=1e-9, atol=1e-12)
+        quad = post.quad(x)  # Woodbury: x_n^T Lam^{-1} x_n = [G (G + I / s^2)^{-1}]_nn with G = X X^T
+        torch.testing.assert_close(quad, torch.diagonal(torch.linalg.solve(gram, x @ x.T)), rtol=1e-9, atol=0)
+
+
+def test_rank_deficient_design_refuses_a_prior_scale_its_null_space_cannot_carry():
+    """Past prior_scale eps s_max = 1e-2 the null directions, known only to float64 rounding, would be scaled into
+    the posterior: refused naming prior_scale and the rank, before any draw (the CLI writes nothing); a design of
+    full rank takes the same prior_scale."""
+    x, y = _collinear()
+    with pytest.raises(PyrozooError, match=r"prior_scale: expected at most .* rank 3 < 4 columns .* got 1e\+150"):
+        blr_posterior(x, y, prior_scale=1e150)
+    full = blr_posterior(x[:, [0, 1, 3]], y, prior_scale=1e150)
+    assert torch.isfinite(full.mean).all()
+    data = make_dataset(x, y, prior_scale=1e150)
+    for inference in ("exact", "nuts"):  # nuts: before sampling (the metrics' closed form refused it after the run)
+        config = RunConfig(model="blr", inference=inference, num_samples=5, warmup_steps=5, progress=False)
+        with pytest.raises(PyrozooError, match="prior_scale: expected at most"):
+            registry.get("blr").fit(data, config)
