@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer.autoguide import init_to_value
+from torch.distributions import biject_to
 
 from pyrozoo.errors import PyrozooError
 from pyrozoo.inference.assemble import LogLikelihoodFn, assemble_result
@@ -142,6 +144,33 @@ class _StatsRecorder:
             self.stats.setdefault("n_steps", []).append(kernel._n_steps)
 
 
+START_SPREAD = 3.0  # chains 1.. start this many posterior-sd estimates (unconstrained scale) from the good start
+
+
+def dispersed_starts(start: Mapping[str, torch.Tensor], scale: Mapping[str, Any], supports: Mapping[str, Any],
+                     num_chains: int, seed: int, *, spread: float = START_SPREAD) -> list[Callable]:
+    """One ``init_to_value`` strategy per chain for :func:`run_mcmc`: chain 0 starts at ``start``; chain c > 0 at
+
+        theta_c = T(T^{-1}(start) + spread * scale * z_c),   z_c ~ N(0, I),
+
+    with T = ``biject_to(supports[name])`` (Pyro's map from the unconstrained scale) and ``scale`` a posterior-sd
+    estimate on the unconstrained scale (a number or a tensor broadcasting to the site), so the starts are
+    overdispersed relative to the posterior and R-hat can see a mode that one shared start would hide. The z_c come
+    from a CPU generator seeded by ``seed`` (the same starts on every device)."""
+    num_chains = check_int("num_chains", num_chains, minimum=1)
+    gen = torch.Generator().manual_seed(int(seed))
+    out = [init_to_value(values=dict(start))]
+    for _ in range(1, num_chains):
+        values = {}
+        for name, value in start.items():
+            t = biject_to(supports[name])
+            u = t.inv(value)
+            z = torch.randn(u.shape, generator=gen, dtype=torch.float64).to(dtype=u.dtype, device=u.device)
+            values[name] = t(u + spread * torch.as_tensor(scale[name], dtype=u.dtype, device=u.device) * z)
+        out.append(init_to_value(values=values))
+    return out
+
+
 @keeps_caller_state
 def run_mcmc(
     model: Callable,
@@ -154,7 +183,7 @@ def run_mcmc(
     jit_compile: bool = False,
     target_accept_prob: float = 0.8,
     max_tree_depth: int | None = None,
-    init_strategy: Callable | None = None,
+    init_strategy: Callable | Sequence[Callable] | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -168,7 +197,8 @@ def run_mcmc(
     Chains run sequentially in this process (Pyro's multiprocess chains hang in notebooks and on some platforms);
     each continues the seeded RNG stream, so a seed fixes all chains. Discrete sites marked for enumeration are
     summed out (``max_plate_nesting`` is read off the model). ``jit_compile`` traces the potential energy once.
-    ``init_strategy`` (e.g. ``pyro.infer.autoguide.init_to_value(values=...)``) replaces Pyro's default start.
+    ``init_strategy`` (e.g. ``pyro.infer.autoguide.init_to_value(values=...)``) replaces Pyro's default start; a
+    sequence of ``num_chains`` of them gives each chain its own (:func:`dispersed_starts`).
     ``max_tree_depth`` (NUTS only, an integer >= 1; ``None``: 10) caps the trajectory at 2**max_tree_depth leapfrog
     steps; HMC has no tree, so a value with ``kernel="hmc"`` is a :class:`PyrozooError`. The model must have a
     latent site NUTS/HMC can draw (enumerated discrete sites are summed out, not drawn).
@@ -188,6 +218,7 @@ def run_mcmc(
         raise PyrozooError(f"max_tree_depth: applies only to kernel='nuts' (HMC takes a fixed number of leapfrog "
                            f"steps, no tree); expected None with kernel={kernel!r}, got {max_tree_depth!r}")
     max_tree_depth = check_int("max_tree_depth", 10 if max_tree_depth is None else max_tree_depth, minimum=1)
+    inits = _chain_inits(init_strategy, num_chains)
     if device is not None:
         checked_device(device, model_kwargs, engine="run_mcmc")
     check_finite_kwargs(model_kwargs, allow=allow_nonfinite)
@@ -201,13 +232,13 @@ def run_mcmc(
 
     t0 = time.perf_counter()
     per_chain, stats = [], []
-    for _ in range(num_chains):
+    for chain in range(num_chains):
         opts: dict[str, Any] = {"jit_compile": jit_compile, "ignore_jit_warnings": True,
                                 "target_accept_prob": target_accept_prob, "max_plate_nesting": nesting}
         if kernel == "nuts":
             opts["max_tree_depth"] = max_tree_depth
-        if init_strategy is not None:
-            opts["init_strategy"] = init_strategy
+        if inits[chain] is not None:
+            opts["init_strategy"] = inits[chain]
         k = KERNELS[kernel](model, **opts)
         recorder = _StatsRecorder()
         mcmc = MCMC(k, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
@@ -239,3 +270,18 @@ def run_mcmc(
         config=config,
         model_name=model_name,
     )
+
+
+def _chain_inits(init_strategy: Any, num_chains: int) -> list[Callable | None]:
+    """``init_strategy`` per chain: ``None`` or one callable for every chain, or a sequence of ``num_chains``."""
+    if init_strategy is None or callable(init_strategy):
+        return [init_strategy] * num_chains
+    if isinstance(init_strategy, Sequence) and not isinstance(init_strategy, str):
+        inits = list(init_strategy)
+        if len(inits) == num_chains and all(callable(f) for f in inits):
+            return inits
+        got = f"a sequence of {len(inits)}" + ("" if all(callable(f) for f in inits) else " (not all callable)")
+    else:
+        got = type(init_strategy).__name__
+    raise PyrozooError(f"init_strategy: expected None, an init strategy (a callable), or one per chain "
+                       f"({num_chains} callables), got {got}")

@@ -21,8 +21,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.autoguide import init_to_value
 from scipy import optimize
+from torch.distributions import constraints
 
 from pyrozoo.config import RunConfig
 from pyrozoo.data.dataset import Dataset
@@ -34,6 +34,7 @@ from pyrozoo.guides.normal_gamma import make_normal_gamma_guide
 from pyrozoo.inference.device import keeps_caller_state, resolve_device
 from pyrozoo.inference.from_config import gibbs_from_config, mcmc_from_config, svi_from_config
 from pyrozoo.inference.gibbs import GibbsKernel
+from pyrozoo.inference.mcmc import dispersed_starts
 from pyrozoo.inference.result import Result, draws_sd
 from pyrozoo.registry import GIBBS_SETTINGS, MCMC_SETTINGS, SVI_SETTINGS, ZooModel, checked_config, register
 from pyrozoo.validation import (
@@ -453,9 +454,15 @@ def fit_normal_gamma(dataset: Dataset, config: RunConfig) -> Result:
     var = (2 * b + float(((x - x.mean()) ** 2).sum())) / (2 * a + n)
     if config.inference in ("nuts", "hmc"):
         # Pyro's default start (uniform in (-2, 2) unconstrained) put mu 1e7 prior sds from data offset by 1e8:
-        # the step size collapsed and the chains never arrived. Start at the data's moments instead.
+        # the step size collapsed and the chains never arrived. Start at the data's moments instead: chain 0 there,
+        # the others overdispersed around them (dispersed_starts: 3 posterior sds, sqrt(var / n) for mu and
+        # 1 / sqrt(a + n / 2) for log beta, the sd of log of the Gamma(a + n/2, .) posterior), so that R-hat compares
+        # chains that did not all start at one point
         start = {"mu": x.mean(), "beta": torch.as_tensor(1.0 / var, dtype=x.dtype, device=x.device)}
-        return mcmc_from_config(normal_gamma_model, kwargs, config, init_strategy=init_to_value(values=start))
+        scale = {"mu": math.sqrt(var / n), "beta": 1.0 / math.sqrt(a + 0.5 * n)}
+        inits = dispersed_starts(start, scale, {"mu": constraints.real, "beta": constraints.positive},
+                                 config.num_chains, config.seed)
+        return mcmc_from_config(normal_gamma_model, kwargs, config, init_strategy=inits)
     if config.inference != "svi":  # an inference added to the entry but not here must not fall through to SVI
         raise PyrozooError(f"inference: fit_normal_gamma has no engine for {config.inference!r}")
     # Start q at the prior-updated moments of the data: q(mu) at xbar with sd sqrt(var / n), q(beta) with shape

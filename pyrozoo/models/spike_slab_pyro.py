@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pyro.infer.autoguide import init_to_value
+from torch.distributions import constraints
 
 from pyrozoo.guides.spike_slab import make_spike_slab_guide
-from pyrozoo.inference.mcmc import run_mcmc
+from pyrozoo.inference.mcmc import dispersed_starts, run_mcmc
 from pyrozoo.inference.result import Result
 from pyrozoo.inference.svi import run_svi
 from pyrozoo.models.spike_slab import _finish, pointwise_loglik, spike_slab_kwargs, spike_slab_model
@@ -305,6 +305,26 @@ def check_inclusion(fitted: Any, reference: torch.Tensor, ess: float) -> None:
                       UserWarning, stacklevel=3)
 
 
+START_SUPPORTS = {"w": constraints.real, "sigma2": constraints.positive, "theta": constraints.unit_interval}
+
+
+def start_scales(data: StandardizedData, prior: SpikeSlabPrior, fit: Any) -> dict[str, Any]:
+    """Posterior-sd estimates at the EMVS fixed point ``fit`` on NUTS's unconstrained scale, for the chains'
+    overdispersed starts: for w_d the sd of w_d given the rest under the slab, the data's resolution of a
+    coefficient, sigma / sqrt(x_d^T x_d + 1 / v1) (conjugate; 1 / sqrt(x_d^T x_d / sigma^2 + 1 / v1) otherwise),
+    also for a feature the fixed point leaves out (its spike sd would keep it there); for log sigma^2 sqrt(2 / dof) (the
+    inverse-gamma posterior's); for logit theta sqrt(1 / (a0 + k) + 1 / (b0 + p - k)) with k = sum p*, the
+    Beta(a0 + k, b0 + p - k) posterior's."""
+    xx = (data.X * data.X).sum(0)
+    if prior.conjugate:
+        sd_w = (fit.sigma2 / (xx + 1.0 / prior.slab_var)).sqrt()
+    else:
+        sd_w = (xx / fit.sigma2 + 1.0 / prior.slab_var).rsqrt()
+    k, p = float(fit.inclusion.sum()), data.X.shape[1]
+    return {"w": sd_w, "sigma2": math.sqrt(2.0 / max(data.dof, 1)),
+            "theta": math.sqrt(1.0 / (prior.a0 + k) + 1.0 / (prior.b0 + p - k))}
+
+
 def nuts_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: int = 1000, warmup_steps: int = 500,
                 num_chains: int = 4, seed: int = 0, progress: bool = False, jit_compile: bool = False,
                 max_tree_depth: int = 10,
@@ -312,16 +332,20 @@ def nuts_result(data: StandardizedData, prior: SpikeSlabPrior, *, num_samples: i
                 config: dict | None = None) -> Result:
     """NUTS with gamma enumerated; chains one after another (the shared MCMC engine).
 
-    Every chain starts at the EMVS fixed point: from Pyro's default start (uniform in (-2, 2) on the unconstrained
-    scale) the sharp spike makes the first trajectories hit the maximum tree depth for minutes.
+    The chains start around the EMVS fixed point: from Pyro's default start (uniform in (-2, 2) on the
+    unconstrained scale) the sharp spike makes the first trajectories hit the maximum tree depth for minutes. Chain 0
+    starts at the fixed point itself, the others overdispersed around it (:func:`start_scales`,
+    :func:`~pyrozoo.inference.mcmc.dispersed_starts`, seeded by ``seed``): one shared start let every chain miss
+    the same mode of this multimodal posterior, and R-hat could not see it.
     """
     kwargs = spike_slab_kwargs(data, prior, model_kwargs)  # centred y: the intercept's factor, n - 1 dof
     fit = fit_emvs(data, prior)
     opts = {"dtype": data.X.dtype, "device": data.X.device}
     start = {"w": fit.w, "sigma2": torch.tensor(fit.sigma2, **opts),
              "theta": torch.tensor(min(max(fit.theta, 0.01), 0.99), **opts)}
+    inits = dispersed_starts(start, start_scales(data, prior, fit), START_SUPPORTS, num_chains, seed)
     result = run_mcmc(spike_slab_model, kwargs, kernel="nuts", num_samples=num_samples, warmup_steps=warmup_steps,
                       num_chains=num_chains, seed=seed, progress=progress, jit_compile=jit_compile,
-                      init_strategy=init_to_value(values=start), max_tree_depth=max_tree_depth,
+                      init_strategy=inits, max_tree_depth=max_tree_depth,
                       log_likelihood_fn=pointwise_loglik, model_name=model_name, config=config)
     return _finish(result, prior, seed=seed)  # gamma | w, sigma^2, theta drawn

@@ -345,3 +345,60 @@ def test_a_numpy_argument_that_fails_only_under_gradients_is_refused_before_samp
     with pytest.raises(PyrozooError, match=r"^model: model\(\*\*model_kwargs\) runs once, but fails when its latents "
                                            r"carry gradients.*\['x'\] are NumPy arrays: pass torch tensors"):
         run_mcmc(scaled, {"x": x, "y": torch.zeros(20)}, progress=False)
+
+
+def test_dispersed_starts_put_chain_zero_at_the_start_and_the_others_seeded_around_it():
+    """dispersed_starts: chain 0 at ``start``; chain c at T(T^{-1}(start) + spread * scale * z_c), z_c ~ N(0, I)
+    from a CPU generator seeded by ``seed``: the same seed gives the same starts, another seed others."""
+    from torch.distributions import biject_to, constraints
+
+    from pyrozoo.inference.mcmc import START_SPREAD, dispersed_starts
+
+    start = {"m": torch.tensor([0.5, -1.0]), "s": torch.tensor(2.0)}
+    scale, supports = {"m": torch.tensor([0.1, 1.0]), "s": 0.2}, {"m": constraints.real, "s": constraints.positive}
+    site = {"type": "sample", "is_observed": False, "fn": None}
+    vals = [[f({**site, "name": n}) for n in ("m", "s")] for f in dispersed_starts(start, scale, supports, 3, 7)]
+    again = [[f({**site, "name": n}) for n in ("m", "s")] for f in dispersed_starts(start, scale, supports, 3, 7)]
+    other = [[f({**site, "name": n}) for n in ("m", "s")] for f in dispersed_starts(start, scale, supports, 3, 8)]
+    assert torch.equal(vals[0][0], start["m"]) and torch.equal(vals[0][1], start["s"])
+    gen = torch.Generator().manual_seed(7)
+    for c in (1, 2):
+        z_m = torch.randn(2, generator=gen, dtype=torch.float64)
+        z_s = torch.randn((), generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(vals[c][0], start["m"] + START_SPREAD * scale["m"] * z_m.float())
+        t = biject_to(constraints.positive)
+        torch.testing.assert_close(vals[c][1], t(t.inv(start["s"]) + START_SPREAD * 0.2 * z_s.float()))
+        assert all(torch.equal(a, b) for a, b in zip(vals[c], again[c], strict=True))
+        assert not torch.equal(vals[c][0], other[c][0])
+    assert not torch.equal(vals[1][0], vals[2][0])
+
+
+def test_run_mcmc_gives_each_chain_its_own_init_strategy_and_refuses_a_wrong_count(monkeypatch):
+    """A sequence of num_chains init strategies starts chain c at the c-th (NUTS and HMC); a sequence of another
+    length is refused by name before any work."""
+    from pyro.infer.autoguide import init_to_value
+
+    from pyrozoo.inference import mcmc
+
+    seen = []
+    for cls in (mcmc.EnergyNUTS, mcmc.EnergyHMC):
+        orig = cls.setup
+
+        def setup(self, *args, _orig=orig, **kwargs):
+            _orig(self, *args, **kwargs)
+            seen.append(float(self.initial_params["mu"]))
+
+        monkeypatch.setattr(cls, "setup", setup)
+    x = torch.randn(10)
+    inits = [init_to_value(values={"mu": torch.tensor(v)}) for v in (0.25, -1.5, 3.0)]
+    for kernel in ("nuts", "hmc"):
+        seen.clear()
+        run_mcmc(conjugate_model, {"x": x}, kernel=kernel, num_samples=3, warmup_steps=2, num_chains=3,
+                 init_strategy=inits, progress=False)
+        assert seen == [0.25, -1.5, 3.0]
+    seen.clear()
+    with pytest.raises(PyrozooError, match=r"init_strategy: expected None, an init strategy .* \(3 callables\), "
+                                           r"got a sequence of 2"):
+        run_mcmc(conjugate_model, {"x": x}, num_samples=3, warmup_steps=2, num_chains=3, init_strategy=inits[:2],
+                 progress=False)
+    assert seen == []

@@ -1755,3 +1755,41 @@ def test_svi_and_nuts_results_carry_gamma_drawn_from_its_conditional(inference):
         np.testing.assert_array_equal(fit(0).posterior["gamma"], gamma)
     summary = az.summary(res.to_inference_data(), var_names=["gamma"])
     assert len(summary) == data.p and np.allclose(summary["mean"].to_numpy(), g, atol=0.01)
+
+
+def test_nuts_chains_start_apart_around_the_emvs_fixed_point(monkeypatch, small):
+    """QA: nuts_result passed one init_to_value (the EMVS fixed point) to every chain, so on this multimodal
+    posterior all chains could miss the same mode and R-hat said nothing. Chain 0 still starts at the fixed point;
+    the others at seeded points 3 posterior-sd estimates away on the unconstrained scale (start_scales): the same seed
+    gives the same starts, another seed others."""
+    from torch.distributions import biject_to
+
+    from pyrozoo.inference import mcmc
+    from pyrozoo.models.spike_slab_pyro import START_SUPPORTS, nuts_result, start_scales
+
+    data, _ = small
+    seen = []
+    orig = mcmc.EnergyNUTS.setup
+
+    def setup(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        seen.append({n: v.detach().clone() for n, v in self.initial_params.items()})
+
+    monkeypatch.setattr(mcmc.EnergyNUTS, "setup", setup)
+    runs = []
+    for seed in (0, 0, 1):
+        seen.clear()
+        nuts_result(data, PRIOR, num_samples=2, warmup_steps=2, num_chains=3, seed=seed)
+        runs.append(list(seen))
+    fit = fit_emvs(data, PRIOR)
+    assert len(runs[0]) == 3
+    torch.testing.assert_close(runs[0][0]["w"], fit.w)  # chain 0 at the fixed point (w is unconstrained)
+    torch.testing.assert_close(runs[0][0]["sigma2"], biject_to(START_SUPPORTS["sigma2"]).inv(
+        torch.tensor(fit.sigma2, dtype=data.X.dtype)))
+    scale = start_scales(data, PRIOR, fit)["w"]
+    for c in (1, 2):
+        z = (runs[0][c]["w"] - fit.w) / (mcmc.START_SPREAD * scale)
+        assert 0.2 < float(z.std()) < 3 and float(z.abs().max()) < 6  # N(0, 1) draws at the slab's resolution
+        assert all(torch.equal(runs[0][c][k], runs[1][c][k]) for k in runs[0][c])  # seeded
+        assert not torch.equal(runs[0][c]["w"], runs[2][c]["w"])
+    assert not torch.equal(runs[0][1]["w"], runs[0][2]["w"])
