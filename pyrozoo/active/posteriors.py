@@ -497,6 +497,23 @@ def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) ->
     return torch.from_numpy(np.asarray(out - beta, dtype=np.float64)).to(dev)
 
 
+def indicator_cov(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """Cov(1{Z1 <= h}, 1{Z2 <= k}) = Phi2(h, k; rho) - Phi(h) Phi(k) for standard normals with correlation
+    ``rho``, elementwise, computed in the lower tail. Reflecting Z1 -> -Z1 (or Z2) flips the sign of the covariance
+    and of rho, and Phi2(h, k; rho) - Phi(h) Phi(k) = Phi2(-h, -k; rho) - Phi(-h) Phi(-k) (both reflected), so with
+    s = -1 where exactly one of h, k is > 0 (else 1)
+
+        Cov = s [Phi2(-|h|, -|k|; s rho) - Phi(-|h|) Phi(-|k|)],
+
+    a difference of two small numbers where the upper-tail form took that of two numbers near 1: at h = k = 7 it
+    kept 4 digits (relative error 2.4e-4 against the exact Plackett integral, int_0^rho phi2(h, k; t) dt)."""
+    h, k, rho = torch.broadcast_tensors(h, k, rho)
+    sign = torch.where((h > 0) ^ (k > 0), -1.0, 1.0).to(rho.dtype)
+    hl, kl = -h.abs(), -k.abs()
+    return sign * (bivariate_normal_cdf(hl, kl, sign * rho).to(rho.dtype)
+                   - torch.special.ndtr(hl) * torch.special.ndtr(kl))
+
+
 _HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
 _HERMITE_LOG_WEIGHTS = np.log(_HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum())
 
@@ -652,20 +669,18 @@ class _ProbitFisherKernel(PoolKernel):
         m, s = post._stats(x)
         self.root = (1 + s).sqrt()
         self.zeta = m / self.root
-        self.p = torch.special.ndtr(self.zeta)
         self.xs = x @ post.cov
 
     def _block(self, rows: slice | int) -> torch.Tensor:
         xr = self.x[rows].reshape(-1, self.x.shape[1])
         rho = (self.xs[rows].reshape(-1, self.x.shape[1]) @ self.x.T) / (self.root[rows].reshape(-1, 1) * self.root)
         rho = rho.clamp(-1 + 1e-12, 1 - 1e-12)
-        cov_phi = bivariate_normal_cdf(self.zeta[rows].reshape(-1, 1), self.zeta[None, :], rho) \
-            - self.p[rows].reshape(-1, 1) * self.p
+        cov_phi = indicator_cov(self.zeta[rows].reshape(-1, 1), self.zeta[None, :], rho)  # lower tail: no cancellation
         return (xr @ self.x.T) * cov_phi
 
     def diag(self) -> torch.Tensor:
         rho = (((self.xs * self.x).sum(1)) / self.root**2).clamp(-1 + 1e-12, 1 - 1e-12)
-        return (self.x * self.x).sum(1) * (bivariate_normal_cdf(self.zeta, self.zeta, rho) - self.p**2)
+        return (self.x * self.x).sum(1) * indicator_cov(self.zeta, self.zeta, rho)
 
     def row_sums(self) -> torch.Tensor:
         m = self.x.shape[0]
