@@ -478,7 +478,9 @@ def blr_from_result(result: Result, noise: float | None = None) -> SampledRegres
 
 
 def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """P(Z1 <= h, Z2 <= k) for standard normals with correlation ``rho`` (|rho| < 1), elementwise, via Owen's T:
+    """P(Z1 <= h, Z2 <= k) for standard normals with correlation ``rho`` (|rho| <= 1; the limits +-1 give
+    Phi(min(h, k)) and max(Phi(h) + Phi(k) - 1, 0); a NaN or |rho| > 1 is a :class:`PyrozooError`, checked once per
+    call on the host copy the evaluation makes anyway), elementwise, via Owen's T:
 
         Phi2(h, k; rho) = (Phi(h) + Phi(k)) / 2 - T(h, a_h) - T(k, a_k) - [1/2 if h k < 0 (or = 0 with h + k < 0)]
         a_h = (k - rho h) / (h sqrt(1 - rho^2)),  a_k = (h - rho k) / (k sqrt(1 - rho^2)).
@@ -488,6 +490,10 @@ def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) ->
 
     dev = h.device
     h, k, rho = (t.detach().cpu().double().numpy() for t in torch.broadcast_tensors(h, k, rho))
+    bad = ~(np.abs(rho) <= 1)  # NaN too; rho=1.5 returned 1.0 and NaN returned NaN silently
+    if bad.any():
+        raise PyrozooError(f"rho: expected correlations in [-1, 1], got {float(rho[bad].flat[0])!r} "
+                           f"({int(bad.sum())} of {rho.size} outside)")
     tiny = 1e-12
     h = np.where(np.abs(h) < tiny, tiny, h)
     k = np.where(np.abs(k) < tiny, tiny, k)

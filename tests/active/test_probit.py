@@ -193,3 +193,17 @@ def test_probit_kernel_keeps_its_digits_for_confident_points():
     same = ((zeta[:, None] > 0) == (zeta[None, :] > 0)) & (zeta.abs()[:, None] >= 5) & (zeta.abs()[None, :] >= 5)
     torch.testing.assert_close(gram[same], ref[same], rtol=1e-5, atol=0)
     assert ((gram - ref).abs() <= 1e-5 * ref.abs() + 1e-15 * (pool @ pool.T).abs()).all()
+
+
+def test_bivariate_normal_cdf_refuses_an_invalid_correlation():
+    """QA: rho=1.5 returned 1.0 and rho=nan returned nan, silently; now a PyrozooError naming rho (checked once per
+    call on the whole tensor). The limits rho = +-1 stay valid: Phi(min(h, k)) and max(Phi(h) + Phi(k) - 1, 0)."""
+    h, k = torch.tensor([0.3, 1.0], dtype=torch.float64), torch.tensor([-0.5, 2.0], dtype=torch.float64)
+    for rho, shown in ((1.5, "1.5"), (float("nan"), "nan"), (-1.0000001, "-1.0000001")):
+        with pytest.raises(PyrozooError, match=rf"rho: expected correlations in \[-1, 1\], got {shown} \(1 of 2"):
+            bivariate_normal_cdf(h, k, torch.tensor([0.2, rho], dtype=torch.float64))
+    norm = torch.distributions.Normal(0.0, 1.0)
+    torch.testing.assert_close(bivariate_normal_cdf(h, k, torch.tensor(1.0, dtype=torch.float64)),
+                               norm.cdf(torch.minimum(h, k)))
+    torch.testing.assert_close(bivariate_normal_cdf(h, k, torch.tensor(-1.0, dtype=torch.float64)),
+                               (norm.cdf(h) + norm.cdf(k) - 1).clamp(min=0))
