@@ -11,6 +11,7 @@ across the runs, plus ``model`` and, for a sweep's runs, its ``label``; never th
 directory level given does not change the groups); for each numeric metric the group's mean and standard error
 ``sd / sqrt(n)`` (sample sd, ``ddof=1``; NaN for a group of one) are reported with the group size ``n``; where
 some runs of a group did not record a metric, its mean and SE are over those that did, counted in ``METRIC_n``.
+A bool metric (which estimator ran) is grouped by, not averaged (:func:`group_columns`).
 
 Plots, per model: each metric against the seed (one series per group: the seed-to-seed spread), and each metric
 against every other varying setting (``alpha``, ``inference``, ``n`` ...): group means with +-1 SE error bars over
@@ -181,7 +182,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
                     continue
                 if k == "convergence":  # the figures (read above); a number there is an entry's own metric, written
                     k = "convergence_metric"  # before run_model reserved the name: kept, in a column of its own
-                if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
+                if isinstance(v, (int, float)) or v is None:  # bools too (which estimator ran): _bool_metrics
                     row[k] = np.nan if v is None else v
                     if k not in metric_names:
                         metric_names.append(k)
@@ -231,14 +232,35 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     if not rows:
         raise PyrozooError(f"runs_dir: no run directories (config.toml + metrics.json + idata.nc + params.pt) "
                            f"below {root}")
-    table = _integer_columns(pd.DataFrame(rows), rows, metric_names)
+    flags = _bool_metrics(rows, metric_names)
+    metric_names = [m for m in metric_names if m not in flags]
+    for row in rows:  # a number that some runs recorded as a bool: true is 1.0
+        row.update({m: float(row[m]) for m in metric_names if isinstance(row.get(m), bool)})
+    table = _integer_columns(pd.DataFrame(rows), rows, metric_names + flags)
+    for m in flags:  # True / False, blank (<NA>) for a run that did not record it
+        table[m] = table[m].astype("boolean")
     first = [c for c in ID_COLUMNS if c in table.columns]
-    settings = sorted(c for c in table.columns if c not in first and c not in metric_names
+    settings = sorted(c for c in table.columns if c not in first and c not in metric_names and c not in flags
                       and c not in ("error", "convergence"))
     rest = [c for c in ("error", "convergence") if c in table.columns]
-    table = table[first + settings + rest + [m for m in metric_names if m in table.columns]]
+    table = table[first + settings + rest + flags + [m for m in metric_names if m in table.columns]]
     table.attrs["metrics"] = [m for m in metric_names if m in table.columns]
+    table.attrs["bool_metrics"] = flags
     return table.sort_values("run", kind="stable").reset_index(drop=True)
+
+
+def _bool_metrics(rows: list[dict[str, Any]], metric_names: list[str]) -> list[str]:
+    """The metrics that every run recording them recorded as true/false (plce's
+    ``treatment_model_heteroskedastic``: which estimator ran). They say what a run was, not how well it did: the
+    summary groups by them (:func:`group_columns`), so that runs of two estimators are never averaged together.
+    A rate meant to be averaged is a number (regime-scm's ``observational_identified`` is 0.0 or 1.0); a metric
+    recorded as a bool by some runs and as a number by others is a number (true is 1)."""
+    flags = []
+    for m in metric_names:
+        values = [row[m] for row in rows if m in row and not (isinstance(row[m], float) and math.isnan(row[m]))]
+        if values and all(isinstance(v, bool) for v in values):
+            flags.append(m)
+    return flags
 
 
 NOT_CONVERGED = "not converged"  # how a run's convergence cell starts when run/diagnose warned about its chains
@@ -287,7 +309,14 @@ def _integer_columns(table: pd.DataFrame, rows: list[dict[str, Any]], metrics: l
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The numeric metrics of :func:`collect_runs`' table (what the summary averages)."""
     return list(table.attrs.get("metrics", []))
+
+
+def bool_metric_columns(table: pd.DataFrame) -> list[str]:
+    """The metrics of :func:`collect_runs`' table recorded as true/false (:func:`_bool_metrics`): what the summary
+    groups by unless ``--by`` leaves them out or ``--metric`` names them (then the share of runs with true)."""
+    return list(table.attrs.get("bool_metrics", []))
 
 
 def _unread_settings(table: pd.DataFrame) -> list[tuple[str, ...]]:
@@ -313,7 +342,7 @@ def _unread_settings(table: pd.DataFrame) -> list[tuple[str, ...]]:
 def varying_settings(table: pd.DataFrame) -> list[str]:
     """Setting columns whose value differs between runs (the seed and bookkeeping excluded; a run setting left out
     because the run's inference does not read it is no value of its own)."""
-    metrics = set(metric_columns(table))
+    metrics = set(metric_columns(table)) | set(bool_metric_columns(table))
     unread = _unread_settings(table)
     out = []
     for col in table.columns:
@@ -338,7 +367,9 @@ def _unique(name: str, values: Sequence[str] | None) -> list[str]:
 
 def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
     """``by`` if given (checked; a column named twice counts once), else model and label plus every varying
-    setting (the label only where some run has one: runs that no sweep wrote have none)."""
+    setting (the label only where some run has one: runs that no sweep wrote have none), then the bool metrics
+    that some run recorded (:func:`bool_metric_columns`: which estimator ran; shown even where all runs agree, and a
+    run that did not record one, of an older pyrozoo, is a group of its own)."""
     by = _unique("by", by)
     if by:
         unknown = [c for c in by if c not in table.columns]
@@ -348,7 +379,8 @@ def group_columns(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[
             raise PyrozooError("by: 'n' is the summary's group-size column; group by other columns")
         return by
     cols = ["model", "label"] + [c for c in varying_settings(table) if c not in ("model", "label")]
-    return [c for c in cols if c in table.columns and (c != "label" or table[c].notna().any())]
+    flags = [c for c in bool_metric_columns(table) if c in table.columns and table[c].notna().any()]
+    return [c for c in cols if c in table.columns and (c != "label" or table[c].notna().any())] + flags
 
 
 def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
@@ -357,19 +389,27 @@ def grouped_summary(table: pd.DataFrame, by: Sequence[str] | None = None,
     metric that some runs of a group did not record also gets ``METRIC_n``, the count its mean and SE are over.
     Beside ``n``, where some run is a Markov chain: ``not_converged``, how many of the group's runs did not converge
     (kept in the means), and ``convergence_unknown`` (only if any), how many were not judged
-    (:func:`convergence_flags`); blank for a group of independent draws."""
+    (:func:`convergence_flags`); blank for a group of independent draws. A bool metric is grouped by
+    (:func:`group_columns`); one that ``by`` leaves out, or that ``metrics`` names, is summarized as the share of
+    the group's runs that recorded true (true is 1, false 0)."""
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise PyrozooError("report: no completed runs to summarize")
-    keys = group_columns(ok, by)  # settings that vary among the completed runs
     metrics = _unique("metric", metrics)
+    keys = group_columns(ok, by)  # settings that vary among the completed runs, and the bool metrics
+    if not _unique("by", by):  # a bool metric named by --metric is summarized, not grouped by
+        keys = [k for k in keys if k not in metrics or k not in bool_metric_columns(table)]
     both = [m for m in metrics if m in keys]
     if both:
         raise PyrozooError(f"metric: {', '.join(both)} is also a --by column; a column is either summarized or "
                            f"grouped by")
-    metrics = metrics or [m for m in metric_columns(table) if m not in keys]
+    flags = bool_metric_columns(table)
+    metrics = metrics or [m for m in metric_columns(table) + flags if m not in keys]
     # a blank key (a setting some runs lack) is a group of its own (dropna=False), left blank in the table
     frame = ok[keys + metrics]
+    summarized_flags = [m for m in metrics if m in flags]
+    if summarized_flags:  # a share of true: the flags as 1.0 / 0.0 (NaN where a run did not record one)
+        frame = frame.assign(**{m: frame[m].astype("Float64").astype(float) for m in summarized_flags})
     flags = {}
     if "convergence" in ok.columns:  # runs whose chains run/diagnose warned about (kept in the means), and runs of a
         not_converged, unjudged = convergence_flags(ok)  # Markov engine not judged (older runs, too few draws)
@@ -676,6 +716,7 @@ def plot_report(table: pd.DataFrame, out: Path, metrics: Sequence[str] | None = 
             continue
         sub = runs.copy()
         sub.attrs["metrics"] = metric_columns(table)  # every metric, chosen or not, is no setting
+        sub.attrs["bool_metrics"] = bool_metric_columns(table)  # nor a bool one (no axis of its own: the tables')
         settings = [c for c in varying_settings(sub) if c != "model"]
         folder = out / "plots" / _safe(str(model))
         folder.mkdir(parents=True, exist_ok=True)
@@ -772,10 +813,11 @@ def build_report(root: str | Path, *, out: str | Path | None = None, by: Sequenc
     metrics = _unique("metric", metrics)
     by = _unique("by", by)
     if metrics:
-        unknown = [m for m in metrics if m not in metric_columns(table)]
+        known = metric_columns(table) + bool_metric_columns(table)
+        unknown = [m for m in metrics if m not in known]
         if unknown:
             raise PyrozooError(f"metric: unknown metric(s) {', '.join(unknown)}; known: "
-                               f"{', '.join(metric_columns(table)) or '(none)'}")
+                               f"{', '.join(known) or '(none)'}")
     if out is None:
         if not missing_run_files(root):
             holder = Path(root).absolute().parent

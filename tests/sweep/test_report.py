@@ -787,3 +787,73 @@ def test_an_out_at_or_under_a_dangling_link_is_named_as_one(tmp_path):
         with pytest.raises(PyrozooError, match=rf"^out: {tmp_path / 'dead'} is a symbolic link that leads nowhere"):
             build_report(root, out=out, plots=False)
     assert not (tmp_path / "nowhere").exists()
+
+
+PLCE_SWEEP = """
+[sweep]
+name = "plce-flags"
+seeds = [0]
+tiny = true
+[[models]]
+name = "plce"
+inference = "svi"
+options = { n = 200, n_repeats = 2 }
+[models.grid.options]
+scenario = ["baseline", "heterogeneity"]
+treatment_model = ["auto", "heteroskedastic"]
+"""
+
+
+def test_a_bool_metric_is_reported_and_grouped_by(tmp_path, capsys):
+    """QA8 H1: plce's treatment_model_heteroskedastic (which estimator ran: treatment_model="auto" resolves by the
+    data) is a bool, and the report kept only numbers, so neither runs.csv nor summary.csv showed it. A bool metric
+    is now a column of both; the summary groups by it, so runs of two estimators (or a run of an older pyrozoo
+    that did not record it) are never averaged together; left out of --by, or named by --metric, it is the share
+    of true."""
+    import shutil
+
+    from pyrozoo.sweep.report import bool_metric_columns, metric_columns
+
+    path = tmp_path / "sweep.toml"
+    path.write_text(PLCE_SWEEP)
+    spec = load_spec(path, out=tmp_path / "runs")
+    run_sweep(spec, jobs=1)
+    assert main(["report", str(spec.out)]) == 0
+    assert "treatment_model_heteroskedastic" in capsys.readouterr().out
+    runs = pd.read_csv(spec.out / "report" / "runs.csv").sort_values(["options.scenario", "options.treatment_model"])
+    expected = [False, True, True, True]  # auto is homoskedastic on baseline, heteroskedastic on heterogeneity
+    assert runs["treatment_model_heteroskedastic"].tolist() == expected
+    summary = pd.read_csv(spec.out / "report" / "summary.csv")
+    keys = list(summary.columns[:list(summary.columns).index("n")])
+    assert keys == ["model", "label", "options.scenario", "options.treatment_model",
+                    "treatment_model_heteroskedastic"]
+    assert summary["treatment_model_heteroskedastic"].tolist() == expected
+    assert "treatment_model_heteroskedastic_mean" not in summary.columns
+    table = collect_runs(spec.out)
+    assert bool_metric_columns(table) == ["treatment_model_heteroskedastic"]
+    assert "treatment_model_heteroskedastic" not in metric_columns(table) and "theta" in metric_columns(table)
+    # left out of --by: the share of the group's runs that ran the weighted estimator
+    by_scenario = grouped_summary(table, by=["options.scenario"])
+    assert by_scenario["treatment_model_heteroskedastic_mean"].tolist() == [0.5, 1.0]
+    named = grouped_summary(table, metrics=["treatment_model_heteroskedastic", "theta"])
+    assert "treatment_model_heteroskedastic" not in named.columns
+    assert named["treatment_model_heteroskedastic_mean"].tolist() == [0.0, 1.0, 1.0, 1.0]
+    # a run of an older pyrozoo (no such metric) beside one of now, same settings: two groups, not one mean
+    root = tmp_path / "mixed"
+    cell = runs.loc[(runs["options.scenario"] == "heterogeneity") & (runs["options.treatment_model"] == "auto"),
+                    "run"].iloc[0]
+    for name in ("old", "new"):
+        shutil.copytree(spec.out / cell, root / name)
+    metrics = json.loads((root / "old" / "metrics.json").read_text())
+    del metrics["treatment_model_heteroskedastic"]
+    (root / "old" / "metrics.json").write_text(json.dumps(metrics))
+    mixed = grouped_summary(collect_runs(root))
+    assert mixed["n"].tolist() == [1, 1]
+    assert mixed["treatment_model_heteroskedastic"].isna().sum() == 1
+    assert mixed["treatment_model_heteroskedastic"].dropna().tolist() == [True]
+    # a metric some runs recorded as a bool and others as a number is a number (true is 1)
+    metrics["treatment_model_heteroskedastic"] = 0.5
+    (root / "old" / "metrics.json").write_text(json.dumps(metrics))
+    table = collect_runs(root)
+    assert "treatment_model_heteroskedastic" in metric_columns(table) and not bool_metric_columns(table)
+    assert sorted(table["treatment_model_heteroskedastic"].tolist()) == [0.5, 1.0]
