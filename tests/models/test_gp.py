@@ -1526,3 +1526,39 @@ def test_nuts_lp_is_the_collapsed_targets_log_density_and_says_so():
         full = poutine.trace(poutine.condition(gp_model, {**at, "f": f})).get_trace(**kw).log_prob_sum()
         assert float(idata.sample_stats["lp"].values[0, d]) == pytest.approx(float(col), rel=1e-6, abs=1e-8)
         assert abs(float(full) - float(col)) > 1e-3
+
+
+def test_predict_from_result_max_draws_thins_the_nuts_mixture_evenly():
+    """QA8 H6: predict_from_result of a NUTS result mixes every posterior draw (one N x N Cholesky each: about 25 ms
+    a draw on concrete, 100 s for 4 x 1000 draws). ``max_draws`` uses at most that many draws, evenly spaced over
+    all of them (first and last included): the mixture over exactly those draws; more than S is every draw. A bad
+    value, or one given for a type2 result (nothing to thin), is one error before any work."""
+    from pyrozoo.models.gp import predict_from_result
+
+    X, y, Xt, _ = simulate_regression(0, n=10, n_test=5)
+    ds = make_gp_dataset(X, y)
+    cfg = RunConfig(model="gp", inference="nuts", num_samples=12, warmup_steps=10, num_chains=1, progress=False)
+    result = fit_gp(ds, cfg)
+    ls, va, nz = (result.draws(k) for k in ("lengthscale", "variance", "noise"))
+    assert len(va) == 12
+
+    def mixture(rows):
+        ms, vs = zip(*(exact_posterior(X, y, Xt, kernel="rbf", lengthscale=ls[i], variance=va[i], noise=nz[i],
+                                       include_noise=True) for i in rows), strict=True)
+        ms, vs = torch.stack(ms).numpy(), torch.stack(vs).numpy()
+        return ms.mean(0), vs.mean(0) + ms.var(0)
+
+    for max_draws, rows in ((4, [0, 4, 7, 11]), (1, [0]), (12, range(12)), (50, range(12))):
+        mean, var = predict_from_result(result, ds, Xt, max_draws=max_draws)
+        want_mean, want_var = mixture(rows)
+        np.testing.assert_allclose(mean.numpy(), want_mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(var.numpy(), want_var, rtol=1e-9)
+    full = predict_from_result(result, ds, Xt)
+    assert torch.equal(full[0], predict_from_result(result, ds, Xt, max_draws=12)[0])
+    assert not torch.allclose(full[1], predict_from_result(result, ds, Xt, max_draws=4)[1], rtol=1e-12, atol=0)
+    for bad in (0, -3, 2.5, True, "4"):
+        with pytest.raises(PyrozooError, match=r"^max_draws: expected an integer >= 1"):
+            predict_from_result(result, ds, torch.zeros(3, 2, dtype=X.dtype), max_draws=bad)  # wrong width too
+    fitted = fit_gp(ds, RunConfig(model="gp", inference="type2", steps=5, progress=False))
+    with pytest.raises(PyrozooError, match=r"^max_draws: expected None for a type2 result"):
+        predict_from_result(fitted, ds, Xt, max_draws=4)
