@@ -516,7 +516,8 @@ def simulate_regime_data(
     (4 hidden units) instead. ``mechanism``/``hidden``/``learn_weights`` configure the model fitted to it. Data
     whose sum of squares overflows float32 (the dataset's dtype) are refused naming ``shift`` and the largest power
     of ten of |shift| that fits the design, or ``n_vars``/``edge_prob`` when they overflow even without a shift.
-    ``seed`` is an integer in [0, 2**32 - 1] and ``shift`` a finite number (not a bool), both checked before any work.
+    ``seed`` is an integer in [0, 2**32 - 1] and ``shift`` a finite real number (a NumPy scalar too; not a bool or
+    text), both checked before any work.
 
     ``truth`` holds ``regime`` (n,), ``W`` (N, N, w[j, i] for j -> i), ``shift`` (N,), ``weights`` (K,), the
     mechanism kind and, for nonlinear data, ``A``, ``c``, ``v``; ``meta["graph"]`` the DAG and
@@ -527,8 +528,7 @@ def simulate_regime_data(
     n_samples = check_int("n_samples", n_samples, minimum=2)
     check_probability("edge_prob", edge_prob)
     check_probability("obs_frac", obs_frac)
-    if isinstance(shift, bool) or not (isinstance(shift, (int, float)) and math.isfinite(shift)):
-        raise PyrozooError(f"shift: expected a finite number, got {shift!r}")
+    shift = check_real("shift", shift)  # any real scalar (NumPy's, a 0-d tensor), not a bool, text, NaN or inf
     check_bool("nonlinear", nonlinear)
     rng = np.random.default_rng(seed)
     und = nx.gnp_random_graph(n_vars, edge_prob, seed=int(rng.integers(2**31)))

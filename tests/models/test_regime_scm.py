@@ -1861,3 +1861,17 @@ def test_joint_svi_never_ends_below_its_em_start(inference, steps):
         enc, exact = np.asarray(res.posterior["encoder_probs"][0, 0]), np.asarray(res.params["regime_probs"])
         agree = (enc.argmax(-1) == exact.argmax(-1)).mean()
         assert agree > 0.8
+
+
+def test_simulate_regime_data_takes_any_real_shift_and_refuses_the_rest():
+    """QA8 H3: shift=np.int64(5) or np.float32(5) (a NumPy number, e.g. from a grid built with np.linspace) was
+    refused as "shift: expected a finite number". Any real scalar that is not a bool is a shift now, giving the
+    data of the same Python number; bools (NumPy's too), text, NaN and inf are one error before any work."""
+    want = simulate_regime_data(0, n_vars=3, n_samples=100, shift=5.0)
+    for shift in (np.int64(5), np.float32(5), np.float64(5.0), 5, torch.tensor(5.0)):
+        ds = simulate_regime_data(0, n_vars=3, n_samples=100, shift=shift)
+        assert torch.equal(ds.observed["x"], want.observed["x"])
+        assert ds.meta["simulator"]["shift"] == 5.0 and type(ds.meta["simulator"]["shift"]) is float
+    for bad in (True, np.bool_(False), "5", float("nan"), np.float64("inf"), [5.0]):
+        with pytest.raises(PyrozooError, match=r"^shift: expected a finite number, got "):
+            simulate_regime_data(0, n_vars=3, n_samples=100, shift=bad)
