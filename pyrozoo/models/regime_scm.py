@@ -1536,7 +1536,10 @@ def _better_of(start: Mapping[str, torch.Tensor], start_encoder: Mapping[str, to
 def em_not_converged_note(info: Mapping[str, Any], em_iters: int, inference: str, steps: int) -> str:
     """The warning (and ``attrs["em_not_converged"]``) when the kept EM fit of :func:`fit_em` (``info``) stopped at
     ``em_iters`` without meeting its convergence test; empty when it converged. It says how far the log-likelihood
-    still moved in the last iteration and what to raise ``em_iters`` to."""
+    still moved in the last iteration, and that a larger ``em_iters`` lets the kept restart converge but promises no
+    higher log-likelihood: the restarts' abandonment horizon (:func:`_run_or_abandon`) depends on ``em_iters``, so
+    another restart may be kept (``n_vars=4 n_samples=1000 shift=1``, seed 0: -5963.80 at 200 unconverged,
+    -5966.46 at 400 converged)."""
     if info["converged"]:
         return ""
     trace = info["loglik"]
@@ -1545,9 +1548,10 @@ def em_not_converged_note(info: Mapping[str, Any], em_iters: int, inference: str
     then = (f" The joint SVI ({inference}) started from this point." if inference in ("enum", "amortized") and steps
             else "")
     return (f"the EM stopped at em_iters={em_iters} iterations before converging{gain} (final log-likelihood "
-            f"{trace[-1]:.6g}), so the fit may fall short of the EM optimum.{then} Raise em_iters (e.g. -o "
-            f"em_iters={max(2 * em_iters, FIT_DEFAULTS['em_iters'])}); fit_stats['em_converged'] and "
-            f"fit_stats['em_iterations'] record it.")
+            f"{trace[-1]:.6g}), so the fit may fall short of its local optimum.{then} A larger em_iters (e.g. -o "
+            f"em_iters={max(2 * em_iters, FIT_DEFAULTS['em_iters'])}) lets the kept restart converge, but the "
+            f"restarts may then end elsewhere, even at a lower log-likelihood: compare the final log-likelihoods "
+            f"(fit_stats['em_converged'] and fit_stats['em_iterations'] record this one's).")
 
 
 def _centred(params: Mapping[str, torch.Tensor], m: torch.Tensor, parents: torch.Tensor) -> dict[str, torch.Tensor]:
