@@ -651,7 +651,8 @@ def _check_scale(name: str, value: Any) -> None:
 
 
 # ciber's box half-width multipliers: 1 matches the conditional's variances; the reference code's boxes (min/max of
-# the last 40 raw SGD iterates, i.e. about +-2.2 sd at SWAG scale 1) are about 1.8x wider than +-sqrt(3) sd at 0.5
+# the last 40 raw SGD iterates) are, for independent N(0, s^2) iterates (100 collected, rank 20), +-2.16 s = about
+# +-1.53 sd at SWAG scale 1 (sd = 1.41 s), 1.25x wider than +-sqrt(3) sd at scale 0.5 (sd = s); docs/bnn.md
 BOX_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 TAIL_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)  # rho grid of our triangle-mixture variant (opt-in: tail_weights=...)
 
