@@ -237,6 +237,28 @@ def test_groups_without_random_effects_or_a_cluster_se_are_refused_before_any_da
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 
+
+def _exact_final_stage_posterior(x, y, w, y_scale, scale, sig):
+    """The final stage's exact posterior of theta (weighted y = theta x + e, e ~ N(0, sigma^2 y_scale^2 / w),
+    theta ~ N(0, scale^2), sigma ~ HalfNormal(2)): p(sigma | y) on the grid ``sig`` (in units of y_scale) with theta
+    integrated out, then the mixture of the Gaussian theta | sigma. Returns (mean, sd, p on the grid)."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    sxx, sxy, syy, n = (w * x * x).sum(), (w * x * y).sum(), (w * y * y).sum(), len(x)
+    s2 = (sig * y_scale) ** 2
+    prec = sxx / s2 + 1 / scale**2
+    mean_given = sxy / s2 / prec
+    logp = (stats.halfnorm.logpdf(sig, scale=2.0) - 0.5 * n * np.log(s2) - 0.5 * np.log(prec * scale**2)
+            - 0.5 * (syy / s2 - prec * mean_given**2))
+    p = np.exp(logp - logp.max())
+    p /= p.sum()
+    mean = float(p @ mean_given)
+    return mean, math.sqrt(float(p @ (1 / prec + mean_given**2)) - mean**2), p
+
+
 @pytest.mark.parametrize("theta_scale", [0.01, 0.001])
 def test_svi_reaches_the_posterior_under_an_informative_prior(theta_scale):
     """With an informative theta_scale the SVI guide was started at, and preconditioned by, the flat-prior WLS
@@ -251,10 +273,8 @@ def test_svi_reaches_the_posterior_under_an_informative_prior(theta_scale):
     scattered by sd 0.05 posterior sds in the mean and 4.3% in the sd around the exact values (mean offsets 0.000
     and 0.001: the mean-field guide adds no visible bias), and the 1000 draws add 1 / sqrt(1000) = 0.032 sd and
     1 / sqrt(2000) = 2.2%: 4 x the combined sds (0.06, 0.048) gives 0.25 sd and 20%."""
-    import math
 
     import numpy as np
-    from scipy import stats
 
     from pyrozoo.config import RunConfig
     from pyrozoo.data.dataset import Dataset
@@ -269,18 +289,8 @@ def test_svi_reaches_the_posterior_under_an_informative_prior(theta_scale):
                                    "theta_scale": torch.tensor(scale, dtype=torch.float64),
                                    "y_scale": torch.tensor(sd_ry, dtype=torch.float64)}, observed={"y_resid": ry})
     # exact posterior: p(sigma | ry) on a grid (theta integrated out), then the mixture of theta | sigma
-    x, y = rt.numpy(), ry.numpy()
-    sxx, sxy, syy, n = x @ x, x @ y, y @ y, len(x)
-    sig = np.linspace(1e-3, 4.0, 40001)  # sigma in units of sd(ry); its posterior sits near 1
-    s2 = (sig * sd_ry) ** 2
-    prec = sxx / s2 + 1 / scale**2
-    mean_given = sxy / s2 / prec
-    logp = (stats.halfnorm.logpdf(sig, scale=2.0) - 0.5 * n * np.log(s2) - 0.5 * np.log(prec * scale**2)
-            - 0.5 * (syy / s2 - prec * mean_given**2))
-    p = np.exp(logp - logp.max())
-    p /= p.sum()
-    exact_mean = float(p @ mean_given)
-    exact_sd = math.sqrt(float(p @ (1 / prec + mean_given**2)) - exact_mean**2)
+    exact_mean, exact_sd, _ = _exact_final_stage_posterior(rt.numpy(), ry.numpy(), np.ones(200), sd_ry, scale,
+                                                           np.linspace(1e-3, 4.0, 40001))
     cfg = RunConfig(model="plce", inference="svi", steps=500, num_samples=1000, progress=False, seed=0).validate()
     draws = fit_final_stage(data, cfg).draws("theta")
     assert abs(draws.mean() - exact_mean) < 0.25 * exact_sd, (draws.mean(), exact_mean, exact_sd)
@@ -568,10 +578,8 @@ def test_svi_final_stage_stays_at_the_exact_posterior():
     Tolerances: the 20000 draws add MC sds 1 / sqrt(20000) = 0.007 in the mean and 1 / sqrt(40000) = 0.5% in the sd;
     with the iterate's scatter, combined sds 0.012 and 0.65%: 0.03 sd and 3% are 2.5 and 4.6 of them, below the old
     schedule's 0.093 and 3.4%."""
-    import math
 
     import numpy as np
-    from scipy import stats
     from sklearn.linear_model import RidgeCV
 
     from pyrozoo.causal import PLCE, simulate_plce
@@ -581,21 +589,10 @@ def test_svi_final_stage_stays_at_the_exact_posterior():
     d = simulate_plce(1, "baseline", n=300)
     est = PLCE(RidgeCV(), n_repeats=1, n_folds=3, seed=2).fit(d.y, d.t, d.X)
     data = make_final_stage_dataset(est)
-    x, w = data.inputs["t_resid"].numpy(), data.inputs["weights"].numpy()
-    y = data.observed["y_resid"].numpy()
-    y_scale, scale = float(data.inputs["y_scale"]), float(data.inputs["theta_scale"])
-    sxx, sxy, syy, n = (w * x * x).sum(), (w * x * y).sum(), (w * y * y).sum(), len(x)
-    sig = np.linspace(0.3, 2.0, 40001)  # sigma in units of sd(ry); its posterior sits near 1
-    s2 = (sig * y_scale) ** 2
-    prec = sxx / s2 + 1 / scale**2
-    mean_given = sxy / s2 / prec
-    logp = (stats.halfnorm.logpdf(sig, scale=2.0) - 0.5 * n * np.log(s2) - 0.5 * np.log(prec * scale**2)
-            - 0.5 * (syy / s2 - prec * mean_given**2))
-    p = np.exp(logp - logp.max())
-    p /= p.sum()
+    exact_mean, exact_sd, p = _exact_final_stage_posterior(
+        data.inputs["t_resid"].numpy(), data.observed["y_resid"].numpy(), data.inputs["weights"].numpy(),
+        float(data.inputs["y_scale"]), float(data.inputs["theta_scale"]), np.linspace(0.3, 2.0, 40001))
     assert p[0] < 1e-30 and p[-1] < 1e-30  # the grid holds sigma's posterior
-    exact_mean = float(p @ mean_given)
-    exact_sd = math.sqrt(float(p @ (1 / prec + mean_given**2)) - exact_mean**2)
     for seed in range(3):
         cfg = RunConfig(model="plce", inference="svi", steps=1000, num_samples=20000, progress=False,
                         seed=seed).validate()
