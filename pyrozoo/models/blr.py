@@ -210,22 +210,9 @@ class BLRPosterior:
 
     @property
     def cov_factor(self) -> torch.Tensor:
-        """C = V diag(sqrt(lam)) (D, D) from :meth:`cov_eigh`, Lam^{-1} = C C^T: products x^T Lam^{-1} x' as
-        (C^T x) . (C^T x') keep their digits where Lam^{-1} holds prior_scale^2 next to O(1) entries."""
+        """C (D, D) with Lam^{-1} = C C^T: V diag(sqrt(lam)) from :meth:`cov_eigh`."""
         lam, vecs = self.cov_eigh()
         return vecs * lam.sqrt()
-
-    @property
-    def cov_cholesky(self) -> torch.Tensor:
-        """The lower Cholesky factor L of Lam^{-1} = L L^T (the draws' factor), from the eigenpairs without forming
-        Lam^{-1}: with A = diag(sqrt(lam)) V^T, Lam^{-1} = A^T A, and A = Q R gives L = R^T (rows of R signed so that
-        its diagonal is positive): the factor torch.linalg.cholesky returns where it succeeds, so seeded draws are
-        those of the Cholesky route, and one where it fails (a flat prior on a rank-deficient design)."""
-        if self.eigvals is None or self.eigvecs is None:
-            return torch.linalg.cholesky(self.cov_unit)
-        r = torch.linalg.qr(self.eigvals.sqrt()[:, None] * self.eigvecs.T, mode="r").R
-        sign = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(r.dtype)
-        return (r * sign[:, None]).T
 
     def quad(self, x: torch.Tensor) -> torch.Tensor:
         """x_n^T Lam^{-1} x_n at the rows of ``x`` (M,), as |C^T x_n|^2."""
@@ -251,7 +238,7 @@ class BLRPosterior:
             seed = None if generator is None else int(torch.randint(2**62, (1,), generator=generator,
                                                                     device=generator.device))
             tau = torch.from_numpy(np.random.default_rng(seed).gamma(self.a, 1 / self.b, num_samples)).to(**opts)
-        factor = self.cov_cholesky
+        factor = self.cov_factor
         # noise from the generator's device (a CPU generator may drive a CUDA posterior), then onto the mean's
         gdev = generator.device if generator is not None else self.mean.device
         z = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
