@@ -230,7 +230,8 @@ class BLRPoolPosterior(RegressionPosterior):
         x = self._x(x)
         # Rotate to the eigenbasis of Lam^{-1} = V diag(lam) V^T: with xt = V^T x both products are sums over
         # pairs (i, j) of symmetric terms xt_i xt_j, so only the D (D + 1) / 2 pairs i <= j need a feature.
-        lam, vecs = self.post.cov_eigh()
+        lam, vecs = torch.linalg.eigh(self.post.cov_unit)
+        lam = lam.clamp(min=0)
         xt = x @ vecs
         i, j = torch.triu_indices(x.shape[1], x.shape[1], device=x.device)
         off = (i != j).to(x.dtype)
@@ -285,20 +286,18 @@ class _BLRKernel(PoolKernel):
     """The BLR inner products in O(M D^2) once and O(M D) per column (the embedding route costs O(M D^2) per
     column): with A = Lam^{-1}, S = X^T X over the pool and U = X C (A = C C^T),
 
-    * Fisher: K_nm = tau_hat (x_n . x_m)(u_n . u_m); row sums tau_hat (C^T S x_n) . u_n;
+    * Fisher: K_nm = tau_hat (x_n . x_m)(x_n^T A x_m); row sums tau_hat x_n^T S A x_n;
     * Euclidean: K_nm = e_n e_m + g_n^T Cov([log tau, tau]) g_m + (u_n . u_m)^2 / 2 (the g term only for unknown
       noise; :class:`BLRPoolPosterior`); row sums e_n sum(e) + g_n^T Cov sum(g) + u_n^T (U^T U) u_n / 2.
-
-    Every product with A goes through U (:meth:`~pyrozoo.models.blr.BLRPosterior.cov_factor`): with a flat prior on
-    a rank-deficient design A holds prior_scale^2 next to O(1) entries, and x_n^T A x_m from A itself lost the O(1).
     """
 
     def __init__(self, x: torch.Tensor, post: BLRPosterior, kind: str) -> None:
+        cov_unit = post.cov_unit
         self.x, self.kind, self.tau = x, kind, post.tau_hat
-        self.c = post.cov_factor  # A = C C^T
-        self.u = x @ self.c  # rows C^T x_n: u_n . u_m = x_n^T A x_m
-        self.quad = (self.u * self.u).sum(1)  # x_n^T A x_n
+        self.xa = x @ cov_unit  # rows A x_n
+        self.quad = (self.xa * x).sum(1)  # x_n^T A x_n
         if kind == "euclidean":
+            self.u = x @ torch.linalg.cholesky(cov_unit)
             self.e, g = _euclidean_noise_terms(post, x, self.quad)
             self.g = None if g is None else g @ torch.linalg.cholesky(_log_tau_tau_cov(post))  # g_n L: dot = g^T Cov g
 
@@ -310,14 +309,14 @@ class _BLRKernel(PoolKernel):
 
     def row_sums(self) -> torch.Tensor:
         if self.kind == "fisher":
-            return self.tau * (((self.x @ (self.x.T @ self.x)) @ self.c) * self.u).sum(1)
+            return self.tau * ((self.x @ (self.x.T @ self.x)) * self.xa).sum(1)
         out = self.e * self.e.sum() + 0.5 * ((self.u @ (self.u.T @ self.u)) * self.u).sum(1)
         return out if self.g is None else out + self.g @ self.g.sum(0)
 
     def column(self, f: int) -> torch.Tensor:
         if self.kind == "fisher":
             xf = self.x[f]
-            return torch.mv(self.x, xf).mul_(torch.mv(self.u, self.u[f])).mul_(self.tau)
+            return torch.mv(self.x, xf).mul_(torch.mv(self.xa, xf)).mul_(self.tau)
         out = self.e * self.e[f] + 0.5 * (self.u @ self.u[f]) ** 2
         return out if self.g is None else out + self.g @ self.g[f]
 

@@ -12,15 +12,6 @@ The posterior is closed form (Normal–Gamma): with Lam = I / prior_scale^2 + X^
 so the predictive of a new y at x is Student-t with 2 a_N degrees of freedom, location x^T mu and squared scale
 (b_N / a_N) (1 + x^T Lam^{-1} x); with known noise it is N(x^T mu, noise^2 (1 + x^T Lam^{-1} x)).
 
-The posterior is computed from the SVD X = U S V^T, never from Lam itself: Lam^{-1} = V diag(1 / (s_j^2 + 1 /
-prior_scale^2)) V^T and mu = V diag(s_j / (s_j^2 + 1 / prior_scale^2)) U^T y, with s_j = 0 for the columns of V
-beyond the rank (N < D) and for singular values at or below max(N, D) eps s_max (the design is rank-deficient in
-float64, as numpy's matrix_rank decides). A flat prior on a collinear or wide design is proper and exact this way
-(the Cholesky of Lam failed from prior_scale ~1e8: X^T X's null directions drowned the 1 / prior_scale^2 in
-rounding); consumers use the eigenpairs (:meth:`BLRPosterior.cov_eigh`), as the dense Lam^{-1} holds prior_scale^2
-next to O(1) entries. A rank-deficient design is refused (:func:`check_rank_deficient_scale`) when prior_scale eps
-s_max > 1e-2: its null directions are known only to float64 rounding, which prior_scale scales into the posterior.
-
 The ``exact`` engine draws i.i.d. from this posterior; ``nuts`` runs Pyro's NUTS on the same model, as a check.
 Real data (Boston, Concrete, ``--data``) are standardized (inputs and response, y_std = (y - m) / s) and get a
 leading intercept column; the entry's ``noise`` option is then still read in y's own units (the model is given
@@ -167,18 +158,13 @@ def _host_number(value: Any) -> bool:
 @dataclass
 class BLRPosterior:
     """The closed-form posterior. ``cov_unit`` is Lam^{-1} (the covariance of w is ``cov_unit / tau``); with known
-    noise ``tau`` is fixed and ``a``, ``b`` are ``inf`` (their ratio is meaningless). ``eigvals``, ``eigvecs``: the
-    eigenpairs of Lam^{-1} (:func:`blr_posterior` gives them from the SVD of X; ``None``: from ``cov_unit``), which
-    every product with Lam^{-1} goes through: with a flat prior on a rank-deficient design Lam^{-1} holds
-    prior_scale^2 next to O(1) entries, and x^T Lam^{-1} x from the dense matrix loses the O(1) part."""
+    noise ``tau`` is fixed and ``a``, ``b`` are ``inf`` (their ratio is meaningless)."""
 
     mean: torch.Tensor  # (D,)
     cov_unit: torch.Tensor  # (D, D)
     a: float
     b: float
     noise: float  # > 0: known noise sd; 0: Gamma(a, b) posterior on tau
-    eigvals: torch.Tensor | None = None  # (D,) eigenvalues of Lam^{-1}
-    eigvecs: torch.Tensor | None = None  # (D, D) their eigenvectors (columns)
 
     @property
     def known_noise(self) -> bool:
@@ -201,28 +187,11 @@ class BLRPosterior:
         """Posterior covariance of w at the plug-in precision: Lam^{-1} / tau_hat."""
         return self.cov_unit / self.tau_hat
 
-    def cov_eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eigenvalues (D,) (>= 0) and eigenvectors (D, D) of Lam^{-1} = V diag(lam) V^T."""
-        if self.eigvals is not None and self.eigvecs is not None:
-            return self.eigvals, self.eigvecs
-        lam, vecs = torch.linalg.eigh(self.cov_unit)
-        return lam.clamp(min=0), vecs
-
-    @property
-    def cov_factor(self) -> torch.Tensor:
-        """C (D, D) with Lam^{-1} = C C^T: V diag(sqrt(lam)) from :meth:`cov_eigh`."""
-        lam, vecs = self.cov_eigh()
-        return vecs * lam.sqrt()
-
-    def quad(self, x: torch.Tensor) -> torch.Tensor:
-        """x_n^T Lam^{-1} x_n at the rows of ``x`` (M,), as |C^T x_n|^2."""
-        return (x.to(self.mean.dtype) @ self.cov_factor).square().sum(-1)
-
     def predictive(self, x: torch.Tensor) -> torch.distributions.Distribution:
         """Predictive of y at the rows of ``x``: Student-t (unknown noise) or Normal (known noise)."""
         x = x.to(self.mean.dtype)
         loc = x @ self.mean
-        quad = self.quad(x)
+        quad = ((x @ self.cov_unit) * x).sum(-1)
         if self.known_noise:
             return torch.distributions.Normal(loc, self.noise * (1 + quad).sqrt())
         df = torch.full_like(loc, 2 * self.a)
@@ -238,70 +207,34 @@ class BLRPosterior:
             seed = None if generator is None else int(torch.randint(2**62, (1,), generator=generator,
                                                                     device=generator.device))
             tau = torch.from_numpy(np.random.default_rng(seed).gamma(self.a, 1 / self.b, num_samples)).to(**opts)
-        factor = self.cov_factor
+        chol = torch.linalg.cholesky(self.cov_unit)
         # noise from the generator's device (a CPU generator may drive a CUDA posterior), then onto the mean's
         gdev = generator.device if generator is not None else self.mean.device
         z = torch.randn(num_samples, self.mean.shape[0], generator=generator, dtype=self.mean.dtype,
                         device=gdev).to(self.mean.device)
-        w = self.mean + (z @ factor.T) * tau.rsqrt()[:, None]
+        w = self.mean + (z @ chol.T) * tau.rsqrt()[:, None]
         return {"w": w, "tau": tau}
-
-
-RANK_SCALE_MAX = 1e-2  # the largest prior_scale * eps * s_max a rank-deficient design is fitted at
-
-
-def design_svd(x64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """The SVD of the float64 design: U (N, k), s (D,) padded with zeros past k = min(N, D) and with the singular
-    values at or below max(N, D) eps s_max set to 0, V (D, D) (every column: the null space too), and the rank."""
-    n, d = x64.shape
-    u, sv, vh = torch.linalg.svd(x64, full_matrices=n < d)
-    u = u[:, :min(n, d)]
-    top = float(sv.max()) if sv.numel() else 0.0
-    sv = torch.where(sv > max(n, d) * torch.finfo(torch.float64).eps * top, sv, torch.zeros_like(sv))
-    rank = int((sv > 0).sum())
-    return u, torch.cat([sv, sv.new_zeros(d - sv.shape[0])]), vh.T, rank
-
-
-def check_rank_deficient_scale(prior_scale: float, svals: torch.Tensor, rank: int, shape: tuple[int, int]) -> None:
-    """Raise unless the design is of full column rank or ``prior_scale`` eps s_max <= :data:`RANK_SCALE_MAX`: a null
-    direction of X is known only to float64 rounding, eps s_max, which prior_scale scales into the posterior mean and
-    into x^T Lam^{-1} x (a relative error of (prior_scale eps s_max)^2 <= 1e-4 in the predictive variance)."""
-    d = svals.shape[0]
-    if rank == d:
-        return
-    top = float(svals.max()) if svals.numel() else 0.0
-    eps = torch.finfo(torch.float64).eps
-    if prior_scale * eps * top > RANK_SCALE_MAX:
-        bound = RANK_SCALE_MAX / (eps * top)
-        raise PyrozooError(f"prior_scale: expected at most {bound:.3g} for this design of rank {rank} < {d} columns "
-                           f"({shape[0]} rows; collinear columns or fewer rows than columns), got {prior_scale:g}: "
-                           f"its null directions are known only to float64 rounding (eps x largest singular value "
-                           f"{top:.3g}), which prior_scale would scale into the posterior; use a smaller prior_scale, "
-                           f"or drop the redundant columns")
 
 
 def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, a0: float = 2.0, b0: float = 1.0,
                   noise: float = 0.0) -> BLRPosterior:
-    """Closed-form posterior (float64, from the SVD of ``x``; see the module docstring for the formulas).
-    ``x`` (N, D) and ``y`` (N,) are tensors (shapes checked, :func:`check_design`; the values are the caller's to
-    check); a rank-deficient ``x`` with too large a ``prior_scale`` is refused (:func:`check_rank_deficient_scale`)."""
+    """Closed-form posterior (float64, Cholesky solves). See the module docstring for the formulas. ``x`` (N, D) and
+    ``y`` (N,) are tensors (shapes checked, :func:`check_design`; the values are the caller's to check)."""
     check_design(x, y)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
+    d = x64.shape[1]
     prec0 = 1.0 / prior_scale / prior_scale  # not prior_scale**-2: a Python float power raises OverflowError
-    u, sv, v, rank = design_svd(x64)
-    check_rank_deficient_scale(prior_scale, sv, rank, tuple(x64.shape))
-    # 1 / (s^2 + 1 / prior_scale^2), written prior_scale^2 where s = 0 (1 / prec0 is the same number, rounded twice)
-    eig = torch.where(sv > 0, 1.0 / (sv * sv + prec0), torch.full_like(sv, float(prior_scale) * float(prior_scale)))
-    cov_unit = (v * eig) @ v.T
+    lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) * prec0
+    chol = torch.linalg.cholesky(lam)
+    cov_unit = torch.cholesky_inverse(chol)
     cov_unit = 0.5 * (cov_unit + cov_unit.T)
-    k = u.shape[1]
-    mean = v[:, :k] @ (sv[:k] * eig[:k] * (u.T @ y64))  # V diag(s / (s^2 + prec0)) U^T y
+    mean = torch.cholesky_solve((x64.T @ y64)[:, None], chol)[:, 0]
     if noise > 0:
-        return BLRPosterior(mean, cov_unit, math.inf, math.inf, float(noise), eig, v)
+        return BLRPosterior(mean, cov_unit, math.inf, math.inf, float(noise))
     # y'y - m' Lam m, written as the sum of two non-negative terms it equals: the difference of two ~|y|^2 numbers
     # lost every digit of a ~10 residual for responses offset by 1e8 (b 9 instead of 4.57)
     resid = float((y64 - x64 @ mean).square().sum() + mean.square().sum() * prec0)
-    return BLRPosterior(mean, cov_unit, a0 + 0.5 * y64.shape[0], b0 + 0.5 * resid, 0.0, eig, v)
+    return BLRPosterior(mean, cov_unit, a0 + 0.5 * y64.shape[0], b0 + 0.5 * resid, 0.0)
 
 
 def make_dataset(x: Any, y: Any, *, name: str = "blr", device: Any = "cpu", truth: dict | None = None,
@@ -449,10 +382,6 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     config = checked_config("blr", config)  # a direct call gets run_model's checks
     if config.inference != "exact":
         check_sampler_prior(dataset)
-        # the metrics' closed form would refuse it after the whole run
-        x64 = dataset.inputs["x"].to(torch.float64)
-        _, sv, _, rank = design_svd(x64)
-        check_rank_deficient_scale(float(dataset.inputs["prior_scale"]), sv, rank, tuple(x64.shape))
     if config.inference == "exact":
         result = fit_exact(dataset, config)
     else:
