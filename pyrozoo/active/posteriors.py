@@ -478,8 +478,9 @@ def blr_from_result(result: Result, noise: float | None = None) -> SampledRegres
 
 def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     """P(Z1 <= h, Z2 <= k) for standard normals with correlation ``rho`` (|rho| <= 1; the limits +-1 give
-    Phi(min(h, k)) and max(Phi(h) + Phi(k) - 1, 0); a NaN or |rho| > 1 is a :class:`PyrozooError`, checked once per
-    call on the host copy the evaluation makes anyway), elementwise, via Owen's T:
+    Phi(min(h, k)) and max(Phi(h) + Phi(k) - 1, 0); up to 4 ulps past +-1 count as +-1; a NaN or |rho| beyond that
+    is a :class:`PyrozooError`, checked once per call on the host copy the evaluation makes anyway), elementwise, via
+    Owen's T:
 
         Phi2(h, k; rho) = (Phi(h) + Phi(k)) / 2 - T(h, a_h) - T(k, a_k) - [1/2 if h k < 0 (or = 0 with h + k < 0)]
         a_h = (k - rho h) / (h sqrt(1 - rho^2)),  a_k = (h - rho k) / (k sqrt(1 - rho^2)).
@@ -488,11 +489,16 @@ def bivariate_normal_cdf(h: torch.Tensor, k: torch.Tensor, rho: torch.Tensor) ->
     from scipy.special import owens_t
 
     dev = h.device
+    # a correlation computed as cov / sqrt(v1 v2) lands a rounding step past +-1: up to 4 ulps of rho's own dtype
+    # count as +-1 (clipped); beyond that (rho = 1.5 returned 1.0) and NaN (returned NaN) are refused
+    floating = isinstance(rho, torch.Tensor) and rho.is_floating_point()
+    slack = 4 * torch.finfo(rho.dtype if floating else torch.float64).eps
     h, k, rho = (t.detach().cpu().double().numpy() for t in torch.broadcast_tensors(h, k, rho))
-    bad = ~(np.abs(rho) <= 1)  # NaN too; rho=1.5 returned 1.0 and NaN returned NaN silently
+    bad = ~(np.abs(rho) <= 1 + slack)
     if bad.any():
         raise PyrozooError(f"rho: expected correlations in [-1, 1], got {float(rho[bad].flat[0])!r} "
                            f"({int(bad.sum())} of {rho.size} outside)")
+    rho = np.clip(rho, -1.0, 1.0)
     tiny = 1e-12
     h = np.where(np.abs(h) < tiny, tiny, h)
     k = np.where(np.abs(k) < tiny, tiny, k)

@@ -216,6 +216,26 @@ class BLRPosterior:
         return {"w": w, "tau": tau}
 
 
+class PrecisionNotPositiveDefinite(PyrozooError, torch.linalg.LinAlgError):
+    """X^T X + I / prior_scale^2 failed its float64 Cholesky: a PyrozooError naming prior_scale for users, and still
+    a LinAlgError for callers that read a failed Cholesky as diverged features (neural-linear)."""
+
+
+def _precision_error(x64: torch.Tensor, prior_scale: float) -> PrecisionNotPositiveDefinite:
+    """The refusal of a design whose precision X^T X + I / prior_scale^2 is not positive definite in float64: a
+    flat prior (prior_scale ~1e8 and up) on collinear columns, or on fewer rows than columns, whose null directions
+    the 1 / prior_scale^2 no longer lifts above rounding. (An exact SVD route was tried and reverted: its rank
+    threshold is not invariant to column scales, and it zeroed well-determined directions of badly scaled designs.)"""
+    n, d = x64.shape
+    rank = int(torch.linalg.matrix_rank(x64))
+    why = (f"rank {rank} < {d} columns ({n} rows: " + ("fewer rows than columns" if n < d else "collinear columns")
+           + ")") if rank < d else f"{d} columns, {n} rows, nearly collinear"
+    return PrecisionNotPositiveDefinite(
+        f"prior_scale: the posterior precision X^T X + I / prior_scale^2 is not positive definite in float64 at "
+        f"prior_scale={prior_scale:g} for this design ({why}): expected a smaller prior_scale (one that lifts the "
+        f"design's null directions above rounding), or the redundant columns dropped")
+
+
 def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0, a0: float = 2.0, b0: float = 1.0,
                   noise: float = 0.0) -> BLRPosterior:
     """Closed-form posterior (float64, Cholesky solves). See the module docstring for the formulas. ``x`` (N, D) and
@@ -225,7 +245,10 @@ def blr_posterior(x: torch.Tensor, y: torch.Tensor, *, prior_scale: float = 1.0,
     d = x64.shape[1]
     prec0 = 1.0 / prior_scale / prior_scale  # not prior_scale**-2: a Python float power raises OverflowError
     lam = x64.T @ x64 + torch.eye(d, dtype=torch.float64, device=x.device) * prec0
-    chol = torch.linalg.cholesky(lam)
+    try:
+        chol = torch.linalg.cholesky(lam)
+    except torch.linalg.LinAlgError as exc:
+        raise _precision_error(x64, prior_scale) from exc
     cov_unit = torch.cholesky_inverse(chol)
     cov_unit = 0.5 * (cov_unit + cov_unit.T)
     mean = torch.cholesky_solve((x64.T @ y64)[:, None], chol)[:, 0]
@@ -382,6 +405,8 @@ def fit_blr(dataset: Dataset, config: RunConfig) -> Result:
     config = checked_config("blr", config)  # a direct call gets run_model's checks
     if config.inference != "exact":
         check_sampler_prior(dataset)
+        # the metrics' closed form would refuse a design whose precision is not positive definite after the run
+        blr_posterior(dataset.inputs["x"], dataset.observed["y"], **_prior_of(dataset))
     if config.inference == "exact":
         result = fit_exact(dataset, config)
     else:

@@ -207,3 +207,19 @@ def test_bivariate_normal_cdf_refuses_an_invalid_correlation():
                                norm.cdf(torch.minimum(h, k)))
     torch.testing.assert_close(bivariate_normal_cdf(h, k, torch.tensor(-1.0, dtype=torch.float64)),
                                (norm.cdf(h) + norm.cdf(k) - 1).clamp(min=0))
+
+
+def test_a_correlation_a_rounding_step_past_one_counts_as_one():
+    """rho computed as cov / sqrt(v1 v2) lands an ulp past +-1 (1 + 2.2e-16 in float64, 1 + 1.2e-7 in float32):
+    the check refused it. Up to 4 ulps of rho's dtype now count as +-1 (the limits' values); 1.5 and NaN are still
+    refused."""
+    h, k = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([0.1, 0.4], dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        ulp = torch.finfo(dtype).eps
+        for one in (1.0, -1.0):
+            past = torch.tensor(one * (1 + ulp), dtype=dtype)
+            torch.testing.assert_close(bivariate_normal_cdf(h, k, past),
+                                       bivariate_normal_cdf(h, k, torch.tensor(one, dtype=torch.float64)))
+    for bad in (1.5, float("nan"), 1 + 1e-6):
+        with pytest.raises(PyrozooError, match=r"^rho: expected correlations in \[-1, 1\]"):
+            bivariate_normal_cdf(h, k, torch.tensor(bad, dtype=torch.float64))

@@ -685,3 +685,36 @@ def test_nuts_on_float32_data_refuses_a_prior_scale_below_the_squared_range_befo
     ds = make_dataset(x, y, dtype=torch.float32, prior_scale=1e-16)
     with pytest.raises(PyrozooError, match=r"^prior_scale: expected at least 1e-15 for --inference nuts on float32"):
         fit_blr(ds, RunConfig(model="blr", inference="nuts", num_samples=10, num_chains=1, warmup_steps=5))
+
+
+def test_a_flat_prior_on_a_rank_deficient_design_is_one_error_naming_prior_scale(tmp_path, capsys):
+    """prior_scale ~1e8 on collinear columns (or fewer rows than columns) failed with torch's raw _LinAlgError from
+    the Cholesky of X^T X + I / prior_scale^2 (blr --data, BLRPoolPosterior.fit, the active loop). It is one
+    PyrozooError naming prior_scale and the rank; for nuts before sampling, and the CLI writes nothing. It stays a
+    LinAlgError too, which neural-linear reads as diverged features."""
+    import pandas as pd
+
+    from pyrozoo.cli import main
+    from pyrozoo.models.blr import PrecisionNotPositiveDefinite, blr_posterior
+
+    rng = np.random.default_rng(0)
+    a, c = rng.normal(size=50), rng.normal(size=50)
+    x = torch.tensor(np.c_[np.ones(50), a, 2 * a, c])
+    y = torch.tensor(1 + a + c + 0.1 * rng.normal(size=50))
+    blr_posterior(x, y, prior_scale=1e3)  # a proper prior lifts the null direction
+    with pytest.raises(PyrozooError, match=r"^prior_scale: the posterior precision .* not positive definite in "
+                                           r"float64 at prior_scale=1e\+08 for this design \(rank 3 < 4 columns "
+                                           r"\(50 rows: collinear columns\)\)") as info:
+        blr_posterior(x, y, prior_scale=1e8)
+    assert isinstance(info.value, torch.linalg.LinAlgError) and isinstance(info.value, PrecisionNotPositiveDefinite)
+    wide = torch.tensor(rng.normal(size=(8, 12)))
+    with pytest.raises(PyrozooError, match=r"rank 8 < 12 columns \(8 rows: fewer rows than columns\)"):
+        blr_posterior(wide, torch.tensor(rng.normal(size=8)), prior_scale=1e9)
+    path = tmp_path / "collinear.csv"
+    pd.DataFrame({"a": a, "b": 2 * a, "c": c, "y": y.numpy()}).to_csv(path, index=False)
+    for inference, extra in (("exact", []), ("nuts", ["--warmup-steps", "5"])):
+        out = tmp_path / f"o_{inference}"
+        assert main(["run", "blr", "--data", str(path), "-o", "outcome=y", "-o", "prior_scale=1e8", "--inference",
+                     inference, "--num-samples", "5", *extra, "--out", str(out), "--no-progress"]) != 0
+        assert "pyrozoo: error: prior_scale: the posterior precision" in capsys.readouterr().err
+        assert not out.exists() and list(tmp_path.glob(".o_*")) == []
