@@ -15,6 +15,7 @@ NUMBER_CHANGES = {
     "0.2.0": "the log-likelihood of fits to a standardized response (blr, gp, sparse-gp, bnn) in the data's units",
     "0.3.0": "SWAG's covariance (bnn swag, ciber, collapsed-gaussian: no longer half the paper's), plce scenario "
              "runs' treatment_model 'auto', gp NUTS test_nlpd (the predictive mixture), regime-scm gumbel on "
-             "standardized columns, the agnostic adversary's own random stream and normal-gamma / spike-slab NUTS "
-             "chains started apart",
+             "standardized columns, regime-scm enum/amortized keeping the better of the EM start and the SVI end, "
+             "plce's SVI final stage (32 particles, a decaying lr), the agnostic adversary's own random stream and "
+             "normal-gamma / spike-slab NUTS chains started apart",
 }

@@ -27,10 +27,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--treatment", help="treatment column (default t; treat with --dataset lalonde)")
     p.add_argument("--controls", help="comma-separated control columns (default: all other columns)")
     p.add_argument("--groups", help="group id column (random intercepts)")
-    p.add_argument("--treatment-model", choices=("homoskedastic", "heteroskedastic"),
-                   help="default: heteroskedastic on a --scenario whose treatment is heteroskedastic (heterogeneity, "
-                        "combined; the unweighted estimate there targets a variance-weighted effect, not the true "
-                        "theta = 1), homoskedastic otherwise")
+    p.add_argument("--treatment-model", choices=("auto", "homoskedastic", "heteroskedastic"),
+                   help="default auto: heteroskedastic on a --scenario whose treatment is heteroskedastic "
+                        "(heterogeneity, combined; the unweighted estimate there targets a variance-weighted effect, "
+                        "not the true theta = 1), homoskedastic otherwise")
     p.add_argument("--interference", action="store_true", help="learn kernel-weighted interference terms")
     p.add_argument("--se-type", default="hc3", choices=("hc3", "cluster"),
                    help="hc3 (default) | cluster (cluster-robust by --groups; warns below 30 clusters)")

@@ -250,6 +250,18 @@ def _broken(path: Path) -> str | None:
     return None
 
 
+def _newer(version: str, than: str) -> bool:
+    """Whether ``version`` (a NUMBER_CHANGES key, "X.Y.Z") came after ``than`` (a run's recorded version, or
+    "before 0.2.0"); a version this code cannot read counts as older than every listed one."""
+    def key(v: str) -> tuple[int, ...] | None:
+        try:
+            return tuple(int(p) for p in v.split("."))
+        except ValueError:
+            return None
+    new, old = key(version), key(than)
+    return old is None or (new is not None and new > old)
+
+
 def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     """Raise if a run directory of a cell cannot be resumed: it holds a different config than its cell now asks
     for, or it is damaged or incomplete (then it would be neither run again nor reported). Warn (and keep them) for
@@ -257,6 +269,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     numbers may differ from this version's (``pyrozoo.NUMBER_CHANGES`` says how)."""
     changed: dict[str, list[str]] = {}  # what differs -> the cells whose runs differ so
     broken, other_version = [], []
+    other_versions: set[str] = set()  # the versions that wrote them (their changes since are named)
     for cell in cells:
         path = run_path(root, cell)
         if not path.exists():
@@ -282,6 +295,7 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
         version = json.loads((path / "metrics.json").read_text()).get("pyrozoo_version", "before 0.2.0")
         if version != pyrozoo.__version__:
             other_version.append(f"{cell.key} ({version})")
+            other_versions.add(str(version))
 
     def shown(items: list[str]) -> str:
         return "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
@@ -309,7 +323,8 @@ def check_resumable(root: Path, cells: Sequence[Cell]) -> None:
     if parts:
         raise PyrozooError(f"out: {root} " + ". It also ".join(parts))
     if other_version:
-        changes = "; ".join(f"{v}: {what}" for v, what in pyrozoo.NUMBER_CHANGES.items())
+        changes = "; ".join(f"{v}: {what}" for v, what in pyrozoo.NUMBER_CHANGES.items()
+                            if any(_newer(v, old) for old in other_versions)) or "see pyrozoo.NUMBER_CHANGES"
         warnings.warn(f"out: {root} holds runs written by another pyrozoo version than this one "
                       f"({pyrozoo.__version__}): {shown(other_version)}; they are kept, not rerun, and their numbers "
                       f"may differ from this version's ({changes}); delete them to have their cells run again",

@@ -141,3 +141,23 @@ def test_plce_scenario_without_treatment_model_uses_the_scenarios(monkeypatch, c
             pass
     assert "treatment_model" not in seen[0] and seen[1]["treatment_model"] == "homoskedastic"
     capsys.readouterr()
+
+
+def test_plce_treatment_model_auto_is_a_choice(monkeypatch, capsys):
+    """docs/plce.md names `--treatment-model` among the ways to set the entry's treatment model, whose default is
+    `auto`, but the command refused `--treatment-model auto` (argparse choices). It is passed as given now."""
+    import pyrozoo.runner
+
+    seen = []
+
+    def fake_run_model(config, **kwargs):
+        seen.append(dict(config.options))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pyrozoo.runner, "run_model", fake_run_model)
+    try:
+        main(["plce", "--scenario", "heterogeneity", "--treatment-model", "auto"])
+    except SystemExit:
+        pass
+    assert seen and seen[0]["treatment_model"] == "auto"
+    capsys.readouterr()
